@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test egret has: formatting, lints, unit tests, and the
+# integration tests (which need root for network namespaces and nftables).
+# On a fresh Debian machine it first installs what the tests use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive: nft/ip to build and inspect namespaces,
+# real clients (curl, openssl, dig), capability tools for privilege tests.
+PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools)
+
+need_install=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_install+=("$p")
+done
+if [ ${#need_install[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: missing packages ${need_install[*]}; run as root so they can be installed" >&2
+    exit 1
+  fi
+  echo "==> installing ${need_install[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_install[@]}" >/dev/null
+fi
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --all-targets

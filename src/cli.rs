@@ -1,0 +1,170 @@
+//! argv → [`Command`]. Tiny and pure: no I/O beyond what it is given.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// The filter daemon (the default).
+    Run {
+        print_rules: bool,
+    },
+    /// The dashboard server.
+    Dashboard,
+    /// Validate a policy and print the effective allowlist.
+    Check {
+        policy: Option<PathBuf>,
+    },
+    /// Install the fail-closed ruleset and exit (init containers).
+    Init,
+    /// Remove egret's nftables table.
+    Cleanup,
+    /// GET a /health URL; exit 0 when it answers 200.
+    Health {
+        url: Option<String>,
+    },
+    Version,
+    /// `--help` for the whole tool or one subcommand.
+    Help(Option<&'static str>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (see `egret --help`)", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+pub const USAGE: &str = "\
+egret: egress allowlist filter for container pods
+
+usage: egret [COMMAND] [OPTIONS]
+
+commands:
+  run        run the filter daemon (default)
+  dashboard  run the dashboard server
+  check      validate a policy and print the effective allowlist
+  init       install the fail-closed ruleset and exit (for init containers)
+  cleanup    remove egret's nftables table
+  health     GET a /health URL and exit 0 if it answers 200
+  version    print the version
+
+`egret COMMAND --help` describes one command. Configuration is read from the
+environment; see README.md for every variable.
+";
+
+/// Help text per subcommand.
+pub fn help(cmd: &str) -> &'static str {
+    match cmd {
+        "run" => "usage: egret run [--print-rules]\n\nRun the filter: install the nftables ruleset, serve the proxies (HTTPS mode)\nor the DNS server (DNS mode), log decisions. Configured by environment\n(POLICY_PATH, FILTER_MODE, ...).\n\n  --print-rules  print the ruleset as nft text and exit without applying it\n",
+        "dashboard" => "usage: egret dashboard\n\nRun the dashboard: the log API, the live stream (SSE) and the web UI.\nConfigured by environment (PORT, API_KEY, BUFFER_SIZE, ...).\n",
+        "check" => "usage: egret check [--policy PATH]\n\nValidate the policy (the file at PATH, else POLICY_PATH, plus the\nALLOWLIST_IPS / ALLOWLIST_DOMAINS variables) and print the effective\nallowlist. Exits 0 when valid, 2 listing every problem when not.\n",
+        "init" => "usage: egret init\n\nInstall the fail-closed ruleset and exit. Run it as an init container so the\nrules are in place before any workload starts.\n",
+        "cleanup" => "usage: egret cleanup\n\nRemove egret's nftables table (table inet egret). Egress is then unfiltered.\n",
+        "health" => "usage: egret health [URL]\n\nGET URL (default http://127.0.0.1:8081/health) and exit 0 if it answers\n200, 1 otherwise. For HEALTHCHECK in images without curl.\n",
+        "version" => "usage: egret version\n\nPrint the version.\n",
+        _ => USAGE,
+    }
+}
+
+const COMMANDS: [&str; 7] = ["run", "dashboard", "check", "init", "cleanup", "health", "version"];
+
+/// Parses the arguments after the program name.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageError> {
+    let mut args = args.into_iter().peekable();
+    let cmd = match args.peek().map(String::as_str) {
+        None => "run".to_owned(),
+        Some("-h" | "--help" | "help") => return Ok(Command::Help(None)),
+        Some("-V" | "--version") => return Ok(Command::Version),
+        Some(s) if s.starts_with('-') => "run".to_owned(),
+        Some(_) => args.next().unwrap_or_default(),
+    };
+    let Some(name) = COMMANDS.iter().copied().find(|c| *c == cmd) else {
+        return Err(UsageError(format!("unknown command {cmd:?}")));
+    };
+    let rest: Vec<String> = args.collect();
+    if rest.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Command::Help(Some(name)));
+    }
+    let mut it = rest.into_iter();
+    let unexpected = |a: String| Err(UsageError(format!("unexpected argument {a:?} for `egret {name}`")));
+    match name {
+        "run" => {
+            let mut print_rules = false;
+            for a in it {
+                match a.as_str() {
+                    "--print-rules" => print_rules = true,
+                    _ => return unexpected(a),
+                }
+            }
+            Ok(Command::Run { print_rules })
+        }
+        "check" => {
+            let mut policy = None;
+            while let Some(a) = it.next() {
+                if a == "--policy" || a == "-p" {
+                    let p = it.next().ok_or_else(|| UsageError("--policy needs a PATH".into()))?;
+                    policy = Some(PathBuf::from(p));
+                } else if let Some(p) = a.strip_prefix("--policy=") {
+                    policy = Some(PathBuf::from(p));
+                } else {
+                    return unexpected(a);
+                }
+            }
+            Ok(Command::Check { policy })
+        }
+        "health" => {
+            let url = it.next();
+            if let Some(a) = it.next() {
+                return unexpected(a);
+            }
+            Ok(Command::Health { url })
+        }
+        other => {
+            if let Some(a) = it.next() {
+                return unexpected(a);
+            }
+            Ok(match other {
+                "dashboard" => Command::Dashboard,
+                "init" => Command::Init,
+                "cleanup" => Command::Cleanup,
+                _ => Command::Version,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, UsageError> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn table() {
+        assert_eq!(p(&[]), Ok(Command::Run { print_rules: false }));
+        assert_eq!(p(&["--print-rules"]), Ok(Command::Run { print_rules: true }));
+        assert_eq!(p(&["run", "--print-rules"]), Ok(Command::Run { print_rules: true }));
+        assert_eq!(p(&["check"]), Ok(Command::Check { policy: None }));
+        assert_eq!(p(&["check", "--policy", "x.yaml"]), Ok(Command::Check { policy: Some("x.yaml".into()) }));
+        assert_eq!(p(&["check", "--policy=y.yaml"]), Ok(Command::Check { policy: Some("y.yaml".into()) }));
+        assert_eq!(
+            p(&["health", "http://h/health"]),
+            Ok(Command::Health { url: Some("http://h/health".into()) })
+        );
+        assert_eq!(p(&["--help"]), Ok(Command::Help(None)));
+        assert_eq!(p(&["check", "--help"]), Ok(Command::Help(Some("check"))));
+        assert_eq!(p(&["version"]), Ok(Command::Version));
+        assert_eq!(p(&["init"]), Ok(Command::Init));
+        assert!(p(&["frobnicate"]).unwrap_err().0.contains("unknown command"));
+        assert!(p(&["check", "--policy"]).is_err());
+        assert!(p(&["cleanup", "now"]).unwrap_err().0.contains("unexpected argument"));
+    }
+}

@@ -1,0 +1,111 @@
+//! The subcommands: each turns a parsed [`Command`] into work and an exit
+//! code. Exit codes: 0 success, 1 runtime failure, 2 bad usage,
+//! configuration or policy, 3 not available in this build yet.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::cli::{self, Command};
+use crate::config::{self, Config};
+use crate::policy::{self, Policy, PolicyErrors};
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_INVALID: u8 = 2;
+pub const EXIT_UNAVAILABLE: u8 = 3;
+
+/// Reads the process environment.
+pub fn process_env(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
+/// Sets up env_logger: `LOG_LEVEL` (TRACE..ERROR, default INFO), with
+/// `RUST_LOG` overriding it when set. Diagnostics go to stderr; stdout is
+/// kept for the JSON event lines.
+pub fn init_logging() {
+    let level = process_env("LOG_LEVEL")
+        .and_then(|v| config::parse_level(v.trim()).ok())
+        .unwrap_or(log::LevelFilter::Info);
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level).target(env_logger::Target::Stderr);
+    if let Some(spec) = process_env("RUST_LOG").filter(|s| !s.trim().is_empty()) {
+        b.parse_filters(&spec);
+    }
+    // A second init (tests) is harmless.
+    let _ = b.try_init();
+}
+
+pub fn run(cmd: Command) -> ExitCode {
+    init_logging();
+    match cmd {
+        Command::Help(which) => {
+            print!("{}", which.map_or(cli::USAGE, cli::help));
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("egret {}", crate::VERSION);
+            ExitCode::SUCCESS
+        }
+        Command::Check { policy } => check(policy),
+        Command::Health { url } => health(url.as_deref().unwrap_or(crate::health::DEFAULT_URL)),
+        Command::Run { .. } => unavailable("run", "the kernel path and proxies (issues 3 and 4)"),
+        Command::Init => unavailable("init", "the kernel path (issue 3)"),
+        Command::Cleanup => unavailable("cleanup", "the kernel path (issue 3)"),
+        Command::Dashboard => unavailable("dashboard", "the dashboard (issue 7)"),
+    }
+}
+
+fn unavailable(cmd: &str, what: &str) -> ExitCode {
+    eprintln!("egret {cmd}: not available in this build yet; it arrives with {what}");
+    ExitCode::from(EXIT_UNAVAILABLE)
+}
+
+/// Parses the filter configuration or prints every problem.
+pub fn load_config() -> Result<Config, ExitCode> {
+    Config::from_env(&process_env).map_err(|e| {
+        eprintln!("egret: {e}");
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+/// Loads the policy named by the config (or `path`) and logs its warnings.
+pub fn load_policy(cfg: &Config, path: Option<&std::path::Path>) -> Result<Policy, PolicyErrors> {
+    let p = policy::load(path.unwrap_or(&cfg.policy_path), &cfg.env_lists())?;
+    for w in p.warnings() {
+        log::warn!("{w}");
+    }
+    Ok(p)
+}
+
+fn check(path: Option<std::path::PathBuf>) -> ExitCode {
+    let cfg = match load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match load_policy(&cfg, path.as_deref()) {
+        Ok(p) => {
+            print!("{p}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("egret: {e}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn health(url: &str) -> ExitCode {
+    match crate::health::get(url, Duration::from_secs(3)) {
+        Ok((200, body)) => {
+            println!("{}", body.trim());
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            eprintln!("egret health: {url} answered {code}: {}", body.trim());
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => {
+            eprintln!("egret health: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

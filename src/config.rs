@@ -1,0 +1,668 @@
+//! Environment → [`Config`] (the filter) and [`DashboardConfig`]. Every
+//! default lives in this file; every bad value is reported with the
+//! variable, the value and the accepted form.
+//!
+//! Pure: the environment is passed in as a lookup function.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every default, in one place.
+pub mod defaults {
+    use std::time::Duration;
+    pub const HTTP_PORT: u16 = 8080;
+    pub const HTTPS_PORT: u16 = 8443;
+    pub const DNS_PORT: u16 = 53;
+    pub const POLICY_PATH: &str = "/app/policy.yaml";
+    pub const DNS_UPSTREAM: &str = "127.0.0.11:53";
+    pub const DASHBOARD_QUEUE_SIZE: usize = 1024;
+    pub const DASHBOARD_START_DELAY: Duration = Duration::from_secs(5);
+    pub const NFLOG_GROUP: u16 = 0;
+    pub const NFLOG_BUFSIZE: u32 = 96;
+    pub const NFLOG_QTHRESH: u32 = 50;
+    pub const NOTIFICATION_BACKOFF: Duration = Duration::from_secs(60);
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+    pub const DNS_TTL_MIN: Duration = Duration::from_secs(30);
+    pub const DNS_TTL_MAX: Duration = Duration::from_secs(3600);
+    pub const METRICS_PORT: u16 = 9090;
+    // Dashboard.
+    pub const DASHBOARD_PORT: u16 = 8081;
+    pub const BUFFER_SIZE: usize = 5000;
+    pub const READ_LIMIT: usize = 500;
+    pub const SSE_RETRY_MS: u64 = 2000;
+    pub const RATE_RPS: f64 = 50.0;
+    pub const RATE_BURST: u32 = 100;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterMode {
+    /// Ports 80/443 go through the Host/SNI proxies.
+    Https,
+    /// Port 53 goes through the filtering resolver.
+    Dns,
+}
+
+/// The filter daemon's configuration (`egret run` / `egret init`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub log_level: log::LevelFilter,
+    /// `HOSTNAME`; `None` means "ask the kernel" (the shell fills it in).
+    pub hostname: Option<String>,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub dns_port: u16,
+    pub policy_path: PathBuf,
+    pub allowlist_ips: Option<Vec<String>>,
+    pub allowlist_domains: Option<Vec<String>>,
+    pub filter_mode: FilterMode,
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// `DNS_STRICT`: in DNS mode, only addresses that allowed answers
+    /// returned (plus policy IPs) are reachable.
+    pub dns_strict: bool,
+    pub dns_ttl_min: Duration,
+    pub dns_ttl_max: Duration,
+    pub dashboard_host: Option<String>,
+    pub dashboard_api_key: Option<String>,
+    pub dashboard_queue_size: usize,
+    pub dashboard_start_delay: Duration,
+    pub log_file: Option<PathBuf>,
+    pub nflog_group: u16,
+    pub nflog_bufsize: u32,
+    pub nflog_qthresh: u32,
+    pub notification_host: Option<String>,
+    pub notification_key: Option<String>,
+    pub notification_backoff: Duration,
+    pub notification_ignore_domains: Vec<String>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// `MAX_LIFETIME`; zero means connections may live forever.
+    pub max_lifetime: Duration,
+    /// `VERIFY_DESTINATION`: an allowed name must resolve to the original
+    /// destination address (anti-spoofing). On by default.
+    pub verify_destination: bool,
+    /// `BYPASS_MARK`: a fixed mark for egret's own sockets; `None` picks a
+    /// random one at start.
+    pub bypass_mark: Option<u32>,
+    /// `METRICS_ADDR`: Prometheus endpoint of the filter; off when `None`.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The dashboard's configuration (`egret dashboard`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardConfig {
+    pub log_level: log::LevelFilter,
+    pub listen: SocketAddr,
+    pub api_key: String,
+    pub buffer_size: usize,
+    pub read_limit: usize,
+    pub sse_retry_ms: u64,
+    /// Zero means no write timeout.
+    pub write_timeout: Duration,
+    pub rate_rps: f64,
+    pub rate_burst: u32,
+}
+
+/// One bad variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    /// What would have been accepted, or what is wrong.
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.var, self.expected)
+        } else {
+            write!(f, "{}={:?}: expected {}", self.var, self.value, self.expected)
+        }
+    }
+}
+
+/// Every bad variable of one parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "invalid configuration ({n} problem{})", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads variables through `lookup` and collects every error.
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Env<'_> {
+    /// The trimmed value; empty counts as unset.
+    fn raw(&self, var: &str) -> Option<String> {
+        (self.lookup)(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    fn get<T>(&mut self, var: &'static str, default: T, parse: impl Fn(&str) -> Result<T, String>) -> T {
+        match self.raw(var) {
+            None => default,
+            Some(v) => match parse(&v) {
+                Ok(x) => x,
+                Err(expected) => {
+                    self.errors.push(ConfigError { var, value: v, expected });
+                    default
+                }
+            },
+        }
+    }
+
+    fn opt<T>(&mut self, var: &'static str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let v = self.raw(var)?;
+        match parse(&v) {
+            Ok(x) => Some(x),
+            Err(expected) => {
+                self.errors.push(ConfigError { var, value: v, expected });
+                None
+            }
+        }
+    }
+
+    fn string(&self, var: &str) -> Option<String> {
+        self.raw(var)
+    }
+
+    fn error(&mut self, var: &'static str, value: impl Into<String>, expected: impl Into<String>) {
+        self.errors.push(ConfigError { var, value: value.into(), expected: expected.into() });
+    }
+}
+
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err("a port number 1..65535".into()),
+    }
+}
+
+/// `5s`, `1m`, `500ms`, `2h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const FORM: &str = "a duration such as 500ms, 5s, 1m or 2h (a bare number is seconds)";
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| FORM.to_owned())?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or(FORM)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or(FORM)?),
+        _ => return Err(FORM.into()),
+    };
+    Ok(d)
+}
+
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("a boolean: true/false, 1/0, yes/no, on/off".into()),
+    }
+}
+
+/// A comma-separated list; blanks between commas are dropped.
+pub fn parse_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect()
+}
+
+fn parse_count(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> {
+    move |s| match s.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("a whole number {min}..{max}")),
+    }
+}
+
+fn parse_u32_range(min: u32, max: u32) -> impl Fn(&str) -> Result<u32, String> {
+    move |s| match s.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("a whole number {min}..{max}")),
+    }
+}
+
+pub fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "TRACE" => Ok(log::LevelFilter::Trace),
+        "DEBUG" => Ok(log::LevelFilter::Debug),
+        "INFO" => Ok(log::LevelFilter::Info),
+        "WARN" | "WARNING" => Ok(log::LevelFilter::Warn),
+        "ERROR" => Ok(log::LevelFilter::Error),
+        "OFF" => Ok(log::LevelFilter::Off),
+        _ => Err("one of TRACE, DEBUG, INFO, WARN, ERROR".into()),
+    }
+}
+
+/// `host:port` with an IP host (`[v6]:port` for IPv6); the port defaults
+/// to `default_port` when left out.
+pub fn parse_socket_addr(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        if sa.port() == 0 {
+            return Err("a port 1..65535".into());
+        }
+        return Ok(sa);
+    }
+    let bare = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
+    bare.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, default_port)).map_err(|_| {
+        "IP:port (e.g. 10.0.0.2:53 or [fd00::2]:53); names cannot be resolved before the filter runs".into()
+    })
+}
+
+/// Dashboard `PORT`: `:8081`, `8081` (all addresses) or `host:port`.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    const FORM: &str = "a port (8081), :port, or IP:port";
+    let port_only = s.strip_prefix(':').unwrap_or(s);
+    if let Ok(p) = parse_port(port_only) {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p));
+    }
+    if s.starts_with(':') {
+        return Err(FORM.into());
+    }
+    match s.parse::<SocketAddr>() {
+        Ok(sa) if sa.port() != 0 => Ok(sa),
+        _ => Err(FORM.into()),
+    }
+}
+
+/// `METRICS_ADDR`: a port alone means loopback.
+fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    let port_only = s.strip_prefix(':').unwrap_or(s);
+    if let Ok(p) = parse_port(port_only) {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p));
+    }
+    match s {
+        "1" | "true" | "on" | "yes" => {
+            Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), defaults::METRICS_PORT))
+        }
+        _ => s.parse::<SocketAddr>().map_err(|_| "a port (9090), :port, IP:port, or true".into()),
+    }
+}
+
+fn parse_mark(s: &str) -> Result<u32, String> {
+    let n = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse::<u32>(),
+    };
+    match n {
+        Ok(m) if m != 0 => Ok(m),
+        _ => Err("a non-zero 32-bit mark, decimal or 0x-hex (leave unset for a random mark)".into()),
+    }
+}
+
+fn parse_http_url(s: &str) -> Result<String, String> {
+    let with_scheme = if s.contains("://") { s.to_owned() } else { format!("http://{s}") };
+    let rest = with_scheme
+        .strip_prefix("http://")
+        .or_else(|| with_scheme.strip_prefix("https://"))
+        .ok_or("an http:// or https:// URL, or host[:port] (http is assumed)")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("a URL with a host".into());
+    }
+    Ok(with_scheme.trim_end_matches('/').to_owned())
+}
+
+impl Config {
+    /// Parses the filter's variables.
+    pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        use defaults as d;
+        let mut e = Env { lookup, errors: Vec::new() };
+        let log_level = e.get("LOG_LEVEL", log::LevelFilter::Info, parse_level);
+        let http_port = e.get("HTTP_PORT", d::HTTP_PORT, parse_port);
+        let https_port = e.get("HTTPS_PORT", d::HTTPS_PORT, parse_port);
+        let dns_port = e.get("DNS_PORT", d::DNS_PORT, parse_port);
+        let filter_mode =
+            e.get("FILTER_MODE", FilterMode::Https, |s| match s.to_ascii_lowercase().as_str() {
+                "https" => Ok(FilterMode::Https),
+                "dns" => Ok(FilterMode::Dns),
+                _ => Err("https or dns".into()),
+            });
+        let dns_upstreams = match e.string("DNS_UPSTREAMS") {
+            None => vec![parse_socket_addr(d::DNS_UPSTREAM, 53).expect("default upstream is valid")],
+            Some(v) => {
+                let mut out = Vec::new();
+                for item in parse_list(&v) {
+                    match parse_socket_addr(&item, 53) {
+                        Ok(sa) => out.push(sa),
+                        Err(why) => e.error("DNS_UPSTREAMS", item, why),
+                    }
+                }
+                if out.is_empty() && e.errors.iter().all(|x| x.var != "DNS_UPSTREAMS") {
+                    e.error("DNS_UPSTREAMS", v, "at least one IP:port");
+                }
+                out
+            }
+        };
+        let dns_ttl_min = e.get("DNS_TTL_MIN", d::DNS_TTL_MIN, parse_duration);
+        let dns_ttl_max = e.get("DNS_TTL_MAX", d::DNS_TTL_MAX, parse_duration);
+        if dns_ttl_min > dns_ttl_max {
+            e.error("DNS_TTL_MIN", format!("{}s", dns_ttl_min.as_secs()), "at most DNS_TTL_MAX");
+        }
+        let cfg = Config {
+            log_level,
+            hostname: e.string("HOSTNAME"),
+            http_port,
+            https_port,
+            dns_port,
+            policy_path: PathBuf::from(e.string("POLICY_PATH").unwrap_or_else(|| d::POLICY_PATH.into())),
+            allowlist_ips: e.string("ALLOWLIST_IPS").map(|v| parse_list(&v)),
+            allowlist_domains: e.string("ALLOWLIST_DOMAINS").map(|v| parse_list(&v)),
+            filter_mode,
+            dns_upstreams,
+            dns_strict: e.get("DNS_STRICT", false, parse_bool),
+            dns_ttl_min,
+            dns_ttl_max,
+            dashboard_host: e.opt("DASHBOARD_HOST", parse_http_url),
+            dashboard_api_key: e.string("DASHBOARD_API_KEY"),
+            dashboard_queue_size: e.get(
+                "DASHBOARD_QUEUE_SIZE",
+                d::DASHBOARD_QUEUE_SIZE,
+                parse_count(1, 1 << 20),
+            ),
+            dashboard_start_delay: e.get("DASHBOARD_START_DELAY", d::DASHBOARD_START_DELAY, parse_duration),
+            log_file: e.string("LOG_FILE").map(PathBuf::from),
+            nflog_group: e.get("NFLOG_GROUP", d::NFLOG_GROUP, |s| {
+                s.parse::<u16>().map_err(|_| "a group number 0..65535".to_owned())
+            }),
+            nflog_bufsize: e.get("NFLOG_BUFSIZE", d::NFLOG_BUFSIZE, parse_u32_range(1, 65535)),
+            nflog_qthresh: e.get("NFLOG_QTHRESH", d::NFLOG_QTHRESH, parse_u32_range(1, 65535)),
+            notification_host: e.opt("NOTIFICATION_HOST", parse_http_url),
+            notification_key: e.string("NOTIFICATION_KEY"),
+            notification_backoff: e.get(
+                "NOTIFICATION_BACKOFF_SECONDS",
+                d::NOTIFICATION_BACKOFF,
+                parse_duration,
+            ),
+            notification_ignore_domains: e
+                .string("NOTIFICATION_IGNORE_DOMAINS")
+                .map(|v| parse_list(&v))
+                .unwrap_or_default(),
+            max_connections: e.get("MAX_CONNECTIONS", d::MAX_CONNECTIONS, parse_count(1, 1_000_000)),
+            header_timeout: e.get("HEADER_TIMEOUT", d::HEADER_TIMEOUT, parse_duration),
+            connect_timeout: e.get("CONNECT_TIMEOUT", d::CONNECT_TIMEOUT, parse_duration),
+            idle_timeout: e.get("IDLE_TIMEOUT", d::IDLE_TIMEOUT, parse_duration),
+            max_lifetime: e.get("MAX_LIFETIME", Duration::ZERO, parse_duration),
+            verify_destination: e.get("VERIFY_DESTINATION", true, parse_bool),
+            bypass_mark: e.opt("BYPASS_MARK", parse_mark),
+            metrics_addr: e.opt("METRICS_ADDR", parse_metrics_addr),
+        };
+        // Cross-field checks.
+        let mut ports = vec![("HTTP_PORT", cfg.http_port), ("HTTPS_PORT", cfg.https_port)];
+        if cfg.filter_mode == FilterMode::Dns || cfg.dns_strict {
+            ports.push(("DNS_PORT", cfg.dns_port));
+        }
+        for (i, (a, pa)) in ports.iter().enumerate() {
+            for (b, pb) in &ports[i + 1..] {
+                if pa == pb {
+                    e.error(b, pb.to_string(), format!("a port different from {a} ({pa})"));
+                }
+            }
+        }
+        if cfg.dns_strict && cfg.filter_mode != FilterMode::Dns {
+            e.error("DNS_STRICT", "true", "FILTER_MODE=dns (strict egress applies to DNS mode only)");
+        }
+        for (var, d) in [
+            ("HEADER_TIMEOUT", cfg.header_timeout),
+            ("CONNECT_TIMEOUT", cfg.connect_timeout),
+            ("IDLE_TIMEOUT", cfg.idle_timeout),
+        ] {
+            if d.is_zero() {
+                e.error(var, "0", "a duration above zero");
+            }
+        }
+        if cfg.notification_host.is_some() != cfg.notification_key.is_some() {
+            let (var, missing) = if cfg.notification_host.is_some() {
+                ("NOTIFICATION_KEY", "set, because NOTIFICATION_HOST is set")
+            } else {
+                ("NOTIFICATION_HOST", "set, because NOTIFICATION_KEY is set")
+            };
+            e.error(var, "", format!("must be {missing}"));
+        }
+        for d in &cfg.notification_ignore_domains {
+            if let Err(why) = crate::policy::Pattern::parse(d) {
+                e.error("NOTIFICATION_IGNORE_DOMAINS", d.clone(), format!("a domain pattern ({why})"));
+            }
+        }
+        if e.errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(e.errors))
+        }
+    }
+
+    /// The env lists that replace the file's lists.
+    pub fn env_lists(&self) -> crate::policy::EnvLists {
+        crate::policy::EnvLists { ips: self.allowlist_ips.clone(), domains: self.allowlist_domains.clone() }
+    }
+}
+
+impl DashboardConfig {
+    pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<DashboardConfig, ConfigErrors> {
+        use defaults as d;
+        let mut e = Env { lookup, errors: Vec::new() };
+        let api_key = e.string("API_KEY").unwrap_or_default();
+        if api_key.is_empty() {
+            e.error("API_KEY", "", "is required: the key clients send in X-Api-Key or Authorization: Bearer");
+        }
+        let cfg = DashboardConfig {
+            log_level: e.get("LOG_LEVEL", log::LevelFilter::Info, parse_level),
+            listen: e.get(
+                "PORT",
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), d::DASHBOARD_PORT),
+                parse_listen,
+            ),
+            api_key,
+            buffer_size: e.get("BUFFER_SIZE", d::BUFFER_SIZE, parse_count(1, 10_000_000)),
+            read_limit: e.get("READ_LIMIT", d::READ_LIMIT, parse_count(1, 1_000_000)),
+            sse_retry_ms: e.get("SSE_RETRY_MS", d::SSE_RETRY_MS, |s| {
+                s.parse::<u64>().map_err(|_| "milliseconds as a whole number".to_owned())
+            }),
+            write_timeout: e.get("WRITE_TIMEOUT", Duration::ZERO, parse_duration),
+            rate_rps: e.get("RATE_RPS", d::RATE_RPS, |s| match s.parse::<f64>() {
+                Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+                _ => Err("a number of requests per second above 0".to_owned()),
+            }),
+            rate_burst: e.get("RATE_BURST", d::RATE_BURST, parse_u32_range(1, 1_000_000)),
+        };
+        if e.errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(e.errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        Config::from_env(&env(pairs))
+    }
+
+    fn err_strings(pairs: &[(&str, &str)]) -> Vec<String> {
+        cfg(pairs).unwrap_err().0.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!((c.http_port, c.https_port, c.dns_port), (8080, 8443, 53));
+        assert_eq!(c.policy_path, PathBuf::from("/app/policy.yaml"));
+        assert_eq!(c.filter_mode, FilterMode::Https);
+        assert_eq!(c.dns_upstreams, ["127.0.0.11:53".parse().unwrap()]);
+        assert_eq!(c.dashboard_queue_size, 1024);
+        assert_eq!(c.dashboard_start_delay, Duration::from_secs(5));
+        assert_eq!((c.nflog_bufsize, c.nflog_qthresh), (96, 50));
+        assert_eq!(c.notification_backoff, Duration::from_secs(60));
+        assert_eq!(c.log_level, log::LevelFilter::Info);
+        assert_eq!(c.max_connections, 10_000);
+        assert!(c.verify_destination && !c.dns_strict);
+        assert_eq!((c.bypass_mark, c.metrics_addr, c.log_file.clone()), (None, None, None));
+        assert_eq!((c.allowlist_ips.clone(), c.allowlist_domains.clone()), (None, None));
+    }
+
+    #[test]
+    fn values_parse() {
+        let c = cfg(&[
+            ("LOG_LEVEL", "debug"),
+            ("HTTP_PORT", "80"),
+            ("FILTER_MODE", "DNS"),
+            ("DNS_UPSTREAMS", "10.0.0.2:5353, [fd00::2]:53,10.0.0.3"),
+            ("ALLOWLIST_IPS", "1.1.1.1, ,10.0.0.0/8"),
+            ("ALLOWLIST_DOMAINS", ""),
+            ("DASHBOARD_HOST", "dash:8081"),
+            ("DASHBOARD_START_DELAY", "1m"),
+            ("NOTIFICATION_HOST", "https://gotify.example/"),
+            ("NOTIFICATION_KEY", "k"),
+            ("NOTIFICATION_BACKOFF_SECONDS", "30"),
+            ("NOTIFICATION_IGNORE_DOMAINS", "*.example.com,quiet.org"),
+            ("BYPASS_MARK", "0x1f"),
+            ("METRICS_ADDR", "9100"),
+            ("DNS_STRICT", "yes"),
+            ("HEADER_TIMEOUT", "500ms"),
+        ])
+        .unwrap();
+        assert_eq!(c.log_level, log::LevelFilter::Debug);
+        assert_eq!(c.http_port, 80);
+        assert_eq!(c.filter_mode, FilterMode::Dns);
+        assert_eq!(
+            c.dns_upstreams,
+            [
+                "10.0.0.2:5353".parse().unwrap(),
+                "[fd00::2]:53".parse().unwrap(),
+                "10.0.0.3:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.allowlist_ips, Some(vec!["1.1.1.1".into(), "10.0.0.0/8".into()]));
+        assert_eq!(c.allowlist_domains, None, "an empty variable counts as unset");
+        assert_eq!(c.dashboard_host.as_deref(), Some("http://dash:8081"));
+        assert_eq!(c.dashboard_start_delay, Duration::from_secs(60));
+        assert_eq!(c.notification_host.as_deref(), Some("https://gotify.example"));
+        assert_eq!(c.notification_backoff, Duration::from_secs(30));
+        assert_eq!(c.notification_ignore_domains, ["*.example.com", "quiet.org"]);
+        assert_eq!(c.bypass_mark, Some(0x1f));
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(c.dns_strict);
+        assert_eq!(c.header_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_variable_value_and_form() {
+        let errs = err_strings(&[
+            ("HTTP_PORT", "0"),
+            ("HTTPS_PORT", "70000"),
+            ("LOG_LEVEL", "loud"),
+            ("FILTER_MODE", "tcp"),
+            ("DNS_UPSTREAMS", "dns.google:53"),
+            ("DASHBOARD_START_DELAY", "5 parsecs"),
+            ("DNS_STRICT", "maybe"),
+            ("BYPASS_MARK", "0"),
+            ("DASHBOARD_QUEUE_SIZE", "-1"),
+            ("DASHBOARD_HOST", "ftp://x"),
+        ]);
+        let expect = [
+            "LOG_LEVEL=\"loud\": expected one of TRACE, DEBUG, INFO, WARN, ERROR",
+            "HTTP_PORT=\"0\": expected a port number 1..65535",
+            "HTTPS_PORT=\"70000\": expected a port number 1..65535",
+            "FILTER_MODE=\"tcp\": expected https or dns",
+            "DNS_UPSTREAMS=\"dns.google:53\": expected IP:port",
+            "DNS_STRICT=\"maybe\": expected a boolean",
+            "DASHBOARD_HOST=\"ftp://x\": expected an http:// or https:// URL",
+            "DASHBOARD_QUEUE_SIZE=\"-1\": expected a whole number 1..1048576",
+            "DASHBOARD_START_DELAY=\"5 parsecs\": expected a duration",
+            "BYPASS_MARK=\"0\": expected a non-zero 32-bit mark",
+        ];
+        assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+        for want in expect {
+            assert!(errs.iter().any(|e| e.starts_with(want)), "missing {want:?} in {errs:#?}");
+        }
+    }
+
+    #[test]
+    fn cross_field_errors() {
+        assert_eq!(
+            err_strings(&[("HTTP_PORT", "9000"), ("HTTPS_PORT", "9000")]),
+            ["HTTPS_PORT=\"9000\": expected a port different from HTTP_PORT (9000)"]
+        );
+        // DNS port only matters when the DNS server runs.
+        assert!(cfg(&[("HTTP_PORT", "53")]).is_ok());
+        assert_eq!(
+            err_strings(&[("HTTP_PORT", "53"), ("FILTER_MODE", "dns")]),
+            ["DNS_PORT=\"53\": expected a port different from HTTP_PORT (53)"]
+        );
+        assert_eq!(err_strings(&[("DNS_STRICT", "1")]).len(), 1);
+        assert_eq!(
+            err_strings(&[("NOTIFICATION_HOST", "gotify:80")]),
+            ["NOTIFICATION_KEY: must be set, because NOTIFICATION_HOST is set"]
+        );
+        assert_eq!(err_strings(&[("NOTIFICATION_IGNORE_DOMAINS", "a..b")]).len(), 1);
+        assert_eq!(err_strings(&[("IDLE_TIMEOUT", "0s")]).len(), 1);
+        assert_eq!(err_strings(&[("DNS_TTL_MIN", "2h"), ("DNS_TTL_MAX", "1h")]).len(), 1);
+    }
+
+    #[test]
+    fn duration_table() {
+        let ok: &[(&str, u64)] =
+            &[("0", 0), ("5", 5000), ("5s", 5000), ("500ms", 500), ("1m", 60_000), ("2h", 7_200_000)];
+        for (s, ms) in ok {
+            assert_eq!(parse_duration(s).unwrap().as_millis() as u64, *ms, "{s}");
+        }
+        for s in ["", "s", "-5s", "5d", "1.5s", "5 s s"] {
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn dashboard_config() {
+        let e = DashboardConfig::from_env(&env(&[])).unwrap_err();
+        assert!(e.to_string().contains("API_KEY: is required"), "{e}");
+        let c = DashboardConfig::from_env(&env(&[("API_KEY", "s3cret")])).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8081".parse().unwrap());
+        assert_eq!((c.buffer_size, c.read_limit, c.sse_retry_ms, c.rate_burst), (5000, 500, 2000, 100));
+        assert_eq!(c.rate_rps, 50.0);
+        assert_eq!(c.write_timeout, Duration::ZERO);
+        for (port, want) in [
+            ("9000", "0.0.0.0:9000"),
+            (":9001", "0.0.0.0:9001"),
+            ("127.0.0.1:9002", "127.0.0.1:9002"),
+            ("[::1]:9003", "[::1]:9003"),
+        ] {
+            let c = DashboardConfig::from_env(&env(&[("API_KEY", "k"), ("PORT", port)])).unwrap();
+            assert_eq!(c.listen, want.parse().unwrap(), "{port}");
+        }
+        let e = DashboardConfig::from_env(&env(&[
+            ("API_KEY", "k"),
+            ("PORT", "x"),
+            ("RATE_RPS", "0"),
+            ("BUFFER_SIZE", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.0.len(), 3, "{e}");
+    }
+}

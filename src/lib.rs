@@ -1,0 +1,16 @@
+//! egret: an egress allowlist filter for container pods.
+//!
+//! The crate is a library with a thin binary (`src/main.rs`). Pure cores
+//! (policy, config, parsers) do no I/O; the shells around them own sockets,
+//! netlink, threads and files. See ARCHITECTURE.md for the map.
+
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod health;
+pub mod policy;
+
+/// The version reported in events and by `egret version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

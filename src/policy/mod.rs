@@ -1,0 +1,565 @@
+//! The allowlist: `policy.yaml` plus the `ALLOWLIST_*` environment lists,
+//! compiled into a [`Policy`] that can only exist valid, and the one
+//! decision function every component asks.
+//!
+//! Pure: reading the file is [`load`]'s only I/O; compiling and deciding do
+//! none.
+
+pub mod cidr;
+pub mod name;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use cidr::{Cidr, IpSet};
+pub use name::{normalize, NameError, NameSet, Pattern};
+
+/// `policy.yaml` as written. Unknown keys are an error, so a g0efilter
+/// `denylist:` (which egret does not have) is never silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    #[serde(default)]
+    pub allowlist: RawAllowlist,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllowlist {
+    #[serde(default)]
+    pub ips: Option<Vec<String>>,
+    #[serde(default)]
+    pub domains: Option<Vec<String>>,
+}
+
+/// Where an entry came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A file; the string is the path as the user gave it.
+    File(String),
+    /// An environment variable.
+    Env(&'static str),
+}
+
+/// One problem with one entry, or with the whole source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The file or variable.
+    pub source: String,
+    /// `allowlist.domains[3]` for a file entry, `[3]` for an env entry,
+    /// empty for a problem with the whole source.
+    pub location: String,
+    /// The offending entry, as written.
+    pub entry: String,
+    pub reason: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.location.is_empty(), self.entry.is_empty()) {
+            (true, _) => write!(f, "{}: {}", self.source, self.reason),
+            (false, true) => write!(f, "{}: {}: {}", self.source, self.location, self.reason),
+            (false, false) => {
+                write!(f, "{}: {} {:?}: {}", self.source, self.location, self.entry, self.reason)
+            }
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Every problem found in one compile, in input order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "invalid policy ({n} problem{})", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyErrors {}
+
+/// One list of entries and where it came from.
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    pub origin: Origin,
+    pub entries: &'a [String],
+}
+
+/// The compiled allowlist. Names are normalised and hashed by suffix, IP
+/// ranges merged; building one is the only way to get one, and that
+/// validates every entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    ips: IpSet,
+    names: NameSet,
+    /// Non-fatal remarks found while compiling (host bits cleared,
+    /// duplicates, an empty policy), for the caller to log.
+    warnings: Vec<String>,
+}
+
+/// What the shells ask: a name (SNI, Host, DNS question) and/or the
+/// destination address.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<'a> {
+    pub name: Option<&'a str>,
+    pub ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+/// Why a decision went the way it did; `as_str` is the event `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The destination address is inside `allowlist.ips`.
+    IpAllowed,
+    /// The name matched a domain pattern.
+    DomainAllowed,
+    /// The name matched no pattern.
+    DomainNotAllowed,
+    /// The name could not be normalised (bad characters, IP literal, …).
+    InvalidName,
+    /// No name, and the address is not in `allowlist.ips`.
+    IpNotAllowed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::IpAllowed => "ip-allowed",
+            Reason::DomainAllowed => "domain-allowed",
+            Reason::DomainNotAllowed => "domain-not-allowed",
+            Reason::InvalidName => "invalid-name",
+            Reason::IpNotAllowed => "ip-not-allowed",
+        }
+    }
+}
+
+/// The rule that allowed a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    Ip(Cidr),
+    Domain(Pattern),
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Ip(c) => write!(f, "ip {c}"),
+            Rule::Domain(p) => write!(f, "domain {p}"),
+        }
+    }
+}
+
+/// A decision is a value, never an error: a deny says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    /// The matching rule, for allows.
+    pub rule: Option<Rule>,
+    /// The normalised name, when the query had a valid one.
+    pub name: Option<String>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.verdict == Verdict::Allow
+    }
+}
+
+impl Policy {
+    /// Compiles the file lists and the environment lists. Each env list,
+    /// when given, replaces the same list from the file. Every problem is
+    /// reported, not just the first.
+    pub fn compile(ips: &[Source<'_>], domains: &[Source<'_>]) -> Result<Policy, PolicyErrors> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut cidrs = Vec::new();
+        for src in ips {
+            for (i, entry) in src.entries.iter().enumerate() {
+                match Cidr::parse(entry) {
+                    Ok((c, host_bits)) => {
+                        if host_bits {
+                            warnings.push(format!(
+                                "{}: {} {entry:?}: host bits set, using {c}",
+                                source_name(&src.origin),
+                                location(&src.origin, "ips", i),
+                            ));
+                        }
+                        cidrs.push(c);
+                    }
+                    Err(e) => errors.push(entry_error(&src.origin, "ips", i, entry, e.to_string())),
+                }
+            }
+        }
+        let mut names = NameSet::default();
+        for src in domains {
+            for (i, entry) in src.entries.iter().enumerate() {
+                match Pattern::parse(entry) {
+                    Ok(p) => names.insert(p),
+                    Err(e) => errors.push(entry_error(&src.origin, "domains", i, entry, e.to_string())),
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(PolicyErrors(errors));
+        }
+        let ips = IpSet::from_cidrs(&cidrs);
+        if ips.is_empty() && names.is_empty() {
+            warnings.push("the policy allows nothing: all egress will be blocked".to_owned());
+        }
+        Ok(Policy { ips, names, warnings })
+    }
+
+    /// The one decision: an allowed address allows; otherwise a name must
+    /// match a pattern. Anti-spoofing (does the name resolve to the
+    /// address?) is the proxies' job on top of this.
+    pub fn decide(&self, q: Query<'_>) -> Decision {
+        if let Some(ip) = q.ip {
+            if let Some(block) = self.ips.find(ip) {
+                let name = q.name.and_then(|n| normalize(n).ok());
+                return Decision {
+                    verdict: Verdict::Allow,
+                    reason: Reason::IpAllowed,
+                    rule: Some(Rule::Ip(block)),
+                    name,
+                };
+            }
+        }
+        let Some(raw) = q.name else {
+            return deny(Reason::IpNotAllowed, None);
+        };
+        let Ok(name) = normalize(raw) else {
+            return deny(Reason::InvalidName, None);
+        };
+        match self.names.find(&name) {
+            Some(p) => Decision {
+                verdict: Verdict::Allow,
+                reason: Reason::DomainAllowed,
+                rule: Some(Rule::Domain(p)),
+                name: Some(name),
+            },
+            None => deny(Reason::DomainNotAllowed, Some(name)),
+        }
+    }
+
+    /// Whether an already normalised name is allowed (the hot path for
+    /// callers that normalised once themselves).
+    pub fn allows_name(&self, normalized: &str) -> bool {
+        self.names.contains(normalized)
+    }
+
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        self.ips.contains(ip)
+    }
+
+    pub fn ips(&self) -> &IpSet {
+        &self.ips
+    }
+
+    pub fn names(&self) -> &NameSet {
+        &self.names
+    }
+
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ips.is_empty() && self.names.is_empty()
+    }
+}
+
+impl fmt::Display for Policy {
+    /// The effective allowlist, as `egret check` prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cidrs = self.ips.cidrs();
+        writeln!(f, "allowlist:")?;
+        writeln!(f, "  ips:{}", if cidrs.is_empty() { " []" } else { "" })?;
+        for c in &cidrs {
+            writeln!(f, "    - {c}")?;
+        }
+        let pats = self.names.patterns();
+        writeln!(f, "  domains:{}", if pats.is_empty() { " []" } else { "" })?;
+        for p in &pats {
+            writeln!(f, "    - \"{p}\"")?;
+        }
+        Ok(())
+    }
+}
+
+fn deny(reason: Reason, name: Option<String>) -> Decision {
+    Decision { verdict: Verdict::Deny, reason, rule: None, name }
+}
+
+fn source_name(o: &Origin) -> String {
+    match o {
+        Origin::File(p) => p.clone(),
+        Origin::Env(v) => (*v).to_owned(),
+    }
+}
+
+fn location(o: &Origin, list: &str, i: usize) -> String {
+    match o {
+        Origin::File(_) => format!("allowlist.{list}[{i}]"),
+        Origin::Env(_) => format!("[{i}]"),
+    }
+}
+
+fn entry_error(o: &Origin, list: &str, i: usize, entry: &str, reason: String) -> PolicyError {
+    PolicyError { source: source_name(o), location: location(o, list, i), entry: entry.to_owned(), reason }
+}
+
+fn whole_error(source: &str, reason: String) -> PolicyErrors {
+    PolicyErrors(vec![PolicyError {
+        source: source.to_owned(),
+        location: String::new(),
+        entry: String::new(),
+        reason,
+    }])
+}
+
+/// Parses policy YAML text. `source` names the file in errors.
+pub fn parse_yaml(text: &str, source: &str) -> Result<RawPolicy, PolicyErrors> {
+    if text.trim().is_empty() {
+        return Ok(RawPolicy::default());
+    }
+    // A document of only comments is "null" to serde_yaml: treat as empty.
+    match serde_yaml::from_str::<Option<RawPolicy>>(text) {
+        Ok(p) => Ok(p.unwrap_or_default()),
+        Err(e) => Err(whole_error(source, yaml_reason(&e))),
+    }
+}
+
+fn yaml_reason(e: &serde_yaml::Error) -> String {
+    // serde_yaml's message already says "at line L column C" when it knows.
+    let msg = e.to_string();
+    if msg.contains("unknown field") {
+        format!("{msg} (egret only knows allowlist.ips and allowlist.domains)")
+    } else {
+        msg
+    }
+}
+
+/// Environment lists that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct EnvLists {
+    pub ips: Option<Vec<String>>,
+    pub domains: Option<Vec<String>>,
+}
+
+/// Reads and compiles the policy: the file at `path` (which may be missing
+/// only when both env lists are set) with the env lists replacing its lists.
+pub fn load(path: &Path, env: &EnvLists) -> Result<Policy, PolicyErrors> {
+    let shown = path.display().to_string();
+    let raw = match std::fs::read_to_string(path) {
+        Ok(text) => parse_yaml(&text, &shown)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && env.ips.is_some() && env.domains.is_some() => {
+            RawPolicy::default()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(whole_error(
+                &shown,
+                "no such file (set POLICY_PATH, or set both ALLOWLIST_IPS and ALLOWLIST_DOMAINS)".into(),
+            ))
+        }
+        Err(e) => return Err(whole_error(&shown, format!("cannot read: {e}"))),
+    };
+    compile_raw(raw, &shown, env)
+}
+
+/// Compiles parsed YAML plus env overrides.
+pub fn compile_raw(raw: RawPolicy, shown: &str, env: &EnvLists) -> Result<Policy, PolicyErrors> {
+    let file = Origin::File(shown.to_owned());
+    let file_ips = raw.allowlist.ips.unwrap_or_default();
+    let file_domains = raw.allowlist.domains.unwrap_or_default();
+    let ips = match &env.ips {
+        Some(v) => Source { origin: Origin::Env("ALLOWLIST_IPS"), entries: v },
+        None => Source { origin: file.clone(), entries: &file_ips },
+    };
+    let domains = match &env.domains {
+        Some(v) => Source { origin: Origin::Env("ALLOWLIST_DOMAINS"), entries: v },
+        None => Source { origin: file, entries: &file_domains },
+    };
+    Policy::compile(&[ips], &[domains])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(text: &str) -> Result<Policy, PolicyErrors> {
+        compile_raw(parse_yaml(text, "policy.yaml")?, "policy.yaml", &EnvLists::default())
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        yaml(text).unwrap_err().0.iter().map(ToString::to_string).collect()
+    }
+
+    const BUNDLED: &str = include_str!("../../policy.yaml");
+
+    #[test]
+    fn bundled_policy_compiles() {
+        let p = yaml(BUNDLED).unwrap();
+        assert!(p.allows_name("github.com"));
+        assert!(p.allows_name("dl-cdn.alpinelinux.org"));
+        assert!(!p.allows_name("alpinelinux.org"));
+        assert!(p.allows_ip("1.1.1.1".parse().unwrap()));
+        assert!(p.allows_ip("192.168.7.7".parse().unwrap()));
+        assert!(p.allows_ip("2001:db8:ffff::1".parse().unwrap()));
+        assert!(p.warnings().is_empty());
+    }
+
+    #[test]
+    fn every_error_reported_with_location() {
+        let errs = errors(
+            "allowlist:\n  ips: [\"1.1.1.1\", \"300.1.1.1\", \"10.0.0.0/40\"]\n  domains: [\"ok.com\", \"*.\", \"a..b\", \"1.2.3.4\"]\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "policy.yaml: allowlist.ips[1] \"300.1.1.1\": not an IPv4 or IPv6 address (expected e.g. 10.0.0.0/8 or 2001:db8::/32)",
+                "policy.yaml: allowlist.ips[2] \"10.0.0.0/40\": prefix length must be 0..=32",
+                "policy.yaml: allowlist.domains[1] \"*.\": empty name",
+                "policy.yaml: allowlist.domains[2] \"a..b\": empty label",
+                "policy.yaml: allowlist.domains[3] \"1.2.3.4\": an IP address is not a domain (put it under allowlist.ips)",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_refused() {
+        let e = errors("allowlist:\n  domains: [a.com]\ndenylist:\n  domains: [b.com]\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].contains("unknown field `denylist`"), "{}", e[0]);
+        let e = errors("allowlist:\n  domain: [a.com]\n");
+        assert!(e[0].contains("unknown field `domain`"), "{}", e[0]);
+        let e = errors("allowlist:\n  ips: 1.1.1.1\n");
+        assert!(e[0].contains("invalid type"), "{}", e[0]);
+        let e = errors("allowlist: [\n");
+        assert!(e[0].starts_with("policy.yaml: "), "{}", e[0]);
+    }
+
+    #[test]
+    fn empty_and_partial_policies() {
+        for text in ["", "# nothing\n", "allowlist: {}\n", "allowlist:\n  ips: []\n  domains: []\n"] {
+            let p = yaml(text).unwrap();
+            assert!(p.is_empty(), "{text:?}");
+            assert_eq!(p.warnings().len(), 1, "{text:?}");
+            assert!(!p.decide(Query { name: Some("a.com"), ip: Some("1.1.1.1".parse().unwrap()) }).allowed());
+        }
+        let p = yaml("allowlist:\n  domains: [a.com]\n").unwrap();
+        assert!(p.allows_name("a.com") && p.ips().is_empty());
+        let p = yaml("allowlist:\n  ips: [\"2001:db8::/32\"]\n").unwrap();
+        assert!(p.allows_ip("2001:db8::5".parse().unwrap()) && p.names().is_empty());
+    }
+
+    #[test]
+    fn host_bits_warn() {
+        let p = yaml("allowlist:\n  ips: [\"10.1.2.3/8\"]\n").unwrap();
+        assert_eq!(
+            p.warnings(),
+            ["policy.yaml: allowlist.ips[0] \"10.1.2.3/8\": host bits set, using 10.0.0.0/8"]
+        );
+    }
+
+    #[test]
+    fn env_lists_replace_file_lists() {
+        let raw = || parse_yaml(BUNDLED, "policy.yaml").unwrap();
+        let env = EnvLists { ips: Some(vec!["10.9.9.9".into()]), domains: None };
+        let p = compile_raw(raw(), "policy.yaml", &env).unwrap();
+        assert!(p.allows_ip("10.9.9.9".parse().unwrap()));
+        assert!(!p.allows_ip("1.1.1.1".parse().unwrap()), "file ips must be replaced");
+        assert!(p.allows_name("github.com"), "file domains kept");
+
+        let env = EnvLists { ips: None, domains: Some(vec!["example.org".into()]) };
+        let p = compile_raw(raw(), "policy.yaml", &env).unwrap();
+        assert!(p.allows_name("example.org") && !p.allows_name("github.com"));
+        assert!(p.allows_ip("1.1.1.1".parse().unwrap()));
+
+        // An empty env list is still a replacement: it empties that list.
+        let env = EnvLists { ips: Some(vec![]), domains: Some(vec![]) };
+        assert!(compile_raw(raw(), "policy.yaml", &env).unwrap().is_empty());
+
+        // Env errors name the variable.
+        let env = EnvLists { ips: Some(vec!["nope".into()]), domains: Some(vec!["*x".into()]) };
+        let e = compile_raw(raw(), "policy.yaml", &env).unwrap_err();
+        let shown: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+        assert!(shown[0].starts_with("ALLOWLIST_IPS: [0] \"nope\""), "{}", shown[0]);
+        assert!(shown[1].starts_with("ALLOWLIST_DOMAINS: [0] \"*x\""), "{}", shown[1]);
+    }
+
+    #[test]
+    fn missing_file() {
+        let path = Path::new("/nonexistent/egret/policy.yaml");
+        let e = load(path, &EnvLists::default()).unwrap_err();
+        assert!(e.to_string().contains("no such file"), "{e}");
+        let env = EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: None };
+        assert!(load(path, &env).is_err(), "one env list is not enough");
+        let env = EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: Some(vec!["a.com".into()]) };
+        assert!(load(path, &env).unwrap().allows_name("a.com"));
+    }
+
+    #[test]
+    fn decide_table() {
+        let p = yaml(BUNDLED).unwrap();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // (name, ip, verdict, reason, rule)
+        type Case<'a> = (Option<&'a str>, Option<IpAddr>, Verdict, Reason, Option<&'a str>);
+        let cases: &[Case] = &[
+            (
+                Some("github.com"),
+                ip("140.82.1.1"),
+                Verdict::Allow,
+                Reason::DomainAllowed,
+                Some("domain github.com"),
+            ),
+            (Some("GitHub.com."), None, Verdict::Allow, Reason::DomainAllowed, Some("domain github.com")),
+            (Some("api.github.com"), None, Verdict::Deny, Reason::DomainNotAllowed, None),
+            (
+                Some("x.y.alpinelinux.org"),
+                None,
+                Verdict::Allow,
+                Reason::DomainAllowed,
+                Some("domain *.alpinelinux.org"),
+            ),
+            (Some("alpinelinux.org"), None, Verdict::Deny, Reason::DomainNotAllowed, None),
+            (Some("evil.com"), ip("1.1.1.1"), Verdict::Allow, Reason::IpAllowed, Some("ip 1.1.1.1/32")),
+            (None, ip("192.168.3.4"), Verdict::Allow, Reason::IpAllowed, Some("ip 192.168.0.0/16")),
+            (None, ip("::ffff:192.168.3.4"), Verdict::Allow, Reason::IpAllowed, Some("ip 192.168.0.0/16")),
+            (None, ip("8.8.8.8"), Verdict::Deny, Reason::IpNotAllowed, None),
+            (None, None, Verdict::Deny, Reason::IpNotAllowed, None),
+            (Some("1.1.1.1"), ip("8.8.8.8"), Verdict::Deny, Reason::InvalidName, None),
+            (Some("git hub.com"), None, Verdict::Deny, Reason::InvalidName, None),
+        ];
+        for (name, ip, verdict, reason, rule) in cases {
+            let d = p.decide(Query { name: *name, ip: *ip });
+            assert_eq!((d.verdict, d.reason), (*verdict, *reason), "{name:?} {ip:?}");
+            assert_eq!(d.rule.map(|r| r.to_string()).as_deref(), *rule, "{name:?} {ip:?}");
+        }
+    }
+
+    #[test]
+    fn display_is_the_effective_allowlist() {
+        let p = yaml("allowlist:\n  ips: [\"10.0.0.0/25\", \"10.0.0.128/25\", \"::1\"]\n  domains: [\"B.com\", \"*.a.com\", \"a.com\"]\n").unwrap();
+        assert_eq!(
+            p.to_string(),
+            "allowlist:\n  ips:\n    - 10.0.0.0/24\n    - ::1/128\n  domains:\n    - \"a.com\"\n    - \"*.a.com\"\n    - \"b.com\"\n"
+        );
+    }
+}

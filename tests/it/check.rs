@@ -1,0 +1,144 @@
+//! `egret check`: the policy validator users run before deploying.
+
+use crate::util::{data, egret, root, run, scratch};
+
+#[test]
+fn bundled_policy_is_valid_and_printed() {
+    let mut c = egret();
+    c.args(["check", "--policy"]).arg(root().join("policy.yaml"));
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(
+        out,
+        "allowlist:\n  ips:\n    - 1.1.1.1/32\n    - 192.168.0.0/16\n    - 2001:db8::/32\n  domains:\n    - \"github.com\"\n    - \"*.alpinelinux.org\"\n"
+    );
+}
+
+#[test]
+fn three_mistakes_are_all_listed_exit_2() {
+    let file = data("policy/three-mistakes.yaml");
+    let mut c = egret();
+    c.arg("check").arg(format!("--policy={}", file.display()));
+    let (code, out, err) = run(c);
+    assert_eq!(code, 2, "stdout: {out}");
+    assert!(out.is_empty(), "nothing printed on stdout for a bad policy: {out}");
+    let f = file.display();
+    for want in [
+        "invalid policy (3 problems)".to_string(),
+        format!("{f}: allowlist.ips[1] \"10.0.0.300\": not an IPv4 or IPv6 address"),
+        format!("{f}: allowlist.domains[1] \"*.\": empty name"),
+        format!("{f}: allowlist.domains[2] \"exa mple.com\": invalid character ' '"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn policy_path_and_env_lists() {
+    let dir = scratch("check-env");
+    let file = dir.join("p.yaml");
+    std::fs::write(&file, "allowlist:\n  domains: [\"Example.COM.\"]\n").unwrap();
+    let mut c = egret();
+    c.arg("check").env("POLICY_PATH", &file).env("ALLOWLIST_IPS", "10.0.0.1,10.0.0.0/31");
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "allowlist:\n  ips:\n    - 10.0.0.0/31\n  domains:\n    - \"example.com\"\n");
+
+    // Missing file without both env lists: a clear error.
+    let mut c = egret();
+    c.arg("check").env("POLICY_PATH", dir.join("missing.yaml"));
+    let (code, _, err) = run(c);
+    assert_eq!(code, 2);
+    assert!(err.contains("no such file"), "{err}");
+
+    // Missing file with both env lists: fine.
+    let mut c = egret();
+    c.arg("check")
+        .env("POLICY_PATH", dir.join("missing.yaml"))
+        .env("ALLOWLIST_IPS", "1.1.1.1")
+        .env("ALLOWLIST_DOMAINS", "a.com");
+    assert_eq!(run(c).0, 0);
+}
+
+#[test]
+fn empty_policy_is_valid_and_warned() {
+    let dir = scratch("check-empty");
+    let file = dir.join("empty.yaml");
+    std::fs::write(&file, "allowlist: {}\n").unwrap();
+    let mut c = egret();
+    c.args(["check", "--policy"]).arg(&file);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0);
+    assert_eq!(out, "allowlist:\n  ips: []\n  domains: []\n");
+    assert!(err.contains("allows nothing"), "{err}");
+}
+
+#[test]
+fn bad_configuration_names_the_variable() {
+    let mut c = egret();
+    c.arg("check")
+        .arg("--policy")
+        .arg(root().join("policy.yaml"))
+        .env("HTTP_PORT", "http")
+        .env("FILTER_MODE", "x");
+    let (code, _, err) = run(c);
+    assert_eq!(code, 2);
+    assert!(err.contains("HTTP_PORT=\"http\": expected a port number 1..65535"), "{err}");
+    assert!(err.contains("FILTER_MODE=\"x\": expected https or dns"), "{err}");
+}
+
+#[test]
+fn unknown_command_and_help() {
+    let mut c = egret();
+    c.arg("frobnicate");
+    let (code, _, err) = run(c);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown command"), "{err}");
+    for sub in ["run", "dashboard", "check", "init", "cleanup", "health", "version"] {
+        let mut c = egret();
+        c.args([sub, "--help"]);
+        let (code, out, _) = run(c);
+        assert_eq!(code, 0, "{sub}");
+        assert!(out.starts_with(&format!("usage: egret {sub}")), "{sub}: {out}");
+    }
+    let mut c = egret();
+    c.arg("version");
+    assert_eq!(run(c).1, format!("egret {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn health_fails_fast_when_nothing_listens() {
+    // Bind then drop a listener to get a port that refuses connections.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut c = egret();
+    c.args(["health", &format!("http://127.0.0.1:{port}/health")]);
+    let (code, _, err) = run(c);
+    assert_eq!(code, 1);
+    assert!(err.contains("refused"), "{err}");
+}
+
+#[test]
+fn health_ok_against_a_real_server() {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "client closed before finishing its request");
+            req.extend_from_slice(&buf[..n]);
+        }
+        let req = String::from_utf8_lossy(&req).into_owned();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"status\":\"ok\"}").unwrap();
+        req
+    });
+    let mut c = egret();
+    c.args(["health", &format!("http://127.0.0.1:{port}/health")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "{\"status\":\"ok\"}");
+    assert!(server.join().unwrap().starts_with("GET /health HTTP/1.0\r\n"));
+}
