@@ -10,6 +10,8 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod policy;
 
