@@ -30,4 +30,4 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "==> cargo test"
-cargo test --all-targets
+cargo test
