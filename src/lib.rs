@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod health;
+pub mod nft;
 pub mod policy;
 
 /// The version reported in events and by `egret version`.
