@@ -9,6 +9,9 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod nft;
 pub mod policy;

@@ -303,6 +303,34 @@ impl fmt::Display for Policy {
     }
 }
 
+/// The live policy, shared by every component and swapped whole on
+/// reload. A connection takes one snapshot (`current`) at its start.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyHandle(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Policy>>>);
+
+impl PolicyHandle {
+    pub fn new(p: Policy) -> PolicyHandle {
+        PolicyHandle(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(p))))
+    }
+
+    pub fn current(&self) -> std::sync::Arc<Policy> {
+        // A writer never panics while holding the lock (it only swaps an
+        // Arc), so a poisoned lock still holds a valid policy.
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, p: Policy) {
+        let new = std::sync::Arc::new(p);
+        match self.0.write() {
+            Ok(mut g) => *g = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}
+
 fn deny(reason: Reason, name: Option<String>) -> Decision {
     Decision { verdict: Verdict::Deny, reason, rule: None, name }
 }

@@ -1,0 +1,348 @@
+//! Decision events: the one serialised output type ([`Event`]), its
+//! `flow_id`, RFC 3339 time stamps, and the [`Emitter`] every component
+//! uses to hand events to the sink without ever blocking.
+//!
+//! Pure apart from the channel: time is passed in.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// What happened to the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Action {
+    Allowed,
+    Blocked,
+    Redirected,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allowed => "ALLOWED",
+            Action::Blocked => "BLOCKED",
+            Action::Redirected => "REDIRECTED",
+        }
+    }
+}
+
+/// Which part of egret decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    Https,
+    Http,
+    Dns,
+    Nflog,
+    /// egret itself (reloads, tampering, limits).
+    Egret,
+}
+
+impl Component {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Https => "https",
+            Component::Http => "http",
+            Component::Dns => "dns",
+            Component::Nflog => "nflog",
+            Component::Egret => "egret",
+        }
+    }
+}
+
+/// One decision, as written to stdout / `LOG_FILE` and shipped to the
+/// dashboard. Field names and meanings follow g0efilter's event JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// RFC 3339 with nanoseconds, UTC.
+    pub time: String,
+    pub msg: String,
+    pub action: Action,
+    pub component: Component,
+    pub hostname: String,
+    pub version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    /// TLS SNI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub https: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_host: Option<String>,
+    /// The name the decision was about, whatever carried it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qtype: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// "ip:port" of the source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    /// "ip:port" of the destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<String>,
+    /// Whether the ClientHello carried an Encrypted Client Hello extension.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ech: Option<bool>,
+}
+
+impl Event {
+    /// A new event with `msg` derived from component and action
+    /// (`https.allowed`, `dns.blocked`, `nflog.event`, …).
+    pub fn new(component: Component, action: Action, hostname: &str, now: SystemTime) -> Event {
+        let msg = match component {
+            Component::Nflog => "nflog.event".to_owned(),
+            c => format!("{}.{}", c.as_str(), action.as_str().to_ascii_lowercase()),
+        };
+        Event {
+            time: rfc3339_nanos(now),
+            msg,
+            action,
+            component,
+            hostname: hostname.to_owned(),
+            version: crate::VERSION,
+            source_ip: None,
+            source_port: None,
+            destination_ip: None,
+            destination_port: None,
+            protocol: None,
+            https: None,
+            http_host: None,
+            host: None,
+            qname: None,
+            qtype: None,
+            rcode: None,
+            reason: None,
+            note: None,
+            src: None,
+            dst: None,
+            flow_id: None,
+            ech: None,
+        }
+    }
+
+    /// Fills source, destination, `src`/`dst`, protocol and `flow_id` from
+    /// one flow's addresses.
+    pub fn with_flow(mut self, src: SocketAddr, dst: SocketAddr, protocol: &'static str) -> Event {
+        let (sip, dip) = (crate::policy::cidr::canonical(src.ip()), crate::policy::cidr::canonical(dst.ip()));
+        self.source_ip = Some(sip.to_string());
+        self.source_port = Some(src.port());
+        self.destination_ip = Some(dip.to_string());
+        self.destination_port = Some(dst.port());
+        self.src = Some(host_port(sip, src.port()));
+        self.dst = Some(host_port(dip, dst.port()));
+        self.protocol = Some(protocol);
+        self.flow_id = Some(flow_id(sip, src.port(), dip, dst.port(), protocol));
+        self
+    }
+
+    pub fn with_reason(mut self, reason: &str) -> Event {
+        self.reason = Some(reason.to_owned());
+        self
+    }
+
+    /// One JSON line (no trailing newline).
+    pub fn to_json(&self) -> String {
+        // Serialising a struct of strings, numbers and options cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// `ip:port` as g0efilter writes it (IPv6 in brackets so the port is
+/// unambiguous).
+fn host_port(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// FNV-32a of `srcIP:srcPort->dstIP:dstPort|PROTO`, lowercase hex, so proxy
+/// and NFLOG events of one flow correlate.
+pub fn flow_id(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, protocol: &str) -> String {
+    let key = format!("{src}:{sport}->{dst}:{dport}|{}", protocol.to_ascii_uppercase());
+    format!("{:08x}", fnv1a32(key.as_bytes()))
+}
+
+pub fn fnv1a32(bytes: &[u8]) -> u32 {
+    const OFFSET: u32 = 0x811c_9dc5;
+    const PRIME: u32 = 0x0100_0193;
+    bytes.iter().fold(OFFSET, |h, &b| (h ^ u32::from(b)).wrapping_mul(PRIME))
+}
+
+/// RFC 3339 UTC with nanoseconds, e.g. `2026-11-21T20:51:19.123456789Z`.
+pub fn rfc3339_nanos(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    let mut s = String::with_capacity(30);
+    let _ = write!(
+        s,
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    );
+    s
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's well-known algorithm, written out here).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The data path's handle on the event pipeline. Cloning is cheap.
+/// [`Emitter::emit`] never blocks: when the channel is full the event is
+/// dropped and counted.
+#[derive(Clone)]
+pub struct Emitter {
+    tx: SyncSender<Event>,
+    dropped: Arc<AtomicU64>,
+    hostname: Arc<str>,
+}
+
+impl Emitter {
+    /// A bounded channel of `capacity` events; the receiver goes to the
+    /// sink thread.
+    pub fn channel(capacity: usize, hostname: &str) -> (Emitter, Receiver<Event>) {
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        (Emitter { tx, dropped: Arc::new(AtomicU64::new(0)), hostname: hostname.into() }, rx)
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// Starts an event stamped now with this emitter's hostname.
+    pub fn event(&self, component: Component, action: Action) -> Event {
+        Event::new(component, action, &self.hostname, SystemTime::now())
+    }
+
+    /// Hands the event to the sink; drops and counts it when the sink is
+    /// behind (or gone). Returns whether it was queued.
+    pub fn emit(&self, ev: Event) -> bool {
+        match self.tx.try_send(ev) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Events dropped so far because the sink was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn fnv_vectors() {
+        // Published FNV-1a 32-bit test vectors.
+        assert_eq!(fnv1a32(b""), 0x811c9dc5);
+        assert_eq!(fnv1a32(b"a"), 0xe40c292c);
+        assert_eq!(fnv1a32(b"foobar"), 0xbf9cf968);
+    }
+
+    #[test]
+    fn flow_id_is_stable_and_directional() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let key = "10.0.0.1:1234->10.0.0.2:443|TCP";
+        assert_eq!(flow_id(a, 1234, b, 443, "tcp"), format!("{:08x}", fnv1a32(key.as_bytes())));
+        assert_ne!(flow_id(a, 1234, b, 443, "TCP"), flow_id(b, 443, a, 1234, "TCP"));
+        assert_ne!(flow_id(a, 1234, b, 443, "TCP"), flow_id(a, 1234, b, 443, "UDP"));
+    }
+
+    #[test]
+    fn time_format() {
+        let cases: &[(u64, u32, &str)] = &[
+            (0, 0, "1970-01-01T00:00:00.000000000Z"),
+            (951_782_400, 5, "2000-02-29T00:00:00.000000005Z"),
+            (1_795_294_279, 123_456_789, "2026-11-21T20:51:19.123456789Z"),
+            (4_107_542_399, 999_999_999, "2100-02-28T23:59:59.999999999Z"),
+        ];
+        for (secs, nanos, want) in cases {
+            let t = UNIX_EPOCH + Duration::new(*secs, *nanos);
+            assert_eq!(rfc3339_nanos(t), *want);
+        }
+    }
+
+    #[test]
+    fn json_shape() {
+        let t = UNIX_EPOCH + Duration::from_secs(1);
+        let ev = Event::new(Component::Https, Action::Blocked, "pod-1", t)
+            .with_flow("10.0.0.1:5000".parse().unwrap(), "[::ffff:1.2.3.4]:443".parse().unwrap(), "TCP")
+            .with_reason("domain-not-allowed");
+        let v: serde_json::Value = serde_json::from_str(&ev.to_json()).unwrap();
+        assert_eq!(v["msg"], "https.blocked");
+        assert_eq!(v["action"], "BLOCKED");
+        assert_eq!(v["component"], "https");
+        assert_eq!(v["hostname"], "pod-1");
+        assert_eq!(v["time"], "1970-01-01T00:00:01.000000000Z");
+        assert_eq!(v["source_port"], 5000, "ports are numbers");
+        assert_eq!(v["destination_ip"], "1.2.3.4", "mapped v4 shown as v4");
+        assert_eq!(v["dst"], "1.2.3.4:443");
+        assert_eq!(v["reason"], "domain-not-allowed");
+        assert!(v.get("qname").is_none(), "unknown fields are left out");
+        let v6 = Event::new(Component::Nflog, Action::Blocked, "h", t).with_flow(
+            "[fd00::1]:1".parse().unwrap(),
+            "[fd00::2]:2".parse().unwrap(),
+            "UDP",
+        );
+        assert_eq!(v6.msg, "nflog.event");
+        assert_eq!(v6.src.as_deref(), Some("[fd00::1]:1"));
+    }
+
+    #[test]
+    fn emitter_never_blocks_and_counts_drops() {
+        let (em, rx) = Emitter::channel(2, "h");
+        for _ in 0..5 {
+            em.emit(em.event(Component::Dns, Action::Allowed));
+        }
+        assert_eq!(em.dropped(), 3);
+        assert_eq!(rx.try_iter().count(), 2);
+        drop(rx);
+        assert!(!em.emit(em.event(Component::Dns, Action::Allowed)));
+        assert_eq!(em.dropped(), 4);
+    }
+}

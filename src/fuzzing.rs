@@ -1,0 +1,45 @@
+//! Property checks shared by the cargo-fuzz targets (`fuzz/`) and the
+//! stable-toolchain corpus replay test (`tests/it/fuzz_replay.rs`). Each
+//! function takes arbitrary bytes and panics only when a property breaks.
+
+use crate::policy::{self, normalize, EnvLists, Pattern, Query};
+
+/// Policy loader: arbitrary YAML never panics; a policy that compiles
+/// prints an allowlist that compiles back to the same policy; every
+/// normalised name is a fixed point of `normalize`.
+pub fn policy_yaml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(raw) = policy::parse_yaml(text, "fuzz") else { return };
+    let Ok(p) = policy::compile_raw(raw, "fuzz", &EnvLists::default()) else { return };
+    let printed = p.to_string();
+    let again = policy::parse_yaml(&printed, "printed")
+        .and_then(|raw| policy::compile_raw(raw, "printed", &EnvLists::default()))
+        .unwrap_or_else(|e| panic!("printed policy does not compile: {e}\n{printed}"));
+    assert_eq!(again.ips(), p.ips(), "ip ranges changed through printing");
+    assert_eq!(again.names(), p.names(), "names changed through printing");
+    for pat in p.names().patterns() {
+        if let Pattern::Exact(n) | Pattern::Subdomains(n) = &pat {
+            assert_eq!(normalize(n).as_deref(), Ok(n.as_str()), "normalize not idempotent");
+        }
+    }
+}
+
+/// Names: normalisation is idempotent, and a name that does not normalise
+/// is never allowed, even by `*`.
+pub fn name(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    let any = policy::compile_raw(
+        policy::RawPolicy { allowlist: policy::RawAllowlist { ips: None, domains: Some(vec!["*".into()]) } },
+        "fuzz",
+        &EnvLists::default(),
+    )
+    .expect("'*' compiles");
+    let d = any.decide(Query { name: Some(s), ip: None });
+    match normalize(s) {
+        Ok(n) => {
+            assert_eq!(normalize(&n).as_deref(), Ok(n.as_str()), "normalize not idempotent for {s:?}");
+            assert!(d.allowed(), "'*' must allow the valid name {n:?}");
+        }
+        Err(_) => assert!(!d.allowed(), "invalid name {s:?} allowed"),
+    }
+}
