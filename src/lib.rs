@@ -13,6 +13,7 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod nflog;
 pub mod nft;
 pub mod policy;
 
