@@ -331,3 +331,29 @@ fn a_forged_mark_from_a_workload_with_net_raw_gets_nowhere() {
         assert_refused_fast(&v, &format!("mark {mark:#x}"));
     }
 }
+
+#[test]
+fn with_cgroup_v2_even_egrets_own_mark_is_useless_to_a_workload() {
+    // This machine has no cgroup2 mounted (cgroup v1 hybrid); the helper
+    // mounts one privately so egret gets its own cgroup and the rules match
+    // `socket cgroupv2` as well as the mark.
+    let p = Pair::new();
+    let _servers = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "7000", ""]);
+    let pol = policy_file("nft-cgroup", &basic_policy(&p));
+    let mut c = Command::new("unshare");
+    let cg_name = format!("egret-it-{}-{}", std::process::id(), p.n);
+    c.args(["-m", &data("cgroup_mark.sh"), &p.work, env!("CARGO_BIN_EXE_egret")]);
+    c.arg(&pol).args([MARK, &p.v4(3), &data("client.py"), &cg_name]);
+    let out = run_ok(c);
+    let outcome = |prefix: &str| -> serde_json::Value {
+        let line =
+            out.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("{prefix}: {out}"));
+        serde_json::from_str(line.trim()).expect("client json")
+    };
+    let mut rules = Pair::exec(&p.work, "nft");
+    rules.args(["list", "chain", "inet", "egret", "filter_out"]);
+    let rules = run_ok(rules);
+    assert!(rules.contains("socket cgroupv2 level 1"), "no cgroup match installed:\n{rules}");
+    assert_reaches(&outcome("inside "), "egret's mark from egret's cgroup");
+    assert_refused_fast(&outcome("outside "), "egret's mark from another cgroup");
+}
