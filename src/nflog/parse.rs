@@ -336,6 +336,27 @@ pub(crate) mod tests {
         }
     }
 
+    /// Real NFLOG messages captured from egret's rules in a test namespace
+    /// (workload 10.200.77.1 / fd00:200:77::1, copy range 128).
+    #[test]
+    fn real_captures() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nflog/");
+        let read = |f: &str| std::fs::read(format!("{dir}{f}")).expect("capture file");
+        let cases = [
+            ("tcp4-syn.bin", "10.200.77.1", "10.200.77.3", Protocol::Tcp, Some(7000)),
+            ("tcp6-syn.bin", "fd00:200:77::1", "fd00:200:77::3", Protocol::Tcp, Some(7000)),
+            ("udp4-443.bin", "10.200.77.1", "10.200.77.3", Protocol::Udp, Some(443)),
+            // An MLDv2 report: ICMPv6 behind a hop-by-hop header.
+            ("mld6-hbh.bin", "fe80::14ce:dfff:fe89:6937", "ff02::16", Protocol::Icmpv6, None),
+        ];
+        for (file, src, dst, proto, dport) in cases {
+            let r = parse_message(&read(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(r.prefix, "blocked", "{file}");
+            assert_eq!((r.src.to_string().as_str(), r.dst.to_string().as_str()), (src, dst), "{file}");
+            assert_eq!((r.protocol, r.dst_port), (proto, dport), "{file}");
+        }
+    }
+
     #[test]
     fn every_prefix_is_total() {
         let m = message(1, "blocked", &ipv4_tcp([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80));

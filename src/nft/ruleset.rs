@@ -214,9 +214,11 @@ pub struct Ruleset {
     pub chains: Vec<Chain>,
 }
 
-/// ICMPv6 neighbour discovery (RFC 4861): router solicitation/advert,
-/// neighbour solicitation/advert. Without them IPv6 on the link breaks.
-const ND_TYPES: [u8; 4] = [133, 134, 135, 136];
+/// ICMPv6 the link needs: neighbour discovery (RFC 4861: router
+/// solicitation/advert, neighbour solicitation/advert), without which IPv6
+/// breaks, and MLDv2 reports (RFC 3810), which every interface sends when
+/// it joins its multicast groups and which would otherwise fill the log.
+const ND_TYPES: [u8; 5] = [133, 134, 135, 136, 143];
 
 impl Ruleset {
     /// Builds the ruleset for this configuration, policy and identity.
@@ -504,6 +506,7 @@ impl fmt::Display for Match {
                 134 => f.write_str("icmpv6 type nd-router-advert"),
                 135 => f.write_str("icmpv6 type nd-neighbor-solicit"),
                 136 => f.write_str("icmpv6 type nd-neighbor-advert"),
+                143 => f.write_str("icmpv6 type mld2-listener-report"),
                 t => write!(f, "icmpv6 type {t}"),
             },
             Match::IifnameNot(n) => write!(f, "iifname != \"{n}\""),
@@ -597,6 +600,7 @@ table inet egret {
 		icmpv6 type nd-router-advert accept
 		icmpv6 type nd-neighbor-solicit accept
 		icmpv6 type nd-neighbor-advert accept
+		icmpv6 type mld2-listener-report accept
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
 		meta l4proto tcp reject with tcp reset
 		meta l4proto udp reject
