@@ -47,9 +47,10 @@ pub fn run(cmd: Command) -> ExitCode {
         }
         Command::Check { policy } => check(policy),
         Command::Health { url } => health(url.as_deref().unwrap_or(crate::health::DEFAULT_URL)),
-        Command::Run { .. } => unavailable("run", "the kernel path and proxies (issues 3 and 4)"),
-        Command::Init => unavailable("init", "the kernel path (issue 3)"),
-        Command::Cleanup => unavailable("cleanup", "the kernel path (issue 3)"),
+        Command::Run { print_rules: true } => print_rules(),
+        Command::Run { print_rules: false } => unavailable("run", "the proxies (issue 4)"),
+        Command::Init => init(),
+        Command::Cleanup => cleanup(),
         Command::Dashboard => unavailable("dashboard", "the dashboard (issue 7)"),
     }
 }
@@ -89,6 +90,69 @@ fn check(path: Option<std::path::PathBuf>) -> ExitCode {
         Err(e) => {
             eprintln!("egret: {e}");
             ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// Config + policy + identity → the ruleset, or the exit code of the
+/// first problem (already printed).
+pub fn build_ruleset() -> Result<(Config, Policy, crate::nft::Ruleset), ExitCode> {
+    let cfg = load_config()?;
+    let policy = load_policy(&cfg, None).map_err(|e| {
+        eprintln!("egret: {e}");
+        ExitCode::from(EXIT_INVALID)
+    })?;
+    let id = crate::nft::identity(&cfg).map_err(|e| {
+        eprintln!("egret: choosing a random bypass mark: {e}");
+        ExitCode::from(EXIT_FAILURE)
+    })?;
+    let rs = crate::nft::Ruleset::build(&cfg, &policy, &id);
+    Ok((cfg, policy, rs))
+}
+
+/// `egret run --print-rules`: the ruleset as nft text, nothing applied.
+fn print_rules() -> ExitCode {
+    match build_ruleset() {
+        Ok((_, _, rs)) => {
+            print!("{rs}");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// `egret init`: install the fail-closed ruleset and exit.
+fn init() -> ExitCode {
+    let (_, _, rs) = match build_ruleset() {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match crate::nft::apply(&rs) {
+        Ok(a) => {
+            eprintln!("egret init: {} in {} ms", a.installed, a.elapsed.as_millis());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("egret init: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `egret cleanup`: remove the table (egress is unfiltered afterwards).
+fn cleanup() -> ExitCode {
+    match crate::nft::delete_table() {
+        Ok(true) => {
+            eprintln!("egret cleanup: removed table inet {}", crate::nft::TABLE);
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            eprintln!("egret cleanup: no table inet {} to remove", crate::nft::TABLE);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("egret cleanup: {e}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }

@@ -43,3 +43,20 @@ pub fn name(data: &[u8]) {
         Err(_) => assert!(!d.allowed(), "invalid name {s:?} allowed"),
     }
 }
+
+/// NFLOG messages: parsing never panics; ports appear only for TCP/UDP
+/// and ICMP type/code only for ICMP; the record's addresses and protocol
+/// are those of the packet parsed on its own.
+pub fn nflog(data: &[u8]) {
+    use crate::nflog::parse::{parse_message, parse_packet, Protocol};
+    let _ = parse_packet(data);
+    let Ok(r) = parse_message(data) else { return };
+    if r.src_port.is_some() || r.dst_port.is_some() {
+        assert!(matches!(r.protocol, Protocol::Tcp | Protocol::Udp), "ports on {:?}", r.protocol);
+        assert_eq!(r.src_port.is_some(), r.dst_port.is_some(), "half a port pair");
+    }
+    if r.icmp.is_some() {
+        assert!(matches!(r.protocol, Protocol::Icmp | Protocol::Icmpv6), "icmp fields on {:?}", r.protocol);
+    }
+    assert_eq!(r.src.is_ipv4(), r.dst.is_ipv4(), "mixed address families");
+}

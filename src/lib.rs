@@ -13,6 +13,8 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod nflog;
+pub mod nft;
 pub mod policy;
 
 /// The version reported in events and by `egret version`.

@@ -26,3 +26,8 @@ fn policy_yaml_corpus() {
 fn name_corpus() {
     assert!(replay("name", egret::fuzzing::name) >= 5, "seed corpus missing");
 }
+
+#[test]
+fn nflog_corpus() {
+    assert!(replay("nflog", egret::fuzzing::nflog) >= 4, "seed corpus missing");
+}

@@ -3,4 +3,6 @@
 
 mod check;
 mod fuzz_replay;
+mod netns;
+mod nft;
 mod util;

@@ -1,0 +1,838 @@
+//! `Ruleset` → nf_tables netlink messages (built with neli), and the small
+//! parsers for what the kernel answers (acks, dumps).
+//!
+//! Pure: bytes in, bytes out. The socket lives in `nft/mod.rs`.
+//!
+//! A batch is `BEGIN, NEWTABLE, DELTABLE, NEWTABLE, sets, elements, chains,
+//! rules, END`, sent as one datagram so the kernel applies it as one
+//! transaction: the first NEWTABLE makes sure a table exists so that
+//! DELTABLE cannot fail, and the second recreates it empty. There is no
+//! instant without rules, at first start or on re-apply.
+//!
+//! libc has no `NFTA_*` numbers; the ones used are in [`c`], copied from
+//! `linux/netfilter/nf_tables.h` (kernel UAPI, stable by contract).
+
+use std::io::Cursor;
+use std::net::IpAddr;
+
+use neli::consts::nl::NlmF;
+use neli::genl::{AttrTypeBuilder, Nlattr, NlattrBuilder};
+use neli::nl::{NlPayload, Nlmsghdr, NlmsghdrBuilder};
+use neli::types::Buffer;
+use neli::{Size, ToBytes};
+
+use super::ruleset::{
+    Chain, ChainPolicy, ChainType, Elements, Family, Hook, Match, Reject, Rule, Ruleset, Set, SetKind, Stmt,
+};
+
+/// UAPI constants (linux/netfilter/nf_tables.h, nfnetlink.h,
+/// nfnetlink_log.h, netlink.h).
+#[allow(dead_code)]
+pub mod c {
+    pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
+    pub const NFNL_SUBSYS_ULOG: u16 = 4;
+    pub const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+    pub const NFNL_MSG_BATCH_END: u16 = 17;
+    pub const NLMSG_ERROR: u16 = 2;
+    pub const NLMSG_DONE: u16 = 3;
+    pub const NFPROTO_INET: u8 = 1;
+    pub const NFPROTO_IPV4: u8 = 2;
+    pub const NFPROTO_IPV6: u8 = 10;
+
+    pub const NFT_MSG_NEWTABLE: u16 = 0;
+    pub const NFT_MSG_GETTABLE: u16 = 1;
+    pub const NFT_MSG_DELTABLE: u16 = 2;
+    pub const NFT_MSG_NEWCHAIN: u16 = 3;
+    pub const NFT_MSG_GETCHAIN: u16 = 4;
+    pub const NFT_MSG_NEWRULE: u16 = 6;
+    pub const NFT_MSG_GETRULE: u16 = 7;
+    pub const NFT_MSG_NEWSET: u16 = 9;
+    pub const NFT_MSG_GETSET: u16 = 10;
+    pub const NFT_MSG_NEWSETELEM: u16 = 12;
+
+    pub const NFTA_TABLE_NAME: u16 = 1;
+    pub const NFTA_CHAIN_TABLE: u16 = 1;
+    pub const NFTA_CHAIN_NAME: u16 = 3;
+    pub const NFTA_CHAIN_HOOK: u16 = 4;
+    pub const NFTA_CHAIN_POLICY: u16 = 5;
+    pub const NFTA_CHAIN_TYPE: u16 = 7;
+    pub const NFTA_HOOK_HOOKNUM: u16 = 1;
+    pub const NFTA_HOOK_PRIORITY: u16 = 2;
+    pub const NFTA_RULE_TABLE: u16 = 1;
+    pub const NFTA_RULE_CHAIN: u16 = 2;
+    pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
+    pub const NFTA_LIST_ELEM: u16 = 1;
+    pub const NFTA_EXPR_NAME: u16 = 1;
+    pub const NFTA_EXPR_DATA: u16 = 2;
+    pub const NFTA_SET_TABLE: u16 = 1;
+    pub const NFTA_SET_NAME: u16 = 2;
+    pub const NFTA_SET_FLAGS: u16 = 3;
+    pub const NFTA_SET_KEY_TYPE: u16 = 4;
+    pub const NFTA_SET_KEY_LEN: u16 = 5;
+    pub const NFTA_SET_ID: u16 = 10;
+    pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+    pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+    pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+    pub const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+    pub const NFTA_SET_ELEM_KEY: u16 = 1;
+    pub const NFTA_SET_ELEM_FLAGS: u16 = 3;
+    pub const NFTA_DATA_VALUE: u16 = 1;
+    pub const NFTA_DATA_VERDICT: u16 = 2;
+    pub const NFTA_VERDICT_CODE: u16 = 1;
+    pub const NFTA_META_DREG: u16 = 1;
+    pub const NFTA_META_KEY: u16 = 2;
+    pub const NFT_META_MARK: u32 = 3;
+    pub const NFT_META_IIFNAME: u32 = 6;
+    pub const NFT_META_NFPROTO: u32 = 15;
+    pub const NFT_META_L4PROTO: u32 = 16;
+    pub const NFTA_CMP_SREG: u16 = 1;
+    pub const NFTA_CMP_OP: u16 = 2;
+    pub const NFTA_CMP_DATA: u16 = 3;
+    pub const NFT_CMP_EQ: u32 = 0;
+    pub const NFT_CMP_NEQ: u32 = 1;
+    pub const NFTA_PAYLOAD_DREG: u16 = 1;
+    pub const NFTA_PAYLOAD_BASE: u16 = 2;
+    pub const NFTA_PAYLOAD_OFFSET: u16 = 3;
+    pub const NFTA_PAYLOAD_LEN: u16 = 4;
+    pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+    pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+    pub const NFTA_LOOKUP_SET: u16 = 1;
+    pub const NFTA_LOOKUP_SREG: u16 = 2;
+    pub const NFTA_LOOKUP_SET_ID: u16 = 4;
+    pub const NFTA_IMMEDIATE_DREG: u16 = 1;
+    pub const NFTA_IMMEDIATE_DATA: u16 = 2;
+    pub const NFTA_REDIR_REG_PROTO_MIN: u16 = 1;
+    pub const NFTA_REDIR_FLAGS: u16 = 3;
+    pub const NFTA_CT_DREG: u16 = 1;
+    pub const NFTA_CT_KEY: u16 = 2;
+    pub const NFT_CT_STATE: u32 = 0;
+    pub const NFT_CT_DIRECTION: u32 = 1;
+    pub const NFTA_BITWISE_SREG: u16 = 1;
+    pub const NFTA_BITWISE_DREG: u16 = 2;
+    pub const NFTA_BITWISE_LEN: u16 = 3;
+    pub const NFTA_BITWISE_MASK: u16 = 4;
+    pub const NFTA_BITWISE_XOR: u16 = 5;
+    pub const NFTA_FIB_DREG: u16 = 1;
+    pub const NFTA_FIB_RESULT: u16 = 2;
+    pub const NFTA_FIB_FLAGS: u16 = 3;
+    pub const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+    pub const NFTA_FIB_F_DADDR: u32 = 2;
+    pub const RTN_LOCAL: u32 = 2;
+    pub const NFTA_LIMIT_RATE: u16 = 1;
+    pub const NFTA_LIMIT_UNIT: u16 = 2;
+    pub const NFTA_LIMIT_BURST: u16 = 3;
+    pub const NFTA_LIMIT_TYPE: u16 = 4;
+    pub const NFTA_LIMIT_FLAGS: u16 = 5;
+    pub const NFT_LIMIT_PKTS: u32 = 0;
+    pub const NFTA_LOG_GROUP: u16 = 1;
+    pub const NFTA_LOG_PREFIX: u16 = 2;
+    pub const NFTA_REJECT_TYPE: u16 = 1;
+    pub const NFTA_REJECT_ICMP_CODE: u16 = 2;
+    pub const NFT_REJECT_TCP_RST: u32 = 1;
+    pub const NFT_REJECT_ICMPX_UNREACH: u32 = 2;
+    pub const NFT_REJECT_ICMPX_PORT_UNREACH: u8 = 1;
+    pub const NFT_REJECT_ICMPX_ADMIN_PROHIBITED: u8 = 3;
+    pub const NFTA_SOCKET_KEY: u16 = 1;
+    pub const NFTA_SOCKET_DREG: u16 = 2;
+    pub const NFTA_SOCKET_LEVEL: u16 = 3;
+    pub const NFT_SOCKET_CGROUPV2: u32 = 3;
+    pub const NFT_SET_INTERVAL: u32 = 4;
+    pub const NFT_SET_TIMEOUT: u32 = 16;
+    pub const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
+    pub const NFT_REG_VERDICT: u32 = 0;
+    pub const NFT_REG_1: u32 = 1;
+    pub const NF_DROP: i32 = 0;
+    pub const NF_ACCEPT: i32 = 1;
+    pub const NFT_RETURN: i32 = -5;
+    pub const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+    pub const NF_INET_LOCAL_IN: u32 = 1;
+    pub const NF_INET_LOCAL_OUT: u32 = 3;
+    /// nft's datatype numbers, so `nft list` prints `ipv4_addr`/`ipv6_addr`.
+    pub const TYPE_IPADDR: u32 = 7;
+    pub const TYPE_IP6ADDR: u32 = 8;
+    pub const NF_CT_STATE_INVALID_BIT: u32 = 1;
+    pub const IFNAMSIZ: usize = 16;
+}
+
+/// Set elements per NEWSETELEM message: an attribute length is a u16, so
+/// a message's element list must stay under 64 KiB (36 bytes an IPv6
+/// element).
+const ELEMS_PER_MSG: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeError(pub String);
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "encoding netlink message: {}", self.0)
+    }
+}
+
+fn enc<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> EncodeError + '_ {
+    move |e| EncodeError(format!("{what}: {e}"))
+}
+
+type Attr = Nlattr<u16, Buffer>;
+
+fn attr<P: Size + ToBytes>(t: u16, payload: P) -> Result<Attr, EncodeError> {
+    let ty = AttrTypeBuilder::default().nla_type(t).build().map_err(enc("attribute type"))?;
+    NlattrBuilder::default().nla_type(ty).nla_payload(payload).build().map_err(enc("attribute"))
+}
+
+fn be32(t: u16, v: u32) -> Result<Attr, EncodeError> {
+    attr(t, v.to_be_bytes())
+}
+
+fn bytes(t: u16, v: &[u8]) -> Result<Attr, EncodeError> {
+    attr(t, Buffer::from(v.to_vec()))
+}
+
+fn nest(t: u16, children: Vec<Attr>) -> Result<Attr, EncodeError> {
+    let ty =
+        AttrTypeBuilder::default().nla_type(t).nla_nested(true).build().map_err(enc("attribute type"))?;
+    let mut a = NlattrBuilder::default()
+        .nla_type(ty)
+        .nla_payload(Buffer::new())
+        .build()
+        .map_err(enc("nested attribute"))?;
+    for ch in &children {
+        a = a.nest(ch).map_err(enc("nesting"))?;
+    }
+    Ok(a)
+}
+
+/// `NFTA_DATA_VALUE` wrapped in the attribute `t`.
+fn data(t: u16, v: &[u8]) -> Result<Attr, EncodeError> {
+    nest(t, vec![bytes(c::NFTA_DATA_VALUE, v)?])
+}
+
+fn expr(name: &str, attrs: Vec<Attr>) -> Result<Attr, EncodeError> {
+    nest(c::NFTA_LIST_ELEM, vec![attr(c::NFTA_EXPR_NAME, name)?, nest(c::NFTA_EXPR_DATA, attrs)?])
+}
+
+fn meta(key: u32) -> Result<Attr, EncodeError> {
+    expr("meta", vec![be32(c::NFTA_META_DREG, c::NFT_REG_1)?, be32(c::NFTA_META_KEY, key)?])
+}
+
+fn cmp(op: u32, v: &[u8]) -> Result<Attr, EncodeError> {
+    expr(
+        "cmp",
+        vec![be32(c::NFTA_CMP_SREG, c::NFT_REG_1)?, be32(c::NFTA_CMP_OP, op)?, data(c::NFTA_CMP_DATA, v)?],
+    )
+}
+
+fn payload(base: u32, offset: u32, len: u32) -> Result<Attr, EncodeError> {
+    expr(
+        "payload",
+        vec![
+            be32(c::NFTA_PAYLOAD_DREG, c::NFT_REG_1)?,
+            be32(c::NFTA_PAYLOAD_BASE, base)?,
+            be32(c::NFTA_PAYLOAD_OFFSET, offset)?,
+            be32(c::NFTA_PAYLOAD_LEN, len)?,
+        ],
+    )
+}
+
+fn verdict(code: i32) -> Result<Attr, EncodeError> {
+    let v = nest(c::NFTA_DATA_VERDICT, vec![attr(c::NFTA_VERDICT_CODE, code.to_be_bytes())?])?;
+    expr(
+        "immediate",
+        vec![be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_VERDICT)?, nest(c::NFTA_IMMEDIATE_DATA, vec![v])?],
+    )
+}
+
+fn nfproto(f: Family) -> Result<Vec<Attr>, EncodeError> {
+    let p = match f {
+        Family::V4 => c::NFPROTO_IPV4,
+        Family::V6 => c::NFPROTO_IPV6,
+    };
+    Ok(vec![meta(c::NFT_META_NFPROTO)?, cmp(c::NFT_CMP_EQ, &[p])?])
+}
+
+fn daddr(f: Family) -> Result<Attr, EncodeError> {
+    match f {
+        Family::V4 => payload(c::NFT_PAYLOAD_NETWORK_HEADER, 16, 4),
+        Family::V6 => payload(c::NFT_PAYLOAD_NETWORK_HEADER, 24, 16),
+    }
+}
+
+/// The expressions of one match, with the protocol dependencies nft adds
+/// (so `nft list` prints the same phrase back).
+fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, EncodeError> {
+    Ok(match m {
+        Match::Mark(mark) => vec![meta(c::NFT_META_MARK)?, cmp(c::NFT_CMP_EQ, &mark.to_ne_bytes())?],
+        Match::Cgroup(cg) => vec![
+            expr(
+                "socket",
+                vec![
+                    be32(c::NFTA_SOCKET_KEY, c::NFT_SOCKET_CGROUPV2)?,
+                    be32(c::NFTA_SOCKET_DREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_SOCKET_LEVEL, cg.level)?,
+                ],
+            )?,
+            cmp(c::NFT_CMP_EQ, &cg.id.to_ne_bytes())?,
+        ],
+        Match::CtInvalid => vec![
+            expr("ct", vec![be32(c::NFTA_CT_DREG, c::NFT_REG_1)?, be32(c::NFTA_CT_KEY, c::NFT_CT_STATE)?])?,
+            expr(
+                "bitwise",
+                vec![
+                    be32(c::NFTA_BITWISE_SREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_BITWISE_DREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_BITWISE_LEN, 4)?,
+                    data(c::NFTA_BITWISE_MASK, &c::NF_CT_STATE_INVALID_BIT.to_ne_bytes())?,
+                    data(c::NFTA_BITWISE_XOR, &0u32.to_ne_bytes())?,
+                ],
+            )?,
+            cmp(c::NFT_CMP_NEQ, &0u32.to_ne_bytes())?,
+        ],
+        Match::CtReply => vec![
+            expr(
+                "ct",
+                vec![be32(c::NFTA_CT_DREG, c::NFT_REG_1)?, be32(c::NFTA_CT_KEY, c::NFT_CT_DIRECTION)?],
+            )?,
+            cmp(c::NFT_CMP_EQ, &[1])?,
+        ],
+        Match::FibDaddrLocal => vec![
+            expr(
+                "fib",
+                vec![
+                    be32(c::NFTA_FIB_DREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_FIB_RESULT, c::NFT_FIB_RESULT_ADDRTYPE)?,
+                    be32(c::NFTA_FIB_FLAGS, c::NFTA_FIB_F_DADDR)?,
+                ],
+            )?,
+            cmp(c::NFT_CMP_EQ, &c::RTN_LOCAL.to_ne_bytes())?,
+        ],
+        Match::DaddrInSet(f, name) => {
+            let mut v = nfproto(*f)?;
+            v.push(daddr(*f)?);
+            v.push(expr(
+                "lookup",
+                vec![
+                    attr(c::NFTA_LOOKUP_SET, *name)?,
+                    be32(c::NFTA_LOOKUP_SREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_LOOKUP_SET_ID, set_id(name))?,
+                ],
+            )?);
+            v
+        }
+        Match::Daddr(ip) => {
+            let (f, octets) = match ip {
+                IpAddr::V4(a) => (Family::V4, a.octets().to_vec()),
+                IpAddr::V6(a) => (Family::V6, a.octets().to_vec()),
+            };
+            let mut v = nfproto(f)?;
+            v.push(daddr(f)?);
+            v.push(cmp(c::NFT_CMP_EQ, &octets)?);
+            v
+        }
+        Match::L4(l4) => vec![meta(c::NFT_META_L4PROTO)?, cmp(c::NFT_CMP_EQ, &[l4.number()])?],
+        Match::Dport(l4, port) => vec![
+            meta(c::NFT_META_L4PROTO)?,
+            cmp(c::NFT_CMP_EQ, &[l4.number()])?,
+            payload(c::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2)?,
+            cmp(c::NFT_CMP_EQ, &port.to_be_bytes())?,
+        ],
+        Match::Icmpv6Type(t) => {
+            let mut v = nfproto(Family::V6)?;
+            v.push(meta(c::NFT_META_L4PROTO)?);
+            v.push(cmp(c::NFT_CMP_EQ, &[58])?);
+            v.push(payload(c::NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1)?);
+            v.push(cmp(c::NFT_CMP_EQ, &[*t])?);
+            v
+        }
+        Match::IifnameNot(name) => {
+            let mut n = [0u8; c::IFNAMSIZ];
+            let b = name.as_bytes();
+            let len = b.len().min(c::IFNAMSIZ - 1);
+            n[..len].copy_from_slice(&b[..len]);
+            vec![meta(c::NFT_META_IIFNAME)?, cmp(c::NFT_CMP_NEQ, &n)?]
+        }
+    })
+}
+
+fn stmt_exprs(s: &Stmt) -> Result<Vec<Attr>, EncodeError> {
+    Ok(match s {
+        Stmt::Accept => vec![verdict(c::NF_ACCEPT)?],
+        Stmt::Drop => vec![verdict(c::NF_DROP)?],
+        Stmt::Return => vec![verdict(c::NFT_RETURN)?],
+        Stmt::Redirect(port) => vec![
+            expr(
+                "immediate",
+                vec![
+                    be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_1)?,
+                    data(c::NFTA_IMMEDIATE_DATA, &port.to_be_bytes())?,
+                ],
+            )?,
+            expr(
+                "redir",
+                vec![
+                    be32(c::NFTA_REDIR_REG_PROTO_MIN, c::NFT_REG_1)?,
+                    be32(c::NFTA_REDIR_FLAGS, c::NF_NAT_RANGE_PROTO_SPECIFIED)?,
+                ],
+            )?,
+        ],
+        Stmt::Limit { per_second, burst } => vec![expr(
+            "limit",
+            vec![
+                attr(c::NFTA_LIMIT_RATE, per_second.to_be_bytes())?,
+                attr(c::NFTA_LIMIT_UNIT, 1u64.to_be_bytes())?,
+                be32(c::NFTA_LIMIT_BURST, *burst)?,
+                be32(c::NFTA_LIMIT_TYPE, c::NFT_LIMIT_PKTS)?,
+                be32(c::NFTA_LIMIT_FLAGS, 0)?,
+            ],
+        )?],
+        Stmt::Log { prefix, group } => vec![expr(
+            "log",
+            vec![attr(c::NFTA_LOG_GROUP, group.to_be_bytes())?, attr(c::NFTA_LOG_PREFIX, *prefix)?],
+        )?],
+        Stmt::Reject(r) => {
+            let (ty, code) = match r {
+                Reject::TcpReset => (c::NFT_REJECT_TCP_RST, 0u8),
+                Reject::PortUnreachable => (c::NFT_REJECT_ICMPX_UNREACH, c::NFT_REJECT_ICMPX_PORT_UNREACH),
+                Reject::AdminProhibited => {
+                    (c::NFT_REJECT_ICMPX_UNREACH, c::NFT_REJECT_ICMPX_ADMIN_PROHIBITED)
+                }
+            };
+            vec![expr(
+                "reject",
+                vec![be32(c::NFTA_REJECT_TYPE, ty)?, attr(c::NFTA_REJECT_ICMP_CODE, [code])?],
+            )?]
+        }
+    })
+}
+
+/// One encoded batch and what each acknowledged sequence number stands
+/// for, so an error can name the object that failed.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub bytes: Vec<u8>,
+    /// The BEGIN message's sequence number: a permission error arrives on
+    /// it, once, instead of one answer per message.
+    pub begin_seq: u32,
+    /// `(seq, what)` of every message that asks for an ack, in order.
+    pub acked: Vec<(u32, String)>,
+    pub messages: usize,
+}
+
+struct Builder {
+    bytes: Vec<u8>,
+    seq: u32,
+    begin_seq: u32,
+    acked: Vec<(u32, String)>,
+    messages: usize,
+}
+
+impl Builder {
+    fn new(seq: u32) -> Result<Builder, EncodeError> {
+        let mut b = Builder { bytes: Vec::new(), seq, begin_seq: seq, acked: Vec::new(), messages: 0 };
+        // BEGIN: family unspec, res_id = the subsystem (big endian).
+        let m = message(c::NFNL_MSG_BATCH_BEGIN, NlmF::REQUEST, seq, 0, c::NFNL_SUBSYS_NFTABLES, &[])?;
+        b.bytes.extend_from_slice(&m);
+        b.messages += 1;
+        Ok(b)
+    }
+
+    fn push(&mut self, msg: u16, flags: NlmF, attrs: &[Attr], what: String) -> Result<(), EncodeError> {
+        self.seq = self.seq.wrapping_add(1);
+        let ty = (c::NFNL_SUBSYS_NFTABLES << 8) | msg;
+        let m = message(ty, NlmF::REQUEST | NlmF::ACK | flags, self.seq, c::NFPROTO_INET, 0, attrs)?;
+        self.bytes.extend_from_slice(&m);
+        self.acked.push((self.seq, what));
+        self.messages += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Batch, EncodeError> {
+        self.seq = self.seq.wrapping_add(1);
+        let m = message(c::NFNL_MSG_BATCH_END, NlmF::REQUEST, self.seq, 0, c::NFNL_SUBSYS_NFTABLES, &[])?;
+        self.bytes.extend_from_slice(&m);
+        self.messages += 1;
+        Ok(Batch { bytes: self.bytes, begin_seq: self.begin_seq, acked: self.acked, messages: self.messages })
+    }
+}
+
+/// One netlink message: nfgenmsg (family, version 0, res_id big endian)
+/// followed by the attributes.
+pub fn message(
+    ty: u16,
+    flags: NlmF,
+    seq: u32,
+    family: u8,
+    res_id: u16,
+    attrs: &[Attr],
+) -> Result<Vec<u8>, EncodeError> {
+    let mut body = vec![family, 0];
+    body.extend_from_slice(&res_id.to_be_bytes());
+    for a in attrs {
+        let mut cur = Cursor::new(Vec::new());
+        a.to_bytes(&mut cur).map_err(enc("attribute"))?;
+        body.extend_from_slice(cur.get_ref());
+    }
+    let hdr: Nlmsghdr<u16, Buffer> = NlmsghdrBuilder::default()
+        .nl_type(ty)
+        .nl_flags(flags)
+        .nl_seq(seq)
+        .nl_pid(0)
+        .nl_payload(NlPayload::Payload(Buffer::from(body)))
+        .build()
+        .map_err(enc("message header"))?;
+    let mut cur = Cursor::new(Vec::new());
+    hdr.to_bytes(&mut cur).map_err(enc("message"))?;
+    Ok(cur.into_inner())
+}
+
+fn table_attr(t: u16, table: &str) -> Result<Attr, EncodeError> {
+    attr(t, table)
+}
+
+/// The batch that atomically replaces egret's table with `rs`.
+pub fn apply_batch(rs: &Ruleset, seq: u32) -> Result<Batch, EncodeError> {
+    let mut b = Builder::new(seq)?;
+    let table = rs.table;
+    let tname = || table_attr(c::NFTA_TABLE_NAME, table);
+    b.push(c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table inet {table} (ensure)"))?;
+    b.push(c::NFT_MSG_DELTABLE, NlmF::empty(), &[tname()?], format!("table inet {table} (delete old)"))?;
+    b.push(c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table inet {table}"))?;
+
+    let set_id = |name: &str| rs.sets.iter().position(|s| s.name == name).map_or(0, |i| i as u32 + 1);
+    for (i, s) in rs.sets.iter().enumerate() {
+        push_set(&mut b, table, s, i as u32 + 1)?;
+    }
+    for ch in &rs.chains {
+        push_chain(&mut b, table, ch)?;
+    }
+    for ch in &rs.chains {
+        for (i, r) in ch.rules.iter().enumerate() {
+            let attrs = [
+                table_attr(c::NFTA_RULE_TABLE, table)?,
+                attr(c::NFTA_RULE_CHAIN, ch.name)?,
+                rule_exprs(r, &set_id)?,
+            ];
+            b.push(
+                c::NFT_MSG_NEWRULE,
+                NlmF::CREATE | NlmF::APPEND,
+                &attrs,
+                format!("chain {} rule {} `{r}`", ch.name, i + 1),
+            )?;
+        }
+    }
+    b.finish()
+}
+
+/// The batch that removes egret's table.
+pub fn delete_batch(table: &str, seq: u32) -> Result<Batch, EncodeError> {
+    let mut b = Builder::new(seq)?;
+    b.push(
+        c::NFT_MSG_DELTABLE,
+        NlmF::empty(),
+        &[table_attr(c::NFTA_TABLE_NAME, table)?],
+        format!("table inet {table}"),
+    )?;
+    b.finish()
+}
+
+fn rule_exprs(r: &Rule, set_id: &dyn Fn(&str) -> u32) -> Result<Attr, EncodeError> {
+    let mut all = Vec::new();
+    for m in &r.matches {
+        all.extend(match_exprs(m, set_id)?);
+    }
+    for s in &r.stmts {
+        all.extend(stmt_exprs(s)?);
+    }
+    nest(c::NFTA_RULE_EXPRESSIONS, all)
+}
+
+fn push_set(b: &mut Builder, table: &str, s: &Set, id: u32) -> Result<(), EncodeError> {
+    let (ty, len) = match s.family {
+        Family::V4 => (c::TYPE_IPADDR, 4),
+        Family::V6 => (c::TYPE_IP6ADDR, 16),
+    };
+    let flags = match s.kind {
+        SetKind::Interval(_) => c::NFT_SET_INTERVAL,
+        SetKind::Timeout => c::NFT_SET_TIMEOUT,
+    };
+    let attrs = [
+        table_attr(c::NFTA_SET_TABLE, table)?,
+        attr(c::NFTA_SET_NAME, s.name)?,
+        be32(c::NFTA_SET_FLAGS, flags)?,
+        be32(c::NFTA_SET_KEY_TYPE, ty)?,
+        be32(c::NFTA_SET_KEY_LEN, len)?,
+        be32(c::NFTA_SET_ID, id)?,
+    ];
+    b.push(c::NFT_MSG_NEWSET, NlmF::CREATE, &attrs, format!("set {}", s.name))?;
+    let SetKind::Interval(elems) = &s.kind else { return Ok(()) };
+    let keys = interval_keys(elems);
+    for (n, chunk) in keys.chunks(ELEMS_PER_MSG).enumerate() {
+        let mut list = Vec::with_capacity(chunk.len());
+        for (key, end) in chunk {
+            let mut e = vec![data(c::NFTA_SET_ELEM_KEY, key)?];
+            if *end {
+                e.push(be32(c::NFTA_SET_ELEM_FLAGS, c::NFT_SET_ELEM_INTERVAL_END)?);
+            }
+            list.push(nest(c::NFTA_LIST_ELEM, e)?);
+        }
+        let attrs = [
+            table_attr(c::NFTA_SET_ELEM_LIST_TABLE, table)?,
+            attr(c::NFTA_SET_ELEM_LIST_SET, s.name)?,
+            be32(c::NFTA_SET_ELEM_LIST_SET_ID, id)?,
+            nest(c::NFTA_SET_ELEM_LIST_ELEMENTS, list)?,
+        ];
+        b.push(
+            c::NFT_MSG_NEWSETELEM,
+            NlmF::CREATE,
+            &attrs,
+            format!("set {} elements part {}", s.name, n + 1),
+        )?;
+    }
+    Ok(())
+}
+
+/// Interval set keys as the kernel wants them: every range `[a, b]` is a
+/// start key `a` and an end key `b + 1` flagged INTERVAL_END (none when
+/// `b` is the last address); like nft, a leading end key at 0 closes the
+/// gap before the first range.
+pub fn interval_keys(e: &Elements) -> Vec<(Vec<u8>, bool)> {
+    fn keys<T: Copy + PartialEq>(
+        v: &[(T, T)],
+        zero: T,
+        max: T,
+        succ: impl Fn(T) -> T,
+        be: impl Fn(T) -> Vec<u8>,
+    ) -> Vec<(Vec<u8>, bool)> {
+        let mut out = Vec::with_capacity(v.len() * 2 + 1);
+        if let Some(&(first, _)) = v.first() {
+            if first != zero {
+                out.push((be(zero), true));
+            }
+        }
+        for &(a, b) in v {
+            out.push((be(a), false));
+            if b != max {
+                out.push((be(succ(b)), true));
+            }
+        }
+        out
+    }
+    match e {
+        Elements::V4(v) => keys(v, 0, u32::MAX, |x| x + 1, |x| x.to_be_bytes().to_vec()),
+        Elements::V6(v) => keys(v, 0, u128::MAX, |x| x + 1, |x| x.to_be_bytes().to_vec()),
+    }
+}
+
+fn push_chain(b: &mut Builder, table: &str, ch: &Chain) -> Result<(), EncodeError> {
+    let hooknum = match ch.hook {
+        Hook::Output => c::NF_INET_LOCAL_OUT,
+        Hook::Input => c::NF_INET_LOCAL_IN,
+    };
+    let policy = match ch.policy {
+        ChainPolicy::Accept => c::NF_ACCEPT,
+        ChainPolicy::Drop => c::NF_DROP,
+    };
+    let kind = match ch.kind {
+        ChainType::Filter => "filter",
+        ChainType::Nat => "nat",
+    };
+    let attrs = [
+        table_attr(c::NFTA_CHAIN_TABLE, table)?,
+        attr(c::NFTA_CHAIN_NAME, ch.name)?,
+        nest(
+            c::NFTA_CHAIN_HOOK,
+            vec![
+                be32(c::NFTA_HOOK_HOOKNUM, hooknum)?,
+                attr(c::NFTA_HOOK_PRIORITY, ch.priority.to_be_bytes())?,
+            ],
+        )?,
+        attr(c::NFTA_CHAIN_POLICY, policy.to_be_bytes())?,
+        attr(c::NFTA_CHAIN_TYPE, kind)?,
+    ];
+    b.push(c::NFT_MSG_NEWCHAIN, NlmF::CREATE, &attrs, format!("chain {}", ch.name))
+}
+
+/// A dump request (GET with NLM_F_DUMP) for `msg`, optionally filtered by
+/// table name.
+pub fn dump_request(
+    msg: u16,
+    seq: u32,
+    table_attr_type: Option<(u16, &str)>,
+) -> Result<Vec<u8>, EncodeError> {
+    let attrs = match table_attr_type {
+        Some((t, name)) => vec![attr(t, name)?],
+        None => vec![],
+    };
+    message((c::NFNL_SUBSYS_NFTABLES << 8) | msg, NlmF::REQUEST | NlmF::DUMP, seq, c::NFPROTO_INET, 0, &attrs)
+}
+
+// ---------------------------------------------------------------------------
+// Parsing what the kernel sends back.
+
+/// One netlink message of a received datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMsg<'a> {
+    pub ty: u16,
+    pub flags: u16,
+    pub seq: u32,
+    pub payload: &'a [u8],
+}
+
+/// Splits a datagram into messages; a truncated tail is ignored.
+pub fn split_messages(buf: &[u8]) -> Vec<RawMsg<'_>> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while rest.len() >= 16 {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len < 16 || len > rest.len() {
+            break;
+        }
+        out.push(RawMsg {
+            ty: u16::from_ne_bytes([rest[4], rest[5]]),
+            flags: u16::from_ne_bytes([rest[6], rest[7]]),
+            seq: u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]),
+            payload: &rest[16..len],
+        });
+        let next = (len + 3) & !3;
+        rest = rest.get(next..).unwrap_or(&[]);
+    }
+    out
+}
+
+/// The errno of an NLMSG_ERROR message (0 is an ack); `None` for others.
+pub fn ack_errno(m: &RawMsg<'_>) -> Option<i32> {
+    if m.ty != c::NLMSG_ERROR || m.payload.len() < 4 {
+        return None;
+    }
+    let e = i32::from_ne_bytes([m.payload[0], m.payload[1], m.payload[2], m.payload[3]]);
+    Some(-e)
+}
+
+/// Attributes `(type without flags, payload)` of a buffer of attributes.
+pub fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while rest.len() >= 4 {
+        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+        let ty = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            break;
+        }
+        out.push((ty, &rest[4..len]));
+        let next = (len + 3) & !3;
+        rest = rest.get(next..).unwrap_or(&[]);
+    }
+    out
+}
+
+/// The attributes of an nf_tables message (after the 4-byte nfgenmsg).
+pub fn nft_attrs<'a>(m: &RawMsg<'a>) -> Vec<(u16, &'a [u8])> {
+    attrs(m.payload.get(4..).unwrap_or(&[]))
+}
+
+/// A NUL-terminated string attribute.
+pub fn attr_str(v: &[u8]) -> String {
+    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+    String::from_utf8_lossy(&v[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_layout() {
+        // BEGIN: 16-byte header + 4-byte nfgenmsg, res_id big endian.
+        let m = message(c::NFNL_MSG_BATCH_BEGIN, NlmF::REQUEST, 7, 0, c::NFNL_SUBSYS_NFTABLES, &[]).unwrap();
+        assert_eq!(m.len(), 20);
+        assert_eq!(&m[0..4], &20u32.to_ne_bytes());
+        assert_eq!(&m[4..6], &16u16.to_ne_bytes());
+        assert_eq!(&m[8..12], &7u32.to_ne_bytes());
+        assert_eq!(&m[16..20], &[0, 0, 0, 10]);
+    }
+
+    #[test]
+    fn attributes_round_trip() {
+        let a = nest(c::NFTA_LIST_ELEM, vec![attr(c::NFTA_EXPR_NAME, "meta").unwrap(), be32(2, 5).unwrap()])
+            .unwrap();
+        let m = message(0x0a06, NlmF::REQUEST, 1, 1, 0, &[a]).unwrap();
+        let msgs = split_messages(&m);
+        assert_eq!(msgs.len(), 1);
+        let top = nft_attrs(&msgs[0]);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].0, c::NFTA_LIST_ELEM);
+        let inner = attrs(top[0].1);
+        assert_eq!(inner, vec![(1, &b"meta\0"[..]), (2, &[0, 0, 0, 5][..])]);
+        assert_eq!(attr_str(inner[0].1), "meta");
+    }
+
+    #[test]
+    fn interval_key_table() {
+        type Keys = Vec<(Vec<u8>, bool)>;
+        let cases: Vec<(Elements, Keys)> = vec![
+            (Elements::V4(vec![]), vec![]),
+            (
+                Elements::V4(vec![(0x0a000000, 0x0affffff)]),
+                vec![(vec![0, 0, 0, 0], true), (vec![10, 0, 0, 0], false), (vec![11, 0, 0, 0], true)],
+            ),
+            (Elements::V4(vec![(0, u32::MAX)]), vec![(vec![0, 0, 0, 0], false)]),
+            (
+                Elements::V4(vec![(0, 1), (0xfffffffe, u32::MAX)]),
+                vec![(vec![0, 0, 0, 0], false), (vec![0, 0, 0, 2], true), (vec![255, 255, 255, 254], false)],
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(interval_keys(&e), want, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn batch_counts_and_seqs() {
+        use crate::nft::ruleset::*;
+        let rs = Ruleset {
+            table: "egret",
+            sets: vec![Set {
+                name: "allowed4",
+                family: Family::V4,
+                kind: SetKind::Interval(Elements::V4((0..1500u32).map(|i| (i * 4, i * 4 + 1)).collect())),
+            }],
+            chains: vec![Chain {
+                name: "filter_out",
+                kind: ChainType::Filter,
+                hook: Hook::Output,
+                priority: 0,
+                policy: ChainPolicy::Drop,
+                rules: vec![Rule {
+                    matches: vec![Match::DaddrInSet(Family::V4, "allowed4")],
+                    stmts: vec![Stmt::Accept],
+                }],
+            }],
+        };
+        let b = apply_batch(&rs, 100).unwrap();
+        // 3 table messages, 1 set, 3000 keys in 3 element messages, 1 chain, 1 rule.
+        assert_eq!(b.acked.len(), 3 + 1 + 3 + 1 + 1);
+        assert_eq!(b.messages, b.acked.len() + 2);
+        assert_eq!(b.begin_seq, 100);
+        assert_eq!(b.acked[0].0, 101);
+        let msgs = split_messages(&b.bytes);
+        assert_eq!(msgs.len(), b.messages);
+        assert_eq!(msgs.last().unwrap().ty, c::NFNL_MSG_BATCH_END);
+        // Every element list fits a u16 attribute length.
+        assert!(msgs.iter().all(|m| m.payload.len() < 65_000));
+    }
+
+    #[test]
+    fn acks_parse() {
+        let mut err = Vec::new();
+        err.extend_from_slice(&36u32.to_ne_bytes());
+        err.extend_from_slice(&c::NLMSG_ERROR.to_ne_bytes());
+        err.extend_from_slice(&0u16.to_ne_bytes());
+        err.extend_from_slice(&9u32.to_ne_bytes());
+        err.extend_from_slice(&0u32.to_ne_bytes());
+        err.extend_from_slice(&(-1i32).to_ne_bytes());
+        err.extend_from_slice(&[0u8; 16]);
+        let msgs = split_messages(&err);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].seq, 9);
+        assert_eq!(ack_errno(&msgs[0]), Some(1)); // EPERM
+        assert!(split_messages(&err[..20]).is_empty());
+    }
+}

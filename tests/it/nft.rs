@@ -1,0 +1,359 @@
+//! The kernel path end to end: `egret init` / `cleanup` / `run
+//! --print-rules` inside fresh network namespaces, real traffic from a
+//! workload namespace to an upstream namespace, NFLOG records read with
+//! egret's own reader.
+//!
+//! Needs root (CI runs as root); fails loudly without it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::netns::{wait_for, Pair};
+use crate::util;
+
+const MARK: &str = "0x2a2a2a2a";
+
+fn data(name: &str) -> String {
+    util::data(&format!("netns/{name}")).to_string_lossy().into_owned()
+}
+
+/// `egret ARGS` inside `ns`, with a clean environment.
+fn egret_in(ns: &str, policy: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut c = Pair::exec(ns, env!("CARGO_BIN_EXE_egret"));
+    c.args(args).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("POLICY_PATH", policy);
+    c.env("LOG_LEVEL", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn policy_file(name: &str, yaml: &str) -> PathBuf {
+    let dir = util::scratch(name);
+    let p = dir.join("policy.yaml");
+    std::fs::write(&p, yaml).expect("write policy");
+    p
+}
+
+fn run_ok(c: Command) -> String {
+    let (code, out, err) = util::run(c);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    out
+}
+
+fn nft_list(ns: &str) -> String {
+    let mut c = Pair::exec(ns, "nft");
+    c.args(["list", "ruleset"]);
+    run_ok(c)
+}
+
+fn normalize(s: &str) -> String {
+    egret::nft::ruleset::normalize_text(s)
+}
+
+/// `client.py` from the workload namespace: the parsed JSON outcome.
+fn client(ns: &str, host: &str, port: u16, proto: &str, mark: Option<u32>) -> serde_json::Value {
+    let mut c = Pair::exec(ns, "python3");
+    c.args([&data("client.py"), host, &port.to_string(), proto, "x"]);
+    if let Some(m) = mark {
+        c.arg(format!("{m:#x}"));
+    }
+    let out = run_ok(c);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("client output {out:?}: {e}"))
+}
+
+fn assert_reaches(v: &serde_json::Value, what: &str) {
+    assert_eq!(v["ok"], "echo:x", "{what} should be reachable: {v}");
+}
+
+/// Refused at once (TCP RST / ICMP unreachable), not a timeout. A UDP
+/// sender in the namespace itself sees the reject's drop first: its send
+/// fails with EPERM (PermissionError) at once.
+fn assert_refused_fast(v: &serde_json::Value, what: &str) {
+    let err = v["err"].as_str().unwrap_or("");
+    assert!(matches!(err, "ConnectionRefusedError" | "PermissionError"), "{what} should be refused: {v}");
+    let secs = v["secs"].as_f64().unwrap_or(99.0);
+    assert!(secs < 1.0, "{what} refused only after {secs:.2}s");
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Binds egret's NFLOG reader inside `ns` (from a thread that enters the
+/// namespace) and forwards records for `secs` seconds.
+fn nflog_in(ns: &str) -> mpsc::Receiver<egret::nflog::LogRecord> {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let l = egret::nflog::Listener::bind(0, 128, 1);
+        let l = match l {
+            Ok(l) => {
+                let _ = ready_tx.send(Ok(()));
+                l
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 65536];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            for r in l.read(&mut buf).expect("nflog read") {
+                if tx.send(r).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).expect("nflog thread").expect("bind nflog group 0");
+    rx
+}
+
+fn basic_policy(p: &Pair) -> String {
+    format!("allowlist:\n  ips: [\"{}\", \"{}\"]\n  domains: [\"example.com\"]\n", p.v4(2), p.v6(2))
+}
+
+#[test]
+fn golden_text_equals_kernel_ruleset() {
+    let p = Pair::new();
+    let cases = [
+        ("basic", basic_policy(&p)),
+        ("empty", "allowlist:\n  ips: []\n".to_owned()),
+        ("v6-only", "allowlist:\n  ips: [\"2001:db8::/32\", \"fd00:200::/48\", \"::1\"]\n".to_owned()),
+        ("whole-space", "allowlist:\n  ips: [\"0.0.0.0/0\", \"::/0\"]\n".to_owned()),
+    ];
+    for (name, yaml) in cases {
+        let pol = policy_file(&format!("nft-golden-{name}"), &yaml);
+        for mode in ["https", "dns"] {
+            let env = [("BYPASS_MARK", MARK), ("FILTER_MODE", mode), ("DNS_UPSTREAMS", "10.9.9.9:53")];
+            let want = run_ok(egret_in(&p.work, &pol, &env, &["run", "--print-rules"]));
+            run_ok(egret_in(&p.work, &pol, &env, &["init"]));
+            let got = nft_list(&p.work);
+            assert_eq!(
+                normalize(&got),
+                normalize(&want),
+                "{name}/{mode}:\n--- kernel ---\n{got}\n--- egret ---\n{want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_cidrs_apply_in_one_batch() {
+    let p = Pair::new();
+    let mut yaml = String::from("allowlist:\n  ips:\n");
+    for i in 0..10_000u32 {
+        // 10,000 disjoint /30s (gaps keep them from merging).
+        let a = std::net::Ipv4Addr::from(0x0b00_0000 + i * 8);
+        yaml.push_str(&format!("    - \"{a}/30\"\n"));
+    }
+    for i in 0..100u32 {
+        yaml.push_str(&format!("    - \"2001:db8:{i:x}::/48\"\n"));
+    }
+    let pol = policy_file("nft-10k", &yaml);
+    let env = [("BYPASS_MARK", MARK)];
+    let want = run_ok(egret_in(&p.work, &pol, &env, &["run", "--print-rules"]));
+    let start = Instant::now();
+    run_ok(egret_in(&p.work, &pol, &env, &["init"]));
+    let took = start.elapsed();
+    eprintln!(
+        "egret init with 10,000 IPv4 CIDRs + 100 IPv6 CIDRs: {} ms (process start to exit)",
+        took.as_millis()
+    );
+    let got = nft_list(&p.work);
+    assert_eq!(normalize(&got), normalize(&want));
+    assert_eq!(got.matches("/30").count(), 10_000, "every CIDR is in the kernel's set");
+}
+
+#[test]
+fn allowed_passes_blocked_is_refused_fast_and_logged() {
+    let p = Pair::new();
+    let addrs = [p.v4(2), p.v4(3), p.v6(2), p.v6(3)].join(",");
+    let _servers = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "7000", "7001,443", &addrs]);
+    let pol = policy_file("nft-traffic", &basic_policy(&p));
+    run_ok(egret_in(&p.work, &pol, &[], &["init"]));
+    let log = nflog_in(&p.work);
+
+    for (ok, blocked) in [(p.v4(2), p.v4(3)), (p.v6(2), p.v6(3))] {
+        assert_reaches(&client(&p.work, &ok, 7000, "tcp", None), &format!("allowed tcp {ok}"));
+        assert_reaches(&client(&p.work, &ok, 7001, "udp", None), &format!("allowed udp {ok}"));
+        assert_reaches(&client(&p.work, &ok, 443, "udp", None), &format!("allowed udp 443 {ok}"));
+        assert_refused_fast(&client(&p.work, &blocked, 7000, "tcp", None), &format!("blocked tcp {blocked}"));
+        assert_refused_fast(
+            &client(&p.work, &blocked, 443, "udp", None),
+            &format!("blocked udp 443 {blocked}"),
+        );
+        let dst: std::net::IpAddr = blocked.parse().unwrap();
+        let rec = wait_for(Duration::from_secs(5), || {
+            log.try_iter().find(|r| r.dst == dst && r.dst_port == Some(7000))
+        })
+        .unwrap_or_else(|| panic!("no NFLOG record for {}", host_port(&blocked, 7000)));
+        assert_eq!(rec.prefix, "blocked");
+        assert_eq!(rec.protocol, egret::nflog::Protocol::Tcp);
+        assert_eq!(rec.src.to_string(), if dst.is_ipv4() { p.v4(1) } else { p.v6(1) });
+        assert!(rec.src_port.is_some());
+    }
+}
+
+#[test]
+fn web_ports_of_blocked_addresses_land_on_the_redirect_port() {
+    let p = Pair::new();
+    let _proxy = Pair::spawn_ready(&p.work, "python3", &[&data("redirect_listener.py"), "8080,8443"]);
+    let _servers = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "80,443", ""]);
+    let pol = policy_file("nft-redirect", &basic_policy(&p));
+    run_ok(egret_in(&p.work, &pol, &[], &["init"]));
+    for host in [p.v4(3), p.v6(3)] {
+        for port in [80, 443] {
+            let v = client(&p.work, &host, port, "tcp", None);
+            let want = format!("orig:{host}:{port}");
+            assert_eq!(v["ok"], want.as_str(), "{}: {v}", host_port(&host, port));
+        }
+    }
+    // An allowed address is not redirected: the real server answers.
+    assert_reaches(&client(&p.work, &p.v4(2), 80, "tcp", None), "allowed :80 goes upstream");
+    assert_reaches(&client(&p.work, &p.v6(2), 443, "tcp", None), "allowed :443 goes upstream");
+}
+
+#[test]
+fn flows_from_before_the_rules_are_cut_inbound_still_answered() {
+    let p = Pair::new();
+    let _up = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "7000", ""]);
+    let _work_server = Pair::spawn_ready(&p.work, "python3", &[&data("servers.py"), "7100", ""]);
+    let mut old_allowed = Pair::spawn_ready(&p.work, "python3", &[&data("session.py"), &p.v4(2), "7000"]);
+    let mut old_blocked = Pair::spawn_ready(&p.work, "python3", &[&data("session.py"), &p.v4(3), "7000"]);
+    let mut old_blocked6 = Pair::spawn_ready(&p.work, "python3", &[&data("session.py"), &p.v6(3), "7000"]);
+
+    let pol = policy_file("nft-conntrack", &basic_policy(&p));
+    run_ok(egret_in(&p.work, &pol, &[], &["init"]));
+
+    old_allowed.send_line("b");
+    assert_eq!(old_allowed.line(Duration::from_secs(5)).as_deref(), Some(r#"{"ok": "echo:b"}"#));
+    for (s, what) in [(&mut old_blocked, "v4"), (&mut old_blocked6, "v6")] {
+        s.send_line("b");
+        let got = s.line(Duration::from_secs(6)).unwrap_or_default();
+        assert!(!got.contains("echo:b"), "{what} flow opened before egret kept flowing: {got}");
+    }
+
+    // A client upstream connecting in to a workload server gets answers.
+    for host in [p.v4(1), p.v6(1)] {
+        let v = client(&p.up, &host, 7100, "tcp", None);
+        assert_reaches(&v, &format!("inbound to {}", host_port(&host, 7100)));
+    }
+}
+
+#[test]
+fn rules_outlive_the_process_reapply_is_identical_cleanup_removes() {
+    let p = Pair::new();
+    let _servers = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "7000", ""]);
+    let pol = policy_file("nft-lifecycle", &basic_policy(&p));
+    let env = [("BYPASS_MARK", MARK)];
+    run_ok(egret_in(&p.work, &pol, &env, &["init"]));
+    let first = nft_list(&p.work);
+    // egret has exited: the rules stay (fail closed).
+    assert_refused_fast(&client(&p.work, &p.v4(3), 7000, "tcp", None), "after egret exited");
+
+    run_ok(egret_in(&p.work, &pol, &env, &["init"]));
+    let second = nft_list(&p.work);
+    assert_eq!(first, second, "re-apply changed the ruleset");
+    let mut tables = Pair::exec(&p.work, "nft");
+    tables.args(["list", "tables"]);
+    assert_eq!(run_ok(tables).trim(), "table inet egret");
+
+    let (code, _, err) = util::run(egret_in(&p.work, &pol, &env, &["cleanup"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("removed table inet egret"), "{err}");
+    assert_eq!(nft_list(&p.work).trim(), "");
+    assert_reaches(&client(&p.work, &p.v4(3), 7000, "tcp", None), "after cleanup");
+    let (code, _, err) = util::run(egret_in(&p.work, &pol, &env, &["cleanup"]));
+    assert_eq!(code, 0, "second cleanup: {err}");
+    assert!(err.contains("no table"), "{err}");
+}
+
+#[test]
+fn random_marks_differ_per_start() {
+    let p = Pair::new();
+    let pol = policy_file("nft-mark", "allowlist:\n  ips: []\n");
+    let mark_of = |text: &str| {
+        text.lines().find_map(|l| {
+            l.trim().strip_prefix("meta mark ").map(|m| m.split(' ').next().unwrap_or("").to_owned())
+        })
+    };
+    run_ok(egret_in(&p.work, &pol, &[], &["init"]));
+    let a = mark_of(&nft_list(&p.work)).expect("a mark rule");
+    run_ok(egret_in(&p.work, &pol, &[], &["init"]));
+    let b = mark_of(&nft_list(&p.work)).expect("a mark rule");
+    assert_ne!(a, b, "two starts chose the same mark");
+    assert_ne!(a, "0x00000001");
+}
+
+#[test]
+fn without_net_admin_a_clear_error_and_no_hang() {
+    let p = Pair::new();
+    let pol = policy_file("nft-nocap", "allowlist:\n  ips: [\"10.0.0.0/8\"]\n");
+    for sub in ["init", "cleanup"] {
+        let mut c = Pair::exec(&p.work, "setpriv");
+        c.args(["--inh-caps=-all", "--bounding-set=-net_admin", env!("CARGO_BIN_EXE_egret"), sub]);
+        c.env_clear().env("POLICY_PATH", &pol).env("LOG_LEVEL", "error");
+        let start = Instant::now();
+        let (code, _, err) = util::run(c);
+        assert!(start.elapsed() < Duration::from_secs(10), "{sub} took {:?}", start.elapsed());
+        assert_eq!(code, 1, "{sub}: {err}");
+        assert!(err.contains("needs CAP_NET_ADMIN"), "{sub}: {err}");
+    }
+    assert_eq!(nft_list(&p.work).trim(), "", "nothing was installed");
+}
+
+#[test]
+fn a_forged_mark_from_a_workload_with_net_raw_gets_nowhere() {
+    let p = Pair::new();
+    let _servers = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "7000", ""]);
+    let pol = policy_file("nft-forge", &basic_policy(&p));
+    run_ok(egret_in(&p.work, &pol, &[], &["init"]));
+    for mark in [0x1u32, 0x2a2a2a2a, 0x7fff_ffff] {
+        // A workload process: no NET_ADMIN, but NET_RAW (containers get it
+        // by default), which is enough to set SO_MARK.
+        let mut c = Pair::exec(&p.work, "setpriv");
+        c.args(["--bounding-set=-net_admin", "python3", &data("client.py"), &p.v4(3), "7000", "tcp", "x"]);
+        c.arg(format!("{mark:#x}"));
+        let out = run_ok(c);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("client json");
+        assert_refused_fast(&v, &format!("mark {mark:#x}"));
+    }
+}
+
+#[test]
+fn with_cgroup_v2_even_egrets_own_mark_is_useless_to_a_workload() {
+    // This machine has no cgroup2 mounted (cgroup v1 hybrid); the helper
+    // mounts one privately so egret gets its own cgroup and the rules match
+    // `socket cgroupv2` as well as the mark.
+    let p = Pair::new();
+    let _servers = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "7000", ""]);
+    let pol = policy_file("nft-cgroup", &basic_policy(&p));
+    let mut c = Command::new("unshare");
+    let cg_name = format!("egret-it-{}-{}", std::process::id(), p.n);
+    c.args(["-m", &data("cgroup_mark.sh"), &p.work, env!("CARGO_BIN_EXE_egret")]);
+    c.arg(&pol).args([MARK, &p.v4(3), &data("client.py"), &cg_name]);
+    let out = run_ok(c);
+    let outcome = |prefix: &str| -> serde_json::Value {
+        let line =
+            out.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("{prefix}: {out}"));
+        serde_json::from_str(line.trim()).expect("client json")
+    };
+    let mut rules = Pair::exec(&p.work, "nft");
+    rules.args(["list", "chain", "inet", "egret", "filter_out"]);
+    let rules = run_ok(rules);
+    assert!(rules.contains("socket cgroupv2 level 1"), "no cgroup match installed:\n{rules}");
+    assert_reaches(&outcome("inside "), "egret's mark from egret's cgroup");
+    assert_refused_fast(&outcome("outside "), "egret's mark from another cgroup");
+}
