@@ -108,7 +108,7 @@ fn nflog_in(ns: &str) -> mpsc::Receiver<egret::nflog::LogRecord> {
         };
         let mut buf = vec![0u8; 65536];
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
+        while start.elapsed() < Duration::from_secs(180) {
             for r in l.read(&mut buf).expect("nflog read") {
                 if tx.send(r).is_err() {
                     return;
