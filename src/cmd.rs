@@ -50,7 +50,7 @@ pub fn run(cmd: Command) -> ExitCode {
         Command::Run { .. } => unavailable("run", "the kernel path and proxies (issues 3 and 4)"),
         Command::Init => unavailable("init", "the kernel path (issue 3)"),
         Command::Cleanup => unavailable("cleanup", "the kernel path (issue 3)"),
-        Command::Dashboard => unavailable("dashboard", "the dashboard (issue 7)"),
+        Command::Dashboard => dashboard(),
     }
 }
 
@@ -89,6 +89,24 @@ fn check(path: Option<std::path::PathBuf>) -> ExitCode {
         Err(e) => {
             eprintln!("egret: {e}");
             ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// `egret dashboard`: the dashboard server, until the process is killed.
+fn dashboard() -> ExitCode {
+    let cfg = match config::DashboardConfig::from_env(&process_env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("egret dashboard: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    match crate::dashboard::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("egret {e}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }
