@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive: nft/ip to build and inspect namespaces,
-# real clients (curl, openssl, dig), capability tools for privilege tests.
-PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools)
+# real clients (curl, openssl, dig), capability tools for privilege tests,
+# headless chromium for the dashboard UI test.
+PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools chromium)
 
 need_install=()
 for p in "${PACKAGES[@]}"; do

@@ -51,7 +51,7 @@ pub fn run(cmd: Command) -> ExitCode {
         Command::Run { print_rules: false } => unavailable("run", "the proxies (issue 4)"),
         Command::Init => init(),
         Command::Cleanup => cleanup(),
-        Command::Dashboard => unavailable("dashboard", "the dashboard (issue 7)"),
+        Command::Dashboard => dashboard(),
     }
 }
 
@@ -152,6 +152,24 @@ fn cleanup() -> ExitCode {
         }
         Err(e) => {
             eprintln!("egret cleanup: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `egret dashboard`: the dashboard server, until the process is killed.
+fn dashboard() -> ExitCode {
+    let cfg = match config::DashboardConfig::from_env(&process_env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("egret dashboard: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    match crate::dashboard::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("egret {e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -1,7 +1,9 @@
 //! The one integration test crate: runs the real `egret` binary, and (for
 //! the kernel path) real network namespaces. See ARCHITECTURE.md.
 
+mod browser;
 mod check;
+mod dashboard;
 mod fuzz_replay;
 mod netns;
 mod nft;

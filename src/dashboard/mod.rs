@@ -1,0 +1,554 @@
+//! The dashboard server (the shell): tiny_http workers answer the API and
+//! the UI; each live stream (SSE) gets its own thread and a cursor into
+//! the shared ring, so a slow client only ever falls behind itself.
+//!
+//! The decisions (routes, key check, limits, ingest normalisation, rate
+//! buckets, SSE framing) are pure and live in the submodules; this file
+//! owns sockets, threads and the clock.
+//!
+//! Runs as `egret dashboard` ([`run`]) or as a thread inside another
+//! process ([`start`] returns a [`Handle`]).
+
+pub mod metrics;
+pub mod rate;
+pub mod routes;
+pub mod store;
+pub mod time;
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+use tiny_http::{Header, Request, Response, Server};
+
+use crate::config::DashboardConfig;
+use metrics::Metrics;
+use rate::RateLimiter;
+use routes::{Route, MAX_BODY};
+use store::{IngestContext, Ring};
+
+/// Knobs that are not environment variables (tests turn them).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A comment line is sent on idle streams this often, so proxies and
+    /// NATs keep them open and dead peers are noticed.
+    pub heartbeat: Duration,
+    /// Most concurrent live streams; more answer 503.
+    pub max_streams: usize,
+    /// Threads answering ordinary requests.
+    pub workers: usize,
+    /// Most entries written to one stream per wake-up.
+    pub stream_batch: usize,
+    /// When `WRITE_TIMEOUT` is 0: a peer that accepts no byte for this
+    /// long is dropped (a stalled reader must not hold a stream slot
+    /// forever). This is a per-write stall limit, not a stream lifetime.
+    pub stall_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            heartbeat: Duration::from_secs(15),
+            max_streams: 256,
+            workers: 8,
+            stream_batch: 512,
+            stall_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    Bind { addr: SocketAddr, source: std::io::Error },
+    Server { addr: SocketAddr, reason: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Bind { addr, source } => write!(f, "dashboard: cannot listen on {addr}: {source}"),
+            Error::Server { addr, reason } => write!(f, "dashboard: cannot serve on {addr}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Bind { source, .. } => Some(source),
+            Error::Server { .. } => None,
+        }
+    }
+}
+
+/// State shared by the workers and the stream threads.
+struct Shared {
+    cfg: DashboardConfig,
+    opts: Options,
+    ring: Mutex<Ring>,
+    /// Signalled on every ingest and clear (and on stop).
+    changed: Condvar,
+    limiter: Mutex<RateLimiter>,
+    metrics: Metrics,
+    streams: AtomicUsize,
+    stream_ids: AtomicU64,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    fn ring(&self) -> MutexGuard<'_, Ring> {
+        // A panic while holding the lock cannot leave the ring torn (every
+        // mutation is a single push/pop/clear), so a poisoned lock is used.
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Normalises and stores posted events; returns one result per event.
+    fn ingest(&self, items: &[Map<String, Value>], remote_ip: &str) -> (usize, Vec<Value>) {
+        let ctx = IngestContext { now_unix_nanos: now_unix_nanos(), remote_ip: remote_ip.to_owned() };
+        let mut results = Vec::with_capacity(items.len());
+        let mut created = 0;
+        {
+            let mut ring = self.ring();
+            for m in items {
+                let action = m.get("action").and_then(Value::as_str).unwrap_or("");
+                let component = m.get("component").and_then(Value::as_str).unwrap_or("");
+                self.metrics.event("received", action, component);
+                match store::normalize(m, &ctx) {
+                    Ok(rec) => {
+                        let (a, c) = (rec.action.clone(), rec.component().unwrap_or("").to_owned());
+                        if ring.len() == self.cfg.buffer_size {
+                            Metrics::add(&self.metrics.evicted, 1);
+                        }
+                        let s = ring.push(rec);
+                        self.metrics.event("stored", &a, &c);
+                        created += 1;
+                        results.push(serde_json::json!({"id": s.id(), "status": "ok"}));
+                    }
+                    Err(skip) => {
+                        self.metrics.event("dropped", action, component);
+                        results.push(serde_json::json!({"status": "skipped", "reason": skip.as_str()}));
+                    }
+                }
+            }
+        }
+        if created > 0 {
+            self.changed.notify_all();
+        }
+        (created, results)
+    }
+}
+
+/// A running dashboard.
+pub struct Handle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: Arc<Server>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// The address actually bound (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stores events directly, as if posted from `remote_ip` (for the
+    /// filter's in-process dashboard). Returns how many were stored.
+    pub fn ingest(&self, events: &[Map<String, Value>], remote_ip: &str) -> usize {
+        self.shared.ingest(events, remote_ip).0
+    }
+
+    /// Blocks until the server stops (it only stops through [`Handle::stop`]).
+    pub fn wait(mut self) {
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+
+    /// Stops accepting requests, ends the streams and joins the workers.
+    pub fn stop(mut self) {
+        self.shared.stopping.store(true, Relaxed);
+        self.shared.changed.notify_all();
+        for _ in 0..self.workers.len() {
+            self.server.unblock();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Runs the dashboard in the calling thread until the process ends.
+pub fn run(cfg: DashboardConfig) -> Result<(), Error> {
+    let h = start(cfg, Options::default())?;
+    h.wait();
+    Ok(())
+}
+
+/// Binds and starts the worker threads; returns at once.
+pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
+    let listener =
+        TcpListener::bind(cfg.listen).map_err(|source| Error::Bind { addr: cfg.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind { addr: cfg.listen, source })?;
+    // Accepted sockets inherit SO_SNDTIMEO from the listener on Linux;
+    // tiny_http gives no other way to bound a blocked write.
+    let stall = if cfg.write_timeout.is_zero() { opts.stall_timeout } else { cfg.write_timeout };
+    let tv = nix::sys::time::TimeVal::new(
+        stall.as_secs().try_into().unwrap_or(i64::MAX),
+        stall.subsec_micros().into(),
+    );
+    if let Err(e) = nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::SendTimeout, &tv) {
+        log::warn!("dashboard: cannot set a send timeout ({e}); stalled clients hold their slot longer");
+    }
+    let server =
+        Server::from_listener(listener, None).map_err(|e| Error::Server { addr, reason: e.to_string() })?;
+    let server = Arc::new(server);
+    let shared = Arc::new(Shared {
+        limiter: Mutex::new(RateLimiter::new(cfg.rate_rps, cfg.rate_burst)),
+        ring: Mutex::new(Ring::new(cfg.buffer_size)),
+        changed: Condvar::new(),
+        metrics: Metrics::default(),
+        streams: AtomicUsize::new(0),
+        stream_ids: AtomicU64::new(0),
+        stopping: AtomicBool::new(false),
+        opts,
+        cfg,
+    });
+    let mut workers = Vec::new();
+    for i in 0..shared.opts.workers.max(1) {
+        let (server, shared) = (Arc::clone(&server), Arc::clone(&shared));
+        let w = thread::Builder::new()
+            .name(format!("dashboard-{i}"))
+            .spawn(move || worker(&server, &shared))
+            .map_err(|e| Error::Server { addr, reason: format!("cannot spawn a worker: {e}") })?;
+        workers.push(w);
+    }
+    log::info!(
+        "dashboard listening on http://{addr} (buffer {}, read limit {}, rate {}/s burst {})",
+        shared.cfg.buffer_size,
+        shared.cfg.read_limit,
+        shared.cfg.rate_rps,
+        shared.cfg.rate_burst
+    );
+    Ok(Handle { addr, shared, server, workers })
+}
+
+fn worker(server: &Server, shared: &Arc<Shared>) {
+    while !shared.stopping.load(Relaxed) {
+        match server.recv() {
+            Ok(rq) => handle(shared, rq),
+            Err(e) => {
+                log::debug!("dashboard: accept loop ended: {e}");
+                break;
+            }
+        }
+    }
+}
+
+fn now_unix_nanos() -> i128 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+fn header<'a>(rq: &'a Request, name: &str) -> Option<&'a str> {
+    rq.headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+fn mk_header(name: &str, value: &str) -> Option<Header> {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+}
+
+/// Sends a response with the security headers every response carries.
+fn reply(rq: Request, status: u16, content_type: &str, body: Vec<u8>, extra: &[(&str, &str)]) {
+    let mut resp = Response::from_data(body).with_status_code(status);
+    let cache = if content_type.starts_with("application/json") { "no-store" } else { "no-cache" };
+    let base = [("Content-Type", content_type), ("Cache-Control", cache)];
+    for (k, v) in routes::SECURITY_HEADERS.iter().chain(base.iter()).chain(extra.iter()) {
+        if let Some(h) = mk_header(k, v) {
+            resp.add_header(h);
+        }
+    }
+    if let Err(e) = rq.respond(resp) {
+        log::debug!("dashboard: response not sent: {e}");
+    }
+}
+
+const JSON: &str = "application/json";
+
+fn reply_json(rq: Request, status: u16, body: String) {
+    reply(rq, status, JSON, body.into_bytes(), &[]);
+}
+
+fn reject(shared: &Shared, rq: Request, status: u16, msg: &str, extra: &[(&str, &str)]) {
+    shared.metrics.rejected(status);
+    reply(rq, status, JSON, routes::error_body(msg).into_bytes(), extra);
+}
+
+/// Declared bodies above this are never read or drained (see [`refuse_huge_body`]).
+const HUGE_BODY: usize = 64 * MAX_BODY;
+
+fn handle(shared: &Arc<Shared>, rq: Request) {
+    if rq.body_length().is_some_and(|n| n > HUGE_BODY) {
+        return refuse_huge_body(shared, rq);
+    }
+    let (path, query) = routes::split_target(rq.url());
+    let (path, query) = (path.to_owned(), query.to_owned());
+    let peer = rq.remote_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let route = routes::route(rq.method().as_str(), &path);
+    log::trace!("dashboard: {peer} {} {path} → {route:?}", rq.method());
+    match route {
+        Route::Health => {
+            let ring = shared.ring();
+            let body = serde_json::json!({
+                "status": "ok", "version": crate::VERSION,
+                "entries": ring.len(), "last_id": ring.last_id(),
+            });
+            drop(ring);
+            reply_json(rq, 200, body.to_string());
+        }
+        Route::Metrics => {
+            let (n, last) = {
+                let ring = shared.ring();
+                (ring.len(), ring.last_id())
+            };
+            let text = shared.metrics.render(n, last);
+            reply(rq, 200, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes(), &[]);
+        }
+        Route::Asset(a) => reply(rq, 200, a.content_type, a.body.to_vec(), &[]),
+        Route::GetLogs => match routes::parse_query(&query, shared.cfg.read_limit) {
+            Err(why) => reject(shared, rq, 400, &why, &[]),
+            Ok(q) => {
+                let found = shared.ring().query(&q);
+                let mut body =
+                    String::with_capacity(found.iter().map(|s| s.json.len() + 1).sum::<usize>() + 2);
+                body.push('[');
+                for (i, s) in found.iter().enumerate() {
+                    if i > 0 {
+                        body.push(',');
+                    }
+                    body.push_str(&s.json);
+                }
+                body.push(']');
+                reply_json(rq, 200, body);
+            }
+        },
+        Route::PostLogs => post_logs(shared, rq, peer),
+        Route::DeleteLogs => {
+            if !allowed_by_rate(shared, peer) {
+                return reject(shared, rq, 429, "rate limited", &[("Retry-After", "1")]);
+            }
+            if !key_ok(shared, &rq) {
+                return reject(shared, rq, 401, "unauthorized", &[("WWW-Authenticate", "Bearer")]);
+            }
+            let n = shared.ring().clear();
+            Metrics::add(&shared.metrics.cleared, 1);
+            shared.changed.notify_all();
+            log::info!("dashboard: {peer} cleared {n} entries");
+            reply_json(rq, 200, serde_json::json!({"status": "cleared", "cleared": n}).to_string());
+        }
+        Route::Events => stream(shared, rq, &query),
+        Route::MethodNotAllowed(allow) => reject(shared, rq, 405, "method not allowed", &[("Allow", allow)]),
+        Route::NotFound => reject(shared, rq, 404, "not found", &[]),
+    }
+}
+
+/// Answers 413 to a request that declares a gigantic body, without ever
+/// dropping its body reader.
+///
+/// tiny_http 0.12 drains an unread body when the request is dropped, and
+/// allocates the whole remaining length at once to do it: a declared
+/// `Content-Length: 99999999999999` aborts the process (allocation
+/// failure), one above `isize::MAX` panics. So the reader is leaked on
+/// purpose (the connection stays half-open until the process exits),
+/// which costs one socket and one idle tiny_http thread per such request
+/// instead of the whole dashboard. Counted and logged.
+fn refuse_huge_body(shared: &Shared, rq: Request) {
+    let peer = rq.remote_addr().copied();
+    shared.metrics.rejected(413);
+    Metrics::add(&shared.metrics.huge_bodies, 1);
+    log::warn!(
+        "dashboard: {peer:?} declared a {} byte body; answered 413 and parked the connection",
+        rq.body_length().unwrap_or(0)
+    );
+    let mut resp =
+        Response::from_data(routes::error_body("payload too large: the limit is 1 MiB").into_bytes())
+            .with_status_code(413);
+    for (k, v) in routes::SECURITY_HEADERS.iter().chain([("Content-Type", JSON)].iter()) {
+        if let Some(h) = mk_header(k, v) {
+            resp.add_header(h);
+        }
+    }
+    // `upgrade` writes the response and hands back the stream with the
+    // body reader inside; the request itself is then dropped harmlessly.
+    let stream = rq.upgrade("close", resp);
+    std::mem::forget(stream);
+}
+
+fn key_ok(shared: &Shared, rq: &Request) -> bool {
+    routes::authorized(header(rq, "X-Api-Key"), header(rq, "Authorization"), &shared.cfg.api_key)
+}
+
+fn allowed_by_rate(shared: &Shared, peer: IpAddr) -> bool {
+    let ok = shared.limiter.lock().map(|mut l| l.allow(peer, Instant::now())).unwrap_or(true);
+    if !ok {
+        Metrics::add(&shared.metrics.rate_limited, 1);
+    }
+    ok
+}
+
+fn post_logs(shared: &Arc<Shared>, mut rq: Request, peer: IpAddr) {
+    if !allowed_by_rate(shared, peer) {
+        return reject(shared, rq, 429, "rate limited", &[("Retry-After", "1")]);
+    }
+    if !key_ok(shared, &rq) {
+        return reject(shared, rq, 401, "unauthorized", &[("WWW-Authenticate", "Bearer")]);
+    }
+    if !routes::json_content_type(header(&rq, "Content-Type")) {
+        return reject(shared, rq, 415, "unsupported media type: send application/json", &[]);
+    }
+    if rq.body_length().is_some_and(|n| n > MAX_BODY) {
+        return reject(shared, rq, 413, "payload too large: the limit is 1 MiB", &[("Connection", "close")]);
+    }
+    let mut body = Vec::new();
+    if let Err(e) = rq.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body) {
+        return reject(shared, rq, 400, &format!("cannot read body: {e}"), &[]);
+    }
+    if body.len() > MAX_BODY {
+        return reject(shared, rq, 413, "payload too large: the limit is 1 MiB", &[("Connection", "close")]);
+    }
+    let items = match store::parse_body(&body) {
+        Ok(items) => items,
+        Err(store::BodyError::Empty) => return reject(shared, rq, 400, "empty payload", &[]),
+        Err(e @ store::BodyError::InvalidJson(_)) => {
+            log::debug!("dashboard: {peer}: {e}");
+            return reject(shared, rq, 400, "invalid json", &[]);
+        }
+    };
+    let (created, results) = shared.ingest(&items, &peer.to_string());
+    reply_json(rq, 201, serde_json::json!({"created": created, "results": results}).to_string());
+}
+
+/// Decrements the live-stream count however the stream ends.
+struct StreamSlot<'a>(&'a Shared);
+
+impl Drop for StreamSlot<'_> {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Relaxed);
+        self.0.metrics.sse_clients.fetch_sub(1, Relaxed);
+    }
+}
+
+fn stream(shared: &Arc<Shared>, rq: Request, query: &str) {
+    if shared.streams.fetch_add(1, Relaxed) >= shared.opts.max_streams {
+        shared.streams.fetch_sub(1, Relaxed);
+        Metrics::add(&shared.metrics.sse_refused, 1);
+        return reject(shared, rq, 503, "too many streams", &[("Retry-After", "5")]);
+    }
+    shared.metrics.sse_clients.fetch_add(1, Relaxed);
+    Metrics::add(&shared.metrics.sse_connections, 1);
+    let start = routes::stream_start(header(&rq, "Last-Event-ID"), query);
+    let n = shared.stream_ids.fetch_add(1, Relaxed);
+    let peer = rq.remote_addr().copied();
+    let out = rq.into_writer();
+    let sh = Arc::clone(shared);
+    let spawned = thread::Builder::new().name(format!("sse-{n}")).spawn(move || {
+        let _slot = StreamSlot(&sh);
+        match stream_loop(&sh, out, start) {
+            Ok(()) => log::debug!("dashboard: stream {n} ({peer:?}) ended (stopping)"),
+            Err(e) => log::debug!("dashboard: stream {n} ({peer:?}) closed: {e}"),
+        }
+    });
+    if let Err(e) = spawned {
+        // The closure (and with it the writer) was dropped: the client sees
+        // the connection close and retries.
+        shared.streams.fetch_sub(1, Relaxed);
+        shared.metrics.sse_clients.fetch_sub(1, Relaxed);
+        log::warn!("dashboard: cannot start a stream thread: {e}");
+    }
+}
+
+/// Writes the stream until the peer goes away (or the server stops).
+/// There is no lifetime limit: only a failed write ends it.
+fn stream_loop(shared: &Shared, mut out: Box<dyn Write + Send>, start: Option<u64>) -> std::io::Result<()> {
+    let mut head = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-store\r\n\
+         X-Accel-Buffering: no\r\nConnection: close\r\n",
+    );
+    for (k, v) in routes::SECURITY_HEADERS {
+        head.push_str(k);
+        head.push_str(": ");
+        head.push_str(v);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head.push_str(&routes::sse_preamble(shared.cfg.sse_retry_ms));
+    let (mut cursor, mut clears) = {
+        let ring = shared.ring();
+        let cursor = match start {
+            // An id from before a restart of this server: replay it all.
+            Some(id) if id > ring.last_id() => 0,
+            Some(id) => id,
+            None => ring.last_id(),
+        };
+        (cursor, ring.clears())
+    };
+    out.write_all(head.as_bytes())?;
+    out.flush()?;
+    let heartbeat = shared.opts.heartbeat;
+    let mut last_write = Instant::now();
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        {
+            let mut ring = shared.ring();
+            loop {
+                if shared.stopping.load(Relaxed) {
+                    return Ok(());
+                }
+                if ring.clears() != clears {
+                    clears = ring.clears();
+                    buf.push_str(routes::SSE_CLEARED);
+                }
+                let since = ring.since(cursor, shared.opts.stream_batch);
+                if since.missed > 0 {
+                    Metrics::add(&shared.metrics.sse_missed, since.missed);
+                    buf.push_str(&format!(
+                        ": missed {} entries (evicted before they were sent)\n\n",
+                        since.missed
+                    ));
+                }
+                for s in &since.entries {
+                    routes::sse_event(&mut buf, s.id(), &s.json);
+                    cursor = s.id();
+                }
+                if since.missed > 0 && since.entries.is_empty() {
+                    cursor = ring.last_id();
+                }
+                if !buf.is_empty() {
+                    break;
+                }
+                let idle = last_write.elapsed();
+                if idle >= heartbeat {
+                    routes::sse_heartbeat(&mut buf, cursor);
+                    break;
+                }
+                ring =
+                    shared.changed.wait_timeout(ring, heartbeat - idle).unwrap_or_else(|e| e.into_inner()).0;
+            }
+        }
+        out.write_all(buf.as_bytes())?;
+        out.flush()?;
+        last_write = Instant::now();
+    }
+}

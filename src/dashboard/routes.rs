@@ -1,0 +1,365 @@
+//! Routing and request decisions, pure: which handler a method and path
+//! go to, query-string parsing, the key check, content type and size
+//! rules, response headers, and SSE framing. The shell in `mod.rs` does
+//! the socket work around these.
+
+use std::fmt::Write as _;
+
+use super::store::Query;
+
+/// Largest accepted POST body (bytes). Larger answers 413.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Metrics,
+    PostLogs,
+    GetLogs,
+    DeleteLogs,
+    Events,
+    Asset(&'static Asset),
+    /// Known path, wrong method; the value is the `Allow` header.
+    MethodNotAllowed(&'static str),
+    NotFound,
+}
+
+/// A static UI file, embedded in the binary.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Asset {
+    pub path: &'static str,
+    pub content_type: &'static str,
+    pub body: &'static [u8],
+}
+
+pub static ASSETS: [Asset; 3] = [
+    Asset {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../../static/index.html"),
+    },
+    Asset {
+        path: "/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../static/app.js"),
+    },
+    Asset {
+        path: "/style.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../static/style.css"),
+    },
+];
+
+/// Splits a request target into path and query string.
+pub fn split_target(url: &str) -> (&str, &str) {
+    match url.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (url, ""),
+    }
+}
+
+pub fn route(method: &str, path: &str) -> Route {
+    let m = method.to_ascii_uppercase();
+    let m = m.as_str();
+    let get = matches!(m, "GET" | "HEAD");
+    match path {
+        "/health" | "/healthz" => {
+            if get {
+                Route::Health
+            } else {
+                Route::MethodNotAllowed("GET, HEAD")
+            }
+        }
+        "/metrics" => {
+            if get {
+                Route::Metrics
+            } else {
+                Route::MethodNotAllowed("GET, HEAD")
+            }
+        }
+        "/api/v1/logs" => match m {
+            "POST" => Route::PostLogs,
+            "GET" | "HEAD" => Route::GetLogs,
+            "DELETE" => Route::DeleteLogs,
+            _ => Route::MethodNotAllowed("GET, HEAD, POST, DELETE"),
+        },
+        "/api/v1/events" => {
+            if get {
+                Route::Events
+            } else {
+                Route::MethodNotAllowed("GET")
+            }
+        }
+        "/index.html" => {
+            if get {
+                Route::Asset(&ASSETS[0])
+            } else {
+                Route::MethodNotAllowed("GET, HEAD")
+            }
+        }
+        _ => match ASSETS.iter().find(|a| a.path == path) {
+            Some(a) if get => Route::Asset(a),
+            Some(_) => Route::MethodNotAllowed("GET, HEAD"),
+            None => Route::NotFound,
+        },
+    }
+}
+
+/// Decodes `%XX` and `+` in a query component; invalid escapes stay as-is.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+                (Some(h), Some(l)) => {
+                    // Both are hex digits below 16, so the byte fits.
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of `key` in a query string, decoded.
+pub fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (percent_decode(k) == key).then(|| percent_decode(v))
+    })
+}
+
+/// `q`, `since_id` and `limit` of `GET /api/v1/logs`. A missing or empty
+/// `limit` means `read_limit`; a larger one is capped to it.
+pub fn parse_query(query: &str, read_limit: usize) -> Result<Query, String> {
+    let q = query_param(query, "q").unwrap_or_default().to_lowercase();
+    let since_id = match query_param(query, "since_id").filter(|s| !s.is_empty()) {
+        None => 0,
+        Some(s) => {
+            s.parse::<u64>().map_err(|_| format!("invalid since_id {s:?}: expected a whole number"))?
+        }
+    };
+    let limit = match query_param(query, "limit").filter(|s| !s.is_empty()) {
+        None => read_limit,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if n >= 1 => n.min(read_limit),
+            _ => return Err(format!("invalid limit {s:?}: expected 1..{read_limit}")),
+        },
+    };
+    Ok(Query { q, since_id, limit })
+}
+
+/// Compares in time independent of where the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        // Compare against b cyclically so the loop length depends only on a.
+        let y = if b.is_empty() { 0 } else { b[i % b.len()] };
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+/// The key from `X-Api-Key` or `Authorization: Bearer`, checked against
+/// `key`. Both headers are accepted, as g0efilter's clients send either.
+pub fn authorized(x_api_key: Option<&str>, authorization: Option<&str>, key: &str) -> bool {
+    let bearer = authorization.and_then(|a| {
+        let a = a.trim();
+        a.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| a[7..].trim())
+    });
+    let mut ok = false;
+    for presented in [x_api_key.map(str::trim), bearer].into_iter().flatten() {
+        ok |= constant_time_eq(presented.as_bytes(), key.as_bytes());
+    }
+    ok
+}
+
+/// POST bodies must be JSON. A missing Content-Type is accepted (some
+/// shippers omit it); any other type answers 415.
+pub fn json_content_type(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return true };
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// The Content-Security-Policy of every response: no inline script or
+/// style, nothing from elsewhere, no framing.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Headers every response carries.
+pub const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+];
+
+/// `{"error":"..."}` with the message JSON-escaped.
+pub fn error_body(msg: &str) -> String {
+    serde_json::json!({ "error": msg }).to_string()
+}
+
+/// The start of an SSE stream: reconnect delay, then a comment so clients
+/// and proxies see bytes at once.
+pub fn sse_preamble(retry_ms: u64) -> String {
+    format!("retry: {retry_ms}\n: egret event stream\n\n")
+}
+
+/// One event: `id:` + `data:` + blank line. The JSON is one line (serde
+/// never emits raw newlines), so one `data:` line is enough.
+pub fn sse_event(out: &mut String, id: u64, json: &str) {
+    let _ = write!(out, "id: {id}\ndata: {json}\n\n");
+}
+
+pub const SSE_CLEARED: &str = "data: {\"type\":\"cleared\"}\n\n";
+
+pub fn sse_heartbeat(out: &mut String, last_id: u64) {
+    let _ = write!(out, ": heartbeat {last_id}\n\n");
+}
+
+/// Where a stream starts: `Last-Event-ID` (set by EventSource on
+/// reconnect) wins over `?since_id=` (set by the UI after its first GET).
+/// `None` means live only.
+pub fn stream_start(last_event_id: Option<&str>, query: &str) -> Option<u64> {
+    last_event_id
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .or_else(|| query_param(query, "since_id").and_then(|s| s.trim().parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_table() {
+        let cases: &[(&str, &str, Route)] = &[
+            ("GET", "/health", Route::Health),
+            ("HEAD", "/health", Route::Health),
+            ("POST", "/health", Route::MethodNotAllowed("GET, HEAD")),
+            ("GET", "/metrics", Route::Metrics),
+            ("POST", "/api/v1/logs", Route::PostLogs),
+            ("post", "/api/v1/logs", Route::PostLogs),
+            ("GET", "/api/v1/logs", Route::GetLogs),
+            ("DELETE", "/api/v1/logs", Route::DeleteLogs),
+            ("PUT", "/api/v1/logs", Route::MethodNotAllowed("GET, HEAD, POST, DELETE")),
+            ("GET", "/api/v1/events", Route::Events),
+            ("POST", "/api/v1/events", Route::MethodNotAllowed("GET")),
+            ("GET", "/", Route::Asset(&ASSETS[0])),
+            ("GET", "/index.html", Route::Asset(&ASSETS[0])),
+            ("GET", "/app.js", Route::Asset(&ASSETS[1])),
+            ("GET", "/style.css", Route::Asset(&ASSETS[2])),
+            ("DELETE", "/", Route::MethodNotAllowed("GET, HEAD")),
+            ("GET", "/../etc/passwd", Route::NotFound),
+            ("GET", "/api/v1/logs/", Route::NotFound),
+            ("GET", "/static/app.js", Route::NotFound),
+        ];
+        for (m, p, want) in cases {
+            assert_eq!(route(m, p), *want, "{m} {p}");
+        }
+        assert_eq!(split_target("/api/v1/logs?q=a&limit=2"), ("/api/v1/logs", "q=a&limit=2"));
+        assert_eq!(split_target("/"), ("/", ""));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        for (s, want) in [
+            ("a+b", "a b"),
+            ("%3Cimg%3E", "<img>"),
+            ("%zz", "%zz"),
+            ("%4", "%4"),
+            ("100%", "100%"),
+            ("%C3%A9", "\u{e9}"),
+            ("%FF", "\u{fffd}"),
+            ("\u{e9}%", "\u{e9}%"),
+        ] {
+            assert_eq!(percent_decode(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn query_table() {
+        let ok = |q: &str| parse_query(q, 500).unwrap();
+        assert_eq!(ok(""), Query { q: String::new(), since_id: 0, limit: 500 });
+        assert_eq!(
+            ok("q=Evil%2EExample&since_id=7&limit=20"),
+            Query { q: "evil.example".into(), since_id: 7, limit: 20 }
+        );
+        assert_eq!(ok("limit=100000").limit, 500, "capped at READ_LIMIT");
+        assert_eq!(ok("limit=&since_id=").limit, 500, "empty means default");
+        assert_eq!(ok("q=a+b").q, "a b");
+        for bad in ["limit=0", "limit=-1", "limit=x", "since_id=-3", "since_id=1.5"] {
+            assert!(parse_query(bad, 500).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn auth_table() {
+        let key = "s3cret";
+        let cases: &[(Option<&str>, Option<&str>, bool)] = &[
+            (Some("s3cret"), None, true),
+            (None, Some("Bearer s3cret"), true),
+            (None, Some("bearer  s3cret "), true),
+            (Some("wrong"), Some("Bearer s3cret"), true),
+            (None, None, false),
+            (Some(""), None, false),
+            (Some("s3cre"), None, false),
+            (Some("s3cretX"), None, false),
+            (None, Some("Basic s3cret"), false),
+            (None, Some("s3cret"), false),
+            (None, Some("Bearer"), false),
+        ];
+        for (x, auth, want) in cases {
+            assert_eq!(authorized(*x, *auth, key), *want, "{x:?} {auth:?}");
+        }
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"a", b""));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(!constant_time_eq(b"ab", b"abab"));
+    }
+
+    #[test]
+    fn content_types() {
+        for (ct, ok) in [
+            (None, true),
+            (Some("application/json"), true),
+            (Some("Application/JSON; charset=utf-8"), true),
+            (Some("application/vnd.egret+json"), true),
+            (Some("text/plain"), false),
+            (Some("application/x-www-form-urlencoded"), false),
+            (Some(""), false),
+        ] {
+            assert_eq!(json_content_type(ct), ok, "{ct:?}");
+        }
+    }
+
+    #[test]
+    fn sse_framing() {
+        assert_eq!(sse_preamble(2000), "retry: 2000\n: egret event stream\n\n");
+        let mut s = String::new();
+        sse_event(&mut s, 7, "{\"a\":\"x\\ny\"}");
+        sse_heartbeat(&mut s, 7);
+        assert_eq!(s, "id: 7\ndata: {\"a\":\"x\\ny\"}\n\n: heartbeat 7\n\n");
+        assert_eq!(stream_start(Some(" 42 "), "since_id=3"), Some(42));
+        assert_eq!(stream_start(None, "since_id=3"), Some(3));
+        assert_eq!(stream_start(Some("junk"), ""), None);
+        assert_eq!(stream_start(None, ""), None);
+    }
+
+    #[test]
+    fn errors_are_json() {
+        assert_eq!(error_body("rate limited"), "{\"error\":\"rate limited\"}");
+        assert_eq!(error_body("a\"b"), "{\"error\":\"a\\\"b\"}");
+    }
+}

@@ -1,0 +1,235 @@
+// egret dashboard UI. Plain JS, no build step, no inline script (the CSP
+// forbids it). Every value from the server is traffic-controlled (SNI,
+// Host, qname), so it is only ever inserted with textContent, never as HTML.
+'use strict';
+
+(function () {
+  const MAX_KEPT = 2000; // entries kept in the page
+  const MAX_ROWS = 500; // rows shown
+  const MAX_DESTS = 100; // destinations shown
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    entries: [], // newest first
+    lastId: 0,
+    paused: false,
+    pending: [],
+    counts: { ALLOWED: 0, BLOCKED: 0 },
+    dests: new Map(),
+    source: null,
+  };
+
+  const field = (e, k) => (e.fields && e.fields[k] != null ? String(e.fields[k]) : '');
+  const hostOf = (e) => e.https || e.http_host || field(e, 'qname') || field(e, 'host') || '';
+  const componentOf = (e) => field(e, 'component').toLowerCase();
+  const joinAddr = (ip, port) => (ip ? (port != null ? (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`) : ip) : '');
+  const sourceOf = (e) => e.src || joinAddr(e.source_ip, e.source_port);
+  const destOf = (e) => e.dst || joinAddr(e.destination_ip, e.destination_port);
+  const destKey = (e) => hostOf(e) || destOf(e) || '(unknown)';
+  const shortTime = (t) => (typeof t === 'string' && t.length >= 19 ? t.slice(11, 23).replace(/Z$/, '') : String(t || ''));
+
+  function cell(tr, text, cls) {
+    const td = document.createElement('td');
+    td.textContent = text; // never innerHTML: values are attacker-controlled
+    if (cls) td.className = cls;
+    tr.appendChild(td);
+    return td;
+  }
+
+  function matches(e) {
+    const a = $('f-action').value;
+    const c = $('f-component').value;
+    const q = $('f-search').value.trim().toLowerCase();
+    if (a && e.action !== a) return false;
+    if (c && componentOf(e) !== c) return false;
+    if (q) {
+      const hay = [e.msg, e.action, hostOf(e), sourceOf(e), destOf(e), e.hostname, e.flow_id, e.protocol,
+        JSON.stringify(e.fields || {})].join('\n').toLowerCase();
+      if (!hay.includes(q)) return false;
+    }
+    return true;
+  }
+
+  function row(e, fresh) {
+    const tr = document.createElement('tr');
+    tr.dataset.id = String(e.id);
+    if (fresh) tr.className = 'new';
+    const time = cell(tr, shortTime(e.time), 'mono');
+    time.title = String(e.time || '');
+    cell(tr, String(e.action || ''), 'action ' + (e.action === 'ALLOWED' || e.action === 'BLOCKED' ? e.action : ''));
+    cell(tr, componentOf(e));
+    const host = cell(tr, hostOf(e), 'host');
+    host.title = hostOf(e);
+    cell(tr, sourceOf(e), 'mono');
+    cell(tr, destOf(e), 'mono');
+    cell(tr, String(e.hostname || ''));
+    cell(tr, field(e, 'reason') || field(e, 'note'));
+    return tr;
+  }
+
+  function renderRows() {
+    const tbody = $('rows');
+    const frag = document.createDocumentFragment();
+    let shown = 0;
+    for (const e of state.entries) {
+      if (shown >= MAX_ROWS) break;
+      if (!matches(e)) continue;
+      frag.appendChild(row(e, false));
+      shown++;
+    }
+    tbody.replaceChildren(frag);
+    $('shown').textContent = `(${shown} shown of ${state.entries.length})`;
+  }
+
+  function renderCounts() {
+    $('count-allowed').textContent = String(state.counts.ALLOWED);
+    $('count-blocked').textContent = String(state.counts.BLOCKED);
+    $('count-total').textContent = String(state.counts.ALLOWED + state.counts.BLOCKED);
+  }
+
+  let destTimer = null;
+  function renderDestsSoon() {
+    if (destTimer) return;
+    destTimer = setTimeout(() => { destTimer = null; renderDests(); }, 250);
+  }
+
+  function renderDests() {
+    const list = [...state.dests.entries()].sort((a, b) => b[1].count - a[1].count).slice(0, MAX_DESTS);
+    const frag = document.createDocumentFragment();
+    for (const [name, d] of list) {
+      const tr = document.createElement('tr');
+      cell(tr, name, 'host').title = name;
+      cell(tr, String(d.count));
+      cell(tr, shortTime(d.last), 'mono');
+      cell(tr, d.action, 'action ' + (d.action === 'ALLOWED' || d.action === 'BLOCKED' ? d.action : ''));
+      frag.appendChild(tr);
+    }
+    $('dests').replaceChildren(frag);
+  }
+
+  function account(e) {
+    if (e.action === 'ALLOWED' || e.action === 'BLOCKED') state.counts[e.action]++;
+    const k = destKey(e);
+    const d = state.dests.get(k) || { count: 0, last: '', action: '' };
+    d.count++;
+    if (String(e.time) >= d.last) { d.last = String(e.time); d.action = String(e.action || ''); }
+    state.dests.set(k, d);
+  }
+
+  function add(e, live) {
+    if (typeof e.id !== 'number' || e.id <= state.lastId) return; // replays after reconnects
+    state.lastId = e.id;
+    state.entries.unshift(e);
+    if (state.entries.length > MAX_KEPT) state.entries.length = MAX_KEPT;
+    account(e);
+    if (live && matches(e)) {
+      const tbody = $('rows');
+      tbody.insertBefore(row(e, true), tbody.firstChild);
+      while (tbody.childElementCount > MAX_ROWS) tbody.lastElementChild.remove();
+    }
+  }
+
+  function reset() {
+    state.entries = [];
+    state.pending = [];
+    state.counts = { ALLOWED: 0, BLOCKED: 0 };
+    state.dests.clear();
+    renderRows();
+    renderCounts();
+    renderDests();
+    showPending();
+  }
+
+  function showPending() {
+    const p = $('pending');
+    p.hidden = state.pending.length === 0;
+    p.textContent = `${state.pending.length} new while paused`;
+  }
+
+  function setStatus(cls, text) {
+    const s = $('status');
+    s.className = 'status ' + cls;
+    s.textContent = text;
+  }
+
+  function onMessage(ev) {
+    let d;
+    try { d = JSON.parse(ev.data); } catch (_) { return; }
+    if (d && d.type === 'cleared') { reset(); return; }
+    if (!d || typeof d.id !== 'number') return;
+    if (state.paused) { state.pending.push(d); showPending(); return; }
+    add(d, true);
+    renderCounts();
+    renderDestsSoon();
+    $('shown').textContent = `(${$('rows').childElementCount} shown of ${state.entries.length})`;
+  }
+
+  function connect() {
+    // since_id continues right after what the first GET returned; on
+    // reconnects EventSource sends Last-Event-ID itself.
+    const es = new EventSource('/api/v1/events?since_id=' + encodeURIComponent(String(state.lastId)));
+    state.source = es;
+    es.onopen = () => setStatus(state.paused ? 'paused' : 'live', state.paused ? 'paused' : 'live');
+    es.onerror = () => setStatus('connecting', 'reconnecting');
+    es.onmessage = onMessage;
+  }
+
+  async function load() {
+    try {
+      const r = await fetch('/api/v1/logs', { headers: { Accept: 'application/json' } });
+      if (r.ok) {
+        const list = await r.json();
+        if (Array.isArray(list)) {
+          for (let i = list.length - 1; i >= 0; i--) add(list[i], false); // oldest first
+        }
+      }
+    } catch (_) { /* the stream still works; it replays nothing older */ }
+    renderRows();
+    renderCounts();
+    renderDests();
+    connect();
+  }
+
+  function togglePause() {
+    state.paused = !state.paused;
+    $('toggle').textContent = state.paused ? 'Live' : 'Pause';
+    if (!state.paused) {
+      for (const e of state.pending) add(e, false);
+      state.pending = [];
+      showPending();
+      renderRows();
+      renderCounts();
+      renderDests();
+    }
+    setStatus(state.paused ? 'paused' : 'live', state.paused ? 'paused' : 'live');
+  }
+
+  function openClear() {
+    $('clear-error').hidden = true;
+    $('clear-key').value = '';
+    $('clear-dialog').showModal();
+  }
+
+  async function submitClear(ev) {
+    ev.preventDefault();
+    const key = $('clear-key').value;
+    try {
+      const r = await fetch('/api/v1/logs', { method: 'DELETE', headers: { 'X-Api-Key': key } });
+      if (r.ok) { $('clear-dialog').close(); return; } // the stream's "cleared" resets the view
+      $('clear-error').textContent = r.status === 401 ? 'wrong key' : `failed: HTTP ${r.status}`;
+    } catch (e) {
+      $('clear-error').textContent = 'failed: ' + String(e);
+    }
+    $('clear-error').hidden = false;
+  }
+
+  document.addEventListener('DOMContentLoaded', () => {
+    for (const id of ['f-action', 'f-component']) $(id).addEventListener('change', renderRows);
+    $('f-search').addEventListener('input', renderRows);
+    $('toggle').addEventListener('click', togglePause);
+    $('clear').addEventListener('click', openClear);
+    $('clear-cancel').addEventListener('click', () => $('clear-dialog').close());
+    $('clear-form').addEventListener('submit', submitClear);
+    load();
+  });
+})();

@@ -1,0 +1,311 @@
+//! The dashboard UI in a real browser: headless Chromium (Debian's
+//! `chromium`) driven over the DevTools protocol on a pipe
+//! (`--remote-debugging-pipe`, fds 3/4 wired to FIFOs by `sh`), so no
+//! WebSocket client is needed. Asserts from the DOM that a live SSE event
+//! is shown and that a hostile host name is text, not markup.
+//!
+//! `EGRET_SCREENSHOT=path` also saves a PNG of the populated UI (how
+//! docs/dashboard.png is made).
+
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use egret::config::DashboardConfig;
+use egret::dashboard::Options;
+use serde_json::{json, Value};
+
+use crate::dashboard::{config, event, post, server};
+use crate::util::scratch;
+
+const HOSTILE: &str = "<img src=x onerror=alert(1)>";
+
+/// Chromium in its own process group, killed as a group on drop.
+struct Browser {
+    child: std::process::Child,
+    to: std::fs::File,
+    from: Receiver<Value>,
+    next_id: u64,
+    /// Events (messages with a method) seen while waiting for replies.
+    events: VecDeque<Value>,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Browser {
+    fn launch(profile: &std::path::Path) -> Browser {
+        use std::os::unix::process::CommandExt;
+        let (cmd_in, cmd_out) = (profile.join("cdp-in"), profile.join("cdp-out"));
+        for f in [&cmd_in, &cmd_out] {
+            nix::unistd::mkfifo(f, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        }
+        let user_data = profile.join("user-data");
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("exec chromium \"$@\" 3<\"$CDP_IN\" 4>\"$CDP_OUT\"")
+            .arg("sh")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+                "--remote-debugging-pipe",
+            ])
+            .arg(format!("--user-data-dir={}", user_data.display()))
+            .arg("about:blank")
+            .env("CDP_IN", &cmd_in)
+            .env("CDP_OUT", &cmd_out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let child = c.spawn().expect("spawn chromium via sh (is Debian's `chromium` installed?)");
+        // sh opens fd 3 (blocks until we open the writer), then fd 4.
+        let to = OpenOptions::new().write(true).open(&cmd_in).expect("open CDP input pipe");
+        let from_file = OpenOptions::new().read(true).open(&cmd_out).expect("open CDP output pipe");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(from_file);
+            loop {
+                let mut msg = Vec::new();
+                match r.read_until(0, &mut msg) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if msg.last() == Some(&0) {
+                            msg.pop();
+                        }
+                        if let Ok(v) = serde_json::from_slice::<Value>(&msg) {
+                            if tx.send(v).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Browser { child, to, from: rx, next_id: 0, events: VecDeque::new() }
+    }
+
+    /// Sends a command (on a session when given) and waits for its reply.
+    fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        let mut bytes = msg.to_string().into_bytes();
+        bytes.push(0);
+        self.to.write_all(&bytes).expect("write to chromium");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v =
+                self.from.recv_timeout(left).unwrap_or_else(|_| panic!("no reply to {method} within 30 s"));
+            if v["id"] == json!(id) {
+                assert!(v.get("error").is_none(), "{method} failed: {v}");
+                return v["result"].clone();
+            }
+            if v.get("method").is_some() {
+                self.events.push_back(v);
+            }
+        }
+    }
+
+    /// Evaluates an expression in the page and returns its JSON value.
+    fn eval(&mut self, session: &str, expr: &str) -> Value {
+        let r = self.call(
+            Some(session),
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+        );
+        assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// Polls `expr` until it is true (bounded).
+    fn wait_for(&mut self, session: &str, expr: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.eval(session, expr) != json!(true) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn dialogs_opened(&mut self) -> usize {
+        while let Ok(v) = self.from.try_recv() {
+            if v.get("method").is_some() {
+                self.events.push_back(v);
+            }
+        }
+        self.events.iter().filter(|e| e["method"] == "Page.javascriptDialogOpening").count()
+    }
+}
+
+#[test]
+fn ui_shows_live_events_and_renders_hostile_names_as_text() {
+    let h = server(DashboardConfig { ..config() }, Options::default());
+    let a = h.addr();
+    // Something to load before the stream opens.
+    for (host, action, comp) in [
+        ("github.com", "ALLOWED", "https"),
+        ("evil.example", "BLOCKED", "https"),
+        ("dl-cdn.alpinelinux.org", "ALLOWED", "http"),
+        ("tracker.example", "BLOCKED", "dns"),
+    ] {
+        assert_eq!(post(a, &event(host, action, comp)).status, 201);
+    }
+    let dir = scratch("browser");
+    let mut b = Browser::launch(&dir);
+    let target = b.call(None, "Target.createTarget", json!({"url": "about:blank"}));
+    let target_id = target["targetId"].as_str().expect("targetId").to_owned();
+    let att = b.call(None, "Target.attachToTarget", json!({"targetId": target_id, "flatten": true}));
+    let session = att["sessionId"].as_str().expect("sessionId").to_owned();
+    let s = session.as_str();
+    b.call(Some(s), "Page.enable", json!({}));
+    b.call(Some(s), "Runtime.enable", json!({}));
+    b.call(
+        Some(s),
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 1600, "height": 780, "deviceScaleFactor": 1, "mobile": false}),
+    );
+    b.call(Some(s), "Page.navigate", json!({"url": format!("http://{a}/")}));
+
+    // Loaded from GET /api/v1/logs, then the stream is live.
+    b.wait_for(s, "document.querySelectorAll('#rows tr').length === 4", "the initial four rows");
+    b.wait_for(s, "document.getElementById('status').textContent === 'live'", "the stream to open");
+
+    // Live events over SSE: a hostile one and a plain one.
+    let mut hostile = event(HOSTILE, "BLOCKED", "https");
+    hostile["reason"] = json!("<b>bold</b>");
+    let r = post(a, &json!([hostile, event("live.example", "ALLOWED", "dns")]));
+    assert_eq!(r.status, 201);
+    let hostile_id = r.json()["results"][0]["id"].as_u64().unwrap();
+    b.wait_for(
+        s,
+        "[...document.querySelectorAll('#rows td')].some(td => td.textContent === 'live.example')",
+        "the live SSE event in the table",
+    );
+    let row = b.eval(
+        s,
+        &format!(
+            "(() => {{ const tr = document.querySelector('#rows tr[data-id=\"{hostile_id}\"]');
+                 return tr ? [...tr.children].map(td => td.textContent) : null; }})()"
+        ),
+    );
+    let cells: Vec<String> = serde_json::from_value(row).expect("the hostile event's row exists");
+    assert!(cells.contains(&HOSTILE.to_owned()), "host shown literally: {cells:?}");
+    assert!(cells.contains(&"<b>bold</b>".to_owned()), "reason shown literally: {cells:?}");
+    assert_eq!(b.eval(s, "document.querySelectorAll('img').length"), json!(0), "no img element was created");
+    assert_eq!(b.eval(s, "document.querySelectorAll('#rows b, #dests b').length"), json!(0), "no b element");
+    assert_eq!(
+        b.eval(s, "document.getElementById('rows').innerHTML.includes('&lt;img src=x onerror=alert(1)&gt;')"),
+        json!(true),
+        "serialised as escaped text"
+    );
+    // The destinations panel and counters follow the stream too.
+    b.wait_for(
+        s,
+        &format!(
+            "[...document.querySelectorAll('#dests td')].some(td => td.textContent === {})",
+            json!(HOSTILE)
+        ),
+        "the hostile name in the destinations panel",
+    );
+    assert_eq!(b.eval(s, "document.getElementById('count-blocked').textContent"), json!("3"));
+    assert_eq!(b.eval(s, "document.getElementById('count-allowed').textContent"), json!("3"));
+    // Filters work on the live table.
+    b.eval(s, "(() => { const f = document.getElementById('f-component'); f.value = 'dns'; f.dispatchEvent(new Event('change')); })()");
+    assert_eq!(b.eval(s, "document.querySelectorAll('#rows tr').length"), json!(2));
+    b.eval(s, "(() => { const f = document.getElementById('f-component'); f.value = ''; f.dispatchEvent(new Event('change')); })()");
+    assert_eq!(b.dialogs_opened(), 0, "no alert ran");
+
+    if let Some(path) = std::env::var_os("EGRET_SCREENSHOT") {
+        post(a, &screenshot_traffic());
+        b.wait_for(s, "document.querySelectorAll('#rows tr').length >= 20", "the screenshot traffic");
+        std::thread::sleep(Duration::from_millis(400)); // the destinations panel redraws on a timer
+        let shot = b.call(Some(s), "Page.captureScreenshot", json!({"format": "png"}));
+        let png = base64_decode(shot["data"].as_str().expect("png data"));
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        std::fs::write(&path, png).expect("write screenshot");
+    }
+    drop(b);
+    h.stop();
+}
+
+/// A plausible few seconds of a pod's traffic, for the README picture.
+fn screenshot_traffic() -> Value {
+    let rows: [(&str, &str, &str, &str, &str, u16, &str); 14] = [
+        ("github.com", "ALLOWED", "https", "10.200.0.2:41822", "140.82.121.4", 443, ""),
+        ("api.github.com", "BLOCKED", "https", "10.200.0.2:41830", "140.82.121.6", 443, "not-allowed"),
+        ("dl-cdn.alpinelinux.org", "ALLOWED", "http", "10.200.0.3:52110", "151.101.2.132", 80, ""),
+        ("evil.example", "BLOCKED", "https", "10.200.0.2:41840", "93.184.216.34", 443, "ip-mismatch"),
+        ("tracker.example", "BLOCKED", "dns", "10.200.0.3:40511", "127.0.0.11", 53, "not-allowed"),
+        ("github.com", "ALLOWED", "dns", "10.200.0.2:40512", "127.0.0.11", 53, ""),
+        ("pypi.org", "BLOCKED", "https", "10.200.0.4:33001", "151.101.0.223", 443, "not-allowed"),
+        ("", "BLOCKED", "nflog", "10.200.0.4:5353", "1.1.1.1", 853, "no-rule"),
+        ("github.com", "ALLOWED", "https", "10.200.0.2:41850", "140.82.121.4", 443, ""),
+        ("x.alpinelinux.org", "ALLOWED", "https", "10.200.0.3:52120", "151.101.2.132", 443, ""),
+        ("evil.example", "BLOCKED", "http", "10.200.0.2:41860", "93.184.216.34", 80, "not-allowed"),
+        ("metadata.google.internal", "BLOCKED", "dns", "10.200.0.4:40513", "127.0.0.11", 53, "not-allowed"),
+        ("github.com", "ALLOWED", "https", "10.200.0.2:41870", "140.82.121.4", 443, ""),
+        ("evil.example", "BLOCKED", "https", "10.200.0.2:41880", "93.184.216.34", 443, "ip-mismatch"),
+    ];
+    let list = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (host, action, comp, src, dip, dport, reason))| {
+            let (sip, sport) = src.split_once(':').unwrap();
+            let mut e = json!({
+                "time": format!("2026-11-21T21:04:{:02}.{:03}Z", 10 + i * 3, 17 * i),
+                "msg": format!("{comp}.{}", action.to_lowercase()), "action": action, "component": comp,
+                "hostname": if i % 3 == 0 { "web-7f9c" } else { "worker-2" },
+                "source_ip": sip, "source_port": sport.parse::<u16>().unwrap(),
+                "destination_ip": dip, "destination_port": dport,
+            });
+            if !host.is_empty() {
+                e[if *comp == "dns" { "qname" } else { "https" }] = json!(host);
+            }
+            if !reason.is_empty() {
+                e["reason"] = json!(reason);
+            }
+            e
+        })
+        .collect();
+    Value::Array(list)
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("bad base64 byte {c}"),
+    };
+    let clean: Vec<u8> = s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= u32::from(val(*c)) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
