@@ -2,7 +2,12 @@
 //! `flow_id`, RFC 3339 time stamps, and the [`Emitter`] every component
 //! uses to hand events to the sink without ever blocking.
 //!
-//! Pure apart from the channel: time is passed in.
+//! Pure apart from the channel: time is passed in. The pipeline behind the
+//! channel lives in the submodules: [`sink`] (the thread: stdout,
+//! `LOG_FILE`, fan-out), [`batch`] + [`shipper`] (dashboard), [`gotify`]
+//! (alerts) and [`net`] (marked HTTP client sockets).
+
+pub mod batch;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
