@@ -8,6 +8,7 @@
 //! (alerts) and [`net`] (marked HTTP client sockets).
 
 pub mod batch;
+pub mod net;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
