@@ -8,6 +8,7 @@
 //! (alerts) and [`net`] (marked HTTP client sockets).
 
 pub mod batch;
+pub mod gotify;
 pub mod net;
 
 use std::fmt::Write as _;
@@ -15,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -274,6 +275,42 @@ impl Emitter {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// The shared drop counter, for the sink's warnings and metrics.
+    pub fn drop_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+}
+
+/// Lets a repeated message through at most once per `period`, counting
+/// what it held back. Pure: `now` is passed in.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    period: Duration,
+    next: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    pub fn new(period: Duration) -> Throttle {
+        Throttle { period, next: None, held: 0 }
+    }
+
+    /// `Some(n)` when the message may be shown now, `n` being how many
+    /// were held back since the last one; `None` (and one more held back)
+    /// otherwise.
+    pub fn ready(&mut self, now: Instant) -> Option<u64> {
+        match self.next {
+            Some(at) if now < at => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.next = Some(now + self.period);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +374,16 @@ mod tests {
         );
         assert_eq!(v6.msg, "nflog.event");
         assert_eq!(v6.src.as_deref(), Some("[fd00::1]:1"));
+    }
+
+    #[test]
+    fn throttle_shows_once_per_period_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut t = Throttle::new(10 * s);
+        let got: Vec<Option<u64>> =
+            [0u32, 1, 5, 9, 10, 11, 25].iter().map(|&k| t.ready(t0 + k * s)).collect();
+        assert_eq!(got, [Some(0), None, None, None, Some(3), None, Some(1)]);
     }
 
     #[test]
