@@ -10,6 +10,8 @@
 pub mod batch;
 pub mod gotify;
 pub mod net;
+pub mod shipper;
+pub mod sink;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -174,6 +176,68 @@ impl Event {
     pub fn to_json(&self) -> String {
         // Serialising a struct of strings, numbers and options cannot fail.
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Starts the event pipeline the config describes: the sink thread
+/// (stdout, `LOG_FILE`), the dashboard shipper when `DASHBOARD_HOST` is set
+/// and Gotify alerts when `NOTIFICATION_HOST` is set. `mark` is egret's
+/// bypass mark, put on every socket the pipeline opens.
+pub fn spawn(cfg: &crate::config::Config, mark: Option<u32>) -> Result<(Emitter, sink::SinkHandle), sink::SinkError> {
+    sink::spawn_with(sink_options(cfg, mark))
+}
+
+/// The [`sink::SinkOptions`] for a config (stdout included).
+pub fn sink_options(cfg: &crate::config::Config, mark: Option<u32>) -> sink::SinkOptions {
+    let client = net::ClientOptions { mark, ca_file: cfg.dashboard_ca_file.clone(), ..Default::default() };
+    let hostname = cfg.hostname.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "egret".into())
+    });
+    let shipper = cfg.dashboard_host.as_ref().map(|host| {
+        if cfg.dashboard_api_key.is_none() {
+            log::warn!("DASHBOARD_HOST is set but DASHBOARD_API_KEY is not: the dashboard will refuse the events");
+        }
+        log::info!(
+            "events: shipping to {host}{} (queue {}, start delay {:?})",
+            shipper::LOGS_PATH,
+            cfg.dashboard_queue_size,
+            cfg.dashboard_start_delay
+        );
+        shipper::ShipperOptions {
+            host: host.clone(),
+            api_key: cfg.dashboard_api_key.clone(),
+            batch: batch::BatchConfig {
+                queue_size: cfg.dashboard_queue_size,
+                start_delay: cfg.dashboard_start_delay,
+                ..Default::default()
+            },
+            client: client.clone(),
+        }
+    });
+    let gotify = match (&cfg.notification_host, &cfg.notification_key) {
+        (Some(host), Some(key)) => {
+            log::info!("events: Gotify alerts for blocked connections to {host}");
+            Some(sink::GotifyOptions {
+                host: host.clone(),
+                key: key.clone(),
+                backoff: cfg.notification_backoff,
+                ignore_domains: cfg.notification_ignore_domains.clone(),
+                client,
+            })
+        }
+        _ => None,
+    };
+    sink::SinkOptions {
+        hostname,
+        channel_capacity: sink::CHANNEL_CAPACITY,
+        stdout: Some(Box::new(std::io::stdout())),
+        log_file: cfg.log_file.as_ref().map(|path| sink::LogFileOptions {
+            path: path.clone(),
+            max_size: cfg.log_file_max_size,
+            keep: 3,
+        }),
+        shipper,
+        gotify,
     }
 }
 
