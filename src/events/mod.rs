@@ -183,7 +183,10 @@ impl Event {
 /// (stdout, `LOG_FILE`), the dashboard shipper when `DASHBOARD_HOST` is set
 /// and Gotify alerts when `NOTIFICATION_HOST` is set. `mark` is egret's
 /// bypass mark, put on every socket the pipeline opens.
-pub fn spawn(cfg: &crate::config::Config, mark: Option<u32>) -> Result<(Emitter, sink::SinkHandle), sink::SinkError> {
+pub fn spawn(
+    cfg: &crate::config::Config,
+    mark: Option<u32>,
+) -> Result<(Emitter, sink::SinkHandle), sink::SinkError> {
     sink::spawn_with(sink_options(cfg, mark))
 }
 
@@ -195,7 +198,9 @@ pub fn sink_options(cfg: &crate::config::Config, mark: Option<u32>) -> sink::Sin
     });
     let shipper = cfg.dashboard_host.as_ref().map(|host| {
         if cfg.dashboard_api_key.is_none() {
-            log::warn!("DASHBOARD_HOST is set but DASHBOARD_API_KEY is not: the dashboard will refuse the events");
+            log::warn!(
+                "DASHBOARD_HOST is set but DASHBOARD_API_KEY is not: the dashboard will refuse the events"
+            );
         }
         log::info!(
             "events: shipping to {host}{} (queue {}, start delay {:?})",

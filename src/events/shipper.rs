@@ -133,8 +133,10 @@ impl Shipper {
             rejected_statuses: HashSet::new(),
             retry_warn: Throttle::new(Duration::from_secs(60)),
         };
-        let handle =
-            thread::Builder::new().name("shipper".into()).spawn(move || worker.run()).map_err(ShipError::Spawn)?;
+        let handle = thread::Builder::new()
+            .name("shipper".into())
+            .spawn(move || worker.run())
+            .map_err(ShipError::Spawn)?;
         Ok((Shipper { shared }, handle))
     }
 

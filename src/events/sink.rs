@@ -149,7 +149,9 @@ impl SinkHandle {
 
     pub fn counts(&self) -> Counts {
         let ship = self.shipper.as_ref().map(|s| (s.stats(), s.pending())).unwrap_or_default();
-        let g = |f: fn(&GotifyStats) -> &AtomicU64| self.gotify.as_ref().map_or(0, |s| f(s).load(Ordering::Relaxed));
+        let g = |f: fn(&GotifyStats) -> &AtomicU64| {
+            self.gotify.as_ref().map_or(0, |s| f(s).load(Ordering::Relaxed))
+        };
         Counts {
             events: self.stats.events.load(Ordering::Relaxed),
             channel_dropped: self.channel_dropped.load(Ordering::Relaxed),
@@ -192,7 +194,9 @@ impl SinkHandle {
 /// Starts the sink (and the shipper and Gotify threads it feeds).
 pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError> {
     let log_file = match &opts.log_file {
-        Some(o) => Some(LogFile::open(o.clone()).map_err(|source| SinkError::LogFile { path: o.path.clone(), source })?),
+        Some(o) => Some(
+            LogFile::open(o.clone()).map_err(|source| SinkError::LogFile { path: o.path.clone(), source })?,
+        ),
         None => None,
     };
     let shipper = match opts.shipper {
@@ -225,7 +229,8 @@ pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError>
         drops_reported: 0,
         drop_warn: Throttle::new(DROP_WARN_PERIOD),
     };
-    let thread = thread::Builder::new().name("events".into()).spawn(move || sink.run()).map_err(SinkError::Spawn)?;
+    let thread =
+        thread::Builder::new().name("events".into()).spawn(move || sink.run()).map_err(SinkError::Spawn)?;
     let handle = SinkHandle {
         reopen,
         stop,

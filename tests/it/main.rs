@@ -2,4 +2,5 @@
 //! the kernel path) real network namespaces. See ARCHITECTURE.md.
 
 mod check;
+mod events;
 mod util;
