@@ -555,3 +555,29 @@ fn emit_never_blocks_when_the_sink_is_behind() {
     assert!(em.dropped() > 0);
     h.shutdown(Instant::now() + Duration::from_secs(10));
 }
+
+#[test]
+fn post_log_script_posts_one_event_with_curl() {
+    let server = Server::start("127.0.0.1:0");
+    let out = std::process::Command::new("bash")
+        .arg(crate::util::root().join("scripts/post-log.sh"))
+        .args(["ALLOWED", "dns", "example.org", "[fd00::5]:5353", "10.0.0.53:53", "quote \" and \\ ok"])
+        .env("DASHBOARD_HOST", server.addr.to_string()) // no scheme: http assumed
+        .env("DASHBOARD_API_KEY", "k1")
+        .output()
+        .expect("run scripts/post-log.sh (needs bash and curl)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/api/v1/logs"));
+    assert_eq!((r.header("x-api-key"), r.header("authorization")), (Some("k1"), Some("Bearer k1")));
+    let e: serde_json::Value = serde_json::from_slice(&r.body).expect("the script sends valid JSON");
+    assert_eq!(e["msg"], "dns.allowed");
+    assert_eq!(e["action"], "ALLOWED");
+    assert_eq!(e["source_ip"], "fd00::5");
+    assert_eq!(e["source_port"], 5353);
+    assert_eq!(e["destination_port"], 53);
+    assert_eq!(e["reason"], "quote \" and \\ ok");
+    assert!(e["time"].as_str().unwrap().ends_with('Z'));
+}
