@@ -290,11 +290,12 @@ impl Worker {
             .send(alert.form().as_bytes())
             .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
+        // Read to the end so the connection can be reused.
+        let mut resp = resp;
+        let body = resp.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
         if (200..300).contains(&status) {
             Ok(())
         } else {
-            let mut resp = resp;
-            let body = resp.body_mut().with_config().limit(512).read_to_string().unwrap_or_default();
             Err(format!("HTTP {status}: {}", body.trim()))
         }
     }

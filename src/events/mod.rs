@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod gotify;
 pub mod net;
+pub mod resolve;
 pub mod shipper;
 pub mod sink;
 
@@ -192,7 +193,12 @@ pub fn spawn(
 
 /// The [`sink::SinkOptions`] for a config (stdout included).
 pub fn sink_options(cfg: &crate::config::Config, mark: Option<u32>) -> sink::SinkOptions {
-    let client = net::ClientOptions { mark, ca_file: cfg.dashboard_ca_file.clone(), ..Default::default() };
+    let client = net::ClientOptions {
+        mark,
+        ca_file: cfg.dashboard_ca_file.clone(),
+        dns_fallback: cfg.dns_upstreams.clone(),
+        ..Default::default()
+    };
     let hostname = cfg.hostname.clone().unwrap_or_else(|| {
         nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "egret".into())
     });

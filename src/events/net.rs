@@ -1,6 +1,6 @@
 //! egret's own outbound HTTP client (dashboard shipper, Gotify): a ureq
-//! agent whose every TCP socket carries egret's bypass mark from before the
-//! SYN, with explicit timeouts, no proxy, no redirects, and rustls (ring)
+//! agent whose every socket (TCP, and the UDP of its name lookups) carries
+//! egret's bypass mark from before the first packet, with explicit timeouts, no proxy, no redirects, and rustls (ring)
 //! trusting the web PKI roots plus an optional CA file.
 //!
 //! I/O shell; nothing here decides anything.
@@ -16,11 +16,12 @@ use std::time::Duration;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use nix::sys::time::TimeVal;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
-use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, RustlsConnector, Transport,
 };
 use ureq::Agent;
+
+use super::resolve::MarkedResolver;
 
 /// How egret's client sockets are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Bound on one whole request: connect, send, response and body.
     pub request_timeout: Duration,
+    /// Nameservers asked when `/etc/resolv.conf` names none
+    /// (`DNS_UPSTREAMS`); see [`super::resolve`].
+    pub dns_fallback: Vec<SocketAddr>,
 }
 
 impl Default for ClientOptions {
@@ -42,6 +46,7 @@ impl Default for ClientOptions {
             ca_file: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
+            dns_fallback: Vec::new(),
         }
     }
 }
@@ -109,7 +114,8 @@ pub fn agent(opts: &ClientOptions) -> Result<Agent, NetError> {
         .user_agent(format!("egret/{}", crate::VERSION))
         .build();
     let connector = ().chain(MarkedTcpConnector { mark: opts.mark }).chain(RustlsConnector::default());
-    Ok(Agent::with_parts(config, connector, DefaultResolver::default()))
+    let resolver = MarkedResolver::new(opts.mark, opts.dns_fallback.clone());
+    Ok(Agent::with_parts(config, connector, resolver))
 }
 
 /// Every certificate of a PEM file.

@@ -254,12 +254,11 @@ impl Worker {
         let (status, why) = match req.send(&json_array(&batch.items)[..]) {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                let body = if (200..300).contains(&status) {
-                    String::new()
-                } else {
-                    resp.body_mut().with_config().limit(512).read_to_string().unwrap_or_default()
-                };
-                (Some(status), body.trim().to_owned())
+                // Read the (small) answer to its end: only then does ureq
+                // put the connection back in its pool for the next batch.
+                let body =
+                    resp.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
+                (Some(status), clip(body.trim(), 200))
             }
             Err(e) => (None, e.to_string()),
         };
@@ -299,6 +298,18 @@ impl Worker {
         }
         outcome
     }
+}
+
+/// At most `max` bytes of `s` (on a char boundary), for log lines.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// xorshift64* for backoff jitter: spreading retries needs no
@@ -362,6 +373,12 @@ mod tests {
         assert!(ships(&Event::new(Component::Dns, Action::Allowed, "h", t)));
         assert!(ships(&Event::new(Component::Dns, Action::Blocked, "h", t)));
         assert!(!ships(&Event::new(Component::Https, Action::Redirected, "h", t)));
+    }
+
+    #[test]
+    fn clip_keeps_char_boundaries() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("ééé", 3), "é…");
     }
 
     #[test]

@@ -581,3 +581,38 @@ fn post_log_script_posts_one_event_with_curl() {
     assert_eq!(e["reason"], "quote \" and \\ ok");
     assert!(e["time"].as_str().unwrap().ends_with('Z'));
 }
+
+#[test]
+fn shipper_and_gotify_sockets_carry_the_bypass_mark() {
+    const MARK: u32 = 0x2a5;
+    let dash = Server::start("127.0.0.1:0");
+    let gotify = Server::start("127.0.0.1:0");
+    gotify.status.store(200, Ordering::Relaxed);
+    let client = ClientOptions { mark: Some(MARK), ..Default::default() };
+    let (em, h) = spawn_with(SinkOptions {
+        shipper: Some(ShipperOptions { client: client.clone(), ..shipper_to(&dash.url(), fast_batches(64)) }),
+        gotify: Some(GotifyOptions {
+            host: gotify.url(),
+            key: "gk".into(),
+            backoff: Duration::from_secs(60),
+            ignore_domains: vec![],
+            client,
+        }),
+        ..options()
+    })
+    .unwrap();
+    emit(&em, 0, Action::Blocked);
+    wait_for(Duration::from_secs(10), "the event and the alert", || {
+        !dash.requests().is_empty() && !gotify.requests().is_empty()
+    });
+    // Both connections stay pooled; the kernel shows their marks.
+    for (what, port) in [("dashboard", dash.addr.port()), ("gotify", gotify.addr.port())] {
+        let out = std::process::Command::new("ss")
+            .args(["-tnie", "state", "established", "dport", "=", &format!(":{port}")])
+            .output()
+            .expect("run ss (iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("fwmark:{MARK:#x}")), "{what} socket without the mark:\n{text}");
+    }
+    h.shutdown(Instant::now() + Duration::from_secs(2));
+}
