@@ -452,6 +452,49 @@ mod tests {
     }
 
     #[test]
+    fn sink_options_follow_the_config() {
+        let vars: std::collections::HashMap<&str, &str> = [
+            ("HOSTNAME", "pod-9"),
+            ("DASHBOARD_HOST", "dash:8081"),
+            ("DASHBOARD_API_KEY", "k"),
+            ("DASHBOARD_QUEUE_SIZE", "77"),
+            ("DASHBOARD_START_DELAY", "2s"),
+            ("DASHBOARD_CA_FILE", "/ca.pem"),
+            ("DNS_UPSTREAMS", "10.0.0.53:53"),
+            ("NOTIFICATION_HOST", "gotify.example"),
+            ("NOTIFICATION_KEY", "gk"),
+            ("NOTIFICATION_BACKOFF_SECONDS", "30"),
+            ("NOTIFICATION_IGNORE_DOMAINS", "*.quiet.test"),
+            ("LOG_FILE", "/var/log/egret.jsonl"),
+            ("LOG_FILE_MAX_SIZE", "1M"),
+        ]
+        .into_iter()
+        .collect();
+        let cfg = crate::config::Config::from_env(&|k| vars.get(k).map(|v| v.to_string())).unwrap();
+        let o = sink_options(&cfg, Some(0x55));
+        assert_eq!(o.hostname, "pod-9");
+        assert!(o.stdout.is_some(), "stdout always carries the events");
+        let lf = o.log_file.unwrap();
+        assert_eq!((lf.path.to_str().unwrap(), lf.max_size), ("/var/log/egret.jsonl", 1 << 20));
+        let sh = o.shipper.unwrap();
+        assert_eq!((sh.host.as_str(), sh.api_key.as_deref()), ("http://dash:8081", Some("k")));
+        assert_eq!((sh.batch.queue_size, sh.batch.start_delay), (77, Duration::from_secs(2)));
+        assert_eq!(sh.client.mark, Some(0x55));
+        assert_eq!(sh.client.ca_file.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(sh.client.dns_fallback, ["10.0.0.53:53".parse().unwrap()]);
+        let g = o.gotify.unwrap();
+        assert_eq!((g.host.as_str(), g.key.as_str()), ("http://gotify.example", "gk"));
+        assert_eq!(
+            (g.backoff, g.ignore_domains.clone()),
+            (Duration::from_secs(30), vec!["*.quiet.test".to_owned()])
+        );
+        assert_eq!(g.client.mark, Some(0x55));
+        let bare = crate::config::Config::from_env(&|_| None).unwrap();
+        let o = sink_options(&bare, None);
+        assert!(o.shipper.is_none() && o.gotify.is_none() && o.log_file.is_none());
+    }
+
+    #[test]
     fn throttle_shows_once_per_period_and_counts_the_rest() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
