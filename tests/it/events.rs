@@ -112,8 +112,14 @@ impl Drop for Server {
     }
 }
 
-fn serve(mut c: TcpStream, reqs: &Mutex<Vec<Req>>, status: &AtomicU16, stop: &AtomicBool) {
+fn serve(c: TcpStream, reqs: &Mutex<Vec<Req>>, status: &AtomicU16, stop: &AtomicBool) {
     c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    serve_http(c, reqs, status, stop)
+}
+
+/// The HTTP/1.1 loop over any byte stream (plain TCP or TLS) whose reads
+/// time out now and then, so `stop` is noticed.
+fn serve_http(mut c: impl Read + Write, reqs: &Mutex<Vec<Req>>, status: &AtomicU16, stop: &AtomicBool) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -614,5 +620,113 @@ fn shipper_and_gotify_sockets_carry_the_bypass_mark() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(&format!("fwmark:{MARK:#x}")), "{what} socket without the mark:\n{text}");
     }
+    h.shutdown(Instant::now() + Duration::from_secs(2));
+}
+
+/// A test CA and a leaf for 127.0.0.1 made with openssl (rustls refuses a
+/// self-signed CA:TRUE certificate as a server certificate).
+fn test_pki(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out =
+            std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=egret test CA"],
+    ]
+    .concat());
+    run(&[&["req"][..], &ec, &["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+/// The recording server behind TLS (rustls, ring).
+fn tls_server(dir: &Path) -> Server {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join("leaf.pem")).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    let (reqs, status, stop): (Arc<Mutex<Vec<Req>>>, _, _) =
+        (Arc::default(), Arc::new(AtomicU16::new(201)), Arc::new(AtomicBool::new(false)));
+    let (r, s, st) = (reqs.clone(), status.clone(), stop.clone());
+    let t = thread::spawn(move || {
+        while !st.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                    let (r, s, st) = (r.clone(), s.clone(), st.clone());
+                    thread::spawn(move || serve_http(rustls::StreamOwned::new(conn, c), &r, &s, &st));
+                }
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    Server { addr, reqs, status, stop, threads: vec![t] }
+}
+
+#[test]
+fn https_dashboard_with_a_ca_file() {
+    let dir = scratch("events-tls");
+    test_pki(&dir);
+    let server = tls_server(&dir);
+    let url = format!("https://{}", server.addr);
+
+    // Without the CA the certificate is unknown: kept and retried, not sent.
+    let (em, h) =
+        spawn_with(SinkOptions { shipper: Some(shipper_to(&url, fast_batches(64))), ..options() }).unwrap();
+    emit(&em, 0, Action::Blocked);
+    wait_counts(&h, Duration::from_secs(10), "a failed TLS attempt", |c| c.ship_retries >= 1);
+    let c = h.counts();
+    assert_eq!((c.shipped, c.ship_pending), (0, 1), "{c:?}");
+    h.shutdown(Instant::now());
+
+    // With DASHBOARD_CA_FILE it is trusted (next to the web PKI roots).
+    let mut opts = shipper_to(&url, fast_batches(64));
+    opts.client.ca_file = Some(dir.join("ca.pem"));
+    let (em, h) = spawn_with(SinkOptions { shipper: Some(opts), ..options() }).unwrap();
+    for i in 0..3 {
+        emit(&em, i, Action::Blocked);
+    }
+    wait_for(Duration::from_secs(10), "3 events over TLS", || server.events().len() >= 3);
+    assert_eq!(notes(&server.events()), [0, 1, 2]);
+    assert_eq!(server.requests()[0].header("x-api-key"), Some("s3cret"));
     h.shutdown(Instant::now() + Duration::from_secs(2));
 }
