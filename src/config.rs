@@ -30,6 +30,8 @@ pub mod defaults {
     pub const DNS_TTL_MIN: Duration = Duration::from_secs(30);
     pub const DNS_TTL_MAX: Duration = Duration::from_secs(3600);
     pub const METRICS_PORT: u16 = 9090;
+    /// `LOG_FILE_MAX_SIZE`: rotate `LOG_FILE` past this many bytes.
+    pub const LOG_FILE_MAX_SIZE: u64 = 100 * 1024 * 1024;
     // Dashboard.
     pub const DASHBOARD_PORT: u16 = 8081;
     pub const BUFFER_SIZE: usize = 5000;
@@ -92,6 +94,12 @@ pub struct Config {
     pub bypass_mark: Option<u32>,
     /// `METRICS_ADDR`: Prometheus endpoint of the filter; off when `None`.
     pub metrics_addr: Option<SocketAddr>,
+    /// `DASHBOARD_CA_FILE`: PEM certificates trusted for an `https://`
+    /// dashboard (and Gotify) on top of the web PKI roots.
+    pub dashboard_ca_file: Option<PathBuf>,
+    /// `LOG_FILE_MAX_SIZE`: bytes (`K`/`M`/`G` suffixes) after which
+    /// `LOG_FILE` is rotated to `LOG_FILE.1`; zero turns rotation off.
+    pub log_file_max_size: u64,
 }
 
 /// The dashboard's configuration (`egret dashboard`).
@@ -211,6 +219,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(FORM.into()),
     };
     Ok(d)
+}
+
+/// A byte count: `1048576`, `512K`, `100M`, `1G` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    const FORM: &str = "a size in bytes, optionally with K, M or G (e.g. 100M); 0 turns it off";
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| FORM.to_owned())?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(FORM.into()),
+    };
+    n.checked_mul(mult).ok_or_else(|| FORM.to_owned())
 }
 
 pub fn parse_bool(s: &str) -> Result<bool, String> {
@@ -403,6 +427,8 @@ impl Config {
             verify_destination: e.get("VERIFY_DESTINATION", true, parse_bool),
             bypass_mark: e.opt("BYPASS_MARK", parse_mark),
             metrics_addr: e.opt("METRICS_ADDR", parse_metrics_addr),
+            dashboard_ca_file: e.string("DASHBOARD_CA_FILE").map(PathBuf::from),
+            log_file_max_size: e.get("LOG_FILE_MAX_SIZE", d::LOG_FILE_MAX_SIZE, parse_size),
         };
         // Cross-field checks.
         let mut ports = vec![("HTTP_PORT", cfg.http_port), ("HTTPS_PORT", cfg.https_port)];
@@ -636,6 +662,24 @@ mod tests {
         for s in ["", "s", "-5s", "5d", "1.5s", "5 s s"] {
             assert!(parse_duration(s).is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn events_fields() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!((c.dashboard_ca_file.clone(), c.log_file_max_size), (None, 100 << 20));
+        let c = cfg(&[("DASHBOARD_CA_FILE", "/etc/egret/ca.pem"), ("LOG_FILE_MAX_SIZE", "512K")]).unwrap();
+        assert_eq!(c.dashboard_ca_file, Some(PathBuf::from("/etc/egret/ca.pem")));
+        assert_eq!(c.log_file_max_size, 512 << 10);
+        for (s, want) in
+            [("0", 0), ("10", 10), ("1k", 1024), ("2M", 2 << 20), ("1G", 1 << 30), ("3MiB", 3 << 20)]
+        {
+            assert_eq!(parse_size(s), Ok(want), "{s}");
+        }
+        for s in ["", "M", "1.5M", "1T", "-1", "99999999999999999999G"] {
+            assert!(parse_size(s).is_err(), "{s}");
+        }
+        assert_eq!(err_strings(&[("LOG_FILE_MAX_SIZE", "big")]).len(), 1);
     }
 
     #[test]

@@ -2,14 +2,24 @@
 //! `flow_id`, RFC 3339 time stamps, and the [`Emitter`] every component
 //! uses to hand events to the sink without ever blocking.
 //!
-//! Pure apart from the channel: time is passed in.
+//! Pure apart from the channel: time is passed in. The pipeline behind the
+//! channel lives in the submodules: [`sink`] (the thread: stdout,
+//! `LOG_FILE`, fan-out), [`batch`] + [`shipper`] (dashboard), [`gotify`]
+//! (alerts) and [`net`] (marked HTTP client sockets).
+
+pub mod batch;
+pub mod gotify;
+pub mod net;
+pub mod resolve;
+pub mod shipper;
+pub mod sink;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -170,6 +180,78 @@ impl Event {
     }
 }
 
+/// Starts the event pipeline the config describes: the sink thread
+/// (stdout, `LOG_FILE`), the dashboard shipper when `DASHBOARD_HOST` is set
+/// and Gotify alerts when `NOTIFICATION_HOST` is set. `mark` is egret's
+/// bypass mark, put on every socket the pipeline opens.
+pub fn spawn(
+    cfg: &crate::config::Config,
+    mark: Option<u32>,
+) -> Result<(Emitter, sink::SinkHandle), sink::SinkError> {
+    sink::spawn_with(sink_options(cfg, mark))
+}
+
+/// The [`sink::SinkOptions`] for a config (stdout included).
+pub fn sink_options(cfg: &crate::config::Config, mark: Option<u32>) -> sink::SinkOptions {
+    let client = net::ClientOptions {
+        mark,
+        ca_file: cfg.dashboard_ca_file.clone(),
+        dns_fallback: cfg.dns_upstreams.clone(),
+        ..Default::default()
+    };
+    let hostname = cfg.hostname.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "egret".into())
+    });
+    let shipper = cfg.dashboard_host.as_ref().map(|host| {
+        if cfg.dashboard_api_key.is_none() {
+            log::warn!(
+                "DASHBOARD_HOST is set but DASHBOARD_API_KEY is not: the dashboard will refuse the events"
+            );
+        }
+        log::info!(
+            "events: shipping to {host}{} (queue {}, start delay {:?})",
+            shipper::LOGS_PATH,
+            cfg.dashboard_queue_size,
+            cfg.dashboard_start_delay
+        );
+        shipper::ShipperOptions {
+            host: host.clone(),
+            api_key: cfg.dashboard_api_key.clone(),
+            batch: batch::BatchConfig {
+                queue_size: cfg.dashboard_queue_size,
+                start_delay: cfg.dashboard_start_delay,
+                ..Default::default()
+            },
+            client: client.clone(),
+        }
+    });
+    let gotify = match (&cfg.notification_host, &cfg.notification_key) {
+        (Some(host), Some(key)) => {
+            log::info!("events: Gotify alerts for blocked connections to {host}");
+            Some(sink::GotifyOptions {
+                host: host.clone(),
+                key: key.clone(),
+                backoff: cfg.notification_backoff,
+                ignore_domains: cfg.notification_ignore_domains.clone(),
+                client,
+            })
+        }
+        _ => None,
+    };
+    sink::SinkOptions {
+        hostname,
+        channel_capacity: sink::CHANNEL_CAPACITY,
+        stdout: Some(Box::new(std::io::stdout())),
+        log_file: cfg.log_file.as_ref().map(|path| sink::LogFileOptions {
+            path: path.clone(),
+            max_size: cfg.log_file_max_size,
+            keep: 3,
+        }),
+        shipper,
+        gotify,
+    }
+}
+
 /// `ip:port` as g0efilter writes it (IPv6 in brackets so the port is
 /// unambiguous).
 fn host_port(ip: IpAddr, port: u16) -> String {
@@ -268,6 +350,42 @@ impl Emitter {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// The shared drop counter, for the sink's warnings and metrics.
+    pub fn drop_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+}
+
+/// Lets a repeated message through at most once per `period`, counting
+/// what it held back. Pure: `now` is passed in.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    period: Duration,
+    next: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    pub fn new(period: Duration) -> Throttle {
+        Throttle { period, next: None, held: 0 }
+    }
+
+    /// `Some(n)` when the message may be shown now, `n` being how many
+    /// were held back since the last one; `None` (and one more held back)
+    /// otherwise.
+    pub fn ready(&mut self, now: Instant) -> Option<u64> {
+        match self.next {
+            Some(at) if now < at => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.next = Some(now + self.period);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -331,6 +449,59 @@ mod tests {
         );
         assert_eq!(v6.msg, "nflog.event");
         assert_eq!(v6.src.as_deref(), Some("[fd00::1]:1"));
+    }
+
+    #[test]
+    fn sink_options_follow_the_config() {
+        let vars: std::collections::HashMap<&str, &str> = [
+            ("HOSTNAME", "pod-9"),
+            ("DASHBOARD_HOST", "dash:8081"),
+            ("DASHBOARD_API_KEY", "k"),
+            ("DASHBOARD_QUEUE_SIZE", "77"),
+            ("DASHBOARD_START_DELAY", "2s"),
+            ("DASHBOARD_CA_FILE", "/ca.pem"),
+            ("DNS_UPSTREAMS", "10.0.0.53:53"),
+            ("NOTIFICATION_HOST", "gotify.example"),
+            ("NOTIFICATION_KEY", "gk"),
+            ("NOTIFICATION_BACKOFF_SECONDS", "30"),
+            ("NOTIFICATION_IGNORE_DOMAINS", "*.quiet.test"),
+            ("LOG_FILE", "/var/log/egret.jsonl"),
+            ("LOG_FILE_MAX_SIZE", "1M"),
+        ]
+        .into_iter()
+        .collect();
+        let cfg = crate::config::Config::from_env(&|k| vars.get(k).map(|v| v.to_string())).unwrap();
+        let o = sink_options(&cfg, Some(0x55));
+        assert_eq!(o.hostname, "pod-9");
+        assert!(o.stdout.is_some(), "stdout always carries the events");
+        let lf = o.log_file.unwrap();
+        assert_eq!((lf.path.to_str().unwrap(), lf.max_size), ("/var/log/egret.jsonl", 1 << 20));
+        let sh = o.shipper.unwrap();
+        assert_eq!((sh.host.as_str(), sh.api_key.as_deref()), ("http://dash:8081", Some("k")));
+        assert_eq!((sh.batch.queue_size, sh.batch.start_delay), (77, Duration::from_secs(2)));
+        assert_eq!(sh.client.mark, Some(0x55));
+        assert_eq!(sh.client.ca_file.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(sh.client.dns_fallback, ["10.0.0.53:53".parse().unwrap()]);
+        let g = o.gotify.unwrap();
+        assert_eq!((g.host.as_str(), g.key.as_str()), ("http://gotify.example", "gk"));
+        assert_eq!(
+            (g.backoff, g.ignore_domains.clone()),
+            (Duration::from_secs(30), vec!["*.quiet.test".to_owned()])
+        );
+        assert_eq!(g.client.mark, Some(0x55));
+        let bare = crate::config::Config::from_env(&|_| None).unwrap();
+        let o = sink_options(&bare, None);
+        assert!(o.shipper.is_none() && o.gotify.is_none() && o.log_file.is_none());
+    }
+
+    #[test]
+    fn throttle_shows_once_per_period_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut t = Throttle::new(10 * s);
+        let got: Vec<Option<u64>> =
+            [0u32, 1, 5, 9, 10, 11, 25].iter().map(|&k| t.ready(t0 + k * s)).collect();
+        assert_eq!(got, [Some(0), None, None, None, Some(3), None, Some(1)]);
     }
 
     #[test]

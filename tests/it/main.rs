@@ -4,6 +4,7 @@
 mod browser;
 mod check;
 mod dashboard;
+mod events;
 mod fuzz_replay;
 mod netns;
 mod nft;

@@ -1,0 +1,462 @@
+//! Name lookups for egret's own HTTP client whose sockets carry the bypass
+//! mark. The libc resolver (getaddrinfo) cannot mark its UDP socket, so in
+//! DNS mode a dashboard's name would be answered by egret's own filtering
+//! resolver (and refused unless allowlisted), and under strict rules the
+//! query would not leave at all. This resolver reads `/etc/hosts` and
+//! `/etc/resolv.conf` like libc does and asks the nameservers over a marked
+//! UDP socket.
+//!
+//! The parsers and the DNS message work are pure; [`MarkedResolver`] is
+//! the shell.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType};
+use ureq::config::Config;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
+
+/// What `/etc/resolv.conf` says, as far as egret needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvConf {
+    pub nameservers: Vec<IpAddr>,
+    pub search: Vec<String>,
+    pub ndots: usize,
+}
+
+impl Default for ResolvConf {
+    fn default() -> ResolvConf {
+        ResolvConf { nameservers: Vec::new(), search: Vec::new(), ndots: 1 }
+    }
+}
+
+/// resolv.conf(5): `nameserver`, `search` / `domain` (the last one wins),
+/// `options ndots:N`; comments start with `#` or `;`.
+pub fn parse_resolv_conf(text: &str) -> ResolvConf {
+    let mut rc = ResolvConf::default();
+    for line in text.lines() {
+        let line = line.split(['#', ';']).next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => {
+                // A scoped v6 address (`fe80::1%eth0`) keeps only the address.
+                if let Some(ip) = words.next().and_then(|w| w.split('%').next()?.parse().ok()) {
+                    rc.nameservers.push(ip);
+                }
+            }
+            Some("search") | Some("domain") => {
+                rc.search =
+                    words.map(|w| w.trim_end_matches('.').to_owned()).filter(|w| !w.is_empty()).collect();
+            }
+            Some("options") => {
+                for opt in words {
+                    if let Some(n) = opt.strip_prefix("ndots:").and_then(|n| n.parse::<usize>().ok()) {
+                        rc.ndots = n.min(15);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    rc
+}
+
+/// Addresses `/etc/hosts` gives `name` (case-insensitive), in file order.
+pub fn hosts_lookup(text: &str, name: &str) -> Vec<IpAddr> {
+    let name = name.trim_end_matches('.');
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split('#').next().unwrap_or("").split_whitespace();
+        let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else { continue };
+        if words.any(|w| w.trim_end_matches('.').eq_ignore_ascii_case(name)) && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// The names to ask for, in order: with fewer than `ndots` dots the search
+/// domains come first, as libc does; a trailing dot means "exactly this".
+pub fn candidates(name: &str, rc: &ResolvConf) -> Vec<String> {
+    if let Some(abs) = name.strip_suffix('.') {
+        return vec![abs.to_owned()];
+    }
+    let searched = rc.search.iter().map(|d| format!("{name}.{d}"));
+    if name.matches('.').count() < rc.ndots {
+        searched.chain(std::iter::once(name.to_owned())).collect()
+    } else {
+        std::iter::once(name.to_owned()).chain(searched).collect()
+    }
+}
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// The name cannot be put in a DNS query.
+    BadName {
+        name: String,
+        reason: String,
+    },
+    /// No nameserver answered in time.
+    Timeout {
+        name: String,
+    },
+    /// Every server said the name does not exist or has no address.
+    NotFound {
+        name: String,
+    },
+    Io {
+        name: String,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolveError::BadName { name, reason } => write!(f, "resolve {name:?}: not a DNS name: {reason}"),
+            ResolveError::Timeout { name } => write!(f, "resolve {name:?}: no nameserver answered in time"),
+            ResolveError::NotFound { name } => write!(f, "resolve {name:?}: no such host"),
+            ResolveError::Io { name, source } => write!(f, "resolve {name:?}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
+/// One recursive query for `name`/`rtype`: the id and the wire bytes.
+pub fn query_bytes(name: &str, rtype: RecordType) -> Result<(u16, Vec<u8>), ResolveError> {
+    let bad = |reason: String| ResolveError::BadName { name: name.to_owned(), reason };
+    let mut qname = Name::from_ascii(name).map_err(|e| bad(e.to_string()))?;
+    qname.set_fqdn(true);
+    let mut msg = Message::query();
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(qname, rtype));
+    let bytes = msg.to_vec().map_err(|e| bad(e.to_string()))?;
+    Ok((msg.metadata.id, bytes))
+}
+
+/// What one response says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Addrs(Vec<IpAddr>),
+    /// NXDOMAIN, or NOERROR without an address.
+    NoAddress,
+    /// SERVFAIL, REFUSED and the like: ask the next server.
+    Failed,
+}
+
+/// Reads a response to query `id`; `Ok(None)` for a datagram that is not
+/// it (a stray or spoofed packet).
+pub fn parse_answer(bytes: &[u8], id: u16) -> Result<Option<Answer>, String> {
+    let msg = Message::from_vec(bytes).map_err(|e| e.to_string())?;
+    if msg.metadata.id != id {
+        return Ok(None);
+    }
+    let code = msg.metadata.response_code;
+    if code == ResponseCode::NXDomain {
+        return Ok(Some(Answer::NoAddress));
+    }
+    if code != ResponseCode::NoError {
+        return Ok(Some(Answer::Failed));
+    }
+    let addrs: Vec<IpAddr> = msg
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    Ok(Some(if addrs.is_empty() { Answer::NoAddress } else { Answer::Addrs(addrs) }))
+}
+
+/// ureq resolver for egret's own requests. Without a mark (egret installs
+/// no rules) it is libc's resolver.
+#[derive(Debug)]
+pub struct MarkedResolver {
+    pub mark: Option<u32>,
+    /// Asked when resolv.conf names no nameserver (`DNS_UPSTREAMS`).
+    pub fallback: Vec<SocketAddr>,
+    pub resolv_conf: PathBuf,
+    pub hosts: PathBuf,
+    /// Bound on one lookup, whatever ureq's remaining budget.
+    pub timeout: Duration,
+}
+
+impl MarkedResolver {
+    pub fn new(mark: Option<u32>, fallback: Vec<SocketAddr>) -> MarkedResolver {
+        MarkedResolver {
+            mark,
+            fallback,
+            resolv_conf: "/etc/resolv.conf".into(),
+            hosts: "/etc/hosts".into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The addresses of `name`: `/etc/hosts` first, then DNS over marked
+    /// sockets (IPv4 answers before IPv6).
+    pub fn lookup(&self, name: &str, budget: Duration) -> Result<Vec<IpAddr>, ResolveError> {
+        let hosts = std::fs::read_to_string(&self.hosts).unwrap_or_default();
+        let found = hosts_lookup(&hosts, name);
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        let rc = parse_resolv_conf(&std::fs::read_to_string(&self.resolv_conf).unwrap_or_default());
+        let mut servers: Vec<SocketAddr> = rc.nameservers.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
+        if servers.is_empty() {
+            servers.clone_from(&self.fallback);
+        }
+        let deadline = Instant::now() + budget.min(self.timeout);
+        let mut timed_out = false;
+        for candidate in candidates(name, &rc) {
+            for server in &servers {
+                match self.ask(*server, &candidate, deadline) {
+                    Ok(Answer::Addrs(a)) => return Ok(a),
+                    // An authoritative "no": on to the next candidate name.
+                    Ok(Answer::NoAddress) => break,
+                    Ok(Answer::Failed) => {}
+                    Err(e)
+                        if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock =>
+                    {
+                        timed_out = true;
+                    }
+                    Err(e) => log::debug!("resolve {candidate:?} via {server}: {e}"),
+                }
+                if Instant::now() >= deadline {
+                    return Err(ResolveError::Timeout { name: name.to_owned() });
+                }
+            }
+        }
+        if timed_out {
+            Err(ResolveError::Timeout { name: name.to_owned() })
+        } else {
+            Err(ResolveError::NotFound { name: name.to_owned() })
+        }
+    }
+
+    /// A and AAAA for one name from one server, on one marked UDP socket.
+    fn ask(&self, server: SocketAddr, name: &str, deadline: Instant) -> io::Result<Answer> {
+        let to_io = |e: ResolveError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        let (id4, q4) = query_bytes(name, RecordType::A).map_err(to_io)?;
+        let (id6, q6) = query_bytes(name, RecordType::AAAA).map_err(to_io)?;
+        let sock = marked_udp(server, self.mark)?;
+        sock.send(&q4)?;
+        sock.send(&q6)?;
+        let (mut v4, mut v6): (Option<Answer>, Option<Answer>) = (None, None);
+        let mut buf = [0u8; 4096];
+        while v4.is_none() || v6.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            sock.set_read_timeout(Some(left))?;
+            let n = match sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if v4.is_some() || v6.is_some() => {
+                    log::trace!("resolve {name:?}: second answer missing: {e}");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            for (id, slot) in [(id4, &mut v4), (id6, &mut v6)] {
+                if slot.is_none() {
+                    if let Ok(Some(a)) = parse_answer(&buf[..n], id) {
+                        *slot = Some(a);
+                        break;
+                    }
+                }
+            }
+        }
+        let mut addrs = Vec::new();
+        let mut failed = false;
+        for a in [v4, v6].into_iter().flatten() {
+            match a {
+                Answer::Addrs(x) => addrs.extend(x),
+                Answer::Failed => failed = true,
+                Answer::NoAddress => {}
+            }
+        }
+        Ok(if !addrs.is_empty() {
+            Answer::Addrs(addrs)
+        } else if failed {
+            Answer::Failed
+        } else {
+            Answer::NoAddress
+        })
+    }
+}
+
+/// A UDP socket connected to `server`, marked before its first packet.
+fn marked_udp(server: SocketAddr, mark: Option<u32>) -> io::Result<UdpSocket> {
+    let family = if server.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    if let Some(m) = mark {
+        socket::setsockopt(&fd, sockopt::Mark, &m)?;
+    }
+    let sock = UdpSocket::from(fd);
+    sock.connect(server)?;
+    Ok(sock)
+}
+
+impl Resolver for MarkedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        if self.mark.is_none() {
+            return DefaultResolver::default().resolve(uri, config, timeout);
+        }
+        let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let ips = match bare.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => {
+                let budget = timeout.not_zero().map_or(self.timeout, |d| *d);
+                self.lookup(bare, budget).map_err(|e| {
+                    log::debug!("{e}");
+                    match e {
+                        ResolveError::Timeout { .. } => ureq::Error::Timeout(ureq::Timeout::Resolve),
+                        _ => ureq::Error::HostNotFound,
+                    }
+                })?
+            }
+        };
+        let mut out = self.empty();
+        for ip in ips.into_iter().take(16) {
+            out.push(SocketAddr::new(ip, port));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{MessageType, OpCode};
+    use hickory_proto::rr::rdata::{A, AAAA};
+    use hickory_proto::rr::Record;
+
+    #[test]
+    fn resolv_conf_table() {
+        let rc = parse_resolv_conf(
+            "# generated\nnameserver 10.96.0.10\nnameserver fe80::1%eth0 ; scoped\nnameserver bogus\n\
+             search ns.svc.cluster.local svc.cluster.local.\noptions ndots:5 timeout:2\n",
+        );
+        assert_eq!(rc.nameservers, ["10.96.0.10".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]);
+        assert_eq!(rc.search, ["ns.svc.cluster.local", "svc.cluster.local"]);
+        assert_eq!(rc.ndots, 5);
+        assert_eq!(parse_resolv_conf(""), ResolvConf::default());
+    }
+
+    #[test]
+    fn hosts_table() {
+        let text = "127.0.0.1 localhost\n10.0.0.9  dashboard dash.local # comment\n# 10.0.0.8 dashboard\n\
+                    fd00::9 Dashboard\nnot-an-ip dashboard\n";
+        let want: Vec<IpAddr> = vec!["10.0.0.9".parse().unwrap(), "fd00::9".parse().unwrap()];
+        assert_eq!(hosts_lookup(text, "dashboard"), want);
+        assert_eq!(hosts_lookup(text, "DASH.local."), ["10.0.0.9".parse::<IpAddr>().unwrap()]);
+        assert!(hosts_lookup(text, "other").is_empty());
+    }
+
+    #[test]
+    fn search_order() {
+        let rc = ResolvConf { nameservers: vec![], search: vec!["a.test".into(), "b.test".into()], ndots: 2 };
+        let table: &[(&str, &[&str])] = &[
+            ("dash", &["dash.a.test", "dash.b.test", "dash"]),
+            ("dash.ns", &["dash.ns.a.test", "dash.ns.b.test", "dash.ns"]),
+            ("x.example.com", &["x.example.com", "x.example.com.a.test", "x.example.com.b.test"]),
+            ("exact.", &["exact"]),
+        ];
+        for (name, want) in table {
+            assert_eq!(candidates(name, &rc), *want, "{name}");
+        }
+    }
+
+    fn response(id: u16, code: ResponseCode, rdata: Vec<RData>) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+        m.metadata.response_code = code;
+        let name = Name::from_ascii("dash.test.").unwrap();
+        for d in rdata {
+            m.answers.push(Record::from_rdata(name.clone(), 60, d));
+        }
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn answers() {
+        let (id, q) = query_bytes("dash.test", RecordType::A).unwrap();
+        let parsed = Message::from_vec(&q).unwrap();
+        assert!(parsed.metadata.recursion_desired);
+        assert_eq!(parsed.queries[0].query_type(), RecordType::A);
+        let v4 = RData::A(A("10.0.0.9".parse().unwrap()));
+        let v6 = RData::AAAA(AAAA("fd00::9".parse().unwrap()));
+        let table: Vec<(Vec<u8>, Option<Answer>)> = vec![
+            (
+                response(id, ResponseCode::NoError, vec![v4, v6]),
+                Some(Answer::Addrs(vec!["10.0.0.9".parse().unwrap(), "fd00::9".parse().unwrap()])),
+            ),
+            (response(id, ResponseCode::NoError, vec![]), Some(Answer::NoAddress)),
+            (response(id, ResponseCode::NXDomain, vec![]), Some(Answer::NoAddress)),
+            (response(id, ResponseCode::ServFail, vec![]), Some(Answer::Failed)),
+            (response(id.wrapping_add(1), ResponseCode::NoError, vec![]), None),
+        ];
+        for (bytes, want) in table {
+            assert_eq!(parse_answer(&bytes, id).unwrap(), want);
+        }
+        assert!(parse_answer(b"\x00", id).is_err());
+        assert!(query_bytes("bad..name", RecordType::A).is_err());
+    }
+
+    /// A real lookup over a marked UDP socket against a one-shot DNS
+    /// server on 127.0.0.1.
+    #[test]
+    fn lookup_over_marked_udp() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            for _ in 0..2 {
+                let (n, peer) = server.recv_from(&mut buf).unwrap();
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                let rdata = match q.queries[0].query_type() {
+                    RecordType::A => vec![RData::A(A("10.0.0.9".parse().unwrap()))],
+                    _ => vec![],
+                };
+                server.send_to(&response(q.metadata.id, ResponseCode::NoError, rdata), peer).unwrap();
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("egret-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), "search nowhere.invalid\n").unwrap();
+        std::fs::write(dir.join("hosts"), "10.0.0.7 fromhosts\n").unwrap();
+        let r = MarkedResolver {
+            resolv_conf: dir.join("resolv.conf"),
+            hosts: dir.join("hosts"),
+            ..MarkedResolver::new(Some(0x77), vec![addr])
+        };
+        assert_eq!(
+            r.lookup("fromhosts", Duration::from_secs(1)).unwrap(),
+            ["10.0.0.7".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            r.lookup("dash.test.", Duration::from_secs(2)).unwrap(),
+            ["10.0.0.9".parse::<IpAddr>().unwrap()]
+        );
+        t.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,534 @@
+//! The sink thread: takes events off the [`Emitter`](super::Emitter)'s
+//! bounded channel and fans them out: one JSON line each to stdout and to
+//! `LOG_FILE` (mode 0600, appended, reopened on request, rotated by size),
+//! ALLOWED/BLOCKED ones to the dashboard [`Shipper`], BLOCKED ones to the
+//! Gotify [`Notifier`]. Drops anywhere in the pipeline are counted and
+//! reported by a rate-limited warning.
+//!
+//! I/O shell. Nothing here blocks on the network: the shipper and the
+//! Gotify worker have their own threads and bounded queues.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::gotify::{AlertRules, GotifyError, GotifyStats, Notifier};
+use super::net::ClientOptions;
+use super::shipper::{self, ShipError, Shipper, ShipperOptions};
+use super::{Emitter, Event, Throttle};
+
+/// Events the channel holds before `emit` starts dropping.
+pub const CHANNEL_CAPACITY: usize = 4096;
+/// How often the sink looks at its flags (reopen, stop) when idle.
+const TICK: Duration = Duration::from_millis(200);
+/// At most one drop warning per this period.
+const DROP_WARN_PERIOD: Duration = Duration::from_secs(10);
+/// Events handled between two flushes at most, so output stays prompt
+/// under a flood.
+const BURST: usize = 1024;
+
+/// `LOG_FILE` handling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFileOptions {
+    pub path: PathBuf,
+    /// Rotate past this many bytes; zero never rotates.
+    pub max_size: u64,
+    /// Rotated files kept: `LOG_FILE.1` (newest) … `LOG_FILE.<keep>`.
+    pub keep: usize,
+}
+
+/// Gotify alerting.
+#[derive(Debug, Clone)]
+pub struct GotifyOptions {
+    pub host: String,
+    pub key: String,
+    pub backoff: Duration,
+    pub ignore_domains: Vec<String>,
+    pub client: ClientOptions,
+}
+
+/// Everything the sink does; [`super::spawn`] builds it from the config.
+pub struct SinkOptions {
+    pub hostname: String,
+    pub channel_capacity: usize,
+    /// Where JSON lines go besides the file; `None` for no stdout.
+    pub stdout: Option<Box<dyn Write + Send>>,
+    pub log_file: Option<LogFileOptions>,
+    pub shipper: Option<ShipperOptions>,
+    pub gotify: Option<GotifyOptions>,
+}
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SinkError {
+    LogFile { path: PathBuf, source: io::Error },
+    Shipper(ShipError),
+    Gotify(GotifyError),
+    Spawn(io::Error),
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkError::LogFile { path, source } => write!(f, "LOG_FILE {}: {source}", path.display()),
+            SinkError::Shipper(e) => e.fmt(f),
+            SinkError::Gotify(e) => e.fmt(f),
+            SinkError::Spawn(e) => write!(f, "event sink: cannot start thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+/// Counters of the sink itself.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Events taken off the channel.
+    pub events: AtomicU64,
+    /// Lines that could not be written to `LOG_FILE`.
+    pub file_errors: AtomicU64,
+    pub rotations: AtomicU64,
+    pub reopens: AtomicU64,
+}
+
+/// A snapshot of every counter of the pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub events: u64,
+    /// Dropped at `emit` (channel full).
+    pub channel_dropped: u64,
+    pub file_errors: u64,
+    pub shipped: u64,
+    pub ship_rejected: u64,
+    /// Dropped at the dashboard queue (full).
+    pub ship_dropped: u64,
+    pub ship_retries: u64,
+    pub ship_pending: u64,
+    pub alerts_sent: u64,
+    pub alerts_failed: u64,
+    pub alerts_dropped: u64,
+}
+
+/// The daemon's handle on the pipeline.
+pub struct SinkHandle {
+    reopen: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    shipper: Option<Shipper>,
+    stats: Arc<SinkStats>,
+    gotify: Option<Arc<GotifyStats>>,
+    channel_dropped: Arc<AtomicU64>,
+}
+
+/// What shutdown managed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Events still queued for the dashboard at the deadline.
+    pub unsent: usize,
+    /// Whether the sink thread finished writing before the deadline.
+    pub sink_finished: bool,
+}
+
+impl SinkHandle {
+    /// The flag the daemon's SIGHUP handling sets: `LOG_FILE` is reopened
+    /// within a tick (after `logrotate` moved it away).
+    pub fn reopen_flag(&self) -> Arc<AtomicBool> {
+        self.reopen.clone()
+    }
+
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
+    }
+
+    pub fn counts(&self) -> Counts {
+        let ship = self.shipper.as_ref().map(|s| (s.stats(), s.pending())).unwrap_or_default();
+        let g = |f: fn(&GotifyStats) -> &AtomicU64| {
+            self.gotify.as_ref().map_or(0, |s| f(s).load(Ordering::Relaxed))
+        };
+        Counts {
+            events: self.stats.events.load(Ordering::Relaxed),
+            channel_dropped: self.channel_dropped.load(Ordering::Relaxed),
+            file_errors: self.stats.file_errors.load(Ordering::Relaxed),
+            shipped: ship.0.delivered,
+            ship_rejected: ship.0.rejected,
+            ship_dropped: ship.0.dropped,
+            ship_retries: ship.0.retries,
+            ship_pending: ship.1 as u64,
+            alerts_sent: g(|s| &s.sent),
+            alerts_failed: g(|s| &s.failed),
+            alerts_dropped: g(|s| &s.dropped),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<SinkStats> {
+        self.stats.clone()
+    }
+
+    /// Stops the pipeline: the sink writes out what the channel holds, then
+    /// the shipper sends what it can until `deadline`. Events emitted after
+    /// this are dropped (and counted).
+    pub fn shutdown(mut self, deadline: Instant) -> ShutdownReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut sink_finished = false;
+        if let Some(t) = self.thread.take() {
+            while !t.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                sink_finished = true;
+                let _ = t.join();
+            }
+        }
+        let unsent = self.shipper.as_ref().map_or(0, |s| s.shutdown(deadline));
+        ShutdownReport { unsent, sink_finished }
+    }
+}
+
+/// Starts the sink (and the shipper and Gotify threads it feeds).
+pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError> {
+    let log_file = match &opts.log_file {
+        Some(o) => Some(
+            LogFile::open(o.clone()).map_err(|source| SinkError::LogFile { path: o.path.clone(), source })?,
+        ),
+        None => None,
+    };
+    let shipper = match opts.shipper {
+        Some(o) => Some(Shipper::spawn(o).map_err(SinkError::Shipper)?.0),
+        None => None,
+    };
+    let notifier = match &opts.gotify {
+        Some(o) => {
+            let rules = AlertRules::new(o.backoff, &o.ignore_domains).map_err(SinkError::Gotify)?;
+            Some(Notifier::spawn(&o.host, &o.key, rules, &o.client).map_err(SinkError::Gotify)?.0)
+        }
+        None => None,
+    };
+    let (emitter, rx) = Emitter::channel(opts.channel_capacity.max(1), &opts.hostname);
+    let stats = Arc::new(SinkStats::default());
+    let reopen = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let gotify = notifier.as_ref().map(Notifier::stats);
+    let sink = Sink {
+        rx,
+        stdout: opts.stdout,
+        out_buf: Vec::with_capacity(64 * 1024),
+        log_file,
+        shipper: shipper.clone(),
+        notifier,
+        reopen: reopen.clone(),
+        stop: stop.clone(),
+        stats: stats.clone(),
+        channel_dropped: emitter.drop_counter(),
+        drops_reported: 0,
+        drop_warn: Throttle::new(DROP_WARN_PERIOD),
+    };
+    let thread =
+        thread::Builder::new().name("events".into()).spawn(move || sink.run()).map_err(SinkError::Spawn)?;
+    let handle = SinkHandle {
+        reopen,
+        stop,
+        thread: Some(thread),
+        shipper,
+        stats,
+        gotify,
+        channel_dropped: emitter.drop_counter(),
+    };
+    Ok((emitter, handle))
+}
+
+struct Sink {
+    rx: Receiver<Event>,
+    stdout: Option<Box<dyn Write + Send>>,
+    /// One burst of stdout lines, written with one call.
+    out_buf: Vec<u8>,
+    log_file: Option<LogFile>,
+    shipper: Option<Shipper>,
+    notifier: Option<Notifier>,
+    reopen: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<SinkStats>,
+    channel_dropped: Arc<AtomicU64>,
+    drops_reported: u64,
+    drop_warn: Throttle,
+}
+
+impl Sink {
+    fn run(mut self) {
+        loop {
+            match self.rx.recv_timeout(TICK) {
+                Ok(ev) => {
+                    self.handle(ev);
+                    for _ in 1..BURST {
+                        match self.rx.try_recv() {
+                            Ok(ev) => self.handle(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.reopen.swap(false, Ordering::Relaxed) {
+                if let Some(f) = &mut self.log_file {
+                    f.reopen();
+                    self.stats.reopens.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Some(f) = &mut self.log_file {
+                f.retry_if_broken(Instant::now());
+            }
+            self.report_drops(Instant::now());
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        // Whatever was emitted before the stop is still written.
+        while let Ok(ev) = self.rx.try_recv() {
+            self.handle(ev);
+        }
+        self.flush();
+        self.report_drops(Instant::now());
+    }
+
+    fn handle(&mut self, ev: Event) {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        let json = ev.to_json();
+        if self.stdout.is_some() {
+            self.out_buf.extend_from_slice(json.as_bytes());
+            self.out_buf.push(b'\n');
+        }
+        if let Some(f) = &mut self.log_file {
+            if !f.write_line(&json, Instant::now()) {
+                self.stats.file_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if f.rotated {
+                f.rotated = false;
+                self.stats.rotations.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(n) = &mut self.notifier {
+            n.offer(&ev, Instant::now());
+        }
+        if let Some(s) = &self.shipper {
+            if shipper::ships(&ev) {
+                s.push(json);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(out) = &mut self.stdout {
+            if !self.out_buf.is_empty() {
+                // stdout gone (closed pipe) is not worth dying for: the file
+                // and the dashboard still get the events.
+                let _ = out.write_all(&self.out_buf).and_then(|_| out.flush());
+                self.out_buf.clear();
+            }
+        }
+        if let Some(f) = &mut self.log_file {
+            f.flush(Instant::now());
+        }
+    }
+
+    fn report_drops(&mut self, now: Instant) {
+        let channel = self.channel_dropped.load(Ordering::Relaxed);
+        let queue = self.shipper.as_ref().map_or(0, |s| s.stats().dropped);
+        let alerts = self.notifier.as_ref().map_or(0, |n| n.stats().dropped.load(Ordering::Relaxed));
+        let total = channel + queue + alerts;
+        if total > self.drops_reported && self.drop_warn.ready(now).is_some() {
+            log::warn!(
+                "events: {} events dropped since the last report (totals: {channel} at the sink channel, \
+                 {queue} at the dashboard queue, {alerts} Gotify alerts); the data path never waits for telemetry",
+                total - self.drops_reported
+            );
+            self.drops_reported = total;
+        }
+    }
+}
+
+/// `LOG_FILE`: appended JSON lines, mode 0600, reopened on request and
+/// rotated past `max_size`. A write error is reported (rate-limited) and
+/// the file reopened later; it never stops the sink.
+struct LogFile {
+    opts: LogFileOptions,
+    file: Option<BufWriter<File>>,
+    /// Bytes in the current file, for rotation.
+    size: u64,
+    rotated: bool,
+    warn: Throttle,
+    next_retry: Option<Instant>,
+}
+
+impl LogFile {
+    fn open(opts: LogFileOptions) -> io::Result<LogFile> {
+        let (file, size) = open_append(&opts.path)?;
+        Ok(LogFile {
+            opts,
+            file: Some(BufWriter::with_capacity(64 * 1024, file)),
+            size,
+            rotated: false,
+            warn: Throttle::new(Duration::from_secs(60)),
+            next_retry: None,
+        })
+    }
+
+    /// Appends one line; `false` if it could not be written.
+    fn write_line(&mut self, line: &str, now: Instant) -> bool {
+        let len = line.len() as u64 + 1;
+        if self.opts.max_size > 0 && self.size > 0 && self.size + len > self.opts.max_size {
+            self.rotate(now);
+        }
+        let Some(w) = &mut self.file else { return false };
+        match w.write_all(line.as_bytes()).and_then(|_| w.write_all(b"\n")) {
+            Ok(()) => {
+                self.size += len;
+                true
+            }
+            Err(e) => {
+                self.fail("write", &e, now);
+                false
+            }
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        if let Some(w) = &mut self.file {
+            if let Err(e) = w.flush() {
+                self.fail("write", &e, now);
+            }
+        }
+    }
+
+    fn fail(&mut self, what: &str, e: &io::Error, now: Instant) {
+        if let Some(held) = self.warn.ready(now) {
+            log::warn!(
+                "LOG_FILE {}: cannot {what}: {e}; events still go to stdout ({held} similar errors held back)",
+                self.opts.path.display()
+            );
+        }
+        // Drop the handle without flushing again; reopen later.
+        if let Some(w) = self.file.take() {
+            let _ = w.into_parts();
+        }
+        self.next_retry = Some(now + Duration::from_secs(5));
+    }
+
+    fn retry_if_broken(&mut self, now: Instant) {
+        if self.file.is_none() && self.next_retry.map_or(true, |t| now >= t) {
+            self.reopen_at(now);
+        }
+    }
+
+    fn reopen(&mut self) {
+        self.reopen_at(Instant::now());
+    }
+
+    fn reopen_at(&mut self, now: Instant) {
+        if let Some(mut w) = self.file.take() {
+            let _ = w.flush();
+        }
+        match open_append(&self.opts.path) {
+            Ok((f, size)) => {
+                self.file = Some(BufWriter::with_capacity(64 * 1024, f));
+                self.size = size;
+                self.next_retry = None;
+            }
+            Err(e) => self.fail("open", &e, now),
+        }
+    }
+
+    /// `LOG_FILE` → `.1` → `.2` … → `.<keep>` (the oldest is replaced),
+    /// then a fresh `LOG_FILE`.
+    fn rotate(&mut self, now: Instant) {
+        if let Some(mut w) = self.file.take() {
+            let _ = w.flush();
+        }
+        let keep = self.opts.keep.max(1);
+        for k in (1..keep).rev() {
+            let _ = std::fs::rename(numbered(&self.opts.path, k), numbered(&self.opts.path, k + 1));
+        }
+        if let Err(e) = std::fs::rename(&self.opts.path, numbered(&self.opts.path, 1)) {
+            self.fail("rotate", &e, now);
+        }
+        self.rotated = true;
+        self.reopen_at(now);
+    }
+}
+
+fn numbered(path: &Path, k: usize) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{k}"));
+    PathBuf::from(s)
+}
+
+/// Opens for appending, creating with mode 0600 (events name hosts and
+/// addresses; other users of the machine need not read them).
+fn open_append(path: &Path) -> io::Result<(File, u64)> {
+    let f = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    let size = f.metadata()?.len();
+    Ok((f, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("egret-sink-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn log_file_rotates_by_size_and_keeps_every_line() {
+        let dir = tmp("rotate");
+        let path = dir.join("events.log");
+        let mut f = LogFile::open(LogFileOptions { path: path.clone(), max_size: 100, keep: 2 }).unwrap();
+        let now = Instant::now();
+        let line = "x".repeat(29); // 30 bytes with the newline
+        for _ in 0..10 {
+            assert!(f.write_line(&line, now));
+        }
+        f.flush(now);
+        let count = |p: &Path| std::fs::read_to_string(p).map(|s| s.lines().count()).unwrap_or(0);
+        // 10 lines, 3 per file: current 1, .1 3, .2 3 (the oldest 3 rotated away with keep=2).
+        assert_eq!((count(&path), count(&numbered(&path, 1)), count(&numbered(&path, 2))), (1, 3, 3));
+        assert!(!numbered(&path, 3).exists());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reopen_follows_a_moved_file() {
+        let dir = tmp("reopen");
+        let path = dir.join("events.log");
+        let mut f = LogFile::open(LogFileOptions { path: path.clone(), max_size: 0, keep: 1 }).unwrap();
+        let now = Instant::now();
+        f.write_line("one", now);
+        f.flush(now);
+        std::fs::rename(&path, dir.join("moved")).unwrap();
+        f.write_line("two", now); // still into the moved file
+        f.reopen();
+        f.write_line("three", now);
+        f.flush(now);
+        assert_eq!(std::fs::read_to_string(dir.join("moved")).unwrap(), "one\ntwo\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn numbered_paths() {
+        assert_eq!(numbered(Path::new("/var/log/egret.json"), 2), PathBuf::from("/var/log/egret.json.2"));
+    }
+}
