@@ -15,6 +15,16 @@ use crate::util;
 
 const MARK: &str = "0x2a2a2a2a";
 
+/// Debian's python3 when present: a version-manager shim (pyenv) costs
+/// half a second per start, which the TTL test cannot afford.
+fn py() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
 fn data(name: &str) -> String {
     util::data(&format!("netns/{name}")).to_string_lossy().into_owned()
 }
@@ -55,7 +65,7 @@ fn normalize(s: &str) -> String {
 
 /// `client.py` from the workload namespace: the parsed JSON outcome.
 fn client(ns: &str, host: &str, port: u16, proto: &str, mark: Option<u32>) -> serde_json::Value {
-    let mut c = Pair::exec(ns, "python3");
+    let mut c = Pair::exec(ns, py());
     c.args([&data("client.py"), host, &port.to_string(), proto, "x"]);
     if let Some(m) = mark {
         c.arg(format!("{m:#x}"));
@@ -135,8 +145,13 @@ fn golden_text_equals_kernel_ruleset() {
     ];
     for (name, yaml) in cases {
         let pol = policy_file(&format!("nft-golden-{name}"), &yaml);
-        for mode in ["https", "dns"] {
-            let env = [("BYPASS_MARK", MARK), ("FILTER_MODE", mode), ("DNS_UPSTREAMS", "10.9.9.9:53")];
+        for (mode, strict) in [("https", "false"), ("dns", "false"), ("dns", "true")] {
+            let env = [
+                ("BYPASS_MARK", MARK),
+                ("FILTER_MODE", mode),
+                ("DNS_STRICT", strict),
+                ("DNS_UPSTREAMS", "10.9.9.9:53"),
+            ];
             let want = run_ok(egret_in(&p.work, &pol, &env, &["run", "--print-rules"]));
             run_ok(egret_in(&p.work, &pol, &env, &["init"]));
             let got = nft_list(&p.work);
@@ -180,7 +195,7 @@ fn ten_thousand_cidrs_apply_in_one_batch() {
 fn allowed_passes_blocked_is_refused_fast_and_logged() {
     let p = Pair::new();
     let addrs = [p.v4(2), p.v4(3), p.v6(2), p.v6(3)].join(",");
-    let _servers = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "7000", "7001,443", &addrs]);
+    let _servers = Pair::spawn_ready(&p.up, py(), &[&data("servers.py"), "7000", "7001,443", &addrs]);
     let pol = policy_file("nft-traffic", &basic_policy(&p));
     run_ok(egret_in(&p.work, &pol, &[], &["init"]));
     let log = nflog_in(&p.work);
@@ -209,8 +224,8 @@ fn allowed_passes_blocked_is_refused_fast_and_logged() {
 #[test]
 fn web_ports_of_blocked_addresses_land_on_the_redirect_port() {
     let p = Pair::new();
-    let _proxy = Pair::spawn_ready(&p.work, "python3", &[&data("redirect_listener.py"), "8080,8443"]);
-    let _servers = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "80,443", ""]);
+    let _proxy = Pair::spawn_ready(&p.work, py(), &[&data("redirect_listener.py"), "8080,8443"]);
+    let _servers = Pair::spawn_ready(&p.up, py(), &[&data("servers.py"), "80,443", ""]);
     let pol = policy_file("nft-redirect", &basic_policy(&p));
     run_ok(egret_in(&p.work, &pol, &[], &["init"]));
     for host in [p.v4(3), p.v6(3)] {
@@ -228,11 +243,11 @@ fn web_ports_of_blocked_addresses_land_on_the_redirect_port() {
 #[test]
 fn flows_from_before_the_rules_are_cut_inbound_still_answered() {
     let p = Pair::new();
-    let _up = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "7000", ""]);
-    let _work_server = Pair::spawn_ready(&p.work, "python3", &[&data("servers.py"), "7100", ""]);
-    let mut old_allowed = Pair::spawn_ready(&p.work, "python3", &[&data("session.py"), &p.v4(2), "7000"]);
-    let mut old_blocked = Pair::spawn_ready(&p.work, "python3", &[&data("session.py"), &p.v4(3), "7000"]);
-    let mut old_blocked6 = Pair::spawn_ready(&p.work, "python3", &[&data("session.py"), &p.v6(3), "7000"]);
+    let _up = Pair::spawn_ready(&p.up, py(), &[&data("servers.py"), "7000", ""]);
+    let _work_server = Pair::spawn_ready(&p.work, py(), &[&data("servers.py"), "7100", ""]);
+    let mut old_allowed = Pair::spawn_ready(&p.work, py(), &[&data("session.py"), &p.v4(2), "7000"]);
+    let mut old_blocked = Pair::spawn_ready(&p.work, py(), &[&data("session.py"), &p.v4(3), "7000"]);
+    let mut old_blocked6 = Pair::spawn_ready(&p.work, py(), &[&data("session.py"), &p.v6(3), "7000"]);
 
     let pol = policy_file("nft-conntrack", &basic_policy(&p));
     run_ok(egret_in(&p.work, &pol, &[], &["init"]));
@@ -255,7 +270,7 @@ fn flows_from_before_the_rules_are_cut_inbound_still_answered() {
 #[test]
 fn rules_outlive_the_process_reapply_is_identical_cleanup_removes() {
     let p = Pair::new();
-    let _servers = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "7000", ""]);
+    let _servers = Pair::spawn_ready(&p.up, py(), &[&data("servers.py"), "7000", ""]);
     let pol = policy_file("nft-lifecycle", &basic_policy(&p));
     let env = [("BYPASS_MARK", MARK)];
     run_ok(egret_in(&p.work, &pol, &env, &["init"]));
@@ -317,14 +332,14 @@ fn without_net_admin_a_clear_error_and_no_hang() {
 #[test]
 fn a_forged_mark_from_a_workload_with_net_raw_gets_nowhere() {
     let p = Pair::new();
-    let _servers = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "7000", ""]);
+    let _servers = Pair::spawn_ready(&p.up, py(), &[&data("servers.py"), "7000", ""]);
     let pol = policy_file("nft-forge", &basic_policy(&p));
     run_ok(egret_in(&p.work, &pol, &[], &["init"]));
     for mark in [0x1u32, 0x2a2a2a2a, 0x7fff_ffff] {
         // A workload process: no NET_ADMIN, but NET_RAW (containers get it
         // by default), which is enough to set SO_MARK.
         let mut c = Pair::exec(&p.work, "setpriv");
-        c.args(["--bounding-set=-net_admin", "python3", &data("client.py"), &p.v4(3), "7000", "tcp", "x"]);
+        c.args(["--bounding-set=-net_admin", py(), &data("client.py"), &p.v4(3), "7000", "tcp", "x"]);
         c.arg(format!("{mark:#x}"));
         let out = run_ok(c);
         let v: serde_json::Value = serde_json::from_str(out.trim()).expect("client json");
@@ -338,7 +353,7 @@ fn with_cgroup_v2_even_egrets_own_mark_is_useless_to_a_workload() {
     // mounts one privately so egret gets its own cgroup and the rules match
     // `socket cgroupv2` as well as the mark.
     let p = Pair::new();
-    let _servers = Pair::spawn_ready(&p.up, "python3", &[&data("servers.py"), "7000", ""]);
+    let _servers = Pair::spawn_ready(&p.up, py(), &[&data("servers.py"), "7000", ""]);
     let pol = policy_file("nft-cgroup", &basic_policy(&p));
     let mut c = Command::new("unshare");
     let cg_name = format!("egret-it-{}-{}", std::process::id(), p.n);
@@ -356,4 +371,51 @@ fn with_cgroup_v2_even_egrets_own_mark_is_useless_to_a_workload() {
     assert!(rules.contains("socket cgroupv2 level 1"), "no cgroup match installed:\n{rules}");
     assert_reaches(&outcome("inside "), "egret's mark from egret's cgroup");
     assert_refused_fast(&outcome("outside "), "egret's mark from another cgroup");
+}
+
+/// Runs `f` on a thread inside network namespace `ns`.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+#[test]
+fn strict_dns_learned_addresses_expire_and_reload_revokes_their_flows() {
+    let p = Pair::new();
+    let _servers = Pair::spawn_ready(&p.up, py(), &[&data("servers.py"), "7000", ""]);
+    let pol = policy_file("nft-strict", &basic_policy(&p));
+    let strict = |mark: &'static str| [("FILTER_MODE", "dns"), ("DNS_STRICT", "true"), ("BYPASS_MARK", mark)];
+    run_ok(egret_in(&p.work, &pol, &strict("0x1111"), &["init"]));
+    let learned = p.v4(3);
+    assert_refused_fast(&client(&p.work, &learned, 7000, "tcp", None), "not yet learned");
+
+    let ip: std::net::IpAddr = learned.parse().unwrap();
+    let ttl = Duration::from_secs(6);
+    let added = Instant::now();
+    in_netns(&p.work, move || egret::nft::add_learned(&[(ip, ttl)])).expect("add learned address");
+    let first = client(&p.work, &learned, 7000, "tcp", None);
+    assert_reaches(&first, &format!("learned address ({:?} after adding it for {ttl:?})", added.elapsed()));
+    let mut flow = Pair::spawn_ready(&p.work, py(), &[&data("session.py"), &learned, "7000"]);
+    assert!(added.elapsed() < ttl, "the machine is too slow for this test's {ttl:?} TTL");
+
+    std::thread::sleep((added + ttl + Duration::from_millis(500)).saturating_duration_since(Instant::now()));
+    assert_refused_fast(&client(&p.work, &learned, 7000, "tcp", None), "new flow after the entry expired");
+    flow.send_line("b");
+    assert_eq!(
+        flow.line(Duration::from_secs(5)).as_deref(),
+        Some(r#"{"ok": "echo:b"}"#),
+        "a flow stamped with this generation survives the entry's expiry"
+    );
+
+    // A reload (new generation) revokes it.
+    run_ok(egret_in(&p.work, &pol, &strict("0x2222"), &["init"]));
+    flow.send_line("c");
+    let got = flow.line(Duration::from_secs(6)).unwrap_or_default();
+    assert!(!got.contains("echo:c"), "flow of the old generation kept flowing: {got}");
 }
