@@ -96,38 +96,14 @@ fn host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// Binds egret's NFLOG reader inside `ns` (from a thread that enters the
-/// namespace) and forwards records for `secs` seconds.
-fn nflog_in(ns: &str) -> mpsc::Receiver<egret::nflog::LogRecord> {
-    let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let l = egret::nflog::Listener::bind(0, 128, 1);
-        let l = match l {
-            Ok(l) => {
-                let _ = ready_tx.send(Ok(()));
-                l
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let mut buf = vec![0u8; 65536];
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            for r in l.read(&mut buf).expect("nflog read") {
-                if tx.send(r).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    ready_rx.recv_timeout(Duration::from_secs(5)).expect("nflog thread").expect("bind nflog group 0");
-    rx
+/// Starts egret's NFLOG reader (`nflog::spawn`, default configuration:
+/// group 0, copy range 96, queue threshold 50) inside `ns`; its events
+/// arrive on the returned channel.
+fn nflog_events_in(ns: &str) -> (egret::nflog::Reader, mpsc::Receiver<egret::events::Event>) {
+    let cfg = egret::config::Config::from_env(&|_| None).expect("default config");
+    let (emitter, rx) = egret::events::Emitter::channel(1024, "test-host");
+    let reader = in_netns(ns, move || egret::nflog::spawn(&cfg, emitter)).expect("bind nflog group 0");
+    (reader, rx)
 }
 
 fn basic_policy(p: &Pair) -> String {
@@ -198,7 +174,7 @@ fn allowed_passes_blocked_is_refused_fast_and_logged() {
     let _servers = Pair::spawn_ready(&p.up, py(), &[&data("servers.py"), "7000", "7001,443", &addrs]);
     let pol = policy_file("nft-traffic", &basic_policy(&p));
     run_ok(egret_in(&p.work, &pol, &[], &["init"]));
-    let log = nflog_in(&p.work);
+    let (reader, events) = nflog_events_in(&p.work);
 
     for (ok, blocked) in [(p.v4(2), p.v4(3)), (p.v6(2), p.v6(3))] {
         assert_reaches(&client(&p.work, &ok, 7000, "tcp", None), &format!("allowed tcp {ok}"));
@@ -209,16 +185,26 @@ fn allowed_passes_blocked_is_refused_fast_and_logged() {
             &client(&p.work, &blocked, 443, "udp", None),
             &format!("blocked udp 443 {blocked}"),
         );
-        let dst: std::net::IpAddr = blocked.parse().unwrap();
-        let rec = wait_for(Duration::from_secs(5), || {
-            log.try_iter().find(|r| r.dst == dst && r.dst_port == Some(7000))
+        let ev = wait_for(Duration::from_secs(5), || {
+            events.try_iter().find(|e| {
+                e.destination_ip.as_deref() == Some(blocked.as_str()) && e.destination_port == Some(7000)
+            })
         })
-        .unwrap_or_else(|| panic!("no NFLOG record for {}", host_port(&blocked, 7000)));
-        assert_eq!(rec.prefix, "blocked");
-        assert_eq!(rec.protocol, egret::nflog::Protocol::Tcp);
-        assert_eq!(rec.src.to_string(), if dst.is_ipv4() { p.v4(1) } else { p.v6(1) });
-        assert!(rec.src_port.is_some());
+        .unwrap_or_else(|| panic!("no nflog.event for {}", host_port(&blocked, 7000)));
+        let v: serde_json::Value = serde_json::from_str(&ev.to_json()).expect("event json");
+        let src = if blocked.contains(':') { p.v6(1) } else { p.v4(1) };
+        let sport = v["source_port"].as_u64().expect("source_port") as u16;
+        assert_eq!(v["msg"], "nflog.event");
+        assert_eq!(v["action"], "BLOCKED");
+        assert_eq!(v["component"], "nflog");
+        assert_eq!(v["hostname"], "test-host");
+        assert_eq!(v["protocol"], "TCP");
+        assert_eq!(v["source_ip"], src.as_str());
+        assert_eq!(v["dst"], host_port(&blocked, 7000).as_str());
+        let flow = egret::events::flow_id(src.parse().unwrap(), sport, blocked.parse().unwrap(), 7000, "TCP");
+        assert_eq!(v["flow_id"], flow.as_str());
     }
+    reader.stop();
 }
 
 #[test]
@@ -418,4 +404,27 @@ fn strict_dns_learned_addresses_expire_and_reload_revokes_their_flows() {
     flow.send_line("c");
     let got = flow.line(Duration::from_secs(6)).unwrap_or_default();
     assert!(!got.contains("echo:c"), "flow of the old generation kept flowing: {got}");
+}
+
+#[test]
+fn listener_ports_take_connections_from_this_host_only() {
+    let p = Pair::new();
+    // A listener bound to every address, as a misconfigured proxy might be.
+    let _listener = Pair::spawn_ready(&p.work, py(), &[&data("servers.py"), "8080", ""]);
+    let pol = policy_file("nft-input", &basic_policy(&p));
+    run_ok(egret_in(&p.work, &pol, &[], &["init"]));
+    for host in ["127.0.0.1".to_owned(), "::1".to_owned(), p.v4(1)] {
+        assert_reaches(
+            &client(&p.work, &host, 8080, "tcp", None),
+            &format!("local {}", host_port(&host, 8080)),
+        );
+    }
+    for host in [p.v4(1), p.v6(1)] {
+        let v = client(&p.up, &host, 8080, "tcp", None);
+        assert!(
+            v["ok"].is_null(),
+            "another host reached egret's listener port {}: {v}",
+            host_port(&host, 8080)
+        );
+    }
 }
