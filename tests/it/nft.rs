@@ -185,7 +185,7 @@ fn allowed_passes_blocked_is_refused_fast_and_logged() {
             &client(&p.work, &blocked, 443, "udp", None),
             &format!("blocked udp 443 {blocked}"),
         );
-        let ev = wait_for(Duration::from_secs(5), || {
+        let ev = wait_for(Duration::from_secs(30), || {
             events.try_iter().find(|e| {
                 e.destination_ip.as_deref() == Some(blocked.as_str()) && e.destination_port == Some(7000)
             })
@@ -239,10 +239,10 @@ fn flows_from_before_the_rules_are_cut_inbound_still_answered() {
     run_ok(egret_in(&p.work, &pol, &[], &["init"]));
 
     old_allowed.send_line("b");
-    assert_eq!(old_allowed.line(Duration::from_secs(5)).as_deref(), Some(r#"{"ok": "echo:b"}"#));
+    assert_eq!(old_allowed.line(Duration::from_secs(15)).as_deref(), Some(r#"{"ok": "echo:b"}"#));
     for (s, what) in [(&mut old_blocked, "v4"), (&mut old_blocked6, "v6")] {
         s.send_line("b");
-        let got = s.line(Duration::from_secs(6)).unwrap_or_default();
+        let got = s.line(Duration::from_secs(15)).unwrap_or_default();
         assert!(!got.contains("echo:b"), "{what} flow opened before egret kept flowing: {got}");
     }
 
@@ -308,7 +308,7 @@ fn without_net_admin_a_clear_error_and_no_hang() {
         c.env_clear().env("POLICY_PATH", &pol).env("LOG_LEVEL", "error");
         let start = Instant::now();
         let (code, _, err) = util::run(c);
-        assert!(start.elapsed() < Duration::from_secs(10), "{sub} took {:?}", start.elapsed());
+        assert!(start.elapsed() < Duration::from_secs(30), "{sub} took {:?}", start.elapsed());
         assert_eq!(code, 1, "{sub}: {err}");
         assert!(err.contains("needs CAP_NET_ADMIN"), "{sub}: {err}");
     }
@@ -373,37 +373,52 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
 
 #[test]
 fn strict_dns_learned_addresses_expire_and_reload_revokes_their_flows() {
+    // Timing-free: the kernel's timeout is checked as recorded ("timeout
+    // 5m"), and expiry is played by deleting the element, which is what
+    // expiry does to the set lookup.
     let p = Pair::new();
     let _servers = Pair::spawn_ready(&p.up, py(), &[&data("servers.py"), "7000", ""]);
     let pol = policy_file("nft-strict", &basic_policy(&p));
     let strict = |mark: &'static str| [("FILTER_MODE", "dns"), ("DNS_STRICT", "true"), ("BYPASS_MARK", mark)];
     run_ok(egret_in(&p.work, &pol, &strict("0x1111"), &["init"]));
-    let learned = p.v4(3);
-    assert_refused_fast(&client(&p.work, &learned, 7000, "tcp", None), "not yet learned");
+    let nft = |args: &[&str]| {
+        let mut c = Pair::exec(&p.work, "nft");
+        c.args(args);
+        run_ok(c)
+    };
+    for learned in [p.v4(3), p.v6(3)] {
+        let (set, what) = if learned.contains(':') { ("learned6", "v6") } else { ("learned4", "v4") };
+        assert_refused_fast(
+            &client(&p.work, &learned, 7000, "tcp", None),
+            &format!("{what} not yet learned"),
+        );
 
-    let ip: std::net::IpAddr = learned.parse().unwrap();
-    let ttl = Duration::from_secs(6);
-    let added = Instant::now();
-    in_netns(&p.work, move || egret::nft::add_learned(&[(ip, ttl)])).expect("add learned address");
-    let first = client(&p.work, &learned, 7000, "tcp", None);
-    assert_reaches(&first, &format!("learned address ({:?} after adding it for {ttl:?})", added.elapsed()));
-    let mut flow = Pair::spawn_ready(&p.work, py(), &[&data("session.py"), &learned, "7000"]);
-    assert!(added.elapsed() < ttl, "the machine is too slow for this test's {ttl:?} TTL");
+        let ip: std::net::IpAddr = learned.parse().unwrap();
+        in_netns(&p.work, move || egret::nft::add_learned(&[(ip, Duration::from_secs(300))]))
+            .expect("add learned address");
+        let listed = nft(&["list", "set", "inet", "egret", set]);
+        assert!(listed.contains(&format!("{learned} timeout 5m")), "{listed}");
+        assert_reaches(&client(&p.work, &learned, 7000, "tcp", None), &format!("{what} learned address"));
+        let mut flow = Pair::spawn_ready(&p.work, py(), &[&data("session.py"), &learned, "7000"]);
 
-    std::thread::sleep((added + ttl + Duration::from_millis(500)).saturating_duration_since(Instant::now()));
-    assert_refused_fast(&client(&p.work, &learned, 7000, "tcp", None), "new flow after the entry expired");
-    flow.send_line("b");
-    assert_eq!(
-        flow.line(Duration::from_secs(5)).as_deref(),
-        Some(r#"{"ok": "echo:b"}"#),
-        "a flow stamped with this generation survives the entry's expiry"
-    );
-
-    // A reload (new generation) revokes it.
-    run_ok(egret_in(&p.work, &pol, &strict("0x2222"), &["init"]));
-    flow.send_line("c");
-    let got = flow.line(Duration::from_secs(6)).unwrap_or_default();
-    assert!(!got.contains("echo:c"), "flow of the old generation kept flowing: {got}");
+        nft(&["delete", "element", "inet", "egret", set, &format!("{{ {learned} }}")]);
+        assert_refused_fast(
+            &client(&p.work, &learned, 7000, "tcp", None),
+            &format!("{what} new flow after expiry"),
+        );
+        flow.send_line("b");
+        assert_eq!(
+            flow.line(Duration::from_secs(10)).as_deref(),
+            Some(r#"{"ok": "echo:b"}"#),
+            "{what}: a flow stamped with this generation survives the entry's expiry"
+        );
+        // A reload (new generation) revokes it.
+        let mark = if learned.contains(':') { "0x3333" } else { "0x2222" };
+        run_ok(egret_in(&p.work, &pol, &strict(mark), &["init"]));
+        flow.send_line("c");
+        let got = flow.line(Duration::from_secs(10)).unwrap_or_default();
+        assert!(!got.contains("echo:c"), "{what}: flow of the old generation kept flowing: {got}");
+    }
 }
 
 #[test]
