@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive: nft/ip to build and inspect namespaces,
 # real clients (curl, openssl, dig), capability tools for privilege tests,
-# headless chromium for the dashboard UI test.
-PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools chromium)
+# python3 for small test servers, headless chromium for the dashboard UI test.
+PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools python3 chromium)
 
 need_install=()
 for p in "${PACKAGES[@]}"; do

@@ -94,9 +94,19 @@ fn check(path: Option<std::path::PathBuf>) -> ExitCode {
     }
 }
 
+/// Everything the kernel path needs at start.
+pub struct Prepared {
+    pub cfg: Config,
+    pub policy: Policy,
+    /// egret's own identity: set `identity.mark` on every socket egret
+    /// opens to the outside (`nft::set_mark`).
+    pub identity: crate::nft::Identity,
+    pub ruleset: crate::nft::Ruleset,
+}
+
 /// Config + policy + identity → the ruleset, or the exit code of the
 /// first problem (already printed).
-pub fn build_ruleset() -> Result<(Config, Policy, crate::nft::Ruleset), ExitCode> {
+pub fn build_ruleset() -> Result<Prepared, ExitCode> {
     let cfg = load_config()?;
     let policy = load_policy(&cfg, None).map_err(|e| {
         eprintln!("egret: {e}");
@@ -106,15 +116,15 @@ pub fn build_ruleset() -> Result<(Config, Policy, crate::nft::Ruleset), ExitCode
         eprintln!("egret: choosing a random bypass mark: {e}");
         ExitCode::from(EXIT_FAILURE)
     })?;
-    let rs = crate::nft::Ruleset::build(&cfg, &policy, &id);
-    Ok((cfg, policy, rs))
+    let ruleset = crate::nft::Ruleset::build(&cfg, &policy, &id);
+    Ok(Prepared { cfg, policy, identity: id, ruleset })
 }
 
 /// `egret run --print-rules`: the ruleset as nft text, nothing applied.
 fn print_rules() -> ExitCode {
     match build_ruleset() {
-        Ok((_, _, rs)) => {
-            print!("{rs}");
+        Ok(p) => {
+            print!("{}", p.ruleset);
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -123,11 +133,11 @@ fn print_rules() -> ExitCode {
 
 /// `egret init`: install the fail-closed ruleset and exit.
 fn init() -> ExitCode {
-    let (_, _, rs) = match build_ruleset() {
-        Ok(x) => x,
+    let p = match build_ruleset() {
+        Ok(p) => p,
         Err(code) => return code,
     };
-    match crate::nft::apply(&rs) {
+    match crate::nft::apply(&p.ruleset) {
         Ok(a) => {
             eprintln!("egret init: {} in {} ms", a.installed, a.elapsed.as_millis());
             ExitCode::SUCCESS

@@ -145,6 +145,20 @@ pub fn delete_table() -> Result<bool, NftError> {
     }
 }
 
+/// Strict DNS mode: lets the workloads reach `ip` for `ttl` (an address an
+/// allowed answer returned). Adding an address already present keeps it.
+pub fn add_learned(elems: &[(std::net::IpAddr, Duration)]) -> Result<(), NftError> {
+    if elems.is_empty() {
+        return Ok(());
+    }
+    let ms: Vec<(std::net::IpAddr, u64)> =
+        elems.iter().map(|(ip, d)| (*ip, d.as_millis().clamp(1, u128::from(u64::MAX)) as u64)).collect();
+    let mut nl = Netlink::open()?;
+    let batch = netlink::learned_batch(TABLE, &ms, nl.next_seq())?;
+    nl.seq = nl.seq.wrapping_add(batch.messages as u32);
+    nl.run_batch(&batch)
+}
+
 /// What is installed in egret's table now.
 pub fn read_back() -> Result<Installed, NftError> {
     Netlink::open()?.read_back(TABLE)

@@ -107,6 +107,9 @@ pub mod c {
     pub const NFTA_CT_KEY: u16 = 2;
     pub const NFT_CT_STATE: u32 = 0;
     pub const NFT_CT_DIRECTION: u32 = 1;
+    pub const NFT_CT_MARK: u32 = 3;
+    pub const NFTA_CT_SREG: u16 = 4;
+    pub const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
     pub const NFTA_BITWISE_SREG: u16 = 1;
     pub const NFTA_BITWISE_DREG: u16 = 2;
     pub const NFTA_BITWISE_LEN: u16 = 3;
@@ -349,6 +352,10 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             n[..len].copy_from_slice(&b[..len]);
             vec![meta(c::NFT_META_IIFNAME)?, cmp(c::NFT_CMP_NEQ, &n)?]
         }
+        Match::CtMark(m) => vec![
+            expr("ct", vec![be32(c::NFTA_CT_DREG, c::NFT_REG_1)?, be32(c::NFTA_CT_KEY, c::NFT_CT_MARK)?])?,
+            cmp(c::NFT_CMP_EQ, &m.to_ne_bytes())?,
+        ],
     })
 }
 
@@ -400,6 +407,16 @@ fn stmt_exprs(s: &Stmt) -> Result<Vec<Attr>, EncodeError> {
                 vec![be32(c::NFTA_REJECT_TYPE, ty)?, attr(c::NFTA_REJECT_ICMP_CODE, [code])?],
             )?]
         }
+        Stmt::CtMarkSet(m) => vec![
+            expr(
+                "immediate",
+                vec![
+                    be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_1)?,
+                    data(c::NFTA_IMMEDIATE_DATA, &m.to_ne_bytes())?,
+                ],
+            )?,
+            expr("ct", vec![be32(c::NFTA_CT_KEY, c::NFT_CT_MARK)?, be32(c::NFTA_CT_SREG, c::NFT_REG_1)?])?,
+        ],
     })
 }
 
@@ -516,6 +533,39 @@ pub fn apply_batch(rs: &Ruleset, seq: u32) -> Result<Batch, EncodeError> {
                 &attrs,
                 format!("chain {} rule {} `{r}`", ch.name, i + 1),
             )?;
+        }
+    }
+    b.finish()
+}
+
+/// The batch that adds addresses to the learned sets (strict DNS mode),
+/// each with its own timeout (milliseconds, as the kernel wants).
+pub fn learned_batch(table: &str, elems: &[(IpAddr, u64)], seq: u32) -> Result<Batch, EncodeError> {
+    use super::ruleset::{SET_LEARNED4, SET_LEARNED6};
+    let mut b = Builder::new(seq)?;
+    for (set, v4) in [(SET_LEARNED4, true), (SET_LEARNED6, false)] {
+        let mine: Vec<&(IpAddr, u64)> = elems.iter().filter(|(ip, _)| ip.is_ipv4() == v4).collect();
+        for chunk in mine.chunks(ELEMS_PER_MSG) {
+            let mut list = Vec::with_capacity(chunk.len());
+            for (ip, ms) in chunk {
+                let key = match ip {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                list.push(nest(
+                    c::NFTA_LIST_ELEM,
+                    vec![
+                        data(c::NFTA_SET_ELEM_KEY, &key)?,
+                        attr(c::NFTA_SET_ELEM_TIMEOUT, ms.to_be_bytes())?,
+                    ],
+                )?);
+            }
+            let attrs = [
+                table_attr(c::NFTA_SET_ELEM_LIST_TABLE, table)?,
+                attr(c::NFTA_SET_ELEM_LIST_SET, set)?,
+                nest(c::NFTA_SET_ELEM_LIST_ELEMENTS, list)?,
+            ];
+            b.push(c::NFT_MSG_NEWSETELEM, NlmF::CREATE, &attrs, format!("set {set} learned elements"))?;
         }
     }
     b.finish()

@@ -164,6 +164,9 @@ pub enum Match {
     Icmpv6Type(u8),
     /// `iifname != "name"`
     IifnameNot(&'static str),
+    /// `ct mark 0x...`: the flow was stamped by a rule of this policy
+    /// generation.
+    CtMark(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +197,8 @@ pub enum Stmt {
         group: u16,
     },
     Reject(Reject),
+    /// `ct mark set 0x...`
+    CtMarkSet(u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,8 +226,17 @@ pub struct Ruleset {
 const ND_TYPES: [u8; 5] = [133, 134, 135, 136, 143];
 
 impl Ruleset {
-    /// Builds the ruleset for this configuration, policy and identity.
+    /// Builds the ruleset for this configuration, policy and identity. The
+    /// policy generation (strict DNS mode) is the mark: random per start.
     pub fn build(cfg: &Config, policy: &Policy, id: &Identity) -> Ruleset {
+        Ruleset::build_at(cfg, policy, id, id.mark)
+    }
+
+    /// As [`Ruleset::build`], with an explicit policy generation. In strict
+    /// DNS mode, flows to learned addresses are stamped with it (conntrack
+    /// mark) so they survive the learned entry's expiry but not a reload:
+    /// a reload must pass a new generation.
+    pub fn build_at(cfg: &Config, policy: &Policy, id: &Identity, generation: u32) -> Ruleset {
         let ips = policy.ips();
         let mut sets = vec![
             Set {
@@ -300,8 +314,13 @@ impl Ruleset {
             out.push(rule(vec![Match::DaddrInSet(Family::V4, SET_ALLOWED4)], vec![Stmt::Accept]));
             out.push(rule(vec![Match::DaddrInSet(Family::V6, SET_ALLOWED6)], vec![Stmt::Accept]));
             if strict {
-                out.push(rule(vec![Match::DaddrInSet(Family::V4, SET_LEARNED4)], vec![Stmt::Accept]));
-                out.push(rule(vec![Match::DaddrInSet(Family::V6, SET_LEARNED6)], vec![Stmt::Accept]));
+                for (f, set) in [(Family::V4, SET_LEARNED4), (Family::V6, SET_LEARNED6)] {
+                    out.push(rule(
+                        vec![Match::DaddrInSet(f, set)],
+                        vec![Stmt::CtMarkSet(generation), Stmt::Accept],
+                    ));
+                }
+                out.push(rule(vec![Match::CtMark(generation)], vec![Stmt::Accept]));
             }
             if cfg.filter_mode == FilterMode::Https {
                 // Workloads resolve names themselves in HTTPS mode: they may
@@ -510,6 +529,7 @@ impl fmt::Display for Match {
                 t => write!(f, "icmpv6 type {t}"),
             },
             Match::IifnameNot(n) => write!(f, "iifname != \"{n}\""),
+            Match::CtMark(m) => write!(f, "ct mark 0x{m:08x}"),
         }
     }
 }
@@ -528,6 +548,7 @@ impl fmt::Display for Stmt {
             Stmt::Reject(Reject::TcpReset) => f.write_str("reject with tcp reset"),
             Stmt::Reject(Reject::PortUnreachable) => f.write_str("reject"),
             Stmt::Reject(Reject::AdminProhibited) => f.write_str("reject with icmpx admin-prohibited"),
+            Stmt::CtMarkSet(m) => write!(f, "ct mark set 0x{m:08x}"),
         }
     }
 }
@@ -682,8 +703,9 @@ table inet egret {
         let text = rs.to_string();
         for want in [
             "set learned4 {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}",
-            "ip daddr @learned4 accept",
-            "ip6 daddr @learned6 accept",
+            "ip daddr @learned4 ct mark set 0x1234abcd accept",
+            "ip6 daddr @learned6 ct mark set 0x1234abcd accept",
+            "ct mark 0x1234abcd accept",
             "elements = { fd00::/8 }",
             "policy drop;",
             "udp dport 53 redirect to :53",

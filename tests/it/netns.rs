@@ -103,7 +103,7 @@ impl Pair {
             }
         });
         let g = Guard { child, lines: rx };
-        let first = g.line(Duration::from_secs(10));
+        let first = g.line(Duration::from_secs(60));
         assert_eq!(first.as_deref(), Some("ready"), "{program} {args:?} did not get ready");
         g
     }
