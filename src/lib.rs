@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod dns;
 pub mod events;
 pub mod health;
 pub mod policy;

@@ -1,0 +1,3 @@
+//! DNS mode: the filtering resolver.
+
+pub mod filter;
