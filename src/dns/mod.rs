@@ -1,3 +1,4 @@
 //! DNS mode: the filtering resolver.
 
 pub mod filter;
+pub mod upstream;
