@@ -2,4 +2,6 @@
 //! the kernel path) real network namespaces. See ARCHITECTURE.md.
 
 mod check;
+mod dns;
+mod dnsauth;
 mod util;
