@@ -231,3 +231,181 @@ fn malformed_queries_get_formerr_and_the_server_keeps_serving() {
     let out = dig(srv.addr(), &["+tcp", "allowed.test", "A"]);
     assert_eq!(status(&out), "NOERROR", "still serving over tcp:\n{out}");
 }
+
+/// A network namespace made by this test, deleted on drop.
+pub struct Netns(pub String);
+
+static NS_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Netns {
+    pub fn new(what: &str) -> Netns {
+        let n = NS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("egret-{what}-{}-{n}", std::process::id());
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Netns(name);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside; panics with its output when it fails.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.0];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (sockets it
+    /// opens, and threads it starts, live there).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns {path} (needs root): {e}"));
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Connects from inside `ns` with a 3 s timeout: Ok, or the error and how
+/// long it took.
+fn connect_in(ns: &Netns, to: SocketAddr) -> Result<(), (std::io::ErrorKind, Duration)> {
+    ns.run(move || {
+        let t = std::time::Instant::now();
+        TcpStream::connect_timeout(&to, Duration::from_secs(3)).map(drop).map_err(|e| (e.kind(), t.elapsed()))
+    })
+}
+
+fn assert_rejected(ns: &Netns, to: SocketAddr, when: &str) {
+    match connect_in(ns, to) {
+        Ok(()) => panic!("{when}: connection to {to} was let through"),
+        Err((kind, took)) => {
+            assert_eq!(
+                kind,
+                std::io::ErrorKind::ConnectionRefused,
+                "{when}: {to} rejected fast, not dropped"
+            );
+            assert!(took < Duration::from_secs(1), "{when}: {to}: reject took {took:?}");
+        }
+    }
+}
+
+/// Strict egress in real namespaces with a real nftables table: the
+/// workload namespace drops everything except loopback, egret's marked
+/// sockets and the learned sets. (The kernel-path ruleset is not on this
+/// branch yet, so the test installs the sets and chain with `nft`; the
+/// names are the ones `dns::learn` fills.)
+#[test]
+fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
+    const MARK: u32 = 0x2a17;
+    let client = Netns::new("dnsc");
+    let up = Netns::new("dnsu");
+    let (vc, vu) = (format!("vc{}", client.0.len() + std::process::id() as usize % 10000), "vu0");
+    sh(&["ip", "link", "add", &vc, "netns", &client.0, "type", "veth", "peer", "name", vu, "netns", &up.0]);
+    client.exec(&["ip", "addr", "add", "10.200.51.1/24", "dev", &vc]);
+    client.exec(&["ip", "link", "set", &vc, "up"]);
+    up.exec(&["ip", "addr", "add", "10.200.51.2/24", "dev", vu]);
+    up.exec(&["ip", "addr", "add", "10.200.51.3/24", "dev", vu]);
+    up.exec(&["ip", "link", "set", vu, "up"]);
+    let ruleset = format!(
+        "table inet egret {{
+           set learned4 {{ type ipv4_addr; flags timeout; }}
+           set learned6 {{ type ipv6_addr; flags timeout; }}
+           chain filter_out {{ type filter hook output priority filter; policy drop;
+             oif \"lo\" accept
+             meta mark {MARK:#x} accept
+             ip daddr @learned4 accept
+             ip6 daddr @learned6 accept
+             meta l4proto tcp reject with tcp reset
+             reject
+           }}
+         }}"
+    );
+    let file = crate::util::scratch("dns-strict").join("ruleset.nft");
+    std::fs::write(&file, ruleset).expect("write ruleset");
+    client.exec(&["nft", "-f", file.to_str().expect("utf-8 path")]);
+
+    // The upstream: the test DNS server (A TTL 2 s) and a TCP service on
+    // both of its addresses.
+    let auth = up.run(|| {
+        Auth::start(
+            "10.200.51.2:53".parse().expect("addr"),
+            Zone::standard("10.200.51.2".parse().expect("ip"), 2),
+        )
+    });
+    let service = up.run(|| std::net::TcpListener::bind("0.0.0.0:8080").expect("bind service"));
+    std::thread::spawn(move || {
+        for s in service.incoming().take(64) {
+            drop(s);
+        }
+    });
+
+    let srv = client.run(|| {
+        let learner = dns::learn::NftLearner::new().expect("netlink socket");
+        let mut up = Upstreams::new(vec!["10.200.51.2:53".parse().expect("addr")], Some(MARK));
+        up.udp_timeout = Duration::from_millis(800);
+        let settings = Settings {
+            listen: vec!["127.0.0.1:53".parse().expect("addr")],
+            upstreams: up,
+            ttl_min: Duration::from_secs(1),
+            ttl_max: Duration::from_secs(60),
+            workers: 2,
+        };
+        let (emitter, events) = Emitter::channel(64, "strict");
+        let handle =
+            dns::start_with(settings, policy(&["allowed.test"]), emitter, Some(std::sync::Arc::new(learner)))
+                .expect("start egret dns in the namespace");
+        Server { handle, events }
+    });
+
+    let resolved: SocketAddr = "10.200.51.2:8080".parse().expect("addr");
+    let never: SocketAddr = "10.200.51.3:8080".parse().expect("addr");
+    assert_rejected(&client, resolved, "before resolving");
+    assert_rejected(&client, never, "never resolved");
+
+    let dig_in = |args: &[&str]| {
+        let mut full = vec!["dig", "@127.0.0.1", "+time=3", "+tries=1"];
+        full.extend_from_slice(args);
+        client.exec(&full)
+    };
+    let out = dig_in(&["blocked.test", "A"]);
+    assert_eq!(status(&out), "NXDOMAIN", "{out}");
+    let out = dig_in(&["allowed.test", "A"]);
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    assert!(out.contains("10.200.51.2"), "{out}");
+    // At once: the element was in the set before the answer left.
+    assert_eq!(connect_in(&client, resolved), Ok(()), "reachable right after resolving");
+    assert_rejected(&client, never, "a different address of the same network");
+    let set = client.exec(&["nft", "list", "set", "inet", "egret", "learned4"]);
+    assert!(set.contains("10.200.51.2 timeout 2s"), "{set}");
+    let out = dig_in(&["allowed.test", "AAAA"]);
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    let set6 = client.exec(&["nft", "list", "set", "inet", "egret", "learned6"]);
+    assert!(set6.contains("fd00:200::2"), "{set6}");
+
+    // After the TTL the address is rejected again (bounded wait).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_rejected(&client, resolved, "after the TTL");
+    assert!(auth.total("allowed.test") >= 2);
+    assert_eq!(auth.total("blocked.test"), 0);
+    let evs = srv.events();
+    assert!(
+        evs.iter().any(|e| e.msg == "dns.allowed" && e.note.as_deref() == Some("10.200.51.2")),
+        "{evs:#?}"
+    );
+    drop(srv);
+}
