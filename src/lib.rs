@@ -13,6 +13,7 @@ pub mod dns;
 pub mod events;
 pub mod health;
 pub mod policy;
+pub mod resolve;
 
 /// The version reported in events and by `egret version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
