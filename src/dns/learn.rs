@@ -74,6 +74,10 @@ mod nl {
     pub const NFTA_DATA_VALUE: u16 = 1;
 }
 
+/// Elements per NEWSETELEM message: at most ~48 bytes each, so a message
+/// stays far below the u16 attribute length limit.
+const ELEMS_PER_MSG: usize = 512;
+
 /// One netlink attribute: header, payload, padding to 4 bytes.
 fn attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     let len = 4 + payload.len();
@@ -122,32 +126,33 @@ pub fn setelem_batch(ips: &[(IpAddr, Duration)], seq: u32) -> (Vec<u8>, Vec<u32>
     let mut next = seq.wrapping_add(1);
     for (set, v4) in [(SET4, true), (SET6, false)] {
         let family: Vec<&(IpAddr, Duration)> = ips.iter().filter(|(ip, _)| ip.is_ipv4() == v4).collect();
-        if family.is_empty() {
-            continue;
-        }
-        let mut a = Vec::new();
-        attr(&mut a, nl::NFTA_SET_ELEM_LIST_TABLE, &cstr(TABLE));
-        attr(&mut a, nl::NFTA_SET_ELEM_LIST_SET, &cstr(set));
-        nested(&mut a, nl::NFTA_SET_ELEM_LIST_ELEMENTS, |els| {
-            for (ip, ttl) in &family {
-                nested(els, nl::NFTA_LIST_ELEM, |el| {
-                    nested(el, nl::NFTA_SET_ELEM_KEY, |k| {
-                        let bytes = match ip {
-                            IpAddr::V4(a) => a.octets().to_vec(),
-                            IpAddr::V6(a) => a.octets().to_vec(),
-                        };
-                        attr(k, nl::NFTA_DATA_VALUE, &bytes);
+        // An attribute's length is a u16: a huge answer (thousands of
+        // records over TCP) is split over several messages.
+        for chunk in family.chunks(ELEMS_PER_MSG) {
+            let mut a = Vec::new();
+            attr(&mut a, nl::NFTA_SET_ELEM_LIST_TABLE, &cstr(TABLE));
+            attr(&mut a, nl::NFTA_SET_ELEM_LIST_SET, &cstr(set));
+            nested(&mut a, nl::NFTA_SET_ELEM_LIST_ELEMENTS, |els| {
+                for (ip, ttl) in chunk {
+                    nested(els, nl::NFTA_LIST_ELEM, |el| {
+                        nested(el, nl::NFTA_SET_ELEM_KEY, |k| {
+                            let bytes = match ip {
+                                IpAddr::V4(a) => a.octets().to_vec(),
+                                IpAddr::V6(a) => a.octets().to_vec(),
+                            };
+                            attr(k, nl::NFTA_DATA_VALUE, &bytes);
+                        });
+                        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                        attr(el, nl::NFTA_SET_ELEM_TIMEOUT, &ms.to_be_bytes());
                     });
-                    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                    attr(el, nl::NFTA_SET_ELEM_TIMEOUT, &ms.to_be_bytes());
-                });
-            }
-        });
-        let kind = (nl::NFNL_SUBSYS_NFTABLES << 8) | nl::NFT_MSG_NEWSETELEM;
-        let flags = nl::NLM_F_REQUEST | nl::NLM_F_CREATE | nl::NLM_F_ACK;
-        message(&mut out, kind, flags, next, nl::NFPROTO_INET, 0, &a);
-        acks.push(next);
-        next = next.wrapping_add(1);
+                }
+            });
+            let kind = (nl::NFNL_SUBSYS_NFTABLES << 8) | nl::NFT_MSG_NEWSETELEM;
+            let flags = nl::NLM_F_REQUEST | nl::NLM_F_CREATE | nl::NLM_F_ACK;
+            message(&mut out, kind, flags, next, nl::NFPROTO_INET, 0, &a);
+            acks.push(next);
+            next = next.wrapping_add(1);
+        }
     }
     message(
         &mut out,
@@ -361,6 +366,14 @@ mod tests {
         assert!(contains(v6, b"learned6\0"));
         assert!(contains(v6, &"fd00:200::2".parse::<std::net::Ipv6Addr>().unwrap().octets()));
         assert!(contains(v6, &1500u64.to_be_bytes()));
+        // Thousands of addresses: split, every message aligned and acked.
+        let many: Vec<(IpAddr, Duration)> = (0..3000u32)
+            .map(|i| (IpAddr::V6(std::net::Ipv6Addr::from(u128::from(i) + 1)), Duration::from_secs(60)))
+            .collect();
+        let (b, acks) = setelem_batch(&many, 1);
+        let msgs = split(&b);
+        assert_eq!(msgs.len(), 2 + 3000usize.div_ceil(ELEMS_PER_MSG));
+        assert_eq!(acks.len(), msgs.len() - 2);
         // Only one family: one NEWSETELEM.
         let (b, acks) = setelem_batch(&ips[..1], 7);
         assert_eq!(split(&b).len(), 3);
