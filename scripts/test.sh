@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive: nft/ip to build and inspect namespaces,
 # real clients (curl, openssl, dig), capability tools for privilege tests.
-PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools)
+# dnsperf and dnsmasq-base are for scripts/bench-dns.sh.
+PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools dnsperf dnsmasq-base)
 
 need_install=()
 for p in "${PACKAGES[@]}"; do
