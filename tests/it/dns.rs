@@ -37,18 +37,26 @@ impl Server {
 }
 
 fn start(upstreams: Vec<SocketAddr>) -> Server {
+    start_full(upstreams, "127.0.0.1:0", None)
+}
+
+fn start_full(
+    upstreams: Vec<SocketAddr>,
+    listen: &str,
+    learner: Option<std::sync::Arc<dyn dns::Learn>>,
+) -> Server {
     let mut up = Upstreams::new(upstreams, None);
     up.udp_timeout = Duration::from_millis(500);
     up.tcp_timeout = Duration::from_secs(2);
     let settings = Settings {
-        listen: vec!["127.0.0.1:0".parse().expect("addr")],
+        listen: vec![listen.parse().expect("addr")],
         upstreams: up,
         ttl_min: Duration::from_secs(1),
         ttl_max: Duration::from_secs(60),
         workers: 4,
     };
     let (emitter, events) = Emitter::channel(1024, "test-host");
-    let handle = dns::start_with(settings, policy(&["allowed.test", "*.allowed.test"]), emitter, None)
+    let handle = dns::start_with(settings, policy(&["allowed.test", "*.allowed.test"]), emitter, learner)
         .expect("start egret dns");
     Server { handle, events }
 }
@@ -408,4 +416,47 @@ fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
         "{evs:#?}"
     );
     drop(srv);
+}
+
+#[test]
+fn ipv6_loopback_and_classic_udp_clients() {
+    let auth = upstream();
+    let srv = start_full(vec![auth.addr], "[::1]:0", None);
+    assert!(srv.addr().is_ipv6());
+    let out = dig(srv.addr(), &["allowed.test", "AAAA"]);
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    assert!(out.contains("fd00:200::2"), "{out}");
+    let out = dig(srv.addr(), &["blocked.test", "AAAA"]);
+    assert!(out.contains("EDE: 15 (Blocked)"), "{out}");
+    // No EDNS: 512 bytes is the limit; the ~850-byte answer arrives with
+    // TC (dig +ignore shows it) and whole over TCP (dig's own retry).
+    let out = dig(srv.addr(), &["+noedns", "+ignore", "medium.allowed.test", "TXT"]);
+    assert!(out.contains(" tc"), "{out}");
+    let out = dig(srv.addr(), &["+noedns", "medium.allowed.test", "TXT"]);
+    assert!(out.contains(&format!("3{}", "m".repeat(199))), "{out}");
+}
+
+/// A learner that refuses: the client must not get addresses that strict
+/// egress would then reject.
+struct Refuse;
+
+impl dns::Learn for Refuse {
+    fn learn(&self, _: &str, _: &[(std::net::IpAddr, Duration)]) -> Result<(), dns::LearnError> {
+        Err(dns::LearnError("test refuses".into()))
+    }
+}
+
+#[test]
+fn an_answer_whose_addresses_cannot_be_learned_is_servfail() {
+    let auth = upstream();
+    let srv = start_full(vec![auth.addr], "127.0.0.1:0", Some(std::sync::Arc::new(Refuse)));
+    let out = dig(srv.addr(), &["allowed.test", "A"]);
+    assert_eq!(status(&out), "SERVFAIL", "{out}");
+    assert!(!out.contains("10.200.0.2"), "{out}");
+    // Answers without addresses need no learning.
+    let out = dig(srv.addr(), &["allowed.test", "TXT"]);
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    let evs = srv.events();
+    let fail = evs.iter().find(|e| e.rcode.as_deref() == Some("SERVFAIL")).expect("a SERVFAIL event");
+    assert!(fail.note.as_deref().unwrap_or("").contains("test refuses"), "{fail:?}");
 }
