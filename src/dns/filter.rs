@@ -358,6 +358,52 @@ pub fn fit_udp(resp: Vec<u8>, info: &QueryInfo) -> Vec<u8> {
     })
 }
 
+/// Properties of this module on arbitrary bytes, for the `dns_query`
+/// fuzz target and the corpus replay test; panics only when one breaks:
+/// nothing panics; a forwarded query is a readable query whose every
+/// question the policy allows; an answer is a response to the query's ID
+/// with the rcode it claims; a UDP reply never exceeds the client's size.
+#[doc(hidden)]
+pub fn check_properties(data: &[u8]) {
+    static POLICY: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+    let policy = POLICY.get_or_init(|| {
+        let d = ["example.com".to_owned(), "*.allowed.test".to_owned()];
+        let src = [crate::policy::Source { origin: crate::policy::Origin::Env("fuzz"), entries: &d }];
+        Policy::compile(&[], &src).unwrap_or_default()
+    });
+    match decide(data, policy) {
+        Action::Forward(info) => {
+            assert!(data[2] & 0x80 == 0, "forwarded a response");
+            let m = Message::from_vec(data).expect("forwarded an unreadable query");
+            assert!(!info.questions.is_empty(), "forwarded a query without a question");
+            assert_eq!(m.queries.len(), info.questions.len());
+            for q in &info.questions {
+                let name = q.name().to_ascii();
+                assert!(policy.decide(Query { name: Some(&name), ip: None }).allowed(), "forwarded {name}");
+            }
+            // The same query as an "answer" to itself is refused.
+            assert_eq!(check_response(data, &info), Err(FilterError::NotAResponse));
+            let out = fit_udp(data.to_vec(), &info);
+            assert!(out.len() <= usize::from(info.udp_max).max(data.len()));
+            if data.len() > usize::from(info.udp_max) {
+                assert!(out.len() <= usize::from(info.udp_max), "udp reply over the client's size");
+            }
+        }
+        Action::Answer(a) => {
+            assert!(a.bytes.len() >= HEADER_LEN, "answer shorter than a header");
+            assert_eq!(a.bytes[..2], data[..2], "answer with another id");
+            assert!(a.bytes[2] & 0x80 != 0, "answer without QR");
+            assert_eq!(a.bytes[3] & 0x0f, a.rcode.low(), "answer rcode differs from its claim");
+            if matches!(a.refusal, Refusal::Blocked { .. }) {
+                let m = Message::from_vec(&a.bytes).expect("blocked answer unreadable");
+                assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+                assert!(m.answers.is_empty(), "a blocked answer carries records");
+            }
+        }
+        Action::Drop(_) => assert!(data.len() < 3 || data[2] & 0x80 != 0, "dropped a query that has an id"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,6 +568,7 @@ mod tests {
             let path = entry.unwrap().path();
             let bytes = std::fs::read(&path).unwrap();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            check_properties(&bytes);
             let got = outcome(&decide(&bytes, &policy(&["*"])));
             // The file name says what to expect: forward-*, drop-*, formerr-*.
             let want = match name.split('-').next().unwrap() {
@@ -551,6 +598,7 @@ mod tests {
                 x ^= x << 17;
                 buf.push(x as u8);
             }
+            check_properties(&buf);
             if let Action::Forward(info) = decide(&buf, &p) {
                 assert!(!info.questions.is_empty());
             }
