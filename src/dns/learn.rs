@@ -12,6 +12,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::policy::{Policy, Query};
+
 /// Something that must know an address before a client may use it.
 /// Called synchronously by the DNS server, once per allowed answer that
 /// carries addresses; an error makes the server answer SERVFAIL instead of
@@ -193,26 +195,78 @@ pub fn parse_acks(buf: &[u8]) -> Vec<(u32, i32)> {
     out
 }
 
-/// The longest timeout each address should have: an address already
-/// learned with a later expiry keeps it (a short-TTL answer for a shared
-/// address must not cut the window another answer opened). Pure: `now`
-/// is passed in; expired entries are pruned.
-pub fn merge_expiries(
-    known: &mut std::collections::HashMap<IpAddr, std::time::Instant>,
-    ips: &[(IpAddr, Duration)],
-    now: std::time::Instant,
-) -> Vec<(IpAddr, Duration)> {
-    known.retain(|_, exp| *exp > now);
-    ips.iter()
-        .map(|&(ip, ttl)| {
-            let exp = now + ttl;
-            let e = known.entry(ip).or_insert(exp);
-            if *e < exp {
-                *e = exp;
+/// What strict egress has handed out: per address, the names whose
+/// answers carried it and until when. Pure: `now` is passed in.
+///
+/// An address keeps the latest expiry any name gave it (a short-TTL answer
+/// for a shared CDN address must not cut the window another answer
+/// opened), and after a policy reload only the addresses of names the new
+/// policy still allows come back ([`Learned::still_allowed`]): the ruleset
+/// is replaced whole, so its learned sets start empty.
+#[derive(Debug, Default, Clone)]
+pub struct Learned {
+    by_ip: std::collections::HashMap<IpAddr, Vec<(String, std::time::Instant)>>,
+    adds: usize,
+}
+
+impl Learned {
+    /// Records `name` → `ips` and returns the timeouts to install: each
+    /// address's latest expiry.
+    pub fn add(
+        &mut self,
+        name: &str,
+        ips: &[(IpAddr, Duration)],
+        now: std::time::Instant,
+    ) -> Vec<(IpAddr, Duration)> {
+        // Expired entries are dropped every so often, not on every add.
+        self.adds += 1;
+        if self.adds % 256 == 0 {
+            self.prune(now);
+        }
+        ips.iter()
+            .map(|&(ip, ttl)| {
+                let exp = now + ttl;
+                let names = self.by_ip.entry(ip).or_default();
+                match names.iter_mut().find(|(n, _)| n == name) {
+                    Some(e) => e.1 = e.1.max(exp),
+                    None => names.push((name.to_owned(), exp)),
+                }
+                let latest = names.iter().filter(|(_, e)| *e > now).map(|(_, e)| *e).max().unwrap_or(exp);
+                (ip, latest.saturating_duration_since(now))
+            })
+            .collect()
+    }
+
+    /// After a reload: forgets names the policy no longer allows and
+    /// returns the remaining addresses with the time they have left.
+    pub fn still_allowed(&mut self, policy: &Policy, now: std::time::Instant) -> Vec<(IpAddr, Duration)> {
+        let mut out = Vec::new();
+        self.by_ip.retain(|ip, names| {
+            names.retain(|(n, exp)| *exp > now && policy.decide(Query { name: Some(n), ip: None }).allowed());
+            if let Some(latest) = names.iter().map(|(_, e)| *e).max() {
+                out.push((*ip, latest.saturating_duration_since(now)));
             }
-            (ip, e.saturating_duration_since(now))
-        })
-        .collect()
+            !names.is_empty()
+        });
+        out.sort();
+        out
+    }
+
+    pub fn prune(&mut self, now: std::time::Instant) {
+        self.by_ip.retain(|_, names| {
+            names.retain(|(_, exp)| *exp > now);
+            !names.is_empty()
+        });
+    }
+
+    /// Addresses remembered.
+    pub fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ip.is_empty()
+    }
 }
 
 /// Strict egress: adds learned addresses to the nft sets over netlink and
@@ -225,7 +279,7 @@ pub struct NftLearner {
 struct NftState {
     sock: Option<neli::socket::NlSocket>,
     seq: u32,
-    known: std::collections::HashMap<IpAddr, std::time::Instant>,
+    learned: Learned,
 }
 
 /// How long to wait for the kernel's acks (they are normally queued before
@@ -238,7 +292,7 @@ impl NftLearner {
     pub fn new() -> Result<NftLearner, LearnError> {
         let sock = open()?;
         Ok(NftLearner {
-            state: std::sync::Mutex::new(NftState { sock: Some(sock), seq: 1, known: Default::default() }),
+            state: std::sync::Mutex::new(NftState { sock: Some(sock), seq: 1, learned: Learned::default() }),
         })
     }
 }
@@ -250,7 +304,7 @@ fn open() -> Result<neli::socket::NlSocket, LearnError> {
 }
 
 impl Learn for NftLearner {
-    fn learn(&self, _name: &str, ips: &[(IpAddr, Duration)]) -> Result<(), LearnError> {
+    fn learn(&self, name: &str, ips: &[(IpAddr, Duration)]) -> Result<(), LearnError> {
         if ips.is_empty() {
             return Ok(());
         }
@@ -262,23 +316,45 @@ impl Learn for NftLearner {
             Err(p) => p.into_inner(),
         };
         let now = std::time::Instant::now();
-        let ips = merge_expiries(&mut st.known, ips, now);
-        let seq = st.seq;
-        let (batch, acks) = setelem_batch(&ips, seq);
-        st.seq = seq.wrapping_add(acks.len() as u32 + 2);
-        if st.sock.is_none() {
-            st.sock = Some(open()?);
-        }
-        let result = match &st.sock {
-            Some(sock) => send_and_wait(sock, &batch, &acks),
-            None => Err(LearnError("no netlink socket".into())),
-        };
-        if result.is_err() {
-            // Start from a fresh socket next time (no stale acks).
-            st.sock = None;
-        }
-        result
+        let ips = st.learned.add(name, ips, now);
+        install(&mut st, &ips)
     }
+}
+
+impl NftLearner {
+    /// After the ruleset was replaced (a policy reload empties the learned
+    /// sets): puts back the addresses of names `policy` still allows, with
+    /// the time they have left. Returns how many.
+    pub fn replay(&self, policy: &Policy) -> Result<usize, LearnError> {
+        let mut st = match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let ips = st.learned.still_allowed(policy, std::time::Instant::now());
+        install(&mut st, &ips)?;
+        Ok(ips.len())
+    }
+}
+
+fn install(st: &mut NftState, ips: &[(IpAddr, Duration)]) -> Result<(), LearnError> {
+    if ips.is_empty() {
+        return Ok(());
+    }
+    let seq = st.seq;
+    let (batch, acks) = setelem_batch(ips, seq);
+    st.seq = seq.wrapping_add(acks.len() as u32 + 2);
+    if st.sock.is_none() {
+        st.sock = Some(open()?);
+    }
+    let result = match &st.sock {
+        Some(sock) => send_and_wait(sock, &batch, &acks),
+        None => Err(LearnError("no netlink socket".into())),
+    };
+    if result.is_err() {
+        // Start from a fresh socket next time (no stale acks).
+        st.sock = None;
+    }
+    result
 }
 
 fn send_and_wait(sock: &neli::socket::NlSocket, batch: &[u8], acks: &[u32]) -> Result<(), LearnError> {
@@ -319,7 +395,6 @@ fn send_and_wait(sock: &neli::socket::NlSocket, batch: &[u8], acks: &[u32]) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
     use std::time::Instant;
 
     /// (type, flags, seq, family, payload) of each message in a batch.
@@ -398,23 +473,31 @@ mod tests {
     }
 
     #[test]
-    fn expiries_only_grow() {
+    fn expiries_only_grow_and_reload_keeps_what_is_still_allowed() {
         let t0 = Instant::now();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let mut known = HashMap::new();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut l = Learned::default();
         let s = Duration::from_secs;
-        assert_eq!(merge_expiries(&mut known, &[(ip, s(300))], t0), [(ip, s(300))]);
+        assert_eq!(l.add("a.example", &[(ip, s(300))], t0), [(ip, s(300))]);
+        assert_eq!(l.add("b.example", &[(ip, s(30))], t0 + s(100)), [(ip, s(200))], "kept the longer");
         assert_eq!(
-            merge_expiries(&mut known, &[(ip, s(30))], t0 + s(100)),
-            [(ip, s(200))],
-            "kept the longer"
+            l.add("b.example", &[(ip, s(500)), (other, s(50))], t0 + s(100)),
+            [(ip, s(500)), (other, s(50))]
         );
-        assert_eq!(merge_expiries(&mut known, &[(ip, s(500))], t0 + s(100)), [(ip, s(500))]);
+        let d: Vec<String> = vec!["b.example".into()];
+        let only_b = Policy::compile(
+            &[],
+            &[crate::policy::Source { origin: crate::policy::Origin::Env("T"), entries: &d }],
+        )
+        .unwrap();
+        assert_eq!(l.still_allowed(&only_b, t0 + s(140)), [(ip, s(460)), (other, s(10))]);
+        assert_eq!(l.still_allowed(&only_b, t0 + s(200)), [(ip, s(400))], "expired addresses are gone");
         assert_eq!(
-            merge_expiries(&mut known, &[(ip, s(5))], t0 + s(1000)),
-            [(ip, s(5))],
-            "expired entries pruned"
+            l.still_allowed(&Policy::default(), t0 + s(200)),
+            [],
+            "a revoked name's addresses do not come back"
         );
-        assert_eq!(known.len(), 1);
+        assert!(l.is_empty());
     }
 }

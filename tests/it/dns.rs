@@ -362,8 +362,8 @@ fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
         }
     });
 
-    let srv = client.run(|| {
-        let learner = dns::learn::NftLearner::new().expect("netlink socket");
+    let (srv, learner) = client.run(|| {
+        let learner = std::sync::Arc::new(dns::learn::NftLearner::new().expect("netlink socket"));
         let mut up = Upstreams::new(vec!["10.200.51.2:53".parse().expect("addr")], Some(MARK));
         up.udp_timeout = Duration::from_millis(800);
         let settings = Settings {
@@ -374,10 +374,10 @@ fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
             workers: 2,
         };
         let (emitter, events) = Emitter::channel(64, "strict");
-        let handle =
-            dns::start_with(settings, policy(&["allowed.test"]), emitter, Some(std::sync::Arc::new(learner)))
-                .expect("start egret dns in the namespace");
-        Server { handle, events }
+        let hook: std::sync::Arc<dyn dns::Learn> = learner.clone();
+        let handle = dns::start_with(settings, policy(&["allowed.test"]), emitter, Some(hook))
+            .expect("start egret dns in the namespace");
+        (Server { handle, events }, learner)
     });
 
     let resolved: SocketAddr = "10.200.51.2:8080".parse().expect("addr");
@@ -415,6 +415,22 @@ fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
         evs.iter().any(|e| e.msg == "dns.allowed" && e.note.as_deref() == Some("10.200.51.2")),
         "{evs:#?}"
     );
+
+    // A policy reload replaces the table (its learned sets start empty);
+    // replaying puts back what the new policy still allows, and only that.
+    let out = dig_in(&["allowed.test", "A"]);
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    let replace = file.with_file_name("replace.nft");
+    let text = std::fs::read_to_string(&file).expect("ruleset");
+    std::fs::write(&replace, format!("table inet egret\ndelete table inet egret\n{text}")).expect("write");
+    client.exec(&["nft", "-f", replace.to_str().expect("utf-8 path")]);
+    assert_rejected(&client, resolved, "after the table was replaced");
+    let n = learner.replay(&policy(&["allowed.test"]).current()).expect("replay");
+    assert!(n >= 1, "replayed {n}");
+    assert_eq!(connect_in(&client, resolved), Ok(()), "reachable again after replay");
+    client.exec(&["nft", "-f", replace.to_str().expect("utf-8 path")]);
+    assert_eq!(learner.replay(&policy(&["other.test"]).current()).expect("replay"), 0);
+    assert_rejected(&client, resolved, "revoked by the new policy");
     drop(srv);
 }
 
