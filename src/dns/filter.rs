@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as Question, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::rdata::svcb::SvcParamValue;
+use hickory_proto::rr::rdata::HTTPS;
 use hickory_proto::rr::{DNSClass, RData};
 
 use crate::policy::{Policy, Query, Reason};
@@ -282,8 +284,8 @@ impl std::error::Error for FilterError {}
 pub struct Reply {
     pub rcode: ResponseCode,
     pub truncated: bool,
-    /// A and AAAA addresses of the answer section with their TTLs in
-    /// seconds, as the upstream gave them.
+    /// A and AAAA addresses (and SVCB/HTTPS address hints) of the answer
+    /// section with their TTLs in seconds, as the upstream gave them.
     pub addrs: Vec<(IpAddr, u32)>,
 }
 
@@ -309,6 +311,21 @@ pub fn check_response(resp: &[u8], info: &QueryInfo) -> Result<Reply, FilterErro
             match &r.data {
                 RData::A(a) => addrs.push((IpAddr::V4(a.0), r.ttl)),
                 RData::AAAA(a) => addrs.push((IpAddr::V6(a.0), r.ttl)),
+                // RFC 9460 §7.3: clients may connect to ipv4hint/ipv6hint
+                // addresses before (or instead of) asking for A/AAAA.
+                RData::HTTPS(HTTPS(svcb)) | RData::SVCB(svcb) => {
+                    for (_, v) in &svcb.svc_params {
+                        match v {
+                            SvcParamValue::Ipv4Hint(h) => {
+                                addrs.extend(h.0.iter().map(|a| (IpAddr::V4(a.0), r.ttl)))
+                            }
+                            SvcParamValue::Ipv6Hint(h) => {
+                                addrs.extend(h.0.iter().map(|a| (IpAddr::V6(a.0), r.ttl)))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -659,6 +676,30 @@ mod tests {
             Err(FilterError::NotAResponse)
         );
         assert!(check_response(&answer(3, "www.example.com.", vec![], true), &info).unwrap().truncated);
+    }
+
+    #[test]
+    fn https_record_hints_are_addresses() {
+        use hickory_proto::rr::rdata::svcb::{IpHint, SvcParamKey, SVCB};
+        let info = info_for(&query(4, &[("svc.example.com.", RecordType::A)], false));
+        let n = Name::from_ascii("svc.example.com.").unwrap();
+        let svcb = SVCB::new(
+            1,
+            Name::root(),
+            vec![
+                (SvcParamKey::Ipv4Hint, SvcParamValue::Ipv4Hint(IpHint(vec![A::new(192, 0, 2, 1)]))),
+                (
+                    SvcParamKey::Ipv6Hint,
+                    SvcParamValue::Ipv6Hint(IpHint(vec![AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)])),
+                ),
+            ],
+        );
+        let r = check_response(
+            &answer(4, "svc.example.com.", vec![Record::from_rdata(n, 77, RData::HTTPS(HTTPS(svcb)))], false),
+            &info,
+        )
+        .unwrap();
+        assert_eq!(r.addrs, [("192.0.2.1".parse().unwrap(), 77), ("2001:db8::1".parse().unwrap(), 77)]);
     }
 
     #[test]
