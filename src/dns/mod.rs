@@ -19,7 +19,7 @@ pub mod upstream;
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -84,6 +84,7 @@ pub struct DnsHandle {
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     local: Vec<SocketAddr>,
+    stats: Arc<Stats>,
 }
 
 impl DnsHandle {
@@ -91,6 +92,11 @@ impl DnsHandle {
     /// skipped with a warning).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     pub fn stop(mut self) {
@@ -151,7 +157,15 @@ pub fn start_with(
     }
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let stop = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(Shared { settings, policy, emitter, learner, tcp_clients: AtomicUsize::new(0) });
+    let stats = Arc::new(Stats::default());
+    let shared = Arc::new(Shared {
+        settings,
+        policy,
+        emitter,
+        learner,
+        tcp_clients: AtomicUsize::new(0),
+        stats: stats.clone(),
+    });
     let (jobs, rx) = mpsc::sync_channel::<Job>(defaults::QUEUE);
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..shared.settings.workers.max(1) {
@@ -162,7 +176,7 @@ pub fn start_with(
     lp.register()?;
     log::info!("dns: listening on {} (udp+tcp)", list(&local));
     let thread = thread::Builder::new().name("dns".into()).spawn(move || lp.run())?;
-    Ok(DnsHandle { stop, waker, thread: Some(thread), local })
+    Ok(DnsHandle { stop, waker, thread: Some(thread), local, stats })
 }
 
 fn list(addrs: &[SocketAddr]) -> String {
@@ -201,6 +215,23 @@ struct Shared {
     emitter: Emitter,
     learner: Option<Arc<dyn Learn>>,
     tcp_clients: AtomicUsize,
+    stats: Arc<Stats>,
+}
+
+/// Counters since start, for metrics (relaxed atomics: each is exact on
+/// its own, not a consistent snapshot of all).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Queries answered with the upstream's answer.
+    pub forwarded: AtomicU64,
+    /// Queries refused by policy (NXDOMAIN + EDE).
+    pub blocked: AtomicU64,
+    /// FORMERR, REFUSED and NOTIMP answers.
+    pub rejected: AtomicU64,
+    /// SERVFAIL: upstreams failed, learning failed, or the queue was full.
+    pub servfail: AtomicU64,
+    /// Datagrams ignored (responses, too short).
+    pub dropped: AtomicU64,
 }
 
 /// One allowed UDP query for a forwarding thread.
@@ -289,7 +320,10 @@ impl Loop {
             let query = &buf[..n];
             let policy = self.shared.policy.current();
             match filter::decide(query, &policy) {
-                Action::Drop(why) => log::debug!("dns: {client}: dropped {n} bytes: {why}"),
+                Action::Drop(why) => {
+                    self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("dns: {client}: dropped {n} bytes: {why}");
+                }
                 Action::Answer(a) => {
                     send_udp(&udp.reply, &a.bytes, client);
                     self.shared.emit_refusal(&a, client, local, "UDP");
@@ -392,6 +426,7 @@ fn serve_tcp(mut s: std::net::TcpStream, client: SocketAddr, shared: &Shared) ->
         let policy = shared.policy.current();
         let resp = match filter::decide(&query, &policy) {
             Action::Drop(why) => {
+                shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 log::debug!("dns: tcp {client}: dropped {} bytes: {why}", query.len());
                 continue;
             }
@@ -466,6 +501,9 @@ impl Shared {
         local: SocketAddr,
         proto: &'static str,
     ) {
+        let counter =
+            if rcode == ResponseCode::ServFail { &self.stats.servfail } else { &self.stats.forwarded };
+        counter.fetch_add(1, Ordering::Relaxed);
         let mut ev = self.emitter.event(Component::Dns, EvAction::Allowed).with_flow(client, local, proto);
         ev.qname = Some(info.qname());
         ev.host = ev.qname.clone();
@@ -477,6 +515,11 @@ impl Shared {
     }
 
     fn emit_refusal(&self, a: &filter::Answer, client: SocketAddr, local: SocketAddr, proto: &'static str) {
+        let counter = match a.refusal {
+            filter::Refusal::Blocked { .. } => &self.stats.blocked,
+            _ => &self.stats.rejected,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let mut ev = self.emitter.event(Component::Dns, EvAction::Blocked).with_flow(client, local, proto);
         if let Some(q) = &a.query {
             ev.qname = Some(q.qname()).filter(|s| !s.is_empty());

@@ -238,6 +238,12 @@ fn malformed_queries_get_formerr_and_the_server_keeps_serving() {
     assert_eq!(status(&out), "NOERROR", "still serving:\n{out}");
     let out = dig(srv.addr(), &["+tcp", "allowed.test", "A"]);
     assert_eq!(status(&out), "NOERROR", "still serving over tcp:\n{out}");
+    let st = srv.handle.stats();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert!(st.rejected.load(Relaxed) >= 20, "FORMERR counted: {st:?}");
+    assert!(st.dropped.load(Relaxed) >= 3, "the drop-* seeds: {st:?}");
+    assert_eq!(st.blocked.load(Relaxed), 6, "forward-* seeds ask names outside the policy: {st:?}");
+    assert!(st.forwarded.load(Relaxed) >= 2, "{st:?}");
 }
 
 /// A network namespace made by this test, deleted on drop.
