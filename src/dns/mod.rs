@@ -305,15 +305,21 @@ impl Loop {
     fn drain_udp(&mut self, i: usize, buf: &mut [u8]) {
         let Some(udp) = self.udp.get(i) else { return };
         let Ok(local) = udp.local_addr() else { return };
+        let mut errors = 0;
         loop {
             let (n, client) = match udp.sock.recv_from(buf) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // ICMP errors from earlier sends surface here; the
-                    // socket stays usable.
+                    // ICMP errors from earlier sends surface here once
+                    // each; the socket stays usable. Bounded all the same.
                     log::debug!("dns: udp recv on {local}: {e}");
+                    errors += 1;
+                    if errors > 64 {
+                        log::warn!("dns: udp recv on {local} keeps failing: {e}");
+                        return;
+                    }
                     continue;
                 }
             };
