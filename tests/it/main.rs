@@ -4,6 +4,8 @@
 mod browser;
 mod check;
 mod dashboard;
+mod dns;
+mod dnsauth;
 mod events;
 mod fuzz_replay;
 mod netns;
