@@ -12,6 +12,7 @@ pub mod config;
 pub mod events;
 pub mod health;
 pub mod policy;
+pub mod proxy;
 
 /// The version reported in events and by `egret version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,4 @@
+//! The transparent HTTP (Host) and TLS (SNI) proxies.
+
+pub mod http;
+pub mod tls;
