@@ -1,0 +1,395 @@
+//! The byte relay between a client and its upstream: both directions in
+//! one thread with poll(2), zero-copy through a pipe with splice(2) (a
+//! user-space copy where a pipe or splice is not available), half-close
+//! propagated, an idle timeout reset by traffic and an optional deadline.
+//!
+//! For plain HTTP the client → upstream direction goes through
+//! [`RequestStream`] instead, so every request head on a kept-alive
+//! connection is handed to a gate before a byte of it is passed on.
+//!
+//! Shell: sockets, pipes and the clock. The framing decisions are the pure
+//! [`crate::proxy::http`] core.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::http::{RequestHead, RequestStream, Step, MAX_HEAD};
+use super::{reason, Block};
+
+/// Pipe size asked for (the kernel caps it at fs.pipe-max-size).
+const PIPE_SIZE: i32 = 1 << 20;
+/// User-space buffer of the copy fallback and of the HTTP request side.
+const COPY_BUF: usize = 64 * 1024;
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum End {
+    /// Both sides closed their sending direction and everything was passed.
+    Done,
+    Idle,
+    Lifetime,
+    /// A later HTTP request was refused (or could not be parsed).
+    Blocked {
+        head: Option<Box<RequestHead>>,
+        block: Block,
+    },
+    /// A socket error (reset, broken pipe): the other side is cut too.
+    Error(io::Error),
+}
+
+/// Bytes passed each way.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub up: u64,
+    pub down: u64,
+    /// Whether both directions used splice.
+    pub spliced: bool,
+}
+
+/// Decides on each HTTP request head after the first.
+pub type Gate<'a> = dyn FnMut(&RequestHead) -> Result<(), Block> + 'a;
+
+pub struct Limits {
+    pub idle: Duration,
+    pub deadline: Option<Instant>,
+}
+
+/// Relays until both directions are closed, a limit is hit or an error.
+/// `http`: the client's bytes not yet passed on and the gate for request
+/// heads (the head at the front of `pending` has been decided already).
+/// Both sockets are switched to non-blocking mode.
+pub fn relay(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    http: Option<(Vec<u8>, &mut Gate<'_>)>,
+    limits: &Limits,
+) -> (End, Stats) {
+    let mut stats = Stats::default();
+    if let Err(e) = client.set_nonblocking(true).and_then(|_| upstream.set_nonblocking(true)) {
+        return (End::Error(e), stats);
+    }
+    let (mut up, mut gate) = match http {
+        Some((pending, gate)) => (Dir::http(pending), Some(gate)),
+        None => (Dir::plain(), None),
+    };
+    let mut down = Dir::plain();
+    stats.spliced = up.is_spliced() && down.is_spliced();
+    let mut last = Instant::now();
+    let end = loop {
+        let a = match up.pump(client, upstream, gate.as_deref_mut()) {
+            Ok(n) => n,
+            Err(end) => break end,
+        };
+        let b = match down.pump(upstream, client, None) {
+            Ok(n) => n,
+            Err(end) => break end,
+        };
+        stats.up += a as u64;
+        stats.down += b as u64;
+        let now = Instant::now();
+        if a + b > 0 {
+            last = now;
+        }
+        if up.shut && down.shut {
+            break End::Done;
+        }
+        // Interest: each side's socket for what its directions wait on.
+        let mut cf = PollFlags::empty();
+        let mut uf = PollFlags::empty();
+        match up.waits() {
+            Wait::Read => cf |= PollFlags::POLLIN,
+            Wait::Write => uf |= PollFlags::POLLOUT,
+            Wait::Nothing => {}
+        }
+        match down.waits() {
+            Wait::Read => uf |= PollFlags::POLLIN,
+            Wait::Write => cf |= PollFlags::POLLOUT,
+            Wait::Nothing => {}
+        }
+        let idle_at = last + limits.idle;
+        let wake = limits.deadline.map_or(idle_at, |d| d.min(idle_at));
+        if now >= wake {
+            break if limits.deadline.is_some_and(|d| now >= d) { End::Lifetime } else { End::Idle };
+        }
+        let ms = (wake - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(client.as_fd(), cf), PollFd::new(upstream.as_fd(), uf)];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => break End::Error(e.into()),
+        }
+        // An error or hang-up on a socket we are not otherwise touching
+        // would wake poll forever: look at it now.
+        let bad = PollFlags::POLLERR | PollFlags::POLLHUP;
+        for (fd, s) in fds.iter().zip([client, upstream]) {
+            if fd.revents().is_some_and(|r| r.intersects(bad)) {
+                if let Ok(Some(e)) = s.take_error() {
+                    return (End::Error(e), stats);
+                }
+            }
+        }
+        if fds.iter().any(|f| f.revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)))
+            && up.waits() == Wait::Nothing
+            && down.waits() == Wait::Nothing
+        {
+            break End::Done;
+        }
+    };
+    (end, stats)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Read,
+    Write,
+    Nothing,
+}
+
+/// One direction: bytes read from `src` wait in `buf` until `dst` takes
+/// them.
+struct Dir {
+    buf: Buffer,
+    /// `src` reached end of stream.
+    eof: bool,
+    /// We shut `dst`'s sending side (after eof and an empty buffer).
+    shut: bool,
+}
+
+enum Buffer {
+    /// splice(2) through a pipe: `queued` bytes are in the pipe.
+    Pipe { r: OwnedFd, w: OwnedFd, queued: usize, cap: usize },
+    /// The fallback: a user-space buffer holding `buf[lo..hi]`.
+    Copy { buf: Box<[u8]>, lo: usize, hi: usize },
+    /// HTTP requests: `approved` bytes at the front of `buf` may be sent;
+    /// the rest wait for the framing or the gate.
+    Http { buf: Vec<u8>, approved: usize, stream: RequestStream, first: bool },
+}
+
+impl Dir {
+    fn plain() -> Dir {
+        let buf = match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+            Ok((r, w)) => {
+                // A bigger pipe moves more per system call; the default
+                // (64 KiB) is kept if the kernel refuses.
+                let _ = fcntl(&w, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+                let cap = fcntl(&w, FcntlArg::F_GETPIPE_SZ).map_or(65536, |n| n.max(4096) as usize);
+                Buffer::Pipe { r, w, queued: 0, cap }
+            }
+            Err(e) => {
+                log::debug!("pipe2 failed ({e}); relaying with a copy");
+                Buffer::Copy { buf: vec![0; COPY_BUF].into_boxed_slice(), lo: 0, hi: 0 }
+            }
+        };
+        Dir { buf, eof: false, shut: false }
+    }
+
+    fn http(pending: Vec<u8>) -> Dir {
+        Dir {
+            buf: Buffer::Http { buf: pending, approved: 0, stream: RequestStream::default(), first: true },
+            eof: false,
+            shut: false,
+        }
+    }
+
+    fn is_spliced(&self) -> bool {
+        matches!(self.buf, Buffer::Pipe { .. })
+    }
+
+    fn waits(&self) -> Wait {
+        let queued = match &self.buf {
+            Buffer::Pipe { queued, .. } => *queued,
+            Buffer::Copy { lo, hi, .. } => hi - lo,
+            Buffer::Http { approved, .. } => *approved,
+        };
+        if queued > 0 {
+            Wait::Write
+        } else if !self.eof {
+            Wait::Read
+        } else {
+            Wait::Nothing
+        }
+    }
+
+    /// Moves what can be moved without blocking; returns bytes delivered.
+    fn pump(
+        &mut self,
+        src: &TcpStream,
+        dst: &TcpStream,
+        mut gate: Option<&mut Gate<'_>>,
+    ) -> Result<usize, End> {
+        let mut moved = 0;
+        loop {
+            let mut progress = false;
+            match &mut self.buf {
+                Buffer::Pipe { r, w, queued, cap } => {
+                    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+                    if !self.eof && *queued < *cap {
+                        match splice(src, None, &*w, None, *cap - *queued, flags) {
+                            Ok(0) => {
+                                self.eof = true;
+                                progress = true;
+                            }
+                            Ok(n) => {
+                                *queued += n;
+                                progress = true;
+                            }
+                            Err(Errno::EAGAIN | Errno::EINTR) => {}
+                            Err(Errno::EINVAL) if *queued == 0 => {
+                                // This socket pair cannot splice: copy.
+                                log::debug!("splice refused (EINVAL); relaying with a copy");
+                                self.buf =
+                                    Buffer::Copy { buf: vec![0; COPY_BUF].into_boxed_slice(), lo: 0, hi: 0 };
+                                continue;
+                            }
+                            Err(e) => return Err(End::Error(e.into())),
+                        }
+                    }
+                    if *queued > 0 {
+                        match splice(&*r, None, dst, None, *queued, flags) {
+                            Ok(n) => {
+                                *queued -= n;
+                                moved += n;
+                                progress |= n > 0;
+                            }
+                            Err(Errno::EAGAIN | Errno::EINTR) => {}
+                            Err(e) => return Err(End::Error(e.into())),
+                        }
+                    }
+                }
+                Buffer::Copy { buf, lo, hi } => {
+                    if !self.eof && *lo == *hi {
+                        *lo = 0;
+                        *hi = 0;
+                        match read_some(src, buf) {
+                            Ok(Some(0)) => {
+                                self.eof = true;
+                                progress = true;
+                            }
+                            Ok(Some(n)) => {
+                                *hi = n;
+                                progress = true;
+                            }
+                            Ok(None) => {}
+                            Err(e) => return Err(End::Error(e)),
+                        }
+                    }
+                    if *hi > *lo {
+                        match write_some(dst, &buf[*lo..*hi]) {
+                            Ok(Some(n)) => {
+                                *lo += n;
+                                moved += n;
+                                progress |= n > 0;
+                            }
+                            Ok(None) => {}
+                            Err(e) => return Err(End::Error(e)),
+                        }
+                    }
+                }
+                Buffer::Http { buf, approved, stream, first } => {
+                    // Find what may be sent: body bytes by their framing, a
+                    // new head only once the gate allowed it.
+                    while *approved == 0 && !buf.is_empty() {
+                        match stream.next(buf) {
+                            Ok(Step::NeedMore) => break,
+                            Ok(Step::Forward(n)) => *approved = n,
+                            Ok(Step::Head(head)) => {
+                                if !std::mem::take(first) {
+                                    if let Some(g) = gate.as_deref_mut() {
+                                        if let Err(block) = g(&head) {
+                                            return Err(End::Blocked { head: Some(Box::new(head)), block });
+                                        }
+                                    }
+                                }
+                                *approved = head.head_len;
+                            }
+                            Err(e) => {
+                                let block = Block::with_note(reason::PEEK_FAILED, e.to_string());
+                                return Err(End::Blocked { head: None, block });
+                            }
+                        }
+                    }
+                    if *approved > 0 {
+                        match write_some(dst, &buf[..*approved]) {
+                            Ok(Some(n)) => {
+                                buf.drain(..n);
+                                *approved -= n;
+                                moved += n;
+                                progress |= n > 0;
+                            }
+                            Ok(None) => {}
+                            Err(e) => return Err(End::Error(e)),
+                        }
+                    }
+                    if !self.eof && *approved == 0 && buf.len() <= MAX_HEAD + COPY_BUF {
+                        let old = buf.len();
+                        buf.resize(old + COPY_BUF, 0);
+                        let r = read_some(src, &mut buf[old..]);
+                        let got = match &r {
+                            Ok(Some(n)) => *n,
+                            _ => 0,
+                        };
+                        buf.truncate(old + got);
+                        match r {
+                            Ok(Some(0)) => {
+                                self.eof = true;
+                                progress = true;
+                            }
+                            Ok(Some(_)) => progress = true,
+                            Ok(None) => {}
+                            Err(e) => return Err(End::Error(e)),
+                        }
+                    }
+                }
+            }
+            let drained = match &self.buf {
+                Buffer::Pipe { queued, .. } => *queued == 0,
+                Buffer::Copy { lo, hi, .. } => lo == hi,
+                // An unfinished head left at end of stream is dropped.
+                Buffer::Http { approved, .. } => *approved == 0,
+            };
+            if self.eof && drained && !self.shut {
+                // Half-close: the peer sees our end of stream and may
+                // still answer.
+                match dst.shutdown(Shutdown::Write) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                    Err(e) => return Err(End::Error(e)),
+                }
+                self.shut = true;
+            }
+            if !progress {
+                return Ok(moved);
+            }
+        }
+    }
+}
+
+/// A non-blocking read: `Ok(None)` when nothing is there yet.
+fn read_some(mut s: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match s.read(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A non-blocking write: `Ok(None)` when the socket buffer is full.
+fn write_some(mut s: &TcpStream, buf: &[u8]) -> io::Result<Option<usize>> {
+    loop {
+        match s.write(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
