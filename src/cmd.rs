@@ -172,6 +172,17 @@ fn proxy(hosts: Option<std::path::PathBuf>) -> ExitCode {
         eprintln!("egret proxy: {e}");
         return ExitCode::from(EXIT_FAILURE);
     }
+    match crate::proxy::raise_nofile_limit() {
+        Ok(n) => {
+            let per_conn = 6; // two sockets, two pipes (two fds each)
+            if (n as usize) < cfg.max_connections * per_conn {
+                log::warn!(
+                    "open-file limit {n} is below MAX_CONNECTIONS x {per_conn}; accepts may fail under load"
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
     let settings = crate::proxy::Settings::from_config(&cfg, mark);
     let handle =
         match crate::proxy::start(settings, policy::PolicyHandle::new(policy), Arc::new(table), emitter) {

@@ -19,6 +19,24 @@ use crate::events::{Action, Emitter};
 use crate::policy::PolicyHandle;
 
 const WAKER: Token = Token(usize::MAX);
+/// listen(2) backlog: bursts of new connections wait here for accept
+/// rather than being dropped (std and mio use 128). The kernel caps it
+/// at net.core.somaxconn.
+const BACKLOG: i32 = 4096;
+
+/// A non-blocking listening socket with SO_REUSEADDR and a chosen
+/// backlog.
+pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd =
+        socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    socket::listen(&fd, Backlog::new(backlog)?)?;
+    Ok(std::net::TcpListener::from(fd))
+}
 
 /// The running proxies. Dropping it does not stop them; call [`stop`].
 ///
@@ -63,8 +81,8 @@ pub fn start(
     for &ip in &settings.listen {
         for (port, kind) in [(settings.http_port, Kind::Http), (settings.https_port, Kind::Https)] {
             let addr = SocketAddr::new(ip, port);
-            match TcpListener::bind(addr) {
-                Ok(l) => listeners.push((l, kind)),
+            match bind(addr, BACKLOG) {
+                Ok(l) => listeners.push((TcpListener::from_std(l), kind)),
                 Err(e) if ip.is_ipv6() && e.kind() == io::ErrorKind::AddrNotAvailable => {
                     log::warn!("not listening on {addr}: {e} (no IPv6 loopback here)");
                 }

@@ -187,6 +187,17 @@ impl Settings {
     }
 }
 
+/// Raises the soft open-file limit to the hard limit: every proxied
+/// connection holds two sockets and two pipes. Returns the new limit.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}
+
 /// Shared by the listener and every connection thread.
 pub(crate) struct Shared {
     pub settings: Settings,

@@ -2,4 +2,6 @@
 //! the kernel path) real network namespaces. See ARCHITECTURE.md.
 
 mod check;
+mod netns;
+mod proxy;
 mod util;
