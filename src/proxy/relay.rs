@@ -393,3 +393,133 @@ fn write_some(mut s: &TcpStream, buf: &[u8]) -> io::Result<Option<usize>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The relay over real loopback sockets: test ↔ relay ↔ test.
+    use super::*;
+    use crate::proxy::http::Host;
+    use std::net::TcpListener;
+
+    /// How the relay ended, and the hosts the gate saw.
+    type Outcome = (End, Stats, Vec<String>);
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        }
+        (a, b)
+    }
+
+    /// (client end for the test, upstream end for the test, relay thread)
+    fn start(
+        limits: Limits,
+        http: Option<Vec<u8>>,
+    ) -> (TcpStream, TcpStream, std::thread::JoinHandle<Outcome>) {
+        let (client, relay_client) = pair();
+        let (relay_up, upstream) = pair();
+        let t = std::thread::spawn(move || {
+            let mut hosts = Vec::new();
+            let mut gate = |h: &RequestHead| {
+                hosts.push(format!("{:?}", h.host));
+                if h.host == Host::Name("blocked.example".into()) {
+                    Err(Block::new("domain-not-allowed"))
+                } else {
+                    Ok(())
+                }
+            };
+            let (end, stats) =
+                relay(&relay_client, &relay_up, http.map(|p| (p, &mut gate as &mut Gate<'_>)), &limits);
+            (end, stats, hosts)
+        });
+        (client, upstream, t)
+    }
+
+    fn limits(idle_ms: u64, lifetime_ms: Option<u64>) -> Limits {
+        Limits {
+            idle: Duration::from_millis(idle_ms),
+            deadline: lifetime_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+        }
+    }
+
+    #[test]
+    fn half_close_is_propagated_both_ways() {
+        let (mut client, mut upstream, t) = start(limits(10_000, None), None);
+        client.write_all(b"ping").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        // read_to_end returns only once the relay passed on our EOF.
+        upstream.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"ping");
+        // The other direction still works after the half-close.
+        upstream.write_all(b"pong").unwrap();
+        drop(upstream);
+        got.clear();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"pong");
+        let (end, stats, _) = t.join().unwrap();
+        assert!(matches!(end, End::Done), "{end:?}");
+        assert_eq!((stats.up, stats.down), (4, 4));
+        assert!(stats.spliced);
+    }
+
+    #[test]
+    fn idle_connection_is_closed() {
+        let (_client, _upstream, t) = start(limits(200, None), None);
+        let start = Instant::now();
+        let (end, _, _) = t.join().unwrap();
+        assert!(matches!(end, End::Idle), "{end:?}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn traffic_resets_the_idle_timer_but_not_the_lifetime() {
+        let (mut client, mut upstream, t) = start(limits(400, Some(1500)), None);
+        let start = Instant::now();
+        let mut buf = [0u8; 1];
+        // Keep talking more often than the idle timeout.
+        let mut ok = 0;
+        while start.elapsed() < Duration::from_secs(5) {
+            if client.write_all(b"x").is_err() || upstream.read_exact(&mut buf).is_err() {
+                break;
+            }
+            ok += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (end, _, _) = t.join().unwrap();
+        assert!(matches!(end, End::Lifetime), "{end:?}");
+        assert!(ok >= 5, "traffic kept it alive past the idle timeout ({ok} round trips)");
+    }
+
+    #[test]
+    fn second_http_request_goes_through_the_gate() {
+        let first = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n".to_vec();
+        let (mut client, mut upstream, t) = start(limits(10_000, None), Some(first.clone()));
+        client.write_all(b"POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n").unwrap();
+        let (end, _, hosts) = t.join().unwrap();
+        match end {
+            End::Blocked { head: Some(h), block } => {
+                assert_eq!(h.host, Host::Name("blocked.example".into()));
+                assert_eq!(block.reason, "domain-not-allowed");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The first head was decided by the caller, not the gate.
+        assert_eq!(hosts, vec!["Name(\"a.example\")", "Name(\"blocked.example\")"]);
+        drop(client);
+        upstream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut got = Vec::new();
+        let _ = upstream.read_to_end(&mut got);
+        let mut want = first;
+        want.extend_from_slice(b"POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc");
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "nothing of the blocked request"
+        );
+    }
+}
