@@ -754,3 +754,20 @@ fn namespaces_are_cleaned_up() {
     assert!(!util::text(&out.stdout).contains(&name));
     sh(&["true"]);
 }
+
+#[test]
+fn sigterm_stops_the_proxies() {
+    let mut f = Fixture::new("sigterm", &[]);
+    let pid = nix::unistd::Pid::from_raw(f.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = f.egret.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "egret ignored SIGTERM");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    f.wait_log("proxy listeners closed");
+}
