@@ -115,7 +115,17 @@ echo "$UP ok.example" > "$TMP/hosts"
 ip netns exec "$W" env POLICY_PATH="$TMP/policy.yaml" BYPASS_MARK=$MARK LOG_LEVEL=warn \
   "$BIN" proxy --hosts "$TMP/hosts" > "$TMP/events.jsonl" 2> "$TMP/egret.log" &
 PIDS+=($!)
-sleep 1
+
+wait_port() { # netns port: until something listens there (bounded)
+  for _ in $(seq 100); do
+    ip netns exec "$1" ss -Htln "sport = :$2" | grep -q . && return 0
+    sleep 0.1
+  done
+  echo "bench-proxy.sh: nothing listens on port $2 in $1" >&2
+  exit 1
+}
+for p in 80 8081 443 4443; do wait_port "$U" "$p"; done
+wait_port "$W" 8443
 
 bulk() { # port → bytes/s (best of RUNS)
   local best=0 v

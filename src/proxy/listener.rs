@@ -191,7 +191,9 @@ impl Loop {
         let slot = Slot(self.active.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
-        if let Err(e) = stream.set_nonblocking(false) {
+        // The relay forwards whatever arrives at once; Nagle on this side
+        // would hold small TLS flights back for a delayed ACK (40 ms).
+        if let Err(e) = stream.set_nonblocking(false).and_then(|_| stream.set_nodelay(true)) {
             log::debug!("conn-{id} {peer}: {e}");
             return;
         }
