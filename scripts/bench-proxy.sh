@@ -7,9 +7,10 @@
 #   ports 80/443   → redirected (nft) to `egret proxy` → upstream 80/443
 #   ports 8081/4443 → not redirected: the direct path to the same servers
 #
-# Reports bulk throughput (one HTTP download of BULK bytes, best of RUNS)
-# and new TLS connections per second (sequential handshakes + one small
-# request each, with p50/p99 latency), and the egret/direct ratios.
+# Reports bulk throughput (one HTTP download of BULK bytes) and new TLS
+# connections per second (CONNS sequential handshakes + one small request
+# each, with p50/p99 latency), the best of RUNS alternating rounds each,
+# and the egret/direct ratios.
 #
 # Usage: scripts/bench-proxy.sh [--bin PATH]   (default: target/release/egret,
 # built if missing). Env: BULK (bytes, default 2 GiB), RUNS (3), CONNS (2000).
@@ -127,15 +128,11 @@ wait_port() { # netns port: until something listens there (bounded)
 for p in 80 8081 443 4443; do wait_port "$U" "$p"; done
 wait_port "$W" 8443
 
-bulk() { # port → bytes/s (best of RUNS)
-  local best=0 v
-  for _ in $(seq "$RUNS"); do
-    v=$(ip netns exec "$W" curl -sS -o /dev/null -m 300 -w '%{speed_download}' \
-      --resolve "ok.example:$1:$UP" "http://ok.example:$1/")
-    v=${v%.*}
-    [ "$v" -gt "$best" ] && best=$v
-  done
-  echo "$best"
+bulk_once() { # port → bytes/s
+  local v
+  v=$(ip netns exec "$W" curl -sS -o /dev/null -m 300 -w '%{speed_download}' \
+    --resolve "ok.example:$1:$UP" "http://ok.example:$1/")
+  echo "${v%.*}"
 }
 
 cat > "$TMP/tls.py" <<'EOF'
@@ -147,6 +144,7 @@ start = time.perf_counter()
 for _ in range(n):
     t = time.perf_counter()
     with socket.create_connection((host, port), timeout=10) as raw:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with ctx.wrap_socket(raw, server_hostname="ok.example") as s:
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")
             while s.recv(65536):
@@ -160,10 +158,17 @@ EOF
 tls() { ip netns exec "$W" python3 "$TMP/tls.py" "$UP" "$1" "$CONNS" "$TMP/ca.pem"; }
 
 echo "bench-proxy: $(nproc) cores, bulk $((BULK >> 20)) MiB x $RUNS runs, $CONNS TLS connections"
-d_bulk=$(bulk 8081)
-e_bulk=$(bulk 80)
-read -r d_cps d_p50 d_p99 < <(tls 4443)
-read -r e_cps e_p50 e_p99 < <(tls 443)
+# Direct and egret alternate, so a load change on the machine hits both;
+# the best run of each counts.
+d_bulk=0 e_bulk=0 d_cps=0 e_cps=0
+for _ in $(seq "$RUNS"); do
+  v=$(bulk_once 8081); [ "$v" -gt "$d_bulk" ] && d_bulk=$v
+  v=$(bulk_once 80); [ "$v" -gt "$e_bulk" ] && e_bulk=$v
+  read -r c p50 p99 < <(tls 4443)
+  [ "$c" -gt "$d_cps" ] && { d_cps=$c; d_p50=$p50; d_p99=$p99; }
+  read -r c p50 p99 < <(tls 443)
+  [ "$c" -gt "$e_cps" ] && { e_cps=$c; e_p50=$p50; e_p99=$p99; }
+done
 
 allowed=$(grep -c '"ALLOWED"' "$TMP/events.jsonl" || true)
 blocked=$(grep -c '"BLOCKED"' "$TMP/events.jsonl" || true)
