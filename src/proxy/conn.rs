@@ -118,7 +118,12 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         Ok(u) => u,
         Err(e) => {
             log::debug!("conn-{id} {peer}: upstream {orig}: {e}");
-            reset(&client);
+            match kind {
+                Kind::Https => reset(&client),
+                Kind::Http => {
+                    respond(&client, "502 Bad Gateway", &format!("egret: cannot reach {orig}: {e}\n"))
+                }
+            }
             return;
         }
     };
@@ -221,12 +226,16 @@ fn refuse(
     }
 }
 
-/// `403` with a short text body, then a graceful close.
+/// `403` with a short text body naming host and reason, then close.
 fn forbidden(client: &TcpStream, host: &str, why: &str) {
     let host = if host.is_empty() { "(none)" } else { host };
-    let body = format!("egret: blocked request to {host}: {why}\n");
+    respond(client, "403 Forbidden", &format!("egret: blocked request to {host}: {why}\n"));
+}
+
+/// A plain-text response, then a graceful close.
+fn respond(client: &TcpStream, status: &str, body: &str) {
     let resp = format!(
-        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = client.set_nonblocking(false);

@@ -263,9 +263,10 @@ impl Fixture {
         std::fs::write(
             dir.join("hosts"),
             format!(
-                "{} ok.example www.ok.example other.example\n{} ok.example www.ok.example\n",
+                "{} ok.example www.ok.example other.example\n{} ok.example www.ok.example\n{} closed.ok.example\n",
                 pair.up_v4(),
-                pair.up_v6()
+                pair.up_v6(),
+                pair.work_v4()
             ),
         )
         .unwrap();
@@ -770,4 +771,23 @@ fn sigterm_stops_the_proxies() {
     };
     assert!(status.success(), "{status:?}");
     f.wait_log("proxy listeners closed");
+}
+
+#[test]
+fn unreachable_upstream_is_502_for_http_and_reset_for_tls() {
+    let f = Fixture::new("upfail", &[]);
+    // Allowed and resolving to an address where nothing listens.
+    let at = f.pair.work_v4();
+    let (code, out, _) = f.curl(&[
+        "-w",
+        "%{http_code}",
+        "--resolve",
+        &resolve("closed.ok.example", 80, at),
+        "http://closed.ok.example/",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.ends_with("502") && out.contains("cannot reach"), "{out}");
+    let (code, _, _) =
+        f.curl(&["--resolve", &resolve("closed.ok.example", 443, at), "https://closed.ok.example/"]);
+    assert_ne!(code, 0);
 }
