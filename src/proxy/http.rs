@@ -661,4 +661,43 @@ mod tests {
             }
         }
     }
+
+    /// Random bytes and mutated requests through the stream follower:
+    /// never a panic, and every step stays inside the buffer.
+    #[test]
+    fn mutations_never_panic() {
+        let seed = b"POST /a HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: b.example:80\r\nContent-Length: 2\r\n\r\nhi";
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut input = seed.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % input.len();
+                input[at] = next() as u8;
+            }
+            let mut s = RequestStream::default();
+            let mut buf = &input[..];
+            for _ in 0..64 {
+                match s.next(buf) {
+                    Ok(Step::NeedMore) | Err(_) => break,
+                    Ok(Step::Forward(n)) => {
+                        assert!(n > 0 && n <= buf.len());
+                        buf = &buf[n..];
+                    }
+                    Ok(Step::Head(h)) => {
+                        assert!(h.head_len <= buf.len());
+                        if let Host::Name(n) = &h.host {
+                            assert_eq!(policy::normalize(n).as_deref(), Ok(n.as_str()));
+                        }
+                        buf = &buf[h.head_len..];
+                    }
+                }
+            }
+        }
+    }
 }

@@ -587,4 +587,36 @@ pub(crate) mod tests {
         let input = records(&msg, 1);
         assert!(matches!(parse(&input), Err(TlsError::TooLarge(_))));
     }
+
+    /// Mutated real hellos: never a panic, and any name that comes out is
+    /// in normal form (normalising it again changes nothing).
+    #[test]
+    fn mutations_never_panic_and_names_are_normal() {
+        let seeds: Vec<Vec<u8>> =
+            ["curl-sni.bin", "curl-tls12.bin", "openssl-sni.bin"].iter().map(|f| data(f)).collect();
+        let mut x: u64 = 0x2545f4914f6cdd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let mut input = seeds[i % seeds.len()].clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % input.len();
+                match next() % 3 {
+                    0 => input[at] = next() as u8,
+                    1 => input.truncate(at.max(1)),
+                    _ => input.insert(at, next() as u8),
+                }
+            }
+            if let Ok(Some(h)) = parse(&input) {
+                if let Sni::Name(n) = &h.sni {
+                    assert_eq!(policy::normalize(n).as_deref(), Ok(n.as_str()), "{input:?}");
+                }
+                assert!(h.consumed <= input.len());
+            }
+        }
+    }
 }
