@@ -115,7 +115,8 @@ printf 'allowlist:\n  domains: ["ok.example"]\n' > "$TMP/policy.yaml"
 echo "$UP ok.example" > "$TMP/hosts"
 ip netns exec "$W" env POLICY_PATH="$TMP/policy.yaml" BYPASS_MARK=$MARK LOG_LEVEL=warn \
   "$BIN" proxy --hosts "$TMP/hosts" > "$TMP/events.jsonl" 2> "$TMP/egret.log" &
-PIDS+=($!)
+EGRET=$!
+PIDS+=($EGRET)
 
 wait_port() { # netns port: until something listens there (bounded)
   for _ in $(seq 100); do
@@ -160,13 +161,20 @@ tls() { ip netns exec "$W" python3 "$TMP/tls.py" "$UP" "$1" "$CONNS" "$TMP/ca.pe
 echo "bench-proxy: $(nproc) cores, bulk $((BULK >> 20)) MiB x $RUNS runs, $CONNS TLS connections"
 # Direct and egret alternate, so a load change on the machine hits both;
 # the best run of each counts.
-d_bulk=0 e_bulk=0 d_cps=0 e_cps=0
+# egret's own CPU time (user + system ticks) is counted around its rounds:
+# unlike throughput it does not depend on what else the machine runs.
+ticks() { awk '{ print $14 + $15 }' "/proc/$EGRET/stat"; }
+d_bulk=0 e_bulk=0 d_cps=0 e_cps=0 bulk_ticks=0 tls_ticks=0
 for _ in $(seq "$RUNS"); do
   v=$(bulk_once 8081); [ "$v" -gt "$d_bulk" ] && d_bulk=$v
+  t0=$(ticks)
   v=$(bulk_once 80); [ "$v" -gt "$e_bulk" ] && e_bulk=$v
+  bulk_ticks=$((bulk_ticks + $(ticks) - t0))
   read -r c p50 p99 < <(tls 4443)
   [ "$c" -gt "$d_cps" ] && { d_cps=$c; d_p50=$p50; d_p99=$p99; }
+  t0=$(ticks)
   read -r c p50 p99 < <(tls 443)
+  tls_ticks=$((tls_ticks + $(ticks) - t0))
   [ "$c" -gt "$e_cps" ] && { e_cps=$c; e_p50=$p50; e_p99=$p99; }
 done
 
@@ -180,6 +188,11 @@ awk -v db="$d_bulk" -v eb="$e_bulk" -v dc="$d_cps" -v ec="$e_cps" \
   printf "%-28s %14.2f %14.2f %8.2f\n", "TLS connection p50 (ms)", d50, e50, e50/d50
   printf "%-28s %14.2f %14.2f %8.2f\n", "TLS connection p99 (ms)", d99, e99, e99/d99
 }'
+hz=$(getconf CLK_TCK)
+awk -v bt="$bulk_ticks" -v tt="$tls_ticks" -v hz="$hz" -v runs="$RUNS" -v bulk="$BULK" -v conns="$CONNS" 'BEGIN {
+  printf "egret CPU: %.2f s per GiB relayed, %.3f ms per TLS connection\n", bt/hz/(runs*bulk/2^30), tt/hz*1000/(runs*conns)
+}'
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "egret events: $allowed allowed, $blocked blocked"
 if [ "$blocked" -ne 0 ]; then
   echo "warning: egret blocked something; see its events:" >&2
