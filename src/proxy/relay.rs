@@ -22,8 +22,6 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::http::{RequestHead, RequestStream, Step, MAX_HEAD};
 use super::{reason, Block};
 
-/// Pipe size asked for (the kernel caps it at fs.pipe-max-size).
-const PIPE_SIZE: i32 = 1 << 20;
 /// User-space buffer of the copy fallback and of the HTTP request side.
 const COPY_BUF: usize = 64 * 1024;
 
@@ -175,9 +173,11 @@ impl Dir {
     fn plain() -> Dir {
         let buf = match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
             Ok((r, w)) => {
-                // A bigger pipe moves more per system call; the default
-                // (64 KiB) is kept if the kernel refuses.
-                let _ = fcntl(&w, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+                // The default size (64 KiB, 16 pages) on purpose: pipe
+                // pages count against fs.pipe-user-pages-soft (16384 per
+                // user without CAP_SYS_RESOURCE), past which new pipes get
+                // 2 pages. 1 MiB pipes would hit that at 32 connections;
+                // 64 KiB ones at 512, and shrink gracefully after.
                 let cap = fcntl(&w, FcntlArg::F_GETPIPE_SZ).map_or(65536, |n| n.max(4096) as usize);
                 Buffer::Pipe { r, w, queued: 0, cap }
             }
