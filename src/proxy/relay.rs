@@ -68,15 +68,26 @@ pub fn relay(
     http: Option<(Vec<u8>, &mut Gate<'_>)>,
     limits: &Limits,
 ) -> (End, Stats) {
+    relay_with(client, upstream, http, limits, true)
+}
+
+/// [`relay`], with splice optional (the tests drive the copy fallback).
+fn relay_with(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    http: Option<(Vec<u8>, &mut Gate<'_>)>,
+    limits: &Limits,
+    use_splice: bool,
+) -> (End, Stats) {
     let mut stats = Stats::default();
     if let Err(e) = client.set_nonblocking(true).and_then(|_| upstream.set_nonblocking(true)) {
         return (End::Error(e), stats);
     }
     let (mut up, mut gate) = match http {
         Some((pending, gate)) => (Dir::http(pending), Some(gate)),
-        None => (Dir::plain(), None),
+        None => (Dir::plain(use_splice), None),
     };
-    let mut down = Dir::plain();
+    let mut down = Dir::plain(use_splice);
     stats.spliced = up.is_spliced() && down.is_spliced();
     let mut last = Instant::now();
     let end = loop {
@@ -170,8 +181,13 @@ enum Buffer {
 }
 
 impl Dir {
-    fn plain() -> Dir {
-        let buf = match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+    fn plain(use_splice: bool) -> Dir {
+        let pipe = if use_splice {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        } else {
+            Err(Errno::ENOSYS)
+        };
+        let buf = match pipe {
             Ok((r, w)) => {
                 // The default size (64 KiB, 16 pages) on purpose: pipe
                 // pages count against fs.pipe-user-pages-soft (16384 per
@@ -419,6 +435,14 @@ mod tests {
         limits: Limits,
         http: Option<Vec<u8>>,
     ) -> (TcpStream, TcpStream, std::thread::JoinHandle<Outcome>) {
+        start_with(limits, http, true)
+    }
+
+    fn start_with(
+        limits: Limits,
+        http: Option<Vec<u8>>,
+        use_splice: bool,
+    ) -> (TcpStream, TcpStream, std::thread::JoinHandle<Outcome>) {
         let (client, relay_client) = pair();
         let (relay_up, upstream) = pair();
         let t = std::thread::spawn(move || {
@@ -431,8 +455,8 @@ mod tests {
                     Ok(())
                 }
             };
-            let (end, stats) =
-                relay(&relay_client, &relay_up, http.map(|p| (p, &mut gate as &mut Gate<'_>)), &limits);
+            let http = http.map(|p| (p, &mut gate as &mut Gate<'_>));
+            let (end, stats) = relay_with(&relay_client, &relay_up, http, &limits, use_splice);
             (end, stats, hosts)
         });
         (client, upstream, t)
@@ -447,7 +471,13 @@ mod tests {
 
     #[test]
     fn half_close_is_propagated_both_ways() {
-        let (mut client, mut upstream, t) = start(limits(10_000, None), None);
+        for use_splice in [true, false] {
+            half_close(use_splice);
+        }
+    }
+
+    fn half_close(use_splice: bool) {
+        let (mut client, mut upstream, t) = start_with(limits(10_000, None), None, use_splice);
         client.write_all(b"ping").unwrap();
         client.shutdown(Shutdown::Write).unwrap();
         let mut got = Vec::new();
@@ -463,7 +493,28 @@ mod tests {
         let (end, stats, _) = t.join().unwrap();
         assert!(matches!(end, End::Done), "{end:?}");
         assert_eq!((stats.up, stats.down), (4, 4));
-        assert!(stats.spliced);
+        assert_eq!(stats.spliced, use_splice);
+    }
+
+    #[test]
+    fn copy_fallback_moves_bulk_exactly() {
+        let (mut client, mut upstream, t) = start_with(limits(10_000, None), None, false);
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || {
+            client.write_all(&sent).unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            client
+        });
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).unwrap();
+        assert!(got == data, "{} bytes, expected {}", got.len(), data.len());
+        drop(upstream);
+        drop(writer.join().unwrap());
+        let (end, stats, _) = t.join().unwrap();
+        assert!(matches!(end, End::Done), "{end:?}");
+        assert_eq!(stats.up, data.len() as u64);
+        assert!(!stats.spliced);
     }
 
     #[test]
