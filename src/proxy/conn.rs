@@ -293,9 +293,11 @@ fn is_self(shared: &Shared, orig: SocketAddr, local: SocketAddr) -> bool {
 /// Reads until the parser has a complete hello / head, the limit, or the
 /// deadline. Traffic problems come back as a [`Block`].
 fn read_head(client: &TcpStream, kind: Kind, buf: &mut Vec<u8>, deadline: Instant) -> Result<Peeked, Block> {
+    // The parsers decide (a value or an error) before these many bytes:
+    // TLS by the record after MAX_BUFFER, HTTP past MAX_HEAD.
     let cap = match kind {
-        Kind::Https => tls::MAX_BUFFER,
-        Kind::Http => http::MAX_HEAD,
+        Kind::Https => tls::MAX_BUFFER + tls::MAX_RECORD_WIRE,
+        Kind::Http => http::MAX_HEAD + 1,
     };
     let mut c = client;
     loop {
@@ -314,7 +316,10 @@ fn read_head(client: &TcpStream, kind: Kind, buf: &mut Vec<u8>, deadline: Instan
         }
         let _ = client.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))));
         let old = buf.len();
-        let want = (cap + 1).saturating_sub(old).clamp(1, 16 * 1024);
+        if old >= cap {
+            return Err(Block::with_note(reason::PEEK_FAILED, format!("no complete head in {old} bytes")));
+        }
+        let want = (cap - old).min(16 * 1024);
         buf.resize(old + want, 0);
         let r = c.read(&mut buf[old..]);
         buf.truncate(old + *r.as_ref().unwrap_or(&0));

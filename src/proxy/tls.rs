@@ -21,6 +21,8 @@ pub const MAX_HELLO: usize = 64 * 1024;
 /// RFC 8446 §5.1: a plaintext record fragment is at most 2^14 bytes.
 const MAX_RECORD: usize = 1 << 14;
 const RECORD_HEADER: usize = 5;
+/// The most bytes one record takes on the wire (header + 2^14).
+pub const MAX_RECORD_WIRE: usize = RECORD_HEADER + MAX_RECORD;
 /// The most bytes of records we buffer while waiting for a hello: the
 /// message cap plus room for record headers of a normally framed hello.
 pub const MAX_BUFFER: usize = MAX_HELLO + 16 * 1024;
@@ -617,6 +619,25 @@ pub(crate) mod tests {
                 }
                 assert!(h.consumed <= input.len());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    /// The shell stops reading at MAX_BUFFER + MAX_RECORD_WIRE bytes and
+    /// relies on the parser having decided by then, whatever the framing.
+    #[test]
+    fn parser_decides_within_the_shell_cap() {
+        let cap = MAX_BUFFER + MAX_RECORD_WIRE;
+        for rec in [1usize, 100, 16384] {
+            // A hello that claims the maximum size and never ends.
+            let mut msg = vec![HANDSHAKE_CLIENT_HELLO, 0, 0xff, 0xff];
+            msg.extend(std::iter::repeat(0u8).take(cap));
+            let input = tests::records(&msg, rec);
+            assert!(parse(&input[..cap]).is_err(), "records of {rec}");
         }
     }
 }
