@@ -25,6 +25,12 @@ pub enum Command {
         url: Option<String>,
     },
     Version,
+    /// Hidden: only the HTTP/HTTPS proxies, with a static hosts table for
+    /// the anti-spoofing check (tests and benchmarks, until `run` serves
+    /// them with the resolver).
+    Proxy {
+        hosts: Option<PathBuf>,
+    },
     /// `--help` for the whole tool or one subcommand.
     Help(Option<&'static str>),
 }
@@ -84,6 +90,20 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
         Some(s) if s.starts_with('-') => "run".to_owned(),
         Some(_) => args.next().unwrap_or_default(),
     };
+    if cmd == "proxy" {
+        let mut hosts = None;
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--hosts" => {
+                    hosts = Some(PathBuf::from(
+                        args.next().ok_or_else(|| UsageError("--hosts needs a PATH".into()))?,
+                    ))
+                }
+                _ => return Err(UsageError(format!("unexpected argument {a:?} for `egret proxy`"))),
+            }
+        }
+        return Ok(Command::Proxy { hosts });
+    }
     let Some(name) = COMMANDS.iter().copied().find(|c| *c == cmd) else {
         return Err(UsageError(format!("unknown command {cmd:?}")));
     };

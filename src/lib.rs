@@ -19,6 +19,7 @@ pub mod health;
 pub mod nflog;
 pub mod nft;
 pub mod policy;
+pub mod proxy;
 pub mod resolve;
 
 /// The version reported in events and by `egret version`.

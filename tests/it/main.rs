@@ -10,4 +10,6 @@ mod events;
 mod fuzz_replay;
 mod netns;
 mod nft;
+mod proxy;
+mod proxy_netns;
 mod util;
