@@ -90,7 +90,7 @@ impl std::error::Error for SinkError {}
 /// Counters of the sink itself.
 #[derive(Debug, Default)]
 pub struct SinkStats {
-    /// Events taken off the channel.
+    /// Events handled (written and handed on).
     pub events: AtomicU64,
     /// Lines that could not be written to `LOG_FILE`.
     pub file_errors: AtomicU64,
@@ -299,7 +299,6 @@ impl Sink {
     }
 
     fn handle(&mut self, ev: Event) {
-        self.stats.events.fetch_add(1, Ordering::Relaxed);
         let json = ev.to_json();
         if self.stdout.is_some() {
             self.out_buf.extend_from_slice(json.as_bytes());
@@ -322,6 +321,8 @@ impl Sink {
                 s.push(json);
             }
         }
+        // Counted last: once `events` shows it, every output has it.
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
     }
 
     fn flush(&mut self) {
