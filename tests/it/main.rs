@@ -12,4 +12,5 @@ mod netns;
 mod nft;
 mod proxy;
 mod proxy_netns;
+mod run;
 mod util;
