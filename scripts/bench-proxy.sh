@@ -37,6 +37,8 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
+# A signal (e.g. from `timeout`) exits through the EXIT trap too.
+trap "exit 1" INT TERM HUP
 
 [ -x "$BIN" ] || cargo build --release
 [ "$(id -u)" -eq 0 ] || { echo "bench-proxy.sh: needs root (network namespaces)" >&2; exit 1; }

@@ -186,5 +186,11 @@ mod tests {
         assert!(p(&["frobnicate"]).unwrap_err().0.contains("unknown command"));
         assert!(p(&["check", "--policy"]).is_err());
         assert!(p(&["cleanup", "now"]).unwrap_err().0.contains("unexpected argument"));
+        // Hidden: not in USAGE, used by the proxy tests and benchmark.
+        assert_eq!(p(&["proxy"]), Ok(Command::Proxy { hosts: None }));
+        assert_eq!(p(&["proxy", "--hosts", "h"]), Ok(Command::Proxy { hosts: Some("h".into()) }));
+        assert!(p(&["proxy", "--hosts"]).is_err());
+        assert!(p(&["proxy", "x"]).unwrap_err().0.contains("unexpected argument"));
+        assert!(!USAGE.contains("proxy "));
     }
 }

@@ -22,6 +22,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::http::{RequestHead, RequestStream, Step, MAX_HEAD};
 use super::{reason, Block};
 
+/// After a later HTTP request is refused, how long the upstream may take
+/// to finish its answers to the requests before it.
+const BLOCK_GRACE: Duration = Duration::from_secs(5);
 /// User-space buffer of the copy fallback and of the HTTP request side.
 const COPY_BUF: usize = 64 * 1024;
 
@@ -90,10 +93,30 @@ fn relay_with(
     let mut down = Dir::plain(use_splice);
     stats.spliced = up.is_spliced() && down.is_spliced();
     let mut last = Instant::now();
+    // A refused later request: what to report, and until when the
+    // responses to the requests before it may still flow to the client.
+    let mut blocked: Option<(Option<Box<RequestHead>>, Block)> = None;
+    let mut grace: Option<Instant> = None;
     let end = loop {
-        let a = match up.pump(client, upstream, gate.as_deref_mut()) {
-            Ok(n) => n,
-            Err(end) => break end,
+        let a = if blocked.is_some() {
+            0
+        } else {
+            match up.pump(client, upstream, gate.as_deref_mut()) {
+                Ok(n) => n,
+                Err(End::Blocked { head, block }) => {
+                    // Not a byte of the refused request went upstream. Send
+                    // it our end of stream, let it finish answering the
+                    // requests before (pipelining), then the caller
+                    // answers 403 on the still-open client side.
+                    blocked = Some((head, block));
+                    up.stop();
+                    let _ = upstream.shutdown(Shutdown::Write);
+                    down.hold = true;
+                    grace = Some(Instant::now() + BLOCK_GRACE);
+                    0
+                }
+                Err(end) => break end,
+            }
         };
         let b = match down.pump(upstream, client, None) {
             Ok(n) => n,
@@ -104,6 +127,9 @@ fn relay_with(
         let now = Instant::now();
         if a + b > 0 {
             last = now;
+        }
+        if blocked.is_some() && down.finished() {
+            break End::Done;
         }
         if up.shut && down.shut {
             break End::Done;
@@ -122,7 +148,10 @@ fn relay_with(
             Wait::Nothing => {}
         }
         let idle_at = last + limits.idle;
-        let wake = limits.deadline.map_or(idle_at, |d| d.min(idle_at));
+        let mut wake = limits.deadline.map_or(idle_at, |d| d.min(idle_at));
+        if let Some(g) = grace {
+            wake = wake.min(g);
+        }
         if now >= wake {
             break if limits.deadline.is_some_and(|d| now >= d) { End::Lifetime } else { End::Idle };
         }
@@ -136,12 +165,13 @@ fn relay_with(
         // An error or hang-up on a socket we are not otherwise touching
         // would wake poll forever: look at it now.
         let bad = PollFlags::POLLERR | PollFlags::POLLHUP;
-        for (fd, s) in fds.iter().zip([client, upstream]) {
-            if fd.revents().is_some_and(|r| r.intersects(bad)) {
-                if let Ok(Some(e)) = s.take_error() {
-                    return (End::Error(e), stats);
-                }
-            }
+        let err = fds
+            .iter()
+            .zip([client, upstream])
+            .filter(|(fd, _)| fd.revents().is_some_and(|r| r.intersects(bad)))
+            .find_map(|(_, s)| s.take_error().ok().flatten());
+        if let Some(e) = err {
+            break End::Error(e);
         }
         if fds.iter().any(|f| f.revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)))
             && up.waits() == Wait::Nothing
@@ -149,6 +179,12 @@ fn relay_with(
         {
             break End::Done;
         }
+    };
+    // However the loop ended, a refused request is what the caller must
+    // answer (with its 403).
+    let end = match blocked {
+        Some((head, block)) => End::Blocked { head, block },
+        None => end,
     };
     (end, stats)
 }
@@ -168,6 +204,8 @@ struct Dir {
     eof: bool,
     /// We shut `dst`'s sending side (after eof and an empty buffer).
     shut: bool,
+    /// Do not shut `dst` at the end: the caller still writes to it.
+    hold: bool,
 }
 
 enum Buffer {
@@ -202,7 +240,7 @@ impl Dir {
                 Buffer::Copy { buf: vec![0; COPY_BUF].into_boxed_slice(), lo: 0, hi: 0 }
             }
         };
-        Dir { buf, eof: false, shut: false }
+        Dir { buf, eof: false, shut: false, hold: false }
     }
 
     fn http(pending: Vec<u8>) -> Dir {
@@ -210,7 +248,23 @@ impl Dir {
             buf: Buffer::Http { buf: pending, approved: 0, stream: RequestStream::default(), first: true },
             eof: false,
             shut: false,
+            hold: false,
         }
+    }
+
+    /// Stops this direction for good: nothing more is read or sent.
+    fn stop(&mut self) {
+        if let Buffer::Http { buf, approved, .. } = &mut self.buf {
+            buf.clear();
+            *approved = 0;
+        }
+        self.eof = true;
+        self.shut = true;
+    }
+
+    /// The source ended and everything read was delivered.
+    fn finished(&self) -> bool {
+        self.eof && self.waits() == Wait::Nothing
     }
 
     fn is_spliced(&self) -> bool {
@@ -369,7 +423,7 @@ impl Dir {
                 // An unfinished head left at end of stream is dropped.
                 Buffer::Http { approved, .. } => *approved == 0,
             };
-            if self.eof && drained && !self.shut {
+            if self.eof && drained && !self.shut && !self.hold {
                 // Half-close: the peer sees our end of stream and may
                 // still answer.
                 match dst.shutdown(Shutdown::Write) {
@@ -548,9 +602,18 @@ mod tests {
     #[test]
     fn second_http_request_goes_through_the_gate() {
         let first = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n".to_vec();
+        let post = b"POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc";
         let (mut client, mut upstream, t) = start(limits(10_000, None), Some(first.clone()));
-        client.write_all(b"POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+        client.write_all(post).unwrap();
         client.write_all(b"GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n").unwrap();
+        // Upstream gets the allowed requests, then our end of stream, and
+        // nothing of the refused one.
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).unwrap();
+        let mut want = first;
+        want.extend_from_slice(post);
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+        drop(upstream);
         let (end, _, hosts) = t.join().unwrap();
         match end {
             End::Blocked { head: Some(h), block } => {
@@ -561,16 +624,34 @@ mod tests {
         }
         // The first head was decided by the caller, not the gate.
         assert_eq!(hosts, vec!["Name(\"a.example\")", "Name(\"blocked.example\")"]);
-        drop(client);
-        upstream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    }
+
+    #[test]
+    fn answers_before_a_refused_pipelined_request_still_arrive() {
+        let first = b"GET /1 HTTP/1.1\r\nHost: a.example\r\n\r\n".to_vec();
+        let (mut client, mut upstream, t) = start(limits(10_000, None), Some(first.clone()));
+        client.write_all(b"GET /2 HTTP/1.1\r\nHost: blocked.example\r\n\r\n").unwrap();
         let mut got = Vec::new();
-        let _ = upstream.read_to_end(&mut got);
-        let mut want = first;
-        want.extend_from_slice(b"POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc");
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(&want),
-            "nothing of the blocked request"
-        );
+        upstream.read_to_end(&mut got).unwrap();
+        assert_eq!(got, first);
+        // The answer to /1 comes after the refusal and must still arrive.
+        upstream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+        drop(upstream);
+        let mut answer = vec![0u8; 40];
+        client.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer[..], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let (end, _, _) = t.join().unwrap();
+        assert!(matches!(end, End::Blocked { .. }), "{end:?}");
+    }
+
+    #[test]
+    fn a_silent_upstream_after_a_refusal_is_cut_after_the_grace() {
+        let first = b"GET /1 HTTP/1.1\r\nHost: a.example\r\n\r\n".to_vec();
+        let (mut client, _upstream, t) = start(limits(60_000, None), Some(first));
+        client.write_all(b"GET /2 HTTP/1.1\r\nHost: blocked.example\r\n\r\n").unwrap();
+        let start = Instant::now();
+        let (end, _, _) = t.join().unwrap();
+        assert!(matches!(end, End::Blocked { .. }), "{end:?}");
+        assert!(start.elapsed() < BLOCK_GRACE + Duration::from_secs(3), "{:?}", start.elapsed());
     }
 }

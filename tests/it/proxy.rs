@@ -525,6 +525,25 @@ fn every_request_on_a_kept_alive_connection_is_checked() {
 }
 
 #[test]
+fn pipelined_requests_answered_in_order_up_to_the_refused_one() {
+    let f = Fixture::new("pipeline", &[]);
+    let s = f.connect(f.pair.up_v4(), 80);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    w.write_all(
+        b"GET /p1 HTTP/1.1\r\nHost: ok.example\r\n\r\nGET /p2 HTTP/1.1\r\nHost: other.example\r\n\r\n",
+    )
+    .unwrap();
+    let (head, body) = read_response(&mut r);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "host=ok.example\n");
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    assert!(rest.starts_with("HTTP/1.1 403") && rest.contains("other.example"), "{rest}");
+    assert_eq!(f.upstream.seen(), vec!["ok.example /p1"]);
+}
+
+#[test]
 fn absolute_form_target_must_match_host() {
     let f = Fixture::new("absform", &[]);
     let mut s = f.connect(f.pair.up_v4(), 80);
