@@ -82,7 +82,12 @@ impl Enforcement {
     /// Reads the kernel's table back and compares; a read-back failure is
     /// reported as the error text (enforcement cannot be confirmed).
     pub fn check(&self) -> Result<Drift, String> {
-        let found = nft::read_back().map_err(|e| format!("reading the ruleset back: {e}"))?;
+        let found = match nft::read_back() {
+            Ok(f) => f,
+            // The dump of a table that does not exist fails with ENOENT.
+            Err(nft::NftError::Kernel { errno: nix::errno::Errno::ENOENT, .. }) => Installed::default(),
+            Err(e) => return Err(format!("reading the ruleset back: {e}")),
+        };
         Ok(compare(&lock(&self.expected), &found))
     }
 }
