@@ -70,6 +70,68 @@ fn upstream(ns: &str, addr: SocketAddr) -> Upstream {
     Upstream { stop }
 }
 
+/// Port 443 of the test upstream: echoes what it reads (the proxy only
+/// reads the ClientHello; what follows is opaque to it).
+fn echo(ns: &str, addr: SocketAddr) -> Upstream {
+    let listener = in_ns(ns, move || TcpListener::bind(addr).expect("bind test echo"));
+    listener.set_nonblocking(true).expect("nonblocking");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while !stop2.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(300) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    std::thread::spawn(move || {
+                        s.set_nonblocking(false).ok();
+                        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+                        let mut r = s.try_clone().expect("clone");
+                        let _ = std::io::copy(&mut r, &mut s);
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    Upstream { stop }
+}
+
+/// A real ClientHello (rustls) naming `sni`.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}
+
+/// Sends `bytes` and reads them back from the echo upstream.
+fn echoed(s: &mut TcpStream, bytes: &[u8]) -> bool {
+    let mut back = vec![0u8; bytes.len()];
+    s.write_all(bytes).is_ok() && s.read_exact(&mut back).is_ok() && back == bytes
+}
+
+/// Asserts the connection was closed (EOF or reset) within a few seconds.
+fn assert_closed(s: &mut TcpStream) {
+    let t = Instant::now();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        Ok(n) => panic!("revoked connection still delivered {n} bytes"),
+        Err(e) => assert!(
+            !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            "revoked connection still open after {:?}",
+            t.elapsed()
+        ),
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "closing took {:?}", t.elapsed());
+}
+
 /// Reads one request head; `None` at EOF or on an error.
 fn read_head(s: &mut TcpStream) -> Option<String> {
     let mut head = Vec::new();
@@ -146,6 +208,7 @@ struct World {
     p: Pair,
     _dns: Auth,
     _http: Upstream,
+    _echo: Upstream,
 }
 
 fn world() -> World {
@@ -153,7 +216,8 @@ fn world() -> World {
     let a: std::net::Ipv4Addr = p.v4(2).parse().unwrap();
     let dns = dns_in(&p.up, format!("{}:53", p.v4(2)).parse().unwrap(), Zone::standard(a, 300));
     let http = upstream(&p.up, format!("{}:80", p.v4(2)).parse().unwrap());
-    World { p, _dns: dns, _http: http }
+    let echo = echo(&p.up, format!("{}:443", p.v4(2)).parse().unwrap());
+    World { p, _dns: dns, _http: http, _echo: echo }
 }
 
 impl World {
@@ -215,14 +279,7 @@ fn reload_closes_open_connections_of_a_removed_name_and_keeps_the_others() {
 
     // The removed name's keep-alive connection is closed (EOF or reset),
     // not left open until a timeout.
-    let t = Instant::now();
-    let mut b = [0u8; 64];
-    match gone.read(&mut b) {
-        Ok(0) => {}
-        Ok(n) => panic!("revoked connection still delivered {n} bytes"),
-        Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "revoked connection still open"),
-    }
-    assert!(t.elapsed() < Duration::from_secs(5), "closing took {:?}", t.elapsed());
+    assert_closed(&mut gone);
     // The name still allowed keeps its connection and is served.
     assert_eq!(exchange(&mut kept, "blocked.test", "/"), (200, HELLO.into()));
     // New connections to the removed name are refused.
@@ -230,6 +287,28 @@ fn reload_closes_open_connections_of_a_removed_name_and_keeps_the_others() {
     let (code, body) = curl(&w.p.work, &url.iter().map(|s| s.as_ref()).collect::<Vec<&str>>());
     assert_eq!(code, "403", "{body}");
     assert!(body.contains("domain-not-allowed"), "{body}");
+}
+
+#[test]
+fn reload_closes_open_tls_connections_of_a_removed_name() {
+    let w = world();
+    let (d, pol) = w.start("ops-revoke-tls", &["allowed.test", "blocked.test"], &[]);
+    let tls: SocketAddr = format!("{}:443", w.p.v4(2)).parse().unwrap();
+    let mut gone = connect(&w.p.work, tls);
+    let mut kept = connect(&w.p.work, tls);
+    assert!(echoed(&mut gone, &client_hello("allowed.test")), "allowed.test relayed");
+    assert!(echoed(&mut kept, &client_hello("blocked.test")), "blocked.test relayed");
+
+    std::fs::write(&pol, policy(&["blocked.test"])).unwrap();
+    let ev = d.wait_event("https.blocked", "reason", "policy-revoked");
+    assert_eq!(ev["https"], "allowed.test");
+    assert_closed(&mut gone);
+    assert!(echoed(&mut kept, b"still here"), "the connection still allowed continues");
+    // A new connection with the removed name is reset.
+    let mut again = connect(&w.p.work, tls);
+    let _ = again.write_all(&client_hello("allowed.test"));
+    assert_closed(&mut again);
+    d.wait_event("https.blocked", "reason", "domain-not-allowed");
 }
 
 #[test]
