@@ -391,6 +391,50 @@ fn watchdog_restores_a_deleted_table_alerts_and_health_says_degraded_meanwhile()
     assert_eq!(metric(&m, "egret_filter_enforcement_intact"), 1);
     // Enforcing again: another port is reset at once.
     assert_eq!(curl(&w.p.work, &[&format!("http://{}:8000/", w.p.v4(2))]).0, "000");
+
+    // A changed table (a chain flushed) is restored too.
+    let mut c = Pair::exec(&w.p.work, "nft");
+    c.args(["flush", "chain", "inet", "egret", "filter_out"]);
+    let (code, _, err) = util::run(c);
+    assert_eq!(code, 0, "nft flush chain: {err}");
+    let m = wait_for(Duration::from_secs(6), || {
+        let m = scrape(&w.p.work, port);
+        (m.get("egret_filter_ruleset_reapplies_total") == Some(&2)).then_some(m)
+    })
+    .expect("the flushed chain was not restored within the watchdog interval");
+    assert_eq!(metric(&m, "egret_filter_enforcement_intact"), 1);
+    let ev = d.wait_event("egret.ruleset_tampered", "reason", "ruleset-tampered");
+    assert!(ev["note"].as_str().unwrap_or("").contains("changed"), "{ev}");
+}
+
+#[test]
+fn dns_mode_metrics_count_queries_by_verdict() {
+    let w = world();
+    let port = 9193;
+    let (_d, _pol) = w.start(
+        "ops-dns-metrics",
+        &["allowed.test"],
+        &[("FILTER_MODE", "dns"), ("METRICS_ADDR", &port.to_string())],
+    );
+    let dig = |args: &[&str]| {
+        let mut c = Pair::exec(&w.p.work, "dig");
+        c.args(["@127.0.0.1", "+time=3", "+tries=1"]).args(args);
+        util::run(c).1
+    };
+    for q in [&["allowed.test", "A"][..], &["allowed.test", "AAAA"], &["blocked.test", "A"]] {
+        let out = dig(q);
+        let want = if q[0] == "blocked.test" { "NXDOMAIN" } else { "NOERROR" };
+        assert!(out.contains(&format!("status: {want}")), "{q:?}: {out}");
+    }
+    let m = scrape(&w.p.work, port);
+    for (key, want) in [
+        ("egret_filter_dns_queries_total{verdict=\"forwarded\"}", 2),
+        ("egret_filter_dns_queries_total{verdict=\"blocked\"}", 1),
+        ("egret_filter_dns_queries_total{verdict=\"servfail\"}", 0),
+    ] {
+        assert_eq!(metric(&m, key), want, "{key}");
+    }
+    assert!(!m.keys().any(|k| k.starts_with("egret_filter_connections")), "no proxies in DNS mode");
 }
 
 #[test]
