@@ -390,10 +390,7 @@ impl Reloader<'_> {
         let what = drift.describe();
         log::error!("watchdog: {what}; re-applying egret's ruleset");
         self.counters.tampered.fetch_add(1, Ordering::Relaxed);
-        let mut ev = self.emitter.event(Component::Egret, Action::Blocked).with_reason(RULESET_TAMPERED);
-        ev.msg = "egret.ruleset_tampered".into();
-        ev.note = Some(what);
-        self.emitter.emit(ev);
+        self.emitter.emit(tamper_event(self.emitter.event(Component::Egret, Action::Blocked), what));
         match nft::apply(&self.ruleset) {
             Ok(a) => {
                 self.enforcement.set_expected(a.installed);
@@ -404,6 +401,14 @@ impl Reloader<'_> {
             Err(e) => log::error!("watchdog: re-applying the ruleset failed (will retry): {e}"),
         }
     }
+}
+
+/// The watchdog's alert: BLOCKED, so the Gotify path alerts on it.
+fn tamper_event(ev: events::Event, what: String) -> events::Event {
+    let mut ev = ev.with_reason(RULESET_TAMPERED);
+    ev.msg = "egret.ruleset_tampered".into();
+    ev.note = Some(what);
+    ev
 }
 
 impl Service for crate::proxy::ProxyHandle {
@@ -484,6 +489,27 @@ fn start_services(
                 .map_err(|e| format!("dns: {e}"))?;
             let dns_stats = Some(d.shared_stats());
             Ok(Running { services: vec![Box::new(d)], learner, registry: None, active: None, dns_stats })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::gotify::{AlertRules, Verdict};
+
+    #[test]
+    fn a_tamper_event_alerts() {
+        let base = events::Event::new(Component::Egret, Action::Blocked, "pod-1", SystemTime::UNIX_EPOCH);
+        let ev = tamper_event(base, "table inet egret was deleted".into());
+        assert_eq!(
+            (ev.msg.as_str(), ev.reason.as_deref()),
+            ("egret.ruleset_tampered", Some(RULESET_TAMPERED))
+        );
+        let mut rules = AlertRules::new(Duration::from_secs(60), &[]).unwrap();
+        match rules.consider(&ev, Instant::now()) {
+            Verdict::Send(a) => assert!(a.message.contains(RULESET_TAMPERED), "{}", a.message),
+            other => panic!("a tamper event must alert: {other:?}"),
         }
     }
 }
