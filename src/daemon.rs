@@ -356,7 +356,6 @@ impl Reloader<'_> {
             log::info!("{} open connections no longer allowed by the new policy were closed", cut.len());
         }
         for r in cut {
-            self.counters.revoked.fetch_add(1, Ordering::Relaxed);
             let comp = match r.kind {
                 crate::proxy::conn::Kind::Http => Component::Http,
                 crate::proxy::conn::Kind::Https => Component::Https,

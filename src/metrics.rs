@@ -33,9 +33,6 @@ pub struct DaemonCounters {
     /// Watchdog: the ruleset was re-applied after tampering.
     pub reapplies: AtomicU64,
     pub nflog_events: AtomicU64,
-    /// Connections cut by a reload (also counted per component by the
-    /// proxies' registry).
-    pub revoked: AtomicU64,
 }
 
 /// Every value one scrape reports.

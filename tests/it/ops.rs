@@ -265,7 +265,9 @@ fn health(ns: &str, port: u16) -> (i32, String) {
 #[test]
 fn reload_closes_open_connections_of_a_removed_name_and_keeps_the_others() {
     let w = world();
-    let (d, pol) = w.start("ops-revoke", &["allowed.test", "blocked.test"], &[]);
+    let port = 9194;
+    let (d, pol) =
+        w.start("ops-revoke", &["allowed.test", "blocked.test"], &[("METRICS_ADDR", &port.to_string())]);
     let mut gone = connect(&w.p.work, w.http());
     let mut kept = connect(&w.p.work, w.http());
     assert_eq!(exchange(&mut gone, "allowed.test", "/"), (200, HELLO.into()));
@@ -287,6 +289,9 @@ fn reload_closes_open_connections_of_a_removed_name_and_keeps_the_others() {
     let (code, body) = curl(&w.p.work, &url.iter().map(|s| s.as_ref()).collect::<Vec<&str>>());
     assert_eq!(code, "403", "{body}");
     assert!(body.contains("domain-not-allowed"), "{body}");
+    let m = scrape(&w.p.work, port);
+    assert_eq!(metric(&m, "egret_filter_connections_total{component=\"http\",verdict=\"revoked\"}"), 1);
+    assert_eq!(metric(&m, "egret_filter_connections_open"), 1, "the kept connection");
 }
 
 #[test]
@@ -441,7 +446,7 @@ fn dns_mode_metrics_count_queries_by_verdict() {
 fn metrics_count_the_traffic_the_test_sent() {
     let w = world();
     let port = 9192;
-    let (d, pol) = w.start("ops-metrics", &["allowed.test"], &[("METRICS_ADDR", &port.to_string())]);
+    let (mut d, pol) = w.start("ops-metrics", &["allowed.test"], &[("METRICS_ADDR", &port.to_string())]);
 
     // 3 allowed requests on their own connections, exact bytes each way.
     for _ in 0..3 {
@@ -503,4 +508,7 @@ fn metrics_count_the_traffic_the_test_sent() {
     let text = curl(&w.p.work, &[&format!("http://127.0.0.1:{port}/metrics")]).1;
     assert!(!text.contains("allowed.test") && !text.contains(&w.p.v4(2)), "{text}");
     assert_eq!(curl(&w.p.work, &[&format!("http://127.0.0.1:{port}/nope")]).0, "404");
+    // The endpoint does not hold up a clean stop.
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0));
 }
