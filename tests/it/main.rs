@@ -10,6 +10,7 @@ mod events;
 mod fuzz_replay;
 mod netns;
 mod nft;
+mod ops;
 mod proxy;
 mod proxy_netns;
 mod run;
