@@ -482,3 +482,51 @@ fn an_answer_whose_addresses_cannot_be_learned_is_servfail() {
     let fail = evs.iter().find(|e| e.rcode.as_deref() == Some("SERVFAIL")).expect("a SERVFAIL event");
     assert!(fail.note.as_deref().unwrap_or("").contains("test refuses"), "{fail:?}");
 }
+
+/// `dns::start_dns_mode` from a real `Config` in a fresh namespace (so
+/// DNS_PORT can be 53): plain mode forwards; strict mode without egret's
+/// table answers SERVFAIL with a note naming the missing sets, rather than
+/// handing out an address that could not be made reachable.
+#[test]
+fn dns_mode_from_config_and_strict_without_the_table() {
+    let ns = Netns::new("dnscfg");
+    let auth = ns.run(|| {
+        Auth::start(
+            "127.0.0.1:5300".parse().expect("addr"),
+            Zone::standard("10.200.0.2".parse().expect("ip"), 60),
+        )
+    });
+    for strict in ["false", "true"] {
+        let env = |k: &str| -> Option<String> {
+            match k {
+                "FILTER_MODE" => Some("dns".into()),
+                "DNS_UPSTREAMS" => Some("127.0.0.1:5300".into()),
+                "DNS_STRICT" => Some(strict.into()),
+                _ => None,
+            }
+        };
+        let cfg = egret::config::Config::from_env(&env).expect("config");
+        let (srv, learner, events) = ns.run(move || {
+            let (emitter, events) = Emitter::channel(64, "cfg");
+            let (h, l) = dns::start_dns_mode(&cfg, policy(&["allowed.test"]), emitter, 0x77).expect("start");
+            (h, l, events)
+        });
+        assert_eq!(learner.is_some(), strict == "true");
+        let addrs: Vec<String> = srv.local_addrs().iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, ["127.0.0.1:53", "[::1]:53"]);
+        let out = ns.exec(&["dig", "@127.0.0.1", "+time=3", "+tries=1", "allowed.test", "A"]);
+        let out6 = ns.exec(&["dig", "@::1", "+time=3", "+tries=1", "blocked.test", "A"]);
+        assert_eq!(status(&out6), "NXDOMAIN", "{out6}");
+        if strict == "false" {
+            assert_eq!(status(&out), "NOERROR", "{out}");
+        } else {
+            assert_eq!(status(&out), "SERVFAIL", "{out}");
+            let evs: Vec<Event> = events.try_iter().collect();
+            let e = evs.iter().find(|e| e.rcode.as_deref() == Some("SERVFAIL")).expect("servfail event");
+            let note = e.note.as_deref().unwrap_or("");
+            assert!(note.contains("table inet egret with sets learned4/learned6"), "{note}");
+        }
+        drop(srv);
+    }
+    assert!(auth.total("allowed.test") >= 2);
+}
