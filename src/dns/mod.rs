@@ -129,35 +129,6 @@ pub fn start(
     start_with(Settings::from_config(cfg, mark), policy, emitter, learner)
 }
 
-/// `FILTER_MODE=dns` as `egret run` needs it: the server, and with
-/// `DNS_STRICT` the nft learner (call [`learn::NftLearner::replay`] with
-/// the new policy after every ruleset replace, since a reload empties the
-/// learned sets). Must run in the pod's namespace with CAP_NET_ADMIN when
-/// strict.
-pub fn start_dns_mode(
-    cfg: &Config,
-    policy: PolicyHandle,
-    emitter: Emitter,
-    mark: u32,
-) -> io::Result<(DnsHandle, Option<Arc<learn::NftLearner>>)> {
-    let learner = if cfg.dns_strict {
-        let l = learn::NftLearner::new().map_err(|e| io::Error::other(format!("dns strict egress: {e}")))?;
-        Some(Arc::new(l))
-    } else {
-        None
-    };
-    let hook = learner.clone().map(|l| l as Arc<dyn Learn>);
-    let handle = start(cfg, policy, emitter, mark, hook)?;
-    if cfg.dns_strict {
-        log::info!(
-            "dns: strict egress: answers' addresses go to nft sets {}/{} before clients see them",
-            learn::SET4,
-            learn::SET6
-        );
-    }
-    Ok((handle, learner))
-}
-
 /// Binds every listen address (v6 ones may be missing), then runs the loop
 /// on its own thread. An address that cannot be bound at all is an error,
 /// unless it is IPv6 and IPv4 bound.

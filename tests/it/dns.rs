@@ -483,8 +483,9 @@ fn an_answer_whose_addresses_cannot_be_learned_is_servfail() {
     assert!(fail.note.as_deref().unwrap_or("").contains("test refuses"), "{fail:?}");
 }
 
-/// `dns::start_dns_mode` from a real `Config` in a fresh namespace (so
-/// DNS_PORT can be 53): plain mode forwards; strict mode without egret's
+/// `dns::start` from a real `Config` in a fresh namespace (so DNS_PORT can
+/// be 53), as `egret run` calls it: plain mode forwards; strict mode (an
+/// `NftLearner`) without egret's
 /// table answers SERVFAIL with a note naming the missing sets, rather than
 /// handing out an address that could not be made reachable.
 #[test]
@@ -508,7 +509,10 @@ fn dns_mode_from_config_and_strict_without_the_table() {
         let cfg = egret::config::Config::from_env(&env).expect("config");
         let (srv, learner, events) = ns.run(move || {
             let (emitter, events) = Emitter::channel(64, "cfg");
-            let (h, l) = dns::start_dns_mode(&cfg, policy(&["allowed.test"]), emitter, 0x77).expect("start");
+            let l =
+                cfg.dns_strict.then(|| std::sync::Arc::new(dns::learn::NftLearner::new().expect("netlink")));
+            let hook = l.clone().map(|l| l as std::sync::Arc<dyn dns::Learn>);
+            let h = dns::start(&cfg, policy(&["allowed.test"]), emitter, 0x77, hook).expect("start");
             (h, l, events)
         });
         assert_eq!(learner.is_some(), strict == "true");
