@@ -155,6 +155,13 @@ pub fn start_with(
             Err(e) => return Err(io::Error::new(e.kind(), format!("dns: cannot listen on {addr}: {e}"))),
         }
     }
+    // Forwarding to ourselves would loop each query until the queue fills.
+    if let Some(up) = settings.upstreams.addrs.iter().find(|u| local.contains(u)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("dns: DNS_UPSTREAMS entry {up} is egret's own listener (a forwarding loop)"),
+        ));
+    }
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());

@@ -458,6 +458,22 @@ fn ipv6_loopback_and_classic_udp_clients() {
     assert!(out.contains(&format!("3{}", "m".repeat(199))), "{out}");
 }
 
+#[test]
+fn egret_refuses_itself_as_upstream() {
+    let port = UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let me: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let settings = Settings {
+        listen: vec![me],
+        upstreams: Upstreams::new(vec![me], None),
+        ttl_min: Duration::from_secs(1),
+        ttl_max: Duration::from_secs(60),
+        workers: 1,
+    };
+    let (emitter, _events) = Emitter::channel(4, "loop");
+    let err = dns::start_with(settings, policy(&["*"]), emitter, None).err().expect("refused");
+    assert!(err.to_string().contains("forwarding loop"), "{err}");
+}
+
 /// A learner that refuses: the client must not get addresses that strict
 /// egress would then reject.
 struct Refuse;
