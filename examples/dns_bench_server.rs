@@ -26,7 +26,11 @@ fn main() {
         upstreams: Upstreams::new(vec![auth.addr], None),
         ttl_min: Duration::from_secs(30),
         ttl_max: Duration::from_secs(3600),
-        workers: dns::defaults::WORKERS,
+        // EGRET_DNS_WORKERS tries other pool sizes.
+        workers: std::env::var("EGRET_DNS_WORKERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(dns::defaults::WORKERS),
     };
     // Events are drained and dropped, as a sink thread would.
     let (emitter, events) = Emitter::channel(4096, "bench");

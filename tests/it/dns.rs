@@ -458,6 +458,22 @@ fn ipv6_loopback_and_classic_udp_clients() {
     assert!(out.contains(&format!("3{}", "m".repeat(199))), "{out}");
 }
 
+#[test]
+fn egret_refuses_itself_as_upstream() {
+    let port = UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let me: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let settings = Settings {
+        listen: vec![me],
+        upstreams: Upstreams::new(vec![me], None),
+        ttl_min: Duration::from_secs(1),
+        ttl_max: Duration::from_secs(60),
+        workers: 1,
+    };
+    let (emitter, _events) = Emitter::channel(4, "loop");
+    let err = dns::start_with(settings, policy(&["*"]), emitter, None).err().expect("refused");
+    assert!(err.to_string().contains("forwarding loop"), "{err}");
+}
+
 /// A learner that refuses: the client must not get addresses that strict
 /// egress would then reject.
 struct Refuse;
@@ -481,4 +497,56 @@ fn an_answer_whose_addresses_cannot_be_learned_is_servfail() {
     let evs = srv.events();
     let fail = evs.iter().find(|e| e.rcode.as_deref() == Some("SERVFAIL")).expect("a SERVFAIL event");
     assert!(fail.note.as_deref().unwrap_or("").contains("test refuses"), "{fail:?}");
+}
+
+/// `dns::start` from a real `Config` in a fresh namespace (so DNS_PORT can
+/// be 53), as `egret run` calls it: plain mode forwards; strict mode (an
+/// `NftLearner`) without egret's
+/// table answers SERVFAIL with a note naming the missing sets, rather than
+/// handing out an address that could not be made reachable.
+#[test]
+fn dns_mode_from_config_and_strict_without_the_table() {
+    let ns = Netns::new("dnscfg");
+    let auth = ns.run(|| {
+        Auth::start(
+            "127.0.0.1:5300".parse().expect("addr"),
+            Zone::standard("10.200.0.2".parse().expect("ip"), 60),
+        )
+    });
+    for strict in ["false", "true"] {
+        let env = |k: &str| -> Option<String> {
+            match k {
+                "FILTER_MODE" => Some("dns".into()),
+                "DNS_UPSTREAMS" => Some("127.0.0.1:5300".into()),
+                "DNS_STRICT" => Some(strict.into()),
+                _ => None,
+            }
+        };
+        let cfg = egret::config::Config::from_env(&env).expect("config");
+        let (srv, learner, events) = ns.run(move || {
+            let (emitter, events) = Emitter::channel(64, "cfg");
+            let l =
+                cfg.dns_strict.then(|| std::sync::Arc::new(dns::learn::NftLearner::new().expect("netlink")));
+            let hook = l.clone().map(|l| l as std::sync::Arc<dyn dns::Learn>);
+            let h = dns::start(&cfg, policy(&["allowed.test"]), emitter, 0x77, hook).expect("start");
+            (h, l, events)
+        });
+        assert_eq!(learner.is_some(), strict == "true");
+        let addrs: Vec<String> = srv.local_addrs().iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, ["127.0.0.1:53", "[::1]:53"]);
+        let out = ns.exec(&["dig", "@127.0.0.1", "+time=3", "+tries=1", "allowed.test", "A"]);
+        let out6 = ns.exec(&["dig", "@::1", "+time=3", "+tries=1", "blocked.test", "A"]);
+        assert_eq!(status(&out6), "NXDOMAIN", "{out6}");
+        if strict == "false" {
+            assert_eq!(status(&out), "NOERROR", "{out}");
+        } else {
+            assert_eq!(status(&out), "SERVFAIL", "{out}");
+            let evs: Vec<Event> = events.try_iter().collect();
+            let e = evs.iter().find(|e| e.rcode.as_deref() == Some("SERVFAIL")).expect("servfail event");
+            let note = e.note.as_deref().unwrap_or("");
+            assert!(note.contains("table inet egret with sets learned4/learned6"), "{note}");
+        }
+        drop(srv);
+    }
+    assert!(auth.total("allowed.test") >= 2);
 }

@@ -70,9 +70,16 @@ impl Drop for Auth {
 impl Auth {
     /// Binds UDP and TCP at `addr` (port 0 picks one; TCP follows UDP).
     pub fn start(addr: SocketAddr, zone: Zone) -> Auth {
-        let udp = UdpSocket::bind(addr).expect("bind test upstream udp");
-        let addr = udp.local_addr().expect("local addr");
-        let tcp = TcpListener::bind(addr).expect("bind test upstream tcp");
+        // With port 0 the TCP port follows the UDP one; it may be taken
+        // for TCP, so try a few.
+        let (udp, tcp, addr) = (0..50)
+            .find_map(|_| {
+                let udp = UdpSocket::bind(addr).ok()?;
+                let addr = udp.local_addr().ok()?;
+                let tcp = TcpListener::bind(addr).ok()?;
+                Some((udp, tcp, addr))
+            })
+            .expect("bind test upstream udp+tcp");
         udp.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
         tcp.set_nonblocking(true).expect("nonblocking");
         let zone = Arc::new(zone);
