@@ -92,6 +92,10 @@ pub struct Config {
     pub bypass_mark: Option<u32>,
     /// `METRICS_ADDR`: Prometheus endpoint of the filter; off when `None`.
     pub metrics_addr: Option<SocketAddr>,
+    /// `DASHBOARD_LISTEN`: also serve the dashboard inside the filter
+    /// process on this address (a bare port means all addresses); off
+    /// when `None`. See `dashboard::embedded_config`.
+    pub dashboard_listen: Option<SocketAddr>,
 }
 
 /// The dashboard's configuration (`egret dashboard`).
@@ -403,6 +407,7 @@ impl Config {
             verify_destination: e.get("VERIFY_DESTINATION", true, parse_bool),
             bypass_mark: e.opt("BYPASS_MARK", parse_mark),
             metrics_addr: e.opt("METRICS_ADDR", parse_metrics_addr),
+            dashboard_listen: e.opt("DASHBOARD_LISTEN", parse_listen),
         };
         // Cross-field checks.
         let mut ports = vec![("HTTP_PORT", cfg.http_port), ("HTTPS_PORT", cfg.https_port)];
@@ -524,6 +529,7 @@ mod tests {
         assert_eq!(c.max_connections, 10_000);
         assert!(c.verify_destination && !c.dns_strict);
         assert_eq!((c.bypass_mark, c.metrics_addr, c.log_file.clone()), (None, None, None));
+        assert_eq!(c.dashboard_listen, None);
         assert_eq!((c.allowlist_ips.clone(), c.allowlist_domains.clone()), (None, None));
     }
 
@@ -568,6 +574,9 @@ mod tests {
         assert_eq!(c.notification_ignore_domains, ["*.example.com", "quiet.org"]);
         assert_eq!(c.bypass_mark, Some(0x1f));
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        let d = cfg(&[("DASHBOARD_LISTEN", "8081")]).unwrap();
+        assert_eq!(d.dashboard_listen, Some("0.0.0.0:8081".parse().unwrap()));
+        assert_eq!(err_strings(&[("DASHBOARD_LISTEN", "nope")]).len(), 1);
         assert!(c.dns_strict);
         assert_eq!(c.header_timeout, Duration::from_millis(500));
     }
