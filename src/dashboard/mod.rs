@@ -54,7 +54,9 @@ pub struct Options {
     /// kept-alive browsers hold their threads for long, so without this a
     /// new stream could wait indefinitely (seen here: with 50 streams
     /// opened at once, some never got their response head). Each empty
-    /// connection ends at once and frees its thread for the queue.
+    /// connection ends at once and frees its thread for one queued
+    /// connection, so this bounds how fast a backlog drains (ten a second
+    /// by default); an idle server pays ten loopback connects a second.
     pub pool_kick: Duration,
 }
 
@@ -66,7 +68,7 @@ impl Default for Options {
             workers: 8,
             stream_batch: 512,
             stall_timeout: Duration::from_secs(60),
-            pool_kick: Duration::from_secs(1),
+            pool_kick: Duration::from_millis(100),
         }
     }
 }

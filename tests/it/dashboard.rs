@@ -539,6 +539,36 @@ fn a_stalled_stream_does_not_block_ingest_or_other_streams() {
     h.stop();
 }
 
+/// Regression: tiny_http's thread pool can lose a wake-up and leave a new
+/// connection queued while every pool thread sits behind a live stream;
+/// in a release build some of 50 streams opened at once never got their
+/// response head. The pool kicker frees a thread ten times a second.
+#[test]
+fn r_fifty_streams_opened_at_once_all_start() {
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(50));
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let (mut s, head) = Sse::open(a, "/api/v1/events", None);
+                assert_eq!(head.status, 200);
+                assert_eq!(s.line(), "retry: 2000");
+                s
+            })
+        })
+        .collect();
+    let mut streams: Vec<Sse> =
+        clients.into_iter().map(|c| c.join().expect("a stream never started")).collect();
+    post(a, &event("all.example", "ALLOWED", "https"));
+    for s in &mut streams {
+        assert_eq!(s.event().0, Some(1));
+    }
+    h.stop();
+}
+
 #[test]
 fn stream_cap_answers_503() {
     let h = server(config(), Options { max_streams: 2, ..Options::default() });
