@@ -104,6 +104,10 @@ pub struct Config {
     /// `WATCHDOG_INTERVAL`: how often the installed table is read back and
     /// compared with what egret installed; zero turns the watchdog off.
     pub watchdog_interval: Duration,
+    /// `DASHBOARD_LISTEN`: also serve the dashboard inside the filter
+    /// process on this address (a bare port means all addresses); off
+    /// when `None`. See `dashboard::embedded_config`.
+    pub dashboard_listen: Option<SocketAddr>,
 }
 
 /// The dashboard's configuration (`egret dashboard`).
@@ -434,6 +438,7 @@ impl Config {
             dashboard_ca_file: e.string("DASHBOARD_CA_FILE").map(PathBuf::from),
             log_file_max_size: e.get("LOG_FILE_MAX_SIZE", d::LOG_FILE_MAX_SIZE, parse_size),
             watchdog_interval: e.get("WATCHDOG_INTERVAL", d::WATCHDOG_INTERVAL, parse_duration),
+            dashboard_listen: e.opt("DASHBOARD_LISTEN", parse_listen),
         };
         // Cross-field checks.
         let mut ports = vec![("HTTP_PORT", cfg.http_port), ("HTTPS_PORT", cfg.https_port)];
@@ -555,6 +560,7 @@ mod tests {
         assert_eq!(c.max_connections, 10_000);
         assert!(c.verify_destination && !c.dns_strict);
         assert_eq!((c.bypass_mark, c.metrics_addr, c.log_file.clone()), (None, None, None));
+        assert_eq!(c.dashboard_listen, None);
         assert_eq!((c.allowlist_ips.clone(), c.allowlist_domains.clone()), (None, None));
     }
 
@@ -599,6 +605,9 @@ mod tests {
         assert_eq!(c.notification_ignore_domains, ["*.example.com", "quiet.org"]);
         assert_eq!(c.bypass_mark, Some(0x1f));
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        let d = cfg(&[("DASHBOARD_LISTEN", "8081")]).unwrap();
+        assert_eq!(d.dashboard_listen, Some("0.0.0.0:8081".parse().unwrap()));
+        assert_eq!(err_strings(&[("DASHBOARD_LISTEN", "nope")]).len(), 1);
         assert!(c.dns_strict);
         assert_eq!(c.header_timeout, Duration::from_millis(500));
     }

@@ -65,7 +65,7 @@ pub trait Service: Send {
 }
 
 pub fn run(p: Prepared) -> ExitCode {
-    let Prepared { cfg, policy, identity, ruleset } = p;
+    let Prepared { mut cfg, policy, identity, ruleset } = p;
     let signals = control_signals();
     // Every thread spawned from here on inherits the blocked mask, so the
     // signal thread is the only one that sees these signals.
@@ -89,6 +89,16 @@ pub fn run(p: Prepared) -> ExitCode {
         }
     };
     let counters = Arc::new(DaemonCounters::default());
+    // DASHBOARD_LISTEN: the dashboard as a thread of the filter. Unless
+    // DASHBOARD_HOST names another one, the filter ships to it over
+    // loopback (always allowed by the ruleset).
+    let embedded = match start_embedded_dashboard(&mut cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("egret run: {e}");
+            return ExitCode::from(crate::cmd::EXIT_INVALID);
+        }
+    };
     let (emitter, sink) = match events::spawn(&cfg, Some(identity.mark)) {
         Ok(x) => x,
         Err(e) => {
@@ -176,8 +186,31 @@ pub fn run(p: Prepared) -> ExitCode {
     }
     drop(emitter);
     let report = sink.shutdown(Instant::now() + FLUSH_DEADLINE);
+    if let Some(d) = embedded {
+        d.stop();
+    }
     log::info!("events flushed: {report:?}");
     ExitCode::SUCCESS
+}
+
+/// Starts the embedded dashboard when `DASHBOARD_LISTEN` is set, and
+/// points the shipper at it when no `DASHBOARD_HOST` is configured.
+fn start_embedded_dashboard(cfg: &mut Config) -> Result<Option<crate::dashboard::Handle>, String> {
+    let dc = match crate::dashboard::embedded_config(cfg, &cmd::process_env) {
+        Ok(Some(dc)) => dc,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(format!("DASHBOARD_LISTEN: {e}")),
+    };
+    let key = dc.api_key.clone();
+    let h = crate::dashboard::start(dc, crate::dashboard::Options::default()).map_err(|e| e.to_string())?;
+    let addr = h.addr();
+    log::info!("embedded dashboard listening on {addr}");
+    if cfg.dashboard_host.is_none() {
+        let ip = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
+        cfg.dashboard_host = Some(format!("http://{}", std::net::SocketAddr::new(ip, addr.port())));
+        cfg.dashboard_api_key = Some(key);
+    }
+    Ok(Some(h))
 }
 
 /// The signals the control loop handles.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 use tiny_http::{Header, Request, Response, Server};
 
-use crate::config::DashboardConfig;
+use crate::config::{Config, ConfigErrors, DashboardConfig};
 use metrics::Metrics;
 use rate::RateLimiter;
 use routes::{Route, MAX_BODY};
@@ -48,6 +48,16 @@ pub struct Options {
     /// long is dropped (a stalled reader must not hold a stream slot
     /// forever). This is a per-write stall limit, not a stream lifetime.
     pub stall_timeout: Duration,
+    /// How often the server connects to itself once. tiny_http 0.12's
+    /// thread pool can lose a wake-up and leave a new connection queued
+    /// until some pool thread finishes a connection; live streams and
+    /// kept-alive browsers hold their threads for long, so without this a
+    /// new stream could wait indefinitely (seen here: with 50 streams
+    /// opened at once, some never got their response head). Each empty
+    /// connection ends at once and frees its thread for one queued
+    /// connection, so this bounds how fast a backlog drains (ten a second
+    /// by default); an idle server pays ten loopback connects a second.
+    pub pool_kick: Duration,
 }
 
 impl Default for Options {
@@ -58,6 +68,7 @@ impl Default for Options {
             workers: 8,
             stream_batch: 512,
             stall_timeout: Duration::from_secs(60),
+            pool_kick: Duration::from_millis(100),
         }
     }
 }
@@ -184,6 +195,28 @@ impl Handle {
     }
 }
 
+/// The configuration of the dashboard the filter serves in-process when
+/// `DASHBOARD_LISTEN` is set (`None` when it is not). The dashboard's own
+/// variables (`BUFFER_SIZE`, `RATE_RPS`, ...) apply as for `egret
+/// dashboard`; `DASHBOARD_LISTEN` replaces `PORT`, and `API_KEY` falls
+/// back to `DASHBOARD_API_KEY`, so one key serves both directions.
+/// The filter then calls [`start`] and may feed its events through
+/// [`Handle::ingest`] instead of HTTP.
+pub fn embedded_config(
+    cfg: &Config,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<DashboardConfig>, ConfigErrors> {
+    let Some(listen) = cfg.dashboard_listen else { return Ok(None) };
+    let overlay = |var: &str| match var {
+        "PORT" => Some(listen.to_string()),
+        "API_KEY" => {
+            lookup("API_KEY").filter(|v| !v.trim().is_empty()).or_else(|| cfg.dashboard_api_key.clone())
+        }
+        _ => lookup(var),
+    };
+    DashboardConfig::from_env(&overlay).map(Some)
+}
+
 /// Runs the dashboard in the calling thread until the process ends.
 pub fn run(cfg: DashboardConfig) -> Result<(), Error> {
     let h = start(cfg, Options::default())?;
@@ -205,6 +238,12 @@ pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
     );
     if let Err(e) = nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::SendTimeout, &tv) {
         log::warn!("dashboard: cannot set a send timeout ({e}); stalled clients hold their slot longer");
+    }
+    // Accepted sockets inherit TCP_NODELAY too. Without it a response (or
+    // an SSE event) written in two pieces waits for the peer's delayed
+    // ACK: measured here, 40 ms per POST whose answer exceeds 1 KiB.
+    if let Err(e) = nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::TcpNoDelay, &true) {
+        log::warn!("dashboard: cannot set TCP_NODELAY ({e}); small writes may be delayed");
     }
     let server =
         Server::from_listener(listener, None).map_err(|e| Error::Server { addr, reason: e.to_string() })?;
@@ -229,6 +268,14 @@ pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
             .map_err(|e| Error::Server { addr, reason: format!("cannot spawn a worker: {e}") })?;
         workers.push(w);
     }
+    {
+        let shared = Arc::clone(&shared);
+        let spawned =
+            thread::Builder::new().name("dashboard-kick".into()).spawn(move || kick_pool(addr, &shared));
+        if let Err(e) = spawned {
+            log::warn!("dashboard: cannot start the pool kicker ({e}); new streams may wait under load");
+        }
+    }
     log::info!(
         "dashboard listening on http://{addr} (buffer {}, read limit {}, rate {}/s burst {})",
         shared.cfg.buffer_size,
@@ -237,6 +284,23 @@ pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
         shared.cfg.rate_burst
     );
     Ok(Handle { addr, shared, server, workers })
+}
+
+/// See [`Options::pool_kick`].
+fn kick_pool(addr: SocketAddr, shared: &Shared) {
+    let target = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    };
+    let every = shared.opts.pool_kick.max(Duration::from_millis(10));
+    while !shared.stopping.load(Relaxed) {
+        thread::sleep(every);
+        // Connect and close at once: tiny_http reads EOF and ends the task.
+        let _ = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1));
+    }
 }
 
 fn worker(server: &Server, shared: &Arc<Shared>) {
@@ -550,5 +614,44 @@ fn stream_loop(shared: &Shared, mut out: Box<dyn Write + Send>, start: Option<u6
         out.write_all(buf.as_bytes())?;
         out.flush()?;
         last_write = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn embedded_config_table() {
+        let off = env(&[]);
+        assert_eq!(embedded_config(&Config::from_env(&off).unwrap(), &off).unwrap(), None);
+
+        let e = env(&[
+            ("DASHBOARD_LISTEN", "127.0.0.1:9999"),
+            ("DASHBOARD_API_KEY", "k1"),
+            ("BUFFER_SIZE", "10"),
+        ]);
+        let d = embedded_config(&Config::from_env(&e).unwrap(), &e).unwrap().unwrap();
+        assert_eq!(
+            (d.listen, d.api_key.as_str(), d.buffer_size),
+            ("127.0.0.1:9999".parse().unwrap(), "k1", 10)
+        );
+
+        let e = env(&[
+            ("DASHBOARD_LISTEN", "9999"),
+            ("DASHBOARD_API_KEY", "k1"),
+            ("API_KEY", "k2"),
+            ("PORT", "1"),
+        ]);
+        let d = embedded_config(&Config::from_env(&e).unwrap(), &e).unwrap().unwrap();
+        assert_eq!((d.listen, d.api_key.as_str()), ("0.0.0.0:9999".parse().unwrap(), "k2"));
+
+        let e = env(&[("DASHBOARD_LISTEN", "9999")]);
+        let err = embedded_config(&Config::from_env(&e).unwrap(), &e).unwrap_err();
+        assert!(err.to_string().contains("API_KEY: is required"), "{err}");
     }
 }

@@ -85,7 +85,7 @@ pub fn route(method: &str, path: &str) -> Route {
             _ => Route::MethodNotAllowed("GET, HEAD, POST, DELETE"),
         },
         "/api/v1/events" => {
-            if get {
+            if m == "GET" {
                 Route::Events
             } else {
                 Route::MethodNotAllowed("GET")
@@ -256,6 +256,7 @@ mod tests {
             ("PUT", "/api/v1/logs", Route::MethodNotAllowed("GET, HEAD, POST, DELETE")),
             ("GET", "/api/v1/events", Route::Events),
             ("POST", "/api/v1/events", Route::MethodNotAllowed("GET")),
+            ("HEAD", "/api/v1/events", Route::MethodNotAllowed("GET")),
             ("GET", "/", Route::Asset(&ASSETS[0])),
             ("GET", "/index.html", Route::Asset(&ASSETS[0])),
             ("GET", "/app.js", Route::Asset(&ASSETS[1])),

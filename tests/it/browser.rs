@@ -242,6 +242,53 @@ fn ui_shows_live_events_and_renders_hostile_names_as_text() {
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         std::fs::write(&path, png).expect("write screenshot");
     }
+
+    // Pause holds new events back (and says how many); Live shows them.
+    b.eval(s, "document.getElementById('toggle').click()");
+    assert_eq!(b.eval(s, "document.getElementById('status').textContent"), json!("paused"));
+    let paused = post(a, &event("while-paused.example", "ALLOWED", "https")).json()["results"][0]["id"]
+        .as_u64()
+        .unwrap();
+    b.wait_for(
+        s,
+        "document.getElementById('pending').textContent === '1 new while paused'",
+        "the paused counter",
+    );
+    let sel = format!("document.querySelector('#rows tr[data-id=\"{paused}\"]') !== null");
+    assert_eq!(b.eval(s, &sel), json!(false), "not shown while paused");
+    b.eval(s, "document.getElementById('toggle').click()");
+    assert_eq!(b.eval(s, &sel), json!(true), "shown after Live");
+    assert_eq!(b.eval(s, "document.getElementById('pending').hidden"), json!(true));
+
+    // Clear asks for the key: a wrong one is refused and nothing changes;
+    // the right one clears every viewer through the stream.
+    let rows_before = b.eval(s, "document.querySelectorAll('#rows tr').length");
+    b.eval(s, "document.getElementById('clear').click()");
+    assert_eq!(b.eval(s, "document.getElementById('clear-dialog').open"), json!(true));
+    b.eval(s, "(() => { document.getElementById('clear-key').value = 'wrong'; document.getElementById('clear-form').requestSubmit(); })()");
+    b.wait_for(
+        s,
+        "document.getElementById('clear-error').textContent === 'wrong key'",
+        "the wrong-key message",
+    );
+    assert_eq!(b.eval(s, "document.querySelectorAll('#rows tr').length"), rows_before);
+    b.eval(
+        s,
+        &format!("(() => {{ document.getElementById('clear-key').value = {}; document.getElementById('clear-form').requestSubmit(); }})()", json!(crate::dashboard::KEY)),
+    );
+    b.wait_for(
+        s,
+        "document.querySelectorAll('#rows tr').length === 0 && document.getElementById('count-total').textContent === '0' && !document.getElementById('clear-dialog').open",
+        "the cleared view",
+    );
+    let r = post(a, &event("after-clear.example", "BLOCKED", "https"));
+    let next_id = r.json()["results"][0]["id"].as_u64().unwrap();
+    assert!(next_id > hostile_id, "ids keep increasing after a clear");
+    b.wait_for(
+        s,
+        &format!("document.querySelector('#rows tr[data-id=\"{next_id}\"]') !== null"),
+        "the first event after the clear",
+    );
     drop(b);
     h.stop();
 }

@@ -120,8 +120,19 @@ fn ids(list: &Value) -> Vec<u64> {
 
 /// A connection from a chosen loopback source address (127.0.0.x).
 fn connect_from(src: [u8; 4], addr: SocketAddr) -> TcpStream {
-    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    connect_with(src, addr, None)
+}
+
+/// Same, optionally with a small receive buffer (set before connecting,
+/// so the advertised window stays small).
+fn connect_with(src: [u8; 4], addr: SocketAddr, rcvbuf: Option<usize>) -> TcpStream {
+    use nix::sys::socket::{
+        bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
     let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).expect("socket");
+    if let Some(n) = rcvbuf {
+        setsockopt(&fd, sockopt::RcvBuf, &n).expect("SO_RCVBUF");
+    }
     bind(fd.as_raw_fd(), &SockaddrIn::new(src[0], src[1], src[2], src[3], 0)).expect("bind source");
     let SocketAddr::V4(v4) = addr else { panic!("v4 only") };
     connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).expect("connect");
@@ -135,7 +146,10 @@ pub struct Sse {
 
 impl Sse {
     pub fn open(addr: SocketAddr, path: &str, last_event_id: Option<u64>) -> (Sse, Resp) {
-        let mut s = TcpStream::connect(addr).unwrap();
+        Sse::open_on(TcpStream::connect(addr).unwrap(), path, last_event_id)
+    }
+
+    pub fn open_on(mut s: TcpStream, path: &str, last_event_id: Option<u64>) -> (Sse, Resp) {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
         if let Some(id) = last_event_id {
@@ -479,10 +493,12 @@ fn sse_stays_open_past_two_minutes_with_heartbeats() {
 
 #[test]
 fn a_stalled_stream_does_not_block_ingest_or_other_streams() {
-    let h = server(DashboardConfig { buffer_size: 1000, ..config() }, Options::default());
+    let opts = Options { stall_timeout: Duration::from_secs(2), ..Options::default() };
+    let h = server(DashboardConfig { buffer_size: 1000, ..config() }, opts);
     let a = h.addr();
-    // This client never reads: its socket buffers fill up and its writes block.
-    let (stalled, _) = Sse::open(a, "/api/v1/events", None);
+    // This client never reads: its small window and the server's send
+    // buffer fill up, and the server's writes to it block.
+    let (stalled, _) = Sse::open_on(connect_with([127, 0, 0, 1], a, Some(4096)), "/api/v1/events", None);
     let (mut reader, _) = Sse::open(a, "/api/v1/events", None);
     let pad = "p".repeat(2000);
     let t = Instant::now();
@@ -506,10 +522,50 @@ fn a_stalled_stream_does_not_block_ingest_or_other_streams() {
         "ingest and the healthy stream were held up: {:?}",
         t.elapsed()
     );
-    // The stalled one fell behind further than the ring holds.
-    let m = send(a, "GET", "/metrics", &[], b"").body;
-    assert!(m.contains("egret_dashboard_sse_clients 2"), "{m}");
+    // The stalled peer accepted nothing for the stall limit: its slot is
+    // freed, the healthy stream stays.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = send(a, "GET", "/metrics", &[], b"").body;
+        if m.contains("egret_dashboard_sse_clients 1\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stalled stream was never dropped:\n{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    post(a, &event("still.example", "ALLOWED", "https"));
+    assert_eq!(reader.event().1["https"], "still.example");
     drop(stalled);
+    h.stop();
+}
+
+/// Regression: tiny_http's thread pool can lose a wake-up and leave a new
+/// connection queued while every pool thread sits behind a live stream;
+/// in a release build some of 50 streams opened at once never got their
+/// response head. The pool kicker frees a thread ten times a second.
+#[test]
+fn r_fifty_streams_opened_at_once_all_start() {
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(50));
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let (mut s, head) = Sse::open(a, "/api/v1/events", None);
+                assert_eq!(head.status, 200);
+                assert_eq!(s.line(), "retry: 2000");
+                s
+            })
+        })
+        .collect();
+    let mut streams: Vec<Sse> =
+        clients.into_iter().map(|c| c.join().expect("a stream never started")).collect();
+    post(a, &event("all.example", "ALLOWED", "https"));
+    for s in &mut streams {
+        assert_eq!(s.event().0, Some(1));
+    }
     h.stop();
 }
 

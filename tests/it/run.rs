@@ -252,3 +252,33 @@ fn reload_on_file_change_and_bad_edit_keeps_the_old_policy() {
     assert_eq!(curl(&p.work, &url).0, "200", "old policy kept after a bad edit");
     d.wait_event("egret.reload_failed", "reason", "policy-invalid");
 }
+
+#[test]
+fn embedded_dashboard_receives_the_filters_events() {
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("run-embedded", "allowlist:\n  domains: [\"allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(
+        &p.work,
+        &pol,
+        &[
+            ("DNS_UPSTREAMS", &upstream),
+            ("DASHBOARD_LISTEN", "127.0.0.1:18081"),
+            ("DASHBOARD_API_KEY", "embedded-key"),
+            ("DASHBOARD_START_DELAY", "0s"),
+        ],
+    );
+    let (code, _) =
+        curl(&p.work, &["--resolve", &format!("blocked.test:80:{}", p.v4(2)), "http://blocked.test/"]);
+    assert_eq!(code, "403");
+    let seen = wait_for(Duration::from_secs(10), || {
+        let (code, body) = curl(&p.work, &["http://127.0.0.1:18081/api/v1/logs?q=blocked.test"]);
+        (code == "200" && body.contains("\"http.blocked\"")).then_some(body)
+    });
+    let body = seen.expect("the embedded dashboard never showed the blocked request");
+    assert!(body.contains("domain-not-allowed"), "{body}");
+    let (code, body) = curl(&p.work, &["http://127.0.0.1:18081/health"]);
+    assert_eq!(code, "200", "{body}");
+    drop(d);
+}

@@ -1,0 +1,171 @@
+//! Dashboard throughput over loopback: ingest events/s with batched POSTs
+//! (baseline: one event per POST, as g0efilter ships), and SSE fan-out to
+//! 50 clients (baseline: one client). `cargo bench --bench dashboard`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use egret::config::DashboardConfig;
+use egret::dashboard::{self, Options};
+
+const KEY: &str = "bench";
+
+fn cfg() -> DashboardConfig {
+    DashboardConfig {
+        log_level: log::LevelFilter::Warn,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_key: KEY.into(),
+        buffer_size: 50_000,
+        read_limit: 500,
+        sse_retry_ms: 2000,
+        write_timeout: Duration::ZERO,
+        rate_rps: 1e9,
+        rate_burst: 1_000_000,
+    }
+}
+
+fn event(i: usize) -> String {
+    format!(
+        r#"{{"time":"2026-11-21T20:58:33.123456789Z","msg":"https.blocked","action":"BLOCKED","component":"https","hostname":"pod-a","version":"0.1.0","source_ip":"10.200.0.2","source_port":{},"destination_ip":"93.184.216.34","destination_port":443,"https":"host{}.example","reason":"not-allowed","flow_id":"a1b2c3d4"}}"#,
+        40000 + i % 20000,
+        i % 1000
+    )
+}
+
+/// POSTs `body` on a kept-alive connection; returns the status.
+fn post(s: &mut BufReader<TcpStream>, body: &str) -> u16 {
+    let req = format!(
+        "POST /api/v1/logs HTTP/1.1\r\nHost: b\r\nX-Api-Key: {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.get_mut().write_all(req.as_bytes()).unwrap();
+    let mut status = 0;
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        s.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if line.starts_with("HTTP/") {
+            status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        } else if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).unwrap();
+    status
+}
+
+/// Events per second with `clients` connections posting `batch` events per request.
+fn ingest(batch: usize, clients: usize, per_client: usize) -> f64 {
+    let h = dashboard::start(cfg(), Options::default()).unwrap();
+    let addr = h.addr();
+    let body: String = if batch == 1 {
+        event(0)
+    } else {
+        format!("[{}]", (0..batch).map(event).collect::<Vec<_>>().join(","))
+    };
+    let body = Arc::new(body);
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (body, barrier) = (Arc::clone(&body), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let c = TcpStream::connect(addr).unwrap();
+                c.set_nodelay(true).unwrap(); // as Go's HTTP client (g0efilter's shipper) does
+                let mut s = BufReader::new(c);
+                barrier.wait();
+                for _ in 0..per_client / batch {
+                    assert_eq!(post(&mut s, &body), 201);
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t = Instant::now();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    h.stop();
+    (clients * per_client) as f64 / secs
+}
+
+/// Deliveries per second (events × clients) and the time until the last
+/// client had the last event.
+fn fanout(clients: usize, events: usize) -> (f64, Duration) {
+    let h = dashboard::start(cfg(), Options { max_streams: 1000, ..Options::default() }).unwrap();
+    let addr = h.addr();
+    let ready = Arc::new(Barrier::new(clients + 1));
+    let readers: Vec<_> = (0..clients)
+        .map(|_| {
+            let ready = Arc::clone(&ready);
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: b\r\n\r\n").unwrap();
+                let mut r = BufReader::with_capacity(1 << 16, s);
+                let mut line = String::new();
+                // Head and preamble ("retry:" line, comment).
+                while !line.starts_with("retry:") {
+                    line.clear();
+                    r.read_line(&mut line).unwrap();
+                }
+                ready.wait();
+                let mut got = 0;
+                let want = format!("id: {events}\n");
+                while line != want {
+                    line.clear();
+                    r.read_line(&mut line).unwrap();
+                    if line.starts_with("id: ") {
+                        got += 1;
+                    }
+                }
+                assert_eq!(got, events, "every event reached every client");
+                Instant::now()
+            })
+        })
+        .collect();
+    ready.wait();
+    let c = TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut s = BufReader::new(c);
+    let t = Instant::now();
+    let batch = 100;
+    let body = format!("[{}]", (0..batch).map(event).collect::<Vec<_>>().join(","));
+    for _ in 0..events / batch {
+        assert_eq!(post(&mut s, &body), 201);
+    }
+    let last = readers.into_iter().map(|r| r.join().unwrap()).max().unwrap();
+    let took = last - t;
+    h.stop();
+    ((clients * events) as f64 / took.as_secs_f64(), took)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this
+    // too, without it, and then a small smoke run is enough.
+    let full = std::env::args().any(|a| a == "--bench");
+    let scale = if full { 1 } else { 20 };
+    // Warm up (threads, allocator).
+    ingest(100, 2, 2_000 / scale);
+    let single = ingest(1, 4, 5_000 / scale);
+    let batched = ingest(100, 4, 50_000 / scale);
+    println!("ingest, 1 event per POST, 4 connections:     {single:>10.0} events/s (baseline)");
+    println!(
+        "ingest, 100 events per POST, 4 connections:  {batched:>10.0} events/s ({:.1}x baseline)",
+        batched / single
+    );
+    let events = 20_000 / scale;
+    let (one, t1) = fanout(1, events);
+    let (fifty, t50) = fanout(50, events);
+    println!("SSE fan-out, {events} events to 1 client:    {one:>10.0} deliveries/s ({t1:.2?} to the last event; baseline)");
+    println!(
+        "SSE fan-out, {events} events to 50 clients:  {fifty:>10.0} deliveries/s ({t50:.2?} to the last event; {:.1}x baseline deliveries/s)",
+        fifty / one
+    );
+}
