@@ -1,6 +1,6 @@
 //! The subcommands: each turns a parsed [`Command`] into work and an exit
 //! code. Exit codes: 0 success, 1 runtime failure, 2 bad usage,
-//! configuration or policy, 3 not available in this build yet.
+//! configuration or policy.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,7 +11,6 @@ use crate::policy::{self, Policy, PolicyErrors};
 
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_INVALID: u8 = 2;
-pub const EXIT_UNAVAILABLE: u8 = 3;
 
 /// Reads the process environment.
 pub fn process_env(var: &str) -> Option<String> {
@@ -48,16 +47,14 @@ pub fn run(cmd: Command) -> ExitCode {
         Command::Check { policy } => check(policy),
         Command::Health { url } => health(url.as_deref().unwrap_or(crate::health::DEFAULT_URL)),
         Command::Run { print_rules: true } => print_rules(),
-        Command::Run { print_rules: false } => unavailable("run", "the proxies (issue 4)"),
+        Command::Run { print_rules: false } => match build_ruleset() {
+            Ok(p) => crate::daemon::run(p),
+            Err(code) => code,
+        },
         Command::Init => init(),
         Command::Cleanup => cleanup(),
         Command::Dashboard => dashboard(),
     }
-}
-
-fn unavailable(cmd: &str, what: &str) -> ExitCode {
-    eprintln!("egret {cmd}: not available in this build yet; it arrives with {what}");
-    ExitCode::from(EXIT_UNAVAILABLE)
 }
 
 /// Parses the filter configuration or prints every problem.

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod daemon;
 pub mod dashboard;
 pub mod events;
 #[doc(hidden)]
