@@ -52,7 +52,7 @@ cp -L "$ca" "$ctx/ca-certificates.crt"
 cp policy.yaml "$ctx/policy.yaml"
 
 echo "==> podman build $tag (no registry)" >&2
-podman build --quiet --format docker --build-arg EGRET_SOURCE=host \
+podman build --quiet --pull=never --format docker --build-arg EGRET_SOURCE=host \
   -f "$root/Containerfile" -t "$tag" "$ctx" >/dev/null
 
 bin_size=$(stat -c %s "$bin")

@@ -49,8 +49,7 @@ die() {
 
 down() {
   podman pod rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-  podman rm -f -t 0 "$NAME-upstream" >/dev/null 2>&1 || true
-  ip netns del "$UPNS" 2>/dev/null || true
+  scripts/pod-uplink.sh --down "$NAME" "$UPNS"
   rm -rf "$STATE"
 }
 
@@ -117,37 +116,20 @@ podman create --pod "$NAME" --name "$NAME-work" --cap-drop NET_RAW \
   "$WIMAGE" sh -c "$WCMD" >/dev/null
 
 # Start only the infra container first: its network namespace gets the
-# uplink before the init container and the workload start.
+# uplink (and the upstream its servers) before the init container and the
+# workload start.
 infra=$(podman pod inspect "$NAME" --format '{{.InfraContainerID}}')
 podman start "$infra" >/dev/null
-pid=$(podman inspect "$infra" --format '{{.State.Pid}}')
-[ "$pid" -gt 0 ] || die "infra container of $NAME has no pid"
-
-ip netns add "$UPNS"
-ip -n "$UPNS" link add eth0 type veth peer name eth0 netns "$pid"
-ip -n "$UPNS" link set lo up
-ip -n "$UPNS" link set eth0 up
-ip -n "$UPNS" addr add 10.200.0.2/24 dev eth0
-ip -n "$UPNS" addr add 10.200.0.3/24 dev eth0
-ip -n "$UPNS" addr add 192.168.77.7/32 dev eth0
-ip -n "$UPNS" -6 addr add fd00:200::2/64 dev eth0 nodad
-nsenter -t "$pid" -n ip link set lo up
-nsenter -t "$pid" -n ip link set eth0 up
-nsenter -t "$pid" -n ip addr add 10.200.0.1/24 dev eth0
-nsenter -t "$pid" -n ip -6 addr add fd00:200::1/64 dev eth0 nodad
-nsenter -t "$pid" -n ip route add default via 10.200.0.2
-
-# "The internet": HTTP on :80 and :9000, every request logged to stderr.
-podman run -d --name "$NAME-upstream" --network "ns:/run/netns/$UPNS" "$WIMAGE" sh -c \
-  'mkdir -p /www && echo "hello from upstream" >/www/index.html &&
-   httpd -f -vv -p 80 -h /www & httpd -f -vv -p 9000 -h /www & wait' >/dev/null
-for _ in $(seq 100); do
-  ip netns exec "$UPNS" ss -Hltn 'sport = :9000' | grep -q . && break
-  sleep 0.1
-done
+scripts/pod-uplink.sh "$NAME" "$UPNS" "$WIMAGE"
 
 # Starts the init container, waits for it to exit 0, then the others.
-podman pod start "$NAME" >/dev/null
+# Without systemd (PID 1 here is not), podman cannot schedule healthchecks
+# and says so; `podman healthcheck run NAME-dashboard` still works.
+if ! err=$(podman pod start "$NAME" 2>&1 >/dev/null); then
+  echo "$err" >&2
+  die "podman pod start $NAME failed (podman logs $NAME-init shows the init container's output)"
+fi
+printf '%s\n' "$err" | grep -v 'unable to get systemd connection' | grep . >&2 || true
 
 ok=0
 for _ in $(seq 100); do

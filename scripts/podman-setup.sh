@@ -119,7 +119,7 @@ if [ "$want_compose" -eq 1 ]; then
     "$venv/bin/pip" install --quiet 'podman-compose==1.6.0'
   fi
   ln -sf "$venv/bin/podman-compose" /usr/local/bin/podman-compose
-  echo "==> $(podman-compose version 2>/dev/null | tail -n1)"
+  echo "==> $(podman-compose version 2>/dev/null | head -n1)"
 fi
 
 echo "==> podman is ready"
