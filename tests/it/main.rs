@@ -6,6 +6,7 @@ mod check;
 mod dashboard;
 mod events;
 mod fuzz_replay;
+mod image;
 mod netns;
 mod nft;
 mod util;
