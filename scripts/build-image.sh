@@ -54,6 +54,9 @@ cp policy.yaml "$ctx/policy.yaml"
 echo "==> podman build $tag (no registry)" >&2
 podman build --quiet --pull=never --format docker --build-arg EGRET_SOURCE=host \
   -f "$root/Containerfile" -t "$tag" "$ctx" >/dev/null
+# Untagged leftovers of earlier builds (intermediate stages, replaced tags).
+podman image prune -f --filter label=io.egret.build-stage=true >/dev/null
+podman image prune -f --filter label=org.opencontainers.image.title=egret >/dev/null
 
 bin_size=$(stat -c %s "$bin")
 img_size=$(podman image inspect --format '{{.Size}}' "$tag")

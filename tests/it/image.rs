@@ -125,7 +125,10 @@ fn image_builds_from_scratch_without_a_registry() {
     // build-image.sh builds with --pull=never: had the Containerfile's Rust
     // stage been needed, the build would have failed. Nothing was pulled:
     let images = ok(podman(&["images", "--format", "{{.Repository}}"]), "podman images");
-    assert!(!images.lines().any(|r| r.contains("docker.io")), "an image was pulled from a registry:\n{images}");
+    assert!(
+        !images.lines().any(|r| r.contains("docker.io")),
+        "an image was pulled from a registry:\n{images}"
+    );
 
     let size: u64 = ok(podman(&["image", "inspect", "--format", "{{.Size}}", &b.tag]), "inspect size")
         .trim()
@@ -137,7 +140,8 @@ fn image_builds_from_scratch_without_a_registry() {
     let cfg: Json = serde_json::from_str(&cfg).expect("image config is JSON");
     assert_eq!(cfg["Entrypoint"], serde_json::json!(["/egret"]), "{cfg}");
     assert_eq!(cfg["Cmd"], serde_json::json!(["run"]), "{cfg}");
-    let hc = ok(podman(&["image", "inspect", "--format", "{{json .HealthCheck}}", &b.tag]), "inspect healthcheck");
+    let hc =
+        ok(podman(&["image", "inspect", "--format", "{{json .HealthCheck}}", &b.tag]), "inspect healthcheck");
     assert!(hc.contains("/egret") && hc.contains("health"), "no HEALTHCHECK through egret health: {hc}");
 
     // Only the binary, the CA bundle and the policy: no shell, nothing else.
@@ -162,7 +166,8 @@ fn image_builds_from_scratch_without_a_registry() {
     assert!(!files.iter().any(|f| f.ends_with("/sh")), "a shell in the image: {files:?}");
 
     // The image runs its subcommands.
-    let v = ok(podman(&["run", "--rm", "--network", "none", &b.tag, "version"]), "egret version in the image");
+    let v =
+        ok(podman(&["run", "--rm", "--network", "none", &b.tag, "version"]), "egret version in the image");
     assert!(v.starts_with("egret "), "{v}");
     let c = ok(podman(&["run", "--rm", "--network", "none", "--read-only", &b.tag, "check"]), "egret check");
     assert!(c.contains("github.com"), "bundled policy not at /app/policy.yaml: {c}");
@@ -375,10 +380,14 @@ fn a_workload_connecting_from_its_first_instant_never_reaches_a_blocked_destinat
     })
     .unwrap_or_else(|| panic!("control request not in the upstream log after {:?}", started.elapsed()));
 
-    let leaked: Vec<&str> = log.lines().filter(|l| l.contains("url:/to-blocked-") && !l.contains("control")).collect();
+    let leaked: Vec<&str> =
+        log.lines().filter(|l| l.contains("url:/to-blocked-") && !l.contains("control")).collect();
     assert!(leaked.is_empty(), "blocked destination reached before/while egret started: {leaked:?}");
     // The path was up from the start: the very first allowed attempt arrived.
-    assert!(log.lines().any(|l| l.ends_with("url:/to-allowed-0")), "first allowed attempt did not arrive:\n{log}");
+    assert!(
+        log.lines().any(|l| l.ends_with("url:/to-allowed-0")),
+        "first allowed attempt did not arrive:\n{log}"
+    );
     let allowed = log.lines().filter(|l| l.contains("url:/to-allowed-")).count();
     assert_eq!(allowed, ROUNDS as usize, "allowed attempts that arrived");
 }
