@@ -51,6 +51,7 @@ pub fn run(cmd: Command) -> ExitCode {
             Ok(p) => crate::daemon::run(p),
             Err(code) => code,
         },
+        Command::Proxy { hosts } => proxy(hosts),
         Command::Init => init(),
         Command::Cleanup => cleanup(),
         Command::Dashboard => dashboard(),
@@ -197,4 +198,91 @@ fn health(url: &str) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// `egret proxy [--hosts FILE]` (hidden): the HTTP/HTTPS proxies alone,
+/// events as JSON lines on stdout, until SIGTERM/SIGINT. The ruleset that
+/// redirects to them is installed by someone else (the tests use `nft`).
+fn proxy(hosts: Option<std::path::PathBuf>) -> ExitCode {
+    use nix::sys::signal::{SigSet, Signal};
+    use std::sync::Arc;
+    let cfg = match load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let policy = match load_policy(&cfg, None) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("egret: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let table = match hosts {
+        None => crate::proxy::StaticHosts::default(),
+        Some(path) => match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| crate::proxy::StaticHosts::parse(&t))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("egret proxy: {}: {e}", path.display());
+                return ExitCode::from(EXIT_INVALID);
+            }
+        },
+    };
+    let Some(mark) = cfg.bypass_mark else {
+        eprintln!(
+            "egret proxy: BYPASS_MARK must be set (the ruleset installed by someone else must know it)"
+        );
+        return ExitCode::from(EXIT_INVALID);
+    };
+    // Block the stop signals before any thread starts, so every thread
+    // inherits the mask and only `wait` below receives them.
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    if let Err(e) = set.thread_block() {
+        eprintln!("egret proxy: blocking signals: {e}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let hostname = cfg.hostname.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    });
+    let (emitter, rx) = crate::events::Emitter::channel(cfg.dashboard_queue_size.max(1024), &hostname);
+    let sink = std::thread::Builder::new().name("events".into()).spawn(move || {
+        use std::io::Write;
+        for ev in rx {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", ev.to_json());
+            let _ = out.flush();
+        }
+    });
+    if let Err(e) = sink {
+        eprintln!("egret proxy: {e}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    match crate::proxy::raise_nofile_limit() {
+        Ok(n) => {
+            let per_conn = 6; // two sockets, two pipes (two fds each)
+            if (n as usize) < cfg.max_connections * per_conn {
+                log::warn!(
+                    "open-file limit {n} is below MAX_CONNECTIONS x {per_conn}; accepts may fail under load"
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
+    let settings = crate::proxy::Settings::from_config(&cfg, mark);
+    let handle =
+        match crate::proxy::start(settings, policy::PolicyHandle::new(policy), Arc::new(table), emitter) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("egret proxy: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+    let sig = set.wait();
+    log::info!("stopping on {sig:?}");
+    handle.stop();
+    ExitCode::SUCCESS
 }

@@ -18,9 +18,12 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::cmd::{self, Prepared, EXIT_FAILURE};
 use crate::config::Config;
+use crate::dns::learn::NftLearner;
 use crate::events::{self, Action, Component, Emitter};
 use crate::nft::{self, Identity, Ruleset};
 use crate::policy::PolicyHandle;
+use crate::resolve::Resolver;
+use std::sync::Arc;
 
 /// How long open connections may finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -84,7 +87,7 @@ pub fn run(p: Prepared) -> ExitCode {
         }
     };
     let handle = PolicyHandle::new(policy);
-    let services = match start_services(&cfg, &handle, &emitter, &identity) {
+    let (services, learner) = match start_services(&cfg, &handle, &emitter, &identity) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("egret run: {e}");
@@ -103,8 +106,14 @@ pub fn run(p: Prepared) -> ExitCode {
     spawn_signal_thread(signals, tx.clone());
     spawn_policy_watcher(cfg.policy_path.clone(), tx);
 
-    let mut state =
-        Reloader { cfg: &cfg, identity: &identity, handle: &handle, emitter: &emitter, generation: 0 };
+    let mut state = Reloader {
+        cfg: &cfg,
+        identity: &identity,
+        handle: &handle,
+        emitter: &emitter,
+        learner: learner.as_deref(),
+        generation: 0,
+    };
     let sig = control_loop(&rx, &mut state, &sink);
     log::info!("{sig}: stopping (rules stay installed; `egret cleanup` removes them)");
     let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -194,6 +203,8 @@ struct Reloader<'a> {
     identity: &'a Identity,
     handle: &'a PolicyHandle,
     emitter: &'a Emitter,
+    /// Strict DNS mode: learned addresses to put back after a replace.
+    learner: Option<&'a NftLearner>,
     generation: u32,
 }
 
@@ -224,6 +235,14 @@ impl Reloader<'_> {
         );
         match nft::apply(&rs) {
             Ok(a) => {
+                if let Some(l) = self.learner {
+                    // The replace emptied the learned sets; put back what
+                    // the new policy still allows.
+                    match l.replay(&new) {
+                        Ok(n) => log::info!("{n} learned addresses restored after reload"),
+                        Err(e) => log::error!("restoring learned addresses after reload: {e}"),
+                    }
+                }
                 self.handle.replace(new);
                 log::info!("policy reloaded; ruleset re-applied in {} ms", a.elapsed.as_millis());
             }
@@ -232,13 +251,73 @@ impl Reloader<'_> {
     }
 }
 
+impl Service for crate::proxy::ProxyHandle {
+    fn name(&self) -> &'static str {
+        "proxies"
+    }
+
+    fn stop(self: Box<Self>, deadline: Instant) {
+        // Stop accepting first, then give open connections until the
+        // deadline to finish on their own threads.
+        let active = self.active();
+        let counter = self.active_counter();
+        crate::proxy::ProxyHandle::stop(*self);
+        while counter.load(std::sync::atomic::Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+        let left = counter.load(std::sync::atomic::Ordering::Relaxed);
+        log::info!("proxies stopped ({active} connections open at stop, {left} cut at the deadline)");
+    }
+}
+
+impl Service for crate::dns::DnsHandle {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    fn stop(self: Box<Self>, _deadline: Instant) {
+        crate::dns::DnsHandle::stop(*self);
+    }
+}
+
+/// The mode's listeners, and in strict DNS mode the learner whose sets a
+/// reload must refill.
+type Started = (Vec<Box<dyn Service>>, Option<Arc<NftLearner>>);
+
 /// Starts the listeners of the configured mode.
 fn start_services(
     cfg: &Config,
     handle: &PolicyHandle,
     emitter: &Emitter,
     identity: &Identity,
-) -> Result<Vec<Box<dyn Service>>, String> {
-    let _ = (cfg, handle, emitter, identity);
-    Ok(Vec::new())
+) -> Result<Started, String> {
+    use crate::config::FilterMode;
+    let mark = identity.mark;
+    let upstreams = || crate::dns::upstream::Upstreams::new(cfg.dns_upstreams.clone(), Some(mark));
+    match cfg.filter_mode {
+        FilterMode::Https => {
+            if let Err(e) = crate::proxy::raise_nofile_limit() {
+                log::warn!("cannot raise the open-file limit: {e}");
+            }
+            let resolver = Arc::new(Resolver::new(upstreams(), cfg.dns_ttl_min, cfg.dns_ttl_max));
+            if !cfg.verify_destination {
+                log::warn!("VERIFY_DESTINATION=false: an allowed name is tunnelled to any address (SNI/Host spoofing is possible)");
+            }
+            let settings = crate::proxy::Settings::from_config(cfg, mark);
+            let p = crate::proxy::start(settings, handle.clone(), resolver, emitter.clone())
+                .map_err(|e| format!("proxies: {e}"))?;
+            Ok((vec![Box::new(p)], None))
+        }
+        FilterMode::Dns => {
+            let learner = if cfg.dns_strict {
+                Some(Arc::new(NftLearner::new().map_err(|e| format!("strict DNS egress: {e}"))?))
+            } else {
+                None
+            };
+            let hook = learner.clone().map(|l| l as Arc<dyn crate::dns::learn::Learn>);
+            let d = crate::dns::start(cfg, handle.clone(), emitter.clone(), mark, hook)
+                .map_err(|e| format!("dns: {e}"))?;
+            Ok((vec![Box::new(d)], learner))
+        }
+    }
 }

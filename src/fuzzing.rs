@@ -60,3 +60,77 @@ pub fn nflog(data: &[u8]) {
     }
     assert_eq!(r.src.is_ipv4(), r.dst.is_ipv4(), "mixed address families");
 }
+
+/// ClientHello parser: never panics; a complete hello is found again in
+/// exactly its own bytes and not one byte earlier; a name it reports is
+/// already normalised (so the policy sees the same string).
+pub fn tls_client_hello(data: &[u8]) {
+    use crate::proxy::tls::{parse, Sni};
+    let Ok(Some(h)) = parse(data) else { return };
+    assert!(h.consumed <= data.len(), "consumed past the input");
+    assert_eq!(parse(&data[..h.consumed]), Ok(Some(h.clone())), "hello not stable on its own bytes");
+    if h.consumed > 0 {
+        assert!(
+            !matches!(parse(&data[..h.consumed - 1]), Ok(Some(_))),
+            "a hello was complete one byte early"
+        );
+    }
+    if let Sni::Name(n) = &h.sni {
+        assert_eq!(normalize(n).as_deref(), Ok(n.as_str()), "SNI not normalised");
+    }
+}
+
+/// HTTP request stream: never panics; feeding the bytes all at once or
+/// one byte at a time finds the same request heads (so a client cannot
+/// hide a request by splitting its writes); every Host name is normalised.
+pub fn http_head(data: &[u8]) {
+    use crate::proxy::http::{Host, RequestStream, Step};
+    fn heads(data: &[u8], chunk: usize) -> Vec<(String, String)> {
+        let mut stream = RequestStream::default();
+        let mut out = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut fed = 0;
+        // Bounded: each round consumes bytes or feeds more.
+        for _ in 0..(data.len() * 4 + 16) {
+            match stream.next(&buf) {
+                Ok(Step::NeedMore) => {
+                    if fed == data.len() {
+                        break;
+                    }
+                    let end = (fed + chunk).min(data.len());
+                    buf.extend_from_slice(&data[fed..end]);
+                    fed = end;
+                }
+                Ok(Step::Forward(n)) => {
+                    assert!(n > 0 && n <= buf.len(), "forward {n} of {}", buf.len());
+                    buf.drain(..n);
+                }
+                Ok(Step::Head(h)) => {
+                    assert!(
+                        h.head_len > 0 && h.head_len <= buf.len(),
+                        "head_len {} of {}",
+                        h.head_len,
+                        buf.len()
+                    );
+                    let host = match &h.host {
+                        Host::Name(n) => {
+                            assert_eq!(normalize(n).as_deref(), Ok(n.as_str()), "Host not normalised");
+                            n.clone()
+                        }
+                        Host::IpLiteral(ip) => ip.to_string(),
+                    };
+                    out.push((h.target.clone(), host));
+                    buf.drain(..h.head_len);
+                }
+                Err(_) => {
+                    out.push(("<error>".into(), String::new()));
+                    break;
+                }
+            }
+        }
+        out
+    }
+    let whole = heads(data, data.len().max(1));
+    let bytewise = heads(data, 1);
+    assert_eq!(whole, bytewise, "splitting the input changed the requests seen");
+}

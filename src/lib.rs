@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
+pub mod dns;
 pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -18,6 +19,8 @@ pub mod health;
 pub mod nflog;
 pub mod nft;
 pub mod policy;
+pub mod proxy;
+pub mod resolve;
 
 /// The version reported in events and by `egret version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

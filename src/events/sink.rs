@@ -90,7 +90,7 @@ impl std::error::Error for SinkError {}
 /// Counters of the sink itself.
 #[derive(Debug, Default)]
 pub struct SinkStats {
-    /// Events taken off the channel.
+    /// Events handled (written and handed on).
     pub events: AtomicU64,
     /// Lines that could not be written to `LOG_FILE`.
     pub file_errors: AtomicU64,
@@ -226,8 +226,7 @@ pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError>
         stop: stop.clone(),
         stats: stats.clone(),
         channel_dropped: emitter.drop_counter(),
-        drops_reported: 0,
-        drop_warn: Throttle::new(DROP_WARN_PERIOD),
+        drops: DropReport::new(DROP_WARN_PERIOD),
     };
     let thread =
         thread::Builder::new().name("events".into()).spawn(move || sink.run()).map_err(SinkError::Spawn)?;
@@ -255,8 +254,7 @@ struct Sink {
     stop: Arc<AtomicBool>,
     stats: Arc<SinkStats>,
     channel_dropped: Arc<AtomicU64>,
-    drops_reported: u64,
-    drop_warn: Throttle,
+    drops: DropReport,
 }
 
 impl Sink {
@@ -299,7 +297,6 @@ impl Sink {
     }
 
     fn handle(&mut self, ev: Event) {
-        self.stats.events.fetch_add(1, Ordering::Relaxed);
         let json = ev.to_json();
         if self.stdout.is_some() {
             self.out_buf.extend_from_slice(json.as_bytes());
@@ -322,6 +319,8 @@ impl Sink {
                 s.push(json);
             }
         }
+        // Counted last: once `events` shows it, every output has it.
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
     }
 
     fn flush(&mut self) {
@@ -342,15 +341,37 @@ impl Sink {
         let channel = self.channel_dropped.load(Ordering::Relaxed);
         let queue = self.shipper.as_ref().map_or(0, |s| s.stats().dropped);
         let alerts = self.notifier.as_ref().map_or(0, |n| n.stats().dropped.load(Ordering::Relaxed));
-        let total = channel + queue + alerts;
-        if total > self.drops_reported && self.drop_warn.ready(now).is_some() {
-            log::warn!(
-                "events: {} events dropped since the last report (totals: {channel} at the sink channel, \
-                 {queue} at the dashboard queue, {alerts} Gotify alerts); the data path never waits for telemetry",
-                total - self.drops_reported
-            );
-            self.drops_reported = total;
+        if let Some(msg) = self.drops.check(now, channel, queue, alerts) {
+            log::warn!("{msg}");
         }
+    }
+}
+
+/// The rate-limited drop warning: at most one per period, and only when
+/// the totals grew. Pure: `now` and the counters are passed in.
+#[derive(Debug)]
+pub struct DropReport {
+    reported: u64,
+    throttle: Throttle,
+}
+
+impl DropReport {
+    pub fn new(period: Duration) -> DropReport {
+        DropReport { reported: 0, throttle: Throttle::new(period) }
+    }
+
+    /// The warning to log now, if any, given the running totals.
+    pub fn check(&mut self, now: Instant, channel: u64, queue: u64, alerts: u64) -> Option<String> {
+        let total = channel + queue + alerts;
+        if total <= self.reported || self.throttle.ready(now).is_none() {
+            return None;
+        }
+        let new = total - self.reported;
+        self.reported = total;
+        Some(format!(
+            "events: {new} events dropped since the last report (totals: {channel} at the sink channel, \
+             {queue} at the dashboard queue, {alerts} Gotify alerts); the data path never waits for telemetry"
+        ))
     }
 }
 
@@ -525,6 +546,34 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dir.join("moved")).unwrap(), "one\ntwo\n");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn drop_warning_is_rate_limited_and_counts_what_is_new() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut r = DropReport::new(10 * s);
+        // (seconds, channel, queue, alerts, expected "N events dropped")
+        let table: &[(u32, u64, u64, u64, Option<u64>)] = &[
+            (0, 0, 0, 0, None),
+            (1, 5, 0, 0, Some(5)),
+            (2, 9, 0, 0, None), // within 10 s of the last warning
+            (11, 9, 3, 1, Some(8)),
+            (30, 9, 3, 1, None), // nothing new
+            (31, 9, 3, 2, Some(1)),
+        ];
+        for &(at, c, q, a, want) in table {
+            let got = r.check(t0 + at * s, c, q, a);
+            let n = got.as_deref().map(|m| {
+                m.strip_prefix("events: ").unwrap().split(' ').next().unwrap().parse::<u64>().unwrap()
+            });
+            assert_eq!(n, want, "at {at}s: {got:?}");
+        }
+        let msg = DropReport::new(s).check(t0, 1, 2, 3).unwrap();
+        assert!(
+            msg.contains("totals: 1 at the sink channel, 2 at the dashboard queue, 3 Gotify alerts"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -730,3 +730,62 @@ fn https_dashboard_with_a_ca_file() {
     assert_eq!(server.requests()[0].header("x-api-key"), Some("s3cret"));
     h.shutdown(Instant::now() + Duration::from_secs(2));
 }
+
+#[test]
+fn shutdown_gives_up_at_its_deadline_when_the_dashboard_hangs() {
+    // A dashboard that accepts connections and never answers.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h2 = held.clone();
+    l.set_nonblocking(true).unwrap();
+    thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            match l.accept() {
+                Ok((c, _)) => h2.lock().unwrap().push(c),
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let (em, h) =
+        spawn_with(SinkOptions { shipper: Some(shipper_to(&url, fast_batches(64))), ..options() }).unwrap();
+    for i in 0..5 {
+        emit(&em, i, Action::Blocked);
+    }
+    // The first batch is in flight (its request timeout is 5 s).
+    wait_for(Duration::from_secs(5), "a connection to the silent dashboard", || {
+        !held.lock().unwrap().is_empty()
+    });
+    let start = Instant::now();
+    let report = h.shutdown(start + Duration::from_millis(800));
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(2500), "shutdown hung for {took:?}");
+    assert!(report.sink_finished);
+    assert_eq!(report.unsent, 5, "the unanswered batch is reported unsent");
+}
+
+#[test]
+fn gotify_failures_are_counted_not_retried_in_a_loop() {
+    let server = Server::start("127.0.0.1:0");
+    server.status.store(500, Ordering::Relaxed);
+    let (em, h) = spawn_with(SinkOptions {
+        gotify: Some(GotifyOptions {
+            host: server.url(),
+            key: "gk".into(),
+            backoff: Duration::ZERO, // every event alerts
+            ignore_domains: vec![],
+            client: ClientOptions::default(),
+        }),
+        ..options()
+    })
+    .unwrap();
+    for i in 0..3 {
+        emit(&em, i, Action::Blocked);
+    }
+    wait_counts(&h, Duration::from_secs(10), "3 failed alerts", |c| c.alerts_failed == 3);
+    thread::sleep(Duration::from_millis(300));
+    let c = h.counts();
+    assert_eq!((c.alerts_sent, c.alerts_failed, c.alerts_dropped), (0, 3, 0), "{c:?}");
+    h.shutdown(Instant::now() + Duration::from_secs(2));
+}

@@ -31,3 +31,18 @@ fn name_corpus() {
 fn nflog_corpus() {
     assert!(replay("nflog", egret::fuzzing::nflog) >= 4, "seed corpus missing");
 }
+
+#[test]
+fn tls_client_hello_corpus() {
+    assert!(replay("tls_client_hello", egret::fuzzing::tls_client_hello) >= 7, "seed corpus missing");
+}
+
+#[test]
+fn http_head_corpus() {
+    assert!(replay("http_head", egret::fuzzing::http_head) >= 7, "seed corpus missing");
+}
+
+#[test]
+fn dns_query_corpus() {
+    assert!(replay("dns_query", egret::dns::filter::check_properties) >= 20, "seed corpus missing");
+}

@@ -4,9 +4,14 @@
 mod browser;
 mod check;
 mod dashboard;
+mod dns;
+mod dnsauth;
 mod events;
 mod fuzz_replay;
 mod image;
 mod netns;
 mod nft;
+mod proxy;
+mod proxy_netns;
+mod run;
 mod util;

@@ -1,0 +1,739 @@
+//! The pure core of DNS mode: query bytes + [`Policy`] → [`Action`], and
+//! the checks and extractions done on upstream answers.
+//!
+//! No I/O, no clock reads, no threads: the server (`dns/mod.rs`) owns the
+//! sockets and time. Every input is hostile; every outcome is a value.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as Question, ResponseCode};
+use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::rdata::svcb::SvcParamValue;
+use hickory_proto::rr::rdata::HTTPS;
+use hickory_proto::rr::{DNSClass, RData};
+
+use crate::policy::{Policy, Query, Reason};
+
+/// RFC 8914 §2: the EDNS option code of an Extended DNS Error.
+pub const EDE_OPTION: u16 = 15;
+/// RFC 8914 §4.16: "Blocked", the resolver blocks this name by policy.
+pub const EDE_BLOCKED: u16 = 15;
+/// RFC 8914 §4.19: "Prohibited", the server refuses this kind of query.
+pub const EDE_PROHIBITED: u16 = 18;
+
+/// The fixed DNS header (RFC 1035 §4.1.1).
+pub const HEADER_LEN: usize = 12;
+/// The largest UDP reply a client accepts when it sends no OPT
+/// (RFC 1035 §2.3.4).
+pub const CLASSIC_UDP_MAX: u16 = 512;
+/// The UDP payload size egret advertises (the DNS flag day 2020 value).
+pub const EDNS_PAYLOAD: u16 = 1232;
+
+/// What the server should do with one query.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Every question is allowed: send the query upstream unchanged.
+    Forward(QueryInfo),
+    /// Answer the client directly.
+    Answer(Answer),
+    /// Say nothing: the bytes were a response (answering could loop) or
+    /// too short to carry an ID to answer to.
+    Drop(&'static str),
+}
+
+/// A reply built here, with what the event needs to say about it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub bytes: Vec<u8>,
+    pub rcode: ResponseCode,
+    pub refusal: Refusal,
+    /// The parsed query, when it parsed.
+    pub query: Option<QueryInfo>,
+}
+
+/// Why egret answered itself instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A question's name is not allowed (NXDOMAIN + EDE 15).
+    Blocked { name: String, reason: Reason },
+    /// The query could not be read, or has no question (FORMERR).
+    Malformed(String),
+    /// Not a standard query (NOTIMP).
+    NotImplemented(String),
+    /// A class other than IN (REFUSED + EDE 18).
+    Refused(String),
+}
+
+impl Refusal {
+    /// The event `reason`.
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::Blocked { reason, .. } => reason.as_str(),
+            Refusal::Malformed(_) => "malformed-query",
+            Refusal::NotImplemented(_) => "not-implemented",
+            Refusal::Refused(_) => "class-not-allowed",
+        }
+    }
+
+    /// The event `note`.
+    pub fn note(&self) -> String {
+        match self {
+            Refusal::Blocked { name, reason } => format!("{name}: {}", reason.as_str()),
+            Refusal::Malformed(why) | Refusal::NotImplemented(why) | Refusal::Refused(why) => why.clone(),
+        }
+    }
+}
+
+/// A query that parsed, as far as the server needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryInfo {
+    pub id: u16,
+    pub questions: Vec<Question>,
+    /// The client sent an OPT record (RFC 6891), so a reply carries one.
+    pub edns: bool,
+    /// The largest UDP reply the client accepts.
+    pub udp_max: u16,
+    pub recursion_desired: bool,
+    pub checking_disabled: bool,
+}
+
+impl QueryInfo {
+    /// The first question's name, lowercase, without the trailing dot
+    /// (for events; the decision uses `policy::normalize`).
+    pub fn qname(&self) -> String {
+        self.questions.first().map(display_name).unwrap_or_default()
+    }
+
+    /// The first question's type (`A`, `AAAA`, `TXT`, …).
+    pub fn qtype(&self) -> String {
+        self.questions.first().map(|q| q.query_type().to_string()).unwrap_or_default()
+    }
+}
+
+fn display_name(q: &Question) -> String {
+    let s = q.name().to_ascii().to_ascii_lowercase();
+    match s.strip_suffix('.') {
+        Some(t) if !t.is_empty() => t.to_owned(),
+        _ => s,
+    }
+}
+
+/// Decides one query. Every question must be allowed: one blocked
+/// question blocks the query (NXDOMAIN for every type, never a sinkhole
+/// address).
+pub fn decide(query: &[u8], policy: &Policy) -> Action {
+    // Byte 2 holds QR; a message with QR set is a response, and answering
+    // responses is how reflection loops start.
+    if query.len() < 3 {
+        return Action::Drop("shorter than a DNS header's id and flags");
+    }
+    if query[2] & 0x80 != 0 {
+        return Action::Drop("a response, not a query");
+    }
+    let msg = match Message::from_vec(query) {
+        Ok(m) => m,
+        Err(e) => return formerr(query, format!("unreadable query: {e}"), None),
+    };
+    let info = QueryInfo {
+        id: msg.metadata.id,
+        questions: msg.queries.clone(),
+        edns: msg.edns.is_some(),
+        udp_max: msg.edns.as_ref().map_or(CLASSIC_UDP_MAX, |e| e.max_payload().max(CLASSIC_UDP_MAX)),
+        recursion_desired: msg.metadata.recursion_desired,
+        checking_disabled: msg.metadata.checking_disabled,
+    };
+    if msg.metadata.message_type != MessageType::Query {
+        return Action::Drop("a response, not a query");
+    }
+    if msg.metadata.op_code != OpCode::Query {
+        let why = format!("opcode {} is not supported", msg.metadata.op_code);
+        let rcode = ResponseCode::NotImp;
+        let bytes = reply(&info, rcode, None).unwrap_or_else(|| header_reply(query, rcode));
+        return Action::Answer(Answer {
+            bytes,
+            rcode,
+            refusal: Refusal::NotImplemented(why),
+            query: Some(info),
+        });
+    }
+    if info.questions.is_empty() {
+        return formerr(query, "no question".to_owned(), Some(info));
+    }
+    for q in &info.questions {
+        if q.query_class() != DNSClass::IN {
+            let why = format!("class {} is not served", q.query_class());
+            let rcode = ResponseCode::Refused;
+            let text = format!("egret: {why}");
+            let bytes = reply(&info, rcode, Some((EDE_PROHIBITED, &text)))
+                .unwrap_or_else(|| header_reply(query, rcode));
+            return Action::Answer(Answer {
+                bytes,
+                rcode,
+                refusal: Refusal::Refused(why),
+                query: Some(info),
+            });
+        }
+    }
+    for q in &info.questions {
+        let name = q.name().to_ascii();
+        let d = policy.decide(Query { name: Some(&name), ip: None });
+        if !d.allowed() {
+            let shown = d.name.clone().unwrap_or_else(|| display_name(q));
+            let text = format!("egret: blocked by policy ({}: {})", shown, d.reason.as_str());
+            let rcode = ResponseCode::NXDomain;
+            let bytes =
+                reply(&info, rcode, Some((EDE_BLOCKED, &text))).unwrap_or_else(|| header_reply(query, rcode));
+            let refusal = Refusal::Blocked { name: shown, reason: d.reason };
+            return Action::Answer(Answer { bytes, rcode, refusal, query: Some(info) });
+        }
+    }
+    Action::Forward(info)
+}
+
+fn formerr(query: &[u8], why: String, info: Option<QueryInfo>) -> Action {
+    let rcode = ResponseCode::FormErr;
+    Action::Answer(Answer {
+        bytes: header_reply(query, rcode),
+        rcode,
+        refusal: Refusal::Malformed(why),
+        query: info,
+    })
+}
+
+/// A header-only reply to whatever header bytes there are: the query's ID,
+/// opcode and RD, QR set, no records. Used when the query cannot be read.
+pub fn header_reply(query: &[u8], rcode: ResponseCode) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN];
+    let n = query.len().min(3);
+    out[..n].copy_from_slice(&query[..n]);
+    // QR=1, keep OPCODE and RD, clear AA and TC.
+    out[2] = 0x80 | (out[2] & 0x79);
+    // RA=1, Z/AD/CD clear, the low four bits of the code.
+    out[3] = 0x80 | (rcode.low() & 0x0f);
+    out
+}
+
+/// A reply echoing the questions, with an OPT (and an EDE, if given) when
+/// the client sent one. `None` if hickory cannot encode it (it can; the
+/// caller falls back to a header-only reply rather than trusting that).
+fn reply(info: &QueryInfo, rcode: ResponseCode, ede: Option<(u16, &str)>) -> Option<Vec<u8>> {
+    let mut m = Message::response(info.id, OpCode::Query);
+    m.metadata.recursion_desired = info.recursion_desired;
+    m.metadata.recursion_available = true;
+    m.metadata.checking_disabled = info.checking_disabled;
+    m.metadata.response_code = rcode;
+    m.add_queries(info.questions.iter().cloned());
+    if info.edns {
+        let mut e = Edns::new();
+        e.set_max_payload(EDNS_PAYLOAD);
+        if let Some((code, text)) = ede {
+            e.options_mut().insert(EdnsOption::Unknown(EDE_OPTION, ede_payload(code, text)));
+        }
+        m.set_edns(e);
+    }
+    m.to_vec().ok()
+}
+
+/// RFC 8914 §2: INFO-CODE (16 bits) then EXTRA-TEXT (UTF-8, not
+/// NUL-terminated).
+pub fn ede_payload(code: u16, text: &str) -> Vec<u8> {
+    let mut v = code.to_be_bytes().to_vec();
+    v.extend_from_slice(text.as_bytes());
+    v
+}
+
+/// SERVFAIL for a forwarded query whose upstreams all failed.
+pub fn servfail(info: &QueryInfo) -> Vec<u8> {
+    let rcode = ResponseCode::ServFail;
+    reply(info, rcode, None).unwrap_or_else(|| {
+        let mut q = info.id.to_be_bytes().to_vec();
+        q.push(if info.recursion_desired { 1 } else { 0 });
+        header_reply(&q, rcode)
+    })
+}
+
+/// Why an upstream answer was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FilterError {
+    /// Not a readable DNS message.
+    Unreadable(String),
+    /// QR is clear: the upstream sent a query back.
+    NotAResponse,
+    /// The question section differs from the query's (a spoofed or
+    /// misrouted answer).
+    QuestionMismatch,
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FilterError::Unreadable(e) => write!(f, "upstream answer unreadable: {e}"),
+            FilterError::NotAResponse => write!(f, "upstream answer is not a response"),
+            FilterError::QuestionMismatch => write!(f, "upstream answer is for a different question"),
+        }
+    }
+}
+
+impl std::error::Error for FilterError {}
+
+/// What egret needs to know about an accepted upstream answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub rcode: ResponseCode,
+    pub truncated: bool,
+    /// A and AAAA addresses (and SVCB/HTTPS address hints) of the answer
+    /// section with their TTLs in seconds, as the upstream gave them.
+    pub addrs: Vec<(IpAddr, u32)>,
+}
+
+/// Checks that `resp` answers exactly the questions of `info` and reads
+/// its addresses. Names compare case-insensitively (RFC 4343).
+pub fn check_response(resp: &[u8], info: &QueryInfo) -> Result<Reply, FilterError> {
+    let msg = Message::from_vec(resp).map_err(|e| FilterError::Unreadable(e.to_string()))?;
+    if msg.metadata.message_type != MessageType::Response {
+        return Err(FilterError::NotAResponse);
+    }
+    let same = msg.queries.len() == info.questions.len()
+        && msg.queries.iter().zip(&info.questions).all(|(a, b)| {
+            a.query_type() == b.query_type()
+                && a.query_class() == b.query_class()
+                && a.name().to_lowercase() == b.name().to_lowercase()
+        });
+    if !same {
+        return Err(FilterError::QuestionMismatch);
+    }
+    let mut addrs = Vec::new();
+    if msg.metadata.response_code == ResponseCode::NoError {
+        for r in &msg.answers {
+            match &r.data {
+                RData::A(a) => addrs.push((IpAddr::V4(a.0), r.ttl)),
+                RData::AAAA(a) => addrs.push((IpAddr::V6(a.0), r.ttl)),
+                // RFC 9460 §7.3: clients may connect to ipv4hint/ipv6hint
+                // addresses before (or instead of) asking for A/AAAA.
+                RData::HTTPS(HTTPS(svcb)) | RData::SVCB(svcb) => {
+                    for (_, v) in &svcb.svc_params {
+                        match v {
+                            SvcParamValue::Ipv4Hint(h) => {
+                                addrs.extend(h.0.iter().map(|a| (IpAddr::V4(a.0), r.ttl)))
+                            }
+                            SvcParamValue::Ipv6Hint(h) => {
+                                addrs.extend(h.0.iter().map(|a| (IpAddr::V6(a.0), r.ttl)))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Reply { rcode: msg.metadata.response_code, truncated: msg.metadata.truncation, addrs })
+}
+
+/// A TTL in seconds clamped to `[min, max]` (`DNS_TTL_MIN`/`DNS_TTL_MAX`).
+pub fn clamp_ttl(ttl: u32, min: Duration, max: Duration) -> Duration {
+    Duration::from_secs(u64::from(ttl)).clamp(min, max.max(min))
+}
+
+/// The addresses to learn from a reply: deduplicated, each with the
+/// longest clamped TTL any of its records gave.
+pub fn learned(reply: &Reply, min: Duration, max: Duration) -> Vec<(IpAddr, Duration)> {
+    let mut out: Vec<(IpAddr, Duration)> = Vec::new();
+    for &(ip, ttl) in &reply.addrs {
+        let t = clamp_ttl(ttl, min, max);
+        match out.iter_mut().find(|(a, _)| *a == ip) {
+            Some(e) => e.1 = e.1.max(t),
+            None => out.push((ip, t)),
+        }
+    }
+    out
+}
+
+/// The bytes a UDP client gets: the answer itself when it fits the
+/// client's limit, else the header and questions with TC set so the
+/// client retries over TCP (RFC 1035 §4.2.1, RFC 7766).
+pub fn fit_udp(resp: Vec<u8>, info: &QueryInfo) -> Vec<u8> {
+    if resp.len() <= usize::from(info.udp_max) {
+        return resp;
+    }
+    let truncated = Message::from_vec(&resp).ok().and_then(|m| {
+        let mut t = m.truncate();
+        // The OPT's own payload size is egret's, not the upstream's.
+        if let Some(e) = t.edns.as_mut() {
+            e.set_max_payload(EDNS_PAYLOAD);
+            *e.options_mut() = Default::default();
+        }
+        t.to_vec().ok()
+    });
+    truncated.filter(|t| t.len() <= usize::from(info.udp_max)).unwrap_or_else(|| {
+        let mut h = header_reply(&resp, ResponseCode::from_low(resp.get(3).map_or(2, |b| b & 0x0f)));
+        h[2] |= 0x02; // TC
+        h
+    })
+}
+
+/// Properties of this module on arbitrary bytes, for the `dns_query`
+/// fuzz target and the corpus replay test; panics only when one breaks:
+/// nothing panics; a forwarded query is a readable query whose every
+/// question the policy allows; an answer is a response to the query's ID
+/// with the rcode it claims; a UDP reply never exceeds the client's size.
+#[doc(hidden)]
+pub fn check_properties(data: &[u8]) {
+    static POLICY: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+    let policy = POLICY.get_or_init(|| {
+        let d = ["example.com".to_owned(), "*.allowed.test".to_owned()];
+        let src = [crate::policy::Source { origin: crate::policy::Origin::Env("fuzz"), entries: &d }];
+        Policy::compile(&[], &src).unwrap_or_default()
+    });
+    match decide(data, policy) {
+        Action::Forward(info) => {
+            assert!(data[2] & 0x80 == 0, "forwarded a response");
+            let m = Message::from_vec(data).expect("forwarded an unreadable query");
+            assert!(!info.questions.is_empty(), "forwarded a query without a question");
+            assert_eq!(m.queries.len(), info.questions.len());
+            for q in &info.questions {
+                let name = q.name().to_ascii();
+                assert!(policy.decide(Query { name: Some(&name), ip: None }).allowed(), "forwarded {name}");
+            }
+            // The same query as an "answer" to itself is refused.
+            assert_eq!(check_response(data, &info), Err(FilterError::NotAResponse));
+            let out = fit_udp(data.to_vec(), &info);
+            assert!(out.len() <= usize::from(info.udp_max).max(data.len()));
+            if data.len() > usize::from(info.udp_max) {
+                assert!(out.len() <= usize::from(info.udp_max), "udp reply over the client's size");
+            }
+        }
+        Action::Answer(a) => {
+            assert!(a.bytes.len() >= HEADER_LEN, "answer shorter than a header");
+            assert_eq!(a.bytes[..2], data[..2], "answer with another id");
+            assert!(a.bytes[2] & 0x80 != 0, "answer without QR");
+            assert_eq!(a.bytes[3] & 0x0f, a.rcode.low(), "answer rcode differs from its claim");
+            if matches!(a.refusal, Refusal::Blocked { .. }) {
+                let m = Message::from_vec(&a.bytes).expect("blocked answer unreadable");
+                assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+                assert!(m.answers.is_empty(), "a blocked answer carries records");
+            }
+        }
+        Action::Drop(_) => assert!(data.len() < 3 || data[2] & 0x80 != 0, "dropped a query that has an id"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Source;
+    use hickory_proto::op::Query as Q;
+    use hickory_proto::rr::rdata::{A, AAAA, TXT};
+    use hickory_proto::rr::{Name, Record, RecordType};
+
+    fn policy(domains: &[&str]) -> Policy {
+        let d: Vec<String> = domains.iter().map(|s| s.to_string()).collect();
+        let src = [Source { origin: crate::policy::Origin::Env("ALLOWLIST_DOMAINS"), entries: &d }];
+        Policy::compile(&[], &src).unwrap()
+    }
+
+    fn query(id: u16, qs: &[(&str, RecordType)], edns: bool) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        for (n, t) in qs {
+            m.add_query(Q::query(Name::from_ascii(n).unwrap(), *t));
+        }
+        if edns {
+            let mut e = Edns::new();
+            e.set_max_payload(4096);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn ede_of(bytes: &[u8]) -> Option<(u16, String)> {
+        let m = Message::from_vec(bytes).unwrap();
+        let e = m.edns?;
+        let opt = e.options().get(hickory_proto::rr::rdata::opt::EdnsCode::Unknown(EDE_OPTION))?;
+        match opt {
+            EdnsOption::Unknown(_, d) => {
+                Some((u16::from_be_bytes([d[0], d[1]]), String::from_utf8(d[2..].to_vec()).unwrap()))
+            }
+            _ => None,
+        }
+    }
+
+    /// (what, query bytes, expected outcome) where the outcome is
+    /// "forward", "drop", or an rcode name.
+    fn outcome(a: &Action) -> String {
+        match a {
+            Action::Forward(_) => "forward".into(),
+            Action::Drop(_) => "drop".into(),
+            Action::Answer(x) => x.rcode.to_str().to_owned(),
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let p = policy(&["example.com", "*.allowed.test"]);
+        let many: Vec<(&str, RecordType)> = (0..40).map(|_| ("example.com.", RecordType::A)).collect();
+        let mut chaos = Message::new(9, MessageType::Query, OpCode::Query);
+        let mut cq = Q::query(Name::from_ascii("version.bind.").unwrap(), RecordType::TXT);
+        cq.set_query_class(DNSClass::CH);
+        chaos.add_query(cq);
+        let mut notify = Message::new(10, MessageType::Query, OpCode::Notify);
+        notify.add_query(Q::query(Name::from_ascii("example.com.").unwrap(), RecordType::SOA));
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("allowed A", query(1, &[("example.com.", RecordType::A)], false), "forward"),
+            ("allowed, mixed case", query(1, &[("ExAmPlE.CoM.", RecordType::AAAA)], true), "forward"),
+            ("wildcard depth", query(1, &[("a.b.allowed.test.", RecordType::TXT)], false), "forward"),
+            ("wildcard apex", query(1, &[("allowed.test.", RecordType::A)], false), "Non-Existent Domain"),
+            ("blocked A", query(1, &[("evil.test.", RecordType::A)], true), "Non-Existent Domain"),
+            ("blocked MX", query(1, &[("evil.test.", RecordType::MX)], false), "Non-Existent Domain"),
+            ("blocked ANY", query(1, &[("evil.test.", RecordType::ANY)], false), "Non-Existent Domain"),
+            ("root", query(1, &[(".", RecordType::NS)], false), "Non-Existent Domain"),
+            (
+                "one of two blocked",
+                query(1, &[("example.com.", RecordType::A), ("evil.test.", RecordType::A)], false),
+                "Non-Existent Domain",
+            ),
+            ("many allowed", query(1, &many, false), "forward"),
+            ("no question", query(1, &[], false), "Form Error"),
+            ("no question, edns", query(1, &[], true), "Form Error"),
+            ("chaos class", chaos.to_vec().unwrap(), "Query Refused"),
+            ("notify", notify.to_vec().unwrap(), "Not Implemented"),
+            ("empty", vec![], "drop"),
+            ("two bytes", vec![0x12, 0x34], "drop"),
+            ("truncated header", vec![0x12, 0x34, 0x01, 0x00, 0x00], "Form Error"),
+            (
+                "a response",
+                {
+                    let mut q = query(1, &[("example.com.", RecordType::A)], false);
+                    q[2] |= 0x80;
+                    q
+                },
+                "drop",
+            ),
+            (
+                "counts lie",
+                {
+                    let mut q = query(1, &[("example.com.", RecordType::A)], false);
+                    q[5] = 3;
+                    q
+                },
+                "Form Error",
+            ),
+        ];
+        for (what, bytes, want) in cases {
+            assert_eq!(outcome(&decide(&bytes, &p)), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn blocked_is_nxdomain_with_ede_only_when_client_speaks_edns() {
+        let p = policy(&["example.com"]);
+        let Action::Answer(a) = decide(&query(0xbeef, &[("Evil.Test.", RecordType::A)], true), &p) else {
+            panic!("not answered")
+        };
+        let m = Message::from_vec(&a.bytes).unwrap();
+        assert_eq!(m.metadata.id, 0xbeef);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert!(m.metadata.recursion_desired && m.metadata.recursion_available);
+        assert_eq!(m.queries.len(), 1, "the question is echoed");
+        let (code, text) = ede_of(&a.bytes).expect("EDE present");
+        assert_eq!(code, EDE_BLOCKED);
+        assert_eq!(text, "egret: blocked by policy (evil.test: domain-not-allowed)");
+        assert_eq!(a.refusal.reason(), "domain-not-allowed");
+
+        let Action::Answer(a) = decide(&query(7, &[("evil.test.", RecordType::TXT)], false), &p) else {
+            panic!("not answered")
+        };
+        let m = Message::from_vec(&a.bytes).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert!(m.edns.is_none(), "no OPT to a client that sent none (RFC 6891 §7)");
+    }
+
+    #[test]
+    fn formerr_keeps_the_id() {
+        for bytes in [vec![0xab, 0xcd, 0x01], vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 5, b'a']] {
+            let Action::Answer(a) = decide(&bytes, &Policy::default()) else { panic!("not answered") };
+            assert_eq!(a.rcode, ResponseCode::FormErr);
+            assert_eq!(&a.bytes[..2], &[0xab, 0xcd]);
+            assert_eq!(a.bytes[2] & 0x80, 0x80, "QR set");
+            assert_eq!(a.bytes[2] & 0x01, 0x01, "RD copied");
+            assert_eq!(a.bytes[3] & 0x0f, 1);
+            assert_eq!(a.bytes.len(), HEADER_LEN);
+        }
+    }
+
+    /// A compression pointer that points at itself, and two that point at
+    /// each other: the reader must stop, not loop.
+    #[test]
+    fn compression_loops_are_formerr() {
+        let mut self_loop = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        self_loop.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        let mut pair = vec![0, 2, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        pair.extend_from_slice(&[1, b'a', 0xc0, 16, 0xc0, 12, 0, 1, 0, 1]);
+        for q in [self_loop, pair] {
+            assert_eq!(outcome(&decide(&q, &policy(&["*"]))), "Form Error");
+        }
+    }
+
+    #[test]
+    fn seeds_never_panic_and_never_forward_when_unreadable() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dns");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            check_properties(&bytes);
+            let got = outcome(&decide(&bytes, &policy(&["*"])));
+            // The file name says what to expect: forward-*, drop-*, formerr-*.
+            let want = match name.split('-').next().unwrap() {
+                "forward" => "forward",
+                "drop" => "drop",
+                "formerr" => "Form Error",
+                "any" => continue,
+                other => panic!("{name}: unknown prefix {other}"),
+            };
+            assert_eq!(got, want, "{name}");
+            n += 1;
+        }
+        assert!(n >= 5, "seed corpus missing ({n} files)");
+    }
+
+    /// Deterministic pseudo-random inputs, and every prefix of a real
+    /// query: no panic, and nothing unreadable is forwarded.
+    #[test]
+    fn random_bytes_and_prefixes() {
+        let p = policy(&["*"]);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..600 {
+            let mut buf = Vec::with_capacity(len % 300);
+            for _ in 0..len % 300 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push(x as u8);
+            }
+            check_properties(&buf);
+            if let Action::Forward(info) = decide(&buf, &p) {
+                assert!(!info.questions.is_empty());
+            }
+        }
+        let full = query(5, &[("a.example.com.", RecordType::AAAA)], true);
+        for i in 0..full.len() {
+            let o = outcome(&decide(&full[..i], &p));
+            assert!(o == "drop" || o == "Form Error", "prefix {i}: {o}");
+        }
+        assert_eq!(outcome(&decide(&full, &p)), "forward");
+    }
+
+    fn answer(id: u16, name: &str, recs: Vec<Record>, tc: bool) -> Vec<u8> {
+        let mut m = Message::response(id, OpCode::Query);
+        m.add_query(Q::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m.metadata.truncation = tc;
+        for r in recs {
+            m.add_answer(r);
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn info_for(q: &[u8]) -> QueryInfo {
+        match decide(q, &policy(&["*"])) {
+            Action::Forward(i) => i,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn response_checks_and_addresses() {
+        let info = info_for(&query(3, &[("www.example.com.", RecordType::A)], false));
+        let n = Name::from_ascii("WWW.example.com.").unwrap();
+        let recs = vec![
+            Record::from_rdata(n.clone(), 300, RData::A(A::new(10, 200, 0, 2))),
+            Record::from_rdata(n.clone(), 5, RData::AAAA(AAAA::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 2))),
+            Record::from_rdata(n.clone(), 9, RData::A(A::new(10, 200, 0, 2))),
+            Record::from_rdata(n.clone(), 60, RData::TXT(TXT::new(vec!["x".into()]))),
+        ];
+        let r = check_response(&answer(3, "www.EXAMPLE.com.", recs, false), &info).unwrap();
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert_eq!(r.addrs.len(), 3);
+        let l = learned(&r, Duration::from_secs(30), Duration::from_secs(120));
+        assert_eq!(
+            l,
+            vec![
+                ("10.200.0.2".parse().unwrap(), Duration::from_secs(120)),
+                ("fd00:200::2".parse().unwrap(), Duration::from_secs(30)),
+            ]
+        );
+        assert_eq!(
+            check_response(&answer(3, "other.example.com.", vec![], false), &info),
+            Err(FilterError::QuestionMismatch)
+        );
+        assert!(matches!(check_response(&[1, 2, 3], &info), Err(FilterError::Unreadable(_))));
+        assert_eq!(
+            check_response(&query(3, &[("www.example.com.", RecordType::A)], false), &info),
+            Err(FilterError::NotAResponse)
+        );
+        assert!(check_response(&answer(3, "www.example.com.", vec![], true), &info).unwrap().truncated);
+    }
+
+    #[test]
+    fn https_record_hints_are_addresses() {
+        use hickory_proto::rr::rdata::svcb::{IpHint, SvcParamKey, SVCB};
+        let info = info_for(&query(4, &[("svc.example.com.", RecordType::A)], false));
+        let n = Name::from_ascii("svc.example.com.").unwrap();
+        let svcb = SVCB::new(
+            1,
+            Name::root(),
+            vec![
+                (SvcParamKey::Ipv4Hint, SvcParamValue::Ipv4Hint(IpHint(vec![A::new(192, 0, 2, 1)]))),
+                (
+                    SvcParamKey::Ipv6Hint,
+                    SvcParamValue::Ipv6Hint(IpHint(vec![AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)])),
+                ),
+            ],
+        );
+        let r = check_response(
+            &answer(4, "svc.example.com.", vec![Record::from_rdata(n, 77, RData::HTTPS(HTTPS(svcb)))], false),
+            &info,
+        )
+        .unwrap();
+        assert_eq!(r.addrs, [("192.0.2.1".parse().unwrap(), 77), ("2001:db8::1".parse().unwrap(), 77)]);
+    }
+
+    #[test]
+    fn ttl_clamp_table() {
+        let (min, max) = (Duration::from_secs(30), Duration::from_secs(3600));
+        for (ttl, want) in [(0, 30), (29, 30), (30, 30), (300, 300), (3600, 3600), (u32::MAX, 3600)] {
+            assert_eq!(clamp_ttl(ttl, min, max), Duration::from_secs(want), "{ttl}");
+        }
+    }
+
+    #[test]
+    fn oversized_udp_answers_are_truncated() {
+        let info = info_for(&query(3, &[("big.example.com.", RecordType::A)], false));
+        let n = Name::from_ascii("big.example.com.").unwrap();
+        let recs: Vec<Record> =
+            (0..60).map(|i| Record::from_rdata(n.clone(), 60, RData::A(A::new(10, 0, 0, i)))).collect();
+        let big = answer(3, "big.example.com.", recs, false);
+        assert!(big.len() > 512);
+        let out = fit_udp(big.clone(), &info);
+        assert!(out.len() <= 512);
+        let m = Message::from_vec(&out).unwrap();
+        assert!(m.metadata.truncation);
+        assert_eq!(m.metadata.id, 3);
+        assert_eq!(m.queries.len(), 1);
+        let small = answer(3, "big.example.com.", vec![], false);
+        assert_eq!(fit_udp(small.clone(), &info), small);
+    }
+
+    #[test]
+    fn servfail_echoes_question() {
+        let info = info_for(&query(77, &[("x.example.com.", RecordType::A)], true));
+        let m = Message::from_vec(&servfail(&info)).unwrap();
+        assert_eq!((m.metadata.id, m.metadata.response_code), (77, ResponseCode::ServFail));
+        assert!(m.edns.is_some());
+        assert_eq!(m.queries.len(), 1);
+    }
+}

@@ -1,0 +1,556 @@
+//! DNS mode: the filtering resolver's server. UDP and TCP on loopback at
+//! `DNS_PORT` (the ruleset redirects every port-53 packet of the namespace
+//! here).
+//!
+//! One mio thread owns the sockets and decides each query with the pure
+//! [`filter`]; blocked, malformed and refused queries are answered right
+//! there. Allowed UDP queries go to a bounded pool of forwarding threads,
+//! so one slow upstream cannot stall the loop; each TCP client gets its own
+//! thread (bounded), as every other TCP listener in egret does. A client's
+//! ID is preserved; the upstream sees a random one ([`upstream`]).
+//!
+//! With a [`Learn`] hook (strict egress, the proxies' resolver), the
+//! addresses of an allowed answer are handed over before the answer is
+//! sent.
+
+pub mod filter;
+pub mod learn;
+pub mod upstream;
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use mio::net::{TcpListener, UdpSocket};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::config::Config;
+use crate::events::{Action as EvAction, Component, Emitter};
+use crate::policy::PolicyHandle;
+use filter::{Action, QueryInfo};
+pub use learn::{Learn, LearnError};
+use upstream::Upstreams;
+
+/// Limits of the server, in one place.
+pub mod defaults {
+    use std::time::Duration;
+    /// Forwarding threads for UDP queries.
+    pub const WORKERS: usize = 32;
+    /// Allowed UDP queries waiting for a worker; beyond it, SERVFAIL.
+    pub const QUEUE: usize = 1024;
+    /// TCP clients served at once; beyond it, new ones are closed.
+    pub const TCP_CLIENTS: usize = 128;
+    /// A TCP client that sends nothing for this long is closed
+    /// (RFC 7766 §6.2.3 suggests seconds, not minutes).
+    pub const TCP_IDLE: Duration = Duration::from_secs(10);
+}
+
+/// What the server needs from [`Config`], so tests can build one directly.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen; normally 127.0.0.1 and ::1 at `DNS_PORT`.
+    pub listen: Vec<SocketAddr>,
+    pub upstreams: Upstreams,
+    pub ttl_min: Duration,
+    pub ttl_max: Duration,
+    pub workers: usize,
+}
+
+impl Settings {
+    /// Loopback v4 and v6 at `DNS_PORT`, `DNS_UPSTREAMS` with egret's
+    /// bypass mark (0 leaves sockets unmarked).
+    pub fn from_config(cfg: &Config, mark: u32) -> Settings {
+        Settings {
+            listen: vec![
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), cfg.dns_port),
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), cfg.dns_port),
+            ],
+            upstreams: Upstreams::new(cfg.dns_upstreams.clone(), (mark != 0).then_some(mark)),
+            ttl_min: cfg.dns_ttl_min,
+            ttl_max: cfg.dns_ttl_max,
+            workers: defaults::WORKERS,
+        }
+    }
+}
+
+/// The running server; dropping it stops the loop.
+pub struct DnsHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+    local: Vec<SocketAddr>,
+    stats: Arc<Stats>,
+}
+
+impl DnsHandle {
+    /// The addresses actually bound (a v6 loopback that does not exist is
+    /// skipped with a warning).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for DnsHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts DNS mode from the configuration: see [`start_with`].
+pub fn start(
+    cfg: &Config,
+    policy: PolicyHandle,
+    emitter: Emitter,
+    mark: u32,
+    learner: Option<Arc<dyn Learn>>,
+) -> io::Result<DnsHandle> {
+    start_with(Settings::from_config(cfg, mark), policy, emitter, learner)
+}
+
+/// Binds every listen address (v6 ones may be missing), then runs the loop
+/// on its own thread. An address that cannot be bound at all is an error,
+/// unless it is IPv6 and IPv4 bound.
+pub fn start_with(
+    settings: Settings,
+    policy: PolicyHandle,
+    emitter: Emitter,
+    learner: Option<Arc<dyn Learn>>,
+) -> io::Result<DnsHandle> {
+    let poll = Poll::new()?;
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    let mut local = Vec::new();
+    for &addr in &settings.listen {
+        match bind_pair(addr) {
+            Ok((u, t)) => {
+                local.push(u.local_addr()?);
+                udp.push(u);
+                tcp.push(t);
+            }
+            Err(e) if addr.is_ipv6() && settings.listen.iter().any(|a| a.is_ipv4()) => {
+                log::warn!("dns: cannot listen on {addr} ({e}); serving IPv4 only");
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("dns: cannot listen on {addr}: {e}"))),
+        }
+    }
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Stats::default());
+    let shared = Arc::new(Shared {
+        settings,
+        policy,
+        emitter,
+        learner,
+        tcp_clients: AtomicUsize::new(0),
+        stats: stats.clone(),
+    });
+    let (jobs, rx) = mpsc::sync_channel::<Job>(defaults::QUEUE);
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..shared.settings.workers.max(1) {
+        let (rx, shared) = (rx.clone(), shared.clone());
+        thread::Builder::new().name(format!("dns-fwd-{i}")).spawn(move || worker(&rx, &shared))?;
+    }
+    let mut lp = Loop { poll, udp, tcp, jobs, shared, stop: stop.clone() };
+    lp.register()?;
+    log::info!("dns: listening on {} (udp+tcp)", list(&local));
+    let thread = thread::Builder::new().name("dns".into()).spawn(move || lp.run())?;
+    Ok(DnsHandle { stop, waker, thread: Some(thread), local, stats })
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// A UDP socket and a TCP listener on the same address (the TCP port
+/// follows the UDP one when the port is 0).
+fn bind_pair(addr: SocketAddr) -> io::Result<(Udp, TcpListener)> {
+    let std_udp = std::net::UdpSocket::bind(addr)?;
+    let port = std_udp.local_addr()?.port();
+    let std_tcp = std::net::TcpListener::bind(SocketAddr::new(addr.ip(), port))?;
+    std_udp.set_nonblocking(true)?;
+    std_tcp.set_nonblocking(true)?;
+    let reply = Arc::new(std_udp.try_clone()?);
+    Ok((Udp { sock: UdpSocket::from_std(std_udp), reply }, TcpListener::from_std(std_tcp)))
+}
+
+/// A UDP listener: mio owns `sock`; forwarding threads answer through
+/// `reply`, a clone of the same socket.
+struct Udp {
+    sock: UdpSocket,
+    reply: Arc<std::net::UdpSocket>,
+}
+
+impl Udp {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+}
+
+/// What every thread of the server shares.
+struct Shared {
+    settings: Settings,
+    policy: PolicyHandle,
+    emitter: Emitter,
+    learner: Option<Arc<dyn Learn>>,
+    tcp_clients: AtomicUsize,
+    stats: Arc<Stats>,
+}
+
+/// Counters since start, for metrics (relaxed atomics: each is exact on
+/// its own, not a consistent snapshot of all).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Queries answered with the upstream's answer.
+    pub forwarded: AtomicU64,
+    /// Queries refused by policy (NXDOMAIN + EDE).
+    pub blocked: AtomicU64,
+    /// FORMERR, REFUSED and NOTIMP answers.
+    pub rejected: AtomicU64,
+    /// SERVFAIL: upstreams failed, learning failed, or the queue was full.
+    pub servfail: AtomicU64,
+    /// Datagrams ignored (responses, too short).
+    pub dropped: AtomicU64,
+}
+
+/// One allowed UDP query for a forwarding thread.
+struct Job {
+    query: Vec<u8>,
+    info: QueryInfo,
+    client: SocketAddr,
+    local: SocketAddr,
+    reply: Arc<std::net::UdpSocket>,
+}
+
+const WAKER: Token = Token(0);
+
+/// Tokens: 0 the waker, then 1 + 2i for `udp[i]`, 2 + 2i for `tcp[i]`.
+enum Ready {
+    Wake,
+    Udp(usize),
+    Tcp(usize),
+}
+
+fn classify(t: Token) -> Ready {
+    match t.0 {
+        0 => Ready::Wake,
+        n if n % 2 == 1 => Ready::Udp((n - 1) / 2),
+        n => Ready::Tcp((n - 2) / 2),
+    }
+}
+
+struct Loop {
+    poll: Poll,
+    udp: Vec<Udp>,
+    tcp: Vec<TcpListener>,
+    jobs: SyncSender<Job>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Loop {
+    fn register(&mut self) -> io::Result<()> {
+        for (i, u) in self.udp.iter_mut().enumerate() {
+            self.poll.registry().register(&mut u.sock, Token(1 + 2 * i), Interest::READABLE)?;
+        }
+        for (i, t) in self.tcp.iter_mut().enumerate() {
+            self.poll.registry().register(t, Token(2 + 2 * i), Interest::READABLE)?;
+        }
+        Ok(())
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        let mut buf = vec![0u8; 65535];
+        while !self.stop.load(Ordering::SeqCst) {
+            if let Err(e) = self.poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("dns: poll failed, stopping the server: {e}");
+                return;
+            }
+            for ev in events.iter() {
+                match classify(ev.token()) {
+                    Ready::Wake => {}
+                    Ready::Udp(i) => self.drain_udp(i, &mut buf),
+                    Ready::Tcp(i) => self.accept_tcp(i),
+                }
+            }
+        }
+        log::info!("dns: stopped");
+    }
+
+    fn drain_udp(&mut self, i: usize, buf: &mut [u8]) {
+        let Some(udp) = self.udp.get(i) else { return };
+        let Ok(local) = udp.local_addr() else { return };
+        let mut errors = 0;
+        loop {
+            let (n, client) = match udp.sock.recv_from(buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here once
+                    // each; the socket stays usable. Bounded all the same.
+                    log::debug!("dns: udp recv on {local}: {e}");
+                    errors += 1;
+                    if errors > 64 {
+                        log::warn!("dns: udp recv on {local} keeps failing: {e}");
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let query = &buf[..n];
+            let policy = self.shared.policy.current();
+            match filter::decide(query, &policy) {
+                Action::Drop(why) => {
+                    self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("dns: {client}: dropped {n} bytes: {why}");
+                }
+                Action::Answer(a) => {
+                    send_udp(&udp.reply, &a.bytes, client);
+                    self.shared.emit_refusal(&a, client, local, "UDP");
+                }
+                Action::Forward(info) => {
+                    let job = Job { query: query.to_vec(), info, client, local, reply: udp.reply.clone() };
+                    match self.jobs.try_send(job) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
+                            log::warn!("dns: forwarding queue full; SERVFAIL to {client}");
+                            send_udp(&job.reply, &filter::servfail(&job.info), client);
+                            self.shared.emit_forwarded(
+                                &job.info,
+                                ResponseCode::ServFail,
+                                Some("overloaded"),
+                                client,
+                                local,
+                                "UDP",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept_tcp(&mut self, i: usize) {
+        let Some(l) = self.tcp.get(i) else { return };
+        loop {
+            let (stream, client) = match l.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("dns: tcp accept: {e}");
+                    return;
+                }
+            };
+            let shared = self.shared.clone();
+            if shared.tcp_clients.fetch_add(1, Ordering::SeqCst) >= defaults::TCP_CLIENTS {
+                shared.tcp_clients.fetch_sub(1, Ordering::SeqCst);
+                log::warn!("dns: {} tcp clients already; closing {client}", defaults::TCP_CLIENTS);
+                continue;
+            }
+            let stream = std::net::TcpStream::from(stream);
+            let spawned = thread::Builder::new().name(format!("dns-tcp-{client}")).spawn({
+                let shared = shared.clone();
+                move || {
+                    if let Err(e) = serve_tcp(stream, client, &shared) {
+                        log::debug!("dns: tcp {client}: {e}");
+                    }
+                    shared.tcp_clients.fetch_sub(1, Ordering::SeqCst);
+                }
+            });
+            if let Err(e) = spawned {
+                shared.tcp_clients.fetch_sub(1, Ordering::SeqCst);
+                log::warn!("dns: cannot start a thread for {client}: {e}");
+            }
+        }
+    }
+}
+
+fn send_udp(sock: &std::net::UdpSocket, bytes: &[u8], to: SocketAddr) {
+    if let Err(e) = sock.send_to(bytes, to) {
+        log::debug!("dns: reply to {to}: {e}");
+    }
+}
+
+fn worker(rx: &Mutex<Receiver<Job>>, shared: &Shared) {
+    loop {
+        // The lock is held only while waiting for the next job; a poisoned
+        // lock means another worker panicked while waiting, which leaves the
+        // receiver intact.
+        let job = match rx.lock() {
+            Ok(g) => g.recv(),
+            Err(p) => p.into_inner().recv(),
+        };
+        let Ok(job) = job else { return };
+        let resp = shared.forward(&job.query, &job.info, job.client, job.local, "UDP");
+        send_udp(&job.reply, &filter::fit_udp(resp, &job.info), job.client);
+    }
+}
+
+/// One TCP client: length-prefixed queries (RFC 1035 §4.2.2), several per
+/// connection (RFC 7766), answered in order.
+fn serve_tcp(mut s: std::net::TcpStream, client: SocketAddr, shared: &Shared) -> io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(defaults::TCP_IDLE))?;
+    s.set_write_timeout(Some(defaults::TCP_IDLE))?;
+    let local = s.local_addr()?;
+    loop {
+        let mut len = [0u8; 2];
+        match s.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut query)?;
+        let policy = shared.policy.current();
+        let resp = match filter::decide(&query, &policy) {
+            Action::Drop(why) => {
+                shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                log::debug!("dns: tcp {client}: dropped {} bytes: {why}", query.len());
+                continue;
+            }
+            Action::Answer(a) => {
+                shared.emit_refusal(&a, client, local, "TCP");
+                a.bytes
+            }
+            Action::Forward(info) => shared.forward(&query, &info, client, local, "TCP"),
+        };
+        let Ok(n) = u16::try_from(resp.len()) else {
+            return Err(io::Error::other("answer longer than 65535 bytes"));
+        };
+        let mut framed = n.to_be_bytes().to_vec();
+        framed.extend_from_slice(&resp);
+        s.write_all(&framed)?;
+    }
+}
+
+impl Shared {
+    /// Forwards an allowed query and returns the bytes for the client:
+    /// the upstream's answer (after learning its addresses), or SERVFAIL.
+    fn forward(
+        &self,
+        query: &[u8],
+        info: &QueryInfo,
+        client: SocketAddr,
+        local: SocketAddr,
+        proto: &'static str,
+    ) -> Vec<u8> {
+        let check = |r: &[u8]| filter::check_response(r, info).map_err(|e| e.to_string());
+        let (resp, reply) = match self.settings.upstreams.exchange(query, &check, &|r| r.truncated) {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!("dns: {} {}: {e}", info.qname(), info.qtype());
+                self.emit_forwarded(info, ResponseCode::ServFail, Some(&e.to_string()), client, local, proto);
+                return filter::servfail(info);
+            }
+        };
+        if let Some(l) = &self.learner {
+            let addrs = filter::learned(&reply, self.settings.ttl_min, self.settings.ttl_max);
+            if !addrs.is_empty() {
+                if let Err(e) = l.learn(&info.qname(), &addrs) {
+                    // Handing out an address the filter would reject only
+                    // makes the client hang on a connect; say it failed.
+                    log::error!("dns: {}: {e}", info.qname());
+                    self.emit_forwarded(
+                        info,
+                        ResponseCode::ServFail,
+                        Some(&e.to_string()),
+                        client,
+                        local,
+                        proto,
+                    );
+                    return filter::servfail(info);
+                }
+            }
+        }
+        let note = (!reply.addrs.is_empty()).then(|| {
+            let ips: Vec<String> = reply.addrs.iter().map(|(ip, _)| ip.to_string()).collect();
+            ips.join(",")
+        });
+        self.emit_forwarded(info, reply.rcode, note.as_deref(), client, local, proto);
+        resp
+    }
+
+    fn emit_forwarded(
+        &self,
+        info: &QueryInfo,
+        rcode: ResponseCode,
+        note: Option<&str>,
+        client: SocketAddr,
+        local: SocketAddr,
+        proto: &'static str,
+    ) {
+        let counter =
+            if rcode == ResponseCode::ServFail { &self.stats.servfail } else { &self.stats.forwarded };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut ev = self.emitter.event(Component::Dns, EvAction::Allowed).with_flow(client, local, proto);
+        ev.qname = Some(info.qname());
+        ev.host = ev.qname.clone();
+        ev.qtype = Some(info.qtype());
+        ev.rcode = Some(rcode_name(rcode));
+        ev.reason = Some("domain-allowed".to_owned());
+        ev.note = note.map(str::to_owned);
+        self.emitter.emit(ev);
+    }
+
+    fn emit_refusal(&self, a: &filter::Answer, client: SocketAddr, local: SocketAddr, proto: &'static str) {
+        let counter = match a.refusal {
+            filter::Refusal::Blocked { .. } => &self.stats.blocked,
+            _ => &self.stats.rejected,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut ev = self.emitter.event(Component::Dns, EvAction::Blocked).with_flow(client, local, proto);
+        if let Some(q) = &a.query {
+            ev.qname = Some(q.qname()).filter(|s| !s.is_empty());
+            ev.host = ev.qname.clone();
+            ev.qtype = Some(q.qtype()).filter(|s| !s.is_empty());
+        }
+        ev.rcode = Some(rcode_name(a.rcode));
+        ev.reason = Some(a.refusal.reason().to_owned());
+        ev.note = Some(a.refusal.note());
+        log::debug!("dns: {client}: {} ({})", a.refusal.note(), a.rcode.to_str());
+        self.emitter.emit(ev);
+    }
+}
+
+/// Event `rcode` values are the mnemonics dig prints (`NOERROR`,
+/// `NXDOMAIN`, …).
+pub fn rcode_name(c: ResponseCode) -> String {
+    let s = match c {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        other => return format!("RCODE{}", u16::from(other)),
+    };
+    s.to_owned()
+}

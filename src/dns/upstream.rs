@@ -1,0 +1,288 @@
+//! The upstream client: one query's bytes exchanged with `DNS_UPSTREAMS`
+//! in order, with fail-over, over UDP (and TCP when the answer is
+//! truncated).
+//!
+//! Every socket carries egret's bypass mark, set before the first packet
+//! leaves, so the ruleset lets it past the port-53 redirect to egret
+//! itself. Each try uses a fresh socket (a kernel-chosen random source
+//! port) and a fresh random ID, and only an answer with that ID, from
+//! that address, that the caller's check accepts is taken (RFC 5452).
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+
+/// Defaults for the exchange.
+pub mod defaults {
+    use std::time::Duration;
+    /// How long one upstream gets to answer over UDP before the next is
+    /// tried.
+    pub const UDP_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Connect + write + read of one TCP exchange.
+    pub const TCP_TIMEOUT: Duration = Duration::from_secs(4);
+}
+
+/// The ordered upstream list and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    pub addrs: Vec<SocketAddr>,
+    /// egret's bypass mark; `None` leaves sockets unmarked (only for
+    /// callers outside the filtered namespace, e.g. tests).
+    pub mark: Option<u32>,
+    pub udp_timeout: Duration,
+    pub tcp_timeout: Duration,
+}
+
+/// Every upstream failed; one line per attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamError {
+    pub attempts: Vec<(SocketAddr, String)>,
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.attempts.is_empty() {
+            return write!(f, "no dns upstream configured");
+        }
+        write!(f, "every dns upstream failed")?;
+        for (i, (a, why)) in self.attempts.iter().enumerate() {
+            write!(f, "{} {a}: {why}", if i == 0 { ":" } else { ";" })?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+/// A fresh random 16-bit ID from hickory's thread-local CSPRNG (the one it
+/// uses for its own query IDs).
+pub fn random_id() -> u16 {
+    hickory_proto::op::Message::query().metadata.id
+}
+
+impl Upstreams {
+    pub fn new(addrs: Vec<SocketAddr>, mark: Option<u32>) -> Upstreams {
+        Upstreams { addrs, mark, udp_timeout: defaults::UDP_TIMEOUT, tcp_timeout: defaults::TCP_TIMEOUT }
+    }
+
+    /// Sends `query` (at least a 12-byte header) to each upstream in turn
+    /// until one gives an answer that `check` accepts; returns it with the
+    /// query's own ID restored, and what `check` made of it. A truncated
+    /// UDP answer (`truncated` says so) is retried over TCP with the same
+    /// upstream.
+    pub fn exchange<T>(
+        &self,
+        query: &[u8],
+        check: &dyn Fn(&[u8]) -> Result<T, String>,
+        truncated: &dyn Fn(&T) -> bool,
+    ) -> Result<(Vec<u8>, T), UpstreamError> {
+        let mut attempts = Vec::new();
+        if query.len() < super::filter::HEADER_LEN {
+            attempts.push((SocketAddr::from(([0, 0, 0, 0], 0)), "query shorter than a header".to_owned()));
+            return Err(UpstreamError { attempts });
+        }
+        let client_id = [query[0], query[1]];
+        let mut q = query.to_vec();
+        for &up in &self.addrs {
+            let result = self.udp(&mut q, up, check).and_then(|(resp, t)| {
+                if truncated(&t) {
+                    log::debug!("{up}: truncated over udp, retrying over tcp");
+                    self.tcp(&mut q, up, check)
+                } else {
+                    Ok((resp, t))
+                }
+            });
+            match result {
+                Ok((mut resp, t)) => {
+                    resp[..2].copy_from_slice(&client_id);
+                    return Ok((resp, t));
+                }
+                Err(why) => {
+                    log::debug!("upstream {up}: {why}");
+                    attempts.push((up, why));
+                }
+            }
+        }
+        Err(UpstreamError { attempts })
+    }
+
+    fn udp<T>(
+        &self,
+        q: &mut [u8],
+        up: SocketAddr,
+        check: &dyn Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<(Vec<u8>, T), String> {
+        let bind: SocketAddr = if up.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+        let sock = UdpSocket::bind(bind).map_err(|e| format!("udp bind: {e}"))?;
+        self.set_mark(&sock)?;
+        // Connected: the kernel drops datagrams from other addresses and
+        // reports ICMP port-unreachable as ECONNREFUSED at once.
+        sock.connect(up).map_err(|e| format!("udp connect: {e}"))?;
+        let id = random_id();
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        sock.send(q).map_err(|e| format!("udp send: {e}"))?;
+        let deadline = Instant::now() + self.udp_timeout;
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no answer over udp within {:?}", self.udp_timeout));
+            }
+            sock.set_read_timeout(Some(left)).map_err(|e| format!("udp timeout: {e}"))?;
+            let n = match sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("udp recv: {e}")),
+            };
+            let resp = &buf[..n];
+            if n < super::filter::HEADER_LEN || resp[..2] != id.to_be_bytes() {
+                log::debug!("{up}: ignored a {n}-byte datagram with the wrong id");
+                continue;
+            }
+            match check(resp) {
+                Ok(t) => return Ok((resp.to_vec(), t)),
+                // A wrong answer with the right ID could be a spoof racing
+                // the real one: keep waiting for the real one.
+                Err(why) => log::debug!("{up}: ignored an answer: {why}"),
+            }
+        }
+    }
+
+    fn tcp<T>(
+        &self,
+        q: &mut [u8],
+        up: SocketAddr,
+        check: &dyn Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<(Vec<u8>, T), String> {
+        let deadline = Instant::now() + self.tcp_timeout;
+        let mut s = self.connect_tcp(up, self.tcp_timeout)?;
+        let id = random_id();
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        let len = u16::try_from(q.len()).map_err(|_| "query longer than 65535 bytes".to_owned())?;
+        let mut framed = len.to_be_bytes().to_vec();
+        framed.extend_from_slice(q);
+        let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        s.set_write_timeout(Some(left())).map_err(|e| format!("tcp timeout: {e}"))?;
+        s.write_all(&framed).map_err(|e| format!("tcp send: {e}"))?;
+        s.set_read_timeout(Some(left())).map_err(|e| format!("tcp timeout: {e}"))?;
+        let mut lenb = [0u8; 2];
+        s.read_exact(&mut lenb).map_err(|e| format!("tcp recv: {e}"))?;
+        let mut resp = vec![0u8; usize::from(u16::from_be_bytes(lenb))];
+        s.set_read_timeout(Some(left())).map_err(|e| format!("tcp timeout: {e}"))?;
+        s.read_exact(&mut resp).map_err(|e| format!("tcp recv: {e}"))?;
+        if resp.len() < super::filter::HEADER_LEN || resp[..2] != id.to_be_bytes() {
+            return Err("tcp answer with the wrong id".to_owned());
+        }
+        let t = check(&resp)?;
+        Ok((resp, t))
+    }
+
+    /// A TCP connection carrying the mark from its first SYN, with a
+    /// connect timeout.
+    fn connect_tcp(&self, up: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+        let family = if up.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        let fd: OwnedFd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+            .map_err(|e| format!("tcp socket: {e}"))?;
+        self.set_mark(&fd)?;
+        let s = TcpStream::from(fd);
+        // On Linux a blocking connect() gives up after SO_SNDTIMEO with
+        // EINPROGRESS, which gives a connect timeout on a socket that had
+        // to be marked before its first SYN.
+        s.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .map_err(|e| format!("tcp socket: {e}"))?;
+        match socket::connect(s.as_raw_fd(), &SockaddrStorage::from(up)) {
+            Ok(()) => Ok(s),
+            Err(Errno::EINPROGRESS | Errno::EAGAIN) => {
+                Err(format!("tcp connect: no answer within {timeout:?}"))
+            }
+            Err(e) => Err(format!("tcp connect: {}", io::Error::from(e))),
+        }
+    }
+
+    fn set_mark<F: AsFd>(&self, fd: &F) -> Result<(), String> {
+        match self.mark {
+            Some(m) => socket::setsockopt(fd, sockopt::Mark, &m).map_err(|e| format!("set bypass mark: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback UDP "upstream" that answers each query with `reply(q)`.
+    fn udp_server(reply: fn(&[u8]) -> Vec<Vec<u8>>) -> SocketAddr {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                for r in reply(&buf[..n]) {
+                    let _ = s.send_to(&r, from);
+                }
+            }
+        });
+        addr
+    }
+
+    fn echo_as_response(q: &[u8]) -> Vec<u8> {
+        let mut r = q.to_vec();
+        r[2] |= 0x80;
+        r
+    }
+
+    fn ok(r: &[u8]) -> Result<bool, String> {
+        Ok(r[2] & 0x02 != 0)
+    }
+
+    const Q: [u8; 12] = [0xaa, 0xbb, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    fn fast(addrs: Vec<SocketAddr>) -> Upstreams {
+        let mut u = Upstreams::new(addrs, None);
+        u.udp_timeout = Duration::from_millis(300);
+        u.tcp_timeout = Duration::from_millis(300);
+        u
+    }
+
+    #[test]
+    fn client_id_restored_and_wrong_ids_ignored() {
+        // First a datagram with a wrong ID, then the real answer.
+        let up = udp_server(|q| {
+            let mut wrong = echo_as_response(q);
+            wrong[0] ^= 0xff;
+            vec![wrong, echo_as_response(q)]
+        });
+        let (resp, _) = fast(vec![up]).exchange(&Q, &ok, &|_| false).unwrap();
+        assert_eq!(&resp[..2], &[0xaa, 0xbb]);
+        assert_eq!(resp[2] & 0x80, 0x80);
+    }
+
+    #[test]
+    fn fails_over_and_reports_every_attempt() {
+        let dead = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed at once
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap(); // open, never answers
+        let live = udp_server(|q| vec![echo_as_response(q)]);
+        let u = fast(vec![dead, silent.local_addr().unwrap(), live]);
+        let (resp, _) = u.exchange(&Q, &ok, &|_| false).unwrap();
+        assert_eq!(&resp[..2], &[0xaa, 0xbb]);
+        let err = fast(vec![dead, silent.local_addr().unwrap()]).exchange(&Q, &ok, &|_| false).unwrap_err();
+        assert_eq!(err.attempts.len(), 2);
+        let text = err.to_string();
+        assert!(text.starts_with("every dns upstream failed:"), "{text}");
+        assert!(text.contains("refused") && text.contains("no answer over udp"), "{text}");
+    }
+
+    #[test]
+    fn rejected_answers_are_not_taken() {
+        let up = udp_server(|q| vec![echo_as_response(q)]);
+        let err = fast(vec![up]).exchange(&Q, &|_| Err::<(), _>("nope".to_owned()), &|_| false).unwrap_err();
+        assert_eq!(err.attempts.len(), 1);
+    }
+}

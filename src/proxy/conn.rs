@@ -1,0 +1,394 @@
+//! One proxied connection, on its own thread: original destination →
+//! read the ClientHello / request head (bounded, with the header timeout)
+//! → decide → refuse (TLS: reset; HTTP: 403) or connect upstream with the
+//! bypass mark, replay what was read, and relay.
+//!
+//! Shell: sockets and the clock; the parsers and [`decide`] are pure.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+
+use super::http::{self, Host, RequestHead};
+use super::relay::{self, End, Limits};
+use super::tls::{self, Sni};
+use super::{decide, reason, Block, Shared};
+use crate::events::{Action, Component, Event};
+
+/// Which listener accepted the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Http,
+    Https,
+}
+
+impl Kind {
+    fn component(self) -> Component {
+        match self {
+            Kind::Http => Component::Http,
+            Kind::Https => Component::Https,
+        }
+    }
+}
+
+/// What was read before deciding.
+enum Peeked {
+    Hello(tls::ClientHello),
+    Head(RequestHead),
+}
+
+/// Handles one accepted connection to the end. Never panics on traffic.
+pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, peer: SocketAddr) {
+    let started = Instant::now();
+    let s = &shared.settings;
+    let local = match client.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            log::debug!("conn-{id} {peer}: no local address: {e}");
+            return;
+        }
+    };
+    // RFC-less but essential: without a redirect there is no destination
+    // to go to, and a destination that is egret itself would loop.
+    let orig = match original_dst(&client, local) {
+        Some(d) if !is_self(shared, d, local) => d,
+        other => {
+            let dst = other.unwrap_or(local);
+            log::debug!("conn-{id} {peer}: original destination {dst} is egret itself; refused");
+            let ev = event(shared, kind, Action::Blocked, peer, dst).with_reason(reason::SELF_DESTINATION);
+            shared.emitter.emit(ev);
+            reset(&client);
+            return;
+        }
+    };
+    let flow = (peer, orig);
+
+    let mut buf = Vec::with_capacity(4096);
+    let peeked = match read_head(&client, kind, &mut buf, started + s.header_timeout) {
+        Ok(p) => p,
+        Err(block) => return refuse(shared, id, kind, &client, flow, None, block),
+    };
+    let (name, mut ev) = match &peeked {
+        Peeked::Hello(h) => {
+            let mut ev = event(shared, kind, Action::Allowed, peer, orig);
+            ev.ech = Some(h.ech);
+            let name = match &h.sni {
+                Sni::Name(n) => Ok(n.clone()),
+                Sni::Absent => Err(Block::new(reason::NO_SNI)),
+                Sni::IpLiteral(ip) => {
+                    ev.https = Some(ip.to_string());
+                    Err(Block::with_note(reason::INVALID_NAME, "an IP address as SNI"))
+                }
+                Sni::Invalid(raw) => {
+                    ev.https = Some(raw.clone());
+                    Err(Block::with_note(reason::INVALID_NAME, "invalid SNI"))
+                }
+            };
+            if let Ok(n) = &name {
+                ev.https = Some(n.clone());
+            }
+            (name, ev)
+        }
+        Peeked::Head(head) => {
+            let ev = with_host(event(shared, kind, Action::Allowed, peer, orig), &head.host);
+            let name = match &head.host {
+                Host::Name(n) => Ok(n.clone()),
+                Host::IpLiteral(_) => Err(Block::with_note(reason::INVALID_NAME, "an IP address as Host")),
+            };
+            (name, ev)
+        }
+    };
+    let policy = shared.policy.current();
+    let verdict = name.and_then(|n| decide(&policy, &n, orig.ip(), s.verify_destination, &*shared.check));
+    if let Err(block) = verdict {
+        return refuse(shared, id, kind, &client, flow, Some(ev), block);
+    }
+    log::debug!(
+        "conn-{id} {peer}: {} to {orig} allowed",
+        ev.https.as_deref().or(ev.http_host.as_deref()).unwrap_or("?")
+    );
+    shared.emitter.emit(ev.clone());
+
+    let upstream = match connect(orig, s.mark, s.connect_timeout) {
+        Ok(u) => u,
+        Err(e) => {
+            log::debug!("conn-{id} {peer}: upstream {orig}: {e}");
+            match kind {
+                Kind::Https => reset(&client),
+                Kind::Http => {
+                    respond(&client, "502 Bad Gateway", &format!("egret: cannot reach {orig}: {e}\n"))
+                }
+            }
+            return;
+        }
+    };
+    let limits = Limits { idle: s.idle_timeout, deadline: s.max_lifetime.map(|d| started + d) };
+    let (end, stats) = match peeked {
+        Peeked::Hello(_) => {
+            // Replay the hello (and anything after it) before relaying.
+            if let Err(e) = write_all_timeout(&upstream, &buf, s.idle_timeout) {
+                log::debug!("conn-{id} {peer}: replaying the hello to {orig}: {e}");
+                reset(&client);
+                return;
+            }
+            relay::relay(&client, &upstream, None, &limits)
+        }
+        Peeked::Head(first) => {
+            // Every later request on this connection is decided the same
+            // way; an allowed one is logged when its host changes.
+            let mut last_host = first.host.clone();
+            let mut gate = |head: &RequestHead| -> Result<(), Block> {
+                let name = match &head.host {
+                    Host::Name(n) => n.clone(),
+                    Host::IpLiteral(_) => {
+                        return Err(Block::with_note(reason::INVALID_NAME, "an IP address as Host"))
+                    }
+                };
+                decide(&policy, &name, orig.ip(), s.verify_destination, &*shared.check)?;
+                if head.host != last_host {
+                    last_host = head.host.clone();
+                    ev.http_host = Some(name.clone());
+                    ev.host = Some(name);
+                    shared.emitter.emit(ev.clone());
+                }
+                Ok(())
+            };
+            relay::relay(&client, &upstream, Some((std::mem::take(&mut buf), &mut gate)), &limits)
+        }
+    };
+    log::debug!(
+        "conn-{id} {peer}: closed ({end:?}), {} bytes up, {} down, splice={}",
+        stats.up,
+        stats.down,
+        stats.spliced
+    );
+    match end {
+        End::Blocked { head, block } => {
+            // The upstream must not see another byte; cut it first.
+            reset(&upstream);
+            drop(upstream);
+            let ev = head.map(|h| with_host(event(shared, kind, Action::Blocked, peer, orig), &h.host));
+            refuse(shared, id, kind, &client, flow, ev, block);
+        }
+        End::Error(_) => {
+            // Propagate a reset to both sides.
+            reset(&client);
+            reset(&upstream);
+        }
+        End::Done | End::Idle | End::Lifetime => {}
+    }
+}
+
+fn event(shared: &Shared, kind: Kind, action: Action, src: SocketAddr, dst: SocketAddr) -> Event {
+    shared.emitter.event(kind.component(), action).with_flow(src, dst, "TCP")
+}
+
+fn with_host(mut ev: Event, host: &Host) -> Event {
+    let h = match host {
+        Host::Name(n) => n.clone(),
+        Host::IpLiteral(ip) => ip.to_string(),
+    };
+    ev.http_host = Some(h.clone());
+    ev.host = Some(h);
+    ev
+}
+
+/// Refuses: an event, then a reset (TLS) or a 403 (HTTP).
+fn refuse(
+    shared: &Shared,
+    id: u64,
+    kind: Kind,
+    client: &TcpStream,
+    (peer, orig): (SocketAddr, SocketAddr),
+    ev: Option<Event>,
+    block: Block,
+) {
+    let mut ev = ev.unwrap_or_else(|| event(shared, kind, Action::Blocked, peer, orig));
+    ev.action = Action::Blocked;
+    ev.msg = format!("{}.{}", kind.component().as_str(), "blocked");
+    ev = ev.with_reason(block.reason);
+    ev.note = block.note.clone();
+    let what = ev.https.clone().or(ev.http_host.clone()).unwrap_or_default();
+    log::debug!(
+        "conn-{id} {peer}: {what} to {orig} blocked: {}{}",
+        block.reason,
+        block.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+    );
+    shared.emitter.emit(ev);
+    match kind {
+        Kind::Https => reset(client),
+        Kind::Http => forbidden(client, &what, block.reason),
+    }
+}
+
+/// `403` with a short text body naming host and reason, then close.
+fn forbidden(client: &TcpStream, host: &str, why: &str) {
+    let host = if host.is_empty() { "(none)" } else { host };
+    respond(client, "403 Forbidden", &format!("egret: blocked request to {host}: {why}\n"));
+}
+
+/// A plain-text response, then a graceful close.
+fn respond(client: &TcpStream, status: &str, body: &str) {
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.set_nonblocking(false);
+    let _ = client.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut c = client;
+    if c.write_all(resp.as_bytes()).is_err() {
+        return reset(client);
+    }
+    let _ = client.shutdown(Shutdown::Write);
+    // Drain briefly so closing with unread bytes does not turn into a
+    // reset that destroys the 403 before the client reads it.
+    let _ = client.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 4096];
+    for _ in 0..64 {
+        match c.read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+}
+
+/// Closes with a TCP reset (SO_LINGER 0), so the client fails at once.
+pub(crate) fn reset(s: &TcpStream) {
+    let _ = socket::setsockopt(s, sockopt::Linger, &nix::libc::linger { l_onoff: 1, l_linger: 0 });
+    let _ = s.shutdown(Shutdown::Both);
+}
+
+/// SO_ORIGINAL_DST (v4) / IP6T_SO_ORIGINAL_DST (v6) of a redirected
+/// connection; `None` when conntrack knows no redirect.
+pub(crate) fn original_dst(s: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
+    match local {
+        SocketAddr::V4(_) => {
+            let a = socket::getsockopt(s, sockopt::OriginalDst).ok()?;
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(a.sin_port)))
+        }
+        SocketAddr::V6(_) => {
+            let a = socket::getsockopt(s, sockopt::Ip6tOriginalDst).ok()?;
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(a.sin6_port)))
+        }
+    }
+}
+
+/// The connection was not redirected (its original destination is the
+/// listener it reached), or was sent to one of egret's own ports on a
+/// local address.
+fn is_self(shared: &Shared, orig: SocketAddr, local: SocketAddr) -> bool {
+    let s = &shared.settings;
+    orig == local
+        || ((orig.port() == s.http_port || orig.port() == s.https_port)
+            && (orig.ip().is_loopback() || orig.ip().is_unspecified() || s.listen.contains(&orig.ip())))
+}
+
+/// Reads until the parser has a complete hello / head, the limit, or the
+/// deadline. Traffic problems come back as a [`Block`].
+fn read_head(client: &TcpStream, kind: Kind, buf: &mut Vec<u8>, deadline: Instant) -> Result<Peeked, Block> {
+    // The parsers decide (a value or an error) before these many bytes:
+    // TLS by the record after MAX_BUFFER, HTTP past MAX_HEAD.
+    let cap = match kind {
+        Kind::Https => tls::MAX_BUFFER + tls::MAX_RECORD_WIRE,
+        Kind::Http => http::MAX_HEAD + 1,
+    };
+    let mut c = client;
+    loop {
+        let parsed = match kind {
+            Kind::Https => tls::parse(buf)
+                .map(|o| o.map(Peeked::Hello))
+                .map_err(|e| Block::with_note(reason::PEEK_FAILED, e.to_string())),
+            Kind::Http => http::parse_head(buf).map(|o| o.map(Peeked::Head)).map_err(http_block),
+        };
+        if let Some(p) = parsed? {
+            return Ok(p);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Block::new(reason::HEADER_TIMEOUT));
+        }
+        let _ = client.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))));
+        let old = buf.len();
+        if old >= cap {
+            return Err(Block::with_note(reason::PEEK_FAILED, format!("no complete head in {old} bytes")));
+        }
+        let want = (cap - old).min(16 * 1024);
+        buf.resize(old + want, 0);
+        let r = c.read(&mut buf[old..]);
+        buf.truncate(old + *r.as_ref().unwrap_or(&0));
+        match r {
+            Ok(0) => {
+                return Err(Block::with_note(
+                    reason::PEEK_FAILED,
+                    "client closed before the head was complete",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Err(Block::new(reason::HEADER_TIMEOUT))
+            }
+            Err(e) => return Err(Block::with_note(reason::PEEK_FAILED, e.to_string())),
+        }
+    }
+}
+
+fn http_block(e: http::HttpError) -> Block {
+    let r = match &e {
+        http::HttpError::MissingHost => reason::NO_HOST,
+        http::HttpError::HostMismatch { .. } => reason::HOST_MISMATCH,
+        http::HttpError::InvalidHost(_) => reason::INVALID_NAME,
+        _ => reason::PEEK_FAILED,
+    };
+    Block::with_note(r, e.to_string())
+}
+
+/// Connects to `dst` with SO_MARK set before the SYN (so the ruleset lets
+/// it out instead of redirecting it back here), within `timeout`.
+pub fn connect(dst: SocketAddr, mark: u32, timeout: Duration) -> io::Result<TcpStream> {
+    let family = if dst.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd =
+        socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+    if mark != 0 {
+        socket::setsockopt(&fd, sockopt::Mark, &mark)?;
+    }
+    let _ = socket::setsockopt(&fd, sockopt::TcpNoDelay, &true);
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(dst)) {
+        Ok(()) | Err(Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {dst} timed out")));
+        }
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let err = socket::getsockopt(&fd, sockopt::SocketError)?;
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    let s = TcpStream::from(fd);
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
+fn write_all_timeout(s: &TcpStream, buf: &[u8], timeout: Duration) -> io::Result<()> {
+    s.set_write_timeout(Some(timeout))?;
+    let mut w = s;
+    w.write_all(buf)
+}

@@ -1,0 +1,703 @@
+//! HTTP/1.x request heads → [`RequestHead`] (the Host to decide on and the
+//! body framing), and [`RequestStream`], which follows the framing of a
+//! kept-alive connection so that every request head is found and checked,
+//! not only the first.
+//!
+//! Pure: bytes in, values out; no I/O, no clock. Parsers return `Ok(None)`
+//! (or [`Step::NeedMore`]) on incomplete input. Heads are bounded by
+//! [`MAX_HEAD`], chunk-size and trailer lines likewise.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::policy;
+
+/// The largest request head we buffer (request line + headers).
+pub const MAX_HEAD: usize = 32 * 1024;
+/// More header lines than this is an error (httparse needs a fixed array).
+const MAX_HEADERS: usize = 128;
+/// A chunk-size line (size + extensions) longer than this is an error.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// The name a request is for, from `Host` (or an absolute-form target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// Normalised by [`policy::normalize`], port removed.
+    Name(String),
+    /// `Host: 10.0.0.1` or `Host: [2001:db8::1]:8080`.
+    IpLiteral(IpAddr),
+}
+
+/// How the request body is delimited (RFC 9112 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: String,
+    pub host: Host,
+    pub body: Body,
+    /// Bytes of the head, through the blank line.
+    pub head_len: usize,
+}
+
+/// Why bytes are not a request we can check. The shell answers 403.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// The head is longer than [`MAX_HEAD`] (or a body line too long).
+    TooLarge(usize),
+    /// httparse rejected the head.
+    Malformed(String),
+    /// RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host.
+    MissingHost,
+    DuplicateHost,
+    /// The Host value is not `name[:port]` or an IP literal.
+    InvalidHost(String),
+    /// The absolute-form target names another host than `Host`.
+    HostMismatch {
+        host: String,
+        target: String,
+    },
+    /// Content-Length that is not one decimal number (or several that
+    /// disagree).
+    BadContentLength(String),
+    /// Both Content-Length and Transfer-Encoding (RFC 9112 §6.3: a classic
+    /// request-smuggling vector, so we refuse rather than pick one).
+    ConflictingFraming,
+    /// A Transfer-Encoding other than `chunked`.
+    UnsupportedTransferEncoding(String),
+    /// A method a transparent proxy cannot pass on (CONNECT).
+    UnsupportedMethod(String),
+    /// Broken chunked framing in a request body.
+    BadChunk(&'static str),
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::TooLarge(n) => write!(f, "http: request head over {n} bytes (limit {MAX_HEAD})"),
+            HttpError::Malformed(e) => write!(f, "http: malformed request head: {e}"),
+            HttpError::MissingHost => write!(f, "http: request without a Host header"),
+            HttpError::DuplicateHost => write!(f, "http: more than one Host header"),
+            HttpError::InvalidHost(h) => write!(f, "http: invalid Host {h:?}"),
+            HttpError::HostMismatch { host, target } => {
+                write!(f, "http: target host {target:?} does not match Host {host:?}")
+            }
+            HttpError::BadContentLength(v) => write!(f, "http: invalid Content-Length {v:?}"),
+            HttpError::ConflictingFraming => write!(f, "http: both Content-Length and Transfer-Encoding"),
+            HttpError::UnsupportedTransferEncoding(v) => {
+                write!(f, "http: unsupported Transfer-Encoding {v:?} (only chunked)")
+            }
+            HttpError::UnsupportedMethod(m) => write!(f, "http: method {m} is not supported"),
+            HttpError::BadChunk(what) => write!(f, "http: bad chunked body: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// Parses the request head at the start of `buf`; `Ok(None)` until the
+/// blank line has arrived.
+pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > MAX_HEAD {
+                return Err(HttpError::TooLarge(buf.len()));
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(HttpError::Malformed(e.to_string())),
+    };
+    if head_len > MAX_HEAD {
+        return Err(HttpError::TooLarge(head_len));
+    }
+    // httparse guarantees these are set once the status is Complete.
+    let method = req.method.unwrap_or_default().to_owned();
+    let target = req.path.unwrap_or_default().to_owned();
+    let version = req.version.unwrap_or(1);
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return Err(HttpError::UnsupportedMethod(method));
+    }
+
+    let mut host_hdr: Option<&[u8]> = None;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding: Option<&[u8]> = None;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("host") {
+            if host_hdr.is_some() {
+                return Err(HttpError::DuplicateHost);
+            }
+            host_hdr = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let v = parse_content_length(h.value)?;
+            // RFC 9112 §6.3: repeated identical values may be accepted;
+            // differing ones are an error.
+            if content_length.is_some_and(|old| old != v) {
+                return Err(HttpError::BadContentLength(lossy(h.value)));
+            }
+            content_length = Some(v);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if transfer_encoding.is_some() {
+                return Err(HttpError::UnsupportedTransferEncoding("repeated header".into()));
+            }
+            transfer_encoding = Some(h.value);
+        }
+    }
+
+    let body = match (content_length, transfer_encoding) {
+        (Some(_), Some(_)) => return Err(HttpError::ConflictingFraming),
+        (None, Some(te)) => {
+            // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means
+            // the framing is faulty.
+            if version == 0 || !lossy(te).trim().eq_ignore_ascii_case("chunked") {
+                return Err(HttpError::UnsupportedTransferEncoding(lossy(te)));
+            }
+            Body::Chunked
+        }
+        (Some(0), None) | (None, None) => Body::None,
+        (Some(n), None) => Body::Length(n),
+    };
+
+    let from_target = absolute_form_authority(&target)?;
+    let host = match (host_hdr, from_target) {
+        (Some(h), None) => parse_host(&lossy(h))?,
+        (Some(h), Some(auth)) => {
+            let host = parse_host(&lossy(h))?;
+            let t = parse_host(auth)?;
+            // RFC 9112 §3.2.2: the origin server uses the target's
+            // authority and ignores Host, so both must name the same host
+            // or the check could be made on the wrong one.
+            if t != host {
+                return Err(HttpError::HostMismatch { host: lossy(h), target: auth.to_owned() });
+            }
+            host
+        }
+        // HTTP/1.0 may omit Host; an absolute-form target then names it.
+        (None, Some(auth)) if version == 0 => parse_host(auth)?,
+        (None, _) => return Err(HttpError::MissingHost),
+    };
+    Ok(Some(RequestHead { method, target, host, body, head_len }))
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// RFC 9110 §8.6: `Content-Length = 1*DIGIT`; no sign, no spaces inside,
+/// no list.
+fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
+    let s = std::str::from_utf8(v).map_err(|_| HttpError::BadContentLength(lossy(v)))?.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HttpError::BadContentLength(s.to_owned()));
+    }
+    s.parse::<u64>().map_err(|_| HttpError::BadContentLength(s.to_owned()))
+}
+
+/// The authority of an absolute-form target (`http://host:port/path`), or
+/// `None` for origin-form (`/path`) and asterisk-form (`*`).
+fn absolute_form_authority(target: &str) -> Result<Option<&str>, HttpError> {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(HttpError::InvalidHost(target.to_owned()));
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // RFC 9110 §4.2.4: userinfo is deprecated in http(s) URIs, and
+    // `allowed@evil` is a classic way to confuse a checker.
+    if authority.contains('@') {
+        return Err(HttpError::InvalidHost(authority.to_owned()));
+    }
+    Ok(Some(authority))
+}
+
+/// `name`, `name:port`, `v4`, `v4:port`, `[v6]`, `[v6]:port` → [`Host`].
+pub fn parse_host(value: &str) -> Result<Host, HttpError> {
+    let bad = || HttpError::InvalidHost(value.to_owned());
+    let v = value.trim();
+    let (host, port) = if let Some(rest) = v.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']').ok_or_else(bad)?;
+        let ip: std::net::Ipv6Addr = inside.parse().map_err(|_| bad())?;
+        let port = if after.is_empty() { "" } else { after.strip_prefix(':').ok_or_else(bad)? };
+        check_port(port).ok_or_else(bad)?;
+        return Ok(Host::IpLiteral(IpAddr::V6(ip)));
+    } else {
+        match v.split_once(':') {
+            Some((h, p)) => (h, p),
+            None => (v, ""),
+        }
+    };
+    check_port(port).ok_or_else(bad)?;
+    if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+        return Ok(Host::IpLiteral(IpAddr::V4(ip)));
+    }
+    policy::normalize(host).map(Host::Name).map_err(|_| bad())
+}
+
+/// An empty port is allowed (RFC 3986 §3.2.3), otherwise 1..=65535.
+fn check_port(p: &str) -> Option<()> {
+    if p.is_empty() {
+        return Some(());
+    }
+    if !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse::<u16>().ok().filter(|&n| n > 0).map(|_| ())
+}
+
+/// What the shell should do next with the client's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Read more bytes, then call again with the whole buffer.
+    NeedMore,
+    /// Pass this many bytes at the front of the buffer on (body bytes).
+    Forward(usize),
+    /// A new request: decide on it; when allowed, pass `head_len` bytes on.
+    Head(RequestHead),
+}
+
+/// Follows the requests of one client connection: heads, then bodies by
+/// their framing, then the next head.
+#[derive(Debug, Clone, Default)]
+pub struct RequestStream {
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum State {
+    #[default]
+    Head,
+    Length(u64),
+    Chunked(Chunk),
+}
+
+/// RFC 9112 §7.1 chunked framing, one framing byte at a time (data bytes
+/// are skipped in bulk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// In the chunk-size: value so far, digits, line length.
+    Size {
+        value: u64,
+        digits: u8,
+        line: usize,
+    },
+    /// After the size: `BWS ; ext` up to CR.
+    Ext {
+        value: u64,
+        line: usize,
+    },
+    SizeLf {
+        value: u64,
+    },
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// In a trailer field line (or the final blank line when `line == 0`).
+    Trailer {
+        line: usize,
+        total: usize,
+    },
+    TrailerLf {
+        line: usize,
+        total: usize,
+    },
+}
+
+impl RequestStream {
+    /// `buf` holds the bytes not yet passed on, starting where the last
+    /// step ended.
+    pub fn next(&mut self, buf: &[u8]) -> Result<Step, HttpError> {
+        match self.state {
+            State::Head => {
+                let Some(head) = parse_head(buf)? else {
+                    return Ok(Step::NeedMore);
+                };
+                self.state = match head.body {
+                    Body::None => State::Head,
+                    Body::Length(n) => State::Length(n),
+                    Body::Chunked => State::Chunked(Chunk::Size { value: 0, digits: 0, line: 0 }),
+                };
+                Ok(Step::Head(head))
+            }
+            State::Length(n) => {
+                if buf.is_empty() {
+                    return Ok(Step::NeedMore);
+                }
+                let take = n.min(buf.len() as u64);
+                self.state = if take == n { State::Head } else { State::Length(n - take) };
+                // take <= buf.len(), so it fits in usize.
+                Ok(Step::Forward(take as usize))
+            }
+            State::Chunked(c) => {
+                let (used, next) = chunked(c, buf)?;
+                self.state = next;
+                Ok(if used == 0 { Step::NeedMore } else { Step::Forward(used) })
+            }
+        }
+    }
+
+    /// Whether the stream is between requests (the next bytes are a head).
+    pub fn at_head(&self) -> bool {
+        self.state == State::Head
+    }
+}
+
+/// Runs the chunk decoder over `buf`; returns bytes used and the new state.
+fn chunked(mut c: Chunk, buf: &[u8]) -> Result<(usize, State), HttpError> {
+    let mut i = 0;
+    while i < buf.len() {
+        if let Chunk::Data(n) = c {
+            let take = n.min((buf.len() - i) as u64);
+            i += take as usize;
+            c = if take == n { Chunk::DataCr } else { Chunk::Data(n - take) };
+            continue;
+        }
+        let b = buf[i];
+        i += 1;
+        c = match c {
+            Chunk::Size { value, digits, line } => match b {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                    if digits >= 16 {
+                        return Err(HttpError::BadChunk("chunk size too large"));
+                    }
+                    let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                    Chunk::Size { value: value << 4 | d, digits: digits + 1, line: line + 1 }
+                }
+                _ if digits == 0 => return Err(HttpError::BadChunk("chunk size not hexadecimal")),
+                b'\r' => Chunk::SizeLf { value },
+                b';' | b' ' | b'\t' => Chunk::Ext { value, line: line + 1 },
+                _ => return Err(HttpError::BadChunk("bad byte after chunk size")),
+            },
+            Chunk::Ext { value, line } => match b {
+                b'\r' => Chunk::SizeLf { value },
+                b'\n' => return Err(HttpError::BadChunk("bare LF in chunk line")),
+                _ if line >= MAX_CHUNK_LINE => return Err(HttpError::BadChunk("chunk line too long")),
+                _ => Chunk::Ext { value, line: line + 1 },
+            },
+            Chunk::SizeLf { value } => match b {
+                b'\n' if value == 0 => Chunk::Trailer { line: 0, total: 0 },
+                b'\n' => Chunk::Data(value),
+                _ => return Err(HttpError::BadChunk("CR without LF after chunk size")),
+            },
+            Chunk::Data(_) => unreachable!("handled above"),
+            Chunk::DataCr => match b {
+                b'\r' => Chunk::DataLf,
+                _ => return Err(HttpError::BadChunk("chunk data longer than its size")),
+            },
+            Chunk::DataLf => match b {
+                b'\n' => Chunk::Size { value: 0, digits: 0, line: 0 },
+                _ => return Err(HttpError::BadChunk("CR without LF after chunk data")),
+            },
+            Chunk::Trailer { line, total } => match b {
+                b'\r' => Chunk::TrailerLf { line, total },
+                b'\n' => return Err(HttpError::BadChunk("bare LF in trailer")),
+                _ if total >= MAX_HEAD => return Err(HttpError::TooLarge(total)),
+                _ => Chunk::Trailer { line: line + 1, total: total + 1 },
+            },
+            Chunk::TrailerLf { line, total } => match b {
+                // The blank line ends the message: the next byte is a head.
+                b'\n' if line == 0 => return Ok((i, State::Head)),
+                b'\n' => Chunk::Trailer { line: 0, total: total + 2 },
+                _ => return Err(HttpError::BadChunk("CR without LF in trailer")),
+            },
+        };
+    }
+    Ok((i, State::Chunked(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Expect = Result<(Host, Body), HttpError>;
+    type StreamExpect = Result<Vec<&'static str>, HttpError>;
+
+    fn name(s: &str) -> Host {
+        Host::Name(s.to_owned())
+    }
+
+    fn check(input: &str, expect: Result<(Host, Body), HttpError>) {
+        let got = parse_head(input.as_bytes()).map(|o| o.map(|h| (h.host, h.body)));
+        assert_eq!(got, expect.map(Some), "{input:?}");
+    }
+
+    #[test]
+    fn heads() {
+        let cases: Vec<(&str, Expect)> = vec![
+            ("GET / HTTP/1.1\r\nHost: Example.COM\r\n\r\n", Ok((name("example.com"), Body::None))),
+            ("GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", Ok((name("example.com"), Body::None))),
+            ("GET / HTTP/1.1\r\nHOST: example.com.\r\n\r\n", Ok((name("example.com"), Body::None))),
+            (
+                "GET / HTTP/1.1\r\nHost: 10.0.0.1:80\r\n\r\n",
+                Ok((Host::IpLiteral("10.0.0.1".parse().unwrap()), Body::None)),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: [fd00::1]:80\r\n\r\n",
+                Ok((Host::IpLiteral("fd00::1".parse().unwrap()), Body::None)),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\n",
+                Ok((name("a.example"), Body::Length(5))),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 0\r\n\r\n",
+                Ok((name("a.example"), Body::None)),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 7\r\nContent-Length: 7\r\n\r\n",
+                Ok((name("a.example"), Body::Length(7))),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: Chunked\r\n\r\n",
+                Ok((name("a.example"), Body::Chunked)),
+            ),
+            (
+                "GET http://a.example/x HTTP/1.1\r\nHost: A.example:80\r\n\r\n",
+                Ok((name("a.example"), Body::None)),
+            ),
+            (
+                "GET http://a.example:80?q HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                Ok((name("a.example"), Body::None)),
+            ),
+            ("GET http://a.example/ HTTP/1.0\r\n\r\n", Ok((name("a.example"), Body::None))),
+            ("GET * HTTP/1.1\r\nHost: a.example\r\n\r\n", Ok((name("a.example"), Body::None))),
+            // Malformed, each named by what it breaks.
+            ("GET / HTTP/1.1\r\n\r\n", Err(HttpError::MissingHost)),
+            ("GET / HTTP/1.0\r\n\r\n", Err(HttpError::MissingHost)),
+            ("GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n", Err(HttpError::DuplicateHost)),
+            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", Err(HttpError::InvalidHost("".into()))),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Err(HttpError::InvalidHost("a b".into()))),
+            (
+                "GET / HTTP/1.1\r\nHost: a.example:x\r\n\r\n",
+                Err(HttpError::InvalidHost("a.example:x".into())),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a.example:99999\r\n\r\n",
+                Err(HttpError::InvalidHost("a.example:99999".into())),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a.example:1:2\r\n\r\n",
+                Err(HttpError::InvalidHost("a.example:1:2".into())),
+            ),
+            ("GET / HTTP/1.1\r\nHost: [fd00::1\r\n\r\n", Err(HttpError::InvalidHost("[fd00::1".into()))),
+            (
+                "GET http://evil.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                Err(HttpError::HostMismatch { host: "a.example".into(), target: "evil.example".into() }),
+            ),
+            (
+                "GET http://a.example@evil.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                Err(HttpError::InvalidHost("a.example@evil.example".into())),
+            ),
+            (
+                "GET ftp://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                Err(HttpError::InvalidHost("ftp://a.example/".into())),
+            ),
+            (
+                "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                Err(HttpError::UnsupportedMethod("CONNECT".into())),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+                Err(HttpError::BadContentLength("-1".into())),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,1\r\n\r\n",
+                Err(HttpError::BadContentLength("1,1".into())),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+                Err(HttpError::BadContentLength("+5".into())),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                Err(HttpError::BadContentLength("99999999999999999999".into())),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                Err(HttpError::BadContentLength("2".into())),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(HttpError::ConflictingFraming),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Err(HttpError::UnsupportedTransferEncoding("gzip, chunked".into())),
+            ),
+            (
+                "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(HttpError::UnsupportedTransferEncoding("chunked".into())),
+            ),
+        ];
+        for (input, expect) in cases {
+            check(input, expect);
+        }
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for input in [
+            "\x16\x03\x01\x00",
+            "GET / HTTP/9.9\r\n\r\n",
+            "GET /\x01 HTTP/1.1\r\n\r\n",
+            "G\0T / HTTP/1.1\r\n",
+        ] {
+            assert!(matches!(parse_head(input.as_bytes()), Err(HttpError::Malformed(_))), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn every_prefix_is_incomplete() {
+        let input = b"POST /upload?x=1 HTTP/1.1\r\nHost: a.example:8080\r\nUser-Agent: t\r\nContent-Length: 3\r\n\r\n";
+        for n in 0..input.len() {
+            assert_eq!(parse_head(&input[..n]), Ok(None), "prefix {n}");
+        }
+        assert_eq!(parse_head(input).unwrap().unwrap().head_len, input.len());
+    }
+
+    #[test]
+    fn head_size_is_capped() {
+        let mut big = b"GET / HTTP/1.1\r\nHost: a.example\r\nX: ".to_vec();
+        big.extend(std::iter::repeat(b'a').take(MAX_HEAD));
+        assert!(matches!(parse_head(&big), Err(HttpError::TooLarge(_))));
+        big.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(parse_head(&big), Err(HttpError::TooLarge(_))));
+    }
+
+    /// Drives a stream over `input` delivered in pieces of `piece` bytes;
+    /// returns the hosts of the heads seen and checks every byte is
+    /// accounted for exactly once.
+    fn drive(input: &[u8], piece: usize) -> Result<Vec<String>, HttpError> {
+        let mut s = RequestStream::default();
+        let mut hosts = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut fed = 0;
+        let mut passed = 0;
+        loop {
+            match s.next(&buf)? {
+                Step::NeedMore => {
+                    if fed == input.len() {
+                        break;
+                    }
+                    let end = (fed + piece).min(input.len());
+                    buf.extend_from_slice(&input[fed..end]);
+                    fed = end;
+                }
+                Step::Forward(n) => {
+                    assert!(n > 0 && n <= buf.len());
+                    buf.drain(..n);
+                    passed += n;
+                }
+                Step::Head(h) => {
+                    hosts.push(match h.host {
+                        Host::Name(n) => n,
+                        Host::IpLiteral(ip) => ip.to_string(),
+                    });
+                    buf.drain(..h.head_len);
+                    passed += h.head_len;
+                }
+            }
+        }
+        assert_eq!(passed, input.len(), "every byte passed on once");
+        assert!(buf.is_empty());
+        Ok(hosts)
+    }
+
+    #[test]
+    fn keep_alive_streams() {
+        let cases: Vec<(&str, &[u8], StreamExpect)> = vec![
+            ("two gets", b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: b\r\n\r\n", Ok(vec!["a", "b"])),
+            (
+                "content-length body hides no head",
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 32\r\n\r\nGET / HTTP/1.1\r\nHost: hidden\r\n\r\nGET / HTTP/1.1\r\nHost: b\r\n\r\n",
+                Ok(vec!["a", "b"]),
+            ),
+            (
+                "chunked body with extension and trailer",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\nA \r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\nHost: b\r\n\r\n",
+                Ok(vec!["a", "b"]),
+            ),
+            (
+                "chunked body that looks like a request",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1b\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: c\r\n\r\n",
+                Ok(vec!["a", "c"]),
+            ),
+            (
+                "chunk longer than its size",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+                Err(HttpError::BadChunk("chunk data longer than its size")),
+            ),
+            (
+                "chunk size not hex",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                Err(HttpError::BadChunk("chunk size not hexadecimal")),
+            ),
+            (
+                "chunk size overflow",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n11111111111111111\r\n",
+                Err(HttpError::BadChunk("chunk size too large")),
+            ),
+            (
+                "bare LF after chunk size",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\n",
+                Err(HttpError::BadChunk("bad byte after chunk size")),
+            ),
+        ];
+        for (what, input, expect) in cases {
+            let expect: Result<Vec<String>, HttpError> =
+                expect.map(|v| v.into_iter().map(str::to_owned).collect());
+            for piece in [1, 3, 7, input.len()] {
+                assert_eq!(drive(input, piece), expect, "{what}, pieces of {piece}");
+            }
+        }
+    }
+
+    /// Random bytes and mutated requests through the stream follower:
+    /// never a panic, and every step stays inside the buffer.
+    #[test]
+    fn mutations_never_panic() {
+        let seed = b"POST /a HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: b.example:80\r\nContent-Length: 2\r\n\r\nhi";
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut input = seed.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % input.len();
+                input[at] = next() as u8;
+            }
+            let mut s = RequestStream::default();
+            let mut buf = &input[..];
+            for _ in 0..64 {
+                match s.next(buf) {
+                    Ok(Step::NeedMore) | Err(_) => break,
+                    Ok(Step::Forward(n)) => {
+                        assert!(n > 0 && n <= buf.len());
+                        buf = &buf[n..];
+                    }
+                    Ok(Step::Head(h)) => {
+                        assert!(h.head_len <= buf.len());
+                        if let Host::Name(n) = &h.host {
+                            assert_eq!(policy::normalize(n).as_deref(), Ok(n.as_str()));
+                        }
+                        buf = &buf[h.head_len..];
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The transparent HTTP (Host) and TLS (SNI) proxies.
+//!
+//! The kernel redirects workload TCP 80/443 to egret's loopback listeners;
+//! for each connection the proxy reads the request head or ClientHello
+//! ([`http`], [`tls`]: pure parsers), decides with the policy and the
+//! anti-spoofing [`DestinationCheck`] ([`decide`]: pure), then either
+//! refuses (TLS: reset; HTTP: 403) or connects to the original destination
+//! with the bypass mark and relays ([`relay`], splice(2)).
+//!
+//! Threads: one `proxy-listen` thread owns a mio `Poll` with the listeners
+//! ([`listener`]); each accepted connection gets its own `conn-N` thread
+//! ([`conn`]), bounded by `MAX_CONNECTIONS`.
+
+pub mod conn;
+pub mod http;
+pub mod listener;
+pub mod relay;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::policy::{self, Policy, Query};
+
+pub use listener::{start, ProxyHandle};
+
+/// Does `name` resolve to `ip`? The answer the anti-spoofing check needs
+/// (one type for the resolver and the proxies).
+pub use crate::resolve::Check;
+
+/// The anti-spoofing oracle. The real one resolves through
+/// `DNS_UPSTREAMS` with marked sockets and caches by TTL (the DNS
+/// component); [`StaticHosts`] is a fixed table for tests and
+/// `egret proxy --hosts`.
+pub trait DestinationCheck: Send + Sync {
+    /// `name` is already normalised.
+    fn check(&self, name: &str, ip: IpAddr) -> Check;
+}
+
+/// The real oracle: the TTL-cached resolver over `DNS_UPSTREAMS`, which
+/// also knows what egret's own DNS server handed out.
+impl DestinationCheck for crate::resolve::Resolver {
+    fn check(&self, name: &str, ip: IpAddr) -> Check {
+        crate::resolve::Resolver::check(self, name, ip)
+    }
+}
+
+/// A fixed name → addresses table in /etc/hosts format.
+#[derive(Debug, Clone, Default)]
+pub struct StaticHosts {
+    map: HashMap<String, Vec<IpAddr>>,
+}
+
+impl StaticHosts {
+    /// Parses `ADDRESS NAME [NAME...]` lines; `#` starts a comment. Names
+    /// are normalised as the policy normalises them.
+    pub fn parse(text: &str) -> Result<StaticHosts, String> {
+        let mut map: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("");
+            let mut words = line.split_whitespace();
+            let Some(addr) = words.next() else { continue };
+            let ip: IpAddr =
+                addr.parse().map_err(|_| format!("line {}: {addr:?} is not an IP address", i + 1))?;
+            let mut any = false;
+            for w in words {
+                let n = policy::normalize(w).map_err(|e| format!("line {}: {w:?}: {e}", i + 1))?;
+                map.entry(n).or_default().push(policy::cidr::canonical(ip));
+                any = true;
+            }
+            if !any {
+                return Err(format!("line {}: address without a name", i + 1));
+            }
+        }
+        Ok(StaticHosts { map })
+    }
+}
+
+impl DestinationCheck for StaticHosts {
+    fn check(&self, name: &str, ip: IpAddr) -> Check {
+        match self.map.get(name) {
+            None => Check::Unresolvable,
+            Some(ips) if ips.contains(&policy::cidr::canonical(ip)) => Check::Match,
+            Some(_) => Check::Mismatch,
+        }
+    }
+}
+
+/// Why a connection or request was refused; `reason` is the event's
+/// `reason` field, `note` adds detail for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub reason: &'static str,
+    pub note: Option<String>,
+}
+
+impl Block {
+    pub fn new(reason: &'static str) -> Block {
+        Block { reason, note: None }
+    }
+
+    pub fn with_note(reason: &'static str, note: impl Into<String>) -> Block {
+        Block { reason, note: Some(note.into()) }
+    }
+}
+
+/// Event reasons of the proxies.
+pub mod reason {
+    pub const DOMAIN_NOT_ALLOWED: &str = "domain-not-allowed";
+    pub const IP_MISMATCH: &str = "ip-mismatch";
+    pub const NO_SNI: &str = "no-sni";
+    pub const NO_HOST: &str = "no-host";
+    pub const HOST_MISMATCH: &str = "host-mismatch";
+    pub const PEEK_FAILED: &str = "peek-failed";
+    pub const INVALID_NAME: &str = "invalid-name";
+    pub const LIMIT: &str = "limit";
+    pub const HEADER_TIMEOUT: &str = "header-timeout";
+    /// The original destination is egret itself, or there was no redirect.
+    pub const SELF_DESTINATION: &str = "self-destination";
+}
+
+/// The per-connection decision on a normalised name and the original
+/// destination address: the policy first, then (when `verify`) the
+/// anti-spoofing check. Pure apart from what `check` does.
+pub fn decide(
+    policy: &Policy,
+    name: &str,
+    ip: IpAddr,
+    verify: bool,
+    check: &dyn DestinationCheck,
+) -> Result<policy::Decision, Block> {
+    let d = policy.decide(Query { name: Some(name), ip: Some(ip) });
+    if !d.allowed() {
+        return Err(Block::new(match d.reason {
+            policy::Reason::InvalidName => reason::INVALID_NAME,
+            _ => reason::DOMAIN_NOT_ALLOWED,
+        }));
+    }
+    // An address in allowlist.ips needs no name check; the kernel normally
+    // lets it through without redirecting it here at all.
+    if d.reason == policy::Reason::IpAllowed || !verify {
+        return Ok(d);
+    }
+    match check.check(name, ip) {
+        Check::Match => Ok(d),
+        Check::Mismatch => {
+            Err(Block::with_note(reason::IP_MISMATCH, format!("{name} does not resolve to {ip}")))
+        }
+        Check::Unresolvable => Err(Block::with_note(reason::IP_MISMATCH, format!("{name} does not resolve"))),
+    }
+}
+
+/// What the proxies need from the configuration, plus the bypass mark.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_port: u16,
+    pub https_port: u16,
+    /// Loopback addresses to listen on (127.0.0.1 and ::1).
+    pub listen: Vec<IpAddr>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// `None`: no upper bound.
+    pub max_lifetime: Option<Duration>,
+    pub verify_destination: bool,
+    /// SO_MARK of upstream sockets, so the ruleset lets them through.
+    pub mark: u32,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config, mark: u32) -> Settings {
+        Settings {
+            http_port: cfg.http_port,
+            https_port: cfg.https_port,
+            listen: vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)],
+            max_connections: cfg.max_connections,
+            header_timeout: cfg.header_timeout,
+            connect_timeout: cfg.connect_timeout,
+            idle_timeout: cfg.idle_timeout,
+            max_lifetime: (!cfg.max_lifetime.is_zero()).then_some(cfg.max_lifetime),
+            verify_destination: cfg.verify_destination,
+            mark,
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit: every proxied
+/// connection holds two sockets and two pipes. Returns the new limit.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}
+
+/// Shared by the listener and every connection thread.
+pub(crate) struct Shared {
+    pub settings: Settings,
+    pub policy: policy::PolicyHandle,
+    pub check: Arc<dyn DestinationCheck>,
+    pub emitter: crate::events::Emitter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Origin, Source};
+
+    fn policy(domains: &[&str], ips: &[&str]) -> Policy {
+        let d: Vec<String> = domains.iter().map(|s| s.to_string()).collect();
+        let i: Vec<String> = ips.iter().map(|s| s.to_string()).collect();
+        Policy::compile(
+            &[Source { origin: Origin::Env("ALLOWLIST_IPS"), entries: &i }],
+            &[Source { origin: Origin::Env("ALLOWLIST_DOMAINS"), entries: &d }],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn decisions() {
+        let hosts = StaticHosts::parse("10.0.0.1 a.example b.example\nfd00::1 a.example # v6\n").unwrap();
+        let p = policy(&["a.example", "*.wild.example", "c.example"], &["192.0.2.0/24"]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases: &[(&str, &str, bool, Result<&str, &str>)] = &[
+            ("a.example", "10.0.0.1", true, Ok("domain-allowed")),
+            ("a.example", "fd00::1", true, Ok("domain-allowed")),
+            ("a.example", "::ffff:10.0.0.1", true, Ok("domain-allowed")),
+            ("a.example", "10.0.0.2", true, Err(reason::IP_MISMATCH)),
+            ("a.example", "10.0.0.2", false, Ok("domain-allowed")),
+            ("c.example", "10.0.0.1", true, Err(reason::IP_MISMATCH)),
+            ("b.example", "10.0.0.1", true, Err(reason::DOMAIN_NOT_ALLOWED)),
+            ("x.wild.example", "10.0.0.9", false, Ok("domain-allowed")),
+            ("b.example", "192.0.2.7", true, Ok("ip-allowed")),
+        ];
+        for (name, addr, verify, expect) in cases {
+            let got =
+                decide(&p, name, ip(addr), *verify, &hosts).map(|d| d.reason.as_str()).map_err(|b| b.reason);
+            assert_eq!(got, *expect, "{name} {addr} verify={verify}");
+        }
+    }
+
+    #[test]
+    fn hosts_file_errors() {
+        for (text, err) in [
+            ("nonsense a.example", "line 1: \"nonsense\" is not an IP address"),
+            ("10.0.0.1", "line 1: address without a name"),
+            ("# c\n10.0.0.1 bad_name!", "line 2: \"bad_name!\": invalid character '!'"),
+        ] {
+            assert_eq!(StaticHosts::parse(text).unwrap_err(), err);
+        }
+    }
+}

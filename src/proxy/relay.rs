@@ -1,0 +1,657 @@
+//! The byte relay between a client and its upstream: both directions in
+//! one thread with poll(2), zero-copy through a pipe with splice(2) (a
+//! user-space copy where a pipe or splice is not available), half-close
+//! propagated, an idle timeout reset by traffic and an optional deadline.
+//!
+//! For plain HTTP the client → upstream direction goes through
+//! [`RequestStream`] instead, so every request head on a kept-alive
+//! connection is handed to a gate before a byte of it is passed on.
+//!
+//! Shell: sockets, pipes and the clock. The framing decisions are the pure
+//! [`crate::proxy::http`] core.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::http::{RequestHead, RequestStream, Step, MAX_HEAD};
+use super::{reason, Block};
+
+/// After a later HTTP request is refused, how long the upstream may take
+/// to finish its answers to the requests before it.
+const BLOCK_GRACE: Duration = Duration::from_secs(5);
+/// User-space buffer of the copy fallback and of the HTTP request side.
+const COPY_BUF: usize = 64 * 1024;
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum End {
+    /// Both sides closed their sending direction and everything was passed.
+    Done,
+    Idle,
+    Lifetime,
+    /// A later HTTP request was refused (or could not be parsed).
+    Blocked {
+        head: Option<Box<RequestHead>>,
+        block: Block,
+    },
+    /// A socket error (reset, broken pipe): the other side is cut too.
+    Error(io::Error),
+}
+
+/// Bytes passed each way.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub up: u64,
+    pub down: u64,
+    /// Whether both directions used splice.
+    pub spliced: bool,
+}
+
+/// Decides on each HTTP request head after the first.
+pub type Gate<'a> = dyn FnMut(&RequestHead) -> Result<(), Block> + 'a;
+
+pub struct Limits {
+    pub idle: Duration,
+    pub deadline: Option<Instant>,
+}
+
+/// Relays until both directions are closed, a limit is hit or an error.
+/// `http`: the client's bytes not yet passed on and the gate for request
+/// heads (the head at the front of `pending` has been decided already).
+/// Both sockets are switched to non-blocking mode.
+pub fn relay(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    http: Option<(Vec<u8>, &mut Gate<'_>)>,
+    limits: &Limits,
+) -> (End, Stats) {
+    relay_with(client, upstream, http, limits, true)
+}
+
+/// [`relay`], with splice optional (the tests drive the copy fallback).
+fn relay_with(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    http: Option<(Vec<u8>, &mut Gate<'_>)>,
+    limits: &Limits,
+    use_splice: bool,
+) -> (End, Stats) {
+    let mut stats = Stats::default();
+    if let Err(e) = client.set_nonblocking(true).and_then(|_| upstream.set_nonblocking(true)) {
+        return (End::Error(e), stats);
+    }
+    let (mut up, mut gate) = match http {
+        Some((pending, gate)) => (Dir::http(pending), Some(gate)),
+        None => (Dir::plain(use_splice), None),
+    };
+    let mut down = Dir::plain(use_splice);
+    stats.spliced = up.is_spliced() && down.is_spliced();
+    let mut last = Instant::now();
+    // A refused later request: what to report, and until when the
+    // responses to the requests before it may still flow to the client.
+    let mut blocked: Option<(Option<Box<RequestHead>>, Block)> = None;
+    let mut grace: Option<Instant> = None;
+    let end = loop {
+        let a = if blocked.is_some() {
+            0
+        } else {
+            match up.pump(client, upstream, gate.as_deref_mut()) {
+                Ok(n) => n,
+                Err(End::Blocked { head, block }) => {
+                    // Not a byte of the refused request went upstream. Send
+                    // it our end of stream, let it finish answering the
+                    // requests before (pipelining), then the caller
+                    // answers 403 on the still-open client side.
+                    blocked = Some((head, block));
+                    up.stop();
+                    let _ = upstream.shutdown(Shutdown::Write);
+                    down.hold = true;
+                    grace = Some(Instant::now() + BLOCK_GRACE);
+                    0
+                }
+                Err(end) => break end,
+            }
+        };
+        let b = match down.pump(upstream, client, None) {
+            Ok(n) => n,
+            Err(end) => break end,
+        };
+        stats.up += a as u64;
+        stats.down += b as u64;
+        let now = Instant::now();
+        if a + b > 0 {
+            last = now;
+        }
+        if blocked.is_some() && down.finished() {
+            break End::Done;
+        }
+        if up.shut && down.shut {
+            break End::Done;
+        }
+        // Interest: each side's socket for what its directions wait on.
+        let mut cf = PollFlags::empty();
+        let mut uf = PollFlags::empty();
+        match up.waits() {
+            Wait::Read => cf |= PollFlags::POLLIN,
+            Wait::Write => uf |= PollFlags::POLLOUT,
+            Wait::Nothing => {}
+        }
+        match down.waits() {
+            Wait::Read => uf |= PollFlags::POLLIN,
+            Wait::Write => cf |= PollFlags::POLLOUT,
+            Wait::Nothing => {}
+        }
+        let idle_at = last + limits.idle;
+        let mut wake = limits.deadline.map_or(idle_at, |d| d.min(idle_at));
+        if let Some(g) = grace {
+            wake = wake.min(g);
+        }
+        if now >= wake {
+            break if limits.deadline.is_some_and(|d| now >= d) { End::Lifetime } else { End::Idle };
+        }
+        let ms = (wake - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(client.as_fd(), cf), PollFd::new(upstream.as_fd(), uf)];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => break End::Error(e.into()),
+        }
+        // An error or hang-up on a socket we are not otherwise touching
+        // would wake poll forever: look at it now.
+        let bad = PollFlags::POLLERR | PollFlags::POLLHUP;
+        let err = fds
+            .iter()
+            .zip([client, upstream])
+            .filter(|(fd, _)| fd.revents().is_some_and(|r| r.intersects(bad)))
+            .find_map(|(_, s)| s.take_error().ok().flatten());
+        if let Some(e) = err {
+            break End::Error(e);
+        }
+        if fds.iter().any(|f| f.revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)))
+            && up.waits() == Wait::Nothing
+            && down.waits() == Wait::Nothing
+        {
+            break End::Done;
+        }
+    };
+    // However the loop ended, a refused request is what the caller must
+    // answer (with its 403).
+    let end = match blocked {
+        Some((head, block)) => End::Blocked { head, block },
+        None => end,
+    };
+    (end, stats)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Read,
+    Write,
+    Nothing,
+}
+
+/// One direction: bytes read from `src` wait in `buf` until `dst` takes
+/// them.
+struct Dir {
+    buf: Buffer,
+    /// `src` reached end of stream.
+    eof: bool,
+    /// We shut `dst`'s sending side (after eof and an empty buffer).
+    shut: bool,
+    /// Do not shut `dst` at the end: the caller still writes to it.
+    hold: bool,
+}
+
+enum Buffer {
+    /// splice(2) through a pipe: `queued` bytes are in the pipe.
+    Pipe { r: OwnedFd, w: OwnedFd, queued: usize, cap: usize },
+    /// The fallback: a user-space buffer holding `buf[lo..hi]`.
+    Copy { buf: Box<[u8]>, lo: usize, hi: usize },
+    /// HTTP requests: `approved` bytes at the front of `buf` may be sent;
+    /// the rest wait for the framing or the gate.
+    Http { buf: Vec<u8>, approved: usize, stream: RequestStream, first: bool },
+}
+
+impl Dir {
+    fn plain(use_splice: bool) -> Dir {
+        let pipe = if use_splice {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        } else {
+            Err(Errno::ENOSYS)
+        };
+        let buf = match pipe {
+            Ok((r, w)) => {
+                // The default size (64 KiB, 16 pages) on purpose: pipe
+                // pages count against fs.pipe-user-pages-soft (16384 per
+                // user without CAP_SYS_RESOURCE), past which new pipes get
+                // 2 pages. 1 MiB pipes would hit that at 32 connections;
+                // 64 KiB ones at 512, and shrink gracefully after.
+                let cap = fcntl(&w, FcntlArg::F_GETPIPE_SZ).map_or(65536, |n| n.max(4096) as usize);
+                Buffer::Pipe { r, w, queued: 0, cap }
+            }
+            Err(e) => {
+                log::debug!("pipe2 failed ({e}); relaying with a copy");
+                Buffer::Copy { buf: vec![0; COPY_BUF].into_boxed_slice(), lo: 0, hi: 0 }
+            }
+        };
+        Dir { buf, eof: false, shut: false, hold: false }
+    }
+
+    fn http(pending: Vec<u8>) -> Dir {
+        Dir {
+            buf: Buffer::Http { buf: pending, approved: 0, stream: RequestStream::default(), first: true },
+            eof: false,
+            shut: false,
+            hold: false,
+        }
+    }
+
+    /// Stops this direction for good: nothing more is read or sent.
+    fn stop(&mut self) {
+        if let Buffer::Http { buf, approved, .. } = &mut self.buf {
+            buf.clear();
+            *approved = 0;
+        }
+        self.eof = true;
+        self.shut = true;
+    }
+
+    /// The source ended and everything read was delivered.
+    fn finished(&self) -> bool {
+        self.eof && self.waits() == Wait::Nothing
+    }
+
+    fn is_spliced(&self) -> bool {
+        matches!(self.buf, Buffer::Pipe { .. })
+    }
+
+    fn waits(&self) -> Wait {
+        let queued = match &self.buf {
+            Buffer::Pipe { queued, .. } => *queued,
+            Buffer::Copy { lo, hi, .. } => hi - lo,
+            Buffer::Http { approved, .. } => *approved,
+        };
+        if queued > 0 {
+            Wait::Write
+        } else if !self.eof {
+            Wait::Read
+        } else {
+            Wait::Nothing
+        }
+    }
+
+    /// Moves what can be moved without blocking; returns bytes delivered.
+    fn pump(
+        &mut self,
+        src: &TcpStream,
+        dst: &TcpStream,
+        mut gate: Option<&mut Gate<'_>>,
+    ) -> Result<usize, End> {
+        let mut moved = 0;
+        loop {
+            let mut progress = false;
+            match &mut self.buf {
+                Buffer::Pipe { r, w, queued, cap } => {
+                    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+                    if !self.eof && *queued < *cap {
+                        match splice(src, None, &*w, None, *cap - *queued, flags) {
+                            Ok(0) => {
+                                self.eof = true;
+                                progress = true;
+                            }
+                            Ok(n) => {
+                                *queued += n;
+                                progress = true;
+                            }
+                            Err(Errno::EAGAIN | Errno::EINTR) => {}
+                            Err(Errno::EINVAL) if *queued == 0 => {
+                                // This socket pair cannot splice: copy.
+                                log::debug!("splice refused (EINVAL); relaying with a copy");
+                                self.buf =
+                                    Buffer::Copy { buf: vec![0; COPY_BUF].into_boxed_slice(), lo: 0, hi: 0 };
+                                continue;
+                            }
+                            Err(e) => return Err(End::Error(e.into())),
+                        }
+                    }
+                    if *queued > 0 {
+                        match splice(&*r, None, dst, None, *queued, flags) {
+                            Ok(n) => {
+                                *queued -= n;
+                                moved += n;
+                                progress |= n > 0;
+                            }
+                            Err(Errno::EAGAIN | Errno::EINTR) => {}
+                            Err(e) => return Err(End::Error(e.into())),
+                        }
+                    }
+                }
+                Buffer::Copy { buf, lo, hi } => {
+                    if !self.eof && *lo == *hi {
+                        *lo = 0;
+                        *hi = 0;
+                        match read_some(src, buf) {
+                            Ok(Some(0)) => {
+                                self.eof = true;
+                                progress = true;
+                            }
+                            Ok(Some(n)) => {
+                                *hi = n;
+                                progress = true;
+                            }
+                            Ok(None) => {}
+                            Err(e) => return Err(End::Error(e)),
+                        }
+                    }
+                    if *hi > *lo {
+                        match write_some(dst, &buf[*lo..*hi]) {
+                            Ok(Some(n)) => {
+                                *lo += n;
+                                moved += n;
+                                progress |= n > 0;
+                            }
+                            Ok(None) => {}
+                            Err(e) => return Err(End::Error(e)),
+                        }
+                    }
+                }
+                Buffer::Http { buf, approved, stream, first } => {
+                    // Find what may be sent: body bytes by their framing, a
+                    // new head only once the gate allowed it.
+                    while *approved == 0 && !buf.is_empty() {
+                        match stream.next(buf) {
+                            Ok(Step::NeedMore) => break,
+                            Ok(Step::Forward(n)) => *approved = n,
+                            Ok(Step::Head(head)) => {
+                                if !std::mem::take(first) {
+                                    if let Some(g) = gate.as_deref_mut() {
+                                        if let Err(block) = g(&head) {
+                                            return Err(End::Blocked { head: Some(Box::new(head)), block });
+                                        }
+                                    }
+                                }
+                                *approved = head.head_len;
+                            }
+                            Err(e) => {
+                                let block = Block::with_note(reason::PEEK_FAILED, e.to_string());
+                                return Err(End::Blocked { head: None, block });
+                            }
+                        }
+                    }
+                    if *approved > 0 {
+                        match write_some(dst, &buf[..*approved]) {
+                            Ok(Some(n)) => {
+                                buf.drain(..n);
+                                *approved -= n;
+                                moved += n;
+                                progress |= n > 0;
+                            }
+                            Ok(None) => {}
+                            Err(e) => return Err(End::Error(e)),
+                        }
+                    }
+                    if !self.eof && *approved == 0 && buf.len() <= MAX_HEAD + COPY_BUF {
+                        let old = buf.len();
+                        buf.resize(old + COPY_BUF, 0);
+                        let r = read_some(src, &mut buf[old..]);
+                        let got = match &r {
+                            Ok(Some(n)) => *n,
+                            _ => 0,
+                        };
+                        buf.truncate(old + got);
+                        match r {
+                            Ok(Some(0)) => {
+                                self.eof = true;
+                                progress = true;
+                            }
+                            Ok(Some(_)) => progress = true,
+                            Ok(None) => {}
+                            Err(e) => return Err(End::Error(e)),
+                        }
+                    }
+                }
+            }
+            let drained = match &self.buf {
+                Buffer::Pipe { queued, .. } => *queued == 0,
+                Buffer::Copy { lo, hi, .. } => lo == hi,
+                // An unfinished head left at end of stream is dropped.
+                Buffer::Http { approved, .. } => *approved == 0,
+            };
+            if self.eof && drained && !self.shut && !self.hold {
+                // Half-close: the peer sees our end of stream and may
+                // still answer.
+                match dst.shutdown(Shutdown::Write) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                    Err(e) => return Err(End::Error(e)),
+                }
+                self.shut = true;
+            }
+            if !progress {
+                return Ok(moved);
+            }
+        }
+    }
+}
+
+/// A non-blocking read: `Ok(None)` when nothing is there yet.
+fn read_some(mut s: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match s.read(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A non-blocking write: `Ok(None)` when the socket buffer is full.
+fn write_some(mut s: &TcpStream, buf: &[u8]) -> io::Result<Option<usize>> {
+    loop {
+        match s.write(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The relay over real loopback sockets: test ↔ relay ↔ test.
+    use super::*;
+    use crate::proxy::http::Host;
+    use std::net::TcpListener;
+
+    /// How the relay ended, and the hosts the gate saw.
+    type Outcome = (End, Stats, Vec<String>);
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        }
+        (a, b)
+    }
+
+    /// (client end for the test, upstream end for the test, relay thread)
+    fn start(
+        limits: Limits,
+        http: Option<Vec<u8>>,
+    ) -> (TcpStream, TcpStream, std::thread::JoinHandle<Outcome>) {
+        start_with(limits, http, true)
+    }
+
+    fn start_with(
+        limits: Limits,
+        http: Option<Vec<u8>>,
+        use_splice: bool,
+    ) -> (TcpStream, TcpStream, std::thread::JoinHandle<Outcome>) {
+        let (client, relay_client) = pair();
+        let (relay_up, upstream) = pair();
+        let t = std::thread::spawn(move || {
+            let mut hosts = Vec::new();
+            let mut gate = |h: &RequestHead| {
+                hosts.push(format!("{:?}", h.host));
+                if h.host == Host::Name("blocked.example".into()) {
+                    Err(Block::new("domain-not-allowed"))
+                } else {
+                    Ok(())
+                }
+            };
+            let http = http.map(|p| (p, &mut gate as &mut Gate<'_>));
+            let (end, stats) = relay_with(&relay_client, &relay_up, http, &limits, use_splice);
+            (end, stats, hosts)
+        });
+        (client, upstream, t)
+    }
+
+    fn limits(idle_ms: u64, lifetime_ms: Option<u64>) -> Limits {
+        Limits {
+            idle: Duration::from_millis(idle_ms),
+            deadline: lifetime_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+        }
+    }
+
+    #[test]
+    fn half_close_is_propagated_both_ways() {
+        for use_splice in [true, false] {
+            half_close(use_splice);
+        }
+    }
+
+    fn half_close(use_splice: bool) {
+        let (mut client, mut upstream, t) = start_with(limits(10_000, None), None, use_splice);
+        client.write_all(b"ping").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        // read_to_end returns only once the relay passed on our EOF.
+        upstream.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"ping");
+        // The other direction still works after the half-close.
+        upstream.write_all(b"pong").unwrap();
+        drop(upstream);
+        got.clear();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"pong");
+        let (end, stats, _) = t.join().unwrap();
+        assert!(matches!(end, End::Done), "{end:?}");
+        assert_eq!((stats.up, stats.down), (4, 4));
+        assert_eq!(stats.spliced, use_splice);
+    }
+
+    #[test]
+    fn copy_fallback_moves_bulk_exactly() {
+        let (mut client, mut upstream, t) = start_with(limits(10_000, None), None, false);
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || {
+            client.write_all(&sent).unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            client
+        });
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).unwrap();
+        assert!(got == data, "{} bytes, expected {}", got.len(), data.len());
+        drop(upstream);
+        drop(writer.join().unwrap());
+        let (end, stats, _) = t.join().unwrap();
+        assert!(matches!(end, End::Done), "{end:?}");
+        assert_eq!(stats.up, data.len() as u64);
+        assert!(!stats.spliced);
+    }
+
+    #[test]
+    fn idle_connection_is_closed() {
+        let (_client, _upstream, t) = start(limits(200, None), None);
+        let start = Instant::now();
+        let (end, _, _) = t.join().unwrap();
+        assert!(matches!(end, End::Idle), "{end:?}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn traffic_resets_the_idle_timer_but_not_the_lifetime() {
+        let (mut client, mut upstream, t) = start(limits(400, Some(1500)), None);
+        let start = Instant::now();
+        let mut buf = [0u8; 1];
+        // Keep talking more often than the idle timeout.
+        let mut ok = 0;
+        while start.elapsed() < Duration::from_secs(5) {
+            if client.write_all(b"x").is_err() || upstream.read_exact(&mut buf).is_err() {
+                break;
+            }
+            ok += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (end, _, _) = t.join().unwrap();
+        assert!(matches!(end, End::Lifetime), "{end:?}");
+        assert!(ok >= 5, "traffic kept it alive past the idle timeout ({ok} round trips)");
+    }
+
+    #[test]
+    fn second_http_request_goes_through_the_gate() {
+        let first = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n".to_vec();
+        let post = b"POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc";
+        let (mut client, mut upstream, t) = start(limits(10_000, None), Some(first.clone()));
+        client.write_all(post).unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n").unwrap();
+        // Upstream gets the allowed requests, then our end of stream, and
+        // nothing of the refused one.
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).unwrap();
+        let mut want = first;
+        want.extend_from_slice(post);
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+        drop(upstream);
+        let (end, _, hosts) = t.join().unwrap();
+        match end {
+            End::Blocked { head: Some(h), block } => {
+                assert_eq!(h.host, Host::Name("blocked.example".into()));
+                assert_eq!(block.reason, "domain-not-allowed");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The first head was decided by the caller, not the gate.
+        assert_eq!(hosts, vec!["Name(\"a.example\")", "Name(\"blocked.example\")"]);
+    }
+
+    #[test]
+    fn answers_before_a_refused_pipelined_request_still_arrive() {
+        let first = b"GET /1 HTTP/1.1\r\nHost: a.example\r\n\r\n".to_vec();
+        let (mut client, mut upstream, t) = start(limits(10_000, None), Some(first.clone()));
+        client.write_all(b"GET /2 HTTP/1.1\r\nHost: blocked.example\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).unwrap();
+        assert_eq!(got, first);
+        // The answer to /1 comes after the refusal and must still arrive.
+        upstream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+        drop(upstream);
+        let mut answer = vec![0u8; 40];
+        client.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer[..], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let (end, _, _) = t.join().unwrap();
+        assert!(matches!(end, End::Blocked { .. }), "{end:?}");
+    }
+
+    #[test]
+    fn a_silent_upstream_after_a_refusal_is_cut_after_the_grace() {
+        let first = b"GET /1 HTTP/1.1\r\nHost: a.example\r\n\r\n".to_vec();
+        let (mut client, _upstream, t) = start(limits(60_000, None), Some(first));
+        client.write_all(b"GET /2 HTTP/1.1\r\nHost: blocked.example\r\n\r\n").unwrap();
+        let start = Instant::now();
+        let (end, _, _) = t.join().unwrap();
+        assert!(matches!(end, End::Blocked { .. }), "{end:?}");
+        assert!(start.elapsed() < BLOCK_GRACE + Duration::from_secs(3), "{:?}", start.elapsed());
+    }
+}

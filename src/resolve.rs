@@ -1,0 +1,376 @@
+//! The anti-spoofing resolver behind the HTTPS proxies: "does `name`
+//! resolve to `ip`?" (`VERIFY_DESTINATION`). An allowed SNI/Host sent to an
+//! address the name does not resolve to is a spoof (`ip-mismatch`).
+//!
+//! [`Cache`] is the pure core (time passed in). [`Resolver`] wraps it with
+//! the same upstream exchange as DNS mode (marked sockets, fail-over, TCP
+//! on truncation), asking A and AAAA. It also takes the addresses egret's
+//! own DNS server handed out ([`Resolver::learn`], or as a
+//! [`crate::dns::Learn`] hook), so a workload that resolved through egret
+//! is never refused because a CDN rotated its answer in between.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+use crate::dns::filter::{self, QueryInfo};
+use crate::dns::learn::{Learn, LearnError};
+use crate::dns::upstream::Upstreams;
+use crate::policy::normalize;
+
+/// The answer to "does this name resolve to this address?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The address is one the name currently resolves to.
+    Match,
+    /// The name resolves, but not to this address.
+    Mismatch,
+    /// The name could not be resolved (no addresses, or every upstream
+    /// failed); the proxy decides what that means.
+    Unresolvable,
+}
+
+/// Limits, in one place.
+pub mod defaults {
+    use std::time::Duration;
+    /// A name is asked upstream again on a miss only if its last lookup
+    /// is at least this old, so spoofed connections cannot turn egret into
+    /// a query amplifier.
+    pub const REFRESH_MIN: Duration = Duration::from_secs(1);
+    /// Names kept.
+    pub const MAX_NAMES: usize = 10_000;
+}
+
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    /// Address → when it stops counting.
+    addrs: HashMap<IpAddr, Instant>,
+    /// The last upstream lookup, successful or not.
+    looked_up: Option<Instant>,
+}
+
+/// What the cache alone can say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    Match,
+    /// Looked up recently; the address is not among the answers.
+    Mismatch,
+    /// Looked up recently and nothing is known: unresolvable.
+    Unresolvable,
+    /// Ask upstream, then ask the cache again with `after_lookup`.
+    Lookup,
+}
+
+/// Names → addresses with expiries. Pure: every method takes `now`.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    names: HashMap<String, Entry>,
+    ttl_min: Duration,
+    ttl_max: Duration,
+    max_names: usize,
+}
+
+impl Cache {
+    pub fn new(ttl_min: Duration, ttl_max: Duration) -> Cache {
+        Cache { names: HashMap::new(), ttl_min, ttl_max, max_names: defaults::MAX_NAMES }
+    }
+
+    /// Adds addresses for an already normalised name, each for its TTL
+    /// clamped to `[DNS_TTL_MIN, DNS_TTL_MAX]`; an address already known
+    /// keeps the later expiry.
+    pub fn insert(&mut self, name: &str, ips: &[(IpAddr, Duration)], now: Instant) {
+        if !self.names.contains_key(name) && self.names.len() >= self.max_names {
+            self.prune(now);
+            if self.names.len() >= self.max_names {
+                // Still full of live names: forget one (a forgotten name is
+                // only looked up again).
+                if let Some(k) = self.names.keys().next().cloned() {
+                    self.names.remove(&k);
+                }
+            }
+        }
+        let e = self.names.entry(name.to_owned()).or_default();
+        for &(ip, ttl) in ips {
+            let exp = now + ttl.clamp(self.ttl_min, self.ttl_max.max(self.ttl_min));
+            let slot = e.addrs.entry(canonical(ip)).or_insert(exp);
+            if *slot < exp {
+                *slot = exp;
+            }
+        }
+    }
+
+    /// Records an upstream lookup of `name` (with what it returned).
+    pub fn looked_up(&mut self, name: &str, ips: &[(IpAddr, Duration)], now: Instant) {
+        self.insert(name, ips, now);
+        if let Some(e) = self.names.get_mut(name) {
+            e.looked_up = Some(now);
+        }
+    }
+
+    /// Before a lookup: a match, or whether a lookup is worth it.
+    pub fn check(&self, name: &str, ip: IpAddr, now: Instant) -> Cached {
+        let ip = canonical(ip);
+        let Some(e) = self.names.get(name) else { return Cached::Lookup };
+        if e.addrs.get(&ip).is_some_and(|exp| *exp > now) {
+            return Cached::Match;
+        }
+        match e.looked_up {
+            Some(t) if now.saturating_duration_since(t) < defaults::REFRESH_MIN => self.verdict(e, now),
+            _ => Cached::Lookup,
+        }
+    }
+
+    /// After a lookup: the final answer.
+    pub fn after_lookup(&self, name: &str, ip: IpAddr, now: Instant) -> Check {
+        let ip = canonical(ip);
+        let Some(e) = self.names.get(name) else { return Check::Unresolvable };
+        if e.addrs.get(&ip).is_some_and(|exp| *exp > now) {
+            return Check::Match;
+        }
+        match self.verdict(e, now) {
+            Cached::Mismatch => Check::Mismatch,
+            _ => Check::Unresolvable,
+        }
+    }
+
+    fn verdict(&self, e: &Entry, now: Instant) -> Cached {
+        if e.addrs.values().any(|exp| *exp > now) {
+            Cached::Mismatch
+        } else {
+            Cached::Unresolvable
+        }
+    }
+
+    /// Drops expired addresses and names with nothing left.
+    pub fn prune(&mut self, now: Instant) {
+        self.names.retain(|_, e| {
+            e.addrs.retain(|_, exp| *exp > now);
+            !e.addrs.is_empty()
+                || e.looked_up.is_some_and(|t| now.saturating_duration_since(t) < defaults::REFRESH_MIN)
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// `::ffff:a.b.c.d` and `a.b.c.d` are one address (v4 clients through a
+/// dual-stack listener).
+fn canonical(ip: IpAddr) -> IpAddr {
+    crate::policy::cidr::canonical(ip)
+}
+
+/// The resolver the proxies ask; cheap to share behind an `Arc`.
+pub struct Resolver {
+    upstreams: Upstreams,
+    cache: Mutex<Cache>,
+}
+
+impl Resolver {
+    /// `upstreams` carry egret's bypass mark (see `dns::upstream`).
+    pub fn new(upstreams: Upstreams, ttl_min: Duration, ttl_max: Duration) -> Resolver {
+        Resolver { upstreams, cache: Mutex::new(Cache::new(ttl_min, ttl_max)) }
+    }
+
+    /// Does `name` resolve to `ip`? Answers from the cache when it can,
+    /// else asks the upstreams for A and AAAA.
+    pub fn check(&self, name: &str, ip: IpAddr) -> Check {
+        let Ok(name) = normalize(name) else { return Check::Unresolvable };
+        let now = Instant::now();
+        match self.with_cache(|c| c.check(&name, ip, now)) {
+            Cached::Match => return Check::Match,
+            Cached::Mismatch => return Check::Mismatch,
+            Cached::Unresolvable => return Check::Unresolvable,
+            Cached::Lookup => {}
+        }
+        let addrs = self.lookup(&name);
+        let now = Instant::now();
+        self.with_cache(|c| {
+            c.looked_up(&name, &addrs, now);
+            c.after_lookup(&name, ip, now)
+        })
+    }
+
+    /// Addresses egret's own DNS server handed out for `name`.
+    pub fn learn(&self, name: &str, ips: &[(IpAddr, Duration)], now: Instant) {
+        if let Ok(name) = normalize(name) {
+            self.with_cache(|c| c.insert(&name, ips, now));
+        }
+    }
+
+    fn with_cache<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> T {
+        // The cache is plain data; a panic while holding the lock cannot
+        // leave it inconsistent beyond a stale entry.
+        let mut g = match self.cache.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g)
+    }
+
+    /// A and AAAA of `name` from the upstreams; empty when they fail or
+    /// the name has no addresses.
+    fn lookup(&self, name: &str) -> Vec<(IpAddr, Duration)> {
+        let mut out = Vec::new();
+        for qtype in [RecordType::A, RecordType::AAAA] {
+            let Some((bytes, info)) = build_query(name, qtype) else { continue };
+            let check = |r: &[u8]| filter::check_response(r, &info).map_err(|e| e.to_string());
+            match self.upstreams.exchange(&bytes, &check, &|r| r.truncated) {
+                Ok((_, reply)) => {
+                    out.extend(reply.addrs.iter().map(|&(ip, ttl)| (ip, Duration::from_secs(ttl.into()))))
+                }
+                Err(e) => log::debug!("resolve {name} {qtype}: {e}"),
+            }
+        }
+        out
+    }
+}
+
+impl Learn for Resolver {
+    fn learn(&self, name: &str, ips: &[(IpAddr, Duration)]) -> Result<(), LearnError> {
+        Resolver::learn(self, name, ips, Instant::now());
+        Ok(())
+    }
+}
+
+/// A recursive query for `name`/`qtype` with EDNS, and what the answer
+/// must match.
+fn build_query(name: &str, qtype: RecordType) -> Option<(Vec<u8>, QueryInfo)> {
+    let fqdn = Name::from_ascii(format!("{name}.")).ok()?;
+    let q = Query::query(fqdn, qtype);
+    let mut m = Message::new(0, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(q.clone());
+    let mut e = Edns::new();
+    e.set_max_payload(filter::EDNS_PAYLOAD);
+    m.set_edns(e);
+    let bytes = m.to_vec().ok()?;
+    let info = QueryInfo {
+        id: 0,
+        questions: vec![q],
+        edns: true,
+        udp_max: filter::EDNS_PAYLOAD,
+        recursion_desired: true,
+        checking_disabled: false,
+    };
+    Some((bytes, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cache_table() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = Cache::new(s(30), s(300));
+        let name = "cdn.example.com";
+        // Never seen: look up.
+        assert_eq!(c.check(name, ip("10.0.0.1"), t0), Cached::Lookup);
+        c.looked_up(name, &[(ip("10.0.0.1"), s(5)), (ip("fd00::1"), s(10_000))], t0);
+        let cases: &[(&str, u64, Cached)] = &[
+            ("10.0.0.1", 0, Cached::Match),
+            ("::ffff:10.0.0.1", 0, Cached::Match),
+            ("fd00::1", 0, Cached::Match),
+            ("10.0.0.2", 0, Cached::Mismatch), // fresh lookup: no second try
+            ("10.0.0.2", 2, Cached::Lookup),   // older than REFRESH_MIN: ask again
+            ("10.0.0.1", 29, Cached::Match),   // TTL 5 s floored to 30 s
+            ("10.0.0.1", 31, Cached::Lookup),  // expired
+            ("fd00::1", 299, Cached::Match),   // TTL capped at 300 s
+            ("fd00::1", 301, Cached::Lookup),
+        ];
+        for (addr, at, want) in cases {
+            assert_eq!(c.check(name, ip(addr), t0 + s(*at)), *want, "{addr} at +{at}s");
+        }
+        assert_eq!(c.after_lookup(name, ip("10.0.0.9"), t0), Check::Mismatch);
+        assert_eq!(c.after_lookup(name, ip("10.0.0.9"), t0 + s(400)), Check::Unresolvable);
+        assert_eq!(c.after_lookup("other.example", ip("10.0.0.9"), t0), Check::Unresolvable);
+    }
+
+    #[test]
+    fn learned_addresses_count_and_failed_lookups_are_not_repeated_at_once() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = Cache::new(s(1), s(60));
+        c.insert("a.example", &[(ip("192.0.2.7"), s(10))], t0);
+        assert_eq!(c.check("a.example", ip("192.0.2.7"), t0 + s(9)), Cached::Match);
+        c.looked_up("gone.example", &[], t0);
+        assert_eq!(c.check("gone.example", ip("192.0.2.7"), t0), Cached::Unresolvable);
+        assert_eq!(c.check("gone.example", ip("192.0.2.7"), t0 + s(2)), Cached::Lookup);
+        c.prune(t0 + s(100));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let t0 = Instant::now();
+        let mut c = Cache::new(Duration::from_secs(1), Duration::from_secs(60));
+        c.max_names = 3;
+        for i in 0..10 {
+            c.insert(&format!("n{i}.example"), &[(ip("192.0.2.1"), Duration::from_secs(60))], t0);
+        }
+        assert_eq!(c.len(), 3);
+    }
+
+    /// Against a loopback upstream: resolve, match, mismatch, and learned
+    /// addresses.
+    #[test]
+    fn resolver_over_a_real_socket() {
+        use hickory_proto::rr::rdata::{A, AAAA};
+        use hickory_proto::rr::{RData, Record};
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            for _ in 0..8 {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { return };
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                let qq = q.queries[0].clone();
+                let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+                r.add_query(qq.clone());
+                let data = match qq.query_type() {
+                    RecordType::A => RData::A(A::new(192, 0, 2, 10)),
+                    _ => RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10)),
+                };
+                r.add_answer(Record::from_rdata(qq.name().clone(), 60, data));
+                sock.send_to(&r.to_vec().unwrap(), from).unwrap();
+            }
+        });
+        let mut up = Upstreams::new(vec![addr], None);
+        up.udp_timeout = Duration::from_millis(500);
+        let r = Resolver::new(up, Duration::from_secs(1), Duration::from_secs(60));
+        assert_eq!(r.check("Www.Example.COM.", ip("192.0.2.10")), Check::Match);
+        assert_eq!(r.check("www.example.com", ip("2001:db8::10")), Check::Match, "from the cache");
+        assert_eq!(r.check("www.example.com", ip("192.0.2.99")), Check::Mismatch);
+        r.learn("www.example.com", &[(ip("192.0.2.99"), Duration::from_secs(30))], Instant::now());
+        assert_eq!(r.check("www.example.com", ip("192.0.2.99")), Check::Match, "learned from egret's DNS");
+        assert_eq!(r.check("bad name!", ip("192.0.2.10")), Check::Unresolvable);
+        let dead = Resolver::new(
+            {
+                let mut u = Upstreams::new(
+                    vec![std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()],
+                    None,
+                );
+                u.udp_timeout = Duration::from_millis(200);
+                u
+            },
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        assert_eq!(dead.check("www.example.com", ip("192.0.2.10")), Check::Unresolvable);
+    }
+}

@@ -1,0 +1,163 @@
+//! A small authoritative DNS server for the DNS tests (hickory-proto on
+//! real sockets): the upstream egret forwards to. It counts what it was
+//! asked, so tests can see that blocked names never reach it and that a
+//! truncated answer was fetched again over TCP.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, MX, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+/// The zone: name → records (answers for any type are filtered by type).
+pub struct Zone {
+    pub records: Vec<(String, u32, RData)>,
+    /// Over UDP, answers larger than this are truncated (TC, no records),
+    /// whatever the client's EDNS size: an old-fashioned server.
+    pub udp_limit: usize,
+}
+
+impl Zone {
+    /// The standard test zone under `allowed.test` and `blocked.test`.
+    pub fn standard(a: Ipv4Addr, ttl: u32) -> Zone {
+        let medium: Vec<String> = (0..4).map(|i| format!("{i}{}", "m".repeat(199))).collect();
+        let huge: Vec<String> = (0..40).map(|i| format!("{i:02}{}", "h".repeat(198))).collect();
+        let mut records = Vec::new();
+        for zone in ["allowed.test", "blocked.test"] {
+            records.push((zone.to_owned(), ttl, RData::A(A(a))));
+            records.push((
+                zone.to_owned(),
+                ttl,
+                RData::AAAA(AAAA(Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 2))),
+            ));
+            records.push((
+                zone.to_owned(),
+                ttl,
+                RData::TXT(TXT::new(vec!["hello from the test upstream".into()])),
+            ));
+            records.push((
+                zone.to_owned(),
+                ttl,
+                RData::MX(MX::new(10, Name::from_ascii(format!("mail.{zone}.")).expect("valid name"))),
+            ));
+        }
+        records.push(("medium.allowed.test".into(), ttl, RData::TXT(TXT::new(medium))));
+        records.push(("huge.allowed.test".into(), ttl, RData::TXT(TXT::new(huge))));
+        Zone { records, udp_limit: 512 }
+    }
+}
+
+/// A running server; dropping it stops its threads (bounded waits).
+pub struct Auth {
+    pub addr: SocketAddr,
+    /// (lowercased name, "udp"/"tcp") → queries seen.
+    pub seen: Arc<Mutex<HashMap<(String, &'static str), usize>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Auth {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Auth {
+    /// Binds UDP and TCP at `addr` (port 0 picks one; TCP follows UDP).
+    pub fn start(addr: SocketAddr, zone: Zone) -> Auth {
+        let udp = UdpSocket::bind(addr).expect("bind test upstream udp");
+        let addr = udp.local_addr().expect("local addr");
+        let tcp = TcpListener::bind(addr).expect("bind test upstream tcp");
+        udp.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        tcp.set_nonblocking(true).expect("nonblocking");
+        let zone = Arc::new(zone);
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (zone, seen, stop) = (zone.clone(), seen.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok((n, from)) = udp.recv_from(&mut buf) else { continue };
+                    if let Some(r) = answer(&zone, &buf[..n], "udp", &seen) {
+                        let _ = udp.send_to(&r, from);
+                    }
+                }
+            });
+        }
+        {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok((mut s, _)) = tcp.accept() else {
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut len = [0u8; 2];
+                    while s.read_exact(&mut len).is_ok() {
+                        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                        if s.read_exact(&mut q).is_err() {
+                            break;
+                        }
+                        if let Some(r) = answer(&zone, &q, "tcp", &seen) {
+                            let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                            out.extend_from_slice(&r);
+                            let _ = s.write_all(&out);
+                        }
+                    }
+                }
+            });
+        }
+        Auth { addr, seen, stop }
+    }
+
+    pub fn count(&self, name: &str, proto: &'static str) -> usize {
+        self.seen.lock().expect("lock").get(&(name.to_owned(), proto)).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self, name: &str) -> usize {
+        self.count(name, "udp") + self.count(name, "tcp")
+    }
+}
+
+fn answer(
+    zone: &Zone,
+    q: &[u8],
+    proto: &'static str,
+    seen: &Mutex<HashMap<(String, &'static str), usize>>,
+) -> Option<Vec<u8>> {
+    let m = Message::from_vec(q).ok()?;
+    let question = m.queries.first()?.clone();
+    let name = question.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    *seen.lock().ok()?.entry((name.clone(), proto)).or_default() += 1;
+    let mut r = Message::new(m.metadata.id, MessageType::Response, OpCode::Query);
+    r.metadata.authoritative = true;
+    r.metadata.recursion_desired = m.metadata.recursion_desired;
+    r.add_query(question.clone());
+    let matching: Vec<&(String, u32, RData)> = zone.records.iter().filter(|(n, _, _)| *n == name).collect();
+    if matching.is_empty() {
+        r.metadata.response_code = ResponseCode::NXDomain;
+    }
+    for (_, ttl, data) in matching {
+        if question.query_type() == RecordType::ANY || data.record_type() == question.query_type() {
+            r.add_answer(Record::from_rdata(question.name().clone(), *ttl, data.clone()));
+        }
+    }
+    if let Some(e) = m.edns.clone() {
+        r.set_edns(e);
+    }
+    let bytes = r.to_vec().ok()?;
+    if proto == "udp" && bytes.len() > zone.udp_limit {
+        let mut t = r.truncate();
+        t.metadata.id = m.metadata.id;
+        return t.to_vec().ok();
+    }
+    Some(bytes)
+}
