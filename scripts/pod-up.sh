@@ -13,7 +13,7 @@
 #     10.200.0.2    "github.com"   (allowed by the bundled policy.yaml)
 #     10.200.0.3    "example.com"  (not allowed)
 #     192.168.77.7                 (allowed: policy ips has 192.168.0.0/16)
-#   The names are in a hosts file mounted into egret and the workload.
+#   dnsmasq at 10.200.0.2:53 answers for the two names (egret's DNS_UPSTREAMS).
 #
 #   scripts/pod-up.sh [up]    (re)create and start it; prints what to try
 #   scripts/pod-up.sh down    remove the pod, the upstream and the namespace
@@ -71,13 +71,6 @@ down
 mkdir -p "$STATE"
 KEY=${DASHBOARD_API_KEY:-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 
-# Names for the demo (egret resolves names through /etc/hosts and DNS).
-cat >"$STATE/hosts" <<'EOF'
-127.0.0.1 localhost
-::1 localhost
-10.200.0.2 github.com
-10.200.0.3 example.com
-EOF
 # The same configuration for `egret init` and `egret run`, so the run
 # replaces the init ruleset with an identical policy.
 cat >"$STATE/egret.env" <<EOF
@@ -85,6 +78,7 @@ HOSTNAME=$NAME
 DASHBOARD_HOST=http://127.0.0.1:8081
 DASHBOARD_API_KEY=$KEY
 DASHBOARD_START_DELAY=1s
+DNS_UPSTREAMS=10.200.0.2:53
 EOF
 chmod 600 "$STATE/egret.env"
 
@@ -104,7 +98,6 @@ if [ "${EGRET_INIT:-1}" != 0 ]; then
 fi
 podman create --pod "$NAME" --name "$NAME-egret" \
   "${EGRET_SEC[@]}" --no-healthcheck --env-file "$STATE/egret.env" "${policy_mount[@]}" \
-  -v "$STATE/hosts:/etc/hosts:ro" \
   "$IMAGE" run >/dev/null
 podman create --pod "$NAME" --name "$NAME-dashboard" \
   --cap-drop ALL --read-only --security-opt no-new-privileges \
@@ -112,7 +105,6 @@ podman create --pod "$NAME" --name "$NAME-dashboard" \
   "$IMAGE" dashboard >/dev/null
 # Workloads: drop NET_RAW (it allows setting any socket mark).
 podman create --pod "$NAME" --name "$NAME-work" --cap-drop NET_RAW \
-  -v "$STATE/hosts:/etc/hosts:ro" \
   "$WIMAGE" sh -c "$WCMD" >/dev/null
 
 # Start only the infra container first: its network namespace gets the
@@ -143,7 +135,7 @@ done
 
 cat <<EOF
 pod $NAME is up (dashboard key in $STATE/egret.env). Try:
-  # allowed: github.com is in policy.yaml and resolves to 10.200.0.2
+  # allowed: github.com is in policy.yaml and resolves (upstream DNS) to 10.200.0.2
   podman exec $NAME-work sh -c 'printf "GET / HTTP/1.0\r\nHost: github.com\r\n\r\n" | nc 10.200.0.2 80'
   # blocked: example.com is not
   podman exec $NAME-work sh -c 'printf "GET / HTTP/1.0\r\nHost: example.com\r\n\r\n" | nc 10.200.0.3 80'

@@ -13,7 +13,11 @@
 #   UPNS eth0 10.200.0.2 ("github.com" in the examples), 10.200.0.3
 #        ("example.com"), 192.168.77.7, fd00:200::2
 # POD-upstream (busybox httpd -vv, requests logged) serves "hello from
-# upstream" on :80 and :9000 of all of them.
+# upstream" on :80 and :9000 of all of them, and dnsmasq (a host process
+# in UPNS) answers DNS on 10.200.0.2:53: github.com -> 10.200.0.2,
+# example.com -> 10.200.0.3. egret in the pod uses it as DNS_UPSTREAMS
+# (the HTTPS proxies check that an allowed name resolves to the address
+# the workload connects to).
 #
 # With `podman play kube`:
 #   podman play kube --network none --start=false deploy/pod.yaml
@@ -26,6 +30,11 @@ if [ "${1:-}" = --down ]; then
   pod=${2:?usage: pod-uplink.sh --down POD [UPNS]}
   upns=${3:-$pod-up}
   podman rm -f -t 0 "$pod-upstream" >/dev/null 2>&1 || true
+  pidfile=/run/egret-pod/$upns-dnsmasq.pid
+  if [ -f "$pidfile" ]; then
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile"
+  fi
   ip netns del "$upns" 2>/dev/null || true
   exit 0
 fi
@@ -33,6 +42,10 @@ pod=${1:?usage: pod-uplink.sh POD [UPNS [IMAGE]]}
 upns=${2:-$pod-up}
 image=${3:-localhost/egret-busybox}
 
+command -v dnsmasq >/dev/null || {
+  echo "pod-uplink.sh: dnsmasq is missing (apt-get install dnsmasq-base; scripts/podman-setup.sh does)" >&2
+  exit 1
+}
 infra=$(podman pod inspect "$pod" --format '{{.InfraContainerID}}')
 pid=$(podman inspect "$infra" --format '{{.State.Pid}}')
 if [ -z "$pid" ] || [ "$pid" -le 0 ]; then
@@ -53,6 +66,12 @@ nsenter -t "$pid" -n ip link set eth0 up
 nsenter -t "$pid" -n ip addr add 10.200.0.1/24 dev eth0
 nsenter -t "$pid" -n ip -6 addr add fd00:200::1/64 dev eth0 nodad
 nsenter -t "$pid" -n ip route add default via 10.200.0.2
+
+mkdir -p /run/egret-pod
+ip netns exec "$upns" dnsmasq --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
+  --listen-address=10.200.0.2 --port=53 --no-dhcp-interface=eth0 \
+  --address=/github.com/10.200.0.2 --address=/example.com/10.200.0.3 \
+  --pid-file="/run/egret-pod/$upns-dnsmasq.pid"
 
 podman run -d --name "$pod-upstream" --network "ns:/run/netns/$upns" "$image" sh -c \
   'mkdir -p /www; echo "hello from upstream" >/www/index.html

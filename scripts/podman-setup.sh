@@ -38,7 +38,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-PACKAGES=(podman runc uidmap fuse-overlayfs slirp4netns catatonit busybox-static iproute2 nftables curl)
+# busybox-static and dnsmasq-base: the examples' workload image and stand-in upstream.
+PACKAGES=(podman runc uidmap fuse-overlayfs slirp4netns catatonit busybox-static dnsmasq-base iproute2 nftables curl)
 [ "$want_compose" -eq 1 ] && PACKAGES+=(python3-venv)
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -38,7 +38,11 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener>
         socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
-    socket::listen(&fd, Backlog::new(backlog)?)?;
+    // nix checks the value against libc's SOMAXCONN, which is 128 in the
+    // musl target's libc constants (4096 for glibc): on the static build
+    // a larger backlog would fail with EINVAL, so it is capped there.
+    let backlog = Backlog::new(backlog).unwrap_or(Backlog::MAXCONN);
+    socket::listen(&fd, backlog)?;
     Ok(std::net::TcpListener::from(fd))
 }
 
