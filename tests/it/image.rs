@@ -58,6 +58,14 @@ fn ok(c: Command, what: &str) -> String {
 fn script(name: &str) -> Command {
     let mut c = bounded("bash", &[util::root().join("scripts").join(name).to_str().expect("utf-8 path")]);
     c.current_dir(util::root());
+    // cargo sets CARGO_* (and OUT_DIR) for test processes; the nested
+    // `cargo build` in build-image.sh must see what a shell would, or its
+    // build scripts rerun and the binary is rebuilt on every switch.
+    for (k, _) in std::env::vars() {
+        if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR") || k == "OUT_DIR" {
+            c.env_remove(k);
+        }
+    }
     c
 }
 
