@@ -28,6 +28,8 @@
 #                      (default: the one in the image, i.e. this repo's policy.yaml)
 #   DASHBOARD_API_KEY  key shared by egret and the dashboard (default: random)
 #   EGRET_INIT=0       leave out the init container (shows why it is needed)
+#   EGRET_RUN=0        leave out `egret run` (only the init container's
+#                      fail-closed ruleset filters; the ordering tests use it)
 #
 # For real use, drop the upstream part: create the pod with the network you
 # want (e.g. `podman pod create --name app -p 8081:8081`) and keep the four
@@ -96,7 +98,7 @@ if [ "${EGRET_INIT:-1}" != 0 ]; then
     "${EGRET_SEC[@]}" --no-healthcheck --env-file "$STATE/egret.env" "${policy_mount[@]}" \
     "$IMAGE" init >/dev/null
 fi
-podman create --pod "$NAME" --name "$NAME-egret" \
+[ "${EGRET_RUN:-1}" = 0 ] || podman create --pod "$NAME" --name "$NAME-egret" \
   "${EGRET_SEC[@]}" --no-healthcheck --env-file "$STATE/egret.env" "${policy_mount[@]}" \
   "$IMAGE" run >/dev/null
 podman create --pod "$NAME" --name "$NAME-dashboard" \

@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
@@ -211,7 +211,7 @@ struct PodUp {
 }
 
 impl PodUp {
-    fn start(what: &str, workload: Option<&str>) -> PodUp {
+    fn start(what: &str, workload: Option<&str>, extra: &[(&str, &str)]) -> PodUp {
         let b = image();
         let name = format!("egret-it-{what}-{}", std::process::id());
         let env = |mut c: Command| {
@@ -219,6 +219,7 @@ impl PodUp {
             if let Some(w) = workload {
                 c.env("WORKLOAD_CMD", w);
             }
+            c.envs(extra.iter().copied());
             c
         };
         let mut down = script("pod-up.sh");
@@ -291,7 +292,7 @@ fn check_filtering(pod: &str, upns: &str, healthcheck: bool) {
 
 #[test]
 fn pod_up_filters_the_workload_and_the_dashboard_gets_both_events() {
-    let pod = PodUp::start("pod", None);
+    let pod = PodUp::start("pod", None, &[]);
     check_filtering(&pod.name, &format!("{}-up", pod.name), true);
 }
 
@@ -356,22 +357,26 @@ fn play_kube_pod_yaml_filters_the_workload_and_the_dashboard_gets_both_events() 
     check_filtering(&name, &upns, false);
 }
 
-/// The workload is the pod's first process to want the network: from its
-/// very first instant it alternates connections to a non-allowed
-/// (10.200.0.3:9000) and an allowed (192.168.77.7:9000) destination, while
-/// `egret run` is still starting. The init container's ruleset is already
-/// there, so not one of the blocked attempts may arrive upstream.
-#[test]
-fn a_workload_connecting_from_its_first_instant_never_reaches_a_blocked_destination() {
-    const ROUNDS: u32 = 150;
-    let workload = format!(
+const ROUNDS: u32 = 150;
+
+/// A workload that, from its very first instruction, alternates
+/// connections to a non-allowed (10.200.0.3:9000) and an allowed
+/// (192.168.77.7:9000) destination, `ROUNDS` times, then says so.
+fn eager_workload() -> String {
+    format!(
         r#"i=0; while [ $i -lt {ROUNDS} ]; do
              printf 'GET /to-blocked-'$i' HTTP/1.0\r\n\r\n' | nc -w 3 10.200.0.3 9000 >/dev/null 2>&1
              printf 'GET /to-allowed-'$i' HTTP/1.0\r\n\r\n' | nc -w 3 192.168.77.7 9000 >/dev/null 2>&1
              i=$((i+1))
            done; echo rounds-done; exec sleep 2147483647"#
-    );
-    let pod = PodUp::start("order", Some(&workload));
+    )
+}
+
+/// Runs [`eager_workload`] in a pod made with `env` and returns the
+/// upstream's request log once the workload is done (with a control
+/// request from the upstream side in it, proving the log is read).
+fn eager_workload_log(what: &str, env: &[(&str, &str)]) -> String {
+    let pod = PodUp::start(what, Some(&eager_workload()), env);
     let upns = format!("{}-up", pod.name);
     let work = format!("{}-work", pod.name);
     let done = crate::netns::wait_for(Duration::from_secs(120), || {
@@ -379,28 +384,49 @@ fn a_workload_connecting_from_its_first_instant_never_reaches_a_blocked_destinat
         util::text(&o.stdout).contains("rounds-done").then_some(())
     });
     assert!(done.is_some(), "the workload did not finish its {ROUNDS} rounds in 120 s");
-
-    // The detector works: a request sent from the upstream side itself
-    // shows up in the same log.
-    let started = Instant::now();
     let control = curl_from_upstream(&upns, "http://10.200.0.3:9000/to-blocked-control");
     assert!(control.is_some(), "upstream :9000 did not answer its own namespace");
-    let log = crate::netns::wait_for(Duration::from_secs(10), || {
+    crate::netns::wait_for(Duration::from_secs(10), || {
         let o = output(podman(&["logs", &format!("{}-upstream", pod.name)]));
         let text = util::text(&o.stdout) + &util::text(&o.stderr);
         text.contains("/to-blocked-control").then_some(text)
     })
-    .unwrap_or_else(|| panic!("control request not in the upstream log after {:?}", started.elapsed()));
+    .expect("control request in the upstream log")
+}
 
-    let leaked: Vec<&str> =
-        log.lines().filter(|l| l.contains("url:/to-blocked-") && !l.contains("control")).collect();
+fn arrived<'a>(log: &'a str, prefix: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(&format!("url:/{prefix}-")) && !l.contains("control")).collect()
+}
+
+/// The realistic case: init container, then `egret run` starting at the
+/// same time as the eager workload. Not one blocked attempt may arrive.
+#[test]
+fn a_workload_connecting_from_its_first_instant_never_reaches_a_blocked_destination() {
+    let log = eager_workload_log("order", &[]);
+    let leaked = arrived(&log, "to-blocked");
     assert!(leaked.is_empty(), "blocked destination reached before/while egret started: {leaked:?}");
     // The path was up from the start: the very first allowed attempt arrived.
     assert!(
         log.lines().any(|l| l.ends_with("url:/to-allowed-0")),
         "first allowed attempt did not arrive:\n{log}"
     );
-    // And it stayed up (a loose bound: the point is the blocked side).
-    let allowed = log.lines().filter(|l| l.contains("url:/to-allowed-")).count();
+    let allowed = arrived(&log, "to-allowed").len();
     assert!(allowed >= ROUNDS as usize / 2, "only {allowed} of {ROUNDS} allowed attempts arrived");
+}
+
+/// What the init container alone guarantees, made deterministic: no
+/// `egret run` at all (as if it started late). With the init container no
+/// blocked attempt arrives; without it (the control) they do, so the test
+/// above can fail when the ordering breaks.
+#[test]
+fn the_init_container_alone_holds_the_workload_and_without_it_traffic_leaks() {
+    let with_init = std::thread::spawn(|| eager_workload_log("init-only", &[("EGRET_RUN", "0")]));
+    let without = eager_workload_log("no-filter", &[("EGRET_RUN", "0"), ("EGRET_INIT", "0")]);
+    let with_init = with_init.join().expect("init-only pod");
+
+    let leaked = arrived(&with_init, "to-blocked");
+    assert!(leaked.is_empty(), "blocked destination reached with only the init ruleset: {leaked:?}");
+    assert!(!arrived(&with_init, "to-allowed").is_empty(), "init ruleset blocked the allowed CIDR too");
+    let unfiltered = arrived(&without, "to-blocked").len();
+    assert!(unfiltered > 0, "control: with no ruleset the workload should reach 10.200.0.3:\n{without}");
 }
