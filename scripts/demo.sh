@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The live demo, on a fresh Debian 12 machine as root:
+# The live demo, on a fresh Debian 12 machine as root (installs podman,
+# musl-tools and, if cargo is missing, Rust through rustup):
 #
 #   sudo scripts/demo.sh          run it and remove everything afterwards
 #   sudo scripts/demo.sh --keep   leave the pod running to explore
@@ -18,9 +19,14 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "demo.sh: run as root (sudo scripts/demo.sh): it installs podman and creates network namespaces" >&2
   exit 1
 fi
+# Rust: Debian 12's rustc (1.63) is older than egret needs (1.80), so a
+# machine without cargo gets rustup's minimal profile (~/.cargo).
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v cargo >/dev/null; then
-  echo "demo.sh: cargo is missing; install Rust first: https://rustup.rs" >&2
-  exit 1
+  echo "==> installing Rust with rustup (minimal profile) into $HOME/.cargo"
+  command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl ca-certificates >/dev/null; }
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
+  export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
 export EGRET_POD=${EGRET_POD:-egret-demo}
