@@ -3,7 +3,8 @@
 # "internet": a new network namespace UPNS joined to the pod's infra
 # network namespace by a veth pair, and a container there serving HTTP.
 #
-#   scripts/pod-uplink.sh POD [UPNS [IMAGE]]   (UPNS default POD-up)
+#   scripts/pod-uplink.sh POD [UPNS [IMAGE]]   (UPNS default POD-up; POD may
+#                                              also be a container on --network none)
 #   scripts/pod-uplink.sh --down POD [UPNS]
 #
 # Pods cannot join a named network namespace (podman: "pods presently do
@@ -46,10 +47,16 @@ command -v dnsmasq >/dev/null || {
   echo "pod-uplink.sh: dnsmasq is missing (apt-get install dnsmasq-base; scripts/podman-setup.sh does)" >&2
   exit 1
 }
-infra=$(podman pod inspect "$pod" --format '{{.InfraContainerID}}')
-pid=$(podman inspect "$infra" --format '{{.State.Pid}}')
+# POD is a pod (its infra container owns the namespace) or, for Compose's
+# network_mode: "service:x", the container x.
+if podman pod exists "$pod"; then
+  owner=$(podman pod inspect "$pod" --format '{{.InfraContainerID}}')
+else
+  owner=$pod
+fi
+pid=$(podman inspect "$owner" --format '{{.State.Pid}}')
 if [ -z "$pid" ] || [ "$pid" -le 0 ]; then
-  echo "pod-uplink.sh: the infra container of $pod is not running (podman start $infra)" >&2
+  echo "pod-uplink.sh: $owner (the owner of $pod's network namespace) is not running" >&2
   exit 1
 fi
 

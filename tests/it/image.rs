@@ -6,8 +6,9 @@
 //! --pull=never` of the FROM scratch image). A machine where podman cannot
 //! run fails every test here with the setup's own message.
 //!
-//! The pods are the shipped examples run as written: `scripts/pod-up.sh`
-//! and `deploy/pod.yaml` (through `podman play kube`), each with the
+//! The pods are the shipped examples: `scripts/pod-up.sh` as written,
+//! `deploy/pod.yaml` (`podman play kube`) and `deploy/compose.yaml`
+//! (podman-compose 1.6.0) with this test's names and image, each with the
 //! stand-in upstream of `scripts/pod-uplink.sh`: a network namespace joined
 //! to the pod's by a veth, serving HTTP on 10.200.0.2 ("github.com",
 //! allowed by the bundled policy), 10.200.0.3 ("example.com", not) and
@@ -233,8 +234,8 @@ impl PodUp {
 }
 
 /// A shell command in the pod's workload container: (exit code, stdout, stderr).
-fn in_workload(pod: &str, sh: &str) -> (i32, String, String) {
-    let o = output(podman(&["exec", &format!("{pod}-work"), "sh", "-c", sh]));
+fn in_workload(work: &str, sh: &str) -> (i32, String, String) {
+    let o = output(podman(&["exec", work, "sh", "-c", sh]));
     (o.status.code().unwrap_or(-1), util::text(&o.stdout), util::text(&o.stderr))
 }
 
@@ -249,23 +250,23 @@ fn http_get(host: &str, ip: &str, port: u16, path: &str) -> String {
     format!(r#"printf 'GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n' | nc -w 5 {ip} {port}"#)
 }
 
-/// What both pod tests check: allowed and blocked requests from the
-/// workload, their events on the dashboard, /health, and (`healthcheck`)
-/// the image's HEALTHCHECK.
-fn check_filtering(pod: &str, upns: &str, healthcheck: bool) {
+/// What the pod tests check: allowed and blocked requests from the
+/// workload container `work`, their events on the dashboard, /health, and
+/// the image's HEALTHCHECK in container `healthcheck` when given.
+fn check_filtering(work: &str, upns: &str, healthcheck: Option<&str>) {
     // Allowed by name: github.com is in policy.yaml and resolves (the
     // upstream's DNS) to 10.200.0.2; egret's HTTP proxy checks and relays it.
-    let (_, out, err) = in_workload(pod, &http_get("github.com", "10.200.0.2", 80, "/"));
+    let (_, out, err) = in_workload(work, &http_get("github.com", "10.200.0.2", 80, "/"));
     assert!(out.contains("hello from upstream"), "allowed request failed: {out}{err}");
     // Blocked by name: example.com is not in the policy.
-    let (_, out, err) = in_workload(pod, &http_get("example.com", "10.200.0.3", 80, "/"));
+    let (_, out, err) = in_workload(work, &http_get("example.com", "10.200.0.3", 80, "/"));
     assert!(!out.contains("hello from upstream"), "blocked name reached upstream: {out}{err}");
     // Blocked in the kernel: another port of a non-allowed address is
     // reset at once (not a silent drop).
-    let (code, out, err) = in_workload(pod, "nc -w 5 10.200.0.3 9000 </dev/null");
+    let (code, out, err) = in_workload(work, "nc -w 5 10.200.0.3 9000 </dev/null");
     assert!(code != 0 && err.contains("refused"), "10.200.0.3:9000 not refused: {code} {out}{err}");
     // Allowed by address: 192.168.0.0/16 is in the policy.
-    let (_, out, err) = in_workload(pod, &http_get("192.168.77.7", "192.168.77.7", 9000, "/"));
+    let (_, out, err) = in_workload(work, &http_get("192.168.77.7", "192.168.77.7", 9000, "/"));
     assert!(out.contains("hello from upstream"), "allowed CIDR failed: {out}{err}");
 
     // The dashboard (in the pod) received egret's events for both.
@@ -284,16 +285,17 @@ fn check_filtering(pod: &str, upns: &str, healthcheck: bool) {
 
     let health = curl_from_upstream(upns, "http://10.200.0.1:8081/health").unwrap_or_default();
     assert!(health.contains(r#""status":"ok""#), "GET /health: {health}");
-    if healthcheck {
+    if let Some(c) = healthcheck {
         // The image's HEALTHCHECK (egret health) passes in the dashboard container.
-        ok(podman(&["healthcheck", "run", &format!("{pod}-dashboard")]), "podman healthcheck run");
+        ok(podman(&["healthcheck", "run", c]), "podman healthcheck run");
     }
 }
 
 #[test]
 fn pod_up_filters_the_workload_and_the_dashboard_gets_both_events() {
     let pod = PodUp::start("pod", None, &[]);
-    check_filtering(&pod.name, &format!("{}-up", pod.name), true);
+    let dashboard = format!("{}-dashboard", pod.name);
+    check_filtering(&format!("{}-work", pod.name), &format!("{}-up", pod.name), Some(&dashboard));
 }
 
 /// `deploy/pod.yaml` as written, except for this test's pod name and
@@ -354,7 +356,65 @@ fn play_kube_pod_yaml_filters_the_workload_and_the_dashboard_gets_both_events() 
     assert!(ready.is_some(), "the kube pod's dashboard never answered");
     // play kube does not keep an image's HEALTHCHECK (Kubernetes has
     // probes instead, see deploy/pod.yaml), so there is none to run.
-    check_filtering(&name, &upns, false);
+    check_filtering(&format!("{name}-work"), &upns, None);
+}
+
+/// `deploy/compose.yaml` as written, except for this test's project name
+/// and image, the stand-in upstream's resolver, and `network_mode: none`
+/// instead of a bridge with a published port for egret's service (the
+/// stand-in uplink is moved into its namespace instead).
+fn compose_file(name: &str, image: &str) -> String {
+    let text =
+        std::fs::read_to_string(util::root().join("deploy/compose.yaml")).expect("read deploy/compose.yaml");
+    let mut doc: Yaml = serde_yaml::from_str(&text).expect("deploy/compose.yaml is YAML");
+    doc["name"] = Yaml::from(name);
+    let services = doc["services"].as_mapping_mut().expect("services");
+    for (_, svc) in services.iter_mut() {
+        if svc["image"].as_str() == Some("localhost/egret:latest") {
+            svc["image"] = Yaml::from(image);
+        }
+    }
+    let egret = doc["services"]["egret"].as_mapping_mut().expect("an egret service");
+    assert!(egret.remove("ports").is_some(), "egret publishes the dashboard port");
+    egret.insert(Yaml::from("network_mode"), Yaml::from("none"));
+    doc["services"]["egret"]["environment"]["DNS_UPSTREAMS"] = Yaml::from("10.200.0.2:53");
+    for svc in ["dashboard", "app"] {
+        assert_eq!(doc["services"][svc]["network_mode"].as_str(), Some("service:egret"), "{svc}");
+    }
+    serde_yaml::to_string(&doc).expect("serialise compose file")
+}
+
+#[test]
+fn compose_file_filters_the_app_and_the_dashboard_gets_both_events() {
+    let b = image();
+    // podman-compose 1.6.0 from PyPI (Debian's 1.0.3 breaks service: modes).
+    let mut setup = script("podman-setup.sh");
+    setup.arg("--compose");
+    ok(setup, "scripts/podman-setup.sh --compose");
+    let name = format!("egret-it-compose-{}", std::process::id());
+    let upns = format!("{name}-up");
+    let owner = format!("{name}_egret_1");
+    let file: PathBuf = util::scratch("image-compose").join("compose.yaml");
+    std::fs::write(&file, compose_file(&name, &b.tag)).expect("write compose file");
+    let f = file.to_str().expect("utf-8 path");
+
+    let mut uplink_down = script("pod-uplink.sh");
+    uplink_down.args(["--down", &owner, &upns]);
+    let _gone = Removal(vec![
+        bounded("podman-compose", &["-f", f, "down", "-t", "0"]),
+        podman(&["rm", "-f", "-t", "0", &owner, &format!("{name}_dashboard_1"), &format!("{name}_app_1")]),
+        podman(&["pod", "rm", "-f", "-t", "0", &format!("pod_{name}")]),
+        uplink_down,
+    ]);
+    ok(bounded("podman-compose", &["-f", f, "up", "-d"]), "podman-compose up");
+    let mut up = script("pod-uplink.sh");
+    up.args([&owner, &upns]);
+    ok(up, "scripts/pod-uplink.sh on the egret service");
+    let ready = crate::netns::wait_for(Duration::from_secs(30), || {
+        curl_from_upstream(&upns, "http://10.200.0.1:8081/health")
+    });
+    assert!(ready.is_some(), "the compose dashboard never answered");
+    check_filtering(&format!("{name}_app_1"), &upns, None);
 }
 
 const ROUNDS: u32 = 150;
