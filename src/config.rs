@@ -30,6 +30,7 @@ pub mod defaults {
     pub const DNS_TTL_MIN: Duration = Duration::from_secs(30);
     pub const DNS_TTL_MAX: Duration = Duration::from_secs(3600);
     pub const METRICS_PORT: u16 = 9090;
+    pub const WATCHDOG_INTERVAL: Duration = Duration::from_secs(2);
     /// `LOG_FILE_MAX_SIZE`: rotate `LOG_FILE` past this many bytes.
     pub const LOG_FILE_MAX_SIZE: u64 = 100 * 1024 * 1024;
     // Dashboard.
@@ -100,6 +101,9 @@ pub struct Config {
     /// `LOG_FILE_MAX_SIZE`: bytes (`K`/`M`/`G` suffixes) after which
     /// `LOG_FILE` is rotated to `LOG_FILE.1`; zero turns rotation off.
     pub log_file_max_size: u64,
+    /// `WATCHDOG_INTERVAL`: how often the installed table is read back and
+    /// compared with what egret installed; zero turns the watchdog off.
+    pub watchdog_interval: Duration,
 }
 
 /// The dashboard's configuration (`egret dashboard`).
@@ -429,6 +433,7 @@ impl Config {
             metrics_addr: e.opt("METRICS_ADDR", parse_metrics_addr),
             dashboard_ca_file: e.string("DASHBOARD_CA_FILE").map(PathBuf::from),
             log_file_max_size: e.get("LOG_FILE_MAX_SIZE", d::LOG_FILE_MAX_SIZE, parse_size),
+            watchdog_interval: e.get("WATCHDOG_INTERVAL", d::WATCHDOG_INTERVAL, parse_duration),
         };
         // Cross-field checks.
         let mut ports = vec![("HTTP_PORT", cfg.http_port), ("HTTPS_PORT", cfg.https_port)];
@@ -650,6 +655,17 @@ mod tests {
         assert_eq!(err_strings(&[("NOTIFICATION_IGNORE_DOMAINS", "a..b")]).len(), 1);
         assert_eq!(err_strings(&[("IDLE_TIMEOUT", "0s")]).len(), 1);
         assert_eq!(err_strings(&[("DNS_TTL_MIN", "2h"), ("DNS_TTL_MAX", "1h")]).len(), 1);
+    }
+
+    #[test]
+    fn watchdog_interval() {
+        assert_eq!(cfg(&[]).unwrap().watchdog_interval, Duration::from_secs(2));
+        assert_eq!(
+            cfg(&[("WATCHDOG_INTERVAL", "500ms")]).unwrap().watchdog_interval,
+            Duration::from_millis(500)
+        );
+        assert_eq!(cfg(&[("WATCHDOG_INTERVAL", "0")]).unwrap().watchdog_interval, Duration::ZERO);
+        assert!(cfg(&[("WATCHDOG_INTERVAL", "often")]).is_err());
     }
 
     #[test]

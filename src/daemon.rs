@@ -5,8 +5,12 @@
 //! and one thread receives them), apply the ruleset in one batch, start the
 //! event pipeline, the NFLOG reader and the mode's listeners, then serve
 //! control messages: reload (SIGHUP or a policy file change), shutdown
-//! (SIGTERM/SIGINT). The rules stay installed when egret exits: fail
-//! closed; `egret cleanup` removes them.
+//! (SIGTERM/SIGINT), and the watchdog's tick (read the table back,
+//! re-apply it if another process deleted or changed it). Reloads and
+//! watchdog re-applies run on the one control thread, so they never race.
+//! A reload that narrows the policy cuts the proxied connections it no
+//! longer allows (`policy-revoked`). The rules stay installed when egret
+//! exits: fail closed; `egret cleanup` removes them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +27,12 @@ use crate::events::{self, Action, Component, Emitter};
 use crate::nft::{self, Identity, Ruleset};
 use crate::policy::PolicyHandle;
 use crate::resolve::Resolver;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use crate::metrics::{DaemonCounters, Sources};
+use crate::proxy::registry::Registry;
+use crate::watchdog::{Drift, Enforcement};
 
 /// How long open connections may finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -31,6 +40,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 /// How often the policy file is checked for changes.
 pub const POLICY_POLL: Duration = Duration::from_millis(500);
+/// How often the control loop refreshes the event counters for metrics.
+const COUNTS_REFRESH: Duration = Duration::from_secs(1);
+/// Event reason when the watchdog finds the ruleset deleted or changed.
+pub const RULESET_TAMPERED: &str = "ruleset-tampered";
 
 /// What the control loop reacts to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +53,8 @@ enum Ctl {
         reopen_log: bool,
     },
     Shutdown(Signal),
+    /// The watchdog's tick: check the installed table.
+    Watch,
 }
 
 /// A running listener set (proxies or DNS server) the daemon can stop.
@@ -58,18 +73,22 @@ pub fn run(p: Prepared) -> ExitCode {
         eprintln!("egret run: blocking signals: {e}");
         return ExitCode::from(EXIT_FAILURE);
     }
-    match nft::apply(&ruleset) {
-        Ok(a) => log::info!(
-            "ruleset applied in {} ms ({} messages): {}",
-            a.elapsed.as_millis(),
-            a.messages,
-            a.installed
-        ),
+    let enforcement = match nft::apply(&ruleset) {
+        Ok(a) => {
+            log::info!(
+                "ruleset applied in {} ms ({} messages): {}",
+                a.elapsed.as_millis(),
+                a.messages,
+                a.installed
+            );
+            Enforcement::new(a.installed)
+        }
         Err(e) => {
             eprintln!("egret run: {e}");
             return ExitCode::from(EXIT_FAILURE);
         }
-    }
+    };
+    let counters = Arc::new(DaemonCounters::default());
     let (emitter, sink) = match events::spawn(&cfg, Some(identity.mark)) {
         Ok(x) => x,
         Err(e) => {
@@ -77,7 +96,7 @@ pub fn run(p: Prepared) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let nflog = match crate::nflog::spawn(&cfg, emitter.clone()) {
+    let nflog = match spawn_nflog(&cfg, emitter.clone(), counters.clone()) {
         Ok(r) => Some(r),
         Err(e) => {
             // Filtering does not depend on NFLOG; blocked packets are still
@@ -87,11 +106,33 @@ pub fn run(p: Prepared) -> ExitCode {
         }
     };
     let handle = PolicyHandle::new(policy);
-    let (services, learner) = match start_services(&cfg, &handle, &emitter, &identity) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("egret run: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+    let Running { services, learner, registry, active, dns_stats } =
+        match start_services(&cfg, &handle, &emitter, &identity) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("egret run: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+    let event_counts = Arc::new(Mutex::new(sink.counts()));
+    let metrics = match cfg.metrics_addr {
+        None => None,
+        Some(addr) => {
+            let sources = Sources {
+                daemon: counters.clone(),
+                proxy: registry.clone().zip(active),
+                dns: dns_stats,
+                events: event_counts.clone(),
+                channel_dropped: emitter.drop_counter(),
+                enforcement: enforcement.clone(),
+            };
+            match crate::metrics::serve(addr, sources) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    eprintln!("egret run: {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            }
         }
     };
     log::info!(
@@ -104,7 +145,8 @@ pub fn run(p: Prepared) -> ExitCode {
 
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(signals, tx.clone());
-    spawn_policy_watcher(cfg.policy_path.clone(), tx);
+    spawn_policy_watcher(cfg.policy_path.clone(), tx.clone());
+    crate::watchdog::spawn_ticker(cfg.watchdog_interval, move || tx.send(Ctl::Watch).is_ok());
 
     let mut state = Reloader {
         cfg: &cfg,
@@ -113,8 +155,15 @@ pub fn run(p: Prepared) -> ExitCode {
         emitter: &emitter,
         learner: learner.as_deref(),
         generation: 0,
+        ruleset,
+        enforcement,
+        registry,
+        counters,
     };
-    let sig = control_loop(&rx, &mut state, &sink);
+    let sig = control_loop(&rx, &mut state, &sink, &event_counts);
+    if let Some(m) = metrics {
+        m.stop();
+    }
     log::info!("{sig}: stopping (rules stay installed; `egret cleanup` removes them)");
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     for s in services {
@@ -181,18 +230,45 @@ fn spawn_policy_watcher(path: PathBuf, tx: Sender<Ctl>) {
     });
 }
 
-fn control_loop(rx: &Receiver<Ctl>, state: &mut Reloader<'_>, sink: &events::sink::SinkHandle) -> Signal {
+/// The NFLOG reader emitting `nflog.event` BLOCKED events for packets
+/// logged with egret's prefix, counted for metrics.
+fn spawn_nflog(
+    cfg: &Config,
+    emitter: Emitter,
+    counters: Arc<DaemonCounters>,
+) -> Result<crate::nflog::Reader, crate::nflog::NflogError> {
+    crate::nflog::spawn_with(cfg, move |r| {
+        if r.prefix != crate::nft::ruleset::LOG_PREFIX {
+            return;
+        }
+        counters.nflog_events.fetch_add(1, Ordering::Relaxed);
+        let ev = crate::nflog::to_event(&r, emitter.event(Component::Nflog, Action::Blocked));
+        emitter.emit(ev);
+    })
+}
+
+fn control_loop(
+    rx: &Receiver<Ctl>,
+    state: &mut Reloader<'_>,
+    sink: &events::sink::SinkHandle,
+    counts: &Mutex<events::sink::Counts>,
+) -> Signal {
+    use std::sync::mpsc::RecvTimeoutError;
     loop {
-        match rx.recv() {
+        let ctl = rx.recv_timeout(COUNTS_REFRESH);
+        *counts.lock().unwrap_or_else(|p| p.into_inner()) = sink.counts();
+        match ctl {
             Ok(Ctl::Reload { reopen_log }) => {
                 if reopen_log {
                     sink.reopen();
                 }
                 state.reload();
             }
+            Ok(Ctl::Watch) => state.watch(),
             Ok(Ctl::Shutdown(sig)) => return sig,
-            // Both senders gone: nothing can stop us any more but a kill.
-            Err(_) => return Signal::SIGTERM,
+            Err(RecvTimeoutError::Timeout) => {}
+            // Every sender gone: nothing can stop us any more but a kill.
+            Err(RecvTimeoutError::Disconnected) => return Signal::SIGTERM,
         }
     }
 }
@@ -206,6 +282,12 @@ struct Reloader<'a> {
     /// Strict DNS mode: learned addresses to put back after a replace.
     learner: Option<&'a NftLearner>,
     generation: u32,
+    /// What is (meant to be) installed now.
+    ruleset: Ruleset,
+    enforcement: Arc<Enforcement>,
+    /// HTTPS mode: the open proxied connections a reload may revoke.
+    registry: Option<Arc<Registry>>,
+    counters: Arc<DaemonCounters>,
 }
 
 impl Reloader<'_> {
@@ -214,6 +296,7 @@ impl Reloader<'_> {
             Ok(p) => p,
             Err(e) => {
                 log::warn!("policy reload rejected, keeping the current policy: {e}");
+                self.counters.reloads_invalid.fetch_add(1, Ordering::Relaxed);
                 let mut ev =
                     self.emitter.event(Component::Egret, Action::Blocked).with_reason("policy-invalid");
                 ev.msg = "egret.reload_failed".into();
@@ -224,6 +307,7 @@ impl Reloader<'_> {
         };
         if *self.handle.current() == new {
             log::debug!("policy unchanged");
+            self.counters.reloads_unchanged.fetch_add(1, Ordering::Relaxed);
             return;
         }
         self.generation = self.generation.wrapping_add(1);
@@ -235,20 +319,95 @@ impl Reloader<'_> {
         );
         match nft::apply(&rs) {
             Ok(a) => {
-                if let Some(l) = self.learner {
-                    // The replace emptied the learned sets; put back what
-                    // the new policy still allows.
-                    match l.replay(&new) {
-                        Ok(n) => log::info!("{n} learned addresses restored after reload"),
-                        Err(e) => log::error!("restoring learned addresses after reload: {e}"),
-                    }
-                }
+                self.enforcement.set_expected(a.installed);
+                self.ruleset = rs;
+                self.replay_learned(&new, "reload");
+                // Swap first, then revoke: a connection registering after
+                // the scan re-checks against the new policy itself.
                 self.handle.replace(new);
+                let new = self.handle.current();
+                self.counters.reloads_applied.fetch_add(1, Ordering::Relaxed);
                 log::info!("policy reloaded; ruleset re-applied in {} ms", a.elapsed.as_millis());
+                self.revoke(&new);
             }
-            Err(e) => log::error!("policy reload: applying the new ruleset failed, keeping the old: {e}"),
+            Err(e) => {
+                self.counters.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                log::error!("policy reload: applying the new ruleset failed, keeping the old: {e}");
+            }
         }
     }
+
+    /// Strict DNS mode: a replace empties the learned sets; put back what
+    /// `policy` still allows.
+    fn replay_learned(&self, policy: &crate::policy::Policy, after: &str) {
+        if let Some(l) = self.learner {
+            match l.replay(policy) {
+                Ok(n) => log::info!("{n} learned addresses restored after {after}"),
+                Err(e) => log::error!("restoring learned addresses after {after}: {e}"),
+            }
+        }
+    }
+
+    /// Cuts the open proxied connections `policy` no longer allows.
+    fn revoke(&self, policy: &crate::policy::Policy) {
+        let Some(reg) = &self.registry else { return };
+        let cut = reg.revoke(policy);
+        if !cut.is_empty() {
+            log::info!("{} open connections no longer allowed by the new policy were closed", cut.len());
+        }
+        for r in cut {
+            let comp = match r.kind {
+                crate::proxy::conn::Kind::Http => Component::Http,
+                crate::proxy::conn::Kind::Https => Component::Https,
+            };
+            let mut ev = self
+                .emitter
+                .event(comp, Action::Blocked)
+                .with_flow(r.peer, r.orig, "TCP")
+                .with_reason(crate::proxy::registry::POLICY_REVOKED);
+            match comp {
+                Component::Http => ev.http_host = Some(r.name.clone()),
+                _ => ev.https = Some(r.name.clone()),
+            }
+            ev.host = Some(r.name);
+            ev.note = Some("closed: the reloaded policy no longer allows it".into());
+            self.emitter.emit(ev);
+        }
+    }
+
+    /// The watchdog's tick: if the installed table is not what egret
+    /// installed, alert and re-apply it.
+    fn watch(&mut self) {
+        let drift = match self.enforcement.check() {
+            Ok(Drift::Intact) => return,
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("watchdog: {e}");
+                return;
+            }
+        };
+        let what = drift.describe();
+        log::error!("watchdog: {what}; re-applying egret's ruleset");
+        self.counters.tampered.fetch_add(1, Ordering::Relaxed);
+        self.emitter.emit(tamper_event(self.emitter.event(Component::Egret, Action::Blocked), what));
+        match nft::apply(&self.ruleset) {
+            Ok(a) => {
+                self.enforcement.set_expected(a.installed);
+                self.counters.reapplies.fetch_add(1, Ordering::Relaxed);
+                self.replay_learned(&self.handle.current(), "re-apply");
+                log::info!("watchdog: ruleset re-applied in {} ms", a.elapsed.as_millis());
+            }
+            Err(e) => log::error!("watchdog: re-applying the ruleset failed (will retry): {e}"),
+        }
+    }
+}
+
+/// The watchdog's alert: BLOCKED, so the Gotify path alerts on it.
+fn tamper_event(ev: events::Event, what: String) -> events::Event {
+    let mut ev = ev.with_reason(RULESET_TAMPERED);
+    ev.msg = "egret.ruleset_tampered".into();
+    ev.note = Some(what);
+    ev
 }
 
 impl Service for crate::proxy::ProxyHandle {
@@ -280,9 +439,18 @@ impl Service for crate::dns::DnsHandle {
     }
 }
 
-/// The mode's listeners, and in strict DNS mode the learner whose sets a
-/// reload must refill.
-type Started = (Vec<Box<dyn Service>>, Option<Arc<NftLearner>>);
+/// The mode's listeners and what the daemon needs from them.
+struct Running {
+    services: Vec<Box<dyn Service>>,
+    /// Strict DNS mode: the learner whose sets a reload must refill.
+    learner: Option<Arc<NftLearner>>,
+    /// HTTPS mode: open connections (revocation) and counters (metrics).
+    registry: Option<Arc<Registry>>,
+    /// HTTPS mode: the live count of open connections.
+    active: Option<Arc<std::sync::atomic::AtomicUsize>>,
+    /// DNS mode: the server's counters.
+    dns_stats: Option<Arc<crate::dns::Stats>>,
+}
 
 /// Starts the listeners of the configured mode.
 fn start_services(
@@ -290,7 +458,7 @@ fn start_services(
     handle: &PolicyHandle,
     emitter: &Emitter,
     identity: &Identity,
-) -> Result<Started, String> {
+) -> Result<Running, String> {
     use crate::config::FilterMode;
     let mark = identity.mark;
     let upstreams = || crate::dns::upstream::Upstreams::new(cfg.dns_upstreams.clone(), Some(mark));
@@ -306,7 +474,8 @@ fn start_services(
             let settings = crate::proxy::Settings::from_config(cfg, mark);
             let p = crate::proxy::start(settings, handle.clone(), resolver, emitter.clone())
                 .map_err(|e| format!("proxies: {e}"))?;
-            Ok((vec![Box::new(p)], None))
+            let (registry, active) = (Some(p.registry()), Some(p.active_counter()));
+            Ok(Running { services: vec![Box::new(p)], learner: None, registry, active, dns_stats: None })
         }
         FilterMode::Dns => {
             let learner = if cfg.dns_strict {
@@ -317,7 +486,29 @@ fn start_services(
             let hook = learner.clone().map(|l| l as Arc<dyn crate::dns::learn::Learn>);
             let d = crate::dns::start(cfg, handle.clone(), emitter.clone(), mark, hook)
                 .map_err(|e| format!("dns: {e}"))?;
-            Ok((vec![Box::new(d)], learner))
+            let dns_stats = Some(d.shared_stats());
+            Ok(Running { services: vec![Box::new(d)], learner, registry: None, active: None, dns_stats })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::gotify::{AlertRules, Verdict};
+
+    #[test]
+    fn a_tamper_event_alerts() {
+        let base = events::Event::new(Component::Egret, Action::Blocked, "pod-1", SystemTime::UNIX_EPOCH);
+        let ev = tamper_event(base, "table inet egret was deleted".into());
+        assert_eq!(
+            (ev.msg.as_str(), ev.reason.as_deref()),
+            ("egret.ruleset_tampered", Some(RULESET_TAMPERED))
+        );
+        let mut rules = AlertRules::new(Duration::from_secs(60), &[]).unwrap();
+        match rules.consider(&ev, Instant::now()) {
+            Verdict::Send(a) => assert!(a.message.contains(RULESET_TAMPERED), "{}", a.message),
+            other => panic!("a tamper event must alert: {other:?}"),
         }
     }
 }

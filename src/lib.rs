@@ -16,11 +16,13 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod metrics;
 pub mod nflog;
 pub mod nft;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;
+pub mod watchdog;
 
 /// The version reported in events and by `egret version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -99,6 +99,11 @@ impl DnsHandle {
         &self.stats
     }
 
+    /// The same counters, shared (for the metrics endpoint).
+    pub fn shared_stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
     pub fn stop(mut self) {
         self.shutdown();
     }

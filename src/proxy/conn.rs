@@ -8,6 +8,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -15,6 +16,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 
 use super::http::{self, Host, RequestHead};
+use super::registry;
 use super::relay::{self, End, Limits};
 use super::tls::{self, Sni};
 use super::{decide, reason, Block, Shared};
@@ -104,15 +106,19 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         }
     };
     let policy = shared.policy.current();
-    let verdict = name.and_then(|n| decide(&policy, &n, orig.ip(), s.verify_destination, &*shared.check));
-    if let Err(block) = verdict {
-        return refuse(shared, id, kind, &client, flow, Some(ev), block);
-    }
+    let verdict =
+        name.and_then(|n| decide(&policy, &n, orig.ip(), s.verify_destination, &*shared.check).map(|_| n));
+    let name = match verdict {
+        Ok(n) => n,
+        Err(block) => return refuse(shared, id, kind, &client, flow, Some(ev), block),
+    };
     log::debug!(
         "conn-{id} {peer}: {} to {orig} allowed",
         ev.https.as_deref().or(ev.http_host.as_deref()).unwrap_or("?")
     );
     shared.emitter.emit(ev.clone());
+    let counters = &shared.registry.counters;
+    counters.allowed[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
 
     let upstream = match connect(orig, s.mark, s.connect_timeout) {
         Ok(u) => u,
@@ -127,6 +133,20 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             return;
         }
     };
+    // Registered before the re-check below, so a reload either finds this
+    // connection in the registry or has already swapped the policy that
+    // the re-check reads: an allow decided under a revoked policy cannot
+    // slip through between the two.
+    let Some(entry) = shared.registry.track(id, kind, flow, &name, &client, &upstream) else {
+        log::debug!("conn-{id} {peer}: cannot track the connection (out of descriptors); reset");
+        reset(&client);
+        return;
+    };
+    if !registry::still_allowed(&shared.policy.current(), &name, orig.ip()) {
+        reset(&upstream);
+        let block = Block::new(registry::POLICY_REVOKED);
+        return refuse(shared, id, kind, &client, flow, Some(ev), block);
+    }
     let limits = Limits { idle: s.idle_timeout, deadline: s.max_lifetime.map(|d| started + d) };
     let (end, stats) = match peeked {
         Peeked::Hello(_) => {
@@ -149,9 +169,11 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
                         return Err(Block::with_note(reason::INVALID_NAME, "an IP address as Host"))
                     }
                 };
-                decide(&policy, &name, orig.ip(), s.verify_destination, &*shared.check)?;
+                // The current policy: a reload applies to the next request.
+                decide(&shared.policy.current(), &name, orig.ip(), s.verify_destination, &*shared.check)?;
                 if head.host != last_host {
                     last_host = head.host.clone();
+                    entry.set_name(&name);
                     ev.http_host = Some(name.clone());
                     ev.host = Some(name);
                     shared.emitter.emit(ev.clone());
@@ -161,6 +183,9 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             relay::relay(&client, &upstream, Some((std::mem::take(&mut buf), &mut gate)), &limits)
         }
     };
+    drop(entry);
+    counters.bytes_up.fetch_add(stats.up, Ordering::Relaxed);
+    counters.bytes_down.fetch_add(stats.down, Ordering::Relaxed);
     log::debug!(
         "conn-{id} {peer}: closed ({end:?}), {} bytes up, {} down, splice={}",
         stats.up,
@@ -220,6 +245,7 @@ fn refuse(
         block.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
     );
     shared.emitter.emit(ev);
+    shared.registry.counters.blocked[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
     match kind {
         Kind::Https => reset(client),
         Kind::Http => forbidden(client, &what, block.reason),

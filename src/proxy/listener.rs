@@ -14,6 +14,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{self, Kind};
+use super::registry::{self, Registry};
 use super::{reason, DestinationCheck, Settings, Shared};
 use crate::events::{Action, Emitter};
 use crate::policy::PolicyHandle;
@@ -54,6 +55,7 @@ pub struct ProxyHandle {
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     active: Arc<AtomicUsize>,
+    registry: Arc<Registry>,
     /// The addresses actually listened on, with their kind.
     pub listening: Vec<(SocketAddr, Kind)>,
 }
@@ -68,6 +70,12 @@ impl ProxyHandle {
     /// caller can wait for open connections to drain.
     pub fn active_counter(&self) -> Arc<AtomicUsize> {
         self.active.clone()
+    }
+
+    /// The open relayed connections and the counters, for reload
+    /// revocation and metrics.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
     }
 
     /// Closes the listeners and joins the listener thread. Connections in
@@ -114,7 +122,8 @@ pub fn start(
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let stop = Arc::new(AtomicBool::new(false));
     let active = Arc::new(AtomicUsize::new(0));
-    let shared = Arc::new(Shared { settings, policy, check, emitter });
+    let registry = Arc::new(Registry::default());
+    let shared = Arc::new(Shared { settings, policy, check, emitter, registry: registry.clone() });
     let lp = Loop {
         poll,
         listeners,
@@ -124,7 +133,7 @@ pub fn start(
         next_id: AtomicU64::new(1),
     };
     let thread = thread::Builder::new().name("proxy-listen".into()).spawn(move || lp.run())?;
-    Ok(ProxyHandle { stop, waker, thread: Some(thread), active, listening })
+    Ok(ProxyHandle { stop, waker, thread: Some(thread), active, registry, listening })
 }
 
 struct Loop {
@@ -234,6 +243,7 @@ impl Loop {
             .with_flow(peer, dst, "TCP")
             .with_reason(reason::LIMIT);
         self.shared.emitter.emit(ev);
+        self.shared.registry.counters.blocked[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
         conn::reset(stream);
     }
 }

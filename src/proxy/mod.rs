@@ -14,6 +14,7 @@
 pub mod conn;
 pub mod http;
 pub mod listener;
+pub mod registry;
 pub mod relay;
 pub mod tls;
 
@@ -205,6 +206,8 @@ pub(crate) struct Shared {
     pub policy: policy::PolicyHandle,
     pub check: Arc<dyn DestinationCheck>,
     pub emitter: crate::events::Emitter,
+    /// Open relayed connections (for reload revocation) and counters.
+    pub registry: Arc<registry::Registry>,
 }
 
 #[cfg(test)]

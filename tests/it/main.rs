@@ -11,6 +11,7 @@ mod fuzz_replay;
 mod image;
 mod netns;
 mod nft;
+mod ops;
 mod proxy;
 mod proxy_netns;
 mod run;

@@ -1,0 +1,358 @@
+//! The filter's own HTTP endpoint on `METRICS_ADDR` (off by default; a
+//! bare port means loopback): `GET /metrics` in the Prometheus text format
+//! and `GET /health` (`{"status":"ok"}`, or 503 `degraded` while the
+//! installed ruleset is not what egret installed).
+//!
+//! [`Snapshot`] and [`render`] are the pure core: plain numbers in, text
+//! out. [`Sources`] reads the live counters the other threads keep; the
+//! tiny_http thread in [`serve`] is the shell. Every label has a fixed,
+//! small set of values: no hostnames, addresses or reasons as labels.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use crate::events::sink::Counts;
+use crate::proxy::registry::Registry;
+use crate::watchdog::{Drift, Enforcement};
+
+/// The daemon's own counters (the proxies and the DNS server keep theirs).
+#[derive(Debug, Default)]
+pub struct DaemonCounters {
+    pub reloads_applied: AtomicU64,
+    /// The new policy did not parse or compile; the old one stays.
+    pub reloads_invalid: AtomicU64,
+    /// The new ruleset could not be applied; the old one stays.
+    pub reloads_failed: AtomicU64,
+    /// The file changed but the policy did not.
+    pub reloads_unchanged: AtomicU64,
+    /// Watchdog: the installed table was found deleted or changed.
+    pub tampered: AtomicU64,
+    /// Watchdog: the ruleset was re-applied after tampering.
+    pub reapplies: AtomicU64,
+    pub nflog_events: AtomicU64,
+}
+
+/// Every value one scrape reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `(component, verdict, count)`: component http/https, verdict
+    /// allowed/blocked/revoked. Empty in DNS mode.
+    pub connections: Vec<(&'static str, &'static str, u64)>,
+    pub connections_open: Option<u64>,
+    pub bytes_up: Option<u64>,
+    pub bytes_down: Option<u64>,
+    /// `(verdict, count)`: forwarded, blocked, rejected, servfail, dropped.
+    pub dns: Vec<(&'static str, u64)>,
+    pub nflog_events: u64,
+    pub events: Counts,
+    pub reloads: Vec<(&'static str, u64)>,
+    pub tampered: u64,
+    pub reapplies: u64,
+    /// `None`: not checked (read-back failed).
+    pub enforced: Option<bool>,
+}
+
+/// One metric family: its help line, type and samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        let _ = writeln!(out, "{name}{labels} {v}");
+    }
+}
+
+fn one(v: u64) -> Vec<(String, u64)> {
+    vec![(String::new(), v)]
+}
+
+/// Renders the Prometheus text exposition format (version 0.0.4).
+pub fn render(s: &Snapshot) -> String {
+    let mut o = String::new();
+    if !s.connections.is_empty() {
+        let samples: Vec<(String, u64)> = s
+            .connections
+            .iter()
+            .map(|(c, v, n)| (format!("{{component=\"{c}\",verdict=\"{v}\"}}"), *n))
+            .collect();
+        family(
+            &mut o,
+            "egret_filter_connections_total",
+            "counter",
+            "Proxied connections and requests by component and verdict.",
+            &samples,
+        );
+    }
+    if let Some(n) = s.connections_open {
+        family(&mut o, "egret_filter_connections_open", "gauge", "Proxied connections open now.", &one(n));
+    }
+    if let (Some(up), Some(down)) = (s.bytes_up, s.bytes_down) {
+        let samples = vec![("{direction=\"up\"}".to_owned(), up), ("{direction=\"down\"}".to_owned(), down)];
+        family(
+            &mut o,
+            "egret_filter_relayed_bytes_total",
+            "counter",
+            "Bytes relayed by closed proxied connections.",
+            &samples,
+        );
+    }
+    if !s.dns.is_empty() {
+        let samples: Vec<(String, u64)> =
+            s.dns.iter().map(|(v, n)| (format!("{{verdict=\"{v}\"}}"), *n)).collect();
+        family(&mut o, "egret_filter_dns_queries_total", "counter", "DNS queries by verdict.", &samples);
+    }
+    family(
+        &mut o,
+        "egret_filter_nflog_events_total",
+        "counter",
+        "Blocked packets reported by NFLOG.",
+        &one(s.nflog_events),
+    );
+    let e = &s.events;
+    family(
+        &mut o,
+        "egret_filter_events_total",
+        "counter",
+        "Events written by the event sink.",
+        &one(e.events),
+    );
+    let dropped = vec![
+        ("{stage=\"channel\"}".to_owned(), e.channel_dropped),
+        ("{stage=\"dashboard\"}".to_owned(), e.ship_dropped),
+        ("{stage=\"gotify\"}".to_owned(), e.alerts_dropped),
+    ];
+    family(
+        &mut o,
+        "egret_filter_events_dropped_total",
+        "counter",
+        "Events dropped because a queue was full.",
+        &dropped,
+    );
+    family(
+        &mut o,
+        "egret_filter_events_shipped_total",
+        "counter",
+        "Events delivered to the dashboard.",
+        &one(e.shipped),
+    );
+    family(
+        &mut o,
+        "egret_filter_alerts_sent_total",
+        "counter",
+        "Gotify alerts delivered.",
+        &one(e.alerts_sent),
+    );
+    let reloads: Vec<(String, u64)> =
+        s.reloads.iter().map(|(r, n)| (format!("{{result=\"{r}\"}}"), *n)).collect();
+    family(&mut o, "egret_filter_reloads_total", "counter", "Policy reloads by result.", &reloads);
+    family(
+        &mut o,
+        "egret_filter_ruleset_tampered_total",
+        "counter",
+        "Times the watchdog found the installed ruleset deleted or changed.",
+        &one(s.tampered),
+    );
+    family(
+        &mut o,
+        "egret_filter_ruleset_reapplies_total",
+        "counter",
+        "Ruleset re-applies after tampering.",
+        &one(s.reapplies),
+    );
+    if let Some(ok) = s.enforced {
+        family(
+            &mut o,
+            "egret_filter_enforcement_intact",
+            "gauge",
+            "1 when the installed ruleset is the one egret installed.",
+            &one(u64::from(ok)),
+        );
+    }
+    o
+}
+
+/// The health endpoint's answer: `(status code, JSON body)`.
+pub fn health_reply(check: &Result<Drift, String>) -> (u16, String) {
+    match check {
+        Ok(Drift::Intact) => (200, "{\"status\":\"ok\"}\n".into()),
+        Ok(d) => (503, format!("{{\"status\":\"degraded\",\"reason\":{}}}\n", json_str(&d.describe()))),
+        Err(e) => (503, format!("{{\"status\":\"degraded\",\"reason\":{}}}\n", json_str(e))),
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+/// Where the live counters are.
+pub struct Sources {
+    pub daemon: Arc<DaemonCounters>,
+    pub proxy: Option<(Arc<Registry>, Arc<AtomicUsize>)>,
+    pub dns: Option<Arc<crate::dns::Stats>>,
+    /// Refreshed by the control loop (the sink handle lives there).
+    pub events: Arc<Mutex<Counts>>,
+    /// Live drop counter of the emitter (newer than `events`).
+    pub channel_dropped: Arc<AtomicU64>,
+    pub enforcement: Arc<Enforcement>,
+}
+
+impl Sources {
+    pub fn snapshot(&self, enforced: Option<bool>) -> Snapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let d = &self.daemon;
+        let mut s = Snapshot {
+            nflog_events: r(&d.nflog_events),
+            events: *self.events.lock().unwrap_or_else(|p| p.into_inner()),
+            reloads: vec![
+                ("applied", r(&d.reloads_applied)),
+                ("unchanged", r(&d.reloads_unchanged)),
+                ("invalid", r(&d.reloads_invalid)),
+                ("apply_failed", r(&d.reloads_failed)),
+            ],
+            tampered: r(&d.tampered),
+            reapplies: r(&d.reapplies),
+            enforced,
+            ..Snapshot::default()
+        };
+        s.events.channel_dropped = s.events.channel_dropped.max(r(&self.channel_dropped));
+        if let Some((reg, active)) = &self.proxy {
+            let c = &reg.counters;
+            for (i, comp) in ["http", "https"].into_iter().enumerate() {
+                s.connections.push((comp, "allowed", r(&c.allowed[i])));
+                s.connections.push((comp, "blocked", r(&c.blocked[i])));
+                s.connections.push((comp, "revoked", r(&c.revoked[i])));
+            }
+            s.connections_open = Some(active.load(Ordering::Relaxed) as u64);
+            s.bytes_up = Some(r(&c.bytes_up));
+            s.bytes_down = Some(r(&c.bytes_down));
+        }
+        if let Some(st) = &self.dns {
+            s.dns = vec![
+                ("forwarded", r(&st.forwarded)),
+                ("blocked", r(&st.blocked)),
+                ("rejected", r(&st.rejected)),
+                ("servfail", r(&st.servfail)),
+                ("dropped", r(&st.dropped)),
+            ];
+        }
+        s
+    }
+}
+
+/// The running endpoint.
+pub struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    pub fn stop(mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `addr` and serves `/metrics` and `/health` on one thread (a
+/// scrape is cheap: atomics and one netlink read-back).
+pub fn serve(addr: SocketAddr, sources: Sources) -> Result<MetricsServer, String> {
+    let server = Arc::new(
+        tiny_http::Server::http(addr).map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?,
+    );
+    log::info!("metrics and health on http://{addr}/metrics and /health");
+    let srv = server.clone();
+    let thread = thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for req in srv.incoming_requests() {
+                answer(req, &sources);
+            }
+        })
+        .map_err(|e| format!("metrics: cannot start the thread: {e}"))?;
+    Ok(MetricsServer { server, thread: Some(thread) })
+}
+
+fn answer(req: tiny_http::Request, sources: &Sources) {
+    use tiny_http::{Header, Method, Response};
+    let path = req.url().split('?').next().unwrap_or("").to_owned();
+    let header = |v: &str| Header::from_bytes("Content-Type", v).ok();
+    let (code, body, ctype) = match (req.method(), path.as_str()) {
+        (Method::Get, "/metrics") => {
+            let enforced = sources.enforcement.check().ok().map(|d| d.is_intact());
+            (200, render(&sources.snapshot(enforced)), "text/plain; version=0.0.4; charset=utf-8")
+        }
+        (Method::Get, "/health") => {
+            let (code, body) = health_reply(&sources.enforcement.check());
+            (code, body, "application/json")
+        }
+        (Method::Get, _) => (404, "not found\n".to_owned(), "text/plain; charset=utf-8"),
+        _ => (405, "method not allowed\n".to_owned(), "text/plain; charset=utf-8"),
+    };
+    let mut resp = Response::from_string(body).with_status_code(code);
+    if let Some(h) = header(ctype) {
+        resp = resp.with_header(h);
+    }
+    // A client that went away is not our problem.
+    let _ = req.respond(resp);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_bounded_labels_and_every_family() {
+        let s = Snapshot {
+            connections: vec![("http", "allowed", 3), ("https", "revoked", 1)],
+            connections_open: Some(2),
+            bytes_up: Some(10),
+            bytes_down: Some(2000),
+            dns: vec![("forwarded", 5), ("blocked", 1)],
+            nflog_events: 7,
+            events: Counts { events: 11, channel_dropped: 1, ship_dropped: 2, ..Counts::default() },
+            reloads: vec![("applied", 1), ("invalid", 2)],
+            tampered: 1,
+            reapplies: 1,
+            enforced: Some(true),
+        };
+        let text = render(&s);
+        for line in [
+            "egret_filter_connections_total{component=\"http\",verdict=\"allowed\"} 3",
+            "egret_filter_connections_total{component=\"https\",verdict=\"revoked\"} 1",
+            "egret_filter_connections_open 2",
+            "egret_filter_relayed_bytes_total{direction=\"down\"} 2000",
+            "egret_filter_dns_queries_total{verdict=\"blocked\"} 1",
+            "egret_filter_nflog_events_total 7",
+            "egret_filter_events_total 11",
+            "egret_filter_events_dropped_total{stage=\"channel\"} 1",
+            "egret_filter_events_dropped_total{stage=\"dashboard\"} 2",
+            "egret_filter_reloads_total{result=\"invalid\"} 2",
+            "egret_filter_ruleset_tampered_total 1",
+            "egret_filter_ruleset_reapplies_total 1",
+            "egret_filter_enforcement_intact 1",
+            "# TYPE egret_filter_connections_open gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        // DNS mode: no proxy families at all, and vice versa.
+        let dns_only = render(&Snapshot { dns: vec![("forwarded", 1)], ..Snapshot::default() });
+        assert!(!dns_only.contains("connections"), "{dns_only}");
+        assert!(!dns_only.contains("enforcement_intact"), "not checked, not reported");
+    }
+
+    #[test]
+    fn health_replies() {
+        assert_eq!(health_reply(&Ok(Drift::Intact)), (200, "{\"status\":\"ok\"}\n".into()));
+        let (code, body) = health_reply(&Ok(Drift::Missing));
+        assert_eq!(code, 503);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "degraded");
+        assert!(v["reason"].as_str().unwrap().contains("deleted"));
+        let (code, body) = health_reply(&Err("reading the ruleset back: \"x\"".into()));
+        assert_eq!(code, 503);
+        assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok());
+    }
+}

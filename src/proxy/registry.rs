@@ -1,0 +1,217 @@
+//! The open proxied connections and the proxies' counters: what a policy
+//! reload needs to cut connections the new policy no longer allows, and
+//! what the filter's metrics report.
+//!
+//! Shell: holds duplicated socket handles so a reload can shut a
+//! connection down from outside its `conn-N` thread (the thread then sees
+//! the sockets close and ends). The decision itself is the pure
+//! [`Policy::decide`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::conn::Kind;
+use crate::policy::{Policy, Query};
+
+/// Event reason of a connection cut because a reload revoked it.
+pub const POLICY_REVOKED: &str = "policy-revoked";
+
+/// Counters since start (relaxed atomics: each exact on its own).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Indexed by [`Kind`]: `[http, https]`.
+    pub allowed: [AtomicU64; 2],
+    pub blocked: [AtomicU64; 2],
+    pub revoked: [AtomicU64; 2],
+    /// Client → upstream bytes of closed connections.
+    pub bytes_up: AtomicU64,
+    /// Upstream → client bytes of closed connections.
+    pub bytes_down: AtomicU64,
+}
+
+pub(crate) fn slot(kind: Kind) -> usize {
+    match kind {
+        Kind::Http => 0,
+        Kind::Https => 1,
+    }
+}
+
+/// One relayed connection as a reload sees it.
+#[derive(Debug)]
+pub struct Tracked {
+    pub kind: Kind,
+    pub peer: SocketAddr,
+    pub orig: SocketAddr,
+    /// The allowed name (for HTTP: of the latest request).
+    name: Mutex<String>,
+    client: TcpStream,
+    upstream: TcpStream,
+}
+
+impl Tracked {
+    pub fn name(&self) -> String {
+        lock(&self.name).clone()
+    }
+
+    /// Cuts both sides at once: the upstream gets no further byte, the
+    /// client a reset.
+    fn cut(&self) {
+        super::conn::reset(&self.client);
+        let _ = self.upstream.shutdown(Shutdown::Both);
+    }
+}
+
+/// A connection cut by [`Registry::revoke`], for its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub kind: Kind,
+    pub peer: SocketAddr,
+    pub orig: SocketAddr,
+    pub name: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    open: Mutex<HashMap<u64, Arc<Tracked>>>,
+    pub counters: Counters,
+}
+
+/// Removes its connection from the registry when dropped.
+pub(crate) struct Entry {
+    registry: Arc<Registry>,
+    id: u64,
+    tracked: Arc<Tracked>,
+}
+
+impl Entry {
+    pub fn set_name(&self, name: &str) {
+        *lock(&self.tracked.name) = name.to_owned();
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        lock(&self.registry.open).remove(&self.id);
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it;
+/// the map and strings inside stay consistent, so keep using them.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether `policy` still allows `name` at `ip` (the policy part of the
+/// proxies' decision; the anti-spoofing check was passed at connect).
+pub fn still_allowed(policy: &Policy, name: &str, ip: IpAddr) -> bool {
+    policy.decide(Query { name: Some(name), ip: Some(ip) }).allowed()
+}
+
+impl Registry {
+    /// Registers a relayed connection. `None` when the sockets cannot be
+    /// duplicated (out of descriptors): the connection then cannot be
+    /// revoked and the caller refuses it rather than relay it untracked.
+    pub(crate) fn track(
+        self: &Arc<Self>,
+        id: u64,
+        kind: Kind,
+        (peer, orig): (SocketAddr, SocketAddr),
+        name: &str,
+        client: &TcpStream,
+        upstream: &TcpStream,
+    ) -> Option<Entry> {
+        let tracked = Arc::new(Tracked {
+            kind,
+            peer,
+            orig,
+            name: Mutex::new(name.to_owned()),
+            client: client.try_clone().ok()?,
+            upstream: upstream.try_clone().ok()?,
+        });
+        lock(&self.open).insert(id, tracked.clone());
+        Some(Entry { registry: self.clone(), id, tracked })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        lock(&self.open).len()
+    }
+
+    /// Cuts every open connection `policy` no longer allows and returns
+    /// them (the caller emits their events).
+    pub fn revoke(&self, policy: &Policy) -> Vec<Revoked> {
+        let victims: Vec<(u64, Arc<Tracked>)> = lock(&self.open)
+            .iter()
+            .filter(|(_, t)| !still_allowed(policy, &t.name(), t.orig.ip()))
+            .map(|(id, t)| (*id, t.clone()))
+            .collect();
+        victims
+            .into_iter()
+            .map(|(id, t)| {
+                t.cut();
+                lock(&self.open).remove(&id);
+                self.counters.revoked[slot(t.kind)].fetch_add(1, Ordering::Relaxed);
+                Revoked { kind: t.kind, peer: t.peer, orig: t.orig, name: t.name() }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Origin, Source};
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    fn policy(domains: &[&str]) -> Policy {
+        let d: Vec<String> = domains.iter().map(|s| s.to_string()).collect();
+        Policy::compile(&[], &[Source { origin: Origin::Env("ALLOWLIST_DOMAINS"), entries: &d }]).unwrap()
+    }
+
+    /// A connected pair of loopback sockets.
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn revoke_cuts_only_what_the_policy_no_longer_allows() {
+        let reg = Arc::new(Registry::default());
+        let (c1, mut far1) = pair();
+        let (u1, _u1far) = pair();
+        let (c2, far2) = pair();
+        let (u2, _u2far) = pair();
+        let flow = |n: u8| -> (SocketAddr, SocketAddr) {
+            (format!("10.0.0.{n}:1000").parse().unwrap(), "10.0.9.9:443".parse().unwrap())
+        };
+        let e1 = reg.track(1, Kind::Https, flow(1), "gone.example", &c1, &u1).unwrap();
+        let e2 = reg.track(2, Kind::Http, flow(2), "kept.example", &c2, &u2).unwrap();
+        assert_eq!(reg.open(), 2);
+
+        let cases: &[(&[&str], &[&str])] =
+            &[(&["gone.example", "kept.example"], &[]), (&["kept.example"], &["gone.example"])];
+        for (allowed, want) in cases {
+            let got: Vec<String> = reg.revoke(&policy(allowed)).into_iter().map(|r| r.name).collect();
+            assert_eq!(&got, want, "allowed {allowed:?}");
+        }
+        assert_eq!(reg.open(), 1);
+        assert_eq!(reg.counters.revoked[slot(Kind::Https)].load(Ordering::Relaxed), 1);
+        // The revoked client sees its connection end; the kept one not.
+        far1.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 8];
+        assert!(matches!(far1.read(&mut b), Ok(0) | Err(_)));
+        far2.set_nonblocking(true).unwrap();
+        assert_eq!((&far2).read(&mut b).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+
+        // A later host on an HTTP connection is what a reload checks.
+        e2.set_name("other.example");
+        assert_eq!(reg.revoke(&policy(&["kept.example"])).len(), 1);
+        drop((e1, e2));
+        assert_eq!(reg.open(), 0);
+    }
+}
