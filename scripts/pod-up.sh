@@ -99,11 +99,11 @@ if [ "${EGRET_INIT:-1}" != 0 ]; then
     "$IMAGE" init >/dev/null
 fi
 [ "${EGRET_RUN:-1}" = 0 ] || podman create --pod "$NAME" --name "$NAME-egret" \
-  "${EGRET_SEC[@]}" --no-healthcheck --env-file "$STATE/egret.env" "${policy_mount[@]}" \
+  "${EGRET_SEC[@]}" --env-file "$STATE/egret.env" "${policy_mount[@]}" \
   "$IMAGE" run >/dev/null
 podman create --pod "$NAME" --name "$NAME-dashboard" \
   --cap-drop ALL --read-only --security-opt no-new-privileges \
-  -e API_KEY="$KEY" -e PORT=8081 \
+  -e API_KEY="$KEY" -e PORT=8081 --health-cmd '["/egret", "health"]' \
   "$IMAGE" dashboard >/dev/null
 # Workloads: drop NET_RAW (it allows setting any socket mark).
 podman create --pod "$NAME" --name "$NAME-work" --cap-drop NET_RAW \
@@ -118,7 +118,8 @@ scripts/pod-uplink.sh "$NAME" "$UPNS" "$WIMAGE"
 
 # Starts the init container, waits for it to exit 0, then the others.
 # Without systemd (PID 1 here is not), podman cannot schedule healthchecks
-# and says so; `podman healthcheck run NAME-dashboard` still works.
+# and says so; `podman healthcheck run NAME-egret` (the filter's /health:
+# ruleset intact) and `... NAME-dashboard` still work.
 if ! err=$(podman pod start "$NAME" 2>&1 >/dev/null); then
   echo "$err" >&2
   die "podman pod start $NAME failed (podman logs $NAME-init shows the init container's output)"
@@ -147,6 +148,7 @@ pod $NAME is up (dashboard key in $STATE/egret.env). Try:
   podman logs $NAME-egret
   ip netns exec $UPNS curl -s http://10.200.0.1:8081/api/v1/logs
   ip netns exec $UPNS curl -s http://10.200.0.1:8081/health
+  podman healthcheck run $NAME-egret      # the filter: ruleset installed and intact
   # remove it all
   scripts/pod-up.sh down
 EOF

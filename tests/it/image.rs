@@ -156,6 +156,8 @@ fn image_builds_from_scratch_without_a_registry() {
     let hc =
         ok(podman(&["image", "inspect", "--format", "{{json .HealthCheck}}", &b.tag]), "inspect healthcheck");
     assert!(hc.contains("/egret") && hc.contains("health"), "no HEALTHCHECK through egret health: {hc}");
+    let env = cfg["Env"].to_string();
+    assert!(env.contains("METRICS_ADDR=127.0.0.1:9090"), "the filter's /health is not on by default: {env}");
 
     // Only the binary, the CA bundle and the policy: no shell, nothing else.
     let dir = util::scratch("image-export");
@@ -252,8 +254,8 @@ fn http_get(host: &str, ip: &str, port: u16, path: &str) -> String {
 
 /// What the pod tests check: allowed and blocked requests from the
 /// workload container `work`, their events on the dashboard, /health, and
-/// the image's HEALTHCHECK in container `healthcheck` when given.
-fn check_filtering(work: &str, upns: &str, healthcheck: Option<&str>) {
+/// the HEALTHCHECK of the `healthchecks` containers.
+fn check_filtering(work: &str, upns: &str, healthchecks: &[&str]) {
     // Allowed by name: github.com is in policy.yaml and resolves (the
     // upstream's DNS) to 10.200.0.2; egret's HTTP proxy checks and relays it.
     let (_, out, err) = in_workload(work, &http_get("github.com", "10.200.0.2", 80, "/"));
@@ -285,17 +287,18 @@ fn check_filtering(work: &str, upns: &str, healthcheck: Option<&str>) {
 
     let health = curl_from_upstream(upns, "http://10.200.0.1:8081/health").unwrap_or_default();
     assert!(health.contains(r#""status":"ok""#), "GET /health: {health}");
-    if let Some(c) = healthcheck {
-        // The image's HEALTHCHECK (egret health) passes in the dashboard container.
-        ok(podman(&["healthcheck", "run", c]), "podman healthcheck run");
+    for c in healthchecks {
+        // `egret health` as HEALTHCHECK: the image's (the filter's /health:
+        // ruleset intact) and the dashboard's.
+        ok(podman(&["healthcheck", "run", c]), &format!("podman healthcheck run {c}"));
     }
 }
 
 #[test]
 fn pod_up_filters_the_workload_and_the_dashboard_gets_both_events() {
     let pod = PodUp::start("pod", None, &[]);
-    let dashboard = format!("{}-dashboard", pod.name);
-    check_filtering(&format!("{}-work", pod.name), &format!("{}-up", pod.name), Some(&dashboard));
+    let (egret, dashboard) = (format!("{}-egret", pod.name), format!("{}-dashboard", pod.name));
+    check_filtering(&format!("{}-work", pod.name), &format!("{}-up", pod.name), &[&egret, &dashboard]);
 }
 
 /// `deploy/pod.yaml` as written, except for this test's pod name and
@@ -356,7 +359,7 @@ fn play_kube_pod_yaml_filters_the_workload_and_the_dashboard_gets_both_events() 
     assert!(ready.is_some(), "the kube pod's dashboard never answered");
     // play kube does not keep an image's HEALTHCHECK (Kubernetes has
     // probes instead, see deploy/pod.yaml), so there is none to run.
-    check_filtering(&format!("{name}-work"), &upns, None);
+    check_filtering(&format!("{name}-work"), &upns, &[]);
 }
 
 /// `deploy/compose.yaml` as written, except for this test's project name
@@ -414,7 +417,8 @@ fn compose_file_filters_the_app_and_the_dashboard_gets_both_events() {
         curl_from_upstream(&upns, "http://10.200.0.1:8081/health")
     });
     assert!(ready.is_some(), "the compose dashboard never answered");
-    check_filtering(&format!("{name}_app_1"), &upns, None);
+    let (egret, dashboard) = (format!("{name}_egret_1"), format!("{name}_dashboard_1"));
+    check_filtering(&format!("{name}_app_1"), &upns, &[&egret, &dashboard]);
 }
 
 const ROUNDS: u32 = 150;
