@@ -8,8 +8,11 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests drive: nft/ip to build and inspect namespaces,
 # real clients (curl, openssl, dig), capability tools for privilege tests,
 # python3 for small test servers, headless chromium for the dashboard UI
-# test; dnsperf and dnsmasq-base are for scripts/bench-dns.sh.
-PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools python3 chromium dnsperf dnsmasq-base)
+# test; dnsperf and dnsmasq-base are for scripts/bench-dns.sh; podman and
+# friends for the image and pod tests (scripts/podman-setup.sh also
+# configures them).
+PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools python3 chromium dnsperf dnsmasq-base
+  podman runc uidmap fuse-overlayfs slirp4netns catatonit busybox-static ca-certificates)
 
 need_install=()
 for p in "${PACKAGES[@]}"; do
@@ -32,4 +35,9 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "==> cargo test"
+rm -f target/tmp/image-sizes.txt
 cargo test
+if [ -f target/tmp/image-sizes.txt ]; then
+  echo "==> image sizes (tests/it/image.rs)"
+  cat target/tmp/image-sizes.txt
+fi

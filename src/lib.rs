@@ -22,6 +22,7 @@ pub mod nft;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;
+pub mod sys;
 pub mod watchdog;
 
 /// The version reported in events and by `egret version`.

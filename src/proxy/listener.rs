@@ -32,14 +32,16 @@ const CONN_STACK: usize = 256 * 1024;
 /// A non-blocking listening socket with SO_REUSEADDR and a chosen
 /// backlog.
 pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
-    use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
-    use std::os::fd::AsRawFd;
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    use std::os::fd::{AsFd, AsRawFd};
     let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     let fd =
         socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
-    socket::listen(&fd, Backlog::new(backlog)?)?;
+    // Not nix's listen: it caps the backlog at the musl libc constant 128
+    // (see `sys::listen`), far too small for a burst of connections.
+    crate::sys::listen(fd.as_fd(), backlog)?;
     Ok(std::net::TcpListener::from(fd))
 }
 

@@ -8,6 +8,7 @@ mod dns;
 mod dnsauth;
 mod events;
 mod fuzz_replay;
+mod image;
 mod netns;
 mod nft;
 mod ops;

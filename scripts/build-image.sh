@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds egret's FROM scratch image without any registry:
+#   1. cargo build --release --target x86_64-unknown-linux-musl (static-pie);
+#   2. stages the binary, the host's CA bundle and policy.yaml into a
+#      context directory;
+#   3. podman build --format docker --build-arg EGRET_SOURCE=host (the
+#      Containerfile's Rust build stage is not used, so nothing is pulled).
+# Prints the binary and image sizes.
+#
+#   scripts/build-image.sh [TAG]        default tag: localhost/egret:latest
+#
+# Env: EGRET_SKIP_CARGO=1 reuses an already built binary (tests do this
+# after building it once).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+tag=${1:-localhost/egret:latest}
+musl=x86_64-unknown-linux-musl
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+bin=$target_dir/$musl/release/egret
+ca=/etc/ssl/certs/ca-certificates.crt
+
+as_root_install() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "build-image.sh: missing $*; install it (apt-get install $*) or run as root" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v podman >/dev/null || bash scripts/podman-setup.sh
+command -v x86_64-linux-musl-gcc >/dev/null || as_root_install musl-tools
+[ -r "$ca" ] || as_root_install ca-certificates
+
+if [ "${EGRET_SKIP_CARGO:-0}" != 1 ] || [ ! -x "$bin" ]; then
+  rustup target list --installed 2>/dev/null | grep -qx "$musl" || rustup target add "$musl"
+  echo "==> cargo build --release --target $musl" >&2
+  cargo build --release --locked --target "$musl" >&2
+fi
+if ! ldd "$bin" 2>&1 | grep -Eq 'statically linked|not a dynamic executable'; then
+  echo "build-image.sh: $bin is not statically linked:" >&2
+  ldd "$bin" >&2 || true
+  exit 1
+fi
+
+ctx=$target_dir/image-context
+rm -rf "$ctx"
+mkdir -p "$ctx"
+cp "$bin" "$ctx/egret"
+cp -L "$ca" "$ctx/ca-certificates.crt"
+cp policy.yaml "$ctx/policy.yaml"
+
+echo "==> podman build $tag (no registry)" >&2
+podman build --quiet --pull=never --format docker --build-arg EGRET_SOURCE=host \
+  -f "$root/Containerfile" -t "$tag" "$ctx" >/dev/null
+# Untagged leftovers of earlier builds (intermediate stages, replaced tags).
+podman image prune -f --filter label=io.egret.build-stage=true >/dev/null
+podman image prune -f --filter label=org.opencontainers.image.title=egret >/dev/null
+
+bin_size=$(stat -c %s "$bin")
+img_size=$(podman image inspect --format '{{.Size}}' "$tag")
+echo "binary: $bin_size bytes ($(awk -v b="$bin_size" 'BEGIN{printf "%.2f", b/1048576}') MiB), static"
+echo "image:  $tag $img_size bytes ($(awk -v b="$img_size" 'BEGIN{printf "%.2f", b/1048576}') MiB)"

@@ -1,0 +1,496 @@
+//! The image and the pod deployments, with real podman (root, as in CI).
+//!
+//! Once per test process: `scripts/podman-setup.sh` (packages,
+//! containers.conf, pause and busybox images; idempotent) and
+//! `scripts/build-image.sh` (static musl build + `podman build
+//! --pull=never` of the FROM scratch image). A machine where podman cannot
+//! run fails every test here with the setup's own message.
+//!
+//! The pods are the shipped examples: `scripts/pod-up.sh` as written,
+//! `deploy/pod.yaml` (`podman play kube`) and `deploy/compose.yaml`
+//! (podman-compose 1.6.0) with this test's names and image, each with the
+//! stand-in upstream of `scripts/pod-uplink.sh`: a network namespace joined
+//! to the pod's by a veth, serving HTTP on 10.200.0.2 ("github.com",
+//! allowed by the bundled policy), 10.200.0.3 ("example.com", not) and
+//! 192.168.77.7 (allowed by CIDR), with dnsmasq answering for the names. Those addresses exist only inside the
+//! namespace pair each test creates. Pods, containers and namespaces carry
+//! the test's pid and are removed by name on drop, also when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use serde_yaml::Value as Yaml;
+
+use crate::util;
+
+/// Largest acceptable image (the issue's goal).
+const MAX_IMAGE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Every external command gets this bound (`timeout`), so a stuck podman
+/// fails the test instead of hanging CI.
+const CMD_TIMEOUT_S: &str = "300";
+
+fn bounded(program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["-k", "10", CMD_TIMEOUT_S, program]).args(args);
+    c
+}
+
+fn output(mut c: Command) -> Output {
+    c.output().unwrap_or_else(|e| panic!("spawn {c:?}: {e}"))
+}
+
+/// Runs and returns stdout; panics with stderr when it fails.
+fn ok(c: Command, what: &str) -> String {
+    let o = output(c);
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        util::text(&o.stdout),
+        util::text(&o.stderr)
+    );
+    util::text(&o.stdout)
+}
+
+fn script(name: &str) -> Command {
+    let mut c = bounded("bash", &[util::root().join("scripts").join(name).to_str().expect("utf-8 path")]);
+    c.current_dir(util::root());
+    // cargo sets CARGO_* (and OUT_DIR) for test processes; the nested
+    // `cargo build` in build-image.sh must see what a shell would, or its
+    // build scripts rerun and the binary is rebuilt on every switch.
+    for (k, _) in std::env::vars() {
+        if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR") || k == "OUT_DIR" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// The image tag for this worktree (tests of different checkouts on one
+/// machine do not overwrite each other's image).
+fn tag() -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in env!("CARGO_MANIFEST_DIR").bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("localhost/egret:it-{h:08x}")
+}
+
+struct Built {
+    tag: String,
+    sizes: String,
+}
+
+/// Sets podman up and builds the image, once per test process.
+fn image() -> &'static Built {
+    static BUILT: OnceLock<Result<Built, String>> = OnceLock::new();
+    let r = BUILT.get_or_init(|| {
+        let o = output(script("podman-setup.sh"));
+        if !o.status.success() {
+            return Err(format!(
+                "podman cannot run on this machine: scripts/podman-setup.sh failed ({}):\n{}{}",
+                o.status,
+                util::text(&o.stdout),
+                util::text(&o.stderr)
+            ));
+        }
+        let tag = tag();
+        let mut c = script("build-image.sh");
+        c.arg(&tag);
+        let o = output(c);
+        if !o.status.success() {
+            return Err(format!(
+                "scripts/build-image.sh failed ({}):\n{}{}",
+                o.status,
+                util::text(&o.stdout),
+                util::text(&o.stderr)
+            ));
+        }
+        let sizes = util::text(&o.stdout);
+        // CI shows this file (scripts/test.sh), so the sizes are reported
+        // even when every test passes.
+        let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-sizes.txt");
+        let _ = std::fs::write(&report, &sizes);
+        eprintln!("{sizes}");
+        Ok(Built { tag, sizes })
+    });
+    match r {
+        Ok(b) => b,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn podman(args: &[&str]) -> Command {
+    bounded("podman", args)
+}
+
+#[test]
+fn image_builds_from_scratch_without_a_registry() {
+    let b = image();
+    // build-image.sh builds with --pull=never, so a stage that needed a
+    // registry image would have failed the build. The image's history is
+    // FROM scratch plus metadata and three COPYs: no base layers, no RUN.
+    let history =
+        ok(podman(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", &b.tag]), "podman history");
+    let steps: Vec<&str> = history.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        steps.iter().all(|l| l.contains("#(nop)"))
+            && steps.iter().filter(|l| l.contains(" COPY ")).count() == 3,
+        "unexpected layers:\n{history}"
+    );
+
+    let size: u64 = ok(podman(&["image", "inspect", "--format", "{{.Size}}", &b.tag]), "inspect size")
+        .trim()
+        .parse()
+        .expect("image size is a number");
+    assert!(size <= MAX_IMAGE_BYTES, "image is {size} bytes, over {MAX_IMAGE_BYTES}:\n{}", b.sizes);
+
+    let cfg = ok(podman(&["image", "inspect", "--format", "{{json .Config}}", &b.tag]), "inspect config");
+    let cfg: Json = serde_json::from_str(&cfg).expect("image config is JSON");
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["/egret"]), "{cfg}");
+    assert_eq!(cfg["Cmd"], serde_json::json!(["run"]), "{cfg}");
+    let hc =
+        ok(podman(&["image", "inspect", "--format", "{{json .HealthCheck}}", &b.tag]), "inspect healthcheck");
+    assert!(hc.contains("/egret") && hc.contains("health"), "no HEALTHCHECK through egret health: {hc}");
+    let env = cfg["Env"].to_string();
+    assert!(env.contains("METRICS_ADDR=127.0.0.1:9090"), "the filter's /health is not on by default: {env}");
+
+    // Only the binary, the CA bundle and the policy: no shell, nothing else.
+    let dir = util::scratch("image-export");
+    let tar = dir.join("rootfs.tar");
+    let name = format!("egret-it-export-{}", std::process::id());
+    let _gone = Removal(vec![podman(&["rm", "-f", "-t", "0", &name])]);
+    ok(podman(&["create", "--name", &name, &b.tag]), "podman create");
+    ok(podman(&["export", "-o", tar.to_str().expect("utf-8"), &name]), "podman export");
+    let mut t = Command::new("tar");
+    t.arg("-tf").arg(&tar);
+    let files: Vec<String> = ok(t, "tar -t")
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_owned())
+        .filter(|l| !l.is_empty() && !l.ends_with('/'))
+        .collect();
+    let mut sorted = files.clone();
+    sorted.sort();
+    // podman creates the mount points of /etc/hosts etc. as empty files.
+    let ours: Vec<&String> = sorted.iter().filter(|f| !is_runtime_file(f)).collect();
+    assert_eq!(ours, ["app/policy.yaml", "egret", "etc/ssl/certs/ca-certificates.crt"], "files in the image");
+    assert!(!files.iter().any(|f| f.ends_with("/sh")), "a shell in the image: {files:?}");
+
+    // The image runs its subcommands.
+    let v =
+        ok(podman(&["run", "--rm", "--network", "none", &b.tag, "version"]), "egret version in the image");
+    assert!(v.starts_with("egret "), "{v}");
+    let c = ok(podman(&["run", "--rm", "--network", "none", "--read-only", &b.tag, "check"]), "egret check");
+    assert!(c.contains("github.com"), "bundled policy not at /app/policy.yaml: {c}");
+}
+
+/// Files podman adds to every container's rootfs (mount points).
+fn is_runtime_file(f: &str) -> bool {
+    matches!(f, "etc/hosts" | "etc/resolv.conf" | "etc/hostname" | "run/.containerenv" | ".containerenv")
+        || f.starts_with("proc")
+        || f.starts_with("sys")
+        || f.starts_with("dev")
+}
+
+/// Commands run on drop (cleanup by name, also when the test failed).
+struct Removal(Vec<Command>);
+
+impl Drop for Removal {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.output();
+        }
+    }
+}
+
+/// A pod made by `scripts/pod-up.sh`, removed by `pod-up.sh down`.
+struct PodUp {
+    name: String,
+    _down: Removal,
+}
+
+impl PodUp {
+    fn start(what: &str, workload: Option<&str>, extra: &[(&str, &str)]) -> PodUp {
+        let b = image();
+        let name = format!("egret-it-{what}-{}", std::process::id());
+        let env = |mut c: Command| {
+            c.env("EGRET_POD", &name).env("EGRET_IMAGE", &b.tag).env("DASHBOARD_API_KEY", "it-key");
+            if let Some(w) = workload {
+                c.env("WORKLOAD_CMD", w);
+            }
+            c.envs(extra.iter().copied());
+            c
+        };
+        let mut down = script("pod-up.sh");
+        down.arg("down");
+        let pod = PodUp { name: name.clone(), _down: Removal(vec![env(down)]) };
+        let mut up = script("pod-up.sh");
+        up.arg("up");
+        ok(env(up), "scripts/pod-up.sh up");
+        pod
+    }
+}
+
+/// A shell command in the pod's workload container: (exit code, stdout, stderr).
+fn in_workload(work: &str, sh: &str) -> (i32, String, String) {
+    let o = output(podman(&["exec", work, "sh", "-c", sh]));
+    (o.status.code().unwrap_or(-1), util::text(&o.stdout), util::text(&o.stderr))
+}
+
+/// curl run in the upstream namespace (the dashboard is on the pod's
+/// 10.200.0.1:8081).
+fn curl_from_upstream(upns: &str, url: &str) -> Option<String> {
+    let o = output(bounded("ip", &["netns", "exec", upns, "curl", "-sS", "-m", "5", url]));
+    o.status.success().then(|| util::text(&o.stdout))
+}
+
+fn http_get(host: &str, ip: &str, port: u16, path: &str) -> String {
+    format!(r#"printf 'GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n' | nc -w 5 {ip} {port}"#)
+}
+
+/// What the pod tests check: allowed and blocked requests from the
+/// workload container `work`, their events on the dashboard, /health, and
+/// the HEALTHCHECK of the `healthchecks` containers.
+fn check_filtering(work: &str, upns: &str, healthchecks: &[&str]) {
+    // Allowed by name: github.com is in policy.yaml and resolves (the
+    // upstream's DNS) to 10.200.0.2; egret's HTTP proxy checks and relays it.
+    let (_, out, err) = in_workload(work, &http_get("github.com", "10.200.0.2", 80, "/"));
+    assert!(out.contains("hello from upstream"), "allowed request failed: {out}{err}");
+    // Blocked by name: example.com is not in the policy.
+    let (_, out, err) = in_workload(work, &http_get("example.com", "10.200.0.3", 80, "/"));
+    assert!(!out.contains("hello from upstream"), "blocked name reached upstream: {out}{err}");
+    // Blocked in the kernel: another port of a non-allowed address is
+    // reset at once (not a silent drop).
+    let (code, out, err) = in_workload(work, "nc -w 5 10.200.0.3 9000 </dev/null");
+    assert!(code != 0 && err.contains("refused"), "10.200.0.3:9000 not refused: {code} {out}{err}");
+    // Allowed by address: 192.168.0.0/16 is in the policy.
+    let (_, out, err) = in_workload(work, &http_get("192.168.77.7", "192.168.77.7", 9000, "/"));
+    assert!(out.contains("hello from upstream"), "allowed CIDR failed: {out}{err}");
+
+    // The dashboard (in the pod) received egret's events for both.
+    let url = "http://10.200.0.1:8081/api/v1/logs";
+    let mut last = String::new();
+    let seen = crate::netns::wait_for(Duration::from_secs(30), || {
+        last = curl_from_upstream(upns, url).unwrap_or_default();
+        let entries: Vec<Json> = serde_json::from_str(&last).ok()?;
+        let has = |action: &str, needle: &str| {
+            entries.iter().any(|e| e["action"] == action && e.to_string().contains(needle))
+        };
+        (has("ALLOWED", "github.com") && has("BLOCKED", "example.com") && has("BLOCKED", "10.200.0.3:9000"))
+            .then_some(())
+    });
+    assert!(seen.is_some(), "dashboard lacks the allowed and blocked events: {last}");
+
+    let health = curl_from_upstream(upns, "http://10.200.0.1:8081/health").unwrap_or_default();
+    assert!(health.contains(r#""status":"ok""#), "GET /health: {health}");
+    for c in healthchecks {
+        // `egret health` as HEALTHCHECK: the image's (the filter's /health:
+        // ruleset intact) and the dashboard's.
+        ok(podman(&["healthcheck", "run", c]), &format!("podman healthcheck run {c}"));
+    }
+}
+
+#[test]
+fn pod_up_filters_the_workload_and_the_dashboard_gets_both_events() {
+    let pod = PodUp::start("pod", None, &[]);
+    let (egret, dashboard) = (format!("{}-egret", pod.name), format!("{}-dashboard", pod.name));
+    check_filtering(&format!("{}-work", pod.name), &format!("{}-up", pod.name), &[&egret, &dashboard]);
+}
+
+/// `deploy/pod.yaml` as written, except for this test's pod name and
+/// image and the stand-in upstream's resolver as `DNS_UPSTREAMS`.
+fn kube_manifest(name: &str, image: &str) -> String {
+    let text = std::fs::read_to_string(util::root().join("deploy/pod.yaml")).expect("read deploy/pod.yaml");
+    let mut doc: Yaml = serde_yaml::from_str(&text).expect("deploy/pod.yaml is YAML");
+    doc["metadata"]["name"] = Yaml::from(name);
+    let mut dns_set = 0;
+    for list in ["initContainers", "containers"] {
+        let Some(ctrs) = doc["spec"][list].as_sequence_mut() else { panic!("deploy/pod.yaml has no {list}") };
+        for c in ctrs {
+            if c["image"].as_str() == Some("localhost/egret:latest") {
+                c["image"] = Yaml::from(image);
+            }
+            for e in c["env"].as_sequence_mut().into_iter().flatten() {
+                if e["name"].as_str() == Some("DNS_UPSTREAMS") {
+                    e["value"] = Yaml::from("10.200.0.2:53");
+                    dns_set += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(dns_set, 2, "DNS_UPSTREAMS in the init and the egret container of deploy/pod.yaml");
+    serde_yaml::to_string(&doc).expect("serialise manifest")
+}
+
+#[test]
+fn play_kube_pod_yaml_filters_the_workload_and_the_dashboard_gets_both_events() {
+    let b = image();
+    let name = format!("egret-it-kube-{}", std::process::id());
+    let upns = format!("{name}-up");
+    let manifest: PathBuf = util::scratch("image-kube").join("pod.yaml");
+    std::fs::write(&manifest, kube_manifest(&name, &b.tag)).expect("write manifest");
+    let m = manifest.to_str().expect("utf-8 path");
+
+    let mut uplink_down = script("pod-uplink.sh");
+    uplink_down.args(["--down", &name, &upns]);
+    let _gone = Removal(vec![
+        podman(&["play", "kube", "--down", m]),
+        podman(&["pod", "rm", "-f", "-t", "0", &name]),
+        uplink_down,
+    ]);
+    // As deploy/pod.yaml and scripts/pod-uplink.sh document it: create,
+    // give the infra container its uplink, then start (init first).
+    ok(podman(&["play", "kube", "--network", "none", "--start=false", m]), "podman play kube");
+    let infra = ok(podman(&["pod", "inspect", &name, "--format", "{{.InfraContainerID}}"]), "pod inspect");
+    ok(podman(&["start", infra.trim()]), "start the infra container");
+    let mut up = script("pod-uplink.sh");
+    up.args([&name, &upns]);
+    ok(up, "scripts/pod-uplink.sh");
+    // podman without systemd complains that it cannot schedule healthchecks
+    // and still starts the pod; the exit status is what counts.
+    ok(podman(&["pod", "start", &name]), "podman pod start");
+    let ready = crate::netns::wait_for(Duration::from_secs(30), || {
+        curl_from_upstream(&upns, "http://10.200.0.1:8081/health")
+    });
+    assert!(ready.is_some(), "the kube pod's dashboard never answered");
+    // play kube does not keep an image's HEALTHCHECK (Kubernetes has
+    // probes instead, see deploy/pod.yaml), so there is none to run.
+    check_filtering(&format!("{name}-work"), &upns, &[]);
+}
+
+/// `deploy/compose.yaml` as written, except for this test's project name
+/// and image, the stand-in upstream's resolver, and `network_mode: none`
+/// instead of a bridge with a published port for egret's service (the
+/// stand-in uplink is moved into its namespace instead).
+fn compose_file(name: &str, image: &str) -> String {
+    let text =
+        std::fs::read_to_string(util::root().join("deploy/compose.yaml")).expect("read deploy/compose.yaml");
+    let mut doc: Yaml = serde_yaml::from_str(&text).expect("deploy/compose.yaml is YAML");
+    doc["name"] = Yaml::from(name);
+    let services = doc["services"].as_mapping_mut().expect("services");
+    for (_, svc) in services.iter_mut() {
+        if svc["image"].as_str() == Some("localhost/egret:latest") {
+            svc["image"] = Yaml::from(image);
+        }
+    }
+    let egret = doc["services"]["egret"].as_mapping_mut().expect("an egret service");
+    assert!(egret.remove("ports").is_some(), "egret publishes the dashboard port");
+    egret.insert(Yaml::from("network_mode"), Yaml::from("none"));
+    doc["services"]["egret"]["environment"]["DNS_UPSTREAMS"] = Yaml::from("10.200.0.2:53");
+    for svc in ["dashboard", "app"] {
+        assert_eq!(doc["services"][svc]["network_mode"].as_str(), Some("service:egret"), "{svc}");
+    }
+    serde_yaml::to_string(&doc).expect("serialise compose file")
+}
+
+#[test]
+fn compose_file_filters_the_app_and_the_dashboard_gets_both_events() {
+    let b = image();
+    // podman-compose 1.6.0 from PyPI (Debian's 1.0.3 breaks service: modes).
+    let mut setup = script("podman-setup.sh");
+    setup.arg("--compose");
+    ok(setup, "scripts/podman-setup.sh --compose");
+    let name = format!("egret-it-compose-{}", std::process::id());
+    let upns = format!("{name}-up");
+    let owner = format!("{name}_egret_1");
+    let file: PathBuf = util::scratch("image-compose").join("compose.yaml");
+    std::fs::write(&file, compose_file(&name, &b.tag)).expect("write compose file");
+    let f = file.to_str().expect("utf-8 path");
+
+    let mut uplink_down = script("pod-uplink.sh");
+    uplink_down.args(["--down", &owner, &upns]);
+    let _gone = Removal(vec![
+        bounded("podman-compose", &["-f", f, "down", "-t", "0"]),
+        podman(&["rm", "-f", "-t", "0", &owner, &format!("{name}_dashboard_1"), &format!("{name}_app_1")]),
+        podman(&["pod", "rm", "-f", "-t", "0", &format!("pod_{name}")]),
+        uplink_down,
+    ]);
+    ok(bounded("podman-compose", &["-f", f, "up", "-d"]), "podman-compose up");
+    let mut up = script("pod-uplink.sh");
+    up.args([&owner, &upns]);
+    ok(up, "scripts/pod-uplink.sh on the egret service");
+    let ready = crate::netns::wait_for(Duration::from_secs(30), || {
+        curl_from_upstream(&upns, "http://10.200.0.1:8081/health")
+    });
+    assert!(ready.is_some(), "the compose dashboard never answered");
+    let (egret, dashboard) = (format!("{name}_egret_1"), format!("{name}_dashboard_1"));
+    check_filtering(&format!("{name}_app_1"), &upns, &[&egret, &dashboard]);
+}
+
+const ROUNDS: u32 = 150;
+
+/// A workload that, from its very first instruction, alternates
+/// connections to a non-allowed (10.200.0.3:9000) and an allowed
+/// (192.168.77.7:9000) destination, `ROUNDS` times, then says so.
+fn eager_workload() -> String {
+    format!(
+        r#"i=0; while [ $i -lt {ROUNDS} ]; do
+             printf 'GET /to-blocked-'$i' HTTP/1.0\r\n\r\n' | nc -w 3 10.200.0.3 9000 >/dev/null 2>&1
+             printf 'GET /to-allowed-'$i' HTTP/1.0\r\n\r\n' | nc -w 3 192.168.77.7 9000 >/dev/null 2>&1
+             i=$((i+1))
+           done; echo rounds-done; exec sleep 2147483647"#
+    )
+}
+
+/// Runs [`eager_workload`] in a pod made with `env` and returns the
+/// upstream's request log once the workload is done (with a control
+/// request from the upstream side in it, proving the log is read).
+fn eager_workload_log(what: &str, env: &[(&str, &str)]) -> String {
+    let pod = PodUp::start(what, Some(&eager_workload()), env);
+    let upns = format!("{}-up", pod.name);
+    let work = format!("{}-work", pod.name);
+    let done = crate::netns::wait_for(Duration::from_secs(120), || {
+        let o = output(podman(&["logs", &work]));
+        util::text(&o.stdout).contains("rounds-done").then_some(())
+    });
+    assert!(done.is_some(), "the workload did not finish its {ROUNDS} rounds in 120 s");
+    let control = curl_from_upstream(&upns, "http://10.200.0.3:9000/to-blocked-control");
+    assert!(control.is_some(), "upstream :9000 did not answer its own namespace");
+    crate::netns::wait_for(Duration::from_secs(10), || {
+        let o = output(podman(&["logs", &format!("{}-upstream", pod.name)]));
+        let text = util::text(&o.stdout) + &util::text(&o.stderr);
+        text.contains("/to-blocked-control").then_some(text)
+    })
+    .expect("control request in the upstream log")
+}
+
+fn arrived<'a>(log: &'a str, prefix: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(&format!("url:/{prefix}-")) && !l.contains("control")).collect()
+}
+
+/// The realistic case: init container, then `egret run` starting at the
+/// same time as the eager workload. Not one blocked attempt may arrive.
+#[test]
+fn a_workload_connecting_from_its_first_instant_never_reaches_a_blocked_destination() {
+    let log = eager_workload_log("order", &[]);
+    let leaked = arrived(&log, "to-blocked");
+    assert!(leaked.is_empty(), "blocked destination reached before/while egret started: {leaked:?}");
+    // The path was up from the start: the very first allowed attempt arrived.
+    assert!(
+        log.lines().any(|l| l.ends_with("url:/to-allowed-0")),
+        "first allowed attempt did not arrive:\n{log}"
+    );
+    let allowed = arrived(&log, "to-allowed").len();
+    assert!(allowed >= ROUNDS as usize / 2, "only {allowed} of {ROUNDS} allowed attempts arrived");
+}
+
+/// What the init container alone guarantees, made deterministic: no
+/// `egret run` at all (as if it started late). With the init container no
+/// blocked attempt arrives; without it (the control) they do, so the test
+/// above can fail when the ordering breaks.
+#[test]
+fn the_init_container_alone_holds_the_workload_and_without_it_traffic_leaks() {
+    let with_init = std::thread::spawn(|| eager_workload_log("init-only", &[("EGRET_RUN", "0")]));
+    let without = eager_workload_log("no-filter", &[("EGRET_RUN", "0"), ("EGRET_INIT", "0")]);
+    let with_init = with_init.join().expect("init-only pod");
+
+    let leaked = arrived(&with_init, "to-blocked");
+    assert!(leaked.is_empty(), "blocked destination reached with only the init ruleset: {leaked:?}");
+    assert!(!arrived(&with_init, "to-allowed").is_empty(), "init ruleset blocked the allowed CIDR too");
+    let unfiltered = arrived(&without, "to-blocked").len();
+    assert!(unfiltered > 0, "control: with no ruleset the workload should reach 10.200.0.3:\n{without}");
+}
