@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # real clients (curl, openssl, dig), capability tools for privilege tests,
 # python3 for small test servers, headless chromium for the dashboard UI
 # test; dnsperf and dnsmasq-base are for scripts/bench-dns.sh.
-PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools python3 chromium dnsperf dnsmasq-base)
+PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools python3 chromium dnsperf dnsmasq-base iputils-ping)
 
 need_install=()
 for p in "${PACKAGES[@]}"; do

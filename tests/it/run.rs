@@ -14,14 +14,14 @@ use crate::netns::{wait_for, Guard, Pair};
 use crate::util;
 
 /// A running `egret run`, killed (by pid) on drop, with its event lines.
-struct Daemon {
-    child: Child,
-    events: mpsc::Receiver<serde_json::Value>,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) events: mpsc::Receiver<serde_json::Value>,
     stderr: mpsc::Receiver<String>,
 }
 
 impl Daemon {
-    fn start(ns: &str, policy: &Path, env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start(ns: &str, policy: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut c = Pair::exec(ns, env!("CARGO_BIN_EXE_egret"));
         c.arg("run").env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("POLICY_PATH", policy);
         c.env("LOG_LEVEL", "info").env("HOSTNAME", "run-test");
@@ -57,13 +57,18 @@ impl Daemon {
     }
 
     /// Waits (bounded) for a stderr line containing `what`.
-    fn wait_log(&self, what: &str, timeout: Duration) -> String {
+    pub(crate) fn wait_log(&self, what: &str, timeout: Duration) -> String {
         wait_for(timeout, || self.stderr.try_iter().find(|l| l.contains(what)))
             .unwrap_or_else(|| panic!("egret never logged {what:?} within {timeout:?}"))
     }
 
     /// Waits (bounded) for an event with this msg and field value.
-    fn wait_event(&self, msg: &str, key: &str, value: impl Into<serde_json::Value>) -> serde_json::Value {
+    pub(crate) fn wait_event(
+        &self,
+        msg: &str,
+        key: &str,
+        value: impl Into<serde_json::Value>,
+    ) -> serde_json::Value {
         let value = value.into();
         wait_for(Duration::from_secs(10), || {
             self.events.try_iter().find(|e| e["msg"] == msg && e[key] == value)
@@ -71,7 +76,7 @@ impl Daemon {
         .unwrap_or_else(|| panic!("no {msg} event with {key}={value}"))
     }
 
-    fn signal(&self, sig: nix::sys::signal::Signal) {
+    pub(crate) fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
             .expect("signal egret");
     }
@@ -96,14 +101,14 @@ impl Drop for Daemon {
     }
 }
 
-fn policy_file(name: &str, yaml: &str) -> PathBuf {
+pub(crate) fn policy_file(name: &str, yaml: &str) -> PathBuf {
     let p = util::scratch(name).join("policy.yaml");
     std::fs::write(&p, yaml).expect("write policy");
     p
 }
 
 /// Starts the test authoritative DNS server inside `ns`.
-fn dns_in(ns: &str, addr: SocketAddr, zone: Zone) -> Auth {
+pub(crate) fn dns_in(ns: &str, addr: SocketAddr, zone: Zone) -> Auth {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let f = std::fs::File::open(&path).expect("open netns");
@@ -115,7 +120,7 @@ fn dns_in(ns: &str, addr: SocketAddr, zone: Zone) -> Auth {
 }
 
 /// curl in the workload namespace: (http code, body).
-fn curl(ns: &str, args: &[&str]) -> (String, String) {
+pub(crate) fn curl(ns: &str, args: &[&str]) -> (String, String) {
     let mut c = Pair::exec(ns, "curl");
     c.args(["-s", "-m", "5", "-w", "\n%{http_code}"]).args(args);
     let (_, out, _) = util::run(c);
@@ -123,15 +128,15 @@ fn curl(ns: &str, args: &[&str]) -> (String, String) {
     (code.to_owned(), body.to_owned())
 }
 
-struct World {
-    p: Pair,
+pub(crate) struct World {
+    pub(crate) p: Pair,
     _http: Guard,
     _dns: Auth,
 }
 
 /// Upstream: HTTP on .2 and .3 port 80; DNS on .2:53 saying
 /// allowed.test and blocked.test are at .2.
-fn world() -> World {
+pub(crate) fn world() -> World {
     let p = Pair::new();
     let addrs = [p.v4(2), p.v4(3)].join(",");
     let http = Pair::spawn_ready(
