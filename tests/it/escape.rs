@@ -16,12 +16,12 @@
 //! | 3 | Host switch on the second keep-alive request | `escape_03_host_switch_on_the_second_keep_alive_request` (also `proxy::every_request_on_a_kept_alive_connection_is_checked`, `proxy::pipelined_requests_answered_in_order_up_to_the_refused_one`) |
 //! | 4 | absolute-form URI to another host | `escape_04_absolute_form_uri_to_another_host` (also `proxy::absolute_form_target_must_match_host`) |
 //! | 5 | IPv6 to a non-allowed address: 80, 443, another port | `escape_05_ipv6_to_a_non_allowed_address` |
-//! | 6 | QUIC / UDP 443 | `escape_06_quic_udp_443` (also `nft::allowed_passes_blocked_is_refused_fast_and_logged`) |
+//! | 6 | QUIC / UDP 443 (HTTPS and strict DNS mode) | `escape_06_quic_udp_443` (also `nft::allowed_passes_blocked_is_refused_fast_and_logged`) |
 //! | 7 | DoT 853, both modes | `escape_07_dot_853_in_both_modes` |
 //! | 8 | DNS to an outside resolver, both modes | `escape_08_dns_to_an_outside_resolver_in_both_modes` |
 //! | 9 | direct IP connection in strict DNS mode | `escape_09_direct_ip_in_strict_dns_mode` (also `nft::strict_dns_learned_addresses_expire_and_reload_revokes_their_flows`, `dns::strict_egress_only_learned_addresses_are_reachable_until_the_ttl`) |
 //! | 10 | a TCP port other than 80/443 | `run::https_mode_allows_by_name_blocks_spoofing_and_other_names` (port 8000: < 2 s, `nflog.event` BLOCKED); v6 in `escape_05_ipv6_to_a_non_allowed_address` |
-//! | 11 | UDP other than DNS | `escape_11_udp_other_than_dns` |
+//! | 11 | UDP other than DNS (HTTPS and strict DNS mode) | `escape_11_udp_other_than_dns` |
 //! | 12 | egret's own listener ports, from inside and from another host | `escape_12_egrets_own_listener_ports` (also `proxy::direct_connection_to_egret_is_refused`, `nft::listener_ports_take_connections_from_this_host_only`) |
 //! | 13 | ClientHello without SNI, IP literal, malformed, truncated, byte by byte, > 16 KiB | `escape_13_bad_client_hellos` (also `proxy::hello_without_sni_is_blocked`, `proxy::hello_one_byte_at_a_time_is_allowed`, `proxy::hello_over_16_kib_is_allowed`) |
 //! | 14 | slowloris on both proxies | `escape_14_slowloris_on_both_proxies` (cut at HEADER_TIMEOUT, which is a deadline, not an idle timer; also `proxy::silent_client_is_closed_after_header_timeout`) |
@@ -375,21 +375,28 @@ fn escape_05_ipv6_to_a_non_allowed_address() {
     assert_eq!((ev["action"].as_str(), ev["destination_ip"].as_str()), (Some("BLOCKED"), Some(v6.as_str())));
 }
 
+/// HTTPS mode, and strict DNS mode before any lookup. (Plain DNS mode
+/// filters names only and lets other traffic pass by design.)
+const UDP_MODES: [(&str, &[(&str, &str)]); 2] =
+    [("https", &[]), ("dns-strict", &[("FILTER_MODE", "dns"), ("DNS_STRICT", "true")])];
+
 #[test]
 fn escape_06_quic_udp_443() {
-    let s = setup("06", ALLOWED, &[]);
-    let p = s.p();
-    // A QUIC Initial starts with a long header (0xc0..); any payload does.
-    for host in [p.v4(2), p.v4(3), p.v6(3)] {
-        let r = udp(&p.work, s.addr(&host, 443), b"\xc3\x00\x00\x00\x01quic-initial");
-        assert_udp_refused_fast(&r, &format!("udp {host}:443"));
-        let ev = s.d.wait_event("nflog.event", "destination_ip", host.as_str());
-        assert_eq!(
-            (ev["protocol"].as_str(), ev["destination_port"].as_u64()),
-            (Some("UDP"), Some(443)),
-            "{ev}"
-        );
-        assert_eq!(ev["action"], "BLOCKED");
+    for (mode, env) in UDP_MODES {
+        let s = setup(&format!("06-{mode}"), ALLOWED, env);
+        let p = s.p();
+        // A QUIC Initial starts with a long header (0xc0..); any payload does.
+        for host in [p.v4(2), p.v4(3), p.v6(3)] {
+            let r = udp(&p.work, s.addr(&host, 443), b"\xc3\x00\x00\x00\x01quic-initial");
+            assert_udp_refused_fast(&r, &format!("udp {host}:443"));
+            let ev = s.d.wait_event("nflog.event", "destination_ip", host.as_str());
+            assert_eq!(
+                (ev["protocol"].as_str(), ev["destination_port"].as_u64()),
+                (Some("UDP"), Some(443)),
+                "{ev}"
+            );
+            assert_eq!(ev["action"], "BLOCKED", "{mode}: {ev}");
+        }
     }
 }
 
@@ -482,13 +489,19 @@ fn escape_09_direct_ip_in_strict_dns_mode() {
 
 #[test]
 fn escape_11_udp_other_than_dns() {
-    let s = setup("11", ALLOWED, &[]);
-    let p = s.p();
-    for (host, port) in [(p.v4(2), 7001), (p.v6(2), 123), (p.v4(3), 5353)] {
-        let r = udp(&p.work, s.addr(&host, port), b"x");
-        assert_udp_refused_fast(&r, &format!("udp {host}:{port}"));
-        let ev = s.d.wait_event("nflog.event", "destination_port", port);
-        assert_eq!((ev["protocol"].as_str(), ev["action"].as_str()), (Some("UDP"), Some("BLOCKED")), "{ev}");
+    for (mode, env) in UDP_MODES {
+        let s = setup(&format!("11-{mode}"), ALLOWED, env);
+        let p = s.p();
+        for (host, port) in [(p.v4(2), 7001), (p.v6(2), 123), (p.v4(3), 5353)] {
+            let r = udp(&p.work, s.addr(&host, port), b"x");
+            assert_udp_refused_fast(&r, &format!("{mode}: udp {host}:{port}"));
+            let ev = s.d.wait_event("nflog.event", "destination_port", port);
+            assert_eq!(
+                (ev["protocol"].as_str(), ev["action"].as_str()),
+                (Some("UDP"), Some("BLOCKED")),
+                "{mode}: {ev}"
+            );
+        }
     }
 }
 
