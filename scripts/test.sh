@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 # friends for the image and pod tests (scripts/podman-setup.sh also
 # configures them).
 PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools python3 chromium dnsperf dnsmasq-base
-  podman runc uidmap fuse-overlayfs slirp4netns catatonit busybox-static ca-certificates)
+  podman runc uidmap fuse-overlayfs slirp4netns catatonit busybox-static ca-certificates iputils-ping)
 
 need_install=()
 for p in "${PACKAGES[@]}"; do

@@ -34,7 +34,7 @@ fn nflog_corpus() {
 
 #[test]
 fn tls_client_hello_corpus() {
-    assert!(replay("tls_client_hello", egret::fuzzing::tls_client_hello) >= 7, "seed corpus missing");
+    assert!(replay("tls_client_hello", egret::fuzzing::tls_client_hello) >= 10, "seed corpus missing");
 }
 
 #[test]
@@ -45,4 +45,29 @@ fn http_head_corpus() {
 #[test]
 fn dns_query_corpus() {
     assert!(replay("dns_query", egret::dns::filter::check_properties) >= 20, "seed corpus missing");
+}
+
+/// The real captures in the seed corpus parse as what their client sent:
+/// headless Chromium (X25519MLKEM768 key share, a ~1.9 KB hello) with a
+/// name and with an IP literal (no SNI), and a TLS 1.2-only openssl hello.
+#[test]
+fn real_client_hello_captures_parse() {
+    use egret::proxy::tls::{parse, Sni};
+    let cases = [
+        ("chromium-sni-x25519mlkem768.bin", Sni::Name("allowed.test".into())),
+        ("chromium-ip-literal-no-sni.bin", Sni::Absent),
+        ("openssl-tls12-only.bin", Sni::Name("allowed.test".into())),
+    ];
+    for (file, want) in cases {
+        let bytes = std::fs::read(data(&format!("fuzz/tls_client_hello/{file}"))).expect("read capture");
+        let h = parse(&bytes)
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .unwrap_or_else(|| panic!("{file}: incomplete"));
+        assert_eq!(h.sni, want, "{file}");
+        assert_eq!(h.consumed, bytes.len(), "{file}");
+    }
+    // The Chromium hello carries the post-quantum hybrid group (0x11ec)
+    // with its 1216-byte key share, so the corpus covers large hellos.
+    let chromium = std::fs::read(data("fuzz/tls_client_hello/chromium-sni-x25519mlkem768.bin")).unwrap();
+    assert!(chromium.windows(4).any(|w| w == [0x11, 0xec, 0x04, 0xc0]), "no X25519MLKEM768 key share");
 }

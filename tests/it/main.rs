@@ -6,6 +6,7 @@ mod check;
 mod dashboard;
 mod dns;
 mod dnsauth;
+mod escape;
 mod events;
 mod fuzz_replay;
 mod image;

@@ -17,7 +17,7 @@ const MARK: &str = "0x2a2a2a2a";
 
 /// Debian's python3 when present: a version-manager shim (pyenv) costs
 /// half a second per start, which the TTL test cannot afford.
-fn py() -> &'static str {
+pub(crate) fn py() -> &'static str {
     if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
     } else {
@@ -25,7 +25,7 @@ fn py() -> &'static str {
     }
 }
 
-fn data(name: &str) -> String {
+pub(crate) fn data(name: &str) -> String {
     util::data(&format!("netns/{name}")).to_string_lossy().into_owned()
 }
 
@@ -64,7 +64,7 @@ fn normalize(s: &str) -> String {
 }
 
 /// `client.py` from the workload namespace: the parsed JSON outcome.
-fn client(ns: &str, host: &str, port: u16, proto: &str, mark: Option<u32>) -> serde_json::Value {
+pub(crate) fn client(ns: &str, host: &str, port: u16, proto: &str, mark: Option<u32>) -> serde_json::Value {
     let mut c = Pair::exec(ns, py());
     c.args([&data("client.py"), host, &port.to_string(), proto, "x"]);
     if let Some(m) = mark {
@@ -81,7 +81,7 @@ fn assert_reaches(v: &serde_json::Value, what: &str) {
 /// Refused at once (TCP RST / ICMP unreachable), not a timeout. A UDP
 /// sender in the namespace itself sees the reject's drop first: its send
 /// fails with EPERM (PermissionError) at once.
-fn assert_refused_fast(v: &serde_json::Value, what: &str) {
+pub(crate) fn assert_refused_fast(v: &serde_json::Value, what: &str) {
     let err = v["err"].as_str().unwrap_or("");
     assert!(matches!(err, "ConnectionRefusedError" | "PermissionError"), "{what} should be refused: {v}");
     let secs = v["secs"].as_f64().unwrap_or(99.0);
@@ -360,7 +360,7 @@ fn with_cgroup_v2_even_egrets_own_mark_is_useless_to_a_workload() {
 }
 
 /// Runs `f` on a thread inside network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("open netns");

@@ -15,7 +15,7 @@ use crate::util;
 
 /// A running `egret run`, killed (by pid) on drop, with its event lines.
 pub(crate) struct Daemon {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) events: mpsc::Receiver<serde_json::Value>,
     stderr: mpsc::Receiver<String>,
 }
