@@ -22,7 +22,9 @@
 # Env (defaults sized for ~8 minutes on 2 cores):
 #   ROUNDS=3  SECS=3 (per wrk run)  BULK=256 MiB (bytes; the issue's 1 GiB: BULK=$((1<<30)))
 #   HELD=1000 (concurrent TLS connections held, e.g. HELD=5000 or 10000;
-#   0 skips)  DNS_SECS=3  TARGETS="direct egret haproxy socat"
+#   0 skips)  DNS_SECS=3 (0 skips)  TARGETS="direct egret haproxy socat"
+#   WORKLOADS="tls_c1 tls_c16 http_c16 keepalive_c16 bad bulk1 bulk8" (a subset, e.g.
+#   to profile one of them)  NO_BUILD=1 (use target/release/{egret,examples/dns_bench_server} as built)
 # Needs root and: nftables iproute2 openssl curl python3 nginx-light haproxy
 # socat wrk dnsperf dnsmasq-base (installed if missing).
 set -euo pipefail
@@ -36,6 +38,7 @@ BULK=${BULK:-$((256 << 20))}
 HELD=${HELD:-1000}
 DNS_SECS=${DNS_SECS:-3}
 TARGETS=${TARGETS:-"direct egret haproxy socat"}
+WORKLOADS=${WORKLOADS:-"tls_c1 tls_c16 http_c16 keepalive_c16 bad bulk1 bulk8"}
 OUT=${OUT:-target/bench/results.tsv}
 MARK=0x1e6e7
 FILTER_CPU=0
@@ -50,8 +53,11 @@ done
 # The packages' own services are not wanted (and would hold port 80).
 for s in nginx haproxy; do systemctl stop "$s" 2>/dev/null || true; done
 has() { case " $TARGETS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-if [ "$BIN" = target/release/egret ] && has egret; then cargo build --release --bin egret >&2; fi
-cargo build --release --example dns_bench_server >&2
+wl() { case " $WORKLOADS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if [ -z "${NO_BUILD:-}" ]; then # NO_BUILD=1: use the binaries as they are
+  if [ "$BIN" = target/release/egret ] && has egret; then cargo build --release --bin egret >&2; fi
+  cargo build --release --example dns_bench_server >&2
+fi
 ulimit -n "$(ulimit -Hn)" # 20000 on this machine (no CAP_SYS_RESOURCE to raise it)
 
 # shellcheck source=scripts/bench-lib.sh
@@ -322,11 +328,11 @@ echo "bench: $(nproc) cores, rounds $ROUNDS x ${SECS}s, bulk $((BULK >> 20)) MiB
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
   echo "round $ROUND: load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   emit all load load1 "$(cut -d' ' -f1 /proc/loadavg)"
-  for t in $(rotate "$ROUND"); do bench_wrk "$t" tls_c1 1 https ok.example -H "Connection: close"; done
-  for t in $(rotate "$ROUND"); do bench_wrk "$t" tls_c16 16 https ok.example -H "Connection: close"; done
-  for t in $(rotate "$ROUND"); do bench_wrk "$t" http_c16 16 http ok.example -H "Connection: close"; done
-  for t in $(rotate "$ROUND"); do bench_wrk "$t" keepalive_c16 16 http ok.example; done
-  for t in $(rotate "$ROUND"); do
+  wl tls_c1 && for t in $(rotate "$ROUND"); do bench_wrk "$t" tls_c1 1 https ok.example -H "Connection: close"; done
+  wl tls_c16 && for t in $(rotate "$ROUND"); do bench_wrk "$t" tls_c16 16 https ok.example -H "Connection: close"; done
+  wl http_c16 && for t in $(rotate "$ROUND"); do bench_wrk "$t" http_c16 16 http ok.example -H "Connection: close"; done
+  wl keepalive_c16 && for t in $(rotate "$ROUND"); do bench_wrk "$t" keepalive_c16 16 http ok.example; done
+  wl bad && for t in $(rotate "$ROUND"); do
     case $t in egret | haproxy)
       b0=$(served_bad)
       bench_wrk "$t" bad_sni_c16 16 https bad.example -H "Connection: close"
@@ -336,8 +342,9 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
       emit "$t" bad_host_c16 served $(($(served_bad) - b0)) ;;
     esac
   done
-  for t in $(rotate "$ROUND"); do bench_bulk "$t" 1; done
-  for t in $(rotate "$ROUND"); do bench_bulk "$t" 8; done
+  wl bulk1 && for t in $(rotate "$ROUND"); do bench_bulk "$t" 1; done
+  wl bulk8 && for t in $(rotate "$ROUND"); do bench_bulk "$t" 8; done
+  true
 done
 ROUND=0
 if [ "$HELD" -gt 0 ]; then
@@ -345,6 +352,7 @@ if [ "$HELD" -gt 0 ]; then
 fi
 for t in $TARGETS; do [ "$t" = direct ] || emit "$t" after rss_kib "$(mem_kib "$t")"; done
 
+if [ "$DNS_SECS" -gt 0 ]; then
 # DNS (loopback, no namespaces): the test authoritative server and egret's
 # DNS server in one process on the filter CPU (so direct queries also pay
 # for sharing it), dnsmasq there too, dnsperf on the load CPU.
@@ -388,6 +396,7 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 done
 exec 3>&-
 
+fi
 ROUND=0
 emit all load load1_end "$(cut -d' ' -f1 /proc/loadavg)"
 python3 scripts/bench-report.py "$OUT"

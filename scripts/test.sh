@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests drive: nft/ip to build and inspect namespaces,
 # real clients (curl, openssl, dig), capability tools for privilege tests,
 # python3 for small test servers, headless chromium for the dashboard UI
-# test; dnsperf and dnsmasq-base are for scripts/bench-dns.sh.
-PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools python3 chromium dnsperf dnsmasq-base)
+# test; dnsperf, dnsmasq-base, haproxy, socat, nginx-light and wrk are for
+# scripts/bench.sh and bench-dns.sh.
+PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools python3 chromium dnsperf dnsmasq-base haproxy socat nginx-light wrk)
 
 need_install=()
 for p in "${PACKAGES[@]}"; do
