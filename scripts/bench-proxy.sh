@@ -23,36 +23,11 @@ BULK=${BULK:-$((2 << 30))}
 RUNS=${RUNS:-3}
 CONNS=${CONNS:-2000}
 MARK=0x1e6e7
-TAG="egret-bench-$$"
-W="$TAG-w"
-U="$TAG-u"
-TMP=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  ip netns del "$W" 2>/dev/null || true
-  ip netns del "$U" 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-# A signal (e.g. from `timeout`) exits through the EXIT trap too.
-trap "exit 1" INT TERM HUP
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 [ -x "$BIN" ] || cargo build --release
-[ "$(id -u)" -eq 0 ] || { echo "bench-proxy.sh: needs root (network namespaces)" >&2; exit 1; }
-
-# Topology.
-ip netns add "$W"
-ip netns add "$U"
-ip -n "$W" link add veth-w type veth peer name veth-u netns "$U"
-ip -n "$W" addr add 10.200.250.1/24 dev veth-w
-ip -n "$U" addr add 10.200.250.2/24 dev veth-u
-for ns in "$W" "$U"; do ip -n "$ns" link set lo up; done
-ip -n "$W" link set veth-w up
-ip -n "$U" link set veth-u up
-UP=10.200.250.2
+bench_setup
 ip netns exec "$W" nft -f - <<EOF
 table inet egret_test {
   chain out {
@@ -63,16 +38,6 @@ table inet egret_test {
   }
 }
 EOF
-
-# Test PKI (CA + leaf with CA:FALSE and a SAN).
-(
-  cd "$TMP"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 1 \
-    -subj "/CN=egret bench CA" -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr -subj /CN=ok.example 2>/dev/null
-  printf 'basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:ok.example\n' > leaf.ext
-  openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 1 -extfile leaf.ext 2>/dev/null
-)
 
 # Upstream: a sendfile HTTP server for bulk (80 and 8081), openssl
 # s_server for TLS (443 and 4443).
@@ -120,14 +85,6 @@ ip netns exec "$W" env POLICY_PATH="$TMP/policy.yaml" BYPASS_MARK=$MARK LOG_LEVE
 EGRET=$!
 PIDS+=($EGRET)
 
-wait_port() { # netns port: until something listens there (bounded)
-  for _ in $(seq 100); do
-    ip netns exec "$1" ss -Htln "sport = :$2" | grep -q . && return 0
-    sleep 0.1
-  done
-  echo "bench-proxy.sh: nothing listens on port $2 in $1" >&2
-  exit 1
-}
 for p in 80 8081 443 4443; do wait_port "$U" "$p"; done
 wait_port "$W" 8443
 
