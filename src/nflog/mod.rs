@@ -18,10 +18,7 @@ use std::time::Duration;
 
 use neli::consts::nl::NlmF;
 use nix::errno::Errno;
-use nix::sys::socket::{
-    bind, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
-    SockProtocol, SockType,
-};
+use nix::sys::socket::{recv, send, setsockopt, sockopt, MsgFlags};
 use nix::sys::time::TimeVal;
 
 use crate::config::Config;
@@ -103,21 +100,9 @@ impl Listener {
     /// Binds `group`, copying `copy_range` bytes of every packet and
     /// letting the kernel batch up to `qthresh` packets per message.
     pub fn bind(group: u16, copy_range: u32, qthresh: u32) -> Result<Listener, NflogError> {
-        let sock = |op| move |errno| NflogError::Socket { op, errno };
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkNetFilter,
-        )
-        .map_err(sock("socket"))?;
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(sock("bind"))?;
-        let t = TimeVal::new(ACK_TIMEOUT.as_secs() as i64, 0);
-        setsockopt(&fd, sockopt::ReceiveTimeout, &t).map_err(sock("set receive timeout"))?;
         // Room for bursts: a full buffer loses log messages (ENOBUFS).
-        if setsockopt(&fd, sockopt::RcvBufForce, &(2 << 20)).is_err() {
-            let _ = setsockopt(&fd, sockopt::RcvBuf, &(2 << 20));
-        }
+        let fd = crate::nft::netfilter_socket(ACK_TIMEOUT, 2 << 20)
+            .map_err(|(op, errno)| NflogError::Socket { op, errno })?;
         let l = Listener { fd, group };
         let mut mode = copy_range.to_be_bytes().to_vec();
         mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
@@ -132,7 +117,8 @@ impl Listener {
             "configure",
         )?;
         let t = TimeVal::new(0, POLL.as_micros() as i64);
-        setsockopt(&l.fd, sockopt::ReceiveTimeout, &t).map_err(sock("set receive timeout"))?;
+        setsockopt(&l.fd, sockopt::ReceiveTimeout, &t)
+            .map_err(|errno| NflogError::Socket { op: "set receive timeout", errno })?;
         Ok(l)
     }
 

@@ -175,21 +175,32 @@ struct Netlink {
     sndbuf_denied: bool,
 }
 
+/// A netfilter netlink socket bound to a kernel-chosen port, with every
+/// receive bounded by `recv_timeout` and a receive buffer of `rcvbuf`
+/// bytes (forced past the sysctl limit when egret has CAP_NET_ADMIN,
+/// best effort otherwise). Shared by the nf_tables batches and the NFLOG
+/// reader. An error names the step that failed.
+pub fn netfilter_socket(
+    recv_timeout: Duration,
+    rcvbuf: usize,
+) -> Result<std::os::fd::OwnedFd, (&'static str, nix::errno::Errno)> {
+    let fd =
+        socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkNetFilter)
+            .map_err(|e| ("socket", e))?;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| ("bind", e))?;
+    let t = TimeVal::new(recv_timeout.as_secs() as i64, 0);
+    setsockopt(&fd, sockopt::ReceiveTimeout, &t).map_err(|e| ("set receive timeout", e))?;
+    if setsockopt(&fd, sockopt::RcvBufForce, &rcvbuf).is_err() {
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &rcvbuf);
+    }
+    Ok(fd)
+}
+
 impl Netlink {
     fn open() -> Result<Netlink, NftError> {
-        let sock_err = |op| move |errno| NftError::Socket { op, errno };
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkNetFilter,
-        )
-        .map_err(sock_err("socket"))?;
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(sock_err("bind"))?;
-        let t = TimeVal::new(RECV_TIMEOUT.as_secs() as i64, 0);
-        setsockopt(&fd, sockopt::ReceiveTimeout, &t).map_err(sock_err("set receive timeout"))?;
-        // Acks for big batches: make room (needs CAP_NET_ADMIN, fine without).
-        let _ = setsockopt(&fd, sockopt::RcvBufForce, &(4 << 20));
+        // Acks for big batches: make room.
+        let fd =
+            netfilter_socket(RECV_TIMEOUT, 4 << 20).map_err(|(op, errno)| NftError::Socket { op, errno })?;
         // Start from the clock so answers to an earlier process's socket
         // can never be mistaken for ours (each socket has its own port id
         // anyway; this only makes logs easier to read).
