@@ -1,19 +1,22 @@
 //! The `proxy-listen` thread: a mio `Poll` owning the HTTP and HTTPS
 //! listeners on loopback (127.0.0.1 and ::1) and a `Waker` for shutdown.
-//! Each accepted connection is handed, blocking, to its own `conn-N`
-//! thread; past `MAX_CONNECTIONS` it is reset at once (and logged as a
-//! `limit` event) instead of waiting in the backlog.
+//! Each accepted connection is handed, blocking, to a `conn` thread of
+//! its own for its whole life (a [`Pool`] worker, reused once the
+//! connection ends); past `MAX_CONNECTIONS` it is reset at once (and
+//! logged as a `limit` event) instead of waiting in the backlog.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{self, Kind};
+use super::pool::{Pool, PoolConfig};
 use super::registry::{self, Registry};
 use super::{reason, DestinationCheck, Settings, Shared};
 use crate::events::{Action, Emitter};
@@ -28,6 +31,11 @@ const BACKLOG: i32 = 4096;
 /// stack suffices, and 10,000 connections reserve 2.5 GB of address space
 /// rather than 20 GB.
 const CONN_STACK: usize = 256 * 1024;
+/// Finished connection threads kept waiting for the next connection: enough
+/// to absorb a steady stream of short connections without creating threads.
+const SPARE_THREADS: usize = 8;
+/// How long a spare connection thread waits for work before it exits.
+const SPARE_KEEP: Duration = Duration::from_secs(30);
 
 /// A non-blocking listening socket with SO_REUSEADDR and a chosen
 /// backlog.
@@ -129,6 +137,12 @@ pub fn start(
         stop: stop.clone(),
         active: active.clone(),
         next_id: AtomicU64::new(1),
+        pool: Pool::new(PoolConfig {
+            name: "conn",
+            stack: CONN_STACK,
+            spare: SPARE_THREADS,
+            idle_keep: SPARE_KEEP,
+        }),
     };
     let thread = thread::Builder::new().name("proxy-listen".into()).spawn(move || lp.run())?;
     Ok(ProxyHandle { stop, waker, thread: Some(thread), active, registry, listening })
@@ -141,6 +155,7 @@ struct Loop {
     stop: Arc<AtomicBool>,
     active: Arc<AtomicUsize>,
     next_id: AtomicU64,
+    pool: Pool,
 }
 
 /// Decrements the active count when a connection thread ends, however it
@@ -208,20 +223,20 @@ impl Loop {
         let slot = Slot(self.active.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
-        // The relay forwards whatever arrives at once; Nagle on this side
-        // would hold small TLS flights back for a delayed ACK (40 ms).
-        if let Err(e) = stream.set_nonblocking(false).and_then(|_| stream.set_nodelay(true)) {
-            log::debug!("conn-{id} {peer}: {e}");
-            return;
-        }
-        let spawned =
-            thread::Builder::new().name(format!("conn-{id}")).stack_size(CONN_STACK).spawn(move || {
-                let _slot = slot;
-                conn::handle(&shared, id, kind, stream, peer);
-            });
-        if let Err(e) = spawned {
-            // The closure (with the stream and slot) was dropped: the
-            // socket is closed and the count given back.
+        let job = Box::new(move || {
+            let _slot = slot;
+            // The relay forwards whatever arrives at once; Nagle on this
+            // side would hold small TLS flights back for a delayed ACK
+            // (40 ms).
+            if let Err(e) = stream.set_nonblocking(false).and_then(|_| stream.set_nodelay(true)) {
+                log::debug!("conn-{id} {peer}: {e}");
+                return;
+            }
+            conn::handle(&shared, id, kind, stream, peer);
+        });
+        if let Err(e) = self.pool.run(job) {
+            // The job (with the stream and slot) was dropped: the socket
+            // is closed and the count given back.
             log::warn!("conn-{id} {peer}: cannot start a thread: {e}");
         }
     }

@@ -8,12 +8,14 @@
 //! with the bypass mark and relays ([`relay`], splice(2)).
 //!
 //! Threads: one `proxy-listen` thread owns a mio `Poll` with the listeners
-//! ([`listener`]); each accepted connection gets its own `conn-N` thread
-//! ([`conn`]), bounded by `MAX_CONNECTIONS`.
+//! ([`listener`]); each accepted connection gets a `conn` thread of its
+//! own ([`conn`]), bounded by `MAX_CONNECTIONS`; finished threads wait for
+//! the next connection ([`pool`]).
 
 pub mod conn;
 pub mod http;
 pub mod listener;
+pub mod pool;
 pub mod registry;
 pub mod relay;
 pub mod tls;

@@ -753,15 +753,19 @@ fn thousand_concurrent_connections_and_no_leaks() {
         failures.len(),
         &failures[..failures.len().min(5)]
     );
+    // Every descriptor is given back; of the threads, at most the spare
+    // connection threads egret keeps for the next connections remain.
+    const SPARE_THREADS: usize = 8;
+    let settled = |now: (usize, usize)| now.1 == base.1 && now.0 <= base.0 + SPARE_THREADS;
     let mut now = f.counts();
     for _ in 0..100 {
-        if now == base {
+        if settled(now) {
             break;
         }
         thread::sleep(Duration::from_millis(100));
         now = f.counts();
     }
-    assert_eq!(now, base, "(threads, fds) after {N} connections vs before");
+    assert!(settled(now), "(threads, fds) after {N} connections: {now:?}, before: {base:?}");
 }
 
 #[test]
