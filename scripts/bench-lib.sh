@@ -21,6 +21,10 @@ bench_cleanup() {
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   ip netns del "$W" 2>/dev/null || true
   ip netns del "$U" 2>/dev/null || true
+  # The filters' own logs outlive the run, for a look at what went wrong.
+  if [ -d target/bench ]; then
+    for f in "$TMP"/*.log; do [ -s "$f" ] && cp "$f" target/bench/; done
+  fi
   rm -rf "/etc/netns/$W" "$TMP"
 }
 

@@ -263,7 +263,7 @@ fn proxy(hosts: Option<std::path::PathBuf>) -> ExitCode {
     }
     match crate::proxy::raise_nofile_limit() {
         Ok(n) => {
-            let per_conn = 6; // two sockets, two pipes (two fds each)
+            let per_conn = 2; // two sockets (bulk directions add a pipe each)
             if (n as usize) < cfg.max_connections * per_conn {
                 log::warn!(
                     "open-file limit {n} is below MAX_CONNECTIONS x {per_conn}; accepts may fail under load"

@@ -9,6 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -137,11 +138,8 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     // connection in the registry or has already swapped the policy that
     // the re-check reads: an allow decided under a revoked policy cannot
     // slip through between the two.
-    let Some(entry) = shared.registry.track(id, kind, flow, &name, &client, &upstream) else {
-        log::debug!("conn-{id} {peer}: cannot track the connection (out of descriptors); reset");
-        reset(&client);
-        return;
-    };
+    let (client, upstream) = (Arc::new(client), Arc::new(upstream));
+    let entry = shared.registry.track(id, kind, flow, &name, &client, &upstream);
     if !registry::still_allowed(&shared.policy.current(), &name, orig.ip()) {
         reset(&upstream);
         let block = Block::new(registry::POLICY_REVOKED);

@@ -192,7 +192,8 @@ impl Settings {
 }
 
 /// Raises the soft open-file limit to the hard limit: every proxied
-/// connection holds two sockets and two pipes. Returns the new limit.
+/// connection holds two sockets, and each direction carrying bulk data a
+/// pipe (two more). Returns the new limit.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;

@@ -2,8 +2,9 @@
 //! reload needs to cut connections the new policy no longer allows, and
 //! what the filter's metrics report.
 //!
-//! Shell: holds duplicated socket handles so a reload can shut a
-//! connection down from outside its `conn-N` thread (the thread then sees
+//! Shell: shares the connection's sockets (not duplicates: a descriptor
+//! each would double what a held connection costs) so a reload can shut a
+//! connection down from outside its `conn` thread (the thread then sees
 //! the sockets close and ends). The decision itself is the pure
 //! [`Policy::decide`].
 
@@ -46,8 +47,8 @@ pub struct Tracked {
     pub orig: SocketAddr,
     /// The allowed name (for HTTP: of the latest request).
     name: Mutex<String>,
-    client: TcpStream,
-    upstream: TcpStream,
+    client: Arc<TcpStream>,
+    upstream: Arc<TcpStream>,
 }
 
 impl Tracked {
@@ -110,28 +111,26 @@ pub fn still_allowed(policy: &Policy, name: &str, ip: IpAddr) -> bool {
 }
 
 impl Registry {
-    /// Registers a relayed connection. `None` when the sockets cannot be
-    /// duplicated (out of descriptors): the connection then cannot be
-    /// revoked and the caller refuses it rather than relay it untracked.
+    /// Registers a relayed connection until the entry is dropped.
     pub(crate) fn track(
         self: &Arc<Self>,
         id: u64,
         kind: Kind,
         (peer, orig): (SocketAddr, SocketAddr),
         name: &str,
-        client: &TcpStream,
-        upstream: &TcpStream,
-    ) -> Option<Entry> {
+        client: &Arc<TcpStream>,
+        upstream: &Arc<TcpStream>,
+    ) -> Entry {
         let tracked = Arc::new(Tracked {
             kind,
             peer,
             orig,
             name: Mutex::new(name.to_owned()),
-            client: client.try_clone().ok()?,
-            upstream: upstream.try_clone().ok()?,
+            client: client.clone(),
+            upstream: upstream.clone(),
         });
         lock(&self.open).insert(id, tracked.clone());
-        Some(Entry { registry: self.clone(), id, tracked })
+        Entry { registry: self.clone(), id, tracked }
     }
 
     /// Connections open now.
@@ -186,11 +185,12 @@ mod tests {
         let (u1, _u1far) = pair();
         let (c2, far2) = pair();
         let (u2, _u2far) = pair();
+        let [c1, u1, c2, u2] = [c1, u1, c2, u2].map(Arc::new);
         let flow = |n: u8| -> (SocketAddr, SocketAddr) {
             (format!("10.0.0.{n}:1000").parse().unwrap(), "10.0.9.9:443".parse().unwrap())
         };
-        let e1 = reg.track(1, Kind::Https, flow(1), "gone.example", &c1, &u1).unwrap();
-        let e2 = reg.track(2, Kind::Http, flow(2), "kept.example", &c2, &u2).unwrap();
+        let e1 = reg.track(1, Kind::Https, flow(1), "gone.example", &c1, &u1);
+        let e2 = reg.track(2, Kind::Http, flow(2), "kept.example", &c2, &u2);
         assert_eq!(reg.open(), 2);
 
         let cases: &[(&[&str], &[&str])] =
