@@ -21,7 +21,7 @@
 # Usage: scripts/bench.sh [--bin PATH]   (default target/release/egret, built)
 # Env (defaults sized for ~8 minutes on 2 cores):
 #   ROUNDS=3  SECS=3 (per wrk run)  BULK=256 MiB (bytes; the issue's 1 GiB: BULK=$((1<<30)))
-#   HELD=1000 (concurrent TLS connections held, e.g. HELD=5000 or 10000;
+#   HELD="1000 5000" (concurrent TLS connections held, one run per count;
 #   0 skips)  DNS_SECS=3 (0 skips)  TARGETS="direct egret haproxy socat"
 #   WORKLOADS="tls_c1 tls_c16 http_c16 keepalive_c16 bad bulk1 bulk8" (a subset, e.g.
 #   to profile one of them)  NO_BUILD=1 (use target/release/{egret,examples/dns_bench_server} as built)
@@ -35,7 +35,7 @@ if [ "${1:-}" = "--bin" ]; then BIN=$2; fi
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-3}
 BULK=${BULK:-$((256 << 20))}
-HELD=${HELD:-1000}
+HELD=${HELD:-"1000 5000"}
 DNS_SECS=${DNS_SECS:-3}
 TARGETS=${TARGETS:-"direct egret haproxy socat"}
 WORKLOADS=${WORKLOADS:-"tls_c1 tls_c16 http_c16 keepalive_c16 bad bulk1 bulk8"}
@@ -108,7 +108,7 @@ http {
   client_body_temp_path $TMP/nginx; proxy_temp_path $TMP/nginx; fastcgi_temp_path $TMP/nginx;
   uwsgi_temp_path $TMP/nginx; scgi_temp_path $TMP/nginx;
   sendfile on; tcp_nopush on;
-  keepalive_requests 1000000; keepalive_timeout 120s;
+  keepalive_requests 1000000; keepalive_timeout 600s; client_header_timeout 600s;
   ssl_certificate $TMP/leaf.pem; ssl_certificate_key $TMP/leaf.key;
   ssl_session_tickets off; ssl_session_cache off;
   server {
@@ -137,8 +137,8 @@ global
   group nogroup
 defaults
   timeout connect 5s
-  timeout client 60s
-  timeout server 60s
+  timeout client 600s
+  timeout server 600s
   option splice-auto
 frontend tls
   mode tcp
@@ -211,7 +211,7 @@ emit() { printf '%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$1" "$2" "$3" "$4" >> "$OUT"; }
 hz=$(getconf CLK_TCK)
 
 ROUND=0
-emit all meta secs "$SECS"; emit all meta bulk "$BULK"; emit all meta held "$HELD"
+emit all meta secs "$SECS"; emit all meta bulk "$BULK"
 for t in $TARGETS; do [ "$t" = direct ] || { emit "$t" idle rss_kib "$(mem_kib "$t")"; }; done
 
 in_w() { ip netns exec "$W" taskset -c "$LOAD_CPU" "$@"; }
@@ -307,20 +307,20 @@ for s in conns:
     s.close()
 print(f"{opened:.2f} {time.perf_counter() - t:.2f} {ok}")
 EOF
-bench_held() { # target
-  local t=$1
-  echo "  $t held$HELD" >&2
+bench_held() { # target count
+  local t=$1 n=$2
+  echo "  $t held$n" >&2
   rm -f "$TMP/ready" "$TMP/go"; mkfifo "$TMP/ready" "$TMP/go"
-  in_w python3 "$TMP/held.py" "${TLS_PORT[$t]}" "$HELD" "$TMP/ready" "$TMP/go" "$TMP/ca.pem" > "$TMP/held.out" &
+  in_w python3 "$TMP/held.py" "${TLS_PORT[$t]}" "$n" "$TMP/ready" "$TMP/go" "$TMP/ca.pem" > "$TMP/held.out" &
   local py=$!
   cat "$TMP/ready" > /dev/null
   sleep 0.5
-  emit "$t" "held$HELD" rss_kib "$(mem_kib "$t")"
-  emit "$t" "held$HELD" threads "$(threads "$t")"
+  emit "$t" "held$n" rss_kib "$(mem_kib "$t")"
+  emit "$t" "held$n" threads "$(threads "$t")"
   echo > "$TMP/go"
   wait "$py" || true
   read -r open_s active_s ok < "$TMP/held.out"
-  emit "$t" "held$HELD" open_s "$open_s"; emit "$t" "held$HELD" active_s "$active_s"; emit "$t" "held$HELD" ok "$ok"
+  emit "$t" "held$n" open_s "$open_s"; emit "$t" "held$n" active_s "$active_s"; emit "$t" "held$n" ok "$ok"
 }
 
 rotate() { # round: the targets, rotated by the round number
@@ -352,9 +352,10 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
   true
 done
 ROUND=0
-if [ "$HELD" -gt 0 ]; then
-  for t in $TARGETS; do [ "$t" = direct ] || bench_held "$t"; done
-fi
+for n in $HELD; do
+  [ "$n" -gt 0 ] || continue
+  for t in $TARGETS; do [ "$t" = direct ] || bench_held "$t" "$n"; done
+done
 for t in $TARGETS; do [ "$t" = direct ] || emit "$t" after rss_kib "$(mem_kib "$t")"; done
 
 if [ "$DNS_SECS" -gt 0 ]; then
