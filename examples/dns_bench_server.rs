@@ -32,9 +32,16 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(dns::defaults::WORKERS),
     };
-    // Events are drained and dropped, as a sink thread would.
-    let (emitter, events) = Emitter::channel(4096, "bench");
-    std::thread::spawn(move || for _ in events {});
+    // Events are drained and dropped, with the real sink's rhythm (a
+    // burst, then `COALESCE` to let the next gather) but without its JSON
+    // and stdout costs.
+    let (emitter, events) = Emitter::channel(egret::events::sink::CHANNEL_CAPACITY, "bench");
+    std::thread::spawn(move || {
+        while events.recv().is_ok() {
+            while events.try_recv().is_ok() {}
+            std::thread::sleep(egret::events::sink::COALESCE);
+        }
+    });
     let srv = dns::start_with(settings, policy, emitter, None).expect("start egret dns");
     println!("upstream={} egret={}", auth.addr, srv.local_addrs()[0]);
     let _ = std::io::stdin().read_to_end(&mut Vec::new());

@@ -108,6 +108,13 @@ pub struct Config {
     /// process on this address (a bare port means all addresses); off
     /// when `None`. See `dashboard::embedded_config`.
     pub dashboard_listen: Option<SocketAddr>,
+    /// `DNS_IN_HTTPS_MODE`: in HTTPS mode, also run the filtering resolver
+    /// (port 53 of the namespace redirected to it, questions filtered by
+    /// the policy) and let the proxies' anti-spoofing accept every address
+    /// it handed out. Off by default: g0efilter's HTTPS mode leaves DNS
+    /// alone, and names of hosts allowed only by IP must keep resolving.
+    /// DNS mode always runs the resolver, so it is ignored there.
+    pub dns_in_https_mode: bool,
 }
 
 /// The dashboard's configuration (`egret dashboard`).
@@ -439,10 +446,11 @@ impl Config {
             log_file_max_size: e.get("LOG_FILE_MAX_SIZE", d::LOG_FILE_MAX_SIZE, parse_size),
             watchdog_interval: e.get("WATCHDOG_INTERVAL", d::WATCHDOG_INTERVAL, parse_duration),
             dashboard_listen: e.opt("DASHBOARD_LISTEN", parse_listen),
+            dns_in_https_mode: e.get("DNS_IN_HTTPS_MODE", false, parse_bool),
         };
         // Cross-field checks.
         let mut ports = vec![("HTTP_PORT", cfg.http_port), ("HTTPS_PORT", cfg.https_port)];
-        if cfg.filter_mode == FilterMode::Dns || cfg.dns_strict {
+        if cfg.runs_dns_server() || cfg.dns_strict {
             ports.push(("DNS_PORT", cfg.dns_port));
         }
         for (i, (a, pa)) in ports.iter().enumerate() {
@@ -482,6 +490,12 @@ impl Config {
         } else {
             Err(ConfigErrors(e.errors))
         }
+    }
+
+    /// Whether egret's filtering resolver runs: always in DNS mode, in
+    /// HTTPS mode with `DNS_IN_HTTPS_MODE`.
+    pub fn runs_dns_server(&self) -> bool {
+        self.filter_mode == FilterMode::Dns || self.dns_in_https_mode
     }
 
     /// The env lists that replace the file's lists.
@@ -664,6 +678,25 @@ mod tests {
         assert_eq!(err_strings(&[("NOTIFICATION_IGNORE_DOMAINS", "a..b")]).len(), 1);
         assert_eq!(err_strings(&[("IDLE_TIMEOUT", "0s")]).len(), 1);
         assert_eq!(err_strings(&[("DNS_TTL_MIN", "2h"), ("DNS_TTL_MAX", "1h")]).len(), 1);
+    }
+
+    #[test]
+    fn dns_in_https_mode() {
+        let c = cfg(&[]).unwrap();
+        assert!(!c.dns_in_https_mode && !c.runs_dns_server(), "off by default (g0efilter's HTTPS mode)");
+        let c = cfg(&[("DNS_IN_HTTPS_MODE", "true")]).unwrap();
+        assert!(c.dns_in_https_mode && c.runs_dns_server());
+        assert!(cfg(&[("FILTER_MODE", "dns")]).unwrap().runs_dns_server());
+        // Harmless in DNS mode, where the resolver always runs.
+        assert!(cfg(&[("FILTER_MODE", "dns"), ("DNS_IN_HTTPS_MODE", "true")]).is_ok());
+        // The resolver's port must not collide with the proxies'.
+        assert_eq!(
+            err_strings(&[("HTTPS_PORT", "53"), ("DNS_IN_HTTPS_MODE", "1")]),
+            ["DNS_PORT=\"53\": expected a port different from HTTPS_PORT (53)"]
+        );
+        assert_eq!(err_strings(&[("DNS_IN_HTTPS_MODE", "sometimes")]).len(), 1);
+        // Strict egress stays a DNS-mode feature.
+        assert_eq!(err_strings(&[("DNS_IN_HTTPS_MODE", "true"), ("DNS_STRICT", "true")]).len(), 1);
     }
 
     #[test]

@@ -504,11 +504,27 @@ fn start_services(
             if !cfg.verify_destination {
                 log::warn!("VERIFY_DESTINATION=false: an allowed name is tunnelled to any address (SNI/Host spoofing is possible)");
             }
+            // DNS_IN_HTTPS_MODE: egret's resolver answers the namespace's
+            // queries and hands every address it gives out to the
+            // anti-spoofing resolver before the client sees it, so a
+            // connection to an address egret itself returned always
+            // matches (a CDN may rotate its answers in between).
+            let mut services: Vec<Box<dyn Service>> = Vec::new();
+            let mut dns_stats = None;
+            if cfg.dns_in_https_mode {
+                let hook: Arc<dyn crate::dns::learn::Learn> = resolver.clone();
+                let d = crate::dns::start(cfg, handle.clone(), emitter.clone(), mark, Some(hook))
+                    .map_err(|e| format!("dns: {e}"))?;
+                dns_stats = Some(d.shared_stats());
+                services.push(Box::new(d));
+            }
             let settings = crate::proxy::Settings::from_config(cfg, mark);
             let p = crate::proxy::start(settings, handle.clone(), resolver, emitter.clone())
                 .map_err(|e| format!("proxies: {e}"))?;
             let (registry, active) = (Some(p.registry()), Some(p.active_counter()));
-            Ok(Running { services: vec![Box::new(p)], learner: None, registry, active, dns_stats: None })
+            // Stopped in order: the proxies first, then the resolver.
+            services.insert(0, Box::new(p));
+            Ok(Running { services, learner: None, registry, active, dns_stats })
         }
         FilterMode::Dns => {
             let learner = if cfg.dns_strict {

@@ -4,24 +4,27 @@
 //!
 //! One mio thread owns the sockets and decides each query with the pure
 //! [`filter`]; blocked, malformed and refused queries are answered right
-//! there. Allowed UDP queries go to a bounded pool of forwarding threads,
-//! so one slow upstream cannot stall the loop; each TCP client gets its own
-//! thread (bounded), as every other TCP listener in egret does. A client's
-//! ID is preserved; the upstream sees a random one ([`upstream`]).
+//! there. Allowed UDP queries go to a small fixed set of forwarding
+//! threads ([`forward`]), each an event loop over its in-flight upstream
+//! sockets that answers on the server socket itself, so one slow upstream
+//! cannot stall the loop or the other queries; each TCP client gets its
+//! own thread (bounded), as every other TCP listener in egret does. A
+//! client's ID is preserved; the upstream sees a random one
+//! ([`upstream`]).
 //!
 //! With a [`Learn`] hook (strict egress, the proxies' resolver), the
 //! addresses of an allowed answer are handed over before the answer is
 //! sent.
 
 pub mod filter;
+mod forward;
 pub mod learn;
 pub mod upstream;
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -39,10 +42,20 @@ use upstream::Upstreams;
 /// Limits of the server, in one place.
 pub mod defaults {
     use std::time::Duration;
-    /// Forwarding threads for UDP queries.
-    pub const WORKERS: usize = 32;
-    /// Allowed UDP queries waiting for a worker; beyond it, SERVFAIL.
+    /// Forwarding threads for UDP queries (each an event loop, so a few
+    /// are plenty; more only spread the work over more cores).
+    pub const WORKERS: usize = 2;
+    /// Allowed UDP queries waiting for each forwarder; beyond it, SERVFAIL.
     pub const QUEUE: usize = 1024;
+    /// Upstream queries one forwarder has in flight at once, one socket
+    /// each (so also its file descriptors); more wait in its queue. With
+    /// the default two forwarders, 64 at once (dnsmasq's default is 150,
+    /// `--dns-forward-max`): a burst of a few hundred overflowed the test
+    /// upstream's socket buffer and became SERVFAIL after the timeout.
+    pub const IN_FLIGHT: usize = 32;
+    /// Queries one upstream socket carries (one at a time) before it is
+    /// closed and a new one (a new random port) takes its place.
+    pub const SOCKET_USES: u32 = 64;
     /// TCP clients served at once; beyond it, new ones are closed.
     pub const TCP_CLIENTS: usize = 128;
     /// A TCP client that sends nothing for this long is closed
@@ -178,13 +191,11 @@ pub fn start_with(
         tcp_clients: AtomicUsize::new(0),
         stats: stats.clone(),
     });
-    let (jobs, rx) = mpsc::sync_channel::<Job>(defaults::QUEUE);
-    let rx = Arc::new(Mutex::new(rx));
+    let mut fwd = Vec::new();
     for i in 0..shared.settings.workers.max(1) {
-        let (rx, shared) = (rx.clone(), shared.clone());
-        thread::Builder::new().name(format!("dns-fwd-{i}")).spawn(move || worker(&rx, &shared))?;
+        fwd.push(forward::spawn(i, shared.clone(), stop.clone())?);
     }
-    let mut lp = Loop { poll, udp, tcp, jobs, shared, stop: stop.clone() };
+    let mut lp = Loop { poll, udp, tcp, fwd, next: 0, shared, stop: stop.clone() };
     lp.register()?;
     log::info!("dns: listening on {} (udp+tcp)", list(&local));
     let thread = thread::Builder::new().name("dns".into()).spawn(move || lp.run())?;
@@ -259,15 +270,6 @@ pub struct Stats {
     pub dropped: AtomicU64,
 }
 
-/// One allowed UDP query for a forwarding thread.
-struct Job {
-    query: Vec<u8>,
-    info: QueryInfo,
-    client: SocketAddr,
-    local: SocketAddr,
-    reply: Arc<std::net::UdpSocket>,
-}
-
 const WAKER: Token = Token(0);
 
 /// Tokens: 0 the waker, then 1 + 2i for `udp[i]`, 2 + 2i for `tcp[i]`.
@@ -289,7 +291,9 @@ struct Loop {
     poll: Poll,
     udp: Vec<Udp>,
     tcp: Vec<TcpListener>,
-    jobs: SyncSender<Job>,
+    fwd: Vec<forward::Handle>,
+    /// The forwarder tried first for the next batch.
+    next: usize,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 }
@@ -324,10 +328,27 @@ impl Loop {
                 }
             }
         }
+        // The forwarders see their channel closed once this loop is gone;
+        // they may be asleep in poll.
+        for f in &self.fwd {
+            f.nudge();
+        }
         log::info!("dns: stopped");
     }
 
+    /// Reads every waiting datagram, then wakes the forwarders that got
+    /// work: one wake-up per batch, not per query.
     fn drain_udp(&mut self, i: usize, buf: &mut [u8]) {
+        self.read_udp(i, buf);
+        for f in &mut self.fwd {
+            f.wake();
+        }
+        if !self.fwd.is_empty() {
+            self.next = (self.next + 1) % self.fwd.len();
+        }
+    }
+
+    fn read_udp(&mut self, i: usize, buf: &mut [u8]) {
         let Some(udp) = self.udp.get(i) else { return };
         let Ok(local) = udp.local_addr() else { return };
         let mut errors = 0;
@@ -360,21 +381,19 @@ impl Loop {
                     self.shared.emit_refusal(&a, client, local, "UDP");
                 }
                 Action::Forward(info) => {
-                    let job = Job { query: query.to_vec(), info, client, local, reply: udp.reply.clone() };
-                    match self.jobs.try_send(job) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
-                            log::warn!("dns: forwarding queue full; SERVFAIL to {client}");
-                            send_udp(&job.reply, &filter::servfail(&job.info), client);
-                            self.shared.emit_forwarded(
-                                &job.info,
-                                ResponseCode::ServFail,
-                                Some("overloaded"),
-                                client,
-                                local,
-                                "UDP",
-                            );
-                        }
+                    let job =
+                        forward::Job { query: query.to_vec(), info, client, local, reply: udp.reply.clone() };
+                    if let Some(job) = offer(&mut self.fwd, self.next, job) {
+                        log::warn!("dns: forwarding queues full; SERVFAIL to {client}");
+                        send_udp(&job.reply, &filter::servfail(&job.info), client);
+                        self.shared.emit_forwarded(
+                            &job.info,
+                            ResponseCode::ServFail,
+                            Some("overloaded"),
+                            client,
+                            local,
+                            "UDP",
+                        );
                     }
                 }
             }
@@ -417,28 +436,19 @@ impl Loop {
     }
 }
 
+/// Queues a job with forwarder `first`, or the next one whose queue has
+/// room; gives it back when every queue is full.
+fn offer(fwd: &mut [forward::Handle], first: usize, mut job: forward::Job) -> Option<forward::Job> {
+    let n = fwd.len();
+    for k in 0..n {
+        job = fwd[(first + k) % n].offer(job)?;
+    }
+    Some(job)
+}
+
 fn send_udp(sock: &std::net::UdpSocket, bytes: &[u8], to: SocketAddr) {
     if let Err(e) = sock.send_to(bytes, to) {
         log::debug!("dns: reply to {to}: {e}");
-    }
-}
-
-/// Forwarding threads share one queue: a job waits for whichever worker
-/// is free, so one slow upstream exchange delays nothing queued behind it.
-/// (Per-worker queues were tried: no measurable gain, and head-of-line
-/// blocking behind a slow exchange.)
-fn worker(rx: &Mutex<Receiver<Job>>, shared: &Shared) {
-    loop {
-        // The lock is held only while waiting for the next job; a poisoned
-        // lock means another worker panicked while waiting, which leaves the
-        // receiver intact.
-        let job = match rx.lock() {
-            Ok(g) => g.recv(),
-            Err(p) => p.into_inner().recv(),
-        };
-        let Ok(job) = job else { return };
-        let resp = shared.forward(&job.query, &job.info, job.client, job.local, "UDP");
-        send_udp(&job.reply, &filter::fit_udp(resp, &job.info), job.client);
     }
 }
 
@@ -491,15 +501,57 @@ impl Shared {
         local: SocketAddr,
         proto: &'static str,
     ) -> Vec<u8> {
+        self.exchange_and_deliver(query, info, 0, false, Vec::new(), client, local, proto)
+    }
+
+    /// [`Shared::forward`] starting with upstream `first` (over TCP when
+    /// `tcp_first`), after `attempts` made elsewhere.
+    #[allow(clippy::too_many_arguments)]
+    fn exchange_and_deliver(
+        &self,
+        query: &[u8],
+        info: &QueryInfo,
+        first: usize,
+        tcp_first: bool,
+        attempts: Vec<(SocketAddr, String)>,
+        client: SocketAddr,
+        local: SocketAddr,
+        proto: &'static str,
+    ) -> Vec<u8> {
         let check = |r: &[u8]| filter::check_response(r, info).map_err(|e| e.to_string());
-        let (resp, reply) = match self.settings.upstreams.exchange(query, &check, &|r| r.truncated) {
-            Ok(x) => x,
-            Err(e) => {
-                log::warn!("dns: {} {}: {e}", info.qname(), info.qtype());
-                self.emit_forwarded(info, ResponseCode::ServFail, Some(&e.to_string()), client, local, proto);
-                return filter::servfail(info);
-            }
-        };
+        let ups = &self.settings.upstreams;
+        match ups.exchange_from(query, first, tcp_first, attempts, &check, &|r| r.truncated) {
+            Ok((resp, reply)) => self.deliver(resp, reply, info, client, local, proto),
+            Err(e) => self.upstreams_failed(info, &e, client, local, proto),
+        }
+    }
+
+    /// Every upstream failed: the event, and SERVFAIL for the client.
+    fn upstreams_failed(
+        &self,
+        info: &QueryInfo,
+        e: &upstream::UpstreamError,
+        client: SocketAddr,
+        local: SocketAddr,
+        proto: &'static str,
+    ) -> Vec<u8> {
+        log::warn!("dns: {} {}: {e}", info.qname(), info.qtype());
+        self.emit_forwarded(info, ResponseCode::ServFail, Some(&e.to_string()), client, local, proto);
+        filter::servfail(info)
+    }
+
+    /// An accepted upstream answer (the client's ID already in it): learn
+    /// its addresses, then the event; the bytes for the client, or
+    /// SERVFAIL when learning failed.
+    fn deliver(
+        &self,
+        resp: Vec<u8>,
+        reply: filter::Reply,
+        info: &QueryInfo,
+        client: SocketAddr,
+        local: SocketAddr,
+        proto: &'static str,
+    ) -> Vec<u8> {
         if let Some(l) = &self.learner {
             let addrs = filter::learned(&reply, self.settings.ttl_min, self.settings.ttl_max);
             if !addrs.is_empty() {

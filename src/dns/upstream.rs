@@ -87,22 +87,40 @@ impl Upstreams {
         check: &dyn Fn(&[u8]) -> Result<T, String>,
         truncated: &dyn Fn(&T) -> bool,
     ) -> Result<(Vec<u8>, T), UpstreamError> {
-        let mut attempts = Vec::new();
+        self.exchange_from(query, 0, false, Vec::new(), check, truncated)
+    }
+
+    /// As [`Upstreams::exchange`], starting with upstream number `first`
+    /// (over TCP when `tcp_first`: its UDP answer was truncated), after
+    /// the failed `attempts` made elsewhere.
+    pub fn exchange_from<T>(
+        &self,
+        query: &[u8],
+        first: usize,
+        tcp_first: bool,
+        mut attempts: Vec<(SocketAddr, String)>,
+        check: &dyn Fn(&[u8]) -> Result<T, String>,
+        truncated: &dyn Fn(&T) -> bool,
+    ) -> Result<(Vec<u8>, T), UpstreamError> {
         if query.len() < super::filter::HEADER_LEN {
             attempts.push((SocketAddr::from(([0, 0, 0, 0], 0)), "query shorter than a header".to_owned()));
             return Err(UpstreamError { attempts });
         }
         let client_id = [query[0], query[1]];
         let mut q = query.to_vec();
-        for &up in &self.addrs {
-            let result = self.udp(&mut q, up, check).and_then(|(resp, t)| {
-                if truncated(&t) {
-                    log::debug!("{up}: truncated over udp, retrying over tcp");
-                    self.tcp(&mut q, up, check)
-                } else {
-                    Ok((resp, t))
-                }
-            });
+        for (i, &up) in self.addrs.iter().enumerate().skip(first) {
+            let result = if tcp_first && i == first {
+                self.tcp(&mut q, up, check)
+            } else {
+                self.udp(&mut q, up, check).and_then(|(resp, t)| {
+                    if truncated(&t) {
+                        log::debug!("{up}: truncated over udp, retrying over tcp");
+                        self.tcp(&mut q, up, check)
+                    } else {
+                        Ok((resp, t))
+                    }
+                })
+            };
             match result {
                 Ok((mut resp, t)) => {
                     resp[..2].copy_from_slice(&client_id);
@@ -202,6 +220,22 @@ impl Upstreams {
         }
         let t = check(&resp)?;
         Ok((resp, t))
+    }
+
+    /// A fresh non-blocking UDP socket connected to `up` (so the kernel
+    /// drops datagrams from anyone else and reports ICMP errors), with a
+    /// kernel-chosen random source port and the mark from its first
+    /// packet: for callers that wait for answers on their own event loop.
+    pub fn udp_socket(&self, up: SocketAddr) -> Result<UdpSocket, String> {
+        let family = if up.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+        let fd: OwnedFd = socket::socket(family, SockType::Datagram, flags, None)
+            .map_err(|e| format!("udp socket: {e}"))?;
+        self.set_mark(&fd)?;
+        // connect() on an unbound UDP socket binds it to a random port.
+        socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(up))
+            .map_err(|e| format!("udp connect: {}", io::Error::from(e)))?;
+        Ok(UdpSocket::from(fd))
     }
 
     /// A TCP connection carrying the mark from its first SYN, with a

@@ -267,6 +267,14 @@ impl Ruleset {
 
         let mut nat = vec![rule(own(), vec![Stmt::Return])];
         let mut listeners: Vec<(L4, u16)> = Vec::new();
+        if cfg.runs_dns_server() {
+            // Every query, to any resolver (local, policy-allowed or not),
+            // goes to egret's resolver.
+            nat.push(rule(vec![Match::Dport(L4::Udp, 53)], vec![Stmt::Redirect(cfg.dns_port)]));
+            nat.push(rule(vec![Match::Dport(L4::Tcp, 53)], vec![Stmt::Redirect(cfg.dns_port)]));
+            listeners.push((L4::Udp, cfg.dns_port));
+            listeners.push((L4::Tcp, cfg.dns_port));
+        }
         match cfg.filter_mode {
             FilterMode::Https => {
                 nat.push(rule(vec![Match::FibDaddrLocal], vec![Stmt::Return]));
@@ -277,13 +285,8 @@ impl Ruleset {
                 listeners.push((L4::Tcp, cfg.http_port));
                 listeners.push((L4::Tcp, cfg.https_port));
             }
-            FilterMode::Dns => {
-                // Every query, to any resolver, goes to egret's resolver.
-                nat.push(rule(vec![Match::Dport(L4::Udp, 53)], vec![Stmt::Redirect(cfg.dns_port)]));
-                nat.push(rule(vec![Match::Dport(L4::Tcp, 53)], vec![Stmt::Redirect(cfg.dns_port)]));
-                listeners.push((L4::Udp, cfg.dns_port));
-                listeners.push((L4::Tcp, cfg.dns_port));
-            }
+            // The port-53 redirect above is all DNS mode needs.
+            FilterMode::Dns => {}
         }
 
         let log = |group| Stmt::Log { prefix: LOG_PREFIX, group };
@@ -322,10 +325,12 @@ impl Ruleset {
                 }
                 out.push(rule(vec![Match::CtMark(generation)], vec![Stmt::Accept]));
             }
-            if cfg.filter_mode == FilterMode::Https {
+            if cfg.filter_mode == FilterMode::Https && !cfg.dns_in_https_mode {
                 // Workloads resolve names themselves in HTTPS mode: they may
                 // reach the configured resolvers on their port (local ones
-                // are already accepted above).
+                // are already accepted above). With egret's resolver in
+                // between (DNS_IN_HTTPS_MODE) they need not, and must not:
+                // a flow that escaped the redirect would skip the filter.
                 for up in &cfg.dns_upstreams {
                     if is_local_literal(up.ip()) {
                         continue;
@@ -643,6 +648,73 @@ table inet egret {
             "allowlist:\n  ips: [\"1.1.1.1\", \"192.168.0.0/16\", \"2001:db8::/32\", \"10.0.0.0/8\", \"11.0.0.0/8\", \"12.0.0.0/8\"]\n  domains: [\"github.com\"]\n",
             &ID,
             HTTPS_GOLDEN,
+        );
+    }
+
+    /// HTTPS mode with egret's resolver (`DNS_IN_HTTPS_MODE`): port 53
+    /// goes to the resolver before anything else may `return` (a query to
+    /// an allowed or local address is filtered too), and the workload's
+    /// direct path to the upstream resolvers is gone.
+    #[test]
+    fn https_mode_with_dns_golden() {
+        let want = "\
+table inet egret {
+	set allowed4 {
+		type ipv4_addr
+		flags interval
+		elements = { 1.1.1.1 }
+	}
+
+	set allowed6 {
+		type ipv6_addr
+		flags interval
+	}
+
+	chain nat_out {
+		type nat hook output priority -100; policy accept;
+		meta mark 0x1234abcd return
+		udp dport 53 redirect to :5353
+		tcp dport 53 redirect to :5353
+		fib daddr type local return
+		ip daddr @allowed4 return
+		ip6 daddr @allowed6 return
+		tcp dport 80 redirect to :8080
+		tcp dport 443 redirect to :8443
+	}
+
+	chain filter_out {
+		type filter hook output priority filter; policy drop;
+		ct state invalid drop
+		meta mark 0x1234abcd accept
+		ct direction reply accept
+		fib daddr type local accept
+		ip daddr @allowed4 accept
+		ip6 daddr @allowed6 accept
+		icmpv6 type nd-router-solicit accept
+		icmpv6 type nd-router-advert accept
+		icmpv6 type nd-neighbor-solicit accept
+		icmpv6 type nd-neighbor-advert accept
+		icmpv6 type mld2-listener-report accept
+		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
+		meta l4proto tcp reject with tcp reset
+		meta l4proto udp reject
+		reject with icmpx admin-prohibited
+	}
+
+	chain filter_in {
+		type filter hook input priority filter; policy accept;
+		iifname != \"lo\" udp dport 5353 drop
+		iifname != \"lo\" tcp dport 5353 drop
+		iifname != \"lo\" tcp dport 8080 drop
+		iifname != \"lo\" tcp dport 8443 drop
+	}
+}
+";
+        check(
+            &[("DNS_UPSTREAMS", "10.9.9.9"), ("DNS_IN_HTTPS_MODE", "true"), ("DNS_PORT", "5353")],
+            "allowlist:\n  ips: [\"1.1.1.1\"]\n",
+            &ID,
+            want,
         );
     }
 

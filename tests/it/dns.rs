@@ -188,6 +188,86 @@ fn truncated_answers_are_fetched_again_over_tcp() {
     assert!(out.contains(" tc"), "an answer too big for UDP is sent truncated:\n{out}");
 }
 
+/// Many queries from one client: first one at a time (more than an
+/// upstream socket serves before it is replaced), then 150 in flight at
+/// once (more than the forwarders hold, so some wait in their queues).
+/// Each is answered exactly once, with its own ID and the right answer.
+#[test]
+fn many_queries_in_flight_are_each_answered_once_with_their_id() {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let auth = upstream();
+    let srv = start(vec![auth.addr]);
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    udp.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let name = Name::from_ascii("allowed.test.").expect("name");
+    let query = |id: u16| {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(name.clone(), if id % 2 == 0 { RecordType::A } else { RecordType::AAAA }));
+        m.to_vec().expect("encode")
+    };
+    let check = |buf: &[u8]| -> u16 {
+        let m = Message::from_vec(buf).expect("an answer");
+        let id = m.metadata.id;
+        let want = if id % 2 == 0 { "10.200.0.2" } else { "fd00:200::2" };
+        let data: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(
+            (m.metadata.response_code, data),
+            (ResponseCode::NoError, vec![want.to_owned()]),
+            "id {id}"
+        );
+        id
+    };
+    let mut buf = [0u8; 4096];
+    for id in 0..400u16 {
+        udp.send_to(&query(id), srv.addr()).expect("send");
+        let n = udp.recv(&mut buf).unwrap_or_else(|e| panic!("query {id} one at a time: {e}"));
+        assert_eq!(check(&buf[..n]), id);
+    }
+
+    const N: u16 = 1500;
+    const WINDOW: usize = 150;
+    let received = std::sync::Arc::new(AtomicUsize::new(0));
+    let reader = udp.try_clone().expect("clone");
+    let collect = std::thread::spawn({
+        let received = received.clone();
+        move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while got.len() < usize::from(N) && std::time::Instant::now() < deadline {
+                let Ok(n) = reader.recv(&mut buf) else { continue };
+                got.push(buf[..n].to_vec());
+                received.fetch_add(1, Relaxed);
+            }
+            got
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for id in 0..N {
+        while usize::from(id) >= received.load(Relaxed) + WINDOW && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        udp.send_to(&query(id), srv.addr()).expect("send");
+    }
+    let mut seen = vec![0u32; usize::from(N)];
+    for answer in collect.join().expect("reader") {
+        seen[usize::from(check(&answer))] += 1;
+    }
+    let missing: Vec<usize> = seen.iter().enumerate().filter(|(_, &c)| c == 0).map(|(i, _)| i).collect();
+    let st = srv.handle.stats();
+    assert!(
+        missing.is_empty(),
+        "{} of {N} unanswered ({st:?}): {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    assert!(seen.iter().all(|&c| c == 1), "an ID answered twice");
+    assert_eq!(st.servfail.load(Relaxed), 0, "{st:?}");
+}
+
 /// Every seed in tests/data/dns, over UDP and over TCP: FORMERR with the
 /// query's ID where the name says so, silence for drop-*, and the server
 /// still serving afterwards.

@@ -21,6 +21,11 @@ pub struct Zone {
     /// Over UDP, answers larger than this are truncated (TC, no records),
     /// whatever the client's EDNS size: an old-fashioned server.
     pub udp_limit: usize,
+    /// Changing A answers: the n-th A query for the name (over UDP or
+    /// TCP, counted from start) gets only the n-th address of its list,
+    /// and every query after the list's end its last one. A CDN whose
+    /// answer differs from one lookup to the next, deterministically.
+    pub rotate: Vec<(String, u32, Vec<Ipv4Addr>)>,
 }
 
 impl Zone {
@@ -49,7 +54,7 @@ impl Zone {
         }
         records.push(("medium.allowed.test".into(), ttl, RData::TXT(TXT::new(medium))));
         records.push(("huge.allowed.test".into(), ttl, RData::TXT(TXT::new(huge))));
-        Zone { records, udp_limit: 512 }
+        Zone { records, udp_limit: 512, rotate: Vec::new() }
     }
 }
 
@@ -148,9 +153,17 @@ fn answer(
     r.metadata.authoritative = true;
     r.metadata.recursion_desired = m.metadata.recursion_desired;
     r.add_query(question.clone());
+    let rotated = zone.rotate.iter().find(|(n, _, _)| *n == name);
     let matching: Vec<&(String, u32, RData)> = zone.records.iter().filter(|(n, _, _)| *n == name).collect();
-    if matching.is_empty() {
+    if matching.is_empty() && rotated.is_none() {
         r.metadata.response_code = ResponseCode::NXDomain;
+    }
+    if let Some((_, ttl, addrs)) = rotated.filter(|_| question.query_type() == RecordType::A) {
+        let mut seen = seen.lock().ok()?;
+        let n = seen.entry((name.clone(), "rotated-a")).or_default();
+        let a = *addrs.get(*n).or(addrs.last())?;
+        *n += 1;
+        r.add_answer(Record::from_rdata(question.name().clone(), *ttl, RData::A(A(a))));
     }
     for (_, ttl, data) in matching {
         if question.query_type() == RecordType::ANY || data.record_type() == question.query_type() {

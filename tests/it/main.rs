@@ -5,6 +5,7 @@ mod browser;
 mod check;
 mod dashboard;
 mod dns;
+mod dns_https;
 mod dnsauth;
 mod escape;
 mod events;

@@ -121,11 +121,17 @@ fn golden_text_equals_kernel_ruleset() {
     ];
     for (name, yaml) in cases {
         let pol = policy_file(&format!("nft-golden-{name}"), &yaml);
-        for (mode, strict) in [("https", "false"), ("dns", "false"), ("dns", "true")] {
+        for (mode, strict, dns) in [
+            ("https", "false", "false"),
+            ("https", "false", "true"),
+            ("dns", "false", "false"),
+            ("dns", "true", "false"),
+        ] {
             let env = [
                 ("BYPASS_MARK", MARK),
                 ("FILTER_MODE", mode),
                 ("DNS_STRICT", strict),
+                ("DNS_IN_HTTPS_MODE", dns),
                 ("DNS_UPSTREAMS", "10.9.9.9:53"),
             ];
             let want = run_ok(egret_in(&p.work, &pol, &env, &["run", "--print-rules"]));
@@ -134,7 +140,7 @@ fn golden_text_equals_kernel_ruleset() {
             assert_eq!(
                 normalize(&got),
                 normalize(&want),
-                "{name}/{mode}:\n--- kernel ---\n{got}\n--- egret ---\n{want}"
+                "{name}/{mode}/dns-in-https={dns}:\n--- kernel ---\n{got}\n--- egret ---\n{want}"
             );
         }
     }

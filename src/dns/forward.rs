@@ -1,0 +1,382 @@
+//! The forwarding threads of the DNS server: a small fixed set of
+//! `dns-fwd-N` threads, each running its own mio event loop over the
+//! upstream sockets of the queries it has in flight.
+//!
+//! The server's loop hands an allowed UDP query over (a bounded channel,
+//! one wake-up per batch of queries, not per query); the forwarder sends
+//! it with a random ID on a marked socket with a random port (RFC 5452;
+//! each socket carries one query at a time and is replaced after a few
+//! dozen) and goes on with other work. Whichever socket becomes readable is answered from
+//! there, directly on the server's socket, so a query costs no thread
+//! switch beyond the batch's. Nothing here blocks on an upstream: a slow
+//! or dead one only holds a slot until its timeout, then the next
+//! upstream is tried; a truncated answer is fetched again over TCP on a
+//! short-lived thread (bounded), the way TCP clients are served.
+//!
+//! A forwarder holds at most `defaults::IN_FLIGHT` queries; beyond that
+//! jobs wait in its channel, and when every channel is full the server
+//! answers SERVFAIL at once (never a stall).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::filter::{self, QueryInfo};
+use super::upstream::{random_id, UpstreamError};
+use super::{defaults, send_udp, Shared};
+
+/// One allowed UDP query.
+pub(super) struct Job {
+    /// The client's query; the upstream ID is written into it per try.
+    pub query: Vec<u8>,
+    pub info: QueryInfo,
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub reply: Arc<std::net::UdpSocket>,
+}
+
+/// The server loop's handle on one forwarder.
+pub(super) struct Handle {
+    tx: SyncSender<Job>,
+    waker: Arc<Waker>,
+    /// Jobs were queued since the last wake-up.
+    owed: bool,
+}
+
+impl Handle {
+    /// Queues a job without waking the forwarder (see [`Handle::wake`]);
+    /// gives it back when the queue is full.
+    pub fn offer(&mut self, job: Job) -> Option<Job> {
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.owed = true;
+                None
+            }
+            Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => Some(j),
+        }
+    }
+
+    /// Wakes the forwarder if jobs were queued since the last call.
+    pub fn wake(&mut self) {
+        if std::mem::take(&mut self.owed) {
+            if let Err(e) = self.waker.wake() {
+                log::warn!("dns: waking a forwarder: {e}");
+            }
+        }
+    }
+
+    /// Wakes the forwarder unconditionally (shutdown).
+    pub fn nudge(&self) {
+        let _ = self.waker.wake();
+    }
+}
+
+/// Starts forwarder number `n`.
+pub(super) fn spawn(n: usize, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> io::Result<Handle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = mpsc::sync_channel(defaults::QUEUE);
+    let f = Forwarder {
+        poll,
+        rx,
+        shared,
+        stop,
+        slots: Vec::new(),
+        free: Vec::new(),
+        idle: Vec::new(),
+        live: 0,
+        deadlines: VecDeque::new(),
+        serial: 0,
+        buf: vec![0u8; 65535],
+    };
+    thread::Builder::new().name(format!("dns-fwd-{n}")).spawn(move || f.run())?;
+    Ok(Handle { tx, waker, owed: false })
+}
+
+const WAKER: Token = Token(usize::MAX);
+
+/// A query waiting for its answer on one socket.
+struct Pending {
+    job: Job,
+    id: u16,
+    /// Tells a socket's successive queries apart in `deadlines`.
+    serial: u64,
+    attempts: Vec<(SocketAddr, String)>,
+}
+
+/// An upstream socket: connected to upstream number `up`, carrying at
+/// most one query at a time, reused for `defaults::SOCKET_USES` queries
+/// and then replaced (a fresh random port), like dnsmasq's pool of random
+/// sockets. Creating, connecting, registering and closing a socket per
+/// query was half of a forwarder's CPU time in a profile.
+struct Sock {
+    sock: mio::net::UdpSocket,
+    up: usize,
+    uses: u32,
+    pending: Option<Pending>,
+}
+
+struct Forwarder {
+    poll: Poll,
+    rx: Receiver<Job>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    /// Token `i` is `slots[i]`.
+    slots: Vec<Option<Sock>>,
+    /// Unused slot numbers.
+    free: Vec<usize>,
+    /// Per upstream: sockets without a query.
+    idle: Vec<Vec<usize>>,
+    /// Queries in flight.
+    live: usize,
+    /// (deadline, slot, serial) in send order; every try has the same
+    /// timeout, so this is also deadline order.
+    deadlines: VecDeque<(Instant, usize, u64)>,
+    serial: u64,
+    buf: Vec<u8>,
+}
+
+impl Forwarder {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            // Take new work while there is room.
+            while self.live < defaults::IN_FLIGHT {
+                match self.rx.try_recv() {
+                    Ok(job) => self.start(job, 0, Vec::new()),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            let timeout = self.deadlines.front().map(|(d, _, _)| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("dns: forwarder poll failed, stopping it: {e}");
+                return;
+            }
+            for ev in events.iter() {
+                if ev.token() != WAKER {
+                    self.readable(ev.token().0);
+                }
+            }
+            self.expire(Instant::now());
+        }
+    }
+
+    /// An idle socket to upstream `i`, or a new one.
+    fn socket(&mut self, i: usize, up: SocketAddr) -> Result<usize, String> {
+        if let Some(slot) = self.idle.get_mut(i).and_then(Vec::pop) {
+            return Ok(slot);
+        }
+        let std_sock = self.shared.settings.upstreams.udp_socket(up)?;
+        let mut sock = mio::net::UdpSocket::from_std(std_sock);
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE) {
+            self.free.push(slot);
+            return Err(format!("udp register: {e}"));
+        }
+        self.slots[slot] = Some(Sock { sock, up: i, uses: 0, pending: None });
+        Ok(slot)
+    }
+
+    /// Closes a socket (its query, if any, was taken out before).
+    fn retire(&mut self, slot: usize) {
+        if let Some(mut s) = self.slots.get_mut(slot).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut s.sock);
+            if s.pending.is_none() {
+                // An idle socket that failed (a late ICMP error).
+                if let Some(idle) = self.idle.get_mut(s.up) {
+                    idle.retain(|&x| x != slot);
+                }
+            }
+            self.free.push(slot);
+        }
+    }
+
+    /// A socket whose query is done: back to the idle pool, or closed
+    /// when it has served its share.
+    fn release(&mut self, slot: usize) {
+        let Some(s) = self.slots.get_mut(slot).and_then(Option::as_mut) else { return };
+        s.uses += 1;
+        if s.uses >= defaults::SOCKET_USES {
+            self.retire(slot);
+        } else if let Some(idle) = self.idle.get_mut(s.up) {
+            idle.push(slot);
+        }
+    }
+
+    /// Takes the query out of a socket.
+    fn take(&mut self, slot: usize) -> Option<(Pending, usize)> {
+        let s = self.slots.get_mut(slot)?.as_mut()?;
+        let p = s.pending.take()?;
+        self.live -= 1;
+        Some((p, s.up))
+    }
+
+    /// Sends the query to upstream `first` (or the next that takes it);
+    /// SERVFAIL when none is left.
+    fn start(&mut self, mut job: Job, first: usize, mut attempts: Vec<(SocketAddr, String)>) {
+        let n = self.shared.settings.upstreams.addrs.len();
+        if self.idle.len() < n {
+            self.idle.resize_with(n, Vec::new);
+        }
+        for i in first..n {
+            let up = self.shared.settings.upstreams.addrs[i];
+            let slot = match self.socket(i, up) {
+                Ok(s) => s,
+                Err(why) => {
+                    attempts.push((up, why));
+                    continue;
+                }
+            };
+            let id = random_id();
+            job.query[..2].copy_from_slice(&id.to_be_bytes());
+            let Some(s) = self.slots.get_mut(slot).and_then(Option::as_mut) else { continue };
+            if let Err(e) = s.sock.send(&job.query) {
+                // A refusal of an earlier datagram surfaces here too; the
+                // socket is not trusted further either way.
+                self.retire(slot);
+                attempts.push((up, format!("udp send: {e}")));
+                continue;
+            }
+            self.serial += 1;
+            let serial = self.serial;
+            s.pending = Some(Pending { job, id, serial, attempts });
+            self.live += 1;
+            let timeout = self.shared.settings.upstreams.udp_timeout;
+            self.deadlines.push_back((Instant::now() + timeout, slot, serial));
+            return;
+        }
+        self.fail(job, attempts);
+    }
+
+    fn readable(&mut self, slot: usize) {
+        loop {
+            let Some(s) = self.slots.get(slot).and_then(Option::as_ref) else { return };
+            let n = match s.sock.recv(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP port unreachable and the like: this upstream is
+                    // out for this query; try the next.
+                    let taken = self.take(slot);
+                    self.retire(slot);
+                    if let Some((mut p, up)) = taken {
+                        let addr = self.shared.settings.upstreams.addrs[up];
+                        p.attempts.push((addr, format!("udp recv: {e}")));
+                        self.start(p.job, up + 1, p.attempts);
+                    }
+                    return;
+                }
+            };
+            let Some(p) = s.pending.as_ref() else {
+                log::debug!("dns: ignored a {n}-byte upstream datagram on an idle socket");
+                continue;
+            };
+            let resp = &self.buf[..n];
+            if n < filter::HEADER_LEN || resp[..2] != p.id.to_be_bytes() {
+                log::debug!("dns: ignored a {n}-byte upstream datagram with the wrong id");
+                continue;
+            }
+            let reply = match filter::check_response(resp, &p.job.info) {
+                Ok(r) => r,
+                // Possibly a spoof racing the real answer: keep waiting.
+                Err(why) => {
+                    log::debug!("dns: ignored an upstream answer: {why}");
+                    continue;
+                }
+            };
+            let mut resp = resp.to_vec();
+            let Some((p, up)) = self.take(slot) else { return };
+            self.release(slot);
+            if reply.truncated {
+                retry_over_tcp(self.shared.clone(), p.job, up, p.attempts);
+                return;
+            }
+            resp[..2].copy_from_slice(&p.job.info.id.to_be_bytes());
+            let Job { info, client, local, reply: server, .. } = p.job;
+            let out = self.shared.deliver(resp, reply, &info, client, local, "UDP");
+            send_udp(&server, &filter::fit_udp(out, &info), client);
+            return;
+        }
+    }
+
+    /// Tries the next upstream for every query whose time is up.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, slot, serial)) = self.deadlines.front() {
+            if deadline > now {
+                return;
+            }
+            self.deadlines.pop_front();
+            let current = self
+                .slots
+                .get(slot)
+                .and_then(Option::as_ref)
+                .and_then(|s| s.pending.as_ref())
+                .is_some_and(|p| p.serial == serial);
+            if !current {
+                continue; // answered already
+            }
+            if let Some((mut p, up)) = self.take(slot) {
+                // Its answer may still come: a new socket for the next one.
+                self.retire(slot);
+                let ups = &self.shared.settings.upstreams;
+                p.attempts.push((ups.addrs[up], format!("no answer over udp within {:?}", ups.udp_timeout)));
+                self.start(p.job, up + 1, p.attempts);
+            }
+        }
+    }
+
+    fn fail(&self, job: Job, attempts: Vec<(SocketAddr, String)>) {
+        let err = UpstreamError { attempts };
+        let out = self.shared.upstreams_failed(&job.info, &err, job.client, job.local, "UDP");
+        send_udp(&job.reply, &out, job.client);
+    }
+}
+
+/// TCP retries running now, across forwarders.
+static TCP_RETRIES: AtomicUsize = AtomicUsize::new(0);
+
+/// A truncated UDP answer: the same upstream again over TCP (then the
+/// rest, as [`super::upstream::Upstreams::exchange`] does), on its own
+/// thread so the forwarder's other queries are not held up.
+fn retry_over_tcp(shared: Arc<Shared>, job: Job, up: usize, attempts: Vec<(SocketAddr, String)>) {
+    if TCP_RETRIES.fetch_add(1, Ordering::SeqCst) >= defaults::TCP_CLIENTS {
+        TCP_RETRIES.fetch_sub(1, Ordering::SeqCst);
+        let mut attempts = attempts;
+        let addr = shared.settings.upstreams.addrs[up];
+        attempts.push((addr, "truncated, and too many tcp retries running".into()));
+        let err = UpstreamError { attempts };
+        let out = shared.upstreams_failed(&job.info, &err, job.client, job.local, "UDP");
+        send_udp(&job.reply, &out, job.client);
+        return;
+    }
+    let spawned = thread::Builder::new().name("dns-tc".into()).spawn(move || {
+        let Job { mut query, info, client, local, reply: server } = job;
+        // The upstream ID of the UDP try is still in it.
+        query[..2].copy_from_slice(&info.id.to_be_bytes());
+        let out = shared.exchange_and_deliver(&query, &info, up, true, attempts, client, local, "UDP");
+        send_udp(&server, &filter::fit_udp(out, &info), client);
+        TCP_RETRIES.fetch_sub(1, Ordering::SeqCst);
+    });
+    if let Err(e) = spawned {
+        TCP_RETRIES.fetch_sub(1, Ordering::SeqCst);
+        log::warn!("dns: cannot start a tcp retry thread: {e}");
+    }
+}
