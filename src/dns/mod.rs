@@ -147,6 +147,17 @@ pub fn start(
     start_with(Settings::from_config(cfg, mark), policy, emitter, learner)
 }
 
+/// Forwarding to ourselves would loop each query until the queue fills.
+fn forwarding_loop(upstreams: &[SocketAddr], local: &[SocketAddr]) -> io::Result<()> {
+    match upstreams.iter().find(|u| local.contains(u)) {
+        Some(up) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("dns: DNS_UPSTREAMS entry {up} is egret's own listener (a forwarding loop)"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Binds every listen address (v6 ones may be missing), then runs the loop
 /// on its own thread. An address that cannot be bound at all is an error,
 /// unless it is IPv6 and IPv4 bound.
@@ -157,6 +168,11 @@ pub fn start_with(
     learner: Option<Arc<dyn Learn>>,
 ) -> io::Result<DnsHandle> {
     let poll = Poll::new()?;
+    // An explicit listener address is checked before binding (a bound
+    // port 0 is checked below), so a loop is refused for what it is even
+    // when the port is taken.
+    let fixed: Vec<SocketAddr> = settings.listen.iter().copied().filter(|a| a.port() != 0).collect();
+    forwarding_loop(&settings.upstreams.addrs, &fixed)?;
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     let mut local = Vec::new();
@@ -173,13 +189,7 @@ pub fn start_with(
             Err(e) => return Err(io::Error::new(e.kind(), format!("dns: cannot listen on {addr}: {e}"))),
         }
     }
-    // Forwarding to ourselves would loop each query until the queue fills.
-    if let Some(up) = settings.upstreams.addrs.iter().find(|u| local.contains(u)) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("dns: DNS_UPSTREAMS entry {up} is egret's own listener (a forwarding loop)"),
-        ));
-    }
+    forwarding_loop(&settings.upstreams.addrs, &local)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
