@@ -318,7 +318,7 @@ impl Loop {
                     continue;
                 }
                 log::error!("dns: poll failed, stopping the server: {e}");
-                return;
+                break;
             }
             for ev in events.iter() {
                 match classify(ev.token()) {
@@ -328,10 +328,11 @@ impl Loop {
                 }
             }
         }
-        // The forwarders see their channel closed once this loop is gone;
-        // they may be asleep in poll.
-        for f in &self.fwd {
-            f.nudge();
+        // The forwarders' jobs hold clones of the server sockets: the
+        // port is free again only when they are gone.
+        self.stop.store(true, Ordering::SeqCst);
+        for f in self.fwd.drain(..) {
+            f.join();
         }
         log::info!("dns: stopped");
     }
