@@ -221,7 +221,7 @@ fn bind_pair(addr: SocketAddr) -> io::Result<(Udp, TcpListener)> {
                 std_tcp.set_nonblocking(true)?;
                 let reply = Arc::new(std_udp.try_clone()?);
                 return Ok((
-                    Udp { sock: UdpSocket::from_std(std_udp), reply },
+                    Udp { local: std_udp.local_addr()?, sock: UdpSocket::from_std(std_udp), reply },
                     TcpListener::from_std(std_tcp),
                 ));
             }
@@ -236,11 +236,13 @@ fn bind_pair(addr: SocketAddr) -> io::Result<(Udp, TcpListener)> {
 struct Udp {
     sock: UdpSocket,
     reply: Arc<std::net::UdpSocket>,
+    /// The bound address (asked once, not per batch).
+    local: SocketAddr,
 }
 
 impl Udp {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.sock.local_addr()
+        Ok(self.local)
     }
 }
 
