@@ -136,11 +136,13 @@ pub fn decide(query: &[u8], policy: &Policy) -> Action {
         Ok(m) => m,
         Err(e) => return formerr(query, format!("unreadable query: {e}"), None),
     };
+    let udp_max = msg.edns.as_ref().map_or(CLASSIC_UDP_MAX, |e| e.max_payload().max(CLASSIC_UDP_MAX));
+    let edns = msg.edns.is_some();
     let info = QueryInfo {
         id: msg.metadata.id,
-        questions: msg.queries.clone(),
-        edns: msg.edns.is_some(),
-        udp_max: msg.edns.as_ref().map_or(CLASSIC_UDP_MAX, |e| e.max_payload().max(CLASSIC_UDP_MAX)),
+        questions: msg.queries,
+        edns,
+        udp_max,
         recursion_desired: msg.metadata.recursion_desired,
         checking_disabled: msg.metadata.checking_disabled,
     };
@@ -300,7 +302,9 @@ pub fn check_response(resp: &[u8], info: &QueryInfo) -> Result<Reply, FilterErro
         && msg.queries.iter().zip(&info.questions).all(|(a, b)| {
             a.query_type() == b.query_type()
                 && a.query_class() == b.query_class()
-                && a.name().to_lowercase() == b.name().to_lowercase()
+                // hickory's `Name` equality ignores ASCII case (RFC 4343)
+                // and allocates nothing.
+                && a.name() == b.name()
         });
     if !same {
         return Err(FilterError::QuestionMismatch);

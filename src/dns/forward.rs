@@ -17,7 +17,6 @@
 //! jobs wait in its channel, and when every channel is full the server
 //! answers SERVFAIL at once (never a stall).
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,6 +47,7 @@ pub(super) struct Handle {
     waker: Arc<Waker>,
     /// Jobs were queued since the last wake-up.
     owed: bool,
+    thread: thread::JoinHandle<()>,
 }
 
 impl Handle {
@@ -72,9 +72,13 @@ impl Handle {
         }
     }
 
-    /// Wakes the forwarder unconditionally (shutdown).
-    pub fn nudge(&self) {
-        let _ = self.waker.wake();
+    /// Stops the forwarder (the caller has set the stop flag) and waits
+    /// for it: its queries' jobs hold the server socket open.
+    pub fn join(self) {
+        let Handle { tx, waker, thread, .. } = self;
+        drop(tx);
+        let _ = waker.wake();
+        let _ = thread.join();
     }
 }
 
@@ -92,12 +96,10 @@ pub(super) fn spawn(n: usize, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> io:
         free: Vec::new(),
         idle: Vec::new(),
         live: 0,
-        deadlines: VecDeque::new(),
-        serial: 0,
         buf: vec![0u8; 65535],
     };
-    thread::Builder::new().name(format!("dns-fwd-{n}")).spawn(move || f.run())?;
-    Ok(Handle { tx, waker, owed: false })
+    let thread = thread::Builder::new().name(format!("dns-fwd-{n}")).spawn(move || f.run())?;
+    Ok(Handle { tx, waker, owed: false, thread })
 }
 
 const WAKER: Token = Token(usize::MAX);
@@ -106,8 +108,8 @@ const WAKER: Token = Token(usize::MAX);
 struct Pending {
     job: Job,
     id: u16,
-    /// Tells a socket's successive queries apart in `deadlines`.
-    serial: u64,
+    /// When the next upstream gets its turn.
+    deadline: Instant,
     attempts: Vec<(SocketAddr, String)>,
 }
 
@@ -136,10 +138,6 @@ struct Forwarder {
     idle: Vec<Vec<usize>>,
     /// Queries in flight.
     live: usize,
-    /// (deadline, slot, serial) in send order; every try has the same
-    /// timeout, so this is also deadline order.
-    deadlines: VecDeque<(Instant, usize, u64)>,
-    serial: u64,
     buf: Vec<u8>,
 }
 
@@ -158,7 +156,11 @@ impl Forwarder {
                     Err(TryRecvError::Disconnected) => return,
                 }
             }
-            let timeout = self.deadlines.front().map(|(d, _, _)| d.saturating_duration_since(Instant::now()));
+            // At most IN_FLIGHT queries (and their idle sockets): a scan
+            // is cheaper than keeping a timer structure in order.
+            let next =
+                self.slots.iter().flatten().filter_map(|s| s.pending.as_ref()).map(|p| p.deadline).min();
+            let timeout = next.map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -254,12 +256,9 @@ impl Forwarder {
                 attempts.push((up, format!("udp send: {e}")));
                 continue;
             }
-            self.serial += 1;
-            let serial = self.serial;
-            s.pending = Some(Pending { job, id, serial, attempts });
+            let deadline = Instant::now() + self.shared.settings.upstreams.udp_timeout;
+            s.pending = Some(Pending { job, id, deadline, attempts });
             self.live += 1;
-            let timeout = self.shared.settings.upstreams.udp_timeout;
-            self.deadlines.push_back((Instant::now() + timeout, slot, serial));
             return;
         }
         self.fail(job, attempts);
@@ -319,19 +318,18 @@ impl Forwarder {
 
     /// Tries the next upstream for every query whose time is up.
     fn expire(&mut self, now: Instant) {
-        while let Some(&(deadline, slot, serial)) = self.deadlines.front() {
-            if deadline > now {
-                return;
-            }
-            self.deadlines.pop_front();
-            let current = self
+        if self.live == 0 {
+            return;
+        }
+        for slot in 0..self.slots.len() {
+            let due = self
                 .slots
                 .get(slot)
                 .and_then(Option::as_ref)
                 .and_then(|s| s.pending.as_ref())
-                .is_some_and(|p| p.serial == serial);
-            if !current {
-                continue; // answered already
+                .is_some_and(|p| p.deadline <= now);
+            if !due {
+                continue;
             }
             if let Some((mut p, up)) = self.take(slot) {
                 // Its answer may still come: a new socket for the next one.

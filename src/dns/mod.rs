@@ -231,7 +231,7 @@ fn bind_pair(addr: SocketAddr) -> io::Result<(Udp, TcpListener)> {
                 std_tcp.set_nonblocking(true)?;
                 let reply = Arc::new(std_udp.try_clone()?);
                 return Ok((
-                    Udp { sock: UdpSocket::from_std(std_udp), reply },
+                    Udp { local: std_udp.local_addr()?, sock: UdpSocket::from_std(std_udp), reply },
                     TcpListener::from_std(std_tcp),
                 ));
             }
@@ -246,11 +246,13 @@ fn bind_pair(addr: SocketAddr) -> io::Result<(Udp, TcpListener)> {
 struct Udp {
     sock: UdpSocket,
     reply: Arc<std::net::UdpSocket>,
+    /// The bound address (asked once, not per batch).
+    local: SocketAddr,
 }
 
 impl Udp {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.sock.local_addr()
+        Ok(self.local)
     }
 }
 
@@ -328,7 +330,7 @@ impl Loop {
                     continue;
                 }
                 log::error!("dns: poll failed, stopping the server: {e}");
-                return;
+                break;
             }
             for ev in events.iter() {
                 match classify(ev.token()) {
@@ -338,10 +340,11 @@ impl Loop {
                 }
             }
         }
-        // The forwarders see their channel closed once this loop is gone;
-        // they may be asleep in poll.
-        for f in &self.fwd {
-            f.nudge();
+        // The forwarders' jobs hold clones of the server sockets: the
+        // port is free again only when they are gone.
+        self.stop.store(true, Ordering::SeqCst);
+        for f in self.fwd.drain(..) {
+            f.join();
         }
         log::info!("dns: stopped");
     }

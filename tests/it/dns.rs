@@ -166,6 +166,39 @@ fn first_upstream_down_the_next_answers() {
     assert!(evs.iter().any(|e| e.rcode.as_deref() == Some("SERVFAIL")), "{evs:#?}");
 }
 
+/// A silent first upstream holds each query only for its own timeout, and
+/// not one after another: 100 queries at once all fail over to the second
+/// upstream together (a forwarder that waited on each in turn would need
+/// 100 x 0.5 s / 4 threads = 12.5 s).
+#[test]
+fn a_silent_upstream_delays_queries_in_parallel_not_in_turn() {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+    let auth = upstream();
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let srv = start(vec![silent.local_addr().expect("addr"), auth.addr]);
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    udp.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let t = std::time::Instant::now();
+    for id in 0..100u16 {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii("allowed.test.").expect("name"), RecordType::A));
+        udp.send_to(&m.to_vec().expect("encode"), srv.addr()).expect("send");
+    }
+    let mut answered = std::collections::HashSet::new();
+    let mut buf = [0u8; 4096];
+    while answered.len() < 100 && t.elapsed() < Duration::from_secs(20) {
+        let Ok(n) = udp.recv(&mut buf) else { continue };
+        let m = Message::from_vec(&buf[..n]).expect("an answer");
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "id {}", m.metadata.id);
+        answered.insert(m.metadata.id);
+    }
+    let took = t.elapsed();
+    assert_eq!(answered.len(), 100, "answered within {took:?}");
+    assert!(took < Duration::from_secs(3), "100 fail-overs took {took:?}: one after another, not together");
+    assert!(auth.count("allowed.test", "udp") >= 100);
+}
+
 #[test]
 fn truncated_answers_are_fetched_again_over_tcp() {
     let auth = upstream();
