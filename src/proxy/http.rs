@@ -664,6 +664,37 @@ mod tests {
         }
     }
 
+    /// [`HeadProgress`] fed a growing buffer one byte at a time finds a
+    /// head on the same byte as [`parse_head`], answers as it does
+    /// whenever it answers, and `finish` is `parse_head`.
+    #[test]
+    fn head_progress_agrees_with_parse_head() {
+        let inputs: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            b"\r\n\r\nGET / HTTP/1.1\nHost: a.example\n\n",
+            b"GET / HTTP/1.1\r\nHost: a.example\r\n\rX",
+            b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",
+            b"GET http://b.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            b"GE\x01T / HTTP/1.1\r\n",
+            b"\n\n\r\r",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
+        ];
+        for input in inputs {
+            let mut p = HeadProgress::default();
+            for n in 0..=input.len() {
+                let once = parse_head(&input[..n]);
+                match p.poll(&input[..n]) {
+                    Ok(None) => assert!(!matches!(once, Ok(Some(_))), "{input:?}: missed the head at {n}"),
+                    got => {
+                        assert_eq!(got, once, "{input:?} at {n}");
+                        break;
+                    }
+                }
+                assert_eq!(p.clone().finish(&input[..n]), once, "{input:?}: finish at {n}");
+            }
+        }
+    }
+
     #[test]
     fn every_prefix_is_incomplete() {
         let input = b"POST /upload?x=1 HTTP/1.1\r\nHost: a.example:8080\r\nUser-Agent: t\r\nContent-Length: 3\r\n\r\n";
