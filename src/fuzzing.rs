@@ -69,9 +69,22 @@ pub fn nflog(data: &[u8]) {
 
 /// ClientHello parser: never panics; a complete hello is found again in
 /// exactly its own bytes and not one byte earlier; a name it reports is
-/// already normalised (so the policy sees the same string).
+/// already normalised (so the policy sees the same string); the shell's
+/// resumable parser fed the input in pieces says at every cut what a
+/// fresh parse of the bytes so far says.
 pub fn tls_client_hello(data: &[u8]) {
-    use crate::proxy::tls::{parse, Sni};
+    use crate::proxy::tls::{parse, Progress, Sni};
+    let mut progress = Progress::default();
+    let mut cuts = cut_points(data, 4);
+    cuts.push(data.len());
+    cuts.dedup();
+    for cut in cuts {
+        let got = progress.poll(&data[..cut]);
+        assert_eq!(got, parse(&data[..cut]), "resumed parse differs at {cut}");
+        if !matches!(got, Ok(None)) {
+            break;
+        }
+    }
     let Ok(Some(h)) = parse(data) else { return };
     assert!(h.consumed <= data.len(), "consumed past the input");
     assert_eq!(parse(&data[..h.consumed]), Ok(Some(h.clone())), "hello not stable on its own bytes");
@@ -87,23 +100,35 @@ pub fn tls_client_hello(data: &[u8]) {
 }
 
 /// HTTP request stream: never panics; feeding the bytes all at once or
-/// one byte at a time finds the same request heads (so a client cannot
-/// hide a request by splitting its writes); every Host name is normalised.
+/// split at other points finds the same request heads at the same offsets
+/// (so a client cannot hide a request by splitting its writes); every
+/// Host name is normalised.
+///
+/// The split points are one byte before the end of every head the whole
+/// input shows (the split most likely to matter: a head must not be
+/// complete one byte early) and a few pseudo-random ones derived from the
+/// input. Feeding byte by byte re-parsed the head after every byte, which
+/// is quadratic and made this one of the slowest targets; a bounded set of
+/// cuts keeps each input linear.
 pub fn http_head(data: &[u8]) {
-    use crate::proxy::http::{Host, RequestStream, Step};
-    fn heads(data: &[u8], chunk: usize) -> Vec<(String, String)> {
+    use crate::proxy::http::{parse_head, HeadProgress, Host, RequestStream, Step};
+    /// (target, host, end offset in `data`) per head; errors as a marker.
+    type Seen = Vec<(String, String, usize)>;
+    /// Feeds `data` in pieces ending at `cuts` (sorted) and at the end.
+    fn heads(data: &[u8], cuts: &[usize]) -> Seen {
         let mut stream = RequestStream::default();
         let mut out = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         let mut fed = 0;
+        let mut next_cut = cuts.iter().copied().filter(|&c| c > 0 && c < data.len());
         // Bounded: each round consumes bytes or feeds more.
-        for _ in 0..(data.len() * 4 + 16) {
+        for _ in 0..(data.len() * 4 + cuts.len() + 16) {
             match stream.next(&buf) {
                 Ok(Step::NeedMore) => {
                     if fed == data.len() {
                         break;
                     }
-                    let end = (fed + chunk).min(data.len());
+                    let end = next_cut.find(|&c| c > fed).unwrap_or(data.len());
                     buf.extend_from_slice(&data[fed..end]);
                     fed = end;
                 }
@@ -125,18 +150,62 @@ pub fn http_head(data: &[u8]) {
                         }
                         Host::IpLiteral(ip) => ip.to_string(),
                     };
-                    out.push((h.target.clone(), host));
+                    let end = fed - buf.len() + h.head_len;
+                    out.push((h.target.clone(), host, end));
                     buf.drain(..h.head_len);
                 }
                 Err(_) => {
-                    out.push(("<error>".into(), String::new()));
+                    out.push(("<error>".into(), String::new(), 0));
                     break;
                 }
             }
         }
         out
     }
-    let whole = heads(data, data.len().max(1));
-    let bytewise = heads(data, 1);
-    assert_eq!(whole, bytewise, "splitting the input changed the requests seen");
+    let whole = heads(data, &[]);
+    let mut cuts: Vec<usize> = whole.iter().take(8).map(|h| h.2.saturating_sub(1)).collect();
+    cuts.extend(cut_points(data, 6));
+    cuts.sort_unstable();
+    cuts.dedup();
+    assert_eq!(whole, heads(data, &cuts), "splitting the input at {cuts:?} changed the requests seen");
+
+    // The shell's incremental head parser, fed at the same cuts: it never
+    // misses a complete head, agrees with the one-shot parser whenever it
+    // answers, and gives the one-shot verdict when asked to finish.
+    let mut progress = HeadProgress::default();
+    cuts.push(data.len());
+    cuts.dedup();
+    for &cut in &cuts {
+        let prefix = &data[..cut];
+        let once = parse_head(prefix);
+        match progress.poll(prefix) {
+            Ok(None) => {
+                assert!(!matches!(once, Ok(Some(_))), "incremental parse missed the head complete at {cut}");
+                if cut == data.len() {
+                    assert_eq!(progress.finish(prefix), once, "finish differs from a one-shot parse");
+                }
+            }
+            got => {
+                assert_eq!(got, once, "incremental parse differs at {cut}");
+                break;
+            }
+        }
+    }
+}
+
+/// Up to `n` cut points in `0..=data.len()`, sorted, from a xorshift
+/// seeded with an FNV-1a hash of the input (deterministic per input).
+fn cut_points(data: &[u8], n: usize) -> Vec<usize> {
+    let mut x =
+        data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut cuts = Vec::with_capacity(n);
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        cuts.push((x % (data.len() as u64 + 1)) as usize);
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts
 }

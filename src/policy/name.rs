@@ -12,6 +12,14 @@ use std::fmt;
 const MAX_NAME_LEN: usize = 253;
 /// RFC 1035 §2.3.4: labels are 63 octets or less.
 const MAX_LABEL_LEN: usize = 63;
+/// Bounds on Unicode input before IDNA: at most 4 UTF-8 bytes per
+/// character of the result. idna's cost grows quadratically with a label
+/// (punycode), so a 2 KB `xn--` label in a Host or SNI cost ~30 ms and a
+/// 60 KB one (a hello may be 64 KiB) seconds; no usable name is longer.
+const MAX_UNICODE_NAME_LEN: usize = 4 * MAX_NAME_LEN;
+const MAX_UNICODE_LABEL_LEN: usize = 4 * MAX_LABEL_LEN;
+/// What UTS 46 maps to '.' (RFC 3490 §3.1), besides '.' itself.
+const DOTS: [char; 4] = ['.', '\u{3002}', '\u{ff0e}', '\u{ff61}'];
 
 /// Why a string is not a usable host name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +79,19 @@ pub fn normalize(input: &str) -> Result<String, NameError> {
         // for example, silently drop some characters).
         if trimmed.split('.').any(str::is_empty) {
             return Err(NameError::EmptyLabel);
+        }
+        // Bound idna's work first. UTS 46 maps an ASCII label to one of the
+        // same length, so one over 63 octets can never be valid; a Unicode
+        // label over 4×63 bytes could only shrink below that by carrying
+        // characters UTS 46 deletes, which no real name does (refused).
+        if trimmed.len() > MAX_UNICODE_NAME_LEN {
+            return Err(NameError::NameTooLong(trimmed.len()));
+        }
+        for label in trimmed.split(DOTS) {
+            let max = if label.is_ascii() { MAX_LABEL_LEN } else { MAX_UNICODE_LABEL_LEN };
+            if label.len() > max {
+                return Err(NameError::LabelTooLong(label.len()));
+            }
         }
         idna::domain_to_ascii(trimmed).map_err(|_| NameError::Idna)?
     };
@@ -287,6 +308,11 @@ mod tests {
         check_norm("XN--BCHER-KVA.example", Ok("xn--bcher-kva.example"));
         check_norm(&format!("{}.com", "a".repeat(63)), Ok(&format!("{}.com", "a".repeat(63))));
         check_norm(&format!("{}.com", "a".repeat(64)), Err(LabelTooLong(64)));
+        // Refused before IDNA (whose punycode work is quadratic in a label).
+        check_norm(&format!("xn--{}.bücher", "a".repeat(60)), Err(LabelTooLong(64)));
+        check_norm(&format!("{}.example", "ü".repeat(127)), Err(LabelTooLong(254)));
+        check_norm(&format!("{}.example", "ü".repeat(60)), Err(LabelTooLong(66)));
+        check_norm(&format!("{}ü", "ab。".repeat(340)), Err(NameTooLong(1702)));
         let long = vec!["abcdefghi"; 26].join("."); // 26*10-1 = 259
         check_norm(&long, Err(NameTooLong(259)));
     }

@@ -40,6 +40,7 @@ impl Kind {
 }
 
 /// What was read before deciding.
+#[derive(Debug, PartialEq)]
 enum Peeked {
     Hello(tls::ClientHello),
     Head(RequestHead),
@@ -317,47 +318,101 @@ fn is_self(shared: &Shared, orig: SocketAddr, local: SocketAddr) -> bool {
 /// Reads until the parser has a complete hello / head, the limit, or the
 /// deadline. Traffic problems come back as a [`Block`].
 fn read_head(client: &TcpStream, kind: Kind, buf: &mut Vec<u8>, deadline: Instant) -> Result<Peeked, Block> {
-    // The parsers decide (a value or an error) before these many bytes:
-    // TLS by the record after MAX_BUFFER, HTTP past MAX_HEAD.
-    let cap = match kind {
-        Kind::Https => tls::MAX_BUFFER + tls::MAX_RECORD_WIRE,
-        Kind::Http => http::MAX_HEAD + 1,
-    };
-    let mut c = client;
-    loop {
-        let parsed = match kind {
-            Kind::Https => tls::parse(buf)
+    read_head_with(client, &mut HeadParser::new(kind), buf, deadline)
+}
+
+/// The incremental parser of what a connection sends first. Re-parsing the
+/// whole buffer after every read made a client trickling its head one byte
+/// at a time cost quadratic CPU until the header timeout; these parse only
+/// when the new bytes can change the answer (see [`tls::Progress`] and
+/// [`http::HeadProgress`]), so the work is linear in the bytes received.
+enum HeadParser {
+    Tls(tls::Progress),
+    Http(http::HeadProgress),
+}
+
+impl HeadParser {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Https => HeadParser::Tls(tls::Progress::default()),
+            Kind::Http => HeadParser::Http(http::HeadProgress::default()),
+        }
+    }
+
+    /// After more bytes arrived; `last`: no more will come, so decide on
+    /// what is there (the precise reason instead of a timeout).
+    fn poll(&mut self, buf: &[u8], last: bool) -> Result<Option<Peeked>, Block> {
+        match self {
+            HeadParser::Tls(p) => p
+                .poll(buf)
                 .map(|o| o.map(Peeked::Hello))
                 .map_err(|e| Block::with_note(reason::PEEK_FAILED, e.to_string())),
-            Kind::Http => http::parse_head(buf).map(|o| o.map(Peeked::Head)).map_err(http_block),
-        };
-        if let Some(p) = parsed? {
+            HeadParser::Http(p) => {
+                let r = if last { p.finish(buf) } else { p.poll(buf) };
+                r.map(|o| o.map(Peeked::Head)).map_err(http_block)
+            }
+        }
+    }
+
+    /// (full parses, bytes looked at) so far.
+    #[cfg(test)]
+    fn cost(&self) -> (usize, usize) {
+        match self {
+            HeadParser::Tls(p) => (p.parses(), p.work()),
+            HeadParser::Http(p) => (p.parses(), p.work()),
+        }
+    }
+
+    /// The parser's verdict on the bytes so far, or `block` when it has none.
+    fn give_up(&mut self, buf: &[u8], block: Block) -> Result<Peeked, Block> {
+        self.poll(buf, true)?.ok_or(block)
+    }
+}
+
+/// [`read_head`] with the parser passed in (the tests look at its cost).
+fn read_head_with(
+    client: &TcpStream,
+    parser: &mut HeadParser,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<Peeked, Block> {
+    // The parsers decide (a value or an error) before these many bytes:
+    // TLS by the record after MAX_BUFFER, HTTP past MAX_HEAD.
+    let cap = match parser {
+        HeadParser::Tls(_) => tls::MAX_BUFFER + tls::MAX_RECORD_WIRE,
+        HeadParser::Http(_) => http::MAX_HEAD + 1,
+    };
+    let mut c = client;
+    // Read into a scratch buffer zeroed once (on the heap: connection
+    // threads have small stacks), not by growing `buf` and zeroing 16 KiB
+    // per read (per byte, for a trickling client).
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        if let Some(p) = parser.poll(buf, false)? {
             return Ok(p);
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(Block::new(reason::HEADER_TIMEOUT));
+            return parser.give_up(buf, Block::new(reason::HEADER_TIMEOUT));
         }
         let _ = client.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))));
         let old = buf.len();
         if old >= cap {
-            return Err(Block::with_note(reason::PEEK_FAILED, format!("no complete head in {old} bytes")));
+            let block = Block::with_note(reason::PEEK_FAILED, format!("no complete head in {old} bytes"));
+            return parser.give_up(buf, block);
         }
-        let want = (cap - old).min(16 * 1024);
-        buf.resize(old + want, 0);
-        let r = c.read(&mut buf[old..]);
-        buf.truncate(old + *r.as_ref().unwrap_or(&0));
+        let want = (cap - old).min(chunk.len());
+        let r = c.read(&mut chunk[..want]);
         match r {
             Ok(0) => {
-                return Err(Block::with_note(
-                    reason::PEEK_FAILED,
-                    "client closed before the head was complete",
-                ))
+                let block =
+                    Block::with_note(reason::PEEK_FAILED, "client closed before the head was complete");
+                return parser.give_up(buf, block);
             }
-            Ok(_) => {}
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                return Err(Block::new(reason::HEADER_TIMEOUT))
+                return parser.give_up(buf, Block::new(reason::HEADER_TIMEOUT))
             }
             Err(e) => return Err(Block::with_note(reason::PEEK_FAILED, e.to_string())),
         }
@@ -415,4 +470,147 @@ fn write_all_timeout(s: &TcpStream, buf: &[u8], timeout: Duration) -> io::Result
     s.set_write_timeout(Some(timeout))?;
     let mut w = s;
     w.write_all(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::tls::tests::{big_hello, hello_msg, records, sni_ext};
+    use std::net::TcpListener;
+
+    /// The one-shot parsers' verdict on all of `input`, as the shell sees it.
+    fn one_shot(kind: Kind, input: &[u8]) -> Result<Option<Peeked>, Block> {
+        match kind {
+            Kind::Https => tls::parse(input)
+                .map(|o| o.map(Peeked::Hello))
+                .map_err(|e| Block::with_note(reason::PEEK_FAILED, e.to_string())),
+            Kind::Http => http::parse_head(input).map(|o| o.map(Peeked::Head)).map_err(http_block),
+        }
+    }
+
+    fn http_head(headers: usize) -> Vec<u8> {
+        let mut h = b"GET /index.html HTTP/1.1\r\nHost: allowed.test\r\n".to_vec();
+        for i in 0..headers {
+            h.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "v".repeat(40)).as_bytes());
+        }
+        h.extend_from_slice(b"\r\n");
+        h
+    }
+
+    /// (what, kind, input): complete heads a client may trickle.
+    fn complete_cases() -> Vec<(&'static str, Kind, Vec<u8>)> {
+        let mut crlf_first = b"\r\n".repeat(2000);
+        crlf_first.extend_from_slice(&http_head(3));
+        let tiny_records = records(&hello_msg(&[sni_ext(b"allowed.test")]), 1);
+        vec![
+            ("http head of 6 KB", Kind::Http, http_head(100)),
+            ("http head after 4 KB of blank lines", Kind::Http, crlf_first),
+            ("bare LF line ends", Kind::Http, b"GET / HTTP/1.1\nHost: a.test\n\n".to_vec()),
+            ("post-quantum hello of 2 KB", Kind::Https, big_hello("allowed.test", 1216)),
+            ("hello in one-byte records", Kind::Https, tiny_records),
+        ]
+    }
+
+    /// Fed one byte at a time, each head is found on its last byte, as by
+    /// the one-shot parser, while the parsers' work stays linear: at most
+    /// about log2(n) full parses and a few times n bytes looked at. The
+    /// old loop parsed every prefix: n full parses, n²/2 bytes.
+    #[test]
+    fn trickled_heads_cost_linear_work() {
+        for (what, kind, input) in complete_cases() {
+            let n = input.len();
+            let mut parser = HeadParser::new(kind);
+            let mut buf = Vec::new();
+            for (i, &b) in input.iter().enumerate() {
+                buf.push(b);
+                let got = parser.poll(&buf, false).unwrap_or_else(|e| panic!("{what}: byte {i}: {e:?}"));
+                if i + 1 < n {
+                    assert_eq!(got, None, "{what}: complete at byte {i} of {n}");
+                } else {
+                    assert_eq!(got, one_shot(kind, &input).unwrap(), "{what}: not found on its last byte");
+                }
+            }
+            let (parses, work) = parser.cost();
+            let log2 = usize::BITS - n.leading_zeros();
+            assert!(parses <= log2 as usize + 2, "{what}: {parses} full parses for {n} bytes");
+            assert!(work <= 4 * n, "{what}: {work} bytes looked at for {n} bytes");
+        }
+    }
+
+    /// Inputs the parsers refuse: trickled, the refusal comes before the
+    /// input ends or when the shell gives up on it, and says what the
+    /// one-shot parser says about the whole.
+    #[test]
+    fn trickled_garbage_gets_the_one_shot_verdict() {
+        let mut big = b"GET / HTTP/1.1\r\nHost: a.test\r\nX: ".to_vec();
+        big.extend(std::iter::repeat(b'a').take(http::MAX_HEAD));
+        let cases: Vec<(&str, Kind, Vec<u8>)> = vec![
+            ("nul in the method", Kind::Http, b"GE\0T / HTTP/1.1\r\n".to_vec()),
+            ("bad header byte, no blank line", Kind::Http, b"GET / HTTP/1.1\r\nHo\x01st: a\r\n".to_vec()),
+            ("no host", Kind::Http, b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n".to_vec()),
+            ("CR CR before the request", Kind::Http, b"\r\r\r\nGET / HTTP/1.1\r\n".to_vec()),
+            ("head over MAX_HEAD", Kind::Http, big),
+            ("plain http on 443", Kind::Https, b"GET / HTTP/1.1\r\n".to_vec()),
+            ("not a client hello", Kind::Https, records(&[2, 0, 0, 1, 0], 16)),
+        ];
+        for (what, kind, input) in cases {
+            let want = one_shot(kind, &input);
+            assert!(want.is_err(), "{what}: the case should be refused: {want:?}");
+            let mut parser = HeadParser::new(kind);
+            let mut buf = Vec::new();
+            let mut got = None;
+            for &b in &input {
+                buf.push(b);
+                if let Err(e) = parser.poll(&buf, false) {
+                    got = Some(e);
+                    break;
+                }
+            }
+            let got = got.unwrap_or_else(|| {
+                parser.give_up(&buf, Block::new(reason::HEADER_TIMEOUT)).expect_err("a refusal at the end")
+            });
+            // The refusal may come before the last byte: compare with the
+            // one-shot verdict on the bytes read so far.
+            assert_eq!(Err(got), one_shot(kind, &buf), "{what}");
+            assert!(want.is_err());
+        }
+    }
+
+    /// Over a real loopback socket: a client writing its head one byte per
+    /// write gets it read and parsed with bounded work.
+    #[test]
+    fn read_head_over_a_trickling_socket() {
+        for (what, kind, input) in complete_cases().into_iter().filter(|c| c.2.len() < 8000) {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let bytes = input.clone();
+            let writer = std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_nodelay(true).unwrap();
+                for b in bytes.chunks(1) {
+                    if s.write_all(b).is_err() {
+                        break;
+                    }
+                }
+                // Hold the connection until the reader is done.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = s.read(&mut [0u8; 1]);
+            });
+            let (server, _) = l.accept().unwrap();
+            let mut parser = HeadParser::new(kind);
+            let mut buf = Vec::new();
+            let got =
+                read_head_with(&server, &mut parser, &mut buf, Instant::now() + Duration::from_secs(10));
+            assert_eq!(
+                Ok(got.unwrap_or_else(|e| panic!("{what}: {e:?}"))),
+                one_shot(kind, &input).map(|o| o.unwrap())
+            );
+            let n = input.len();
+            let (parses, work) = parser.cost();
+            assert!(parses <= (usize::BITS - n.leading_zeros()) as usize + 2, "{what}: {parses} parses");
+            assert!(work <= 4 * n, "{what}: {work} bytes looked at for {n}");
+            drop(server);
+            writer.join().unwrap();
+        }
+    }
 }

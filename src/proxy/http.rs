@@ -188,6 +188,114 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
     Ok(Some(RequestHead { method, target, host, body, head_len }))
 }
 
+/// [`parse_head`] for a buffer that only grows between calls (the shell's
+/// read buffer). httparse cannot resume, so parsing after every read costs
+/// time quadratic in the head for a client trickling it one byte at a
+/// time. This parses again only when the new bytes could have completed
+/// the head — a line end right after another one, past any blank lines
+/// before the request line (which httparse skips), found by a scan that
+/// resumes where it stopped — or when the buffer has doubled since the
+/// last parse, so garbage is still refused soon after it arrives. Total
+/// work stays linear; a complete head is found on the same call as with
+/// [`parse_head`]. [`HeadProgress::finish`] parses whatever is there, for
+/// the final word when no more bytes will come.
+#[derive(Debug, Clone, Default)]
+pub struct HeadProgress {
+    /// Index of the request line's first byte, once seen.
+    start: Option<usize>,
+    /// Next index to look at for a line end.
+    scanned: usize,
+    /// Buffer length at the last parse (0: none yet).
+    parsed_len: usize,
+    /// A parse at a blank line still said incomplete (not expected from
+    /// httparse): from then on only the doubling rule applies, so a quirk
+    /// cannot make every line end cost a full parse.
+    distrust: bool,
+    /// Bytes looked at by the scan and by full parses, and full parses.
+    work: usize,
+    parses: usize,
+}
+
+impl HeadProgress {
+    /// `buf` is the previous call's buffer with bytes appended.
+    pub fn poll(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+        let blank_line = self.scan(buf);
+        let doubled = buf.len() > self.parsed_len && buf.len() >= 2 * self.parsed_len;
+        let cue = blank_line && !self.distrust;
+        if !cue && !doubled && buf.len() <= MAX_HEAD {
+            return Ok(None);
+        }
+        let got = self.parse(buf)?;
+        if got.is_none() && blank_line {
+            self.distrust = true;
+        }
+        Ok(got)
+    }
+
+    /// Parses `buf` whatever came before: the answer of [`parse_head`],
+    /// for the final word once no more bytes will come.
+    pub fn finish(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+        self.parse(buf)
+    }
+
+    /// Bytes scanned plus bytes parsed so far; tests check that it stays
+    /// linear in the bytes received.
+    pub fn work(&self) -> usize {
+        self.work
+    }
+
+    /// How many times the head was parsed from its start.
+    pub fn parses(&self) -> usize {
+        self.parses
+    }
+
+    fn parse(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+        self.parses += 1;
+        self.work += buf.len();
+        self.parsed_len = buf.len();
+        parse_head(buf)
+    }
+
+    /// Whether the bytes since the last call hold a line end that follows
+    /// another (`\n\n` or `\n\r\n`) after the request line began.
+    fn scan(&mut self, buf: &[u8]) -> bool {
+        let start = match self.start {
+            Some(s) => s,
+            None => {
+                let from = self.scanned;
+                match buf[from.min(buf.len())..].iter().position(|&b| b != b'\r' && b != b'\n') {
+                    Some(i) => {
+                        self.work += i + 1;
+                        self.start = Some(from + i);
+                        self.scanned = from + i + 1;
+                        from + i
+                    }
+                    None => {
+                        self.work += buf.len().saturating_sub(from);
+                        self.scanned = buf.len().max(from);
+                        return false;
+                    }
+                }
+            }
+        };
+        while self.scanned < buf.len() {
+            let k = self.scanned;
+            self.scanned += 1;
+            self.work += 1;
+            if buf[k] != b'\n' {
+                continue;
+            }
+            // The earlier line end must lie after the request line's start.
+            if (k >= start + 2 && buf[k - 1] == b'\n')
+                || (k >= start + 3 && buf[k - 1] == b'\r' && buf[k - 2] == b'\n')
+            {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -553,6 +661,37 @@ mod tests {
             "G\0T / HTTP/1.1\r\n",
         ] {
             assert!(matches!(parse_head(input.as_bytes()), Err(HttpError::Malformed(_))), "{input:?}");
+        }
+    }
+
+    /// [`HeadProgress`] fed a growing buffer one byte at a time finds a
+    /// head on the same byte as [`parse_head`], answers as it does
+    /// whenever it answers, and `finish` is `parse_head`.
+    #[test]
+    fn head_progress_agrees_with_parse_head() {
+        let inputs: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            b"\r\n\r\nGET / HTTP/1.1\nHost: a.example\n\n",
+            b"GET / HTTP/1.1\r\nHost: a.example\r\n\rX",
+            b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",
+            b"GET http://b.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            b"GE\x01T / HTTP/1.1\r\n",
+            b"\n\n\r\r",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
+        ];
+        for input in inputs {
+            let mut p = HeadProgress::default();
+            for n in 0..=input.len() {
+                let once = parse_head(&input[..n]);
+                match p.poll(&input[..n]) {
+                    Ok(None) => assert!(!matches!(once, Ok(Some(_))), "{input:?}: missed the head at {n}"),
+                    got => {
+                        assert_eq!(got, once, "{input:?} at {n}");
+                        break;
+                    }
+                }
+                assert_eq!(p.clone().finish(&input[..n]), once, "{input:?}: finish at {n}");
+            }
         }
     }
 

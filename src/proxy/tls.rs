@@ -103,93 +103,138 @@ impl std::error::Error for TlsError {}
 /// `Ok(None)`: not complete yet, read more. Bytes after the hello (early
 /// data, a second flight) are ignored; `consumed` says where they start.
 pub fn parse(buf: &[u8]) -> Result<Option<ClientHello>, TlsError> {
-    // First pass: walk the record headers without copying, to learn
-    // whether the whole handshake message is here. The shell calls us on
-    // every read, and a client writing one byte at a time must not cost
-    // a reassembly per byte.
-    let Some((msg_len, consumed)) = scan(buf)? else {
-        return Ok(None);
-    };
-    // Second pass: reassemble the fragments into one message.
-    let mut msg = Vec::with_capacity(4 + msg_len);
-    let mut pos = 0;
-    while msg.len() < 4 + msg_len {
-        let len = u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]) as usize;
-        msg.extend_from_slice(&buf[pos + RECORD_HEADER..pos + RECORD_HEADER + len]);
-        pos += RECORD_HEADER + len;
-    }
-    let (sni, ech) = parse_body(&msg[4..4 + msg_len])?;
-    Ok(Some(ClientHello { sni, ech, consumed }))
+    Progress::default().poll(buf)
 }
 
-/// Returns (handshake body length, bytes of records carrying it) once the
-/// records hold the whole message.
-fn scan(buf: &[u8]) -> Result<Option<(usize, usize)>, TlsError> {
-    let mut pos = 0;
-    // The 4-byte handshake header may itself be split across records.
-    let mut header = [0u8; 4];
-    let mut have = 0usize;
-    let mut need: Option<usize> = None;
-    loop {
-        if let Some(n) = need {
-            if have >= 4 + n {
-                return Ok(Some((n, pos)));
-            }
-        }
-        // Bound the bytes buffered, whatever the record framing (tiny
-        // records carry five bytes of header each).
-        if pos > MAX_BUFFER {
-            return Err(TlsError::TooLarge(pos));
-        }
-        let Some(h) = buf.get(pos..pos + RECORD_HEADER) else {
-            // A partial header may already be wrong: fail early on garbage
-            // instead of waiting for the header timeout.
-            if let Some(&t) = buf.get(pos) {
-                if t != CONTENT_HANDSHAKE {
-                    return Err(TlsError::NotHandshake(t));
-                }
-            }
-            if let Some(&major) = buf.get(pos + 1) {
-                if major != 3 {
-                    return Err(TlsError::BadVersion(major, buf.get(pos + 2).copied().unwrap_or(0)));
-                }
-            }
+/// [`parse`] for a buffer that only grows between calls (the shell's read
+/// buffer). The walk over the record headers resumes where the last call
+/// stopped and the hello is reassembled and parsed once, when the record
+/// carrying its last byte has arrived: a client trickling its hello one
+/// byte at a time, or in thousands of one-byte records, costs time linear
+/// in what it sent. Errors come as early as from [`parse`] (a bad record
+/// header fails at its first wrong byte).
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Start of the record being walked.
+    pos: usize,
+    /// Payload bytes of that record already walked.
+    taken: usize,
+    /// The 4-byte handshake header, which may itself be split across
+    /// records, and how much of the handshake message has been walked.
+    header: [u8; 4],
+    have: usize,
+    /// The handshake body length, once its header is complete.
+    need: Option<usize>,
+    /// Record headers and bytes walked, and full parses: the cost so far.
+    work: usize,
+    parses: usize,
+}
+
+impl Progress {
+    /// `buf` is the previous call's buffer with bytes appended.
+    pub fn poll(&mut self, buf: &[u8]) -> Result<Option<ClientHello>, TlsError> {
+        let Some((msg_len, consumed)) = self.scan(buf)? else {
             return Ok(None);
         };
-        if h[0] != CONTENT_HANDSHAKE {
-            return Err(TlsError::NotHandshake(h[0]));
+        self.parses += 1;
+        // Reassemble the fragments into one message.
+        let mut msg = Vec::with_capacity(4 + msg_len);
+        let mut pos = 0;
+        while msg.len() < 4 + msg_len {
+            let len = u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]) as usize;
+            msg.extend_from_slice(&buf[pos + RECORD_HEADER..pos + RECORD_HEADER + len]);
+            pos += RECORD_HEADER + len;
         }
-        if h[1] != 3 {
-            return Err(TlsError::BadVersion(h[1], h[2]));
-        }
-        let len = u16::from_be_bytes([h[3], h[4]]) as usize;
-        // RFC 8446 §5.1: zero-length handshake fragments MUST NOT be sent.
-        if len == 0 || len > MAX_RECORD {
-            return Err(TlsError::BadRecordLength(len));
-        }
-        let start = pos + RECORD_HEADER;
-        let frag = &buf[start.min(buf.len())..(start + len).min(buf.len())];
-        let mut i = 0;
-        while have < 4 && i < frag.len() {
-            header[have] = frag[i];
-            have += 1;
-            i += 1;
-            if have == 4 {
-                if header[0] != HANDSHAKE_CLIENT_HELLO {
-                    return Err(TlsError::NotClientHello(header[0]));
+        let (sni, ech) = parse_body(&msg[4..4 + msg_len])?;
+        Ok(Some(ClientHello { sni, ech, consumed }))
+    }
+
+    /// Record headers and bytes looked at plus bytes parsed so far; tests
+    /// check that it stays linear in the bytes received.
+    pub fn work(&self) -> usize {
+        self.work
+    }
+
+    /// How many times the whole hello was reassembled and parsed.
+    pub fn parses(&self) -> usize {
+        self.parses
+    }
+
+    /// Walks the records from where the last call stopped; returns
+    /// (handshake body length, bytes of records carrying it) once the
+    /// records hold the whole message.
+    fn scan(&mut self, buf: &[u8]) -> Result<Option<(usize, usize)>, TlsError> {
+        loop {
+            self.work += 1;
+            // Only at a record boundary: `have` also counts the walked part
+            // of a record still arriving, and the hello ends with a whole
+            // record.
+            if let (Some(n), 0) = (self.need, self.taken) {
+                if self.have >= 4 + n {
+                    self.work += self.pos;
+                    return Ok(Some((n, self.pos)));
                 }
-                let n = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
-                if n > MAX_HELLO {
-                    return Err(TlsError::TooLarge(n));
-                }
-                need = Some(n);
             }
+            // Bound the bytes buffered, whatever the record framing (tiny
+            // records carry five bytes of header each).
+            if self.pos > MAX_BUFFER {
+                return Err(TlsError::TooLarge(self.pos));
+            }
+            let pos = self.pos;
+            let Some(h) = buf.get(pos..pos + RECORD_HEADER) else {
+                // A partial header may already be wrong: fail early on
+                // garbage instead of waiting for the header timeout.
+                if let Some(&t) = buf.get(pos) {
+                    if t != CONTENT_HANDSHAKE {
+                        return Err(TlsError::NotHandshake(t));
+                    }
+                }
+                if let Some(&major) = buf.get(pos + 1) {
+                    if major != 3 {
+                        return Err(TlsError::BadVersion(major, buf.get(pos + 2).copied().unwrap_or(0)));
+                    }
+                }
+                return Ok(None);
+            };
+            if h[0] != CONTENT_HANDSHAKE {
+                return Err(TlsError::NotHandshake(h[0]));
+            }
+            if h[1] != 3 {
+                return Err(TlsError::BadVersion(h[1], h[2]));
+            }
+            let len = u16::from_be_bytes([h[3], h[4]]) as usize;
+            // RFC 8446 §5.1: zero-length handshake fragments MUST NOT be sent.
+            if len == 0 || len > MAX_RECORD {
+                return Err(TlsError::BadRecordLength(len));
+            }
+            let start = pos + RECORD_HEADER;
+            // start + taken <= the end of what arrived of this record.
+            let frag = &buf[(start + self.taken).min(buf.len())..(start + len).min(buf.len())];
+            self.work += frag.len();
+            let mut i = 0;
+            while self.have < 4 && i < frag.len() {
+                self.header[self.have] = frag[i];
+                self.have += 1;
+                i += 1;
+                if self.have == 4 {
+                    if self.header[0] != HANDSHAKE_CLIENT_HELLO {
+                        return Err(TlsError::NotClientHello(self.header[0]));
+                    }
+                    let n = u32::from_be_bytes([0, self.header[1], self.header[2], self.header[3]]) as usize;
+                    if n > MAX_HELLO {
+                        return Err(TlsError::TooLarge(n));
+                    }
+                    self.need = Some(n);
+                }
+            }
+            self.have += frag.len() - i;
+            self.taken += frag.len();
+            if self.taken < len {
+                return Ok(None);
+            }
+            self.pos = start + len;
+            self.taken = 0;
         }
-        have += frag.len() - i;
-        if frag.len() < len {
-            return Ok(None);
-        }
-        pos = start + len;
     }
 }
 
@@ -618,6 +663,39 @@ pub(crate) mod tests {
                     assert_eq!(policy::normalize(n).as_deref(), Ok(n.as_str()), "{input:?}");
                 }
                 assert!(h.consumed <= input.len());
+            }
+        }
+    }
+
+    /// The resumable parser fed a growing buffer (in pieces of 1 and 7
+    /// bytes) says at every length what a fresh parse says: real captures,
+    /// tiny records, and a hello that ends before its record does.
+    #[test]
+    fn progress_agrees_with_parse_on_every_prefix() {
+        let msg = hello_msg(&[sni_ext(b"allowed.test")]);
+        let mut tail = msg.clone();
+        tail.extend_from_slice(&[0xaa; 50]);
+        let inputs = [
+            ("curl", data("curl-sni.bin")),
+            ("one-byte records", records(&msg, 1)),
+            ("seven-byte records", records(&msg, 7)),
+            ("bytes after the hello in its record", records(&tail, MAX_RECORD)),
+            ("not a hello", records(&[2, 0, 0, 1, 0], 16)),
+        ];
+        for (what, input) in inputs {
+            for piece in [1, 7] {
+                let mut p = Progress::default();
+                let mut end = 0;
+                loop {
+                    end = (end + piece).min(input.len());
+                    let got = p.poll(&input[..end]);
+                    assert_eq!(got, parse(&input[..end]), "{what}: {end} bytes in pieces of {piece}");
+                    if got != Ok(None) || end == input.len() {
+                        break;
+                    }
+                }
+                assert!(p.parses() <= 1, "{what}: {} parses", p.parses());
+                assert!(p.work() <= 3 * input.len() + 8, "{what}: work {} for {}", p.work(), input.len());
             }
         }
     }
