@@ -126,6 +126,11 @@ pub fn http_head(data: &[u8]) {
             match stream.next(&buf) {
                 Ok(Step::NeedMore) => {
                     if fed == data.len() {
+                        // The final word on an unfinished head: an error
+                        // found early in one run must be found in both.
+                        if stream.finish(&buf).is_err() {
+                            out.push(("<error>".into(), String::new(), 0));
+                        }
                         break;
                     }
                     let end = next_cut.find(|&c| c > fed).unwrap_or(data.len());

@@ -375,10 +375,13 @@ pub enum Step {
 }
 
 /// Follows the requests of one client connection: heads, then bodies by
-/// their framing, then the next head.
+/// their framing, then the next head. Heads are found with
+/// [`HeadProgress`], so a client trickling a later head costs linear CPU
+/// as the first one does.
 #[derive(Debug, Clone, Default)]
 pub struct RequestStream {
     state: State,
+    head: HeadProgress,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -427,9 +430,10 @@ impl RequestStream {
     pub fn next(&mut self, buf: &[u8]) -> Result<Step, HttpError> {
         match self.state {
             State::Head => {
-                let Some(head) = parse_head(buf)? else {
+                let Some(head) = self.head.poll(buf)? else {
                     return Ok(Step::NeedMore);
                 };
+                self.head = HeadProgress::default();
                 self.state = match head.body {
                     Body::None => State::Head,
                     Body::Length(n) => State::Length(n),
@@ -457,6 +461,15 @@ impl RequestStream {
     /// Whether the stream is between requests (the next bytes are a head).
     pub fn at_head(&self) -> bool {
         self.state == State::Head
+    }
+
+    /// The verdict on an unfinished head once no more bytes will come
+    /// (what [`parse_head`] says of it); `Ok(None)` inside a body.
+    pub fn finish(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+        match self.state {
+            State::Head => self.head.finish(buf),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -726,6 +739,7 @@ mod tests {
             match s.next(&buf)? {
                 Step::NeedMore => {
                     if fed == input.len() {
+                        s.finish(&buf)?;
                         break;
                     }
                     let end = (fed + piece).min(input.len());
@@ -799,6 +813,42 @@ mod tests {
                 assert_eq!(drive(input, piece), expect, "{what}, pieces of {piece}");
             }
         }
+    }
+
+    /// A later head on a kept-alive connection trickled one byte at a time
+    /// costs linear work, as the first head does in the shell.
+    #[test]
+    fn a_trickled_later_head_is_parsed_a_logarithmic_number_of_times() {
+        let first = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+        let mut second = b"GET /x HTTP/1.1\r\nHost: b.example\r\n".to_vec();
+        for i in 0..40 {
+            second.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "v".repeat(150)).as_bytes());
+        }
+        second.extend_from_slice(b"\r\n");
+        let mut s = RequestStream::default();
+        let Step::Head(h) = s.next(first).unwrap() else { panic!("first head") };
+        assert_eq!(h.head_len, first.len());
+        let mut buf = Vec::new();
+        let mut found = None;
+        // What the stream's head parser had done one byte before the end.
+        let mut before_last = (0, 0);
+        for (i, &b) in second.iter().enumerate() {
+            buf.push(b);
+            match s.next(&buf).unwrap() {
+                Step::NeedMore => before_last = (s.head.parses(), s.head.work()),
+                Step::Head(h) => {
+                    found = Some((i, h.host));
+                    break;
+                }
+                Step::Forward(n) => panic!("forward {n} inside a head"),
+            }
+        }
+        assert_eq!(found, Some((second.len() - 1, Host::Name("b.example".into()))));
+        let (parses, work) = before_last;
+        let n = second.len();
+        let bound = (usize::BITS - n.leading_zeros()) as usize + 2;
+        assert!((1..=bound).contains(&parses), "{parses} full parses for {n} bytes");
+        assert!(work <= 4 * n, "{work} bytes examined for {n}");
     }
 
     /// Random bytes and mutated requests through the stream follower:
