@@ -10,37 +10,20 @@
 //! the first test can only pass because egret remembers what it handed
 //! out.
 
-use std::net::{Ipv4Addr, SocketAddr};
-
-use crate::dnsauth::{Auth, Zone};
-use crate::netns::{Guard, Pair};
-use crate::run::{curl, dns_in, policy_file, Daemon};
+use crate::dnsauth::Zone;
+use crate::netns::Pair;
+use crate::run::{curl, policy_file, world_with, Daemon, World};
 use crate::util;
-
-struct World {
-    p: Pair,
-    auth: Auth,
-    _http: Guard,
-}
 
 /// Upstream: HTTP on .2 and .3 port 80; DNS on .2:53 with the standard
 /// zone (allowed.test and blocked.test at .2) plus `cdn.test` answering
 /// .3 once, then .2.
 fn world() -> World {
-    let p = Pair::new();
-    let addrs = [p.v4(2), p.v4(3)].join(",");
-    let http = Pair::spawn_ready(
-        &p.up,
-        "python3",
-        &[&util::data("netns/http_server.py").to_string_lossy(), "80", &addrs],
-    );
-    let two: Ipv4Addr = p.v4(2).parse().expect("ip");
-    let three: Ipv4Addr = p.v4(3).parse().expect("ip");
-    let mut zone = Zone::standard(two, 300);
-    zone.rotate.push(("cdn.test".into(), 300, vec![three, two]));
-    let dns_addr: SocketAddr = format!("{}:53", p.v4(2)).parse().expect("addr");
-    let auth = dns_in(&p.up, dns_addr, zone);
-    World { p, auth, _http: http }
+    world_with(|two, three| {
+        let mut zone = Zone::standard(two, 300);
+        zone.rotate.push(("cdn.test".into(), 300, vec![three, two]));
+        zone
+    })
 }
 
 /// dig inside the workload namespace, at `server` (any address: with
@@ -86,7 +69,7 @@ fn dns_in_https_mode_filters_names_and_feeds_the_anti_spoofing() {
         assert!(out.contains("EDE: 15 (Blocked)"), "@{server} {transport}:\n{out}");
         assert!(out.contains("blocked.test: domain-not-allowed"), "{out}");
     }
-    assert_eq!(w.auth.total("blocked.test"), 0, "a blocked name never reaches the upstream");
+    assert_eq!(w.dns.total("blocked.test"), 0, "a blocked name never reaches the upstream");
     let ev = d.wait_event("dns.blocked", "qname", "blocked.test");
     assert_eq!((ev["rcode"].as_str(), ev["reason"].as_str()), (Some("NXDOMAIN"), Some("domain-not-allowed")));
 
@@ -100,7 +83,7 @@ fn dns_in_https_mode_filters_names_and_feeds_the_anti_spoofing() {
     // (b) The workload resolves cdn.test through egret and gets .3 ...
     let out = dig(&p.work, &p.v4(2), &["cdn.test", "A"]);
     assert_eq!(a_records(&out), [p.v4(3)], "the upstream's first answer:\n{out}");
-    assert_eq!(w.auth.count("cdn.test", "udp"), 1);
+    assert_eq!(w.dns.count("cdn.test", "udp"), 1);
     // ... and connects to .3: allowed, although a lookup now says .2.
     let host = |ip: &str| format!("cdn.test:80:{ip}");
     let (code, body) = curl(&p.work, &["--resolve", &host(&p.v4(3)), "http://cdn.test/"]);
@@ -156,5 +139,5 @@ fn without_dns_in_https_mode_a_rotated_answer_is_an_ip_mismatch() {
     assert!(body.contains("ip-mismatch"), "{body}");
     let ev = d.wait_event("http.blocked", "reason", "ip-mismatch");
     assert_eq!(ev["destination_ip"], p.v4(3).as_str());
-    assert!(w.auth.count("cdn.test", "udp") >= 2, "the proxy asked the upstream itself");
+    assert!(w.dns.count("cdn.test", "udp") >= 2, "the proxy asked the upstream itself");
 }

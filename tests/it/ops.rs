@@ -50,7 +50,9 @@ impl Drop for Upstream {
     }
 }
 
-fn upstream(ns: &str, addr: SocketAddr) -> Upstream {
+/// Serves each connection to `addr` (inside `ns`) with `handle` on a
+/// thread of its own, until the returned guard is dropped.
+fn serve_in(ns: &str, addr: SocketAddr, handle: fn(TcpStream)) -> Upstream {
     let listener = in_ns(ns, move || TcpListener::bind(addr).expect("bind test upstream"));
     listener.set_nonblocking(true).expect("nonblocking");
     let stop = Arc::new(AtomicBool::new(false));
@@ -61,7 +63,7 @@ fn upstream(ns: &str, addr: SocketAddr) -> Upstream {
         while !stop2.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(300) {
             match listener.accept() {
                 Ok((s, _)) => {
-                    std::thread::spawn(move || serve(s));
+                    std::thread::spawn(move || handle(s));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -70,30 +72,19 @@ fn upstream(ns: &str, addr: SocketAddr) -> Upstream {
     Upstream { stop }
 }
 
+fn upstream(ns: &str, addr: SocketAddr) -> Upstream {
+    serve_in(ns, addr, serve)
+}
+
 /// Port 443 of the test upstream: echoes what it reads (the proxy only
 /// reads the ClientHello; what follows is opaque to it).
 fn echo(ns: &str, addr: SocketAddr) -> Upstream {
-    let listener = in_ns(ns, move || TcpListener::bind(addr).expect("bind test echo"));
-    listener.set_nonblocking(true).expect("nonblocking");
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        while !stop2.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(300) {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    std::thread::spawn(move || {
-                        s.set_nonblocking(false).ok();
-                        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-                        let mut r = s.try_clone().expect("clone");
-                        let _ = std::io::copy(&mut r, &mut s);
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    });
-    Upstream { stop }
+    serve_in(ns, addr, |mut s| {
+        s.set_nonblocking(false).ok();
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        let mut r = s.try_clone().expect("clone");
+        let _ = std::io::copy(&mut r, &mut s);
+    })
 }
 
 /// A real ClientHello (rustls) naming `sni`.

@@ -3,7 +3,7 @@
 //! anti-spoofing resolver) in an upstream namespace, real curl clients.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -131,12 +131,18 @@ pub(crate) fn curl(ns: &str, args: &[&str]) -> (String, String) {
 pub(crate) struct World {
     pub(crate) p: Pair,
     _http: Guard,
-    _dns: Auth,
+    /// The upstream's DNS server (its query counts).
+    pub(crate) dns: Auth,
 }
 
 /// Upstream: HTTP on .2 and .3 port 80; DNS on .2:53 saying
 /// allowed.test and blocked.test are at .2.
 pub(crate) fn world() -> World {
+    world_with(|two, _| Zone::standard(two, 300))
+}
+
+/// [`world`] with the DNS zone made from the upstream's .2 and .3.
+pub(crate) fn world_with(zone: impl FnOnce(Ipv4Addr, Ipv4Addr) -> Zone) -> World {
     let p = Pair::new();
     let addrs = [p.v4(2), p.v4(3)].join(",");
     let http = Pair::spawn_ready(
@@ -145,9 +151,10 @@ pub(crate) fn world() -> World {
         &[&util::data("netns/http_server.py").to_string_lossy(), "80", &addrs],
     );
     let dns_addr: SocketAddr = format!("{}:53", p.v4(2)).parse().unwrap();
-    let a: std::net::Ipv4Addr = p.v4(2).parse().unwrap();
-    let dns = dns_in(&p.up, dns_addr, Zone::standard(a, 300));
-    World { p, _http: http, _dns: dns }
+    let two: Ipv4Addr = p.v4(2).parse().unwrap();
+    let three: Ipv4Addr = p.v4(3).parse().unwrap();
+    let dns = dns_in(&p.up, dns_addr, zone(two, three));
+    World { p, _http: http, dns }
 }
 
 #[test]
