@@ -223,8 +223,8 @@ enum Buffer {
     Pipe { r: OwnedFd, w: OwnedFd, queued: usize, cap: usize, moved: u64 },
     /// A user-space copy through `buf[lo..hi]`: every direction starts
     /// this way, and the fallback when a pipe or splice is not available.
-    /// The buffer exists only while it holds bytes, so an idle connection
-    /// costs no buffer memory. `moved` counts bytes until the direction
+    /// The buffer is dropped when it is empty and the source has nothing
+    /// more, so an idle connection costs no buffer memory. `moved` counts bytes until the direction
     /// is promoted to a pipe (`promote`) after PIPE_AFTER bytes.
     Copy { buf: Option<Box<[u8]>>, lo: usize, hi: usize, moved: u64, promote: bool },
     /// HTTP requests: `approved` bytes at the front of `buf` may be sent;
@@ -346,12 +346,15 @@ impl Dir {
                             Ok(Some(0)) => {
                                 self.eof = true;
                                 progress = true;
+                                *buf = None;
                             }
                             Ok(Some(n)) => {
                                 *hi = n;
                                 progress = true;
                             }
-                            Ok(None) => {}
+                            // Empty and nothing waiting: no buffer while
+                            // idle (a busy copy keeps its buffer).
+                            Ok(None) => *buf = None,
                             Err(e) => return Err(End::Error(e)),
                         }
                     }
@@ -367,14 +370,10 @@ impl Dir {
                             Err(e) => return Err(End::Error(e)),
                         }
                     }
-                    if *lo == *hi {
-                        // Drained: no buffer while idle.
-                        *buf = None;
-                        if *promote && *through >= PIPE_AFTER && !self.eof {
-                            match pipe_buffer() {
-                                Some(p) => self.buf = p,
-                                None => *promote = false,
-                            }
+                    if *lo == *hi && *promote && *through >= PIPE_AFTER && !self.eof {
+                        match pipe_buffer() {
+                            Some(p) => self.buf = p,
+                            None => *promote = false,
                         }
                     }
                 }
