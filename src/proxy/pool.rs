@@ -133,7 +133,8 @@ impl Pool {
     }
 
     /// Workers waiting for work now.
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.lock().idle.len()
     }
 }
