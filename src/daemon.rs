@@ -65,7 +65,7 @@ pub trait Service: Send {
 }
 
 pub fn run(p: Prepared) -> ExitCode {
-    let Prepared { mut cfg, policy, identity, ruleset } = p;
+    let Prepared { mut cfg, policy, identity, host, ruleset } = p;
     let signals = control_signals();
     // Every thread spawned from here on inherits the blocked mask, so the
     // signal thread is the only one that sees these signals.
@@ -116,7 +116,7 @@ pub fn run(p: Prepared) -> ExitCode {
         }
     };
     let handle = PolicyHandle::new(policy);
-    let Running { services, learner, registry, active, dns_stats } =
+    let Running { services, learner, registry, active, dns_stats, listeners } =
         match start_services(&cfg, &handle, &emitter, &identity) {
             Ok(s) => s,
             Err(e) => {
@@ -135,6 +135,7 @@ pub fn run(p: Prepared) -> ExitCode {
                 events: event_counts.clone(),
                 channel_dropped: emitter.drop_counter(),
                 enforcement: enforcement.clone(),
+                listeners: listeners.clone(),
             };
             match crate::metrics::serve(addr, sources) {
                 Ok(m) => Some(m),
@@ -165,6 +166,7 @@ pub fn run(p: Prepared) -> ExitCode {
         emitter: &emitter,
         learner: learner.as_deref(),
         generation: 0,
+        host,
         ruleset,
         enforcement,
         registry,
@@ -315,6 +317,8 @@ struct Reloader<'a> {
     /// Strict DNS mode: learned addresses to put back after a replace.
     learner: Option<&'a NftLearner>,
     generation: u32,
+    /// The host facts the installed ruleset was built from.
+    host: crate::nft::Host,
     /// What is (meant to be) installed now.
     ruleset: Ruleset,
     enforcement: Arc<Enforcement>,
@@ -348,7 +352,8 @@ impl Reloader<'_> {
             self.cfg,
             &new,
             self.identity,
-            self.identity.mark.wrapping_add(self.generation),
+            &self.host,
+            self.identity.generation(self.generation),
         );
         match nft::apply(&rs) {
             Ok(a) => {
@@ -483,6 +488,8 @@ struct Running {
     active: Option<Arc<std::sync::atomic::AtomicUsize>>,
     /// DNS mode: the server's counters.
     dns_stats: Option<Arc<crate::dns::Stats>>,
+    /// The listeners that could not be bound (shared by every service).
+    listeners: Arc<crate::listen::Status>,
 }
 
 /// Starts the listeners of the configured mode.
@@ -495,6 +502,11 @@ fn start_services(
     use crate::config::FilterMode;
     let mark = identity.mark;
     let upstreams = || crate::dns::upstream::Upstreams::new(cfg.dns_upstreams.clone(), Some(mark));
+    let listeners = Arc::new(crate::listen::Status::default());
+    let dns_settings = || crate::dns::Settings {
+        listeners: listeners.clone(),
+        ..crate::dns::Settings::from_config(cfg, identity)
+    };
     match cfg.filter_mode {
         FilterMode::Https => {
             if let Err(e) = crate::proxy::raise_nofile_limit() {
@@ -513,18 +525,21 @@ fn start_services(
             let mut dns_stats = None;
             if cfg.dns_in_https_mode {
                 let hook: Arc<dyn crate::dns::learn::Learn> = resolver.clone();
-                let d = crate::dns::start(cfg, handle.clone(), emitter.clone(), mark, Some(hook))
+                let d = crate::dns::start_with(dns_settings(), handle.clone(), emitter.clone(), Some(hook))
                     .map_err(|e| format!("dns: {e}"))?;
                 dns_stats = Some(d.shared_stats());
                 services.push(Box::new(d));
             }
-            let settings = crate::proxy::Settings::from_config(cfg, mark);
+            let settings = crate::proxy::Settings {
+                listeners: listeners.clone(),
+                ..crate::proxy::Settings::from_config(cfg, identity)
+            };
             let p = crate::proxy::start(settings, handle.clone(), resolver, emitter.clone())
                 .map_err(|e| format!("proxies: {e}"))?;
             let (registry, active) = (Some(p.registry()), Some(p.active_counter()));
             // Stopped in order: the proxies first, then the resolver.
             services.insert(0, Box::new(p));
-            Ok(Running { services, learner: None, registry, active, dns_stats })
+            Ok(Running { services, learner: None, registry, active, dns_stats, listeners })
         }
         FilterMode::Dns => {
             let learner = if cfg.dns_strict {
@@ -533,10 +548,17 @@ fn start_services(
                 None
             };
             let hook = learner.clone().map(|l| l as Arc<dyn crate::dns::learn::Learn>);
-            let d = crate::dns::start(cfg, handle.clone(), emitter.clone(), mark, hook)
+            let d = crate::dns::start_with(dns_settings(), handle.clone(), emitter.clone(), hook)
                 .map_err(|e| format!("dns: {e}"))?;
             let dns_stats = Some(d.shared_stats());
-            Ok(Running { services: vec![Box::new(d)], learner, registry: None, active: None, dns_stats })
+            Ok(Running {
+                services: vec![Box::new(d)],
+                learner,
+                registry: None,
+                active: None,
+                dns_stats,
+                listeners,
+            })
         }
     }
 }

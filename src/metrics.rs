@@ -173,13 +173,20 @@ pub fn render(s: &Snapshot) -> String {
     o
 }
 
-/// The health endpoint's answer: `(status code, JSON body)`.
-pub fn health_reply(check: &Result<Drift, String>) -> (u16, String) {
-    match check {
-        Ok(Drift::Intact) => (200, "{\"status\":\"ok\"}\n".into()),
-        Ok(d) => (503, format!("{{\"status\":\"degraded\",\"reason\":{}}}\n", json_str(&d.describe()))),
-        Err(e) => (503, format!("{{\"status\":\"degraded\",\"reason\":{}}}\n", json_str(e))),
+/// The health endpoint's answer: `(status code, JSON body)`. Degraded
+/// when the ruleset is not the one egret installed or a listener egret
+/// needs is missing; `reason` names every problem.
+pub fn health_reply(check: &Result<Drift, String>, listeners: &[String]) -> (u16, String) {
+    let mut problems: Vec<String> = match check {
+        Ok(Drift::Intact) => Vec::new(),
+        Ok(d) => vec![d.describe()],
+        Err(e) => vec![e.clone()],
+    };
+    problems.extend(listeners.iter().cloned());
+    if problems.is_empty() {
+        return (200, "{\"status\":\"ok\"}\n".into());
     }
+    (503, format!("{{\"status\":\"degraded\",\"reason\":{}}}\n", json_str(&problems.join("; "))))
 }
 
 fn json_str(s: &str) -> String {
@@ -196,6 +203,8 @@ pub struct Sources {
     /// Live drop counter of the emitter (newer than `events`).
     pub channel_dropped: Arc<AtomicU64>,
     pub enforcement: Arc<Enforcement>,
+    /// The listeners egret could not bind.
+    pub listeners: Arc<crate::listen::Status>,
 }
 
 impl Sources {
@@ -285,7 +294,7 @@ fn answer(req: tiny_http::Request, sources: &Sources) {
             (200, render(&sources.snapshot(enforced)), "text/plain; version=0.0.4; charset=utf-8")
         }
         (Method::Get, "/health") => {
-            let (code, body) = health_reply(&sources.enforcement.check());
+            let (code, body) = health_reply(&sources.enforcement.check(), &sources.listeners.problems());
             (code, body, "application/json")
         }
         (Method::Get, _) => (404, "not found\n".to_owned(), "text/plain; charset=utf-8"),
@@ -345,14 +354,19 @@ mod tests {
 
     #[test]
     fn health_replies() {
-        assert_eq!(health_reply(&Ok(Drift::Intact)), (200, "{\"status\":\"ok\"}\n".into()));
-        let (code, body) = health_reply(&Ok(Drift::Missing));
+        assert_eq!(health_reply(&Ok(Drift::Intact), &[]), (200, "{\"status\":\"ok\"}\n".into()));
+        let (code, body) = health_reply(&Ok(Drift::Missing), &[]);
         assert_eq!(code, 503);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "degraded");
         assert!(v["reason"].as_str().unwrap().contains("deleted"));
-        let (code, body) = health_reply(&Err("reading the ruleset back: \"x\"".into()));
+        let (code, body) = health_reply(&Err("reading the ruleset back: \"x\"".into()), &[]);
         assert_eq!(code, 503);
         assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok());
+        let held = "cannot listen on http proxy 127.0.0.1:8080: Address in use".to_owned();
+        let (code, body) = health_reply(&Ok(Drift::Intact), std::slice::from_ref(&held));
+        assert_eq!(code, 503, "a missing listener is not healthy");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((v["status"].as_str(), v["reason"].as_str()), (Some("degraded"), Some(held.as_str())));
     }
 }

@@ -9,6 +9,7 @@
 //! the batch's BEGIN message, not one answer per message, so counting
 //! acks would hang.
 
+pub mod host;
 pub mod identity;
 pub mod netlink;
 pub mod ruleset;
@@ -25,7 +26,7 @@ use nix::sys::socket::{
 use nix::sys::time::TimeVal;
 
 pub use identity::{identity, set_mark};
-pub use ruleset::{Identity, Ruleset, TABLE};
+pub use ruleset::{Host, Identity, Ruleset, TABLE};
 
 use netlink::{c, Batch, EncodeError};
 

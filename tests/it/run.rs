@@ -18,6 +18,8 @@ pub(crate) struct Daemon {
     pub(crate) child: Child,
     pub(crate) events: mpsc::Receiver<serde_json::Value>,
     stderr: mpsc::Receiver<String>,
+    /// Every stderr line so far, for [`Daemon::wait_logged`].
+    history: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Daemon {
@@ -43,15 +45,18 @@ impl Daemon {
         });
         let (stx, stderr) = mpsc::channel();
         let err = child.stderr.take().expect("stderr");
+        let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = history.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 eprintln!("egret: {line}");
+                keep.lock().expect("log history").push(line.clone());
                 if stx.send(line).is_err() {
                     return;
                 }
             }
         });
-        let d = Daemon { child, events, stderr };
+        let d = Daemon { child, events, stderr, history };
         d.wait_log("running on", Duration::from_secs(15));
         d
     }
@@ -60,6 +65,15 @@ impl Daemon {
     pub(crate) fn wait_log(&self, what: &str, timeout: Duration) -> String {
         wait_for(timeout, || self.stderr.try_iter().find(|l| l.contains(what)))
             .unwrap_or_else(|| panic!("egret never logged {what:?} within {timeout:?}"))
+    }
+
+    /// Waits (bounded) for a stderr line containing `what`, among every
+    /// line logged since start (also those [`Daemon::wait_log`] passed).
+    pub(crate) fn wait_logged(&self, what: &str, timeout: Duration) -> String {
+        wait_for(timeout, || {
+            self.history.lock().expect("log history").iter().find(|l| l.contains(what)).cloned()
+        })
+        .unwrap_or_else(|| panic!("egret never logged {what:?} within {timeout:?}"))
     }
 
     /// Waits (bounded) for an event with this msg and field value.
