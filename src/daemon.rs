@@ -40,6 +40,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 /// How often the policy file is checked for changes.
 pub const POLICY_POLL: Duration = Duration::from_millis(500);
+/// A changed policy file is read once it has stayed the same this long
+/// (checked at most `SETTLE_TRIES` times).
+const SETTLE: Duration = Duration::from_millis(150);
+const SETTLE_TRIES: usize = 10;
 /// How often the control loop refreshes the event counters for metrics.
 const COUNTS_REFRESH: Duration = Duration::from_secs(1);
 /// Event reason when the watchdog finds the ruleset deleted or changed.
@@ -254,12 +258,24 @@ fn spawn_policy_watcher(path: PathBuf, tx: Sender<Ctl>) {
         let mut last = fingerprint(&path);
         loop {
             thread::sleep(POLICY_POLL);
-            let now = fingerprint(&path);
-            if now != last {
-                last = now;
-                if now.is_some() && tx.send(Ctl::Reload { reopen_log: false }).is_err() {
-                    return;
+            let mut now = fingerprint(&path);
+            if now == last {
+                continue;
+            }
+            // Settle first: a writer that truncates and then writes (most
+            // editors, `echo > file`) shows an empty file for a moment, and
+            // an empty policy is valid (it allows nothing).
+            for _ in 0..SETTLE_TRIES {
+                thread::sleep(SETTLE);
+                let again = fingerprint(&path);
+                if again == now {
+                    break;
                 }
+                now = again;
+            }
+            last = now;
+            if now.is_some() && tx.send(Ctl::Reload { reopen_log: false }).is_err() {
+                return;
             }
         }
     });
