@@ -154,8 +154,10 @@ pub fn severity(ev: &Event) -> u8 {
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG`, the event's
 /// time (cut to microseconds, the most RFC 5424 allows) and hostname in
 /// the header, its `msg` as MSGID, no structured data, and the JSON line
-/// as MSG. An ASCII MSG goes as it is; one with other characters is UTF-8
-/// and starts with the BOM, as RFC 5424 section 6.4 requires.
+/// as MSG, byte for byte. The MSG has no BOM (it is RFC 5424's MSG-ANY,
+/// whose bytes are JSON and so UTF-8 by RFC 8259): collectors keep a BOM
+/// as part of the message, where it breaks their JSON parsers (rsyslog's
+/// mmjsonparse) and the line would no longer be the one on stdout.
 pub fn message(ev: &Event, json: &str, procid: u32) -> String {
     let pri = u16::from(FACILITY) * 8 + u16::from(severity(ev));
     let mut out = String::with_capacity(json.len() + 96);
@@ -167,9 +169,6 @@ pub fn message(ev: &Event, json: &str, procid: u32) -> String {
         header_field(&ev.hostname, 255),
         header_field(&ev.msg, 32),
     );
-    if !json.is_ascii() {
-        out.push('\u{feff}');
-    }
     out.push_str(json);
     out
 }
@@ -516,6 +515,19 @@ impl Forwarder {
     }
 }
 
+impl Drop for Forwarder {
+    /// A TLS collector is told the stream ended on purpose (close_notify),
+    /// best effort and briefly: rsyslog logs an error for a TLS connection
+    /// that just stops.
+    fn drop(&mut self) {
+        if let Some(Conn::Tls(t)) = self.conn.as_mut() {
+            let _ = t.sock.set_write_timeout(Some(Duration::from_millis(200)));
+            t.conn.send_close_notify();
+            let _ = t.conn.complete_io(&mut t.sock);
+        }
+    }
+}
+
 /// Whether the collector ended the connection (a syslog receiver never
 /// sends data, so anything readable is an end of stream, an error, a TLS
 /// close_notify or TLS housekeeping such as session tickets). Reads
@@ -662,12 +674,12 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_json_carries_the_bom() {
+    fn the_json_is_the_msg_byte_for_byte_without_a_bom() {
         let e = ev(Component::Dns, Action::Allowed, "h");
-        let ascii = message(&e, r#"{"a":"b"}"#, 1);
-        assert!(ascii.ends_with(r#" - {"a":"b"}"#), "{ascii}");
-        let utf8 = message(&e, r#"{"a":"ü"}"#, 1);
-        assert!(utf8.ends_with("- \u{feff}{\"a\":\"ü\"}"), "{utf8}");
+        for json in [r#"{"a":"b"}"#, r#"{"a":"ü"}"#] {
+            let m = message(&e, json, 1);
+            assert_eq!(m.split_once(" - ").unwrap().1, json);
+        }
     }
 
     #[test]

@@ -17,4 +17,5 @@ mod ops;
 mod proxy;
 mod proxy_netns;
 mod run;
+mod syslog;
 mod util;

@@ -231,7 +231,7 @@ fn policy(domains: &[&str]) -> String {
 }
 
 /// Scrapes the filter's metrics from inside the workload namespace.
-fn scrape(ns: &str, port: u16) -> HashMap<String, u64> {
+pub(crate) fn scrape(ns: &str, port: u16) -> HashMap<String, u64> {
     let (code, body) = curl(ns, &[&format!("http://127.0.0.1:{port}/metrics")]);
     assert_eq!(code, "200", "{body}");
     body.lines()
@@ -241,7 +241,7 @@ fn scrape(ns: &str, port: u16) -> HashMap<String, u64> {
         .collect()
 }
 
-fn metric(m: &HashMap<String, u64>, key: &str) -> u64 {
+pub(crate) fn metric(m: &HashMap<String, u64>, key: &str) -> u64 {
     *m.get(key).unwrap_or_else(|| panic!("no {key} in the scrape: {m:?}"))
 }
 
