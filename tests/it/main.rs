@@ -14,6 +14,7 @@ mod image;
 mod netns;
 mod nft;
 mod ops;
+mod prometheus;
 mod proxy;
 mod proxy_netns;
 mod run;

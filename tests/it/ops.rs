@@ -187,7 +187,7 @@ fn exchange(s: &mut TcpStream, host: &str, path: &str) -> (u16, Vec<u8>) {
 
 /// A connection from the workload namespace to `dst` (redirected to the
 /// proxy by egret's rules).
-fn connect(ns: &str, dst: SocketAddr) -> TcpStream {
+pub(crate) fn connect(ns: &str, dst: SocketAddr) -> TcpStream {
     let s = in_ns(ns, move || TcpStream::connect_timeout(&dst, Duration::from_secs(5)).expect("connect"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
