@@ -528,45 +528,51 @@ impl Drop for Forwarder {
     }
 }
 
+impl Conn {
+    /// The TCP socket under a stream connection.
+    fn stream(&self) -> Option<&TcpStream> {
+        match self {
+            Conn::Udp(_) => None,
+            Conn::Tcp(s) => Some(s),
+            Conn::Tls(t) => Some(&t.sock),
+        }
+    }
+}
+
 /// Whether the collector ended the connection (a syslog receiver never
 /// sends data, so anything readable is an end of stream, an error, a TLS
 /// close_notify or TLS housekeeping such as session tickets). Reads
 /// without blocking, a bounded number of times.
 fn peer_closed(conn: &mut Conn) -> bool {
-    let sock = match conn {
-        Conn::Udp(_) => return false,
-        Conn::Tcp(s) => &*s,
-        Conn::Tls(t) => &t.sock,
-    };
+    let Some(sock) = conn.stream() else { return false };
     if sock.set_nonblocking(true).is_err() {
         return true;
     }
+    let closed = drain_says_closed(conn);
+    closed || conn.stream().map_or(true, |s| s.set_nonblocking(false).is_err())
+}
+
+/// Reads what a non-blocking stream connection holds (at most 16 reads):
+/// whether it ended.
+fn drain_says_closed(conn: &mut Conn) -> bool {
     let mut junk = [0u8; 1024];
-    let mut closed = true;
     for _ in 0..16 {
         let r = match conn {
-            Conn::Tcp(s) => s.read(&mut junk).map(|n| (n, false)),
+            Conn::Udp(_) => return false,
+            Conn::Tcp(s) => s.read(&mut junk).map(|n| (n, n == 0)),
             Conn::Tls(t) => tls_poll(t, &mut junk),
-            Conn::Udp(_) => unreachable!("returned above"),
         };
         match r {
-            Ok((0, _)) => break,
-            Ok((_, true)) => break,
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                closed = false;
-                break;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Ok((_, true)) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
         }
     }
-    let sock = match conn {
-        Conn::Tcp(s) => &*s,
-        Conn::Tls(t) => &t.sock,
-        Conn::Udp(_) => unreachable!("returned above"),
-    };
-    closed || sock.set_nonblocking(false).is_err()
+    // Still readable after 16 reads: a collector talking back without
+    // end; not a syslog receiver's behaviour, so start over.
+    true
 }
 
 /// One non-blocking read of TLS records: `(bytes, peer closed)`.

@@ -224,14 +224,15 @@ fn traffic(w: &World, n: usize) {
 }
 
 /// Takes stdout lines off the daemon until `rs` has as many in `file`
-/// and at least `min` arrived, then half a second with no more of
-/// either; both lists.
+/// and at least `min` arrived, and both stayed so for half a second (the
+/// stdout reader is a thread, so rsyslog may be ahead of it for a moment);
+/// rsyslog's lines.
 fn settle(d: &Daemon, rs: &Rsyslog, file: &str, min: usize, stdout: &mut Vec<String>) -> Vec<String> {
     let mut quiet_since: Option<(Instant, usize, usize)> = None;
     let r = wait_for(Duration::from_secs(30), || {
         stdout.extend(d.lines.try_iter());
         let got = rs.lines(file);
-        if stdout.len() < min || got.len() < stdout.len() {
+        if stdout.len() < min || got.len() != stdout.len() {
             quiet_since = None;
             return None;
         }
