@@ -122,6 +122,7 @@ pub fn render(s: &Snapshot) -> String {
         ("{stage=\"channel\"}".to_owned(), e.channel_dropped),
         ("{stage=\"dashboard\"}".to_owned(), e.ship_dropped),
         ("{stage=\"gotify\"}".to_owned(), e.alerts_dropped),
+        ("{stage=\"syslog\"}".to_owned(), e.syslog_dropped),
     ];
     family(
         &mut o,
@@ -129,6 +130,36 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Events dropped because a queue was full.",
         &dropped,
+    );
+    let queued = vec![
+        ("{stage=\"dashboard\"}".to_owned(), e.ship_pending),
+        ("{stage=\"syslog\"}".to_owned(), e.syslog_pending),
+    ];
+    family(
+        &mut o,
+        "egret_filter_events_queued",
+        "gauge",
+        "Events waiting in a shipping queue (in flight included).",
+        &queued,
+    );
+    family(
+        &mut o,
+        "egret_filter_syslog_sent_total",
+        "counter",
+        "Events sent to the syslog collector.",
+        &one(e.syslog_sent),
+    );
+    let decisions: Vec<(String, u64)> = e
+        .decisions
+        .nonzero()
+        .map(|(a, c, r, n)| (format!("{{action=\"{a}\",component=\"{c}\",reason=\"{r}\"}}"), n))
+        .collect();
+    family(
+        &mut o,
+        "egret_filter_decisions_total",
+        "counter",
+        "Events by action, component and reason (reasons from a fixed list).",
+        &decisions,
     );
     family(
         &mut o,
@@ -314,6 +345,10 @@ mod tests {
 
     #[test]
     fn render_has_bounded_labels_and_every_family() {
+        let mut decisions = crate::events::tally::DecisionCounts::default();
+        let t = std::time::UNIX_EPOCH;
+        use crate::events::{Action, Component, Event};
+        decisions.add(&Event::new(Component::Https, Action::Blocked, "h", t).with_reason("ip-mismatch"));
         let s = Snapshot {
             connections: vec![("http", "allowed", 3), ("https", "revoked", 1)],
             connections_open: Some(2),
@@ -321,7 +356,17 @@ mod tests {
             bytes_down: Some(2000),
             dns: vec![("forwarded", 5), ("blocked", 1)],
             nflog_events: 7,
-            events: Counts { events: 11, channel_dropped: 1, ship_dropped: 2, ..Counts::default() },
+            events: Counts {
+                events: 11,
+                channel_dropped: 1,
+                ship_dropped: 2,
+                ship_pending: 4,
+                syslog_dropped: 3,
+                syslog_pending: 5,
+                syslog_sent: 6,
+                decisions,
+                ..Counts::default()
+            },
             reloads: vec![("applied", 1), ("invalid", 2)],
             tampered: 1,
             reapplies: 1,
@@ -338,6 +383,12 @@ mod tests {
             "egret_filter_events_total 11",
             "egret_filter_events_dropped_total{stage=\"channel\"} 1",
             "egret_filter_events_dropped_total{stage=\"dashboard\"} 2",
+            "egret_filter_events_dropped_total{stage=\"syslog\"} 3",
+            "egret_filter_events_queued{stage=\"dashboard\"} 4",
+            "egret_filter_events_queued{stage=\"syslog\"} 5",
+            "egret_filter_syslog_sent_total 6",
+            "egret_filter_decisions_total{action=\"blocked\",component=\"https\",reason=\"ip-mismatch\"} 1",
+            "# TYPE egret_filter_events_queued gauge",
             "egret_filter_reloads_total{result=\"invalid\"} 2",
             "egret_filter_ruleset_tampered_total 1",
             "egret_filter_ruleset_reapplies_total 1",

@@ -17,6 +17,8 @@ use crate::util;
 pub(crate) struct Daemon {
     pub(crate) child: Child,
     pub(crate) events: mpsc::Receiver<serde_json::Value>,
+    /// The same stdout lines as they were written (for byte comparisons).
+    pub(crate) lines: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
     /// Every stderr line so far, for [`Daemon::wait_logged`].
     history: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -33,11 +35,13 @@ impl Daemon {
         c.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut child = c.spawn().expect("spawn egret run");
         let (etx, events) = mpsc::channel();
+        let (ltx, lines) = mpsc::channel();
         let out = child.stdout.take().expect("stdout");
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let v: serde_json::Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("stdout line is not JSON: {line:?}: {e}"));
+                let _ = ltx.send(line);
                 if etx.send(v).is_err() {
                     return;
                 }
@@ -56,7 +60,7 @@ impl Daemon {
                 }
             }
         });
-        let d = Daemon { child, events, stderr, history };
+        let d = Daemon { child, events, lines, stderr, history };
         d.wait_log("running on", Duration::from_secs(15));
         d
     }
