@@ -212,6 +212,8 @@ pub fn to_event(r: &LogRecord, ev: Event) -> Event {
         }
     };
     ev.reason = Some("not-allowed".to_owned());
+    // The sending socket's owner, when the packet had one (NFLOG's UID).
+    ev.uid = r.uid;
     if let Some((t, code)) = r.icmp {
         ev.note = Some(format!("icmp type {t} code {code}"));
     }
