@@ -277,7 +277,7 @@ fn proxy(hosts: Option<std::path::PathBuf>) -> ExitCode {
     }
     // The ruleset is someone else's: it knows the bypass mark, not a
     // listen mark, so the listeners carry none.
-    let id = crate::nft::Identity { mark, listen_mark: 0, cgroup: None, generation_base: 0 };
+    let id = crate::nft::Identity { mark, listen_mark: 0, cgroup: None, generation_base: 0, egress_tag: 0 };
     let settings =
         crate::proxy::Settings { listen_mark: None, ..crate::proxy::Settings::from_config(&cfg, &id) };
     let handle =

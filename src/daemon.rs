@@ -432,6 +432,7 @@ impl Reloader<'_> {
     /// The watchdog's tick: if the installed table is not what egret
     /// installed, alert and re-apply it.
     fn watch(&mut self) {
+        self.follow_host();
         let drift = match self.enforcement.check() {
             Ok(Drift::Intact) => return,
             Ok(d) => d,
@@ -452,6 +453,35 @@ impl Reloader<'_> {
                 log::info!("watchdog: ruleset re-applied in {} ms", a.elapsed.as_millis());
             }
             Err(e) => log::error!("watchdog: re-applying the ruleset failed (will retry): {e}"),
+        }
+    }
+}
+
+impl Reloader<'_> {
+    /// A new interface needs its egress chain, a new on-link prefix its
+    /// neighbour discovery: rebuild the ruleset when the host changed.
+    fn follow_host(&mut self) {
+        let host = nft::host::read();
+        if host == self.host {
+            return;
+        }
+        log::info!(
+            "network changed (interfaces {:?} -> {:?}, on-link IPv6 prefixes {} -> {}); re-applying the ruleset",
+            self.host.devices,
+            host.devices,
+            self.host.onlink6.len(),
+            host.onlink6.len()
+        );
+        let generation = self.identity.generation(self.generation);
+        let rs = Ruleset::build_at(self.cfg, &self.handle.current(), self.identity, &host, generation);
+        match nft::apply(&rs) {
+            Ok(a) => {
+                self.enforcement.set_expected(a.installed);
+                self.ruleset = rs;
+                self.host = host;
+                self.replay_learned(&self.handle.current(), "network change");
+            }
+            Err(e) => log::error!("re-applying the ruleset after a network change failed (will retry): {e}"),
         }
     }
 }

@@ -17,10 +17,27 @@ const RTF_LOCAL: u32 = 0x8000_0000;
 /// (`::/0 dev eth0`); they would open neighbour discovery to everywhere.
 const MIN_ONLINK_PREFIX: u32 = 16;
 
-/// The host facts now; a missing or unreadable file means none (IPv6 off).
+/// The host facts now; a missing or unreadable file means none (IPv6
+/// off, no interfaces).
 pub fn read() -> Host {
     let routes = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
-    Host { onlink6: onlink6(&routes) }
+    // /proc/net is the reader's own network namespace (a mounted /sys
+    // may show another one's).
+    let dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+    Host { onlink6: onlink6(&routes), devices: devices(&dev) }
+}
+
+/// The interfaces other than `lo` in `/proc/net/dev` text, sorted.
+pub fn devices(proc_net_dev: &str) -> Vec<String> {
+    let mut v: Vec<String> = proc_net_dev
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, _)| name.trim().to_owned())
+        .filter(|n| !n.is_empty() && n != "lo" && !n.contains(' ') && !n.contains('|'))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// On-link IPv6 prefixes from `/proc/net/ipv6_route` text, as sorted,
@@ -77,6 +94,17 @@ garbage line
         let fd99 = 0xfd00_0099u128 << 96;
         let fe80 = 0xfe80u128 << 112;
         assert_eq!(got, vec![(fd99, fd99 | (u128::MAX >> 64)), (fe80, fe80 | (u128::MAX >> 64))]);
+    }
+
+    #[test]
+    fn devices_from_proc_net_dev() {
+        let dev = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+lo:     120       2    0    0    0     0          0         0      120       2    0    0    0     0       0          0\n  \
+eth0:    2962      31    0    0    0     0          0         0     1126      13    0    0    0     0       0          0\n\
+veth-a1:    0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n";
+        assert_eq!(devices(dev), vec!["eth0".to_owned(), "veth-a1".to_owned()]);
+        assert!(devices("").is_empty());
     }
 
     #[test]

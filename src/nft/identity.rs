@@ -39,6 +39,7 @@ pub fn identity(cfg: &Config) -> std::io::Result<Identity> {
         }
     };
     let generation_base = random_nonzero()?;
+    let egress_tag = random_nonzero()?;
     let cgroup = detect_cgroup();
     match &cgroup {
         Some(c) => log::info!(
@@ -53,7 +54,7 @@ pub fn identity(cfg: &Config) -> std::io::Result<Identity> {
              containers so they cannot set socket marks"
         ),
     }
-    Ok(Identity { mark, listen_mark, cgroup, generation_base })
+    Ok(Identity { mark, listen_mark, cgroup, generation_base, egress_tag })
 }
 
 /// A random non-zero value from the kernel's generator.

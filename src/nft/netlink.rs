@@ -23,7 +23,7 @@ use neli::{Size, ToBytes};
 
 use super::ruleset::{
     Addr, Chain, ChainPolicy, ChainType, Cmp, Elements, Family, Hook, Match, Reject, Rule, Ruleset, Set,
-    SetKind, Stmt,
+    SetKind, Stmt, TableFamily,
 };
 
 /// UAPI constants (linux/netfilter/nf_tables.h, nfnetlink.h,
@@ -37,6 +37,8 @@ pub mod c {
     pub const NLMSG_ERROR: u16 = 2;
     pub const NLMSG_DONE: u16 = 3;
     pub const NFPROTO_INET: u8 = 1;
+    pub const NFPROTO_ARP: u8 = 3;
+    pub const NFPROTO_NETDEV: u8 = 5;
     pub const NFPROTO_IPV4: u8 = 2;
     pub const NFPROTO_IPV6: u8 = 10;
 
@@ -59,6 +61,9 @@ pub mod c {
     pub const NFTA_CHAIN_TYPE: u16 = 7;
     pub const NFTA_HOOK_HOOKNUM: u16 = 1;
     pub const NFTA_HOOK_PRIORITY: u16 = 2;
+    pub const NFTA_HOOK_DEV: u16 = 3;
+    pub const NF_ARP_OUT: u32 = 1;
+    pub const NF_NETDEV_EGRESS: u32 = 1;
     pub const NFTA_RULE_TABLE: u16 = 1;
     pub const NFTA_RULE_CHAIN: u16 = 2;
     pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
@@ -297,7 +302,6 @@ fn daddr(f: Family) -> Result<Attr, EncodeError> {
 fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, EncodeError> {
     Ok(match m {
         Match::Mark(mark) => vec![meta(c::NFT_META_MARK)?, cmp(c::NFT_CMP_EQ, &mark.to_ne_bytes())?],
-        Match::MarkNot(mark) => vec![meta(c::NFT_META_MARK)?, cmp(c::NFT_CMP_NEQ, &mark.to_ne_bytes())?],
         Match::Cgroup(cg) => {
             vec![
                 socket_key(c::NFT_SOCKET_CGROUPV2, Some(cg.level))?,
@@ -541,9 +545,20 @@ impl Builder {
     }
 
     fn push(&mut self, msg: u16, flags: NlmF, attrs: &[Attr], what: String) -> Result<(), EncodeError> {
+        self.push_in(TableFamily::Inet, msg, flags, attrs, what)
+    }
+
+    fn push_in(
+        &mut self,
+        family: TableFamily,
+        msg: u16,
+        flags: NlmF,
+        attrs: &[Attr],
+        what: String,
+    ) -> Result<(), EncodeError> {
         self.seq = self.seq.wrapping_add(1);
         let ty = (c::NFNL_SUBSYS_NFTABLES << 8) | msg;
-        let m = message(ty, NlmF::REQUEST | NlmF::ACK | flags, self.seq, c::NFPROTO_INET, 0, attrs)?;
+        let m = message(ty, NlmF::REQUEST | NlmF::ACK | flags, self.seq, nfproto_of(family), 0, attrs)?;
         self.bytes.extend_from_slice(&m);
         self.acked.push((self.seq, what));
         self.messages += 1;
@@ -593,36 +608,73 @@ fn table_attr(t: u16, table: &str) -> Result<Attr, EncodeError> {
     attr(t, table)
 }
 
-/// The batch that atomically replaces egret's table with `rs`.
-pub fn apply_batch(rs: &Ruleset, seq: u32) -> Result<Batch, EncodeError> {
-    let mut b = Builder::new(seq)?;
-    let table = rs.table;
-    let tname = || table_attr(c::NFTA_TABLE_NAME, table);
-    b.push(c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table inet {table} (ensure)"))?;
-    b.push(c::NFT_MSG_DELTABLE, NlmF::empty(), &[tname()?], format!("table inet {table} (delete old)"))?;
-    b.push(c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table inet {table}"))?;
+fn nfproto_of(f: TableFamily) -> u8 {
+    match f {
+        TableFamily::Inet => c::NFPROTO_INET,
+        TableFamily::Arp => c::NFPROTO_ARP,
+        TableFamily::Netdev => c::NFPROTO_NETDEV,
+    }
+}
 
-    let set_id = |name: &str| rs.sets.iter().position(|s| s.name == name).map_or(0, |i| i as u32 + 1);
-    for (i, s) in rs.sets.iter().enumerate() {
-        push_set(&mut b, table, s, i as u32 + 1)?;
+/// NEWTABLE (so that DELTABLE cannot fail), DELTABLE, NEWTABLE: the table
+/// replaced inside the batch's transaction.
+fn replace_table(b: &mut Builder, family: TableFamily, table: &str) -> Result<(), EncodeError> {
+    let tname = || table_attr(c::NFTA_TABLE_NAME, table);
+    let f = family.name();
+    b.push_in(family, c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table {f} {table} (ensure)"))?;
+    b.push_in(
+        family,
+        c::NFT_MSG_DELTABLE,
+        NlmF::empty(),
+        &[tname()?],
+        format!("table {f} {table} (delete old)"),
+    )?;
+    b.push_in(family, c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table {f} {table}"))
+}
+
+/// A table's chains and their rules.
+fn push_chains(
+    b: &mut Builder,
+    family: TableFamily,
+    table: &str,
+    chains: &[Chain],
+    set_id: &dyn Fn(&str) -> u32,
+) -> Result<(), EncodeError> {
+    for ch in chains {
+        push_chain(b, family, table, ch)?;
     }
-    for ch in &rs.chains {
-        push_chain(&mut b, table, ch)?;
-    }
-    for ch in &rs.chains {
+    for ch in chains {
         for (i, r) in ch.rules.iter().enumerate() {
             let attrs = [
                 table_attr(c::NFTA_RULE_TABLE, table)?,
-                attr(c::NFTA_RULE_CHAIN, ch.name)?,
-                rule_exprs(r, &set_id)?,
+                attr(c::NFTA_RULE_CHAIN, ch.name.as_str())?,
+                rule_exprs(r, set_id)?,
             ];
-            b.push(
+            b.push_in(
+                family,
                 c::NFT_MSG_NEWRULE,
                 NlmF::CREATE | NlmF::APPEND,
                 &attrs,
                 format!("chain {} rule {} `{r}`", ch.name, i + 1),
             )?;
         }
+    }
+    Ok(())
+}
+
+/// The batch that atomically replaces egret's tables with `rs`.
+pub fn apply_batch(rs: &Ruleset, seq: u32) -> Result<Batch, EncodeError> {
+    let mut b = Builder::new(seq)?;
+    let table = rs.table;
+    replace_table(&mut b, TableFamily::Inet, table)?;
+    let set_id = |name: &str| rs.sets.iter().position(|s| s.name == name).map_or(0, |i| i as u32 + 1);
+    for (i, s) in rs.sets.iter().enumerate() {
+        push_set(&mut b, table, s, i as u32 + 1)?;
+    }
+    push_chains(&mut b, TableFamily::Inet, table, &rs.chains, &set_id)?;
+    for t in &rs.l2 {
+        replace_table(&mut b, t.family, t.name)?;
+        push_chains(&mut b, t.family, t.name, &t.chains, &|_| 0)?;
     }
     b.finish()
 }
@@ -660,9 +712,23 @@ pub fn learned_batch(table: &str, elems: &[(IpAddr, u64)], seq: u32) -> Result<B
     b.finish()
 }
 
-/// The batch that removes egret's table.
+/// The batch that removes egret's tables: the link-layer ones whether
+/// they exist or not (ensured first), then `table inet`, whose absence
+/// the kernel reports as ENOENT.
 pub fn delete_batch(table: &str, seq: u32) -> Result<Batch, EncodeError> {
     let mut b = Builder::new(seq)?;
+    for family in [TableFamily::Arp, TableFamily::Netdev] {
+        let f = family.name();
+        let tname = || table_attr(c::NFTA_TABLE_NAME, table);
+        b.push_in(
+            family,
+            c::NFT_MSG_NEWTABLE,
+            NlmF::CREATE,
+            &[tname()?],
+            format!("table {f} {table} (ensure)"),
+        )?;
+        b.push_in(family, c::NFT_MSG_DELTABLE, NlmF::empty(), &[tname()?], format!("table {f} {table}"))?;
+    }
     b.push(
         c::NFT_MSG_DELTABLE,
         NlmF::empty(),
@@ -760,12 +826,19 @@ pub fn interval_keys(e: &Elements) -> Vec<(Vec<u8>, bool)> {
     }
 }
 
-fn push_chain(b: &mut Builder, table: &str, ch: &Chain) -> Result<(), EncodeError> {
-    let hooknum = match ch.hook {
-        Hook::Prerouting => c::NF_INET_PRE_ROUTING,
-        Hook::Input => c::NF_INET_LOCAL_IN,
-        Hook::Output => c::NF_INET_LOCAL_OUT,
+fn push_chain(b: &mut Builder, family: TableFamily, table: &str, ch: &Chain) -> Result<(), EncodeError> {
+    let hooknum = match (family, ch.hook) {
+        (TableFamily::Arp, _) => c::NF_ARP_OUT,
+        (TableFamily::Netdev, _) => c::NF_NETDEV_EGRESS,
+        (TableFamily::Inet, Hook::Prerouting) => c::NF_INET_PRE_ROUTING,
+        (TableFamily::Inet, Hook::Input) => c::NF_INET_LOCAL_IN,
+        (TableFamily::Inet, Hook::Output | Hook::Egress) => c::NF_INET_LOCAL_OUT,
     };
+    let mut hook =
+        vec![be32(c::NFTA_HOOK_HOOKNUM, hooknum)?, attr(c::NFTA_HOOK_PRIORITY, ch.priority.to_be_bytes())?];
+    if let Some(dev) = &ch.device {
+        hook.push(attr(c::NFTA_HOOK_DEV, dev.as_str())?);
+    }
     let policy = match ch.policy {
         ChainPolicy::Accept => c::NF_ACCEPT,
         ChainPolicy::Drop => c::NF_DROP,
@@ -776,18 +849,12 @@ fn push_chain(b: &mut Builder, table: &str, ch: &Chain) -> Result<(), EncodeErro
     };
     let attrs = [
         table_attr(c::NFTA_CHAIN_TABLE, table)?,
-        attr(c::NFTA_CHAIN_NAME, ch.name)?,
-        nest(
-            c::NFTA_CHAIN_HOOK,
-            vec![
-                be32(c::NFTA_HOOK_HOOKNUM, hooknum)?,
-                attr(c::NFTA_HOOK_PRIORITY, ch.priority.to_be_bytes())?,
-            ],
-        )?,
+        attr(c::NFTA_CHAIN_NAME, ch.name.as_str())?,
+        nest(c::NFTA_CHAIN_HOOK, hook)?,
         attr(c::NFTA_CHAIN_POLICY, policy.to_be_bytes())?,
         attr(c::NFTA_CHAIN_TYPE, kind)?,
     ];
-    b.push(c::NFT_MSG_NEWCHAIN, NlmF::CREATE, &attrs, format!("chain {}", ch.name))
+    b.push_in(family, c::NFT_MSG_NEWCHAIN, NlmF::CREATE, &attrs, format!("chain {}", ch.name))
 }
 
 /// A dump request (GET with NLM_F_DUMP) for `msg`, optionally filtered by
@@ -935,7 +1002,8 @@ mod tests {
                 kind: SetKind::Interval(Elements::V4((0..1500u32).map(|i| (i * 4, i * 4 + 1)).collect())),
             }],
             chains: vec![Chain {
-                name: "filter_out",
+                name: "filter_out".into(),
+                device: None,
                 kind: ChainType::Filter,
                 hook: Hook::Output,
                 priority: 0,
@@ -945,6 +1013,7 @@ mod tests {
                     stmts: vec![Stmt::Accept],
                 }],
             }],
+            l2: Vec::new(),
         };
         let b = apply_batch(&rs, 100).unwrap();
         // 3 table messages, 1 set, 3000 keys in 3 element messages, 1 chain, 1 rule.

@@ -22,8 +22,13 @@
 //!   4861 sends it (hop limit 255, to link-local, multicast or on-link
 //!   addresses), MLD only with hop limit 1; everything else is logged
 //!   (rate-limited NFLOG) and rejected fast;
-//! * `scrub_out`: a packet delivered inside the host carries no mark, so
+//! * `tag_out`: a packet delivered inside the host carries no mark, so
 //!   no local receiver (SO_RCVMARK, a socket filter) learns egret's marks;
+//!   every other packet gets the egress tag;
+//! * `table arp egret` tags ARP the same way, and `table netdev egret` has
+//!   an egress chain per real interface that passes only tagged frames
+//!   and clears the tag: a raw frame from an `AF_PACKET` socket skipped
+//!   every IP rule, so it is dropped;
 //! * `filter_in`: egret's listener ports take traffic from this host
 //!   only, and only into egret's own sockets (`socket mark`, plus the
 //!   cgroup where available): a workload that bound a listener port
@@ -76,6 +81,11 @@ pub struct Identity {
     /// learned flows (conntrack marks are readable by workloads, so this is
     /// random and independent of the marks).
     pub generation_base: u32,
+    /// The mark every packet that passed the IP and ARP output rules
+    /// carries to the interface's egress hook, where it is required and
+    /// cleared: a frame sent from an `AF_PACKET` socket skips the IP rules
+    /// and lacks it. Secret, random per start.
+    pub egress_tag: u32,
 }
 
 impl Identity {
@@ -94,6 +104,8 @@ pub struct Host {
     /// interface) as merged inclusive intervals: neighbour discovery to
     /// them is legitimate, to anywhere else it is a covert channel.
     pub onlink6: Vec<(u128, u128)>,
+    /// The network interfaces other than `lo`: each gets an egress chain.
+    pub devices: Vec<String>,
 }
 
 /// `socket cgroupv2 level L "path"`: the socket's cgroup ancestor at
@@ -140,6 +152,34 @@ pub enum Hook {
     Prerouting,
     Input,
     Output,
+    /// `netdev` family: a device's egress, after every IP/ARP hook.
+    Egress,
+}
+
+/// The nftables family of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFamily {
+    Inet,
+    Arp,
+    Netdev,
+}
+
+impl TableFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            TableFamily::Inet => "inet",
+            TableFamily::Arp => "arp",
+            TableFamily::Netdev => "netdev",
+        }
+    }
+}
+
+/// A table of chains only (the link-layer tables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub family: TableFamily,
+    pub name: &'static str,
+    pub chains: Vec<Chain>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +196,9 @@ pub enum ChainPolicy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
-    pub name: &'static str,
+    pub name: String,
+    /// The device of a `netdev` chain.
+    pub device: Option<String>,
     pub kind: ChainType,
     pub hook: Hook,
     pub priority: i32,
@@ -191,8 +233,6 @@ impl L4 {
 pub enum Match {
     /// `meta mark 0x...`
     Mark(u32),
-    /// `meta mark != 0x...`
-    MarkNot(u32),
     /// `socket cgroupv2 level L "path"`
     Cgroup(CgroupMatch),
     /// `ct state S` / `ct state != S`
@@ -333,12 +373,14 @@ fn rule(matches: Vec<Match>, stmts: Vec<Stmt>) -> Rule {
     Rule { matches, stmts }
 }
 
-/// The whole table.
+/// The whole ruleset: `table inet egret` (`table`, `sets`, `chains`),
+/// and the link-layer tables `arp egret` and `netdev egret` in `l2`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
     pub table: &'static str,
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,
+    pub l2: Vec<Table>,
 }
 
 /// Neighbour discovery a host sends (RFC 4861): router solicitation,
@@ -551,7 +593,8 @@ impl Ruleset {
 
         let chains = vec![
             Chain {
-                name: "stamp_in",
+                name: "stamp_in".into(),
+                device: None,
                 kind: ChainType::Filter,
                 hook: Hook::Prerouting,
                 priority: -150,
@@ -562,7 +605,8 @@ impl Ruleset {
                 )],
             },
             Chain {
-                name: "nat_out",
+                name: "nat_out".into(),
+                device: None,
                 kind: ChainType::Nat,
                 hook: Hook::Output,
                 priority: -100,
@@ -570,7 +614,8 @@ impl Ruleset {
                 rules: nat,
             },
             Chain {
-                name: "filter_out",
+                name: "filter_out".into(),
+                device: None,
                 kind: ChainType::Filter,
                 hook: Hook::Output,
                 priority: 0,
@@ -578,18 +623,23 @@ impl Ruleset {
                 rules: out,
             },
             Chain {
-                name: "scrub_out",
+                name: "tag_out".into(),
+                device: None,
                 kind: ChainType::Filter,
                 hook: Hook::Output,
                 priority: 10,
                 policy: ChainPolicy::Accept,
-                rules: vec![rule(
-                    vec![Match::MarkNot(0), Match::FibLocal(Addr::Daddr, Cmp::Eq)],
-                    vec![Stmt::MarkSet(0)],
-                )],
+                rules: vec![
+                    // Delivered inside the host: no mark at all, so no local
+                    // receiver (SO_RCVMARK, a socket filter) learns one.
+                    rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::MarkSet(0), Stmt::Accept]),
+                    // Leaving: the proof it passed the rules above.
+                    rule(vec![], vec![Stmt::MarkSet(id.egress_tag)]),
+                ],
             },
             Chain {
-                name: "filter_in",
+                name: "filter_in".into(),
+                device: None,
                 kind: ChainType::Filter,
                 hook: Hook::Input,
                 priority: 0,
@@ -597,13 +647,48 @@ impl Ruleset {
                 rules: input,
             },
         ];
-        Ruleset { table: TABLE, sets, chains }
+        Ruleset { table: TABLE, sets, chains, l2: link_layer(id, host) }
     }
 
     /// Number of rules in every chain together.
     pub fn rule_count(&self) -> usize {
         self.chains.iter().map(|c| c.rules.len()).sum()
     }
+}
+
+/// The link-layer tables. ARP is sent past the IP hooks, so it is tagged
+/// in its own output hook; each real interface's egress then passes only
+/// tagged frames (clearing the tag before any packet tap sees it). A frame
+/// from an `AF_PACKET` socket (CAP_NET_RAW) went through neither and is
+/// dropped.
+fn link_layer(id: &Identity, host: &Host) -> Vec<Table> {
+    let arp = Table {
+        family: TableFamily::Arp,
+        name: TABLE,
+        chains: vec![Chain {
+            name: "tag_out".into(),
+            device: None,
+            kind: ChainType::Filter,
+            hook: Hook::Output,
+            priority: 0,
+            policy: ChainPolicy::Accept,
+            rules: vec![rule(vec![], vec![Stmt::MarkSet(id.egress_tag)])],
+        }],
+    };
+    let egress = host
+        .devices
+        .iter()
+        .map(|dev| Chain {
+            name: format!("egress_{dev}"),
+            device: Some(dev.clone()),
+            kind: ChainType::Filter,
+            hook: Hook::Egress,
+            priority: 0,
+            policy: ChainPolicy::Drop,
+            rules: vec![rule(vec![Match::Mark(id.egress_tag)], vec![Stmt::MarkSet(0), Stmt::Accept])],
+        })
+        .collect();
+    vec![arp, Table { family: TableFamily::Netdev, name: TABLE, chains: egress }]
 }
 
 /// The `nd6` set: link-local, link-scope multicast and the host's on-link
@@ -641,6 +726,23 @@ impl fmt::Display for Ruleset {
                 writeln!(f)?;
             }
             first = false;
+            write!(f, "{c}")?;
+        }
+        writeln!(f, "}}")?;
+        for t in &self.l2 {
+            write!(f, "{t}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "table {} {} {{", self.family.name(), self.name)?;
+        for (i, c) in self.chains.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
             write!(f, "{c}")?;
         }
         writeln!(f, "}}")
@@ -704,10 +806,12 @@ impl fmt::Display for Chain {
             ChainType::Filter => "filter",
             ChainType::Nat => "nat",
         };
-        let hook = match self.hook {
-            Hook::Prerouting => "prerouting",
-            Hook::Input => "input",
-            Hook::Output => "output",
+        let hook = match (self.hook, &self.device) {
+            (Hook::Prerouting, _) => "prerouting".to_owned(),
+            (Hook::Input, _) => "input".to_owned(),
+            (Hook::Output, _) => "output".to_owned(),
+            (Hook::Egress, Some(d)) => format!("egress device \"{d}\""),
+            (Hook::Egress, None) => "egress".to_owned(),
         };
         // nft names the standard priorities it knows for the chain type.
         let prio = match (self.kind, self.priority) {
@@ -740,7 +844,6 @@ impl fmt::Display for Match {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Match::Mark(m) => write!(f, "meta mark 0x{m:08x}"),
-            Match::MarkNot(m) => write!(f, "meta mark != 0x{m:08x}"),
             Match::Cgroup(c) => write!(f, "socket cgroupv2 level {} \"{}\"", c.level, c.path),
             // A bit mask: nft writes "not set" as `!`.
             Match::CtState(st, Cmp::Eq) => write!(f, "ct state {}", st.name()),
@@ -823,8 +926,13 @@ mod tests {
             .expect("policy")
     }
 
-    const ID: Identity =
-        Identity { mark: 0x1234abcd, listen_mark: 0x5151, cgroup: None, generation_base: 0x41 };
+    const ID: Identity = Identity {
+        mark: 0x1234abcd,
+        listen_mark: 0x5151,
+        cgroup: None,
+        generation_base: 0x41,
+        egress_tag: 0x7a67,
+    };
 
     fn check(vars: &[(&str, &str)], yaml: &str, id: &Identity, want: &str) {
         let got = Ruleset::build(&config(vars), &policy(yaml), id, &Host::default()).to_string();
@@ -889,9 +997,10 @@ table inet egret {
 		reject with icmpx admin-prohibited
 	}
 
-	chain scrub_out {
+	chain tag_out {
 		type filter hook output priority filter + 10; policy accept;
-		meta mark != 0x00000000 fib daddr type local meta mark set 0x00000000
+		fib daddr type local meta mark set 0x00000000 accept
+		meta mark set 0x00007a67
 	}
 
 	chain filter_in {
@@ -901,6 +1010,14 @@ table inet egret {
 		iifname != \"lo\" tcp dport 8443 drop
 		tcp dport 8443 socket mark != 0x00005151 reject with tcp reset
 	}
+}
+table arp egret {
+	chain tag_out {
+		type filter hook output priority filter; policy accept;
+		meta mark set 0x00007a67
+	}
+}
+table netdev egret {
 }
 ";
 
@@ -977,9 +1094,10 @@ table inet egret {
 		reject with icmpx admin-prohibited
 	}
 
-	chain scrub_out {
+	chain tag_out {
 		type filter hook output priority filter + 10; policy accept;
-		meta mark != 0x00000000 fib daddr type local meta mark set 0x00000000
+		fib daddr type local meta mark set 0x00000000 accept
+		meta mark set 0x00007a67
 	}
 
 	chain filter_in {
@@ -993,6 +1111,14 @@ table inet egret {
 		iifname != \"lo\" tcp dport 8443 drop
 		tcp dport 8443 socket mark != 0x00005151 reject with tcp reset
 	}
+}
+table arp egret {
+	chain tag_out {
+		type filter hook output priority filter; policy accept;
+		meta mark set 0x00007a67
+	}
+}
+table netdev egret {
 }
 ";
         check(
@@ -1045,9 +1171,10 @@ table inet egret {
 		udp dport 853 reject
 	}
 
-	chain scrub_out {
+	chain tag_out {
 		type filter hook output priority filter + 10; policy accept;
-		meta mark != 0x00000000 fib daddr type local meta mark set 0x00000000
+		fib daddr type local meta mark set 0x00000000 accept
+		meta mark set 0x00000009
 	}
 
 	chain filter_in {
@@ -1058,11 +1185,19 @@ table inet egret {
 		tcp dport 5353 socket mark != 0x00000008 reject with tcp reset
 	}
 }
+table arp egret {
+	chain tag_out {
+		type filter hook output priority filter; policy accept;
+		meta mark set 0x00000009
+	}
+}
+table netdev egret {
+}
 ";
         check(
             &[("FILTER_MODE", "dns"), ("DNS_PORT", "5353"), ("NFLOG_GROUP", "3")],
             "allowlist:\n  domains: [\"example.com\"]\n",
-            &Identity { mark: 7, listen_mark: 8, cgroup: None, generation_base: 0x41 },
+            &Identity { mark: 7, listen_mark: 8, cgroup: None, generation_base: 0x41, egress_tag: 9 },
             want,
         );
     }
@@ -1124,7 +1259,7 @@ table inet egret {
     #[test]
     fn neighbour_discovery_goes_to_link_local_multicast_and_on_link_prefixes_only() {
         let onlink = 0xfd00_0099u128 << 96;
-        let host = Host { onlink6: vec![(onlink, onlink | (u128::MAX >> 64))] };
+        let host = Host { onlink6: vec![(onlink, onlink | (u128::MAX >> 64))], devices: vec![] };
         let rs = Ruleset::build(&config(&[]), &policy(""), &ID, &host);
         let nd6 = rs.sets.iter().find(|s| s.name == SET_ND6).expect("nd6 set");
         assert_eq!(
@@ -1140,12 +1275,46 @@ table inet egret {
     }
 
     #[test]
+    fn every_real_interface_passes_only_tagged_frames() {
+        let host = Host { onlink6: vec![], devices: vec!["eth0".into(), "net1".into()] };
+        let text = Ruleset::build(&config(&[]), &policy(""), &ID, &host).to_string();
+        let tail = &text[text.find("table arp egret").expect("an arp table")..];
+        let want = "\
+table arp egret {
+	chain tag_out {
+		type filter hook output priority filter; policy accept;
+		meta mark set 0x00007a67
+	}
+}
+table netdev egret {
+	chain egress_eth0 {
+		type filter hook egress device \"eth0\" priority filter; policy drop;
+		meta mark 0x00007a67 meta mark set 0x00000000 accept
+	}
+
+	chain egress_net1 {
+		type filter hook egress device \"net1\" priority filter; policy drop;
+		meta mark 0x00007a67 meta mark set 0x00000000 accept
+	}
+}
+";
+        assert_eq!(tail, want);
+        assert!(
+            text.contains(
+                "fib daddr type local meta mark set 0x00000000 accept\n\t\tmeta mark set 0x00007a67\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn cgroup_joins_the_mark() {
         let id = Identity {
             mark: 0xfeed,
             listen_mark: 0xbeef,
             cgroup: Some(CgroupMatch { level: 2, id: 42, path: "pod/egret".into() }),
             generation_base: 1,
+            egress_tag: 2,
         };
         let rs = Ruleset::build(&config(&[]), &policy("allowlist:\n  ips: []\n"), &id, &Host::default());
         let text = rs.to_string();

@@ -644,7 +644,13 @@ fn dns_mode_from_config_and_strict_without_the_table() {
         let cfg = egret::config::Config::from_env(&env).expect("config");
         let (srv, learner, events) = ns.run(move || {
             let (emitter, events) = Emitter::channel(64, "cfg");
-            let id = egret::nft::Identity { mark: 0x77, listen_mark: 0x78, cgroup: None, generation_base: 1 };
+            let id = egret::nft::Identity {
+                mark: 0x77,
+                listen_mark: 0x78,
+                cgroup: None,
+                generation_base: 1,
+                egress_tag: 0x79,
+            };
             let l =
                 cfg.dns_strict.then(|| std::sync::Arc::new(dns::learn::NftLearner::new().expect("netlink")));
             let hook = l.clone().map(|l| l as std::sync::Arc<dyn dns::Learn>);

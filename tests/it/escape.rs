@@ -1406,3 +1406,59 @@ fn escape_32_clients_in_their_own_cgroups_get_their_own_share() {
     assert_eq!(ok["cgroup"], "/other", "{ok}");
     drop(hog);
 }
+
+/// The MAC address of `dev` in `ns`.
+fn mac_of(ns: &str, dev: &str) -> String {
+    let mut c = Pair::exec(ns, "cat");
+    c.arg(format!("/sys/class/net/{dev}/address"));
+    let (_, out, _) = util::run(c);
+    out.trim().to_owned()
+}
+
+#[test]
+fn escape_33_raw_frames_from_an_af_packet_socket_do_not_leave() {
+    let w = world();
+    let p = &w.p;
+    let up_mac = mac_of(&p.up, "eth0");
+    let frames = [(p.v4(1), p.v4(3)), (p.v6(1), p.v6(3))];
+    let send = |src: &str, dst: &str| {
+        let mut c = as_workload(&p.work, Priv::NetRaw);
+        c.args([py3(), &util::public("netns/attack.py"), "rawframe", "eth0", &up_mac, src, dst, "7000"]);
+        util::run(c).1
+    };
+    let sink = |addr: &str| spawn_as(&p.up, Priv::Root, &["hostile-udp", addr, "7000"]);
+    // Control, before egret: the frames are well formed and arrive.
+    for (src, dst) in &frames {
+        let got = sink(dst);
+        send(src, dst);
+        let line = got.line(Duration::from_secs(3)).unwrap_or_default();
+        assert!(
+            line.contains("egret-covert"),
+            "the test frame to {dst} did not arrive even without egret: {line:?}"
+        );
+    }
+    let pol = policy_file("escape-33", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream), ("WATCHDOG_INTERVAL", "1s")]);
+    for (src, dst) in &frames {
+        let got = sink(dst);
+        let out = send(src, dst);
+        assert_eq!(got.line(Duration::from_secs(1)), None, "a raw frame to {dst} left the pod ({out})");
+    }
+    // Ordinary traffic still leaves (it passed the IP rules), ARP with it;
+    // escape_24 shows IPv6 both ways through the same egress chain.
+    let (code, _) =
+        curl(&p.work, &["--resolve", &format!("allowed.test:80:{}", p.v4(2)), "http://allowed.test/"]);
+    assert_eq!(code, "200", "allowed.test through the proxy");
+    // An interface that appears later gets its egress chain at the next
+    // watchdog tick.
+    let st = std::process::Command::new("ip")
+        .args(["-n", &p.work, "link", "add", "late0", "type", "veth", "peer", "name", "late1"])
+        .status();
+    assert!(st.is_ok_and(|s| s.success()), "ip link add");
+    d.wait_logged("network changed", Duration::from_secs(5));
+    let mut c = Pair::exec(&p.work, "nft");
+    c.args(["list", "table", "netdev", "egret"]);
+    let (_, out, _) = util::run(c);
+    assert!(out.contains("egress device \"late0\""), "{out}");
+}

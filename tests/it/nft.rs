@@ -61,30 +61,25 @@ fn nft_list(ns: &str) -> String {
 
 /// nft text with whitespace collapsed and the values egret draws at
 /// random on every start, whatever BYPASS_MARK says, replaced by their
-/// role: the listen mark and the learned-flow generation.
+/// role: the listen mark, the learned-flow generation, the egress tag.
 fn normalize(s: &str) -> String {
-    let text = egret::nft::ruleset::normalize_text(s);
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    while let Some(i) = ["socket mark != ", "ct mark set ", "ct mark "]
-        .iter()
-        .filter_map(|k| rest.find(k).map(|i| (i, std::cmp::Reverse(k.len()))))
-        .min()
-    {
-        let (at, std::cmp::Reverse(len)) = i;
-        out.push_str(&rest[..at + len]);
-        rest = &rest[at + len..];
-        let value: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
-        let role = match (out.ends_with("socket mark != "), value.as_str()) {
-            (_, "0x80000000") => "0x80000000",
-            (true, _) => "LISTEN",
-            (false, _) => "GENERATION",
-        };
-        out.push_str(role);
-        rest = &rest[value.len()..];
+    let mut text = egret::nft::ruleset::normalize_text(s);
+    let value_after = |text: &str, key: &str, skip: &[&str]| -> Option<String> {
+        text.match_indices(key).find_map(|(i, _)| {
+            let v: String = text[i + key.len()..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            (!skip.contains(&v.as_str())).then_some(v)
+        })
+    };
+    for (key, skip, role) in [
+        ("socket mark != ", &[][..], "LISTEN"),
+        ("ct mark set ", &["0x80000000"][..], "GENERATION"),
+        ("meta mark set ", &["0x00000000"][..], "TAG"),
+    ] {
+        if let Some(v) = value_after(&text, key, skip) {
+            text = text.replace(&v, role);
+        }
     }
-    out.push_str(rest);
-    out
+    text
 }
 
 /// `client.py` from the workload namespace: the parsed JSON outcome.
@@ -302,7 +297,7 @@ fn rules_outlive_the_process_reapply_is_identical_cleanup_removes() {
     assert_eq!(normalize(&first), normalize(&second), "re-apply changed the ruleset");
     let mut tables = Pair::exec(&p.work, "nft");
     tables.args(["list", "tables"]);
-    assert_eq!(run_ok(tables).trim(), "table inet egret");
+    assert_eq!(run_ok(tables).trim(), "table inet egret\ntable arp egret\ntable netdev egret", "one of each");
 
     let (code, _, err) = util::run(egret_in(&p.work, &pol, &env, &["cleanup"]));
     assert_eq!(code, 0, "{err}");

@@ -37,6 +37,10 @@ Other helpers (different arguments):
         nothing; with "trickle", sends one byte on each every 6 s and opens
         a new one for every one the server closed. Prints "ready", then
         "open K" (K the number open) at once and every 2 s.
+  attack.py rawframe IFACE DSTMAC SRC DST PORT
+        one Ethernet frame carrying a UDP datagram SRC -> DST:PORT with the
+        marker as payload, from an AF_PACKET socket (CAP_NET_RAW): no IP
+        output hook sees it. Prints {"sent": true} or {"sent": false, ...}.
   attack.py rcvmark ADDR PORT
         a UDP socket with SO_RCVMARK: prints "ready", then one JSON line
         {"mark": N} for the first datagram (N = -1 when no mark came).
@@ -283,7 +287,36 @@ def hold_tcp(host, port, n, trickle):
         print("open %d" % len(held), flush=True)
 
 
+def rawframe(iface, dstmac, src, dst, port):
+    v6 = ":" in dst
+    body = MARKER
+    udp = struct.pack("!HHHH", 4242, port, 8 + len(body), 0) + body
+    if v6:
+        s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+        pseudo = s6 + d6 + struct.pack("!IxxxB", len(udp), 17)
+        udp = udp[:6] + struct.pack("!H", checksum(pseudo + udp) or 0xFFFF) + udp[8:]
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(udp), 17, 64, s6, d6)
+        ethertype = b"\x86\xdd"
+    else:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+        ethertype = b"\x08\x00"
+    own = open("/sys/class/net/%s/address" % iface).read().strip()
+    frame = bytes.fromhex(dstmac.replace(":", "")) + bytes.fromhex(own.replace(":", "")) + ethertype + ip + udp
+    try:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        s.bind((iface, 0))
+        s.send(frame)
+        print(json.dumps({"sent": True}), flush=True)
+    except OSError as e:
+        print(json.dumps({"sent": False, "detail": "%s: %s" % (type(e).__name__, e)}), flush=True)
+
+
 def main():
+    if sys.argv[1] == "rawframe":
+        a = sys.argv
+        return rawframe(a[2], a[3], a[4], a[5], int(a[6]))
     if sys.argv[1] == "hold-tcp":
         trickle = len(sys.argv) > 5 and sys.argv[5] == "trickle"
         return hold_tcp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), trickle)
