@@ -60,10 +60,14 @@ pub fn run(cmd: Command) -> ExitCode {
 
 /// Parses the filter configuration or prints every problem.
 pub fn load_config() -> Result<Config, ExitCode> {
-    Config::from_env(&process_env).map_err(|e| {
+    let cfg = Config::from_env(&process_env).map_err(|e| {
         eprintln!("egret: {e}");
         ExitCode::from(EXIT_INVALID)
-    })
+    })?;
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
+    Ok(cfg)
 }
 
 /// Loads the policy named by the config (or `path`) and logs its warnings.
@@ -168,7 +172,12 @@ fn cleanup() -> ExitCode {
 /// `egret dashboard`: the dashboard server, until the process is killed.
 fn dashboard() -> ExitCode {
     let cfg = match config::DashboardConfig::from_env(&process_env) {
-        Ok(c) => c,
+        Ok(c) => {
+            for w in &c.warnings {
+                log::warn!("dashboard: {w}");
+            }
+            c
+        }
         Err(e) => {
             eprintln!("egret dashboard: {e}");
             return ExitCode::from(EXIT_INVALID);

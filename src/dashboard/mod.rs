@@ -648,7 +648,7 @@ mod tests {
             ("PORT", "1"),
         ]);
         let d = embedded_config(&Config::from_env(&e).unwrap(), &e).unwrap().unwrap();
-        assert_eq!((d.listen, d.api_key.as_str()), ("0.0.0.0:9999".parse().unwrap(), "k2"));
+        assert_eq!((d.listen, d.api_key.as_str()), ("[::]:9999".parse().unwrap(), "k2"));
 
         let e = env(&[("DASHBOARD_LISTEN", "9999")]);
         let err = embedded_config(&Config::from_env(&e).unwrap(), &e).unwrap_err();

@@ -26,6 +26,8 @@ pub fn config() -> DashboardConfig {
         write_timeout: Duration::ZERO,
         rate_rps: 1000.0,
         rate_burst: 100_000,
+        trusted_proxies: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 
