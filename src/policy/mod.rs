@@ -142,7 +142,8 @@ impl Reason {
         match self {
             Reason::IpAllowed => "ip-allowed",
             Reason::DomainAllowed => "domain-allowed",
-            Reason::DomainNotAllowed => "domain-not-allowed",
+            // g0efilter's value for "not in the policy".
+            Reason::DomainNotAllowed => "not-allowlisted",
             Reason::InvalidName => "invalid-name",
             Reason::IpNotAllowed => "ip-not-allowed",
         }

@@ -395,7 +395,7 @@ impl Dir {
                                 *approved = head.head_len;
                             }
                             Err(e) => {
-                                let block = Block::with_note(reason::PEEK_FAILED, e.to_string());
+                                let block = Block::with_note(reason::PARSE_FAILED, e.to_string());
                                 return Err(End::Blocked { head: None, block });
                             }
                         }
@@ -552,7 +552,7 @@ mod tests {
             let mut gate = |h: &RequestHead| {
                 hosts.push(format!("{:?}", h.host));
                 if h.host == Host::Name("blocked.example".into()) {
-                    Err(Block::new("domain-not-allowed"))
+                    Err(Block::new("not-allowlisted"))
                 } else {
                     Ok(())
                 }
@@ -699,7 +699,7 @@ mod tests {
         match end {
             End::Blocked { head: Some(h), block } => {
                 assert_eq!(h.host, Host::Name("blocked.example".into()));
-                assert_eq!(block.reason, "domain-not-allowed");
+                assert_eq!(block.reason, "not-allowlisted");
             }
             other => panic!("{other:?}"),
         }
