@@ -210,10 +210,11 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     counters.bytes_up.fetch_add(stats.up, Ordering::Relaxed);
     counters.bytes_down.fetch_add(stats.down, Ordering::Relaxed);
     log::debug!(
-        "conn-{id} {peer}: closed ({end:?}), {} bytes up, {} down, splice={}",
+        "conn-{id} {peer}: closed ({end:?}), {} bytes up, {} down, splice={}{}",
         stats.up,
         stats.down,
-        stats.spliced
+        stats.spliced,
+        if stats.upgraded { ", websocket after 101" } else { "" }
     );
     match end {
         End::Blocked { head, block } => {
