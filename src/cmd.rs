@@ -49,6 +49,7 @@ pub fn run(cmd: Command) -> ExitCode {
         Command::Run { print_rules: true } => print_rules(),
         Command::Run { print_rules: false } => match build_ruleset() {
             Ok(p) => {
+                announce(&p.cfg);
                 remove_g0efilter_tables();
                 crate::daemon::run(p)
             }
@@ -134,6 +135,30 @@ pub fn settle_upstreams(cfg: &mut Config) -> Result<(), ExitCode> {
     };
     log::info!("{what} {}: {source}", shown.join(", "));
     Ok(())
+}
+
+/// `egret run`: the start-up lines that do not depend on the kernel.
+fn announce(cfg: &Config) {
+    log::info!("{}", stricter_than_g0efilter(cfg));
+}
+
+/// The one start-up line saying where egret is stricter than g0efilter on
+/// purpose (README.md, "Coming from g0efilter", has the reasons).
+pub fn stricter_than_g0efilter(cfg: &Config) -> String {
+    let mut v = Vec::new();
+    if cfg.filter_mode == config::FilterMode::Https {
+        if cfg.verify_destination {
+            v.push("an allowed Host/SNI must resolve to the connection's destination (VERIFY_DESTINATION)");
+        }
+        v.push("every request of a kept-alive HTTP connection is checked, not only the first");
+    } else {
+        v.push("a blocked name is NXDOMAIN for every query type, never a 0.0.0.0 answer");
+    }
+    v.push("IPv6 is filtered like IPv4");
+    v.push("outbound flows are re-checked on every packet (conntrack is not trusted)");
+    v.push("egret's own traffic uses a random mark, not the forgeable 0x1");
+    v.push("unknown policy keys such as denylist are refused, not ignored");
+    format!("stricter than g0efilter on purpose (README: \"Coming from g0efilter\"): {}", v.join("; "))
 }
 
 /// Removes g0efilter's tables (an in-place swap in a surviving network
@@ -227,6 +252,10 @@ fn dashboard() -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    log::info!(
+        "dashboard: stricter than g0efilter on purpose (README: \"Coming from g0efilter\"): DELETE /api/v1/logs needs \
+         the API key"
+    );
     match crate::dashboard::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -657,10 +657,23 @@ impl Config {
                 e.error(var, "0", "a duration above zero");
             }
         }
-        for d in &cfg.notification_ignore_domains {
-            if let Err(why) = crate::policy::Pattern::parse(d) {
-                e.error("NOTIFICATION_IGNORE_DOMAINS", d.clone(), format!("a domain pattern ({why})"));
+        // Alert suppression, not enforcement: a pattern that cannot match
+        // anything is dropped with a warning (g0efilter's matcher simply
+        // never matches it).
+        let mut cfg = cfg;
+        let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+        for d in std::mem::take(&mut cfg.notification_ignore_domains) {
+            match crate::policy::Pattern::parse(&d) {
+                Ok(_) => kept.push(d),
+                Err(why) => dropped.push(format!("{d:?} ({why})")),
             }
+        }
+        cfg.notification_ignore_domains = kept;
+        if !dropped.is_empty() {
+            cfg.warnings.push(format!(
+                "NOTIFICATION_IGNORE_DOMAINS: not a domain pattern, ignored: {}",
+                dropped.join(", ")
+            ));
         }
         if e.errors.is_empty() {
             Ok(cfg)
@@ -945,7 +958,10 @@ mod tests {
         let c = cfg(&[("NOTIFICATION_KEY", "k")]).unwrap();
         assert_eq!((c.notification_host.clone(), c.notification_key.clone()), (None, None));
         assert_eq!(c.warnings.len(), 1);
-        assert_eq!(err_strings(&[("NOTIFICATION_IGNORE_DOMAINS", "a..b")]).len(), 1);
+        let c = cfg(&[("NOTIFICATION_IGNORE_DOMAINS", "a..b,ok.test")]).unwrap();
+        assert_eq!(c.notification_ignore_domains, ["ok.test"]);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("\"a..b\""), "{:?}", c.warnings);
         assert_eq!(err_strings(&[("IDLE_TIMEOUT", "0s")]).len(), 1);
         assert_eq!(err_strings(&[("DNS_TTL_MIN", "2h"), ("DNS_TTL_MAX", "1h")]).len(), 1);
     }
