@@ -34,6 +34,7 @@ fn options() -> SinkOptions {
         log_file: None,
         shipper: None,
         gotify: None,
+        syslog: None,
     }
 }
 

@@ -31,6 +31,8 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(dns::defaults::WORKERS),
+        listen_mark: None,
+        listeners: Default::default(),
     };
     // Events are drained and dropped, with the real sink's rhythm (a
     // burst, then `COALESCE` to let the next gather) but without its JSON

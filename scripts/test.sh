@@ -10,9 +10,12 @@ cd "$(dirname "$0")/.."
 # python3 for small test servers, headless chromium for the dashboard UI
 # test; dnsperf and dnsmasq-base are for scripts/bench-dns.sh; podman and
 # friends for the image and pod tests (scripts/podman-setup.sh also
-# configures them).
+# configures them); prometheus (with promtool) and rsyslog (rsyslog-gnutls
+# for its TLS input) for the metrics and syslog tests, which start their
+# own instances (the packages' system services are not used).
 PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools python3 chromium dnsperf dnsmasq-base
-  podman runc uidmap fuse-overlayfs slirp4netns catatonit busybox-static ca-certificates iputils-ping)
+  podman runc uidmap fuse-overlayfs slirp4netns catatonit busybox-static ca-certificates iputils-ping
+  prometheus rsyslog rsyslog-gnutls)
 
 need_install=()
 for p in "${PACKAGES[@]}"; do

@@ -107,6 +107,8 @@ pub struct Prepared {
     /// egret's own identity: set `identity.mark` on every socket egret
     /// opens to the outside (`nft::set_mark`).
     pub identity: crate::nft::Identity,
+    /// The host facts the ruleset was built from.
+    pub host: crate::nft::Host,
     pub ruleset: crate::nft::Ruleset,
 }
 
@@ -183,11 +185,12 @@ pub fn build_ruleset() -> Result<Prepared, ExitCode> {
         ExitCode::from(EXIT_INVALID)
     })?;
     let id = crate::nft::identity(&cfg).map_err(|e| {
-        eprintln!("egret: choosing a random bypass mark: {e}");
+        eprintln!("egret: choosing random marks: {e}");
         ExitCode::from(EXIT_FAILURE)
     })?;
-    let ruleset = crate::nft::Ruleset::build(&cfg, &policy, &id);
-    Ok(Prepared { cfg, policy, identity: id, ruleset })
+    let host = crate::nft::host::read();
+    let ruleset = crate::nft::Ruleset::build(&cfg, &policy, &id, &host);
+    Ok(Prepared { cfg, policy, identity: id, host, ruleset })
 }
 
 /// `egret run --print-rules`: the ruleset as nft text, nothing applied.
@@ -362,7 +365,11 @@ fn proxy(hosts: Option<std::path::PathBuf>) -> ExitCode {
         }
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
-    let settings = crate::proxy::Settings::from_config(&cfg, mark);
+    // The ruleset is someone else's: it knows the bypass mark, not a
+    // listen mark, so the listeners carry none.
+    let id = crate::nft::Identity { mark, listen_mark: 0, cgroup: None, generation_base: 0 };
+    let settings =
+        crate::proxy::Settings { listen_mark: None, ..crate::proxy::Settings::from_config(&cfg, &id) };
     let handle =
         match crate::proxy::start(settings, policy::PolicyHandle::new(policy), Arc::new(table), emitter) {
             Ok(h) => h,

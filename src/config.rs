@@ -19,6 +19,8 @@ pub mod defaults {
     pub const DNS_UPSTREAM: &str = "127.0.0.11:53";
     pub const DASHBOARD_QUEUE_SIZE: usize = 1024;
     pub const DASHBOARD_START_DELAY: Duration = Duration::from_secs(5);
+    /// `SYSLOG_QUEUE_SIZE`: events held for the syslog collector.
+    pub const SYSLOG_QUEUE_SIZE: usize = 1024;
     pub const NFLOG_GROUP: u16 = 0;
     pub const NFLOG_BUFSIZE: u32 = 96;
     pub const NFLOG_QTHRESH: u32 = 50;
@@ -132,6 +134,14 @@ pub struct Config {
     /// Values that were not usable but do not touch enforcement: each was
     /// replaced by g0efilter's default, and the shell logs these lines.
     pub warnings: Vec<String>,
+    /// `SYSLOG_URL`: forward every event to a syslog collector
+    /// (`udp://`, `tcp://`, `tls://`); off when `None`.
+    pub syslog_url: Option<crate::events::syslog::SyslogUrl>,
+    /// `SYSLOG_QUEUE_SIZE`: events held for it before new ones are dropped.
+    pub syslog_queue_size: usize,
+    /// `SYSLOG_CA_FILE`: PEM certificates trusted for a `tls://` collector
+    /// on top of the web PKI roots.
+    pub syslog_ca_file: Option<PathBuf>,
 }
 
 /// One `DNS_UPSTREAMS` entry.
@@ -632,6 +642,9 @@ impl Config {
             dns_in_https_mode: e.get("DNS_IN_HTTPS_MODE", false, parse_bool),
             health_socket: e.string("HEALTH_SOCKET").map(PathBuf::from),
             warnings,
+            syslog_url: e.opt("SYSLOG_URL", crate::events::syslog::parse_url),
+            syslog_queue_size: e.get("SYSLOG_QUEUE_SIZE", d::SYSLOG_QUEUE_SIZE, parse_count(1, 1 << 20)),
+            syslog_ca_file: e.string("SYSLOG_CA_FILE").map(PathBuf::from),
         };
         // Cross-field checks.
         let mut ports = vec![("HTTP_PORT", cfg.http_port), ("HTTPS_PORT", cfg.https_port)];
@@ -1042,6 +1055,35 @@ mod tests {
             assert!(parse_size(s).is_err(), "{s}");
         }
         assert_eq!(err_strings(&[("LOG_FILE_MAX_SIZE", "big")]).len(), 1);
+    }
+
+    #[test]
+    fn syslog_variables() {
+        use crate::events::syslog::Transport;
+        let c = cfg(&[]).unwrap();
+        assert_eq!((c.syslog_url.clone(), c.syslog_queue_size, c.syslog_ca_file.clone()), (None, 1024, None));
+        let c = cfg(&[
+            ("SYSLOG_URL", "tls://logs.example:6514"),
+            ("SYSLOG_QUEUE_SIZE", "64"),
+            ("SYSLOG_CA_FILE", "/etc/egret/syslog-ca.pem"),
+        ])
+        .unwrap();
+        let url = c.syslog_url.unwrap();
+        assert_eq!((url.transport, url.host.as_str(), url.port), (Transport::Tls, "logs.example", 6514));
+        assert_eq!(c.syslog_queue_size, 64);
+        assert_eq!(c.syslog_ca_file, Some(PathBuf::from("/etc/egret/syslog-ca.pem")));
+        let errs = err_strings(&[("SYSLOG_URL", "logs.example:514"), ("SYSLOG_QUEUE_SIZE", "0")]);
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(
+                "SYSLOG_URL=\"logs.example:514\": expected udp://host:514, tcp://host:601 or tls://host:6514"
+            ),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].starts_with("SYSLOG_QUEUE_SIZE=\"0\": expected a whole number 1..1048576"),
+            "{errs:#?}"
+        );
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 pub const POLICY_POLL: Duration = Duration::from_millis(500);
 /// How often `/etc/resolv.conf` is checked for changes (DNS_UPSTREAMS unset).
 pub const RESOLV_CONF_POLL: Duration = Duration::from_secs(2);
+/// A changed policy file is read once it has stayed the same this long
+/// (checked at most `SETTLE_TRIES` times).
+const SETTLE: Duration = Duration::from_millis(150);
+const SETTLE_TRIES: usize = 10;
 /// How often the control loop refreshes the event counters for metrics.
 const COUNTS_REFRESH: Duration = Duration::from_secs(1);
 /// Event reason when the watchdog finds the ruleset deleted or changed.
@@ -69,7 +73,7 @@ pub trait Service: Send {
 }
 
 pub fn run(p: Prepared) -> ExitCode {
-    let Prepared { mut cfg, policy, identity, ruleset } = p;
+    let Prepared { mut cfg, policy, identity, host, ruleset } = p;
     let signals = control_signals();
     // Every thread spawned from here on inherits the blocked mask, so the
     // signal thread is the only one that sees these signals.
@@ -120,7 +124,7 @@ pub fn run(p: Prepared) -> ExitCode {
         }
     };
     let handle = PolicyHandle::new(policy);
-    let Running { services, learner, registry, active, dns_stats, resolver } =
+    let Running { services, learner, registry, active, dns_stats, listeners, resolver } =
         match start_services(&cfg, &handle, &emitter, &identity) {
             Ok(s) => s,
             Err(e) => {
@@ -137,6 +141,7 @@ pub fn run(p: Prepared) -> ExitCode {
         events: event_counts.clone(),
         channel_dropped: emitter.drop_counter(),
         enforcement: enforcement.clone(),
+        listeners: listeners.clone(),
     };
     let metrics = match crate::metrics::start(&cfg, sources) {
         Ok(m) => Some(m),
@@ -178,6 +183,7 @@ pub fn run(p: Prepared) -> ExitCode {
         emitter: &emitter,
         learner: learner.as_deref(),
         generation: 0,
+        host,
         ruleset,
         enforcement,
         registry,
@@ -265,12 +271,24 @@ fn spawn_policy_watcher(path: PathBuf, tx: Sender<Ctl>) {
         let mut last = fingerprint(&path);
         loop {
             thread::sleep(POLICY_POLL);
-            let now = fingerprint(&path);
-            if now != last {
-                last = now;
-                if now.is_some() && tx.send(Ctl::Reload { reopen_log: false }).is_err() {
-                    return;
+            let mut now = fingerprint(&path);
+            if now == last {
+                continue;
+            }
+            // Settle first: a writer that truncates and then writes (most
+            // editors, `echo > file`) shows an empty file for a moment, and
+            // an empty policy is valid (it allows nothing).
+            for _ in 0..SETTLE_TRIES {
+                thread::sleep(SETTLE);
+                let again = fingerprint(&path);
+                if again == now {
+                    break;
                 }
+                now = again;
+            }
+            last = now;
+            if now.is_some() && tx.send(Ctl::Reload { reopen_log: false }).is_err() {
+                return;
             }
         }
     });
@@ -333,6 +351,8 @@ struct Reloader<'a> {
     /// Strict DNS mode: learned addresses to put back after a replace.
     learner: Option<&'a NftLearner>,
     generation: u32,
+    /// The host facts the installed ruleset was built from.
+    host: crate::nft::Host,
     /// What is (meant to be) installed now.
     ruleset: Ruleset,
     enforcement: Arc<Enforcement>,
@@ -366,7 +386,8 @@ impl Reloader<'_> {
             &self.cfg,
             &new,
             self.identity,
-            self.identity.mark.wrapping_add(self.generation),
+            &self.host,
+            self.identity.generation(self.generation),
         );
         match nft::apply(&rs) {
             Ok(a) => {
@@ -465,7 +486,8 @@ impl Reloader<'_> {
             &self.cfg,
             &self.handle.current(),
             self.identity,
-            self.identity.mark.wrapping_add(self.generation),
+            &self.host,
+            self.identity.generation(self.generation),
         );
         match nft::apply(&rs) {
             Ok(a) => {
@@ -543,6 +565,8 @@ struct Running {
     dns_stats: Option<Arc<crate::dns::Stats>>,
     /// HTTPS mode: the anti-spoofing resolver.
     resolver: Option<Arc<Resolver>>,
+    /// The listeners that could not be bound (shared by every service).
+    listeners: Arc<crate::listen::Status>,
 }
 
 /// Starts the listeners of the configured mode.
@@ -555,6 +579,11 @@ fn start_services(
     use crate::config::FilterMode;
     let mark = identity.mark;
     let upstreams = || crate::dns::upstream::Upstreams::new(cfg.dns_upstreams.clone(), Some(mark));
+    let listeners = Arc::new(crate::listen::Status::default());
+    let dns_settings = || crate::dns::Settings {
+        listeners: listeners.clone(),
+        ..crate::dns::Settings::from_config(cfg, identity)
+    };
     match cfg.filter_mode {
         FilterMode::Https => {
             if let Err(e) = crate::proxy::raise_nofile_limit() {
@@ -573,18 +602,29 @@ fn start_services(
             let mut dns_stats = None;
             if cfg.dns_in_https_mode {
                 let hook: Arc<dyn crate::dns::learn::Learn> = resolver.clone();
-                let d = crate::dns::start(cfg, handle.clone(), emitter.clone(), mark, Some(hook))
+                let d = crate::dns::start_with(dns_settings(), handle.clone(), emitter.clone(), Some(hook))
                     .map_err(|e| format!("dns: {e}"))?;
                 dns_stats = Some(d.shared_stats());
                 services.push(Box::new(d));
             }
-            let settings = crate::proxy::Settings::from_config(cfg, mark);
+            let settings = crate::proxy::Settings {
+                listeners: listeners.clone(),
+                ..crate::proxy::Settings::from_config(cfg, identity)
+            };
             let p = crate::proxy::start(settings, handle.clone(), resolver.clone(), emitter.clone())
                 .map_err(|e| format!("proxies: {e}"))?;
             let (registry, active) = (Some(p.registry()), Some(p.active_counter()));
             // Stopped in order: the proxies first, then the resolver.
             services.insert(0, Box::new(p));
-            Ok(Running { services, learner: None, registry, active, dns_stats, resolver: Some(resolver) })
+            Ok(Running {
+                services,
+                learner: None,
+                registry,
+                active,
+                dns_stats,
+                listeners,
+                resolver: Some(resolver),
+            })
         }
         FilterMode::Dns => {
             let learner = if cfg.dns_strict {
@@ -593,7 +633,7 @@ fn start_services(
                 None
             };
             let hook = learner.clone().map(|l| l as Arc<dyn crate::dns::learn::Learn>);
-            let d = crate::dns::start(cfg, handle.clone(), emitter.clone(), mark, hook)
+            let d = crate::dns::start_with(dns_settings(), handle.clone(), emitter.clone(), hook)
                 .map_err(|e| format!("dns: {e}"))?;
             let dns_stats = Some(d.shared_stats());
             Ok(Running {
@@ -602,6 +642,7 @@ fn start_services(
                 registry: None,
                 active: None,
                 dns_stats,
+                listeners,
                 resolver: None,
             })
         }

@@ -16,6 +16,7 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod listen;
 pub mod metrics;
 pub mod nflog;
 pub mod nft;

@@ -126,6 +126,7 @@ pub fn render(s: &Snapshot) -> String {
         ("{stage=\"channel\"}".to_owned(), e.channel_dropped),
         ("{stage=\"dashboard\"}".to_owned(), e.ship_dropped),
         ("{stage=\"gotify\"}".to_owned(), e.alerts_dropped),
+        ("{stage=\"syslog\"}".to_owned(), e.syslog_dropped),
     ];
     family(
         &mut o,
@@ -133,6 +134,36 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Events dropped because a queue was full.",
         &dropped,
+    );
+    let queued = vec![
+        ("{stage=\"dashboard\"}".to_owned(), e.ship_pending),
+        ("{stage=\"syslog\"}".to_owned(), e.syslog_pending),
+    ];
+    family(
+        &mut o,
+        "egret_filter_events_queued",
+        "gauge",
+        "Events waiting in a shipping queue (in flight included).",
+        &queued,
+    );
+    family(
+        &mut o,
+        "egret_filter_syslog_sent_total",
+        "counter",
+        "Events sent to the syslog collector.",
+        &one(e.syslog_sent),
+    );
+    let decisions: Vec<(String, u64)> = e
+        .decisions
+        .nonzero()
+        .map(|(a, c, r, n)| (format!("{{action=\"{a}\",component=\"{c}\",reason=\"{r}\"}}"), n))
+        .collect();
+    family(
+        &mut o,
+        "egret_filter_decisions_total",
+        "counter",
+        "Events by action, component and reason (reasons from a fixed list).",
+        &decisions,
     );
     family(
         &mut o,
@@ -177,13 +208,20 @@ pub fn render(s: &Snapshot) -> String {
     o
 }
 
-/// The health endpoint's answer: `(status code, JSON body)`.
-pub fn health_reply(check: &Result<Drift, String>) -> (u16, String) {
-    match check {
-        Ok(Drift::Intact) => (200, "{\"status\":\"ok\"}\n".into()),
-        Ok(d) => (503, format!("{{\"status\":\"degraded\",\"reason\":{}}}\n", json_str(&d.describe()))),
-        Err(e) => (503, format!("{{\"status\":\"degraded\",\"reason\":{}}}\n", json_str(e))),
+/// The health endpoint's answer: `(status code, JSON body)`. Degraded
+/// when the ruleset is not the one egret installed or a listener egret
+/// needs is missing; `reason` names every problem.
+pub fn health_reply(check: &Result<Drift, String>, listeners: &[String]) -> (u16, String) {
+    let mut problems: Vec<String> = match check {
+        Ok(Drift::Intact) => Vec::new(),
+        Ok(d) => vec![d.describe()],
+        Err(e) => vec![e.clone()],
+    };
+    problems.extend(listeners.iter().cloned());
+    if problems.is_empty() {
+        return (200, "{\"status\":\"ok\"}\n".into());
     }
+    (503, format!("{{\"status\":\"degraded\",\"reason\":{}}}\n", json_str(&problems.join("; "))))
 }
 
 fn json_str(s: &str) -> String {
@@ -200,6 +238,8 @@ pub struct Sources {
     /// Live drop counter of the emitter (newer than `events`).
     pub channel_dropped: Arc<AtomicU64>,
     pub enforcement: Arc<Enforcement>,
+    /// The listeners egret could not bind.
+    pub listeners: Arc<crate::listen::Status>,
 }
 
 impl Sources {
@@ -377,7 +417,7 @@ fn answer(req: tiny_http::Request, sources: &Sources) {
             (200, render(&sources.snapshot(enforced)), "text/plain; version=0.0.4; charset=utf-8")
         }
         (Method::Get, "/health") => {
-            let (code, body) = health_reply(&sources.enforcement.check());
+            let (code, body) = health_reply(&sources.enforcement.check(), &sources.listeners.problems());
             (code, body, "application/json")
         }
         (Method::Get, _) => (404, "not found\n".to_owned(), "text/plain; charset=utf-8"),
@@ -397,6 +437,10 @@ mod tests {
 
     #[test]
     fn render_has_bounded_labels_and_every_family() {
+        let mut decisions = crate::events::tally::DecisionCounts::default();
+        let t = std::time::UNIX_EPOCH;
+        use crate::events::{Action, Component, Event};
+        decisions.add(&Event::new(Component::Https, Action::Blocked, "h", t).with_reason("ip-mismatch"));
         let s = Snapshot {
             connections: vec![("http", "allowed", 3), ("https", "revoked", 1)],
             connections_open: Some(2),
@@ -404,7 +448,17 @@ mod tests {
             bytes_down: Some(2000),
             dns: vec![("forwarded", 5), ("blocked", 1)],
             nflog_events: 7,
-            events: Counts { events: 11, channel_dropped: 1, ship_dropped: 2, ..Counts::default() },
+            events: Counts {
+                events: 11,
+                channel_dropped: 1,
+                ship_dropped: 2,
+                ship_pending: 4,
+                syslog_dropped: 3,
+                syslog_pending: 5,
+                syslog_sent: 6,
+                decisions,
+                ..Counts::default()
+            },
             reloads: vec![("applied", 1), ("invalid", 2)],
             tampered: 1,
             reapplies: 1,
@@ -421,6 +475,12 @@ mod tests {
             "egret_filter_events_total 11",
             "egret_filter_events_dropped_total{stage=\"channel\"} 1",
             "egret_filter_events_dropped_total{stage=\"dashboard\"} 2",
+            "egret_filter_events_dropped_total{stage=\"syslog\"} 3",
+            "egret_filter_events_queued{stage=\"dashboard\"} 4",
+            "egret_filter_events_queued{stage=\"syslog\"} 5",
+            "egret_filter_syslog_sent_total 6",
+            "egret_filter_decisions_total{action=\"blocked\",component=\"https\",reason=\"ip-mismatch\"} 1",
+            "# TYPE egret_filter_events_queued gauge",
             "egret_filter_reloads_total{result=\"invalid\"} 2",
             "egret_filter_ruleset_tampered_total 1",
             "egret_filter_ruleset_reapplies_total 1",
@@ -437,14 +497,19 @@ mod tests {
 
     #[test]
     fn health_replies() {
-        assert_eq!(health_reply(&Ok(Drift::Intact)), (200, "{\"status\":\"ok\"}\n".into()));
-        let (code, body) = health_reply(&Ok(Drift::Missing));
+        assert_eq!(health_reply(&Ok(Drift::Intact), &[]), (200, "{\"status\":\"ok\"}\n".into()));
+        let (code, body) = health_reply(&Ok(Drift::Missing), &[]);
         assert_eq!(code, 503);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "degraded");
         assert!(v["reason"].as_str().unwrap().contains("deleted"));
-        let (code, body) = health_reply(&Err("reading the ruleset back: \"x\"".into()));
+        let (code, body) = health_reply(&Err("reading the ruleset back: \"x\"".into()), &[]);
         assert_eq!(code, 503);
         assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok());
+        let held = "cannot listen on http proxy 127.0.0.1:8080: Address in use".to_owned();
+        let (code, body) = health_reply(&Ok(Drift::Intact), std::slice::from_ref(&held));
+        assert_eq!(code, 503, "a missing listener is not healthy");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((v["status"].as_str(), v["reason"].as_str()), (Some("degraded"), Some(held.as_str())));
     }
 }

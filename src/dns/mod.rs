@@ -72,21 +72,28 @@ pub struct Settings {
     pub ttl_min: Duration,
     pub ttl_max: Duration,
     pub workers: usize,
+    /// SO_MARK of the listening sockets, so the ruleset delivers
+    /// redirected queries to them (`None`: unmarked, for tests).
+    pub listen_mark: Option<u32>,
+    /// The listeners that could not be bound (reported by `/health`).
+    pub listeners: Arc<crate::listen::Status>,
 }
 
 impl Settings {
     /// Loopback v4 and v6 at `DNS_PORT`, `DNS_UPSTREAMS` with egret's
-    /// bypass mark (0 leaves sockets unmarked).
-    pub fn from_config(cfg: &Config, mark: u32) -> Settings {
+    /// bypass mark, listeners with its listen mark.
+    pub fn from_config(cfg: &Config, id: &crate::nft::Identity) -> Settings {
         Settings {
             listen: vec![
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), cfg.dns_port),
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), cfg.dns_port),
             ],
-            upstreams: Upstreams::new(cfg.dns_upstreams.clone(), (mark != 0).then_some(mark)),
+            upstreams: Upstreams::new(cfg.dns_upstreams.clone(), Some(id.mark)),
             ttl_min: cfg.dns_ttl_min,
             ttl_max: cfg.dns_ttl_max,
             workers: defaults::WORKERS,
+            listen_mark: Some(id.listen_mark),
+            listeners: Arc::default(),
         }
     }
 }
@@ -141,10 +148,10 @@ pub fn start(
     cfg: &Config,
     policy: PolicyHandle,
     emitter: Emitter,
-    mark: u32,
+    id: &crate::nft::Identity,
     learner: Option<Arc<dyn Learn>>,
 ) -> io::Result<DnsHandle> {
-    start_with(Settings::from_config(cfg, mark), policy, emitter, learner)
+    start_with(Settings::from_config(cfg, id), policy, emitter, learner)
 }
 
 /// Forwarding to ourselves would loop each query until the queue fills.
@@ -158,9 +165,10 @@ fn forwarding_loop(upstreams: &[SocketAddr], local: &[SocketAddr]) -> io::Result
     }
 }
 
-/// Binds every listen address (v6 ones may be missing), then runs the loop
-/// on its own thread. An address that cannot be bound at all is an error,
-/// unless it is IPv6 and IPv4 bound.
+/// Binds every listen address, then runs the loop on its own thread. An
+/// address that cannot be bound (its port held by another process) is
+/// recorded in `settings.listeners` and retried by the loop; a missing
+/// IPv6 loopback is skipped (IPv6 is off).
 pub fn start_with(
     settings: Settings,
     policy: PolicyHandle,
@@ -173,24 +181,7 @@ pub fn start_with(
     // when the port is taken.
     let fixed: Vec<SocketAddr> = settings.listen.iter().copied().filter(|a| a.port() != 0).collect();
     forwarding_loop(&settings.upstreams.addrs, &fixed)?;
-    let mut udp = Vec::new();
-    let mut tcp = Vec::new();
-    let mut local = Vec::new();
-    for &addr in &settings.listen {
-        match bind_pair(addr) {
-            Ok((u, t)) => {
-                local.push(u.local_addr()?);
-                udp.push(u);
-                tcp.push(t);
-            }
-            Err(e) if addr.is_ipv6() && settings.listen.iter().any(|a| a.is_ipv4()) => {
-                log::warn!("dns: cannot listen on {addr} ({e}); serving IPv4 only");
-            }
-            Err(e) => return Err(io::Error::new(e.kind(), format!("dns: cannot listen on {addr}: {e}"))),
-        }
-    }
-    forwarding_loop(&settings.upstreams.addrs, &local)?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let slots = settings.listen.iter().map(|&want| Slot { want, udp: None, tcp: None, off: false }).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
     let shared = Arc::new(Shared {
@@ -201,13 +192,17 @@ pub fn start_with(
         tcp_clients: AtomicUsize::new(0),
         stats: stats.clone(),
     });
-    let mut fwd = Vec::new();
-    for i in 0..shared.settings.workers.max(1) {
-        fwd.push(forward::spawn(i, shared.clone(), stop.clone())?);
+    let mut lp = Loop { poll, slots, fwd: Vec::new(), next: 0, shared, stop: stop.clone() };
+    lp.bind_missing();
+    let local: Vec<SocketAddr> = lp.slots.iter().filter_map(|s| s.udp.as_ref().map(|u| u.local)).collect();
+    forwarding_loop(&lp.shared.settings.upstreams.addrs, &local)?;
+    let waker = Arc::new(Waker::new(lp.poll.registry(), WAKER)?);
+    for i in 0..lp.shared.settings.workers.max(1) {
+        lp.fwd.push(forward::spawn(i, lp.shared.clone(), stop.clone())?);
     }
-    let mut lp = Loop { poll, udp, tcp, fwd, next: 0, shared, stop: stop.clone() };
-    lp.register()?;
-    log::info!("dns: listening on {} (udp+tcp)", list(&local));
+    if !local.is_empty() {
+        log::info!("dns: listening on {} (udp+tcp)", list(&local));
+    }
     let thread = thread::Builder::new().name("dns".into()).spawn(move || lp.run())?;
     Ok(DnsHandle { stop, waker, thread: Some(thread), local, stats })
 }
@@ -216,19 +211,17 @@ fn list(addrs: &[SocketAddr]) -> String {
     addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
-/// A UDP socket and a TCP listener on the same address. With port 0 the
-/// TCP port follows the kernel's pick for UDP, which may be taken for TCP:
-/// a few picks are tried.
-fn bind_pair(addr: SocketAddr) -> io::Result<(Udp, TcpListener)> {
+/// A UDP socket and a TCP listener on the same address, with the listen
+/// mark. With port 0 the TCP port follows the kernel's pick for UDP, which
+/// may be taken for TCP: a few picks are tried.
+fn bind_pair(addr: SocketAddr, mark: Option<u32>) -> io::Result<(Udp, TcpListener)> {
     let tries = if addr.port() == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..tries {
-        let std_udp = std::net::UdpSocket::bind(addr)?;
+        let std_udp = crate::listen::udp(addr, mark)?;
         let port = std_udp.local_addr()?.port();
-        match std::net::TcpListener::bind(SocketAddr::new(addr.ip(), port)) {
+        match crate::listen::tcp(SocketAddr::new(addr.ip(), port), 1024, mark) {
             Ok(std_tcp) => {
-                std_udp.set_nonblocking(true)?;
-                std_tcp.set_nonblocking(true)?;
                 let reply = Arc::new(std_udp.try_clone()?);
                 return Ok((
                     Udp { local: std_udp.local_addr()?, sock: UdpSocket::from_std(std_udp), reply },
@@ -239,6 +232,21 @@ fn bind_pair(addr: SocketAddr) -> io::Result<(Udp, TcpListener)> {
         }
     }
     Err(last.unwrap_or_else(|| io::Error::other("no port")))
+}
+
+/// One listen address: its UDP socket and TCP listener once bound.
+struct Slot {
+    want: SocketAddr,
+    udp: Option<Udp>,
+    tcp: Option<TcpListener>,
+    /// Not wanted after all: IPv6 is off in this namespace.
+    off: bool,
+}
+
+impl Slot {
+    fn name(&self) -> String {
+        format!("dns {}", self.want)
+    }
 }
 
 /// A UDP listener: mio owns `sock`; forwarding threads answer through
@@ -284,7 +292,8 @@ pub struct Stats {
 
 const WAKER: Token = Token(0);
 
-/// Tokens: 0 the waker, then 1 + 2i for `udp[i]`, 2 + 2i for `tcp[i]`.
+/// Tokens: 0 the waker, then 1 + 2i for `slots[i].udp`, 2 + 2i for its
+/// `tcp`.
 enum Ready {
     Wake,
     Udp(usize),
@@ -301,8 +310,7 @@ fn classify(t: Token) -> Ready {
 
 struct Loop {
     poll: Poll,
-    udp: Vec<Udp>,
-    tcp: Vec<TcpListener>,
+    slots: Vec<Slot>,
     fwd: Vec<forward::Handle>,
     /// The forwarder tried first for the next batch.
     next: usize,
@@ -311,21 +319,49 @@ struct Loop {
 }
 
 impl Loop {
-    fn register(&mut self) -> io::Result<()> {
-        for (i, u) in self.udp.iter_mut().enumerate() {
-            self.poll.registry().register(&mut u.sock, Token(1 + 2 * i), Interest::READABLE)?;
+    /// Binds and registers every listen address not bound yet; true when
+    /// all are.
+    fn bind_missing(&mut self) -> bool {
+        let status = &self.shared.settings.listeners;
+        let mark = self.shared.settings.listen_mark;
+        let mut all = true;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.udp.is_some() || slot.off {
+                continue;
+            }
+            let bound = bind_pair(slot.want, mark).and_then(|(mut u, mut t)| {
+                self.poll.registry().register(&mut u.sock, Token(1 + 2 * i), Interest::READABLE)?;
+                self.poll.registry().register(&mut t, Token(2 + 2 * i), Interest::READABLE)?;
+                Ok((u, t))
+            });
+            match bound {
+                Ok((u, t)) => {
+                    status.bound(&slot.name());
+                    slot.want = u.local;
+                    slot.udp = Some(u);
+                    slot.tcp = Some(t);
+                }
+                Err(e) if crate::listen::no_ipv6(slot.want, &e) => {
+                    log::warn!("dns: not listening on {}: {e} (no IPv6 loopback here)", slot.want);
+                    slot.off = true;
+                }
+                Err(e) => {
+                    status.missing(&slot.name(), &e);
+                    all = false;
+                }
+            }
         }
-        for (i, t) in self.tcp.iter_mut().enumerate() {
-            self.poll.registry().register(t, Token(2 + 2 * i), Interest::READABLE)?;
-        }
-        Ok(())
+        all
     }
 
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; 65535];
+        let mut complete = self.slots.iter().all(|s| s.udp.is_some() || s.off);
+        let mut last_try = std::time::Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            let timeout = (!complete).then_some(crate::listen::RETRY);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -338,6 +374,10 @@ impl Loop {
                     Ready::Udp(i) => self.drain_udp(i, &mut buf),
                     Ready::Tcp(i) => self.accept_tcp(i),
                 }
+            }
+            if !complete && last_try.elapsed() >= crate::listen::RETRY {
+                last_try = std::time::Instant::now();
+                complete = self.bind_missing();
             }
         }
         // The forwarders' jobs hold clones of the server sockets: the
@@ -362,7 +402,7 @@ impl Loop {
     }
 
     fn read_udp(&mut self, i: usize, buf: &mut [u8]) {
-        let Some(udp) = self.udp.get(i) else { return };
+        let Some(Slot { udp: Some(udp), .. }) = self.slots.get(i) else { return };
         let Ok(local) = udp.local_addr() else { return };
         let mut errors = 0;
         loop {
@@ -414,7 +454,7 @@ impl Loop {
     }
 
     fn accept_tcp(&mut self, i: usize) {
-        let Some(l) = self.tcp.get(i) else { return };
+        let Some(Slot { tcp: Some(l), .. }) = self.slots.get(i) else { return };
         loop {
             let (stream, client) = match l.accept() {
                 Ok(x) => x,

@@ -241,6 +241,30 @@ impl<T> Batcher<T> {
             }
         }
     }
+    /// Takes a batch back of which only the first `sent` events went out
+    /// (a stream or datagram transport that failed part-way): those count
+    /// as delivered and are not sent again, the rest meets `rest`'s fate.
+    /// Progress means the peer was there, so the backoff starts over.
+    pub fn complete_partial(
+        &mut self,
+        mut batch: Batch<T>,
+        sent: usize,
+        rest: Outcome,
+        now: Instant,
+        jitter: f64,
+    ) {
+        let sent = sent.min(batch.items.len());
+        if sent == batch.items.len() {
+            return self.complete(batch, Outcome::Delivered, now, jitter);
+        }
+        if sent > 0 {
+            batch.items.drain(..sent);
+            batch.arrivals.drain(..sent);
+            self.stats.delivered += sent as u64;
+            self.attempt = 0;
+        }
+        self.complete(batch, rest, now, jitter)
+    }
 }
 
 #[cfg(test)]
@@ -410,6 +434,39 @@ mod tests {
         let batch = b.poll_flush(t0).unwrap();
         b.complete(batch, Outcome::Retry, t0, 0.0);
         assert_eq!(b.next_deadline(), Some(t0 + 500 * MS));
+    }
+
+    #[test]
+    fn a_partial_send_delivers_its_prefix_and_keeps_the_rest_in_order() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(cfg(4, 10), t0);
+        for i in 0..6 {
+            b.push(i, t0);
+        }
+        // Two failures first, so the backoff has grown.
+        for _ in 0..2 {
+            let batch = b.poll_flush(b.next_deadline().unwrap()).unwrap();
+            b.complete(batch, Outcome::Retry, t0, 0.0);
+        }
+        let now = b.next_deadline().unwrap();
+        let batch = b.poll_flush(now).unwrap();
+        assert_eq!(batch.items, [0, 1, 2, 3]);
+        b.complete_partial(batch, 3, Outcome::Retry, now, 0.0);
+        assert_eq!(b.len(), 3, "the unsent one is back, in front");
+        assert_eq!(b.next_deadline(), Some(now + 500 * MS), "progress resets the backoff");
+        let batch = b.poll_flush(now + 500 * MS).unwrap();
+        assert_eq!(batch.items, [3, 4, 5]);
+        b.complete_partial(batch, 3, Outcome::Retry, now, 0.0);
+        assert!(b.is_empty());
+        assert_eq!(b.stats(), BatchStats { delivered: 6, rejected: 0, dropped: 0, retries: 3 });
+        // Nothing sent at all is a plain outcome; more than the batch is clamped.
+        b.push(7, now);
+        let batch = b.poll_flush(now + 500 * MS).unwrap();
+        b.complete_partial(batch, 0, Outcome::Rejected, now, 0.0);
+        b.push(8, now);
+        let batch = b.poll_flush(now + 500 * MS).unwrap();
+        b.complete_partial(batch, 9, Outcome::Retry, now, 0.0);
+        assert_eq!((b.stats().rejected, b.stats().delivered, b.len()), (1, 7, 0));
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod net;
 pub mod resolve;
 pub mod shipper;
 pub mod sink;
+pub mod syslog;
+pub mod tally;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -259,6 +261,7 @@ pub fn sink_options(cfg: &crate::config::Config, mark: Option<u32>) -> sink::Sin
         }),
         shipper,
         gotify,
+        syslog: syslog::options(cfg, mark),
     }
 }
 

@@ -297,7 +297,7 @@ impl MarkedResolver {
 }
 
 /// A UDP socket connected to `server`, marked before its first packet.
-fn marked_udp(server: SocketAddr, mark: Option<u32>) -> io::Result<UdpSocket> {
+pub(crate) fn marked_udp(server: SocketAddr, mark: Option<u32>) -> io::Result<UdpSocket> {
     let family = if server.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     let fd = socket::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
     if let Some(m) = mark {

@@ -7,6 +7,10 @@
 //! sends them with the lock released, and hands back the outcome. Network
 //! errors, 5xx and 429 keep the batch queued for a retry with backoff and
 //! jitter; other statuses drop it, logged once per status with the reason.
+//!
+//! The thread and its queue do not know HTTP: [`Shipper::start`] runs any
+//! [`Deliver`] (the syslog forwarder is the other one), so every shipping
+//! path has the same bounded queue, drop counting and shutdown drain.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -14,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::batch::{Batch, BatchConfig, BatchStats, Batcher, Outcome};
+use super::batch::{BatchConfig, BatchStats, Batcher, Outcome};
 use super::net::{self, ClientOptions, NetError};
 use super::{Action, Event, Throttle};
 
@@ -48,6 +52,17 @@ impl fmt::Display for ShipError {
 }
 
 impl std::error::Error for ShipError {}
+
+/// One way out for batches of queued items: called on the shipper's
+/// thread with the queue unlocked.
+pub trait Deliver: Send + 'static {
+    /// Sends `items` in order within `timeout`: how many of the first ones
+    /// went out (and are not to be sent again), and what to do with the
+    /// rest (ignored when all went out).
+    fn deliver(&mut self, items: &[String], timeout: Duration) -> (usize, Outcome);
+    /// Where the items go, for log lines.
+    fn target(&self) -> String;
+}
 
 /// Whether an event goes to the dashboard at all (it stores only these).
 pub fn ships(ev: &Event) -> bool {
@@ -112,31 +127,40 @@ pub struct Shipper {
 }
 
 impl Shipper {
+    /// The dashboard shipper.
     pub fn spawn(opts: ShipperOptions) -> Result<(Shipper, thread::JoinHandle<()>), ShipError> {
         let agent = net::agent(&opts.client).map_err(ShipError::Client)?;
+        let http = HttpDeliver {
+            agent,
+            url: format!("{}{LOGS_PATH}", opts.host),
+            api_key: opts.api_key,
+            rejected_statuses: HashSet::new(),
+            retry_warn: Throttle::new(Duration::from_secs(60)),
+        };
+        Shipper::start("shipper", opts.batch, opts.client.request_timeout, Box::new(http))
+            .map_err(ShipError::Spawn)
+    }
+
+    /// A shipper thread named `name` around a [`Batcher`] with `batch`'s
+    /// bounds, sending through `deliver`; one call gets at most
+    /// `request_timeout` (less when a shutdown deadline is nearer).
+    pub fn start(
+        name: &str,
+        batch: BatchConfig,
+        request_timeout: Duration,
+        deliver: Box<dyn Deliver>,
+    ) -> std::io::Result<(Shipper, thread::JoinHandle<()>)> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                batcher: Batcher::new(opts.batch, Instant::now()),
+                batcher: Batcher::new(batch, Instant::now()),
                 stop_at: None,
                 finished: false,
             }),
             wake: Condvar::new(),
             done: Condvar::new(),
         });
-        let worker = Worker {
-            shared: shared.clone(),
-            agent,
-            url: format!("{}{LOGS_PATH}", opts.host),
-            api_key: opts.api_key,
-            request_timeout: opts.client.request_timeout,
-            rng: Jitter::seeded(),
-            rejected_statuses: HashSet::new(),
-            retry_warn: Throttle::new(Duration::from_secs(60)),
-        };
-        let handle = thread::Builder::new()
-            .name("shipper".into())
-            .spawn(move || worker.run())
-            .map_err(ShipError::Spawn)?;
+        let worker = Worker { shared: shared.clone(), deliver, request_timeout, rng: Jitter::seeded() };
+        let handle = thread::Builder::new().name(name.into()).spawn(move || worker.run())?;
         Ok((Shipper { shared }, handle))
     }
 
@@ -165,14 +189,22 @@ impl Shipper {
         self.shared.lock().batcher.len()
     }
 
+    /// Starts the shutdown drain without waiting for it (so several
+    /// shippers drain side by side); [`Shipper::shutdown`] waits.
+    pub fn drain_until(&self, deadline: Instant) {
+        let mut st = self.shared.lock();
+        st.batcher.drain();
+        st.stop_at = Some(st.stop_at.map_or(deadline, |d| d.min(deadline)));
+        drop(st);
+        self.shared.wake.notify_one();
+    }
+
     /// Sends what is queued, without waiting for batches to fill or for the
     /// start delay, until `deadline`; then the thread stops. Returns the
     /// number of events left unsent.
     pub fn shutdown(&self, deadline: Instant) -> usize {
+        self.drain_until(deadline);
         let mut st = self.shared.lock();
-        st.batcher.drain();
-        st.stop_at = Some(deadline);
-        self.shared.wake.notify_one();
         while !st.finished {
             let now = Instant::now();
             // Grace beyond the deadline for a request already in flight,
@@ -189,14 +221,9 @@ impl Shipper {
 
 struct Worker {
     shared: Arc<Shared>,
-    agent: ureq::Agent,
-    url: String,
-    api_key: Option<String>,
+    deliver: Box<dyn Deliver>,
     request_timeout: Duration,
     rng: Jitter,
-    /// Statuses already logged: each rejection reason is logged once.
-    rejected_statuses: HashSet<u16>,
-    retry_warn: Throttle,
 }
 
 impl Worker {
@@ -216,10 +243,10 @@ impl Worker {
                     None => self.request_timeout,
                 };
                 drop(st);
-                let outcome = self.send(&batch, timeout);
+                let (sent, rest) = self.deliver.deliver(&batch.items, timeout);
                 st = shared.lock();
                 let jitter = self.rng.next_unit();
-                st.batcher.complete(batch, outcome, Instant::now(), jitter);
+                st.batcher.complete_partial(batch, sent, rest, Instant::now(), jitter);
                 continue;
             }
             let wake_at = match (st.batcher.next_deadline(), st.stop_at) {
@@ -239,19 +266,44 @@ impl Worker {
         drop(st);
         shared.done.notify_all();
         if left > 0 {
-            log::warn!("dashboard shipper: stopped with {left} events unsent to {}", self.url);
+            log::warn!("{}: stopped with {left} events unsent", self.deliver.target());
+        }
+    }
+}
+
+/// The dashboard's way out: one POST of a JSON array per batch.
+struct HttpDeliver {
+    agent: ureq::Agent,
+    url: String,
+    api_key: Option<String>,
+    /// Statuses already logged: each rejection reason is logged once.
+    rejected_statuses: HashSet<u16>,
+    retry_warn: Throttle,
+}
+
+impl Deliver for HttpDeliver {
+    fn deliver(&mut self, items: &[String], timeout: Duration) -> (usize, Outcome) {
+        match self.send(items, timeout) {
+            Outcome::Delivered => (items.len(), Outcome::Delivered),
+            other => (0, other),
         }
     }
 
+    fn target(&self) -> String {
+        format!("dashboard shipper ({})", self.url)
+    }
+}
+
+impl HttpDeliver {
     /// One POST; the outcome decides the batch's fate.
-    fn send(&mut self, batch: &Batch<String>, timeout: Duration) -> Outcome {
-        let n = batch.items.len();
+    fn send(&mut self, items: &[String], timeout: Duration) -> Outcome {
+        let n = items.len();
         let mut req = self.agent.post(&self.url).header("Content-Type", "application/json");
         if let Some(key) = &self.api_key {
             req = req.header("X-Api-Key", key).header("Authorization", format!("Bearer {key}"));
         }
         let req = req.config().timeout_global(Some(timeout)).build();
-        let (status, why) = match req.send(&json_array(&batch.items)[..]) {
+        let (status, why) = match req.send(&json_array(items)[..]) {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 // Read the (small) answer to its end: only then does ureq

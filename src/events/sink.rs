@@ -1,11 +1,13 @@
 //! The sink thread: takes events off the [`Emitter`](super::Emitter)'s
 //! bounded channel and fans them out: one JSON line each to stdout and to
 //! `LOG_FILE` (mode 0600, appended, reopened on request, rotated by size),
-//! ALLOWED/BLOCKED ones to the dashboard [`Shipper`], BLOCKED ones to the
-//! Gotify [`Notifier`]. Drops anywhere in the pipeline are counted and
-//! reported by a rate-limited warning.
+//! ALLOWED/BLOCKED ones to the dashboard [`Shipper`], every one to the
+//! syslog forwarder ([`super::syslog`]), BLOCKED ones to the Gotify
+//! [`Notifier`]; each is counted by action, component and reason
+//! ([`Tally`]). Drops anywhere in the pipeline are counted and reported by
+//! a rate-limited warning.
 //!
-//! I/O shell. Nothing here blocks on the network: the shipper and the
+//! I/O shell. Nothing here blocks on the network: the shippers and the
 //! Gotify worker have their own threads and bounded queues.
 
 use std::fmt;
@@ -22,6 +24,8 @@ use std::time::{Duration, Instant};
 use super::gotify::{AlertRules, GotifyError, GotifyStats, Notifier};
 use super::net::ClientOptions;
 use super::shipper::{self, ShipError, Shipper, ShipperOptions};
+use super::syslog::{self, SyslogError, SyslogOptions};
+use super::tally::{DecisionCounts, Tally};
 use super::{Emitter, Event, Throttle};
 
 /// Events the channel holds before `emit` starts dropping.
@@ -70,6 +74,8 @@ pub struct SinkOptions {
     pub log_file: Option<LogFileOptions>,
     pub shipper: Option<ShipperOptions>,
     pub gotify: Option<GotifyOptions>,
+    /// `SYSLOG_URL`: every event to a syslog collector.
+    pub syslog: Option<SyslogOptions>,
 }
 
 #[derive(Debug)]
@@ -77,6 +83,7 @@ pub struct SinkOptions {
 pub enum SinkError {
     Shipper(ShipError),
     Gotify(GotifyError),
+    Syslog(SyslogError),
     Spawn(io::Error),
 }
 
@@ -85,6 +92,7 @@ impl fmt::Display for SinkError {
         match self {
             SinkError::Shipper(e) => e.fmt(f),
             SinkError::Gotify(e) => e.fmt(f),
+            SinkError::Syslog(e) => e.fmt(f),
             SinkError::Spawn(e) => write!(f, "event sink: cannot start thread: {e}"),
         }
     }
@@ -101,6 +109,8 @@ pub struct SinkStats {
     pub file_errors: AtomicU64,
     pub rotations: AtomicU64,
     pub reopens: AtomicU64,
+    /// Events by action, component and reason.
+    pub decisions: Tally,
 }
 
 /// A snapshot of every counter of the pipeline.
@@ -119,6 +129,14 @@ pub struct Counts {
     pub alerts_sent: u64,
     pub alerts_failed: u64,
     pub alerts_dropped: u64,
+    /// Sent to the syslog collector (taken by the kernel, for TCP/TLS).
+    pub syslog_sent: u64,
+    /// Dropped at the syslog queue (full).
+    pub syslog_dropped: u64,
+    pub syslog_retries: u64,
+    /// Held in the syslog queue, in flight included.
+    pub syslog_pending: u64,
+    pub decisions: DecisionCounts,
 }
 
 /// The daemon's handle on the pipeline.
@@ -127,6 +145,7 @@ pub struct SinkHandle {
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
     shipper: Option<Shipper>,
+    syslog: Option<Shipper>,
     stats: Arc<SinkStats>,
     gotify: Option<Arc<GotifyStats>>,
     channel_dropped: Arc<AtomicU64>,
@@ -135,7 +154,7 @@ pub struct SinkHandle {
 /// What shutdown managed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Events still queued for the dashboard at the deadline.
+    /// Events still queued for the dashboard and syslog at the deadline.
     pub unsent: usize,
     /// Whether the sink thread finished writing before the deadline.
     pub sink_finished: bool,
@@ -154,6 +173,7 @@ impl SinkHandle {
 
     pub fn counts(&self) -> Counts {
         let ship = self.shipper.as_ref().map(|s| (s.stats(), s.pending())).unwrap_or_default();
+        let sys = self.syslog.as_ref().map(|s| (s.stats(), s.pending())).unwrap_or_default();
         let g = |f: fn(&GotifyStats) -> &AtomicU64| {
             self.gotify.as_ref().map_or(0, |s| f(s).load(Ordering::Relaxed))
         };
@@ -169,6 +189,11 @@ impl SinkHandle {
             alerts_sent: g(|s| &s.sent),
             alerts_failed: g(|s| &s.failed),
             alerts_dropped: g(|s| &s.dropped),
+            syslog_sent: sys.0.delivered,
+            syslog_dropped: sys.0.dropped,
+            syslog_retries: sys.0.retries,
+            syslog_pending: sys.1 as u64,
+            decisions: self.stats.decisions.snapshot(),
         }
     }
 
@@ -177,8 +202,8 @@ impl SinkHandle {
     }
 
     /// Stops the pipeline: the sink writes out what the channel holds, then
-    /// the shipper sends what it can until `deadline`. Events emitted after
-    /// this are dropped (and counted).
+    /// the shippers (dashboard, syslog) send what they can until
+    /// `deadline`. Events emitted after this are dropped (and counted).
     pub fn shutdown(mut self, deadline: Instant) -> ShutdownReport {
         self.stop.store(true, Ordering::Relaxed);
         let mut sink_finished = false;
@@ -191,7 +216,11 @@ impl SinkHandle {
                 let _ = t.join();
             }
         }
-        let unsent = self.shipper.as_ref().map_or(0, |s| s.shutdown(deadline));
+        let shippers = [self.shipper.as_ref(), self.syslog.as_ref()];
+        for s in shippers.iter().flatten() {
+            s.drain_until(deadline);
+        }
+        let unsent = shippers.iter().flatten().map(|s| s.shutdown(deadline)).sum();
         ShutdownReport { unsent, sink_finished }
     }
 }
@@ -204,6 +233,10 @@ pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError>
     let log_file = opts.log_file.as_ref().map(|o| LogFile::open_or_retry(o.clone(), Instant::now()));
     let shipper = match opts.shipper {
         Some(o) => Some(Shipper::spawn(o).map_err(SinkError::Shipper)?.0),
+        None => None,
+    };
+    let syslog = match opts.syslog {
+        Some(o) => Some(syslog::spawn(o).map_err(SinkError::Syslog)?),
         None => None,
     };
     let notifier = match &opts.gotify {
@@ -224,6 +257,8 @@ pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError>
         out_buf: Vec::with_capacity(64 * 1024),
         log_file,
         shipper: shipper.clone(),
+        syslog: syslog.clone(),
+        procid: std::process::id(),
         notifier,
         reopen: reopen.clone(),
         stop: stop.clone(),
@@ -238,6 +273,7 @@ pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError>
         stop,
         thread: Some(thread),
         shipper,
+        syslog,
         stats,
         gotify,
         channel_dropped: emitter.drop_counter(),
@@ -252,6 +288,9 @@ struct Sink {
     out_buf: Vec<u8>,
     log_file: Option<LogFile>,
     shipper: Option<Shipper>,
+    syslog: Option<Shipper>,
+    /// PROCID of the syslog messages.
+    procid: u32,
     notifier: Option<Notifier>,
     reopen: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -320,6 +359,10 @@ impl Sink {
         if let Some(n) = &mut self.notifier {
             n.offer(&ev, Instant::now());
         }
+        if let Some(s) = &self.syslog {
+            s.push(syslog::message(&ev, &json, self.procid));
+        }
+        self.stats.decisions.count(&ev);
         if let Some(s) = &self.shipper {
             if shipper::ships(&ev) {
                 s.push(json);
@@ -346,8 +389,9 @@ impl Sink {
     fn report_drops(&mut self, now: Instant) {
         let channel = self.channel_dropped.load(Ordering::Relaxed);
         let queue = self.shipper.as_ref().map_or(0, |s| s.stats().dropped);
+        let syslog = self.syslog.as_ref().map_or(0, |s| s.stats().dropped);
         let alerts = self.notifier.as_ref().map_or(0, |n| n.stats().dropped.load(Ordering::Relaxed));
-        if let Some(msg) = self.drops.check(now, channel, queue, alerts) {
+        if let Some(msg) = self.drops.check(now, channel, queue, syslog, alerts) {
             log::warn!("{msg}");
         }
     }
@@ -367,8 +411,15 @@ impl DropReport {
     }
 
     /// The warning to log now, if any, given the running totals.
-    pub fn check(&mut self, now: Instant, channel: u64, queue: u64, alerts: u64) -> Option<String> {
-        let total = channel + queue + alerts;
+    pub fn check(
+        &mut self,
+        now: Instant,
+        channel: u64,
+        queue: u64,
+        syslog: u64,
+        alerts: u64,
+    ) -> Option<String> {
+        let total = channel + queue + syslog + alerts;
         if total <= self.reported || self.throttle.ready(now).is_none() {
             return None;
         }
@@ -376,7 +427,8 @@ impl DropReport {
         self.reported = total;
         Some(format!(
             "events: {new} events dropped since the last report (totals: {channel} at the sink channel, \
-             {queue} at the dashboard queue, {alerts} Gotify alerts); the data path never waits for telemetry"
+             {queue} at the dashboard queue, {syslog} at the syslog queue, {alerts} Gotify alerts); \
+             the data path never waits for telemetry"
         ))
     }
 }
@@ -627,15 +679,18 @@ mod tests {
             (31, 9, 3, 2, Some(1)),
         ];
         for &(at, c, q, a, want) in table {
-            let got = r.check(t0 + at * s, c, q, a);
+            let got = r.check(t0 + at * s, c, q, 0, a);
             let n = got.as_deref().map(|m| {
                 m.strip_prefix("events: ").unwrap().split(' ').next().unwrap().parse::<u64>().unwrap()
             });
             assert_eq!(n, want, "at {at}s: {got:?}");
         }
-        let msg = DropReport::new(s).check(t0, 1, 2, 3).unwrap();
+        let msg = DropReport::new(s).check(t0, 1, 2, 4, 3).unwrap();
+        assert!(msg.starts_with("events: 10 events dropped"), "{msg}");
         assert!(
-            msg.contains("totals: 1 at the sink channel, 2 at the dashboard queue, 3 Gotify alerts"),
+            msg.contains(
+                "totals: 1 at the sink channel, 2 at the dashboard queue, 4 at the syslog queue, 3 Gotify alerts"
+            ),
             "{msg}"
         );
     }

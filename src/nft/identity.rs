@@ -1,12 +1,16 @@
-//! egret's own identity for the rules: the socket mark its sockets carry
+//! egret's own identity for the rules: the socket marks its sockets carry
 //! and, where cgroup v2 is available, its cgroup.
 //!
 //! A fixed, well-known mark is forgeable: any process with CAP_NET_RAW
-//! (which containers get by default) can set any SO_MARK. So the mark is
-//! random per start unless `BYPASS_MARK` fixes it; unprivileged workloads
-//! cannot read it (nft dumps and the socket diag mark attribute need
-//! CAP_NET_ADMIN). Where the socket's cgroup v2 can be matched, the rule
-//! also requires it, and a forged mark alone gets nowhere.
+//! (which containers get by default) can set any SO_MARK. So the marks are
+//! random per start (the outbound one unless `BYPASS_MARK` fixes it), and
+//! no value derived from them is ever shown where a workload could read
+//! it: not in conntrack marks (the learned-flow generation is its own
+//! random value), logs, events or metrics; nft dumps and the socket diag
+//! mark attribute need CAP_NET_ADMIN; packets delivered inside the host
+//! have their mark cleared (`scrub_out`), so SO_RCVMARK and socket filters
+//! see none. Where the socket's cgroup v2 can be matched, the rules also
+//! require it, and a forged mark alone gets nowhere.
 //!
 //! The parsers here are pure; `identity()` reads /dev/urandom and /proc.
 
@@ -22,11 +26,19 @@ use crate::config::Config;
 pub fn identity(cfg: &Config) -> std::io::Result<Identity> {
     let mark = match cfg.bypass_mark {
         Some(m) => {
-            log::info!("bypass mark fixed by BYPASS_MARK=0x{m:x}");
+            // Not the value: logs may be readable where the mark must not be.
+            log::info!("bypass mark fixed by BYPASS_MARK");
             m
         }
-        None => random_mark()?,
+        None => random_nonzero()?,
     };
+    let listen_mark = loop {
+        let m = random_nonzero()?;
+        if m != mark {
+            break m;
+        }
+    };
+    let generation_base = random_nonzero()?;
     let cgroup = detect_cgroup();
     match &cgroup {
         Some(c) => log::info!(
@@ -41,11 +53,11 @@ pub fn identity(cfg: &Config) -> std::io::Result<Identity> {
              containers so they cannot set socket marks"
         ),
     }
-    Ok(Identity { mark, cgroup })
+    Ok(Identity { mark, listen_mark, cgroup, generation_base })
 }
 
-/// A random non-zero mark from the kernel's generator.
-fn random_mark() -> std::io::Result<u32> {
+/// A random non-zero value from the kernel's generator.
+pub fn random_nonzero() -> std::io::Result<u32> {
     use std::io::Read;
     let mut f = std::fs::File::open("/dev/urandom")?;
     loop {

@@ -10,6 +10,7 @@
 //! acks would hang.
 
 pub mod foreign;
+pub mod host;
 pub mod identity;
 pub mod netlink;
 pub mod ruleset;
@@ -26,7 +27,7 @@ use nix::sys::socket::{
 use nix::sys::time::TimeVal;
 
 pub use identity::{identity, set_mark};
-pub use ruleset::{Identity, Ruleset, TABLE};
+pub use ruleset::{Host, Identity, Ruleset, TABLE};
 
 use netlink::{c, Batch, EncodeError};
 

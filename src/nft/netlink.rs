@@ -22,7 +22,8 @@ use neli::types::Buffer;
 use neli::{Size, ToBytes};
 
 use super::ruleset::{
-    Chain, ChainPolicy, ChainType, Elements, Family, Hook, Match, Reject, Rule, Ruleset, Set, SetKind, Stmt,
+    Addr, Chain, ChainPolicy, ChainType, Cmp, Elements, Family, Hook, Match, Reject, Rule, Ruleset, Set,
+    SetKind, Stmt,
 };
 
 /// UAPI constants (linux/netfilter/nf_tables.h, nfnetlink.h,
@@ -81,6 +82,7 @@ pub mod c {
     pub const NFTA_VERDICT_CODE: u16 = 1;
     pub const NFTA_META_DREG: u16 = 1;
     pub const NFTA_META_KEY: u16 = 2;
+    pub const NFTA_META_SREG: u16 = 3;
     pub const NFT_META_MARK: u32 = 3;
     pub const NFT_META_IIFNAME: u32 = 6;
     pub const NFT_META_NFPROTO: u32 = 15;
@@ -90,6 +92,7 @@ pub mod c {
     pub const NFTA_CMP_DATA: u16 = 3;
     pub const NFT_CMP_EQ: u32 = 0;
     pub const NFT_CMP_NEQ: u32 = 1;
+    pub const NFT_CMP_LTE: u32 = 3;
     pub const NFTA_PAYLOAD_DREG: u16 = 1;
     pub const NFTA_PAYLOAD_BASE: u16 = 2;
     pub const NFTA_PAYLOAD_OFFSET: u16 = 3;
@@ -119,6 +122,7 @@ pub mod c {
     pub const NFTA_FIB_RESULT: u16 = 2;
     pub const NFTA_FIB_FLAGS: u16 = 3;
     pub const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+    pub const NFTA_FIB_F_SADDR: u32 = 1;
     pub const NFTA_FIB_F_DADDR: u32 = 2;
     pub const RTN_LOCAL: u32 = 2;
     pub const NFTA_LIMIT_RATE: u16 = 1;
@@ -138,6 +142,7 @@ pub mod c {
     pub const NFTA_SOCKET_KEY: u16 = 1;
     pub const NFTA_SOCKET_DREG: u16 = 2;
     pub const NFTA_SOCKET_LEVEL: u16 = 3;
+    pub const NFT_SOCKET_MARK: u32 = 1;
     pub const NFT_SOCKET_CGROUPV2: u32 = 3;
     pub const NFT_SET_INTERVAL: u32 = 4;
     pub const NFT_SET_TIMEOUT: u32 = 16;
@@ -148,12 +153,12 @@ pub mod c {
     pub const NF_ACCEPT: i32 = 1;
     pub const NFT_RETURN: i32 = -5;
     pub const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+    pub const NF_INET_PRE_ROUTING: u32 = 0;
     pub const NF_INET_LOCAL_IN: u32 = 1;
     pub const NF_INET_LOCAL_OUT: u32 = 3;
     /// nft's datatype numbers, so `nft list` prints `ipv4_addr`/`ipv6_addr`.
     pub const TYPE_IPADDR: u32 = 7;
     pub const TYPE_IP6ADDR: u32 = 8;
-    pub const NF_CT_STATE_INVALID_BIT: u32 = 1;
     pub const IFNAMSIZ: usize = 16;
 }
 
@@ -224,6 +229,34 @@ fn cmp(op: u32, v: &[u8]) -> Result<Attr, EncodeError> {
     )
 }
 
+fn cmp_op(c: Cmp) -> u32 {
+    match c {
+        Cmp::Eq => c::NFT_CMP_EQ,
+        Cmp::Ne => c::NFT_CMP_NEQ,
+    }
+}
+
+fn bitwise_mask(mask: &[u8]) -> Result<Attr, EncodeError> {
+    expr(
+        "bitwise",
+        vec![
+            be32(c::NFTA_BITWISE_SREG, c::NFT_REG_1)?,
+            be32(c::NFTA_BITWISE_DREG, c::NFT_REG_1)?,
+            be32(c::NFTA_BITWISE_LEN, mask.len() as u32)?,
+            data(c::NFTA_BITWISE_MASK, mask)?,
+            data(c::NFTA_BITWISE_XOR, &vec![0u8; mask.len()])?,
+        ],
+    )
+}
+
+fn socket_key(key: u32, level: Option<u32>) -> Result<Attr, EncodeError> {
+    let mut a = vec![be32(c::NFTA_SOCKET_KEY, key)?, be32(c::NFTA_SOCKET_DREG, c::NFT_REG_1)?];
+    if let Some(l) = level {
+        a.push(be32(c::NFTA_SOCKET_LEVEL, l)?);
+    }
+    expr("socket", a)
+}
+
 fn payload(base: u32, offset: u32, len: u32) -> Result<Attr, EncodeError> {
     expr(
         "payload",
@@ -264,30 +297,27 @@ fn daddr(f: Family) -> Result<Attr, EncodeError> {
 fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, EncodeError> {
     Ok(match m {
         Match::Mark(mark) => vec![meta(c::NFT_META_MARK)?, cmp(c::NFT_CMP_EQ, &mark.to_ne_bytes())?],
-        Match::Cgroup(cg) => vec![
-            expr(
-                "socket",
-                vec![
-                    be32(c::NFTA_SOCKET_KEY, c::NFT_SOCKET_CGROUPV2)?,
-                    be32(c::NFTA_SOCKET_DREG, c::NFT_REG_1)?,
-                    be32(c::NFTA_SOCKET_LEVEL, cg.level)?,
-                ],
-            )?,
-            cmp(c::NFT_CMP_EQ, &cg.id.to_ne_bytes())?,
-        ],
-        Match::CtInvalid => vec![
+        Match::MarkNot(mark) => vec![meta(c::NFT_META_MARK)?, cmp(c::NFT_CMP_NEQ, &mark.to_ne_bytes())?],
+        Match::Cgroup(cg) => {
+            vec![
+                socket_key(c::NFT_SOCKET_CGROUPV2, Some(cg.level))?,
+                cmp(c::NFT_CMP_EQ, &cg.id.to_ne_bytes())?,
+            ]
+        }
+        Match::SocketCgroupNot(cg) => {
+            vec![
+                socket_key(c::NFT_SOCKET_CGROUPV2, Some(cg.level))?,
+                cmp(c::NFT_CMP_NEQ, &cg.id.to_ne_bytes())?,
+            ]
+        }
+        Match::SocketMarkNot(m) => {
+            vec![socket_key(c::NFT_SOCKET_MARK, None)?, cmp(c::NFT_CMP_NEQ, &m.to_ne_bytes())?]
+        }
+        // `ct state S`: the state bit is set; `ct state != S`: it is not.
+        Match::CtState(st, op) => vec![
             expr("ct", vec![be32(c::NFTA_CT_DREG, c::NFT_REG_1)?, be32(c::NFTA_CT_KEY, c::NFT_CT_STATE)?])?,
-            expr(
-                "bitwise",
-                vec![
-                    be32(c::NFTA_BITWISE_SREG, c::NFT_REG_1)?,
-                    be32(c::NFTA_BITWISE_DREG, c::NFT_REG_1)?,
-                    be32(c::NFTA_BITWISE_LEN, 4)?,
-                    data(c::NFTA_BITWISE_MASK, &c::NF_CT_STATE_INVALID_BIT.to_ne_bytes())?,
-                    data(c::NFTA_BITWISE_XOR, &0u32.to_ne_bytes())?,
-                ],
-            )?,
-            cmp(c::NFT_CMP_NEQ, &0u32.to_ne_bytes())?,
+            bitwise_mask(&st.bit().to_ne_bytes())?,
+            cmp(if *op == Cmp::Eq { c::NFT_CMP_NEQ } else { c::NFT_CMP_EQ }, &0u32.to_ne_bytes())?,
         ],
         Match::CtReply => vec![
             expr(
@@ -296,16 +326,19 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             )?,
             cmp(c::NFT_CMP_EQ, &[1])?,
         ],
-        Match::FibDaddrLocal => vec![
+        Match::FibLocal(a, op) => vec![
             expr(
                 "fib",
                 vec![
                     be32(c::NFTA_FIB_DREG, c::NFT_REG_1)?,
                     be32(c::NFTA_FIB_RESULT, c::NFT_FIB_RESULT_ADDRTYPE)?,
-                    be32(c::NFTA_FIB_FLAGS, c::NFTA_FIB_F_DADDR)?,
+                    be32(
+                        c::NFTA_FIB_FLAGS,
+                        if *a == Addr::Saddr { c::NFTA_FIB_F_SADDR } else { c::NFTA_FIB_F_DADDR },
+                    )?,
                 ],
             )?,
-            cmp(c::NFT_CMP_EQ, &c::RTN_LOCAL.to_ne_bytes())?,
+            cmp(cmp_op(*op), &c::RTN_LOCAL.to_ne_bytes())?,
         ],
         Match::DaddrInSet(f, name) => {
             let mut v = nfproto(*f)?;
@@ -328,6 +361,49 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             let mut v = nfproto(f)?;
             v.push(daddr(f)?);
             v.push(cmp(c::NFT_CMP_EQ, &octets)?);
+            v
+        }
+        Match::DaddrPrefix(ip, len) => {
+            let (f, octets) = match ip {
+                IpAddr::V4(a) => (Family::V4, a.octets().to_vec()),
+                IpAddr::V6(a) => (Family::V6, a.octets().to_vec()),
+            };
+            let bits = octets.len() * 8;
+            let mask: Vec<u8> = (0..octets.len())
+                .map(|i| {
+                    let covered = (usize::from(*len)).saturating_sub(i * 8).min(8);
+                    if covered == 0 {
+                        0
+                    } else {
+                        0xffu8 << (8 - covered)
+                    }
+                })
+                .collect();
+            let net: Vec<u8> = octets.iter().zip(&mask).map(|(o, m)| o & m).collect();
+            let mut v = nfproto(f)?;
+            v.push(daddr(f)?);
+            if usize::from(*len) < bits {
+                v.push(bitwise_mask(&mask)?);
+            }
+            v.push(cmp(c::NFT_CMP_EQ, &net)?);
+            v
+        }
+        Match::Ip6HopLimit(n) => {
+            let mut v = nfproto(Family::V6)?;
+            v.push(payload(c::NFT_PAYLOAD_NETWORK_HEADER, 7, 1)?);
+            v.push(cmp(c::NFT_CMP_EQ, &[*n])?);
+            v
+        }
+        Match::Ip6NextHdr(n) => {
+            let mut v = nfproto(Family::V6)?;
+            v.push(payload(c::NFT_PAYLOAD_NETWORK_HEADER, 6, 1)?);
+            v.push(cmp(c::NFT_CMP_EQ, &[*n])?);
+            v
+        }
+        Match::Ip6LengthAtMost(n) => {
+            let mut v = nfproto(Family::V6)?;
+            v.push(payload(c::NFT_PAYLOAD_NETWORK_HEADER, 4, 2)?);
+            v.push(cmp(c::NFT_CMP_LTE, &n.to_be_bytes())?);
             v
         }
         Match::L4(l4) => vec![meta(c::NFT_META_L4PROTO)?, cmp(c::NFT_CMP_EQ, &[l4.number()])?],
@@ -416,6 +492,19 @@ fn stmt_exprs(s: &Stmt) -> Result<Vec<Attr>, EncodeError> {
                 ],
             )?,
             expr("ct", vec![be32(c::NFTA_CT_KEY, c::NFT_CT_MARK)?, be32(c::NFTA_CT_SREG, c::NFT_REG_1)?])?,
+        ],
+        Stmt::MarkSet(m) => vec![
+            expr(
+                "immediate",
+                vec![
+                    be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_1)?,
+                    data(c::NFTA_IMMEDIATE_DATA, &m.to_ne_bytes())?,
+                ],
+            )?,
+            expr(
+                "meta",
+                vec![be32(c::NFTA_META_KEY, c::NFT_META_MARK)?, be32(c::NFTA_META_SREG, c::NFT_REG_1)?],
+            )?,
         ],
     })
 }
@@ -673,8 +762,9 @@ pub fn interval_keys(e: &Elements) -> Vec<(Vec<u8>, bool)> {
 
 fn push_chain(b: &mut Builder, table: &str, ch: &Chain) -> Result<(), EncodeError> {
     let hooknum = match ch.hook {
-        Hook::Output => c::NF_INET_LOCAL_OUT,
+        Hook::Prerouting => c::NF_INET_PRE_ROUTING,
         Hook::Input => c::NF_INET_LOCAL_IN,
+        Hook::Output => c::NF_INET_LOCAL_OUT,
     };
     let policy = match ch.policy {
         ChainPolicy::Accept => c::NF_ACCEPT,

@@ -10,16 +10,30 @@
 //! * `nat_out`: egret's own traffic, local and allowed destinations are
 //!   left alone; TCP 80/443 (HTTPS mode) or port 53 (DNS mode) is
 //!   redirected to egret's loopback listeners;
-//! * `filter_out`: conntrack is *not* trusted. A packet passes when it is
-//!   egret's own, a reply of a connection that came in, local (which
-//!   includes everything redirected to egret), or to an allowed address;
-//!   everything else is logged (rate-limited NFLOG) and rejected fast;
-//! * `filter_in`: egret's listener ports take traffic from this host only.
+//! * `stamp_in`: a flow that arrives on a real interface (not `lo`) is
+//!   stamped [`INBOUND`] in its conntrack mark: only such a flow really
+//!   came from outside the pod;
+//! * `filter_out`: conntrack is *not* trusted. A locally generated packet
+//!   with a source address that is not the host's own is dropped (a
+//!   workload forging an "inbound" flow with IPV6_FREEBIND/IP_TRANSPARENT
+//!   or a raw socket). A packet passes when it is egret's own, a reply of
+//!   a stamped inbound flow, local (which includes everything redirected
+//!   to egret), or to an allowed address; neighbour discovery only as RFC
+//!   4861 sends it (hop limit 255, to link-local, multicast or on-link
+//!   addresses), MLD only with hop limit 1; everything else is logged
+//!   (rate-limited NFLOG) and rejected fast;
+//! * `scrub_out`: a packet delivered inside the host carries no mark, so
+//!   no local receiver (SO_RCVMARK, a socket filter) learns egret's marks;
+//! * `filter_in`: egret's listener ports take traffic from this host
+//!   only, and only into egret's own sockets (`socket mark`, plus the
+//!   cgroup where available): a workload that bound a listener port
+//!   first never receives the redirected traffic.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::{Config, FilterMode};
+use crate::policy::cidr::Ranges;
 use crate::policy::Policy;
 
 /// The table every egret rule lives in.
@@ -36,16 +50,50 @@ pub const SET_ALLOWED4: &str = "allowed4";
 pub const SET_ALLOWED6: &str = "allowed6";
 pub const SET_LEARNED4: &str = "learned4";
 pub const SET_LEARNED6: &str = "learned6";
+/// Where IPv6 neighbour discovery may go: link-local, link-scope
+/// multicast and the on-link prefixes.
+pub const SET_ND6: &str = "nd6";
+
+/// The conntrack mark of a flow that arrived on a real interface. Public
+/// by design: a workload may read conntrack marks, it cannot set them.
+/// Learned-flow generations never have this bit.
+pub const INBOUND: u32 = 0x8000_0000;
 
 /// How egret's own sockets are recognised by the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// The socket mark egret sets on its own sockets.
+    /// The socket mark egret sets on the sockets it opens to the outside
+    /// (secret: it lets a packet past every rule).
     pub mark: u32,
+    /// The socket mark of egret's listening sockets (secret, independent
+    /// of `mark`): redirected traffic is delivered only to sockets with it.
+    pub listen_mark: u32,
     /// Where cgroup v2 is available: egret's cgroup, which the socket must
     /// also belong to (a workload with CAP_NET_RAW can forge a mark but not
     /// its cgroup).
     pub cgroup: Option<CgroupMatch>,
+    /// Strict DNS mode: the base of the policy generation stamped on
+    /// learned flows (conntrack marks are readable by workloads, so this is
+    /// random and independent of the marks).
+    pub generation_base: u32,
+}
+
+impl Identity {
+    /// The conntrack mark of learned flows after `reloads` reloads: in
+    /// `1..INBOUND`, so never 0 (unmarked) and never [`INBOUND`].
+    pub fn generation(&self, reloads: u32) -> u32 {
+        (self.generation_base.wrapping_add(reloads) % (INBOUND - 1)) + 1
+    }
+}
+
+/// Facts about the host's network the rules depend on, read at apply
+/// time (`nft::host`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Host {
+    /// On-link IPv6 prefixes (routes without a gateway on a real
+    /// interface) as merged inclusive intervals: neighbour discovery to
+    /// them is legitimate, to anywhere else it is a covert channel.
+    pub onlink6: Vec<(u128, u128)>,
 }
 
 /// `socket cgroupv2 level L "path"`: the socket's cgroup ancestor at
@@ -89,8 +137,9 @@ pub struct Set {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
-    Output,
+    Prerouting,
     Input,
+    Output,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,20 +191,32 @@ impl L4 {
 pub enum Match {
     /// `meta mark 0x...`
     Mark(u32),
+    /// `meta mark != 0x...`
+    MarkNot(u32),
     /// `socket cgroupv2 level L "path"`
     Cgroup(CgroupMatch),
-    /// `ct state invalid`
-    CtInvalid,
-    /// `ct direction reply`: the packet answers a connection that came in.
+    /// `ct state S` / `ct state != S`
+    CtState(CtState, Cmp),
+    /// `ct direction reply`: the packet answers a flow (together with
+    /// `CtMark(INBOUND)`: a flow that came in).
     CtReply,
-    /// `fib daddr type local`: to this host, including packets NAT has just
-    /// redirected to a loopback listener (`oif "lo"` misses those: the
-    /// output device is fixed before NAT reroutes).
-    FibDaddrLocal,
+    /// `fib daddr type local` / `fib saddr type != local`. `daddr`: to this
+    /// host, including packets NAT has just redirected to a loopback
+    /// listener (`oif "lo"` misses those: the output device is fixed before
+    /// NAT reroutes). `saddr`: from one of this host's addresses.
+    FibLocal(Addr, Cmp),
     /// `ip daddr @set` / `ip6 daddr @set`
     DaddrInSet(Family, &'static str),
     /// `ip daddr A` / `ip6 daddr A`
     Daddr(IpAddr),
+    /// `ip6 daddr P/L`
+    DaddrPrefix(IpAddr, u8),
+    /// `ip6 hoplimit N`
+    Ip6HopLimit(u8),
+    /// `ip6 nexthdr N`: the header right after the fixed IPv6 header.
+    Ip6NextHdr(u8),
+    /// `ip6 length <= N`: the payload length.
+    Ip6LengthAtMost(u16),
     /// `meta l4proto tcp`
     L4(L4),
     /// `tcp dport N`
@@ -164,9 +225,68 @@ pub enum Match {
     Icmpv6Type(u8),
     /// `iifname != "name"`
     IifnameNot(&'static str),
-    /// `ct mark 0x...`: the flow was stamped by a rule of this policy
-    /// generation.
+    /// `ct mark 0x...`: the flow was stamped (by `stamp_in` as inbound, or
+    /// by a rule of this policy generation).
     CtMark(u32),
+    /// `socket mark != 0x...` (input: the socket the packet is for).
+    SocketMarkNot(u32),
+    /// `socket cgroupv2 level L != "path"`
+    SocketCgroupNot(CgroupMatch),
+}
+
+/// The two comparisons the rules use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Eq,
+    Ne,
+}
+
+impl Cmp {
+    /// How nft writes it between the key and the value.
+    fn op(self) -> &'static str {
+        match self {
+            Cmp::Eq => "",
+            Cmp::Ne => "!= ",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addr {
+    Saddr,
+    Daddr,
+}
+
+/// Conntrack states (the bits of `ct state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtState {
+    Invalid,
+    Established,
+    Related,
+    New,
+    Untracked,
+}
+
+impl CtState {
+    /// The kernel's bit for the state (`NF_CT_STATE_*_BIT`).
+    pub fn bit(self) -> u32 {
+        match self {
+            CtState::Invalid => 1,
+            CtState::Established => 1 << 1,
+            CtState::Related => 1 << 2,
+            CtState::New => 1 << 3,
+            CtState::Untracked => 1 << 6,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            CtState::Invalid => "invalid",
+            CtState::Established => "established",
+            CtState::Related => "related",
+            CtState::New => "new",
+            CtState::Untracked => "untracked",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +319,8 @@ pub enum Stmt {
     Reject(Reject),
     /// `ct mark set 0x...`
     CtMarkSet(u32),
+    /// `meta mark set 0x...`
+    MarkSet(u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,24 +341,32 @@ pub struct Ruleset {
     pub chains: Vec<Chain>,
 }
 
-/// ICMPv6 the link needs: neighbour discovery (RFC 4861: router
-/// solicitation/advert, neighbour solicitation/advert), without which IPv6
-/// breaks, and MLDv2 reports (RFC 3810), which every interface sends when
-/// it joins its multicast groups and which would otherwise fill the log.
-const ND_TYPES: [u8; 5] = [133, 134, 135, 136, 143];
+/// Neighbour discovery a host sends (RFC 4861): router solicitation,
+/// neighbour solicitation and advertisement, always with hop limit 255,
+/// no extension header, and at most a link-layer address option (32 bytes
+/// of payload on Ethernet). Router adverts and redirects are a router's
+/// job, never a pod's.
+const ND_TYPES: [u8; 3] = [133, 135, 136];
+const ND_MAX_PAYLOAD: u16 = 32;
+/// MLD listener reports and done (RFC 2710, RFC 3810), always with hop
+/// limit 1 to a multicast address: every interface sends them when it
+/// joins its groups.
+const MLD_TYPES: [u8; 3] = [131, 132, 143];
+/// Link-local unicast and link-scope multicast, where ND may always go.
+const ND_ALWAYS: [(u128, u8); 2] = [(0xfe80 << 112, 10), (0xff02 << 112, 16)];
 
 impl Ruleset {
-    /// Builds the ruleset for this configuration, policy and identity. The
-    /// policy generation (strict DNS mode) is the mark: random per start.
-    pub fn build(cfg: &Config, policy: &Policy, id: &Identity) -> Ruleset {
-        Ruleset::build_at(cfg, policy, id, id.mark)
+    /// Builds the ruleset for this configuration, policy, identity and
+    /// host, at the first policy generation.
+    pub fn build(cfg: &Config, policy: &Policy, id: &Identity, host: &Host) -> Ruleset {
+        Ruleset::build_at(cfg, policy, id, host, id.generation(0))
     }
 
-    /// As [`Ruleset::build`], with an explicit policy generation. In strict
-    /// DNS mode, flows to learned addresses are stamped with it (conntrack
-    /// mark) so they survive the learned entry's expiry but not a reload:
-    /// a reload must pass a new generation.
-    pub fn build_at(cfg: &Config, policy: &Policy, id: &Identity, generation: u32) -> Ruleset {
+    /// As [`Ruleset::build`], with an explicit policy generation
+    /// ([`Identity::generation`]). In strict DNS mode, flows to learned
+    /// addresses are stamped with it (conntrack mark) so they survive the
+    /// learned entry's expiry but not a reload: a reload passes a new one.
+    pub fn build_at(cfg: &Config, policy: &Policy, id: &Identity, host: &Host, generation: u32) -> Ruleset {
         let ips = policy.ips();
         let mut sets = vec![
             Set {
@@ -251,9 +381,15 @@ impl Ruleset {
             },
         ];
         let strict = cfg.filter_mode == FilterMode::Dns && cfg.dns_strict;
+        // g0efilter's DNS mode filters names only and lets other traffic
+        // pass; every other mode drops what is not allowed.
+        let drops = cfg.filter_mode != FilterMode::Dns || strict;
         if strict {
             sets.push(Set { name: SET_LEARNED4, family: Family::V4, kind: SetKind::Timeout });
             sets.push(Set { name: SET_LEARNED6, family: Family::V6, kind: SetKind::Timeout });
+        }
+        if drops {
+            sets.push(Set { name: SET_ND6, family: Family::V6, kind: SetKind::Interval(nd_elements(host)) });
         }
 
         // egret's own sockets: the mark, and the cgroup where available.
@@ -277,7 +413,7 @@ impl Ruleset {
         }
         match cfg.filter_mode {
             FilterMode::Https => {
-                nat.push(rule(vec![Match::FibDaddrLocal], vec![Stmt::Return]));
+                nat.push(rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::Return]));
                 nat.push(rule(vec![Match::DaddrInSet(Family::V4, SET_ALLOWED4)], vec![Stmt::Return]));
                 nat.push(rule(vec![Match::DaddrInSet(Family::V6, SET_ALLOWED6)], vec![Stmt::Return]));
                 nat.push(rule(vec![Match::Dport(L4::Tcp, 80)], vec![Stmt::Redirect(cfg.http_port)]));
@@ -291,29 +427,74 @@ impl Ruleset {
 
         let log = |group| Stmt::Log { prefix: LOG_PREFIX, group };
         let limit = Stmt::Limit { per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST };
+        let reject =
+            |l4| Stmt::Reject(if l4 == L4::Tcp { Reject::TcpReset } else { Reject::PortUnreachable });
         let mut out = vec![
             // Garbage conntrack cannot place: dropped, not worth a log line.
-            rule(vec![Match::CtInvalid], vec![Stmt::Drop]),
+            rule(vec![Match::CtState(CtState::Invalid, Cmp::Eq)], vec![Stmt::Drop]),
+        ];
+        if drops {
+            // IPv6 needs neighbour discovery and MLD, but only as RFC 4861
+            // and 3810 send them (before the source check: duplicate
+            // address detection sends from `::`).
+            for t in ND_TYPES {
+                out.push(rule(
+                    vec![
+                        Match::Icmpv6Type(t),
+                        Match::Ip6NextHdr(58),
+                        Match::Ip6HopLimit(255),
+                        Match::Ip6LengthAtMost(ND_MAX_PAYLOAD),
+                        Match::DaddrInSet(Family::V6, SET_ND6),
+                    ],
+                    vec![Stmt::Accept],
+                ));
+            }
+            for t in MLD_TYPES {
+                out.push(rule(
+                    vec![
+                        Match::Icmpv6Type(t),
+                        Match::Ip6HopLimit(1),
+                        Match::DaddrPrefix(IpAddr::V6(Ipv6Addr::from(0xff00u128 << 112)), 8),
+                    ],
+                    vec![Stmt::Accept],
+                ));
+            }
+        }
+        out.extend([
+            // A source that is not one of the host's addresses is a forgery
+            // (IPV6_FREEBIND, IP_TRANSPARENT, a raw socket): it could make
+            // conntrack believe a flow came in, and its "replies" would
+            // pass. `related` is what the kernel itself sends in the name
+            // of a peer (the TCP reset of a rejected connection).
+            rule(
+                vec![Match::FibLocal(Addr::Saddr, Cmp::Ne), Match::CtState(CtState::Related, Cmp::Ne)],
+                vec![Stmt::Drop],
+            ),
             rule(own(), vec![Stmt::Accept]),
-            // Answers of connections that came in (a workload serving a
+            // Answers of flows that really came in (a workload serving a
             // published port). Outbound-initiated flows are *not* accepted
             // by conntrack state: they must pass the checks below on every
             // packet, so a flow from before egret, one that escaped the
             // redirect, or one the policy revoked is cut.
-            rule(vec![Match::CtReply], vec![Stmt::Accept]),
-        ];
-        let out_policy = if cfg.filter_mode == FilterMode::Dns && !strict {
-            // g0efilter's DNS mode: only names are filtered, other traffic
-            // passes, except DNS over TLS/QUIC (853), which would skip the
-            // filtering resolver.
+            rule(vec![Match::CtReply, Match::CtMark(INBOUND)], vec![Stmt::Accept]),
+        ]);
+        let out_policy = if !drops {
+            // DNS mode: every query must go through egret's resolver. A
+            // port-53 flow that is not going to it escaped the redirect
+            // (its conntrack entry predates the rules); DNS over TLS/QUIC
+            // (853) would skip the resolver.
+            for l4 in [L4::Udp, L4::Tcp] {
+                let escaped = || vec![Match::Dport(l4, 53), Match::FibLocal(Addr::Daddr, Cmp::Ne)];
+                out.push(rule(escaped(), vec![limit.clone(), log(cfg.nflog_group)]));
+                out.push(rule(escaped(), vec![reject(l4)]));
+            }
             for l4 in [L4::Tcp, L4::Udp] {
                 out.push(rule(vec![Match::Dport(l4, 853)], vec![limit.clone(), log(cfg.nflog_group)]));
-                let reject = if l4 == L4::Tcp { Reject::TcpReset } else { Reject::PortUnreachable };
-                out.push(rule(vec![Match::Dport(l4, 853)], vec![Stmt::Reject(reject)]));
+                out.push(rule(vec![Match::Dport(l4, 853)], vec![reject(l4)]));
             }
             ChainPolicy::Accept
         } else {
-            out.push(rule(vec![Match::FibDaddrLocal], vec![Stmt::Accept]));
+            out.push(rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::Accept]));
             out.push(rule(vec![Match::DaddrInSet(Family::V4, SET_ALLOWED4)], vec![Stmt::Accept]));
             out.push(rule(vec![Match::DaddrInSet(Family::V6, SET_ALLOWED6)], vec![Stmt::Accept]));
             if strict {
@@ -343,9 +524,6 @@ impl Ruleset {
                     }
                 }
             }
-            for t in ND_TYPES {
-                out.push(rule(vec![Match::Icmpv6Type(t)], vec![Stmt::Accept]));
-            }
             out.push(rule(vec![], vec![limit, log(cfg.nflog_group)]));
             // Fail fast: clients see a refusal at once instead of hanging
             // on a silent drop; QUIC (UDP 443) falls back to TCP at once.
@@ -355,12 +533,34 @@ impl Ruleset {
             ChainPolicy::Drop
         };
 
-        let input: Vec<Rule> = listeners
-            .iter()
-            .map(|&(l4, port)| rule(vec![Match::IifnameNot("lo"), Match::Dport(l4, port)], vec![Stmt::Drop]))
-            .collect();
+        let mut input = Vec::new();
+        for &(l4, port) in &listeners {
+            // From this host only; and only into egret's own socket.
+            input.push(rule(vec![Match::IifnameNot("lo"), Match::Dport(l4, port)], vec![Stmt::Drop]));
+            input.push(rule(
+                vec![Match::Dport(l4, port), Match::SocketMarkNot(id.listen_mark)],
+                vec![reject(l4)],
+            ));
+            if let Some(c) = &id.cgroup {
+                input.push(rule(
+                    vec![Match::Dport(l4, port), Match::SocketCgroupNot(c.clone())],
+                    vec![reject(l4)],
+                ));
+            }
+        }
 
         let chains = vec![
+            Chain {
+                name: "stamp_in",
+                kind: ChainType::Filter,
+                hook: Hook::Prerouting,
+                priority: -150,
+                policy: ChainPolicy::Accept,
+                rules: vec![rule(
+                    vec![Match::IifnameNot("lo"), Match::CtState(CtState::New, Cmp::Eq)],
+                    vec![Stmt::CtMarkSet(INBOUND)],
+                )],
+            },
             Chain {
                 name: "nat_out",
                 kind: ChainType::Nat,
@@ -378,6 +578,17 @@ impl Ruleset {
                 rules: out,
             },
             Chain {
+                name: "scrub_out",
+                kind: ChainType::Filter,
+                hook: Hook::Output,
+                priority: 10,
+                policy: ChainPolicy::Accept,
+                rules: vec![rule(
+                    vec![Match::MarkNot(0), Match::FibLocal(Addr::Daddr, Cmp::Eq)],
+                    vec![Stmt::MarkSet(0)],
+                )],
+            },
+            Chain {
                 name: "filter_in",
                 kind: ChainType::Filter,
                 hook: Hook::Input,
@@ -393,6 +604,17 @@ impl Ruleset {
     pub fn rule_count(&self) -> usize {
         self.chains.iter().map(|c| c.rules.len()).sum()
     }
+}
+
+/// The `nd6` set: link-local, link-scope multicast and the host's on-link
+/// prefixes, merged.
+fn nd_elements(host: &Host) -> Elements {
+    let v: Vec<(u128, u128)> = ND_ALWAYS
+        .iter()
+        .map(|&(a, len)| (a, a | (u128::MAX >> len)))
+        .chain(host.onlink6.iter().copied())
+        .collect();
+    Elements::V6(Ranges::from_intervals(v).intervals().to_vec())
 }
 
 fn is_local_literal(ip: IpAddr) -> bool {
@@ -483,12 +705,15 @@ impl fmt::Display for Chain {
             ChainType::Nat => "nat",
         };
         let hook = match self.hook {
-            Hook::Output => "output",
+            Hook::Prerouting => "prerouting",
             Hook::Input => "input",
+            Hook::Output => "output",
         };
         // nft names the standard priorities it knows for the chain type.
         let prio = match (self.kind, self.priority) {
             (ChainType::Filter, 0) => "filter".to_owned(),
+            (ChainType::Filter, -150) => "mangle".to_owned(),
+            (ChainType::Filter, p) if (1..50).contains(&p) => format!("filter + {p}"),
             (_, p) => p.to_string(),
         };
         let policy = match self.policy {
@@ -515,17 +740,31 @@ impl fmt::Display for Match {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Match::Mark(m) => write!(f, "meta mark 0x{m:08x}"),
+            Match::MarkNot(m) => write!(f, "meta mark != 0x{m:08x}"),
             Match::Cgroup(c) => write!(f, "socket cgroupv2 level {} \"{}\"", c.level, c.path),
-            Match::CtInvalid => f.write_str("ct state invalid"),
+            // A bit mask: nft writes "not set" as `!`.
+            Match::CtState(st, Cmp::Eq) => write!(f, "ct state {}", st.name()),
+            Match::CtState(st, Cmp::Ne) => write!(f, "ct state ! {}", st.name()),
             Match::CtReply => f.write_str("ct direction reply"),
-            Match::FibDaddrLocal => f.write_str("fib daddr type local"),
+            Match::FibLocal(a, cmp) => {
+                let a = if *a == Addr::Saddr { "saddr" } else { "daddr" };
+                write!(f, "fib {a} type {}local", cmp.op())
+            }
             Match::DaddrInSet(Family::V4, s) => write!(f, "ip daddr @{s}"),
             Match::DaddrInSet(Family::V6, s) => write!(f, "ip6 daddr @{s}"),
             Match::Daddr(IpAddr::V4(a)) => write!(f, "ip daddr {a}"),
             Match::Daddr(IpAddr::V6(a)) => write!(f, "ip6 daddr {a}"),
+            Match::DaddrPrefix(IpAddr::V4(a), len) => write!(f, "ip daddr {a}/{len}"),
+            Match::DaddrPrefix(IpAddr::V6(a), len) => write!(f, "ip6 daddr {a}/{len}"),
+            Match::Ip6HopLimit(n) => write!(f, "ip6 hoplimit {n}"),
+            Match::Ip6NextHdr(58) => f.write_str("ip6 nexthdr ipv6-icmp"),
+            Match::Ip6NextHdr(n) => write!(f, "ip6 nexthdr {n}"),
+            Match::Ip6LengthAtMost(n) => write!(f, "ip6 length <= {n}"),
             Match::L4(l4) => write!(f, "meta l4proto {}", l4.name()),
             Match::Dport(l4, p) => write!(f, "{} dport {p}", l4.name()),
             Match::Icmpv6Type(t) => match t {
+                131 => f.write_str("icmpv6 type mld-listener-report"),
+                132 => f.write_str("icmpv6 type mld-listener-done"),
                 133 => f.write_str("icmpv6 type nd-router-solicit"),
                 134 => f.write_str("icmpv6 type nd-router-advert"),
                 135 => f.write_str("icmpv6 type nd-neighbor-solicit"),
@@ -535,6 +774,8 @@ impl fmt::Display for Match {
             },
             Match::IifnameNot(n) => write!(f, "iifname != \"{n}\""),
             Match::CtMark(m) => write!(f, "ct mark 0x{m:08x}"),
+            Match::SocketMarkNot(m) => write!(f, "socket mark != 0x{m:08x}"),
+            Match::SocketCgroupNot(c) => write!(f, "socket cgroupv2 level {} != \"{}\"", c.level, c.path),
         }
     }
 }
@@ -554,6 +795,7 @@ impl fmt::Display for Stmt {
             Stmt::Reject(Reject::PortUnreachable) => f.write_str("reject"),
             Stmt::Reject(Reject::AdminProhibited) => f.write_str("reject with icmpx admin-prohibited"),
             Stmt::CtMarkSet(m) => write!(f, "ct mark set 0x{m:08x}"),
+            Stmt::MarkSet(m) => write!(f, "meta mark set 0x{m:08x}"),
         }
     }
 }
@@ -581,10 +823,11 @@ mod tests {
             .expect("policy")
     }
 
-    const ID: Identity = Identity { mark: 0x1234abcd, cgroup: None };
+    const ID: Identity =
+        Identity { mark: 0x1234abcd, listen_mark: 0x5151, cgroup: None, generation_base: 0x41 };
 
     fn check(vars: &[(&str, &str)], yaml: &str, id: &Identity, want: &str) {
-        let got = Ruleset::build(&config(vars), &policy(yaml), id).to_string();
+        let got = Ruleset::build(&config(vars), &policy(yaml), id, &Host::default()).to_string();
         assert_eq!(got, want, "\n--- got ---\n{got}\n--- want ---\n{want}");
     }
 
@@ -602,6 +845,17 @@ table inet egret {
 		elements = { 2001:db8::/32 }
 	}
 
+	set nd6 {
+		type ipv6_addr
+		flags interval
+		elements = { fe80::/10, ff02::/16 }
+	}
+
+	chain stamp_in {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname != \"lo\" ct state new ct mark set 0x80000000
+	}
+
 	chain nat_out {
 		type nat hook output priority -100; policy accept;
 		meta mark 0x1234abcd return
@@ -615,28 +869,37 @@ table inet egret {
 	chain filter_out {
 		type filter hook output priority filter; policy drop;
 		ct state invalid drop
+		icmpv6 type nd-router-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
+		icmpv6 type nd-neighbor-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
+		icmpv6 type nd-neighbor-advert ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
+		icmpv6 type mld-listener-report ip6 hoplimit 1 ip6 daddr ff00::/8 accept
+		icmpv6 type mld-listener-done ip6 hoplimit 1 ip6 daddr ff00::/8 accept
+		icmpv6 type mld2-listener-report ip6 hoplimit 1 ip6 daddr ff00::/8 accept
+		fib saddr type != local ct state ! related drop
 		meta mark 0x1234abcd accept
-		ct direction reply accept
+		ct direction reply ct mark 0x80000000 accept
 		fib daddr type local accept
 		ip daddr @allowed4 accept
 		ip6 daddr @allowed6 accept
 		ip daddr 10.9.9.9 udp dport 53 accept
 		ip daddr 10.9.9.9 tcp dport 53 accept
-		icmpv6 type nd-router-solicit accept
-		icmpv6 type nd-router-advert accept
-		icmpv6 type nd-neighbor-solicit accept
-		icmpv6 type nd-neighbor-advert accept
-		icmpv6 type mld2-listener-report accept
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
 		meta l4proto tcp reject with tcp reset
 		meta l4proto udp reject
 		reject with icmpx admin-prohibited
 	}
 
+	chain scrub_out {
+		type filter hook output priority filter + 10; policy accept;
+		meta mark != 0x00000000 fib daddr type local meta mark set 0x00000000
+	}
+
 	chain filter_in {
 		type filter hook input priority filter; policy accept;
 		iifname != \"lo\" tcp dport 8080 drop
+		tcp dport 8080 socket mark != 0x00005151 reject with tcp reset
 		iifname != \"lo\" tcp dport 8443 drop
+		tcp dport 8443 socket mark != 0x00005151 reject with tcp reset
 	}
 }
 ";
@@ -670,6 +933,17 @@ table inet egret {
 		flags interval
 	}
 
+	set nd6 {
+		type ipv6_addr
+		flags interval
+		elements = { fe80::/10, ff02::/16 }
+	}
+
+	chain stamp_in {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname != \"lo\" ct state new ct mark set 0x80000000
+	}
+
 	chain nat_out {
 		type nat hook output priority -100; policy accept;
 		meta mark 0x1234abcd return
@@ -685,28 +959,39 @@ table inet egret {
 	chain filter_out {
 		type filter hook output priority filter; policy drop;
 		ct state invalid drop
+		icmpv6 type nd-router-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
+		icmpv6 type nd-neighbor-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
+		icmpv6 type nd-neighbor-advert ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
+		icmpv6 type mld-listener-report ip6 hoplimit 1 ip6 daddr ff00::/8 accept
+		icmpv6 type mld-listener-done ip6 hoplimit 1 ip6 daddr ff00::/8 accept
+		icmpv6 type mld2-listener-report ip6 hoplimit 1 ip6 daddr ff00::/8 accept
+		fib saddr type != local ct state ! related drop
 		meta mark 0x1234abcd accept
-		ct direction reply accept
+		ct direction reply ct mark 0x80000000 accept
 		fib daddr type local accept
 		ip daddr @allowed4 accept
 		ip6 daddr @allowed6 accept
-		icmpv6 type nd-router-solicit accept
-		icmpv6 type nd-router-advert accept
-		icmpv6 type nd-neighbor-solicit accept
-		icmpv6 type nd-neighbor-advert accept
-		icmpv6 type mld2-listener-report accept
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
 		meta l4proto tcp reject with tcp reset
 		meta l4proto udp reject
 		reject with icmpx admin-prohibited
 	}
 
+	chain scrub_out {
+		type filter hook output priority filter + 10; policy accept;
+		meta mark != 0x00000000 fib daddr type local meta mark set 0x00000000
+	}
+
 	chain filter_in {
 		type filter hook input priority filter; policy accept;
 		iifname != \"lo\" udp dport 5353 drop
+		udp dport 5353 socket mark != 0x00005151 reject
 		iifname != \"lo\" tcp dport 5353 drop
+		tcp dport 5353 socket mark != 0x00005151 reject with tcp reset
 		iifname != \"lo\" tcp dport 8080 drop
+		tcp dport 8080 socket mark != 0x00005151 reject with tcp reset
 		iifname != \"lo\" tcp dport 8443 drop
+		tcp dport 8443 socket mark != 0x00005151 reject with tcp reset
 	}
 }
 ";
@@ -732,6 +1017,11 @@ table inet egret {
 		flags interval
 	}
 
+	chain stamp_in {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname != \"lo\" ct state new ct mark set 0x80000000
+	}
+
 	chain nat_out {
 		type nat hook output priority -100; policy accept;
 		meta mark 0x00000007 return
@@ -742,25 +1032,37 @@ table inet egret {
 	chain filter_out {
 		type filter hook output priority filter; policy accept;
 		ct state invalid drop
+		fib saddr type != local ct state ! related drop
 		meta mark 0x00000007 accept
-		ct direction reply accept
+		ct direction reply ct mark 0x80000000 accept
+		udp dport 53 fib daddr type != local limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
+		udp dport 53 fib daddr type != local reject
+		tcp dport 53 fib daddr type != local limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
+		tcp dport 53 fib daddr type != local reject with tcp reset
 		tcp dport 853 limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
 		tcp dport 853 reject with tcp reset
 		udp dport 853 limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
 		udp dport 853 reject
 	}
 
+	chain scrub_out {
+		type filter hook output priority filter + 10; policy accept;
+		meta mark != 0x00000000 fib daddr type local meta mark set 0x00000000
+	}
+
 	chain filter_in {
 		type filter hook input priority filter; policy accept;
 		iifname != \"lo\" udp dport 5353 drop
+		udp dport 5353 socket mark != 0x00000008 reject
 		iifname != \"lo\" tcp dport 5353 drop
+		tcp dport 5353 socket mark != 0x00000008 reject with tcp reset
 	}
 }
 ";
         check(
             &[("FILTER_MODE", "dns"), ("DNS_PORT", "5353"), ("NFLOG_GROUP", "3")],
             "allowlist:\n  domains: [\"example.com\"]\n",
-            &Identity { mark: 7, cgroup: None },
+            &Identity { mark: 7, listen_mark: 8, cgroup: None, generation_base: 0x41 },
             want,
         );
     }
@@ -771,13 +1073,14 @@ table inet egret {
             &config(&[("FILTER_MODE", "dns"), ("DNS_STRICT", "true")]),
             &policy("allowlist:\n  ips: [\"fd00::/8\"]\n"),
             &ID,
+            &Host::default(),
         );
         let text = rs.to_string();
         for want in [
             "set learned4 {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}",
-            "ip daddr @learned4 ct mark set 0x1234abcd accept",
-            "ip6 daddr @learned6 ct mark set 0x1234abcd accept",
-            "ct mark 0x1234abcd accept",
+            "ip daddr @learned4 ct mark set 0x00000042 accept",
+            "ip6 daddr @learned6 ct mark set 0x00000042 accept",
+            "ct mark 0x00000042 accept",
             "elements = { fd00::/8 }",
             "policy drop;",
             "udp dport 53 redirect to :53",
@@ -789,12 +1092,62 @@ table inet egret {
     }
 
     #[test]
+    fn generations_are_never_unmarked_inbound_or_the_mark() {
+        for base in [0, 1, INBOUND - 2, INBOUND - 1, INBOUND, u32::MAX - 1, u32::MAX, 0x1234abcd] {
+            let id = Identity { generation_base: base, ..ID };
+            for n in [0, 1, 2, u32::MAX] {
+                let g = id.generation(n);
+                assert!(g != 0 && g & INBOUND == 0, "base {base:#x} reload {n}: {g:#x}");
+            }
+            assert_ne!(id.generation(0), id.generation(1), "a reload changes the generation");
+        }
+        // Strict mode: no conntrack mark the rules set is derived from the
+        // bypass or listen mark (a workload reads conntrack marks).
+        let rs = Ruleset::build(
+            &config(&[("FILTER_MODE", "dns"), ("DNS_STRICT", "true")]),
+            &policy(""),
+            &ID,
+            &Host::default(),
+        );
+        for ch in &rs.chains {
+            for r in &ch.rules {
+                for st in &r.stmts {
+                    if let Stmt::CtMarkSet(m) = st {
+                        assert!(*m == INBOUND || *m == ID.generation(0), "{r}");
+                        assert!(![ID.mark, ID.listen_mark].contains(m), "{r}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn neighbour_discovery_goes_to_link_local_multicast_and_on_link_prefixes_only() {
+        let onlink = 0xfd00_0099u128 << 96;
+        let host = Host { onlink6: vec![(onlink, onlink | (u128::MAX >> 64))] };
+        let rs = Ruleset::build(&config(&[]), &policy(""), &ID, &host);
+        let nd6 = rs.sets.iter().find(|s| s.name == SET_ND6).expect("nd6 set");
+        assert_eq!(
+            nd6.to_string().lines().find(|l| l.contains("elements")).map(str::trim),
+            Some("elements = { fd00:99::/64, fe80::/10, ff02::/16 }")
+        );
+        let text = rs.to_string();
+        assert!(!text.contains("nd-router-advert"), "a pod never advertises itself as a router");
+        assert!(!text.contains("icmpv6 type 137"), "nor sends redirects");
+        // g0efilter's DNS mode passes other traffic, so it needs no ND set.
+        let dns = Ruleset::build(&config(&[("FILTER_MODE", "dns")]), &policy(""), &ID, &host);
+        assert!(dns.sets.iter().all(|s| s.name != SET_ND6));
+    }
+
+    #[test]
     fn cgroup_joins_the_mark() {
         let id = Identity {
             mark: 0xfeed,
+            listen_mark: 0xbeef,
             cgroup: Some(CgroupMatch { level: 2, id: 42, path: "pod/egret".into() }),
+            generation_base: 1,
         };
-        let rs = Ruleset::build(&config(&[]), &policy("allowlist:\n  ips: []\n"), &id);
+        let rs = Ruleset::build(&config(&[]), &policy("allowlist:\n  ips: []\n"), &id, &Host::default());
         let text = rs.to_string();
         assert!(text.contains("meta mark 0x0000feed socket cgroupv2 level 2 \"pod/egret\" return"), "{text}");
         assert!(text.contains("meta mark 0x0000feed socket cgroupv2 level 2 \"pod/egret\" accept"), "{text}");
@@ -802,9 +1155,19 @@ table inet egret {
 
     #[test]
     fn loopback_upstreams_need_no_rule() {
-        let rs = Ruleset::build(&config(&[("DNS_UPSTREAMS", "127.0.0.11:53,[::1]:53")]), &policy(""), &ID);
+        let rs = Ruleset::build(
+            &config(&[("DNS_UPSTREAMS", "127.0.0.11:53,[::1]:53")]),
+            &policy(""),
+            &ID,
+            &Host::default(),
+        );
         assert!(!rs.to_string().contains("dport 53 accept"));
-        let rs = Ruleset::build(&config(&[("DNS_UPSTREAMS", "[fd00::53]:5353")]), &policy(""), &ID);
+        let rs = Ruleset::build(
+            &config(&[("DNS_UPSTREAMS", "[fd00::53]:5353")]),
+            &policy(""),
+            &ID,
+            &Host::default(),
+        );
         assert!(rs.to_string().contains("ip6 daddr fd00::53 udp dport 5353 accept"));
     }
 

@@ -38,19 +38,9 @@ const SPARE_THREADS: usize = 8;
 const SPARE_KEEP: Duration = Duration::from_secs(30);
 
 /// A non-blocking listening socket with SO_REUSEADDR and a chosen
-/// backlog.
+/// backlog (no listen mark: for tests and tools).
 pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
-    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
-    use std::os::fd::{AsFd, AsRawFd};
-    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let fd =
-        socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
-    // Not nix's listen: it caps the backlog at the musl libc constant 128
-    // (see `sys::listen`), far too small for a burst of connections.
-    crate::sys::listen(fd.as_fd(), backlog)?;
-    Ok(std::net::TcpListener::from(fd))
+    crate::listen::tcp(addr, backlog, None)
 }
 
 /// The running proxies. Dropping it does not stop them; call [`stop`].
@@ -95,9 +85,10 @@ impl ProxyHandle {
     }
 }
 
-/// Binds the listeners and starts the listener thread. A missing IPv6
-/// loopback is logged and skipped; failing to bind anything else is an
-/// error (the daemon cannot do its job).
+/// Binds the listeners and starts the listener thread. A listener that
+/// cannot be bound (its port held by another process) is recorded in
+/// `settings.listeners` and retried by the thread; a missing IPv6
+/// loopback is logged and skipped (IPv6 is off).
 pub fn start(
     settings: Settings,
     policy: PolicyHandle,
@@ -105,37 +96,24 @@ pub fn start(
     emitter: Emitter,
 ) -> io::Result<ProxyHandle> {
     let poll = Poll::new()?;
-    let mut listeners = Vec::new();
+    let mut wanted = Vec::new();
     for &ip in &settings.listen {
         for (port, kind) in [(settings.http_port, Kind::Http), (settings.https_port, Kind::Https)] {
-            let addr = SocketAddr::new(ip, port);
-            match bind(addr, BACKLOG) {
-                Ok(l) => listeners.push((TcpListener::from_std(l), kind)),
-                Err(e) if ip.is_ipv6() && e.kind() == io::ErrorKind::AddrNotAvailable => {
-                    log::warn!("not listening on {addr}: {e} (no IPv6 loopback here)");
-                }
-                Err(e) => return Err(io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))),
-            }
+            wanted.push(Wanted { addr: SocketAddr::new(ip, port), kind, listener: None, off: false });
         }
     }
-    let mut listening = Vec::new();
-    for (i, (l, kind)) in listeners.iter_mut().enumerate() {
-        poll.registry().register(l, Token(i), Interest::READABLE)?;
-        let addr = l.local_addr()?;
-        log::info!("{} proxy listening on {addr}", if *kind == Kind::Http { "http" } else { "https" });
-        listening.push((addr, *kind));
-    }
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let active = Arc::new(AtomicUsize::new(0));
-    let registry = Arc::new(Registry::default());
-    let shared = Arc::new(Shared { settings, policy, check, emitter, registry: registry.clone() });
-    let lp = Loop {
+    let mut lp = Loop {
         poll,
-        listeners,
-        shared,
-        stop: stop.clone(),
-        active: active.clone(),
+        wanted,
+        shared: Arc::new(Shared {
+            settings,
+            policy,
+            check,
+            emitter,
+            registry: Arc::new(Registry::default()),
+        }),
+        stop: Arc::new(AtomicBool::new(false)),
+        active: Arc::new(AtomicUsize::new(0)),
         next_id: AtomicU64::new(1),
         pool: Pool::new(PoolConfig {
             name: "conn",
@@ -144,13 +122,41 @@ pub fn start(
             idle_keep: SPARE_KEEP,
         }),
     };
+    lp.bind_missing();
+    let listening = lp.wanted.iter().filter(|w| w.listener.is_some()).map(|w| (w.addr, w.kind)).collect();
+    let waker = Arc::new(Waker::new(lp.poll.registry(), WAKER)?);
+    let (stop, active, registry) = (lp.stop.clone(), lp.active.clone(), lp.shared.registry.clone());
     let thread = thread::Builder::new().name("proxy-listen".into()).spawn(move || lp.run())?;
     Ok(ProxyHandle { stop, waker, thread: Some(thread), active, registry, listening })
 }
 
+/// A listener the proxies want, bound or not (yet).
+struct Wanted {
+    addr: SocketAddr,
+    kind: Kind,
+    listener: Option<TcpListener>,
+    /// Not wanted after all: IPv6 is off in this namespace.
+    off: bool,
+}
+
+impl Wanted {
+    fn what(&self) -> &'static str {
+        if self.kind == Kind::Http {
+            "http proxy"
+        } else {
+            "https proxy"
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("{} {}", self.what(), self.addr)
+    }
+}
+
 struct Loop {
     poll: Poll,
-    listeners: Vec<(TcpListener, Kind)>,
+    /// Token `i` is `wanted[i]`.
+    wanted: Vec<Wanted>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     active: Arc<AtomicUsize>,
@@ -169,10 +175,47 @@ impl Drop for Slot {
 }
 
 impl Loop {
+    /// Binds every wanted listener that is not bound yet; true when all are.
+    fn bind_missing(&mut self) -> bool {
+        let status = &self.shared.settings.listeners;
+        let mark = self.shared.settings.listen_mark;
+        let mut all = true;
+        for (i, w) in self.wanted.iter_mut().enumerate() {
+            if w.listener.is_some() || w.off {
+                continue;
+            }
+            let bound =
+                crate::listen::tcp(w.addr, BACKLOG, mark).map(TcpListener::from_std).and_then(|mut l| {
+                    self.poll.registry().register(&mut l, Token(i), Interest::READABLE)?;
+                    Ok(l)
+                });
+            match bound {
+                Ok(l) => {
+                    w.addr = l.local_addr().unwrap_or(w.addr);
+                    log::info!("{} listening on {}", w.what(), w.addr);
+                    w.listener = Some(l);
+                    status.bound(&w.name());
+                }
+                Err(e) if crate::listen::no_ipv6(w.addr, &e) => {
+                    log::warn!("not listening on {}: {e} (no IPv6 loopback here)", w.addr);
+                    w.off = true;
+                }
+                Err(e) => {
+                    status.missing(&w.name(), &e);
+                    all = false;
+                }
+            }
+        }
+        all
+    }
+
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
+        let mut complete = self.wanted.iter().all(|w| w.listener.is_some() || w.off);
+        let mut last_try = std::time::Instant::now();
         loop {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            let timeout = (!complete).then_some(crate::listen::RETRY);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -189,12 +232,16 @@ impl Loop {
                 }
                 self.accept_all(ev.token().0);
             }
+            if !complete && last_try.elapsed() >= crate::listen::RETRY {
+                last_try = std::time::Instant::now();
+                complete = self.bind_missing();
+            }
         }
     }
 
     /// Accepts until the backlog is empty (mio is edge-triggered).
     fn accept_all(&mut self, i: usize) {
-        let Some((listener, kind)) = self.listeners.get(i) else { return };
+        let Some(Wanted { listener: Some(listener), kind, .. }) = self.wanted.get(i) else { return };
         let kind = *kind;
         loop {
             let (stream, peer) = match listener.accept() {

@@ -202,10 +202,15 @@ pub struct Settings {
     pub verify_destination: bool,
     /// SO_MARK of upstream sockets, so the ruleset lets them through.
     pub mark: u32,
+    /// SO_MARK of the listening sockets, so the ruleset delivers redirected
+    /// traffic to them (`None`: unmarked, for tests and tools).
+    pub listen_mark: Option<u32>,
+    /// The listeners that could not be bound (reported by `/health`).
+    pub listeners: Arc<crate::listen::Status>,
 }
 
 impl Settings {
-    pub fn from_config(cfg: &Config, mark: u32) -> Settings {
+    pub fn from_config(cfg: &Config, id: &crate::nft::Identity) -> Settings {
         Settings {
             http_port: cfg.http_port,
             https_port: cfg.https_port,
@@ -216,7 +221,9 @@ impl Settings {
             idle_timeout: cfg.idle_timeout,
             max_lifetime: (!cfg.max_lifetime.is_zero()).then_some(cfg.max_lifetime),
             verify_destination: cfg.verify_destination,
-            mark,
+            mark: id.mark,
+            listen_mark: Some(id.listen_mark),
+            listeners: Arc::default(),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::util::scratch;
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 
 /// Chromium in its own process group, killed as a group on drop.
-struct Browser {
+pub(crate) struct Browser {
     child: std::process::Child,
     to: std::fs::File,
     from: Receiver<Value>,
@@ -43,13 +43,26 @@ impl Drop for Browser {
 
 impl Browser {
     fn launch(profile: &std::path::Path) -> Browser {
+        Browser::launch_in(None, profile)
+    }
+
+    /// Chromium run inside network namespace `ns` when given (to reach a
+    /// server on that namespace's loopback).
+    pub(crate) fn launch_in(ns: Option<&str>, profile: &std::path::Path) -> Browser {
         use std::os::unix::process::CommandExt;
         let (cmd_in, cmd_out) = (profile.join("cdp-in"), profile.join("cdp-out"));
         for f in [&cmd_in, &cmd_out] {
             nix::unistd::mkfifo(f, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
         }
         let user_data = profile.join("user-data");
-        let mut c = Command::new("sh");
+        let mut c = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "sh"]);
+                c
+            }
+            None => Command::new("sh"),
+        };
         c.arg("-c")
             .arg("exec chromium \"$@\" 3<\"$CDP_IN\" 4>\"$CDP_OUT\"")
             .arg("sh")
@@ -100,7 +113,7 @@ impl Browser {
     }
 
     /// Sends a command (on a session when given) and waits for its reply.
-    fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -126,7 +139,7 @@ impl Browser {
     }
 
     /// Evaluates an expression in the page and returns its JSON value.
-    fn eval(&mut self, session: &str, expr: &str) -> Value {
+    pub(crate) fn eval(&mut self, session: &str, expr: &str) -> Value {
         let r = self.call(
             Some(session),
             "Runtime.evaluate",
@@ -137,7 +150,7 @@ impl Browser {
     }
 
     /// Polls `expr` until it is true (bounded).
-    fn wait_for(&mut self, session: &str, expr: &str, what: &str) {
+    pub(crate) fn wait_for(&mut self, session: &str, expr: &str, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.eval(session, expr) != json!(true) {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -335,7 +348,7 @@ fn screenshot_traffic() -> Value {
     Value::Array(list)
 }
 
-fn base64_decode(s: &str) -> Vec<u8> {
+pub(crate) fn base64_decode(s: &str) -> Vec<u8> {
     let val = |c: u8| match c {
         b'A'..=b'Z' => c - b'A',
         b'a'..=b'z' => c - b'a' + 26,

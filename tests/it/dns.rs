@@ -54,6 +54,8 @@ fn start_full(
         ttl_min: Duration::from_secs(1),
         ttl_max: Duration::from_secs(60),
         workers: 4,
+        listen_mark: None,
+        listeners: Default::default(),
     };
     let (emitter, events) = Emitter::channel(1024, "test-host");
     let handle = dns::start_with(settings, policy(&["allowed.test", "*.allowed.test"]), emitter, learner)
@@ -491,6 +493,8 @@ fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
             ttl_min: Duration::from_secs(1),
             ttl_max: Duration::from_secs(60),
             workers: 2,
+            listen_mark: None,
+            listeners: Default::default(),
         };
         let (emitter, events) = Emitter::channel(64, "strict");
         let hook: std::sync::Arc<dyn dns::Learn> = learner.clone();
@@ -581,6 +585,8 @@ fn egret_refuses_itself_as_upstream() {
         ttl_min: Duration::from_secs(1),
         ttl_max: Duration::from_secs(60),
         workers: 1,
+        listen_mark: None,
+        listeners: Default::default(),
     };
     let (emitter, _events) = Emitter::channel(4, "loop");
     let err = dns::start_with(settings, policy(&["*"]), emitter, None).err().expect("refused");
@@ -638,10 +644,11 @@ fn dns_mode_from_config_and_strict_without_the_table() {
         let cfg = egret::config::Config::from_env(&env).expect("config");
         let (srv, learner, events) = ns.run(move || {
             let (emitter, events) = Emitter::channel(64, "cfg");
+            let id = egret::nft::Identity { mark: 0x77, listen_mark: 0x78, cgroup: None, generation_base: 1 };
             let l =
                 cfg.dns_strict.then(|| std::sync::Arc::new(dns::learn::NftLearner::new().expect("netlink")));
             let hook = l.clone().map(|l| l as std::sync::Arc<dyn dns::Learn>);
-            let h = dns::start(&cfg, policy(&["allowed.test"]), emitter, 0x77, hook).expect("start");
+            let h = dns::start(&cfg, policy(&["allowed.test"]), emitter, &id, hook).expect("start");
             (h, l, events)
         });
         assert_eq!(learner.is_some(), strict == "true");

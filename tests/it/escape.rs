@@ -927,3 +927,337 @@ fn escape_21_client_port_reused_across_a_reload() {
     let got = held.line(Duration::from_secs(5)).unwrap_or_default();
     assert!(!got.contains("echo:b"), "a flow to the revoked address kept flowing: {got}");
 }
+
+// ---------------------------------------------------------------------------
+// Issue 15: the bypasses an attack round found after the suite above
+// passed. Each attack runs with exactly the privilege it needs.
+
+/// How much a hostile workload process may do.
+#[derive(Debug, Clone, Copy)]
+enum Priv {
+    /// uid 65534, no capabilities at all.
+    Nobody,
+    /// uid 0 with CAP_NET_RAW only (containers get it by default).
+    NetRaw,
+    /// uid 0 with CAP_NET_BIND_SERVICE only (a default too).
+    NetBindService,
+    /// uid 0 with no capabilities (what reads /proc/net/nf_conntrack).
+    Root,
+}
+
+/// `setpriv` giving the rest of the command line exactly `who`'s
+/// privilege, inside `ns`.
+fn as_workload(ns: &str, who: Priv) -> std::process::Command {
+    let mut c = Pair::exec(ns, "setpriv");
+    let args: &[&str] = match who {
+        Priv::Nobody => {
+            &["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+        }
+        Priv::NetRaw => &["--inh-caps=-all", "--bounding-set=-all,+net_raw"],
+        Priv::NetBindService => &["--inh-caps=-all", "--bounding-set=-all,+net_bind_service"],
+        Priv::Root => &["--inh-caps=-all", "--bounding-set=-all"],
+    };
+    c.args(args);
+    c
+}
+
+/// A long-running `attack.py` helper with `who`'s privilege; waits for its
+/// "ready".
+fn spawn_as(ns: &str, who: Priv, args: &[&str]) -> crate::netns::Guard {
+    let mut all = setpriv_args(who);
+    all.push(py3().to_owned());
+    all.push(util::public("netns/attack.py"));
+    all.extend(args.iter().map(|a| a.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    Pair::spawn_ready(ns, "setpriv", &refs)
+}
+
+fn setpriv_args(who: Priv) -> Vec<String> {
+    let c = as_workload("x", who);
+    c.get_args().skip(4).map(|a| a.to_string_lossy().into_owned()).collect()
+}
+
+/// Debian's python3: a version manager's shim under /root is not
+/// reachable for `nobody`.
+fn py3() -> &'static str {
+    crate::nft::py()
+}
+
+/// One technique of `attack.py` against REMOTE:PORT, the forbidden echo
+/// server: its JSON verdict.
+fn attack(ns: &str, who: Priv, technique: &str, remote: &str, port: u16, local: &str) -> serde_json::Value {
+    let mut c = as_workload(ns, who);
+    c.args([py3(), &util::public("netns/attack.py"), technique, remote, &port.to_string(), local]);
+    let (code, out, err) = util::run(c);
+    assert_eq!(code, 0, "attack.py {technique}: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("attack.py output {out:?}: {e}"))
+}
+
+fn assert_held(v: &serde_json::Value, what: &str) {
+    assert_eq!(v["reached"], false, "{what}: the forbidden host answered: {v}");
+}
+
+/// Echo servers on the forbidden upstream addresses (.3 and ::3): TCP
+/// `tcp`, UDP `udp`.
+fn forbidden_echo(p: &Pair, tcp: &str, udp: &str) -> crate::netns::Guard {
+    let addrs = format!("{},{}", p.v4(3), p.v6(3));
+    Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), tcp, udp, &addrs, &addrs])
+}
+
+/// The forged-"reply" flows of issue 15 item 1: the workload makes
+/// conntrack believe REMOTE contacted it, then sends its "replies".
+const FORGED: [(&str, Priv, bool); 4] = [
+    ("udp-freebind6", Priv::Nobody, true),
+    ("tcp-fullqueue6", Priv::Nobody, true),
+    ("udp-transparent4", Priv::NetRaw, false),
+    ("tcp-rawsyn4", Priv::NetRaw, false),
+];
+
+#[test]
+fn escape_22_forged_reply_flows_in_https_mode() {
+    let s = setup("22", ALLOWED, &[]);
+    let p = s.p();
+    let _echo = forbidden_echo(p, "7000,443", "7000");
+    for (technique, who, v6) in FORGED {
+        let (remote, local) = if v6 { (p.v6(3), p.v6(1)) } else { (p.v4(3), p.v4(1)) };
+        // 443 too: a reply-direction flow is never redirected to the proxy.
+        let ports: &[u16] = if technique.starts_with("tcp") { &[7000, 443] } else { &[7000] };
+        for &port in ports {
+            let v = attack(&p.work, who, technique, &remote, port, &local);
+            assert_held(&v, &format!("{technique} ({who:?}) to {remote}:{port}"));
+        }
+    }
+}
+
+#[test]
+fn escape_23_forged_reply_flows_to_a_foreign_resolver_in_dns_modes() {
+    for (mode, env) in [
+        ("dns", &[("FILTER_MODE", "dns")][..]),
+        ("strict", &[("FILTER_MODE", "dns"), ("DNS_STRICT", "true")]),
+    ] {
+        let s = setup(&format!("23-{mode}"), ALLOWED, env);
+        let p = s.p();
+        // A "resolver" on .3/::3 port 53 that answers anything: reaching
+        // it means a query went around egret's filtering resolver.
+        let _echo = forbidden_echo(p, "53", "53");
+        for (technique, who, v6) in FORGED {
+            let (remote, local) = if v6 { (p.v6(3), p.v6(1)) } else { (p.v4(3), p.v4(1)) };
+            let v = attack(&p.work, who, technique, &remote, 53, &local);
+            assert_held(&v, &format!("{mode} mode: {technique} ({who:?}) to {remote}:53"));
+        }
+    }
+}
+
+#[test]
+fn escape_24_inbound_clients_and_egrets_own_upstream_replies_still_flow() {
+    let s = setup("24", ALLOWED, &[]);
+    let p = s.p();
+    // A workload serving a port to clients outside the pod.
+    let _served = Pair::spawn_ready(&p.work, py3(), &[&crate::nft::data("servers.py"), "7100", "7100"]);
+    for host in [p.v4(1), p.v6(1)] {
+        for proto in ["tcp", "udp"] {
+            let v = crate::nft::client(&p.up, &host, 7100, proto, None);
+            assert_eq!(v["ok"], "echo:x", "an outside client of the workload over {proto} to {host}: {v}");
+        }
+    }
+    // egret's own upstream connection: its replies come back.
+    let (code, body) =
+        curl(&p.work, &["--resolve", &format!("allowed.test:80:{}", p.v4(2)), "http://allowed.test/"]);
+    assert_eq!((code.as_str(), body.trim()), ("200", format!("hello from {}", p.v4(2)).as_str()));
+}
+
+/// egret's bypass mark and listen mark as installed (the test is root).
+fn installed_marks(ns: &str) -> (String, String) {
+    let mut c = Pair::exec(ns, "nft");
+    c.args(["list", "table", "inet", "egret"]);
+    let (_, text, _) = util::run(c);
+    let find = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).and_then(|r| r.split_whitespace().next()))
+            .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"))
+            .to_owned()
+    };
+    (find("meta mark "), find("tcp dport 53 socket mark != "))
+}
+
+#[test]
+fn escape_25_no_mark_is_readable_by_a_workload() {
+    let s = setup("25", ALLOWED, &[("FILTER_MODE", "dns"), ("DNS_STRICT", "true")]);
+    let p = s.p();
+    let (bypass, listen) = installed_marks(&p.work);
+    let _echo = forbidden_echo(p, "7000", "");
+    // A learned flow, so conntrack holds a strict-mode generation mark.
+    let (out, _) = dig_in(&p.work, &p.v4(2), "allowed.test");
+    assert!(out.contains("status: NOERROR"), "{out}");
+    let to = s.addr(&p.v4(2), 80);
+    let held = in_netns(&p.work, move || TcpStream::connect_timeout(&to, CLIENT_TIMEOUT))
+        .expect("a connection to the learned address");
+    // uid 0 without capabilities reads the conntrack table.
+    let mut c = as_workload(&p.work, Priv::Root);
+    c.args(["cat", "/proc/net/nf_conntrack"]);
+    let (code, table, err) = util::run(c);
+    assert_eq!(code, 0, "reading conntrack: {err}");
+    let marks: Vec<u32> = table
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("mark="))
+        .filter_map(|m| m.parse().ok())
+        .collect();
+    assert!(marks.iter().any(|&m| m != 0), "no stamped flow in conntrack, so nothing was checked:\n{table}");
+    for m in &marks {
+        let hex = format!("0x{m:08x}");
+        assert!(hex != bypass && hex != listen, "conntrack shows egret's mark {hex}:\n{table}");
+    }
+    // And none of them opens anything for a workload with CAP_NET_RAW.
+    let mut tried = marks.clone();
+    tried.sort_unstable();
+    tried.dedup();
+    for m in tried.into_iter().filter(|&m| m != 0) {
+        let mut c = as_workload(&p.work, Priv::NetRaw);
+        c.args([py3(), &util::public("netns/client.py"), &p.v4(3), "7000", "tcp", "x", &format!("{m:#x}")]);
+        let (_, out, _) = util::run(c);
+        assert!(!out.contains("echo:x"), "SO_MARK {m:#x} from conntrack reached a forbidden host: {out}");
+    }
+    drop(held);
+}
+
+#[test]
+fn escape_26_a_local_receiver_never_sees_egrets_mark() {
+    // egret's upstream resolver on loopback, where any process of the pod
+    // can listen: what it receives from egret must carry no mark (a
+    // workload reads it with SO_RCVMARK, no privilege needed).
+    let w = world();
+    let pol = policy_file("escape-26", ALLOWED);
+    let d = Daemon::start(&w.p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", "127.0.0.1:5300")]);
+    let recv = spawn_as(&w.p.work, Priv::Nobody, &["rcvmark", "127.0.0.1", "5300"]);
+    let (_, _) = dig_in(&w.p.work, &w.p.v4(2), "allowed.test");
+    let line = recv.line(Duration::from_secs(10)).expect("egret's query reached the loopback resolver");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("rcvmark json");
+    assert_eq!(v["mark"], 0, "a workload read egret's mark from its query: {v}");
+    drop(d);
+}
+
+#[test]
+fn escape_27_icmpv6_carries_no_data_to_a_forbidden_host() {
+    let s = setup("27", ALLOWED, &[]);
+    let p = s.p();
+    // An off-link forbidden host (routed via the upstream) as well as the
+    // on-link one.
+    let far = format!("fd00:201:{}::3", p.n);
+    let ip = |args: &[&str]| {
+        let st = std::process::Command::new("ip").args(args).status().expect("ip");
+        assert!(st.success(), "ip {args:?}");
+    };
+    ip(&["-n", &p.up, "-6", "addr", "add", &format!("{far}/128"), "dev", "lo"]);
+    ip(&["-n", &p.work, "-6", "route", "add", &format!("fd00:201:{}::/64", p.n), "via", &p.v6(2)]);
+    let sniff = Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("sniff6.py")]);
+    let send = |target: &str, ty: u8, hops: u8, size: usize, hbh: bool| {
+        let mut c = as_workload(&p.work, Priv::NetRaw);
+        c.args([py3(), &util::public("netns/attack.py"), "nd", target]);
+        c.args([ty.to_string(), hops.to_string(), size.to_string()]);
+        if hbh {
+            c.arg("hbh");
+        }
+        let (code, out, err) = util::run(c);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let near = p.v6(3);
+    let covert: Vec<(&str, u8, u8, usize, bool)> = vec![
+        (&far, 135, 255, 32, false),
+        (&far, 136, 255, 32, false),
+        (&far, 143, 1, 32, false),
+        (&far, 135, 255, 32, true),
+        (&near, 143, 1, 32, false),
+        (&near, 135, 64, 32, false),
+        (&near, 136, 255, 400, false),
+        (&near, 135, 255, 32, true),
+    ];
+    for &(target, ty, hops, size, hbh) in &covert {
+        send(target, ty, hops, size, hbh);
+        let got = sniff.line(Duration::from_millis(500));
+        assert_eq!(
+            got,
+            None,
+            "ICMPv6 type {ty} hop limit {hops}, {size} bytes{} to {target} was delivered",
+            if hbh { ", behind a hop-by-hop header" } else { "" }
+        );
+    }
+    // Control: neighbour discovery in RFC 4861's own shape to an on-link
+    // neighbour is IPv6 itself and passes, so the sniffer did see traffic.
+    send(&near, 135, 255, 32, false);
+    assert_eq!(
+        sniff.line(Duration::from_secs(3)).as_deref(),
+        Some("got 135"),
+        "the sniffer saw nothing at all"
+    );
+}
+
+/// `/health` of the daemon's METRICS_ADDR, from inside `ns`: (code, body).
+fn health_of(ns: &str, port: u16) -> (String, String) {
+    curl(ns, &[&format!("http://127.0.0.1:{port}/health")])
+}
+
+#[test]
+fn escape_28_a_squatter_on_the_http_listener_gets_nothing() {
+    let w = world();
+    let p = &w.p;
+    // An unprivileged workload binds egret's HTTP port before egret starts
+    // (the init-container window, a restart).
+    let squatter = spawn_as(&p.work, Priv::Nobody, &["hostile-tcp", "127.0.0.1", "8080"]);
+    let pol = policy_file("escape-28", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream), ("METRICS_ADDR", "9196")]);
+    d.wait_logged("cannot listen on http proxy 127.0.0.1:8080", Duration::from_secs(5));
+    let resolve = format!("allowed.test:80:{}", p.v4(2));
+    let t = Instant::now();
+    let (code, body) = curl(
+        &p.work,
+        &["-4", "--resolve", &resolve, "http://allowed.test/", "-H", "Authorization: Bearer secret"],
+    );
+    assert_ne!(body.trim(), "hostile", "the squatter answered a co-tenant's request");
+    assert_eq!(code, "000", "refused, not served: {body}");
+    assert!(t.elapsed() < FAST * 2, "refused only after {:?}", t.elapsed());
+    assert_eq!(
+        squatter.line(Duration::from_millis(500)),
+        None,
+        "the squatter received a redirected connection"
+    );
+    let (code, body) = health_of(&p.work, 9196);
+    assert_eq!(code, "503", "health must say a listener is missing: {body}");
+    assert!(body.contains("degraded") && body.contains("127.0.0.1:8080"), "{body}");
+    // The squatter leaves: egret takes the port within its retry interval.
+    drop(squatter);
+    d.wait_log("listening on http proxy 127.0.0.1:8080 now", Duration::from_secs(5));
+    let (code, body) = curl(&p.work, &["-4", "--resolve", &resolve, "http://allowed.test/"]);
+    assert_eq!((code.as_str(), body.trim()), ("200", format!("hello from {}", p.v4(2)).as_str()));
+    assert_eq!(health_of(&p.work, 9196).0, "200");
+}
+
+#[test]
+fn escape_29_a_squatter_on_the_v6_dns_listener_answers_nobody() {
+    let w = world();
+    let p = &w.p;
+    // CAP_NET_BIND_SERVICE (a default) is enough to bind [::1]:53 first.
+    let squatter = spawn_as(&p.work, Priv::NetBindService, &["hostile-udp", "::1", "53"]);
+    let pol = policy_file("escape-29", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(
+        &p.work,
+        &pol,
+        &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", &upstream), ("METRICS_ADDR", "9197")],
+    );
+    d.wait_logged("cannot listen on dns [::1]:53", Duration::from_secs(5));
+    let (out, took) = dig_in(&p.work, &p.v6(3), "blocked.test");
+    assert!(!out.contains("status: NOERROR"), "the squatter answered a co-tenant's query: {out}");
+    assert!(took < FAST * 2, "refused only after {took:?}: {out}");
+    assert_eq!(squatter.line(Duration::from_millis(500)), None, "the squatter received a redirected query");
+    let (out, _) = dig_in(&p.work, &p.v4(3), "blocked.test");
+    assert!(out.contains("status: NXDOMAIN"), "IPv4 is still filtered: {out}");
+    let (code, body) = health_of(&p.work, 9197);
+    assert_eq!(code, "503", "{body}");
+    assert!(body.contains("[::1]:53"), "{body}");
+    drop(squatter);
+    d.wait_log("listening on dns [::1]:53 now", Duration::from_secs(5));
+    let (out, _) = dig_in(&p.work, &p.v6(3), "blocked.test");
+    assert!(out.contains("status: NXDOMAIN"), "egret answers over IPv6 again: {out}");
+}

@@ -227,6 +227,7 @@ fn options() -> SinkOptions {
         log_file: None,
         shipper: None,
         gotify: None,
+        syslog: None,
     }
 }
 

@@ -59,8 +59,32 @@ fn nft_list(ns: &str) -> String {
     run_ok(c)
 }
 
+/// nft text with whitespace collapsed and the values egret draws at
+/// random on every start, whatever BYPASS_MARK says, replaced by their
+/// role: the listen mark and the learned-flow generation.
 fn normalize(s: &str) -> String {
-    egret::nft::ruleset::normalize_text(s)
+    let text = egret::nft::ruleset::normalize_text(s);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = ["socket mark != ", "ct mark set ", "ct mark "]
+        .iter()
+        .filter_map(|k| rest.find(k).map(|i| (i, std::cmp::Reverse(k.len()))))
+        .min()
+    {
+        let (at, std::cmp::Reverse(len)) = i;
+        out.push_str(&rest[..at + len]);
+        rest = &rest[at + len..];
+        let value: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        let role = match (out.ends_with("socket mark != "), value.as_str()) {
+            (_, "0x80000000") => "0x80000000",
+            (true, _) => "LISTEN",
+            (false, _) => "GENERATION",
+        };
+        out.push_str(role);
+        rest = &rest[value.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `client.py` from the workload namespace: the parsed JSON outcome.
@@ -216,10 +240,13 @@ fn allowed_passes_blocked_is_refused_fast_and_logged() {
 #[test]
 fn web_ports_of_blocked_addresses_land_on_the_redirect_port() {
     let p = Pair::new();
-    let _proxy = Pair::spawn_ready(&p.work, py(), &[&data("redirect_listener.py"), "8080,8443"]);
     let _servers = Pair::spawn_ready(&p.up, py(), &[&data("servers.py"), "80,443", ""]);
     let pol = policy_file("nft-redirect", &basic_policy(&p));
     run_ok(egret_in(&p.work, &pol, &[], &["init"]));
+    // A stand-in for egret's proxies, with the listen mark the ruleset
+    // delivers to.
+    let mark = listen_mark(&p.work);
+    let _proxy = Pair::spawn_ready(&p.work, py(), &[&data("redirect_listener.py"), "8080,8443", &mark]);
     for host in [p.v4(3), p.v6(3)] {
         for port in [80, 443] {
             let v = client(&p.work, &host, port, "tcp", None);
@@ -272,7 +299,7 @@ fn rules_outlive_the_process_reapply_is_identical_cleanup_removes() {
 
     run_ok(egret_in(&p.work, &pol, &env, &["init"]));
     let second = nft_list(&p.work);
-    assert_eq!(first, second, "re-apply changed the ruleset");
+    assert_eq!(normalize(&first), normalize(&second), "re-apply changed the ruleset");
     let mut tables = Pair::exec(&p.work, "nft");
     tables.args(["list", "tables"]);
     assert_eq!(run_ok(tables).trim(), "table inet egret");
@@ -427,13 +454,26 @@ fn strict_dns_learned_addresses_expire_and_reload_revokes_their_flows() {
     }
 }
 
+/// The listen mark of the installed ruleset (the test is root).
+fn listen_mark(ns: &str) -> String {
+    let text = nft_list(ns);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("tcp dport 8080 socket mark != "))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no listen-mark rule in\n{text}"))
+        .to_owned()
+}
+
 #[test]
-fn listener_ports_take_connections_from_this_host_only() {
+fn listener_ports_take_connections_from_this_host_only_into_egrets_own_sockets() {
     let p = Pair::new();
-    // A listener bound to every address, as a misconfigured proxy might be.
-    let _listener = Pair::spawn_ready(&p.work, py(), &[&data("servers.py"), "8080", ""]);
     let pol = policy_file("nft-input", &basic_policy(&p));
     run_ok(egret_in(&p.work, &pol, &[], &["init"]));
+    // A listener bound to every address, as a misconfigured proxy might
+    // be, carrying egret's listen mark: local clients reach it, another
+    // host does not.
+    let mark = listen_mark(&p.work);
+    let listener = Pair::spawn_ready(&p.work, py(), &[&data("servers.py"), "8080", "", "", "", &mark]);
     for host in ["127.0.0.1".to_owned(), "::1".to_owned(), p.v4(1)] {
         assert_reaches(
             &client(&p.work, &host, 8080, "tcp", None),
@@ -446,6 +486,16 @@ fn listener_ports_take_connections_from_this_host_only() {
             v["ok"].is_null(),
             "another host reached egret's listener port {}: {v}",
             host_port(&host, 8080)
+        );
+    }
+    drop(listener);
+    // A listener without the mark (a workload that bound the port first)
+    // gets nothing, from anywhere: the client is reset at once.
+    let _squatter = Pair::spawn_ready(&p.work, py(), &[&data("servers.py"), "8080", ""]);
+    for host in ["127.0.0.1".to_owned(), "::1".to_owned(), p.v4(1)] {
+        assert_refused_fast(
+            &client(&p.work, &host, 8080, "tcp", None),
+            &format!("a squatter on {}", host_port(&host, 8080)),
         );
     }
 }

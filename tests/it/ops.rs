@@ -187,7 +187,7 @@ fn exchange(s: &mut TcpStream, host: &str, path: &str) -> (u16, Vec<u8>) {
 
 /// A connection from the workload namespace to `dst` (redirected to the
 /// proxy by egret's rules).
-fn connect(ns: &str, dst: SocketAddr) -> TcpStream {
+pub(crate) fn connect(ns: &str, dst: SocketAddr) -> TcpStream {
     let s = in_ns(ns, move || TcpStream::connect_timeout(&dst, Duration::from_secs(5)).expect("connect"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
@@ -231,7 +231,7 @@ fn policy(domains: &[&str]) -> String {
 }
 
 /// Scrapes the filter's metrics from inside the workload namespace.
-fn scrape(ns: &str, port: u16) -> HashMap<String, u64> {
+pub(crate) fn scrape(ns: &str, port: u16) -> HashMap<String, u64> {
     let (code, body) = curl(ns, &[&format!("http://127.0.0.1:{port}/metrics")]);
     assert_eq!(code, "200", "{body}");
     body.lines()
@@ -241,7 +241,7 @@ fn scrape(ns: &str, port: u16) -> HashMap<String, u64> {
         .collect()
 }
 
-fn metric(m: &HashMap<String, u64>, key: &str) -> u64 {
+pub(crate) fn metric(m: &HashMap<String, u64>, key: &str) -> u64 {
     *m.get(key).unwrap_or_else(|| panic!("no {key} in the scrape: {m:?}"))
 }
 

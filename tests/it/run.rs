@@ -17,7 +17,11 @@ use crate::util;
 pub(crate) struct Daemon {
     pub(crate) child: Child,
     pub(crate) events: mpsc::Receiver<serde_json::Value>,
+    /// The same stdout lines as they were written (for byte comparisons).
+    pub(crate) lines: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
+    /// Every stderr line so far, for [`Daemon::wait_logged`].
+    history: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Daemon {
@@ -35,11 +39,13 @@ impl Daemon {
         c.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut child = c.spawn().expect("spawn egret run");
         let (etx, events) = mpsc::channel();
+        let (ltx, lines) = mpsc::channel();
         let out = child.stdout.take().expect("stdout");
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let v: serde_json::Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("stdout line is not JSON: {line:?}: {e}"));
+                let _ = ltx.send(line);
                 if etx.send(v).is_err() {
                     return;
                 }
@@ -47,15 +53,18 @@ impl Daemon {
         });
         let (stx, stderr) = mpsc::channel();
         let err = child.stderr.take().expect("stderr");
+        let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = history.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 eprintln!("egret: {line}");
+                keep.lock().expect("log history").push(line.clone());
                 if stx.send(line).is_err() {
                     return;
                 }
             }
         });
-        let d = Daemon { child, events, stderr };
+        let d = Daemon { child, events, lines, stderr, history };
         d.wait_log("running on", Duration::from_secs(15));
         d
     }
@@ -64,6 +73,15 @@ impl Daemon {
     pub(crate) fn wait_log(&self, what: &str, timeout: Duration) -> String {
         wait_for(timeout, || self.stderr.try_iter().find(|l| l.contains(what)))
             .unwrap_or_else(|| panic!("egret never logged {what:?} within {timeout:?}"))
+    }
+
+    /// Waits (bounded) for a stderr line containing `what`, among every
+    /// line logged since start (also those [`Daemon::wait_log`] passed).
+    pub(crate) fn wait_logged(&self, what: &str, timeout: Duration) -> String {
+        wait_for(timeout, || {
+            self.history.lock().expect("log history").iter().find(|l| l.contains(what)).cloned()
+        })
+        .unwrap_or_else(|| panic!("egret never logged {what:?} within {timeout:?}"))
     }
 
     /// Waits (bounded) for an event with this msg and field value.

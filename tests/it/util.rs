@@ -47,3 +47,17 @@ pub fn run(mut c: Command) -> (i32, String, String) {
     let Output { status, stdout, stderr } = c.output().expect("spawn egret");
     (status.code().unwrap_or(-1), text(&stdout), text(&stderr))
 }
+
+/// A copy of `tests/data/<rel>` that every user can read (tests run
+/// helpers as `nobody`, and the checkout may sit under a private home).
+pub fn public(rel: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("egret-it-public-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create public dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod public dir");
+    let name = Path::new(rel).file_name().expect("a file name");
+    let to = dir.join(name);
+    std::fs::copy(data(rel), &to).expect("copy test data");
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).expect("chmod test data");
+    to.to_string_lossy().into_owned()
+}

@@ -6,6 +6,7 @@ Every socket operation has a 3 s timeout.
 """
 import json
 import socket
+import struct
 import sys
 import time
 
@@ -16,7 +17,7 @@ start = time.monotonic()
 try:
     s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
     if mark:
-        s.setsockopt(socket.SOL_SOCKET, 36, mark)  # SO_MARK
+        s.setsockopt(socket.SOL_SOCKET, 36, struct.pack("I", mark))  # SO_MARK
     s.settimeout(3)
     s.connect((host, port))
     s.send(payload.encode() + b"\n")

