@@ -145,19 +145,29 @@ fn relay_with(
             Ok(n) => n,
             Err(end) => break end,
         };
-        match down.signal.take() {
+        // The answer to a handshake changes what the client side may do
+        // with bytes it already holds: pump it again before waiting (no
+        // new client bytes may come to wake the poll).
+        let switched = match down.signal.take() {
             Some(Signal::Upgraded) => {
                 stats.upgraded = true;
                 up.opaque(use_splice);
+                true
             }
-            Some(Signal::NotUpgraded) => up.resume(),
-            _ => {}
-        }
+            Some(Signal::NotUpgraded) => {
+                up.resume();
+                true
+            }
+            _ => false,
+        };
         stats.up += a as u64;
         stats.down += b as u64;
         let now = Instant::now();
         if a + b > 0 {
             last = now;
+        }
+        if switched {
+            continue;
         }
         if blocked.is_some() && down.finished() {
             break End::Done;
