@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod dashboard;
 pub mod dns;
 pub mod events;
+pub mod fair;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
@@ -20,6 +21,7 @@ pub mod listen;
 pub mod metrics;
 pub mod nflog;
 pub mod nft;
+pub mod peer;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;

@@ -29,7 +29,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::filter::{self, QueryInfo};
 use super::upstream::{random_id, UpstreamError};
-use super::{defaults, send_udp, Shared};
+use super::{defaults, send_udp, Asker, Shared};
 
 /// One allowed UDP query.
 pub(super) struct Job {
@@ -310,7 +310,7 @@ impl Forwarder {
             }
             resp[..2].copy_from_slice(&p.job.info.id.to_be_bytes());
             let Job { info, client, local, reply: server, .. } = p.job;
-            let out = self.shared.deliver(resp, reply, &info, client, local, "UDP");
+            let out = self.shared.deliver(resp, reply, &info, Asker::udp(client, local));
             send_udp(&server, &filter::fit_udp(out, &info), client);
             return;
         }
@@ -343,7 +343,7 @@ impl Forwarder {
 
     fn fail(&self, job: Job, attempts: Vec<(SocketAddr, String)>) {
         let err = UpstreamError { attempts };
-        let out = self.shared.upstreams_failed(&job.info, &err, job.client, job.local, "UDP");
+        let out = self.shared.upstreams_failed(&job.info, &err, Asker::udp(job.client, job.local));
         send_udp(&job.reply, &out, job.client);
     }
 }
@@ -361,7 +361,7 @@ fn retry_over_tcp(shared: Arc<Shared>, job: Job, up: usize, attempts: Vec<(Socke
         let addr = shared.settings.upstreams.addrs[up];
         attempts.push((addr, "truncated, and too many tcp retries running".into()));
         let err = UpstreamError { attempts };
-        let out = shared.upstreams_failed(&job.info, &err, job.client, job.local, "UDP");
+        let out = shared.upstreams_failed(&job.info, &err, Asker::udp(job.client, job.local));
         send_udp(&job.reply, &out, job.client);
         return;
     }
@@ -369,7 +369,7 @@ fn retry_over_tcp(shared: Arc<Shared>, job: Job, up: usize, attempts: Vec<(Socke
         let Job { mut query, info, client, local, reply: server } = job;
         // The upstream ID of the UDP try is still in it.
         query[..2].copy_from_slice(&info.id.to_be_bytes());
-        let out = shared.exchange_and_deliver(&query, &info, up, true, attempts, client, local, "UDP");
+        let out = shared.exchange_and_deliver(&query, &info, up, true, attempts, Asker::udp(client, local));
         send_udp(&server, &filter::fit_udp(out, &info), client);
         TCP_RETRIES.fetch_sub(1, Ordering::SeqCst);
     });

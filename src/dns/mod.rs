@@ -56,11 +56,17 @@ pub mod defaults {
     /// Queries one upstream socket carries (one at a time) before it is
     /// closed and a new one (a new random port) takes its place.
     pub const SOCKET_USES: u32 = 64;
-    /// TCP clients served at once; beyond it, new ones are closed.
+    /// TCP clients served at once; beyond it, new ones are closed. A
+    /// quarter of them is kept for clients that hold few (`fair`), so one
+    /// client cannot take them all.
     pub const TCP_CLIENTS: usize = 128;
     /// A TCP client that sends nothing for this long is closed
     /// (RFC 7766 §6.2.3 suggests seconds, not minutes).
     pub const TCP_IDLE: Duration = Duration::from_secs(10);
+    /// Once a query's first byte is in, all of it must arrive within this:
+    /// a trickling client holds its connection for one deadline, not for
+    /// an idle timeout per byte.
+    pub const TCP_QUERY_DEADLINE: Duration = Duration::from_secs(3);
 }
 
 /// What the server needs from [`Config`], so tests can build one directly.
@@ -190,6 +196,7 @@ pub fn start_with(
         emitter,
         learner,
         tcp_clients: AtomicUsize::new(0),
+        tcp_fair: crate::fair::Admission::new(crate::fair::Limits::for_max(defaults::TCP_CLIENTS)),
         stats: stats.clone(),
     });
     let mut lp = Loop { poll, slots, fwd: Vec::new(), next: 0, shared, stop: stop.clone() };
@@ -271,6 +278,8 @@ struct Shared {
     emitter: Emitter,
     learner: Option<Arc<dyn Learn>>,
     tcp_clients: AtomicUsize,
+    /// TCP slots per client (the owner of the client's socket).
+    tcp_fair: Arc<crate::fair::Admission<Option<crate::peer::Owner>>>,
     stats: Arc<Stats>,
 }
 
@@ -431,7 +440,7 @@ impl Loop {
                 }
                 Action::Answer(a) => {
                     send_udp(&udp.reply, &a.bytes, client);
-                    self.shared.emit_refusal(&a, client, local, "UDP");
+                    self.shared.emit_refusal(&a, Asker::udp(client, local));
                 }
                 Action::Forward(info) => {
                     let job =
@@ -443,9 +452,7 @@ impl Loop {
                             &job.info,
                             ResponseCode::ServFail,
                             Some("overloaded"),
-                            client,
-                            local,
-                            "UDP",
+                            Asker::udp(client, local),
                         );
                     }
                 }
@@ -506,21 +513,40 @@ fn send_udp(sock: &std::net::UdpSocket, bytes: &[u8], to: SocketAddr) {
 }
 
 /// One TCP client: length-prefixed queries (RFC 1035 §4.2.2), several per
-/// connection (RFC 7766), answered in order.
+/// connection (RFC 7766), answered in order. The client holds one of its
+/// fair share of the TCP slots for as long as it is connected; each query
+/// must arrive within [`defaults::TCP_QUERY_DEADLINE`] of its first byte.
 fn serve_tcp(mut s: std::net::TcpStream, client: SocketAddr, shared: &Shared) -> io::Result<()> {
     s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(defaults::TCP_IDLE))?;
     s.set_write_timeout(Some(defaults::TCP_IDLE))?;
     let local = s.local_addr()?;
+    let to = crate::proxy::conn::original_dst(&s, local).unwrap_or(local);
+    let asker = Asker { addr: client, local, proto: "TCP", who: crate::peer::lookup(client, to) };
+    let _slot = match shared.tcp_fair.admit(asker.who) {
+        Ok(t) => t,
+        Err(r) => {
+            log::debug!(
+                "dns: tcp {client} ({:?}) over its share of the tcp slots ({r:?}); closed",
+                asker.who
+            );
+            let mut ev = asker.event(&shared.emitter, EvAction::Blocked).with_reason("limit");
+            ev.note = Some("this client holds its share of the DNS-over-TCP slots".into());
+            shared.emitter.emit(ev);
+            return Ok(());
+        }
+    };
     loop {
         let mut len = [0u8; 2];
-        match s.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+        s.set_read_timeout(Some(defaults::TCP_IDLE))?;
+        match s.read(&mut len[..1]) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
             Err(e) => return Err(e),
         }
+        let deadline = std::time::Instant::now() + defaults::TCP_QUERY_DEADLINE;
+        read_until(&mut s, &mut len[1..], deadline)?;
         let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        s.read_exact(&mut query)?;
+        read_until(&mut s, &mut query, deadline)?;
         let policy = shared.policy.current();
         let resp = match filter::decide(&query, &policy) {
             Action::Drop(why) => {
@@ -529,10 +555,10 @@ fn serve_tcp(mut s: std::net::TcpStream, client: SocketAddr, shared: &Shared) ->
                 continue;
             }
             Action::Answer(a) => {
-                shared.emit_refusal(&a, client, local, "TCP");
+                shared.emit_refusal(&a, asker);
                 a.bytes
             }
-            Action::Forward(info) => shared.forward(&query, &info, client, local, "TCP"),
+            Action::Forward(info) => shared.forward(&query, &info, asker),
         };
         let Ok(n) = u16::try_from(resp.len()) else {
             return Err(io::Error::other("answer longer than 65535 bytes"));
@@ -543,23 +569,37 @@ fn serve_tcp(mut s: std::net::TcpStream, client: SocketAddr, shared: &Shared) ->
     }
 }
 
+/// Fills `buf` from `s`, or fails once `deadline` has passed.
+fn read_until(
+    s: &mut std::net::TcpStream,
+    mut buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "query not complete within its deadline"));
+        }
+        s.set_read_timeout(Some(left))?;
+        match s.read(buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl Shared {
     /// Forwards an allowed query and returns the bytes for the client:
     /// the upstream's answer (after learning its addresses), or SERVFAIL.
-    fn forward(
-        &self,
-        query: &[u8],
-        info: &QueryInfo,
-        client: SocketAddr,
-        local: SocketAddr,
-        proto: &'static str,
-    ) -> Vec<u8> {
-        self.exchange_and_deliver(query, info, 0, false, Vec::new(), client, local, proto)
+    fn forward(&self, query: &[u8], info: &QueryInfo, asker: Asker) -> Vec<u8> {
+        self.exchange_and_deliver(query, info, 0, false, Vec::new(), asker)
     }
 
     /// [`Shared::forward`] starting with upstream `first` (over TCP when
     /// `tcp_first`), after `attempts` made elsewhere.
-    #[allow(clippy::too_many_arguments)]
     fn exchange_and_deliver(
         &self,
         query: &[u8],
@@ -567,44 +607,27 @@ impl Shared {
         first: usize,
         tcp_first: bool,
         attempts: Vec<(SocketAddr, String)>,
-        client: SocketAddr,
-        local: SocketAddr,
-        proto: &'static str,
+        asker: Asker,
     ) -> Vec<u8> {
         let check = |r: &[u8]| filter::check_response(r, info).map_err(|e| e.to_string());
         let ups = &self.settings.upstreams;
         match ups.exchange_from(query, first, tcp_first, attempts, &check, &|r| r.truncated) {
-            Ok((resp, reply)) => self.deliver(resp, reply, info, client, local, proto),
-            Err(e) => self.upstreams_failed(info, &e, client, local, proto),
+            Ok((resp, reply)) => self.deliver(resp, reply, info, asker),
+            Err(e) => self.upstreams_failed(info, &e, asker),
         }
     }
 
     /// Every upstream failed: the event, and SERVFAIL for the client.
-    fn upstreams_failed(
-        &self,
-        info: &QueryInfo,
-        e: &upstream::UpstreamError,
-        client: SocketAddr,
-        local: SocketAddr,
-        proto: &'static str,
-    ) -> Vec<u8> {
+    fn upstreams_failed(&self, info: &QueryInfo, e: &upstream::UpstreamError, asker: Asker) -> Vec<u8> {
         log::warn!("dns: {} {}: {e}", info.qname(), info.qtype());
-        self.emit_forwarded(info, ResponseCode::ServFail, Some(&e.to_string()), client, local, proto);
+        self.emit_forwarded(info, ResponseCode::ServFail, Some(&e.to_string()), asker);
         filter::servfail(info)
     }
 
     /// An accepted upstream answer (the client's ID already in it): learn
     /// its addresses, then the event; the bytes for the client, or
     /// SERVFAIL when learning failed.
-    fn deliver(
-        &self,
-        resp: Vec<u8>,
-        reply: filter::Reply,
-        info: &QueryInfo,
-        client: SocketAddr,
-        local: SocketAddr,
-        proto: &'static str,
-    ) -> Vec<u8> {
+    fn deliver(&self, resp: Vec<u8>, reply: filter::Reply, info: &QueryInfo, asker: Asker) -> Vec<u8> {
         if let Some(l) = &self.learner {
             let addrs = filter::learned(&reply, self.settings.ttl_min, self.settings.ttl_max);
             if !addrs.is_empty() {
@@ -612,14 +635,7 @@ impl Shared {
                     // Handing out an address the filter would reject only
                     // makes the client hang on a connect; say it failed.
                     log::error!("dns: {}: {e}", info.qname());
-                    self.emit_forwarded(
-                        info,
-                        ResponseCode::ServFail,
-                        Some(&e.to_string()),
-                        client,
-                        local,
-                        proto,
-                    );
+                    self.emit_forwarded(info, ResponseCode::ServFail, Some(&e.to_string()), asker);
                     return filter::servfail(info);
                 }
             }
@@ -628,23 +644,15 @@ impl Shared {
             let ips: Vec<String> = reply.addrs.iter().map(|(ip, _)| ip.to_string()).collect();
             ips.join(",")
         });
-        self.emit_forwarded(info, reply.rcode, note.as_deref(), client, local, proto);
+        self.emit_forwarded(info, reply.rcode, note.as_deref(), asker);
         resp
     }
 
-    fn emit_forwarded(
-        &self,
-        info: &QueryInfo,
-        rcode: ResponseCode,
-        note: Option<&str>,
-        client: SocketAddr,
-        local: SocketAddr,
-        proto: &'static str,
-    ) {
+    fn emit_forwarded(&self, info: &QueryInfo, rcode: ResponseCode, note: Option<&str>, asker: Asker) {
         let counter =
             if rcode == ResponseCode::ServFail { &self.stats.servfail } else { &self.stats.forwarded };
         counter.fetch_add(1, Ordering::Relaxed);
-        let mut ev = self.emitter.event(Component::Dns, EvAction::Allowed).with_flow(client, local, proto);
+        let mut ev = asker.event(&self.emitter, EvAction::Allowed);
         ev.qname = Some(info.qname());
         ev.host = ev.qname.clone();
         ev.qtype = Some(info.qtype());
@@ -654,13 +662,13 @@ impl Shared {
         self.emitter.emit(ev);
     }
 
-    fn emit_refusal(&self, a: &filter::Answer, client: SocketAddr, local: SocketAddr, proto: &'static str) {
+    fn emit_refusal(&self, a: &filter::Answer, asker: Asker) {
         let counter = match a.refusal {
             filter::Refusal::Blocked { .. } => &self.stats.blocked,
             _ => &self.stats.rejected,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let mut ev = self.emitter.event(Component::Dns, EvAction::Blocked).with_flow(client, local, proto);
+        let mut ev = asker.event(&self.emitter, EvAction::Blocked);
         if let Some(q) = &a.query {
             ev.qname = Some(q.qname()).filter(|s| !s.is_empty());
             ev.host = ev.qname.clone();
@@ -669,8 +677,33 @@ impl Shared {
         ev.rcode = Some(rcode_name(a.rcode));
         ev.reason = Some(a.refusal.reason().to_owned());
         ev.note = Some(a.refusal.note());
-        log::debug!("dns: {client}: {} ({})", a.refusal.note(), a.rcode.to_str());
+        log::debug!("dns: {}: {} ({})", asker.addr, a.refusal.note(), a.rcode.to_str());
         self.emitter.emit(ev);
+    }
+}
+
+/// Who asked a query and where to: the event's flow.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asker {
+    pub addr: SocketAddr,
+    /// The server address the query came in on.
+    pub local: SocketAddr,
+    pub proto: &'static str,
+    /// The owner of the client's socket (TCP only: a netlink lookup per
+    /// datagram would cost more than answering it).
+    pub who: Option<crate::peer::Owner>,
+}
+
+impl Asker {
+    pub fn udp(addr: SocketAddr, local: SocketAddr) -> Asker {
+        Asker { addr, local, proto: "UDP", who: None }
+    }
+
+    fn event(&self, emitter: &Emitter, action: EvAction) -> crate::events::Event {
+        emitter
+            .event(Component::Dns, action)
+            .with_flow(self.addr, self.local, self.proto)
+            .with_owner(self.who)
     }
 }
 

@@ -125,6 +125,18 @@ pub struct Event {
     /// Whether the ClientHello carried an Encrypted Client Hello extension.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ech: Option<bool>,
+    /// The uid owning the client's socket (connections to egret's own
+    /// listeners), or the packet's (NFLOG).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// The client socket's cgroup v2 path, where a cgroup2 hierarchy is
+    /// mounted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The container that cgroup belongs to (the first 12 characters of
+    /// its id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 impl Event {
@@ -162,6 +174,9 @@ impl Event {
             dst: None,
             flow_id: None,
             ech: None,
+            uid: None,
+            cgroup: None,
+            container: None,
         }
     }
 
@@ -177,6 +192,20 @@ impl Event {
         self.dst = Some(host_port(dip, dst.port()));
         self.protocol = Some(protocol.into());
         self.flow_id = Some(flow_id(sip, src.port(), dip, dst.port(), protocol));
+        self
+    }
+
+    /// Names the client: its uid and, where known, cgroup and container.
+    pub fn with_owner(mut self, owner: Option<crate::peer::Owner>) -> Event {
+        if let Some(o) = owner {
+            self.uid = Some(o.uid);
+            // The root cgroup names no container: every process without
+            // a cgroup of its own is in it.
+            if let Some(cg) = o.cgroup.and_then(crate::peer::cgroup).filter(|c| c.path != "/") {
+                self.cgroup = Some(cg.path);
+                self.container = cg.container;
+            }
+        }
         self
     }
 

@@ -222,6 +222,8 @@ pub fn to_event(r: &LogRecord, ev: Event) -> Event {
     // The same value as a name outside the policy: the destination is
     // not allowlisted.
     ev.reason = Some("not-allowlisted".to_owned());
+    // The sending socket's owner, when the packet had one (NFLOG's UID).
+    ev.uid = r.uid;
     if let Some((t, code)) = r.icmp {
         ev.note = Some(format!("icmp type {t} code {code}"));
     }

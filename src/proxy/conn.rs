@@ -94,13 +94,34 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         other => {
             let dst = other.unwrap_or(local);
             log::debug!("conn-{id} {peer}: original destination {dst} is egret itself; refused");
-            let ev = event(shared, kind, Action::Blocked, peer, dst).with_reason(reason::SELF_DESTINATION);
+            let who = crate::peer::lookup(peer, dst);
+            let ev =
+                event(shared, kind, Action::Blocked, (peer, dst, who)).with_reason(reason::SELF_DESTINATION);
             shared.emitter.emit(ev);
             reset(&client);
             return;
         }
     };
-    let flow = (peer, orig);
+    // Who is asking: the owner of the client's socket (containers of a
+    // pod share its address), for the per-client share of the slots and
+    // for the events.
+    let who = crate::peer::lookup(peer, orig);
+    let flow = (peer, orig, who);
+    let _slot = match shared.admission.admit(who) {
+        Ok(t) => t,
+        Err(r) => {
+            log::debug!("conn-{id} {peer}: {who:?} over its share of the connection slots ({r:?}); reset");
+            let note = match r {
+                crate::fair::Refusal::Full => "every connection slot is taken",
+                crate::fair::Refusal::ClientShare => "this client holds its share of the connection slots",
+            };
+            let ev = event(shared, kind, Action::Blocked, flow).with_reason(reason::LIMIT);
+            shared.emitter.emit(Event { note: Some(note.into()), ..ev });
+            shared.registry.counters.blocked[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
+            reset(&client);
+            return;
+        }
+    };
 
     let mut buf = Vec::with_capacity(4096);
     let peeked = match read_head(&client, kind, &mut buf, started + s.header_timeout) {
@@ -109,7 +130,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     };
     let (target, mut ev) = match &peeked {
         Peeked::Hello(h) => {
-            let mut ev = event(shared, kind, Action::Allowed, peer, orig);
+            let mut ev = event(shared, kind, Action::Allowed, flow);
             ev.ech = Some(h.ech);
             let target = match &h.sni {
                 Sni::Name(n) => Ok(Target::Name(n.clone())),
@@ -129,7 +150,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             (target, ev)
         }
         Peeked::Head(head) => {
-            let ev = with_host(event(shared, kind, Action::Allowed, peer, orig), &head.host);
+            let ev = with_host(event(shared, kind, Action::Allowed, flow), &head.host);
             (Ok(Target::of(&head.host)), ev)
         }
     };
@@ -165,7 +186,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     // the re-check reads: an allow decided under a revoked policy cannot
     // slip through between the two.
     let (client, upstream) = (Arc::new(client), Arc::new(upstream));
-    let entry = shared.registry.track(id, kind, flow, &name, &client, &upstream);
+    let entry = shared.registry.track(id, kind, (peer, orig), &name, &client, &upstream);
     if !registry::still_allowed(&shared.policy.current(), &name, orig.ip()) {
         reset(&upstream);
         let block = Block::new(registry::POLICY_REVOKED);
@@ -221,7 +242,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             // The upstream must not see another byte; cut it first.
             reset(&upstream);
             drop(upstream);
-            let ev = head.map(|h| with_host(event(shared, kind, Action::Blocked, peer, orig), &h.host));
+            let ev = head.map(|h| with_host(event(shared, kind, Action::Blocked, flow), &h.host));
             refuse(shared, id, kind, &client, flow, ev, block);
         }
         End::Error(_) => {
@@ -233,8 +254,12 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     }
 }
 
-fn event(shared: &Shared, kind: Kind, action: Action, src: SocketAddr, dst: SocketAddr) -> Event {
-    shared.emitter.event(kind.component(), action).with_flow(src, dst, "TCP")
+/// A connection: the client's address, its original destination, the
+/// owner of the client's socket.
+type Flow = (SocketAddr, SocketAddr, Option<crate::peer::Owner>);
+
+fn event(shared: &Shared, kind: Kind, action: Action, (src, dst, who): Flow) -> Event {
+    shared.emitter.event(kind.component(), action).with_flow(src, dst, "TCP").with_owner(who)
 }
 
 fn with_host(mut ev: Event, host: &Host) -> Event {
@@ -253,11 +278,12 @@ fn refuse(
     id: u64,
     kind: Kind,
     client: &TcpStream,
-    (peer, orig): (SocketAddr, SocketAddr),
+    flow: Flow,
     ev: Option<Event>,
     block: Block,
 ) {
-    let mut ev = ev.unwrap_or_else(|| event(shared, kind, Action::Blocked, peer, orig));
+    let (peer, orig, _) = flow;
+    let mut ev = ev.unwrap_or_else(|| event(shared, kind, Action::Blocked, flow));
     ev.action = Action::Blocked;
     ev.msg = format!("{}.{}", kind.component().as_str(), "blocked");
     ev = ev.with_reason(block.reason);

@@ -106,6 +106,7 @@ pub fn start(
         poll,
         wanted,
         shared: Arc::new(Shared {
+            admission: crate::fair::Admission::new(crate::fair::Limits::for_max(settings.max_connections)),
             settings,
             policy,
             check,
@@ -301,6 +302,7 @@ impl Loop {
             .emitter
             .event(comp, Action::Blocked)
             .with_flow(peer, dst, "TCP")
+            .with_owner(crate::peer::lookup(peer, dst))
             .with_reason(reason::LIMIT);
         self.shared.emitter.emit(ev);
         self.shared.registry.counters.blocked[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);

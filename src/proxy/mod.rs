@@ -248,6 +248,8 @@ pub(crate) struct Shared {
     pub emitter: crate::events::Emitter,
     /// Open relayed connections (for reload revocation) and counters.
     pub registry: Arc<registry::Registry>,
+    /// Connection slots per client (the owner of the client's socket).
+    pub admission: Arc<crate::fair::Admission<Option<crate::peer::Owner>>>,
 }
 
 #[cfg(test)]

@@ -32,6 +32,11 @@ Other helpers (different arguments):
         a listener squatting on one of egret's ports: prints "ready", then
         one line "got <first bytes>" per connection or datagram it receives
         (and answers UDP with a forged DNS-looking reply).
+  attack.py hold-tcp HOST PORT N [trickle]
+        opens N TCP connections to HOST:PORT and keeps them open, sending
+        nothing; with "trickle", sends one byte on each every 6 s and opens
+        a new one for every one the server closed. Prints "ready", then
+        "open K" (K the number open) at once and every 2 s.
   attack.py rcvmark ADDR PORT
         a UDP socket with SO_RCVMARK: prints "ready", then one JSON line
         {"mark": N} for the first datagram (N = -1 when no mark came).
@@ -233,7 +238,55 @@ def rcvmark(addr, port):
     print(json.dumps({"mark": mark}), flush=True)
 
 
+def hold_tcp(host, port, n, trickle):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    held = []
+
+    def top_up():
+        for _ in range(n - len(held)):
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            s.settimeout(2)
+            try:
+                s.connect((host, port))
+                s.setblocking(False)
+                held.append(s)
+            except OSError:
+                s.close()
+
+    def alive(s):
+        try:
+            return s.recv(1, socket.MSG_PEEK) != b""
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    top_up()
+    print("ready", flush=True)
+    print("open %d" % len(held), flush=True)
+    last_byte = time.monotonic()
+    for _ in range(3600):  # bounded: at most two hours
+        time.sleep(2)
+        held[:] = [s for s in held if alive(s) or s.close()]
+        if trickle:
+            if time.monotonic() - last_byte >= 6:
+                last_byte = time.monotonic()
+                for s in held:
+                    try:
+                        s.send(b"\0")
+                    except OSError:
+                        pass
+            top_up()
+        print("open %d" % len(held), flush=True)
+
+
 def main():
+    if sys.argv[1] == "hold-tcp":
+        trickle = len(sys.argv) > 5 and sys.argv[5] == "trickle"
+        return hold_tcp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), trickle)
     if sys.argv[1] == "nd":
         hbh = len(sys.argv) > 6 and sys.argv[6] == "hbh"
         return nd(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), hbh)

@@ -1,0 +1,188 @@
+//! Fair admission: one client cannot take every slot of a listener.
+//!
+//! A listener has `max` slots (MAX_CONNECTIONS for the proxies, the TCP
+//! client bound for DNS). The last quarter of them is kept for clients
+//! that hold few: a client holding `few` or more slots gets a new one only
+//! while more than the reserve is free. So one client alone may use three
+//! quarters of the slots (plus the reserve's share every client has), and
+//! however many connections a greedy client opens or keeps idle, another
+//! client still gets in.
+//!
+//! Pure: counts in, a verdict out; [`Admission`] is the shared, locked
+//! shell with a release-on-drop [`Ticket`].
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+/// The slot bounds of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max: usize,
+    /// Slots only clients holding fewer than `few` may take.
+    pub reserve: usize,
+    pub few: usize,
+}
+
+impl Limits {
+    /// A quarter of `max` kept back; "few" is a quarter of the reserve
+    /// (at least one connection).
+    pub fn for_max(max: usize) -> Limits {
+        let reserve = max / 4;
+        Limits { max, reserve, few: (reserve / 4).max(1) }
+    }
+}
+
+/// Why a client was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every slot is taken.
+    Full,
+    /// The client holds its share and only the reserve is left.
+    ClientShare,
+}
+
+/// Slot counts per client.
+#[derive(Debug)]
+pub struct Fair<K> {
+    limits: Limits,
+    held: HashMap<K, usize>,
+    total: usize,
+}
+
+impl<K: Eq + Hash + Clone> Fair<K> {
+    pub fn new(limits: Limits) -> Fair<K> {
+        Fair { limits, held: HashMap::new(), total: 0 }
+    }
+
+    /// Takes a slot for `k`, or says why not.
+    pub fn admit(&mut self, k: &K) -> Result<(), Refusal> {
+        let l = self.limits;
+        if self.total >= l.max {
+            return Err(Refusal::Full);
+        }
+        let n = self.held.get(k).copied().unwrap_or(0);
+        if n >= l.few && self.total >= l.max - l.reserve {
+            return Err(Refusal::ClientShare);
+        }
+        *self.held.entry(k.clone()).or_insert(0) += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Gives a slot of `k` back.
+    pub fn release(&mut self, k: &K) {
+        if let Some(n) = self.held.get_mut(k) {
+            *n -= 1;
+            self.total -= 1;
+            if *n == 0 {
+                self.held.remove(k);
+            }
+        }
+    }
+
+    pub fn held(&self, k: &K) -> usize {
+        self.held.get(k).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// [`Fair`] shared by the threads of a listener.
+#[derive(Debug)]
+pub struct Admission<K> {
+    fair: Mutex<Fair<K>>,
+}
+
+impl<K: Eq + Hash + Clone> Admission<K> {
+    pub fn new(limits: Limits) -> Arc<Admission<K>> {
+        Arc::new(Admission { fair: Mutex::new(Fair::new(limits)) })
+    }
+
+    /// A slot for `k`, given back when the ticket is dropped.
+    pub fn admit(self: &Arc<Self>, k: K) -> Result<Ticket<K>, Refusal> {
+        self.fair.lock().unwrap_or_else(|p| p.into_inner()).admit(&k)?;
+        Ok(Ticket { adm: self.clone(), key: k })
+    }
+
+    pub fn total(&self) -> usize {
+        self.fair.lock().unwrap_or_else(|p| p.into_inner()).total()
+    }
+}
+
+/// One admitted slot.
+#[derive(Debug)]
+pub struct Ticket<K: Eq + Hash + Clone> {
+    adm: Arc<Admission<K>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Drop for Ticket<K> {
+    fn drop(&mut self) {
+        self.adm.fair.lock().unwrap_or_else(|p| p.into_inner()).release(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_table() {
+        assert_eq!(Limits::for_max(20), Limits { max: 20, reserve: 5, few: 1 });
+        assert_eq!(Limits::for_max(128), Limits { max: 128, reserve: 32, few: 8 });
+        assert_eq!(Limits::for_max(10_000), Limits { max: 10_000, reserve: 2500, few: 625 });
+        assert_eq!(Limits::for_max(3), Limits { max: 3, reserve: 0, few: 1 }, "too small to share");
+    }
+
+    #[test]
+    fn a_greedy_client_leaves_the_reserve_to_others() {
+        let mut f = Fair::new(Limits::for_max(20));
+        let mut took = 0;
+        while f.admit(&"greedy").is_ok() {
+            took += 1;
+        }
+        assert_eq!(took, 15, "three quarters");
+        assert_eq!(f.admit(&"greedy"), Err(Refusal::ClientShare));
+        // Others get the reserve, one each ("few" is 1 at this size).
+        for c in ["a", "b", "c", "d"] {
+            assert_eq!(f.admit(&c), Ok(()), "{c}");
+            assert_eq!(f.admit(&c), Err(Refusal::ClientShare), "{c} holds its share now");
+        }
+        assert_eq!(f.admit(&"e"), Ok(()));
+        assert_eq!(f.admit(&"f"), Err(Refusal::Full));
+        f.release(&"greedy");
+        assert_eq!(f.admit(&"f"), Ok(()));
+        assert_eq!(f.total(), 20);
+    }
+
+    #[test]
+    fn two_greedy_clients_share_the_unreserved_slots() {
+        let mut f = Fair::new(Limits::for_max(128));
+        let mut n = [0, 0];
+        for _ in 0..200 {
+            for (i, k) in ["x", "y"].iter().enumerate() {
+                if f.admit(k).is_ok() {
+                    n[i] += 1;
+                }
+            }
+        }
+        assert_eq!(n[0] + n[1], 96);
+        assert_eq!(f.admit(&"light"), Ok(()), "the reserve is still there");
+    }
+
+    #[test]
+    fn release_of_unknown_is_harmless_and_tickets_give_back() {
+        let mut f = Fair::<u32>::new(Limits::for_max(8));
+        f.release(&7);
+        assert_eq!(f.total(), 0);
+        let adm = Admission::new(Limits::for_max(4));
+        let t = adm.admit(1u32).unwrap();
+        let u = adm.admit(1u32).unwrap();
+        assert_eq!(adm.total(), 2);
+        drop((t, u));
+        assert_eq!(adm.total(), 0);
+    }
+}

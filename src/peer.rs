@@ -1,0 +1,344 @@
+//! Who is on the other end of a connection to egret's listeners.
+//!
+//! Every container of a pod shares the network namespace, so they share
+//! the source address too: "per source" has to mean per socket owner. For
+//! a connection from this host the kernel knows the client's socket, and
+//! `sock_diag` (NETLINK_SOCK_DIAG, an exact 4-tuple lookup, no privilege
+//! needed) reports its owner's uid and cgroup v2 id. Podman and Kubernetes
+//! give each container a cgroup of its own; where they do not (cgroup v1
+//! hosts), the uid still tells co-tenants apart when they run as
+//! different users.
+//!
+//! [`request`] and [`parse`] are pure; [`lookup`] is the shell.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// The owner of a client socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub uid: u32,
+    /// The socket's cgroup v2 id (the root cgroup's where none is set up).
+    pub cgroup: Option<u64>,
+}
+
+const NLMSG_HDRLEN: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const INET_DIAG_CGROUP_ID: u16 = 21;
+/// `struct inet_diag_req_v2`: family, protocol, ext, pad, states, sockid.
+const REQ_LEN: usize = 56;
+/// `struct inet_diag_msg` up to and including `idiag_inode`.
+const MSG_LEN: usize = 72;
+const UID_AT: usize = 64;
+
+/// The lookup of the TCP socket whose own address is `client` and whose
+/// peer is `to` (for a redirected connection: the original destination,
+/// which is what the client's socket is connected to).
+pub fn request(seq: u32, client: SocketAddr, to: SocketAddr) -> Vec<u8> {
+    let mut m = Vec::with_capacity(NLMSG_HDRLEN + REQ_LEN);
+    m.extend_from_slice(&((NLMSG_HDRLEN + REQ_LEN) as u32).to_ne_bytes());
+    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    let family: u8 = if client.is_ipv4() { 2 } else { 10 };
+    m.extend_from_slice(&[family, 6, 0, 0]);
+    m.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    m.extend_from_slice(&client.port().to_be_bytes());
+    m.extend_from_slice(&to.port().to_be_bytes());
+    for ip in [client.ip(), to.ip()] {
+        let mut a = [0u8; 16];
+        match ip {
+            IpAddr::V4(v) => a[..4].copy_from_slice(&v.octets()),
+            IpAddr::V6(v) => a.copy_from_slice(&v.octets()),
+        }
+        m.extend_from_slice(&a);
+    }
+    m.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    m.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+    m
+}
+
+/// What the kernel said to a [`request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Found(Owner),
+    /// No such socket (it closed already), or an error number.
+    NotFound(i32),
+}
+
+/// Reads the answer to request `seq`. `Ok(None)`: the bytes hold no
+/// complete message for it; `Err`: they are not a sock_diag answer.
+pub fn parse(buf: &[u8], seq: u32) -> Result<Option<Reply>, &'static str> {
+    let mut rest = buf;
+    while rest.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap_or_default()) as usize;
+        if len < NLMSG_HDRLEN {
+            return Err("netlink message shorter than its header");
+        }
+        if len > rest.len() {
+            return Ok(None);
+        }
+        let ty = u16::from_ne_bytes([rest[4], rest[5]]);
+        let got_seq = u32::from_ne_bytes(rest[8..12].try_into().unwrap_or_default());
+        let body = &rest[NLMSG_HDRLEN..len];
+        if got_seq == seq {
+            return match ty {
+                NLMSG_ERROR if body.len() >= 4 => {
+                    Ok(Some(Reply::NotFound(-i32::from_ne_bytes(body[0..4].try_into().unwrap_or_default()))))
+                }
+                SOCK_DIAG_BY_FAMILY if body.len() >= MSG_LEN => {
+                    let uid = u32::from_ne_bytes(body[UID_AT..UID_AT + 4].try_into().unwrap_or_default());
+                    Ok(Some(Reply::Found(Owner { uid, cgroup: cgroup_attr(&body[MSG_LEN..]) })))
+                }
+                _ => Err("unexpected sock_diag answer"),
+            };
+        }
+        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+    }
+    Ok(None)
+}
+
+/// The `INET_DIAG_CGROUP_ID` attribute among `rtattr`s.
+fn cgroup_attr(mut attrs: &[u8]) -> Option<u64> {
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let ty = u16::from_ne_bytes([attrs[2], attrs[3]]);
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if ty == INET_DIAG_CGROUP_ID && len >= 12 {
+            return Some(u64::from_ne_bytes(attrs[4..12].try_into().ok()?));
+        }
+        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+    }
+    None
+}
+
+const TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The owner of the local TCP socket `client` → `to`; `None` when the
+/// kernel does not know it (closed already) or cannot be asked. A socket
+/// per lookup: connection threads are kept for reuse, and a socket kept
+/// in each would hold a descriptor for as long.
+pub fn lookup(client: SocketAddr, to: SocketAddr) -> Option<Owner> {
+    let answer = open().map_err(|e| e.to_string()).and_then(|fd| exchange(&fd, 1, client, to));
+    match answer {
+        Ok(Reply::Found(o)) => Some(o),
+        Ok(Reply::NotFound(_)) => None,
+        Err(e) => {
+            log::debug!("sock_diag lookup {client} -> {to}: {e}");
+            None
+        }
+    }
+}
+
+fn open() -> nix::Result<OwnedFd> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
+    let tv = nix::sys::time::TimeVal::new(0, TIMEOUT.as_micros() as _);
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+    Ok(fd)
+}
+
+fn exchange(fd: &OwnedFd, seq: u32, client: SocketAddr, to: SocketAddr) -> Result<Reply, String> {
+    use nix::sys::socket::{recv, sendto, MsgFlags, NetlinkAddr};
+    let req = request(seq, client, to);
+    sendto(fd.as_raw_fd(), &req, &NetlinkAddr::new(0, 0), MsgFlags::empty()).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 1024];
+    // Bounded: anything that is not the answer to this request is skipped.
+    for _ in 0..4 {
+        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(|e| e.to_string())?;
+        if let Some(r) = parse(&buf[..n], seq).map_err(str::to_owned)? {
+            return Ok(r);
+        }
+    }
+    Err("no answer to our request".into())
+}
+
+/// A cgroup id's path below the cgroup2 mount and the container it names,
+/// found by walking the hierarchy (bounded) and remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    /// The path relative to the cgroup2 root, with a leading `/`.
+    pub path: String,
+    /// The 64-hex container id in the path (first 12 characters), as
+    /// podman, Docker, containerd and CRI-O name their scopes.
+    pub container: Option<String>,
+}
+
+/// The container id a cgroup path names, if any.
+pub fn container_of(path: &str) -> Option<String> {
+    path.rsplit('/').find_map(|seg| {
+        // libpod-<id>.scope, docker-<id>.scope, cri-containerd-<id>.scope,
+        // crio-<id>.scope, or a bare <id> (cgroupfs drivers).
+        let seg = seg.strip_suffix(".scope").unwrap_or(seg);
+        let id = seg.rsplit('-').next()?;
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id[..12].to_owned())
+    })
+}
+
+/// Depth and size bounds of the cgroup walk.
+const WALK_DEPTH: usize = 8;
+const WALK_DIRS: usize = 20_000;
+
+/// The cgroup with this id, when a cgroup2 hierarchy is mounted.
+pub fn cgroup(id: u64) -> Option<Cgroup> {
+    static CACHE: OnceLock<Mutex<HashMap<u64, Option<Cgroup>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(c) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        return c.clone();
+    }
+    let found = cgroup_root().and_then(|root| find_cgroup(&root, id)).map(|path| {
+        let container = container_of(&path);
+        Cgroup { path, container }
+    });
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if c.len() > 4096 {
+        c.clear();
+    }
+    c.insert(id, found.clone());
+    found
+}
+
+fn cgroup_root() -> Option<PathBuf> {
+    static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        crate::nft::identity::cgroup2_mount(&mountinfo)
+    })
+    .clone()
+}
+
+/// Breadth-first search for the directory whose inode is `id`.
+fn find_cgroup(root: &Path, id: u64) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut level = vec![root.to_path_buf()];
+    let mut seen = 0;
+    for _ in 0..=WALK_DEPTH {
+        let mut next = Vec::new();
+        for dir in level {
+            if std::fs::metadata(&dir).ok()?.ino() == id {
+                let rel = dir.strip_prefix(root).ok()?.to_string_lossy().into_owned();
+                return Some(format!("/{rel}"));
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                seen += 1;
+                if seen > WALK_DIRS {
+                    return None;
+                }
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    next.push(e.path());
+                }
+            }
+        }
+        level = next;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_layout() {
+        let r = request(7, "10.0.0.1:40000".parse().unwrap(), "192.0.2.9:443".parse().unwrap());
+        assert_eq!(r.len(), 72);
+        assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 72);
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), SOCK_DIAG_BY_FAMILY);
+        assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 7);
+        assert_eq!(&r[16..20], &[2, 6, 0, 0]);
+        assert_eq!(&r[24..28], &[0x9c, 0x40, 0x01, 0xbb], "ports big endian");
+        assert_eq!(&r[28..32], &[10, 0, 0, 1]);
+        assert_eq!(&r[44..48], &[192, 0, 2, 9]);
+        assert_eq!(&r[64..72], &[0xff; 8]);
+    }
+
+    fn answer(seq: u32, uid: u32, cgroup: Option<u64>) -> Vec<u8> {
+        let mut body = vec![0u8; MSG_LEN];
+        body[UID_AT..UID_AT + 4].copy_from_slice(&uid.to_ne_bytes());
+        if let Some(c) = cgroup {
+            body.extend_from_slice(&4u16.to_ne_bytes()); // an unrelated empty attribute first
+            body.extend_from_slice(&1u16.to_ne_bytes());
+            body.extend_from_slice(&12u16.to_ne_bytes());
+            body.extend_from_slice(&INET_DIAG_CGROUP_ID.to_ne_bytes());
+            body.extend_from_slice(&c.to_ne_bytes());
+        }
+        let mut m = ((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes().to_vec();
+        m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn answers_parse_and_stale_ones_are_skipped() {
+        let mut two = answer(3, 1000, None);
+        two.extend(answer(4, 65534, Some(0x1234)));
+        assert_eq!(parse(&two, 4), Ok(Some(Reply::Found(Owner { uid: 65534, cgroup: Some(0x1234) }))));
+        assert_eq!(parse(&two, 3), Ok(Some(Reply::Found(Owner { uid: 1000, cgroup: None }))));
+        assert_eq!(parse(&two, 5), Ok(None));
+        assert_eq!(parse(&two[..20], 4), Ok(None), "incomplete");
+        let mut err = 20u32.to_ne_bytes().to_vec();
+        err.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        err.extend_from_slice(&[0, 0]);
+        err.extend_from_slice(&9u32.to_ne_bytes());
+        err.extend_from_slice(&0u32.to_ne_bytes());
+        err.extend_from_slice(&(-2i32).to_ne_bytes());
+        assert_eq!(parse(&err, 9), Ok(Some(Reply::NotFound(2))));
+        assert!(parse(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 1).is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let a = answer(1, 5, Some(9));
+        for cut in 0..a.len() {
+            let _ = parse(&a[..cut], 1);
+            let mut b = a.clone();
+            b[cut] ^= 0xff;
+            let _ = parse(&b, 1);
+        }
+    }
+
+    #[test]
+    fn container_ids_from_cgroup_paths() {
+        let id = "3f8a1c2b4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
+        let cases = [
+            (format!("/machine.slice/libpod-{id}.scope"), Some(&id[..12])),
+            (format!("/system.slice/docker-{id}.scope"), Some(&id[..12])),
+            (format!("/kubepods/besteffort/pod1234/cri-containerd-{id}.scope"), Some(&id[..12])),
+            (format!("/libpod_parent/libpod-{id}"), Some(&id[..12])),
+            (format!("/docker/{id}"), Some(&id[..12])),
+            ("/user.slice/user-1000.slice".to_owned(), None),
+            ("/".to_owned(), None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(container_of(&path).as_deref(), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn this_threads_own_connection_is_found() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (_s, peer) = l.accept().unwrap();
+        let owner = lookup(peer, l.local_addr().unwrap()).expect("the kernel knows our own socket");
+        assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
+        drop(c);
+    }
+}
