@@ -907,9 +907,11 @@ fn the_shipped_event_and_the_stored_entry_have_g0efilters_shapes() {
         "dst",
         "flow_id",
     ];
-    // egret's additions, documented in README ("Events"): the protocol of
-    // proxied connections and the human-readable note.
-    let extra = ["protocol", "note"];
+    // egret's additions, documented in README ("Coming from g0efilter"):
+    // the protocol of proxied connections, the human-readable note, and
+    // the client socket's owner (uid; cgroup and container where a cgroup2
+    // hierarchy is mounted).
+    let extra = ["protocol", "note", "uid", "cgroup", "container"];
     let mut diffs = compare("shipped event", &ours, &theirs, &varies, &extra);
     // g0efilter's formats for the varying values.
     let hex = ours["flow_id"].as_str().unwrap_or_default();
