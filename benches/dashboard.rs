@@ -23,6 +23,8 @@ fn cfg() -> DashboardConfig {
         write_timeout: Duration::ZERO,
         rate_rps: 1e9,
         rate_burst: 1_000_000,
+        trusted_proxies: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 

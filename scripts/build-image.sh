@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Builds egret's FROM scratch image without any registry:
+# Builds egret's two FROM scratch images without any registry:
 #   1. cargo build --release --target x86_64-unknown-linux-musl (static-pie);
-#   2. stages the binary, the host's CA bundle and policy.yaml into a
-#      context directory;
-#   3. podman build --format docker --build-arg EGRET_SOURCE=host (the
-#      Containerfile's Rust build stage is not used, so nothing is pulled).
+#   2. stages the binary and the host's CA bundle into a context directory
+#      (no policy: users mount theirs);
+#   3. podman build --format docker --build-arg EGRET_SOURCE=host, once per
+#      target: `egret` (the filter) and `dashboard` (`egret dashboard` as
+#      the default command). The Containerfile's Rust build stage is not
+#      used, so nothing is pulled.
 # Prints the binary and image sizes.
 #
-#   scripts/build-image.sh [TAG]        default tag: localhost/egret:latest
+#   scripts/build-image.sh [TAG [DASHBOARD_TAG]]
+#     TAG            default localhost/egret:latest
+#     DASHBOARD_TAG  default: TAG with egret: replaced by egret-dashboard:
+#                    (localhost/egret-dashboard:latest)
 #
 # Env: EGRET_SKIP_CARGO=1 reuses an already built binary (tests do this
 # after building it once).
@@ -15,6 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 tag=${1:-localhost/egret:latest}
+dtag=${2:-${tag/egret:/egret-dashboard:}}
+[ "$dtag" != "$tag" ] || dtag=$tag-dashboard
 musl=x86_64-unknown-linux-musl
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 bin=$target_dir/$musl/release/egret
@@ -49,16 +56,22 @@ rm -rf "$ctx"
 mkdir -p "$ctx"
 cp "$bin" "$ctx/egret"
 cp -L "$ca" "$ctx/ca-certificates.crt"
-cp policy.yaml "$ctx/policy.yaml"
 
-echo "==> podman build $tag (no registry)" >&2
-podman build --quiet --pull=never --format docker --build-arg EGRET_SOURCE=host \
-  -f "$root/Containerfile" -t "$tag" "$ctx" >/dev/null
+for target in egret dashboard; do
+  t=$tag
+  [ "$target" = dashboard ] && t=$dtag
+  echo "==> podman build --target $target $t (no registry)" >&2
+  podman build --quiet --pull=never --format docker --build-arg EGRET_SOURCE=host \
+    --target "$target" -f "$root/Containerfile" -t "$t" "$ctx" >/dev/null
+done
 # Untagged leftovers of earlier builds (intermediate stages, replaced tags).
 podman image prune -f --filter label=io.egret.build-stage=true >/dev/null
 podman image prune -f --filter label=org.opencontainers.image.title=egret >/dev/null
+podman image prune -f --filter label=org.opencontainers.image.title=egret-dashboard >/dev/null
 
 bin_size=$(stat -c %s "$bin")
-img_size=$(podman image inspect --format '{{.Size}}' "$tag")
 echo "binary: $bin_size bytes ($(awk -v b="$bin_size" 'BEGIN{printf "%.2f", b/1048576}') MiB), static"
-echo "image:  $tag $img_size bytes ($(awk -v b="$img_size" 'BEGIN{printf "%.2f", b/1048576}') MiB)"
+for t in "$tag" "$dtag"; do
+  img_size=$(podman image inspect --format '{{.Size}}' "$t")
+  echo "image:  $t $img_size bytes ($(awk -v b="$img_size" 'BEGIN{printf "%.2f", b/1048576}') MiB)"
+done

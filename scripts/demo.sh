@@ -5,8 +5,8 @@
 #   sudo scripts/demo.sh          run it and remove everything afterwards
 #   sudo scripts/demo.sh --keep   leave the pod running to explore
 #
-# Sets podman up, builds the FROM scratch image (no registry needed), starts
-# the example pod of scripts/pod-up.sh with the bundled policy.yaml, and
+# Sets podman up, builds the FROM scratch images (no registry needed), starts
+# the example pod of scripts/pod-up.sh with this repo's policy.yaml mounted, and
 # from the workload container sends one allowed and two blocked requests to
 # a stand-in "internet" (a network namespace, nothing leaves the machine).
 # Then it shows egret's JSON events and what the dashboard received.
@@ -42,8 +42,9 @@ bash scripts/build-image.sh
 step "the pod (scripts/pod-up.sh): egret init, egret run, egret dashboard, a busybox workload"
 hints=$(bash scripts/pod-up.sh up)
 [ "$keep" = 1 ] || trap 'bash scripts/pod-up.sh down' EXIT
-echo "policy (/app/policy.yaml in the image = this repo's policy.yaml):"
-podman run --rm --network none --no-healthcheck localhost/egret:latest check | sed 's/^/  /'
+echo "policy (this repo's policy.yaml, mounted as /app/policy.yaml; the image ships none):"
+podman run --rm --network none --no-healthcheck -v "$PWD/policy.yaml:/app/policy.yaml:ro" \
+  localhost/egret:latest check | sed 's/^/  /'
 
 req() { # host ip port
   podman exec "$pod-work" sh -c \

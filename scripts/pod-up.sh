@@ -5,7 +5,8 @@
 #     NAME-init       egret init   init container (--init-ctr always): installs
 #                                  the fail-closed ruleset before anything else runs
 #     NAME-egret      egret run    the filter (rules, proxies, NFLOG, events)
-#     NAME-dashboard  egret dashboard   on :8081, receives egret's events
+#     NAME-dashboard  the egret-dashboard image (no arguments) on :8081,
+#                     receives egret's events
 #     NAME-work       the workload (busybox, NET_RAW dropped)
 #   eth0 10.200.0.1/24 --veth-- upstream namespace NAME-up, standing in for
 #   "the internet" (a veth moved into the pod's infra netns), where
@@ -22,10 +23,12 @@
 # scripts/build-image.sh. Environment:
 #   EGRET_POD          pod name (default egret-demo)
 #   EGRET_IMAGE        egret image (default localhost/egret:latest)
+#   DASHBOARD_IMAGE    dashboard image (default: EGRET_IMAGE with egret:
+#                      replaced by egret-dashboard:, as scripts/build-image.sh tags it)
 #   WORKLOAD_IMAGE     workload image (default localhost/egret-busybox)
 #   WORKLOAD_CMD       the workload's shell command (default: sleep)
-#   EGRET_POLICY       a policy file to mount as /app/policy.yaml
-#                      (default: the one in the image, i.e. this repo's policy.yaml)
+#   EGRET_POLICY       the policy file mounted as /app/policy.yaml
+#                      (default: this repo's policy.yaml; the image has none)
 #   DASHBOARD_API_KEY  key shared by egret and the dashboard (default: random)
 #   EGRET_INIT=0       leave out the init container (shows why it is needed)
 #   EGRET_RUN=0        leave out `egret run` (only the init container's
@@ -39,6 +42,7 @@ cd "$(dirname "$0")/.."
 
 NAME=${EGRET_POD:-egret-demo}
 IMAGE=${EGRET_IMAGE:-localhost/egret:latest}
+DIMAGE=${DASHBOARD_IMAGE:-${IMAGE/egret:/egret-dashboard:}}
 WIMAGE=${WORKLOAD_IMAGE:-localhost/egret-busybox}
 WCMD=${WORKLOAD_CMD:-exec sleep 2147483647}
 UPNS=$NAME-up
@@ -67,6 +71,7 @@ esac
 [ "$(id -u)" -eq 0 ] || die "run as root (network namespaces, nftables in the pod)"
 command -v podman >/dev/null || die "podman is missing: run scripts/podman-setup.sh"
 podman image exists "$IMAGE" || die "no image $IMAGE: run scripts/build-image.sh"
+podman image exists "$DIMAGE" || die "no image $DIMAGE: run scripts/build-image.sh"
 podman image exists "$WIMAGE" || die "no image $WIMAGE: run scripts/podman-setup.sh"
 
 down
@@ -87,10 +92,9 @@ chmod 600 "$STATE/egret.env"
 # Least privilege for egret: only NET_ADMIN (nftables, NFLOG, socket
 # marks), read-only root, no privilege gain through exec.
 EGRET_SEC=(--cap-drop ALL --cap-add NET_ADMIN --read-only --security-opt no-new-privileges)
-policy_mount=()
-if [ -n "${EGRET_POLICY:-}" ]; then
-  policy_mount=(-v "$(realpath "$EGRET_POLICY"):/app/policy.yaml:ro")
-fi
+POLICY=${EGRET_POLICY:-policy.yaml}
+[ -r "$POLICY" ] || die "no policy file $POLICY (EGRET_POLICY)"
+policy_mount=(-v "$(realpath "$POLICY"):/app/policy.yaml:ro")
 
 podman pod create --name "$NAME" --network none --hostname "$NAME" >/dev/null
 if [ "${EGRET_INIT:-1}" != 0 ]; then
@@ -101,10 +105,12 @@ fi
 [ "${EGRET_RUN:-1}" = 0 ] || podman create --pod "$NAME" --name "$NAME-egret" \
   "${EGRET_SEC[@]}" --env-file "$STATE/egret.env" "${policy_mount[@]}" \
   "$IMAGE" run >/dev/null
+# The dashboard image's default command is the dashboard, and its
+# HEALTHCHECK asks the dashboard's /health.
 podman create --pod "$NAME" --name "$NAME-dashboard" \
   --cap-drop ALL --read-only --security-opt no-new-privileges \
-  -e API_KEY="$KEY" -e PORT=8081 --health-cmd '["/egret", "health"]' \
-  "$IMAGE" dashboard >/dev/null
+  -e API_KEY="$KEY" -e PORT=8081 \
+  "$DIMAGE" >/dev/null
 # Workloads: drop NET_RAW (it allows setting any socket mark).
 podman create --pod "$NAME" --name "$NAME-work" --cap-drop NET_RAW \
   "$WIMAGE" sh -c "$WCMD" >/dev/null
@@ -148,7 +154,8 @@ pod $NAME is up (dashboard key in $STATE/egret.env). Try:
   podman logs $NAME-egret
   ip netns exec $UPNS curl -s http://10.200.0.1:8081/api/v1/logs
   ip netns exec $UPNS curl -s http://10.200.0.1:8081/health
-  podman healthcheck run $NAME-egret      # the filter: ruleset installed and intact
+  podman healthcheck run $NAME-egret      # the filter: ruleset installed and intact (unix socket)
+  podman exec $NAME-egret /egret health   # the same by hand
   # remove it all
   scripts/pod-up.sh down
 EOF

@@ -57,7 +57,7 @@ commands:
   check      validate a policy and print the effective allowlist
   init       install the fail-closed ruleset and exit (for init containers)
   cleanup    remove egret's nftables table
-  health     GET a /health URL and exit 0 if it answers 200
+  health     ask the filter's /health (or a URL) and exit 0 if it answers 200
   version    print the version
 
 `egret COMMAND --help` describes one command. Configuration is read from the
@@ -72,7 +72,7 @@ pub fn help(cmd: &str) -> &'static str {
         "check" => "usage: egret check [--policy PATH]\n\nValidate the policy (the file at PATH, else POLICY_PATH, plus the\nALLOWLIST_IPS / ALLOWLIST_DOMAINS variables) and print the effective\nallowlist. Exits 0 when valid, 2 listing every problem when not.\n",
         "init" => "usage: egret init\n\nInstall the fail-closed ruleset and exit. Run it as an init container so the\nrules are in place before any workload starts.\n",
         "cleanup" => "usage: egret cleanup\n\nRemove egret's nftables table (table inet egret). Egress is then unfiltered.\n",
-        "health" => "usage: egret health [URL]\n\nGET URL (default http://127.0.0.1:8081/health) and exit 0 if it answers\n200, 1 otherwise. For HEALTHCHECK in images without curl.\n",
+        "health" => "usage: egret health [URL]\n\nWithout URL: GET /health of the filter (`egret run`) over its unix socket\n(HEALTH_SOCKET, else /run/egret/egret.sock, $XDG_RUNTIME_DIR/egret/egret.sock,\n/tmp/egret-UID/egret.sock). With URL (http://host:port/path, e.g. the\ndashboard's http://127.0.0.1:8081/health): a plain HTTP GET. Exit 0 if it\nanswers 200, 1 otherwise. For HEALTHCHECK in images without curl.\n",
         "version" => "usage: egret version\n\nPrint the version.\n",
         _ => USAGE,
     }
@@ -86,7 +86,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
     let cmd = match args.peek().map(String::as_str) {
         None => "run".to_owned(),
         Some("-h" | "--help" | "help") => return Ok(Command::Help(None)),
-        Some("-V" | "--version") => return Ok(Command::Version),
+        // g0efilter's binaries take -v as well.
+        Some("-V" | "-v" | "--version") => return Ok(Command::Version),
         Some(s) if s.starts_with('-') => "run".to_owned(),
         Some(_) => args.next().unwrap_or_default(),
     };
@@ -182,6 +183,9 @@ mod tests {
         assert_eq!(p(&["--help"]), Ok(Command::Help(None)));
         assert_eq!(p(&["check", "--help"]), Ok(Command::Help(Some("check"))));
         assert_eq!(p(&["version"]), Ok(Command::Version));
+        for v in ["-v", "-V", "--version"] {
+            assert_eq!(p(&[v]), Ok(Command::Version), "{v}");
+        }
         assert_eq!(p(&["init"]), Ok(Command::Init));
         assert!(p(&["frobnicate"]).unwrap_err().0.contains("unknown command"));
         assert!(p(&["check", "--policy"]).is_err());

@@ -45,10 +45,14 @@ pub fn run(cmd: Command) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { policy } => check(policy),
-        Command::Health { url } => health(url.as_deref().unwrap_or(crate::health::DEFAULT_URL)),
+        Command::Health { url } => health(url.as_deref()),
         Command::Run { print_rules: true } => print_rules(),
         Command::Run { print_rules: false } => match build_ruleset() {
-            Ok(p) => crate::daemon::run(p),
+            Ok(p) => {
+                announce(&p.cfg);
+                remove_g0efilter_tables();
+                crate::daemon::run(p)
+            }
             Err(code) => code,
         },
         Command::Proxy { hosts } => proxy(hosts),
@@ -60,10 +64,14 @@ pub fn run(cmd: Command) -> ExitCode {
 
 /// Parses the filter configuration or prints every problem.
 pub fn load_config() -> Result<Config, ExitCode> {
-    Config::from_env(&process_env).map_err(|e| {
+    let cfg = Config::from_env(&process_env).map_err(|e| {
         eprintln!("egret: {e}");
         ExitCode::from(EXIT_INVALID)
-    })
+    })?;
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
+    Ok(cfg)
 }
 
 /// Loads the policy named by the config (or `path`) and logs its warnings.
@@ -104,10 +112,74 @@ pub struct Prepared {
     pub ruleset: crate::nft::Ruleset,
 }
 
+/// Puts the resolvers in effect into `cfg.dns_upstreams` (DNS_UPSTREAMS
+/// with its names resolved through the system resolver, else the
+/// nameservers of `/etc/resolv.conf`, else 127.0.0.11:53) and says which
+/// the anti-spoofing check (HTTPS mode) or the forwarder (DNS mode) asks.
+/// Runs before the ruleset is built, so the rules let the workloads reach
+/// the same resolvers (HTTPS mode).
+pub fn settle_upstreams(cfg: &mut Config) -> Result<(), ExitCode> {
+    let rc = std::fs::read_to_string(crate::resolve::RESOLV_CONF).unwrap_or_default();
+    let resolve = |host: &str, port: u16| crate::resolve::system_resolve(host, port, Duration::from_secs(5));
+    let (list, source) = crate::resolve::effective_upstreams(cfg.dns_upstreams_env.as_deref(), &rc, &resolve)
+        .map_err(|e| {
+            eprintln!("egret: {e}");
+            ExitCode::from(EXIT_INVALID)
+        })?;
+    cfg.dns_upstreams = list;
+    let shown: Vec<String> = cfg.dns_upstreams.iter().map(ToString::to_string).collect();
+    let what = match cfg.filter_mode {
+        config::FilterMode::Https if cfg.verify_destination => {
+            "the anti-spoofing check (with /etc/hosts pins) resolves names through"
+        }
+        config::FilterMode::Https => "workloads may reach the resolvers",
+        config::FilterMode::Dns => "allowed DNS queries are forwarded to",
+    };
+    log::info!("{what} {}: {source}", shown.join(", "));
+    Ok(())
+}
+
+/// `egret run`: the start-up lines that do not depend on the kernel.
+fn announce(cfg: &Config) {
+    log::info!("{}", stricter_than_g0efilter(cfg));
+}
+
+/// The one start-up line saying where egret is stricter than g0efilter on
+/// purpose (README.md, "Coming from g0efilter", has the reasons).
+pub fn stricter_than_g0efilter(cfg: &Config) -> String {
+    let mut v = Vec::new();
+    if cfg.filter_mode == config::FilterMode::Https {
+        if cfg.verify_destination {
+            v.push("an allowed Host/SNI must resolve to the connection's destination (VERIFY_DESTINATION)");
+        }
+        v.push("every request of a kept-alive HTTP connection is checked, not only the first");
+    } else {
+        v.push("a blocked name is NXDOMAIN for every query type, never a 0.0.0.0 answer");
+    }
+    v.push("IPv6 is filtered like IPv4");
+    v.push("outbound flows are re-checked on every packet (conntrack is not trusted)");
+    v.push("egret's own traffic uses a random mark, not the forgeable 0x1");
+    v.push("unknown policy keys such as denylist are refused, not ignored");
+    format!("stricter than g0efilter on purpose (README: \"Coming from g0efilter\"): {}", v.join("; "))
+}
+
+/// Removes g0efilter's tables (an in-place swap in a surviving network
+/// namespace): their rules would otherwise keep filtering with
+/// g0efilter's fixed, forgeable mark next to egret's. Failing to look is
+/// a warning; egret's own table does not depend on it.
+fn remove_g0efilter_tables() {
+    match crate::nft::foreign::remove_g0efilter_tables() {
+        Ok(gone) if gone.is_empty() => log::debug!("no g0efilter tables to remove"),
+        Ok(gone) => log::info!("removed g0efilter's nftables tables: {}", gone.join(", ")),
+        Err(e) => log::warn!("looking for g0efilter's nftables tables: {e}"),
+    }
+}
+
 /// Config + policy + identity → the ruleset, or the exit code of the
 /// first problem (already printed).
 pub fn build_ruleset() -> Result<Prepared, ExitCode> {
-    let cfg = load_config()?;
+    let mut cfg = load_config()?;
+    settle_upstreams(&mut cfg)?;
     let policy = load_policy(&cfg, None).map_err(|e| {
         eprintln!("egret: {e}");
         ExitCode::from(EXIT_INVALID)
@@ -138,6 +210,7 @@ fn init() -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    remove_g0efilter_tables();
     match crate::nft::apply(&p.ruleset) {
         Ok(a) => {
             eprintln!("egret init: {} in {} ms", a.installed, a.elapsed.as_millis());
@@ -171,12 +244,21 @@ fn cleanup() -> ExitCode {
 /// `egret dashboard`: the dashboard server, until the process is killed.
 fn dashboard() -> ExitCode {
     let cfg = match config::DashboardConfig::from_env(&process_env) {
-        Ok(c) => c,
+        Ok(c) => {
+            for w in &c.warnings {
+                log::warn!("dashboard: {w}");
+            }
+            c
+        }
         Err(e) => {
             eprintln!("egret dashboard: {e}");
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    log::info!(
+        "dashboard: stricter than g0efilter on purpose (README: \"Coming from g0efilter\"): DELETE /api/v1/logs needs \
+         the API key"
+    );
     match crate::dashboard::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -186,8 +268,16 @@ fn dashboard() -> ExitCode {
     }
 }
 
-fn health(url: &str) -> ExitCode {
-    match crate::health::get(url, Duration::from_secs(3)) {
+/// `egret health [URL]`: without a URL, the filter's `/health` over its
+/// unix socket; with one, a plain HTTP GET.
+fn health(url: Option<&str>) -> ExitCode {
+    let timeout = Duration::from_secs(3);
+    let (shown, got) = match url {
+        None => ("the filter's unix socket", crate::health::get_default(timeout)),
+        Some(u) => (u, crate::health::get(u, timeout)),
+    };
+    let url = shown;
+    match got {
         Ok((200, body)) => {
             println!("{}", body.trim());
             ExitCode::SUCCESS

@@ -65,7 +65,17 @@ pub struct Config {
     pub allowlist_ips: Option<Vec<String>>,
     pub allowlist_domains: Option<Vec<String>>,
     pub filter_mode: FilterMode,
+    /// The resolvers in effect: `DNS_UPSTREAMS` when set (names resolved
+    /// by the shell, see `cmd::effective_upstreams`), else the fallback
+    /// `127.0.0.11:53` until the shell replaces it with the nameservers of
+    /// `/etc/resolv.conf`. The ruleset, the anti-spoofing resolver and the
+    /// DNS server all read this list, so the shell fills it in before any
+    /// of them is built.
     pub dns_upstreams: Vec<SocketAddr>,
+    /// `DNS_UPSTREAMS` as written (`None`: unset, the workloads' resolvers
+    /// apply). Entries may be host names, which the pure parser cannot
+    /// resolve.
+    pub dns_upstreams_env: Option<Vec<Upstream>>,
     /// `DNS_STRICT`: in DNS mode, only addresses that allowed answers
     /// returned (plus policy IPs) are reachable.
     pub dns_strict: bool,
@@ -117,6 +127,13 @@ pub struct Config {
     /// alone, and names of hosts allowed only by IP must keep resolving.
     /// DNS mode always runs the resolver, so it is ignored there.
     pub dns_in_https_mode: bool,
+    /// `HEALTH_SOCKET`: where the unix socket with `/health` and
+    /// `/metrics` goes; `None` picks the first writable default
+    /// (`health::socket_candidates`).
+    pub health_socket: Option<PathBuf>,
+    /// Values that were not usable but do not touch enforcement: each was
+    /// replaced by g0efilter's default, and the shell logs these lines.
+    pub warnings: Vec<String>,
     /// `SYSLOG_URL`: forward every event to a syslog collector
     /// (`udp://`, `tcp://`, `tls://`); off when `None`.
     pub syslog_url: Option<crate::events::syslog::SyslogUrl>,
@@ -125,6 +142,27 @@ pub struct Config {
     /// `SYSLOG_CA_FILE`: PEM certificates trusted for a `tls://` collector
     /// on top of the web PKI roots.
     pub syslog_ca_file: Option<PathBuf>,
+}
+
+/// One `DNS_UPSTREAMS` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    Addr(SocketAddr),
+    /// A host name, resolved at start through the system resolver (before
+    /// egret's rules go in).
+    Name {
+        host: String,
+        port: u16,
+    },
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Upstream::Addr(a) => write!(f, "{a}"),
+            Upstream::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
 }
 
 /// The dashboard's configuration (`egret dashboard`).
@@ -140,6 +178,11 @@ pub struct DashboardConfig {
     pub write_timeout: Duration,
     pub rate_rps: f64,
     pub rate_burst: u32,
+    /// `TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` /
+    /// `X-Real-IP` name the real client (for the rate limit).
+    pub trusted_proxies: Vec<crate::policy::Cidr>,
+    /// Unusable values replaced by g0efilter's default, for the log.
+    pub warnings: Vec<String>,
 }
 
 /// One bad variable.
@@ -218,6 +261,28 @@ impl Env<'_> {
         self.raw(var)
     }
 
+    /// For a knob that does not touch enforcement (sizes, log level,
+    /// delays): a bad value is a warning and `default` (g0efilter's),
+    /// never a refusal to start.
+    fn soft<T: fmt::Display>(
+        &mut self,
+        warnings: &mut Vec<String>,
+        var: &'static str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> T {
+        match self.raw(var) {
+            None => default,
+            Some(v) => match parse(&v) {
+                Ok(x) => x,
+                Err(expected) => {
+                    warnings.push(format!("{var}={v:?} is not {expected}; using the default {default}"));
+                    default
+                }
+            },
+        }
+    }
+
     fn error(&mut self, var: &'static str, value: impl Into<String>, expected: impl Into<String>) {
         self.errors.push(ConfigError { var, value: value.into(), expected: expected.into() });
     }
@@ -230,20 +295,57 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
-/// `5s`, `1m`, `500ms`, `2h`, or a bare number of seconds.
+/// A duration as Go's `time.ParseDuration` writes it (`1m30s`, `1.5s`,
+/// `500ms`, `2h45m`, `300us`, `10ns`), or a bare number of seconds
+/// (g0efilter's `NOTIFICATION_BACKOFF_SECONDS` is one). Negative values
+/// are refused: no duration of egret's means anything below zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    const FORM: &str = "a duration such as 500ms, 5s, 1m or 2h (a bare number is seconds)";
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| FORM.to_owned())?;
-    let d = match unit.trim() {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or(FORM)?),
-        "h" => Duration::from_secs(n.checked_mul(3600).ok_or(FORM)?),
-        _ => return Err(FORM.into()),
-    };
-    Ok(d)
+    const FORM: &str = "a duration such as 500ms, 5s, 1m30s or 2h (a bare number is seconds)";
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let body = s.strip_prefix('+').unwrap_or(s);
+    if body.starts_with('-') {
+        return Err(format!("{FORM}, not negative"));
+    }
+    if body.is_empty() {
+        return Err(FORM.into());
+    }
+    let mut total: u128 = 0;
+    let mut rest = body;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_len);
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let nanos_per: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(FORM.into()),
+        };
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if int.is_empty() && frac.is_empty() {
+            return Err(FORM.into());
+        }
+        let whole: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| FORM.to_owned())? };
+        let mut value = whole.checked_mul(nanos_per).ok_or(FORM)?;
+        // The fraction, digit by digit (Go keeps nanosecond precision).
+        let mut scale = nanos_per;
+        for d in frac.chars() {
+            let d = d.to_digit(10).ok_or(FORM)?;
+            scale /= 10;
+            value += u128::from(d) * scale;
+        }
+        total = total.checked_add(value).ok_or(FORM)?;
+        rest = next;
+    }
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| FORM.to_owned())?;
+    Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
 /// A byte count: `1048576`, `512K`, `100M`, `1G` (powers of 1024).
@@ -260,6 +362,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => return Err(FORM.into()),
     };
     n.checked_mul(mult).ok_or_else(|| FORM.to_owned())
+}
+
+/// A duration shown in warnings the way it would be written.
+#[derive(Debug, Clone, Copy)]
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
 }
 
 pub fn parse_bool(s: &str) -> Result<bool, String> {
@@ -301,6 +413,24 @@ pub fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     }
 }
 
+/// One `DNS_UPSTREAMS` entry: `IP:port`, `[v6]:port`, a bare IP, or a
+/// host name with or without `:port` (port 53 when left out).
+pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    if let Ok(sa) = parse_socket_addr(s, 53) {
+        return Ok(Upstream::Addr(sa));
+    }
+    const FORM: &str = "IP:port (e.g. 10.0.0.2:53 or [fd00::2]:53) or host[:port]";
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, parse_port(p).map_err(|_| format!("{FORM}: bad port"))?),
+        Some(_) => return Err(FORM.into()),
+        None => (s, 53),
+    };
+    match crate::policy::normalize(host) {
+        Ok(n) => Ok(Upstream::Name { host: n, port }),
+        Err(e) => Err(format!("{FORM}: {e}")),
+    }
+}
+
 /// `host:port` with an IP host (`[v6]:port` for IPv6); the port defaults
 /// to `default_port` when left out.
 pub fn parse_socket_addr(s: &str, default_port: u16) -> Result<SocketAddr, String> {
@@ -311,17 +441,20 @@ pub fn parse_socket_addr(s: &str, default_port: u16) -> Result<SocketAddr, Strin
         return Ok(sa);
     }
     let bare = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
-    bare.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, default_port)).map_err(|_| {
-        "IP:port (e.g. 10.0.0.2:53 or [fd00::2]:53); names cannot be resolved before the filter runs".into()
-    })
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| "IP:port (e.g. 10.0.0.2:53 or [fd00::2]:53)".into())
 }
 
-/// Dashboard `PORT`: `:8081`, `8081` (all addresses) or `host:port`.
+/// Dashboard `PORT`: `:8081`, `8081` (all addresses, IPv4 and IPv6, as
+/// Go's `:8081` listens) or `host:port`. "All addresses" is `[::]`; the
+/// dashboard binds it dual-stack and falls back to `0.0.0.0` where the
+/// kernel has no IPv6.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     const FORM: &str = "a port (8081), :port, or IP:port";
     let port_only = s.strip_prefix(':').unwrap_or(s);
     if let Ok(p) = parse_port(port_only) {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p));
+        return Ok(SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), p));
     }
     if s.starts_with(':') {
         return Err(FORM.into());
@@ -374,36 +507,93 @@ impl Config {
     pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
         use defaults as d;
         let mut e = Env { lookup, errors: Vec::new() };
-        let log_level = e.get("LOG_LEVEL", log::LevelFilter::Info, parse_level);
+        let mut warnings = Vec::new();
+        let log_level = e.soft(&mut warnings, "LOG_LEVEL", log::LevelFilter::Info, parse_level);
         let http_port = e.get("HTTP_PORT", d::HTTP_PORT, parse_port);
         let https_port = e.get("HTTPS_PORT", d::HTTPS_PORT, parse_port);
         let dns_port = e.get("DNS_PORT", d::DNS_PORT, parse_port);
-        let filter_mode =
-            e.get("FILTER_MODE", FilterMode::Https, |s| match s.to_ascii_lowercase().as_str() {
-                "https" => Ok(FilterMode::Https),
-                "dns" => Ok(FilterMode::Dns),
-                _ => Err("https or dns".into()),
+        // g0efilter's names: `sni` is the old name of `https`, and
+        // `dns-strict` is DNS mode with strict egress.
+        let (filter_mode, strict_by_mode) =
+            e.get("FILTER_MODE", (FilterMode::Https, false), |s| match s.to_ascii_lowercase().as_str() {
+                "https" | "sni" => Ok((FilterMode::Https, false)),
+                "dns" => Ok((FilterMode::Dns, false)),
+                "dns-strict" | "dns_strict" => Ok((FilterMode::Dns, true)),
+                _ => Err("https (or sni), dns or dns-strict".into()),
             });
-        let dns_upstreams = match e.string("DNS_UPSTREAMS") {
-            None => vec![parse_socket_addr(d::DNS_UPSTREAM, 53).expect("default upstream is valid")],
+        let dns_upstreams_env = match e.string("DNS_UPSTREAMS") {
+            None => None,
             Some(v) => {
                 let mut out = Vec::new();
                 for item in parse_list(&v) {
-                    match parse_socket_addr(&item, 53) {
-                        Ok(sa) => out.push(sa),
+                    match parse_upstream(&item) {
+                        Ok(u) => out.push(u),
                         Err(why) => e.error("DNS_UPSTREAMS", item, why),
                     }
                 }
                 if out.is_empty() && e.errors.iter().all(|x| x.var != "DNS_UPSTREAMS") {
-                    e.error("DNS_UPSTREAMS", v, "at least one IP:port");
+                    e.error("DNS_UPSTREAMS", v, "at least one IP:port or host:port");
                 }
-                out
+                Some(out)
             }
+        };
+        // The addresses known without a lookup; the shell resolves names
+        // and reads /etc/resolv.conf (`cmd::effective_upstreams`).
+        let dns_upstreams = match &dns_upstreams_env {
+            None => vec![parse_socket_addr(d::DNS_UPSTREAM, 53).expect("default upstream is valid")],
+            Some(list) => list
+                .iter()
+                .filter_map(|u| match u {
+                    Upstream::Addr(a) => Some(*a),
+                    Upstream::Name { .. } => None,
+                })
+                .collect(),
         };
         let dns_ttl_min = e.get("DNS_TTL_MIN", d::DNS_TTL_MIN, parse_duration);
         let dns_ttl_max = e.get("DNS_TTL_MAX", d::DNS_TTL_MAX, parse_duration);
         if dns_ttl_min > dns_ttl_max {
             e.error("DNS_TTL_MIN", format!("{}s", dns_ttl_min.as_secs()), "at most DNS_TTL_MAX");
+        }
+        // Telemetry knobs: g0efilter falls back to its default on a bad or
+        // non-positive value, and so does egret (with a warning).
+        let dashboard_queue_size =
+            e.soft(&mut warnings, "DASHBOARD_QUEUE_SIZE", d::DASHBOARD_QUEUE_SIZE, parse_count(1, 1 << 20));
+        let dashboard_start_delay = e
+            .soft(&mut warnings, "DASHBOARD_START_DELAY", Secs(d::DASHBOARD_START_DELAY), |s| {
+                parse_duration(s).map(Secs)
+            })
+            .0;
+        let nflog_bufsize =
+            e.soft(&mut warnings, "NFLOG_BUFSIZE", d::NFLOG_BUFSIZE, parse_u32_range(1, 65535));
+        let nflog_qthresh =
+            e.soft(&mut warnings, "NFLOG_QTHRESH", d::NFLOG_QTHRESH, parse_u32_range(1, 65535));
+        let notification_backoff = e
+            .soft(&mut warnings, "NOTIFICATION_BACKOFF_SECONDS", Secs(d::NOTIFICATION_BACKOFF), |s| {
+                match parse_duration(s) {
+                    Ok(d) if !d.is_zero() => Ok(Secs(d)),
+                    _ => Err("a number of seconds above 0".to_owned()),
+                }
+            })
+            .0;
+        // egret's own variable (no g0efilter configuration has it): strict.
+        let log_file_max_size = e.get("LOG_FILE_MAX_SIZE", d::LOG_FILE_MAX_SIZE, parse_size);
+        // Alerts need both; g0efilter turns them off when one is missing.
+        let mut notification_host = e.opt("NOTIFICATION_HOST", parse_http_url);
+        let mut notification_key = e.string("NOTIFICATION_KEY");
+        match (&notification_host, &notification_key) {
+            (Some(h), None) => {
+                warnings.push(format!(
+                    "NOTIFICATION_HOST={h} is set but NOTIFICATION_KEY is not: Gotify alerts are off"
+                ));
+                notification_host = None;
+            }
+            (None, Some(_)) if e.raw("NOTIFICATION_HOST").is_none() => {
+                warnings.push(
+                    "NOTIFICATION_KEY is set but NOTIFICATION_HOST is not: Gotify alerts are off".into(),
+                );
+                notification_key = None;
+            }
+            _ => {}
         }
         let cfg = Config {
             log_level,
@@ -416,30 +606,23 @@ impl Config {
             allowlist_domains: e.string("ALLOWLIST_DOMAINS").map(|v| parse_list(&v)),
             filter_mode,
             dns_upstreams,
-            dns_strict: e.get("DNS_STRICT", false, parse_bool),
+            dns_upstreams_env,
+            dns_strict: e.get("DNS_STRICT", false, parse_bool) || strict_by_mode,
             dns_ttl_min,
             dns_ttl_max,
             dashboard_host: e.opt("DASHBOARD_HOST", parse_http_url),
             dashboard_api_key: e.string("DASHBOARD_API_KEY"),
-            dashboard_queue_size: e.get(
-                "DASHBOARD_QUEUE_SIZE",
-                d::DASHBOARD_QUEUE_SIZE,
-                parse_count(1, 1 << 20),
-            ),
-            dashboard_start_delay: e.get("DASHBOARD_START_DELAY", d::DASHBOARD_START_DELAY, parse_duration),
+            dashboard_queue_size,
+            dashboard_start_delay,
             log_file: e.string("LOG_FILE").map(PathBuf::from),
             nflog_group: e.get("NFLOG_GROUP", d::NFLOG_GROUP, |s| {
                 s.parse::<u16>().map_err(|_| "a group number 0..65535".to_owned())
             }),
-            nflog_bufsize: e.get("NFLOG_BUFSIZE", d::NFLOG_BUFSIZE, parse_u32_range(1, 65535)),
-            nflog_qthresh: e.get("NFLOG_QTHRESH", d::NFLOG_QTHRESH, parse_u32_range(1, 65535)),
-            notification_host: e.opt("NOTIFICATION_HOST", parse_http_url),
-            notification_key: e.string("NOTIFICATION_KEY"),
-            notification_backoff: e.get(
-                "NOTIFICATION_BACKOFF_SECONDS",
-                d::NOTIFICATION_BACKOFF,
-                parse_duration,
-            ),
+            nflog_bufsize,
+            nflog_qthresh,
+            notification_host,
+            notification_key,
+            notification_backoff,
             notification_ignore_domains: e
                 .string("NOTIFICATION_IGNORE_DOMAINS")
                 .map(|v| parse_list(&v))
@@ -453,10 +636,12 @@ impl Config {
             bypass_mark: e.opt("BYPASS_MARK", parse_mark),
             metrics_addr: e.opt("METRICS_ADDR", parse_metrics_addr),
             dashboard_ca_file: e.string("DASHBOARD_CA_FILE").map(PathBuf::from),
-            log_file_max_size: e.get("LOG_FILE_MAX_SIZE", d::LOG_FILE_MAX_SIZE, parse_size),
+            log_file_max_size,
             watchdog_interval: e.get("WATCHDOG_INTERVAL", d::WATCHDOG_INTERVAL, parse_duration),
             dashboard_listen: e.opt("DASHBOARD_LISTEN", parse_listen),
             dns_in_https_mode: e.get("DNS_IN_HTTPS_MODE", false, parse_bool),
+            health_socket: e.string("HEALTH_SOCKET").map(PathBuf::from),
+            warnings,
             syslog_url: e.opt("SYSLOG_URL", crate::events::syslog::parse_url),
             syslog_queue_size: e.get("SYSLOG_QUEUE_SIZE", d::SYSLOG_QUEUE_SIZE, parse_count(1, 1 << 20)),
             syslog_ca_file: e.string("SYSLOG_CA_FILE").map(PathBuf::from),
@@ -485,18 +670,23 @@ impl Config {
                 e.error(var, "0", "a duration above zero");
             }
         }
-        if cfg.notification_host.is_some() != cfg.notification_key.is_some() {
-            let (var, missing) = if cfg.notification_host.is_some() {
-                ("NOTIFICATION_KEY", "set, because NOTIFICATION_HOST is set")
-            } else {
-                ("NOTIFICATION_HOST", "set, because NOTIFICATION_KEY is set")
-            };
-            e.error(var, "", format!("must be {missing}"));
-        }
-        for d in &cfg.notification_ignore_domains {
-            if let Err(why) = crate::policy::Pattern::parse(d) {
-                e.error("NOTIFICATION_IGNORE_DOMAINS", d.clone(), format!("a domain pattern ({why})"));
+        // Alert suppression, not enforcement: a pattern that cannot match
+        // anything is dropped with a warning (g0efilter's matcher simply
+        // never matches it).
+        let mut cfg = cfg;
+        let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+        for d in std::mem::take(&mut cfg.notification_ignore_domains) {
+            match crate::policy::Pattern::parse(&d) {
+                Ok(_) => kept.push(d),
+                Err(why) => dropped.push(format!("{d:?} ({why})")),
             }
+        }
+        cfg.notification_ignore_domains = kept;
+        if !dropped.is_empty() {
+            cfg.warnings.push(format!(
+                "NOTIFICATION_IGNORE_DOMAINS: not a domain pattern, ignored: {}",
+                dropped.join(", ")
+            ));
         }
         if e.errors.is_empty() {
             Ok(cfg)
@@ -525,25 +715,53 @@ impl DashboardConfig {
         if api_key.is_empty() {
             e.error("API_KEY", "", "is required: the key clients send in X-Api-Key or Authorization: Bearer");
         }
+        // Everything but the key, the address and the trusted proxies is a
+        // knob: g0efilter uses its default for a bad value, egret too, with
+        // a warning.
+        let mut warnings = Vec::new();
+        let log_level = e.soft(&mut warnings, "LOG_LEVEL", log::LevelFilter::Info, parse_level);
+        let listen = e.get(
+            "PORT",
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), d::DASHBOARD_PORT),
+            parse_listen,
+        );
+        let buffer_size = e.soft(&mut warnings, "BUFFER_SIZE", d::BUFFER_SIZE, parse_count(1, 10_000_000));
+        let read_limit = e.soft(&mut warnings, "READ_LIMIT", d::READ_LIMIT, parse_count(1, 1_000_000));
+        let sse_retry_ms =
+            e.soft(&mut warnings, "SSE_RETRY_MS", d::SSE_RETRY_MS, |s| match s.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err("milliseconds as a whole number above 0".to_owned()),
+            });
+        let write_timeout =
+            e.soft(&mut warnings, "WRITE_TIMEOUT", Secs(Duration::ZERO), |s| parse_duration(s).map(Secs)).0;
+        let rate_rps = e.soft(&mut warnings, "RATE_RPS", d::RATE_RPS, |s| match s.parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+            _ => Err("a number of requests per second above 0".to_owned()),
+        });
+        // g0efilter reads the burst as a float.
+        let rate_burst = e.soft(&mut warnings, "RATE_BURST", d::RATE_BURST, |s| match s.parse::<f64>() {
+            Ok(x) if x.is_finite() && (1.0..=1_000_000.0).contains(&x) => Ok(x.round() as u32),
+            _ => Err("a whole number 1..1000000".to_owned()),
+        });
+        let mut trusted_proxies = Vec::new();
+        for item in e.string("TRUSTED_PROXIES").map(|v| parse_list(&v)).unwrap_or_default() {
+            match crate::policy::Cidr::parse(&item) {
+                Ok((c, _)) => trusted_proxies.push(c),
+                Err(why) => e.error("TRUSTED_PROXIES", item, format!("an IP or CIDR ({why})")),
+            }
+        }
         let cfg = DashboardConfig {
-            log_level: e.get("LOG_LEVEL", log::LevelFilter::Info, parse_level),
-            listen: e.get(
-                "PORT",
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), d::DASHBOARD_PORT),
-                parse_listen,
-            ),
+            log_level,
+            listen,
             api_key,
-            buffer_size: e.get("BUFFER_SIZE", d::BUFFER_SIZE, parse_count(1, 10_000_000)),
-            read_limit: e.get("READ_LIMIT", d::READ_LIMIT, parse_count(1, 1_000_000)),
-            sse_retry_ms: e.get("SSE_RETRY_MS", d::SSE_RETRY_MS, |s| {
-                s.parse::<u64>().map_err(|_| "milliseconds as a whole number".to_owned())
-            }),
-            write_timeout: e.get("WRITE_TIMEOUT", Duration::ZERO, parse_duration),
-            rate_rps: e.get("RATE_RPS", d::RATE_RPS, |s| match s.parse::<f64>() {
-                Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
-                _ => Err("a number of requests per second above 0".to_owned()),
-            }),
-            rate_burst: e.get("RATE_BURST", d::RATE_BURST, parse_u32_range(1, 1_000_000)),
+            buffer_size,
+            read_limit,
+            sse_retry_ms,
+            write_timeout,
+            rate_rps,
+            rate_burst,
+            trusted_proxies,
+            warnings,
         };
         if e.errors.is_empty() {
             Ok(cfg)
@@ -633,7 +851,7 @@ mod tests {
         assert_eq!(c.bypass_mark, Some(0x1f));
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
         let d = cfg(&[("DASHBOARD_LISTEN", "8081")]).unwrap();
-        assert_eq!(d.dashboard_listen, Some("0.0.0.0:8081".parse().unwrap()));
+        assert_eq!(d.dashboard_listen, Some("[::]:8081".parse().unwrap()));
         assert_eq!(err_strings(&[("DASHBOARD_LISTEN", "nope")]).len(), 1);
         assert!(c.dns_strict);
         assert_eq!(c.header_timeout, Duration::from_millis(500));
@@ -644,31 +862,90 @@ mod tests {
         let errs = err_strings(&[
             ("HTTP_PORT", "0"),
             ("HTTPS_PORT", "70000"),
-            ("LOG_LEVEL", "loud"),
             ("FILTER_MODE", "tcp"),
-            ("DNS_UPSTREAMS", "dns.google:53"),
-            ("DASHBOARD_START_DELAY", "5 parsecs"),
+            ("DNS_UPSTREAMS", "dns..google:53"),
             ("DNS_STRICT", "maybe"),
             ("BYPASS_MARK", "0"),
-            ("DASHBOARD_QUEUE_SIZE", "-1"),
             ("DASHBOARD_HOST", "ftp://x"),
+            ("IDLE_TIMEOUT", "-5s"),
         ]);
         let expect = [
-            "LOG_LEVEL=\"loud\": expected one of TRACE, DEBUG, INFO, WARN, ERROR",
             "HTTP_PORT=\"0\": expected a port number 1..65535",
             "HTTPS_PORT=\"70000\": expected a port number 1..65535",
-            "FILTER_MODE=\"tcp\": expected https or dns",
-            "DNS_UPSTREAMS=\"dns.google:53\": expected IP:port",
+            "FILTER_MODE=\"tcp\": expected https (or sni), dns or dns-strict",
+            "DNS_UPSTREAMS=\"dns..google:53\": expected IP:port",
             "DNS_STRICT=\"maybe\": expected a boolean",
             "DASHBOARD_HOST=\"ftp://x\": expected an http:// or https:// URL",
-            "DASHBOARD_QUEUE_SIZE=\"-1\": expected a whole number 1..1048576",
-            "DASHBOARD_START_DELAY=\"5 parsecs\": expected a duration",
             "BYPASS_MARK=\"0\": expected a non-zero 32-bit mark",
+            "IDLE_TIMEOUT=\"-5s\": expected a duration",
         ];
         assert_eq!(errs.len(), expect.len(), "{errs:#?}");
         for want in expect {
             assert!(errs.iter().any(|e| e.starts_with(want)), "missing {want:?} in {errs:#?}");
         }
+    }
+
+    /// Knobs that do not touch enforcement: a bad value is a warning and
+    /// g0efilter's default, as g0efilter does (issue 16, item 4).
+    #[test]
+    fn knobs_warn_and_fall_back_to_g0efilters_defaults() {
+        let c = cfg(&[
+            ("LOG_LEVEL", "loud"),
+            ("DASHBOARD_QUEUE_SIZE", "-1"),
+            ("DASHBOARD_START_DELAY", "5 parsecs"),
+            ("NFLOG_BUFSIZE", "0"),
+            ("NFLOG_QTHRESH", "lots"),
+            ("NOTIFICATION_BACKOFF_SECONDS", "0"),
+        ])
+        .expect("knobs never refuse a start");
+        assert_eq!(c.log_level, log::LevelFilter::Info);
+        assert_eq!(c.dashboard_queue_size, 1024);
+        assert_eq!(c.dashboard_start_delay, Duration::from_secs(5));
+        assert_eq!((c.nflog_bufsize, c.nflog_qthresh), (96, 50));
+        assert_eq!(c.notification_backoff, Duration::from_secs(60));
+        let w = c.warnings.join("\n");
+        for var in [
+            "LOG_LEVEL=\"loud\"",
+            "DASHBOARD_QUEUE_SIZE=\"-1\"",
+            "DASHBOARD_START_DELAY=\"5 parsecs\"",
+            "NFLOG_BUFSIZE=\"0\"",
+            "NFLOG_QTHRESH=\"lots\"",
+            "NOTIFICATION_BACKOFF_SECONDS=\"0\"",
+        ] {
+            assert!(w.contains(var), "no warning for {var}: {w}");
+        }
+        assert_eq!(c.warnings.len(), 6, "{w}");
+        assert!(w.contains("using the default 60s"), "{w}");
+        assert!(cfg(&[]).unwrap().warnings.is_empty());
+        // A negative backoff is g0efilter's 60 too.
+        assert_eq!(
+            cfg(&[("NOTIFICATION_BACKOFF_SECONDS", "-3")]).unwrap().notification_backoff.as_secs(),
+            60
+        );
+    }
+
+    #[test]
+    fn g0efilter_mode_names_and_upstream_names() {
+        let c = cfg(&[("FILTER_MODE", "sni")]).unwrap();
+        assert_eq!((c.filter_mode, c.dns_strict), (FilterMode::Https, false));
+        let c = cfg(&[("FILTER_MODE", "dns-strict")]).unwrap();
+        assert_eq!((c.filter_mode, c.dns_strict), (FilterMode::Dns, true));
+        let c = cfg(&[("FILTER_MODE", "DNS")]).unwrap();
+        assert_eq!((c.filter_mode, c.dns_strict), (FilterMode::Dns, false));
+        // Host names are kept for the shell to resolve, in order.
+        let c = cfg(&[("DNS_UPSTREAMS", "10.0.0.2:53, resolver.internal:5353,dns.test")]).unwrap();
+        assert_eq!(
+            c.dns_upstreams_env,
+            Some(vec![
+                Upstream::Addr("10.0.0.2:53".parse().unwrap()),
+                Upstream::Name { host: "resolver.internal".into(), port: 5353 },
+                Upstream::Name { host: "dns.test".into(), port: 53 },
+            ])
+        );
+        assert_eq!(c.dns_upstreams, ["10.0.0.2:53".parse().unwrap()], "the literal ones, before resolution");
+        assert_eq!(cfg(&[]).unwrap().dns_upstreams_env, None, "unset: the workloads' resolvers");
+        assert!(cfg(&[("DNS_UPSTREAMS", "bad name:53")]).is_err());
+        assert!(cfg(&[("DNS_UPSTREAMS", "host:0")]).is_err());
     }
 
     #[test]
@@ -684,11 +961,20 @@ mod tests {
             ["DNS_PORT=\"53\": expected a port different from HTTP_PORT (53)"]
         );
         assert_eq!(err_strings(&[("DNS_STRICT", "1")]).len(), 1);
+        // g0efilter turns alerts off when the key is missing; so does egret.
+        let c = cfg(&[("NOTIFICATION_HOST", "gotify:80")]).unwrap();
+        assert_eq!((c.notification_host.clone(), c.notification_key.clone()), (None, None));
         assert_eq!(
-            err_strings(&[("NOTIFICATION_HOST", "gotify:80")]),
-            ["NOTIFICATION_KEY: must be set, because NOTIFICATION_HOST is set"]
+            c.warnings,
+            ["NOTIFICATION_HOST=http://gotify:80 is set but NOTIFICATION_KEY is not: Gotify alerts are off"]
         );
-        assert_eq!(err_strings(&[("NOTIFICATION_IGNORE_DOMAINS", "a..b")]).len(), 1);
+        let c = cfg(&[("NOTIFICATION_KEY", "k")]).unwrap();
+        assert_eq!((c.notification_host.clone(), c.notification_key.clone()), (None, None));
+        assert_eq!(c.warnings.len(), 1);
+        let c = cfg(&[("NOTIFICATION_IGNORE_DOMAINS", "a..b,ok.test")]).unwrap();
+        assert_eq!(c.notification_ignore_domains, ["ok.test"]);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("\"a..b\""), "{:?}", c.warnings);
         assert_eq!(err_strings(&[("IDLE_TIMEOUT", "0s")]).len(), 1);
         assert_eq!(err_strings(&[("DNS_TTL_MIN", "2h"), ("DNS_TTL_MAX", "1h")]).len(), 1);
     }
@@ -725,12 +1011,30 @@ mod tests {
 
     #[test]
     fn duration_table() {
-        let ok: &[(&str, u64)] =
-            &[("0", 0), ("5", 5000), ("5s", 5000), ("500ms", 500), ("1m", 60_000), ("2h", 7_200_000)];
+        // Go's time.ParseDuration forms, and bare seconds.
+        let ok: &[(&str, u64)] = &[
+            ("0", 0),
+            ("5", 5000),
+            ("5s", 5000),
+            ("500ms", 500),
+            ("1m", 60_000),
+            ("2h", 7_200_000),
+            ("1m30s", 90_000),
+            ("1.5s", 1500),
+            ("2h45m", 9_900_000),
+            (".5s", 500),
+            ("1.5h", 5_400_000),
+            ("+3s", 3000),
+            ("1500us", 1),
+            ("1500\u{b5}s", 1),
+            ("2000000ns", 2),
+            ("0s", 0),
+        ];
         for (s, ms) in ok {
             assert_eq!(parse_duration(s).unwrap().as_millis() as u64, *ms, "{s}");
         }
-        for s in ["", "s", "-5s", "5d", "1.5s", "5 s s"] {
+        assert_eq!(parse_duration("1.000000001s").unwrap(), Duration::new(1, 1));
+        for s in ["", "s", "-5s", "5d", "5 s s", "1..5s", "1m30", ".s", "5S", "99999999999999999999h"] {
             assert!(parse_duration(s).is_err(), "{s}");
         }
     }
@@ -787,13 +1091,14 @@ mod tests {
         let e = DashboardConfig::from_env(&env(&[])).unwrap_err();
         assert!(e.to_string().contains("API_KEY: is required"), "{e}");
         let c = DashboardConfig::from_env(&env(&[("API_KEY", "s3cret")])).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:8081".parse().unwrap());
+        // Go's ":8081" listens on every address, IPv6 included.
+        assert_eq!(c.listen, "[::]:8081".parse().unwrap());
         assert_eq!((c.buffer_size, c.read_limit, c.sse_retry_ms, c.rate_burst), (5000, 500, 2000, 100));
         assert_eq!(c.rate_rps, 50.0);
         assert_eq!(c.write_timeout, Duration::ZERO);
         for (port, want) in [
-            ("9000", "0.0.0.0:9000"),
-            (":9001", "0.0.0.0:9001"),
+            ("9000", "[::]:9000"),
+            (":9001", "[::]:9001"),
             ("127.0.0.1:9002", "127.0.0.1:9002"),
             ("[::1]:9003", "[::1]:9003"),
         ] {
@@ -803,10 +1108,27 @@ mod tests {
         let e = DashboardConfig::from_env(&env(&[
             ("API_KEY", "k"),
             ("PORT", "x"),
-            ("RATE_RPS", "0"),
-            ("BUFFER_SIZE", "0"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,nope"),
         ]))
         .unwrap_err();
-        assert_eq!(e.0.len(), 3, "{e}");
+        assert_eq!(e.0.len(), 2, "{e}");
+        // Knobs: warnings and g0efilter's defaults.
+        let c = DashboardConfig::from_env(&env(&[
+            ("API_KEY", "k"),
+            ("RATE_RPS", "0"),
+            ("BUFFER_SIZE", "0"),
+            ("READ_LIMIT", "-4"),
+            ("LOG_LEVEL", "chatty"),
+            ("WRITE_TIMEOUT", "soon"),
+            ("RATE_BURST", "100.0"),
+        ]))
+        .unwrap();
+        assert_eq!((c.rate_rps, c.buffer_size, c.read_limit, c.rate_burst), (50.0, 5000, 500, 100));
+        assert_eq!((c.log_level, c.write_timeout), (log::LevelFilter::Info, Duration::ZERO));
+        assert_eq!(c.warnings.len(), 5, "{:?}", c.warnings);
+        let c =
+            DashboardConfig::from_env(&env(&[("API_KEY", "k"), ("TRUSTED_PROXIES", "10.0.0.1, fd00::/8")]))
+                .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
     }
 }

@@ -40,6 +40,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 /// How often the policy file is checked for changes.
 pub const POLICY_POLL: Duration = Duration::from_millis(500);
+/// How often `/etc/resolv.conf` is checked for changes (DNS_UPSTREAMS unset).
+pub const RESOLV_CONF_POLL: Duration = Duration::from_secs(2);
 /// A changed policy file is read once it has stayed the same this long
 /// (checked at most `SETTLE_TRIES` times).
 const SETTLE: Duration = Duration::from_millis(150);
@@ -50,7 +52,7 @@ const COUNTS_REFRESH: Duration = Duration::from_secs(1);
 pub const RULESET_TAMPERED: &str = "ruleset-tampered";
 
 /// What the control loop reacts to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Ctl {
     /// Re-read the policy (SIGHUP or a file change) and reopen LOG_FILE.
     Reload {
@@ -59,6 +61,8 @@ enum Ctl {
     Shutdown(Signal),
     /// The watchdog's tick: check the installed table.
     Watch,
+    /// `/etc/resolv.conf` names other nameservers (DNS_UPSTREAMS unset).
+    Resolvers(Vec<std::net::SocketAddr>),
 }
 
 /// A running listener set (proxies or DNS server) the daemon can stop.
@@ -120,7 +124,7 @@ pub fn run(p: Prepared) -> ExitCode {
         }
     };
     let handle = PolicyHandle::new(policy);
-    let Running { services, learner, registry, active, dns_stats, listeners } =
+    let Running { services, learner, registry, active, dns_stats, listeners, resolver } =
         match start_services(&cfg, &handle, &emitter, &identity) {
             Ok(s) => s,
             Err(e) => {
@@ -129,25 +133,21 @@ pub fn run(p: Prepared) -> ExitCode {
             }
         };
     let event_counts = Arc::new(Mutex::new(sink.counts()));
-    let metrics = match cfg.metrics_addr {
-        None => None,
-        Some(addr) => {
-            let sources = Sources {
-                daemon: counters.clone(),
-                proxy: registry.clone().zip(active),
-                dns: dns_stats,
-                events: event_counts.clone(),
-                channel_dropped: emitter.drop_counter(),
-                enforcement: enforcement.clone(),
-                listeners: listeners.clone(),
-            };
-            match crate::metrics::serve(addr, sources) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    eprintln!("egret run: {e}");
-                    return ExitCode::from(EXIT_FAILURE);
-                }
-            }
+    // /health and /metrics: a unix socket always, TCP with METRICS_ADDR.
+    let sources = Sources {
+        daemon: counters.clone(),
+        proxy: registry.clone().zip(active),
+        dns: dns_stats,
+        events: event_counts.clone(),
+        channel_dropped: emitter.drop_counter(),
+        enforcement: enforcement.clone(),
+        listeners: listeners.clone(),
+    };
+    let metrics = match crate::metrics::start(&cfg, sources) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            eprintln!("egret run: {e}");
+            return ExitCode::from(EXIT_FAILURE);
         }
     };
     log::info!(
@@ -161,10 +161,23 @@ pub fn run(p: Prepared) -> ExitCode {
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(signals, tx.clone());
     spawn_policy_watcher(cfg.policy_path.clone(), tx.clone());
+    if resolver.is_some() && cfg.dns_upstreams_env.is_none() {
+        let tx = tx.clone();
+        let watched = crate::resolve::watch_resolv_conf(
+            std::path::Path::new(crate::resolve::RESOLV_CONF),
+            RESOLV_CONF_POLL,
+            cfg.dns_upstreams.clone(),
+            move |list| tx.send(Ctl::Resolvers(list)).is_ok(),
+        );
+        if let Err(e) = watched {
+            log::warn!("cannot watch {}: {e}; its changes need a restart", crate::resolve::RESOLV_CONF);
+        }
+    }
     crate::watchdog::spawn_ticker(cfg.watchdog_interval, move || tx.send(Ctl::Watch).is_ok());
 
     let mut state = Reloader {
-        cfg: &cfg,
+        cfg: cfg.clone(),
+        resolver,
         identity: &identity,
         handle: &handle,
         emitter: &emitter,
@@ -316,6 +329,7 @@ fn control_loop(
                 state.reload();
             }
             Ok(Ctl::Watch) => state.watch(),
+            Ok(Ctl::Resolvers(list)) => state.resolvers(list),
             Ok(Ctl::Shutdown(sig)) => return sig,
             Err(RecvTimeoutError::Timeout) => {}
             // Every sender gone: nothing can stop us any more but a kill.
@@ -326,7 +340,11 @@ fn control_loop(
 
 /// Re-reads the policy and swaps it in atomically, or keeps the old one.
 struct Reloader<'a> {
-    cfg: &'a Config,
+    /// Owned: a change of `/etc/resolv.conf` updates `dns_upstreams`.
+    cfg: Config,
+    /// HTTPS mode: the anti-spoofing resolver (its upstreams follow
+    /// `/etc/resolv.conf` when DNS_UPSTREAMS is unset).
+    resolver: Option<Arc<Resolver>>,
     identity: &'a Identity,
     handle: &'a PolicyHandle,
     emitter: &'a Emitter,
@@ -345,7 +363,7 @@ struct Reloader<'a> {
 
 impl Reloader<'_> {
     fn reload(&mut self) {
-        let new = match cmd::load_policy(self.cfg, None) {
+        let new = match cmd::load_policy(&self.cfg, None) {
             Ok(p) => p,
             Err(e) => {
                 log::warn!("policy reload rejected, keeping the current policy: {e}");
@@ -365,7 +383,7 @@ impl Reloader<'_> {
         }
         self.generation = self.generation.wrapping_add(1);
         let rs = Ruleset::build_at(
-            self.cfg,
+            &self.cfg,
             &new,
             self.identity,
             &self.host,
@@ -473,7 +491,7 @@ impl Reloader<'_> {
             host.onlink6.len()
         );
         let generation = self.identity.generation(self.generation);
-        let rs = Ruleset::build_at(self.cfg, &self.handle.current(), self.identity, &host, generation);
+        let rs = Ruleset::build_at(&self.cfg, &self.handle.current(), self.identity, &host, generation);
         match nft::apply(&rs) {
             Ok(a) => {
                 self.enforcement.set_expected(a.installed);
@@ -482,6 +500,45 @@ impl Reloader<'_> {
                 self.replay_learned(&self.handle.current(), "network change");
             }
             Err(e) => log::error!("re-applying the ruleset after a network change failed (will retry): {e}"),
+        }
+    }
+
+    /// `/etc/resolv.conf` changed: the anti-spoofing check asks the new
+    /// nameservers, and the ruleset lets the workloads reach them (the
+    /// list the ruleset is built from is `cfg.dns_upstreams`, as at start).
+    fn resolvers(&mut self, list: Vec<std::net::SocketAddr>) {
+        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+        let old = std::mem::replace(&mut self.cfg.dns_upstreams, list.clone());
+        self.generation = self.generation.wrapping_add(1);
+        let rs = Ruleset::build_at(
+            &self.cfg,
+            &self.handle.current(),
+            self.identity,
+            &self.host,
+            self.identity.generation(self.generation),
+        );
+        match nft::apply(&rs) {
+            Ok(a) => {
+                self.enforcement.set_expected(a.installed);
+                self.ruleset = rs;
+                if let Some(r) = &self.resolver {
+                    r.set_upstreams(list);
+                }
+                log::info!(
+                    "{} changed: the anti-spoofing check now asks {}; ruleset re-applied in {} ms{}",
+                    crate::resolve::RESOLV_CONF,
+                    shown.join(", "),
+                    a.elapsed.as_millis(),
+                    if self.cfg.dns_in_https_mode { " (DNS forwarding keeps the start-up list)" } else { "" }
+                );
+            }
+            Err(e) => {
+                self.cfg.dns_upstreams = old;
+                log::error!(
+                    "{} changed, but applying the ruleset failed; keeping the old resolvers: {e}",
+                    crate::resolve::RESOLV_CONF
+                );
+            }
         }
     }
 }
@@ -534,6 +591,8 @@ struct Running {
     active: Option<Arc<std::sync::atomic::AtomicUsize>>,
     /// DNS mode: the server's counters.
     dns_stats: Option<Arc<crate::dns::Stats>>,
+    /// HTTPS mode: the anti-spoofing resolver.
+    resolver: Option<Arc<Resolver>>,
     /// The listeners that could not be bound (shared by every service).
     listeners: Arc<crate::listen::Status>,
 }
@@ -580,12 +639,20 @@ fn start_services(
                 listeners: listeners.clone(),
                 ..crate::proxy::Settings::from_config(cfg, identity)
             };
-            let p = crate::proxy::start(settings, handle.clone(), resolver, emitter.clone())
+            let p = crate::proxy::start(settings, handle.clone(), resolver.clone(), emitter.clone())
                 .map_err(|e| format!("proxies: {e}"))?;
             let (registry, active) = (Some(p.registry()), Some(p.active_counter()));
             // Stopped in order: the proxies first, then the resolver.
             services.insert(0, Box::new(p));
-            Ok(Running { services, learner: None, registry, active, dns_stats, listeners })
+            Ok(Running {
+                services,
+                learner: None,
+                registry,
+                active,
+                dns_stats,
+                listeners,
+                resolver: Some(resolver),
+            })
         }
         FilterMode::Dns => {
             let learner = if cfg.dns_strict {
@@ -604,6 +671,7 @@ fn start_services(
                 active: None,
                 dns_stats,
                 listeners,
+                resolver: None,
             })
         }
     }

@@ -1,15 +1,19 @@
-//! The filter's own HTTP endpoint on `METRICS_ADDR` (off by default; a
-//! bare port means loopback): `GET /metrics` in the Prometheus text format
-//! and `GET /health` (`{"status":"ok"}`, or 503 `degraded` while the
-//! installed ruleset is not what egret installed).
+//! The filter's own HTTP endpoint: `GET /metrics` in the Prometheus text
+//! format and `GET /health` (`{"status":"ok"}`, or 503 `degraded` while
+//! the installed ruleset is not what egret installed). Served on a unix
+//! socket always (`egret health` reads it; see `health::socket_candidates`
+//! for where), so egret reserves no TCP port in the pod's shared network
+//! namespace, and on TCP only when `METRICS_ADDR` is set (a bare port
+//! means loopback).
 //!
 //! [`Snapshot`] and [`render`] are the pure core: plain numbers in, text
 //! out. [`Sources`] reads the live counters the other threads keep; the
-//! tiny_http thread in [`serve`] is the shell. Every label has a fixed,
+//! tiny_http threads of [`start`] are the shell. Every label has a fixed,
 //! small set of values: no hostnames, addresses or reasons as labels.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -281,29 +285,76 @@ impl Sources {
     }
 }
 
-/// The running endpoint.
+/// The running endpoints.
 pub struct MetricsServer {
-    server: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
+    servers: Vec<(Arc<tiny_http::Server>, JoinHandle<()>)>,
+    /// The unix socket served, if one could be bound.
+    socket: Option<PathBuf>,
 }
 
 impl MetricsServer {
-    pub fn stop(mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    /// The unix socket `/health` is on, if any.
+    pub fn socket(&self) -> Option<&Path> {
+        self.socket.as_deref()
+    }
+
+    pub fn stop(self) {
+        for (server, thread) in self.servers {
+            server.unblock();
+            let _ = thread.join();
+            // The last Arc goes here: tiny_http removes its socket file.
+            drop(server);
         }
     }
 }
 
-/// Binds `addr` and serves `/metrics` and `/health` on one thread (a
-/// scrape is cheap: atomics and one netlink read-back).
-pub fn serve(addr: SocketAddr, sources: Sources) -> Result<MetricsServer, String> {
-    let server = Arc::new(
-        tiny_http::Server::http(addr).map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?,
-    );
-    log::info!("metrics and health on http://{addr}/metrics and /health");
-    let srv = server.clone();
+/// Serves `/metrics` and `/health` on the unix socket and, with
+/// `METRICS_ADDR`, on TCP. Not finding a usable socket directory is a
+/// warning (enforcement does not depend on it); a `METRICS_ADDR` that
+/// cannot be bound is an error, as asked for explicitly.
+pub fn start(cfg: &crate::config::Config, sources: Sources) -> Result<MetricsServer, String> {
+    let sources = Arc::new(sources);
+    let mut out = MetricsServer { servers: Vec::new(), socket: None };
+    let xdg = std::env::var("XDG_RUNTIME_DIR").ok();
+    let uid = nix::unistd::geteuid().as_raw();
+    let candidates = crate::health::socket_candidates(cfg.health_socket.as_deref(), xdg.as_deref(), uid);
+    match bind_unix(&candidates) {
+        Ok((listener, path)) => {
+            let server = tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| format!("metrics: cannot serve on {}: {e}", path.display()))?;
+            out.servers.push(spawn(server, &sources)?);
+            let tcp = match cfg.metrics_addr {
+                Some(a) => format!("and on http://{a} (METRICS_ADDR)"),
+                None => "no TCP port (METRICS_ADDR is not set)".to_owned(),
+            };
+            log::info!(
+                "health and metrics on unix socket {} (`egret health` reads it); {tcp}",
+                path.display()
+            );
+            out.socket = Some(path);
+        }
+        Err(why) => log::warn!(
+            "no unix socket for /health and /metrics ({why}); `egret health` without a URL will fail: set \
+             HEALTH_SOCKET to a writable path (a read-only root needs a tmpfs on /run) or METRICS_ADDR"
+        ),
+    }
+    if let Some(addr) = cfg.metrics_addr {
+        let server =
+            tiny_http::Server::http(addr).map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
+        log::info!("metrics and health on http://{addr}/metrics and /health");
+        out.servers.push(spawn(server, &sources)?);
+    }
+    Ok(out)
+}
+
+/// One thread per endpoint (a scrape is cheap: atomics and one netlink
+/// read-back).
+fn spawn(
+    server: tiny_http::Server,
+    sources: &Arc<Sources>,
+) -> Result<(Arc<tiny_http::Server>, JoinHandle<()>), String> {
+    let server = Arc::new(server);
+    let (srv, sources) = (server.clone(), sources.clone());
     let thread = thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
@@ -312,7 +363,48 @@ pub fn serve(addr: SocketAddr, sources: Sources) -> Result<MetricsServer, String
             }
         })
         .map_err(|e| format!("metrics: cannot start the thread: {e}"))?;
-    Ok(MetricsServer { server, thread: Some(thread) })
+    Ok((server, thread))
+}
+
+/// The first candidate socket that can be bound: its directory is made
+/// (0700) or must be ours and closed to others; a socket file another
+/// process answers on is left alone (another egret serves it), a stale
+/// one (nobody answers) is replaced. The error lists why each failed.
+pub fn bind_unix(candidates: &[PathBuf]) -> Result<(UnixListener, PathBuf), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let mut why = Vec::new();
+    for path in candidates {
+        let Some(dir) = path.parent() else { continue };
+        let attempt = (|| -> Result<UnixListener, String> {
+            match std::fs::symlink_metadata(dir) {
+                Ok(m) => {
+                    let mine = m.uid() == nix::unistd::geteuid().as_raw();
+                    if !m.is_dir() || !mine || m.mode() & 0o022 != 0 {
+                        return Err("exists but is not a directory of ours closed to others".into());
+                    }
+                }
+                Err(_) => std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| format!("cannot create it: {e}"))?,
+            }
+            if path.exists() {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(format!("{} is in use by another process", path.display()));
+                }
+                std::fs::remove_file(path).map_err(|e| format!("cannot remove a stale socket: {e}"))?;
+            }
+            let l = UnixListener::bind(path).map_err(|e| e.to_string())?;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            Ok(l)
+        })();
+        match attempt {
+            Ok(l) => return Ok((l, path.clone())),
+            Err(e) => why.push(format!("{}: {e}", dir.display())),
+        }
+    }
+    Err(why.join("; "))
 }
 
 fn answer(req: tiny_http::Request, sources: &Sources) {

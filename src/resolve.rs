@@ -1,6 +1,14 @@
 //! The anti-spoofing resolver behind the HTTPS proxies: "does `name`
 //! resolve to `ip`?" (`VERIFY_DESTINATION`). An allowed SNI/Host sent to an
-//! address the name does not resolve to is a spoof (`ip-mismatch`).
+//! address the name does not resolve to is a spoof (`ip-mismatch`); when
+//! no resolver answers at all the check cannot tell, and says so
+//! (`resolver-unavailable`).
+//!
+//! It asks the resolvers the workloads use: `DNS_UPSTREAMS` when set, else
+//! the nameservers of `/etc/resolv.conf` (re-read when it changes), else
+//! Docker's `127.0.0.11:53` ([`effective_upstreams`]); and `/etc/hosts`
+//! pins (Compose `extra_hosts`, Kubernetes `hostAliases`) count as
+//! addresses of their names, as they do for the workloads' libc.
 //!
 //! [`Cache`] is the pure core (time passed in). [`Resolver`] wraps it with
 //! the same upstream exchange as DNS mode (marked sockets, fail-over, TCP
@@ -10,11 +18,13 @@
 //! is never refused because a CDN rotated its answer in between.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
 use crate::dns::filter::{self, QueryInfo};
@@ -29,9 +39,11 @@ pub enum Check {
     Match,
     /// The name resolves, but not to this address.
     Mismatch,
-    /// The name could not be resolved (no addresses, or every upstream
-    /// failed); the proxy decides what that means.
+    /// The resolvers answered: the name has no addresses.
     Unresolvable,
+    /// No resolver gave an answer (down, unreachable, SERVFAIL): the check
+    /// cannot tell a spoof from a real destination.
+    Unavailable,
 }
 
 /// Limits, in one place.
@@ -51,6 +63,8 @@ struct Entry {
     addrs: HashMap<IpAddr, Instant>,
     /// The last upstream lookup, successful or not.
     looked_up: Option<Instant>,
+    /// That lookup got no answer from any resolver.
+    failed: bool,
 }
 
 /// What the cache alone can say.
@@ -61,6 +75,8 @@ pub enum Cached {
     Mismatch,
     /// Looked up recently and nothing is known: unresolvable.
     Unresolvable,
+    /// Looked up recently and no resolver answered.
+    Unavailable,
     /// Ask upstream, then ask the cache again with `after_lookup`.
     Lookup,
 }
@@ -108,6 +124,16 @@ impl Cache {
         self.insert(name, ips, now);
         if let Some(e) = self.names.get_mut(name) {
             e.looked_up = Some(now);
+            e.failed = false;
+        }
+    }
+
+    /// Records a lookup of `name` that no resolver answered.
+    pub fn lookup_failed(&mut self, name: &str, now: Instant) {
+        self.insert(name, &[], now);
+        if let Some(e) = self.names.get_mut(name) {
+            e.looked_up = Some(now);
+            e.failed = true;
         }
     }
 
@@ -133,6 +159,7 @@ impl Cache {
         }
         match self.verdict(e, now) {
             Cached::Mismatch => Check::Mismatch,
+            Cached::Unavailable => Check::Unavailable,
             _ => Check::Unresolvable,
         }
     }
@@ -140,6 +167,8 @@ impl Cache {
     fn verdict(&self, e: &Entry, now: Instant) -> Cached {
         if e.addrs.values().any(|exp| *exp > now) {
             Cached::Mismatch
+        } else if e.failed {
+            Cached::Unavailable
         } else {
             Cached::Unresolvable
         }
@@ -171,31 +200,67 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The resolver the proxies ask; cheap to share behind an `Arc`.
 pub struct Resolver {
-    upstreams: Upstreams,
+    /// Swapped when `/etc/resolv.conf` changes ([`Resolver::set_upstreams`]).
+    upstreams: RwLock<Upstreams>,
     cache: Mutex<Cache>,
+    hosts: Mutex<HostsFile>,
 }
 
 impl Resolver {
     /// `upstreams` carry egret's bypass mark (see `dns::upstream`).
     pub fn new(upstreams: Upstreams, ttl_min: Duration, ttl_max: Duration) -> Resolver {
-        Resolver { upstreams, cache: Mutex::new(Cache::new(ttl_min, ttl_max)) }
+        Resolver::with_hosts(upstreams, ttl_min, ttl_max, PathBuf::from(HOSTS))
     }
 
-    /// Does `name` resolve to `ip`? Answers from the cache when it can,
-    /// else asks the upstreams for A and AAAA.
+    /// [`Resolver::new`] reading pins from `hosts` instead of `/etc/hosts`.
+    pub fn with_hosts(
+        upstreams: Upstreams,
+        ttl_min: Duration,
+        ttl_max: Duration,
+        hosts: PathBuf,
+    ) -> Resolver {
+        Resolver {
+            upstreams: RwLock::new(upstreams),
+            cache: Mutex::new(Cache::new(ttl_min, ttl_max)),
+            hosts: Mutex::new(HostsFile::new(hosts)),
+        }
+    }
+
+    /// Replaces the resolvers asked from now on (the mark and timeouts
+    /// stay). Cached answers stay valid for their TTL.
+    pub fn set_upstreams(&self, addrs: Vec<SocketAddr>) {
+        let mut g = self.upstreams.write().unwrap_or_else(|p| p.into_inner());
+        g.addrs = addrs;
+    }
+
+    /// The resolvers asked now.
+    pub fn upstreams(&self) -> Vec<SocketAddr> {
+        self.upstreams.read().unwrap_or_else(|p| p.into_inner()).addrs.clone()
+    }
+
+    /// Does `name` resolve to `ip`? An `/etc/hosts` pin matches at once;
+    /// otherwise answers from the cache when it can, else asks the
+    /// upstreams for A and AAAA.
     pub fn check(&self, name: &str, ip: IpAddr) -> Check {
         let Ok(name) = normalize(name) else { return Check::Unresolvable };
         let now = Instant::now();
+        if self.pinned(&name, ip, now) {
+            return Check::Match;
+        }
         match self.with_cache(|c| c.check(&name, ip, now)) {
             Cached::Match => return Check::Match,
             Cached::Mismatch => return Check::Mismatch,
             Cached::Unresolvable => return Check::Unresolvable,
+            Cached::Unavailable => return Check::Unavailable,
             Cached::Lookup => {}
         }
-        let addrs = self.lookup(&name);
+        let answer = self.lookup(&name);
         let now = Instant::now();
         self.with_cache(|c| {
-            c.looked_up(&name, &addrs, now);
+            match &answer {
+                Ok(addrs) => c.looked_up(&name, addrs, now),
+                Err(()) => c.lookup_failed(&name, now),
+            }
             c.after_lookup(&name, ip, now)
         })
     }
@@ -205,6 +270,13 @@ impl Resolver {
         if let Ok(name) = normalize(name) {
             self.with_cache(|c| c.insert(&name, ips, now));
         }
+    }
+
+    /// Whether `/etc/hosts` pins `name` to `ip`.
+    fn pinned(&self, name: &str, ip: IpAddr, now: Instant) -> bool {
+        let mut h = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        h.refresh(now);
+        h.pins(name).iter().any(|p| canonical(*p) == canonical(ip))
     }
 
     fn with_cache<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> T {
@@ -217,21 +289,36 @@ impl Resolver {
         f(&mut g)
     }
 
-    /// A and AAAA of `name` from the upstreams; empty when they fail or
-    /// the name has no addresses.
-    fn lookup(&self, name: &str) -> Vec<(IpAddr, Duration)> {
+    /// A and AAAA of `name` from the upstreams: the addresses (empty when
+    /// the name has none), or `Err` when no upstream answered either
+    /// question. A SERVFAIL or REFUSED counts as no answer: the next
+    /// upstream is asked.
+    fn lookup(&self, name: &str) -> Result<Vec<(IpAddr, Duration)>, ()> {
+        let upstreams = self.upstreams.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut out = Vec::new();
+        let mut answered = false;
         for qtype in [RecordType::A, RecordType::AAAA] {
             let Some((bytes, info)) = build_query(name, qtype) else { continue };
-            let check = |r: &[u8]| filter::check_response(r, &info).map_err(|e| e.to_string());
-            match self.upstreams.exchange(&bytes, &check, &|r| r.truncated) {
+            let check = |r: &[u8]| {
+                let reply = filter::check_response(r, &info).map_err(|e| e.to_string())?;
+                match reply.rcode {
+                    ResponseCode::NoError | ResponseCode::NXDomain => Ok(reply),
+                    other => Err(format!("answered {other}")),
+                }
+            };
+            match upstreams.exchange(&bytes, &check, &|r| r.truncated) {
                 Ok((_, reply)) => {
+                    answered = true;
                     out.extend(reply.addrs.iter().map(|&(ip, ttl)| (ip, Duration::from_secs(ttl.into()))))
                 }
                 Err(e) => log::debug!("resolve {name} {qtype}: {e}"),
             }
         }
-        out
+        if answered {
+            Ok(out)
+        } else {
+            Err(())
+        }
     }
 }
 
@@ -263,6 +350,195 @@ fn build_query(name: &str, qtype: RecordType) -> Option<(Vec<u8>, QueryInfo)> {
         checking_disabled: false,
     };
     Some((bytes, info))
+}
+
+/// The hosts file the workloads' libc reads.
+pub const HOSTS: &str = "/etc/hosts";
+/// The resolver configuration the workloads' libc reads.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// How often `/etc/hosts` is looked at again (it is read only when it changed).
+const HOSTS_RECHECK: Duration = Duration::from_secs(1);
+
+/// `/etc/hosts`, re-read when its modification time or size changes.
+struct HostsFile {
+    path: PathBuf,
+    stamp: Option<(SystemTime, u64)>,
+    checked: Option<Instant>,
+    /// Normalised name → pinned addresses.
+    pins: HashMap<String, Vec<IpAddr>>,
+}
+
+impl HostsFile {
+    fn new(path: PathBuf) -> HostsFile {
+        HostsFile { path, stamp: None, checked: None, pins: HashMap::new() }
+    }
+
+    fn refresh(&mut self, now: Instant) {
+        if self.checked.is_some_and(|t| now.saturating_duration_since(t) < HOSTS_RECHECK) {
+            return;
+        }
+        self.checked = Some(now);
+        let stamp = std::fs::metadata(&self.path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+        if stamp == self.stamp {
+            return;
+        }
+        self.stamp = stamp;
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        self.pins = parse_hosts(&text);
+    }
+
+    fn pins(&self, name: &str) -> &[IpAddr] {
+        self.pins.get(name).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// hosts(5): `ADDRESS NAME [ALIAS...]`, `#` comments; names normalised as
+/// the policy normalises them (lines egret cannot read are skipped, as
+/// libc skips them).
+pub fn parse_hosts(text: &str) -> HashMap<String, Vec<IpAddr>> {
+    let mut out: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    for line in text.lines() {
+        let mut words = line.split('#').next().unwrap_or("").split_whitespace();
+        let Some(ip) = words.next().and_then(|w| w.split('%').next()?.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        for w in words {
+            if let Ok(n) = normalize(w) {
+                let v = out.entry(n).or_default();
+                if !v.contains(&ip) {
+                    v.push(ip);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Where the resolver list in effect came from, for the start-up line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamSource {
+    /// `DNS_UPSTREAMS`.
+    Env,
+    /// The nameservers of `/etc/resolv.conf`.
+    ResolvConf,
+    /// `/etc/resolv.conf` names none: Docker's embedded resolver.
+    Fallback,
+}
+
+impl fmt::Display for UpstreamSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpstreamSource::Env => "DNS_UPSTREAMS",
+            UpstreamSource::ResolvConf => "the nameservers of /etc/resolv.conf (DNS_UPSTREAMS is not set)",
+            UpstreamSource::Fallback => {
+                "Docker's embedded resolver (DNS_UPSTREAMS is not set and /etc/resolv.conf names no nameserver)"
+            }
+        })
+    }
+}
+
+/// The nameservers of a resolv.conf, on port 53.
+pub fn resolv_conf_upstreams(text: &str) -> Vec<SocketAddr> {
+    crate::events::resolve::parse_resolv_conf(text)
+        .nameservers
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+/// A problem with `DNS_UPSTREAMS` found at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamError(pub String);
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+/// Resolves `(host, port)` to socket addresses (the system resolver, or a
+/// table in tests).
+pub type NameLookup<'a> = dyn Fn(&str, u16) -> Result<Vec<SocketAddr>, String> + 'a;
+
+/// The resolver list in effect: `DNS_UPSTREAMS` (names through `resolve`,
+/// in the order written), else the nameservers of `resolv_conf`, else
+/// `127.0.0.11:53`. Pure apart from what `resolve` does.
+pub fn effective_upstreams(
+    env: Option<&[crate::config::Upstream]>,
+    resolv_conf: &str,
+    resolve: &NameLookup<'_>,
+) -> Result<(Vec<SocketAddr>, UpstreamSource), UpstreamError> {
+    use crate::config::Upstream;
+    let Some(list) = env else {
+        let from_file = resolv_conf_upstreams(resolv_conf);
+        if from_file.is_empty() {
+            let fallback = crate::config::defaults::DNS_UPSTREAM.parse().expect("default upstream is valid");
+            return Ok((vec![fallback], UpstreamSource::Fallback));
+        }
+        return Ok((from_file, UpstreamSource::ResolvConf));
+    };
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for u in list {
+        let addrs = match u {
+            Upstream::Addr(a) => vec![*a],
+            Upstream::Name { host, port } => resolve(host, *port).map_err(|e| {
+                UpstreamError(format!("DNS_UPSTREAMS entry {host}:{port} does not resolve: {e}"))
+            })?,
+        };
+        for a in addrs {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    Ok((out, UpstreamSource::Env))
+}
+
+/// Resolves a host name through the system resolver (libc, which reads
+/// `/etc/hosts` and `/etc/resolv.conf`), bounded by `timeout`.
+pub fn system_resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let target = format!("{host}:{port}");
+    let spawned = std::thread::Builder::new().name("resolve-upstream".into()).spawn(move || {
+        let _ = tx.send(target.to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+    });
+    if let Err(e) = spawned {
+        return Err(format!("cannot start the lookup: {e}"));
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(v)) if !v.is_empty() => Ok(v),
+        Ok(Ok(_)) => Err("no addresses".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", timeout.as_secs())),
+    }
+}
+
+/// Watches `path` (polling its content every `every`) and calls `changed`
+/// with the nameservers it names whenever they change; stops when
+/// `changed` returns false. An unreadable or empty file changes nothing:
+/// the resolvers in effect stay rather than falling back mid-flight.
+pub fn watch_resolv_conf(
+    path: &Path,
+    every: Duration,
+    mut current: Vec<SocketAddr>,
+    mut changed: impl FnMut(Vec<SocketAddr>) -> bool + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let path = path.to_owned();
+    std::thread::Builder::new().name("resolv-watch".into()).spawn(move || loop {
+        std::thread::sleep(every);
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let now = resolv_conf_upstreams(&text);
+        if now.is_empty() || now == current {
+            continue;
+        }
+        current.clone_from(&now);
+        if !changed(now) {
+            return;
+        }
+    })
 }
 
 #[cfg(test)]
@@ -371,6 +647,152 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(60),
         );
-        assert_eq!(dead.check("www.example.com", ip("192.0.2.10")), Check::Unresolvable);
+        // Nobody answered: not a mismatch, the check could not be made.
+        assert_eq!(dead.check("www.example.com", ip("192.0.2.10")), Check::Unavailable);
+    }
+
+    /// A loopback DNS server answering every query with `rcode` (and an A
+    /// record 192.0.2.10 when NOERROR), `n` times.
+    fn server(rcode: ResponseCode, n: usize) -> std::net::SocketAddr {
+        use hickory_proto::rr::rdata::A;
+        use hickory_proto::rr::{RData, Record};
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            for _ in 0..n {
+                let Ok((len, from)) = sock.recv_from(&mut buf) else { return };
+                let q = Message::from_vec(&buf[..len]).unwrap();
+                let qq = q.queries[0].clone();
+                let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+                r.metadata.response_code = rcode;
+                r.add_query(qq.clone());
+                if rcode == ResponseCode::NoError && qq.query_type() == RecordType::A {
+                    r.add_answer(Record::from_rdata(qq.name().clone(), 60, RData::A(A::new(192, 0, 2, 10))));
+                }
+                sock.send_to(&r.to_vec().unwrap(), from).unwrap();
+            }
+        });
+        addr
+    }
+
+    fn resolver(addrs: Vec<std::net::SocketAddr>, hosts: PathBuf) -> Resolver {
+        let mut u = Upstreams::new(addrs, None);
+        u.udp_timeout = Duration::from_millis(300);
+        Resolver::with_hosts(u, Duration::from_secs(1), Duration::from_secs(60), hosts)
+    }
+
+    #[test]
+    fn servfail_is_unavailable_nxdomain_is_unresolvable_and_the_next_upstream_is_asked() {
+        let none = PathBuf::from("/nonexistent/hosts");
+        let r = resolver(vec![server(ResponseCode::ServFail, 2)], none.clone());
+        assert_eq!(r.check("a.example", ip("192.0.2.10")), Check::Unavailable);
+        let r = resolver(vec![server(ResponseCode::NXDomain, 2)], none.clone());
+        assert_eq!(r.check("a.example", ip("192.0.2.10")), Check::Unresolvable);
+        // SERVFAIL from the first: the second answers.
+        let r = resolver(vec![server(ResponseCode::ServFail, 2), server(ResponseCode::NoError, 2)], none);
+        assert_eq!(r.check("a.example", ip("192.0.2.10")), Check::Match);
+    }
+
+    #[test]
+    fn hosts_pins_match_and_follow_edits() {
+        let dir = std::env::temp_dir().join(format!("egret-hosts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hosts = dir.join("hosts");
+        std::fs::write(&hosts, "127.0.0.1 localhost\n10.9.8.7 pinned.example Alias.Example. # compose\n")
+            .unwrap();
+        // No upstream answers at all: the pins alone decide.
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let r = resolver(vec![dead], hosts.clone());
+        assert_eq!(r.check("pinned.example", ip("10.9.8.7")), Check::Match);
+        assert_eq!(r.check("alias.example", ip("::ffff:10.9.8.7")), Check::Match);
+        // Another address of a pinned name still asks DNS (which is down).
+        assert_eq!(r.check("pinned.example", ip("10.9.8.8")), Check::Unavailable);
+        // An edit is picked up (after the recheck interval).
+        std::fs::write(&hosts, "10.9.8.8 pinned.example\n").unwrap();
+        std::thread::sleep(HOSTS_RECHECK + Duration::from_millis(100));
+        assert_eq!(r.check("pinned.example", ip("10.9.8.8")), Check::Match);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn set_upstreams_switches_the_resolver_asked() {
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let r = resolver(vec![dead], PathBuf::from("/nonexistent/hosts"));
+        assert_eq!(r.check("a.example", ip("192.0.2.10")), Check::Unavailable);
+        let live = server(ResponseCode::NoError, 2);
+        r.set_upstreams(vec![live]);
+        assert_eq!(r.upstreams(), [live]);
+        std::thread::sleep(defaults::REFRESH_MIN + Duration::from_millis(50));
+        assert_eq!(r.check("a.example", ip("192.0.2.10")), Check::Match);
+    }
+
+    #[test]
+    fn effective_upstreams_table() {
+        use crate::config::Upstream;
+        let names = |host: &str, port: u16| match host {
+            "resolver.test" => Ok(vec![format!("10.0.0.53:{port}").parse().unwrap()]),
+            _ => Err("no such host".to_owned()),
+        };
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let k8s = "search ns.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n";
+        let podman = "nameserver 10.89.0.1\nnameserver fd00::1\n";
+        type Want = Result<(Vec<SocketAddr>, UpstreamSource), String>;
+        let cases: Vec<(Option<Vec<Upstream>>, &str, Want)> = vec![
+            (None, k8s, Ok((vec![sa("10.96.0.10:53")], UpstreamSource::ResolvConf))),
+            (None, podman, Ok((vec![sa("10.89.0.1:53"), sa("[fd00::1]:53")], UpstreamSource::ResolvConf))),
+            (None, "# empty\n", Ok((vec![sa("127.0.0.11:53")], UpstreamSource::Fallback))),
+            (
+                Some(vec![
+                    Upstream::Addr(sa("10.1.1.1:53")),
+                    Upstream::Name { host: "resolver.test".into(), port: 5353 },
+                ]),
+                k8s,
+                Ok((vec![sa("10.1.1.1:53"), sa("10.0.0.53:5353")], UpstreamSource::Env)),
+            ),
+            (
+                Some(vec![Upstream::Name { host: "gone.test".into(), port: 53 }]),
+                k8s,
+                Err("DNS_UPSTREAMS entry gone.test:53 does not resolve: no such host".into()),
+            ),
+        ];
+        for (env, rc, want) in cases {
+            let got = effective_upstreams(env.as_deref(), rc, &names).map_err(|e| e.to_string());
+            assert_eq!(got, want, "{env:?} / {rc:?}");
+        }
+    }
+
+    #[test]
+    fn hosts_parse() {
+        let h = parse_hosts(
+            "10.0.0.1 a.test b.TEST. # c\n::1 localhost ip6-localhost\nbad line\n10.0.0.2 a.test\n",
+        );
+        assert_eq!(h["a.test"], [ip("10.0.0.1"), ip("10.0.0.2")]);
+        assert_eq!(h["b.test"], [ip("10.0.0.1")]);
+        assert_eq!(h["localhost"], [ip("::1")]);
+    }
+
+    #[test]
+    fn the_watcher_reports_changed_nameservers() {
+        let dir = std::env::temp_dir().join(format!("egret-rc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rc = dir.join("resolv.conf");
+        std::fs::write(&rc, "nameserver 10.0.0.1\n").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let start = resolv_conf_upstreams("nameserver 10.0.0.1\n");
+        let t =
+            watch_resolv_conf(&rc, Duration::from_millis(20), start, move |v| tx.send(v).is_ok()).unwrap();
+        std::fs::write(&rc, "nameserver 10.0.0.2\n").unwrap();
+        let got = rx.recv_timeout(Duration::from_secs(5)).expect("a change is reported");
+        assert_eq!(got, ["10.0.0.2:53".parse::<SocketAddr>().unwrap()]);
+        drop(rx);
+        // The next change finds the receiver gone and the thread ends.
+        std::fs::write(&rc, "nameserver 10.0.0.3\n").unwrap();
+        let ended = (0..250).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            t.is_finished()
+        });
+        assert!(ended, "the watcher must stop once nobody listens");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

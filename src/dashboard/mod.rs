@@ -106,6 +106,8 @@ struct Shared {
     /// Signalled on every ingest and clear (and on stop).
     changed: Condvar,
     limiter: Mutex<RateLimiter>,
+    /// `TRUSTED_PROXIES`, for the rate limit's client address.
+    trusted: crate::policy::IpSet,
     metrics: Metrics,
     streams: AtomicUsize,
     stream_ids: AtomicU64,
@@ -214,7 +216,11 @@ pub fn embedded_config(
         }
         _ => lookup(var),
     };
-    DashboardConfig::from_env(&overlay).map(Some)
+    let dc = DashboardConfig::from_env(&overlay)?;
+    for w in &dc.warnings {
+        log::warn!("embedded dashboard: {w}");
+    }
+    Ok(Some(dc))
 }
 
 /// Runs the dashboard in the calling thread until the process ends.
@@ -226,8 +232,7 @@ pub fn run(cfg: DashboardConfig) -> Result<(), Error> {
 
 /// Binds and starts the worker threads; returns at once.
 pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
-    let listener =
-        TcpListener::bind(cfg.listen).map_err(|source| Error::Bind { addr: cfg.listen, source })?;
+    let listener = bind(cfg.listen).map_err(|source| Error::Bind { addr: cfg.listen, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr: cfg.listen, source })?;
     // Accepted sockets inherit SO_SNDTIMEO from the listener on Linux;
     // tiny_http gives no other way to bound a blocked write.
@@ -250,6 +255,7 @@ pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
     let server = Arc::new(server);
     let shared = Arc::new(Shared {
         limiter: Mutex::new(RateLimiter::new(cfg.rate_rps, cfg.rate_burst)),
+        trusted: crate::policy::IpSet::from_cidrs(&cfg.trusted_proxies),
         ring: Mutex::new(Ring::new(cfg.buffer_size)),
         changed: Condvar::new(),
         metrics: Metrics::default(),
@@ -286,13 +292,43 @@ pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
     Ok(Handle { addr, shared, server, workers })
 }
 
+/// Binds the listener. `[::]` (a bare `PORT`, as Go's `:8081`) is bound
+/// dual-stack (IPV6_V6ONLY off, whatever the sysctl says), falling back to
+/// `0.0.0.0` where the kernel has no IPv6.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{self as so, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let IpAddr::V6(v6) = addr.ip() else { return TcpListener::bind(addr) };
+    if !v6.is_unspecified() {
+        return TcpListener::bind(addr);
+    }
+    let dual = (|| -> std::io::Result<TcpListener> {
+        let fd = so::socket(AddressFamily::Inet6, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+        so::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        so::setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+        so::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
+        so::listen(&fd, so::Backlog::new(1024).unwrap_or(so::Backlog::MAXCONN))?;
+        Ok(TcpListener::from(fd))
+    })();
+    match dual {
+        Ok(l) => Ok(l),
+        Err(e)
+            if e.raw_os_error() == Some(nix::libc::EAFNOSUPPORT)
+                || e.raw_os_error() == Some(nix::libc::EADDRNOTAVAIL) =>
+        {
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+            log::info!("dashboard: no IPv6 here ({e}); listening on {v4}");
+            TcpListener::bind(v4)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// See [`Options::pool_kick`].
 fn kick_pool(addr: SocketAddr, shared: &Shared) {
     let target = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
+        // Dual-stack: IPv4 loopback reaches it too, and always exists.
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
         _ => addr,
     };
     let every = shared.opts.pool_kick.max(Duration::from_millis(10));
@@ -369,14 +405,17 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
     let (path, query) = routes::split_target(rq.url());
     let (path, query) = (path.to_owned(), query.to_owned());
     let peer = rq.remote_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let client =
+        routes::client_ip(peer, header(&rq, "X-Forwarded-For"), header(&rq, "X-Real-IP"), &shared.trusted);
     let route = routes::route(rq.method().as_str(), &path);
     log::trace!("dashboard: {peer} {} {path} → {route:?}", rq.method());
     match route {
         Route::Health => {
             let ring = shared.ring();
+            // g0efilter-dashboard's keys, then egret's.
             let body = serde_json::json!({
-                "status": "ok", "version": crate::VERSION,
-                "entries": ring.len(), "last_id": ring.last_id(),
+                "status": "ok", "service": "g0efilter-dashboard", "server": "egret",
+                "version": crate::VERSION, "entries": ring.len(), "last_id": ring.last_id(),
             });
             drop(ring);
             reply_json(rq, 200, body.to_string());
@@ -390,9 +429,9 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
             reply(rq, 200, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes(), &[]);
         }
         Route::Asset(a) => reply(rq, 200, a.content_type, a.body.to_vec(), &[]),
-        Route::GetLogs => match routes::parse_query(&query, shared.cfg.read_limit) {
-            Err(why) => reject(shared, rq, 400, &why, &[]),
-            Ok(q) => {
+        Route::GetLogs => {
+            let q = routes::parse_query(&query, shared.cfg.read_limit);
+            {
                 let found = shared.ring().query(&q);
                 let mut body =
                     String::with_capacity(found.iter().map(|s| s.json.len() + 1).sum::<usize>() + 2);
@@ -406,19 +445,17 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
                 body.push(']');
                 reply_json(rq, 200, body);
             }
-        },
-        Route::PostLogs => post_logs(shared, rq, peer),
+        }
+        Route::PostLogs => post_logs(shared, rq, client),
         Route::DeleteLogs => {
-            if !allowed_by_rate(shared, peer) {
-                return reject(shared, rq, 429, "rate limited", &[("Retry-After", "1")]);
-            }
-            if !key_ok(shared, &rq) {
-                return reject(shared, rq, 401, "unauthorized", &[("WWW-Authenticate", "Bearer")]);
+            match gate(shared, &rq, client) {
+                Gate::Pass => {}
+                g => return refuse(shared, rq, g, true),
             }
             let n = shared.ring().clear();
             Metrics::add(&shared.metrics.cleared, 1);
             shared.changed.notify_all();
-            log::info!("dashboard: {peer} cleared {n} entries");
+            log::info!("dashboard: {client} cleared {n} entries");
             reply_json(rq, 200, serde_json::json!({"status": "cleared", "cleared": n}).to_string());
         }
         Route::Events => stream(shared, rq, &query),
@@ -463,20 +500,54 @@ fn key_ok(shared: &Shared, rq: &Request) -> bool {
     routes::authorized(header(rq, "X-Api-Key"), header(rq, "Authorization"), &shared.cfg.api_key)
 }
 
-fn allowed_by_rate(shared: &Shared, peer: IpAddr) -> bool {
-    let ok = shared.limiter.lock().map(|mut l| l.allow(peer, Instant::now())).unwrap_or(true);
+fn allowed_by_rate(shared: &Shared, client: IpAddr) -> bool {
+    let ok = shared.limiter.lock().map(|mut l| l.allow(client, Instant::now())).unwrap_or(true);
     if !ok {
         Metrics::add(&shared.metrics.rate_limited, 1);
     }
     ok
 }
 
-fn post_logs(shared: &Arc<Shared>, mut rq: Request, peer: IpAddr) {
-    if !allowed_by_rate(shared, peer) {
+/// Whether a write (POST, DELETE) may go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Pass,
+    /// The client's bucket is empty: 429.
+    Limited,
+    /// No valid key: 401.
+    Unauthorized,
+}
+
+/// A request with the valid key is never rate limited: an agent ships as
+/// fast as it produces events (g0efilter's sends one POST per event from
+/// three workers), and losing its events to our own limit would help
+/// nobody. Every other request takes a token from its client's bucket,
+/// so guessing keys stays slow (an empty bucket answers 429 before the
+/// key is looked at, as far as the client can tell).
+fn gate(shared: &Shared, rq: &Request, client: IpAddr) -> Gate {
+    if key_ok(shared, rq) {
+        Gate::Pass
+    } else if !allowed_by_rate(shared, client) {
+        Gate::Limited
+    } else {
+        Gate::Unauthorized
+    }
+}
+
+/// Answers a write the gate stopped.
+fn refuse(shared: &Shared, rq: Request, g: Gate, delete: bool) {
+    if g == Gate::Limited {
         return reject(shared, rq, 429, "rate limited", &[("Retry-After", "1")]);
     }
-    if !key_ok(shared, &rq) {
-        return reject(shared, rq, 401, "unauthorized", &[("WWW-Authenticate", "Bearer")]);
+    shared.metrics.rejected(401);
+    let body = routes::unauthorized_body(delete).into_bytes();
+    reply(rq, 401, JSON, body, &[("WWW-Authenticate", "Bearer")]);
+}
+
+fn post_logs(shared: &Arc<Shared>, mut rq: Request, client: IpAddr) {
+    match gate(shared, &rq, client) {
+        Gate::Pass => {}
+        g => return refuse(shared, rq, g, false),
     }
     if !routes::json_content_type(header(&rq, "Content-Type")) {
         return reject(shared, rq, 415, "unsupported media type: send application/json", &[]);
@@ -495,11 +566,12 @@ fn post_logs(shared: &Arc<Shared>, mut rq: Request, peer: IpAddr) {
         Ok(items) => items,
         Err(store::BodyError::Empty) => return reject(shared, rq, 400, "empty payload", &[]),
         Err(e @ store::BodyError::InvalidJson(_)) => {
-            log::debug!("dashboard: {peer}: {e}");
+            log::debug!("dashboard: {client}: {e}");
             return reject(shared, rq, 400, "invalid json", &[]);
         }
     };
-    let (created, results) = shared.ingest(&items, &peer.to_string());
+    let remote = routes::remote_ip(rq.remote_addr().copied());
+    let (created, results) = shared.ingest(&items, &remote);
     reply_json(rq, 201, serde_json::json!({"created": created, "results": results}).to_string());
 }
 
@@ -648,7 +720,7 @@ mod tests {
             ("PORT", "1"),
         ]);
         let d = embedded_config(&Config::from_env(&e).unwrap(), &e).unwrap().unwrap();
-        assert_eq!((d.listen, d.api_key.as_str()), ("0.0.0.0:9999".parse().unwrap(), "k2"));
+        assert_eq!((d.listen, d.api_key.as_str()), ("[::]:9999".parse().unwrap(), "k2"));
 
         let e = env(&[("DASHBOARD_LISTEN", "9999")]);
         let err = embedded_config(&Config::from_env(&e).unwrap(), &e).unwrap_err();

@@ -139,24 +139,70 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
     })
 }
 
-/// `q`, `since_id` and `limit` of `GET /api/v1/logs`. A missing or empty
-/// `limit` means `read_limit`; a larger one is capped to it.
-pub fn parse_query(query: &str, read_limit: usize) -> Result<Query, String> {
+/// `q`, `since_id` and `limit` of `GET /api/v1/logs`. As in g0efilter,
+/// a value that is not usable is ignored rather than refused: a bad or
+/// non-positive `since_id` means "from the start", a bad or non-positive
+/// `limit` means `read_limit`; a larger `limit` is capped to it.
+pub fn parse_query(query: &str, read_limit: usize) -> Query {
     let q = query_param(query, "q").unwrap_or_default().to_lowercase();
-    let since_id = match query_param(query, "since_id").filter(|s| !s.is_empty()) {
-        None => 0,
-        Some(s) => {
-            s.parse::<u64>().map_err(|_| format!("invalid since_id {s:?}: expected a whole number"))?
+    let since_id = query_param(query, "since_id").and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+    let limit = match query_param(query, "limit").and_then(|s| s.trim().parse::<usize>().ok()) {
+        Some(n) if n >= 1 => n.min(read_limit),
+        _ => read_limit,
+    };
+    Query { q, since_id, limit }
+}
+
+/// The client a request is from, for the rate limit: the TCP peer, unless
+/// the peer is a trusted reverse proxy (`TRUSTED_PROXIES`); then the
+/// rightmost `X-Forwarded-For` address that is not itself a trusted proxy
+/// (the leftmost entries are whatever the client wrote), else `X-Real-IP`,
+/// else the peer. An untrusted peer's headers are never believed, so a
+/// client cannot pick its own bucket.
+pub fn client_ip(
+    peer: std::net::IpAddr,
+    forwarded_for: Option<&str>,
+    real_ip: Option<&str>,
+    trusted: &crate::policy::IpSet,
+) -> std::net::IpAddr {
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let parse = |s: &str| {
+        let s = s.trim();
+        let bare = s.strip_prefix('[').and_then(|x| x.split(']').next()).unwrap_or(s);
+        bare.parse::<std::net::IpAddr>()
+            .ok()
+            .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+    };
+    if let Some(xff) = forwarded_for {
+        let hops: Vec<std::net::IpAddr> = xff.split(',').filter_map(parse).collect();
+        if let Some(ip) = hops.iter().rev().find(|ip| !trusted.contains(**ip)) {
+            return *ip;
         }
-    };
-    let limit = match query_param(query, "limit").filter(|s| !s.is_empty()) {
-        None => read_limit,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if n >= 1 => n.min(read_limit),
-            _ => return Err(format!("invalid limit {s:?}: expected 1..{read_limit}")),
-        },
-    };
-    Ok(Query { q, since_id, limit })
+    }
+    real_ip.and_then(parse).unwrap_or(peer)
+}
+
+/// `remote_ip` of a stored entry: the poster's `ip:port`, as g0efilter
+/// records Go's `RemoteAddr` (IPv6 in brackets).
+pub fn remote_ip(peer: Option<std::net::SocketAddr>) -> String {
+    peer.map_or_else(String::new, |a| a.to_string())
+}
+
+/// The body of a 401 answer: g0efilter's `{"error":"unauthorized"}`, and
+/// for `DELETE` (which g0efilter served without a key) how to send one.
+pub fn unauthorized_body(delete: bool) -> String {
+    if delete {
+        serde_json::json!({
+            "error": "unauthorized",
+            "hint": "DELETE /api/v1/logs needs the API key in X-Api-Key or Authorization: Bearer \
+                     (egret asks for it; g0efilter did not)",
+        })
+        .to_string()
+    } else {
+        error_body("unauthorized")
+    }
 }
 
 /// Compares in time independent of where the first difference is.
@@ -291,7 +337,7 @@ mod tests {
 
     #[test]
     fn query_table() {
-        let ok = |q: &str| parse_query(q, 500).unwrap();
+        let ok = |q: &str| parse_query(q, 500);
         assert_eq!(ok(""), Query { q: String::new(), since_id: 0, limit: 500 });
         assert_eq!(
             ok("q=Evil%2EExample&since_id=7&limit=20"),
@@ -300,9 +346,50 @@ mod tests {
         assert_eq!(ok("limit=100000").limit, 500, "capped at READ_LIMIT");
         assert_eq!(ok("limit=&since_id=").limit, 500, "empty means default");
         assert_eq!(ok("q=a+b").q, "a b");
-        for bad in ["limit=0", "limit=-1", "limit=x", "since_id=-3", "since_id=1.5"] {
-            assert!(parse_query(bad, 500).is_err(), "{bad}");
+        // Ignored as g0efilter ignores them (issue 16): the defaults apply.
+        for bad in ["limit=0", "limit=-1", "limit=x", "since_id=-3", "since_id=1.5", "since_id=x&limit=2.5"] {
+            assert_eq!(parse_query(bad, 500), Query { q: String::new(), since_id: 0, limit: 500 }, "{bad}");
         }
+        assert_eq!(ok("since_id=abc&limit=3"), Query { q: String::new(), since_id: 0, limit: 3 });
+    }
+
+    #[test]
+    fn client_ip_behind_trusted_proxies() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let trusted = crate::policy::IpSet::from_cidrs(&[
+            crate::policy::Cidr::parse("10.0.0.0/24").unwrap().0,
+            crate::policy::Cidr::parse("fd00::1").unwrap().0,
+        ]);
+        let cases: &[(&str, Option<&str>, Option<&str>, &str)] = &[
+            // Not a trusted peer: headers ignored.
+            ("192.0.2.9", Some("1.2.3.4"), Some("5.6.7.8"), "192.0.2.9"),
+            // Trusted: the rightmost untrusted hop.
+            ("10.0.0.5", Some("203.0.113.7"), None, "203.0.113.7"),
+            ("10.0.0.5", Some("6.6.6.6, 203.0.113.7, 10.0.0.4"), None, "203.0.113.7"),
+            ("10.0.0.5", Some("garbage, 203.0.113.8"), None, "203.0.113.8"),
+            ("10.0.0.5", Some("[2001:db8::7]:4711"), None, "2001:db8::7"),
+            // Only trusted hops, or none: X-Real-IP, else the peer.
+            ("10.0.0.5", Some("10.0.0.3"), Some("198.51.100.2"), "198.51.100.2"),
+            ("10.0.0.5", None, Some("198.51.100.3"), "198.51.100.3"),
+            ("10.0.0.5", None, Some("nonsense"), "10.0.0.5"),
+            ("fd00::1", Some("2001:db8::9"), None, "2001:db8::9"),
+            ("::ffff:10.0.0.5", Some("203.0.113.9"), None, "203.0.113.9"),
+        ];
+        for (peer, xff, real, want) in cases {
+            assert_eq!(client_ip(ip(peer), *xff, *real, &trusted), ip(want), "{peer} {xff:?} {real:?}");
+        }
+        let none = crate::policy::IpSet::default();
+        assert_eq!(client_ip(ip("10.0.0.5"), Some("1.1.1.1"), None, &none), ip("10.0.0.5"));
+    }
+
+    #[test]
+    fn remote_ip_and_the_401_body() {
+        assert_eq!(remote_ip(Some("10.0.0.2:40000".parse().unwrap())), "10.0.0.2:40000");
+        assert_eq!(remote_ip(Some("[fd00::2]:8".parse().unwrap())), "[fd00::2]:8");
+        let v: serde_json::Value = serde_json::from_str(&unauthorized_body(true)).unwrap();
+        assert_eq!(v["error"], "unauthorized");
+        assert!(v["hint"].as_str().unwrap().contains("X-Api-Key"));
+        assert_eq!(unauthorized_body(false), error_body("unauthorized"));
     }
 
     #[test]

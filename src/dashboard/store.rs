@@ -107,7 +107,10 @@ pub struct Record {
     pub dst: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Every other payload key (component, reason, note, rcode, qname, ...).
+    /// As g0efilter's: the payload's own `fields` object, with every
+    /// payload key but `msg`, `time` and `fields` on top of it (so the
+    /// top-level keys repeat here, and `component`, `reason`, `note`,
+    /// `rcode`, `qname`, ... live only here).
     pub fields: Map<String, Value>,
 }
 
@@ -139,31 +142,10 @@ impl Skip {
     }
 }
 
-/// Keys that become top-level fields of a [`Record`] (plus their aliases).
-const TOP_LEVEL: &[&str] = &[
-    "id",
-    "time",
-    "msg",
-    "action",
-    "remote_ip",
-    "source_ip",
-    "client_ip",
-    "source_port",
-    "destination_ip",
-    "dst_ip",
-    "destination_port",
-    "dst_port",
-    "protocol",
-    "policy_hit",
-    "payload_len",
-    "https",
-    "http_host",
-    "flow_id",
-    "hostname",
-    "src",
-    "dst",
-    "version",
-];
+/// Payload keys never copied into `fields`: the message and time (top
+/// level, as in g0efilter), the nested object merged instead, and what
+/// only the dashboard sets (a poster cannot forge an id or an address).
+const NOT_IN_FIELDS: &[&str] = &["msg", "time", "fields", "id", "remote_ip"];
 
 fn text(v: Option<&Value>) -> Option<String> {
     match v? {
@@ -207,8 +189,11 @@ pub fn normalize(m: &Map<String, Value>, ctx: &IngestContext) -> Result<Record, 
     });
     let http_host = first_text(m, &["http_host", "host"]);
     let mut fields = Map::new();
+    if let Some(Value::Object(nested)) = m.get("fields") {
+        fields.extend(nested.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
     for (k, v) in m {
-        if !TOP_LEVEL.contains(&k.as_str()) {
+        if !NOT_IN_FIELDS.contains(&k.as_str()) && !v.is_null() {
             fields.insert(k.clone(), v.clone());
         }
     }
@@ -254,7 +239,8 @@ pub struct Stored {
     pub record: Record,
     /// The record's JSON, shared by every reader and SSE client.
     pub json: Arc<str>,
-    /// Lowercased text `q` searches: msg, top-level strings and fields.
+    /// Lowercased text `q` searches: msg and the raw JSON of `fields` (as
+    /// g0efilter searches), the top-level strings, and `key=value` lines.
     haystack: String,
 }
 
@@ -263,7 +249,11 @@ impl Stored {
         // Serialising a struct of strings, numbers and a string-keyed map
         // cannot fail.
         let json: Arc<str> = serde_json::to_string(&record).unwrap_or_else(|_| "{}".into()).into();
-        let mut haystack = String::with_capacity(json.len());
+        let mut haystack = String::with_capacity(2 * json.len());
+        haystack.push_str(&record.msg.to_lowercase());
+        haystack.push(' ');
+        haystack.push_str(&serde_json::Value::Object(record.fields.clone()).to_string().to_lowercase());
+        haystack.push('\n');
         let tops = [
             Some(&record.msg),
             Some(&record.action),
@@ -489,10 +479,31 @@ mod tests {
                 "destination_ip": "93.184.216.34", "destination_port": 443, "protocol": "TCP",
                 "https": "evil.example", "flow_id": "a1b2c3d4", "hostname": "pod-a",
                 "src": "10.0.0.2:40000", "dst": "93.184.216.34:443", "version": "0.1.0",
-                "fields": {"component": "https", "reason": "not-allowed", "note": "n", "rcode": 3,
+                // g0efilter's shape: every payload key but msg and time,
+                // the top-level ones repeated (note and rcode kept).
+                "fields": {"action": "BLOCKED", "component": "https", "hostname": "pod-a", "version": "0.1.0",
+                           "source_ip": "10.0.0.2", "source_port": 40000,
+                           "destination_ip": "93.184.216.34", "destination_port": 443,
+                           "https": "evil.example", "reason": "not-allowed", "note": "n", "rcode": 3,
+                           "src": "10.0.0.2:40000", "dst": "93.184.216.34:443", "flow_id": "a1b2c3d4",
                            "producer_time": "2026-11-21T20:58:33Z"},
             })
         );
+    }
+
+    #[test]
+    fn nested_fields_are_merged_under_the_payload_keys() {
+        let got = stored_json(json!({
+            "msg": "m", "action": "BLOCKED", "reason": "top",
+            "fields": {"reason": "nested", "tenant_id": "t1", "extra": [1, 2]},
+            "id": 77, "remote_ip": "6.6.6.6", "note": null,
+        }));
+        assert_eq!(
+            got["fields"],
+            json!({"action": "BLOCKED", "reason": "top", "tenant_id": "t1", "extra": [1, 2]}),
+            "nested keys kept, top-level keys win, id/remote_ip/null never copied"
+        );
+        assert_eq!((got["id"].clone(), got["remote_ip"].clone()), (json!(0), json!("10.0.0.9")));
     }
 
     #[test]
@@ -540,6 +551,7 @@ mod tests {
         // Absent, not null, when unknown.
         let got = stored_json(json!({"msg": "m", "action": "ALLOWED"}));
         assert_eq!(got.as_object().unwrap().len(), 6, "{got}");
+        assert_eq!(got["fields"], json!({"action": "ALLOWED"}));
         assert_eq!(got["time"], "2026-11-27T20:40:00.000000001Z");
     }
 
@@ -576,6 +588,9 @@ mod tests {
         assert_eq!(q("EVIL", 0, 10), [3, 1], "case-insensitive over fields");
         assert_eq!(q("dns.", 0, 10), [4, 2], "over msg");
         assert_eq!(q("qname=github", 0, 10), [2], "field names too");
+        // g0efilter matches the raw JSON of the fields.
+        assert_eq!(q("\"qname\":\"github.com\"", 0, 10), [2], "raw JSON of fields");
+        assert_eq!(q("\"qname\":\"evil.", 0, 10), [3, 1]);
         assert_eq!(q("", 2, 10), [4, 3], "since_id is exclusive");
         assert_eq!(q("", 0, 2), [4, 3], "limit");
         assert_eq!(q("evil", 1, 10), [3]);

@@ -80,7 +80,9 @@ impl Refusal {
     /// The event `note`.
     pub fn note(&self) -> String {
         match self {
-            Refusal::Blocked { name, reason } => format!("{name}: {}", reason.as_str()),
+            // g0efilter's note for a blocked name answered NXDOMAIN (egret
+            // answers NXDOMAIN for every type, so always this one).
+            Refusal::Blocked { .. } => "nxdomain".to_owned(),
             Refusal::Malformed(why) | Refusal::NotImplemented(why) | Refusal::Refused(why) => why.clone(),
         }
     }
@@ -544,8 +546,10 @@ mod tests {
         assert_eq!(m.queries.len(), 1, "the question is echoed");
         let (code, text) = ede_of(&a.bytes).expect("EDE present");
         assert_eq!(code, EDE_BLOCKED);
-        assert_eq!(text, "egret: blocked by policy (evil.test: domain-not-allowed)");
-        assert_eq!(a.refusal.reason(), "domain-not-allowed");
+        // g0efilter's vocabulary (issue 16): reason not-allowlisted, note nxdomain.
+        assert_eq!(text, "egret: blocked by policy (evil.test: not-allowlisted)");
+        assert_eq!(a.refusal.reason(), "not-allowlisted");
+        assert_eq!(a.refusal.note(), "nxdomain");
 
         let Action::Answer(a) = decide(&query(7, &[("evil.test.", RecordType::TXT)], false), &p) else {
             panic!("not answered")

@@ -74,6 +74,9 @@ impl Component {
 pub struct Event {
     /// RFC 3339 with nanoseconds, UTC.
     pub time: String,
+    /// When egret made the event (the same instant as `time`); g0efilter's
+    /// shipper adds it to every event it sends to the dashboard.
+    pub producer_time: String,
     pub msg: String,
     pub action: Action,
     pub component: Component,
@@ -87,8 +90,12 @@ pub struct Event {
     pub destination_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination_port: Option<u16>,
+    /// `TCP`, `UDP`, or the IP protocol number as g0efilter writes it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<&'static str>,
+    pub protocol: Option<std::borrow::Cow<'static, str>>,
+    /// NFLOG events: bytes of the packet that were copied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_len: Option<u64>,
     /// TLS SNI.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub https: Option<String>,
@@ -140,8 +147,10 @@ impl Event {
             Component::Nflog => "nflog.event".to_owned(),
             c => format!("{}.{}", c.as_str(), action.as_str().to_ascii_lowercase()),
         };
+        let time = rfc3339_nanos(now);
         Event {
-            time: rfc3339_nanos(now),
+            producer_time: time.clone(),
+            time,
             msg,
             action,
             component,
@@ -152,6 +161,7 @@ impl Event {
             destination_ip: None,
             destination_port: None,
             protocol: None,
+            payload_len: None,
             https: None,
             http_host: None,
             host: None,
@@ -180,7 +190,7 @@ impl Event {
         self.destination_port = Some(dst.port());
         self.src = Some(host_port(sip, src.port()));
         self.dst = Some(host_port(dip, dst.port()));
-        self.protocol = Some(protocol);
+        self.protocol = Some(protocol.into());
         self.flow_id = Some(flow_id(sip, src.port(), dip, dst.port(), protocol));
         self
     }
@@ -293,11 +303,12 @@ fn host_port(ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// FNV-32a of `srcIP:srcPort->dstIP:dstPort|PROTO`, lowercase hex, so proxy
-/// and NFLOG events of one flow correlate.
+/// FNV-32a of `srcIP:srcPort->dstIP:dstPort|PROTO`, lowercase hex without
+/// zero padding (as g0efilter writes it), so proxy and NFLOG events of one
+/// flow correlate, also with g0efilter's.
 pub fn flow_id(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, protocol: &str) -> String {
     let key = format!("{src}:{sport}->{dst}:{dport}|{}", protocol.to_ascii_uppercase());
-    format!("{:08x}", fnv1a32(key.as_bytes()))
+    format!("{:x}", fnv1a32(key.as_bytes()))
 }
 
 pub fn fnv1a32(bytes: &[u8]) -> u32 {
@@ -438,7 +449,13 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let key = "10.0.0.1:1234->10.0.0.2:443|TCP";
-        assert_eq!(flow_id(a, 1234, b, 443, "tcp"), format!("{:08x}", fnv1a32(key.as_bytes())));
+        assert_eq!(flow_id(a, 1234, b, 443, "tcp"), format!("{:x}", fnv1a32(key.as_bytes())));
+        // No zero padding: a hash below 0x10000000 has fewer than 8 digits.
+        let short = (0..10_000u16)
+            .map(|p| (p, flow_id(a, p, b, 443, "TCP")))
+            .find(|(p, _)| fnv1a32(format!("10.0.0.1:{p}->10.0.0.2:443|TCP").as_bytes()) < 0x1000_0000)
+            .expect("some port hashes below 0x10000000");
+        assert!(short.1.len() < 8 && !short.1.starts_with('0'), "{short:?}");
         assert_ne!(flow_id(a, 1234, b, 443, "TCP"), flow_id(b, 443, a, 1234, "TCP"));
         assert_ne!(flow_id(a, 1234, b, 443, "TCP"), flow_id(a, 1234, b, 443, "UDP"));
     }
@@ -462,7 +479,7 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1);
         let ev = Event::new(Component::Https, Action::Blocked, "pod-1", t)
             .with_flow("10.0.0.1:5000".parse().unwrap(), "[::ffff:1.2.3.4]:443".parse().unwrap(), "TCP")
-            .with_reason("domain-not-allowed");
+            .with_reason("not-allowlisted");
         let v: serde_json::Value = serde_json::from_str(&ev.to_json()).unwrap();
         assert_eq!(v["msg"], "https.blocked");
         assert_eq!(v["action"], "BLOCKED");
@@ -472,7 +489,7 @@ mod tests {
         assert_eq!(v["source_port"], 5000, "ports are numbers");
         assert_eq!(v["destination_ip"], "1.2.3.4", "mapped v4 shown as v4");
         assert_eq!(v["dst"], "1.2.3.4:443");
-        assert_eq!(v["reason"], "domain-not-allowed");
+        assert_eq!(v["reason"], "not-allowlisted");
         assert!(v.get("qname").is_none(), "unknown fields are left out");
         let v6 = Event::new(Component::Nflog, Action::Blocked, "h", t).with_flow(
             "[fd00::1]:1".parse().unwrap(),

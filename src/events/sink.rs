@@ -81,7 +81,6 @@ pub struct SinkOptions {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SinkError {
-    LogFile { path: PathBuf, source: io::Error },
     Shipper(ShipError),
     Gotify(GotifyError),
     Syslog(SyslogError),
@@ -91,7 +90,6 @@ pub enum SinkError {
 impl fmt::Display for SinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SinkError::LogFile { path, source } => write!(f, "LOG_FILE {}: {source}", path.display()),
             SinkError::Shipper(e) => e.fmt(f),
             SinkError::Gotify(e) => e.fmt(f),
             SinkError::Syslog(e) => e.fmt(f),
@@ -229,12 +227,10 @@ impl SinkHandle {
 
 /// Starts the sink (and the shipper and Gotify threads it feeds).
 pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError> {
-    let log_file = match &opts.log_file {
-        Some(o) => Some(
-            LogFile::open(o.clone()).map_err(|source| SinkError::LogFile { path: o.path.clone(), source })?,
-        ),
-        None => None,
-    };
+    // A LOG_FILE that cannot be opened never stops egret (g0efilter's
+    // logger does not either): stdout still carries every event, and the
+    // file is retried every few seconds.
+    let log_file = opts.log_file.as_ref().map(|o| LogFile::open_or_retry(o.clone(), Instant::now()));
     let shipper = match opts.shipper {
         Some(o) => Some(Shipper::spawn(o).map_err(SinkError::Shipper)?.0),
         None => None,
@@ -451,6 +447,31 @@ struct LogFile {
 }
 
 impl LogFile {
+    /// [`LogFile::open`], or a closed file that [`LogFile::retry_if_broken`]
+    /// reopens later; either way egret runs (with a warning now).
+    fn open_or_retry(opts: LogFileOptions, now: Instant) -> LogFile {
+        match LogFile::open(opts.clone()) {
+            Ok(f) => f,
+            Err(e) => {
+                log::warn!(
+                    "LOG_FILE {}: cannot open: {e}; egret runs on, events still go to stdout, \
+                     and the file is retried every 5 s",
+                    opts.path.display()
+                );
+                let mut warn = Throttle::new(Duration::from_secs(60));
+                let _ = warn.ready(now);
+                LogFile {
+                    opts,
+                    file: None,
+                    size: 0,
+                    rotated: false,
+                    warn,
+                    next_retry: Some(now + Duration::from_secs(5)),
+                }
+            }
+        }
+    }
+
     fn open(opts: LogFileOptions) -> io::Result<LogFile> {
         let (file, size) = open_append(&opts.path)?;
         Ok(LogFile {
@@ -555,6 +576,10 @@ fn numbered(path: &Path, k: usize) -> PathBuf {
 /// Opens for appending, creating with mode 0600 (events name hosts and
 /// addresses; other users of the machine need not read them).
 fn open_append(path: &Path) -> io::Result<(File, u64)> {
+    // `LOG_FILE=/data/logs/egret.log` on a fresh volume: make the directory.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let f = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
     let size = f.metadata()?.len();
     Ok((f, size))
@@ -570,6 +595,35 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// Issue 16, item 7: a missing directory is made; an open that fails
+    /// keeps egret running and is retried.
+    #[test]
+    fn log_file_makes_its_directory_and_a_failed_open_is_retried() {
+        let dir = tmp("mkdir");
+        let opts = |path: PathBuf| LogFileOptions { path, max_size: 0, keep: 1 };
+        let nested = dir.join("a/b/events.log");
+        let t0 = Instant::now();
+        let mut f = LogFile::open_or_retry(opts(nested.clone()), t0);
+        assert!(f.file.is_some() && f.write_line("one", t0));
+        f.flush(t0);
+        assert_eq!(std::fs::read_to_string(&nested).unwrap(), "one\n");
+
+        // The parent is a regular file: no directory can be made there.
+        let blocker = dir.join("blocker");
+        std::fs::write(&blocker, "").unwrap();
+        let path = blocker.join("events.log");
+        let mut f = LogFile::open_or_retry(opts(path.clone()), t0);
+        assert!(f.file.is_none() && !f.write_line("lost", t0), "no file, no panic, no exit");
+        f.retry_if_broken(t0 + Duration::from_secs(1));
+        assert!(f.file.is_none(), "retried only after 5 s");
+        std::fs::remove_file(&blocker).unwrap();
+        f.retry_if_broken(t0 + Duration::from_secs(6));
+        assert!(f.file.is_some() && f.write_line("two", t0), "reopened once the path works");
+        f.flush(t0);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

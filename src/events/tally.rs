@@ -17,13 +17,15 @@ pub const ACTIONS: [&str; 3] = ["allowed", "blocked", "redirected"];
 pub const COMPONENTS: [&str; 5] = ["https", "http", "dns", "nflog", "egret"];
 /// Label values of `reason`: every reason egret's events carry, then
 /// `none` and `other`.
-pub const REASONS: [&str; 22] = [
+pub const REASONS: [&str; 23] = [
     "ip-allowed",
     "domain-allowed",
-    "domain-not-allowed",
+    "not-allowlisted",
     "ip-not-allowed",
     "invalid-name",
     "ip-mismatch",
+    "resolver-unavailable",
+    "parse-failed",
     "no-sni",
     "no-host",
     "host-mismatch",
@@ -32,7 +34,6 @@ pub const REASONS: [&str; 22] = [
     "header-timeout",
     "self-destination",
     "policy-revoked",
-    "not-allowed",
     "malformed-query",
     "not-implemented",
     "class-not-allowed",
@@ -154,7 +155,7 @@ mod tests {
             ev(Component::Https, Action::Blocked, Some("ip-mismatch")),
             ev(Component::Https, Action::Blocked, Some("ip-mismatch")),
             ev(Component::Dns, Action::Allowed, Some("domain-allowed")),
-            ev(Component::Nflog, Action::Blocked, Some("not-allowed")),
+            ev(Component::Nflog, Action::Blocked, Some("not-allowlisted")),
             ev(Component::Http, Action::Allowed, None),
             ev(Component::Egret, Action::Blocked, Some("<script>")),
         ] {
@@ -167,7 +168,7 @@ mod tests {
                 ("allowed", "http", "none", 1),
                 ("allowed", "dns", "domain-allowed", 1),
                 ("blocked", "https", "ip-mismatch", 2),
-                ("blocked", "nflog", "not-allowed", 1),
+                ("blocked", "nflog", "not-allowlisted", 1),
                 ("blocked", "egret", "other", 1),
             ]
         );
@@ -183,8 +184,10 @@ mod tests {
             Reason::DomainNotAllowed.as_str(),
             Reason::InvalidName.as_str(),
             Reason::IpNotAllowed.as_str(),
-            p::DOMAIN_NOT_ALLOWED,
+            p::NOT_ALLOWLISTED,
             p::IP_MISMATCH,
+            p::RESOLVER_UNAVAILABLE,
+            p::PARSE_FAILED,
             p::NO_SNI,
             p::NO_HOST,
             p::HOST_MISMATCH,
@@ -196,7 +199,6 @@ mod tests {
             crate::proxy::registry::POLICY_REVOKED,
             crate::daemon::RULESET_TAMPERED,
             "policy-invalid",
-            "not-allowed",
         ];
         use crate::dns::filter::Refusal;
         let dns = [

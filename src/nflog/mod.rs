@@ -201,17 +201,27 @@ fn nl_attr(t: u16, v: &[u8]) -> Result<neli::genl::Nlattr<u16, neli::types::Buff
 
 /// The `nflog.event` for one logged packet.
 pub fn to_event(r: &LogRecord, ev: Event) -> Event {
-    let mut ev = match (r.src_port, r.dst_port) {
-        (Some(sp), Some(dp)) => ev.with_flow((r.src, sp).into(), (r.dst, dp).into(), r.protocol.as_str()),
+    let mut ev = match (r.src_port, r.dst_port, r.protocol) {
+        (Some(sp), Some(dp), Protocol::Tcp) => ev.with_flow((r.src, sp).into(), (r.dst, dp).into(), "TCP"),
+        (Some(sp), Some(dp), Protocol::Udp) => ev.with_flow((r.src, sp).into(), (r.dst, dp).into(), "UDP"),
         _ => {
+            // No ports (ICMP, or cut off): as g0efilter, `src`/`dst` are the
+            // bare addresses and the flow id hashes ports 0.
             let mut e = ev;
+            let name = r.protocol.name();
             e.source_ip = Some(r.src.to_string());
             e.destination_ip = Some(r.dst.to_string());
-            e.protocol = Some(r.protocol.as_str());
+            e.src = Some(r.src.to_string());
+            e.dst = Some(r.dst.to_string());
+            e.flow_id = Some(crate::events::flow_id(r.src, 0, r.dst, 0, &name));
+            e.protocol = Some(name);
             e
         }
     };
-    ev.reason = Some("not-allowed".to_owned());
+    ev.payload_len = Some(r.payload_len as u64);
+    // The same value as a name outside the policy: the destination is
+    // not allowlisted.
+    ev.reason = Some("not-allowlisted".to_owned());
     // The sending socket's owner, when the packet had one (NFLOG's UID).
     ev.uid = r.uid;
     if let Some((t, code)) = r.icmp {
@@ -308,5 +318,24 @@ mod tests {
         assert_eq!(v["protocol"], "TCP");
         assert_eq!(v["dst"], "10.200.1.2:9");
         assert_eq!(v["flow_id"], crate::events::flow_id(r.src, 40000, r.dst, 9, "TCP"));
+        assert_eq!(v["payload_len"], 40, "the copied bytes, as g0efilter reports them");
+        assert_eq!(v["reason"], "not-allowlisted");
+    }
+
+    /// g0efilter writes the protocol number for anything but TCP/UDP.
+    #[test]
+    fn icmp_events_carry_the_protocol_number() {
+        let mut p = vec![0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 1, 0, 0, 10, 200, 1, 1, 10, 200, 1, 2];
+        p.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1]);
+        let r = parse::parse_message(&parse::tests::message(0, "blocked", &p)).unwrap();
+        let ev = to_event(&r, Event::new(Component::Nflog, Action::Blocked, "h", UNIX_EPOCH));
+        let v: serde_json::Value = serde_json::from_str(&ev.to_json()).unwrap();
+        assert_eq!(v["protocol"], "1");
+        assert_eq!((v["src"].as_str(), v["dst"].as_str()), (Some("10.200.1.1"), Some("10.200.1.2")));
+        assert_eq!(v["flow_id"], crate::events::flow_id(r.src, 0, r.dst, 0, "1"));
+        assert_eq!(v["payload_len"], 28);
+        assert!(v.get("source_port").is_none());
+        assert_eq!(parse::Protocol::Icmpv6.name(), "58");
+        assert_eq!(parse::Protocol::Other(132).name(), "132");
     }
 }

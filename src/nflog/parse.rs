@@ -36,14 +36,24 @@ impl Protocol {
         }
     }
 
-    /// The event's `protocol` field.
-    pub fn as_str(self) -> &'static str {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
         match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-            Protocol::Icmp => "ICMP",
-            Protocol::Icmpv6 => "ICMPV6",
-            Protocol::Other(_) => "OTHER",
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Icmp => 1,
+            Protocol::Icmpv6 => 58,
+            Protocol::Other(n) => n,
+        }
+    }
+
+    /// The event's `protocol` field as g0efilter writes it: `TCP`, `UDP`,
+    /// else the protocol number (`1` for ICMP, `58` for ICMPv6).
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Protocol::Tcp => "TCP".into(),
+            Protocol::Udp => "UDP".into(),
+            other => other.number().to_string().into(),
         }
     }
 }
@@ -66,6 +76,9 @@ pub struct LogRecord {
     /// The sending socket's uid, when the kernel knows it.
     pub uid: Option<u32>,
     pub mark: Option<u32>,
+    /// Bytes of the packet NFLOG copied (at most `NFLOG_BUFSIZE`): the
+    /// event's `payload_len`, as g0efilter reports it.
+    pub payload_len: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,8 +130,10 @@ pub fn parse_message(msg: &[u8]) -> Result<LogRecord, ParseError> {
             _ => {}
         }
     }
-    let pkt = parse_packet(payload.ok_or(ParseError::NoPayload)?)?;
+    let payload = payload.ok_or(ParseError::NoPayload)?;
+    let pkt = parse_packet(payload)?;
     Ok(LogRecord {
+        payload_len: payload.len(),
         group,
         prefix,
         src: pkt.src,

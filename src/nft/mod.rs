@@ -9,6 +9,7 @@
 //! the batch's BEGIN message, not one answer per message, so counting
 //! acks would hang.
 
+pub mod foreign;
 pub mod host;
 pub mod identity;
 pub mod netlink;

@@ -142,7 +142,8 @@ impl Reason {
         match self {
             Reason::IpAllowed => "ip-allowed",
             Reason::DomainAllowed => "domain-allowed",
-            Reason::DomainNotAllowed => "domain-not-allowed",
+            // g0efilter's value for "not in the policy".
+            Reason::DomainNotAllowed => "not-allowlisted",
             Reason::InvalidName => "invalid-name",
             Reason::IpNotAllowed => "ip-not-allowed",
         }
@@ -190,8 +191,23 @@ impl Policy {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let mut cidrs = Vec::new();
+        // g0efilter skips empty entries (`- ""`); so does egret, saying so.
+        let skip_empty = |src: &Source<'_>, list: &str, i: usize, entry: &str, warnings: &mut Vec<String>| {
+            let empty = entry.trim().is_empty();
+            if empty {
+                warnings.push(format!(
+                    "{}: {} {entry:?}: empty entry skipped",
+                    source_name(&src.origin),
+                    location(&src.origin, list, i)
+                ));
+            }
+            empty
+        };
         for src in ips {
             for (i, entry) in src.entries.iter().enumerate() {
+                if skip_empty(src, "ips", i, entry, &mut warnings) {
+                    continue;
+                }
                 match Cidr::parse(entry) {
                     Ok((c, host_bits)) => {
                         if host_bits {
@@ -210,6 +226,9 @@ impl Policy {
         let mut names = NameSet::default();
         for src in domains {
             for (i, entry) in src.entries.iter().enumerate() {
+                if skip_empty(src, "domains", i, entry, &mut warnings) {
+                    continue;
+                }
                 match Pattern::parse(entry) {
                     Ok(p) => names.insert(p),
                     Err(e) => errors.push(entry_error(&src.origin, "domains", i, entry, e.to_string())),
@@ -377,7 +396,12 @@ pub fn parse_yaml(text: &str, source: &str) -> Result<RawPolicy, PolicyErrors> {
 fn yaml_reason(e: &serde_yaml::Error) -> String {
     // serde_yaml's message already says "at line L column C" when it knows.
     let msg = e.to_string();
-    if msg.contains("unknown field") {
+    if msg.contains("unknown field `denylist`") {
+        format!(
+            "{msg} (egret only knows allowlist.ips and allowlist.domains; a denylist is refused rather than \
+             ignored, because ignoring it would let through what it was meant to block)"
+        )
+    } else if msg.contains("unknown field") {
         format!("{msg} (egret only knows allowlist.ips and allowlist.domains)")
     } else {
         msg
@@ -391,39 +415,66 @@ pub struct EnvLists {
     pub domains: Option<Vec<String>>,
 }
 
-/// Reads and compiles the policy: the file at `path` (which may be missing
-/// only when both env lists are set) with the env lists replacing its lists.
+/// Reads and compiles the policy, with g0efilter's precedence: when either
+/// `ALLOWLIST_IPS` or `ALLOWLIST_DOMAINS` is set, the environment is the
+/// whole policy and the file at `path` is not read at all (a list that is
+/// not set is empty); otherwise the file is the policy, and a missing file
+/// is an error, never an empty or a default allowlist.
 pub fn load(path: &Path, env: &EnvLists) -> Result<Policy, PolicyErrors> {
     let shown = path.display().to_string();
+    if env.ips.is_some() || env.domains.is_some() {
+        let mut p = compile_env(env)?;
+        let set: Vec<&str> = [("ALLOWLIST_IPS", &env.ips), ("ALLOWLIST_DOMAINS", &env.domains)]
+            .into_iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        if path.exists() {
+            p.warnings.insert(
+                0,
+                format!(
+                    "{} set: the policy file {shown} is not read (g0efilter's precedence); \
+                     the allowlist is the environment's only",
+                    set.join(" and ")
+                ),
+            );
+        }
+        return Ok(p);
+    }
     let raw = match std::fs::read_to_string(path) {
         Ok(text) => parse_yaml(&text, &shown)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && env.ips.is_some() && env.domains.is_some() => {
-            RawPolicy::default()
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(whole_error(
-                &shown,
-                "no such file (set POLICY_PATH, or set both ALLOWLIST_IPS and ALLOWLIST_DOMAINS)".into(),
-            ))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(whole_error(
+            &shown,
+            "no such file, and neither ALLOWLIST_IPS nor ALLOWLIST_DOMAINS is set, so there is no policy: \
+                 mount a policy file at POLICY_PATH (README.md, \"Policy\", has an example) or set \
+                 ALLOWLIST_IPS / ALLOWLIST_DOMAINS"
+                .into(),
+        )),
         Err(e) => return Err(whole_error(&shown, format!("cannot read: {e}"))),
     };
-    compile_raw(raw, &shown, env)
+    compile_raw(raw, &shown, &EnvLists::default())
 }
 
-/// Compiles parsed YAML plus env overrides.
+/// Compiles the environment lists alone (the file is not consulted).
+pub fn compile_env(env: &EnvLists) -> Result<Policy, PolicyErrors> {
+    let none = Vec::new();
+    let ips = Source { origin: Origin::Env("ALLOWLIST_IPS"), entries: env.ips.as_ref().unwrap_or(&none) };
+    let domains =
+        Source { origin: Origin::Env("ALLOWLIST_DOMAINS"), entries: env.domains.as_ref().unwrap_or(&none) };
+    Policy::compile(&[ips], &[domains])
+}
+
+/// Compiles parsed YAML; when `env` has a list set, the environment
+/// replaces the file entirely ([`load`]'s precedence).
 pub fn compile_raw(raw: RawPolicy, shown: &str, env: &EnvLists) -> Result<Policy, PolicyErrors> {
+    if env.ips.is_some() || env.domains.is_some() {
+        return compile_env(env);
+    }
     let file = Origin::File(shown.to_owned());
     let file_ips = raw.allowlist.ips.unwrap_or_default();
     let file_domains = raw.allowlist.domains.unwrap_or_default();
-    let ips = match &env.ips {
-        Some(v) => Source { origin: Origin::Env("ALLOWLIST_IPS"), entries: v },
-        None => Source { origin: file.clone(), entries: &file_ips },
-    };
-    let domains = match &env.domains {
-        Some(v) => Source { origin: Origin::Env("ALLOWLIST_DOMAINS"), entries: v },
-        None => Source { origin: file, entries: &file_domains },
-    };
+    let ips = Source { origin: file.clone(), entries: &file_ips };
+    let domains = Source { origin: file, entries: &file_domains };
     Policy::compile(&[ips], &[domains])
 }
 
@@ -506,21 +557,26 @@ mod tests {
         );
     }
 
+    /// g0efilter's precedence (issue 16, item 2): any ALLOWLIST_* variable
+    /// makes the environment the whole policy; the file is not read, so
+    /// its other list does not sneak in (the bundled 192.168.0.0/16 used
+    /// to stay allowed on every port when only ALLOWLIST_DOMAINS was set).
     #[test]
-    fn env_lists_replace_file_lists() {
+    fn env_lists_replace_the_file_entirely() {
         let raw = || parse_yaml(BUNDLED, "policy.yaml").unwrap();
         let env = EnvLists { ips: Some(vec!["10.9.9.9".into()]), domains: None };
         let p = compile_raw(raw(), "policy.yaml", &env).unwrap();
         assert!(p.allows_ip("10.9.9.9".parse().unwrap()));
-        assert!(!p.allows_ip("1.1.1.1".parse().unwrap()), "file ips must be replaced");
-        assert!(p.allows_name("github.com"), "file domains kept");
+        assert!(!p.allows_ip("1.1.1.1".parse().unwrap()), "file ips must not be read");
+        assert!(!p.allows_name("github.com"), "file domains must not be read either");
 
         let env = EnvLists { ips: None, domains: Some(vec!["example.org".into()]) };
         let p = compile_raw(raw(), "policy.yaml", &env).unwrap();
         assert!(p.allows_name("example.org") && !p.allows_name("github.com"));
-        assert!(p.allows_ip("1.1.1.1".parse().unwrap()));
+        assert!(!p.allows_ip("192.168.7.7".parse().unwrap()), "no private /16 from the file");
+        assert!(p.ips().is_empty());
 
-        // An empty env list is still a replacement: it empties that list.
+        // An empty env list is still "set": an empty policy.
         let env = EnvLists { ips: Some(vec![]), domains: Some(vec![]) };
         assert!(compile_raw(raw(), "policy.yaml", &env).unwrap().is_empty());
 
@@ -533,14 +589,46 @@ mod tests {
     }
 
     #[test]
+    fn empty_entries_are_skipped_with_a_warning() {
+        let p = yaml("allowlist:\n  ips: [\"\", \"10.0.0.1\"]\n  domains: [\"a.test\", \" \"]\n").unwrap();
+        assert!(p.allows_ip("10.0.0.1".parse().unwrap()) && p.allows_name("a.test"));
+        assert_eq!(
+            p.warnings(),
+            [
+                "policy.yaml: allowlist.ips[0] \"\": empty entry skipped",
+                "policy.yaml: allowlist.domains[1] \" \": empty entry skipped"
+            ]
+        );
+    }
+
+    #[test]
     fn missing_file() {
         let path = Path::new("/nonexistent/egret/policy.yaml");
-        let e = load(path, &EnvLists::default()).unwrap_err();
-        assert!(e.to_string().contains("no such file"), "{e}");
+        let e = load(path, &EnvLists::default()).unwrap_err().to_string();
+        for needle in
+            ["no such file", "POLICY_PATH", "ALLOWLIST_IPS", "ALLOWLIST_DOMAINS", path.to_str().unwrap()]
+        {
+            assert!(e.contains(needle), "{needle:?} missing from: {e}");
+        }
+        // One env list is a whole policy; no file needed.
         let env = EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: None };
-        assert!(load(path, &env).is_err(), "one env list is not enough");
+        let p = load(path, &env).unwrap();
+        assert!(p.allows_ip("1.1.1.1".parse().unwrap()) && p.names().is_empty());
+        assert!(p.warnings().is_empty(), "no file to ignore: {:?}", p.warnings());
         let env = EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: Some(vec!["a.com".into()]) };
         assert!(load(path, &env).unwrap().allows_name("a.com"));
+        // With the file present, the start-up log says it is not read.
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.yaml");
+        let env = EnvLists { ips: None, domains: Some(vec!["a.com".into()]) };
+        let p = load(&here, &env).unwrap();
+        assert!(!p.allows_name("github.com"));
+        assert!(p.warnings()[0].contains("ALLOWLIST_DOMAINS set: the policy file"), "{:?}", p.warnings());
+    }
+
+    #[test]
+    fn a_denylist_is_refused_and_says_why() {
+        let e = errors("allowlist:\n  domains: [a.com]\ndenylist:\n  domains: [b.com]\n");
+        assert!(e[0].contains("would let through what it was meant to block"), "{}", e[0]);
     }
 
     #[test]

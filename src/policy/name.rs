@@ -211,6 +211,12 @@ impl NameSet {
         usize::from(self.any) + self.exact.len() + self.subdomains.len()
     }
 
+    /// Whether `*` is in the set: every name, and (as in g0efilter) an IP
+    /// literal where a name should be, is allowed.
+    pub fn matches_everything(&self) -> bool {
+        self.any
+    }
+
     /// The pattern that allows `name`, which must already be normalised.
     /// The most specific pattern wins: exact, then the nearest `*.` parent,
     /// then `*`.

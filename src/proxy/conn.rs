@@ -46,6 +46,36 @@ enum Peeked {
     Head(RequestHead),
 }
 
+/// What a connection names as its destination.
+enum Target {
+    Name(String),
+    /// An address where a name should be (allowed only under `*`).
+    Literal(IpAddr),
+}
+
+impl Target {
+    fn of(host: &Host) -> Target {
+        match host {
+            Host::Name(n) => Target::Name(n.clone()),
+            Host::IpLiteral(ip) => Target::Literal(*ip),
+        }
+    }
+
+    /// The decision; on allow, the name the registry tracks.
+    fn decide(
+        self,
+        policy: &crate::policy::Policy,
+        dst: IpAddr,
+        verify: bool,
+        check: &dyn super::DestinationCheck,
+    ) -> Result<String, Block> {
+        match self {
+            Target::Name(n) => decide(policy, &n, dst, verify, check).map(|_| n),
+            Target::Literal(ip) => super::decide_literal(policy, ip, dst, verify).map(|()| ip.to_string()),
+        }
+    }
+}
+
 /// Handles one accepted connection to the end. Never panics on traffic.
 pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
@@ -98,39 +128,34 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         Ok(p) => p,
         Err(block) => return refuse(shared, id, kind, &client, flow, None, block),
     };
-    let (name, mut ev) = match &peeked {
+    let (target, mut ev) = match &peeked {
         Peeked::Hello(h) => {
             let mut ev = event(shared, kind, Action::Allowed, flow);
             ev.ech = Some(h.ech);
-            let name = match &h.sni {
-                Sni::Name(n) => Ok(n.clone()),
+            let target = match &h.sni {
+                Sni::Name(n) => Ok(Target::Name(n.clone())),
                 Sni::Absent => Err(Block::new(reason::NO_SNI)),
                 Sni::IpLiteral(ip) => {
                     ev.https = Some(ip.to_string());
-                    Err(Block::with_note(reason::INVALID_NAME, "an IP address as SNI"))
+                    Ok(Target::Literal(*ip))
                 }
                 Sni::Invalid(raw) => {
                     ev.https = Some(raw.clone());
                     Err(Block::with_note(reason::INVALID_NAME, "invalid SNI"))
                 }
             };
-            if let Ok(n) = &name {
+            if let Ok(Target::Name(n)) = &target {
                 ev.https = Some(n.clone());
             }
-            (name, ev)
+            (target, ev)
         }
         Peeked::Head(head) => {
             let ev = with_host(event(shared, kind, Action::Allowed, flow), &head.host);
-            let name = match &head.host {
-                Host::Name(n) => Ok(n.clone()),
-                Host::IpLiteral(_) => Err(Block::with_note(reason::INVALID_NAME, "an IP address as Host")),
-            };
-            (name, ev)
+            (Ok(Target::of(&head.host)), ev)
         }
     };
     let policy = shared.policy.current();
-    let verdict =
-        name.and_then(|n| decide(&policy, &n, orig.ip(), s.verify_destination, &*shared.check).map(|_| n));
+    let verdict = target.and_then(|t| t.decide(&policy, orig.ip(), s.verify_destination, &*shared.check));
     let name = match verdict {
         Ok(n) => n,
         Err(block) => return refuse(shared, id, kind, &client, flow, Some(ev), block),
@@ -183,14 +208,13 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             // way; an allowed one is logged when its host changes.
             let mut last_host = first.host.clone();
             let mut gate = |head: &RequestHead| -> Result<(), Block> {
-                let name = match &head.host {
-                    Host::Name(n) => n.clone(),
-                    Host::IpLiteral(_) => {
-                        return Err(Block::with_note(reason::INVALID_NAME, "an IP address as Host"))
-                    }
-                };
                 // The current policy: a reload applies to the next request.
-                decide(&shared.policy.current(), &name, orig.ip(), s.verify_destination, &*shared.check)?;
+                let name = Target::of(&head.host).decide(
+                    &shared.policy.current(),
+                    orig.ip(),
+                    s.verify_destination,
+                    &*shared.check,
+                )?;
                 if head.host != last_host {
                     last_host = head.host.clone();
                     entry.set_name(&name);
@@ -207,10 +231,11 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     counters.bytes_up.fetch_add(stats.up, Ordering::Relaxed);
     counters.bytes_down.fetch_add(stats.down, Ordering::Relaxed);
     log::debug!(
-        "conn-{id} {peer}: closed ({end:?}), {} bytes up, {} down, splice={}",
+        "conn-{id} {peer}: closed ({end:?}), {} bytes up, {} down, splice={}{}",
         stats.up,
         stats.down,
-        stats.spliced
+        stats.spliced,
+        if stats.upgraded { ", websocket after 101" } else { "" }
     );
     match end {
         End::Blocked { head, block } => {
@@ -450,7 +475,8 @@ fn http_block(e: http::HttpError) -> Block {
         http::HttpError::MissingHost => reason::NO_HOST,
         http::HttpError::HostMismatch { .. } => reason::HOST_MISMATCH,
         http::HttpError::InvalidHost(_) => reason::INVALID_NAME,
-        _ => reason::PEEK_FAILED,
+        // g0efilter's value for a request it could not parse.
+        _ => reason::PARSE_FAILED,
     };
     Block::with_note(r, e.to_string())
 }

@@ -44,6 +44,10 @@ pub struct RequestHead {
     pub body: Body,
     /// Bytes of the head, through the blank line.
     pub head_len: usize,
+    /// A WebSocket opening handshake (RFC 6455 §4.1: `GET` with `Upgrade:
+    /// websocket` and `Connection: Upgrade`): after a `101` answer the
+    /// connection is no longer HTTP.
+    pub websocket: bool,
 }
 
 /// Why bytes are not a request we can check. The shell answers 403.
@@ -131,7 +135,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
     let mut host_hdr: Option<&[u8]> = None;
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding: Option<&[u8]> = None;
+    let (mut upgrade_ws, mut connection_upgrade) = (false, false);
+    let has_token = |v: &[u8], token: &str| lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade_ws |= has_token(h.value, "websocket");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            connection_upgrade |= has_token(h.value, "upgrade");
+        }
         if h.name.eq_ignore_ascii_case("host") {
             if host_hdr.is_some() {
                 return Err(HttpError::DuplicateHost);
@@ -185,7 +196,23 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
         (None, Some(auth)) if version == 0 => parse_host(auth)?,
         (None, _) => return Err(HttpError::MissingHost),
     };
-    Ok(Some(RequestHead { method, target, host, body, head_len }))
+    let websocket = upgrade_ws && connection_upgrade && method == "GET" && version == 1;
+    Ok(Some(RequestHead { method, target, host, body, head_len, websocket }))
+}
+
+/// A response head at the start of `buf`: its status and length through
+/// the blank line; `Ok(None)` until the blank line has arrived. Only the
+/// answer to a WebSocket handshake is looked at (is it `101`?).
+pub fn parse_response_head(buf: &[u8]) -> Result<Option<(u16, usize)>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => Ok(Some((resp.code.unwrap_or(0), n))),
+        Ok(httparse::Status::Complete(n)) => Err(HttpError::TooLarge(n)),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => Err(HttpError::TooLarge(buf.len())),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(HttpError::Malformed(e.to_string())),
+    }
 }
 
 /// [`parse_head`] for a buffer that only grows between calls (the shell's
@@ -663,6 +690,43 @@ mod tests {
         for (input, expect) in cases {
             check(input, expect);
         }
+    }
+
+    #[test]
+    fn websocket_handshakes_are_recognised() {
+        let ws = |extra: &str, method: &str, version: &str| {
+            let text = format!("{method} /chat {version}\r\nHost: a.example\r\n{extra}\r\n");
+            parse_head(text.as_bytes()).unwrap().unwrap().websocket
+        };
+        let cases: &[(&str, &str, &str, bool)] = &[
+            ("Upgrade: websocket\r\nConnection: Upgrade\r\n", "GET", "HTTP/1.1", true),
+            ("upgrade: WebSocket\r\nconnection: keep-alive, Upgrade\r\n", "GET", "HTTP/1.1", true),
+            ("Upgrade: h2c, websocket\r\nConnection: upgrade\r\n", "GET", "HTTP/1.1", true),
+            ("Upgrade: websocket\r\n", "GET", "HTTP/1.1", false),
+            ("Connection: Upgrade\r\n", "GET", "HTTP/1.1", false),
+            ("Upgrade: h2c\r\nConnection: Upgrade\r\n", "GET", "HTTP/1.1", false),
+            ("Upgrade: websocket\r\nConnection: Upgrade\r\n", "POST", "HTTP/1.1", false),
+            ("Upgrade: websocket\r\nConnection: Upgrade\r\n", "GET", "HTTP/1.0", false),
+            ("Upgrade: websocketx\r\nConnection: Upgrade\r\n", "GET", "HTTP/1.1", false),
+        ];
+        for (extra, method, version, want) in cases {
+            assert_eq!(ws(extra, method, version), *want, "{method} {version} {extra:?}");
+        }
+    }
+
+    #[test]
+    fn response_heads() {
+        let r = |s: &str| parse_response_head(s.as_bytes());
+        let sw = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        assert_eq!(r(sw), Ok(Some((101, sw.len()))));
+        assert_eq!(r(&format!("{sw}\x01\x05hello")), Ok(Some((101, sw.len()))), "frames after the head");
+        assert_eq!(r("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"), Ok(Some((403, 45))));
+        for i in 0..sw.len() {
+            assert_eq!(r(&sw[..i]), Ok(None), "prefix {i}");
+        }
+        assert!(r("\x01\x05hello").is_err());
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}\r\n", "a".repeat(MAX_HEAD));
+        assert!(matches!(r(&huge), Err(HttpError::TooLarge(_))));
     }
 
     #[test]

@@ -110,10 +110,18 @@ impl Block {
     }
 }
 
-/// Event reasons of the proxies.
+/// Event reasons of the proxies: g0efilter's values where it has one
+/// (`not-allowlisted`, `no-sni`, `no-host`, `peek-failed` for TLS,
+/// `parse-failed` for HTTP), egret's own for what g0efilter does not check.
+/// README.md, "Event reasons", is the table.
 pub mod reason {
-    pub const DOMAIN_NOT_ALLOWED: &str = "domain-not-allowed";
+    /// The name is not in the policy (g0efilter's value).
+    pub const NOT_ALLOWLISTED: &str = "not-allowlisted";
     pub const IP_MISMATCH: &str = "ip-mismatch";
+    /// The anti-spoofing check got no answer from any resolver.
+    pub const RESOLVER_UNAVAILABLE: &str = "resolver-unavailable";
+    /// A request head that is not HTTP/1.x we can check (g0efilter's value).
+    pub const PARSE_FAILED: &str = "parse-failed";
     pub const NO_SNI: &str = "no-sni";
     pub const NO_HOST: &str = "no-host";
     pub const HOST_MISMATCH: &str = "host-mismatch";
@@ -139,7 +147,7 @@ pub fn decide(
     if !d.allowed() {
         return Err(Block::new(match d.reason {
             policy::Reason::InvalidName => reason::INVALID_NAME,
-            _ => reason::DOMAIN_NOT_ALLOWED,
+            _ => reason::NOT_ALLOWLISTED,
         }));
     }
     // An address in allowlist.ips needs no name check; the kernel normally
@@ -153,7 +161,29 @@ pub fn decide(
             Err(Block::with_note(reason::IP_MISMATCH, format!("{name} does not resolve to {ip}")))
         }
         Check::Unresolvable => Err(Block::with_note(reason::IP_MISMATCH, format!("{name} does not resolve"))),
+        Check::Unavailable => Err(Block::with_note(
+            reason::RESOLVER_UNAVAILABLE,
+            format!("no resolver answered for {name}, so {ip} could not be checked"),
+        )),
     }
+}
+
+/// An IP literal where a name should be (`Host: 10.0.0.1`, an address as
+/// SNI). g0efilter's matcher lets one through only under `domains: ["*"]`,
+/// and so does egret; with `verify` the literal must also be the
+/// connection's destination (the literal is the "name", and a request
+/// naming one address while sent to another is a spoof like any other).
+pub fn decide_literal(policy: &Policy, literal: IpAddr, dst: IpAddr, verify: bool) -> Result<(), Block> {
+    if !policy.names().matches_everything() {
+        return Err(Block::with_note(
+            reason::NOT_ALLOWLISTED,
+            format!("{literal} is an address, not a name; only domains: [\"*\"] allows one"),
+        ));
+    }
+    if verify && policy::cidr::canonical(literal) != policy::cidr::canonical(dst) {
+        return Err(Block::with_note(reason::IP_MISMATCH, format!("{literal} is not the destination {dst}")));
+    }
+    Ok(())
 }
 
 /// What the proxies need from the configuration, plus the bypass mark.
@@ -249,7 +279,7 @@ mod tests {
             ("a.example", "10.0.0.2", true, Err(reason::IP_MISMATCH)),
             ("a.example", "10.0.0.2", false, Ok("domain-allowed")),
             ("c.example", "10.0.0.1", true, Err(reason::IP_MISMATCH)),
-            ("b.example", "10.0.0.1", true, Err(reason::DOMAIN_NOT_ALLOWED)),
+            ("b.example", "10.0.0.1", true, Err(reason::NOT_ALLOWLISTED)),
             ("x.wild.example", "10.0.0.9", false, Ok("domain-allowed")),
             ("b.example", "192.0.2.7", true, Ok("ip-allowed")),
         ];
@@ -258,6 +288,39 @@ mod tests {
                 decide(&p, name, ip(addr), *verify, &hosts).map(|d| d.reason.as_str()).map_err(|b| b.reason);
             assert_eq!(got, *expect, "{name} {addr} verify={verify}");
         }
+    }
+
+    #[test]
+    fn ip_literals_only_under_star() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let star = policy(&["*"], &[]);
+        let named = policy(&["a.example"], &["10.0.0.0/8"]);
+        type Case<'a> = (&'a Policy, &'a str, &'a str, bool, Result<(), &'a str>);
+        let cases: &[Case] = &[
+            (&star, "10.0.0.1", "10.0.0.1", true, Ok(())),
+            (&star, "::ffff:10.0.0.1", "10.0.0.1", true, Ok(())),
+            (&star, "10.0.0.1", "10.0.0.2", true, Err(reason::IP_MISMATCH)),
+            (&star, "10.0.0.1", "10.0.0.2", false, Ok(())),
+            (&named, "10.0.0.1", "10.0.0.1", true, Err(reason::NOT_ALLOWLISTED)),
+        ];
+        for (p, lit, dst, verify, want) in cases {
+            let got = decide_literal(p, ip(lit), ip(dst), *verify).map_err(|b| b.reason);
+            assert_eq!(got, *want, "{lit} -> {dst} verify={verify}");
+        }
+    }
+
+    #[test]
+    fn an_unanswered_check_is_not_a_mismatch() {
+        struct Down;
+        impl DestinationCheck for Down {
+            fn check(&self, _: &str, _: IpAddr) -> Check {
+                Check::Unavailable
+            }
+        }
+        let p = policy(&["a.example"], &[]);
+        let b = decide(&p, "a.example", "10.0.0.1".parse().unwrap(), true, &Down).unwrap_err();
+        assert_eq!(b.reason, reason::RESOLVER_UNAVAILABLE);
+        assert!(b.note.unwrap().contains("no resolver answered"));
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! For plain HTTP the client → upstream direction goes through
 //! [`RequestStream`] instead, so every request head on a kept-alive
 //! connection is handed to a gate before a byte of it is passed on.
+//! A WebSocket handshake as the connection's first request (already
+//! checked like any request) makes the upstream → client direction watch
+//! for the answer's status line, holding the client's further bytes: a
+//! `101 Switching Protocols` turns both directions into the opaque relay
+//! (the connection is no longer HTTP; its name was checked), any other
+//! answer lets HTTP checking go on.
 //!
 //! Shell: sockets, pipes and the clock. The framing decisions are the pure
 //! [`crate::proxy::http`] core.
@@ -20,7 +26,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::http::{RequestHead, RequestStream, Step, MAX_HEAD};
+use super::http::{parse_response_head, RequestHead, RequestStream, Step, MAX_HEAD};
 use super::{reason, Block};
 
 /// After a later HTTP request is refused, how long the upstream may take
@@ -60,6 +66,8 @@ pub struct Stats {
     pub down: u64,
     /// Whether both directions used splice.
     pub spliced: bool,
+    /// The connection switched to WebSocket (a `101` to its handshake).
+    pub upgraded: bool,
 }
 
 /// Decides on each HTTP request head after the first.
@@ -110,7 +118,14 @@ fn relay_with(
             0
         } else {
             match up.pump(client, upstream, gate.as_deref_mut()) {
-                Ok(n) => n,
+                Ok(n) => {
+                    if up.signal.take() == Some(Signal::UpgradeAsked) {
+                        // The upstream's first bytes answer this request:
+                        // watch them for the status.
+                        down.watch();
+                    }
+                    n
+                }
                 Err(End::Blocked { head, block }) => {
                     // Not a byte of the refused request went upstream. Send
                     // it our end of stream, let it finish answering the
@@ -130,11 +145,29 @@ fn relay_with(
             Ok(n) => n,
             Err(end) => break end,
         };
+        // The answer to a handshake changes what the client side may do
+        // with bytes it already holds: pump it again before waiting (no
+        // new client bytes may come to wake the poll).
+        let switched = match down.signal.take() {
+            Some(Signal::Upgraded) => {
+                stats.upgraded = true;
+                up.opaque(use_splice);
+                true
+            }
+            Some(Signal::NotUpgraded) => {
+                up.resume();
+                true
+            }
+            _ => false,
+        };
         stats.up += a as u64;
         stats.down += b as u64;
         let now = Instant::now();
         if a + b > 0 {
             last = now;
+        }
+        if switched {
+            continue;
         }
         if blocked.is_some() && down.finished() {
             break End::Done;
@@ -205,10 +238,23 @@ enum Wait {
     Nothing,
 }
 
+/// What a direction tells the relay loop about a WebSocket handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// Client side: the first request is a WebSocket handshake.
+    UpgradeAsked,
+    /// Upstream side: it answered `101`.
+    Upgraded,
+    /// Upstream side: it answered something else (HTTP goes on).
+    NotUpgraded,
+}
+
 /// One direction: bytes read from `src` wait in `buf` until `dst` takes
 /// them.
 struct Dir {
     buf: Buffer,
+    /// Set by `pump`, taken by the relay loop.
+    signal: Option<Signal>,
     /// `src` reached end of stream.
     eof: bool,
     /// We shut `dst`'s sending side (after eof and an empty buffer).
@@ -228,8 +274,14 @@ enum Buffer {
     /// is promoted to a pipe (`promote`) after PIPE_AFTER bytes.
     Copy { buf: Option<Box<[u8]>>, lo: usize, hi: usize, moved: u64, promote: bool },
     /// HTTP requests: `approved` bytes at the front of `buf` may be sent;
-    /// the rest wait for the framing or the gate.
-    Http { buf: Vec<u8>, approved: usize, stream: RequestStream, first: bool },
+    /// the rest wait for the framing or the gate. `awaiting`: the first
+    /// request was a WebSocket handshake and its answer is not in yet, so
+    /// nothing after it is parsed or sent (RFC 6455 §4.1: the client waits).
+    Http { buf: Vec<u8>, approved: usize, stream: RequestStream, first: bool, awaiting: bool },
+    /// The answer to a WebSocket handshake: bytes are held until its
+    /// status line is read (`approved` bytes of interim 1xx heads may be
+    /// sent), then the direction becomes a `Copy` of what is left.
+    Watch { buf: Vec<u8>, approved: usize, promote: bool },
 }
 
 impl Dir {
@@ -240,15 +292,49 @@ impl Dir {
     /// splice(2) through a pipe, if `use_splice`.
     fn plain(use_splice: bool) -> Dir {
         let buf = Buffer::Copy { buf: None, lo: 0, hi: 0, moved: 0, promote: use_splice };
-        Dir { buf, eof: false, shut: false, hold: false }
+        Dir { buf, signal: None, eof: false, shut: false, hold: false }
     }
 
     fn http(pending: Vec<u8>) -> Dir {
         Dir {
-            buf: Buffer::Http { buf: pending, approved: 0, stream: RequestStream::default(), first: true },
+            buf: Buffer::Http {
+                buf: pending,
+                approved: 0,
+                stream: RequestStream::default(),
+                first: true,
+                awaiting: false,
+            },
+            signal: None,
             eof: false,
             shut: false,
             hold: false,
+        }
+    }
+
+    /// Upstream side of a WebSocket handshake: hold what arrives until the
+    /// status is known. Only a fresh copy direction (nothing read yet) can
+    /// turn into a watch; the handshake is the connection's first request,
+    /// so its answer is the first thing the upstream sends.
+    fn watch(&mut self) {
+        if let Buffer::Copy { lo, hi, moved: 0, promote, .. } = self.buf {
+            if lo == hi && !self.eof {
+                self.buf = Buffer::Watch { buf: Vec::new(), approved: 0, promote };
+            }
+        }
+    }
+
+    /// Client side after a `101`: the rest of the connection is opaque.
+    fn opaque(&mut self, use_splice: bool) {
+        if let Buffer::Http { buf, .. } = &mut self.buf {
+            let rest = std::mem::take(buf);
+            self.buf = copy_of(rest, use_splice);
+        }
+    }
+
+    /// Client side after another answer: HTTP checking goes on.
+    fn resume(&mut self) {
+        if let Buffer::Http { awaiting, .. } = &mut self.buf {
+            *awaiting = false;
         }
     }
 
@@ -275,7 +361,7 @@ impl Dir {
         let queued = match &self.buf {
             Buffer::Pipe { queued, .. } => *queued,
             Buffer::Copy { lo, hi, .. } => hi - lo,
-            Buffer::Http { approved, .. } => *approved,
+            Buffer::Http { approved, .. } | Buffer::Watch { approved, .. } => *approved,
         };
         if queued > 0 {
             Wait::Write
@@ -377,10 +463,12 @@ impl Dir {
                         }
                     }
                 }
-                Buffer::Http { buf, approved, stream, first } => {
+                // Handled after this match (it may turn into a copy).
+                Buffer::Watch { .. } => {}
+                Buffer::Http { buf, approved, stream, first, awaiting } => {
                     // Find what may be sent: body bytes by their framing, a
                     // new head only once the gate allowed it.
-                    while *approved == 0 && !buf.is_empty() {
+                    while *approved == 0 && !*awaiting && !buf.is_empty() {
                         match stream.next(buf) {
                             Ok(Step::NeedMore) => break,
                             Ok(Step::Forward(n)) => *approved = n,
@@ -391,11 +479,20 @@ impl Dir {
                                             return Err(End::Blocked { head: Some(Box::new(head)), block });
                                         }
                                     }
+                                } else if head.websocket {
+                                    // Decided by the caller like any first
+                                    // request; what follows waits for the
+                                    // answer (a later handshake is not
+                                    // followed: earlier answers may still be
+                                    // on their way, and their bodies could
+                                    // pass for a 101).
+                                    *awaiting = true;
+                                    self.signal = Some(Signal::UpgradeAsked);
                                 }
                                 *approved = head.head_len;
                             }
                             Err(e) => {
-                                let block = Block::with_note(reason::PEEK_FAILED, e.to_string());
+                                let block = Block::with_note(reason::PARSE_FAILED, e.to_string());
                                 return Err(End::Blocked { head: None, block });
                             }
                         }
@@ -411,6 +508,13 @@ impl Dir {
                             Ok(None) => {}
                             Err(e) => return Err(End::Error(e)),
                         }
+                    }
+                    if *awaiting && buf.len() > MAX_HEAD {
+                        let note = "the client sent more than a head's worth before the upgrade was answered";
+                        return Err(End::Blocked {
+                            head: None,
+                            block: Block::with_note(reason::PARSE_FAILED, note),
+                        });
                     }
                     if !self.eof && *approved == 0 && buf.len() <= MAX_HEAD + REQUEST_READ {
                         // Into the spare capacity, which std reads into
@@ -432,11 +536,60 @@ impl Dir {
                     }
                 }
             }
+            if let Buffer::Watch { buf, approved, promote } = &mut self.buf {
+                if !self.eof && buf.len() <= MAX_HEAD + REQUEST_READ {
+                    let old = buf.len();
+                    let r = (&mut &*src).take(REQUEST_READ as u64).read_to_end(buf);
+                    let got = buf.len() - old;
+                    match r {
+                        Ok(n) if n < REQUEST_READ => {
+                            self.eof = true;
+                            progress = true;
+                        }
+                        Ok(_) => progress = true,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => progress |= got > 0,
+                        Err(e) => return Err(End::Error(e)),
+                    }
+                }
+                // Interim 1xx heads pass (RFC 9110 §15.2); the first final
+                // status decides.
+                let decided = loop {
+                    match parse_response_head(&buf[*approved..]) {
+                        Ok(None) if !self.eof => break None,
+                        Ok(Some((code, len))) if (100..200).contains(&code) && code != 101 => {
+                            *approved += len
+                        }
+                        Ok(Some((101, _))) => break Some(Signal::Upgraded),
+                        // A final answer, garbage, or the end of stream:
+                        // not upgraded; the bytes go to the client as they are.
+                        _ => break Some(Signal::NotUpgraded),
+                    }
+                };
+                if let Some(sig) = decided {
+                    let rest = std::mem::take(buf);
+                    let promote = *promote;
+                    self.buf = copy_of(rest, promote);
+                    self.signal = Some(sig);
+                    progress = true;
+                } else if *approved > 0 {
+                    match write_some(dst, &buf[..*approved]) {
+                        Ok(Some(n)) => {
+                            buf.drain(..n);
+                            *approved -= n;
+                            moved += n;
+                            progress |= n > 0;
+                        }
+                        Ok(None) => {}
+                        Err(e) => return Err(End::Error(e)),
+                    }
+                }
+            }
             let drained = match &self.buf {
                 Buffer::Pipe { queued, .. } => *queued == 0,
                 Buffer::Copy { lo, hi, .. } => lo == hi,
                 // An unfinished head left at end of stream is dropped.
                 Buffer::Http { approved, .. } => *approved == 0,
+                Buffer::Watch { .. } => false,
             };
             if self.eof && drained && !self.shut && !self.hold {
                 // Half-close: the peer sees our end of stream and may
@@ -453,6 +606,19 @@ impl Dir {
             }
         }
     }
+}
+
+/// A copy direction that first delivers `pending`.
+fn copy_of(pending: Vec<u8>, promote: bool) -> Buffer {
+    if pending.is_empty() {
+        return Buffer::Copy { buf: None, lo: 0, hi: 0, moved: 0, promote };
+    }
+    let hi = pending.len();
+    let mut b = pending;
+    if b.len() < COPY_BUF {
+        b.resize(COPY_BUF, 0);
+    }
+    Buffer::Copy { buf: Some(b.into_boxed_slice()), lo: 0, hi, moved: 0, promote }
 }
 
 /// A pipe for splice(2), or `None` (the caller keeps copying).
@@ -552,7 +718,7 @@ mod tests {
             let mut gate = |h: &RequestHead| {
                 hosts.push(format!("{:?}", h.host));
                 if h.host == Host::Name("blocked.example".into()) {
-                    Err(Block::new("domain-not-allowed"))
+                    Err(Block::new("not-allowlisted"))
                 } else {
                     Ok(())
                 }
@@ -699,7 +865,7 @@ mod tests {
         match end {
             End::Blocked { head: Some(h), block } => {
                 assert_eq!(h.host, Host::Name("blocked.example".into()));
-                assert_eq!(block.reason, "domain-not-allowed");
+                assert_eq!(block.reason, "not-allowlisted");
             }
             other => panic!("{other:?}"),
         }
@@ -723,6 +889,94 @@ mod tests {
         assert_eq!(&answer[..], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         let (end, _, _) = t.join().unwrap();
         assert!(matches!(end, End::Blocked { .. }), "{end:?}");
+    }
+
+    const WS_HANDSHAKE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    const SWITCHING: &[u8] =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+
+    /// Reads exactly `n` bytes.
+    fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        s.read_exact(&mut v).unwrap();
+        v
+    }
+
+    /// Issue 16, item 8: after a 101 to the (checked) handshake, frames
+    /// pass both ways untouched, however little they look like HTTP.
+    #[test]
+    fn a_websocket_handshake_answered_101_becomes_an_opaque_relay() {
+        for interim in [&b""[..], b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"] {
+            let (mut client, mut upstream, t) = start(limits(10_000, None), Some(WS_HANDSHAKE.to_vec()));
+            assert_eq!(read_n(&mut upstream, WS_HANDSHAKE.len()), WS_HANDSHAKE);
+            let mut answer = interim.to_vec();
+            answer.extend_from_slice(SWITCHING);
+            // A server frame right behind the head, in the same segment.
+            answer.extend_from_slice(b"\x81\x05hello");
+            upstream.write_all(&answer).unwrap();
+            assert_eq!(read_n(&mut client, answer.len()), answer);
+            // A masked client frame: nothing like an HTTP head.
+            let frame = b"\x81\x84\x01\x02\x03\x04\x70\x6b\x6d\x63";
+            client.write_all(frame).unwrap();
+            assert_eq!(read_n(&mut upstream, frame.len()), frame);
+            // Binary both ways, then close.
+            let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            upstream.write_all(&blob).unwrap();
+            assert_eq!(read_n(&mut client, blob.len()), blob);
+            client.shutdown(Shutdown::Write).unwrap();
+            drop(upstream);
+            let (end, stats, hosts) = t.join().unwrap();
+            assert!(matches!(end, End::Done), "{end:?}");
+            assert!(stats.upgraded);
+            assert!(hosts.is_empty(), "no later head was ever parsed: {hosts:?}");
+        }
+    }
+
+    /// Any other answer to the handshake: HTTP goes on, every later
+    /// request still goes through the gate.
+    #[test]
+    fn a_refused_handshake_keeps_checking_http() {
+        let (mut client, mut upstream, t) = start(limits(10_000, None), Some(WS_HANDSHAKE.to_vec()));
+        assert_eq!(read_n(&mut upstream, WS_HANDSHAKE.len()), WS_HANDSHAKE);
+        // The client pipelines a request before the answer: held, not sent.
+        client.write_all(b"GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let refusal = b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n";
+        upstream.write_all(refusal).unwrap();
+        assert_eq!(read_n(&mut client, refusal.len()), refusal);
+        // The held request is now checked: refused, never written upstream.
+        let mut rest = Vec::new();
+        upstream.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+        drop(upstream);
+        let (end, stats, hosts) = t.join().unwrap();
+        assert!(matches!(end, End::Blocked { .. }), "{end:?}");
+        assert!(!stats.upgraded);
+        assert_eq!(hosts, vec!["Name(\"blocked.example\")"]);
+    }
+
+    /// A handshake that is not the first request is not followed (answers
+    /// to earlier requests may still be on their way): frames after its
+    /// 101 are not HTTP and end the connection.
+    #[test]
+    fn a_later_handshake_is_not_followed() {
+        let first = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n".to_vec();
+        let (mut client, mut upstream, t) = start(limits(10_000, None), Some(first.clone()));
+        client.write_all(WS_HANDSHAKE).unwrap();
+        let mut want = first;
+        want.extend_from_slice(WS_HANDSHAKE);
+        assert_eq!(read_n(&mut upstream, want.len()), want);
+        upstream.write_all(SWITCHING).unwrap();
+        assert_eq!(read_n(&mut client, SWITCHING.len()), SWITCHING);
+        client.write_all(b"\x81\x84\x01\x02\x03\x04\x70\x6b\x6d\x63").unwrap();
+        let (end, stats, _) = t.join().unwrap();
+        match end {
+            End::Blocked { block, .. } => assert_eq!(block.reason, reason::PARSE_FAILED),
+            other => panic!("{other:?}"),
+        }
+        assert!(!stats.upgraded);
     }
 
     #[test]

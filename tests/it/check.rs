@@ -42,14 +42,26 @@ fn policy_path_and_env_lists() {
     c.arg("check").env("POLICY_PATH", &file).env("ALLOWLIST_IPS", "10.0.0.1,10.0.0.0/31");
     let (code, out, err) = run(c);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "allowlist:\n  ips:\n    - 10.0.0.0/31\n  domains:\n    - \"example.com\"\n");
+    // g0efilter's precedence (issue 16): an ALLOWLIST_* variable makes the
+    // environment the whole policy; the file's domains are not read.
+    assert_eq!(out, "allowlist:\n  ips:\n    - 10.0.0.0/31\n  domains: []\n");
+    assert!(err.contains("ALLOWLIST_IPS set: the policy file") && err.contains("is not read"), "{err}");
 
-    // Missing file without both env lists: a clear error.
+    // Missing file without env lists: a clear error naming the ways out.
     let mut c = egret();
     c.arg("check").env("POLICY_PATH", dir.join("missing.yaml"));
     let (code, _, err) = run(c);
     assert_eq!(code, 2);
-    assert!(err.contains("no such file"), "{err}");
+    for needle in ["no such file", "POLICY_PATH", "ALLOWLIST_IPS", "ALLOWLIST_DOMAINS"] {
+        assert!(err.contains(needle), "{needle} missing: {err}");
+    }
+
+    // Missing file with one env list: that list is the policy.
+    let mut c = egret();
+    c.arg("check").env("POLICY_PATH", dir.join("missing.yaml")).env("ALLOWLIST_DOMAINS", "a.com");
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "allowlist:\n  ips: []\n  domains:\n    - \"a.com\"\n");
 
     // Missing file with both env lists: fine.
     let mut c = egret();
@@ -84,7 +96,7 @@ fn bad_configuration_names_the_variable() {
     let (code, _, err) = run(c);
     assert_eq!(code, 2);
     assert!(err.contains("HTTP_PORT=\"http\": expected a port number 1..65535"), "{err}");
-    assert!(err.contains("FILTER_MODE=\"x\": expected https or dns"), "{err}");
+    assert!(err.contains("FILTER_MODE=\"x\": expected https (or sni), dns or dns-strict"), "{err}");
 }
 
 #[test]

@@ -26,6 +26,8 @@ pub fn config() -> DashboardConfig {
         write_timeout: Duration::ZERO,
         rate_rps: 1000.0,
         rate_burst: 100_000,
+        trusted_proxies: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 
@@ -322,32 +324,78 @@ fn r_huge_declared_body_gets_413_and_the_server_lives() {
     h.stop();
 }
 
+/// The bucket follows the client address, not the connection; it slows
+/// requests without the key (key guessing), while a request with the key
+/// is never limited (issue 16: an agent must be able to ship everything it
+/// produces; g0efilter's sends one POST per event).
 #[test]
 fn rate_limit_is_per_client_ip_not_per_connection() {
     let h = server(DashboardConfig { rate_rps: 0.001, rate_burst: 3, ..config() }, Options::default());
     let a = h.addr();
     let body = event("r.example", "BLOCKED", "https").to_string();
     let hdrs = [("X-Api-Key", KEY), ("Content-Type", "application/json")];
-    // Every request on a new connection: the bucket follows the address.
+    let bad = [("X-Api-Key", "guess"), ("Content-Type", "application/json")];
+    // Without the key, each on a new connection: 3 tries, then limited.
     for i in 0..3 {
-        let r = send_on(connect_from([127, 0, 0, 1], a), "POST", "/api/v1/logs", &hdrs, body.as_bytes());
-        assert_eq!(r.status, 201, "request {i}");
+        let r = send_on(connect_from([127, 0, 0, 1], a), "POST", "/api/v1/logs", &bad, body.as_bytes());
+        assert_eq!(r.status, 401, "guess {i}");
     }
     let t = Instant::now();
-    let r = send_on(connect_from([127, 0, 0, 1], a), "POST", "/api/v1/logs", &hdrs, body.as_bytes());
+    let r = send_on(connect_from([127, 0, 0, 1], a), "POST", "/api/v1/logs", &bad, body.as_bytes());
     assert_eq!((r.status, r.json()), (429, json!({"error": "rate limited"})));
     assert!(t.elapsed() < Duration::from_secs(1), "fast reject");
-    // Without a key it is still limited (the limit protects the key too).
-    let r = send_on(connect_from([127, 0, 0, 1], a), "POST", "/api/v1/logs", &[], b"{}");
-    assert_eq!(r.status, 429);
+    let r = send_on(connect_from([127, 0, 0, 1], a), "DELETE", "/api/v1/logs", &[], b"");
+    assert_eq!(r.status, 429, "DELETE without a key takes from the same bucket");
+    // The key is never limited: 20 more from the same, empty bucket.
+    for i in 0..20 {
+        let r = send_on(connect_from([127, 0, 0, 1], a), "POST", "/api/v1/logs", &hdrs, body.as_bytes());
+        assert_eq!(r.status, 201, "keyed request {i}: {}", r.body);
+    }
     // Another client address has its own bucket.
+    let r = send_on(connect_from([127, 0, 0, 2], a), "POST", "/api/v1/logs", &bad, body.as_bytes());
+    assert_eq!(r.status, 401, "{}", r.body);
     let r = send_on(connect_from([127, 0, 0, 2], a), "POST", "/api/v1/logs", &hdrs, body.as_bytes());
     assert_eq!(r.status, 201, "{}", r.body);
     // Reads are not rate limited.
     assert_eq!(send_on(connect_from([127, 0, 0, 1], a), "GET", "/api/v1/logs", &[], b"").status, 200);
     let stored = send(a, "GET", "/api/v1/logs", &[], b"").json();
-    assert_eq!(stored.as_array().unwrap().len(), 4);
-    assert_eq!(stored[0]["remote_ip"], "127.0.0.2");
+    assert_eq!(stored.as_array().unwrap().len(), 21);
+    // remote_ip as g0efilter writes it: ip:port of the poster.
+    let remote = stored[0]["remote_ip"].as_str().unwrap();
+    let (ip, port) = remote.rsplit_once(':').expect("ip:port");
+    assert_eq!(ip, "127.0.0.2", "{remote}");
+    assert!(port.parse::<u16>().is_ok_and(|p| p > 0), "{remote}");
+    h.stop();
+}
+
+/// Behind a trusted reverse proxy the bucket is the real client's
+/// (`X-Forwarded-For`, else `X-Real-IP`); an untrusted peer's headers are
+/// ignored, so nobody picks their own bucket.
+#[test]
+fn rate_limit_keys_on_the_real_client_behind_a_trusted_proxy() {
+    let trusted = vec![egret::policy::Cidr::parse("127.0.0.1").unwrap().0];
+    let h = server(
+        DashboardConfig { rate_rps: 0.001, rate_burst: 2, trusted_proxies: trusted, ..config() },
+        Options::default(),
+    );
+    let a = h.addr();
+    let guess = |src: [u8; 4], fwd: &[(&str, &str)]| {
+        let mut hdrs = vec![("X-Api-Key", "guess")];
+        hdrs.extend_from_slice(fwd);
+        send_on(connect_from(src, a), "POST", "/api/v1/logs", &hdrs, b"{}").status
+    };
+    // Two real clients behind the proxy: a bucket each.
+    for _ in 0..2 {
+        assert_eq!(guess([127, 0, 0, 1], &[("X-Forwarded-For", "203.0.113.1")]), 401);
+    }
+    assert_eq!(guess([127, 0, 0, 1], &[("X-Forwarded-For", "203.0.113.1")]), 429);
+    assert_eq!(guess([127, 0, 0, 1], &[("X-Forwarded-For", "198.51.100.7, 127.0.0.1")]), 401);
+    assert_eq!(guess([127, 0, 0, 1], &[("X-Real-IP", "198.51.100.8")]), 401);
+    // An untrusted peer claiming to be someone else: its own address counts.
+    for _ in 0..2 {
+        assert_eq!(guess([127, 0, 0, 3], &[("X-Forwarded-For", "192.0.2.1")]), 401);
+    }
+    assert_eq!(guess([127, 0, 0, 3], &[("X-Forwarded-For", "192.0.2.2")]), 429);
     h.stop();
 }
 
@@ -381,10 +429,12 @@ fn get_filters_and_security_headers() {
     assert_eq!(e["protocol"], "UDP");
     assert_eq!(e["fields"]["component"], "dns");
     assert_eq!(e["time"], "2026-11-21T20:58:33.123456789Z");
-    for q in ["?limit=0", "?limit=x", "?since_id=-1"] {
+    // An unusable limit or since_id is ignored, as g0efilter ignores it
+    // (issue 16; egret answered 400 before): the defaults apply.
+    for q in ["?limit=0", "?limit=x", "?since_id=-1", "?since_id=x&limit=-2"] {
         let r = send(a, "GET", &format!("/api/v1/logs{q}"), &[], b"");
-        assert_eq!(r.status, 400, "{q}");
-        assert!(r.json()["error"].as_str().unwrap().starts_with("invalid"), "{}", r.body);
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        assert_eq!(ids(&r.json()), [5, 4, 3], "{q}");
     }
     // Security headers on API, UI and error responses alike.
     for path in ["/api/v1/logs", "/", "/app.js", "/nope"] {
@@ -411,7 +461,10 @@ fn delete_needs_the_key_and_ids_keep_increasing() {
     }
     for hdrs in [vec![], vec![("X-Api-Key", "nope")]] {
         let r = send(a, "DELETE", "/api/v1/logs", &hdrs, b"");
-        assert_eq!((r.status, r.json()), (401, json!({"error": "unauthorized"})));
+        assert_eq!((r.status, r.json()["error"].clone()), (401, json!("unauthorized")));
+        // g0efilter served DELETE without a key; the answer says what to send.
+        let hint = r.json()["hint"].as_str().unwrap_or_default().to_owned();
+        assert!(hint.contains("X-Api-Key") && hint.contains("Authorization: Bearer"), "{}", r.body);
     }
     assert_eq!(
         send(a, "GET", "/api/v1/logs", &[], b"").json().as_array().unwrap().len(),

@@ -116,8 +116,8 @@ fn allowed_names_resolve_over_udp_and_tcp() {
         (Some("allowed.test"), Some("A"), Some("NOERROR"))
     );
     assert_eq!(a.note.as_deref(), Some("10.200.0.2"));
-    assert_eq!(a.protocol, Some("UDP"));
-    assert_eq!(allowed[4].protocol, Some("TCP"));
+    assert_eq!(a.protocol.as_deref(), Some("UDP"));
+    assert_eq!(allowed[4].protocol.as_deref(), Some("TCP"));
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn blocked_names_get_nxdomain_with_extended_error_for_every_type() {
             let out = dig(srv.addr(), &[transport, "blocked.test", qtype]);
             assert_eq!(status(&out), "NXDOMAIN", "{transport} {qtype}:\n{out}");
             assert!(out.contains("EDE: 15 (Blocked)"), "{transport} {qtype}:\n{out}");
-            assert!(out.contains("egret: blocked by policy (blocked.test: domain-not-allowed)"), "{out}");
+            assert!(out.contains("egret: blocked by policy (blocked.test: not-allowlisted)"), "{out}");
             assert!(out.contains("ANSWER: 0"), "no sinkhole address:\n{out}");
         }
     }
@@ -144,7 +144,7 @@ fn blocked_names_get_nxdomain_with_extended_error_for_every_type() {
     let b = blocked[3];
     assert_eq!(b.action.as_str(), "BLOCKED");
     assert_eq!((b.qname.as_deref(), b.qtype.as_deref()), (Some("blocked.test"), Some("MX")));
-    assert_eq!((b.rcode.as_deref(), b.reason.as_deref()), (Some("NXDOMAIN"), Some("domain-not-allowed")));
+    assert_eq!((b.rcode.as_deref(), b.reason.as_deref()), (Some("NXDOMAIN"), Some("not-allowlisted")));
     assert!(b.source_port.is_some() && b.flow_id.is_some());
 }
 

@@ -67,11 +67,11 @@ fn dns_in_https_mode_filters_names_and_feeds_the_anti_spoofing() {
         let out = dig(&p.work, &server, &[transport, "blocked.test", qtype]);
         assert_eq!(status(&out), "NXDOMAIN", "@{server} {transport} {qtype}:\n{out}");
         assert!(out.contains("EDE: 15 (Blocked)"), "@{server} {transport}:\n{out}");
-        assert!(out.contains("blocked.test: domain-not-allowed"), "{out}");
+        assert!(out.contains("blocked.test: not-allowlisted"), "{out}");
     }
     assert_eq!(w.dns.total("blocked.test"), 0, "a blocked name never reaches the upstream");
     let ev = d.wait_event("dns.blocked", "qname", "blocked.test");
-    assert_eq!((ev["rcode"].as_str(), ev["reason"].as_str()), (Some("NXDOMAIN"), Some("domain-not-allowed")));
+    assert_eq!((ev["rcode"].as_str(), ev["reason"].as_str()), (Some("NXDOMAIN"), Some("not-allowlisted")));
 
     // An allowed name resolves, through egret (its event says so).
     let out = dig(&p.work, &p.v4(3), &["allowed.test", "A"]);

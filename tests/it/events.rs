@@ -298,7 +298,10 @@ fn batches_arrive_with_headers_fields_and_order() {
     assert_eq!(e["destination_port"], 443);
     assert_eq!(e["https"], "blocked.example");
     assert_eq!(e["reason"], "domain-not-allowed");
-    assert_eq!(e["flow_id"].as_str().unwrap().len(), 8);
+    // FNV-32a of the flow key in lowercase hex without zero padding, as
+    // g0efilter writes it (issue 16; it was 8 digits, zero padded).
+    let key = "10.0.0.5:40000->1.2.3.4:443|TCP";
+    assert_eq!(e["flow_id"], format!("{:x}", egret::events::fnv1a32(key.as_bytes())));
     assert_eq!(events[1]["action"], "ALLOWED");
 
     let report = h.shutdown(Instant::now() + Duration::from_secs(5));

@@ -73,15 +73,21 @@ fn script(name: &str) -> Command {
 /// The image tag for this worktree (tests of different checkouts on one
 /// machine do not overwrite each other's image).
 fn tag() -> String {
+    format!("localhost/egret:it-{}", tag_suffix())
+}
+
+fn tag_suffix() -> String {
     let mut h: u32 = 0x811c_9dc5;
     for b in env!("CARGO_MANIFEST_DIR").bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     }
-    format!("localhost/egret:it-{h:08x}")
+    format!("{h:08x}")
 }
 
 struct Built {
     tag: String,
+    /// The `egret-dashboard` image (the same binary, `dashboard` by default).
+    dashboard: String,
     sizes: String,
 }
 
@@ -99,8 +105,9 @@ fn image() -> &'static Built {
             ));
         }
         let tag = tag();
+        let dashboard = format!("localhost/egret-dashboard:it-{}", tag_suffix());
         let mut c = script("build-image.sh");
-        c.arg(&tag);
+        c.args([&tag, &dashboard]);
         let o = output(c);
         if !o.status.success() {
             return Err(format!(
@@ -116,7 +123,7 @@ fn image() -> &'static Built {
         let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-sizes.txt");
         let _ = std::fs::write(&report, &sizes);
         eprintln!("{sizes}");
-        Ok(Built { tag, sizes })
+        Ok(Built { tag, dashboard, sizes })
     });
     match r {
         Ok(b) => b,
@@ -131,35 +138,47 @@ fn podman(args: &[&str]) -> Command {
 #[test]
 fn image_builds_from_scratch_without_a_registry() {
     let b = image();
-    // build-image.sh builds with --pull=never, so a stage that needed a
-    // registry image would have failed the build. The image's history is
-    // FROM scratch plus metadata and three COPYs: no base layers, no RUN.
-    let history =
-        ok(podman(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", &b.tag]), "podman history");
-    let steps: Vec<&str> = history.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(
-        steps.iter().all(|l| l.contains("#(nop)"))
-            && steps.iter().filter(|l| l.contains(" COPY ")).count() == 3,
-        "unexpected layers:\n{history}"
-    );
+    for t in [&b.tag, &b.dashboard] {
+        // build-image.sh builds with --pull=never, so a stage that needed a
+        // registry image would have failed the build. The image's history
+        // is FROM scratch plus metadata and two COPYs: no base layers, no
+        // RUN, and no policy.
+        let history =
+            ok(podman(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", t]), "podman history");
+        let steps: Vec<&str> = history.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(
+            steps.iter().all(|l| l.contains("#(nop)"))
+                && steps.iter().filter(|l| l.contains(" COPY ")).count() == 2,
+            "{t}: unexpected layers:\n{history}"
+        );
+        let size: u64 = ok(podman(&["image", "inspect", "--format", "{{.Size}}", t]), "inspect size")
+            .trim()
+            .parse()
+            .expect("image size is a number");
+        assert!(size <= MAX_IMAGE_BYTES, "{t} is {size} bytes, over {MAX_IMAGE_BYTES}:\n{}", b.sizes);
+    }
 
-    let size: u64 = ok(podman(&["image", "inspect", "--format", "{{.Size}}", &b.tag]), "inspect size")
-        .trim()
-        .parse()
-        .expect("image size is a number");
-    assert!(size <= MAX_IMAGE_BYTES, "image is {size} bytes, over {MAX_IMAGE_BYTES}:\n{}", b.sizes);
-
-    let cfg = ok(podman(&["image", "inspect", "--format", "{{json .Config}}", &b.tag]), "inspect config");
-    let cfg: Json = serde_json::from_str(&cfg).expect("image config is JSON");
+    let inspect = |t: &str, what: &str| -> Json {
+        let f = format!("{{{{json .{what}}}}}");
+        serde_json::from_str(&ok(podman(&["image", "inspect", "--format", &f, t]), "inspect")).expect("JSON")
+    };
+    let cfg = inspect(&b.tag, "Config");
     assert_eq!(cfg["Entrypoint"], serde_json::json!(["/egret"]), "{cfg}");
     assert_eq!(cfg["Cmd"], serde_json::json!(["run"]), "{cfg}");
-    let hc =
-        ok(podman(&["image", "inspect", "--format", "{{json .HealthCheck}}", &b.tag]), "inspect healthcheck");
-    assert!(hc.contains("/egret") && hc.contains("health"), "no HEALTHCHECK through egret health: {hc}");
     let env = cfg["Env"].to_string();
-    assert!(env.contains("METRICS_ADDR=127.0.0.1:9090"), "the filter's /health is not on by default: {env}");
+    assert!(!env.contains("METRICS_ADDR"), "the filter must not open a TCP port by default: {env}");
+    // The filter's HEALTHCHECK asks its unix socket (no URL, no port).
+    assert_eq!(inspect(&b.tag, "HealthCheck")["Test"], serde_json::json!(["CMD", "/egret", "health"]));
+    // The dashboard image: same entrypoint, the dashboard by default.
+    let dcfg = inspect(&b.dashboard, "Config");
+    assert_eq!(dcfg["Entrypoint"], serde_json::json!(["/egret"]), "{dcfg}");
+    assert_eq!(dcfg["Cmd"], serde_json::json!(["dashboard"]), "{dcfg}");
+    assert_eq!(
+        inspect(&b.dashboard, "HealthCheck")["Test"],
+        serde_json::json!(["CMD", "/egret", "health", "http://127.0.0.1:8081/health"])
+    );
 
-    // Only the binary, the CA bundle and the policy: no shell, nothing else.
+    // Only the binary and the CA bundle: no shell, no policy, nothing else.
     let dir = util::scratch("image-export");
     let tar = dir.join("rootfs.tar");
     let name = format!("egret-it-export-{}", std::process::id());
@@ -177,15 +196,28 @@ fn image_builds_from_scratch_without_a_registry() {
     sorted.sort();
     // podman creates the mount points of /etc/hosts etc. as empty files.
     let ours: Vec<&String> = sorted.iter().filter(|f| !is_runtime_file(f)).collect();
-    assert_eq!(ours, ["app/policy.yaml", "egret", "etc/ssl/certs/ca-certificates.crt"], "files in the image");
+    assert_eq!(ours, ["egret", "etc/ssl/certs/ca-certificates.crt"], "files in the image");
     assert!(!files.iter().any(|f| f.ends_with("/sh")), "a shell in the image: {files:?}");
 
-    // The image runs its subcommands.
-    let v =
-        ok(podman(&["run", "--rm", "--network", "none", &b.tag, "version"]), "egret version in the image");
-    assert!(v.starts_with("egret "), "{v}");
-    let c = ok(podman(&["run", "--rm", "--network", "none", "--read-only", &b.tag, "check"]), "egret check");
-    assert!(c.contains("github.com"), "bundled policy not at /app/policy.yaml: {c}");
+    // The image runs its subcommands; -v as g0efilter's does.
+    for arg in ["version", "-v"] {
+        let v = ok(podman(&["run", "--rm", "--network", "none", &b.tag, arg]), "egret version in the image");
+        assert!(v.starts_with("egret "), "{arg}: {v}");
+    }
+    // No policy in the image: a clear error naming the ways to give one.
+    let o = output(podman(&["run", "--rm", "--network", "none", "--read-only", &b.tag, "check"]));
+    let err = util::text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for needle in ["/app/policy.yaml", "POLICY_PATH", "ALLOWLIST_IPS", "ALLOWLIST_DOMAINS"] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
+    // Mounted, it is the policy.
+    let mount = format!("{}:/app/policy.yaml:ro", util::root().join("policy.yaml").display());
+    let c = ok(
+        podman(&["run", "--rm", "--network", "none", "--read-only", "-v", &mount, &b.tag, "check"]),
+        "egret check with the policy mounted",
+    );
+    assert!(c.contains("github.com"), "mounted policy not read: {c}");
 }
 
 /// Files podman adds to every container's rootfs (mount points).
@@ -218,7 +250,8 @@ impl PodUp {
         let b = image();
         let name = format!("egret-it-{what}-{}", std::process::id());
         let env = |mut c: Command| {
-            c.env("EGRET_POD", &name).env("EGRET_IMAGE", &b.tag).env("DASHBOARD_API_KEY", "it-key");
+            c.env("EGRET_POD", &name).env("EGRET_IMAGE", &b.tag).env("DASHBOARD_IMAGE", &b.dashboard);
+            c.env("DASHBOARD_API_KEY", "it-key");
             if let Some(w) = workload {
                 c.env("WORKLOAD_CMD", w);
             }
@@ -301,28 +334,40 @@ fn pod_up_filters_the_workload_and_the_dashboard_gets_both_events() {
     check_filtering(&format!("{}-work", pod.name), &format!("{}-up", pod.name), &[&egret, &dashboard]);
 }
 
-/// `deploy/pod.yaml` as written, except for this test's pod name and
-/// image and the stand-in upstream's resolver as `DNS_UPSTREAMS`.
-fn kube_manifest(name: &str, image: &str) -> String {
+/// `deploy/pod.yaml` as written, except for this test's pod name, images
+/// and policy path, and the stand-in upstream's resolver as
+/// `DNS_UPSTREAMS` (the pod has no network of its own to take one from).
+fn kube_manifest(name: &str, b: &Built) -> String {
     let text = std::fs::read_to_string(util::root().join("deploy/pod.yaml")).expect("read deploy/pod.yaml");
     let mut doc: Yaml = serde_yaml::from_str(&text).expect("deploy/pod.yaml is YAML");
     doc["metadata"]["name"] = Yaml::from(name);
-    let mut dns_set = 0;
+    let mut egrets = 0;
     for list in ["initContainers", "containers"] {
         let Some(ctrs) = doc["spec"][list].as_sequence_mut() else { panic!("deploy/pod.yaml has no {list}") };
         for c in ctrs {
-            if c["image"].as_str() == Some("localhost/egret:latest") {
-                c["image"] = Yaml::from(image);
-            }
-            for e in c["env"].as_sequence_mut().into_iter().flatten() {
-                if e["name"].as_str() == Some("DNS_UPSTREAMS") {
-                    e["value"] = Yaml::from("10.200.0.2:53");
-                    dns_set += 1;
+            match c["image"].as_str() {
+                Some("localhost/egret:latest") => {
+                    c["image"] = Yaml::from(b.tag.as_str());
+                    let env = c["env"].as_sequence_mut().expect("egret containers have env");
+                    assert!(!env.iter().any(|e| e["name"] == "DNS_UPSTREAMS"), "the example leaves it unset");
+                    let mut e = serde_yaml::Mapping::new();
+                    e.insert(Yaml::from("name"), Yaml::from("DNS_UPSTREAMS"));
+                    e.insert(Yaml::from("value"), Yaml::from("10.200.0.2:53"));
+                    env.push(Yaml::Mapping(e));
+                    egrets += 1;
                 }
+                Some("localhost/egret-dashboard:latest") => {
+                    assert!(c.get("args").is_none(), "the dashboard image needs no arguments");
+                    c["image"] = Yaml::from(b.dashboard.as_str());
+                }
+                _ => {}
             }
         }
     }
-    assert_eq!(dns_set, 2, "DNS_UPSTREAMS in the init and the egret container of deploy/pod.yaml");
+    assert_eq!(egrets, 2, "the init and the egret container of deploy/pod.yaml");
+    let vols = doc["spec"]["volumes"].as_sequence_mut().expect("volumes");
+    let policy = vols.iter_mut().find(|v| v["name"] == "policy").expect("a policy volume");
+    policy["hostPath"]["path"] = Yaml::from(util::root().join("policy.yaml").to_str().expect("utf-8"));
     serde_yaml::to_string(&doc).expect("serialise manifest")
 }
 
@@ -332,7 +377,7 @@ fn play_kube_pod_yaml_filters_the_workload_and_the_dashboard_gets_both_events() 
     let name = format!("egret-it-kube-{}", std::process::id());
     let upns = format!("{name}-up");
     let manifest: PathBuf = util::scratch("image-kube").join("pod.yaml");
-    std::fs::write(&manifest, kube_manifest(&name, &b.tag)).expect("write manifest");
+    std::fs::write(&manifest, kube_manifest(&name, b)).expect("write manifest");
     let m = manifest.to_str().expect("utf-8 path");
 
     let mut uplink_down = script("pod-uplink.sh");
@@ -366,17 +411,26 @@ fn play_kube_pod_yaml_filters_the_workload_and_the_dashboard_gets_both_events() 
 /// and image, the stand-in upstream's resolver, and `network_mode: none`
 /// instead of a bridge with a published port for egret's service (the
 /// stand-in uplink is moved into its namespace instead).
-fn compose_file(name: &str, image: &str) -> String {
+fn compose_file(name: &str, b: &Built) -> String {
     let text =
         std::fs::read_to_string(util::root().join("deploy/compose.yaml")).expect("read deploy/compose.yaml");
     let mut doc: Yaml = serde_yaml::from_str(&text).expect("deploy/compose.yaml is YAML");
     doc["name"] = Yaml::from(name);
     let services = doc["services"].as_mapping_mut().expect("services");
     for (_, svc) in services.iter_mut() {
-        if svc["image"].as_str() == Some("localhost/egret:latest") {
-            svc["image"] = Yaml::from(image);
+        match svc["image"].as_str() {
+            Some("localhost/egret:latest") => svc["image"] = Yaml::from(b.tag.as_str()),
+            Some("localhost/egret-dashboard:latest") => {
+                assert!(svc.get("command").is_none(), "the dashboard image needs no command");
+                svc["image"] = Yaml::from(b.dashboard.as_str());
+            }
+            _ => {}
         }
     }
+    // The policy mount, relative to deploy/ as written: absolute here.
+    let vols = doc["services"]["egret"]["volumes"].as_sequence_mut().expect("egret mounts the policy");
+    assert_eq!(vols[0].as_str(), Some("../policy.yaml:/app/policy.yaml:ro"));
+    vols[0] = Yaml::from(format!("{}:/app/policy.yaml:ro", util::root().join("policy.yaml").display()));
     let egret = doc["services"]["egret"].as_mapping_mut().expect("an egret service");
     assert!(egret.remove("ports").is_some(), "egret publishes the dashboard port");
     egret.insert(Yaml::from("network_mode"), Yaml::from("none"));
@@ -398,7 +452,7 @@ fn compose_file_filters_the_app_and_the_dashboard_gets_both_events() {
     let upns = format!("{name}-up");
     let owner = format!("{name}_egret_1");
     let file: PathBuf = util::scratch("image-compose").join("compose.yaml");
-    std::fs::write(&file, compose_file(&name, &b.tag)).expect("write compose file");
+    std::fs::write(&file, compose_file(&name, b)).expect("write compose file");
     let f = file.to_str().expect("utf-8 path");
 
     let mut uplink_down = script("pod-uplink.sh");
@@ -493,4 +547,215 @@ fn the_init_container_alone_holds_the_workload_and_without_it_traffic_leaks() {
     assert!(!arrived(&with_init, "to-allowed").is_empty(), "init ruleset blocked the allowed CIDR too");
     let unfiltered = arrived(&without, "to-blocked").len();
     assert!(unfiltered > 0, "control: with no ruleset the workload should reach 10.200.0.3:\n{without}");
+}
+
+/// Runs `sh` in the network namespace of `pid` (a pod's infra container).
+fn in_netns(pid: &str, program: &str, args: &[&str]) -> Output {
+    let mut all = vec!["-t", pid, "-n", program];
+    all.extend_from_slice(args);
+    output(bounded("nsenter", &all))
+}
+
+/// The TCP listeners of a network namespace as `address:port`.
+fn tcp_listeners(pid: &str) -> Vec<String> {
+    let o = in_netns(pid, "ss", &["-Hltn"]);
+    assert!(o.status.success(), "ss: {}", util::text(&o.stderr));
+    let mut v: Vec<String> = util::text(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .collect();
+    v.sort();
+    v
+}
+
+fn infra_pid(pod: &str) -> String {
+    let infra = ok(podman(&["pod", "inspect", pod, "--format", "{{.InfraContainerID}}"]), "pod inspect");
+    ok(podman(&["inspect", infra.trim(), "--format", "{{.State.Pid}}"]), "infra pid").trim().to_owned()
+}
+
+const EGRET_SEC: [&str; 7] =
+    ["--cap-drop", "ALL", "--cap-add", "NET_ADMIN", "--read-only", "--security-opt", "no-new-privileges"];
+
+/// Issue 16, items 3 and 7: the filter image with no arguments opens no
+/// TCP port of its own in the pod's shared namespace (only its loopback
+/// proxies) and answers `egret health` (and its HEALTHCHECK) over its unix
+/// socket; the dashboard image with no arguments serves the dashboard,
+/// dual-stack on :8081, with g0efilter-dashboard's /health.
+#[test]
+fn the_image_pair_runs_without_arguments_and_the_filter_opens_no_tcp_port() {
+    let b = image();
+    let pod = format!("egret-it-pair-{}", std::process::id());
+    let (egret, dash) = (format!("{pod}-egret"), format!("{pod}-dash"));
+    let _gone = Removal(vec![podman(&["pod", "rm", "-f", "-t", "0", &pod])]);
+    ok(podman(&["pod", "create", "--name", &pod, "--network", "none"]), "pod create");
+    let mut run = vec!["run", "-d", "--pod", &pod, "--name", &egret];
+    run.extend_from_slice(&EGRET_SEC);
+    run.extend_from_slice(&["-e", "ALLOWLIST_DOMAINS=github.com", &b.tag]);
+    ok(podman(&run), "egret with no arguments");
+    let healthy = crate::netns::wait_for(Duration::from_secs(30), || {
+        let o = output(podman(&["exec", &egret, "/egret", "health"]));
+        o.status.success().then(|| util::text(&o.stdout))
+    });
+    let logs = || {
+        let o = output(podman(&["logs", &egret]));
+        util::text(&o.stdout) + &util::text(&o.stderr)
+    };
+    let body = healthy.unwrap_or_else(|| panic!("egret health never answered 200:\n{}", logs()));
+    assert!(body.contains(r#""status":"ok""#), "{body}");
+    ok(podman(&["healthcheck", "run", &egret]), "the image's HEALTHCHECK (unix socket)");
+    assert!(logs().contains("health and metrics on unix socket /run/egret/egret.sock"), "{}", logs());
+    let pid = infra_pid(&pod);
+    assert_eq!(
+        tcp_listeners(&pid),
+        ["127.0.0.1:8080", "127.0.0.1:8443", "[::1]:8080", "[::1]:8443"],
+        "only the proxies listen (no metrics port a workload could collide with)"
+    );
+
+    ok(
+        podman(&[
+            "run",
+            "-d",
+            "--pod",
+            &pod,
+            "--name",
+            &dash,
+            "--cap-drop",
+            "ALL",
+            "--read-only",
+            "-e",
+            "API_KEY=k",
+            &b.dashboard,
+        ]),
+        "dashboard image with no arguments",
+    );
+    let health = crate::netns::wait_for(Duration::from_secs(30), || {
+        let o = in_netns(&pid, "curl", &["-sS", "-m", "3", "http://127.0.0.1:8081/health"]);
+        o.status.success().then(|| util::text(&o.stdout))
+    })
+    .expect("the dashboard image never answered /health");
+    let v: Json = serde_json::from_str(&health).expect("health is JSON");
+    assert_eq!(
+        (v["status"].as_str(), v["service"].as_str()),
+        (Some("ok"), Some("g0efilter-dashboard")),
+        "{v}"
+    );
+    ok(podman(&["healthcheck", "run", &dash]), "the dashboard image's HEALTHCHECK");
+    // PORT=8081 (and the default :8081) listens dual-stack, as Go's does.
+    let listeners = tcp_listeners(&pid);
+    assert!(listeners.iter().any(|l| l == "*:8081" || l == "[::]:8081"), "{listeners:?}");
+    let o = in_netns(&pid, "curl", &["-sS", "-m", "3", "http://[::1]:8081/health"]);
+    assert!(o.status.success(), "dashboard over IPv6: {}", util::text(&o.stderr));
+}
+
+/// Busybox's nslookup answer: the last `Address: IP` line (the first
+/// names the server).
+fn nslookup_sh(name: &str) -> String {
+    format!("nslookup {name} 2>/dev/null | awk '/^Address: /{{a=$2}} END{{print a}}'")
+}
+
+/// Issue 16, item 1: HTTPS mode in a real podman pod on a podman network,
+/// with podman's own DNS (aardvark-dns) and no DNS_UPSTREAMS: the check
+/// asks the pod's resolv.conf nameserver, an allowed name works from the
+/// workload container, and a spoofed destination is still blocked. The
+/// network is `--internal` (nothing leaves the machine).
+#[test]
+fn https_mode_in_a_podman_pod_uses_podmans_dns_and_still_blocks_spoofing() {
+    let b = image();
+    let n = format!("egret-it-aard-{}", std::process::id());
+    let (pod, egret, work) = (format!("{n}-pod"), format!("{n}-egret"), format!("{n}-work"));
+    let (allowed, other) = (format!("{n}-allowed"), format!("{n}-other"));
+    let _gone = Removal(vec![
+        podman(&["pod", "rm", "-f", "-t", "0", &pod]),
+        podman(&["rm", "-f", "-t", "0", &allowed, &other]),
+        podman(&["network", "rm", "-f", &n]),
+    ]);
+    ok(podman(&["network", "create", "--internal", &n]), "podman network create --internal");
+    let busybox = "localhost/egret-busybox";
+    for (ctr, alias, text) in
+        [(&allowed, "allowed.test", "hello from allowed"), (&other, "other.test", "hello from other")]
+    {
+        let sh = format!("mkdir -p /www; echo '{text}' >/www/index.html; exec httpd -f -p 80 -h /www");
+        ok(
+            podman(&[
+                "run",
+                "-d",
+                "--name",
+                ctr,
+                "--network",
+                &n,
+                "--network-alias",
+                alias,
+                busybox,
+                "sh",
+                "-c",
+                &sh,
+            ]),
+            "upstream container",
+        );
+    }
+    ok(podman(&["pod", "create", "--name", &pod, "--network", &n]), "pod create on the podman network");
+    let mut run = vec!["run", "-d", "--pod", &pod, "--name", &egret];
+    run.extend_from_slice(&EGRET_SEC);
+    run.extend_from_slice(&["-e", "ALLOWLIST_DOMAINS=allowed.test", "-e", "HOSTNAME=aard", &b.tag]);
+    ok(podman(&run), "egret (no DNS_UPSTREAMS)");
+    let logs = || {
+        let o = output(podman(&["logs", &egret]));
+        util::text(&o.stdout) + &util::text(&o.stderr)
+    };
+    crate::netns::wait_for(Duration::from_secs(30), || logs().contains("running on").then_some(()))
+        .unwrap_or_else(|| panic!("egret did not start:\n{}", logs()));
+    let startup = logs();
+    assert!(
+        startup.contains("resolves names through 10.")
+            && startup.contains("the nameservers of /etc/resolv.conf"),
+        "the start-up line must name podman's resolver:\n{startup}"
+    );
+    ok(
+        podman(&[
+            "run",
+            "-d",
+            "--pod",
+            &pod,
+            "--name",
+            &work,
+            "--cap-drop",
+            "NET_RAW",
+            busybox,
+            "sleep",
+            "600",
+        ]),
+        "workload",
+    );
+
+    // The workload resolves through aardvark (the rules let it reach the
+    // resolver egret itself uses), then connects.
+    let (_, allowed_ip, _) = in_workload(&work, &nslookup_sh("allowed.test"));
+    let (_, other_ip, _) = in_workload(&work, &nslookup_sh("other.test"));
+    let (allowed_ip, other_ip) = (allowed_ip.trim().to_owned(), other_ip.trim().to_owned());
+    assert!(
+        allowed_ip.starts_with("10.") && other_ip.starts_with("10.") && allowed_ip != other_ip,
+        "{allowed_ip} {other_ip}"
+    );
+    let (_, out, err) = in_workload(&work, &http_get("allowed.test", &allowed_ip, 80, "/"));
+    assert!(
+        out.contains("hello from allowed"),
+        "allowed name through podman's DNS failed: {out}{err}\n{}",
+        logs()
+    );
+    // Spoofed: the allowed name sent to another address.
+    let (_, out, err) = in_workload(&work, &http_get("allowed.test", &other_ip, 80, "/"));
+    assert!(!out.contains("hello from other") && out.contains("403"), "spoof not blocked: {out}{err}");
+    assert!(out.contains("ip-mismatch"), "{out}");
+    // A name outside the policy.
+    let (_, out, _) = in_workload(&work, &http_get("other.test", &other_ip, 80, "/"));
+    assert!(out.contains("403") && out.contains("not-allowlisted"), "{out}");
+    let events: Vec<Json> = crate::netns::wait_for(Duration::from_secs(10), || {
+        let o = output(podman(&["logs", &egret]));
+        let ev: Vec<Json> =
+            util::text(&o.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        (ev.iter().filter(|e| e["msg"] == "http.blocked").count() >= 2).then_some(ev)
+    })
+    .expect("blocked events on egret's stdout");
+    assert!(events.iter().any(|e| e["msg"] == "http.allowed" && e["http_host"] == "allowed.test"));
+    assert!(events.iter().any(|e| e["reason"] == "ip-mismatch" && e["destination_ip"] == other_ip.as_str()));
 }

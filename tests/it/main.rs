@@ -3,6 +3,7 @@
 
 mod browser;
 mod check;
+mod compat;
 mod dashboard;
 mod dns;
 mod dns_https;

@@ -279,7 +279,7 @@ fn reload_closes_open_connections_of_a_removed_name_and_keeps_the_others() {
     let url = ["--resolve", &format!("allowed.test:80:{}", w.p.v4(2)), "http://allowed.test/"];
     let (code, body) = curl(&w.p.work, &url.iter().map(|s| s.as_ref()).collect::<Vec<&str>>());
     assert_eq!(code, "403", "{body}");
-    assert!(body.contains("domain-not-allowed"), "{body}");
+    assert!(body.contains("not-allowlisted"), "{body}");
     let m = scrape(&w.p.work, port);
     assert_eq!(metric(&m, "egret_filter_connections_total{component=\"http\",verdict=\"revoked\"}"), 1);
     assert_eq!(metric(&m, "egret_filter_connections_open"), 1, "the kept connection");
@@ -304,7 +304,7 @@ fn reload_closes_open_tls_connections_of_a_removed_name() {
     let mut again = connect(&w.p.work, tls);
     let _ = again.write_all(&client_hello("allowed.test"));
     assert_closed(&mut again);
-    d.wait_event("https.blocked", "reason", "domain-not-allowed");
+    d.wait_event("https.blocked", "reason", "not-allowlisted");
 }
 
 #[test]

@@ -448,7 +448,7 @@ fn not_allowed_name_is_reset_and_logged() {
     f.event(&[
         ("msg", "https.blocked"),
         ("https", "other.example"),
-        ("reason", "domain-not-allowed"),
+        ("reason", "not-allowlisted"),
         ("action", "BLOCKED"),
     ]);
 
@@ -461,10 +461,10 @@ fn not_allowed_name_is_reset_and_logged() {
     ]);
     assert_eq!(code, 0);
     assert!(
-        out.contains("other.example") && out.contains("domain-not-allowed") && out.ends_with("403"),
+        out.contains("other.example") && out.contains("not-allowlisted") && out.ends_with("403"),
         "{out}"
     );
-    f.event(&[("msg", "http.blocked"), ("http_host", "other.example"), ("reason", "domain-not-allowed")]);
+    f.event(&[("msg", "http.blocked"), ("http_host", "other.example"), ("reason", "not-allowlisted")]);
     assert!(
         f.upstream.seen().iter().all(|s| !s.starts_with("other.example")),
         "a blocked request reached upstream"
@@ -519,8 +519,8 @@ fn every_request_on_a_kept_alive_connection_is_checked() {
     let mut rest = String::new();
     r.read_to_string(&mut rest).unwrap();
     assert!(rest.starts_with("HTTP/1.1 403"), "{rest}");
-    assert!(rest.contains("other.example") && rest.contains("domain-not-allowed"), "{rest}");
-    f.event(&[("msg", "http.blocked"), ("http_host", "other.example"), ("reason", "domain-not-allowed")]);
+    assert!(rest.contains("other.example") && rest.contains("not-allowlisted"), "{rest}");
+    f.event(&[("msg", "http.blocked"), ("http_host", "other.example"), ("reason", "not-allowlisted")]);
     assert_eq!(f.upstream.seen(), vec!["ok.example /a", "www.ok.example /b"]);
 }
 

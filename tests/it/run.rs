@@ -29,6 +29,10 @@ impl Daemon {
         let mut c = Pair::exec(ns, env!("CARGO_BIN_EXE_egret"));
         c.arg("run").env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("POLICY_PATH", policy);
         c.env("LOG_LEVEL", "info").env("HOSTNAME", "run-test");
+        // Each daemon its own /health socket: the host's /run/egret is shared
+        // by every test's namespace (a test may set its own).
+        let sock = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("health-{ns}")).join("egret.sock");
+        c.env("HEALTH_SOCKET", &sock);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -203,7 +207,7 @@ fn https_mode_allows_by_name_blocks_spoofing_and_other_names() {
     let (code, body) =
         curl(&p.work, &["--resolve", &format!("blocked.test:80:{}", p.v4(2)), "http://blocked.test/"]);
     assert_eq!(code, "403", "{body}");
-    d.wait_event("http.blocked", "reason", "domain-not-allowed");
+    d.wait_event("http.blocked", "reason", "not-allowlisted");
 
     // Another port: reset at once, logged through NFLOG.
     let t = Instant::now();
@@ -305,7 +309,7 @@ fn embedded_dashboard_receives_the_filters_events() {
         (code == "200" && body.contains("\"http.blocked\"")).then_some(body)
     });
     let body = seen.expect("the embedded dashboard never showed the blocked request");
-    assert!(body.contains("domain-not-allowed"), "{body}");
+    assert!(body.contains("not-allowlisted"), "{body}");
     let (code, body) = curl(&p.work, &["http://127.0.0.1:18081/health"]);
     assert_eq!(code, "200", "{body}");
     drop(d);
