@@ -90,6 +90,17 @@ pub mod c {
     pub const NFTA_META_SREG: u16 = 3;
     pub const NFT_META_MARK: u32 = 3;
     pub const NFT_META_IIFNAME: u32 = 6;
+    pub const NFT_META_OIFNAME: u32 = 7;
+    pub const NFTA_EXTHDR_DREG: u16 = 1;
+    pub const NFTA_EXTHDR_TYPE: u16 = 2;
+    pub const NFTA_EXTHDR_OFFSET: u16 = 3;
+    pub const NFTA_EXTHDR_LEN: u16 = 4;
+    pub const NFTA_EXTHDR_FLAGS: u16 = 5;
+    pub const NFTA_EXTHDR_OP: u16 = 6;
+    pub const NFT_EXTHDR_F_PRESENT: u32 = 1;
+    pub const NFT_EXTHDR_OP_IPV6: u32 = 0;
+    pub const NFT_EXTHDR_OP_IPV4: u32 = 2;
+    pub const IPPROTO_ROUTING: u8 = 43;
     pub const NFT_META_NFPROTO: u32 = 15;
     pub const NFT_META_L4PROTO: u32 = 16;
     pub const NFTA_CMP_SREG: u16 = 1;
@@ -253,6 +264,22 @@ fn bitwise_mask(mask: &[u8]) -> Result<Attr, EncodeError> {
             be32(c::NFTA_BITWISE_LEN, mask.len() as u32)?,
             data(c::NFTA_BITWISE_MASK, mask)?,
             data(c::NFTA_BITWISE_XOR, &vec![0u8; mask.len()])?,
+        ],
+    )
+}
+
+/// `exthdr` asking only whether the header or option `ty` is there (a
+/// one-byte boolean in the register).
+fn exthdr_present(op: u32, ty: u8) -> Result<Attr, EncodeError> {
+    expr(
+        "exthdr",
+        vec![
+            be32(c::NFTA_EXTHDR_DREG, c::NFT_REG_1)?,
+            attr(c::NFTA_EXTHDR_TYPE, [ty])?,
+            be32(c::NFTA_EXTHDR_OFFSET, 0)?,
+            be32(c::NFTA_EXTHDR_LEN, 1)?,
+            be32(c::NFTA_EXTHDR_FLAGS, c::NFT_EXTHDR_F_PRESENT)?,
+            be32(c::NFTA_EXTHDR_OP, op)?,
         ],
     )
 }
@@ -429,6 +456,25 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             v.push(cmp(c::NFT_CMP_EQ, &[58])?);
             v.push(payload(c::NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1)?);
             v.push(cmp(c::NFT_CMP_EQ, &[*t])?);
+            v
+        }
+        Match::OifnameNot(name) => {
+            let mut n = [0u8; c::IFNAMSIZ];
+            let b = name.as_bytes();
+            let len = b.len().min(c::IFNAMSIZ - 1);
+            n[..len].copy_from_slice(&b[..len]);
+            vec![meta(c::NFT_META_OIFNAME)?, cmp(c::NFT_CMP_NEQ, &n)?]
+        }
+        Match::Ip6RoutingHeader => {
+            let mut v = nfproto(Family::V6)?;
+            v.push(exthdr_present(c::NFT_EXTHDR_OP_IPV6, c::IPPROTO_ROUTING)?);
+            v.push(cmp(c::NFT_CMP_EQ, &[1])?);
+            v
+        }
+        Match::Ip4Option(t) => {
+            let mut v = nfproto(Family::V4)?;
+            v.push(exthdr_present(c::NFT_EXTHDR_OP_IPV4, *t)?);
+            v.push(cmp(c::NFT_CMP_EQ, &[1])?);
             v
         }
         Match::IifnameNot(name) => {

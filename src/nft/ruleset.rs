@@ -266,6 +266,13 @@ pub enum Match {
     Icmpv6Type(u8),
     /// `iifname != "name"`
     IifnameNot(&'static str),
+    /// `oifname != "name"` (postrouting: the real output device)
+    OifnameNot(&'static str),
+    /// `exthdr rt exists`: an IPv6 routing header (source routing).
+    Ip6RoutingHeader,
+    /// `ip option lsrr exists` / `ip option ssrr exists` (131 / 137):
+    /// IPv4 source routing.
+    Ip4Option(u8),
     /// `ct mark 0x...`: the flow was stamped (by `stamp_in` as inbound, or
     /// by a rule of this policy generation).
     CtMark(u32),
@@ -397,8 +404,8 @@ pub struct Ruleset {
 const ND_TYPES: [u8; 3] = [133, 135, 136];
 const ND_MAX_PAYLOAD: u16 = 32;
 /// MLD listener reports and done (RFC 2710, RFC 3810), always with hop
-/// limit 1 to a multicast address: every interface sends them when it
-/// joins its groups.
+/// limit 1 to a link-scope multicast address: every interface sends them
+/// when it joins its groups.
 const MLD_TYPES: [u8; 3] = [131, 132, 143];
 /// Link-local unicast and link-scope multicast, where ND may always go.
 const ND_ALWAYS: [(u128, u8); 2] = [(0xfe80 << 112, 10), (0xff02 << 112, 16)];
@@ -480,6 +487,11 @@ impl Ruleset {
         let mut out = vec![
             // Garbage conntrack cannot place: dropped, not worth a log line.
             rule(vec![Match::CtState(CtState::Invalid, Cmp::Eq)], vec![Stmt::Drop]),
+            // Source routing: the checks below see only the first hop, which
+            // would pass a packet on to any host it names.
+            rule(vec![Match::Ip6RoutingHeader], vec![Stmt::Drop]),
+            rule(vec![Match::Ip4Option(131)], vec![Stmt::Drop]),
+            rule(vec![Match::Ip4Option(137)], vec![Stmt::Drop]),
         ];
         if drops {
             // IPv6 needs neighbour discovery and MLD, but only as RFC 4861
@@ -502,7 +514,7 @@ impl Ruleset {
                     vec![
                         Match::Icmpv6Type(t),
                         Match::Ip6HopLimit(1),
-                        Match::DaddrPrefix(IpAddr::V6(Ipv6Addr::from(0xff00u128 << 112)), 8),
+                        Match::DaddrPrefix(IpAddr::V6(Ipv6Addr::from(0xff02u128 << 112)), 16),
                     ],
                     vec![Stmt::Accept],
                 ));
@@ -642,6 +654,22 @@ impl Ruleset {
                     // Leaving: the proof it passed the rules above.
                     rule(vec![], vec![Stmt::MarkSet(id.egress_tag)]),
                 ],
+            },
+            Chain {
+                // After routing: an address of this host that routes out a
+                // real interface (SO_BINDTODEVICE, IP_PKTINFO to 127.x) was
+                // accepted above as local and would reach the next hop's
+                // loopback services.
+                name: "leak_out".into(),
+                device: None,
+                kind: ChainType::Filter,
+                hook: Hook::Postrouting,
+                priority: 0,
+                policy: ChainPolicy::Accept,
+                rules: vec![rule(
+                    vec![Match::OifnameNot("lo"), Match::FibLocal(Addr::Daddr, Cmp::Eq)],
+                    vec![Stmt::Drop],
+                )],
             },
             Chain {
                 name: "filter_in".into(),
@@ -883,6 +911,11 @@ impl fmt::Display for Match {
                 t => write!(f, "icmpv6 type {t}"),
             },
             Match::IifnameNot(n) => write!(f, "iifname != \"{n}\""),
+            Match::OifnameNot(n) => write!(f, "oifname != \"{n}\""),
+            Match::Ip6RoutingHeader => f.write_str("exthdr rt exists"),
+            Match::Ip4Option(131) => f.write_str("ip option lsrr exists"),
+            Match::Ip4Option(137) => f.write_str("ip option ssrr exists"),
+            Match::Ip4Option(t) => write!(f, "ip option {t} exists"),
             Match::CtMark(m) => write!(f, "ct mark 0x{m:08x}"),
             Match::SocketMarkNot(m) => write!(f, "socket mark != 0x{m:08x}"),
             Match::SocketCgroupNot(c) => write!(f, "socket cgroupv2 level {} != \"{}\"", c.level, c.path),
@@ -989,12 +1022,15 @@ table inet egret {
 	chain filter_out {
 		type filter hook output priority filter; policy drop;
 		ct state invalid drop
+		exthdr rt exists drop
+		ip option lsrr exists drop
+		ip option ssrr exists drop
 		icmpv6 type nd-router-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-advert ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
-		icmpv6 type mld-listener-report ip6 hoplimit 1 ip6 daddr ff00::/8 accept
-		icmpv6 type mld-listener-done ip6 hoplimit 1 ip6 daddr ff00::/8 accept
-		icmpv6 type mld2-listener-report ip6 hoplimit 1 ip6 daddr ff00::/8 accept
+		icmpv6 type mld-listener-report ip6 hoplimit 1 ip6 daddr ff02::/16 accept
+		icmpv6 type mld-listener-done ip6 hoplimit 1 ip6 daddr ff02::/16 accept
+		icmpv6 type mld2-listener-report ip6 hoplimit 1 ip6 daddr ff02::/16 accept
 		fib saddr type != local ct state ! related drop
 		meta mark 0x1234abcd accept
 		ct direction reply ct mark 0x80000000 accept
@@ -1013,6 +1049,11 @@ table inet egret {
 		type filter hook output priority filter + 10; policy accept;
 		fib daddr type local meta mark set 0x00000000 accept
 		meta mark set 0x00007a67
+	}
+
+	chain leak_out {
+		type filter hook postrouting priority filter; policy accept;
+		oifname != \"lo\" fib daddr type local drop
 	}
 
 	chain filter_in {
@@ -1088,12 +1129,15 @@ table inet egret {
 	chain filter_out {
 		type filter hook output priority filter; policy drop;
 		ct state invalid drop
+		exthdr rt exists drop
+		ip option lsrr exists drop
+		ip option ssrr exists drop
 		icmpv6 type nd-router-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-advert ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
-		icmpv6 type mld-listener-report ip6 hoplimit 1 ip6 daddr ff00::/8 accept
-		icmpv6 type mld-listener-done ip6 hoplimit 1 ip6 daddr ff00::/8 accept
-		icmpv6 type mld2-listener-report ip6 hoplimit 1 ip6 daddr ff00::/8 accept
+		icmpv6 type mld-listener-report ip6 hoplimit 1 ip6 daddr ff02::/16 accept
+		icmpv6 type mld-listener-done ip6 hoplimit 1 ip6 daddr ff02::/16 accept
+		icmpv6 type mld2-listener-report ip6 hoplimit 1 ip6 daddr ff02::/16 accept
 		fib saddr type != local ct state ! related drop
 		meta mark 0x1234abcd accept
 		ct direction reply ct mark 0x80000000 accept
@@ -1110,6 +1154,11 @@ table inet egret {
 		type filter hook output priority filter + 10; policy accept;
 		fib daddr type local meta mark set 0x00000000 accept
 		meta mark set 0x00007a67
+	}
+
+	chain leak_out {
+		type filter hook postrouting priority filter; policy accept;
+		oifname != \"lo\" fib daddr type local drop
 	}
 
 	chain filter_in {
@@ -1170,6 +1219,9 @@ table inet egret {
 	chain filter_out {
 		type filter hook output priority filter; policy accept;
 		ct state invalid drop
+		exthdr rt exists drop
+		ip option lsrr exists drop
+		ip option ssrr exists drop
 		fib saddr type != local ct state ! related drop
 		meta mark 0x00000007 accept
 		ct direction reply ct mark 0x80000000 accept
@@ -1187,6 +1239,11 @@ table inet egret {
 		type filter hook output priority filter + 10; policy accept;
 		fib daddr type local meta mark set 0x00000000 accept
 		meta mark set 0x00000009
+	}
+
+	chain leak_out {
+		type filter hook postrouting priority filter; policy accept;
+		oifname != \"lo\" fib daddr type local drop
 	}
 
 	chain filter_in {

@@ -1463,3 +1463,66 @@ fn escape_33_raw_frames_from_an_af_packet_socket_do_not_leave() {
     let (_, out, _) = util::run(c);
     assert!(out.contains("egress device \"late0\""), "{out}");
 }
+
+#[test]
+fn escape_34_source_routes_loopback_leaks_and_wide_mld_stay_in() {
+    // Policy: the upstream's .2 / ::2 only, so a first hop there is allowed.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-34", &format!("allowlist:\n  ips: [\"{}\", \"{}\"]\n", p.v4(2), p.v6(2)));
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    let sniff =
+        Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("sniff_marker.py"), "eth0", "egret-covert"]);
+    let attack = |who: Priv, args: &[&str]| {
+        let mut c = as_workload(&p.work, who);
+        c.args([py3(), &util::public("netns/attack.py")]).args(args);
+        let (code, out, err) = util::run(c);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    // Control: the marker to the allowed host arrives, so the sniffer works.
+    let mut c = as_workload(&p.work, Priv::Nobody);
+    c.args([py3(), "-c", &format!("import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'egret-covert', ('{}', 9))", p.v4(2))]);
+    util::run(c);
+    assert_eq!(
+        sniff.line(Duration::from_secs(3)).as_deref(),
+        Some("got 1"),
+        "the sniffer saw nothing at all"
+    );
+    let cases: Vec<(Priv, Vec<String>, &str)> = vec![
+        // Source routed through the allowed first hop to the forbidden one.
+        (
+            Priv::NetRaw,
+            vec!["source-route".into(), p.v4(3), "9".into(), p.v4(2)],
+            "an IPv4 loose source route",
+        ),
+        (
+            Priv::Nobody,
+            vec!["source-route".into(), p.v6(3), "9".into(), p.v6(2)],
+            "an IPv6 segment routing header",
+        ),
+        // "Local" destinations routed out eth0.
+        (
+            Priv::Nobody,
+            vec!["bindtodev".into(), "eth0".into(), "127.0.0.1".into(), "9".into()],
+            "127.0.0.1 bound to eth0",
+        ),
+        (
+            Priv::Nobody,
+            vec!["bindtodev".into(), "eth0".into(), "127.0.0.53".into(), "53".into()],
+            "127.0.0.53 bound to eth0",
+        ),
+        // MLD of any scope but the link's.
+        (
+            Priv::NetRaw,
+            vec!["nd".into(), "ff0e::1234".into(), "143".into(), "1".into(), "1200".into()],
+            "a global-scope MLD report",
+        ),
+    ];
+    for (who, args, what) in cases {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = attack(who, &refs);
+        assert_eq!(sniff.line(Duration::from_millis(700)), None, "{what} left the pod ({out})");
+    }
+}

@@ -41,6 +41,14 @@ Other helpers (different arguments):
         one Ethernet frame carrying a UDP datagram SRC -> DST:PORT with the
         marker as payload, from an AF_PACKET socket (CAP_NET_RAW): no IP
         output hook sees it. Prints {"sent": true} or {"sent": false, ...}.
+  attack.py source-route DST PORT FIRSTHOP
+        one UDP datagram (the marker) to DST:PORT source-routed through
+        FIRSTHOP: an IPv4 loose source route option (IP_OPTIONS, CAP_NET_RAW)
+        or an IPv6 segment routing header (IPV6_RTHDR), by DST's family.
+  attack.py bindtodev DEV DST PORT
+        one UDP datagram (the marker) to DST (a loopback address) from a
+        socket bound to DEV (SO_BINDTODEVICE, no privilege): the route goes
+        out DEV although the destination is "local".
   attack.py rcvmark ADDR PORT
         a UDP socket with SO_RCVMARK: prints "ready", then one JSON line
         {"mark": N} for the first datagram (N = -1 when no mark came).
@@ -313,7 +321,45 @@ def rawframe(iface, dstmac, src, dst, port):
         print(json.dumps({"sent": False, "detail": "%s: %s" % (type(e).__name__, e)}), flush=True)
 
 
+def result(fn):
+    try:
+        fn()
+        print(json.dumps({"sent": True}), flush=True)
+    except OSError as e:
+        print(json.dumps({"sent": False, "detail": "%s: %s" % (type(e).__name__, e)}), flush=True)
+
+
+def source_route(dst, port, first):
+    def go():
+        if ":" in dst:
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            segs = [socket.inet_pton(socket.AF_INET6, a) for a in (dst, first)]
+            # Segment routing header (type 4): segments in reverse order,
+            # segments left = the index of the first hop.
+            srh = struct.pack("!BBBBBBH", 0, 2 * len(segs), 4, len(segs) - 1, len(segs) - 1, 0, 0) + b"".join(segs)
+            s.setsockopt(socket.IPPROTO_IPV6, 57, srh)  # IPV6_RTHDR
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            # LSRR: type 131, length, pointer 4, the route; NOP-padded to 4n.
+            opt = struct.pack("!BBB", 131, 3 + 4, 4) + socket.inet_aton(first) + b"\x01"
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, opt)
+        s.sendto(MARKER, (dst, port))
+    result(go)
+
+
+def bindtodev(dev, dst, port):
+    def go():
+        s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, 25, dev.encode())  # SO_BINDTODEVICE
+        s.sendto(MARKER, (dst, port))
+    result(go)
+
+
 def main():
+    if sys.argv[1] == "source-route":
+        return source_route(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    if sys.argv[1] == "bindtodev":
+        return bindtodev(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     if sys.argv[1] == "rawframe":
         a = sys.argv
         return rawframe(a[2], a[3], a[4], a[5], int(a[6]))
