@@ -180,7 +180,6 @@ pub fn run(p: Prepared) -> ExitCode {
 
     let mut state = Reloader {
         cfg: cfg.clone(),
-        resolver,
         identity: &identity,
         handle: &handle,
         emitter: &emitter,
@@ -343,11 +342,7 @@ fn control_loop(
 
 /// Re-reads the policy and swaps it in atomically, or keeps the old one.
 struct Reloader<'a> {
-    /// Owned: a change of `/etc/resolv.conf` updates `dns_upstreams`.
     cfg: Config,
-    /// HTTPS mode: the anti-spoofing resolver (its upstreams follow
-    /// `/etc/resolv.conf` when DNS_UPSTREAMS is unset).
-    resolver: Option<Arc<Resolver>>,
     identity: &'a Identity,
     handle: &'a PolicyHandle,
     emitter: &'a Emitter,
@@ -506,43 +501,20 @@ impl Reloader<'_> {
         }
     }
 
-    /// `/etc/resolv.conf` changed: the anti-spoofing check asks the new
-    /// nameservers, and the ruleset lets the workloads reach them (the
-    /// list the ruleset is built from is `cfg.dns_upstreams`, as at start).
+    /// `/etc/resolv.conf` changed after start. egret keeps the resolvers
+    /// it started with: the file is shared with the workloads, and one
+    /// that could rewrite it would pick the answers the anti-spoofing
+    /// check trusts (and the resolvers the rules let it reach).
     fn resolvers(&mut self, list: Vec<std::net::SocketAddr>) {
         let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
-        let old = std::mem::replace(&mut self.cfg.dns_upstreams, list.clone());
-        self.generation = self.generation.wrapping_add(1);
-        let rs = Ruleset::build_at(
-            &self.cfg,
-            &self.handle.current(),
-            self.identity,
-            &self.host,
-            self.identity.generation(self.generation),
+        let kept: Vec<String> = self.cfg.dns_upstreams.iter().map(ToString::to_string).collect();
+        log::warn!(
+            "{} changed after start (now {}); egret keeps asking {}: a process in the pod can write that \
+             file; restart egret to use the new resolvers",
+            crate::resolve::RESOLV_CONF,
+            if shown.is_empty() { "no nameserver".to_owned() } else { shown.join(", ") },
+            kept.join(", ")
         );
-        match nft::apply(&rs) {
-            Ok(a) => {
-                self.enforcement.set_expected(a.installed);
-                self.ruleset = rs;
-                if let Some(r) = &self.resolver {
-                    r.set_upstreams(list);
-                }
-                log::info!(
-                    "{} changed: the anti-spoofing check now asks {}; ruleset re-applied in {} ms{}",
-                    crate::resolve::RESOLV_CONF,
-                    shown.join(", "),
-                    a.elapsed.as_millis(),
-                    if self.cfg.dns_in_https_mode { " (DNS forwarding keeps the start-up list)" } else { "" }
-                );
-            }
-            Err(e) => {
-                self.cfg.dns_upstreams = old;
-                log::error!(
-                    "{} changed, but applying the ruleset failed; keeping the old resolvers: {e}",
-                    crate::resolve::RESOLV_CONF
-                );
-            }
-        }
     }
 }
 

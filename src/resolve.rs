@@ -5,9 +5,9 @@
 //! (`resolver-unavailable`).
 //!
 //! It asks the resolvers the workloads use: `DNS_UPSTREAMS` when set, else
-//! the nameservers of `/etc/resolv.conf` (re-read when it changes), else
+//! the nameservers of `/etc/resolv.conf` as egret found it at start, else
 //! Docker's `127.0.0.11:53` ([`effective_upstreams`]); and `/etc/hosts`
-//! pins (Compose `extra_hosts`, Kubernetes `hostAliases`) count as
+//! pins as at start (Compose `extra_hosts`, Kubernetes `hostAliases`) count as
 //! addresses of their names, as they do for the workloads' libc.
 //!
 //! [`Cache`] is the pure core (time passed in). [`Resolver`] wraps it with
@@ -21,8 +21,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
@@ -200,10 +200,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The resolver the proxies ask; cheap to share behind an `Arc`.
 pub struct Resolver {
-    /// Swapped when `/etc/resolv.conf` changes ([`Resolver::set_upstreams`]).
-    upstreams: RwLock<Upstreams>,
+    upstreams: Upstreams,
     cache: Mutex<Cache>,
-    hosts: Mutex<HostsFile>,
+    hosts: Hosts,
 }
 
 impl Resolver {
@@ -212,30 +211,15 @@ impl Resolver {
         Resolver::with_hosts(upstreams, ttl_min, ttl_max, PathBuf::from(HOSTS))
     }
 
-    /// [`Resolver::new`] reading pins from `hosts` instead of `/etc/hosts`.
+    /// [`Resolver::new`] with the pins of the hosts file at `hosts` (read
+    /// now, once: see [`Hosts`]).
     pub fn with_hosts(
         upstreams: Upstreams,
         ttl_min: Duration,
         ttl_max: Duration,
         hosts: PathBuf,
     ) -> Resolver {
-        Resolver {
-            upstreams: RwLock::new(upstreams),
-            cache: Mutex::new(Cache::new(ttl_min, ttl_max)),
-            hosts: Mutex::new(HostsFile::new(hosts)),
-        }
-    }
-
-    /// Replaces the resolvers asked from now on (the mark and timeouts
-    /// stay). Cached answers stay valid for their TTL.
-    pub fn set_upstreams(&self, addrs: Vec<SocketAddr>) {
-        let mut g = self.upstreams.write().unwrap_or_else(|p| p.into_inner());
-        g.addrs = addrs;
-    }
-
-    /// The resolvers asked now.
-    pub fn upstreams(&self) -> Vec<SocketAddr> {
-        self.upstreams.read().unwrap_or_else(|p| p.into_inner()).addrs.clone()
+        Resolver { upstreams, cache: Mutex::new(Cache::new(ttl_min, ttl_max)), hosts: Hosts::read(&hosts) }
     }
 
     /// Does `name` resolve to `ip`? An `/etc/hosts` pin matches at once;
@@ -244,7 +228,7 @@ impl Resolver {
     pub fn check(&self, name: &str, ip: IpAddr) -> Check {
         let Ok(name) = normalize(name) else { return Check::Unresolvable };
         let now = Instant::now();
-        if self.pinned(&name, ip, now) {
+        if self.pinned(&name, ip) {
             return Check::Match;
         }
         match self.with_cache(|c| c.check(&name, ip, now)) {
@@ -272,11 +256,9 @@ impl Resolver {
         }
     }
 
-    /// Whether `/etc/hosts` pins `name` to `ip`.
-    fn pinned(&self, name: &str, ip: IpAddr, now: Instant) -> bool {
-        let mut h = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        h.refresh(now);
-        h.pins(name).iter().any(|p| canonical(*p) == canonical(ip))
+    /// Whether `/etc/hosts` (as at start) pins `name` to `ip`.
+    fn pinned(&self, name: &str, ip: IpAddr) -> bool {
+        self.hosts.lookup(name).iter().any(|p| canonical(*p) == canonical(ip))
     }
 
     fn with_cache<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> T {
@@ -294,7 +276,7 @@ impl Resolver {
     /// question. A SERVFAIL or REFUSED counts as no answer: the next
     /// upstream is asked.
     fn lookup(&self, name: &str) -> Result<Vec<(IpAddr, Duration)>, ()> {
-        let upstreams = self.upstreams.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let upstreams = &self.upstreams;
         let mut out = Vec::new();
         let mut answered = false;
         for qtype in [RecordType::A, RecordType::AAAA] {
@@ -356,39 +338,30 @@ fn build_query(name: &str, qtype: RecordType) -> Option<(Vec<u8>, QueryInfo)> {
 pub const HOSTS: &str = "/etc/hosts";
 /// The resolver configuration the workloads' libc reads.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
-/// How often `/etc/hosts` is looked at again (it is read only when it changed).
-const HOSTS_RECHECK: Duration = Duration::from_secs(1);
-
-/// `/etc/hosts`, re-read when its modification time or size changes.
-struct HostsFile {
-    path: PathBuf,
-    stamp: Option<(SystemTime, u64)>,
-    checked: Option<Instant>,
-    /// Normalised name → pinned addresses.
+/// `/etc/hosts` as it was when egret started. Never re-read: in a pod
+/// the file is shared with the workloads (Kubernetes mounts one per pod
+/// into every container, Compose's `service:` mode shares it), and a
+/// workload that could edit it would choose which addresses an allowed
+/// name may go to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hosts {
+    /// Normalised name → pinned addresses, in file order.
     pins: HashMap<String, Vec<IpAddr>>,
 }
 
-impl HostsFile {
-    fn new(path: PathBuf) -> HostsFile {
-        HostsFile { path, stamp: None, checked: None, pins: HashMap::new() }
+impl Hosts {
+    /// The file at `path` now; a missing or unreadable file pins nothing.
+    pub fn read(path: &std::path::Path) -> Hosts {
+        Hosts::parse(&std::fs::read_to_string(path).unwrap_or_default())
     }
 
-    fn refresh(&mut self, now: Instant) {
-        if self.checked.is_some_and(|t| now.saturating_duration_since(t) < HOSTS_RECHECK) {
-            return;
-        }
-        self.checked = Some(now);
-        let stamp = std::fs::metadata(&self.path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
-        if stamp == self.stamp {
-            return;
-        }
-        self.stamp = stamp;
-        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-        self.pins = parse_hosts(&text);
+    pub fn parse(text: &str) -> Hosts {
+        Hosts { pins: parse_hosts(text) }
     }
 
-    fn pins(&self, name: &str) -> &[IpAddr] {
-        self.pins.get(name).map_or(&[], Vec::as_slice)
+    /// The addresses pinned for `name` (any case, one trailing dot).
+    pub fn lookup(&self, name: &str) -> &[IpAddr] {
+        normalize(name).ok().and_then(|n| self.pins.get(&n)).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -695,7 +668,7 @@ mod tests {
     }
 
     #[test]
-    fn hosts_pins_match_and_follow_edits() {
+    fn hosts_pins_match_and_later_edits_are_ignored() {
         let dir = std::env::temp_dir().join(format!("egret-hosts-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let hosts = dir.join("hosts");
@@ -708,23 +681,12 @@ mod tests {
         assert_eq!(r.check("alias.example", ip("::ffff:10.9.8.7")), Check::Match);
         // Another address of a pinned name still asks DNS (which is down).
         assert_eq!(r.check("pinned.example", ip("10.9.8.8")), Check::Unavailable);
-        // An edit is picked up (after the recheck interval).
+        // A later edit (a workload sharing the file) changes nothing.
         std::fs::write(&hosts, "10.9.8.8 pinned.example\n").unwrap();
-        std::thread::sleep(HOSTS_RECHECK + Duration::from_millis(100));
-        assert_eq!(r.check("pinned.example", ip("10.9.8.8")), Check::Match);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(r.check("pinned.example", ip("10.9.8.8")), Check::Unavailable);
+        assert_eq!(r.check("pinned.example", ip("10.9.8.7")), Check::Match);
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn set_upstreams_switches_the_resolver_asked() {
-        let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let r = resolver(vec![dead], PathBuf::from("/nonexistent/hosts"));
-        assert_eq!(r.check("a.example", ip("192.0.2.10")), Check::Unavailable);
-        let live = server(ResponseCode::NoError, 2);
-        r.set_upstreams(vec![live]);
-        assert_eq!(r.upstreams(), [live]);
-        std::thread::sleep(defaults::REFRESH_MIN + Duration::from_millis(50));
-        assert_eq!(r.check("a.example", ip("192.0.2.10")), Check::Match);
     }
 
     #[test]

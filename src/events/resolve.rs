@@ -12,7 +12,6 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
@@ -65,20 +64,6 @@ pub fn parse_resolv_conf(text: &str) -> ResolvConf {
         }
     }
     rc
-}
-
-/// Addresses `/etc/hosts` gives `name` (case-insensitive), in file order.
-pub fn hosts_lookup(text: &str, name: &str) -> Vec<IpAddr> {
-    let name = name.trim_end_matches('.');
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut words = line.split('#').next().unwrap_or("").split_whitespace();
-        let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else { continue };
-        if words.any(|w| w.trim_end_matches('.').eq_ignore_ascii_case(name)) && !out.contains(&ip) {
-            out.push(ip);
-        }
-    }
-    out
 }
 
 /// The names to ask for, in order: with fewer than `ndots` dots the search
@@ -178,26 +163,30 @@ pub fn parse_answer(bytes: &[u8], id: u16) -> Result<Option<Answer>, String> {
     Ok(Some(if addrs.is_empty() { Answer::NoAddress } else { Answer::Addrs(addrs) }))
 }
 
-/// ureq resolver for egret's own requests. Without a mark (egret installs
-/// no rules) it is libc's resolver.
+/// ureq resolver for egret's own requests: `/etc/hosts` and
+/// `/etc/resolv.conf` as they were when egret started (a workload sharing
+/// those files could otherwise send egret's own, marked traffic, API keys
+/// and all, wherever it likes), over sockets with egret's mark.
 #[derive(Debug)]
 pub struct MarkedResolver {
     pub mark: Option<u32>,
     /// Asked when resolv.conf names no nameserver (`DNS_UPSTREAMS`).
     pub fallback: Vec<SocketAddr>,
-    pub resolv_conf: PathBuf,
-    pub hosts: PathBuf,
+    pub resolv: ResolvConf,
+    pub hosts: crate::resolve::Hosts,
     /// Bound on one lookup, whatever ureq's remaining budget.
     pub timeout: Duration,
 }
 
 impl MarkedResolver {
+    /// Reads `/etc/resolv.conf` and `/etc/hosts` now, once.
     pub fn new(mark: Option<u32>, fallback: Vec<SocketAddr>) -> MarkedResolver {
+        let resolv = std::fs::read_to_string(crate::resolve::RESOLV_CONF).unwrap_or_default();
         MarkedResolver {
             mark,
             fallback,
-            resolv_conf: "/etc/resolv.conf".into(),
-            hosts: "/etc/hosts".into(),
+            resolv: parse_resolv_conf(&resolv),
+            hosts: crate::resolve::Hosts::read(std::path::Path::new(crate::resolve::HOSTS)),
             timeout: Duration::from_secs(5),
         }
     }
@@ -205,19 +194,18 @@ impl MarkedResolver {
     /// The addresses of `name`: `/etc/hosts` first, then DNS over marked
     /// sockets (IPv4 answers before IPv6).
     pub fn lookup(&self, name: &str, budget: Duration) -> Result<Vec<IpAddr>, ResolveError> {
-        let hosts = std::fs::read_to_string(&self.hosts).unwrap_or_default();
-        let found = hosts_lookup(&hosts, name);
+        let found = self.hosts.lookup(name);
         if !found.is_empty() {
-            return Ok(found);
+            return Ok(found.to_vec());
         }
-        let rc = parse_resolv_conf(&std::fs::read_to_string(&self.resolv_conf).unwrap_or_default());
+        let rc = &self.resolv;
         let mut servers: Vec<SocketAddr> = rc.nameservers.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
         if servers.is_empty() {
             servers.clone_from(&self.fallback);
         }
         let deadline = Instant::now() + budget.min(self.timeout);
         let mut timed_out = false;
-        for candidate in candidates(name, &rc) {
+        for candidate in candidates(name, rc) {
             for server in &servers {
                 match self.ask(*server, &candidate, deadline) {
                     Ok(Answer::Addrs(a)) => return Ok(a),
@@ -366,10 +354,11 @@ mod tests {
     fn hosts_table() {
         let text = "127.0.0.1 localhost\n10.0.0.9  dashboard dash.local # comment\n# 10.0.0.8 dashboard\n\
                     fd00::9 Dashboard\nnot-an-ip dashboard\n";
+        let hosts = crate::resolve::Hosts::parse(text);
         let want: Vec<IpAddr> = vec!["10.0.0.9".parse().unwrap(), "fd00::9".parse().unwrap()];
-        assert_eq!(hosts_lookup(text, "dashboard"), want);
-        assert_eq!(hosts_lookup(text, "DASH.local."), ["10.0.0.9".parse::<IpAddr>().unwrap()]);
-        assert!(hosts_lookup(text, "other").is_empty());
+        assert_eq!(hosts.lookup("dashboard"), want);
+        assert_eq!(hosts.lookup("DASH.local."), ["10.0.0.9".parse::<IpAddr>().unwrap()]);
+        assert!(hosts.lookup("other").is_empty());
     }
 
     #[test]
@@ -439,13 +428,9 @@ mod tests {
                 server.send_to(&response(q.metadata.id, ResponseCode::NoError, rdata), peer).unwrap();
             }
         });
-        let dir = std::env::temp_dir().join(format!("egret-resolve-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("resolv.conf"), "search nowhere.invalid\n").unwrap();
-        std::fs::write(dir.join("hosts"), "10.0.0.7 fromhosts\n").unwrap();
         let r = MarkedResolver {
-            resolv_conf: dir.join("resolv.conf"),
-            hosts: dir.join("hosts"),
+            resolv: parse_resolv_conf("search nowhere.invalid\n"),
+            hosts: crate::resolve::Hosts::parse("10.0.0.7 fromhosts\n"),
             ..MarkedResolver::new(Some(0x77), vec![addr])
         };
         assert_eq!(
@@ -457,6 +442,5 @@ mod tests {
             ["10.0.0.9".parse::<IpAddr>().unwrap()]
         );
         t.join().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1526,3 +1526,57 @@ fn escape_34_source_routes_loopback_leaks_and_wide_mld_stay_in() {
         assert_eq!(sniff.line(Duration::from_millis(700)), None, "{what} left the pod ({out})");
     }
 }
+
+#[test]
+fn escape_35_a_workload_rewriting_shared_etc_files_cannot_redirect_egret() {
+    // The pod's /etc/hosts names the dashboard; a workload rewrites it
+    // (Kubernetes mounts one hosts file into every container of a pod)
+    // to point at a host of its own, after egret started.
+    let w = world();
+    let p = &w.p;
+    let etc = crate::compat::NetnsEtc::new(&p.work);
+    etc.write("hosts", &format!("127.0.0.1 localhost\n{} dash.test\n", p.v4(2)));
+    let good = Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("post_sink.py"), &p.v4(2), "8081"]);
+    let evil = Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("post_sink.py"), &p.v4(3), "8081"]);
+    let pol = policy_file("escape-35", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(
+        &p.work,
+        &pol,
+        &[
+            ("DNS_UPSTREAMS", &upstream),
+            ("DASHBOARD_HOST", "http://dash.test:8081"),
+            ("DASHBOARD_API_KEY", "the-key"),
+            ("DASHBOARD_START_DELAY", "0s"),
+        ],
+    );
+    let blocked = |port: u16| {
+        let _ = http(&p.work, s_addr(&p.v4(3), port), "x");
+    };
+    blocked(7001);
+    let line = good.line(Duration::from_secs(10)).unwrap_or_default();
+    assert!(
+        line.starts_with("post ") && line.ends_with("key=the-key"),
+        "the dashboard got nothing: {line:?}"
+    );
+    etc.write("hosts", &format!("127.0.0.1 localhost\n{} dash.test\n", p.v4(3)));
+    std::thread::sleep(Duration::from_millis(1500));
+    for port in [7002, 7003, 7004] {
+        blocked(port);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert_eq!(
+        evil.line(Duration::from_secs(3)),
+        None,
+        "egret shipped its events and key where the workload said"
+    );
+    assert!(
+        good.line(Duration::from_secs(5)).is_some(),
+        "events kept going to the dashboard egret started with"
+    );
+    drop(d);
+}
+
+fn s_addr(host: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(host.parse().expect("ip"), port)
+}
