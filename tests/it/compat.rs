@@ -191,17 +191,17 @@ impl Drop for Run {
 }
 
 /// Files `ip netns exec` puts over /etc for `ns`: /etc/netns/NS/*.
-struct NetnsEtc(PathBuf);
+pub(crate) struct NetnsEtc(PathBuf);
 
 impl NetnsEtc {
-    fn new(ns: &str) -> NetnsEtc {
+    pub(crate) fn new(ns: &str) -> NetnsEtc {
         let d = Path::new("/etc/netns").join(ns);
         std::fs::create_dir_all(&d).expect("create /etc/netns/NS (needs root)");
         NetnsEtc(d)
     }
 
     /// Rewrites the file in place (the bind mount pins the inode).
-    fn write(&self, name: &str, text: &str) {
+    pub(crate) fn write(&self, name: &str, text: &str) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
