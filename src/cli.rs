@@ -25,6 +25,11 @@ pub enum Command {
         url: Option<String>,
     },
     Version,
+    /// Attack the live ruleset from inside the namespace; `technique` is
+    /// the hidden form a self-test runs for each of its child processes.
+    Selftest {
+        technique: Option<TechniqueArgs>,
+    },
     /// Hidden: only the HTTP/HTTPS proxies, with a static hosts table for
     /// the anti-spoofing check (tests and benchmarks, until `run` serves
     /// them with the resolver).
@@ -33,6 +38,15 @@ pub enum Command {
     },
     /// `--help` for the whole tool or one subcommand.
     Help(Option<&'static str>),
+}
+
+/// `egret selftest --technique NAME --privilege P --ports HTTP,HTTPS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TechniqueArgs {
+    pub name: String,
+    pub privilege: String,
+    pub http_port: u16,
+    pub https_port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +72,7 @@ commands:
   init       install the fail-closed ruleset and exit (for init containers)
   cleanup    remove egret's nftables table
   health     ask the filter's /health (or a URL) and exit 0 if it answers 200
+  selftest   attack the live ruleset from inside the pod; exit 1 on any bypass
   version    print the version
 
 `egret COMMAND --help` describes one command. Configuration is read from the
@@ -74,11 +89,12 @@ pub fn help(cmd: &str) -> &'static str {
         "cleanup" => "usage: egret cleanup\n\nRemove egret's nftables table (table inet egret). Egress is then unfiltered.\n",
         "health" => "usage: egret health [URL]\n\nWithout URL: GET /health of the filter (`egret run`) over its unix socket\n(HEALTH_SOCKET, else /run/egret/egret.sock, $XDG_RUNTIME_DIR/egret/egret.sock,\n/tmp/egret-UID/egret.sock). With URL (http://host:port/path, e.g. the\ndashboard's http://127.0.0.1:8081/health): a plain HTTP GET. Exit 0 if it\nanswers 200, 1 otherwise. For HEALTHCHECK in images without curl.\n",
         "version" => "usage: egret version\n\nPrint the version.\n",
+        "selftest" => "usage: egret selftest\n\nAttack the installed ruleset from inside the namespace the way a workload\nwould (forged reply flows, guessed marks, ICMPv6 covert channels, raw frames,\nforeign resolvers, egret's own listeners), each from a child process with a\nworkload's privilege, against a canary address in documentation space that a\ntemporary egress rule counts and drops: nothing leaves the pod. One line per\ntechnique, held or BYPASS. Needs CAP_NET_ADMIN and a default route. Exits 0\nwhen everything held, 1 on any bypass, 2 when it cannot judge.\n",
         _ => USAGE,
     }
 }
 
-const COMMANDS: [&str; 7] = ["run", "dashboard", "check", "init", "cleanup", "health", "version"];
+const COMMANDS: [&str; 8] = ["run", "dashboard", "check", "init", "cleanup", "health", "version", "selftest"];
 
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageError> {
@@ -139,6 +155,31 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             }
             Ok(Command::Check { policy })
         }
+        "selftest" => {
+            let (mut name, mut privilege, mut ports) = (None, None, None);
+            while let Some(a) = it.next() {
+                let mut value =
+                    |what: &str| it.next().ok_or_else(|| UsageError(format!("{what} needs a value")));
+                match a.as_str() {
+                    "--technique" => name = Some(value("--technique")?),
+                    "--privilege" => privilege = Some(value("--privilege")?),
+                    "--ports" => ports = Some(value("--ports")?),
+                    _ => return unexpected(a),
+                }
+            }
+            let technique = match (name, privilege, ports) {
+                (None, None, None) => None,
+                (Some(name), Some(privilege), Some(ports)) => {
+                    let bad = || UsageError(format!("--ports wants HTTP,HTTPS port numbers, not {ports:?}"));
+                    let (h, s) = ports.split_once(',').ok_or_else(bad)?;
+                    let http_port = h.parse().map_err(|_| bad())?;
+                    let https_port = s.parse().map_err(|_| bad())?;
+                    Some(TechniqueArgs { name, privilege, http_port, https_port })
+                }
+                _ => return Err(UsageError("--technique, --privilege and --ports go together".into())),
+            };
+            Ok(Command::Selftest { technique })
+        }
         "health" => {
             let url = it.next();
             if let Some(a) = it.next() {
@@ -196,5 +237,20 @@ mod tests {
         assert!(p(&["proxy", "--hosts"]).is_err());
         assert!(p(&["proxy", "x"]).unwrap_err().0.contains("unexpected argument"));
         assert!(!USAGE.contains("proxy "));
+        assert_eq!(p(&["selftest"]), Ok(Command::Selftest { technique: None }));
+        let t = p(&["selftest", "--technique", "direct", "--privilege", "nobody", "--ports", "8080,8443"]);
+        assert_eq!(
+            t,
+            Ok(Command::Selftest {
+                technique: Some(TechniqueArgs {
+                    name: "direct".into(),
+                    privilege: "nobody".into(),
+                    http_port: 8080,
+                    https_port: 8443
+                })
+            })
+        );
+        assert!(p(&["selftest", "--technique", "direct"]).is_err());
+        assert!(p(&["selftest", "--technique", "x", "--privilege", "y", "--ports", "80"]).is_err());
     }
 }

@@ -58,6 +58,16 @@ pub fn run(cmd: Command) -> ExitCode {
         Command::Proxy { hosts } => proxy(hosts),
         Command::Init => init(),
         Command::Cleanup => cleanup(),
+        Command::Selftest { technique: Some(t) } => {
+            match crate::selftest::technique_main(&t.name, &t.privilege, t.http_port, t.https_port) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("egret selftest {}: {e}", t.name);
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+        Command::Selftest { technique: None } => selftest(),
         Command::Dashboard => dashboard(),
     }
 }
@@ -404,4 +414,33 @@ fn proxy(hosts: Option<std::path::PathBuf>) -> ExitCode {
     log::info!("stopping on {sig:?}");
     handle.stop();
     ExitCode::SUCCESS
+}
+
+/// `egret selftest`: every technique's line; 0 all held, 1 a bypass, 2
+/// no judgement possible.
+fn selftest() -> ExitCode {
+    let cfg = match load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let exe = std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("/proc/self/exe"));
+    let opts =
+        crate::selftest::Options { mark: None, http_port: cfg.http_port, https_port: cfg.https_port, exe };
+    match crate::selftest::run(&opts) {
+        Ok(report) => {
+            for l in &report.lines {
+                println!("{l}");
+            }
+            println!("{}", report.summary());
+            if report.bypasses().is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+        Err(e) => {
+            eprintln!("egret: {e}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
 }

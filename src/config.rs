@@ -127,6 +127,10 @@ pub struct Config {
     /// alone, and names of hosts allowed only by IP must keep resolving.
     /// DNS mode always runs the resolver, so it is ignored there.
     pub dns_in_https_mode: bool,
+    /// `SELFTEST`: once the rules and listeners are up, attack them from
+    /// inside the namespace (`egret selftest`); a bypass makes `/health`
+    /// degraded and raises an event.
+    pub selftest: bool,
     /// `HEALTH_SOCKET`: where the unix socket with `/health` and
     /// `/metrics` goes; `None` picks the first writable default
     /// (`health::socket_candidates`).
@@ -645,6 +649,7 @@ impl Config {
             dashboard_listen: e.opt("DASHBOARD_LISTEN", parse_listen),
             dns_in_https_mode: e.get("DNS_IN_HTTPS_MODE", false, parse_bool),
             health_socket: e.string("HEALTH_SOCKET").map(PathBuf::from),
+            selftest: e.get("SELFTEST", false, parse_bool),
             warnings,
             syslog_url: e.opt("SYSLOG_URL", crate::events::syslog::parse_url),
             syslog_queue_size: e.get("SYSLOG_QUEUE_SIZE", d::SYSLOG_QUEUE_SIZE, parse_count(1, 1 << 20)),

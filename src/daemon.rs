@@ -158,6 +158,9 @@ pub fn run(p: Prepared) -> ExitCode {
         cfg.policy_path.display()
     );
 
+    if cfg.selftest {
+        spawn_selftest(&cfg, &identity, emitter.clone(), listeners.clone());
+    }
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(signals, tx.clone());
     spawn_policy_watcher(cfg.policy_path.clone(), tx.clone());
@@ -540,6 +543,47 @@ impl Reloader<'_> {
                 );
             }
         }
+    }
+}
+
+/// SELFTEST=true: `egret selftest` once, on its own thread, with egret's
+/// own mark for the control packet. A bypass (or a self-test that could
+/// not judge) is a `/health` problem and an event.
+fn spawn_selftest(cfg: &Config, id: &Identity, emitter: Emitter, health: Arc<crate::listen::Status>) {
+    let opts = crate::selftest::Options {
+        mark: Some(id.mark),
+        http_port: cfg.http_port,
+        https_port: cfg.https_port,
+        exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+    };
+    let spawned = thread::Builder::new().name("selftest".into()).spawn(move || {
+        let (problem, note, failed) = match crate::selftest::run(&opts) {
+            Ok(report) => {
+                for l in &report.lines {
+                    match l.verdict {
+                        crate::selftest::Verdict::Bypass(_) => log::error!("{l}"),
+                        _ => log::info!("{l}"),
+                    }
+                }
+                let summary = report.summary();
+                let bad = !report.bypasses().is_empty();
+                (bad.then(|| summary.clone()), summary, bad)
+            }
+            Err(e) => (Some(e.to_string()), e.to_string(), true),
+        };
+        log::info!("{note}");
+        health.set("selftest", problem);
+        let action = if failed { Action::Blocked } else { Action::Allowed };
+        let mut ev = emitter.event(Component::Egret, action);
+        ev.msg = "egret.selftest".into();
+        if failed {
+            ev = ev.with_reason("selftest-failed");
+        }
+        ev.note = Some(note);
+        emitter.emit(ev);
+    });
+    if let Err(e) = spawned {
+        log::error!("selftest: cannot start its thread: {e}");
     }
 }
 

@@ -25,6 +25,7 @@ pub mod peer;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;
+pub mod selftest;
 pub mod sys;
 pub mod watchdog;
 

@@ -86,6 +86,16 @@ impl Status {
         }
     }
 
+    /// Records a problem that is not a listener's (the self-test's
+    /// verdict), under `key`; `None` clears it.
+    pub fn set(&self, key: &str, problem: Option<String>) {
+        let mut m = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+        match problem {
+            Some(p) => m.insert(key.to_owned(), p),
+            None => m.remove(key),
+        };
+    }
+
     /// One line per missing listener, sorted; empty when all are bound.
     pub fn problems(&self) -> Vec<String> {
         self.missing.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()

@@ -24,6 +24,109 @@ pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
     }
 }
 
+/// Capability numbers from `linux/capability.h`.
+pub const CAP_NET_RAW: u32 = 13;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Sets this thread's effective and permitted capabilities to `keep`
+/// (which must be a subset of what it has) and its inheritable set to
+/// none. Dropping capabilities needs no privilege. For the self-test's
+/// child process, which must act as a workload would.
+pub fn keep_only_capabilities(keep: &[u32]) -> io::Result<()> {
+    let mut data = [CapData::default(); 2];
+    for &c in keep {
+        let (i, bit) = ((c / 32) as usize, 1u32 << (c % 32));
+        if let Some(d) = data.get_mut(i) {
+            d.effective |= bit;
+            d.permitted |= bit;
+        }
+    }
+    let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    // SAFETY: capset(2) reads one header and, for version 3, exactly two
+    // data structs; both live on this stack frame for the call, are
+    // `repr(C)` with the kernel's layout (`__user_cap_header_struct`,
+    // `__user_cap_data_struct`), and the kernel writes nothing back.
+    let rc = unsafe { nix::libc::syscall(nix::libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `setsockopt(fd, level, name, &value)` for an integer option that nix
+/// does not name (IPV6_FREEBIND, IPV6_UNICAST_HOPS, ...). The self-test's
+/// techniques use it.
+pub fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: the option value is a live `c_int` on this frame, its size
+    // is passed exactly, and the kernel only reads it; `fd` is a borrowed,
+    // open descriptor for the duration of the call.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as nix::libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// An `AF_PACKET` raw socket bound to interface `ifindex`, for writing
+/// whole Ethernet frames (the self-test's raw-frame technique; needs
+/// CAP_NET_RAW).
+pub fn packet_socket(ifindex: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket(2) takes no pointers; a non-negative result is a new
+    // descriptor nobody else owns, so wrapping it in OwnedFd is sound.
+    let fd =
+        unsafe { nix::libc::socket(nix::libc::AF_PACKET, nix::libc::SOCK_RAW | nix::libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: see above: `fd` is ours.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_ll is a valid value of the plain C
+    // struct; the fields that matter are set below.
+    let mut sll: nix::libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = nix::libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` lives on this frame for the call and its exact size is
+    // passed; bind(2) only reads it.
+    let rc = unsafe {
+        nix::libc::bind(
+            owned.as_raw_fd(),
+            (&sll as *const nix::libc::sockaddr_ll).cast(),
+            std::mem::size_of::<nix::libc::sockaddr_ll>() as nix::libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(owned)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,6 +138,28 @@ mod tests {
         listen(l.as_fd(), 4096).unwrap();
         let c = std::net::TcpStream::connect(l.local_addr().unwrap());
         assert!(c.is_ok());
+    }
+
+    #[test]
+    fn capabilities_can_be_dropped() {
+        // On a thread of its own: capabilities are per thread on Linux, and
+        // the test runner's other threads keep theirs.
+        assert_eq!(drop_all_on_a_thread().as_deref(), Ok("0000000000000000"), "capabilities left");
+    }
+
+    /// Drops every capability on a new thread and reads its CapEff back.
+    fn drop_all_on_a_thread() -> Result<String, String> {
+        std::thread::spawn(|| {
+            keep_only_capabilities(&[]).map_err(|e| e.to_string())?;
+            let status = std::fs::read_to_string("/proc/thread-self/status").map_err(|e| e.to_string())?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .map(|v| v.trim().to_owned())
+                .ok_or_else(|| "no CapEff".to_owned())
+        })
+        .join()
+        .map_err(|_| "thread panicked".to_owned())?
     }
 
     #[test]

@@ -166,6 +166,45 @@ pub fn read_back() -> Result<Installed, NftError> {
     Netlink::open()?.read_back(TABLE)
 }
 
+/// Installs tables of chains only (the self-test's), replacing any of the
+/// same name.
+pub fn apply_tables(tables: &[ruleset::Table]) -> Result<(), NftError> {
+    let mut nl = Netlink::open()?;
+    let batch = netlink::tables_batch(tables, nl.next_seq())?;
+    nl.seq = nl.seq.wrapping_add(batch.messages as u32);
+    nl.run_batch(&batch)
+}
+
+/// Removes these tables, whether they exist or not.
+pub fn drop_tables(tables: &[(ruleset::TableFamily, &str)]) -> Result<(), NftError> {
+    let mut nl = Netlink::open()?;
+    let batch = netlink::drop_tables_batch(tables, nl.next_seq())?;
+    nl.seq = nl.seq.wrapping_add(batch.messages as u32);
+    nl.run_batch(&batch)
+}
+
+/// The packet counts of every `counter` in a table, summed.
+pub fn counted(family: ruleset::TableFamily, table: &str) -> Result<u64, NftError> {
+    let mut nl = Netlink::open()?;
+    let rules = nl.dump_in(family, c::NFT_MSG_GETRULE, Some((c::NFTA_RULE_TABLE, table)))?;
+    Ok(rules.iter().filter_map(|r| netlink::counter_packets(r)).sum())
+}
+
+/// The bypass mark of the installed ruleset: the value of the first rule
+/// of `nat_out` (`meta mark M return`). For the self-test, which runs
+/// beside `egret run` and must send a control packet as egret would.
+pub fn installed_mark() -> Result<Option<u32>, NftError> {
+    let mut nl = Netlink::open()?;
+    let rules = nl.dump(c::NFT_MSG_GETRULE, Some((c::NFTA_RULE_TABLE, TABLE)))?;
+    let first = rules.iter().find(|r| {
+        let chain = r.iter().find(|(t, _)| *t == c::NFTA_RULE_CHAIN).map(|(_, v)| netlink::attr_str(v));
+        chain.as_deref() == Some("nat_out")
+    });
+    Ok(first
+        .and_then(|r| netlink::first_cmp_value(r))
+        .and_then(|v| Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?))))
+}
+
 /// The attributes of one dumped object.
 type OwnedAttrs = Vec<(u16, Vec<u8>)>;
 
@@ -276,8 +315,17 @@ impl Netlink {
 
     /// Runs one dump and returns the attribute lists of its messages.
     fn dump(&mut self, msg: u16, filter: Option<(u16, &str)>) -> Result<Vec<OwnedAttrs>, NftError> {
+        self.dump_in(ruleset::TableFamily::Inet, msg, filter)
+    }
+
+    fn dump_in(
+        &mut self,
+        family: ruleset::TableFamily,
+        msg: u16,
+        filter: Option<(u16, &str)>,
+    ) -> Result<Vec<OwnedAttrs>, NftError> {
         let seq = self.next_seq();
-        self.send(&netlink::dump_request(msg, seq, filter)?)?;
+        self.send(&netlink::dump_request_in(family, msg, seq, filter)?)?;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {

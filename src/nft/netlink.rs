@@ -160,6 +160,9 @@ pub mod c {
     pub const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
     pub const NF_INET_PRE_ROUTING: u32 = 0;
     pub const NF_INET_LOCAL_IN: u32 = 1;
+    pub const NF_INET_POST_ROUTING: u32 = 4;
+    pub const NFT_PAYLOAD_LL_HEADER: u32 = 0;
+    pub const NFTA_COUNTER_PACKETS: u16 = 2;
     pub const NF_INET_LOCAL_OUT: u32 = 3;
     /// nft's datatype numbers, so `nft list` prints `ipv4_addr`/`ipv6_addr`.
     pub const TYPE_IPADDR: u32 = 7;
@@ -411,6 +414,9 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             v
         }
         Match::L4(l4) => vec![meta(c::NFT_META_L4PROTO)?, cmp(c::NFT_CMP_EQ, &[l4.number()])?],
+        Match::LinkBytes { offset, value } => {
+            vec![payload(c::NFT_PAYLOAD_LL_HEADER, *offset, value.len() as u32)?, cmp(c::NFT_CMP_EQ, value)?]
+        }
         Match::Dport(l4, port) => vec![
             meta(c::NFT_META_L4PROTO)?,
             cmp(c::NFT_CMP_EQ, &[l4.number()])?,
@@ -497,6 +503,7 @@ fn stmt_exprs(s: &Stmt) -> Result<Vec<Attr>, EncodeError> {
             )?,
             expr("ct", vec![be32(c::NFTA_CT_KEY, c::NFT_CT_MARK)?, be32(c::NFTA_CT_SREG, c::NFT_REG_1)?])?,
         ],
+        Stmt::Counter => vec![expr("counter", vec![])?],
         Stmt::MarkSet(m) => vec![
             expr(
                 "immediate",
@@ -679,6 +686,34 @@ pub fn apply_batch(rs: &Ruleset, seq: u32) -> Result<Batch, EncodeError> {
     b.finish()
 }
 
+/// The batch that atomically replaces (or creates) each of `tables`:
+/// tables of chains only, such as the self-test's counting tables.
+pub fn tables_batch(tables: &[super::ruleset::Table], seq: u32) -> Result<Batch, EncodeError> {
+    let mut b = Builder::new(seq)?;
+    for t in tables {
+        replace_table(&mut b, t.family, t.name)?;
+        push_chains(&mut b, t.family, t.name, &t.chains, &|_| 0)?;
+    }
+    b.finish()
+}
+
+/// The batch that removes each of `tables`, present or not.
+pub fn drop_tables_batch(tables: &[(TableFamily, &str)], seq: u32) -> Result<Batch, EncodeError> {
+    let mut b = Builder::new(seq)?;
+    for &(family, table) in tables {
+        let (f, tname) = (family.name(), || table_attr(c::NFTA_TABLE_NAME, table));
+        b.push_in(
+            family,
+            c::NFT_MSG_NEWTABLE,
+            NlmF::CREATE,
+            &[tname()?],
+            format!("table {f} {table} (ensure)"),
+        )?;
+        b.push_in(family, c::NFT_MSG_DELTABLE, NlmF::empty(), &[tname()?], format!("table {f} {table}"))?;
+    }
+    b.finish()
+}
+
 /// The batch that adds addresses to the learned sets (strict DNS mode),
 /// each with its own timeout (milliseconds, as the kernel wants).
 pub fn learned_batch(table: &str, elems: &[(IpAddr, u64)], seq: u32) -> Result<Batch, EncodeError> {
@@ -832,6 +867,7 @@ fn push_chain(b: &mut Builder, family: TableFamily, table: &str, ch: &Chain) -> 
         (TableFamily::Netdev, _) => c::NF_NETDEV_EGRESS,
         (TableFamily::Inet, Hook::Prerouting) => c::NF_INET_PRE_ROUTING,
         (TableFamily::Inet, Hook::Input) => c::NF_INET_LOCAL_IN,
+        (TableFamily::Inet, Hook::Postrouting) => c::NF_INET_POST_ROUTING,
         (TableFamily::Inet, Hook::Output | Hook::Egress) => c::NF_INET_LOCAL_OUT,
     };
     let mut hook =
@@ -864,11 +900,58 @@ pub fn dump_request(
     seq: u32,
     table_attr_type: Option<(u16, &str)>,
 ) -> Result<Vec<u8>, EncodeError> {
+    dump_request_in(TableFamily::Inet, msg, seq, table_attr_type)
+}
+
+/// [`dump_request`] for a table family other than `inet`.
+pub fn dump_request_in(
+    family: TableFamily,
+    msg: u16,
+    seq: u32,
+    table_attr_type: Option<(u16, &str)>,
+) -> Result<Vec<u8>, EncodeError> {
     let attrs = match table_attr_type {
         Some((t, name)) => vec![attr(t, name)?],
         None => vec![],
     };
-    message((c::NFNL_SUBSYS_NFTABLES << 8) | msg, NlmF::REQUEST | NlmF::DUMP, seq, c::NFPROTO_INET, 0, &attrs)
+    let flags = NlmF::REQUEST | NlmF::DUMP;
+    message((c::NFNL_SUBSYS_NFTABLES << 8) | msg, flags, seq, nfproto_of(family), 0, &attrs)
+}
+
+/// One expression of a dumped rule: its name and data attributes.
+pub type DumpedExpr<'a> = (String, Vec<(u16, &'a [u8])>);
+
+/// The expressions of a dumped rule.
+pub fn rule_expressions(rule: &[(u16, Vec<u8>)]) -> Vec<DumpedExpr<'_>> {
+    let Some((_, list)) = rule.iter().find(|(t, _)| *t == c::NFTA_RULE_EXPRESSIONS) else {
+        return Vec::new();
+    };
+    attrs(list)
+        .into_iter()
+        .filter(|(t, _)| *t == c::NFTA_LIST_ELEM)
+        .map(|(_, e)| {
+            let parts = attrs(e);
+            let name = parts.iter().find(|(t, _)| *t == c::NFTA_EXPR_NAME).map(|(_, v)| attr_str(v));
+            let data = parts.iter().find(|(t, _)| *t == c::NFTA_EXPR_DATA).map(|(_, v)| attrs(v));
+            (name.unwrap_or_default(), data.unwrap_or_default())
+        })
+        .collect()
+}
+
+/// The packet count of a rule's `counter`, if it has one.
+pub fn counter_packets(rule: &[(u16, Vec<u8>)]) -> Option<u64> {
+    rule_expressions(rule).into_iter().find(|(n, _)| n == "counter").and_then(|(_, d)| {
+        let v = d.iter().find(|(t, _)| *t == c::NFTA_COUNTER_PACKETS)?.1;
+        Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))
+    })
+}
+
+/// The value the first `cmp` of a rule compares with.
+pub fn first_cmp_value(rule: &[(u16, Vec<u8>)]) -> Option<Vec<u8>> {
+    rule_expressions(rule).into_iter().find(|(n, _)| n == "cmp").and_then(|(_, d)| {
+        let data = d.iter().find(|(t, _)| *t == c::NFTA_CMP_DATA)?.1;
+        attrs(data).into_iter().find(|(t, _)| *t == c::NFTA_DATA_VALUE).map(|(_, v)| v.to_vec())
+    })
 }
 
 // ---------------------------------------------------------------------------

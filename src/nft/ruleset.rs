@@ -154,6 +154,7 @@ pub enum Hook {
     Output,
     /// `netdev` family: a device's egress, after every IP/ARP hook.
     Egress,
+    Postrouting,
 }
 
 /// The nftables family of a table.
@@ -272,6 +273,9 @@ pub enum Match {
     SocketMarkNot(u32),
     /// `socket cgroupv2 level L != "path"`
     SocketCgroupNot(CgroupMatch),
+    /// Raw bytes at an offset from the link-layer header (`@ll,BITS,LEN
+    /// 0x...`): what an egress chain sees of any frame, IP or not.
+    LinkBytes { offset: u32, value: Vec<u8> },
 }
 
 /// The two comparisons the rules use.
@@ -361,6 +365,8 @@ pub enum Stmt {
     CtMarkSet(u32),
     /// `meta mark set 0x...`
     MarkSet(u32),
+    /// `counter`
+    Counter,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -810,6 +816,7 @@ impl fmt::Display for Chain {
             (Hook::Prerouting, _) => "prerouting".to_owned(),
             (Hook::Input, _) => "input".to_owned(),
             (Hook::Output, _) => "output".to_owned(),
+            (Hook::Postrouting, _) => "postrouting".to_owned(),
             (Hook::Egress, Some(d)) => format!("egress device \"{d}\""),
             (Hook::Egress, None) => "egress".to_owned(),
         };
@@ -879,6 +886,10 @@ impl fmt::Display for Match {
             Match::CtMark(m) => write!(f, "ct mark 0x{m:08x}"),
             Match::SocketMarkNot(m) => write!(f, "socket mark != 0x{m:08x}"),
             Match::SocketCgroupNot(c) => write!(f, "socket cgroupv2 level {} != \"{}\"", c.level, c.path),
+            Match::LinkBytes { offset, value } => {
+                let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+                write!(f, "@ll,{},{} 0x{hex}", offset * 8, value.len() * 8)
+            }
         }
     }
 }
@@ -899,6 +910,7 @@ impl fmt::Display for Stmt {
             Stmt::Reject(Reject::AdminProhibited) => f.write_str("reject with icmpx admin-prohibited"),
             Stmt::CtMarkSet(m) => write!(f, "ct mark set 0x{m:08x}"),
             Stmt::MarkSet(m) => write!(f, "meta mark set 0x{m:08x}"),
+            Stmt::Counter => f.write_str("counter"),
         }
     }
 }

@@ -20,5 +20,6 @@ mod prometheus;
 mod proxy;
 mod proxy_netns;
 mod run;
+mod selftest;
 mod syslog;
 mod util;
