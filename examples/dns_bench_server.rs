@@ -33,6 +33,7 @@ fn main() {
             .unwrap_or(dns::defaults::WORKERS),
         listen_mark: None,
         listeners: Default::default(),
+        guard: Default::default(),
     };
     // Events are drained and dropped, with the real sink's rhythm (a
     // burst, then `COALESCE` to let the next gather) but without its JSON

@@ -100,13 +100,24 @@ fn check(path: Option<std::path::PathBuf>) -> ExitCode {
     };
     match load_policy(&cfg, path.as_deref()) {
         Ok(p) => {
-            print!("{p}");
+            // A YAML comment, so the output stays a valid policy file.
+            print!("{p}{}", guard_line(&cfg.guard_addresses));
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("egret: {e}");
             ExitCode::from(EXIT_INVALID)
         }
+    }
+}
+
+/// `egret check`'s line on the SSRF guard in effect.
+pub fn guard_line(g: &policy::Guard) -> String {
+    if g.is_off() {
+        "# GUARD_ADDRESSES: none (the SSRF guard is off: an allowed name may lead to any address)\n"
+            .to_owned()
+    } else {
+        format!("# GUARD_ADDRESSES: {g} (never reached by an allowed name unless allowlist.ips covers the address)\n")
     }
 }
 
@@ -152,6 +163,12 @@ pub fn settle_upstreams(cfg: &mut Config) -> Result<(), ExitCode> {
 /// `egret run`: the start-up lines that do not depend on the kernel.
 fn announce(cfg: &Config) {
     log::info!("{}", stricter_than_g0efilter(cfg));
+    let g = &cfg.guard_addresses;
+    if g.is_off() {
+        log::warn!("GUARD_ADDRESSES=none: an allowed name may lead to the metadata service, loopback or any other address");
+    } else {
+        log::info!("SSRF guard (GUARD_ADDRESSES): an allowed name never leads to {g} addresses unless allowlist.ips covers them");
+    }
 }
 
 /// The one start-up line saying where egret is stricter than g0efilter on
@@ -165,6 +182,11 @@ pub fn stricter_than_g0efilter(cfg: &Config) -> String {
         v.push("every request of a kept-alive HTTP connection is checked, not only the first");
     } else {
         v.push("a blocked name is NXDOMAIN for every query type, never a 0.0.0.0 answer");
+    }
+    if !cfg.guard_addresses.is_off() {
+        v.push(
+            "an allowed name never leads to a guarded address such as the metadata service (GUARD_ADDRESSES)",
+        );
     }
     v.push("IPv6 is filtered like IPv4");
     v.push("outbound flows are re-checked on every packet (conntrack is not trusted)");

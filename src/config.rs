@@ -146,6 +146,10 @@ pub struct Config {
     /// `SYSLOG_CA_FILE`: PEM certificates trusted for a `tls://` collector
     /// on top of the web PKI roots.
     pub syslog_ca_file: Option<PathBuf>,
+    /// `GUARD_ADDRESSES`: address classes an allowed name never leads to
+    /// (proxied destinations, DNS answers) unless `allowlist.ips` covers
+    /// the address. See `policy::guard`.
+    pub guard_addresses: crate::policy::Guard,
 }
 
 /// One `DNS_UPSTREAMS` entry.
@@ -650,6 +654,12 @@ impl Config {
             syslog_url: e.opt("SYSLOG_URL", crate::events::syslog::parse_url),
             syslog_queue_size: e.get("SYSLOG_QUEUE_SIZE", d::SYSLOG_QUEUE_SIZE, parse_count(1, 1 << 20)),
             syslog_ca_file: e.string("SYSLOG_CA_FILE").map(PathBuf::from),
+            // Enforcement: an unknown class is a start-up error, never a
+            // quietly weaker guard.
+            guard_addresses: e.get("GUARD_ADDRESSES", crate::policy::Guard::default(), |s| {
+                crate::policy::Guard::parse(s)
+                    .map_err(|why| format!("{} ({why})", crate::policy::Guard::accepted()))
+            }),
         };
         // Cross-field checks.
         let mut ports = vec![("HTTP_PORT", cfg.http_port), ("HTTPS_PORT", cfg.https_port)];
@@ -860,6 +870,25 @@ mod tests {
         assert_eq!(err_strings(&[("DASHBOARD_LISTEN", "nope")]).len(), 1);
         assert!(c.dns_strict);
         assert_eq!(c.header_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn guard_addresses() {
+        use crate::policy::Guard;
+        assert_eq!(cfg(&[]).unwrap().guard_addresses, Guard::default());
+        assert_eq!(cfg(&[("GUARD_ADDRESSES", "none")]).unwrap().guard_addresses, Guard::OFF);
+        let c = cfg(&[("GUARD_ADDRESSES", "default, private")]).unwrap();
+        assert_eq!(
+            c.guard_addresses.to_string(),
+            "metadata, loopback, link-local, unspecified, multicast, private"
+        );
+        let errs = err_strings(&[("GUARD_ADDRESSES", "metadata,rfc1918")]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("GUARD_ADDRESSES=\"metadata,rfc1918\": expected a comma list of metadata, loopback, link-local"),
+            "{errs:?}"
+        );
+        assert!(errs[0].contains("or none (unknown address class \"rfc1918\")"), "{errs:?}");
     }
 
     #[test]

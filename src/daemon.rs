@@ -672,7 +672,9 @@ fn start_services(
         }
         FilterMode::Dns => {
             let learner = if cfg.dns_strict {
-                Some(Arc::new(NftLearner::new().map_err(|e| format!("strict DNS egress: {e}"))?))
+                Some(Arc::new(
+                    NftLearner::new(cfg.guard_addresses).map_err(|e| format!("strict DNS egress: {e}"))?,
+                ))
             } else {
                 None
             };

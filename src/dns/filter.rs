@@ -14,6 +14,7 @@ use hickory_proto::rr::rdata::svcb::SvcParamValue;
 use hickory_proto::rr::rdata::HTTPS;
 use hickory_proto::rr::{DNSClass, RData};
 
+use crate::policy::guard::{self, Guard, Guarded};
 use crate::policy::{Policy, Query, Reason};
 
 /// RFC 8914 §2: the EDNS option code of an Extended DNS Error.
@@ -64,6 +65,9 @@ pub enum Refusal {
     NotImplemented(String),
     /// A class other than IN (REFUSED + EDE 18).
     Refused(String),
+    /// An allowed name answered an address `GUARD_ADDRESSES` guards
+    /// (NXDOMAIN + EDE 15).
+    Guarded { name: String, guarded: Guarded },
 }
 
 impl Refusal {
@@ -74,6 +78,7 @@ impl Refusal {
             Refusal::Malformed(_) => "malformed-query",
             Refusal::NotImplemented(_) => "not-implemented",
             Refusal::Refused(_) => "class-not-allowed",
+            Refusal::Guarded { .. } => guard::REASON,
         }
     }
 
@@ -84,6 +89,8 @@ impl Refusal {
             // answers NXDOMAIN for every type, so always this one).
             Refusal::Blocked { .. } => "nxdomain".to_owned(),
             Refusal::Malformed(why) | Refusal::NotImplemented(why) | Refusal::Refused(why) => why.clone(),
+            // `<class> address <ip>`, as the proxies write it.
+            Refusal::Guarded { guarded, .. } => guarded.to_string(),
         }
     }
 }
@@ -196,6 +203,23 @@ pub fn decide(query: &[u8], policy: &Policy) -> Action {
     Action::Forward(info)
 }
 
+/// The SSRF guard on an accepted upstream answer: when one of its
+/// addresses (A, AAAA, SVCB/HTTPS hints) is in a guarded class and not in
+/// `allowlist.ips`, the answer the client gets instead, NXDOMAIN with an
+/// EDE 15 naming the reason, as for a blocked name. The whole answer is
+/// refused: handing out the other addresses would tell the client the
+/// name works. Asked for every answer (DNS mode does not cache), so a
+/// name that rebinds from a public address to a guarded one is refused
+/// the moment it does.
+pub fn guard_answer(info: &QueryInfo, upstream: &Reply, policy: &Policy, guard: &Guard) -> Option<Answer> {
+    let guarded = guard.check_all(policy, upstream.addrs.iter().map(|(ip, _)| *ip))?;
+    let name = info.qname();
+    let text = format!("egret: blocked by policy ({name}: {}, {guarded})", guard::REASON);
+    let rcode = ResponseCode::NXDomain;
+    let bytes = reply(info, rcode, Some((EDE_BLOCKED, &text))).unwrap_or_else(|| info_header(info, rcode));
+    Some(Answer { bytes, rcode, refusal: Refusal::Guarded { name, guarded }, query: Some(info.clone()) })
+}
+
 fn formerr(query: &[u8], why: String, info: Option<QueryInfo>) -> Action {
     let rcode = ResponseCode::FormErr;
     Action::Answer(Answer {
@@ -251,11 +275,14 @@ pub fn ede_payload(code: u16, text: &str) -> Vec<u8> {
 /// SERVFAIL for a forwarded query whose upstreams all failed.
 pub fn servfail(info: &QueryInfo) -> Vec<u8> {
     let rcode = ResponseCode::ServFail;
-    reply(info, rcode, None).unwrap_or_else(|| {
-        let mut q = info.id.to_be_bytes().to_vec();
-        q.push(if info.recursion_desired { 1 } else { 0 });
-        header_reply(&q, rcode)
-    })
+    reply(info, rcode, None).unwrap_or_else(|| info_header(info, rcode))
+}
+
+/// A header-only reply to a parsed query (the ID and RD it had).
+fn info_header(info: &QueryInfo, rcode: ResponseCode) -> Vec<u8> {
+    let mut q = info.id.to_be_bytes().to_vec();
+    q.push(if info.recursion_desired { 1 } else { 0 });
+    header_reply(&q, rcode)
 }
 
 /// Why an upstream answer was not accepted.
@@ -708,6 +735,112 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.addrs, [("192.0.2.1".parse().unwrap(), 77), ("2001:db8::1".parse().unwrap(), 77)]);
+    }
+
+    /// The SSRF guard on answers: A, AAAA and SVCB/HTTPS hints; one
+    /// guarded address refuses the whole answer with NXDOMAIN and the EDE;
+    /// `allowlist.ips` and `GUARD_ADDRESSES=none` let it through.
+    #[test]
+    fn guarded_answers_are_nxdomain_with_the_reason() {
+        use hickory_proto::rr::rdata::svcb::{IpHint, SvcParamKey, SVCB};
+        let n = Name::from_ascii("meta.wild.example.").unwrap();
+        let a =
+            |x: [u8; 4]| Record::from_rdata(n.clone(), 60, RData::A(A::from(std::net::Ipv4Addr::from(x))));
+        let aaaa = |x: &str| Record::from_rdata(n.clone(), 60, RData::AAAA(AAAA(x.parse().unwrap())));
+        let hint = |x: [u8; 4]| {
+            let svcb = SVCB::new(
+                1,
+                Name::root(),
+                vec![(
+                    SvcParamKey::Ipv4Hint,
+                    SvcParamValue::Ipv4Hint(IpHint(vec![A::from(std::net::Ipv4Addr::from(x))])),
+                )],
+            );
+            Record::from_rdata(n.clone(), 60, RData::HTTPS(HTTPS(svcb)))
+        };
+        let open = policy(&["*.wild.example"]);
+        let d: Vec<String> = vec!["*.wild.example".into()];
+        let i: Vec<String> = vec!["169.254.169.254".into()];
+        let listed = Policy::compile(
+            &[Source { origin: crate::policy::Origin::Env("ALLOWLIST_IPS"), entries: &i }],
+            &[Source { origin: crate::policy::Origin::Env("ALLOWLIST_DOMAINS"), entries: &d }],
+        )
+        .unwrap();
+        let default = Guard::default();
+        let private = Guard::parse("default,private").unwrap();
+        type Case<'a> = (&'a str, Vec<Record>, &'a Policy, &'a Guard, Option<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "metadata",
+                vec![a([169, 254, 169, 254])],
+                &open,
+                &default,
+                Some("metadata address 169.254.169.254"),
+            ),
+            (
+                "public first, guarded second",
+                vec![a([203, 0, 113, 80]), a([127, 0, 0, 1])],
+                &open,
+                &default,
+                Some("loopback address 127.0.0.1"),
+            ),
+            ("link-local v6", vec![aaaa("fe80::1")], &open, &default, Some("link-local address fe80::1")),
+            (
+                "mapped",
+                vec![aaaa("::ffff:169.254.169.254")],
+                &open,
+                &default,
+                Some("metadata address ::ffff:169.254.169.254"),
+            ),
+            ("svcb hint", vec![hint([127, 0, 0, 1])], &open, &default, Some("loopback address 127.0.0.1")),
+            ("private, default guard", vec![a([10, 200, 0, 3])], &open, &default, None),
+            (
+                "private, opted in",
+                vec![a([10, 200, 0, 3])],
+                &open,
+                &private,
+                Some("private address 10.200.0.3"),
+            ),
+            ("public", vec![a([203, 0, 113, 80])], &open, &default, None),
+            ("in allowlist.ips", vec![a([169, 254, 169, 254])], &listed, &default, None),
+            ("guard off", vec![a([169, 254, 169, 254])], &open, &Guard::OFF, None),
+        ];
+        for (what, recs, pol, g, want) in cases {
+            for edns in [true, false] {
+                let info = info_for(&query(0x5151, &[("Meta.Wild.Example.", RecordType::A)], edns));
+                let mut m = Message::response(0x5151, OpCode::Query);
+                m.add_query(Q::query(n.clone(), RecordType::A));
+                for r in &recs {
+                    m.add_answer(r.clone());
+                }
+                let reply = check_response(&m.to_vec().unwrap(), &info).unwrap();
+                let got = guard_answer(&info, &reply, pol, g);
+                assert_eq!(got.as_ref().map(|a| a.refusal.note()).as_deref(), want, "{what}");
+                let Some(a) = got else { continue };
+                assert_eq!(a.refusal.reason(), "destination-guarded", "{what}");
+                assert_eq!(a.rcode, ResponseCode::NXDomain);
+                let m = Message::from_vec(&a.bytes).unwrap();
+                assert_eq!(
+                    (m.metadata.id, m.metadata.response_code),
+                    (0x5151, ResponseCode::NXDomain),
+                    "{what}"
+                );
+                assert!(m.answers.is_empty(), "{what}: no address leaves");
+                assert_eq!(m.queries.len(), 1, "{what}: the question is echoed");
+                match ede_of(&a.bytes) {
+                    Some((code, text)) => {
+                        assert!(edns, "{what}: an OPT only to a client that sent one");
+                        assert_eq!(code, EDE_BLOCKED);
+                        let want = format!(
+                            "egret: blocked by policy (meta.wild.example: destination-guarded, {})",
+                            want.unwrap()
+                        );
+                        assert_eq!(text, want, "{what}");
+                    }
+                    None => assert!(!edns, "{what}: the EDE is missing"),
+                }
+            }
+        }
     }
 
     #[test]

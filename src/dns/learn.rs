@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::{Policy, Query};
+use crate::policy::{Guard, Policy, Query};
 
 /// Something that must know an address before a client may use it.
 /// Called synchronously by the DNS server, once per allowed answer that
@@ -202,7 +202,9 @@ pub fn parse_acks(buf: &[u8]) -> Vec<(u32, i32)> {
 /// for a shared CDN address must not cut the window another answer
 /// opened), and after a policy reload only the addresses of names the new
 /// policy still allows come back ([`Learned::still_allowed`]): the ruleset
-/// is replaced whole, so its learned sets start empty.
+/// is replaced whole, so its learned sets start empty. Nor does an address
+/// the SSRF guard now refuses (learned while `allowlist.ips` covered it,
+/// and the reload took the entry away).
 #[derive(Debug, Default, Clone)]
 pub struct Learned {
     by_ip: std::collections::HashMap<IpAddr, Vec<(String, std::time::Instant)>>,
@@ -237,11 +239,20 @@ impl Learned {
             .collect()
     }
 
-    /// After a reload: forgets names the policy no longer allows and
-    /// returns the remaining addresses with the time they have left.
-    pub fn still_allowed(&mut self, policy: &Policy, now: std::time::Instant) -> Vec<(IpAddr, Duration)> {
+    /// After a reload: forgets names the policy no longer allows, and
+    /// addresses `guard` refuses under it, and returns the remaining
+    /// addresses with the time they have left.
+    pub fn still_allowed(
+        &mut self,
+        policy: &Policy,
+        guard: &Guard,
+        now: std::time::Instant,
+    ) -> Vec<(IpAddr, Duration)> {
         let mut out = Vec::new();
         self.by_ip.retain(|ip, names| {
+            if guard.check(policy, *ip).is_some() {
+                return false;
+            }
             names.retain(|(n, exp)| *exp > now && policy.decide(Query { name: Some(n), ip: None }).allowed());
             if let Some(latest) = names.iter().map(|(_, e)| *e).max() {
                 out.push((*ip, latest.saturating_duration_since(now)));
@@ -274,6 +285,9 @@ impl Learned {
 /// leaves.
 pub struct NftLearner {
     state: std::sync::Mutex<NftState>,
+    /// `GUARD_ADDRESSES`, for [`NftLearner::replay`] (the server guards
+    /// answers before they get here).
+    guard: Guard,
 }
 
 struct NftState {
@@ -289,10 +303,11 @@ const ACK_WAIT: Duration = Duration::from_secs(1);
 impl NftLearner {
     /// Opens the netfilter netlink socket (needs CAP_NET_ADMIN in the
     /// namespace whose ruleset it fills: the caller's).
-    pub fn new() -> Result<NftLearner, LearnError> {
+    pub fn new(guard: Guard) -> Result<NftLearner, LearnError> {
         let sock = open()?;
         Ok(NftLearner {
             state: std::sync::Mutex::new(NftState { sock: Some(sock), seq: 1, learned: Learned::default() }),
+            guard,
         })
     }
 }
@@ -330,7 +345,7 @@ impl NftLearner {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let ips = st.learned.still_allowed(policy, std::time::Instant::now());
+        let ips = st.learned.still_allowed(policy, &self.guard, std::time::Instant::now());
         install(&mut st, &ips)?;
         Ok(ips.len())
     }
@@ -491,13 +506,44 @@ mod tests {
             &[crate::policy::Source { origin: crate::policy::Origin::Env("T"), entries: &d }],
         )
         .unwrap();
-        assert_eq!(l.still_allowed(&only_b, t0 + s(140)), [(ip, s(460)), (other, s(10))]);
-        assert_eq!(l.still_allowed(&only_b, t0 + s(200)), [(ip, s(400))], "expired addresses are gone");
+        assert_eq!(l.still_allowed(&only_b, &Guard::default(), t0 + s(140)), [(ip, s(460)), (other, s(10))]);
         assert_eq!(
-            l.still_allowed(&Policy::default(), t0 + s(200)),
+            l.still_allowed(&only_b, &Guard::default(), t0 + s(200)),
+            [(ip, s(400))],
+            "expired addresses are gone"
+        );
+        assert_eq!(
+            l.still_allowed(&Policy::default(), &Guard::default(), t0 + s(200)),
             [],
             "a revoked name's addresses do not come back"
         );
         assert!(l.is_empty());
+    }
+
+    /// An address learned while `allowlist.ips` covered it does not come
+    /// back after a reload that dropped the entry, if the guard refuses it.
+    #[test]
+    fn a_reload_does_not_replay_what_the_guard_now_refuses() {
+        use crate::policy::{Origin, Source};
+        let t0 = Instant::now();
+        let meta: IpAddr = "169.254.169.254".parse().unwrap();
+        let public: IpAddr = "203.0.113.80".parse().unwrap();
+        let mut l = Learned::default();
+        l.add("meta.example", &[(meta, Duration::from_secs(300)), (public, Duration::from_secs(300))], t0);
+        let domains: Vec<String> = vec!["meta.example".into()];
+        let compile = |ips: &[&str]| {
+            let ips: Vec<String> = ips.iter().map(|s| s.to_string()).collect();
+            Policy::compile(
+                &[Source { origin: Origin::Env("ALLOWLIST_IPS"), entries: &ips }],
+                &[Source { origin: Origin::Env("ALLOWLIST_DOMAINS"), entries: &domains }],
+            )
+            .unwrap()
+        };
+        let g = Guard::default();
+        let with_ips = compile(&["169.254.169.254"]);
+        let got: Vec<IpAddr> = l.clone().still_allowed(&with_ips, &g, t0).into_iter().map(|x| x.0).collect();
+        assert_eq!(got, [meta, public]);
+        let got: Vec<IpAddr> = l.still_allowed(&compile(&[]), &g, t0).into_iter().map(|x| x.0).collect();
+        assert_eq!(got, [public], "the guarded address is not put back");
     }
 }

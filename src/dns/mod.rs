@@ -83,6 +83,9 @@ pub struct Settings {
     pub listen_mark: Option<u32>,
     /// The listeners that could not be bound (reported by `/health`).
     pub listeners: Arc<crate::listen::Status>,
+    /// `GUARD_ADDRESSES`: an answer with an address in a guarded class
+    /// is refused (NXDOMAIN + EDE) and never learned.
+    pub guard: crate::policy::Guard,
 }
 
 impl Settings {
@@ -100,6 +103,7 @@ impl Settings {
             workers: defaults::WORKERS,
             listen_mark: Some(id.listen_mark),
             listeners: Arc::default(),
+            guard: cfg.guard_addresses,
         }
     }
 }
@@ -289,7 +293,8 @@ struct Shared {
 pub struct Stats {
     /// Queries answered with the upstream's answer.
     pub forwarded: AtomicU64,
-    /// Queries refused by policy (NXDOMAIN + EDE).
+    /// Queries refused by policy, or answers refused by the SSRF guard
+    /// (NXDOMAIN + EDE).
     pub blocked: AtomicU64,
     /// FORMERR, REFUSED and NOTIMP answers.
     pub rejected: AtomicU64,
@@ -624,10 +629,20 @@ impl Shared {
         filter::servfail(info)
     }
 
-    /// An accepted upstream answer (the client's ID already in it): learn
-    /// its addresses, then the event; the bytes for the client, or
-    /// SERVFAIL when learning failed.
+    /// An accepted upstream answer (the client's ID already in it): the
+    /// SSRF guard, then learn its addresses, then the event; the bytes for
+    /// the client, NXDOMAIN when the guard refused the answer, or SERVFAIL
+    /// when learning failed. UDP (the forwarders) and TCP both end here.
     fn deliver(&self, resp: Vec<u8>, reply: filter::Reply, info: &QueryInfo, asker: Asker) -> Vec<u8> {
+        // Before any learning: a guarded address never reaches a set, a
+        // cache or the client. Every answer is asked (nothing is cached
+        // here), so a rebinding name is refused as soon as it rebinds.
+        if let Some(refused) =
+            filter::guard_answer(info, &reply, &self.policy.current(), &self.settings.guard)
+        {
+            self.emit_refusal(&refused, asker);
+            return refused.bytes;
+        }
         if let Some(l) = &self.learner {
             let addrs = filter::learned(&reply, self.settings.ttl_min, self.settings.ttl_max);
             if !addrs.is_empty() {
@@ -664,7 +679,7 @@ impl Shared {
 
     fn emit_refusal(&self, a: &filter::Answer, asker: Asker) {
         let counter = match a.refusal {
-            filter::Refusal::Blocked { .. } => &self.stats.blocked,
+            filter::Refusal::Blocked { .. } | filter::Refusal::Guarded { .. } => &self.stats.blocked,
             _ => &self.stats.rejected,
         };
         counter.fetch_add(1, Ordering::Relaxed);

@@ -17,7 +17,7 @@ pub const ACTIONS: [&str; 3] = ["allowed", "blocked", "redirected"];
 pub const COMPONENTS: [&str; 5] = ["https", "http", "dns", "nflog", "egret"];
 /// Label values of `reason`: every reason egret's events carry, then
 /// `none` and `other`.
-pub const REASONS: [&str; 23] = [
+pub const REASONS: [&str; 24] = [
     "ip-allowed",
     "domain-allowed",
     "not-allowlisted",
@@ -34,6 +34,7 @@ pub const REASONS: [&str; 23] = [
     "header-timeout",
     "self-destination",
     "policy-revoked",
+    "destination-guarded",
     "malformed-query",
     "not-implemented",
     "class-not-allowed",
@@ -196,6 +197,7 @@ mod tests {
             p::LIMIT,
             p::HEADER_TIMEOUT,
             p::SELF_DESTINATION,
+            p::DESTINATION_GUARDED,
             crate::proxy::registry::POLICY_REVOKED,
             crate::daemon::RULESET_TAMPERED,
             "policy-invalid",

@@ -6,6 +6,7 @@
 //! none.
 
 pub mod cidr;
+pub mod guard;
 pub mod name;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use cidr::{Cidr, IpSet};
+pub use guard::Guard;
 pub use name::{normalize, NameError, NameSet, Pattern};
 
 /// `policy.yaml` as written. Unknown keys are an error, so a g0efilter

@@ -67,11 +67,14 @@ impl Target {
         policy: &crate::policy::Policy,
         dst: IpAddr,
         verify: bool,
+        guard: &crate::policy::Guard,
         check: &dyn super::DestinationCheck,
     ) -> Result<String, Block> {
         match self {
-            Target::Name(n) => decide(policy, &n, dst, verify, check).map(|_| n),
-            Target::Literal(ip) => super::decide_literal(policy, ip, dst, verify).map(|()| ip.to_string()),
+            Target::Name(n) => decide(policy, &n, dst, verify, guard, check).map(|_| n),
+            Target::Literal(ip) => {
+                super::decide_literal(policy, ip, dst, verify, guard).map(|()| ip.to_string())
+            }
         }
     }
 }
@@ -155,7 +158,8 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         }
     };
     let policy = shared.policy.current();
-    let verdict = target.and_then(|t| t.decide(&policy, orig.ip(), s.verify_destination, &*shared.check));
+    let verdict =
+        target.and_then(|t| t.decide(&policy, orig.ip(), s.verify_destination, &s.guard, &*shared.check));
     let name = match verdict {
         Ok(n) => n,
         Err(block) => return refuse(shared, id, kind, &client, flow, Some(ev), block),
@@ -213,6 +217,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
                     &shared.policy.current(),
                     orig.ip(),
                     s.verify_destination,
+                    &s.guard,
                     &*shared.check,
                 )?;
                 if head.host != last_host {

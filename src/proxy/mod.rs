@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::policy::{self, Policy, Query};
+use crate::policy::{self, Guard, Policy, Query};
 
 pub use listener::{start, ProxyHandle};
 
@@ -131,16 +131,28 @@ pub mod reason {
     pub const HEADER_TIMEOUT: &str = "header-timeout";
     /// The original destination is egret itself, or there was no redirect.
     pub const SELF_DESTINATION: &str = "self-destination";
+    /// The destination is in a class `GUARD_ADDRESSES` guards (the note
+    /// names the class and the address).
+    pub const DESTINATION_GUARDED: &str = crate::policy::guard::REASON;
 }
 
 /// The per-connection decision on a normalised name and the original
-/// destination address: the policy first, then (when `verify`) the
-/// anti-spoofing check. Pure apart from what `check` does.
+/// destination address: the policy first, then the SSRF guard on the
+/// destination, then (when `verify`) the anti-spoofing check. Pure apart
+/// from what `check` does.
+///
+/// The guard looks at the destination itself, not at what the name
+/// resolves to: with `verify` the two are the same address (a destination
+/// the name does not resolve to is refused anyway), and without it the
+/// destination is still where egret would connect. So a name that once
+/// answered a public address and now a guarded one (DNS rebinding) is
+/// refused on every connection to the guarded one, whatever is cached.
 pub fn decide(
     policy: &Policy,
     name: &str,
     ip: IpAddr,
     verify: bool,
+    guard: &Guard,
     check: &dyn DestinationCheck,
 ) -> Result<policy::Decision, Block> {
     let d = policy.decide(Query { name: Some(name), ip: Some(ip) });
@@ -152,7 +164,13 @@ pub fn decide(
     }
     // An address in allowlist.ips needs no name check; the kernel normally
     // lets it through without redirecting it here at all.
-    if d.reason == policy::Reason::IpAllowed || !verify {
+    if d.reason == policy::Reason::IpAllowed {
+        return Ok(d);
+    }
+    if let Some(g) = guard.check(policy, ip) {
+        return Err(guarded(g));
+    }
+    if !verify {
         return Ok(d);
     }
     match check.check(name, ip) {
@@ -173,17 +191,32 @@ pub fn decide(
 /// and so does egret; with `verify` the literal must also be the
 /// connection's destination (the literal is the "name", and a request
 /// naming one address while sent to another is a spoof like any other).
-pub fn decide_literal(policy: &Policy, literal: IpAddr, dst: IpAddr, verify: bool) -> Result<(), Block> {
+pub fn decide_literal(
+    policy: &Policy,
+    literal: IpAddr,
+    dst: IpAddr,
+    verify: bool,
+    guard: &Guard,
+) -> Result<(), Block> {
     if !policy.names().matches_everything() {
         return Err(Block::with_note(
             reason::NOT_ALLOWLISTED,
             format!("{literal} is an address, not a name; only domains: [\"*\"] allows one"),
         ));
     }
+    // `*` allows every name, not every destination.
+    if let Some(g) = guard.check(policy, dst) {
+        return Err(guarded(g));
+    }
     if verify && policy::cidr::canonical(literal) != policy::cidr::canonical(dst) {
         return Err(Block::with_note(reason::IP_MISMATCH, format!("{literal} is not the destination {dst}")));
     }
     Ok(())
+}
+
+/// A refusal by the SSRF guard: `note` is `<class> address <ip>`.
+fn guarded(g: policy::guard::Guarded) -> Block {
+    Block::with_note(reason::DESTINATION_GUARDED, g.to_string())
 }
 
 /// What the proxies need from the configuration, plus the bypass mark.
@@ -200,6 +233,9 @@ pub struct Settings {
     /// `None`: no upper bound.
     pub max_lifetime: Option<Duration>,
     pub verify_destination: bool,
+    /// `GUARD_ADDRESSES`: destination classes an allowed name is never
+    /// relayed to.
+    pub guard: Guard,
     /// SO_MARK of upstream sockets, so the ruleset lets them through.
     pub mark: u32,
     /// SO_MARK of the listening sockets, so the ruleset delivers redirected
@@ -221,6 +257,7 @@ impl Settings {
             idle_timeout: cfg.idle_timeout,
             max_lifetime: (!cfg.max_lifetime.is_zero()).then_some(cfg.max_lifetime),
             verify_destination: cfg.verify_destination,
+            guard: cfg.guard_addresses,
             mark: id.mark,
             listen_mark: Some(id.listen_mark),
             listeners: Arc::default(),
@@ -284,10 +321,104 @@ mod tests {
             ("b.example", "192.0.2.7", true, Ok("ip-allowed")),
         ];
         for (name, addr, verify, expect) in cases {
-            let got =
-                decide(&p, name, ip(addr), *verify, &hosts).map(|d| d.reason.as_str()).map_err(|b| b.reason);
+            let got = decide(&p, name, ip(addr), *verify, &Guard::default(), &hosts)
+                .map(|d| d.reason.as_str())
+                .map_err(|b| b.reason);
             assert_eq!(got, *expect, "{name} {addr} verify={verify}");
         }
+    }
+
+    /// The SSRF guard: an allowed name whose destination (pinned or
+    /// resolved, the check says it matches) is guarded is refused, with
+    /// or without the anti-spoofing check, unless `allowlist.ips` covers
+    /// it; a name outside the policy stays `not-allowlisted`.
+    #[test]
+    fn guarded_destinations() {
+        let hosts = StaticHosts::parse(
+            "169.254.169.254 meta.wild.example\n127.0.0.1 lo.wild.example\nfe80::1 ll.wild.example\n\
+             10.0.0.5 internal.wild.example\n203.0.113.80 public.wild.example\n",
+        )
+        .unwrap();
+        let p = policy(&["*.wild.example"], &[]);
+        let listed = policy(&["*.wild.example"], &["169.254.169.254"]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let private = Guard::parse("default,private").unwrap();
+        type Case<'a> = (&'a Policy, &'a Guard, &'a str, &'a str, bool, Result<&'a str, (&'a str, &'a str)>);
+        let default = Guard::default();
+        let cases: &[Case] = &[
+            (
+                &p,
+                &default,
+                "meta.wild.example",
+                "169.254.169.254",
+                true,
+                Err(("destination-guarded", "metadata address 169.254.169.254")),
+            ),
+            (
+                &p,
+                &default,
+                "meta.wild.example",
+                "169.254.169.254",
+                false,
+                Err(("destination-guarded", "metadata address 169.254.169.254")),
+            ),
+            (
+                &p,
+                &default,
+                "lo.wild.example",
+                "127.0.0.1",
+                true,
+                Err(("destination-guarded", "loopback address 127.0.0.1")),
+            ),
+            (
+                &p,
+                &default,
+                "ll.wild.example",
+                "fe80::1",
+                true,
+                Err(("destination-guarded", "link-local address fe80::1")),
+            ),
+            (
+                &p,
+                &default,
+                "meta.wild.example",
+                "::ffff:169.254.169.254",
+                true,
+                Err(("destination-guarded", "metadata address ::ffff:169.254.169.254")),
+            ),
+            (&p, &default, "internal.wild.example", "10.0.0.5", true, Ok("domain-allowed")),
+            (
+                &p,
+                &private,
+                "internal.wild.example",
+                "10.0.0.5",
+                true,
+                Err(("destination-guarded", "private address 10.0.0.5")),
+            ),
+            (&p, &default, "public.wild.example", "203.0.113.80", true, Ok("domain-allowed")),
+            (&p, &Guard::OFF, "meta.wild.example", "169.254.169.254", true, Ok("domain-allowed")),
+            (&listed, &default, "meta.wild.example", "169.254.169.254", true, Ok("ip-allowed")),
+            (&p, &default, "other.example", "169.254.169.254", true, Err(("not-allowlisted", ""))),
+        ];
+        for (pol, g, name, addr, verify, want) in cases {
+            let got = decide(pol, name, ip(addr), *verify, g, &hosts)
+                .map(|d| d.reason.as_str())
+                .map_err(|b| (b.reason, b.note.unwrap_or_default()));
+            let want = want.map_err(|(r, n)| (r, n.to_owned()));
+            assert_eq!(got, want, "{name} {addr} guard={g} verify={verify}");
+        }
+        // `*` allows every name, and IP literals, but not every destination.
+        let star = policy(&["*"], &[]);
+        let b =
+            decide_literal(&star, ip("169.254.169.254"), ip("169.254.169.254"), true, &default).unwrap_err();
+        assert_eq!(
+            (b.reason, b.note.as_deref()),
+            ("destination-guarded", Some("metadata address 169.254.169.254"))
+        );
+        assert_eq!(
+            decide_literal(&star, ip("169.254.169.254"), ip("169.254.169.254"), true, &Guard::OFF),
+            Ok(())
+        );
     }
 
     #[test]
@@ -304,7 +435,7 @@ mod tests {
             (&named, "10.0.0.1", "10.0.0.1", true, Err(reason::NOT_ALLOWLISTED)),
         ];
         for (p, lit, dst, verify, want) in cases {
-            let got = decide_literal(p, ip(lit), ip(dst), *verify).map_err(|b| b.reason);
+            let got = decide_literal(p, ip(lit), ip(dst), *verify, &Guard::default()).map_err(|b| b.reason);
             assert_eq!(got, *want, "{lit} -> {dst} verify={verify}");
         }
     }
@@ -318,7 +449,8 @@ mod tests {
             }
         }
         let p = policy(&["a.example"], &[]);
-        let b = decide(&p, "a.example", "10.0.0.1".parse().unwrap(), true, &Down).unwrap_err();
+        let b =
+            decide(&p, "a.example", "10.0.0.1".parse().unwrap(), true, &Guard::default(), &Down).unwrap_err();
         assert_eq!(b.reason, reason::RESOLVER_UNAVAILABLE);
         assert!(b.note.unwrap().contains("no resolver answered"));
     }

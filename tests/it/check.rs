@@ -2,6 +2,10 @@
 
 use crate::util::{data, egret, root, run, scratch};
 
+/// The line on the SSRF guard at its default (a YAML comment, so the
+/// output stays a policy file).
+const GUARD: &str = "# GUARD_ADDRESSES: metadata, loopback, link-local, unspecified, multicast (never reached by an allowed name unless allowlist.ips covers the address)\n";
+
 #[test]
 fn bundled_policy_is_valid_and_printed() {
     let mut c = egret();
@@ -10,7 +14,7 @@ fn bundled_policy_is_valid_and_printed() {
     assert_eq!(code, 0, "stderr: {err}");
     assert_eq!(
         out,
-        "allowlist:\n  ips:\n    - 1.1.1.1/32\n    - 192.168.0.0/16\n    - 2001:db8::/32\n  domains:\n    - \"github.com\"\n    - \"*.alpinelinux.org\"\n"
+        "allowlist:\n  ips:\n    - 1.1.1.1/32\n    - 192.168.0.0/16\n    - 2001:db8::/32\n  domains:\n    - \"github.com\"\n    - \"*.alpinelinux.org\"\n# GUARD_ADDRESSES: metadata, loopback, link-local, unspecified, multicast (never reached by an allowed name unless allowlist.ips covers the address)\n"
     );
 }
 
@@ -44,7 +48,7 @@ fn policy_path_and_env_lists() {
     assert_eq!(code, 0, "{err}");
     // g0efilter's precedence (issue 16): an ALLOWLIST_* variable makes the
     // environment the whole policy; the file's domains are not read.
-    assert_eq!(out, "allowlist:\n  ips:\n    - 10.0.0.0/31\n  domains: []\n");
+    assert_eq!(out, format!("allowlist:\n  ips:\n    - 10.0.0.0/31\n  domains: []\n{GUARD}"));
     assert!(err.contains("ALLOWLIST_IPS set: the policy file") && err.contains("is not read"), "{err}");
 
     // Missing file without env lists: a clear error naming the ways out.
@@ -61,7 +65,7 @@ fn policy_path_and_env_lists() {
     c.arg("check").env("POLICY_PATH", dir.join("missing.yaml")).env("ALLOWLIST_DOMAINS", "a.com");
     let (code, out, err) = run(c);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "allowlist:\n  ips: []\n  domains:\n    - \"a.com\"\n");
+    assert_eq!(out, format!("allowlist:\n  ips: []\n  domains:\n    - \"a.com\"\n{GUARD}"));
 
     // Missing file with both env lists: fine.
     let mut c = egret();
@@ -81,7 +85,7 @@ fn empty_policy_is_valid_and_warned() {
     c.args(["check", "--policy"]).arg(&file);
     let (code, out, err) = run(c);
     assert_eq!(code, 0);
-    assert_eq!(out, "allowlist:\n  ips: []\n  domains: []\n");
+    assert_eq!(out, format!("allowlist:\n  ips: []\n  domains: []\n{GUARD}"));
     assert!(err.contains("allows nothing"), "{err}");
 }
 
@@ -97,6 +101,39 @@ fn bad_configuration_names_the_variable() {
     assert_eq!(code, 2);
     assert!(err.contains("HTTP_PORT=\"http\": expected a port number 1..65535"), "{err}");
     assert!(err.contains("FILTER_MODE=\"x\": expected https (or sni), dns or dns-strict"), "{err}");
+}
+
+/// `egret check` shows the SSRF guard in effect and refuses an unknown
+/// class, naming the variable and the classes it accepts.
+#[test]
+fn check_shows_the_guard_and_refuses_an_unknown_class() {
+    let check = |value: &str| {
+        let mut c = egret();
+        c.args(["check", "--policy"]).arg(root().join("policy.yaml")).env("GUARD_ADDRESSES", value);
+        run(c)
+    };
+    let (code, out, err) = check("default, private");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.ends_with(
+            "# GUARD_ADDRESSES: metadata, loopback, link-local, unspecified, multicast, private (never reached by \
+             an allowed name unless allowlist.ips covers the address)\n"
+        ),
+        "{out}"
+    );
+    let (code, out, err) = check("none");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.ends_with(
+            "# GUARD_ADDRESSES: none (the SSRF guard is off: an allowed name may lead to any address)\n"
+        ),
+        "{out}"
+    );
+    let (code, out, err) = check("metadata,intranet");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("GUARD_ADDRESSES=\"metadata,intranet\": expected a comma list of metadata, loopback, link-local, unspecified, multicast, broadcast, private, cgnat, documentation, benchmarking"), "{err}");
+    assert!(err.contains("unknown address class \"intranet\""), "{err}");
 }
 
 #[test]

@@ -56,6 +56,7 @@ fn start_full(
         workers: 4,
         listen_mark: None,
         listeners: Default::default(),
+        guard: Default::default(),
     };
     let (emitter, events) = Emitter::channel(1024, "test-host");
     let handle = dns::start_with(settings, policy(&["allowed.test", "*.allowed.test"]), emitter, learner)
@@ -484,7 +485,8 @@ fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
     });
 
     let (srv, learner) = client.run(|| {
-        let learner = std::sync::Arc::new(dns::learn::NftLearner::new().expect("netlink socket"));
+        let learner =
+            std::sync::Arc::new(dns::learn::NftLearner::new(Default::default()).expect("netlink socket"));
         let mut up = Upstreams::new(vec!["10.200.51.2:53".parse().expect("addr")], Some(MARK));
         up.udp_timeout = Duration::from_millis(800);
         let settings = Settings {
@@ -495,6 +497,7 @@ fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
             workers: 2,
             listen_mark: None,
             listeners: Default::default(),
+            guard: Default::default(),
         };
         let (emitter, events) = Emitter::channel(64, "strict");
         let hook: std::sync::Arc<dyn dns::Learn> = learner.clone();
@@ -587,6 +590,7 @@ fn egret_refuses_itself_as_upstream() {
         workers: 1,
         listen_mark: None,
         listeners: Default::default(),
+        guard: Default::default(),
     };
     let (emitter, _events) = Emitter::channel(4, "loop");
     let err = dns::start_with(settings, policy(&["*"]), emitter, None).err().expect("refused");
@@ -651,8 +655,9 @@ fn dns_mode_from_config_and_strict_without_the_table() {
                 generation_base: 1,
                 egress_tag: 0x79,
             };
-            let l =
-                cfg.dns_strict.then(|| std::sync::Arc::new(dns::learn::NftLearner::new().expect("netlink")));
+            let l = cfg.dns_strict.then(|| {
+                std::sync::Arc::new(dns::learn::NftLearner::new(cfg.guard_addresses).expect("netlink"))
+            });
             let hook = l.clone().map(|l| l as std::sync::Arc<dyn dns::Learn>);
             let h = dns::start(&cfg, policy(&["allowed.test"]), emitter, &id, hook).expect("start");
             (h, l, events)

@@ -11,6 +11,7 @@ mod dnsauth;
 mod escape;
 mod events;
 mod fuzz_replay;
+mod guard;
 mod image;
 mod netns;
 mod nft;

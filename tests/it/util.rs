@@ -16,8 +16,17 @@ pub fn egret() -> Command {
 }
 
 fn is_egret_var(k: &str) -> bool {
-    const PREFIXES: [&str; 8] =
-        ["ALLOWLIST_", "DASHBOARD_", "NOTIFICATION_", "DNS_", "NFLOG_", "HTTP", "POLICY_", "FILTER_"];
+    const PREFIXES: [&str; 9] = [
+        "ALLOWLIST_",
+        "DASHBOARD_",
+        "NOTIFICATION_",
+        "DNS_",
+        "NFLOG_",
+        "HTTP",
+        "POLICY_",
+        "FILTER_",
+        "GUARD_",
+    ];
     PREFIXES.iter().any(|p| k.starts_with(p)) || k == "LOG_FILE" || k == "RUST_LOG" || k == "API_KEY"
 }
 
