@@ -101,6 +101,9 @@ pub mod c {
     pub const NFT_EXTHDR_OP_IPV6: u32 = 0;
     pub const NFT_EXTHDR_OP_IPV4: u32 = 2;
     pub const IPPROTO_ROUTING: u8 = 43;
+    pub const NFTA_CONNLIMIT_COUNT: u16 = 1;
+    pub const NFTA_CONNLIMIT_FLAGS: u16 = 2;
+    pub const NFT_CONNLIMIT_F_INV: u32 = 1;
     pub const NFT_META_NFPROTO: u32 = 15;
     pub const NFT_META_L4PROTO: u32 = 16;
     pub const NFTA_CMP_SREG: u16 = 1;
@@ -465,6 +468,17 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             n[..len].copy_from_slice(&b[..len]);
             vec![meta(c::NFT_META_OIFNAME)?, cmp(c::NFT_CMP_NEQ, &n)?]
         }
+        Match::Iifname(name) => {
+            let mut n = [0u8; c::IFNAMSIZ];
+            let b = name.as_bytes();
+            let len = b.len().min(c::IFNAMSIZ - 1);
+            n[..len].copy_from_slice(&b[..len]);
+            vec![meta(c::NFT_META_IIFNAME)?, cmp(c::NFT_CMP_EQ, &n)?]
+        }
+        Match::CtCountOver(n) => vec![expr(
+            "connlimit",
+            vec![be32(c::NFTA_CONNLIMIT_COUNT, *n)?, be32(c::NFTA_CONNLIMIT_FLAGS, c::NFT_CONNLIMIT_F_INV)?],
+        )?],
         Match::Ip6RoutingHeader => {
             let mut v = nfproto(Family::V6)?;
             v.push(exthdr_present(c::NFT_EXTHDR_OP_IPV6, c::IPPROTO_ROUTING)?);

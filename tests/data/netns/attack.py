@@ -355,6 +355,17 @@ def bindtodev(dev, dst, port):
     result(go)
 
 
+def retried(fn, *args):
+    """Runs a technique again (a few times, bounded) when a port it picked
+    was taken by another test in between: the attempt never happened."""
+    for attempt in range(5):
+        try:
+            return fn(*args)
+        except OSError as e:
+            if e.errno != 98 or attempt == 4:  # EADDRINUSE
+                raise
+
+
 def main():
     if sys.argv[1] == "source-route":
         return source_route(sys.argv[2], int(sys.argv[3]), sys.argv[4])
@@ -376,13 +387,13 @@ def main():
     technique, remote, port, local = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     payload = (sys.argv[5] if len(sys.argv) > 5 else "x").encode()
     if technique == "udp-freebind6":
-        udp_forged(technique, socket.AF_INET6, socket.IPPROTO_IPV6, IPV6_FREEBIND, remote, port, local, payload)
+        retried(udp_forged, technique, socket.AF_INET6, socket.IPPROTO_IPV6, IPV6_FREEBIND, remote, port, local, payload)
     elif technique == "udp-transparent4":
-        udp_forged(technique, socket.AF_INET, socket.IPPROTO_IP, IP_TRANSPARENT, remote, port, local, payload)
+        retried(udp_forged, technique, socket.AF_INET, socket.IPPROTO_IP, IP_TRANSPARENT, remote, port, local, payload)
     elif technique == "tcp-fullqueue6":
-        tcp_fullqueue6(remote, port, local, payload)
+        retried(tcp_fullqueue6, remote, port, local, payload)
     elif technique == "tcp-rawsyn4":
-        tcp_rawsyn4(remote, port, local, payload)
+        retried(tcp_rawsyn4, remote, port, local, payload)
     else:
         sys.exit("unknown technique %s" % technique)
 
