@@ -213,7 +213,8 @@ fn be32(t: u16, v: u32) -> Result<Attr, EncodeError> {
     attr(t, v.to_be_bytes())
 }
 
-fn bytes(t: u16, v: &[u8]) -> Result<Attr, EncodeError> {
+/// An attribute with a byte payload (shared with the NFLOG shell).
+pub(crate) fn bytes(t: u16, v: &[u8]) -> Result<Attr, EncodeError> {
     attr(t, Buffer::from(v.to_vec()))
 }
 
@@ -1132,6 +1133,45 @@ mod tests {
         for (e, want) in cases {
             assert_eq!(interval_keys(&e), want, "{e:?}");
         }
+    }
+
+    #[test]
+    fn learned_batch_shape() {
+        fn contains(hay: &[u8], needle: &[u8]) -> bool {
+            hay.windows(needle.len()).any(|w| w == needle)
+        }
+        let ips: Vec<(IpAddr, u64)> = vec![
+            ("10.200.0.2".parse().unwrap(), 30_000),
+            ("fd00:200::2".parse().unwrap(), 1500),
+            ("10.200.0.3".parse().unwrap(), 3_600_000),
+        ];
+        let b = learned_batch("egret", &ips, 100).unwrap();
+        let msgs = split_messages(&b.bytes);
+        let kinds: Vec<u16> = msgs.iter().map(|m| m.ty).collect();
+        assert_eq!(kinds, [0x10, 0x0a0c, 0x0a0c, 0x11], "begin, one NEWSETELEM per family, end");
+        assert_eq!(msgs.iter().map(|m| m.seq).collect::<Vec<_>>(), [100, 101, 102, 103]);
+        assert_eq!(b.acked.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [101, 102]);
+        assert_eq!(msgs[1].flags, 0x1 | 0x4 | 0x400, "request, ack, create; no EXCL so re-adding refreshes");
+        assert_eq!((msgs[1].payload[0], msgs[0].payload[0]), (1, 0), "inet family; batch markers unspec");
+        let v4 = msgs[1].payload;
+        assert!(contains(v4, b"egret\0") && contains(v4, b"learned4\0"));
+        assert!(contains(v4, &[10, 200, 0, 2]) && contains(v4, &[10, 200, 0, 3]));
+        assert!(contains(v4, &30_000u64.to_be_bytes()) && contains(v4, &3_600_000u64.to_be_bytes()));
+        let v6 = msgs[2].payload;
+        assert!(contains(v6, b"learned6\0"));
+        assert!(contains(v6, &"fd00:200::2".parse::<std::net::Ipv6Addr>().unwrap().octets()));
+        assert!(contains(v6, &1500u64.to_be_bytes()));
+        // Thousands of addresses: split, each part acked.
+        let many: Vec<(IpAddr, u64)> =
+            (0..3000u32).map(|i| (IpAddr::V6(std::net::Ipv6Addr::from(u128::from(i) + 1)), 60_000)).collect();
+        let b = learned_batch("egret", &many, 1).unwrap();
+        let msgs = split_messages(&b.bytes);
+        assert_eq!(msgs.len(), 2 + 3000usize.div_ceil(ELEMS_PER_MSG));
+        assert_eq!(b.acked.len(), msgs.len() - 2);
+        // Only one family: one NEWSETELEM.
+        let b = learned_batch("egret", &ips[..1], 7).unwrap();
+        assert_eq!(split_messages(&b.bytes).len(), 3);
+        assert_eq!(b.acked.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [8]);
     }
 
     #[test]
