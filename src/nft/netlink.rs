@@ -316,6 +316,21 @@ fn verdict(code: i32) -> Result<Attr, EncodeError> {
     )
 }
 
+/// A value into register 1, for the statement after it to use.
+fn immediate(v: &[u8]) -> Result<Attr, EncodeError> {
+    expr("immediate", vec![be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_1)?, data(c::NFTA_IMMEDIATE_DATA, v)?])
+}
+
+/// `iifname`/`oifname` compared with `name` (padded to IFNAMSIZ, as the
+/// kernel stores it).
+fn ifname(key: u32, op: u32, name: &str) -> Result<Vec<Attr>, EncodeError> {
+    let mut n = [0u8; c::IFNAMSIZ];
+    let b = name.as_bytes();
+    let len = b.len().min(c::IFNAMSIZ - 1);
+    n[..len].copy_from_slice(&b[..len]);
+    Ok(vec![meta(key)?, cmp(op, &n)?])
+}
+
 fn nfproto(f: Family) -> Result<Vec<Attr>, EncodeError> {
     let p = match f {
         Family::V4 => c::NFPROTO_IPV4,
@@ -462,20 +477,8 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             v.push(cmp(c::NFT_CMP_EQ, &[*t])?);
             v
         }
-        Match::OifnameNot(name) => {
-            let mut n = [0u8; c::IFNAMSIZ];
-            let b = name.as_bytes();
-            let len = b.len().min(c::IFNAMSIZ - 1);
-            n[..len].copy_from_slice(&b[..len]);
-            vec![meta(c::NFT_META_OIFNAME)?, cmp(c::NFT_CMP_NEQ, &n)?]
-        }
-        Match::Iifname(name) => {
-            let mut n = [0u8; c::IFNAMSIZ];
-            let b = name.as_bytes();
-            let len = b.len().min(c::IFNAMSIZ - 1);
-            n[..len].copy_from_slice(&b[..len]);
-            vec![meta(c::NFT_META_IIFNAME)?, cmp(c::NFT_CMP_EQ, &n)?]
-        }
+        Match::OifnameNot(name) => ifname(c::NFT_META_OIFNAME, c::NFT_CMP_NEQ, name)?,
+        Match::Iifname(name) => ifname(c::NFT_META_IIFNAME, c::NFT_CMP_EQ, name)?,
         Match::CtCountOver(n) => vec![expr(
             "connlimit",
             vec![be32(c::NFTA_CONNLIMIT_COUNT, *n)?, be32(c::NFTA_CONNLIMIT_FLAGS, c::NFT_CONNLIMIT_F_INV)?],
@@ -492,13 +495,7 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             v.push(cmp(c::NFT_CMP_EQ, &[1])?);
             v
         }
-        Match::IifnameNot(name) => {
-            let mut n = [0u8; c::IFNAMSIZ];
-            let b = name.as_bytes();
-            let len = b.len().min(c::IFNAMSIZ - 1);
-            n[..len].copy_from_slice(&b[..len]);
-            vec![meta(c::NFT_META_IIFNAME)?, cmp(c::NFT_CMP_NEQ, &n)?]
-        }
+        Match::IifnameNot(name) => ifname(c::NFT_META_IIFNAME, c::NFT_CMP_NEQ, name)?,
         Match::CtMark(m) => vec![
             expr("ct", vec![be32(c::NFTA_CT_DREG, c::NFT_REG_1)?, be32(c::NFTA_CT_KEY, c::NFT_CT_MARK)?])?,
             cmp(c::NFT_CMP_EQ, &m.to_ne_bytes())?,
@@ -512,13 +509,7 @@ fn stmt_exprs(s: &Stmt) -> Result<Vec<Attr>, EncodeError> {
         Stmt::Drop => vec![verdict(c::NF_DROP)?],
         Stmt::Return => vec![verdict(c::NFT_RETURN)?],
         Stmt::Redirect(port) => vec![
-            expr(
-                "immediate",
-                vec![
-                    be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_1)?,
-                    data(c::NFTA_IMMEDIATE_DATA, &port.to_be_bytes())?,
-                ],
-            )?,
+            immediate(&port.to_be_bytes())?,
             expr(
                 "redir",
                 vec![
@@ -555,24 +546,12 @@ fn stmt_exprs(s: &Stmt) -> Result<Vec<Attr>, EncodeError> {
             )?]
         }
         Stmt::CtMarkSet(m) => vec![
-            expr(
-                "immediate",
-                vec![
-                    be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_1)?,
-                    data(c::NFTA_IMMEDIATE_DATA, &m.to_ne_bytes())?,
-                ],
-            )?,
+            immediate(&m.to_ne_bytes())?,
             expr("ct", vec![be32(c::NFTA_CT_KEY, c::NFT_CT_MARK)?, be32(c::NFTA_CT_SREG, c::NFT_REG_1)?])?,
         ],
         Stmt::Counter => vec![expr("counter", vec![])?],
         Stmt::MarkSet(m) => vec![
-            expr(
-                "immediate",
-                vec![
-                    be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_1)?,
-                    data(c::NFTA_IMMEDIATE_DATA, &m.to_ne_bytes())?,
-                ],
-            )?,
+            immediate(&m.to_ne_bytes())?,
             expr(
                 "meta",
                 vec![be32(c::NFTA_META_KEY, c::NFT_META_MARK)?, be32(c::NFTA_META_SREG, c::NFT_REG_1)?],

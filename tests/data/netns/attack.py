@@ -138,12 +138,18 @@ def tcp_fullqueue6(remote, port, local, payload):
     except OSError as e:
         return out(technique, False, "forging failed: %s: %s" % (type(e).__name__, e))
     time.sleep(0.2)
+    reply_open(technique, fam, (local, lport), (remote, port), payload)
+
+
+def reply_open(technique, fam, local, remote, payload):
+    """connect() from the forged flow's local end to its remote one: what
+    conntrack would take for the flow's reply (a simultaneous open)."""
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        s.bind((local, lport))
+        s.bind(local)
         s.settimeout(TIMEOUT)
-        s.connect((remote, port))
+        s.connect(remote)
     except OSError as e:
         return out(technique, False, "connect: %s: %s" % (type(e).__name__, e))
     reached, detail = echo_back(s, payload + b"\n")
@@ -173,15 +179,7 @@ def tcp_rawsyn4(remote, port, local, payload):
     except OSError as e:
         return out(technique, False, "forging failed: %s: %s" % (type(e).__name__, e))
     time.sleep(0.1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((local, lport))
-        s.settimeout(TIMEOUT)
-        s.connect((remote, port))
-    except OSError as e:
-        return out(technique, False, "connect: %s: %s" % (type(e).__name__, e))
-    reached, detail = echo_back(s, payload + b"\n")
-    out(technique, reached, detail)
+    reply_open(technique, socket.AF_INET, (local, lport), (remote, port), payload)
 
 
 MARKER = b"egret-covert"
