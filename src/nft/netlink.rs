@@ -741,17 +741,16 @@ pub fn tables_batch(tables: &[super::ruleset::Table], seq: u32) -> Result<Batch,
 pub fn drop_tables_batch(tables: &[(TableFamily, &str)], seq: u32) -> Result<Batch, EncodeError> {
     let mut b = Builder::new(seq)?;
     for &(family, table) in tables {
-        let (f, tname) = (family.name(), || table_attr(c::NFTA_TABLE_NAME, table));
-        b.push_in(
-            family,
-            c::NFT_MSG_NEWTABLE,
-            NlmF::CREATE,
-            &[tname()?],
-            format!("table {f} {table} (ensure)"),
-        )?;
-        b.push_in(family, c::NFT_MSG_DELTABLE, NlmF::empty(), &[tname()?], format!("table {f} {table}"))?;
+        drop_table(&mut b, family, table)?;
     }
     b.finish()
+}
+
+/// NEWTABLE (so that DELTABLE cannot fail), then DELTABLE.
+fn drop_table(b: &mut Builder, family: TableFamily, table: &str) -> Result<(), EncodeError> {
+    let (f, tname) = (family.name(), || table_attr(c::NFTA_TABLE_NAME, table));
+    b.push_in(family, c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table {f} {table} (ensure)"))?;
+    b.push_in(family, c::NFT_MSG_DELTABLE, NlmF::empty(), &[tname()?], format!("table {f} {table}"))
 }
 
 /// The batch that adds addresses to the learned sets (strict DNS mode),
@@ -793,16 +792,7 @@ pub fn learned_batch(table: &str, elems: &[(IpAddr, u64)], seq: u32) -> Result<B
 pub fn delete_batch(table: &str, seq: u32) -> Result<Batch, EncodeError> {
     let mut b = Builder::new(seq)?;
     for family in [TableFamily::Arp, TableFamily::Netdev] {
-        let f = family.name();
-        let tname = || table_attr(c::NFTA_TABLE_NAME, table);
-        b.push_in(
-            family,
-            c::NFT_MSG_NEWTABLE,
-            NlmF::CREATE,
-            &[tname()?],
-            format!("table {f} {table} (ensure)"),
-        )?;
-        b.push_in(family, c::NFT_MSG_DELTABLE, NlmF::empty(), &[tname()?], format!("table {f} {table}"))?;
+        drop_table(&mut b, family, table)?;
     }
     b.push(
         c::NFT_MSG_DELTABLE,
