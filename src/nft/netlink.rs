@@ -666,17 +666,9 @@ fn nfproto_of(f: TableFamily) -> u8 {
 /// NEWTABLE (so that DELTABLE cannot fail), DELTABLE, NEWTABLE: the table
 /// replaced inside the batch's transaction.
 fn replace_table(b: &mut Builder, family: TableFamily, table: &str) -> Result<(), EncodeError> {
-    let tname = || table_attr(c::NFTA_TABLE_NAME, table);
-    let f = family.name();
-    b.push_in(family, c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table {f} {table} (ensure)"))?;
-    b.push_in(
-        family,
-        c::NFT_MSG_DELTABLE,
-        NlmF::empty(),
-        &[tname()?],
-        format!("table {f} {table} (delete old)"),
-    )?;
-    b.push_in(family, c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table {f} {table}"))
+    drop_table(b, family, table)?;
+    let tname = table_attr(c::NFTA_TABLE_NAME, table)?;
+    b.push_in(family, c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname], format!("table {} {table}", family.name()))
 }
 
 /// A table's chains and their rules.
