@@ -11,15 +11,16 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType};
 use ureq::config::Config;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
+
+use crate::outbound;
 
 /// What `/etc/resolv.conf` says, as far as egret needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +237,7 @@ impl MarkedResolver {
         let to_io = |e: ResolveError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
         let (id4, q4) = query_bytes(name, RecordType::A).map_err(to_io)?;
         let (id6, q6) = query_bytes(name, RecordType::AAAA).map_err(to_io)?;
-        let sock = marked_udp(server, self.mark)?;
+        let sock = outbound::udp(server, self.mark, false)?;
         sock.send(&q4)?;
         sock.send(&q6)?;
         let (mut v4, mut v6): (Option<Answer>, Option<Answer>) = (None, None);
@@ -284,18 +285,6 @@ impl MarkedResolver {
     }
 }
 
-/// A UDP socket connected to `server`, marked before its first packet.
-pub(crate) fn marked_udp(server: SocketAddr, mark: Option<u32>) -> io::Result<UdpSocket> {
-    let family = if server.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let fd = socket::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
-    if let Some(m) = mark {
-        socket::setsockopt(&fd, sockopt::Mark, &m)?;
-    }
-    let sock = UdpSocket::from(fd);
-    sock.connect(server)?;
-    Ok(sock)
-}
-
 impl Resolver for MarkedResolver {
     fn resolve(
         &self,
@@ -337,6 +326,7 @@ mod tests {
     use hickory_proto::op::{MessageType, OpCode};
     use hickory_proto::rr::rdata::{A, AAAA};
     use hickory_proto::rr::Record;
+    use std::net::UdpSocket;
 
     #[test]
     fn resolv_conf_table() {
