@@ -9,6 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod syslog_url;
+pub use syslog_url::{SyslogUrl, Transport};
+
 /// Every default, in one place.
 pub mod defaults {
     use std::time::Duration;
@@ -140,7 +143,7 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// `SYSLOG_URL`: forward every event to a syslog collector
     /// (`udp://`, `tcp://`, `tls://`); off when `None`.
-    pub syslog_url: Option<crate::events::syslog::SyslogUrl>,
+    pub syslog_url: Option<SyslogUrl>,
     /// `SYSLOG_QUEUE_SIZE`: events held for it before new ones are dropped.
     pub syslog_queue_size: usize,
     /// `SYSLOG_CA_FILE`: PEM certificates trusted for a `tls://` collector
@@ -651,7 +654,7 @@ impl Config {
             health_socket: e.string("HEALTH_SOCKET").map(PathBuf::from),
             selftest: e.get("SELFTEST", false, parse_bool),
             warnings,
-            syslog_url: e.opt("SYSLOG_URL", crate::events::syslog::parse_url),
+            syslog_url: e.opt("SYSLOG_URL", syslog_url::parse_url),
             syslog_queue_size: e.get("SYSLOG_QUEUE_SIZE", d::SYSLOG_QUEUE_SIZE, parse_count(1, 1 << 20)),
             syslog_ca_file: e.string("SYSLOG_CA_FILE").map(PathBuf::from),
             // Enforcement: an unknown class is a start-up error, never a
@@ -1093,7 +1096,6 @@ mod tests {
 
     #[test]
     fn syslog_variables() {
-        use crate::events::syslog::Transport;
         let c = cfg(&[]).unwrap();
         assert_eq!((c.syslog_url.clone(), c.syslog_queue_size, c.syslog_ca_file.clone()), (None, 1024, None));
         let c = cfg(&[

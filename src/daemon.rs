@@ -426,10 +426,7 @@ impl Reloader<'_> {
             log::info!("{} open connections no longer allowed by the new policy were closed", cut.len());
         }
         for r in cut {
-            let comp = match r.kind {
-                crate::proxy::conn::Kind::Http => Component::Http,
-                crate::proxy::conn::Kind::Https => Component::Https,
-            };
+            let comp = r.kind.component();
             let mut ev = self
                 .emitter
                 .event(comp, Action::Blocked)

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -99,6 +99,32 @@ impl Status {
     /// One line per missing listener, sorted; empty when all are bound.
     pub fn problems(&self) -> Vec<String> {
         self.missing.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+}
+
+// What egret learns about, and does to, the connections its listeners
+// accept.
+
+/// Closes with a TCP reset (SO_LINGER 0), so the client fails at once.
+pub fn reset(s: &TcpStream) {
+    let _ = socket::setsockopt(s, sockopt::Linger, &nix::libc::linger { l_onoff: 1, l_linger: 0 });
+    let _ = s.shutdown(Shutdown::Both);
+}
+
+/// SO_ORIGINAL_DST (v4) / IP6T_SO_ORIGINAL_DST (v6) of a redirected
+/// connection; `None` when conntrack knows no redirect.
+pub fn original_dst(s: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
+    match local {
+        SocketAddr::V4(_) => {
+            let a = socket::getsockopt(s, sockopt::OriginalDst).ok()?;
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(a.sin_port)))
+        }
+        SocketAddr::V6(_) => {
+            let a = socket::getsockopt(s, sockopt::Ip6tOriginalDst).ok()?;
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(a.sin6_port)))
+        }
     }
 }
 

@@ -19,7 +19,7 @@ pub(super) fn serve(mut s: std::net::TcpStream, client: SocketAddr, shared: &Sha
     s.set_nonblocking(false)?;
     s.set_write_timeout(Some(defaults::TCP_IDLE))?;
     let local = s.local_addr()?;
-    let to = crate::proxy::conn::original_dst(&s, local).unwrap_or(local);
+    let to = crate::listen::original_dst(&s, local).unwrap_or(local);
     let asker = Asker { addr: client, local, proto: "TCP", who: crate::peer::lookup(client, to) };
     let _slot = match shared.tcp_fair.admit(asker.who) {
         Ok(t) => t,

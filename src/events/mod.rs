@@ -10,7 +10,6 @@
 pub mod batch;
 pub mod gotify;
 pub mod net;
-pub mod resolve;
 pub mod shipper;
 pub mod sink;
 pub mod syslog;

@@ -18,8 +18,8 @@ use ureq::unversioned::transport::{
 };
 use ureq::Agent;
 
-use super::resolve::MarkedResolver;
 use crate::outbound;
+use crate::resolve::MarkedResolver;
 
 /// How egret's client sockets are made.
 #[derive(Debug, Clone, PartialEq, Eq)]

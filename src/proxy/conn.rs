@@ -11,31 +11,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{self, sockopt};
-
 use super::http::{self, Host, RequestHead};
 use super::registry;
 use super::relay::{self, End, Limits};
 use super::tls::{self, Sni};
-use super::{decide, reason, Block, Shared};
-use crate::events::{Action, Component, Event};
+use super::{decide, reason, Block, Kind, Shared};
+use crate::events::{Action, Event};
+use crate::listen::{original_dst, reset};
 use crate::outbound;
-
-/// Which listener accepted the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Http,
-    Https,
-}
-
-impl Kind {
-    fn component(self) -> Component {
-        match self {
-            Kind::Http => Component::Http,
-            Kind::Https => Component::Https,
-        }
-    }
-}
 
 /// What was read before deciding.
 #[derive(Debug, PartialEq)]
@@ -332,29 +315,6 @@ fn respond(client: &TcpStream, status: &str, body: &str) {
         match c.read(&mut sink) {
             Ok(n) if n > 0 => continue,
             _ => break,
-        }
-    }
-}
-
-/// Closes with a TCP reset (SO_LINGER 0), so the client fails at once.
-pub(crate) fn reset(s: &TcpStream) {
-    let _ = socket::setsockopt(s, sockopt::Linger, &nix::libc::linger { l_onoff: 1, l_linger: 0 });
-    let _ = s.shutdown(Shutdown::Both);
-}
-
-/// SO_ORIGINAL_DST (v4) / IP6T_SO_ORIGINAL_DST (v6) of a redirected
-/// connection; `None` when conntrack knows no redirect.
-pub(crate) fn original_dst(s: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
-    match local {
-        SocketAddr::V4(_) => {
-            let a = socket::getsockopt(s, sockopt::OriginalDst).ok()?;
-            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(a.sin_port)))
-        }
-        SocketAddr::V6(_) => {
-            let a = socket::getsockopt(s, sockopt::Ip6tOriginalDst).ok()?;
-            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(a.sin6_port)))
         }
     }
 }

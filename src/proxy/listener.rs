@@ -15,9 +15,10 @@ use std::time::Duration;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::conn::{self, Kind};
+use super::conn;
 use super::pool::{Pool, PoolConfig};
 use super::registry::{self, Registry};
+use super::Kind;
 use super::{reason, DestinationCheck, Settings, Shared};
 use crate::events::{Action, Emitter};
 use crate::policy::PolicyHandle;
@@ -291,7 +292,7 @@ impl Loop {
 
     fn over_limit(&self, stream: &TcpStream, peer: SocketAddr, kind: Kind) {
         let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
-        let dst = conn::original_dst(stream, local).unwrap_or(local);
+        let dst = crate::listen::original_dst(stream, local).unwrap_or(local);
         log::debug!("{peer}: over MAX_CONNECTIONS ({}); reset", self.shared.settings.max_connections);
         let comp = match kind {
             Kind::Http => crate::events::Component::Http,
@@ -306,6 +307,6 @@ impl Loop {
             .with_reason(reason::LIMIT);
         self.shared.emitter.emit(ev);
         self.shared.registry.counters.blocked[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
-        conn::reset(stream);
+        crate::listen::reset(stream);
     }
 }

@@ -34,6 +34,22 @@ pub use listener::{start, ProxyHandle};
 /// (one type for the resolver and the proxies).
 pub use crate::resolve::Check;
 
+/// Which listener accepted the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Http,
+    Https,
+}
+
+impl Kind {
+    pub fn component(self) -> crate::events::Component {
+        match self {
+            Kind::Http => crate::events::Component::Http,
+            Kind::Https => crate::events::Component::Https,
+        }
+    }
+}
+
 /// The anti-spoofing oracle. The real one resolves through
 /// `DNS_UPSTREAMS` with marked sockets and caches by TTL (the DNS
 /// component); [`StaticHosts`] is a fixed table for tests and

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::conn::Kind;
+use super::Kind;
 use crate::policy::{Policy, Query};
 
 /// Event reason of a connection cut because a reload revoked it.
@@ -59,7 +59,7 @@ impl Tracked {
     /// Cuts both sides at once: the upstream gets no further byte, the
     /// client a reset.
     fn cut(&self) {
-        super::conn::reset(&self.client);
+        crate::listen::reset(&self.client);
         let _ = self.upstream.shutdown(Shutdown::Both);
     }
 }

@@ -1,13 +1,10 @@
-//! Name lookups for egret's own HTTP client whose sockets carry the bypass
-//! mark. The libc resolver (getaddrinfo) cannot mark its UDP socket, so in
-//! DNS mode a dashboard's name would be answered by egret's own filtering
-//! resolver (and refused unless allowlisted), and under strict rules the
-//! query would not leave at all. This resolver reads `/etc/hosts` and
-//! `/etc/resolv.conf` like libc does and asks the nameservers over a marked
-//! UDP socket.
-//!
-//! The parsers and the DNS message work are pure; [`MarkedResolver`] is
-//! the shell.
+//! Name lookups for egret's own HTTP clients (dashboard shipper, syslog,
+//! Gotify), whose sockets carry the bypass mark. The libc resolver
+//! (getaddrinfo) cannot mark its UDP socket, so in DNS mode a dashboard's
+//! name would be answered by egret's own filtering resolver (and refused
+//! unless allowlisted), and under strict rules the query would not leave
+//! at all. [`MarkedResolver`] reads `/etc/hosts` and `/etc/resolv.conf` as
+//! libc does (once, at start) and asks through egret's one DNS exchange.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -17,66 +14,8 @@ use ureq::config::Config;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
+use super::system::{candidates, parse_resolv_conf, Hosts, ResolvConf, HOSTS, RESOLV_CONF};
 use crate::dns::upstream::{self, Upstreams};
-
-/// What `/etc/resolv.conf` says, as far as egret needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvConf {
-    pub nameservers: Vec<IpAddr>,
-    pub search: Vec<String>,
-    pub ndots: usize,
-}
-
-impl Default for ResolvConf {
-    fn default() -> ResolvConf {
-        ResolvConf { nameservers: Vec::new(), search: Vec::new(), ndots: 1 }
-    }
-}
-
-/// resolv.conf(5): `nameserver`, `search` / `domain` (the last one wins),
-/// `options ndots:N`; comments start with `#` or `;`.
-pub fn parse_resolv_conf(text: &str) -> ResolvConf {
-    let mut rc = ResolvConf::default();
-    for line in text.lines() {
-        let line = line.split(['#', ';']).next().unwrap_or("");
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("nameserver") => {
-                // A scoped v6 address (`fe80::1%eth0`) keeps only the address.
-                if let Some(ip) = words.next().and_then(|w| w.split('%').next()?.parse().ok()) {
-                    rc.nameservers.push(ip);
-                }
-            }
-            Some("search") | Some("domain") => {
-                rc.search =
-                    words.map(|w| w.trim_end_matches('.').to_owned()).filter(|w| !w.is_empty()).collect();
-            }
-            Some("options") => {
-                for opt in words {
-                    if let Some(n) = opt.strip_prefix("ndots:").and_then(|n| n.parse::<usize>().ok()) {
-                        rc.ndots = n.min(15);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    rc
-}
-
-/// The names to ask for, in order: with fewer than `ndots` dots the search
-/// domains come first, as libc does; a trailing dot means "exactly this".
-pub fn candidates(name: &str, rc: &ResolvConf) -> Vec<String> {
-    if let Some(abs) = name.strip_suffix('.') {
-        return vec![abs.to_owned()];
-    }
-    let searched = rc.search.iter().map(|d| format!("{name}.{d}"));
-    if name.matches('.').count() < rc.ndots {
-        searched.chain(std::iter::once(name.to_owned())).collect()
-    } else {
-        std::iter::once(name.to_owned()).chain(searched).collect()
-    }
-}
 
 #[derive(Debug)]
 #[non_exhaustive]
@@ -110,7 +49,7 @@ pub struct MarkedResolver {
     /// Asked when resolv.conf names no nameserver (`DNS_UPSTREAMS`).
     pub fallback: Vec<SocketAddr>,
     pub resolv: ResolvConf,
-    pub hosts: crate::resolve::Hosts,
+    pub hosts: Hosts,
     /// Bound on one lookup, whatever ureq's remaining budget.
     pub timeout: Duration,
 }
@@ -118,12 +57,12 @@ pub struct MarkedResolver {
 impl MarkedResolver {
     /// Reads `/etc/resolv.conf` and `/etc/hosts` now, once.
     pub fn new(mark: Option<u32>, fallback: Vec<SocketAddr>) -> MarkedResolver {
-        let resolv = std::fs::read_to_string(crate::resolve::RESOLV_CONF).unwrap_or_default();
+        let resolv = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
         MarkedResolver {
             mark,
             fallback,
             resolv: parse_resolv_conf(&resolv),
-            hosts: crate::resolve::Hosts::read(std::path::Path::new(crate::resolve::HOSTS)),
+            hosts: Hosts::read(std::path::Path::new(HOSTS)),
             timeout: Duration::from_secs(5),
         }
     }
@@ -152,7 +91,7 @@ impl MarkedResolver {
                 tcp_timeout: left.min(upstream::defaults::TCP_TIMEOUT),
                 ..Upstreams::new(servers.clone(), self.mark)
             };
-            match crate::resolve::ask_addresses(&upstreams, &candidate) {
+            match super::ask_addresses(&upstreams, &candidate) {
                 Ok(found) if !found.is_empty() => return Ok(found.into_iter().map(|(ip, _)| ip).collect()),
                 // An authoritative "no": on to the next candidate name.
                 Ok(_) => {}
@@ -213,43 +152,6 @@ mod tests {
     use hickory_proto::rr::{RData, Record, RecordType};
     use std::net::UdpSocket;
 
-    #[test]
-    fn resolv_conf_table() {
-        let rc = parse_resolv_conf(
-            "# generated\nnameserver 10.96.0.10\nnameserver fe80::1%eth0 ; scoped\nnameserver bogus\n\
-             search ns.svc.cluster.local svc.cluster.local.\noptions ndots:5 timeout:2\n",
-        );
-        assert_eq!(rc.nameservers, ["10.96.0.10".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]);
-        assert_eq!(rc.search, ["ns.svc.cluster.local", "svc.cluster.local"]);
-        assert_eq!(rc.ndots, 5);
-        assert_eq!(parse_resolv_conf(""), ResolvConf::default());
-    }
-
-    #[test]
-    fn hosts_table() {
-        let text = "127.0.0.1 localhost\n10.0.0.9  dashboard dash.local # comment\n# 10.0.0.8 dashboard\n\
-                    fd00::9 Dashboard\nnot-an-ip dashboard\n";
-        let hosts = crate::resolve::Hosts::parse(text);
-        let want: Vec<IpAddr> = vec!["10.0.0.9".parse().unwrap(), "fd00::9".parse().unwrap()];
-        assert_eq!(hosts.lookup("dashboard"), want);
-        assert_eq!(hosts.lookup("DASH.local."), ["10.0.0.9".parse::<IpAddr>().unwrap()]);
-        assert!(hosts.lookup("other").is_empty());
-    }
-
-    #[test]
-    fn search_order() {
-        let rc = ResolvConf { nameservers: vec![], search: vec!["a.test".into(), "b.test".into()], ndots: 2 };
-        let table: &[(&str, &[&str])] = &[
-            ("dash", &["dash.a.test", "dash.b.test", "dash"]),
-            ("dash.ns", &["dash.ns.a.test", "dash.ns.b.test", "dash.ns"]),
-            ("x.example.com", &["x.example.com", "x.example.com.a.test", "x.example.com.b.test"]),
-            ("exact.", &["exact"]),
-        ];
-        for (name, want) in table {
-            assert_eq!(candidates(name, &rc), *want, "{name}");
-        }
-    }
-
     /// The answer to `q` with `rdata` (the question echoed, as a real
     /// server does).
     fn response(q: &Message, code: ResponseCode, rdata: Vec<RData>) -> Vec<u8> {
@@ -288,7 +190,7 @@ mod tests {
         });
         let r = MarkedResolver {
             resolv: parse_resolv_conf("search nowhere.invalid\n"),
-            hosts: crate::resolve::Hosts::parse("10.0.0.7 fromhosts\n"),
+            hosts: Hosts::parse("10.0.0.7 fromhosts\n"),
             ..MarkedResolver::new(Some(0x77), vec![addr])
         };
         assert_eq!(
