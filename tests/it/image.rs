@@ -285,10 +285,56 @@ fn http_get(host: &str, ip: &str, port: u16, path: &str) -> String {
     format!(r#"printf 'GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n' | nc -w 5 {ip} {port}"#)
 }
 
-/// What the pod tests check: allowed and blocked requests from the
-/// workload container `work`, their events on the dashboard, /health, and
-/// the HEALTHCHECK of the `healthchecks` containers.
-fn check_filtering(work: &str, upns: &str, healthchecks: &[&str]) {
+/// The uid the filter image runs as (its `USER`).
+const EGRET_UID: u32 = 65532;
+/// CapEff of the filter in HTTPS mode: CAP_NET_ADMIN (12) alone.
+const CAP_NET_ADMIN_ONLY: u64 = 1 << 12;
+/// In DNS mode on port 53: CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (10).
+const CAP_NET_ADMIN_AND_BIND: u64 = 1 << 12 | 1 << 10;
+
+/// The `Uid:` (real, effective, saved, fs) and `Cap*:` lines of the main
+/// process of `container`, read from the host's /proc.
+fn proc_status(container: &str) -> (Vec<u32>, std::collections::BTreeMap<String, u64>) {
+    let pid = ok(podman(&["inspect", container, "--format", "{{.State.Pid}}"]), "container pid");
+    let pid = pid.trim();
+    assert!(pid.parse::<u32>().is_ok_and(|p| p > 0), "{container} is not running (pid {pid})");
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let uids = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("a Uid line")
+        .split_whitespace()
+        .map(|u| u.parse().expect("a uid"))
+        .collect();
+    let caps = text
+        .lines()
+        .filter(|l| l.starts_with("Cap"))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), u64::from_str_radix(v.trim(), 16).expect("hex capability mask")))
+        .collect();
+    (uids, caps)
+}
+
+/// The filter runs as the image's unprivileged uid and holds exactly
+/// `cap_eff` (effective and permitted; nothing inheritable or ambient).
+fn assert_unprivileged(container: &str, cap_eff: u64) {
+    let (uids, caps) = proc_status(container);
+    assert_eq!(uids, [EGRET_UID; 4], "{container}: real, effective, saved and fs uid");
+    let got = |k: &str| caps.get(k).copied().unwrap_or_else(|| panic!("{container}: no {k} in {caps:?}"));
+    assert_eq!(
+        (got("CapEff"), got("CapPrm"), got("CapInh"), got("CapAmb")),
+        (cap_eff, cap_eff, 0, 0),
+        "{container}: CapEff, CapPrm, CapInh, CapAmb (hex {caps:x?})"
+    );
+}
+
+/// What the pod tests check: the filter container `egret` runs as the
+/// image's unprivileged uid with NET_ADMIN only; allowed and blocked
+/// requests from the workload container `work`, their events on the
+/// dashboard, /health, and the HEALTHCHECK of the `healthchecks`
+/// containers.
+fn check_filtering(egret: &str, work: &str, upns: &str, healthchecks: &[&str]) {
+    assert_unprivileged(egret, CAP_NET_ADMIN_ONLY);
     // Allowed by name: github.com is in policy.yaml and resolves (the
     // upstream's DNS) to 10.200.0.2; egret's HTTP proxy checks and relays it.
     let (_, out, err) = in_workload(work, &http_get("github.com", "10.200.0.2", 80, "/"));
@@ -331,7 +377,12 @@ fn check_filtering(work: &str, upns: &str, healthchecks: &[&str]) {
 fn pod_up_filters_the_workload_and_the_dashboard_gets_both_events() {
     let pod = PodUp::start("pod", None, &[]);
     let (egret, dashboard) = (format!("{}-egret", pod.name), format!("{}-dashboard", pod.name));
-    check_filtering(&format!("{}-work", pod.name), &format!("{}-up", pod.name), &[&egret, &dashboard]);
+    check_filtering(
+        &egret,
+        &format!("{}-work", pod.name),
+        &format!("{}-up", pod.name),
+        &[&egret, &dashboard],
+    );
 }
 
 /// `deploy/pod.yaml` as written, except for this test's pod name, images
@@ -404,7 +455,7 @@ fn play_kube_pod_yaml_filters_the_workload_and_the_dashboard_gets_both_events() 
     assert!(ready.is_some(), "the kube pod's dashboard never answered");
     // play kube does not keep an image's HEALTHCHECK (Kubernetes has
     // probes instead, see deploy/pod.yaml), so there is none to run.
-    check_filtering(&format!("{name}-work"), &upns, &[]);
+    check_filtering(&format!("{name}-egret"), &format!("{name}-work"), &upns, &[]);
 }
 
 /// `deploy/compose.yaml` as written, except for this test's project name
@@ -472,7 +523,7 @@ fn compose_file_filters_the_app_and_the_dashboard_gets_both_events() {
     });
     assert!(ready.is_some(), "the compose dashboard never answered");
     let (egret, dashboard) = (format!("{name}_egret_1"), format!("{name}_dashboard_1"));
-    check_filtering(&format!("{name}_app_1"), &upns, &[&egret, &dashboard]);
+    check_filtering(&egret, &format!("{name}_app_1"), &upns, &[&egret, &dashboard]);
 }
 
 const ROUNDS: u32 = 150;
@@ -604,6 +655,14 @@ fn the_image_pair_runs_without_arguments_and_the_filter_opens_no_tcp_port() {
     assert!(body.contains(r#""status":"ok""#), "{body}");
     ok(podman(&["healthcheck", "run", &egret]), "the image's HEALTHCHECK (unix socket)");
     assert!(logs().contains("health and metrics on unix socket /run/egret/egret.sock"), "{}", logs());
+    // Non-root: the image's uid, NET_ADMIN from the binary's file
+    // capabilities, and the start-up line saying so.
+    assert_unprivileged(&egret, CAP_NET_ADMIN_ONLY);
+    assert!(
+        logs().contains("capabilities: uid 65532, effective net_admin (the binary's file capabilities)"),
+        "{}",
+        logs()
+    );
     let pid = infra_pid(&pod);
     assert_eq!(
         tcp_listeners(&pid),
@@ -705,6 +764,7 @@ fn https_mode_in_a_podman_pod_uses_podmans_dns_and_still_blocks_spoofing() {
     crate::netns::wait_for(Duration::from_secs(30), || logs().contains("running on").then_some(()))
         .unwrap_or_else(|| panic!("egret did not start:\n{}", logs()));
     let startup = logs();
+    assert_unprivileged(&egret, CAP_NET_ADMIN_ONLY);
     assert!(
         startup.contains("resolves names through 10.")
             && startup.contains("the nameservers of /etc/resolv.conf"),
@@ -758,4 +818,171 @@ fn https_mode_in_a_podman_pod_uses_podmans_dns_and_still_blocks_spoofing() {
     .expect("blocked events on egret's stdout");
     assert!(events.iter().any(|e| e["msg"] == "http.allowed" && e["http_host"] == "allowed.test"));
     assert!(events.iter().any(|e| e["reason"] == "ip-mismatch" && e["destination_ip"] == other_ip.as_str()));
+}
+
+/// Issue 21: the filter keeps only what its mode needs of what it is
+/// granted. In one pod, one after the other: HTTPS mode granted
+/// NET_ADMIN and NET_BIND_SERVICE keeps NET_ADMIN only; DNS mode on port
+/// 53 keeps both and answers the workload; DNS mode without
+/// NET_BIND_SERVICE says at start what is missing and how to grant it,
+/// and its /health fails while the listener cannot bind.
+#[test]
+fn the_filter_keeps_only_the_capabilities_its_mode_needs() {
+    let b = image();
+    let pod = format!("egret-it-caps-{}", std::process::id());
+    let (egret, work) = (format!("{pod}-egret"), format!("{pod}-work"));
+    let _gone = Removal(vec![podman(&["pod", "rm", "-f", "-t", "0", &pod])]);
+    ok(podman(&["pod", "create", "--name", &pod, "--network", "none"]), "pod create");
+    ok(
+        podman(&[
+            "run",
+            "-d",
+            "--pod",
+            &pod,
+            "--name",
+            &work,
+            "--cap-drop",
+            "NET_RAW",
+            "localhost/egret-busybox",
+            "sleep",
+            "600",
+        ]),
+        "workload",
+    );
+    let logs = || {
+        let o = output(podman(&["logs", &egret]));
+        util::text(&o.stdout) + &util::text(&o.stderr)
+    };
+    let start = |mode: &str, caps: &[&str]| {
+        let _ = output(podman(&["rm", "-f", "-t", "0", &egret]));
+        let mut run = vec!["run", "-d", "--pod", &pod, "--name", &egret, "--cap-drop", "ALL"];
+        for c in caps {
+            run.extend_from_slice(&["--cap-add", c]);
+        }
+        let filter_mode = format!("FILTER_MODE={mode}");
+        run.extend_from_slice(&["--read-only", "--security-opt", "no-new-privileges"]);
+        run.extend_from_slice(&["-e", "ALLOWLIST_DOMAINS=github.com", "-e", &filter_mode]);
+        run.extend_from_slice(&["-e", "DNS_UPSTREAMS=127.0.0.1:5353", &b.tag]);
+        ok(podman(&run), "egret");
+    };
+    let running = || {
+        crate::netns::wait_for(Duration::from_secs(30), || logs().contains("running on").then_some(()))
+            .unwrap_or_else(|| panic!("egret did not start:\n{}", logs()));
+    };
+
+    start("https", &["NET_ADMIN", "NET_BIND_SERVICE"]);
+    running();
+    assert_unprivileged(&egret, CAP_NET_ADMIN_ONLY);
+    assert!(
+        logs().contains(
+            "capabilities: uid 65532, effective net_admin (the binary's file capabilities); not needed, \
+             dropped: net_bind_service"
+        ),
+        "{}",
+        logs()
+    );
+
+    start("dns", &["NET_ADMIN", "NET_BIND_SERVICE"]);
+    running();
+    assert_unprivileged(&egret, CAP_NET_ADMIN_AND_BIND);
+    assert!(
+        logs().contains("effective net_bind_service,net_admin (the binary's file capabilities)"),
+        "{}",
+        logs()
+    );
+    // egret itself answers on port 53: a name outside the policy is NXDOMAIN.
+    let (_, out, err) = in_workload(&work, "nslookup example.com 127.0.0.1");
+    assert!(
+        format!("{out}{err}").contains("NXDOMAIN"),
+        "no answer from egret on :53: {out}{err}\n{}",
+        logs()
+    );
+
+    start("dns", &["NET_ADMIN"]);
+    running();
+    // The listener keeps retrying (a sysctl could still allow it), and
+    // /health says what is wrong.
+    let unhealthy = crate::netns::wait_for(Duration::from_secs(30), || {
+        let o = output(podman(&["exec", &egret, "/egret", "health"]));
+        (!o.status.success()).then(|| util::text(&o.stdout) + &util::text(&o.stderr))
+    })
+    .unwrap_or_else(|| panic!("egret in DNS mode without NET_BIND_SERVICE is healthy:\n{}", logs()));
+    assert!(unhealthy.contains("dns"), "{unhealthy}");
+    let l = logs();
+    assert!(
+        l.contains("capabilities: CAP_NET_BIND_SERVICE is missing, needed for binding port 53 (DNS_PORT)")
+            && l.contains("--cap-add NET_BIND_SERVICE")
+            && l.contains("cannot listen on dns 127.0.0.1:53: Permission denied"),
+        "{l}"
+    );
+    assert_unprivileged(&egret, CAP_NET_ADMIN_ONLY);
+}
+
+/// Issue 21: Kubernetes runtimes (containerd and CRI-O through runc)
+/// give a non-root container no ambient capabilities: the OCI process
+/// has NET_ADMIN in its bounding, effective and permitted sets before
+/// exec, and `allowPrivilegeEscalation: false` sets no-new-privileges.
+/// runc started with exactly such a spec on the filter image's rootfs:
+/// `egret init` as uid 65532 holds NET_ADMIN through the file
+/// capabilities of /egret and installs its ruleset (in runc's own new
+/// network namespace). The control is the same spec on the dashboard
+/// image, whose /egret has none: no capability, and `egret init` fails
+/// with the warning naming file capabilities.
+#[test]
+fn file_capabilities_alone_give_the_non_root_filter_net_admin_under_no_new_privileges() {
+    let b = image();
+    let run = |what: &str, tag: &str| -> (i32, String) {
+        let name = format!("egret-it-runc-{what}-{}", std::process::id());
+        let _gone = Removal(vec![
+            bounded("runc", &["delete", "-f", &name]),
+            podman(&["umount", &name]),
+            podman(&["rm", "-f", "-t", "0", &name]),
+        ]);
+        ok(podman(&["create", "--name", &name, tag]), "podman create (the image's rootfs)");
+        let rootfs = ok(podman(&["mount", &name]), "podman mount").trim().to_owned();
+        let bundle = util::scratch(&format!("runc-{what}"));
+        let caps = serde_json::json!(["CAP_NET_ADMIN"]);
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": EGRET_UID, "gid": EGRET_UID},
+                "args": ["/egret", "init"],
+                "env": ["PATH=/", "ALLOWLIST_IPS=192.0.2.1", "DNS_UPSTREAMS=127.0.0.1:53"],
+                "cwd": "/",
+                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+                "noNewPrivileges": true,
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
+            },
+            "root": {"path": rootfs, "readonly": true},
+            "hostname": "egret-runc",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
+            ],
+            "linux": {
+                "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+                "maskedPaths": ["/proc/kcore", "/proc/keys"],
+                "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"]
+            }
+        });
+        std::fs::write(bundle.join("config.json"), spec.to_string()).expect("write config.json");
+        let mut c = bounded("runc", &["run", "--bundle", bundle.to_str().expect("utf-8"), &name]);
+        c.stdin(std::process::Stdio::null());
+        let o = output(c);
+        (o.status.code().unwrap_or(-1), util::text(&o.stdout) + &util::text(&o.stderr))
+    };
+    let (code, out) = run("filter", &b.tag);
+    assert_eq!(code, 0, "egret init as uid 65532 under no-new-privileges:\n{out}");
+    assert!(
+        out.contains("capabilities: uid 65532, effective net_admin (the binary's file capabilities)"),
+        "{out}"
+    );
+    assert!(out.contains("egret init: table inet egret"), "{out}");
+
+    let (code, out) = run("control", &b.dashboard);
+    assert_ne!(code, 0, "without file capabilities the same spec must not get NET_ADMIN:\n{out}");
+    assert!(out.contains("capabilities: uid 65532, effective none (none received)"), "{out}");
+    assert!(out.contains("CAP_NET_ADMIN is missing") && out.contains("file capabilities"), "{out}");
 }
