@@ -143,7 +143,7 @@ pub fn run(p: Prepared) -> ExitCode {
         enforcement: enforcement.clone(),
         listeners: listeners.clone(),
     };
-    let metrics = match crate::metrics::start(&cfg, sources) {
+    let metrics = match crate::metrics::start(&cfg, sources, Some(identity.listen_mark)) {
         Ok(m) => Some(m),
         Err(e) => {
             eprintln!("egret run: {e}");

@@ -290,6 +290,15 @@ pub struct MetricsServer {
     servers: Vec<(Arc<tiny_http::Server>, JoinHandle<()>)>,
     /// The unix socket served, if one could be bound.
     socket: Option<PathBuf>,
+    /// METRICS_ADDR: binds (retrying while the port is held) and serves.
+    tcp: Option<(Arc<TcpEndpoint>, JoinHandle<()>)>,
+}
+
+/// The METRICS_ADDR endpoint's server once bound, and the stop flag.
+#[derive(Default)]
+struct TcpEndpoint {
+    server: std::sync::Mutex<Option<Arc<tiny_http::Server>>>,
+    stop: std::sync::atomic::AtomicBool,
 }
 
 impl MetricsServer {
@@ -299,6 +308,13 @@ impl MetricsServer {
     }
 
     pub fn stop(self) {
+        if let Some((ep, thread)) = self.tcp {
+            ep.stop.store(true, Ordering::SeqCst);
+            if let Some(s) = ep.server.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                s.unblock();
+            }
+            let _ = thread.join();
+        }
         for (server, thread) in self.servers {
             server.unblock();
             let _ = thread.join();
@@ -309,12 +325,18 @@ impl MetricsServer {
 }
 
 /// Serves `/metrics` and `/health` on the unix socket and, with
-/// `METRICS_ADDR`, on TCP. Not finding a usable socket directory is a
-/// warning (enforcement does not depend on it); a `METRICS_ADDR` that
-/// cannot be bound is an error, as asked for explicitly.
-pub fn start(cfg: &crate::config::Config, sources: Sources) -> Result<MetricsServer, String> {
+/// `METRICS_ADDR`, on TCP from a socket with egret's listen mark (the
+/// ruleset refuses connections to that port that reach anything else).
+/// Not finding a usable socket directory is a warning (enforcement does
+/// not depend on it); a `METRICS_ADDR` that cannot be bound (its port held
+/// by another process) is a `/health` problem, retried every second.
+pub fn start(
+    cfg: &crate::config::Config,
+    sources: Sources,
+    listen_mark: Option<u32>,
+) -> Result<MetricsServer, String> {
     let sources = Arc::new(sources);
-    let mut out = MetricsServer { servers: Vec::new(), socket: None };
+    let mut out = MetricsServer { servers: Vec::new(), socket: None, tcp: None };
     let xdg = std::env::var("XDG_RUNTIME_DIR").ok();
     let uid = nix::unistd::geteuid().as_raw();
     let candidates = crate::health::socket_candidates(cfg.health_socket.as_deref(), xdg.as_deref(), uid);
@@ -339,12 +361,47 @@ pub fn start(cfg: &crate::config::Config, sources: Sources) -> Result<MetricsSer
         ),
     }
     if let Some(addr) = cfg.metrics_addr {
-        let server =
-            tiny_http::Server::http(addr).map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
-        log::info!("metrics and health on http://{addr}/metrics and /health");
-        out.servers.push(spawn(server, &sources)?);
+        let ep = Arc::new(TcpEndpoint::default());
+        let (ep2, sources) = (ep.clone(), sources.clone());
+        let thread = thread::Builder::new()
+            .name("metrics-tcp".into())
+            .spawn(move || serve_tcp(addr, listen_mark, &ep2, &sources))
+            .map_err(|e| format!("metrics: cannot start the thread: {e}"))?;
+        out.tcp = Some((ep, thread));
     }
     Ok(out)
+}
+
+/// Binds METRICS_ADDR (retrying while another process holds it, as a
+/// missing listener), then serves it until stopped.
+fn serve_tcp(addr: std::net::SocketAddr, mark: Option<u32>, ep: &TcpEndpoint, sources: &Sources) {
+    let what = format!("metrics {addr} (METRICS_ADDR)");
+    let listener = loop {
+        if ep.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match crate::listen::tcp(addr, 128, mark).and_then(|l| l.set_nonblocking(false).map(|()| l)) {
+            Ok(l) => break l,
+            Err(e) => sources.listeners.missing(&what, &e),
+        }
+        thread::sleep(crate::listen::RETRY);
+    };
+    let server = match tiny_http::Server::from_listener(listener, None) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            log::error!("metrics: cannot serve on {addr}: {e}");
+            return;
+        }
+    };
+    sources.listeners.bound(&what);
+    log::info!("metrics and health on http://{addr}/metrics and /health");
+    *ep.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.clone());
+    if ep.stop.load(Ordering::SeqCst) {
+        return;
+    }
+    for req in server.incoming_requests() {
+        answer(req, sources);
+    }
 }
 
 /// One thread per endpoint (a scrape is cheap: atomics and one netlink

@@ -28,17 +28,24 @@ use std::time::Instant;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::filter::{self, QueryInfo};
-use super::upstream::{random_id, UpstreamError};
-use super::{defaults, send_udp, Asker, Shared};
+use super::reply::Asker;
+use super::upstream::{random_id, Tries};
+use super::{defaults, send_udp, Shared};
 
 /// One allowed UDP query.
 pub(super) struct Job {
     /// The client's query; the upstream ID is written into it per try.
     pub query: Vec<u8>,
     pub info: QueryInfo,
-    pub client: SocketAddr,
-    pub local: SocketAddr,
+    /// Who asked; the answer goes back to `asker.addr` on `reply`.
+    pub asker: Asker,
     pub reply: Arc<std::net::UdpSocket>,
+}
+
+impl Job {
+    fn answer(&self, bytes: &[u8]) {
+        send_udp(&self.reply, bytes, self.asker.addr);
+    }
 }
 
 /// The server loop's handle on one forwarder.
@@ -110,7 +117,7 @@ struct Pending {
     id: u16,
     /// When the next upstream gets its turn.
     deadline: Instant,
-    attempts: Vec<(SocketAddr, String)>,
+    tries: Tries,
 }
 
 /// An upstream socket: connected to upstream number `up`, carrying at
@@ -151,7 +158,7 @@ impl Forwarder {
             // Take new work while there is room.
             while self.live < defaults::IN_FLIGHT {
                 match self.rx.try_recv() {
-                    Ok(job) => self.start(job, 0, Vec::new()),
+                    Ok(job) => self.start(job, Tries::default()),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
                 }
@@ -230,38 +237,42 @@ impl Forwarder {
         Some((p, s.up))
     }
 
-    /// Sends the query to upstream `first` (or the next that takes it);
-    /// SERVFAIL when none is left.
-    fn start(&mut self, mut job: Job, first: usize, mut attempts: Vec<(SocketAddr, String)>) {
+    /// Sends the query to upstream `tries.next` (or the next that takes
+    /// it); SERVFAIL when none is left.
+    fn start(&mut self, mut job: Job, mut tries: Tries) {
         let n = self.shared.settings.upstreams.addrs.len();
         if self.idle.len() < n {
             self.idle.resize_with(n, Vec::new);
         }
-        for i in first..n {
+        while tries.next < n {
+            let i = tries.next;
             let up = self.shared.settings.upstreams.addrs[i];
             let slot = match self.socket(i, up) {
                 Ok(s) => s,
                 Err(why) => {
-                    attempts.push((up, why));
+                    tries.failed(up, why);
                     continue;
                 }
             };
             let id = random_id();
             job.query[..2].copy_from_slice(&id.to_be_bytes());
-            let Some(s) = self.slots.get_mut(slot).and_then(Option::as_mut) else { continue };
+            let Some(s) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+                tries.failed(up, "no socket".into());
+                continue;
+            };
             if let Err(e) = s.sock.send(&job.query) {
                 // A refusal of an earlier datagram surfaces here too; the
                 // socket is not trusted further either way.
                 self.retire(slot);
-                attempts.push((up, format!("udp send: {e}")));
+                tries.failed(up, format!("udp send: {e}"));
                 continue;
             }
             let deadline = Instant::now() + self.shared.settings.upstreams.udp_timeout;
-            s.pending = Some(Pending { job, id, deadline, attempts });
+            s.pending = Some(Pending { job, id, deadline, tries });
             self.live += 1;
             return;
         }
-        self.fail(job, attempts);
+        self.fail(job, tries);
     }
 
     fn readable(&mut self, slot: usize) {
@@ -278,8 +289,8 @@ impl Forwarder {
                     self.retire(slot);
                     if let Some((mut p, up)) = taken {
                         let addr = self.shared.settings.upstreams.addrs[up];
-                        p.attempts.push((addr, format!("udp recv: {e}")));
-                        self.start(p.job, up + 1, p.attempts);
+                        p.tries.failed(addr, format!("udp recv: {e}"));
+                        self.start(p.job, p.tries);
                     }
                     return;
                 }
@@ -305,13 +316,15 @@ impl Forwarder {
             let Some((p, up)) = self.take(slot) else { return };
             self.release(slot);
             if reply.truncated {
-                retry_over_tcp(self.shared.clone(), p.job, up, p.attempts);
+                let mut tries = p.tries;
+                tries.truncated(up);
+                retry_over_tcp(self.shared.clone(), p.job, tries);
                 return;
             }
             resp[..2].copy_from_slice(&p.job.info.id.to_be_bytes());
-            let Job { info, client, local, reply: server, .. } = p.job;
-            let out = self.shared.deliver(resp, reply, &info, Asker::udp(client, local));
-            send_udp(&server, &filter::fit_udp(out, &info), client);
+            let job = p.job;
+            let out = self.shared.deliver(resp, reply, &job.info, job.asker);
+            job.answer(&filter::fit_udp(out, &job.info));
             return;
         }
     }
@@ -335,16 +348,15 @@ impl Forwarder {
                 // Its answer may still come: a new socket for the next one.
                 self.retire(slot);
                 let ups = &self.shared.settings.upstreams;
-                p.attempts.push((ups.addrs[up], format!("no answer over udp within {:?}", ups.udp_timeout)));
-                self.start(p.job, up + 1, p.attempts);
+                p.tries.failed(ups.addrs[up], format!("no answer over udp within {:?}", ups.udp_timeout));
+                self.start(p.job, p.tries);
             }
         }
     }
 
-    fn fail(&self, job: Job, attempts: Vec<(SocketAddr, String)>) {
-        let err = UpstreamError { attempts };
-        let out = self.shared.upstreams_failed(&job.info, &err, Asker::udp(job.client, job.local));
-        send_udp(&job.reply, &out, job.client);
+    fn fail(&self, job: Job, tries: Tries) {
+        let out = self.shared.upstreams_failed(&job.info, &tries.into_error(), job.asker);
+        job.answer(&out);
     }
 }
 
@@ -354,23 +366,22 @@ static TCP_RETRIES: AtomicUsize = AtomicUsize::new(0);
 /// A truncated UDP answer: the same upstream again over TCP (then the
 /// rest, as [`super::upstream::Upstreams::exchange`] does), on its own
 /// thread so the forwarder's other queries are not held up.
-fn retry_over_tcp(shared: Arc<Shared>, job: Job, up: usize, attempts: Vec<(SocketAddr, String)>) {
+fn retry_over_tcp(shared: Arc<Shared>, job: Job, tries: Tries) {
     if TCP_RETRIES.fetch_add(1, Ordering::SeqCst) >= defaults::TCP_CLIENTS {
         TCP_RETRIES.fetch_sub(1, Ordering::SeqCst);
-        let mut attempts = attempts;
-        let addr = shared.settings.upstreams.addrs[up];
-        attempts.push((addr, "truncated, and too many tcp retries running".into()));
-        let err = UpstreamError { attempts };
-        let out = shared.upstreams_failed(&job.info, &err, Asker::udp(job.client, job.local));
-        send_udp(&job.reply, &out, job.client);
+        let mut tries = tries;
+        let addr = shared.settings.upstreams.addrs[tries.next];
+        tries.failed(addr, "truncated, and too many tcp retries running".into());
+        let out = shared.upstreams_failed(&job.info, &tries.into_error(), job.asker);
+        job.answer(&out);
         return;
     }
     let spawned = thread::Builder::new().name("dns-tc".into()).spawn(move || {
-        let Job { mut query, info, client, local, reply: server } = job;
+        let mut job = job;
         // The upstream ID of the UDP try is still in it.
-        query[..2].copy_from_slice(&info.id.to_be_bytes());
-        let out = shared.exchange_and_deliver(&query, &info, up, true, attempts, Asker::udp(client, local));
-        send_udp(&server, &filter::fit_udp(out, &info), client);
+        job.query[..2].copy_from_slice(&job.info.id.to_be_bytes());
+        let out = shared.exchange_and_deliver(&job.query, &job.info, tries, job.asker);
+        job.answer(&filter::fit_udp(out, &job.info));
         TCP_RETRIES.fetch_sub(1, Ordering::SeqCst);
     });
     if let Err(e) = spawned {

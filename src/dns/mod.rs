@@ -19,9 +19,11 @@
 pub mod filter;
 mod forward;
 pub mod learn;
+pub mod reply;
+mod tcp;
 pub mod upstream;
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,10 +35,12 @@ use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
-use crate::events::{Action as EvAction, Component, Emitter};
+use crate::events::{Component, Emitter};
 use crate::policy::PolicyHandle;
 use filter::{Action, QueryInfo};
 pub use learn::{Learn, LearnError};
+pub use reply::rcode_name;
+use reply::{Asker, Outcome};
 use upstream::Upstreams;
 
 /// Limits of the server, in one place.
@@ -445,20 +449,20 @@ impl Loop {
                 }
                 Action::Answer(a) => {
                     send_udp(&udp.reply, &a.bytes, client);
-                    self.shared.emit_refusal(&a, Asker::udp(client, local));
+                    self.shared.emit(&Asker::udp(client, local), &Outcome::Refused(&a));
                 }
                 Action::Forward(info) => {
-                    let job =
-                        forward::Job { query: query.to_vec(), info, client, local, reply: udp.reply.clone() };
+                    let asker = Asker::udp(client, local);
+                    let job = forward::Job { query: query.to_vec(), info, asker, reply: udp.reply.clone() };
                     if let Some(job) = offer(&mut self.fwd, self.next, job) {
                         log::warn!("dns: forwarding queues full; SERVFAIL to {client}");
                         send_udp(&job.reply, &filter::servfail(&job.info), client);
-                        self.shared.emit_forwarded(
-                            &job.info,
-                            ResponseCode::ServFail,
-                            Some("overloaded"),
-                            Asker::udp(client, local),
-                        );
+                        let o = Outcome::Forwarded {
+                            info: &job.info,
+                            rcode: ResponseCode::ServFail,
+                            note: Some("overloaded"),
+                        };
+                        self.shared.emit(&asker, &o);
                     }
                 }
             }
@@ -487,7 +491,7 @@ impl Loop {
             let spawned = thread::Builder::new().name(format!("dns-tcp-{client}")).spawn({
                 let shared = shared.clone();
                 move || {
-                    if let Err(e) = serve_tcp(stream, client, &shared) {
+                    if let Err(e) = tcp::serve(stream, client, &shared) {
                         log::debug!("dns: tcp {client}: {e}");
                     }
                     shared.tcp_clients.fetch_sub(1, Ordering::SeqCst);
@@ -517,106 +521,24 @@ fn send_udp(sock: &std::net::UdpSocket, bytes: &[u8], to: SocketAddr) {
     }
 }
 
-/// One TCP client: length-prefixed queries (RFC 1035 §4.2.2), several per
-/// connection (RFC 7766), answered in order. The client holds one of its
-/// fair share of the TCP slots for as long as it is connected; each query
-/// must arrive within [`defaults::TCP_QUERY_DEADLINE`] of its first byte.
-fn serve_tcp(mut s: std::net::TcpStream, client: SocketAddr, shared: &Shared) -> io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_write_timeout(Some(defaults::TCP_IDLE))?;
-    let local = s.local_addr()?;
-    let to = crate::proxy::conn::original_dst(&s, local).unwrap_or(local);
-    let asker = Asker { addr: client, local, proto: "TCP", who: crate::peer::lookup(client, to) };
-    let _slot = match shared.tcp_fair.admit(asker.who) {
-        Ok(t) => t,
-        Err(r) => {
-            log::debug!(
-                "dns: tcp {client} ({:?}) over its share of the tcp slots ({r:?}); closed",
-                asker.who
-            );
-            let mut ev = asker.event(&shared.emitter, EvAction::Blocked).with_reason("limit");
-            ev.note = Some("this client holds its share of the DNS-over-TCP slots".into());
-            shared.emitter.emit(ev);
-            return Ok(());
-        }
-    };
-    loop {
-        let mut len = [0u8; 2];
-        s.set_read_timeout(Some(defaults::TCP_IDLE))?;
-        match s.read(&mut len[..1]) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err(e),
-        }
-        let deadline = std::time::Instant::now() + defaults::TCP_QUERY_DEADLINE;
-        read_until(&mut s, &mut len[1..], deadline)?;
-        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        read_until(&mut s, &mut query, deadline)?;
-        let policy = shared.policy.current();
-        let resp = match filter::decide(&query, &policy) {
-            Action::Drop(why) => {
-                shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                log::debug!("dns: tcp {client}: dropped {} bytes: {why}", query.len());
-                continue;
-            }
-            Action::Answer(a) => {
-                shared.emit_refusal(&a, asker);
-                a.bytes
-            }
-            Action::Forward(info) => shared.forward(&query, &info, asker),
-        };
-        let Ok(n) = u16::try_from(resp.len()) else {
-            return Err(io::Error::other("answer longer than 65535 bytes"));
-        };
-        let mut framed = n.to_be_bytes().to_vec();
-        framed.extend_from_slice(&resp);
-        s.write_all(&framed)?;
-    }
-}
-
-/// Fills `buf` from `s`, or fails once `deadline` has passed.
-fn read_until(
-    s: &mut std::net::TcpStream,
-    mut buf: &mut [u8],
-    deadline: std::time::Instant,
-) -> io::Result<()> {
-    while !buf.is_empty() {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "query not complete within its deadline"));
-        }
-        s.set_read_timeout(Some(left))?;
-        match s.read(buf) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => buf = &mut buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 impl Shared {
     /// Forwards an allowed query and returns the bytes for the client:
     /// the upstream's answer (after learning its addresses), or SERVFAIL.
     fn forward(&self, query: &[u8], info: &QueryInfo, asker: Asker) -> Vec<u8> {
-        self.exchange_and_deliver(query, info, 0, false, Vec::new(), asker)
+        self.exchange_and_deliver(query, info, upstream::Tries::default(), asker)
     }
 
-    /// [`Shared::forward`] starting with upstream `first` (over TCP when
-    /// `tcp_first`), after `attempts` made elsewhere.
+    /// [`Shared::forward`] going on from `tries` (a truncated UDP answer
+    /// of a forwarder's query).
     fn exchange_and_deliver(
         &self,
         query: &[u8],
         info: &QueryInfo,
-        first: usize,
-        tcp_first: bool,
-        attempts: Vec<(SocketAddr, String)>,
+        tries: upstream::Tries,
         asker: Asker,
     ) -> Vec<u8> {
         let check = |r: &[u8]| filter::check_response(r, info).map_err(|e| e.to_string());
-        let ups = &self.settings.upstreams;
-        match ups.exchange_from(query, first, tcp_first, attempts, &check, &|r| r.truncated) {
+        match self.settings.upstreams.exchange_from(query, tries, &check, &|r| r.truncated) {
             Ok((resp, reply)) => self.deliver(resp, reply, info, asker),
             Err(e) => self.upstreams_failed(info, &e, asker),
         }
@@ -625,7 +547,8 @@ impl Shared {
     /// Every upstream failed: the event, and SERVFAIL for the client.
     fn upstreams_failed(&self, info: &QueryInfo, e: &upstream::UpstreamError, asker: Asker) -> Vec<u8> {
         log::warn!("dns: {} {}: {e}", info.qname(), info.qtype());
-        self.emit_forwarded(info, ResponseCode::ServFail, Some(&e.to_string()), asker);
+        let note = e.to_string();
+        self.emit(&asker, &Outcome::Forwarded { info, rcode: ResponseCode::ServFail, note: Some(&note) });
         filter::servfail(info)
     }
 
@@ -640,7 +563,7 @@ impl Shared {
         if let Some(refused) =
             filter::guard_answer(info, &reply, &self.policy.current(), &self.settings.guard)
         {
-            self.emit_refusal(&refused, asker);
+            self.emit(&asker, &Outcome::Refused(&refused));
             return refused.bytes;
         }
         if let Some(l) = &self.learner {
@@ -650,89 +573,32 @@ impl Shared {
                     // Handing out an address the filter would reject only
                     // makes the client hang on a connect; say it failed.
                     log::error!("dns: {}: {e}", info.qname());
-                    self.emit_forwarded(info, ResponseCode::ServFail, Some(&e.to_string()), asker);
+                    let note = e.to_string();
+                    let failed =
+                        Outcome::Forwarded { info, rcode: ResponseCode::ServFail, note: Some(&note) };
+                    self.emit(&asker, &failed);
                     return filter::servfail(info);
                 }
             }
         }
-        let note = (!reply.addrs.is_empty()).then(|| {
-            let ips: Vec<String> = reply.addrs.iter().map(|(ip, _)| ip.to_string()).collect();
-            ips.join(",")
-        });
-        self.emit_forwarded(info, reply.rcode, note.as_deref(), asker);
+        let note = reply::addresses_note(&reply);
+        self.emit(&asker, &Outcome::Forwarded { info, rcode: reply.rcode, note: note.as_deref() });
         resp
     }
 
-    fn emit_forwarded(&self, info: &QueryInfo, rcode: ResponseCode, note: Option<&str>, asker: Asker) {
-        let counter =
-            if rcode == ResponseCode::ServFail { &self.stats.servfail } else { &self.stats.forwarded };
-        counter.fetch_add(1, Ordering::Relaxed);
-        let mut ev = asker.event(&self.emitter, EvAction::Allowed);
-        ev.qname = Some(info.qname());
-        ev.host = ev.qname.clone();
-        ev.qtype = Some(info.qtype());
-        ev.rcode = Some(rcode_name(rcode));
-        ev.reason = Some("domain-allowed".to_owned());
-        ev.note = note.map(str::to_owned);
-        self.emitter.emit(ev);
-    }
-
-    fn emit_refusal(&self, a: &filter::Answer, asker: Asker) {
-        let counter = match a.refusal {
-            filter::Refusal::Blocked { .. } | filter::Refusal::Guarded { .. } => &self.stats.blocked,
-            _ => &self.stats.rejected,
+    /// Counts an outcome and sends its event.
+    fn emit(&self, asker: &Asker, o: &Outcome<'_>) {
+        let counter = match reply::counter(o) {
+            reply::Counter::Forwarded => &self.stats.forwarded,
+            reply::Counter::Servfail => &self.stats.servfail,
+            reply::Counter::Blocked => &self.stats.blocked,
+            reply::Counter::Rejected => &self.stats.rejected,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let mut ev = asker.event(&self.emitter, EvAction::Blocked);
-        if let Some(q) = &a.query {
-            ev.qname = Some(q.qname()).filter(|s| !s.is_empty());
-            ev.host = ev.qname.clone();
-            ev.qtype = Some(q.qtype()).filter(|s| !s.is_empty());
+        if let Outcome::Refused(a) = o {
+            log::debug!("dns: {}: {} ({})", asker.addr, a.refusal.note(), a.rcode.to_str());
         }
-        ev.rcode = Some(rcode_name(a.rcode));
-        ev.reason = Some(a.refusal.reason().to_owned());
-        ev.note = Some(a.refusal.note());
-        log::debug!("dns: {}: {} ({})", asker.addr, a.refusal.note(), a.rcode.to_str());
-        self.emitter.emit(ev);
+        let base = self.emitter.event(Component::Dns, reply::action(o));
+        self.emitter.emit(reply::event(base, asker, o));
     }
-}
-
-/// Who asked a query and where to: the event's flow.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Asker {
-    pub addr: SocketAddr,
-    /// The server address the query came in on.
-    pub local: SocketAddr,
-    pub proto: &'static str,
-    /// The owner of the client's socket (TCP only: a netlink lookup per
-    /// datagram would cost more than answering it).
-    pub who: Option<crate::peer::Owner>,
-}
-
-impl Asker {
-    pub fn udp(addr: SocketAddr, local: SocketAddr) -> Asker {
-        Asker { addr, local, proto: "UDP", who: None }
-    }
-
-    fn event(&self, emitter: &Emitter, action: EvAction) -> crate::events::Event {
-        emitter
-            .event(Component::Dns, action)
-            .with_flow(self.addr, self.local, self.proto)
-            .with_owner(self.who)
-    }
-}
-
-/// Event `rcode` values are the mnemonics dig prints (`NOERROR`,
-/// `NXDOMAIN`, …).
-pub fn rcode_name(c: ResponseCode) -> String {
-    let s = match c {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        other => return format!("RCODE{}", u16::from(other)),
-    };
-    s.to_owned()
 }

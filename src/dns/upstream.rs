@@ -59,6 +59,36 @@ impl fmt::Display for UpstreamError {
 
 impl std::error::Error for UpstreamError {}
 
+/// Where one query stands in the fail-over order: the next upstream to
+/// try (over TCP when `tcp_next`: its UDP answer was truncated) and every
+/// failed attempt so far. The one fail-over state of both exchanges: the
+/// blocking one here and the forwarders' event loops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tries {
+    pub next: usize,
+    pub tcp_next: bool,
+    pub attempts: Vec<(SocketAddr, String)>,
+}
+
+impl Tries {
+    /// Upstream `up` failed (`why`): on to the next, over UDP.
+    pub fn failed(&mut self, up: SocketAddr, why: String) {
+        self.attempts.push((up, why));
+        self.next += 1;
+        self.tcp_next = false;
+    }
+
+    /// Upstream number `up` answered truncated over UDP: it again, over TCP.
+    pub fn truncated(&mut self, up: usize) {
+        self.next = up;
+        self.tcp_next = true;
+    }
+
+    pub fn into_error(self) -> UpstreamError {
+        UpstreamError { attempts: self.attempts }
+    }
+}
+
 thread_local! {
     /// One receive buffer per thread: a UDP answer may be 64 KiB, and
     /// allocating and zeroing that per query showed up in profiles.
@@ -87,29 +117,26 @@ impl Upstreams {
         check: &dyn Fn(&[u8]) -> Result<T, String>,
         truncated: &dyn Fn(&T) -> bool,
     ) -> Result<(Vec<u8>, T), UpstreamError> {
-        self.exchange_from(query, 0, false, Vec::new(), check, truncated)
+        self.exchange_from(query, Tries::default(), check, truncated)
     }
 
-    /// As [`Upstreams::exchange`], starting with upstream number `first`
-    /// (over TCP when `tcp_first`: its UDP answer was truncated), after
-    /// the failed `attempts` made elsewhere.
+    /// As [`Upstreams::exchange`], going on from `tries` (a query the
+    /// forwarders started).
     pub fn exchange_from<T>(
         &self,
         query: &[u8],
-        first: usize,
-        tcp_first: bool,
-        mut attempts: Vec<(SocketAddr, String)>,
+        mut tries: Tries,
         check: &dyn Fn(&[u8]) -> Result<T, String>,
         truncated: &dyn Fn(&T) -> bool,
     ) -> Result<(Vec<u8>, T), UpstreamError> {
         if query.len() < super::filter::HEADER_LEN {
-            attempts.push((SocketAddr::from(([0, 0, 0, 0], 0)), "query shorter than a header".to_owned()));
-            return Err(UpstreamError { attempts });
+            tries.failed(SocketAddr::from(([0, 0, 0, 0], 0)), "query shorter than a header".to_owned());
+            return Err(tries.into_error());
         }
         let client_id = [query[0], query[1]];
         let mut q = query.to_vec();
-        for (i, &up) in self.addrs.iter().enumerate().skip(first) {
-            let result = if tcp_first && i == first {
+        while let Some(&up) = self.addrs.get(tries.next) {
+            let result = if tries.tcp_next {
                 self.tcp(&mut q, up, check)
             } else {
                 self.udp(&mut q, up, check).and_then(|(resp, t)| {
@@ -128,11 +155,11 @@ impl Upstreams {
                 }
                 Err(why) => {
                     log::debug!("upstream {up}: {why}");
-                    attempts.push((up, why));
+                    tries.failed(up, why);
                 }
             }
         }
-        Err(UpstreamError { attempts })
+        Err(tries.into_error())
     }
 
     fn udp<T>(
@@ -304,6 +331,24 @@ mod tests {
         u.udp_timeout = Duration::from_millis(300);
         u.tcp_timeout = Duration::from_millis(300);
         u
+    }
+
+    #[test]
+    fn tries_walk_the_upstreams_in_order_and_remember_why() {
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("10.0.0.1:53".parse().unwrap(), "10.0.0.2:53".parse().unwrap());
+        let mut t = Tries::default();
+        assert_eq!((t.next, t.tcp_next), (0, false));
+        t.truncated(0);
+        assert_eq!((t.next, t.tcp_next), (0, true), "the same upstream again, over tcp");
+        t.failed(a, "tcp connect: refused".into());
+        assert_eq!((t.next, t.tcp_next), (1, false), "then the next one, over udp");
+        t.failed(b, "no answer".into());
+        let e = t.into_error();
+        assert_eq!(
+            e.to_string(),
+            "every dns upstream failed: 10.0.0.1:53: tcp connect: refused; 10.0.0.2:53: no answer"
+        );
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl Listener {
     fn config(&self, seq: u32, attrs: &[(u16, Vec<u8>)], op: &'static str) -> Result<(), NflogError> {
         let mut built = Vec::new();
         for (t, v) in attrs {
-            built.push(nl_attr(*t, v)?);
+            built.push(nl::bytes(*t, v).map_err(|e| NflogError::Encode(e.to_string()))?);
         }
         let ty = (c::NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
         let msg = nl::message(ty, NlmF::REQUEST | NlmF::ACK, seq, 0, self.group, &built)
@@ -185,18 +185,6 @@ impl Listener {
         }
         Ok(out)
     }
-}
-
-fn nl_attr(t: u16, v: &[u8]) -> Result<neli::genl::Nlattr<u16, neli::types::Buffer>, NflogError> {
-    let ty = neli::genl::AttrTypeBuilder::default()
-        .nla_type(t)
-        .build()
-        .map_err(|e| NflogError::Encode(e.to_string()))?;
-    neli::genl::NlattrBuilder::default()
-        .nla_type(ty)
-        .nla_payload(neli::types::Buffer::from(v.to_vec()))
-        .build()
-        .map_err(|e| NflogError::Encode(e.to_string()))
 }
 
 /// The `nflog.event` for one logged packet.

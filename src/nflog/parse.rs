@@ -117,7 +117,7 @@ pub fn parse_message(msg: &[u8]) -> Result<LogRecord, ParseError> {
     let mut payload = None;
     let mut uid = None;
     let mut mark = None;
-    for (ty, v) in attrs(&msg[4..]) {
+    for (ty, v) in crate::nft::netlink::attrs(&msg[4..]) {
         match ty {
             NFULA_PREFIX => {
                 let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
@@ -233,22 +233,6 @@ fn skip_ipv6_extensions(mut next: u8, mut rest: &[u8]) -> (u8, Option<&[u8]>) {
         }
     }
     (next, None)
-}
-
-/// Netlink attributes `(type, payload)`; a malformed tail is ignored.
-fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut rest = buf;
-    while rest.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
-        let ty = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
-        if len < 4 || len > rest.len() {
-            break;
-        }
-        out.push((ty, &rest[4..len]));
-        rest = rest.get((len + 3) & !3..).unwrap_or(&[]);
-    }
-    out
 }
 
 #[cfg(test)]

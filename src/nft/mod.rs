@@ -147,18 +147,36 @@ pub fn delete_table() -> Result<bool, NftError> {
     }
 }
 
-/// Strict DNS mode: lets the workloads reach `ip` for `ttl` (an address an
-/// allowed answer returned). Adding an address already present keeps it.
-pub fn add_learned(elems: &[(std::net::IpAddr, Duration)]) -> Result<(), NftError> {
-    if elems.is_empty() {
-        return Ok(());
+/// Strict DNS mode: a netfilter socket kept open for adding learned
+/// addresses to `learned4`/`learned6`, one acked batch per call. The DNS
+/// server's learner (`dns::learn::NftLearner`) holds one; there is no
+/// other way elements are written.
+pub struct LearnedSets {
+    nl: Netlink,
+}
+
+impl LearnedSets {
+    pub fn open() -> Result<LearnedSets, NftError> {
+        Ok(LearnedSets { nl: Netlink::open()? })
     }
-    let ms: Vec<(std::net::IpAddr, u64)> =
-        elems.iter().map(|(ip, d)| (*ip, d.as_millis().clamp(1, u128::from(u64::MAX)) as u64)).collect();
-    let mut nl = Netlink::open()?;
-    let batch = netlink::learned_batch(TABLE, &ms, nl.next_seq())?;
-    nl.seq = nl.seq.wrapping_add(batch.messages as u32);
-    nl.run_batch(&batch)
+
+    /// Lets the workloads reach each address for its time (an address an
+    /// allowed answer returned). Re-adding one refreshes its timeout.
+    pub fn add(&mut self, elems: &[(std::net::IpAddr, Duration)]) -> Result<(), NftError> {
+        if elems.is_empty() {
+            return Ok(());
+        }
+        let ms: Vec<(std::net::IpAddr, u64)> =
+            elems.iter().map(|(ip, d)| (*ip, d.as_millis().clamp(1, u128::from(u64::MAX)) as u64)).collect();
+        let batch = netlink::learned_batch(TABLE, &ms, self.nl.next_seq())?;
+        self.nl.seq = self.nl.seq.wrapping_add(batch.messages as u32);
+        self.nl.run_batch(&batch)
+    }
+}
+
+/// [`LearnedSets::add`] once, on a socket of its own.
+pub fn add_learned(elems: &[(std::net::IpAddr, Duration)]) -> Result<(), NftError> {
+    LearnedSets::open()?.add(elems)
 }
 
 /// What is installed in egret's table now.

@@ -101,6 +101,9 @@ pub mod c {
     pub const NFT_EXTHDR_OP_IPV6: u32 = 0;
     pub const NFT_EXTHDR_OP_IPV4: u32 = 2;
     pub const IPPROTO_ROUTING: u8 = 43;
+    pub const NFTA_CONNLIMIT_COUNT: u16 = 1;
+    pub const NFTA_CONNLIMIT_FLAGS: u16 = 2;
+    pub const NFT_CONNLIMIT_F_INV: u32 = 1;
     pub const NFT_META_NFPROTO: u32 = 15;
     pub const NFT_META_L4PROTO: u32 = 16;
     pub const NFTA_CMP_SREG: u16 = 1;
@@ -210,7 +213,8 @@ fn be32(t: u16, v: u32) -> Result<Attr, EncodeError> {
     attr(t, v.to_be_bytes())
 }
 
-fn bytes(t: u16, v: &[u8]) -> Result<Attr, EncodeError> {
+/// An attribute with a byte payload (shared with the NFLOG shell).
+pub(crate) fn bytes(t: u16, v: &[u8]) -> Result<Attr, EncodeError> {
     attr(t, Buffer::from(v.to_vec()))
 }
 
@@ -310,6 +314,21 @@ fn verdict(code: i32) -> Result<Attr, EncodeError> {
         "immediate",
         vec![be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_VERDICT)?, nest(c::NFTA_IMMEDIATE_DATA, vec![v])?],
     )
+}
+
+/// A value into register 1, for the statement after it to use.
+fn immediate(v: &[u8]) -> Result<Attr, EncodeError> {
+    expr("immediate", vec![be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_1)?, data(c::NFTA_IMMEDIATE_DATA, v)?])
+}
+
+/// `iifname`/`oifname` compared with `name` (padded to IFNAMSIZ, as the
+/// kernel stores it).
+fn ifname(key: u32, op: u32, name: &str) -> Result<Vec<Attr>, EncodeError> {
+    let mut n = [0u8; c::IFNAMSIZ];
+    let b = name.as_bytes();
+    let len = b.len().min(c::IFNAMSIZ - 1);
+    n[..len].copy_from_slice(&b[..len]);
+    Ok(vec![meta(key)?, cmp(op, &n)?])
 }
 
 fn nfproto(f: Family) -> Result<Vec<Attr>, EncodeError> {
@@ -458,13 +477,12 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             v.push(cmp(c::NFT_CMP_EQ, &[*t])?);
             v
         }
-        Match::OifnameNot(name) => {
-            let mut n = [0u8; c::IFNAMSIZ];
-            let b = name.as_bytes();
-            let len = b.len().min(c::IFNAMSIZ - 1);
-            n[..len].copy_from_slice(&b[..len]);
-            vec![meta(c::NFT_META_OIFNAME)?, cmp(c::NFT_CMP_NEQ, &n)?]
-        }
+        Match::OifnameNot(name) => ifname(c::NFT_META_OIFNAME, c::NFT_CMP_NEQ, name)?,
+        Match::Iifname(name) => ifname(c::NFT_META_IIFNAME, c::NFT_CMP_EQ, name)?,
+        Match::CtCountOver(n) => vec![expr(
+            "connlimit",
+            vec![be32(c::NFTA_CONNLIMIT_COUNT, *n)?, be32(c::NFTA_CONNLIMIT_FLAGS, c::NFT_CONNLIMIT_F_INV)?],
+        )?],
         Match::Ip6RoutingHeader => {
             let mut v = nfproto(Family::V6)?;
             v.push(exthdr_present(c::NFT_EXTHDR_OP_IPV6, c::IPPROTO_ROUTING)?);
@@ -477,13 +495,7 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             v.push(cmp(c::NFT_CMP_EQ, &[1])?);
             v
         }
-        Match::IifnameNot(name) => {
-            let mut n = [0u8; c::IFNAMSIZ];
-            let b = name.as_bytes();
-            let len = b.len().min(c::IFNAMSIZ - 1);
-            n[..len].copy_from_slice(&b[..len]);
-            vec![meta(c::NFT_META_IIFNAME)?, cmp(c::NFT_CMP_NEQ, &n)?]
-        }
+        Match::IifnameNot(name) => ifname(c::NFT_META_IIFNAME, c::NFT_CMP_NEQ, name)?,
         Match::CtMark(m) => vec![
             expr("ct", vec![be32(c::NFTA_CT_DREG, c::NFT_REG_1)?, be32(c::NFTA_CT_KEY, c::NFT_CT_MARK)?])?,
             cmp(c::NFT_CMP_EQ, &m.to_ne_bytes())?,
@@ -497,13 +509,7 @@ fn stmt_exprs(s: &Stmt) -> Result<Vec<Attr>, EncodeError> {
         Stmt::Drop => vec![verdict(c::NF_DROP)?],
         Stmt::Return => vec![verdict(c::NFT_RETURN)?],
         Stmt::Redirect(port) => vec![
-            expr(
-                "immediate",
-                vec![
-                    be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_1)?,
-                    data(c::NFTA_IMMEDIATE_DATA, &port.to_be_bytes())?,
-                ],
-            )?,
+            immediate(&port.to_be_bytes())?,
             expr(
                 "redir",
                 vec![
@@ -540,24 +546,12 @@ fn stmt_exprs(s: &Stmt) -> Result<Vec<Attr>, EncodeError> {
             )?]
         }
         Stmt::CtMarkSet(m) => vec![
-            expr(
-                "immediate",
-                vec![
-                    be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_1)?,
-                    data(c::NFTA_IMMEDIATE_DATA, &m.to_ne_bytes())?,
-                ],
-            )?,
+            immediate(&m.to_ne_bytes())?,
             expr("ct", vec![be32(c::NFTA_CT_KEY, c::NFT_CT_MARK)?, be32(c::NFTA_CT_SREG, c::NFT_REG_1)?])?,
         ],
         Stmt::Counter => vec![expr("counter", vec![])?],
         Stmt::MarkSet(m) => vec![
-            expr(
-                "immediate",
-                vec![
-                    be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_1)?,
-                    data(c::NFTA_IMMEDIATE_DATA, &m.to_ne_bytes())?,
-                ],
-            )?,
+            immediate(&m.to_ne_bytes())?,
             expr(
                 "meta",
                 vec![be32(c::NFTA_META_KEY, c::NFT_META_MARK)?, be32(c::NFTA_META_SREG, c::NFT_REG_1)?],
@@ -672,17 +666,9 @@ fn nfproto_of(f: TableFamily) -> u8 {
 /// NEWTABLE (so that DELTABLE cannot fail), DELTABLE, NEWTABLE: the table
 /// replaced inside the batch's transaction.
 fn replace_table(b: &mut Builder, family: TableFamily, table: &str) -> Result<(), EncodeError> {
-    let tname = || table_attr(c::NFTA_TABLE_NAME, table);
-    let f = family.name();
-    b.push_in(family, c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table {f} {table} (ensure)"))?;
-    b.push_in(
-        family,
-        c::NFT_MSG_DELTABLE,
-        NlmF::empty(),
-        &[tname()?],
-        format!("table {f} {table} (delete old)"),
-    )?;
-    b.push_in(family, c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table {f} {table}"))
+    drop_table(b, family, table)?;
+    let tname = table_attr(c::NFTA_TABLE_NAME, table)?;
+    b.push_in(family, c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname], format!("table {} {table}", family.name()))
 }
 
 /// A table's chains and their rules.
@@ -747,17 +733,16 @@ pub fn tables_batch(tables: &[super::ruleset::Table], seq: u32) -> Result<Batch,
 pub fn drop_tables_batch(tables: &[(TableFamily, &str)], seq: u32) -> Result<Batch, EncodeError> {
     let mut b = Builder::new(seq)?;
     for &(family, table) in tables {
-        let (f, tname) = (family.name(), || table_attr(c::NFTA_TABLE_NAME, table));
-        b.push_in(
-            family,
-            c::NFT_MSG_NEWTABLE,
-            NlmF::CREATE,
-            &[tname()?],
-            format!("table {f} {table} (ensure)"),
-        )?;
-        b.push_in(family, c::NFT_MSG_DELTABLE, NlmF::empty(), &[tname()?], format!("table {f} {table}"))?;
+        drop_table(&mut b, family, table)?;
     }
     b.finish()
+}
+
+/// NEWTABLE (so that DELTABLE cannot fail), then DELTABLE.
+fn drop_table(b: &mut Builder, family: TableFamily, table: &str) -> Result<(), EncodeError> {
+    let (f, tname) = (family.name(), || table_attr(c::NFTA_TABLE_NAME, table));
+    b.push_in(family, c::NFT_MSG_NEWTABLE, NlmF::CREATE, &[tname()?], format!("table {f} {table} (ensure)"))?;
+    b.push_in(family, c::NFT_MSG_DELTABLE, NlmF::empty(), &[tname()?], format!("table {f} {table}"))
 }
 
 /// The batch that adds addresses to the learned sets (strict DNS mode),
@@ -799,16 +784,7 @@ pub fn learned_batch(table: &str, elems: &[(IpAddr, u64)], seq: u32) -> Result<B
 pub fn delete_batch(table: &str, seq: u32) -> Result<Batch, EncodeError> {
     let mut b = Builder::new(seq)?;
     for family in [TableFamily::Arp, TableFamily::Netdev] {
-        let f = family.name();
-        let tname = || table_attr(c::NFTA_TABLE_NAME, table);
-        b.push_in(
-            family,
-            c::NFT_MSG_NEWTABLE,
-            NlmF::CREATE,
-            &[tname()?],
-            format!("table {f} {table} (ensure)"),
-        )?;
-        b.push_in(family, c::NFT_MSG_DELTABLE, NlmF::empty(), &[tname()?], format!("table {f} {table}"))?;
+        drop_table(&mut b, family, table)?;
     }
     b.push(
         c::NFT_MSG_DELTABLE,
@@ -1118,6 +1094,45 @@ mod tests {
         for (e, want) in cases {
             assert_eq!(interval_keys(&e), want, "{e:?}");
         }
+    }
+
+    #[test]
+    fn learned_batch_shape() {
+        fn contains(hay: &[u8], needle: &[u8]) -> bool {
+            hay.windows(needle.len()).any(|w| w == needle)
+        }
+        let ips: Vec<(IpAddr, u64)> = vec![
+            ("10.200.0.2".parse().unwrap(), 30_000),
+            ("fd00:200::2".parse().unwrap(), 1500),
+            ("10.200.0.3".parse().unwrap(), 3_600_000),
+        ];
+        let b = learned_batch("egret", &ips, 100).unwrap();
+        let msgs = split_messages(&b.bytes);
+        let kinds: Vec<u16> = msgs.iter().map(|m| m.ty).collect();
+        assert_eq!(kinds, [0x10, 0x0a0c, 0x0a0c, 0x11], "begin, one NEWSETELEM per family, end");
+        assert_eq!(msgs.iter().map(|m| m.seq).collect::<Vec<_>>(), [100, 101, 102, 103]);
+        assert_eq!(b.acked.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [101, 102]);
+        assert_eq!(msgs[1].flags, 0x1 | 0x4 | 0x400, "request, ack, create; no EXCL so re-adding refreshes");
+        assert_eq!((msgs[1].payload[0], msgs[0].payload[0]), (1, 0), "inet family; batch markers unspec");
+        let v4 = msgs[1].payload;
+        assert!(contains(v4, b"egret\0") && contains(v4, b"learned4\0"));
+        assert!(contains(v4, &[10, 200, 0, 2]) && contains(v4, &[10, 200, 0, 3]));
+        assert!(contains(v4, &30_000u64.to_be_bytes()) && contains(v4, &3_600_000u64.to_be_bytes()));
+        let v6 = msgs[2].payload;
+        assert!(contains(v6, b"learned6\0"));
+        assert!(contains(v6, &"fd00:200::2".parse::<std::net::Ipv6Addr>().unwrap().octets()));
+        assert!(contains(v6, &1500u64.to_be_bytes()));
+        // Thousands of addresses: split, each part acked.
+        let many: Vec<(IpAddr, u64)> =
+            (0..3000u32).map(|i| (IpAddr::V6(std::net::Ipv6Addr::from(u128::from(i) + 1)), 60_000)).collect();
+        let b = learned_batch("egret", &many, 1).unwrap();
+        let msgs = split_messages(&b.bytes);
+        assert_eq!(msgs.len(), 2 + 3000usize.div_ceil(ELEMS_PER_MSG));
+        assert_eq!(b.acked.len(), msgs.len() - 2);
+        // Only one family: one NEWSETELEM.
+        let b = learned_batch("egret", &ips[..1], 7).unwrap();
+        assert_eq!(split_messages(&b.bytes).len(), 3);
+        assert_eq!(b.acked.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [8]);
     }
 
     #[test]

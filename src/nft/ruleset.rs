@@ -268,6 +268,10 @@ pub enum Match {
     IifnameNot(&'static str),
     /// `oifname != "name"` (postrouting: the real output device)
     OifnameNot(&'static str),
+    /// `iifname "name"`
+    Iifname(&'static str),
+    /// `ct count over N`: more than N connections already match the rule.
+    CtCountOver(u32),
     /// `exthdr rt exists`: an IPv6 routing header (source routing).
     Ip6RoutingHeader,
     /// `ip option lsrr exists` / `ip option ssrr exists` (131 / 137):
@@ -471,6 +475,13 @@ impl Ruleset {
                 nat.push(rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::Return]));
                 nat.push(rule(vec![Match::DaddrInSet(Family::V4, SET_ALLOWED4)], vec![Stmt::Return]));
                 nat.push(rule(vec![Match::DaddrInSet(Family::V6, SET_ALLOWED6)], vec![Stmt::Return]));
+                // A link-local destination cannot be redirected to ::1 (the
+                // scope does not match) and would hang: left to filter_out,
+                // which refuses it at once.
+                nat.push(rule(
+                    vec![Match::DaddrPrefix(IpAddr::V6(Ipv6Addr::from(0xfe80u128 << 112)), 10)],
+                    vec![Stmt::Return],
+                ));
                 nat.push(rule(vec![Match::Dport(L4::Tcp, 80)], vec![Stmt::Redirect(cfg.http_port)]));
                 nat.push(rule(vec![Match::Dport(L4::Tcp, 443)], vec![Stmt::Redirect(cfg.https_port)]));
                 listeners.push((L4::Tcp, cfg.http_port));
@@ -594,6 +605,26 @@ impl Ruleset {
         };
 
         let mut input = Vec::new();
+        if let Some(m) = cfg.metrics_addr {
+            // METRICS_ADDR is not redirected to, but a squatter on it would
+            // answer health probes, and idle connections from inside the pod
+            // would hold egret's threads and descriptors: only egret's own
+            // socket, and at most a few connections from this host.
+            let port = m.port();
+            input.push(rule(
+                vec![Match::Dport(L4::Tcp, port), Match::SocketMarkNot(id.listen_mark)],
+                vec![reject(L4::Tcp)],
+            ));
+            input.push(rule(
+                vec![
+                    Match::CtState(CtState::New, Cmp::Eq),
+                    Match::Iifname("lo"),
+                    Match::Dport(L4::Tcp, port),
+                    Match::CtCountOver(METRICS_LOCAL_CONNECTIONS),
+                ],
+                vec![reject(L4::Tcp)],
+            ));
+        }
         for &(l4, port) in &listeners {
             // From this host only; and only into egret's own socket.
             input.push(rule(vec![Match::IifnameNot("lo"), Match::Dport(l4, port)], vec![Stmt::Drop]));
@@ -689,6 +720,10 @@ impl Ruleset {
         self.chains.iter().map(|c| c.rules.len()).sum()
     }
 }
+
+/// Connections from inside the pod to METRICS_ADDR open at once: enough
+/// for a scraper and probes, not for holding egret's threads.
+pub const METRICS_LOCAL_CONNECTIONS: u32 = 16;
 
 /// The link-layer tables. ARP is sent past the IP hooks, so it is tagged
 /// in its own output hook; each real interface's egress then passes only
@@ -912,6 +947,8 @@ impl fmt::Display for Match {
             },
             Match::IifnameNot(n) => write!(f, "iifname != \"{n}\""),
             Match::OifnameNot(n) => write!(f, "oifname != \"{n}\""),
+            Match::Iifname(n) => write!(f, "iifname \"{n}\""),
+            Match::CtCountOver(n) => write!(f, "ct count over {n}"),
             Match::Ip6RoutingHeader => f.write_str("exthdr rt exists"),
             Match::Ip4Option(131) => f.write_str("ip option lsrr exists"),
             Match::Ip4Option(137) => f.write_str("ip option ssrr exists"),
@@ -1015,6 +1052,7 @@ table inet egret {
 		fib daddr type local return
 		ip daddr @allowed4 return
 		ip6 daddr @allowed6 return
+		ip6 daddr fe80::/10 return
 		tcp dport 80 redirect to :8080
 		tcp dport 443 redirect to :8443
 	}
@@ -1122,6 +1160,7 @@ table inet egret {
 		fib daddr type local return
 		ip daddr @allowed4 return
 		ip6 daddr @allowed6 return
+		ip6 daddr fe80::/10 return
 		tcp dport 80 redirect to :8080
 		tcp dport 443 redirect to :8443
 	}

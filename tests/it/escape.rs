@@ -1580,3 +1580,63 @@ fn escape_35_a_workload_rewriting_shared_etc_files_cannot_redirect_egret() {
 fn s_addr(host: &str, port: u16) -> SocketAddr {
     SocketAddr::new(host.parse().expect("ip"), port)
 }
+
+/// `egret health` over the daemon's unix socket in `ns`: its exit code.
+fn health_socket(ns: &str) -> i32 {
+    let sock =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("health-{ns}")).join("egret.sock");
+    let mut c = Pair::exec(ns, env!("CARGO_BIN_EXE_egret"));
+    c.arg("health").env_clear().env("HEALTH_SOCKET", &sock);
+    util::run(c).0
+}
+
+#[test]
+fn escape_36_metrics_addr_cannot_be_squatted_or_exhausted_from_the_pod() {
+    let w = world();
+    let p = &w.p;
+    let squatter = spawn_as(&p.work, Priv::Nobody, &["hostile-tcp", "127.0.0.1", "9199"]);
+    let pol = policy_file("escape-36", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream), ("METRICS_ADDR", "9199")]);
+    d.wait_logged("cannot listen on metrics 127.0.0.1:9199", Duration::from_secs(5));
+    // A probe of METRICS_ADDR does not get the squatter's answer.
+    let (code, body) = curl(&p.work, &["http://127.0.0.1:9199/health"]);
+    assert!(
+        code == "000" && !body.contains("hostile"),
+        "the squatter answered a health probe: {code} {body}"
+    );
+    assert_eq!(squatter.line(Duration::from_millis(500)), None, "the squatter received a connection");
+    assert_eq!(health_socket(&p.work), 1, "the missing METRICS_ADDR listener is a health problem");
+    drop(squatter);
+    d.wait_logged("listening on metrics 127.0.0.1:9199 (METRICS_ADDR) now", Duration::from_secs(5));
+    let (code, _) = curl(&p.work, &["http://127.0.0.1:9199/health"]);
+    assert_eq!(code, "200");
+    // Idle connections from inside the pod: a few are let in, the rest
+    // refused, so they cannot hold egret's threads and descriptors.
+    let pid = d.child.id();
+    let before = threads(pid);
+    let hog = spawn_as(&p.work, Priv::Nobody, &["hold-tcp", "127.0.0.1", "9199", "200"]);
+    let open = hog.line(Duration::from_secs(30)).unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(2));
+    let during = threads(pid);
+    assert!(during < before + 40, "egret grew from {before} to {during} threads ({open})");
+    assert_eq!(health_socket(&p.work), 0, "the unix socket still answers");
+    drop(hog);
+}
+
+#[test]
+fn escape_37_web_ports_of_a_link_local_neighbour_fail_fast() {
+    let s = setup("37", ALLOWED, &[]);
+    let p = s.p();
+    let mut c = Pair::exec(&p.up, "ip");
+    c.args(["-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"]);
+    let (_, out, _) = util::run(c);
+    let ll = out.split_whitespace().skip_while(|w| *w != "inet6").nth(1).and_then(|a| a.split('/').next());
+    let ll = ll.unwrap_or_else(|| panic!("no link-local address upstream: {out}")).to_owned();
+    for port in [80, 443] {
+        let t = Instant::now();
+        let (code, _) = curl(&p.work, &["-g", &format!("http://[{ll}%eth0]:{port}/")]);
+        assert_eq!(code, "000", "port {port} of a link-local neighbour answered");
+        assert!(t.elapsed() < FAST, "port {port} of a link-local neighbour took {:?}", t.elapsed());
+    }
+}

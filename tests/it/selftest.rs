@@ -25,7 +25,7 @@ fn setup(tag: &str, env: &[(&str, &str)]) -> (World, Daemon, Guard) {
     let sniff = Pair::spawn_ready(
         &w.p.up,
         crate::nft::py(),
-        &[&util::data("netns/canary_sniff.py").to_string_lossy(), "eth0"],
+        &[&util::data("netns/sniff_marker.py").to_string_lossy(), "eth0", "canary"],
     );
     let pol = policy_file(&format!("selftest-{tag}"), ALLOWED);
     let upstream = format!("{}:53", w.p.v4(2));

@@ -138,12 +138,18 @@ def tcp_fullqueue6(remote, port, local, payload):
     except OSError as e:
         return out(technique, False, "forging failed: %s: %s" % (type(e).__name__, e))
     time.sleep(0.2)
+    reply_open(technique, fam, (local, lport), (remote, port), payload)
+
+
+def reply_open(technique, fam, local, remote, payload):
+    """connect() from the forged flow's local end to its remote one: what
+    conntrack would take for the flow's reply (a simultaneous open)."""
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        s.bind((local, lport))
+        s.bind(local)
         s.settimeout(TIMEOUT)
-        s.connect((remote, port))
+        s.connect(remote)
     except OSError as e:
         return out(technique, False, "connect: %s: %s" % (type(e).__name__, e))
     reached, detail = echo_back(s, payload + b"\n")
@@ -173,15 +179,7 @@ def tcp_rawsyn4(remote, port, local, payload):
     except OSError as e:
         return out(technique, False, "forging failed: %s: %s" % (type(e).__name__, e))
     time.sleep(0.1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((local, lport))
-        s.settimeout(TIMEOUT)
-        s.connect((remote, port))
-    except OSError as e:
-        return out(technique, False, "connect: %s: %s" % (type(e).__name__, e))
-    reached, detail = echo_back(s, payload + b"\n")
-    out(technique, reached, detail)
+    reply_open(technique, socket.AF_INET, (local, lport), (remote, port), payload)
 
 
 MARKER = b"egret-covert"
@@ -355,6 +353,17 @@ def bindtodev(dev, dst, port):
     result(go)
 
 
+def retried(fn, *args):
+    """Runs a technique again (a few times, bounded) when a port it picked
+    was taken by another test in between: the attempt never happened."""
+    for attempt in range(5):
+        try:
+            return fn(*args)
+        except OSError as e:
+            if e.errno != 98 or attempt == 4:  # EADDRINUSE
+                raise
+
+
 def main():
     if sys.argv[1] == "source-route":
         return source_route(sys.argv[2], int(sys.argv[3]), sys.argv[4])
@@ -376,13 +385,13 @@ def main():
     technique, remote, port, local = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     payload = (sys.argv[5] if len(sys.argv) > 5 else "x").encode()
     if technique == "udp-freebind6":
-        udp_forged(technique, socket.AF_INET6, socket.IPPROTO_IPV6, IPV6_FREEBIND, remote, port, local, payload)
+        retried(udp_forged, technique, socket.AF_INET6, socket.IPPROTO_IPV6, IPV6_FREEBIND, remote, port, local, payload)
     elif technique == "udp-transparent4":
-        udp_forged(technique, socket.AF_INET, socket.IPPROTO_IP, IP_TRANSPARENT, remote, port, local, payload)
+        retried(udp_forged, technique, socket.AF_INET, socket.IPPROTO_IP, IP_TRANSPARENT, remote, port, local, payload)
     elif technique == "tcp-fullqueue6":
-        tcp_fullqueue6(remote, port, local, payload)
+        retried(tcp_fullqueue6, remote, port, local, payload)
     elif technique == "tcp-rawsyn4":
-        tcp_rawsyn4(remote, port, local, payload)
+        retried(tcp_rawsyn4, remote, port, local, payload)
     else:
         sys.exit("unknown technique %s" % technique)
 
