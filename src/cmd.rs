@@ -131,7 +131,7 @@ pub struct Prepared {
     pub cfg: Config,
     pub policy: Policy,
     /// egret's own identity: set `identity.mark` on every socket egret
-    /// opens to the outside (`nft::set_mark`).
+    /// opens to the outside (`outbound`).
     pub identity: crate::nft::Identity,
     /// The host facts the ruleset was built from.
     pub host: crate::nft::Host,

@@ -22,6 +22,7 @@ pub mod listen;
 pub mod metrics;
 pub mod nflog;
 pub mod nft;
+pub mod outbound;
 pub mod peer;
 pub mod policy;
 pub mod proxy;

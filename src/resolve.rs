@@ -271,36 +271,8 @@ impl Resolver {
         f(&mut g)
     }
 
-    /// A and AAAA of `name` from the upstreams: the addresses (empty when
-    /// the name has none), or `Err` when no upstream answered either
-    /// question. A SERVFAIL or REFUSED counts as no answer: the next
-    /// upstream is asked.
     fn lookup(&self, name: &str) -> Result<Vec<(IpAddr, Duration)>, ()> {
-        let upstreams = &self.upstreams;
-        let mut out = Vec::new();
-        let mut answered = false;
-        for qtype in [RecordType::A, RecordType::AAAA] {
-            let Some((bytes, info)) = build_query(name, qtype) else { continue };
-            let check = |r: &[u8]| {
-                let reply = filter::check_response(r, &info).map_err(|e| e.to_string())?;
-                match reply.rcode {
-                    ResponseCode::NoError | ResponseCode::NXDomain => Ok(reply),
-                    other => Err(format!("answered {other}")),
-                }
-            };
-            match upstreams.exchange(&bytes, &check, &|r| r.truncated) {
-                Ok((_, reply)) => {
-                    answered = true;
-                    out.extend(reply.addrs.iter().map(|&(ip, ttl)| (ip, Duration::from_secs(ttl.into()))))
-                }
-                Err(e) => log::debug!("resolve {name} {qtype}: {e}"),
-            }
-        }
-        if answered {
-            Ok(out)
-        } else {
-            Err(())
-        }
+        ask_addresses(&self.upstreams, name).map_err(|e| log::debug!("{e}"))
     }
 }
 
@@ -308,6 +280,40 @@ impl Learn for Resolver {
     fn learn(&self, name: &str, ips: &[(IpAddr, Duration)]) -> Result<(), LearnError> {
         Resolver::learn(self, name, ips, Instant::now());
         Ok(())
+    }
+}
+
+/// A and AAAA of `name` from `upstreams` (egret's one DNS exchange): the
+/// addresses with their TTLs (empty when the name has none or does not
+/// exist), or `Err` when no upstream answered either question. A SERVFAIL
+/// or REFUSED counts as no answer: the next upstream is asked.
+pub fn ask_addresses(upstreams: &Upstreams, name: &str) -> Result<Vec<(IpAddr, Duration)>, String> {
+    let mut out = Vec::new();
+    let mut answered = false;
+    let mut why = Vec::new();
+    for qtype in [RecordType::A, RecordType::AAAA] {
+        let Some((bytes, info)) = build_query(name, qtype) else {
+            return Err(format!("resolve {name:?}: not a DNS name"));
+        };
+        let check = |r: &[u8]| {
+            let reply = filter::check_response(r, &info).map_err(|e| e.to_string())?;
+            match reply.rcode {
+                ResponseCode::NoError | ResponseCode::NXDomain => Ok(reply),
+                other => Err(format!("answered {other}")),
+            }
+        };
+        match upstreams.exchange(&bytes, &check, &|r| r.truncated) {
+            Ok((_, reply)) => {
+                answered = true;
+                out.extend(reply.addrs.iter().map(|&(ip, ttl)| (ip, Duration::from_secs(ttl.into()))))
+            }
+            Err(e) => why.push(format!("{qtype}: {e}")),
+        }
+    }
+    if answered {
+        Ok(out)
+    } else {
+        Err(format!("resolve {name:?}: {}", why.join("; ")))
     }
 }
 

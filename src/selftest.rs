@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, SockaddrStorage};
 
 use crate::nft::ruleset::{Chain, ChainPolicy, ChainType, Hook, Match, Rule, Stmt, Table, TableFamily};
+use crate::outbound;
 
 /// TEST-NET-1 and the IPv6 documentation prefix: never anyone's host.
 pub const CANARY4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
@@ -356,10 +357,11 @@ pub fn run(opts: &Options) -> Result<Report, SelftestError> {
 fn control(mark: u32, v4: IpAddr, v6: Option<IpAddr>) -> io::Result<()> {
     for (dst, src) in [(Some(IpAddr::V4(CANARY4)), Some(v4)), (Some(IpAddr::V6(CANARY6)), v6)] {
         let (Some(dst), Some(_)) = (dst, src) else { continue };
-        let s = if dst.is_ipv4() { UdpSocket::bind("0.0.0.0:0")? } else { UdpSocket::bind("[::]:0")? };
-        socket::setsockopt(&s, sockopt::Mark, &mark)?;
-        // The drop at the canary answers EPERM/ENOBUFS: sent is enough.
-        let _ = s.send_to(b"egret selftest control", SocketAddr::new(dst, 9));
+        // The drop at the canary answers EPERM/ENOBUFS: sent is enough
+        // (and a control that never arrives is reported by the caller).
+        if let Ok(s) = outbound::udp(SocketAddr::new(dst, 9), Some(mark), false) {
+            let _ = s.send(b"egret selftest control");
+        }
     }
     Ok(())
 }

@@ -10,12 +10,10 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use crate::outbound;
 
 /// Defaults for the exchange.
 pub mod defaults {
@@ -168,12 +166,7 @@ impl Upstreams {
         up: SocketAddr,
         check: &dyn Fn(&[u8]) -> Result<T, String>,
     ) -> Result<(Vec<u8>, T), String> {
-        let bind: SocketAddr = if up.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-        let sock = UdpSocket::bind(bind).map_err(|e| format!("udp bind: {e}"))?;
-        self.set_mark(&sock)?;
-        // Connected: the kernel drops datagrams from other addresses and
-        // reports ICMP port-unreachable as ECONNREFUSED at once.
-        sock.connect(up).map_err(|e| format!("udp connect: {e}"))?;
+        let sock = outbound::udp(up, self.mark, false).map_err(|e| e.to_string())?;
         let id = random_id();
         q[..2].copy_from_slice(&id.to_be_bytes());
         sock.send(q).map_err(|e| format!("udp send: {e}"))?;
@@ -227,7 +220,7 @@ impl Upstreams {
         check: &dyn Fn(&[u8]) -> Result<T, String>,
     ) -> Result<(Vec<u8>, T), String> {
         let deadline = Instant::now() + self.tcp_timeout;
-        let mut s = self.connect_tcp(up, self.tcp_timeout)?;
+        let mut s = outbound::tcp(up, self.mark, self.tcp_timeout).map_err(|e| format!("tcp {e}"))?;
         let id = random_id();
         q[..2].copy_from_slice(&id.to_be_bytes());
         let len = u16::try_from(q.len()).map_err(|_| "query longer than 65535 bytes".to_owned())?;
@@ -249,49 +242,10 @@ impl Upstreams {
         Ok((resp, t))
     }
 
-    /// A fresh non-blocking UDP socket connected to `up` (so the kernel
-    /// drops datagrams from anyone else and reports ICMP errors), with a
-    /// kernel-chosen random source port and the mark from its first
-    /// packet: for callers that wait for answers on their own event loop.
+    /// A fresh non-blocking marked UDP socket connected to `up`, for
+    /// callers that wait for answers on their own event loop.
     pub fn udp_socket(&self, up: SocketAddr) -> Result<UdpSocket, String> {
-        let family = if up.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-        let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
-        let fd: OwnedFd = socket::socket(family, SockType::Datagram, flags, None)
-            .map_err(|e| format!("udp socket: {e}"))?;
-        self.set_mark(&fd)?;
-        // connect() on an unbound UDP socket binds it to a random port.
-        socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(up))
-            .map_err(|e| format!("udp connect: {}", io::Error::from(e)))?;
-        Ok(UdpSocket::from(fd))
-    }
-
-    /// A TCP connection carrying the mark from its first SYN, with a
-    /// connect timeout.
-    fn connect_tcp(&self, up: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
-        let family = if up.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-        let fd: OwnedFd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-            .map_err(|e| format!("tcp socket: {e}"))?;
-        self.set_mark(&fd)?;
-        let s = TcpStream::from(fd);
-        // On Linux a blocking connect() gives up after SO_SNDTIMEO with
-        // EINPROGRESS, which gives a connect timeout on a socket that had
-        // to be marked before its first SYN.
-        s.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
-            .map_err(|e| format!("tcp socket: {e}"))?;
-        match socket::connect(s.as_raw_fd(), &SockaddrStorage::from(up)) {
-            Ok(()) => Ok(s),
-            Err(Errno::EINPROGRESS | Errno::EAGAIN) => {
-                Err(format!("tcp connect: no answer within {timeout:?}"))
-            }
-            Err(e) => Err(format!("tcp connect: {}", io::Error::from(e))),
-        }
-    }
-
-    fn set_mark<F: AsFd>(&self, fd: &F) -> Result<(), String> {
-        match self.mark {
-            Some(m) => socket::setsockopt(fd, sockopt::Mark, &m).map_err(|e| format!("set bypass mark: {e}")),
-            None => Ok(()),
-        }
+        outbound::udp(up, self.mark, true).map_err(|e| e.to_string())
     }
 }
 

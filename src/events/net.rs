@@ -8,13 +8,10 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
-use nix::sys::time::TimeVal;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, RustlsConnector, Transport,
@@ -22,6 +19,7 @@ use ureq::unversioned::transport::{
 use ureq::Agent;
 
 use super::resolve::MarkedResolver;
+use crate::outbound;
 
 /// How egret's client sockets are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,9 +155,8 @@ impl<In: Transport> Connector<In> for MarkedTcpConnector {
         let timeout = details.timeout.not_zero().map(|d| *d);
         let mut last: Option<io::Error> = None;
         for addr in &details.addrs {
-            match connect_marked(*addr, self.mark, timeout) {
+            match outbound::tcp(*addr, self.mark, timeout.unwrap_or(Duration::MAX)) {
                 Ok(stream) => {
-                    stream.set_nodelay(true)?;
                     let config = details.config;
                     let buffers = LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size());
                     return Ok(Some(Either::B(MarkedTcpTransport::new(stream, buffers))));
@@ -266,70 +263,9 @@ impl Transport for MarkedTcpTransport {
     }
 }
 
-/// A blocking TCP connect from a socket marked with `mark`. The connect
-/// timeout is SO_SNDTIMEO, which Linux applies to a blocking `connect`
-/// (socket(7)); it is cleared again before the stream is handed on.
-pub fn connect_marked(
-    addr: SocketAddr,
-    mark: Option<u32>,
-    timeout: Option<Duration>,
-) -> io::Result<TcpStream> {
-    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    if let Some(m) = mark {
-        socket::setsockopt(&fd, sockopt::Mark, &m).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!("set SO_MARK {m:#x} (needs CAP_NET_ADMIN or CAP_NET_RAW): {e}"),
-            )
-        })?;
-    }
-    if let Some(t) = timeout {
-        let tv = TimeVal::new(t.as_secs() as _, t.subsec_micros() as _);
-        socket::setsockopt(&fd, sockopt::SendTimeout, &tv)?;
-    }
-    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
-        Ok(()) => {}
-        // A blocking connect that ran out of SO_SNDTIMEO.
-        Err(nix::errno::Errno::EINPROGRESS) | Err(nix::errno::Errno::EAGAIN) => {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect {addr}: timed out")));
-        }
-        Err(e) => return Err(io::Error::new(io::Error::from(e).kind(), format!("connect {addr}: {e}"))),
-    }
-    let stream = TcpStream::from(fd);
-    stream.set_write_timeout(None)?;
-    Ok(stream)
-}
-
-/// The socket's mark, for tests and start-up checks.
-pub fn socket_mark(stream: &TcpStream) -> io::Result<u32> {
-    Ok(socket::getsockopt(stream, sockopt::Mark)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
-
-    #[test]
-    fn marked_connect_carries_the_mark() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let s = connect_marked(l.local_addr().unwrap(), Some(0x2a5), Some(Duration::from_secs(2))).unwrap();
-        assert_eq!(socket_mark(&s).unwrap(), 0x2a5);
-        let plain = connect_marked(l.local_addr().unwrap(), None, None).unwrap();
-        assert_eq!(socket_mark(&plain).unwrap(), 0);
-    }
-
-    #[test]
-    fn refused_connect_is_an_error_naming_the_address() {
-        let addr = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        let e = connect_marked(addr, None, Some(Duration::from_secs(1))).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
-        assert!(e.to_string().contains(&addr.to_string()), "{e}");
-    }
 
     #[test]
     fn ca_file_errors() {

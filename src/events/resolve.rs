@@ -10,16 +10,14 @@
 //! the shell.
 
 use std::fmt;
-use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType};
 use ureq::config::Config;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
+
+use crate::dns::upstream::{self, Upstreams};
 
 /// What `/etc/resolv.conf` says, as far as egret needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,85 +81,24 @@ pub fn candidates(name: &str, rc: &ResolvConf) -> Vec<String> {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ResolveError {
-    /// The name cannot be put in a DNS query.
-    BadName {
-        name: String,
-        reason: String,
-    },
-    /// No nameserver answered in time.
-    Timeout {
-        name: String,
-    },
+    /// No nameserver gave a usable answer (none in time, or each failed).
+    Timeout { name: String },
     /// Every server said the name does not exist or has no address.
-    NotFound {
-        name: String,
-    },
-    Io {
-        name: String,
-        source: io::Error,
-    },
+    NotFound { name: String },
 }
 
 impl fmt::Display for ResolveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ResolveError::BadName { name, reason } => write!(f, "resolve {name:?}: not a DNS name: {reason}"),
-            ResolveError::Timeout { name } => write!(f, "resolve {name:?}: no nameserver answered in time"),
+            ResolveError::Timeout { name } => {
+                write!(f, "resolve {name:?}: no nameserver gave an answer in time")
+            }
             ResolveError::NotFound { name } => write!(f, "resolve {name:?}: no such host"),
-            ResolveError::Io { name, source } => write!(f, "resolve {name:?}: {source}"),
         }
     }
 }
 
 impl std::error::Error for ResolveError {}
-
-/// One recursive query for `name`/`rtype`: the id and the wire bytes.
-pub fn query_bytes(name: &str, rtype: RecordType) -> Result<(u16, Vec<u8>), ResolveError> {
-    let bad = |reason: String| ResolveError::BadName { name: name.to_owned(), reason };
-    let mut qname = Name::from_ascii(name).map_err(|e| bad(e.to_string()))?;
-    qname.set_fqdn(true);
-    let mut msg = Message::query();
-    msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(qname, rtype));
-    let bytes = msg.to_vec().map_err(|e| bad(e.to_string()))?;
-    Ok((msg.metadata.id, bytes))
-}
-
-/// What one response says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    Addrs(Vec<IpAddr>),
-    /// NXDOMAIN, or NOERROR without an address.
-    NoAddress,
-    /// SERVFAIL, REFUSED and the like: ask the next server.
-    Failed,
-}
-
-/// Reads a response to query `id`; `Ok(None)` for a datagram that is not
-/// it (a stray or spoofed packet).
-pub fn parse_answer(bytes: &[u8], id: u16) -> Result<Option<Answer>, String> {
-    let msg = Message::from_vec(bytes).map_err(|e| e.to_string())?;
-    if msg.metadata.id != id {
-        return Ok(None);
-    }
-    let code = msg.metadata.response_code;
-    if code == ResponseCode::NXDomain {
-        return Ok(Some(Answer::NoAddress));
-    }
-    if code != ResponseCode::NoError {
-        return Ok(Some(Answer::Failed));
-    }
-    let addrs: Vec<IpAddr> = msg
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect();
-    Ok(Some(if addrs.is_empty() { Answer::NoAddress } else { Answer::Addrs(addrs) }))
-}
 
 /// ureq resolver for egret's own requests: `/etc/hosts` and
 /// `/etc/resolv.conf` as they were when egret started (a workload sharing
@@ -204,96 +141,33 @@ impl MarkedResolver {
             servers.clone_from(&self.fallback);
         }
         let deadline = Instant::now() + budget.min(self.timeout);
-        let mut timed_out = false;
+        let mut unanswered = false;
         for candidate in candidates(name, rc) {
-            for server in &servers {
-                match self.ask(*server, &candidate, deadline) {
-                    Ok(Answer::Addrs(a)) => return Ok(a),
-                    // An authoritative "no": on to the next candidate name.
-                    Ok(Answer::NoAddress) => break,
-                    Ok(Answer::Failed) => {}
-                    Err(e)
-                        if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock =>
-                    {
-                        timed_out = true;
-                    }
-                    Err(e) => log::debug!("resolve {candidate:?} via {server}: {e}"),
-                }
-                if Instant::now() >= deadline {
-                    return Err(ResolveError::Timeout { name: name.to_owned() });
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ResolveError::Timeout { name: name.to_owned() });
+            }
+            let upstreams = Upstreams {
+                udp_timeout: left.min(upstream::defaults::UDP_TIMEOUT),
+                tcp_timeout: left.min(upstream::defaults::TCP_TIMEOUT),
+                ..Upstreams::new(servers.clone(), self.mark)
+            };
+            match crate::resolve::ask_addresses(&upstreams, &candidate) {
+                Ok(found) if !found.is_empty() => return Ok(found.into_iter().map(|(ip, _)| ip).collect()),
+                // An authoritative "no": on to the next candidate name.
+                Ok(_) => {}
+                Err(e) => {
+                    log::debug!("{e}");
+                    unanswered = true;
                 }
             }
         }
-        if timed_out {
+        if unanswered {
             Err(ResolveError::Timeout { name: name.to_owned() })
         } else {
             Err(ResolveError::NotFound { name: name.to_owned() })
         }
     }
-
-    /// A and AAAA for one name from one server, on one marked UDP socket.
-    fn ask(&self, server: SocketAddr, name: &str, deadline: Instant) -> io::Result<Answer> {
-        let to_io = |e: ResolveError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
-        let (id4, q4) = query_bytes(name, RecordType::A).map_err(to_io)?;
-        let (id6, q6) = query_bytes(name, RecordType::AAAA).map_err(to_io)?;
-        let sock = marked_udp(server, self.mark)?;
-        sock.send(&q4)?;
-        sock.send(&q6)?;
-        let (mut v4, mut v6): (Option<Answer>, Option<Answer>) = (None, None);
-        let mut buf = [0u8; 4096];
-        while v4.is_none() || v6.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            sock.set_read_timeout(Some(left))?;
-            let n = match sock.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if v4.is_some() || v6.is_some() => {
-                    log::trace!("resolve {name:?}: second answer missing: {e}");
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            for (id, slot) in [(id4, &mut v4), (id6, &mut v6)] {
-                if slot.is_none() {
-                    if let Ok(Some(a)) = parse_answer(&buf[..n], id) {
-                        *slot = Some(a);
-                        break;
-                    }
-                }
-            }
-        }
-        let mut addrs = Vec::new();
-        let mut failed = false;
-        for a in [v4, v6].into_iter().flatten() {
-            match a {
-                Answer::Addrs(x) => addrs.extend(x),
-                Answer::Failed => failed = true,
-                Answer::NoAddress => {}
-            }
-        }
-        Ok(if !addrs.is_empty() {
-            Answer::Addrs(addrs)
-        } else if failed {
-            Answer::Failed
-        } else {
-            Answer::NoAddress
-        })
-    }
-}
-
-/// A UDP socket connected to `server`, marked before its first packet.
-pub(crate) fn marked_udp(server: SocketAddr, mark: Option<u32>) -> io::Result<UdpSocket> {
-    let family = if server.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let fd = socket::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
-    if let Some(m) = mark {
-        socket::setsockopt(&fd, sockopt::Mark, &m)?;
-    }
-    let sock = UdpSocket::from(fd);
-    sock.connect(server)?;
-    Ok(sock)
 }
 
 impl Resolver for MarkedResolver {
@@ -334,9 +208,10 @@ impl Resolver for MarkedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::{MessageType, OpCode};
-    use hickory_proto::rr::rdata::{A, AAAA};
-    use hickory_proto::rr::Record;
+    use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record, RecordType};
+    use std::net::UdpSocket;
 
     #[test]
     fn resolv_conf_table() {
@@ -375,39 +250,22 @@ mod tests {
         }
     }
 
-    fn response(id: u16, code: ResponseCode, rdata: Vec<RData>) -> Vec<u8> {
-        let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+    /// The answer to `q` with `rdata` (the question echoed, as a real
+    /// server does).
+    fn response(q: &Message, code: ResponseCode, rdata: Vec<RData>) -> Vec<u8> {
+        let mut m = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
         m.metadata.response_code = code;
-        let name = Name::from_ascii("dash.test.").unwrap();
+        m.metadata.recursion_desired = q.metadata.recursion_desired;
+        m.metadata.recursion_available = true;
+        m.add_queries(q.queries.clone());
+        if let Some(e) = q.edns.clone() {
+            m.set_edns(e);
+        }
+        let name = q.queries[0].name().clone();
         for d in rdata {
             m.answers.push(Record::from_rdata(name.clone(), 60, d));
         }
         m.to_vec().unwrap()
-    }
-
-    #[test]
-    fn answers() {
-        let (id, q) = query_bytes("dash.test", RecordType::A).unwrap();
-        let parsed = Message::from_vec(&q).unwrap();
-        assert!(parsed.metadata.recursion_desired);
-        assert_eq!(parsed.queries[0].query_type(), RecordType::A);
-        let v4 = RData::A(A("10.0.0.9".parse().unwrap()));
-        let v6 = RData::AAAA(AAAA("fd00::9".parse().unwrap()));
-        let table: Vec<(Vec<u8>, Option<Answer>)> = vec![
-            (
-                response(id, ResponseCode::NoError, vec![v4, v6]),
-                Some(Answer::Addrs(vec!["10.0.0.9".parse().unwrap(), "fd00::9".parse().unwrap()])),
-            ),
-            (response(id, ResponseCode::NoError, vec![]), Some(Answer::NoAddress)),
-            (response(id, ResponseCode::NXDomain, vec![]), Some(Answer::NoAddress)),
-            (response(id, ResponseCode::ServFail, vec![]), Some(Answer::Failed)),
-            (response(id.wrapping_add(1), ResponseCode::NoError, vec![]), None),
-        ];
-        for (bytes, want) in table {
-            assert_eq!(parse_answer(&bytes, id).unwrap(), want);
-        }
-        assert!(parse_answer(b"\x00", id).is_err());
-        assert!(query_bytes("bad..name", RecordType::A).is_err());
     }
 
     /// A real lookup over a marked UDP socket against a one-shot DNS
@@ -425,7 +283,7 @@ mod tests {
                     RecordType::A => vec![RData::A(A("10.0.0.9".parse().unwrap()))],
                     _ => vec![],
                 };
-                server.send_to(&response(q.metadata.id, ResponseCode::NoError, rdata), peer).unwrap();
+                server.send_to(&response(&q, ResponseCode::NoError, rdata), peer).unwrap();
             }
         });
         let r = MarkedResolver {
@@ -442,5 +300,46 @@ mod tests {
             ["10.0.0.9".parse::<IpAddr>().unwrap()]
         );
         t.join().unwrap();
+    }
+
+    /// A server that fails is passed over for the next; a name nobody
+    /// has is "not found", not a timeout.
+    #[test]
+    fn failing_servers_are_passed_over_and_missing_names_are_not_found() {
+        let spawn = |code: ResponseCode, answers: usize| {
+            let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = server.local_addr().unwrap();
+            let t = std::thread::spawn(move || {
+                server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = [0u8; 512];
+                for _ in 0..answers {
+                    let Ok((n, peer)) = server.recv_from(&mut buf) else { return };
+                    let q = Message::from_vec(&buf[..n]).unwrap();
+                    let rdata = match (code, q.queries[0].query_type()) {
+                        (ResponseCode::NoError, RecordType::A) => {
+                            vec![RData::A(A("10.0.0.5".parse().unwrap()))]
+                        }
+                        _ => vec![],
+                    };
+                    server.send_to(&response(&q, code, rdata), peer).unwrap();
+                }
+            });
+            (addr, t)
+        };
+        let (bad, t1) = spawn(ResponseCode::ServFail, 2);
+        let (good, t2) = spawn(ResponseCode::NoError, 2);
+        let r =
+            MarkedResolver { resolv: ResolvConf::default(), ..MarkedResolver::new(None, vec![bad, good]) };
+        assert_eq!(
+            r.lookup("x.test.", Duration::from_secs(3)).unwrap(),
+            ["10.0.0.5".parse::<IpAddr>().unwrap()]
+        );
+        let (nx, t3) = spawn(ResponseCode::NXDomain, 2);
+        let r = MarkedResolver { resolv: ResolvConf::default(), ..MarkedResolver::new(None, vec![nx]) };
+        let e = r.lookup("gone.test.", Duration::from_secs(3)).unwrap_err();
+        assert!(matches!(e, ResolveError::NotFound { .. }), "{e}");
+        for t in [t1, t2, t3] {
+            t.join().unwrap();
+        }
     }
 }

@@ -7,8 +7,8 @@
 //! (the time is the event's own). [`spawn`] is the shell: a [`Shipper`]
 //! thread (the dashboard's bounded queue, drop counting and drain) whose
 //! [`Deliver`] is a [`Forwarder`] over egret's marked sockets
-//! ([`net::connect_marked`] for TCP and TLS, the resolver's marked UDP
-//! socket for UDP, [`MarkedResolver`] for names).
+//! ([`crate::outbound`] for TCP, TLS and UDP, [`MarkedResolver`] for
+//! names).
 //!
 //! Delivery: syslog over TCP has no acknowledgements, so "sent" means the
 //! kernel took the bytes. Before each batch the connection is checked for
@@ -29,9 +29,10 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use super::batch::{Backoff, BatchConfig, Outcome};
 use super::net::{self, ClientOptions, NetError};
-use super::resolve::{self, MarkedResolver};
+use super::resolve::MarkedResolver;
 use super::shipper::{Deliver, Shipper};
 use super::{Action, Component, Event, Throttle};
+use crate::outbound;
 
 /// How the messages travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -437,8 +438,8 @@ impl Forwarder {
             let left = deadline.saturating_duration_since(Instant::now());
             let timeout = self.connect_timeout.min(left).max(Duration::from_millis(1));
             let attempt = match self.url.transport {
-                Transport::Udp => resolve::marked_udp(addr, self.mark).map(Conn::Udp),
-                Transport::Tcp => net::connect_marked(addr, self.mark, Some(timeout)).map(Conn::Tcp),
+                Transport::Udp => outbound::udp(addr, self.mark, false).map(Conn::Udp),
+                Transport::Tcp => outbound::tcp(addr, self.mark, timeout).map(Conn::Tcp),
                 Transport::Tls => self.connect_tls(addr, timeout),
             };
             match attempt {
@@ -458,7 +459,7 @@ impl Forwarder {
         let cfg = self.tls.clone().ok_or_else(|| io::Error::other("no tls configuration"))?;
         let name = ServerName::try_from(self.url.host.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("tls server name: {e}")))?;
-        let mut sock = net::connect_marked(addr, self.mark, Some(timeout))?;
+        let mut sock = outbound::tcp(addr, self.mark, timeout)?;
         sock.set_read_timeout(Some(timeout))?;
         sock.set_write_timeout(Some(timeout))?;
         let mut conn = ClientConnection::new(cfg, name).map_err(io::Error::other)?;

@@ -14,10 +14,7 @@
 //!
 //! The parsers here are pure; `identity()` reads /dev/urandom and /proc.
 
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-
-use nix::sys::socket::{setsockopt, sockopt};
 
 use super::ruleset::{CgroupMatch, Identity};
 use crate::config::Config;
@@ -69,11 +66,6 @@ pub fn random_nonzero() -> std::io::Result<u32> {
             return Ok(m);
         }
     }
-}
-
-/// Sets egret's mark on one of its own sockets (before connect/send).
-pub fn set_mark<F: AsFd>(fd: &F, mark: u32) -> nix::Result<()> {
-    setsockopt(fd, sockopt::Mark, &mark)
 }
 
 fn detect_cgroup() -> Option<CgroupMatch> {

@@ -26,7 +26,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-pub use identity::{identity, set_mark};
+pub use identity::identity;
 pub use ruleset::{Host, Identity, Ruleset, TABLE};
 
 use netlink::{c, Batch, EncodeError};

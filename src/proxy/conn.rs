@@ -7,14 +7,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use nix::sys::socket::{self, sockopt};
 
 use super::http::{self, Host, RequestHead};
 use super::registry;
@@ -22,6 +19,7 @@ use super::relay::{self, End, Limits};
 use super::tls::{self, Sni};
 use super::{decide, reason, Block, Shared};
 use crate::events::{Action, Component, Event};
+use crate::outbound;
 
 /// Which listener accepted the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +170,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     let counters = &shared.registry.counters;
     counters.allowed[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
 
-    let upstream = match connect(orig, s.mark, s.connect_timeout) {
+    let upstream = match outbound::tcp(orig, (s.mark != 0).then_some(s.mark), s.connect_timeout) {
         Ok(u) => u,
         Err(e) => {
             log::debug!("conn-{id} {peer}: upstream {orig}: {e}");
@@ -484,43 +482,6 @@ fn http_block(e: http::HttpError) -> Block {
         _ => reason::PARSE_FAILED,
     };
     Block::with_note(r, e.to_string())
-}
-
-/// Connects to `dst` with SO_MARK set before the SYN (so the ruleset lets
-/// it out instead of redirecting it back here), within `timeout`.
-pub fn connect(dst: SocketAddr, mark: u32, timeout: Duration) -> io::Result<TcpStream> {
-    let family = if dst.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let fd =
-        socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
-    if mark != 0 {
-        socket::setsockopt(&fd, sockopt::Mark, &mark)?;
-    }
-    let _ = socket::setsockopt(&fd, sockopt::TcpNoDelay, &true);
-    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(dst)) {
-        Ok(()) | Err(Errno::EINPROGRESS) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {dst} timed out")));
-        }
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
-        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
-            Ok(0) | Err(Errno::EINTR) => continue,
-            Ok(_) => break,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let err = socket::getsockopt(&fd, sockopt::SocketError)?;
-    if err != 0 {
-        return Err(io::Error::from_raw_os_error(err));
-    }
-    let s = TcpStream::from(fd);
-    s.set_nonblocking(false)?;
-    Ok(s)
 }
 
 fn write_all_timeout(s: &TcpStream, buf: &[u8], timeout: Duration) -> io::Result<()> {
