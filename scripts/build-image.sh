@@ -2,7 +2,9 @@
 # Builds egret's two FROM scratch images without any registry:
 #   1. cargo build --release --target x86_64-unknown-linux-musl (static-pie);
 #   2. stages the binary and the host's CA bundle into a context directory
-#      (no policy: users mount theirs);
+#      (no policy: users mount theirs), and a copy of the binary with the
+#      file capabilities cap_net_admin,cap_net_bind_service=p for the
+#      filter image, which runs as uid 65532 (see the Containerfile);
 #   3. podman build --format docker --build-arg EGRET_SOURCE=host, once per
 #      target: `egret` (the filter) and `dashboard` (`egret dashboard` as
 #      the default command). The Containerfile's Rust build stage is not
@@ -38,6 +40,7 @@ as_root_install() {
 
 command -v podman >/dev/null || bash scripts/podman-setup.sh
 command -v x86_64-linux-musl-gcc >/dev/null || as_root_install musl-tools
+command -v setcap >/dev/null || as_root_install libcap2-bin
 [ -r "$ca" ] || as_root_install ca-certificates
 
 if [ "${EGRET_SKIP_CARGO:-0}" != 1 ] || [ ! -x "$bin" ]; then
@@ -56,6 +59,16 @@ rm -rf "$ctx"
 mkdir -p "$ctx"
 cp "$bin" "$ctx/egret"
 cp -L "$ca" "$ctx/ca-certificates.crt"
+# The filter's copy: permitted (not effective) file capabilities, so the
+# non-root process can hold NET_ADMIN (and NET_BIND_SERVICE when the
+# container grants it) without ambient capabilities.
+mkdir "$ctx/filter"
+cp "$bin" "$ctx/filter/egret"
+setcap cap_net_admin,cap_net_bind_service=p "$ctx/filter/egret"
+if ! getcap "$ctx/filter/egret" | grep -q 'cap_net_bind_service,cap_net_admin=p'; then
+  echo "build-image.sh: setcap did not take on $ctx/filter/egret (a filesystem without xattrs?)" >&2
+  exit 1
+fi
 
 for target in egret dashboard; do
   t=$tag

@@ -33,6 +33,8 @@
 #   EGRET_INIT=0       leave out the init container (shows why it is needed)
 #   EGRET_RUN=0        leave out `egret run` (only the init container's
 #                      fail-closed ruleset filters; the ordering tests use it)
+#   EGRET_SECCOMP      seccomp profile of the egret containers (default
+#                      deploy/seccomp/egret.json; "default" for podman's own)
 #
 # For real use, drop the upstream part: create the pod with the network you
 # want (e.g. `podman pod create --name app -p 8081:8081`) and keep the four
@@ -90,8 +92,15 @@ EOF
 chmod 600 "$STATE/egret.env"
 
 # Least privilege for egret: only NET_ADMIN (nftables, NFLOG, socket
-# marks), read-only root, no privilege gain through exec.
+# marks), read-only root, no privilege gain through exec, and only the
+# system calls egret makes (deploy/seccomp/egret.json). The image runs it
+# as uid 65532; NET_ADMIN reaches it through the binary's file capabilities.
 EGRET_SEC=(--cap-drop ALL --cap-add NET_ADMIN --read-only --security-opt no-new-privileges)
+SECCOMP=${EGRET_SECCOMP:-deploy/seccomp/egret.json}
+if [ "$SECCOMP" != default ]; then
+  [ -r "$SECCOMP" ] || die "no seccomp profile $SECCOMP (EGRET_SECCOMP)"
+  EGRET_SEC+=(--security-opt "seccomp=$(realpath "$SECCOMP")")
+fi
 POLICY=${EGRET_POLICY:-policy.yaml}
 [ -r "$POLICY" ] || die "no policy file $POLICY (EGRET_POLICY)"
 policy_mount=(-v "$(realpath "$POLICY"):/app/policy.yaml:ro")

@@ -12,10 +12,12 @@ cd "$(dirname "$0")/.."
 # friends for the image and pod tests (scripts/podman-setup.sh also
 # configures them); prometheus (with promtool) and rsyslog (rsyslog-gnutls
 # for its TLS input) for the metrics and syslog tests, which start their
-# own instances (the packages' system services are not used).
+# own instances (the packages' system services are not used); python3-venv
+# for kubernetes-validate (PyPI), which scripts/kube-validate.sh installs
+# into a venv under target/ (never into the system Python).
 PACKAGES=(nftables iproute2 curl openssl dnsutils libcap2-bin util-linux procps musl-tools python3 chromium dnsperf dnsmasq-base
   podman runc uidmap fuse-overlayfs slirp4netns catatonit busybox-static ca-certificates iputils-ping
-  prometheus rsyslog rsyslog-gnutls)
+  prometheus rsyslog rsyslog-gnutls python3-venv)
 
 need_install=()
 for p in "${PACKAGES[@]}"; do
@@ -32,6 +34,10 @@ if [ ${#need_install[@]} -gt 0 ]; then
 fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "==> kubernetes-validate (deploy/kubernetes/, Kubernetes 1.29 and the newest schemas)"
+bash scripts/kube-validate.sh --install
+bash scripts/kube-validate.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

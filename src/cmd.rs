@@ -50,6 +50,11 @@ pub fn run(cmd: Command) -> ExitCode {
         Command::Run { print_rules: false } => match build_ruleset() {
             Ok(p) => {
                 announce(&p.cfg);
+                // Before the daemon starts its threads: they copy the set.
+                crate::caps::establish(&crate::caps::needed_for_run(
+                    &p.cfg,
+                    crate::caps::unprivileged_port_start(),
+                ));
                 remove_g0efilter_tables();
                 crate::daemon::run(p)
             }
@@ -242,6 +247,7 @@ fn init() -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    crate::caps::establish(&[crate::caps::net_admin()]);
     remove_g0efilter_tables();
     match crate::nft::apply(&p.ruleset) {
         Ok(a) => {
@@ -257,6 +263,7 @@ fn init() -> ExitCode {
 
 /// `egret cleanup`: remove the table (egress is unfiltered afterwards).
 fn cleanup() -> ExitCode {
+    crate::caps::establish(&[crate::caps::net_admin()]);
     match crate::nft::delete_table() {
         Ok(true) => {
             eprintln!("egret cleanup: removed table inet {}", crate::nft::TABLE);
@@ -423,6 +430,7 @@ fn selftest() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    crate::caps::establish(&[crate::caps::net_admin()]);
     let exe = std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("/proc/self/exe"));
     let opts =
         crate::selftest::Options { mark: None, http_port: cfg.http_port, https_port: cfg.https_port, exe };

@@ -48,13 +48,20 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// none. Dropping capabilities needs no privilege. For the self-test's
 /// child process, which must act as a workload would.
 pub fn keep_only_capabilities(keep: &[u32]) -> io::Result<()> {
+    let mask = keep.iter().filter(|&&c| c < 64).fold(0u64, |m, &c| m | (1u64 << c));
+    set_capabilities(mask, mask)
+}
+
+/// Sets this thread's effective and permitted capability sets to the
+/// given bit masks and its inheritable set (and so its ambient set) to
+/// none. `permitted` must be a subset of what the thread has, and
+/// `effective` a subset of `permitted`. Threads created afterwards copy
+/// the result (`caps::establish` runs before any).
+pub fn set_capabilities(effective: u64, permitted: u64) -> io::Result<()> {
     let mut data = [CapData::default(); 2];
-    for &c in keep {
-        let (i, bit) = ((c / 32) as usize, 1u32 << (c % 32));
-        if let Some(d) = data.get_mut(i) {
-            d.effective |= bit;
-            d.permitted |= bit;
-        }
+    for (i, d) in data.iter_mut().enumerate() {
+        d.effective = (effective >> (32 * i)) as u32;
+        d.permitted = (permitted >> (32 * i)) as u32;
     }
     let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
     // SAFETY: capset(2) reads one header and, for version 3, exactly two

@@ -285,10 +285,56 @@ fn http_get(host: &str, ip: &str, port: u16, path: &str) -> String {
     format!(r#"printf 'GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n' | nc -w 5 {ip} {port}"#)
 }
 
-/// What the pod tests check: allowed and blocked requests from the
-/// workload container `work`, their events on the dashboard, /health, and
-/// the HEALTHCHECK of the `healthchecks` containers.
-fn check_filtering(work: &str, upns: &str, healthchecks: &[&str]) {
+/// The uid the filter image runs as (its `USER`).
+const EGRET_UID: u32 = 65532;
+/// CapEff of the filter in HTTPS mode: CAP_NET_ADMIN (12) alone.
+const CAP_NET_ADMIN_ONLY: u64 = 1 << 12;
+/// In DNS mode on port 53: CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (10).
+const CAP_NET_ADMIN_AND_BIND: u64 = 1 << 12 | 1 << 10;
+
+/// The `Uid:` (real, effective, saved, fs) and `Cap*:` lines of the main
+/// process of `container`, read from the host's /proc.
+fn proc_status(container: &str) -> (Vec<u32>, std::collections::BTreeMap<String, u64>) {
+    let pid = ok(podman(&["inspect", container, "--format", "{{.State.Pid}}"]), "container pid");
+    let pid = pid.trim();
+    assert!(pid.parse::<u32>().is_ok_and(|p| p > 0), "{container} is not running (pid {pid})");
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let uids = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("a Uid line")
+        .split_whitespace()
+        .map(|u| u.parse().expect("a uid"))
+        .collect();
+    let caps = text
+        .lines()
+        .filter(|l| l.starts_with("Cap"))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), u64::from_str_radix(v.trim(), 16).expect("hex capability mask")))
+        .collect();
+    (uids, caps)
+}
+
+/// The filter runs as the image's unprivileged uid and holds exactly
+/// `cap_eff` (effective and permitted; nothing inheritable or ambient).
+fn assert_unprivileged(container: &str, cap_eff: u64) {
+    let (uids, caps) = proc_status(container);
+    assert_eq!(uids, [EGRET_UID; 4], "{container}: real, effective, saved and fs uid");
+    let got = |k: &str| caps.get(k).copied().unwrap_or_else(|| panic!("{container}: no {k} in {caps:?}"));
+    assert_eq!(
+        (got("CapEff"), got("CapPrm"), got("CapInh"), got("CapAmb")),
+        (cap_eff, cap_eff, 0, 0),
+        "{container}: CapEff, CapPrm, CapInh, CapAmb (hex {caps:x?})"
+    );
+}
+
+/// What the pod tests check: the filter container `egret` runs as the
+/// image's unprivileged uid with NET_ADMIN only; allowed and blocked
+/// requests from the workload container `work`, their events on the
+/// dashboard, /health, and the HEALTHCHECK of the `healthchecks`
+/// containers.
+fn check_filtering(egret: &str, work: &str, upns: &str, healthchecks: &[&str]) {
+    assert_unprivileged(egret, CAP_NET_ADMIN_ONLY);
     // Allowed by name: github.com is in policy.yaml and resolves (the
     // upstream's DNS) to 10.200.0.2; egret's HTTP proxy checks and relays it.
     let (_, out, err) = in_workload(work, &http_get("github.com", "10.200.0.2", 80, "/"));
@@ -331,7 +377,25 @@ fn check_filtering(work: &str, upns: &str, healthchecks: &[&str]) {
 fn pod_up_filters_the_workload_and_the_dashboard_gets_both_events() {
     let pod = PodUp::start("pod", None, &[]);
     let (egret, dashboard) = (format!("{}-egret", pod.name), format!("{}-dashboard", pod.name));
-    check_filtering(&format!("{}-work", pod.name), &format!("{}-up", pod.name), &[&egret, &dashboard]);
+    // pod-up.sh starts egret under its own seccomp profile.
+    let profile = util::root().join("deploy/seccomp/egret.json");
+    for c in [format!("{}-init", pod.name), egret.clone()] {
+        let opts = ok(podman(&["inspect", &c, "--format", "{{.HostConfig.SecurityOpt}}"]), "inspect");
+        assert!(opts.contains(&format!("seccomp={}", profile.display())), "{c}: {opts}");
+    }
+    // The self-test as the image's user, under that profile: the
+    // techniques a workload without capabilities has all hold.
+    let o = output(podman(&["exec", &egret, "/egret", "selftest"]));
+    let report = util::text(&o.stdout) + &util::text(&o.stderr);
+    assert!(o.status.success(), "egret selftest in the pod:\n{report}");
+    let held = report.lines().filter(|l| l.starts_with("held ")).count();
+    assert!(held >= 4 && !report.contains("BYPASS"), "{report}");
+    check_filtering(
+        &egret,
+        &format!("{}-work", pod.name),
+        &format!("{}-up", pod.name),
+        &[&egret, &dashboard],
+    );
 }
 
 /// `deploy/pod.yaml` as written, except for this test's pod name, images
@@ -404,7 +468,223 @@ fn play_kube_pod_yaml_filters_the_workload_and_the_dashboard_gets_both_events() 
     assert!(ready.is_some(), "the kube pod's dashboard never answered");
     // play kube does not keep an image's HEALTHCHECK (Kubernetes has
     // probes instead, see deploy/pod.yaml), so there is none to run.
-    check_filtering(&format!("{name}-work"), &upns, &[]);
+    check_filtering(&format!("{name}-egret"), &format!("{name}-work"), &upns, &[]);
+}
+
+/// `deploy/kubernetes/` as podman 4.3 can play it: the ConfigMap of
+/// `policy.yaml`, the classic pod template of `classic/app.yaml` (the
+/// Deployment), and the dashboard container, volume and claim of
+/// `dashboard.yaml`. Returns the manifest and the podman secret to create
+/// (the API key). What podman 4.3 does not support, and what this does
+/// instead (each asserted present first, so a change to the manifests
+/// is noticed here):
+/// * the native sidecar of `app.yaml`: podman refuses an init container
+///   with probes ("cannot create an init container that has either of
+///   lifecycle, livenessProbe, readinessProbe, or startupProbe set") and
+///   does not know `restartPolicy` on a container; the classic variant is
+///   played, and `kube.rs` checks that both give egret the same image,
+///   environment, mounts and securityContext;
+/// * Services: none, so the dashboard container joins the app's pod and
+///   `DASHBOARD_HOST` is `http://127.0.0.1:8081` instead of the Service;
+///   NetworkPolicy: none (validated only);
+/// * a played `kind: Secret` is stored as YAML that podman's own
+///   `secretKeyRef` cannot read ("is not valid JSON"): the secret is
+///   created as the JSON map of base64 values podman reads, from the
+///   manifest's `stringData`;
+/// * `containerPort` becomes a port mapping, refused with `--network
+///   none`: the dashboard's `ports` are dropped;
+/// * under the Deployment's `restartPolicy: Always` podman restarts the
+///   finished init container again and again (each run re-installing the
+///   init ruleset over egret run's): `OnFailure` here;
+/// * its default for init containers ("once") fails under runc: the
+///   annotation `io.podman.annotations.init.container.type: always` on
+///   the Deployment;
+/// * `emptyDir` and the claim become podman volumes named after them and
+///   shared by every pod that uses the name: renamed for this test and
+///   removed with it, as are the ConfigMap's and the secret's names;
+/// * pod-level `securityContext` (`runAsUser`, `fsGroup`) is not applied
+///   (the dashboard runs as its image's user), and probes become podman
+///   healthchecks that need a shell or curl in the image and systemd to
+///   run: `egret health` is run by `podman exec` instead.
+///
+/// And, as for `deploy/pod.yaml`: this test's images, the busybox
+/// workload image, the stand-in resolver as `DNS_UPSTREAMS`, and the
+/// stand-in upstream's CIDR (192.168.0.0/16) in the policy's `ips`.
+fn kube_classic_manifest(name: &str, b: &Built) -> (String, String) {
+    let dir = util::root().join("deploy/kubernetes");
+    let read = |f: &str| -> Vec<Yaml> {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}"));
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{f}: {e}")))
+            .collect()
+    };
+    let kind = |docs: &[Yaml], k: &str| -> Yaml {
+        docs.iter().find(|d| d["kind"] == k).cloned().unwrap_or_else(|| panic!("no {k}"))
+    };
+    let (policy_name, key_name) = (format!("{name}-policy"), format!("{name}-key"));
+    let (data_name, run_name) = (format!("{name}-data"), format!("{name}-run"));
+
+    let mut cm = kind(&read("policy.yaml"), "ConfigMap");
+    assert_eq!(cm["metadata"]["name"], "egret-policy");
+    cm["metadata"]["name"] = Yaml::from(policy_name.as_str());
+    let pol = cm["data"]["policy.yaml"].as_str().expect("policy.yaml in the ConfigMap").to_owned();
+    assert!(pol.contains("ips: []"), "{pol}");
+    cm["data"]["policy.yaml"] = Yaml::from(pol.replace("ips: []", r#"ips: ["192.168.0.0/16"]"#));
+
+    let dash = read("dashboard.yaml");
+    let secret = kind(&dash, "Secret");
+    assert_eq!(secret["metadata"]["name"], "egret-dashboard");
+    let key = secret["stringData"]["api-key"].as_str().expect("api-key").to_owned();
+    let mut pvc = kind(&dash, "PersistentVolumeClaim");
+    assert_eq!(pvc["metadata"]["name"], "egret-dashboard-data");
+    pvc["metadata"]["name"] = Yaml::from(data_name.as_str());
+    let dd = kind(&dash, "Deployment");
+    let mut dashboard = dd["spec"]["template"]["spec"]["containers"][0].clone();
+    assert_eq!(dashboard["image"], "localhost/egret-dashboard:latest");
+    dashboard["image"] = Yaml::from(b.dashboard.as_str());
+    assert!(
+        dashboard.as_mapping_mut().expect("container").remove("ports").is_some(),
+        "the dashboard's ports"
+    );
+
+    let mut app = kind(&read("classic/app.yaml"), "Deployment");
+    app["metadata"]["name"] = Yaml::from(name);
+    app["metadata"]["annotations"]["io.podman.annotations.init.container.type"] = Yaml::from("always");
+    let spec = &mut app["spec"]["template"]["spec"];
+    assert!(spec.get("restartPolicy").is_none(), "a Deployment's pods restart Always");
+    spec["restartPolicy"] = Yaml::from("OnFailure");
+    let mut egrets = 0;
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_sequence_mut().unwrap_or_else(|| panic!("classic/app.yaml has no {list}")) {
+            if c["image"] == "localhost/egret:latest" {
+                c["image"] = Yaml::from(b.tag.as_str());
+                let env = c["env"].as_sequence_mut().expect("egret containers have env");
+                let host = env.iter_mut().find(|e| e["name"] == "DASHBOARD_HOST").expect("DASHBOARD_HOST");
+                assert_eq!(host["value"], "http://egret-dashboard:8081", "the Service");
+                host["value"] = Yaml::from("http://127.0.0.1:8081");
+                let k = env.iter_mut().find(|e| e["name"] == "DASHBOARD_API_KEY").expect("DASHBOARD_API_KEY");
+                k["valueFrom"]["secretKeyRef"]["name"] = Yaml::from(key_name.as_str());
+                assert!(!env.iter().any(|e| e["name"] == "DNS_UPSTREAMS"), "the example leaves it unset");
+                let mut e = serde_yaml::Mapping::new();
+                e.insert(Yaml::from("name"), Yaml::from("DNS_UPSTREAMS"));
+                e.insert(Yaml::from("value"), Yaml::from("10.200.0.2:53"));
+                env.push(Yaml::Mapping(e));
+                egrets += 1;
+            } else if c["name"] == "app" {
+                c["image"] = Yaml::from("localhost/egret-busybox:latest");
+                c["imagePullPolicy"] = Yaml::from("Never");
+            }
+        }
+    }
+    assert_eq!(egrets, 2, "egret init and egret run in classic/app.yaml");
+    let key_ref = &mut dashboard["env"]
+        .as_sequence_mut()
+        .expect("dashboard env")
+        .iter_mut()
+        .find(|e| e["name"] == "API_KEY")
+        .expect("API_KEY")["valueFrom"]["secretKeyRef"]["name"];
+    *key_ref = Yaml::from(key_name.as_str());
+    spec["containers"].as_sequence_mut().expect("containers").push(dashboard);
+    let vols = spec["volumes"].as_sequence_mut().expect("volumes");
+    for v in vols.iter_mut() {
+        if v["name"] == "policy" {
+            assert_eq!(v["configMap"]["name"], "egret-policy");
+            v["configMap"]["name"] = Yaml::from(policy_name.as_str());
+        }
+    }
+    let mut data = dd["spec"]["template"]["spec"]["volumes"][0].clone();
+    assert_eq!(data["persistentVolumeClaim"]["claimName"], "egret-dashboard-data");
+    data["persistentVolumeClaim"]["claimName"] = Yaml::from(data_name.as_str());
+    vols.push(data);
+    // The emptyDir: renamed everywhere it is named.
+    let rename = |v: &mut Yaml| {
+        if v["name"] == "run" {
+            v["name"] = Yaml::from(run_name.as_str());
+        }
+    };
+    vols.iter_mut().for_each(rename);
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_sequence_mut().expect("containers") {
+            if let Some(m) = c["volumeMounts"].as_sequence_mut() {
+                m.iter_mut().for_each(rename);
+            }
+        }
+    }
+
+    let docs: Vec<String> =
+        [cm, pvc, app].iter().map(|d| serde_yaml::to_string(d).expect("serialise manifest")).collect();
+    let b64 = {
+        let mut c = Command::new("base64");
+        c.args(["-w", "0"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        let mut ch = c.spawn().expect("base64");
+        std::io::Write::write_all(&mut ch.stdin.take().expect("stdin"), key.as_bytes()).expect("write");
+        util::text(&ch.wait_with_output().expect("base64").stdout)
+    };
+    (docs.join("---\n"), format!(r#"{{"api-key":"{}"}}"#, b64.trim()))
+}
+
+/// Issue 21: the Kubernetes manifests' classic pod template, played by
+/// podman 4.3 (see [`kube_classic_manifest`] for what it cannot do and
+/// what is done instead): `egret init` as init container, then egret as
+/// uid 65532 with NET_ADMIN only, the policy from the ConfigMap volume,
+/// the dashboard getting the events, and the filtering checks of the
+/// other pod tests.
+#[test]
+fn play_kube_kubernetes_classic_template_filters_the_app_as_non_root() {
+    let b = image();
+    let name = format!("egret-it-k8s-{}", std::process::id());
+    let pod = format!("{name}-pod-0");
+    let upns = format!("{name}-up");
+    let (manifest, secret) = kube_classic_manifest(&name, b);
+    let dir = util::scratch("image-k8s");
+    let (m, sf) = (dir.join("app.yaml"), dir.join("secret.json"));
+    std::fs::write(&m, manifest).expect("write manifest");
+    std::fs::write(&sf, secret).expect("write secret");
+    let m = m.to_str().expect("utf-8 path");
+    let key = format!("{name}-key");
+
+    let mut uplink_down = script("pod-uplink.sh");
+    uplink_down.args(["--down", &pod, &upns]);
+    let _gone = Removal(vec![
+        podman(&["pod", "rm", "-f", "-t", "0", &pod]),
+        uplink_down,
+        podman(&[
+            "volume",
+            "rm",
+            "-f",
+            &format!("{name}-data"),
+            &format!("{name}-run"),
+            &format!("{name}-policy"),
+        ]),
+        podman(&["secret", "rm", &key]),
+    ]);
+    ok(podman(&["secret", "create", &key, sf.to_str().expect("utf-8")]), "podman secret create");
+    ok(podman(&["play", "kube", "--network", "none", "--start=false", m]), "podman play kube");
+    let infra = ok(podman(&["pod", "inspect", &pod, "--format", "{{.InfraContainerID}}"]), "pod inspect");
+    ok(podman(&["start", infra.trim()]), "start the infra container");
+    let mut up = script("pod-uplink.sh");
+    up.args([&pod, &upns]);
+    ok(up, "scripts/pod-uplink.sh");
+    ok(podman(&["pod", "start", &pod]), "podman pod start");
+    let ready = crate::netns::wait_for(Duration::from_secs(30), || {
+        curl_from_upstream(&upns, "http://10.200.0.1:8081/health")
+    });
+    assert!(ready.is_some(), "the dashboard container never answered");
+    let egret = format!("{pod}-egret");
+    // The classic order: the init container ran and exited 0 first.
+    let init = ok(
+        podman(&[
+            "inspect",
+            &format!("{pod}-egret-init"),
+            "--format",
+            "{{.State.ExitCode}} {{.RestartCount}}",
+        ]),
+        "init",
+    );
+    assert_eq!(init.trim(), "0 0", "egret init: exit code and restarts");
+    let health = ok(podman(&["exec", &egret, "/egret", "health"]), "egret health");
+    assert!(health.contains(r#""status":"ok""#), "{health}");
+    check_filtering(&egret, &format!("{pod}-app"), &upns, &[]);
 }
 
 /// `deploy/compose.yaml` as written, except for this test's project name
@@ -472,7 +752,7 @@ fn compose_file_filters_the_app_and_the_dashboard_gets_both_events() {
     });
     assert!(ready.is_some(), "the compose dashboard never answered");
     let (egret, dashboard) = (format!("{name}_egret_1"), format!("{name}_dashboard_1"));
-    check_filtering(&format!("{name}_app_1"), &upns, &[&egret, &dashboard]);
+    check_filtering(&egret, &format!("{name}_app_1"), &upns, &[&egret, &dashboard]);
 }
 
 const ROUNDS: u32 = 150;
@@ -604,6 +884,14 @@ fn the_image_pair_runs_without_arguments_and_the_filter_opens_no_tcp_port() {
     assert!(body.contains(r#""status":"ok""#), "{body}");
     ok(podman(&["healthcheck", "run", &egret]), "the image's HEALTHCHECK (unix socket)");
     assert!(logs().contains("health and metrics on unix socket /run/egret/egret.sock"), "{}", logs());
+    // Non-root: the image's uid, NET_ADMIN from the binary's file
+    // capabilities, and the start-up line saying so.
+    assert_unprivileged(&egret, CAP_NET_ADMIN_ONLY);
+    assert!(
+        logs().contains("capabilities: uid 65532, effective net_admin (the binary's file capabilities)"),
+        "{}",
+        logs()
+    );
     let pid = infra_pid(&pod);
     assert_eq!(
         tcp_listeners(&pid),
@@ -705,6 +993,7 @@ fn https_mode_in_a_podman_pod_uses_podmans_dns_and_still_blocks_spoofing() {
     crate::netns::wait_for(Duration::from_secs(30), || logs().contains("running on").then_some(()))
         .unwrap_or_else(|| panic!("egret did not start:\n{}", logs()));
     let startup = logs();
+    assert_unprivileged(&egret, CAP_NET_ADMIN_ONLY);
     assert!(
         startup.contains("resolves names through 10.")
             && startup.contains("the nameservers of /etc/resolv.conf"),
@@ -758,4 +1047,231 @@ fn https_mode_in_a_podman_pod_uses_podmans_dns_and_still_blocks_spoofing() {
     .expect("blocked events on egret's stdout");
     assert!(events.iter().any(|e| e["msg"] == "http.allowed" && e["http_host"] == "allowed.test"));
     assert!(events.iter().any(|e| e["reason"] == "ip-mismatch" && e["destination_ip"] == other_ip.as_str()));
+}
+
+/// Issue 21: the filter keeps only what its mode needs of what it is
+/// granted. In one pod, one after the other: HTTPS mode granted
+/// NET_ADMIN and NET_BIND_SERVICE keeps NET_ADMIN only; DNS mode on port
+/// 53 keeps both and answers the workload; DNS mode without
+/// NET_BIND_SERVICE says at start what is missing and how to grant it,
+/// and its /health fails while the listener cannot bind.
+#[test]
+fn the_filter_keeps_only_the_capabilities_its_mode_needs() {
+    let b = image();
+    let pod = format!("egret-it-caps-{}", std::process::id());
+    let (egret, work) = (format!("{pod}-egret"), format!("{pod}-work"));
+    let _gone = Removal(vec![podman(&["pod", "rm", "-f", "-t", "0", &pod])]);
+    ok(podman(&["pod", "create", "--name", &pod, "--network", "none"]), "pod create");
+    ok(
+        podman(&[
+            "run",
+            "-d",
+            "--pod",
+            &pod,
+            "--name",
+            &work,
+            "--cap-drop",
+            "NET_RAW",
+            "localhost/egret-busybox",
+            "sleep",
+            "600",
+        ]),
+        "workload",
+    );
+    let logs = || {
+        let o = output(podman(&["logs", &egret]));
+        util::text(&o.stdout) + &util::text(&o.stderr)
+    };
+    let start = |mode: &str, caps: &[&str]| {
+        let _ = output(podman(&["rm", "-f", "-t", "0", &egret]));
+        let mut run = vec!["run", "-d", "--pod", &pod, "--name", &egret, "--cap-drop", "ALL"];
+        for c in caps {
+            run.extend_from_slice(&["--cap-add", c]);
+        }
+        let filter_mode = format!("FILTER_MODE={mode}");
+        run.extend_from_slice(&["--read-only", "--security-opt", "no-new-privileges"]);
+        run.extend_from_slice(&["-e", "ALLOWLIST_DOMAINS=github.com", "-e", &filter_mode]);
+        run.extend_from_slice(&["-e", "DNS_UPSTREAMS=127.0.0.1:5353", &b.tag]);
+        ok(podman(&run), "egret");
+    };
+    let running = || {
+        crate::netns::wait_for(Duration::from_secs(30), || logs().contains("running on").then_some(()))
+            .unwrap_or_else(|| panic!("egret did not start:\n{}", logs()));
+    };
+
+    start("https", &["NET_ADMIN", "NET_BIND_SERVICE"]);
+    running();
+    assert_unprivileged(&egret, CAP_NET_ADMIN_ONLY);
+    assert!(
+        logs().contains(
+            "capabilities: uid 65532, effective net_admin (the binary's file capabilities); not needed, \
+             dropped: net_bind_service"
+        ),
+        "{}",
+        logs()
+    );
+
+    start("dns", &["NET_ADMIN", "NET_BIND_SERVICE"]);
+    running();
+    assert_unprivileged(&egret, CAP_NET_ADMIN_AND_BIND);
+    assert!(
+        logs().contains("effective net_bind_service,net_admin (the binary's file capabilities)"),
+        "{}",
+        logs()
+    );
+    // egret itself answers on port 53: a name outside the policy is NXDOMAIN.
+    let (_, out, err) = in_workload(&work, "nslookup example.com 127.0.0.1");
+    assert!(
+        format!("{out}{err}").contains("NXDOMAIN"),
+        "no answer from egret on :53: {out}{err}\n{}",
+        logs()
+    );
+
+    start("dns", &["NET_ADMIN"]);
+    running();
+    // The listener keeps retrying (a sysctl could still allow it), and
+    // /health says what is wrong.
+    let unhealthy = crate::netns::wait_for(Duration::from_secs(30), || {
+        let o = output(podman(&["exec", &egret, "/egret", "health"]));
+        (!o.status.success()).then(|| util::text(&o.stdout) + &util::text(&o.stderr))
+    })
+    .unwrap_or_else(|| panic!("egret in DNS mode without NET_BIND_SERVICE is healthy:\n{}", logs()));
+    assert!(unhealthy.contains("dns"), "{unhealthy}");
+    let l = logs();
+    assert!(
+        l.contains("capabilities: CAP_NET_BIND_SERVICE is missing, needed for binding port 53 (DNS_PORT)")
+            && l.contains("--cap-add NET_BIND_SERVICE")
+            && l.contains("cannot listen on dns 127.0.0.1:53: Permission denied"),
+        "{l}"
+    );
+    assert_unprivileged(&egret, CAP_NET_ADMIN_ONLY);
+}
+
+/// Issue 21: Kubernetes runtimes (containerd and CRI-O through runc)
+/// give a non-root container no ambient capabilities: the OCI process
+/// has NET_ADMIN in its bounding, effective and permitted sets before
+/// exec, and `allowPrivilegeEscalation: false` sets no-new-privileges.
+/// runc started with exactly such a spec on the filter image's rootfs:
+/// `egret init` as uid 65532 holds NET_ADMIN through the file
+/// capabilities of /egret and installs its ruleset (in runc's own new
+/// network namespace). The control is the same spec on the dashboard
+/// image, whose /egret has none: no capability, and `egret init` fails
+/// with the warning naming file capabilities.
+#[test]
+fn file_capabilities_alone_give_the_non_root_filter_net_admin_under_no_new_privileges() {
+    let b = image();
+    let run = |what: &str, tag: &str| -> (i32, String) {
+        let name = format!("egret-it-runc-{what}-{}", std::process::id());
+        let _gone = Removal(vec![
+            bounded("runc", &["delete", "-f", &name]),
+            podman(&["umount", &name]),
+            podman(&["rm", "-f", "-t", "0", &name]),
+        ]);
+        ok(podman(&["create", "--name", &name, tag]), "podman create (the image's rootfs)");
+        let rootfs = ok(podman(&["mount", &name]), "podman mount").trim().to_owned();
+        let bundle = util::scratch(&format!("runc-{what}"));
+        let caps = serde_json::json!(["CAP_NET_ADMIN"]);
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": EGRET_UID, "gid": EGRET_UID},
+                "args": ["/egret", "init"],
+                "env": ["PATH=/", "ALLOWLIST_IPS=192.0.2.1", "DNS_UPSTREAMS=127.0.0.1:53"],
+                "cwd": "/",
+                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+                "noNewPrivileges": true,
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
+            },
+            "root": {"path": rootfs, "readonly": true},
+            "hostname": "egret-runc",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
+            ],
+            "linux": {
+                "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+                "maskedPaths": ["/proc/kcore", "/proc/keys"],
+                "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"]
+            }
+        });
+        std::fs::write(bundle.join("config.json"), spec.to_string()).expect("write config.json");
+        let mut c = bounded("runc", &["run", "--bundle", bundle.to_str().expect("utf-8"), &name]);
+        c.stdin(std::process::Stdio::null());
+        let o = output(c);
+        (o.status.code().unwrap_or(-1), util::text(&o.stdout) + &util::text(&o.stderr))
+    };
+    let (code, out) = run("filter", &b.tag);
+    assert_eq!(code, 0, "egret init as uid 65532 under no-new-privileges:\n{out}");
+    assert!(
+        out.contains("capabilities: uid 65532, effective net_admin (the binary's file capabilities)"),
+        "{out}"
+    );
+    assert!(out.contains("egret init: table inet egret"), "{out}");
+
+    let (code, out) = run("control", &b.dashboard);
+    assert_ne!(code, 0, "without file capabilities the same spec must not get NET_ADMIN:\n{out}");
+    assert!(out.contains("capabilities: uid 65532, effective none (none received)"), "{out}");
+    assert!(out.contains("CAP_NET_ADMIN is missing") && out.contains("file capabilities"), "{out}");
+}
+
+/// Issue 21: `deploy/seccomp/egret.json` is a real restriction (the pod
+/// tests run egret under it through `scripts/pod-up.sh`). `egret check`
+/// reads the mounted policy under it, with and without no-new-privileges
+/// (without, runc loads the filter earlier and makes more calls under
+/// it); the same profile without `open` makes the same command fail,
+/// and calls egret never makes are not in it.
+#[test]
+fn the_seccomp_profile_lets_egret_work_and_refuses_the_rest() {
+    let b = image();
+    let profile = util::root().join("deploy/seccomp/egret.json");
+    let text = std::fs::read_to_string(&profile).expect("read deploy/seccomp/egret.json");
+    let mut v: Json = serde_json::from_str(&text).expect("the profile is JSON");
+    assert_eq!(
+        (v["defaultAction"].as_str(), v["defaultErrnoRet"].as_u64()),
+        (Some("SCMP_ACT_ERRNO"), Some(1))
+    );
+    let names = |v: &Json| -> Vec<String> {
+        v["syscalls"][0]["names"]
+            .as_array()
+            .expect("names")
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect()
+    };
+    let allowed = names(&v);
+    for needed in ["execve", "socket", "recvmsg", "epoll_pwait", "accept4", "splice", "capset", "open"] {
+        assert!(allowed.iter().any(|n| n == needed), "{needed} missing from the profile");
+    }
+    for never in
+        ["ptrace", "mount", "bpf", "init_module", "kexec_load", "unshare", "setns", "process_vm_readv"]
+    {
+        assert!(!allowed.iter().any(|n| n == never), "{never} is allowed");
+    }
+    let mount = format!("{}:/app/policy.yaml:ro", util::root().join("policy.yaml").display());
+    let check = |profile: &Path, nnp: bool| {
+        let seccomp = format!("seccomp={}", profile.display());
+        let mut args = vec!["run", "--rm", "--network", "none", "--read-only", "--security-opt", &seccomp];
+        if nnp {
+            args.extend_from_slice(&["--security-opt", "no-new-privileges"]);
+        }
+        args.extend_from_slice(&["-v", &mount, &b.tag, "check"]);
+        output(podman(&args))
+    };
+    for nnp in [true, false] {
+        let o = check(&profile, nnp);
+        assert!(
+            o.status.success() && util::text(&o.stdout).contains("github.com"),
+            "egret check under the profile (no-new-privileges {nnp}): {}{}",
+            util::text(&o.stdout),
+            util::text(&o.stderr)
+        );
+    }
+    let without_open: Vec<String> = allowed.iter().filter(|n| *n != "open").cloned().collect();
+    v["syscalls"][0]["names"] = serde_json::json!(without_open);
+    let mutated = util::scratch("seccomp-mutated").join("egret-without-open.json");
+    std::fs::write(&mutated, v.to_string()).expect("write mutated profile");
+    let o = check(&mutated, true);
+    assert!(!o.status.success(), "egret check read its policy without open(2): {o:?}");
 }

@@ -13,6 +13,7 @@ mod events;
 mod fuzz_replay;
 mod guard;
 mod image;
+mod kube;
 mod netns;
 mod nft;
 mod ops;
