@@ -69,7 +69,7 @@ pub struct Config {
     pub allowlist_domains: Option<Vec<String>>,
     pub filter_mode: FilterMode,
     /// The resolvers in effect: `DNS_UPSTREAMS` when set (names resolved
-    /// by the shell, see `cmd::effective_upstreams`), else the fallback
+    /// by the shell, see `resolve::effective_upstreams`), else the fallback
     /// `127.0.0.11:53` until the shell replaces it with the nameservers of
     /// `/etc/resolv.conf`. The ruleset, the anti-spoofing resolver and the
     /// DNS server all read this list, so the shell fills it in before any
@@ -549,7 +549,7 @@ impl Config {
             }
         };
         // The addresses known without a lookup; the shell resolves names
-        // and reads /etc/resolv.conf (`cmd::effective_upstreams`).
+        // and reads /etc/resolv.conf (`resolve::effective_upstreams`).
         let dns_upstreams = match &dns_upstreams_env {
             None => vec![parse_socket_addr(d::DNS_UPSTREAM, 53).expect("default upstream is valid")],
             Some(list) => list

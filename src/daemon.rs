@@ -13,20 +13,19 @@
 //! exits: fail closed; `egret cleanup` removes them.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::cmd::{self, Prepared, EXIT_FAILURE};
 use crate::config::Config;
 use crate::dns::learn::NftLearner;
 use crate::events::{self, Action, Component, Emitter};
 use crate::nft::{self, Identity, Ruleset};
 use crate::policy::PolicyHandle;
 use crate::resolve::Resolver;
+use crate::startup::{self, Failure, Prepared};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -72,15 +71,12 @@ pub trait Service: Send {
     fn stop(self: Box<Self>, deadline: Instant);
 }
 
-pub fn run(p: Prepared) -> ExitCode {
+pub fn run(p: Prepared) -> Result<(), Failure> {
     let Prepared { mut cfg, policy, identity, host, ruleset } = p;
     let signals = control_signals();
     // Every thread spawned from here on inherits the blocked mask, so the
     // signal thread is the only one that sees these signals.
-    if let Err(e) = signals.thread_block() {
-        eprintln!("egret run: blocking signals: {e}");
-        return ExitCode::from(EXIT_FAILURE);
-    }
+    signals.thread_block().map_err(|e| Failure::failed(format!("run: blocking signals: {e}")))?;
     let enforcement = match nft::apply(&ruleset) {
         Ok(a) => {
             log::info!(
@@ -91,10 +87,7 @@ pub fn run(p: Prepared) -> ExitCode {
             );
             Enforcement::new(a.installed)
         }
-        Err(e) => {
-            eprintln!("egret run: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(e) => return Err(Failure::failed(format!("run: {e}"))),
     };
     let counters = Arc::new(DaemonCounters::default());
     // DASHBOARD_LISTEN: the dashboard as a thread of the filter. Unless
@@ -102,17 +95,11 @@ pub fn run(p: Prepared) -> ExitCode {
     // loopback (always allowed by the ruleset).
     let embedded = match start_embedded_dashboard(&mut cfg) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("egret run: {e}");
-            return ExitCode::from(crate::cmd::EXIT_INVALID);
-        }
+        Err(e) => return Err(Failure::invalid(format!("run: {e}"))),
     };
     let (emitter, sink) = match events::spawn(&cfg, Some(identity.mark)) {
         Ok(x) => x,
-        Err(e) => {
-            eprintln!("egret run: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(e) => return Err(Failure::failed(format!("run: {e}"))),
     };
     let nflog = match spawn_nflog(&cfg, emitter.clone(), counters.clone()) {
         Ok(r) => Some(r),
@@ -127,10 +114,7 @@ pub fn run(p: Prepared) -> ExitCode {
     let Running { services, learner, registry, active, dns_stats, listeners, resolver } =
         match start_services(&cfg, &handle, &emitter, &identity) {
             Ok(s) => s,
-            Err(e) => {
-                eprintln!("egret run: {e}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
+            Err(e) => return Err(Failure::failed(format!("run: {e}"))),
         };
     let event_counts = Arc::new(Mutex::new(sink.counts()));
     // /health and /metrics: a unix socket always, TCP with METRICS_ADDR.
@@ -145,10 +129,7 @@ pub fn run(p: Prepared) -> ExitCode {
     };
     let metrics = match crate::metrics::start(&cfg, sources, Some(identity.listen_mark)) {
         Ok(m) => Some(m),
-        Err(e) => {
-            eprintln!("egret run: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(e) => return Err(Failure::failed(format!("run: {e}"))),
     };
     log::info!(
         "egret {} running on {:?} in {:?} mode; policy {}",
@@ -211,13 +192,13 @@ pub fn run(p: Prepared) -> ExitCode {
         d.stop();
     }
     log::info!("events flushed: {report:?}");
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// Starts the embedded dashboard when `DASHBOARD_LISTEN` is set, and
 /// points the shipper at it when no `DASHBOARD_HOST` is configured.
 fn start_embedded_dashboard(cfg: &mut Config) -> Result<Option<crate::dashboard::Handle>, String> {
-    let dc = match crate::dashboard::embedded_config(cfg, &cmd::process_env) {
+    let dc = match crate::dashboard::embedded_config(cfg, &startup::process_env) {
         Ok(Some(dc)) => dc,
         Ok(None) => return Ok(None),
         Err(e) => return Err(format!("DASHBOARD_LISTEN: {e}")),
@@ -361,7 +342,7 @@ struct Reloader<'a> {
 
 impl Reloader<'_> {
     fn reload(&mut self) {
-        let new = match cmd::load_policy(&self.cfg, None) {
+        let new = match startup::load_policy(&self.cfg, None) {
             Ok(p) => p,
             Err(e) => {
                 log::warn!("policy reload rejected, keeping the current policy: {e}");

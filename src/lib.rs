@@ -28,6 +28,7 @@ pub mod policy;
 pub mod proxy;
 pub mod resolve;
 pub mod selftest;
+pub mod startup;
 pub mod sys;
 pub mod watchdog;
 

@@ -4,11 +4,12 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match egret::cli::parse(std::env::args().skip(1)) {
-        Ok(cmd) => egret::cmd::run(cmd),
-        Err(e) => {
-            eprintln!("egret: {e}");
-            ExitCode::from(egret::cmd::EXIT_INVALID)
-        }
-    }
+    let outcome = egret::cli::parse(std::env::args().skip(1))
+        .map_err(egret::startup::Failure::invalid)
+        .and_then(egret::cmd::run);
+    // The one place a failure is printed and becomes the exit code.
+    outcome.unwrap_or_else(|f| {
+        eprintln!("egret: {f}");
+        f.exit_code()
+    })
 }

@@ -22,5 +22,6 @@ mod proxy;
 mod proxy_netns;
 mod run;
 mod selftest;
+mod structure;
 mod syslog;
 mod util;
