@@ -6,59 +6,20 @@
 //! Shell: sockets and the clock; the parsers and [`decide`] are pure.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::http::{self, Host, RequestHead};
+use super::http::{self, RequestHead};
 use super::registry;
 use super::relay::{self, End, Limits};
-use super::tls::{self, Sni};
-use super::{decide, reason, Block, Kind, Shared};
+use super::tls;
+use super::verdict::{self, Peeked, Rules, Verdict};
+use super::{reason, Block, Kind, Shared};
 use crate::events::{Action, Event};
 use crate::listen::{original_dst, reset};
 use crate::outbound;
-
-/// What was read before deciding.
-#[derive(Debug, PartialEq)]
-enum Peeked {
-    Hello(tls::ClientHello),
-    Head(RequestHead),
-}
-
-/// What a connection names as its destination.
-enum Target {
-    Name(String),
-    /// An address where a name should be (allowed only under `*`).
-    Literal(IpAddr),
-}
-
-impl Target {
-    fn of(host: &Host) -> Target {
-        match host {
-            Host::Name(n) => Target::Name(n.clone()),
-            Host::IpLiteral(ip) => Target::Literal(*ip),
-        }
-    }
-
-    /// The decision; on allow, the name the registry tracks.
-    fn decide(
-        self,
-        policy: &crate::policy::Policy,
-        dst: IpAddr,
-        verify: bool,
-        guard: &crate::policy::Guard,
-        check: &dyn super::DestinationCheck,
-    ) -> Result<String, Block> {
-        match self {
-            Target::Name(n) => decide(policy, &n, dst, verify, guard, check).map(|_| n),
-            Target::Literal(ip) => {
-                super::decide_literal(policy, ip, dst, verify, guard).map(|()| ip.to_string())
-            }
-        }
-    }
-}
 
 /// Handles one accepted connection to the end. Never panics on traffic.
 pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, peer: SocketAddr) {
@@ -91,16 +52,12 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     // for the events.
     let who = crate::peer::lookup(peer, orig);
     let flow = (peer, orig, who);
-    let _slot = match shared.admission.admit(who) {
+    let _slot = match shared.admission.admit(crate::peer::Client::of(who)) {
         Ok(t) => t,
         Err(r) => {
             log::debug!("conn-{id} {peer}: {who:?} over its share of the connection slots ({r:?}); reset");
-            let note = match r {
-                crate::fair::Refusal::Full => "every connection slot is taken",
-                crate::fair::Refusal::ClientShare => "this client holds its share of the connection slots",
-            };
-            let ev = event(shared, kind, Action::Blocked, flow).with_reason(reason::LIMIT);
-            shared.emitter.emit(Event { note: Some(note.into()), ..ev });
+            let ev = event(shared, kind, Action::Blocked, flow);
+            shared.emitter.emit(verdict::blocked(ev, kind, &verdict::no_slot(r)));
             shared.registry.counters.blocked[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
             reset(&client);
             return;
@@ -112,43 +69,14 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         Ok(p) => p,
         Err(block) => return refuse(shared, id, kind, &client, flow, None, block),
     };
-    let (target, mut ev) = match &peeked {
-        Peeked::Hello(h) => {
-            let mut ev = event(shared, kind, Action::Allowed, flow);
-            ev.ech = Some(h.ech);
-            let target = match &h.sni {
-                Sni::Name(n) => Ok(Target::Name(n.clone())),
-                Sni::Absent => Err(Block::new(reason::NO_SNI)),
-                Sni::IpLiteral(ip) => {
-                    ev.https = Some(ip.to_string());
-                    Ok(Target::Literal(*ip))
-                }
-                Sni::Invalid(raw) => {
-                    ev.https = Some(raw.clone());
-                    Err(Block::with_note(reason::INVALID_NAME, "invalid SNI"))
-                }
-            };
-            if let Ok(Target::Name(n)) = &target {
-                ev.https = Some(n.clone());
-            }
-            (target, ev)
-        }
-        Peeked::Head(head) => {
-            let ev = with_host(event(shared, kind, Action::Allowed, flow), &head.host);
-            (Ok(Target::of(&head.host)), ev)
-        }
-    };
     let policy = shared.policy.current();
-    let verdict =
-        target.and_then(|t| t.decide(&policy, orig.ip(), s.verify_destination, &s.guard, &*shared.check));
-    let name = match verdict {
-        Ok(n) => n,
-        Err(block) => return refuse(shared, id, kind, &client, flow, Some(ev), block),
+    let (decided, shown) = verdict::first(&peeked, orig.ip(), &rules(shared, &policy));
+    let mut ev = shown.on(event(shared, kind, Action::Allowed, flow));
+    let name = match decided {
+        Verdict::Allow(n) => n,
+        Verdict::Deny(block) => return refuse(shared, id, kind, &client, flow, Some(ev), block),
     };
-    log::debug!(
-        "conn-{id} {peer}: {} to {orig} allowed",
-        ev.https.as_deref().or(ev.http_host.as_deref()).unwrap_or("?")
-    );
+    log::debug!("conn-{id} {peer}: {} to {orig} allowed", shown.what());
     shared.emitter.emit(ev.clone());
     let counters = &shared.registry.counters;
     counters.allowed[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
@@ -194,18 +122,15 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             let mut last_host = first.host.clone();
             let mut gate = |head: &RequestHead| -> Result<(), Block> {
                 // The current policy: a reload applies to the next request.
-                let name = Target::of(&head.host).decide(
-                    &shared.policy.current(),
-                    orig.ip(),
-                    s.verify_destination,
-                    &s.guard,
-                    &*shared.check,
-                )?;
+                let policy = shared.policy.current();
+                let name = match verdict::request(head, orig.ip(), &rules(shared, &policy)) {
+                    Verdict::Allow(n) => n,
+                    Verdict::Deny(block) => return Err(block),
+                };
                 if head.host != last_host {
                     last_host = head.host.clone();
                     entry.set_name(&name);
-                    ev.http_host = Some(name.clone());
-                    ev.host = Some(name);
+                    ev = verdict::request_shown(head).on(ev.clone());
                     shared.emitter.emit(ev.clone());
                 }
                 Ok(())
@@ -228,7 +153,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             // The upstream must not see another byte; cut it first.
             reset(&upstream);
             drop(upstream);
-            let ev = head.map(|h| with_host(event(shared, kind, Action::Blocked, flow), &h.host));
+            let ev = head.map(|h| verdict::request_shown(&h).on(event(shared, kind, Action::Blocked, flow)));
             refuse(shared, id, kind, &client, flow, ev, block);
         }
         End::Error(_) => {
@@ -248,14 +173,10 @@ fn event(shared: &Shared, kind: Kind, action: Action, (src, dst, who): Flow) -> 
     shared.emitter.event(kind.component(), action).with_flow(src, dst, "TCP").with_owner(who)
 }
 
-fn with_host(mut ev: Event, host: &Host) -> Event {
-    let h = match host {
-        Host::Name(n) => n.clone(),
-        Host::IpLiteral(ip) => ip.to_string(),
-    };
-    ev.http_host = Some(h.clone());
-    ev.host = Some(h);
-    ev
+/// The decisions' inputs under `policy`.
+fn rules<'a>(shared: &'a Shared, policy: &'a crate::policy::Policy) -> Rules<'a> {
+    let s = &shared.settings;
+    Rules { policy, verify: s.verify_destination, guard: &s.guard, check: &*shared.check }
 }
 
 /// Refuses: an event, then a reset (TLS) or a 403 (HTTP).
@@ -269,11 +190,7 @@ fn refuse(
     block: Block,
 ) {
     let (peer, orig, _) = flow;
-    let mut ev = ev.unwrap_or_else(|| event(shared, kind, Action::Blocked, flow));
-    ev.action = Action::Blocked;
-    ev.msg = format!("{}.{}", kind.component().as_str(), "blocked");
-    ev = ev.with_reason(block.reason);
-    ev.note = block.note.clone();
+    let ev = verdict::blocked(ev.unwrap_or_else(|| event(shared, kind, Action::Blocked, flow)), kind, &block);
     let what = ev.https.clone().or(ev.http_host.clone()).unwrap_or_default();
     log::debug!(
         "conn-{id} {peer}: {what} to {orig} blocked: {}{}",
