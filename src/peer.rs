@@ -26,6 +26,53 @@ pub struct Owner {
     pub cgroup: Option<u64>,
 }
 
+/// The cgroup v2 id of the root cgroup (kernfs numbers it first).
+pub const ROOT_CGROUP: u64 = 1;
+
+/// Who gets a share of egret's slots. A container, where sockets sit in
+/// cgroups of their own: a workload picks its uid (CAP_SETUID is a
+/// default container capability) but not its cgroup, so one container
+/// switching between many uids is still one client. Where the cgroup
+/// tells nothing (cgroup v1 hosts, the root cgroup, or egret's own
+/// cgroup, shared when workloads run beside egret in one container) the
+/// uid is all there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Client {
+    Cgroup(u64),
+    Uid(u32),
+    /// The owner could not be looked up (a remote client).
+    Unknown,
+}
+
+impl Client {
+    /// The client owning a socket, against egret's own cgroup.
+    pub fn of(owner: Option<Owner>) -> Client {
+        Client::classify(owner, own_cgroup())
+    }
+
+    /// Pure: `own` is egret's cgroup v2 id, if it has one of its own.
+    pub fn classify(owner: Option<Owner>, own: Option<u64>) -> Client {
+        match owner {
+            Some(Owner { cgroup: Some(cg), .. }) if cg != ROOT_CGROUP && Some(cg) != own => {
+                Client::Cgroup(cg)
+            }
+            Some(o) => Client::Uid(o.uid),
+            None => Client::Unknown,
+        }
+    }
+}
+
+/// egret's own cgroup v2 id (the inode of its directory), read once.
+fn own_cgroup() -> Option<u64> {
+    static OWN: OnceLock<Option<u64>> = OnceLock::new();
+    *OWN.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let path = crate::nft::identity::unified_path(&own)?;
+        Some(std::fs::metadata(cgroup_root()?.join(path)).ok()?.ino())
+    })
+}
+
 const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -340,5 +387,22 @@ mod tests {
         let owner = lookup(peer, l.local_addr().unwrap()).expect("the kernel knows our own socket");
         assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
         drop(c);
+    }
+
+    #[test]
+    fn clients_are_containers_where_there_are_cgroups_else_users() {
+        let o = |uid, cgroup| Some(Owner { uid, cgroup });
+        let own = Some(42);
+        // Two uids in one container: one client.
+        assert_eq!(Client::classify(o(1000, Some(77)), own), Client::classify(o(1001, Some(77)), own));
+        assert_eq!(Client::classify(o(1000, Some(77)), own), Client::Cgroup(77));
+        assert_ne!(Client::classify(o(0, Some(77)), own), Client::classify(o(0, Some(78)), own));
+        // Everyone in the root cgroup, in egret's own, or none known: the uid decides.
+        for cg in [Some(ROOT_CGROUP), Some(42), None] {
+            assert_eq!(Client::classify(o(1000, cg), own), Client::Uid(1000), "{cg:?}");
+            assert_ne!(Client::classify(o(1000, cg), own), Client::classify(o(1001, cg), own));
+        }
+        assert_eq!(Client::classify(o(1000, Some(42)), None), Client::Cgroup(42));
+        assert_eq!(Client::classify(None, own), Client::Unknown);
     }
 }

@@ -287,7 +287,7 @@ struct Shared {
     learner: Option<Arc<dyn Learn>>,
     tcp_clients: AtomicUsize,
     /// TCP slots per client (the owner of the client's socket).
-    tcp_fair: Arc<crate::fair::Admission<Option<crate::peer::Owner>>>,
+    tcp_fair: Arc<crate::fair::Admission<crate::peer::Client>>,
     stats: Arc<Stats>,
 }
 

@@ -19,6 +19,7 @@ pub mod pool;
 pub mod registry;
 pub mod relay;
 pub mod tls;
+pub mod verdict;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -302,7 +303,7 @@ pub(crate) struct Shared {
     /// Open relayed connections (for reload revocation) and counters.
     pub registry: Arc<registry::Registry>,
     /// Connection slots per client (the owner of the client's socket).
-    pub admission: Arc<crate::fair::Admission<Option<crate::peer::Owner>>>,
+    pub admission: Arc<crate::fair::Admission<crate::peer::Client>>,
 }
 
 #[cfg(test)]

@@ -1328,8 +1328,10 @@ fn escape_31_idle_connections_of_one_client_do_not_lock_out_another() {
     assert_eq!(allowed["http_host"], "allowed.test", "{allowed}");
 }
 
-/// A private cgroup2 hierarchy mounted for one test (this machine has no
-/// cgroup2 mounted), with child cgroups; unmounted on drop.
+/// A private mount of the cgroup2 hierarchy for one test (this machine
+/// has no cgroup2 mounted where egret looks; CI machines may), with child
+/// cgroups named after the test process so no other run's leftovers
+/// collide; their processes are killed and the children removed on drop.
 struct Cgroups {
     root: std::path::PathBuf,
     children: Vec<String>,
@@ -1341,15 +1343,29 @@ impl Cgroups {
         std::fs::create_dir_all(&root).expect("cgroup mount point");
         let st = std::process::Command::new("mount").args(["-t", "cgroup2", "none"]).arg(&root).status();
         assert!(st.is_ok_and(|s| s.success()), "mounting cgroup2 (needs root)");
-        for c in children {
-            std::fs::create_dir(root.join(c)).expect("create cgroup");
+        let cg = Cgroups { root, children: children.iter().map(|c| Cgroups::unique(c)).collect() };
+        for c in &cg.children {
+            match std::fs::create_dir(cg.root.join(c)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("create cgroup {c}: {e}"),
+            }
         }
-        Cgroups { root, children: children.iter().map(|c| c.to_string()).collect() }
+        cg
+    }
+
+    fn unique(name: &str) -> String {
+        format!("{name}-{}", std::process::id())
+    }
+
+    /// The path egret reports for child `name`.
+    fn path(&self, name: &str) -> String {
+        format!("/{}", Cgroups::unique(name))
     }
 
     /// `sh -c` that moves itself into cgroup `name`, then runs `args`.
     fn run_in(&self, name: &str, args: &[String]) -> Vec<String> {
-        let procs = self.root.join(name).join("cgroup.procs");
+        let procs = self.root.join(Cgroups::unique(name)).join("cgroup.procs");
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
         vec!["-c".into(), format!("echo $$ > {} && exec {}", procs.display(), quoted.join(" "))]
     }
@@ -1358,9 +1374,15 @@ impl Cgroups {
 impl Drop for Cgroups {
     fn drop(&mut self) {
         for c in &self.children {
-            // Bounded: the test's processes were killed by their guards.
+            let dir = self.root.join(c);
+            // Bounded: what is left in the test's own cgroups is killed by PID.
             for _ in 0..50 {
-                if std::fs::remove_dir(self.root.join(c)).is_ok() {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                }
+                if std::fs::remove_dir(&dir).is_ok() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -1401,10 +1423,44 @@ fn escape_32_clients_in_their_own_cgroups_get_their_own_share() {
         std::thread::sleep(Duration::from_millis(2500));
     }
     let ev = s.event_where(|e| e["msg"] == "dns.blocked" && e["reason"] == "limit");
-    assert_eq!(ev["cgroup"], "/hog", "the limit event names the container's cgroup: {ev}");
+    assert_eq!(ev["cgroup"], cg.path("hog"), "the limit event names the container's cgroup: {ev}");
     let ok = s
         .event_where(|e| e["msg"] == "dns.blocked" && e["qname"] == "blocked.test" && e["protocol"] == "TCP");
-    assert_eq!(ok["cgroup"], "/other", "{ok}");
+    assert_eq!(ok["cgroup"], cg.path("other"), "{ok}");
+    drop(hog);
+}
+
+#[test]
+fn escape_41_many_users_in_one_container_are_one_client() {
+    // Round 2: a container with CAP_SETUID (a default) spreads its idle
+    // connections over 20 uids, each under a per-user share, together
+    // more than every DNS TCP slot. Its cgroup makes it one client.
+    let cg = Cgroups::mount(&["hog", "other"]);
+    let s = setup("41", ALLOWED, &[("FILTER_MODE", "dns")]);
+    let p = s.p();
+    let mut attack = vec![py3().to_owned(), util::public("netns/attack.py")];
+    attack.extend(["hold-tcp-uids", &p.v4(3), "53", "7", "3000", "20"].map(String::from));
+    let sh = cg.run_in("hog", &attack);
+    let hog = Pair::spawn_ready(&p.work, "sh", &sh.iter().map(String::as_str).collect::<Vec<_>>());
+    let open = hog.line(Duration::from_secs(30)).unwrap_or_default();
+    eprintln!("escape_41: the container's users hold {open}");
+    std::thread::sleep(Duration::from_secs(3));
+    let mut dig = setpriv_args(Priv::Root);
+    dig.insert(0, "setpriv".into());
+    dig.extend(
+        ["dig", &format!("@{}", p.v4(3)), "blocked.test", "A", "+tcp", "+time=3", "+tries=1"]
+            .map(String::from),
+    );
+    let mut c = Pair::exec(&p.work, "sh");
+    c.args(cg.run_in("other", &dig));
+    let start = Instant::now();
+    let (_, out, _) = util::run(c);
+    assert!(out.contains("status: NXDOMAIN"), "the other container got no answer: {out}");
+    assert!(start.elapsed() < FAST, "the other container waited {:?}", start.elapsed());
+    let ev = s.event_where(|e| e["msg"] == "dns.blocked" && e["reason"] == "limit");
+    assert_eq!(ev["cgroup"], cg.path("hog"), "the limit event names the container: {ev}");
+    let uid = ev["uid"].as_u64().unwrap_or(0);
+    assert!((3000..3020).contains(&uid), "one of the container's users was refused: {ev}");
     drop(hog);
 }
 

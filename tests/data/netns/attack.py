@@ -37,6 +37,10 @@ Other helpers (different arguments):
         nothing; with "trickle", sends one byte on each every 6 s and opens
         a new one for every one the server closed. Prints "ready", then
         "open K" (K the number open) at once and every 2 s.
+  attack.py hold-tcp-uids HOST PORT N FIRST_UID COUNT
+        hold-tcp with trickle in COUNT child processes, child i running as
+        uid FIRST_UID+i (needs CAP_SETUID): one container, many users.
+        Prints "ready", then "open K" (K the total open).
   attack.py rawframe IFACE DSTMAC SRC DST PORT
         one Ethernet frame carrying a UDP datagram SRC -> DST:PORT with the
         marker as payload, from an AF_PACKET socket (CAP_NET_RAW): no IP
@@ -248,7 +252,8 @@ def rcvmark(addr, port):
     print(json.dumps({"mark": mark}), flush=True)
 
 
-def hold_tcp(host, port, n, trickle):
+def hold_tcp(host, port, n, trickle, say=None):
+    say = say or (lambda line: print(line, flush=True))
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -275,8 +280,8 @@ def hold_tcp(host, port, n, trickle):
             return False
 
     top_up()
-    print("ready", flush=True)
-    print("open %d" % len(held), flush=True)
+    say("ready")
+    say("open %d" % len(held))
     last_byte = time.monotonic()
     for _ in range(3600):  # bounded: at most two hours
         time.sleep(2)
@@ -290,7 +295,40 @@ def hold_tcp(host, port, n, trickle):
                     except OSError:
                         pass
             top_up()
-        print("open %d" % len(held), flush=True)
+        say("open %d" % len(held))
+
+
+def hold_tcp_uids(host, port, n, first_uid, count):
+    """hold_tcp with trickle in `count` children, child i as uid first_uid+i
+    (CAP_SETUID, a default container capability): one container, many
+    users. Prints "ready" once every child is, then "open K" (the sum)."""
+    import ctypes
+    r, w = os.pipe()
+    for i in range(count):
+        if os.fork() == 0:
+            os.close(r)
+            ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+            uid = first_uid + i
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            hold_tcp(host, port, n, True, lambda line: os.write(w, b"%d %s\n" % (i, line.encode())))
+            os._exit(0)
+    os.close(w)
+    opened, ready = {}, set()
+    announced = False
+    with os.fdopen(r) as lines:
+        for line in lines:  # ends when every child has exited
+            i, what = line.split(" ", 1)
+            if what.strip() == "ready":
+                ready.add(i)
+            else:
+                opened[i] = int(what.split()[1])
+            if len(ready) == count and len(opened) == count:
+                if not announced:
+                    print("ready", flush=True)
+                    announced = True
+                print("open %d" % sum(opened.values()), flush=True)
 
 
 def rawframe(iface, dstmac, src, dst, port):
@@ -375,6 +413,9 @@ def main():
     if sys.argv[1] == "hold-tcp":
         trickle = len(sys.argv) > 5 and sys.argv[5] == "trickle"
         return hold_tcp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), trickle)
+    if sys.argv[1] == "hold-tcp-uids":
+        a = sys.argv
+        return hold_tcp_uids(a[2], int(a[3]), int(a[4]), int(a[5]), int(a[6]))
     if sys.argv[1] == "nd":
         hbh = len(sys.argv) > 6 and sys.argv[6] == "hbh"
         return nd(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), hbh)
