@@ -30,6 +30,7 @@ pub mod resolve;
 pub mod selftest;
 pub mod startup;
 pub mod sys;
+pub mod time;
 pub mod watchdog;
 
 /// The version reported in events and by `egret version`.

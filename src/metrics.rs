@@ -59,8 +59,9 @@ pub struct Snapshot {
     pub enforced: Option<bool>,
 }
 
-/// One metric family: its help line, type and samples.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+/// One metric family: its help line, type and samples (`labels` is
+/// `{k="v",...}` or empty). The one writer of Prometheus text in egret.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (labels, v) in samples {

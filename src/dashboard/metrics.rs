@@ -2,8 +2,8 @@
 //! come from a closed set (anything else is `other`), so a producer
 //! cannot blow up the number of series.
 
+use crate::metrics::family;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
@@ -77,13 +77,12 @@ impl Metrics {
             ("stored", "Events stored in the ring (ALLOWED and BLOCKED with a msg)."),
             ("dropped", "Events accepted but not stored (control messages, no msg, other actions)."),
         ] {
-            let name = format!("egret_dashboard_events_{outcome}_total");
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((o, a, c), n) in &events {
-                if *o == outcome {
-                    let _ = writeln!(out, "{name}{{action=\"{a}\",component=\"{c}\"}} {n}");
-                }
-            }
+            let samples: Vec<(String, u64)> = events
+                .iter()
+                .filter(|((o, _, _), _)| *o == outcome)
+                .map(|((_, a, c), n)| (format!("{{action=\"{a}\",component=\"{c}\"}}"), *n))
+                .collect();
+            family(&mut out, &format!("egret_dashboard_events_{outcome}_total"), "counter", help, &samples);
         }
         let load = |c: &AtomicU64| c.load(Relaxed);
         let simple: [(&str, &str, &str, u64); 10] = [
@@ -129,13 +128,19 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, v) in simple {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            family(&mut out, name, kind, help, &[(String::new(), v)]);
         }
-        let name = "egret_dashboard_requests_rejected_total";
-        let _ = writeln!(out, "# HELP {name} Requests answered with a 4xx status.\n# TYPE {name} counter");
-        for (code, n) in self.rejected.lock().map(|m| m.clone()).unwrap_or_default() {
-            let _ = writeln!(out, "{name}{{code=\"{code}\"}} {n}");
-        }
+        let rejected: Vec<(String, u64)> = (self.rejected.lock().map(|m| m.clone()).unwrap_or_default())
+            .into_iter()
+            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), n))
+            .collect();
+        family(
+            &mut out,
+            "egret_dashboard_requests_rejected_total",
+            "counter",
+            "Requests answered with a 4xx status.",
+            &rejected,
+        );
         out
     }
 }

@@ -13,7 +13,6 @@ pub mod metrics;
 pub mod rate;
 pub mod routes;
 pub mod store;
-pub mod time;
 
 use std::fmt;
 use std::io::{Read, Write};

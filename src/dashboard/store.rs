@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::time::{format_rfc3339_nanos, parse_rfc3339};
+use crate::time::{format_rfc3339_nanos, parse_rfc3339};
 
 /// What the poster's request carried, besides the body.
 #[derive(Debug, Clone)]

@@ -1334,16 +1334,19 @@ fn escape_31_idle_connections_of_one_client_do_not_lock_out_another() {
 /// collide; their processes are killed and the children removed on drop.
 struct Cgroups {
     root: std::path::PathBuf,
+    /// The test's name: tests run in parallel in one process.
+    tag: String,
     children: Vec<String>,
 }
 
 impl Cgroups {
-    fn mount(children: &[&str]) -> Cgroups {
-        let root = std::env::temp_dir().join(format!("egret-it-cg-{}", std::process::id()));
+    fn mount(tag: &str, children: &[&str]) -> Cgroups {
+        let root = std::env::temp_dir().join(format!("egret-it-cg-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&root).expect("cgroup mount point");
         let st = std::process::Command::new("mount").args(["-t", "cgroup2", "none"]).arg(&root).status();
         assert!(st.is_ok_and(|s| s.success()), "mounting cgroup2 (needs root)");
-        let cg = Cgroups { root, children: children.iter().map(|c| Cgroups::unique(c)).collect() };
+        let unique = |c: &&str| format!("{c}-{tag}-{}", std::process::id());
+        let cg = Cgroups { root, tag: tag.to_owned(), children: children.iter().map(unique).collect() };
         for c in &cg.children {
             match std::fs::create_dir(cg.root.join(c)) {
                 Ok(()) => {}
@@ -1354,20 +1357,36 @@ impl Cgroups {
         cg
     }
 
-    fn unique(name: &str) -> String {
-        format!("{name}-{}", std::process::id())
+    fn unique(&self, name: &str) -> String {
+        format!("{name}-{}-{}", self.tag, std::process::id())
     }
 
     /// The path egret reports for child `name`.
     fn path(&self, name: &str) -> String {
-        format!("/{}", Cgroups::unique(name))
+        format!("/{}", self.unique(name))
     }
 
     /// `sh -c` that moves itself into cgroup `name`, then runs `args`.
     fn run_in(&self, name: &str, args: &[String]) -> Vec<String> {
-        let procs = self.root.join(Cgroups::unique(name)).join("cgroup.procs");
+        let procs = self.root.join(self.unique(name)).join("cgroup.procs");
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
         vec!["-c".into(), format!("echo $$ > {} && exec {}", procs.display(), quoted.join(" "))]
+    }
+
+    /// A TCP lookup of `blocked.test` at `server` from cgroup `name`, as
+    /// uid 0 without capabilities: dig's output and how long it took.
+    fn dig_tcp(&self, name: &str, ns: &str, server: &str) -> (String, Duration) {
+        let mut dig = setpriv_args(Priv::Root);
+        dig.insert(0, "setpriv".into());
+        dig.extend(
+            ["dig", &format!("@{server}"), "blocked.test", "A", "+tcp", "+time=3", "+tries=1"]
+                .map(String::from),
+        );
+        let mut c = Pair::exec(ns, "sh");
+        c.args(self.run_in(name, &dig));
+        let start = Instant::now();
+        let (_, out, _) = util::run(c);
+        (out, start.elapsed())
     }
 }
 
@@ -1397,7 +1416,7 @@ impl Drop for Cgroups {
 fn escape_32_clients_in_their_own_cgroups_get_their_own_share() {
     // Two containers of one pod, both uid 0 without capabilities: only
     // their cgroups tell them apart, as in a podman or Kubernetes pod.
-    let cg = Cgroups::mount(&["hog", "other"]);
+    let cg = Cgroups::mount("32", &["hog", "other"]);
     let s = setup("32", ALLOWED, &[("FILTER_MODE", "dns")]);
     let p = s.p();
     let mut hog_cmd = setpriv_args(Priv::Root);
@@ -1408,18 +1427,9 @@ fn escape_32_clients_in_their_own_cgroups_get_their_own_share() {
     let hog = Pair::spawn_ready(&p.work, "sh", &sh.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(hog.line(Duration::from_secs(30)).is_some_and(|l| l.starts_with("open ")));
     for round in 0..3 {
-        let mut dig = setpriv_args(Priv::Root);
-        dig.insert(0, "setpriv".into());
-        dig.extend(
-            ["dig", &format!("@{}", p.v4(3)), "blocked.test", "A", "+tcp", "+time=3", "+tries=1"]
-                .map(String::from),
-        );
-        let mut c = Pair::exec(&p.work, "sh");
-        c.args(cg.run_in("other", &dig));
-        let start = Instant::now();
-        let (_, out, _) = util::run(c);
+        let (out, took) = cg.dig_tcp("other", &p.work, &p.v4(3));
         assert!(out.contains("status: NXDOMAIN"), "round {round}: the other container got no answer: {out}");
-        assert!(start.elapsed() < FAST, "round {round}: the other container waited {:?}", start.elapsed());
+        assert!(took < FAST, "round {round}: the other container waited {took:?}");
         std::thread::sleep(Duration::from_millis(2500));
     }
     let ev = s.event_where(|e| e["msg"] == "dns.blocked" && e["reason"] == "limit");
@@ -1435,7 +1445,7 @@ fn escape_41_many_users_in_one_container_are_one_client() {
     // Round 2: a container with CAP_SETUID (a default) spreads its idle
     // connections over 20 uids, each under a per-user share, together
     // more than every DNS TCP slot. Its cgroup makes it one client.
-    let cg = Cgroups::mount(&["hog", "other"]);
+    let cg = Cgroups::mount("41", &["hog", "other"]);
     let s = setup("41", ALLOWED, &[("FILTER_MODE", "dns")]);
     let p = s.p();
     let mut attack = vec![py3().to_owned(), util::public("netns/attack.py")];
@@ -1445,18 +1455,9 @@ fn escape_41_many_users_in_one_container_are_one_client() {
     let open = hog.line(Duration::from_secs(30)).unwrap_or_default();
     eprintln!("escape_41: the container's users hold {open}");
     std::thread::sleep(Duration::from_secs(3));
-    let mut dig = setpriv_args(Priv::Root);
-    dig.insert(0, "setpriv".into());
-    dig.extend(
-        ["dig", &format!("@{}", p.v4(3)), "blocked.test", "A", "+tcp", "+time=3", "+tries=1"]
-            .map(String::from),
-    );
-    let mut c = Pair::exec(&p.work, "sh");
-    c.args(cg.run_in("other", &dig));
-    let start = Instant::now();
-    let (_, out, _) = util::run(c);
+    let (out, took) = cg.dig_tcp("other", &p.work, &p.v4(3));
     assert!(out.contains("status: NXDOMAIN"), "the other container got no answer: {out}");
-    assert!(start.elapsed() < FAST, "the other container waited {:?}", start.elapsed());
+    assert!(took < FAST, "the other container waited {took:?}");
     let ev = s.event_where(|e| e["msg"] == "dns.blocked" && e["reason"] == "limit");
     assert_eq!(ev["cgroup"], cg.path("hog"), "the limit event names the container: {ev}");
     let uid = ev["uid"].as_u64().unwrap_or(0);

@@ -1,6 +1,7 @@
-//! RFC 3339 timestamps for dashboard entries: parse what producers send
-//! (any offset, any fraction) and print UTC with nanoseconds. Pure: the
-//! current time is always passed in as nanoseconds since the Unix epoch.
+//! RFC 3339 timestamps, the one place egret reads and writes them (events,
+//! dashboard entries): parse what producers send (any offset, any
+//! fraction) and print UTC with nanoseconds. Pure: the current time is
+//! always passed in as nanoseconds since the Unix epoch.
 
 /// Formats nanoseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
 pub fn format_rfc3339_nanos(unix_nanos: i128) -> String {
