@@ -3,9 +3,10 @@
 # same topology and the same run (not a test: it reports, it asserts
 # nothing). Needs root, iproute2, nftables, openssl, curl, python3.
 #
-#   workload netns --veth-- upstream netns
-#   ports 80/443   → redirected (nft) to `egret proxy` → upstream 80/443
-#   ports 8081/4443 → not redirected: the direct path to the same servers
+#   egret's netns    --veth-- upstream netns: ports 80/443 → `egret run`'s
+#                               own redirect to its proxies → upstream 80/443
+#   workload netns   --veth-- upstream netns: ports 8081/4443, the direct
+#                               path to the same servers (no filter)
 #
 # Reports bulk throughput (one HTTP download of BULK bytes) and new TLS
 # connections per second (CONNS sequential handshakes + one small request
@@ -22,22 +23,11 @@ if [ "${1:-}" = "--bin" ]; then BIN=$2; fi
 BULK=${BULK:-$((2 << 30))}
 RUNS=${RUNS:-3}
 CONNS=${CONNS:-2000}
-MARK=0x1e6e7
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 
 [ -x "$BIN" ] || cargo build --release
 bench_setup
-ip netns exec "$W" nft -f - <<EOF
-table inet egret_test {
-  chain out {
-    type nat hook output priority -100; policy accept;
-    meta mark $MARK accept
-    tcp dport 80 redirect to :8080
-    tcp dport 443 redirect to :8443
-  }
-}
-EOF
 
 # Upstream: a sendfile HTTP server for bulk (80 and 8081), openssl
 # s_server for TLS (443 and 4443).
@@ -77,21 +67,19 @@ for port in 443 4443; do
   PIDS+=($!)
 done
 
-# egret.
-printf 'allowlist:\n  domains: ["ok.example"]\n' > "$TMP/policy.yaml"
-echo "$UP ok.example" > "$TMP/hosts"
-ip netns exec "$W" env POLICY_PATH="$TMP/policy.yaml" BYPASS_MARK=$MARK LOG_LEVEL=warn \
-  "$BIN" proxy --hosts "$TMP/hosts" > "$TMP/events.jsonl" 2> "$TMP/egret.log" &
-EGRET=$!
-PIDS+=($EGRET)
+# egret, as in a pod: `egret run` with its own ruleset, in its own netns.
+bench_egret
 
 for p in 80 8081 443 4443; do wait_port "$U" "$p"; done
-wait_port "$W" 8443
+wait_port "$WE" 8443
+
+ns_of() { if [ "$1" -lt 1000 ]; then echo "$WE $UPE"; else echo "$W $UP"; fi; } # port → netns, upstream address
 
 bulk_once() { # port → bytes/s
-  local v
-  v=$(ip netns exec "$W" curl -sS -o /dev/null -m 300 -w '%{speed_download}' \
-    --resolve "ok.example:$1:$UP" "http://ok.example:$1/")
+  local v ns up
+  read -r ns up < <(ns_of "$1")
+  v=$(ip netns exec "$ns" curl -sS -o /dev/null -m 300 -w '%{speed_download}' \
+    --resolve "ok.example:$1:$up" "http://ok.example:$1/")
   echo "${v%.*}"
 }
 
@@ -115,7 +103,11 @@ lat.sort()
 p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
 print(f"{n / total:.0f} {p(0.50):.2f} {p(0.99):.2f}")
 EOF
-tls() { ip netns exec "$W" python3 "$TMP/tls.py" "$UP" "$1" "$CONNS" "$TMP/ca.pem"; }
+tls() { # port
+  local ns up
+  read -r ns up < <(ns_of "$1")
+  ip netns exec "$ns" python3 "$TMP/tls.py" "$up" "$1" "$CONNS" "$TMP/ca.pem"
+}
 
 echo "bench-proxy: $(nproc) cores, bulk $((BULK >> 20)) MiB x $RUNS runs, $CONNS TLS connections"
 # Direct and egret alternate, so a load change on the machine hits both;

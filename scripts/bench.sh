@@ -6,7 +6,9 @@
 #
 #   workload netns (wrk, curl, python clients)  --veth--  upstream netns (nginx)
 #     ok.example:8081/4443 → direct to nginx
-#     ok.example:80/443    → nft redirect → egret    :8080/:8443 → original destination
+#   egret's netns (its clients; `egret run` with its own ruleset) --veth-- upstream netns
+#     ok.example:80/443    → egret's redirect → egret :8080/:8443 → original destination
+#   in the workload netns:
 #     ok.example:1080/1443 → nft redirect → HAProxy  :9080/:9443 → original destination
 #     ok.example:2080/2443 → nft redirect → socat    :9180/:9543 → nginx 8081/4443
 #
@@ -40,7 +42,6 @@ DNS_SECS=${DNS_SECS:-3}
 TARGETS=${TARGETS:-"direct egret haproxy socat"}
 WORKLOADS=${WORKLOADS:-"tls_c1 tls_c16 http_c16 keepalive_c16 bad bulk1 bulk8"}
 OUT=${OUT:-target/bench/results.tsv}
-MARK=0x1e6e7
 FILTER_CPU=0
 LOAD_CPU=1
 
@@ -67,17 +68,14 @@ mkdir -p "$(dirname "$OUT")"
 : > "$OUT"
 NOBODY=$(id -u nobody)
 
-# Redirects. HAProxy runs as nobody and its upstream connections are let
-# through by uid; egret's by its mark; socat connects to ports that are not
-# redirected.
+# Redirects in the workload netns (egret has its own netns and ruleset).
+# HAProxy runs as nobody and its upstream connections are let through by
+# uid; socat connects to ports that are not redirected.
 ip netns exec "$W" nft -f - <<EOF
 table inet egret_bench {
   chain out {
     type nat hook output priority -100; policy accept;
-    meta mark $MARK accept
     meta skuid $NOBODY accept
-    tcp dport 80 redirect to :8080
-    tcp dport 443 redirect to :8443
     tcp dport 1080 redirect to :9080
     tcp dport 1443 redirect to :9443
     tcp dport 2080 redirect to :9180
@@ -121,11 +119,8 @@ EOF
 bench_bg ip netns exec "$U" taskset -c "$LOAD_CPU" nginx -c "$TMP/nginx.conf" -e "$TMP/nginx/error.log"
 for p in 8081 4443; do wait_port "$U" "$p"; done
 
-# egret.
-printf 'allowlist:\n  domains: ["ok.example"]\n' > "$TMP/policy.yaml"
-echo "$UP ok.example" > "$TMP/hosts"
-has egret && bench_bg ip netns exec "$W" taskset -c "$FILTER_CPU" env POLICY_PATH="$TMP/policy.yaml" BYPASS_MARK=$MARK \
-  LOG_LEVEL=warn MAX_CONNECTIONS=20000 "$BIN" proxy --hosts "$TMP/hosts" > /dev/null 2> "$TMP/egret.log"
+# egret, as in a pod: `egret run` in its own netns, its own ruleset.
+has egret && bench_egret MAX_CONNECTIONS=20000
 
 # HAProxy: TCP mode with an SNI allowlist for TLS; HTTP mode (the only way
 # to see every Host on a kept-alive connection) for plain HTTP.
@@ -165,18 +160,18 @@ has haproxy && bench_bg ip netns exec "$W" taskset -c "$FILTER_CPU" haproxy -db 
 # the docker-whitelist seed).
 has socat && bench_bg ip netns exec "$W" taskset -c "$FILTER_CPU" socat TCP-LISTEN:9180,bind=127.0.0.1,fork,reuseaddr,backlog=4096 TCP:$UP:8081
 has socat && bench_bg ip netns exec "$W" taskset -c "$FILTER_CPU" socat TCP-LISTEN:9543,bind=127.0.0.1,fork,reuseaddr,backlog=4096 TCP:$UP:4443
-has egret && for p in 8080 8443; do wait_port "$W" "$p"; done
+has egret && for p in 8080 8443; do wait_port "$WE" "$p"; done
 has haproxy && for p in 9080 9443; do wait_port "$W" "$p"; done
 has socat && for p in 9180 9543; do wait_port "$W" "$p"; done
 
 # Filter pids (the real process inside `ip netns exec … taskset … env …`).
-pid_of() { # listening port in $W → pid
-  ip netns exec "$W" ss -Htlnp "sport = :$1" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1
+pid_of() { # netns, listening port → pid
+  ip netns exec "$1" ss -Htlnp "sport = :$2" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1
 }
 declare -A PID HTTP_PORT TLS_PORT
-has egret && PID[egret]=$(pid_of 8443)
-has haproxy && PID[haproxy]=$(pid_of 9443)
-has socat && { PID[socat_http]=$(pid_of 9180); PID[socat]=$(pid_of 9543); }
+has egret && PID[egret]=$(pid_of "$WE" 8443)
+has haproxy && PID[haproxy]=$(pid_of "$W" 9443)
+has socat && { PID[socat_http]=$(pid_of "$W" 9180); PID[socat]=$(pid_of "$W" 9543); }
 HTTP_PORT=([direct]=8081 [egret]=80 [haproxy]=1080 [socat]=2080)
 TLS_PORT=([direct]=4443 [egret]=443 [haproxy]=1443 [socat]=2443)
 
@@ -214,12 +209,18 @@ ROUND=0
 emit all meta secs "$SECS"; emit all meta bulk "$BULK"
 for t in $TARGETS; do [ "$t" = direct ] || { emit "$t" idle rss_kib "$(mem_kib "$t")"; }; done
 
-in_w() { ip netns exec "$W" taskset -c "$LOAD_CPU" "$@"; }
+# The clients of a target: in egret's netns for egret, else the workload's.
+in_w() { # target command...
+  local ns=$W
+  [ "$1" = egret ] && ns=$WE
+  shift
+  ip netns exec "$ns" taskset -c "$LOAD_CPU" "$@"
+}
 # wrk → "rate p50_ms p99_ms errors non2xx" (rate = completed requests/s)
-wrk_run() { # conns url [extra wrk args]
-  local c=$1 url=$2
-  shift 2
-  in_w wrk -t1 -c"$c" -d"${SECS}s" --latency --timeout 5s "$@" "$url" 2>&1 | python3 -c '
+wrk_run() { # target conns url [extra wrk args]
+  local t=$1 c=$2 url=$3
+  shift 3
+  in_w "$t" wrk -t1 -c"$c" -d"${SECS}s" --latency --timeout 5s "$@" "$url" 2>&1 | python3 -c '
 import re, sys
 t = sys.stdin.read()
 def ms(v):
@@ -249,7 +250,7 @@ bench_wrk() { # target workload conns scheme host [wrk args]: one wrk run with C
   if [ "$scheme" = https ]; then port=${TLS_PORT[$t]}; else port=${HTTP_PORT[$t]}; fi
   echo "  $t $wl" >&2
   t0=$(ticks "$t")
-  read -r rate p50 p99 errs non2xx < <(wrk_run "$c" "$scheme://$host:$port/" "$@")
+  read -r rate p50 p99 errs non2xx < <(wrk_run "$t" "$c" "$scheme://$host:$port/" "$@")
   sleep 0.2
   t1=$(ticks "$t")
   emit "$t" "$wl" rate "$rate"; emit "$t" "$wl" p50_ms "$p50"; emit "$t" "$wl" p99_ms "$p99"
@@ -264,7 +265,7 @@ bench_bulk() { # target conns
   t0=$(ticks "$t"); s=$(date +%s.%N)
   local -a curls=()
   for _ in $(seq "$n"); do
-    in_w curl -sS -o /dev/null -m 300 "http://ok.example:$port/$path" &
+    in_w "$t" curl -sS -o /dev/null -m 300 "http://ok.example:$port/$path" &
     curls+=($!)
   done
   for c in "${curls[@]}"; do wait "$c" || true; done
@@ -311,7 +312,7 @@ bench_held() { # target count
   local t=$1 n=$2
   echo "  $t held$n" >&2
   rm -f "$TMP/ready" "$TMP/go"; mkfifo "$TMP/ready" "$TMP/go"
-  in_w python3 "$TMP/held.py" "${TLS_PORT[$t]}" "$n" "$TMP/ready" "$TMP/go" "$TMP/ca.pem" > "$TMP/held.out" &
+  in_w "$t" python3 "$TMP/held.py" "${TLS_PORT[$t]}" "$n" "$TMP/ready" "$TMP/go" "$TMP/ca.pem" > "$TMP/held.out" &
   local py=$!
   cat "$TMP/ready" > /dev/null
   sleep 0.5

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Captures real ClientHellos into tests/data/tls/ (run from the repo root).
+"""Captures real ClientHellos into tests/data/fuzz/tls_client_hello/ (run from the repo root).
 
 Listens on 127.0.0.1, runs each client against it, saves the first bytes the
 client sends (until it stops sending for a moment), and closes. Only loopback.
 """
 import os, socket, subprocess, sys, threading, time
 
-OUT = "tests/data/tls"
+OUT = "tests/data/fuzz/tls_client_hello"
 CLIENTS = {
     "curl-sni.bin": ["curl", "-sk", "--max-time", "2", "--resolve", "Allowed.Example:{p}:127.0.0.1", "https://Allowed.Example:{p}/"],
     "curl-tls12.bin": ["curl", "-sk", "--max-time", "2", "--tls-max", "1.2", "--resolve", "allowed.example:{p}:127.0.0.1", "https://allowed.example:{p}/"],

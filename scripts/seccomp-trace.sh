@@ -18,7 +18,7 @@ root=$PWD
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 musl=$target_dir/x86_64-unknown-linux-musl/release/egret
 filters=("$@")
-[ ${#filters[@]} -gt 0 ] || filters=(run:: ops:: proxy_netns:: dns:: dns_https:: selftest:: syslog:: events:: guard:: compat:: dnsauth:: escape:: nft:: check::)
+[ ${#filters[@]} -gt 0 ] || filters=(run:: ops:: proxy:: dns:: dns_https:: selftest:: syslog:: events:: guard:: compat:: dnsauth:: escape:: nft:: check::)
 # What the tests cannot show: capset (only a non-root start changes the
 # sets), kill (the self-test ends a technique that overran its limit),
 # and what any process may need to end or to return from a signal handler.

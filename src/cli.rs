@@ -30,12 +30,6 @@ pub enum Command {
     Selftest {
         technique: Option<TechniqueArgs>,
     },
-    /// Hidden: only the HTTP/HTTPS proxies, with a static hosts table for
-    /// the anti-spoofing check (tests and benchmarks, until `run` serves
-    /// them with the resolver).
-    Proxy {
-        hosts: Option<PathBuf>,
-    },
     /// `--help` for the whole tool or one subcommand.
     Help(Option<&'static str>),
 }
@@ -107,20 +101,6 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
         Some(s) if s.starts_with('-') => "run".to_owned(),
         Some(_) => args.next().unwrap_or_default(),
     };
-    if cmd == "proxy" {
-        let mut hosts = None;
-        while let Some(a) = args.next() {
-            match a.as_str() {
-                "--hosts" => {
-                    hosts = Some(PathBuf::from(
-                        args.next().ok_or_else(|| UsageError("--hosts needs a PATH".into()))?,
-                    ))
-                }
-                _ => return Err(UsageError(format!("unexpected argument {a:?} for `egret proxy`"))),
-            }
-        }
-        return Ok(Command::Proxy { hosts });
-    }
     let Some(name) = COMMANDS.iter().copied().find(|c| *c == cmd) else {
         return Err(UsageError(format!("unknown command {cmd:?}")));
     };
@@ -232,10 +212,6 @@ mod tests {
         assert!(p(&["check", "--policy"]).is_err());
         assert!(p(&["cleanup", "now"]).unwrap_err().0.contains("unexpected argument"));
         // Hidden: not in USAGE, used by the proxy tests and benchmark.
-        assert_eq!(p(&["proxy"]), Ok(Command::Proxy { hosts: None }));
-        assert_eq!(p(&["proxy", "--hosts", "h"]), Ok(Command::Proxy { hosts: Some("h".into()) }));
-        assert!(p(&["proxy", "--hosts"]).is_err());
-        assert!(p(&["proxy", "x"]).unwrap_err().0.contains("unexpected argument"));
         assert!(!USAGE.contains("proxy "));
         assert_eq!(p(&["selftest"]), Ok(Command::Selftest { technique: None }));
         let t = p(&["selftest", "--technique", "direct", "--privilege", "nobody", "--ports", "8080,8443"]);

@@ -36,7 +36,6 @@ pub fn run(cmd: Command) -> Outcome {
             remove_g0efilter_tables();
             crate::daemon::run(p).map(|()| ExitCode::SUCCESS)
         }
-        Command::Proxy { hosts } => proxy(hosts),
         Command::Init => init(),
         Command::Cleanup => cleanup(),
         Command::Selftest { technique: Some(t) } => {
@@ -173,69 +172,6 @@ fn health(url: Option<&str>) -> Outcome {
         }
         (code, body) => Err(Failure::failed(format!("health: {url} answered {code}: {}", body.trim()))),
     }
-}
-
-/// `egret proxy [--hosts FILE]` (hidden): the HTTP/HTTPS proxies alone,
-/// events as JSON lines on stdout, until SIGTERM/SIGINT. The ruleset that
-/// redirects to them is installed by someone else (the tests use `nft`).
-fn proxy(hosts: Option<std::path::PathBuf>) -> Outcome {
-    use nix::sys::signal::{SigSet, Signal};
-    use std::sync::Arc;
-    let cfg = load_config()?;
-    let policy = load_policy(&cfg, None).map_err(Failure::invalid)?;
-    let table = match hosts {
-        None => crate::proxy::StaticHosts::default(),
-        Some(path) => std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| crate::proxy::StaticHosts::parse(&t))
-            .map_err(|e| Failure::invalid(format!("proxy: {}: {e}", path.display())))?,
-    };
-    let Some(mark) = cfg.bypass_mark else {
-        return Err(Failure::invalid(
-            "proxy: BYPASS_MARK must be set (the ruleset installed by someone else must know it)",
-        ));
-    };
-    // Block the stop signals before any thread starts, so every thread
-    // inherits the mask and only `wait` below receives them.
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    set.thread_block().map_err(|e| Failure::failed(format!("proxy: blocking signals: {e}")))?;
-    let hostname = cfg.hostname.clone().unwrap_or_else(|| {
-        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
-    });
-    let (emitter, rx) = crate::events::Emitter::channel(cfg.dashboard_queue_size.max(1024), &hostname);
-    let sink = std::thread::Builder::new().name("events".into()).spawn(move || {
-        use std::io::Write;
-        for ev in rx {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", ev.to_json());
-            let _ = out.flush();
-        }
-    });
-    sink.map_err(|e| Failure::failed(format!("proxy: {e}")))?;
-    match crate::proxy::raise_nofile_limit() {
-        Ok(n) => {
-            let per_conn = 2; // two sockets (bulk directions add a pipe each)
-            if (n as usize) < cfg.max_connections * per_conn {
-                log::warn!(
-                    "open-file limit {n} is below MAX_CONNECTIONS x {per_conn}; accepts may fail under load"
-                );
-            }
-        }
-        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
-    }
-    // The ruleset is someone else's: it knows the bypass mark, not a
-    // listen mark, so the listeners carry none.
-    let id = crate::nft::Identity { mark, listen_mark: 0, cgroup: None, generation_base: 0, egress_tag: 0 };
-    let settings =
-        crate::proxy::Settings { listen_mark: None, ..crate::proxy::Settings::from_config(&cfg, &id) };
-    let handle = crate::proxy::start(settings, policy::PolicyHandle::new(policy), Arc::new(table), emitter)
-        .map_err(|e| Failure::failed(format!("proxy: {e}")))?;
-    let sig = set.wait();
-    log::info!("stopping on {sig:?}");
-    handle.stop();
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `egret selftest`: every technique's line; 0 all held, 1 a bypass, 2

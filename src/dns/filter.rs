@@ -614,7 +614,7 @@ mod tests {
 
     #[test]
     fn seeds_never_panic_and_never_forward_when_unreadable() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dns");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/dns_query");
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

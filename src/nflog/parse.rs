@@ -339,7 +339,7 @@ pub(crate) mod tests {
     /// (workload 10.200.77.1 / fd00:200:77::1, copy range 128).
     #[test]
     fn real_captures() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nflog/");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fuzz/nflog/");
         let read = |f: &str| std::fs::read(format!("{dir}{f}")).expect("capture file");
         let cases = [
             ("tcp4-syn.bin", "10.200.77.1", "10.200.77.3", Protocol::Tcp, Some(7000)),

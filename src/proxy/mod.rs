@@ -21,7 +21,6 @@ pub mod relay;
 pub mod tls;
 pub mod verdict;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +52,7 @@ impl Kind {
 
 /// The anti-spoofing oracle. The real one resolves through
 /// `DNS_UPSTREAMS` with marked sockets and caches by TTL (the DNS
-/// component); [`StaticHosts`] is a fixed table for tests and
-/// `egret proxy --hosts`.
+/// component); the tests use a fixed hosts table.
 pub trait DestinationCheck: Send + Sync {
     /// `name` is already normalised.
     fn check(&self, name: &str, ip: IpAddr) -> Check;
@@ -68,43 +66,17 @@ impl DestinationCheck for crate::resolve::Resolver {
     }
 }
 
-/// A fixed name → addresses table in /etc/hosts format.
-#[derive(Debug, Clone, Default)]
-pub struct StaticHosts {
-    map: HashMap<String, Vec<IpAddr>>,
-}
-
-impl StaticHosts {
-    /// Parses `ADDRESS NAME [NAME...]` lines; `#` starts a comment. Names
-    /// are normalised as the policy normalises them.
-    pub fn parse(text: &str) -> Result<StaticHosts, String> {
-        let mut map: HashMap<String, Vec<IpAddr>> = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("");
-            let mut words = line.split_whitespace();
-            let Some(addr) = words.next() else { continue };
-            let ip: IpAddr =
-                addr.parse().map_err(|_| format!("line {}: {addr:?} is not an IP address", i + 1))?;
-            let mut any = false;
-            for w in words {
-                let n = policy::normalize(w).map_err(|e| format!("line {}: {w:?}: {e}", i + 1))?;
-                map.entry(n).or_default().push(policy::cidr::canonical(ip));
-                any = true;
-            }
-            if !any {
-                return Err(format!("line {}: address without a name", i + 1));
-            }
-        }
-        Ok(StaticHosts { map })
-    }
-}
-
-impl DestinationCheck for StaticHosts {
+/// Tests' fixed oracle: a hosts(5) table, parsed as egret parses
+/// /etc/hosts pins.
+#[cfg(test)]
+impl DestinationCheck for crate::resolve::Hosts {
     fn check(&self, name: &str, ip: IpAddr) -> Check {
-        match self.map.get(name) {
-            None => Check::Unresolvable,
-            Some(ips) if ips.contains(&policy::cidr::canonical(ip)) => Check::Match,
-            Some(_) => Check::Mismatch,
+        match self.lookup(name) {
+            [] => Check::Unresolvable,
+            ips if ips.iter().any(|a| policy::cidr::canonical(*a) == policy::cidr::canonical(ip)) => {
+                Check::Match
+            }
+            _ => Check::Mismatch,
         }
     }
 }
@@ -323,7 +295,7 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let hosts = StaticHosts::parse("10.0.0.1 a.example b.example\nfd00::1 a.example # v6\n").unwrap();
+        let hosts = crate::resolve::Hosts::parse("10.0.0.1 a.example b.example\nfd00::1 a.example # v6\n");
         let p = policy(&["a.example", "*.wild.example", "c.example"], &["192.0.2.0/24"]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let cases: &[(&str, &str, bool, Result<&str, &str>)] = &[
@@ -351,11 +323,10 @@ mod tests {
     /// it; a name outside the policy stays `not-allowlisted`.
     #[test]
     fn guarded_destinations() {
-        let hosts = StaticHosts::parse(
+        let hosts = crate::resolve::Hosts::parse(
             "169.254.169.254 meta.wild.example\n127.0.0.1 lo.wild.example\nfe80::1 ll.wild.example\n\
              10.0.0.5 internal.wild.example\n203.0.113.80 public.wild.example\n",
-        )
-        .unwrap();
+        );
         let p = policy(&["*.wild.example"], &[]);
         let listed = policy(&["*.wild.example"], &["169.254.169.254"]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
@@ -470,16 +441,5 @@ mod tests {
             decide(&p, "a.example", "10.0.0.1".parse().unwrap(), true, &Guard::default(), &Down).unwrap_err();
         assert_eq!(b.reason, reason::RESOLVER_UNAVAILABLE);
         assert!(b.note.unwrap().contains("no resolver answered"));
-    }
-
-    #[test]
-    fn hosts_file_errors() {
-        for (text, err) in [
-            ("nonsense a.example", "line 1: \"nonsense\" is not an IP address"),
-            ("10.0.0.1", "line 1: address without a name"),
-            ("# c\n10.0.0.1 bad_name!", "line 2: \"bad_name!\": invalid character '!'"),
-        ] {
-            assert_eq!(StaticHosts::parse(text).unwrap_err(), err);
-        }
     }
 }

@@ -441,7 +441,9 @@ pub(crate) mod tests {
     }
 
     fn data(file: &str) -> Vec<u8> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls").join(file);
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/fuzz/tls_client_hello")
+            .join(file);
         std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 

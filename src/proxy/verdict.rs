@@ -167,7 +167,7 @@ pub fn blocked(mut ev: Event, kind: Kind, block: &Block) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::StaticHosts;
+    use crate::resolve::Hosts;
 
     fn policy(domains: &[&str]) -> Policy {
         use crate::policy::{Origin, Source};
@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn first_bytes_table() {
         let p = policy(&["ok.example"]);
-        let hosts = StaticHosts::parse("10.0.0.1 ok.example\n").unwrap();
+        let hosts = Hosts::parse("10.0.0.1 ok.example\n");
         let rules = Rules { policy: &p, verify: true, guard: &Guard::default(), check: &hosts };
         let dst: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();

@@ -780,14 +780,10 @@ fn configurations_g0efilter_runs_start_with_the_outcome_written_beside_them() {
 /// A one-connection HTTP receiver in `ns`: the body of every POST,
 /// answered 201.
 fn receiver_in(ns: &str) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
-    let path = format!("/run/netns/{ns}");
     let (tx, rx) = mpsc::channel();
-    let (atx, arx) = mpsc::channel();
+    let l = crate::netns::within(ns, || TcpListener::bind("127.0.0.1:0").expect("bind receiver"));
+    let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns (needs root)");
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-        atx.send(l.local_addr().unwrap()).unwrap();
         for s in l.incoming().take(64) {
             let Ok(mut s) = s else { return };
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -816,7 +812,7 @@ fn receiver_in(ns: &str) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
             }
         }
     });
-    (arx.recv_timeout(Duration::from_secs(5)).expect("receiver address"), rx)
+    (addr, rx)
 }
 
 fn fixture(name: &str) -> Value {

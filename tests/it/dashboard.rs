@@ -35,16 +35,6 @@ pub fn server(cfg: DashboardConfig, opts: Options) -> Handle {
     dashboard::start(cfg, opts).expect("start dashboard on loopback")
 }
 
-/// Kills and reaps a child process however the test ends.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[derive(Debug)]
 pub struct Resp {
     pub status: u16,
@@ -665,7 +655,7 @@ fn egret_dashboard_binary() {
     c.arg("dashboard").env("API_KEY", KEY).env("PORT", format!("127.0.0.1:{port}"));
     c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
     let child = c.spawn().expect("spawn egret dashboard");
-    let _guard = KillOnDrop(child);
+    let _guard = crate::netns::Guard::of(child);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {

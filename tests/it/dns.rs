@@ -14,6 +14,7 @@ use egret::events::{Emitter, Event};
 use egret::policy::{Origin, Policy, PolicyHandle, Source};
 
 use crate::dnsauth::{Auth, Zone};
+use crate::netns::Netns;
 
 pub fn policy(domains: &[&str]) -> PolicyHandle {
     let d: Vec<String> = domains.iter().map(|s| s.to_string()).collect();
@@ -304,14 +305,14 @@ fn many_queries_in_flight_are_each_answered_once_with_their_id() {
     assert_eq!(st.servfail.load(Relaxed), 0, "{st:?}");
 }
 
-/// Every seed in tests/data/dns, over UDP and over TCP: FORMERR with the
+/// Every seed in tests/data/fuzz/dns_query, over UDP and over TCP: FORMERR with the
 /// query's ID where the name says so, silence for drop-*, and the server
 /// still serving afterwards.
 #[test]
 fn malformed_queries_get_formerr_and_the_server_keeps_serving() {
     let auth = upstream();
     let srv = start(vec![auth.addr]);
-    let dir = crate::util::data("dns");
+    let dir = crate::util::data("fuzz/dns_query");
     let mut seeds: Vec<_> =
         std::fs::read_dir(&dir).expect("seed dir").map(|e| e.expect("entry").path()).collect();
     seeds.sort();
@@ -360,49 +361,6 @@ fn malformed_queries_get_formerr_and_the_server_keeps_serving() {
     assert!(st.dropped.load(Relaxed) >= 3, "the drop-* seeds: {st:?}");
     assert_eq!(st.blocked.load(Relaxed), 6, "forward-* seeds ask names outside the policy: {st:?}");
     assert!(st.forwarded.load(Relaxed) >= 2, "{st:?}");
-}
-
-/// A network namespace made by this test, deleted on drop.
-pub struct Netns(pub String);
-
-static NS_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-impl Netns {
-    pub fn new(what: &str) -> Netns {
-        let n = NS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let name = format!("egret-{what}-{}-{n}", std::process::id());
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns(name);
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs a command inside; panics with its output when it fails.
-    pub fn exec(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "netns", "exec", &self.0];
-        full.extend_from_slice(args);
-        sh(&full)
-    }
-
-    /// Runs `f` on a thread that has entered this namespace (sockets it
-    /// opens, and threads it starts, live there).
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("setns {path} (needs root): {e}"));
-            f()
-        })
-        .join()
-        .expect("namespace thread panicked")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 fn sh(args: &[&str]) -> String {

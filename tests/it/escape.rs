@@ -41,8 +41,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::netns::within as in_netns;
 use crate::netns::{wait_for, Pair};
-use crate::nft::in_netns;
 use crate::run::{curl, policy_file, world, Daemon, World};
 use crate::util;
 

@@ -19,7 +19,6 @@ mod nft;
 mod ops;
 mod prometheus;
 mod proxy;
-mod proxy_netns;
 mod run;
 mod selftest;
 mod structure;

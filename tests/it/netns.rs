@@ -1,8 +1,10 @@
-//! RAII network namespaces for the kernel tests: a workload namespace
-//! (where egret's rules go) and an upstream namespace joined by a veth
-//! pair. Names carry the pid and a counter so tests run in parallel and
-//! never meet namespaces of other runs; everything is removed on drop,
-//! also when the test fails.
+//! The one namespace harness of the integration tests: a workload
+//! namespace (where egret's rules go) and an upstream namespace joined by
+//! a veth pair ([`Pair`]), a lone namespace ([`Netns`]), running code on a
+//! thread inside one ([`within`]), and the kill-on-drop process guard
+//! ([`Guard`]). Names carry the pid and a counter so tests run in
+//! parallel and never meet namespaces of other runs; everything is
+//! removed on drop, also when the test fails.
 //!
 //! Addresses (private test ranges only):
 //! * workload: 10.200.N.1/24, fd00:200:N::1/64
@@ -10,6 +12,7 @@
 //!   (`.2`/`::2` are the "allowed" ones in most tests, `.3`/`::3` not).
 
 use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -72,6 +75,16 @@ impl Pair {
         format!("fd00:200:{}::{host}", self.n)
     }
 
+    /// [`Pair::v4`] as an address.
+    pub fn ip4(&self, host: u8) -> IpAddr {
+        self.v4(host).parse().expect("test address")
+    }
+
+    /// [`Pair::v6`] as an address.
+    pub fn ip6(&self, host: u8) -> IpAddr {
+        self.v6(host).parse().expect("test address")
+    }
+
     /// A command run inside namespace `ns`.
     pub fn exec(ns: &str, program: &str) -> Command {
         let mut c = Command::new("ip");
@@ -117,13 +130,20 @@ impl Drop for Pair {
     }
 }
 
-/// A child process killed (by its pid) on drop, with its stdout lines.
+/// A child process killed (by its pid) on drop, with its stdout lines
+/// (when [`Pair::spawn_ready`] made it).
 pub struct Guard {
     pub child: Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Guard {
+    /// Guards a process started elsewhere (its stdout is not read).
+    pub fn of(child: Child) -> Guard {
+        let (_, lines) = std::sync::mpsc::channel();
+        Guard { child, lines }
+    }
+
     pub fn line(&self, timeout: Duration) -> Option<String> {
         self.lines.recv_timeout(timeout).ok()
     }
@@ -153,4 +173,51 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         std::thread::sleep(Duration::from_millis(50));
     }
     None
+}
+
+/// Runs `f` on a thread that has entered namespace `ns`; sockets it opens
+/// (and threads it starts) stay in that namespace wherever they are used
+/// later.
+pub fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {path} (needs root): {e}"));
+        f()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
+
+/// A lone network namespace made by a test (loopback up), deleted on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(what: &str) -> Netns {
+        let k = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("egret-{what}-{}-{k}", std::process::id());
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside; panics with its output when it fails.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let out = Pair::exec(&self.0, args[0]).args(&args[1..]).output().expect("ip netns exec");
+        assert!(out.status.success(), "{args:?} in {}: {}", self.0, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// [`within`] this namespace.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        within(&self.0, f)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::netns::{wait_for, Pair};
+use crate::netns::{wait_for, within, Pair};
 use crate::util;
 
 const MARK: &str = "0x2a2a2a2a";
@@ -121,7 +121,7 @@ fn host_port(host: &str, port: u16) -> String {
 fn nflog_events_in(ns: &str) -> (egret::nflog::Reader, mpsc::Receiver<egret::events::Event>) {
     let cfg = egret::config::Config::from_env(&|_| None).expect("default config");
     let (emitter, rx) = egret::events::Emitter::channel(1024, "test-host");
-    let reader = in_netns(ns, move || egret::nflog::spawn(&cfg, emitter)).expect("bind nflog group 0");
+    let reader = within(ns, move || egret::nflog::spawn(&cfg, emitter)).expect("bind nflog group 0");
     (reader, rx)
 }
 
@@ -387,18 +387,6 @@ fn with_cgroup_v2_even_egrets_own_mark_is_useless_to_a_workload() {
     assert_refused_fast(&outcome("outside "), "egret's mark from another cgroup");
 }
 
-/// Runs `f` on a thread inside network namespace `ns`.
-pub(crate) fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
-
 #[test]
 fn strict_dns_learned_addresses_expire_and_reload_revokes_their_flows() {
     // Timing-free: the kernel's timeout is checked as recorded ("timeout
@@ -422,7 +410,7 @@ fn strict_dns_learned_addresses_expire_and_reload_revokes_their_flows() {
         );
 
         let ip: std::net::IpAddr = learned.parse().unwrap();
-        in_netns(&p.work, move || egret::nft::add_learned(&[(ip, Duration::from_secs(300))]))
+        within(&p.work, move || egret::nft::add_learned(&[(ip, Duration::from_secs(300))]))
             .expect("add learned address");
         let listed = nft(&["list", "set", "inet", "egret", set]);
         assert!(listed.contains(&format!("{learned} timeout 5m")), "{listed}");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::dnsauth::{Auth, Zone};
-use crate::netns::{wait_for, Pair};
+use crate::netns::{wait_for, within, Pair};
 use crate::run::{curl, dns_in, policy_file, tables, Daemon};
 use crate::util;
 
@@ -25,19 +25,6 @@ const SLOW_LEN: usize = 2_000_000;
 const SLOW_CHUNKS: usize = 20;
 const SLOW_PAUSE: Duration = Duration::from_millis(150);
 const HELLO: &str = "hello\n";
-
-/// Runs `f` on a thread inside network namespace `ns`; sockets it opens
-/// stay in that namespace wherever they are used later.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns (needs root)");
-        f()
-    })
-    .join()
-    .expect("namespace thread")
-}
 
 /// The test upstream; stops accepting on drop.
 struct Upstream {
@@ -53,7 +40,7 @@ impl Drop for Upstream {
 /// Serves each connection to `addr` (inside `ns`) with `handle` on a
 /// thread of its own, until the returned guard is dropped.
 fn serve_in(ns: &str, addr: SocketAddr, handle: fn(TcpStream)) -> Upstream {
-    let listener = in_ns(ns, move || TcpListener::bind(addr).expect("bind test upstream"));
+    let listener = within(ns, move || TcpListener::bind(addr).expect("bind test upstream"));
     listener.set_nonblocking(true).expect("nonblocking");
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -188,7 +175,7 @@ fn exchange(s: &mut TcpStream, host: &str, path: &str) -> (u16, Vec<u8>) {
 /// A connection from the workload namespace to `dst` (redirected to the
 /// proxy by egret's rules).
 pub(crate) fn connect(ns: &str, dst: SocketAddr) -> TcpStream {
-    let s = in_ns(ns, move || TcpStream::connect_timeout(&dst, Duration::from_secs(5)).expect("connect"));
+    let s = within(ns, move || TcpStream::connect_timeout(&dst, Duration::from_secs(5)).expect("connect"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
 }

@@ -131,14 +131,7 @@ pub(crate) fn policy_file(name: &str, yaml: &str) -> PathBuf {
 
 /// Starts the test authoritative DNS server inside `ns`.
 pub(crate) fn dns_in(ns: &str, addr: SocketAddr, zone: Zone) -> Auth {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns (needs root)");
-        Auth::start(addr, zone)
-    })
-    .join()
-    .expect("dns thread")
+    crate::netns::within(ns, move || Auth::start(addr, zone))
 }
 
 /// curl in the workload namespace: (http code, body).
