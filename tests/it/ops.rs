@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 
 use crate::dnsauth::{Auth, Zone};
 use crate::netns::{wait_for, within, Pair};
-use crate::run::{curl, dns_in, policy_file, tables, Daemon};
+use crate::run::{curl, policy_file, tables, Daemon};
 use crate::util;
 
 /// `/slow`: this many bytes, in `SLOW_CHUNKS` pieces with a pause between.
@@ -190,9 +190,7 @@ struct World {
 }
 
 fn world() -> World {
-    let p = Pair::new();
-    let a: std::net::Ipv4Addr = p.v4(2).parse().unwrap();
-    let dns = dns_in(&p.up, format!("{}:53", p.v4(2)).parse().unwrap(), Zone::standard(a, 300));
+    let crate::run::World { p, dns, .. } = crate::run::bare_world(|two, _| Zone::standard(two, 300));
     let http = upstream(&p.up, format!("{}:80", p.v4(2)).parse().unwrap());
     let echo = echo(&p.up, format!("{}:443", p.v4(2)).parse().unwrap());
     World { p, _dns: dns, _http: http, _echo: echo }

@@ -143,9 +143,11 @@ pub(crate) fn curl(ns: &str, args: &[&str]) -> (String, String) {
     (code.to_owned(), body.to_owned())
 }
 
+/// The one test topology builder: a [`Pair`], the upstream's DNS server
+/// on .2:53 and (but for [`bare_world`]) an HTTP server.
 pub(crate) struct World {
     pub(crate) p: Pair,
-    _http: Guard,
+    _http: Option<Guard>,
     /// The upstream's DNS server (its query counts).
     pub(crate) dns: Auth,
 }
@@ -158,18 +160,26 @@ pub(crate) fn world() -> World {
 
 /// [`world`] with the DNS zone made from the upstream's .2 and .3.
 pub(crate) fn world_with(zone: impl FnOnce(Ipv4Addr, Ipv4Addr) -> Zone) -> World {
-    let p = Pair::new();
-    let addrs = [p.v4(2), p.v4(3)].join(",");
+    let mut w = bare_world(zone);
+    let addrs = [w.p.v4(2), w.p.v4(3)].join(",");
     let http = Pair::spawn_ready(
-        &p.up,
+        &w.p.up,
         "python3",
         &[&util::data("netns/http_server.py").to_string_lossy(), "80", &addrs],
     );
+    w._http = Some(http);
+    w
+}
+
+/// The namespaces and the DNS server only: for tests with servers of
+/// their own on the upstream's port 80.
+pub(crate) fn bare_world(zone: impl FnOnce(Ipv4Addr, Ipv4Addr) -> Zone) -> World {
+    let p = Pair::new();
     let dns_addr: SocketAddr = format!("{}:53", p.v4(2)).parse().unwrap();
     let two: Ipv4Addr = p.v4(2).parse().unwrap();
     let three: Ipv4Addr = p.v4(3).parse().unwrap();
     let dns = dns_in(&p.up, dns_addr, zone(two, three));
-    World { p, _http: http, dns }
+    World { p, _http: None, dns }
 }
 
 #[test]
