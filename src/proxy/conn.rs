@@ -135,7 +135,8 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
                 }
                 Ok(())
             };
-            relay::relay(&client, &upstream, Some((std::mem::take(&mut buf), &mut gate)), &limits)
+            let http = relay::Http { pending: std::mem::take(&mut buf), first: &first, gate: &mut gate };
+            relay::relay(&client, &upstream, Some(http), &limits)
         }
     };
     drop(entry);

@@ -451,7 +451,24 @@ enum Chunk {
     },
 }
 
+impl State {
+    /// Where the stream is once a head with this body has passed.
+    fn after(body: &Body) -> State {
+        match body {
+            Body::None => State::Head,
+            Body::Length(n) => State::Length(*n),
+            Body::Chunked => State::Chunked(Chunk::Size { value: 0, digits: 0, line: 0 }),
+        }
+    }
+}
+
 impl RequestStream {
+    /// A stream whose first head, `first`, was parsed (and decided)
+    /// already: the next bytes after it are its body.
+    pub fn after(first: &RequestHead) -> RequestStream {
+        RequestStream { state: State::after(&first.body), head: HeadProgress::default() }
+    }
+
     /// `buf` holds the bytes not yet passed on, starting where the last
     /// step ended.
     pub fn next(&mut self, buf: &[u8]) -> Result<Step, HttpError> {
@@ -461,11 +478,7 @@ impl RequestStream {
                     return Ok(Step::NeedMore);
                 };
                 self.head = HeadProgress::default();
-                self.state = match head.body {
-                    Body::None => State::Head,
-                    Body::Length(n) => State::Length(n),
-                    Body::Chunked => State::Chunked(Chunk::Size { value: 0, digits: 0, line: 0 }),
-                };
+                self.state = State::after(&head.body);
                 Ok(Step::Head(head))
             }
             State::Length(n) => {
@@ -577,6 +590,22 @@ mod tests {
     fn check(input: &str, expect: Result<(Host, Body), HttpError>) {
         let got = parse_head(input.as_bytes()).map(|o| o.map(|h| (h.host, h.body)));
         assert_eq!(got, expect.map(Some), "{input:?}");
+    }
+
+    #[test]
+    fn a_stream_after_a_decided_head_starts_in_its_body() {
+        let head =
+            parse_head(b"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\n").unwrap().unwrap();
+        let mut s = RequestStream::after(&head);
+        // The body is forwarded by its length, the head is not parsed again.
+        assert_eq!(s.next(b"abcdeGET").unwrap(), Step::Forward(5));
+        assert!(s.at_head());
+        assert_eq!(s.head.parses(), 0);
+        let mut fresh = RequestStream::default();
+        assert_ne!(fresh.next(b"abcdeGET").ok(), Some(Step::Forward(5)), "a fresh stream reads a head");
+        let chunked =
+            parse_head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
+        assert_eq!(RequestStream::after(&chunked).next(b"0\r\n\r\n").unwrap(), Step::Forward(5));
     }
 
     #[test]

@@ -78,14 +78,22 @@ pub struct Limits {
     pub deadline: Option<Instant>,
 }
 
+/// A plain-HTTP connection's state when the relay takes over: the
+/// client's bytes not yet passed on, starting with the first request's
+/// head, which the caller parsed and decided (it is not parsed again),
+/// and the gate for every later head.
+pub struct Http<'a, 'g> {
+    pub pending: Vec<u8>,
+    pub first: &'a RequestHead,
+    pub gate: &'a mut Gate<'g>,
+}
+
 /// Relays until both directions are closed, a limit is hit or an error.
-/// `http`: the client's bytes not yet passed on and the gate for request
-/// heads (the head at the front of `pending` has been decided already).
 /// Both sockets are switched to non-blocking mode.
 pub fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
-    http: Option<(Vec<u8>, &mut Gate<'_>)>,
+    http: Option<Http<'_, '_>>,
     limits: &Limits,
 ) -> (End, Stats) {
     relay_with(client, upstream, http, limits, true)
@@ -95,7 +103,7 @@ pub fn relay(
 fn relay_with(
     client: &TcpStream,
     upstream: &TcpStream,
-    http: Option<(Vec<u8>, &mut Gate<'_>)>,
+    http: Option<Http<'_, '_>>,
     limits: &Limits,
     use_splice: bool,
 ) -> (End, Stats) {
@@ -104,7 +112,7 @@ fn relay_with(
         return (End::Error(e), stats);
     }
     let (mut up, mut gate) = match http {
-        Some((pending, gate)) => (Dir::http(pending), Some(gate)),
+        Some(Http { pending, first, gate }) => (Dir::http(pending, first), Some(gate)),
         None => (Dir::plain(use_splice), None),
     };
     let mut down = Dir::plain(use_splice);
@@ -277,7 +285,7 @@ enum Buffer {
     /// the rest wait for the framing or the gate. `awaiting`: the first
     /// request was a WebSocket handshake and its answer is not in yet, so
     /// nothing after it is parsed or sent (RFC 6455 §4.1: the client waits).
-    Http { buf: Vec<u8>, approved: usize, stream: RequestStream, first: bool, awaiting: bool },
+    Http { buf: Vec<u8>, approved: usize, stream: RequestStream, awaiting: bool },
     /// The answer to a WebSocket handshake: bytes are held until its
     /// status line is read (`approved` bytes of interim 1xx heads may be
     /// sent), then the direction becomes a `Copy` of what is left.
@@ -295,16 +303,18 @@ impl Dir {
         Dir { buf, signal: None, eof: false, shut: false, hold: false }
     }
 
-    fn http(pending: Vec<u8>) -> Dir {
+    /// The client side of plain HTTP: `first`, the head at the front of
+    /// `pending`, was decided by the caller and may be sent; a WebSocket
+    /// handshake makes what follows wait for its answer.
+    fn http(pending: Vec<u8>, first: &RequestHead) -> Dir {
         Dir {
             buf: Buffer::Http {
                 buf: pending,
-                approved: 0,
-                stream: RequestStream::default(),
-                first: true,
-                awaiting: false,
+                approved: first.head_len,
+                stream: RequestStream::after(first),
+                awaiting: first.websocket,
             },
-            signal: None,
+            signal: first.websocket.then_some(Signal::UpgradeAsked),
             eof: false,
             shut: false,
             hold: false,
@@ -465,7 +475,7 @@ impl Dir {
                 }
                 // Handled after this match (it may turn into a copy).
                 Buffer::Watch { .. } => {}
-                Buffer::Http { buf, approved, stream, first, awaiting } => {
+                Buffer::Http { buf, approved, stream, awaiting } => {
                     // Find what may be sent: body bytes by their framing, a
                     // new head only once the gate allowed it.
                     while *approved == 0 && !*awaiting && !buf.is_empty() {
@@ -473,21 +483,13 @@ impl Dir {
                             Ok(Step::NeedMore) => break,
                             Ok(Step::Forward(n)) => *approved = n,
                             Ok(Step::Head(head)) => {
-                                if !std::mem::take(first) {
-                                    if let Some(g) = gate.as_deref_mut() {
-                                        if let Err(block) = g(&head) {
-                                            return Err(End::Blocked { head: Some(Box::new(head)), block });
-                                        }
+                                // A later handshake is not followed: earlier
+                                // answers may still be on their way, and
+                                // their bodies could pass for a 101.
+                                if let Some(g) = gate.as_deref_mut() {
+                                    if let Err(block) = g(&head) {
+                                        return Err(End::Blocked { head: Some(Box::new(head)), block });
                                     }
-                                } else if head.websocket {
-                                    // Decided by the caller like any first
-                                    // request; what follows waits for the
-                                    // answer (a later handshake is not
-                                    // followed: earlier answers may still be
-                                    // on their way, and their bodies could
-                                    // pass for a 101).
-                                    *awaiting = true;
-                                    self.signal = Some(Signal::UpgradeAsked);
                                 }
                                 *approved = head.head_len;
                             }
@@ -723,7 +725,14 @@ mod tests {
                     Ok(())
                 }
             };
-            let http = http.map(|p| (p, &mut gate as &mut Gate<'_>));
+            let first = http
+                .as_ref()
+                .map(|p| crate::proxy::http::parse_head(p).expect("a test head").expect("a whole test head"));
+            let http = http.map(|pending| Http {
+                pending,
+                first: first.as_ref().expect("parsed above"),
+                gate: &mut gate as &mut Gate<'_>,
+            });
             let (end, stats) = relay_with(&relay_client, &relay_up, http, &limits, use_splice);
             (end, stats, hosts)
         });
