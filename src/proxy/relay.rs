@@ -14,8 +14,9 @@
 //! (the connection is no longer HTTP; its name was checked), any other
 //! answer lets HTTP checking go on.
 //!
-//! Shell: sockets, pipes and the clock. The framing decisions are the pure
-//! [`crate::proxy::http`] core.
+//! Shell: sockets, pipes and the clock. The loop's decisions (poll
+//! interest, timeouts, endings) are the pure [`state`] core, the framing
+//! decisions the pure [`crate::proxy::http`] core.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -29,9 +30,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::http::{parse_response_head, RequestHead, RequestStream, Step, MAX_HEAD};
 use super::{reason, Block};
 
-/// After a later HTTP request is refused, how long the upstream may take
-/// to finish its answers to the requests before it.
-const BLOCK_GRACE: Duration = Duration::from_secs(5);
+mod state;
+use state::{Ending, Interest, Next, Relay, Side, Wait};
+
 /// The user-space buffer of a copied direction (a TLS record fits).
 const COPY_BUF: usize = 16 * 1024 + 256;
 /// Most bytes read at once on the HTTP request side.
@@ -116,11 +117,10 @@ fn relay_with(
         None => (Dir::plain(use_splice), None),
     };
     let mut down = Dir::plain(use_splice);
-    let mut last = Instant::now();
-    // A refused later request: what to report, and until when the
-    // responses to the requests before it may still flow to the client.
+    let mut state = Relay::new(Instant::now(), limits.idle, limits.deadline);
+    // A refused later request: what to report once the responses to the
+    // requests before it have reached the client.
     let mut blocked: Option<(Option<Box<RequestHead>>, Block)> = None;
-    let mut grace: Option<Instant> = None;
     let end = loop {
         let a = if blocked.is_some() {
             0
@@ -143,7 +143,7 @@ fn relay_with(
                     up.stop();
                     let _ = upstream.shutdown(Shutdown::Write);
                     down.hold = true;
-                    grace = Some(Instant::now() + BLOCK_GRACE);
+                    state.blocked(Instant::now());
                     0
                 }
                 Err(end) => break end,
@@ -170,41 +170,19 @@ fn relay_with(
         };
         stats.up += a as u64;
         stats.down += b as u64;
-        let now = Instant::now();
-        if a + b > 0 {
-            last = now;
-        }
-        if switched {
-            continue;
-        }
-        if blocked.is_some() && down.finished() {
-            break End::Done;
-        }
-        if up.shut && down.shut {
-            break End::Done;
-        }
-        // Interest: each side's socket for what its directions wait on.
-        let mut cf = PollFlags::empty();
-        let mut uf = PollFlags::empty();
-        match up.waits() {
-            Wait::Read => cf |= PollFlags::POLLIN,
-            Wait::Write => uf |= PollFlags::POLLOUT,
-            Wait::Nothing => {}
-        }
-        match down.waits() {
-            Wait::Read => uf |= PollFlags::POLLIN,
-            Wait::Write => cf |= PollFlags::POLLOUT,
-            Wait::Nothing => {}
-        }
-        let idle_at = last + limits.idle;
-        let mut wake = limits.deadline.map_or(idle_at, |d| d.min(idle_at));
-        if let Some(g) = grace {
-            wake = wake.min(g);
-        }
-        if now >= wake {
-            break if limits.deadline.is_some_and(|d| now >= d) { End::Lifetime } else { End::Idle };
-        }
-        let ms = (wake - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+        let (cf, uf, timeout) = match state.after_pump(
+            Instant::now(),
+            a + b,
+            switched,
+            up.side(),
+            down.side(),
+            down.finished(),
+        ) {
+            Next::Again => continue,
+            Next::End(e) => break ended(e),
+            Next::Poll { client, upstream, timeout } => (flags(client), flags(upstream), timeout),
+        };
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
         let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(client.as_fd(), cf), PollFd::new(upstream.as_fd(), uf)];
         match poll(&mut fds, timeout) {
@@ -222,11 +200,9 @@ fn relay_with(
         if let Some(e) = err {
             break End::Error(e);
         }
-        if fds.iter().any(|f| f.revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)))
-            && up.waits() == Wait::Nothing
-            && down.waits() == Wait::Nothing
-        {
-            break End::Done;
+        let hung_up = fds.iter().any(|f| f.revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)));
+        if let Some(e) = Relay::after_poll(hung_up, up.waits(), down.waits()) {
+            break ended(e);
         }
     };
     stats.spliced = up.is_spliced() && down.is_spliced();
@@ -239,11 +215,19 @@ fn relay_with(
     (end, stats)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    Read,
-    Write,
-    Nothing,
+fn ended(e: Ending) -> End {
+    match e {
+        Ending::Done => End::Done,
+        Ending::Idle => End::Idle,
+        Ending::Lifetime => End::Lifetime,
+    }
+}
+
+fn flags(i: Interest) -> PollFlags {
+    let mut f = PollFlags::empty();
+    f.set(PollFlags::POLLIN, i.read);
+    f.set(PollFlags::POLLOUT, i.write);
+    f
 }
 
 /// What a direction tells the relay loop about a WebSocket handshake.
@@ -356,6 +340,10 @@ impl Dir {
         }
         self.eof = true;
         self.shut = true;
+    }
+
+    fn side(&self) -> Side {
+        Side { waits: self.waits(), shut: self.shut }
     }
 
     /// The source ended and everything read was delivered.
@@ -684,6 +672,7 @@ fn write_some(mut s: &TcpStream, buf: &[u8]) -> io::Result<Option<usize>> {
 mod tests {
     //! The relay over real loopback sockets: test ↔ relay ↔ test.
     use super::*;
+    use super::state::BLOCK_GRACE;
     use crate::proxy::http::Host;
     use std::net::TcpListener;
 
