@@ -671,8 +671,8 @@ fn write_some(mut s: &TcpStream, buf: &[u8]) -> io::Result<Option<usize>> {
 #[cfg(test)]
 mod tests {
     //! The relay over real loopback sockets: test ↔ relay ↔ test.
-    use super::*;
     use super::state::BLOCK_GRACE;
+    use super::*;
     use crate::proxy::http::Host;
     use std::net::TcpListener;
 
