@@ -211,8 +211,9 @@ mod tests {
         assert!(p(&["frobnicate"]).unwrap_err().0.contains("unknown command"));
         assert!(p(&["check", "--policy"]).is_err());
         assert!(p(&["cleanup", "now"]).unwrap_err().0.contains("unexpected argument"));
-        // Hidden: not in USAGE, used by the proxy tests and benchmark.
+        // The retired hidden `egret proxy` is an unknown command now.
         assert!(!USAGE.contains("proxy "));
+        assert!(p(&["proxy"]).unwrap_err().0.contains("unknown command"));
         assert_eq!(p(&["selftest"]), Ok(Command::Selftest { technique: None }));
         let t = p(&["selftest", "--technique", "direct", "--privilege", "nobody", "--ports", "8080,8443"]);
         assert_eq!(

@@ -62,15 +62,10 @@ impl Client {
     }
 }
 
-/// egret's own cgroup v2 id (the inode of its directory), read once.
+/// egret's own cgroup v2 id, found once as its identity finds it.
 fn own_cgroup() -> Option<u64> {
     static OWN: OnceLock<Option<u64>> = OnceLock::new();
-    *OWN.get_or_init(|| {
-        use std::os::unix::fs::MetadataExt;
-        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let path = crate::nft::identity::unified_path(&own)?;
-        Some(std::fs::metadata(cgroup_root()?.join(path)).ok()?.ino())
-    })
+    *OWN.get_or_init(|| crate::nft::identity::detect_cgroup().map(|c| c.id))
 }
 
 const NLMSG_HDRLEN: usize = 16;

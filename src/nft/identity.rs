@@ -68,7 +68,8 @@ pub fn random_nonzero() -> std::io::Result<u32> {
     }
 }
 
-fn detect_cgroup() -> Option<CgroupMatch> {
+/// egret's own cgroup v2 (path, level, id), or `None` without one of its own.
+pub(crate) fn detect_cgroup() -> Option<CgroupMatch> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let mount = cgroup2_mount(&mountinfo)?;
