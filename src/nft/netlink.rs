@@ -91,6 +91,14 @@ pub mod c {
     pub const NFT_META_MARK: u32 = 3;
     pub const NFT_META_IIFNAME: u32 = 6;
     pub const NFT_META_OIFNAME: u32 = 7;
+    pub const NFT_META_SKUID: u32 = 10;
+    pub const NFTA_BYTEORDER_SREG: u16 = 1;
+    pub const NFTA_BYTEORDER_DREG: u16 = 2;
+    pub const NFTA_BYTEORDER_OP: u16 = 3;
+    pub const NFTA_BYTEORDER_LEN: u16 = 4;
+    pub const NFTA_BYTEORDER_SIZE: u16 = 5;
+    pub const NFT_BYTEORDER_HTON: u32 = 1;
+    pub const NFT_CMP_GTE: u32 = 5;
     pub const NFTA_EXTHDR_DREG: u16 = 1;
     pub const NFTA_EXTHDR_TYPE: u16 = 2;
     pub const NFTA_EXTHDR_OFFSET: u16 = 3;
@@ -144,6 +152,7 @@ pub mod c {
     pub const NFTA_FIB_F_SADDR: u32 = 1;
     pub const NFTA_FIB_F_DADDR: u32 = 2;
     pub const RTN_LOCAL: u32 = 2;
+    pub const RTN_BROADCAST: u32 = 3;
     pub const NFTA_LIMIT_RATE: u16 = 1;
     pub const NFTA_LIMIT_UNIT: u16 = 2;
     pub const NFTA_LIMIT_BURST: u16 = 3;
@@ -463,6 +472,35 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
         Match::LinkBytes { offset, value } => {
             vec![payload(c::NFT_PAYLOAD_LL_HEADER, *offset, value.len() as u32)?, cmp(c::NFT_CMP_EQ, value)?]
         }
+        // As nft writes a range on a host-order key: to network order,
+        // then both bounds. No socket, or one without a file (the
+        // kernel's), ends the rule before the comparisons.
+        Match::FibBroadcast => vec![
+            expr(
+                "fib",
+                vec![
+                    be32(c::NFTA_FIB_DREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_FIB_RESULT, c::NFT_FIB_RESULT_ADDRTYPE)?,
+                    be32(c::NFTA_FIB_FLAGS, c::NFTA_FIB_F_DADDR)?,
+                ],
+            )?,
+            cmp(c::NFT_CMP_EQ, &c::RTN_BROADCAST.to_ne_bytes())?,
+        ],
+        Match::UserSocket => vec![
+            meta(c::NFT_META_SKUID)?,
+            expr(
+                "byteorder",
+                vec![
+                    be32(c::NFTA_BYTEORDER_SREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_BYTEORDER_DREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_BYTEORDER_OP, c::NFT_BYTEORDER_HTON)?,
+                    be32(c::NFTA_BYTEORDER_LEN, 4)?,
+                    be32(c::NFTA_BYTEORDER_SIZE, 4)?,
+                ],
+            )?,
+            cmp(c::NFT_CMP_GTE, &0u32.to_be_bytes())?,
+            cmp(c::NFT_CMP_LTE, &u32::MAX.to_be_bytes())?,
+        ],
         Match::Dport(l4, port) => vec![
             meta(c::NFT_META_L4PROTO)?,
             cmp(c::NFT_CMP_EQ, &[l4.number()])?,

@@ -287,6 +287,13 @@ pub enum Match {
     /// Raw bytes at an offset from the link-layer header (`@ll,BITS,LEN
     /// 0x...`): what an egress chain sees of any frame, IP or not.
     LinkBytes { offset: u32, value: Vec<u8> },
+    /// `meta skuid 0-4294967295`: the packet belongs to a socket a process
+    /// opened (any uid). The kernel's own sockets (neighbour discovery,
+    /// MLD, TCP resets) have no file, so this never matches their packets.
+    UserSocket,
+    /// `fib daddr type broadcast`: an IPv4 broadcast (limited or directed),
+    /// which the kernel loops back to local receivers.
+    FibBroadcast,
 }
 
 /// The two comparisons the rules use.
@@ -505,6 +512,12 @@ impl Ruleset {
             rule(vec![Match::Ip4Option(137)], vec![Stmt::Drop]),
         ];
         if drops {
+            // Neighbour discovery and MLD are the kernel's job: from a
+            // process's socket (a raw ICMPv6 socket, CAP_NET_RAW) they are
+            // a covert channel to the link however well they are shaped.
+            for t in ND_TYPES.into_iter().chain(MLD_TYPES) {
+                out.push(rule(vec![Match::Icmpv6Type(t), Match::UserSocket], vec![Stmt::Drop]));
+            }
             // IPv6 needs neighbour discovery and MLD, but only as RFC 4861
             // and 3810 send them (before the source check: duplicate
             // address detection sends from `::`).
@@ -658,7 +671,12 @@ impl Ruleset {
                 device: None,
                 kind: ChainType::Nat,
                 hook: Hook::Output,
-                priority: -100,
+                // One below the container runtimes' own nat chains (Docker,
+                // podman: -100): among chains of one priority the order is
+                // that of registration, and the first NAT binding wins, so a
+                // runtime table loaded after egret's (or egret's replaced on
+                // a reload) would DNAT port 53 before egret redirects it.
+                priority: NAT_OUT_PRIORITY,
                 policy: ChainPolicy::Accept,
                 rules: nat,
             },
@@ -678,13 +696,7 @@ impl Ruleset {
                 hook: Hook::Output,
                 priority: 10,
                 policy: ChainPolicy::Accept,
-                rules: vec![
-                    // Delivered inside the host: no mark at all, so no local
-                    // receiver (SO_RCVMARK, a socket filter) learns one.
-                    rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::MarkSet(0), Stmt::Accept]),
-                    // Leaving: the proof it passed the rules above.
-                    rule(vec![], vec![Stmt::MarkSet(id.egress_tag)]),
-                ],
+                rules: tag_rules(id.egress_tag),
             },
             Chain {
                 // After routing: an address of this host that routes out a
@@ -721,9 +733,42 @@ impl Ruleset {
     }
 }
 
+/// The priority of `nat_out`: before every nat output chain at the
+/// standard `-100` (dstnat) a container runtime installs.
+pub const NAT_OUT_PRIORITY: i32 = -101;
+
 /// Connections from inside the pod to METRICS_ADDR open at once: enough
 /// for a scraper and probes, not for holding egret's threads.
 pub const METRICS_LOCAL_CONNECTIONS: u32 = 16;
+
+/// `tag_out`: the egress tag goes on unicast packets leaving the host
+/// only. A packet delivered inside the host carries no mark at all, so no
+/// local receiver (SO_RCVMARK, a socket filter) learns one; nor does a
+/// multicast or broadcast packet, whose looped-back copy the kernel
+/// delivers to every local member of the group (a workload joins it with
+/// IP_MULTICAST_LOOP and reads the mark, or an `AF_PACKET` tap reads it
+/// off the looped copy before any hook): such a packet has its mark
+/// cleared, whoever set it, egret's own bypass mark included.
+fn tag_rules(tag: u32) -> Vec<Rule> {
+    let clear = || vec![Stmt::MarkSet(0), Stmt::Accept];
+    vec![
+        rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], clear()),
+        rule(vec![Match::DaddrPrefix(IpAddr::V6(Ipv6Addr::from(0xffu128 << 120)), 8)], clear()),
+        rule(vec![Match::DaddrPrefix(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 4)], clear()),
+        rule(vec![Match::FibBroadcast], clear()),
+        // Leaving: the proof it passed the rules above.
+        rule(vec![], vec![Stmt::MarkSet(tag)]),
+    ]
+}
+
+/// At a real interface's egress, ethertype IPv6 and a destination in
+/// `ff02::/16`: link-scope multicast (neighbour discovery, MLD).
+fn link_scope_multicast6() -> Vec<Match> {
+    vec![
+        Match::LinkBytes { offset: 12, value: vec![0x86, 0xdd] },
+        Match::LinkBytes { offset: 38, value: vec![0xff, 0x02] },
+    ]
+}
 
 /// The link-layer tables. ARP is sent past the IP hooks, so it is tagged
 /// in its own output hook; each real interface's egress then passes only
@@ -754,7 +799,16 @@ fn link_layer(id: &Identity, host: &Host) -> Vec<Table> {
             hook: Hook::Egress,
             priority: 0,
             policy: ChainPolicy::Drop,
-            rules: vec![rule(vec![Match::Mark(id.egress_tag)], vec![Stmt::MarkSet(0), Stmt::Accept])],
+            rules: vec![
+                rule(vec![Match::Mark(id.egress_tag)], vec![Stmt::MarkSet(0), Stmt::Accept]),
+                // Untagged: multicast the IP rules passed (never tagged, see
+                // `tag_rules`) or a frame that went round them. A process's
+                // socket (`AF_PACKET`, or a workload's multicast) gets no
+                // further; the kernel's own link-scope IPv6 multicast
+                // (neighbour discovery, MLD) passes.
+                rule(vec![Match::UserSocket], vec![Stmt::Drop]),
+                rule(link_scope_multicast6(), vec![Stmt::Accept]),
+            ],
         })
         .collect();
     vec![arp, Table { family: TableFamily::Netdev, name: TABLE, chains: egress }]
@@ -960,6 +1014,8 @@ impl fmt::Display for Match {
                 let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
                 write!(f, "@ll,{},{} 0x{hex}", offset * 8, value.len() * 8)
             }
+            Match::UserSocket => write!(f, "meta skuid 0-{}", u32::MAX),
+            Match::FibBroadcast => f.write_str("fib daddr type broadcast"),
         }
     }
 }
@@ -1047,7 +1103,7 @@ table inet egret {
 	}
 
 	chain nat_out {
-		type nat hook output priority -100; policy accept;
+		type nat hook output priority -101; policy accept;
 		meta mark 0x1234abcd return
 		fib daddr type local return
 		ip daddr @allowed4 return
@@ -1063,6 +1119,12 @@ table inet egret {
 		exthdr rt exists drop
 		ip option lsrr exists drop
 		ip option ssrr exists drop
+		icmpv6 type nd-router-solicit meta skuid 0-4294967295 drop
+		icmpv6 type nd-neighbor-solicit meta skuid 0-4294967295 drop
+		icmpv6 type nd-neighbor-advert meta skuid 0-4294967295 drop
+		icmpv6 type mld-listener-report meta skuid 0-4294967295 drop
+		icmpv6 type mld-listener-done meta skuid 0-4294967295 drop
+		icmpv6 type mld2-listener-report meta skuid 0-4294967295 drop
 		icmpv6 type nd-router-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-advert ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
@@ -1086,6 +1148,9 @@ table inet egret {
 	chain tag_out {
 		type filter hook output priority filter + 10; policy accept;
 		fib daddr type local meta mark set 0x00000000 accept
+		ip6 daddr ff00::/8 meta mark set 0x00000000 accept
+		ip daddr 224.0.0.0/4 meta mark set 0x00000000 accept
+		fib daddr type broadcast meta mark set 0x00000000 accept
 		meta mark set 0x00007a67
 	}
 
@@ -1153,7 +1218,7 @@ table inet egret {
 	}
 
 	chain nat_out {
-		type nat hook output priority -100; policy accept;
+		type nat hook output priority -101; policy accept;
 		meta mark 0x1234abcd return
 		udp dport 53 redirect to :5353
 		tcp dport 53 redirect to :5353
@@ -1171,6 +1236,12 @@ table inet egret {
 		exthdr rt exists drop
 		ip option lsrr exists drop
 		ip option ssrr exists drop
+		icmpv6 type nd-router-solicit meta skuid 0-4294967295 drop
+		icmpv6 type nd-neighbor-solicit meta skuid 0-4294967295 drop
+		icmpv6 type nd-neighbor-advert meta skuid 0-4294967295 drop
+		icmpv6 type mld-listener-report meta skuid 0-4294967295 drop
+		icmpv6 type mld-listener-done meta skuid 0-4294967295 drop
+		icmpv6 type mld2-listener-report meta skuid 0-4294967295 drop
 		icmpv6 type nd-router-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-advert ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
@@ -1192,6 +1263,9 @@ table inet egret {
 	chain tag_out {
 		type filter hook output priority filter + 10; policy accept;
 		fib daddr type local meta mark set 0x00000000 accept
+		ip6 daddr ff00::/8 meta mark set 0x00000000 accept
+		ip daddr 224.0.0.0/4 meta mark set 0x00000000 accept
+		fib daddr type broadcast meta mark set 0x00000000 accept
 		meta mark set 0x00007a67
 	}
 
@@ -1249,7 +1323,7 @@ table inet egret {
 	}
 
 	chain nat_out {
-		type nat hook output priority -100; policy accept;
+		type nat hook output priority -101; policy accept;
 		meta mark 0x00000007 return
 		udp dport 53 redirect to :5353
 		tcp dport 53 redirect to :5353
@@ -1277,6 +1351,9 @@ table inet egret {
 	chain tag_out {
 		type filter hook output priority filter + 10; policy accept;
 		fib daddr type local meta mark set 0x00000000 accept
+		ip6 daddr ff00::/8 meta mark set 0x00000000 accept
+		ip daddr 224.0.0.0/4 meta mark set 0x00000000 accept
+		fib daddr type broadcast meta mark set 0x00000000 accept
 		meta mark set 0x00000009
 	}
 
@@ -1398,18 +1475,22 @@ table netdev egret {
 	chain egress_eth0 {
 		type filter hook egress device \"eth0\" priority filter; policy drop;
 		meta mark 0x00007a67 meta mark set 0x00000000 accept
+		meta skuid 0-4294967295 drop
+		@ll,96,16 0x86dd @ll,304,16 0xff02 accept
 	}
 
 	chain egress_net1 {
 		type filter hook egress device \"net1\" priority filter; policy drop;
 		meta mark 0x00007a67 meta mark set 0x00000000 accept
+		meta skuid 0-4294967295 drop
+		@ll,96,16 0x86dd @ll,304,16 0xff02 accept
 	}
 }
 ";
         assert_eq!(tail, want);
         assert!(
             text.contains(
-                "fib daddr type local meta mark set 0x00000000 accept\n\t\tmeta mark set 0x00007a67\n"
+                "fib daddr type broadcast meta mark set 0x00000000 accept\n\t\tmeta mark set 0x00007a67\n"
             ),
             "{text}"
         );

@@ -53,6 +53,14 @@ Other helpers (different arguments):
         one UDP datagram (the marker) to DST (a loopback address) from a
         socket bound to DEV (SO_BINDTODEVICE, no privilege): the route goes
         out DEV although the destination is "local".
+  attack.py mcloop GROUP PORT IFACE
+        joins GROUP on IFACE (a multicast group, or an IPv4 broadcast
+        address: no join needed), sends one datagram to GROUP:PORT with
+        IP_MULTICAST_LOOP (the default) and reads the kernel's looped-back
+        copy with SO_RCVMARK (no privilege): prints {"mark": N} (N = -1
+        when no mark came, -2 when no copy came back).
+  attack.py rawframe IFACE DSTMAC SRC DST PORT MARK
+        as rawframe, with SO_MARK MARK on the packet socket (CAP_NET_RAW).
   attack.py rcvmark ADDR PORT
         a UDP socket with SO_RCVMARK: prints "ready", then one JSON line
         {"mark": N} for the first datagram (N = -1 when no mark came).
@@ -252,6 +260,46 @@ def rcvmark(addr, port):
     print(json.dumps({"mark": mark}), flush=True)
 
 
+def mcloop(group, port, iface):
+    v6 = ":" in group
+    fam = socket.AF_INET6 if v6 else socket.AF_INET
+    index = socket.if_nametoindex(iface)
+    r = socket.socket(fam, socket.SOCK_DGRAM)
+    r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    r.setsockopt(socket.SOL_SOCKET, 75, 1)  # SO_RCVMARK
+    r.settimeout(TIMEOUT)
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if v6:
+        r.bind(("::", port))
+        r.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                     socket.inet_pton(fam, group) + struct.pack("@I", index))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        to = (group, port, 0, index)
+    else:
+        r.bind(("0.0.0.0", port))
+        r.setsockopt(socket.SOL_SOCKET, 25, iface.encode())  # SO_BINDTODEVICE
+        first = int(group.split(".")[0])
+        if 224 <= first < 240:
+            # struct ip_mreqn: group, local address (any), interface index.
+            mreqn = socket.inet_aton(group) + socket.inet_aton("0.0.0.0") + struct.pack("@i", index)
+            r.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        s.setsockopt(socket.SOL_SOCKET, 25, iface.encode())
+        to = (group, port)
+    mark = -2
+    try:
+        s.sendto(MARKER, to)
+        _, anc, _, _ = r.recvmsg(2048, socket.CMSG_SPACE(4))
+        mark = -1
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == 36:
+                mark = struct.unpack("=I", data[:4])[0]
+    except OSError:
+        pass
+    print(json.dumps({"mark": mark}), flush=True)
+
+
 def hold_tcp(host, port, n, trickle, say=None):
     say = say or (lambda line: print(line, flush=True))
     import resource
@@ -331,7 +379,7 @@ def hold_tcp_uids(host, port, n, first_uid, count):
                 print("open %d" % sum(opened.values()), flush=True)
 
 
-def rawframe(iface, dstmac, src, dst, port):
+def rawframe(iface, dstmac, src, dst, port, mark=0):
     v6 = ":" in dst
     body = MARKER
     udp = struct.pack("!HHHH", 4242, port, 8 + len(body), 0) + body
@@ -350,6 +398,8 @@ def rawframe(iface, dstmac, src, dst, port):
     frame = bytes.fromhex(dstmac.replace(":", "")) + bytes.fromhex(own.replace(":", "")) + ethertype + ip + udp
     try:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        if mark:
+            s.setsockopt(socket.SOL_SOCKET, 36, struct.pack("=I", mark))  # SO_MARK
         s.bind((iface, 0))
         s.send(frame)
         print(json.dumps({"sent": True}), flush=True)
@@ -409,7 +459,9 @@ def main():
         return bindtodev(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     if sys.argv[1] == "rawframe":
         a = sys.argv
-        return rawframe(a[2], a[3], a[4], a[5], int(a[6]))
+        return rawframe(a[2], a[3], a[4], a[5], int(a[6]), int(a[7]) if len(a) > 7 else 0)
+    if sys.argv[1] == "mcloop":
+        return mcloop(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     if sys.argv[1] == "hold-tcp":
         trickle = len(sys.argv) > 5 and sys.argv[5] == "trickle"
         return hold_tcp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), trickle)
