@@ -294,6 +294,13 @@ pub enum Match {
     /// `fib daddr type broadcast`: an IPv4 broadcast (limited or directed),
     /// which the kernel loops back to local receivers.
     FibBroadcast,
+    /// `ip saddr A` / `ip6 saddr A`
+    Saddr(IpAddr),
+    /// `ip saddr P/L` / `ip6 saddr P/L`
+    SaddrPrefix(IpAddr, u8),
+    /// `th sport N` / `th dport N`: a port of whatever transport (TCP and
+    /// UDP alike).
+    ThPort(Addr, u16),
 }
 
 /// The two comparisons the rules use.
@@ -385,6 +392,8 @@ pub enum Stmt {
     MarkSet(u32),
     /// `counter`
     Counter,
+    /// `notrack`: conntrack skips the packet (raw priority only).
+    Notrack,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -655,6 +664,15 @@ impl Ruleset {
 
         let chains = vec![
             Chain {
+                name: "notrack_out".into(),
+                device: None,
+                kind: ChainType::Filter,
+                hook: Hook::Output,
+                priority: -300,
+                policy: ChainPolicy::Accept,
+                rules: notrack_rules(cfg, &listeners),
+            },
+            Chain {
                 name: "stamp_in".into(),
                 device: None,
                 kind: ChainType::Filter,
@@ -740,6 +758,44 @@ pub const NAT_OUT_PRIORITY: i32 = -101;
 /// Connections from inside the pod to METRICS_ADDR open at once: enough
 /// for a scraper and probes, not for holding egret's threads.
 pub const METRICS_LOCAL_CONNECTIONS: u32 = 16;
+
+/// `notrack_out`: flows between loopback addresses are not tracked, so a
+/// workload opening many of them (UDP pairs on 127.0.0.1 cost a conntrack
+/// entry each) cannot fill the conntrack table that egret's own upstream
+/// flows and the redirects need. No rule needs their state: filter_out
+/// accepts local destinations by address, filter_in matches sockets. Still
+/// tracked, because NAT or a rule needs their state: everything not on
+/// `lo`; port 53 and Docker's resolver address 127.0.0.11 (egret's and
+/// the runtime's DNS redirects); egret's listener ports (the replies of
+/// redirected flows, which NAT must map back); METRICS_ADDR's port (its
+/// `ct count` limit). Both directions of a flow match alike, since both
+/// ends are loopback addresses and the ports are checked either way.
+fn notrack_rules(cfg: &Config, listeners: &[(L4, u16)]) -> Vec<Rule> {
+    let docker_dns = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11));
+    let mut rules = vec![
+        rule(vec![Match::OifnameNot("lo")], vec![Stmt::Return]),
+        rule(vec![Match::Daddr(docker_dns)], vec![Stmt::Return]),
+        rule(vec![Match::Saddr(docker_dns)], vec![Stmt::Return]),
+    ];
+    let mut ports = vec![53];
+    ports.extend(listeners.iter().map(|&(_, p)| p));
+    ports.extend(cfg.metrics_addr.map(|m| m.port()));
+    let mut seen = Vec::new();
+    for p in ports {
+        if seen.contains(&p) {
+            continue;
+        }
+        seen.push(p);
+        for a in [Addr::Daddr, Addr::Saddr] {
+            rules.push(rule(vec![Match::ThPort(a, p)], vec![Stmt::Return]));
+        }
+    }
+    let lo4 = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0));
+    rules.push(rule(vec![Match::SaddrPrefix(lo4, 8), Match::DaddrPrefix(lo4, 8)], vec![Stmt::Notrack]));
+    let lo6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    rules.push(rule(vec![Match::Saddr(lo6), Match::Daddr(lo6)], vec![Stmt::Notrack]));
+    rules
+}
 
 /// `tag_out`: the egress tag goes on unicast packets leaving the host
 /// only. A packet delivered inside the host carries no mark at all, so no
@@ -941,6 +997,7 @@ impl fmt::Display for Chain {
         let prio = match (self.kind, self.priority) {
             (ChainType::Filter, 0) => "filter".to_owned(),
             (ChainType::Filter, -150) => "mangle".to_owned(),
+            (ChainType::Filter, -300) => "raw".to_owned(),
             (ChainType::Filter, p) if (1..50).contains(&p) => format!("filter + {p}"),
             (_, p) => p.to_string(),
         };
@@ -1016,6 +1073,12 @@ impl fmt::Display for Match {
             }
             Match::UserSocket => write!(f, "meta skuid 0-{}", u32::MAX),
             Match::FibBroadcast => f.write_str("fib daddr type broadcast"),
+            Match::Saddr(IpAddr::V4(a)) => write!(f, "ip saddr {a}"),
+            Match::Saddr(IpAddr::V6(a)) => write!(f, "ip6 saddr {a}"),
+            Match::SaddrPrefix(IpAddr::V4(a), len) => write!(f, "ip saddr {a}/{len}"),
+            Match::SaddrPrefix(IpAddr::V6(a), len) => write!(f, "ip6 saddr {a}/{len}"),
+            Match::ThPort(Addr::Saddr, p) => write!(f, "th sport {p}"),
+            Match::ThPort(Addr::Daddr, p) => write!(f, "th dport {p}"),
         }
     }
 }
@@ -1037,6 +1100,7 @@ impl fmt::Display for Stmt {
             Stmt::CtMarkSet(m) => write!(f, "ct mark set 0x{m:08x}"),
             Stmt::MarkSet(m) => write!(f, "meta mark set 0x{m:08x}"),
             Stmt::Counter => f.write_str("counter"),
+            Stmt::Notrack => f.write_str("notrack"),
         }
     }
 }
@@ -1095,6 +1159,21 @@ table inet egret {
 		type ipv6_addr
 		flags interval
 		elements = { fe80::/10, ff02::/16 }
+	}
+
+	chain notrack_out {
+		type filter hook output priority raw; policy accept;
+		oifname != \"lo\" return
+		ip daddr 127.0.0.11 return
+		ip saddr 127.0.0.11 return
+		th dport 53 return
+		th sport 53 return
+		th dport 8080 return
+		th sport 8080 return
+		th dport 8443 return
+		th sport 8443 return
+		ip saddr 127.0.0.0/8 ip daddr 127.0.0.0/8 notrack
+		ip6 saddr ::1 ip6 daddr ::1 notrack
 	}
 
 	chain stamp_in {
@@ -1212,6 +1291,23 @@ table inet egret {
 		elements = { fe80::/10, ff02::/16 }
 	}
 
+	chain notrack_out {
+		type filter hook output priority raw; policy accept;
+		oifname != \"lo\" return
+		ip daddr 127.0.0.11 return
+		ip saddr 127.0.0.11 return
+		th dport 53 return
+		th sport 53 return
+		th dport 5353 return
+		th sport 5353 return
+		th dport 8080 return
+		th sport 8080 return
+		th dport 8443 return
+		th sport 8443 return
+		ip saddr 127.0.0.0/8 ip daddr 127.0.0.0/8 notrack
+		ip6 saddr ::1 ip6 daddr ::1 notrack
+	}
+
 	chain stamp_in {
 		type filter hook prerouting priority mangle; policy accept;
 		iifname != \"lo\" ct state new ct mark set 0x80000000
@@ -1315,6 +1411,19 @@ table inet egret {
 	set allowed6 {
 		type ipv6_addr
 		flags interval
+	}
+
+	chain notrack_out {
+		type filter hook output priority raw; policy accept;
+		oifname != \"lo\" return
+		ip daddr 127.0.0.11 return
+		ip saddr 127.0.0.11 return
+		th dport 53 return
+		th sport 53 return
+		th dport 5353 return
+		th sport 5353 return
+		ip saddr 127.0.0.0/8 ip daddr 127.0.0.0/8 notrack
+		ip6 saddr ::1 ip6 daddr ::1 notrack
 	}
 
 	chain stamp_in {
