@@ -159,7 +159,17 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
     }
     crate::watchdog::spawn_ticker(cfg.watchdog_interval, move || tx.send(Ctl::Watch).is_ok());
 
+    // AF_XDP sockets send past every hook: hold every queue first.
+    let mut xsk = crate::xsk::Holder::default();
+    xsk.follow(&host.devices);
+    if xsk.held() > 0 {
+        log::info!(
+            "af_xdp: holding {} interface queue(s), so no other AF_XDP socket can bind them",
+            xsk.held()
+        );
+    }
     let mut state = Reloader {
+        xsk,
         cfg: cfg.clone(),
         identity: &identity,
         handle: &handle,
@@ -323,6 +333,8 @@ fn control_loop(
 
 /// Re-reads the policy and swaps it in atomically, or keeps the old one.
 struct Reloader<'a> {
+    /// egret's AF_XDP sockets on every interface queue.
+    xsk: crate::xsk::Holder,
     cfg: Config,
     identity: &'a Identity,
     handle: &'a PolicyHandle,
@@ -466,6 +478,7 @@ impl Reloader<'_> {
             self.host.onlink6.len(),
             host.onlink6.len()
         );
+        self.xsk.follow(&host.devices);
         let generation = self.identity.generation(self.generation);
         let rs = Ruleset::build_at(&self.cfg, &self.handle.current(), self.identity, &host, generation);
         match nft::apply(&rs) {

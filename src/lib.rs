@@ -31,6 +31,7 @@ pub mod selftest;
 pub mod startup;
 pub mod sys;
 pub mod watchdog;
+pub mod xsk;
 
 /// The version reported in events and by `egret version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

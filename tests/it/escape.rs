@@ -1899,3 +1899,53 @@ fn escape_42_local_udp_pairs_do_not_fill_the_conntrack_table() {
     assert_eq!(code, "200", "METRICS_ADDR over loopback");
     assert!(conntrack_entries(&p.work, &["tcp", "dport=9198"]) > 0, "METRICS_ADDR's connections are tracked");
 }
+
+#[test]
+fn escape_43_frames_from_an_af_xdp_socket_do_not_leave() {
+    // Round 2 (finding 1): an AF_XDP socket (CAP_NET_RAW) bound in copy
+    // mode to the pod's interface hands frames to the driver directly:
+    // no netfilter hook, the netdev egress chains included, sees them.
+    // egret holds every queue with an XSK of its own, and a queue takes
+    // one XSK only.
+    let w = world();
+    let p = &w.p;
+    let up_mac = mac_of(&p.up, "eth0");
+    let send = || {
+        let mut c = as_workload(&p.work, Priv::NetRaw);
+        c.args([py3(), &util::public("netns/attack.py"), "xsk", "eth0", &up_mac, &p.v4(1), &p.v4(3), "7000"]);
+        let (code, out, err) = util::run(c);
+        assert_eq!(code, 0, "attack.py xsk: {err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).expect("xsk json")
+    };
+    // Control, before egret: the frame is well formed and arrives.
+    let sink = spawn_as(&p.up, Priv::Root, &["hostile-udp", &p.v4(3), "7000"]);
+    let v = send();
+    assert_eq!(v["sent"], true, "the XSK did not transmit even without egret: {v}");
+    assert!(
+        sink.line(Duration::from_secs(3)).unwrap_or_default().contains("egret-covert"),
+        "the XSK's frame did not arrive even without egret"
+    );
+    let pol = policy_file("escape-43", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream), ("WATCHDOG_INTERVAL", "1s")]);
+    d.wait_logged("af_xdp: holding", Duration::from_secs(5));
+    let v = send();
+    assert_eq!(sink.line(Duration::from_secs(1)), None, "an AF_XDP frame left the pod ({v})");
+    assert_eq!(v["sent"], false, "{v}");
+    assert!(v["detail"].as_str().unwrap_or("").contains("Device or resource busy"), "{v}");
+    // An interface that appears later has its queues held at the next tick.
+    let st = std::process::Command::new("ip")
+        .args(["-n", &p.work, "link", "add", "late0", "type", "veth", "peer", "name", "late1"])
+        .status();
+    assert!(st.is_ok_and(|s| s.success()), "ip link add");
+    for dev in ["late0", "late1"] {
+        let st = std::process::Command::new("ip").args(["-n", &p.work, "link", "set", dev, "up"]).status();
+        assert!(st.is_ok_and(|s| s.success()), "ip link set up");
+    }
+    d.wait_logged("network changed", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = as_workload(&p.work, Priv::NetRaw);
+    c.args([py3(), &util::public("netns/attack.py"), "xsk", "late0", &up_mac, &p.v4(1), &p.v4(3), "7000"]);
+    let (_, out, _) = util::run(c);
+    assert!(out.contains("\"sent\": false") && out.contains("busy"), "late0: {out}");
+}
