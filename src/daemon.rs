@@ -89,6 +89,15 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
         }
         Err(e) => return Err(Failure::failed(format!("run: {e}"))),
     };
+    // AF_XDP sockets send past every hook: hold every queue before anything runs.
+    let mut xsk = crate::xsk::Holder::default();
+    xsk.follow(&host.devices);
+    if xsk.held() > 0 {
+        log::info!(
+            "af_xdp: holding {} interface queue(s), so no other AF_XDP socket can bind them",
+            xsk.held()
+        );
+    }
     let counters = Arc::new(DaemonCounters::default());
     // DASHBOARD_LISTEN: the dashboard as a thread of the filter. Unless
     // DASHBOARD_HOST names another one, the filter ships to it over
@@ -159,15 +168,6 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
     }
     crate::watchdog::spawn_ticker(cfg.watchdog_interval, move || tx.send(Ctl::Watch).is_ok());
 
-    // AF_XDP sockets send past every hook: hold every queue first.
-    let mut xsk = crate::xsk::Holder::default();
-    xsk.follow(&host.devices);
-    if xsk.held() > 0 {
-        log::info!(
-            "af_xdp: holding {} interface queue(s), so no other AF_XDP socket can bind them",
-            xsk.held()
-        );
-    }
     let mut state = Reloader {
         xsk,
         cfg: cfg.clone(),
