@@ -33,6 +33,17 @@
 //! | 20 | dashboard unreachable: filtering unaffected | `escape_20_dashboard_unreachable_filtering_unaffected` |
 //! | 21 | a flow opened before egret starts; client ports reused across a reload | `nft::flows_from_before_the_rules_are_cut_inbound_still_answered` (real ruleset), `escape_21_client_port_reused_across_a_reload` |
 //!
+//! Round 2 (kernel paths), finding → test:
+//!
+//! | finding | test |
+//! |---------|------|
+//! | AF_XDP frames skip the netdev egress hook | `escape_43_frames_from_an_af_xdp_socket_do_not_leave` |
+//! | the egress tag read off looped multicast/broadcast | `escape_40_the_egress_tag_is_not_readable_off_looped_multicast_or_broadcast` |
+//! | ND/MLD from a process's raw socket | `escape_39_neighbour_discovery_and_mld_from_a_process_socket_stay_in` |
+//! | nat output priority tied with the runtime's | `escape_38_a_runtime_nat_chain_at_dstnat_priority_does_not_take_port_53_first` |
+//! | conntrack filled by local UDP pairs | `escape_42_local_udp_pairs_do_not_fill_the_conntrack_table` |
+//! | many users in one container | `escape_41_many_users_in_one_container_are_one_client` |
+//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
