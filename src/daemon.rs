@@ -523,9 +523,10 @@ fn spawn_selftest(cfg: &Config, id: &Identity, emitter: Emitter, health: Arc<cra
         let (problem, note, failed) = match crate::selftest::run(&opts) {
             Ok(report) => {
                 for l in &report.lines {
-                    match l.verdict {
-                        crate::selftest::Verdict::Bypass(_) => log::error!("{l}"),
-                        _ => log::info!("{l}"),
+                    if l.verdict.is_bypass() {
+                        log::error!("{l}");
+                    } else {
+                        log::info!("{l}");
                     }
                 }
                 let summary = report.summary();

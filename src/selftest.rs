@@ -181,8 +181,17 @@ pub enum Verdict {
     Held,
     /// Frames to the canary left egret's rules during it.
     Bypass(u64),
+    /// The technique found this many ways past every hook itself (sockets
+    /// whose frames no rule sees, so none reach the counting table).
+    Around(u64),
     /// Not tried, and why.
     Skipped(String),
+}
+
+impl Verdict {
+    pub fn is_bypass(&self) -> bool {
+        matches!(self, Verdict::Bypass(_) | Verdict::Around(_))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +211,11 @@ impl std::fmt::Display for Line {
                 "BYPASS  {:<18} {} ({}): {n} packet(s) reached the canary",
                 self.technique, self.about, self.privilege
             ),
+            Verdict::Around(n) => write!(
+                f,
+                "BYPASS  {:<18} {} ({}): {n} way(s) past every rule",
+                self.technique, self.about, self.privilege
+            ),
             Verdict::Skipped(why) => write!(f, "skipped {:<18} {why}", self.technique),
         }
     }
@@ -215,7 +229,7 @@ pub struct Report {
 
 impl Report {
     pub fn bypasses(&self) -> Vec<&Line> {
-        self.lines.iter().filter(|l| matches!(l.verdict, Verdict::Bypass(_))).collect()
+        self.lines.iter().filter(|l| l.verdict.is_bypass()).collect()
     }
 
     /// One line for `/health` and the event.
@@ -385,8 +399,14 @@ pub fn run(opts: &Options) -> Result<Report, SelftestError> {
             }
         };
         let after = settle_count(before)?;
-        let n = after.saturating_sub(before) + around;
-        lines.push(line(if n > 0 { Verdict::Bypass(n) } else { Verdict::Held }));
+        let counted = after.saturating_sub(before);
+        lines.push(line(if counted > 0 {
+            Verdict::Bypass(counted)
+        } else if around > 0 {
+            Verdict::Around(around)
+        } else {
+            Verdict::Held
+        }));
     }
     Ok(Report { lines })
 }
@@ -929,8 +949,13 @@ mod tests {
             bad.to_string().starts_with("BYPASS  direct")
                 && bad.to_string().ends_with("3 packet(s) reached the canary")
         );
-        let r = Report { lines: vec![held, bad] };
-        assert_eq!(r.summary(), "selftest: BYPASS by direct (1 held, 0 skipped)");
+        let around = Line { technique: "af-xdp", verdict: Verdict::Around(2), ..held.clone() };
+        assert!(
+            around.to_string().starts_with("BYPASS  af-xdp")
+                && around.to_string().ends_with("2 way(s) past every rule")
+        );
+        let r = Report { lines: vec![held, bad, around] };
+        assert_eq!(r.summary(), "selftest: BYPASS by direct, af-xdp (1 held, 0 skipped)");
     }
 
     #[test]
