@@ -89,6 +89,15 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
         }
         Err(e) => return Err(Failure::failed(format!("run: {e}"))),
     };
+    // AF_XDP sockets send past every hook: hold every queue before anything runs.
+    let mut xsk = crate::xsk::Holder::default();
+    xsk.follow(&host.devices);
+    if xsk.held() > 0 {
+        log::info!(
+            "af_xdp: holding {} interface queue(s), so no other AF_XDP socket can bind them",
+            xsk.held()
+        );
+    }
     let counters = Arc::new(DaemonCounters::default());
     // DASHBOARD_LISTEN: the dashboard as a thread of the filter. Unless
     // DASHBOARD_HOST names another one, the filter ships to it over
@@ -160,6 +169,7 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
     crate::watchdog::spawn_ticker(cfg.watchdog_interval, move || tx.send(Ctl::Watch).is_ok());
 
     let mut state = Reloader {
+        xsk,
         cfg: cfg.clone(),
         identity: &identity,
         handle: &handle,
@@ -323,6 +333,8 @@ fn control_loop(
 
 /// Re-reads the policy and swaps it in atomically, or keeps the old one.
 struct Reloader<'a> {
+    /// egret's AF_XDP sockets on every interface queue.
+    xsk: crate::xsk::Holder,
     cfg: Config,
     identity: &'a Identity,
     handle: &'a PolicyHandle,
@@ -466,6 +478,7 @@ impl Reloader<'_> {
             self.host.onlink6.len(),
             host.onlink6.len()
         );
+        self.xsk.follow(&host.devices);
         let generation = self.identity.generation(self.generation);
         let rs = Ruleset::build_at(&self.cfg, &self.handle.current(), self.identity, &host, generation);
         match nft::apply(&rs) {
@@ -510,9 +523,10 @@ fn spawn_selftest(cfg: &Config, id: &Identity, emitter: Emitter, health: Arc<cra
         let (problem, note, failed) = match crate::selftest::run(&opts) {
             Ok(report) => {
                 for l in &report.lines {
-                    match l.verdict {
-                        crate::selftest::Verdict::Bypass(_) => log::error!("{l}"),
-                        _ => log::info!("{l}"),
+                    if l.verdict.is_bypass() {
+                        log::error!("{l}");
+                    } else {
+                        log::info!("{l}");
                     }
                 }
                 let summary = report.summary();

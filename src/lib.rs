@@ -32,6 +32,7 @@ pub mod startup;
 pub mod sys;
 pub mod time;
 pub mod watchdog;
+pub mod xsk;
 
 /// The version reported in events and by `egret version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

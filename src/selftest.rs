@@ -14,7 +14,9 @@
 //! a workload's privilege: `nobody` without capabilities (uid 0 without
 //! capabilities where egret cannot change uid), or uid 0 with only
 //! CAP_NET_RAW for the raw-socket techniques (skipped when egret itself
-//! lacks it). A counter that moved during a technique is a BYPASS.
+//! lacks it). A counter that moved during a technique is a BYPASS. A
+//! technique whose frames no hook sees (AF_XDP) counts for itself: its
+//! child prints `around N` for the N ways it found past every rule.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
@@ -150,6 +152,27 @@ pub const TECHNIQUES: &[Technique] = &[
         about: "raw Ethernet frames from an AF_PACKET socket",
         run: af_packet,
     },
+    Technique {
+        name: "af-xdp",
+        privilege: Privilege::NetRaw,
+        v6: false,
+        about: "an AF_XDP socket on an interface queue (its frames pass no netfilter hook)",
+        run: af_xdp,
+    },
+    Technique {
+        name: "tag-leak",
+        privilege: Privilege::NetRaw,
+        v6: false,
+        about: "the egress tag read off looped-back multicast, then put on raw frames",
+        run: tag_leak,
+    },
+    Technique {
+        name: "nd-user-socket",
+        privilege: Privilege::NetRaw,
+        v6: true,
+        about: "neighbour discovery in RFC 4861's own shape from a raw ICMPv6 socket",
+        run: nd_user_socket,
+    },
 ];
 
 /// A technique's outcome.
@@ -158,8 +181,17 @@ pub enum Verdict {
     Held,
     /// Frames to the canary left egret's rules during it.
     Bypass(u64),
+    /// The technique found this many ways past every hook itself (sockets
+    /// whose frames no rule sees, so none reach the counting table).
+    Around(u64),
     /// Not tried, and why.
     Skipped(String),
+}
+
+impl Verdict {
+    pub fn is_bypass(&self) -> bool {
+        matches!(self, Verdict::Bypass(_) | Verdict::Around(_))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +211,11 @@ impl std::fmt::Display for Line {
                 "BYPASS  {:<18} {} ({}): {n} packet(s) reached the canary",
                 self.technique, self.about, self.privilege
             ),
+            Verdict::Around(n) => write!(
+                f,
+                "BYPASS  {:<18} {} ({}): {n} way(s) past every rule",
+                self.technique, self.about, self.privilege
+            ),
             Verdict::Skipped(why) => write!(f, "skipped {:<18} {why}", self.technique),
         }
     }
@@ -192,7 +229,7 @@ pub struct Report {
 
 impl Report {
     pub fn bypasses(&self) -> Vec<&Line> {
-        self.lines.iter().filter(|l| matches!(l.verdict, Verdict::Bypass(_))).collect()
+        self.lines.iter().filter(|l| l.verdict.is_bypass()).collect()
     }
 
     /// One line for `/health` and the event.
@@ -266,6 +303,17 @@ fn canary_table(devices: &[String]) -> Table {
         ],
         stmts: vec![Stmt::Counter, Stmt::Drop],
     };
+    // A neighbour solicitation whose target is the canary (the kernel never
+    // sends one: the canary is off-link), wherever it is addressed.
+    let nd = Rule {
+        matches: vec![
+            Match::LinkBytes { offset: 12, value: vec![0x86, 0xdd] },
+            Match::LinkBytes { offset: 20, value: vec![58] },
+            Match::LinkBytes { offset: 54, value: vec![135] },
+            Match::LinkBytes { offset: 62, value: CANARY6.octets().to_vec() },
+        ],
+        stmts: vec![Stmt::Counter, Stmt::Drop],
+    };
     let chains = devices
         .iter()
         .map(|d| Chain {
@@ -275,7 +323,7 @@ fn canary_table(devices: &[String]) -> Table {
             hook: Hook::Egress,
             priority: 100,
             policy: ChainPolicy::Accept,
-            rules: vec![v4.clone(), v6.clone()],
+            rules: vec![v4.clone(), v6.clone(), nd.clone()],
         })
         .collect();
     Table { family: TableFamily::Netdev, name: TABLE, chains }
@@ -343,12 +391,22 @@ pub fn run(opts: &Options) -> Result<Report, SelftestError> {
             continue;
         }
         let before = counted()?;
-        if let Err(e) = child(opts, t) {
-            lines.push(line(Verdict::Skipped(format!("the technique's process failed: {e}"))));
-            continue;
-        }
+        let around = match child(opts, t) {
+            Ok(n) => n,
+            Err(e) => {
+                lines.push(line(Verdict::Skipped(format!("the technique's process failed: {e}"))));
+                continue;
+            }
+        };
         let after = settle_count(before)?;
-        lines.push(line(if after > before { Verdict::Bypass(after - before) } else { Verdict::Held }));
+        let counted = after.saturating_sub(before);
+        lines.push(line(if counted > 0 {
+            Verdict::Bypass(counted)
+        } else if around > 0 {
+            Verdict::Around(around)
+        } else {
+            Verdict::Held
+        }));
     }
     Ok(Report { lines })
 }
@@ -366,17 +424,23 @@ fn control(mark: u32, v4: IpAddr, v6: Option<IpAddr>) -> io::Result<()> {
     Ok(())
 }
 
-fn child(opts: &Options, t: &Technique) -> io::Result<()> {
+/// Runs technique `t` in its own process: the ways past every hook it
+/// reported itself (`around N` on its stdout), 0 for most.
+fn child(opts: &Options, t: &Technique) -> io::Result<u64> {
     let mut c = Command::new(&opts.exe);
     c.args(["selftest", "--technique", t.name, "--privilege", t.privilege.name()]);
     c.args(["--ports", &format!("{},{}", opts.http_port, opts.https_port)]);
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut ch = c.spawn()?;
     let until = Instant::now() + CHILD_LIMIT;
     loop {
         if let Some(st) = ch.try_wait()? {
             if st.success() {
-                return Ok(());
+                let mut out = String::new();
+                if let Some(mut o) = ch.stdout.take() {
+                    let _ = o.read_to_string(&mut out);
+                }
+                return Ok(around(&out));
             }
             let mut err = String::new();
             if let Some(mut e) = ch.stderr.take() {
@@ -391,6 +455,11 @@ fn child(opts: &Options, t: &Technique) -> io::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The `around N` lines of a technique's output, summed.
+fn around(out: &str) -> u64 {
+    out.lines().filter_map(|l| l.strip_prefix("around ")).filter_map(|n| n.trim().parse::<u64>().ok()).sum()
 }
 
 /// Whether this process has `cap` in its permitted set.
@@ -713,6 +782,12 @@ fn interfaces() -> Vec<(String, u32)> {
 }
 
 fn af_packet(_: &Ctx) -> io::Result<()> {
+    raw_frames(None)
+}
+
+/// Ethernet frames to the canary from an `AF_PACKET` socket on every
+/// interface, with SO_MARK `mark` where given.
+fn raw_frames(mark: Option<u32>) -> io::Result<()> {
     let src4 = match route_source(IpAddr::V4(CANARY4)) {
         Some(IpAddr::V4(a)) => a,
         _ => Ipv4Addr::UNSPECIFIED,
@@ -733,6 +808,9 @@ fn af_packet(_: &Ctx) -> io::Result<()> {
     ip6.extend_from_slice(&udp);
     for (_, index) in interfaces() {
         let Ok(fd) = crate::sys::packet_socket(index) else { continue };
+        if let Some(m) = mark {
+            socket::setsockopt(&fd, sockopt::Mark, &m)?;
+        }
         for (ethertype, payload) in [([0x08, 0x00], &ip4), ([0x86, 0xdd], &ip6)] {
             let mut frame = vec![0xff; 6];
             frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x77]);
@@ -740,6 +818,101 @@ fn af_packet(_: &Ctx) -> io::Result<()> {
             frame.extend_from_slice(payload);
             let _ = nix::unistd::write(&fd, &frame);
         }
+    }
+    Ok(())
+}
+
+/// Binds an XSK to every queue of every interface: each one bound is a
+/// way to send frames no netfilter hook sees (egret holds them all when
+/// it can, so a bind fails with EBUSY).
+fn af_xdp(_: &Ctx) -> io::Result<()> {
+    let mut bound = 0u64;
+    for (dev, index) in interfaces() {
+        let names: Vec<String> = std::fs::read_dir(format!("/sys/class/net/{dev}/queues"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+            })
+            .unwrap_or_default();
+        for q in 0..crate::xsk::queue_count(names.iter().map(String::as_str)) {
+            if crate::sys::xsk_bind(index, q).is_ok() {
+                bound += 1;
+            }
+        }
+    }
+    if bound > 0 {
+        println!("around {bound}");
+    }
+    Ok(())
+}
+
+const SO_RCVMARK: i32 = 75;
+const SCM_MARK: i32 = 36;
+
+/// Joins a multicast group, sends to it with the loop on (the default),
+/// and reads the mark of the copy the kernel loops back (SO_RCVMARK needs
+/// no privilege); every mark read goes on raw frames to the canary.
+fn tag_leak(_: &Ctx) -> io::Result<()> {
+    let group = Ipv4Addr::new(239, 255, 0, 77);
+    let r = UdpSocket::bind("0.0.0.0:0")?;
+    let port = r.local_addr()?.port();
+    crate::sys::setsockopt_int(r.as_fd(), nix::libc::SOL_SOCKET, SO_RCVMARK, 1)?;
+    r.join_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)?;
+    r.set_read_timeout(Some(STEP))?;
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    s.set_multicast_loop_v4(true)?;
+    // A refusal by the rules is fine: then nothing comes back.
+    let _ = s.send_to(b"egret selftest loop", SocketAddr::new(IpAddr::V4(group), port));
+    let mut buf = [0u8; 256];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(u32);
+    let mut marks = Vec::new();
+    if let Ok(msg) =
+        socket::recvmsg::<SockaddrStorage>(r.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+    {
+        for c in msg.cmsgs()? {
+            if let socket::ControlMessageOwned::Unknown(u) = c {
+                let h = u.cmsg_header;
+                if h.cmsg_level == nix::libc::SOL_SOCKET && h.cmsg_type == SCM_MARK && u.data_bytes.len() >= 4
+                {
+                    let m = u32::from_ne_bytes([
+                        u.data_bytes[0],
+                        u.data_bytes[1],
+                        u.data_bytes[2],
+                        u.data_bytes[3],
+                    ]);
+                    marks.push(m);
+                }
+            }
+        }
+    }
+    for m in marks.into_iter().filter(|&m| m != 0) {
+        raw_frames(Some(m))?;
+    }
+    Ok(())
+}
+
+/// A neighbour solicitation for the canary in RFC 4861's own shape (hop
+/// limit 255, 32 bytes, to its solicited-node multicast address) from a
+/// raw ICMPv6 socket on every interface: neighbour discovery is the
+/// kernel's, from a process it is a channel to the link.
+fn nd_user_socket(_: &Ctx) -> io::Result<()> {
+    let fd = socket::socket(
+        AddressFamily::Inet6,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        socket::SockProtocol::IcmpV6,
+    )?;
+    crate::sys::setsockopt_int(fd.as_fd(), IPPROTO_IPV6, IPV6_MULTICAST_HOPS, 255)?;
+    let c = CANARY6.octets();
+    let solicited =
+        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(c[13]), u16::from_be_bytes([c[14], c[15]]));
+    let mut msg = vec![135u8, 0, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&c);
+    // Source link-layer address option: type 1, 8 bytes.
+    msg.extend_from_slice(&[1, 1, 0x02, 0, 0, 0, 0, 0x77]);
+    for (_, index) in interfaces() {
+        let to = std::net::SocketAddrV6::new(solicited, 0, 0, index);
+        let _ = socket::sendto(fd.as_raw_fd(), &msg, &SockaddrStorage::from(to), MsgFlags::empty());
     }
     Ok(())
 }
@@ -776,8 +949,13 @@ mod tests {
             bad.to_string().starts_with("BYPASS  direct")
                 && bad.to_string().ends_with("3 packet(s) reached the canary")
         );
-        let r = Report { lines: vec![held, bad] };
-        assert_eq!(r.summary(), "selftest: BYPASS by direct (1 held, 0 skipped)");
+        let around = Line { technique: "af-xdp", verdict: Verdict::Around(2), ..held.clone() };
+        assert!(
+            around.to_string().starts_with("BYPASS  af-xdp")
+                && around.to_string().ends_with("2 way(s) past every rule")
+        );
+        let r = Report { lines: vec![held, bad, around] };
+        assert_eq!(r.summary(), "selftest: BYPASS by direct, af-xdp (1 held, 0 skipped)");
     }
 
     #[test]

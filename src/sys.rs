@@ -134,6 +134,119 @@ pub fn packet_socket(ifindex: u32) -> io::Result<std::os::fd::OwnedFd> {
     }
 }
 
+/// An `AF_XDP` socket bound, in copy mode, to one queue of an interface,
+/// with the smallest UMEM (one page) and rings the kernel takes. Frames
+/// an XSK transmits go straight to the driver, past every netfilter hook
+/// (the netdev egress one included), and a queue takes one XSK only: while
+/// egret holds this, nobody else can bind one there. Needs CAP_NET_RAW.
+pub struct Xsk {
+    fd: Option<std::os::fd::OwnedFd>,
+    umem: *mut nix::libc::c_void,
+}
+
+// SAFETY: `umem` is a private anonymous mapping only this value refers to
+// (never read or written through it); moving it between threads is sound.
+unsafe impl Send for Xsk {}
+
+const XSK_UMEM_LEN: usize = 4096;
+
+impl Drop for Xsk {
+    fn drop(&mut self) {
+        // The socket first: closing it releases the kernel's hold on the
+        // UMEM, then the mapping goes.
+        drop(self.fd.take());
+        // SAFETY: `umem` came from mmap of XSK_UMEM_LEN bytes in `xsk_bind`
+        // and is unmapped exactly once, here.
+        unsafe { nix::libc::munmap(self.umem, XSK_UMEM_LEN) };
+    }
+}
+
+fn xsk_opt<T>(fd: BorrowedFd<'_>, name: i32, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live, initialised `T` for the call and its exact
+    // size is passed; setsockopt(2) only reads it.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            fd.as_raw_fd(),
+            nix::libc::SOL_XDP,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as nix::libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Binds an XSK to queue `queue` of interface `ifindex` (copy mode). The
+/// error of the step that failed: EPERM without CAP_NET_RAW, EBUSY when
+/// another socket holds the queue, EINVAL for a queue the device lacks.
+pub fn xsk_bind(ifindex: u32, queue: u32) -> io::Result<Xsk> {
+    use std::os::fd::{AsFd, FromRawFd};
+    // SAFETY: socket(2) takes no pointers; a non-negative result is a new
+    // descriptor nobody else owns.
+    let fd =
+        unsafe { nix::libc::socket(nix::libc::AF_XDP, nix::libc::SOCK_RAW | nix::libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: see above: `fd` is ours.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an anonymous private mapping takes no pointer in; the result
+    // is checked against MAP_FAILED before use.
+    let umem = unsafe {
+        nix::libc::mmap(
+            std::ptr::null_mut(),
+            XSK_UMEM_LEN,
+            nix::libc::PROT_READ | nix::libc::PROT_WRITE,
+            nix::libc::MAP_PRIVATE | nix::libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if umem == nix::libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // From here `Drop` closes the socket and unmaps the page on every path.
+    let xsk = Xsk { fd: Some(owned), umem };
+    let sock = xsk.fd.as_ref().map(|f| f.as_fd()).ok_or_else(|| io::Error::other("xsk: no socket"))?;
+    let reg = nix::libc::xdp_umem_reg {
+        addr: umem as u64,
+        len: XSK_UMEM_LEN as u64,
+        chunk_size: XSK_UMEM_LEN as u32,
+        headroom: 0,
+        flags: 0,
+        tx_metadata_len: 0,
+    };
+    xsk_opt(sock, nix::libc::XDP_UMEM_REG, &reg)?;
+    let one: i32 = 1;
+    for ring in [nix::libc::XDP_UMEM_FILL_RING, nix::libc::XDP_UMEM_COMPLETION_RING, nix::libc::XDP_TX_RING] {
+        xsk_opt(sock, ring, &one)?;
+    }
+    let sxdp = nix::libc::sockaddr_xdp {
+        sxdp_family: nix::libc::AF_XDP as u16,
+        sxdp_flags: nix::libc::XDP_COPY,
+        sxdp_ifindex: ifindex,
+        sxdp_queue_id: queue,
+        sxdp_shared_umem_fd: 0,
+    };
+    // SAFETY: `sxdp` lives on this frame for the call and its exact size
+    // is passed; bind(2) only reads it.
+    let rc = unsafe {
+        nix::libc::bind(
+            sock.as_raw_fd(),
+            (&sxdp as *const nix::libc::sockaddr_xdp).cast(),
+            std::mem::size_of::<nix::libc::sockaddr_xdp>() as nix::libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(xsk)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

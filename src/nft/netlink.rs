@@ -91,6 +91,14 @@ pub mod c {
     pub const NFT_META_MARK: u32 = 3;
     pub const NFT_META_IIFNAME: u32 = 6;
     pub const NFT_META_OIFNAME: u32 = 7;
+    pub const NFT_META_SKUID: u32 = 10;
+    pub const NFTA_BYTEORDER_SREG: u16 = 1;
+    pub const NFTA_BYTEORDER_DREG: u16 = 2;
+    pub const NFTA_BYTEORDER_OP: u16 = 3;
+    pub const NFTA_BYTEORDER_LEN: u16 = 4;
+    pub const NFTA_BYTEORDER_SIZE: u16 = 5;
+    pub const NFT_BYTEORDER_HTON: u32 = 1;
+    pub const NFT_CMP_GTE: u32 = 5;
     pub const NFTA_EXTHDR_DREG: u16 = 1;
     pub const NFTA_EXTHDR_TYPE: u16 = 2;
     pub const NFTA_EXTHDR_OFFSET: u16 = 3;
@@ -144,6 +152,7 @@ pub mod c {
     pub const NFTA_FIB_F_SADDR: u32 = 1;
     pub const NFTA_FIB_F_DADDR: u32 = 2;
     pub const RTN_LOCAL: u32 = 2;
+    pub const RTN_BROADCAST: u32 = 3;
     pub const NFTA_LIMIT_RATE: u16 = 1;
     pub const NFTA_LIMIT_UNIT: u16 = 2;
     pub const NFTA_LIMIT_BURST: u16 = 3;
@@ -346,6 +355,49 @@ fn daddr(f: Family) -> Result<Attr, EncodeError> {
     }
 }
 
+fn saddr(f: Family) -> Result<Attr, EncodeError> {
+    match f {
+        Family::V4 => payload(c::NFT_PAYLOAD_NETWORK_HEADER, 12, 4),
+        Family::V6 => payload(c::NFT_PAYLOAD_NETWORK_HEADER, 8, 16),
+    }
+}
+
+fn split(ip: &IpAddr) -> (Family, Vec<u8>) {
+    match ip {
+        IpAddr::V4(a) => (Family::V4, a.octets().to_vec()),
+        IpAddr::V6(a) => (Family::V6, a.octets().to_vec()),
+    }
+}
+
+/// `ip daddr P/L` and the like: the address field (`field`) masked to the
+/// prefix, compared with the network.
+fn prefix(
+    field: fn(Family) -> Result<Attr, EncodeError>,
+    ip: &IpAddr,
+    len: u8,
+) -> Result<Vec<Attr>, EncodeError> {
+    let (f, octets) = split(ip);
+    let bits = octets.len() * 8;
+    let mask: Vec<u8> = (0..octets.len())
+        .map(|i| {
+            let covered = (usize::from(len)).saturating_sub(i * 8).min(8);
+            if covered == 0 {
+                0
+            } else {
+                0xffu8 << (8 - covered)
+            }
+        })
+        .collect();
+    let net: Vec<u8> = octets.iter().zip(&mask).map(|(o, m)| o & m).collect();
+    let mut v = nfproto(f)?;
+    v.push(field(f)?);
+    if usize::from(len) < bits {
+        v.push(bitwise_mask(&mask)?);
+    }
+    v.push(cmp(c::NFT_CMP_EQ, &net)?);
+    Ok(v)
+}
+
 /// The expressions of one match, with the protocol dependencies nft adds
 /// (so `nft list` prints the same phrase back).
 fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, EncodeError> {
@@ -406,6 +458,18 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             )?);
             v
         }
+        Match::Saddr(ip) => {
+            let (f, octets) = split(ip);
+            let mut v = nfproto(f)?;
+            v.push(saddr(f)?);
+            v.push(cmp(c::NFT_CMP_EQ, &octets)?);
+            v
+        }
+        Match::SaddrPrefix(ip, len) => prefix(saddr, ip, *len)?,
+        Match::ThPort(a, port) => vec![
+            payload(c::NFT_PAYLOAD_TRANSPORT_HEADER, if *a == Addr::Saddr { 0 } else { 2 }, 2)?,
+            cmp(c::NFT_CMP_EQ, &port.to_be_bytes())?,
+        ],
         Match::Daddr(ip) => {
             let (f, octets) = match ip {
                 IpAddr::V4(a) => (Family::V4, a.octets().to_vec()),
@@ -416,31 +480,7 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             v.push(cmp(c::NFT_CMP_EQ, &octets)?);
             v
         }
-        Match::DaddrPrefix(ip, len) => {
-            let (f, octets) = match ip {
-                IpAddr::V4(a) => (Family::V4, a.octets().to_vec()),
-                IpAddr::V6(a) => (Family::V6, a.octets().to_vec()),
-            };
-            let bits = octets.len() * 8;
-            let mask: Vec<u8> = (0..octets.len())
-                .map(|i| {
-                    let covered = (usize::from(*len)).saturating_sub(i * 8).min(8);
-                    if covered == 0 {
-                        0
-                    } else {
-                        0xffu8 << (8 - covered)
-                    }
-                })
-                .collect();
-            let net: Vec<u8> = octets.iter().zip(&mask).map(|(o, m)| o & m).collect();
-            let mut v = nfproto(f)?;
-            v.push(daddr(f)?);
-            if usize::from(*len) < bits {
-                v.push(bitwise_mask(&mask)?);
-            }
-            v.push(cmp(c::NFT_CMP_EQ, &net)?);
-            v
-        }
+        Match::DaddrPrefix(ip, len) => prefix(daddr, ip, *len)?,
         Match::Ip6HopLimit(n) => {
             let mut v = nfproto(Family::V6)?;
             v.push(payload(c::NFT_PAYLOAD_NETWORK_HEADER, 7, 1)?);
@@ -463,6 +503,35 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
         Match::LinkBytes { offset, value } => {
             vec![payload(c::NFT_PAYLOAD_LL_HEADER, *offset, value.len() as u32)?, cmp(c::NFT_CMP_EQ, value)?]
         }
+        // As nft writes a range on a host-order key: to network order,
+        // then both bounds. No socket, or one without a file (the
+        // kernel's), ends the rule before the comparisons.
+        Match::FibBroadcast => vec![
+            expr(
+                "fib",
+                vec![
+                    be32(c::NFTA_FIB_DREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_FIB_RESULT, c::NFT_FIB_RESULT_ADDRTYPE)?,
+                    be32(c::NFTA_FIB_FLAGS, c::NFTA_FIB_F_DADDR)?,
+                ],
+            )?,
+            cmp(c::NFT_CMP_EQ, &c::RTN_BROADCAST.to_ne_bytes())?,
+        ],
+        Match::UserSocket => vec![
+            meta(c::NFT_META_SKUID)?,
+            expr(
+                "byteorder",
+                vec![
+                    be32(c::NFTA_BYTEORDER_SREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_BYTEORDER_DREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_BYTEORDER_OP, c::NFT_BYTEORDER_HTON)?,
+                    be32(c::NFTA_BYTEORDER_LEN, 4)?,
+                    be32(c::NFTA_BYTEORDER_SIZE, 4)?,
+                ],
+            )?,
+            cmp(c::NFT_CMP_GTE, &0u32.to_be_bytes())?,
+            cmp(c::NFT_CMP_LTE, &u32::MAX.to_be_bytes())?,
+        ],
         Match::Dport(l4, port) => vec![
             meta(c::NFT_META_L4PROTO)?,
             cmp(c::NFT_CMP_EQ, &[l4.number()])?,
@@ -550,6 +619,7 @@ fn stmt_exprs(s: &Stmt) -> Result<Vec<Attr>, EncodeError> {
             expr("ct", vec![be32(c::NFTA_CT_KEY, c::NFT_CT_MARK)?, be32(c::NFTA_CT_SREG, c::NFT_REG_1)?])?,
         ],
         Stmt::Counter => vec![expr("counter", vec![])?],
+        Stmt::Notrack => vec![expr("notrack", vec![])?],
         Stmt::MarkSet(m) => vec![
             immediate(&m.to_ne_bytes())?,
             expr(

@@ -287,6 +287,20 @@ pub enum Match {
     /// Raw bytes at an offset from the link-layer header (`@ll,BITS,LEN
     /// 0x...`): what an egress chain sees of any frame, IP or not.
     LinkBytes { offset: u32, value: Vec<u8> },
+    /// `meta skuid 0-4294967295`: the packet belongs to a socket a process
+    /// opened (any uid). The kernel's own sockets (neighbour discovery,
+    /// MLD, TCP resets) have no file, so this never matches their packets.
+    UserSocket,
+    /// `fib daddr type broadcast`: an IPv4 broadcast (limited or directed),
+    /// which the kernel loops back to local receivers.
+    FibBroadcast,
+    /// `ip saddr A` / `ip6 saddr A`
+    Saddr(IpAddr),
+    /// `ip saddr P/L` / `ip6 saddr P/L`
+    SaddrPrefix(IpAddr, u8),
+    /// `th sport N` / `th dport N`: a port of whatever transport (TCP and
+    /// UDP alike).
+    ThPort(Addr, u16),
 }
 
 /// The two comparisons the rules use.
@@ -378,6 +392,8 @@ pub enum Stmt {
     MarkSet(u32),
     /// `counter`
     Counter,
+    /// `notrack`: conntrack skips the packet (raw priority only).
+    Notrack,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -505,6 +521,12 @@ impl Ruleset {
             rule(vec![Match::Ip4Option(137)], vec![Stmt::Drop]),
         ];
         if drops {
+            // Neighbour discovery and MLD are the kernel's job: from a
+            // process's socket (a raw ICMPv6 socket, CAP_NET_RAW) they are
+            // a covert channel to the link however well they are shaped.
+            for t in ND_TYPES.into_iter().chain(MLD_TYPES) {
+                out.push(rule(vec![Match::Icmpv6Type(t), Match::UserSocket], vec![Stmt::Drop]));
+            }
             // IPv6 needs neighbour discovery and MLD, but only as RFC 4861
             // and 3810 send them (before the source check: duplicate
             // address detection sends from `::`).
@@ -642,6 +664,15 @@ impl Ruleset {
 
         let chains = vec![
             Chain {
+                name: "notrack_out".into(),
+                device: None,
+                kind: ChainType::Filter,
+                hook: Hook::Output,
+                priority: -300,
+                policy: ChainPolicy::Accept,
+                rules: notrack_rules(cfg, &listeners),
+            },
+            Chain {
                 name: "stamp_in".into(),
                 device: None,
                 kind: ChainType::Filter,
@@ -658,7 +689,12 @@ impl Ruleset {
                 device: None,
                 kind: ChainType::Nat,
                 hook: Hook::Output,
-                priority: -100,
+                // One below the container runtimes' own nat chains (Docker,
+                // podman: -100): among chains of one priority the order is
+                // that of registration, and the first NAT binding wins, so a
+                // runtime table loaded after egret's (or egret's replaced on
+                // a reload) would DNAT port 53 before egret redirects it.
+                priority: NAT_OUT_PRIORITY,
                 policy: ChainPolicy::Accept,
                 rules: nat,
             },
@@ -678,13 +714,7 @@ impl Ruleset {
                 hook: Hook::Output,
                 priority: 10,
                 policy: ChainPolicy::Accept,
-                rules: vec![
-                    // Delivered inside the host: no mark at all, so no local
-                    // receiver (SO_RCVMARK, a socket filter) learns one.
-                    rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::MarkSet(0), Stmt::Accept]),
-                    // Leaving: the proof it passed the rules above.
-                    rule(vec![], vec![Stmt::MarkSet(id.egress_tag)]),
-                ],
+                rules: tag_rules(id.egress_tag),
             },
             Chain {
                 // After routing: an address of this host that routes out a
@@ -721,9 +751,80 @@ impl Ruleset {
     }
 }
 
+/// The priority of `nat_out`: before every nat output chain at the
+/// standard `-100` (dstnat) a container runtime installs.
+pub const NAT_OUT_PRIORITY: i32 = -101;
+
 /// Connections from inside the pod to METRICS_ADDR open at once: enough
 /// for a scraper and probes, not for holding egret's threads.
 pub const METRICS_LOCAL_CONNECTIONS: u32 = 16;
+
+/// `notrack_out`: flows between loopback addresses are not tracked, so a
+/// workload opening many of them (UDP pairs on 127.0.0.1 cost a conntrack
+/// entry each) cannot fill the conntrack table that egret's own upstream
+/// flows and the redirects need. No rule needs their state: filter_out
+/// accepts local destinations by address, filter_in matches sockets. Still
+/// tracked, because NAT or a rule needs their state: everything not on
+/// `lo`; port 53 and Docker's resolver address 127.0.0.11 (egret's and
+/// the runtime's DNS redirects); egret's listener ports (the replies of
+/// redirected flows, which NAT must map back); METRICS_ADDR's port (its
+/// `ct count` limit). Both directions of a flow match alike, since both
+/// ends are loopback addresses and the ports are checked either way.
+fn notrack_rules(cfg: &Config, listeners: &[(L4, u16)]) -> Vec<Rule> {
+    let docker_dns = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11));
+    let mut rules = vec![
+        rule(vec![Match::OifnameNot("lo")], vec![Stmt::Return]),
+        rule(vec![Match::Daddr(docker_dns)], vec![Stmt::Return]),
+        rule(vec![Match::Saddr(docker_dns)], vec![Stmt::Return]),
+    ];
+    let mut ports = vec![53];
+    ports.extend(listeners.iter().map(|&(_, p)| p));
+    ports.extend(cfg.metrics_addr.map(|m| m.port()));
+    let mut seen = Vec::new();
+    for p in ports {
+        if seen.contains(&p) {
+            continue;
+        }
+        seen.push(p);
+        for a in [Addr::Daddr, Addr::Saddr] {
+            rules.push(rule(vec![Match::ThPort(a, p)], vec![Stmt::Return]));
+        }
+    }
+    let lo4 = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0));
+    rules.push(rule(vec![Match::SaddrPrefix(lo4, 8), Match::DaddrPrefix(lo4, 8)], vec![Stmt::Notrack]));
+    let lo6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    rules.push(rule(vec![Match::Saddr(lo6), Match::Daddr(lo6)], vec![Stmt::Notrack]));
+    rules
+}
+
+/// `tag_out`: the egress tag goes on unicast packets leaving the host
+/// only. A packet delivered inside the host carries no mark at all, so no
+/// local receiver (SO_RCVMARK, a socket filter) learns one; nor does a
+/// multicast or broadcast packet, whose looped-back copy the kernel
+/// delivers to every local member of the group (a workload joins it with
+/// IP_MULTICAST_LOOP and reads the mark, or an `AF_PACKET` tap reads it
+/// off the looped copy before any hook): such a packet has its mark
+/// cleared, whoever set it, egret's own bypass mark included.
+fn tag_rules(tag: u32) -> Vec<Rule> {
+    let clear = || vec![Stmt::MarkSet(0), Stmt::Accept];
+    vec![
+        rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], clear()),
+        rule(vec![Match::DaddrPrefix(IpAddr::V6(Ipv6Addr::from(0xffu128 << 120)), 8)], clear()),
+        rule(vec![Match::DaddrPrefix(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 4)], clear()),
+        rule(vec![Match::FibBroadcast], clear()),
+        // Leaving: the proof it passed the rules above.
+        rule(vec![], vec![Stmt::MarkSet(tag)]),
+    ]
+}
+
+/// At a real interface's egress, ethertype IPv6 and a destination in
+/// `ff02::/16`: link-scope multicast (neighbour discovery, MLD).
+fn link_scope_multicast6() -> Vec<Match> {
+    vec![
+        Match::LinkBytes { offset: 12, value: vec![0x86, 0xdd] },
+        Match::LinkBytes { offset: 38, value: vec![0xff, 0x02] },
+    ]
+}
 
 /// The link-layer tables. ARP is sent past the IP hooks, so it is tagged
 /// in its own output hook; each real interface's egress then passes only
@@ -754,7 +855,16 @@ fn link_layer(id: &Identity, host: &Host) -> Vec<Table> {
             hook: Hook::Egress,
             priority: 0,
             policy: ChainPolicy::Drop,
-            rules: vec![rule(vec![Match::Mark(id.egress_tag)], vec![Stmt::MarkSet(0), Stmt::Accept])],
+            rules: vec![
+                rule(vec![Match::Mark(id.egress_tag)], vec![Stmt::MarkSet(0), Stmt::Accept]),
+                // Untagged: multicast the IP rules passed (never tagged, see
+                // `tag_rules`) or a frame that went round them. A process's
+                // socket (`AF_PACKET`, or a workload's multicast) gets no
+                // further; the kernel's own link-scope IPv6 multicast
+                // (neighbour discovery, MLD) passes.
+                rule(vec![Match::UserSocket], vec![Stmt::Drop]),
+                rule(link_scope_multicast6(), vec![Stmt::Accept]),
+            ],
         })
         .collect();
     vec![arp, Table { family: TableFamily::Netdev, name: TABLE, chains: egress }]
@@ -887,6 +997,7 @@ impl fmt::Display for Chain {
         let prio = match (self.kind, self.priority) {
             (ChainType::Filter, 0) => "filter".to_owned(),
             (ChainType::Filter, -150) => "mangle".to_owned(),
+            (ChainType::Filter, -300) => "raw".to_owned(),
             (ChainType::Filter, p) if (1..50).contains(&p) => format!("filter + {p}"),
             (_, p) => p.to_string(),
         };
@@ -960,6 +1071,14 @@ impl fmt::Display for Match {
                 let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
                 write!(f, "@ll,{},{} 0x{hex}", offset * 8, value.len() * 8)
             }
+            Match::UserSocket => write!(f, "meta skuid 0-{}", u32::MAX),
+            Match::FibBroadcast => f.write_str("fib daddr type broadcast"),
+            Match::Saddr(IpAddr::V4(a)) => write!(f, "ip saddr {a}"),
+            Match::Saddr(IpAddr::V6(a)) => write!(f, "ip6 saddr {a}"),
+            Match::SaddrPrefix(IpAddr::V4(a), len) => write!(f, "ip saddr {a}/{len}"),
+            Match::SaddrPrefix(IpAddr::V6(a), len) => write!(f, "ip6 saddr {a}/{len}"),
+            Match::ThPort(Addr::Saddr, p) => write!(f, "th sport {p}"),
+            Match::ThPort(Addr::Daddr, p) => write!(f, "th dport {p}"),
         }
     }
 }
@@ -981,6 +1100,7 @@ impl fmt::Display for Stmt {
             Stmt::CtMarkSet(m) => write!(f, "ct mark set 0x{m:08x}"),
             Stmt::MarkSet(m) => write!(f, "meta mark set 0x{m:08x}"),
             Stmt::Counter => f.write_str("counter"),
+            Stmt::Notrack => f.write_str("notrack"),
         }
     }
 }
@@ -1041,13 +1161,28 @@ table inet egret {
 		elements = { fe80::/10, ff02::/16 }
 	}
 
+	chain notrack_out {
+		type filter hook output priority raw; policy accept;
+		oifname != \"lo\" return
+		ip daddr 127.0.0.11 return
+		ip saddr 127.0.0.11 return
+		th dport 53 return
+		th sport 53 return
+		th dport 8080 return
+		th sport 8080 return
+		th dport 8443 return
+		th sport 8443 return
+		ip saddr 127.0.0.0/8 ip daddr 127.0.0.0/8 notrack
+		ip6 saddr ::1 ip6 daddr ::1 notrack
+	}
+
 	chain stamp_in {
 		type filter hook prerouting priority mangle; policy accept;
 		iifname != \"lo\" ct state new ct mark set 0x80000000
 	}
 
 	chain nat_out {
-		type nat hook output priority -100; policy accept;
+		type nat hook output priority -101; policy accept;
 		meta mark 0x1234abcd return
 		fib daddr type local return
 		ip daddr @allowed4 return
@@ -1063,6 +1198,12 @@ table inet egret {
 		exthdr rt exists drop
 		ip option lsrr exists drop
 		ip option ssrr exists drop
+		icmpv6 type nd-router-solicit meta skuid 0-4294967295 drop
+		icmpv6 type nd-neighbor-solicit meta skuid 0-4294967295 drop
+		icmpv6 type nd-neighbor-advert meta skuid 0-4294967295 drop
+		icmpv6 type mld-listener-report meta skuid 0-4294967295 drop
+		icmpv6 type mld-listener-done meta skuid 0-4294967295 drop
+		icmpv6 type mld2-listener-report meta skuid 0-4294967295 drop
 		icmpv6 type nd-router-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-advert ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
@@ -1086,6 +1227,9 @@ table inet egret {
 	chain tag_out {
 		type filter hook output priority filter + 10; policy accept;
 		fib daddr type local meta mark set 0x00000000 accept
+		ip6 daddr ff00::/8 meta mark set 0x00000000 accept
+		ip daddr 224.0.0.0/4 meta mark set 0x00000000 accept
+		fib daddr type broadcast meta mark set 0x00000000 accept
 		meta mark set 0x00007a67
 	}
 
@@ -1147,13 +1291,30 @@ table inet egret {
 		elements = { fe80::/10, ff02::/16 }
 	}
 
+	chain notrack_out {
+		type filter hook output priority raw; policy accept;
+		oifname != \"lo\" return
+		ip daddr 127.0.0.11 return
+		ip saddr 127.0.0.11 return
+		th dport 53 return
+		th sport 53 return
+		th dport 5353 return
+		th sport 5353 return
+		th dport 8080 return
+		th sport 8080 return
+		th dport 8443 return
+		th sport 8443 return
+		ip saddr 127.0.0.0/8 ip daddr 127.0.0.0/8 notrack
+		ip6 saddr ::1 ip6 daddr ::1 notrack
+	}
+
 	chain stamp_in {
 		type filter hook prerouting priority mangle; policy accept;
 		iifname != \"lo\" ct state new ct mark set 0x80000000
 	}
 
 	chain nat_out {
-		type nat hook output priority -100; policy accept;
+		type nat hook output priority -101; policy accept;
 		meta mark 0x1234abcd return
 		udp dport 53 redirect to :5353
 		tcp dport 53 redirect to :5353
@@ -1171,6 +1332,12 @@ table inet egret {
 		exthdr rt exists drop
 		ip option lsrr exists drop
 		ip option ssrr exists drop
+		icmpv6 type nd-router-solicit meta skuid 0-4294967295 drop
+		icmpv6 type nd-neighbor-solicit meta skuid 0-4294967295 drop
+		icmpv6 type nd-neighbor-advert meta skuid 0-4294967295 drop
+		icmpv6 type mld-listener-report meta skuid 0-4294967295 drop
+		icmpv6 type mld-listener-done meta skuid 0-4294967295 drop
+		icmpv6 type mld2-listener-report meta skuid 0-4294967295 drop
 		icmpv6 type nd-router-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
 		icmpv6 type nd-neighbor-advert ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
@@ -1192,6 +1359,9 @@ table inet egret {
 	chain tag_out {
 		type filter hook output priority filter + 10; policy accept;
 		fib daddr type local meta mark set 0x00000000 accept
+		ip6 daddr ff00::/8 meta mark set 0x00000000 accept
+		ip daddr 224.0.0.0/4 meta mark set 0x00000000 accept
+		fib daddr type broadcast meta mark set 0x00000000 accept
 		meta mark set 0x00007a67
 	}
 
@@ -1243,13 +1413,26 @@ table inet egret {
 		flags interval
 	}
 
+	chain notrack_out {
+		type filter hook output priority raw; policy accept;
+		oifname != \"lo\" return
+		ip daddr 127.0.0.11 return
+		ip saddr 127.0.0.11 return
+		th dport 53 return
+		th sport 53 return
+		th dport 5353 return
+		th sport 5353 return
+		ip saddr 127.0.0.0/8 ip daddr 127.0.0.0/8 notrack
+		ip6 saddr ::1 ip6 daddr ::1 notrack
+	}
+
 	chain stamp_in {
 		type filter hook prerouting priority mangle; policy accept;
 		iifname != \"lo\" ct state new ct mark set 0x80000000
 	}
 
 	chain nat_out {
-		type nat hook output priority -100; policy accept;
+		type nat hook output priority -101; policy accept;
 		meta mark 0x00000007 return
 		udp dport 53 redirect to :5353
 		tcp dport 53 redirect to :5353
@@ -1277,6 +1460,9 @@ table inet egret {
 	chain tag_out {
 		type filter hook output priority filter + 10; policy accept;
 		fib daddr type local meta mark set 0x00000000 accept
+		ip6 daddr ff00::/8 meta mark set 0x00000000 accept
+		ip daddr 224.0.0.0/4 meta mark set 0x00000000 accept
+		fib daddr type broadcast meta mark set 0x00000000 accept
 		meta mark set 0x00000009
 	}
 
@@ -1398,18 +1584,22 @@ table netdev egret {
 	chain egress_eth0 {
 		type filter hook egress device \"eth0\" priority filter; policy drop;
 		meta mark 0x00007a67 meta mark set 0x00000000 accept
+		meta skuid 0-4294967295 drop
+		@ll,96,16 0x86dd @ll,304,16 0xff02 accept
 	}
 
 	chain egress_net1 {
 		type filter hook egress device \"net1\" priority filter; policy drop;
 		meta mark 0x00007a67 meta mark set 0x00000000 accept
+		meta skuid 0-4294967295 drop
+		@ll,96,16 0x86dd @ll,304,16 0xff02 accept
 	}
 }
 ";
         assert_eq!(tail, want);
         assert!(
             text.contains(
-                "fib daddr type local meta mark set 0x00000000 accept\n\t\tmeta mark set 0x00007a67\n"
+                "fib daddr type broadcast meta mark set 0x00000000 accept\n\t\tmeta mark set 0x00007a67\n"
             ),
             "{text}"
         );

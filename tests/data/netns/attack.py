@@ -53,6 +53,20 @@ Other helpers (different arguments):
         one UDP datagram (the marker) to DST (a loopback address) from a
         socket bound to DEV (SO_BINDTODEVICE, no privilege): the route goes
         out DEV although the destination is "local".
+  attack.py mcloop GROUP PORT IFACE
+        joins GROUP on IFACE (a multicast group, or an IPv4 broadcast
+        address: no join needed), sends one datagram to GROUP:PORT with
+        IP_MULTICAST_LOOP (the default) and reads the kernel's looped-back
+        copy with SO_RCVMARK (no privilege): prints {"mark": N} (N = -1
+        when no mark came, -2 when no copy came back).
+  attack.py rawframe IFACE DSTMAC SRC DST PORT MARK
+        as rawframe, with SO_MARK MARK on the packet socket (CAP_NET_RAW).
+  attack.py xsk IFACE DSTMAC SRC DST PORT
+        the rawframe frame (IPv4) from an AF_XDP socket bound in copy mode
+        to each queue of IFACE in turn (CAP_NET_RAW): an XSK transmits to
+        the driver directly, past every netfilter hook. Prints {"sent":
+        true, "queue": Q} once the kernel reports the frame transmitted, or
+        {"sent": false, "detail": ...} with every queue's error.
   attack.py rcvmark ADDR PORT
         a UDP socket with SO_RCVMARK: prints "ready", then one JSON line
         {"mark": N} for the first datagram (N = -1 when no mark came).
@@ -252,6 +266,46 @@ def rcvmark(addr, port):
     print(json.dumps({"mark": mark}), flush=True)
 
 
+def mcloop(group, port, iface):
+    v6 = ":" in group
+    fam = socket.AF_INET6 if v6 else socket.AF_INET
+    index = socket.if_nametoindex(iface)
+    r = socket.socket(fam, socket.SOCK_DGRAM)
+    r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    r.setsockopt(socket.SOL_SOCKET, 75, 1)  # SO_RCVMARK
+    r.settimeout(TIMEOUT)
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if v6:
+        r.bind(("::", port))
+        r.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                     socket.inet_pton(fam, group) + struct.pack("@I", index))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        to = (group, port, 0, index)
+    else:
+        r.bind(("0.0.0.0", port))
+        r.setsockopt(socket.SOL_SOCKET, 25, iface.encode())  # SO_BINDTODEVICE
+        first = int(group.split(".")[0])
+        if 224 <= first < 240:
+            # struct ip_mreqn: group, local address (any), interface index.
+            mreqn = socket.inet_aton(group) + socket.inet_aton("0.0.0.0") + struct.pack("@i", index)
+            r.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        s.setsockopt(socket.SOL_SOCKET, 25, iface.encode())
+        to = (group, port)
+    mark = -2
+    try:
+        s.sendto(MARKER, to)
+        _, anc, _, _ = r.recvmsg(2048, socket.CMSG_SPACE(4))
+        mark = -1
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == 36:
+                mark = struct.unpack("=I", data[:4])[0]
+    except OSError:
+        pass
+    print(json.dumps({"mark": mark}), flush=True)
+
+
 def hold_tcp(host, port, n, trickle, say=None):
     say = say or (lambda line: print(line, flush=True))
     import resource
@@ -331,7 +385,7 @@ def hold_tcp_uids(host, port, n, first_uid, count):
                 print("open %d" % sum(opened.values()), flush=True)
 
 
-def rawframe(iface, dstmac, src, dst, port):
+def rawframe(iface, dstmac, src, dst, port, mark=0):
     v6 = ":" in dst
     body = MARKER
     udp = struct.pack("!HHHH", 4242, port, 8 + len(body), 0) + body
@@ -350,11 +404,90 @@ def rawframe(iface, dstmac, src, dst, port):
     frame = bytes.fromhex(dstmac.replace(":", "")) + bytes.fromhex(own.replace(":", "")) + ethertype + ip + udp
     try:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        if mark:
+            s.setsockopt(socket.SOL_SOCKET, 36, struct.pack("=I", mark))  # SO_MARK
         s.bind((iface, 0))
         s.send(frame)
         print(json.dumps({"sent": True}), flush=True)
     except OSError as e:
         print(json.dumps({"sent": False, "detail": "%s: %s" % (type(e).__name__, e)}), flush=True)
+
+
+def ipv4_udp_frame(iface, dstmac, src, dst, port):
+    body = MARKER
+    udp = struct.pack("!HHHH", 4242, port, 8 + len(body), 0) + body
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    own = open("/sys/class/net/%s/address" % iface).read().strip()
+    return bytes.fromhex(dstmac.replace(":", "")) + bytes.fromhex(own.replace(":", "")) + b"\x08\x00" + ip + udp
+
+
+def xsk_send(iface, queue, frame):
+    """One frame from an XSK on `queue`: True once the completion ring
+    holds it (the driver took it). Raises OSError on the failing step."""
+    import ctypes
+    import mmap
+    AF_XDP, SOL_XDP = 44, 283
+    XDP_MMAP_OFFSETS, XDP_TX_RING, XDP_UMEM_REG, XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING = 1, 3, 4, 5, 6
+    XDP_COPY = 1 << 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.setsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+    libc.getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    libc.bind.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+    libc.sendto.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+
+    def chk(rc, what):
+        if rc < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "%s: %s" % (what, os.strerror(e)))
+
+    s = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
+    fd = s.fileno()
+    frames, size = 4, 4096
+    umem = mmap.mmap(-1, frames * size)
+    reg = (ctypes.c_uint8 * 32)()
+    struct.pack_into("=QQIIII", reg, 0, ctypes.addressof(ctypes.c_char.from_buffer(umem)), frames * size, size, 0, 0, 0)
+    chk(libc.setsockopt(fd, SOL_XDP, XDP_UMEM_REG, ctypes.addressof(reg), 32), "umem")
+    for opt in (XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING, XDP_TX_RING):
+        n = ctypes.c_int(frames)
+        chk(libc.setsockopt(fd, SOL_XDP, opt, ctypes.addressof(n), 4), "ring %d" % opt)
+    off = (ctypes.c_uint64 * 16)()
+    ln = ctypes.c_uint(ctypes.sizeof(off))
+    chk(libc.getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS, ctypes.addressof(off), ctypes.addressof(ln)), "offsets")
+    # struct xdp_mmap_offsets: rx, tx, fill, completion; each producer,
+    # consumer, desc, flags.
+    tx_prod, tx_desc, cq_prod, cq_desc = off[4], off[6], off[12], off[14]
+    rw = mmap.PROT_READ | mmap.PROT_WRITE
+    tx = mmap.mmap(fd, tx_desc + frames * 16, mmap.MAP_SHARED, rw, offset=0x80000000)
+    cq = mmap.mmap(fd, cq_desc + frames * 8, mmap.MAP_SHARED, rw, offset=0x180000000)
+    sxdp = ctypes.create_string_buffer(struct.pack("=HHIII", AF_XDP, XDP_COPY, socket.if_nametoindex(iface), queue, 0))
+    chk(libc.bind(fd, sxdp, 16), "bind queue %d" % queue)
+    umem[0:len(frame)] = frame
+    struct.pack_into("=QII", tx, tx_desc, 0, len(frame), 0)
+    struct.pack_into("=I", tx, tx_prod, 1)
+    libc.sendto(fd, None, 0, socket.MSG_DONTWAIT, None, 0)
+    for _ in range(20):  # bounded: 1 s
+        if struct.unpack_from("=I", cq, cq_prod)[0] >= 1:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def xsk(iface, dstmac, src, dst, port):
+    frame = ipv4_udp_frame(iface, dstmac, src, dst, port)
+    names = os.listdir("/sys/class/net/%s/queues" % iface)
+    count = max([int(n.split("-")[1]) + 1 for n in names if n[:3] in ("rx-", "tx-")] or [1])
+    errors = []
+    for q in range(count):
+        try:
+            if xsk_send(iface, q, frame):
+                print(json.dumps({"sent": True, "queue": q}), flush=True)
+                return
+            errors.append("queue %d: not transmitted" % q)
+        except OSError as e:
+            errors.append("queue %d: %s" % (q, e))
+    print(json.dumps({"sent": False, "detail": "; ".join(errors)}), flush=True)
 
 
 def result(fn):
@@ -409,7 +542,12 @@ def main():
         return bindtodev(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     if sys.argv[1] == "rawframe":
         a = sys.argv
-        return rawframe(a[2], a[3], a[4], a[5], int(a[6]))
+        return rawframe(a[2], a[3], a[4], a[5], int(a[6]), int(a[7]) if len(a) > 7 else 0)
+    if sys.argv[1] == "xsk":
+        a = sys.argv
+        return xsk(a[2], a[3], a[4], a[5], int(a[6]))
+    if sys.argv[1] == "mcloop":
+        return mcloop(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     if sys.argv[1] == "hold-tcp":
         trickle = len(sys.argv) > 5 and sys.argv[5] == "trickle"
         return hold_tcp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), trickle)
