@@ -33,6 +33,10 @@
 //! | 20 | dashboard unreachable: filtering unaffected | `escape_20_dashboard_unreachable_filtering_unaffected` |
 //! | 21 | a flow opened before egret starts; client ports reused across a reload | `nft::flows_from_before_the_rules_are_cut_inbound_still_answered` (real ruleset), `escape_21_client_port_reused_across_a_reload` |
 //!
+//! Later rounds: `escape_43_forged_answers_from_a_loopback_upstream_are_never_served`
+//! (forged UDP answers "from" Docker's 127.0.0.11 by an unprivileged
+//! workload; loopback upstreams are asked over TCP).
+//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
@@ -1695,4 +1699,94 @@ fn escape_37_web_ports_of_a_link_local_neighbour_fail_fast() {
         assert_eq!(code, "000", "port {port} of a link-local neighbour answered");
         assert!(t.elapsed() < FAST, "port {port} of a link-local neighbour took {:?}", t.elapsed());
     }
+}
+
+// ---------------------------------------------------------------------------
+// Forged answers from a loopback upstream (Docker's 127.0.0.11).
+
+/// One A query for `name` to `server` from a fresh socket: the addresses
+/// answered, or `None` without a readable answer within 3 s.
+fn ask_a(server: SocketAddr, name: &str) -> Option<Vec<std::net::IpAddr>> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), RecordType::A));
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    s.send_to(&m.to_vec().expect("encode"), server).expect("send query");
+    let mut buf = [0u8; 1500];
+    let n = s.recv(&mut buf).ok()?;
+    let r = Message::from_vec(&buf[..n]).ok()?;
+    let addrs = r.answers.iter().filter_map(|rec| match &rec.data {
+        RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+        _ => None,
+    });
+    Some(addrs.collect())
+}
+
+fn rand_id() -> u16 {
+    egret::dns::upstream::random_id()
+}
+
+/// Part A item 1 of the DNS hardening round: a workload (uid 65534, no
+/// capabilities) binds 127.0.0.12 at the upstream's port, reads egret's
+/// upstream sockets in /proc/net/udp and sweeps every DNS ID at them with
+/// IP_PKTINFO making the source the upstream, 127.0.0.11:5353. The
+/// upstream answers after 600 ms (a slow recursive lookup behind
+/// Docker's resolver), the window the forger races in. Over UDP this
+/// Python forger (some 45,000 datagrams a second on a busy machine; a
+/// compiled one does far better) got its address served to a few percent
+/// of the queries; egret asks a loopback upstream over TCP only, so none
+/// of 200 queries gets the forged address.
+#[test]
+fn escape_43_forged_answers_from_a_loopback_upstream_are_never_served() {
+    const FORGED: &str = "93.184.216.34";
+    let w = world();
+    let p = &w.p;
+    let up: SocketAddr = "127.0.0.11:5353".parse().expect("addr");
+    let two: std::net::Ipv4Addr = p.v4(2).parse().expect("ip");
+    let mut zone = crate::dnsauth::Zone::standard(two, 300);
+    zone.delay = Duration::from_millis(600);
+    let auth = crate::run::dns_in(&p.work, up, zone);
+    let pol = policy_file("escape-43", ALLOWED);
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", "127.0.0.11:5353")]);
+    let forger =
+        spawn_as(&p.work, Priv::Nobody, &["dns-forge", "127.0.0.11", "5353", "allowed.test", FORGED, "90"]);
+    let server: SocketAddr = "127.0.0.1:53".parse().expect("addr");
+    // 4 clients x 50 queries, each client one at a time.
+    let results: Vec<Option<Vec<std::net::IpAddr>>> = in_netns(&p.work, move || {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..50).map(|_| ask_a(server, "allowed.test.")).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients.into_iter().flat_map(|c| c.join().expect("client thread")).collect()
+    });
+    let forged: std::net::IpAddr = FORGED.parse().expect("ip");
+    let served_forged = results.iter().flatten().filter(|a| a.contains(&forged)).count();
+    let real = results.iter().flatten().filter(|a| a.contains(&std::net::IpAddr::V4(two))).count();
+    // The forger's latest count (it prints one a second).
+    let mut last = String::new();
+    while let Some(l) = forger.line(Duration::from_millis(100)) {
+        last = l;
+    }
+    eprintln!(
+        "escape_43: {served_forged} forged, {real} real of {} queries; upstream saw udp {} tcp {}; forger: {last}",
+        results.len(),
+        auth.count("allowed.test", "udp"),
+        auth.count("allowed.test", "tcp")
+    );
+    assert_eq!(
+        served_forged,
+        0,
+        "egret served the forger's address {served_forged} times of {}",
+        results.len()
+    );
+    assert!(real >= 190, "only {real} of {} queries got the real answer", results.len());
+    assert_eq!(auth.count("allowed.test", "udp"), 0, "the loopback upstream was asked over udp");
+    drop(forger);
+    drop(d);
 }
