@@ -183,7 +183,12 @@ impl Limits {
             );
         }
         if !QUERY_TYPES.contains(&qtype) {
-            return refuse(Reason::QueryType, format!("query type {qtype} refused"));
+            // RFC 3597's TYPEn for a type without a mnemonic.
+            let t = match qtype {
+                RecordType::Unknown(n) => format!("TYPE{n}"),
+                t => t.to_string(),
+            };
+            return refuse(Reason::QueryType, format!("query type {t} refused"));
         }
         None
     }
@@ -409,6 +414,8 @@ mod tests {
             let r = l.check_query("www.example.com", t).unwrap();
             assert_eq!(r.reason, Reason::QueryType, "{t}");
         }
+        let r = l.check_query("x.example.com", RecordType::Unknown(65399)).unwrap();
+        assert_eq!(r.note, "query type TYPE65399 refused");
         assert_eq!(l.check_answer(2048), None);
         assert_eq!(l.check_answer(2049).unwrap().reason, Reason::TxtSize);
     }
