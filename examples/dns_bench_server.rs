@@ -21,9 +21,19 @@ fn main() {
     let domains = vec!["allowed.test".to_owned(), "*.allowed.test".to_owned()];
     let src = [Source { origin: Origin::Env("ALLOWLIST_DOMAINS"), entries: &domains }];
     let policy = PolicyHandle::new(Policy::compile(&[], &src).expect("policy"));
+    // The upstream is on loopback, so it is asked over TCP as egret asks
+    // Docker's 127.0.0.11; EGRET_DNS_UPSTREAM_UDP=1 asks it over UDP.
+    let mut upstreams = Upstreams::new(vec![auth.addr], None);
+    upstreams.udp_on_loopback = std::env::var("EGRET_DNS_UPSTREAM_UDP").is_ok_and(|v| v == "1");
+    // DNS_HARDENING as in production (EGRET_DNS_HARDENING=0 turns it off),
+    // with a rate limit no benchmark reaches: the cost of the checks, not
+    // of refusals.
+    let hardening = (std::env::var("EGRET_DNS_HARDENING").as_deref() != Ok("0")).then(|| {
+        dns::harden::Limits { rate_qps: 100_000_000, rate_burst: 100_000_000, ..Default::default() }
+    });
     let settings = Settings {
         listen: vec!["127.0.0.1:0".parse().expect("addr")],
-        upstreams: Upstreams::new(vec![auth.addr], None),
+        upstreams,
         ttl_min: Duration::from_secs(30),
         ttl_max: Duration::from_secs(3600),
         // EGRET_DNS_WORKERS tries other pool sizes.
@@ -34,6 +44,7 @@ fn main() {
         listen_mark: None,
         listeners: Default::default(),
         guard: Default::default(),
+        hardening,
     };
     // Events are drained and dropped, with the real sink's rhythm (a
     // burst, then `COALESCE` to let the next gather) but without its JSON

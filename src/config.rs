@@ -84,6 +84,8 @@ pub struct Config {
     pub dns_strict: bool,
     pub dns_ttl_min: Duration,
     pub dns_ttl_max: Duration,
+    /// `DNS_HARDENING` (on unless `false`) and its limits: `None` when off.
+    pub dns_hardening: Option<crate::dns::harden::Limits>,
     pub dashboard_host: Option<String>,
     pub dashboard_api_key: Option<String>,
     pub dashboard_queue_size: usize,
@@ -565,6 +567,37 @@ impl Config {
         if dns_ttl_min > dns_ttl_max {
             e.error("DNS_TTL_MIN", format!("{}s", dns_ttl_min.as_secs()), "at most DNS_TTL_MAX");
         }
+        // DNS hardening: on unless turned off; a bad limit is a warning and
+        // its default (never weaker than the default).
+        let dns_hardening = if e.get("DNS_HARDENING", true, parse_bool) {
+            use crate::dns::harden::{defaults as h, Limits};
+            let mut soft_count = |var, default: usize, min: usize, max: usize| {
+                e.soft(&mut warnings, var, default, parse_count(min, max))
+            };
+            let max_name_len = soft_count("DNS_MAX_NAME_LEN", h::MAX_NAME_LEN, 1, 253);
+            let max_label_len = soft_count("DNS_MAX_LABEL_LEN", h::MAX_LABEL_LEN, 1, 63);
+            let max_txt_bytes = soft_count("DNS_MAX_TXT_BYTES", h::MAX_TXT_BYTES, 0, 65535);
+            let rate_qps = e.soft(&mut warnings, "DNS_RATE_QPS", h::RATE_QPS, parse_u32_range(1, 1_000_000));
+            let rate_burst =
+                e.soft(&mut warnings, "DNS_RATE_BURST", h::RATE_BURST, parse_u32_range(0, 1_000_000));
+            let zone_budget = e.soft(
+                &mut warnings,
+                "DNS_ZONE_BUDGET",
+                h::ZONE_BUDGET,
+                parse_u32_range(1, h::MAX_ZONE_BUDGET),
+            );
+            Some(Limits {
+                max_name_len,
+                max_label_len,
+                max_txt_bytes,
+                rate_qps,
+                rate_burst,
+                zone_budget,
+                window: h::WINDOW,
+            })
+        } else {
+            None
+        };
         // Telemetry knobs: g0efilter falls back to its default on a bad or
         // non-positive value, and so does egret (with a warning).
         let dashboard_queue_size =
@@ -621,6 +654,7 @@ impl Config {
             dns_strict: e.get("DNS_STRICT", false, parse_bool) || strict_by_mode,
             dns_ttl_min,
             dns_ttl_max,
+            dns_hardening,
             dashboard_host: e.opt("DASHBOARD_HOST", parse_http_url),
             dashboard_api_key: e.string("DASHBOARD_API_KEY"),
             dashboard_queue_size,
@@ -920,6 +954,41 @@ mod tests {
         for want in expect {
             assert!(errs.iter().any(|e| e.starts_with(want)), "missing {want:?} in {errs:#?}");
         }
+    }
+
+    /// `DNS_HARDENING`: on by default with its defaults, `false` turns it
+    /// off, the limits are read, a bad limit is a warning and its default.
+    #[test]
+    fn dns_hardening_knobs() {
+        use crate::dns::harden::Limits;
+        let c = cfg(&[("FILTER_MODE", "dns")]).unwrap();
+        assert_eq!(c.dns_hardening, Some(Limits::default()));
+        let c = cfg(&[("FILTER_MODE", "dns"), ("DNS_HARDENING", "false")]).unwrap();
+        assert_eq!(c.dns_hardening, None);
+        let c = cfg(&[
+            ("DNS_MAX_NAME_LEN", "120"),
+            ("DNS_MAX_LABEL_LEN", "40"),
+            ("DNS_MAX_TXT_BYTES", "512"),
+            ("DNS_RATE_QPS", "5"),
+            ("DNS_RATE_BURST", "10"),
+            ("DNS_ZONE_BUDGET", "30"),
+        ])
+        .unwrap();
+        let l = c.dns_hardening.unwrap();
+        assert_eq!(
+            (l.max_name_len, l.max_label_len, l.max_txt_bytes, l.rate_qps, l.rate_burst, l.zone_budget),
+            (120, 40, 512, 5, 10, 30)
+        );
+        let c =
+            cfg(&[("DNS_MAX_LABEL_LEN", "64"), ("DNS_RATE_QPS", "0"), ("DNS_ZONE_BUDGET", "lots")]).unwrap();
+        assert_eq!(c.dns_hardening, Some(Limits::default()));
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("DNS_MAX_LABEL_LEN=\"64\" is not a whole number 1..63"),
+            "{:?}",
+            c.warnings
+        );
+        assert_eq!(err_strings(&[("DNS_HARDENING", "perhaps")]).len(), 1);
     }
 
     /// Knobs that do not touch enforcement: a bad value is a warning and

@@ -37,13 +37,7 @@ fn set_mark<F: AsFd>(fd: &F, mark: u32) -> io::Result<()> {
 /// the kernel keeps trying), marked from its SYN, with Nagle off; the
 /// stream is blocking. A timeout is `ErrorKind::TimedOut`.
 pub fn tcp(dst: SocketAddr, mark: Option<u32>, timeout: Duration) -> io::Result<TcpStream> {
-    let fd = socket_for(dst, SockType::Stream, SockFlag::SOCK_NONBLOCK, mark)?;
-    // Requests and handshakes are small writes that wait for an answer.
-    let _ = socket::setsockopt(&fd, sockopt::TcpNoDelay, &true);
-    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(dst)) {
-        Ok(()) | Err(Errno::EINPROGRESS) => {}
-        Err(e) => return Err(io::Error::new(io::Error::from(e).kind(), format!("connect {dst}: {e}"))),
-    }
+    let fd = OwnedFd::from(tcp_started(dst, mark)?);
     let deadline = Instant::now().checked_add(timeout);
     loop {
         let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
@@ -66,6 +60,19 @@ pub fn tcp(dst: SocketAddr, mark: Option<u32>, timeout: Duration) -> io::Result<
     let s = TcpStream::from(fd);
     s.set_nonblocking(false)?;
     Ok(s)
+}
+
+/// A non-blocking TCP connection to `dst` on its way (the connect may
+/// still be in progress: the socket turns writable when it is done, or
+/// failed), marked from its SYN, with Nagle off. For event loops.
+pub fn tcp_started(dst: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream> {
+    let fd = socket_for(dst, SockType::Stream, SockFlag::SOCK_NONBLOCK, mark)?;
+    // Requests and handshakes are small writes that wait for an answer.
+    let _ = socket::setsockopt(&fd, sockopt::TcpNoDelay, &true);
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(dst)) {
+        Ok(()) | Err(Errno::EINPROGRESS) => Ok(TcpStream::from(fd)),
+        Err(e) => Err(io::Error::new(io::Error::from(e).kind(), format!("connect {dst}: {e}"))),
+    }
 }
 
 /// A UDP socket connected to `dst` (the kernel drops datagrams from anyone

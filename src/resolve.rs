@@ -435,6 +435,8 @@ mod tests {
         });
         let mut up = Upstreams::new(vec![addr], None);
         up.udp_timeout = Duration::from_millis(500);
+        // The stand-in is UDP on loopback (the TCP rule has its own tests).
+        up.udp_on_loopback = true;
         let r = Resolver::new(up, Duration::from_secs(1), Duration::from_secs(60));
         assert_eq!(r.check("Www.Example.COM.", ip("192.0.2.10")), Check::Match);
         assert_eq!(r.check("www.example.com", ip("2001:db8::10")), Check::Match, "from the cache");
@@ -449,6 +451,7 @@ mod tests {
                     None,
                 );
                 u.udp_timeout = Duration::from_millis(200);
+                u.udp_on_loopback = true;
                 u
             },
             Duration::from_secs(1),
@@ -486,6 +489,7 @@ mod tests {
     fn resolver(addrs: Vec<std::net::SocketAddr>, hosts: PathBuf) -> Resolver {
         let mut u = Upstreams::new(addrs, None);
         u.udp_timeout = Duration::from_millis(300);
+        u.udp_on_loopback = true;
         Resolver::with_hosts(u, Duration::from_secs(1), Duration::from_secs(60), hosts)
     }
 

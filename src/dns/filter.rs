@@ -68,6 +68,8 @@ pub enum Refusal {
     /// An allowed name answered an address `GUARD_ADDRESSES` guards
     /// (NXDOMAIN + EDE 15).
     Guarded { name: String, guarded: Guarded },
+    /// `DNS_HARDENING` refused the query or its answer (REFUSED + EDE 18).
+    Hardened { reason: crate::dns::harden::Reason, note: String },
 }
 
 impl Refusal {
@@ -79,6 +81,7 @@ impl Refusal {
             Refusal::NotImplemented(_) => "not-implemented",
             Refusal::Refused(_) => "class-not-allowed",
             Refusal::Guarded { .. } => guard::REASON,
+            Refusal::Hardened { reason, .. } => reason.as_str(),
         }
     }
 
@@ -91,6 +94,7 @@ impl Refusal {
             Refusal::Malformed(why) | Refusal::NotImplemented(why) | Refusal::Refused(why) => why.clone(),
             // `<class> address <ip>`, as the proxies write it.
             Refusal::Guarded { guarded, .. } => guarded.to_string(),
+            Refusal::Hardened { note, .. } => note.clone(),
         }
     }
 }
@@ -121,7 +125,7 @@ impl QueryInfo {
     }
 }
 
-fn display_name(q: &Question) -> String {
+pub fn display_name(q: &Question) -> String {
     let s = q.name().to_ascii().to_ascii_lowercase();
     match s.strip_suffix('.') {
         Some(t) if !t.is_empty() => t.to_owned(),
@@ -218,6 +222,16 @@ pub fn guard_answer(info: &QueryInfo, upstream: &Reply, policy: &Policy, guard: 
     let rcode = ResponseCode::NXDomain;
     let bytes = reply(info, rcode, Some((EDE_BLOCKED, &text))).unwrap_or_else(|| info_header(info, rcode));
     Some(Answer { bytes, rcode, refusal: Refusal::Guarded { name, guarded }, query: Some(info.clone()) })
+}
+
+/// A query (or its answer) `DNS_HARDENING` refused: REFUSED with an RFC
+/// 8914 EDE 18 (Prohibited) naming why, when the client sent OPT.
+pub fn hardened(info: &QueryInfo, r: &crate::dns::harden::Refusal) -> Answer {
+    let text = format!("egret: refused ({}: {}, {})", info.qname(), r.reason.as_str(), r.note);
+    let rcode = ResponseCode::Refused;
+    let bytes = reply(info, rcode, Some((EDE_PROHIBITED, &text))).unwrap_or_else(|| info_header(info, rcode));
+    let refusal = Refusal::Hardened { reason: r.reason, note: r.note.clone() };
+    Answer { bytes, rcode, refusal, query: Some(info.clone()) }
 }
 
 fn formerr(query: &[u8], why: String, info: Option<QueryInfo>) -> Action {
@@ -318,6 +332,8 @@ pub struct Reply {
     /// A and AAAA addresses (and SVCB/HTTPS address hints) of the answer
     /// section with their TTLs in seconds, as the upstream gave them.
     pub addrs: Vec<(IpAddr, u32)>,
+    /// Bytes of TXT data in the answer section (`DNS_MAX_TXT_BYTES`).
+    pub txt_bytes: usize,
 }
 
 /// Checks that `resp` answers exactly the questions of `info` and reads
@@ -363,7 +379,15 @@ pub fn check_response(resp: &[u8], info: &QueryInfo) -> Result<Reply, FilterErro
             }
         }
     }
-    Ok(Reply { rcode: msg.metadata.response_code, truncated: msg.metadata.truncation, addrs })
+    let txt_bytes = msg
+        .answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::TXT(t) => t.txt_data.iter().map(|s| s.len()).sum(),
+            _ => 0,
+        })
+        .sum();
+    Ok(Reply { rcode: msg.metadata.response_code, truncated: msg.metadata.truncation, addrs, txt_bytes })
 }
 
 /// A TTL in seconds clamped to `[min, max]` (`DNS_TTL_MIN`/`DNS_TTL_MAX`).

@@ -13,11 +13,15 @@
 //! upstream is tried; a truncated answer is fetched again over TCP on a
 //! short-lived thread (bounded), the way TCP clients are served.
 //!
+//! A loopback upstream is asked over TCP instead (see [`super::upstream`]
+//! for why): one non-blocking connection per query in the same event
+//! loop, connected, written and read as it becomes ready, then closed.
+//!
 //! A forwarder holds at most `defaults::IN_FLIGHT` queries; beyond that
 //! jobs wait in its channel, and when every channel is full the server
 //! answers SERVFAIL at once (never a stall).
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -126,10 +130,67 @@ struct Pending {
 /// sockets. Creating, connecting, registering and closing a socket per
 /// query was half of a forwarder's CPU time in a profile.
 struct Sock {
-    sock: mio::net::UdpSocket,
+    conn: Conn,
     up: usize,
     uses: u32,
     pending: Option<Pending>,
+}
+
+/// How a socket reaches its upstream.
+enum Conn {
+    Udp(mio::net::UdpSocket),
+    /// One query's exchange with a loopback upstream; never reused.
+    Tcp(TcpExchange),
+}
+
+/// A DNS-over-TCP exchange on a non-blocking stream (RFC 1035 §4.2.2):
+/// the length-prefixed query still to write, the answer read so far.
+struct TcpExchange {
+    stream: mio::net::TcpStream,
+    out: Vec<u8>,
+    written: usize,
+    got: Vec<u8>,
+}
+
+impl TcpExchange {
+    /// Writes what it can, reads what is there: the answer once all of it
+    /// is in, `None` while more is to come.
+    fn pump(&mut self) -> Result<Option<Vec<u8>>, String> {
+        if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
+            return Err(format!("tcp: {e}"));
+        }
+        while self.written < self.out.len() {
+            match self.stream.write(&self.out[self.written..]) {
+                Ok(0) => return Err("tcp send: connection closed".into()),
+                Ok(n) => self.written += n,
+                // Still connecting: writable comes later.
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected) => {
+                    return Ok(None)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("tcp send: {e}")),
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(answer) = framed(&self.got) {
+                return Ok(Some(answer.to_vec()));
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("tcp recv: closed before a whole answer".into()),
+                Ok(n) => self.got.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("tcp recv: {e}")),
+            }
+        }
+    }
+}
+
+/// The first length-prefixed message of `buf`, once all of it is there.
+fn framed(buf: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(u16::from_be_bytes([*buf.first()?, *buf.get(1)?]));
+    buf.get(2..2 + len)
 }
 
 struct Forwarder {
@@ -191,22 +252,48 @@ impl Forwarder {
         }
         let std_sock = self.shared.settings.upstreams.udp_socket(up)?;
         let mut sock = mio::net::UdpSocket::from_std(std_sock);
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(None);
-            self.slots.len() - 1
-        });
+        let slot = self.free_slot();
         if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE) {
             self.free.push(slot);
             return Err(format!("udp register: {e}"));
         }
-        self.slots[slot] = Some(Sock { sock, up: i, uses: 0, pending: None });
+        self.slots[slot] = Some(Sock { conn: Conn::Udp(sock), up: i, uses: 0, pending: None });
+        Ok(slot)
+    }
+
+    fn free_slot(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        })
+    }
+
+    /// A new TCP connection to (loopback) upstream `i` carrying `query`.
+    fn connect(&mut self, i: usize, up: SocketAddr, query: &[u8]) -> Result<usize, String> {
+        let len = u16::try_from(query.len()).map_err(|_| "query longer than 65535 bytes".to_owned())?;
+        let std_stream = crate::outbound::tcp_started(up, self.shared.settings.upstreams.mark)
+            .map_err(|e| format!("tcp {e}"))?;
+        let mut stream = mio::net::TcpStream::from_std(std_stream);
+        let slot = self.free_slot();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), interest) {
+            self.free.push(slot);
+            return Err(format!("tcp register: {e}"));
+        }
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(query);
+        let x = TcpExchange { stream, out, written: 0, got: Vec::new() };
+        self.slots[slot] = Some(Sock { conn: Conn::Tcp(x), up: i, uses: 0, pending: None });
         Ok(slot)
     }
 
     /// Closes a socket (its query, if any, was taken out before).
     fn retire(&mut self, slot: usize) {
         if let Some(mut s) = self.slots.get_mut(slot).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut s.sock);
+            let _ = match &mut s.conn {
+                Conn::Udp(u) => self.poll.registry().deregister(u),
+                Conn::Tcp(t) => self.poll.registry().deregister(&mut t.stream),
+            };
             if s.pending.is_none() {
                 // An idle socket that failed (a late ICMP error).
                 if let Some(idle) = self.idle.get_mut(s.up) {
@@ -222,7 +309,7 @@ impl Forwarder {
     fn release(&mut self, slot: usize) {
         let Some(s) = self.slots.get_mut(slot).and_then(Option::as_mut) else { return };
         s.uses += 1;
-        if s.uses >= defaults::SOCKET_USES {
+        if s.uses >= defaults::SOCKET_USES || matches!(s.conn, Conn::Tcp(_)) {
             self.retire(slot);
         } else if let Some(idle) = self.idle.get_mut(s.up) {
             idle.push(slot);
@@ -246,39 +333,94 @@ impl Forwarder {
         }
         while tries.next < n {
             let i = tries.next;
-            let up = self.shared.settings.upstreams.addrs[i];
-            let slot = match self.socket(i, up) {
-                Ok(s) => s,
+            let shared = self.shared.clone();
+            let ups = &shared.settings.upstreams;
+            let up = ups.addrs[i];
+            let id = random_id();
+            job.query[..2].copy_from_slice(&id.to_be_bytes());
+            let (sent, timeout) = if ups.tcp_only(up) {
+                (self.connect(i, up, &job.query), ups.tcp_timeout)
+            } else {
+                (self.send(i, up, &job.query), ups.udp_timeout)
+            };
+            let slot = match sent {
+                Ok(slot) => slot,
                 Err(why) => {
                     tries.failed(up, why);
                     continue;
                 }
             };
-            let id = random_id();
-            job.query[..2].copy_from_slice(&id.to_be_bytes());
             let Some(s) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
                 tries.failed(up, "no socket".into());
                 continue;
             };
-            if let Err(e) = s.sock.send(&job.query) {
-                // A refusal of an earlier datagram surfaces here too; the
-                // socket is not trusted further either way.
-                self.retire(slot);
-                tries.failed(up, format!("udp send: {e}"));
-                continue;
-            }
-            let deadline = Instant::now() + self.shared.settings.upstreams.udp_timeout;
-            s.pending = Some(Pending { job, id, deadline, tries });
+            s.pending = Some(Pending { job, id, deadline: Instant::now() + timeout, tries });
             self.live += 1;
             return;
         }
         self.fail(job, tries);
     }
 
+    /// Sends `query` to upstream `i` on one of its UDP sockets.
+    fn send(&mut self, i: usize, up: SocketAddr, query: &[u8]) -> Result<usize, String> {
+        let slot = self.socket(i, up)?;
+        let Some(Sock { conn: Conn::Udp(u), .. }) = self.slots.get(slot).and_then(Option::as_ref) else {
+            return Err("no socket".into());
+        };
+        if let Err(e) = u.send(query) {
+            // A refusal of an earlier datagram surfaces here too; the
+            // socket is not trusted further either way.
+            self.retire(slot);
+            return Err(format!("udp send: {e}"));
+        }
+        Ok(slot)
+    }
+
+    /// A TCP exchange made progress: on with it, or the answer, or the
+    /// next upstream.
+    fn tcp_ready(&mut self, slot: usize) {
+        let Some(Sock { conn: Conn::Tcp(x), pending: Some(p), .. }) =
+            self.slots.get_mut(slot).and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let result = match x.pump() {
+            Ok(None) => return,
+            Ok(Some(resp)) if resp.len() < filter::HEADER_LEN || resp[..2] != p.id.to_be_bytes() => {
+                Err("tcp answer with the wrong id".to_owned())
+            }
+            Ok(Some(resp)) => match filter::check_response(&resp, &p.job.info) {
+                Ok(reply) => Ok((resp, reply)),
+                Err(why) => Err(format!("tcp answer refused: {why}")),
+            },
+            Err(why) => Err(why),
+        };
+        let Some((mut p, up)) = self.take(slot) else { return };
+        self.retire(slot);
+        match result {
+            Ok((mut resp, reply)) => {
+                resp[..2].copy_from_slice(&p.job.info.id.to_be_bytes());
+                let job = p.job;
+                let out = self.shared.deliver(resp, reply, &job.info, job.asker);
+                job.answer(&filter::fit_udp(out, &job.info));
+            }
+            Err(why) => {
+                let addr = self.shared.settings.upstreams.addrs[up];
+                log::debug!("dns: upstream {addr}: {why}");
+                p.tries.failed(addr, why);
+                self.start(p.job, p.tries);
+            }
+        }
+    }
+
     fn readable(&mut self, slot: usize) {
+        if let Some(Sock { conn: Conn::Tcp(_), .. }) = self.slots.get(slot).and_then(Option::as_ref) {
+            return self.tcp_ready(slot);
+        }
         loop {
             let Some(s) = self.slots.get(slot).and_then(Option::as_ref) else { return };
-            let n = match s.sock.recv(&mut self.buf) {
+            let Conn::Udp(sock) = &s.conn else { return };
+            let n = match sock.recv(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -344,11 +486,17 @@ impl Forwarder {
             if !due {
                 continue;
             }
+            let tcp = matches!(self.slots.get(slot), Some(Some(Sock { conn: Conn::Tcp(_), .. })));
             if let Some((mut p, up)) = self.take(slot) {
                 // Its answer may still come: a new socket for the next one.
                 self.retire(slot);
                 let ups = &self.shared.settings.upstreams;
-                p.tries.failed(ups.addrs[up], format!("no answer over udp within {:?}", ups.udp_timeout));
+                let why = if tcp {
+                    format!("no answer over tcp within {:?}", ups.tcp_timeout)
+                } else {
+                    format!("no answer over udp within {:?}", ups.udp_timeout)
+                };
+                p.tries.failed(ups.addrs[up], why);
                 self.start(p.job, p.tries);
             }
         }

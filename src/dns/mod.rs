@@ -18,6 +18,7 @@
 
 pub mod filter;
 mod forward;
+pub mod harden;
 pub mod learn;
 pub mod reply;
 mod tcp;
@@ -90,6 +91,8 @@ pub struct Settings {
     /// `GUARD_ADDRESSES`: an answer with an address in a guarded class
     /// is refused (NXDOMAIN + EDE) and never learned.
     pub guard: crate::policy::Guard,
+    /// `DNS_HARDENING`: the limits in effect, `None` when off.
+    pub hardening: Option<harden::Limits>,
 }
 
 impl Settings {
@@ -108,6 +111,7 @@ impl Settings {
             listen_mark: Some(id.listen_mark),
             listeners: Arc::default(),
             guard: cfg.guard_addresses,
+            hardening: cfg.dns_hardening,
         }
     }
 }
@@ -198,7 +202,13 @@ pub fn start_with(
     let slots = settings.listen.iter().map(|&want| Slot { want, udp: None, tcp: None, off: false }).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
+    match &settings.hardening {
+        Some(l) => log::info!("dns: hardening on: {l}"),
+        None => log::info!("dns: hardening off (DNS_HARDENING=false)"),
+    }
+    let budget = settings.hardening.map(|l| std::sync::Mutex::new(harden::Budget::new(l)));
     let shared = Arc::new(Shared {
+        budget,
         settings,
         policy,
         emitter,
@@ -289,6 +299,9 @@ struct Shared {
     /// TCP slots per client (the owner of the client's socket).
     tcp_fair: Arc<crate::fair::Admission<crate::peer::Client>>,
     stats: Arc<Stats>,
+    /// `DNS_HARDENING`'s rate buckets and zone budgets (UDP loop and TCP
+    /// threads alike), `None` when off.
+    budget: Option<std::sync::Mutex<harden::Budget<crate::peer::Client>>>,
 }
 
 /// Counters since start, for metrics (relaxed atomics: each is exact on
@@ -453,6 +466,10 @@ impl Loop {
                 }
                 Action::Forward(info) => {
                     let asker = Asker::udp(client, local);
+                    if let Some(refused) = self.shared.harden(&info, &asker, &policy) {
+                        send_udp(&udp.reply, &refused, client);
+                        continue;
+                    }
                     let job = forward::Job { query: query.to_vec(), info, asker, reply: udp.reply.clone() };
                     if let Some(job) = offer(&mut self.fwd, self.next, job) {
                         log::warn!("dns: forwarding queues full; SERVFAIL to {client}");
@@ -522,6 +539,42 @@ fn send_udp(sock: &std::net::UdpSocket, bytes: &[u8], to: SocketAddr) {
 }
 
 impl Shared {
+    /// `DNS_HARDENING` on an allowed query before it is forwarded: the
+    /// REFUSED answer's bytes when it is refused (with its event only
+    /// when the refusal says to report: once per window for rate and
+    /// budget), `None` to forward it.
+    fn harden(&self, info: &QueryInfo, asker: &Asker, policy: &crate::policy::Policy) -> Option<Vec<u8>> {
+        let budget = self.budget.as_ref()?;
+        let client = crate::peer::Client::of(asker.who);
+        let now = std::time::Instant::now();
+        for q in &info.questions {
+            let name = filter::display_name(q);
+            let d = policy.decide(crate::policy::Query { name: Some(&name), ip: None });
+            let pattern = match &d.rule {
+                Some(crate::policy::Rule::Domain(p)) => Some(p),
+                _ => None,
+            };
+            let zone = harden::zone_of(&name, pattern);
+            let verdict = budget.lock().unwrap_or_else(|e| e.into_inner()).check(
+                client,
+                &name,
+                q.query_type(),
+                zone,
+                now,
+            );
+            if let harden::Verdict::Refuse(r) = verdict {
+                let a = filter::hardened(info, &r);
+                if r.report {
+                    self.emit(asker, &Outcome::Refused(&a));
+                } else {
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                }
+                return Some(a.bytes);
+            }
+        }
+        None
+    }
+
     /// Forwards an allowed query and returns the bytes for the client:
     /// the upstream's answer (after learning its addresses), or SERVFAIL.
     fn forward(&self, query: &[u8], info: &QueryInfo, asker: Asker) -> Vec<u8> {
@@ -563,6 +616,11 @@ impl Shared {
         if let Some(refused) =
             filter::guard_answer(info, &reply, &self.policy.current(), &self.settings.guard)
         {
+            self.emit(&asker, &Outcome::Refused(&refused));
+            return refused.bytes;
+        }
+        if let Some(r) = self.settings.hardening.and_then(|l| l.check_answer(reply.txt_bytes)) {
+            let refused = filter::hardened(info, &r);
             self.emit(&asker, &Outcome::Refused(&refused));
             return refused.bytes;
         }

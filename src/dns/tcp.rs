@@ -58,7 +58,10 @@ pub(super) fn serve(mut s: std::net::TcpStream, client: SocketAddr, shared: &Sha
                 shared.emit(&asker, &Outcome::Refused(&a));
                 a.bytes
             }
-            Action::Forward(info) => shared.forward(&query, &info, asker),
+            Action::Forward(info) => match shared.harden(&info, &asker, &policy) {
+                Some(refused) => refused,
+                None => shared.forward(&query, &info, asker),
+            },
         };
         let Ok(n) = u16::try_from(resp.len()) else {
             return Err(io::Error::other("answer longer than 65535 bytes"));

@@ -7,6 +7,15 @@
 //! itself. Each try uses a fresh socket (a kernel-chosen random source
 //! port) and a fresh random ID, and only an answer with that ID, from
 //! that address, that the caller's check accepts is taken (RFC 5452).
+//!
+//! An upstream on a loopback address (Docker's `127.0.0.11:53`, a
+//! node-local cache on `::1`) is asked over TCP only: any process in the
+//! pod can send UDP datagrams "from" a loopback address (bind another
+//! 127/8 address, set the source with `IP_PKTINFO`) to egret's upstream
+//! socket, whose port it reads in `/proc/net/udp`, and win the race over
+//! the 65,536 IDs often enough to get a forged answer served (and, in
+//! strict mode, learned). A connected TCP stream is out of its reach:
+//! forging into one takes the sequence numbers and a raw socket.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -34,6 +43,10 @@ pub struct Upstreams {
     pub mark: Option<u32>,
     pub udp_timeout: Duration,
     pub tcp_timeout: Duration,
+    /// Ask loopback upstreams over UDP too. Off by default (see the module
+    /// docs); only for tests whose stand-in upstream is on loopback and
+    /// that are about the UDP path.
+    pub udp_on_loopback: bool,
 }
 
 /// Every upstream failed; one line per attempt.
@@ -101,7 +114,19 @@ pub fn random_id() -> u16 {
 
 impl Upstreams {
     pub fn new(addrs: Vec<SocketAddr>, mark: Option<u32>) -> Upstreams {
-        Upstreams { addrs, mark, udp_timeout: defaults::UDP_TIMEOUT, tcp_timeout: defaults::TCP_TIMEOUT }
+        Upstreams {
+            addrs,
+            mark,
+            udp_timeout: defaults::UDP_TIMEOUT,
+            tcp_timeout: defaults::TCP_TIMEOUT,
+            udp_on_loopback: false,
+        }
+    }
+
+    /// Whether `up` is asked over TCP only: a loopback address, where any
+    /// local process can forge UDP answers (see the module docs).
+    pub fn tcp_only(&self, up: SocketAddr) -> bool {
+        !self.udp_on_loopback && up.ip().to_canonical().is_loopback()
     }
 
     /// Sends `query` (at least a 12-byte header) to each upstream in turn
@@ -134,7 +159,7 @@ impl Upstreams {
         let client_id = [query[0], query[1]];
         let mut q = query.to_vec();
         while let Some(&up) = self.addrs.get(tries.next) {
-            let result = if tries.tcp_next {
+            let result = if tries.tcp_next || self.tcp_only(up) {
                 self.tcp(&mut q, up, check)
             } else {
                 self.udp(&mut q, up, check).and_then(|(resp, t)| {
@@ -280,8 +305,10 @@ mod tests {
 
     const Q: [u8; 12] = [0xaa, 0xbb, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
+    /// Over UDP although the stand-in upstreams are on loopback.
     fn fast(addrs: Vec<SocketAddr>) -> Upstreams {
         let mut u = Upstreams::new(addrs, None);
+        u.udp_on_loopback = true;
         u.udp_timeout = Duration::from_millis(300);
         u.tcp_timeout = Duration::from_millis(300);
         u
@@ -331,6 +358,37 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("every dns upstream failed:"), "{text}");
         assert!(text.contains("refused") && text.contains("no answer over udp"), "{text}");
+    }
+
+    /// A loopback upstream is asked over TCP only: a forger's UDP answers
+    /// on the same address are never even read.
+    #[test]
+    fn loopback_upstreams_are_asked_over_tcp_only() {
+        use std::net::TcpListener;
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let up = udp.local_addr().unwrap();
+        let tcp = TcpListener::bind(up).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = tcp.accept().unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).unwrap();
+            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut q).unwrap();
+            let r = echo_as_response(&q);
+            let mut out = (r.len() as u16).to_be_bytes().to_vec();
+            out.extend_from_slice(&r);
+            s.write_all(&out).unwrap();
+        });
+        let mut u = Upstreams::new(vec![up], None);
+        u.tcp_timeout = Duration::from_secs(2);
+        assert!(u.tcp_only(up) && u.tcp_only("[::1]:53".parse().unwrap()));
+        assert!(u.tcp_only("[::ffff:127.0.0.11]:53".parse().unwrap()), "v4-mapped loopback");
+        assert!(!u.tcp_only("10.0.0.1:53".parse().unwrap()));
+        let (resp, _) = u.exchange(&Q, &ok, &|_| false).unwrap();
+        assert_eq!(&resp[..2], &[0xaa, 0xbb]);
+        server.join().unwrap();
+        udp.set_nonblocking(true).unwrap();
+        assert!(udp.recv(&mut [0u8; 64]).is_err(), "nothing was sent over udp");
     }
 
     #[test]

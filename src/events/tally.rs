@@ -17,7 +17,7 @@ pub const ACTIONS: [&str; 3] = ["allowed", "blocked", "redirected"];
 pub const COMPONENTS: [&str; 5] = ["https", "http", "dns", "nflog", "egret"];
 /// Label values of `reason`: every reason egret's events carry, then
 /// `none` and `other`.
-pub const REASONS: [&str; 24] = [
+pub const REASONS: [&str; 30] = [
     "ip-allowed",
     "domain-allowed",
     "not-allowlisted",
@@ -38,6 +38,12 @@ pub const REASONS: [&str; 24] = [
     "malformed-query",
     "not-implemented",
     "class-not-allowed",
+    "name-length",
+    "label-length",
+    "qtype",
+    "txt-size",
+    "rate",
+    "budget",
     "ruleset-tampered",
     "policy-invalid",
     "none",
@@ -208,6 +214,12 @@ mod tests {
             Refusal::NotImplemented(String::new()),
             Refusal::Refused(String::new()),
         ];
+        use crate::dns::harden::Reason as H;
+        let hardened = [H::NameLength, H::LabelLength, H::QueryType, H::TxtSize, H::Rate, H::Budget];
+        for r in hardened {
+            let r = Refusal::Hardened { reason: r, note: String::new() };
+            assert_ne!(REASONS[reason_index(Some(r.reason()))], "other", "{} has no label", r.reason());
+        }
         for r in known.into_iter().chain(dns.iter().map(Refusal::reason)) {
             assert_ne!(REASONS[reason_index(Some(r))], "other", "{r} has no label");
         }

@@ -442,18 +442,14 @@ impl Ruleset {
     /// addresses are stamped with it (conntrack mark) so they survive the
     /// learned entry's expiry but not a reload: a reload passes a new one.
     pub fn build_at(cfg: &Config, policy: &Policy, id: &Identity, host: &Host, generation: u32) -> Ruleset {
-        let ips = policy.ips();
+        // Guarded ranges only a wide entry covers (`::/0`, a NAT64 prefix)
+        // stay out of the sets: such connections go to the proxies' guard.
+        let ips = cfg.guard_addresses.punch(policy.ips());
+        let allowed4 = ips.v4.intervals().to_vec();
+        let allowed6 = ips.v6.intervals().to_vec();
         let mut sets = vec![
-            Set {
-                name: SET_ALLOWED4,
-                family: Family::V4,
-                kind: SetKind::Interval(Elements::V4(ips.v4.intervals().to_vec())),
-            },
-            Set {
-                name: SET_ALLOWED6,
-                family: Family::V6,
-                kind: SetKind::Interval(Elements::V6(ips.v6.intervals().to_vec())),
-            },
+            Set { name: SET_ALLOWED4, family: Family::V4, kind: SetKind::Interval(Elements::V4(allowed4)) },
+            Set { name: SET_ALLOWED6, family: Family::V6, kind: SetKind::Interval(Elements::V6(allowed6)) },
         ];
         let strict = cfg.filter_mode == FilterMode::Dns && cfg.dns_strict;
         // g0efilter's DNS mode filters names only and lets other traffic
@@ -1500,7 +1496,9 @@ table netdev egret {
     fn strict_dns_mode_has_learned_sets_and_drops() {
         let rs = Ruleset::build(
             &config(&[("FILTER_MODE", "dns"), ("DNS_STRICT", "true")]),
-            &policy("allowlist:\n  ips: [\"fd00::/8\"]\n"),
+            // fc00::/8: fd00::/8 holds guarded metadata addresses, cut out
+            // of the set (`guarded_ranges_only_a_wide_entry_covers_stay_out_of_the_sets`).
+            &policy("allowlist:\n  ips: [\"fc00::/8\"]\n"),
             &ID,
             &Host::default(),
         );
@@ -1510,7 +1508,7 @@ table netdev egret {
             "ip daddr @learned4 ct mark set 0x00000042 accept",
             "ip6 daddr @learned6 ct mark set 0x00000042 accept",
             "ct mark 0x00000042 accept",
-            "elements = { fd00::/8 }",
+            "elements = { fc00::/8 }",
             "policy drop;",
             "udp dport 53 redirect to :53",
             "meta l4proto tcp reject with tcp reset",
@@ -1518,6 +1516,55 @@ table netdev egret {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(!text.contains("dport 853"), "strict mode rejects 853 with everything else");
+    }
+
+    /// The SSRF guard in the sets: a guarded range that only a wide entry
+    /// covers is cut out (so a connection to it goes to the proxies, whose
+    /// guard refuses it), one listed on purpose stays.
+    #[test]
+    fn guarded_ranges_only_a_wide_entry_covers_stay_out_of_the_sets() {
+        let rs = Ruleset::build(
+            &config(&[]),
+            &policy("allowlist:\n  ips: [\"::/0\", \"169.254.170.2\", \"100.64.0.0/10\"]\n"),
+            &ID,
+            &Host::default(),
+        );
+        let Some(Set { kind: SetKind::Interval(Elements::V6(v6)), .. }) =
+            rs.sets.iter().find(|s| s.name == SET_ALLOWED6)
+        else {
+            panic!("no allowed6")
+        };
+        let Some(Set { kind: SetKind::Interval(Elements::V4(v4)), .. }) =
+            rs.sets.iter().find(|s| s.name == SET_ALLOWED4)
+        else {
+            panic!("no allowed4")
+        };
+        let in6 = |a: &str| {
+            let x = u128::from(a.parse::<std::net::Ipv6Addr>().unwrap());
+            v6.iter().any(|&(lo, hi)| (lo..=hi).contains(&x))
+        };
+        let in4 = |a: &str| {
+            let x = u32::from(a.parse::<std::net::Ipv4Addr>().unwrap());
+            v4.iter().any(|&(lo, hi)| (lo..=hi).contains(&x))
+        };
+        for out in [
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
+            "fd20:ce::254",
+            "fd00:c1::a9fe:a9fe",
+            "fd00:ec2::254",
+            "fe80::1",
+            "ff02::1",
+            "::1",
+        ] {
+            assert!(!in6(out), "{out} is in allowed6");
+        }
+        for kept in ["2001:4860::8888", "64:ff9b::808:808", "64:ff9b:1::808:808", "fd00:ec2::255"] {
+            assert!(in6(kept), "{kept} is not in allowed6");
+        }
+        assert!(in4("169.254.170.2"), "listed on purpose");
+        assert!(in4("100.64.0.1"), "cgnat is not guarded by default");
+        assert!(!in4("169.254.169.254") && !in4("8.8.8.8"), "no v4 beyond the entries");
     }
 
     #[test]

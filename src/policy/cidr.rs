@@ -260,6 +260,11 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// [`split`] for other modules: the aligned blocks of `[a, b]`.
+pub fn split_blocks(a: u128, b: u128, bits: u8, emit: &mut dyn FnMut(u128, u8)) {
+    split(a, b, bits, emit)
+}
+
 /// Splits the inclusive interval [a, b] of a `bits`-wide family into
 /// aligned blocks, largest first.
 fn split(mut a: u128, b: u128, bits: u8, emit: &mut dyn FnMut(u128, u8)) {

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::cidr::{IpSet, Ranges};
 use super::Policy;
 
 /// The event `reason` of a refusal by the guard.
@@ -119,16 +120,43 @@ impl Classes {
 /// The classes `ip` belongs to (none for an ordinary public address).
 /// An IPv6 address that carries an IPv4 one (IPv4-mapped `::ffff:a.b.c.d`,
 /// IPv4-translated `::ffff:0:a.b.c.d`, IPv4-compatible `::a.b.c.d`, the
-/// NAT64 well-known prefix `64:ff9b::/96`) is classified by the IPv4
+/// NAT64 well-known prefix `64:ff9b::/96`, the local-use NAT64 prefix
+/// `64:ff9b:1::/48` in any RFC 6052 format) is classified by the IPv4
 /// address it leads to.
 pub fn classify(ip: IpAddr) -> Classes {
     match ip {
         IpAddr::V4(a) => classify_v4(a),
         IpAddr::V6(a) => match embedded_v4(a) {
             Some(v4) => classify_v4(v4),
-            None => classify_v6(a),
+            None => nat64_local(a).fold(classify_v6(a), |acc, (v4, _)| Classes(acc.0 | classify_v4(v4).0)),
         },
     }
+}
+
+/// The local-use NAT64 prefix `64:ff9b:1::/48` (RFC 8215).
+const NAT64_LOCAL: u128 = 0x0064_ff9b_0001 << 80;
+
+/// The IPv4 addresses an address in `64:ff9b:1::/48` may lead to, with
+/// the prefix length of the RFC 6052 §2.2 format read: the operator picks
+/// a NAT64 prefix of 48, 56, 64 or 96 bits inside it, which the address
+/// does not say. Every format whose reserved bits (the `u` octet, bits
+/// 64-71, and the suffix after the IPv4 address) are zero is read, so a
+/// guarded address in any of them is found. The /96 reading always
+/// applies; the others only where it reads `x.0.0.0` or `0.0.0.0`, which
+/// are no hosts, so reading them costs no ordinary address anything.
+pub fn nat64_local(a: Ipv6Addr) -> impl Iterator<Item = (Ipv4Addr, u8)> {
+    let n = u128::from(a);
+    let inside = n >> 80 == NAT64_LOCAL >> 80;
+    let u_zero = (n >> 56) & 0xff == 0;
+    let low = |bits: u32| n & ((1u128 << bits) - 1) == 0;
+    let v4 = |x: u128| Ipv4Addr::from(x as u32);
+    let readings = [
+        (true, v4(n), 96),
+        (u_zero && low(24), v4(n >> 24), 64),
+        (u_zero && low(32), v4(((n >> 64) & 0xff) << 24 | ((n >> 32) & 0xff_ffff)), 56),
+        (u_zero && low(40), v4(((n >> 64) & 0xffff) << 16 | ((n >> 40) & 0xffff)), 48),
+    ];
+    readings.into_iter().filter(move |(ok, _, _)| inside && *ok).map(|(_, a, len)| (a, len))
 }
 
 /// The IPv4 address inside an IPv6 one, for the forms that lead to it.
@@ -160,6 +188,8 @@ const V4: &[([u8; 4], u8, Class)] = &[
     ([169, 254, 170, 23], 32, Class::Metadata),
     // Alibaba Cloud instance metadata.
     ([100, 100, 100, 200], 32, Class::Metadata),
+    // Oracle Cloud Infrastructure Classic instance metadata.
+    ([192, 0, 0, 192], 32, Class::Metadata),
     // RFC 1122 §3.2.1.3 "this network"; RFC 6890.
     ([0, 0, 0, 0], 8, Class::Unspecified),
     // RFC 1122 §3.2.1.3.
@@ -190,6 +220,10 @@ const V6: &[([u16; 8], u8, Class)] = &[
     // agent.
     ([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254], 128, Class::Metadata),
     ([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23], 128, Class::Metadata),
+    // GCP instance metadata over IPv6.
+    ([0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254], 128, Class::Metadata),
+    // Oracle Cloud (OCI) instance metadata over IPv6.
+    ([0xfd00, 0xc1, 0, 0, 0, 0, 0xa9fe, 0xa9fe], 128, Class::Metadata),
     // RFC 4291 §2.5.2, §2.5.3.
     ([0, 0, 0, 0, 0, 0, 0, 0], 128, Class::Unspecified),
     ([0, 0, 0, 0, 0, 0, 0, 1], 128, Class::Loopback),
@@ -339,16 +373,58 @@ impl Guard {
     }
 
     /// The decision: `Some` when `ip` is in a guarded class and
-    /// `allowlist.ips` does not cover it.
+    /// `allowlist.ips` does not list it on purpose. A listing counts when
+    /// the block of the allowlist that holds `ip` lies inside the guarded
+    /// range (`169.254.169.254`, `fe80::/64`, `10.0.0.0/8` with `private`
+    /// guarded); a wider one that merely covers it (`0.0.0.0/0`, `::/0`,
+    /// a NAT64 prefix) does not.
     pub fn check(&self, policy: &Policy, ip: IpAddr) -> Option<Guarded> {
         if self.is_off() {
             return None;
         }
         let class = classify(ip).iter().find(|c| self.classes.contains(*c))?;
-        if policy.allows_ip(ip) {
+        let listed = policy.ips().find(ip).is_some_and(|block| block.prefix >= listing_prefix(ip, class));
+        if listed {
             return None;
         }
         Some(Guarded { ip, class })
+    }
+
+    /// The allowlist's address intervals with the guarded ranges that no
+    /// entry lists on purpose (see [`Guard::check`]) cut out: what the
+    /// ruleset lets pass straight to the network, so a connection to such
+    /// an address goes to the proxies (and their guard) or is refused
+    /// like any other. The IPv4 ranges are cut out of their IPv6 forms
+    /// too (IPv4-translated, the NAT64 /96s); the local-use
+    /// NAT64 formats other than the /96 at `64:ff9b:1::` cannot be
+    /// listed as intervals and are left to the proxies' check.
+    pub fn punch(&self, ips: &IpSet) -> IpSet {
+        let mut holes4 = Vec::new();
+        let mut holes6 = Vec::new();
+        for (net, len, class) in V4 {
+            if self.classes.contains(*class) {
+                let (a, b) = bounds(u128::from(u32::from_be_bytes(*net)), *len, 32);
+                holes4.push((a, b));
+                for prefix in V4_IN_V6 {
+                    holes6.push((prefix | a, prefix | b));
+                }
+            }
+        }
+        for (net, len, class) in V6 {
+            if self.classes.contains(*class) {
+                holes6.push(bounds(u128::from(Ipv6Addr::from(*net)), *len, 128));
+            }
+        }
+        let v4 = cut(
+            &ips.v4.intervals().iter().map(|&(a, b)| (u128::from(a), u128::from(b))).collect::<Vec<_>>(),
+            32,
+            &holes4,
+        );
+        let v4 = v4.into_iter().map(|(a, b)| (a as u32, b as u32)).collect();
+        IpSet {
+            v4: Ranges::from_intervals(v4),
+            v6: Ranges::from_intervals(cut(ips.v6.intervals(), 128, &holes6)),
+        }
     }
 
     /// The first of `ips` the guard refuses (a DNS answer is refused as a
@@ -356,6 +432,95 @@ impl Guard {
     pub fn check_all(&self, policy: &Policy, ips: impl IntoIterator<Item = IpAddr>) -> Option<Guarded> {
         ips.into_iter().find_map(|ip| self.check(policy, ip))
     }
+}
+
+/// The /96 prefixes an IPv4 address is written under in IPv6 and leads
+/// to: IPv4-translated, NAT64 well-known and local-use. (IPv4-compatible
+/// addresses, deprecated, are routed as plain IPv6 addresses: nothing
+/// translates them, so the sets need no hole for them.)
+const V4_IN_V6: [u128; 3] = [0xffff_0000 << 32, 0x0064_ff9b << 96, NAT64_LOCAL];
+
+/// `[first, last]` of `net/len` in a `bits`-wide family.
+fn bounds(net: u128, len: u8, bits: u32) -> (u128, u128) {
+    let host = bits - u32::from(len);
+    let span = if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
+    (net & !span, (net & !span) | span)
+}
+
+/// How narrow the allowlist block holding `ip` must be to list it on
+/// purpose against `class`: the prefix of the widest range of that class
+/// holding it (in IPv6 terms for an IPv4 address written in IPv6; exact
+/// for the NAT64 local-use formats other than the /96).
+fn listing_prefix(ip: IpAddr, class: Class) -> u8 {
+    let widest_v4 = |a: Ipv4Addr| {
+        let x = u32::from(a);
+        V4.iter()
+            .filter(|(net, len, c)| {
+                let (lo, hi) = bounds(u128::from(u32::from_be_bytes(*net)), *len, 32);
+                *c == class && (lo..=hi).contains(&u128::from(x))
+            })
+            .map(|(_, len, _)| *len)
+            .min()
+    };
+    match crate::policy::cidr::canonical(ip) {
+        IpAddr::V4(a) => widest_v4(a).unwrap_or(32),
+        IpAddr::V6(a) => {
+            if let Some(v4) = embedded_v4(a) {
+                return widest_v4(v4).map_or(128, |l| 96 + l);
+            }
+            let x = u128::from(a);
+            let native = V6.iter().filter(|(net, len, c)| {
+                let (lo, hi) = bounds(u128::from(Ipv6Addr::from(*net)), *len, 128);
+                *c == class && (lo..=hi).contains(&x)
+            });
+            if let Some(len) = native.map(|(_, len, _)| *len).min() {
+                return len;
+            }
+            nat64_local(a)
+                .filter(|(v4, _)| classify_v4(*v4).contains(class))
+                .map(|(v4, fmt)| if fmt == 96 { widest_v4(v4).map_or(128, |l| 96 + l) } else { 128 })
+                .max()
+                .unwrap_or(128)
+        }
+    }
+}
+
+/// `intervals` (sorted, disjoint) without the parts of each aligned
+/// block that overlap a hole the block is not inside of.
+fn cut(intervals: &[(u128, u128)], bits: u32, holes: &[(u128, u128)]) -> Vec<(u128, u128)> {
+    let mut out = Vec::new();
+    for &(a, b) in intervals {
+        let mut blocks = Vec::new();
+        crate::policy::cidr::split_blocks(a, b, bits as u8, &mut |start, prefix| {
+            let (lo, hi) = bounds(start, prefix, bits);
+            blocks.push((lo, hi));
+        });
+        for (lo, hi) in blocks {
+            let mut pieces = vec![(lo, hi)];
+            for &(h0, h1) in holes {
+                let overlaps = h0 <= hi && lo <= h1;
+                let inside = h0 <= lo && hi <= h1;
+                if !overlaps || inside {
+                    continue;
+                }
+                pieces = pieces
+                    .into_iter()
+                    .flat_map(|(p0, p1)| {
+                        let mut keep = Vec::new();
+                        if p0 < h0 {
+                            keep.push((p0, p1.min(h0 - 1)));
+                        }
+                        if p1 > h1 {
+                            keep.push((p0.max(h1 + 1), p1));
+                        }
+                        keep
+                    })
+                    .collect();
+            }
+            out.extend(pieces);
+        }
+    }
+    out
 }
 
 impl fmt::Display for Guard {
@@ -476,7 +641,23 @@ mod tests {
             ("64:ff9b::127.0.0.1", &["loopback"]),
             ("64:ff9b::192.168.0.1", &["private"]),
             ("64:ff9b::8.8.8.8", &[]),
-            ("64:ff9b:1::a9fe:a9fe", &[]),
+            // NAT64 local-use prefix (RFC 8215), every RFC 6052 format.
+            ("64:ff9b:1::a9fe:a9fe", &["metadata", "link-local"]),
+            ("64:ff9b:1:abcd:0:1:a9fe:a9fe", &["metadata", "link-local"]),
+            ("64:ff9b:1:a9fe:a9:fe00::", &["metadata", "link-local", "unspecified"]),
+            ("64:ff9b:1:00a9:fe:a9fe::", &["metadata", "link-local", "unspecified"]),
+            ("64:ff9b:1:0:a9:fea9:fe00:0", &["metadata", "link-local"]),
+            ("64:ff9b:1:0:7f:1:0:0", &["loopback", "unspecified"]),
+            ("64:ff9b:1::808:808", &[]),
+            ("64:ff9b:1:808:8:800::", &["unspecified"]),
+            // The u octet (bits 64-71) set: no RFC 6052 format but the /96.
+            ("64:ff9b:1:100:a9fe:a9fe::", &["unspecified"]),
+            ("64:ff9b:2::a9fe:a9fe", &[]),
+            // Newer metadata endpoints.
+            ("fd20:ce::254", &["metadata", "private"]),
+            ("fd00:c1::a9fe:a9fe", &["metadata", "private"]),
+            ("192.0.0.192", &["metadata"]),
+            ("192.0.0.193", &[]),
         ];
         for (addr, want) in cases {
             assert_eq!(names(classify(ip(addr))), *want, "{addr}");
@@ -493,6 +674,9 @@ mod tests {
     fn decisions() {
         let open = policy(&[]);
         let listed = policy(&["169.254.169.254", "fe80::/64", "10.0.0.0/8"]);
+        let wide = policy(&["0.0.0.0/0", "::/0"]);
+        let nat64 = policy(&["64:ff9b::/96", "64:ff9b:1::/48"]);
+        let nat64_meta = policy(&["64:ff9b::a9fe:a9fe"]);
         let default = Guard::default();
         let private = Guard::parse("default,private").unwrap();
         type Case<'a> = (&'a Guard, &'a Policy, &'a str, Option<&'a str>);
@@ -523,6 +707,21 @@ mod tests {
             (&default, &listed, "fe80::1", None),
             (&default, &listed, "fe80:0:0:1::1", Some("link-local address fe80:0:0:1::1")),
             (&private, &listed, "10.1.2.3", None),
+            // A wide entry that merely covers a guarded address does not
+            // list it: ::/0, 0.0.0.0/0, the NAT64 prefixes.
+            (&default, &wide, "64:ff9b::a9fe:a9fe", Some("metadata address 64:ff9b::a9fe:a9fe")),
+            (&default, &wide, "64:ff9b:1::a9fe:a9fe", Some("metadata address 64:ff9b:1::a9fe:a9fe")),
+            (&default, &wide, "fd20:ce::254", Some("metadata address fd20:ce::254")),
+            (&default, &wide, "fd00:c1::a9fe:a9fe", Some("metadata address fd00:c1::a9fe:a9fe")),
+            (&default, &wide, "169.254.169.254", Some("metadata address 169.254.169.254")),
+            (&default, &wide, "192.0.0.192", Some("metadata address 192.0.0.192")),
+            (&default, &wide, "8.8.8.8", None),
+            (&default, &wide, "64:ff9b:1::808:808", None),
+            (&default, &nat64, "64:ff9b:1::a9fe:a9fe", Some("metadata address 64:ff9b:1::a9fe:a9fe")),
+            (&default, &nat64, "64:ff9b::a9fe:a9fe", Some("metadata address 64:ff9b::a9fe:a9fe")),
+            (&default, &nat64, "64:ff9b::808:808", None),
+            // Listed on purpose in its NAT64 form.
+            (&default, &nat64_meta, "64:ff9b::a9fe:a9fe", None),
             // Off.
             (&Guard::OFF, &open, "169.254.169.254", None),
             (&Guard::OFF, &open, "127.0.0.1", None),

@@ -151,13 +151,16 @@ pub fn decide(
             _ => reason::NOT_ALLOWLISTED,
         }));
     }
+    // The guard first: an entry of allowlist.ips that merely covers a
+    // guarded address (`::/0`, a NAT64 prefix) does not list it, and the
+    // ruleset sends such a connection here for this check.
+    if let Some(g) = guard.check(policy, ip) {
+        return Err(guarded(g));
+    }
     // An address in allowlist.ips needs no name check; the kernel normally
     // lets it through without redirecting it here at all.
     if d.reason == policy::Reason::IpAllowed {
         return Ok(d);
-    }
-    if let Some(g) = guard.check(policy, ip) {
-        return Err(guarded(g));
     }
     if !verify {
         return Ok(d);

@@ -150,7 +150,26 @@ mod tests {
     use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{RData, Record, RecordType};
-    use std::net::UdpSocket;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// One DNS-over-TCP query off a fresh connection of `l` (the server
+    /// side of one exchange), or `None` when none came in time.
+    fn tcp_query(l: &TcpListener) -> Option<(Message, TcpStream)> {
+        let (mut s, _) = l.accept().ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).ok()?;
+        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut q).ok()?;
+        Some((Message::from_vec(&q).ok()?, s))
+    }
+
+    fn tcp_answer(mut s: TcpStream, bytes: &[u8]) {
+        let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(bytes);
+        s.write_all(&out).unwrap();
+    }
 
     /// The answer to `q` with `rdata` (the question echoed, as a real
     /// server does).
@@ -170,22 +189,21 @@ mod tests {
         m.to_vec().unwrap()
     }
 
-    /// A real lookup over a marked UDP socket against a one-shot DNS
-    /// server on 127.0.0.1.
+    /// A real lookup over a marked socket against a one-shot DNS server
+    /// on 127.0.0.1: over TCP, as every loopback nameserver is asked
+    /// (Docker's 127.0.0.11; a workload can forge UDP from loopback).
     #[test]
-    fn lookup_over_marked_udp() {
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    fn lookup_over_marked_tcp_to_a_loopback_nameserver() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = server.local_addr().unwrap();
         let t = std::thread::spawn(move || {
-            let mut buf = [0u8; 512];
             for _ in 0..2 {
-                let (n, peer) = server.recv_from(&mut buf).unwrap();
-                let q = Message::from_vec(&buf[..n]).unwrap();
+                let (q, s) = tcp_query(&server).unwrap();
                 let rdata = match q.queries[0].query_type() {
                     RecordType::A => vec![RData::A(A("10.0.0.9".parse().unwrap()))],
                     _ => vec![],
                 };
-                server.send_to(&response(&q, ResponseCode::NoError, rdata), peer).unwrap();
+                tcp_answer(s, &response(&q, ResponseCode::NoError, rdata));
             }
         });
         let r = MarkedResolver {
@@ -209,21 +227,18 @@ mod tests {
     #[test]
     fn failing_servers_are_passed_over_and_missing_names_are_not_found() {
         let spawn = |code: ResponseCode, answers: usize| {
-            let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let server = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = server.local_addr().unwrap();
             let t = std::thread::spawn(move || {
-                server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut buf = [0u8; 512];
                 for _ in 0..answers {
-                    let Ok((n, peer)) = server.recv_from(&mut buf) else { return };
-                    let q = Message::from_vec(&buf[..n]).unwrap();
+                    let Some((q, s)) = tcp_query(&server) else { return };
                     let rdata = match (code, q.queries[0].query_type()) {
                         (ResponseCode::NoError, RecordType::A) => {
                             vec![RData::A(A("10.0.0.5".parse().unwrap()))]
                         }
                         _ => vec![],
                     };
-                    server.send_to(&response(&q, code, rdata), peer).unwrap();
+                    tcp_answer(s, &response(&q, code, rdata));
                 }
             });
             (addr, t)

@@ -49,6 +49,14 @@ fn start_full(
     let mut up = Upstreams::new(upstreams, None);
     up.udp_timeout = Duration::from_millis(500);
     up.tcp_timeout = Duration::from_secs(2);
+    // The stand-in upstream is on loopback only for convenience; these
+    // tests are about the UDP path. `loopback_upstreams_are_asked_over_tcp`
+    // runs without this.
+    up.udp_on_loopback = true;
+    start_upstreams(up, listen, learner)
+}
+
+fn start_upstreams(up: Upstreams, listen: &str, learner: Option<std::sync::Arc<dyn dns::Learn>>) -> Server {
     let settings = Settings {
         listen: vec![listen.parse().expect("addr")],
         upstreams: up,
@@ -58,6 +66,7 @@ fn start_full(
         listen_mark: None,
         listeners: Default::default(),
         guard: Default::default(),
+        hardening: None,
     };
     let (emitter, events) = Emitter::channel(1024, "test-host");
     let handle = dns::start_with(settings, policy(&["allowed.test", "*.allowed.test"]), emitter, learner)
@@ -67,6 +76,28 @@ fn start_full(
 
 fn upstream() -> Auth {
     Auth::start("127.0.0.1:0".parse().expect("addr"), Zone::standard("10.200.0.2".parse().expect("ip"), 60))
+}
+
+/// The forwarders ask a loopback upstream over TCP only (a workload can
+/// forge UDP answers from loopback: `escape::escape_43_*`), many queries at
+/// once, and fail over from one that refuses the connection.
+#[test]
+fn loopback_upstreams_are_asked_over_tcp() {
+    let auth = upstream();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let mut up = Upstreams::new(vec![dead, auth.addr], None);
+    up.tcp_timeout = Duration::from_secs(2);
+    let srv = start_upstreams(up, "127.0.0.1:0", None);
+    let addr = srv.addr();
+    let clients: Vec<_> =
+        (0..40).map(|_| std::thread::spawn(move || dig(addr, &["+notcp", "allowed.test", "A"]))).collect();
+    for c in clients {
+        let out = c.join().expect("dig thread");
+        assert_eq!(status(&out), "NOERROR", "{out}");
+        assert!(out.contains("10.200.0.2"), "{out}");
+    }
+    assert_eq!(auth.count("allowed.test", "udp"), 0, "a loopback upstream was asked over udp");
+    assert!(auth.count("allowed.test", "tcp") >= 40, "tcp: {}", auth.count("allowed.test", "tcp"));
 }
 
 /// Runs dig against `server` and returns its whole output.
@@ -456,6 +487,7 @@ fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
             listen_mark: None,
             listeners: Default::default(),
             guard: Default::default(),
+            hardening: None,
         };
         let (emitter, events) = Emitter::channel(64, "strict");
         let hook: std::sync::Arc<dyn dns::Learn> = learner.clone();
@@ -549,6 +581,7 @@ fn egret_refuses_itself_as_upstream() {
         listen_mark: None,
         listeners: Default::default(),
         guard: Default::default(),
+        hardening: None,
     };
     let (emitter, _events) = Emitter::channel(4, "loop");
     let err = dns::start_with(settings, policy(&["*"]), emitter, None).err().expect("refused");

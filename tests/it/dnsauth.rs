@@ -26,6 +26,9 @@ pub struct Zone {
     /// and every query after the list's end its last one. A CDN whose
     /// answer differs from one lookup to the next, deterministically.
     pub rotate: Vec<(String, u32, Vec<Ipv4Addr>)>,
+    /// Every answer (UDP or TCP) waits this long: a slow upstream, the
+    /// window a forger of answers races in.
+    pub delay: Duration,
 }
 
 impl Zone {
@@ -54,7 +57,7 @@ impl Zone {
         }
         records.push(("medium.allowed.test".into(), ttl, RData::TXT(TXT::new(medium))));
         records.push(("huge.allowed.test".into(), ttl, RData::TXT(TXT::new(huge))));
-        Zone { records, udp_limit: 512, rotate: Vec::new() }
+        Zone { records, udp_limit: 512, rotate: Vec::new(), delay: Duration::ZERO }
     }
 }
 
@@ -96,9 +99,16 @@ impl Auth {
                 let mut buf = [0u8; 4096];
                 while !stop.load(Ordering::SeqCst) {
                     let Ok((n, from)) = udp.recv_from(&mut buf) else { continue };
-                    if let Some(r) = answer(&zone, &buf[..n], "udp", &seen) {
+                    let Some(r) = answer(&zone, &buf[..n], "udp", &seen) else { continue };
+                    if zone.delay.is_zero() {
                         let _ = udp.send_to(&r, from);
+                        continue;
                     }
+                    let (udp, delay) = (udp.try_clone().expect("clone udp"), zone.delay);
+                    thread::spawn(move || {
+                        thread::sleep(delay);
+                        let _ = udp.send_to(&r, from);
+                    });
                 }
             });
         }
@@ -110,20 +120,26 @@ impl Auth {
                         thread::sleep(Duration::from_millis(10));
                         continue;
                     };
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut len = [0u8; 2];
-                    while s.read_exact(&mut len).is_ok() {
-                        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
-                        if s.read_exact(&mut q).is_err() {
-                            break;
+                    // A thread per connection: egret opens one per query
+                    // to a loopback upstream, several at once.
+                    let (zone, seen) = (zone.clone(), seen.clone());
+                    thread::spawn(move || {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut len = [0u8; 2];
+                        while s.read_exact(&mut len).is_ok() {
+                            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                            if s.read_exact(&mut q).is_err() {
+                                break;
+                            }
+                            if let Some(r) = answer(&zone, &q, "tcp", &seen) {
+                                thread::sleep(zone.delay);
+                                let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                                out.extend_from_slice(&r);
+                                let _ = s.write_all(&out);
+                            }
                         }
-                        if let Some(r) = answer(&zone, &q, "tcp", &seen) {
-                            let mut out = (r.len() as u16).to_be_bytes().to_vec();
-                            out.extend_from_slice(&r);
-                            let _ = s.write_all(&out);
-                        }
-                    }
+                    });
                 }
             });
         }

@@ -43,6 +43,9 @@
 //! | nat output priority tied with the runtime's | `escape_38_a_runtime_nat_chain_at_dstnat_priority_does_not_take_port_53_first` |
 //! | conntrack filled by local UDP pairs | `escape_42_local_udp_pairs_do_not_fill_the_conntrack_table` |
 //! | many users in one container | `escape_41_many_users_in_one_container_are_one_client` |
+//! Later rounds: `escape_44_forged_answers_from_a_loopback_upstream_are_never_served`
+//! (forged UDP answers "from" Docker's 127.0.0.11 by an unprivileged
+//! workload; loopback upstreams are asked over TCP).
 //!
 //! Needs root (CI runs as root); fails loudly without it.
 
@@ -1960,4 +1963,93 @@ fn escape_43_frames_from_an_af_xdp_socket_do_not_leave() {
     c.args([py3(), &util::public("netns/attack.py"), "xsk", "late0", &up_mac, &p.v4(1), &p.v4(3), "7000"]);
     let (_, out, _) = util::run(c);
     assert!(out.contains("\"sent\": false") && out.contains("busy"), "late0: {out}");
+}
+// ---------------------------------------------------------------------------
+// Forged answers from a loopback upstream (Docker's 127.0.0.11).
+
+/// One A query for `name` to `server` from a fresh socket: the addresses
+/// answered, or `None` without a readable answer within 3 s.
+fn ask_a(server: SocketAddr, name: &str) -> Option<Vec<std::net::IpAddr>> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), RecordType::A));
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    s.send_to(&m.to_vec().expect("encode"), server).expect("send query");
+    let mut buf = [0u8; 1500];
+    let n = s.recv(&mut buf).ok()?;
+    let r = Message::from_vec(&buf[..n]).ok()?;
+    let addrs = r.answers.iter().filter_map(|rec| match &rec.data {
+        RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+        _ => None,
+    });
+    Some(addrs.collect())
+}
+
+fn rand_id() -> u16 {
+    egret::dns::upstream::random_id()
+}
+
+/// Part A item 1 of the DNS hardening round: a workload (uid 65534, no
+/// capabilities) binds 127.0.0.12 at the upstream's port, reads egret's
+/// upstream sockets in /proc/net/udp and sweeps every DNS ID at them with
+/// IP_PKTINFO making the source the upstream, 127.0.0.11:5353. The
+/// upstream answers after 600 ms (a slow recursive lookup behind
+/// Docker's resolver), the window the forger races in. Over UDP this
+/// Python forger (some 45,000 datagrams a second on a busy machine; a
+/// compiled one does far better) got its address served to a few percent
+/// of the queries; egret asks a loopback upstream over TCP only, so none
+/// of 200 queries gets the forged address.
+#[test]
+fn escape_44_forged_answers_from_a_loopback_upstream_are_never_served() {
+    const FORGED: &str = "93.184.216.34";
+    let w = world();
+    let p = &w.p;
+    let up: SocketAddr = "127.0.0.11:5353".parse().expect("addr");
+    let two: std::net::Ipv4Addr = p.v4(2).parse().expect("ip");
+    let mut zone = crate::dnsauth::Zone::standard(two, 300);
+    zone.delay = Duration::from_millis(600);
+    let auth = crate::run::dns_in(&p.work, up, zone);
+    let pol = policy_file("escape-43", ALLOWED);
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", "127.0.0.11:5353")]);
+    let forger =
+        spawn_as(&p.work, Priv::Nobody, &["dns-forge", "127.0.0.11", "5353", "allowed.test", FORGED, "90"]);
+    let server: SocketAddr = "127.0.0.1:53".parse().expect("addr");
+    // 4 clients x 50 queries, each client one at a time.
+    let results: Vec<Option<Vec<std::net::IpAddr>>> = in_netns(&p.work, move || {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..50).map(|_| ask_a(server, "allowed.test.")).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients.into_iter().flat_map(|c| c.join().expect("client thread")).collect()
+    });
+    let forged: std::net::IpAddr = FORGED.parse().expect("ip");
+    let served_forged = results.iter().flatten().filter(|a| a.contains(&forged)).count();
+    let real = results.iter().flatten().filter(|a| a.contains(&std::net::IpAddr::V4(two))).count();
+    // The forger's latest count (it prints one a second).
+    let mut last = String::new();
+    while let Some(l) = forger.line(Duration::from_millis(100)) {
+        last = l;
+    }
+    eprintln!(
+        "escape_44: {served_forged} forged, {real} real of {} queries; upstream saw udp {} tcp {}; forger: {last}",
+        results.len(),
+        auth.count("allowed.test", "udp"),
+        auth.count("allowed.test", "tcp")
+    );
+    assert_eq!(
+        served_forged,
+        0,
+        "egret served the forger's address {served_forged} times of {}",
+        results.len()
+    );
+    assert!(real >= 190, "only {real} of {} queries got the real answer", results.len());
+    assert_eq!(auth.count("allowed.test", "udp"), 0, "the loopback upstream was asked over udp");
+    drop(forger);
+    drop(d);
 }

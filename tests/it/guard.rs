@@ -348,3 +348,46 @@ fn guard_strict_dns_mode_never_learns_a_guarded_answer_and_refuses_rebinding() {
     assert!(served_by(&http_to(&p.work, "meta.example.test", META), META), "GUARD_ADDRESSES=none");
     drop(d);
 }
+
+/// The metadata service through the local-use NAT64 prefix
+/// (64:ff9b:1::/48, RFC 8215; 169.254.169.254 at 64:ff9b:1::a9fe:a9fe)
+/// and GCP's IPv6 metadata address, under a policy whose IPs allow
+/// `::/0` and the whole /48: refused with the guard's reason. The wide
+/// entries merely cover the addresses; the ruleset leaves them out of
+/// `allowed6`, so the connection meets the proxy and its guard.
+/// Control: `GUARD_ADDRESSES=none` reaches both.
+#[test]
+fn guard_nat64_and_ipv6_metadata_refused_although_wide_entries_cover_them() {
+    const NAT64_META: &str = "64:ff9b:1::a9fe:a9fe";
+    const GCP6: &str = "fd20:ce::254";
+    let n = net();
+    let p = &n.w.p;
+    for addr in [NAT64_META, GCP6] {
+        ip(&["-n", &p.up, "addr", "add", &format!("{addr}/128"), "dev", "eth0", "nodad"]);
+        ip(&["-n", &p.work, "route", "add", &format!("{addr}/128"), "via", &p.v6(2)]);
+    }
+    let _http6 = Pair::spawn_ready(
+        &p.up,
+        "python3",
+        &[&util::data("netns/http_server.py").to_string_lossy(), "80", &format!("{NAT64_META},{GCP6}")],
+    );
+    let yaml = format!("{POLICY}  ips: [\"::/0\", \"64:ff9b:1::/48\"]\n");
+    let pol = policy_file("guard-nat64", &yaml);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    for addr in [NAT64_META, GCP6] {
+        let c = http_to(&p.work, "meta.example.test", &format!("[{addr}]"));
+        assert_eq!(c.code, "403", "{addr}: {c:?}");
+        assert!(c.body.contains("destination-guarded"), "{addr}: {c:?}");
+        assert!(c.took < FAST, "{c:?}");
+        let ev = d.wait_event("http.blocked", "destination_ip", addr);
+        assert_guard_event(&ev, &format!("metadata address {addr}"));
+    }
+    drop(d);
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream), ("GUARD_ADDRESSES", "none")]);
+    for addr in [NAT64_META, GCP6] {
+        let c = http_to(&p.work, "meta.example.test", &format!("[{addr}]"));
+        assert!(served_by(&c, addr), "GUARD_ADDRESSES=none, {addr}: {c:?}");
+    }
+    drop(d);
+}

@@ -12,6 +12,7 @@ mod escape;
 mod events;
 mod fuzz_replay;
 mod guard;
+mod harden;
 mod image;
 mod kube;
 mod netns;

