@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
+use crate::netns::within as in_netns;
 use crate::netns::Pair;
-use crate::nft::in_netns;
 use crate::run::{policy_file, world, Daemon, World};
 use crate::util;
 

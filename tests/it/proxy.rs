@@ -259,8 +259,11 @@ impl Fixture {
         records.push(("other.example".to_owned(), 300, v4(2)));
         records.push(("closed.ok.example".to_owned(), 300, v4(9)));
         let dns_addr = SocketAddr::new(pair.ip4(2), 53);
-        let dns =
-            crate::run::dns_in(&pair.up, dns_addr, Zone { records, udp_limit: 1232, rotate: Vec::new() });
+        let dns = crate::run::dns_in(
+            &pair.up,
+            dns_addr,
+            Zone { records, udp_limit: 1232, rotate: Vec::new(), delay: std::time::Duration::ZERO },
+        );
         let dir = util::scratch(&format!("proxy-{tag}-{}", pair.work));
         let policy = dir.join("policy.yaml");
         std::fs::write(&policy, "allowlist:\n  domains: [\"ok.example\", \"*.ok.example\"]\n").unwrap();
