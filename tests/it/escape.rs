@@ -1155,15 +1155,22 @@ fn escape_25_no_mark_is_readable_by_a_workload() {
 #[test]
 fn escape_26_a_local_receiver_never_sees_egrets_mark() {
     // egret's upstream resolver on loopback, where any process of the pod
-    // can listen: what it receives from egret must carry no mark (a
-    // workload reads it with SO_RCVMARK, no privilege needed).
+    // can listen: what it receives from egret must carry no mark. egret
+    // asks a loopback upstream over TCP; the accepted socket takes the
+    // SYN's mark where `tcp_fwmark_accept` is on (the worst case, set here),
+    // and any process reads it with getsockopt(SO_MARK).
     let w = world();
     let pol = policy_file("escape-26", ALLOWED);
+    let st = std::process::Command::new("ip")
+        .args(["netns", "exec", &w.p.work, "sysctl", "-qw", "net.ipv4.tcp_fwmark_accept=1"])
+        .status()
+        .expect("sysctl");
+    assert!(st.success(), "set tcp_fwmark_accept");
     let d = Daemon::start(&w.p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", "127.0.0.1:5300")]);
-    let recv = spawn_as(&w.p.work, Priv::Nobody, &["rcvmark", "127.0.0.1", "5300"]);
+    let recv = spawn_as(&w.p.work, Priv::Nobody, &["acceptmark", "127.0.0.1", "5300"]);
     let (_, _) = dig_in(&w.p.work, &w.p.v4(2), "allowed.test");
     let line = recv.line(Duration::from_secs(10)).expect("egret's query reached the loopback resolver");
-    let v: serde_json::Value = serde_json::from_str(&line).expect("rcvmark json");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("acceptmark json");
     assert_eq!(v["mark"], 0, "a workload read egret's mark from its query: {v}");
     drop(d);
 }

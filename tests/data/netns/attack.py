@@ -78,6 +78,10 @@ Other helpers (different arguments):
   attack.py rcvmark ADDR PORT
         a UDP socket with SO_RCVMARK: prints "ready", then one JSON line
         {"mark": N} for the first datagram (N = -1 when no mark came).
+  attack.py acceptmark ADDR PORT
+        a TCP listener: prints "ready", then one JSON line {"mark": N}, the
+        SO_MARK of the first accepted connection (no privilege). With
+        net.ipv4.tcp_fwmark_accept=1 that is the mark of the client's SYN.
 """
 import json
 import os
@@ -332,6 +336,19 @@ def rcvmark(addr, port):
         if level == socket.SOL_SOCKET and kind == 36:  # the cmsg is SO_MARK
             mark = struct.unpack("=I", data[:4])[0]
     print(json.dumps({"mark": mark}), flush=True)
+
+
+def acceptmark(addr, port):
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(8)
+    print("ready", flush=True)
+    c, _ = s.accept()
+    mark = c.getsockopt(socket.SOL_SOCKET, 36)  # SO_MARK
+    print(json.dumps({"mark": mark}), flush=True)
+    c.close()
 
 
 def mcloop(group, port, iface):
@@ -632,6 +649,8 @@ def main():
         return dns_forge(a[2], int(a[3]), a[4], a[5], float(a[6]))
     if sys.argv[1] == "rcvmark":
         return rcvmark(sys.argv[2], int(sys.argv[3]))
+    if sys.argv[1] == "acceptmark":
+        return acceptmark(sys.argv[2], int(sys.argv[3]))
     technique, remote, port, local = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     payload = (sys.argv[5] if len(sys.argv) > 5 else "x").encode()
     if technique == "udp-freebind6":
