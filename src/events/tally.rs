@@ -14,10 +14,10 @@ use super::{Action, Component, Event};
 /// Label values of `action`, in index order.
 pub const ACTIONS: [&str; 3] = ["allowed", "blocked", "redirected"];
 /// Label values of `component`, in index order.
-pub const COMPONENTS: [&str; 5] = ["https", "http", "dns", "nflog", "egret"];
+pub const COMPONENTS: [&str; 6] = ["https", "http", "dns", "nflog", "egret", "relay"];
 /// Label values of `reason`: every reason egret's events carry, then
 /// `none` and `other`.
-pub const REASONS: [&str; 24] = [
+pub const REASONS: [&str; 27] = [
     "ip-allowed",
     "domain-allowed",
     "not-allowlisted",
@@ -40,6 +40,9 @@ pub const REASONS: [&str; 24] = [
     "class-not-allowed",
     "ruleset-tampered",
     "policy-invalid",
+    "target-mismatch",
+    "target-checked",
+    "relayed",
     "none",
     "other",
 ];
@@ -61,6 +64,7 @@ fn component_index(c: Component) -> usize {
         Component::Dns => 2,
         Component::Nflog => 3,
         Component::Egret => 4,
+        Component::Relay => 5,
     }
 }
 
