@@ -20,6 +20,7 @@ mod ops;
 mod prometheus;
 mod proxy;
 mod proxy_netns;
+mod relay;
 mod run;
 mod selftest;
 mod structure;
