@@ -265,6 +265,11 @@ fn relay() -> Outcome {
     let given =
         ["POLICY_PATH", "ALLOWLIST_IPS", "ALLOWLIST_DOMAINS"].iter().any(|v| process_env(v).is_some());
     let policy = if given { Some(load_policy(&cfg, None).map_err(Failure::invalid)?) } else { None };
+    // Before any thread starts (threads copy the set): NET_BIND_SERVICE
+    // for low ports at most, never NET_ADMIN.
+    let mut ports: Vec<u16> = rcfg.relays.iter().map(|r| r.port).collect();
+    ports.extend(cfg.metrics_addr.map(|a| a.port()));
+    crate::caps::establish(&crate::caps::needed_for_relay(&ports, crate::caps::unprivileged_port_start()));
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
