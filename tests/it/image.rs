@@ -1356,17 +1356,18 @@ fn docker_whitelists_fonts_example_relays_with_podman_compose() {
     let web = tcp_server(&upns, at(80), fonts_http);
     let _tls = tcp_server(&upns, at(443), echo);
     let got = crate::netns::wait_for(Duration::from_secs(30), || {
-        let (code, out, _) = in_workload(&app, "wget -q -T 5 -O - http://fonts.googleapis.com/css");
-        (code == 0).then_some(out)
+        // busybox-static's wget crashes on its DNS lookups; nc does not.
+        let (_, out, _) = in_workload(&app, &http_get("fonts.googleapis.com", "fonts.googleapis.com", 80, "/css"));
+        out.contains("hello from the fonts stand-in").then_some(out)
     });
     let logs = || util::text(&output(podman(&["logs", &proxy])).stderr);
-    assert_eq!(got.as_deref(), Some("hello from the fonts stand-in\n"), "relay logs:\n{}", logs());
+    assert!(got.is_some(), "nothing relayed; relay logs:\n{}", logs());
     let (code, out, err) = in_workload(&app, "printf 'byte-exact 443' | nc -w 3 fonts.googleapis.com 443");
     assert_eq!(out, "byte-exact 443", "port 443 ({code}): {err}\n{}", logs());
     // The app reaches nothing else: the stand-in internet is not routed.
     let hits = web.hits.load(std::sync::atomic::Ordering::SeqCst);
-    let (code, _, _) = in_workload(&app, "wget -q -T 3 -O - http://10.203.0.2/");
-    assert_ne!(code, 0, "the app reached the upstream around the relay");
+    let (_, out, _) = in_workload(&app, &http_get("fonts.googleapis.com", "10.203.0.2", 80, "/"));
+    assert!(!out.contains("hello"), "the app reached the upstream around the relay: {out}");
     assert_eq!(web.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
     let l = logs();
     assert!(l.contains("relay mode") && l.contains("no NET_ADMIN"), "{l}");
