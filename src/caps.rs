@@ -200,6 +200,27 @@ pub fn needed_for_run(cfg: &Config, unprivileged_port_start: u16) -> Vec<Need> {
 }
 
 /// `egret init`, `cleanup` and `selftest`: the netlink work only.
+/// What relay mode needs: no NET_ADMIN (no rules, no marks), only
+/// NET_BIND_SERVICE for relayed ports (or `METRICS_ADDR`) below
+/// `unprivileged_port_start`.
+pub fn needed_for_relay(ports: &[u16], unprivileged_port_start: u16) -> Vec<Need> {
+    let low: Vec<String> = ports
+        .iter()
+        .filter(|p| **p != 0 && **p < unprivileged_port_start)
+        .map(|p| format!("port {p}"))
+        .collect();
+    if low.is_empty() {
+        return Vec::new();
+    }
+    vec![Need {
+        cap: NET_BIND_SERVICE,
+        why: format!(
+            "relaying {} below net.ipv4.ip_unprivileged_port_start={unprivileged_port_start}",
+            low.join(", ")
+        ),
+    }]
+}
+
 pub fn net_admin() -> Need {
     Need { cap: NET_ADMIN, why: "nftables rules, NFLOG and socket marks".into() }
 }
@@ -317,6 +338,15 @@ pub fn establish(need: &[Need]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_mode_needs_no_net_admin() {
+        assert!(needed_for_relay(&[8080, 8443], 1024).is_empty());
+        let n = needed_for_relay(&[80, 443, 5353], 1024);
+        assert_eq!(n.iter().map(|n| n.cap).collect::<Vec<_>>(), vec![NET_BIND_SERVICE]);
+        assert!(n[0].why.contains("port 80, port 443") && !n[0].why.contains("5353"), "{}", n[0].why);
+        assert!(needed_for_relay(&[80], 0).is_empty(), "every port is unprivileged");
+    }
 
     const ADMIN: Set = Set(1 << NET_ADMIN);
     const BIND: Set = Set(1 << NET_BIND_SERVICE);

@@ -10,6 +10,9 @@ pub enum Command {
     Run {
         print_rules: bool,
     },
+    /// Relay mode (docker-whitelist's job): `egret relay`, or `run` with
+    /// `FILTER_MODE=relay` / `TARGET` set.
+    Relay,
     /// The dashboard server.
     Dashboard,
     /// Validate a policy and print the effective allowlist.
@@ -61,6 +64,8 @@ usage: egret [COMMAND] [OPTIONS]
 
 commands:
   run        run the filter daemon (default)
+  relay      relay fixed ports to a TARGET (docker-whitelist's job; also `run`
+             with FILTER_MODE=relay or TARGET set)
   dashboard  run the dashboard server
   check      validate a policy and print the effective allowlist
   init       install the fail-closed ruleset and exit (for init containers)
@@ -77,6 +82,7 @@ environment; see README.md for every variable.
 pub fn help(cmd: &str) -> &'static str {
     match cmd {
         "run" => "usage: egret run [--print-rules]\n\nRun the filter: install the nftables ruleset, serve the proxies (HTTPS mode)\nor the DNS server (DNS mode), log decisions. Configured by environment\n(POLICY_PATH, FILTER_MODE, ...).\n\n  --print-rules  print the ruleset as nft text and exit without applying it\n",
+        "relay" => "usage: egret relay\n\nRelay ports of this container to a fixed TARGET, as docker-whitelist does:\nlisteners on all addresses (IPv4 and IPv6), no nftables rules, no NET_ADMIN.\nConfigured by environment (TARGET, PORT, MODE, MAX_CONNECTIONS, PRE_RESOLVE,\nNAMESERVERS, UDP_ANSWERS, VERBOSE, the HTTP/SMTP health checks, RELAYS,\nRELAY_CHECK). `egret run` does the same when FILTER_MODE=relay, or when TARGET\nor RELAYS is set and FILTER_MODE is not.\n",
         "dashboard" => "usage: egret dashboard\n\nRun the dashboard: the log API, the live stream (SSE) and the web UI.\nConfigured by environment (PORT, API_KEY, BUFFER_SIZE, ...).\n",
         "check" => "usage: egret check [--policy PATH]\n\nValidate the policy (the file at PATH, else POLICY_PATH, plus the\nALLOWLIST_IPS / ALLOWLIST_DOMAINS variables) and print the effective\nallowlist, then the SSRF guard in effect (GUARD_ADDRESSES) as a comment.\nExits 0 when valid, 2 listing every problem when not.\n",
         "init" => "usage: egret init\n\nInstall the fail-closed ruleset and exit. Run it as an init container so the\nrules are in place before any workload starts.\n",
@@ -88,7 +94,8 @@ pub fn help(cmd: &str) -> &'static str {
     }
 }
 
-const COMMANDS: [&str; 8] = ["run", "dashboard", "check", "init", "cleanup", "health", "version", "selftest"];
+const COMMANDS: [&str; 9] =
+    ["run", "relay", "dashboard", "check", "init", "cleanup", "health", "version", "selftest"];
 
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageError> {
@@ -172,6 +179,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
                 return unexpected(a);
             }
             Ok(match other {
+                "relay" => Command::Relay,
                 "dashboard" => Command::Dashboard,
                 "init" => Command::Init,
                 "cleanup" => Command::Cleanup,
@@ -208,6 +216,8 @@ mod tests {
             assert_eq!(p(&[v]), Ok(Command::Version), "{v}");
         }
         assert_eq!(p(&["init"]), Ok(Command::Init));
+        assert_eq!(p(&["relay"]), Ok(Command::Relay));
+        assert_eq!(p(&["relay", "--help"]), Ok(Command::Help(Some("relay"))));
         assert!(p(&["frobnicate"]).unwrap_err().0.contains("unknown command"));
         assert!(p(&["check", "--policy"]).is_err());
         assert!(p(&["cleanup", "now"]).unwrap_err().0.contains("unexpected argument"));

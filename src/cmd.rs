@@ -24,6 +24,9 @@ pub fn run(cmd: Command) -> Outcome {
         }
         Command::Check { policy } => check(policy),
         Command::Health { url } => health(url.as_deref()),
+        // docker-whitelist's variables select relay mode on their own.
+        Command::Relay => relay(),
+        Command::Run { .. } if crate::relaymode::config::selected(&process_env) => relay(),
         Command::Run { print_rules: true } => print_rules(),
         Command::Run { print_rules: false } => {
             let p = build_ruleset()?;
@@ -172,6 +175,98 @@ fn health(url: Option<&str>) -> Outcome {
         }
         (code, body) => Err(Failure::failed(format!("health: {url} answered {code}: {}", body.trim()))),
     }
+}
+
+/// The variables relay mode reads itself with other meanings
+/// (`MAX_CONNECTIONS` per port) or values the filter does not know
+/// (`FILTER_MODE=relay`); the rest of the filter's configuration (events,
+/// `LOG_FILE`, the dashboard, syslog, `METRICS_ADDR`, `HEALTH_SOCKET`)
+/// applies as in the other modes.
+const RELAY_OWN: [&str; 5] =
+    ["FILTER_MODE", "MAX_CONNECTIONS", "CONNECT_TIMEOUT", "IDLE_TIMEOUT", "HEADER_TIMEOUT"];
+
+/// `egret relay` (or `run` in relay mode): the doors, the event pipeline
+/// and `/health` + `/metrics`, until SIGTERM/SIGINT. No ruleset.
+fn relay() -> Outcome {
+    use nix::sys::signal::{SigSet, Signal};
+    let rcfg = crate::relaymode::RelayConfig::from_env(&process_env)
+        .map_err(|e| Failure::invalid(format!("relay: {e}")))?;
+    let shared_env = |v: &str| if RELAY_OWN.contains(&v) { None } else { process_env(v) };
+    let cfg = Config::from_env(&shared_env).map_err(|e| Failure::invalid(format!("relay: {e}")))?;
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
+    // A policy only when one is given: it widens what RELAY_CHECK lets
+    // through.
+    let given =
+        ["POLICY_PATH", "ALLOWLIST_IPS", "ALLOWLIST_DOMAINS"].iter().any(|v| process_env(v).is_some());
+    let policy = if given { Some(load_policy(&cfg, None).map_err(Failure::invalid)?) } else { None };
+    // Before any thread starts (threads copy the set): NET_BIND_SERVICE
+    // for low ports at most, never NET_ADMIN.
+    let mut ports: Vec<u16> = rcfg.relays.iter().map(|r| r.port).collect();
+    ports.extend(cfg.metrics_addr.map(|a| a.port()));
+    crate::caps::establish(&crate::caps::needed_for_relay(&ports, crate::caps::unprivileged_port_start()));
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block().map_err(|e| Failure::failed(format!("relay: blocking signals: {e}")))?;
+    if let Err(e) = crate::proxy::raise_nofile_limit() {
+        log::warn!("cannot raise the open-file limit: {e}");
+    }
+    let (emitter, sink) =
+        crate::events::spawn(&cfg, None).map_err(|e| Failure::failed(format!("relay: {e}")))?;
+    let probe_cfg = rcfg.clone();
+    let handle = crate::relaymode::start(rcfg.clone(), emitter.clone(), policy)
+        .map_err(|e| Failure::failed(format!("relay: {e}")))?;
+    let targets = handle.targets.clone();
+    let probes: crate::metrics::Probes =
+        std::sync::Arc::new(move || crate::relaymode::probe(&probe_cfg, &targets));
+    let event_counts = std::sync::Arc::new(std::sync::Mutex::new(sink.counts()));
+    let sources = crate::metrics::Sources {
+        daemon: std::sync::Arc::default(),
+        proxy: None,
+        dns: None,
+        events: event_counts.clone(),
+        channel_dropped: emitter.drop_counter(),
+        enforcement: None,
+        listeners: std::sync::Arc::default(),
+        relay: Some(handle.stats()),
+        probes: Some(probes),
+    };
+    let metrics =
+        crate::metrics::start(&cfg, sources, None).map_err(|e| Failure::failed(format!("relay: {e}")))?;
+    let doors: Vec<String> = rcfg.relays.iter().map(ToString::to_string).collect();
+    log::info!(
+        "egret {} in relay mode: {}; no nftables rules (no NET_ADMIN needed){}{}",
+        crate::VERSION,
+        doors.join(", "),
+        if rcfg.pre_resolve { "; targets resolved through NAMESERVERS" } else { "" },
+        if rcfg.checks.any() { "; RELAY_CHECK on" } else { "" }
+    );
+    // The signal wait, with the event counters refreshed for /metrics.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let _ = tx.send(set.wait());
+        })
+        .map_err(|e| Failure::failed(format!("relay: {e}")))?;
+    let sig = loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(s) => break s.map_or_else(|e| e.to_string(), |s| format!("{s:?}")),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                *event_counts.lock().unwrap_or_else(|p| p.into_inner()) = sink.counts();
+            }
+            Err(_) => break "signal thread gone".into(),
+        }
+    };
+    log::info!("{sig}: stopping the relay");
+    metrics.stop();
+    handle.stop(std::time::Instant::now() + crate::daemon::SHUTDOWN_GRACE);
+    drop(emitter);
+    let report = sink.shutdown(std::time::Instant::now() + crate::daemon::FLUSH_DEADLINE);
+    log::info!("events flushed: {report:?}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `egret selftest`: every technique's line; 0 all held, 1 a bypass, 2

@@ -133,8 +133,10 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
         dns: dns_stats,
         events: event_counts.clone(),
         channel_dropped: emitter.drop_counter(),
-        enforcement: enforcement.clone(),
+        enforcement: Some(enforcement.clone()),
         listeners: listeners.clone(),
+        relay: None,
+        probes: None,
     };
     let metrics = match crate::metrics::start(&cfg, sources, Some(identity.listen_mark)) {
         Ok(m) => Some(m),

@@ -26,6 +26,7 @@ pub mod outbound;
 pub mod peer;
 pub mod policy;
 pub mod proxy;
+pub mod relaymode;
 pub mod resolve;
 pub mod selftest;
 pub mod startup;

@@ -55,8 +55,12 @@ pub struct Snapshot {
     pub reloads: Vec<(&'static str, u64)>,
     pub tampered: u64,
     pub reapplies: u64,
-    /// `None`: not checked (read-back failed).
+    /// `None`: not checked (read-back failed, or relay mode: no ruleset).
     pub enforced: Option<bool>,
+    /// Relay mode: TCP connections waiting for a slot (`MAX_CONNECTIONS`).
+    pub relay_waiting: Option<u64>,
+    /// Relay mode: connections whose target could not be reached.
+    pub relay_upstream_failed: Option<u64>,
 }
 
 /// One metric family: its help line, type and samples (`labels` is
@@ -107,6 +111,24 @@ pub fn render(s: &Snapshot) -> String {
         let samples: Vec<(String, u64)> =
             s.dns.iter().map(|(v, n)| (format!("{{verdict=\"{v}\"}}"), *n)).collect();
         family(&mut o, "egret_filter_dns_queries_total", "counter", "DNS queries by verdict.", &samples);
+    }
+    if let Some(n) = s.relay_waiting {
+        family(
+            &mut o,
+            "egret_filter_relay_waiting",
+            "gauge",
+            "Relay mode: TCP connections waiting for a slot (MAX_CONNECTIONS).",
+            &one(n),
+        );
+    }
+    if let Some(n) = s.relay_upstream_failed {
+        family(
+            &mut o,
+            "egret_filter_relay_upstream_failures_total",
+            "counter",
+            "Relay mode: connections and flows whose target could not be reached.",
+            &one(n),
+        );
     }
     family(
         &mut o,
@@ -238,10 +260,19 @@ pub struct Sources {
     pub events: Arc<Mutex<Counts>>,
     /// Live drop counter of the emitter (newer than `events`).
     pub channel_dropped: Arc<AtomicU64>,
-    pub enforcement: Arc<Enforcement>,
+    /// `None` in relay mode: no ruleset to check.
+    pub enforcement: Option<Arc<Enforcement>>,
     /// The listeners egret could not bind.
     pub listeners: Arc<crate::listen::Status>,
+    /// Relay mode's counters.
+    pub relay: Option<Arc<crate::relaymode::Stats>>,
+    /// Checks run on each `/health` (relay mode's HTTP/SMTP health
+    /// checks): one line per problem.
+    pub probes: Option<Probes>,
 }
+
+/// Health checks run when `/health` is asked.
+pub type Probes = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
 impl Sources {
     pub fn snapshot(&self, enforced: Option<bool>) -> Snapshot {
@@ -272,6 +303,16 @@ impl Sources {
             s.connections_open = Some(active.load(Ordering::Relaxed) as u64);
             s.bytes_up = Some(r(&c.bytes_up));
             s.bytes_down = Some(r(&c.bytes_down));
+        }
+        if let Some(st) = &self.relay {
+            s.connections.push(("relay", "allowed", r(&st.allowed_tcp) + r(&st.allowed_udp)));
+            s.connections.push(("relay", "blocked", r(&st.blocked)));
+            s.connections.push(("relay", "limit", r(&st.limit)));
+            s.connections_open = Some(r(&st.open));
+            s.bytes_up = Some(r(&st.bytes_up));
+            s.bytes_down = Some(r(&st.bytes_down));
+            s.relay_waiting = Some(r(&st.waiting));
+            s.relay_upstream_failed = Some(r(&st.upstream_failed));
         }
         if let Some(st) = &self.dns {
             s.dns = vec![
@@ -471,11 +512,17 @@ fn answer(req: tiny_http::Request, sources: &Sources) {
     let header = |v: &str| Header::from_bytes("Content-Type", v).ok();
     let (code, body, ctype) = match (req.method(), path.as_str()) {
         (Method::Get, "/metrics") => {
-            let enforced = sources.enforcement.check().ok().map(|d| d.is_intact());
+            let enforced = sources.enforcement.as_ref().and_then(|e| e.check().ok()).map(|d| d.is_intact());
             (200, render(&sources.snapshot(enforced)), "text/plain; version=0.0.4; charset=utf-8")
         }
         (Method::Get, "/health") => {
-            let (code, body) = health_reply(&sources.enforcement.check(), &sources.listeners.problems());
+            // Relay mode has no ruleset: nothing to drift.
+            let check = sources.enforcement.as_ref().map_or(Ok(Drift::Intact), |e| e.check());
+            let mut problems = sources.listeners.problems();
+            if let Some(p) = &sources.probes {
+                problems.extend(p());
+            }
+            let (code, body) = health_reply(&check, &problems);
             (code, body, "application/json")
         }
         (Method::Get, _) => (404, "not found\n".to_owned(), "text/plain; charset=utf-8"),
@@ -521,6 +568,8 @@ mod tests {
             tampered: 1,
             reapplies: 1,
             enforced: Some(true),
+            relay_waiting: Some(3),
+            relay_upstream_failed: Some(4),
         };
         let text = render(&s);
         for line in [
@@ -544,6 +593,8 @@ mod tests {
             "egret_filter_ruleset_reapplies_total 1",
             "egret_filter_enforcement_intact 1",
             "# TYPE egret_filter_connections_open gauge",
+            "egret_filter_relay_waiting 3",
+            "egret_filter_relay_upstream_failures_total 4",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

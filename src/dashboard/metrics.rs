@@ -25,6 +25,7 @@ pub fn component_label(c: &str) -> &'static str {
         "http" => "http",
         "dns" => "dns",
         "nflog" => "nflog",
+        "relay" => "relay",
         "" => "none",
         _ => "other",
     }

@@ -50,6 +50,8 @@ pub enum Component {
     Http,
     Dns,
     Nflog,
+    /// Relay mode's doors (`FILTER_MODE=relay`).
+    Relay,
     /// egret itself (reloads, tampering, limits).
     Egret,
 }
@@ -61,6 +63,7 @@ impl Component {
             Component::Http => "http",
             Component::Dns => "dns",
             Component::Nflog => "nflog",
+            Component::Relay => "relay",
             Component::Egret => "egret",
         }
     }

@@ -14,10 +14,10 @@ use super::{Action, Component, Event};
 /// Label values of `action`, in index order.
 pub const ACTIONS: [&str; 3] = ["allowed", "blocked", "redirected"];
 /// Label values of `component`, in index order.
-pub const COMPONENTS: [&str; 5] = ["https", "http", "dns", "nflog", "egret"];
+pub const COMPONENTS: [&str; 6] = ["https", "http", "dns", "nflog", "egret", "relay"];
 /// Label values of `reason`: every reason egret's events carry, then
 /// `none` and `other`.
-pub const REASONS: [&str; 30] = [
+pub const REASONS: [&str; 33] = [
     "ip-allowed",
     "domain-allowed",
     "not-allowlisted",
@@ -46,6 +46,9 @@ pub const REASONS: [&str; 30] = [
     "budget",
     "ruleset-tampered",
     "policy-invalid",
+    "target-mismatch",
+    "target-checked",
+    "relayed",
     "none",
     "other",
 ];
@@ -67,6 +70,7 @@ fn component_index(c: Component) -> usize {
         Component::Dns => 2,
         Component::Nflog => 3,
         Component::Egret => 4,
+        Component::Relay => 5,
     }
 }
 

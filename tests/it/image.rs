@@ -1275,3 +1275,104 @@ fn the_seccomp_profile_lets_egret_work_and_refuses_the_rest() {
     let o = check(&mutated, true);
     assert!(!o.status.success(), "egret check read its policy without open(2): {o:?}");
 }
+
+/// `examples/relay-fonts/compose.yaml` (docker-whitelist's fonts example)
+/// as written, except for this test's project name and images, and the
+/// relay's `public` network: instead of the internet, a namespace of this
+/// test joined to the relay container by a veth, where a DNS server (the
+/// `NAMESERVERS`) says fonts.googleapis.com is 10.203.0.2 and servers on
+/// :80 and :443 answer.
+fn relay_compose_file(name: &str, b: &Built) -> String {
+    let path = util::root().join("examples/relay-fonts/compose.yaml");
+    let text = std::fs::read_to_string(&path).expect("read examples/relay-fonts/compose.yaml");
+    let mut doc: Yaml = serde_yaml::from_str(&text).expect("the example is YAML");
+    doc["name"] = Yaml::from(name);
+    let proxy = &mut doc["services"]["fonts_googleapis_proxy"];
+    assert_eq!(proxy["image"].as_str(), Some("localhost/egret:latest"));
+    proxy["image"] = Yaml::from(b.tag.as_str());
+    assert_eq!(proxy["environment"]["TARGET"].as_str(), Some("fonts.googleapis.com"));
+    assert_eq!(proxy["environment"]["PRE_RESOLVE"].as_str(), Some("1"));
+    assert!(proxy["environment"].get("FILTER_MODE").is_none(), "TARGET alone selects relay mode");
+    proxy["environment"]["NAMESERVERS"] = Yaml::from("10.203.0.2");
+    let aliases = &proxy["networks"]["internal"]["aliases"];
+    assert_eq!(aliases[0].as_str(), Some("fonts.googleapis.com"));
+    let nets = proxy["networks"].as_mapping_mut().expect("the relay's networks");
+    assert!(nets.remove("public").is_some(), "the relay is on a public network");
+    assert_eq!(doc["services"]["app"]["networks"][0].as_str(), Some("internal"));
+    assert_eq!(doc["networks"]["internal"]["internal"].as_bool(), Some(true));
+    doc["networks"].as_mapping_mut().expect("networks").remove("public");
+    serde_yaml::to_string(&doc).expect("serialise compose file")
+}
+
+fn fonts_http(mut c: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 4096];
+    let _ = c.read(&mut buf);
+    let body = "hello from the fonts stand-in\n";
+    let _ = write!(c, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+}
+
+#[test]
+fn docker_whitelists_fonts_example_relays_with_podman_compose() {
+    use crate::relay::{dns_server, echo, tcp_server};
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::{Arc, Mutex};
+    let b = image();
+    let mut setup = script("podman-setup.sh");
+    setup.arg("--compose");
+    ok(setup, "scripts/podman-setup.sh --compose");
+    let name = format!("egret-it-relay-{}", std::process::id());
+    let upns = format!("{name}-up");
+    let proxy = format!("{name}_fonts_googleapis_proxy_1");
+    let app = format!("{name}_app_1");
+    let file: PathBuf = util::scratch("image-relay").join("compose.yaml");
+    std::fs::write(&file, relay_compose_file(&name, b)).expect("write compose file");
+    let f = file.to_str().expect("utf-8 path");
+    let _gone = Removal(vec![
+        bounded("podman-compose", &["-f", f, "down", "-t", "0"]),
+        podman(&["rm", "-f", "-t", "0", &proxy, &app]),
+        podman(&["network", "rm", "-f", &format!("{name}_internal")]),
+        bounded("ip", &["netns", "del", &upns]),
+    ]);
+    ok(bounded("podman-compose", &["-f", f, "up", "-d"]), "podman-compose up");
+    // The stand-in internet, on a second interface of the relay container.
+    let pid = ok(podman(&["inspect", &proxy, "--format", "{{.State.Pid}}"]), "relay pid");
+    let pid = pid.trim();
+    for args in [
+        vec!["ip", "netns", "add", &upns],
+        vec!["ip", "-n", &upns, "link", "add", "eth0", "type", "veth", "peer", "name", "up0", "netns", pid],
+        vec!["ip", "-n", &upns, "link", "set", "lo", "up"],
+        vec!["ip", "-n", &upns, "link", "set", "eth0", "up"],
+        vec!["ip", "-n", &upns, "addr", "add", "10.203.0.2/24", "dev", "eth0"],
+        vec!["nsenter", "-t", pid, "-n", "ip", "link", "set", "up0", "up"],
+        vec!["nsenter", "-t", pid, "-n", "ip", "addr", "add", "10.203.0.1/24", "dev", "up0"],
+    ] {
+        let mut c = bounded(args[0], &args[1..]);
+        c.stdin(std::process::Stdio::null());
+        ok(c, &args.join(" "));
+    }
+    let at = |port| SocketAddr::new("10.203.0.2".parse().unwrap(), port);
+    let _dns = dns_server(&upns, at(53), Arc::new(Mutex::new(Ipv4Addr::new(10, 203, 0, 2))));
+    let web = tcp_server(&upns, at(80), fonts_http);
+    let _tls = tcp_server(&upns, at(443), echo);
+    let got = crate::netns::wait_for(Duration::from_secs(30), || {
+        // busybox-static's wget crashes on its DNS lookups; nc does not.
+        let (_, out, _) =
+            in_workload(&app, &http_get("fonts.googleapis.com", "fonts.googleapis.com", 80, "/css"));
+        out.contains("hello from the fonts stand-in").then_some(out)
+    });
+    let logs = || util::text(&output(podman(&["logs", &proxy])).stderr);
+    assert!(got.is_some(), "nothing relayed; relay logs:\n{}", logs());
+    let (code, out, err) = in_workload(&app, "printf 'byte-exact 443' | nc -w 3 fonts.googleapis.com 443");
+    assert_eq!(out, "byte-exact 443", "port 443 ({code}): {err}\n{}", logs());
+    // The app reaches nothing else: the stand-in internet is not routed.
+    let hits = web.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let (_, out, _) = in_workload(&app, &http_get("fonts.googleapis.com", "10.203.0.2", 80, "/"));
+    assert!(!out.contains("hello"), "the app reached the upstream around the relay: {out}");
+    assert_eq!(web.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
+    let l = logs();
+    assert!(l.contains("relay mode") && l.contains("no NET_ADMIN"), "{l}");
+    // The relay container's health: egret health inside it.
+    let o = output(podman(&["exec", &proxy, "/egret", "health"]));
+    assert!(o.status.success(), "egret health in the relay: {}", util::text(&o.stderr));
+}

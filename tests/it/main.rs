@@ -20,6 +20,7 @@ mod nft;
 mod ops;
 mod prometheus;
 mod proxy;
+mod relay;
 mod run;
 mod selftest;
 mod structure;

@@ -1,0 +1,777 @@
+//! Relay mode (docker-whitelist's job) in real namespaces: an "internal"
+//! namespace with no route out, the relay namespace on both sides, and
+//! an upstream namespace with the test servers (threads of this process
+//! that entered it). The relay is the real `egret` binary.
+//!
+//! Addresses (private test ranges only), N per test:
+//! * internal: 10.201.N.1/24, fd00:201:N::1/64 (no default route)
+//! * relay:    10.201.N.2 + fd00:201:N::2 (inside), 10.202.N.1 + fd00:202:N::1 (outside)
+//! * upstream: 10.202.N.2, .3, .4 /24, fd00:202:N::2 /64
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (the relay tests need root and iproute2)", args.join(" ")));
+    assert!(
+        out.status.success(),
+        "{} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The three namespaces and the veth pairs between them; removed on drop.
+pub struct Trio {
+    pub inside: String,
+    pub relay: String,
+    pub up: String,
+    pub n: u32,
+}
+
+impl Trio {
+    pub fn new(tag: &str) -> Trio {
+        let c = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let n = 1 + (pid.wrapping_mul(13).wrapping_add(c * 37)) % 250;
+        let t = Trio {
+            inside: format!("egret-{tag}-i-{pid}-{c}"),
+            relay: format!("egret-{tag}-r-{pid}-{c}"),
+            up: format!("egret-{tag}-u-{pid}-{c}"),
+            n,
+        };
+        for ns in [&t.inside, &t.relay, &t.up] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let (i, r, u) = (t.inside.as_str(), t.relay.as_str(), t.up.as_str());
+        sh(&["ip", "-n", i, "link", "add", "eth0", "type", "veth", "peer", "name", "int0", "netns", r]);
+        sh(&["ip", "-n", r, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", u]);
+        let addrs: [(&str, &str, Vec<String>); 4] = [
+            (i, "eth0", vec![format!("10.201.{n}.1/24"), format!("fd00:201:{n}::1/64")]),
+            (r, "int0", vec![format!("10.201.{n}.2/24"), format!("fd00:201:{n}::2/64")]),
+            (r, "ext0", vec![format!("10.202.{n}.1/24"), format!("fd00:202:{n}::1/64")]),
+            (
+                u,
+                "eth0",
+                vec![
+                    format!("10.202.{n}.2/24"),
+                    format!("10.202.{n}.3/24"),
+                    format!("10.202.{n}.4/24"),
+                    format!("fd00:202:{n}::2/64"),
+                ],
+            ),
+        ];
+        for (ns, dev, list) in &addrs {
+            for a in list {
+                let mut args = vec!["ip", "-n", ns, "addr", "add", a.as_str(), "dev", dev];
+                if a.contains(':') {
+                    args.push("nodad");
+                }
+                sh(&args);
+            }
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        t
+    }
+
+    /// The relay's address as the internal clients see it.
+    pub fn door(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(format!("10.201.{}.2", self.n).parse().unwrap(), port)
+    }
+
+    pub fn door6(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(format!("fd00:201:{}::2", self.n).parse().unwrap(), port)
+    }
+
+    /// An upstream address: host 2, 3 or 4.
+    pub fn up_ip(&self, host: u8) -> IpAddr {
+        format!("10.202.{}.{host}", self.n).parse().unwrap()
+    }
+
+    /// `/etc/hosts` of the relay namespace (`ip netns exec` bind-mounts
+    /// `/etc/netns/NAME/hosts` over it): the "system resolver".
+    pub fn relay_hosts(&self, text: &str) {
+        let dir = PathBuf::from("/etc/netns").join(&self.relay);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/NAME");
+        std::fs::write(dir.join("hosts"), text).expect("write hosts");
+        // No nameserver: names not in hosts fail fast instead of leaving.
+        std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+            .expect("write resolv.conf");
+    }
+}
+
+impl Drop for Trio {
+    fn drop(&mut self) {
+        for ns in [&self.inside, &self.relay, &self.up] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.relay));
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns` and waits for it; sockets
+/// it makes stay in that namespace.
+pub fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
+
+/// A test server thread; stopped (bounded) on drop.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    /// Connections (or datagrams) it took.
+    pub hits: Arc<AtomicUsize>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP server at `addr` in `ns`; `handle` serves each connection on
+/// its own thread.
+pub fn tcp_server(ns: &str, addr: SocketAddr, handle: fn(TcpStream)) -> Server {
+    let l = within(ns, move || TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")));
+    l.set_nonblocking(true).unwrap();
+    let (stop, hits) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let (s2, h2) = (stop.clone(), hits.clone());
+    let thread = thread::spawn(move || {
+        while !s2.load(Ordering::SeqCst) {
+            match l.accept() {
+                Ok((c, _)) => {
+                    h2.fetch_add(1, Ordering::SeqCst);
+                    let _ = c.set_nonblocking(false);
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(20)));
+                    thread::spawn(move || handle(c));
+                }
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    Server { stop, hits, thread: Some(thread) }
+}
+
+pub fn echo(mut c: TcpStream) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if c.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = c.shutdown(Shutdown::Write);
+}
+
+/// Answers every connection with the last octet of the address it was
+/// made to, then closes: which address the relay dialled.
+fn who(mut c: TcpStream) {
+    let me = c.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let _ = c.write_all(me.as_bytes());
+    let _ = c.shutdown(Shutdown::Write);
+    let mut sink = [0u8; 64];
+    let _ = c.read(&mut sink);
+}
+
+/// A UDP echo at `addr` in `ns`.
+pub fn udp_echo(ns: &str, addr: SocketAddr) -> Server {
+    let s = within(ns, move || UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")));
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let (stop, hits) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let (s2, h2) = (stop.clone(), hits.clone());
+    let thread = thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while !s2.load(Ordering::SeqCst) {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                h2.fetch_add(1, Ordering::SeqCst);
+                let _ = s.send_to(&buf[..n], from);
+            }
+        }
+    });
+    Server { stop, hits, thread: Some(thread) }
+}
+
+/// A DNS server whose A answer for every name is `answer` (changeable),
+/// with TTL 1.
+pub fn dns_server(ns: &str, addr: SocketAddr, answer: Arc<Mutex<Ipv4Addr>>) -> Server {
+    use hickory_proto::op::{Message, MessageType, OpCode};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record, RecordType};
+    let s = within(ns, move || UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")));
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let (stop, hits) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let (s2, h2) = (stop.clone(), hits.clone());
+    let thread = thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        while !s2.load(Ordering::SeqCst) {
+            let Ok((n, from)) = s.recv_from(&mut buf) else { continue };
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let Some(question) = q.queries.first().cloned() else { continue };
+            h2.fetch_add(1, Ordering::SeqCst);
+            let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            r.metadata.authoritative = true;
+            r.metadata.recursion_desired = q.metadata.recursion_desired;
+            r.metadata.recursion_available = true;
+            r.add_query(question.clone());
+            if question.query_type() == RecordType::A {
+                let ip = *answer.lock().unwrap();
+                r.add_answer(Record::from_rdata(question.name().clone(), 1, RData::A(A(ip))));
+            }
+            if let Some(e) = q.edns.clone() {
+                r.set_edns(e);
+            }
+            if let Ok(bytes) = r.to_vec() {
+                let _ = s.send_to(&bytes, from);
+            }
+        }
+    });
+    Server { stop, hits, thread: Some(thread) }
+}
+
+/// The relay: `egret relay` in the relay namespace, its stdout (events)
+/// collected; killed by its pid on drop.
+pub struct Egret {
+    child: Child,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+    pub socket: PathBuf,
+}
+
+impl Egret {
+    pub fn start(t: &Trio, env: &[(&str, &str)], ready: SocketAddr) -> Egret {
+        let dir = util::scratch(&format!("relay-{}", t.relay));
+        let socket = dir.join("egret.sock");
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &t.relay, env!("CARGO_BIN_EXE_egret")]);
+        // Nothing of the developer's environment.
+        c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        c.env("HEALTH_SOCKET", &socket).env("LOG_LEVEL", "info");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = c.spawn().expect("spawn egret");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut e = Egret { child, lines, seen: Vec::new(), socket };
+        let ns = t.inside.clone();
+        let up = crate::netns::wait_for(Duration::from_secs(20), || {
+            let ns = ns.clone();
+            within(&ns, move || TcpStream::connect_timeout(&ready, Duration::from_millis(300)).ok())
+                .map(|_| ())
+        });
+        if up.is_none() {
+            let status = e.child.try_wait();
+            panic!("the relay never listened on {ready} (exit: {status:?})");
+        }
+        // Hits from the probe connection are not the test's.
+        thread::sleep(Duration::from_millis(100));
+        e
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for an event line containing every needle.
+    pub fn event(&mut self, needles: &[&str], timeout: Duration) -> Option<String> {
+        let hit = |l: &String| needles.iter().all(|n| l.contains(n));
+        if let Some(l) = self.seen.iter().find(|l| hit(l)) {
+            return Some(l.clone());
+        }
+        let end = Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if hit(&l) {
+                        return Some(l);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// `GET path` on the health socket: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut s = UnixStream::connect(&self.socket).expect("health socket");
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let code = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        (code, body)
+    }
+
+    /// `egret health` against this relay: (exit code, stdout + stderr).
+    pub fn health(&self) -> (i32, String) {
+        let mut c = util::egret();
+        c.arg("health").env("HEALTH_SOCKET", &self.socket);
+        let (code, out, err) = util::run(c);
+        (code, format!("{out}{err}"))
+    }
+}
+
+impl Drop for Egret {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects from the internal namespace.
+fn connect(t: &Trio, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let ns = t.inside.clone();
+    within(&ns, move || TcpStream::connect_timeout(&to, Duration::from_secs(2)))
+}
+
+/// Sends `data` and reads the echo back, byte for byte.
+fn round_trip(mut s: TcpStream, data: &[u8]) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let owned = data.to_vec();
+    let writer = thread::spawn(move || {
+        w.write_all(&owned).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    got
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2654435761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn udp_exchange(t: &Trio, to: SocketAddr, msgs: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+    let ns = t.inside.clone();
+    let msgs = msgs.to_vec();
+    within(&ns, move || {
+        let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.connect(to).unwrap();
+        msgs.iter()
+            .map(|m| {
+                s.send(m).ok()?;
+                let mut buf = vec![0u8; 65536];
+                let n = s.recv(&mut buf).ok()?;
+                Some(buf[..n].to_vec())
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn tcp_and_udp_through_the_relay_byte_exact_and_nothing_else() {
+    let t = Trio::new("rly");
+    let up2 = t.up_ip(2);
+    let _web80 = tcp_server(&t.up, SocketAddr::new(up2, 80), echo);
+    let web443 = tcp_server(&t.up, SocketAddr::new(up2, 443), echo);
+    let syslog = udp_echo(&t.up, SocketAddr::new(t.up_ip(3), 514));
+    t.relay_hosts(&format!("{up2} web.test\n{} syslog.test\n", t.up_ip(3)));
+    // docker-whitelist's variables (TARGET, default PORT 80 443) plus a
+    // second target over UDP in the same container.
+    let mut e = Egret::start(&t, &[("TARGET", "web.test"), ("RELAYS", "syslog.test:514/udp")], t.door(443));
+    // TCP 80 and 443, over IPv4 and IPv6, byte-exact; 443 carries bulk.
+    let small = pattern(1000, 1);
+    assert_eq!(round_trip(connect(&t, t.door(80)).expect("door 80"), &small), small);
+    let bulk = pattern(4 << 20, 2);
+    let got = round_trip(connect(&t, t.door(443)).expect("door 443"), &bulk);
+    assert!(got == bulk, "bulk not byte-exact: {} of {} bytes", got.len(), bulk.len());
+    let v6 = pattern(70_000, 3);
+    assert_eq!(round_trip(connect(&t, t.door6(80)).expect("door 80 over IPv6"), &v6), v6);
+    // UDP, byte-exact, answers relayed back.
+    let msgs: Vec<Vec<u8>> = [1usize, 512, 1400, 8000].iter().map(|&n| pattern(n, n as u32)).collect();
+    let answers = udp_exchange(&t, t.door(514), &msgs);
+    for (m, a) in msgs.iter().zip(&answers) {
+        assert_eq!(a.as_deref(), Some(&m[..]), "udp datagram of {} bytes", m.len());
+    }
+    let answers6 = udp_exchange(&t, t.door6(514), &msgs[..1]);
+    assert_eq!(answers6[0].as_deref(), Some(&msgs[0][..]), "udp over IPv6");
+    assert!(syslog.hits.load(Ordering::SeqCst) >= 5);
+    // The internal client reaches nothing else: not the upstream
+    // directly, not another port of the relay, and not through it even
+    // with a route via the relay (the relay does not forward packets).
+    assert!(connect(&t, SocketAddr::new(up2, 443)).is_err(), "no route out of the internal network");
+    let hits = web443.hits.load(Ordering::SeqCst);
+    sh(&["ip", "-n", &t.inside, "route", "add", "default", "via", &t.door(0).ip().to_string()]);
+    assert!(connect(&t, SocketAddr::new(up2, 443)).is_err(), "the relay routed a packet");
+    assert!(connect(&t, t.door(22)).is_err(), "a port that is not relayed");
+    assert_eq!(web443.hits.load(Ordering::SeqCst), hits, "nothing reached the upstream around the relay");
+    // Events and metrics as in the other modes.
+    let ev = e.event(&["\"relay.allowed\"", "\"protocol\":\"TCP\"", "web.test"], Duration::from_secs(5));
+    assert!(ev.is_some(), "no TCP relay event in {:?}", e.seen);
+    let ev = e.event(&["\"relay.allowed\"", "\"protocol\":\"UDP\"", "syslog.test"], Duration::from_secs(5));
+    assert!(ev.is_some(), "no UDP relay event in {:?}", e.seen);
+    let (code, metrics) = e.get("/metrics");
+    assert_eq!(code, 200);
+    let allowed = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("egret_filter_connections_total{component=\"relay\",verdict=\"allowed\"} ")
+        })
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(allowed.is_some_and(|n| n >= 5), "{metrics}");
+    let up_bytes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("egret_filter_relayed_bytes_total{direction=\"up\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(up_bytes.is_some_and(|n| n >= bulk.len() as u64), "{metrics}");
+    // No nftables: relay mode installs no table.
+    let out = Command::new("ip").args(["netns", "exec", &t.relay, "nft", "list", "tables"]).output();
+    if let Ok(o) = out {
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("egret"), "relay mode installed rules");
+    }
+    assert_eq!(e.health().0, 0, "no health checks configured: healthy");
+}
+
+#[test]
+fn pre_resolve_dials_the_nameservers_answer_and_follows_a_move() {
+    let t = Trio::new("rlr");
+    let (a, b, sys) = (t.up_ip(2), t.up_ip(3), t.up_ip(4));
+    let _servers: Vec<Server> =
+        [a, b, sys].iter().map(|ip| tcp_server(&t.up, SocketAddr::new(*ip, 80), who)).collect();
+    // The container's own resolver names another address (as Docker's
+    // would answer the alias with the relay itself).
+    t.relay_hosts(&format!("{sys} moving.test\n"));
+    let answer = Arc::new(Mutex::new(match a {
+        IpAddr::V4(v) => v,
+        IpAddr::V6(_) => unreachable!(),
+    }));
+    let dns = dns_server(&t.up, SocketAddr::new(a, 53), answer.clone());
+    let ns = a.to_string();
+    let e = Egret::start(
+        &t,
+        &[("TARGET", "moving.test"), ("PORT", "80"), ("PRE_RESOLVE", "1"), ("NAMESERVERS", &ns)],
+        t.door(80),
+    );
+    let ask = || {
+        let mut s = connect(&t, t.door(80)).expect("door");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = String::new();
+        let _ = s.read_to_string(&mut got);
+        got
+    };
+    assert_eq!(ask(), a.to_string(), "the relay dialled the NAMESERVERS answer");
+    assert!(dns.hits.load(Ordering::SeqCst) >= 1);
+    // The target moves; new connections follow within the TTL (1 s,
+    // the relay's floor), without a restart.
+    let pid = e.pid();
+    *answer.lock().unwrap() = match b {
+        IpAddr::V4(v) => v,
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let moved = crate::netns::wait_for(Duration::from_secs(10), || (ask() == b.to_string()).then_some(()));
+    assert!(moved.is_some(), "new connections still go to the old address");
+    assert_eq!(ask(), b.to_string());
+    assert_eq!(e.pid(), pid);
+    // Without PRE_RESOLVE, the system resolver's answer is used (the
+    // control: the hosts file really answers differently).
+    drop(e);
+    let _e = Egret::start(&t, &[("TARGET", "moving.test"), ("PORT", "80")], t.door(80));
+    assert_eq!(ask(), sys.to_string());
+}
+
+#[test]
+fn max_connections_holds_the_third_until_one_closes() {
+    let t = Trio::new("rlm");
+    let up = t.up_ip(2);
+    let _web = tcp_server(&t.up, SocketAddr::new(up, 7000), echo);
+    let udp = udp_echo(&t.up, SocketAddr::new(up, 7001));
+    let target = up.to_string();
+    let mut e = Egret::start(
+        &t,
+        &[
+            ("TARGET", &target),
+            ("PORT", "7000"),
+            ("RELAYS", &format!("{target}:7001/udp")),
+            ("MAX_CONNECTIONS", "2"),
+        ],
+        t.door(7000),
+    );
+    // The readiness probe took (and gave back) a slot; wait until it is free.
+    thread::sleep(Duration::from_millis(300));
+    let open = |tag: &[u8]| {
+        let mut s = connect(&t, t.door(7000)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(tag).unwrap();
+        let mut got = vec![0u8; tag.len()];
+        s.read_exact(&mut got).expect("echo");
+        assert_eq!(got, tag);
+        s
+    };
+    let c1 = open(b"one");
+    let _c2 = open(b"two");
+    let mut c3 = connect(&t, t.door(7000)).expect("the third connects (it waits in the backlog)");
+    c3.write_all(b"three").unwrap();
+    c3.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    let mut got = [0u8; 5];
+    assert!(c3.read_exact(&mut got).is_err(), "the third was served while two were open");
+    drop(c1);
+    c3.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c3.read_exact(&mut got).expect("the third is served once one closes");
+    assert_eq!(&got, b"three");
+    // UDP: two flows, the third client's datagrams are not forwarded.
+    let ns = t.inside.clone();
+    let door = t.door(7001);
+    let answers = within(&ns, move || {
+        let socks: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("0.0.0.0:0").unwrap()).collect();
+        let mut out = Vec::new();
+        for (i, s) in socks.iter().enumerate() {
+            s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+            s.send_to(format!("flow{i}").as_bytes(), door).unwrap();
+            let mut buf = [0u8; 64];
+            out.push(s.recv(&mut buf).ok().map(|n| buf[..n].to_vec()));
+        }
+        // The first two keep working.
+        socks[0].send_to(b"again", door).unwrap();
+        let mut buf = [0u8; 64];
+        out.push(socks[0].recv(&mut buf).ok().map(|n| buf[..n].to_vec()));
+        out
+    });
+    assert_eq!(answers[0].as_deref(), Some(&b"flow0"[..]));
+    assert_eq!(answers[1].as_deref(), Some(&b"flow1"[..]));
+    assert_eq!(answers[2], None, "a third UDP flow was forwarded");
+    assert_eq!(answers[3].as_deref(), Some(&b"again"[..]));
+    assert_eq!(udp.hits.load(Ordering::SeqCst), 3, "the third flow's datagram reached the target");
+    let ev = e.event(
+        &["\"relay.blocked\"", "\"reason\":\"limit\"", "\"protocol\":\"UDP\""],
+        Duration::from_secs(5),
+    );
+    assert!(ev.is_some(), "no limit event in {:?}", e.seen);
+}
+
+#[test]
+fn a_waiting_connection_gives_up_after_the_bounded_wait() {
+    let t = Trio::new("rlq");
+    let up = t.up_ip(2);
+    let _web = tcp_server(&t.up, SocketAddr::new(up, 7000), echo);
+    let target = up.to_string();
+    let mut e = Egret::start(
+        &t,
+        &[("TARGET", &target), ("PORT", "7000"), ("MAX_CONNECTIONS", "1"), ("RELAY_QUEUE_TIMEOUT", "1s")],
+        t.door(7000),
+    );
+    thread::sleep(Duration::from_millis(300));
+    let mut c1 = connect(&t, t.door(7000)).unwrap();
+    c1.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    c1.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c1.read_exact(&mut b).unwrap();
+    let mut c2 = connect(&t, t.door(7000)).unwrap();
+    c2.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let r = c2.read_to_end(&mut rest);
+    assert!(r.is_err() || rest.is_empty(), "the waiting connection got data");
+    assert!(started.elapsed() < Duration::from_secs(8), "the wait was not bounded");
+    let ev = e.event(
+        &["\"relay.blocked\"", "\"reason\":\"limit\"", "\"protocol\":\"TCP\""],
+        Duration::from_secs(5),
+    );
+    assert!(ev.is_some(), "no limit event in {:?}", e.seen);
+}
+
+/// A small SMTP server: greeting, EHLO, HELP, QUIT.
+fn smtp(c: TcpStream) {
+    let mut w = c.try_clone().unwrap();
+    let _ = w.write_all(b"220 mail.test ESMTP test\r\n");
+    for line in BufReader::new(c).lines() {
+        let Ok(line) = line else { return };
+        let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" => b"250-mail.test\r\n250-PIPELINING\r\n250 HELP\r\n",
+            "HELP" => b"214 see RFC 5321\r\n",
+            "QUIT" => {
+                let _ = w.write_all(b"221 bye\r\n");
+                return;
+            }
+            _ => b"502 not implemented\r\n",
+        };
+        if w.write_all(reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn http_ok(mut c: TcpStream) {
+    let mut buf = [0u8; 4096];
+    let _ = c.read(&mut buf);
+    let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+}
+
+#[test]
+fn health_checks_follow_the_targets() {
+    let t = Trio::new("rlh");
+    let up = t.up_ip(2);
+    t.relay_hosts(&format!("{up} mail.test\n"));
+    let http_at = SocketAddr::new(up, 8081);
+    let smtp_at = SocketAddr::new(up, 2525);
+    let web = tcp_server(&t.up, http_at, http_ok);
+    let mail = tcp_server(&t.up, smtp_at, smtp);
+    let _relayed = tcp_server(&t.up, SocketAddr::new(up, 587), smtp);
+    let e = Egret::start(
+        &t,
+        &[
+            ("TARGET", "mail.test"),
+            ("PORT", "587"),
+            ("HTTP_HEALTHCHECK", "1"),
+            ("HTTP_HEALTHCHECK_URL", "http://$TARGET:8081/"),
+            ("HTTP_HEALTHCHECK_TIMEOUT_MS", "1000"),
+            ("SMTP_HEALTHCHECK", "1"),
+            ("SMTP_HEALTHCHECK_URL", "smtp://$TARGET:2525"),
+            ("SMTP_HEALTHCHECK_TIMEOUT_MS", "1000"),
+        ],
+        t.door(587),
+    );
+    let (code, out) = e.health();
+    assert_eq!(code, 0, "both targets up: {out}");
+    drop(web);
+    let (code, out) = e.health();
+    assert_eq!(code, 1, "HTTP target down: {out}");
+    assert!(out.contains("HTTP_HEALTHCHECK") && !out.contains("SMTP_HEALTHCHECK"), "{out}");
+    let _web = tcp_server(&t.up, http_at, http_ok);
+    assert_eq!(e.health().0, 0, "HTTP target back");
+    drop(mail);
+    let (code, out) = e.health();
+    assert_eq!(code, 1, "SMTP target down: {out}");
+    assert!(out.contains("SMTP_HEALTHCHECK"), "{out}");
+    // An SMTP server that answers, but negatively, is down too.
+    let _bad = tcp_server(&t.up, smtp_at, |mut c| {
+        let _ = c.write_all(b"554 no service\r\n");
+    });
+    let (code, out) = e.health();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("554"), "{out}");
+}
+
+/// A real ClientHello naming `sni` (rustls, no roots needed: it never
+/// gets further than the hello).
+fn client_hello(sni: &str) -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn relay_check_refuses_another_name() {
+    let t = Trio::new("rlc");
+    let up = t.up_ip(2);
+    t.relay_hosts(&format!("{up} fonts.test\n"));
+    let tls = tcp_server(&t.up, SocketAddr::new(up, 443), echo);
+    let web = tcp_server(&t.up, SocketAddr::new(up, 80), echo);
+    let mut e = Egret::start(&t, &[("TARGET", "fonts.test"), ("RELAY_CHECK", "sni,host")], t.door(443));
+    let before = (tls.hits.load(Ordering::SeqCst), web.hits.load(Ordering::SeqCst));
+    // The target's own name passes, byte-exact.
+    let hello = client_hello("fonts.test");
+    assert_eq!(round_trip(connect(&t, t.door(443)).unwrap(), &hello), hello);
+    assert_eq!(tls.hits.load(Ordering::SeqCst), before.0 + 1);
+    // Another virtual host on the same target: refused, nothing dialled.
+    let mut s = connect(&t, t.door(443)).unwrap();
+    s.write_all(&client_hello("admin.fonts.test")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let r = s.read_to_end(&mut got);
+    assert!(r.is_err() || got.is_empty(), "the refused hello got an answer");
+    assert_eq!(tls.hits.load(Ordering::SeqCst), before.0 + 1, "the refused hello reached the target");
+    let ev = e.event(&["\"relay.blocked\"", "target-mismatch", "admin.fonts.test"], Duration::from_secs(5));
+    assert!(ev.is_some(), "no blocked event in {:?}", e.seen);
+    // Plain HTTP: the Host of every request is checked.
+    let ok = b"GET / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 0\r\n\r\n".to_vec();
+    assert_eq!(round_trip(connect(&t, t.door(80)).unwrap(), &ok), ok);
+    let mut s = connect(&t, t.door(80)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    assert!(got.starts_with("HTTP/1.1 403"), "{got:?}");
+    assert_eq!(web.hits.load(Ordering::SeqCst), before.1 + 1, "the refused request reached the target");
+    // A later request on a kept-alive connection is checked too.
+    let mut s = connect(&t, t.door(80)).unwrap();
+    let first = b"GET / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 0\r\n\r\n";
+    s.write_all(first).unwrap();
+    let mut echo_back = vec![0u8; first.len()];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.read_exact(&mut echo_back).unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: other.test\r\n\r\n").unwrap();
+    let mut rest = String::new();
+    let _ = s.read_to_string(&mut rest);
+    assert!(rest.contains("403") && !rest.contains("other.test"), "{rest:?}");
+}
+
+#[test]
+fn bad_relay_configuration_lists_every_problem() {
+    let mut c = util::egret();
+    c.arg("relay").env("PORT", "80 http").env("MODE", "sctp").env("MAX_CONNECTIONS", "0");
+    let (code, _, err) = util::run(c);
+    assert_eq!(code, 2, "{err}");
+    for needle in ["TARGET: must be set", "PORT=", "MODE=\"sctp\"", "MAX_CONNECTIONS="] {
+        assert!(err.contains(needle), "{needle} missing in {err}");
+    }
+    // docker-whitelist's variables alone select relay mode.
+    let mut c = util::egret();
+    c.env("TARGET", "a.example").env("MODE", "sctp");
+    let (code, _, err) = util::run(c);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("relay") && err.contains("MODE"), "{err}");
+}
