@@ -192,6 +192,11 @@ pub struct DashboardConfig {
     /// `TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` /
     /// `X-Real-IP` name the real client (for the rate limit).
     pub trusted_proxies: Vec<crate::policy::Cidr>,
+    /// `DB_PATH`: the SQLite file; `None` keeps events in memory (no
+    /// `DB_PATH`, or `EPHEMERAL=true`).
+    pub db_path: Option<std::path::PathBuf>,
+    /// `LOG_RETENTION`; in memory the default is `BUFFER_SIZE` entries.
+    pub retention: crate::dashboard::store::Retention,
     /// Unusable values replaced by g0efilter's default, for the log.
     pub warnings: Vec<String>,
 }
@@ -768,6 +773,15 @@ impl DashboardConfig {
                 Err(why) => e.error("TRUSTED_PROXIES", item, format!("an IP or CIDR ({why})")),
             }
         }
+        let ephemeral = e.get("EPHEMERAL", false, parse_bool);
+        let db_path = e.string("DB_PATH").filter(|_| !ephemeral).map(std::path::PathBuf::from);
+        let retention = e.opt("LOG_RETENTION", crate::dashboard::store::Retention::parse).unwrap_or(
+            if db_path.is_some() {
+                crate::dashboard::store::Retention::PERSISTENT
+            } else {
+                crate::dashboard::store::Retention { max_age: None, max_rows: Some(buffer_size as u64) }
+            },
+        );
         let cfg = DashboardConfig {
             log_level,
             listen,
@@ -779,6 +793,8 @@ impl DashboardConfig {
             rate_rps,
             rate_burst,
             trusted_proxies,
+            db_path,
+            retention,
             warnings,
         };
         if e.errors.is_empty() {

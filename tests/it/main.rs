@@ -22,6 +22,7 @@ mod proxy;
 mod proxy_netns;
 mod run;
 mod selftest;
+mod storage;
 mod structure;
 mod syslog;
 mod util;
