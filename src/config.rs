@@ -197,6 +197,14 @@ pub struct DashboardConfig {
     pub db_path: Option<std::path::PathBuf>,
     /// `LOG_RETENTION`; in memory the default is `BUFFER_SIZE` entries.
     pub retention: crate::dashboard::store::Retention,
+    /// `AUTH_MODE`: who may read (`none` keeps today's public reads).
+    pub auth_mode: crate::dashboard::auth::Mode,
+    /// `DASHBOARD_USERS` (session mode).
+    pub users: Vec<crate::dashboard::auth::User>,
+    /// `FORWARD_AUTH_HEADER` (forward mode), `Remote-User` by default.
+    pub forward_header: String,
+    /// `SESSION_TTL`: how long a login lasts.
+    pub session_ttl: Duration,
     /// Unusable values replaced by g0efilter's default, for the log.
     pub warnings: Vec<String>,
 }
@@ -782,6 +790,40 @@ impl DashboardConfig {
                 crate::dashboard::store::Retention { max_age: None, max_rows: Some(buffer_size as u64) }
             },
         );
+        let auth_mode =
+            e.get("AUTH_MODE", crate::dashboard::auth::Mode::None, crate::dashboard::auth::Mode::parse);
+        let users = match e.string("DASHBOARD_USERS") {
+            Some(v) => match crate::dashboard::auth::parse_users(&v) {
+                Ok(u) => u,
+                Err(why) => {
+                    e.error("DASHBOARD_USERS", "<hidden>", why);
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        if auth_mode == crate::dashboard::auth::Mode::Session
+            && users.is_empty()
+            && e.string("DASHBOARD_USERS").is_none()
+        {
+            e.error(
+                "DASHBOARD_USERS",
+                "",
+                "is required with AUTH_MODE=session: name:hash entries from `egret dashboard hash-password`",
+            );
+        }
+        if auth_mode == crate::dashboard::auth::Mode::Forward && trusted_proxies.is_empty() {
+            e.error(
+                "TRUSTED_PROXIES",
+                "",
+                "is required with AUTH_MODE=forward: the proxy addresses whose user header is believed",
+            );
+        }
+        let forward_header = e.string("FORWARD_AUTH_HEADER").unwrap_or_else(|| "Remote-User".to_owned());
+        let session_ttl = e.get("SESSION_TTL", Duration::from_secs(12 * 3600), |s| match parse_duration(s) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            _ => Err("a duration above zero such as 12h".to_owned()),
+        });
         let cfg = DashboardConfig {
             log_level,
             listen,
@@ -795,6 +837,10 @@ impl DashboardConfig {
             trusted_proxies,
             db_path,
             retention,
+            auth_mode,
+            users,
+            forward_header,
+            session_ttl,
             warnings,
         };
         if e.errors.is_empty() {

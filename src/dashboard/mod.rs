@@ -9,6 +9,7 @@
 //! Runs as `egret dashboard` ([`run`]) or as a thread inside another
 //! process ([`start`] returns a [`Handle`]).
 
+pub mod auth;
 pub mod db;
 pub mod metrics;
 pub mod rate;
@@ -28,6 +29,7 @@ use serde_json::{Map, Value};
 use tiny_http::{Header, Request, Response, Server};
 
 use crate::config::{Config, ConfigErrors, DashboardConfig};
+use auth::Who;
 use metrics::Metrics;
 use rate::RateLimiter;
 use routes::{Route, MAX_BODY};
@@ -116,6 +118,9 @@ struct Shared {
     /// last write went through.
     storage_fault: Mutex<Option<String>>,
     limiter: Mutex<RateLimiter>,
+    /// Login attempts per client (session mode): five a minute.
+    login_limiter: Mutex<RateLimiter>,
+    sessions: Mutex<auth::Sessions>,
     /// `TRUSTED_PROXIES`, for the rate limit's client address.
     trusted: crate::policy::IpSet,
     metrics: Metrics,
@@ -322,6 +327,8 @@ pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
     let server = Arc::new(server);
     let shared = Arc::new(Shared {
         limiter: Mutex::new(RateLimiter::new(cfg.rate_rps, cfg.rate_burst)),
+        login_limiter: Mutex::new(RateLimiter::new(5.0 / 60.0, 5)),
+        sessions: Mutex::new(auth::Sessions::default()),
         trusted: crate::policy::IpSet::from_cidrs(&cfg.trusted_proxies),
         db,
         tick: Mutex::new(Tick { last_id: counters.last_id, clears: counters.clears }),
@@ -371,6 +378,22 @@ pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
             "dashboard: events kept in memory only (no DB_PATH, or EPHEMERAL=true): lost on restart; \
              retention {}",
             shared.cfg.retention
+        ),
+    }
+    match shared.cfg.auth_mode {
+        auth::Mode::None => log::warn!(
+            "dashboard: AUTH_MODE=none: reads are public (events, live stream and UI for anyone who reaches \
+             {addr}); writes need the API key. Set AUTH_MODE=session or forward to require a login"
+        ),
+        auth::Mode::Session => log::info!(
+            "dashboard: AUTH_MODE=session: {} user(s) may log in; sessions last {}s",
+            shared.cfg.users.len(),
+            shared.cfg.session_ttl.as_secs()
+        ),
+        auth::Mode::Forward => log::info!(
+            "dashboard: AUTH_MODE=forward: the user in {} is believed from {} trusted prox(ies) only",
+            shared.cfg.forward_header,
+            shared.cfg.trusted_proxies.len()
         ),
     }
     log::info!(
@@ -519,6 +542,21 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
         routes::client_ip(peer, header(&rq, "X-Forwarded-For"), header(&rq, "X-Real-IP"), &shared.trusted);
     let route = routes::route(rq.method().as_str(), &path);
     log::trace!("dashboard: {peer} {} {path} → {route:?}", rq.method());
+    let who = who(shared, &rq, peer);
+    let reads_data =
+        matches!(route, Route::GetLogs | Route::Events) || matches!(route, Route::Asset(a) if a.path == "/");
+    if reads_data && !who.may_read() {
+        if matches!(route, Route::Asset(_)) && shared.cfg.auth_mode == auth::Mode::Session {
+            return reply(
+                rq,
+                303,
+                "text/plain; charset=utf-8",
+                b"see /login\n".to_vec(),
+                &[("Location", "/login")],
+            );
+        }
+        return reject(shared, rq, 401, "unauthorized", &[]);
+    }
     match route {
         Route::Health => {
             let c = shared.db.counters();
@@ -567,9 +605,15 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
         }
         Route::PostLogs => post_logs(shared, rq, client),
         Route::DeleteLogs => {
-            match gate(shared, &rq, client) {
-                Gate::Pass => {}
-                g => return refuse(shared, rq, g, true),
+            match &who {
+                Who::User { .. } if !who.may_change(header(&rq, "X-CSRF-Token")) => {
+                    return reject(shared, rq, 403, "csrf token missing or wrong", &[]);
+                }
+                Who::User { .. } => {}
+                _ => match gate(shared, &rq, client) {
+                    Gate::Pass => {}
+                    g => return refuse(shared, rq, g, true),
+                },
             }
             let n = match shared.db.clear() {
                 Ok(n) => n,
@@ -584,6 +628,21 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
             reply_json(rq, 200, serde_json::json!({"status": "cleared", "cleared": n}).to_string());
         }
         Route::Events => stream(shared, rq, &query),
+        Route::LoginPage => login_page(shared, rq, peer),
+        Route::Login => login(shared, rq, peer, client),
+        Route::Logout => logout(shared, rq, &who, peer),
+        Route::Session => {
+            if !who.may_read() {
+                return reject(shared, rq, 401, "unauthorized", &[]);
+            }
+            let body = match &who {
+                Who::User { name, csrf } => {
+                    serde_json::json!({"mode": shared.cfg.auth_mode.as_str(), "user": name, "csrf": csrf})
+                }
+                _ => serde_json::json!({"mode": shared.cfg.auth_mode.as_str()}),
+            };
+            reply_json(rq, 200, body.to_string());
+        }
         Route::MethodNotAllowed(allow) => reject(shared, rq, 405, "method not allowed", &[("Allow", allow)]),
         Route::NotFound => reject(shared, rq, 404, "not found", &[]),
     }
@@ -619,6 +678,126 @@ fn refuse_huge_body(shared: &Shared, rq: Request) {
     // body reader inside; the request itself is then dropped harmlessly.
     let stream = rq.upgrade("close", resp);
     std::mem::forget(stream);
+}
+
+/// Random bytes as hex, for session tokens and CSRF values.
+fn random_hex(n: usize) -> std::io::Result<String> {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(auth::hex(&buf))
+}
+
+/// Who the request is from (see [`auth`]).
+fn who(shared: &Shared, rq: &Request, peer: IpAddr) -> Who {
+    if key_ok(shared, rq) {
+        return Who::Key;
+    }
+    match shared.cfg.auth_mode {
+        auth::Mode::None => Who::Public,
+        auth::Mode::Session => {
+            let Some(token) = auth::cookie(header(rq, "Cookie"), auth::SESSION_COOKIE) else {
+                return Who::Nobody;
+            };
+            let sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            match sessions.get(token, Instant::now()) {
+                Some(s) => Who::User { name: s.user.clone(), csrf: s.csrf.clone() },
+                None => Who::Nobody,
+            }
+        }
+        auth::Mode::Forward => {
+            if !shared.trusted.contains(peer) {
+                return Who::Nobody;
+            }
+            let Some(user) = header(rq, &shared.cfg.forward_header).map(str::trim).filter(|u| !u.is_empty())
+            else {
+                return Who::Nobody;
+            };
+            let csrf = shared
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forwarded_csrf(user, || random_hex(16).ok());
+            match csrf {
+                Some(csrf) => Who::User { name: user.to_owned(), csrf },
+                None => Who::Nobody,
+            }
+        }
+    }
+}
+
+/// Cookies get `Secure` when the request came over HTTPS through a
+/// trusted proxy (the dashboard itself speaks plain HTTP).
+fn secure_cookies(shared: &Shared, rq: &Request, peer: IpAddr) -> bool {
+    shared.trusted.contains(peer)
+        && header(rq, "X-Forwarded-Proto").is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
+fn login_page(shared: &Shared, rq: Request, peer: IpAddr) {
+    if shared.cfg.auth_mode != auth::Mode::Session {
+        return reply(rq, 303, "text/plain; charset=utf-8", b"see /\n".to_vec(), &[("Location", "/")]);
+    }
+    let Ok(value) = random_hex(16) else { return reject(shared, rq, 500, "no randomness", &[]) };
+    let cookie = auth::login_cookie(&value, secure_cookies(shared, &rq, peer));
+    let page = routes::login_page();
+    reply(rq, 200, page.content_type, page.body.to_vec(), &[("Set-Cookie", &cookie)]);
+}
+
+fn login(shared: &Shared, mut rq: Request, peer: IpAddr, client: IpAddr) {
+    if shared.cfg.auth_mode != auth::Mode::Session {
+        return reject(shared, rq, 404, "not found", &[]);
+    }
+    // Double submit: the page's cookie must come back in the header, which
+    // another site's page can neither read nor set.
+    let cookie = auth::cookie(header(&rq, "Cookie"), auth::LOGIN_COOKIE).unwrap_or("");
+    let sent = header(&rq, "X-CSRF-Token").unwrap_or("").trim();
+    if cookie.is_empty() || !routes::constant_time_eq(cookie.as_bytes(), sent.as_bytes()) {
+        return reject(shared, rq, 403, "csrf token missing or wrong", &[]);
+    }
+    let allowed = shared.login_limiter.lock().map(|mut l| l.allow(client, Instant::now())).unwrap_or(false);
+    if !allowed {
+        Metrics::add(&shared.metrics.rate_limited, 1);
+        return reject(shared, rq, 429, "rate limited", &[("Retry-After", "60")]);
+    }
+    let mut body = Vec::new();
+    if rq.as_reader().take(4097).read_to_end(&mut body).is_err() || body.len() > 4096 {
+        return reject(shared, rq, 400, "bad login body", &[]);
+    }
+    let Some(creds) = auth::parse_login(&body) else { return reject(shared, rq, 400, "bad login body", &[]) };
+    if !auth::check_password(&shared.cfg.users, &creds.user, &creds.password) {
+        log::warn!("dashboard: failed login for {:?} from {client}", creds.user);
+        return reject(shared, rq, 401, "wrong user or password", &[]);
+    }
+    let (Ok(token), Ok(csrf)) = (random_hex(32), random_hex(16)) else {
+        return reject(shared, rq, 500, "no randomness", &[]);
+    };
+    let ttl = shared.cfg.session_ttl;
+    shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).create(
+        &creds.user,
+        token.clone(),
+        csrf.clone(),
+        Instant::now(),
+        ttl,
+    );
+    log::info!("dashboard: {} logged in from {client}", creds.user);
+    let cookie = auth::session_cookie(&token, ttl, secure_cookies(shared, &rq, peer));
+    let body = serde_json::json!({"user": creds.user, "csrf": csrf}).to_string();
+    reply(rq, 200, JSON, body.into_bytes(), &[("Set-Cookie", &cookie)]);
+}
+
+fn logout(shared: &Shared, rq: Request, who: &Who, peer: IpAddr) {
+    if shared.cfg.auth_mode != auth::Mode::Session {
+        return reject(shared, rq, 404, "not found", &[]);
+    }
+    let Who::User { name, .. } = who else { return reject(shared, rq, 401, "unauthorized", &[]) };
+    if !who.may_change(header(&rq, "X-CSRF-Token")) {
+        return reject(shared, rq, 403, "csrf token missing or wrong", &[]);
+    }
+    if let Some(token) = auth::cookie(header(&rq, "Cookie"), auth::SESSION_COOKIE) {
+        shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(token);
+    }
+    log::info!("dashboard: {name} logged out");
+    let cookie = auth::clear_session_cookie(secure_cookies(shared, &rq, peer));
+    reply(rq, 200, JSON, b"{\"status\":\"logged out\"}".to_vec(), &[("Set-Cookie", &cookie)]);
 }
 
 fn key_ok(shared: &Shared, rq: &Request) -> bool {

@@ -29,6 +29,10 @@ pub fn config() -> DashboardConfig {
         trusted_proxies: Vec::new(),
         db_path: None,
         retention: egret::dashboard::store::Retention { max_age: None, max_rows: Some(5000) },
+        auth_mode: egret::dashboard::auth::Mode::None,
+        users: Vec::new(),
+        forward_header: "Remote-User".into(),
+        session_ttl: Duration::from_secs(3600),
         warnings: Vec::new(),
     }
 }
