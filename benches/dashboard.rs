@@ -24,6 +24,12 @@ fn cfg() -> DashboardConfig {
         rate_rps: 1e9,
         rate_burst: 1_000_000,
         trusted_proxies: Vec::new(),
+        db_path: None,
+        retention: egret::dashboard::store::Retention { max_age: None, max_rows: Some(50_000) },
+        auth_mode: egret::dashboard::auth::Mode::None,
+        users: Vec::new(),
+        forward_header: "Remote-User".into(),
+        session_ttl: Duration::from_secs(3600),
         warnings: Vec::new(),
     }
 }

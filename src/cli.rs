@@ -13,8 +13,8 @@ pub enum Command {
     /// Relay mode (docker-whitelist's job): `egret relay`, or `run` with
     /// `FILTER_MODE=relay` / `TARGET` set.
     Relay,
-    /// The dashboard server.
-    Dashboard,
+    /// The dashboard server, or one of its tools.
+    Dashboard(DashboardTool),
     /// Validate a policy and print the effective allowlist.
     Check {
         policy: Option<PathBuf>,
@@ -35,6 +35,15 @@ pub enum Command {
     },
     /// `--help` for the whole tool or one subcommand.
     Help(Option<&'static str>),
+}
+
+/// `egret dashboard [TOOL]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DashboardTool {
+    /// Serve (no argument).
+    Serve,
+    /// `hash-password`: read a password on stdin, print its argon2 hash.
+    HashPassword,
 }
 
 /// `egret selftest --technique NAME --privilege P --ports HTTP,HTTPS`.
@@ -83,7 +92,7 @@ pub fn help(cmd: &str) -> &'static str {
     match cmd {
         "run" => "usage: egret run [--print-rules]\n\nRun the filter: install the nftables ruleset, serve the proxies (HTTPS mode)\nor the DNS server (DNS mode), log decisions. Configured by environment\n(POLICY_PATH, FILTER_MODE, ...).\n\n  --print-rules  print the ruleset as nft text and exit without applying it\n",
         "relay" => "usage: egret relay\n\nRelay ports of this container to a fixed TARGET, as docker-whitelist does:\nlisteners on all addresses (IPv4 and IPv6), no nftables rules, no NET_ADMIN.\nConfigured by environment (TARGET, PORT, MODE, MAX_CONNECTIONS, PRE_RESOLVE,\nNAMESERVERS, UDP_ANSWERS, VERBOSE, the HTTP/SMTP health checks, RELAYS,\nRELAY_CHECK). `egret run` does the same when FILTER_MODE=relay, or when TARGET\nor RELAYS is set and FILTER_MODE is not.\n",
-        "dashboard" => "usage: egret dashboard\n\nRun the dashboard: the log API, the live stream (SSE) and the web UI.\nConfigured by environment (PORT, API_KEY, BUFFER_SIZE, ...).\n",
+        "dashboard" => "usage: egret dashboard [hash-password]\n\nRun the dashboard: the log API, the live stream (SSE) and the web UI.\nConfigured by environment (PORT, API_KEY, DB_PATH, AUTH_MODE, ...).\n\n  hash-password    read a password on stdin, print an argon2 hash for DASHBOARD_USERS\n",
         "check" => "usage: egret check [--policy PATH]\n\nValidate the policy (the file at PATH, else POLICY_PATH, plus the\nALLOWLIST_IPS / ALLOWLIST_DOMAINS variables) and print the effective\nallowlist, then the SSRF guard in effect (GUARD_ADDRESSES) as a comment.\nExits 0 when valid, 2 listing every problem when not.\n",
         "init" => "usage: egret init\n\nInstall the fail-closed ruleset and exit. Run it as an init container so the\nrules are in place before any workload starts.\n",
         "cleanup" => "usage: egret cleanup\n\nRemove egret's nftables table (table inet egret). Egress is then unfiltered.\n",
@@ -167,6 +176,20 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             };
             Ok(Command::Selftest { technique })
         }
+        "dashboard" => {
+            let args: Vec<String> = it.collect();
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let tool = match a.as_slice() {
+                [] => DashboardTool::Serve,
+                ["hash-password"] => DashboardTool::HashPassword,
+                _ => {
+                    return Err(UsageError(format!(
+                        "unexpected arguments {a:?} for `egret dashboard` (hash-password)"
+                    )))
+                }
+            };
+            Ok(Command::Dashboard(tool))
+        }
         "health" => {
             let url = it.next();
             if let Some(a) = it.next() {
@@ -180,7 +203,6 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             }
             Ok(match other {
                 "relay" => Command::Relay,
-                "dashboard" => Command::Dashboard,
                 "init" => Command::Init,
                 "cleanup" => Command::Cleanup,
                 _ => Command::Version,
@@ -218,6 +240,9 @@ mod tests {
         assert_eq!(p(&["init"]), Ok(Command::Init));
         assert_eq!(p(&["relay"]), Ok(Command::Relay));
         assert_eq!(p(&["relay", "--help"]), Ok(Command::Help(Some("relay"))));
+        assert_eq!(p(&["dashboard"]), Ok(Command::Dashboard(DashboardTool::Serve)));
+        assert_eq!(p(&["dashboard", "hash-password"]), Ok(Command::Dashboard(DashboardTool::HashPassword)));
+        assert!(p(&["dashboard", "frobnicate"]).is_err());
         assert!(p(&["frobnicate"]).unwrap_err().0.contains("unknown command"));
         assert!(p(&["check", "--policy"]).is_err());
         assert!(p(&["cleanup", "now"]).unwrap_err().0.contains("unexpected argument"));

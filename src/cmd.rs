@@ -47,7 +47,8 @@ pub fn run(cmd: Command) -> Outcome {
                 .map_err(|e| Failure::failed(format!("selftest {}: {e}", t.name)))
         }
         Command::Selftest { technique: None } => selftest(),
-        Command::Dashboard => dashboard(),
+        Command::Dashboard(crate::cli::DashboardTool::Serve) => dashboard(),
+        Command::Dashboard(crate::cli::DashboardTool::HashPassword) => hash_password(),
     }
 }
 
@@ -156,6 +157,32 @@ fn dashboard() -> Outcome {
          the API key"
     );
     crate::dashboard::run(cfg).map_err(Failure::failed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `egret dashboard hash-password`: one line from stdin (the password) →
+/// its argon2id hash on stdout, for `DASHBOARD_USERS=name:HASH`.
+fn hash_password() -> Outcome {
+    use std::io::{BufRead, Read};
+    if nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+        eprintln!("password (the line is shown as you type; pipe it in to avoid that):");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::failed(format!("hash-password: cannot read stdin: {e}")))?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(Failure::invalid("hash-password: empty password (give it on stdin)"));
+    }
+    let mut salt = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut salt))
+        .map_err(|e| Failure::failed(format!("hash-password: no randomness: {e}")))?;
+    let hash = crate::dashboard::auth::hash_password(password, &salt)
+        .map_err(|e| Failure::failed(format!("hash-password: {e}")))?;
+    println!("{hash}");
     Ok(ExitCode::SUCCESS)
 }
 

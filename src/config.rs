@@ -4,6 +4,7 @@
 //!
 //! Pure: the environment is passed in as a lookup function.
 
+use crate::dashboard::store::Retention;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -194,6 +195,19 @@ pub struct DashboardConfig {
     /// `TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` /
     /// `X-Real-IP` name the real client (for the rate limit).
     pub trusted_proxies: Vec<crate::policy::Cidr>,
+    /// `DB_PATH`: the SQLite file; `None` keeps events in memory (no
+    /// `DB_PATH`, or `EPHEMERAL=true`).
+    pub db_path: Option<std::path::PathBuf>,
+    /// `LOG_RETENTION`; in memory the default is `BUFFER_SIZE` entries.
+    pub retention: Retention,
+    /// `AUTH_MODE`: who may read (`none` keeps today's public reads).
+    pub auth_mode: crate::dashboard::auth::Mode,
+    /// `DASHBOARD_USERS` (session mode).
+    pub users: Vec<crate::dashboard::auth::User>,
+    /// `FORWARD_AUTH_HEADER` (forward mode), `Remote-User` by default.
+    pub forward_header: String,
+    /// `SESSION_TTL`: how long a login lasts.
+    pub session_ttl: Duration,
     /// Unusable values replaced by g0efilter's default, for the log.
     pub warnings: Vec<String>,
 }
@@ -306,6 +320,35 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
         Ok(p) if p > 0 => Ok(p),
         _ => Err("a port number 1..65535".into()),
     }
+}
+
+/// `LOG_RETENTION`: parses `30d`, `72h`, `500000`, `7d,1000000` (an age with a unit,
+/// a bare number is a count of entries; comma- or space-separated).
+pub fn parse_retention(s: &str) -> Result<Retention, String> {
+    const FORM: &str = "an age (30d, 72h) and/or an entry count (1000000), comma-separated";
+    let mut r = Retention { max_age: None, max_rows: None };
+    let items: Vec<&str> = s.split([',', ' ']).map(str::trim).filter(|x| !x.is_empty()).collect();
+    if items.is_empty() {
+        return Err(FORM.into());
+    }
+    for item in items {
+        if let Ok(n) = item.parse::<u64>() {
+            if n == 0 || r.max_rows.is_some() {
+                return Err(FORM.into());
+            }
+            r.max_rows = Some(n);
+            continue;
+        }
+        let age = match item.strip_suffix('d').and_then(|d| d.parse::<u64>().ok()) {
+            Some(days) => std::time::Duration::from_secs(days.saturating_mul(86_400)),
+            None => parse_duration(item).map_err(|_| FORM.to_owned())?,
+        };
+        if age.is_zero() || r.max_age.is_some() {
+            return Err(FORM.into());
+        }
+        r.max_age = Some(age);
+    }
+    Ok(r)
 }
 
 /// A duration as Go's `time.ParseDuration` writes it (`1m30s`, `1.5s`,
@@ -802,6 +845,47 @@ impl DashboardConfig {
                 Err(why) => e.error("TRUSTED_PROXIES", item, format!("an IP or CIDR ({why})")),
             }
         }
+        let ephemeral = e.get("EPHEMERAL", false, parse_bool);
+        let db_path = e.string("DB_PATH").filter(|_| !ephemeral).map(std::path::PathBuf::from);
+        let retention = e.opt("LOG_RETENTION", parse_retention).unwrap_or(if db_path.is_some() {
+            Retention::PERSISTENT
+        } else {
+            Retention { max_age: None, max_rows: Some(buffer_size as u64) }
+        });
+        let auth_mode =
+            e.get("AUTH_MODE", crate::dashboard::auth::Mode::None, crate::dashboard::auth::Mode::parse);
+        let users = match e.string("DASHBOARD_USERS") {
+            Some(v) => match crate::dashboard::auth::parse_users(&v) {
+                Ok(u) => u,
+                Err(why) => {
+                    e.error("DASHBOARD_USERS", "<hidden>", why);
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        if auth_mode == crate::dashboard::auth::Mode::Session
+            && users.is_empty()
+            && e.string("DASHBOARD_USERS").is_none()
+        {
+            e.error(
+                "DASHBOARD_USERS",
+                "",
+                "is required with AUTH_MODE=session: name:hash entries from `egret dashboard hash-password`",
+            );
+        }
+        if auth_mode == crate::dashboard::auth::Mode::Forward && trusted_proxies.is_empty() {
+            e.error(
+                "TRUSTED_PROXIES",
+                "",
+                "is required with AUTH_MODE=forward: the proxy addresses whose user header is believed",
+            );
+        }
+        let forward_header = e.string("FORWARD_AUTH_HEADER").unwrap_or_else(|| "Remote-User".to_owned());
+        let session_ttl = e.get("SESSION_TTL", Duration::from_secs(12 * 3600), |s| match parse_duration(s) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            _ => Err("a duration above zero such as 12h".to_owned()),
+        });
         let cfg = DashboardConfig {
             log_level,
             listen,
@@ -813,6 +897,12 @@ impl DashboardConfig {
             rate_rps,
             rate_burst,
             trusted_proxies,
+            db_path,
+            retention,
+            auth_mode,
+            users,
+            forward_header,
+            session_ttl,
             warnings,
         };
         if e.errors.is_empty() {
@@ -1235,5 +1325,19 @@ mod tests {
             DashboardConfig::from_env(&env(&[("API_KEY", "k"), ("TRUSTED_PROXIES", "10.0.0.1, fd00::/8")]))
                 .unwrap();
         assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn retention_table() {
+        let day = std::time::Duration::from_secs(86_400);
+        let ok = |s: &str| parse_retention(s).unwrap();
+        assert_eq!(ok("30d"), Retention { max_age: Some(30 * day), max_rows: None });
+        assert_eq!(ok("72h"), Retention { max_age: Some(3 * day), max_rows: None });
+        assert_eq!(ok("1000000"), Retention { max_age: None, max_rows: Some(1_000_000) });
+        assert_eq!(ok("7d, 500"), Retention { max_age: Some(7 * day), max_rows: Some(500) });
+        assert_eq!(ok("500 1h"), Retention { max_age: Some(day / 24), max_rows: Some(500) });
+        for bad in ["", "0", "0d", "x", "1d,2d", "5,6", "-1d"] {
+            assert!(parse_retention(bad).is_err(), "{bad}");
+        }
     }
 }

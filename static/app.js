@@ -17,6 +17,7 @@
     counts: { ALLOWED: 0, BLOCKED: 0 },
     dests: new Map(),
     source: null,
+    session: null, // GET /api/v1/session: mode, user, csrf
   };
 
   const field = (e, k) => (e.fields && e.fields[k] != null ? String(e.fields[k]) : '');
@@ -174,7 +175,34 @@
     es.onmessage = onMessage;
   }
 
+  // Who we are (AUTH_MODE session/forward): the CSRF token every state
+  // change sends; a 401 means "log in first".
+  async function whoami() {
+    try {
+      const r = await fetch('/api/v1/session', { headers: { Accept: 'application/json' } });
+      if (r.status === 401) { location.assign('/login'); return false; }
+      if (r.ok) state.session = await r.json();
+    } catch (_) { /* treated as mode none */ }
+    const s = state.session || {};
+    if (s.user) {
+      $('user').textContent = s.user;
+      $('user').hidden = false;
+      if (s.mode === 'session') $('logout').hidden = false;
+      // A logged-in user clears with the CSRF token, not the key.
+      $('clear-key').required = false;
+      $('clear-key-label').hidden = true;
+    }
+    return true;
+  }
+
+  async function logout() {
+    const csrf = (state.session && state.session.csrf) || '';
+    try { await fetch('/logout', { method: 'POST', headers: { 'X-CSRF-Token': csrf } }); } catch (_) { /* go anyway */ }
+    location.assign('/login');
+  }
+
   async function load() {
+    if (!(await whoami())) return;
     try {
       const r = await fetch('/api/v1/logs', { headers: { Accept: 'application/json' } });
       if (r.ok) {
@@ -214,9 +242,12 @@
     ev.preventDefault();
     const key = $('clear-key').value;
     try {
-      const r = await fetch('/api/v1/logs', { method: 'DELETE', headers: { 'X-Api-Key': key } });
+      const csrf = state.session && state.session.csrf;
+      const headers = csrf ? { 'X-CSRF-Token': csrf } : { 'X-Api-Key': key };
+      const r = await fetch('/api/v1/logs', { method: 'DELETE', headers });
       if (r.ok) { $('clear-dialog').close(); return; } // the stream's "cleared" resets the view
-      $('clear-error').textContent = r.status === 401 ? 'wrong key' : `failed: HTTP ${r.status}`;
+      $('clear-error').textContent = r.status === 401 ? 'wrong key'
+        : r.status === 403 ? 'refused (csrf); reload the page' : `failed: HTTP ${r.status}`;
     } catch (e) {
       $('clear-error').textContent = 'failed: ' + String(e);
     }
@@ -230,6 +261,7 @@
     $('clear').addEventListener('click', openClear);
     $('clear-cancel').addEventListener('click', () => $('clear-dialog').close());
     $('clear-form').addEventListener('submit', submitClear);
+    $('logout').addEventListener('click', logout);
     load();
   });
 })();

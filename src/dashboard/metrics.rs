@@ -49,6 +49,8 @@ pub struct Metrics {
     pub cleared: AtomicU64,
     /// Requests that declared a body far over the limit (connection parked).
     pub huge_bodies: AtomicU64,
+    /// Ingest batches the database refused (full disk, I/O errors).
+    pub storage_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -75,7 +77,7 @@ impl Metrics {
         let events = self.events.lock().map(|m| m.clone()).unwrap_or_default();
         for (outcome, help) in [
             ("received", "Events posted to the dashboard."),
-            ("stored", "Events stored in the ring (ALLOWED and BLOCKED with a msg)."),
+            ("stored", "Events stored (ALLOWED and BLOCKED with a msg)."),
             ("dropped", "Events accepted but not stored (control messages, no msg, other actions)."),
         ] {
             let samples: Vec<(String, u64)> = events
@@ -86,7 +88,13 @@ impl Metrics {
             family(&mut out, &format!("egret_dashboard_events_{outcome}_total"), "counter", help, &samples);
         }
         let load = |c: &AtomicU64| c.load(Relaxed);
-        let simple: [(&str, &str, &str, u64); 10] = [
+        let simple: [(&str, &str, &str, u64); 11] = [
+            (
+                "egret_dashboard_storage_errors_total",
+                "counter",
+                "Ingest batches the database refused (nothing of them stored).",
+                load(&self.storage_errors),
+            ),
             (
                 "egret_dashboard_huge_bodies_total",
                 "counter",
@@ -96,11 +104,11 @@ impl Metrics {
             (
                 "egret_dashboard_events_evicted_total",
                 "counter",
-                "Entries pushed out of the full ring.",
+                "Entries removed by the retention limits.",
                 load(&self.evicted),
             ),
             ("egret_dashboard_clears_total", "counter", "DELETE /api/v1/logs calls.", load(&self.cleared)),
-            ("egret_dashboard_buffer_entries", "gauge", "Entries in the ring now.", buffered as u64),
+            ("egret_dashboard_buffer_entries", "gauge", "Entries stored now.", buffered as u64),
             ("egret_dashboard_last_id", "gauge", "Id of the newest entry (ids never reset).", last_id),
             ("egret_dashboard_sse_clients", "gauge", "Live event streams now.", load(&self.sse_clients)),
             (

@@ -1,6 +1,6 @@
 //! The dashboard server (the shell): tiny_http workers answer the API and
 //! the UI; each live stream (SSE) gets its own thread and a cursor into
-//! the shared ring, so a slow client only ever falls behind itself.
+//! the database (`db.rs`), so a slow client only ever falls behind itself.
 //!
 //! The decisions (routes, key check, limits, ingest normalisation, rate
 //! buckets, SSE framing) are pure and live in the submodules; this file
@@ -9,6 +9,8 @@
 //! Runs as `egret dashboard` ([`run`]) or as a thread inside another
 //! process ([`start`] returns a [`Handle`]).
 
+pub mod auth;
+pub mod db;
 pub mod metrics;
 pub mod rate;
 pub mod routes;
@@ -26,10 +28,11 @@ use serde_json::{Map, Value};
 use tiny_http::{Header, Request, Response, Server};
 
 use crate::config::{Config, ConfigErrors, DashboardConfig};
+use auth::Who;
 use metrics::Metrics;
 use rate::RateLimiter;
 use routes::{Route, MAX_BODY};
-use store::{IngestContext, Ring};
+use store::{IngestContext, Row};
 
 /// Knobs that are not environment variables (tests turn them).
 #[derive(Debug, Clone)]
@@ -77,6 +80,7 @@ impl Default for Options {
 pub enum Error {
     Bind { addr: SocketAddr, source: std::io::Error },
     Server { addr: SocketAddr, reason: String },
+    Storage(db::Error),
 }
 
 impl fmt::Display for Error {
@@ -84,6 +88,7 @@ impl fmt::Display for Error {
         match self {
             Error::Bind { addr, source } => write!(f, "dashboard: cannot listen on {addr}: {source}"),
             Error::Server { addr, reason } => write!(f, "dashboard: cannot serve on {addr}: {reason}"),
+            Error::Storage(e) => write!(f, "dashboard: {e}"),
         }
     }
 }
@@ -93,6 +98,7 @@ impl std::error::Error for Error {
         match self {
             Error::Bind { source, .. } => Some(source),
             Error::Server { .. } => None,
+            Error::Storage(e) => Some(e),
         }
     }
 }
@@ -101,10 +107,19 @@ impl std::error::Error for Error {
 struct Shared {
     cfg: DashboardConfig,
     opts: Options,
-    ring: Mutex<Ring>,
+    db: db::Db,
+    /// The newest committed id and the clear count, which the streams
+    /// wait on.
+    tick: Mutex<Tick>,
     /// Signalled on every ingest and clear (and on stop).
     changed: Condvar,
+    /// Why ingest fails now (a full disk), for `/health`; `None` when the
+    /// last write went through.
+    storage_fault: Mutex<Option<String>>,
     limiter: Mutex<RateLimiter>,
+    /// Login attempts per client (session mode): five a minute.
+    login_limiter: Mutex<RateLimiter>,
+    sessions: Mutex<auth::Sessions>,
     /// `TRUSTED_PROXIES`, for the rate limit's client address.
     trusted: crate::policy::IpSet,
     metrics: Metrics,
@@ -113,46 +128,99 @@ struct Shared {
     stopping: AtomicBool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tick {
+    last_id: u64,
+    clears: u64,
+}
+
 impl Shared {
-    fn ring(&self) -> MutexGuard<'_, Ring> {
-        // A panic while holding the lock cannot leave the ring torn (every
-        // mutation is a single push/pop/clear), so a poisoned lock is used.
-        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    fn tick(&self) -> MutexGuard<'_, Tick> {
+        // Two plain integers: a poisoned lock holds a usable value.
+        self.tick.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Normalises and stores posted events; returns one result per event.
-    fn ingest(&self, items: &[Map<String, Value>], remote_ip: &str) -> (usize, Vec<Value>) {
+    fn publish(&self) {
+        let c = self.db.counters();
+        *self.tick() = Tick { last_id: c.last_id, clears: c.clears };
+        self.changed.notify_all();
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.storage_fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_fault(&self, fault: Option<String>) {
+        let mut f = self.storage_fault.lock().unwrap_or_else(|e| e.into_inner());
+        if *f != fault {
+            match &fault {
+                Some(why) => log::error!("dashboard: ingest stopped: {why}"),
+                None => log::info!("dashboard: storage writable again; ingest resumed"),
+            }
+            *f = fault;
+        }
+    }
+
+    /// Normalises and stores posted events in one transaction; returns
+    /// one result per event. On a storage error nothing is stored.
+    fn ingest(
+        &self,
+        items: &[Map<String, Value>],
+        remote_ip: &str,
+    ) -> Result<(usize, Vec<Value>), db::Error> {
         let ctx = IngestContext { now_unix_nanos: now_unix_nanos(), remote_ip: remote_ip.to_owned() };
-        let mut results = Vec::with_capacity(items.len());
-        let mut created = 0;
-        {
-            let mut ring = self.ring();
-            for m in items {
-                let action = m.get("action").and_then(Value::as_str).unwrap_or("");
-                let component = m.get("component").and_then(Value::as_str).unwrap_or("");
-                self.metrics.event("received", action, component);
-                match store::normalize(m, &ctx) {
-                    Ok(rec) => {
-                        let (a, c) = (rec.action.clone(), rec.component().unwrap_or("").to_owned());
-                        if ring.len() == self.cfg.buffer_size {
-                            Metrics::add(&self.metrics.evicted, 1);
-                        }
-                        let s = ring.push(rec);
-                        self.metrics.event("stored", &a, &c);
-                        created += 1;
-                        results.push(serde_json::json!({"id": s.id(), "status": "ok"}));
-                    }
-                    Err(skip) => {
-                        self.metrics.event("dropped", action, component);
-                        results.push(serde_json::json!({"status": "skipped", "reason": skip.as_str()}));
-                    }
+        let mut recs = Vec::with_capacity(items.len());
+        let mut slots = Vec::with_capacity(items.len());
+        for m in items {
+            let action = m.get("action").and_then(Value::as_str).unwrap_or("");
+            let component = m.get("component").and_then(Value::as_str).unwrap_or("");
+            self.metrics.event("received", action, component);
+            match store::normalize(m, &ctx) {
+                Ok(rec) => {
+                    slots.push(Ok(recs.len()));
+                    recs.push(Some(rec));
+                }
+                Err(skip) => {
+                    self.metrics.event("dropped", action, component);
+                    slots.push(Err(skip));
                 }
             }
         }
-        if created > 0 {
-            self.changed.notify_all();
+        let labels: Vec<(String, String)> = recs
+            .iter()
+            .flatten()
+            .map(|r| (r.action.clone(), r.component().unwrap_or("").to_owned()))
+            .collect();
+        let stored = self.db.insert(recs.len(), |i, id| {
+            let rec = recs[i].take().unwrap_or_else(|| unreachable!("each record is taken once"));
+            Row::new(rec, id, None)
+        });
+        let (ids, evicted) = match stored {
+            Ok(x) => x,
+            Err(e) => {
+                if matches!(e, db::Error::Full) {
+                    self.set_fault(Some(e.to_string()));
+                }
+                Metrics::add(&self.metrics.storage_errors, 1);
+                return Err(e);
+            }
+        };
+        self.set_fault(None);
+        Metrics::add(&self.metrics.evicted, evicted);
+        for (a, c) in &labels {
+            self.metrics.event("stored", a, c);
         }
-        (created, results)
+        let results = slots
+            .iter()
+            .map(|s| match s {
+                Ok(i) => serde_json::json!({"id": ids[*i], "status": "ok"}),
+                Err(skip) => serde_json::json!({"status": "skipped", "reason": skip.as_str()}),
+            })
+            .collect();
+        if !ids.is_empty() {
+            self.publish();
+        }
+        Ok((ids.len(), results))
     }
 }
 
@@ -172,8 +240,8 @@ impl Handle {
 
     /// Stores events directly, as if posted from `remote_ip` (for the
     /// filter's in-process dashboard). Returns how many were stored.
-    pub fn ingest(&self, events: &[Map<String, Value>], remote_ip: &str) -> usize {
-        self.shared.ingest(events, remote_ip).0
+    pub fn ingest(&self, events: &[Map<String, Value>], remote_ip: &str) -> Result<usize, db::Error> {
+        self.shared.ingest(events, remote_ip).map(|r| r.0)
     }
 
     /// Blocks until the server stops (it only stops through [`Handle::stop`]).
@@ -231,6 +299,10 @@ pub fn run(cfg: DashboardConfig) -> Result<(), Error> {
 
 /// Binds and starts the worker threads; returns at once.
 pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
+    // The database first: a file that cannot be used stops the start
+    // before anything listens (so agents keep their events and retry).
+    let db = db::Db::open(cfg.db_path.as_deref(), cfg.retention).map_err(Error::Storage)?;
+    let counters = db.counters();
     let listener = bind(cfg.listen).map_err(|source| Error::Bind { addr: cfg.listen, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr: cfg.listen, source })?;
     // Accepted sockets inherit SO_SNDTIMEO from the listener on Linux;
@@ -254,9 +326,13 @@ pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
     let server = Arc::new(server);
     let shared = Arc::new(Shared {
         limiter: Mutex::new(RateLimiter::new(cfg.rate_rps, cfg.rate_burst)),
+        login_limiter: Mutex::new(RateLimiter::new(5.0 / 60.0, 5)),
+        sessions: Mutex::new(auth::Sessions::default()),
         trusted: crate::policy::IpSet::from_cidrs(&cfg.trusted_proxies),
-        ring: Mutex::new(Ring::new(cfg.buffer_size)),
+        db,
+        tick: Mutex::new(Tick { last_id: counters.last_id, clears: counters.clears }),
         changed: Condvar::new(),
+        storage_fault: Mutex::new(None),
         metrics: Metrics::default(),
         streams: AtomicUsize::new(0),
         stream_ids: AtomicU64::new(0),
@@ -281,9 +357,46 @@ pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
             log::warn!("dashboard: cannot start the pool kicker ({e}); new streams may wait under load");
         }
     }
+    {
+        let shared = Arc::clone(&shared);
+        let spawned =
+            thread::Builder::new().name("dashboard-prune".into()).spawn(move || prune_loop(&shared));
+        if let Err(e) = spawned {
+            log::warn!("dashboard: cannot start the retention thread ({e}); old entries are kept");
+        }
+    }
+    match shared.db.path() {
+        Some(p) => log::info!(
+            "dashboard: events stored in {} (SQLite, WAL; {} entries, last id {}; retention {})",
+            p.display(),
+            counters.rows,
+            counters.last_id,
+            shared.cfg.retention
+        ),
+        None => log::warn!(
+            "dashboard: events kept in memory only (no DB_PATH, or EPHEMERAL=true): lost on restart; \
+             retention {}",
+            shared.cfg.retention
+        ),
+    }
+    match shared.cfg.auth_mode {
+        auth::Mode::None => log::warn!(
+            "dashboard: AUTH_MODE=none: reads are public (events, live stream and UI for anyone who reaches \
+             {addr}); writes need the API key. Set AUTH_MODE=session or forward to require a login"
+        ),
+        auth::Mode::Session => log::info!(
+            "dashboard: AUTH_MODE=session: {} user(s) may log in; sessions last {}s",
+            shared.cfg.users.len(),
+            shared.cfg.session_ttl.as_secs()
+        ),
+        auth::Mode::Forward => log::info!(
+            "dashboard: AUTH_MODE=forward: the user in {} is believed from {} trusted prox(ies) only",
+            shared.cfg.forward_header,
+            shared.cfg.trusted_proxies.len()
+        ),
+    }
     log::info!(
-        "dashboard listening on http://{addr} (buffer {}, read limit {}, rate {}/s burst {})",
-        shared.cfg.buffer_size,
+        "dashboard listening on http://{addr} (read limit {}, rate {}/s burst {})",
         shared.cfg.read_limit,
         shared.cfg.rate_rps,
         shared.cfg.rate_burst
@@ -319,6 +432,26 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
             TcpListener::bind(v4)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Applies the retention age once a minute (the row limit is applied by
+/// every insert).
+fn prune_loop(shared: &Shared) {
+    let mut next = Instant::now();
+    while !shared.stopping.load(Relaxed) {
+        if Instant::now() >= next {
+            match shared.db.prune_age(now_unix_nanos()) {
+                Ok(0) => {}
+                Ok(n) => {
+                    Metrics::add(&shared.metrics.evicted, n);
+                    log::debug!("dashboard: retention removed {n} entries");
+                }
+                Err(e) => log::warn!("dashboard: retention: {e}"),
+            }
+            next = Instant::now() + Duration::from_secs(60);
+        }
+        thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -408,30 +541,54 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
         routes::client_ip(peer, header(&rq, "X-Forwarded-For"), header(&rq, "X-Real-IP"), &shared.trusted);
     let route = routes::route(rq.method().as_str(), &path);
     log::trace!("dashboard: {peer} {} {path} → {route:?}", rq.method());
+    let who = who(shared, &rq, peer);
+    let reads_data =
+        matches!(route, Route::GetLogs | Route::Events) || matches!(route, Route::Asset(a) if a.path == "/");
+    if reads_data && !who.may_read() {
+        if matches!(route, Route::Asset(_)) && shared.cfg.auth_mode == auth::Mode::Session {
+            return reply(
+                rq,
+                303,
+                "text/plain; charset=utf-8",
+                b"see /login\n".to_vec(),
+                &[("Location", "/login")],
+            );
+        }
+        return reject(shared, rq, 401, "unauthorized", &[]);
+    }
     match route {
         Route::Health => {
-            let ring = shared.ring();
+            let c = shared.db.counters();
+            let fault = shared.fault();
+            let kind = if shared.db.path().is_some() { "sqlite" } else { "memory" };
             // g0efilter-dashboard's keys, then egret's.
-            let body = serde_json::json!({
-                "status": "ok", "service": "g0efilter-dashboard", "server": "egret",
-                "version": crate::VERSION, "entries": ring.len(), "last_id": ring.last_id(),
+            let mut body = serde_json::json!({
+                "status": if fault.is_some() { "degraded" } else { "ok" },
+                "service": "g0efilter-dashboard", "server": "egret",
+                "version": crate::VERSION, "entries": c.rows, "last_id": c.last_id,
+                "storage": if fault.is_some() { "full" } else { kind },
             });
-            drop(ring);
-            reply_json(rq, 200, body.to_string());
+            if let Some(why) = fault {
+                body["error"] = Value::String(why);
+            }
+            reply_json(rq, if body["status"] == "ok" { 200 } else { 503 }, body.to_string());
         }
         Route::Metrics => {
-            let (n, last) = {
-                let ring = shared.ring();
-                (ring.len(), ring.last_id())
-            };
-            let text = shared.metrics.render(n, last);
+            let c = shared.db.counters();
+            let text = shared.metrics.render(c.rows as usize, c.last_id);
             reply(rq, 200, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes(), &[]);
         }
         Route::Asset(a) => reply(rq, 200, a.content_type, a.body.to_vec(), &[]),
         Route::GetLogs => {
             let q = routes::parse_query(&query, shared.cfg.read_limit);
             {
-                let found = shared.ring().query(&q);
+                let found = match shared.db.query(&q) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        log::error!("dashboard: read failed: {e}");
+                        return reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")]);
+                    }
+                };
                 let mut body =
                     String::with_capacity(found.iter().map(|s| s.json.len() + 1).sum::<usize>() + 2);
                 body.push('[');
@@ -447,17 +604,44 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
         }
         Route::PostLogs => post_logs(shared, rq, client),
         Route::DeleteLogs => {
-            match gate(shared, &rq, client) {
-                Gate::Pass => {}
-                g => return refuse(shared, rq, g, true),
+            match &who {
+                Who::User { .. } if !who.may_change(header(&rq, "X-CSRF-Token")) => {
+                    return reject(shared, rq, 403, "csrf token missing or wrong", &[]);
+                }
+                Who::User { .. } => {}
+                _ => match gate(shared, &rq, client) {
+                    Gate::Pass => {}
+                    g => return refuse(shared, rq, g, true),
+                },
             }
-            let n = shared.ring().clear();
+            let n = match shared.db.clear() {
+                Ok(n) => n,
+                Err(e) => {
+                    log::error!("dashboard: clear failed: {e}");
+                    return reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")]);
+                }
+            };
             Metrics::add(&shared.metrics.cleared, 1);
-            shared.changed.notify_all();
+            shared.publish();
             log::info!("dashboard: {client} cleared {n} entries");
             reply_json(rq, 200, serde_json::json!({"status": "cleared", "cleared": n}).to_string());
         }
         Route::Events => stream(shared, rq, &query),
+        Route::LoginPage => login_page(shared, rq, peer),
+        Route::Login => login(shared, rq, peer, client),
+        Route::Logout => logout(shared, rq, &who, peer),
+        Route::Session => {
+            if !who.may_read() {
+                return reject(shared, rq, 401, "unauthorized", &[]);
+            }
+            let body = match &who {
+                Who::User { name, csrf } => {
+                    serde_json::json!({"mode": shared.cfg.auth_mode.as_str(), "user": name, "csrf": csrf})
+                }
+                _ => serde_json::json!({"mode": shared.cfg.auth_mode.as_str()}),
+            };
+            reply_json(rq, 200, body.to_string());
+        }
         Route::MethodNotAllowed(allow) => reject(shared, rq, 405, "method not allowed", &[("Allow", allow)]),
         Route::NotFound => reject(shared, rq, 404, "not found", &[]),
     }
@@ -493,6 +677,126 @@ fn refuse_huge_body(shared: &Shared, rq: Request) {
     // body reader inside; the request itself is then dropped harmlessly.
     let stream = rq.upgrade("close", resp);
     std::mem::forget(stream);
+}
+
+/// Random bytes as hex, for session tokens and CSRF values.
+fn random_hex(n: usize) -> std::io::Result<String> {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(auth::hex(&buf))
+}
+
+/// Who the request is from (see [`auth`]).
+fn who(shared: &Shared, rq: &Request, peer: IpAddr) -> Who {
+    if key_ok(shared, rq) {
+        return Who::Key;
+    }
+    match shared.cfg.auth_mode {
+        auth::Mode::None => Who::Public,
+        auth::Mode::Session => {
+            let Some(token) = auth::cookie(header(rq, "Cookie"), auth::SESSION_COOKIE) else {
+                return Who::Nobody;
+            };
+            let sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            match sessions.get(token, Instant::now()) {
+                Some(s) => Who::User { name: s.user.clone(), csrf: s.csrf.clone() },
+                None => Who::Nobody,
+            }
+        }
+        auth::Mode::Forward => {
+            if !shared.trusted.contains(peer) {
+                return Who::Nobody;
+            }
+            let Some(user) = header(rq, &shared.cfg.forward_header).map(str::trim).filter(|u| !u.is_empty())
+            else {
+                return Who::Nobody;
+            };
+            let csrf = shared
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forwarded_csrf(user, || random_hex(16).ok());
+            match csrf {
+                Some(csrf) => Who::User { name: user.to_owned(), csrf },
+                None => Who::Nobody,
+            }
+        }
+    }
+}
+
+/// Cookies get `Secure` when the request came over HTTPS through a
+/// trusted proxy (the dashboard itself speaks plain HTTP).
+fn secure_cookies(shared: &Shared, rq: &Request, peer: IpAddr) -> bool {
+    shared.trusted.contains(peer)
+        && header(rq, "X-Forwarded-Proto").is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
+fn login_page(shared: &Shared, rq: Request, peer: IpAddr) {
+    if shared.cfg.auth_mode != auth::Mode::Session {
+        return reply(rq, 303, "text/plain; charset=utf-8", b"see /\n".to_vec(), &[("Location", "/")]);
+    }
+    let Ok(value) = random_hex(16) else { return reject(shared, rq, 500, "no randomness", &[]) };
+    let cookie = auth::login_cookie(&value, secure_cookies(shared, &rq, peer));
+    let page = routes::login_page();
+    reply(rq, 200, page.content_type, page.body.to_vec(), &[("Set-Cookie", &cookie)]);
+}
+
+fn login(shared: &Shared, mut rq: Request, peer: IpAddr, client: IpAddr) {
+    if shared.cfg.auth_mode != auth::Mode::Session {
+        return reject(shared, rq, 404, "not found", &[]);
+    }
+    // Double submit: the page's cookie must come back in the header, which
+    // another site's page can neither read nor set.
+    let cookie = auth::cookie(header(&rq, "Cookie"), auth::LOGIN_COOKIE).unwrap_or("");
+    let sent = header(&rq, "X-CSRF-Token").unwrap_or("").trim();
+    if cookie.is_empty() || !routes::constant_time_eq(cookie.as_bytes(), sent.as_bytes()) {
+        return reject(shared, rq, 403, "csrf token missing or wrong", &[]);
+    }
+    let allowed = shared.login_limiter.lock().map(|mut l| l.allow(client, Instant::now())).unwrap_or(false);
+    if !allowed {
+        Metrics::add(&shared.metrics.rate_limited, 1);
+        return reject(shared, rq, 429, "rate limited", &[("Retry-After", "60")]);
+    }
+    let mut body = Vec::new();
+    if rq.as_reader().take(4097).read_to_end(&mut body).is_err() || body.len() > 4096 {
+        return reject(shared, rq, 400, "bad login body", &[]);
+    }
+    let Some(creds) = auth::parse_login(&body) else { return reject(shared, rq, 400, "bad login body", &[]) };
+    if !auth::check_password(&shared.cfg.users, &creds.user, &creds.password) {
+        log::warn!("dashboard: failed login for {:?} from {client}", creds.user);
+        return reject(shared, rq, 401, "wrong user or password", &[]);
+    }
+    let (Ok(token), Ok(csrf)) = (random_hex(32), random_hex(16)) else {
+        return reject(shared, rq, 500, "no randomness", &[]);
+    };
+    let ttl = shared.cfg.session_ttl;
+    shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).create(
+        &creds.user,
+        token.clone(),
+        csrf.clone(),
+        Instant::now(),
+        ttl,
+    );
+    log::info!("dashboard: {} logged in from {client}", creds.user);
+    let cookie = auth::session_cookie(&token, ttl, secure_cookies(shared, &rq, peer));
+    let body = serde_json::json!({"user": creds.user, "csrf": csrf}).to_string();
+    reply(rq, 200, JSON, body.into_bytes(), &[("Set-Cookie", &cookie)]);
+}
+
+fn logout(shared: &Shared, rq: Request, who: &Who, peer: IpAddr) {
+    if shared.cfg.auth_mode != auth::Mode::Session {
+        return reject(shared, rq, 404, "not found", &[]);
+    }
+    let Who::User { name, .. } = who else { return reject(shared, rq, 401, "unauthorized", &[]) };
+    if !who.may_change(header(&rq, "X-CSRF-Token")) {
+        return reject(shared, rq, 403, "csrf token missing or wrong", &[]);
+    }
+    if let Some(token) = auth::cookie(header(&rq, "Cookie"), auth::SESSION_COOKIE) {
+        shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(token);
+    }
+    log::info!("dashboard: {name} logged out");
+    let cookie = auth::clear_session_cookie(secure_cookies(shared, &rq, peer));
+    reply(rq, 200, JSON, b"{\"status\":\"logged out\"}".to_vec(), &[("Set-Cookie", &cookie)]);
 }
 
 fn key_ok(shared: &Shared, rq: &Request) -> bool {
@@ -570,8 +874,17 @@ fn post_logs(shared: &Arc<Shared>, mut rq: Request, client: IpAddr) {
         }
     };
     let remote = routes::remote_ip(rq.remote_addr().copied());
-    let (created, results) = shared.ingest(&items, &remote);
-    reply_json(rq, 201, serde_json::json!({"created": created, "results": results}).to_string());
+    match shared.ingest(&items, &remote) {
+        Ok((created, results)) => {
+            reply_json(rq, 201, serde_json::json!({"created": created, "results": results}).to_string())
+        }
+        // Nothing of the batch was stored: the agent keeps it and retries.
+        Err(db::Error::Full) => reject(shared, rq, 503, "storage full", &[("Retry-After", "30")]),
+        Err(e) => {
+            log::error!("dashboard: ingest failed: {e}");
+            reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")])
+        }
+    }
 }
 
 /// Decrements the live-stream count however the stream ends.
@@ -629,14 +942,14 @@ fn stream_loop(shared: &Shared, mut out: Box<dyn Write + Send>, start: Option<u6
     head.push_str("\r\n");
     head.push_str(&routes::sse_preamble(shared.cfg.sse_retry_ms));
     let (mut cursor, mut clears) = {
-        let ring = shared.ring();
+        let tick = *shared.tick();
         let cursor = match start {
-            // An id from before a restart of this server: replay it all.
-            Some(id) if id > ring.last_id() => 0,
+            // An id above any given out (a database replaced since): replay it all.
+            Some(id) if id > tick.last_id => 0,
             Some(id) => id,
-            None => ring.last_id(),
+            None => tick.last_id,
         };
-        (cursor, ring.clears())
+        (cursor, tick.clears)
     };
     out.write_all(head.as_bytes())?;
     out.flush()?;
@@ -645,42 +958,58 @@ fn stream_loop(shared: &Shared, mut out: Box<dyn Write + Send>, start: Option<u6
     let mut buf = String::new();
     loop {
         buf.clear();
-        {
-            let mut ring = shared.ring();
+        // Wait until there is something past the cursor, a clear, or a
+        // heartbeat is due; then read outside the lock.
+        let now = {
+            let mut tick = shared.tick();
             loop {
                 if shared.stopping.load(Relaxed) {
                     return Ok(());
                 }
-                if ring.clears() != clears {
-                    clears = ring.clears();
-                    buf.push_str(routes::SSE_CLEARED);
-                }
-                let since = ring.since(cursor, shared.opts.stream_batch);
-                if since.missed > 0 {
-                    Metrics::add(&shared.metrics.sse_missed, since.missed);
-                    buf.push_str(&format!(
-                        ": missed {} entries (evicted before they were sent)\n\n",
-                        since.missed
-                    ));
-                }
-                for s in &since.entries {
-                    routes::sse_event(&mut buf, s.id(), &s.json);
-                    cursor = s.id();
-                }
-                if since.missed > 0 && since.entries.is_empty() {
-                    cursor = ring.last_id();
-                }
-                if !buf.is_empty() {
-                    break;
+                if tick.clears != clears || tick.last_id > cursor {
+                    break *tick;
                 }
                 let idle = last_write.elapsed();
                 if idle >= heartbeat {
-                    routes::sse_heartbeat(&mut buf, cursor);
-                    break;
+                    break *tick;
                 }
-                ring =
-                    shared.changed.wait_timeout(ring, heartbeat - idle).unwrap_or_else(|e| e.into_inner()).0;
+                tick =
+                    shared.changed.wait_timeout(tick, heartbeat - idle).unwrap_or_else(|e| e.into_inner()).0;
             }
+        };
+        if now.clears != clears {
+            clears = now.clears;
+            buf.push_str(routes::SSE_CLEARED);
+        }
+        if now.last_id > cursor {
+            let since = match shared.db.since(cursor, shared.opts.stream_batch) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("dashboard: stream read failed: {e}");
+                    thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+            };
+            if since.missed > 0 {
+                Metrics::add(&shared.metrics.sse_missed, since.missed);
+                buf.push_str(&format!(
+                    ": missed {} entries (evicted before they were sent)\n\n",
+                    since.missed
+                ));
+            }
+            for e in &since.entries {
+                routes::sse_event(&mut buf, e.id, &e.json);
+                cursor = e.id;
+            }
+            if since.entries.is_empty() {
+                cursor = cursor.max(now.last_id);
+            }
+        }
+        if buf.is_empty() {
+            if last_write.elapsed() < heartbeat {
+                continue;
+            }
+            routes::sse_heartbeat(&mut buf, cursor);
         }
         out.write_all(buf.as_bytes())?;
         out.flush()?;

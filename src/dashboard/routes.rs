@@ -19,6 +19,14 @@ pub enum Route {
     GetLogs,
     DeleteLogs,
     Events,
+    /// `GET /login`: the login page (session mode).
+    LoginPage,
+    /// `POST /login`.
+    Login,
+    /// `POST /logout`.
+    Logout,
+    /// `GET /api/v1/session`: who the UI is logged in as, and the CSRF token.
+    Session,
     Asset(&'static Asset),
     /// Known path, wrong method; the value is the `Allow` header.
     MethodNotAllowed(&'static str),
@@ -33,7 +41,7 @@ pub struct Asset {
     pub body: &'static [u8],
 }
 
-pub static ASSETS: [Asset; 3] = [
+pub static ASSETS: [Asset; 5] = [
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
@@ -49,7 +57,22 @@ pub static ASSETS: [Asset; 3] = [
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../../static/style.css"),
     },
+    Asset {
+        path: "/login.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../static/login.js"),
+    },
+    Asset {
+        path: "/login.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../../static/login.html"),
+    },
 ];
+
+/// The login page (served at `/login`).
+pub fn login_page() -> &'static Asset {
+    &ASSETS[4]
+}
 
 /// Splits a request target into path and query string.
 pub fn split_target(url: &str) -> (&str, &str) {
@@ -91,6 +114,26 @@ pub fn route(method: &str, path: &str) -> Route {
                 Route::MethodNotAllowed("GET")
             }
         }
+        "/login" => match m {
+            "GET" | "HEAD" => Route::LoginPage,
+            "POST" => Route::Login,
+            _ => Route::MethodNotAllowed("GET, HEAD, POST"),
+        },
+        "/logout" => {
+            if m == "POST" {
+                Route::Logout
+            } else {
+                Route::MethodNotAllowed("POST")
+            }
+        }
+        "/api/v1/session" => {
+            if get {
+                Route::Session
+            } else {
+                Route::MethodNotAllowed("GET, HEAD")
+            }
+        }
+        "/login.html" => Route::NotFound,
         "/index.html" => {
             if get {
                 Route::Asset(&ASSETS[0])
@@ -311,6 +354,14 @@ mod tests {
             ("GET", "/../etc/passwd", Route::NotFound),
             ("GET", "/api/v1/logs/", Route::NotFound),
             ("GET", "/static/app.js", Route::NotFound),
+            ("GET", "/login", Route::LoginPage),
+            ("POST", "/login", Route::Login),
+            ("PUT", "/login", Route::MethodNotAllowed("GET, HEAD, POST")),
+            ("POST", "/logout", Route::Logout),
+            ("GET", "/logout", Route::MethodNotAllowed("POST")),
+            ("GET", "/api/v1/session", Route::Session),
+            ("GET", "/login.js", Route::Asset(&ASSETS[3])),
+            ("GET", "/login.html", Route::NotFound),
         ];
         for (m, p, want) in cases {
             assert_eq!(route(m, p), *want, "{m} {p}");

@@ -1,11 +1,10 @@
 //! The dashboard's data core: ingest normalisation (an arbitrary JSON
-//! object → a stored [`Record`]), the in-memory [`Ring`] whose ids only
-//! ever grow, and [`Query`] filtering. No I/O, no clock: receive time and
-//! the poster's address are passed in.
+//! object → a stored [`Record`]), the database [`Row`] a record becomes,
+//! [`Query`] parameters, retention and the SSE "missed" arithmetic. No
+//! I/O, no clock: receive time and the poster's address are passed in.
+//! The database itself is `db.rs`.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -73,6 +72,9 @@ pub struct Record {
     pub id: u64,
     /// RFC 3339, UTC, nanoseconds: the producer's time, else receive time.
     pub time: String,
+    /// `time` as nanoseconds since the Unix epoch (not serialised).
+    #[serde(skip)]
+    pub time_nanos: i128,
     pub msg: String,
     /// `ALLOWED` or `BLOCKED` (nothing else is stored).
     pub action: String,
@@ -168,7 +170,7 @@ fn first_text(m: &Map<String, Value>, keys: &[&str]) -> Option<String> {
     keys.iter().find_map(|k| text(m.get(*k)))
 }
 
-/// Turns one posted object into a record (id 0: the ring assigns it) or
+/// Turns one posted object into a record (id 0: the database assigns it) or
 /// says why it is accepted but not stored.
 pub fn normalize(m: &Map<String, Value>, ctx: &IngestContext) -> Result<Record, Skip> {
     let msg = text(m.get("msg")).ok_or(Skip::NoMsg)?;
@@ -211,6 +213,7 @@ pub fn normalize(m: &Map<String, Value>, ctx: &IngestContext) -> Result<Record, 
     Ok(Record {
         id: 0,
         time: format_rfc3339_nanos(time_nanos),
+        time_nanos,
         msg,
         action,
         remote_ip: ctx.remote_ip.clone(),
@@ -232,64 +235,89 @@ pub fn normalize(m: &Map<String, Value>, ctx: &IngestContext) -> Result<Record, 
     })
 }
 
-/// A record as kept in the ring: serialised once, searchable without
-/// re-serialising.
-#[derive(Debug)]
-pub struct Stored {
-    pub record: Record,
-    /// The record's JSON, shared by every reader and SSE client.
-    pub json: Arc<str>,
-    /// Lowercased text `q` searches: msg and the raw JSON of `fields` (as
-    /// g0efilter searches), the top-level strings, and `key=value` lines.
-    haystack: String,
+/// The lowercased text `q` searches: msg and the raw JSON of `fields` (as
+/// g0efilter searches), the top-level strings, and `key=value` lines.
+pub fn haystack(record: &Record) -> String {
+    let mut h = String::with_capacity(512);
+    h.push_str(&record.msg.to_lowercase());
+    h.push(' ');
+    h.push_str(&serde_json::Value::Object(record.fields.clone()).to_string().to_lowercase());
+    h.push('\n');
+    let tops = [
+        Some(&record.msg),
+        Some(&record.action),
+        record.source_ip.as_ref(),
+        record.destination_ip.as_ref(),
+        record.https.as_ref(),
+        record.http_host.as_ref(),
+        record.hostname.as_ref(),
+        record.src.as_ref(),
+        record.dst.as_ref(),
+        record.flow_id.as_ref(),
+        record.protocol.as_ref(),
+    ];
+    for s in tops.into_iter().flatten() {
+        h.push_str(&s.to_lowercase());
+        h.push('\n');
+    }
+    for (k, v) in &record.fields {
+        h.push_str(&k.to_lowercase());
+        h.push('=');
+        match v {
+            Value::String(s) => h.push_str(&s.to_lowercase()),
+            other => h.push_str(&other.to_string().to_lowercase()),
+        }
+        h.push('\n');
+    }
+    h
 }
 
-impl Stored {
-    fn new(record: Record) -> Stored {
+/// A record as one database row: the entry's JSON (served as stored) and
+/// the columns the queries filter and group on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: u64,
+    /// Event time, nanoseconds since the Unix epoch.
+    pub ts: i64,
+    pub action: String,
+    pub component: Option<String>,
+    /// Who sent it: the agent key's name, else the event's hostname, else
+    /// the poster's address.
+    pub agent: String,
+    pub source: Option<String>,
+    /// The destination name (`https`), else its address.
+    pub destination: Option<String>,
+    pub reason: Option<String>,
+    pub json: String,
+    pub haystack: String,
+}
+
+impl Row {
+    /// The row for `record` under `id`; `agent` is the key name when the
+    /// poster used a per-agent key.
+    pub fn new(mut record: Record, id: u64, agent: Option<&str>) -> Row {
+        record.id = id;
         // Serialising a struct of strings, numbers and a string-keyed map
         // cannot fail.
-        let json: Arc<str> = serde_json::to_string(&record).unwrap_or_else(|_| "{}".into()).into();
-        let mut haystack = String::with_capacity(2 * json.len());
-        haystack.push_str(&record.msg.to_lowercase());
-        haystack.push(' ');
-        haystack.push_str(&serde_json::Value::Object(record.fields.clone()).to_string().to_lowercase());
-        haystack.push('\n');
-        let tops = [
-            Some(&record.msg),
-            Some(&record.action),
-            record.source_ip.as_ref(),
-            record.destination_ip.as_ref(),
-            record.https.as_ref(),
-            record.http_host.as_ref(),
-            record.hostname.as_ref(),
-            record.src.as_ref(),
-            record.dst.as_ref(),
-            record.flow_id.as_ref(),
-            record.protocol.as_ref(),
-        ];
-        for s in tops.into_iter().flatten() {
-            haystack.push_str(&s.to_lowercase());
-            haystack.push('\n');
+        let json = serde_json::to_string(&record).unwrap_or_else(|_| "{}".into());
+        let haystack = haystack(&record);
+        let remote_host = record.remote_ip.rsplit_once(':').map_or(record.remote_ip.as_str(), |(h, _)| h);
+        let agent = agent
+            .map(str::to_owned)
+            .or_else(|| record.hostname.clone())
+            .unwrap_or_else(|| remote_host.trim_matches(['[', ']']).to_owned());
+        Row {
+            id,
+            ts: i64::try_from(record.time_nanos).unwrap_or(i64::MAX),
+            component: record.component().map(str::to_owned),
+            reason: record.fields.get("reason").and_then(Value::as_str).map(str::to_owned),
+            source: record.source_ip.clone(),
+            destination: record.https.clone().or_else(|| record.destination_ip.clone()),
+            action: record.action,
+            agent,
+            json,
+            haystack,
         }
-        for (k, v) in &record.fields {
-            haystack.push_str(&k.to_lowercase());
-            haystack.push('=');
-            match v {
-                Value::String(s) => haystack.push_str(&s.to_lowercase()),
-                other => haystack.push_str(&other.to_string().to_lowercase()),
-            }
-            haystack.push('\n');
-        }
-        Stored { record, json, haystack }
-    }
-
-    pub fn id(&self) -> u64 {
-        self.record.id
-    }
-
-    /// Case-insensitive substring match; `needle` must already be lowercase.
-    fn matches(&self, needle_lower: &str) -> bool {
-        needle_lower.is_empty() || self.haystack.contains(needle_lower)
     }
 }
 
@@ -302,99 +330,63 @@ pub struct Query {
     pub limit: usize,
 }
 
+/// One stored entry as read back: its id and JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: u64,
+    pub json: String,
+}
+
 /// What a reader missed and what it gets next, for SSE.
 #[derive(Debug)]
 pub struct Since {
     /// Entries with a larger id than asked for, oldest first.
-    pub entries: Vec<Arc<Stored>>,
-    /// Entries that were evicted (or cleared) before the reader saw them.
+    pub entries: Vec<Entry>,
+    /// Entries that were evicted (retention) before the reader saw them.
     pub missed: u64,
 }
 
-/// The in-memory store: the newest `capacity` records. Ids start at 1 and
-/// only grow; neither eviction nor [`Ring::clear`] ever reuses one.
-#[derive(Debug)]
-pub struct Ring {
-    capacity: usize,
-    entries: VecDeque<Arc<Stored>>,
-    last_id: u64,
-    /// Bumped by every clear, so streams can tell clients.
-    clears: u64,
-    /// Ids at or below this were cleared (not evicted).
-    cleared_upto: u64,
+/// How many entries between `after` and what was read back are gone.
+/// Ids are given out without gaps, so a gap is an eviction, unless it
+/// lies at or below `cleared_upto` (a clear, which is announced, not
+/// "missed"). `first` is the first id read back, `last_id` the newest
+/// given out.
+pub fn missed(after: u64, first: Option<u64>, last_id: u64, cleared_upto: u64) -> u64 {
+    let floor = after.max(cleared_upto);
+    match first {
+        Some(id) => id.saturating_sub(floor + 1),
+        None => last_id.saturating_sub(floor),
+    }
 }
 
-impl Ring {
-    pub fn new(capacity: usize) -> Ring {
-        let capacity = capacity.max(1);
-        Ring {
-            capacity,
-            entries: VecDeque::with_capacity(capacity.min(1 << 16)),
-            last_id: 0,
-            clears: 0,
-            cleared_upto: 0,
+/// `LOG_RETENTION`: how old and how many entries are kept. `None` is no
+/// limit of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Option<std::time::Duration>,
+    pub max_rows: Option<u64>,
+}
+
+impl Retention {
+    /// The default when persisting: 30 days, ten million entries.
+    pub const PERSISTENT: Retention =
+        Retention { max_age: Some(std::time::Duration::from_secs(30 * 86_400)), max_rows: Some(10_000_000) };
+
+    /// Events older than this (event time, Unix nanos) are removed.
+    pub fn cutoff(&self, now_unix_nanos: i128) -> Option<i64> {
+        let age = self.max_age?.as_nanos() as i128;
+        Some(i64::try_from(now_unix_nanos - age).unwrap_or(i64::MIN))
+    }
+}
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.max_age, self.max_rows) {
+            (None, None) => f.write_str("unlimited"),
+            (Some(a), None) => write!(f, "{}s", a.as_secs()),
+            (None, Some(n)) => write!(f, "{n} entries"),
+            (Some(a), Some(n)) => write!(f, "{}s or {n} entries", a.as_secs()),
         }
-    }
-
-    /// Stores a record under the next id and returns it.
-    pub fn push(&mut self, mut record: Record) -> Arc<Stored> {
-        self.last_id += 1;
-        record.id = self.last_id;
-        if self.entries.len() == self.capacity {
-            self.entries.pop_front();
-        }
-        let s = Arc::new(Stored::new(record));
-        self.entries.push_back(Arc::clone(&s));
-        s
-    }
-
-    /// Removes every entry; ids continue where they were. Returns how many
-    /// were removed.
-    pub fn clear(&mut self) -> usize {
-        let n = self.entries.len();
-        self.entries.clear();
-        self.clears += 1;
-        self.cleared_upto = self.last_id;
-        n
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn last_id(&self) -> u64 {
-        self.last_id
-    }
-
-    pub fn clears(&self) -> u64 {
-        self.clears
-    }
-
-    /// Newest first: entries with id > `since_id` matching `q`, at most `limit`.
-    pub fn query(&self, q: &Query) -> Vec<Arc<Stored>> {
-        self.entries
-            .iter()
-            .rev()
-            .take_while(|s| s.id() > q.since_id)
-            .filter(|s| s.matches(&q.q))
-            .take(q.limit)
-            .cloned()
-            .collect()
-    }
-
-    /// Oldest first: up to `max` entries with id > `after`, and how many
-    /// in between are gone (evicted; cleared entries are not "missed").
-    pub fn since(&self, after: u64, max: usize) -> Since {
-        let first_kept = self.entries.front().map_or(self.last_id + 1, |s| s.id());
-        let floor = after.max(self.cleared_upto);
-        let missed = first_kept.saturating_sub(floor + 1);
-        let start = self.entries.partition_point(|s| s.id() <= after);
-        let entries = self.entries.range(start..).take(max).cloned().collect();
-        Since { entries, missed }
     }
 }
 
@@ -555,70 +547,50 @@ mod tests {
         assert_eq!(got["time"], "2026-11-27T20:40:00.000000001Z");
     }
 
-    fn rec(msg: &str, host: &str) -> Record {
-        let mut r = normalize(&obj(json!({"msg": msg, "action": "BLOCKED", "qname": host})), &ctx()).unwrap();
-        r.id = 999; // the ring overrides it
-        r
+    #[test]
+    fn rows_carry_the_grouping_columns() {
+        let r = normalize(
+            &obj(json!({"msg": "m", "action": "BLOCKED", "component": "https", "https": "e.example",
+                        "destination_ip": "1.2.3.4", "source_ip": "10.0.0.2", "reason": "not-allowed",
+                        "time": "2026-11-21T20:58:33Z"})),
+            &ctx(),
+        )
+        .unwrap();
+        let row = Row::new(r.clone(), 7, Some("edge-1"));
+        assert_eq!(
+            (row.id, row.agent.as_str(), row.destination.as_deref(), row.reason.as_deref()),
+            (7, "edge-1", Some("e.example"), Some("not-allowed"))
+        );
+        assert_eq!(row.ts, 1_795_294_713_000_000_000);
+        let v: Value = serde_json::from_str(&row.json).unwrap();
+        assert_eq!(v["id"], 7);
+        // Without a key name: the hostname, else the poster's address.
+        assert_eq!(Row::new(r.clone(), 1, None).agent, "10.0.0.9");
+        let mut h = r;
+        h.hostname = Some("pod-a".into());
+        assert_eq!(Row::new(h, 1, None).agent, "pod-a");
     }
 
     #[test]
-    fn ids_grow_across_eviction_and_clear() {
-        let mut ring = Ring::new(3);
-        let ids: Vec<u64> = (0..5).map(|i| ring.push(rec(&format!("m{i}"), "h")).id()).collect();
-        assert_eq!(ids, [1, 2, 3, 4, 5]);
-        assert_eq!(ring.len(), 3);
-        assert_eq!(ring.clear(), 3);
-        assert!(ring.is_empty());
-        assert_eq!(ring.push(rec("after", "h")).id(), 6);
-        assert_eq!(ring.last_id(), 6);
-        assert_eq!(ring.clears(), 1);
-    }
-
-    #[test]
-    fn query_table() {
-        let mut ring = Ring::new(100);
-        ring.push(rec("https.blocked", "Evil.Example"));
-        ring.push(rec("dns.allowed", "github.com"));
-        ring.push(rec("http.blocked", "evil.example"));
-        ring.push(rec("dns.blocked", "other.org"));
-        let q = |q: &str, since_id: u64, limit: usize| -> Vec<u64> {
-            ring.query(&Query { q: q.to_lowercase(), since_id, limit }).iter().map(|s| s.id()).collect()
-        };
-        assert_eq!(q("", 0, 10), [4, 3, 2, 1], "newest first");
-        assert_eq!(q("EVIL", 0, 10), [3, 1], "case-insensitive over fields");
-        assert_eq!(q("dns.", 0, 10), [4, 2], "over msg");
-        assert_eq!(q("qname=github", 0, 10), [2], "field names too");
-        // g0efilter matches the raw JSON of the fields.
-        assert_eq!(q("\"qname\":\"github.com\"", 0, 10), [2], "raw JSON of fields");
-        assert_eq!(q("\"qname\":\"evil.", 0, 10), [3, 1]);
-        assert_eq!(q("", 2, 10), [4, 3], "since_id is exclusive");
-        assert_eq!(q("", 0, 2), [4, 3], "limit");
-        assert_eq!(q("evil", 1, 10), [3]);
-        assert_eq!(q("nothing", 0, 10), Vec::<u64>::new());
-    }
-
-    #[test]
-    fn since_reports_missed_entries() {
-        let mut ring = Ring::new(3);
-        for i in 0..5 {
-            ring.push(rec(&format!("m{i}"), "h"));
+    fn missed_table() {
+        // (after, first read, last id, cleared upto) → missed
+        for (after, first, last, cleared, want) in [
+            (0, Some(3), 5, 0, 2),
+            (3, Some(4), 5, 0, 0),
+            (5, None, 5, 0, 0),
+            (2, None, 5, 0, 3),
+            (4, Some(6), 6, 5, 0),
+            (0, Some(6), 6, 5, 0),
+            (0, None, 6, 6, 0),
+        ] {
+            assert_eq!(missed(after, first, last, cleared), want, "{after} {first:?} {last} {cleared}");
         }
-        // Kept: 3, 4, 5.
-        let ids = |s: &Since| s.entries.iter().map(|e| e.id()).collect::<Vec<_>>();
-        let s = ring.since(0, 10);
-        assert_eq!((ids(&s), s.missed), (vec![3, 4, 5], 2));
-        let s = ring.since(3, 10);
-        assert_eq!((ids(&s), s.missed), (vec![4, 5], 0));
-        let s = ring.since(3, 1);
-        assert_eq!((ids(&s), s.missed), (vec![4], 0));
-        let s = ring.since(5, 10);
-        assert_eq!((ids(&s), s.missed), (vec![], 0));
-        // After a clear, cleared entries are not "missed".
-        ring.clear();
-        ring.push(rec("x", "h"));
-        let s = ring.since(4, 10);
-        assert_eq!((ids(&s), s.missed), (vec![6], 0));
-        let s = ring.since(0, 10);
-        assert_eq!((ids(&s), s.missed), (vec![6], 0));
+    }
+
+    #[test]
+    fn retention_cutoff() {
+        let hour = Retention { max_age: Some(std::time::Duration::from_secs(3600)), max_rows: None };
+        assert_eq!(hour.cutoff(7_200_000_000_000), Some(3_600_000_000_000));
+        assert_eq!(Retention { max_age: None, max_rows: Some(9) }.cutoff(5), None);
     }
 }

@@ -27,6 +27,12 @@ pub fn config() -> DashboardConfig {
         rate_rps: 1000.0,
         rate_burst: 100_000,
         trusted_proxies: Vec::new(),
+        db_path: None,
+        retention: egret::dashboard::store::Retention { max_age: None, max_rows: Some(5000) },
+        auth_mode: egret::dashboard::auth::Mode::None,
+        users: Vec::new(),
+        forward_header: "Remote-User".into(),
+        session_ttl: Duration::from_secs(3600),
         warnings: Vec::new(),
     }
 }

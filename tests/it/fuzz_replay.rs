@@ -43,6 +43,11 @@ fn http_head_corpus() {
 }
 
 #[test]
+fn dashboard_auth_corpus() {
+    assert!(replay("dashboard_auth", egret::fuzzing::dashboard_auth) >= 5, "seed corpus missing");
+}
+
+#[test]
 fn dns_query_corpus() {
     assert!(replay("dns_query", egret::dns::filter::check_properties) >= 20, "seed corpus missing");
 }

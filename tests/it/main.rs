@@ -1,6 +1,7 @@
 //! The one integration test crate: runs the real `egret` binary, and (for
 //! the kernel path) real network namespaces. See ARCHITECTURE.md.
 
+mod auth;
 mod browser;
 mod check;
 mod compat;
@@ -23,6 +24,7 @@ mod proxy;
 mod relay;
 mod run;
 mod selftest;
+mod storage;
 mod structure;
 mod syslog;
 mod util;

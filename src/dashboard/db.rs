@@ -1,0 +1,564 @@
+//! The dashboard's database (a shell around SQLite): events, their ids and
+//! the clear counter survive a restart. One writer connection behind a
+//! mutex gives out ids and commits each POST's batch in one transaction;
+//! readers (GET, SSE, aggregates) use their own connections, which WAL
+//! lets run beside the writer. `EPHEMERAL` (or no `DB_PATH`) keeps the
+//! same schema in memory on the writer connection alone.
+//!
+//! Durability: `synchronous=FULL`, so a batch answered 201 is on disk
+//! (its WAL frames synced) before the answer leaves; a process killed
+//! mid-batch leaves either the whole batch or none of it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+
+use super::store::{missed, Entry, Query, Retention, Row, Since};
+
+/// The schema version this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    component TEXT,
+    agent TEXT NOT NULL,
+    source TEXT,
+    destination TEXT,
+    reason TEXT,
+    json TEXT NOT NULL,
+    haystack TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS events_agent_ts ON events (agent, ts);
+";
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file cannot be opened or created (missing directory, a
+    /// directory in its place, permissions).
+    Open { path: PathBuf, reason: String },
+    /// The file is not a SQLite database, or fails its integrity check.
+    Corrupt { path: PathBuf, reason: String },
+    /// The file opens but cannot be written (read-only mount, permissions).
+    Unwritable { path: PathBuf, reason: String },
+    /// Written by a newer egret.
+    Version { path: PathBuf, found: i64 },
+    /// The disk (or the volume) is full: nothing was written.
+    Full,
+    /// Any other failure of a statement.
+    Sql(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Open { path, reason } => write!(f, "database {}: cannot open: {reason}", path.display()),
+            Error::Corrupt { path, reason } => write!(
+                f,
+                "database {}: not a usable SQLite database ({reason}); move it aside to start empty, \
+                 or restore a backup",
+                path.display()
+            ),
+            Error::Unwritable { path, reason } => {
+                write!(f, "database {}: cannot write: {reason}", path.display())
+            }
+            Error::Version { path, found } => write!(
+                f,
+                "database {}: schema version {found} is newer than this egret's ({SCHEMA_VERSION})",
+                path.display()
+            ),
+            Error::Full => f.write_str("database: the disk is full; ingest stopped, stored entries kept"),
+            Error::Sql(why) => write!(f, "database: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn sql(e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => Error::Full,
+        _ => Error::Sql(e.to_string()),
+    }
+}
+
+/// What the writer keeps in memory (and in `meta`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// The newest id given out; ids only grow, across clears and restarts.
+    pub last_id: u64,
+    /// Entries stored now.
+    pub rows: u64,
+    /// How many clears (`DELETE /api/v1/logs`) there were.
+    pub clears: u64,
+    /// Ids at or below this were cleared, not evicted.
+    pub cleared_upto: u64,
+}
+
+struct Writer {
+    conn: Connection,
+    counters: Counters,
+}
+
+pub struct Db {
+    path: Option<PathBuf>,
+    writer: Mutex<Writer>,
+    /// Idle reader connections (file databases only).
+    readers: Mutex<Vec<Connection>>,
+    retention: Retention,
+}
+
+fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, Error> {
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| Error::Open { path: path.to_owned(), reason: e.to_string() })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql)?;
+    Ok(conn)
+}
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt))
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path`, or an in-memory
+    /// one for `None`. Refuses, with the reason, a file that is not a
+    /// database, fails `quick_check`, or cannot be written: starting
+    /// empty in its place would lose what it holds.
+    pub fn open(path: Option<&Path>, retention: Retention) -> Result<Db, Error> {
+        let conn = match path {
+            None => Connection::open_in_memory().map_err(sql)?,
+            Some(p) => {
+                if p.is_dir() {
+                    return Err(Error::Open { path: p.to_owned(), reason: "is a directory".into() });
+                }
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::Open {
+                        path: p.to_owned(),
+                        reason: format!("cannot create {}: {e}", dir.display()),
+                    })?;
+                }
+                open_conn(p, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?
+            }
+        };
+        let shown = path.map_or_else(|| PathBuf::from(":memory:"), Path::to_owned);
+        let corrupt = |e: rusqlite::Error| {
+            if is_corruption(&e) {
+                Error::Corrupt { path: shown.clone(), reason: e.to_string() }
+            } else if e.sqlite_error_code() == Some(ErrorCode::ReadOnly) {
+                Error::Unwritable { path: shown.clone(), reason: e.to_string() }
+            } else {
+                Error::Open { path: shown.clone(), reason: e.to_string() }
+            }
+        };
+        // The first read of the header tells a foreign file.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(&corrupt)?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::Version { path: shown, found: version });
+        }
+        if path.is_some() {
+            let mode: String =
+                conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(&corrupt)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(Error::Unwritable {
+                    path: shown,
+                    reason: format!("cannot switch to WAL mode (journal mode is {mode})"),
+                });
+            }
+            let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(&corrupt)?;
+            if check != "ok" {
+                return Err(Error::Corrupt { path: shown, reason: format!("quick_check: {check}") });
+            }
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;").map_err(&corrupt)?;
+        // Creating the schema (and stamping the version) is also the
+        // proof that the file can be written.
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+                Error::Unwritable { path: shown.clone(), reason: e.to_string() }
+            }
+            Some(ErrorCode::DiskFull) => {
+                Error::Unwritable { path: shown.clone(), reason: "the disk is full".into() }
+            }
+            _ => corrupt(e),
+        })?;
+        let counters = load_counters(&conn).map_err(&corrupt)?;
+        Ok(Db {
+            path: path.map(Path::to_owned),
+            writer: Mutex::new(Writer { conn, counters }),
+            readers: Mutex::new(Vec::new()),
+            retention,
+        })
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic inside a transaction rolls it back when the Transaction
+        // drops, and the counters are only set after a commit, so a
+        // poisoned lock holds consistent state.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.writer().counters
+    }
+
+    /// Runs `f` on a reader connection (the writer's for a memory database).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        let Some(path) = &self.path else { return f(&self.writer().conn).map_err(sql) };
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_conn(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+        };
+        let out = f(&conn).map_err(sql);
+        let mut idle = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < 16 {
+            idle.push(conn);
+        }
+        out
+    }
+
+    /// Stores `n` rows, `make(i, id)` building the i-th under the id the
+    /// writer gives it, in one transaction, and applies the row limit.
+    /// Returns the ids and how many old entries were evicted. On error
+    /// nothing is stored and no id is used up.
+    pub fn insert<F>(&self, n: usize, mut make: F) -> Result<(Vec<u64>, u64), Error>
+    where
+        F: FnMut(usize, u64) -> Row,
+    {
+        let mut guard = self.writer();
+        let w = &mut *guard;
+        let first = w.counters.last_id + 1;
+        let tx = w.conn.transaction().map_err(sql)?;
+        let mut ids = Vec::with_capacity(n);
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO events (id, ts, action, component, agent, source, destination, reason, json, \
+                     haystack) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(sql)?;
+            for i in 0..n {
+                let id = first + i as u64;
+                let r = make(i, id);
+                st.execute(params![
+                    id as i64,
+                    r.ts,
+                    r.action,
+                    r.component,
+                    r.agent,
+                    r.source,
+                    r.destination,
+                    r.reason,
+                    r.json,
+                    r.haystack
+                ])
+                .map_err(sql)?;
+                ids.push(id);
+            }
+        }
+        let last = first + n as u64 - 1;
+        let mut rows = w.counters.rows + n as u64;
+        let mut evicted = 0;
+        if n > 0 {
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?1)")
+                .and_then(|mut s| s.execute([last as i64]))
+                .map_err(sql)?;
+            if let Some(max) = self.retention.max_rows.filter(|m| rows > *m) {
+                evicted = tx
+                    .prepare_cached(
+                        "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                    )
+                    .and_then(|mut s| s.execute([max as i64]))
+                    .map_err(sql)? as u64;
+                rows -= evicted;
+            }
+        }
+        tx.commit().map_err(sql)?;
+        if n > 0 {
+            w.counters.last_id = last;
+        }
+        w.counters.rows = rows;
+        Ok((ids, evicted))
+    }
+
+    /// Removes events older than the retention age; returns how many.
+    /// Works in slices so ingest is never held up for long.
+    pub fn prune_age(&self, now_unix_nanos: i128) -> Result<u64, Error> {
+        let Some(cutoff) = self.retention.cutoff(now_unix_nanos) else { return Ok(0) };
+        let mut total = 0;
+        for _ in 0..10_000 {
+            let mut w = self.writer();
+            let n = w
+                .conn
+                .prepare_cached(
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 LIMIT 5000)",
+                )
+                .and_then(|mut s| s.execute([cutoff]))
+                .map_err(sql)? as u64;
+            w.counters.rows = w.counters.rows.saturating_sub(n);
+            total += n;
+            if n < 5000 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Removes every entry; ids continue. Returns how many were removed.
+    pub fn clear(&self) -> Result<u64, Error> {
+        let mut guard = self.writer();
+        let w = &mut *guard;
+        let c = w.counters;
+        let tx = w.conn.transaction().map_err(sql)?;
+        let n = tx.execute("DELETE FROM events", []).map_err(sql)? as u64;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('clears', ?1), ('cleared_upto', ?2), ('last_id', ?2)",
+            [(c.clears + 1) as i64, c.last_id as i64],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        w.counters.clears += 1;
+        w.counters.cleared_upto = c.last_id;
+        w.counters.rows = 0;
+        Ok(n)
+    }
+
+    /// Newest first: entries with id > `since_id` matching `q`, at most `limit`.
+    pub fn query(&self, q: &Query) -> Result<Vec<Entry>, Error> {
+        self.read(|c| {
+            let mut st = if q.q.is_empty() {
+                c.prepare_cached("SELECT id, json FROM events WHERE id > ?1 ORDER BY id DESC LIMIT ?2")?
+            } else {
+                c.prepare_cached(
+                    "SELECT id, json FROM events WHERE id > ?1 AND instr(haystack, ?3) > 0 \
+                     ORDER BY id DESC LIMIT ?2",
+                )?
+            };
+            let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+            let since = i64::try_from(q.since_id).unwrap_or(i64::MAX);
+            let map = |r: &rusqlite::Row<'_>| Ok(Entry { id: r.get::<_, i64>(0)? as u64, json: r.get(1)? });
+            let rows = if q.q.is_empty() {
+                st.query_map(params![since, limit], map)?.collect::<Result<Vec<_>, _>>()?
+            } else {
+                st.query_map(params![since, limit, q.q], map)?.collect::<Result<Vec<_>, _>>()?
+            };
+            Ok(rows)
+        })
+    }
+
+    /// Oldest first: up to `max` entries with id > `after`, and how many
+    /// in between were evicted.
+    pub fn since(&self, after: u64, max: usize) -> Result<Since, Error> {
+        let c = self.counters();
+        let entries = self.read(|conn| {
+            let mut st =
+                conn.prepare_cached("SELECT id, json FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let rows = st
+                .query_map(params![after as i64, max as i64], |r| {
+                    Ok(Entry { id: r.get::<_, i64>(0)? as u64, json: r.get(1)? })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })?;
+        let missed = missed(after, entries.first().map(|e| e.id), c.last_id, c.cleared_upto);
+        Ok(Since { entries, missed })
+    }
+
+    /// `PRAGMA integrity_check` (for tests and `egret dashboard`'s checks).
+    pub fn integrity(&self) -> Result<String, Error> {
+        self.read(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
+    }
+}
+
+fn load_counters(conn: &Connection) -> rusqlite::Result<Counters> {
+    let meta = |k: &str| -> rusqlite::Result<u64> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get::<_, i64>(0))
+            .optional()?
+            .unwrap_or(0) as u64)
+    };
+    let max_id: Option<i64> = conn.query_row("SELECT max(id) FROM events", [], |r| r.get(0))?;
+    let rows: i64 = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+    Ok(Counters {
+        last_id: meta("last_id")?.max(max_id.unwrap_or(0) as u64),
+        rows: rows as u64,
+        clears: meta("clears")?,
+        cleared_upto: meta("cleared_upto")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dashboard::store::{normalize, IngestContext};
+    use serde_json::json;
+
+    fn ctx() -> IngestContext {
+        IngestContext { now_unix_nanos: 1_795_812_000_000_000_001, remote_ip: "10.0.0.9:1".into() }
+    }
+
+    fn put(db: &Db, items: &[(&str, &str)]) -> Vec<u64> {
+        let recs: Vec<_> = items
+            .iter()
+            .map(|(msg, host)| {
+                let v = json!({"msg": msg, "action": "BLOCKED", "qname": host});
+                normalize(v.as_object().unwrap(), &ctx()).unwrap()
+            })
+            .collect();
+        db.insert(recs.len(), |i, id| Row::new(recs[i].clone(), id, None)).unwrap().0
+    }
+
+    fn unlimited() -> Retention {
+        Retention { max_age: None, max_rows: None }
+    }
+
+    #[test]
+    fn ids_grow_across_eviction_and_clear() {
+        let db = Db::open(None, Retention { max_age: None, max_rows: Some(3) }).unwrap();
+        let ids: Vec<u64> = (0..5).flat_map(|i| put(&db, &[(&format!("m{i}"), "h")])).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        assert_eq!(db.counters().rows, 3);
+        assert_eq!(db.clear().unwrap(), 3);
+        assert_eq!(db.counters().rows, 0);
+        assert_eq!(put(&db, &[("after", "h")]), [6]);
+        let c = db.counters();
+        assert_eq!((c.last_id, c.clears, c.cleared_upto), (6, 1, 5));
+    }
+
+    #[test]
+    fn query_table() {
+        let db = Db::open(None, unlimited()).unwrap();
+        put(
+            &db,
+            &[
+                ("https.blocked", "Evil.Example"),
+                ("dns.allowed", "github.com"),
+                ("http.blocked", "evil.example"),
+                ("dns.blocked", "other.org"),
+            ],
+        );
+        let q = |q: &str, since_id: u64, limit: usize| -> Vec<u64> {
+            db.query(&Query { q: q.to_lowercase(), since_id, limit }).unwrap().iter().map(|s| s.id).collect()
+        };
+        assert_eq!(q("", 0, 10), [4, 3, 2, 1], "newest first");
+        assert_eq!(q("EVIL", 0, 10), [3, 1], "case-insensitive over fields");
+        assert_eq!(q("dns.", 0, 10), [4, 2], "over msg");
+        assert_eq!(q("qname=github", 0, 10), [2], "field names too");
+        // g0efilter matches the raw JSON of the fields.
+        assert_eq!(q("\"qname\":\"github.com\"", 0, 10), [2], "raw JSON of fields");
+        assert_eq!(q("\"qname\":\"evil.", 0, 10), [3, 1]);
+        assert_eq!(q("", 2, 10), [4, 3], "since_id is exclusive");
+        assert_eq!(q("", 0, 2), [4, 3], "limit");
+        assert_eq!(q("evil", 1, 10), [3]);
+        assert_eq!(q("nothing", 0, 10), Vec::<u64>::new());
+        assert_eq!(q("%", 0, 10), Vec::<u64>::new(), "no LIKE wildcards");
+    }
+
+    #[test]
+    fn since_reports_missed_entries() {
+        let db = Db::open(None, Retention { max_age: None, max_rows: Some(3) }).unwrap();
+        for i in 0..5 {
+            put(&db, &[(&format!("m{i}"), "h")]);
+        }
+        // Kept: 3, 4, 5.
+        let ids = |s: &Since| s.entries.iter().map(|e| e.id).collect::<Vec<_>>();
+        let s = db.since(0, 10).unwrap();
+        assert_eq!((ids(&s), s.missed), (vec![3, 4, 5], 2));
+        let s = db.since(3, 10).unwrap();
+        assert_eq!((ids(&s), s.missed), (vec![4, 5], 0));
+        let s = db.since(3, 1).unwrap();
+        assert_eq!((ids(&s), s.missed), (vec![4], 0));
+        let s = db.since(5, 10).unwrap();
+        assert_eq!((ids(&s), s.missed), (vec![], 0));
+        // After a clear, cleared entries are not "missed".
+        db.clear().unwrap();
+        put(&db, &[("x", "h")]);
+        let s = db.since(4, 10).unwrap();
+        assert_eq!((ids(&s), s.missed), (vec![6], 0));
+        let s = db.since(0, 10).unwrap();
+        assert_eq!((ids(&s), s.missed), (vec![6], 0));
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("egret-db-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d.join("egret.db")
+    }
+
+    #[test]
+    fn a_file_keeps_ids_clears_and_entries_across_reopen() {
+        let p = tmp("reopen");
+        {
+            let db = Db::open(Some(&p), unlimited()).unwrap();
+            assert_eq!(put(&db, &[("a", "h"), ("b", "h")]), [1, 2]);
+            db.clear().unwrap();
+            assert_eq!(put(&db, &[("c", "h")]), [3]);
+        }
+        let db = Db::open(Some(&p), unlimited()).unwrap();
+        assert_eq!(db.counters(), Counters { last_id: 3, rows: 1, clears: 1, cleared_upto: 2 });
+        assert_eq!(put(&db, &[("d", "h")]), [4]);
+        let mode: String = db.read(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0))).unwrap();
+        assert_eq!(mode, "wal");
+        // After a clear of everything and a reopen, ids still continue.
+        db.clear().unwrap();
+        drop(db);
+        let db = Db::open(Some(&p), unlimited()).unwrap();
+        assert_eq!(put(&db, &[("e", "h")]), [5]);
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn a_foreign_file_or_a_directory_is_refused() {
+        let p = tmp("corrupt");
+        std::fs::write(&p, vec![b'x'; 8192]).unwrap();
+        let e = Db::open(Some(&p), unlimited()).err().expect("garbage refused");
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("not a usable SQLite database"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), vec![b'x'; 8192], "the file is left as it was");
+        let e = Db::open(Some(p.parent().unwrap()), unlimited()).err().expect("directory refused");
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn age_retention_prunes_by_event_time() {
+        let db =
+            Db::open(None, Retention { max_age: Some(std::time::Duration::from_secs(3600)), max_rows: None })
+                .unwrap();
+        let mk = |t: &str| {
+            let v = json!({"msg": "m", "action": "BLOCKED", "time": t});
+            normalize(v.as_object().unwrap(), &ctx()).unwrap()
+        };
+        let recs = [mk("2026-11-21T10:00:00Z"), mk("2026-11-21T11:30:00Z"), mk("2026-11-21T09:00:00Z")];
+        db.insert(3, |i, id| Row::new(recs[i].clone(), id, None)).unwrap();
+        let now = crate::time::parse_rfc3339("2026-11-21T12:00:00Z").unwrap();
+        assert_eq!(db.prune_age(now).unwrap(), 2);
+        let left: Vec<u64> = db
+            .query(&Query { q: String::new(), since_id: 0, limit: 10 })
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, [2]);
+        assert_eq!(db.counters().rows, 1);
+    }
+}
