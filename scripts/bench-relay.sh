@@ -78,18 +78,20 @@ ip netns exec "$R" socat TCP-LISTEN:9101,fork,reuseaddr,max-children=100000 TCP:
 PIDS+=($!); SOCAT_BULK=$!
 sleep 1
 
-# RSS (KiB) of a process and all its descendants.
+# RSS (KiB) of a process and all its descendant processes (-T: not its
+# threads, whose status repeats the whole process's RSS).
 rss_tree() {
   local total=0 p
-  for p in $(pstree -p "$1" 2>/dev/null | grep -o '([0-9]\+)' | tr -d '()' || echo "$1"); do
+  for p in $(pstree -p -T "$1" 2>/dev/null | grep -o '([0-9]\+)' | tr -d '()' || echo "$1"); do
     total=$((total + $(awk '/^VmRSS/ {print $2}' /proc/"$p"/status 2>/dev/null || echo 0)))
   done
   echo "$total"
 }
 command -v pstree >/dev/null || { apt-get install -y -qq psmisc >/dev/null 2>&1 || true; }
 
-client() { # port mode -> number
-  ip netns exec "$C" python3 - "$@" <<'PY'
+# The client's script is passed with -c, so its stdin stays the caller's
+# (the held mode waits on it).
+read -r -d '' CLIENT_PY <<'PY' || true
 import socket, sys, time, threading, os
 port, mode = int(sys.argv[1]), sys.argv[2]
 addr = ("10.204.0.2", port)
@@ -116,6 +118,8 @@ elif mode == "bulk":
     s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
     print(f"{mb / (time.time() - t):.0f}")
 PY
+client() { # port mode -> number
+  ip netns exec "$C" python3 -c "$CLIENT_PY" "$@"
 }
 
 held() { # port relay-pid -> KiB per held connection
