@@ -249,18 +249,25 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Reads variables through `lookup` and collects every error.
-struct Env<'a> {
-    lookup: &'a dyn Fn(&str) -> Option<String>,
-    errors: Vec<ConfigError>,
+/// The environment being parsed and the problems found so far (relay
+/// mode's configuration uses it too).
+pub(crate) struct Env<'a> {
+    pub(crate) lookup: &'a dyn Fn(&str) -> Option<String>,
+    pub(crate) errors: Vec<ConfigError>,
 }
 
 impl Env<'_> {
     /// The trimmed value; empty counts as unset.
-    fn raw(&self, var: &str) -> Option<String> {
+    pub(crate) fn raw(&self, var: &str) -> Option<String> {
         (self.lookup)(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
 
-    fn get<T>(&mut self, var: &'static str, default: T, parse: impl Fn(&str) -> Result<T, String>) -> T {
+    pub(crate) fn get<T>(
+        &mut self,
+        var: &'static str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> T {
         match self.raw(var) {
             None => default,
             Some(v) => match parse(&v) {
@@ -310,7 +317,7 @@ impl Env<'_> {
         }
     }
 
-    fn error(&mut self, var: &'static str, value: impl Into<String>, expected: impl Into<String>) {
+    pub(crate) fn error(&mut self, var: &'static str, value: impl Into<String>, expected: impl Into<String>) {
         self.errors.push(ConfigError { var, value: value.into(), expected: expected.into() });
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::config::{parse_bool, parse_duration, parse_port, ConfigError, ConfigErrors};
+use crate::config::{parse_bool, parse_duration, parse_port, ConfigErrors, Env};
 
 /// docker-whitelist's defaults, and egret's for what it adds.
 pub mod defaults {
@@ -265,34 +265,6 @@ fn parse_ms(s: &str) -> Result<Duration, String> {
     match s.parse::<u64>() {
         Ok(n) if n > 0 => Ok(Duration::from_millis(n)),
         _ => Err("milliseconds above 0".into()),
-    }
-}
-
-struct Env<'a> {
-    lookup: &'a dyn Fn(&str) -> Option<String>,
-    errors: Vec<ConfigError>,
-}
-
-impl Env<'_> {
-    fn raw(&self, var: &str) -> Option<String> {
-        (self.lookup)(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-    }
-
-    fn get<T>(&mut self, var: &'static str, default: T, parse: impl Fn(&str) -> Result<T, String>) -> T {
-        match self.raw(var) {
-            None => default,
-            Some(v) => match parse(&v) {
-                Ok(x) => x,
-                Err(expected) => {
-                    self.error(var, v, expected);
-                    default
-                }
-            },
-        }
-    }
-
-    fn error(&mut self, var: &'static str, value: impl Into<String>, expected: impl Into<String>) {
-        self.errors.push(ConfigError { var, value: value.into(), expected: expected.into() });
     }
 }
 

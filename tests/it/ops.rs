@@ -74,8 +74,9 @@ fn echo(ns: &str, addr: SocketAddr) -> Upstream {
     })
 }
 
-/// A real ClientHello (rustls) naming `sni`.
-fn client_hello(sni: &str) -> Vec<u8> {
+/// A real ClientHello (rustls) naming `sni`; it never gets further than
+/// the hello, so no roots are needed.
+pub fn client_hello(sni: &str) -> Vec<u8> {
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()

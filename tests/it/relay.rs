@@ -697,22 +697,6 @@ fn health_checks_follow_the_targets() {
     assert!(out.contains("554"), "{out}");
 }
 
-/// A real ClientHello naming `sni` (rustls, no roots needed: it never
-/// gets further than the hello).
-fn client_hello(sni: &str) -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
-    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
-    let mut out = Vec::new();
-    conn.write_tls(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn relay_check_refuses_another_name() {
     let t = Trio::new("rlc");
@@ -723,12 +707,12 @@ fn relay_check_refuses_another_name() {
     let mut e = Egret::start(&t, &[("TARGET", "fonts.test"), ("RELAY_CHECK", "sni,host")], t.door(443));
     let before = (tls.hits.load(Ordering::SeqCst), web.hits.load(Ordering::SeqCst));
     // The target's own name passes, byte-exact.
-    let hello = client_hello("fonts.test");
+    let hello = crate::ops::client_hello("fonts.test");
     assert_eq!(round_trip(connect(&t, t.door(443)).unwrap(), &hello), hello);
     assert_eq!(tls.hits.load(Ordering::SeqCst), before.0 + 1);
     // Another virtual host on the same target: refused, nothing dialled.
     let mut s = connect(&t, t.door(443)).unwrap();
-    s.write_all(&client_hello("admin.fonts.test")).unwrap();
+    s.write_all(&crate::ops::client_hello("admin.fonts.test")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut got = Vec::new();
     let r = s.read_to_end(&mut got);
