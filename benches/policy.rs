@@ -12,6 +12,7 @@ fn policy(n: usize) -> Policy {
     domains.extend((0..n - n / 2).map(|i| format!("*.zone{i}.example.net")));
     let raw = RawPolicy {
         allowlist: RawAllowlist { ips: Some(vec!["10.0.0.0/8".into()]), domains: Some(domains) },
+        ..RawPolicy::default()
     };
     compile_raw(raw, "bench", &EnvLists::default()).expect("bench policy compiles")
 }

@@ -68,6 +68,10 @@ pub struct Config {
     pub policy_path: PathBuf,
     pub allowlist_ips: Option<Vec<String>>,
     pub allowlist_domains: Option<Vec<String>>,
+    /// `ENFORCE`: `audit` decides and logs everything as enforcement
+    /// would, and blocks nothing; `None` leaves it to the policy file's
+    /// `enforce:` (enforcement when that is absent too).
+    pub enforce: Option<crate::policy::Mode>,
     pub filter_mode: FilterMode,
     /// The resolvers in effect: `DNS_UPSTREAMS` when set (names resolved
     /// by the shell, see `resolve::effective_upstreams`), else the fallback
@@ -691,6 +695,8 @@ impl Config {
             policy_path: PathBuf::from(e.string("POLICY_PATH").unwrap_or_else(|| d::POLICY_PATH.into())),
             allowlist_ips: e.string("ALLOWLIST_IPS").map(|v| parse_list(&v)),
             allowlist_domains: e.string("ALLOWLIST_DOMAINS").map(|v| parse_list(&v)),
+            // Enforcement: an unknown value is an error, never a guess.
+            enforce: e.opt("ENFORCE", crate::policy::Mode::parse),
             filter_mode,
             dns_upstreams,
             dns_upstreams_env,
@@ -798,7 +804,11 @@ impl Config {
 
     /// The env lists that replace the file's lists.
     pub fn env_lists(&self) -> crate::policy::EnvLists {
-        crate::policy::EnvLists { ips: self.allowlist_ips.clone(), domains: self.allowlist_domains.clone() }
+        crate::policy::EnvLists {
+            ips: self.allowlist_ips.clone(),
+            domains: self.allowlist_domains.clone(),
+            mode: self.enforce,
+        }
     }
 }
 

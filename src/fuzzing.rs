@@ -34,6 +34,7 @@ pub fn name(data: &[u8]) {
         policy::compile_raw(
             policy::RawPolicy {
                 allowlist: policy::RawAllowlist { ips: None, domains: Some(vec!["*".into()]) },
+                ..Default::default()
             },
             "fuzz",
             &EnvLists::default(),

@@ -45,6 +45,9 @@ use crate::policy::Policy;
 pub const TABLE: &str = "egret";
 /// The NFLOG prefix of blocked packets (the NFLOG reader keys on it).
 pub const LOG_PREFIX: &str = "blocked";
+/// The NFLOG prefix of packets audit mode would have rejected and
+/// accepted instead (`ENFORCE=audit`): the first packet of each flow.
+pub const AUDIT_PREFIX: &str = "audit";
 /// NFLOG rate limit: enough to see what is blocked, not enough for a flood
 /// to drown the event stream.
 pub const LOG_RATE_PER_SECOND: u64 = 20;
@@ -503,8 +506,7 @@ impl Ruleset {
             FilterMode::Dns => {}
         }
 
-        let log = |group| Stmt::Log { prefix: LOG_PREFIX, group };
-        let limit = Stmt::Limit { per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST };
+        let audit = policy.audit();
         let reject =
             |l4| Stmt::Reject(if l4 == L4::Tcp { Reject::TcpReset } else { Reject::PortUnreachable });
         let mut out = vec![
@@ -573,13 +575,11 @@ impl Ruleset {
             // (its conntrack entry predates the rules); DNS over TLS/QUIC
             // (853) would skip the resolver.
             for l4 in [L4::Udp, L4::Tcp] {
-                let escaped = || vec![Match::Dport(l4, 53), Match::FibLocal(Addr::Daddr, Cmp::Ne)];
-                out.push(rule(escaped(), vec![limit.clone(), log(cfg.nflog_group)]));
-                out.push(rule(escaped(), vec![reject(l4)]));
+                let escaped = vec![Match::Dport(l4, 53), Match::FibLocal(Addr::Daddr, Cmp::Ne)];
+                out.extend(refusal(escaped, Some(l4), audit, cfg.nflog_group));
             }
             for l4 in [L4::Tcp, L4::Udp] {
-                out.push(rule(vec![Match::Dport(l4, 853)], vec![limit.clone(), log(cfg.nflog_group)]));
-                out.push(rule(vec![Match::Dport(l4, 853)], vec![reject(l4)]));
+                out.extend(refusal(vec![Match::Dport(l4, 853)], Some(l4), audit, cfg.nflog_group));
             }
             ChainPolicy::Accept
         } else {
@@ -613,12 +613,7 @@ impl Ruleset {
                     }
                 }
             }
-            out.push(rule(vec![], vec![limit, log(cfg.nflog_group)]));
-            // Fail fast: clients see a refusal at once instead of hanging
-            // on a silent drop; QUIC (UDP 443) falls back to TCP at once.
-            out.push(rule(vec![Match::L4(L4::Tcp)], vec![Stmt::Reject(Reject::TcpReset)]));
-            out.push(rule(vec![Match::L4(L4::Udp)], vec![Stmt::Reject(Reject::PortUnreachable)]));
-            out.push(rule(vec![], vec![Stmt::Reject(Reject::AdminProhibited)]));
+            out.extend(refusal(vec![], None, audit, cfg.nflog_group));
             ChainPolicy::Drop
         };
 
@@ -740,7 +735,42 @@ impl Ruleset {
         ];
         Ruleset { table: TABLE, sets, chains, l2: link_layer(id, host) }
     }
+}
 
+/// The verdict on a packet that `matches` refuses: logged (rate-limited)
+/// and rejected fast, TCP with a reset and UDP with port unreachable
+/// (QUIC falls back to TCP at once), the rest admin-prohibited; `l4`:
+/// the matches already name the protocol. In audit mode the first packet
+/// of the flow is logged with [`AUDIT_PREFIX`] and every packet accepted.
+fn refusal(matches: Vec<Match>, l4: Option<L4>, audit: bool, group: u16) -> Vec<Rule> {
+    let limit = Stmt::Limit { per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST };
+    if audit {
+        let mut first = matches.clone();
+        first.push(Match::CtState(CtState::New, Cmp::Eq));
+        return vec![
+            rule(first, vec![limit, Stmt::Log { prefix: AUDIT_PREFIX, group }]),
+            rule(matches, vec![Stmt::Accept]),
+        ];
+    }
+    let mut out = vec![rule(matches.clone(), vec![limit, Stmt::Log { prefix: LOG_PREFIX, group }])];
+    match l4 {
+        Some(L4::Tcp) => out.push(rule(matches, vec![Stmt::Reject(Reject::TcpReset)])),
+        Some(_) => out.push(rule(matches, vec![Stmt::Reject(Reject::PortUnreachable)])),
+        None => {
+            let with = |l4| {
+                let mut m = matches.clone();
+                m.push(Match::L4(l4));
+                m
+            };
+            out.push(rule(with(L4::Tcp), vec![Stmt::Reject(Reject::TcpReset)]));
+            out.push(rule(with(L4::Udp), vec![Stmt::Reject(Reject::PortUnreachable)]));
+            out.push(rule(matches, vec![Stmt::Reject(Reject::AdminProhibited)]));
+        }
+    }
+    out
+}
+
+impl Ruleset {
     /// Number of rules in every chain together.
     pub fn rule_count(&self) -> usize {
         self.chains.iter().map(|c| c.rules.len()).sum()
@@ -1490,6 +1520,42 @@ table netdev egret {
             &Identity { mark: 7, listen_mark: 8, cgroup: None, generation_base: 0x41, egress_tag: 9 },
             want,
         );
+    }
+
+    /// ENFORCE=audit: wherever enforcement logs and rejects, audit logs the
+    /// flow's first packet with the `audit` prefix and accepts; nothing in
+    /// the egress chain rejects. Anti-forgery drops stay (they are not
+    /// policy).
+    #[test]
+    fn audit_mode_logs_and_accepts_where_enforcement_rejects() {
+        let filter_out = |vars: &[(&str, &str)], audit: bool| -> String {
+            let mut p = policy("allowlist:\n  domains: [a.test]\n");
+            if audit {
+                p = p.with_mode(crate::policy::Mode::Audit);
+            }
+            let rs = Ruleset::build(&config(vars), &p, &ID, &Host::default());
+            let c = rs.chains.iter().find(|c| c.name == "filter_out").expect("filter_out");
+            c.rules.iter().map(|r| format!("{r}\n")).collect()
+        };
+        for vars in [&[][..], &[("FILTER_MODE", "dns")][..], &[("FILTER_MODE", "dns-strict")][..]] {
+            let enforce = filter_out(vars, false);
+            let audit = filter_out(vars, true);
+            assert!(enforce.contains("reject"), "{vars:?}: {enforce}");
+            assert!(!audit.contains("reject"), "{vars:?}: audit must reject nothing:\n{audit}");
+            assert!(!audit.contains("prefix \"blocked\""), "{vars:?}: {audit}");
+            let logs = enforce.matches("prefix \"blocked\"").count();
+            assert_eq!(
+                audit
+                    .matches("ct state new limit rate 20/second burst 50 packets log prefix \"audit\"")
+                    .count(),
+                logs,
+                "{vars:?}: one audit log per refusal:\n{audit}"
+            );
+            assert!(audit.contains("ct state invalid drop"), "{vars:?}");
+        }
+        // The last word of HTTPS mode's chain is an accept, after the log.
+        let audit = filter_out(&[], true);
+        assert!(audit.trim_end().ends_with("log prefix \"audit\" group 0\naccept"), "{audit}");
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub use name::{normalize, NameError, NameSet, Pattern};
 pub struct RawPolicy {
     #[serde(default)]
     pub allowlist: RawAllowlist,
+    /// `enforce: audit` (or `true`, the default): the file's say on the
+    /// mode; `ENFORCE` in the environment wins over it.
+    #[serde(default)]
+    pub enforce: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,9 +108,42 @@ pub struct Source<'a> {
 pub struct Policy {
     ips: IpSet,
     names: NameSet,
+    /// Enforce (the default) or audit: every component decides the same
+    /// way in both, and in audit lets through what it would have refused.
+    mode: Mode,
     /// Non-fatal remarks found while compiling (host bits cleared,
     /// duplicates, an empty policy), for the caller to log.
     warnings: Vec<String>,
+}
+
+/// `ENFORCE`: whether a refusal is carried out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Refuse what the policy does not allow.
+    #[default]
+    Enforce,
+    /// Decide and log exactly as in enforcement (action `AUDIT`, with the
+    /// reason), but let everything through.
+    Audit,
+}
+
+impl Mode {
+    /// `ENFORCE` / `enforce:` values: `audit` (also `false`, `off`, `no`,
+    /// `0`, `dry-run`), or `true` / `enforce` (also `on`, `yes`, `1`).
+    pub fn parse(s: &str) -> Result<Mode, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "audit" | "dry-run" | "dryrun" | "false" | "off" | "no" | "0" => Ok(Mode::Audit),
+            "enforce" | "block" | "true" | "on" | "yes" | "1" => Ok(Mode::Enforce),
+            _ => Err("audit, or true/enforce (the default)".into()),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
 }
 
 /// What the shells ask: a name (SNI, Host, DNS question) and/or the
@@ -244,7 +281,22 @@ impl Policy {
         if ips.is_empty() && names.is_empty() {
             warnings.push("the policy allows nothing: all egress will be blocked".to_owned());
         }
-        Ok(Policy { ips, names, warnings })
+        Ok(Policy { ips, names, mode: Mode::Enforce, warnings })
+    }
+
+    /// This policy in `mode`.
+    pub fn with_mode(mut self, mode: Mode) -> Policy {
+        self.mode = mode;
+        self
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Audit mode: a refusal is logged as `AUDIT` and not carried out.
+    pub fn audit(&self) -> bool {
+        self.mode == Mode::Audit
     }
 
     /// The one decision: an allowed address allows; otherwise a name must
@@ -310,6 +362,9 @@ impl fmt::Display for Policy {
     /// The effective allowlist, as `egret check` prints it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cidrs = self.ips.cidrs();
+        if self.audit() {
+            writeln!(f, "enforce: audit")?;
+        }
         writeln!(f, "allowlist:")?;
         writeln!(f, "  ips:{}", if cidrs.is_empty() { " []" } else { "" })?;
         for c in &cidrs {
@@ -415,6 +470,8 @@ fn yaml_reason(e: &serde_yaml::Error) -> String {
 pub struct EnvLists {
     pub ips: Option<Vec<String>>,
     pub domains: Option<Vec<String>>,
+    /// `ENFORCE`, when set: wins over the file's `enforce:`.
+    pub mode: Option<Mode>,
 }
 
 /// Reads and compiles the policy, with g0efilter's precedence: when either
@@ -454,7 +511,7 @@ pub fn load(path: &Path, env: &EnvLists) -> Result<Policy, PolicyErrors> {
         )),
         Err(e) => return Err(whole_error(&shown, format!("cannot read: {e}"))),
     };
-    compile_raw(raw, &shown, &EnvLists::default())
+    compile_raw(raw, &shown, &EnvLists { mode: env.mode, ..EnvLists::default() })
 }
 
 /// Compiles the environment lists alone (the file is not consulted).
@@ -463,7 +520,7 @@ pub fn compile_env(env: &EnvLists) -> Result<Policy, PolicyErrors> {
     let ips = Source { origin: Origin::Env("ALLOWLIST_IPS"), entries: env.ips.as_ref().unwrap_or(&none) };
     let domains =
         Source { origin: Origin::Env("ALLOWLIST_DOMAINS"), entries: env.domains.as_ref().unwrap_or(&none) };
-    Policy::compile(&[ips], &[domains])
+    Ok(Policy::compile(&[ips], &[domains])?.with_mode(env.mode.unwrap_or_default()))
 }
 
 /// Compiles parsed YAML; when `env` has a list set, the environment
@@ -472,12 +529,39 @@ pub fn compile_raw(raw: RawPolicy, shown: &str, env: &EnvLists) -> Result<Policy
     if env.ips.is_some() || env.domains.is_some() {
         return compile_env(env);
     }
+    // `ENFORCE` wins over the file; a bad `enforce:` value is an error
+    // like any other entry (a typo must not quietly mean "enforce").
+    let file_mode = match &raw.enforce {
+        None => Ok(Mode::Enforce),
+        Some(v) => {
+            let text = match v {
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                serde_yaml::Value::String(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            Mode::parse(&text).map_err(|why| PolicyError {
+                source: shown.to_owned(),
+                location: "enforce".into(),
+                entry: text,
+                reason: format!("expected {why}"),
+            })
+        }
+    };
     let file = Origin::File(shown.to_owned());
     let file_ips = raw.allowlist.ips.unwrap_or_default();
     let file_domains = raw.allowlist.domains.unwrap_or_default();
     let ips = Source { origin: file.clone(), entries: &file_ips };
     let domains = Source { origin: file, entries: &file_domains };
-    Policy::compile(&[ips], &[domains])
+    let compiled = Policy::compile(&[ips], &[domains]);
+    match (compiled, file_mode) {
+        (Ok(p), Ok(m)) => Ok(p.with_mode(env.mode.unwrap_or(m))),
+        (Ok(_), Err(e)) => Err(PolicyErrors(vec![e])),
+        (Err(es), Ok(_)) => Err(es),
+        (Err(mut es), Err(e)) => {
+            es.0.insert(0, e);
+            Err(es)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -566,24 +650,24 @@ mod tests {
     #[test]
     fn env_lists_replace_the_file_entirely() {
         let raw = || parse_yaml(BUNDLED, "policy.yaml").unwrap();
-        let env = EnvLists { ips: Some(vec!["10.9.9.9".into()]), domains: None };
+        let env = EnvLists { ips: Some(vec!["10.9.9.9".into()]), domains: None, mode: None };
         let p = compile_raw(raw(), "policy.yaml", &env).unwrap();
         assert!(p.allows_ip("10.9.9.9".parse().unwrap()));
         assert!(!p.allows_ip("1.1.1.1".parse().unwrap()), "file ips must not be read");
         assert!(!p.allows_name("github.com"), "file domains must not be read either");
 
-        let env = EnvLists { ips: None, domains: Some(vec!["example.org".into()]) };
+        let env = EnvLists { ips: None, domains: Some(vec!["example.org".into()]), mode: None };
         let p = compile_raw(raw(), "policy.yaml", &env).unwrap();
         assert!(p.allows_name("example.org") && !p.allows_name("github.com"));
         assert!(!p.allows_ip("192.168.7.7".parse().unwrap()), "no private /16 from the file");
         assert!(p.ips().is_empty());
 
         // An empty env list is still "set": an empty policy.
-        let env = EnvLists { ips: Some(vec![]), domains: Some(vec![]) };
+        let env = EnvLists { ips: Some(vec![]), domains: Some(vec![]), mode: None };
         assert!(compile_raw(raw(), "policy.yaml", &env).unwrap().is_empty());
 
         // Env errors name the variable.
-        let env = EnvLists { ips: Some(vec!["nope".into()]), domains: Some(vec!["*x".into()]) };
+        let env = EnvLists { ips: Some(vec!["nope".into()]), domains: Some(vec!["*x".into()]), mode: None };
         let e = compile_raw(raw(), "policy.yaml", &env).unwrap_err();
         let shown: Vec<String> = e.0.iter().map(ToString::to_string).collect();
         assert!(shown[0].starts_with("ALLOWLIST_IPS: [0] \"nope\""), "{}", shown[0]);
@@ -613,15 +697,16 @@ mod tests {
             assert!(e.contains(needle), "{needle:?} missing from: {e}");
         }
         // One env list is a whole policy; no file needed.
-        let env = EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: None };
+        let env = EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: None, mode: None };
         let p = load(path, &env).unwrap();
         assert!(p.allows_ip("1.1.1.1".parse().unwrap()) && p.names().is_empty());
         assert!(p.warnings().is_empty(), "no file to ignore: {:?}", p.warnings());
-        let env = EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: Some(vec!["a.com".into()]) };
+        let env =
+            EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: Some(vec!["a.com".into()]), mode: None };
         assert!(load(path, &env).unwrap().allows_name("a.com"));
         // With the file present, the start-up log says it is not read.
         let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.yaml");
-        let env = EnvLists { ips: None, domains: Some(vec!["a.com".into()]) };
+        let env = EnvLists { ips: None, domains: Some(vec!["a.com".into()]), mode: None };
         let p = load(&here, &env).unwrap();
         assert!(!p.allows_name("github.com"));
         assert!(p.warnings()[0].contains("ALLOWLIST_DOMAINS set: the policy file"), "{:?}", p.warnings());
@@ -631,6 +716,39 @@ mod tests {
     fn a_denylist_is_refused_and_says_why() {
         let e = errors("allowlist:\n  domains: [a.com]\ndenylist:\n  domains: [b.com]\n");
         assert!(e[0].contains("would let through what it was meant to block"), "{}", e[0]);
+    }
+
+    /// `ENFORCE` and the file's `enforce:`: the environment wins; a value
+    /// with no meaning is an error, never a quiet "enforce".
+    #[test]
+    fn enforce_mode_from_env_and_file() {
+        assert_eq!(yaml("allowlist: {}\n").unwrap().mode(), Mode::Enforce);
+        assert!(yaml("enforce: audit\nallowlist: {}\n").unwrap().audit());
+        assert!(!yaml("enforce: true\nallowlist: {}\n").unwrap().audit());
+        assert!(yaml("enforce: false\n").unwrap().audit());
+        let e = errors("enforce: sometimes\nallowlist:\n  ips: [nope]\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("policy.yaml: enforce \"sometimes\": expected audit"), "{e:?}");
+        let raw = || parse_yaml("enforce: audit\n", "policy.yaml").unwrap();
+        let env = EnvLists { mode: Some(Mode::Enforce), ..EnvLists::default() };
+        assert!(!compile_raw(raw(), "policy.yaml", &env).unwrap().audit(), "ENFORCE wins over the file");
+        let env =
+            EnvLists { domains: Some(vec!["a.test".into()]), mode: Some(Mode::Audit), ..EnvLists::default() };
+        assert!(compile_raw(raw(), "policy.yaml", &env).unwrap().audit());
+        for (s, m) in [
+            ("audit", Mode::Audit),
+            ("AUDIT", Mode::Audit),
+            ("0", Mode::Audit),
+            ("true", Mode::Enforce),
+            ("enforce", Mode::Enforce),
+        ] {
+            assert_eq!(Mode::parse(s), Ok(m), "{s}");
+        }
+        assert!(Mode::parse("log").is_err());
+        // A policy in audit mode still decides as in enforcement.
+        let p = yaml("enforce: audit\nallowlist:\n  domains: [a.test]\n").unwrap();
+        assert!(!p.decide(Query { name: Some("b.test"), ip: None }).allowed());
+        assert!(p.to_string().starts_with("enforce: audit\n"), "{p}");
     }
 
     #[test]

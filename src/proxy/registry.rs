@@ -107,6 +107,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Whether `policy` still allows `name` at `ip` (the policy part of the
 /// proxies' decision; the anti-spoofing check was passed at connect).
 pub fn still_allowed(policy: &Policy, name: &str, ip: IpAddr) -> bool {
+    // Audit mode cuts nothing: what it would refuse was logged when the
+    // connection started.
+    if policy.audit() {
+        return true;
+    }
     // An IP-literal Host/SNI was allowed only under `domains: ["*"]`.
     if name.parse::<IpAddr>().is_ok() {
         return policy.names().matches_everything() || policy.allows_ip(ip);

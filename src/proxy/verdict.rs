@@ -145,6 +145,16 @@ pub fn request_shown(head: &RequestHead) -> Shown {
     Shown::host(&head.host)
 }
 
+/// The event of a refusal audit mode did not carry out: `ev` turned into
+/// `<component>.audit`, action `AUDIT`, with the reason and note a
+/// refusal would have had.
+pub fn audited(ev: Event, kind: Kind, block: &Block) -> Event {
+    let mut ev = blocked(ev, kind, block);
+    ev.action = Action::Audit;
+    ev.msg = format!("{}.audit", kind.component().as_str());
+    ev
+}
+
 /// A connection refused for want of a slot.
 pub fn no_slot(r: Refusal) -> Block {
     let note = match r {
@@ -226,6 +236,18 @@ mod tests {
         let star = policy(&["*"]);
         let rules = Rules { policy: &star, verify: true, guard: &Guard::default(), check: &hosts };
         assert_eq!(first(&hello_with(Sni::IpLiteral(dst)), dst, &rules).0, Verdict::Allow("10.0.0.1".into()));
+    }
+
+    #[test]
+    fn an_audited_refusal_is_an_audit_event_with_the_reason() {
+        let base = Event::new(crate::events::Component::Http, Action::Allowed, "h", std::time::UNIX_EPOCH);
+        let ev = audited(base, Kind::Http, &Block::with_note(reason::IP_MISMATCH, "x does not resolve to y"));
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!((v["msg"].as_str(), v["action"].as_str()), (Some("http.audit"), Some("AUDIT")));
+        assert_eq!(
+            (v["reason"].as_str(), v["note"].as_str()),
+            (Some("ip-mismatch"), Some("x does not resolve to y"))
+        );
     }
 
     #[test]
