@@ -27,7 +27,7 @@ fn measure(p: &Policy, names: &[String]) -> f64 {
         let mut allowed = 0usize;
         for i in 0..ITERS {
             let name = &names[i % names.len()];
-            if p.decide(black_box(Query { name: Some(name), ip: None })).allowed() {
+            if p.decide(black_box(Query { name: Some(name), ip: None, port: None })).allowed() {
                 allowed += 1;
             }
         }

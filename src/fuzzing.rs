@@ -16,6 +16,8 @@ pub fn policy_yaml(data: &[u8]) {
         .and_then(|raw| policy::compile_raw(raw, "printed", &EnvLists::default()))
         .unwrap_or_else(|e| panic!("printed policy does not compile: {e}\n{printed}"));
     assert_eq!(again.ips(), p.ips(), "ip ranges changed through printing");
+    assert_eq!(again.ports(), p.ports(), "port entries changed through printing");
+    assert_eq!(again.mode(), p.mode(), "the mode changed through printing");
     assert_eq!(again.names(), p.names(), "names changed through printing");
     for pat in p.names().patterns() {
         if let Pattern::Exact(n) | Pattern::Subdomains(n) = &pat {
@@ -41,7 +43,7 @@ pub fn name(data: &[u8]) {
         )
         .expect("'*' compiles")
     });
-    let d = any.decide(Query { name: Some(s), ip: None });
+    let d = any.decide(Query { name: Some(s), ip: None, port: None });
     match normalize(s) {
         Ok(n) => {
             assert_eq!(normalize(&n).as_deref(), Ok(n.as_str()), "normalize not idempotent for {s:?}");

@@ -198,7 +198,7 @@ pub fn decide(query: &[u8], policy: &Policy) -> Action {
     let mut info = info;
     for q in &info.questions {
         let name = q.name().to_ascii();
-        let d = policy.decide(Query { name: Some(&name), ip: None });
+        let d = policy.decide(Query { name: Some(&name), ip: None, port: None });
         if !d.allowed() {
             let shown = d.name.clone().unwrap_or_else(|| display_name(q));
             if policy.audit() {
@@ -464,7 +464,10 @@ pub fn check_properties(data: &[u8]) {
             assert_eq!(m.queries.len(), info.questions.len());
             for q in &info.questions {
                 let name = q.name().to_ascii();
-                assert!(policy.decide(Query { name: Some(&name), ip: None }).allowed(), "forwarded {name}");
+                assert!(
+                    policy.decide(Query { name: Some(&name), ip: None, port: None }).allowed(),
+                    "forwarded {name}"
+                );
             }
             // The same query as an "answer" to itself is refused.
             assert_eq!(check_response(data, &info), Err(FilterError::NotAResponse));

@@ -549,7 +549,7 @@ impl Shared {
         let now = std::time::Instant::now();
         for q in &info.questions {
             let name = filter::display_name(q);
-            let d = policy.decide(crate::policy::Query { name: Some(&name), ip: None });
+            let d = policy.decide(crate::policy::Query { name: Some(&name), ip: None, port: None });
             let pattern = match &d.rule {
                 Some(crate::policy::Rule::Domain(p)) => Some(p),
                 _ => None,

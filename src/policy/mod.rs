@@ -8,6 +8,7 @@
 pub mod cidr;
 pub mod guard;
 pub mod name;
+pub mod port;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 pub use cidr::{Cidr, IpSet};
 pub use guard::Guard;
 pub use name::{normalize, NameError, NameSet, Pattern};
+pub use port::{PortEntry, PortSet, Proto};
 
 /// `policy.yaml` as written. Unknown keys are an error, so a g0efilter
 /// `denylist:` (which egret does not have) is never silently ignored.
@@ -107,6 +109,8 @@ pub struct Source<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     ips: IpSet,
+    /// Address entries with a protocol and/or ports.
+    ports: PortSet,
     names: NameSet,
     /// Enforce (the default) or audit: every component decides the same
     /// way in both, and in audit lets through what it would have refused.
@@ -152,6 +156,9 @@ impl Mode {
 pub struct Query<'a> {
     pub name: Option<&'a str>,
     pub ip: Option<IpAddr>,
+    /// The destination's protocol and port, when known: an address open
+    /// only on some ports (`tcp/10.0.0.5:5432`) is allowed only there.
+    pub port: Option<(Proto, u16)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +200,8 @@ impl Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
     Ip(Cidr),
+    /// An address entry with a protocol and ports.
+    Port(PortEntry),
     Domain(Pattern),
 }
 
@@ -200,6 +209,7 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rule::Ip(c) => write!(f, "ip {c}"),
+            Rule::Port(p) => write!(f, "ip {p}"),
             Rule::Domain(p) => write!(f, "domain {p}"),
         }
     }
@@ -230,6 +240,7 @@ impl Policy {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let mut cidrs = Vec::new();
+        let mut port_entries = Vec::new();
         // g0efilter skips empty entries (`- ""`); so does egret, saying so.
         let skip_empty = |src: &Source<'_>, list: &str, i: usize, entry: &str, warnings: &mut Vec<String>| {
             let empty = entry.trim().is_empty();
@@ -247,17 +258,29 @@ impl Policy {
                 if skip_empty(src, "ips", i, entry, &mut warnings) {
                     continue;
                 }
+                let host_bits_warning = |c: &dyn fmt::Display, warnings: &mut Vec<String>| {
+                    warnings.push(format!(
+                        "{}: {} {entry:?}: host bits set, using {c}",
+                        source_name(&src.origin),
+                        location(&src.origin, "ips", i),
+                    ))
+                };
                 match Cidr::parse(entry) {
                     Ok((c, host_bits)) => {
                         if host_bits {
-                            warnings.push(format!(
-                                "{}: {} {entry:?}: host bits set, using {c}",
-                                source_name(&src.origin),
-                                location(&src.origin, "ips", i),
-                            ));
+                            host_bits_warning(&c, &mut warnings);
                         }
                         cidrs.push(c);
                     }
+                    Err(_) if port::is_port_entry(entry) => match port::parse(entry) {
+                        Ok((p, host_bits)) => {
+                            if host_bits {
+                                host_bits_warning(&p, &mut warnings);
+                            }
+                            port_entries.push(p);
+                        }
+                        Err(e) => errors.push(entry_error(&src.origin, "ips", i, entry, e.to_string())),
+                    },
                     Err(e) => errors.push(entry_error(&src.origin, "ips", i, entry, e.to_string())),
                 }
             }
@@ -278,10 +301,11 @@ impl Policy {
             return Err(PolicyErrors(errors));
         }
         let ips = IpSet::from_cidrs(&cidrs);
-        if ips.is_empty() && names.is_empty() {
+        let ports = PortSet::from_entries(&port_entries);
+        if ips.is_empty() && names.is_empty() && ports.is_empty() {
             warnings.push("the policy allows nothing: all egress will be blocked".to_owned());
         }
-        Ok(Policy { ips, names, mode: Mode::Enforce, warnings })
+        Ok(Policy { ips, ports, names, mode: Mode::Enforce, warnings })
     }
 
     /// This policy in `mode`.
@@ -312,6 +336,17 @@ impl Policy {
                     rule: Some(Rule::Ip(block)),
                     name,
                 };
+            }
+            if let Some((proto, port)) = q.port {
+                if let Some(entry) = self.ports.find(ip, proto, port) {
+                    let name = q.name.and_then(|n| normalize(n).ok());
+                    return Decision {
+                        verdict: Verdict::Allow,
+                        reason: Reason::IpAllowed,
+                        rule: Some(Rule::Port(entry)),
+                        name,
+                    };
+                }
             }
         }
         let Some(raw) = q.name else {
@@ -345,6 +380,17 @@ impl Policy {
         &self.ips
     }
 
+    /// The address entries with a protocol and ports.
+    pub fn ports(&self) -> &PortSet {
+        &self.ports
+    }
+
+    /// Whether `ip` is reachable on `proto` port `port`: a bare address
+    /// entry, or a port entry covering it.
+    pub fn allows_port(&self, ip: IpAddr, proto: Proto, port: u16) -> bool {
+        self.ips.contains(ip) || self.ports.contains(ip, proto, port)
+    }
+
     pub fn names(&self) -> &NameSet {
         &self.names
     }
@@ -354,7 +400,7 @@ impl Policy {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ips.is_empty() && self.names.is_empty()
+        self.ips.is_empty() && self.names.is_empty() && self.ports.is_empty()
     }
 }
 
@@ -362,13 +408,17 @@ impl fmt::Display for Policy {
     /// The effective allowlist, as `egret check` prints it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cidrs = self.ips.cidrs();
+        let ports = self.ports.entries();
         if self.audit() {
             writeln!(f, "enforce: audit")?;
         }
         writeln!(f, "allowlist:")?;
-        writeln!(f, "  ips:{}", if cidrs.is_empty() { " []" } else { "" })?;
+        writeln!(f, "  ips:{}", if cidrs.is_empty() && ports.is_empty() { " []" } else { "" })?;
         for c in &cidrs {
             writeln!(f, "    - {c}")?;
+        }
+        for p in &ports {
+            writeln!(f, "    - \"{p}\"")?;
         }
         let pats = self.names.patterns();
         writeln!(f, "  domains:{}", if pats.is_empty() { " []" } else { "" })?;
@@ -626,7 +676,9 @@ mod tests {
             let p = yaml(text).unwrap();
             assert!(p.is_empty(), "{text:?}");
             assert_eq!(p.warnings().len(), 1, "{text:?}");
-            assert!(!p.decide(Query { name: Some("a.com"), ip: Some("1.1.1.1".parse().unwrap()) }).allowed());
+            assert!(!p
+                .decide(Query { name: Some("a.com"), ip: Some("1.1.1.1".parse().unwrap()), port: None })
+                .allowed());
         }
         let p = yaml("allowlist:\n  domains: [a.com]\n").unwrap();
         assert!(p.allows_name("a.com") && p.ips().is_empty());
@@ -747,8 +799,46 @@ mod tests {
         assert!(Mode::parse("log").is_err());
         // A policy in audit mode still decides as in enforcement.
         let p = yaml("enforce: audit\nallowlist:\n  domains: [a.test]\n").unwrap();
-        assert!(!p.decide(Query { name: Some("b.test"), ip: None }).allowed());
+        assert!(!p.decide(Query { name: Some("b.test"), ip: None, port: None }).allowed());
         assert!(p.to_string().starts_with("enforce: audit\n"), "{p}");
+    }
+
+    /// Ports and protocols on address entries: in the file and the env
+    /// list, decided with the destination's port, shown by `egret check`,
+    /// refused with their location when malformed.
+    #[test]
+    fn port_entries() {
+        let p = yaml("allowlist:\n  ips: [\"tcp/10.0.0.5:5432\", \"udp/10.0.0.0/8:53\", \"[2001:db8::1]:443\", \"tcp/10.0.0.5:8000-8100\", \"192.168.1.1\"]\n").unwrap();
+        let q =
+            |ip: &str, port: Option<(Proto, u16)>| Query { name: None, ip: Some(ip.parse().unwrap()), port };
+        type Case<'a> = (&'a str, Option<(Proto, u16)>, Option<&'a str>);
+        let cases: &[Case] = &[
+            ("10.0.0.5", Some((Proto::Tcp, 5432)), Some("ip tcp/10.0.0.5:5432")),
+            ("10.0.0.5", Some((Proto::Udp, 5432)), None),
+            ("10.0.0.5", Some((Proto::Tcp, 8050)), Some("ip tcp/10.0.0.5:8000-8100")),
+            ("10.0.0.5", Some((Proto::Tcp, 8101)), None),
+            ("10.9.9.9", Some((Proto::Udp, 53)), Some("ip udp/10.0.0.0/8:53")),
+            ("2001:db8::1", Some((Proto::Udp, 443)), Some("ip udp/[2001:db8::1]:443")),
+            ("2001:db8::1", Some((Proto::Tcp, 80)), None),
+            ("10.0.0.5", None, None),
+            ("192.168.1.1", Some((Proto::Udp, 9)), Some("ip 192.168.1.1/32")),
+        ];
+        for (ip, port, rule) in cases {
+            let d = p.decide(q(ip, *port));
+            assert_eq!(d.rule.map(|r| r.to_string()).as_deref(), *rule, "{ip} {port:?}");
+        }
+        assert!(p.allows_port("10.0.0.5".parse().unwrap(), Proto::Tcp, 5432));
+        assert!(!p.allows_ip("10.0.0.5".parse().unwrap()), "a port entry is not a whole address");
+        assert!(p.to_string().contains("    - \"tcp/10.0.0.5:5432\"\n"), "{p}");
+        let e = errors("allowlist:\n  ips: [\"sctp/10.0.0.5:1\", \"tcp/10.0.0.5:0\", \"[::1]\"]\n");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].starts_with("policy.yaml: allowlist.ips[0] \"sctp/10.0.0.5:1\": unknown protocol"),
+            "{e:?}"
+        );
+        let env = EnvLists { ips: Some(vec!["tcp/10.0.0.5:22".into()]), ..EnvLists::default() };
+        let p = compile_env(&env).unwrap();
+        assert!(p.allows_port("10.0.0.5".parse().unwrap(), Proto::Tcp, 22) && !p.is_empty());
     }
 
     #[test]
@@ -784,7 +874,7 @@ mod tests {
             (Some("git hub.com"), None, Verdict::Deny, Reason::InvalidName, None),
         ];
         for (name, ip, verdict, reason, rule) in cases {
-            let d = p.decide(Query { name: *name, ip: *ip });
+            let d = p.decide(Query { name: *name, ip: *ip, port: None });
             assert_eq!((d.verdict, d.reason), (*verdict, *reason), "{name:?} {ip:?}");
             assert_eq!(d.rule.map(|r| r.to_string()).as_deref(), *rule, "{name:?} {ip:?}");
         }

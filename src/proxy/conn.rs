@@ -71,7 +71,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     let (peeked, mut ev, name) = match read_head(&client, kind, &mut buf, started + s.header_timeout) {
         Ok(peeked) => {
             let policy = shared.policy.current();
-            let (decided, shown) = verdict::first(&peeked, orig.ip(), &rules(shared, &policy));
+            let (decided, shown) = verdict::first(&peeked, orig, &rules(shared, &policy));
             let ev = shown.on(event(shared, kind, Action::Allowed, flow));
             match decided {
                 Verdict::Allow(n) => {
@@ -116,7 +116,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     // slip through between the two.
     let (client, upstream) = (Arc::new(client), Arc::new(upstream));
     let entry = shared.registry.track(id, kind, (peer, orig), &name, &client, &upstream);
-    if !registry::still_allowed(&shared.policy.current(), &name, orig.ip()) {
+    if !registry::still_allowed(&shared.policy.current(), &name, orig) {
         reset(&upstream);
         let block = Block::new(registry::POLICY_REVOKED);
         return refuse(shared, id, kind, &client, flow, Some(ev), block);
@@ -139,7 +139,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             let mut gate = |head: &RequestHead| -> Result<(), Block> {
                 // The current policy: a reload applies to the next request.
                 let policy = shared.policy.current();
-                let name = match verdict::request(head, orig.ip(), &rules(shared, &policy)) {
+                let name = match verdict::request(head, orig, &rules(shared, &policy)) {
                     Verdict::Allow(n) => n,
                     Verdict::Deny(block) if policy.audit() => {
                         let shown = verdict::request_shown(head);

@@ -107,7 +107,7 @@ fn run_rows(d: &Daemon, ns: &str, rows: &[Row]) {
 
 /// The upstream of these tables: [`world`] (HTTP on .2/.3 port 80, DNS
 /// on .2 naming allowed.test and blocked.test), plus TCP echo on 443 and
-/// 8000-8001 and UDP echo on 7001, on .2, .3, ::2 and ::3.
+/// 8000-8001 and UDP echo on 7001 and 8000, on .2, .3, ::2 and ::3.
 struct Upstream {
     w: World,
     _echo: Guard,
@@ -119,7 +119,7 @@ fn upstream() -> Upstream {
     let echo = Pair::spawn_ready(
         &w.p.up,
         crate::nft::py(),
-        &[&crate::nft::data("servers.py"), "443,8000,8001", "7001", &addrs, &addrs],
+        &[&crate::nft::data("servers.py"), "443,8000,8001", "7001,8000", &addrs, &addrs],
     );
     Upstream { w, _echo: echo }
 }
@@ -281,4 +281,99 @@ fn audit_mode_in_strict_dns_mode() {
     drop(d);
     let d = u.start("enforce-dns", NOTHING, &env);
     run_rows(&d, &ns, &rows(Want::Block, "BLOCKED"));
+}
+
+/// Address entries with a protocol and ports, as a table of policies ×
+/// destinations × verdicts against the live ruleset: v4 and v6 entries, a
+/// port range (both ends and past it), TCP against UDP on the same port,
+/// an entry without a protocol (both), and a bare address beside port
+/// entries still open on every port and protocol. A port entry on 443 is
+/// a direct path (a name outside the policy passes, no proxy); the same
+/// address on 80 still goes to the proxy, which refuses the name.
+#[test]
+fn port_and_protocol_entries() {
+    let u = upstream();
+    let n = u.w.p.n;
+    let blocked = |what, probe| Row {
+        what,
+        probe,
+        want: Want::Block,
+        event: Some(("nflog.event", "BLOCKED", "not-allowlisted")),
+    };
+    let pass = |what, probe| Row { what, probe, want: Want::Pass, event: None };
+    let ports = format!(
+        "allowlist:\n  ips:\n    - \"tcp/10.200.{n}.2:8000\"\n    - \"udp/10.200.{n}.3:7001\"\n    - \"[fd00:200:{n}::2]:8000-8001\"\n    - \"tcp/10.200.{n}.0/24:443\"\n"
+    );
+    let bare = format!(
+        "allowlist:\n  ips:\n    - \"10.200.{n}.2\"\n    - \"fd00:200:{n}::3\"\n    - \"tcp/10.200.{n}.3:8000\"\n"
+    );
+    let table: Vec<(&str, String, Vec<Row>)> = vec![
+        (
+            "ports",
+            ports,
+            vec![
+                pass("tcp v4 on its port", Probe::Tcp { to: u.at(2, 8000) }),
+                blocked("the same port over udp", Probe::Udp { to: u.at(2, 8000) }),
+                blocked("tcp v4 on another port", Probe::Tcp { to: u.at(2, 8001) }),
+                blocked("tcp v4, another address", Probe::Tcp { to: u.at(3, 8000) }),
+                pass("udp v4 on its port", Probe::Udp { to: u.at(3, 7001) }),
+                blocked("udp v4, the address of a tcp entry", Probe::Udp { to: u.at(2, 7001) }),
+                pass("v6 range, first port", Probe::Tcp { to: u.at6(2, 8000) }),
+                pass("v6 range, last port", Probe::Tcp { to: u.at6(2, 8001) }),
+                pass("v6 range without a protocol: udp too", Probe::Udp { to: u.at6(2, 8000) }),
+                blocked("v6 past the range (udp 7001)", Probe::Udp { to: u.at6(2, 7001) }),
+                blocked("v6, another address", Probe::Tcp { to: u.at6(3, 8000) }),
+                pass(
+                    "tcp/…/24:443 is direct: a name outside the policy passes, no proxy",
+                    Probe::Tls { sni: Some("blocked.test"), to: u.at(3, 443) },
+                ),
+                Row {
+                    what: "the /24 on 80 is not in the entry: the proxy refuses the name",
+                    probe: Probe::Http { host: "blocked.test", to: u.at(3, 80) },
+                    want: Want::Block,
+                    event: Some(("http.blocked", "BLOCKED", "not-allowlisted")),
+                },
+                Row {
+                    what: "443 on v6 is not in the entry: the proxy refuses the name",
+                    probe: Probe::Tls { sni: Some("blocked.test"), to: u.at6(2, 443) },
+                    want: Want::Block,
+                    event: Some(("https.blocked", "BLOCKED", "not-allowlisted")),
+                },
+            ],
+        ),
+        (
+            "bare",
+            bare,
+            vec![
+                pass("bare v4: tcp 8000", Probe::Tcp { to: u.at(2, 8000) }),
+                pass("bare v4: tcp 8001", Probe::Tcp { to: u.at(2, 8001) }),
+                pass("bare v4: udp 7001", Probe::Udp { to: u.at(2, 7001) }),
+                pass("bare v4: udp 8000", Probe::Udp { to: u.at(2, 8000) }),
+                pass("bare v4: 443 direct", Probe::Tls { sni: Some("blocked.test"), to: u.at(2, 443) }),
+                pass("bare v6: tcp 8001", Probe::Tcp { to: u.at6(3, 8001) }),
+                pass("bare v6: udp 7001", Probe::Udp { to: u.at6(3, 7001) }),
+                pass("the port entry beside them", Probe::Tcp { to: u.at(3, 8000) }),
+                blocked("the port entry's address on another port", Probe::Tcp { to: u.at(3, 8001) }),
+                blocked("the port entry's address over udp", Probe::Udp { to: u.at(3, 8000) }),
+            ],
+        ),
+    ];
+    for (tag, yaml, rows) in &table {
+        let d = u.start(tag, yaml, &[]);
+        run_rows(&d, &u.w.p.work, rows);
+        // Port entries are the concatenated sets, one rule per family.
+        let mut c = Pair::exec(&u.w.p.work, "nft");
+        c.args(["list", "set", "inet", "egret", "allowed_ports4"]);
+        let (code, out, err) = util::run(c);
+        assert_eq!(code, 0, "{tag}: {err}");
+        assert!(out.contains("type ipv4_addr . inet_proto . inet_service"), "{tag}: {out}");
+        if *tag == "ports" {
+            assert!(out.contains(&format!("10.200.{n}.2 . tcp . 8000")), "{out}");
+            let mut c = Pair::exec(&u.w.p.work, "nft");
+            c.args(["list", "set", "inet", "egret", "allowed_ports6"]);
+            let out = util::run(c).1;
+            assert!(out.contains(&format!("fd00:200:{n}::2 . tcp . 8000-8001")), "{out}");
+            assert!(out.contains(&format!("fd00:200:{n}::2 . udp . 8000-8001")), "{out}");
+        }
+    }
 }
