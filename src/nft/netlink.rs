@@ -1308,6 +1308,16 @@ mod tests {
         }
     }
 
+    /// A port-set key is what the lookup's registers hold: the address,
+    /// then the protocol and the port (network order), each part padded
+    /// to 32 bits, as nft lays out `addr . inet_proto . inet_service`.
+    #[test]
+    fn port_key_layout() {
+        assert_eq!(port_key(&[10, 0, 0, 5], 6, 443), [10, 0, 0, 5, 6, 0, 0, 0, 1, 187, 0, 0]);
+        let v6 = port_key(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets(), 17, 53);
+        assert_eq!((v6.len(), &v6[16..]), (24, &[17, 0, 0, 0, 0, 53, 0, 0][..]));
+    }
+
     #[test]
     fn learned_batch_shape() {
         fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -180,6 +180,19 @@ mod tests {
         Policy::compile(&[], &[Source { origin: Origin::Env("ALLOWLIST_DOMAINS"), entries: &d }]).unwrap()
     }
 
+    /// A reload keeps a connection an address entry with a port allows
+    /// only on that port.
+    #[test]
+    fn still_allowed_asks_the_destination_port() {
+        let i = vec!["tcp/10.0.0.5:443".to_owned()];
+        let p =
+            Policy::compile(&[Source { origin: Origin::Env("ALLOWLIST_IPS"), entries: &i }], &[]).unwrap();
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(still_allowed(&p, "b.example", at("10.0.0.5:443")));
+        assert!(!still_allowed(&p, "b.example", at("10.0.0.5:80")));
+        assert!(!still_allowed(&p, "b.example", at("10.0.0.6:443")));
+    }
+
     /// A connected pair of loopback sockets.
     fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
