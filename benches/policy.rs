@@ -12,6 +12,7 @@ fn policy(n: usize) -> Policy {
     domains.extend((0..n - n / 2).map(|i| format!("*.zone{i}.example.net")));
     let raw = RawPolicy {
         allowlist: RawAllowlist { ips: Some(vec!["10.0.0.0/8".into()]), domains: Some(domains) },
+        ..RawPolicy::default()
     };
     compile_raw(raw, "bench", &EnvLists::default()).expect("bench policy compiles")
 }
@@ -26,7 +27,7 @@ fn measure(p: &Policy, names: &[String]) -> f64 {
         let mut allowed = 0usize;
         for i in 0..ITERS {
             let name = &names[i % names.len()];
-            if p.decide(black_box(Query { name: Some(name), ip: None })).allowed() {
+            if p.decide(black_box(Query { name: Some(name), ip: None, port: None })).allowed() {
                 allowed += 1;
             }
         }

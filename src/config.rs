@@ -68,6 +68,10 @@ pub struct Config {
     pub policy_path: PathBuf,
     pub allowlist_ips: Option<Vec<String>>,
     pub allowlist_domains: Option<Vec<String>>,
+    /// `ENFORCE`: `audit` decides and logs everything as enforcement
+    /// would, and blocks nothing; `None` leaves it to the policy file's
+    /// `enforce:` (enforcement when that is absent too).
+    pub enforce: Option<crate::policy::Mode>,
     pub filter_mode: FilterMode,
     /// The resolvers in effect: `DNS_UPSTREAMS` when set (names resolved
     /// by the shell, see `resolve::effective_upstreams`), else the fallback
@@ -698,6 +702,8 @@ impl Config {
             policy_path: PathBuf::from(e.string("POLICY_PATH").unwrap_or_else(|| d::POLICY_PATH.into())),
             allowlist_ips: e.string("ALLOWLIST_IPS").map(|v| parse_list(&v)),
             allowlist_domains: e.string("ALLOWLIST_DOMAINS").map(|v| parse_list(&v)),
+            // Enforcement: an unknown value is an error, never a guess.
+            enforce: e.opt("ENFORCE", crate::policy::Mode::parse),
             filter_mode,
             dns_upstreams,
             dns_upstreams_env,
@@ -709,7 +715,9 @@ impl Config {
             dashboard_api_key: e.string("DASHBOARD_API_KEY"),
             dashboard_queue_size,
             dashboard_start_delay,
-            log_file: e.string("LOG_FILE").map(PathBuf::from),
+            // g0efilter's later name for the decision log, when LOG_FILE
+            // (the contract's) is not set.
+            log_file: e.string("LOG_FILE").or_else(|| e.string("DECISION_LOG_FILE")).map(PathBuf::from),
             nflog_group: e.get("NFLOG_GROUP", d::NFLOG_GROUP, |s| {
                 s.parse::<u16>().map_err(|_| "a group number 0..65535".to_owned())
             }),
@@ -726,7 +734,16 @@ impl Config {
             header_timeout: e.get("HEADER_TIMEOUT", d::HEADER_TIMEOUT, parse_duration),
             connect_timeout: e.get("CONNECT_TIMEOUT", d::CONNECT_TIMEOUT, parse_duration),
             idle_timeout: e.get("IDLE_TIMEOUT", d::IDLE_TIMEOUT, parse_duration),
-            max_lifetime: e.get("MAX_LIFETIME", Duration::ZERO, parse_duration),
+            // g0efilter's later CONN_MAX_LIFETIME_MS (milliseconds, 0 off)
+            // is the same limit; MAX_LIFETIME wins when both are set.
+            max_lifetime: match e.opt("MAX_LIFETIME", parse_duration) {
+                Some(d) => d,
+                None => e.get("CONN_MAX_LIFETIME_MS", Duration::ZERO, |s| {
+                    s.parse::<u64>()
+                        .map(Duration::from_millis)
+                        .map_err(|_| "a whole number of milliseconds (0: no limit)".to_owned())
+                }),
+            },
             verify_destination: e.get("VERIFY_DESTINATION", true, parse_bool),
             bypass_mark: e.opt("BYPASS_MARK", parse_mark),
             metrics_addr: e.opt("METRICS_ADDR", parse_metrics_addr),
@@ -805,7 +822,11 @@ impl Config {
 
     /// The env lists that replace the file's lists.
     pub fn env_lists(&self) -> crate::policy::EnvLists {
-        crate::policy::EnvLists { ips: self.allowlist_ips.clone(), domains: self.allowlist_domains.clone() }
+        crate::policy::EnvLists {
+            ips: self.allowlist_ips.clone(),
+            domains: self.allowlist_domains.clone(),
+            mode: self.enforce,
+        }
     }
 }
 
@@ -1004,6 +1025,32 @@ mod tests {
         assert_eq!(err_strings(&[("DASHBOARD_LISTEN", "nope")]).len(), 1);
         assert!(c.dns_strict);
         assert_eq!(c.header_timeout, Duration::from_millis(500));
+    }
+
+    /// g0efilter's later names map onto egret's knobs.
+    #[test]
+    fn conn_max_lifetime_ms_and_decision_log_file() {
+        let c =
+            cfg(&[("CONN_MAX_LIFETIME_MS", "1500"), ("DECISION_LOG_FILE", "/var/log/egret.json")]).unwrap();
+        assert_eq!(c.max_lifetime, Duration::from_millis(1500));
+        assert_eq!(c.log_file, Some(PathBuf::from("/var/log/egret.json")));
+        let c = cfg(&[
+            ("CONN_MAX_LIFETIME_MS", "1500"),
+            ("MAX_LIFETIME", "1m"),
+            ("DECISION_LOG_FILE", "/a"),
+            ("LOG_FILE", "/b"),
+        ])
+        .unwrap();
+        assert_eq!((c.max_lifetime, c.log_file), (Duration::from_secs(60), Some(PathBuf::from("/b"))));
+        assert_eq!(cfg(&[("CONN_MAX_LIFETIME_MS", "0")]).unwrap().max_lifetime, Duration::ZERO);
+        let e = err_strings(&[("CONN_MAX_LIFETIME_MS", "1.5s")]);
+        assert_eq!(
+            e,
+            ["CONN_MAX_LIFETIME_MS=\"1.5s\": expected a whole number of milliseconds (0: no limit)"]
+        );
+        assert_eq!(cfg(&[("ENFORCE", "audit")]).unwrap().enforce, Some(crate::policy::Mode::Audit));
+        assert_eq!(cfg(&[]).unwrap().enforce, None);
+        assert_eq!(err_strings(&[("ENFORCE", "maybe")]).len(), 1);
     }
 
     #[test]

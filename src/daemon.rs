@@ -77,6 +77,7 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
     // Every thread spawned from here on inherits the blocked mask, so the
     // signal thread is the only one that sees these signals.
     signals.thread_block().map_err(|e| Failure::failed(format!("run: blocking signals: {e}")))?;
+    let audit = policy.audit();
     let enforcement = match nft::apply(&ruleset) {
         Ok(a) => {
             log::info!(
@@ -150,7 +151,16 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
         cfg.policy_path.display()
     );
 
-    if cfg.selftest {
+    if audit {
+        log::warn!(
+            "AUDIT MODE (ENFORCE=audit or the policy's `enforce: audit`): every decision is made and logged \
+             (action AUDIT with the reason), nothing is blocked"
+        );
+    }
+    if cfg.selftest && audit {
+        // Its attacks would all get through, by design: not a bypass.
+        log::warn!("SELFTEST skipped: audit mode lets everything through");
+    } else if cfg.selftest {
         spawn_selftest(&cfg, &identity, emitter.clone(), listeners.clone());
     }
     let (tx, rx) = mpsc::channel();
@@ -289,19 +299,18 @@ fn spawn_policy_watcher(path: PathBuf, tx: Sender<Ctl>) {
     });
 }
 
-/// The NFLOG reader emitting `nflog.event` BLOCKED events for packets
-/// logged with egret's prefix, counted for metrics.
+/// The NFLOG reader emitting `nflog.event` BLOCKED (or, audit mode,
+/// AUDIT) events for packets logged with egret's prefixes, counted for
+/// metrics.
 fn spawn_nflog(
     cfg: &Config,
     emitter: Emitter,
     counters: Arc<DaemonCounters>,
 ) -> Result<crate::nflog::Reader, crate::nflog::NflogError> {
     crate::nflog::spawn_with(cfg, move |r| {
-        if r.prefix != crate::nft::ruleset::LOG_PREFIX {
-            return;
-        }
+        let Some(action) = crate::nflog::action_of(&r.prefix) else { return };
         counters.nflog_events.fetch_add(1, Ordering::Relaxed);
-        let ev = crate::nflog::to_event(&r, emitter.event(Component::Nflog, Action::Blocked));
+        let ev = crate::nflog::to_event(&r, emitter.event(Component::Nflog, action));
         emitter.emit(ev);
     })
 }

@@ -6,7 +6,8 @@ use crate::policy::{self, normalize, EnvLists, Pattern, Query};
 
 /// Policy loader: arbitrary YAML never panics; a policy that compiles
 /// prints an allowlist that compiles back to the same policy; every
-/// normalised name is a fixed point of `normalize`.
+/// normalised name is a fixed point of `normalize`; port entries are
+/// found where they say and compile to disjoint elements.
 pub fn policy_yaml(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(raw) = policy::parse_yaml(text, "fuzz") else { return };
@@ -16,7 +17,28 @@ pub fn policy_yaml(data: &[u8]) {
         .and_then(|raw| policy::compile_raw(raw, "printed", &EnvLists::default()))
         .unwrap_or_else(|e| panic!("printed policy does not compile: {e}\n{printed}"));
     assert_eq!(again.ips(), p.ips(), "ip ranges changed through printing");
+    assert_eq!(again.ports(), p.ports(), "port entries changed through printing");
+    assert_eq!(again.mode(), p.mode(), "the mode changed through printing");
     assert_eq!(again.names(), p.names(), "names changed through printing");
+    // Every compiled port entry answers the lookup at both ends of its
+    // range, and the kernel's elements never overlap.
+    for e in p.ports().entries() {
+        let proto = e.proto.expect("compiled entries name their protocol");
+        for port in [e.ports.0, e.ports.1] {
+            assert!(p.ports().contains(e.cidr.addr, proto, port), "{e} not found at {port}");
+        }
+    }
+    let v4 = p.ports().elements_v4();
+    for (i, a) in v4.iter().enumerate() {
+        for b in &v4[i + 1..] {
+            let overlap = a.proto == b.proto
+                && a.addrs.0 <= b.addrs.1
+                && b.addrs.0 <= a.addrs.1
+                && a.ports.0 <= b.ports.1
+                && b.ports.0 <= a.ports.1;
+            assert!(!overlap, "port set elements overlap: {a:?} {b:?}");
+        }
+    }
     for pat in p.names().patterns() {
         if let Pattern::Exact(n) | Pattern::Subdomains(n) = &pat {
             assert_eq!(normalize(n).as_deref(), Ok(n.as_str()), "normalize not idempotent");
@@ -34,13 +56,14 @@ pub fn name(data: &[u8]) {
         policy::compile_raw(
             policy::RawPolicy {
                 allowlist: policy::RawAllowlist { ips: None, domains: Some(vec!["*".into()]) },
+                ..Default::default()
             },
             "fuzz",
             &EnvLists::default(),
         )
         .expect("'*' compiles")
     });
-    let d = any.decide(Query { name: Some(s), ip: None });
+    let d = any.decide(Query { name: Some(s), ip: None, port: None });
     match normalize(s) {
         Ok(n) => {
             assert_eq!(normalize(&n).as_deref(), Ok(n.as_str()), "normalize not idempotent for {s:?}");

@@ -344,6 +344,7 @@ fn build_query(name: &str, qtype: RecordType) -> Option<(Vec<u8>, QueryInfo)> {
         udp_max: filter::EDNS_PAYLOAD,
         recursion_desired: true,
         checking_disabled: false,
+        audit: None,
     };
     Some((bytes, info))
 }

@@ -9,12 +9,14 @@
   const MAX_DESTS = 100; // destinations shown
 
   const $ = (id) => document.getElementById(id);
+  // AUDIT: audit mode, would have been blocked and was let through.
+  const KNOWN = new Set(['ALLOWED', 'BLOCKED', 'AUDIT']);
   const state = {
     entries: [], // newest first
     lastId: 0,
     paused: false,
     pending: [],
-    counts: { ALLOWED: 0, BLOCKED: 0 },
+    counts: { ALLOWED: 0, BLOCKED: 0, AUDIT: 0 },
     dests: new Map(),
     source: null,
     session: null, // GET /api/v1/session: mode, user, csrf
@@ -57,7 +59,7 @@
     if (fresh) tr.className = 'new';
     const time = cell(tr, shortTime(e.time), 'mono');
     time.title = String(e.time || '');
-    cell(tr, String(e.action || ''), 'action ' + (e.action === 'ALLOWED' || e.action === 'BLOCKED' ? e.action : ''));
+    cell(tr, String(e.action || ''), 'action ' + (KNOWN.has(e.action) ? e.action : ''));
     cell(tr, componentOf(e));
     const host = cell(tr, hostOf(e), 'host');
     host.title = hostOf(e);
@@ -85,7 +87,8 @@
   function renderCounts() {
     $('count-allowed').textContent = String(state.counts.ALLOWED);
     $('count-blocked').textContent = String(state.counts.BLOCKED);
-    $('count-total').textContent = String(state.counts.ALLOWED + state.counts.BLOCKED);
+    $('count-audit').textContent = String(state.counts.AUDIT);
+    $('count-total').textContent = String(state.counts.ALLOWED + state.counts.BLOCKED + state.counts.AUDIT);
   }
 
   let destTimer = null;
@@ -102,14 +105,14 @@
       cell(tr, name, 'host').title = name;
       cell(tr, String(d.count));
       cell(tr, shortTime(d.last), 'mono');
-      cell(tr, d.action, 'action ' + (d.action === 'ALLOWED' || d.action === 'BLOCKED' ? d.action : ''));
+      cell(tr, d.action, 'action ' + (KNOWN.has(d.action) ? d.action : ''));
       frag.appendChild(tr);
     }
     $('dests').replaceChildren(frag);
   }
 
   function account(e) {
-    if (e.action === 'ALLOWED' || e.action === 'BLOCKED') state.counts[e.action]++;
+    if (KNOWN.has(e.action)) state.counts[e.action]++;
     const k = destKey(e);
     const d = state.dests.get(k) || { count: 0, last: '', action: '' };
     d.count++;
@@ -133,7 +136,7 @@
   function reset() {
     state.entries = [];
     state.pending = [];
-    state.counts = { ALLOWED: 0, BLOCKED: 0 };
+    state.counts = { ALLOWED: 0, BLOCKED: 0, AUDIT: 0 };
     state.dests.clear();
     renderRows();
     renderCounts();

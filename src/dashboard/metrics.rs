@@ -13,6 +13,7 @@ pub fn action_label(a: &str) -> &'static str {
         "ALLOWED" => "ALLOWED",
         "BLOCKED" => "BLOCKED",
         "REDIRECTED" => "REDIRECTED",
+        "AUDIT" => "AUDIT",
         "" => "none",
         _ => "other",
     }
@@ -77,7 +78,7 @@ impl Metrics {
         let events = self.events.lock().map(|m| m.clone()).unwrap_or_default();
         for (outcome, help) in [
             ("received", "Events posted to the dashboard."),
-            ("stored", "Events stored (ALLOWED and BLOCKED with a msg)."),
+            ("stored", "Events stored (ALLOWED, BLOCKED and AUDIT with a msg)."),
             ("dropped", "Events accepted but not stored (control messages, no msg, other actions)."),
         ] {
             let samples: Vec<(String, u64)> = events

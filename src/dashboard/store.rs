@@ -76,7 +76,7 @@ pub struct Record {
     #[serde(skip)]
     pub time_nanos: i128,
     pub msg: String,
-    /// `ALLOWED` or `BLOCKED` (nothing else is stored).
+    /// `ALLOWED`, `BLOCKED` or `AUDIT` (nothing else is stored).
     pub action: String,
     /// The address that posted the entry.
     pub remote_ip: String,
@@ -130,7 +130,7 @@ pub enum Skip {
     NoMsg,
     /// `_dashboard_*` control messages (g0efilter's start-up probe).
     Control,
-    /// An action other than ALLOWED/BLOCKED (e.g. REDIRECTED).
+    /// An action other than ALLOWED/BLOCKED/AUDIT (e.g. REDIRECTED).
     Action,
 }
 
@@ -178,7 +178,7 @@ pub fn normalize(m: &Map<String, Value>, ctx: &IngestContext) -> Result<Record, 
         return Err(Skip::Control);
     }
     let action = text(m.get("action")).map(|a| a.to_ascii_uppercase()).unwrap_or_default();
-    if action != "ALLOWED" && action != "BLOCKED" {
+    if action != "ALLOWED" && action != "BLOCKED" && action != "AUDIT" {
         return Err(Skip::Action);
     }
     let time_nanos =
@@ -438,6 +438,8 @@ mod tests {
         let cases: &[(Value, Result<(), Skip>)] = &[
             (json!({"msg": "https.blocked", "action": "BLOCKED"}), Ok(())),
             (json!({"msg": "dns.allowed", "action": "allowed"}), Ok(())),
+            // Audit mode's would-be blocks are stored and shown.
+            (json!({"msg": "https.audit", "action": "AUDIT"}), Ok(())),
             (json!({"msg": "_dashboard_probe"}), Err(Skip::Control)),
             (json!({"msg": "_dashboard_probe", "action": "ALLOWED"}), Err(Skip::Control)),
             (json!({"msg": "", "action": "BLOCKED"}), Err(Skip::NoMsg)),

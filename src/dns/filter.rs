@@ -110,6 +110,9 @@ pub struct QueryInfo {
     pub udp_max: u16,
     pub recursion_desired: bool,
     pub checking_disabled: bool,
+    /// Audit mode: the refusal this query would have had; it is forwarded
+    /// all the same and its event is `AUDIT` with this reason.
+    pub audit: Option<Refusal>,
 }
 
 impl QueryInfo {
@@ -158,6 +161,7 @@ pub fn decide(query: &[u8], policy: &Policy) -> Action {
         udp_max,
         recursion_desired: msg.metadata.recursion_desired,
         checking_disabled: msg.metadata.checking_disabled,
+        audit: None,
     };
     if msg.metadata.message_type != MessageType::Query {
         return Action::Drop("a response, not a query");
@@ -191,11 +195,17 @@ pub fn decide(query: &[u8], policy: &Policy) -> Action {
             });
         }
     }
+    let mut info = info;
     for q in &info.questions {
         let name = q.name().to_ascii();
-        let d = policy.decide(Query { name: Some(&name), ip: None });
+        let d = policy.decide(Query { name: Some(&name), ip: None, port: None });
         if !d.allowed() {
             let shown = d.name.clone().unwrap_or_else(|| display_name(q));
+            if policy.audit() {
+                // Decided as in enforcement; forwarded all the same.
+                info.audit = Some(Refusal::Blocked { name: shown, reason: d.reason });
+                break;
+            }
             let text = format!("egret: blocked by policy ({}: {})", shown, d.reason.as_str());
             let rcode = ResponseCode::NXDomain;
             let bytes =
@@ -218,6 +228,7 @@ pub fn decide(query: &[u8], policy: &Policy) -> Action {
 pub fn guard_answer(info: &QueryInfo, upstream: &Reply, policy: &Policy, guard: &Guard) -> Option<Answer> {
     let guarded = guard.check_all(policy, upstream.addrs.iter().map(|(ip, _)| *ip))?;
     let name = info.qname();
+
     let text = format!("egret: blocked by policy ({name}: {}, {guarded})", guard::REASON);
     let rcode = ResponseCode::NXDomain;
     let bytes = reply(info, rcode, Some((EDE_BLOCKED, &text))).unwrap_or_else(|| info_header(info, rcode));
@@ -453,7 +464,10 @@ pub fn check_properties(data: &[u8]) {
             assert_eq!(m.queries.len(), info.questions.len());
             for q in &info.questions {
                 let name = q.name().to_ascii();
-                assert!(policy.decide(Query { name: Some(&name), ip: None }).allowed(), "forwarded {name}");
+                assert!(
+                    policy.decide(Query { name: Some(&name), ip: None, port: None }).allowed(),
+                    "forwarded {name}"
+                );
             }
             // The same query as an "answer" to itself is refused.
             assert_eq!(check_response(data, &info), Err(FilterError::NotAResponse));

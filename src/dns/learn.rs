@@ -106,7 +106,9 @@ impl Learned {
             if guard.check(policy, *ip).is_some() {
                 return false;
             }
-            names.retain(|(n, exp)| *exp > now && policy.decide(Query { name: Some(n), ip: None }).allowed());
+            names.retain(|(n, exp)| {
+                *exp > now && policy.decide(Query { name: Some(n), ip: None, port: None }).allowed()
+            });
             if let Some(latest) = names.iter().map(|(_, e)| *e).max() {
                 out.push((*ip, latest.saturating_duration_since(now)));
             }

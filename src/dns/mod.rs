@@ -549,7 +549,7 @@ impl Shared {
         let now = std::time::Instant::now();
         for q in &info.questions {
             let name = filter::display_name(q);
-            let d = policy.decide(crate::policy::Query { name: Some(&name), ip: None });
+            let d = policy.decide(crate::policy::Query { name: Some(&name), ip: None, port: None });
             let pattern = match &d.rule {
                 Some(crate::policy::Rule::Domain(p)) => Some(p),
                 _ => None,
@@ -613,11 +613,17 @@ impl Shared {
         // Before any learning: a guarded address never reaches a set, a
         // cache or the client. Every answer is asked (nothing is cached
         // here), so a rebinding name is refused as soon as it rebinds.
-        if let Some(refused) =
-            filter::guard_answer(info, &reply, &self.policy.current(), &self.settings.guard)
-        {
-            self.emit(&asker, &Outcome::Refused(&refused));
-            return refused.bytes;
+        let policy = self.policy.current();
+        let audited;
+        let mut info = info;
+        if let Some(refused) = filter::guard_answer(info, &reply, &policy, &self.settings.guard) {
+            if !policy.audit() {
+                self.emit(&asker, &Outcome::Refused(&refused));
+                return refused.bytes;
+            }
+            // Audit mode: delivered, and its event says what it would be.
+            audited = QueryInfo { audit: Some(refused.refusal), ..info.clone() };
+            info = &audited;
         }
         if let Some(r) = self.settings.hardening.and_then(|l| l.check_answer(reply.txt_bytes)) {
             let refused = filter::hardened(info, &r);

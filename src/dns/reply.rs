@@ -70,8 +70,21 @@ pub fn event(base: Event, asker: &Asker, o: &Outcome<'_>) -> Event {
             ev.host = ev.qname.clone();
             ev.qtype = Some(info.qtype());
             ev.rcode = Some(rcode_name(*rcode));
-            ev.reason = Some("domain-allowed".to_owned());
-            ev.note = note.map(str::to_owned);
+            match &info.audit {
+                None => {
+                    ev.reason = Some("domain-allowed".to_owned());
+                    ev.note = note.map(str::to_owned);
+                }
+                // Audit mode: the reason and note it would have been
+                // refused with, then what the answer held.
+                Some(r) => {
+                    ev.reason = Some(r.reason().to_owned());
+                    ev.note = Some(match note {
+                        Some(n) => format!("would be {}; answered {n}", r.note()),
+                        None => format!("would be {}", r.note()),
+                    });
+                }
+            }
         }
         Outcome::Refused(a) => {
             if let Some(q) = &a.query {
@@ -87,9 +100,12 @@ pub fn event(base: Event, asker: &Asker, o: &Outcome<'_>) -> Event {
     ev
 }
 
-/// ALLOWED for a forwarded query, BLOCKED for one egret answered itself.
+/// ALLOWED for a forwarded query, AUDIT for one forwarded in audit mode
+/// that enforcement would have refused, BLOCKED for one egret answered
+/// itself.
 pub fn action(o: &Outcome<'_>) -> crate::events::Action {
     match o {
+        Outcome::Forwarded { info, .. } if info.audit.is_some() => crate::events::Action::Audit,
         Outcome::Forwarded { .. } => crate::events::Action::Allowed,
         Outcome::Refused(_) => crate::events::Action::Blocked,
     }
@@ -151,6 +167,28 @@ mod tests {
         proto: "TCP",
         who: Some(crate::peer::Owner { uid: 1000, cgroup: None }),
     };
+
+    /// ENFORCE=audit: the query enforcement would answer NXDOMAIN is
+    /// forwarded, and its event is AUDIT with the reason it would have had.
+    #[test]
+    fn audit_mode_forwards_what_it_would_refuse_and_says_why() {
+        let audit = policy().with_mode(crate::policy::Mode::Audit);
+        let Action::Forward(info) = filter::decide(&query("evil.test"), &audit) else {
+            panic!("audit mode must forward")
+        };
+        let o = Outcome::Forwarded { info: &info, rcode: ResponseCode::NoError, note: Some("192.0.2.1") };
+        assert_eq!(action(&o), EvAction::Audit);
+        let v = serde_json::to_value(event(base(&o), &ASKER, &o)).unwrap();
+        assert_eq!((v["msg"].as_str(), v["action"].as_str()), (Some("dns.audit"), Some("AUDIT")));
+        assert_eq!(v["reason"], "not-allowlisted");
+        assert_eq!(v["note"], "would be nxdomain; answered 192.0.2.1");
+        // An allowed name is ALLOWED in audit mode as in enforcement.
+        let Action::Forward(info) = filter::decide(&query("allowed.test"), &audit) else { panic!() };
+        let o = Outcome::Forwarded { info: &info, rcode: ResponseCode::NoError, note: None };
+        assert_eq!(action(&o), EvAction::Allowed);
+        // Not policy, so not audited: a malformed query is still refused.
+        assert!(matches!(filter::decide(&[0x12, 0x34, 1, 0, 0, 9], &audit), Action::Answer(_)));
+    }
 
     #[test]
     fn a_blocked_query_is_one_blocked_event_naming_the_name_and_the_client() {

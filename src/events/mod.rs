@@ -30,6 +30,9 @@ pub enum Action {
     Allowed,
     Blocked,
     Redirected,
+    /// Audit mode (`ENFORCE=audit`): would have been blocked, for the
+    /// event's `reason`, and was let through.
+    Audit,
 }
 
 impl Action {
@@ -38,6 +41,7 @@ impl Action {
             Action::Allowed => "ALLOWED",
             Action::Blocked => "BLOCKED",
             Action::Redirected => "REDIRECTED",
+            Action::Audit => "AUDIT",
         }
     }
 }

@@ -66,7 +66,7 @@ pub trait Deliver: Send + 'static {
 
 /// Whether an event goes to the dashboard at all (it stores only these).
 pub fn ships(ev: &Event) -> bool {
-    matches!(ev.action, Action::Allowed | Action::Blocked)
+    matches!(ev.action, Action::Allowed | Action::Blocked | Action::Audit)
 }
 
 /// What an HTTP status (or its absence: a network error) means for the

@@ -48,7 +48,7 @@ pub fn severity(ev: &Event) -> u8 {
     match (ev.component, ev.action) {
         (Component::Egret, Action::Blocked) => 3,
         (_, Action::Blocked) => 4,
-        (_, Action::Redirected) => 5,
+        (_, Action::Redirected | Action::Audit) => 5,
         _ => 6,
     }
 }

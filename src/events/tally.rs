@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::{Action, Component, Event};
 
 /// Label values of `action`, in index order.
-pub const ACTIONS: [&str; 3] = ["allowed", "blocked", "redirected"];
+pub const ACTIONS: [&str; 4] = ["allowed", "blocked", "redirected", "audit"];
 /// Label values of `component`, in index order.
 pub const COMPONENTS: [&str; 6] = ["https", "http", "dns", "nflog", "egret", "relay"];
 /// Label values of `reason`: every reason egret's events carry, then
@@ -60,6 +60,7 @@ fn action_index(a: Action) -> usize {
         Action::Allowed => 0,
         Action::Blocked => 1,
         Action::Redirected => 2,
+        Action::Audit => 3,
     }
 }
 

@@ -269,14 +269,23 @@ where
     Ok(Reader { stop, join: Some(join) })
 }
 
-/// Starts the reader emitting `nflog.event` BLOCKED events for packets
-/// logged with egret's prefix.
+/// The event action of a packet logged with `prefix`: BLOCKED for
+/// egret's rejecting rules, AUDIT for audit mode's accepting ones, `None`
+/// for a prefix that is not egret's.
+pub fn action_of(prefix: &str) -> Option<Action> {
+    match prefix {
+        crate::nft::ruleset::LOG_PREFIX => Some(Action::Blocked),
+        crate::nft::ruleset::AUDIT_PREFIX => Some(Action::Audit),
+        _ => None,
+    }
+}
+
+/// Starts the reader emitting `nflog.event` BLOCKED (AUDIT) events for
+/// packets logged with egret's prefixes.
 pub fn spawn(cfg: &Config, emitter: Emitter) -> Result<Reader, NflogError> {
     spawn_with(cfg, move |r| {
-        if r.prefix != crate::nft::ruleset::LOG_PREFIX {
-            return;
-        }
-        let ev = to_event(&r, emitter.event(Component::Nflog, Action::Blocked));
+        let Some(action) = action_of(&r.prefix) else { return };
+        let ev = to_event(&r, emitter.event(Component::Nflog, action));
         emitter.emit(ev);
     })
 }

@@ -22,8 +22,8 @@ use neli::types::Buffer;
 use neli::{Size, ToBytes};
 
 use super::ruleset::{
-    Addr, Chain, ChainPolicy, ChainType, Cmp, Elements, Family, Hook, Match, Reject, Rule, Ruleset, Set,
-    SetKind, Stmt, TableFamily,
+    Addr, Chain, ChainPolicy, ChainType, Cmp, Elements, Family, Hook, Match, PortElements, Reject, Rule,
+    Ruleset, Set, SetKind, Stmt, TableFamily,
 };
 
 /// UAPI constants (linux/netfilter/nf_tables.h, nfnetlink.h,
@@ -190,6 +190,18 @@ pub mod c {
     /// nft's datatype numbers, so `nft list` prints `ipv4_addr`/`ipv6_addr`.
     pub const TYPE_IPADDR: u32 = 7;
     pub const TYPE_IP6ADDR: u32 = 8;
+    pub const TYPE_INET_PROTO: u32 = 12;
+    pub const TYPE_INET_SERVICE: u32 = 13;
+    /// nft's concatenated type: each part shifted in by this many bits.
+    pub const TYPE_BITS: u32 = 6;
+    pub const NFTA_SET_DESC: u16 = 9;
+    pub const NFTA_SET_DESC_CONCAT: u16 = 2;
+    pub const NFTA_SET_FIELD_LEN: u16 = 1;
+    pub const NFT_SET_CONCAT: u32 = 0x80;
+    pub const NFTA_SET_ELEM_KEY_END: u16 = 10;
+    /// The first 32-bit register: concatenations are loaded into
+    /// consecutive ones and looked up from it.
+    pub const NFT_REG32_00: u32 = 8;
     pub const IFNAMSIZ: usize = 16;
 }
 
@@ -306,10 +318,14 @@ fn socket_key(key: u32, level: Option<u32>) -> Result<Attr, EncodeError> {
 }
 
 fn payload(base: u32, offset: u32, len: u32) -> Result<Attr, EncodeError> {
+    payload_to(c::NFT_REG_1, base, offset, len)
+}
+
+fn payload_to(dreg: u32, base: u32, offset: u32, len: u32) -> Result<Attr, EncodeError> {
     expr(
         "payload",
         vec![
-            be32(c::NFTA_PAYLOAD_DREG, c::NFT_REG_1)?,
+            be32(c::NFTA_PAYLOAD_DREG, dreg)?,
             be32(c::NFTA_PAYLOAD_BASE, base)?,
             be32(c::NFTA_PAYLOAD_OFFSET, offset)?,
             be32(c::NFTA_PAYLOAD_LEN, len)?,
@@ -445,6 +461,31 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             )?,
             cmp(cmp_op(*op), &c::RTN_LOCAL.to_ne_bytes())?,
         ],
+        Match::DaddrProtoPortInSet(f, name) => {
+            // daddr, l4proto and dport in consecutive 32-bit registers
+            // (each part padded to 4 bytes), looked up as one key.
+            let (offset, len) = match f {
+                Family::V4 => (16, 4),
+                Family::V6 => (24, 16),
+            };
+            let first = c::NFT_REG32_00;
+            let mut v = nfproto(*f)?;
+            v.push(payload_to(first, c::NFT_PAYLOAD_NETWORK_HEADER, offset, len)?);
+            v.push(expr(
+                "meta",
+                vec![be32(c::NFTA_META_DREG, first + len / 4)?, be32(c::NFTA_META_KEY, c::NFT_META_L4PROTO)?],
+            )?);
+            v.push(payload_to(first + len / 4 + 1, c::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2)?);
+            v.push(expr(
+                "lookup",
+                vec![
+                    attr(c::NFTA_LOOKUP_SET, *name)?,
+                    be32(c::NFTA_LOOKUP_SREG, first)?,
+                    be32(c::NFTA_LOOKUP_SET_ID, set_id(name))?,
+                ],
+            )?);
+            v
+        }
         Match::DaddrInSet(f, name) => {
             let mut v = nfproto(*f)?;
             v.push(daddr(*f)?);
@@ -877,6 +918,9 @@ fn rule_exprs(r: &Rule, set_id: &dyn Fn(&str) -> u32) -> Result<Attr, EncodeErro
 }
 
 fn push_set(b: &mut Builder, table: &str, s: &Set, id: u32) -> Result<(), EncodeError> {
+    if let SetKind::Ports(elems) = &s.kind {
+        return push_port_set(b, table, s, elems, id);
+    }
     let (ty, len) = match s.family {
         Family::V4 => (c::TYPE_IPADDR, 4),
         Family::V6 => (c::TYPE_IP6ADDR, 16),
@@ -884,6 +928,7 @@ fn push_set(b: &mut Builder, table: &str, s: &Set, id: u32) -> Result<(), Encode
     let flags = match s.kind {
         SetKind::Interval(_) => c::NFT_SET_INTERVAL,
         SetKind::Timeout => c::NFT_SET_TIMEOUT,
+        SetKind::Ports(_) => unreachable!("handled above"),
     };
     let attrs = [
         table_attr(c::NFTA_SET_TABLE, table)?,
@@ -919,6 +964,103 @@ fn push_set(b: &mut Builder, table: &str, s: &Set, id: u32) -> Result<(), Encode
         )?;
     }
     Ok(())
+}
+
+/// A port-set element's start and end keys.
+type KeyRange = (Vec<u8>, Vec<u8>);
+
+/// Port-set elements per NEWSETELEM message: an IPv6 element carries a
+/// 24-byte key and a 24-byte end key (about 80 bytes with headers).
+const PORT_ELEMS_PER_MSG: usize = 500;
+
+/// A concatenated `addr . inet_proto . inet_service` interval set (the
+/// kernel's pipapo): each element is a start key and an end key, every
+/// part padded to 4 bytes.
+fn push_port_set(
+    b: &mut Builder,
+    table: &str,
+    s: &Set,
+    elems: &PortElements,
+    id: u32,
+) -> Result<(), EncodeError> {
+    let addr_ty = match s.family {
+        Family::V4 => c::TYPE_IPADDR,
+        Family::V6 => c::TYPE_IP6ADDR,
+    };
+    let ty = ((addr_ty << c::TYPE_BITS) | c::TYPE_INET_PROTO) << c::TYPE_BITS | c::TYPE_INET_SERVICE;
+    let (keys, addr_len): (Vec<KeyRange>, u32) = match elems {
+        PortElements::V4(v) => (
+            v.iter()
+                .map(|e| {
+                    (
+                        port_key(&e.addrs.0.to_be_bytes(), e.proto, e.ports.0),
+                        port_key(&e.addrs.1.to_be_bytes(), e.proto, e.ports.1),
+                    )
+                })
+                .collect(),
+            4,
+        ),
+        PortElements::V6(v) => (
+            v.iter()
+                .map(|e| {
+                    (
+                        port_key(&e.addrs.0.to_be_bytes(), e.proto, e.ports.0),
+                        port_key(&e.addrs.1.to_be_bytes(), e.proto, e.ports.1),
+                    )
+                })
+                .collect(),
+            16,
+        ),
+    };
+    let field = |n: u32| -> Result<Attr, EncodeError> {
+        nest(c::NFTA_LIST_ELEM, vec![be32(c::NFTA_SET_FIELD_LEN, n)?])
+    };
+    let desc = nest(
+        c::NFTA_SET_DESC,
+        vec![nest(c::NFTA_SET_DESC_CONCAT, vec![field(addr_len)?, field(1)?, field(2)?])?],
+    )?;
+    let attrs = [
+        table_attr(c::NFTA_SET_TABLE, table)?,
+        attr(c::NFTA_SET_NAME, s.name)?,
+        be32(c::NFTA_SET_FLAGS, c::NFT_SET_INTERVAL | c::NFT_SET_CONCAT)?,
+        be32(c::NFTA_SET_KEY_TYPE, ty)?,
+        be32(c::NFTA_SET_KEY_LEN, addr_len + 8)?,
+        be32(c::NFTA_SET_ID, id)?,
+        desc,
+    ];
+    b.push(c::NFT_MSG_NEWSET, NlmF::CREATE, &attrs, format!("set {}", s.name))?;
+    for (n, chunk) in keys.chunks(PORT_ELEMS_PER_MSG).enumerate() {
+        let mut list = Vec::with_capacity(chunk.len());
+        for (start, end) in chunk {
+            list.push(nest(
+                c::NFTA_LIST_ELEM,
+                vec![data(c::NFTA_SET_ELEM_KEY, start)?, data(c::NFTA_SET_ELEM_KEY_END, end)?],
+            )?);
+        }
+        let attrs = [
+            table_attr(c::NFTA_SET_ELEM_LIST_TABLE, table)?,
+            attr(c::NFTA_SET_ELEM_LIST_SET, s.name)?,
+            be32(c::NFTA_SET_ELEM_LIST_SET_ID, id)?,
+            nest(c::NFTA_SET_ELEM_LIST_ELEMENTS, list)?,
+        ];
+        b.push(
+            c::NFT_MSG_NEWSETELEM,
+            NlmF::CREATE,
+            &attrs,
+            format!("set {} elements part {}", s.name, n + 1),
+        )?;
+    }
+    Ok(())
+}
+
+/// One key of a port set: the address, the protocol and the port (network
+/// order), each padded to a 32-bit register.
+pub fn port_key(addr: &[u8], proto: u8, port: u16) -> Vec<u8> {
+    let mut k = addr.to_vec();
+    k.extend([proto, 0, 0, 0]);
+    k.extend(port.to_be_bytes());
+    k.extend([0, 0]);
+    k
 }
 
 /// Interval set keys as the kernel wants them: every range `[a, b]` is a
@@ -1164,6 +1306,16 @@ mod tests {
         for (e, want) in cases {
             assert_eq!(interval_keys(&e), want, "{e:?}");
         }
+    }
+
+    /// A port-set key is what the lookup's registers hold: the address,
+    /// then the protocol and the port (network order), each part padded
+    /// to 32 bits, as nft lays out `addr . inet_proto . inet_service`.
+    #[test]
+    fn port_key_layout() {
+        assert_eq!(port_key(&[10, 0, 0, 5], 6, 443), [10, 0, 0, 5, 6, 0, 0, 0, 1, 187, 0, 0]);
+        let v6 = port_key(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets(), 17, 53);
+        assert_eq!((v6.len(), &v6[16..]), (24, &[17, 0, 0, 0, 0, 53, 0, 0][..]));
     }
 
     #[test]

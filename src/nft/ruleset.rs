@@ -45,6 +45,9 @@ use crate::policy::Policy;
 pub const TABLE: &str = "egret";
 /// The NFLOG prefix of blocked packets (the NFLOG reader keys on it).
 pub const LOG_PREFIX: &str = "blocked";
+/// The NFLOG prefix of packets audit mode would have rejected and
+/// accepted instead (`ENFORCE=audit`): the first packet of each flow.
+pub const AUDIT_PREFIX: &str = "audit";
 /// NFLOG rate limit: enough to see what is blocked, not enough for a flood
 /// to drown the event stream.
 pub const LOG_RATE_PER_SECOND: u64 = 20;
@@ -53,6 +56,10 @@ pub const LOG_BURST: u32 = 50;
 /// The set names, shared with the shells that fill learned sets.
 pub const SET_ALLOWED4: &str = "allowed4";
 pub const SET_ALLOWED6: &str = "allowed6";
+/// `addr . inet_proto . inet_service` intervals: the policy's address
+/// entries with a protocol and ports (present only when it has some).
+pub const SET_PORTS4: &str = "allowed_ports4";
+pub const SET_PORTS6: &str = "allowed_ports6";
 pub const SET_LEARNED4: &str = "learned4";
 pub const SET_LEARNED6: &str = "learned6";
 /// Where IPv6 neighbour discovery may go: link-local, link-scope
@@ -132,10 +139,20 @@ pub enum Elements {
     V6(Vec<(u128, u128)>),
 }
 
+/// The elements of a concatenated `addr . inet_proto . inet_service`
+/// interval set: disjoint (address range, protocol, port range) boxes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortElements {
+    V4(Vec<crate::policy::port::Element<u32>>),
+    V6(Vec<crate::policy::port::Element<u128>>),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SetKind {
     /// Address intervals (CIDRs and ranges), filled at apply.
     Interval(Elements),
+    /// Address, protocol and port intervals, filled at apply.
+    Ports(PortElements),
     /// Addresses added at run time with a timeout (strict DNS mode).
     Timeout,
 }
@@ -248,6 +265,8 @@ pub enum Match {
     FibLocal(Addr, Cmp),
     /// `ip daddr @set` / `ip6 daddr @set`
     DaddrInSet(Family, &'static str),
+    /// `ip daddr . meta l4proto . th dport @set` (and `ip6`)
+    DaddrProtoPortInSet(Family, &'static str),
     /// `ip daddr A` / `ip6 daddr A`
     Daddr(IpAddr),
     /// `ip6 daddr P/L`
@@ -462,6 +481,24 @@ impl Ruleset {
         if drops {
             sets.push(Set { name: SET_ND6, family: Family::V6, kind: SetKind::Interval(nd_elements(host)) });
         }
+        // Address entries with ports: one concatenated set per family,
+        // one rule each, however many entries (only when there are any).
+        // The guard's holes are cut out of them as out of allowed4/6.
+        let p = policy.ports().map_addresses(|s| cfg.guard_addresses.punch(s));
+        let ports = !p.is_empty();
+        if ports {
+            sets.push(Set {
+                name: SET_PORTS4,
+                family: Family::V4,
+                kind: SetKind::Ports(PortElements::V4(p.elements_v4())),
+            });
+            sets.push(Set {
+                name: SET_PORTS6,
+                family: Family::V6,
+                kind: SetKind::Ports(PortElements::V6(p.elements_v6())),
+            });
+        }
+        let port_sets = [(Family::V4, SET_PORTS4), (Family::V6, SET_PORTS6)];
 
         // egret's own sockets: the mark, and the cgroup where available.
         let own = || {
@@ -487,6 +524,11 @@ impl Ruleset {
                 nat.push(rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::Return]));
                 nat.push(rule(vec![Match::DaddrInSet(Family::V4, SET_ALLOWED4)], vec![Stmt::Return]));
                 nat.push(rule(vec![Match::DaddrInSet(Family::V6, SET_ALLOWED6)], vec![Stmt::Return]));
+                if ports {
+                    for (f, set) in port_sets {
+                        nat.push(rule(vec![Match::DaddrProtoPortInSet(f, set)], vec![Stmt::Return]));
+                    }
+                }
                 // A link-local destination cannot be redirected to ::1 (the
                 // scope does not match) and would hang: left to filter_out,
                 // which refuses it at once.
@@ -503,8 +545,7 @@ impl Ruleset {
             FilterMode::Dns => {}
         }
 
-        let log = |group| Stmt::Log { prefix: LOG_PREFIX, group };
-        let limit = Stmt::Limit { per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST };
+        let audit = policy.audit();
         let reject =
             |l4| Stmt::Reject(if l4 == L4::Tcp { Reject::TcpReset } else { Reject::PortUnreachable });
         let mut out = vec![
@@ -573,19 +614,22 @@ impl Ruleset {
             // (its conntrack entry predates the rules); DNS over TLS/QUIC
             // (853) would skip the resolver.
             for l4 in [L4::Udp, L4::Tcp] {
-                let escaped = || vec![Match::Dport(l4, 53), Match::FibLocal(Addr::Daddr, Cmp::Ne)];
-                out.push(rule(escaped(), vec![limit.clone(), log(cfg.nflog_group)]));
-                out.push(rule(escaped(), vec![reject(l4)]));
+                let escaped = vec![Match::Dport(l4, 53), Match::FibLocal(Addr::Daddr, Cmp::Ne)];
+                out.extend(refusal(escaped, Some(l4), audit, cfg.nflog_group));
             }
             for l4 in [L4::Tcp, L4::Udp] {
-                out.push(rule(vec![Match::Dport(l4, 853)], vec![limit.clone(), log(cfg.nflog_group)]));
-                out.push(rule(vec![Match::Dport(l4, 853)], vec![reject(l4)]));
+                out.extend(refusal(vec![Match::Dport(l4, 853)], Some(l4), audit, cfg.nflog_group));
             }
             ChainPolicy::Accept
         } else {
             out.push(rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::Accept]));
             out.push(rule(vec![Match::DaddrInSet(Family::V4, SET_ALLOWED4)], vec![Stmt::Accept]));
             out.push(rule(vec![Match::DaddrInSet(Family::V6, SET_ALLOWED6)], vec![Stmt::Accept]));
+            if ports {
+                for (f, set) in port_sets {
+                    out.push(rule(vec![Match::DaddrProtoPortInSet(f, set)], vec![Stmt::Accept]));
+                }
+            }
             if strict {
                 for (f, set) in [(Family::V4, SET_LEARNED4), (Family::V6, SET_LEARNED6)] {
                     out.push(rule(
@@ -613,12 +657,7 @@ impl Ruleset {
                     }
                 }
             }
-            out.push(rule(vec![], vec![limit, log(cfg.nflog_group)]));
-            // Fail fast: clients see a refusal at once instead of hanging
-            // on a silent drop; QUIC (UDP 443) falls back to TCP at once.
-            out.push(rule(vec![Match::L4(L4::Tcp)], vec![Stmt::Reject(Reject::TcpReset)]));
-            out.push(rule(vec![Match::L4(L4::Udp)], vec![Stmt::Reject(Reject::PortUnreachable)]));
-            out.push(rule(vec![], vec![Stmt::Reject(Reject::AdminProhibited)]));
+            out.extend(refusal(vec![], None, audit, cfg.nflog_group));
             ChainPolicy::Drop
         };
 
@@ -740,7 +779,42 @@ impl Ruleset {
         ];
         Ruleset { table: TABLE, sets, chains, l2: link_layer(id, host) }
     }
+}
 
+/// The verdict on a packet that `matches` refuses: logged (rate-limited)
+/// and rejected fast, TCP with a reset and UDP with port unreachable
+/// (QUIC falls back to TCP at once), the rest admin-prohibited; `l4`:
+/// the matches already name the protocol. In audit mode the first packet
+/// of the flow is logged with [`AUDIT_PREFIX`] and every packet accepted.
+fn refusal(matches: Vec<Match>, l4: Option<L4>, audit: bool, group: u16) -> Vec<Rule> {
+    let limit = Stmt::Limit { per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST };
+    if audit {
+        let mut first = matches.clone();
+        first.push(Match::CtState(CtState::New, Cmp::Eq));
+        return vec![
+            rule(first, vec![limit, Stmt::Log { prefix: AUDIT_PREFIX, group }]),
+            rule(matches, vec![Stmt::Accept]),
+        ];
+    }
+    let mut out = vec![rule(matches.clone(), vec![limit, Stmt::Log { prefix: LOG_PREFIX, group }])];
+    match l4 {
+        Some(L4::Tcp) => out.push(rule(matches, vec![Stmt::Reject(Reject::TcpReset)])),
+        Some(_) => out.push(rule(matches, vec![Stmt::Reject(Reject::PortUnreachable)])),
+        None => {
+            let with = |l4| {
+                let mut m = matches.clone();
+                m.push(Match::L4(l4));
+                m
+            };
+            out.push(rule(with(L4::Tcp), vec![Stmt::Reject(Reject::TcpReset)]));
+            out.push(rule(with(L4::Udp), vec![Stmt::Reject(Reject::PortUnreachable)]));
+            out.push(rule(matches, vec![Stmt::Reject(Reject::AdminProhibited)]));
+        }
+    }
+    out
+}
+
+impl Ruleset {
     /// Number of rules in every chain together.
     pub fn rule_count(&self) -> usize {
         self.chains.iter().map(|c| c.rules.len()).sum()
@@ -931,8 +1005,39 @@ impl fmt::Display for Set {
             Family::V4 => "ipv4_addr",
             Family::V6 => "ipv6_addr",
         };
-        writeln!(f, "\t\ttype {ty}")?;
         match &self.kind {
+            SetKind::Ports(_) => writeln!(f, "\t\ttype {ty} . inet_proto . inet_service")?,
+            _ => writeln!(f, "\t\ttype {ty}")?,
+        }
+        match &self.kind {
+            SetKind::Ports(e) => {
+                writeln!(f, "\t\tflags interval")?;
+                let proto =
+                    |n: u8| crate::policy::Proto::of_number(n).map_or(n.to_string(), |p| p.as_str().into());
+                let ports = |(a, b): (u16, u16)| if a == b { a.to_string() } else { format!("{a}-{b}") };
+                let items: Vec<String> = match e {
+                    PortElements::V4(v) => v
+                        .iter()
+                        .map(|x| {
+                            let a = interval_text(u128::from(x.addrs.0), u128::from(x.addrs.1), 32, |y| {
+                                Ipv4Addr::from(y as u32).to_string()
+                            });
+                            format!("{a} . {} . {}", proto(x.proto), ports(x.ports))
+                        })
+                        .collect(),
+                    PortElements::V6(v) => v
+                        .iter()
+                        .map(|x| {
+                            let a =
+                                interval_text(x.addrs.0, x.addrs.1, 128, |y| Ipv6Addr::from(y).to_string());
+                            format!("{a} . {} . {}", proto(x.proto), ports(x.ports))
+                        })
+                        .collect(),
+                };
+                if !items.is_empty() {
+                    writeln!(f, "\t\telements = {{ {} }}", items.join(", "))?;
+                }
+            }
             SetKind::Timeout => writeln!(f, "\t\tflags timeout")?,
             SetKind::Interval(e) => {
                 writeln!(f, "\t\tflags interval")?;
@@ -1032,6 +1137,10 @@ impl fmt::Display for Match {
             }
             Match::DaddrInSet(Family::V4, s) => write!(f, "ip daddr @{s}"),
             Match::DaddrInSet(Family::V6, s) => write!(f, "ip6 daddr @{s}"),
+            Match::DaddrProtoPortInSet(Family::V4, s) => write!(f, "ip daddr . meta l4proto . th dport @{s}"),
+            Match::DaddrProtoPortInSet(Family::V6, s) => {
+                write!(f, "ip6 daddr . meta l4proto . th dport @{s}")
+            }
             Match::Daddr(IpAddr::V4(a)) => write!(f, "ip daddr {a}"),
             Match::Daddr(IpAddr::V6(a)) => write!(f, "ip6 daddr {a}"),
             Match::DaddrPrefix(IpAddr::V4(a), len) => write!(f, "ip daddr {a}/{len}"),
@@ -1157,6 +1266,18 @@ table inet egret {
 		elements = { fe80::/10, ff02::/16 }
 	}
 
+	set allowed_ports4 {
+		type ipv4_addr . inet_proto . inet_service
+		flags interval
+		elements = { 169.254.169.254 . tcp . 80, 203.0.113.5 . tcp . 5432, 203.0.113.5 . tcp . 8000-8100, 1.0.0.0-100.100.100.199 . tcp . 9999, 100.100.100.201-126.255.255.255 . tcp . 9999, 128.0.0.0-169.253.255.255 . tcp . 9999, 169.255.0.0-192.0.0.191 . tcp . 9999, 192.0.0.193-223.255.255.255 . tcp . 9999, 240.0.0.0/4 . tcp . 9999, 198.51.100.0/24 . udp . 53 }
+	}
+
+	set allowed_ports6 {
+		type ipv6_addr . inet_proto . inet_service
+		flags interval
+		elements = { 2001:db8:1::1 . tcp . 443, 2001:db8:1::1 . udp . 443 }
+	}
+
 	chain notrack_out {
 		type filter hook output priority raw; policy accept;
 		oifname != \"lo\" return
@@ -1183,6 +1304,8 @@ table inet egret {
 		fib daddr type local return
 		ip daddr @allowed4 return
 		ip6 daddr @allowed6 return
+		ip daddr . meta l4proto . th dport @allowed_ports4 return
+		ip6 daddr . meta l4proto . th dport @allowed_ports6 return
 		ip6 daddr fe80::/10 return
 		tcp dport 80 redirect to :8080
 		tcp dport 443 redirect to :8443
@@ -1212,6 +1335,8 @@ table inet egret {
 		fib daddr type local accept
 		ip daddr @allowed4 accept
 		ip6 daddr @allowed6 accept
+		ip daddr . meta l4proto . th dport @allowed_ports4 accept
+		ip6 daddr . meta l4proto . th dport @allowed_ports6 accept
 		ip daddr 10.9.9.9 udp dport 53 accept
 		ip daddr 10.9.9.9 tcp dport 53 accept
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
@@ -1256,7 +1381,7 @@ table netdev egret {
     fn https_mode_golden() {
         check(
             &[("DNS_UPSTREAMS", "127.0.0.11:53,10.9.9.9")],
-            "allowlist:\n  ips: [\"1.1.1.1\", \"192.168.0.0/16\", \"2001:db8::/32\", \"10.0.0.0/8\", \"11.0.0.0/8\", \"12.0.0.0/8\"]\n  domains: [\"github.com\"]\n",
+            "allowlist:\n  ips: [\"1.1.1.1\", \"192.168.0.0/16\", \"2001:db8::/32\", \"10.0.0.0/8\", \"11.0.0.0/8\", \"12.0.0.0/8\", \"tcp/203.0.113.5:5432\", \"udp/198.51.100.0/24:53\", \"[2001:db8:1::1]:443\", \"tcp/203.0.113.5:8000-8100\", \"tcp/169.254.169.254:80\", \"tcp/0.0.0.0/0:9999\"]\n  domains: [\"github.com\"]\n",
             &ID,
             HTTPS_GOLDEN,
         );
@@ -1490,6 +1615,70 @@ table netdev egret {
             &Identity { mark: 7, listen_mark: 8, cgroup: None, generation_base: 0x41, egress_tag: 9 },
             want,
         );
+    }
+
+    /// ENFORCE=audit: wherever enforcement logs and rejects, audit logs the
+    /// flow's first packet with the `audit` prefix and accepts; nothing in
+    /// the egress chain rejects. Anti-forgery drops stay (they are not
+    /// policy).
+    #[test]
+    fn audit_mode_logs_and_accepts_where_enforcement_rejects() {
+        let filter_out = |vars: &[(&str, &str)], audit: bool| -> String {
+            let mut p = policy("allowlist:\n  domains: [a.test]\n");
+            if audit {
+                p = p.with_mode(crate::policy::Mode::Audit);
+            }
+            let rs = Ruleset::build(&config(vars), &p, &ID, &Host::default());
+            let c = rs.chains.iter().find(|c| c.name == "filter_out").expect("filter_out");
+            c.rules.iter().map(|r| format!("{r}\n")).collect()
+        };
+        for vars in [&[][..], &[("FILTER_MODE", "dns")][..], &[("FILTER_MODE", "dns-strict")][..]] {
+            let enforce = filter_out(vars, false);
+            let audit = filter_out(vars, true);
+            assert!(enforce.contains("reject"), "{vars:?}: {enforce}");
+            assert!(!audit.contains("reject"), "{vars:?}: audit must reject nothing:\n{audit}");
+            assert!(!audit.contains("prefix \"blocked\""), "{vars:?}: {audit}");
+            let logs = enforce.matches("prefix \"blocked\"").count();
+            assert_eq!(
+                audit
+                    .matches("ct state new limit rate 20/second burst 50 packets log prefix \"audit\"")
+                    .count(),
+                logs,
+                "{vars:?}: one audit log per refusal:\n{audit}"
+            );
+            assert!(audit.contains("ct state invalid drop"), "{vars:?}");
+        }
+        // The last word of HTTPS mode's chain is an accept, after the log.
+        let audit = filter_out(&[], true);
+        assert!(audit.trim_end().ends_with("log prefix \"audit\" group 0\naccept"), "{audit}");
+    }
+
+    /// Port entries: two concatenated sets and one rule per family in each
+    /// place an address set is asked, whatever the number of entries; none
+    /// at all without port entries (the goldens above).
+    #[test]
+    fn port_entries_are_concatenated_sets() {
+        let many: Vec<String> =
+            (0..500).map(|i| format!("\"tcp/10.1.{}.{}:{}\"", i / 250, i % 250, 1000 + i)).collect();
+        let yaml = format!("allowlist:\n  ips: [{}, \"[2001:db8::1]:443\"]\n", many.join(", "));
+        let rs = Ruleset::build(&config(&[]), &policy(&yaml), &ID, &Host::default());
+        let text = rs.to_string();
+        assert!(
+            text.contains(
+                "set allowed_ports4 {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags interval\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("10.1.0.0 . tcp . 1000, "), "{text}");
+        assert!(text.contains("2001:db8::1 . tcp . 443, 2001:db8::1 . udp . 443 }"), "{text}");
+        for chain in ["nat_out", "filter_out"] {
+            let c = rs.chains.iter().find(|c| c.name == chain).unwrap();
+            let n = c.rules.iter().filter(|r| r.to_string().contains("th dport @allowed_ports")).count();
+            assert_eq!(n, 2, "{chain}: one rule per family");
+        }
+        let plain =
+            Ruleset::build(&config(&[]), &policy("allowlist:\n  ips: [10.0.0.1]\n"), &ID, &Host::default());
+        assert!(!plain.to_string().contains("allowed_ports"), "no port sets without port entries");
     }
 
     #[test]

@@ -11,8 +11,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::cidr::{IpSet, Ranges};
-use super::Policy;
+use super::cidr::{Cidr, IpSet, Ranges};
+use super::{Policy, Proto};
 
 /// The event `reason` of a refusal by the guard.
 pub const REASON: &str = "destination-guarded";
@@ -379,11 +379,22 @@ impl Guard {
     /// guarded); a wider one that merely covers it (`0.0.0.0/0`, `::/0`,
     /// a NAT64 prefix) does not.
     pub fn check(&self, policy: &Policy, ip: IpAddr) -> Option<Guarded> {
+        self.check_at(policy, ip, None)
+    }
+
+    /// As [`Guard::check`], for a connection to `ip` on `port`: an
+    /// address entry with ports (`tcp/10.0.0.5:443`) lists `ip` there in
+    /// the same way, on its ports only.
+    pub fn check_at(&self, policy: &Policy, ip: IpAddr, port: Option<(Proto, u16)>) -> Option<Guarded> {
         if self.is_off() {
             return None;
         }
         let class = classify(ip).iter().find(|c| self.classes.contains(*c))?;
-        let listed = policy.ips().find(ip).is_some_and(|block| block.prefix >= listing_prefix(ip, class));
+        let inside = |block: Cidr| block.prefix >= listing_prefix(ip, class);
+        let listed = policy.ips().find(ip).is_some_and(inside)
+            || port
+                .and_then(|(proto, port)| policy.ports().find(ip, proto, port))
+                .is_some_and(|e| inside(e.cidr));
         if listed {
             return None;
         }

@@ -8,6 +8,7 @@
 pub mod cidr;
 pub mod guard;
 pub mod name;
+pub mod port;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 pub use cidr::{Cidr, IpSet};
 pub use guard::Guard;
 pub use name::{normalize, NameError, NameSet, Pattern};
+pub use port::{PortEntry, PortSet, Proto};
 
 /// `policy.yaml` as written. Unknown keys are an error, so a g0efilter
 /// `denylist:` (which egret does not have) is never silently ignored.
@@ -26,6 +28,10 @@ pub use name::{normalize, NameError, NameSet, Pattern};
 pub struct RawPolicy {
     #[serde(default)]
     pub allowlist: RawAllowlist,
+    /// `enforce: audit` (or `true`, the default): the file's say on the
+    /// mode; `ENFORCE` in the environment wins over it.
+    #[serde(default)]
+    pub enforce: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,10 +109,45 @@ pub struct Source<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     ips: IpSet,
+    /// Address entries with a protocol and/or ports.
+    ports: PortSet,
     names: NameSet,
+    /// Enforce (the default) or audit: every component decides the same
+    /// way in both, and in audit lets through what it would have refused.
+    mode: Mode,
     /// Non-fatal remarks found while compiling (host bits cleared,
     /// duplicates, an empty policy), for the caller to log.
     warnings: Vec<String>,
+}
+
+/// `ENFORCE`: whether a refusal is carried out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Refuse what the policy does not allow.
+    #[default]
+    Enforce,
+    /// Decide and log exactly as in enforcement (action `AUDIT`, with the
+    /// reason), but let everything through.
+    Audit,
+}
+
+impl Mode {
+    /// `ENFORCE` / `enforce:` values: `audit` (also `false`, `off`, `no`,
+    /// `0`, `dry-run`), or `true` / `enforce` (also `on`, `yes`, `1`).
+    pub fn parse(s: &str) -> Result<Mode, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "audit" | "dry-run" | "dryrun" | "false" | "off" | "no" | "0" => Ok(Mode::Audit),
+            "enforce" | "block" | "true" | "on" | "yes" | "1" => Ok(Mode::Enforce),
+            _ => Err("audit, or true/enforce (the default)".into()),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
 }
 
 /// What the shells ask: a name (SNI, Host, DNS question) and/or the
@@ -115,6 +156,9 @@ pub struct Policy {
 pub struct Query<'a> {
     pub name: Option<&'a str>,
     pub ip: Option<IpAddr>,
+    /// The destination's protocol and port, when known: an address open
+    /// only on some ports (`tcp/10.0.0.5:5432`) is allowed only there.
+    pub port: Option<(Proto, u16)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +200,8 @@ impl Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
     Ip(Cidr),
+    /// An address entry with a protocol and ports.
+    Port(PortEntry),
     Domain(Pattern),
 }
 
@@ -163,6 +209,7 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rule::Ip(c) => write!(f, "ip {c}"),
+            Rule::Port(p) => write!(f, "ip {p}"),
             Rule::Domain(p) => write!(f, "domain {p}"),
         }
     }
@@ -193,6 +240,7 @@ impl Policy {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let mut cidrs = Vec::new();
+        let mut port_entries = Vec::new();
         // g0efilter skips empty entries (`- ""`); so does egret, saying so.
         let skip_empty = |src: &Source<'_>, list: &str, i: usize, entry: &str, warnings: &mut Vec<String>| {
             let empty = entry.trim().is_empty();
@@ -210,17 +258,29 @@ impl Policy {
                 if skip_empty(src, "ips", i, entry, &mut warnings) {
                     continue;
                 }
+                let host_bits_warning = |c: &dyn fmt::Display, warnings: &mut Vec<String>| {
+                    warnings.push(format!(
+                        "{}: {} {entry:?}: host bits set, using {c}",
+                        source_name(&src.origin),
+                        location(&src.origin, "ips", i),
+                    ))
+                };
                 match Cidr::parse(entry) {
                     Ok((c, host_bits)) => {
                         if host_bits {
-                            warnings.push(format!(
-                                "{}: {} {entry:?}: host bits set, using {c}",
-                                source_name(&src.origin),
-                                location(&src.origin, "ips", i),
-                            ));
+                            host_bits_warning(&c, &mut warnings);
                         }
                         cidrs.push(c);
                     }
+                    Err(_) if port::is_port_entry(entry) => match port::parse(entry) {
+                        Ok((p, host_bits)) => {
+                            if host_bits {
+                                host_bits_warning(&p, &mut warnings);
+                            }
+                            port_entries.push(p);
+                        }
+                        Err(e) => errors.push(entry_error(&src.origin, "ips", i, entry, e.to_string())),
+                    },
                     Err(e) => errors.push(entry_error(&src.origin, "ips", i, entry, e.to_string())),
                 }
             }
@@ -241,10 +301,26 @@ impl Policy {
             return Err(PolicyErrors(errors));
         }
         let ips = IpSet::from_cidrs(&cidrs);
-        if ips.is_empty() && names.is_empty() {
+        let ports = PortSet::from_entries(&port_entries);
+        if ips.is_empty() && names.is_empty() && ports.is_empty() {
             warnings.push("the policy allows nothing: all egress will be blocked".to_owned());
         }
-        Ok(Policy { ips, names, warnings })
+        Ok(Policy { ips, ports, names, mode: Mode::Enforce, warnings })
+    }
+
+    /// This policy in `mode`.
+    pub fn with_mode(mut self, mode: Mode) -> Policy {
+        self.mode = mode;
+        self
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Audit mode: a refusal is logged as `AUDIT` and not carried out.
+    pub fn audit(&self) -> bool {
+        self.mode == Mode::Audit
     }
 
     /// The one decision: an allowed address allows; otherwise a name must
@@ -260,6 +336,17 @@ impl Policy {
                     rule: Some(Rule::Ip(block)),
                     name,
                 };
+            }
+            if let Some((proto, port)) = q.port {
+                if let Some(entry) = self.ports.find(ip, proto, port) {
+                    let name = q.name.and_then(|n| normalize(n).ok());
+                    return Decision {
+                        verdict: Verdict::Allow,
+                        reason: Reason::IpAllowed,
+                        rule: Some(Rule::Port(entry)),
+                        name,
+                    };
+                }
             }
         }
         let Some(raw) = q.name else {
@@ -293,6 +380,17 @@ impl Policy {
         &self.ips
     }
 
+    /// The address entries with a protocol and ports.
+    pub fn ports(&self) -> &PortSet {
+        &self.ports
+    }
+
+    /// Whether `ip` is reachable on `proto` port `port`: a bare address
+    /// entry, or a port entry covering it.
+    pub fn allows_port(&self, ip: IpAddr, proto: Proto, port: u16) -> bool {
+        self.ips.contains(ip) || self.ports.contains(ip, proto, port)
+    }
+
     pub fn names(&self) -> &NameSet {
         &self.names
     }
@@ -302,7 +400,7 @@ impl Policy {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ips.is_empty() && self.names.is_empty()
+        self.ips.is_empty() && self.names.is_empty() && self.ports.is_empty()
     }
 }
 
@@ -310,10 +408,17 @@ impl fmt::Display for Policy {
     /// The effective allowlist, as `egret check` prints it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cidrs = self.ips.cidrs();
+        let ports = self.ports.entries();
+        if self.audit() {
+            writeln!(f, "enforce: audit")?;
+        }
         writeln!(f, "allowlist:")?;
-        writeln!(f, "  ips:{}", if cidrs.is_empty() { " []" } else { "" })?;
+        writeln!(f, "  ips:{}", if cidrs.is_empty() && ports.is_empty() { " []" } else { "" })?;
         for c in &cidrs {
             writeln!(f, "    - {c}")?;
+        }
+        for p in &ports {
+            writeln!(f, "    - \"{p}\"")?;
         }
         let pats = self.names.patterns();
         writeln!(f, "  domains:{}", if pats.is_empty() { " []" } else { "" })?;
@@ -415,6 +520,8 @@ fn yaml_reason(e: &serde_yaml::Error) -> String {
 pub struct EnvLists {
     pub ips: Option<Vec<String>>,
     pub domains: Option<Vec<String>>,
+    /// `ENFORCE`, when set: wins over the file's `enforce:`.
+    pub mode: Option<Mode>,
 }
 
 /// Reads and compiles the policy, with g0efilter's precedence: when either
@@ -454,7 +561,7 @@ pub fn load(path: &Path, env: &EnvLists) -> Result<Policy, PolicyErrors> {
         )),
         Err(e) => return Err(whole_error(&shown, format!("cannot read: {e}"))),
     };
-    compile_raw(raw, &shown, &EnvLists::default())
+    compile_raw(raw, &shown, &EnvLists { mode: env.mode, ..EnvLists::default() })
 }
 
 /// Compiles the environment lists alone (the file is not consulted).
@@ -463,7 +570,7 @@ pub fn compile_env(env: &EnvLists) -> Result<Policy, PolicyErrors> {
     let ips = Source { origin: Origin::Env("ALLOWLIST_IPS"), entries: env.ips.as_ref().unwrap_or(&none) };
     let domains =
         Source { origin: Origin::Env("ALLOWLIST_DOMAINS"), entries: env.domains.as_ref().unwrap_or(&none) };
-    Policy::compile(&[ips], &[domains])
+    Ok(Policy::compile(&[ips], &[domains])?.with_mode(env.mode.unwrap_or_default()))
 }
 
 /// Compiles parsed YAML; when `env` has a list set, the environment
@@ -472,12 +579,39 @@ pub fn compile_raw(raw: RawPolicy, shown: &str, env: &EnvLists) -> Result<Policy
     if env.ips.is_some() || env.domains.is_some() {
         return compile_env(env);
     }
+    // `ENFORCE` wins over the file; a bad `enforce:` value is an error
+    // like any other entry (a typo must not quietly mean "enforce").
+    let file_mode = match &raw.enforce {
+        None => Ok(Mode::Enforce),
+        Some(v) => {
+            let text = match v {
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                serde_yaml::Value::String(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            Mode::parse(&text).map_err(|why| PolicyError {
+                source: shown.to_owned(),
+                location: "enforce".into(),
+                entry: text,
+                reason: format!("expected {why}"),
+            })
+        }
+    };
     let file = Origin::File(shown.to_owned());
     let file_ips = raw.allowlist.ips.unwrap_or_default();
     let file_domains = raw.allowlist.domains.unwrap_or_default();
     let ips = Source { origin: file.clone(), entries: &file_ips };
     let domains = Source { origin: file, entries: &file_domains };
-    Policy::compile(&[ips], &[domains])
+    let compiled = Policy::compile(&[ips], &[domains]);
+    match (compiled, file_mode) {
+        (Ok(p), Ok(m)) => Ok(p.with_mode(env.mode.unwrap_or(m))),
+        (Ok(_), Err(e)) => Err(PolicyErrors(vec![e])),
+        (Err(es), Ok(_)) => Err(es),
+        (Err(mut es), Err(e)) => {
+            es.0.insert(0, e);
+            Err(es)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -542,7 +676,9 @@ mod tests {
             let p = yaml(text).unwrap();
             assert!(p.is_empty(), "{text:?}");
             assert_eq!(p.warnings().len(), 1, "{text:?}");
-            assert!(!p.decide(Query { name: Some("a.com"), ip: Some("1.1.1.1".parse().unwrap()) }).allowed());
+            assert!(!p
+                .decide(Query { name: Some("a.com"), ip: Some("1.1.1.1".parse().unwrap()), port: None })
+                .allowed());
         }
         let p = yaml("allowlist:\n  domains: [a.com]\n").unwrap();
         assert!(p.allows_name("a.com") && p.ips().is_empty());
@@ -566,24 +702,24 @@ mod tests {
     #[test]
     fn env_lists_replace_the_file_entirely() {
         let raw = || parse_yaml(BUNDLED, "policy.yaml").unwrap();
-        let env = EnvLists { ips: Some(vec!["10.9.9.9".into()]), domains: None };
+        let env = EnvLists { ips: Some(vec!["10.9.9.9".into()]), domains: None, mode: None };
         let p = compile_raw(raw(), "policy.yaml", &env).unwrap();
         assert!(p.allows_ip("10.9.9.9".parse().unwrap()));
         assert!(!p.allows_ip("1.1.1.1".parse().unwrap()), "file ips must not be read");
         assert!(!p.allows_name("github.com"), "file domains must not be read either");
 
-        let env = EnvLists { ips: None, domains: Some(vec!["example.org".into()]) };
+        let env = EnvLists { ips: None, domains: Some(vec!["example.org".into()]), mode: None };
         let p = compile_raw(raw(), "policy.yaml", &env).unwrap();
         assert!(p.allows_name("example.org") && !p.allows_name("github.com"));
         assert!(!p.allows_ip("192.168.7.7".parse().unwrap()), "no private /16 from the file");
         assert!(p.ips().is_empty());
 
         // An empty env list is still "set": an empty policy.
-        let env = EnvLists { ips: Some(vec![]), domains: Some(vec![]) };
+        let env = EnvLists { ips: Some(vec![]), domains: Some(vec![]), mode: None };
         assert!(compile_raw(raw(), "policy.yaml", &env).unwrap().is_empty());
 
         // Env errors name the variable.
-        let env = EnvLists { ips: Some(vec!["nope".into()]), domains: Some(vec!["*x".into()]) };
+        let env = EnvLists { ips: Some(vec!["nope".into()]), domains: Some(vec!["*x".into()]), mode: None };
         let e = compile_raw(raw(), "policy.yaml", &env).unwrap_err();
         let shown: Vec<String> = e.0.iter().map(ToString::to_string).collect();
         assert!(shown[0].starts_with("ALLOWLIST_IPS: [0] \"nope\""), "{}", shown[0]);
@@ -613,15 +749,16 @@ mod tests {
             assert!(e.contains(needle), "{needle:?} missing from: {e}");
         }
         // One env list is a whole policy; no file needed.
-        let env = EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: None };
+        let env = EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: None, mode: None };
         let p = load(path, &env).unwrap();
         assert!(p.allows_ip("1.1.1.1".parse().unwrap()) && p.names().is_empty());
         assert!(p.warnings().is_empty(), "no file to ignore: {:?}", p.warnings());
-        let env = EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: Some(vec!["a.com".into()]) };
+        let env =
+            EnvLists { ips: Some(vec!["1.1.1.1".into()]), domains: Some(vec!["a.com".into()]), mode: None };
         assert!(load(path, &env).unwrap().allows_name("a.com"));
         // With the file present, the start-up log says it is not read.
         let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.yaml");
-        let env = EnvLists { ips: None, domains: Some(vec!["a.com".into()]) };
+        let env = EnvLists { ips: None, domains: Some(vec!["a.com".into()]), mode: None };
         let p = load(&here, &env).unwrap();
         assert!(!p.allows_name("github.com"));
         assert!(p.warnings()[0].contains("ALLOWLIST_DOMAINS set: the policy file"), "{:?}", p.warnings());
@@ -631,6 +768,77 @@ mod tests {
     fn a_denylist_is_refused_and_says_why() {
         let e = errors("allowlist:\n  domains: [a.com]\ndenylist:\n  domains: [b.com]\n");
         assert!(e[0].contains("would let through what it was meant to block"), "{}", e[0]);
+    }
+
+    /// `ENFORCE` and the file's `enforce:`: the environment wins; a value
+    /// with no meaning is an error, never a quiet "enforce".
+    #[test]
+    fn enforce_mode_from_env_and_file() {
+        assert_eq!(yaml("allowlist: {}\n").unwrap().mode(), Mode::Enforce);
+        assert!(yaml("enforce: audit\nallowlist: {}\n").unwrap().audit());
+        assert!(!yaml("enforce: true\nallowlist: {}\n").unwrap().audit());
+        assert!(yaml("enforce: false\n").unwrap().audit());
+        let e = errors("enforce: sometimes\nallowlist:\n  ips: [nope]\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("policy.yaml: enforce \"sometimes\": expected audit"), "{e:?}");
+        let raw = || parse_yaml("enforce: audit\n", "policy.yaml").unwrap();
+        let env = EnvLists { mode: Some(Mode::Enforce), ..EnvLists::default() };
+        assert!(!compile_raw(raw(), "policy.yaml", &env).unwrap().audit(), "ENFORCE wins over the file");
+        let env =
+            EnvLists { domains: Some(vec!["a.test".into()]), mode: Some(Mode::Audit), ..EnvLists::default() };
+        assert!(compile_raw(raw(), "policy.yaml", &env).unwrap().audit());
+        for (s, m) in [
+            ("audit", Mode::Audit),
+            ("AUDIT", Mode::Audit),
+            ("0", Mode::Audit),
+            ("true", Mode::Enforce),
+            ("enforce", Mode::Enforce),
+        ] {
+            assert_eq!(Mode::parse(s), Ok(m), "{s}");
+        }
+        assert!(Mode::parse("log").is_err());
+        // A policy in audit mode still decides as in enforcement.
+        let p = yaml("enforce: audit\nallowlist:\n  domains: [a.test]\n").unwrap();
+        assert!(!p.decide(Query { name: Some("b.test"), ip: None, port: None }).allowed());
+        assert!(p.to_string().starts_with("enforce: audit\n"), "{p}");
+    }
+
+    /// Ports and protocols on address entries: in the file and the env
+    /// list, decided with the destination's port, shown by `egret check`,
+    /// refused with their location when malformed.
+    #[test]
+    fn port_entries() {
+        let p = yaml("allowlist:\n  ips: [\"tcp/10.0.0.5:5432\", \"udp/10.0.0.0/8:53\", \"[2001:db8::1]:443\", \"tcp/10.0.0.5:8000-8100\", \"192.168.1.1\"]\n").unwrap();
+        let q =
+            |ip: &str, port: Option<(Proto, u16)>| Query { name: None, ip: Some(ip.parse().unwrap()), port };
+        type Case<'a> = (&'a str, Option<(Proto, u16)>, Option<&'a str>);
+        let cases: &[Case] = &[
+            ("10.0.0.5", Some((Proto::Tcp, 5432)), Some("ip tcp/10.0.0.5:5432")),
+            ("10.0.0.5", Some((Proto::Udp, 5432)), None),
+            ("10.0.0.5", Some((Proto::Tcp, 8050)), Some("ip tcp/10.0.0.5:8000-8100")),
+            ("10.0.0.5", Some((Proto::Tcp, 8101)), None),
+            ("10.9.9.9", Some((Proto::Udp, 53)), Some("ip udp/10.0.0.0/8:53")),
+            ("2001:db8::1", Some((Proto::Udp, 443)), Some("ip udp/[2001:db8::1]:443")),
+            ("2001:db8::1", Some((Proto::Tcp, 80)), None),
+            ("10.0.0.5", None, None),
+            ("192.168.1.1", Some((Proto::Udp, 9)), Some("ip 192.168.1.1/32")),
+        ];
+        for (ip, port, rule) in cases {
+            let d = p.decide(q(ip, *port));
+            assert_eq!(d.rule.map(|r| r.to_string()).as_deref(), *rule, "{ip} {port:?}");
+        }
+        assert!(p.allows_port("10.0.0.5".parse().unwrap(), Proto::Tcp, 5432));
+        assert!(!p.allows_ip("10.0.0.5".parse().unwrap()), "a port entry is not a whole address");
+        assert!(p.to_string().contains("    - \"tcp/10.0.0.5:5432\"\n"), "{p}");
+        let e = errors("allowlist:\n  ips: [\"sctp/10.0.0.5:1\", \"tcp/10.0.0.5:0\", \"[::1]\"]\n");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].starts_with("policy.yaml: allowlist.ips[0] \"sctp/10.0.0.5:1\": unknown protocol"),
+            "{e:?}"
+        );
+        let env = EnvLists { ips: Some(vec!["tcp/10.0.0.5:22".into()]), ..EnvLists::default() };
+        let p = compile_env(&env).unwrap();
+        assert!(p.allows_port("10.0.0.5".parse().unwrap(), Proto::Tcp, 22) && !p.is_empty());
     }
 
     #[test]
@@ -666,7 +874,7 @@ mod tests {
             (Some("git hub.com"), None, Verdict::Deny, Reason::InvalidName, None),
         ];
         for (name, ip, verdict, reason, rule) in cases {
-            let d = p.decide(Query { name: *name, ip: *ip });
+            let d = p.decide(Query { name: *name, ip: *ip, port: None });
             assert_eq!((d.verdict, d.reason), (*verdict, *reason), "{name:?} {ip:?}");
             assert_eq!(d.rule.map(|r| r.to_string()).as_deref(), *rule, "{name:?} {ip:?}");
         }

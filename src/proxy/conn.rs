@@ -65,21 +65,37 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     };
 
     let mut buf = Vec::with_capacity(4096);
-    let peeked = match read_head(&client, kind, &mut buf, started + s.header_timeout) {
-        Ok(p) => p,
+    let counters = &shared.registry.counters;
+    // `None`: what came first could not be read as a hello or head, and
+    // audit mode relays it as it is.
+    let (peeked, mut ev, name) = match read_head(&client, kind, &mut buf, started + s.header_timeout) {
+        Ok(peeked) => {
+            let policy = shared.policy.current();
+            let (decided, shown) = verdict::first(&peeked, orig, &rules(shared, &policy));
+            let ev = shown.on(event(shared, kind, Action::Allowed, flow));
+            match decided {
+                Verdict::Allow(n) => {
+                    log::debug!("conn-{id} {peer}: {} to {orig} allowed", shown.what());
+                    shared.emitter.emit(ev.clone());
+                    counters.allowed[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
+                    (Some(peeked), ev, n)
+                }
+                Verdict::Deny(block) if policy.audit() => {
+                    audit(shared, id, kind, flow, ev.clone(), &block);
+                    let name =
+                        if shown.what().is_empty() { orig.ip().to_string() } else { shown.what().to_owned() };
+                    (Some(peeked), ev, name)
+                }
+                Verdict::Deny(block) => return refuse(shared, id, kind, &client, flow, Some(ev), block),
+            }
+        }
+        Err(block) if shared.policy.current().audit() => {
+            let ev = event(shared, kind, Action::Allowed, flow);
+            audit(shared, id, kind, flow, ev.clone(), &block);
+            (None, ev, orig.ip().to_string())
+        }
         Err(block) => return refuse(shared, id, kind, &client, flow, None, block),
     };
-    let policy = shared.policy.current();
-    let (decided, shown) = verdict::first(&peeked, orig.ip(), &rules(shared, &policy));
-    let mut ev = shown.on(event(shared, kind, Action::Allowed, flow));
-    let name = match decided {
-        Verdict::Allow(n) => n,
-        Verdict::Deny(block) => return refuse(shared, id, kind, &client, flow, Some(ev), block),
-    };
-    log::debug!("conn-{id} {peer}: {} to {orig} allowed", shown.what());
-    shared.emitter.emit(ev.clone());
-    let counters = &shared.registry.counters;
-    counters.allowed[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
 
     let upstream = match outbound::tcp(orig, (s.mark != 0).then_some(s.mark), s.connect_timeout) {
         Ok(u) => u,
@@ -100,14 +116,14 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     // slip through between the two.
     let (client, upstream) = (Arc::new(client), Arc::new(upstream));
     let entry = shared.registry.track(id, kind, (peer, orig), &name, &client, &upstream);
-    if !registry::still_allowed(&shared.policy.current(), &name, orig.ip()) {
+    if !registry::still_allowed(&shared.policy.current(), &name, orig) {
         reset(&upstream);
         let block = Block::new(registry::POLICY_REVOKED);
         return refuse(shared, id, kind, &client, flow, Some(ev), block);
     }
     let limits = Limits { idle: s.idle_timeout, deadline: s.max_lifetime.map(|d| started + d) };
     let (end, stats) = match peeked {
-        Peeked::Hello(_) => {
+        Some(Peeked::Hello(_)) | None => {
             // Replay the hello (and anything after it) before relaying.
             if let Err(e) = write_all_timeout(&upstream, &buf, s.idle_timeout) {
                 log::debug!("conn-{id} {peer}: replaying the hello to {orig}: {e}");
@@ -116,15 +132,21 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             }
             relay::relay(&client, &upstream, None, &limits)
         }
-        Peeked::Head(first) => {
+        Some(Peeked::Head(first)) => {
             // Every later request on this connection is decided the same
             // way; an allowed one is logged when its host changes.
             let mut last_host = first.host.clone();
             let mut gate = |head: &RequestHead| -> Result<(), Block> {
                 // The current policy: a reload applies to the next request.
                 let policy = shared.policy.current();
-                let name = match verdict::request(head, orig.ip(), &rules(shared, &policy)) {
+                let name = match verdict::request(head, orig, &rules(shared, &policy)) {
                     Verdict::Allow(n) => n,
+                    Verdict::Deny(block) if policy.audit() => {
+                        let shown = verdict::request_shown(head);
+                        audit(shared, id, kind, flow, shown.on(ev.clone()), &block);
+                        last_host = head.host.clone();
+                        return Ok(());
+                    }
                     Verdict::Deny(block) => return Err(block),
                 };
                 if head.host != last_host {
@@ -178,6 +200,18 @@ fn event(shared: &Shared, kind: Kind, action: Action, (src, dst, who): Flow) -> 
 fn rules<'a>(shared: &'a Shared, policy: &'a crate::policy::Policy) -> Rules<'a> {
     let s = &shared.settings;
     Rules { policy, verify: s.verify_destination, guard: &s.guard, check: &*shared.check }
+}
+
+/// Audit mode: the event a refusal would have had, as `AUDIT`; the
+/// connection goes on.
+fn audit(shared: &Shared, id: u64, kind: Kind, (peer, orig, _): Flow, ev: Event, block: &Block) {
+    let ev = verdict::audited(ev, kind, block);
+    let what = ev.https.clone().or(ev.http_host.clone()).unwrap_or_default();
+    log::debug!(
+        "conn-{id} {peer}: {what} to {orig} would be blocked ({}); audit mode lets it pass",
+        block.reason
+    );
+    shared.emitter.emit(ev);
 }
 
 /// Refuses: an event, then a reset (TLS) or a 403 (HTTP).

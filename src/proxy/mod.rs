@@ -21,7 +21,7 @@ pub mod relay;
 pub mod tls;
 pub mod verdict;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,12 +139,16 @@ pub mod reason {
 pub fn decide(
     policy: &Policy,
     name: &str,
-    ip: IpAddr,
+    dst: SocketAddr,
     verify: bool,
     guard: &Guard,
     check: &dyn DestinationCheck,
 ) -> Result<policy::Decision, Block> {
-    let d = policy.decide(Query { name: Some(name), ip: Some(ip) });
+    // The proxies carry TCP only: an address entry open on this port
+    // (`tcp/10.0.0.5:443`) lets the connection through by address, as
+    // the kernel does; one on another port does not.
+    let (ip, port) = (dst.ip(), Some((policy::Proto::Tcp, dst.port())));
+    let d = policy.decide(Query { name: Some(name), ip: Some(ip), port });
     if !d.allowed() {
         return Err(Block::new(match d.reason {
             policy::Reason::InvalidName => reason::INVALID_NAME,
@@ -154,7 +158,7 @@ pub fn decide(
     // The guard first: an entry of allowlist.ips that merely covers a
     // guarded address (`::/0`, a NAT64 prefix) does not list it, and the
     // ruleset sends such a connection here for this check.
-    if let Some(g) = guard.check(policy, ip) {
+    if let Some(g) = guard.check_at(policy, ip, port) {
         return Err(guarded(g));
     }
     // An address in allowlist.ips needs no name check; the kernel normally
@@ -313,7 +317,7 @@ mod tests {
             ("b.example", "192.0.2.7", true, Ok("ip-allowed")),
         ];
         for (name, addr, verify, expect) in cases {
-            let got = decide(&p, name, ip(addr), *verify, &Guard::default(), &hosts)
+            let got = decide(&p, name, SocketAddr::new(ip(addr), 443), *verify, &Guard::default(), &hosts)
                 .map(|d| d.reason.as_str())
                 .map_err(|b| b.reason);
             assert_eq!(got, *expect, "{name} {addr} verify={verify}");
@@ -392,7 +396,7 @@ mod tests {
             (&p, &default, "other.example", "169.254.169.254", true, Err(("not-allowlisted", ""))),
         ];
         for (pol, g, name, addr, verify, want) in cases {
-            let got = decide(pol, name, ip(addr), *verify, g, &hosts)
+            let got = decide(pol, name, SocketAddr::new(ip(addr), 443), *verify, g, &hosts)
                 .map(|d| d.reason.as_str())
                 .map_err(|b| (b.reason, b.note.unwrap_or_default()));
             let want = want.map_err(|(r, n)| (r, n.to_owned()));
@@ -410,6 +414,37 @@ mod tests {
             decide_literal(&star, ip("169.254.169.254"), ip("169.254.169.254"), true, &Guard::OFF),
             Ok(())
         );
+    }
+
+    /// An address entry with a port is the proxies' answer too: a
+    /// connection to its address on that port passes by address (no name
+    /// check, and the guard counts the entry as a listing), on another
+    /// port it is decided by name like any other.
+    #[test]
+    fn address_entries_with_ports() {
+        let hosts = crate::resolve::Hosts::parse("10.0.0.9 a.example\n");
+        let p = policy(&["a.example"], &["tcp/10.0.0.5:443", "udp/10.0.0.6:443", "[fd00::5]:8000-8100"]);
+        let g = Guard::default();
+        let private = Guard::parse("default,private").unwrap();
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        type Case<'a> = (&'a str, &'a str, &'a Guard, Result<&'a str, &'a str>);
+        let cases: &[Case] = &[
+            ("b.example", "10.0.0.5:443", &g, Ok("ip-allowed")),
+            ("b.example", "10.0.0.5:80", &g, Err(reason::NOT_ALLOWLISTED)),
+            // Allowed by name on 80, so the anti-spoofing check applies.
+            ("a.example", "10.0.0.5:80", &g, Err(reason::IP_MISMATCH)),
+            ("b.example", "10.0.0.6:443", &g, Err(reason::NOT_ALLOWLISTED)),
+            ("b.example", "[fd00::5]:8100", &g, Ok("ip-allowed")),
+            ("b.example", "[fd00::5]:8101", &g, Err(reason::NOT_ALLOWLISTED)),
+            ("b.example", "10.0.0.5:443", &private, Ok("ip-allowed")),
+            ("a.example", "10.0.0.9:80", &private, Err(reason::DESTINATION_GUARDED)),
+        ];
+        for (name, dst, guard, want) in cases {
+            let got = decide(&p, name, at(dst), true, guard, &hosts)
+                .map(|d| d.reason.as_str())
+                .map_err(|b| b.reason);
+            assert_eq!(got, *want, "{name} {dst} guard={guard}");
+        }
     }
 
     #[test]
@@ -440,8 +475,8 @@ mod tests {
             }
         }
         let p = policy(&["a.example"], &[]);
-        let b =
-            decide(&p, "a.example", "10.0.0.1".parse().unwrap(), true, &Guard::default(), &Down).unwrap_err();
+        let b = decide(&p, "a.example", "10.0.0.1:443".parse().unwrap(), true, &Guard::default(), &Down)
+            .unwrap_err();
         assert_eq!(b.reason, reason::RESOLVER_UNAVAILABLE);
         assert!(b.note.unwrap().contains("no resolver answered"));
     }

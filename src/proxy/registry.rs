@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::Kind;
-use crate::policy::{Policy, Query};
+use crate::policy::{Policy, Proto, Query};
 
 /// Event reason of a connection cut because a reload revoked it.
 pub const POLICY_REVOKED: &str = "policy-revoked";
@@ -104,14 +104,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Whether `policy` still allows `name` at `ip` (the policy part of the
+/// Whether `policy` still allows `name` at `dst` (the policy part of the
 /// proxies' decision; the anti-spoofing check was passed at connect).
-pub fn still_allowed(policy: &Policy, name: &str, ip: IpAddr) -> bool {
+pub fn still_allowed(policy: &Policy, name: &str, dst: SocketAddr) -> bool {
+    let ip = dst.ip();
+    // Audit mode cuts nothing: what it would refuse was logged when the
+    // connection started.
+    if policy.audit() {
+        return true;
+    }
     // An IP-literal Host/SNI was allowed only under `domains: ["*"]`.
     if name.parse::<IpAddr>().is_ok() {
         return policy.names().matches_everything() || policy.allows_ip(ip);
     }
-    policy.decide(Query { name: Some(name), ip: Some(ip) }).allowed()
+    policy.decide(Query { name: Some(name), ip: Some(ip), port: Some((Proto::Tcp, dst.port())) }).allowed()
 }
 
 impl Registry {
@@ -147,7 +153,7 @@ impl Registry {
     pub fn revoke(&self, policy: &Policy) -> Vec<Revoked> {
         let victims: Vec<(u64, Arc<Tracked>)> = lock(&self.open)
             .iter()
-            .filter(|(_, t)| !still_allowed(policy, &t.name(), t.orig.ip()))
+            .filter(|(_, t)| !still_allowed(policy, &t.name(), t.orig))
             .map(|(id, t)| (*id, t.clone()))
             .collect();
         victims
@@ -172,6 +178,19 @@ mod tests {
     fn policy(domains: &[&str]) -> Policy {
         let d: Vec<String> = domains.iter().map(|s| s.to_string()).collect();
         Policy::compile(&[], &[Source { origin: Origin::Env("ALLOWLIST_DOMAINS"), entries: &d }]).unwrap()
+    }
+
+    /// A reload keeps a connection an address entry with a port allows
+    /// only on that port.
+    #[test]
+    fn still_allowed_asks_the_destination_port() {
+        let i = vec!["tcp/10.0.0.5:443".to_owned()];
+        let p =
+            Policy::compile(&[Source { origin: Origin::Env("ALLOWLIST_IPS"), entries: &i }], &[]).unwrap();
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(still_allowed(&p, "b.example", at("10.0.0.5:443")));
+        assert!(!still_allowed(&p, "b.example", at("10.0.0.5:80")));
+        assert!(!still_allowed(&p, "b.example", at("10.0.0.6:443")));
     }
 
     /// A connected pair of loopback sockets.

@@ -4,7 +4,7 @@
 //! (`conn.rs`) only carries it out. Pure: the policy, the guard and the
 //! anti-spoofing check come in as [`Rules`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::http::{Host, RequestHead};
 use super::tls::{ClientHello, Sni};
@@ -91,11 +91,11 @@ impl Target {
         }
     }
 
-    fn decide(self, dst: IpAddr, r: &Rules<'_>) -> Verdict {
+    fn decide(self, dst: SocketAddr, r: &Rules<'_>) -> Verdict {
         let got = match self {
             Target::Name(n) => decide(r.policy, &n, dst, r.verify, r.guard, r.check).map(|_| n),
             Target::Literal(ip) => {
-                decide_literal(r.policy, ip, dst, r.verify, r.guard).map(|()| ip.to_string())
+                decide_literal(r.policy, ip, dst.ip(), r.verify, r.guard).map(|()| ip.to_string())
             }
         };
         match got {
@@ -106,14 +106,14 @@ impl Target {
 }
 
 /// The decision on a connection's first hello or head, sent to `dst`.
-pub fn first(peeked: &Peeked, dst: IpAddr, rules: &Rules<'_>) -> (Verdict, Shown) {
+pub fn first(peeked: &Peeked, dst: SocketAddr, rules: &Rules<'_>) -> (Verdict, Shown) {
     match peeked {
         Peeked::Hello(h) => hello(h, dst, rules),
         Peeked::Head(head) => (request(head, dst, rules), Shown::host(&head.host)),
     }
 }
 
-fn hello(h: &ClientHello, dst: IpAddr, rules: &Rules<'_>) -> (Verdict, Shown) {
+fn hello(h: &ClientHello, dst: SocketAddr, rules: &Rules<'_>) -> (Verdict, Shown) {
     let mut shown = Shown { ech: Some(h.ech), ..Shown::default() };
     let target = match &h.sni {
         Sni::Name(n) => {
@@ -135,7 +135,7 @@ fn hello(h: &ClientHello, dst: IpAddr, rules: &Rules<'_>) -> (Verdict, Shown) {
 
 /// The decision on one HTTP request head (the first, or a later one on a
 /// kept-alive connection, against the policy current at that moment).
-pub fn request(head: &RequestHead, dst: IpAddr, rules: &Rules<'_>) -> Verdict {
+pub fn request(head: &RequestHead, dst: SocketAddr, rules: &Rules<'_>) -> Verdict {
     Target::of(&head.host).decide(dst, rules)
 }
 
@@ -143,6 +143,16 @@ pub fn request(head: &RequestHead, dst: IpAddr, rules: &Rules<'_>) -> Verdict {
 /// from the one before.
 pub fn request_shown(head: &RequestHead) -> Shown {
     Shown::host(&head.host)
+}
+
+/// The event of a refusal audit mode did not carry out: `ev` turned into
+/// `<component>.audit`, action `AUDIT`, with the reason and note a
+/// refusal would have had.
+pub fn audited(ev: Event, kind: Kind, block: &Block) -> Event {
+    let mut ev = blocked(ev, kind, block);
+    ev.action = Action::Audit;
+    ev.msg = format!("{}.audit", kind.component().as_str());
+    ev
 }
 
 /// A connection refused for want of a slot.
@@ -214,7 +224,7 @@ mod tests {
             (head(Host::IpLiteral(dst)), dst, Err(reason::NOT_ALLOWLISTED), None, Some("10.0.0.1")),
         ];
         for (peeked, to, want, https, host) in cases {
-            let (v, shown) = first(&peeked, to, &rules);
+            let (v, shown) = first(&peeked, SocketAddr::new(to, 443), &rules);
             let got = match &v {
                 Verdict::Allow(n) => Ok(n.as_str()),
                 Verdict::Deny(b) => Err(b.reason),
@@ -225,7 +235,22 @@ mod tests {
         // `*` lets an IP literal through when it is the destination.
         let star = policy(&["*"]);
         let rules = Rules { policy: &star, verify: true, guard: &Guard::default(), check: &hosts };
-        assert_eq!(first(&hello_with(Sni::IpLiteral(dst)), dst, &rules).0, Verdict::Allow("10.0.0.1".into()));
+        assert_eq!(
+            first(&hello_with(Sni::IpLiteral(dst)), SocketAddr::new(dst, 443), &rules).0,
+            Verdict::Allow("10.0.0.1".into())
+        );
+    }
+
+    #[test]
+    fn an_audited_refusal_is_an_audit_event_with_the_reason() {
+        let base = Event::new(crate::events::Component::Http, Action::Allowed, "h", std::time::UNIX_EPOCH);
+        let ev = audited(base, Kind::Http, &Block::with_note(reason::IP_MISMATCH, "x does not resolve to y"));
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!((v["msg"].as_str(), v["action"].as_str()), (Some("http.audit"), Some("AUDIT")));
+        assert_eq!(
+            (v["reason"].as_str(), v["note"].as_str()),
+            (Some("ip-mismatch"), Some("x does not resolve to y"))
+        );
     }
 
     #[test]

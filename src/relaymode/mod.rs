@@ -72,7 +72,7 @@ pub struct Shared {
 impl Shared {
     pub fn allowed_by_policy(&self, name: &str) -> bool {
         self.policy.as_ref().is_some_and(|p| {
-            p.decide(crate::policy::Query { name: Some(name), ip: None }).verdict
+            p.decide(crate::policy::Query { name: Some(name), ip: None, port: None }).verdict
                 == crate::policy::Verdict::Allow
         })
     }

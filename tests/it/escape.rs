@@ -110,17 +110,17 @@ impl Setup {
 
 /// How a TCP attempt ended.
 #[derive(Debug)]
-struct Outcome {
+pub(crate) struct Outcome {
     /// Everything the other side sent.
-    reply: Vec<u8>,
+    pub(crate) reply: Vec<u8>,
     /// `None`: orderly close; `Some(kind)`: connect, read or write error.
-    err: Option<ErrorKind>,
+    pub(crate) err: Option<ErrorKind>,
     /// From the start until the connection ended (or the client gave up).
-    took: Duration,
+    pub(crate) took: Duration,
 }
 
 impl Outcome {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         util::text(&self.reply)
     }
 
@@ -145,7 +145,13 @@ impl Outcome {
 /// From inside `ns`: connects to `to`, writes `chunks` with `gap` between
 /// them, and reads until the connection ends or `timeout` passes. A reader
 /// thread notes the end, so a close is seen at once even mid-write.
-fn tcp(ns: &str, to: SocketAddr, chunks: Vec<Vec<u8>>, gap: Duration, timeout: Duration) -> Outcome {
+pub(crate) fn tcp(
+    ns: &str,
+    to: SocketAddr,
+    chunks: Vec<Vec<u8>>,
+    gap: Duration,
+    timeout: Duration,
+) -> Outcome {
     in_netns(ns, move || tcp_here(to, None, chunks, gap, timeout))
 }
 
@@ -220,17 +226,17 @@ fn reset_close(s: TcpStream) {
 }
 
 /// One request on a fresh connection.
-fn http(ns: &str, to: SocketAddr, req: &str) -> Outcome {
+pub(crate) fn http(ns: &str, to: SocketAddr, req: &str) -> Outcome {
     tcp(ns, to, vec![req.as_bytes().to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
 }
 
-fn get(host: &str) -> String {
+pub(crate) fn get(host: &str) -> String {
     format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
 }
 
 /// From inside `ns`: one UDP datagram to `to` and a wait for an answer.
 /// Ok(reply) or the error kind, and how long it took.
-fn udp(ns: &str, to: SocketAddr, payload: &[u8]) -> (Result<Vec<u8>, ErrorKind>, Duration) {
+pub(crate) fn udp(ns: &str, to: SocketAddr, payload: &[u8]) -> (Result<Vec<u8>, ErrorKind>, Duration) {
     let payload = payload.to_vec();
     in_netns(ns, move || {
         let start = Instant::now();
@@ -261,7 +267,7 @@ fn assert_udp_refused_fast(r: &(Result<Vec<u8>, ErrorKind>, Duration), what: &st
 /// A ClientHello (TLS 1.2 framing, one TLS 1.3 suite) naming `sni` (raw
 /// bytes, so invalid names can be sent), padded with a padding extension
 /// of `pad` bytes, cut into records of at most 2^14 bytes.
-fn hello(sni: Option<&[u8]>, pad: usize) -> Vec<u8> {
+pub(crate) fn hello(sni: Option<&[u8]>, pad: usize) -> Vec<u8> {
     fn u16b(n: usize) -> [u8; 2] {
         (u16::try_from(n).expect("fits u16")).to_be_bytes()
     }

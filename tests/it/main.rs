@@ -19,6 +19,7 @@ mod kube;
 mod netns;
 mod nft;
 mod ops;
+mod policy_table;
 mod prometheus;
 mod proxy;
 mod relay;

@@ -1,0 +1,379 @@
+//! The policy language against the live ruleset and the proxies: tables
+//! of policy × destination × expected verdict, each row tried by a real
+//! client in a workload namespace against `egret run`, plus the modes
+//! (audit) that change what a verdict does.
+//!
+//! Needs root (CI runs as root); fails loudly without it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::escape::{get, hello, http, tcp, udp, Outcome};
+use crate::netns::{wait_for, Guard, Pair};
+use crate::run::{policy_file, world, Daemon, World};
+use crate::util;
+
+/// What one row sends.
+#[derive(Debug, Clone)]
+enum Probe {
+    /// `GET /` with this Host, to this address, port 80.
+    Http { host: &'static str, to: SocketAddr },
+    /// A ClientHello with this SNI (`None`: none) and a newline, to port
+    /// 443 of an echo server.
+    Tls { sni: Option<&'static str>, to: SocketAddr },
+    /// A line to a TCP echo server.
+    Tcp { to: SocketAddr },
+    /// A datagram to a UDP echo server.
+    Udp { to: SocketAddr },
+    /// `dig` for an A record through the namespace's resolver.
+    Dig { name: &'static str, server: String },
+}
+
+/// How a row must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// The upstream answered.
+    Pass,
+    /// Refused: 403, reset, ICMP, NXDOMAIN.
+    Block,
+}
+
+/// The event the row must leave: (msg, action, reason); `None`: not
+/// checked (an allowed kernel-path packet leaves none).
+type WantEvent = Option<(&'static str, &'static str, &'static str)>;
+
+struct Row {
+    what: &'static str,
+    probe: Probe,
+    want: Want,
+    event: WantEvent,
+}
+
+fn served(o: &Outcome) -> bool {
+    let t = o.text();
+    t.contains("hello from") || t.contains("echo:")
+}
+
+/// Runs one probe from the workload namespace: whether upstream answered.
+fn attempt(ns: &str, probe: &Probe) -> bool {
+    const T: Duration = Duration::from_secs(3);
+    match probe {
+        Probe::Http { host, to } => served(&http(ns, *to, &get(host))),
+        Probe::Tls { sni, to } => {
+            let mut h = hello(sni.map(str::as_bytes), 0);
+            h.push(b'\n');
+            served(&tcp(ns, *to, vec![h], Duration::ZERO, T))
+        }
+        Probe::Tcp { to } => served(&tcp(ns, *to, vec![b"ping\n".to_vec()], Duration::ZERO, T)),
+        Probe::Udp { to } => matches!(udp(ns, *to, b"ping").0, Ok(r) if r.starts_with(b"echo:")),
+        Probe::Dig { name, server } => {
+            let mut c = Pair::exec(ns, "dig");
+            c.args(["+tries=1", "+time=3", "+short", &format!("@{server}"), name, "A"]);
+            let (_, out, _) = util::run(c);
+            !out.trim().is_empty()
+        }
+    }
+}
+
+/// Waits (bounded) for the event a row names.
+fn expect_event(d: &Daemon, row: &Row) {
+    let Some((msg, action, reason)) = row.event else { return };
+    let dst = match &row.probe {
+        Probe::Http { to, .. } | Probe::Tls { to, .. } | Probe::Tcp { to } | Probe::Udp { to } => {
+            Some(to.ip().to_string())
+        }
+        Probe::Dig { .. } => None,
+    };
+    let found = wait_for(Duration::from_secs(10), || {
+        d.events.try_iter().find(|e| {
+            e["msg"] == msg
+                && e["action"] == action
+                && e["reason"] == reason
+                && dst.as_ref().map_or(true, |ip| e["destination_ip"] == ip.as_str())
+        })
+    });
+    assert!(found.is_some(), "{}: no {msg} {action} event with reason {reason} to {dst:?}", row.what);
+}
+
+/// Every row: the verdict, then its event.
+fn run_rows(d: &Daemon, ns: &str, rows: &[Row]) {
+    for row in rows {
+        let passed = attempt(ns, &row.probe);
+        let want = row.want == Want::Pass;
+        assert_eq!(passed, want, "{}: {:?} expected {:?}", row.what, row.probe, row.want);
+        expect_event(d, row);
+    }
+}
+
+/// The upstream of these tables: [`world`] (HTTP on .2/.3 port 80, DNS
+/// on .2 naming allowed.test and blocked.test), plus TCP echo on 443 and
+/// 8000-8001 and UDP echo on 7001 and 8000, on .2, .3, ::2 and ::3.
+struct Upstream {
+    w: World,
+    _echo: Guard,
+}
+
+fn upstream() -> Upstream {
+    let w = world();
+    let addrs = [w.p.v4(2), w.p.v4(3), w.p.v6(2), w.p.v6(3)].join(",");
+    let echo = Pair::spawn_ready(
+        &w.p.up,
+        crate::nft::py(),
+        &[&crate::nft::data("servers.py"), "443,8000,8001", "7001,8000", &addrs, &addrs],
+    );
+    Upstream { w, _echo: echo }
+}
+
+impl Upstream {
+    fn at(&self, host: u8, port: u16) -> SocketAddr {
+        SocketAddr::new(self.w.p.v4(host).parse().unwrap(), port)
+    }
+
+    fn at6(&self, host: u8, port: u16) -> SocketAddr {
+        SocketAddr::new(self.w.p.v6(host).parse().unwrap(), port)
+    }
+
+    fn start(&self, tag: &str, yaml: &str, env: &[(&str, &str)]) -> Daemon {
+        let pol = policy_file(&format!("policy-table-{tag}"), yaml);
+        self.start_with(&pol, env)
+    }
+
+    fn start_with(&self, pol: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
+        let dns = format!("{}:53", self.w.p.v4(2));
+        let mut all = vec![("DNS_UPSTREAMS", dns.as_str())];
+        all.extend_from_slice(env);
+        Daemon::start(&self.w.p.work, pol, &all)
+    }
+
+    /// The kinds of traffic a workload sends, each refused by a policy
+    /// that allows nothing: HTTP by name and by spoofed Host, TLS with and
+    /// without SNI, TCP and UDP to other ports over v4 and v6.
+    fn everything(&self, refused: Want, action: &'static str) -> Vec<Row> {
+        let ev = |msg, reason| Some((msg, action, reason));
+        let (http, https) =
+            if action == "AUDIT" { ("http.audit", "https.audit") } else { ("http.blocked", "https.blocked") };
+        vec![
+            Row {
+                what: "HTTP to a name outside the policy",
+                probe: Probe::Http { host: "blocked.test", to: self.at(2, 80) },
+                want: refused,
+                event: ev(http, "not-allowlisted"),
+            },
+            Row {
+                what: "HTTP with an IP literal as Host",
+                probe: Probe::Http { host: "10.9.9.9", to: self.at(3, 80) },
+                want: refused,
+                event: ev(http, "not-allowlisted"),
+            },
+            Row {
+                what: "TLS naming a name outside the policy",
+                probe: Probe::Tls { sni: Some("blocked.test"), to: self.at(2, 443) },
+                want: refused,
+                event: ev(https, "not-allowlisted"),
+            },
+            Row {
+                what: "TLS without SNI",
+                probe: Probe::Tls { sni: None, to: self.at6(3, 443) },
+                want: refused,
+                event: ev(https, "no-sni"),
+            },
+            Row {
+                what: "TCP to another port, v4",
+                probe: Probe::Tcp { to: self.at(3, 8000) },
+                want: refused,
+                event: ev("nflog.event", "not-allowlisted"),
+            },
+            Row {
+                what: "TCP to another port, v6",
+                probe: Probe::Tcp { to: self.at6(2, 8001) },
+                want: refused,
+                event: ev("nflog.event", "not-allowlisted"),
+            },
+            Row {
+                what: "UDP, v4",
+                probe: Probe::Udp { to: self.at(2, 7001) },
+                want: refused,
+                event: ev("nflog.event", "not-allowlisted"),
+            },
+            Row {
+                what: "UDP, v6",
+                probe: Probe::Udp { to: self.at6(3, 7001) },
+                want: refused,
+                event: ev("nflog.event", "not-allowlisted"),
+            },
+        ]
+    }
+}
+
+const NOTHING: &str = "allowlist: {}\n";
+
+/// Audit (`ENFORCE=audit`): with a policy that allows nothing, every kind
+/// of traffic works and each would-be block is an AUDIT event with its
+/// reason. The same traffic is blocked as soon as audit is off: after a
+/// restart without `ENFORCE`, and at the reload that drops the file's
+/// `enforce: audit`.
+#[test]
+fn audit_mode_passes_everything_and_reports_each_would_be_block() {
+    let u = upstream();
+    let ns = u.w.p.work.clone();
+
+    let dash = [
+        ("ENFORCE", "audit"),
+        ("DASHBOARD_LISTEN", "127.0.0.1:18081"),
+        ("DASHBOARD_API_KEY", "audit-key"),
+        ("DASHBOARD_START_DELAY", "0s"),
+    ];
+    let d = u.start("audit-env", NOTHING, &dash);
+    d.wait_logged("AUDIT MODE", Duration::from_secs(5));
+    run_rows(&d, &ns, &u.everything(Want::Pass, "AUDIT"));
+    // The dashboard stores them as AUDIT.
+    let stored = wait_for(Duration::from_secs(10), || {
+        let (code, body) = crate::run::curl(&ns, &["http://127.0.0.1:18081/api/v1/logs?q=blocked.test"]);
+        (code == "200" && body.contains("\"action\":\"AUDIT\"") && body.contains("\"http.audit\""))
+            .then_some(body)
+    });
+    assert!(stored.is_some(), "the dashboard never showed an AUDIT entry");
+    drop(d);
+
+    // The policy file says audit: the same, until the line goes.
+    let pol = policy_file("policy-table-audit-file", &format!("enforce: audit\n{NOTHING}"));
+    let d = u.start_with(&pol, &[]);
+    run_rows(&d, &ns, &u.everything(Want::Pass, "AUDIT")[..1]);
+    std::fs::write(&pol, NOTHING).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    run_rows(&d, &ns, &u.everything(Want::Block, "BLOCKED"));
+    drop(d);
+
+    // No ENFORCE at all, the same file: enforcement.
+    let d = u.start("audit-off", NOTHING, &[]);
+    run_rows(&d, &ns, &u.everything(Want::Block, "BLOCKED"));
+}
+
+/// Audit in DNS mode (strict): a name outside the policy resolves, its
+/// event is `dns.audit`; a direct connection to an address no answer
+/// gave passes with an AUDIT `nflog.event`. Without audit both are
+/// refused.
+#[test]
+fn audit_mode_in_strict_dns_mode() {
+    let u = upstream();
+    let ns = u.w.p.work.clone();
+    let server = u.w.p.v4(2);
+    let rows = |want: Want, action: &'static str| {
+        let dns = if action == "AUDIT" { "dns.audit" } else { "dns.blocked" };
+        vec![
+            Row {
+                what: "a name outside the policy",
+                probe: Probe::Dig { name: "blocked.test", server: server.clone() },
+                want,
+                event: Some((dns, action, "not-allowlisted")),
+            },
+            Row {
+                what: "TCP to an address no answer gave",
+                probe: Probe::Tcp { to: u.at(3, 8000) },
+                want,
+                event: Some(("nflog.event", action, "not-allowlisted")),
+            },
+        ]
+    };
+    let env = [("FILTER_MODE", "dns-strict")];
+    let d = u.start("audit-dns", NOTHING, &[env[0], ("ENFORCE", "audit")]);
+    run_rows(&d, &ns, &rows(Want::Pass, "AUDIT"));
+    drop(d);
+    let d = u.start("enforce-dns", NOTHING, &env);
+    run_rows(&d, &ns, &rows(Want::Block, "BLOCKED"));
+}
+
+/// Address entries with a protocol and ports, as a table of policies ×
+/// destinations × verdicts against the live ruleset: v4 and v6 entries, a
+/// port range (both ends and past it), TCP against UDP on the same port,
+/// an entry without a protocol (both), and a bare address beside port
+/// entries still open on every port and protocol. A port entry on 443 is
+/// a direct path (a name outside the policy passes, no proxy); the same
+/// address on 80 still goes to the proxy, which refuses the name.
+#[test]
+fn port_and_protocol_entries() {
+    let u = upstream();
+    let n = u.w.p.n;
+    let blocked = |what, probe| Row {
+        what,
+        probe,
+        want: Want::Block,
+        event: Some(("nflog.event", "BLOCKED", "not-allowlisted")),
+    };
+    let pass = |what, probe| Row { what, probe, want: Want::Pass, event: None };
+    let ports = format!(
+        "allowlist:\n  ips:\n    - \"tcp/10.200.{n}.2:8000\"\n    - \"udp/10.200.{n}.3:7001\"\n    - \"[fd00:200:{n}::2]:8000-8001\"\n    - \"tcp/10.200.{n}.0/24:443\"\n"
+    );
+    let bare = format!(
+        "allowlist:\n  ips:\n    - \"10.200.{n}.2\"\n    - \"fd00:200:{n}::3\"\n    - \"tcp/10.200.{n}.3:8000\"\n"
+    );
+    let table: Vec<(&str, String, Vec<Row>)> = vec![
+        (
+            "ports",
+            ports,
+            vec![
+                pass("tcp v4 on its port", Probe::Tcp { to: u.at(2, 8000) }),
+                blocked("the same port over udp", Probe::Udp { to: u.at(2, 8000) }),
+                blocked("tcp v4 on another port", Probe::Tcp { to: u.at(2, 8001) }),
+                blocked("tcp v4, another address", Probe::Tcp { to: u.at(3, 8000) }),
+                pass("udp v4 on its port", Probe::Udp { to: u.at(3, 7001) }),
+                blocked("udp v4, the address of a tcp entry", Probe::Udp { to: u.at(2, 7001) }),
+                pass("v6 range, first port", Probe::Tcp { to: u.at6(2, 8000) }),
+                pass("v6 range, last port", Probe::Tcp { to: u.at6(2, 8001) }),
+                pass("v6 range without a protocol: udp too", Probe::Udp { to: u.at6(2, 8000) }),
+                blocked("v6 past the range (udp 7001)", Probe::Udp { to: u.at6(2, 7001) }),
+                blocked("v6, another address", Probe::Tcp { to: u.at6(3, 8000) }),
+                pass(
+                    "tcp/…/24:443 is direct: a name outside the policy passes, no proxy",
+                    Probe::Tls { sni: Some("blocked.test"), to: u.at(3, 443) },
+                ),
+                Row {
+                    what: "the /24 on 80 is not in the entry: the proxy refuses the name",
+                    probe: Probe::Http { host: "blocked.test", to: u.at(3, 80) },
+                    want: Want::Block,
+                    event: Some(("http.blocked", "BLOCKED", "not-allowlisted")),
+                },
+                Row {
+                    what: "443 on v6 is not in the entry: the proxy refuses the name",
+                    probe: Probe::Tls { sni: Some("blocked.test"), to: u.at6(2, 443) },
+                    want: Want::Block,
+                    event: Some(("https.blocked", "BLOCKED", "not-allowlisted")),
+                },
+            ],
+        ),
+        (
+            "bare",
+            bare,
+            vec![
+                pass("bare v4: tcp 8000", Probe::Tcp { to: u.at(2, 8000) }),
+                pass("bare v4: tcp 8001", Probe::Tcp { to: u.at(2, 8001) }),
+                pass("bare v4: udp 7001", Probe::Udp { to: u.at(2, 7001) }),
+                pass("bare v4: udp 8000", Probe::Udp { to: u.at(2, 8000) }),
+                pass("bare v4: 443 direct", Probe::Tls { sni: Some("blocked.test"), to: u.at(2, 443) }),
+                pass("bare v6: tcp 8001", Probe::Tcp { to: u.at6(3, 8001) }),
+                pass("bare v6: udp 7001", Probe::Udp { to: u.at6(3, 7001) }),
+                pass("the port entry beside them", Probe::Tcp { to: u.at(3, 8000) }),
+                blocked("the port entry's address on another port", Probe::Tcp { to: u.at(3, 8001) }),
+                blocked("the port entry's address over udp", Probe::Udp { to: u.at(3, 8000) }),
+            ],
+        ),
+    ];
+    for (tag, yaml, rows) in &table {
+        let d = u.start(tag, yaml, &[]);
+        run_rows(&d, &u.w.p.work, rows);
+        // Port entries are the concatenated sets, one rule per family.
+        let mut c = Pair::exec(&u.w.p.work, "nft");
+        c.args(["list", "set", "inet", "egret", "allowed_ports4"]);
+        let (code, out, err) = util::run(c);
+        assert_eq!(code, 0, "{tag}: {err}");
+        assert!(out.contains("type ipv4_addr . inet_proto . inet_service"), "{tag}: {out}");
+        if *tag == "ports" {
+            assert!(out.contains(&format!("10.200.{n}.2 . tcp . 8000")), "{out}");
+            let mut c = Pair::exec(&u.w.p.work, "nft");
+            c.args(["list", "set", "inet", "egret", "allowed_ports6"]);
+            let out = util::run(c).1;
+            assert!(out.contains(&format!("fd00:200:{n}::2 . tcp . 8000-8001")), "{out}");
+            assert!(out.contains(&format!("fd00:200:{n}::2 . udp . 8000-8001")), "{out}");
+        }
+    }
+}
