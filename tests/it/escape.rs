@@ -2053,3 +2053,87 @@ fn escape_44_forged_answers_from_a_loopback_upstream_are_never_served() {
     drop(forger);
     drop(d);
 }
+
+// ---------------------------------------------------------------------------
+// Round 3: each attempt, held or not, as a test.
+
+/// `attack.py ARGS` as `who` inside `ns`: its output (it must exit 0).
+fn attack_py(ns: &str, who: Priv, args: &[&str]) -> String {
+    let mut c = as_workload(ns, who);
+    c.args([py3(), &util::public("netns/attack.py")]).args(args);
+    let (code, out, err) = util::run(c);
+    assert_eq!(code, 0, "attack.py {args:?}: {err}");
+    out
+}
+
+/// The marker sniffer on the upstream's eth0, proven to see what reaches
+/// it by one plain datagram to the allowed `.2`.
+fn marker_sniffer(p: &Pair) -> crate::netns::Guard {
+    let sniff =
+        Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("sniff_marker.py"), "eth0", "egret-covert"]);
+    let mut c = as_workload(&p.work, Priv::Nobody);
+    c.args([py3(), "-c", &format!("import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'egret-covert', ('{}', 9))", p.v4(2))]);
+    util::run(c);
+    assert!(sniff.line(Duration::from_secs(3)).is_some(), "the sniffer saw nothing at all");
+    sniff
+}
+
+/// Policy of the upstream's .2 and ::2 as IP entries, so that every
+/// technique has a control that must get through.
+fn allowed_two(p: &Pair) -> String {
+    format!("allowlist:\n  ips: [\"{}\", \"{}\"]\n", p.v4(2), p.v6(2))
+}
+
+#[test]
+fn escape_45_other_ip_protocols_udp_lite_and_hand_made_fragments_stay_in() {
+    for (mode, env) in UDP_MODES {
+        let w = world();
+        let p = &w.p;
+        let pol = policy_file(&format!("escape-45-{mode}"), &allowed_two(p));
+        let upstream = format!("{}:53", p.v4(2));
+        let mut all = vec![("DNS_UPSTREAMS", upstream.as_str())];
+        all.extend_from_slice(env);
+        let _d = Daemon::start(&p.work, &pol, &all);
+        let sniff = marker_sniffer(p);
+        // GRE, IPIP, 6in4, an experimental number; UDP-Lite (no privilege
+        // needed); a UDP datagram in hand-made fragments.
+        let cases = |dst: &str, src: &str| -> Vec<(Priv, Vec<String>)> {
+            let mut v: Vec<(Priv, Vec<String>)> = [47, 4, 41, 253]
+                .iter()
+                .map(|proto| (Priv::NetRaw, vec!["rawproto".into(), dst.into(), proto.to_string()]))
+                .collect();
+            v.push((Priv::Nobody, vec!["udplite".into(), dst.into(), "7000".into()]));
+            v.push((Priv::NetRaw, vec!["frag".into(), src.into(), dst.into(), "7000".into(), "all".into()]));
+            v
+        };
+        for (two, three, src) in [(p.v4(2), p.v4(3), p.v4(1)), (p.v6(2), p.v6(3), p.v6(1))] {
+            // Control: every technique reaches the allowed host.
+            for (who, args) in cases(&two, &src) {
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = attack_py(&p.work, who, &refs);
+                assert!(
+                    sniff.line(Duration::from_secs(2)).is_some(),
+                    "{mode}: control {args:?} to the allowed host never arrived ({out})"
+                );
+                while sniff.line(Duration::from_millis(200)).is_some() {}
+            }
+            let mut forbidden = cases(&three, &src);
+            // SCTP and DCCP with junk headers have no control: conntrack
+            // calls them invalid, so not even the allowed host gets them.
+            for proto in ["132", "33"] {
+                forbidden.push((Priv::NetRaw, vec!["rawproto".into(), three.clone(), proto.into()]));
+            }
+            for part in ["first", "later"] {
+                forbidden.push((
+                    Priv::NetRaw,
+                    vec!["frag".into(), src.clone(), three.clone(), "7000".into(), part.into()],
+                ));
+            }
+            for (who, args) in forbidden {
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = attack_py(&p.work, who, &refs);
+                assert_eq!(sniff.line(Duration::from_millis(700)), None, "{mode}: {args:?} left the pod ({out})");
+            }
+        }
+    }
+}

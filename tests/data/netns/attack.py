@@ -78,6 +78,25 @@ Other helpers (different arguments):
   attack.py rcvmark ADDR PORT
         a UDP socket with SO_RCVMARK: prints "ready", then one JSON line
         {"mark": N} for the first datagram (N = -1 when no mark came).
+  attack.py rawproto DST PROTO
+        one IP datagram of protocol PROTO (GRE 47, IPIP 4, SCTP 132, ...)
+        carrying the marker to DST from a raw socket (CAP_NET_RAW).
+  attack.py udplite DST PORT
+        one UDP-Lite datagram (protocol 136, no privilege) with the marker.
+  attack.py frag SRC DST PORT PARTS
+        a UDP datagram with the marker to DST:PORT cut by hand into IPv4
+        fragments (IP_HDRINCL) or IPv6 fragment headers (IPPROTO_RAW),
+        CAP_NET_RAW; PARTS says which are sent: "all", "first" or "later"
+        (the fragment at offset 8 alone, whose payload is the marker).
+  attack.py tfo DST PORT
+        TCP Fast Open (MSG_FASTOPEN, no privilege): an HTTP request naming
+        blocked.test carried in the SYN itself; prints the technique verdict
+        (reached: any "hello from"/"echo:" came back).
+  attack.py icmp-error DST INNER_SRC INNER_DST INNER_DPORT
+        an ICMP (v4) or ICMPv6 destination-unreachable to DST whose quoted
+        packet is UDP INNER_SRC:4242 -> INNER_DST:INNER_DPORT followed by the
+        marker: an "error" that conntrack might take for RELATED to a flow
+        (CAP_NET_RAW).
 """
 import json
 import os
@@ -592,6 +611,97 @@ def bindtodev(dev, dst, port):
     result(go)
 
 
+def rawproto(dst, proto):
+    def go():
+        fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_RAW, proto)
+        s.sendto(MARKER + b"\0" * 20, (dst, 0))
+    result(go)
+
+
+def udplite(dst, port):
+    def go():
+        fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_DGRAM, 136)
+        s.sendto(MARKER, (dst, port))
+    result(go)
+
+
+def frag(src, dst, port, parts):
+    """Hand-made fragments of one UDP datagram whose payload is 8 bytes of
+    padding then the marker: the first fragment holds the UDP header and
+    the padding, the later one (offset 8) the marker."""
+    body = b"\0" * 8 + MARKER
+    udp = struct.pack("!HHHH", 4242, port, 8 + len(body), 0) + body
+    first, later = udp[:16], udp[16:]
+    ident = os.getpid() & 0xFFFF
+    want = {"all": (True, True), "first": (True, False), "later": (False, True)}[parts]
+
+    def go():
+        if ":" in dst:
+            s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+            pseudo = s6 + d6 + struct.pack("!IxxxB", len(udp), 17)
+            whole = udp[:6] + struct.pack("!H", checksum(pseudo + udp) or 0xFFFF) + udp[8:]
+            f0, f1 = whole[:16], whole[16:]
+            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            for piece, off, more, go_ in ((f0, 0, 1, want[0]), (f1, 16, 0, want[1])):
+                if not go_:
+                    continue
+                fh = struct.pack("!BBHI", 17, 0, (off // 8) << 3 | more, ident)
+                ip = struct.pack("!IHBB16s16s", 6 << 28, len(fh) + len(piece), 44, 64, s6, d6)
+                s.sendto(ip + fh + piece, (dst, 0))
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            for piece, off, more, go_ in ((first, 0, 1, want[0]), (later, 16, 0, want[1])):
+                if not go_:
+                    continue
+                flags = (more << 13) | (off // 8)
+                ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(piece), ident, flags, 64, 17, 0,
+                                 socket.inet_aton(src), socket.inet_aton(dst))
+                ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+                s.sendto(ip + piece, (dst, 0))
+    result(go)
+
+
+def tfo(dst, port):
+    technique = "tfo"
+    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    req = b"GET / HTTP/1.1\r\nHost: blocked.test\r\nConnection: close\r\n\r\n" if port in (80, 443) else b"x\n"
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(TIMEOUT)
+    got = b""
+    try:
+        s.sendto(req, 0x20000000, (dst, port))  # MSG_FASTOPEN
+        while len(got) < 4096:
+            d = s.recv(4096)
+            if not d:
+                break
+            got += d
+    except OSError as e:
+        return out(technique, b"hello from" in got or b"echo:" in got, "%s: %s; got %r" % (type(e).__name__, e, got[:60]))
+    out(technique, b"hello from" in got or b"echo:" in got, "got %r" % got[:60])
+
+
+def icmp_error(dst, inner_src, inner_dst, inner_dport):
+    def go():
+        quoted_udp = struct.pack("!HHHH", 4242, inner_dport, 8 + len(MARKER), 0) + MARKER
+        if ":" in dst:
+            s6, d6 = socket.inet_pton(socket.AF_INET6, inner_src), socket.inet_pton(socket.AF_INET6, inner_dst)
+            inner = struct.pack("!IHBB16s16s", 6 << 28, len(quoted_udp), 17, 64, s6, d6) + quoted_udp
+            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+            # type 1 (unreachable) code 4 (port unreachable); checksum by the kernel.
+            s.sendto(struct.pack("!BBHI", 1, 4, 0, 0) + inner, (dst, 0))
+        else:
+            inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(quoted_udp), 1, 0, 64, 17, 0,
+                                socket.inet_aton(inner_src), socket.inet_aton(inner_dst))
+            inner = inner[:10] + struct.pack("!H", checksum(inner)) + inner[12:] + quoted_udp
+            msg = struct.pack("!BBHI", 3, 3, 0, 0) + inner
+            msg = msg[:2] + struct.pack("!H", checksum(msg)) + msg[4:]
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            s.sendto(msg, (dst, 0))
+    result(go)
+
+
 def retried(fn, *args):
     """Runs a technique again (a few times, bounded) when a port it picked
     was taken by another test in between: the attempt never happened."""
@@ -604,6 +714,17 @@ def retried(fn, *args):
 
 
 def main():
+    a = sys.argv
+    if a[1] == "rawproto":
+        return rawproto(a[2], int(a[3]))
+    if a[1] == "udplite":
+        return udplite(a[2], int(a[3]))
+    if a[1] == "frag":
+        return frag(a[2], a[3], int(a[4]), a[5])
+    if a[1] == "tfo":
+        return tfo(a[2], int(a[3]))
+    if a[1] == "icmp-error":
+        return icmp_error(a[2], a[3], a[4], int(a[5]))
     if sys.argv[1] == "source-route":
         return source_route(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     if sys.argv[1] == "bindtodev":
