@@ -2137,3 +2137,109 @@ fn escape_45_other_ip_protocols_udp_lite_and_hand_made_fragments_stay_in() {
         }
     }
 }
+
+#[test]
+fn escape_46_ipv4_mapped_ipv6_destinations_are_their_ipv4_selves() {
+    // An AF_INET6 socket connecting to ::ffff:a.b.c.d sends IPv4: the
+    // rules and the proxies must see the IPv4 address, not a v6 one that
+    // no set holds (or, worse, a v6 one a set holds).
+    let s = setup("46", ALLOWED, &[]);
+    let p = s.p();
+    let _echo = forbidden_echo(p, "7000", "7000");
+    let mapped = |p: &Pair, n: u8| format!("::ffff:{}", p.v4(n));
+    let o = http(&p.work, s.addr(&mapped(p, 3), 80), &get("allowed.test"));
+    assert_403(&o, "mapped .3:80");
+    let ev = s.event_where(|e| e["msg"] == "http.blocked");
+    assert_eq!(ev["reason"], "ip-mismatch", "{ev}");
+    let o = tls(&p.work, s.addr(&mapped(p, 3), 443), hello(Some(b"allowed.test"), 0));
+    assert_tls_blocked(&o, "mapped .3:443");
+    let ev = s.event_where(|e| e["msg"] == "https.blocked");
+    assert_eq!(ev["reason"], "ip-mismatch", "{ev}");
+    let o = tcp(&p.work, s.addr(&mapped(p, 3), 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert_eq!(o.err, Some(ErrorKind::ConnectionRefused), "mapped .3:7000 {o:?}");
+    o.assert_fast("mapped .3:7000");
+    let r = udp(&p.work, s.addr(&mapped(p, 3), 7000), b"x");
+    assert_udp_refused_fast(&r, "udp mapped .3:7000");
+    // Control: the mapped form of the allowed address is served.
+    let o = http(&p.work, s.addr(&mapped(p, 2), 80), &get("allowed.test"));
+    assert!(o.text().contains(&format!("hello from {}", p.v4(2))), "mapped .2:80: {o:?}");
+    drop(s);
+
+    // Strict DNS mode: the mapped form of the allowed name's address is as
+    // closed as the address before a lookup, and opens with it.
+    let s = setup("46-strict", ALLOWED, &[("FILTER_MODE", "dns"), ("DNS_STRICT", "true")]);
+    let p = s.p();
+    let o = http(&p.work, s.addr(&mapped(p, 2), 80), &get("allowed.test"));
+    assert_eq!(o.err, Some(ErrorKind::ConnectionRefused), "strict: mapped .2 before a lookup {o:?}");
+    o.assert_fast("strict: mapped .2 before a lookup");
+    let (out, _) = dig_in(&p.work, &p.v4(2), "allowed.test");
+    assert!(out.contains("status: NOERROR"), "{out}");
+    let o = http(&p.work, s.addr(&mapped(p, 2), 80), &get("allowed.test"));
+    assert!(o.text().contains("hello from"), "strict: mapped .2 after the lookup: {o:?}");
+    let o = http(&p.work, s.addr(&mapped(p, 3), 80), &get("allowed.test"));
+    assert_eq!(o.err, Some(ErrorKind::ConnectionRefused), "strict: mapped .3 {o:?}");
+}
+
+#[test]
+fn escape_47_tcp_fast_open_data_in_the_syn_is_filtered_like_any_other() {
+    // TFO without cookies (0x5: client, and data in the first SYN): the
+    // bytes ride the SYN, before any handshake a proxy could stand in.
+    let w = world();
+    let p = &w.p;
+    let st = std::process::Command::new("ip")
+        .args(["netns", "exec", &p.work, "sysctl", "-qw", "net.ipv4.tcp_fastopen=0x205"])
+        .status()
+        .expect("sysctl");
+    assert!(st.success(), "net.ipv4.tcp_fastopen in the workload namespace");
+    let pol = policy_file("escape-47", &allowed_two(p));
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    let addrs = [p.v4(2), p.v4(3), p.v6(2), p.v6(3)].join(",");
+    let _echo = Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), "7000", "", "", &addrs]);
+    let tfo = |host: &str, port: u16| attack_py(&p.work, Priv::Nobody, &["tfo", host, &port.to_string()]);
+    // Control: the allowed host's echo comes back.
+    for two in [p.v4(2), p.v6(2)] {
+        let v: serde_json::Value = serde_json::from_str(tfo(&two, 7000).trim()).expect("json");
+        assert_eq!(v["reached"], true, "control: TFO to the allowed {two}:7000: {v}");
+    }
+    for (host, port) in [(p.v4(3), 7000), (p.v6(3), 7000), (p.v4(3), 80), (p.v4(3), 443), (p.v6(3), 80)] {
+        let v: serde_json::Value = serde_json::from_str(tfo(&host, port).trim()).expect("json");
+        assert_held(&v, &format!("TFO to {host}:{port}"));
+    }
+}
+
+#[test]
+fn escape_48_icmp_errors_quoting_an_allowed_flow_carry_nothing_to_a_forbidden_host() {
+    // An ICMP error is RELATED to the flow it quotes; one sent to another
+    // host than that flow's peer must not ride the flow's permission.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-48", &allowed_two(p));
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    let sniff = marker_sniffer(p);
+    for (two, three, local) in [(p.v4(2), p.v4(3), p.v4(1)), (p.v6(2), p.v6(3), p.v6(1))] {
+        // An allowed flow: the workload's UDP socket to the allowed :9.
+        let (two_c, local_c) = (two.clone(), local.clone());
+        let sock = in_netns(&p.work, move || {
+            let u = UdpSocket::bind(SocketAddr::new(local_c.parse().unwrap(), 0)).expect("bind");
+            u.send_to(b"open", SocketAddr::new(two_c.parse().unwrap(), 9)).expect("send");
+            u
+        });
+        let port = sock.local_addr().expect("addr").port().to_string();
+        let error = |to: &str| {
+            attack_py(&p.work, Priv::NetRaw, &["icmp-error", to, &two, "9", &local, &port])
+        };
+        // Control: the error to the flow's own peer is related and leaves.
+        let out = error(&two);
+        assert!(sniff.line(Duration::from_secs(2)).is_some(), "control: the error to {two} never arrived ({out})");
+        while sniff.line(Duration::from_millis(200)).is_some() {}
+        let out = error(&three);
+        assert_eq!(
+            sniff.line(Duration::from_millis(700)),
+            None,
+            "an ICMP error quoting the flow to {two} reached {three} ({out})"
+        );
+        drop(sock);
+    }
+}

@@ -89,12 +89,13 @@ Other helpers (different arguments):
         CAP_NET_RAW; PARTS says which are sent: "all", "first" or "later"
         (the fragment at offset 8 alone, whose payload is the marker).
   attack.py tfo DST PORT
-        TCP Fast Open (MSG_FASTOPEN, no privilege): an HTTP request naming
-        blocked.test carried in the SYN itself; prints the technique verdict
-        (reached: any "hello from"/"echo:" came back).
-  attack.py icmp-error DST INNER_SRC INNER_DST INNER_DPORT
-        an ICMP (v4) or ICMPv6 destination-unreachable to DST whose quoted
-        packet is UDP INNER_SRC:4242 -> INNER_DST:INNER_DPORT followed by the
+        TCP Fast Open (MSG_FASTOPEN, no privilege): the first bytes (an HTTP
+        request naming blocked.test on 80/443, a line elsewhere) carried in
+        the SYN itself; prints the technique verdict (reached: "hello from"
+        or "echo:" came back).
+  attack.py icmp-error DST INNER_SRC INNER_SPORT INNER_DST INNER_DPORT
+        an ICMP (v4) or ICMPv6 port-unreachable to DST whose quoted packet
+        is UDP INNER_SRC:INNER_SPORT -> INNER_DST:INNER_DPORT followed by the
         marker: an "error" that conntrack might take for RELATED to a flow
         (CAP_NET_RAW).
 """
@@ -682,9 +683,9 @@ def tfo(dst, port):
     out(technique, b"hello from" in got or b"echo:" in got, "got %r" % got[:60])
 
 
-def icmp_error(dst, inner_src, inner_dst, inner_dport):
+def icmp_error(dst, inner_src, inner_sport, inner_dst, inner_dport):
     def go():
-        quoted_udp = struct.pack("!HHHH", 4242, inner_dport, 8 + len(MARKER), 0) + MARKER
+        quoted_udp = struct.pack("!HHHH", inner_sport, inner_dport, 8 + len(MARKER), 0) + MARKER
         if ":" in dst:
             s6, d6 = socket.inet_pton(socket.AF_INET6, inner_src), socket.inet_pton(socket.AF_INET6, inner_dst)
             inner = struct.pack("!IHBB16s16s", 6 << 28, len(quoted_udp), 17, 64, s6, d6) + quoted_udp
@@ -724,7 +725,7 @@ def main():
     if a[1] == "tfo":
         return tfo(a[2], int(a[3]))
     if a[1] == "icmp-error":
-        return icmp_error(a[2], a[3], a[4], int(a[5]))
+        return icmp_error(a[2], a[3], int(a[4]), a[5], int(a[6]))
     if sys.argv[1] == "source-route":
         return source_route(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     if sys.argv[1] == "bindtodev":
