@@ -2243,3 +2243,55 @@ fn escape_48_icmp_errors_quoting_an_allowed_flow_carry_nothing_to_a_forbidden_ho
         drop(sock);
     }
 }
+
+#[test]
+fn escape_49_h2c_prior_knowledge_and_upgrade_never_leave_http_1_1_checking() {
+    // HTTP/2 over cleartext names its host in :authority, inside frames
+    // the HTTP/1.1 checker cannot read: whatever the server says, the
+    // proxy must not pass such bytes on.
+    let w = crate::run::bare_world(|two, _| crate::dnsauth::Zone::standard(two, 300));
+    let p = &w.p;
+    // The allowed address's server switches to h2c for anyone who asks,
+    // and for anyone who does not.
+    let _srv = Pair::spawn_ready(&p.up, py3(), &[&util::public("netns/attack.py"), "switch-server", &p.v4(2), "80"]);
+    let pol = policy_file("escape-49", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    let to: SocketAddr = format!("{}:80", p.v4(2)).parse().unwrap();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // A HEADERS frame (stream 1, END_HEADERS) whose block literally names
+    // blocked.test as :authority (literal header field, new name).
+    let headers_frame = {
+        let mut block = vec![0x00, 10];
+        block.extend(b":authority");
+        block.push(12);
+        block.extend(b"blocked.test");
+        let mut f = vec![0, 0, block.len() as u8, 0x01, 0x04, 0, 0, 0, 1];
+        f.extend(block);
+        f
+    };
+    let upgrade = "GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                   Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+    let cases: Vec<(&str, Vec<Vec<u8>>, Duration)> = vec![
+        ("prior knowledge", vec![[preface.clone(), headers_frame.clone()].concat()], Duration::ZERO),
+        (
+            "upgrade, then the preface after the 101",
+            vec![upgrade.as_bytes().to_vec(), [preface.clone(), headers_frame.clone()].concat()],
+            Duration::from_millis(300),
+        ),
+        (
+            "upgrade with the preface in the same write",
+            vec![[upgrade.as_bytes().to_vec(), preface, headers_frame].concat()],
+            Duration::ZERO,
+        ),
+    ];
+    for (what, chunks, gap) in cases {
+        let o = tcp(&p.work, to, chunks, gap, CLIENT_TIMEOUT);
+        let t = o.text();
+        assert!(!t.contains("echo:PRI") && !t.contains("blocked.test"), "{what}: HTTP/2 bytes reached the server: {t}");
+        assert!(!o.timed_out(), "{what}: left open: {o:?}");
+        assert!(t.contains("HTTP/1.1 403"), "{what}: not refused: {t}");
+        let ev = d.wait_event("http.blocked", "reason", "parse-failed");
+        assert_eq!(ev["destination_ip"], p.v4(2).as_str(), "{what}: {ev}");
+    }
+}

@@ -98,6 +98,11 @@ Other helpers (different arguments):
         is UDP INNER_SRC:INNER_SPORT -> INNER_DST:INNER_DPORT followed by the
         marker: an "error" that conntrack might take for RELATED to a flow
         (CAP_NET_RAW).
+  attack.py switch-server ADDR PORT
+        (the upstream side) an HTTP server that answers every request head
+        with "101 Switching Protocols" (Upgrade: h2c) and from then on
+        echoes each chunk it receives as "echo:<chunk>": a server that
+        takes the connection out of HTTP/1.1. Prints "ready".
 """
 import json
 import os
@@ -703,6 +708,43 @@ def icmp_error(dst, inner_src, inner_sport, inner_dst, inner_dport):
     result(go)
 
 
+def switch_server(addr, port):
+    import threading
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    ls = socket.socket(fam, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((addr, port))
+    ls.listen(64)
+
+    def serve(c):
+        try:
+            c.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                d = c.recv(4096)
+                if not d:
+                    return
+                data += d
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+            rest = data.split(b"\r\n\r\n", 1)[1]
+            if rest:
+                c.sendall(b"echo:" + rest)
+            while True:
+                d = c.recv(4096)
+                if not d:
+                    return
+                c.sendall(b"echo:" + d)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    print("ready", flush=True)
+    while True:
+        c, _ = ls.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
 def retried(fn, *args):
     """Runs a technique again (a few times, bounded) when a port it picked
     was taken by another test in between: the attempt never happened."""
@@ -722,6 +764,8 @@ def main():
         return udplite(a[2], int(a[3]))
     if a[1] == "frag":
         return frag(a[2], a[3], int(a[4]), a[5])
+    if a[1] == "switch-server":
+        return switch_server(a[2], int(a[3]))
     if a[1] == "tfo":
         return tfo(a[2], int(a[3]))
     if a[1] == "icmp-error":
