@@ -2295,3 +2295,67 @@ fn escape_49_h2c_prior_knowledge_and_upgrade_never_leave_http_1_1_checking() {
         assert_eq!(ev["destination_ip"], p.v4(2).as_str(), "{what}: {ev}");
     }
 }
+
+/// A DNS query for `qname` given as raw labels (any bytes), type A.
+fn raw_query(labels: &[&[u8]]) -> Vec<u8> {
+    let mut q = vec![0x51, 0x51, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in labels {
+        q.push(l.len() as u8);
+        q.extend(*l);
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn escape_50_control_characters_in_names_never_forge_log_lines_or_events() {
+    // A name carrying a newline and a terminal escape, in an SNI, a Host
+    // header and a DNS question: each lands in events and log lines, where
+    // a raw newline would forge a line of its own and an ESC would drive
+    // the terminal of whoever reads the log.
+    const FAKE: &str = "FAKE-LINE";
+    let evil = format!("x\n{FAKE} {{\"msg\":\"http.allowed\"}}\x1b[2J.allowed.test");
+    let pol = "allowlist:\n  domains: [\"allowed.test\", \"*.allowed.test\"]\n";
+    let s = setup("50", pol, &[]);
+    let p = s.p();
+    let o = tls(&p.work, s.addr(&p.v4(2), 443), hello(Some(evil.as_bytes()), 0));
+    assert_tls_blocked(&o, "SNI with control characters");
+    let o = http(&p.work, s.addr(&p.v4(2), 80), &format!("GET / HTTP/1.1\r\nHost: a\x1b[2J{FAKE}.allowed.test\r\n\r\n"));
+    o.assert_not_served("Host with an escape");
+    let ev = s.event_where(|e| e["msg"] == "https.blocked");
+    assert!(ev["https"].as_str().is_some_and(|n| n.contains(FAKE)), "the SNI is in the event, escaped: {ev}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_no_forged_lines(&s.d, FAKE);
+    drop(s);
+    // DNS mode, the upstream unreachable so the question is logged at warn.
+    let w = world();
+    let pf = policy_file("escape-50-dns", pol);
+    let d = Daemon::start(&w.p.work, &pf, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", "127.0.0.1:5399")]);
+    let line = format!("\n{FAKE} \x1b[2J");
+    for labels in [
+        vec![b"x".as_slice(), line.as_bytes(), b"allowed", b"test"],
+        vec![line.as_bytes(), b"blocked", b"test"],
+    ] {
+        let q = raw_query(&labels);
+        let r = udp(&w.p.work, "127.0.0.1:53".parse().unwrap(), &q);
+        assert!(r.0.is_ok(), "no answer to a query with control characters: {r:?}");
+    }
+    let ev = d.wait_event("dns.blocked", "action", "BLOCKED");
+    // Refused as an invalid name (never forwarded), escaped in the event.
+    assert_eq!(ev["reason"], "invalid-name", "{ev}");
+    assert!(ev["qname"].as_str().is_some_and(|n| n.contains("\\012fake-line")), "{ev}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_no_forged_lines(&d, FAKE);
+}
+
+/// No stdout (event) or stderr (log) line of `d` starts with `fake` or
+/// holds a control character.
+fn assert_no_forged_lines(d: &Daemon, fake: &str) {
+    let mut all: Vec<String> = d.lines.try_iter().collect();
+    assert!(!all.is_empty(), "no event lines at all");
+    all.extend(d.logged());
+    for l in &all {
+        assert!(!l.starts_with(fake), "a forged line: {l:?}");
+        assert!(!l.bytes().any(|b| b < 0x20 && b != b'\t'), "a control character in {l:?}");
+    }
+}
