@@ -98,6 +98,10 @@ Other helpers (different arguments):
         is UDP INNER_SRC:INNER_SPORT -> INNER_DST:INNER_DPORT followed by the
         marker: an "error" that conntrack might take for RELATED to a flow
         (CAP_NET_RAW).
+  attack.py capture-http ADDR PORT
+        a squatter on an HTTP port egret talks to (the dashboard's): prints
+        "ready", then each request's head as one JSON line {"head": "..."}
+        and answers 201 with an empty created list, as the dashboard would.
   attack.py switch-server ADDR PORT
         (the upstream side) an HTTP server that answers every request head
         with "101 Switching Protocols" (Upgrade: h2c) and from then on
@@ -745,6 +749,32 @@ def switch_server(addr, port):
         threading.Thread(target=serve, args=(c,), daemon=True).start()
 
 
+def capture_http(addr, port):
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    ls = socket.socket(fam, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((addr, port))
+    ls.listen(16)
+    print("ready", flush=True)
+    while True:
+        c, _ = ls.accept()
+        try:
+            c.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                d = c.recv(4096)
+                if not d:
+                    break
+                data += d
+            head = data.split(b"\r\n\r\n", 1)[0]
+            print(json.dumps({"head": head.decode("latin-1")}), flush=True)
+            body = b'{"created":0,"results":[]}'
+            c.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        except OSError:
+            pass
+        c.close()
+
+
 def retried(fn, *args):
     """Runs a technique again (a few times, bounded) when a port it picked
     was taken by another test in between: the attempt never happened."""
@@ -764,6 +794,8 @@ def main():
         return udplite(a[2], int(a[3]))
     if a[1] == "frag":
         return frag(a[2], a[3], int(a[4]), a[5])
+    if a[1] == "capture-http":
+        return capture_http(a[2], int(a[3]))
     if a[1] == "switch-server":
         return switch_server(a[2], int(a[3]))
     if a[1] == "tfo":
