@@ -98,6 +98,17 @@ Other helpers (different arguments):
         is UDP INNER_SRC:INNER_SPORT -> INNER_DST:INNER_DPORT followed by the
         marker: an "error" that conntrack might take for RELATED to a flow
         (CAP_NET_RAW).
+  attack.py exthdr DST PORT tcp|udp hbh|dst|both
+        a TCP connection (or UDP datagram) to DST:PORT (IPv6) with a
+        hop-by-hop and/or destination options header (IPV6_HOPOPTS,
+        IPV6_DSTOPTS: CAP_NET_RAW); prints the technique verdict.
+  attack.py log-flood HOST PORT SECONDS
+        blocked UDP datagrams to HOST:PORT as fast as one socket sends
+        them, for SECONDS; prints {"sent": N} at the end.
+  attack.py dns-flood SERVER PORT ZONE SECONDS
+        A queries for random names under ZONE to SERVER:PORT (UDP), as
+        fast as one socket sends them, for SECONDS (answers are drained
+        and counted); prints "ready", then {"sent": N, "answers": M}.
   attack.py capture-http ADDR PORT
         a squatter on an HTTP port egret talks to (the dashboard's): prints
         "ready", then each request's head as one JSON line {"head": "..."}
@@ -775,6 +786,62 @@ def capture_http(addr, port):
         c.close()
 
 
+def exthdr(dst, port, proto, which):
+    technique = "exthdr-%s-%s" % (proto, which)
+    # PadN filling the 8 bytes of an options header: next header and length
+    # are filled in by the kernel.
+    opts = bytes([0, 0, 1, 4, 0, 0, 0, 0])
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_INET6, kind)
+    s.settimeout(TIMEOUT)
+    try:
+        if which in ("hbh", "both"):
+            s.setsockopt(socket.IPPROTO_IPV6, 54, opts)  # IPV6_HOPOPTS
+        if which in ("dst", "both"):
+            s.setsockopt(socket.IPPROTO_IPV6, 59, opts)  # IPV6_DSTOPTS
+        s.connect((dst, port))
+    except OSError as e:
+        return out(technique, False, "%s: %s" % (type(e).__name__, e))
+    ok, detail = echo_back(s, b"x\n")
+    out(technique, ok, detail)
+
+
+def log_flood(host, port, seconds):
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    n, end = 0, time.time() + seconds
+    while time.time() < end:
+        try:
+            s.sendto(b"flood", (host, port))
+            n += 1
+        except OSError:
+            n += 1
+    print(json.dumps({"sent": n}), flush=True)
+
+
+def dns_flood(server, port, zone, seconds):
+    import random
+    s = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    print("ready", flush=True)
+    n, got, end = 0, 0, time.time() + seconds
+    while time.time() < end:
+        name = "%08x.%s" % (random.getrandbits(32), zone)
+        q = struct.pack("!HHHHHH", random.getrandbits(16), 0x0100, 1, 0, 0, 0) + dns_name(name) + b"\x00\x01\x00\x01"
+        try:
+            s.sendto(q, (server, port))
+            n += 1
+        except OSError:
+            time.sleep(0.001)
+        try:
+            while True:
+                s.recv(2048)
+                got += 1
+        except OSError:
+            pass
+    print(json.dumps({"sent": n, "answers": got}), flush=True)
+
+
 def retried(fn, *args):
     """Runs a technique again (a few times, bounded) when a port it picked
     was taken by another test in between: the attempt never happened."""
@@ -794,6 +861,12 @@ def main():
         return udplite(a[2], int(a[3]))
     if a[1] == "frag":
         return frag(a[2], a[3], int(a[4]), a[5])
+    if a[1] == "exthdr":
+        return exthdr(a[2], int(a[3]), a[4], a[5])
+    if a[1] == "log-flood":
+        return log_flood(a[2], int(a[3]), float(a[4]))
+    if a[1] == "dns-flood":
+        return dns_flood(a[2], int(a[3]), a[4], float(a[5]))
     if a[1] == "capture-http":
         return capture_http(a[2], int(a[3]))
     if a[1] == "switch-server":
