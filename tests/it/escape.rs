@@ -2637,3 +2637,46 @@ fn escape_56_one_client_flooding_dns_does_not_starve_another() {
     assert!(worst < Duration::from_secs(2), "another client waited {worst:?} during the flood");
     assert!(d.child.id() > 0);
 }
+
+#[test]
+fn escape_57_strangely_shaped_blocked_packets_neither_leave_nor_upset_the_log_reader() {
+    // Raw packets whose headers lie (options, offsets, lengths, long
+    // extension chains): each is blocked, and the NFLOG copy of it, which
+    // egret parses, does not stop egret from logging the next one.
+    let w = world();
+    let pol = policy_file("escape-57", &allowed_two(&w.p));
+    let upstream = format!("{}:53", w.p.v4(2));
+    let d = Daemon::start(&w.p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    let s = Setup { d, w };
+    let p = s.p();
+    let sniff = marker_sniffer(p);
+    let kinds4 = ["v4-options", "v4-short-tcp", "v4-tcp-offset"];
+    let kinds6 = ["v6-chain", "v6-bad-len", "v6-no-next"];
+    for (src, dst, kinds) in [(p.v4(1), p.v4(3), &kinds4), (p.v6(1), p.v6(3), &kinds6)] {
+        for kind in kinds.iter() {
+            for _ in 0..3 {
+                let out = attack_py(&p.work, Priv::NetRaw, &["odd-packet", &src, &dst, kind]);
+                // EPERM is the reject rule's answer; any other error would
+                // mean the kernel refused the shape before the rules.
+                assert!(out.contains("\"sent\": true") || out.contains("[Errno 1]"), "{kind}: {out}");
+            }
+            assert_eq!(sniff.line(Duration::from_millis(500)), None, "an odd packet ({kind}) to {dst} left the pod");
+        }
+    }
+    assert!(alive(s.d.child.id()), "egret exited after the odd packets");
+    // The log reader still reads: an ordinary blocked datagram is logged.
+    std::thread::sleep(Duration::from_secs(3)); // the log limit's burst refills
+    let r = udp(&p.work, s.addr(&p.v4(3), 7123), b"x");
+    assert_udp_refused_fast(&r, "the datagram after the odd ones");
+    let ev = s.d.wait_event("nflog.event", "destination_port", 7123);
+    assert_eq!(ev["action"], "BLOCKED", "{ev}");
+    assert!(alive(s.d.child.id()), "egret exited");
+}
+
+/// Whether process `pid` still runs (exists and is not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}

@@ -109,6 +109,15 @@ Other helpers (different arguments):
         A queries for random names under ZONE to SERVER:PORT (UDP), as
         fast as one socket sends them, for SECONDS (answers are drained
         and counted); prints "ready", then {"sent": N, "answers": M}.
+  attack.py odd-packet SRC DST KIND
+        one strangely shaped packet to DST from a raw socket (CAP_NET_RAW),
+        for the parsers behind the blocked-packet log: "v4-options" (IHL 15,
+        40 bytes of options with a bogus timestamp option), "v4-short-tcp"
+        (protocol TCP, 4 bytes of TCP header), "v4-tcp-offset" (a TCP data
+        offset of 15 words in a 20-byte header), "v6-chain" (30 chained
+        destination options headers, then UDP), "v6-bad-len" (an options
+        header whose length runs past the packet), "v6-no-next" (next
+        header 59 right away). Prints {"sent": ...}.
   attack.py capture-http ADDR PORT
         a squatter on an HTTP port egret talks to (the dashboard's): prints
         "ready", then each request's head as one JSON line {"head": "..."}
@@ -842,6 +851,49 @@ def dns_flood(server, port, zone, seconds):
     print(json.dumps({"sent": n, "answers": got}), flush=True)
 
 
+def odd_packet(src, dst, kind):
+    def v4(proto, options, payload):
+        ihl = 5 + len(options) // 4
+        ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, ihl * 4 + len(payload), 7, 0, 64, proto, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst)) + options
+        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        s.sendto(ip + payload, (dst, 0))
+
+    def v6(first_next, ext, payload):
+        s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(ext) + len(payload), first_next, 64, s6, d6)
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        s.sendto(ip + ext + payload, (dst, 0))
+
+    udp = struct.pack("!HHHH", 4242, 7000, 8 + len(MARKER), 0) + MARKER
+
+    def go():
+        if kind == "v4-options":
+            # NOPs, then a timestamp option (68) claiming 40 bytes with a
+            # pointer past its end.
+            opts = b"\x01" * 4 + bytes([68, 36, 200, 0]) + b"\0" * 32
+            v4(17, opts, udp)
+        elif kind == "v4-short-tcp":
+            v4(6, b"", struct.pack("!HH", 4242, 7000))
+        elif kind == "v4-tcp-offset":
+            tcp = struct.pack("!HHIIBBHHH", 4242, 7000, 1, 0, 15 << 4, 0x02, 1024, 0, 0)
+            v4(6, b"", tcp)
+        elif kind == "v6-chain":
+            ext = b""
+            for i in range(30):
+                nxt = 60 if i < 29 else 17
+                ext += bytes([nxt, 0, 1, 4, 0, 0, 0, 0])
+            v6(60, ext, udp)
+        elif kind == "v6-bad-len":
+            v6(60, bytes([17, 200, 1, 4, 0, 0, 0, 0]), udp)
+        elif kind == "v6-no-next":
+            v6(59, b"", MARKER)
+        else:
+            raise OSError("unknown kind %s" % kind)
+    result(go)
+
+
 def retried(fn, *args):
     """Runs a technique again (a few times, bounded) when a port it picked
     was taken by another test in between: the attempt never happened."""
@@ -867,6 +919,8 @@ def main():
         return log_flood(a[2], int(a[3]), float(a[4]))
     if a[1] == "dns-flood":
         return dns_flood(a[2], int(a[3]), a[4], float(a[5]))
+    if a[1] == "odd-packet":
+        return odd_packet(a[2], a[3], a[4])
     if a[1] == "capture-http":
         return capture_http(a[2], int(a[3]))
     if a[1] == "switch-server":
