@@ -2725,3 +2725,52 @@ while time.time() < end:
     eprintln!("escape_58: the co-tenant's answers {answers:?}; the limit event: {ev}");
     assert!(answers.iter().all(|a| a == "NOERROR"), "the co-tenant's lookups were refused for uid 1000's rate: {answers:?}");
 }
+
+#[test]
+fn escape_59_no_neighbour_lookup_for_a_forbidden_on_link_address() {
+    // A covert channel with no packet of its own: the workload's kernel
+    // asks the link "who has X?" (ARP, neighbour solicitation) for
+    // addresses that encode the data, and a listener on the link reads
+    // them. The output rules must refuse before the neighbour lookup.
+    let w = world();
+    let p = &w.p;
+    let (t4, t6) = (p.v4(77), p.v6(77));
+    let sniff = Pair::spawn_ready(&p.up, py3(), &[&util::data("netns/sniff_neigh.py").to_string_lossy(), "eth0", &t4, &t6]);
+    let poke = |who: Priv| {
+        let script = format!(
+            "import socket\nfor fam, a in ((socket.AF_INET, '{t4}'), (socket.AF_INET6, '{t6}')):\n    \
+             try:\n        socket.socket(fam, socket.SOCK_DGRAM).sendto(b'x', (a, 7000))\n    except OSError:\n        pass\n    \
+             s = socket.socket(fam, socket.SOCK_STREAM)\n    s.settimeout(0.3)\n    \
+             try:\n        s.connect((a, 7000))\n    except OSError:\n        pass\n"
+        );
+        let mut c = as_workload(&p.work, who);
+        c.args([py3(), "-c", &script]);
+        util::run(c);
+    };
+    // Control, before egret: the kernel asks for both.
+    poke(Priv::Nobody);
+    let mut got: Vec<String> = std::iter::from_fn(|| sniff.line(Duration::from_secs(2))).take(2).collect();
+    got.sort();
+    assert_eq!(got, ["got arp", "got ns"], "without egret the lookups do go out");
+    let pol = policy_file("escape-59", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    for (mode, env) in UDP_MODES {
+        // Forget the entries earlier lookups left (failed or incomplete).
+        for fam in ["-4", "-6"] {
+            let _ = std::process::Command::new("ip").args(["-n", &p.work, fam, "neigh", "flush", "dev", "eth0"]).status();
+        }
+        while sniff.line(Duration::from_millis(300)).is_some() {}
+        let mut all = vec![("DNS_UPSTREAMS", upstream.as_str())];
+        all.extend_from_slice(env);
+        let d = Daemon::start(&p.work, &pol, &all);
+        for who in [Priv::Nobody, Priv::NetRaw] {
+            poke(who);
+            assert_eq!(
+                sniff.line(Duration::from_secs(2)),
+                None,
+                "{mode}: {who:?}: a neighbour lookup for a forbidden address went out"
+            );
+        }
+        drop(d);
+    }
+}
