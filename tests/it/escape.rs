@@ -65,7 +65,10 @@
 //! | egret's `/proc/PID/{environ,mem,maps}`, fd links, `PTRACE_ATTACH` (the dashboard key) | uid 0 without caps, uid 0 with the runtime's defaults, nobody | held | `escape_54_egrets_environment_and_memory_are_closed_to_a_root_workload` |
 //! | flooding blocked UDP to spend the NFLOG rate limit (hiding others' blocked packets) | none | **works** | `escape_55_one_client_flooding_blocked_packets_does_not_hide_anothers` (ignored) |
 //! | flooding egret's resolver with UDP queries | none | **works** | `escape_56_one_client_flooding_dns_does_not_starve_another` (ignored) |
-//! | 250 UDP queries at once (a little over the rate burst), then a co-tenant's one lookup | none | **works** | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` (ignored) |
+//! | IPv4 options, short or lying TCP headers, 30 chained IPv6 options headers, a broken one, no next header: the NFLOG copy egret parses | CAP_NET_RAW | held (blocked, egret keeps logging) | `escape_57_strangely_shaped_blocked_packets_neither_leave_nor_upset_the_log_reader` |
+//! | ARP / neighbour solicitations for forbidden on-link addresses as a covert channel, HTTPS and strict DNS mode | none, CAP_NET_RAW | held | `escape_59_no_neighbour_lookup_for_a_forbidden_on_link_address` |
+//! | ECH, legacy ESNI, early data with a resumption PSK and 0-RTT bytes, TLS 1.2 renegotiation_info: the allowed SNI to a foreign IP | none | held | `escape_60_ech_esni_early_data_and_resumption_hellos_to_a_foreign_ip_are_refused` |
+//! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **works** | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` (ignored) |
 //!
 //! Needs root (CI runs as root); fails loudly without it.
 
@@ -2772,5 +2775,76 @@ fn escape_59_no_neighbour_lookup_for_a_forbidden_on_link_address() {
             );
         }
         drop(d);
+    }
+}
+
+/// A ClientHello naming `sni` with `extra` extensions after server_name
+/// (in order: a pre_shared_key must come last), one record.
+fn hello_with(sni: &[u8], extra: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let be = |n: usize| (u16::try_from(n).expect("fits u16")).to_be_bytes();
+    let mut ext = Vec::new();
+    let mut list = vec![0u8];
+    list.extend(be(sni.len()));
+    list.extend(sni);
+    ext.extend([0, 0]);
+    ext.extend(be(list.len() + 2));
+    ext.extend(be(list.len()));
+    ext.extend(list);
+    for (ty, data) in extra {
+        ext.extend(ty.to_be_bytes());
+        ext.extend(be(data.len()));
+        ext.extend(data);
+    }
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]);
+    body.push(0);
+    body.extend([0, 2, 0x13, 0x01, 1, 0]);
+    body.extend(be(ext.len()));
+    body.extend(ext);
+    let n = body.len();
+    let mut hs = vec![1, (n >> 16) as u8, (n >> 8) as u8, n as u8];
+    hs.extend(body);
+    let mut out = vec![22, 3, 1];
+    out.extend(be(hs.len()));
+    out.extend(hs);
+    out
+}
+
+#[test]
+fn escape_60_ech_esni_early_data_and_resumption_hellos_to_a_foreign_ip_are_refused() {
+    // The allowed name as the (outer) SNI, the real destination a foreign
+    // address: whatever the hello carries for the server's eyes only, the
+    // decision stays on the name and the destination.
+    let s = setup("60", ALLOWED, &[]);
+    let p = s.p();
+    let to = s.addr(&p.v4(3), 443);
+    // psk_key_exchange_modes (psk_dhe_ke), then a pre_shared_key with one
+    // identity and one binder (both junk: only the server could check).
+    let psk = {
+        let mut d = vec![0, 7, 0, 3, 1, 2, 3, 0, 0, 0, 1];
+        d.extend([0, 33, 32]);
+        d.extend([9u8; 32]);
+        d
+    };
+    let zero_rtt = [23u8, 3, 3, 0, 5, b'e', b'a', b'r', b'l', b'y'];
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("ECH (outer SNI allowed)", hello_with(b"allowed.test", &[(0xfe0d, vec![0, 0, 1, 0, 1, 7, 0, 0, 0, 4, 1, 2, 3, 4])]), true),
+        ("legacy ESNI", hello_with(b"allowed.test", &[(0xffce, vec![0x13, 0x01, 0, 0x1d, 0, 0, 0, 0])]), false),
+        (
+            "early data and a resumption PSK, 0-RTT data in the same write",
+            [hello_with(b"allowed.test", &[(45, vec![1, 1]), (42, vec![]), (41, psk)]), zero_rtt.to_vec()].concat(),
+            false,
+        ),
+        ("TLS 1.2 renegotiation_info", hello_with(b"allowed.test", &[(0xff01, vec![0])]), false),
+    ];
+    for (what, bytes, ech) in cases {
+        let o = tls(&p.work, to, bytes);
+        assert_tls_blocked(&o, what);
+        let ev = s.next("https.blocked");
+        assert_eq!(ev["reason"], "ip-mismatch", "{what}: {ev}");
+        assert_eq!(ev["https"], "allowed.test", "{what}: {ev}");
+        if ech {
+            assert_eq!(ev["ech"], true, "{what}: {ev}");
+        }
     }
 }
