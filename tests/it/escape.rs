@@ -2848,3 +2848,40 @@ fn escape_60_ech_esni_early_data_and_resumption_hellos_to_a_foreign_ip_are_refus
         }
     }
 }
+
+#[test]
+fn escape_61_dns_labels_that_read_as_an_allowed_suffix_are_not_forwarded() {
+    // Wire labels are bytes: one label "evil.allowed" under "test" prints
+    // as "evil\.allowed.test", which a string suffix match would take for
+    // a name under *.allowed.test; so would labels carrying NUL or a
+    // backslash. None of them may reach the upstream.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-61", "allowlist:\n  domains: [\"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", &upstream)]);
+    let cases: Vec<(&str, Vec<&[u8]>)> = vec![
+        ("a dotted label", vec![b"evil.allowed", b"test"]),
+        ("a dotted label under the apex", vec![b"x", b"evil.allowed", b"test"]),
+        ("a NUL inside a label", vec![b"evil\0", b"allowed", b"test", b"evil"]),
+        ("a backslash-escaped dot", vec![b"evil\\.allowed", b"test"]),
+        ("the apex's labels as one", vec![b"allowed.test"]),
+    ];
+    for (what, labels) in &cases {
+        let q = raw_query(labels);
+        let (r, _) = udp(&p.work, "127.0.0.1:53".parse().unwrap(), &q);
+        let a = r.unwrap_or_else(|e| panic!("{what}: no answer: {e:?}"));
+        assert!(a.len() >= 4, "{what}: {a:?}");
+        let rcode = a[3] & 0x0f;
+        assert!(rcode == 3 || rcode == 5 || rcode == 1, "{what}: answered rcode {rcode}, not NXDOMAIN/REFUSED/FORMERR");
+    }
+    // Control: a real name under the wildcard is forwarded.
+    let (out, _) = dig_in(&p.work, "127.0.0.1", "www.allowed.test");
+    assert!(out.contains("status: NXDOMAIN") || out.contains("status: NOERROR"), "{out}");
+    let seen = w.dns.seen.lock().expect("lock").clone();
+    assert!(seen.keys().any(|(n, _)| n.contains("www.allowed.test")), "the control never reached the upstream: {seen:?}");
+    for (n, _) in seen.keys() {
+        assert!(!n.contains("evil") && n != "allowed.test", "forwarded upstream: {n:?} (all: {seen:?})");
+    }
+    drop(d);
+}
