@@ -2885,3 +2885,48 @@ fn escape_61_dns_labels_that_read_as_an_allowed_suffix_are_not_forwarded() {
     }
     drop(d);
 }
+
+#[test]
+fn escape_62_every_query_pipelined_on_one_dns_tcp_connection_is_checked() {
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-62", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", &upstream)]);
+    let framed = |labels: &[&[u8]], id: u16| {
+        let mut q = raw_query(labels);
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        let mut f = (q.len() as u16).to_be_bytes().to_vec();
+        f.extend(q);
+        f
+    };
+    // allowed, blocked, allowed: one write, then the answers in order.
+    let batch = [
+        framed(&[b"allowed", b"test"], 1),
+        framed(&[b"blocked", b"test"], 2),
+        framed(&[b"allowed", b"test"], 3),
+    ]
+    .concat();
+    let answers = in_netns(&p.work, move || {
+        let mut s = TcpStream::connect_timeout(&"127.0.0.1:53".parse().unwrap(), CLIENT_TIMEOUT).expect("connect");
+        s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        s.write_all(&batch).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let mut len = [0u8; 2];
+            if s.read_exact(&mut len).is_err() {
+                break;
+            }
+            let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+            if s.read_exact(&mut m).is_err() {
+                break;
+            }
+            out.push((u16::from_be_bytes([m[0], m[1]]), m[3] & 0x0f));
+        }
+        out
+    });
+    let mut by_id = answers.clone();
+    by_id.sort();
+    assert_eq!(by_id, [(1, 0), (2, 3), (3, 0)], "(id, rcode) of the pipelined answers: {answers:?}");
+    assert_eq!(w.dns.total("blocked.test"), 0, "the blocked question went upstream");
+}
