@@ -2163,7 +2163,11 @@ fn escape_45_other_ip_protocols_udp_lite_and_hand_made_fragments_stay_in() {
             for (who, args) in forbidden {
                 let refs: Vec<&str> = args.iter().map(String::as_str).collect();
                 let out = attack_py(&p.work, who, &refs);
-                assert_eq!(sniff.line(Duration::from_millis(700)), None, "{mode}: {args:?} left the pod ({out})");
+                assert_eq!(
+                    sniff.line(Duration::from_millis(700)),
+                    None,
+                    "{mode}: {args:?} left the pod ({out})"
+                );
             }
         }
     }
@@ -2258,12 +2262,14 @@ fn escape_48_icmp_errors_quoting_an_allowed_flow_carry_nothing_to_a_forbidden_ho
             u
         });
         let port = sock.local_addr().expect("addr").port().to_string();
-        let error = |to: &str| {
-            attack_py(&p.work, Priv::NetRaw, &["icmp-error", to, &two, "9", &local, &port])
-        };
+        let error =
+            |to: &str| attack_py(&p.work, Priv::NetRaw, &["icmp-error", to, &two, "9", &local, &port]);
         // Control: the error to the flow's own peer is related and leaves.
         let out = error(&two);
-        assert!(sniff.line(Duration::from_secs(2)).is_some(), "control: the error to {two} never arrived ({out})");
+        assert!(
+            sniff.line(Duration::from_secs(2)).is_some(),
+            "control: the error to {two} never arrived ({out})"
+        );
         while sniff.line(Duration::from_millis(200)).is_some() {}
         let out = error(&three);
         assert_eq!(
@@ -2284,7 +2290,8 @@ fn escape_49_h2c_prior_knowledge_and_upgrade_never_leave_http_1_1_checking() {
     let p = &w.p;
     // The allowed address's server switches to h2c for anyone who asks,
     // and for anyone who does not.
-    let _srv = Pair::spawn_ready(&p.up, py3(), &[&util::public("netns/attack.py"), "switch-server", &p.v4(2), "80"]);
+    let _srv =
+        Pair::spawn_ready(&p.up, py3(), &[&util::public("netns/attack.py"), "switch-server", &p.v4(2), "80"]);
     let pol = policy_file("escape-49", ALLOWED);
     let upstream = format!("{}:53", p.v4(2));
     let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
@@ -2319,7 +2326,10 @@ fn escape_49_h2c_prior_knowledge_and_upgrade_never_leave_http_1_1_checking() {
     for (what, chunks, gap) in cases {
         let o = tcp(&p.work, to, chunks, gap, CLIENT_TIMEOUT);
         let t = o.text();
-        assert!(!t.contains("echo:PRI") && !t.contains("blocked.test"), "{what}: HTTP/2 bytes reached the server: {t}");
+        assert!(
+            !t.contains("echo:PRI") && !t.contains("blocked.test"),
+            "{what}: HTTP/2 bytes reached the server: {t}"
+        );
         assert!(!o.timed_out(), "{what}: left open: {o:?}");
         assert!(t.contains("HTTP/1.1 403"), "{what}: not refused: {t}");
         let ev = d.wait_event("http.blocked", "reason", "parse-failed");
@@ -2351,7 +2361,11 @@ fn escape_50_control_characters_in_names_never_forge_log_lines_or_events() {
     let p = s.p();
     let o = tls(&p.work, s.addr(&p.v4(2), 443), hello(Some(evil.as_bytes()), 0));
     assert_tls_blocked(&o, "SNI with control characters");
-    let o = http(&p.work, s.addr(&p.v4(2), 80), &format!("GET / HTTP/1.1\r\nHost: a\x1b[2J{FAKE}.allowed.test\r\n\r\n"));
+    let o = http(
+        &p.work,
+        s.addr(&p.v4(2), 80),
+        &format!("GET / HTTP/1.1\r\nHost: a\x1b[2J{FAKE}.allowed.test\r\n\r\n"),
+    );
     o.assert_not_served("Host with an escape");
     let ev = s.event_where(|e| e["msg"] == "https.blocked");
     assert!(ev["https"].as_str().is_some_and(|n| n.contains(FAKE)), "the SNI is in the event, escaped: {ev}");
@@ -2496,7 +2510,8 @@ fn escape_53_ipv6_options_headers_do_not_hide_the_transport_from_the_rules() {
     let upstream = format!("{}:53", p.v4(2));
     let _d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
     let addrs = [p.v6(2), p.v6(3)].join(",");
-    let _echo = Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), "7000", "7000", &addrs, &addrs]);
+    let _echo =
+        Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), "7000", "7000", &addrs, &addrs]);
     for proto in ["tcp", "udp"] {
         for which in ["hbh", "dst", "both"] {
             let go = |host: &str| -> serde_json::Value {
@@ -2573,7 +2588,10 @@ print(json.dumps(r))
         let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
         assert_ne!(v["ptrace"], 0, "{who:?} attached to egret with ptrace: {v}");
         for name in ["environ", "mem", "maps"] {
-            assert!(v[name].as_str().is_some_and(|t| t.starts_with("error")), "{who:?} opened /proc/egret/{name}: {v}");
+            assert!(
+                v[name].as_str().is_some_and(|t| t.starts_with("error")),
+                "{who:?} opened /proc/egret/{name}: {v}"
+            );
         }
         assert_eq!(v["fd_links"], serde_json::json!([]), "{who:?} read where egret's fds lead");
     }
@@ -2599,7 +2617,9 @@ fn escape_55_one_client_flooding_blocked_packets_does_not_hide_anothers() {
     let sent = flood.join().expect("flood");
     eprintln!("escape_55: the flood sent {}", sent.trim());
     let seen = wait_for(Duration::from_secs(5), || {
-        s.d.events.try_iter().find(|e| e["msg"] == "nflog.event" && (e["destination_port"] == 7010 || e["destination_port"] == 7011))
+        s.d.events.try_iter().find(|e| {
+            e["msg"] == "nflog.event" && (e["destination_port"] == 7010 || e["destination_port"] == 7011)
+        })
     });
     assert!(seen.is_some(), "the flood of uid 1000 hid another client's blocked packets from the log");
 }
@@ -2664,7 +2684,11 @@ fn escape_57_strangely_shaped_blocked_packets_neither_leave_nor_upset_the_log_re
                 // mean the kernel refused the shape before the rules.
                 assert!(out.contains("\"sent\": true") || out.contains("[Errno 1]"), "{kind}: {out}");
             }
-            assert_eq!(sniff.line(Duration::from_millis(500)), None, "an odd packet ({kind}) to {dst} left the pod");
+            assert_eq!(
+                sniff.line(Duration::from_millis(500)),
+                None,
+                "an odd packet ({kind}) to {dst} left the pod"
+            );
         }
     }
     assert!(alive(s.d.child.id()), "egret exited after the odd packets");
@@ -2726,7 +2750,10 @@ while time.time() < end:
     assert_eq!(sender.join().expect("sender"), 0, "the steady sender");
     let ev = s.event_where(|e| e["msg"] == "dns.blocked" && e["reason"] == "rate");
     eprintln!("escape_58: the co-tenant's answers {answers:?}; the limit event: {ev}");
-    assert!(answers.iter().all(|a| a == "NOERROR"), "the co-tenant's lookups were refused for uid 1000's rate: {answers:?}");
+    assert!(
+        answers.iter().all(|a| a == "NOERROR"),
+        "the co-tenant's lookups were refused for uid 1000's rate: {answers:?}"
+    );
 }
 
 #[test]
@@ -2738,7 +2765,11 @@ fn escape_59_no_neighbour_lookup_for_a_forbidden_on_link_address() {
     let w = world();
     let p = &w.p;
     let (t4, t6) = (p.v4(77), p.v6(77));
-    let sniff = Pair::spawn_ready(&p.up, py3(), &[&util::data("netns/sniff_neigh.py").to_string_lossy(), "eth0", &t4, &t6]);
+    let sniff = Pair::spawn_ready(
+        &p.up,
+        py3(),
+        &[&util::data("netns/sniff_neigh.py").to_string_lossy(), "eth0", &t4, &t6],
+    );
     let poke = |who: Priv| {
         let script = format!(
             "import socket\nfor fam, a in ((socket.AF_INET, '{t4}'), (socket.AF_INET6, '{t6}')):\n    \
@@ -2760,7 +2791,9 @@ fn escape_59_no_neighbour_lookup_for_a_forbidden_on_link_address() {
     for (mode, env) in UDP_MODES {
         // Forget the entries earlier lookups left (failed or incomplete).
         for fam in ["-4", "-6"] {
-            let _ = std::process::Command::new("ip").args(["-n", &p.work, fam, "neigh", "flush", "dev", "eth0"]).status();
+            let _ = std::process::Command::new("ip")
+                .args(["-n", &p.work, fam, "neigh", "flush", "dev", "eth0"])
+                .status();
         }
         while sniff.line(Duration::from_millis(300)).is_some() {}
         let mut all = vec![("DNS_UPSTREAMS", upstream.as_str())];
@@ -2828,11 +2861,20 @@ fn escape_60_ech_esni_early_data_and_resumption_hellos_to_a_foreign_ip_are_refus
     };
     let zero_rtt = [23u8, 3, 3, 0, 5, b'e', b'a', b'r', b'l', b'y'];
     let cases: Vec<(&str, Vec<u8>, bool)> = vec![
-        ("ECH (outer SNI allowed)", hello_with(b"allowed.test", &[(0xfe0d, vec![0, 0, 1, 0, 1, 7, 0, 0, 0, 4, 1, 2, 3, 4])]), true),
-        ("legacy ESNI", hello_with(b"allowed.test", &[(0xffce, vec![0x13, 0x01, 0, 0x1d, 0, 0, 0, 0])]), false),
+        (
+            "ECH (outer SNI allowed)",
+            hello_with(b"allowed.test", &[(0xfe0d, vec![0, 0, 1, 0, 1, 7, 0, 0, 0, 4, 1, 2, 3, 4])]),
+            true,
+        ),
+        (
+            "legacy ESNI",
+            hello_with(b"allowed.test", &[(0xffce, vec![0x13, 0x01, 0, 0x1d, 0, 0, 0, 0])]),
+            false,
+        ),
         (
             "early data and a resumption PSK, 0-RTT data in the same write",
-            [hello_with(b"allowed.test", &[(45, vec![1, 1]), (42, vec![]), (41, psk)]), zero_rtt.to_vec()].concat(),
+            [hello_with(b"allowed.test", &[(45, vec![1, 1]), (42, vec![]), (41, psk)]), zero_rtt.to_vec()]
+                .concat(),
             false,
         ),
         ("TLS 1.2 renegotiation_info", hello_with(b"allowed.test", &[(0xff01, vec![0])]), false),
@@ -2873,13 +2915,19 @@ fn escape_61_dns_labels_that_read_as_an_allowed_suffix_are_not_forwarded() {
         let a = r.unwrap_or_else(|e| panic!("{what}: no answer: {e:?}"));
         assert!(a.len() >= 4, "{what}: {a:?}");
         let rcode = a[3] & 0x0f;
-        assert!(rcode == 3 || rcode == 5 || rcode == 1, "{what}: answered rcode {rcode}, not NXDOMAIN/REFUSED/FORMERR");
+        assert!(
+            rcode == 3 || rcode == 5 || rcode == 1,
+            "{what}: answered rcode {rcode}, not NXDOMAIN/REFUSED/FORMERR"
+        );
     }
     // Control: a real name under the wildcard is forwarded.
     let (out, _) = dig_in(&p.work, "127.0.0.1", "www.allowed.test");
     assert!(out.contains("status: NXDOMAIN") || out.contains("status: NOERROR"), "{out}");
     let seen = w.dns.seen.lock().expect("lock").clone();
-    assert!(seen.keys().any(|(n, _)| n.contains("www.allowed.test")), "the control never reached the upstream: {seen:?}");
+    assert!(
+        seen.keys().any(|(n, _)| n.contains("www.allowed.test")),
+        "the control never reached the upstream: {seen:?}"
+    );
     for (n, _) in seen.keys() {
         assert!(!n.contains("evil") && n != "allowed.test", "forwarded upstream: {n:?} (all: {seen:?})");
     }
@@ -2908,7 +2956,8 @@ fn escape_62_every_query_pipelined_on_one_dns_tcp_connection_is_checked() {
     ]
     .concat();
     let answers = in_netns(&p.work, move || {
-        let mut s = TcpStream::connect_timeout(&"127.0.0.1:53".parse().unwrap(), CLIENT_TIMEOUT).expect("connect");
+        let mut s =
+            TcpStream::connect_timeout(&"127.0.0.1:53".parse().unwrap(), CLIENT_TIMEOUT).expect("connect");
         s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
         s.write_all(&batch).unwrap();
         let mut out = Vec::new();
@@ -2929,4 +2978,52 @@ fn escape_62_every_query_pipelined_on_one_dns_tcp_connection_is_checked() {
     by_id.sort();
     assert_eq!(by_id, [(1, 0), (2, 3), (3, 0)], "(id, rcode) of the pipelined answers: {answers:?}");
     assert_eq!(w.dns.total("blocked.test"), 0, "the blocked question went upstream");
+}
+
+#[test]
+fn escape_63_framing_headers_with_unicode_spaces_cannot_smuggle_a_request() {
+    // "Content-Length: <NBSP>40": a proxy that trims Unicode whitespace
+    // reads 40, a server that only takes digits reads no body and parses
+    // the 40 "body" bytes as a request of their own, for a Host the proxy
+    // never checked.
+    let w = crate::run::bare_world(|two, _| crate::dnsauth::Zone::standard(two, 300));
+    let p = &w.p;
+    let _srv = Pair::spawn_ready(
+        &p.up,
+        py3(),
+        &[&util::public("netns/attack.py"), "framing-server", &p.v4(2), "80"],
+    );
+    let pol = policy_file("escape-63", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    let to: SocketAddr = format!("{}:80", p.v4(2)).parse().unwrap();
+    let hidden = b"GET /x HTTP/1.1\r\nHost: blocked.test\r\n\r\n".to_vec();
+    let n = hidden.len();
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for space in ["\u{a0}", "\u{2003}", "\u{3000}", "\u{85}"] {
+        let mut req = format!("GET / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: {space}{n}\r\n\r\n")
+            .into_bytes();
+        req.extend(&hidden);
+        cases.push((format!("Content-Length with U+{:04X}", space.chars().next().unwrap() as u32), req));
+        let mut req =
+            format!("GET / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: {space}chunked\r\n\r\n")
+                .into_bytes();
+        req.extend(format!("{n:x}\r\n").as_bytes());
+        req.extend(&hidden);
+        req.extend(b"\r\n0\r\n\r\n");
+        cases.push((format!("Transfer-Encoding with U+{:04X}", space.chars().next().unwrap() as u32), req));
+    }
+    // Control: a plainly framed body is a body for both.
+    let mut plain =
+        format!("GET / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+    plain.extend(&hidden);
+    plain.extend(get("allowed.test").as_bytes());
+    let o = tcp(&p.work, to, vec![plain], Duration::ZERO, CLIENT_TIMEOUT);
+    assert_eq!(o.text().matches("hello for allowed.test").count(), 2, "control: {o:?}");
+    for (what, req) in cases {
+        let o = tcp(&p.work, to, vec![req], Duration::ZERO, Duration::from_secs(2));
+        let t = o.text();
+        assert!(!t.contains("hello for blocked.test"), "{what}: a smuggled request reached the server: {t}");
+    }
+    drop(d);
 }

@@ -122,6 +122,13 @@ Other helpers (different arguments):
         a squatter on an HTTP port egret talks to (the dashboard's): prints
         "ready", then each request's head as one JSON line {"head": "..."}
         and answers 201 with an empty created list, as the dashboard would.
+  attack.py framing-server ADDR PORT
+        (the upstream side) a keep-alive HTTP/1.1 server as strict about
+        framing as RFC 9112 but lenient in the common way about a value it
+        cannot read: Content-Length counts only when it is digits (after
+        SP/HTAB), Transfer-Encoding only when it is exactly "chunked";
+        anything else means no body. Answers each request with
+        "hello for <Host>". Prints "ready".
   attack.py switch-server ADDR PORT
         (the upstream side) an HTTP server that answers every request head
         with "101 Switching Protocols" (Upgrade: h2c) and from then on
@@ -894,6 +901,59 @@ def odd_packet(src, dst, kind):
     result(go)
 
 
+def framing_server(addr, port):
+    import threading
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    ls = socket.socket(fam, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((addr, port))
+    ls.listen(64)
+
+    def serve(c):
+        buf = b""
+        try:
+            c.settimeout(10)
+            for _ in range(20):
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(4096)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                fields = {}
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    fields[k.strip().lower()] = v.strip(b" \t")
+                if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+                    while True:
+                        while b"\r\n" not in buf:
+                            buf += c.recv(4096)
+                        size_line, buf = buf.split(b"\r\n", 1)
+                        size = int(size_line.split(b";")[0], 16)
+                        while len(buf) < size + 2:
+                            buf += c.recv(4096)
+                        buf = buf[size + 2:]
+                        if size == 0:
+                            break
+                else:
+                    cl = fields.get(b"content-length", b"")
+                    n = int(cl) if cl.isdigit() else 0
+                    while len(buf) < n:
+                        buf += c.recv(4096)
+                    buf = buf[n:]
+                body = b"hello for " + fields.get(b"host", b"?") + b"\n"
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        except (OSError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    print("ready", flush=True)
+    while True:
+        c, _ = ls.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
 def retried(fn, *args):
     """Runs a technique again (a few times, bounded) when a port it picked
     was taken by another test in between: the attempt never happened."""
@@ -923,6 +983,8 @@ def main():
         return odd_packet(a[2], a[3], a[4])
     if a[1] == "capture-http":
         return capture_http(a[2], int(a[3]))
+    if a[1] == "framing-server":
+        return framing_server(a[2], int(a[3]))
     if a[1] == "switch-server":
         return switch_server(a[2], int(a[3]))
     if a[1] == "tfo":
