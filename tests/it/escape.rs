@@ -72,6 +72,7 @@
 //! | allowed, blocked, allowed pipelined on one DNS-over-TCP connection | none | held | `escape_62_every_query_pipelined_on_one_dns_tcp_connection_is_checked` |
 //! | `Content-Length: <NBSP>40` / `Transfer-Encoding: <U+2003>chunked` smuggling a request past the Host check to a digits-only server | none | **worked, fixed** (OWS trimming only) | `escape_63_framing_headers_with_unicode_spaces_cannot_smuggle_a_request` |
 //! | bare-LF line ends: Host allowed.test for egret, the body's `Host: blocked.test` for a CRLF-only server | none | **works** | `escape_64_bare_lf_line_ends_cannot_show_the_server_another_host` (ignored) |
+//! | egret's marks, egress tag or dashboard key in `/metrics`, `/health`, 403 bodies, events | none | held | `escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events` |
 //! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **works** | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` (ignored) |
 //!
 //! Needs root (CI runs as root); fails loudly without it.
@@ -3059,4 +3060,67 @@ fn escape_64_bare_lf_line_ends_cannot_show_the_server_another_host() {
         assert!(!t.contains("hello for blocked.test"), "{req:?}: the server answered for blocked.test: {t}");
     }
     drop(d);
+}
+
+#[test]
+fn escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events() {
+    // What a workload can read without privilege: /metrics and /health
+    // on METRICS_ADDR, egret's 403 bodies, and the events (which the pod's
+    // dashboard hands to anyone, escape_51). None may carry egret's bypass
+    // mark, listen mark, egress tag or dashboard key.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-65", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(
+        &p.work,
+        &pol,
+        &[
+            ("DNS_UPSTREAMS", &upstream),
+            ("METRICS_ADDR", "9198"),
+            ("DASHBOARD_HOST", "http://127.0.0.1:1"),
+            ("DASHBOARD_API_KEY", DASH_KEY),
+        ],
+    );
+    let mut c = Pair::exec(&p.work, "nft");
+    c.args(["list", "table", "inet", "egret"]);
+    let (_, table, _) = util::run(c);
+    let after = |marker: &str| {
+        table
+            .lines()
+            .filter_map(|l| l.split_once(marker).map(|(_, r)| r.split_whitespace().next().unwrap_or_default().to_owned()))
+            .find(|v| v.starts_with("0x") && v != "0x00000000")
+            .unwrap_or_else(|| panic!("no {marker:?} in\n{table}"))
+    };
+    let (bypass, listen, tag) = (after("meta mark "), after("socket mark != "), after("meta mark set "));
+    let mut secrets = vec![DASH_KEY.to_owned()];
+    for hex in [&bypass, &listen, &tag] {
+        let n = u32::from_str_radix(hex.trim_start_matches("0x"), 16).expect("hex mark");
+        secrets.extend([format!("{n:x}"), format!("{n:#x}"), n.to_string()]);
+    }
+    // Refusals of every kind the proxies and the rules give.
+    let mut texts = Vec::new();
+    texts.push(http(&p.work, s_addr(&p.v4(3), 80), &get("allowed.test")).text());
+    texts.push(http(&p.work, s_addr(&p.v4(2), 80), &get("blocked.test")).text());
+    texts.push(http(&p.work, s_addr(&p.v4(2), 80), "GET / HTTP/1.1\r\n\r\n").text());
+    texts.push(http(&p.work, s_addr(&p.v4(2), 80), "BREW / HTCPCP/1.0\r\n\r\n").text());
+    let _ = udp(&p.work, s_addr(&p.v4(3), 7000), b"x");
+    for path in ["/metrics", "/health", "/", "/debug", "/metrics?x=1"] {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["curl", "-s", "-m", "3", &format!("http://127.0.0.1:9198{path}")]);
+        texts.push(util::run(c).1);
+    }
+    assert!(texts.iter().any(|t| t.contains("egret_")), "no metrics were read at all: {texts:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    texts.extend(d.lines.try_iter());
+    for t in &texts {
+        for s in &secrets {
+            // Decimal forms of short marks could appear by chance in a
+            // counter; only those of 6 digits or more are telling.
+            if s.chars().all(|c| c.is_ascii_digit()) && s.len() < 6 {
+                continue;
+            }
+            assert!(!t.contains(s.as_str()), "{s} readable by a workload in: {t}");
+        }
+    }
 }
