@@ -3043,8 +3043,11 @@ fn escape_64_bare_lf_line_ends_cannot_show_the_server_another_host() {
     // (here hidden in the body) as the request's own fields.
     let w = crate::run::bare_world(|two, _| crate::dnsauth::Zone::standard(two, 300));
     let p = &w.p;
-    let _srv =
-        Pair::spawn_ready(&p.up, py3(), &[&util::public("netns/attack.py"), "framing-server", &p.v4(2), "80"]);
+    let _srv = Pair::spawn_ready(
+        &p.up,
+        py3(),
+        &[&util::public("netns/attack.py"), "framing-server", &p.v4(2), "80"],
+    );
     let pol = policy_file("escape-64", ALLOWED);
     let upstream = format!("{}:53", p.v4(2));
     let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
@@ -3089,7 +3092,9 @@ fn escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events() {
     let after = |marker: &str| {
         table
             .lines()
-            .filter_map(|l| l.split_once(marker).map(|(_, r)| r.split_whitespace().next().unwrap_or_default().to_owned()))
+            .filter_map(|l| {
+                l.split_once(marker).map(|(_, r)| r.split_whitespace().next().unwrap_or_default().to_owned())
+            })
             .find(|v| v.starts_with("0x") && v != "0x00000000")
             .unwrap_or_else(|| panic!("no {marker:?} in\n{table}"))
     };
@@ -3100,11 +3105,12 @@ fn escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events() {
         secrets.extend([format!("{n:x}"), format!("{n:#x}"), n.to_string()]);
     }
     // Refusals of every kind the proxies and the rules give.
-    let mut texts = Vec::new();
-    texts.push(http(&p.work, s_addr(&p.v4(3), 80), &get("allowed.test")).text());
-    texts.push(http(&p.work, s_addr(&p.v4(2), 80), &get("blocked.test")).text());
-    texts.push(http(&p.work, s_addr(&p.v4(2), 80), "GET / HTTP/1.1\r\n\r\n").text());
-    texts.push(http(&p.work, s_addr(&p.v4(2), 80), "BREW / HTCPCP/1.0\r\n\r\n").text());
+    let mut texts = vec![
+        http(&p.work, s_addr(&p.v4(3), 80), &get("allowed.test")).text(),
+        http(&p.work, s_addr(&p.v4(2), 80), &get("blocked.test")).text(),
+        http(&p.work, s_addr(&p.v4(2), 80), "GET / HTTP/1.1\r\n\r\n").text(),
+        http(&p.work, s_addr(&p.v4(2), 80), "BREW / HTCPCP/1.0\r\n\r\n").text(),
+    ];
     let _ = udp(&p.work, s_addr(&p.v4(3), 7000), b"x");
     for path in ["/metrics", "/health", "/", "/debug", "/metrics?x=1"] {
         let mut c = as_workload(&p.work, Priv::Nobody);
@@ -3162,7 +3168,10 @@ fn escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening() {
     });
     std::thread::sleep(Duration::from_secs(1));
     let seen = w.dns.seen.lock().expect("lock").clone();
-    let carried = seen.keys().filter(|(name, _)| name.len() > 63 && name.starts_with(|c: char| c.is_ascii_digit())).count();
+    let carried = seen
+        .keys()
+        .filter(|(name, _)| name.len() > 63 && name.starts_with(|c: char| c.is_ascii_digit()))
+        .count();
     eprintln!("escape_66: {carried} of {n} tunnel names reached the upstream ({asked_before} names before)");
     drop(d);
     assert_eq!(carried, 0, "the proxy's lookups carried {carried} tunnel-shaped names to the upstream");
