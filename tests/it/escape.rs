@@ -74,6 +74,7 @@
 //! | bare-LF line ends: Host allowed.test for egret, the body's `Host: blocked.test` for a CRLF-only server | none | **works** | `escape_64_bare_lf_line_ends_cannot_show_the_server_another_host` (ignored) |
 //! | egret's marks, egress tag or dashboard key in `/metrics`, `/health`, 403 bodies, events | none | held | `escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events` |
 //! | TLS hellos naming `<63-byte label>.allowed.test` at a foreign IP, 400 distinct names, with `DNS_IN_HTTPS_MODE` and the hardening on: the proxy's check lookup asks the upstream for each | none | **works** | `escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening` (ignored) |
+//! | an allowed name's AAAA `::ffff:<forbidden v4>` in strict DNS mode, then IPv4 and mapped connections to it | none | held (served, opens nothing) | `escape_67_an_ipv4_mapped_aaaa_answer_opens_no_ipv4_address_in_strict_mode` |
 //! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **works** | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` (ignored) |
 //!
 //! Needs root (CI runs as root); fails loudly without it.
@@ -3175,4 +3176,39 @@ fn escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening() {
     eprintln!("escape_66: {carried} of {n} tunnel names reached the upstream ({asked_before} names before)");
     drop(d);
     assert_eq!(carried, 0, "the proxy's lookups carried {carried} tunnel-shaped names to the upstream");
+}
+
+#[test]
+fn escape_67_an_ipv4_mapped_aaaa_answer_opens_no_ipv4_address_in_strict_mode() {
+    // An allowed name whose AAAA is ::ffff:<forbidden v4>: learned into
+    // learned6, while a socket connecting to that AAAA sends IPv4 to the
+    // forbidden address, which no learned set holds.
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        let mapped = three.to_ipv6_mapped();
+        z.records.push((
+            "mapped.allowed.test".into(),
+            300,
+            hickory_proto::rr::RData::AAAA(hickory_proto::rr::rdata::AAAA(mapped)),
+        ));
+        z
+    });
+    let p = &w.p;
+    let pol =
+        policy_file("escape-67", "allowlist:\n  domains: [\"allowed.test\", \"mapped.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(
+        &p.work,
+        &pol,
+        &[("FILTER_MODE", "dns"), ("DNS_STRICT", "true"), ("DNS_UPSTREAMS", &upstream)],
+    );
+    let mut c = Pair::exec(&p.work, "dig");
+    c.args(["@127.0.0.1", "mapped.allowed.test", "AAAA", "+time=3", "+tries=1"]);
+    let (_, out, _) = util::run(c);
+    eprintln!("escape_67: the AAAA lookup: {}", out.lines().find(|l| l.contains("status:")).unwrap_or(""));
+    for to in [s_addr(&format!("::ffff:{}", p.v4(3)), 80), s_addr(&p.v4(3), 80)] {
+        let o = http(&p.work, to, &get("mapped.allowed.test"));
+        assert_eq!(o.err, Some(ErrorKind::ConnectionRefused), "{to} after the mapped AAAA: {o:?}");
+        o.assert_fast(&format!("{to}"));
+    }
 }
