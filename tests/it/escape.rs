@@ -75,6 +75,7 @@
 //! | egret's marks, egress tag or dashboard key in `/metrics`, `/health`, 403 bodies, events | none | held | `escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events` |
 //! | TLS hellos naming `<63-byte label>.allowed.test` at a foreign IP, 400 distinct names, with `DNS_IN_HTTPS_MODE` and the hardening on: the proxy's check lookup asks the upstream for each | none | **works** | `escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening` (ignored) |
 //! | an allowed name's AAAA `::ffff:<forbidden v4>` in strict DNS mode, then IPv4 and mapped connections to it | none | held (served, opens nothing) | `escape_67_an_ipv4_mapped_aaaa_answer_opens_no_ipv4_address_in_strict_mode` |
+//! | 1,000 idle connections held to the pod's loopback dashboard while egret ships | none | held | `escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events` |
 //! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **works** | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` (ignored) |
 //!
 //! Needs root (CI runs as root); fails loudly without it.
@@ -3167,13 +3168,22 @@ fn escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening() {
             }
         }
     });
+    // The same through the HTTP proxy's Host check.
+    let to80 = s_addr(&p.v4(3), 80);
+    for i in n..n + 50 {
+        let o = http(&p.work, to80, &get(&format!("{}.allowed.test", label(i))));
+        assert!(o.text().starts_with("HTTP/1.1 403"), "{o:?}");
+    }
     std::thread::sleep(Duration::from_secs(1));
     let seen = w.dns.seen.lock().expect("lock").clone();
     let carried = seen
         .keys()
         .filter(|(name, _)| name.len() > 63 && name.starts_with(|c: char| c.is_ascii_digit()))
         .count();
-    eprintln!("escape_66: {carried} of {n} tunnel names reached the upstream ({asked_before} names before)");
+    eprintln!(
+        "escape_66: {carried} of {} tunnel names (SNI and Host) reached the upstream ({asked_before} names before)",
+        n + 50
+    );
     drop(d);
     assert_eq!(carried, 0, "the proxy's lookups carried {carried} tunnel-shaped names to the upstream");
 }
@@ -3211,4 +3221,32 @@ fn escape_67_an_ipv4_mapped_aaaa_answer_opens_no_ipv4_address_in_strict_mode() {
         assert_eq!(o.err, Some(ErrorKind::ConnectionRefused), "{to} after the mapped AAAA: {o:?}");
         o.assert_fast(&format!("{to}"));
     }
+}
+
+#[test]
+fn escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events() {
+    // A workload holding a thousand idle connections to the pod's
+    // loopback dashboard (no privilege): egret's own POSTs must still be
+    // taken, or every co-tenant's events would be lost.
+    let w = world();
+    let p = &w.p;
+    let _dash = pod_dashboard(&p.work);
+    let hog = spawn_as(&p.work, Priv::Nobody, &["hold-tcp", "127.0.0.1", "8081", "1000"]);
+    let open = hog.line(Duration::from_secs(60)).unwrap_or_default();
+    eprintln!("escape_68: the workload holds {open}");
+    let d = shipping_daemon(p, "escape-68");
+    co_tenant_request(p);
+    d.wait_event("http.allowed", "uid", 1000);
+    let stored = wait_for(Duration::from_secs(20), || {
+        let (_, body) =
+            curl(&p.work, &["-H", &format!("X-Api-Key: {DASH_KEY}"), "http://127.0.0.1:8081/api/v1/logs"]);
+        body.contains("co-tenant-secret-path")
+            .then_some(())
+            .or_else(|| body.contains("\"uid\":1000").then_some(()))
+    });
+    assert!(
+        stored.is_some(),
+        "egret's events never reached the dashboard while a workload held its connections"
+    );
+    drop(hog);
 }
