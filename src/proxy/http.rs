@@ -136,7 +136,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding: Option<&[u8]> = None;
     let (mut upgrade_ws, mut connection_upgrade) = (false, false);
-    let has_token = |v: &[u8], token: &str| lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
+    let has_token =
+        |v: &[u8], token: &str| lossy(v).split(',').any(|t| ows_trim(t).eq_ignore_ascii_case(token));
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade_ws |= has_token(h.value, "websocket");
@@ -169,7 +170,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
         (None, Some(te)) => {
             // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means
             // the framing is faulty.
-            if version == 0 || !lossy(te).trim().eq_ignore_ascii_case("chunked") {
+            if version == 0 || !ows_trim(&lossy(te)).eq_ignore_ascii_case("chunked") {
                 return Err(HttpError::UnsupportedTransferEncoding(lossy(te)));
             }
             Body::Chunked
@@ -323,6 +324,15 @@ impl HeadProgress {
     }
 }
 
+/// RFC 9110 §5.5: a field value's surrounding whitespace is OWS, spaces
+/// and tabs only. `str::trim` also drops Unicode spaces (NBSP, U+2003,
+/// U+0085, ...), which a server does not: "Content-Length: <NBSP>40"
+/// would be 40 bytes of body here and no body there, and the "body" a
+/// request of its own that was never checked.
+fn ows_trim(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -330,7 +340,7 @@ fn lossy(b: &[u8]) -> String {
 /// RFC 9110 §8.6: `Content-Length = 1*DIGIT`; no sign, no spaces inside,
 /// no list.
 fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
-    let s = std::str::from_utf8(v).map_err(|_| HttpError::BadContentLength(lossy(v)))?.trim();
+    let s = ows_trim(std::str::from_utf8(v).map_err(|_| HttpError::BadContentLength(lossy(v)))?);
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(HttpError::BadContentLength(s.to_owned()));
     }
@@ -359,7 +369,7 @@ fn absolute_form_authority(target: &str) -> Result<Option<&str>, HttpError> {
 /// `name`, `name:port`, `v4`, `v4:port`, `[v6]`, `[v6]:port` → [`Host`].
 pub fn parse_host(value: &str) -> Result<Host, HttpError> {
     let bad = || HttpError::InvalidHost(value.to_owned());
-    let v = value.trim();
+    let v = ows_trim(value);
     let (host, port) = if let Some(rest) = v.strip_prefix('[') {
         let (inside, after) = rest.split_once(']').ok_or_else(bad)?;
         let ip: std::net::Ipv6Addr = inside.parse().map_err(|_| bad())?;
@@ -606,6 +616,43 @@ mod tests {
         let chunked =
             parse_head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
         assert_eq!(RequestStream::after(&chunked).next(b"0\r\n\r\n").unwrap(), Step::Forward(5));
+    }
+
+    #[test]
+    fn framing_values_trim_only_spaces_and_tabs() {
+        // What a server that reads digits (or exactly "chunked") sees as
+        // no body must not be a body here: the "body" would be a request.
+        for space in ["\u{a0}", "\u{85}", "\u{2003}", "\u{3000}", "\u{feff}"] {
+            let cl = format!("POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: {space}5\r\n\r\n");
+            assert!(
+                matches!(parse_head(cl.as_bytes()), Err(HttpError::BadContentLength(_))),
+                "Content-Length with {space:?}: {:?}",
+                parse_head(cl.as_bytes())
+            );
+            let te =
+                format!("POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked{space}\r\n\r\n");
+            assert!(
+                matches!(parse_head(te.as_bytes()), Err(HttpError::UnsupportedTransferEncoding(_))),
+                "Transfer-Encoding with {space:?}: {:?}",
+                parse_head(te.as_bytes())
+            );
+            if space == "\u{feff}" {
+                // IDNA maps U+FEFF to nothing, so the name it ends is the
+                // same name (and the destination must be its address).
+                continue;
+            }
+            let host = format!("GET / HTTP/1.1\r\nHost: a.example{space}\r\n\r\n");
+            assert!(
+                matches!(parse_head(host.as_bytes()), Err(HttpError::InvalidHost(_))),
+                "Host with {space:?}: {:?}",
+                parse_head(host.as_bytes())
+            );
+        }
+        // Spaces and tabs are OWS and stay fine.
+        let ok = "POST / HTTP/1.1\r\nHost: \ta.example \r\nContent-Length: \t5 \r\n\r\n";
+        assert_eq!(parse_head(ok.as_bytes()).unwrap().unwrap().body, Body::Length(5));
+        let ok = "POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: \tchunked \r\n\r\n";
+        assert_eq!(parse_head(ok.as_bytes()).unwrap().unwrap().body, Body::Chunked);
     }
 
     #[test]

@@ -84,6 +84,11 @@ impl Daemon {
         .unwrap_or_else(|| panic!("egret never logged {what:?} within {timeout:?}"))
     }
 
+    /// Every stderr line logged so far.
+    pub(crate) fn logged(&self) -> Vec<String> {
+        self.history.lock().expect("log history").clone()
+    }
+
     /// Waits (bounded) for an event with this msg and field value.
     pub(crate) fn wait_event(
         &self,

@@ -82,6 +82,62 @@ Other helpers (different arguments):
         a TCP listener: prints "ready", then one JSON line {"mark": N}, the
         SO_MARK of the first accepted connection (no privilege). With
         net.ipv4.tcp_fwmark_accept=1 that is the mark of the client's SYN.
+  attack.py rawproto DST PROTO
+        one IP datagram of protocol PROTO (GRE 47, IPIP 4, SCTP 132, ...)
+        carrying the marker to DST from a raw socket (CAP_NET_RAW).
+  attack.py udplite DST PORT
+        one UDP-Lite datagram (protocol 136, no privilege) with the marker.
+  attack.py frag SRC DST PORT PARTS
+        a UDP datagram with the marker to DST:PORT cut by hand into IPv4
+        fragments (IP_HDRINCL) or IPv6 fragment headers (IPPROTO_RAW),
+        CAP_NET_RAW; PARTS says which are sent: "all", "first" or "later"
+        (the fragment at offset 8 alone, whose payload is the marker).
+  attack.py tfo DST PORT
+        TCP Fast Open (MSG_FASTOPEN, no privilege): the first bytes (an HTTP
+        request naming blocked.test on 80/443, a line elsewhere) carried in
+        the SYN itself; prints the technique verdict (reached: "hello from"
+        or "echo:" came back).
+  attack.py icmp-error DST INNER_SRC INNER_SPORT INNER_DST INNER_DPORT
+        an ICMP (v4) or ICMPv6 port-unreachable to DST whose quoted packet
+        is UDP INNER_SRC:INNER_SPORT -> INNER_DST:INNER_DPORT followed by the
+        marker: an "error" that conntrack might take for RELATED to a flow
+        (CAP_NET_RAW).
+  attack.py exthdr DST PORT tcp|udp hbh|dst|both
+        a TCP connection (or UDP datagram) to DST:PORT (IPv6) with a
+        hop-by-hop and/or destination options header (IPV6_HOPOPTS,
+        IPV6_DSTOPTS: CAP_NET_RAW); prints the technique verdict.
+  attack.py log-flood HOST PORT SECONDS
+        blocked UDP datagrams to HOST:PORT as fast as one socket sends
+        them, for SECONDS; prints {"sent": N} at the end.
+  attack.py dns-flood SERVER PORT ZONE SECONDS
+        A queries for random names under ZONE to SERVER:PORT (UDP), as
+        fast as one socket sends them, for SECONDS (answers are drained
+        and counted); prints "ready", then {"sent": N, "answers": M}.
+  attack.py odd-packet SRC DST KIND
+        one strangely shaped packet to DST from a raw socket (CAP_NET_RAW),
+        for the parsers behind the blocked-packet log: "v4-options" (IHL 15,
+        40 bytes of options with a bogus timestamp option), "v4-short-tcp"
+        (protocol TCP, 4 bytes of TCP header), "v4-tcp-offset" (a TCP data
+        offset of 15 words in a 20-byte header), "v6-chain" (30 chained
+        destination options headers, then UDP), "v6-bad-len" (an options
+        header whose length runs past the packet), "v6-no-next" (next
+        header 59 right away). Prints {"sent": ...}.
+  attack.py capture-http ADDR PORT
+        a squatter on an HTTP port egret talks to (the dashboard's): prints
+        "ready", then each request's head as one JSON line {"head": "..."}
+        and answers 201 with an empty created list, as the dashboard would.
+  attack.py framing-server ADDR PORT
+        (the upstream side) a keep-alive HTTP/1.1 server as strict about
+        framing as RFC 9112 but lenient in the common way about a value it
+        cannot read: Content-Length counts only when it is digits (after
+        SP/HTAB), Transfer-Encoding only when it is exactly "chunked";
+        anything else means no body. Answers each request with
+        "hello for <Host>". Prints "ready".
+  attack.py switch-server ADDR PORT
+        (the upstream side) an HTTP server that answers every request head
+        with "101 Switching Protocols" (Upgrade: h2c) and from then on
+        echoes each chunk it receives as "echo:<chunk>": a server that
+        takes the connection out of HTTP/1.1. Prints "ready".
 """
 import json
 import os
@@ -609,6 +665,312 @@ def bindtodev(dev, dst, port):
     result(go)
 
 
+def rawproto(dst, proto):
+    def go():
+        fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_RAW, proto)
+        s.sendto(MARKER + b"\0" * 20, (dst, 0))
+    result(go)
+
+
+def udplite(dst, port):
+    def go():
+        fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_DGRAM, 136)
+        s.sendto(MARKER, (dst, port))
+    result(go)
+
+
+def frag(src, dst, port, parts):
+    """Hand-made fragments of one UDP datagram whose payload is 8 bytes of
+    padding then the marker: the first fragment holds the UDP header and
+    the padding, the later one (offset 8) the marker."""
+    body = b"\0" * 8 + MARKER
+    udp = struct.pack("!HHHH", 4242, port, 8 + len(body), 0) + body
+    first, later = udp[:16], udp[16:]
+    ident = os.getpid() & 0xFFFF
+    want = {"all": (True, True), "first": (True, False), "later": (False, True)}[parts]
+
+    def go():
+        if ":" in dst:
+            s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+            pseudo = s6 + d6 + struct.pack("!IxxxB", len(udp), 17)
+            whole = udp[:6] + struct.pack("!H", checksum(pseudo + udp) or 0xFFFF) + udp[8:]
+            f0, f1 = whole[:16], whole[16:]
+            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            for piece, off, more, go_ in ((f0, 0, 1, want[0]), (f1, 16, 0, want[1])):
+                if not go_:
+                    continue
+                fh = struct.pack("!BBHI", 17, 0, (off // 8) << 3 | more, ident)
+                ip = struct.pack("!IHBB16s16s", 6 << 28, len(fh) + len(piece), 44, 64, s6, d6)
+                s.sendto(ip + fh + piece, (dst, 0))
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            for piece, off, more, go_ in ((first, 0, 1, want[0]), (later, 16, 0, want[1])):
+                if not go_:
+                    continue
+                flags = (more << 13) | (off // 8)
+                ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(piece), ident, flags, 64, 17, 0,
+                                 socket.inet_aton(src), socket.inet_aton(dst))
+                ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+                s.sendto(ip + piece, (dst, 0))
+    result(go)
+
+
+def tfo(dst, port):
+    technique = "tfo"
+    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    req = b"GET / HTTP/1.1\r\nHost: blocked.test\r\nConnection: close\r\n\r\n" if port in (80, 443) else b"x\n"
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(TIMEOUT)
+    got = b""
+    try:
+        s.sendto(req, 0x20000000, (dst, port))  # MSG_FASTOPEN
+        while len(got) < 4096:
+            d = s.recv(4096)
+            if not d:
+                break
+            got += d
+    except OSError as e:
+        return out(technique, b"hello from" in got or b"echo:" in got, "%s: %s; got %r" % (type(e).__name__, e, got[:60]))
+    out(technique, b"hello from" in got or b"echo:" in got, "got %r" % got[:60])
+
+
+def icmp_error(dst, inner_src, inner_sport, inner_dst, inner_dport):
+    def go():
+        quoted_udp = struct.pack("!HHHH", inner_sport, inner_dport, 8 + len(MARKER), 0) + MARKER
+        if ":" in dst:
+            s6, d6 = socket.inet_pton(socket.AF_INET6, inner_src), socket.inet_pton(socket.AF_INET6, inner_dst)
+            inner = struct.pack("!IHBB16s16s", 6 << 28, len(quoted_udp), 17, 64, s6, d6) + quoted_udp
+            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+            # type 1 (unreachable) code 4 (port unreachable); checksum by the kernel.
+            s.sendto(struct.pack("!BBHI", 1, 4, 0, 0) + inner, (dst, 0))
+        else:
+            inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(quoted_udp), 1, 0, 64, 17, 0,
+                                socket.inet_aton(inner_src), socket.inet_aton(inner_dst))
+            inner = inner[:10] + struct.pack("!H", checksum(inner)) + inner[12:] + quoted_udp
+            msg = struct.pack("!BBHI", 3, 3, 0, 0) + inner
+            msg = msg[:2] + struct.pack("!H", checksum(msg)) + msg[4:]
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            s.sendto(msg, (dst, 0))
+    result(go)
+
+
+def switch_server(addr, port):
+    import threading
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    ls = socket.socket(fam, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((addr, port))
+    ls.listen(64)
+
+    def serve(c):
+        try:
+            c.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                d = c.recv(4096)
+                if not d:
+                    return
+                data += d
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+            rest = data.split(b"\r\n\r\n", 1)[1]
+            if rest:
+                c.sendall(b"echo:" + rest)
+            while True:
+                d = c.recv(4096)
+                if not d:
+                    return
+                c.sendall(b"echo:" + d)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    print("ready", flush=True)
+    while True:
+        c, _ = ls.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
+def capture_http(addr, port):
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    ls = socket.socket(fam, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((addr, port))
+    ls.listen(16)
+    print("ready", flush=True)
+    while True:
+        c, _ = ls.accept()
+        try:
+            c.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                d = c.recv(4096)
+                if not d:
+                    break
+                data += d
+            head = data.split(b"\r\n\r\n", 1)[0]
+            print(json.dumps({"head": head.decode("latin-1")}), flush=True)
+            body = b'{"created":0,"results":[]}'
+            c.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        except OSError:
+            pass
+        c.close()
+
+
+def exthdr(dst, port, proto, which):
+    technique = "exthdr-%s-%s" % (proto, which)
+    # PadN filling the 8 bytes of an options header: next header and length
+    # are filled in by the kernel.
+    opts = bytes([0, 0, 1, 4, 0, 0, 0, 0])
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_INET6, kind)
+    s.settimeout(TIMEOUT)
+    try:
+        if which in ("hbh", "both"):
+            s.setsockopt(socket.IPPROTO_IPV6, 54, opts)  # IPV6_HOPOPTS
+        if which in ("dst", "both"):
+            s.setsockopt(socket.IPPROTO_IPV6, 59, opts)  # IPV6_DSTOPTS
+        s.connect((dst, port))
+    except OSError as e:
+        return out(technique, False, "%s: %s" % (type(e).__name__, e))
+    ok, detail = echo_back(s, b"x\n")
+    out(technique, ok, detail)
+
+
+def log_flood(host, port, seconds):
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    n, end = 0, time.time() + seconds
+    while time.time() < end:
+        try:
+            s.sendto(b"flood", (host, port))
+            n += 1
+        except OSError:
+            n += 1
+    print(json.dumps({"sent": n}), flush=True)
+
+
+def dns_flood(server, port, zone, seconds):
+    import random
+    s = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    print("ready", flush=True)
+    n, got, end = 0, 0, time.time() + seconds
+    while time.time() < end:
+        name = "%08x.%s" % (random.getrandbits(32), zone)
+        q = struct.pack("!HHHHHH", random.getrandbits(16), 0x0100, 1, 0, 0, 0) + dns_name(name) + b"\x00\x01\x00\x01"
+        try:
+            s.sendto(q, (server, port))
+            n += 1
+        except OSError:
+            time.sleep(0.001)
+        try:
+            while True:
+                s.recv(2048)
+                got += 1
+        except OSError:
+            pass
+    print(json.dumps({"sent": n, "answers": got}), flush=True)
+
+
+def odd_packet(src, dst, kind):
+    def v4(proto, options, payload):
+        ihl = 5 + len(options) // 4
+        ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, ihl * 4 + len(payload), 7, 0, 64, proto, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst)) + options
+        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        s.sendto(ip + payload, (dst, 0))
+
+    def v6(first_next, ext, payload):
+        s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(ext) + len(payload), first_next, 64, s6, d6)
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        s.sendto(ip + ext + payload, (dst, 0))
+
+    udp = struct.pack("!HHHH", 4242, 7000, 8 + len(MARKER), 0) + MARKER
+
+    def go():
+        if kind == "v4-options":
+            # NOPs, then a timestamp option (68) claiming 40 bytes with a
+            # pointer past its end.
+            opts = b"\x01" * 4 + bytes([68, 36, 200, 0]) + b"\0" * 32
+            v4(17, opts, udp)
+        elif kind == "v4-short-tcp":
+            v4(6, b"", struct.pack("!HH", 4242, 7000))
+        elif kind == "v4-tcp-offset":
+            tcp = struct.pack("!HHIIBBHHH", 4242, 7000, 1, 0, 15 << 4, 0x02, 1024, 0, 0)
+            v4(6, b"", tcp)
+        elif kind == "v6-chain":
+            ext = b""
+            for i in range(30):
+                nxt = 60 if i < 29 else 17
+                ext += bytes([nxt, 0, 1, 4, 0, 0, 0, 0])
+            v6(60, ext, udp)
+        elif kind == "v6-bad-len":
+            v6(60, bytes([17, 200, 1, 4, 0, 0, 0, 0]), udp)
+        elif kind == "v6-no-next":
+            v6(59, b"", MARKER)
+        else:
+            raise OSError("unknown kind %s" % kind)
+    result(go)
+
+
+def framing_server(addr, port):
+    import threading
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    ls = socket.socket(fam, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((addr, port))
+    ls.listen(64)
+
+    def serve(c):
+        buf = b""
+        try:
+            c.settimeout(10)
+            for _ in range(20):
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(4096)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                fields = {}
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    fields[k.strip().lower()] = v.strip(b" \t")
+                if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+                    while True:
+                        while b"\r\n" not in buf:
+                            buf += c.recv(4096)
+                        size_line, buf = buf.split(b"\r\n", 1)
+                        size = int(size_line.split(b";")[0], 16)
+                        while len(buf) < size + 2:
+                            buf += c.recv(4096)
+                        buf = buf[size + 2:]
+                        if size == 0:
+                            break
+                else:
+                    cl = fields.get(b"content-length", b"")
+                    n = int(cl) if cl.isdigit() else 0
+                    while len(buf) < n:
+                        buf += c.recv(4096)
+                    buf = buf[n:]
+                body = b"hello for " + fields.get(b"host", b"?") + b"\n"
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        except (OSError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    print("ready", flush=True)
+    while True:
+        c, _ = ls.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
 def retried(fn, *args):
     """Runs a technique again (a few times, bounded) when a port it picked
     was taken by another test in between: the attempt never happened."""
@@ -621,6 +983,31 @@ def retried(fn, *args):
 
 
 def main():
+    a = sys.argv
+    if a[1] == "rawproto":
+        return rawproto(a[2], int(a[3]))
+    if a[1] == "udplite":
+        return udplite(a[2], int(a[3]))
+    if a[1] == "frag":
+        return frag(a[2], a[3], int(a[4]), a[5])
+    if a[1] == "exthdr":
+        return exthdr(a[2], int(a[3]), a[4], a[5])
+    if a[1] == "log-flood":
+        return log_flood(a[2], int(a[3]), float(a[4]))
+    if a[1] == "dns-flood":
+        return dns_flood(a[2], int(a[3]), a[4], float(a[5]))
+    if a[1] == "odd-packet":
+        return odd_packet(a[2], a[3], a[4])
+    if a[1] == "capture-http":
+        return capture_http(a[2], int(a[3]))
+    if a[1] == "framing-server":
+        return framing_server(a[2], int(a[3]))
+    if a[1] == "switch-server":
+        return switch_server(a[2], int(a[3]))
+    if a[1] == "tfo":
+        return tfo(a[2], int(a[3]))
+    if a[1] == "icmp-error":
+        return icmp_error(a[2], a[3], int(a[4]), a[5], int(a[6]))
     if sys.argv[1] == "source-route":
         return source_route(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     if sys.argv[1] == "bindtodev":
