@@ -83,6 +83,23 @@ const UID_AT: usize = 64;
 /// peer is `to` (for a redirected connection: the original destination,
 /// which is what the client's socket is connected to).
 pub fn request(seq: u32, client: SocketAddr, to: SocketAddr) -> Vec<u8> {
+    request_for(IPPROTO_TCP, seq, client, to)
+}
+
+/// The lookup of the UDP socket at `client` that sent a datagram to `to`.
+/// `udp_diag` finds the socket a datagram *from* the request's source
+/// *to* its destination would reach (TCP's lookup reads the pair the
+/// other way round), so the client goes in as the destination. An
+/// unconnected client socket matches whatever `to` is; a connected one
+/// only its own peer.
+pub fn request_udp(seq: u32, client: SocketAddr, to: SocketAddr) -> Vec<u8> {
+    request_for(IPPROTO_UDP, seq, to, client)
+}
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+fn request_for(proto: u8, seq: u32, client: SocketAddr, to: SocketAddr) -> Vec<u8> {
     let mut m = Vec::with_capacity(NLMSG_HDRLEN + REQ_LEN);
     m.extend_from_slice(&((NLMSG_HDRLEN + REQ_LEN) as u32).to_ne_bytes());
     m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -90,7 +107,7 @@ pub fn request(seq: u32, client: SocketAddr, to: SocketAddr) -> Vec<u8> {
     m.extend_from_slice(&seq.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
     let family: u8 = if client.is_ipv4() { 2 } else { 10 };
-    m.extend_from_slice(&[family, 6, 0, 0]);
+    m.extend_from_slice(&[family, proto, 0, 0]);
     m.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     m.extend_from_slice(&client.port().to_be_bytes());
     m.extend_from_slice(&to.port().to_be_bytes());
@@ -170,7 +187,18 @@ const TIMEOUT: Duration = Duration::from_millis(200);
 /// per lookup: connection threads are kept for reuse, and a socket kept
 /// in each would hold a descriptor for as long.
 pub fn lookup(client: SocketAddr, to: SocketAddr) -> Option<Owner> {
-    let answer = open().map_err(|e| e.to_string()).and_then(|fd| exchange(&fd, 1, client, to));
+    ask(&request(1, client, to), client, to)
+}
+
+/// The owner of the local UDP socket `client` that sent to `to` (the
+/// destination it addressed, before any redirect); `None` as for
+/// [`lookup`].
+pub fn lookup_udp(client: SocketAddr, to: SocketAddr) -> Option<Owner> {
+    ask(&request_udp(1, client, to), client, to)
+}
+
+fn ask(req: &[u8], client: SocketAddr, to: SocketAddr) -> Option<Owner> {
+    let answer = open().map_err(|e| e.to_string()).and_then(|fd| exchange(&fd, 1, req));
     match answer {
         Ok(Reply::Found(o)) => Some(o),
         Ok(Reply::NotFound(_)) => None,
@@ -194,10 +222,9 @@ fn open() -> nix::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn exchange(fd: &OwnedFd, seq: u32, client: SocketAddr, to: SocketAddr) -> Result<Reply, String> {
+fn exchange(fd: &OwnedFd, seq: u32, req: &[u8]) -> Result<Reply, String> {
     use nix::sys::socket::{recv, sendto, MsgFlags, NetlinkAddr};
-    let req = request(seq, client, to);
-    sendto(fd.as_raw_fd(), &req, &NetlinkAddr::new(0, 0), MsgFlags::empty()).map_err(|e| e.to_string())?;
+    sendto(fd.as_raw_fd(), req, &NetlinkAddr::new(0, 0), MsgFlags::empty()).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 1024];
     // Bounded: anything that is not the answer to this request is skipped.
     for _ in 0..4 {
@@ -307,6 +334,11 @@ mod tests {
         assert_eq!(&r[28..32], &[10, 0, 0, 1]);
         assert_eq!(&r[44..48], &[192, 0, 2, 9]);
         assert_eq!(&r[64..72], &[0xff; 8]);
+        let u = request_udp(7, "10.0.0.1:40000".parse().unwrap(), "127.0.0.1:53".parse().unwrap());
+        assert_eq!(&u[16..20], &[2, 17, 0, 0], "udp");
+        assert_eq!(&u[24..28], &[0x00, 0x35, 0x9c, 0x40], "the datagram's way back: from `to` to the client");
+        assert_eq!(&u[28..32], &[127, 0, 0, 1]);
+        assert_eq!(&u[44..48], &[10, 0, 0, 1]);
     }
 
     fn answer(seq: u32, uid: u32, cgroup: Option<u64>) -> Vec<u8> {

@@ -29,7 +29,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use mio::net::{TcpListener, UdpSocket};
@@ -209,6 +209,7 @@ pub fn start_with(
     let budget = settings.hardening.map(|l| std::sync::Mutex::new(harden::Budget::new(l)));
     let shared = Arc::new(Shared {
         budget,
+        udp_owners: Default::default(),
         settings,
         policy,
         emitter,
@@ -302,7 +303,16 @@ struct Shared {
     /// `DNS_HARDENING`'s rate buckets and zone budgets (UDP loop and TCP
     /// threads alike), `None` when off.
     budget: Option<std::sync::Mutex<harden::Budget<crate::peer::Client>>>,
+    /// Who sent UDP queries lately, by source address (see `udp_owner`).
+    udp_owners:
+        std::sync::Mutex<std::collections::HashMap<SocketAddr, (Option<crate::peer::Owner>, Instant)>>,
 }
+
+/// How long a UDP source address's owner is believed: a busy client
+/// costs one `sock_diag` lookup per second, not one per query.
+const UDP_OWNER_TTL: Duration = Duration::from_secs(1);
+/// Source addresses remembered at most.
+const UDP_OWNERS: usize = 4096;
 
 /// Counters since start, for metrics (relaxed atomics: each is exact on
 /// its own, not a consistent snapshot of all).
@@ -539,14 +549,46 @@ fn send_udp(sock: &std::net::UdpSocket, bytes: &[u8], to: SocketAddr) {
 }
 
 impl Shared {
+    /// The owner of the socket a UDP query came from, so that
+    /// `DNS_HARDENING`'s rate is each client's own: without it every UDP
+    /// asker would be one client, and one busy workload would get its
+    /// co-tenants' lookups refused. The query was addressed to port 53
+    /// and redirected here, or to this address itself; an unconnected
+    /// client socket matches either.
+    fn udp_owner(&self, asker: &Asker, now: Instant) -> Option<crate::peer::Owner> {
+        let lock = || self.udp_owners.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&(owner, at)) = lock().get(&asker.addr) {
+            if now.saturating_duration_since(at) < UDP_OWNER_TTL {
+                return owner;
+            }
+        }
+        let to53 = SocketAddr::new(asker.local.ip(), 53);
+        let owner = crate::peer::lookup_udp(asker.addr, to53).or_else(|| {
+            (asker.local.port() != 53).then(|| crate::peer::lookup_udp(asker.addr, asker.local)).flatten()
+        });
+        let mut cache = lock();
+        if cache.len() >= UDP_OWNERS {
+            cache.retain(|_, (_, at)| now.saturating_duration_since(*at) < UDP_OWNER_TTL);
+            if cache.len() >= UDP_OWNERS {
+                cache.clear();
+            }
+        }
+        cache.insert(asker.addr, (owner, now));
+        owner
+    }
+
     /// `DNS_HARDENING` on an allowed query before it is forwarded: the
     /// REFUSED answer's bytes when it is refused (with its event only
     /// when the refusal says to report: once per window for rate and
     /// budget), `None` to forward it.
     fn harden(&self, info: &QueryInfo, asker: &Asker, policy: &crate::policy::Policy) -> Option<Vec<u8>> {
         let budget = self.budget.as_ref()?;
-        let client = crate::peer::Client::of(asker.who);
         let now = std::time::Instant::now();
+        let who = match asker.who {
+            None if asker.proto == "UDP" => self.udp_owner(asker, now),
+            w => w,
+        };
+        let client = crate::peer::Client::of(who);
         for q in &info.questions {
             let name = filter::display_name(q);
             let d = policy.decide(crate::policy::Query { name: Some(&name), ip: None, port: None });

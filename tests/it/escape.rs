@@ -71,12 +71,12 @@
 //! | DNS labels that print as a name under `*.allowed.test` (dotted, NUL, backslash) | none | held | `escape_61_dns_labels_that_read_as_an_allowed_suffix_are_not_forwarded` |
 //! | allowed, blocked, allowed pipelined on one DNS-over-TCP connection | none | held | `escape_62_every_query_pipelined_on_one_dns_tcp_connection_is_checked` |
 //! | `Content-Length: <NBSP>40` / `Transfer-Encoding: <U+2003>chunked` smuggling a request past the Host check to a digits-only server | none | **worked, fixed** (OWS trimming only) | `escape_63_framing_headers_with_unicode_spaces_cannot_smuggle_a_request` |
-//! | bare-LF line ends: Host allowed.test for egret, the body's `Host: blocked.test` for a CRLF-only server | none | **works** | `escape_64_bare_lf_line_ends_cannot_show_the_server_another_host` (ignored) |
+//! | bare-LF line ends: Host allowed.test for egret, the body's `Host: blocked.test` for a CRLF-only server | none | **worked, fixed** (CRLF line ends only) | `escape_64_bare_lf_line_ends_cannot_show_the_server_another_host` |
 //! | egret's marks, egress tag or dashboard key in `/metrics`, `/health`, 403 bodies, events | none | held | `escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events` |
 //! | TLS hellos naming `<63-byte label>.allowed.test` at a foreign IP, 400 distinct names, with `DNS_IN_HTTPS_MODE` and the hardening on: the proxy's check lookup asks the upstream for each | none | **works** | `escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening` (ignored) |
 //! | an allowed name's AAAA `::ffff:<forbidden v4>` in strict DNS mode, then IPv4 and mapped connections to it | none | held (served, opens nothing) | `escape_67_an_ipv4_mapped_aaaa_answer_opens_no_ipv4_address_in_strict_mode` |
 //! | 1,000 idle connections held to the pod's loopback dashboard while egret ships | none | held | `escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events` |
-//! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **works** | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` (ignored) |
+//! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **worked, fixed** (UDP askers' owners from `sock_diag`) | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` |
 //!
 //! Needs root (CI runs as root); fails loudly without it.
 
@@ -2731,7 +2731,6 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
-#[ignore = "round-3 finding: every UDP asker is Client::Unknown, so one workload spending DNS_HARDENING's rate burst gets every co-tenant's lookups REFUSED"]
 fn escape_58_one_clients_dns_rate_limit_is_not_another_clients() {
     // No flood: uid 1000 asks for allowed.test 200 times a second (4x
     // DNS_RATE_QPS) for 5 s, which a busy client or a slow tunnel does.
@@ -3050,7 +3049,6 @@ fn escape_63_framing_headers_with_unicode_spaces_cannot_smuggle_a_request() {
 }
 
 #[test]
-#[ignore = "round-3 finding: a head with bare-LF line ends is Host allowed.test to egret and, to a CRLF-only server, one line followed by the body's Host: blocked.test"]
 fn escape_64_bare_lf_line_ends_cannot_show_the_server_another_host() {
     // httparse takes a lone LF for a line end (RFC 9112 §2.2 lets a
     // recipient do so); a server that ends lines at CRLF only reads the
