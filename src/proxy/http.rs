@@ -80,6 +80,10 @@ pub enum HttpError {
     UnsupportedMethod(String),
     /// Broken chunked framing in a request body.
     BadChunk(&'static str),
+    /// A line of the head ended by LF alone: httparse reads it as a line
+    /// end, a server that ends lines only at CRLF reads one long line and
+    /// takes later lines (of the body, say) for the head's fields.
+    BareLineFeed,
 }
 
 impl fmt::Display for HttpError {
@@ -100,6 +104,9 @@ impl fmt::Display for HttpError {
             }
             HttpError::UnsupportedMethod(m) => write!(f, "http: method {m} is not supported"),
             HttpError::BadChunk(what) => write!(f, "http: bad chunked body: {what}"),
+            HttpError::BareLineFeed => {
+                write!(f, "http: a line of the request head ends in LF without CR (only CRLF is accepted)")
+            }
         }
     }
 }
@@ -123,6 +130,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
     };
     if head_len > MAX_HEAD {
         return Err(HttpError::TooLarge(head_len));
+    }
+    // Every server must read the head egret read: CRLF line ends only.
+    let head = &buf[..head_len];
+    if head.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
+        return Err(HttpError::BareLineFeed);
     }
     // httparse guarantees these are set once the status is Complete.
     let method = req.method.unwrap_or_default().to_owned();
@@ -600,6 +612,19 @@ mod tests {
     fn check(input: &str, expect: Result<(Host, Body), HttpError>) {
         let got = parse_head(input.as_bytes()).map(|o| o.map(|h| (h.host, h.body)));
         assert_eq!(got, expect.map(Some), "{input:?}");
+    }
+
+    #[test]
+    fn line_ends_are_crlf_only() {
+        for bad in [
+            "GET / HTTP/1.1\nHost: a.example\n\n",
+            "GET / HTTP/1.1\r\nHost: a.example\nContent-Length: 0\r\n\r\n",
+            "GET / HTTP/1.1\nHost: a.example\r\n\r\n",
+        ] {
+            assert_eq!(parse_head(bad.as_bytes()), Err(HttpError::BareLineFeed), "{bad:?}");
+        }
+        // A bare LF in the body is the body's business.
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\nx\ny").unwrap().is_some());
     }
 
     #[test]
