@@ -2526,7 +2526,10 @@ fn escape_53_ipv6_options_headers_do_not_hide_the_transport_from_the_rules() {
                 let out = attack_py(&p.work, Priv::NetRaw, &["exthdr", host, "7000", proto, which]);
                 serde_json::from_str(out.trim()).expect("json")
             };
-            let v = go(&p.v6(2));
+            // Control (a few tries: a fresh namespace's IPv6 may still be
+            // settling when several tests share the machine).
+            let v =
+                (0..3).map(|_| go(&p.v6(2))).find(|v| v["reached"] == true).unwrap_or_else(|| go(&p.v6(2)));
             assert_eq!(v["reached"], true, "control: {proto} with {which} to the allowed ::2: {v}");
             assert_held(&go(&p.v6(3)), &format!("{proto} with {which} options to ::3"));
         }
