@@ -66,6 +66,7 @@
 //! | flooding blocked UDP to spend the NFLOG rate limit (hiding others' blocked packets) | none | **works** | `escape_55_one_client_flooding_blocked_packets_does_not_hide_anothers` (ignored) |
 //! | flooding egret's resolver with UDP queries | none | **works** | `escape_56_one_client_flooding_dns_does_not_starve_another` (ignored) |
 //! | IPv4 options, short or lying TCP headers, 30 chained IPv6 options headers, a broken one, no next header: the NFLOG copy egret parses | CAP_NET_RAW | held (blocked, egret keeps logging) | `escape_57_strangely_shaped_blocked_packets_neither_leave_nor_upset_the_log_reader` |
+//! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **works** | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` (ignored) |
 //! | ARP / neighbour solicitations for forbidden on-link addresses as a covert channel, HTTPS and strict DNS mode | none, CAP_NET_RAW | held | `escape_59_no_neighbour_lookup_for_a_forbidden_on_link_address` |
 //! | ECH, legacy ESNI, early data with a resumption PSK and 0-RTT bytes, TLS 1.2 renegotiation_info: the allowed SNI to a foreign IP | none | held | `escape_60_ech_esni_early_data_and_resumption_hellos_to_a_foreign_ip_are_refused` |
 //! | DNS labels that print as a name under `*.allowed.test` (dotted, NUL, backslash) | none | held | `escape_61_dns_labels_that_read_as_an_allowed_suffix_are_not_forwarded` |
@@ -77,7 +78,6 @@
 //! | an allowed name's AAAA `::ffff:<forbidden v4>` in strict DNS mode, then IPv4 and mapped connections to it | none | held (served, opens nothing) | `escape_67_an_ipv4_mapped_aaaa_answer_opens_no_ipv4_address_in_strict_mode` |
 //! | 1,000 idle connections held to the pod's loopback dashboard while egret ships | none | held | `escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events` |
 //! | 1,100 idle connections from one client under a hard RLIMIT_NOFILE of 1024 (MAX_CONNECTIONS and the share count connections, not descriptors) | none | **works** | `escape_69_one_client_cannot_spend_egrets_file_descriptors` (ignored) |
-//! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **works** | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` (ignored) |
 //!
 //! Needs root (CI runs as root); fails loudly without it.
 
