@@ -435,7 +435,6 @@ mod tests {
         vec![
             ("http head of 6 KB", Kind::Http, http_head(100)),
             ("http head after 4 KB of blank lines", Kind::Http, crlf_first),
-            ("bare LF line ends", Kind::Http, b"GET / HTTP/1.1\nHost: a.test\n\n".to_vec()),
             ("post-quantum hello of 2 KB", Kind::Https, big_hello("allowed.test", 1216)),
             ("hello in one-byte records", Kind::Https, tiny_records),
         ]

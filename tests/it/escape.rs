@@ -77,6 +77,7 @@
 //! | an allowed name's AAAA `::ffff:<forbidden v4>` in strict DNS mode, then IPv4 and mapped connections to it | none | held (served, opens nothing) | `escape_67_an_ipv4_mapped_aaaa_answer_opens_no_ipv4_address_in_strict_mode` |
 //! | 1,000 idle connections held to the pod's loopback dashboard while egret ships | none | held | `escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events` |
 //! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **worked, fixed** (UDP askers' owners from `sock_diag`) | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` |
+//! | 1,100 idle connections from one client under a hard RLIMIT_NOFILE of 1024 (MAX_CONNECTIONS and the share count connections, not descriptors) | none | **works** | `escape_69_one_client_cannot_spend_egrets_file_descriptors` (ignored) |
 //!
 //! Needs root (CI runs as root); fails loudly without it.
 
@@ -2539,7 +2540,10 @@ fn escape_53_ipv6_options_headers_do_not_hide_the_transport_from_the_rules() {
                 let out = attack_py(&p.work, Priv::NetRaw, &["exthdr", host, "7000", proto, which]);
                 serde_json::from_str(out.trim()).expect("json")
             };
-            let v = go(&p.v6(2));
+            // Control (a few tries: a fresh namespace's IPv6 may still be
+            // settling when several tests share the machine).
+            let v =
+                (0..3).map(|_| go(&p.v6(2))).find(|v| v["reached"] == true).unwrap_or_else(|| go(&p.v6(2)));
             assert_eq!(v["reached"], true, "control: {proto} with {which} to the allowed ::2: {v}");
             assert_held(&go(&p.v6(3)), &format!("{proto} with {which} options to ::3"));
         }
@@ -3259,5 +3263,41 @@ fn escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events() 
         stored.is_some(),
         "egret's events never reached the dashboard while a workload held its connections"
     );
+    drop(hog);
+}
+
+#[test]
+#[ignore = "round-3 finding: MAX_CONNECTIONS and a client's share count connections, not descriptors: under a 1024 open-file limit one client's idle connections lock every other client out"]
+fn escape_69_one_client_cannot_spend_egrets_file_descriptors() {
+    // MAX_CONNECTIONS (10,000) and a client's three-quarter share are
+    // counted in connections, but each costs egret file descriptors: under
+    // a hard RLIMIT_NOFILE of 1024 (common for a container) one client's
+    // idle connections run egret out of descriptors long before its share
+    // binds, and then nobody gets in.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-69", ALLOWED);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start_with_nofile(
+        &p.work,
+        &pol,
+        &[("DNS_UPSTREAMS", &upstream), ("HEADER_TIMEOUT", "30s")],
+        1024,
+    );
+    let hog = spawn_as(&p.work, Priv::User(1000), &["hold-tcp", &p.v4(2), "80", "1100"]);
+    let open = hog.line(Duration::from_secs(60)).unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(2));
+    let resolve = format!("allowed.test:80:{}", p.v4(2));
+    let mut c = as_workload(&p.work, Priv::Nobody);
+    c.args(["curl", "-s", "-m", "5", "-w", "\n%{http_code}", "--resolve", &resolve, "http://allowed.test/"]);
+    let (_, out, _) = util::run(c);
+    eprintln!("escape_69: the greedy client holds {open}; the other client got {:?}", out.lines().last());
+    assert!(alive(d.child.id()), "egret died");
+    assert!(out.ends_with("200"), "another client was locked out once egret's descriptors ran out: {out}");
+    let ev = wait_for(Duration::from_secs(10), || {
+        d.events.try_iter().find(|e| e["msg"] == "http.blocked" && e["reason"] == "limit")
+    })
+    .expect("a limit event");
+    assert_eq!(ev["uid"], 1000, "the greedy client was the one cut: {ev}");
     drop(hog);
 }

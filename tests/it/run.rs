@@ -26,7 +26,26 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(ns: &str, policy: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut c = Pair::exec(ns, env!("CARGO_BIN_EXE_egret"));
+        Daemon::start_under(ns, policy, env, None)
+    }
+
+    /// [`Daemon::start`] with RLIMIT_NOFILE `nofile` (soft and hard), as a
+    /// container's limit would be.
+    pub(crate) fn start_with_nofile(ns: &str, policy: &Path, env: &[(&str, &str)], nofile: u64) -> Daemon {
+        Daemon::start_under(ns, policy, env, Some(nofile))
+    }
+
+    fn start_under(ns: &str, policy: &Path, env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
+        let egret = env!("CARGO_BIN_EXE_egret");
+        let mut c = match nofile {
+            None => Pair::exec(ns, egret),
+            Some(n) => {
+                // prlimit execs egret: the child's pid is egret's.
+                let mut c = Pair::exec(ns, "prlimit");
+                c.args([format!("--nofile={n}:{n}"), "--".to_owned(), egret.to_owned()]);
+                c
+            }
+        };
         c.arg("run").env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("POLICY_PATH", policy);
         c.env("LOG_LEVEL", "info").env("HOSTNAME", "run-test");
         // Each daemon its own /health socket: the host's /run/egret is shared

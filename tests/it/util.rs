@@ -66,7 +66,14 @@ pub fn public(rel: &str) -> String {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod public dir");
     let name = Path::new(rel).file_name().expect("a file name");
     let to = dir.join(name);
-    std::fs::copy(data(rel), &to).expect("copy test data");
-    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).expect("chmod test data");
+    // Copied aside and renamed into place: tests run in parallel, and a
+    // copy straight over the file truncates it under another test's
+    // interpreter, which then reads half a script.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{}.{n}", name.to_string_lossy()));
+    std::fs::copy(data(rel), &tmp).expect("copy test data");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod test data");
+    std::fs::rename(&tmp, &to).expect("rename test data into place");
     to.to_string_lossy().into_owned()
 }
