@@ -563,7 +563,11 @@ fn dashboard_cases() -> Vec<Case> {
             StartsClean(&["retention 5000 entries", "read limit 500, rate 50/s burst 100"]),
         ),
         case("API_KEY missing", &[("API_KEY", UNSET)], Refused(&["API_KEY: is required"])),
-        case("BUFFER_SIZE=0", &[("BUFFER_SIZE", "0")], Starts(&["BUFFER_SIZE=\"0\" is not", "retention 5000 entries"])),
+        case(
+            "BUFFER_SIZE=0",
+            &[("BUFFER_SIZE", "0")],
+            Starts(&["BUFFER_SIZE=\"0\" is not", "retention 5000 entries"]),
+        ),
         case("READ_LIMIT=-1", &[("READ_LIMIT", "-1")], Starts(&["read limit 500"])),
         case("SSE_RETRY_MS=soon", &[("SSE_RETRY_MS", "soon")], Starts(&["SSE_RETRY_MS=\"soon\" is not"])),
         case("WRITE_TIMEOUT=10 (g0efilter's seconds)", &[("WRITE_TIMEOUT", "10")], StartsClean(&[])),

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use egret::events::batch::{Backoff, BatchConfig};
 use egret::events::net::ClientOptions;
+use egret::events::notify::Target;
 use egret::events::shipper::ShipperOptions;
-use egret::events::sink::{spawn_with, Counts, GotifyOptions, LogFileOptions, SinkHandle, SinkOptions};
+use egret::events::sink::{spawn_with, AlertOptions, Counts, LogFileOptions, SinkHandle, SinkOptions};
 use egret::events::{Action, Component, Emitter};
 
 use crate::util::scratch;
@@ -226,7 +227,7 @@ fn options() -> SinkOptions {
         stdout: None,
         log_file: None,
         shipper: None,
-        gotify: None,
+        alerts: None,
         syslog: None,
     }
 }
@@ -467,9 +468,8 @@ fn gotify_alert_is_posted_once_per_backoff() {
     let server = Server::start("127.0.0.1:0");
     server.status.store(200, Ordering::Relaxed);
     let (em, h) = spawn_with(SinkOptions {
-        gotify: Some(GotifyOptions {
-            host: server.url(),
-            key: "gk".into(),
+        alerts: Some(AlertOptions {
+            targets: vec![Target::gotify_host(&server.url(), "gk")],
             backoff: Duration::from_secs(60),
             ignore_domains: vec!["*.quiet.example".into()],
             client: ClientOptions::default(),
@@ -601,9 +601,8 @@ fn shipper_and_gotify_sockets_carry_the_bypass_mark() {
     let client = ClientOptions { mark: Some(MARK), ..Default::default() };
     let (em, h) = spawn_with(SinkOptions {
         shipper: Some(ShipperOptions { client: client.clone(), ..shipper_to(&dash.url(), fast_batches(64)) }),
-        gotify: Some(GotifyOptions {
-            host: gotify.url(),
-            key: "gk".into(),
+        alerts: Some(AlertOptions {
+            targets: vec![Target::gotify_host(&gotify.url(), "gk")],
             backoff: Duration::from_secs(60),
             ignore_domains: vec![],
             client,
@@ -774,9 +773,8 @@ fn gotify_failures_are_counted_not_retried_in_a_loop() {
     let server = Server::start("127.0.0.1:0");
     server.status.store(500, Ordering::Relaxed);
     let (em, h) = spawn_with(SinkOptions {
-        gotify: Some(GotifyOptions {
-            host: server.url(),
-            key: "gk".into(),
+        alerts: Some(AlertOptions {
+            targets: vec![Target::gotify_host(&server.url(), "gk")],
             backoff: Duration::ZERO, // every event alerts
             ignore_domains: vec![],
             client: ClientOptions::default(),
