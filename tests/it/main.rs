@@ -18,6 +18,7 @@ mod image;
 mod kube;
 mod netns;
 mod nft;
+mod notify;
 mod ops;
 mod prometheus;
 mod proxy;

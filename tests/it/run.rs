@@ -84,6 +84,11 @@ impl Daemon {
         .unwrap_or_else(|| panic!("egret never logged {what:?} within {timeout:?}"))
     }
 
+    /// Every stderr line logged so far, joined.
+    pub(crate) fn history_text(&self) -> String {
+        self.history.lock().expect("log history").join("\n")
+    }
+
     /// Waits (bounded) for an event with this msg and field value.
     pub(crate) fn wait_event(
         &self,
