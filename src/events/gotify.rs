@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::net::{self, ClientOptions, NetError};
+pub use super::notify::{form_encode, Alert};
 use super::notify::{Request, Target};
 use super::{Action, Event, Throttle};
 use crate::policy::{normalize, NameError, NameSet, Pattern};
@@ -55,27 +56,6 @@ impl fmt::Display for GotifyError {
 }
 
 impl std::error::Error for GotifyError {}
-
-/// One notification, ready to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Alert {
-    pub title: String,
-    pub message: String,
-    pub priority: u8,
-}
-
-impl Alert {
-    /// The `application/x-www-form-urlencoded` body Gotify's
-    /// `POST /message` takes.
-    pub fn form(&self) -> String {
-        format!(
-            "title={}&message={}&priority={}",
-            form_encode(&self.title),
-            form_encode(&self.message),
-            self.priority
-        )
-    }
-}
 
 /// Why an event did not alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,25 +159,6 @@ pub fn alert_for(ev: &Event) -> Alert {
         message: format!("Blocked {component} connection from {src} to {destination}. Reason: {reason}"),
         priority: PRIORITY,
     }
-}
-
-/// `application/x-www-form-urlencoded` (WHATWG): unreserved bytes as-is,
-/// space as `+`, everything else `%XX`.
-pub fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(b as char),
-            b' ' => out.push('+'),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.push('%');
-                out.push(HEX[usize::from(b >> 4)] as char);
-                out.push(HEX[usize::from(b & 15)] as char);
-            }
-        }
-    }
-    out
 }
 
 /// Counters of one alert target.

@@ -2,7 +2,8 @@
 //! URLs (g0efilter's later variable), parsed into a [`Target`], and the
 //! exact HTTP request ([`Request`]) each target sends for an [`Alert`].
 //!
-//! Pure: no I/O. The worker in [`super::gotify`] sends the requests with
+//! Pure: no I/O, and no import from the rest of egret (the config
+//! parses with it). The worker in [`super::gotify`] sends the requests with
 //! egret's marked client. Tokens, passwords, ntfy topics and generic URL
 //! paths are secrets: [`Target`]'s `Display` and `Debug` redact them, and
 //! [`Target::scrub`] removes them from any text (an error from a server).
@@ -20,8 +21,6 @@
 
 use std::fmt;
 
-use super::gotify::Alert;
-
 /// Where Slack incoming webhooks live (`…/A/B/C`).
 pub const SLACK_HOOKS: &str = "https://hooks.slack.com/services";
 /// Where Discord webhooks live (`…/ID/TOKEN`).
@@ -32,6 +31,46 @@ pub const NTFY_DEFAULT_HOST: &str = "ntfy.sh";
 pub const NTFY_PRIORITY: u8 = 4;
 /// Discord refuses a `content` longer than this many characters.
 pub const DISCORD_MAX: usize = 2000;
+
+/// One notification, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub title: String,
+    pub message: String,
+    pub priority: u8,
+}
+
+impl Alert {
+    /// The `application/x-www-form-urlencoded` body Gotify's
+    /// `POST /message` takes.
+    pub fn form(&self) -> String {
+        format!(
+            "title={}&message={}&priority={}",
+            form_encode(&self.title),
+            form_encode(&self.message),
+            self.priority
+        )
+    }
+}
+
+/// `application/x-www-form-urlencoded` (WHATWG): unreserved bytes as-is,
+/// space as `+`, everything else `%XX`.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 15)] as char);
+            }
+        }
+    }
+    out
+}
 
 /// One alert destination.
 #[derive(Clone, PartialEq, Eq)]
