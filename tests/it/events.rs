@@ -791,3 +791,45 @@ fn gotify_failures_are_counted_not_retried_in_a_loop() {
     assert_eq!((c.alerts_sent, c.alerts_failed, c.alerts_dropped), (0, 3, 0), "{c:?}");
     h.shutdown(Instant::now() + Duration::from_secs(2));
 }
+
+/// Each alert target has its own bounded queue: a target that never
+/// answers fills only its own (the excess dropped and counted) while
+/// another keeps delivering.
+#[test]
+fn a_hung_alert_target_drops_into_its_own_queue_only() {
+    let live = Server::start("127.0.0.1:0");
+    live.status.store(200, Ordering::Relaxed);
+    // Accepted by the kernel, never read: its worker waits out 15 s.
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_url = format!("http://{}", hung.local_addr().unwrap());
+    let (em, h) = spawn_with(SinkOptions {
+        alerts: Some(AlertOptions {
+            targets: vec![Target::gotify_host(&hung_url, "hk"), Target::gotify_host(&live.url(), "lk")],
+            backoff: Duration::ZERO, // every event alerts
+            ignore_domains: vec![],
+            client: ClientOptions::default(),
+        }),
+        ..options()
+    })
+    .unwrap();
+    const N: u64 = 100;
+    for i in 0..N {
+        emit(&em, i as usize, Action::Blocked);
+    }
+    // The hung lane: one in flight, QUEUE (64) waiting, the rest dropped.
+    // The live lane: every alert sent or (if it fell behind) dropped.
+    wait_counts(&h, Duration::from_secs(8), "the live target's alerts settled", |c| {
+        c.alerts_sent + c.alerts_dropped >= 2 * N - 65
+    });
+    let c = h.counts();
+    let received = live.requests().len() as u64;
+    assert!(received >= 1 && received == c.alerts_sent, "{c:?}, received {received}");
+    assert!(
+        [2 * N - 65, 2 * N - 64].contains(&(c.alerts_sent + c.alerts_dropped)),
+        "sent + dropped over both lanes: {c:?}"
+    );
+    assert!(c.alerts_dropped >= N - 65, "the hung lane's excess is counted: {c:?}");
+    assert!(live.requests().iter().all(|r| r.header("x-gotify-key") == Some("lk")));
+    h.shutdown(Instant::now() + Duration::from_secs(2));
+    drop(hung);
+}
