@@ -33,7 +33,7 @@ fn options() -> SinkOptions {
         stdout: None,
         log_file: None,
         shipper: None,
-        gotify: None,
+        alerts: None,
         syslog: None,
     }
 }

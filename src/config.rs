@@ -101,6 +101,9 @@ pub struct Config {
     pub nflog_qthresh: u32,
     pub notification_host: Option<String>,
     pub notification_key: Option<String>,
+    /// `NOTIFICATION_URLS`: shoutrrr-style targets, besides
+    /// `NOTIFICATION_HOST`'s Gotify (both are used when both are set).
+    pub notification_urls: Vec<crate::events::notify::Target>,
     pub notification_backoff: Duration,
     pub notification_ignore_domains: Vec<String>,
     pub max_connections: usize,
@@ -693,6 +696,20 @@ impl Config {
             }
             _ => {}
         }
+        // Alerts, not enforcement, but a URL that cannot work is a
+        // start-up error naming every bad entry (never its secrets).
+        let notification_urls = match e.raw("NOTIFICATION_URLS") {
+            None => Vec::new(),
+            Some(v) => match crate::events::notify::parse_urls(&v) {
+                Ok(list) => list,
+                Err(bad) => {
+                    for b in bad {
+                        e.error("NOTIFICATION_URLS", "", b.to_string());
+                    }
+                    Vec::new()
+                }
+            },
+        };
         let cfg = Config {
             log_level,
             hostname: e.string("HOSTNAME"),
@@ -725,6 +742,7 @@ impl Config {
             nflog_qthresh,
             notification_host,
             notification_key,
+            notification_urls,
             notification_backoff,
             notification_ignore_domains: e
                 .string("NOTIFICATION_IGNORE_DOMAINS")
@@ -1196,6 +1214,30 @@ mod tests {
         assert_eq!(cfg(&[]).unwrap().dns_upstreams_env, None, "unset: the workloads' resolvers");
         assert!(cfg(&[("DNS_UPSTREAMS", "bad name:53")]).is_err());
         assert!(cfg(&[("DNS_UPSTREAMS", "host:0")]).is_err());
+    }
+
+    #[test]
+    fn notification_urls_list_every_bad_entry_and_no_secret() {
+        let c =
+            cfg(&[("NOTIFICATION_URLS", "gotify://g.example/tok1,ntfy://:tk2@n.example/topic3")]).unwrap();
+        assert_eq!(c.notification_urls.len(), 2);
+        assert!(cfg(&[]).unwrap().notification_urls.is_empty());
+        let errs = err_strings(&[
+            (
+                "NOTIFICATION_URLS",
+                "gotify://g.example/tok1, slack://hook:SeKrEt@webhook,discord://PaSs@x,pushover://a@b",
+            ),
+            ("HTTP_PORT", "0"),
+        ]);
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        let urls: Vec<&String> = errs.iter().filter(|e| e.starts_with("NOTIFICATION_URLS")).collect();
+        assert!(
+            urls[0].starts_with("NOTIFICATION_URLS: entry 2 (slack://): expected slack://hook:A-B-C@webhook")
+        );
+        assert!(urls[1]
+            .starts_with("NOTIFICATION_URLS: entry 3 (discord://): expected discord://TOKEN@WEBHOOK_ID"));
+        assert!(urls[2].starts_with("NOTIFICATION_URLS: entry 4 (pushover://): expected one of gotify://"));
+        assert!(!errs.concat().contains("SeKrEt") && !errs.concat().contains("PaSs"), "{errs:?}");
     }
 
     #[test]

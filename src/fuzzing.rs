@@ -255,3 +255,23 @@ pub fn dashboard_auth(data: &[u8]) {
     }
     let _ = auth::parse_users(s);
 }
+
+/// `NOTIFICATION_URLS` (operator text, but parsed before anything else
+/// and easy to get oddly wrong): no input panics; a parsed target builds
+/// a request to an http(s) URL; errors name positions in order, each
+/// within the list.
+pub fn notify_url(data: &[u8]) {
+    use crate::events::notify::{parse_urls, Alert, Target};
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    let alert = Alert { title: "t".into(), message: "m <&>".into(), priority: 8 };
+    if let Ok(t) = Target::parse(s) {
+        let r = t.request(&alert);
+        assert!(r.url.starts_with("http://") || r.url.starts_with("https://"), "{t}: {}", r.url);
+        let _ = (t.to_string(), t.scrub(s));
+    }
+    let entries = s.split(',').filter(|e| !e.trim().is_empty()).count();
+    if let Err(errs) = parse_urls(s) {
+        assert!(errs.windows(2).all(|w| w[0].position < w[1].position), "positions in order");
+        assert!(errs.iter().all(|e| e.position >= 1 && e.position <= entries), "position within the list");
+    }
+}

@@ -199,8 +199,15 @@ pub fn render(s: &Snapshot) -> String {
         &mut o,
         "egret_filter_alerts_sent_total",
         "counter",
-        "Gotify alerts delivered.",
+        "Alerts delivered, summed over every target (NOTIFICATION_HOST, NOTIFICATION_URLS).",
         &one(e.alerts_sent),
+    );
+    family(
+        &mut o,
+        "egret_filter_alerts_failed_total",
+        "counter",
+        "Alerts a target refused or never answered, summed over every target.",
+        &one(e.alerts_failed),
     );
     let reloads: Vec<(String, u64)> =
         s.reloads.iter().map(|(r, n)| (format!("{{result=\"{r}\"}}"), *n)).collect();

@@ -1,9 +1,11 @@
-//! Gotify alerts for BLOCKED events: the pure rules ([`AlertRules`]:
-//! which events alert, deduplicated per source → destination and
-//! component for `NOTIFICATION_BACKOFF_SECONDS`, minus
-//! `NOTIFICATION_IGNORE_DOMAINS`) and one bounded worker thread that POSTs
-//! them ([`Notifier`]), so a storm of denials never becomes a storm of
-//! threads or requests.
+//! Alerts for BLOCKED events: the pure rules ([`AlertRules`]: which
+//! events alert, deduplicated per source → destination and component for
+//! `NOTIFICATION_BACKOFF_SECONDS`, minus `NOTIFICATION_IGNORE_DOMAINS`)
+//! and, per target (`NOTIFICATION_HOST`'s Gotify and every
+//! `NOTIFICATION_URLS` entry, see [`super::notify`]), one bounded queue
+//! and one worker thread that POSTs them ([`Notifier`]), so a storm of
+//! denials never becomes a storm of threads or requests, and one slow
+//! target never holds up another.
 //!
 //! The rules are pure (the clock is passed in); the worker is the shell.
 
@@ -16,6 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::net::{self, ClientOptions, NetError};
+pub use super::notify::{form_encode, Alert};
+use super::notify::{Request, Target};
 use super::{Action, Event, Throttle};
 use crate::policy::{normalize, NameError, NameSet, Pattern};
 
@@ -24,7 +28,7 @@ pub const PRIORITY: u8 = 8;
 /// Dedupe entries kept at most; past this, expired ones are pruned and,
 /// if none expired, new keys are suppressed rather than the memory grown.
 pub const MAX_KEYS: usize = 4096;
-/// Alerts waiting for the worker; more are dropped and counted.
+/// Alerts waiting for one target's worker; more are dropped and counted.
 pub const QUEUE: usize = 64;
 
 #[derive(Debug)]
@@ -45,34 +49,13 @@ impl fmt::Display for GotifyError {
             GotifyError::IgnorePattern { entry, source } => {
                 write!(f, "NOTIFICATION_IGNORE_DOMAINS entry {entry:?}: {source}")
             }
-            GotifyError::Client(e) => write!(f, "gotify client: {e}"),
-            GotifyError::Spawn(e) => write!(f, "gotify: cannot start worker thread: {e}"),
+            GotifyError::Client(e) => write!(f, "alerts client: {e}"),
+            GotifyError::Spawn(e) => write!(f, "alerts: cannot start worker thread: {e}"),
         }
     }
 }
 
 impl std::error::Error for GotifyError {}
-
-/// One notification, ready to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Alert {
-    pub title: String,
-    pub message: String,
-    pub priority: u8,
-}
-
-impl Alert {
-    /// The `application/x-www-form-urlencoded` body Gotify's
-    /// `POST /message` takes.
-    pub fn form(&self) -> String {
-        format!(
-            "title={}&message={}&priority={}",
-            form_encode(&self.title),
-            form_encode(&self.message),
-            self.priority
-        )
-    }
-}
 
 /// Why an event did not alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,85 +161,78 @@ pub fn alert_for(ev: &Event) -> Alert {
     }
 }
 
-/// `application/x-www-form-urlencoded` (WHATWG): unreserved bytes as-is,
-/// space as `+`, everything else `%XX`.
-pub fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(b as char),
-            b' ' => out.push('+'),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.push('%');
-                out.push(HEX[usize::from(b >> 4)] as char);
-                out.push(HEX[usize::from(b & 15)] as char);
-            }
-        }
-    }
-    out
-}
-
-/// Counters of the Gotify path.
+/// Counters of one alert target.
 #[derive(Debug, Default)]
-pub struct GotifyStats {
+pub struct AlertStats {
     pub sent: AtomicU64,
     pub failed: AtomicU64,
-    /// Alerts dropped because the worker was behind.
+    /// Alerts dropped because this target's worker was behind.
     pub dropped: AtomicU64,
 }
 
-/// The sink's handle: applies the rules and hands alerts to the worker
-/// without blocking.
+/// One target's bounded queue and counters.
+struct Lane {
+    tx: SyncSender<Alert>,
+    stats: Arc<AlertStats>,
+}
+
+/// The sink's handle: applies the rules once and hands each alert to
+/// every target's own queue without blocking, so a slow or dead target
+/// never delays another.
 pub struct Notifier {
     rules: AlertRules,
-    tx: SyncSender<Alert>,
-    stats: Arc<GotifyStats>,
+    lanes: Vec<Lane>,
 }
 
 impl Notifier {
-    /// Starts the worker thread. `host` is `NOTIFICATION_HOST` as the
-    /// config normalised it (`http(s)://host[:port]`, no trailing slash).
+    /// Starts one worker thread per target (the legacy `NOTIFICATION_HOST`
+    /// is [`Target::gotify_host`]).
     pub fn spawn(
-        host: &str,
-        key: &str,
+        targets: &[Target],
         rules: AlertRules,
         client: &ClientOptions,
-    ) -> Result<(Notifier, thread::JoinHandle<()>), GotifyError> {
+    ) -> Result<(Notifier, Vec<thread::JoinHandle<()>>), GotifyError> {
         let agent = net::agent(client).map_err(GotifyError::Client)?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let stats = Arc::new(GotifyStats::default());
-        let url = format!("{host}/message");
-        let worker = Worker { agent, url, key: key.to_owned(), stats: stats.clone() };
-        let handle = thread::Builder::new()
-            .name("gotify".into())
-            .spawn(move || worker.run(rx))
-            .map_err(GotifyError::Spawn)?;
-        Ok((Notifier { rules, tx, stats }, handle))
+        let (mut lanes, mut handles) = (Vec::new(), Vec::new());
+        for (i, target) in targets.iter().enumerate() {
+            let (tx, rx) = mpsc::sync_channel(QUEUE);
+            let stats = Arc::new(AlertStats::default());
+            let worker = Worker { agent: agent.clone(), target: target.clone(), stats: stats.clone() };
+            let handle = thread::Builder::new()
+                .name(format!("alert-{i}-{}", target.service()))
+                .spawn(move || worker.run(rx))
+                .map_err(GotifyError::Spawn)?;
+            lanes.push(Lane { tx, stats });
+            handles.push(handle);
+        }
+        Ok((Notifier { rules, lanes }, handles))
     }
 
     /// Considers one event; never blocks.
     pub fn offer(&mut self, ev: &Event, now: Instant) {
         if let Verdict::Send(alert) = self.rules.consider(ev, now) {
-            match self.tx.try_send(alert) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            for lane in &self.lanes {
+                match lane.tx.try_send(alert.clone()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                        lane.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
     }
 
-    pub fn stats(&self) -> Arc<GotifyStats> {
-        self.stats.clone()
+    /// Every target's counters, in `NOTIFICATION_URLS` order (the legacy
+    /// Gotify first).
+    pub fn stats(&self) -> Vec<Arc<AlertStats>> {
+        self.lanes.iter().map(|l| l.stats.clone()).collect()
     }
 }
 
 struct Worker {
     agent: ureq::Agent,
-    url: String,
-    key: String,
-    stats: Arc<GotifyStats>,
+    target: Target,
+    stats: Arc<AlertStats>,
 }
 
 impl Worker {
@@ -264,7 +240,7 @@ impl Worker {
     fn run(self, rx: Receiver<Alert>) {
         let mut warn = Throttle::new(Duration::from_secs(60));
         for alert in rx {
-            match self.post(&alert) {
+            match self.post(&self.target.request(&alert)) {
                 Ok(()) => {
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 }
@@ -272,8 +248,9 @@ impl Worker {
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     if let Some(suppressed) = warn.ready(Instant::now()) {
                         log::warn!(
-                            "gotify: alert not delivered to {}: {why} ({suppressed} earlier failures not shown)",
-                            self.url
+                            "alerts: not delivered to {}: {} ({suppressed} earlier failures not shown)",
+                            self.target,
+                            self.target.scrub(&why)
                         );
                     }
                 }
@@ -281,14 +258,12 @@ impl Worker {
         }
     }
 
-    fn post(&self, alert: &Alert) -> Result<(), String> {
-        let resp = self
-            .agent
-            .post(&self.url)
-            .header("X-Gotify-Key", &self.key)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .send(alert.form().as_bytes())
-            .map_err(|e| e.to_string())?;
+    fn post(&self, req: &Request) -> Result<(), String> {
+        let mut call = self.agent.post(&req.url);
+        for (name, value) in &req.headers {
+            call = call.header(*name, value);
+        }
+        let resp = call.send(&req.body[..]).map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         // Read to the end so the connection can be reused.
         let mut resp = resp;
@@ -296,7 +271,8 @@ impl Worker {
         if (200..300).contains(&status) {
             Ok(())
         } else {
-            Err(format!("HTTP {status}: {}", body.trim()))
+            let body: String = body.trim().chars().take(200).collect();
+            Err(format!("HTTP {status}: {body}"))
         }
     }
 }

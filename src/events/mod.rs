@@ -5,11 +5,12 @@
 //! Pure apart from the channel: time is passed in. The pipeline behind the
 //! channel lives in the submodules: [`sink`] (the thread: stdout,
 //! `LOG_FILE`, fan-out), [`batch`] + [`shipper`] (dashboard), [`gotify`]
-//! (alerts) and [`net`] (marked HTTP client sockets).
+//! (alert rules and workers), [`notify`] (alert targets and requests) and [`net`] (marked HTTP client sockets).
 
 pub mod batch;
 pub mod gotify;
 pub mod net;
+pub mod notify;
 pub mod shipper;
 pub mod sink;
 pub mod syslog;
@@ -228,7 +229,7 @@ impl Event {
 
 /// Starts the event pipeline the config describes: the sink thread
 /// (stdout, `LOG_FILE`), the dashboard shipper when `DASHBOARD_HOST` is set
-/// and Gotify alerts when `NOTIFICATION_HOST` is set. `mark` is egret's
+/// and alerts when `NOTIFICATION_HOST` or `NOTIFICATION_URLS` is set. `mark` is egret's
 /// bypass mark, put on every socket the pipeline opens.
 pub fn spawn(
     cfg: &crate::config::Config,
@@ -271,19 +272,22 @@ pub fn sink_options(cfg: &crate::config::Config, mark: Option<u32>) -> sink::Sin
             client: client.clone(),
         }
     });
-    let gotify = match (&cfg.notification_host, &cfg.notification_key) {
-        (Some(host), Some(key)) => {
-            log::info!("events: Gotify alerts for blocked connections to {host}");
-            Some(sink::GotifyOptions {
-                host: host.clone(),
-                key: key.clone(),
-                backoff: cfg.notification_backoff,
-                ignore_domains: cfg.notification_ignore_domains.clone(),
-                client,
-            })
-        }
-        _ => None,
-    };
+    let mut targets = Vec::new();
+    if let (Some(host), Some(key)) = (&cfg.notification_host, &cfg.notification_key) {
+        log::info!("events: Gotify alerts for blocked connections to {host}");
+        targets.push(notify::Target::gotify_host(host, key));
+    }
+    for t in &cfg.notification_urls {
+        // Redacted: the service and where, never a token.
+        log::info!("events: alerts for blocked connections to {t}");
+        targets.push(t.clone());
+    }
+    let alerts = (!targets.is_empty()).then(|| sink::AlertOptions {
+        targets,
+        backoff: cfg.notification_backoff,
+        ignore_domains: cfg.notification_ignore_domains.clone(),
+        client,
+    });
     sink::SinkOptions {
         hostname,
         channel_capacity: sink::CHANNEL_CAPACITY,
@@ -294,7 +298,7 @@ pub fn sink_options(cfg: &crate::config::Config, mark: Option<u32>) -> sink::Sin
             keep: 3,
         }),
         shipper,
-        gotify,
+        alerts,
         syslog: syslog::options(cfg, mark),
     }
 }
@@ -490,6 +494,7 @@ mod tests {
             ("DNS_UPSTREAMS", "10.0.0.53:53"),
             ("NOTIFICATION_HOST", "gotify.example"),
             ("NOTIFICATION_KEY", "gk"),
+            ("NOTIFICATION_URLS", "ntfy://n.example/t, generic+http://127.0.0.1:9/h"),
             ("NOTIFICATION_BACKOFF_SECONDS", "30"),
             ("NOTIFICATION_IGNORE_DOMAINS", "*.quiet.test"),
             ("LOG_FILE", "/var/log/egret.jsonl"),
@@ -509,8 +514,16 @@ mod tests {
         assert_eq!(sh.client.mark, Some(0x55));
         assert_eq!(sh.client.ca_file.as_deref(), Some(std::path::Path::new("/ca.pem")));
         assert_eq!(sh.client.dns_fallback, ["10.0.0.53:53".parse().unwrap()]);
-        let g = o.gotify.unwrap();
-        assert_eq!((g.host.as_str(), g.key.as_str()), ("http://gotify.example", "gk"));
+        let g = o.alerts.unwrap();
+        // Both set: both used, the legacy Gotify first.
+        assert_eq!(
+            g.targets,
+            [
+                notify::Target::gotify_host("http://gotify.example", "gk"),
+                notify::Target::parse("ntfy://n.example/t").unwrap(),
+                notify::Target::parse("generic+http://127.0.0.1:9/h").unwrap(),
+            ]
+        );
         assert_eq!(
             (g.backoff, g.ignore_domains.clone()),
             (Duration::from_secs(30), vec!["*.quiet.test".to_owned()])
@@ -518,7 +531,7 @@ mod tests {
         assert_eq!(g.client.mark, Some(0x55));
         let bare = crate::config::Config::from_env(&|_| None).unwrap();
         let o = sink_options(&bare, None);
-        assert!(o.shipper.is_none() && o.gotify.is_none() && o.log_file.is_none());
+        assert!(o.shipper.is_none() && o.alerts.is_none() && o.log_file.is_none());
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //! bounded channel and fans them out: one JSON line each to stdout and to
 //! `LOG_FILE` (mode 0600, appended, reopened on request, rotated by size),
 //! ALLOWED/BLOCKED ones to the dashboard [`Shipper`], every one to the
-//! syslog forwarder ([`super::syslog`]), BLOCKED ones to the Gotify
-//! [`Notifier`]; each is counted by action, component and reason
+//! syslog forwarder ([`super::syslog`]), BLOCKED ones to the alert
+//! [`Notifier`] (Gotify, ntfy, Slack, Discord, generic webhooks); each is counted by action, component and reason
 //! ([`Tally`]). Drops anywhere in the pipeline are counted and reported by
 //! a rate-limited warning.
 //!
 //! I/O shell. Nothing here blocks on the network: the shippers and the
-//! Gotify worker have their own threads and bounded queues.
+//! alert workers have their own threads and bounded queues.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::gotify::{AlertRules, GotifyError, GotifyStats, Notifier};
+use super::gotify::{AlertRules, AlertStats, GotifyError, Notifier};
 use super::net::ClientOptions;
+use super::notify::Target;
 use super::shipper::{self, ShipError, Shipper, ShipperOptions};
 use super::syslog::{self, SyslogError, SyslogOptions};
 use super::tally::{DecisionCounts, Tally};
@@ -55,11 +56,11 @@ pub struct LogFileOptions {
     pub keep: usize,
 }
 
-/// Gotify alerting.
+/// Alerting: one worker and queue per target.
 #[derive(Debug, Clone)]
-pub struct GotifyOptions {
-    pub host: String,
-    pub key: String,
+pub struct AlertOptions {
+    /// `NOTIFICATION_HOST`'s Gotify first, then `NOTIFICATION_URLS`.
+    pub targets: Vec<Target>,
     pub backoff: Duration,
     pub ignore_domains: Vec<String>,
     pub client: ClientOptions,
@@ -73,7 +74,7 @@ pub struct SinkOptions {
     pub stdout: Option<Box<dyn Write + Send>>,
     pub log_file: Option<LogFileOptions>,
     pub shipper: Option<ShipperOptions>,
-    pub gotify: Option<GotifyOptions>,
+    pub alerts: Option<AlertOptions>,
     /// `SYSLOG_URL`: every event to a syslog collector.
     pub syslog: Option<SyslogOptions>,
 }
@@ -147,7 +148,7 @@ pub struct SinkHandle {
     shipper: Option<Shipper>,
     syslog: Option<Shipper>,
     stats: Arc<SinkStats>,
-    gotify: Option<Arc<GotifyStats>>,
+    alerts: Vec<Arc<AlertStats>>,
     channel_dropped: Arc<AtomicU64>,
 }
 
@@ -174,8 +175,8 @@ impl SinkHandle {
     pub fn counts(&self) -> Counts {
         let ship = self.shipper.as_ref().map(|s| (s.stats(), s.pending())).unwrap_or_default();
         let sys = self.syslog.as_ref().map(|s| (s.stats(), s.pending())).unwrap_or_default();
-        let g = |f: fn(&GotifyStats) -> &AtomicU64| {
-            self.gotify.as_ref().map_or(0, |s| f(s).load(Ordering::Relaxed))
+        let g = |f: fn(&AlertStats) -> &AtomicU64| {
+            self.alerts.iter().map(|s| f(s).load(Ordering::Relaxed)).sum::<u64>()
         };
         Counts {
             events: self.stats.events.load(Ordering::Relaxed),
@@ -225,7 +226,7 @@ impl SinkHandle {
     }
 }
 
-/// Starts the sink (and the shipper and Gotify threads it feeds).
+/// Starts the sink (and the shipper and alert threads it feeds).
 pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError> {
     // A LOG_FILE that cannot be opened never stops egret (g0efilter's
     // logger does not either): stdout still carries every event, and the
@@ -239,18 +240,18 @@ pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError>
         Some(o) => Some(syslog::spawn(o).map_err(SinkError::Syslog)?),
         None => None,
     };
-    let notifier = match &opts.gotify {
-        Some(o) => {
+    let notifier = match &opts.alerts {
+        Some(o) if !o.targets.is_empty() => {
             let rules = AlertRules::new(o.backoff, &o.ignore_domains).map_err(SinkError::Gotify)?;
-            Some(Notifier::spawn(&o.host, &o.key, rules, &o.client).map_err(SinkError::Gotify)?.0)
+            Some(Notifier::spawn(&o.targets, rules, &o.client).map_err(SinkError::Gotify)?.0)
         }
-        None => None,
+        _ => None,
     };
     let (emitter, rx) = Emitter::channel(opts.channel_capacity.max(1), &opts.hostname);
     let stats = Arc::new(SinkStats::default());
     let reopen = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let gotify = notifier.as_ref().map(Notifier::stats);
+    let alerts = notifier.as_ref().map(Notifier::stats).unwrap_or_default();
     let sink = Sink {
         rx,
         stdout: opts.stdout,
@@ -275,7 +276,7 @@ pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError>
         shipper,
         syslog,
         stats,
-        gotify,
+        alerts,
         channel_dropped: emitter.drop_counter(),
     };
     Ok((emitter, handle))
@@ -390,7 +391,10 @@ impl Sink {
         let channel = self.channel_dropped.load(Ordering::Relaxed);
         let queue = self.shipper.as_ref().map_or(0, |s| s.stats().dropped);
         let syslog = self.syslog.as_ref().map_or(0, |s| s.stats().dropped);
-        let alerts = self.notifier.as_ref().map_or(0, |n| n.stats().dropped.load(Ordering::Relaxed));
+        let alerts = self
+            .notifier
+            .as_ref()
+            .map_or(0, |n| n.stats().iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum());
         if let Some(msg) = self.drops.check(now, channel, queue, syslog, alerts) {
             log::warn!("{msg}");
         }
@@ -427,7 +431,7 @@ impl DropReport {
         self.reported = total;
         Some(format!(
             "events: {new} events dropped since the last report (totals: {channel} at the sink channel, \
-             {queue} at the dashboard queue, {syslog} at the syslog queue, {alerts} Gotify alerts); \
+             {queue} at the dashboard queue, {syslog} at the syslog queue, {alerts} alerts); \
              the data path never waits for telemetry"
         ))
     }
@@ -689,7 +693,7 @@ mod tests {
         assert!(msg.starts_with("events: 10 events dropped"), "{msg}");
         assert!(
             msg.contains(
-                "totals: 1 at the sink channel, 2 at the dashboard queue, 4 at the syslog queue, 3 Gotify alerts"
+                "totals: 1 at the sink channel, 2 at the dashboard queue, 4 at the syslog queue, 3 alerts"
             ),
             "{msg}"
         );

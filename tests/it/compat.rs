@@ -489,6 +489,19 @@ fn filter_cases() -> Vec<Case> {
             StartsClean(&["Gotify alerts for blocked connections to http://127.0.0.1:1"]),
         ),
         case(
+            "NOTIFICATION_URLS (g0efilter's later variable)",
+            &[(
+                "NOTIFICATION_URLS",
+                "ntfy://:tk@127.0.0.1:1/alerts?scheme=http,generic+http://127.0.0.1:1/hook",
+            )],
+            StartsClean(&["alerts for blocked connections to ntfy http://***@127.0.0.1:1/***"]),
+        ),
+        case(
+            "NOTIFICATION_URLS with a service egret does not send to",
+            &[("NOTIFICATION_URLS", "ntfy://127.0.0.1:1/a,telegram://tok@telegram?chats=1")],
+            Refused(&["NOTIFICATION_URLS: entry 2 (telegram://): expected one of gotify://"]),
+        ),
+        case(
             "NOTIFICATION_BACKOFF_SECONDS=0",
             &[("NOTIFICATION_BACKOFF_SECONDS", "0")],
             Starts(&["NOTIFICATION_BACKOFF_SECONDS=\"0\" is not", "using the default 60s"]),

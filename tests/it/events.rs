@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use egret::events::batch::{Backoff, BatchConfig};
 use egret::events::net::ClientOptions;
+use egret::events::notify::Target;
 use egret::events::shipper::ShipperOptions;
-use egret::events::sink::{spawn_with, Counts, GotifyOptions, LogFileOptions, SinkHandle, SinkOptions};
+use egret::events::sink::{spawn_with, AlertOptions, Counts, LogFileOptions, SinkHandle, SinkOptions};
 use egret::events::{Action, Component, Emitter};
 
 use crate::util::scratch;
@@ -226,7 +227,7 @@ fn options() -> SinkOptions {
         stdout: None,
         log_file: None,
         shipper: None,
-        gotify: None,
+        alerts: None,
         syslog: None,
     }
 }
@@ -467,9 +468,8 @@ fn gotify_alert_is_posted_once_per_backoff() {
     let server = Server::start("127.0.0.1:0");
     server.status.store(200, Ordering::Relaxed);
     let (em, h) = spawn_with(SinkOptions {
-        gotify: Some(GotifyOptions {
-            host: server.url(),
-            key: "gk".into(),
+        alerts: Some(AlertOptions {
+            targets: vec![Target::gotify_host(&server.url(), "gk")],
             backoff: Duration::from_secs(60),
             ignore_domains: vec!["*.quiet.example".into()],
             client: ClientOptions::default(),
@@ -601,9 +601,8 @@ fn shipper_and_gotify_sockets_carry_the_bypass_mark() {
     let client = ClientOptions { mark: Some(MARK), ..Default::default() };
     let (em, h) = spawn_with(SinkOptions {
         shipper: Some(ShipperOptions { client: client.clone(), ..shipper_to(&dash.url(), fast_batches(64)) }),
-        gotify: Some(GotifyOptions {
-            host: gotify.url(),
-            key: "gk".into(),
+        alerts: Some(AlertOptions {
+            targets: vec![Target::gotify_host(&gotify.url(), "gk")],
             backoff: Duration::from_secs(60),
             ignore_domains: vec![],
             client,
@@ -774,9 +773,8 @@ fn gotify_failures_are_counted_not_retried_in_a_loop() {
     let server = Server::start("127.0.0.1:0");
     server.status.store(500, Ordering::Relaxed);
     let (em, h) = spawn_with(SinkOptions {
-        gotify: Some(GotifyOptions {
-            host: server.url(),
-            key: "gk".into(),
+        alerts: Some(AlertOptions {
+            targets: vec![Target::gotify_host(&server.url(), "gk")],
             backoff: Duration::ZERO, // every event alerts
             ignore_domains: vec![],
             client: ClientOptions::default(),
@@ -792,4 +790,46 @@ fn gotify_failures_are_counted_not_retried_in_a_loop() {
     let c = h.counts();
     assert_eq!((c.alerts_sent, c.alerts_failed, c.alerts_dropped), (0, 3, 0), "{c:?}");
     h.shutdown(Instant::now() + Duration::from_secs(2));
+}
+
+/// Each alert target has its own bounded queue: a target that never
+/// answers fills only its own (the excess dropped and counted) while
+/// another keeps delivering.
+#[test]
+fn a_hung_alert_target_drops_into_its_own_queue_only() {
+    let live = Server::start("127.0.0.1:0");
+    live.status.store(200, Ordering::Relaxed);
+    // Accepted by the kernel, never read: its worker waits out 15 s.
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_url = format!("http://{}", hung.local_addr().unwrap());
+    let (em, h) = spawn_with(SinkOptions {
+        alerts: Some(AlertOptions {
+            targets: vec![Target::gotify_host(&hung_url, "hk"), Target::gotify_host(&live.url(), "lk")],
+            backoff: Duration::ZERO, // every event alerts
+            ignore_domains: vec![],
+            client: ClientOptions::default(),
+        }),
+        ..options()
+    })
+    .unwrap();
+    const N: u64 = 100;
+    for i in 0..N {
+        emit(&em, i as usize, Action::Blocked);
+    }
+    // The hung lane: one in flight, QUEUE (64) waiting, the rest dropped.
+    // The live lane: every alert sent or (if it fell behind) dropped.
+    wait_counts(&h, Duration::from_secs(8), "the live target's alerts settled", |c| {
+        c.alerts_sent + c.alerts_dropped >= 2 * N - 65
+    });
+    let c = h.counts();
+    let received = live.requests().len() as u64;
+    assert!(received >= 1 && received == c.alerts_sent, "{c:?}, received {received}");
+    assert!(
+        [2 * N - 65, 2 * N - 64].contains(&(c.alerts_sent + c.alerts_dropped)),
+        "sent + dropped over both lanes: {c:?}"
+    );
+    assert!(c.alerts_dropped >= N - 65, "the hung lane's excess is counted: {c:?}");
+    assert!(live.requests().iter().all(|r| r.header("x-gotify-key") == Some("lk")));
+    h.shutdown(Instant::now() + Duration::from_secs(2));
+    drop(hung);
 }

@@ -76,3 +76,8 @@ fn real_client_hello_captures_parse() {
     let chromium = std::fs::read(data("fuzz/tls_client_hello/chromium-sni-x25519mlkem768.bin")).unwrap();
     assert!(chromium.windows(4).any(|w| w == [0x11, 0xec, 0x04, 0xc0]), "no X25519MLKEM768 key share");
 }
+
+#[test]
+fn notify_url_corpus() {
+    assert!(replay("notify_url", egret::fuzzing::notify_url) >= 9, "seed corpus missing");
+}

@@ -18,6 +18,7 @@ mod image;
 mod kube;
 mod netns;
 mod nft;
+mod notify;
 mod ops;
 mod policy_table;
 mod prometheus;

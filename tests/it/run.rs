@@ -108,6 +108,11 @@ impl Daemon {
         self.history.lock().expect("log history").clone()
     }
 
+    /// Every stderr line logged so far, joined.
+    pub(crate) fn history_text(&self) -> String {
+        self.logged().join("\n")
+    }
+
     /// Waits (bounded) for an event with this msg and field value.
     pub(crate) fn wait_event(
         &self,
