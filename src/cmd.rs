@@ -90,8 +90,10 @@ pub fn stricter_than_g0efilter(cfg: &Config) -> String {
             v.push("an allowed Host/SNI must resolve to the connection's destination (VERIFY_DESTINATION)");
         }
         v.push("every request of a kept-alive HTTP connection is checked, not only the first");
+        v.push("request heads must end lines with CRLF and frame bodies without Unicode spaces");
     } else {
         v.push("a blocked name is NXDOMAIN for every query type, never a 0.0.0.0 answer");
+        v.push("multicast and broadcast stay in the pod");
     }
     if !cfg.guard_addresses.is_off() {
         v.push(
