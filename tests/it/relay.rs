@@ -1091,3 +1091,139 @@ fn attack_slowloris_before_the_first_bytes_is_cut_by_header_timeout() {
     }
     assert!(e.event(&["\"relay.blocked\"", "header-timeout"], Duration::from_secs(5)).is_some());
 }
+
+/// A second client address on the internal network: 10.201.N.5.
+fn second_client(t: &Trio) -> Ipv4Addr {
+    sh(&["ip", "-n", &t.inside, "addr", "add", &format!("10.201.{}.5/24", t.n), "dev", "eth0"]);
+    format!("10.201.{}.5", t.n).parse().unwrap()
+}
+
+/// Connects from the internal namespace out of `from`.
+fn connect_from(t: &Trio, from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{bind, connect as nconnect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let ns = t.inside.clone();
+    within(&ns, move || {
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None)?;
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(std::net::SocketAddrV4::new(from, 0)))?;
+        let SocketAddr::V4(to) = to else { unreachable!() };
+        nconnect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to))?;
+        Ok(TcpStream::from(fd))
+    })
+}
+
+/// One client opens every slot with a valid first request and holds the
+/// connections idle: does a second client still get through?
+#[test]
+#[ignore = "relay attack finding: one client's idle connections hold every MAX_CONNECTIONS slot for IDLE_TIMEOUT; other clients wait and are closed after RELAY_QUEUE_TIMEOUT"]
+fn attack_one_client_holds_every_tcp_slot() {
+    let (t, mut e, _servers) =
+        checked_door("rah", &[("MAX_CONNECTIONS", "3"), ("RELAY_QUEUE_TIMEOUT", "3s"), ("HEADER_TIMEOUT", "1s")]);
+    let victim = second_client(&t);
+    thread::sleep(Duration::from_millis(300));
+    let ok = b"GET / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 0\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect(&t, t.door(80)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(ok).unwrap();
+        let mut back = vec![0u8; ok.len()];
+        s.read_exact(&mut back).expect("the attacker's request is relayed");
+        held.push(s);
+    }
+    let mut s = connect_from(&t, victim, t.door(80)).expect("the victim connects");
+    let got = exchange(&mut s, &[ok], Duration::ZERO);
+    let limit = e.event(&["\"relay.blocked\"", "\"reason\":\"limit\""], Duration::from_millis(100));
+    drop(held);
+    assert_eq!(&got[..], &ok[..], "the second client was not served while one client held the slots ({limit:?})");
+}
+
+/// A kept-alive connection whose second request head trickles in a byte
+/// at a time: HEADER_TIMEOUT covers only the first bytes.
+#[test]
+#[ignore = "relay attack finding: after a valid first request, a later head trickled a byte at a time keeps the connection (and its slot) past HEADER_TIMEOUT, up to IDLE_TIMEOUT per byte"]
+fn attack_slowloris_on_a_later_head_is_cut() {
+    let (t, _e, _servers) = checked_door("ral", &[("HEADER_TIMEOUT", "1s")]);
+    let ok = b"GET / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 0\r\n\r\n";
+    let mut s = connect(&t, t.door(80)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(ok).unwrap();
+    let mut back = vec![0u8; ok.len()];
+    s.read_exact(&mut back).unwrap();
+    let started = Instant::now();
+    let mut alive_for = Duration::ZERO;
+    for b in b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        alive_for = started.elapsed();
+        thread::sleep(Duration::from_millis(250));
+    }
+    assert!(alive_for < Duration::from_secs(4), "a trickled second head kept the connection {alive_for:?}");
+}
+
+/// One client sends from many source ports: each is a UDP flow, and it
+/// takes every MAX_CONNECTIONS flow.
+#[test]
+#[ignore = "relay attack finding: UDP flows are keyed by source address and port, so one client's source ports take all MAX_CONNECTIONS flows and another client's datagrams are dropped until they idle out"]
+fn attack_udp_source_ports_take_every_flow() {
+    let t = Trio::new("rau");
+    let up = t.up_ip(2);
+    let _udp = udp_echo(&t.up, SocketAddr::new(up, 7001));
+    let _tcp = tcp_server(&t.up, SocketAddr::new(up, 7000), echo);
+    let target = up.to_string();
+    let mut e = Egret::start(
+        &t,
+        &[
+            ("TARGET", &target),
+            ("PORT", "7000"),
+            ("RELAYS", &format!("{target}:7001/udp")),
+            ("MAX_CONNECTIONS", "8"),
+            ("UDP_TIMEOUT", "30s"),
+        ],
+        t.door(7000),
+    );
+    let victim = second_client(&t);
+    let door = t.door(7001);
+    let ns = t.inside.clone();
+    let (attacker_answers, victim_answer) = within(&ns, move || {
+        let socks: Vec<UdpSocket> = (0..8).map(|_| UdpSocket::bind("0.0.0.0:0").unwrap()).collect();
+        let mut answered = 0;
+        for s in &socks {
+            s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+            s.send_to(b"mine", door).unwrap();
+            let mut buf = [0u8; 16];
+            answered += usize::from(s.recv(&mut buf).is_ok());
+        }
+        let v = UdpSocket::bind(SocketAddr::new(IpAddr::V4(victim), 0)).unwrap();
+        v.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+        v.send_to(b"victim", door).unwrap();
+        let mut buf = [0u8; 16];
+        (answered, v.recv(&mut buf).ok().map(|n| buf[..n].to_vec()))
+    });
+    assert_eq!(attacker_answers, 8, "the attacker's own flows");
+    let limit = e.event(&["\"relay.blocked\"", "\"reason\":\"limit\"", "UDP"], Duration::from_millis(500));
+    assert_eq!(victim_answer.as_deref(), Some(&b"victim"[..]), "another client got no flow ({limit:?})");
+}
+
+/// An encrypted_client_hello extension with the target as the outer
+/// SNI: the name the upstream serves is the encrypted inner one.
+#[test]
+#[ignore = "relay attack finding: a ClientHello carrying encrypted_client_hello (0xfe0d) with the target as outer SNI passes RELAY_CHECK=sni; an ECH-capable frontend serves the hidden inner name"]
+fn attack_ech_outer_sni_hides_the_inner_name() {
+    let (t, _e, servers) = checked_door("rae", &[]);
+    let mut ech = vec![0u8]; // outer
+    ech.extend_from_slice(&[0, 1, 0, 1]); // HKDF-SHA256, AES-128-GCM
+    ech.push(42); // config_id
+    ech.extend_from_slice(&[0, 32]);
+    ech.extend_from_slice(&[9u8; 32]); // enc
+    ech.extend_from_slice(&[0, 64]);
+    ech.extend_from_slice(&[5u8; 64]); // payload: the inner hello, sealed
+    let hello = raw_hello(&[(0, sni_ext(&[(0, "fonts.test")])), (0xfe0d, ech)]);
+    let before = servers[0].hits.load(Ordering::SeqCst);
+    let mut s = connect(&t, t.door(443)).unwrap();
+    let got = exchange(&mut s, &[&hello], Duration::ZERO);
+    assert!(
+        got.is_empty() && servers[0].hits.load(Ordering::SeqCst) == before,
+        "an ECH hello under the target's outer name reached the upstream"
+    );
+}
