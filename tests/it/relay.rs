@@ -854,6 +854,16 @@ fn attack_http_host_tricks_reach_no_other_vhost() {
         ("CONNECT", "CONNECT other.test:80 HTTP/1.1\r\nHost: other.test:80\r\n\r\n".into()),
         ("CONNECT named target", "CONNECT fonts.test:80 HTTP/1.1\r\nHost: fonts.test\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n".into()),
         ("HTTP/0.9", "GET http://other.test/\r\n\r\n".into()),
+        (
+            "pipelined after a body",
+            "POST / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: other.test\r\n\r\n".into(),
+        ),
+        (
+            "pipelined after a chunked body",
+            "POST / HTTP/1.1\r\nHost: fonts.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n".into(),
+        ),
+        ("h2 prior knowledge", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\x0aother.test".into()),
+        ("Host far in a long head", format!("GET / HTTP/1.1\r\nX: {}\r\nHost: other.test\r\n\r\n", "a".repeat(70000))),
     ];
     let mut worked = Vec::new();
     for (what, req) in &cases {
@@ -1226,4 +1236,93 @@ fn attack_ech_outer_sni_hides_the_inner_name() {
         got.is_empty() && servers[0].hits.load(Ordering::SeqCst) == before,
         "an ECH hello under the target's outer name reached the upstream"
     );
+}
+
+/// Answers any request head with `101 Switching Protocols` (h2c), then
+/// echoes: what a client could reach after an upgrade the relay did not ask for.
+fn switch_then_echo(mut c: TcpStream) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+        match c.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return,
+        }
+    }
+    let _ = c.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
+    echo(c);
+}
+
+#[test]
+fn attack_h2c_upgrade_and_websocket_turn_no_other_head_through() {
+    let t = Trio::new("rau2");
+    let up = t.up_ip(2);
+    t.relay_hosts(&format!("{up} fonts.test\n"));
+    let _srv = tcp_server(&t.up, SocketAddr::new(up, 80), switch_then_echo);
+    let _e = Egret::start(&t, &[("TARGET", "fonts.test"), ("PORT", "80"), ("RELAY_CHECK", "host")], t.door(80));
+    let h2c = b"GET / HTTP/1.1\r\nHost: fonts.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+    let after = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n";
+    // The client's bytes after its head, sent once the 101 came back.
+    let mut s = connect(&t, t.door(80)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(h2c).unwrap();
+    let mut first = [0u8; 20];
+    let _ = s.read_exact(&mut first);
+    let got = exchange(&mut s, &[after], Duration::ZERO);
+    assert!(!lower(&got).contains("other"), "after an h2c 101: {:?}", String::from_utf8_lossy(&got));
+    // A 101 to a request that was not a WebSocket handshake opens nothing
+    // either, even when the next head follows in the same write.
+    let mut s = connect(&t, t.door(80)).unwrap();
+    let mut both = h2c.to_vec();
+    both.extend_from_slice(b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n");
+    let got = exchange(&mut s, &[&both], Duration::ZERO);
+    assert!(!lower(&got).contains("other"), "pipelined after h2c: {:?}", String::from_utf8_lossy(&got));
+}
+
+#[test]
+fn attack_a_door_checking_one_protocol_refuses_the_other() {
+    for (check, tag) in [("sni", "ra1"), ("host", "ra2")] {
+        let (t, _e, servers) = checked_door(tag, &[("RELAY_CHECK", check)]);
+        let before = servers[0].hits.load(Ordering::SeqCst) + servers[1].hits.load(Ordering::SeqCst);
+        let tls = crate::ops::client_hello("other.test");
+        let tls_good = crate::ops::client_hello("fonts.test");
+        let http = b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n".to_vec();
+        let http_good = b"GET / HTTP/1.1\r\nHost: fonts.test\r\n\r\n".to_vec();
+        // The protocol the door does not check is refused outright, even
+        // naming the target (it could not be checked).
+        let unchecked: Vec<&Vec<u8>> = if check == "sni" { vec![&http, &http_good] } else { vec![&tls, &tls_good] };
+        for bytes in unchecked.iter().chain([if check == "sni" { &tls } else { &http }].iter()) {
+            for port in [80, 443] {
+                let mut s = connect(&t, t.door(port)).unwrap();
+                let got = exchange(&mut s, &[bytes], Duration::ZERO);
+                assert!(!lower(&got).contains("other") && !lower(&got).contains("host: fonts"), "{check} {port}: {got:?}");
+            }
+        }
+        let after = servers[0].hits.load(Ordering::SeqCst) + servers[1].hits.load(Ordering::SeqCst);
+        assert_eq!(after, before, "RELAY_CHECK={check}: an unchecked opening was relayed");
+        for door in [t.door(80), t.door6(443)] {
+            let good = if check == "sni" { &tls_good } else { &http_good };
+            let mut s = connect(&t, door).unwrap();
+            assert_eq!(&exchange(&mut s, &[good], Duration::ZERO), good, "the control over {door}");
+        }
+    }
+}
+
+#[test]
+fn attack_host_tricks_over_the_ipv6_door() {
+    let (t, _e, _servers) = checked_door("ra6", &[]);
+    let ok = "GET / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 0\r\n\r\n";
+    for req in [
+        format!("{ok}GET / HTTP/1.1\r\nHost: other.test\r\n\r\n"),
+        "GET http://other.test/ HTTP/1.1\r\nHost: fonts.test\r\n\r\n".to_owned(),
+        "GET / HTTP/1.1\r\nHost: [fd00::1]\r\n\r\n".to_owned(),
+        "GET / HTTP/1.1\r\nHost: other.test\r\n\r\n".to_owned(),
+    ] {
+        let mut s = connect(&t, t.door6(80)).unwrap();
+        let got = exchange(&mut s, &[req.as_bytes()], Duration::ZERO);
+        assert!(!lower(&got).contains("other") && !lower(&got).contains("fd00::1"), "{req:?}: {got:?}");
+    }
+    let other = crate::ops::client_hello("other.test");
+    let mut s = connect(&t, t.door6(443)).unwrap();
+    assert!(exchange(&mut s, &[&other], Duration::ZERO).is_empty());
 }
