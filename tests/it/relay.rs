@@ -846,7 +846,7 @@ fn attack_http_host_tricks_reach_no_other_vhost() {
         ("bare-LF only", "GET / HTTP/1.1\nHost: other.test\n\n".into()),
         ("bare-LF second", format!("{ok}GET / HTTP/1.1\nHost: other.test\n\n")),
         ("CR-only head", "GET / HTTP/1.1\rHost: fonts.test\rHost: other.test\r\r\n\r\n".into()),
-        ("two Content-Length", format!("POST / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 0\r\nContent-Length: 41\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n")),
+        ("two Content-Length", "POST / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 0\r\nContent-Length: 41\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n".into()),
         ("CL plus TE", "POST / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 41\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n".into()),
         ("signed Content-Length", "POST / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: +41\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n".into()),
         ("chunk extension smuggle", "POST / HTTP/1.1\r\nHost: fonts.test\r\nTransfer-Encoding: chunked\r\n\r\n0;x\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n".into()),
@@ -952,7 +952,10 @@ fn attack_tls_hello_tricks_reach_no_other_vhost() {
     let hs_other = handshake_of(&other);
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
         ("two host_name entries", raw_hello(&[(0, sni_ext(&[(0, "fonts.test"), (0, "other.test")]))])),
-        ("two host_name entries reversed", raw_hello(&[(0, sni_ext(&[(0, "other.test"), (0, "fonts.test")]))])),
+        (
+            "two host_name entries reversed",
+            raw_hello(&[(0, sni_ext(&[(0, "other.test"), (0, "fonts.test")]))]),
+        ),
         (
             "two server_name extensions",
             raw_hello(&[(0, sni_ext(&[(0, "fonts.test")])), (0, sni_ext(&[(0, "other.test")]))]),
@@ -1011,7 +1014,8 @@ fn attack_proxy_protocol_and_connect_reach_only_the_target() {
     // refused. Without it, the bytes go to the target, never elsewhere.
     let (t, _e, servers) = checked_door("rap", &[]);
     let (n, other) = (t.n, t.up_ip(3));
-    let v1 = format!("PROXY TCP4 10.201.{n}.1 {other} 40000 80\r\nGET / HTTP/1.1\r\nHost: fonts.test\r\n\r\n");
+    let v1 =
+        format!("PROXY TCP4 10.201.{n}.1 {other} 40000 80\r\nGET / HTTP/1.1\r\nHost: fonts.test\r\n\r\n");
     let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
     v2.extend_from_slice(&[10, 201, n as u8, 1]);
     if let IpAddr::V4(o) = other {
@@ -1046,7 +1050,8 @@ fn attack_proxy_protocol_and_connect_reach_only_the_target() {
     // target's address only.
     let up = t.up_ip(2);
     let target = tcp_server(&t.up, SocketAddr::new(up, 80), echo);
-    let others: Vec<Server> = [3, 4].iter().map(|h| tcp_server(&t.up, SocketAddr::new(t.up_ip(*h), 80), who)).collect();
+    let others: Vec<Server> =
+        [3, 4].iter().map(|h| tcp_server(&t.up, SocketAddr::new(t.up_ip(*h), 80), who)).collect();
     let _e = Egret::start(&t, &[("TARGET", "fonts.test"), ("PORT", "80")], t.door(80));
     for (what, bytes) in &cases {
         let mut s = connect(&t, t.door(80)).unwrap();
@@ -1061,8 +1066,10 @@ fn attack_proxy_protocol_and_connect_reach_only_the_target() {
 
 #[test]
 fn attack_slowloris_before_the_first_bytes_is_cut_by_header_timeout() {
-    let (t, mut e, _servers) =
-        checked_door("ras", &[("HEADER_TIMEOUT", "1s"), ("MAX_CONNECTIONS", "2"), ("RELAY_QUEUE_TIMEOUT", "20s")]);
+    let (t, mut e, _servers) = checked_door(
+        "ras",
+        &[("HEADER_TIMEOUT", "1s"), ("MAX_CONNECTIONS", "2"), ("RELAY_QUEUE_TIMEOUT", "20s")],
+    );
     thread::sleep(Duration::from_millis(300));
     // Two trickling clients (a byte every 200 ms, never a whole head) and
     // one silent one take both slots and a queue place.
@@ -1080,7 +1087,10 @@ fn attack_slowloris_before_the_first_bytes_is_cut_by_header_timeout() {
             None
         })
     };
-    let a = trickle(80, b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    let a = trickle(
+        80,
+        b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    );
     let b = trickle(443, &[0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x3f, 0xfc, 0x03, 0x03]);
     let mut silent = connect(&t, t.door(80)).unwrap();
     // A good client after them is served within the timeout and a margin.
@@ -1100,7 +1110,10 @@ fn attack_slowloris_before_the_first_bytes_is_cut_by_header_timeout() {
     let r = silent.read(&mut buf);
     assert!(matches!(r, Ok(0) | Err(_)), "the silent client was not cut");
     if let Err(err) = &r {
-        assert!(!matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "silent still open");
+        assert!(
+            !matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            "silent still open"
+        );
     }
     assert!(e.event(&["\"relay.blocked\"", "header-timeout"], Duration::from_secs(5)).is_some());
 }
@@ -1113,7 +1126,9 @@ fn second_client(t: &Trio) -> Ipv4Addr {
 
 /// Connects from the internal namespace out of `from`.
 fn connect_from(t: &Trio, from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    use nix::sys::socket::{bind, connect as nconnect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use nix::sys::socket::{
+        bind, connect as nconnect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
     let ns = t.inside.clone();
     within(&ns, move || {
         let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None)?;
@@ -1129,8 +1144,10 @@ fn connect_from(t: &Trio, from: Ipv4Addr, to: SocketAddr) -> std::io::Result<Tcp
 #[test]
 #[ignore = "relay attack finding: one client's idle connections hold every MAX_CONNECTIONS slot for IDLE_TIMEOUT; other clients wait and are closed after RELAY_QUEUE_TIMEOUT"]
 fn attack_one_client_holds_every_tcp_slot() {
-    let (t, mut e, _servers) =
-        checked_door("rah", &[("MAX_CONNECTIONS", "3"), ("RELAY_QUEUE_TIMEOUT", "3s"), ("HEADER_TIMEOUT", "1s")]);
+    let (t, mut e, _servers) = checked_door(
+        "rah",
+        &[("MAX_CONNECTIONS", "3"), ("RELAY_QUEUE_TIMEOUT", "3s"), ("HEADER_TIMEOUT", "1s")],
+    );
     let victim = second_client(&t);
     thread::sleep(Duration::from_millis(300));
     let ok = b"GET / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 0\r\n\r\n";
@@ -1147,7 +1164,11 @@ fn attack_one_client_holds_every_tcp_slot() {
     let got = exchange(&mut s, &[ok], Duration::ZERO);
     let limit = e.event(&["\"relay.blocked\"", "\"reason\":\"limit\""], Duration::from_millis(100));
     drop(held);
-    assert_eq!(&got[..], &ok[..], "the second client was not served while one client held the slots ({limit:?})");
+    assert_eq!(
+        &got[..],
+        &ok[..],
+        "the second client was not served while one client held the slots ({limit:?})"
+    );
 }
 
 /// A kept-alive connection whose second request head trickles in a byte
@@ -1262,7 +1283,8 @@ fn attack_h2c_upgrade_and_websocket_turn_no_other_head_through() {
     let up = t.up_ip(2);
     t.relay_hosts(&format!("{up} fonts.test\n"));
     let _srv = tcp_server(&t.up, SocketAddr::new(up, 80), switch_then_echo);
-    let _e = Egret::start(&t, &[("TARGET", "fonts.test"), ("PORT", "80"), ("RELAY_CHECK", "host")], t.door(80));
+    let _e =
+        Egret::start(&t, &[("TARGET", "fonts.test"), ("PORT", "80"), ("RELAY_CHECK", "host")], t.door(80));
     let h2c = b"GET / HTTP/1.1\r\nHost: fonts.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
     let after = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n";
     // The client's bytes after its head, sent once the 101 came back.
@@ -1293,12 +1315,16 @@ fn attack_a_door_checking_one_protocol_refuses_the_other() {
         let http_good = b"GET / HTTP/1.1\r\nHost: fonts.test\r\n\r\n".to_vec();
         // The protocol the door does not check is refused outright, even
         // naming the target (it could not be checked).
-        let unchecked: Vec<&Vec<u8>> = if check == "sni" { vec![&http, &http_good] } else { vec![&tls, &tls_good] };
+        let unchecked: Vec<&Vec<u8>> =
+            if check == "sni" { vec![&http, &http_good] } else { vec![&tls, &tls_good] };
         for bytes in unchecked.iter().chain([if check == "sni" { &tls } else { &http }].iter()) {
             for port in [80, 443] {
                 let mut s = connect(&t, t.door(port)).unwrap();
                 let got = exchange(&mut s, &[bytes], Duration::ZERO);
-                assert!(!lower(&got).contains("other") && !lower(&got).contains("host: fonts"), "{check} {port}: {got:?}");
+                assert!(
+                    !lower(&got).contains("other") && !lower(&got).contains("host: fonts"),
+                    "{check} {port}: {got:?}"
+                );
             }
         }
         let after = servers[0].hits.load(Ordering::SeqCst) + servers[1].hits.load(Ordering::SeqCst);
@@ -1338,8 +1364,10 @@ fn attack_host_tricks_over_the_ipv6_door() {
 #[test]
 #[ignore = "relay attack finding: under RELAY_CHECK one client's silent connections (each cut at HEADER_TIMEOUT) keep every slot refilled ahead of another client until its RELAY_QUEUE_TIMEOUT closes it"]
 fn attack_silent_connections_queue_ahead_of_another_client() {
-    let (t, mut e, _servers) =
-        checked_door("raq", &[("MAX_CONNECTIONS", "2"), ("HEADER_TIMEOUT", "1s"), ("RELAY_QUEUE_TIMEOUT", "3s")]);
+    let (t, mut e, _servers) = checked_door(
+        "raq",
+        &[("MAX_CONNECTIONS", "2"), ("HEADER_TIMEOUT", "1s"), ("RELAY_QUEUE_TIMEOUT", "3s")],
+    );
     let victim = second_client(&t);
     thread::sleep(Duration::from_millis(300));
     let mut silent: Vec<TcpStream> = (0..2).filter_map(|_| connect(&t, t.door(80)).ok()).collect();
@@ -1349,7 +1377,10 @@ fn attack_silent_connections_queue_ahead_of_another_client() {
     let ok = b"GET / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 0\r\n\r\n";
     let mut s = connect_from(&t, victim, t.door(80)).expect("the victim connects");
     let got = exchange(&mut s, &[ok], Duration::ZERO);
-    let limit = e.event(&["\"relay.blocked\"", "\"reason\":\"limit\"", &victim.to_string()], Duration::from_millis(100));
+    let limit = e.event(
+        &["\"relay.blocked\"", "\"reason\":\"limit\"", &victim.to_string()],
+        Duration::from_millis(100),
+    );
     drop(silent);
     assert_eq!(&got[..], &ok[..], "the victim queued behind one client's silent connections ({limit:?})");
 }
