@@ -1431,3 +1431,67 @@ fn attack_udp_flows_free_after_udp_timeout() {
     assert!(blocked, "the control: the flows were all taken");
     assert_eq!(later.as_deref(), Some(&b"victim"[..]), "the flows never freed");
 }
+
+/// A policy widens the names a door takes: the widening is exactly the
+/// allowlist (its wildcard's subdomains), no look-alike.
+#[test]
+fn attack_policy_names_do_not_widen_beyond_the_allowlist() {
+    let (t, _e, _servers) = checked_door("raw", &[("ALLOWLIST_DOMAINS", "*.gstatic.test,cdn.test")]);
+    let allowed = ["a.gstatic.test", "A.GSTATIC.TEST.", "cdn.test"];
+    let refused = [
+        "gstatic.test.other.test",
+        "othergstatic.test",
+        "other-gstatic.test",
+        "cdn.test.other.test",
+        "othercdn.test",
+        "x.cdn.test",
+        "other.test",
+        "*.gstatic.test",
+        "a.gstatic.test\0.other.test",
+    ];
+    for (names, pass) in [(&allowed[..], true), (&refused[..], false)] {
+        for name in names {
+            let req = format!("GET / HTTP/1.1\r\nHost: {name}\r\nContent-Length: 0\r\n\r\n");
+            let mut s = connect(&t, t.door(80)).unwrap();
+            let got = exchange(&mut s, &[req.as_bytes()], Duration::ZERO);
+            assert_eq!(got == req.as_bytes(), pass, "Host {name:?}: {:?}", String::from_utf8_lossy(&got));
+            if name.contains('\0') || name.starts_with('*') {
+                continue;
+            }
+            let hello = raw_hello(&[(0, sni_ext(&[(0, name)]))]);
+            let mut s = connect(&t, t.door(443)).unwrap();
+            let got = exchange(&mut s, &[&hello], Duration::ZERO);
+            assert_eq!(got == hello, pass, "SNI {name:?}");
+        }
+    }
+}
+
+/// An IP target: the Host / SNI must be that address; other addresses
+/// and spellings of it that an upstream could read as a name are refused.
+#[test]
+fn attack_ip_target_takes_only_its_own_literal() {
+    let t = Trio::new("rai");
+    let up = t.up_ip(2);
+    let _web = tcp_server(&t.up, SocketAddr::new(up, 80), echo);
+    let target = up.to_string();
+    let _e = Egret::start(&t, &[("TARGET", &target), ("PORT", "80"), ("RELAY_CHECK", "host")], t.door(80));
+    let n = t.n;
+    let own = [target.clone(), format!("{target}:80")];
+    let others = [
+        format!("10.202.{n}.3"),
+        format!("{target}.nip.io"),
+        format!("::ffff:{target}"),
+        format!("[::ffff:{target}]"),
+        format!("0x0a.202.{n}.2"),
+        "other.test".to_owned(),
+        format!("{target}@other.test"),
+    ];
+    for (hosts, pass) in [(&own[..], true), (&others[..], false)] {
+        for host in hosts {
+            let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n");
+            let mut s = connect(&t, t.door(80)).unwrap();
+            let got = exchange(&mut s, &[req.as_bytes()], Duration::ZERO);
+            assert_eq!(got == req.as_bytes(), pass, "Host {host:?}: {:?}", String::from_utf8_lossy(&got));
+        }
+    }
+}
