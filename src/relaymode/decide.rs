@@ -230,6 +230,14 @@ fn name_ok(name: &str, target: &Target, allowed: &dyn Fn(&str) -> bool) -> bool 
 
 /// The decision on a TLS connection's ClientHello.
 pub fn hello(h: &ClientHello, target: &Target, allowed: &dyn Fn(&str) -> bool) -> Result<String, Refused> {
+    // With encrypted_client_hello the visible SNI is only the outer name:
+    // a frontend that supports ECH serves the hidden inner one.
+    if h.ech {
+        return Err(Refused {
+            reason: TARGET_MISMATCH,
+            note: "the ClientHello carries encrypted_client_hello: its real server name is hidden".into(),
+        });
+    }
     match &h.sni {
         Sni::Name(n) if name_ok(n, target, allowed) => Ok(n.clone()),
         Sni::Name(n) => Err(mismatch("SNI", n, target)),

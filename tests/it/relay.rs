@@ -1242,7 +1242,6 @@ fn attack_udp_source_ports_take_every_flow() {
 /// An encrypted_client_hello extension with the target as the outer
 /// SNI: the name the upstream serves is the encrypted inner one.
 #[test]
-#[ignore = "relay attack finding: a ClientHello carrying encrypted_client_hello (0xfe0d) with the target as outer SNI passes RELAY_CHECK=sni; an ECH-capable frontend serves the hidden inner name"]
 fn attack_ech_outer_sni_hides_the_inner_name() {
     let (t, _e, servers) = checked_door("rae", &[]);
     let mut ech = vec![0u8]; // outer
