@@ -20,18 +20,52 @@ use egret::events::{Action, Component, Emitter};
 
 use crate::util::scratch;
 
-/// One request as the server saw it.
+/// One request as a test server saw it (also the alert receivers'
+/// in `notify.rs`).
 #[derive(Debug, Clone)]
-struct Req {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Req {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Req {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON: {e}: {self:?}"))
+    }
+
+    /// The request at the start of `buf` and its length, once its head and
+    /// its Content-Length of body have arrived.
+    pub(crate) fn parse(buf: &[u8]) -> Option<(Req, usize)> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(head)) = parsed.parse(buf) else { return None };
+        let hs: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+            .collect();
+        let len: usize = hs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        if buf.len() < head + len {
+            return None;
+        }
+        let req = Req {
+            method: parsed.method.unwrap_or("").to_owned(),
+            path: parsed.path.unwrap_or("").to_owned(),
+            headers: hs,
+            body: buf[head..head + len].to_vec(),
+        };
+        Some((req, head + len))
     }
 
     fn events(&self) -> Vec<serde_json::Value> {
@@ -128,41 +162,21 @@ fn serve_http(mut c: impl Read + Write, reqs: &Mutex<Vec<Req>>, status: &AtomicU
             return;
         }
         // A complete request in `buf`?
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(head)) = parsed.parse(&buf) {
-            let hs: Vec<(String, String)> = parsed
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect();
-            let len: usize = hs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= head + len {
-                let req = Req {
-                    method: parsed.method.unwrap_or("").to_owned(),
-                    path: parsed.path.unwrap_or("").to_owned(),
-                    headers: hs,
-                    body: buf[head..head + len].to_vec(),
-                };
-                buf.drain(..head + len);
-                let code = status.load(Ordering::Relaxed);
-                let body = if code == 401 { r#"{"error":"unauthorized"}"# } else { r#"{"created":1}"# };
-                if (200..300).contains(&code) || code == 401 {
-                    reqs.lock().unwrap().push(req);
-                }
-                let resp = format!(
-                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                if c.write_all(resp.as_bytes()).is_err() {
-                    return;
-                }
-                continue;
+        if let Some((req, used)) = Req::parse(&buf) {
+            buf.drain(..used);
+            let code = status.load(Ordering::Relaxed);
+            let body = if code == 401 { r#"{"error":"unauthorized"}"# } else { r#"{"created":1}"# };
+            if (200..300).contains(&code) || code == 401 {
+                reqs.lock().unwrap().push(req);
             }
+            let resp = format!(
+                "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if c.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+            continue;
         }
         match c.read(&mut chunk) {
             Ok(0) => return,

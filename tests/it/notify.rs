@@ -16,23 +16,7 @@ use std::time::{Duration, Instant};
 use crate::netns::{wait_for, within};
 use crate::run::{curl, policy_file, world, Daemon};
 
-#[derive(Debug, Clone)]
-struct Req {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Req {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON: {e}: {self:?}"))
-    }
-}
+use crate::events::Req;
 
 /// An HTTP receiver on 127.0.0.1 inside `ns`: records each request,
 /// answers 200 and closes. Stops (and its thread ends) on drop or after
@@ -89,27 +73,8 @@ fn read_request(c: &mut impl Read) -> Option<Req> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while buf.len() < 64 * 1024 {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut p = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(head)) = p.parse(&buf) {
-            let hs: Vec<(String, String)> = p
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect();
-            let len: usize = hs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= head + len {
-                return Some(Req {
-                    method: p.method.unwrap_or("").to_owned(),
-                    path: p.path.unwrap_or("").to_owned(),
-                    headers: hs,
-                    body: buf[head..head + len].to_vec(),
-                });
-            }
+        if let Some((req, _)) = Req::parse(&buf) {
+            return Some(req);
         }
         match c.read(&mut chunk) {
             Ok(0) | Err(_) => return None,
