@@ -31,12 +31,7 @@ pub fn policy_yaml(data: &[u8]) {
     let v4 = p.ports().elements_v4();
     for (i, a) in v4.iter().enumerate() {
         for b in &v4[i + 1..] {
-            let overlap = a.proto == b.proto
-                && a.addrs.0 <= b.addrs.1
-                && b.addrs.0 <= a.addrs.1
-                && a.ports.0 <= b.ports.1
-                && b.ports.0 <= a.ports.1;
-            assert!(!overlap, "port set elements overlap: {a:?} {b:?}");
+            assert!(!a.overlaps(b), "port set elements overlap: {a:?} {b:?}");
         }
     }
     for pat in p.names().patterns() {

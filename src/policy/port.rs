@@ -211,6 +211,18 @@ pub struct Element<T> {
     pub ports: (u16, u16),
 }
 
+impl<T: PartialOrd> Element<T> {
+    /// Whether the two meet in address, protocol and port alike (the
+    /// kernel refuses a set whose elements do).
+    pub fn overlaps(&self, other: &Element<T>) -> bool {
+        self.proto == other.proto
+            && self.addrs.0 <= other.addrs.1
+            && other.addrs.0 <= self.addrs.1
+            && self.ports.0 <= other.ports.1
+            && other.ports.0 <= self.ports.1
+    }
+}
+
 impl PortSet {
     /// Builds the disjoint segments: the port boundaries of every entry of
     /// a protocol cut the port space; each piece gets the union of the
@@ -461,12 +473,7 @@ mod tests {
         let v4 = set.elements_v4();
         for (i, a) in v4.iter().enumerate() {
             for b in &v4[i + 1..] {
-                let overlap = a.proto == b.proto
-                    && a.addrs.0 <= b.addrs.1
-                    && b.addrs.0 <= a.addrs.1
-                    && a.ports.0 <= b.ports.1
-                    && b.ports.0 <= a.ports.1;
-                assert!(!overlap, "{a:?} overlaps {b:?}");
+                assert!(!a.overlaps(b), "{a:?} overlaps {b:?}");
             }
         }
         assert_eq!(set.elements_v6().len(), 2, "tcp and udp");
