@@ -174,6 +174,18 @@ pub mod c {
     pub const NFT_SOCKET_CGROUPV2: u32 = 3;
     pub const NFT_SET_INTERVAL: u32 = 4;
     pub const NFT_SET_TIMEOUT: u32 = 16;
+    pub const NFT_SET_EVAL: u32 = 32;
+    pub const TYPE_UID: u32 = 24;
+    pub const NFTA_SET_TIMEOUT: u16 = 11;
+    pub const NFTA_SET_DESC_SIZE: u16 = 1;
+    pub const NFTA_DYNSET_SET_NAME: u16 = 1;
+    pub const NFTA_DYNSET_SET_ID: u16 = 2;
+    pub const NFTA_DYNSET_OP: u16 = 3;
+    pub const NFTA_DYNSET_SREG_KEY: u16 = 4;
+    pub const NFTA_DYNSET_EXPR: u16 = 7;
+    pub const NFT_DYNSET_OP_UPDATE: u32 = 1;
+    pub const NFTA_VERDICT_CHAIN: u16 = 2;
+    pub const NFT_JUMP: i32 = -3;
     pub const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
     pub const NFT_REG_VERDICT: u32 = 0;
     pub const NFT_REG_1: u32 = 1;
@@ -613,7 +625,18 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
     })
 }
 
-fn stmt_exprs(s: &Stmt) -> Result<Vec<Attr>, EncodeError> {
+/// The `limit` expression's attributes (packets per second).
+fn limit_attrs(per_second: u64, burst: u32) -> Result<Vec<Attr>, EncodeError> {
+    Ok(vec![
+        attr(c::NFTA_LIMIT_RATE, per_second.to_be_bytes())?,
+        attr(c::NFTA_LIMIT_UNIT, 1u64.to_be_bytes())?,
+        be32(c::NFTA_LIMIT_BURST, burst)?,
+        be32(c::NFTA_LIMIT_TYPE, c::NFT_LIMIT_PKTS)?,
+        be32(c::NFTA_LIMIT_FLAGS, 0)?,
+    ])
+}
+
+fn stmt_exprs(s: &Stmt, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, EncodeError> {
     Ok(match s {
         Stmt::Accept => vec![verdict(c::NF_ACCEPT)?],
         Stmt::Drop => vec![verdict(c::NF_DROP)?],
@@ -628,16 +651,47 @@ fn stmt_exprs(s: &Stmt) -> Result<Vec<Attr>, EncodeError> {
                 ],
             )?,
         ],
-        Stmt::Limit { per_second, burst } => vec![expr(
-            "limit",
+        Stmt::Limit { per_second, burst } => vec![expr("limit", limit_attrs(*per_second, *burst)?)?],
+        Stmt::OwnerLimit { set, per_second, burst } => {
+            // The element's own `limit`: NFTA_DYNSET_EXPR holds one
+            // expression (name and data), not a list element.
+            let limit = nest(
+                c::NFTA_DYNSET_EXPR,
+                vec![
+                    attr(c::NFTA_EXPR_NAME, "limit")?,
+                    nest(c::NFTA_EXPR_DATA, limit_attrs(*per_second, *burst)?)?,
+                ],
+            )?;
             vec![
-                attr(c::NFTA_LIMIT_RATE, per_second.to_be_bytes())?,
-                attr(c::NFTA_LIMIT_UNIT, 1u64.to_be_bytes())?,
-                be32(c::NFTA_LIMIT_BURST, *burst)?,
-                be32(c::NFTA_LIMIT_TYPE, c::NFT_LIMIT_PKTS)?,
-                be32(c::NFTA_LIMIT_FLAGS, 0)?,
-            ],
-        )?],
+                meta(c::NFT_META_SKUID)?,
+                expr(
+                    "dynset",
+                    vec![
+                        attr(c::NFTA_DYNSET_SET_NAME, *set)?,
+                        be32(c::NFTA_DYNSET_SET_ID, set_id(set))?,
+                        be32(c::NFTA_DYNSET_OP, c::NFT_DYNSET_OP_UPDATE)?,
+                        be32(c::NFTA_DYNSET_SREG_KEY, c::NFT_REG_1)?,
+                        limit,
+                    ],
+                )?,
+            ]
+        }
+        Stmt::Jump(chain) => {
+            let v = nest(
+                c::NFTA_DATA_VERDICT,
+                vec![
+                    attr(c::NFTA_VERDICT_CODE, c::NFT_JUMP.to_be_bytes())?,
+                    attr(c::NFTA_VERDICT_CHAIN, *chain)?,
+                ],
+            )?;
+            vec![expr(
+                "immediate",
+                vec![
+                    be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_VERDICT)?,
+                    nest(c::NFTA_IMMEDIATE_DATA, vec![v])?,
+                ],
+            )?]
+        }
         Stmt::Log { prefix, group } => vec![expr(
             "log",
             vec![attr(c::NFTA_LOG_GROUP, group.to_be_bytes())?, attr(c::NFTA_LOG_PREFIX, *prefix)?],
@@ -912,7 +966,7 @@ fn rule_exprs(r: &Rule, set_id: &dyn Fn(&str) -> u32) -> Result<Attr, EncodeErro
         all.extend(match_exprs(m, set_id)?);
     }
     for s in &r.stmts {
-        all.extend(stmt_exprs(s)?);
+        all.extend(stmt_exprs(s, set_id)?);
     }
     nest(c::NFTA_RULE_EXPRESSIONS, all)
 }
@@ -921,6 +975,19 @@ fn push_set(b: &mut Builder, table: &str, s: &Set, id: u32) -> Result<(), Encode
     if let SetKind::Ports(elems) = &s.kind {
         return push_port_set(b, table, s, elems, id);
     }
+    if s.kind == SetKind::OwnerMeter {
+        let attrs = [
+            table_attr(c::NFTA_SET_TABLE, table)?,
+            attr(c::NFTA_SET_NAME, s.name)?,
+            be32(c::NFTA_SET_FLAGS, c::NFT_SET_EVAL | c::NFT_SET_TIMEOUT)?,
+            be32(c::NFTA_SET_KEY_TYPE, c::TYPE_UID)?,
+            be32(c::NFTA_SET_KEY_LEN, 4)?,
+            attr(c::NFTA_SET_TIMEOUT, super::ruleset::LOG_OWNER_TIMEOUT_MS.to_be_bytes())?,
+            nest(c::NFTA_SET_DESC, vec![be32(c::NFTA_SET_DESC_SIZE, super::ruleset::LOG_OWNERS)?])?,
+            be32(c::NFTA_SET_ID, id)?,
+        ];
+        return b.push(c::NFT_MSG_NEWSET, NlmF::CREATE, &attrs, format!("set {}", s.name));
+    }
     let (ty, len) = match s.family {
         Family::V4 => (c::TYPE_IPADDR, 4),
         Family::V6 => (c::TYPE_IP6ADDR, 16),
@@ -928,7 +995,7 @@ fn push_set(b: &mut Builder, table: &str, s: &Set, id: u32) -> Result<(), Encode
     let flags = match s.kind {
         SetKind::Interval(_) => c::NFT_SET_INTERVAL,
         SetKind::Timeout => c::NFT_SET_TIMEOUT,
-        SetKind::Ports(_) => unreachable!("handled above"),
+        SetKind::Ports(_) | SetKind::OwnerMeter => unreachable!("handled above"),
     };
     let attrs = [
         table_attr(c::NFTA_SET_TABLE, table)?,
@@ -1096,7 +1163,12 @@ pub fn interval_keys(e: &Elements) -> Vec<(Vec<u8>, bool)> {
 }
 
 fn push_chain(b: &mut Builder, family: TableFamily, table: &str, ch: &Chain) -> Result<(), EncodeError> {
+    if ch.hook == Hook::Regular {
+        let attrs = [table_attr(c::NFTA_CHAIN_TABLE, table)?, attr(c::NFTA_CHAIN_NAME, ch.name.as_str())?];
+        return b.push_in(family, c::NFT_MSG_NEWCHAIN, NlmF::CREATE, &attrs, format!("chain {}", ch.name));
+    }
     let hooknum = match (family, ch.hook) {
+        (_, Hook::Regular) => unreachable!("handled above"),
         (TableFamily::Arp, _) => c::NF_ARP_OUT,
         (TableFamily::Netdev, _) => c::NF_NETDEV_EGRESS,
         (TableFamily::Inet, Hook::Prerouting) => c::NF_INET_PRE_ROUTING,

@@ -48,10 +48,25 @@ pub const LOG_PREFIX: &str = "blocked";
 /// The NFLOG prefix of packets audit mode would have rejected and
 /// accepted instead (`ENFORCE=audit`): the first packet of each flow.
 pub const AUDIT_PREFIX: &str = "audit";
-/// NFLOG rate limit: enough to see what is blocked, not enough for a flood
-/// to drown the event stream.
+/// NFLOG rate limit of each socket owner (uid): enough to see what is
+/// blocked, not enough for one workload's flood to drown the event stream
+/// or to spend the log for everybody else.
 pub const LOG_RATE_PER_SECOND: u64 = 20;
 pub const LOG_BURST: u32 = 50;
+/// The cap over all owners together: many uids at once (a root workload
+/// may switch between them) cannot drown the event stream either.
+pub const LOG_TOTAL_PER_SECOND: u64 = 200;
+pub const LOG_TOTAL_BURST: u32 = 500;
+/// The meter of [`LOG_RATE_PER_SECOND`]: one element per uid, dropped
+/// after [`LOG_OWNER_TIMEOUT_MS`] without a blocked packet; at most
+/// [`LOG_OWNERS`] (a full meter logs new owners under the total cap only).
+pub const SET_LOG_OWNERS: &str = "log_owners";
+pub const LOG_OWNER_TIMEOUT_MS: u64 = 60_000;
+pub const LOG_OWNERS: u32 = 4096;
+/// The chains that log refused packets (entered by `jump`): blocked and,
+/// in audit mode, the packets that would have been.
+pub const CHAIN_LOG_BLOCKED: &str = "log_blocked";
+pub const CHAIN_LOG_AUDIT: &str = "log_audit";
 
 /// The set names, shared with the shells that fill learned sets.
 pub const SET_ALLOWED4: &str = "allowed4";
@@ -155,6 +170,9 @@ pub enum SetKind {
     Ports(PortElements),
     /// Addresses added at run time with a timeout (strict DNS mode).
     Timeout,
+    /// `type uid; flags dynamic,timeout`: the per-owner log meter, filled
+    /// by the kernel (`update @set { meta skuid limit ... }`).
+    OwnerMeter,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +190,8 @@ pub enum Hook {
     /// `netdev` family: a device's egress, after every IP/ARP hook.
     Egress,
     Postrouting,
+    /// No hook: a regular chain, entered only by `jump`.
+    Regular,
 }
 
 /// The nftables family of a table.
@@ -399,6 +419,16 @@ pub enum Stmt {
         per_second: u64,
         burst: u32,
     },
+    /// `update @SET { meta skuid limit rate R/second burst B packets }`:
+    /// a limit of its own for each socket owner. The rule stops here for
+    /// an owner over its limit, and for a packet with no full socket.
+    OwnerLimit {
+        set: &'static str,
+        per_second: u64,
+        burst: u32,
+    },
+    /// `jump CHAIN`
+    Jump(&'static str),
     /// `log prefix "P" group G`
     Log {
         prefix: &'static str,
@@ -615,10 +645,10 @@ impl Ruleset {
             // (853) would skip the resolver.
             for l4 in [L4::Udp, L4::Tcp] {
                 let escaped = vec![Match::Dport(l4, 53), Match::FibLocal(Addr::Daddr, Cmp::Ne)];
-                out.extend(refusal(escaped, Some(l4), audit, cfg.nflog_group));
+                out.extend(refusal(escaped, Some(l4), audit));
             }
             for l4 in [L4::Tcp, L4::Udp] {
-                out.extend(refusal(vec![Match::Dport(l4, 853)], Some(l4), audit, cfg.nflog_group));
+                out.extend(refusal(vec![Match::Dport(l4, 853)], Some(l4), audit));
             }
             ChainPolicy::Accept
         } else {
@@ -657,7 +687,7 @@ impl Ruleset {
                     }
                 }
             }
-            out.extend(refusal(vec![], None, audit, cfg.nflog_group));
+            out.extend(refusal(vec![], None, audit));
             ChainPolicy::Drop
         };
 
@@ -697,7 +727,11 @@ impl Ruleset {
             }
         }
 
+        sets.push(Set { name: SET_LOG_OWNERS, family: Family::V4, kind: SetKind::OwnerMeter });
+        let (log_name, log_prefix) =
+            if audit { (CHAIN_LOG_AUDIT, AUDIT_PREFIX) } else { (CHAIN_LOG_BLOCKED, LOG_PREFIX) };
         let chains = vec![
+            log_chain(log_name, log_prefix, cfg.nflog_group),
             Chain {
                 name: "notrack_out".into(),
                 device: None,
@@ -786,17 +820,13 @@ impl Ruleset {
 /// (QUIC falls back to TCP at once), the rest admin-prohibited; `l4`:
 /// the matches already name the protocol. In audit mode the first packet
 /// of the flow is logged with [`AUDIT_PREFIX`] and every packet accepted.
-fn refusal(matches: Vec<Match>, l4: Option<L4>, audit: bool, group: u16) -> Vec<Rule> {
-    let limit = Stmt::Limit { per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST };
+fn refusal(matches: Vec<Match>, l4: Option<L4>, audit: bool) -> Vec<Rule> {
     if audit {
         let mut first = matches.clone();
         first.push(Match::CtState(CtState::New, Cmp::Eq));
-        return vec![
-            rule(first, vec![limit, Stmt::Log { prefix: AUDIT_PREFIX, group }]),
-            rule(matches, vec![Stmt::Accept]),
-        ];
+        return vec![rule(first, vec![Stmt::Jump(CHAIN_LOG_AUDIT)]), rule(matches, vec![Stmt::Accept])];
     }
-    let mut out = vec![rule(matches.clone(), vec![limit, Stmt::Log { prefix: LOG_PREFIX, group }])];
+    let mut out = vec![rule(matches.clone(), vec![Stmt::Jump(CHAIN_LOG_BLOCKED)])];
     match l4 {
         Some(L4::Tcp) => out.push(rule(matches, vec![Stmt::Reject(Reject::TcpReset)])),
         Some(_) => out.push(rule(matches, vec![Stmt::Reject(Reject::PortUnreachable)])),
@@ -812,6 +842,30 @@ fn refusal(matches: Vec<Match>, l4: Option<L4>, audit: bool, group: u16) -> Vec<
         }
     }
     out
+}
+
+/// A chain that logs what jumps to it with `prefix`, rate-limited per
+/// socket owner and in total, so one workload's flood of refused packets
+/// neither hides another's nor drowns the event stream. A packet with no
+/// full socket (the kernel's own: a TIME_WAIT answer, an ICMP error) has
+/// no owner and shares one limit with every other such packet.
+fn log_chain(name: &'static str, prefix: &'static str, group: u16) -> Chain {
+    let total = Stmt::Limit { per_second: LOG_TOTAL_PER_SECOND, burst: LOG_TOTAL_BURST };
+    let log = Stmt::Log { prefix, group };
+    let owner = Stmt::OwnerLimit { set: SET_LOG_OWNERS, per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST };
+    Chain {
+        name: name.into(),
+        device: None,
+        kind: ChainType::Filter,
+        hook: Hook::Regular,
+        priority: 0,
+        policy: ChainPolicy::Accept,
+        rules: vec![
+            rule(vec![Match::UserSocket], vec![owner, total, log.clone(), Stmt::Return]),
+            rule(vec![Match::UserSocket], vec![Stmt::Return]),
+            rule(vec![], vec![Stmt::Limit { per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST }, log]),
+        ],
+    }
 }
 
 impl Ruleset {
@@ -1007,6 +1061,11 @@ impl fmt::Display for Set {
         };
         match &self.kind {
             SetKind::Ports(_) => writeln!(f, "\t\ttype {ty} . inet_proto . inet_service")?,
+            SetKind::OwnerMeter => {
+                writeln!(f, "\t\ttype uid\n\t\tsize {LOG_OWNERS}\n\t\tflags dynamic,timeout")?;
+                // nft's own rendering of the timeout (whole minutes).
+                writeln!(f, "\t\ttimeout {}m", LOG_OWNER_TIMEOUT_MS / 60_000)?;
+            }
             _ => writeln!(f, "\t\ttype {ty}")?,
         }
         match &self.kind {
@@ -1039,6 +1098,7 @@ impl fmt::Display for Set {
                 }
             }
             SetKind::Timeout => writeln!(f, "\t\tflags timeout")?,
+            SetKind::OwnerMeter => {}
             SetKind::Interval(e) => {
                 writeln!(f, "\t\tflags interval")?;
                 let items: Vec<String> = match e {
@@ -1093,6 +1153,7 @@ impl fmt::Display for Chain {
             (Hook::Postrouting, _) => "postrouting".to_owned(),
             (Hook::Egress, Some(d)) => format!("egress device \"{d}\""),
             (Hook::Egress, None) => "egress".to_owned(),
+            (Hook::Regular, _) => String::new(),
         };
         // nft names the standard priorities it knows for the chain type.
         let prio = match (self.kind, self.priority) {
@@ -1106,7 +1167,9 @@ impl fmt::Display for Chain {
             ChainPolicy::Accept => "accept",
             ChainPolicy::Drop => "drop",
         };
-        writeln!(f, "\t\ttype {kind} hook {hook} priority {prio}; policy {policy};")?;
+        if self.hook != Hook::Regular {
+            writeln!(f, "\t\ttype {kind} hook {hook} priority {prio}; policy {policy};")?;
+        }
         for r in &self.rules {
             writeln!(f, "\t\t{r}")?;
         }
@@ -1198,6 +1261,13 @@ impl fmt::Display for Stmt {
             Stmt::Limit { per_second, burst } => {
                 write!(f, "limit rate {per_second}/second burst {burst} packets")
             }
+            Stmt::OwnerLimit { set, per_second, burst } => {
+                write!(
+                    f,
+                    "update @{set} {{ meta skuid limit rate {per_second}/second burst {burst} packets }}"
+                )
+            }
+            Stmt::Jump(chain) => write!(f, "jump {chain}"),
             Stmt::Log { prefix, group } => write!(f, "log prefix \"{prefix}\" group {group}"),
             Stmt::Reject(Reject::TcpReset) => f.write_str("reject with tcp reset"),
             Stmt::Reject(Reject::PortUnreachable) => f.write_str("reject"),
@@ -1278,6 +1348,19 @@ table inet egret {
 		elements = { 2001:db8:1::1 . tcp . 443, 2001:db8:1::1 . udp . 443 }
 	}
 
+	set log_owners {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
+	chain log_blocked {
+		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 0 return
+		meta skuid 0-4294967295 return
+		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
+	}
+
 	chain notrack_out {
 		type filter hook output priority raw; policy accept;
 		oifname != \"lo\" return
@@ -1339,7 +1422,7 @@ table inet egret {
 		ip6 daddr . meta l4proto . th dport @allowed_ports6 accept
 		ip daddr 10.9.9.9 udp dport 53 accept
 		ip daddr 10.9.9.9 tcp dport 53 accept
-		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
+		jump log_blocked
 		meta l4proto tcp reject with tcp reset
 		meta l4proto udp reject
 		reject with icmpx admin-prohibited
@@ -1412,6 +1495,19 @@ table inet egret {
 		elements = { fe80::/10, ff02::/16 }
 	}
 
+	set log_owners {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
+	chain log_blocked {
+		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 0 return
+		meta skuid 0-4294967295 return
+		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
+	}
+
 	chain notrack_out {
 		type filter hook output priority raw; policy accept;
 		oifname != \"lo\" return
@@ -1471,7 +1567,7 @@ table inet egret {
 		fib daddr type local accept
 		ip daddr @allowed4 accept
 		ip6 daddr @allowed6 accept
-		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
+		jump log_blocked
 		meta l4proto tcp reject with tcp reset
 		meta l4proto udp reject
 		reject with icmpx admin-prohibited
@@ -1534,6 +1630,19 @@ table inet egret {
 		flags interval
 	}
 
+	set log_owners {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
+	chain log_blocked {
+		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 3 return
+		meta skuid 0-4294967295 return
+		limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
+	}
+
 	chain notrack_out {
 		type filter hook output priority raw; policy accept;
 		oifname != \"lo\" return
@@ -1568,13 +1677,13 @@ table inet egret {
 		fib saddr type != local ct state ! related drop
 		meta mark 0x00000007 accept
 		ct direction reply ct mark 0x80000000 accept
-		udp dport 53 fib daddr type != local limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
+		udp dport 53 fib daddr type != local jump log_blocked
 		udp dport 53 fib daddr type != local reject
-		tcp dport 53 fib daddr type != local limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
+		tcp dport 53 fib daddr type != local jump log_blocked
 		tcp dport 53 fib daddr type != local reject with tcp reset
-		tcp dport 853 limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
+		tcp dport 853 jump log_blocked
 		tcp dport 853 reject with tcp reset
-		udp dport 853 limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
+		udp dport 853 jump log_blocked
 		udp dport 853 reject
 	}
 
@@ -1638,11 +1747,9 @@ table netdev egret {
             assert!(enforce.contains("reject"), "{vars:?}: {enforce}");
             assert!(!audit.contains("reject"), "{vars:?}: audit must reject nothing:\n{audit}");
             assert!(!audit.contains("prefix \"blocked\""), "{vars:?}: {audit}");
-            let logs = enforce.matches("prefix \"blocked\"").count();
+            let logs = enforce.matches("jump log_blocked").count();
             assert_eq!(
-                audit
-                    .matches("ct state new limit rate 20/second burst 50 packets log prefix \"audit\"")
-                    .count(),
+                audit.matches("ct state new jump log_audit").count(),
                 logs,
                 "{vars:?}: one audit log per refusal:\n{audit}"
             );
@@ -1650,7 +1757,7 @@ table netdev egret {
         }
         // The last word of HTTPS mode's chain is an accept, after the log.
         let audit = filter_out(&[], true);
-        assert!(audit.trim_end().ends_with("log prefix \"audit\" group 0\naccept"), "{audit}");
+        assert!(audit.trim_end().ends_with("jump log_audit\naccept"), "{audit}");
     }
 
     /// Port entries: two concatenated sets and one rule per family in each

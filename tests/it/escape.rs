@@ -2623,7 +2623,6 @@ print(json.dumps(r))
 }
 
 #[test]
-#[ignore = "round-3 finding: one workload's flood of blocked packets spends the global NFLOG rate limit, so nobody else's blocked packets are logged"]
 fn escape_55_one_client_flooding_blocked_packets_does_not_hide_anothers() {
     // The blocked-packet log is rate-limited (LOG_RATE_PER_SECOND): a
     // workload that keeps the limit spent would hide every other
