@@ -18,6 +18,8 @@ pub enum Command {
     /// Validate a policy and print the effective allowlist.
     Check {
         policy: Option<PathBuf>,
+        /// `--explain NAME|IP`: how the policy decides that one.
+        explain: Option<String>,
     },
     /// Install the fail-closed ruleset and exit (init containers).
     Init,
@@ -93,7 +95,7 @@ pub fn help(cmd: &str) -> &'static str {
         "run" => "usage: egret run [--print-rules]\n\nRun the filter: install the nftables ruleset, serve the proxies (HTTPS mode)\nor the DNS server (DNS mode), log decisions. Configured by environment\n(POLICY_PATH, FILTER_MODE, ...).\n\n  --print-rules  print the ruleset as nft text and exit without applying it\n",
         "relay" => "usage: egret relay\n\nRelay ports of this container to a fixed TARGET, as docker-whitelist does:\nlisteners on all addresses (IPv4 and IPv6), no nftables rules, no NET_ADMIN.\nConfigured by environment (TARGET, PORT, MODE, MAX_CONNECTIONS, PRE_RESOLVE,\nNAMESERVERS, UDP_ANSWERS, VERBOSE, the HTTP/SMTP health checks, RELAYS,\nRELAY_CHECK). `egret run` does the same when FILTER_MODE=relay, or when TARGET\nor RELAYS is set and FILTER_MODE is not.\n",
         "dashboard" => "usage: egret dashboard [hash-password]\n\nRun the dashboard: the log API, the live stream (SSE) and the web UI.\nConfigured by environment (PORT, API_KEY, DB_PATH, AUTH_MODE, ...).\n\n  hash-password    read a password on stdin, print an argon2 hash for DASHBOARD_USERS\n",
-        "check" => "usage: egret check [--policy PATH]\n\nValidate the policy (the file at PATH, else POLICY_PATH, plus the\nALLOWLIST_IPS / ALLOWLIST_DOMAINS variables) and print the effective\nallowlist, then the SSRF guard in effect (GUARD_ADDRESSES) as a comment.\nExits 0 when valid, 2 listing every problem when not.\n",
+        "check" => "usage: egret check [--policy PATH] [--explain NAME|IP]\n\nValidate the policy (the file at PATH, else POLICY_PATH, plus the\nALLOWLIST_IPS / ALLOWLIST_DOMAINS variables) and print the effective\nallowlist, then the SSRF guard in effect (GUARD_ADDRESSES) as a comment,\nwith a warning for each risky entry (a /8 or wider, '*', a wildcard over a\nshared hosting suffix). Exits 0 when valid, 2 listing every problem when not.\n\n--explain NAME|IP says which entry allows that name or address, or that\nnone does; it exits 0 when allowed, 1 when blocked.\n",
         "init" => "usage: egret init\n\nInstall the fail-closed ruleset and exit. Run it as an init container so the\nrules are in place before any workload starts.\n",
         "cleanup" => "usage: egret cleanup\n\nRemove egret's nftables table (table inet egret). Egress is then unfiltered.\n",
         "health" => "usage: egret health [URL]\n\nWithout URL: GET /health of the filter (`egret run`) over its unix socket\n(HEALTH_SOCKET, else /run/egret/egret.sock, $XDG_RUNTIME_DIR/egret/egret.sock,\n/tmp/egret-UID/egret.sock). With URL (http://host:port/path, e.g. the\ndashboard's http://127.0.0.1:8081/health): a plain HTTP GET. Exit 0 if it\nanswers 200, 1 otherwise. For HEALTHCHECK in images without curl.\n",
@@ -138,18 +140,23 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             Ok(Command::Run { print_rules })
         }
         "check" => {
-            let mut policy = None;
+            let (mut policy, mut explain) = (None, None);
             while let Some(a) = it.next() {
                 if a == "--policy" || a == "-p" {
                     let p = it.next().ok_or_else(|| UsageError("--policy needs a PATH".into()))?;
                     policy = Some(PathBuf::from(p));
                 } else if let Some(p) = a.strip_prefix("--policy=") {
                     policy = Some(PathBuf::from(p));
+                } else if a == "--explain" {
+                    let w = it.next().ok_or_else(|| UsageError("--explain needs a NAME or IP".into()))?;
+                    explain = Some(w.clone());
+                } else if let Some(w) = a.strip_prefix("--explain=") {
+                    explain = Some(w.to_owned());
                 } else {
                     return unexpected(a);
                 }
             }
-            Ok(Command::Check { policy })
+            Ok(Command::Check { policy, explain })
         }
         "selftest" => {
             let (mut name, mut privilege, mut ports) = (None, None, None);
@@ -224,15 +231,30 @@ mod tests {
         assert_eq!(p(&[]), Ok(Command::Run { print_rules: false }));
         assert_eq!(p(&["--print-rules"]), Ok(Command::Run { print_rules: true }));
         assert_eq!(p(&["run", "--print-rules"]), Ok(Command::Run { print_rules: true }));
-        assert_eq!(p(&["check"]), Ok(Command::Check { policy: None }));
-        assert_eq!(p(&["check", "--policy", "x.yaml"]), Ok(Command::Check { policy: Some("x.yaml".into()) }));
-        assert_eq!(p(&["check", "--policy=y.yaml"]), Ok(Command::Check { policy: Some("y.yaml".into()) }));
+        assert_eq!(p(&["check"]), Ok(Command::Check { policy: None, explain: None }));
+        assert_eq!(
+            p(&["check", "--policy", "x.yaml"]),
+            Ok(Command::Check { policy: Some("x.yaml".into()), explain: None })
+        );
+        assert_eq!(
+            p(&["check", "--policy=y.yaml"]),
+            Ok(Command::Check { policy: Some("y.yaml".into()), explain: None })
+        );
         assert_eq!(
             p(&["health", "http://h/health"]),
             Ok(Command::Health { url: Some("http://h/health".into()) })
         );
         assert_eq!(p(&["--help"]), Ok(Command::Help(None)));
         assert_eq!(p(&["check", "--help"]), Ok(Command::Help(Some("check"))));
+        assert_eq!(
+            p(&["check", "--explain", "a.example.com"]),
+            Ok(Command::Check { policy: None, explain: Some("a.example.com".into()) })
+        );
+        assert_eq!(
+            p(&["check", "--explain=10.0.0.1", "-p", "x.yaml"]),
+            Ok(Command::Check { policy: Some("x.yaml".into()), explain: Some("10.0.0.1".into()) })
+        );
+        assert!(p(&["check", "--explain"]).is_err());
         assert_eq!(p(&["version"]), Ok(Command::Version));
         for v in ["-v", "-V", "--version"] {
             assert_eq!(p(&[v]), Ok(Command::Version), "{v}");

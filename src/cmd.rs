@@ -22,7 +22,7 @@ pub fn run(cmd: Command) -> Outcome {
             println!("egret {}", crate::VERSION);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { policy } => check(policy),
+        Command::Check { policy, explain } => check(policy, explain),
         Command::Health { url } => health(url.as_deref()),
         // docker-whitelist's variables select relay mode on their own.
         Command::Relay => relay(),
@@ -52,9 +52,14 @@ pub fn run(cmd: Command) -> Outcome {
     }
 }
 
-fn check(path: Option<std::path::PathBuf>) -> Outcome {
+fn check(path: Option<std::path::PathBuf>, explain: Option<String>) -> Outcome {
     let cfg = load_config()?;
     let p = load_policy(&cfg, path.as_deref()).map_err(Failure::invalid)?;
+    if let Some(what) = explain {
+        let (allowed, text) = policy::lint::explain(&p, &cfg.guard_addresses, &what);
+        print!("{text}");
+        return Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     // A YAML comment, so the output stays a valid policy file.
     print!("{p}{}", guard_line(&cfg.guard_addresses));
     Ok(ExitCode::SUCCESS)

@@ -377,3 +377,63 @@ fn port_and_protocol_entries() {
         }
     }
 }
+
+/// Mid-name `*` and `/regex/` entries decide in every path that asks the
+/// policy: the HTTP proxy (Host), the TLS proxy (SNI) and the resolver in
+/// DNS mode, each allowing the name the pattern covers and refusing its
+/// neighbour in the same zone.
+#[test]
+fn glob_and_regex_names_in_the_proxies_and_the_resolver() {
+    let u = upstream();
+    let ns = u.w.p.work.clone();
+    let server = u.w.p.v4(2);
+    let blocked = |msg| Some((msg, "BLOCKED", "not-allowlisted"));
+    for (tag, pattern) in [("glob", "all*d.test"), ("regex", "/allow[a-z]+\\\\.test/")] {
+        let yaml = format!("allowlist:\n  domains: [\"{pattern}\"]\n");
+        let rows = vec![
+            Row {
+                what: "HTTP to the name the pattern covers",
+                probe: Probe::Http { host: "allowed.test", to: u.at(2, 80) },
+                want: Want::Pass,
+                event: None,
+            },
+            Row {
+                what: "HTTP to the neighbour",
+                probe: Probe::Http { host: "blocked.test", to: u.at(2, 80) },
+                want: Want::Block,
+                event: blocked("http.blocked"),
+            },
+            Row {
+                what: "TLS naming the covered name",
+                probe: Probe::Tls { sni: Some("allowed.test"), to: u.at(2, 443) },
+                want: Want::Pass,
+                event: None,
+            },
+            Row {
+                what: "TLS naming the neighbour",
+                probe: Probe::Tls { sni: Some("blocked.test"), to: u.at(2, 443) },
+                want: Want::Block,
+                event: blocked("https.blocked"),
+            },
+        ];
+        let d = u.start(&format!("{tag}-https"), &yaml, &[]);
+        run_rows(&d, &ns, &rows);
+        drop(d);
+        let rows = vec![
+            Row {
+                what: "DNS for the covered name",
+                probe: Probe::Dig { name: "allowed.test", server: server.clone() },
+                want: Want::Pass,
+                event: None,
+            },
+            Row {
+                what: "DNS for the neighbour",
+                probe: Probe::Dig { name: "blocked.test", server: server.clone() },
+                want: Want::Block,
+                event: blocked("dns.blocked"),
+            },
+        ];
+        let d = u.start(&format!("{tag}-dns"), &yaml, &[("FILTER_MODE", "dns")]);
+        run_rows(&d, &ns, &rows);
+    }
+}
