@@ -323,7 +323,13 @@ impl Regexes {
     }
 
     fn first_match(&self, name: &str) -> Option<&str> {
-        let i = self.set()?.matches(name.as_bytes()).iter().next()?;
+        let set = self.set()?;
+        // Which entries matched costs more than whether any did: a miss,
+        // the common case, stops at the cheap question.
+        if !set.is_match(name.as_bytes()) {
+            return None;
+        }
+        let i = set.matches(name.as_bytes()).iter().next()?;
         Some(&self.sources[i])
     }
 }
