@@ -15,6 +15,12 @@ pub enum Command {
     Relay,
     /// The dashboard server, or one of its tools.
     Dashboard(DashboardTool),
+    /// A suggested policy from a decision log (`--from`), `--group`ing
+    /// sibling names under a wildcard.
+    Learn {
+        from: PathBuf,
+        group: bool,
+    },
     /// Validate a policy and print the effective allowlist.
     Check {
         policy: Option<PathBuf>,
@@ -79,6 +85,7 @@ commands:
              with FILTER_MODE=relay or TARGET set)
   dashboard  run the dashboard server
   check      validate a policy and print the effective allowlist
+  learn      suggest a policy from a decision log (audit mode's, LOG_FILE)
   init       install the fail-closed ruleset and exit (for init containers)
   cleanup    remove egret's nftables table
   health     ask the filter's /health (or a URL) and exit 0 if it answers 200
@@ -100,13 +107,14 @@ pub fn help(cmd: &str) -> &'static str {
         "cleanup" => "usage: egret cleanup\n\nRemove egret's nftables table (table inet egret). Egress is then unfiltered.\n",
         "health" => "usage: egret health [URL]\n\nWithout URL: GET /health of the filter (`egret run`) over its unix socket\n(HEALTH_SOCKET, else /run/egret/egret.sock, $XDG_RUNTIME_DIR/egret/egret.sock,\n/tmp/egret-UID/egret.sock). With URL (http://host:port/path, e.g. the\ndashboard's http://127.0.0.1:8081/health): a plain HTTP GET. Exit 0 if it\nanswers 200, 1 otherwise. For HEALTHCHECK in images without curl.\n",
         "version" => "usage: egret version\n\nPrint the version.\n",
+        "learn" => "usage: egret learn --from LOG_FILE [--group]\n\nRead a decision log (LOG_FILE / DECISION_LOG_FILE, one JSON event per line,\nfrom a run in audit mode: ENFORCE=audit) and print a policy.yaml that allows\nwhat the workloads did: every name they reached or asked for, and every\naddress outside a name with its protocol and port. Blocked decisions teach\nnothing. --group writes two or more names under one parent as *.parent.\n",
         "selftest" => "usage: egret selftest\n\nAttack the installed ruleset from inside the namespace the way a workload\nwould (forged reply flows, guessed marks, ICMPv6 covert channels, raw frames,\nforeign resolvers, egret's own listeners), each from a child process with a\nworkload's privilege, against a canary address in documentation space that a\ntemporary egress rule counts and drops: nothing leaves the pod. One line per\ntechnique, held or BYPASS. Needs CAP_NET_ADMIN and a default route. Exits 0\nwhen everything held, 1 on any bypass, 2 when it cannot judge.\n",
         _ => USAGE,
     }
 }
 
-const COMMANDS: [&str; 9] =
-    ["run", "relay", "dashboard", "check", "init", "cleanup", "health", "version", "selftest"];
+const COMMANDS: [&str; 10] =
+    ["run", "relay", "dashboard", "check", "learn", "init", "cleanup", "health", "version", "selftest"];
 
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageError> {
@@ -157,6 +165,24 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
                 }
             }
             Ok(Command::Check { policy, explain })
+        }
+        "learn" => {
+            let (mut from, mut group) = (None, false);
+            while let Some(a) = it.next() {
+                if a == "--from" {
+                    from = Some(PathBuf::from(
+                        it.next().ok_or_else(|| UsageError("--from needs a LOG_FILE".into()))?,
+                    ));
+                } else if let Some(f) = a.strip_prefix("--from=") {
+                    from = Some(PathBuf::from(f));
+                } else if a == "--group" {
+                    group = true;
+                } else {
+                    return unexpected(a);
+                }
+            }
+            let from = from.ok_or_else(|| UsageError("`egret learn` needs --from LOG_FILE".into()))?;
+            Ok(Command::Learn { from, group })
         }
         "selftest" => {
             let (mut name, mut privilege, mut ports) = (None, None, None);
@@ -256,6 +282,15 @@ mod tests {
         );
         assert!(p(&["check", "--explain"]).is_err());
         assert_eq!(p(&["version"]), Ok(Command::Version));
+        assert_eq!(
+            p(&["learn", "--from", "d.log"]),
+            Ok(Command::Learn { from: "d.log".into(), group: false })
+        );
+        assert_eq!(
+            p(&["learn", "--group", "--from=d.log"]),
+            Ok(Command::Learn { from: "d.log".into(), group: true })
+        );
+        assert!(p(&["learn"]).is_err(), "--from is required");
         for v in ["-v", "-V", "--version"] {
             assert_eq!(p(&[v]), Ok(Command::Version), "{v}");
         }

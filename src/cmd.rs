@@ -23,6 +23,7 @@ pub fn run(cmd: Command) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { policy, explain } => check(policy, explain),
+        Command::Learn { from, group } => learn(&from, group),
         Command::Health { url } => health(url.as_deref()),
         // docker-whitelist's variables select relay mode on their own.
         Command::Relay => relay(),
@@ -62,6 +63,27 @@ fn check(path: Option<std::path::PathBuf>, explain: Option<String>) -> Outcome {
     }
     // A YAML comment, so the output stays a valid policy file.
     print!("{p}{}", guard_line(&cfg.guard_addresses));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `egret learn --from LOG_FILE`: the suggested policy on stdout, a summary
+/// on stderr.
+fn learn(from: &std::path::Path, group: bool) -> Outcome {
+    let text = std::fs::read_to_string(from)
+        .map_err(|e| Failure::failed(format!("reading the decision log {}: {e}", from.display())))?;
+    let (l, skipped) = crate::learn::from_lines(text.lines());
+    print!("{}", l.render(group));
+    eprintln!(
+        "egret learn: {} decisions read from {}, {} taught something{}",
+        l.seen,
+        from.display(),
+        l.used,
+        if skipped > 0 {
+            format!(", {skipped} lines that are not JSON events skipped")
+        } else {
+            String::new()
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -437,3 +437,96 @@ fn glob_and_regex_names_in_the_proxies_and_the_resolver() {
         run_rows(&d, &ns, &rows);
     }
 }
+
+/// "Run it in audit mode, then enforce": egret in learning mode (audit,
+/// plus the suggestion kept in `LEARNING_OUTPUT`) writes its decision log
+/// (`DECISION_LOG_FILE`); `egret learn --from` turns the log into the same
+/// policy; egret enforcing it lets exactly that traffic through and
+/// refuses the rest.
+#[test]
+fn a_policy_learned_from_an_audit_log_allows_what_was_done() {
+    let u = upstream();
+    let ns = u.w.p.work.clone();
+    let dir = util::scratch("policy-table-learn");
+    let log = dir.join("decisions.json");
+    let done = || {
+        vec![
+            Row {
+                what: "HTTP by name",
+                probe: Probe::Http { host: "allowed.test", to: u.at(2, 80) },
+                want: Want::Pass,
+                event: None,
+            },
+            Row {
+                what: "TCP to an address",
+                probe: Probe::Tcp { to: u.at(3, 8000) },
+                want: Want::Pass,
+                event: None,
+            },
+            Row { what: "UDP, v6", probe: Probe::Udp { to: u.at6(2, 7001) }, want: Want::Pass, event: None },
+        ]
+    };
+    let log_env = log.to_str().expect("utf-8 path").to_owned();
+    let live = dir.join("live.yaml");
+    let live_env = live.to_str().expect("utf-8 path").to_owned();
+    let d = u.start(
+        "learn-audit",
+        NOTHING,
+        &[("LEARNING_MODE", "true"), ("LEARNING_OUTPUT", &live_env), ("DECISION_LOG_FILE", &log_env)],
+    );
+    run_rows(&d, &ns, &done());
+    let written = wait_for(Duration::from_secs(10), || {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        (t.contains("allowed.test") && t.contains("\"destination_port\":8000") && t.contains("7001"))
+            .then_some(t)
+    });
+    drop(d);
+    assert!(written.is_some(), "the decision log never held the three decisions");
+
+    let mut c = util::egret();
+    c.arg("learn").arg("--from").arg(&log);
+    let (code, learned, err) = util::run(c);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "- \"allowed.test\"",
+        &format!("- \"tcp/{}:8000\"", u.w.p.v4(3)),
+        &format!("- \"udp/[{}]:7001\"", u.w.p.v6(2)),
+    ] {
+        assert!(learned.contains(want), "missing {want:?} in the learned policy:\n{learned}");
+    }
+    assert!(err.contains("decisions read from"), "{err}");
+    // What learning mode kept is the same policy (its header counts differ).
+    let body = |t: &str| t[t.find("allowlist:").unwrap_or(0)..].to_owned();
+    let kept = std::fs::read_to_string(&live).expect("LEARNING_OUTPUT written");
+    assert_eq!(body(&kept), body(&learned), "learning mode and egret learn disagree");
+    let pol = dir.join("learned.yaml");
+    std::fs::write(&pol, &learned).expect("write the learned policy");
+
+    let d = u.start_with(&pol, &[]);
+    run_rows(&d, &ns, &done());
+    let blocked = |msg| Some((msg, "BLOCKED", "not-allowlisted"));
+    run_rows(
+        &d,
+        &ns,
+        &[
+            Row {
+                what: "HTTP to a name never used",
+                probe: Probe::Http { host: "blocked.test", to: u.at(2, 80) },
+                want: Want::Block,
+                event: blocked("http.blocked"),
+            },
+            Row {
+                what: "TCP to the learned address on another port",
+                probe: Probe::Tcp { to: u.at(3, 8001) },
+                want: Want::Block,
+                event: blocked("nflog.event"),
+            },
+            Row {
+                what: "UDP to the learned address over v4 (not used)",
+                probe: Probe::Udp { to: u.at(2, 7001) },
+                want: Want::Block,
+                event: blocked("nflog.event"),
+            },
+        ],
+    );
+}
