@@ -35,6 +35,7 @@ fn options() -> SinkOptions {
         shipper: None,
         alerts: None,
         syslog: None,
+        learning: None,
     }
 }
 

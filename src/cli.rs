@@ -15,9 +15,17 @@ pub enum Command {
     Relay,
     /// The dashboard server, or one of its tools.
     Dashboard(DashboardTool),
+    /// A suggested policy from a decision log (`--from`), `--group`ing
+    /// sibling names under a wildcard.
+    Learn {
+        from: PathBuf,
+        group: bool,
+    },
     /// Validate a policy and print the effective allowlist.
     Check {
         policy: Option<PathBuf>,
+        /// `--explain NAME|IP`: how the policy decides that one.
+        explain: Option<String>,
     },
     /// Install the fail-closed ruleset and exit (init containers).
     Init,
@@ -77,6 +85,7 @@ commands:
              with FILTER_MODE=relay or TARGET set)
   dashboard  run the dashboard server
   check      validate a policy and print the effective allowlist
+  learn      suggest a policy from a decision log (audit mode's, LOG_FILE)
   init       install the fail-closed ruleset and exit (for init containers)
   cleanup    remove egret's nftables table
   health     ask the filter's /health (or a URL) and exit 0 if it answers 200
@@ -93,18 +102,19 @@ pub fn help(cmd: &str) -> &'static str {
         "run" => "usage: egret run [--print-rules]\n\nRun the filter: install the nftables ruleset, serve the proxies (HTTPS mode)\nor the DNS server (DNS mode), log decisions. Configured by environment\n(POLICY_PATH, FILTER_MODE, ...).\n\n  --print-rules  print the ruleset as nft text and exit without applying it\n",
         "relay" => "usage: egret relay\n\nRelay ports of this container to a fixed TARGET, as docker-whitelist does:\nlisteners on all addresses (IPv4 and IPv6), no nftables rules, no NET_ADMIN.\nConfigured by environment (TARGET, PORT, MODE, MAX_CONNECTIONS, PRE_RESOLVE,\nNAMESERVERS, UDP_ANSWERS, VERBOSE, the HTTP/SMTP health checks, RELAYS,\nRELAY_CHECK). `egret run` does the same when FILTER_MODE=relay, or when TARGET\nor RELAYS is set and FILTER_MODE is not.\n",
         "dashboard" => "usage: egret dashboard [hash-password]\n\nRun the dashboard: the log API, the live stream (SSE) and the web UI.\nConfigured by environment (PORT, API_KEY, DB_PATH, AUTH_MODE, ...).\n\n  hash-password    read a password on stdin, print an argon2 hash for DASHBOARD_USERS\n",
-        "check" => "usage: egret check [--policy PATH]\n\nValidate the policy (the file at PATH, else POLICY_PATH, plus the\nALLOWLIST_IPS / ALLOWLIST_DOMAINS variables) and print the effective\nallowlist, then the SSRF guard in effect (GUARD_ADDRESSES) as a comment.\nExits 0 when valid, 2 listing every problem when not.\n",
+        "check" => "usage: egret check [--policy PATH] [--explain NAME|IP]\n\nValidate the policy (the file at PATH, else POLICY_PATH, plus the\nALLOWLIST_IPS / ALLOWLIST_DOMAINS variables) and print the effective\nallowlist, then the SSRF guard in effect (GUARD_ADDRESSES) as a comment,\nwith a warning for each risky entry (a /8 or wider, '*', a wildcard over a\nshared hosting suffix). Exits 0 when valid, 2 listing every problem when not.\n\n--explain NAME|IP says which entry allows that name or address, or that\nnone does; it exits 0 when allowed, 1 when blocked.\n",
         "init" => "usage: egret init\n\nInstall the fail-closed ruleset and exit. Run it as an init container so the\nrules are in place before any workload starts.\n",
         "cleanup" => "usage: egret cleanup\n\nRemove egret's nftables table (table inet egret). Egress is then unfiltered.\n",
         "health" => "usage: egret health [URL]\n\nWithout URL: GET /health of the filter (`egret run`) over its unix socket\n(HEALTH_SOCKET, else /run/egret/egret.sock, $XDG_RUNTIME_DIR/egret/egret.sock,\n/tmp/egret-UID/egret.sock). With URL (http://host:port/path, e.g. the\ndashboard's http://127.0.0.1:8081/health): a plain HTTP GET. Exit 0 if it\nanswers 200, 1 otherwise. For HEALTHCHECK in images without curl.\n",
         "version" => "usage: egret version\n\nPrint the version.\n",
+        "learn" => "usage: egret learn --from LOG_FILE [--group]\n\nRead a decision log (LOG_FILE / DECISION_LOG_FILE, one JSON event per line,\nfrom a run in audit mode: ENFORCE=audit) and print a policy.yaml that allows\nwhat the workloads did: every name they reached or asked for, and every\naddress outside a name with its protocol and port. Blocked decisions teach\nnothing. --group writes two or more names under one parent as *.parent.\n",
         "selftest" => "usage: egret selftest\n\nAttack the installed ruleset from inside the namespace the way a workload\nwould (forged reply flows, guessed marks, ICMPv6 covert channels, raw frames,\nforeign resolvers, egret's own listeners), each from a child process with a\nworkload's privilege, against a canary address in documentation space that a\ntemporary egress rule counts and drops: nothing leaves the pod. One line per\ntechnique, held or BYPASS. Needs CAP_NET_ADMIN and a default route. Exits 0\nwhen everything held, 1 on any bypass, 2 when it cannot judge.\n",
         _ => USAGE,
     }
 }
 
-const COMMANDS: [&str; 9] =
-    ["run", "relay", "dashboard", "check", "init", "cleanup", "health", "version", "selftest"];
+const COMMANDS: [&str; 10] =
+    ["run", "relay", "dashboard", "check", "learn", "init", "cleanup", "health", "version", "selftest"];
 
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageError> {
@@ -138,18 +148,41 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             Ok(Command::Run { print_rules })
         }
         "check" => {
-            let mut policy = None;
+            let (mut policy, mut explain) = (None, None);
             while let Some(a) = it.next() {
                 if a == "--policy" || a == "-p" {
                     let p = it.next().ok_or_else(|| UsageError("--policy needs a PATH".into()))?;
                     policy = Some(PathBuf::from(p));
                 } else if let Some(p) = a.strip_prefix("--policy=") {
                     policy = Some(PathBuf::from(p));
+                } else if a == "--explain" {
+                    let w = it.next().ok_or_else(|| UsageError("--explain needs a NAME or IP".into()))?;
+                    explain = Some(w.clone());
+                } else if let Some(w) = a.strip_prefix("--explain=") {
+                    explain = Some(w.to_owned());
                 } else {
                     return unexpected(a);
                 }
             }
-            Ok(Command::Check { policy })
+            Ok(Command::Check { policy, explain })
+        }
+        "learn" => {
+            let (mut from, mut group) = (None, false);
+            while let Some(a) = it.next() {
+                if a == "--from" {
+                    from = Some(PathBuf::from(
+                        it.next().ok_or_else(|| UsageError("--from needs a LOG_FILE".into()))?,
+                    ));
+                } else if let Some(f) = a.strip_prefix("--from=") {
+                    from = Some(PathBuf::from(f));
+                } else if a == "--group" {
+                    group = true;
+                } else {
+                    return unexpected(a);
+                }
+            }
+            let from = from.ok_or_else(|| UsageError("`egret learn` needs --from LOG_FILE".into()))?;
+            Ok(Command::Learn { from, group })
         }
         "selftest" => {
             let (mut name, mut privilege, mut ports) = (None, None, None);
@@ -224,16 +257,40 @@ mod tests {
         assert_eq!(p(&[]), Ok(Command::Run { print_rules: false }));
         assert_eq!(p(&["--print-rules"]), Ok(Command::Run { print_rules: true }));
         assert_eq!(p(&["run", "--print-rules"]), Ok(Command::Run { print_rules: true }));
-        assert_eq!(p(&["check"]), Ok(Command::Check { policy: None }));
-        assert_eq!(p(&["check", "--policy", "x.yaml"]), Ok(Command::Check { policy: Some("x.yaml".into()) }));
-        assert_eq!(p(&["check", "--policy=y.yaml"]), Ok(Command::Check { policy: Some("y.yaml".into()) }));
+        assert_eq!(p(&["check"]), Ok(Command::Check { policy: None, explain: None }));
+        assert_eq!(
+            p(&["check", "--policy", "x.yaml"]),
+            Ok(Command::Check { policy: Some("x.yaml".into()), explain: None })
+        );
+        assert_eq!(
+            p(&["check", "--policy=y.yaml"]),
+            Ok(Command::Check { policy: Some("y.yaml".into()), explain: None })
+        );
         assert_eq!(
             p(&["health", "http://h/health"]),
             Ok(Command::Health { url: Some("http://h/health".into()) })
         );
         assert_eq!(p(&["--help"]), Ok(Command::Help(None)));
         assert_eq!(p(&["check", "--help"]), Ok(Command::Help(Some("check"))));
+        assert_eq!(
+            p(&["check", "--explain", "a.example.com"]),
+            Ok(Command::Check { policy: None, explain: Some("a.example.com".into()) })
+        );
+        assert_eq!(
+            p(&["check", "--explain=10.0.0.1", "-p", "x.yaml"]),
+            Ok(Command::Check { policy: Some("x.yaml".into()), explain: Some("10.0.0.1".into()) })
+        );
+        assert!(p(&["check", "--explain"]).is_err());
         assert_eq!(p(&["version"]), Ok(Command::Version));
+        assert_eq!(
+            p(&["learn", "--from", "d.log"]),
+            Ok(Command::Learn { from: "d.log".into(), group: false })
+        );
+        assert_eq!(
+            p(&["learn", "--group", "--from=d.log"]),
+            Ok(Command::Learn { from: "d.log".into(), group: true })
+        );
+        assert!(p(&["learn"]).is_err(), "--from is required");
         for v in ["-v", "-V", "--version"] {
             assert_eq!(p(&[v]), Ok(Command::Version), "{v}");
         }

@@ -22,7 +22,8 @@ pub fn run(cmd: Command) -> Outcome {
             println!("egret {}", crate::VERSION);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { policy } => check(policy),
+        Command::Check { policy, explain } => check(policy, explain),
+        Command::Learn { from, group } => learn(&from, group),
         Command::Health { url } => health(url.as_deref()),
         // docker-whitelist's variables select relay mode on their own.
         Command::Relay => relay(),
@@ -52,11 +53,37 @@ pub fn run(cmd: Command) -> Outcome {
     }
 }
 
-fn check(path: Option<std::path::PathBuf>) -> Outcome {
+fn check(path: Option<std::path::PathBuf>, explain: Option<String>) -> Outcome {
     let cfg = load_config()?;
     let p = load_policy(&cfg, path.as_deref()).map_err(Failure::invalid)?;
+    if let Some(what) = explain {
+        let (allowed, text) = policy::lint::explain(&p, &cfg.guard_addresses, &what);
+        print!("{text}");
+        return Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     // A YAML comment, so the output stays a valid policy file.
     print!("{p}{}", guard_line(&cfg.guard_addresses));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `egret learn --from LOG_FILE`: the suggested policy on stdout, a summary
+/// on stderr.
+fn learn(from: &std::path::Path, group: bool) -> Outcome {
+    let text = std::fs::read_to_string(from)
+        .map_err(|e| Failure::failed(format!("reading the decision log {}: {e}", from.display())))?;
+    let (l, skipped) = crate::learn::from_lines(text.lines());
+    print!("{}", l.render(group));
+    eprintln!(
+        "egret learn: {} decisions read from {}, {} taught something{}",
+        l.seen,
+        from.display(),
+        l.used,
+        if skipped > 0 {
+            format!(", {skipped} lines that are not JSON events skipped")
+        } else {
+            String::new()
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -96,6 +96,12 @@ pub struct Config {
     pub dashboard_queue_size: usize,
     pub dashboard_start_delay: Duration,
     pub log_file: Option<PathBuf>,
+    /// `LEARNING_MODE`: audit mode, plus the suggested policy (what the
+    /// workloads needed) kept in `LEARNING_OUTPUT`, grouped under
+    /// wildcards with `LEARNING_GROUP`.
+    pub learning_mode: bool,
+    pub learning_output: Option<PathBuf>,
+    pub learning_group: bool,
     pub nflog_group: u16,
     pub nflog_bufsize: u32,
     pub nflog_qthresh: u32,
@@ -735,6 +741,9 @@ impl Config {
             // g0efilter's later name for the decision log, when LOG_FILE
             // (the contract's) is not set.
             log_file: e.string("LOG_FILE").or_else(|| e.string("DECISION_LOG_FILE")).map(PathBuf::from),
+            learning_mode: e.get("LEARNING_MODE", false, parse_bool),
+            learning_output: e.string("LEARNING_OUTPUT").map(PathBuf::from),
+            learning_group: e.get("LEARNING_GROUP", false, parse_bool),
             nflog_group: e.get("NFLOG_GROUP", d::NFLOG_GROUP, |s| {
                 s.parse::<u16>().map_err(|_| "a group number 0..65535".to_owned())
             }),
@@ -795,6 +804,13 @@ impl Config {
                 }
             }
         }
+        if cfg.learning_mode && cfg.learning_output.is_none() {
+            e.error(
+                "LEARNING_OUTPUT",
+                "",
+                "a writable path for the suggested policy.yaml (LEARNING_MODE=true)",
+            );
+        }
         if cfg.dns_strict && cfg.filter_mode != FilterMode::Dns {
             e.error("DNS_STRICT", "true", "FILTER_MODE=dns (strict egress applies to DNS mode only)");
         }
@@ -811,6 +827,9 @@ impl Config {
         // anything is dropped with a warning (g0efilter's matcher simply
         // never matches it).
         let mut cfg = cfg;
+        if cfg.learning_mode && cfg.enforce == Some(crate::policy::Mode::Enforce) {
+            cfg.warnings.push("LEARNING_MODE=true implies audit: ENFORCE is ignored".to_owned());
+        }
         let (mut kept, mut dropped) = (Vec::new(), Vec::new());
         for d in std::mem::take(&mut cfg.notification_ignore_domains) {
             match crate::policy::Pattern::parse(&d) {
@@ -843,7 +862,8 @@ impl Config {
         crate::policy::EnvLists {
             ips: self.allowlist_ips.clone(),
             domains: self.allowlist_domains.clone(),
-            mode: self.enforce,
+            // Learning is audit mode that also writes what it saw.
+            mode: if self.learning_mode { Some(crate::policy::Mode::Audit) } else { self.enforce },
         }
     }
 }
@@ -1069,6 +1089,18 @@ mod tests {
         assert_eq!(cfg(&[("ENFORCE", "audit")]).unwrap().enforce, Some(crate::policy::Mode::Audit));
         assert_eq!(cfg(&[]).unwrap().enforce, None);
         assert_eq!(err_strings(&[("ENFORCE", "maybe")]).len(), 1);
+        // Learning is audit mode with a file to write to.
+        let l = cfg(&[("LEARNING_MODE", "true"), ("LEARNING_OUTPUT", "/tmp/l.yaml"), ("ENFORCE", "true")])
+            .unwrap();
+        assert_eq!(l.env_lists().mode, Some(crate::policy::Mode::Audit));
+        assert!(
+            l.warnings.iter().any(|w| w.contains("LEARNING_MODE=true implies audit")),
+            "{:?}",
+            l.warnings
+        );
+        let e = err_strings(&[("LEARNING_MODE", "true")]);
+        assert!(e.iter().any(|m| m.starts_with("LEARNING_OUTPUT")), "{e:?}");
+        assert_eq!(cfg(&[("LEARNING_OUTPUT", "/tmp/l.yaml")]).unwrap().env_lists().mode, None);
     }
 
     #[test]

@@ -66,6 +66,25 @@ pub fn name(data: &[u8]) {
         }
         Err(_) => assert!(!d.allowed(), "invalid name {s:?} allowed"),
     }
+    // "GLOB\nNAME": a `*` pattern agrees with the plain recursive meaning
+    // (each star one or more characters), on inputs small enough for it.
+    if let Some((glob, name)) = s.split_once('\n') {
+        if let Ok(policy::Pattern::Glob(g)) = policy::Pattern::parse(glob) {
+            if g.len() <= 24 && name.len() <= 48 {
+                let want = glob_reference(g.as_bytes(), name.as_bytes());
+                assert_eq!(policy::name::glob_matches(&g, name), want, "{g:?} vs {name:?}");
+            }
+        }
+    }
+}
+
+/// The definition of a `*` pattern, exponential and obviously right.
+fn glob_reference(g: &[u8], n: &[u8]) -> bool {
+    match g.split_first() {
+        None => n.is_empty(),
+        Some((b'*', rest)) => (1..=n.len()).any(|k| glob_reference(rest, &n[k..])),
+        Some((c, rest)) => n.first() == Some(c) && glob_reference(rest, &n[1..]),
+    }
 }
 
 /// NFLOG messages: parsing never panics; ports appear only for TCP/UDP

@@ -18,6 +18,7 @@ pub mod fair;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod learn;
 pub mod listen;
 pub mod metrics;
 pub mod nflog;

@@ -350,11 +350,14 @@ impl<K: Hash + Eq + Copy> Budget<K> {
 
 /// The zone a name counts against: the suffix of the rule that allowed it
 /// (`*.allowed.example` → `allowed.example`), the name itself for an exact
-/// rule, and its last two labels under `*` (every name allowed).
+/// rule, the labels after a `*` pattern's last star (`api-*.example.com` →
+/// `example.com`), and its last two labels under `*` or a `/regex/`.
 pub fn zone_of<'a>(name: &'a str, rule: Option<&'a Pattern>) -> &'a str {
+    let glob_zone = |g: &'a str| g.rsplit('*').next().and_then(|t| t.split_once('.')).map(|(_, z)| z);
     match rule {
         Some(Pattern::Exact(n) | Pattern::Subdomains(n)) => n,
-        Some(Pattern::Any) | None => {
+        Some(Pattern::Glob(g)) if glob_zone(g).is_some_and(|z| !z.is_empty()) => glob_zone(g).unwrap_or(name),
+        Some(Pattern::Any | Pattern::Glob(_) | Pattern::Regex(_)) | None => {
             let mut dots = name.rmatch_indices('.');
             match (dots.next(), dots.next()) {
                 (Some(_), Some((i, _))) => &name[i + 1..],
@@ -537,6 +540,12 @@ mod tests {
         let exact = Pattern::Exact("allowed.test".into());
         assert_eq!(zone_of("allowed.test", Some(&exact)), "allowed.test");
         assert_eq!(zone_of("x.y.example.com", Some(&Pattern::Any)), "example.com");
+        let glob = Pattern::Glob("api-*.example.com".into());
+        assert_eq!(zone_of("api-x.y.example.com", Some(&glob)), "example.com");
+        let tail = Pattern::Glob("cdn*".into());
+        assert_eq!(zone_of("cdn1.x.example.org", Some(&tail)), "example.org");
+        let re = Pattern::Regex("api[0-9]+\\.example\\.com".into());
+        assert_eq!(zone_of("api1.example.com", Some(&re)), "example.com");
         assert_eq!(zone_of("localhost", None), "localhost");
     }
 }

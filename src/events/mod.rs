@@ -288,9 +288,17 @@ pub fn sink_options(cfg: &crate::config::Config, mark: Option<u32>) -> sink::Sin
         ignore_domains: cfg.notification_ignore_domains.clone(),
         client,
     });
+    let learning = cfg.learning_output.as_ref().filter(|_| cfg.learning_mode).map(|path| {
+        log::info!(
+            "LEARNING_MODE: audit mode; the suggested policy (what the workloads needed) is kept in {}",
+            path.display()
+        );
+        sink::LearningOptions { path: path.clone(), group: cfg.learning_group }
+    });
     sink::SinkOptions {
         hostname,
         channel_capacity: sink::CHANNEL_CAPACITY,
+        learning,
         stdout: Some(Box::new(std::io::stdout())),
         log_file: cfg.log_file.as_ref().map(|path| sink::LogFileOptions {
             path: path.clone(),

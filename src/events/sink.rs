@@ -77,6 +77,51 @@ pub struct SinkOptions {
     pub alerts: Option<AlertOptions>,
     /// `SYSLOG_URL`: every event to a syslog collector.
     pub syslog: Option<SyslogOptions>,
+    /// `LEARNING_MODE`: the suggested policy, rewritten on every change.
+    pub learning: Option<LearningOptions>,
+}
+
+/// Where learning mode keeps its suggested policy.
+#[derive(Debug, Clone)]
+pub struct LearningOptions {
+    pub path: PathBuf,
+    /// Sibling names under one `*.parent` (`LEARNING_GROUP`).
+    pub group: bool,
+}
+
+/// The learner and whether its file is behind it.
+struct Learning {
+    learner: crate::learn::Learner,
+    opts: LearningOptions,
+    dirty: bool,
+    /// A write failed: said once, retried at each change.
+    failed: bool,
+}
+
+impl Learning {
+    /// Writes the suggestion whole (a temporary file renamed over it), so
+    /// a reader never sees half of one.
+    fn write(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let tmp = self.opts.path.with_extension("tmp");
+        let text = self.learner.render(self.opts.group);
+        match std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.opts.path)) {
+            Ok(()) => {
+                self.dirty = false;
+                self.failed = false;
+            }
+            Err(e) if !self.failed => {
+                self.failed = true;
+                log::warn!(
+                    "LEARNING_OUTPUT {}: cannot write the suggested policy: {e}",
+                    self.opts.path.display()
+                );
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -266,6 +311,14 @@ pub fn spawn_with(opts: SinkOptions) -> Result<(Emitter, SinkHandle), SinkError>
         stats: stats.clone(),
         channel_dropped: emitter.drop_counter(),
         drops: DropReport::new(DROP_WARN_PERIOD),
+        learning: opts.learning.map(|opts| Learning {
+            learner: Default::default(),
+            opts,
+            // Written at once: the file says learning is on before any
+            // traffic.
+            dirty: true,
+            failed: false,
+        }),
     };
     let thread =
         thread::Builder::new().name("events".into()).spawn(move || sink.run()).map_err(SinkError::Spawn)?;
@@ -298,6 +351,7 @@ struct Sink {
     stats: Arc<SinkStats>,
     channel_dropped: Arc<AtomicU64>,
     drops: DropReport,
+    learning: Option<Learning>,
 }
 
 impl Sink {
@@ -360,6 +414,11 @@ impl Sink {
         if let Some(n) = &mut self.notifier {
             n.offer(&ev, Instant::now());
         }
+        if let Some(l) = &mut self.learning {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&json) {
+                l.dirty |= l.learner.observe(&v);
+            }
+        }
         if let Some(s) = &self.syslog {
             s.push(syslog::message(&ev, &json, self.procid));
         }
@@ -384,6 +443,9 @@ impl Sink {
         }
         if let Some(f) = &mut self.log_file {
             f.flush(Instant::now());
+        }
+        if let Some(l) = &mut self.learning {
+            l.write();
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod cidr;
 pub mod guard;
+pub mod lint;
 pub mod name;
 pub mod port;
 
@@ -265,11 +266,21 @@ impl Policy {
                         location(&src.origin, "ips", i),
                     ))
                 };
+                let risky = |c: &Cidr, warnings: &mut Vec<String>| {
+                    if let Some(why) = lint::risky_cidr(c) {
+                        warnings.push(format!(
+                            "{}: {} {entry:?}: {why}",
+                            source_name(&src.origin),
+                            location(&src.origin, "ips", i)
+                        ));
+                    }
+                };
                 match Cidr::parse(entry) {
                     Ok((c, host_bits)) => {
                         if host_bits {
                             host_bits_warning(&c, &mut warnings);
                         }
+                        risky(&c, &mut warnings);
                         cidrs.push(c);
                     }
                     Err(_) if port::is_port_entry(entry) => match port::parse(entry) {
@@ -277,6 +288,7 @@ impl Policy {
                             if host_bits {
                                 host_bits_warning(&p, &mut warnings);
                             }
+                            risky(&p.cidr, &mut warnings);
                             port_entries.push(p);
                         }
                         Err(e) => errors.push(entry_error(&src.origin, "ips", i, entry, e.to_string())),
@@ -292,10 +304,28 @@ impl Policy {
                     continue;
                 }
                 match Pattern::parse(entry) {
-                    Ok(p) => names.insert(p),
+                    Ok(p) => {
+                        if let Some(why) = lint::risky_pattern(&p) {
+                            warnings.push(format!(
+                                "{}: {} {entry:?}: {why}",
+                                source_name(&src.origin),
+                                location(&src.origin, "domains", i)
+                            ));
+                        }
+                        names.insert(p)
+                    }
                     Err(e) => errors.push(entry_error(&src.origin, "domains", i, entry, e.to_string())),
                 }
             }
+        }
+        if let Err(e) = names.prepare() {
+            let source = domains.first().map(|s| source_name(&s.origin)).unwrap_or_default();
+            errors.push(PolicyError {
+                source,
+                location: "allowlist.domains".into(),
+                entry: String::new(),
+                reason: e.to_string(),
+            });
         }
         if !errors.is_empty() {
             return Err(PolicyErrors(errors));
@@ -423,7 +453,13 @@ impl fmt::Display for Policy {
         let pats = self.names.patterns();
         writeln!(f, "  domains:{}", if pats.is_empty() { " []" } else { "" })?;
         for p in &pats {
-            writeln!(f, "    - \"{p}\"")?;
+            // Single quotes keep a regex's backslashes literal in YAML.
+            let text = p.to_string();
+            if text.contains(['\\', '"']) {
+                writeln!(f, "    - '{}'", text.replace('\'', "''"))?;
+            } else {
+                writeln!(f, "    - \"{text}\"")?;
+            }
         }
         Ok(())
     }
@@ -688,10 +724,10 @@ mod tests {
 
     #[test]
     fn host_bits_warn() {
-        let p = yaml("allowlist:\n  ips: [\"10.1.2.3/8\"]\n").unwrap();
+        let p = yaml("allowlist:\n  ips: [\"10.1.2.3/16\"]\n").unwrap();
         assert_eq!(
             p.warnings(),
-            ["policy.yaml: allowlist.ips[0] \"10.1.2.3/8\": host bits set, using 10.0.0.0/8"]
+            ["policy.yaml: allowlist.ips[0] \"10.1.2.3/16\": host bits set, using 10.1.0.0/16"]
         );
     }
 
@@ -719,11 +755,11 @@ mod tests {
         assert!(compile_raw(raw(), "policy.yaml", &env).unwrap().is_empty());
 
         // Env errors name the variable.
-        let env = EnvLists { ips: Some(vec!["nope".into()]), domains: Some(vec!["*x".into()]), mode: None };
+        let env = EnvLists { ips: Some(vec!["nope".into()]), domains: Some(vec!["x y".into()]), mode: None };
         let e = compile_raw(raw(), "policy.yaml", &env).unwrap_err();
         let shown: Vec<String> = e.0.iter().map(ToString::to_string).collect();
         assert!(shown[0].starts_with("ALLOWLIST_IPS: [0] \"nope\""), "{}", shown[0]);
-        assert!(shown[1].starts_with("ALLOWLIST_DOMAINS: [0] \"*x\""), "{}", shown[1]);
+        assert!(shown[1].starts_with("ALLOWLIST_DOMAINS: [0] \"x y\""), "{}", shown[1]);
     }
 
     #[test]

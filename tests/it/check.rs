@@ -191,3 +191,73 @@ fn health_ok_against_a_real_server() {
     assert_eq!(out.trim(), "{\"status\":\"ok\"}");
     assert!(server.join().unwrap().starts_with("GET /health HTTP/1.0\r\n"));
 }
+
+#[test]
+fn patterns_regexes_lints_and_explain() {
+    let dir = scratch("check-patterns");
+    let file = dir.join("p.yaml");
+    std::fs::write(
+        &file,
+        "allowlist:\n  ips: [\"10.0.0.0/8\", \"tcp/192.0.2.5:5432\"]\n  domains: [\"api-*.Example.net\", \"/cdn[0-9]+\\\\.example\\\\.io/\", \"*.github.io\", \"example.com\"]\n",
+    )
+    .unwrap();
+    let mut c = egret();
+    c.arg("check").arg("--policy").arg(&file);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    for want in ["- \"api-*.example.net\"", "- '/cdn[0-9]+\\.example\\.io/'", "- \"*.github.io\""] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    for want in [
+        "allowlist.ips[0] \"10.0.0.0/8\": a /8 or wider spans networks of many owners",
+        "allowlist.domains[2] \"*.github.io\": anyone can publish under github.io",
+    ] {
+        assert!(err.contains(want), "missing warning {want:?} in:\n{err}");
+    }
+    // What check prints is a policy that means the same.
+    let again = dir.join("again.yaml");
+    std::fs::write(&again, &out).unwrap();
+    let mut c = egret();
+    c.arg("check").arg("--policy").arg(&again);
+    let (code, out2, err2) = run(c);
+    assert_eq!((code, &out2), (0, &out), "{err2}");
+
+    for (what, code, says) in [
+        ("api-eu.west.example.net", 0, "allowed by allowlist.domains api-*.example.net, a '*' pattern"),
+        ("CDN12.example.io", 0, "allowed by allowlist.domains /cdn[0-9]+\\.example\\.io/"),
+        ("cdn.example.io", 1, "blocked: no allowlist.domains entry matches"),
+        ("www.example.com", 1, "blocked"),
+        ("10.20.30.40", 0, "within 10.0.0.0/8"),
+        ("192.0.2.5", 0, "tcp/192.0.2.5:5432"),
+        ("169.254.169.254", 1, "guarded address"),
+    ] {
+        let mut c = egret();
+        c.arg("check").arg("--policy").arg(&file).args(["--explain", what]);
+        let (got, out, err) = run(c);
+        assert_eq!(got, code, "{what}: {out}{err}");
+        assert!(out.contains(says), "{what}: {out}");
+    }
+}
+
+#[test]
+fn bad_patterns_are_listed_with_the_others() {
+    let dir = scratch("check-bad-patterns");
+    let file = dir.join("p.yaml");
+    std::fs::write(
+        &file,
+        "allowlist:\n  ips: [\"10.0.0.300\"]\n  domains: [\"/(unclosed/\", \"a**.com\", \"//\"]\n",
+    )
+    .unwrap();
+    let mut c = egret();
+    c.arg("check").arg("--policy").arg(&file);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 2, "{out}");
+    for want in [
+        "invalid policy (4 problems)",
+        "allowlist.domains[0] \"/(unclosed/\": bad /regex/: unclosed group",
+        "allowlist.domains[1] \"a**.com\": bad '*' pattern",
+        "allowlist.domains[2] \"//\": bad /regex/: empty",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

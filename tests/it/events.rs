@@ -243,6 +243,7 @@ fn options() -> SinkOptions {
         shipper: None,
         alerts: None,
         syslog: None,
+        learning: None,
     }
 }
 

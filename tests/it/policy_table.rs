@@ -377,3 +377,156 @@ fn port_and_protocol_entries() {
         }
     }
 }
+
+/// Mid-name `*` and `/regex/` entries decide in every path that asks the
+/// policy: the HTTP proxy (Host), the TLS proxy (SNI) and the resolver in
+/// DNS mode, each allowing the name the pattern covers and refusing its
+/// neighbour in the same zone.
+#[test]
+fn glob_and_regex_names_in_the_proxies_and_the_resolver() {
+    let u = upstream();
+    let ns = u.w.p.work.clone();
+    let server = u.w.p.v4(2);
+    let blocked = |msg| Some((msg, "BLOCKED", "not-allowlisted"));
+    for (tag, pattern) in [("glob", "all*d.test"), ("regex", "/allow[a-z]+\\\\.test/")] {
+        let yaml = format!("allowlist:\n  domains: [\"{pattern}\"]\n");
+        let rows = vec![
+            Row {
+                what: "HTTP to the name the pattern covers",
+                probe: Probe::Http { host: "allowed.test", to: u.at(2, 80) },
+                want: Want::Pass,
+                event: None,
+            },
+            Row {
+                what: "HTTP to the neighbour",
+                probe: Probe::Http { host: "blocked.test", to: u.at(2, 80) },
+                want: Want::Block,
+                event: blocked("http.blocked"),
+            },
+            Row {
+                what: "TLS naming the covered name",
+                probe: Probe::Tls { sni: Some("allowed.test"), to: u.at(2, 443) },
+                want: Want::Pass,
+                event: None,
+            },
+            Row {
+                what: "TLS naming the neighbour",
+                probe: Probe::Tls { sni: Some("blocked.test"), to: u.at(2, 443) },
+                want: Want::Block,
+                event: blocked("https.blocked"),
+            },
+        ];
+        let d = u.start(&format!("{tag}-https"), &yaml, &[]);
+        run_rows(&d, &ns, &rows);
+        drop(d);
+        let rows = vec![
+            Row {
+                what: "DNS for the covered name",
+                probe: Probe::Dig { name: "allowed.test", server: server.clone() },
+                want: Want::Pass,
+                event: None,
+            },
+            Row {
+                what: "DNS for the neighbour",
+                probe: Probe::Dig { name: "blocked.test", server: server.clone() },
+                want: Want::Block,
+                event: blocked("dns.blocked"),
+            },
+        ];
+        let d = u.start(&format!("{tag}-dns"), &yaml, &[("FILTER_MODE", "dns")]);
+        run_rows(&d, &ns, &rows);
+    }
+}
+
+/// "Run it in audit mode, then enforce": egret in learning mode (audit,
+/// plus the suggestion kept in `LEARNING_OUTPUT`) writes its decision log
+/// (`DECISION_LOG_FILE`); `egret learn --from` turns the log into the same
+/// policy; egret enforcing it lets exactly that traffic through and
+/// refuses the rest.
+#[test]
+fn a_policy_learned_from_an_audit_log_allows_what_was_done() {
+    let u = upstream();
+    let ns = u.w.p.work.clone();
+    let dir = util::scratch("policy-table-learn");
+    let log = dir.join("decisions.json");
+    let done = || {
+        vec![
+            Row {
+                what: "HTTP by name",
+                probe: Probe::Http { host: "allowed.test", to: u.at(2, 80) },
+                want: Want::Pass,
+                event: None,
+            },
+            Row {
+                what: "TCP to an address",
+                probe: Probe::Tcp { to: u.at(3, 8000) },
+                want: Want::Pass,
+                event: None,
+            },
+            Row { what: "UDP, v6", probe: Probe::Udp { to: u.at6(2, 7001) }, want: Want::Pass, event: None },
+        ]
+    };
+    let log_env = log.to_str().expect("utf-8 path").to_owned();
+    let live = dir.join("live.yaml");
+    let live_env = live.to_str().expect("utf-8 path").to_owned();
+    let d = u.start(
+        "learn-audit",
+        NOTHING,
+        &[("LEARNING_MODE", "true"), ("LEARNING_OUTPUT", &live_env), ("DECISION_LOG_FILE", &log_env)],
+    );
+    run_rows(&d, &ns, &done());
+    let written = wait_for(Duration::from_secs(10), || {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        (t.contains("allowed.test") && t.contains("\"destination_port\":8000") && t.contains("7001"))
+            .then_some(t)
+    });
+    drop(d);
+    assert!(written.is_some(), "the decision log never held the three decisions");
+
+    let mut c = util::egret();
+    c.arg("learn").arg("--from").arg(&log);
+    let (code, learned, err) = util::run(c);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "- \"allowed.test\"",
+        &format!("- \"tcp/{}:8000\"", u.w.p.v4(3)),
+        &format!("- \"udp/[{}]:7001\"", u.w.p.v6(2)),
+    ] {
+        assert!(learned.contains(want), "missing {want:?} in the learned policy:\n{learned}");
+    }
+    assert!(err.contains("decisions read from"), "{err}");
+    // What learning mode kept is the same policy (its header counts differ).
+    let body = |t: &str| t[t.find("allowlist:").unwrap_or(0)..].to_owned();
+    let kept = std::fs::read_to_string(&live).expect("LEARNING_OUTPUT written");
+    assert_eq!(body(&kept), body(&learned), "learning mode and egret learn disagree");
+    let pol = dir.join("learned.yaml");
+    std::fs::write(&pol, &learned).expect("write the learned policy");
+
+    let d = u.start_with(&pol, &[]);
+    run_rows(&d, &ns, &done());
+    let blocked = |msg| Some((msg, "BLOCKED", "not-allowlisted"));
+    run_rows(
+        &d,
+        &ns,
+        &[
+            Row {
+                what: "HTTP to a name never used",
+                probe: Probe::Http { host: "blocked.test", to: u.at(2, 80) },
+                want: Want::Block,
+                event: blocked("http.blocked"),
+            },
+            Row {
+                what: "TCP to the learned address on another port",
+                probe: Probe::Tcp { to: u.at(3, 8001) },
+                want: Want::Block,
+                event: blocked("nflog.event"),
+            },
+            Row {
+                what: "UDP to the learned address over v4 (not used)",
+                probe: Probe::Udp { to: u.at(2, 7001) },
+                want: Want::Block,
+                event: blocked("nflog.event"),
+            },
+        ],
+    );
+}

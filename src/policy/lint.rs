@@ -1,0 +1,189 @@
+//! What `egret check` says beyond "valid": warnings for entries that are
+//! valid but risky, and `--explain`, how one name or address is decided.
+//!
+//! Pure: the compiled policy in, text out.
+
+use std::net::IpAddr;
+
+use super::cidr::Cidr;
+use super::name::{normalize, Pattern};
+use super::{Guard, Policy};
+
+/// Suffixes under which anyone can publish: a wildcard over one allows
+/// every site of every customer, an attacker's included.
+const SHARED_SUFFIXES: &[&str] = &[
+    "amazonaws.com",
+    "appspot.com",
+    "azurewebsites.net",
+    "blob.core.windows.net",
+    "cloudfront.net",
+    "firebaseapp.com",
+    "fly.dev",
+    "github.io",
+    "gitlab.io",
+    "googleusercontent.com",
+    "herokuapp.com",
+    "netlify.app",
+    "ngrok.io",
+    "pages.dev",
+    "vercel.app",
+    "web.app",
+    "workers.dev",
+];
+
+/// The widest prefixes that pass without a warning: an IPv4 /8 (16 M
+/// addresses) and an IPv6 /16 hold networks of many owners.
+const WIDE_V4: u8 = 8;
+const WIDE_V6: u16 = 16;
+
+/// Why an address entry is risky, if it is: a /8 or wider.
+pub fn risky_cidr(c: &Cidr) -> Option<String> {
+    let wide = match c.addr {
+        IpAddr::V4(_) => c.prefix <= WIDE_V4,
+        IpAddr::V6(_) => u16::from(c.prefix) <= WIDE_V6,
+    };
+    wide.then(|| {
+        format!("a /{} or wider spans networks of many owners; list the networks you need", c.prefix)
+    })
+}
+
+/// Why a domain entry is risky, if it is: `*`, or a wildcard over a
+/// suffix anyone can publish under.
+pub fn risky_pattern(p: &Pattern) -> Option<String> {
+    match p {
+        Pattern::Any => Some(
+            "every name is allowed, so only allowlist.ips and the SSRF guard restrict egress".to_owned(),
+        ),
+        Pattern::Subdomains(text) | Pattern::Glob(text) => shared_suffix(p, text).map(|shared| {
+            format!("anyone can publish under {shared}, so this allows sites an attacker controls; name the hosts you need")
+        }),
+        Pattern::Exact(_) | Pattern::Regex(_) => None,
+    }
+}
+
+/// The shared suffix a wildcard entry spans, if any: `*.github.io`, and a
+/// `*` pattern whose star reaches into one (`*.s3.amazonaws.com`,
+/// `team-*.github.io`); not `docs.github.io`, one named site.
+fn shared_suffix(p: &Pattern, text: &str) -> Option<&'static str> {
+    // The literal part after the last star, without its leading label
+    // remainder: `team-*.github.io` → `github.io`.
+    let tail = match p {
+        Pattern::Subdomains(zone) => zone.as_str(),
+        _ => text.rsplit('*').next().map(|t| t.split_once('.').map_or("", |(_, z)| z)).unwrap_or(""),
+    };
+    SHARED_SUFFIXES.iter().copied().find(|s| tail == *s || tail.ends_with(&format!(".{s}")))
+}
+
+/// `egret check --explain WHAT`: whether the policy allows a name or an
+/// address, and by which entry. `true` when allowed.
+pub fn explain(policy: &Policy, guard: &Guard, what: &str) -> (bool, String) {
+    let what = what.trim();
+    let bare = what.strip_prefix('[').and_then(|w| w.strip_suffix(']')).unwrap_or(what);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return explain_ip(policy, guard, ip);
+    }
+    let name = match normalize(what) {
+        Ok(n) => n,
+        Err(e) => return (false, format!("{what:?}: not a host name ({e}): never allowed\n")),
+    };
+    let mut text = String::new();
+    if name != what {
+        text.push_str(&format!("{what:?} is compared as {name}\n"));
+    }
+    let allowed = match policy.names().find(&name) {
+        Some(p) => {
+            text.push_str(&format!("{name}: allowed by allowlist.domains {p}, {}\n", p.describe()));
+            true
+        }
+        None => {
+            text.push_str(&format!(
+                "{name}: blocked: no allowlist.domains entry matches (HTTPS mode resets the connection, DNS mode answers NXDOMAIN)\n"
+            ));
+            false
+        }
+    };
+    if allowed && !guard.is_off() {
+        text.push_str("  the addresses it resolves to must still pass the SSRF guard (GUARD_ADDRESSES)\n");
+    }
+    (allowed, text)
+}
+
+fn explain_ip(policy: &Policy, guard: &Guard, ip: IpAddr) -> (bool, String) {
+    if let Some(block) = policy.ips().find(ip) {
+        return (true, format!("{ip}: allowed on every port by allowlist.ips (within {block})\n"));
+    }
+    let ports: Vec<String> = policy
+        .ports()
+        .entries()
+        .into_iter()
+        .filter(|e| super::IpSet::from_cidrs(&[e.cidr]).contains(ip))
+        .map(|e| e.to_string())
+        .collect();
+    if !ports.is_empty() {
+        return (true, format!("{ip}: allowed only as allowlist.ips lists it: {}\n", ports.join(", ")));
+    }
+    let mut text = format!("{ip}: blocked: no allowlist.ips entry covers it (logged and refused at once)\n");
+    if guard.check(policy, ip).is_some() {
+        text.push_str("  it is also a guarded address (GUARD_ADDRESSES): no allowed name leads there\n");
+    }
+    (false, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{compile_raw, parse_yaml, EnvLists};
+
+    fn policy(yaml: &str) -> Policy {
+        compile_raw(parse_yaml(yaml, "t.yaml").expect("yaml"), "t.yaml", &EnvLists::default())
+            .expect("policy")
+    }
+
+    #[test]
+    fn risky_entries_are_named_with_the_reason() {
+        let p = policy(
+            "allowlist:\n  ips: [\"10.0.0.0/8\", \"10.1.0.0/16\", \"2001:db8::/32\", \"::/0\"]\n  domains: [\"*\", \"*.github.io\", \"docs.github.io\", \"team-*.github.io\", \"*.s3.amazonaws.com\", \"*.example.com\", \"/x\\\\.github\\\\.io/\"]\n",
+        );
+        let w = p.warnings().join("\n");
+        for want in [
+            "t.yaml: allowlist.ips[0] \"10.0.0.0/8\": a /8 or wider",
+            "t.yaml: allowlist.ips[3] \"::/0\": a /0 or wider",
+            "t.yaml: allowlist.domains[0] \"*\": every name is allowed",
+            "t.yaml: allowlist.domains[1] \"*.github.io\": anyone can publish under github.io",
+            "t.yaml: allowlist.domains[3] \"team-*.github.io\": anyone can publish under github.io",
+            "t.yaml: allowlist.domains[4] \"*.s3.amazonaws.com\": anyone can publish under amazonaws.com",
+        ] {
+            assert!(w.contains(want), "missing {want:?} in\n{w}");
+        }
+        for quiet in ["10.1.0.0/16", "2001:db8::/32", "docs.github.io", "*.example.com"] {
+            assert!(!w.contains(&format!("\"{quiet}\"")), "{quiet} is not risky:\n{w}");
+        }
+        assert_eq!(p.warnings().len(), 6, "{w}");
+    }
+
+    #[test]
+    fn explain_names_the_entry_that_decides() {
+        let p = policy(
+            "allowlist:\n  ips: [\"10.0.0.0/8\", \"tcp/192.0.2.5:5432\"]\n  domains: [\"example.com\", \"*.example.org\", \"api-*.example.net\", \"/cdn[0-9]+\\\\.example\\\\.io/\"]\n",
+        );
+        let g = Guard::default();
+        let cases: &[(&str, bool, &str)] = &[
+            ("example.com", true, "allowed by allowlist.domains example.com, an exact name"),
+            ("Example.COM.", true, "\"Example.COM.\" is compared as example.com"),
+            ("a.b.example.org", true, "*.example.org, a subdomain wildcard"),
+            ("example.org", false, "blocked: no allowlist.domains entry matches"),
+            ("api-eu.example.net", true, "api-*.example.net, a '*' pattern"),
+            ("cdn7.example.io", true, "/cdn[0-9]+\\.example\\.io/, a regular expression"),
+            ("cdn.example.io", false, "blocked"),
+            ("10.2.3.4", true, "allowed on every port by allowlist.ips (within 10.0.0.0/8)"),
+            ("192.0.2.5", true, "allowed only as allowlist.ips lists it: tcp/192.0.2.5:5432"),
+            ("192.0.2.6", false, "no allowlist.ips entry covers it"),
+            ("exa mple.com", false, "not a host name"),
+        ];
+        for (what, allowed, says) in cases {
+            let (a, text) = explain(&p, &g, what);
+            assert_eq!(a, *allowed, "{what}: {text}");
+            assert!(text.contains(says), "{what}: {text}");
+        }
+    }
+}
