@@ -31,6 +31,14 @@ impl Limits {
         let reserve = max / 4;
         Limits { max, reserve, few: (reserve / 4).max(1) }
     }
+
+    /// `max` slots, of which one client holds at most `share` (a
+    /// client holding `share` is refused whenever at least `share` are
+    /// taken, which they are).
+    pub fn per_client(max: usize, share: usize) -> Limits {
+        let share = share.clamp(1, max.max(1));
+        Limits { max, reserve: max - share, few: share }
+    }
 }
 
 /// Why a client was not admitted.
@@ -156,6 +164,23 @@ mod tests {
         f.release(&"greedy");
         assert_eq!(f.admit(&"f"), Ok(()));
         assert_eq!(f.total(), 20);
+    }
+
+    #[test]
+    fn a_per_client_share_caps_each_client_alone() {
+        let mut f = Fair::new(Limits::per_client(10, 4));
+        for k in ["a", "b"] {
+            for _ in 0..4 {
+                assert_eq!(f.admit(&k), Ok(()), "{k}");
+            }
+            assert_eq!(f.admit(&k), Err(Refusal::ClientShare), "{k} holds its share");
+        }
+        assert_eq!(f.admit(&"c"), Ok(()));
+        assert_eq!(f.admit(&"c"), Ok(()));
+        assert_eq!(f.admit(&"d"), Err(Refusal::Full));
+        f.release(&"a");
+        assert_eq!(f.admit(&"a"), Ok(()));
+        assert_eq!(Limits::per_client(4, 9), Limits { max: 4, reserve: 0, few: 4 });
     }
 
     #[test]

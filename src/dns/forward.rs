@@ -44,6 +44,8 @@ pub(super) struct Job {
     /// Who asked; the answer goes back to `asker.addr` on `reply`.
     pub asker: Asker,
     pub reply: Arc<std::net::UdpSocket>,
+    /// Its client's share of the forwarders, given back with the job.
+    pub _slot: crate::fair::Ticket<crate::peer::Client>,
 }
 
 impl Job {

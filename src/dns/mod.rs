@@ -93,6 +93,9 @@ pub struct Settings {
     pub guard: crate::policy::Guard,
     /// `DNS_HARDENING`: the limits in effect, `None` when off.
     pub hardening: Option<harden::Limits>,
+    /// The rate and zone budgets to spend, shared with the proxies'
+    /// lookups in HTTPS mode; `None`: the server's own (from `hardening`).
+    pub budget: Option<harden::Shared>,
 }
 
 impl Settings {
@@ -112,6 +115,7 @@ impl Settings {
             listeners: Arc::default(),
             guard: cfg.guard_addresses,
             hardening: cfg.dns_hardening,
+            budget: None,
         }
     }
 }
@@ -206,10 +210,13 @@ pub fn start_with(
         Some(l) => log::info!("dns: hardening on: {l}"),
         None => log::info!("dns: hardening off (DNS_HARDENING=false)"),
     }
-    let budget = settings.hardening.map(|l| std::sync::Mutex::new(harden::Budget::new(l)));
+    let budget = settings.hardening.map(|l| settings.budget.clone().unwrap_or_else(|| harden::shared(l)));
+    let share = (defaults::IN_FLIGHT * settings.workers.max(1) / 2).max(1);
+    let total = defaults::QUEUE * settings.workers.max(1);
     let shared = Arc::new(Shared {
         budget,
         udp_owners: Default::default(),
+        udp_fair: crate::fair::Admission::new(crate::fair::Limits::per_client(total, share)),
         settings,
         policy,
         emitter,
@@ -302,7 +309,11 @@ struct Shared {
     stats: Arc<Stats>,
     /// `DNS_HARDENING`'s rate buckets and zone budgets (UDP loop and TCP
     /// threads alike), `None` when off.
-    budget: Option<std::sync::Mutex<harden::Budget<crate::peer::Client>>>,
+    budget: Option<harden::Shared>,
+    /// Forwarded UDP queries outstanding (queued or in flight) per
+    /// client: one client's backlog is at most half of the forwarders'
+    /// in-flight slots, so it never queues ahead of everyone else.
+    udp_fair: Arc<crate::fair::Admission<crate::peer::Client>>,
     /// Who sent UDP queries lately, by source address (see `udp_owner`).
     udp_owners:
         std::sync::Mutex<std::collections::HashMap<SocketAddr, (Option<crate::peer::Owner>, Instant)>>,
@@ -464,6 +475,20 @@ impl Loop {
                 }
             };
             let query = &buf[..n];
+            // Before any parsing: a client past its rate and its refusals
+            // costs a lookup and a bucket, nothing more (a flood from one
+            // client must not take the loop from the others).
+            let now = Instant::now();
+            let mut asker = Asker::udp(client, local);
+            let who = crate::peer::Client::of(self.shared.udp_owner(&asker, now));
+            asker.client = Some(who);
+            if let Some(budget) = &self.shared.budget {
+                let flood = budget.lock().unwrap_or_else(|e| e.into_inner()).flood(who, now);
+                if flood == harden::Flood::Drop {
+                    self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
             let policy = self.shared.policy.current();
             match filter::decide(query, &policy) {
                 Action::Drop(why) => {
@@ -472,16 +497,35 @@ impl Loop {
                 }
                 Action::Answer(a) => {
                     send_udp(&udp.reply, &a.bytes, client);
-                    self.shared.emit(&Asker::udp(client, local), &Outcome::Refused(&a));
+                    self.shared.emit(&asker, &Outcome::Refused(&a));
                 }
                 Action::Forward(info) => {
-                    let asker = Asker::udp(client, local);
                     if let Some(refused) = self.shared.harden(&info, &asker, &policy) {
                         send_udp(&udp.reply, &refused, client);
                         continue;
                     }
-                    let job = forward::Job { query: query.to_vec(), info, asker, reply: udp.reply.clone() };
+                    let slot = match self.shared.udp_fair.admit(who) {
+                        Ok(t) => t,
+                        Err(r) => {
+                            // Its own backlog is full: SERVFAIL at once
+                            // (as for a full queue), never a wait behind it.
+                            log::debug!("dns: {client}: {who:?} holds its share of the forwarders ({r:?})");
+                            send_udp(&udp.reply, &filter::servfail(&info), client);
+                            let note = Some("overloaded: over the client's share of the forwarders");
+                            let o = Outcome::Forwarded { info: &info, rcode: ResponseCode::ServFail, note };
+                            self.shared.emit(&asker, &o);
+                            continue;
+                        }
+                    };
+                    let job = forward::Job {
+                        query: query.to_vec(),
+                        info,
+                        asker,
+                        reply: udp.reply.clone(),
+                        _slot: slot,
+                    };
                     if let Some(job) = offer(&mut self.fwd, self.next, job) {
+                        let asker = &job.asker;
                         log::warn!("dns: forwarding queues full; SERVFAIL to {client}");
                         send_udp(&job.reply, &filter::servfail(&job.info), client);
                         let o = Outcome::Forwarded {
@@ -489,7 +533,7 @@ impl Loop {
                             rcode: ResponseCode::ServFail,
                             note: Some("overloaded"),
                         };
-                        self.shared.emit(&asker, &o);
+                        self.shared.emit(asker, &o);
                     }
                 }
             }
@@ -584,11 +628,11 @@ impl Shared {
     fn harden(&self, info: &QueryInfo, asker: &Asker, policy: &crate::policy::Policy) -> Option<Vec<u8>> {
         let budget = self.budget.as_ref()?;
         let now = std::time::Instant::now();
-        let who = match asker.who {
-            None if asker.proto == "UDP" => self.udp_owner(asker, now),
-            w => w,
+        let client = match (asker.client, asker.who) {
+            (Some(c), _) => c,
+            (None, None) if asker.proto == "UDP" => crate::peer::Client::of(self.udp_owner(asker, now)),
+            (None, w) => crate::peer::Client::of(w),
         };
-        let client = crate::peer::Client::of(who);
         for q in &info.questions {
             let name = filter::display_name(q);
             let d = policy.decide(crate::policy::Query { name: Some(&name), ip: None, port: None });
