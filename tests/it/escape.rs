@@ -73,7 +73,7 @@
 //! | `Content-Length: <NBSP>40` / `Transfer-Encoding: <U+2003>chunked` smuggling a request past the Host check to a digits-only server | none | **worked, fixed** (OWS trimming only) | `escape_63_framing_headers_with_unicode_spaces_cannot_smuggle_a_request` |
 //! | bare-LF line ends: Host allowed.test for egret, the body's `Host: blocked.test` for a CRLF-only server | none | **worked, fixed** (CRLF line ends only) | `escape_64_bare_lf_line_ends_cannot_show_the_server_another_host` |
 //! | egret's marks, egress tag or dashboard key in `/metrics`, `/health`, 403 bodies, events | none | held | `escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events` |
-//! | TLS hellos naming `<63-byte label>.allowed.test` at a foreign IP, 400 distinct names, with `DNS_IN_HTTPS_MODE` and the hardening on: the proxy's check lookup asks the upstream for each | none | **works** | `escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening` (ignored) |
+//! | TLS hellos naming `<63-byte label>.allowed.test` at a foreign IP, 400 distinct names, with `DNS_IN_HTTPS_MODE` and the hardening on: the proxy's check lookup asks the upstream for each | none | **worked, fixed** (the check's lookups pass the DNS server's hardening first) | `escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening` |
 //! | an allowed name's AAAA `::ffff:<forbidden v4>` in strict DNS mode, then IPv4 and mapped connections to it | none | held (served, opens nothing) | `escape_67_an_ipv4_mapped_aaaa_answer_opens_no_ipv4_address_in_strict_mode` |
 //! | 1,000 idle connections held to the pod's loopback dashboard while egret ships | none | held | `escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events` |
 //! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **worked, fixed** (UDP askers' owners from `sock_diag`) | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` |
@@ -3149,7 +3149,6 @@ fn escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events() {
 }
 
 #[test]
-#[ignore = "round-3 finding: the proxies' anti-spoofing lookups ask the upstream for any SNI/Host under an allowed wildcard, past DNS_HARDENING's lengths, rate and budget (a DNS tunnel with DNS_IN_HTTPS_MODE on)"]
 fn escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening() {
     // DNS_IN_HTTPS_MODE closes the direct path to the resolvers and the
     // hardening limits what allowed names carry. But the proxy checks an
@@ -3198,8 +3197,17 @@ fn escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening() {
         "escape_66: {carried} of {} tunnel names (SNI and Host) reached the upstream ({asked_before} names before)",
         n + 50
     );
+    // Each was refused for what it is, as the DNS server's refusal says.
+    let evs: Vec<serde_json::Value> = d.events.try_iter().collect();
+    let hardened =
+        |msg: &str| evs.iter().filter(|e| e["msg"] == msg && e["reason"] == "hardening").collect::<Vec<_>>();
+    let (tls, web) = (hardened("https.blocked"), hardened("http.blocked"));
+    eprintln!("escape_66: refused for the hardening: {} hellos, {} requests", tls.len(), web.len());
     drop(d);
     assert_eq!(carried, 0, "the proxy's lookups carried {carried} tunnel-shaped names to the upstream");
+    assert!(!tls.is_empty() && !web.is_empty(), "no hello or request was refused for the hardening");
+    let note = tls[0]["note"].as_str().unwrap_or_default();
+    assert!(note.starts_with("label-length: "), "{}", tls[0]);
 }
 
 #[test]
