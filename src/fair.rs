@@ -32,12 +32,11 @@ impl Limits {
         Limits { max, reserve, few: (reserve / 4).max(1) }
     }
 
-    /// `max` slots, of which one client holds at most `share` (a
-    /// client holding `share` is refused whenever at least `share` are
-    /// taken, which they are).
-    pub fn per_client(max: usize, share: usize) -> Limits {
-        let share = share.clamp(1, max.max(1));
-        Limits { max, reserve: max - share, few: share }
+    /// `max` slots; once `busy` of them are taken, a client holding
+    /// `share` or more gets no new one (alone, a client may take `busy`).
+    pub fn share_when_busy(max: usize, busy: usize, share: usize) -> Limits {
+        let busy = busy.min(max);
+        Limits { max, reserve: max - busy, few: share.max(1) }
     }
 }
 
@@ -167,20 +166,26 @@ mod tests {
     }
 
     #[test]
-    fn a_per_client_share_caps_each_client_alone() {
-        let mut f = Fair::new(Limits::per_client(10, 4));
-        for k in ["a", "b"] {
-            for _ in 0..4 {
-                assert_eq!(f.admit(&k), Ok(()), "{k}");
-            }
-            assert_eq!(f.admit(&k), Err(Refusal::ClientShare), "{k} holds its share");
+    fn once_busy_a_client_holding_its_share_gets_no_more() {
+        let mut f = Fair::new(Limits::share_when_busy(12, 8, 3));
+        // Alone, a client takes up to `busy`.
+        for i in 0..8 {
+            assert_eq!(f.admit(&"a"), Ok(()), "{i}");
         }
-        assert_eq!(f.admit(&"c"), Ok(()));
+        assert_eq!(f.admit(&"a"), Err(Refusal::ClientShare), "busy now");
+        // Others still get in, up to their share each.
+        for _ in 0..3 {
+            assert_eq!(f.admit(&"b"), Ok(()));
+        }
+        assert_eq!(f.admit(&"b"), Err(Refusal::ClientShare));
         assert_eq!(f.admit(&"c"), Ok(()));
         assert_eq!(f.admit(&"d"), Err(Refusal::Full));
-        f.release(&"a");
-        assert_eq!(f.admit(&"a"), Ok(()));
-        assert_eq!(Limits::per_client(4, 9), Limits { max: 4, reserve: 0, few: 4 });
+        for _ in 0..6 {
+            f.release(&"a");
+        }
+        assert_eq!(f.total(), 6, "no longer busy");
+        assert_eq!(f.admit(&"b"), Ok(()), "b past its share while not busy");
+        assert_eq!(Limits::share_when_busy(4, 9, 0), Limits { max: 4, reserve: 0, few: 1 });
     }
 
     #[test]

@@ -211,12 +211,17 @@ pub fn start_with(
         None => log::info!("dns: hardening off (DNS_HARDENING=false)"),
     }
     let budget = settings.hardening.map(|l| settings.budget.clone().unwrap_or_else(|| harden::shared(l)));
-    let share = (defaults::IN_FLIGHT * settings.workers.max(1) / 2).max(1);
+    // A client alone may have twice the in-flight slots outstanding; once
+    // that many are, one holding half the slots gets SERVFAIL at once: no
+    // one waits behind more than about two upstream round trips of a
+    // single client's backlog.
+    let in_flight = defaults::IN_FLIGHT * settings.workers.max(1);
     let total = defaults::QUEUE * settings.workers.max(1);
+    let client_share = crate::fair::Limits::share_when_busy(total, 2 * in_flight, in_flight / 2);
     let shared = Arc::new(Shared {
         budget,
         udp_owners: Default::default(),
-        udp_fair: crate::fair::Admission::new(crate::fair::Limits::per_client(total, share)),
+        udp_fair: crate::fair::Admission::new(client_share),
         settings,
         policy,
         emitter,
@@ -311,8 +316,9 @@ struct Shared {
     /// threads alike), `None` when off.
     budget: Option<harden::Shared>,
     /// Forwarded UDP queries outstanding (queued or in flight) per
-    /// client: one client's backlog is at most half of the forwarders'
-    /// in-flight slots, so it never queues ahead of everyone else.
+    /// client: once twice the forwarders' in-flight slots are taken, a
+    /// client holding half of them gets no more, so one client's backlog
+    /// never queues far ahead of everyone else.
     udp_fair: Arc<crate::fair::Admission<crate::peer::Client>>,
     /// Who sent UDP queries lately, by source address (see `udp_owner`).
     udp_owners:
