@@ -74,6 +74,7 @@
 //! | bare-LF line ends: Host allowed.test for egret, the body's `Host: blocked.test` for a CRLF-only server | none | **worked, fixed** (CRLF line ends only) | `escape_64_bare_lf_line_ends_cannot_show_the_server_another_host` |
 //! | egret's marks, egress tag or dashboard key in `/metrics`, `/health`, 403 bodies, events | none | held | `escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events` |
 //! | TLS hellos naming `<63-byte label>.allowed.test` at a foreign IP, 400 distinct names, with `DNS_IN_HTTPS_MODE` and the hardening on: the proxy's check lookup asks the upstream for each | none | **worked, fixed** (the check's lookups pass the DNS server's hardening first) | `escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening` |
+//! | 8 hellos naming short distinct names under `*.allowed.test` with `DNS_ZONE_BUDGET=5`, then a query for a 9th to egret's DNS server | none | **worked, fixed** (one budget for the check's lookups and the queries) | `escape_66_sni_names_spend_the_dns_servers_zone_budget` |
 //! | an allowed name's AAAA `::ffff:<forbidden v4>` in strict DNS mode, then IPv4 and mapped connections to it | none | held (served, opens nothing) | `escape_67_an_ipv4_mapped_aaaa_answer_opens_no_ipv4_address_in_strict_mode` |
 //! | 1,000 idle connections held to the pod's loopback dashboard while egret ships | none | held | `escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events` |
 //! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **worked, fixed** (UDP askers' owners from `sock_diag`) | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` |
@@ -3208,6 +3209,49 @@ fn escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening() {
     assert!(!tls.is_empty() && !web.is_empty(), "no hello or request was refused for the hardening");
     let note = tls[0]["note"].as_str().unwrap_or_default();
     assert!(note.starts_with("label-length: "), "{}", tls[0]);
+}
+
+#[test]
+fn escape_66_sni_names_spend_the_dns_servers_zone_budget() {
+    // Names short enough for every length limit: the check's lookups
+    // spend the client's per-zone budget of distinct names, the same
+    // budget its queries to egret's DNS server spend.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-66-budget", "allowlist:\n  domains: [\"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("DNS_UPSTREAMS", upstream.as_str()), ("DNS_IN_HTTPS_MODE", "true"), ("DNS_ZONE_BUDGET", "5")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let to = s_addr(&p.v4(3), 443);
+    in_netns(&p.work, move || {
+        for i in 0..8 {
+            let name = format!("n{i}.allowed.test");
+            if let Ok(mut c) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
+                let _ = c.write_all(&hello(Some(name.as_bytes()), 0));
+                let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+                let _ = c.read(&mut [0u8; 16]);
+            }
+        }
+    });
+    // The same client (root, in this test's cgroup) asks the DNS server
+    // for a ninth name: its budget is spent.
+    let (out, _) = dig_in(&p.work, "127.0.0.1", "n9.allowed.test");
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = w.dns.seen.lock().expect("lock").clone();
+    let mut asked: Vec<&String> = seen.keys().map(|(n, _)| n).filter(|n| n.starts_with('n')).collect();
+    asked.sort();
+    asked.dedup();
+    let evs: Vec<serde_json::Value> = d.events.try_iter().collect();
+    let budget = evs
+        .iter()
+        .filter(|e| e["msg"] == "https.blocked" && e["reason"] == "hardening")
+        .filter(|e| e["note"].as_str().is_some_and(|n| n.starts_with("budget: ")))
+        .count();
+    eprintln!("escape_66: the upstream was asked for {asked:?}; {budget} hellos refused for the budget");
+    drop(d);
+    assert_eq!(asked.len(), 5, "DNS_ZONE_BUDGET=5 names reached the upstream: {asked:?}");
+    assert_eq!(budget, 3, "the 6th to 8th hellos are refused for the budget");
+    assert!(out.contains("status: REFUSED"), "the DNS server shares the spent budget: {out}");
 }
 
 #[test]
