@@ -44,8 +44,6 @@ pub(super) struct Job {
     /// Who asked; the answer goes back to `asker.addr` on `reply`.
     pub asker: Asker,
     pub reply: Arc<std::net::UdpSocket>,
-    /// Its client's share of the forwarders, given back with the job.
-    pub _slot: crate::fair::Ticket<crate::peer::Client>,
 }
 
 impl Job {
@@ -99,7 +97,7 @@ impl Handle {
 pub(super) fn spawn(n: usize, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> io::Result<Handle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (tx, rx) = mpsc::sync_channel(defaults::QUEUE);
+    let (tx, rx) = mpsc::sync_channel(defaults::CHANNEL);
     let f = Forwarder {
         poll,
         rx,
@@ -218,12 +216,24 @@ impl Forwarder {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
-            // Take new work while there is room.
+            // Take new work while there is room; the channel's room is
+            // the loop's to fill from its backlog.
+            let mut took = false;
             while self.live < defaults::IN_FLIGHT {
                 match self.rx.try_recv() {
-                    Ok(job) => self.start(job, Tries::default()),
+                    Ok(job) => {
+                        took = true;
+                        self.start(job, Tries::default())
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            if took && self.shared.backlog_waiting.swap(false, Ordering::SeqCst) {
+                if let Some(w) = self.shared.loop_waker.get() {
+                    if let Err(e) = w.wake() {
+                        log::warn!("dns: waking the server loop: {e}");
+                    }
                 }
             }
             // At most IN_FLIGHT queries (and their idle sockets): a scan

@@ -50,8 +50,15 @@ pub mod defaults {
     /// Forwarding threads for UDP queries (each an event loop, so a few
     /// are plenty; more only spread the work over more cores).
     pub const WORKERS: usize = 2;
-    /// Allowed UDP queries waiting for each forwarder; beyond it, SERVFAIL.
+    /// Allowed UDP queries one client may have waiting for the
+    /// forwarders (the server's backlog holds this many per forwarder in
+    /// all); beyond either, SERVFAIL. The backlog is served one client at
+    /// a time in turn, so another client's query waits behind at most one
+    /// of each other client's.
     pub const QUEUE: usize = 1024;
+    /// Jobs handed to a forwarder beyond its in-flight ones: kept short,
+    /// so the waiting happens in the backlog, in turn, not in this FIFO.
+    pub const CHANNEL: usize = IN_FLIGHT;
     /// Upstream queries one forwarder has in flight at once, one socket
     /// each (so also its file descriptors); more wait in its queue. With
     /// the default two forwarders, 64 at once (dnsmasq's default is 150,
@@ -211,17 +218,12 @@ pub fn start_with(
         None => log::info!("dns: hardening off (DNS_HARDENING=false)"),
     }
     let budget = settings.hardening.map(|l| settings.budget.clone().unwrap_or_else(|| harden::shared(l)));
-    // A client alone may have twice the in-flight slots outstanding; once
-    // that many are, one holding half the slots gets SERVFAIL at once: no
-    // one waits behind more than about two upstream round trips of a
-    // single client's backlog.
-    let in_flight = defaults::IN_FLIGHT * settings.workers.max(1);
-    let total = defaults::QUEUE * settings.workers.max(1);
-    let client_share = crate::fair::Limits::share_when_busy(total, 2 * in_flight, in_flight / 2);
+    let backlog = crate::fair::Turns::new(defaults::QUEUE, defaults::QUEUE * settings.workers.max(1));
     let shared = Arc::new(Shared {
         budget,
         udp_owners: Default::default(),
-        udp_fair: crate::fair::Admission::new(client_share),
+        backlog_waiting: AtomicBool::new(false),
+        loop_waker: std::sync::OnceLock::new(),
         settings,
         policy,
         emitter,
@@ -230,11 +232,12 @@ pub fn start_with(
         tcp_fair: crate::fair::Admission::new(crate::fair::Limits::for_max(defaults::TCP_CLIENTS)),
         stats: stats.clone(),
     });
-    let mut lp = Loop { poll, slots, fwd: Vec::new(), next: 0, shared, stop: stop.clone() };
+    let mut lp = Loop { poll, slots, fwd: Vec::new(), next: 0, backlog, shared, stop: stop.clone() };
     lp.bind_missing();
     let local: Vec<SocketAddr> = lp.slots.iter().filter_map(|s| s.udp.as_ref().map(|u| u.local)).collect();
     forwarding_loop(&lp.shared.settings.upstreams.addrs, &local)?;
     let waker = Arc::new(Waker::new(lp.poll.registry(), WAKER)?);
+    let _ = lp.shared.loop_waker.set(waker.clone());
     for i in 0..lp.shared.settings.workers.max(1) {
         lp.fwd.push(forward::spawn(i, lp.shared.clone(), stop.clone())?);
     }
@@ -315,11 +318,10 @@ struct Shared {
     /// `DNS_HARDENING`'s rate buckets and zone budgets (UDP loop and TCP
     /// threads alike), `None` when off.
     budget: Option<harden::Shared>,
-    /// Forwarded UDP queries outstanding (queued or in flight) per
-    /// client: once twice the forwarders' in-flight slots are taken, a
-    /// client holding half of them gets no more, so one client's backlog
-    /// never queues far ahead of everyone else.
-    udp_fair: Arc<crate::fair::Admission<crate::peer::Client>>,
+    /// The loop has a backlog the forwarders' channels had no room for:
+    /// a forwarder that takes jobs wakes the loop through `loop_waker`.
+    backlog_waiting: AtomicBool,
+    loop_waker: std::sync::OnceLock<Arc<Waker>>,
     /// Who sent UDP queries lately, by source address (see `udp_owner`).
     udp_owners:
         std::sync::Mutex<std::collections::HashMap<SocketAddr, (Option<crate::peer::Owner>, Instant)>>,
@@ -372,6 +374,9 @@ struct Loop {
     fwd: Vec<forward::Handle>,
     /// The forwarder tried first for the next batch.
     next: usize,
+    /// Allowed UDP queries the forwarders had no room for yet, per
+    /// client, served in turn.
+    backlog: crate::fair::Turns<crate::peer::Client, forward::Job>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 }
@@ -428,7 +433,7 @@ impl Loop {
             }
             for ev in events.iter() {
                 match classify(ev.token()) {
-                    Ready::Wake => {}
+                    Ready::Wake => self.pump(),
                     Ready::Udp(i) => self.drain_udp(i, &mut buf),
                     Ready::Tcp(i) => self.accept_tcp(i),
                 }
@@ -451,6 +456,25 @@ impl Loop {
     /// work: one wake-up per batch, not per query.
     fn drain_udp(&mut self, i: usize, buf: &mut [u8]) {
         self.read_udp(i, buf);
+        self.pump();
+    }
+
+    /// Hands the backlog to the forwarders, a client at a time in turn,
+    /// until their channels are full; then arms the forwarders to wake
+    /// the loop when they take jobs (and tries once more, so a job taken
+    /// in between is not missed). Wakes the forwarders that got work.
+    fn pump(&mut self) {
+        let mut armed = false;
+        while let Some((k, job)) = self.backlog.pop() {
+            if let Some(job) = offer(&mut self.fwd, self.next, job) {
+                self.backlog.push_front(k, job);
+                if armed {
+                    break;
+                }
+                self.shared.backlog_waiting.store(true, Ordering::SeqCst);
+                armed = true;
+            }
+        }
         for f in &mut self.fwd {
             f.wake();
         }
@@ -510,29 +534,16 @@ impl Loop {
                         send_udp(&udp.reply, &refused, client);
                         continue;
                     }
-                    let slot = match self.shared.udp_fair.admit(who) {
-                        Ok(t) => t,
-                        Err(r) => {
-                            // Its own backlog is full: SERVFAIL at once
-                            // (as for a full queue), never a wait behind it.
-                            log::debug!("dns: {client}: {who:?} holds its share of the forwarders ({r:?})");
-                            send_udp(&udp.reply, &filter::servfail(&info), client);
-                            let note = Some("overloaded: over the client's share of the forwarders");
-                            let o = Outcome::Forwarded { info: &info, rcode: ResponseCode::ServFail, note };
-                            self.shared.emit(&asker, &o);
-                            continue;
-                        }
+                    let job = forward::Job { query: query.to_vec(), info, asker, reply: udp.reply.clone() };
+                    // Straight to a forwarder while nobody waits; else in
+                    // turn behind the backlog (its own queue bounded).
+                    let job = match self.backlog.is_empty() {
+                        true => offer(&mut self.fwd, self.next, job),
+                        false => Some(job),
                     };
-                    let job = forward::Job {
-                        query: query.to_vec(),
-                        info,
-                        asker,
-                        reply: udp.reply.clone(),
-                        _slot: slot,
-                    };
-                    if let Some(job) = offer(&mut self.fwd, self.next, job) {
+                    if let Err(job) = job.map_or(Ok(()), |j| self.backlog.push(who, j)) {
                         let asker = &job.asker;
-                        log::warn!("dns: forwarding queues full; SERVFAIL to {client}");
+                        log::debug!("dns: forwarding backlog full for {who:?}; SERVFAIL to {client}");
                         send_udp(&job.reply, &filter::servfail(&job.info), client);
                         let o = Outcome::Forwarded {
                             info: &job.info,

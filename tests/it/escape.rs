@@ -2688,6 +2688,63 @@ fn escape_56_one_client_flooding_dns_does_not_starve_another() {
 }
 
 #[test]
+fn escape_56_one_clients_backlog_does_not_queue_ahead_of_another() {
+    // No rate limit (DNS_HARDENING=false): uid 1000 sends 1,500 allowed
+    // queries in one burst, each held 300 ms by the upstream, more than
+    // the forwarders carry at once (64). In one queue, a query asked
+    // right after would wait behind all of them (1,500 / 64 x 0.3 s).
+    let w = crate::run::world_with(|two, _| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.delay = Duration::from_millis(300);
+        z
+    });
+    let p = &w.p;
+    let pol =
+        policy_file("escape-56-backlog", "allowlist:\n  domains: [\"allowed.test\", \"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
+    let _d = Daemon::start(&p.work, &pol, &env);
+    let burst = r#"
+import socket, struct, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+name = lambda i: b"".join(bytes([len(l)]) + l for l in [b"b%d" % i, b"allowed", b"test"]) + b"\x00"
+for i in range(1500):
+    s.sendto(struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0) + name(i) + b"\x00\x01\x00\x01", ("127.0.0.1", 53))
+    if i % 100 == 99:
+        time.sleep(0.01)
+print("sent", flush=True)
+got, end = 0, time.time() + 15
+s.settimeout(1)
+while time.time() < end and got < 1500:
+    try:
+        s.recv(2048)
+        got += 1
+    except OSError:
+        pass
+print(got, flush=True)
+"#;
+    let mut c = as_workload(&p.work, Priv::User(1000));
+    c.args([py3(), "-c", burst]).stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("burst");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut out, &mut line);
+    assert_eq!(line.trim(), "sent", "the burst");
+    let mut c = as_workload(&p.work, Priv::Nobody);
+    c.args(["dig", "@127.0.0.1", "allowed.test", "A", "+time=5", "+tries=1"]);
+    let start = Instant::now();
+    let (_, dig, _) = util::run(c);
+    let took = start.elapsed();
+    line.clear();
+    let _ = std::io::BufRead::read_line(&mut out, &mut line);
+    let _ = child.wait();
+    eprintln!("escape_56: the burst got {} answers; the other client's lookup took {took:?}", line.trim());
+    assert!(dig.contains("status: NOERROR"), "{dig}");
+    assert!(took < Duration::from_secs(2), "another client waited {took:?} behind one client's backlog");
+}
+
+#[test]
 fn escape_57_strangely_shaped_blocked_packets_neither_leave_nor_upset_the_log_reader() {
     // Raw packets whose headers lie (options, offsets, lengths, long
     // extension chains): each is blocked, and the NFLOG copy of it, which
