@@ -109,22 +109,22 @@ impl<K: Eq + Hash + Clone, T> Turns<K, T> {
         Turns { queues: HashMap::new(), order: VecDeque::new(), per_client, max, len: 0 }
     }
 
-    /// Queues `t` for `k`, or gives it back when `k`'s queue or all of
+    /// Queues `t` for `k`; gives it back when `k`'s queue or all of
     /// them are full.
-    pub fn push(&mut self, k: K, t: T) -> Result<(), T> {
+    pub fn push(&mut self, k: K, t: T) -> Option<T> {
         if self.len >= self.max {
-            return Err(t);
+            return Some(t);
         }
         let q = self.queues.entry(k.clone()).or_default();
         if q.len() >= self.per_client {
-            return Err(t);
+            return Some(t);
         }
         if q.is_empty() {
             self.order.push_back(k);
         }
         q.push_back(t);
         self.len += 1;
-        Ok(())
+        None
     }
 
     /// The next item, the client whose turn it was going to the back.
@@ -242,12 +242,12 @@ mod tests {
     fn turns_serve_each_client_in_turn_within_bounds() {
         let mut t = Turns::new(3, 5);
         for i in 0..3 {
-            assert_eq!(t.push("flood", i), Ok(()));
+            assert_eq!(t.push("flood", i), None);
         }
-        assert_eq!(t.push("flood", 3), Err(3), "its own queue is full");
-        assert_eq!(t.push("b", 10), Ok(()));
-        assert_eq!(t.push("c", 20), Ok(()));
-        assert_eq!(t.push("c", 21), Err(21), "every queue together is full");
+        assert_eq!(t.push("flood", 3), Some(3), "its own queue is full");
+        assert_eq!(t.push("b", 10), None);
+        assert_eq!(t.push("c", 20), None);
+        assert_eq!(t.push("c", 21), Some(21), "every queue together is full");
         // One each in turn, not the flooder's three first.
         assert_eq!(t.pop(), Some(("flood", 0)));
         assert_eq!(t.pop(), Some(("b", 10)));
@@ -256,8 +256,8 @@ mod tests {
         t.push_front("c", 20);
         assert_eq!(t.pop(), Some(("c", 20)));
         assert_eq!(t.pop(), Some(("flood", 1)));
-        assert_eq!(t.push("b", 11), Ok(()));
-        assert_eq!(t.push("flood", 3), Ok(()));
+        assert_eq!(t.push("b", 11), None);
+        assert_eq!(t.push("flood", 3), None);
         // Given back while it has more: still its turn next.
         let (k, x) = t.pop().unwrap();
         assert_eq!((k, x), ("flood", 2));

@@ -18,8 +18,10 @@
 //! loop, connected, written and read as it becomes ready, then closed.
 //!
 //! A forwarder holds at most `defaults::IN_FLIGHT` queries; beyond that
-//! jobs wait in its channel, and when every channel is full the server
-//! answers SERVFAIL at once (never a stall).
+//! jobs wait in its short channel (`defaults::CHANNEL`), and beyond that
+//! in the server's per-client backlog, served in turn (a forwarder that
+//! takes jobs while it waits wakes the server's loop); a client whose
+//! backlog is full gets SERVFAIL at once (never a stall).
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;

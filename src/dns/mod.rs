@@ -541,7 +541,7 @@ impl Loop {
                         true => offer(&mut self.fwd, self.next, job),
                         false => Some(job),
                     };
-                    if let Err(job) = job.map_or(Ok(()), |j| self.backlog.push(who, j)) {
+                    if let Some(job) = job.and_then(|j| self.backlog.push(who, j)) {
                         let asker = &job.asker;
                         log::debug!("dns: forwarding backlog full for {who:?}; SERVFAIL to {client}");
                         send_udp(&job.reply, &filter::servfail(&job.info), client);
