@@ -45,6 +45,7 @@ fn main() {
         listeners: Default::default(),
         guard: Default::default(),
         hardening,
+        budget: None,
     };
     // Events are drained and dropped, with the real sink's rhythm (a
     // burst, then `COALESCE` to let the next gather) but without its JSON

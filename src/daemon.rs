@@ -636,7 +636,15 @@ fn start_services(
             if let Err(e) = crate::proxy::raise_nofile_limit() {
                 log::warn!("cannot raise the open-file limit: {e}");
             }
-            let resolver = Arc::new(Resolver::new(upstreams(), cfg.dns_ttl_min, cfg.dns_ttl_max));
+            // DNS_IN_HTTPS_MODE with DNS_HARDENING: the proxies' lookups
+            // spend the DNS server's rate and zone budgets, so a name in an
+            // SNI or Host reaches the upstream only as a query could.
+            // Without egret's resolver the workloads ask theirs directly,
+            // and there is nothing for the hardening to close.
+            let budget = cfg.dns_hardening.filter(|_| cfg.dns_in_https_mode).map(crate::dns::harden::shared);
+            let resolver = Arc::new(
+                Resolver::new(upstreams(), cfg.dns_ttl_min, cfg.dns_ttl_max).hardened(budget.clone()),
+            );
             if !cfg.verify_destination {
                 log::warn!("VERIFY_DESTINATION=false: an allowed name is tunnelled to any address (SNI/Host spoofing is possible)");
             }
@@ -649,7 +657,8 @@ fn start_services(
             let mut dns_stats = None;
             if cfg.dns_in_https_mode {
                 let hook: Arc<dyn crate::dns::learn::Learn> = resolver.clone();
-                let d = crate::dns::start_with(dns_settings(), handle.clone(), emitter.clone(), Some(hook))
+                let settings = crate::dns::Settings { budget, ..dns_settings() };
+                let d = crate::dns::start_with(settings, handle.clone(), emitter.clone(), Some(hook))
                     .map_err(|e| format!("dns: {e}"))?;
                 dns_stats = Some(d.shared_stats());
                 services.push(Box::new(d));

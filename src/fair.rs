@@ -11,7 +11,7 @@
 //! Pure: counts in, a verdict out; [`Admission`] is the shared, locked
 //! shell with a release-on-drop [`Ticket`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
@@ -90,6 +90,86 @@ impl<K: Eq + Hash + Clone> Fair<K> {
     }
 }
 
+/// Per-client queues served in turn: [`Turns::pop`] takes the oldest
+/// item of the client whose turn it is, so one client's backlog delays
+/// another's item by at most one item per client ahead of it. Bounded:
+/// `per_client` items per client, `max` in all.
+#[derive(Debug)]
+pub struct Turns<K, T> {
+    queues: HashMap<K, VecDeque<T>>,
+    /// Clients with items, in turn order.
+    order: VecDeque<K>,
+    per_client: usize,
+    max: usize,
+    len: usize,
+}
+
+impl<K: Eq + Hash + Clone, T> Turns<K, T> {
+    pub fn new(per_client: usize, max: usize) -> Turns<K, T> {
+        Turns { queues: HashMap::new(), order: VecDeque::new(), per_client, max, len: 0 }
+    }
+
+    /// Queues `t` for `k`; gives it back when `k`'s queue or all of
+    /// them are full.
+    pub fn push(&mut self, k: K, t: T) -> Option<T> {
+        if self.len >= self.max {
+            return Some(t);
+        }
+        let q = self.queues.entry(k.clone()).or_default();
+        if q.len() >= self.per_client {
+            return Some(t);
+        }
+        if q.is_empty() {
+            self.order.push_back(k);
+        }
+        q.push_back(t);
+        self.len += 1;
+        None
+    }
+
+    /// The next item, the client whose turn it was going to the back.
+    pub fn pop(&mut self) -> Option<(K, T)> {
+        let k = self.order.pop_front()?;
+        let q = self.queues.get_mut(&k)?;
+        let t = q.pop_front()?;
+        self.len -= 1;
+        if q.is_empty() {
+            self.queues.remove(&k);
+        } else {
+            self.order.push_back(k.clone());
+        }
+        Some((k, t))
+    }
+
+    /// Puts back what [`Turns::pop`] just gave (it could not be served):
+    /// first in line again. Beyond the bounds, as it was already counted.
+    pub fn push_front(&mut self, k: K, t: T) {
+        let q = self.queues.entry(k.clone()).or_default();
+        if q.is_empty() {
+            self.order.push_front(k.clone());
+        } else if let Some(i) = self.order.iter().position(|x| *x == k) {
+            // Its turn was moved to the back by the pop: give it back.
+            self.order.remove(i);
+            self.order.push_front(k);
+        }
+        q.push_front(t);
+        self.len += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Clients with something queued.
+    pub fn clients(&self) -> usize {
+        self.queues.len()
+    }
+}
+
 /// [`Fair`] shared by the threads of a listener.
 #[derive(Debug)]
 pub struct Admission<K> {
@@ -156,6 +236,39 @@ mod tests {
         f.release(&"greedy");
         assert_eq!(f.admit(&"f"), Ok(()));
         assert_eq!(f.total(), 20);
+    }
+
+    #[test]
+    fn turns_serve_each_client_in_turn_within_bounds() {
+        let mut t = Turns::new(3, 5);
+        for i in 0..3 {
+            assert_eq!(t.push("flood", i), None);
+        }
+        assert_eq!(t.push("flood", 3), Some(3), "its own queue is full");
+        assert_eq!(t.push("b", 10), None);
+        assert_eq!(t.push("c", 20), None);
+        assert_eq!(t.push("c", 21), Some(21), "every queue together is full");
+        // One each in turn, not the flooder's three first.
+        assert_eq!(t.pop(), Some(("flood", 0)));
+        assert_eq!(t.pop(), Some(("b", 10)));
+        assert_eq!(t.pop(), Some(("c", 20)));
+        // Given back (the forwarders were full): first again.
+        t.push_front("c", 20);
+        assert_eq!(t.pop(), Some(("c", 20)));
+        assert_eq!(t.pop(), Some(("flood", 1)));
+        assert_eq!(t.push("b", 11), None);
+        assert_eq!(t.push("flood", 3), None);
+        // Given back while it has more: still its turn next.
+        let (k, x) = t.pop().unwrap();
+        assert_eq!((k, x), ("flood", 2));
+        t.push_front(k, x);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.pop(), Some(("flood", 2)));
+        assert_eq!(t.pop(), Some(("b", 11)));
+        assert_eq!(t.pop(), Some(("flood", 3)));
+        assert_eq!(t.pop(), None);
+        assert!(t.is_empty());
+        assert_eq!(t.clients(), 0, "emptied queues are forgotten");
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::dns::upstream::Upstreams;
 use crate::policy::normalize;
 
 /// The answer to "does this name resolve to this address?".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     /// The address is one the name currently resolves to.
     Match,
@@ -52,6 +52,17 @@ pub enum Check {
     /// No resolver gave an answer (down, unreachable, SERVFAIL): the check
     /// cannot tell a spoof from a real destination.
     Unavailable,
+    /// `DNS_HARDENING` refused to ask the upstream for the name (its
+    /// lengths, or the client's rate or zone budget): it was not looked up.
+    Hardened(crate::dns::harden::Refusal),
+}
+
+/// Who a check is for: the client whose connection named the name, and
+/// the policy rule that allowed it (whose zone the name counts against).
+#[derive(Debug, Clone, Copy)]
+pub struct Asking<'a> {
+    pub client: crate::peer::Client,
+    pub rule: Option<&'a crate::policy::Pattern>,
 }
 
 /// Limits, in one place.
@@ -211,6 +222,10 @@ pub struct Resolver {
     upstreams: Upstreams,
     cache: Mutex<Cache>,
     hosts: Hosts,
+    /// `DNS_HARDENING` with `DNS_IN_HTTPS_MODE`: every lookup a check
+    /// would make is first spent from this budget (the DNS server's own),
+    /// so an SNI or Host cannot carry what a query could not.
+    budget: Option<crate::dns::harden::Shared>,
 }
 
 impl Resolver {
@@ -227,13 +242,24 @@ impl Resolver {
         ttl_max: Duration,
         hosts: PathBuf,
     ) -> Resolver {
-        Resolver { upstreams, cache: Mutex::new(Cache::new(ttl_min, ttl_max)), hosts: Hosts::read(&hosts) }
+        Resolver {
+            upstreams,
+            cache: Mutex::new(Cache::new(ttl_min, ttl_max)),
+            hosts: Hosts::read(&hosts),
+            budget: None,
+        }
+    }
+
+    /// Lookups pass `budget` (the hardening's) before they are made.
+    pub fn hardened(self, budget: Option<crate::dns::harden::Shared>) -> Resolver {
+        Resolver { budget, ..self }
     }
 
     /// Does `name` resolve to `ip`? An `/etc/hosts` pin matches at once;
-    /// otherwise answers from the cache when it can, else asks the
-    /// upstreams for A and AAAA.
-    pub fn check(&self, name: &str, ip: IpAddr) -> Check {
+    /// otherwise answers from the cache when it can, else (when the
+    /// hardening lets `asking` spend a query on it) asks the upstreams for
+    /// A and AAAA.
+    pub fn check(&self, name: &str, ip: IpAddr, asking: Asking<'_>) -> Check {
         let Ok(name) = normalize(name) else { return Check::Unresolvable };
         let now = Instant::now();
         if self.pinned(&name, ip) {
@@ -246,6 +272,9 @@ impl Resolver {
             Cached::Unavailable => return Check::Unavailable,
             Cached::Lookup => {}
         }
+        if let Some(r) = self.hardening(&name, asking, now) {
+            return Check::Hardened(r);
+        }
         let answer = self.lookup(&name);
         let now = Instant::now();
         self.with_cache(|c| {
@@ -255,6 +284,19 @@ impl Resolver {
             }
             c.after_lookup(&name, ip, now)
         })
+    }
+
+    /// The hardening's refusal of a lookup of `name` for `asking`, as the
+    /// DNS server refuses the same query (one query's worth of the rate,
+    /// the name against its zone's budget).
+    fn hardening(&self, name: &str, asking: Asking<'_>, now: Instant) -> Option<crate::dns::harden::Refusal> {
+        let budget = self.budget.as_ref()?;
+        let zone = crate::dns::harden::zone_of(name, asking.rule);
+        let mut b = budget.lock().unwrap_or_else(|e| e.into_inner());
+        match b.check(asking.client, name, RecordType::A, zone, now) {
+            crate::dns::harden::Verdict::Allow => None,
+            crate::dns::harden::Verdict::Refuse(r) => Some(r),
+        }
     }
 
     /// Addresses egret's own DNS server handed out for `name`.
@@ -353,6 +395,9 @@ fn build_query(name: &str, qtype: RecordType) -> Option<(Vec<u8>, QueryInfo)> {
 mod tests {
     use super::*;
 
+    /// A check for nobody in particular, under no rule.
+    const ASK: Asking<'static> = Asking { client: crate::peer::Client::Unknown, rule: None };
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -439,12 +484,16 @@ mod tests {
         // The stand-in is UDP on loopback (the TCP rule has its own tests).
         up.udp_on_loopback = true;
         let r = Resolver::new(up, Duration::from_secs(1), Duration::from_secs(60));
-        assert_eq!(r.check("Www.Example.COM.", ip("192.0.2.10")), Check::Match);
-        assert_eq!(r.check("www.example.com", ip("2001:db8::10")), Check::Match, "from the cache");
-        assert_eq!(r.check("www.example.com", ip("192.0.2.99")), Check::Mismatch);
+        assert_eq!(r.check("Www.Example.COM.", ip("192.0.2.10"), ASK), Check::Match);
+        assert_eq!(r.check("www.example.com", ip("2001:db8::10"), ASK), Check::Match, "from the cache");
+        assert_eq!(r.check("www.example.com", ip("192.0.2.99"), ASK), Check::Mismatch);
         r.learn("www.example.com", &[(ip("192.0.2.99"), Duration::from_secs(30))], Instant::now());
-        assert_eq!(r.check("www.example.com", ip("192.0.2.99")), Check::Match, "learned from egret's DNS");
-        assert_eq!(r.check("bad name!", ip("192.0.2.10")), Check::Unresolvable);
+        assert_eq!(
+            r.check("www.example.com", ip("192.0.2.99"), ASK),
+            Check::Match,
+            "learned from egret's DNS"
+        );
+        assert_eq!(r.check("bad name!", ip("192.0.2.10"), ASK), Check::Unresolvable);
         let dead = Resolver::new(
             {
                 let mut u = Upstreams::new(
@@ -459,7 +508,7 @@ mod tests {
             Duration::from_secs(60),
         );
         // Nobody answered: not a mismatch, the check could not be made.
-        assert_eq!(dead.check("www.example.com", ip("192.0.2.10")), Check::Unavailable);
+        assert_eq!(dead.check("www.example.com", ip("192.0.2.10"), ASK), Check::Unavailable);
     }
 
     /// A loopback DNS server answering every query with `rcode` (and an A
@@ -498,12 +547,50 @@ mod tests {
     fn servfail_is_unavailable_nxdomain_is_unresolvable_and_the_next_upstream_is_asked() {
         let none = PathBuf::from("/nonexistent/hosts");
         let r = resolver(vec![server(ResponseCode::ServFail, 2)], none.clone());
-        assert_eq!(r.check("a.example", ip("192.0.2.10")), Check::Unavailable);
+        assert_eq!(r.check("a.example", ip("192.0.2.10"), ASK), Check::Unavailable);
         let r = resolver(vec![server(ResponseCode::NXDomain, 2)], none.clone());
-        assert_eq!(r.check("a.example", ip("192.0.2.10")), Check::Unresolvable);
+        assert_eq!(r.check("a.example", ip("192.0.2.10"), ASK), Check::Unresolvable);
         // SERVFAIL from the first: the second answers.
         let r = resolver(vec![server(ResponseCode::ServFail, 2), server(ResponseCode::NoError, 2)], none);
-        assert_eq!(r.check("a.example", ip("192.0.2.10")), Check::Match);
+        assert_eq!(r.check("a.example", ip("192.0.2.10"), ASK), Check::Match);
+    }
+
+    #[test]
+    fn hardening_refuses_a_lookup_before_it_is_made_and_spends_the_clients_budget() {
+        use crate::dns::harden::{self, Limits, Reason};
+        let none = PathBuf::from("/nonexistent/hosts");
+        let limits = Limits { rate_qps: 1000, rate_burst: 1000, zone_budget: 2, ..Limits::default() };
+        let budget = harden::shared(limits);
+        // Answers two names (A and AAAA each), then nothing: a third
+        // lookup would be Unavailable, not Hardened.
+        let r = resolver(vec![server(ResponseCode::NoError, 4)], none).hardened(Some(budget.clone()));
+        let zone = crate::policy::Pattern::Subdomains("z.example".into());
+        let me = Asking { client: crate::peer::Client::Uid(1000), rule: Some(&zone) };
+        let hardened = |c: Check| match c {
+            Check::Hardened(r) => Some(r.reason),
+            _ => None,
+        };
+        let long = format!("{}.z.example", "d".repeat(63));
+        assert_eq!(hardened(r.check(&long, ip("192.0.2.10"), me)), Some(Reason::LabelLength));
+        assert_eq!(r.check("a.z.example", ip("192.0.2.10"), me), Check::Match);
+        assert_eq!(r.check("b.z.example", ip("192.0.2.10"), me), Check::Match);
+        assert_eq!(r.check("b.z.example", ip("192.0.2.10"), me), Check::Match, "cached: no lookup");
+        assert_eq!(hardened(r.check("c.z.example", ip("192.0.2.10"), me)), Some(Reason::Budget));
+        // The budget is the DNS server's too: its queries see it spent.
+        let v = budget.lock().unwrap().check(
+            crate::peer::Client::Uid(1000),
+            "d.z.example",
+            RecordType::A,
+            "z.example",
+            Instant::now(),
+        );
+        assert!(matches!(v, harden::Verdict::Refuse(_)), "{v:?}");
+        // Another client has its own budget (and asks the dead server).
+        let you = Asking { client: crate::peer::Client::Uid(1001), ..me };
+        assert_eq!(r.check("c.z.example", ip("192.0.2.10"), you), Check::Unavailable);
+        // Without hardening the same lookup is made.
+        let plain = resolver(vec![server(ResponseCode::NoError, 2)], PathBuf::from("/nonexistent/hosts"));
+        assert_eq!(plain.check(&long, ip("192.0.2.10"), me), Check::Match);
     }
 
     #[test]
@@ -516,15 +603,15 @@ mod tests {
         // No upstream answers at all: the pins alone decide.
         let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let r = resolver(vec![dead], hosts.clone());
-        assert_eq!(r.check("pinned.example", ip("10.9.8.7")), Check::Match);
-        assert_eq!(r.check("alias.example", ip("::ffff:10.9.8.7")), Check::Match);
+        assert_eq!(r.check("pinned.example", ip("10.9.8.7"), ASK), Check::Match);
+        assert_eq!(r.check("alias.example", ip("::ffff:10.9.8.7"), ASK), Check::Match);
         // Another address of a pinned name still asks DNS (which is down).
-        assert_eq!(r.check("pinned.example", ip("10.9.8.8")), Check::Unavailable);
+        assert_eq!(r.check("pinned.example", ip("10.9.8.8"), ASK), Check::Unavailable);
         // A later edit (a workload sharing the file) changes nothing.
         std::fs::write(&hosts, "10.9.8.8 pinned.example\n").unwrap();
         std::thread::sleep(Duration::from_millis(1100));
-        assert_eq!(r.check("pinned.example", ip("10.9.8.8")), Check::Unavailable);
-        assert_eq!(r.check("pinned.example", ip("10.9.8.7")), Check::Match);
+        assert_eq!(r.check("pinned.example", ip("10.9.8.8"), ASK), Check::Unavailable);
+        assert_eq!(r.check("pinned.example", ip("10.9.8.7"), ASK), Check::Match);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

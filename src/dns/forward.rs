@@ -18,8 +18,10 @@
 //! loop, connected, written and read as it becomes ready, then closed.
 //!
 //! A forwarder holds at most `defaults::IN_FLIGHT` queries; beyond that
-//! jobs wait in its channel, and when every channel is full the server
-//! answers SERVFAIL at once (never a stall).
+//! jobs wait in its short channel (`defaults::CHANNEL`), and beyond that
+//! in the server's per-client backlog, served in turn (a forwarder that
+//! takes jobs while it waits wakes the server's loop); a client whose
+//! backlog is full gets SERVFAIL at once (never a stall).
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -97,7 +99,7 @@ impl Handle {
 pub(super) fn spawn(n: usize, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> io::Result<Handle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (tx, rx) = mpsc::sync_channel(defaults::QUEUE);
+    let (tx, rx) = mpsc::sync_channel(defaults::CHANNEL);
     let f = Forwarder {
         poll,
         rx,
@@ -216,12 +218,24 @@ impl Forwarder {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
-            // Take new work while there is room.
+            // Take new work while there is room; the channel's room is
+            // the loop's to fill from its backlog.
+            let mut took = false;
             while self.live < defaults::IN_FLIGHT {
                 match self.rx.try_recv() {
-                    Ok(job) => self.start(job, Tries::default()),
+                    Ok(job) => {
+                        took = true;
+                        self.start(job, Tries::default())
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            if took && self.shared.backlog_waiting.swap(false, Ordering::SeqCst) {
+                if let Some(w) = self.shared.loop_waker.get() {
+                    if let Err(e) = w.wake() {
+                        log::warn!("dns: waking the server loop: {e}");
+                    }
                 }
             }
             // At most IN_FLIGHT queries (and their idle sockets): a scan

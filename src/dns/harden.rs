@@ -54,6 +54,11 @@ pub mod defaults {
     /// The largest budget accepted (each window keeps up to this many
     /// 8-byte hashes).
     pub const MAX_ZONE_BUDGET: u32 = 10_000;
+    /// A client over its rate is still answered REFUSED for this many
+    /// times its rate (and burst); past that its datagrams are dropped
+    /// unread, so a flood costs the server a receive and a lookup per
+    /// datagram, not a parse and a reply.
+    pub const REFUSALS_PER_QUERY: u32 = 10;
 }
 
 /// The limits in effect.
@@ -203,10 +208,25 @@ impl Limits {
     }
 }
 
+/// Before a UDP datagram is read: whether its client is within its rate
+/// ([`Budget::flood`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flood {
+    /// Tokens are left (none is taken: [`Budget::check`] takes it).
+    Under,
+    /// Over the rate: read it and answer REFUSED (as `check` will).
+    Refuse,
+    /// Over the rate and past its refusals too: drop it unread.
+    Drop,
+}
+
 /// A client's token bucket.
 #[derive(Debug, Clone)]
 struct Bucket {
     tokens: f64,
+    /// Refusals it may still be answered ([`defaults::REFUSALS_PER_QUERY`]
+    /// times the rate's bucket).
+    refusals: f64,
     last: Instant,
     /// Start of the window in which its throttling was last reported.
     reported: Option<Instant>,
@@ -267,9 +287,27 @@ impl<K: Hash + Eq + Copy> Budget<K> {
         }
     }
 
-    fn rate(&mut self, client: K, now: Instant) -> Option<Refusal> {
+    /// The cheap look before a datagram is even parsed: the client's
+    /// bucket, refilled to `now`. Under the rate nothing is taken; over
+    /// it, one of its refusals is, and once those are spent too the
+    /// datagram is to be dropped.
+    pub fn flood(&mut self, client: K, now: Instant) -> Flood {
+        let b = self.bucket(client, now);
+        if b.tokens >= 1.0 {
+            Flood::Under
+        } else if b.refusals >= 1.0 {
+            b.refusals -= 1.0;
+            Flood::Refuse
+        } else {
+            Flood::Drop
+        }
+    }
+
+    /// `client`'s bucket refilled to `now` (a new one full).
+    fn bucket(&mut self, client: K, now: Instant) -> &mut Bucket {
         let l = self.limits;
         let cap = f64::from(l.rate_burst) + f64::from(l.rate_qps);
+        let factor = f64::from(defaults::REFUSALS_PER_QUERY);
         if !self.buckets.contains_key(&client) && self.buckets.len() >= defaults::MAX_CLIENTS {
             // The least recently seen client makes room (a full bucket
             // for it when it comes back: generous, never stuck).
@@ -277,10 +315,22 @@ impl<K: Hash + Eq + Copy> Budget<K> {
                 self.buckets.remove(&k);
             }
         }
-        let b = self.buckets.entry(client).or_insert(Bucket { tokens: cap, last: now, reported: None });
+        let b = self.buckets.entry(client).or_insert(Bucket {
+            tokens: cap,
+            refusals: cap * factor,
+            last: now,
+            reported: None,
+        });
         let dt = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + dt * f64::from(l.rate_qps)).min(cap);
+        b.refusals = (b.refusals + dt * f64::from(l.rate_qps) * factor).min(cap * factor);
         b.last = now;
+        b
+    }
+
+    fn rate(&mut self, client: K, now: Instant) -> Option<Refusal> {
+        let l = self.limits;
+        let b = self.bucket(client, now);
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             return None;
@@ -346,6 +396,17 @@ impl<K: Hash + Eq + Copy> Budget<K> {
             report,
         })
     }
+}
+
+/// One budget for everything that asks the upstream on a client's
+/// behalf: the DNS server's forwarded queries and the proxies'
+/// anti-spoofing lookups (`DNS_IN_HTTPS_MODE`) spend the same rate and
+/// the same zone budgets.
+pub type Shared = std::sync::Arc<std::sync::Mutex<Budget<crate::peer::Client>>>;
+
+/// A new [`Shared`] budget under `limits`.
+pub fn shared(limits: Limits) -> Shared {
+    std::sync::Arc::new(std::sync::Mutex::new(Budget::new(limits)))
 }
 
 /// The zone a name counts against: the suffix of the rule that allowed it
@@ -447,6 +508,29 @@ mod tests {
             assert_eq!(go(&mut b, 1, t2), None);
         }
         assert_eq!(go(&mut b, 1, t2), Some((Reason::Rate, true)));
+    }
+
+    #[test]
+    fn a_flood_is_refused_for_ten_times_the_rate_then_dropped_unread() {
+        let t0 = Instant::now();
+        let mut b: Budget<u8> = Budget::new(limits());
+        assert_eq!(b.flood(1, t0), Flood::Under, "a new client");
+        assert_eq!(b.flood(1, t0), Flood::Under, "looking takes no token");
+        for _ in 0..15 {
+            assert!(matches!(b.check(1, "a.z.test", RecordType::A, "z.test", t0), Verdict::Allow));
+        }
+        // Over: 10 x (burst 5 + rate 10) refusals, then drops.
+        for i in 0..150 {
+            assert_eq!(b.flood(1, t0), Flood::Refuse, "refusal {i}");
+        }
+        assert_eq!(b.flood(1, t0), Flood::Drop);
+        assert_eq!(b.flood(2, t0), Flood::Under, "another client has its own bucket");
+        // 10 ms later: a tenth of a query's token, one refusal.
+        let t1 = t0 + Duration::from_millis(10);
+        assert_eq!(b.flood(1, t1), Flood::Refuse);
+        assert_eq!(b.flood(1, t1), Flood::Drop);
+        // 100 ms later a query's token is back.
+        assert_eq!(b.flood(1, t0 + Duration::from_millis(110)), Flood::Under);
     }
 
     #[test]

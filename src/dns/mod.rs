@@ -50,8 +50,15 @@ pub mod defaults {
     /// Forwarding threads for UDP queries (each an event loop, so a few
     /// are plenty; more only spread the work over more cores).
     pub const WORKERS: usize = 2;
-    /// Allowed UDP queries waiting for each forwarder; beyond it, SERVFAIL.
+    /// Allowed UDP queries one client may have waiting for the
+    /// forwarders (the server's backlog holds this many per forwarder in
+    /// all); beyond either, SERVFAIL. The backlog is served one client at
+    /// a time in turn, so another client's query waits behind at most one
+    /// of each other client's.
     pub const QUEUE: usize = 1024;
+    /// Jobs handed to a forwarder beyond its in-flight ones: kept short,
+    /// so the waiting happens in the backlog, in turn, not in this FIFO.
+    pub const CHANNEL: usize = IN_FLIGHT;
     /// Upstream queries one forwarder has in flight at once, one socket
     /// each (so also its file descriptors); more wait in its queue. With
     /// the default two forwarders, 64 at once (dnsmasq's default is 150,
@@ -93,6 +100,9 @@ pub struct Settings {
     pub guard: crate::policy::Guard,
     /// `DNS_HARDENING`: the limits in effect, `None` when off.
     pub hardening: Option<harden::Limits>,
+    /// The rate and zone budgets to spend, shared with the proxies'
+    /// lookups in HTTPS mode; `None`: the server's own (from `hardening`).
+    pub budget: Option<harden::Shared>,
 }
 
 impl Settings {
@@ -112,6 +122,7 @@ impl Settings {
             listeners: Arc::default(),
             guard: cfg.guard_addresses,
             hardening: cfg.dns_hardening,
+            budget: None,
         }
     }
 }
@@ -206,10 +217,13 @@ pub fn start_with(
         Some(l) => log::info!("dns: hardening on: {l}"),
         None => log::info!("dns: hardening off (DNS_HARDENING=false)"),
     }
-    let budget = settings.hardening.map(|l| std::sync::Mutex::new(harden::Budget::new(l)));
+    let budget = settings.hardening.map(|l| settings.budget.clone().unwrap_or_else(|| harden::shared(l)));
+    let backlog = crate::fair::Turns::new(defaults::QUEUE, defaults::QUEUE * settings.workers.max(1));
     let shared = Arc::new(Shared {
         budget,
         udp_owners: Default::default(),
+        backlog_waiting: AtomicBool::new(false),
+        loop_waker: std::sync::OnceLock::new(),
         settings,
         policy,
         emitter,
@@ -218,11 +232,12 @@ pub fn start_with(
         tcp_fair: crate::fair::Admission::new(crate::fair::Limits::for_max(defaults::TCP_CLIENTS)),
         stats: stats.clone(),
     });
-    let mut lp = Loop { poll, slots, fwd: Vec::new(), next: 0, shared, stop: stop.clone() };
+    let mut lp = Loop { poll, slots, fwd: Vec::new(), next: 0, backlog, shared, stop: stop.clone() };
     lp.bind_missing();
     let local: Vec<SocketAddr> = lp.slots.iter().filter_map(|s| s.udp.as_ref().map(|u| u.local)).collect();
     forwarding_loop(&lp.shared.settings.upstreams.addrs, &local)?;
     let waker = Arc::new(Waker::new(lp.poll.registry(), WAKER)?);
+    let _ = lp.shared.loop_waker.set(waker.clone());
     for i in 0..lp.shared.settings.workers.max(1) {
         lp.fwd.push(forward::spawn(i, lp.shared.clone(), stop.clone())?);
     }
@@ -302,7 +317,11 @@ struct Shared {
     stats: Arc<Stats>,
     /// `DNS_HARDENING`'s rate buckets and zone budgets (UDP loop and TCP
     /// threads alike), `None` when off.
-    budget: Option<std::sync::Mutex<harden::Budget<crate::peer::Client>>>,
+    budget: Option<harden::Shared>,
+    /// The loop has a backlog the forwarders' channels had no room for:
+    /// a forwarder that takes jobs wakes the loop through `loop_waker`.
+    backlog_waiting: AtomicBool,
+    loop_waker: std::sync::OnceLock<Arc<Waker>>,
     /// Who sent UDP queries lately, by source address (see `udp_owner`).
     udp_owners:
         std::sync::Mutex<std::collections::HashMap<SocketAddr, (Option<crate::peer::Owner>, Instant)>>,
@@ -355,6 +374,9 @@ struct Loop {
     fwd: Vec<forward::Handle>,
     /// The forwarder tried first for the next batch.
     next: usize,
+    /// Allowed UDP queries the forwarders had no room for yet, per
+    /// client, served in turn.
+    backlog: crate::fair::Turns<crate::peer::Client, forward::Job>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 }
@@ -411,7 +433,7 @@ impl Loop {
             }
             for ev in events.iter() {
                 match classify(ev.token()) {
-                    Ready::Wake => {}
+                    Ready::Wake => self.pump(),
                     Ready::Udp(i) => self.drain_udp(i, &mut buf),
                     Ready::Tcp(i) => self.accept_tcp(i),
                 }
@@ -434,6 +456,25 @@ impl Loop {
     /// work: one wake-up per batch, not per query.
     fn drain_udp(&mut self, i: usize, buf: &mut [u8]) {
         self.read_udp(i, buf);
+        self.pump();
+    }
+
+    /// Hands the backlog to the forwarders, a client at a time in turn,
+    /// until their channels are full; then arms the forwarders to wake
+    /// the loop when they take jobs (and tries once more, so a job taken
+    /// in between is not missed). Wakes the forwarders that got work.
+    fn pump(&mut self) {
+        let mut armed = false;
+        while let Some((k, job)) = self.backlog.pop() {
+            if let Some(job) = offer(&mut self.fwd, self.next, job) {
+                self.backlog.push_front(k, job);
+                if armed {
+                    break;
+                }
+                self.shared.backlog_waiting.store(true, Ordering::SeqCst);
+                armed = true;
+            }
+        }
         for f in &mut self.fwd {
             f.wake();
         }
@@ -464,6 +505,20 @@ impl Loop {
                 }
             };
             let query = &buf[..n];
+            // Before any parsing: a client past its rate and its refusals
+            // costs a lookup and a bucket, nothing more (a flood from one
+            // client must not take the loop from the others).
+            let now = Instant::now();
+            let mut asker = Asker::udp(client, local);
+            let who = crate::peer::Client::of(self.shared.udp_owner(&asker, now));
+            asker.client = Some(who);
+            if let Some(budget) = &self.shared.budget {
+                let flood = budget.lock().unwrap_or_else(|e| e.into_inner()).flood(who, now);
+                if flood == harden::Flood::Drop {
+                    self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
             let policy = self.shared.policy.current();
             match filter::decide(query, &policy) {
                 Action::Drop(why) => {
@@ -472,24 +527,30 @@ impl Loop {
                 }
                 Action::Answer(a) => {
                     send_udp(&udp.reply, &a.bytes, client);
-                    self.shared.emit(&Asker::udp(client, local), &Outcome::Refused(&a));
+                    self.shared.emit(&asker, &Outcome::Refused(&a));
                 }
                 Action::Forward(info) => {
-                    let asker = Asker::udp(client, local);
                     if let Some(refused) = self.shared.harden(&info, &asker, &policy) {
                         send_udp(&udp.reply, &refused, client);
                         continue;
                     }
                     let job = forward::Job { query: query.to_vec(), info, asker, reply: udp.reply.clone() };
-                    if let Some(job) = offer(&mut self.fwd, self.next, job) {
-                        log::warn!("dns: forwarding queues full; SERVFAIL to {client}");
+                    // Straight to a forwarder while nobody waits; else in
+                    // turn behind the backlog (its own queue bounded).
+                    let job = match self.backlog.is_empty() {
+                        true => offer(&mut self.fwd, self.next, job),
+                        false => Some(job),
+                    };
+                    if let Some(job) = job.and_then(|j| self.backlog.push(who, j)) {
+                        let asker = &job.asker;
+                        log::debug!("dns: forwarding backlog full for {who:?}; SERVFAIL to {client}");
                         send_udp(&job.reply, &filter::servfail(&job.info), client);
                         let o = Outcome::Forwarded {
                             info: &job.info,
                             rcode: ResponseCode::ServFail,
                             note: Some("overloaded"),
                         };
-                        self.shared.emit(&asker, &o);
+                        self.shared.emit(asker, &o);
                     }
                 }
             }
@@ -584,11 +645,11 @@ impl Shared {
     fn harden(&self, info: &QueryInfo, asker: &Asker, policy: &crate::policy::Policy) -> Option<Vec<u8>> {
         let budget = self.budget.as_ref()?;
         let now = std::time::Instant::now();
-        let who = match asker.who {
-            None if asker.proto == "UDP" => self.udp_owner(asker, now),
-            w => w,
+        let client = match (asker.client, asker.who) {
+            (Some(c), _) => c,
+            (None, None) if asker.proto == "UDP" => crate::peer::Client::of(self.udp_owner(asker, now)),
+            (None, w) => crate::peer::Client::of(w),
         };
-        let client = crate::peer::Client::of(who);
         for q in &info.questions {
             let name = filter::display_name(q);
             let d = policy.decide(crate::policy::Query { name: Some(&name), ip: None, port: None });

@@ -21,11 +21,14 @@ pub struct Asker {
     /// The owner of the client's socket (TCP only: a netlink lookup per
     /// datagram would cost more than answering it).
     pub who: Option<crate::peer::Owner>,
+    /// Who the asker counts as for `DNS_HARDENING` and the forwarders'
+    /// shares (UDP: from the cached owner of its source address).
+    pub client: Option<crate::peer::Client>,
 }
 
 impl Asker {
     pub fn udp(addr: SocketAddr, local: SocketAddr) -> Asker {
-        Asker { addr, local, proto: "UDP", who: None }
+        Asker { addr, local, proto: "UDP", who: None, client: None }
     }
 }
 
@@ -166,6 +169,7 @@ mod tests {
         local: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 53),
         proto: "TCP",
         who: Some(crate::peer::Owner { uid: 1000, cgroup: None }),
+        client: None,
     };
 
     /// ENFORCE=audit: the query enforcement would answer NXDOMAIN is

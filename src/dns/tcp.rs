@@ -20,7 +20,8 @@ pub(super) fn serve(mut s: std::net::TcpStream, client: SocketAddr, shared: &Sha
     s.set_write_timeout(Some(defaults::TCP_IDLE))?;
     let local = s.local_addr()?;
     let to = crate::listen::original_dst(&s, local).unwrap_or(local);
-    let asker = Asker { addr: client, local, proto: "TCP", who: crate::peer::lookup(client, to) };
+    let asker =
+        Asker { addr: client, local, proto: "TCP", who: crate::peer::lookup(client, to), client: None };
     let _slot = match shared.tcp_fair.admit(crate::peer::Client::of(asker.who)) {
         Ok(t) => t,
         Err(r) => {

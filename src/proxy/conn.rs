@@ -71,7 +71,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     let (peeked, mut ev, name) = match read_head(&client, kind, &mut buf, started + s.header_timeout) {
         Ok(peeked) => {
             let policy = shared.policy.current();
-            let (decided, shown) = verdict::first(&peeked, orig, &rules(shared, &policy));
+            let (decided, shown) = verdict::first(&peeked, orig, &rules(shared, &policy, flow));
             let ev = shown.on(event(shared, kind, Action::Allowed, flow));
             match decided {
                 Verdict::Allow(n) => {
@@ -139,7 +139,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             let mut gate = |head: &RequestHead| -> Result<(), Block> {
                 // The current policy: a reload applies to the next request.
                 let policy = shared.policy.current();
-                let name = match verdict::request(head, orig, &rules(shared, &policy)) {
+                let name = match verdict::request(head, orig, &rules(shared, &policy, flow)) {
                     Verdict::Allow(n) => n,
                     Verdict::Deny(block) if policy.audit() => {
                         let shown = verdict::request_shown(head);
@@ -197,9 +197,10 @@ fn event(shared: &Shared, kind: Kind, action: Action, (src, dst, who): Flow) -> 
 }
 
 /// The decisions' inputs under `policy`.
-fn rules<'a>(shared: &'a Shared, policy: &'a crate::policy::Policy) -> Rules<'a> {
+fn rules<'a>(shared: &'a Shared, policy: &'a crate::policy::Policy, flow: Flow) -> Rules<'a> {
     let s = &shared.settings;
-    Rules { policy, verify: s.verify_destination, guard: &s.guard, check: &*shared.check }
+    let client = crate::peer::Client::of(flow.2);
+    Rules { policy, verify: s.verify_destination, guard: &s.guard, check: &*shared.check, client }
 }
 
 /// Audit mode: the event a refusal would have had, as `AUDIT`; the

@@ -32,7 +32,7 @@ pub use listener::{start, ProxyHandle};
 
 /// Does `name` resolve to `ip`? The answer the anti-spoofing check needs
 /// (one type for the resolver and the proxies).
-pub use crate::resolve::Check;
+pub use crate::resolve::{Asking, Check};
 
 /// Which listener accepted the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,15 +54,15 @@ impl Kind {
 /// `DNS_UPSTREAMS` with marked sockets and caches by TTL (the DNS
 /// component); the tests use a fixed hosts table.
 pub trait DestinationCheck: Send + Sync {
-    /// `name` is already normalised.
-    fn check(&self, name: &str, ip: IpAddr) -> Check;
+    /// `name` is already normalised; `asking` is who named it.
+    fn check(&self, name: &str, ip: IpAddr, asking: Asking<'_>) -> Check;
 }
 
 /// The real oracle: the TTL-cached resolver over `DNS_UPSTREAMS`, which
 /// also knows what egret's own DNS server handed out.
 impl DestinationCheck for crate::resolve::Resolver {
-    fn check(&self, name: &str, ip: IpAddr) -> Check {
-        crate::resolve::Resolver::check(self, name, ip)
+    fn check(&self, name: &str, ip: IpAddr, asking: Asking<'_>) -> Check {
+        crate::resolve::Resolver::check(self, name, ip, asking)
     }
 }
 
@@ -70,7 +70,7 @@ impl DestinationCheck for crate::resolve::Resolver {
 /// /etc/hosts pins.
 #[cfg(test)]
 impl DestinationCheck for crate::resolve::Hosts {
-    fn check(&self, name: &str, ip: IpAddr) -> Check {
+    fn check(&self, name: &str, ip: IpAddr, _: Asking<'_>) -> Check {
         match self.lookup(name) {
             [] => Check::Unresolvable,
             ips if ips.iter().any(|a| policy::cidr::canonical(*a) == policy::cidr::canonical(ip)) => {
@@ -109,6 +109,10 @@ pub mod reason {
     pub const IP_MISMATCH: &str = "ip-mismatch";
     /// The anti-spoofing check got no answer from any resolver.
     pub const RESOLVER_UNAVAILABLE: &str = "resolver-unavailable";
+    /// `DNS_HARDENING` refused the anti-spoofing lookup of the name (the
+    /// note says which limit, as the DNS server's refusal would): it was
+    /// never asked upstream.
+    pub const HARDENING: &str = "hardening";
     /// A request head that is not HTTP/1.x we can check (g0efilter's value).
     pub const PARSE_FAILED: &str = "parse-failed";
     pub const NO_SNI: &str = "no-sni";
@@ -143,6 +147,7 @@ pub fn decide(
     verify: bool,
     guard: &Guard,
     check: &dyn DestinationCheck,
+    client: crate::peer::Client,
 ) -> Result<policy::Decision, Block> {
     // The proxies carry TCP only: an address entry open on this port
     // (`tcp/10.0.0.5:443`) lets the connection through by address, as
@@ -169,7 +174,11 @@ pub fn decide(
     if !verify {
         return Ok(d);
     }
-    match check.check(name, ip) {
+    let rule = match &d.rule {
+        Some(policy::Rule::Domain(p)) => Some(p),
+        _ => None,
+    };
+    match check.check(name, ip, Asking { client, rule }) {
         Check::Match => Ok(d),
         Check::Mismatch => {
             Err(Block::with_note(reason::IP_MISMATCH, format!("{name} does not resolve to {ip}")))
@@ -178,6 +187,10 @@ pub fn decide(
         Check::Unavailable => Err(Block::with_note(
             reason::RESOLVER_UNAVAILABLE,
             format!("no resolver answered for {name}, so {ip} could not be checked"),
+        )),
+        Check::Hardened(r) => Err(Block::with_note(
+            reason::HARDENING,
+            format!("{}: {}; {name} was not looked up", r.reason.as_str(), r.note),
         )),
     }
 }
@@ -288,6 +301,7 @@ pub(crate) struct Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::Client;
     use crate::policy::{Origin, Source};
 
     fn policy(domains: &[&str], ips: &[&str]) -> Policy {
@@ -317,9 +331,17 @@ mod tests {
             ("b.example", "192.0.2.7", true, Ok("ip-allowed")),
         ];
         for (name, addr, verify, expect) in cases {
-            let got = decide(&p, name, SocketAddr::new(ip(addr), 443), *verify, &Guard::default(), &hosts)
-                .map(|d| d.reason.as_str())
-                .map_err(|b| b.reason);
+            let got = decide(
+                &p,
+                name,
+                SocketAddr::new(ip(addr), 443),
+                *verify,
+                &Guard::default(),
+                &hosts,
+                Client::Unknown,
+            )
+            .map(|d| d.reason.as_str())
+            .map_err(|b| b.reason);
             assert_eq!(got, *expect, "{name} {addr} verify={verify}");
         }
     }
@@ -396,7 +418,7 @@ mod tests {
             (&p, &default, "other.example", "169.254.169.254", true, Err(("not-allowlisted", ""))),
         ];
         for (pol, g, name, addr, verify, want) in cases {
-            let got = decide(pol, name, SocketAddr::new(ip(addr), 443), *verify, g, &hosts)
+            let got = decide(pol, name, SocketAddr::new(ip(addr), 443), *verify, g, &hosts, Client::Unknown)
                 .map(|d| d.reason.as_str())
                 .map_err(|b| (b.reason, b.note.unwrap_or_default()));
             let want = want.map_err(|(r, n)| (r, n.to_owned()));
@@ -440,7 +462,7 @@ mod tests {
             ("a.example", "10.0.0.9:80", &private, Err(reason::DESTINATION_GUARDED)),
         ];
         for (name, dst, guard, want) in cases {
-            let got = decide(&p, name, at(dst), true, guard, &hosts)
+            let got = decide(&p, name, at(dst), true, guard, &hosts, Client::Unknown)
                 .map(|d| d.reason.as_str())
                 .map_err(|b| b.reason);
             assert_eq!(got, *want, "{name} {dst} guard={guard}");
@@ -470,13 +492,21 @@ mod tests {
     fn an_unanswered_check_is_not_a_mismatch() {
         struct Down;
         impl DestinationCheck for Down {
-            fn check(&self, _: &str, _: IpAddr) -> Check {
+            fn check(&self, _: &str, _: IpAddr, _: Asking<'_>) -> Check {
                 Check::Unavailable
             }
         }
         let p = policy(&["a.example"], &[]);
-        let b = decide(&p, "a.example", "10.0.0.1:443".parse().unwrap(), true, &Guard::default(), &Down)
-            .unwrap_err();
+        let b = decide(
+            &p,
+            "a.example",
+            "10.0.0.1:443".parse().unwrap(),
+            true,
+            &Guard::default(),
+            &Down,
+            Client::Unknown,
+        )
+        .unwrap_err();
         assert_eq!(b.reason, reason::RESOLVER_UNAVAILABLE);
         assert!(b.note.unwrap().contains("no resolver answered"));
     }

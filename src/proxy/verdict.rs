@@ -27,6 +27,9 @@ pub struct Rules<'a> {
     pub verify: bool,
     pub guard: &'a Guard,
     pub check: &'a dyn DestinationCheck,
+    /// Whose connection it is (the owner of its socket): the hardening's
+    /// budget of the check's lookups is theirs.
+    pub client: crate::peer::Client,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +96,7 @@ impl Target {
 
     fn decide(self, dst: SocketAddr, r: &Rules<'_>) -> Verdict {
         let got = match self {
-            Target::Name(n) => decide(r.policy, &n, dst, r.verify, r.guard, r.check).map(|_| n),
+            Target::Name(n) => decide(r.policy, &n, dst, r.verify, r.guard, r.check, r.client).map(|_| n),
             Target::Literal(ip) => {
                 decide_literal(r.policy, ip, dst.ip(), r.verify, r.guard).map(|()| ip.to_string())
             }
@@ -200,7 +203,13 @@ mod tests {
     fn first_bytes_table() {
         let p = policy(&["ok.example"]);
         let hosts = Hosts::parse("10.0.0.1 ok.example\n");
-        let rules = Rules { policy: &p, verify: true, guard: &Guard::default(), check: &hosts };
+        let rules = Rules {
+            policy: &p,
+            verify: true,
+            guard: &Guard::default(),
+            check: &hosts,
+            client: crate::peer::Client::Unknown,
+        };
         let dst: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         let name = |n: &str| Sni::Name(n.to_owned());
@@ -234,7 +243,13 @@ mod tests {
         }
         // `*` lets an IP literal through when it is the destination.
         let star = policy(&["*"]);
-        let rules = Rules { policy: &star, verify: true, guard: &Guard::default(), check: &hosts };
+        let rules = Rules {
+            policy: &star,
+            verify: true,
+            guard: &Guard::default(),
+            check: &hosts,
+            client: crate::peer::Client::Unknown,
+        };
         assert_eq!(
             first(&hello_with(Sni::IpLiteral(dst)), SocketAddr::new(dst, 443), &rules).0,
             Verdict::Allow("10.0.0.1".into())

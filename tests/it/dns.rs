@@ -67,6 +67,7 @@ fn start_upstreams(up: Upstreams, listen: &str, learner: Option<std::sync::Arc<d
         listeners: Default::default(),
         guard: Default::default(),
         hardening: None,
+        budget: None,
     };
     let (emitter, events) = Emitter::channel(1024, "test-host");
     let handle = dns::start_with(settings, policy(&["allowed.test", "*.allowed.test"]), emitter, learner)
@@ -488,6 +489,7 @@ fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
             listeners: Default::default(),
             guard: Default::default(),
             hardening: None,
+            budget: None,
         };
         let (emitter, events) = Emitter::channel(64, "strict");
         let hook: std::sync::Arc<dyn dns::Learn> = learner.clone();
@@ -582,6 +584,7 @@ fn egret_refuses_itself_as_upstream() {
         listeners: Default::default(),
         guard: Default::default(),
         hardening: None,
+        budget: None,
     };
     let (emitter, _events) = Emitter::channel(4, "loop");
     let err = dns::start_with(settings, policy(&["*"]), emitter, None).err().expect("refused");

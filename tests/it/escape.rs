@@ -63,8 +63,9 @@
 //! | squatting the loopback dashboard port before the dashboard | none | **works** | `escape_52_a_squatter_on_the_dashboards_loopback_port_gets_no_key` (ignored) |
 //! | hop-by-hop / destination options headers before TCP and UDP to a forbidden v6 host | CAP_NET_RAW | held | `escape_53_ipv6_options_headers_do_not_hide_the_transport_from_the_rules` |
 //! | egret's `/proc/PID/{environ,mem,maps}`, fd links, `PTRACE_ATTACH` (the dashboard key) | uid 0 without caps, uid 0 with the runtime's defaults, nobody | held | `escape_54_egrets_environment_and_memory_are_closed_to_a_root_workload` |
-//! | flooding blocked UDP to spend the NFLOG rate limit (hiding others' blocked packets) | none | **works** | `escape_55_one_client_flooding_blocked_packets_does_not_hide_anothers` (ignored) |
-//! | flooding egret's resolver with UDP queries | none | **works** | `escape_56_one_client_flooding_dns_does_not_starve_another` (ignored) |
+//! | flooding blocked UDP to spend the NFLOG rate limit (hiding others' blocked packets) | none | **worked, fixed** (the log is limited per socket owner, then in total) | `escape_55_one_client_flooding_blocked_packets_does_not_hide_anothers` |
+//! | flooding egret's resolver with UDP queries | none | **worked, fixed** (a flooder past its rate and refusals is dropped unread; a client's forwarded backlog is capped) | `escape_56_one_client_flooding_dns_does_not_starve_another` |
+//! | a burst of 1,500 slow allowed queries from one uid with `DNS_HARDENING=false`, another client's lookup meanwhile | none | **worked, fixed** (per-client backlogs served in turn) | `escape_56_one_clients_backlog_does_not_queue_ahead_of_another` |
 //! | IPv4 options, short or lying TCP headers, 30 chained IPv6 options headers, a broken one, no next header: the NFLOG copy egret parses | CAP_NET_RAW | held (blocked, egret keeps logging) | `escape_57_strangely_shaped_blocked_packets_neither_leave_nor_upset_the_log_reader` |
 //! | ARP / neighbour solicitations for forbidden on-link addresses as a covert channel, HTTPS and strict DNS mode | none, CAP_NET_RAW | held | `escape_59_no_neighbour_lookup_for_a_forbidden_on_link_address` |
 //! | ECH, legacy ESNI, early data with a resumption PSK and 0-RTT bytes, TLS 1.2 renegotiation_info: the allowed SNI to a foreign IP | none | held | `escape_60_ech_esni_early_data_and_resumption_hellos_to_a_foreign_ip_are_refused` |
@@ -73,7 +74,8 @@
 //! | `Content-Length: <NBSP>40` / `Transfer-Encoding: <U+2003>chunked` smuggling a request past the Host check to a digits-only server | none | **worked, fixed** (OWS trimming only) | `escape_63_framing_headers_with_unicode_spaces_cannot_smuggle_a_request` |
 //! | bare-LF line ends: Host allowed.test for egret, the body's `Host: blocked.test` for a CRLF-only server | none | **worked, fixed** (CRLF line ends only) | `escape_64_bare_lf_line_ends_cannot_show_the_server_another_host` |
 //! | egret's marks, egress tag or dashboard key in `/metrics`, `/health`, 403 bodies, events | none | held | `escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events` |
-//! | TLS hellos naming `<63-byte label>.allowed.test` at a foreign IP, 400 distinct names, with `DNS_IN_HTTPS_MODE` and the hardening on: the proxy's check lookup asks the upstream for each | none | **works** | `escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening` (ignored) |
+//! | TLS hellos naming `<63-byte label>.allowed.test` at a foreign IP, 400 distinct names, with `DNS_IN_HTTPS_MODE` and the hardening on: the proxy's check lookup asks the upstream for each | none | **worked, fixed** (the check's lookups pass the DNS server's hardening first) | `escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening` |
+//! | 8 hellos naming short distinct names under `*.allowed.test` with `DNS_ZONE_BUDGET=5`, then a query for a 9th to egret's DNS server | none | **worked, fixed** (one budget for the check's lookups and the queries) | `escape_66_sni_names_spend_the_dns_servers_zone_budget` |
 //! | an allowed name's AAAA `::ffff:<forbidden v4>` in strict DNS mode, then IPv4 and mapped connections to it | none | held (served, opens nothing) | `escape_67_an_ipv4_mapped_aaaa_answer_opens_no_ipv4_address_in_strict_mode` |
 //! | 1,000 idle connections held to the pod's loopback dashboard while egret ships | none | held | `escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events` |
 //! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **worked, fixed** (UDP askers' owners from `sock_diag`) | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` |
@@ -2649,7 +2651,6 @@ fn escape_55_one_client_flooding_blocked_packets_does_not_hide_anothers() {
 }
 
 #[test]
-#[ignore = "round-3 finding: a UDP flood of DNS queries to egret's resolver leaves every other client unanswered (debug build) or REFUSED (release: the shared UDP rate bucket)"]
 fn escape_56_one_client_flooding_dns_does_not_starve_another() {
     let mut zone_delay = None;
     let w = crate::run::world_with(|two, _| {
@@ -2684,6 +2685,63 @@ fn escape_56_one_client_flooding_dns_does_not_starve_another() {
     assert_eq!(answered, 4, "another client got no answer during the flood");
     assert!(worst < Duration::from_secs(2), "another client waited {worst:?} during the flood");
     assert!(d.child.id() > 0);
+}
+
+#[test]
+fn escape_56_one_clients_backlog_does_not_queue_ahead_of_another() {
+    // No rate limit (DNS_HARDENING=false): uid 1000 sends 1,500 allowed
+    // queries in one burst, each held 300 ms by the upstream, more than
+    // the forwarders carry at once (64). In one queue, a query asked
+    // right after would wait behind all of them (1,500 / 64 x 0.3 s).
+    let w = crate::run::world_with(|two, _| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.delay = Duration::from_millis(300);
+        z
+    });
+    let p = &w.p;
+    let pol =
+        policy_file("escape-56-backlog", "allowlist:\n  domains: [\"allowed.test\", \"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
+    let _d = Daemon::start(&p.work, &pol, &env);
+    let burst = r#"
+import socket, struct, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+name = lambda i: b"".join(bytes([len(l)]) + l for l in [b"b%d" % i, b"allowed", b"test"]) + b"\x00"
+for i in range(1500):
+    s.sendto(struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0) + name(i) + b"\x00\x01\x00\x01", ("127.0.0.1", 53))
+    if i % 100 == 99:
+        time.sleep(0.01)
+print("sent", flush=True)
+got, end = 0, time.time() + 15
+s.settimeout(1)
+while time.time() < end and got < 1500:
+    try:
+        s.recv(2048)
+        got += 1
+    except OSError:
+        pass
+print(got, flush=True)
+"#;
+    let mut c = as_workload(&p.work, Priv::User(1000));
+    c.args([py3(), "-c", burst]).stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("burst");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut out, &mut line);
+    assert_eq!(line.trim(), "sent", "the burst");
+    let mut c = as_workload(&p.work, Priv::Nobody);
+    c.args(["dig", "@127.0.0.1", "allowed.test", "A", "+time=5", "+tries=1"]);
+    let start = Instant::now();
+    let (_, dig, _) = util::run(c);
+    let took = start.elapsed();
+    line.clear();
+    let _ = std::io::BufRead::read_line(&mut out, &mut line);
+    let _ = child.wait();
+    eprintln!("escape_56: the burst got {} answers; the other client's lookup took {took:?}", line.trim());
+    assert!(dig.contains("status: NOERROR"), "{dig}");
+    assert!(took < Duration::from_secs(2), "another client waited {took:?} behind one client's backlog");
 }
 
 #[test]
@@ -3149,7 +3207,6 @@ fn escape_65_no_mark_tag_or_key_in_metrics_health_refusals_or_events() {
 }
 
 #[test]
-#[ignore = "round-3 finding: the proxies' anti-spoofing lookups ask the upstream for any SNI/Host under an allowed wildcard, past DNS_HARDENING's lengths, rate and budget (a DNS tunnel with DNS_IN_HTTPS_MODE on)"]
 fn escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening() {
     // DNS_IN_HTTPS_MODE closes the direct path to the resolvers and the
     // hardening limits what allowed names carry. But the proxy checks an
@@ -3198,8 +3255,60 @@ fn escape_66_sni_names_do_not_carry_a_dns_tunnel_past_the_hardening() {
         "escape_66: {carried} of {} tunnel names (SNI and Host) reached the upstream ({asked_before} names before)",
         n + 50
     );
+    // Each was refused for what it is, as the DNS server's refusal says.
+    let evs: Vec<serde_json::Value> = d.events.try_iter().collect();
+    let hardened =
+        |msg: &str| evs.iter().filter(|e| e["msg"] == msg && e["reason"] == "hardening").collect::<Vec<_>>();
+    let (tls, web) = (hardened("https.blocked"), hardened("http.blocked"));
+    eprintln!("escape_66: refused for the hardening: {} hellos, {} requests", tls.len(), web.len());
     drop(d);
     assert_eq!(carried, 0, "the proxy's lookups carried {carried} tunnel-shaped names to the upstream");
+    assert!(!tls.is_empty() && !web.is_empty(), "no hello or request was refused for the hardening");
+    let note = tls[0]["note"].as_str().unwrap_or_default();
+    assert!(note.starts_with("label-length: "), "{}", tls[0]);
+}
+
+#[test]
+fn escape_66_sni_names_spend_the_dns_servers_zone_budget() {
+    // Names short enough for every length limit: the check's lookups
+    // spend the client's per-zone budget of distinct names, the same
+    // budget its queries to egret's DNS server spend.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-66-budget", "allowlist:\n  domains: [\"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("DNS_UPSTREAMS", upstream.as_str()), ("DNS_IN_HTTPS_MODE", "true"), ("DNS_ZONE_BUDGET", "5")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let to = s_addr(&p.v4(3), 443);
+    in_netns(&p.work, move || {
+        for i in 0..8 {
+            let name = format!("n{i}.allowed.test");
+            if let Ok(mut c) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
+                let _ = c.write_all(&hello(Some(name.as_bytes()), 0));
+                let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+                let _ = c.read(&mut [0u8; 16]);
+            }
+        }
+    });
+    // The same client (root, in this test's cgroup) asks the DNS server
+    // for a ninth name: its budget is spent.
+    let (out, _) = dig_in(&p.work, "127.0.0.1", "n9.allowed.test");
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = w.dns.seen.lock().expect("lock").clone();
+    let mut asked: Vec<&String> = seen.keys().map(|(n, _)| n).filter(|n| n.starts_with('n')).collect();
+    asked.sort();
+    asked.dedup();
+    let evs: Vec<serde_json::Value> = d.events.try_iter().collect();
+    let budget = evs
+        .iter()
+        .filter(|e| e["msg"] == "https.blocked" && e["reason"] == "hardening")
+        .filter(|e| e["note"].as_str().is_some_and(|n| n.starts_with("budget: ")))
+        .count();
+    eprintln!("escape_66: the upstream was asked for {asked:?}; {budget} hellos refused for the budget");
+    drop(d);
+    assert_eq!(asked.len(), 5, "DNS_ZONE_BUDGET=5 names reached the upstream: {asked:?}");
+    assert_eq!(budget, 3, "the 6th to 8th hellos are refused for the budget");
+    assert!(out.contains("status: REFUSED"), "the DNS server shares the spent budget: {out}");
 }
 
 #[test]
