@@ -633,8 +633,16 @@ fn start_services(
     };
     match cfg.filter_mode {
         FilterMode::Https => {
-            if let Err(e) = crate::proxy::raise_nofile_limit() {
-                log::warn!("cannot raise the open-file limit: {e}");
+            let nofile = crate::proxy::raise_nofile_limit()
+                .map_err(|e| log::warn!("cannot raise the open-file limit: {e}"))
+                .ok();
+            let descriptors =
+                nofile.map_or(cfg.max_connections.saturating_mul(2), crate::proxy::descriptor_budget);
+            if descriptors < cfg.max_connections.saturating_mul(2) {
+                log::info!(
+                    "open-file limit {}: the proxies' connections share {descriptors} descriptors (two per proxied connection, one before it connects upstream), each client at most three quarters",
+                    nofile.unwrap_or_default()
+                );
             }
             // DNS_IN_HTTPS_MODE with DNS_HARDENING: the proxies' lookups
             // spend the DNS server's rate and zone budgets, so a name in an
@@ -665,6 +673,7 @@ fn start_services(
             }
             let settings = crate::proxy::Settings {
                 listeners: listeners.clone(),
+                descriptors,
                 ..crate::proxy::Settings::from_config(cfg, identity)
             };
             let p = crate::proxy::start(settings, handle.clone(), resolver.clone(), emitter.clone())

@@ -52,16 +52,22 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     // for the events.
     let who = crate::peer::lookup(peer, orig);
     let flow = (peer, orig, who);
+    let over = |what: &str, block: super::Block| {
+        log::debug!("conn-{id} {peer}: {who:?} over its share of the {what}; reset");
+        let ev = event(shared, kind, Action::Blocked, flow);
+        shared.emitter.emit(verdict::blocked(ev, kind, &block));
+        shared.registry.counters.blocked[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
+        reset(&client);
+    };
     let _slot = match shared.admission.admit(crate::peer::Client::of(who)) {
         Ok(t) => t,
-        Err(r) => {
-            log::debug!("conn-{id} {peer}: {who:?} over its share of the connection slots ({r:?}); reset");
-            let ev = event(shared, kind, Action::Blocked, flow);
-            shared.emitter.emit(verdict::blocked(ev, kind, &verdict::no_slot(r)));
-            shared.registry.counters.blocked[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
-            reset(&client);
-            return;
-        }
+        Err(r) => return over("connection slots", verdict::no_slot(r)),
+    };
+    // The client's socket is one descriptor; the upstream's, taken below,
+    // another.
+    let _fd = match shared.descriptors.admit(crate::peer::Client::of(who)) {
+        Ok(t) => t,
+        Err(r) => return over("descriptors", verdict::no_descriptor(r)),
     };
 
     let mut buf = Vec::with_capacity(4096);
@@ -97,6 +103,10 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         Err(block) => return refuse(shared, id, kind, &client, flow, None, block),
     };
 
+    let _upstream_fd = match shared.descriptors.admit(crate::peer::Client::of(who)) {
+        Ok(t) => t,
+        Err(r) => return over("descriptors", verdict::no_descriptor(r)),
+    };
     let upstream = match outbound::tcp(orig, (s.mark != 0).then_some(s.mark), s.connect_timeout) {
         Ok(u) => u,
         Err(e) => {

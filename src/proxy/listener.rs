@@ -108,6 +108,7 @@ pub fn start(
         wanted,
         shared: Arc::new(Shared {
             admission: crate::fair::Admission::new(crate::fair::Limits::for_max(settings.max_connections)),
+            descriptors: crate::fair::Admission::new(crate::fair::Limits::for_max(settings.descriptors)),
             settings,
             policy,
             check,

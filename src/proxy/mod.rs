@@ -236,6 +236,11 @@ pub struct Settings {
     /// Loopback addresses to listen on (127.0.0.1 and ::1).
     pub listen: Vec<IpAddr>,
     pub max_connections: usize,
+    /// Descriptors the connections may hold together (the open-file limit
+    /// less egret's own): a connection holds one from its accept and a
+    /// second once it connects upstream, each within its client's share,
+    /// so one client cannot run egret out of descriptors.
+    pub descriptors: usize,
     pub header_timeout: Duration,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
@@ -261,6 +266,9 @@ impl Settings {
             https_port: cfg.https_port,
             listen: vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)],
             max_connections: cfg.max_connections,
+            // Until the open-file limit is known (`descriptor_budget`):
+            // what MAX_CONNECTIONS proxied connections hold.
+            descriptors: cfg.max_connections.saturating_mul(2),
             header_timeout: cfg.header_timeout,
             connect_timeout: cfg.connect_timeout,
             idle_timeout: cfg.idle_timeout,
@@ -272,6 +280,17 @@ impl Settings {
             listeners: Arc::default(),
         }
     }
+}
+
+/// Descriptors egret keeps for itself besides the proxied connections:
+/// listeners, netlink and NFLOG sockets, the resolver's sockets, the log
+/// file, the health socket, with room to spare.
+pub const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// The descriptors the proxied connections may hold under the open-file
+/// limit `nofile`: all but egret's own reserve.
+pub fn descriptor_budget(nofile: u64) -> usize {
+    usize::try_from(nofile.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX).max(2)
 }
 
 /// Raises the soft open-file limit to the hard limit: every proxied
@@ -296,6 +315,8 @@ pub(crate) struct Shared {
     pub registry: Arc<registry::Registry>,
     /// Connection slots per client (the owner of the client's socket).
     pub admission: Arc<crate::fair::Admission<crate::peer::Client>>,
+    /// Descriptor slots per client, the same way (`Settings::descriptors`).
+    pub descriptors: Arc<crate::fair::Admission<crate::peer::Client>>,
 }
 
 #[cfg(test)]

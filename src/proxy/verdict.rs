@@ -167,6 +167,16 @@ pub fn no_slot(r: Refusal) -> Block {
     Block::with_note(reason::LIMIT, note)
 }
 
+/// The block of a connection over its client's descriptor share (or with
+/// every descriptor egret can give taken).
+pub fn no_descriptor(r: Refusal) -> Block {
+    let note = match r {
+        Refusal::Full => "egret's open-file limit is reached",
+        Refusal::ClientShare => "this client holds its share of egret's file descriptors",
+    };
+    Block::with_note(reason::LIMIT, note)
+}
+
 /// The event of a refusal: `ev` (the connection's event, with what it
 /// named) turned into `<component>.blocked` with the reason and note.
 pub fn blocked(mut ev: Event, kind: Kind, block: &Block) -> Event {

@@ -3375,7 +3375,6 @@ fn escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events() 
 }
 
 #[test]
-#[ignore = "round-3 finding: MAX_CONNECTIONS and a client's share count connections, not descriptors: under a 1024 open-file limit one client's idle connections lock every other client out"]
 fn escape_69_one_client_cannot_spend_egrets_file_descriptors() {
     // MAX_CONNECTIONS (10,000) and a client's three-quarter share are
     // counted in connections, but each costs egret file descriptors: under
