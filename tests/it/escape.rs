@@ -79,7 +79,7 @@
 //! | an allowed name's AAAA `::ffff:<forbidden v4>` in strict DNS mode, then IPv4 and mapped connections to it | none | held (served, opens nothing) | `escape_67_an_ipv4_mapped_aaaa_answer_opens_no_ipv4_address_in_strict_mode` |
 //! | 1,000 idle connections held to the pod's loopback dashboard while egret ships | none | held | `escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events` |
 //! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **worked, fixed** (UDP askers' owners from `sock_diag`) | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` |
-//! | 1,100 idle connections from one client under a hard RLIMIT_NOFILE of 1024 (MAX_CONNECTIONS and the share count connections, not descriptors) | none | **works** | `escape_69_one_client_cannot_spend_egrets_file_descriptors` (ignored) |
+//! | 1,100 idle connections from one client under a hard RLIMIT_NOFILE of 1024 (MAX_CONNECTIONS and the share count connections, not descriptors) | none | **worked, fixed** (descriptors are a per-client share: one at accept, one more before the upstream connect) | `escape_69_one_client_cannot_spend_egrets_file_descriptors` |
 //!
 //! Needs root (CI runs as root); fails loudly without it.
 
