@@ -649,7 +649,7 @@ fn start_services(
             // SNI or Host reaches the upstream only as a query could.
             // Without egret's resolver the workloads ask theirs directly,
             // and there is nothing for the hardening to close.
-            let budget = cfg.dns_hardening.filter(|_| cfg.dns_in_https_mode).map(crate::dns::harden::shared);
+            let budget = cfg.dns_hardening.filter(|_| cfg.dns_in_https_mode).map(crate::dns::budget::shared);
             let resolver = Arc::new(
                 Resolver::new(upstreams(), cfg.dns_ttl_min, cfg.dns_ttl_max).hardened(budget.clone()),
             );

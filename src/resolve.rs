@@ -225,7 +225,7 @@ pub struct Resolver {
     /// `DNS_HARDENING` with `DNS_IN_HTTPS_MODE`: every lookup a check
     /// would make is first spent from this budget (the DNS server's own),
     /// so an SNI or Host cannot carry what a query could not.
-    budget: Option<crate::dns::harden::Shared>,
+    budget: Option<crate::dns::budget::Shared>,
 }
 
 impl Resolver {
@@ -251,7 +251,7 @@ impl Resolver {
     }
 
     /// Lookups pass `budget` (the hardening's) before they are made.
-    pub fn hardened(self, budget: Option<crate::dns::harden::Shared>) -> Resolver {
+    pub fn hardened(self, budget: Option<crate::dns::budget::Shared>) -> Resolver {
         Resolver { budget, ..self }
     }
 
@@ -560,7 +560,7 @@ mod tests {
         use crate::dns::harden::{self, Limits, Reason};
         let none = PathBuf::from("/nonexistent/hosts");
         let limits = Limits { rate_qps: 1000, rate_burst: 1000, zone_budget: 2, ..Limits::default() };
-        let budget = harden::shared(limits);
+        let budget = crate::dns::budget::shared(limits);
         // Answers two names (A and AAAA each), then nothing: a third
         // lookup would be Unavailable, not Hardened.
         let r = resolver(vec![server(ResponseCode::NoError, 4)], none).hardened(Some(budget.clone()));

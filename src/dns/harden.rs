@@ -398,17 +398,6 @@ impl<K: Hash + Eq + Copy> Budget<K> {
     }
 }
 
-/// One budget for everything that asks the upstream on a client's
-/// behalf: the DNS server's forwarded queries and the proxies'
-/// anti-spoofing lookups (`DNS_IN_HTTPS_MODE`) spend the same rate and
-/// the same zone budgets.
-pub type Shared = std::sync::Arc<std::sync::Mutex<Budget<crate::peer::Client>>>;
-
-/// A new [`Shared`] budget under `limits`.
-pub fn shared(limits: Limits) -> Shared {
-    std::sync::Arc::new(std::sync::Mutex::new(Budget::new(limits)))
-}
-
 /// The zone a name counts against: the suffix of the rule that allowed it
 /// (`*.allowed.example` → `allowed.example`), the name itself for an exact
 /// rule, the labels after a `*` pattern's last star (`api-*.example.com` →

@@ -16,6 +16,7 @@
 //! addresses of an allowed answer are handed over before the answer is
 //! sent.
 
+pub mod budget;
 pub mod filter;
 mod forward;
 pub mod harden;
@@ -102,7 +103,7 @@ pub struct Settings {
     pub hardening: Option<harden::Limits>,
     /// The rate and zone budgets to spend, shared with the proxies'
     /// lookups in HTTPS mode; `None`: the server's own (from `hardening`).
-    pub budget: Option<harden::Shared>,
+    pub budget: Option<budget::Shared>,
 }
 
 impl Settings {
@@ -217,7 +218,7 @@ pub fn start_with(
         Some(l) => log::info!("dns: hardening on: {l}"),
         None => log::info!("dns: hardening off (DNS_HARDENING=false)"),
     }
-    let budget = settings.hardening.map(|l| settings.budget.clone().unwrap_or_else(|| harden::shared(l)));
+    let budget = settings.hardening.map(|l| settings.budget.clone().unwrap_or_else(|| budget::shared(l)));
     let backlog = crate::fair::Turns::new(defaults::QUEUE, defaults::QUEUE * settings.workers.max(1));
     let shared = Arc::new(Shared {
         budget,
@@ -317,7 +318,7 @@ struct Shared {
     stats: Arc<Stats>,
     /// `DNS_HARDENING`'s rate buckets and zone budgets (UDP loop and TCP
     /// threads alike), `None` when off.
-    budget: Option<harden::Shared>,
+    budget: Option<budget::Shared>,
     /// The loop has a backlog the forwarders' channels had no room for:
     /// a forwarder that takes jobs wakes the loop through `loop_waker`.
     backlog_waiting: AtomicBool,
