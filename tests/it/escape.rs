@@ -81,6 +81,15 @@
 //! | 200 UDP queries a second for 5 s (4x DNS_RATE_QPS), a co-tenant's lookups meanwhile | none | **worked, fixed** (UDP askers' owners from `sock_diag`) | `escape_58_one_clients_dns_rate_limit_is_not_another_clients` |
 //! | 1,100 idle connections from one client under a hard RLIMIT_NOFILE of 1024 (MAX_CONNECTIONS and the share count connections, not descriptors) | none | **worked, fixed** (descriptors are a per-client share: one at accept, one more before the upstream connect) | `escape_69_one_client_cannot_spend_egrets_file_descriptors` |
 //!
+//! Round 4:
+//!
+//! | attempt | privilege | result | test |
+//! |---------|-----------|--------|------|
+//! | one blocked datagram from each of 4,096 uids (seteuid around socket()) fills `log_owners`; a new owner's blocked packets afterwards | CAP_SETUID (runtime default) | **works** | `escape_70_filling_the_log_owner_set_does_not_hide_a_new_owners_blocked_packets` (ignored) |
+//! | 16 uids each past its 20/s, together past the shared 200/s; one co-tenant datagram meanwhile | CAP_SETUID | held (twice) | `escape_71_a_flood_from_many_uids_does_not_hide_another_owners_blocked_packets` |
+//! | names next to `al*ed.test` and `/x[0-9]+\.allowed\.test/` (empty star, anchors, case, trailing dots, ports, `_`, `%`, punycode, non-ASCII digit) in Host, SNI and DNS | none | held | `escape_72_glob_and_regex_entries_cover_only_their_names_in_host_sni_and_dns` |
+//! | 253-character near-miss names against 2,000 many-star globs and 200 `(a\|aa\|a-)+` regexes | none | held (60 refusals in 0.43 s) | `escape_73_pathological_names_against_many_star_and_regex_entries_are_answered_fast` |
+//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
@@ -3407,4 +3416,182 @@ fn escape_69_one_client_cannot_spend_egrets_file_descriptors() {
     .expect("a limit event");
     assert_eq!(ev["uid"], 1000, "the greedy client was the one cut: {ev}");
     drop(hog);
+}
+
+/// Round 4: the blocked-packet log's per-owner set, and the names
+/// `*`-patterns and `/regex/` entries cover.
+///
+/// Whether uid 1000's blocked UDP datagrams to `.3:port` (0.3 s of them)
+/// show in the log within 5 s.
+fn co_tenant_logged(s: &Setup, port: u16) -> bool {
+    let p = s.p();
+    let out = attack_py(&p.work, Priv::User(1000), &["log-flood", &p.v4(3), &port.to_string(), "0.3"]);
+    eprintln!("co-tenant uid 1000 sent {}", out.trim());
+    wait_for(Duration::from_secs(5), || {
+        s.d.events.try_iter().find(|e| e["msg"] == "nflog.event" && e["destination_port"] == port)
+    })
+    .is_some()
+}
+
+fn log_owner_count(ns: &str) -> usize {
+    let mut c = Pair::exec(ns, "nft");
+    c.args(["list", "set", "inet", "egret", "log_owners"]);
+    let (_, out, _) = util::run(c);
+    out.matches(" expires ").count()
+}
+
+#[test]
+#[ignore = "round-4 finding: 4,096 uids (CAP_SETUID) fill log_owners; a new owner's blocked packets are then not logged at all for as long as the filler refreshes"]
+fn escape_70_filling_the_log_owner_set_does_not_hide_a_new_owners_blocked_packets() {
+    // A root workload with the runtime's default CAP_SETUID owns one
+    // socket under each of 4,096 uids and sends one blocked datagram from
+    // each: the per-owner set (4,096 elements, 60 s) is full, and an
+    // owner not yet in it must still be logged.
+    let s = setup("70", ALLOWED, &[]);
+    let p = s.p();
+    let out = attack_py(&p.work, Priv::Container, &["owner-fill", &p.v4(3), "7020", "200000", "4096"]);
+    eprintln!("escape_70: the filler sent {}", out.trim());
+    eprintln!("escape_70: log_owners holds {} uids", log_owner_count(&p.work));
+    // Let the 200/s total refill its burst, so only the set is in the way.
+    std::thread::sleep(Duration::from_secs(3));
+    while s.d.events.try_recv().is_ok() {}
+    assert!(co_tenant_logged(&s, 7021), "a full log_owners set hid uid 1000's blocked packets from the log");
+}
+
+#[test]
+fn escape_71_a_flood_from_many_uids_does_not_hide_another_owners_blocked_packets() {
+    // Sixteen sockets, each under its own uid (CAP_SETUID, a runtime
+    // default), each kept over its own 20/s: together past the 200/s all
+    // owners share.
+    let s = setup("71", ALLOWED, &[]);
+    let p = s.p();
+    let flood = {
+        let (ns, to) = (p.work.clone(), p.v4(3));
+        std::thread::spawn(move || {
+            attack_py(&ns, Priv::Container, &["owners-flood", &to, "7022", "300000", "16", "5"])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    // One datagram, as an ordinary co-tenant's refused attempt is.
+    let r = udp(&p.work, s.addr(&p.v4(3), 7023), b"x");
+    assert_udp_refused_fast(&r, "the co-tenant's datagram");
+    let logged = wait_for(Duration::from_secs(5), || {
+        s.d.events.try_iter().find(|e| e["msg"] == "nflog.event" && e["destination_port"] == 7023)
+    })
+    .is_some();
+    let sent = flood.join().expect("flood");
+    eprintln!("escape_71: the flood sent {}", sent.trim());
+    assert!(logged, "a flood from 16 uids hid uid 1000's blocked packets from the log");
+}
+
+/// A glob and a regex entry, and names each must not cover: the star's
+/// one-or-more, the regex's anchors, case, trailing dots, ports, `_`,
+/// percent-encoding and punycode.
+const PATTERNS: &str = "allowlist:\n  domains: [\"al*ed.test\", \"/x[0-9]+\\\\.allowed\\\\.test/\"]\n";
+const NOT_COVERED: [&str; 14] = [
+    "blocked.test",
+    "BLOCKED.TEST.",
+    "aled.test",
+    "al.test",
+    "xx1.allowed.test",
+    "x.allowed.test",
+    "x1.allowed.test.blocked.test",
+    "blocked.test.x1.allowed.test",
+    "x1.allowed_test",
+    "x1-allowed.test",
+    "x1.allowedatest",
+    "al%2aed.test",
+    "xn--al-ed-test",
+    "x\u{0661}.allowed.test", // an Arabic-Indic digit one
+];
+
+#[test]
+fn escape_72_glob_and_regex_entries_cover_only_their_names_in_host_sni_and_dns() {
+    let s = setup("72", PATTERNS, &[]);
+    let p = s.p();
+    let to80 = s.addr(&p.v4(2), 80);
+    let to443 = s.addr(&p.v4(2), 443);
+    // The glob does allow allowed.test, however spelled, with a port.
+    for host in ["allowed.test", "ALLOWED.test.", "Allowed.Test:80"] {
+        let o = http(&p.work, to80, &get(host));
+        assert!(o.text().contains("hello from"), "{host:?} is allowed: {o:?}");
+        s.d.wait_event("http.allowed", "http_host", "allowed.test");
+    }
+    for name in NOT_COVERED {
+        for host in [name.to_owned(), format!("{name}:80"), format!("{name}.:80")] {
+            let o = http(&p.work, to80, &get(&host));
+            assert_403(&o, &host);
+            let ev = s.next("http.blocked");
+            assert!(
+                matches!(ev["reason"].as_str(), Some("not-allowlisted" | "invalid-name")),
+                "Host {host:?}: {ev}"
+            );
+        }
+        let o = tls(&p.work, to443, hello(Some(name.as_bytes()), 0));
+        assert_tls_blocked(&o, &format!("SNI {name:?}"));
+        let ev = s.next("https.blocked");
+        assert!(
+            matches!(ev["reason"].as_str(), Some("not-allowlisted" | "invalid-name")),
+            "SNI {name:?}: {ev}"
+        );
+    }
+    // An allowed SNI does not carry a forbidden Host through: the TLS
+    // proxy is blind to the Host, so the HTTP proxy must check its own.
+    let o = http(
+        &p.work,
+        to80,
+        "GET http://blocked.test/ HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_403(&o, "absolute-form blocked.test with Host allowed.test");
+    drop(s);
+
+    let s = setup("72-dns", PATTERNS, &[("FILTER_MODE", "dns")]);
+    let p = s.p();
+    let (out, _) = dig_in(&p.work, &p.v4(3), "ALLOWED.test.");
+    assert!(out.contains(&p.v4(2)), "the glob allows allowed.test in DNS: {out}");
+    for name in NOT_COVERED {
+        if !name.is_ascii() || name.contains('%') {
+            continue; // dig refuses or escapes these itself
+        }
+        let (out, took) = dig_in(&p.work, &p.v4(3), name);
+        assert!(!out.contains(&p.v4(2)), "{name} answered: {out}");
+        assert!(out.contains("status: NXDOMAIN") || out.contains("status: REFUSED"), "{name}: {out}");
+        assert!(took < FAST * 2, "{name}: {took:?}");
+        let want = name.to_ascii_lowercase();
+        let want = want.trim_end_matches('.');
+        let ev = s.event_where(|e| e["msg"] == "dns.blocked" && e["qname"] == want);
+        assert!(matches!(ev["reason"].as_str(), Some("not-allowlisted" | "invalid-name")), "{name}: {ev}");
+    }
+}
+
+#[test]
+fn escape_73_pathological_names_against_many_star_and_regex_entries_are_answered_fast() {
+    // 2,000 `*` entries with many stars and 200 regexes: a 253-character
+    // name built to almost match every fragment must still be refused in
+    // well under a second, and a run of such names must not stall egret.
+    let mut domains: Vec<String> =
+        (0..2000).map(|i| format!("\"a*a*a*a*a*a*a*a-{i}.allowed.test\"")).collect();
+    domains.extend((0..200).map(|i| format!("\"/(a|aa|a-)+{i}(\\\\.a+)*\\\\.allowed\\\\.test/\"")));
+    let yaml = format!("allowlist:\n  domains: [{}]\n", domains.join(", "));
+    let s = setup("73", &yaml, &[]);
+    let p = s.p();
+    let to80 = s.addr(&p.v4(2), 80);
+    let label = |c: char| std::iter::repeat(c).take(61).collect::<String>();
+    let names = [
+        format!("{}.{}.{}.{}b", label('a'), label('a'), label('a'), "a".repeat(58)),
+        format!("{}a.{}.{}.allowed.tesu", "a-".repeat(30), label('a'), label('a')),
+        format!("{}.{}.{}.aaaaaaaaaa-9999.allowed.test", label('a'), label('a'), "a".repeat(40)),
+    ];
+    let start = Instant::now();
+    for round in 0..20 {
+        for n in &names {
+            let o = http(&p.work, to80, &get(n));
+            assert_403(&o, &format!("round {round}: {} chars", n.len()));
+        }
+    }
+    let took = start.elapsed();
+    eprintln!("escape_73: 60 pathological names refused in {took:?}");
+    assert!(took < Duration::from_secs(10), "60 refusals took {took:?}");
+    let o = http(&p.work, to80, &get("blocked.test"));
+    assert_403(&o, "blocked.test after");
 }

@@ -109,6 +109,15 @@ Other helpers (different arguments):
   attack.py log-flood HOST PORT SECONDS
         blocked UDP datagrams to HOST:PORT as fast as one socket sends
         them, for SECONDS; prints {"sent": N} at the end.
+  attack.py owner-fill HOST PORT FIRST_UID COUNT
+        one blocked UDP datagram to HOST:PORT from a socket owned by each
+        of COUNT uids from FIRST_UID (seteuid around socket(): CAP_SETUID),
+        so each uid becomes an element of a per-owner set; prints
+        {"sent": N}.
+  attack.py owners-flood HOST PORT FIRST_UID COUNT SECONDS
+        blocked UDP datagrams to HOST:PORT round-robin from COUNT sockets,
+        each owned by its own uid from FIRST_UID (CAP_SETUID), for
+        SECONDS; prints {"sent": N}.
   attack.py dns-flood SERVER PORT ZONE SECONDS
         A queries for random names under ZONE to SERVER:PORT (UDP), as
         fast as one socket sends them, for SECONDS (answers are drained
@@ -852,6 +861,44 @@ def log_flood(host, port, seconds):
     print(json.dumps({"sent": n}), flush=True)
 
 
+def owned_udp(host, uid):
+    """A UDP socket owned by `uid` (its inode's owner is the fsuid at
+    socket()), made as root and handed back to root."""
+    os.seteuid(uid)
+    try:
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    finally:
+        os.seteuid(0)
+    s.setblocking(False)
+    return s
+
+
+def owner_fill(host, port, first, count):
+    n = 0
+    for uid in range(first, first + count):
+        s = owned_udp(host, uid)
+        try:
+            s.sendto(b"fill", (host, port))
+        except OSError:
+            pass
+        n += 1
+        s.close()
+    print(json.dumps({"sent": n}), flush=True)
+
+
+def owners_flood(host, port, first, count, seconds):
+    socks = [owned_udp(host, uid) for uid in range(first, first + count)]
+    n, end = 0, time.time() + seconds
+    while time.time() < end:
+        for s in socks:
+            try:
+                s.sendto(b"flood", (host, port))
+            except OSError:
+                pass
+            n += 1
+    print(json.dumps({"sent": n}), flush=True)
+
+
 def dns_flood(server, port, zone, seconds):
     import random
     s = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM)
@@ -994,6 +1041,10 @@ def main():
         return exthdr(a[2], int(a[3]), a[4], a[5])
     if a[1] == "log-flood":
         return log_flood(a[2], int(a[3]), float(a[4]))
+    if a[1] == "owner-fill":
+        return owner_fill(a[2], int(a[3]), int(a[4]), int(a[5]))
+    if a[1] == "owners-flood":
+        return owners_flood(a[2], int(a[3]), int(a[4]), int(a[5]), float(a[6]))
     if a[1] == "dns-flood":
         return dns_flood(a[2], int(a[3]), a[4], float(a[5]))
     if a[1] == "odd-packet":
