@@ -498,6 +498,17 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
             )?);
             v
         }
+        Match::SkuidInSet(name) => vec![
+            meta(c::NFT_META_SKUID)?,
+            expr(
+                "lookup",
+                vec![
+                    attr(c::NFTA_LOOKUP_SET, *name)?,
+                    be32(c::NFTA_LOOKUP_SREG, c::NFT_REG_1)?,
+                    be32(c::NFTA_LOOKUP_SET_ID, set_id(name))?,
+                ],
+            )?,
+        ],
         Match::DaddrInSet(f, name) => {
             let mut v = nfproto(*f)?;
             v.push(daddr(*f)?);

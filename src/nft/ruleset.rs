@@ -285,6 +285,8 @@ pub enum Match {
     FibLocal(Addr, Cmp),
     /// `ip daddr @set` / `ip6 daddr @set`
     DaddrInSet(Family, &'static str),
+    /// `meta skuid @set`: the socket's owner is in the set.
+    SkuidInSet(&'static str),
     /// `ip daddr . meta l4proto . th dport @set` (and `ip6`)
     DaddrProtoPortInSet(Family, &'static str),
     /// `ip daddr A` / `ip6 daddr A`
@@ -848,7 +850,9 @@ fn refusal(matches: Vec<Match>, l4: Option<L4>, audit: bool) -> Vec<Rule> {
 /// socket owner and in total, so one workload's flood of refused packets
 /// neither hides another's nor drowns the event stream. A packet with no
 /// full socket (the kernel's own: a TIME_WAIT answer, an ICMP error) has
-/// no owner and shares one limit with every other such packet.
+/// no owner and shares one limit with every other such packet; so does an
+/// owner the full meter has no room for (a root workload can fill it by
+/// switching uids), rather than going unlogged.
 fn log_chain(name: &'static str, prefix: &'static str, group: u16) -> Chain {
     let total = Stmt::Limit { per_second: LOG_TOTAL_PER_SECOND, burst: LOG_TOTAL_BURST };
     let log = Stmt::Log { prefix, group };
@@ -862,7 +866,10 @@ fn log_chain(name: &'static str, prefix: &'static str, group: u16) -> Chain {
         policy: ChainPolicy::Accept,
         rules: vec![
             rule(vec![Match::UserSocket], vec![owner, total, log.clone(), Stmt::Return]),
-            rule(vec![Match::UserSocket], vec![Stmt::Return]),
+            // Over its own limit: not logged.
+            rule(vec![Match::SkuidInSet(SET_LOG_OWNERS)], vec![Stmt::Return]),
+            // The rest share one limit: owners the meter could not take,
+            // and packets with no full socket.
             rule(vec![], vec![Stmt::Limit { per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST }, log]),
         ],
     }
@@ -1198,6 +1205,7 @@ impl fmt::Display for Match {
                 let a = if *a == Addr::Saddr { "saddr" } else { "daddr" };
                 write!(f, "fib {a} type {}local", cmp.op())
             }
+            Match::SkuidInSet(s) => write!(f, "meta skuid @{s}"),
             Match::DaddrInSet(Family::V4, s) => write!(f, "ip daddr @{s}"),
             Match::DaddrInSet(Family::V6, s) => write!(f, "ip6 daddr @{s}"),
             Match::DaddrProtoPortInSet(Family::V4, s) => write!(f, "ip daddr . meta l4proto . th dport @{s}"),
@@ -1357,7 +1365,7 @@ table inet egret {
 
 	chain log_blocked {
 		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 0 return
-		meta skuid 0-4294967295 return
+		meta skuid @log_owners return
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
 	}
 
@@ -1504,7 +1512,7 @@ table inet egret {
 
 	chain log_blocked {
 		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 0 return
-		meta skuid 0-4294967295 return
+		meta skuid @log_owners return
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
 	}
 
@@ -1639,7 +1647,7 @@ table inet egret {
 
 	chain log_blocked {
 		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 3 return
-		meta skuid 0-4294967295 return
+		meta skuid @log_owners return
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
 	}
 
