@@ -264,7 +264,11 @@ fn compile_regex(src: &str) -> Result<regex::bytes::Regex, NameError> {
     if src.len() > MAX_REGEX_LEN {
         return Err(NameError::BadRegex(format!("{} characters (at most {MAX_REGEX_LEN})", src.len())));
     }
-    regex_builder(src).build().map_err(|e| {
+    // The source must stand on its own: wrapped unchecked, `x)|(.*`
+    // would close the anchoring group and match every name.
+    let mut alone = regex::bytes::RegexBuilder::new(src);
+    alone.unicode(false).size_limit(REGEX_SIZE_LIMIT);
+    alone.build().and_then(|_| regex_builder(src).build()).map_err(|e| {
         // The compiler's message spans lines (a caret under the source):
         // one line is what a policy error list can show.
         let text = e.to_string();
@@ -642,9 +646,12 @@ mod tests {
         );
         assert!(set(&["/API\\.example\\.com/"]).contains("api.example.com"), "ASCII case folded");
         assert!(set(&["/\\d+\\.example/"]).contains("12.example"), "ASCII classes without Unicode tables");
-        for (src, why) in
-            [("//", "empty"), ("/(/", "unclosed group"), ("/a{1000}{1000}/", "exceeds size limit")]
-        {
+        for (src, why) in [
+            ("//", "empty"),
+            ("/(/", "unclosed group"),
+            ("/x)|(.*/", "unopened group"),
+            ("/a{1000}{1000}/", "exceeds size limit"),
+        ] {
             match Pattern::parse(src) {
                 Err(NameError::BadRegex(m)) => assert!(m.contains(why), "{src}: {m}"),
                 other => panic!("{src}: {other:?}"),
