@@ -37,8 +37,9 @@ fn language() -> (Policy, f64) {
     (p, t.elapsed().as_secs_f64() * 1000.0)
 }
 
-/// Median nanoseconds per address lookup (destination and port).
-fn measure_ports(p: &Policy, dests: &[(std::net::IpAddr, u16)]) -> f64 {
+/// Median nanoseconds per `Policy::decide` over several rounds, the i-th
+/// lookup of a round asking `query(i)`.
+fn median_ns<'a>(p: &Policy, query: impl Fn(usize) -> Query<'a>) -> f64 {
     const ROUNDS: usize = 15;
     const ITERS: usize = 200_000;
     let mut per = Vec::with_capacity(ROUNDS);
@@ -46,9 +47,7 @@ fn measure_ports(p: &Policy, dests: &[(std::net::IpAddr, u16)]) -> f64 {
         let t = Instant::now();
         let mut allowed = 0usize;
         for i in 0..ITERS {
-            let (ip, port) = dests[i % dests.len()];
-            let q = Query { name: None, ip: Some(ip), port: Some((Proto::Tcp, port)) };
-            if p.decide(black_box(q)).allowed() {
+            if p.decide(black_box(query(i))).allowed() {
                 allowed += 1;
             }
         }
@@ -59,25 +58,17 @@ fn measure_ports(p: &Policy, dests: &[(std::net::IpAddr, u16)]) -> f64 {
     per[ROUNDS / 2]
 }
 
-/// Median nanoseconds per lookup over several rounds.
+/// Per name lookup, cycling through `names`.
 fn measure(p: &Policy, names: &[String]) -> f64 {
-    const ROUNDS: usize = 15;
-    const ITERS: usize = 200_000;
-    let mut per = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
-        let t = Instant::now();
-        let mut allowed = 0usize;
-        for i in 0..ITERS {
-            let name = &names[i % names.len()];
-            if p.decide(black_box(Query { name: Some(name), ip: None, port: None })).allowed() {
-                allowed += 1;
-            }
-        }
-        black_box(allowed);
-        per.push(t.elapsed().as_nanos() as f64 / ITERS as f64);
-    }
-    per.sort_by(f64::total_cmp);
-    per[ROUNDS / 2]
+    median_ns(p, |i| Query { name: Some(&names[i % names.len()]), ip: None, port: None })
+}
+
+/// Per address lookup (destination and port), cycling through `dests`.
+fn measure_ports(p: &Policy, dests: &[(std::net::IpAddr, u16)]) -> f64 {
+    median_ns(p, |i| {
+        let (ip, port) = dests[i % dests.len()];
+        Query { name: None, ip: Some(ip), port: Some((Proto::Tcp, port)) }
+    })
 }
 
 fn main() {
