@@ -93,6 +93,9 @@ pub struct Config {
     pub dns_hardening: Option<crate::dns::harden::Limits>,
     pub dashboard_host: Option<String>,
     pub dashboard_api_key: Option<String>,
+    /// `DASHBOARD_UID`: the uids that may own a loopback dashboard
+    /// listener the shipper sends the key to; `None`: egret's own uid.
+    pub dashboard_uids: Option<Vec<u32>>,
     pub dashboard_queue_size: usize,
     pub dashboard_start_delay: Duration,
     pub log_file: Option<PathBuf>,
@@ -572,6 +575,19 @@ fn parse_http_url(s: &str) -> Result<String, String> {
     Ok(with_scheme.trim_end_matches('/').to_owned())
 }
 
+/// `DASHBOARD_UID`: one uid or a comma-separated list of them.
+pub fn parse_uids(s: &str) -> Result<Vec<u32>, String> {
+    let expected = || "uids (numbers) separated by commas".to_owned();
+    let uids = s
+        .split(',')
+        .map(|u| u.trim().parse::<u32>().map_err(|_| expected()))
+        .collect::<Result<Vec<u32>, String>>()?;
+    if uids.is_empty() {
+        return Err(expected());
+    }
+    Ok(uids)
+}
+
 impl Config {
     /// Parses the filter's variables.
     pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
@@ -730,6 +746,7 @@ impl Config {
             dns_hardening,
             dashboard_host: e.opt("DASHBOARD_HOST", parse_http_url),
             dashboard_api_key: e.string("DASHBOARD_API_KEY"),
+            dashboard_uids: e.opt("DASHBOARD_UID", parse_uids),
             dashboard_queue_size,
             dashboard_start_delay,
             // g0efilter's later name for the decision log, when LOG_FILE

@@ -2445,19 +2445,17 @@ fn pod_dashboard(ns: &str) -> crate::netns::Guard {
 }
 
 /// `egret run` shipping to the pod's loopback dashboard with the key.
-fn shipping_daemon(p: &Pair, tag: &str) -> Daemon {
+fn shipping_daemon(p: &Pair, tag: &str, extra: &[(&str, &str)]) -> Daemon {
     let pol = policy_file(tag, ALLOWED);
     let upstream = format!("{}:53", p.v4(2));
-    Daemon::start(
-        &p.work,
-        &pol,
-        &[
-            ("DNS_UPSTREAMS", &upstream),
-            ("DASHBOARD_HOST", "http://127.0.0.1:8081"),
-            ("DASHBOARD_API_KEY", DASH_KEY),
-            ("DASHBOARD_START_DELAY", "0s"),
-        ],
-    )
+    let mut env = vec![
+        ("DNS_UPSTREAMS", upstream.as_str()),
+        ("DASHBOARD_HOST", "http://127.0.0.1:8081"),
+        ("DASHBOARD_API_KEY", DASH_KEY),
+        ("DASHBOARD_START_DELAY", "0s"),
+    ];
+    env.extend_from_slice(extra);
+    Daemon::start(&p.work, &pol, &env)
 }
 
 /// A co-tenant's request to allowed.test as uid 1000.
@@ -2477,7 +2475,7 @@ fn escape_51_a_workload_cannot_read_co_tenant_events_off_the_pods_dashboard() {
     let w = world();
     let p = &w.p;
     let _dash = pod_dashboard(&p.work);
-    let d = shipping_daemon(p, "escape-51");
+    let d = shipping_daemon(p, "escape-51", &[]);
     co_tenant_request(p);
     d.wait_event("http.allowed", "uid", 1000);
     // Another workload, uid 65534 with no capabilities, asks the dashboard.
@@ -2500,17 +2498,21 @@ fn escape_51_a_workload_cannot_read_co_tenant_events_off_the_pods_dashboard() {
 }
 
 #[test]
-#[ignore = "round-3 finding: a workload squatting the pod's loopback dashboard port receives egret's DASHBOARD_API_KEY and every event"]
 fn escape_52_a_squatter_on_the_dashboards_loopback_port_gets_no_key() {
     // The pod's containers start together: a workload (no privilege, the
     // port is above 1024) binds 127.0.0.1:8081 before the dashboard does,
-    // or while it restarts.
+    // or while it restarts. egret (uid 0 here, DASHBOARD_UID unset: its
+    // own uid) looks up the listener's owner and sends nothing to uid
+    // 65534; escape_51 shows the same daemon shipping to a dashboard of
+    // its own uid.
     let w = world();
     let p = &w.p;
     let squatter = spawn_as(&p.work, Priv::Nobody, &["capture-http", "127.0.0.1", "8081"]);
-    let d = shipping_daemon(p, "escape-52");
+    let d = shipping_daemon(p, "escape-52", &[("METRICS_ADDR", "127.0.0.1:9195")]);
     co_tenant_request(p);
     d.wait_event("http.allowed", "uid", 1000);
+    let warned = d.wait_logged("not to DASHBOARD_UID=0", Duration::from_secs(15));
+    assert!(warned.contains("uid 65534") && !warned.contains(DASH_KEY), "{warned}");
     let mut heads = Vec::new();
     while let Some(l) = squatter.line(Duration::from_secs(3)) {
         heads.push(l);
@@ -2521,7 +2523,14 @@ fn escape_52_a_squatter_on_the_dashboards_loopback_port_gets_no_key() {
     eprintln!("escape_52: the squatter got {} requests", heads.len());
     for h in &heads {
         assert!(!h.contains(DASH_KEY), "the squatter received the dashboard key: {h}");
+        assert!(!h.contains("allowed.test"), "the squatter received events: {h}");
     }
+    let metrics = curl(&p.work, &["http://127.0.0.1:9195/metrics"]).1;
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("egret_filter_dashboard_foreign_listener_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(refused.is_some_and(|n| n >= 1), "the refusal is not counted: {metrics}");
 }
 
 #[test]
@@ -3249,7 +3258,7 @@ fn escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events() 
     let hog = spawn_as(&p.work, Priv::Nobody, &["hold-tcp", "127.0.0.1", "8081", "1000"]);
     let open = hog.line(Duration::from_secs(60)).unwrap_or_default();
     eprintln!("escape_68: the workload holds {open}");
-    let d = shipping_daemon(p, "escape-68");
+    let d = shipping_daemon(p, "escape-68", &[]);
     co_tenant_request(p);
     d.wait_event("http.allowed", "uid", 1000);
     let stored = wait_for(Duration::from_secs(20), || {
