@@ -210,8 +210,12 @@ pub struct DashboardConfig {
     pub db_path: Option<std::path::PathBuf>,
     /// `LOG_RETENTION`; in memory the default is `BUFFER_SIZE` entries.
     pub retention: Retention,
-    /// `AUTH_MODE`: who may read (`none` keeps today's public reads).
+    /// `AUTH_MODE`: how people sign in (`none`: with the API key, which
+    /// the UI trades for a session).
     pub auth_mode: crate::dashboard::auth::Mode,
+    /// `PUBLIC_READS` (`AUTH_MODE=none` only): events, stream and UI for
+    /// anyone who reaches the dashboard, without a key (g0efilter's way).
+    pub public_reads: bool,
     /// `DASHBOARD_USERS` (session mode).
     pub users: Vec<crate::dashboard::auth::User>,
     /// `FORWARD_AUTH_HEADER` (forward mode), `Remote-User` by default.
@@ -944,6 +948,14 @@ impl DashboardConfig {
                 "is required with AUTH_MODE=forward: the proxy addresses whose user header is believed",
             );
         }
+        let public_reads = e.get("PUBLIC_READS", false, parse_bool);
+        if public_reads && auth_mode != crate::dashboard::auth::Mode::None {
+            e.error(
+                "PUBLIC_READS",
+                "true",
+                format!("false with AUTH_MODE={auth_mode} (reads need a login there)"),
+            );
+        }
         let forward_header = e.string("FORWARD_AUTH_HEADER").unwrap_or_else(|| "Remote-User".to_owned());
         let session_ttl = e.get("SESSION_TTL", Duration::from_secs(12 * 3600), |s| match parse_duration(s) {
             Ok(d) if !d.is_zero() => Ok(d),
@@ -963,6 +975,7 @@ impl DashboardConfig {
             db_path,
             retention,
             auth_mode,
+            public_reads,
             users,
             forward_header,
             session_ttl,

@@ -192,7 +192,7 @@ pub fn render(s: &Snapshot) -> String {
         &mut o,
         "egret_filter_dashboard_foreign_listener_total",
         "counter",
-        "Dashboard connections closed unsent: the loopback listener's uid is not DASHBOARD_UID's.",
+        "Dashboard sends refused before any byte: the loopback listener's uid is not DASHBOARD_UID's.",
         &one(e.ship_foreign_listener),
     );
     family(

@@ -30,6 +30,7 @@ pub fn config() -> DashboardConfig {
         db_path: None,
         retention: egret::dashboard::store::Retention { max_age: None, max_rows: Some(5000) },
         auth_mode: egret::dashboard::auth::Mode::None,
+        public_reads: false,
         users: Vec::new(),
         forward_header: "Remote-User".into(),
         session_ttl: Duration::from_secs(3600),

@@ -59,8 +59,8 @@
 //! | an ICMP error quoting an allowed flow, sent to a forbidden host (RELATED smuggling), v4 and v6 | CAP_NET_RAW | held | `escape_48_icmp_errors_quoting_an_allowed_flow_carry_nothing_to_a_forbidden_host` |
 //! | h2c prior knowledge, h2c upgrade answered `101` by the server | none | held | `escape_49_h2c_prior_knowledge_and_upgrade_never_leave_http_1_1_checking` |
 //! | newline / ESC in SNI, Host and DNS names (log and event injection) | none | held | `escape_50_control_characters_in_names_never_forge_log_lines_or_events` |
-//! | `GET /api/v1/logs` on the pod's loopback dashboard (deploy/pod.yaml) | none | **works** | `escape_51_a_workload_cannot_read_co_tenant_events_off_the_pods_dashboard` (ignored) |
-//! | squatting the loopback dashboard port before the dashboard | none | **works** | `escape_52_a_squatter_on_the_dashboards_loopback_port_gets_no_key` (ignored) |
+//! | `GET /api/v1/logs` on the pod's loopback dashboard (deploy/pod.yaml) | none | **worked, fixed** (reads need the key or a session; `PUBLIC_READS` opts out) | `escape_51_a_workload_cannot_read_co_tenant_events_off_the_pods_dashboard` |
+//! | squatting the loopback dashboard port before the dashboard | none | **worked, fixed** (the listener's uid must be `DASHBOARD_UID`'s) | `escape_52_a_squatter_on_the_dashboards_loopback_port_gets_no_key` |
 //! | hop-by-hop / destination options headers before TCP and UDP to a forbidden v6 host | CAP_NET_RAW | held | `escape_53_ipv6_options_headers_do_not_hide_the_transport_from_the_rules` |
 //! | egret's `/proc/PID/{environ,mem,maps}`, fd links, `PTRACE_ATTACH` (the dashboard key) | uid 0 without caps, uid 0 with the runtime's defaults, nobody | held | `escape_54_egrets_environment_and_memory_are_closed_to_a_root_workload` |
 //! | flooding blocked UDP to spend the NFLOG rate limit (hiding others' blocked packets) | none | **works** | `escape_55_one_client_flooding_blocked_packets_does_not_hide_anothers` (ignored) |
@@ -2468,7 +2468,6 @@ fn co_tenant_request(p: &Pair) {
 }
 
 #[test]
-#[ignore = "round-3 finding: the dashboard's unauthenticated GET /api/v1/logs on the pod's loopback hands any workload every co-tenant's events"]
 fn escape_51_a_workload_cannot_read_co_tenant_events_off_the_pods_dashboard() {
     // deploy/pod.yaml's layout: the dashboard is a container of the pod,
     // on 127.0.0.1:8081 in the namespace every container shares.
@@ -2495,6 +2494,15 @@ fn escape_51_a_workload_cannot_read_co_tenant_events_off_the_pods_dashboard() {
         "a workload read a co-tenant's traffic off the dashboard: {}",
         &seen[..seen.len().min(400)]
     );
+    // Nor off the live stream; the key holder reads both (so the events
+    // were there to be read, and egret shipped to a listener of its uid).
+    let mut c = as_workload(&p.work, Priv::Nobody);
+    c.args(["curl", "-s", "-m", "2", "http://127.0.0.1:8081/api/v1/events?since_id=0"]);
+    let stream = util::run(c).1;
+    assert!(!stream.contains("allowed.test"), "a workload read the live stream: {stream}");
+    let key = format!("X-Api-Key: {DASH_KEY}");
+    let (_, out) = curl(&p.work, &["-H", &key, "http://127.0.0.1:8081/api/v1/logs"]);
+    assert!(out.contains("co-tenant-secret-path") || out.contains("allowed.test"), "with the key: {out}");
 }
 
 #[test]
