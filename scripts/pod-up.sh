@@ -164,7 +164,7 @@ pod $NAME is up (dashboard key in $STATE/egret.env). Try:
   podman exec $NAME-work nc -w 2 10.200.0.3 9000 </dev/null
   # events: egret's stdout and the dashboard
   podman logs $NAME-egret
-  ip netns exec $UPNS curl -s http://10.200.0.1:8081/api/v1/logs
+  ip netns exec $UPNS curl -s -H "X-Api-Key: \$(sed -n 's/^DASHBOARD_API_KEY=//p' $STATE/egret.env)" http://10.200.0.1:8081/api/v1/logs
   ip netns exec $UPNS curl -s http://10.200.0.1:8081/health
   podman healthcheck run $NAME-egret      # the filter: ruleset installed and intact (unix socket)
   podman exec $NAME-egret /egret health   # the same by hand
