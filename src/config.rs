@@ -1417,6 +1417,22 @@ mod tests {
         assert_eq!((c.buffer_size, c.read_limit, c.sse_retry_ms, c.rate_burst), (5000, 500, 2000, 100));
         assert_eq!(c.rate_rps, 50.0);
         assert_eq!(c.write_timeout, Duration::ZERO);
+        assert!(!c.public_reads, "reads need the key unless asked otherwise");
+        let c = DashboardConfig::from_env(&env(&[("API_KEY", "k"), ("PUBLIC_READS", "true")])).unwrap();
+        assert!(c.public_reads);
+        let e = DashboardConfig::from_env(&env(&[
+            ("API_KEY", "k"),
+            ("PUBLIC_READS", "true"),
+            ("AUTH_MODE", "forward"),
+            ("TRUSTED_PROXIES", "10.0.0.1"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("PUBLIC_READS"), "{e}");
+        assert_eq!(parse_uids("0"), Ok(vec![0]));
+        assert_eq!(parse_uids(" 0, 65532 "), Ok(vec![0, 65532]));
+        for bad in ["", "root", "0,", "-1", "4294967296"] {
+            assert!(parse_uids(bad).is_err(), "{bad:?}");
+        }
         for (port, want) in [
             ("9000", "[::]:9000"),
             (":9001", "[::]:9001"),
