@@ -27,6 +27,7 @@ fn cfg() -> DashboardConfig {
         db_path: None,
         retention: egret::dashboard::store::Retention { max_age: None, max_rows: Some(50_000) },
         auth_mode: egret::dashboard::auth::Mode::None,
+        public_reads: false,
         users: Vec::new(),
         forward_header: "Remote-User".into(),
         session_ttl: Duration::from_secs(3600),
@@ -115,7 +116,10 @@ fn fanout(clients: usize, events: usize) -> (f64, Duration) {
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: b\r\n\r\n").unwrap();
+                s.write_all(
+                    format!("GET /api/v1/events HTTP/1.1\r\nHost: b\r\nX-Api-Key: {KEY}\r\n\r\n").as_bytes(),
+                )
+                .unwrap();
                 let mut r = BufReader::with_capacity(1 << 16, s);
                 let mut line = String::new();
                 // Head and preamble ("retry:" line, comment).

@@ -40,6 +40,8 @@ bash scripts/podman-setup.sh
 step "image (scripts/build-image.sh)"
 bash scripts/build-image.sh
 step "the pod (scripts/pod-up.sh): egret init, egret run, egret dashboard, a busybox workload"
+# Reads need the key too: one for this run, shared by egret and the dashboard.
+export DASHBOARD_API_KEY=${DASHBOARD_API_KEY:-demo-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 hints=$(bash scripts/pod-up.sh up)
 [ "$keep" = 1 ] || trap 'bash scripts/pod-up.sh down' EXIT
 echo "policy (this repo's policy.yaml, mounted as /app/policy.yaml; the image ships none):"
@@ -61,7 +63,7 @@ sleep 2.5 # the shipper batches events (500 ms) after DASHBOARD_START_DELAY
 step "egret's events (podman logs $pod-egret: JSON lines on stdout)"
 podman logs "$pod-egret" 2>/dev/null | sed 's/^/  /'
 step "the dashboard (GET http://10.200.0.1:8081/api/v1/logs from the upstream side)"
-ip netns exec "$upns" curl -sS -m 5 http://10.200.0.1:8081/api/v1/logs | sed 's/},{"id"/},\n{"id"/g' | sed 's/^/  /'
+ip netns exec "$upns" curl -sS -m 5 -H "X-Api-Key: $DASHBOARD_API_KEY" http://10.200.0.1:8081/api/v1/logs | sed 's/},{"id"/},\n{"id"/g' | sed 's/^/  /'
 echo
 ip netns exec "$upns" curl -sS -m 5 http://10.200.0.1:8081/health | sed 's/^/  health: /'
 echo

@@ -81,12 +81,15 @@ mkdir -p "$STATE"
 KEY=${DASHBOARD_API_KEY:-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 
 # The same configuration for `egret init` and `egret run`, so the run
-# replaces the init ruleset with an identical policy.
+# replaces the init ruleset with an identical policy. DASHBOARD_UID=0:
+# the dashboard image runs as root, so only a root listener on
+# 127.0.0.1:8081 gets the key (a workload's uid does not).
 cat >"$STATE/egret.env" <<EOF
 HOSTNAME=$NAME
 DASHBOARD_HOST=http://127.0.0.1:8081
 DASHBOARD_API_KEY=$KEY
 DASHBOARD_START_DELAY=1s
+DASHBOARD_UID=0
 DNS_UPSTREAMS=10.200.0.2:53
 EOF
 chmod 600 "$STATE/egret.env"
@@ -161,7 +164,7 @@ pod $NAME is up (dashboard key in $STATE/egret.env). Try:
   podman exec $NAME-work nc -w 2 10.200.0.3 9000 </dev/null
   # events: egret's stdout and the dashboard
   podman logs $NAME-egret
-  ip netns exec $UPNS curl -s http://10.200.0.1:8081/api/v1/logs
+  ip netns exec $UPNS curl -s -H "X-Api-Key: \$(sed -n 's/^DASHBOARD_API_KEY=//p' $STATE/egret.env)" http://10.200.0.1:8081/api/v1/logs
   ip netns exec $UPNS curl -s http://10.200.0.1:8081/health
   podman healthcheck run $NAME-egret      # the filter: ruleset installed and intact (unix socket)
   podman exec $NAME-egret /egret health   # the same by hand

@@ -183,7 +183,7 @@ fn dashboard() -> Outcome {
     }
     log::info!(
         "dashboard: stricter than g0efilter on purpose (README: \"Coming from g0efilter\"): DELETE /api/v1/logs needs \
-         the API key"
+         the API key; so do reads (GET /api/v1/logs, the stream, the UI) unless PUBLIC_READS=true"
     );
     crate::dashboard::run(cfg).map_err(Failure::failed)?;
     Ok(ExitCode::SUCCESS)

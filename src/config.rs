@@ -93,6 +93,9 @@ pub struct Config {
     pub dns_hardening: Option<crate::dns::harden::Limits>,
     pub dashboard_host: Option<String>,
     pub dashboard_api_key: Option<String>,
+    /// `DASHBOARD_UID`: the uids that may own a loopback dashboard
+    /// listener the shipper sends the key to; `None`: egret's own uid.
+    pub dashboard_uids: Option<Vec<u32>>,
     pub dashboard_queue_size: usize,
     pub dashboard_start_delay: Duration,
     pub log_file: Option<PathBuf>,
@@ -213,8 +216,12 @@ pub struct DashboardConfig {
     pub db_path: Option<std::path::PathBuf>,
     /// `LOG_RETENTION`; in memory the default is `BUFFER_SIZE` entries.
     pub retention: Retention,
-    /// `AUTH_MODE`: who may read (`none` keeps today's public reads).
+    /// `AUTH_MODE`: how people sign in (`none`: with the API key, which
+    /// the UI trades for a session).
     pub auth_mode: crate::dashboard::auth::Mode,
+    /// `PUBLIC_READS` (`AUTH_MODE=none` only): events, stream and UI for
+    /// anyone who reaches the dashboard, without a key (g0efilter's way).
+    pub public_reads: bool,
     /// `DASHBOARD_USERS` (session mode).
     pub users: Vec<crate::dashboard::auth::User>,
     /// `FORWARD_AUTH_HEADER` (forward mode), `Remote-User` by default.
@@ -578,6 +585,19 @@ fn parse_http_url(s: &str) -> Result<String, String> {
     Ok(with_scheme.trim_end_matches('/').to_owned())
 }
 
+/// `DASHBOARD_UID`: one uid or a comma-separated list of them.
+pub fn parse_uids(s: &str) -> Result<Vec<u32>, String> {
+    let expected = || "uids (numbers) separated by commas".to_owned();
+    let uids = s
+        .split(',')
+        .map(|u| u.trim().parse::<u32>().map_err(|_| expected()))
+        .collect::<Result<Vec<u32>, String>>()?;
+    if uids.is_empty() {
+        return Err(expected());
+    }
+    Ok(uids)
+}
+
 impl Config {
     /// Parses the filter's variables.
     pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
@@ -736,6 +756,7 @@ impl Config {
             dns_hardening,
             dashboard_host: e.opt("DASHBOARD_HOST", parse_http_url),
             dashboard_api_key: e.string("DASHBOARD_API_KEY"),
+            dashboard_uids: e.opt("DASHBOARD_UID", parse_uids),
             dashboard_queue_size,
             dashboard_start_delay,
             // g0efilter's later name for the decision log, when LOG_FILE
@@ -947,6 +968,14 @@ impl DashboardConfig {
                 "is required with AUTH_MODE=forward: the proxy addresses whose user header is believed",
             );
         }
+        let public_reads = e.get("PUBLIC_READS", false, parse_bool);
+        if public_reads && auth_mode != crate::dashboard::auth::Mode::None {
+            e.error(
+                "PUBLIC_READS",
+                "true",
+                format!("false with AUTH_MODE={auth_mode} (reads need a login there)"),
+            );
+        }
         let forward_header = e.string("FORWARD_AUTH_HEADER").unwrap_or_else(|| "Remote-User".to_owned());
         let session_ttl = e.get("SESSION_TTL", Duration::from_secs(12 * 3600), |s| match parse_duration(s) {
             Ok(d) if !d.is_zero() => Ok(d),
@@ -966,6 +995,7 @@ impl DashboardConfig {
             db_path,
             retention,
             auth_mode,
+            public_reads,
             users,
             forward_header,
             session_ttl,
@@ -1419,6 +1449,22 @@ mod tests {
         assert_eq!((c.buffer_size, c.read_limit, c.sse_retry_ms, c.rate_burst), (5000, 500, 2000, 100));
         assert_eq!(c.rate_rps, 50.0);
         assert_eq!(c.write_timeout, Duration::ZERO);
+        assert!(!c.public_reads, "reads need the key unless asked otherwise");
+        let c = DashboardConfig::from_env(&env(&[("API_KEY", "k"), ("PUBLIC_READS", "true")])).unwrap();
+        assert!(c.public_reads);
+        let e = DashboardConfig::from_env(&env(&[
+            ("API_KEY", "k"),
+            ("PUBLIC_READS", "true"),
+            ("AUTH_MODE", "forward"),
+            ("TRUSTED_PROXIES", "10.0.0.1"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("PUBLIC_READS"), "{e}");
+        assert_eq!(parse_uids("0"), Ok(vec![0]));
+        assert_eq!(parse_uids(" 0, 65532 "), Ok(vec![0, 65532]));
+        for bad in ["", "root", "0,", "-1", "4294967296"] {
+            assert!(parse_uids(bad).is_err(), "{bad:?}");
+        }
         for (port, want) in [
             ("9000", "[::]:9000"),
             (":9001", "[::]:9001"),

@@ -253,13 +253,16 @@ fn cut_points(data: &[u8], n: usize) -> Vec<usize> {
 }
 
 /// The dashboard's login inputs (untrusted request bytes): a `Cookie`
-/// header, a login body, and a `DASHBOARD_USERS` value never panic; a
+/// header, a login body (user and password, or the key), and a `DASHBOARD_USERS` value never panic; a
 /// cookie value found is a piece of the header; a parsed login respects
 /// the size bounds.
 pub fn dashboard_auth(data: &[u8]) {
     use crate::dashboard::auth;
     if let Some(l) = auth::parse_login(data) {
         assert!(l.user.len() <= 256 && l.password.len() <= 1024, "login bounds");
+    }
+    if let Some(k) = auth::parse_key_login(data) {
+        assert!(k.len() <= 1024, "key login bounds");
     }
     let Ok(s) = std::str::from_utf8(data) else { return };
     for name in [auth::SESSION_COOKIE, auth::LOGIN_COOKIE, "a"] {

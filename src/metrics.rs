@@ -190,6 +190,13 @@ pub fn render(s: &Snapshot) -> String {
     );
     family(
         &mut o,
+        "egret_filter_dashboard_foreign_listener_total",
+        "counter",
+        "Dashboard sends refused before any byte: the loopback listener's uid is not DASHBOARD_UID's.",
+        &one(e.ship_foreign_listener),
+    );
+    family(
+        &mut o,
         "egret_filter_events_shipped_total",
         "counter",
         "Events delivered to the dashboard.",

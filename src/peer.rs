@@ -197,6 +197,52 @@ pub fn lookup_udp(client: SocketAddr, to: SocketAddr) -> Option<Owner> {
     ask(&request_udp(1, client, to), client, to)
 }
 
+/// The owner of the TCP listener that a connection to `addr` in this
+/// network namespace reaches (the kernel's own listener lookup: an
+/// address-specific listener, else a wildcard one); `None` as for
+/// [`lookup`].
+pub fn listener(addr: SocketAddr) -> Option<Owner> {
+    let any: SocketAddr = match addr {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    ask(&request(1, addr, any), addr, any)
+}
+
+/// Whether egret may hand its dashboard key to the listener at `dest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerVerdict {
+    /// Not a loopback address: another host's listener, not checked.
+    Remote,
+    /// A loopback listener owned by an expected uid.
+    Expected(u32),
+    /// A loopback listener owned by another uid: a workload.
+    Foreign(u32),
+    /// A loopback destination whose listener could not be looked up.
+    Unknown,
+}
+
+impl ListenerVerdict {
+    pub fn may_send(self) -> bool {
+        matches!(self, ListenerVerdict::Remote | ListenerVerdict::Expected(_))
+    }
+}
+
+/// Pure: the verdict on `dest`'s listener `owner` when only `expected`
+/// uids may hold a loopback listener egret sends its key to. Every
+/// container of a pod shares loopback, so any of them may bind a port
+/// there first; the uid of the socket is what tells them apart.
+pub fn judge_listener(dest: SocketAddr, owner: Option<Owner>, expected: &[u32]) -> ListenerVerdict {
+    if !dest.ip().is_loopback() && !dest.ip().to_canonical().is_loopback() {
+        return ListenerVerdict::Remote;
+    }
+    match owner {
+        Some(o) if expected.contains(&o.uid) => ListenerVerdict::Expected(o.uid),
+        Some(o) => ListenerVerdict::Foreign(o.uid),
+        None => ListenerVerdict::Unknown,
+    }
+}
+
 fn ask(req: &[u8], client: SocketAddr, to: SocketAddr) -> Option<Owner> {
     let answer = open().map_err(|e| e.to_string()).and_then(|fd| exchange(&fd, 1, req));
     match answer {
@@ -414,6 +460,36 @@ mod tests {
         let owner = lookup(peer, l.local_addr().unwrap()).expect("the kernel knows our own socket");
         assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
         drop(c);
+    }
+
+    #[test]
+    fn this_processs_own_listener_is_found() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let owner = listener(l.local_addr().unwrap()).expect("sock_diag finds our listener");
+        assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
+        drop(l);
+    }
+
+    #[test]
+    fn only_expected_uids_may_hold_a_loopback_listener() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let o = |uid| Some(Owner { uid, cgroup: None });
+        use ListenerVerdict::*;
+        let cases = [
+            ("127.0.0.1:8081", o(0), Expected(0)),
+            ("127.0.0.1:8081", o(65534), Foreign(65534)),
+            ("127.0.0.53:8081", o(1000), Foreign(1000)),
+            ("[::1]:8081", o(65532), Expected(65532)),
+            ("[::ffff:127.0.0.1]:8081", o(7), Foreign(7)),
+            ("127.0.0.1:8081", None, Unknown),
+            ("10.0.0.5:8081", o(65534), Remote),
+            ("10.0.0.5:8081", None, Remote),
+        ];
+        for (dest, owner, want) in cases {
+            assert_eq!(judge_listener(a(dest), owner, &[0, 65532]), want, "{dest} {owner:?}");
+        }
+        assert!(Expected(0).may_send() && Remote.may_send());
+        assert!(!Foreign(1).may_send() && !Unknown.may_send());
     }
 
     #[test]

@@ -190,7 +190,7 @@
     if (s.user) {
       $('user').textContent = s.user;
       $('user').hidden = false;
-      if (s.mode === 'session') $('logout').hidden = false;
+      if (s.mode === 'session' || s.mode === 'none') $('logout').hidden = false;
       // A logged-in user clears with the CSRF token, not the key.
       $('clear-key').required = false;
       $('clear-key-label').hidden = true;

@@ -3,7 +3,11 @@
 //! checks (argon2, CPU only), the session table with `now` passed in, and
 //! the CSRF rule. Random tokens are made by the shell and handed in.
 //!
-//! * `none`: anyone who reaches the dashboard reads (as before).
+//! * `none`: no user list. Reads need the API key (scripts send it in a
+//!   header; the UI trades it at `POST /login` for a session cookie, as
+//!   `session` mode's users do). `PUBLIC_READS=true` opens reads to anyone
+//!   who reaches the dashboard (g0efilter's way), and says so at start:
+//!   every container of a pod reaches a dashboard on the pod's loopback.
 //! * `session`: a login page; a session cookie (HttpOnly, SameSite=Strict)
 //!   names a server-side session; every state change made with it carries
 //!   the session's CSRF token in `X-CSRF-Token`.
@@ -163,6 +167,19 @@ pub fn parse_login(body: &[u8]) -> Option<Login> {
     Some(Login { user: raw.user, password: raw.password })
 }
 
+/// A key login (`AUTH_MODE=none`): `{"key": "..."}`.
+pub fn parse_key_login(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        key: String,
+    }
+    let raw: Raw = serde_json::from_slice(body).ok()?;
+    (raw.key.len() <= 1024).then_some(raw.key)
+}
+
+/// The user name of a session made with the API key.
+pub const KEY_USER: &str = "api-key";
+
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "egret_session";
 /// The login page's double-submit CSRF cookie (readable by the page).
@@ -236,7 +253,7 @@ impl Sessions {
 /// Who a request is from, as far as reading goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Who {
-    /// `AUTH_MODE=none`: anyone.
+    /// `AUTH_MODE=none` with `PUBLIC_READS=true`: anyone.
     Public,
     /// A request with a valid key (agents, scripts).
     Key,
@@ -357,6 +374,9 @@ mod tests {
         );
         assert_eq!(parse_login(br#"{"user":"alice"}"#), None);
         assert_eq!(parse_login(b"user=alice&password=p"), None);
+        assert_eq!(parse_key_login(br#"{"key":"k1"}"#).as_deref(), Some("k1"));
+        assert_eq!(parse_key_login(br#"{"user":"k1"}"#), None);
+        assert_eq!(parse_key_login(format!(r#"{{"key":"{}"}}"#, "x".repeat(2000)).as_bytes()), None);
         assert_eq!(
             parse_login(format!(r#"{{"user":"a","password":"{}"}}"#, "x".repeat(2000)).as_bytes()),
             None

@@ -380,9 +380,14 @@ pub fn start(cfg: DashboardConfig, opts: Options) -> Result<Handle, Error> {
         ),
     }
     match shared.cfg.auth_mode {
-        auth::Mode::None => log::warn!(
-            "dashboard: AUTH_MODE=none: reads are public (events, live stream and UI for anyone who reaches \
-             {addr}); writes need the API key. Set AUTH_MODE=session or forward to require a login"
+        auth::Mode::None if shared.cfg.public_reads => log::warn!(
+            "dashboard: PUBLIC_READS=true: ANYONE who reaches {addr} reads every event, the live stream and the UI \
+             without a key (in a pod: every container, on loopback too); writes need the API key. Unset \
+             PUBLIC_READS, or set AUTH_MODE=session or forward"
+        ),
+        auth::Mode::None => log::info!(
+            "dashboard: AUTH_MODE=none: reads need the API key (header, or the UI's key sign-in at /login); \
+             writes too. AUTH_MODE=session or forward sign people in by name"
         ),
         auth::Mode::Session => log::info!(
             "dashboard: AUTH_MODE=session: {} user(s) may log in; sessions last {}s",
@@ -545,7 +550,7 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
     let reads_data =
         matches!(route, Route::GetLogs | Route::Events) || matches!(route, Route::Asset(a) if a.path == "/");
     if reads_data && !who.may_read() {
-        if matches!(route, Route::Asset(_)) && shared.cfg.auth_mode == auth::Mode::Session {
+        if matches!(route, Route::Asset(_)) && shared.cfg.auth_mode != auth::Mode::Forward {
             return reply(
                 rq,
                 303,
@@ -632,7 +637,11 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
         Route::Logout => logout(shared, rq, &who, peer),
         Route::Session => {
             if !who.may_read() {
-                return reject(shared, rq, 401, "unauthorized", &[]);
+                // The mode tells the login page what to ask for.
+                shared.metrics.rejected(401);
+                let body =
+                    serde_json::json!({"error": "unauthorized", "mode": shared.cfg.auth_mode.as_str()});
+                return reply_json(rq, 401, body.to_string());
             }
             let body = match &who {
                 Who::User { name, csrf } => {
@@ -692,8 +701,8 @@ fn who(shared: &Shared, rq: &Request, peer: IpAddr) -> Who {
         return Who::Key;
     }
     match shared.cfg.auth_mode {
-        auth::Mode::None => Who::Public,
-        auth::Mode::Session => {
+        auth::Mode::None if shared.cfg.public_reads => Who::Public,
+        auth::Mode::None | auth::Mode::Session => {
             let Some(token) = auth::cookie(header(rq, "Cookie"), auth::SESSION_COOKIE) else {
                 return Who::Nobody;
             };
@@ -731,8 +740,18 @@ fn secure_cookies(shared: &Shared, rq: &Request, peer: IpAddr) -> bool {
         && header(rq, "X-Forwarded-Proto").is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
 }
 
+/// Whether people sign in at `/login`: session mode's users, and in
+/// `none` mode whoever holds the API key.
+fn signs_in(shared: &Shared) -> bool {
+    match shared.cfg.auth_mode {
+        auth::Mode::Session => true,
+        auth::Mode::None => !shared.cfg.public_reads,
+        auth::Mode::Forward => false,
+    }
+}
+
 fn login_page(shared: &Shared, rq: Request, peer: IpAddr) {
-    if shared.cfg.auth_mode != auth::Mode::Session {
+    if !signs_in(shared) {
         return reply(rq, 303, "text/plain; charset=utf-8", b"see /\n".to_vec(), &[("Location", "/")]);
     }
     let Ok(value) = random_hex(16) else { return reject(shared, rq, 500, "no randomness", &[]) };
@@ -742,7 +761,7 @@ fn login_page(shared: &Shared, rq: Request, peer: IpAddr) {
 }
 
 fn login(shared: &Shared, mut rq: Request, peer: IpAddr, client: IpAddr) {
-    if shared.cfg.auth_mode != auth::Mode::Session {
+    if !signs_in(shared) {
         return reject(shared, rq, 404, "not found", &[]);
     }
     // Double submit: the page's cookie must come back in the header, which
@@ -761,30 +780,44 @@ fn login(shared: &Shared, mut rq: Request, peer: IpAddr, client: IpAddr) {
     if rq.as_reader().take(4097).read_to_end(&mut body).is_err() || body.len() > 4096 {
         return reject(shared, rq, 400, "bad login body", &[]);
     }
-    let Some(creds) = auth::parse_login(&body) else { return reject(shared, rq, 400, "bad login body", &[]) };
-    if !auth::check_password(&shared.cfg.users, &creds.user, &creds.password) {
-        log::warn!("dashboard: failed login for {:?} from {client}", creds.user);
-        return reject(shared, rq, 401, "wrong user or password", &[]);
-    }
+    let user = if shared.cfg.auth_mode == auth::Mode::None {
+        let Some(key) = auth::parse_key_login(&body) else {
+            return reject(shared, rq, 400, "bad login body", &[]);
+        };
+        if !routes::constant_time_eq(key.trim().as_bytes(), shared.cfg.api_key.as_bytes()) {
+            log::warn!("dashboard: failed key sign-in from {client}");
+            return reject(shared, rq, 401, "wrong key", &[]);
+        }
+        auth::KEY_USER.to_owned()
+    } else {
+        let Some(creds) = auth::parse_login(&body) else {
+            return reject(shared, rq, 400, "bad login body", &[]);
+        };
+        if !auth::check_password(&shared.cfg.users, &creds.user, &creds.password) {
+            log::warn!("dashboard: failed login for {:?} from {client}", creds.user);
+            return reject(shared, rq, 401, "wrong user or password", &[]);
+        }
+        creds.user
+    };
     let (Ok(token), Ok(csrf)) = (random_hex(32), random_hex(16)) else {
         return reject(shared, rq, 500, "no randomness", &[]);
     };
     let ttl = shared.cfg.session_ttl;
     shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).create(
-        &creds.user,
+        &user,
         token.clone(),
         csrf.clone(),
         Instant::now(),
         ttl,
     );
-    log::info!("dashboard: {} logged in from {client}", creds.user);
+    log::info!("dashboard: {} logged in from {client}", user);
     let cookie = auth::session_cookie(&token, ttl, secure_cookies(shared, &rq, peer));
-    let body = serde_json::json!({"user": creds.user, "csrf": csrf}).to_string();
+    let body = serde_json::json!({"user": user, "csrf": csrf}).to_string();
     reply(rq, 200, JSON, body.into_bytes(), &[("Set-Cookie", &cookie)]);
 }
 
 fn logout(shared: &Shared, rq: Request, who: &Who, peer: IpAddr) {
-    if shared.cfg.auth_mode != auth::Mode::Session {
+    if !signs_in(shared) {
         return reject(shared, rq, 404, "not found", &[]);
     }
     let Who::User { name, .. } = who else { return reject(shared, rq, 401, "unauthorized", &[]) };

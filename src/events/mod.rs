@@ -261,6 +261,11 @@ pub fn sink_options(cfg: &crate::config::Config, mark: Option<u32>) -> sink::Sin
             cfg.dashboard_queue_size,
             cfg.dashboard_start_delay
         );
+        let uids = cfg.dashboard_uids.clone().unwrap_or_else(|| vec![nix::unistd::geteuid().as_raw()]);
+        log::info!(
+            "events: a loopback dashboard gets the key only from a listener of uid {} (DASHBOARD_UID)",
+            uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        );
         shipper::ShipperOptions {
             host: host.clone(),
             api_key: cfg.dashboard_api_key.clone(),
@@ -269,7 +274,7 @@ pub fn sink_options(cfg: &crate::config::Config, mark: Option<u32>) -> sink::Sin
                 start_delay: cfg.dashboard_start_delay,
                 ..Default::default()
             },
-            client: client.clone(),
+            client: net::ClientOptions { listener_uids: Some(uids), ..client.clone() },
         }
     });
     let mut targets = Vec::new();

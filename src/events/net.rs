@@ -9,6 +9,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +36,16 @@ pub struct ClientOptions {
     /// Nameservers asked when `/etc/resolv.conf` names none
     /// (`DNS_UPSTREAMS`); see [`super::resolve`].
     pub dns_fallback: Vec<SocketAddr>,
+    /// When set, the uids that may own a loopback listener this client
+    /// connects to (`DASHBOARD_UID`, for the shipper): a connection to a
+    /// loopback port held by any other uid (a workload that bound it
+    /// first) is closed before a byte is sent. `None`: not checked.
+    pub listener_uids: Option<Vec<u32>>,
 }
+
+/// Connections refused because a loopback listener was not owned by an
+/// expected uid (`egret_filter_dashboard_foreign_listener_total`).
+pub static FOREIGN_LISTENERS: AtomicU64 = AtomicU64::new(0);
 
 impl Default for ClientOptions {
     fn default() -> ClientOptions {
@@ -45,6 +55,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
             dns_fallback: Vec::new(),
+            listener_uids: None,
         }
     }
 }
@@ -111,7 +122,9 @@ pub fn agent(opts: &ClientOptions) -> Result<Agent, NetError> {
         .timeout_global(Some(opts.request_timeout))
         .user_agent(format!("egret/{}", crate::VERSION))
         .build();
-    let connector = ().chain(MarkedTcpConnector { mark: opts.mark }).chain(RustlsConnector::default());
+    let connector =
+        ().chain(MarkedTcpConnector { mark: opts.mark, listener_uids: opts.listener_uids.clone() })
+            .chain(RustlsConnector::default());
     let resolver = MarkedResolver::new(opts.mark, opts.dns_fallback.clone());
     Ok(Agent::with_parts(config, connector, resolver))
 }
@@ -139,6 +152,37 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, NetError> 
 #[derive(Debug)]
 pub struct MarkedTcpConnector {
     pub mark: Option<u32>,
+    /// See [`ClientOptions::listener_uids`].
+    pub listener_uids: Option<Vec<u32>>,
+}
+
+impl MarkedTcpConnector {
+    /// Refuses a connected loopback `addr` whose listener another uid
+    /// owns (see [`crate::peer::judge_listener`]).
+    fn check_listener(&self, addr: SocketAddr) -> Result<(), io::Error> {
+        let Some(uids) = &self.listener_uids else { return Ok(()) };
+        if !addr.ip().to_canonical().is_loopback() {
+            return Ok(());
+        }
+        let verdict = crate::peer::judge_listener(addr, crate::peer::listener(addr), uids);
+        if verdict.may_send() {
+            return Ok(());
+        }
+        FOREIGN_LISTENERS.fetch_add(1, Ordering::Relaxed);
+        let owner = match verdict {
+            crate::peer::ListenerVerdict::Foreign(uid) => format!("uid {uid}"),
+            _ => "an owner sock_diag could not find".to_owned(),
+        };
+        let expected: Vec<String> = uids.iter().map(u32::to_string).collect();
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the listener on {addr} belongs to {owner}, not to DASHBOARD_UID={}: a workload may have \
+                 bound the dashboard's port; nothing (no key) sent, retried later",
+                expected.join(",")
+            ),
+        ))
+    }
 }
 
 impl<In: Transport> Connector<In> for MarkedTcpConnector {
@@ -157,6 +201,10 @@ impl<In: Transport> Connector<In> for MarkedTcpConnector {
         for addr in &details.addrs {
             match outbound::tcp(*addr, self.mark, timeout.unwrap_or(Duration::MAX)) {
                 Ok(stream) => {
+                    if let Err(e) = self.check_listener(*addr) {
+                        drop(stream);
+                        return Err(e.into());
+                    }
                     let config = details.config;
                     let buffers = LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size());
                     return Ok(Some(Either::B(MarkedTcpTransport::new(stream, buffers))));

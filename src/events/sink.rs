@@ -172,6 +172,9 @@ pub struct Counts {
     pub ship_dropped: u64,
     pub ship_retries: u64,
     pub ship_pending: u64,
+    /// Dashboard connections refused: a loopback listener of a uid other
+    /// than `DASHBOARD_UID`'s.
+    pub ship_foreign_listener: u64,
     pub alerts_sent: u64,
     pub alerts_failed: u64,
     pub alerts_dropped: u64,
@@ -232,6 +235,7 @@ impl SinkHandle {
             ship_dropped: ship.0.dropped,
             ship_retries: ship.0.retries,
             ship_pending: ship.1 as u64,
+            ship_foreign_listener: super::net::FOREIGN_LISTENERS.load(Ordering::Relaxed),
             alerts_sent: g(|s| &s.sent),
             alerts_failed: g(|s| &s.failed),
             alerts_dropped: g(|s| &s.dropped),

@@ -233,7 +233,7 @@ fn forward_mode_trusts_the_header_only_from_trusted_proxies_in_a_browser() {
 }
 
 #[test]
-fn none_mode_says_reads_are_public_and_hash_password_makes_a_usable_hash() {
+fn none_mode_reads_need_the_key_public_reads_says_so_and_hash_password_makes_a_usable_hash() {
     let mut c = egret();
     c.args(["dashboard", "hash-password"])
         .stdin(Stdio::piped())
@@ -272,11 +272,47 @@ fn none_mode_says_reads_are_public_and_hash_password_makes_a_usable_hash() {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no AUTH_MODE line in {seen:#?}"));
         if line.contains("AUTH_MODE=none") {
-            assert!(line.contains("reads are public"), "{line}");
+            assert!(line.contains("reads need the API key"), "{line}");
             break;
         }
         seen.push(line);
     }
+    drop(child);
+    // PUBLIC_READS=true: g0efilter's public reads, said loudly in one line.
+    let mut c = egret();
+    c.arg("dashboard").env("API_KEY", KEY).env("PORT", format!("127.0.0.1:{port}"));
+    c.env("PUBLIC_READS", "true").stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = crate::netns::Guard::of(c.spawn().expect("spawn egret dashboard"));
+    let err = child.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no PUBLIC_READS line in {seen:#?}"));
+        if line.contains("PUBLIC_READS=true:") {
+            assert!(line.contains("WARN") && line.contains("ANYONE") && line.contains("loopback"), "{line}");
+            break;
+        }
+        seen.push(line);
+    }
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = crate::netns::wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(addr).ok());
+    assert!(up.is_some(), "the PUBLIC_READS dashboard did not listen");
+    assert_eq!(send(addr, "GET", "/api/v1/logs", &[], b"").status, 200, "public reads, as asked");
+    drop(child);
+    let mut c = egret();
+    c.arg("dashboard").env("API_KEY", KEY).env("AUTH_MODE", "session").env("PUBLIC_READS", "true");
+    c.env("DASHBOARD_USERS", format!("carol:{hash}"));
+    let (code, _, err) = crate::util::run(c);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("PUBLIC_READS"), "{err}");
     // And AUTH_MODE=session without users does not start.
     let mut c = egret();
     c.arg("dashboard").env("API_KEY", KEY).env("AUTH_MODE", "session");
@@ -288,4 +324,40 @@ fn none_mode_says_reads_are_public_and_hash_password_makes_a_usable_hash() {
     let (code, _, err) = crate::util::run(c);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("TRUSTED_PROXIES: is required"), "{err}");
+}
+
+#[test]
+fn none_mode_trades_the_key_for_a_session_at_login() {
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    assert_eq!(post(a, &event("secret.example", "ALLOWED", "https")).status, 201);
+    assert_eq!(send(a, "GET", "/api/v1/logs", &[], b"").status, 401);
+    let page = send(a, "GET", "/login", &[], b"");
+    assert_eq!(page.status, 200, "the sign-in page is served in none mode");
+    let set = page.header("Set-Cookie").expect("the login cookie").to_owned();
+    let login_value = set.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let login_cookie = format!("egret_login={login_value}");
+    let try_key = |key: &str, csrf: &str| {
+        let body = json!({"key": key}).to_string();
+        let hdrs =
+            [("Cookie", login_cookie.as_str()), ("X-CSRF-Token", csrf), ("Content-Type", "application/json")];
+        send(a, "POST", "/login", &hdrs, body.as_bytes())
+    };
+    assert_eq!(try_key("wrong", &login_value).status, 401);
+    assert_eq!(try_key(KEY, "forged").status, 403, "the double-submit CSRF value is needed");
+    let ok = try_key(KEY, &login_value);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let set = ok.header("Set-Cookie").expect("a session cookie");
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let r = send(a, "GET", "/api/v1/logs", &[("Cookie", &cookie)], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("secret.example"), "{}", r.body);
+    let who = send(a, "GET", "/api/v1/session", &[("Cookie", &cookie)], b"").json();
+    assert_eq!((who["mode"].clone(), who["user"].clone()), (json!("none"), json!(auth::KEY_USER)));
+    let csrf = who["csrf"].as_str().unwrap().to_owned();
+    let out = send(a, "POST", "/logout", &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)], b"");
+    assert_eq!(out.status, 200);
+    assert_eq!(send(a, "GET", "/api/v1/logs", &[("Cookie", &cookie)], b"").status, 401, "logged out");
+    h.stop();
 }

@@ -197,6 +197,23 @@ fn ui_shows_live_events_and_renders_hostile_names_as_text() {
     );
     b.call(Some(s), "Page.navigate", json!({"url": format!("http://{a}/")}));
 
+    // AUTH_MODE=none: reads need the key, so the UI sends the browser to
+    // /login, which asks for the key (no user list) and trades it for a
+    // session cookie; a wrong key is refused.
+    b.wait_for(
+        s,
+        "location.pathname === '/login' && !!document.getElementById('login-key-label') \
+         && !document.getElementById('login-key-label').hidden && document.getElementById('login-user-label').hidden",
+        "the key sign-in page",
+    );
+    b.eval(s, "(() => { document.getElementById('login-key').value = 'wrong'; document.getElementById('login-form').requestSubmit(); })()");
+    b.wait_for(s, "document.getElementById('login-error').textContent === 'wrong key'", "the refusal");
+    b.eval(
+        s,
+        &format!("(() => {{ document.getElementById('login-key').value = {}; document.getElementById('login-form').requestSubmit(); }})()", json!(crate::dashboard::KEY)),
+    );
+    b.wait_for(s, "location.pathname === '/'", "the dashboard after the key sign-in");
+
     // Loaded from GET /api/v1/logs, then the stream is live.
     b.wait_for(s, "document.querySelectorAll('#rows tr').length === 4", "the initial four rows");
     b.wait_for(s, "document.getElementById('status').textContent === 'live'", "the stream to open");
@@ -273,16 +290,18 @@ fn ui_shows_live_events_and_renders_hostile_names_as_text() {
     assert_eq!(b.eval(s, &sel), json!(true), "shown after Live");
     assert_eq!(b.eval(s, "document.getElementById('pending').hidden"), json!(true));
 
-    // Clear asks for the key: a wrong one is refused and nothing changes;
-    // the right one clears every viewer through the stream.
+    // Signed in with the key, clear needs it no more: the session's CSRF
+    // token goes with it. The cookie alone (another site's form) is
+    // refused and nothing changes; the UI's clear clears every viewer
+    // through the stream.
     let rows_before = b.eval(s, "document.querySelectorAll('#rows tr').length");
     b.eval(s, "document.getElementById('clear').click()");
     assert_eq!(b.eval(s, "document.getElementById('clear-dialog').open"), json!(true));
-    b.eval(s, "(() => { document.getElementById('clear-key').value = 'wrong'; document.getElementById('clear-form').requestSubmit(); })()");
-    b.wait_for(
-        s,
-        "document.getElementById('clear-error').textContent === 'wrong key'",
-        "the wrong-key message",
+    assert_eq!(b.eval(s, "document.getElementById('clear-key-label').hidden"), json!(true));
+    assert_eq!(
+        b.eval(s, "fetch('/api/v1/logs', {method: 'DELETE'}).then(r => r.status)"),
+        json!(403),
+        "the cookie without the CSRF token"
     );
     assert_eq!(b.eval(s, "document.querySelectorAll('#rows tr').length"), rows_before);
     b.eval(

@@ -967,7 +967,7 @@ fn the_shipped_event_and_the_stored_entry_have_g0efilters_shapes() {
         ],
     );
     assert_eq!(code, "201", "{answer}");
-    let (_, list) = curl(&p.work, &[&format!("{base}/api/v1/logs")]);
+    let (_, list) = curl(&p.work, &["-H", "X-Api-Key: k", &format!("{base}/api/v1/logs")]);
     let entries: Vec<Value> = serde_json::from_str(&list).expect("entries");
     assert_eq!(entries.len(), 1, "{list}");
     let stored = &entries[0];

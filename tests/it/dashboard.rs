@@ -30,6 +30,7 @@ pub fn config() -> DashboardConfig {
         db_path: None,
         retention: egret::dashboard::store::Retention { max_age: None, max_rows: Some(5000) },
         auth_mode: egret::dashboard::auth::Mode::None,
+        public_reads: false,
         users: Vec::new(),
         forward_header: "Remote-User".into(),
         session_ttl: Duration::from_secs(3600),
@@ -149,7 +150,8 @@ impl Sse {
 
     pub fn open_on(mut s: TcpStream, path: &str, last_event_id: Option<u64>) -> (Sse, Resp) {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\nX-Api-Key: {KEY}\r\n");
         if let Some(id) = last_event_id {
             req.push_str(&format!("Last-Event-ID: {id}\r\n"));
         }
@@ -353,8 +355,11 @@ fn rate_limit_is_per_client_ip_not_per_connection() {
     let r = send_on(connect_from([127, 0, 0, 2], a), "POST", "/api/v1/logs", &hdrs, body.as_bytes());
     assert_eq!(r.status, 201, "{}", r.body);
     // Reads are not rate limited.
-    assert_eq!(send_on(connect_from([127, 0, 0, 1], a), "GET", "/api/v1/logs", &[], b"").status, 200);
-    let stored = send(a, "GET", "/api/v1/logs", &[], b"").json();
+    assert_eq!(
+        send_on(connect_from([127, 0, 0, 1], a), "GET", "/api/v1/logs", &[("X-Api-Key", KEY)], b"").status,
+        200
+    );
+    let stored = send(a, "GET", "/api/v1/logs", &[("X-Api-Key", KEY)], b"").json();
     assert_eq!(stored.as_array().unwrap().len(), 21);
     // remote_ip as g0efilter writes it: ip:port of the poster.
     let remote = stored[0]["remote_ip"].as_str().unwrap();
@@ -408,7 +413,7 @@ fn get_filters_and_security_headers() {
     ];
     assert_eq!(post(a, &Value::Array(batch)).json()["created"], 5);
     let get = |q: &str| {
-        let r = send(a, "GET", &format!("/api/v1/logs{q}"), &[], b"");
+        let r = send(a, "GET", &format!("/api/v1/logs{q}"), &[("X-Api-Key", KEY)], b"");
         assert_eq!(r.status, 200, "{q}: {}", r.body);
         r
     };
@@ -428,7 +433,7 @@ fn get_filters_and_security_headers() {
     // An unusable limit or since_id is ignored, as g0efilter ignores it
     // (issue 16; egret answered 400 before): the defaults apply.
     for q in ["?limit=0", "?limit=x", "?since_id=-1", "?since_id=x&limit=-2"] {
-        let r = send(a, "GET", &format!("/api/v1/logs{q}"), &[], b"");
+        let r = send(a, "GET", &format!("/api/v1/logs{q}"), &[("X-Api-Key", KEY)], b"");
         assert_eq!(r.status, 200, "{q}: {}", r.body);
         assert_eq!(ids(&r.json()), [5, 4, 3], "{q}");
     }
@@ -441,7 +446,16 @@ fn get_filters_and_security_headers() {
         assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"), "{path}");
         assert_eq!(r.header("X-Frame-Options"), Some("DENY"), "{path}");
     }
-    let ui = send(a, "GET", "/", &[], b"");
+    // Reads need the key (or a session) in AUTH_MODE=none too: the pod's
+    // other containers reach a loopback dashboard (escape_51).
+    for path in ["/api/v1/logs", "/api/v1/logs?q=example", "/api/v1/events", "/api/v1/session"] {
+        let r = send(a, "GET", path, &[], b"");
+        assert_eq!(r.status, 401, "{path} without the key: {}", r.body);
+        assert!(!r.body.contains("example"), "{path}: {}", r.body);
+    }
+    let r = send(a, "GET", "/", &[], b"");
+    assert_eq!((r.status, r.header("Location")), (303, Some("/login")), "the UI asks for the key");
+    let ui = send(a, "GET", "/", &[("X-Api-Key", KEY)], b"");
     assert!(ui.header("Content-Type").unwrap().starts_with("text/html"));
     assert!(ui.body.contains("<script src=\"/app.js\""), "external script only");
     assert!(!ui.body.contains("<script>"), "no inline script");
@@ -463,13 +477,13 @@ fn delete_needs_the_key_and_ids_keep_increasing() {
         assert!(hint.contains("X-Api-Key") && hint.contains("Authorization: Bearer"), "{}", r.body);
     }
     assert_eq!(
-        send(a, "GET", "/api/v1/logs", &[], b"").json().as_array().unwrap().len(),
+        send(a, "GET", "/api/v1/logs", &[("X-Api-Key", KEY)], b"").json().as_array().unwrap().len(),
         3,
         "unauthorised DELETE kept all"
     );
     let r = send(a, "DELETE", "/api/v1/logs", &[("Authorization", &format!("Bearer {KEY}"))], b"");
     assert_eq!((r.status, r.json()["cleared"].clone()), (200, json!(3)));
-    assert_eq!(send(a, "GET", "/api/v1/logs", &[], b"").json(), json!([]));
+    assert_eq!(send(a, "GET", "/api/v1/logs", &[("X-Api-Key", KEY)], b"").json(), json!([]));
     let r = post(a, &event("after.example", "ALLOWED", "https"));
     assert_eq!(r.json()["results"][0]["id"], 4, "ids continue after a clear");
     assert_eq!(send(a, "GET", "/health", &[], b"").json()["last_id"], 4);
@@ -625,7 +639,7 @@ fn stream_cap_answers_503() {
     let (_s1, r1) = Sse::open(a, "/api/v1/events", None);
     let (_s2, r2) = Sse::open(a, "/api/v1/events", None);
     assert_eq!((r1.status, r2.status), (200, 200));
-    let r = send(a, "GET", "/api/v1/events", &[], b"");
+    let r = send(a, "GET", "/api/v1/events", &[("X-Api-Key", KEY)], b"");
     assert_eq!((r.status, r.json()), (503, json!({"error": "too many streams"})));
     drop(_s1);
     // The slot frees once the server notices the closed peer (on its next

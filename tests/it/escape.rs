@@ -59,8 +59,8 @@
 //! | an ICMP error quoting an allowed flow, sent to a forbidden host (RELATED smuggling), v4 and v6 | CAP_NET_RAW | held | `escape_48_icmp_errors_quoting_an_allowed_flow_carry_nothing_to_a_forbidden_host` |
 //! | h2c prior knowledge, h2c upgrade answered `101` by the server | none | held | `escape_49_h2c_prior_knowledge_and_upgrade_never_leave_http_1_1_checking` |
 //! | newline / ESC in SNI, Host and DNS names (log and event injection) | none | held | `escape_50_control_characters_in_names_never_forge_log_lines_or_events` |
-//! | `GET /api/v1/logs` on the pod's loopback dashboard (deploy/pod.yaml) | none | **works** | `escape_51_a_workload_cannot_read_co_tenant_events_off_the_pods_dashboard` (ignored) |
-//! | squatting the loopback dashboard port before the dashboard | none | **works** | `escape_52_a_squatter_on_the_dashboards_loopback_port_gets_no_key` (ignored) |
+//! | `GET /api/v1/logs` on the pod's loopback dashboard (deploy/pod.yaml) | none | **worked, fixed** (reads need the key or a session; `PUBLIC_READS` opts out) | `escape_51_a_workload_cannot_read_co_tenant_events_off_the_pods_dashboard` |
+//! | squatting the loopback dashboard port before the dashboard | none | **worked, fixed** (the listener's uid must be `DASHBOARD_UID`'s) | `escape_52_a_squatter_on_the_dashboards_loopback_port_gets_no_key` |
 //! | hop-by-hop / destination options headers before TCP and UDP to a forbidden v6 host | CAP_NET_RAW | held | `escape_53_ipv6_options_headers_do_not_hide_the_transport_from_the_rules` |
 //! | egret's `/proc/PID/{environ,mem,maps}`, fd links, `PTRACE_ATTACH` (the dashboard key) | uid 0 without caps, uid 0 with the runtime's defaults, nobody | held | `escape_54_egrets_environment_and_memory_are_closed_to_a_root_workload` |
 //! | flooding blocked UDP to spend the NFLOG rate limit (hiding others' blocked packets) | none | **worked, fixed** (the log is limited per socket owner, then in total) | `escape_55_one_client_flooding_blocked_packets_does_not_hide_anothers` |
@@ -2456,19 +2456,17 @@ fn pod_dashboard(ns: &str) -> crate::netns::Guard {
 }
 
 /// `egret run` shipping to the pod's loopback dashboard with the key.
-fn shipping_daemon(p: &Pair, tag: &str) -> Daemon {
+fn shipping_daemon(p: &Pair, tag: &str, extra: &[(&str, &str)]) -> Daemon {
     let pol = policy_file(tag, ALLOWED);
     let upstream = format!("{}:53", p.v4(2));
-    Daemon::start(
-        &p.work,
-        &pol,
-        &[
-            ("DNS_UPSTREAMS", &upstream),
-            ("DASHBOARD_HOST", "http://127.0.0.1:8081"),
-            ("DASHBOARD_API_KEY", DASH_KEY),
-            ("DASHBOARD_START_DELAY", "0s"),
-        ],
-    )
+    let mut env = vec![
+        ("DNS_UPSTREAMS", upstream.as_str()),
+        ("DASHBOARD_HOST", "http://127.0.0.1:8081"),
+        ("DASHBOARD_API_KEY", DASH_KEY),
+        ("DASHBOARD_START_DELAY", "0s"),
+    ];
+    env.extend_from_slice(extra);
+    Daemon::start(&p.work, &pol, &env)
 }
 
 /// A co-tenant's request to allowed.test as uid 1000.
@@ -2481,14 +2479,13 @@ fn co_tenant_request(p: &Pair) {
 }
 
 #[test]
-#[ignore = "round-3 finding: the dashboard's unauthenticated GET /api/v1/logs on the pod's loopback hands any workload every co-tenant's events"]
 fn escape_51_a_workload_cannot_read_co_tenant_events_off_the_pods_dashboard() {
     // deploy/pod.yaml's layout: the dashboard is a container of the pod,
     // on 127.0.0.1:8081 in the namespace every container shares.
     let w = world();
     let p = &w.p;
     let _dash = pod_dashboard(&p.work);
-    let d = shipping_daemon(p, "escape-51");
+    let d = shipping_daemon(p, "escape-51", &[]);
     co_tenant_request(p);
     d.wait_event("http.allowed", "uid", 1000);
     // Another workload, uid 65534 with no capabilities, asks the dashboard.
@@ -2508,20 +2505,33 @@ fn escape_51_a_workload_cannot_read_co_tenant_events_off_the_pods_dashboard() {
         "a workload read a co-tenant's traffic off the dashboard: {}",
         &seen[..seen.len().min(400)]
     );
+    // Nor off the live stream; the key holder reads both (so the events
+    // were there to be read, and egret shipped to a listener of its uid).
+    let mut c = as_workload(&p.work, Priv::Nobody);
+    c.args(["curl", "-s", "-m", "2", "http://127.0.0.1:8081/api/v1/events?since_id=0"]);
+    let stream = util::run(c).1;
+    assert!(!stream.contains("allowed.test"), "a workload read the live stream: {stream}");
+    let key = format!("X-Api-Key: {DASH_KEY}");
+    let (_, out) = curl(&p.work, &["-H", &key, "http://127.0.0.1:8081/api/v1/logs"]);
+    assert!(out.contains("co-tenant-secret-path") || out.contains("allowed.test"), "with the key: {out}");
 }
 
 #[test]
-#[ignore = "round-3 finding: a workload squatting the pod's loopback dashboard port receives egret's DASHBOARD_API_KEY and every event"]
 fn escape_52_a_squatter_on_the_dashboards_loopback_port_gets_no_key() {
     // The pod's containers start together: a workload (no privilege, the
     // port is above 1024) binds 127.0.0.1:8081 before the dashboard does,
-    // or while it restarts.
+    // or while it restarts. egret (uid 0 here, DASHBOARD_UID unset: its
+    // own uid) looks up the listener's owner and sends nothing to uid
+    // 65534; escape_51 shows the same daemon shipping to a dashboard of
+    // its own uid.
     let w = world();
     let p = &w.p;
     let squatter = spawn_as(&p.work, Priv::Nobody, &["capture-http", "127.0.0.1", "8081"]);
-    let d = shipping_daemon(p, "escape-52");
+    let d = shipping_daemon(p, "escape-52", &[("METRICS_ADDR", "127.0.0.1:9195")]);
     co_tenant_request(p);
     d.wait_event("http.allowed", "uid", 1000);
+    let warned = d.wait_logged("not to DASHBOARD_UID=0", Duration::from_secs(15));
+    assert!(warned.contains("uid 65534") && !warned.contains(DASH_KEY), "{warned}");
     let mut heads = Vec::new();
     while let Some(l) = squatter.line(Duration::from_secs(3)) {
         heads.push(l);
@@ -2532,7 +2542,14 @@ fn escape_52_a_squatter_on_the_dashboards_loopback_port_gets_no_key() {
     eprintln!("escape_52: the squatter got {} requests", heads.len());
     for h in &heads {
         assert!(!h.contains(DASH_KEY), "the squatter received the dashboard key: {h}");
+        assert!(!h.contains("allowed.test"), "the squatter received events: {h}");
     }
+    let metrics = curl(&p.work, &["http://127.0.0.1:9195/metrics"]).1;
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("egret_filter_dashboard_foreign_listener_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(refused.is_some_and(|n| n >= 1), "the refusal is not counted: {metrics}");
 }
 
 #[test]
@@ -3366,7 +3383,7 @@ fn escape_68_idle_connections_to_the_pods_dashboard_do_not_stop_egrets_events() 
     let hog = spawn_as(&p.work, Priv::Nobody, &["hold-tcp", "127.0.0.1", "8081", "1000"]);
     let open = hog.line(Duration::from_secs(60)).unwrap_or_default();
     eprintln!("escape_68: the workload holds {open}");
-    let d = shipping_daemon(p, "escape-68");
+    let d = shipping_daemon(p, "escape-68", &[]);
     co_tenant_request(p);
     d.wait_event("http.allowed", "uid", 1000);
     let stored = wait_for(Duration::from_secs(20), || {

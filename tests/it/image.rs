@@ -277,7 +277,15 @@ fn in_workload(work: &str, sh: &str) -> (i32, String, String) {
 /// curl run in the upstream namespace (the dashboard is on the pod's
 /// 10.200.0.1:8081).
 fn curl_from_upstream(upns: &str, url: &str) -> Option<String> {
-    let o = output(bounded("ip", &["netns", "exec", upns, "curl", "-sS", "-m", "5", url]));
+    curl_from_upstream_with(upns, url, &[])
+}
+
+/// [`curl_from_upstream`] with extra curl arguments (a header).
+fn curl_from_upstream_with(upns: &str, url: &str, extra: &[&str]) -> Option<String> {
+    let mut args = vec!["netns", "exec", upns, "curl", "-sS", "-m", "5"];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let o = output(bounded("ip", &args));
     o.status.success().then(|| util::text(&o.stdout))
 }
 
@@ -354,7 +362,8 @@ fn check_filtering(egret: &str, work: &str, upns: &str, healthchecks: &[&str]) {
     let url = "http://10.200.0.1:8081/api/v1/logs";
     let mut last = String::new();
     let seen = crate::netns::wait_for(Duration::from_secs(30), || {
-        last = curl_from_upstream(upns, url).unwrap_or_default();
+        // Reads need the key (pod-up.sh shares DASHBOARD_API_KEY=it-key).
+        last = curl_from_upstream_with(upns, url, &["-H", "X-Api-Key: it-key"]).unwrap_or_default();
         let entries: Vec<Json> = serde_json::from_str(&last).ok()?;
         let has = |action: &str, needle: &str| {
             entries.iter().any(|e| e["action"] == action && e.to_string().contains(needle))

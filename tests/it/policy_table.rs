@@ -228,7 +228,10 @@ fn audit_mode_passes_everything_and_reports_each_would_be_block() {
     run_rows(&d, &ns, &u.everything(Want::Pass, "AUDIT"));
     // The dashboard stores them as AUDIT.
     let stored = wait_for(Duration::from_secs(10), || {
-        let (code, body) = crate::run::curl(&ns, &["http://127.0.0.1:18081/api/v1/logs?q=blocked.test"]);
+        let (code, body) = crate::run::curl(
+            &ns,
+            &["-H", "X-Api-Key: audit-key", "http://127.0.0.1:18081/api/v1/logs?q=blocked.test"],
+        );
         (code == "200" && body.contains("\"action\":\"AUDIT\"") && body.contains("\"http.audit\""))
             .then_some(body)
     });

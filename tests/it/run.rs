@@ -337,7 +337,10 @@ fn embedded_dashboard_receives_the_filters_events() {
         curl(&p.work, &["--resolve", &format!("blocked.test:80:{}", p.v4(2)), "http://blocked.test/"]);
     assert_eq!(code, "403");
     let seen = wait_for(Duration::from_secs(10), || {
-        let (code, body) = curl(&p.work, &["http://127.0.0.1:18081/api/v1/logs?q=blocked.test"]);
+        let (code, body) = curl(
+            &p.work,
+            &["-H", "X-Api-Key: embedded-key", "http://127.0.0.1:18081/api/v1/logs?q=blocked.test"],
+        );
         (code == "200" && body.contains("\"http.blocked\"")).then_some(body)
     });
     let body = seen.expect("the embedded dashboard never showed the blocked request");

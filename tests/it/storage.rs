@@ -86,7 +86,7 @@ fn batch(tag: &str, n: usize, pad: usize) -> Vec<u8> {
 
 /// Every stored entry, oldest first: (id, msg).
 fn all(addr: SocketAddr) -> Vec<(u64, String)> {
-    let r = send(addr, "GET", "/api/v1/logs?limit=1000000", &[], b"");
+    let r = send(addr, "GET", "/api/v1/logs?limit=1000000", &[("X-Api-Key", KEY)], b"");
     assert_eq!(r.status, 200, "{}", r.body);
     let body = if r.header("Transfer-Encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
         dechunk(&r.body)
