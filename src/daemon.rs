@@ -654,10 +654,11 @@ fn start_services(
                 dns_stats = Some(d.shared_stats());
                 services.push(Box::new(d));
             }
-            let settings = crate::proxy::Settings {
+            let mut settings = crate::proxy::Settings {
                 listeners: listeners.clone(),
                 ..crate::proxy::Settings::from_config(cfg, identity)
             };
+            crate::proxy::fit_to_descriptors(&mut settings);
             let p = crate::proxy::start(settings, handle.clone(), resolver.clone(), emitter.clone())
                 .map_err(|e| format!("proxies: {e}"))?;
             let (registry, active) = (Some(p.registry()), Some(p.active_counter()));

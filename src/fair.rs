@@ -33,6 +33,26 @@ impl Limits {
     }
 }
 
+/// Descriptors kept for everything but the connections themselves
+/// (listeners, DNS, event sinks, the dashboard, logs, spare pipes).
+pub const FD_RESERVE: u64 = 256;
+/// Descriptors one proxied connection holds: the client's socket and the
+/// upstream's (a bulk direction's pipe is optional: without one the
+/// relay copies).
+pub const FDS_PER_CONNECTION: u64 = 2;
+
+/// The connection cap the open-file limit `nofile` can honour, when it is
+/// below `max`: `(nofile - FD_RESERVE) / FDS_PER_CONNECTION` (at least
+/// one). `None` when `max` connections fit, so a generous limit leaves
+/// MAX_CONNECTIONS as it is. Counting in connections what costs
+/// descriptors would let one client's share outrun the descriptors, and
+/// then accept(2) fails for every client.
+pub fn descriptor_cap(max: usize, nofile: u64) -> Option<usize> {
+    let fit = nofile.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION;
+    let fit = usize::try_from(fit).unwrap_or(usize::MAX).max(1);
+    (fit < max).then_some(fit)
+}
+
 /// Why a client was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -135,6 +155,28 @@ mod tests {
         assert_eq!(Limits::for_max(128), Limits { max: 128, reserve: 32, few: 8 });
         assert_eq!(Limits::for_max(10_000), Limits { max: 10_000, reserve: 2500, few: 625 });
         assert_eq!(Limits::for_max(3), Limits { max: 3, reserve: 0, few: 1 }, "too small to share");
+    }
+
+    #[test]
+    fn descriptor_cap_table() {
+        assert_eq!(descriptor_cap(10_000, 1024), Some(384), "a container's 1024");
+        assert_eq!(descriptor_cap(10_000, 20_256), None, "exactly enough");
+        assert_eq!(descriptor_cap(10_000, 20_255), Some(9999));
+        assert_eq!(descriptor_cap(10_000, 1_048_576), None);
+        assert_eq!(descriptor_cap(100, 100), Some(1), "below the reserve: one still");
+        assert_eq!(descriptor_cap(1, 0), None);
+    }
+
+    #[test]
+    fn under_a_lowered_cap_one_client_leaves_descriptors_for_others() {
+        // nofile 1024: the greedy client's share is 288 connections (576
+        // descriptors), well inside the 768 the cap budgets.
+        let cap = descriptor_cap(10_000, 1024).unwrap();
+        let mut f = Fair::new(Limits::for_max(cap));
+        let took = (0..1100).filter(|_| f.admit(&"greedy").is_ok()).count();
+        assert_eq!(took, 288);
+        assert!(took as u64 * FDS_PER_CONNECTION + FD_RESERVE < 1024);
+        assert_eq!(f.admit(&"other"), Ok(()));
     }
 
     #[test]

@@ -273,6 +273,35 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     Ok(hard)
 }
 
+/// The soft open-file limit in force now.
+pub fn nofile_limit() -> std::io::Result<u64> {
+    Ok(nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0)
+}
+
+/// Lowers `settings.max_connections` to what the open-file limit in force
+/// can hold ([`crate::fair::descriptor_cap`]), saying so once; the
+/// per-client share is then taken of the lowered cap, so it binds before
+/// the descriptors run out. Called after [`raise_nofile_limit`].
+pub fn fit_to_descriptors(settings: &mut Settings) {
+    let nofile = match nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("cannot read the open-file limit: {e}; MAX_CONNECTIONS is not checked against it");
+            return;
+        }
+    };
+    if let Some(cap) = crate::fair::descriptor_cap(settings.max_connections, nofile) {
+        log::warn!(
+            "MAX_CONNECTIONS lowered from {} to {cap}: the open-file limit is {nofile}, and each connection \
+             holds {} descriptors ({} kept for the rest)",
+            settings.max_connections,
+            crate::fair::FDS_PER_CONNECTION,
+            crate::fair::FD_RESERVE
+        );
+        settings.max_connections = cap;
+    }
+}
+
 /// Shared by the listener and every connection thread.
 pub(crate) struct Shared {
     pub settings: Settings,
