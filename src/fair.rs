@@ -36,21 +36,26 @@ impl Limits {
 /// Descriptors kept for everything but the connections themselves
 /// (listeners, DNS, event sinks, the dashboard, logs, spare pipes).
 pub const FD_RESERVE: u64 = 256;
-/// Descriptors one proxied connection holds: the client's socket and the
-/// upstream's (a bulk direction's pipe is optional: without one the
-/// relay copies).
+/// Descriptors one proxied connection holds once it is relayed: the
+/// client's socket and the upstream's (a bulk direction's pipe is
+/// optional: without one the relay copies). While its first head is read
+/// it holds one.
 pub const FDS_PER_CONNECTION: u64 = 2;
 
-/// The connection cap the open-file limit `nofile` can honour, when it is
-/// below `max`: `(nofile - FD_RESERVE) / FDS_PER_CONNECTION` (at least
-/// one). `None` when `max` connections fit, so a generous limit leaves
-/// MAX_CONNECTIONS as it is. Counting in connections what costs
-/// descriptors would let one client's share outrun the descriptors, and
-/// then accept(2) fails for every client.
-pub fn descriptor_cap(max: usize, nofile: u64) -> Option<usize> {
-    let fit = nofile.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION;
-    let fit = usize::try_from(fit).unwrap_or(usize::MAX).max(1);
-    (fit < max).then_some(fit)
+/// The descriptors the open-file limit `nofile` leaves for connections
+/// (`nofile - FD_RESERVE`, at least one). A proxy takes one of them for
+/// each accepted connection and one more before it connects upstream,
+/// through a [`Fair`] of its own, so a client's share of the descriptors
+/// binds before they run out (when accept(2) would fail for every
+/// client), however MAX_CONNECTIONS is set.
+pub fn descriptor_budget(nofile: u64) -> usize {
+    usize::try_from(nofile.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX).max(1)
+}
+
+/// True when `max` relayed connections need more descriptors than
+/// `budget` (then the descriptors, not MAX_CONNECTIONS, bind first).
+pub fn descriptors_bind(max: usize, budget: usize) -> bool {
+    (budget as u64) < max as u64 * FDS_PER_CONNECTION
 }
 
 /// Why a client was not admitted.
@@ -158,25 +163,27 @@ mod tests {
     }
 
     #[test]
-    fn descriptor_cap_table() {
-        assert_eq!(descriptor_cap(10_000, 1024), Some(384), "a container's 1024");
-        assert_eq!(descriptor_cap(10_000, 20_256), None, "exactly enough");
-        assert_eq!(descriptor_cap(10_000, 20_255), Some(9999));
-        assert_eq!(descriptor_cap(10_000, 1_048_576), None);
-        assert_eq!(descriptor_cap(100, 100), Some(1), "below the reserve: one still");
-        assert_eq!(descriptor_cap(1, 0), None);
+    fn descriptor_budget_table() {
+        assert_eq!(descriptor_budget(1024), 768, "a container's 1024");
+        assert_eq!(descriptor_budget(20_000), 19_744);
+        assert_eq!(descriptor_budget(100), 1, "below the reserve: one still");
+        assert!(descriptors_bind(10_000, descriptor_budget(1024)));
+        assert!(descriptors_bind(13_400, descriptor_budget(20_000)));
+        assert!(!descriptors_bind(10_000, descriptor_budget(20_256)), "exactly enough");
+        assert!(!descriptors_bind(10_000, descriptor_budget(1_048_576)));
     }
 
     #[test]
-    fn under_a_lowered_cap_one_client_leaves_descriptors_for_others() {
-        // nofile 1024: the greedy client's share is 288 connections (576
-        // descriptors), well inside the 768 the cap budgets.
-        let cap = descriptor_cap(10_000, 1024).unwrap();
-        let mut f = Fair::new(Limits::for_max(cap));
-        let took = (0..1100).filter(|_| f.admit(&"greedy").is_ok()).count();
-        assert_eq!(took, 288);
-        assert!(took as u64 * FDS_PER_CONNECTION + FD_RESERVE < 1024);
-        assert_eq!(f.admit(&"other"), Ok(()));
+    fn under_a_low_open_file_limit_one_client_leaves_descriptors_for_others() {
+        // nofile 1024: the greedy client's idle connections (one descriptor
+        // each) stop at three quarters of the 768, and once relayed (two
+        // each) at half as many connections.
+        let mut f = Fair::new(Limits::for_max(descriptor_budget(1024)));
+        let idle = (0..1100).filter(|_| f.admit(&"greedy").is_ok()).count();
+        assert_eq!(idle, 576);
+        assert!(idle as u64 + FD_RESERVE < 1024);
+        assert_eq!(f.admit(&"other"), Ok(()), "the other client's socket");
+        assert_eq!(f.admit(&"other"), Ok(()), "and its upstream's");
     }
 
     #[test]

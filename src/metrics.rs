@@ -589,6 +589,7 @@ mod tests {
             enforced: Some(true),
             relay_waiting: Some(3),
             relay_upstream_failed: Some(4),
+            accept_failures: Some(5),
         };
         let text = render(&s);
         for line in [
@@ -614,6 +615,7 @@ mod tests {
             "# TYPE egret_filter_connections_open gauge",
             "egret_filter_relay_waiting 3",
             "egret_filter_relay_upstream_failures_total 4",
+            "egret_filter_accept_failures_total 5",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

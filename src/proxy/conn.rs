@@ -63,6 +63,20 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             return;
         }
     };
+    // The client's socket is one of egret's descriptors: the client's
+    // share of them binds before they run out (under a low open-file
+    // limit, well before MAX_CONNECTIONS).
+    let _client_fd = match shared.descriptors.admit(crate::peer::Client::of(who)) {
+        Ok(t) => t,
+        Err(r) => {
+            log::debug!("conn-{id} {peer}: {who:?} over its share of the file descriptors ({r:?}); reset");
+            let ev = event(shared, kind, Action::Blocked, flow);
+            shared.emitter.emit(verdict::blocked(ev, kind, &verdict::no_descriptor(r)));
+            shared.registry.counters.blocked[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
+            reset(&client);
+            return;
+        }
+    };
 
     let mut buf = Vec::with_capacity(4096);
     let counters = &shared.registry.counters;
@@ -97,6 +111,11 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         Err(block) => return refuse(shared, id, kind, &client, flow, None, block),
     };
 
+    // And so is the upstream's socket.
+    let _upstream_fd = match shared.descriptors.admit(crate::peer::Client::of(who)) {
+        Ok(t) => t,
+        Err(r) => return refuse(shared, id, kind, &client, flow, Some(ev), verdict::no_descriptor(r)),
+    };
     let upstream = match outbound::tcp(orig, (s.mark != 0).then_some(s.mark), s.connect_timeout) {
         Ok(u) => u,
         Err(e) => {

@@ -112,6 +112,7 @@ pub fn start(
         wanted,
         shared: Arc::new(Shared {
             admission: crate::fair::Admission::new(crate::fair::Limits::for_max(settings.max_connections)),
+            descriptors: crate::fair::Admission::new(crate::fair::Limits::for_max(settings.descriptors)),
             settings,
             policy,
             check,
@@ -177,6 +178,16 @@ struct Loop {
 /// accept(2) failed for want of a descriptor (per process or system-wide).
 fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(n) if n == nix::errno::Errno::EMFILE as i32 || n == nix::errno::Errno::ENFILE as i32)
+}
+
+#[cfg(test)]
+#[test]
+fn emfile_and_enfile_are_out_of_descriptors() {
+    use nix::errno::Errno;
+    for (e, want) in [(Errno::EMFILE, true), (Errno::ENFILE, true), (Errno::ECONNABORTED, false)] {
+        assert_eq!(out_of_descriptors(&io::Error::from_raw_os_error(e as i32)), want, "{e}");
+    }
+    assert!(!out_of_descriptors(&io::Error::other("x")));
 }
 
 /// Decrements the active count when a connection thread ends, however it

@@ -223,6 +223,10 @@ pub struct Settings {
     /// Loopback addresses to listen on (127.0.0.1 and ::1).
     pub listen: Vec<IpAddr>,
     pub max_connections: usize,
+    /// File descriptors the connections may hold (one each while a head
+    /// is read, two once relayed), shared fairly among clients
+    /// ([`fit_to_descriptors`]; unbounded by default).
+    pub descriptors: usize,
     pub header_timeout: Duration,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
@@ -248,6 +252,7 @@ impl Settings {
             https_port: cfg.https_port,
             listen: vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)],
             max_connections: cfg.max_connections,
+            descriptors: usize::MAX,
             header_timeout: cfg.header_timeout,
             connect_timeout: cfg.connect_timeout,
             idle_timeout: cfg.idle_timeout,
@@ -278,27 +283,29 @@ pub fn nofile_limit() -> std::io::Result<u64> {
     Ok(nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0)
 }
 
-/// Lowers `settings.max_connections` to what the open-file limit in force
-/// can hold ([`crate::fair::descriptor_cap`]), saying so once; the
-/// per-client share is then taken of the lowered cap, so it binds before
-/// the descriptors run out. Called after [`raise_nofile_limit`].
+/// Sets `settings.descriptors` from the open-file limit in force
+/// ([`crate::fair::descriptor_budget`]; called after
+/// [`raise_nofile_limit`]), and says so once when they bind before
+/// MAX_CONNECTIONS does.
 pub fn fit_to_descriptors(settings: &mut Settings) {
     let nofile = match nofile_limit() {
         Ok(n) => n,
         Err(e) => {
-            log::warn!("cannot read the open-file limit: {e}; MAX_CONNECTIONS is not checked against it");
+            log::warn!("cannot read the open-file limit: {e}; connections are not counted against it");
             return;
         }
     };
-    if let Some(cap) = crate::fair::descriptor_cap(settings.max_connections, nofile) {
+    let budget = crate::fair::descriptor_budget(nofile);
+    settings.descriptors = budget;
+    if crate::fair::descriptors_bind(settings.max_connections, budget) {
         log::warn!(
-            "MAX_CONNECTIONS lowered from {} to {cap}: the open-file limit is {nofile}, and each connection \
-             holds {} descriptors ({} kept for the rest)",
+            "the open-file limit ({nofile}) binds before MAX_CONNECTIONS={}: connections share {budget} \
+             descriptors (one while a head is read, {} once relayed; {} kept for the rest), a client at most \
+             three quarters of them",
             settings.max_connections,
             crate::fair::FDS_PER_CONNECTION,
             crate::fair::FD_RESERVE
         );
-        settings.max_connections = cap;
     }
 }
 
@@ -312,6 +319,8 @@ pub(crate) struct Shared {
     pub registry: Arc<registry::Registry>,
     /// Connection slots per client (the owner of the client's socket).
     pub admission: Arc<crate::fair::Admission<crate::peer::Client>>,
+    /// File descriptors per client, of `settings.descriptors`.
+    pub descriptors: Arc<crate::fair::Admission<crate::peer::Client>>,
 }
 
 #[cfg(test)]

@@ -164,6 +164,15 @@ pub fn no_slot(r: Refusal) -> Block {
     Block::with_note(reason::LIMIT, note)
 }
 
+/// No file descriptor for a connection (or its upstream) of this client.
+pub fn no_descriptor(r: Refusal) -> Block {
+    let note = match r {
+        Refusal::Full => "egret's file descriptors are all taken",
+        Refusal::ClientShare => "this client holds its share of egret's file descriptors",
+    };
+    Block::with_note(reason::LIMIT, note)
+}
+
 /// The event of a refusal: `ev` (the connection's event, with what it
 /// named) turned into `<component>.blocked` with the reason and note.
 pub fn blocked(mut ev: Event, kind: Kind, block: &Block) -> Event {
