@@ -31,6 +31,14 @@ impl Limits {
         let reserve = max / 4;
         Limits { max, reserve, few: (reserve / 4).max(1) }
     }
+
+    /// `max` for one client alone, and a quarter more (at least one) kept
+    /// for clients that hold few: relay mode, whose MAX_CONNECTIONS is
+    /// socat's max-children, what a single client sees.
+    pub fn beyond(max: usize) -> Limits {
+        let reserve = (max / 4).max(1);
+        Limits { max: max + reserve, reserve, few: (reserve / 4).max(1) }
+    }
 }
 
 /// Descriptors kept for everything but the connections themselves
@@ -80,8 +88,8 @@ impl<K: Eq + Hash + Clone> Fair<K> {
         Fair { limits, held: HashMap::new(), total: 0 }
     }
 
-    /// Takes a slot for `k`, or says why not.
-    pub fn admit(&mut self, k: &K) -> Result<(), Refusal> {
+    /// Whether `k` would be admitted now (nothing taken).
+    pub fn check(&self, k: &K) -> Result<(), Refusal> {
         let l = self.limits;
         if self.total >= l.max {
             return Err(Refusal::Full);
@@ -90,6 +98,12 @@ impl<K: Eq + Hash + Clone> Fair<K> {
         if n >= l.few && self.total >= l.max - l.reserve {
             return Err(Refusal::ClientShare);
         }
+        Ok(())
+    }
+
+    /// Takes a slot for `k`, or says why not.
+    pub fn admit(&mut self, k: &K) -> Result<(), Refusal> {
+        self.check(k)?;
         *self.held.entry(k.clone()).or_insert(0) += 1;
         self.total += 1;
         Ok(())
@@ -112,6 +126,10 @@ impl<K: Eq + Hash + Clone> Fair<K> {
 
     pub fn total(&self) -> usize {
         self.total
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 }
 
@@ -205,6 +223,18 @@ mod tests {
         f.release(&"greedy");
         assert_eq!(f.admit(&"f"), Ok(()));
         assert_eq!(f.total(), 20);
+    }
+
+    #[test]
+    fn beyond_gives_one_client_max_and_others_the_rest() {
+        assert_eq!(Limits::beyond(3), Limits { max: 4, reserve: 1, few: 1 });
+        assert_eq!(Limits::beyond(100), Limits { max: 125, reserve: 25, few: 6 });
+        let mut f = Fair::new(Limits::beyond(3));
+        assert_eq!((0..10).filter(|_| f.admit(&"alone").is_ok()).count(), 3, "MAX_CONNECTIONS, as before");
+        assert_eq!(f.check(&"other"), Ok(()));
+        assert_eq!(f.total(), 3, "check takes nothing");
+        assert_eq!(f.admit(&"other"), Ok(()));
+        assert_eq!(f.admit(&"third"), Err(Refusal::Full));
     }
 
     #[test]

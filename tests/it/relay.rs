@@ -1142,7 +1142,6 @@ fn connect_from(t: &Trio, from: Ipv4Addr, to: SocketAddr) -> std::io::Result<Tcp
 /// One client opens every slot with a valid first request and holds the
 /// connections idle: does a second client still get through?
 #[test]
-#[ignore = "relay attack finding: one client's idle connections hold every MAX_CONNECTIONS slot for IDLE_TIMEOUT; other clients wait and are closed after RELAY_QUEUE_TIMEOUT"]
 fn attack_one_client_holds_every_tcp_slot() {
     let (t, mut e, _servers) = checked_door(
         "rah",
@@ -1198,7 +1197,6 @@ fn attack_slowloris_on_a_later_head_is_cut() {
 /// One client sends from many source ports: each is a UDP flow, and it
 /// takes every MAX_CONNECTIONS flow.
 #[test]
-#[ignore = "relay attack finding: UDP flows are keyed by source address and port, so one client's source ports take all MAX_CONNECTIONS flows and another client's datagrams are dropped until they idle out"]
 fn attack_udp_source_ports_take_every_flow() {
     let t = Trio::new("rau");
     let up = t.up_ip(2);
@@ -1361,7 +1359,6 @@ fn attack_host_tricks_over_the_ipv6_door() {
 /// served, no share per client). Slots refilled half a HEADER_TIMEOUT
 /// out of step with the queue outlast the victim's RELAY_QUEUE_TIMEOUT.
 #[test]
-#[ignore = "relay attack finding: under RELAY_CHECK one client's silent connections (each cut at HEADER_TIMEOUT) keep every slot refilled ahead of another client until its RELAY_QUEUE_TIMEOUT closes it"]
 fn attack_silent_connections_queue_ahead_of_another_client() {
     let (t, mut e, _servers) = checked_door(
         "raq",
