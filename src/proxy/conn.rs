@@ -140,7 +140,11 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         let block = Block::new(registry::POLICY_REVOKED);
         return refuse(shared, id, kind, &client, flow, Some(ev), block);
     }
-    let limits = Limits { idle: s.idle_timeout, deadline: s.max_lifetime.map(|d| started + d) };
+    let limits = Limits {
+        idle: s.idle_timeout,
+        deadline: s.max_lifetime.map(|d| started + d),
+        head: Some(s.header_timeout),
+    };
     let (end, stats) = match peeked {
         Some(Peeked::Hello(_)) | None => {
             // Replay the hello (and anything after it) before relaying.
@@ -204,6 +208,9 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             reset(&upstream);
         }
         End::Done | End::Idle | End::Lifetime => {}
+        End::HeadTimeout => {
+            log::debug!("conn-{id} {peer}: a later request head took over HEADER_TIMEOUT; closed")
+        }
     }
 }
 

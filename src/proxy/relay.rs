@@ -51,6 +51,8 @@ pub enum End {
     Done,
     Idle,
     Lifetime,
+    /// A later request head was not complete within HEADER_TIMEOUT.
+    HeadTimeout,
     /// A later HTTP request was refused (or could not be parsed).
     Blocked {
         head: Option<Box<RequestHead>>,
@@ -77,6 +79,9 @@ pub type Gate<'a> = dyn FnMut(&RequestHead) -> Result<(), Block> + 'a;
 pub struct Limits {
     pub idle: Duration,
     pub deadline: Option<Instant>,
+    /// HEADER_TIMEOUT for every later request head on a plain-HTTP
+    /// connection, from its first byte (`None`: only `idle`).
+    pub head: Option<Duration>,
 }
 
 /// A plain-HTTP connection's state when the relay takes over: the
@@ -117,7 +122,7 @@ fn relay_with(
         None => (Dir::plain(use_splice), None),
     };
     let mut down = Dir::plain(use_splice);
-    let mut state = Relay::new(Instant::now(), limits.idle, limits.deadline);
+    let mut state = Relay::new(Instant::now(), limits.idle, limits.deadline).with_head_timeout(limits.head);
     // A refused later request: what to report once the responses to the
     // requests before it have reached the client.
     let mut blocked: Option<(Option<Box<RequestHead>>, Block)> = None;
@@ -170,6 +175,7 @@ fn relay_with(
         };
         stats.up += a as u64;
         stats.down += b as u64;
+        state.head(Instant::now(), up.partial_head());
         let (cf, uf, timeout) = match state.after_pump(
             Instant::now(),
             a + b,
@@ -220,6 +226,7 @@ fn ended(e: Ending) -> End {
         Ending::Done => End::Done,
         Ending::Idle => End::Idle,
         Ending::Lifetime => End::Lifetime,
+        Ending::HeadTimeout => End::HeadTimeout,
     }
 }
 
@@ -344,6 +351,13 @@ impl Dir {
 
     fn side(&self) -> Side {
         Side { waits: self.waits(), shut: self.shut }
+    }
+
+    /// A request head has begun and is not complete: client bytes wait
+    /// at a head boundary that nothing was approved past yet.
+    fn partial_head(&self) -> bool {
+        matches!(&self.buf, Buffer::Http { buf, approved: 0, stream, awaiting: false }
+            if stream.at_head() && !buf.is_empty())
     }
 
     /// The source ended and everything read was delivered.
@@ -732,6 +746,7 @@ mod tests {
         Limits {
             idle: Duration::from_millis(idle_ms),
             deadline: lifetime_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+            head: None,
         }
     }
 

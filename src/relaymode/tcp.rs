@@ -285,7 +285,8 @@ fn serve(conn: TcpStream, peer: SocketAddr, door: &Door, shared: &Shared) {
     if shared.cfg.verbose {
         log::info!("relay {}: {peer} -> {dst}", door.relay);
     }
-    let limits = Limits { idle: shared.cfg.idle_timeout, deadline: None };
+    let limits =
+        Limits { idle: shared.cfg.idle_timeout, deadline: None, head: Some(shared.cfg.header_timeout) };
     let target = door.relay.target.clone();
     let mut gate = |h: &RequestHead| -> Result<(), Block> {
         decide::request(h, &target, &|n| shared.allowed_by_policy(n))
