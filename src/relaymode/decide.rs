@@ -1,6 +1,6 @@
 //! Relay mode's decisions, as pure values: admission of TCP connections
-//! under `MAX_CONNECTIONS` (served, waiting, given up), the UDP flow
-//! table at its limit, when a target's addresses are stale, and whether
+//! under `MAX_CONNECTIONS`, fairly per remote client (served, waiting,
+//! given up), the UDP flow table at its limit, when a target's addresses are stale, and whether
 //! a connection's first bytes name the target (`RELAY_CHECK`). No I/O;
 //! time comes in as an argument.
 

@@ -1171,7 +1171,8 @@ fn attack_one_client_holds_every_tcp_slot() {
 }
 
 /// A kept-alive connection whose second request head trickles in a byte
-/// at a time: HEADER_TIMEOUT covers only the first bytes.
+/// at a time: HEADER_TIMEOUT covers every head from its first byte, so
+/// it is cut.
 #[test]
 fn attack_slowloris_on_a_later_head_is_cut() {
     let (t, _e, _servers) = checked_door("ral", &[("HEADER_TIMEOUT", "1s")]);
@@ -1193,8 +1194,9 @@ fn attack_slowloris_on_a_later_head_is_cut() {
     assert!(alive_for < Duration::from_secs(4), "a trickled second head kept the connection {alive_for:?}");
 }
 
-/// One client sends from many source ports: each is a UDP flow, and it
-/// takes every MAX_CONNECTIONS flow.
+/// One client sends from many source ports: each is a UDP flow, but the
+/// flows are shared per client (source address), so it takes its
+/// MAX_CONNECTIONS and another client still gets one.
 #[test]
 fn attack_udp_source_ports_take_every_flow() {
     let t = Trio::new("rau");
@@ -1352,11 +1354,11 @@ fn attack_host_tricks_over_the_ipv6_door() {
     assert!(exchange(&mut s, &[&other], Duration::ZERO).is_empty());
 }
 
-/// Silent connections from one client: each is cut at HEADER_TIMEOUT,
-/// but two take the slots and the rest, queued just before a victim's
-/// connection, are handed each freed slot first (first come, first
-/// served, no share per client). Slots refilled half a HEADER_TIMEOUT
-/// out of step with the queue outlast the victim's RELAY_QUEUE_TIMEOUT.
+/// Silent connections from one client: each is cut at HEADER_TIMEOUT;
+/// two take the slots and the rest queue just before a victim's
+/// connection. First come, first served would hand them each freed slot
+/// ahead of the victim until its RELAY_QUEUE_TIMEOUT; per-client shares
+/// serve the victim.
 #[test]
 fn attack_silent_connections_queue_ahead_of_another_client() {
     let (t, mut e, _servers) = checked_door(
