@@ -1383,7 +1383,8 @@ fn attack_silent_connections_queue_ahead_of_another_client() {
 }
 
 /// The held half of the UDP flow limit: once the attacker's flows go
-/// quiet, they expire after UDP_TIMEOUT and another client gets a flow.
+/// quiet, they expire after UDP_TIMEOUT and a flow it was refused at its
+/// share opens.
 #[test]
 fn attack_udp_flows_free_after_udp_timeout() {
     let t = Trio::new("raf");
@@ -1402,7 +1403,6 @@ fn attack_udp_flows_free_after_udp_timeout() {
         ],
         t.door(7000),
     );
-    let victim = second_client(&t);
     let door = t.door(7001);
     let ns = t.inside.clone();
     let (blocked, later) = within(&ns, move || {
@@ -1413,20 +1413,22 @@ fn attack_udp_flows_free_after_udp_timeout() {
             let mut buf = [0u8; 16];
             s.recv(&mut buf).expect("the attacker's flow");
         }
-        let v = UdpSocket::bind(SocketAddr::new(IpAddr::V4(victim), 0)).unwrap();
+        // A fifth source port: the client holds its share (MAX_CONNECTIONS
+        // for one client alone).
+        let v = UdpSocket::bind("0.0.0.0:0").unwrap();
         v.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        v.send_to(b"victim", door).unwrap();
+        v.send_to(b"fifth", door).unwrap();
         let mut buf = [0u8; 16];
         let blocked = v.recv(&mut buf).is_err();
-        // The attacker goes quiet; its flows idle out.
+        // The first four go quiet; their flows idle out.
         let got = crate::netns::wait_for(Duration::from_secs(8), || {
-            v.send_to(b"victim", door).ok()?;
+            v.send_to(b"fifth", door).ok()?;
             v.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
         });
         (blocked, got)
     });
-    assert!(blocked, "the control: the flows were all taken");
-    assert_eq!(later.as_deref(), Some(&b"victim"[..]), "the flows never freed");
+    assert!(blocked, "the control: the client's flows were all taken");
+    assert_eq!(later.as_deref(), Some(&b"fifth"[..]), "the flows never freed");
 }
 
 /// A policy widens the names a door takes: the widening is exactly the
