@@ -42,12 +42,12 @@ impl Limits {
 }
 
 /// Descriptors kept for everything but the connections themselves
-/// (listeners, DNS, event sinks, the dashboard, logs, spare pipes).
+/// (listeners, DNS, event sinks, the dashboard, logs).
 pub const FD_RESERVE: u64 = 256;
 /// Descriptors one proxied connection holds once it is relayed: the
-/// client's socket and the upstream's (a bulk direction's pipe is
-/// optional: without one the relay copies). While its first head is read
-/// it holds one.
+/// client's socket and the upstream's. While its first head is read it
+/// holds one; a bulk direction's splice pipe takes two more tickets,
+/// and without them the direction copies.
 pub const FDS_PER_CONNECTION: u64 = 2;
 
 /// The descriptors the open-file limit `nofile` leaves for connections

@@ -144,6 +144,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         idle: s.idle_timeout,
         deadline: s.max_lifetime.map(|d| started + d),
         head: Some(s.header_timeout),
+        pipes: Some(pipe_permit(shared, who)),
     };
     let (end, stats) = match peeked {
         Some(Peeked::Hello(_)) | None => {
@@ -212,6 +213,19 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             log::debug!("conn-{id} {peer}: a later request head took over HEADER_TIMEOUT; closed")
         }
     }
+}
+
+/// Two more of the client's descriptor tickets for a splice pipe, or
+/// none: a client at its share copies rather than spend descriptors
+/// another client needs.
+fn pipe_permit(shared: &Shared, who: Option<crate::peer::Owner>) -> super::relay::PipePermit {
+    let fds = shared.descriptors.clone();
+    Arc::new(move || {
+        let k = crate::peer::Client::of(who);
+        let a = fds.admit(k).ok()?;
+        let b = fds.admit(k).ok()?;
+        Some(Box::new((a, b)) as Box<dyn std::any::Any + Send>)
+    })
 }
 
 /// A connection: the client's address, its original destination, the

@@ -18,9 +18,11 @@
 //! interest, timeouts, endings) are the pure [`state`] core, the framing
 //! decisions the pure [`crate::proxy::http`] core.
 
+use std::any::Any;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -76,12 +78,18 @@ pub struct Stats {
 /// Decides on each HTTP request head after the first.
 pub type Gate<'a> = dyn FnMut(&RequestHead) -> Result<(), Block> + 'a;
 
+/// Asked before a direction takes a splice pipe (two descriptors): a
+/// permit held as long as the pipe, or `None` (the direction copies).
+pub type PipePermit = Arc<dyn Fn() -> Option<Box<dyn Any + Send>> + Send + Sync>;
+
 pub struct Limits {
     pub idle: Duration,
     pub deadline: Option<Instant>,
     /// HEADER_TIMEOUT for every later request head on a plain-HTTP
     /// connection, from its first byte (`None`: only `idle`).
     pub head: Option<Duration>,
+    /// Pipes are taken only with a permit (`None`: no permit needed).
+    pub pipes: Option<PipePermit>,
 }
 
 /// A plain-HTTP connection's state when the relay takes over: the
@@ -122,6 +130,8 @@ fn relay_with(
         None => (Dir::plain(use_splice), None),
     };
     let mut down = Dir::plain(use_splice);
+    up.pipes.clone_from(&limits.pipes);
+    down.pipes.clone_from(&limits.pipes);
     let mut state = Relay::new(Instant::now(), limits.idle, limits.deadline).with_head_timeout(limits.head);
     // A refused later request: what to report once the responses to the
     // requests before it have reached the client.
@@ -252,6 +262,8 @@ enum Signal {
 /// them.
 struct Dir {
     buf: Buffer,
+    /// Asked before a pipe is taken.
+    pipes: Option<PipePermit>,
     /// Set by `pump`, taken by the relay loop.
     signal: Option<Signal>,
     /// `src` reached end of stream.
@@ -265,7 +277,15 @@ struct Dir {
 enum Buffer {
     /// splice(2) through a pipe: `queued` bytes are in the pipe.
     /// `moved` counts bytes through the pipe until it is grown.
-    Pipe { r: OwnedFd, w: OwnedFd, queued: usize, cap: usize, moved: u64 },
+    /// `_permit`: the pipe's share of the descriptors, given back with it.
+    Pipe {
+        r: OwnedFd,
+        w: OwnedFd,
+        queued: usize,
+        cap: usize,
+        moved: u64,
+        _permit: Option<Box<dyn Any + Send>>,
+    },
     /// A user-space copy through `buf[lo..hi]`: every direction starts
     /// this way, and the fallback when a pipe or splice is not available.
     /// The buffer is dropped when it is empty and the source has nothing
@@ -291,7 +311,7 @@ impl Dir {
     /// splice(2) through a pipe, if `use_splice`.
     fn plain(use_splice: bool) -> Dir {
         let buf = Buffer::Copy { buf: None, lo: 0, hi: 0, moved: 0, promote: use_splice };
-        Dir { buf, signal: None, eof: false, shut: false, hold: false }
+        Dir { buf, pipes: None, signal: None, eof: false, shut: false, hold: false }
     }
 
     /// The client side of plain HTTP: `first`, the head at the front of
@@ -305,6 +325,7 @@ impl Dir {
                 stream: RequestStream::after(first),
                 awaiting: first.websocket,
             },
+            pipes: None,
             signal: first.websocket.then_some(Signal::UpgradeAsked),
             eof: false,
             shut: false,
@@ -395,7 +416,7 @@ impl Dir {
         loop {
             let mut progress = false;
             match &mut self.buf {
-                Buffer::Pipe { r, w, queued, cap, moved: through } => {
+                Buffer::Pipe { r, w, queued, cap, moved: through, .. } => {
                     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
                     if !self.eof && *queued < *cap {
                         match splice(src, None, &*w, None, *cap - *queued, flags) {
@@ -469,7 +490,13 @@ impl Dir {
                         }
                     }
                     if *lo == *hi && *promote && *through >= PIPE_AFTER && !self.eof {
-                        match pipe_buffer() {
+                        // A refused permit (the client holds its share of
+                        // the descriptors) is asked no more: it copies.
+                        let permit = match &self.pipes {
+                            Some(ask) => ask().map(Some),
+                            None => Some(None),
+                        };
+                        match permit.and_then(pipe_buffer) {
                             Some(p) => self.buf = p,
                             None => *promote = false,
                         }
@@ -626,7 +653,7 @@ fn copy_of(pending: Vec<u8>, promote: bool) -> Buffer {
 }
 
 /// A pipe for splice(2), or `None` (the caller keeps copying).
-fn pipe_buffer() -> Option<Buffer> {
+fn pipe_buffer(permit: Option<Box<dyn Any + Send>>) -> Option<Buffer> {
     match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
         Ok((r, w)) => {
             // The default size (64 KiB, 16 pages) on purpose: pipe pages
@@ -635,7 +662,7 @@ fn pipe_buffer() -> Option<Buffer> {
             // direction that turns out to carry bulk data grows its pipe
             // (see BULK_AFTER).
             let cap = fcntl(&w, FcntlArg::F_GETPIPE_SZ).map_or(65536, |n| n.max(4096) as usize);
-            Some(Buffer::Pipe { r, w, queued: 0, cap, moved: 0 })
+            Some(Buffer::Pipe { r, w, queued: 0, cap, moved: 0, _permit: permit })
         }
         Err(e) => {
             log::debug!("pipe2 failed ({e}); relaying with a copy");
@@ -747,6 +774,7 @@ mod tests {
             idle: Duration::from_millis(idle_ms),
             deadline: lifetime_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
             head: None,
+            pipes: None,
         }
     }
 
@@ -797,7 +825,39 @@ mod tests {
     /// 3 MB each way at once: through the copy, the promotion to a pipe
     /// and its growth (with splice), or the copy only.
     fn bulk_moves_exactly(use_splice: bool) {
-        let (mut client, mut upstream, t) = start_with(limits(10_000, None), None, use_splice);
+        let stats = bulk_moves_exactly_with(limits(10_000, None), use_splice);
+        assert_eq!(stats.spliced, use_splice);
+    }
+
+    #[test]
+    fn a_pipe_is_taken_only_with_a_permit_and_gives_it_back() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Refused: both directions copy, and every byte still moves.
+        let mut l = limits(10_000, None);
+        l.pipes = Some(Arc::new(|| None));
+        assert!(!bulk_moves_exactly_with(l, true).spliced);
+        // Granted: a permit per direction, held while its pipe lives.
+        struct Held(Arc<AtomicUsize>);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let (held, asked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut l = limits(10_000, None);
+        let (h, a) = (held.clone(), asked.clone());
+        l.pipes = Some(Arc::new(move || {
+            a.fetch_add(1, Ordering::SeqCst);
+            h.fetch_add(1, Ordering::SeqCst);
+            Some(Box::new(Held(h.clone())) as Box<dyn Any + Send>)
+        }));
+        assert!(bulk_moves_exactly_with(l, true).spliced);
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "one permit each way");
+        assert_eq!(held.load(Ordering::SeqCst), 0, "given back with the pipes");
+    }
+
+    fn bulk_moves_exactly_with(limits: Limits, use_splice: bool) -> Stats {
+        let (mut client, mut upstream, t) = start_with(limits, None, use_splice);
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
         let (sent_up, sent_down) = (data.clone(), data.iter().rev().copied().collect::<Vec<u8>>());
         let expect_down = sent_down.clone();
@@ -828,7 +888,7 @@ mod tests {
         let (end, stats, _) = t.join().unwrap();
         assert!(matches!(end, End::Done), "{end:?}");
         assert_eq!((stats.up, stats.down), (data.len() as u64, data.len() as u64));
-        assert_eq!(stats.spliced, use_splice);
+        stats
     }
 
     #[test]

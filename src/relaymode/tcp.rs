@@ -285,8 +285,12 @@ fn serve(conn: TcpStream, peer: SocketAddr, door: &Door, shared: &Shared) {
     if shared.cfg.verbose {
         log::info!("relay {}: {peer} -> {dst}", door.relay);
     }
-    let limits =
-        Limits { idle: shared.cfg.idle_timeout, deadline: None, head: Some(shared.cfg.header_timeout) };
+    let limits = Limits {
+        idle: shared.cfg.idle_timeout,
+        deadline: None,
+        head: Some(shared.cfg.header_timeout),
+        pipes: None,
+    };
     let target = door.relay.target.clone();
     let mut gate = |h: &RequestHead| -> Result<(), Block> {
         decide::request(h, &target, &|n| shared.allowed_by_policy(n))
