@@ -633,16 +633,8 @@ fn start_services(
     };
     match cfg.filter_mode {
         FilterMode::Https => {
-            let nofile = crate::proxy::raise_nofile_limit()
-                .map_err(|e| log::warn!("cannot raise the open-file limit: {e}"))
-                .ok();
-            let descriptors =
-                nofile.map_or(cfg.max_connections.saturating_mul(2), crate::proxy::descriptor_budget);
-            if descriptors < cfg.max_connections.saturating_mul(2) {
-                log::info!(
-                    "open-file limit {}: the proxies' connections share {descriptors} descriptors (two per proxied connection, one before it connects upstream), each client at most three quarters",
-                    nofile.unwrap_or_default()
-                );
+            if let Err(e) = crate::proxy::raise_nofile_limit() {
+                log::warn!("cannot raise the open-file limit: {e}");
             }
             // DNS_IN_HTTPS_MODE with DNS_HARDENING: the proxies' lookups
             // spend the DNS server's rate and zone budgets, so a name in an
@@ -671,11 +663,11 @@ fn start_services(
                 dns_stats = Some(d.shared_stats());
                 services.push(Box::new(d));
             }
-            let settings = crate::proxy::Settings {
+            let mut settings = crate::proxy::Settings {
                 listeners: listeners.clone(),
-                descriptors,
                 ..crate::proxy::Settings::from_config(cfg, identity)
             };
+            crate::proxy::fit_to_descriptors(&mut settings);
             let p = crate::proxy::start(settings, handle.clone(), resolver.clone(), emitter.clone())
                 .map_err(|e| format!("proxies: {e}"))?;
             let (registry, active) = (Some(p.registry()), Some(p.active_counter()));

@@ -31,6 +31,39 @@ impl Limits {
         let reserve = max / 4;
         Limits { max, reserve, few: (reserve / 4).max(1) }
     }
+
+    /// `max` for one client alone, and a quarter more (at least one) kept
+    /// for clients that hold few: relay mode, whose MAX_CONNECTIONS is
+    /// socat's max-children, what a single client sees.
+    pub fn beyond(max: usize) -> Limits {
+        let reserve = (max / 4).max(1);
+        Limits { max: max + reserve, reserve, few: (reserve / 4).max(1) }
+    }
+}
+
+/// Descriptors kept for everything but the connections themselves
+/// (listeners, DNS, event sinks, the dashboard, logs).
+pub const FD_RESERVE: u64 = 256;
+/// Descriptors one proxied connection holds once it is relayed: the
+/// client's socket and the upstream's. While its first head is read it
+/// holds one; a bulk direction's splice pipe takes two more tickets,
+/// and without them the direction copies.
+pub const FDS_PER_CONNECTION: u64 = 2;
+
+/// The descriptors the open-file limit `nofile` leaves for connections
+/// (`nofile - FD_RESERVE`, at least one). A proxy takes one of them for
+/// each accepted connection and one more before it connects upstream,
+/// through a [`Fair`] of its own, so a client's share of the descriptors
+/// binds before they run out (when accept(2) would fail for every
+/// client), however MAX_CONNECTIONS is set.
+pub fn descriptor_budget(nofile: u64) -> usize {
+    usize::try_from(nofile.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX).max(1)
+}
+
+/// True when `max` relayed connections need more descriptors than
+/// `budget` (then the descriptors, not MAX_CONNECTIONS, bind first).
+pub fn descriptors_bind(max: usize, budget: usize) -> bool {
+    (budget as u64) < max as u64 * FDS_PER_CONNECTION
 }
 
 /// Why a client was not admitted.
@@ -55,8 +88,8 @@ impl<K: Eq + Hash + Clone> Fair<K> {
         Fair { limits, held: HashMap::new(), total: 0 }
     }
 
-    /// Takes a slot for `k`, or says why not.
-    pub fn admit(&mut self, k: &K) -> Result<(), Refusal> {
+    /// Whether `k` would be admitted now (nothing taken).
+    pub fn check(&self, k: &K) -> Result<(), Refusal> {
         let l = self.limits;
         if self.total >= l.max {
             return Err(Refusal::Full);
@@ -65,6 +98,12 @@ impl<K: Eq + Hash + Clone> Fair<K> {
         if n >= l.few && self.total >= l.max - l.reserve {
             return Err(Refusal::ClientShare);
         }
+        Ok(())
+    }
+
+    /// Takes a slot for `k`, or says why not.
+    pub fn admit(&mut self, k: &K) -> Result<(), Refusal> {
+        self.check(k)?;
         *self.held.entry(k.clone()).or_insert(0) += 1;
         self.total += 1;
         Ok(())
@@ -87,6 +126,10 @@ impl<K: Eq + Hash + Clone> Fair<K> {
 
     pub fn total(&self) -> usize {
         self.total
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 }
 
@@ -218,6 +261,30 @@ mod tests {
     }
 
     #[test]
+    fn descriptor_budget_table() {
+        assert_eq!(descriptor_budget(1024), 768, "a container's 1024");
+        assert_eq!(descriptor_budget(20_000), 19_744);
+        assert_eq!(descriptor_budget(100), 1, "below the reserve: one still");
+        assert!(descriptors_bind(10_000, descriptor_budget(1024)));
+        assert!(descriptors_bind(13_400, descriptor_budget(20_000)));
+        assert!(!descriptors_bind(10_000, descriptor_budget(20_256)), "exactly enough");
+        assert!(!descriptors_bind(10_000, descriptor_budget(1_048_576)));
+    }
+
+    #[test]
+    fn under_a_low_open_file_limit_one_client_leaves_descriptors_for_others() {
+        // nofile 1024: the greedy client's idle connections (one descriptor
+        // each) stop at three quarters of the 768, and once relayed (two
+        // each) at half as many connections.
+        let mut f = Fair::new(Limits::for_max(descriptor_budget(1024)));
+        let idle = (0..1100).filter(|_| f.admit(&"greedy").is_ok()).count();
+        assert_eq!(idle, 576);
+        assert!(idle as u64 + FD_RESERVE < 1024);
+        assert_eq!(f.admit(&"other"), Ok(()), "the other client's socket");
+        assert_eq!(f.admit(&"other"), Ok(()), "and its upstream's");
+    }
+
+    #[test]
     fn a_greedy_client_leaves_the_reserve_to_others() {
         let mut f = Fair::new(Limits::for_max(20));
         let mut took = 0;
@@ -269,6 +336,18 @@ mod tests {
         assert_eq!(t.pop(), None);
         assert!(t.is_empty());
         assert_eq!(t.clients(), 0, "emptied queues are forgotten");
+    }
+
+    #[test]
+    fn beyond_gives_one_client_max_and_others_the_rest() {
+        assert_eq!(Limits::beyond(3), Limits { max: 4, reserve: 1, few: 1 });
+        assert_eq!(Limits::beyond(100), Limits { max: 125, reserve: 25, few: 6 });
+        let mut f = Fair::new(Limits::beyond(3));
+        assert_eq!((0..10).filter(|_| f.admit(&"alone").is_ok()).count(), 3, "MAX_CONNECTIONS, as before");
+        assert_eq!(f.check(&"other"), Ok(()));
+        assert_eq!(f.total(), 3, "check takes nothing");
+        assert_eq!(f.admit(&"other"), Ok(()));
+        assert_eq!(f.admit(&"third"), Err(Refusal::Full));
     }
 
     #[test]

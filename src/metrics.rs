@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub relay_waiting: Option<u64>,
     /// Relay mode: connections whose target could not be reached.
     pub relay_upstream_failed: Option<u64>,
+    /// HTTPS mode: accept(2) failures for want of file descriptors.
+    pub accept_failures: Option<u64>,
 }
 
 /// One metric family: its help line, type and samples (`labels` is
@@ -111,6 +113,15 @@ pub fn render(s: &Snapshot) -> String {
         let samples: Vec<(String, u64)> =
             s.dns.iter().map(|(v, n)| (format!("{{verdict=\"{v}\"}}"), *n)).collect();
         family(&mut o, "egret_filter_dns_queries_total", "counter", "DNS queries by verdict.", &samples);
+    }
+    if let Some(n) = s.accept_failures {
+        family(
+            &mut o,
+            "egret_filter_accept_failures_total",
+            "counter",
+            "accept(2) failures for want of file descriptors (EMFILE, ENFILE); the listener backs off.",
+            &one(n),
+        );
     }
     if let Some(n) = s.relay_waiting {
         family(
@@ -317,6 +328,7 @@ impl Sources {
             s.connections_open = Some(active.load(Ordering::Relaxed) as u64);
             s.bytes_up = Some(r(&c.bytes_up));
             s.bytes_down = Some(r(&c.bytes_down));
+            s.accept_failures = Some(r(&c.accept_failed));
         }
         if let Some(st) = &self.relay {
             s.connections.push(("relay", "allowed", r(&st.allowed_tcp) + r(&st.allowed_udp)));
@@ -584,6 +596,7 @@ mod tests {
             enforced: Some(true),
             relay_waiting: Some(3),
             relay_upstream_failed: Some(4),
+            accept_failures: Some(5),
         };
         let text = render(&s);
         for line in [
@@ -609,6 +622,7 @@ mod tests {
             "# TYPE egret_filter_connections_open gauge",
             "egret_filter_relay_waiting 3",
             "egret_filter_relay_upstream_failures_total 4",
+            "egret_filter_accept_failures_total 5",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

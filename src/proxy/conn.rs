@@ -63,9 +63,11 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         Ok(t) => t,
         Err(r) => return over("connection slots", verdict::no_slot(r)),
     };
-    // The client's socket is one descriptor; the upstream's, taken below,
-    // another.
-    let _fd = match shared.descriptors.admit(crate::peer::Client::of(who)) {
+    // The client's socket is one of egret's descriptors: the client's
+    // share of them binds before they run out (under a low open-file
+    // limit, well before MAX_CONNECTIONS). The upstream's, taken below,
+    // is another.
+    let _client_fd = match shared.descriptors.admit(crate::peer::Client::of(who)) {
         Ok(t) => t,
         Err(r) => return over("descriptors", verdict::no_descriptor(r)),
     };
@@ -103,9 +105,10 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         Err(block) => return refuse(shared, id, kind, &client, flow, None, block),
     };
 
+    // And so is the upstream's socket.
     let _upstream_fd = match shared.descriptors.admit(crate::peer::Client::of(who)) {
         Ok(t) => t,
-        Err(r) => return over("descriptors", verdict::no_descriptor(r)),
+        Err(r) => return refuse(shared, id, kind, &client, flow, Some(ev), verdict::no_descriptor(r)),
     };
     let upstream = match outbound::tcp(orig, (s.mark != 0).then_some(s.mark), s.connect_timeout) {
         Ok(u) => u,
@@ -131,7 +134,12 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         let block = Block::new(registry::POLICY_REVOKED);
         return refuse(shared, id, kind, &client, flow, Some(ev), block);
     }
-    let limits = Limits { idle: s.idle_timeout, deadline: s.max_lifetime.map(|d| started + d) };
+    let limits = Limits {
+        idle: s.idle_timeout,
+        deadline: s.max_lifetime.map(|d| started + d),
+        head: Some(s.header_timeout),
+        pipes: Some(pipe_permit(shared, who)),
+    };
     let (end, stats) = match peeked {
         Some(Peeked::Hello(_)) | None => {
             // Replay the hello (and anything after it) before relaying.
@@ -195,7 +203,23 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             reset(&upstream);
         }
         End::Done | End::Idle | End::Lifetime => {}
+        End::HeadTimeout => {
+            log::debug!("conn-{id} {peer}: a later request head took over HEADER_TIMEOUT; closed")
+        }
     }
+}
+
+/// Two more of the client's descriptor tickets for a splice pipe, or
+/// none: a client at its share copies rather than spend descriptors
+/// another client needs.
+fn pipe_permit(shared: &Shared, who: Option<crate::peer::Owner>) -> super::relay::PipePermit {
+    let fds = shared.descriptors.clone();
+    Arc::new(move || {
+        let k = crate::peer::Client::of(who);
+        let a = fds.admit(k).ok()?;
+        let b = fds.admit(k).ok()?;
+        Some(Box::new((a, b)) as Box<dyn std::any::Any + Send>)
+    })
 }
 
 /// A connection: the client's address, its original destination, the

@@ -37,6 +37,10 @@ const CONN_STACK: usize = 256 * 1024;
 const SPARE_THREADS: usize = 8;
 /// How long a spare connection thread waits for work before it exits.
 const SPARE_KEEP: Duration = Duration::from_secs(30);
+/// How long the listener waits before accepting again once accept(2)
+/// failed for want of descriptors (EMFILE, ENFILE): the backlog keeps the
+/// connections, and an edge-triggered poll would not say so again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A non-blocking listening socket with SO_REUSEADDR and a chosen
 /// backlog (no listen mark: for tests and tools).
@@ -118,6 +122,7 @@ pub fn start(
         stop: Arc::new(AtomicBool::new(false)),
         active: Arc::new(AtomicUsize::new(0)),
         next_id: AtomicU64::new(1),
+        starved: None,
         pool: Pool::new(PoolConfig {
             name: "conn",
             stack: CONN_STACK,
@@ -164,7 +169,25 @@ struct Loop {
     stop: Arc<AtomicBool>,
     active: Arc<AtomicUsize>,
     next_id: AtomicU64,
+    /// accept(2) ran out of descriptors at this time: accept again after
+    /// ACCEPT_BACKOFF.
+    starved: Option<std::time::Instant>,
     pool: Pool,
+}
+
+/// accept(2) failed for want of a descriptor (per process or system-wide).
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(n) if n == nix::errno::Errno::EMFILE as i32 || n == nix::errno::Errno::ENFILE as i32)
+}
+
+#[cfg(test)]
+#[test]
+fn emfile_and_enfile_are_out_of_descriptors() {
+    use nix::errno::Errno;
+    for (e, want) in [(Errno::EMFILE, true), (Errno::ENFILE, true), (Errno::ECONNABORTED, false)] {
+        assert_eq!(out_of_descriptors(&io::Error::from_raw_os_error(e as i32)), want, "{e}");
+    }
+    assert!(!out_of_descriptors(&io::Error::other("x")));
 }
 
 /// Decrements the active count when a connection thread ends, however it
@@ -217,7 +240,13 @@ impl Loop {
         let mut complete = self.wanted.iter().all(|w| w.listener.is_some() || w.off);
         let mut last_try = std::time::Instant::now();
         loop {
-            let timeout = (!complete).then_some(crate::listen::RETRY);
+            let timeout = match ((!complete).then_some(crate::listen::RETRY), self.starved) {
+                (t, None) => t,
+                (t, Some(at)) => {
+                    let left = ACCEPT_BACKOFF.saturating_sub(at.elapsed());
+                    Some(t.map_or(left, |t| t.min(left)))
+                }
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -235,6 +264,12 @@ impl Loop {
                 }
                 self.accept_all(ev.token().0);
             }
+            if self.starved.is_some_and(|at| at.elapsed() >= ACCEPT_BACKOFF) {
+                self.starved = None;
+                for i in 0..self.wanted.len() {
+                    self.accept_all(i);
+                }
+            }
             if !complete && last_try.elapsed() >= crate::listen::RETRY {
                 last_try = std::time::Instant::now();
                 complete = self.bind_missing();
@@ -251,9 +286,26 @@ impl Loop {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if out_of_descriptors(&e) => {
+                    // The connection stays in the backlog: accept again
+                    // after a short wait rather than spin (or wait for a
+                    // readiness edge that may not come).
+                    let n = self.shared.registry.counters.accept_failed.fetch_add(1, Ordering::Relaxed);
+                    if self.starved.is_none() {
+                        log::warn!(
+                            "accept on {:?} failed: {e} (out of file descriptors, {} times so far); retrying in {:?}",
+                            listener.local_addr(),
+                            n + 1,
+                            ACCEPT_BACKOFF
+                        );
+                    }
+                    self.starved = Some(std::time::Instant::now());
+                    return;
+                }
                 Err(e) => {
-                    // EMFILE and friends: log and try again on the next
-                    // readiness event rather than spin.
+                    // Others (ECONNABORTED and friends) concern one
+                    // connection: log and try again on the next readiness
+                    // event rather than spin.
                     log::warn!("accept on {:?} failed: {e}", listener.local_addr());
                     return;
                 }

@@ -236,10 +236,9 @@ pub struct Settings {
     /// Loopback addresses to listen on (127.0.0.1 and ::1).
     pub listen: Vec<IpAddr>,
     pub max_connections: usize,
-    /// Descriptors the connections may hold together (the open-file limit
-    /// less egret's own): a connection holds one from its accept and a
-    /// second once it connects upstream, each within its client's share,
-    /// so one client cannot run egret out of descriptors.
+    /// File descriptors the connections may hold (one each while a head
+    /// is read, two once relayed), shared fairly among clients
+    /// ([`fit_to_descriptors`]; unbounded by default).
     pub descriptors: usize,
     pub header_timeout: Duration,
     pub connect_timeout: Duration,
@@ -266,9 +265,7 @@ impl Settings {
             https_port: cfg.https_port,
             listen: vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)],
             max_connections: cfg.max_connections,
-            // Until the open-file limit is known (`descriptor_budget`):
-            // what MAX_CONNECTIONS proxied connections hold.
-            descriptors: cfg.max_connections.saturating_mul(2),
+            descriptors: usize::MAX,
             header_timeout: cfg.header_timeout,
             connect_timeout: cfg.connect_timeout,
             idle_timeout: cfg.idle_timeout,
@@ -280,17 +277,6 @@ impl Settings {
             listeners: Arc::default(),
         }
     }
-}
-
-/// Descriptors egret keeps for itself besides the proxied connections:
-/// listeners, netlink and NFLOG sockets, the resolver's sockets, the log
-/// file, the health socket, with room to spare.
-pub const RESERVED_DESCRIPTORS: u64 = 128;
-
-/// The descriptors the proxied connections may hold under the open-file
-/// limit `nofile`: all but egret's own reserve.
-pub fn descriptor_budget(nofile: u64) -> usize {
-    usize::try_from(nofile.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX).max(2)
 }
 
 /// Raises the soft open-file limit to the hard limit: every proxied
@@ -305,6 +291,37 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     Ok(hard)
 }
 
+/// The soft open-file limit in force now.
+pub fn nofile_limit() -> std::io::Result<u64> {
+    Ok(nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0)
+}
+
+/// Sets `settings.descriptors` from the open-file limit in force
+/// ([`crate::fair::descriptor_budget`]; called after
+/// [`raise_nofile_limit`]), and says so once when they bind before
+/// MAX_CONNECTIONS does.
+pub fn fit_to_descriptors(settings: &mut Settings) {
+    let nofile = match nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("cannot read the open-file limit: {e}; connections are not counted against it");
+            return;
+        }
+    };
+    let budget = crate::fair::descriptor_budget(nofile);
+    settings.descriptors = budget;
+    if crate::fair::descriptors_bind(settings.max_connections, budget) {
+        log::warn!(
+            "the open-file limit ({nofile}) binds before MAX_CONNECTIONS={}: connections share {budget} \
+             descriptors (one while a head is read, {} once relayed; {} kept for the rest), a client at most \
+             three quarters of them",
+            settings.max_connections,
+            crate::fair::FDS_PER_CONNECTION,
+            crate::fair::FD_RESERVE
+        );
+    }
+}
+
 /// Shared by the listener and every connection thread.
 pub(crate) struct Shared {
     pub settings: Settings,
@@ -315,7 +332,7 @@ pub(crate) struct Shared {
     pub registry: Arc<registry::Registry>,
     /// Connection slots per client (the owner of the client's socket).
     pub admission: Arc<crate::fair::Admission<crate::peer::Client>>,
-    /// Descriptor slots per client, the same way (`Settings::descriptors`).
+    /// File descriptors per client, of `settings.descriptors`.
     pub descriptors: Arc<crate::fair::Admission<crate::peer::Client>>,
 }
 

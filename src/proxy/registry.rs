@@ -30,6 +30,8 @@ pub struct Counters {
     pub bytes_up: AtomicU64,
     /// Upstream → client bytes of closed connections.
     pub bytes_down: AtomicU64,
+    /// accept(2) failures for want of descriptors (EMFILE, ENFILE).
+    pub accept_failed: AtomicU64,
 }
 
 pub(crate) fn slot(kind: Kind) -> usize {

@@ -18,9 +18,11 @@
 //! interest, timeouts, endings) are the pure [`state`] core, the framing
 //! decisions the pure [`crate::proxy::http`] core.
 
+use std::any::Any;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -51,6 +53,8 @@ pub enum End {
     Done,
     Idle,
     Lifetime,
+    /// A later request head was not complete within HEADER_TIMEOUT.
+    HeadTimeout,
     /// A later HTTP request was refused (or could not be parsed).
     Blocked {
         head: Option<Box<RequestHead>>,
@@ -74,9 +78,18 @@ pub struct Stats {
 /// Decides on each HTTP request head after the first.
 pub type Gate<'a> = dyn FnMut(&RequestHead) -> Result<(), Block> + 'a;
 
+/// Asked before a direction takes a splice pipe (two descriptors): a
+/// permit held as long as the pipe, or `None` (the direction copies).
+pub type PipePermit = Arc<dyn Fn() -> Option<Box<dyn Any + Send>> + Send + Sync>;
+
 pub struct Limits {
     pub idle: Duration,
     pub deadline: Option<Instant>,
+    /// HEADER_TIMEOUT for every later request head on a plain-HTTP
+    /// connection, from its first byte (`None`: only `idle`).
+    pub head: Option<Duration>,
+    /// Pipes are taken only with a permit (`None`: no permit needed).
+    pub pipes: Option<PipePermit>,
 }
 
 /// A plain-HTTP connection's state when the relay takes over: the
@@ -117,7 +130,9 @@ fn relay_with(
         None => (Dir::plain(use_splice), None),
     };
     let mut down = Dir::plain(use_splice);
-    let mut state = Relay::new(Instant::now(), limits.idle, limits.deadline);
+    up.pipes.clone_from(&limits.pipes);
+    down.pipes.clone_from(&limits.pipes);
+    let mut state = Relay::new(Instant::now(), limits.idle, limits.deadline).with_head_timeout(limits.head);
     // A refused later request: what to report once the responses to the
     // requests before it have reached the client.
     let mut blocked: Option<(Option<Box<RequestHead>>, Block)> = None;
@@ -170,6 +185,7 @@ fn relay_with(
         };
         stats.up += a as u64;
         stats.down += b as u64;
+        state.head(Instant::now(), up.partial_head());
         let (cf, uf, timeout) = match state.after_pump(
             Instant::now(),
             a + b,
@@ -220,6 +236,7 @@ fn ended(e: Ending) -> End {
         Ending::Done => End::Done,
         Ending::Idle => End::Idle,
         Ending::Lifetime => End::Lifetime,
+        Ending::HeadTimeout => End::HeadTimeout,
     }
 }
 
@@ -245,6 +262,8 @@ enum Signal {
 /// them.
 struct Dir {
     buf: Buffer,
+    /// Asked before a pipe is taken.
+    pipes: Option<PipePermit>,
     /// Set by `pump`, taken by the relay loop.
     signal: Option<Signal>,
     /// `src` reached end of stream.
@@ -258,7 +277,15 @@ struct Dir {
 enum Buffer {
     /// splice(2) through a pipe: `queued` bytes are in the pipe.
     /// `moved` counts bytes through the pipe until it is grown.
-    Pipe { r: OwnedFd, w: OwnedFd, queued: usize, cap: usize, moved: u64 },
+    /// `_permit`: the pipe's share of the descriptors, given back with it.
+    Pipe {
+        r: OwnedFd,
+        w: OwnedFd,
+        queued: usize,
+        cap: usize,
+        moved: u64,
+        _permit: Option<Box<dyn Any + Send>>,
+    },
     /// A user-space copy through `buf[lo..hi]`: every direction starts
     /// this way, and the fallback when a pipe or splice is not available.
     /// The buffer is dropped when it is empty and the source has nothing
@@ -284,7 +311,7 @@ impl Dir {
     /// splice(2) through a pipe, if `use_splice`.
     fn plain(use_splice: bool) -> Dir {
         let buf = Buffer::Copy { buf: None, lo: 0, hi: 0, moved: 0, promote: use_splice };
-        Dir { buf, signal: None, eof: false, shut: false, hold: false }
+        Dir { buf, pipes: None, signal: None, eof: false, shut: false, hold: false }
     }
 
     /// The client side of plain HTTP: `first`, the head at the front of
@@ -298,6 +325,7 @@ impl Dir {
                 stream: RequestStream::after(first),
                 awaiting: first.websocket,
             },
+            pipes: None,
             signal: first.websocket.then_some(Signal::UpgradeAsked),
             eof: false,
             shut: false,
@@ -346,6 +374,13 @@ impl Dir {
         Side { waits: self.waits(), shut: self.shut }
     }
 
+    /// A request head has begun and is not complete: client bytes wait
+    /// at a head boundary that nothing was approved past yet.
+    fn partial_head(&self) -> bool {
+        matches!(&self.buf, Buffer::Http { buf, approved: 0, stream, awaiting: false }
+            if stream.at_head() && !buf.is_empty())
+    }
+
     /// The source ended and everything read was delivered.
     fn finished(&self) -> bool {
         self.eof && self.waits() == Wait::Nothing
@@ -381,7 +416,7 @@ impl Dir {
         loop {
             let mut progress = false;
             match &mut self.buf {
-                Buffer::Pipe { r, w, queued, cap, moved: through } => {
+                Buffer::Pipe { r, w, queued, cap, moved: through, .. } => {
                     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
                     if !self.eof && *queued < *cap {
                         match splice(src, None, &*w, None, *cap - *queued, flags) {
@@ -455,7 +490,13 @@ impl Dir {
                         }
                     }
                     if *lo == *hi && *promote && *through >= PIPE_AFTER && !self.eof {
-                        match pipe_buffer() {
+                        // A refused permit (the client holds its share of
+                        // the descriptors) is asked no more: it copies.
+                        let permit = match &self.pipes {
+                            Some(ask) => ask().map(Some),
+                            None => Some(None),
+                        };
+                        match permit.and_then(pipe_buffer) {
                             Some(p) => self.buf = p,
                             None => *promote = false,
                         }
@@ -612,7 +653,7 @@ fn copy_of(pending: Vec<u8>, promote: bool) -> Buffer {
 }
 
 /// A pipe for splice(2), or `None` (the caller keeps copying).
-fn pipe_buffer() -> Option<Buffer> {
+fn pipe_buffer(permit: Option<Box<dyn Any + Send>>) -> Option<Buffer> {
     match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
         Ok((r, w)) => {
             // The default size (64 KiB, 16 pages) on purpose: pipe pages
@@ -621,7 +662,7 @@ fn pipe_buffer() -> Option<Buffer> {
             // direction that turns out to carry bulk data grows its pipe
             // (see BULK_AFTER).
             let cap = fcntl(&w, FcntlArg::F_GETPIPE_SZ).map_or(65536, |n| n.max(4096) as usize);
-            Some(Buffer::Pipe { r, w, queued: 0, cap, moved: 0 })
+            Some(Buffer::Pipe { r, w, queued: 0, cap, moved: 0, _permit: permit })
         }
         Err(e) => {
             log::debug!("pipe2 failed ({e}); relaying with a copy");
@@ -732,6 +773,8 @@ mod tests {
         Limits {
             idle: Duration::from_millis(idle_ms),
             deadline: lifetime_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+            head: None,
+            pipes: None,
         }
     }
 
@@ -782,7 +825,39 @@ mod tests {
     /// 3 MB each way at once: through the copy, the promotion to a pipe
     /// and its growth (with splice), or the copy only.
     fn bulk_moves_exactly(use_splice: bool) {
-        let (mut client, mut upstream, t) = start_with(limits(10_000, None), None, use_splice);
+        let stats = bulk_moves_exactly_with(limits(10_000, None), use_splice);
+        assert_eq!(stats.spliced, use_splice);
+    }
+
+    #[test]
+    fn a_pipe_is_taken_only_with_a_permit_and_gives_it_back() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Refused: both directions copy, and every byte still moves.
+        let mut l = limits(10_000, None);
+        l.pipes = Some(Arc::new(|| None));
+        assert!(!bulk_moves_exactly_with(l, true).spliced);
+        // Granted: a permit per direction, held while its pipe lives.
+        struct Held(Arc<AtomicUsize>);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let (held, asked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut l = limits(10_000, None);
+        let (h, a) = (held.clone(), asked.clone());
+        l.pipes = Some(Arc::new(move || {
+            a.fetch_add(1, Ordering::SeqCst);
+            h.fetch_add(1, Ordering::SeqCst);
+            Some(Box::new(Held(h.clone())) as Box<dyn Any + Send>)
+        }));
+        assert!(bulk_moves_exactly_with(l, true).spliced);
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "one permit each way");
+        assert_eq!(held.load(Ordering::SeqCst), 0, "given back with the pipes");
+    }
+
+    fn bulk_moves_exactly_with(limits: Limits, use_splice: bool) -> Stats {
+        let (mut client, mut upstream, t) = start_with(limits, None, use_splice);
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
         let (sent_up, sent_down) = (data.clone(), data.iter().rev().copied().collect::<Vec<u8>>());
         let expect_down = sent_down.clone();
@@ -813,7 +888,7 @@ mod tests {
         let (end, stats, _) = t.join().unwrap();
         assert!(matches!(end, End::Done), "{end:?}");
         assert_eq!((stats.up, stats.down), (data.len() as u64, data.len() as u64));
-        assert_eq!(stats.spliced, use_splice);
+        stats
     }
 
     #[test]

@@ -167,11 +167,10 @@ pub fn no_slot(r: Refusal) -> Block {
     Block::with_note(reason::LIMIT, note)
 }
 
-/// The block of a connection over its client's descriptor share (or with
-/// every descriptor egret can give taken).
+/// No file descriptor for a connection (or its upstream) of this client.
 pub fn no_descriptor(r: Refusal) -> Block {
     let note = match r {
-        Refusal::Full => "egret's open-file limit is reached",
+        Refusal::Full => "egret's file descriptors are all taken",
         Refusal::ClientShare => "this client holds its share of egret's file descriptors",
     };
     Block::with_note(reason::LIMIT, note)

@@ -1,6 +1,6 @@
 //! Relay mode's decisions, as pure values: admission of TCP connections
-//! under `MAX_CONNECTIONS` (served, waiting, given up), the UDP flow
-//! table at its limit, when a target's addresses are stale, and whether
+//! under `MAX_CONNECTIONS`, fairly per remote client (served, waiting,
+//! given up), the UDP flow table at its limit, when a target's addresses are stale, and whether
 //! a connection's first bytes name the target (`RELAY_CHECK`). No I/O;
 //! time comes in as an argument.
 
@@ -9,6 +9,7 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::fair::{Fair, Limits, Refusal};
 use crate::proxy::http::{Host, RequestHead};
 use crate::proxy::tls::{ClientHello, Sni};
 
@@ -24,68 +25,81 @@ pub enum Admit<T> {
     Wait,
 }
 
-/// `MAX_CONNECTIONS` slots of one TCP port and the connections waiting
-/// for one, oldest first. The acceptor stops accepting while the queue
-/// is full, so further connections wait in the kernel's backlog.
-#[derive(Debug)]
-pub struct Slots<T> {
-    max: usize,
-    busy: usize,
-    queue_max: usize,
-    wait: Duration,
-    queue: VecDeque<(Instant, T)>,
+/// Who a remote peer is, for its share of a door's slots and flows: its
+/// IPv4 address (an IPv4-mapped IPv6 one counts as that), or its IPv6
+/// /64 (one host's worth of a network: a client picks addresses inside
+/// its /64 at will).
+pub fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
 }
 
-impl<T> Slots<T> {
-    pub fn new(max: usize, queue_max: usize, wait: Duration) -> Slots<T> {
-        Slots { max: max.max(1), busy: 0, queue_max, wait, queue: VecDeque::new() }
+/// `MAX_CONNECTIONS` slots of one TCP port, shared fairly among clients
+/// (`K`, [`client_of`]; [`Limits::beyond`]: one client alone gets all
+/// `MAX_CONNECTIONS`, a quarter more is kept for clients that hold
+/// few), and the connections waiting for one, oldest first. A freed slot
+/// goes to the oldest waiting connection that may take it, so one
+/// client's queued connections do not stand ahead of another's. The
+/// acceptor stops accepting while the queue is full, so further
+/// connections wait in the kernel's backlog.
+#[derive(Debug)]
+pub struct Slots<K, T> {
+    fair: Fair<K>,
+    queue_max: usize,
+    wait: Duration,
+    queue: VecDeque<(Instant, K, T)>,
+}
+
+impl<K: Eq + Hash + Clone, T> Slots<K, T> {
+    pub fn new(max: usize, queue_max: usize, wait: Duration) -> Slots<K, T> {
+        Slots { fair: Fair::new(Limits::beyond(max.max(1))), queue_max, wait, queue: VecDeque::new() }
     }
 
     /// Whether another connection may be accepted now (the queue has room).
     pub fn accepting(&self) -> bool {
-        self.busy < self.max || self.queue.len() < self.queue_max
+        self.fair.total() < self.fair.limits().max || self.queue.len() < self.queue_max
     }
 
-    pub fn admit(&mut self, conn: T, now: Instant) -> Admit<T> {
-        if self.busy < self.max {
-            self.busy += 1;
+    pub fn admit(&mut self, client: K, conn: T, now: Instant) -> Admit<T> {
+        if self.fair.admit(&client).is_ok() {
             Admit::Serve(conn)
         } else {
-            self.queue.push_back((now + self.wait, conn));
+            self.queue.push_back((now + self.wait, client, conn));
             Admit::Wait
         }
     }
 
-    /// A served connection ended: the oldest waiting one takes its slot
-    /// (the slot stays busy), or the slot is freed.
-    pub fn release(&mut self) -> Option<T> {
-        match self.queue.pop_front() {
-            Some((_, c)) => Some(c),
-            None => {
-                self.busy = self.busy.saturating_sub(1);
-                None
-            }
-        }
+    /// A connection of `client` ended: its slot goes to the oldest
+    /// waiting connection that may take it (the caller serves it), or is
+    /// freed.
+    pub fn release(&mut self, client: &K) -> Option<T> {
+        self.fair.release(client);
+        let i = self.queue.iter().position(|(_, k, _)| self.fair.check(k).is_ok())?;
+        let (_, k, c) = self.queue.remove(i)?;
+        let _ = self.fair.admit(&k);
+        Some(c)
     }
 
     /// The waiting connections whose wait ran out by `now`.
     pub fn expire(&mut self, now: Instant) -> Vec<T> {
-        let mut out = Vec::new();
-        while self.queue.front().is_some_and(|(d, _)| *d <= now) {
-            if let Some((_, c)) = self.queue.pop_front() {
-                out.push(c);
-            }
-        }
-        out
+        let (gone, kept): (VecDeque<_>, VecDeque<_>) =
+            std::mem::take(&mut self.queue).into_iter().partition(|(d, _, _)| *d <= now);
+        self.queue = kept;
+        gone.into_iter().map(|(_, _, c)| c).collect()
     }
 
     /// When the oldest wait runs out.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.queue.front().map(|(d, _)| *d)
+        self.queue.iter().map(|(d, _, _)| *d).min()
     }
 
     pub fn busy(&self) -> usize {
-        self.busy
+        self.fair.total()
     }
 
     pub fn waiting(&self) -> usize {
@@ -100,51 +114,59 @@ pub enum Datagram<F> {
     Existing(F),
     /// A new flow may be opened.
     Open,
-    /// `MAX_CONNECTIONS` flows are open: the datagram is not forwarded
-    /// (docker-whitelist: new UDP flows stop at the limit).
-    AtLimit,
+    /// `MAX_CONNECTIONS` flows are open, or the client holds its share
+    /// of them: the datagram is not forwarded (docker-whitelist: new UDP
+    /// flows stop at the limit).
+    AtLimit(Refusal),
 }
 
-/// The UDP flows of one port, keyed by client address, each with its
-/// last activity.
+/// The UDP flows of one port, keyed by client address and port (`K`),
+/// each with its last activity; shared fairly among clients (`C`,
+/// [`client_of`]) as [`Slots`] are, so one client's source ports cannot
+/// take every flow.
 #[derive(Debug)]
-pub struct Flows<K, F> {
-    max: usize,
+pub struct Flows<K, C, F> {
+    fair: Fair<C>,
     idle: Duration,
-    flows: HashMap<K, (F, Instant)>,
+    flows: HashMap<K, (F, Instant, C)>,
 }
 
-impl<K: Eq + Hash + Clone, F: Clone> Flows<K, F> {
-    pub fn new(max: usize, idle: Duration) -> Flows<K, F> {
-        Flows { max: max.max(1), idle, flows: HashMap::new() }
+impl<K: Eq + Hash + Clone, C: Eq + Hash + Clone, F: Clone> Flows<K, C, F> {
+    pub fn new(max: usize, idle: Duration) -> Flows<K, C, F> {
+        Flows { fair: Fair::new(Limits::beyond(max.max(1))), idle, flows: HashMap::new() }
     }
 
-    /// A datagram from `client` arrived at `now`.
-    pub fn datagram(&mut self, client: &K, now: Instant) -> Datagram<F> {
-        if let Some((f, seen)) = self.flows.get_mut(client) {
+    /// A datagram from `client` (of `owner`) arrived at `now`.
+    pub fn datagram(&mut self, client: &K, owner: &C, now: Instant) -> Datagram<F> {
+        if let Some((f, seen, _)) = self.flows.get_mut(client) {
             *seen = now;
             return Datagram::Existing(f.clone());
         }
-        if self.flows.len() >= self.max {
-            Datagram::AtLimit
-        } else {
-            Datagram::Open
+        match self.fair.check(owner) {
+            Ok(()) => Datagram::Open,
+            Err(r) => Datagram::AtLimit(r),
         }
     }
 
-    pub fn insert(&mut self, client: K, flow: F, now: Instant) {
-        self.flows.insert(client, (flow, now));
+    /// The flow opened after [`Datagram::Open`].
+    pub fn insert(&mut self, client: K, owner: C, flow: F, now: Instant) {
+        if self.flows.contains_key(&client) || self.fair.admit(&owner).is_err() {
+            return;
+        }
+        self.flows.insert(client, (flow, now, owner));
     }
 
     /// The target answered on `client`'s flow.
     pub fn touch(&mut self, client: &K, now: Instant) {
-        if let Some((_, seen)) = self.flows.get_mut(client) {
+        if let Some((_, seen, _)) = self.flows.get_mut(client) {
             *seen = now;
         }
     }
 
     pub fn remove(&mut self, client: &K) -> Option<F> {
-        self.flows.remove(client).map(|(f, _)| f)
+        let (f, _, owner) = self.flows.remove(client)?;
+        self.fair.release(&owner);
+        Some(f)
     }
 
     /// The flows idle for the timeout by `now`, removed.
@@ -153,10 +175,10 @@ impl<K: Eq + Hash + Clone, F: Clone> Flows<K, F> {
         let gone: Vec<K> = self
             .flows
             .iter()
-            .filter(|(_, (_, seen))| now.saturating_duration_since(*seen) >= idle)
+            .filter(|(_, (_, seen, _))| now.saturating_duration_since(*seen) >= idle)
             .map(|(k, _)| k.clone())
             .collect();
-        gone.into_iter().filter_map(|k| self.flows.remove(&k).map(|(f, _)| (k, f))).collect()
+        gone.into_iter().filter_map(|k| self.remove(&k).map(|f| (k, f))).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -273,27 +295,45 @@ mod tests {
     #[test]
     fn slots_serve_then_queue_then_hand_over() {
         let t0 = Instant::now();
-        let mut s: Slots<u32> = Slots::new(2, 1, Duration::from_secs(5));
-        assert_eq!(s.admit(1, t0), Admit::Serve(1));
-        assert_eq!(s.admit(2, t0), Admit::Serve(2));
+        let mut s: Slots<&str, u32> = Slots::new(2, 1, Duration::from_secs(5));
+        assert_eq!(s.admit("a", 1, t0), Admit::Serve(1));
+        assert_eq!(s.admit("a", 2, t0), Admit::Serve(2));
         assert!(s.accepting(), "the queue has room");
-        assert_eq!(s.admit(3, t0), Admit::Wait);
-        assert!(!s.accepting(), "queue full: the rest waits in the backlog");
+        assert_eq!(s.admit("a", 3, t0), Admit::Wait);
+        assert!(s.accepting(), "the reserve slot is free");
         assert_eq!((s.busy(), s.waiting()), (2, 1));
         // A connection ends: the waiting one gets its slot.
-        assert_eq!(s.release(), Some(3));
+        assert_eq!(s.release(&"a"), Some(3));
         assert_eq!((s.busy(), s.waiting()), (2, 0));
-        assert_eq!(s.release(), None);
+        assert_eq!(s.release(&"a"), None);
         assert_eq!(s.busy(), 1);
+    }
+
+    #[test]
+    fn slots_keep_a_reserve_and_hand_freed_slots_to_the_client_holding_few() {
+        let t0 = Instant::now();
+        let mut s: Slots<&str, u32> = Slots::new(2, 8, Duration::from_secs(5));
+        assert_eq!(s.admit("greedy", 1, t0), Admit::Serve(1));
+        assert_eq!(s.admit("greedy", 2, t0), Admit::Serve(2));
+        for c in 3..6 {
+            assert_eq!(s.admit("greedy", c, t0), Admit::Wait);
+        }
+        // Another client gets the reserve at once, not after the queue.
+        assert_eq!(s.admit("victim", 9, t0), Admit::Serve(9));
+        assert_eq!(s.admit("late", 10, t0), Admit::Wait, "every slot is taken");
+        // A slot the greedy client frees goes to "late" (holding none),
+        // ahead of the greedy client's older waiters.
+        assert_eq!(s.release(&"greedy"), Some(10));
+        assert_eq!(s.waiting(), 3);
     }
 
     #[test]
     fn a_wait_is_bounded() {
         let t0 = Instant::now();
-        let mut s: Slots<u32> = Slots::new(1, 8, Duration::from_secs(5));
-        assert_eq!(s.admit(1, t0), Admit::Serve(1));
-        assert_eq!(s.admit(2, t0), Admit::Wait);
-        assert_eq!(s.admit(3, t0 + Duration::from_secs(2)), Admit::Wait);
+        let mut s: Slots<&str, u32> = Slots::new(1, 8, Duration::from_secs(5));
+        assert_eq!(s.admit("a", 1, t0), Admit::Serve(1));
+        assert_eq!(s.admit("a", 2, t0), Admit::Wait);
+        assert_eq!(s.admit("a", 3, t0 + Duration::from_secs(2)), Admit::Wait);
         assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(5)));
         assert!(s.expire(t0 + Duration::from_secs(4)).is_empty());
         assert_eq!(s.expire(t0 + Duration::from_secs(5)), vec![2]);
@@ -304,21 +344,50 @@ mod tests {
     #[test]
     fn udp_flows_stop_at_the_limit() {
         let t0 = Instant::now();
-        let mut f: Flows<&str, u32> = Flows::new(2, Duration::from_secs(30));
-        assert_eq!(f.datagram(&"a", t0), Datagram::Open);
-        f.insert("a", 1, t0);
-        assert_eq!(f.datagram(&"b", t0), Datagram::Open);
-        f.insert("b", 2, t0);
-        assert_eq!(f.datagram(&"a", t0), Datagram::Existing(1));
-        assert_eq!(f.datagram(&"c", t0), Datagram::AtLimit);
+        let mut f: Flows<&str, &str, u32> = Flows::new(2, Duration::from_secs(30));
+        assert_eq!(f.datagram(&"a", &"a", t0), Datagram::Open);
+        f.insert("a", "a", 1, t0);
+        assert_eq!(f.datagram(&"b", &"b", t0), Datagram::Open);
+        f.insert("b", "b", 2, t0);
+        assert_eq!(f.datagram(&"a", &"a", t0), Datagram::Existing(1));
+        assert_eq!(f.datagram(&"c", &"c", t0), Datagram::Open, "the reserve");
+        f.insert("c", "c", 3, t0);
+        assert_eq!(f.datagram(&"d", &"d", t0), Datagram::AtLimit(Refusal::Full));
+        assert_eq!(f.remove(&"c"), Some(3));
         // b goes idle; a stays busy.
-        assert_eq!(f.datagram(&"a", t0 + Duration::from_secs(20)), Datagram::Existing(1));
+        assert_eq!(f.datagram(&"a", &"a", t0 + Duration::from_secs(20)), Datagram::Existing(1));
         assert_eq!(f.expire(t0 + Duration::from_secs(31)), vec![("b", 2)]);
-        assert_eq!(f.datagram(&"c", t0 + Duration::from_secs(31)), Datagram::Open);
+        assert_eq!(f.datagram(&"c", &"c", t0 + Duration::from_secs(31)), Datagram::Open);
         f.touch(&"a", t0 + Duration::from_secs(45));
         assert!(f.expire(t0 + Duration::from_secs(60)).is_empty());
         assert_eq!(f.remove(&"a"), Some(1));
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn one_clients_source_ports_leave_flows_for_another() {
+        let t0 = Instant::now();
+        let mut f: Flows<(&str, u16), &str, u16> = Flows::new(8, Duration::from_secs(30));
+        let mut mine = 0;
+        for port in 1..=20 {
+            if f.datagram(&("greedy", port), &"greedy", t0) == Datagram::Open {
+                f.insert(("greedy", port), "greedy", port, t0);
+                mine += 1;
+            }
+        }
+        assert_eq!(mine, 8, "MAX_CONNECTIONS for a client alone");
+        assert_eq!(f.datagram(&("greedy", 99), &"greedy", t0), Datagram::AtLimit(Refusal::ClientShare));
+        assert_eq!(f.datagram(&("victim", 1), &"victim", t0), Datagram::Open);
+    }
+
+    #[test]
+    fn remote_clients_are_addresses_and_ipv6_slash_64s() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_of(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_of(ip("2001:db8:1:2:ffff::9")), client_of(ip("2001:db8:1:2::1")));
+        assert_ne!(client_of(ip("2001:db8:1:3::1")), client_of(ip("2001:db8:1:2::1")));
     }
 
     #[test]

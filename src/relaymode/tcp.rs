@@ -31,6 +31,8 @@ const BACKLOG: i32 = 1024;
 const STACK: usize = 128 * 1024;
 
 type Waiting = (TcpStream, SocketAddr);
+/// A door's slots, by client ([`decide::client_of`]).
+type DoorSlots = Slots<IpAddr, Waiting>;
 
 /// Binds the port on all addresses: `[::]` dual-stack, `0.0.0.0` where
 /// the kernel has no IPv6.
@@ -48,7 +50,7 @@ pub fn bind(port: u16) -> io::Result<std::net::TcpListener> {
 
 /// The acceptor loop of one door, until `shared.stop`.
 pub fn accept_loop(listener: std::net::TcpListener, door: Arc<Door>, shared: Arc<Shared>) {
-    let slots: Arc<Mutex<Slots<Waiting>>> =
+    let slots: Arc<Mutex<DoorSlots>> =
         Arc::new(Mutex::new(Slots::new(shared.cfg.max_connections, QUEUE_MAX, shared.cfg.queue_timeout)));
     while !shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -64,7 +66,7 @@ pub fn accept_loop(listener: std::net::TcpListener, door: Arc<Door>, shared: Arc
                     .with_reason("limit");
                 let mut ev = ev;
                 ev.note = Some(format!(
-                    "waited {}s for one of MAX_CONNECTIONS={} slots",
+                    "waited {}s for one of MAX_CONNECTIONS={} slots (or its client's share of them)",
                     shared.cfg.queue_timeout.as_secs(),
                     shared.cfg.max_connections
                 ));
@@ -103,8 +105,11 @@ pub fn accept_loop(listener: std::net::TcpListener, door: Arc<Door>, shared: Arc
                     break;
                 }
             };
-            let admitted =
-                slots.lock().unwrap_or_else(|p| p.into_inner()).admit((conn, peer), Instant::now());
+            let admitted = slots.lock().unwrap_or_else(|p| p.into_inner()).admit(
+                decide::client_of(peer.ip()),
+                (conn, peer),
+                Instant::now(),
+            );
             match admitted {
                 Admit::Serve(first) => spawn(first, &door, &shared, &slots),
                 Admit::Wait => {
@@ -119,7 +124,7 @@ pub fn accept_loop(listener: std::net::TcpListener, door: Arc<Door>, shared: Arc
 }
 
 /// Serves `first`, then every waiting connection handed its slot.
-fn spawn(first: Waiting, door: &Arc<Door>, shared: &Arc<Shared>, slots: &Arc<Mutex<Slots<Waiting>>>) {
+fn spawn(first: Waiting, door: &Arc<Door>, shared: &Arc<Shared>, slots: &Arc<Mutex<DoorSlots>>) {
     let (door, shared2, slots) = (door.clone(), shared.clone(), slots.clone());
     let shared = shared2.clone();
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
@@ -127,7 +132,7 @@ fn spawn(first: Waiting, door: &Arc<Door>, shared: &Arc<Shared>, slots: &Arc<Mut
         let mut next = Some(first);
         while let Some((conn, peer)) = next.take() {
             serve(conn, peer, &door, &shared2);
-            next = slots.lock().unwrap_or_else(|p| p.into_inner()).release();
+            next = slots.lock().unwrap_or_else(|p| p.into_inner()).release(&decide::client_of(peer.ip()));
             if next.is_some() {
                 shared2.stats.waiting.fetch_sub(1, Ordering::Relaxed);
             }
@@ -280,7 +285,12 @@ fn serve(conn: TcpStream, peer: SocketAddr, door: &Door, shared: &Shared) {
     if shared.cfg.verbose {
         log::info!("relay {}: {peer} -> {dst}", door.relay);
     }
-    let limits = Limits { idle: shared.cfg.idle_timeout, deadline: None };
+    let limits = Limits {
+        idle: shared.cfg.idle_timeout,
+        deadline: None,
+        head: Some(shared.cfg.header_timeout),
+        pipes: None,
+    };
     let target = door.relay.target.clone();
     let mut gate = |h: &RequestHead| -> Result<(), Block> {
         decide::request(h, &target, &|n| shared.allowed_by_policy(n))

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use super::decide::{Datagram, Flows};
+use super::decide::{client_of, Datagram, Flows};
 use super::{Door, Shared};
 use crate::events::{Action, Component, Throttle};
+use crate::fair::Refusal;
 
 const LISTENER: Token = Token(0);
 const MAX_DATAGRAM: usize = 65536;
@@ -50,7 +51,8 @@ fn run(listener: std::net::UdpSocket, door: &Door, shared: &Shared) -> io::Resul
     let mut poll = Poll::new()?;
     let mut listener = UdpSocket::from_std(listener);
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut table: Flows<SocketAddr, Token> = Flows::new(shared.cfg.max_connections, shared.cfg.udp_timeout);
+    let mut table: Flows<SocketAddr, IpAddr, Token> =
+        Flows::new(shared.cfg.max_connections, shared.cfg.udp_timeout);
     let mut flows: HashMap<Token, Flow> = HashMap::new();
     let mut next_token = 1usize;
     let mut events = Events::with_capacity(256);
@@ -75,9 +77,10 @@ fn run(listener: std::net::UdpSocket, door: &Door, shared: &Shared) -> io::Resul
                         }
                     };
                     let now = Instant::now();
-                    let token = match table.datagram(&client, now) {
+                    let owner = client_of(client.ip());
+                    let token = match table.datagram(&client, &owner, now) {
                         Datagram::Existing(t) => t,
-                        Datagram::AtLimit => {
+                        Datagram::AtLimit(why) => {
                             shared.stats.limit.fetch_add(1, Ordering::Relaxed);
                             if let Some(more) = limit_note.ready(now) {
                                 let mut e = shared
@@ -85,8 +88,12 @@ fn run(listener: std::net::UdpSocket, door: &Door, shared: &Shared) -> io::Resul
                                     .event(Component::Relay, Action::Blocked)
                                     .with_flow(client, door.local(), "UDP")
                                     .with_reason("limit");
+                                let what = match why {
+                                    Refusal::Full => "every UDP flow slot is taken",
+                                    Refusal::ClientShare => "this client holds its share of the UDP flows",
+                                };
                                 e.note = Some(format!(
-                                    "MAX_CONNECTIONS={} UDP flows are open: new flows are not forwarded ({more} more \
+                                    "{what} (MAX_CONNECTIONS={}): new flows are not forwarded ({more} more \
                                      datagrams dropped since the last event)",
                                     shared.cfg.max_connections
                                 ));
@@ -112,7 +119,7 @@ fn run(listener: std::net::UdpSocket, door: &Door, shared: &Shared) -> io::Resul
                                 }
                                 shared.stats.allowed_udp.fetch_add(1, Ordering::Relaxed);
                                 shared.stats.open.fetch_add(1, Ordering::Relaxed);
-                                table.insert(client, t, now);
+                                table.insert(client, owner, t, now);
                                 flows.insert(t, f);
                                 t
                             }

@@ -42,6 +42,9 @@ pub enum Ending {
     Done,
     Idle,
     Lifetime,
+    /// A later request head did not complete within the head timeout of
+    /// its first byte.
+    HeadTimeout,
 }
 
 /// What the driver does next.
@@ -66,11 +69,33 @@ pub struct Relay {
     last: Instant,
     /// A later request was refused: the answers before it may flow until then.
     grace: Option<Instant>,
+    /// How long a later request head may take from its first byte.
+    head_limit: Option<Duration>,
+    /// When the request head being read now must be complete.
+    head_due: Option<Instant>,
 }
 
 impl Relay {
     pub fn new(now: Instant, idle: Duration, deadline: Option<Instant>) -> Relay {
-        Relay { idle, deadline, last: now, grace: None }
+        Relay { idle, deadline, last: now, grace: None, head_limit: None, head_due: None }
+    }
+
+    /// Every later request head must complete within `limit` of its first
+    /// byte (HEADER_TIMEOUT), not only within the idle time per byte.
+    pub fn with_head_timeout(mut self, limit: Option<Duration>) -> Relay {
+        self.head_limit = limit;
+        self
+    }
+
+    /// After pumping at `now`: whether the client side holds the start of
+    /// a request head that is not complete yet.
+    pub fn head(&mut self, now: Instant, partial: bool) {
+        match (partial, self.head_limit) {
+            (true, Some(limit)) => {
+                self.head_due.get_or_insert(now + limit);
+            }
+            _ => self.head_due = None,
+        }
     }
 
     /// A later request was refused at `now`.
@@ -123,6 +148,12 @@ impl Relay {
         if let Some(g) = self.grace {
             wake = wake.min(g);
         }
+        if let Some(h) = self.head_due {
+            if now >= h {
+                return Next::End(Ending::HeadTimeout);
+            }
+            wake = wake.min(h);
+        }
         if now >= wake {
             let over = self.deadline.is_some_and(|d| now >= d);
             // The grace ends the relay like its other clocks; the refused
@@ -164,6 +195,36 @@ mod tests {
             r.after_pump(t0, 0, false, WRITING, WRITING, false),
             Next::Poll { client: write, upstream: write, timeout: IDLE }
         );
+    }
+
+    #[test]
+    fn a_later_head_must_complete_within_the_head_timeout_of_its_first_byte() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let mut r = Relay::new(t0, IDLE, None).with_head_timeout(Some(Duration::from_secs(2)));
+        // Idle between requests is IDLE's business.
+        r.head(s(5), false);
+        assert!(matches!(r.after_pump(s(5), 0, false, READING, READING, false), Next::Poll { .. }));
+        // A head starts at 6 s and trickles a byte a second: cut at 8 s.
+        for t in 6..8 {
+            r.head(s(t), true);
+            match r.after_pump(s(t), 1, false, READING, READING, false) {
+                Next::Poll { timeout, .. } => assert_eq!(timeout, s(8) - s(t), "wakes for the head's end"),
+                other => panic!("{other:?} at {t} s"),
+            }
+        }
+        r.head(s(8), true);
+        assert_eq!(r.after_pump(s(8), 1, false, READING, READING, false), Next::End(Ending::HeadTimeout));
+        // A head that completes in time clears the clock.
+        let mut r = Relay::new(t0, IDLE, None).with_head_timeout(Some(Duration::from_secs(2)));
+        r.head(s(1), true);
+        r.head(s(2), false);
+        r.head(s(4), true);
+        assert!(matches!(r.after_pump(s(5), 1, false, READING, READING, false), Next::Poll { .. }));
+        // Without a head timeout, only IDLE.
+        let mut r = Relay::new(t0, IDLE, None);
+        r.head(s(1), true);
+        assert!(matches!(r.after_pump(s(9), 1, false, READING, READING, false), Next::Poll { .. }));
     }
 
     #[test]
