@@ -336,12 +336,16 @@ fn assert_unprivileged(container: &str, cap_eff: u64) {
     );
 }
 
+/// The API key deploy/pod.yaml and deploy/compose.yaml set for egret and
+/// the dashboard alike (as written; a user changes it).
+const DEPLOY_EXAMPLE_KEY: &str = "change-me-example-key";
+
 /// What the pod tests check: the filter container `egret` runs as the
 /// image's unprivileged uid with NET_ADMIN only; allowed and blocked
 /// requests from the workload container `work`, their events on the
 /// dashboard, /health, and the HEALTHCHECK of the `healthchecks`
-/// containers.
-fn check_filtering(egret: &str, work: &str, upns: &str, healthchecks: &[&str]) {
+/// containers. `key` is the dashboard's API key (reads need it).
+fn check_filtering(egret: &str, work: &str, upns: &str, key: &str, healthchecks: &[&str]) {
     assert_unprivileged(egret, CAP_NET_ADMIN_ONLY);
     // Allowed by name: github.com is in policy.yaml and resolves (the
     // upstream's DNS) to 10.200.0.2; egret's HTTP proxy checks and relays it.
@@ -362,8 +366,7 @@ fn check_filtering(egret: &str, work: &str, upns: &str, healthchecks: &[&str]) {
     let url = "http://10.200.0.1:8081/api/v1/logs";
     let mut last = String::new();
     let seen = crate::netns::wait_for(Duration::from_secs(30), || {
-        // Reads need the key (pod-up.sh shares DASHBOARD_API_KEY=it-key).
-        last = curl_from_upstream_with(upns, url, &["-H", "X-Api-Key: it-key"]).unwrap_or_default();
+        last = curl_from_upstream_with(upns, url, &["-H", &format!("X-Api-Key: {key}")]).unwrap_or_default();
         let entries: Vec<Json> = serde_json::from_str(&last).ok()?;
         let has = |action: &str, needle: &str| {
             entries.iter().any(|e| e["action"] == action && e.to_string().contains(needle))
@@ -403,6 +406,8 @@ fn pod_up_filters_the_workload_and_the_dashboard_gets_both_events() {
         &egret,
         &format!("{}-work", pod.name),
         &format!("{}-up", pod.name),
+        // pod-up.sh shares DASHBOARD_API_KEY=it-key.
+        "it-key",
         &[&egret, &dashboard],
     );
 }
@@ -477,7 +482,7 @@ fn play_kube_pod_yaml_filters_the_workload_and_the_dashboard_gets_both_events() 
     assert!(ready.is_some(), "the kube pod's dashboard never answered");
     // play kube does not keep an image's HEALTHCHECK (Kubernetes has
     // probes instead, see deploy/pod.yaml), so there is none to run.
-    check_filtering(&format!("{name}-egret"), &format!("{name}-work"), &upns, &[]);
+    check_filtering(&format!("{name}-egret"), &format!("{name}-work"), &upns, DEPLOY_EXAMPLE_KEY, &[]);
 }
 
 /// `deploy/kubernetes/` as podman 4.3 can play it: the ConfigMap of
@@ -519,7 +524,7 @@ fn play_kube_pod_yaml_filters_the_workload_and_the_dashboard_gets_both_events() 
 /// And, as for `deploy/pod.yaml`: this test's images, the busybox
 /// workload image, the stand-in resolver as `DNS_UPSTREAMS`, and the
 /// stand-in upstream's CIDR (192.168.0.0/16) in the policy's `ips`.
-fn kube_classic_manifest(name: &str, b: &Built) -> (String, String) {
+fn kube_classic_manifest(name: &str, b: &Built) -> (String, String, String) {
     let dir = util::root().join("deploy/kubernetes");
     let read = |f: &str| -> Vec<Yaml> {
         let text = std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}"));
@@ -571,6 +576,13 @@ fn kube_classic_manifest(name: &str, b: &Built) -> (String, String) {
                 let host = env.iter_mut().find(|e| e["name"] == "DASHBOARD_HOST").expect("DASHBOARD_HOST");
                 assert_eq!(host["value"], "http://egret-dashboard:8081", "the Service");
                 host["value"] = Yaml::from("http://127.0.0.1:8081");
+                // Moved into the pod, the dashboard's listener is on egret's
+                // loopback, where the shipper sends only to a DASHBOARD_UID
+                // owner: the dashboard image runs as root.
+                let mut e = serde_yaml::Mapping::new();
+                e.insert(Yaml::from("name"), Yaml::from("DASHBOARD_UID"));
+                e.insert(Yaml::from("value"), Yaml::from("0"));
+                env.push(Yaml::Mapping(e));
                 let k = env.iter_mut().find(|e| e["name"] == "DASHBOARD_API_KEY").expect("DASHBOARD_API_KEY");
                 k["valueFrom"]["secretKeyRef"]["name"] = Yaml::from(key_name.as_str());
                 assert!(!env.iter().any(|e| e["name"] == "DNS_UPSTREAMS"), "the example leaves it unset");
@@ -629,7 +641,7 @@ fn kube_classic_manifest(name: &str, b: &Built) -> (String, String) {
         std::io::Write::write_all(&mut ch.stdin.take().expect("stdin"), key.as_bytes()).expect("write");
         util::text(&ch.wait_with_output().expect("base64").stdout)
     };
-    (docs.join("---\n"), format!(r#"{{"api-key":"{}"}}"#, b64.trim()))
+    (docs.join("---\n"), format!(r#"{{"api-key":"{}"}}"#, b64.trim()), key)
 }
 
 /// Issue 21: the Kubernetes manifests' classic pod template, played by
@@ -644,7 +656,7 @@ fn play_kube_kubernetes_classic_template_filters_the_app_as_non_root() {
     let name = format!("egret-it-k8s-{}", std::process::id());
     let pod = format!("{name}-pod-0");
     let upns = format!("{name}-up");
-    let (manifest, secret) = kube_classic_manifest(&name, b);
+    let (manifest, secret, api_key) = kube_classic_manifest(&name, b);
     let dir = util::scratch("image-k8s");
     let (m, sf) = (dir.join("app.yaml"), dir.join("secret.json"));
     std::fs::write(&m, manifest).expect("write manifest");
@@ -693,7 +705,7 @@ fn play_kube_kubernetes_classic_template_filters_the_app_as_non_root() {
     assert_eq!(init.trim(), "0 0", "egret init: exit code and restarts");
     let health = ok(podman(&["exec", &egret, "/egret", "health"]), "egret health");
     assert!(health.contains(r#""status":"ok""#), "{health}");
-    check_filtering(&egret, &format!("{pod}-app"), &upns, &[]);
+    check_filtering(&egret, &format!("{pod}-app"), &upns, &api_key, &[]);
 }
 
 /// `deploy/compose.yaml` as written, except for this test's project name
@@ -761,7 +773,7 @@ fn compose_file_filters_the_app_and_the_dashboard_gets_both_events() {
     });
     assert!(ready.is_some(), "the compose dashboard never answered");
     let (egret, dashboard) = (format!("{name}_egret_1"), format!("{name}_dashboard_1"));
-    check_filtering(&egret, &format!("{name}_app_1"), &upns, &[&egret, &dashboard]);
+    check_filtering(&egret, &format!("{name}_app_1"), &upns, DEPLOY_EXAMPLE_KEY, &[&egret, &dashboard]);
 }
 
 const ROUNDS: u32 = 150;
