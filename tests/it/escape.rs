@@ -3709,8 +3709,11 @@ fn escape_75_a_dns_flood_from_many_source_ports_does_not_starve_another_client()
     let upstream = format!("{}:53", p.v4(2));
     let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", &upstream)]);
     for count in ["0", "3000"] {
-        let flood =
-            spawn_as(&p.work, Priv::User(1000), &["dns-flood", "127.0.0.1", "53", "allowed.test", "7", count]);
+        let flood = spawn_as(
+            &p.work,
+            Priv::User(1000),
+            &["dns-flood", "127.0.0.1", "53", "allowed.test", "7", count],
+        );
         std::thread::sleep(Duration::from_secs(2));
         let (answered, worst) = co_tenant_digs(p);
         let stats = flood.line(Duration::from_secs(15)).unwrap_or_default();
@@ -3786,7 +3789,45 @@ fn escape_76_case_dot_and_port_variants_of_spent_names_are_not_looked_up_again()
     drop(d);
     // Names, not counts: a spent name asked again once its negative
     // answer expires carries nothing new (and upstream sees it lowercased).
-    let names = |v: &[((String, &'static str), usize)]| v.iter().map(|((n, _), _)| n.clone()).collect::<Vec<_>>();
+    let names =
+        |v: &[((String, &'static str), usize)]| v.iter().map(|((n, _), _)| n.clone()).collect::<Vec<_>>();
     assert_eq!(names(&after), names(&spent), "variants of spent or new names were looked up past the budget");
     assert!(hardened > 0, "the new names were refused for the budget");
+}
+
+#[test]
+#[ignore = "round-5 finding: DASHBOARD_UID is checked for loopback only; a squatter on the pod's own eth0 address or 0.0.0.0 gets the key"]
+fn escape_77_a_squatter_on_a_local_non_loopback_dashboard_address_gets_no_key() {
+    // DASHBOARD_UID is checked for loopback destinations only, but every
+    // address of the pod's shared namespace is as easy to squat: the
+    // pod's own eth0 address (what the pod's hostname resolves to in
+    // /etc/hosts), or `0.0.0.0` (a connect to it reaches a local
+    // listener). A workload (uid 65534) binds the port there first.
+    let w = world();
+    let p = &w.p;
+    let mut got = Vec::new();
+    for (bind, host) in
+        [(p.v4(1), format!("http://{}:8081", p.v4(1))), ("0.0.0.0".into(), "http://0.0.0.0:8081".into())]
+    {
+        let squatter = spawn_as(&p.work, Priv::Nobody, &["capture-http", &bind, "8081"]);
+        let pol = policy_file("escape-77", ALLOWED);
+        let upstream = format!("{}:53", p.v4(2));
+        let env = [
+            ("DNS_UPSTREAMS", upstream.as_str()),
+            ("DASHBOARD_HOST", host.as_str()),
+            ("DASHBOARD_API_KEY", DASH_KEY),
+            ("DASHBOARD_START_DELAY", "0s"),
+        ];
+        let d = Daemon::start(&p.work, &pol, &env);
+        co_tenant_request(p);
+        d.wait_event("http.allowed", "uid", 1000);
+        let head = squatter.line(Duration::from_secs(10)).unwrap_or_default();
+        eprintln!("escape_77: {host}: the squatter got {} bytes", head.len());
+        drop(d);
+        drop(squatter);
+        got.push((host, head));
+    }
+    for (host, head) in &got {
+        assert!(!head.contains(DASH_KEY), "{host}: the squatter received the dashboard key: {got:?}");
+    }
 }
