@@ -3831,3 +3831,76 @@ fn escape_77_a_squatter_on_a_local_non_loopback_dashboard_address_gets_no_key() 
         assert!(!head.contains(DASH_KEY), "{host}: the squatter received the dashboard key: {got:?}");
     }
 }
+
+#[test]
+fn escape_78_no_header_method_or_sign_in_trick_reads_the_pods_dashboard_without_the_key() {
+    // escape_51's reader again, with what a lax check might take for a
+    // key or a session: empty and prefix keys, a key header twice, Basic
+    // and lower-case bearer schemes, a forged session cookie, HEAD, a
+    // stream resumed by Last-Event-ID, and an empty key at /login.
+    let w = world();
+    let p = &w.p;
+    let _dash = pod_dashboard(&p.work);
+    let d = shipping_daemon(p, "escape-78", &[]);
+    co_tenant_request(p);
+    d.wait_event("http.allowed", "uid", 1000);
+    let key = format!("X-Api-Key: {DASH_KEY}");
+    let stored = wait_for(Duration::from_secs(20), || {
+        let body = curl(&p.work, &["-H", &key, "http://127.0.0.1:8081/api/v1/logs"]).1;
+        (body.contains("co-tenant-secret-path") || body.contains("\"uid\":1000")).then_some(())
+    });
+    assert!(stored.is_some(), "control: the events reached the dashboard");
+    let logs = "http://127.0.0.1:8081/api/v1/logs";
+    let stream = "http://127.0.0.1:8081/api/v1/events?since_id=0";
+    let prefix = format!("X-Api-Key: {}", &DASH_KEY[..DASH_KEY.len() - 1]);
+    let tries: Vec<Vec<String>> = vec![
+        vec!["-H".into(), "X-Api-Key:".into(), logs.into()],
+        vec!["-H".into(), "X-Api-Key: ".into(), logs.into()],
+        vec!["-H".into(), prefix.clone(), logs.into()],
+        vec!["-H".into(), prefix, "-H".into(), "X-Api-Key: x".into(), logs.into()],
+        vec!["-H".into(), "Authorization: Bearer".into(), logs.into()],
+        vec!["-H".into(), "Authorization: bearer ".into(), logs.into()],
+        vec!["-H".into(), "Authorization: Basic YXBpLWtleTo=".into(), logs.into()],
+        vec!["-H".into(), "Cookie: egret_session=AAAA; egret_login=AAAA".into(), logs.into()],
+        vec!["-H".into(), "Cookie: egret_session=".into(), logs.into()],
+        vec!["-I".into(), logs.into()],
+        vec!["-H".into(), "Last-Event-ID: 0".into(), "-m".into(), "2".into(), stream.into()],
+        vec![
+            "-H".into(),
+            "X-Forwarded-For: 127.0.0.1".into(),
+            "-H".into(),
+            "Remote-User: admin".into(),
+            logs.into(),
+        ],
+        vec![format!("{logs}?api_key={DASH_KEY}x")],
+        vec!["http://127.0.0.1:8081/api/v1/logs?limit=1".into()],
+        vec!["http://127.0.0.1:8081/api/v1/session".into()],
+    ];
+    let mut leaked = Vec::new();
+    for args in &tries {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["curl", "-s", "-i", "-m", "3"]).args(args);
+        let out = util::run(c).1;
+        if out.contains("co-tenant-secret-path") || out.contains("\"uid\":1000") {
+            leaked.push(args.clone());
+        }
+    }
+    // A sign-in with an empty or near key gets no session.
+    for body in
+        [r#"{"key":""}"#.to_owned(), format!(r#"{{"key":"{}"}}"#, &DASH_KEY[..4]), r#"{"key":null}"#.into()]
+    {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        let script = format!(
+            "j=$(mktemp); curl -s -c $j -m 3 http://127.0.0.1:8081/login >/dev/null; t=$(awk '/egret_login/ {{print $7}}' $j); \
+             curl -s -b $j -c $j -m 3 -H \"X-CSRF-Token: $t\" -H 'Content-Type: application/json' -d '{body}' http://127.0.0.1:8081/login >/dev/null; \
+             curl -s -b $j -m 3 {logs}; rm -f $j"
+        );
+        c.args(["sh", "-c", &script]);
+        let out = util::run(c).1;
+        if out.contains("co-tenant-secret-path") || out.contains("\"uid\":1000") {
+            leaked.push(vec![format!("login {body}")]);
+        }
+    }
+    eprintln!("escape_78: {} tries, {} read events", tries.len() + 3, leaked.len());
+    assert!(leaked.is_empty(), "a workload read events without the key: {leaked:?}");
+}
