@@ -90,6 +90,16 @@
 //! | names next to `al*ed.test` and `/x[0-9]+\.allowed\.test/` (empty star, anchors, case, trailing dots, ports, `_`, `%`, punycode, non-ASCII digit) in Host, SNI and DNS | none | held | `escape_72_glob_and_regex_entries_cover_only_their_names_in_host_sni_and_dns` |
 //! | 253-character near-miss names against 2,000 many-star globs and 200 `(a\|aa\|a-)+` regexes | none | held (60 refusals in 0.43 s) | `escape_73_pathological_names_against_many_star_and_regex_entries_are_answered_fast` |
 //!
+//! Round 5:
+//!
+//! | attempt | privilege | result | test |
+//! |---------|-----------|--------|------|
+//! | 1,000 request heads from one uid, each naming a fresh `h<i>.allowed.test`, replaced as refused, upstream 0.9 s an answer, RLIMIT_NOFILE 1024: each check lookup opens a socket beside the connection's one ticket | none | **worked, open** (accept's EMFILE thousands of times, the co-tenant's requests 502 or slow) | `escape_74_check_lookups_in_flight_do_not_run_egret_out_of_descriptors` (ignored) |
+//! | a UDP query flood from a fresh socket per query, closed once sent (a `sock_diag` miss per datagram, owner unknown), then from 3,000 sockets round-robin | none | **worked, open** (the co-tenant answered 2 of 4; the 3,000-socket flood lost one of 4 in one run of three) | `escape_75_a_dns_flood_from_many_source_ports_does_not_starve_another_client` (ignored) |
+//! | `DNS_ZONE_BUDGET=5` spent, then the names and new ones in case, trailing-dot and port variants in SNI and Host | none | held (no new name reaches the upstream) | `escape_76_case_dot_and_port_variants_of_spent_names_are_not_looked_up_again` |
+//! | binding the dashboard port on the pod's eth0 address or `0.0.0.0` first, egret's `DASHBOARD_HOST` naming that address | none | **worked, open** (only loopback destinations are checked against `DASHBOARD_UID`) | `escape_77_a_squatter_on_a_local_non_loopback_dashboard_address_gets_no_key` (ignored) |
+//! | reading the pod's dashboard with empty, prefix or doubled keys, Basic / bare bearer, forged cookies, HEAD, `Last-Event-ID`, a query-string key, forward-auth headers, `/login` with an empty or short key | none | held | `escape_78_no_header_method_or_sign_in_trick_reads_the_pods_dashboard_without_the_key` |
+//! | relay mode: six IPv6 addresses of one /64 each holding a slot with a trickled request body, `MAX_CONNECTIONS=3` | remote client | held | `relay::attack_many_addresses_of_one_64_and_a_trickled_body_hold_no_other_clients_slot` |//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
