@@ -99,6 +99,8 @@
 //! | `DNS_ZONE_BUDGET=5` spent, then the names and new ones in case, trailing-dot and port variants in SNI and Host | none | held (no new name reaches the upstream) | `escape_76_case_dot_and_port_variants_of_spent_names_are_not_looked_up_again` |
 //! | binding the dashboard port on the pod's eth0 address or `0.0.0.0` first, egret's `DASHBOARD_HOST` naming that address | none | **worked, open** (only loopback destinations are checked against `DASHBOARD_UID`) | `escape_77_a_squatter_on_a_local_non_loopback_dashboard_address_gets_no_key` (ignored) |
 //! | reading the pod's dashboard with empty, prefix or doubled keys, Basic / bare bearer, forged cookies, HEAD, `Last-Event-ID`, a query-string key, forward-auth headers, `/login` with an empty or short key | none | held | `escape_78_no_header_method_or_sign_in_trick_reads_the_pods_dashboard_without_the_key` |
+//! | a UDP flood of `huge.allowed.test` TXT (always truncated, so each allowed one is fetched again over TCP, at most 128 at once for all clients), a co-tenant's `medium.allowed.test` TXT (also fetched over TCP) meanwhile, hardening on | none | **worked intermittently, open** (one of the co-tenant's four lookups got no answer and left no event in 4 of 8 runs; escape_56's A flood: 4/4 in 3 of 3) | `escape_79_one_clients_truncated_answers_do_not_take_every_tcp_retry` (ignored) |
+//! | `DNS_HARDENING=false`: 7 s of allowed.test A from one socket as fast as it sends, a co-tenant's lookups meanwhile | none | **worked, open** (in 3 of 3 runs the co-tenant's first one or two of four lookups got no answer and no event, the next took 1-2 s; only the hardening's rate drops a flooder's datagrams unread) | `escape_80_without_the_hardening_a_sustained_dns_flood_does_not_starve_another_client` (ignored) |
 //! | relay mode: six IPv6 addresses of one /64 each holding a slot with a trickled request body, `MAX_CONNECTIONS=3` | remote client | held | `relay::attack_many_addresses_of_one_64_and_a_trickled_body_hold_no_other_clients_slot` |//!
 //! Needs root (CI runs as root); fails loudly without it.
 
@@ -3913,4 +3915,107 @@ fn escape_78_no_header_method_or_sign_in_trick_reads_the_pods_dashboard_without_
     }
     eprintln!("escape_78: {} tries, {} read events", tries.len() + 3, leaked.len());
     assert!(leaked.is_empty(), "a workload read events without the key: {leaked:?}");
+}
+
+/// uid 1000 asking egret's resolver for `huge.allowed.test` TXT (an
+/// answer the upstream truncates over UDP, so egret fetches it again over
+/// TCP) as fast as one socket sends, for `secs` seconds.
+const TC_FLOOD: &str = r#"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+name = b"\x04huge\x07allowed\x04test\x00\x00\x10" if sys.argv[2] == "tc" else b"\x07allowed\x04test\x00\x00\x01"
+q = lambda i: struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 1) + name + b"\x00\x01" + b"\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00"
+end = time.time() + float(sys.argv[1])
+i = n = got = 0
+while time.time() < end:
+    try:
+        s.sendto(q(i & 0xFFFF), ("127.0.0.1", 53))
+        n += 1
+    except OSError:
+        time.sleep(0.001)
+    i += 1
+    try:
+        while True:
+            s.recv(65535)
+            got += 1
+    except OSError:
+        pass
+print(n, got)
+"#;
+
+/// Each lookup's status, whether the answer was whole, how long it took.
+type Answers = Vec<(String, bool, Duration)>;
+
+/// One round of [`TC_FLOOD`] (`kind`: "tc" or "a") against egret in DNS
+/// mode with `DNS_HARDENING=hardening` and a 0.3 s upstream: whether all
+/// four of `nobody`'s lookups of `medium.allowed.test` TXT (an answer
+/// egret fetches over TCP) came back whole within 2 s, and what they got.
+fn tc_flood_round(hardening: &str, kind: &str) -> (bool, Answers) {
+    let w = crate::run::world_with(|two, _| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.delay = Duration::from_millis(300);
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-79", "allowlist:\n  domains: [\"allowed.test\", \"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", hardening)];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let mut c = as_workload(&p.work, Priv::User(1000));
+    c.args([py3(), "-c", TC_FLOOD, "7", kind]);
+    let flood = std::thread::spawn(move || util::run(c).1);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["dig", "@127.0.0.1", "medium.allowed.test", "TXT", "+time=3", "+tries=1"]);
+        let start = Instant::now();
+        let out = util::run(c).1;
+        let status = out.split("status: ").nth(1).and_then(|r| r.split(',').next()).unwrap_or("none");
+        let full = out.matches("mmmmmmmmmm").count() >= 4;
+        answers.push((status.to_owned(), full, start.elapsed()));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let sent = flood.join().expect("flood");
+    // An answer that comes late still leaves its event: wait for it.
+    std::thread::sleep(Duration::from_secs(4));
+    let mine: Vec<String> = d
+        .events
+        .try_iter()
+        .filter(|e| e["qname"] == "medium.allowed.test")
+        .map(|e| format!("{} {} {} {}", e["msg"], e["rcode"], e["reason"], e["note"]))
+        .collect();
+    eprintln!("escape_79: the co-tenant's events: {mine:?}");
+    eprintln!(
+        "escape_79: DNS_HARDENING={hardening}, {kind} flood: the flood sent/got {}; the co-tenant got {answers:?}",
+        sent.trim()
+    );
+    drop(d);
+    let ok = answers
+        .iter()
+        .all(|(status, full, took)| status == "NOERROR" && *full && *took < Duration::from_secs(2));
+    (ok, answers)
+}
+
+#[test]
+#[ignore = "round-5 finding (intermittent): during a flood of always-truncated queries a co-tenant's large-answer lookup is lost (no answer, no event) in about half the runs"]
+fn escape_79_one_clients_truncated_answers_do_not_take_every_tcp_retry() {
+    // A truncated UDP answer is fetched again over TCP on a thread of its
+    // own, at most 128 at once across all clients, first come first
+    // served. uid 1000 keeps asking for a name whose answer is always
+    // truncated: does another client's large answer still come back?
+    let (ok, answers) = tc_flood_round("true", "tc");
+    assert!(ok, "a co-tenant's large answer was lost or slow: {answers:?}");
+}
+
+#[test]
+#[ignore = "round-5 finding: with DNS_HARDENING=false a sustained UDP flood of allowed queries loses a co-tenant's lookups for seconds"]
+fn escape_80_without_the_hardening_a_sustained_dns_flood_does_not_starve_another_client() {
+    // escape_56's per-client backlogs hold "whatever the hardening", but a
+    // flooder's datagrams are only dropped unread by the hardening's rate:
+    // without it, one socket sending allowed.test A as fast as it can
+    // (not a burst: 7 s of it) and a co-tenant meanwhile.
+    let (ok, answers) = tc_flood_round("false", "a");
+    assert!(ok, "a co-tenant's lookups were lost or slow during the flood: {answers:?}");
 }
