@@ -212,13 +212,14 @@ pub fn listener(addr: SocketAddr) -> Option<Owner> {
 /// Whether egret may hand its dashboard key to the listener at `dest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerVerdict {
-    /// Not a loopback address: another host's listener, not checked.
+    /// Not an address of this network namespace: another host's
+    /// listener, not checked.
     Remote,
-    /// A loopback listener owned by an expected uid.
+    /// A local listener owned by an expected uid.
     Expected(u32),
-    /// A loopback listener owned by another uid: a workload.
+    /// A local listener owned by another uid: a workload.
     Foreign(u32),
-    /// A loopback destination whose listener could not be looked up.
+    /// A local destination whose listener could not be looked up.
     Unknown,
 }
 
@@ -228,12 +229,27 @@ impl ListenerVerdict {
     }
 }
 
+/// Pure: whether a connection to `ip` stays in this network namespace:
+/// loopback, the unspecified address (a connect to it reaches a local
+/// listener), or one of the namespace's own addresses (`local`: what its
+/// interfaces carry).
+pub fn is_local(ip: IpAddr, local: &[IpAddr]) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || ip.is_unspecified() || local.iter().any(|l| l.to_canonical() == ip)
+}
+
 /// Pure: the verdict on `dest`'s listener `owner` when only `expected`
-/// uids may hold a loopback listener egret sends its key to. Every
-/// container of a pod shares loopback, so any of them may bind a port
-/// there first; the uid of the socket is what tells them apart.
-pub fn judge_listener(dest: SocketAddr, owner: Option<Owner>, expected: &[u32]) -> ListenerVerdict {
-    if !dest.ip().is_loopback() && !dest.ip().to_canonical().is_loopback() {
+/// uids may hold a local listener egret sends its key to (`local`: the
+/// namespace's addresses, see [`is_local`]). Every container of a pod
+/// shares the namespace, so any of them may bind a port on any of its
+/// addresses first; the uid of the socket is what tells them apart.
+pub fn judge_listener(
+    dest: SocketAddr,
+    local: &[IpAddr],
+    owner: Option<Owner>,
+    expected: &[u32],
+) -> ListenerVerdict {
+    if !is_local(dest.ip(), local) {
         return ListenerVerdict::Remote;
     }
     match owner {
@@ -241,6 +257,21 @@ pub fn judge_listener(dest: SocketAddr, owner: Option<Owner>, expected: &[u32]) 
         Some(o) => ListenerVerdict::Foreign(o.uid),
         None => ListenerVerdict::Unknown,
     }
+}
+
+/// The addresses of this network namespace's interfaces (empty when they
+/// cannot be read: then only loopback and the unspecified address count
+/// as local, and the caller says so).
+pub fn local_addresses() -> std::io::Result<Vec<IpAddr>> {
+    let addrs = nix::ifaddrs::getifaddrs()?;
+    Ok(addrs
+        .filter_map(|a| {
+            let s = a.address?;
+            s.as_sockaddr_in()
+                .map(|v| IpAddr::V4(v.ip()))
+                .or_else(|| s.as_sockaddr_in6().map(|v| IpAddr::V6(v.ip())))
+        })
+        .collect())
 }
 
 fn ask(req: &[u8], client: SocketAddr, to: SocketAddr) -> Option<Owner> {
@@ -471,9 +502,10 @@ mod tests {
     }
 
     #[test]
-    fn only_expected_uids_may_hold_a_loopback_listener() {
+    fn only_expected_uids_may_hold_a_local_listener() {
         let a = |s: &str| s.parse::<SocketAddr>().unwrap();
         let o = |uid| Some(Owner { uid, cgroup: None });
+        let local: Vec<IpAddr> = vec!["10.0.0.7".parse().unwrap(), "fd00::7".parse().unwrap()];
         use ListenerVerdict::*;
         let cases = [
             ("127.0.0.1:8081", o(0), Expected(0)),
@@ -482,14 +514,28 @@ mod tests {
             ("[::1]:8081", o(65532), Expected(65532)),
             ("[::ffff:127.0.0.1]:8081", o(7), Foreign(7)),
             ("127.0.0.1:8081", None, Unknown),
+            // The namespace's own addresses and the unspecified ones
+            // reach its listeners as loopback does (escape_77).
+            ("10.0.0.7:8081", o(65534), Foreign(65534)),
+            ("[::ffff:10.0.0.7]:8081", o(65534), Foreign(65534)),
+            ("[fd00::7]:8081", o(0), Expected(0)),
+            ("0.0.0.0:8081", o(65534), Foreign(65534)),
+            ("[::]:8081", None, Unknown),
             ("10.0.0.5:8081", o(65534), Remote),
             ("10.0.0.5:8081", None, Remote),
+            ("[fd00::8]:8081", o(1), Remote),
         ];
         for (dest, owner, want) in cases {
-            assert_eq!(judge_listener(a(dest), owner, &[0, 65532]), want, "{dest} {owner:?}");
+            assert_eq!(judge_listener(a(dest), &local, owner, &[0, 65532]), want, "{dest} {owner:?}");
         }
         assert!(Expected(0).may_send() && Remote.may_send());
         assert!(!Foreign(1).may_send() && !Unknown.may_send());
+    }
+
+    #[test]
+    fn this_namespace_has_its_loopback_address() {
+        let local = local_addresses().expect("getifaddrs");
+        assert!(local.iter().any(|ip| ip.is_loopback()), "{local:?}");
     }
 
     #[test]

@@ -157,14 +157,23 @@ pub struct MarkedTcpConnector {
 }
 
 impl MarkedTcpConnector {
-    /// Refuses a connected loopback `addr` whose listener another uid
-    /// owns (see [`crate::peer::judge_listener`]).
+    /// Refuses a connected `addr` in this network namespace (loopback,
+    /// unspecified, or one of its interfaces' addresses) whose listener
+    /// another uid owns (see [`crate::peer::judge_listener`]).
     fn check_listener(&self, addr: SocketAddr) -> Result<(), io::Error> {
         let Some(uids) = &self.listener_uids else { return Ok(()) };
-        if !addr.ip().to_canonical().is_loopback() {
-            return Ok(());
-        }
-        let verdict = crate::peer::judge_listener(addr, crate::peer::listener(addr), uids);
+        let local = if addr.ip().to_canonical().is_loopback() {
+            Vec::new()
+        } else {
+            // Read each time: addresses come and go with the pod's
+            // interfaces. Unreadable, the address is taken as local (and
+            // its listener judged): nothing is sent to a squatter.
+            crate::peer::local_addresses().unwrap_or_else(|e| {
+                log::debug!("cannot list the namespace's addresses: {e}; judging {addr}'s listener");
+                vec![addr.ip()]
+            })
+        };
+        let verdict = crate::peer::judge_listener(addr, &local, crate::peer::listener(addr), uids);
         if verdict.may_send() {
             return Ok(());
         }
@@ -201,7 +210,10 @@ impl<In: Transport> Connector<In> for MarkedTcpConnector {
         for addr in &details.addrs {
             match outbound::tcp(*addr, self.mark, timeout.unwrap_or(Duration::MAX)) {
                 Ok(stream) => {
-                    if let Err(e) = self.check_listener(*addr) {
+                    // The address the connection reached: a connect to
+                    // `0.0.0.0` lands on loopback.
+                    let reached = stream.peer_addr().unwrap_or(*addr);
+                    if let Err(e) = self.check_listener(reached) {
                         drop(stream);
                         return Err(e.into());
                     }

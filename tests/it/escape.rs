@@ -97,7 +97,7 @@
 //! | 1,000 request heads from one uid, each naming a fresh `h<i>.allowed.test`, replaced as refused, upstream 0.9 s an answer, RLIMIT_NOFILE 1024: each check lookup opens a socket beside the connection's one ticket | none | **worked, open** (accept's EMFILE thousands of times, the co-tenant's requests 502 or slow) | `escape_74_check_lookups_in_flight_do_not_run_egret_out_of_descriptors` (ignored) |
 //! | a UDP query flood from a fresh socket per query, closed once sent (a `sock_diag` miss per datagram, owner unknown), then from 3,000 sockets round-robin | none | **worked, open** (the co-tenant answered 2 of 4; the 3,000-socket flood lost one of 4 in one run of three) | `escape_75_a_dns_flood_from_many_source_ports_does_not_starve_another_client` (ignored) |
 //! | `DNS_ZONE_BUDGET=5` spent, then the names and new ones in case, trailing-dot and port variants in SNI and Host | none | held (no new name reaches the upstream) | `escape_76_case_dot_and_port_variants_of_spent_names_are_not_looked_up_again` |
-//! | binding the dashboard port on the pod's eth0 address or `0.0.0.0` first, egret's `DASHBOARD_HOST` naming that address | none | **worked, open** (only loopback destinations are checked against `DASHBOARD_UID`) | `escape_77_a_squatter_on_a_local_non_loopback_dashboard_address_gets_no_key` (ignored) |
+//! | binding the dashboard port on the pod's eth0 address or `0.0.0.0` first, egret's `DASHBOARD_HOST` naming that address | none | **worked, fixed** (every address of egret's namespace, and the address the connect reached, is checked against `DASHBOARD_UID`) | `escape_77_a_squatter_on_a_local_non_loopback_dashboard_address_gets_no_key` |
 //! | reading the pod's dashboard with empty, prefix or doubled keys, Basic / bare bearer, forged cookies, HEAD, `Last-Event-ID`, a query-string key, forward-auth headers, `/login` with an empty or short key | none | held | `escape_78_no_header_method_or_sign_in_trick_reads_the_pods_dashboard_without_the_key` |
 //! | a UDP flood of `huge.allowed.test` TXT (always truncated, so each allowed one is fetched again over TCP, at most 128 at once for all clients), a co-tenant's `medium.allowed.test` TXT (also fetched over TCP) meanwhile, hardening on | none | **worked intermittently, open** (one of the co-tenant's four lookups got no answer and left no event in 4 of 8 runs; escape_56's A flood: 4/4 in 3 of 3) | `escape_79_one_clients_truncated_answers_do_not_take_every_tcp_retry` (ignored) |
 //! | `DNS_HARDENING=false`: 7 s of allowed.test A from one socket as fast as it sends, a co-tenant's lookups meanwhile | none | **worked, open** (in 3 of 3 runs the co-tenant's first one or two of four lookups got no answer and no event, the next took 1-2 s; only the hardening's rate drops a flooder's datagrams unread) | `escape_80_without_the_hardening_a_sustained_dns_flood_does_not_starve_another_client` (ignored) |
@@ -3808,9 +3808,8 @@ fn escape_76_case_dot_and_port_variants_of_spent_names_are_not_looked_up_again()
 }
 
 #[test]
-#[ignore = "round-5 finding: DASHBOARD_UID is checked for loopback only; a squatter on the pod's own eth0 address or 0.0.0.0 gets the key"]
 fn escape_77_a_squatter_on_a_local_non_loopback_dashboard_address_gets_no_key() {
-    // DASHBOARD_UID is checked for loopback destinations only, but every
+    // DASHBOARD_UID was checked for loopback destinations only, but every
     // address of the pod's shared namespace is as easy to squat: the
     // pod's own eth0 address (what the pod's hostname resolves to in
     // /etc/hosts), or `0.0.0.0` (a connect to it reaches a local
