@@ -55,14 +55,29 @@ pub enum Check {
     /// `DNS_HARDENING` refused to ask the upstream for the name (its
     /// lengths, or the client's rate or zone budget): it was not looked up.
     Hardened(crate::dns::harden::Refusal),
+    /// The client holds its share of egret's file descriptors (or none is
+    /// left): the lookup's socket was not opened.
+    NoDescriptor(crate::fair::Refusal),
 }
 
-/// Who a check is for: the client whose connection named the name, and
-/// the policy rule that allowed it (whose zone the name counts against).
+/// Who a check is for: the client whose connection named the name, the
+/// policy rule that allowed it (whose zone the name counts against), and
+/// the client's share of egret's file descriptors.
 #[derive(Debug, Clone, Copy)]
 pub struct Asking<'a> {
     pub client: crate::peer::Client,
     pub rule: Option<&'a crate::policy::Pattern>,
+    /// A lookup that goes upstream opens a socket: it holds one of the
+    /// client's descriptor tickets while it does, or is not made
+    /// (`escape_74`). `None`: not counted.
+    pub descriptors: Option<&'a std::sync::Arc<crate::fair::Admission<crate::peer::Client>>>,
+}
+
+impl Asking<'_> {
+    /// For `client`, no rule, descriptors not counted.
+    pub fn of(client: crate::peer::Client) -> Asking<'static> {
+        Asking { client, rule: None, descriptors: None }
+    }
 }
 
 /// Limits, in one place.
@@ -275,6 +290,11 @@ impl Resolver {
         if let Some(r) = self.hardening(&name, asking, now) {
             return Check::Hardened(r);
         }
+        // Held until the lookup's socket is closed.
+        let _fd = match asking.descriptors.map(|d| d.admit(asking.client)) {
+            Some(Err(r)) => return Check::NoDescriptor(r),
+            ticket => ticket,
+        };
         let answer = self.lookup(&name);
         let now = Instant::now();
         self.with_cache(|c| {
@@ -396,7 +416,8 @@ mod tests {
     use super::*;
 
     /// A check for nobody in particular, under no rule.
-    const ASK: Asking<'static> = Asking { client: crate::peer::Client::Unknown, rule: None };
+    const ASK: Asking<'static> =
+        Asking { client: crate::peer::Client::Unknown, rule: None, descriptors: None };
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -565,7 +586,7 @@ mod tests {
         // lookup would be Unavailable, not Hardened.
         let r = resolver(vec![server(ResponseCode::NoError, 4)], none).hardened(Some(budget.clone()));
         let zone = crate::policy::Pattern::Subdomains("z.example".into());
-        let me = Asking { client: crate::peer::Client::Uid(1000), rule: Some(&zone) };
+        let me = Asking { client: crate::peer::Client::Uid(1000), rule: Some(&zone), descriptors: None };
         let hardened = |c: Check| match c {
             Check::Hardened(r) => Some(r.reason),
             _ => None,

@@ -233,8 +233,12 @@ fn event(shared: &Shared, kind: Kind, action: Action, (src, dst, who): Flow) -> 
 /// The decisions' inputs under `policy`.
 fn rules<'a>(shared: &'a Shared, policy: &'a crate::policy::Policy, flow: Flow) -> Rules<'a> {
     let s = &shared.settings;
-    let client = crate::peer::Client::of(flow.2);
-    Rules { policy, verify: s.verify_destination, guard: &s.guard, check: &*shared.check, client }
+    let asking = crate::resolve::Asking {
+        client: crate::peer::Client::of(flow.2),
+        rule: None,
+        descriptors: Some(&shared.descriptors),
+    };
+    Rules { policy, verify: s.verify_destination, guard: &s.guard, check: &*shared.check, asking }
 }
 
 /// Audit mode: the event a refusal would have had, as `AUDIT`; the

@@ -147,7 +147,7 @@ pub fn decide(
     verify: bool,
     guard: &Guard,
     check: &dyn DestinationCheck,
-    client: crate::peer::Client,
+    asking: Asking<'_>,
 ) -> Result<policy::Decision, Block> {
     // The proxies carry TCP only: an address entry open on this port
     // (`tcp/10.0.0.5:443`) lets the connection through by address, as
@@ -178,7 +178,7 @@ pub fn decide(
         Some(policy::Rule::Domain(p)) => Some(p),
         _ => None,
     };
-    match check.check(name, ip, Asking { client, rule }) {
+    match check.check(name, ip, Asking { rule, ..asking }) {
         Check::Match => Ok(d),
         Check::Mismatch => {
             Err(Block::with_note(reason::IP_MISMATCH, format!("{name} does not resolve to {ip}")))
@@ -192,6 +192,7 @@ pub fn decide(
             reason::HARDENING,
             format!("{}: {}; {name} was not looked up", r.reason.as_str(), r.note),
         )),
+        Check::NoDescriptor(r) => Err(verdict::no_descriptor(r)),
     }
 }
 
@@ -376,7 +377,7 @@ mod tests {
                 *verify,
                 &Guard::default(),
                 &hosts,
-                Client::Unknown,
+                Asking::of(Client::Unknown),
             )
             .map(|d| d.reason.as_str())
             .map_err(|b| b.reason);
@@ -456,9 +457,17 @@ mod tests {
             (&p, &default, "other.example", "169.254.169.254", true, Err(("not-allowlisted", ""))),
         ];
         for (pol, g, name, addr, verify, want) in cases {
-            let got = decide(pol, name, SocketAddr::new(ip(addr), 443), *verify, g, &hosts, Client::Unknown)
-                .map(|d| d.reason.as_str())
-                .map_err(|b| (b.reason, b.note.unwrap_or_default()));
+            let got = decide(
+                pol,
+                name,
+                SocketAddr::new(ip(addr), 443),
+                *verify,
+                g,
+                &hosts,
+                Asking::of(Client::Unknown),
+            )
+            .map(|d| d.reason.as_str())
+            .map_err(|b| (b.reason, b.note.unwrap_or_default()));
             let want = want.map_err(|(r, n)| (r, n.to_owned()));
             assert_eq!(got, want, "{name} {addr} guard={g} verify={verify}");
         }
@@ -500,7 +509,7 @@ mod tests {
             ("a.example", "10.0.0.9:80", &private, Err(reason::DESTINATION_GUARDED)),
         ];
         for (name, dst, guard, want) in cases {
-            let got = decide(&p, name, at(dst), true, guard, &hosts, Client::Unknown)
+            let got = decide(&p, name, at(dst), true, guard, &hosts, Asking::of(Client::Unknown))
                 .map(|d| d.reason.as_str())
                 .map_err(|b| b.reason);
             assert_eq!(got, *want, "{name} {dst} guard={guard}");
@@ -542,7 +551,7 @@ mod tests {
             true,
             &Guard::default(),
             &Down,
-            Client::Unknown,
+            Asking::of(Client::Unknown),
         )
         .unwrap_err();
         assert_eq!(b.reason, reason::RESOLVER_UNAVAILABLE);

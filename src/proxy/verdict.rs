@@ -28,8 +28,9 @@ pub struct Rules<'a> {
     pub guard: &'a Guard,
     pub check: &'a dyn DestinationCheck,
     /// Whose connection it is (the owner of its socket): the hardening's
-    /// budget of the check's lookups is theirs.
-    pub client: crate::peer::Client,
+    /// budget of the check's lookups is theirs, and so is the descriptor
+    /// a lookup's socket takes.
+    pub asking: crate::resolve::Asking<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +97,7 @@ impl Target {
 
     fn decide(self, dst: SocketAddr, r: &Rules<'_>) -> Verdict {
         let got = match self {
-            Target::Name(n) => decide(r.policy, &n, dst, r.verify, r.guard, r.check, r.client).map(|_| n),
+            Target::Name(n) => decide(r.policy, &n, dst, r.verify, r.guard, r.check, r.asking).map(|_| n),
             Target::Literal(ip) => {
                 decide_literal(r.policy, ip, dst.ip(), r.verify, r.guard).map(|()| ip.to_string())
             }
@@ -217,7 +218,7 @@ mod tests {
             verify: true,
             guard: &Guard::default(),
             check: &hosts,
-            client: crate::peer::Client::Unknown,
+            asking: crate::resolve::Asking::of(crate::peer::Client::Unknown),
         };
         let dst: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
@@ -257,7 +258,7 @@ mod tests {
             verify: true,
             guard: &Guard::default(),
             check: &hosts,
-            client: crate::peer::Client::Unknown,
+            asking: crate::resolve::Asking::of(crate::peer::Client::Unknown),
         };
         assert_eq!(
             first(&hello_with(Sni::IpLiteral(dst)), SocketAddr::new(dst, 443), &rules).0,
