@@ -346,10 +346,22 @@ fn payload_to(dreg: u32, base: u32, offset: u32, len: u32) -> Result<Attr, Encod
 }
 
 fn verdict(code: i32) -> Result<Attr, EncodeError> {
-    let v = nest(c::NFTA_DATA_VERDICT, vec![attr(c::NFTA_VERDICT_CODE, code.to_be_bytes())?])?;
+    verdict_to(code, None)
+}
+
+/// A verdict into the verdict register: `code`, and the chain a jump or
+/// goto goes to.
+fn verdict_to(code: i32, chain: Option<&'static str>) -> Result<Attr, EncodeError> {
+    let mut v = vec![attr(c::NFTA_VERDICT_CODE, code.to_be_bytes())?];
+    if let Some(chain) = chain {
+        v.push(attr(c::NFTA_VERDICT_CHAIN, chain)?);
+    }
     expr(
         "immediate",
-        vec![be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_VERDICT)?, nest(c::NFTA_IMMEDIATE_DATA, vec![v])?],
+        vec![
+            be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_VERDICT)?,
+            nest(c::NFTA_IMMEDIATE_DATA, vec![nest(c::NFTA_DATA_VERDICT, v)?])?,
+        ],
     )
 }
 
@@ -687,22 +699,7 @@ fn stmt_exprs(s: &Stmt, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Encod
                 )?,
             ]
         }
-        Stmt::Jump(chain) => {
-            let v = nest(
-                c::NFTA_DATA_VERDICT,
-                vec![
-                    attr(c::NFTA_VERDICT_CODE, c::NFT_JUMP.to_be_bytes())?,
-                    attr(c::NFTA_VERDICT_CHAIN, *chain)?,
-                ],
-            )?;
-            vec![expr(
-                "immediate",
-                vec![
-                    be32(c::NFTA_IMMEDIATE_DREG, c::NFT_REG_VERDICT)?,
-                    nest(c::NFTA_IMMEDIATE_DATA, vec![v])?,
-                ],
-            )?]
-        }
+        Stmt::Jump(chain) => vec![verdict_to(c::NFT_JUMP, Some(*chain))?],
         Stmt::Log { prefix, group } => vec![expr(
             "log",
             vec![attr(c::NFTA_LOG_GROUP, group.to_be_bytes())?, attr(c::NFTA_LOG_PREFIX, *prefix)?],

@@ -250,8 +250,16 @@ pub fn glob_matches(glob: &str, name: &str) -> bool {
     rest.len() > last.len() && rest.ends_with(last)
 }
 
+/// `src` matched against the whole name: one group, so an alternation
+/// inside cannot escape the anchors (the source compiles alone first).
+fn anchored(src: &str) -> String {
+    format!("^(?:{src})$")
+}
+
+/// Every entry's flags, for it alone and in the set: bytes, ASCII case
+/// folding, bounded size.
 fn regex_builder(src: &str) -> regex::bytes::RegexBuilder {
-    let mut b = regex::bytes::RegexBuilder::new(&format!("^(?:{src})$"));
+    let mut b = regex::bytes::RegexBuilder::new(&anchored(src));
     b.unicode(false).case_insensitive(true).size_limit(REGEX_SIZE_LIMIT);
     b
 }
@@ -312,10 +320,11 @@ impl Regexes {
                 if self.sources.is_empty() {
                     return None;
                 }
-                let anchored: Vec<String> = self.sources.iter().map(|s| format!("^(?:{s})$")).collect();
+                let anchored: Vec<String> = self.sources.iter().map(|s| anchored(s)).collect();
                 // Each entry compiled alone within REGEX_SIZE_LIMIT when it
                 // was parsed; together they may take that much each.
                 let limit = REGEX_SIZE_LIMIT.saturating_mul(self.sources.len());
+                // The flags of `regex_builder`.
                 regex::bytes::RegexSetBuilder::new(anchored)
                     .unicode(false)
                     .case_insensitive(true)
