@@ -232,6 +232,34 @@ fn forward_mode_trusts_the_header_only_from_trusted_proxies_in_a_browser() {
     h2.stop();
 }
 
+/// `egret dashboard` on 127.0.0.1:`port` with `env`, and the first line
+/// of its log containing `needle` (within 20 s).
+fn dashboard_saying(port: u16, env: &[(&str, &str)], needle: &str) -> (crate::netns::Guard, String) {
+    let mut c = egret();
+    c.arg("dashboard").env("API_KEY", KEY).env("PORT", format!("127.0.0.1:{port}"));
+    c.envs(env.iter().copied()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = crate::netns::Guard::of(c.spawn().expect("spawn egret dashboard"));
+    let err = child.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no {needle:?} line in {seen:#?}"));
+        if line.contains(needle) {
+            return (child, line);
+        }
+        seen.push(line);
+    }
+}
+
 #[test]
 fn none_mode_reads_need_the_key_public_reads_says_so_and_hash_password_makes_a_usable_hash() {
     let mut c = egret();
@@ -253,55 +281,12 @@ fn none_mode_reads_need_the_key_public_reads_says_so_and_hash_password_makes_a_u
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut c = egret();
-    c.arg("dashboard").env("API_KEY", KEY).env("PORT", format!("127.0.0.1:{port}"));
-    c.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = crate::netns::Guard::of(c.spawn().expect("spawn egret dashboard"));
-    let err = child.child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no AUTH_MODE line in {seen:#?}"));
-        if line.contains("AUTH_MODE=none") {
-            assert!(line.contains("reads need the API key"), "{line}");
-            break;
-        }
-        seen.push(line);
-    }
+    let (child, line) = dashboard_saying(port, &[], "AUTH_MODE=none");
+    assert!(line.contains("reads need the API key"), "{line}");
     drop(child);
     // PUBLIC_READS=true: g0efilter's public reads, said loudly in one line.
-    let mut c = egret();
-    c.arg("dashboard").env("API_KEY", KEY).env("PORT", format!("127.0.0.1:{port}"));
-    c.env("PUBLIC_READS", "true").stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = crate::netns::Guard::of(c.spawn().expect("spawn egret dashboard"));
-    let err = child.child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no PUBLIC_READS line in {seen:#?}"));
-        if line.contains("PUBLIC_READS=true:") {
-            assert!(line.contains("WARN") && line.contains("ANYONE") && line.contains("loopback"), "{line}");
-            break;
-        }
-        seen.push(line);
-    }
+    let (child, line) = dashboard_saying(port, &[("PUBLIC_READS", "true")], "PUBLIC_READS=true:");
+    assert!(line.contains("WARN") && line.contains("ANYONE") && line.contains("loopback"), "{line}");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let up = crate::netns::wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(addr).ok());
     assert!(up.is_some(), "the PUBLIC_READS dashboard did not listen");
