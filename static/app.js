@@ -257,7 +257,84 @@
     $('clear-error').hidden = false;
   }
 
+  // Agent keys (GET/POST /api/v1/keys, DELETE /api/v1/keys/NAME). State
+  // changes carry the session's CSRF token.
+  const csrfHeaders = () => {
+    const csrf = state.session && state.session.csrf;
+    return csrf ? { 'X-CSRF-Token': csrf } : {};
+  };
+  const isoTime = (nanos) => (typeof nanos === 'number' ? new Date(nanos / 1e6).toISOString().slice(0, 19).replace('T', ' ') : '');
+
+  function keysError(text) {
+    $('keys-error').textContent = text;
+    $('keys-error').hidden = !text;
+  }
+
+  async function loadKeys() {
+    try {
+      const r = await fetch('/api/v1/keys', { headers: { Accept: 'application/json' } });
+      if (!r.ok) { keysError(`cannot list keys: HTTP ${r.status}`); return; }
+      const list = (await r.json()).keys || [];
+      const frag = document.createDocumentFragment();
+      for (const k of list) {
+        const tr = document.createElement('tr');
+        tr.dataset.name = String(k.name);
+        cell(tr, String(k.name), 'mono');
+        cell(tr, isoTime(k.created), 'mono');
+        cell(tr, k.revoked == null ? 'active' : 'revoked ' + isoTime(k.revoked));
+        const td = cell(tr, '');
+        if (k.revoked == null) {
+          const b = document.createElement('button');
+          b.type = 'button';
+          b.className = 'danger revoke';
+          b.textContent = 'Revoke';
+          b.addEventListener('click', () => revokeKey(String(k.name)));
+          td.appendChild(b);
+        }
+        frag.appendChild(tr);
+      }
+      $('keys-rows').replaceChildren(frag);
+    } catch (e) { keysError('cannot list keys: ' + String(e)); }
+  }
+
+  async function revokeKey(name) {
+    keysError('');
+    const r = await fetch('/api/v1/keys/' + encodeURIComponent(name), { method: 'DELETE', headers: csrfHeaders() });
+    if (!r.ok) keysError(`revoking ${name} failed: HTTP ${r.status}`);
+    loadKeys();
+  }
+
+  async function createKey(ev) {
+    ev.preventDefault();
+    keysError('');
+    const name = $('key-name').value.trim();
+    const headers = Object.assign({ 'Content-Type': 'application/json' }, csrfHeaders());
+    const r = await fetch('/api/v1/keys', { method: 'POST', headers, body: JSON.stringify({ name }) });
+    let body = {};
+    try { body = await r.json(); } catch (_) { /* shown as the status */ }
+    if (r.status === 201) {
+      $('key-new-name').textContent = String(body.name);
+      $('key-new-value').value = String(body.key);
+      $('key-new').hidden = false;
+      $('key-name').value = '';
+    } else {
+      keysError(`creating ${name} failed: ${body.error || 'HTTP ' + r.status}`);
+    }
+    loadKeys();
+  }
+
+  function openKeys() {
+    keysError('');
+    $('key-new').hidden = true;
+    $('key-new-value').value = '';
+    $('keys-dialog').showModal();
+    loadKeys();
+  }
+
   document.addEventListener('DOMContentLoaded', () => {
+    $('keys').addEventListener('click', openKeys);
+    $('keys-close').addEventListener('click', () => $('keys-dialog').close());
+    $('keys-form').addEventListener('submit', createKey);
     for (const id of ['f-action', 'f-component']) $(id).addEventListener('change', renderRows);
     $('f-search').addEventListener('input', renderRows);
     $('toggle').addEventListener('click', togglePause);

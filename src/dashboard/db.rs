@@ -36,6 +36,12 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_agent_ts ON events (agent, ts);
+CREATE TABLE IF NOT EXISTS agent_keys (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    revoked INTEGER
+);
 ";
 
 #[derive(Debug)]
@@ -52,6 +58,8 @@ pub enum Error {
     Version { path: PathBuf, found: i64 },
     /// The disk (or the volume) is full: nothing was written.
     Full,
+    /// An agent key of that name exists (and is not revoked).
+    KeyExists(String),
     /// Any other failure of a statement.
     Sql(String),
 }
@@ -75,6 +83,7 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Full => f.write_str("database: the disk is full; ingest stopped, stored entries kept"),
+            Error::KeyExists(name) => write!(f, "agent key {name:?} exists; revoke it first"),
             Error::Sql(why) => write!(f, "database: {why}"),
         }
     }
@@ -87,6 +96,14 @@ fn sql(e: rusqlite::Error) -> Error {
         Some(ErrorCode::DiskFull) => Error::Full,
         _ => Error::Sql(e.to_string()),
     }
+}
+
+/// One agent key as listed (never the key or its hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyInfo {
+    pub name: String,
+    pub created: i64,
+    pub revoked: Option<i64>,
 }
 
 /// What the writer keeps in memory (and in `meta`).
@@ -382,6 +399,61 @@ impl Db {
         Ok(Since { entries, missed })
     }
 
+    /// Stores an agent key's hash under `name` (a revoked name may be
+    /// given a new key).
+    pub fn add_key(&self, name: &str, hash: &str, now_unix_nanos: i64) -> Result<(), Error> {
+        let mut guard = self.writer();
+        let tx = guard.conn.transaction().map_err(sql)?;
+        let active: Option<i64> = tx
+            .query_row("SELECT 1 FROM agent_keys WHERE name = ?1 AND revoked IS NULL", [name], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        if active.is_some() {
+            return Err(Error::KeyExists(name.to_owned()));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO agent_keys (name, hash, created, revoked) VALUES (?1, ?2, ?3, NULL)",
+            params![name, hash, now_unix_nanos],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    /// Revokes `name`'s key; false when there is no active key of that name.
+    pub fn revoke_key(&self, name: &str, now_unix_nanos: i64) -> Result<bool, Error> {
+        let w = self.writer();
+        let n = w
+            .conn
+            .execute(
+                "UPDATE agent_keys SET revoked = ?2 WHERE name = ?1 AND revoked IS NULL",
+                params![name, now_unix_nanos],
+            )
+            .map_err(sql)?;
+        Ok(n > 0)
+    }
+
+    /// The agent whose active key hashes to `hash`. Read from the file
+    /// every time, so a key added or revoked by `egret dashboard key` in
+    /// another process counts at once.
+    pub fn key_agent(&self, hash: &str) -> Result<Option<String>, Error> {
+        self.read(|c| {
+            c.prepare_cached("SELECT name FROM agent_keys WHERE hash = ?1 AND revoked IS NULL")?
+                .query_row([hash], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Every agent key: name, created, revoked (Unix nanos), by name.
+    pub fn keys(&self) -> Result<Vec<KeyInfo>, Error> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT name, created, revoked FROM agent_keys ORDER BY name")?;
+            let rows = st
+                .query_map([], |r| Ok(KeyInfo { name: r.get(0)?, created: r.get(1)?, revoked: r.get(2)? }))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
     /// `PRAGMA integrity_check` (for tests and `egret dashboard`'s checks).
     pub fn integrity(&self) -> Result<String, Error> {
         self.read(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
@@ -537,6 +609,22 @@ mod tests {
         let e = Db::open(Some(p.parent().unwrap()), unlimited()).err().expect("directory refused");
         assert!(e.to_string().contains("is a directory"), "{e}");
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn agent_keys_add_revoke_and_reuse_a_name() {
+        let db = Db::open(None, unlimited()).unwrap();
+        db.add_key("edge-1", "h1", 10).unwrap();
+        assert!(matches!(db.add_key("edge-1", "h2", 11), Err(Error::KeyExists(_))));
+        assert_eq!(db.key_agent("h1").unwrap().as_deref(), Some("edge-1"));
+        assert_eq!(db.key_agent("nope").unwrap(), None);
+        assert!(db.revoke_key("edge-1", 12).unwrap());
+        assert!(!db.revoke_key("edge-1", 13).unwrap(), "already revoked");
+        assert_eq!(db.key_agent("h1").unwrap(), None, "a revoked key no longer works");
+        db.add_key("edge-1", "h3", 14).unwrap();
+        assert_eq!(db.key_agent("h3").unwrap().as_deref(), Some("edge-1"));
+        assert_eq!(db.key_agent("h1").unwrap(), None);
+        assert_eq!(db.keys().unwrap(), [KeyInfo { name: "edge-1".into(), created: 14, revoked: None }]);
     }
 
     #[test]

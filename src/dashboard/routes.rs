@@ -27,6 +27,12 @@ pub enum Route {
     Logout,
     /// `GET /api/v1/session`: who the UI is logged in as, and the CSRF token.
     Session,
+    /// `GET /api/v1/keys`: the agent keys (names and dates, never keys).
+    ListKeys,
+    /// `POST /api/v1/keys` `{"name": ...}`: a new agent key, shown once.
+    AddKey,
+    /// `DELETE /api/v1/keys/NAME`: revokes NAME's key.
+    RevokeKey,
     Asset(&'static Asset),
     /// Known path, wrong method; the value is the `Allow` header.
     MethodNotAllowed(&'static str),
@@ -133,6 +139,18 @@ pub fn route(method: &str, path: &str) -> Route {
                 Route::MethodNotAllowed("GET, HEAD")
             }
         }
+        "/api/v1/keys" => match m {
+            "GET" | "HEAD" => Route::ListKeys,
+            "POST" => Route::AddKey,
+            _ => Route::MethodNotAllowed("GET, HEAD, POST"),
+        },
+        p if key_path_name(p).is_some() => {
+            if m == "DELETE" {
+                Route::RevokeKey
+            } else {
+                Route::MethodNotAllowed("DELETE")
+            }
+        }
         "/login.html" => Route::NotFound,
         "/index.html" => {
             if get {
@@ -147,6 +165,11 @@ pub fn route(method: &str, path: &str) -> Route {
             None => Route::NotFound,
         },
     }
+}
+
+/// The agent name in `/api/v1/keys/NAME` (a valid name only).
+pub fn key_path_name(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v1/keys/").filter(|n| super::auth::valid_agent_name(n))
 }
 
 /// Decodes `%XX` and `+` in a query component; invalid escapes stay as-is.
@@ -259,6 +282,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// The key a request presents: `X-Api-Key`, else `Authorization: Bearer`.
+pub fn presented_key<'a>(x_api_key: Option<&'a str>, authorization: Option<&'a str>) -> Option<&'a str> {
+    let bearer = authorization.and_then(|a| {
+        let a = a.trim();
+        a.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| a[7..].trim())
+    });
+    x_api_key.map(str::trim).filter(|k| !k.is_empty()).or(bearer).filter(|k| !k.is_empty())
+}
+
 /// The key from `X-Api-Key` or `Authorization: Bearer`, checked against
 /// `key`. Both headers are accepted, as g0efilter's clients send either.
 pub fn authorized(x_api_key: Option<&str>, authorization: Option<&str>, key: &str) -> bool {
@@ -362,7 +394,18 @@ mod tests {
             ("GET", "/api/v1/session", Route::Session),
             ("GET", "/login.js", Route::Asset(&ASSETS[3])),
             ("GET", "/login.html", Route::NotFound),
+            ("GET", "/api/v1/keys", Route::ListKeys),
+            ("POST", "/api/v1/keys", Route::AddKey),
+            ("DELETE", "/api/v1/keys", Route::MethodNotAllowed("GET, HEAD, POST")),
+            ("DELETE", "/api/v1/keys/edge-1", Route::RevokeKey),
+            ("GET", "/api/v1/keys/edge-1", Route::MethodNotAllowed("DELETE")),
+            ("DELETE", "/api/v1/keys/a%20b", Route::NotFound),
+            ("DELETE", "/api/v1/keys/", Route::NotFound),
+            ("DELETE", "/api/v1/keys/a/b", Route::NotFound),
         ];
+        assert_eq!(presented_key(Some(" k "), Some("Bearer b")), Some("k"));
+        assert_eq!(presented_key(None, Some("bearer  b ")), Some("b"));
+        assert_eq!(presented_key(Some(""), Some("Basic x")), None);
         for (m, p, want) in cases {
             assert_eq!(route(m, p), *want, "{m} {p}");
         }
