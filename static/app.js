@@ -7,6 +7,7 @@
   const MAX_KEPT = 2000; // entries kept in the page
   const MAX_ROWS = 500; // rows shown
   const MAX_DESTS = 100; // destinations shown
+  const AGENTS_EVERY_MS = 5000; // the agents list is polled
 
   const $ = (id) => document.getElementById(id);
   // AUDIT: audit mode, would have been blocked and was let through.
@@ -219,6 +220,8 @@
     renderCounts();
     renderDests();
     connect();
+    loadAgents();
+    setInterval(loadAgents, AGENTS_EVERY_MS);
   }
 
   function togglePause() {
@@ -329,6 +332,54 @@
     $('key-new-value').value = '';
     $('keys-dialog').showModal();
     loadKeys();
+  }
+
+  // Agents (GET /api/v1/agents): last seen, rates and the flags the
+  // dashboard computed (silent, degraded, old policy).
+  const FLAG_TEXT = { silent: 'silent', degraded: 'degraded', old_policy: 'old policy' };
+  function ago(nowNanos, thenNanos) {
+    const s = Math.max(0, Math.round((nowNanos - thenNanos) / 1e9));
+    return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+  }
+
+  function renderAgents(data) {
+    const list = Array.isArray(data.agents) ? data.agents : [];
+    const frag = document.createDocumentFragment();
+    let flagged = 0;
+    for (const a of list) {
+      const tr = document.createElement('tr');
+      tr.dataset.agent = String(a.name);
+      const flags = Array.isArray(a.flags) ? a.flags : [];
+      if (flags.length) { flagged++; tr.className = 'flagged'; }
+      cell(tr, String(a.name), 'mono');
+      cell(tr, String(a.hostname || ''));
+      cell(tr, String(a.version || ''));
+      cell(tr, String(a.mode || ''));
+      cell(tr, ago(data.now, a.last_seen), 'mono').title = isoTime(a.last_seen);
+      cell(tr, Number(a.allowed_per_min || 0).toFixed(1), 'num');
+      cell(tr, Number(a.blocked_per_min || 0).toFixed(1), 'num');
+      cell(tr, String(a.policy_digest || '').slice(0, 12), 'mono').title = String(a.policy_digest || '');
+      const td = cell(tr, '');
+      for (const f of flags) {
+        const b = document.createElement('span');
+        b.className = 'flag ' + String(f.flag);
+        b.textContent = FLAG_TEXT[f.flag] || String(f.flag);
+        if (f.flag === 'degraded') b.title = (f.reasons || []).join('; ');
+        if (f.flag === 'old_policy') b.title = 'current: ' + String(f.current || '');
+        if (f.flag === 'silent') b.title = `no heartbeat for ${Math.round((f.for_ms || 0) / 1000)} s`;
+        td.appendChild(b);
+      }
+      frag.appendChild(tr);
+    }
+    $('agents').replaceChildren(frag);
+    $('agents-summary').textContent = `(${list.length}, ${flagged} flagged)`;
+  }
+
+  async function loadAgents() {
+    try {
+      const r = await fetch('/api/v1/agents', { headers: { Accept: 'application/json' } });
+      if (r.ok) renderAgents(await r.json());
+    } catch (_) { /* tried again on the next tick */ }
   }
 
   document.addEventListener('DOMContentLoaded', () => {

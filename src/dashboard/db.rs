@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS agent_keys (
     created INTEGER NOT NULL,
     revoked INTEGER
 );
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT PRIMARY KEY,
+    last_seen INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
 ";
 
 #[derive(Debug)]
@@ -452,6 +457,42 @@ impl Db {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
+    }
+
+    /// Records a heartbeat of agent `name`: `next` turns its stored state
+    /// (if any) into the new one, in one transaction.
+    pub fn heartbeat(
+        &self,
+        name: &str,
+        next: impl FnOnce(Option<&super::fleet::AgentState>) -> super::fleet::AgentState,
+    ) -> Result<super::fleet::AgentState, Error> {
+        let mut guard = self.writer();
+        let tx = guard.conn.transaction().map_err(sql)?;
+        let prev: Option<String> = tx
+            .query_row("SELECT state FROM agents WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        let prev = prev.and_then(|j| serde_json::from_str::<super::fleet::AgentState>(&j).ok());
+        let state = next(prev.as_ref());
+        let json = serde_json::to_string(&state).map_err(|e| Error::Sql(e.to_string()))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO agents (name, last_seen, state) VALUES (?1, ?2, ?3)",
+            params![name, state.last_seen, json],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(state)
+    }
+
+    /// Every agent that sent a heartbeat, by name.
+    pub fn agents(&self) -> Result<Vec<super::fleet::AgentState>, Error> {
+        let rows: Vec<String> = self.read(|c| {
+            let mut st = c.prepare_cached("SELECT state FROM agents ORDER BY name")?;
+            let rows = st.query_map([], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })?;
+        // A row this egret cannot read (written by another version) is skipped.
+        Ok(rows.iter().filter_map(|j| serde_json::from_str(j).ok()).collect())
     }
 
     /// `PRAGMA integrity_check` (for tests and `egret dashboard`'s checks).

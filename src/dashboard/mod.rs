@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod db;
+pub mod fleet;
 pub mod metrics;
 pub mod rate;
 pub mod routes;
@@ -656,6 +657,8 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
             };
             reply_json(rq, 200, body.to_string());
         }
+        Route::Heartbeat => heartbeat(shared, rq, &who, client),
+        Route::Agents => agents(shared, rq, &who),
         Route::ListKeys | Route::AddKey | Route::RevokeKey => keys(shared, rq, route, &path, &who, client),
         Route::MethodNotAllowed(allow) => reject(shared, rq, 405, "method not allowed", &[("Allow", allow)]),
         Route::NotFound => reject(shared, rq, 404, "not found", &[]),
@@ -790,6 +793,83 @@ fn keys(shared: &Shared, mut rq: Request, route: Route, path: &str, who: &Who, c
             }
         }
     }
+}
+
+/// `POST /api/v1/heartbeat`: an agent's state. With an agent key the
+/// agent is the key's name; with `API_KEY` its hostname (a valid name).
+fn heartbeat(shared: &Shared, mut rq: Request, who: &Who, client: IpAddr) {
+    match gate(shared, who, client) {
+        Gate::Pass => {}
+        g => return refuse(shared, rq, g, false),
+    }
+    let mut body = Vec::new();
+    if rq.as_reader().take(fleet::MAX_BODY as u64 + 1).read_to_end(&mut body).is_err()
+        || body.len() > fleet::MAX_BODY
+    {
+        return reject(
+            shared,
+            rq,
+            413,
+            "heartbeat too large: the limit is 16 KiB",
+            &[("Connection", "close")],
+        );
+    }
+    let hb = match fleet::parse_heartbeat(&body) {
+        Ok(hb) => hb,
+        Err(e) => return reject(shared, rq, 400, &e.to_string(), &[]),
+    };
+    let name = match who {
+        Who::Agent(name) => name.clone(),
+        _ if auth::valid_agent_name(&hb.hostname) => hb.hostname.clone(),
+        _ => return reject(
+            shared,
+            rq,
+            400,
+            "heartbeat: hostname is not a usable agent name (1 to 64 of A-Z a-z 0-9 . _ -); use an agent key",
+            &[],
+        ),
+    };
+    let remote = routes::remote_ip(rq.remote_addr().copied());
+    let now = i64::try_from(now_unix_nanos()).unwrap_or(i64::MAX);
+    match shared.db.heartbeat(&name, |prev| fleet::after_heartbeat(prev, &name, hb, &remote, now)) {
+        Ok(_) => reply_json(rq, 200, serde_json::json!({"status": "ok", "agent": name}).to_string()),
+        Err(e) => {
+            log::error!("dashboard: heartbeat not stored: {e}");
+            reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")])
+        }
+    }
+}
+
+/// `GET /api/v1/agents`: every agent that sent a heartbeat, with its flags.
+fn agents(shared: &Shared, rq: Request, who: &Who) {
+    if matches!(who, Who::Agent(_)) {
+        return reject(shared, rq, 403, AGENT_ONLY_POSTS, &[]);
+    }
+    if !who.may_read() {
+        return reject(shared, rq, 401, "unauthorized", &[]);
+    }
+    let list = match shared.db.agents() {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("dashboard: read failed: {e}");
+            return reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")]);
+        }
+    };
+    let now = i64::try_from(now_unix_nanos()).unwrap_or(i64::MAX);
+    let current = fleet::current_policy(&list, now);
+    let agents: Vec<Value> = list
+        .iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+            v["flags"] =
+                serde_json::to_value(fleet::flags(a, now, current.as_deref())).unwrap_or(Value::Null);
+            v
+        })
+        .collect();
+    let body = serde_json::json!({
+        "now": now, "current_policy": current, "silent_after_intervals": fleet::SILENT_AFTER, "agents": agents,
+    });
+    reply_json(rq, 200, body.to_string());
 }
 
 /// Who the request is from (see [`auth`]).

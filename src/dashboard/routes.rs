@@ -27,6 +27,10 @@ pub enum Route {
     Logout,
     /// `GET /api/v1/session`: who the UI is logged in as, and the CSRF token.
     Session,
+    /// `POST /api/v1/heartbeat`: an agent's state (see `fleet.rs`).
+    Heartbeat,
+    /// `GET /api/v1/agents`: the agents and their flags.
+    Agents,
     /// `GET /api/v1/keys`: the agent keys (names and dates, never keys).
     ListKeys,
     /// `POST /api/v1/keys` `{"name": ...}`: a new agent key, shown once.
@@ -135,6 +139,20 @@ pub fn route(method: &str, path: &str) -> Route {
         "/api/v1/session" => {
             if get {
                 Route::Session
+            } else {
+                Route::MethodNotAllowed("GET, HEAD")
+            }
+        }
+        "/api/v1/heartbeat" => {
+            if m == "POST" {
+                Route::Heartbeat
+            } else {
+                Route::MethodNotAllowed("POST")
+            }
+        }
+        "/api/v1/agents" => {
+            if get {
+                Route::Agents
             } else {
                 Route::MethodNotAllowed("GET, HEAD")
             }
@@ -394,6 +412,10 @@ mod tests {
             ("GET", "/api/v1/session", Route::Session),
             ("GET", "/login.js", Route::Asset(&ASSETS[3])),
             ("GET", "/login.html", Route::NotFound),
+            ("POST", "/api/v1/heartbeat", Route::Heartbeat),
+            ("GET", "/api/v1/heartbeat", Route::MethodNotAllowed("POST")),
+            ("GET", "/api/v1/agents", Route::Agents),
+            ("POST", "/api/v1/agents", Route::MethodNotAllowed("GET, HEAD")),
             ("GET", "/api/v1/keys", Route::ListKeys),
             ("POST", "/api/v1/keys", Route::AddKey),
             ("DELETE", "/api/v1/keys", Route::MethodNotAllowed("GET, HEAD, POST")),

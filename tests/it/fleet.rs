@@ -2,10 +2,18 @@
 //! keys (API and `egret dashboard key`), heartbeats and the agents view,
 //! and the aggregates API.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use egret::config::DashboardConfig;
 use egret::dashboard::Options;
+use egret::events::batch::BatchConfig;
+use egret::events::heartbeat;
+use egret::events::net::ClientOptions;
+use egret::events::shipper::{Shipper, ShipperOptions};
 use serde_json::{json, Value};
 
 use crate::dashboard::{config, event, send, server, Resp, KEY};
@@ -157,4 +165,178 @@ fn egret_dashboard_key_add_list_revoke_reach_a_running_dashboard() {
     assert!(cli(&["key", "list"]).1.contains("revoked"));
     h.stop();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+fn agents(a: SocketAddr) -> Value {
+    let r = with_key(a, "GET", "/api/v1/agents", KEY, &Value::Null);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+fn agent<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list["agents"].as_array().unwrap().iter().find(|a| a["name"] == name)
+}
+
+fn flag_names(a: &Value) -> Vec<String> {
+    a["flags"].as_array().unwrap().iter().map(|f| f["flag"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Polls the agents list until `ok` holds (bounded).
+fn wait_agents(a: SocketAddr, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = agents(a);
+        if ok(&list) {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {list}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn shipper(host: &str, key: &str) -> Shipper {
+    let opts = ShipperOptions {
+        host: host.to_owned(),
+        api_key: Some(key.to_owned()),
+        batch: BatchConfig {
+            max_delay: Duration::from_millis(20),
+            start_delay: Duration::ZERO,
+            ..Default::default()
+        },
+        client: ClientOptions {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+    };
+    Shipper::spawn(opts).expect("start the shipper").0
+}
+
+fn beat(host: &str, digest: &str, allowed: &Arc<AtomicU64>) -> heartbeat::Source {
+    let (host, digest, allowed) = (host.to_owned(), digest.to_owned(), allowed.clone());
+    Arc::new(move || heartbeat::Heartbeat {
+        hostname: host.clone(),
+        version: "9.9.9".into(),
+        mode: "https".into(),
+        policy_digest: digest.clone(),
+        health: "ok",
+        problems: Vec::new(),
+        // Each beat reports 30 more allowed (the rate is over the interval).
+        counters: heartbeat::Totals {
+            allowed: allowed.fetch_add(30, Ordering::Relaxed),
+            ..Default::default()
+        },
+        interval_ms: 200,
+    })
+}
+
+#[test]
+fn heartbeats_list_agents_with_their_fields_and_flag_silent_degraded_and_old_policy() {
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    let k1 = add_key(a, "edge-1");
+    let allowed = Arc::new(AtomicU64::new(0));
+    let s = shipper(&format!("http://{a}"), &k1);
+    s.set_heartbeat(Duration::from_millis(200), beat("pod-edge", "d-new", &allowed));
+    assert!(s.push(event("beat.example", "ALLOWED", "https").to_string()), "events ship beside heartbeats");
+
+    // Agent 2 (API_KEY, so named by its hostname): degraded, an older
+    // policy, a short interval, and then nothing more.
+    let hb2 = json!({"hostname": "edge-2", "version": "0.1.0", "mode": "dns", "policy_digest": "d-old",
+                     "health": "degraded", "problems": ["ruleset changed by someone else"],
+                     "counters": {"allowed": 1, "blocked": 2}, "interval_ms": 100});
+    assert_eq!(with_key(a, "POST", "/api/v1/heartbeat", KEY, &hb2).status, 200);
+    // Agent 3 runs the same policy as agent 1, so "d-new" is the current one.
+    let hb3 = json!({"hostname": "edge-3", "policy_digest": "d-new", "health": "ok"});
+    assert_eq!(with_key(a, "POST", "/api/v1/heartbeat", KEY, &hb3).status, 200);
+
+    let list = wait_agents(a, "edge-1 with a rate", |l| {
+        agent(l, "edge-1").is_some_and(|e| e["allowed_per_min"].as_f64().unwrap_or(0.0) > 0.0)
+    });
+    let e1 = agent(&list, "edge-1").unwrap();
+    assert_eq!(
+        (e1["hostname"].as_str(), e1["version"].as_str(), e1["mode"].as_str(), e1["policy_digest"].as_str()),
+        (Some("pod-edge"), Some("9.9.9"), Some("https"), Some("d-new")),
+        "named by its key, its fields as sent: {e1}"
+    );
+    assert!(e1["healthy"] == true && e1["last_seen"].as_i64().unwrap() > 0, "{e1}");
+    assert_eq!(list["current_policy"], "d-new");
+    let logs = with_key(a, "GET", "/api/v1/logs", KEY, &Value::Null).json();
+    assert!(logs.as_array().unwrap().iter().any(|e| e["agent"] == "edge-1"), "{logs}");
+
+    let list = wait_agents(a, "edge-2 silent", |l| {
+        agent(l, "edge-2").is_some_and(|e| flag_names(e).contains(&"silent".to_owned()))
+    });
+    let e2 = agent(&list, "edge-2").unwrap();
+    assert_eq!(flag_names(e2), ["silent", "degraded", "old_policy"], "{e2}");
+    assert_eq!(e2["flags"][1]["reasons"][0], "ruleset changed by someone else");
+    assert_eq!(e2["flags"][2]["current"], "d-new");
+    // Agent 1 keeps beating: no flag. Agent 3 (30 s default) is not silent yet.
+    assert_eq!(flag_names(agent(&list, "edge-1").unwrap()), Vec::<String>::new(), "{list}");
+    assert_eq!(flag_names(agent(&list, "edge-3").unwrap()), Vec::<String>::new(), "{list}");
+
+    // Bad heartbeats are refused with the reason; agent keys cannot list.
+    let r = with_key(a, "POST", "/api/v1/heartbeat", KEY, &json!({"hostname": "edge-2"}));
+    assert!(r.status == 400 && r.body.contains("health"), "{}", r.body);
+    let r = with_key(a, "POST", "/api/v1/heartbeat", KEY, &json!({"hostname": "a b", "health": "ok"}));
+    assert!(r.status == 400 && r.body.contains("agent name"), "{}", r.body);
+    assert_eq!(with_key(a, "POST", "/api/v1/heartbeat", "wrong", &hb3).status, 401);
+    assert_eq!(with_key(a, "GET", "/api/v1/agents", &k1, &Value::Null).status, 403);
+    assert_eq!(send(a, "GET", "/api/v1/agents", &[], b"").status, 401);
+    s.shutdown(Instant::now() + Duration::from_secs(5));
+    h.stop();
+}
+
+/// A dashboard without heartbeats (g0efilter's: 404): one heartbeat is
+/// tried, then none, and the event batches go on as before.
+#[test]
+fn a_dashboard_that_answers_404_to_heartbeats_gets_no_more_and_still_gets_events() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().take(64) {
+            let Ok(mut c) = c else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                for _ in 0..1000 {
+                    match crate::events::Req::parse(&buf) {
+                        Some((req, used)) => {
+                            buf.drain(..used);
+                            log.lock().unwrap().push(req.path.clone());
+                            let status =
+                                if req.path == "/api/v1/heartbeat" { "404 Not Found" } else { "201 Created" };
+                            let body = "{}";
+                            let resp =
+                                format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                            if c.write_all(resp.as_bytes()).is_err() {
+                                return;
+                            }
+                        }
+                        None => match c.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        },
+                    }
+                }
+            });
+        }
+    });
+    let s = shipper(&format!("http://{addr}"), KEY);
+    let allowed = Arc::new(AtomicU64::new(0));
+    s.set_heartbeat(Duration::from_millis(50), beat("pod-g0", "d", &allowed));
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(s.push(event("after.example", "ALLOWED", "https").to_string()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.lock().unwrap().iter().any(|p| p == "/api/v1/logs") {
+        assert!(Instant::now() < deadline, "the batch was not sent: {:?}", seen.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let paths = seen.lock().unwrap().clone();
+    assert_eq!(paths.iter().filter(|p| *p == "/api/v1/heartbeat").count(), 1, "{paths:?}");
+    s.shutdown(Instant::now() + Duration::from_secs(2));
 }
