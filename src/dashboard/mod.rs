@@ -550,8 +550,8 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
     let route = routes::route(rq.method().as_str(), &path);
     log::trace!("dashboard: {peer} {} {path} → {route:?}", rq.method());
     let who = who(shared, &rq, peer);
-    let reads_data =
-        matches!(route, Route::GetLogs | Route::Events) || matches!(route, Route::Asset(a) if a.path == "/");
+    let reads_data = matches!(route, Route::GetLogs | Route::Events | Route::Aggregates)
+        || matches!(route, Route::Asset(a) if a.path == "/");
     if matches!(who, Who::Agent(_)) && (reads_data || matches!(route, Route::DeleteLogs)) {
         return reject(shared, rq, 403, AGENT_ONLY_POSTS, &[]);
     }
@@ -656,6 +656,27 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
                 _ => serde_json::json!({"mode": shared.cfg.auth_mode.as_str()}),
             };
             reply_json(rq, 200, body.to_string());
+        }
+        Route::Aggregates => {
+            let q = match routes::parse_aggregates(&query) {
+                Ok(q) => q,
+                Err(why) => return reject(shared, rq, 400, &why, &[]),
+            };
+            let now = i64::try_from(now_unix_nanos()).unwrap_or(i64::MAX);
+            let since = now.saturating_sub(i64::try_from(q.window.as_nanos()).unwrap_or(i64::MAX));
+            match shared.db.aggregate(&q, since) {
+                Ok(agg) => {
+                    let body = serde_json::json!({
+                        "window_s": q.window.as_secs(), "by": q.by.as_str(), "since": since, "now": now,
+                        "agent": q.agent, "action": q.action, "total": agg.total, "groups": agg.groups,
+                    });
+                    reply_json(rq, 200, body.to_string());
+                }
+                Err(e) => {
+                    log::error!("dashboard: aggregates failed: {e}");
+                    reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")])
+                }
+            }
         }
         Route::Heartbeat => heartbeat(shared, rq, &who, client),
         Route::Agents => agents(shared, rq, &who),

@@ -24,7 +24,7 @@ fn with_key(a: SocketAddr, method: &str, path: &str, key: &str, body: &Value) ->
     send(a, method, path, &[("X-Api-Key", key), ("Content-Type", "application/json")], b.as_bytes())
 }
 
-fn add_key(a: SocketAddr, name: &str) -> String {
+pub(crate) fn add_key(a: SocketAddr, name: &str) -> String {
     let r = with_key(a, "POST", "/api/v1/keys", KEY, &json!({"name": name}));
     assert_eq!(r.status, 201, "{}", r.body);
     let key = r.json()["key"].as_str().expect("the key, once").to_owned();
@@ -339,4 +339,93 @@ fn a_dashboard_that_answers_404_to_heartbeats_gets_no_more_and_still_gets_events
     let paths = seen.lock().unwrap().clone();
     assert_eq!(paths.iter().filter(|p| *p == "/api/v1/heartbeat").count(), 1, "{paths:?}");
     s.shutdown(Instant::now() + Duration::from_secs(2));
+}
+
+/// An event `ago` seconds old (the aggregates window is event time).
+fn recent(host: &str, action: &str, source: &str, ago: u64) -> Value {
+    let t = std::time::SystemTime::now() - Duration::from_secs(ago);
+    let nanos = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
+    let mut e = event(host, action, "https");
+    e["time"] = json!(egret::time::format_rfc3339_nanos(nanos));
+    e["source_ip"] = json!(source);
+    e
+}
+
+#[test]
+fn aggregates_equal_a_count_over_the_stored_rows_and_bad_parameters_get_400() {
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    let k1 = add_key(a, "edge-1");
+    let mut batch = Vec::new();
+    for i in 0..60u64 {
+        let host = ["a.example", "b.example", "c.example"][(i % 3) as usize];
+        let action = if i % 4 == 0 { "ALLOWED" } else { "BLOCKED" };
+        batch.push(recent(host, action, &format!("10.0.0.{}", i % 2), i * 30));
+    }
+    // 60 events over the last 30 minutes, and two from two hours ago.
+    assert_eq!(with_key(a, "POST", "/api/v1/logs", KEY, &Value::Array(batch)).status, 201);
+    let old = json!([
+        recent("a.example", "BLOCKED", "10.0.0.1", 7200),
+        recent("z.example", "BLOCKED", "10.0.0.1", 7300)
+    ]);
+    assert_eq!(with_key(a, "POST", "/api/v1/logs", &k1, &old).status, 201);
+    assert_eq!(
+        with_key(a, "POST", "/api/v1/logs", &k1, &json!([recent("a.example", "AUDIT", "10.0.0.9", 5)]))
+            .status,
+        201
+    );
+
+    let stored = with_key(a, "GET", "/api/v1/logs", KEY, &Value::Null).json();
+    let stored = stored.as_array().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
+    let in_window = |e: &&Value, secs: i128| {
+        egret::time::parse_rfc3339(e["time"].as_str().unwrap()).unwrap()
+            >= now - secs * 1_000_000_000 - 5_000_000_000
+    };
+    let agg = |q: &str| {
+        let r = with_key(a, "GET", &format!("/api/v1/aggregates?{q}"), KEY, &Value::Null);
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        r.json()
+    };
+    let d = agg("window=1h&by=destination&action=blocked");
+    let blocked: Vec<&Value> =
+        stored.iter().filter(|e| in_window(e, 3600) && e["action"] == "BLOCKED").collect();
+    assert_eq!(d["total"]["count"].as_u64().unwrap() as usize, blocked.len(), "{d}");
+    for g in d["groups"].as_array().unwrap() {
+        let n = blocked.iter().filter(|e| e["https"] == g["key"]).count();
+        assert_eq!(g["count"].as_u64().unwrap() as usize, n, "{g}");
+    }
+    assert!(
+        !d["groups"].as_array().unwrap().iter().any(|g| g["key"] == "z.example"),
+        "outside the window: {d}"
+    );
+    let all = agg("window=3h&by=destination");
+    assert_eq!(all["total"]["count"].as_u64().unwrap() as usize, stored.len());
+    let agents = agg("window=3h&by=agent");
+    let e1 = agents["groups"].as_array().unwrap().iter().find(|g| g["key"] == "edge-1").expect("edge-1");
+    assert_eq!((e1["count"].as_u64(), e1["audit"].as_u64()), (Some(3), Some(1)));
+    let src = agg("window=1h&by=source&agent=edge-1");
+    assert_eq!(src["groups"][0]["key"], "10.0.0.9");
+    let reasons = agg("window=1h&by=reason");
+    assert_eq!(reasons["groups"][0]["key"], "not-allowed");
+    let minutes = agg("window=1h&by=minute");
+    let sum: u64 = minutes["groups"].as_array().unwrap().iter().map(|g| g["count"].as_u64().unwrap()).sum();
+    assert_eq!(sum, minutes["total"]["count"].as_u64().unwrap());
+    assert!(minutes["groups"].as_array().unwrap().len() >= 30, "{minutes}");
+
+    for (q, says) in [
+        ("by=host", "by=\"host\""),
+        ("window=banana&by=agent", "window=\"banana\""),
+        ("window=10s&by=agent", "from 1m to 30d"),
+        ("by=minute&window=7d", "at most 24h"),
+        ("by=agent&top=0", "top"),
+        ("by=agent&action=dropped", "action"),
+    ] {
+        let r = with_key(a, "GET", &format!("/api/v1/aggregates?{q}"), KEY, &Value::Null);
+        assert_eq!(r.status, 400, "{q}");
+        assert!(r.json()["error"].as_str().unwrap().contains(says), "{q}: {}", r.body);
+    }
+    assert_eq!(send(a, "GET", "/api/v1/aggregates?by=agent", &[], b"").status, 401);
+    assert_eq!(with_key(a, "GET", "/api/v1/aggregates?by=agent", &k1, &Value::Null).status, 403);
+    h.stop();
 }
