@@ -597,3 +597,64 @@ fn ui_charts_draw_known_data_per_agent_and_fleet_brushing_filters_the_table_in_b
     h.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn ui_creates_and_revokes_agent_keys_and_lists_flagged_agents() {
+    let h = server(DashboardConfig { ..config() }, Options::default());
+    let a = h.addr();
+    let hb = json!({"hostname": "edge-9", "version": "0.1.0", "mode": "https", "policy_digest": "d1",
+                    "health": "degraded", "problems": ["listener 0.0.0.0:8443 missing"], "interval_ms": 100});
+    let r = crate::dashboard::send(
+        a,
+        "POST",
+        "/api/v1/heartbeat",
+        &[("X-Api-Key", crate::dashboard::KEY)],
+        hb.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let dir = scratch("browser-keys");
+    let mut b = Browser::launch(&dir);
+    let session = signed_in_page(&mut b, a, 1400);
+    let s = session.as_str();
+
+    // The agents panel: edge-9 with its flags (silent once 300 ms passed).
+    b.wait_for(
+        s,
+        "(() => { const tr = document.querySelector('#agents tr[data-agent=\"edge-9\"]');
+             return !!tr && [...tr.querySelectorAll('.flag')].map(f => f.textContent).join(',') === 'silent,degraded'; })()",
+        "edge-9 flagged silent and degraded",
+    );
+    assert_eq!(
+        b.eval(s, "document.querySelector('#agents tr[data-agent=\"edge-9\"] .flag.degraded').title"),
+        json!("listener 0.0.0.0:8443 missing")
+    );
+
+    // Keys: create one in the dialog (the CSRF token goes with it), use
+    // it, revoke it in the dialog; the next post is refused.
+    b.eval(s, "document.getElementById('keys').click()");
+    b.eval(s, "(() => { document.getElementById('key-name').value = 'ui-1'; document.getElementById('keys-form').requestSubmit(); })()");
+    b.wait_for(s, "!document.getElementById('key-new').hidden", "the new key shown once");
+    let key = b.eval(s, "document.getElementById('key-new-value').value").as_str().unwrap().to_owned();
+    assert!(key.starts_with("egk_"), "{key}");
+    b.wait_for(
+        s,
+        "[...document.querySelectorAll('#keys-rows tr[data-name=\"ui-1\"] td')].some(td => td.textContent === 'active')",
+        "ui-1 listed as active",
+    );
+    let post_with = |k: &str| {
+        let body = event("ui.example", "BLOCKED", "https").to_string();
+        crate::dashboard::send(a, "POST", "/api/v1/logs", &[("X-Api-Key", k)], body.as_bytes()).status
+    };
+    assert_eq!(post_with(&key), 201);
+    b.eval(s, "document.querySelector('#keys-rows tr[data-name=\"ui-1\"] button.revoke').click()");
+    b.wait_for(
+        s,
+        "[...document.querySelectorAll('#keys-rows tr[data-name=\"ui-1\"] td')].some(td => td.textContent.startsWith('revoked'))",
+        "ui-1 revoked",
+    );
+    assert_eq!(post_with(&key), 401, "revoked from the UI, refused at once");
+    assert_eq!(b.eval(s, "document.getElementById('keys-error').hidden"), json!(true));
+    drop(b);
+    h.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}
