@@ -1,6 +1,8 @@
 //! Dashboard throughput over loopback: ingest events/s with batched POSTs
 //! (baseline: one event per POST, as g0efilter ships), and SSE fan-out to
-//! 50 clients (baseline: one client). `cargo bench --bench dashboard`.
+//! 50 clients (baseline: one client), and `GET /api/v1/aggregates`
+//! latency with 1,000,000 stored events (baseline: 10,000 stored).
+//! `cargo bench --bench dashboard`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -158,6 +160,99 @@ fn fanout(clients: usize, events: usize) -> (f64, Duration) {
     ((clients * events) as f64 / took.as_secs_f64(), took)
 }
 
+/// A SQLite file of `n` events spread over the last two hours (half in a
+/// one-hour window), written straight through `Db` (ingest is measured
+/// above).
+fn filled_db(n: usize) -> std::path::PathBuf {
+    use egret::dashboard::{db::Db, store::Row};
+    let dir = std::env::temp_dir().join(format!("egret-bench-agg-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("events.db");
+    let unlimited = egret::dashboard::store::Retention { max_age: None, max_rows: None };
+    let db = Db::open(Some(&path), unlimited).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    let span = 7_200_000_000_000i64;
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(10_000);
+        db.insert(k, |i, id| {
+            let j = done + i;
+            let action = ["ALLOWED", "BLOCKED", "BLOCKED", "AUDIT"][j % 4];
+            Row {
+                id,
+                ts: now - (j as i64 * 7919 % 1_000_000) * (span / 1_000_000),
+                action: action.into(),
+                component: Some("https".into()),
+                agent: format!("edge-{}", j % 50),
+                source: Some(format!("10.0.{}.{}", j % 7, j % 200)),
+                destination: Some(format!("host{}.example", j % 1000)),
+                reason: Some(if action == "ALLOWED" { "allowed" } else { "not-allowed" }.into()),
+                json: format!("{{\"id\":{id},\"action\":\"{action}\"}}"),
+                haystack: String::new(),
+            }
+        })
+        .unwrap();
+        done += k;
+    }
+    path
+}
+
+/// Median latency of `GET path` (kept-alive connection, 7 runs).
+fn get_median(addr: std::net::SocketAddr, path: &str) -> Duration {
+    let mut s = BufReader::new(TcpStream::connect(addr).unwrap());
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: b\r\nX-Api-Key: {KEY}\r\n\r\n");
+        s.get_mut().write_all(req.as_bytes()).unwrap();
+        let mut len = 0usize;
+        let mut status = String::new();
+        loop {
+            let mut line = String::new();
+            s.read_line(&mut line).unwrap();
+            if status.is_empty() {
+                status = line.clone();
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).unwrap();
+        assert!(status.contains(" 200 "), "{path}: {status}");
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn aggregates(stored: usize) -> Vec<(&'static str, Duration)> {
+    let path = filled_db(stored);
+    let h = dashboard::start(DashboardConfig { db_path: Some(path.clone()), ..cfg() }, Options::default())
+        .unwrap();
+    let a = h.addr();
+    let out = [
+        ("window=1h&by=destination", "/api/v1/aggregates?window=1h&by=destination"),
+        (
+            "window=1h&by=destination&action=blocked",
+            "/api/v1/aggregates?window=1h&by=destination&action=blocked",
+        ),
+        ("window=1h&by=minute", "/api/v1/aggregates?window=1h&by=minute"),
+        ("window=1h&by=source&agent=edge-7", "/api/v1/aggregates?window=1h&by=source&agent=edge-7"),
+        ("window=24h&by=agent", "/api/v1/aggregates?window=24h&by=agent"),
+        ("GET /api/v1/logs (500 newest)", "/api/v1/logs"),
+    ]
+    .into_iter()
+    .map(|(name, p)| (name, get_median(a, p)))
+    .collect();
+    h.stop();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    out
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this
     // too, without it, and then a small smoke run is enough.
@@ -180,4 +275,15 @@ fn main() {
         "SSE fan-out, {events} events to 50 clients:  {fifty:>10.0} deliveries/s ({t50:.2?} to the last event; {:.1}x baseline deliveries/s)",
         fifty / one
     );
+    let big = 1_000_000 / scale;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("aggregates (median of 7; load average before: {})", load.trim());
+    let small = aggregates(10_000);
+    let large = aggregates(big);
+    for ((name, t_small), (_, t_large)) in small.iter().zip(&large) {
+        println!(
+            "  {name:<42} 10,000 stored: {t_small:>9.2?}   {big} stored: {t_large:>9.2?} ({:.1}x)",
+            t_large.as_secs_f64() / t_small.as_secs_f64()
+        );
+    }
 }

@@ -52,6 +52,19 @@ pub enum DashboardTool {
     Serve,
     /// `hash-password`: read a password on stdin, print its argon2 hash.
     HashPassword,
+    /// `key ...`: agent keys in `DB_PATH`.
+    Key(KeyTool),
+}
+
+/// `egret dashboard key ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyTool {
+    /// `add NAME`: a new agent key, printed once.
+    Add(String),
+    /// `revoke NAME`.
+    Revoke(String),
+    /// `list`.
+    List,
 }
 
 /// `egret selftest --technique NAME --privilege P --ports HTTP,HTTPS`.
@@ -101,7 +114,7 @@ pub fn help(cmd: &str) -> &'static str {
     match cmd {
         "run" => "usage: egret run [--print-rules]\n\nRun the filter: install the nftables ruleset, serve the proxies (HTTPS mode)\nor the DNS server (DNS mode), log decisions. Configured by environment\n(POLICY_PATH, FILTER_MODE, ...).\n\n  --print-rules  print the ruleset as nft text and exit without applying it\n",
         "relay" => "usage: egret relay\n\nRelay ports of this container to a fixed TARGET, as docker-whitelist does:\nlisteners on all addresses (IPv4 and IPv6), no nftables rules, no NET_ADMIN.\nConfigured by environment (TARGET, PORT, MODE, MAX_CONNECTIONS, PRE_RESOLVE,\nNAMESERVERS, UDP_ANSWERS, VERBOSE, the HTTP/SMTP health checks, RELAYS,\nRELAY_CHECK). `egret run` does the same when FILTER_MODE=relay, or when TARGET\nor RELAYS is set and FILTER_MODE is not.\n",
-        "dashboard" => "usage: egret dashboard [hash-password]\n\nRun the dashboard: the log API, the live stream (SSE) and the web UI.\nConfigured by environment (PORT, API_KEY, DB_PATH, AUTH_MODE, ...).\n\n  hash-password    read a password on stdin, print an argon2 hash for DASHBOARD_USERS\n",
+        "dashboard" => "usage: egret dashboard [hash-password | key add NAME | key revoke NAME | key list]\n\nRun the dashboard: the log API, the live stream (SSE) and the web UI.\nConfigured by environment (PORT, API_KEY, DB_PATH, AUTH_MODE, ...).\n\n  hash-password    read a password on stdin, print an argon2 hash for DASHBOARD_USERS\n  key add NAME     make agent NAME a key (stored hashed in DB_PATH), print it once\n  key revoke NAME  revoke NAME's key (refused at once, also by a running dashboard)\n  key list         the agent keys: name, created, revoked\n",
         "check" => "usage: egret check [--policy PATH] [--explain NAME|IP]\n\nValidate the policy (the file at PATH, else POLICY_PATH, plus the\nALLOWLIST_IPS / ALLOWLIST_DOMAINS variables) and print the effective\nallowlist, then the SSRF guard in effect (GUARD_ADDRESSES) as a comment,\nwith a warning for each risky entry (a /8 or wider, '*', a wildcard over a\nshared hosting suffix). Exits 0 when valid, 2 listing every problem when not.\n\n--explain NAME|IP says which entry allows that name or address, or that\nnone does; it exits 0 when allowed, 1 when blocked.\n",
         "init" => "usage: egret init\n\nInstall the fail-closed ruleset and exit. Run it as an init container so the\nrules are in place before any workload starts.\n",
         "cleanup" => "usage: egret cleanup\n\nRemove egret's nftables table (table inet egret). Egress is then unfiltered.\n",
@@ -215,9 +228,13 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             let tool = match a.as_slice() {
                 [] => DashboardTool::Serve,
                 ["hash-password"] => DashboardTool::HashPassword,
+                ["key", "add", name] => DashboardTool::Key(KeyTool::Add((*name).to_owned())),
+                ["key", "revoke", name] => DashboardTool::Key(KeyTool::Revoke((*name).to_owned())),
+                ["key", "list"] => DashboardTool::Key(KeyTool::List),
                 _ => {
                     return Err(UsageError(format!(
-                        "unexpected arguments {a:?} for `egret dashboard` (hash-password)"
+                        "unexpected arguments {a:?} for `egret dashboard` (hash-password, key add NAME, \
+                         key revoke NAME, key list)"
                     )))
                 }
             };
@@ -300,6 +317,12 @@ mod tests {
         assert_eq!(p(&["dashboard"]), Ok(Command::Dashboard(DashboardTool::Serve)));
         assert_eq!(p(&["dashboard", "hash-password"]), Ok(Command::Dashboard(DashboardTool::HashPassword)));
         assert!(p(&["dashboard", "frobnicate"]).is_err());
+        let key = |t| Ok(Command::Dashboard(DashboardTool::Key(t)));
+        assert_eq!(p(&["dashboard", "key", "add", "edge-1"]), key(KeyTool::Add("edge-1".into())));
+        assert_eq!(p(&["dashboard", "key", "revoke", "e"]), key(KeyTool::Revoke("e".into())));
+        assert_eq!(p(&["dashboard", "key", "list"]), key(KeyTool::List));
+        assert!(p(&["dashboard", "key", "add"]).is_err());
+        assert!(p(&["dashboard", "key", "add", "a", "b"]).is_err());
         assert!(p(&["frobnicate"]).unwrap_err().0.contains("unknown command"));
         assert!(p(&["check", "--policy"]).is_err());
         assert!(p(&["cleanup", "now"]).unwrap_err().0.contains("unexpected argument"));

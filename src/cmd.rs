@@ -50,6 +50,7 @@ pub fn run(cmd: Command) -> Outcome {
         Command::Selftest { technique: None } => selftest(),
         Command::Dashboard(crate::cli::DashboardTool::Serve) => dashboard(),
         Command::Dashboard(crate::cli::DashboardTool::HashPassword) => hash_password(),
+        Command::Dashboard(crate::cli::DashboardTool::Key(tool)) => agent_keys(&tool),
     }
 }
 
@@ -212,6 +213,59 @@ fn hash_password() -> Outcome {
     let hash = crate::dashboard::auth::hash_password(password, &salt)
         .map_err(|e| Failure::failed(format!("hash-password: {e}")))?;
     println!("{hash}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `egret dashboard key ...`: agent keys in the database at `DB_PATH`
+/// (the dashboard reads them from the file on every request, so a running
+/// dashboard honours a change at once).
+fn agent_keys(tool: &crate::cli::KeyTool) -> Outcome {
+    use crate::cli::KeyTool;
+    use crate::dashboard::{auth, db};
+    let path = process_env("DB_PATH").filter(|p| !p.trim().is_empty()).ok_or_else(|| {
+        Failure::invalid(
+            "dashboard key: DB_PATH is not set; agent keys live in the dashboard's database \
+             (an in-memory dashboard makes them in its UI or at POST /api/v1/keys)",
+        )
+    })?;
+    let unlimited = crate::dashboard::store::Retention { max_age: None, max_rows: None };
+    let db = db::Db::open(Some(std::path::Path::new(&path)), unlimited)
+        .map_err(|e| Failure::failed(format!("dashboard key: {e}")))?;
+    let now = i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+    )
+    .unwrap_or(i64::MAX);
+    let failed = |e: db::Error| Failure::failed(format!("dashboard key: {e}"));
+    match tool {
+        KeyTool::Add(name) => {
+            if !auth::valid_agent_name(name) {
+                return Err(Failure::invalid(format!(
+                    "dashboard key: bad name {name:?}: 1 to 64 of A-Z a-z 0-9 . _ -"
+                )));
+            }
+            let random = crate::dashboard::random_bytes(32)
+                .map_err(|e| Failure::failed(format!("dashboard key: no randomness: {e}")))?;
+            let key = auth::agent_key(&random);
+            db.add_key(name, &auth::key_hash(&key), now).map_err(failed)?;
+            eprintln!("agent key for {name} (shown once; the dashboard keeps only its hash):");
+            println!("{key}");
+        }
+        KeyTool::Revoke(name) => {
+            if !db.revoke_key(name, now).map_err(failed)? {
+                return Err(Failure::failed(format!("dashboard key: no active agent key named {name:?}")));
+            }
+            println!("revoked {name}");
+        }
+        KeyTool::List => {
+            for k in db.keys().map_err(failed)? {
+                let when = |n: i64| crate::time::format_rfc3339_nanos(i128::from(n));
+                match k.revoked {
+                    Some(r) => println!("{}\tcreated {}\trevoked {}", k.name, when(k.created), when(r)),
+                    None => println!("{}\tcreated {}\tactive", k.name, when(k.created)),
+                }
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -37,6 +37,7 @@ pub mod defaults {
     pub const DNS_TTL_MAX: Duration = Duration::from_secs(3600);
     pub const METRICS_PORT: u16 = 9090;
     pub const WATCHDOG_INTERVAL: Duration = Duration::from_secs(2);
+    pub const DASHBOARD_HEARTBEAT: Duration = Duration::from_secs(30);
     /// `LOG_FILE_MAX_SIZE`: rotate `LOG_FILE` past this many bytes.
     pub const LOG_FILE_MAX_SIZE: u64 = 100 * 1024 * 1024;
     // Dashboard.
@@ -138,6 +139,9 @@ pub struct Config {
     /// `WATCHDOG_INTERVAL`: how often the installed table is read back and
     /// compared with what egret installed; zero turns the watchdog off.
     pub watchdog_interval: Duration,
+    /// `DASHBOARD_HEARTBEAT`: how often the agent tells the dashboard its
+    /// health, policy and counters; zero turns heartbeats off.
+    pub dashboard_heartbeat: Duration,
     /// `DASHBOARD_LISTEN`: also serve the dashboard inside the filter
     /// process on this address (a bare port means all addresses); off
     /// when `None`. See `dashboard::embedded_config`.
@@ -798,6 +802,7 @@ impl Config {
             dashboard_ca_file: e.string("DASHBOARD_CA_FILE").map(PathBuf::from),
             log_file_max_size,
             watchdog_interval: e.get("WATCHDOG_INTERVAL", d::WATCHDOG_INTERVAL, parse_duration),
+            dashboard_heartbeat: e.get("DASHBOARD_HEARTBEAT", d::DASHBOARD_HEARTBEAT, parse_duration),
             dashboard_listen: e.opt("DASHBOARD_LISTEN", parse_listen),
             dns_in_https_mode: e.get("DNS_IN_HTTPS_MODE", false, parse_bool),
             health_socket: e.string("HEALTH_SOCKET").map(PathBuf::from),
@@ -1360,6 +1365,12 @@ mod tests {
             Duration::from_millis(500)
         );
         assert_eq!(cfg(&[("WATCHDOG_INTERVAL", "0")]).unwrap().watchdog_interval, Duration::ZERO);
+        assert_eq!(cfg(&[]).unwrap().dashboard_heartbeat, Duration::from_secs(30));
+        assert_eq!(
+            cfg(&[("DASHBOARD_HEARTBEAT", "5s")]).unwrap().dashboard_heartbeat,
+            Duration::from_secs(5)
+        );
+        assert!(cfg(&[("DASHBOARD_HEARTBEAT", "often")]).is_err());
         assert!(cfg(&[("WATCHDOG_INTERVAL", "often")]).is_err());
     }
 

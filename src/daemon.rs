@@ -151,6 +151,19 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
         cfg.policy_path.display()
     );
 
+    let policy_digest = Arc::new(Mutex::new(file_digest(&cfg.policy_path)));
+    sink.set_heartbeat(
+        cfg.dashboard_heartbeat,
+        heartbeat_source(
+            &cfg,
+            audit,
+            emitter.hostname(),
+            &enforcement,
+            &listeners,
+            &event_counts,
+            &policy_digest,
+        ),
+    );
     if audit {
         log::warn!(
             "AUDIT MODE (ENFORCE=audit or the policy's `enforce: audit`): every decision is made and logged \
@@ -193,6 +206,7 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
         enforcement,
         registry,
         counters,
+        policy_digest,
     };
     let sig = control_loop(&rx, &mut state, &sink, &event_counts);
     if let Some(m) = metrics {
@@ -361,6 +375,51 @@ struct Reloader<'a> {
     /// HTTPS mode: the open proxied connections a reload may revoke.
     registry: Option<Arc<Registry>>,
     counters: Arc<DaemonCounters>,
+    /// The loaded policy file's digest, for the dashboard heartbeat.
+    policy_digest: Arc<Mutex<String>>,
+}
+
+/// The policy file's digest (empty when it cannot be read).
+fn file_digest(path: &std::path::Path) -> String {
+    std::fs::read(path).map(|b| events::heartbeat::policy_digest(&b)).unwrap_or_default()
+}
+
+/// What the heartbeat says, read live on each beat: the health the
+/// `/health` endpoint reports (ruleset intact, listeners bound), the
+/// counters the control loop refreshes, the digest of the loaded policy.
+fn heartbeat_source(
+    cfg: &Config,
+    audit: bool,
+    hostname: &str,
+    enforcement: &Arc<Enforcement>,
+    listeners: &Arc<crate::listen::Status>,
+    counts: &Arc<Mutex<events::sink::Counts>>,
+    digest: &Arc<Mutex<String>>,
+) -> events::heartbeat::Source {
+    let (enforcement, listeners, counts, digest) =
+        (enforcement.clone(), listeners.clone(), counts.clone(), digest.clone());
+    let hostname = hostname.to_owned();
+    let mode = format!("{:?}{}", cfg.filter_mode, if audit { " audit" } else { "" }).to_lowercase();
+    let interval_ms = u64::try_from(cfg.dashboard_heartbeat.as_millis()).unwrap_or(u64::MAX);
+    Arc::new(move || {
+        let mut problems = match enforcement.check() {
+            Ok(d) if d.is_intact() => Vec::new(),
+            Ok(d) => vec![d.describe()],
+            Err(e) => vec![e],
+        };
+        problems.extend(listeners.problems());
+        let c = *counts.lock().unwrap_or_else(|p| p.into_inner());
+        events::heartbeat::Heartbeat {
+            hostname: hostname.clone(),
+            version: crate::VERSION.to_owned(),
+            mode: mode.clone(),
+            policy_digest: digest.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            health: events::heartbeat::health(&problems),
+            problems,
+            counters: events::heartbeat::totals(&c),
+            interval_ms,
+        }
+    })
 }
 
 impl Reloader<'_> {
@@ -399,6 +458,8 @@ impl Reloader<'_> {
                 // Swap first, then revoke: a connection registering after
                 // the scan re-checks against the new policy itself.
                 self.handle.replace(new);
+                *self.policy_digest.lock().unwrap_or_else(|p| p.into_inner()) =
+                    file_digest(&self.cfg.policy_path);
                 let new = self.handle.current();
                 self.counters.reloads_applied.fetch_add(1, Ordering::Relaxed);
                 log::info!("policy reloaded; ruleset re-applied in {} ms", a.elapsed.as_millis());

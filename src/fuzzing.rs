@@ -273,6 +273,20 @@ pub fn dashboard_auth(data: &[u8]) {
     let _ = auth::parse_users(s);
 }
 
+/// A heartbeat body (untrusted: any key holder posts it): never panics;
+/// a parsed one keeps its bounds, and an agent's state after it has
+/// finite, non-negative rates.
+pub fn dashboard_heartbeat(data: &[u8]) {
+    use crate::dashboard::fleet;
+    let Ok(hb) = fleet::parse_heartbeat(data) else { return };
+    assert!(!hb.hostname.is_empty() && hb.hostname.len() <= 256, "hostname bounds");
+    assert!(hb.problems.len() <= 16 && (100..=3_600_000).contains(&hb.interval_ms), "bounds");
+    let first = fleet::after_heartbeat(None, "a", hb.clone(), "", 1);
+    let next = fleet::after_heartbeat(Some(&first), "a", hb, "", 2);
+    assert!(next.allowed_per_min.is_finite() && next.allowed_per_min >= 0.0, "rate");
+    let _ = fleet::flags(&next, i64::MAX, Some("x"));
+}
+
 /// `NOTIFICATION_URLS` (operator text, but parsed before anything else
 /// and easy to get oddly wrong): no input panics; a parsed target builds
 /// a request to an http(s) URL; errors name positions in order, each

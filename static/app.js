@@ -7,6 +7,8 @@
   const MAX_KEPT = 2000; // entries kept in the page
   const MAX_ROWS = 500; // rows shown
   const MAX_DESTS = 100; // destinations shown
+  const AGENTS_EVERY_MS = 5000; // the agents list is polled
+  const AGG_EVERY_MS = 10000; // the aggregates, besides after new events
 
   const $ = (id) => document.getElementById(id);
   // AUDIT: audit mode, would have been blocked and was let through.
@@ -16,8 +18,8 @@
     lastId: 0,
     paused: false,
     pending: [],
-    counts: { ALLOWED: 0, BLOCKED: 0, AUDIT: 0 },
-    dests: new Map(),
+    brush: null, // {from, to}: minute starts (ms) the table is limited to
+    timeline: null,
     source: null,
     session: null, // GET /api/v1/session: mode, user, csrf
   };
@@ -44,6 +46,12 @@
     const c = $('f-component').value;
     const q = $('f-search').value.trim().toLowerCase();
     if (a && e.action !== a) return false;
+    if (state.brush) {
+      const t = Date.parse(e.time);
+      if (!(t >= state.brush.from && t < state.brush.to + 60000)) return false;
+    }
+    const agent = $('f-agent').value;
+    if (agent && (e.agent || e.hostname || '') !== agent) return false;
     if (c && componentOf(e) !== c) return false;
     if (q) {
       const hay = [e.msg, e.action, hostOf(e), sourceOf(e), destOf(e), e.hostname, e.flow_id, e.protocol,
@@ -84,40 +92,198 @@
     $('shown').textContent = `(${shown} shown of ${state.entries.length})`;
   }
 
-  function renderCounts() {
-    $('count-allowed').textContent = String(state.counts.ALLOWED);
-    $('count-blocked').textContent = String(state.counts.BLOCKED);
-    $('count-audit').textContent = String(state.counts.AUDIT);
-    $('count-total').textContent = String(state.counts.ALLOWED + state.counts.BLOCKED + state.counts.AUDIT);
+  // The counters, charts and the destinations table come from
+  // GET /api/v1/aggregates (counted in SQL over everything stored), not
+  // from the entries this page happens to hold.
+  const SVG = 'http://www.w3.org/2000/svg';
+  const WINDOW_TEXT = { '15m': 'last 15 minutes', '1h': 'last 1 hour', '6h': 'last 6 hours', '24h': 'last 24 hours' };
+  const TL = { w: 1000, h: 140, axis: 18 };
+
+  function svgEl(name, attrs, text) {
+    const el = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+    if (text != null) el.textContent = text; // names come from traffic: text only
+    return el;
   }
 
-  let destTimer = null;
-  function renderDestsSoon() {
-    if (destTimer) return;
-    destTimer = setTimeout(() => { destTimer = null; renderDests(); }, 250);
+  function aggQuery(extra, fleet) {
+    const p = new URLSearchParams({ window: $('f-window').value });
+    const agent = fleet ? '' : $('f-agent').value;
+    if (agent) p.set('agent', agent);
+    for (const [k, v] of Object.entries(extra)) p.set(k, v);
+    return '/api/v1/aggregates?' + p.toString();
   }
 
-  function renderDests() {
-    const list = [...state.dests.entries()].sort((a, b) => b[1].count - a[1].count).slice(0, MAX_DESTS);
+  async function getAgg(extra, fleet) {
+    const r = await fetch(aggQuery(extra, fleet), { headers: { Accept: 'application/json' } });
+    if (!r.ok) throw new Error(`aggregates: HTTP ${r.status}`);
+    return r.json();
+  }
+
+  function renderCounts(total) {
+    $('count-allowed').textContent = String(total.allowed);
+    $('count-blocked').textContent = String(total.blocked);
+    $('count-audit').textContent = String(total.audit);
+    $('count-total').textContent = String(total.count);
+    const agent = $('f-agent').value;
+    $('count-window').textContent = (WINDOW_TEXT[$('f-window').value] || '') + (agent ? `, ${agent}` : ', whole fleet');
+  }
+
+  function renderDests(groups) {
     const frag = document.createDocumentFragment();
-    for (const [name, d] of list) {
+    for (const g of groups.slice(0, MAX_DESTS)) {
       const tr = document.createElement('tr');
+      const name = g.key == null ? '(unknown)' : String(g.key);
       cell(tr, name, 'host').title = name;
-      cell(tr, String(d.count));
-      cell(tr, shortTime(d.last), 'mono');
-      cell(tr, d.action, 'action ' + (KNOWN.has(d.action) ? d.action : ''));
+      cell(tr, String(g.count), 'num');
+      cell(tr, String(g.blocked), 'num');
+      cell(tr, shortTime(new Date(g.last / 1e6).toISOString()), 'mono');
       frag.appendChild(tr);
     }
     $('dests').replaceChildren(frag);
   }
 
-  function account(e) {
-    if (KNOWN.has(e.action)) state.counts[e.action]++;
-    const k = destKey(e);
-    const d = state.dests.get(k) || { count: 0, last: '', action: '' };
-    d.count++;
-    if (String(e.time) >= d.last) { d.last = String(e.time); d.action = String(e.action || ''); }
-    state.dests.set(k, d);
+  // Timeline: one stacked bar per minute (allowed at the bottom, then
+  // blocked, then audit), heights against the busiest minute.
+  function renderTimeline(data) {
+    const svg = $('timeline');
+    const startMs = Math.floor(data.since / 6e10) * 60000;
+    const minutes = Math.max(1, Math.ceil(data.window_s / 60));
+    const bw = TL.w / minutes;
+    const plotH = TL.h - TL.axis;
+    const max = Math.max(1, ...data.groups.map((g) => g.count));
+    state.timeline = { startMs, minutes, bw };
+    const frag = document.createDocumentFragment();
+    frag.appendChild(svgEl('line', { x1: 0, y1: plotH, x2: TL.w, y2: plotH, class: 'axis' }));
+    for (const g of data.groups) {
+      const x = ((g.key - startMs) / 60000) * bw;
+      if (x < 0 || x >= TL.w) continue;
+      let y = plotH;
+      for (const [action, n] of [['allowed', g.allowed], ['blocked', g.blocked], ['audit', g.audit]]) {
+        if (!n) continue;
+        const h = (n / max) * (plotH - 4);
+        y -= h;
+        const r = svgEl('rect', { x: x.toFixed(2), y: y.toFixed(2), width: Math.max(1, bw - 1).toFixed(2), height: h.toFixed(2), class: 'tl ' + action });
+        r.dataset.minute = String(g.key);
+        r.dataset.action = action;
+        r.dataset.count = String(n);
+        r.appendChild(svgEl('title', {}, `${new Date(g.key).toISOString().slice(11, 16)}: ${n} ${action}`));
+        frag.appendChild(r);
+      }
+    }
+    const ticks = 6;
+    for (let i = 0; i <= ticks; i++) {
+      const t = startMs + (minutes * 60000 * i) / ticks;
+      const anchor = i === 0 ? 'start' : i === ticks ? 'end' : 'middle';
+      frag.appendChild(svgEl('text', { x: (TL.w * i) / ticks, y: TL.h - 4, 'text-anchor': anchor, class: 'tick' }, new Date(t).toISOString().slice(11, 16)));
+    }
+    if (state.brush) {
+      const x1 = ((state.brush.from - startMs) / 60000) * bw;
+      const x2 = ((state.brush.to - startMs) / 60000) * bw;
+      frag.appendChild(svgEl('rect', { x: x1, y: 0, width: Math.max(1, x2 - x1), height: plotH, class: 'brush' }));
+    }
+    svg.replaceChildren(frag);
+  }
+
+  // Horizontal bars: one row per group, lengths against the largest.
+  function renderBars(id, groups, cls) {
+    const svg = $(id);
+    const rowH = 22;
+    const labelW = 190;
+    const barMax = 500 - labelW - 60;
+    const max = Math.max(1, ...groups.map((g) => g.count));
+    const frag = document.createDocumentFragment();
+    groups.forEach((g, i) => {
+      const y = i * rowH;
+      const name = g.key == null ? '(unknown)' : String(g.key);
+      const label = svgEl('text', { x: labelW - 6, y: y + 15, 'text-anchor': 'end', class: 'label' }, name.length > 28 ? name.slice(0, 27) + '…' : name);
+      label.appendChild(svgEl('title', {}, name));
+      frag.appendChild(label);
+      const w = (g.count / max) * barMax;
+      const r = svgEl('rect', { x: labelW, y: y + 3, width: w.toFixed(2), height: rowH - 6, class: 'bar ' + cls });
+      r.dataset.key = name;
+      r.dataset.count = String(g.count);
+      frag.appendChild(r);
+      frag.appendChild(svgEl('text', { x: labelW + w + 6, y: y + 15, class: 'value' }, String(g.count)));
+    });
+    if (!groups.length) frag.appendChild(svgEl('text', { x: 250, y: 24, 'text-anchor': 'middle', class: 'label' }, 'nothing in this window'));
+    svg.setAttribute('viewBox', `0 0 500 ${Math.max(40, groups.length * rowH)}`);
+    svg.replaceChildren(frag);
+  }
+
+  let aggSeq = 0;
+  async function refreshAggregates() {
+    const seq = ++aggSeq;
+    try {
+      const [tl, blocked, talkers, dests, agents] = await Promise.all([
+        getAgg({ by: 'minute' }),
+        getAgg({ by: 'destination', action: 'blocked', top: '10' }),
+        getAgg({ by: 'source', top: '10' }),
+        getAgg({ by: 'destination', top: String(MAX_DESTS) }),
+        getAgg({ by: 'agent', top: '100' }, true),
+      ]);
+      if (seq !== aggSeq) return; // a newer refresh is on its way
+      renderCounts(tl.total);
+      renderTimeline(tl);
+      renderBars('top-blocked', blocked.groups, 'blocked');
+      renderBars('top-talkers', talkers.groups, 'talker');
+      renderDests(dests.groups);
+      refreshAgentChoices(agents.groups.filter((g) => g.key != null).map((g) => String(g.key)));
+      document.body.dataset.aggregates = String(seq); // tests wait on it
+    } catch (_) { /* tried again on the next event or tick */ }
+  }
+
+  let aggTimer = null;
+  function refreshSoon() {
+    if (aggTimer) return;
+    aggTimer = setTimeout(() => { aggTimer = null; refreshAggregates(); }, 500);
+  }
+
+  // Brushing: drag across the timeline to show only those minutes in the
+  // table; a click without a drag (or the chip) clears it.
+  function minuteAt(clientX) {
+    const t = state.timeline;
+    const box = $('timeline').getBoundingClientRect();
+    if (!t || box.width === 0) return null;
+    const x = ((clientX - box.left) / box.width) * TL.w;
+    return t.startMs + Math.max(0, Math.min(t.minutes - 1, Math.floor(x / t.bw))) * 60000;
+  }
+
+  function setBrush(b) {
+    state.brush = b;
+    const chip = $('brush-clear');
+    chip.hidden = !b;
+    if (b) chip.textContent = `time ${new Date(b.from).toISOString().slice(11, 16)}–${new Date(b.to + 60000).toISOString().slice(11, 16)} ✕`;
+    renderRows();
+    refreshSoon();
+  }
+
+  function initBrush() {
+    const svg = $('timeline');
+    let start = null;
+    svg.addEventListener('pointerdown', (ev) => { start = { x: ev.clientX, m: minuteAt(ev.clientX) }; svg.setPointerCapture(ev.pointerId); });
+    svg.addEventListener('pointerup', (ev) => {
+      if (!start) return;
+      const m = minuteAt(ev.clientX);
+      const moved = Math.abs(ev.clientX - start.x) >= 3;
+      const from = start.m;
+      start = null;
+      if (!moved || from == null || m == null) { setBrush(null); return; }
+      setBrush({ from: Math.min(from, m), to: Math.max(from, m) });
+    });
+    $('brush-clear').addEventListener('click', () => setBrush(null));
+  }
+
+  async function refreshAgentChoices(names) {
+    const sel = $('f-agent');
+    const have = new Set([...sel.options].map((o) => o.value));
+    for (const n of names) {
+      if (have.has(n)) continue;
+      const o = document.createElement('option');
+      o.value = n;
+      o.textContent = n;
+      sel.appendChild(o);
+    }
   }
 
   function add(e, live) {
@@ -125,7 +291,6 @@
     state.lastId = e.id;
     state.entries.unshift(e);
     if (state.entries.length > MAX_KEPT) state.entries.length = MAX_KEPT;
-    account(e);
     if (live && matches(e)) {
       const tbody = $('rows');
       tbody.insertBefore(row(e, true), tbody.firstChild);
@@ -136,11 +301,8 @@
   function reset() {
     state.entries = [];
     state.pending = [];
-    state.counts = { ALLOWED: 0, BLOCKED: 0, AUDIT: 0 };
-    state.dests.clear();
     renderRows();
-    renderCounts();
-    renderDests();
+    refreshAggregates();
     showPending();
   }
 
@@ -163,8 +325,7 @@
     if (!d || typeof d.id !== 'number') return;
     if (state.paused) { state.pending.push(d); showPending(); return; }
     add(d, true);
-    renderCounts();
-    renderDestsSoon();
+    refreshSoon();
     $('shown').textContent = `(${$('rows').childElementCount} shown of ${state.entries.length})`;
   }
 
@@ -216,9 +377,11 @@
       }
     } catch (_) { /* the stream still works; it replays nothing older */ }
     renderRows();
-    renderCounts();
-    renderDests();
+    refreshAggregates();
+    setInterval(refreshAggregates, AGG_EVERY_MS);
     connect();
+    loadAgents();
+    setInterval(loadAgents, AGENTS_EVERY_MS);
   }
 
   function togglePause() {
@@ -229,8 +392,7 @@
       state.pending = [];
       showPending();
       renderRows();
-      renderCounts();
-      renderDests();
+      refreshAggregates();
     }
     setStatus(state.paused ? 'paused' : 'live', state.paused ? 'paused' : 'live');
   }
@@ -257,8 +419,136 @@
     $('clear-error').hidden = false;
   }
 
+  // Agent keys (GET/POST /api/v1/keys, DELETE /api/v1/keys/NAME). State
+  // changes carry the session's CSRF token.
+  const csrfHeaders = () => {
+    const csrf = state.session && state.session.csrf;
+    return csrf ? { 'X-CSRF-Token': csrf } : {};
+  };
+  const isoTime = (nanos) => (typeof nanos === 'number' ? new Date(nanos / 1e6).toISOString().slice(0, 19).replace('T', ' ') : '');
+
+  function keysError(text) {
+    $('keys-error').textContent = text;
+    $('keys-error').hidden = !text;
+  }
+
+  async function loadKeys() {
+    try {
+      const r = await fetch('/api/v1/keys', { headers: { Accept: 'application/json' } });
+      if (!r.ok) { keysError(`cannot list keys: HTTP ${r.status}`); return; }
+      const list = (await r.json()).keys || [];
+      const frag = document.createDocumentFragment();
+      for (const k of list) {
+        const tr = document.createElement('tr');
+        tr.dataset.name = String(k.name);
+        cell(tr, String(k.name), 'mono');
+        cell(tr, isoTime(k.created), 'mono');
+        cell(tr, k.revoked == null ? 'active' : 'revoked ' + isoTime(k.revoked));
+        const td = cell(tr, '');
+        if (k.revoked == null) {
+          const b = document.createElement('button');
+          b.type = 'button';
+          b.className = 'danger revoke';
+          b.textContent = 'Revoke';
+          b.addEventListener('click', () => revokeKey(String(k.name)));
+          td.appendChild(b);
+        }
+        frag.appendChild(tr);
+      }
+      $('keys-rows').replaceChildren(frag);
+    } catch (e) { keysError('cannot list keys: ' + String(e)); }
+  }
+
+  async function revokeKey(name) {
+    keysError('');
+    const r = await fetch('/api/v1/keys/' + encodeURIComponent(name), { method: 'DELETE', headers: csrfHeaders() });
+    if (!r.ok) keysError(`revoking ${name} failed: HTTP ${r.status}`);
+    loadKeys();
+  }
+
+  async function createKey(ev) {
+    ev.preventDefault();
+    keysError('');
+    const name = $('key-name').value.trim();
+    const headers = Object.assign({ 'Content-Type': 'application/json' }, csrfHeaders());
+    const r = await fetch('/api/v1/keys', { method: 'POST', headers, body: JSON.stringify({ name }) });
+    let body = {};
+    try { body = await r.json(); } catch (_) { /* shown as the status */ }
+    if (r.status === 201) {
+      $('key-new-name').textContent = String(body.name);
+      $('key-new-value').value = String(body.key);
+      $('key-new').hidden = false;
+      $('key-name').value = '';
+    } else {
+      keysError(`creating ${name} failed: ${body.error || 'HTTP ' + r.status}`);
+    }
+    loadKeys();
+  }
+
+  function openKeys() {
+    keysError('');
+    $('key-new').hidden = true;
+    $('key-new-value').value = '';
+    $('keys-dialog').showModal();
+    loadKeys();
+  }
+
+  // Agents (GET /api/v1/agents): last seen, rates and the flags the
+  // dashboard computed (silent, degraded, old policy).
+  const FLAG_TEXT = { silent: 'silent', degraded: 'degraded', old_policy: 'old policy' };
+  function ago(nowNanos, thenNanos) {
+    const s = Math.max(0, Math.round((nowNanos - thenNanos) / 1e9));
+    return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+  }
+
+  function renderAgents(data) {
+    const list = Array.isArray(data.agents) ? data.agents : [];
+    const frag = document.createDocumentFragment();
+    let flagged = 0;
+    for (const a of list) {
+      const tr = document.createElement('tr');
+      tr.dataset.agent = String(a.name);
+      const flags = Array.isArray(a.flags) ? a.flags : [];
+      if (flags.length) { flagged++; tr.className = 'flagged'; }
+      cell(tr, String(a.name), 'mono');
+      cell(tr, String(a.hostname || ''));
+      cell(tr, String(a.version || ''));
+      cell(tr, String(a.mode || ''));
+      cell(tr, ago(data.now, a.last_seen), 'mono').title = isoTime(a.last_seen);
+      cell(tr, Number(a.allowed_per_min || 0).toFixed(1), 'num');
+      cell(tr, Number(a.blocked_per_min || 0).toFixed(1), 'num');
+      cell(tr, String(a.policy_digest || '').slice(0, 12), 'mono').title = String(a.policy_digest || '');
+      const td = cell(tr, '');
+      for (const f of flags) {
+        const b = document.createElement('span');
+        b.className = 'flag ' + String(f.flag);
+        b.textContent = FLAG_TEXT[f.flag] || String(f.flag);
+        if (f.flag === 'degraded') b.title = (f.reasons || []).join('; ');
+        if (f.flag === 'old_policy') b.title = 'current: ' + String(f.current || '');
+        if (f.flag === 'silent') b.title = `no heartbeat for ${Math.round((f.for_ms || 0) / 1000)} s`;
+        td.appendChild(b);
+      }
+      frag.appendChild(tr);
+    }
+    $('agents').replaceChildren(frag);
+    refreshAgentChoices(list.map((a) => String(a.name)));
+    $('agents-summary').textContent = `(${list.length}, ${flagged} flagged)`;
+  }
+
+  async function loadAgents() {
+    try {
+      const r = await fetch('/api/v1/agents', { headers: { Accept: 'application/json' } });
+      if (r.ok) renderAgents(await r.json());
+    } catch (_) { /* tried again on the next tick */ }
+  }
+
   document.addEventListener('DOMContentLoaded', () => {
+    $('keys').addEventListener('click', openKeys);
+    $('keys-close').addEventListener('click', () => $('keys-dialog').close());
+    $('keys-form').addEventListener('submit', createKey);
     for (const id of ['f-action', 'f-component']) $(id).addEventListener('change', renderRows);
+    for (const id of ['f-window', 'f-agent']) $(id).addEventListener('change', () => { renderRows(); refreshAggregates(); });
+    initBrush();
     $('f-search').addEventListener('input', renderRows);
     $('toggle').addEventListener('click', togglePause);
     $('clear').addEventListener('click', openClear);

@@ -255,8 +255,11 @@ impl Sessions {
 pub enum Who {
     /// `AUTH_MODE=none` with `PUBLIC_READS=true`: anyone.
     Public,
-    /// A request with a valid key (agents, scripts).
+    /// A request with `API_KEY` (the operator's scripts, shared agents).
     Key,
+    /// A request with an agent's own key (`egk_...`, see [`agent_key`]):
+    /// it may post its events, nothing else.
+    Agent(String),
     /// A person: a session or a forwarded user, with the CSRF token their
     /// state changes must carry.
     User { name: String, csrf: String },
@@ -266,7 +269,7 @@ pub enum Who {
 
 impl Who {
     pub fn may_read(&self) -> bool {
-        !matches!(self, Who::Nobody)
+        !matches!(self, Who::Nobody | Who::Agent(_))
     }
 
     /// Whether a state change (clear, logout, keys, unblock) goes on: a
@@ -277,7 +280,7 @@ impl Who {
             Who::Key => true,
             Who::User { csrf, .. } => csrf_header
                 .is_some_and(|h| super::routes::constant_time_eq(h.trim().as_bytes(), csrf.as_bytes())),
-            Who::Public | Who::Nobody => false,
+            Who::Public | Who::Nobody | Who::Agent(_) => false,
         }
     }
 
@@ -313,6 +316,25 @@ pub fn login_cookie(value: &str, secure: bool) -> String {
         "{LOGIN_COOKIE}={value}; Path=/; Max-Age=3600; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }
     )
+}
+
+/// How every agent key starts (so other keys skip the lookup).
+pub const AGENT_KEY_PREFIX: &str = "egk_";
+
+/// An agent key: `egk_` and 32 random bytes in hex (`random` is them).
+pub fn agent_key(random: &[u8]) -> String {
+    format!("{AGENT_KEY_PREFIX}{}", hex(random))
+}
+
+/// What is stored for a key: its SHA-256, hex. Keys are random and long,
+/// so a fast hash is enough (no password stretching needed).
+pub fn key_hash(key: &str) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, key.trim().as_bytes()).as_ref())
+}
+
+/// Agent names: 1..64 of `A-Z a-z 0-9 . _ -`.
+pub fn valid_agent_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// Lowercase hex of `bytes` (tokens).
@@ -406,6 +428,12 @@ mod tests {
         assert!(!user.may_change(Some("csrf2")));
         assert!(!user.may_change(None));
         assert!(Who::Key.may_change(None));
+        let agent = Who::Agent("edge-1".into());
+        assert!(!agent.may_read() && !agent.may_change(None), "an agent key only posts");
+        assert!(valid_agent_name("edge-1.pod_2") && !valid_agent_name("") && !valid_agent_name("a b"));
+        assert!(!valid_agent_name(&"x".repeat(65)));
+        assert_eq!(agent_key(&[0xab; 4]), "egk_abababab");
+        assert_eq!(key_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert!(Who::Public.may_read() && !Who::Public.may_change(Some("x")));
         assert!(!Who::Nobody.may_read());
         assert_eq!(Mode::parse(" Session "), Ok(Mode::Session));

@@ -36,6 +36,17 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_agent_ts ON events (agent, ts);
+CREATE TABLE IF NOT EXISTS agent_keys (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    revoked INTEGER
+);
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT PRIMARY KEY,
+    last_seen INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
 ";
 
 #[derive(Debug)]
@@ -52,6 +63,8 @@ pub enum Error {
     Version { path: PathBuf, found: i64 },
     /// The disk (or the volume) is full: nothing was written.
     Full,
+    /// An agent key of that name exists (and is not revoked).
+    KeyExists(String),
     /// Any other failure of a statement.
     Sql(String),
 }
@@ -75,6 +88,7 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Full => f.write_str("database: the disk is full; ingest stopped, stored entries kept"),
+            Error::KeyExists(name) => write!(f, "agent key {name:?} exists; revoke it first"),
             Error::Sql(why) => write!(f, "database: {why}"),
         }
     }
@@ -87,6 +101,36 @@ fn sql(e: rusqlite::Error) -> Error {
         Some(ErrorCode::DiskFull) => Error::Full,
         _ => Error::Sql(e.to_string()),
     }
+}
+
+/// One agent key as listed (never the key or its hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyInfo {
+    pub name: String,
+    pub created: i64,
+    pub revoked: Option<i64>,
+}
+
+/// Counts of one group of `GET /api/v1/aggregates` (or of all of them).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Group {
+    /// The destination, source, agent or reason (`null`: events without
+    /// one); for the timeline the minute's start, Unix milliseconds.
+    pub key: serde_json::Value,
+    pub count: u64,
+    pub allowed: u64,
+    pub blocked: u64,
+    pub audit: u64,
+    /// The newest event time in the group (Unix nanos).
+    pub last: i64,
+}
+
+/// What `GET /api/v1/aggregates` answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Aggregate {
+    /// Every event in the window (and filters), grouped or not.
+    pub total: Group,
+    pub groups: Vec<Group>,
 }
 
 /// What the writer keeps in memory (and in `meta`).
@@ -382,6 +426,175 @@ impl Db {
         Ok(Since { entries, missed })
     }
 
+    /// Stores an agent key's hash under `name` (a revoked name may be
+    /// given a new key).
+    pub fn add_key(&self, name: &str, hash: &str, now_unix_nanos: i64) -> Result<(), Error> {
+        let mut guard = self.writer();
+        let tx = guard.conn.transaction().map_err(sql)?;
+        let active: Option<i64> = tx
+            .query_row("SELECT 1 FROM agent_keys WHERE name = ?1 AND revoked IS NULL", [name], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        if active.is_some() {
+            return Err(Error::KeyExists(name.to_owned()));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO agent_keys (name, hash, created, revoked) VALUES (?1, ?2, ?3, NULL)",
+            params![name, hash, now_unix_nanos],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    /// Revokes `name`'s key; false when there is no active key of that name.
+    pub fn revoke_key(&self, name: &str, now_unix_nanos: i64) -> Result<bool, Error> {
+        let w = self.writer();
+        let n = w
+            .conn
+            .execute(
+                "UPDATE agent_keys SET revoked = ?2 WHERE name = ?1 AND revoked IS NULL",
+                params![name, now_unix_nanos],
+            )
+            .map_err(sql)?;
+        Ok(n > 0)
+    }
+
+    /// The agent whose active key hashes to `hash`. Read from the file
+    /// every time, so a key added or revoked by `egret dashboard key` in
+    /// another process counts at once.
+    pub fn key_agent(&self, hash: &str) -> Result<Option<String>, Error> {
+        self.read(|c| {
+            c.prepare_cached("SELECT name FROM agent_keys WHERE hash = ?1 AND revoked IS NULL")?
+                .query_row([hash], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Every agent key: name, created, revoked (Unix nanos), by name.
+    pub fn keys(&self) -> Result<Vec<KeyInfo>, Error> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT name, created, revoked FROM agent_keys ORDER BY name")?;
+            let rows = st
+                .query_map([], |r| Ok(KeyInfo { name: r.get(0)?, created: r.get(1)?, revoked: r.get(2)? }))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Records a heartbeat of agent `name`: `next` turns its stored state
+    /// (if any) into the new one, in one transaction.
+    pub fn heartbeat(
+        &self,
+        name: &str,
+        next: impl FnOnce(Option<&super::fleet::AgentState>) -> super::fleet::AgentState,
+    ) -> Result<super::fleet::AgentState, Error> {
+        let mut guard = self.writer();
+        let tx = guard.conn.transaction().map_err(sql)?;
+        let prev: Option<String> = tx
+            .query_row("SELECT state FROM agents WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        let prev = prev.and_then(|j| serde_json::from_str::<super::fleet::AgentState>(&j).ok());
+        let state = next(prev.as_ref());
+        let json = serde_json::to_string(&state).map_err(|e| Error::Sql(e.to_string()))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO agents (name, last_seen, state) VALUES (?1, ?2, ?3)",
+            params![name, state.last_seen, json],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(state)
+    }
+
+    /// Every agent that sent a heartbeat, by name.
+    pub fn agents(&self) -> Result<Vec<super::fleet::AgentState>, Error> {
+        let rows: Vec<String> = self.read(|c| {
+            let mut st = c.prepare_cached("SELECT state FROM agents ORDER BY name")?;
+            let rows = st.query_map([], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })?;
+        // A row this egret cannot read (written by another version) is skipped.
+        Ok(rows.iter().filter_map(|j| serde_json::from_str(j).ok()).collect())
+    }
+
+    /// Counts over the events whose event time is at or after `since`
+    /// (Unix nanos), grouped as `q` says, in SQL: right however many
+    /// entries are stored, not only those a page loaded.
+    pub fn aggregate(&self, q: &super::routes::AggQuery, since: i64) -> Result<Aggregate, Error> {
+        use super::routes::GroupBy;
+        let mut filter = String::from("ts >= ?1");
+        if q.agent.is_some() {
+            filter = format!("agent = ?2 AND {filter}");
+        }
+        if q.action.is_some() {
+            filter.push_str(" AND action = ?3");
+        }
+        let sums = "count(*), coalesce(sum(action = 'ALLOWED'), 0), coalesce(sum(action = 'BLOCKED'), 0), \
+                    coalesce(sum(action = 'AUDIT'), 0), coalesce(max(ts), 0)";
+        let grouped = match q.by {
+            GroupBy::Minute => format!(
+                "SELECT (ts / 60000000000) * 60000 AS k, {sums} FROM events WHERE {filter} GROUP BY k ORDER BY k"
+            ),
+            other => {
+                // A column name from a fixed list, never from the request.
+                let col = other.as_str();
+                format!(
+                    "SELECT {col} AS k, {sums} FROM events WHERE {filter} GROUP BY k \
+                     ORDER BY count(*) DESC, k LIMIT {}",
+                    q.top
+                )
+            }
+        };
+        let total_sql = format!("SELECT NULL, {sums} FROM events WHERE {filter}");
+        let agent = q.agent.as_deref();
+        let action = q.action;
+        self.read(|c| {
+            let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Group> {
+                let key = match r.get_ref(0)? {
+                    rusqlite::types::ValueRef::Integer(i) => serde_json::Value::from(i),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        serde_json::Value::String(String::from_utf8_lossy(t).into_owned())
+                    }
+                    _ => serde_json::Value::Null,
+                };
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+                Ok(Group { key, count: n(1)?, allowed: n(2)?, blocked: n(3)?, audit: n(4)?, last: r.get(5)? })
+            };
+            let bind = |st: &mut rusqlite::Statement<'_>| -> rusqlite::Result<()> {
+                st.raw_bind_parameter(1, since)?;
+                if let Some(a) = agent {
+                    st.raw_bind_parameter(2, a)?;
+                }
+                if let Some(a) = action {
+                    st.raw_bind_parameter(3, a)?;
+                }
+                Ok(())
+            };
+            let mut st = c.prepare_cached(&total_sql)?;
+            bind(&mut st)?;
+            let total = match st.raw_query().next()? {
+                Some(r) => row(r)?,
+                None => Group {
+                    key: serde_json::Value::Null,
+                    count: 0,
+                    allowed: 0,
+                    blocked: 0,
+                    audit: 0,
+                    last: 0,
+                },
+            };
+            drop(st);
+            let mut st = c.prepare_cached(&grouped)?;
+            bind(&mut st)?;
+            let mut rows = st.raw_query();
+            let mut groups = Vec::new();
+            while let Some(r) = rows.next()? {
+                groups.push(row(r)?);
+            }
+            Ok(Aggregate { total, groups })
+        })
+    }
+
     /// `PRAGMA integrity_check` (for tests and `egret dashboard`'s checks).
     pub fn integrity(&self) -> Result<String, Error> {
         self.read(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
@@ -428,6 +641,91 @@ mod tests {
 
     fn unlimited() -> Retention {
         Retention { max_age: None, max_rows: None }
+    }
+
+    /// Aggregates equal a count over the stored rows, for every grouping
+    /// and filter, on a pseudo-random mix.
+    #[test]
+    fn aggregates_equal_a_count_over_the_rows() {
+        use crate::dashboard::routes::parse_aggregates;
+        let db = Db::open(None, unlimited()).unwrap();
+        let min = 60_000_000_000i64;
+        let base = 1_795_812_000_000_000_000i64 / min * min;
+        let (acts, hosts, agents) =
+            (["ALLOWED", "BLOCKED", "AUDIT"], ["a.example", "b.example", "c.example", ""], ["e1", "e2"]);
+        let mut x = 7u64;
+        let mut rows = Vec::new();
+        for i in 0..600 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let r = (x >> 33) as usize;
+            let ts = base - (r % 120) as i64 * min / 2;
+            let (act, host, agent) = (acts[r % 3], hosts[(r / 3) % 4], agents[(r / 12) % 2]);
+            let mut v = json!({"msg": format!("m{i}"), "action": act, "source_ip": format!("10.0.0.{}", r % 5),
+                               "reason": if act == "ALLOWED" { "allowed" } else { "not-allowed" },
+                               "time": crate::time::format_rfc3339_nanos(i128::from(ts))});
+            if !host.is_empty() {
+                v["https"] = json!(host);
+            }
+            let rec = normalize(v.as_object().unwrap(), &ctx()).unwrap();
+            rows.push((ts, act, host, agent, format!("10.0.0.{}", r % 5)));
+            db.insert(1, |_, id| Row::new(rec.clone(), id, Some(agent))).unwrap();
+        }
+        let since = base - 30 * min;
+        for q in [
+            "by=destination&top=1000",
+            "by=source&action=blocked",
+            "by=agent",
+            "by=reason&agent=e2",
+            "by=minute&agent=e1&action=audit",
+        ] {
+            let aq = parse_aggregates(q).unwrap();
+            let got = db.aggregate(&aq, since).unwrap();
+            let sel: Vec<_> = rows
+                .iter()
+                .filter(|r| {
+                    r.0 >= since
+                        && aq.agent.as_deref().is_none_or(|a| a == r.3)
+                        && aq.action.is_none_or(|a| a == r.1)
+                })
+                .collect();
+            assert_eq!(got.total.count as usize, sel.len(), "{q}");
+            assert_eq!(got.total.blocked as usize, sel.iter().filter(|r| r.1 == "BLOCKED").count(), "{q}");
+            let key = |r: &(i64, &str, &str, &str, String)| -> serde_json::Value {
+                match aq.by.as_str() {
+                    "destination" if r.2.is_empty() => serde_json::Value::Null,
+                    "destination" => json!(r.2),
+                    "source" => json!(r.4),
+                    "agent" => json!(r.3),
+                    "reason" => json!(if r.1 == "ALLOWED" { "allowed" } else { "not-allowed" }),
+                    _ => json!(r.0 / min * 60_000),
+                }
+            };
+            let mut want: std::collections::HashMap<String, (u64, u64, i64)> = Default::default();
+            for r in &sel {
+                let e = want.entry(key(r).to_string()).or_default();
+                e.0 += 1;
+                e.1 += u64::from(r.1 == "ALLOWED");
+                e.2 = e.2.max(r.0);
+            }
+            assert_eq!(got.groups.len(), want.len(), "{q}: every group (top is large enough)");
+            for g in &got.groups {
+                let w = want[&g.key.to_string()];
+                assert_eq!((g.count, g.allowed, g.last), w, "{q}: {g:?}");
+                assert_eq!(g.count, g.allowed + g.blocked + g.audit);
+            }
+            if aq.by.as_str() == "minute" {
+                assert!(
+                    got.groups.windows(2).all(|w| w[0].key.as_i64() < w[1].key.as_i64()),
+                    "in time order"
+                );
+            } else {
+                assert!(got.groups.windows(2).all(|w| w[0].count >= w[1].count), "largest first");
+            }
+        }
+        let top = db.aggregate(&parse_aggregates("by=destination&top=2").unwrap(), since).unwrap();
+        assert_eq!(top.groups.len(), 2);
+        let none = db.aggregate(&parse_aggregates("by=agent&agent=nobody").unwrap(), since).unwrap();
+        assert_eq!((none.total.count, none.groups.len()), (0, 0));
     }
 
     #[test]
@@ -537,6 +835,22 @@ mod tests {
         let e = Db::open(Some(p.parent().unwrap()), unlimited()).err().expect("directory refused");
         assert!(e.to_string().contains("is a directory"), "{e}");
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn agent_keys_add_revoke_and_reuse_a_name() {
+        let db = Db::open(None, unlimited()).unwrap();
+        db.add_key("edge-1", "h1", 10).unwrap();
+        assert!(matches!(db.add_key("edge-1", "h2", 11), Err(Error::KeyExists(_))));
+        assert_eq!(db.key_agent("h1").unwrap().as_deref(), Some("edge-1"));
+        assert_eq!(db.key_agent("nope").unwrap(), None);
+        assert!(db.revoke_key("edge-1", 12).unwrap());
+        assert!(!db.revoke_key("edge-1", 13).unwrap(), "already revoked");
+        assert_eq!(db.key_agent("h1").unwrap(), None, "a revoked key no longer works");
+        db.add_key("edge-1", "h3", 14).unwrap();
+        assert_eq!(db.key_agent("h3").unwrap().as_deref(), Some("edge-1"));
+        assert_eq!(db.key_agent("h1").unwrap(), None);
+        assert_eq!(db.keys().unwrap(), [KeyInfo { name: "edge-1".into(), created: 14, revoked: None }]);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod db;
+pub mod fleet;
 pub mod metrics;
 pub mod rate;
 pub mod routes;
@@ -163,10 +164,12 @@ impl Shared {
 
     /// Normalises and stores posted events in one transaction; returns
     /// one result per event. On a storage error nothing is stored.
+    /// `agent` is the name of the agent key the batch came with.
     fn ingest(
         &self,
         items: &[Map<String, Value>],
         remote_ip: &str,
+        agent: Option<&str>,
     ) -> Result<(usize, Vec<Value>), db::Error> {
         let ctx = IngestContext { now_unix_nanos: now_unix_nanos(), remote_ip: remote_ip.to_owned() };
         let mut recs = Vec::with_capacity(items.len());
@@ -193,7 +196,7 @@ impl Shared {
             .collect();
         let stored = self.db.insert(recs.len(), |i, id| {
             let rec = recs[i].take().unwrap_or_else(|| unreachable!("each record is taken once"));
-            Row::new(rec, id, None)
+            Row::new(rec, id, agent)
         });
         let (ids, evicted) = match stored {
             Ok(x) => x,
@@ -241,7 +244,7 @@ impl Handle {
     /// Stores events directly, as if posted from `remote_ip` (for the
     /// filter's in-process dashboard). Returns how many were stored.
     pub fn ingest(&self, events: &[Map<String, Value>], remote_ip: &str) -> Result<usize, db::Error> {
-        self.shared.ingest(events, remote_ip).map(|r| r.0)
+        self.shared.ingest(events, remote_ip, None).map(|r| r.0)
     }
 
     /// Blocks until the server stops (it only stops through [`Handle::stop`]).
@@ -547,8 +550,11 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
     let route = routes::route(rq.method().as_str(), &path);
     log::trace!("dashboard: {peer} {} {path} → {route:?}", rq.method());
     let who = who(shared, &rq, peer);
-    let reads_data =
-        matches!(route, Route::GetLogs | Route::Events) || matches!(route, Route::Asset(a) if a.path == "/");
+    let reads_data = matches!(route, Route::GetLogs | Route::Events | Route::Aggregates)
+        || matches!(route, Route::Asset(a) if a.path == "/");
+    if matches!(who, Who::Agent(_)) && (reads_data || matches!(route, Route::DeleteLogs)) {
+        return reject(shared, rq, 403, AGENT_ONLY_POSTS, &[]);
+    }
     if reads_data && !who.may_read() {
         if matches!(route, Route::Asset(_)) && shared.cfg.auth_mode != auth::Mode::Forward {
             return reply(
@@ -607,14 +613,14 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
                 reply_json(rq, 200, body);
             }
         }
-        Route::PostLogs => post_logs(shared, rq, client),
+        Route::PostLogs => post_logs(shared, rq, &who, client),
         Route::DeleteLogs => {
             match &who {
                 Who::User { .. } if !who.may_change(header(&rq, "X-CSRF-Token")) => {
                     return reject(shared, rq, 403, "csrf token missing or wrong", &[]);
                 }
                 Who::User { .. } => {}
-                _ => match gate(shared, &rq, client) {
+                _ => match gate(shared, &who, client) {
                     Gate::Pass => {}
                     g => return refuse(shared, rq, g, true),
                 },
@@ -651,6 +657,30 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
             };
             reply_json(rq, 200, body.to_string());
         }
+        Route::Aggregates => {
+            let q = match routes::parse_aggregates(&query) {
+                Ok(q) => q,
+                Err(why) => return reject(shared, rq, 400, &why, &[]),
+            };
+            let now = i64::try_from(now_unix_nanos()).unwrap_or(i64::MAX);
+            let since = now.saturating_sub(i64::try_from(q.window.as_nanos()).unwrap_or(i64::MAX));
+            match shared.db.aggregate(&q, since) {
+                Ok(agg) => {
+                    let body = serde_json::json!({
+                        "window_s": q.window.as_secs(), "by": q.by.as_str(), "since": since, "now": now,
+                        "agent": q.agent, "action": q.action, "total": agg.total, "groups": agg.groups,
+                    });
+                    reply_json(rq, 200, body.to_string());
+                }
+                Err(e) => {
+                    log::error!("dashboard: aggregates failed: {e}");
+                    reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")])
+                }
+            }
+        }
+        Route::Heartbeat => heartbeat(shared, rq, &who, client),
+        Route::Agents => agents(shared, rq, &who),
+        Route::ListKeys | Route::AddKey | Route::RevokeKey => keys(shared, rq, route, &path, &who, client),
         Route::MethodNotAllowed(allow) => reject(shared, rq, 405, "method not allowed", &[("Allow", allow)]),
         Route::NotFound => reject(shared, rq, 404, "not found", &[]),
     }
@@ -688,17 +718,188 @@ fn refuse_huge_body(shared: &Shared, rq: Request) {
     std::mem::forget(stream);
 }
 
-/// Random bytes as hex, for session tokens and CSRF values.
-fn random_hex(n: usize) -> std::io::Result<String> {
+/// Random bytes, for session tokens, CSRF values and agent keys.
+pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; n];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(auth::hex(&buf))
+    Ok(buf)
+}
+
+fn random_hex(n: usize) -> std::io::Result<String> {
+    random_bytes(n).map(|b| auth::hex(&b))
+}
+
+const AGENT_ONLY_POSTS: &str = "forbidden: an agent key may only post events";
+
+/// The agent whose active key the request presents. Looked up in the
+/// database on every request, so a revoked key is refused at once (also
+/// when `egret dashboard key revoke` ran in another process).
+fn agent_of(shared: &Shared, rq: &Request) -> Option<String> {
+    let key = routes::presented_key(header(rq, "X-Api-Key"), header(rq, "Authorization"))?;
+    if !key.starts_with(auth::AGENT_KEY_PREFIX) {
+        return None;
+    }
+    match shared.db.key_agent(&auth::key_hash(key)) {
+        Ok(name) => name,
+        Err(e) => {
+            log::warn!("dashboard: cannot look up an agent key: {e}");
+            None
+        }
+    }
+}
+
+/// `GET/POST /api/v1/keys`, `DELETE /api/v1/keys/NAME`: the operator
+/// (`API_KEY`) or a signed-in person (state changes with their CSRF
+/// token); never an agent, nor anonymous readers (`PUBLIC_READS`).
+fn keys(shared: &Shared, mut rq: Request, route: Route, path: &str, who: &Who, client: IpAddr) {
+    match who {
+        Who::Key | Who::User { .. } => {}
+        Who::Agent(_) => return reject(shared, rq, 403, AGENT_ONLY_POSTS, &[]),
+        Who::Public | Who::Nobody => return reject(shared, rq, 401, "unauthorized", &[]),
+    }
+    if route != Route::ListKeys && !who.may_change(header(&rq, "X-CSRF-Token")) {
+        return reject(shared, rq, 403, "csrf token missing or wrong", &[]);
+    }
+    let by = who.name().unwrap_or("the API key").to_owned();
+    let now = i64::try_from(now_unix_nanos()).unwrap_or(i64::MAX);
+    let failed = |shared: &Shared, rq: Request, e: db::Error| {
+        log::error!("dashboard: agent keys: {e}");
+        reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")])
+    };
+    match route {
+        Route::ListKeys => match shared.db.keys() {
+            Ok(list) => reply_json(rq, 200, serde_json::json!({ "keys": list }).to_string()),
+            Err(e) => failed(shared, rq, e),
+        },
+        Route::AddKey => {
+            let mut body = Vec::new();
+            if rq.as_reader().take(4097).read_to_end(&mut body).is_err() || body.len() > 4096 {
+                return reject(shared, rq, 400, "bad body: send {\"name\": \"...\"}", &[]);
+            }
+            let name = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned));
+            let Some(name) = name.filter(|n| auth::valid_agent_name(n)) else {
+                return reject(
+                    shared,
+                    rq,
+                    400,
+                    "bad name: 1 to 64 of A-Z a-z 0-9 . _ - in {\"name\": \"...\"}",
+                    &[],
+                );
+            };
+            let Ok(random) = random_bytes(32) else { return reject(shared, rq, 500, "no randomness", &[]) };
+            let key = auth::agent_key(&random);
+            match shared.db.add_key(&name, &auth::key_hash(&key), now) {
+                Ok(()) => {
+                    log::info!("dashboard: {by} ({client}) created an agent key for {name:?}");
+                    let body = serde_json::json!({"name": name, "key": key, "created": now});
+                    reply_json(rq, 201, body.to_string());
+                }
+                Err(e @ db::Error::KeyExists(_)) => reject(shared, rq, 409, &e.to_string(), &[]),
+                Err(e) => failed(shared, rq, e),
+            }
+        }
+        _ => {
+            let Some(name) = routes::key_path_name(path) else {
+                return reject(shared, rq, 404, "not found", &[]);
+            };
+            match shared.db.revoke_key(name, now) {
+                Ok(true) => {
+                    log::info!("dashboard: {by} ({client}) revoked the agent key of {name:?}");
+                    reply_json(rq, 200, serde_json::json!({"status": "revoked", "name": name}).to_string());
+                }
+                Ok(false) => reject(shared, rq, 404, &format!("no active agent key named {name:?}"), &[]),
+                Err(e) => failed(shared, rq, e),
+            }
+        }
+    }
+}
+
+/// `POST /api/v1/heartbeat`: an agent's state. With an agent key the
+/// agent is the key's name; with `API_KEY` its hostname (a valid name).
+fn heartbeat(shared: &Shared, mut rq: Request, who: &Who, client: IpAddr) {
+    match gate(shared, who, client) {
+        Gate::Pass => {}
+        g => return refuse(shared, rq, g, false),
+    }
+    let mut body = Vec::new();
+    if rq.as_reader().take(fleet::MAX_BODY as u64 + 1).read_to_end(&mut body).is_err()
+        || body.len() > fleet::MAX_BODY
+    {
+        return reject(
+            shared,
+            rq,
+            413,
+            "heartbeat too large: the limit is 16 KiB",
+            &[("Connection", "close")],
+        );
+    }
+    let hb = match fleet::parse_heartbeat(&body) {
+        Ok(hb) => hb,
+        Err(e) => return reject(shared, rq, 400, &e.to_string(), &[]),
+    };
+    let name = match who {
+        Who::Agent(name) => name.clone(),
+        _ if auth::valid_agent_name(&hb.hostname) => hb.hostname.clone(),
+        _ => return reject(
+            shared,
+            rq,
+            400,
+            "heartbeat: hostname is not a usable agent name (1 to 64 of A-Z a-z 0-9 . _ -); use an agent key",
+            &[],
+        ),
+    };
+    let remote = routes::remote_ip(rq.remote_addr().copied());
+    let now = i64::try_from(now_unix_nanos()).unwrap_or(i64::MAX);
+    match shared.db.heartbeat(&name, |prev| fleet::after_heartbeat(prev, &name, hb, &remote, now)) {
+        Ok(_) => reply_json(rq, 200, serde_json::json!({"status": "ok", "agent": name}).to_string()),
+        Err(e) => {
+            log::error!("dashboard: heartbeat not stored: {e}");
+            reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")])
+        }
+    }
+}
+
+/// `GET /api/v1/agents`: every agent that sent a heartbeat, with its flags.
+fn agents(shared: &Shared, rq: Request, who: &Who) {
+    if matches!(who, Who::Agent(_)) {
+        return reject(shared, rq, 403, AGENT_ONLY_POSTS, &[]);
+    }
+    if !who.may_read() {
+        return reject(shared, rq, 401, "unauthorized", &[]);
+    }
+    let list = match shared.db.agents() {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("dashboard: read failed: {e}");
+            return reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")]);
+        }
+    };
+    let now = i64::try_from(now_unix_nanos()).unwrap_or(i64::MAX);
+    let current = fleet::current_policy(&list, now);
+    let agents: Vec<Value> = list
+        .iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+            v["flags"] =
+                serde_json::to_value(fleet::flags(a, now, current.as_deref())).unwrap_or(Value::Null);
+            v
+        })
+        .collect();
+    let body = serde_json::json!({
+        "now": now, "current_policy": current, "silent_after_intervals": fleet::SILENT_AFTER, "agents": agents,
+    });
+    reply_json(rq, 200, body.to_string());
 }
 
 /// Who the request is from (see [`auth`]).
 fn who(shared: &Shared, rq: &Request, peer: IpAddr) -> Who {
     if key_ok(shared, rq) {
         return Who::Key;
+    }
+    if let Some(name) = agent_of(shared, rq) {
+        return Who::Agent(name);
     }
     match shared.cfg.auth_mode {
         auth::Mode::None if shared.cfg.public_reads => Who::Public,
@@ -854,14 +1055,14 @@ enum Gate {
     Unauthorized,
 }
 
-/// A request with the valid key is never rate limited: an agent ships as
+/// A request with the valid key (or an agent key) is never rate limited: an agent ships as
 /// fast as it produces events (g0efilter's sends one POST per event from
 /// three workers), and losing its events to our own limit would help
 /// nobody. Every other request takes a token from its client's bucket,
 /// so guessing keys stays slow (an empty bucket answers 429 before the
 /// key is looked at, as far as the client can tell).
-fn gate(shared: &Shared, rq: &Request, client: IpAddr) -> Gate {
-    if key_ok(shared, rq) {
+fn gate(shared: &Shared, who: &Who, client: IpAddr) -> Gate {
+    if matches!(who, Who::Key | Who::Agent(_)) {
         Gate::Pass
     } else if !allowed_by_rate(shared, client) {
         Gate::Limited
@@ -880,8 +1081,8 @@ fn refuse(shared: &Shared, rq: Request, g: Gate, delete: bool) {
     reply(rq, 401, JSON, body, &[("WWW-Authenticate", "Bearer")]);
 }
 
-fn post_logs(shared: &Arc<Shared>, mut rq: Request, client: IpAddr) {
-    match gate(shared, &rq, client) {
+fn post_logs(shared: &Arc<Shared>, mut rq: Request, who: &Who, client: IpAddr) {
+    match gate(shared, who, client) {
         Gate::Pass => {}
         g => return refuse(shared, rq, g, false),
     }
@@ -907,7 +1108,11 @@ fn post_logs(shared: &Arc<Shared>, mut rq: Request, client: IpAddr) {
         }
     };
     let remote = routes::remote_ip(rq.remote_addr().copied());
-    match shared.ingest(&items, &remote) {
+    let agent = match who {
+        Who::Agent(name) => Some(name.as_str()),
+        _ => None,
+    };
+    match shared.ingest(&items, &remote, agent) {
         Ok((created, results)) => {
             reply_json(rq, 201, serde_json::json!({"created": created, "results": results}).to_string())
         }

@@ -27,6 +27,18 @@ pub enum Route {
     Logout,
     /// `GET /api/v1/session`: who the UI is logged in as, and the CSRF token.
     Session,
+    /// `POST /api/v1/heartbeat`: an agent's state (see `fleet.rs`).
+    Heartbeat,
+    /// `GET /api/v1/agents`: the agents and their flags.
+    Agents,
+    /// `GET /api/v1/aggregates?window=&by=`: counts computed in SQL.
+    Aggregates,
+    /// `GET /api/v1/keys`: the agent keys (names and dates, never keys).
+    ListKeys,
+    /// `POST /api/v1/keys` `{"name": ...}`: a new agent key, shown once.
+    AddKey,
+    /// `DELETE /api/v1/keys/NAME`: revokes NAME's key.
+    RevokeKey,
     Asset(&'static Asset),
     /// Known path, wrong method; the value is the `Allow` header.
     MethodNotAllowed(&'static str),
@@ -133,6 +145,39 @@ pub fn route(method: &str, path: &str) -> Route {
                 Route::MethodNotAllowed("GET, HEAD")
             }
         }
+        "/api/v1/heartbeat" => {
+            if m == "POST" {
+                Route::Heartbeat
+            } else {
+                Route::MethodNotAllowed("POST")
+            }
+        }
+        "/api/v1/agents" => {
+            if get {
+                Route::Agents
+            } else {
+                Route::MethodNotAllowed("GET, HEAD")
+            }
+        }
+        "/api/v1/aggregates" => {
+            if get {
+                Route::Aggregates
+            } else {
+                Route::MethodNotAllowed("GET, HEAD")
+            }
+        }
+        "/api/v1/keys" => match m {
+            "GET" | "HEAD" => Route::ListKeys,
+            "POST" => Route::AddKey,
+            _ => Route::MethodNotAllowed("GET, HEAD, POST"),
+        },
+        p if key_path_name(p).is_some() => {
+            if m == "DELETE" {
+                Route::RevokeKey
+            } else {
+                Route::MethodNotAllowed("DELETE")
+            }
+        }
         "/login.html" => Route::NotFound,
         "/index.html" => {
             if get {
@@ -147,6 +192,11 @@ pub fn route(method: &str, path: &str) -> Route {
             None => Route::NotFound,
         },
     }
+}
+
+/// The agent name in `/api/v1/keys/NAME` (a valid name only).
+pub fn key_path_name(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v1/keys/").filter(|n| super::auth::valid_agent_name(n))
 }
 
 /// Decodes `%XX` and `+` in a query component; invalid escapes stay as-is.
@@ -194,6 +244,99 @@ pub fn parse_query(query: &str, read_limit: usize) -> Query {
         _ => read_limit,
     };
     Query { q, since_id, limit }
+}
+
+/// What `GET /api/v1/aggregates` groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Destination,
+    Source,
+    Agent,
+    Reason,
+    /// The timeline: one group per minute of event time.
+    Minute,
+}
+
+impl GroupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Destination => "destination",
+            GroupBy::Source => "source",
+            GroupBy::Agent => "agent",
+            GroupBy::Reason => "reason",
+            GroupBy::Minute => "minute",
+        }
+    }
+}
+
+/// `GET /api/v1/aggregates` parameters, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggQuery {
+    /// Events with an event time in the last `window`.
+    pub window: std::time::Duration,
+    pub by: GroupBy,
+    /// Only this agent's events (`agent=`).
+    pub agent: Option<String>,
+    /// Only this action's (`action=allowed|blocked|audit`), uppercase.
+    pub action: Option<&'static str>,
+    /// Most groups returned (`top=`, 1..1000, 10 by default; the timeline
+    /// returns every minute).
+    pub top: usize,
+}
+
+/// Longest window; the timeline's (one group a minute) is a day.
+pub const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+pub const MAX_TIMELINE_WINDOW: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// Parses the aggregates query; the error is the 400's message. Unlike
+/// `/api/v1/logs` (g0efilter's, lenient), this endpoint is egret's own
+/// and says what is wrong.
+pub fn parse_aggregates(query: &str) -> Result<AggQuery, String> {
+    let window_text = query_param(query, "window").unwrap_or_else(|| "1h".into());
+    let t = window_text.trim();
+    let window = match t.strip_suffix('d').map(|n| n.parse::<u64>()) {
+        Some(Ok(days)) => Ok(std::time::Duration::from_secs(days.saturating_mul(86_400))),
+        Some(Err(_)) => Err(()),
+        None => crate::config::parse_duration(t).map_err(|_| ()),
+    }
+    .ok()
+    .filter(|w| *w >= std::time::Duration::from_secs(60) && *w <= MAX_WINDOW)
+    .ok_or_else(|| {
+        format!("window={window_text:?}: expected a duration from 1m to 30d, such as 15m, 1h or 7d")
+    })?;
+    let by_text = query_param(query, "by").unwrap_or_default();
+    let by = match by_text.trim() {
+        "destination" => GroupBy::Destination,
+        "source" => GroupBy::Source,
+        "agent" => GroupBy::Agent,
+        "reason" => GroupBy::Reason,
+        "minute" => GroupBy::Minute,
+        _ => return Err(format!("by={by_text:?}: expected destination, source, agent, reason or minute")),
+    };
+    if by == GroupBy::Minute && window > MAX_TIMELINE_WINDOW {
+        return Err(format!("window={window_text:?}: by=minute covers at most 24h"));
+    }
+    let agent = query_param(query, "agent").filter(|a| !a.is_empty());
+    if agent.as_ref().is_some_and(|a| a.len() > 256) {
+        return Err("agent=: at most 256 bytes".into());
+    }
+    let action = match query_param(query, "action").map(|a| a.trim().to_ascii_uppercase()).as_deref() {
+        None | Some("") => None,
+        Some("ALLOWED") => Some("ALLOWED"),
+        Some("BLOCKED") => Some("BLOCKED"),
+        Some("AUDIT") => Some("AUDIT"),
+        Some(other) => return Err(format!("action={other:?}: expected allowed, blocked or audit")),
+    };
+    let top = match query_param(query, "top") {
+        None => 10,
+        Some(t) => t
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| format!("top={t:?}: expected a number from 1 to 1000"))?,
+    };
+    Ok(AggQuery { window, by, agent, action, top })
 }
 
 /// The client a request is from, for the rate limit: the TCP peer, unless
@@ -257,6 +400,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= usize::from(x ^ y);
     }
     diff == 0
+}
+
+/// The key a request presents: `X-Api-Key`, else `Authorization: Bearer`.
+pub fn presented_key<'a>(x_api_key: Option<&'a str>, authorization: Option<&'a str>) -> Option<&'a str> {
+    let bearer = authorization.and_then(|a| {
+        let a = a.trim();
+        a.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| a[7..].trim())
+    });
+    x_api_key.map(str::trim).filter(|k| !k.is_empty()).or(bearer).filter(|k| !k.is_empty())
 }
 
 /// The key from `X-Api-Key` or `Authorization: Bearer`, checked against
@@ -362,12 +514,63 @@ mod tests {
             ("GET", "/api/v1/session", Route::Session),
             ("GET", "/login.js", Route::Asset(&ASSETS[3])),
             ("GET", "/login.html", Route::NotFound),
+            ("POST", "/api/v1/heartbeat", Route::Heartbeat),
+            ("GET", "/api/v1/heartbeat", Route::MethodNotAllowed("POST")),
+            ("GET", "/api/v1/agents", Route::Agents),
+            ("POST", "/api/v1/agents", Route::MethodNotAllowed("GET, HEAD")),
+            ("GET", "/api/v1/aggregates", Route::Aggregates),
+            ("DELETE", "/api/v1/aggregates", Route::MethodNotAllowed("GET, HEAD")),
+            ("GET", "/api/v1/keys", Route::ListKeys),
+            ("POST", "/api/v1/keys", Route::AddKey),
+            ("DELETE", "/api/v1/keys", Route::MethodNotAllowed("GET, HEAD, POST")),
+            ("DELETE", "/api/v1/keys/edge-1", Route::RevokeKey),
+            ("GET", "/api/v1/keys/edge-1", Route::MethodNotAllowed("DELETE")),
+            ("DELETE", "/api/v1/keys/a%20b", Route::NotFound),
+            ("DELETE", "/api/v1/keys/", Route::NotFound),
+            ("DELETE", "/api/v1/keys/a/b", Route::NotFound),
         ];
+        assert_eq!(presented_key(Some(" k "), Some("Bearer b")), Some("k"));
+        assert_eq!(presented_key(None, Some("bearer  b ")), Some("b"));
+        assert_eq!(presented_key(Some(""), Some("Basic x")), None);
         for (m, p, want) in cases {
             assert_eq!(route(m, p), *want, "{m} {p}");
         }
         assert_eq!(split_target("/api/v1/logs?q=a&limit=2"), ("/api/v1/logs", "q=a&limit=2"));
         assert_eq!(split_target("/"), ("/", ""));
+    }
+
+    #[test]
+    fn aggregates_query_table() {
+        let ok = |q: &str| parse_aggregates(q).unwrap();
+        let d = ok("by=destination");
+        assert_eq!(
+            (d.window.as_secs(), d.by, d.agent, d.action, d.top),
+            (3600, GroupBy::Destination, None, None, 10)
+        );
+        let a = ok("window=7d&by=agent&agent=edge-1&action=blocked&top=3");
+        assert_eq!(
+            (a.window.as_secs(), a.by, a.agent.as_deref(), a.action, a.top),
+            (604_800, GroupBy::Agent, Some("edge-1"), Some("BLOCKED"), 3)
+        );
+        assert_eq!(ok("window=90m&by=minute").window.as_secs(), 5400);
+        assert_eq!(ok("window=1h30m&by=reason").by, GroupBy::Reason);
+        for (bad, says) in [
+            ("", "by=\"\""),
+            ("by=host", "by=\"host\": expected destination"),
+            ("by=source&window=abc", "window=\"abc\""),
+            ("by=source&window=30s", "from 1m to 30d"),
+            ("by=source&window=31d", "from 1m to 30d"),
+            ("by=source&window=-1h", "window"),
+            ("by=source&window=xd", "window"),
+            ("by=minute&window=2d", "at most 24h"),
+            ("by=source&action=redirected", "action=\"REDIRECTED\""),
+            ("by=source&top=0", "top=\"0\""),
+            ("by=source&top=1001", "top"),
+            ("by=source&top=x", "top"),
+        ] {
+            let e = parse_aggregates(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

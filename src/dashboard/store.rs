@@ -109,6 +109,11 @@ pub struct Record {
     pub dst: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The name of the agent key the entry was posted with (never taken
+    /// from the body, so one agent cannot pose as another). Absent for
+    /// entries posted with `API_KEY`, as in g0efilter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// As g0efilter's: the payload's own `fields` object, with every
     /// payload key but `msg`, `time` and `fields` on top of it (so the
     /// top-level keys repeat here, and `component`, `reason`, `note`,
@@ -231,6 +236,7 @@ pub fn normalize(m: &Map<String, Value>, ctx: &IngestContext) -> Result<Record, 
         src: text(m.get("src")),
         dst: text(m.get("dst")),
         version: text(m.get("version")),
+        agent: None,
         fields,
     })
 }
@@ -297,6 +303,7 @@ impl Row {
     /// poster used a per-agent key.
     pub fn new(mut record: Record, id: u64, agent: Option<&str>) -> Row {
         record.id = id;
+        record.agent = agent.map(str::to_owned);
         // Serialising a struct of strings, numbers and a string-keyed map
         // cannot fail.
         let json = serde_json::to_string(&record).unwrap_or_else(|_| "{}".into());
@@ -566,6 +573,13 @@ mod tests {
         assert_eq!(row.ts, 1_795_294_713_000_000_000);
         let v: Value = serde_json::from_str(&row.json).unwrap();
         assert_eq!(v["id"], 7);
+        assert_eq!(v["agent"], "edge-1", "the key's name is in the served entry");
+        let posing =
+            normalize(&obj(json!({"msg": "m", "action": "ALLOWED", "agent": "edge-2"})), &ctx()).unwrap();
+        let v: Value = serde_json::from_str(&Row::new(posing.clone(), 8, Some("edge-1")).json).unwrap();
+        assert_eq!((v["agent"].as_str(), v["fields"]["agent"].as_str()), (Some("edge-1"), Some("edge-2")));
+        let v: Value = serde_json::from_str(&Row::new(posing, 9, None).json).unwrap();
+        assert!(v.get("agent").is_none(), "no top-level agent without an agent key (g0efilter's shape)");
         // Without a key name: the hostname, else the poster's address.
         assert_eq!(Row::new(r.clone(), 1, None).agent, "10.0.0.9");
         let mut h = r;

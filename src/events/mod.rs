@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod gotify;
+pub mod heartbeat;
 pub mod net;
 pub mod notify;
 pub mod shipper;

@@ -62,6 +62,11 @@ pub trait Deliver: Send + 'static {
     fn deliver(&mut self, items: &[String], timeout: Duration) -> (usize, Outcome);
     /// Where the items go, for log lines.
     fn target(&self) -> String;
+    /// Sends one heartbeat body; false when the other side has no use for
+    /// heartbeats (then no more are sent).
+    fn heartbeat(&mut self, _body: &str, _timeout: Duration) -> bool {
+        false
+    }
 }
 
 /// Whether an event goes to the dashboard at all (it stores only these).
@@ -97,8 +102,16 @@ pub fn json_array(items: &[String]) -> Vec<u8> {
     body
 }
 
+/// The heartbeat schedule (see [`Shipper::set_heartbeat`]).
+struct Beat {
+    every: Duration,
+    source: super::heartbeat::Source,
+    next: Instant,
+}
+
 struct State {
     batcher: Batcher<String>,
+    beat: Option<Beat>,
     /// Set by [`Shipper::shutdown`]: drain until this instant, then stop.
     stop_at: Option<Instant>,
     finished: bool,
@@ -133,6 +146,7 @@ impl Shipper {
         let http = HttpDeliver {
             agent,
             url: format!("{}{LOGS_PATH}", opts.host),
+            heartbeat_url: format!("{}{}", opts.host, super::heartbeat::HEARTBEAT_PATH),
             api_key: opts.api_key,
             rejected_statuses: HashSet::new(),
             retry_warn: Throttle::new(Duration::from_secs(60)),
@@ -153,6 +167,7 @@ impl Shipper {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 batcher: Batcher::new(batch, Instant::now()),
+                beat: None,
                 stop_at: None,
                 finished: false,
             }),
@@ -162,6 +177,16 @@ impl Shipper {
         let worker = Worker { shared: shared.clone(), deliver, request_timeout, rng: Jitter::seeded() };
         let handle = thread::Builder::new().name(name.into()).spawn(move || worker.run())?;
         Ok((Shipper { shared }, handle))
+    }
+
+    /// Sends `source`'s heartbeat now and every `every` after, between
+    /// batches, until the shutdown drain starts or the other side says it
+    /// has no use for them. A zero `every` turns heartbeats off.
+    pub fn set_heartbeat(&self, every: Duration, source: super::heartbeat::Source) {
+        let mut st = self.shared.lock();
+        st.beat = (!every.is_zero()).then(|| Beat { every, source, next: Instant::now() });
+        drop(st);
+        self.shared.wake.notify_one();
     }
 
     /// Queues one event's JSON; `false` when the queue was full (counted).
@@ -249,10 +274,21 @@ impl Worker {
                 st.batcher.complete_partial(batch, sent, rest, Instant::now(), jitter);
                 continue;
             }
-            let wake_at = match (st.batcher.next_deadline(), st.stop_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let beat_due = st.stop_at.is_none() && st.beat.as_ref().is_some_and(|b| now >= b.next);
+            if let (true, Some(b)) = (beat_due, st.beat.as_mut()) {
+                b.next = now + b.every;
+                let source = b.source.clone();
+                drop(st);
+                let body = source().body();
+                let keep = self.deliver.heartbeat(&body, self.request_timeout);
+                st = shared.lock();
+                if !keep {
+                    st.beat = None;
+                }
+                continue;
+            }
+            let beat_at = st.beat.as_ref().filter(|_| st.stop_at.is_none()).map(|b| b.next);
+            let wake_at = [st.batcher.next_deadline(), st.stop_at, beat_at].into_iter().flatten().min();
             st = match wake_at {
                 Some(at) => {
                     let wait = at.saturating_duration_since(now).max(Duration::from_millis(1));
@@ -275,6 +311,7 @@ impl Worker {
 struct HttpDeliver {
     agent: ureq::Agent,
     url: String,
+    heartbeat_url: String,
     api_key: Option<String>,
     /// Statuses already logged: each rejection reason is logged once.
     rejected_statuses: HashSet<u16>,
@@ -292,6 +329,41 @@ impl Deliver for HttpDeliver {
     fn target(&self) -> String {
         format!("dashboard shipper ({})", self.url)
     }
+
+    fn heartbeat(&mut self, body: &str, timeout: Duration) -> bool {
+        let mut req = self.agent.post(&self.heartbeat_url).header("Content-Type", "application/json");
+        if let Some(key) = &self.api_key {
+            req = req.header("X-Api-Key", key).header("Authorization", format!("Bearer {key}"));
+        }
+        let req = req.config().timeout_global(Some(timeout)).build();
+        match req.send(body.as_bytes()) {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let _ = resp.body_mut().with_config().limit(64 * 1024).read_to_string();
+                if heartbeat_unknown(status) {
+                    log::info!(
+                        "dashboard shipper: {} answered HTTP {status} (a dashboard without heartbeats, such as \
+                         g0efilter's); events still ship, heartbeats stop",
+                        self.heartbeat_url
+                    );
+                    return false;
+                }
+                if !(200..300).contains(&status) {
+                    log::debug!("dashboard shipper: heartbeat answered HTTP {status}");
+                }
+                true
+            }
+            Err(e) => {
+                log::debug!("dashboard shipper: heartbeat not sent: {e}");
+                true
+            }
+        }
+    }
+}
+
+/// Whether a heartbeat's answer says the dashboard has no such endpoint.
+pub fn heartbeat_unknown(status: u16) -> bool {
+    matches!(status, 404 | 405)
 }
 
 impl HttpDeliver {

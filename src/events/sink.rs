@@ -251,6 +251,13 @@ impl SinkHandle {
         self.stats.clone()
     }
 
+    /// Heartbeats to the dashboard (when there is one) every `every`.
+    pub fn set_heartbeat(&self, every: Duration, source: super::heartbeat::Source) {
+        if let Some(s) = &self.shipper {
+            s.set_heartbeat(every, source);
+        }
+    }
+
     /// Stops the pipeline: the sink writes out what the channel holds, then
     /// the shippers (dashboard, syslog) send what they can until
     /// `deadline`. Events emitted after this are dropped (and counted).

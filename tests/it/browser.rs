@@ -18,10 +18,24 @@ use egret::config::DashboardConfig;
 use egret::dashboard::Options;
 use serde_json::{json, Value};
 
-use crate::dashboard::{config, event, post, server};
+use crate::dashboard::{config, post, server};
 use crate::util::scratch;
 
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
+
+/// `dashboard::event` at the current time (the counters and charts count
+/// a window of event time).
+fn event(host: &str, action: &str, component: &str) -> Value {
+    at(crate::dashboard::event(host, action, component), 0)
+}
+
+/// `e` with its time `ago` seconds back.
+fn at(mut e: Value, ago: u64) -> Value {
+    let t = std::time::SystemTime::now() - Duration::from_secs(ago);
+    let nanos = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
+    e["time"] = json!(egret::time::format_rfc3339_nanos(nanos));
+    e
+}
 
 /// Chromium in its own process group, killed as a group on drop.
 pub(crate) struct Browser {
@@ -361,7 +375,7 @@ fn screenshot_traffic() -> Value {
             if !reason.is_empty() {
                 e["reason"] = json!(reason);
             }
-            e
+            at(e, (14 - i as u64) * 40)
         })
         .collect();
     Value::Array(list)
@@ -387,4 +401,260 @@ pub(crate) fn base64_decode(s: &str) -> Vec<u8> {
         out.extend_from_slice(&bytes[1..chunk.len()]);
     }
     out
+}
+
+/// A page signed in with the key (AUTH_MODE=none) on the dashboard at `a`,
+/// `width` CSS pixels wide; returns the session id.
+fn signed_in_page(b: &mut Browser, a: std::net::SocketAddr, width: u32) -> String {
+    let target = b.call(None, "Target.createTarget", json!({"url": "about:blank"}));
+    let target_id = target["targetId"].as_str().expect("targetId").to_owned();
+    let att = b.call(None, "Target.attachToTarget", json!({"targetId": target_id, "flatten": true}));
+    let session = att["sessionId"].as_str().expect("sessionId").to_owned();
+    let s = session.as_str();
+    b.call(Some(s), "Page.enable", json!({}));
+    b.call(Some(s), "Runtime.enable", json!({}));
+    b.call(
+        Some(s),
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": false}),
+    );
+    b.call(Some(s), "Page.navigate", json!({"url": format!("http://{a}/login")}));
+    b.wait_for(
+        s,
+        "!!document.getElementById('login-key') && document.readyState === 'complete'",
+        "the sign-in page",
+    );
+    b.eval(
+        s,
+        &format!("(() => {{ document.getElementById('login-key').value = {}; document.getElementById('login-form').requestSubmit(); }})()", json!(crate::dashboard::KEY)),
+    );
+    b.wait_for(s, "location.pathname === '/'", "the dashboard after the key sign-in");
+    session
+}
+
+/// Numbers of an SVG's elements matching `sel`: `attr` of each.
+fn attrs(b: &mut Browser, s: &str, sel: &str, attr: &str) -> Vec<Value> {
+    let v = b.eval(
+        s,
+        &format!("[...document.querySelectorAll({})].map(e => [e.dataset.key || e.dataset.minute || '', e.dataset.action || '', Number(e.getAttribute({}))])", json!(sel), json!(attr)),
+    );
+    // Numbers as f64, so 59 and 59.0 compare equal.
+    v.as_array().unwrap().iter().map(|e| json!([e[0], e[1], e[2].as_f64().expect("a number")])).collect()
+}
+
+/// Contrast (WCAG) of the chart text, the tick labels and a blocked bar
+/// against the chart panel, in the theme the page shows now.
+const CONTRAST: &str = "(() => {
+  const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = (c) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    const [r, g, b] = rgb(c); return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const ratio = (x, y) => { const [p, q] = [lum(x), lum(y)].sort((m, n) => n - m); return (p + 0.05) / (q + 0.05); };
+  const bg = getComputedStyle(document.querySelector('.panel.charts')).backgroundColor;
+  const css = (sel) => getComputedStyle(document.querySelector(sel)).fill;
+  return { bg, text: ratio(css('#top-blocked text.label'), bg), tick: ratio(css('#timeline text.tick'), bg),
+           bar: ratio(css('#top-blocked rect.bar'), bg), allowed: ratio(css('#timeline rect.allowed'), bg) };
+})()";
+
+#[test]
+fn ui_charts_draw_known_data_per_agent_and_fleet_brushing_filters_the_table_in_both_themes() {
+    let h = server(DashboardConfig { ..config() }, Options::default());
+    let a = h.addr();
+    let key = crate::fleet::add_key(a, "edge-1");
+    // Known minutes: 3 blocked 10 minutes ago, 2 allowed + 1 audit 5
+    // minutes ago, 4 blocked 2 minutes ago (those from agent edge-1). In
+    // the middle of their minutes, so each lands in one bar.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let ago = |minutes: u64| now % 60 + minutes * 60 - 30;
+    let with = |host: &str, action: &str, source: &str, minutes: u64| {
+        let mut e = at(crate::dashboard::event(host, action, "https"), ago(minutes));
+        e["source_ip"] = json!(source);
+        e
+    };
+    let mut fleet = Vec::new();
+    fleet.extend((0..3).map(|_| with("a.example", "BLOCKED", "10.0.0.1", 10)));
+    fleet.extend((0..2).map(|_| with("b.example", "ALLOWED", "10.0.0.2", 5)));
+    fleet.push(with("c.example", "AUDIT", "10.0.0.2", 5));
+    assert_eq!(post(a, &Value::Array(fleet)).status, 201);
+    let edge: Vec<Value> = (0..4).map(|_| with("b.example", "BLOCKED", "10.0.0.3", 2)).collect();
+    let r = crate::dashboard::send(
+        a,
+        "POST",
+        "/api/v1/logs",
+        &[("X-Api-Key", &key), ("Content-Type", "application/json")],
+        Value::Array(edge).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let dir = scratch("browser-charts");
+    let mut b = Browser::launch(&dir);
+    let session = signed_in_page(&mut b, a, 1400);
+    let s = session.as_str();
+    b.wait_for(
+        s,
+        "document.querySelectorAll('#rows tr').length === 10 && !!document.body.dataset.aggregates",
+        "rows and charts",
+    );
+    assert_eq!(b.eval(s, "document.getElementById('count-blocked').textContent"), json!("7"));
+    assert_eq!(b.eval(s, "document.getElementById('count-total').textContent"), json!("10"));
+
+    // The timeline: four rects, heights against the busiest minute (4):
+    // the plot is 140 - 18 (axis) - 4 (headroom) = 118 units tall.
+    let minute = |m: u64| json!((((now - ago(m)) / 60) * 60_000).to_string());
+    let tl = attrs(&mut b, s, "#timeline rect.tl", "height");
+    let mut want = vec![
+        json!([minute(10), "blocked", 88.5]),
+        json!([minute(5), "allowed", 59.0]),
+        json!([minute(5), "audit", 29.5]),
+        json!([minute(2), "blocked", 118.0]),
+    ];
+    let mut got = tl.clone();
+    let sort = |v: &mut Vec<Value>| v.sort_by_key(|x| x.to_string());
+    sort(&mut want);
+    sort(&mut got);
+    assert_eq!(got, want, "timeline bars: {tl:?}");
+    // Bars: the longest is 500 - 190 (labels) - 60 (counts) = 250 units.
+    assert_eq!(
+        attrs(&mut b, s, "#top-blocked rect.bar", "width"),
+        [json!(["b.example", "", 250.0]), json!(["a.example", "", 187.5])]
+    );
+    assert_eq!(
+        attrs(&mut b, s, "#top-talkers rect.bar", "width"),
+        [json!(["10.0.0.3", "", 250.0]), json!(["10.0.0.1", "", 187.5]), json!(["10.0.0.2", "", 187.5])]
+    );
+
+    // Per agent: edge-1 alone.
+    b.wait_for(
+        s,
+        "[...document.getElementById('f-agent').options].some(o => o.value === 'edge-1')",
+        "edge-1 in the agent list",
+    );
+    let seq = b.eval(s, "Number(document.body.dataset.aggregates)").as_u64().unwrap();
+    b.eval(s, "(() => { const f = document.getElementById('f-agent'); f.value = 'edge-1'; f.dispatchEvent(new Event('change')); })()");
+    b.wait_for(s, &format!("Number(document.body.dataset.aggregates) > {seq}"), "the per-agent charts");
+    assert_eq!(attrs(&mut b, s, "#top-blocked rect.bar", "width"), [json!(["b.example", "", 250.0])]);
+    assert_eq!(attrs(&mut b, s, "#timeline rect.tl", "height"), [json!([minute(2), "blocked", 118.0])]);
+    assert_eq!(b.eval(s, "document.getElementById('count-total').textContent"), json!("4"));
+    assert_eq!(
+        b.eval(s, "document.querySelectorAll('#rows tr').length"),
+        json!(4),
+        "the table follows the agent"
+    );
+    let seq = b.eval(s, "Number(document.body.dataset.aggregates)").as_u64().unwrap();
+    b.eval(s, "(() => { const f = document.getElementById('f-agent'); f.value = ''; f.dispatchEvent(new Event('change')); })()");
+    b.wait_for(s, &format!("Number(document.body.dataset.aggregates) > {seq}"), "the fleet charts again");
+
+    // Brushing: drag from the 5-minutes-ago bar to the 2-minutes-ago one
+    // with the mouse; the table keeps those minutes' 7 rows.
+    let xs = b.eval(
+        s,
+        &format!(
+            "(() => {{ const box = document.getElementById('timeline').getBoundingClientRect();
+                 const x = (m) => {{ const r = document.querySelector(`#timeline rect.tl[data-minute='${{m}}']`);
+                   return box.left + (Number(r.getAttribute('x')) + Number(r.getAttribute('width')) / 2) / 1000 * box.width; }};
+                 return [x({}), x({}), box.top + box.height / 2]; }})()",
+            minute(5).as_str().unwrap(),
+            minute(2).as_str().unwrap()
+        ),
+    );
+    let (x1, x2, y) = (xs[0].as_f64().unwrap(), xs[1].as_f64().unwrap(), xs[2].as_f64().unwrap());
+    let mouse = |b: &mut Browser, kind: &str, x: f64, buttons: u32| {
+        b.call(
+            Some(s),
+            "Input.dispatchMouseEvent",
+            json!({"type": kind, "x": x, "y": y, "button": "left", "buttons": buttons, "clickCount": 1}),
+        );
+    };
+    mouse(&mut b, "mouseMoved", x1, 0);
+    mouse(&mut b, "mousePressed", x1, 1);
+    mouse(&mut b, "mouseMoved", (x1 + x2) / 2.0, 1);
+    mouse(&mut b, "mouseMoved", x2, 1);
+    mouse(&mut b, "mouseReleased", x2, 0);
+    b.wait_for(s, "document.querySelectorAll('#rows tr').length === 7", "the brushed table");
+    assert_eq!(b.eval(s, "document.getElementById('brush-clear').hidden"), json!(false));
+    assert_eq!(b.eval(s, "[...document.querySelectorAll('#rows td.action')].filter(td => td.textContent === 'BLOCKED').length"), json!(4));
+    b.wait_for(s, "document.querySelectorAll('#timeline rect.brush').length === 1", "the brush drawn");
+    b.eval(s, "document.getElementById('brush-clear').click()");
+    assert_eq!(b.eval(s, "document.querySelectorAll('#rows tr').length"), json!(10), "brush cleared");
+
+    // Readable in both themes: text 4.5:1, bars and ticks 3:1 against
+    // the panel, and the two themes really differ.
+    let mut backgrounds = Vec::new();
+    for theme in ["dark", "light"] {
+        b.call(
+            Some(s),
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": theme}]}),
+        );
+        let c = b.eval(s, CONTRAST);
+        let n = |k: &str| c[k].as_f64().unwrap();
+        assert!(n("text") >= 4.5 && n("tick") >= 4.5, "{theme}: {c}");
+        assert!(n("bar") >= 3.0 && n("allowed") >= 3.0, "{theme}: {c}");
+        backgrounds.push(c["bg"].clone());
+    }
+    assert_ne!(backgrounds[0], backgrounds[1], "a light and a dark theme");
+    assert_eq!(b.dialogs_opened(), 0);
+    drop(b);
+    h.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn ui_creates_and_revokes_agent_keys_and_lists_flagged_agents() {
+    let h = server(DashboardConfig { ..config() }, Options::default());
+    let a = h.addr();
+    let hb = json!({"hostname": "edge-9", "version": "0.1.0", "mode": "https", "policy_digest": "d1",
+                    "health": "degraded", "problems": ["listener 0.0.0.0:8443 missing"], "interval_ms": 100});
+    let r = crate::dashboard::send(
+        a,
+        "POST",
+        "/api/v1/heartbeat",
+        &[("X-Api-Key", crate::dashboard::KEY)],
+        hb.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let dir = scratch("browser-keys");
+    let mut b = Browser::launch(&dir);
+    let session = signed_in_page(&mut b, a, 1400);
+    let s = session.as_str();
+
+    // The agents panel: edge-9 with its flags (silent once 300 ms passed).
+    b.wait_for(
+        s,
+        "(() => { const tr = document.querySelector('#agents tr[data-agent=\"edge-9\"]');
+             return !!tr && [...tr.querySelectorAll('.flag')].map(f => f.textContent).join(',') === 'silent,degraded'; })()",
+        "edge-9 flagged silent and degraded",
+    );
+    assert_eq!(
+        b.eval(s, "document.querySelector('#agents tr[data-agent=\"edge-9\"] .flag.degraded').title"),
+        json!("listener 0.0.0.0:8443 missing")
+    );
+
+    // Keys: create one in the dialog (the CSRF token goes with it), use
+    // it, revoke it in the dialog; the next post is refused.
+    b.eval(s, "document.getElementById('keys').click()");
+    b.eval(s, "(() => { document.getElementById('key-name').value = 'ui-1'; document.getElementById('keys-form').requestSubmit(); })()");
+    b.wait_for(s, "!document.getElementById('key-new').hidden", "the new key shown once");
+    let key = b.eval(s, "document.getElementById('key-new-value').value").as_str().unwrap().to_owned();
+    assert!(key.starts_with("egk_"), "{key}");
+    b.wait_for(
+        s,
+        "[...document.querySelectorAll('#keys-rows tr[data-name=\"ui-1\"] td')].some(td => td.textContent === 'active')",
+        "ui-1 listed as active",
+    );
+    let post_with = |k: &str| {
+        let body = event("ui.example", "BLOCKED", "https").to_string();
+        crate::dashboard::send(a, "POST", "/api/v1/logs", &[("X-Api-Key", k)], body.as_bytes()).status
+    };
+    assert_eq!(post_with(&key), 201);
+    b.eval(s, "document.querySelector('#keys-rows tr[data-name=\"ui-1\"] button.revoke').click()");
+    b.wait_for(
+        s,
+        "[...document.querySelectorAll('#keys-rows tr[data-name=\"ui-1\"] td')].some(td => td.textContent.startsWith('revoked'))",
+        "ui-1 revoked",
+    );
+    assert_eq!(post_with(&key), 401, "revoked from the UI, refused at once");
+    assert_eq!(b.eval(s, "document.getElementById('keys-error').hidden"), json!(true));
+    drop(b);
+    h.stop();
+    let _ = std::fs::remove_dir_all(dir);
 }

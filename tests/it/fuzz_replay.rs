@@ -43,6 +43,11 @@ fn http_head_corpus() {
 }
 
 #[test]
+fn dashboard_heartbeat_corpus() {
+    assert!(replay("dashboard_heartbeat", egret::fuzzing::dashboard_heartbeat) >= 3, "seed corpus missing");
+}
+
+#[test]
 fn dashboard_auth_corpus() {
     assert!(replay("dashboard_auth", egret::fuzzing::dashboard_auth) >= 5, "seed corpus missing");
 }

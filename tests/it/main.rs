@@ -11,6 +11,7 @@ mod dns_https;
 mod dnsauth;
 mod escape;
 mod events;
+mod fleet;
 mod fuzz_replay;
 mod guard;
 mod harden;
