@@ -254,8 +254,9 @@ fn relay() -> Outcome {
     }
     // A policy only when one is given: it widens what RELAY_CHECK lets
     // through.
-    let given =
-        ["POLICY_PATH", "ALLOWLIST_IPS", "ALLOWLIST_DOMAINS"].iter().any(|v| process_env(v).is_some());
+    let given = ["POLICY_PATH", "ALLOWLIST_IPS", "ALLOWLIST_DOMAINS", "DENYLIST_IPS", "DENYLIST_DOMAINS"]
+        .iter()
+        .any(|v| process_env(v).is_some());
     let policy = if given { Some(load_policy(&cfg, None).map_err(Failure::invalid)?) } else { None };
     // Before any thread starts (threads copy the set): NET_BIND_SERVICE
     // for low ports at most, never NET_ADMIN.

@@ -111,7 +111,8 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
         Ok(x) => x,
         Err(e) => return Err(Failure::failed(format!("run: {e}"))),
     };
-    let nflog = match spawn_nflog(&cfg, emitter.clone(), counters.clone()) {
+    let handle = PolicyHandle::new(policy);
+    let nflog = match spawn_nflog(&cfg, emitter.clone(), counters.clone(), handle.clone()) {
         Ok(r) => Some(r),
         Err(e) => {
             // Filtering does not depend on NFLOG; blocked packets are still
@@ -120,7 +121,6 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
             None
         }
     };
-    let handle = PolicyHandle::new(policy);
     let Running { services, learner, registry, active, dns_stats, listeners, resolver } =
         match start_services(&cfg, &handle, &emitter, &identity) {
             Ok(s) => s,
@@ -306,11 +306,13 @@ fn spawn_nflog(
     cfg: &Config,
     emitter: Emitter,
     counters: Arc<DaemonCounters>,
+    policy: PolicyHandle,
 ) -> Result<crate::nflog::Reader, crate::nflog::NflogError> {
     crate::nflog::spawn_with(cfg, move |r| {
         let Some(action) = crate::nflog::action_of(&r.prefix) else { return };
         counters.nflog_events.fetch_add(1, Ordering::Relaxed);
-        let ev = crate::nflog::to_event(&r, emitter.event(Component::Nflog, action));
+        let mut ev = crate::nflog::to_event(&r, emitter.event(Component::Nflog, action));
+        crate::nflog::explain(&mut ev, &r, &policy.current());
         emitter.emit(ev);
     })
 }
