@@ -130,7 +130,7 @@ pub fn stricter_than_g0efilter(cfg: &Config) -> String {
     v.push("IPv6 is filtered like IPv4");
     v.push("outbound flows are re-checked on every packet (conntrack is not trusted)");
     v.push("egret's own traffic uses a random mark, not the forgeable 0x1");
-    v.push("unknown policy keys such as denylist are refused, not ignored");
+    v.push("unknown policy keys are refused, not ignored");
     format!("stricter than g0efilter on purpose (README: \"Coming from g0efilter\"): {}", v.join("; "))
 }
 
