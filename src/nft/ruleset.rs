@@ -82,6 +82,12 @@ pub const SET_DENIED4: &str = "denied4";
 pub const SET_DENIED6: &str = "denied6";
 pub const SET_DENIED_PORTS4: &str = "denied_ports4";
 pub const SET_DENIED_PORTS6: &str = "denied_ports6";
+/// `addr . inet_proto . inet_service` intervals with a timeout: the
+/// addresses of the policy's names with ports (`tcp/db.example.com:5432`)
+/// on those ports, filled at run time from their answers (present only
+/// when the policy has such names and egress drops).
+pub const SET_NAMED4: &str = "named_ports4";
+pub const SET_NAMED6: &str = "named_ports6";
 pub const SET_LEARNED4: &str = "learned4";
 pub const SET_LEARNED6: &str = "learned6";
 /// Where IPv6 neighbour discovery may go: link-local, link-scope
@@ -177,6 +183,9 @@ pub enum SetKind {
     Ports(PortElements),
     /// Addresses added at run time with a timeout (strict DNS mode).
     Timeout,
+    /// Address, protocol and port intervals added at run time with a
+    /// timeout (the names with ports).
+    PortsTimeout,
     /// `type uid; flags dynamic,timeout`: the per-owner log meter, filled
     /// by the kernel (`update @set { meta skuid limit ... }`).
     OwnerMeter,
@@ -580,6 +589,20 @@ impl Ruleset {
             deny_matches.push(Match::DaddrProtoPortInSet(Family::V4, SET_DENIED_PORTS4));
             deny_matches.push(Match::DaddrProtoPortInSet(Family::V6, SET_DENIED_PORTS6));
         }
+        // Names with ports: their addresses, on their ports, as their
+        // answers come (only where egress drops: elsewhere all passes).
+        let named = drops && !policy.name_ports().is_empty();
+        if named {
+            sets.push(Set { name: SET_NAMED4, family: Family::V4, kind: SetKind::PortsTimeout });
+            sets.push(Set { name: SET_NAMED6, family: Family::V6, kind: SetKind::PortsTimeout });
+        }
+        let named_matches: Vec<Match> = if named {
+            [(Family::V4, SET_NAMED4), (Family::V6, SET_NAMED6)]
+                .map(|(f, set)| Match::DaddrProtoPortInSet(f, set))
+                .to_vec()
+        } else {
+            Vec::new()
+        };
         let mut allow_matches =
             vec![Match::DaddrInSet(Family::V4, SET_ALLOWED4), Match::DaddrInSet(Family::V6, SET_ALLOWED6)];
         if ports {
@@ -611,7 +634,7 @@ impl Ruleset {
                 // Allowed addresses pass as they are; denylisted ones are
                 // not redirected either: filter_out refuses them on every
                 // port, 80 and 443 included.
-                for m in allow_matches.iter().chain(&deny_matches) {
+                for m in allow_matches.iter().chain(&named_matches).chain(&deny_matches) {
                     nat.push(rule(vec![m.clone()], vec![Stmt::Return]));
                 }
                 // A link-local destination cannot be redirected to ::1 (the
@@ -741,6 +764,15 @@ impl Ruleset {
             }
             for m in &allow_matches {
                 out.push(rule(vec![m.clone()], vec![Stmt::Accept]));
+            }
+            // A flow to a name's address on its port is stamped with the
+            // policy generation, so it outlives the answer's TTL (as a
+            // learned flow does) but not a reload.
+            for m in &named_matches {
+                out.push(rule(vec![m.clone()], vec![Stmt::CtMarkSet(generation), Stmt::Accept]));
+            }
+            if named && !strict {
+                out.push(rule(vec![Match::CtMark(generation)], vec![Stmt::Accept]));
             }
             if strict {
                 for (f, set) in [(Family::V4, SET_LEARNED4), (Family::V6, SET_LEARNED6)] {
@@ -1147,7 +1179,9 @@ impl fmt::Display for Set {
             Family::V6 => "ipv6_addr",
         };
         match &self.kind {
-            SetKind::Ports(_) => writeln!(f, "\t\ttype {ty} . inet_proto . inet_service")?,
+            SetKind::Ports(_) | SetKind::PortsTimeout => {
+                writeln!(f, "\t\ttype {ty} . inet_proto . inet_service")?
+            }
             SetKind::OwnerMeter => {
                 writeln!(f, "\t\ttype uid\n\t\tsize {LOG_OWNERS}\n\t\tflags dynamic,timeout")?;
                 // nft's own rendering of the timeout (whole minutes).
@@ -1185,6 +1219,7 @@ impl fmt::Display for Set {
                 }
             }
             SetKind::Timeout => writeln!(f, "\t\tflags timeout")?,
+            SetKind::PortsTimeout => writeln!(f, "\t\tflags interval,timeout")?,
             SetKind::OwnerMeter => {}
             SetKind::Interval(e) => {
                 writeln!(f, "\t\tflags interval")?;
@@ -2112,6 +2147,34 @@ table netdev egret {
             &ID,
             DEFAULT_ALLOW_GOLDEN,
         );
+    }
+
+    /// Names with ports: the run-time sets (interval and timeout), a
+    /// return before the redirect, an accept that stamps the flow with the
+    /// generation (so an open flow outlives the TTL, not a reload); only
+    /// where egress drops (HTTPS and strict DNS mode).
+    #[test]
+    fn names_with_ports_have_run_time_sets() {
+        let yaml = "allowlist:\n  domains: [\"tcp/db.test:5432\"]\n";
+        let text = Ruleset::build(&config(&[]), &policy(yaml), &ID, &Host::default()).to_string();
+        for want in [
+            "set named_ports4 {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags interval,timeout\n\t}",
+            "set named_ports6 {\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags interval,timeout\n\t}",
+            "ip daddr . meta l4proto . th dport @named_ports4 return\n\t\tip6 daddr . meta l4proto . th dport @named_ports6 return\n\t\tip6 daddr fe80::/10 return\n\t\ttcp dport 80 redirect",
+            "ip daddr . meta l4proto . th dport @named_ports4 ct mark set 0x00000042 accept\n\t\tip6 daddr . meta l4proto . th dport @named_ports6 ct mark set 0x00000042 accept\n\t\tct mark 0x00000042 accept",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        let strict =
+            Ruleset::build(&config(&[("FILTER_MODE", "dns-strict")]), &policy(yaml), &ID, &Host::default());
+        let strict = strict.to_string();
+        assert!(
+            strict.contains("@named_ports4 ct mark set")
+                && strict.matches("ct mark 0x00000042 accept").count() == 1,
+            "{strict}"
+        );
+        let open = Ruleset::build(&config(&[("FILTER_MODE", "dns")]), &policy(yaml), &ID, &Host::default());
+        assert!(!open.to_string().contains("named_ports"), "DNS mode passes every address anyway");
     }
 
     /// With the default deny a denylist closes parts of the allowlist:

@@ -21,7 +21,7 @@ use serde::Deserialize;
 pub use cidr::{Cidr, IpSet};
 pub use guard::Guard;
 pub use name::{normalize, NameError, NameSet, Pattern};
-pub use port::{PortEntry, PortSet, Proto};
+pub use port::{NamePort, PortEntry, PortSet, Proto};
 
 /// `policy.yaml` as written. Unknown keys are an error, so a misspelt
 /// list is never silently ignored.
@@ -119,11 +119,13 @@ pub struct Lists {
     /// Address entries with a protocol and/or ports.
     pub ports: PortSet,
     pub names: NameSet,
+    /// Names with a protocol and ports (`tcp/db.example.com:5432`), sorted.
+    pub name_ports: Vec<NamePort>,
 }
 
 impl Lists {
     pub fn is_empty(&self) -> bool {
-        self.ips.is_empty() && self.names.is_empty() && self.ports.is_empty()
+        self.ips.is_empty() && self.names.is_empty() && self.ports.is_empty() && self.name_ports.is_empty()
     }
 
     /// The entry that covers `ip` (on `port`, for port entries).
@@ -558,6 +560,21 @@ impl Policy {
         self.default
     }
 
+    /// The allowlist's names with ports.
+    pub fn name_ports(&self) -> &[NamePort] {
+        &self.allow.name_ports
+    }
+
+    /// The ports an already normalised `name` opens on its addresses:
+    /// its entries with ports, unless the denylist wins over them (the
+    /// default deny, a denylist entry matching the name).
+    pub fn ports_of_name(&self, name: &str) -> Vec<&NamePort> {
+        if self.default == DefaultAction::Deny && self.deny.names.contains(name) {
+            return Vec::new();
+        }
+        self.allow.name_ports.iter().filter(|np| np.name == name).collect()
+    }
+
     /// The allowlist.
     pub fn allowlist(&self) -> &Lists {
         &self.allow
@@ -616,7 +633,11 @@ fn write_lists(f: &mut fmt::Formatter<'_>, list: List, l: &Lists) -> fmt::Result
         writeln!(f, "    - \"{p}\"")?;
     }
     let pats = l.names.patterns();
-    writeln!(f, "  domains:{}", if pats.is_empty() { " []" } else { "" })?;
+    let empty = pats.is_empty() && l.name_ports.is_empty();
+    writeln!(f, "  domains:{}", if empty { " []" } else { "" })?;
+    for np in &l.name_ports {
+        writeln!(f, "    - \"{np}\"")?;
+    }
     for p in &pats {
         // Single quotes keep a regex's backslashes literal in YAML.
         let text = p.to_string();
@@ -726,6 +747,10 @@ fn compile_lists(
                         risky(&p.cidr, warnings);
                         port_entries.push(p);
                     }
+                    Err(_) if port::parse_name(entry).is_ok() => errors.push(error(format!(
+                        "a name with ports, not an address: put it under {}.domains",
+                        list.key()
+                    ))),
                     Err(e) => errors.push(error(e.to_string())),
                 },
                 Err(e) => errors.push(error(e.to_string())),
@@ -733,9 +758,28 @@ fn compile_lists(
         }
     }
     let mut names = NameSet::default();
+    let mut name_ports = Vec::new();
     for src in domains {
         for (i, entry) in src.entries.iter().enumerate() {
             if skip_empty(src, "domains", i, entry, warnings) {
+                continue;
+            }
+            if port::is_name_port_entry(entry) {
+                let parsed = match list {
+                    List::Allow => port::parse_name(entry),
+                    List::Deny => Err("a denylist name takes no ports (deny the name, or its addresses \
+                                       with ports under denylist.ips)"
+                        .to_owned()),
+                };
+                match parsed {
+                    Ok(np) => name_ports.push(np),
+                    Err(reason) => errors.push(PolicyError {
+                        source: source_name(&src.origin),
+                        location: at(src, "domains", i),
+                        entry: entry.to_owned(),
+                        reason,
+                    }),
+                }
                 continue;
             }
             match Pattern::parse(entry) {
@@ -767,7 +811,9 @@ fn compile_lists(
             reason: e.to_string(),
         });
     }
-    Lists { ips: IpSet::from_cidrs(&cidrs), ports: PortSet::from_entries(&port_entries), names }
+    name_ports.sort();
+    name_ports.dedup();
+    Lists { ips: IpSet::from_cidrs(&cidrs), ports: PortSet::from_entries(&port_entries), names, name_ports }
 }
 
 fn deny(reason: Reason, name: Option<String>) -> Decision {
@@ -1310,6 +1356,35 @@ mod tests {
         let today = yaml("allowlist:\n  domains: [\"*.example.com\"]\n").unwrap();
         let same = yaml("default_action: deny\nallowlist:\n  domains: [\"*.example.com\"]\n").unwrap();
         assert_eq!(today, same);
+    }
+
+    /// Names with ports under `domains`: parsed, printed, refused with
+    /// their location when malformed or misplaced; they allow no name by
+    /// themselves (only their ports, on their answers' addresses).
+    #[test]
+    fn names_with_ports() {
+        let p = yaml("allowlist:\n  domains: [\"tcp/DB.Test.:5432\", \"db.test:6000-6001\", \"udp/ns.test\", \"web.test\"]\n").unwrap();
+        let shown: Vec<String> = p.name_ports().iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["db.test:6000-6001", "tcp/db.test:5432", "udp/ns.test"], "sorted");
+        assert_eq!(p.ports_of_name("db.test").len(), 2);
+        assert!(!p.allows_name("db.test"), "a name with ports is not allowed on 80/443");
+        assert!(p.to_string().contains("    - \"tcp/db.test:5432\"\n"), "{p}");
+        assert_eq!(yaml(&p.to_string()).unwrap(), p, "printed and read back");
+        let e = errors(
+            "allowlist:\n  ips: [\"tcp/db.test:5432\"]\n  domains: [\"tcp/*.db.test:5432\", \"sctp/db.test:1\", \"db.test:0\", \"tcp/10.0.0.1:5\"]\ndefault_action: allow\ndenylist:\n  domains: [\"tcp/x.test:1\"]\n",
+        );
+        let want = [
+            "policy.yaml: allowlist.ips[0] \"tcp/db.test:5432\": a name with ports, not an address: put it under allowlist.domains",
+            "policy.yaml: allowlist.domains[0] \"tcp/*.db.test:5432\": a name with ports must be an exact name",
+            "policy.yaml: allowlist.domains[1] \"sctp/db.test:1\": unknown protocol",
+            "policy.yaml: allowlist.domains[2] \"db.test:0\": bad port",
+            "policy.yaml: allowlist.domains[3] \"tcp/10.0.0.1:5\": an address: put",
+            "policy.yaml: denylist.domains[0] \"tcp/x.test:1\": a denylist name takes no ports",
+        ];
+        assert_eq!(e.len(), want.len(), "{e:?}");
+        for (got, want) in e.iter().zip(want) {
+            assert!(got.starts_with(want), "{got:?} does not start with {want:?}");
+        }
     }
 
     /// `egret check` prints the default and which list wins, as YAML that
