@@ -93,6 +93,7 @@ pub fn explain(policy: &Policy, guard: &Guard, what: &str) -> (bool, String) {
     }
     let d = policy.decide(super::Query { name: Some(&name), ip: None, port: None });
     let default = policy.default_action();
+    let with_ports: Vec<String> = policy.ports_of_name(&name).iter().map(|np| np.to_string()).collect();
     let other = |list: List| {
         let l = if list == List::Allow { policy.allowlist() } else { policy.denylist() };
         l.names.find(&name)
@@ -113,6 +114,10 @@ pub fn explain(policy: &Policy, guard: &Guard, what: &str) -> (bool, String) {
         }
         _ if d.allowed() => text.push_str(&format!(
             "{name}: allowed by default_action allow: no denylist.domains entry matches\n"
+        )),
+        _ if !with_ports.is_empty() => text.push_str(&format!(
+            "{name}: not allowed through the proxies (no allowlist.domains pattern matches); it resolves, and its answers' addresses are open for their TTL on: {}\n",
+            with_ports.join(", ")
         )),
         _ => text.push_str(&format!(
             "{name}: blocked: no allowlist.domains entry matches (HTTPS mode resets the connection, DNS mode answers NXDOMAIN)\n"
@@ -243,6 +248,7 @@ mod tests {
         let deny = policy(
             "default_action: deny\nallowlist:\n  ips: [\"10.0.0.0/8\"]\n  domains: [\"*.example.com\"]\ndenylist:\n  ips: [\"10.1.0.0/16\"]\n  domains: [evil.example.com]\n",
         );
+        let ports = policy("allowlist:\n  domains: [\"tcp/db.test:5432\"]\n");
         let g = Guard::default();
         let cases: &[(&Policy, &str, bool, &str)] = &[
             (&allow, "x.example.com", false, "x.example.com: blocked by denylist.domains *.example.com, a subdomain wildcard"),
@@ -255,6 +261,7 @@ mod tests {
             (&deny, "a.example.com", true, "allowed by allowlist.domains *.example.com"),
             (&deny, "10.1.2.3", false, "blocked on every port and protocol by denylist.ips (within 10.1.0.0/16)\n  both lists cover it; with default_action deny the denylist wins"),
             (&deny, "10.2.2.3", true, "allowed on every port by allowlist.ips (within 10.0.0.0/8)"),
+            (&ports, "db.test", false, "db.test: not allowed through the proxies (no allowlist.domains pattern matches); it resolves, and its answers' addresses are open for their TTL on: tcp/db.test:5432"),
         ];
         for (p, what, allowed, says) in cases {
             let (a, text) = explain(p, &g, what);

@@ -886,3 +886,138 @@ fn both_lists_with_each_default_and_refused_without_one() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("blocked.test: blocked by denylist.domains blocked.test, an exact name"), "{out}");
 }
+
+/// TTL of db.test's answers in the names-with-ports tables: short, so
+/// the expiry is seen; long enough for a row's probes to run inside it.
+const DB_TTL: u32 = 4;
+
+/// The world of the names-with-ports tables: db.test answers .2 to its
+/// first A query and .3 to every later one (TTL [`DB_TTL`]), and TCP
+/// 5432/5433 and UDP 5432 echo on .2 and .3.
+fn db_world() -> (Upstream, Guard) {
+    let w = world_with(|two, three| {
+        let mut z = Zone::standard(two, 300);
+        z.rotate.push(("db.test".into(), DB_TTL, vec![two, three]));
+        z
+    });
+    let addrs = [w.p.v4(2), w.p.v4(3)].join(",");
+    let db = Pair::spawn_ready(
+        &w.p.up,
+        crate::nft::py(),
+        &[&crate::nft::data("servers.py"), "5432,5433", "5432", &addrs, &addrs],
+    );
+    (upstream_in(w), db)
+}
+
+/// The rows of one answer: `at` open on TCP 5432 only, `other` not at all.
+fn db_rows(u: &Upstream, at: u8, other: u8) -> Vec<Row> {
+    let blocked = |what, probe| Row {
+        what,
+        probe,
+        want: Want::Block,
+        event: Some(("nflog.event", "BLOCKED", "not-allowlisted")),
+    };
+    vec![
+        Row {
+            what: "the answer's address on the entry's port",
+            probe: Probe::Tcp { to: u.at(at, 5432) },
+            want: Want::Pass,
+            event: None,
+        },
+        blocked("the answer's address on the next port", Probe::Tcp { to: u.at(at, 5433) }),
+        blocked("the answer's address on the entry's port over udp", Probe::Udp { to: u.at(at, 5432) }),
+        blocked("the answer's address on a port no entry names", Probe::Tcp { to: u.at(at, 8000) }),
+        blocked("another address on the entry's port", Probe::Tcp { to: u.at(other, 5432) }),
+    ]
+}
+
+/// The elements of `named_ports4` as nft lists them.
+fn named_set(ns: &str) -> String {
+    let mut c = Pair::exec(ns, "nft");
+    c.args(["list", "set", "inet", "egret", "named_ports4"]);
+    let (code, out, err) = util::run(c);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+/// HTTPS mode, `tcp/db.test:5432`: egret resolves db.test itself at
+/// start (the workload asks the pod's resolver, which egret never sees)
+/// and opens its address on TCP 5432 only, for the answer's TTL; when the
+/// TTL runs out it asks again, the new address opens and the old one's
+/// element expires. The name itself is not allowed on 80/443.
+#[test]
+fn a_name_with_ports_https_mode() {
+    let (u, _db) = db_world();
+    let ns = u.w.p.work.clone();
+    let d =
+        u.start("named-https", "allowlist:\n  domains: [\"tcp/db.test:5432\"]\n", &[("DNS_TTL_MIN", "1s")]);
+    d.wait_logged("db.test: 1 address(es) open on its ports", Duration::from_secs(10));
+    let set = named_set(&ns);
+    assert!(set.contains(&format!("{} . tcp . 5432", u.w.p.v4(2))) && set.contains("expires"), "{set}");
+    run_rows(&d, &ns, &db_rows(&u, 2, 3));
+    run_rows(
+        &d,
+        &ns,
+        &[Row {
+            what: "the name over HTTP: not allowed by its ports",
+            probe: Probe::Http { host: "db.test", to: u.at(2, 80) },
+            want: Want::Block,
+            event: Some(("http.blocked", "BLOCKED", "not-allowlisted")),
+        }],
+    );
+    // The TTL runs out: asked again, the next answer (.3) opens, and the
+    // first one's element is gone.
+    let relearned = wait_for(Duration::from_secs(u64::from(DB_TTL) + 6), || {
+        let s = named_set(&ns);
+        (s.contains(&format!("{} . tcp . 5432", u.w.p.v4(3)))
+            && !s.contains(&format!("{} . tcp", u.w.p.v4(2))))
+        .then_some(s)
+    });
+    assert!(relearned.is_some(), "db.test was not asked again when its TTL ran out:\n{}", named_set(&ns));
+    run_rows(&d, &ns, &db_rows(&u, 3, 2));
+    assert!(u.w.dns.seen.lock().expect("seen")[&("db.test".to_owned(), "rotated-a")] >= 2);
+}
+
+/// Strict DNS mode, `tcp/db.test:5432`: egret's answer for db.test opens
+/// its address on TCP 5432 only, for the TTL; after the TTL the port is
+/// closed again until the name is asked again, whose answer (.3) opens.
+#[test]
+fn a_name_with_ports_strict_dns_mode() {
+    let (u, _db) = db_world();
+    let ns = u.w.p.work.clone();
+    let server = u.w.p.v4(2);
+    let env = [("FILTER_MODE", "dns-strict"), ("DNS_TTL_MIN", "1s")];
+    let d = u.start("named-dns", "allowlist:\n  domains: [\"tcp/db.test:5432\"]\n", &env);
+    let ask = |what| Row {
+        what,
+        probe: Probe::Dig { name: "db.test", server: server.clone() },
+        want: Want::Pass,
+        event: None,
+    };
+    let before = Row {
+        what: "before any answer",
+        probe: Probe::Tcp { to: u.at(2, 5432) },
+        want: Want::Block,
+        event: None,
+    };
+    run_rows(&d, &ns, &[before, ask("the name with ports resolves")]);
+    run_rows(&d, &ns, &db_rows(&u, 2, 3));
+    let set = named_set(&ns);
+    assert!(set.contains(&format!("{} . tcp . 5432", u.w.p.v4(2))) && set.contains("expires"), "{set}");
+    let expired = wait_for(Duration::from_secs(u64::from(DB_TTL) + 4), || {
+        (!named_set(&ns).contains(&format!("{} . tcp", u.w.p.v4(2)))).then_some(())
+    });
+    assert!(expired.is_some(), "the element outlived its TTL:\n{}", named_set(&ns));
+    run_rows(
+        &d,
+        &ns,
+        &[Row {
+            what: "after the TTL, before the name is asked again",
+            probe: Probe::Tcp { to: u.at(2, 5432) },
+            want: Want::Block,
+            event: Some(("nflog.event", "BLOCKED", "not-allowlisted")),
+        }],
+    );
+    run_rows(&d, &ns, &[ask("asked again")]);
+    run_rows(&d, &ns, &db_rows(&u, 3, 2));
+}
