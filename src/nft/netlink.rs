@@ -1451,6 +1451,41 @@ mod tests {
         assert_eq!((v6.len(), &v6[16..]), (24, &[17, 0, 0, 0, 0, 53, 0, 0][..]));
     }
 
+    /// Names with ports: one NEWSETELEM per family into the named sets,
+    /// each element a start and an end key (`addr . proto . port`, every
+    /// part padded to 4 bytes) with its own timeout; no EXCL, so a
+    /// re-learned answer refreshes its element.
+    #[test]
+    fn named_batch_shape() {
+        fn contains(hay: &[u8], needle: &[u8]) -> bool {
+            hay.windows(needle.len()).any(|w| w == needle)
+        }
+        let e = |ip: &str, proto, ports, timeout_ms| NamedElem {
+            ip: ip.parse().unwrap(),
+            proto,
+            ports,
+            timeout_ms,
+        };
+        let elems = [e("192.0.2.5", 6, (5432, 5432), 4000), e("2001:db8::5", 17, (53, 54), 30_000)];
+        let b = named_batch("egret", &elems, 10).unwrap();
+        let msgs = split_messages(&b.bytes);
+        assert_eq!(msgs.iter().map(|m| m.ty).collect::<Vec<_>>(), [0x10, 0x0a0c, 0x0a0c, 0x11]);
+        assert_eq!(msgs[1].flags, 0x1 | 0x4 | 0x400, "request, ack, create; no EXCL");
+        let v4 = msgs[1].payload;
+        assert!(contains(v4, b"named_ports4\0"));
+        assert!(contains(v4, &port_key(&[192, 0, 2, 5], 6, 5432)), "start key");
+        assert!(contains(v4, &4000u64.to_be_bytes()), "timeout");
+        let v6 = msgs[2].payload;
+        let a6 = "2001:db8::5".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        assert!(contains(v6, b"named_ports6\0"));
+        assert!(
+            contains(v6, &port_key(&a6, 17, 53)) && contains(v6, &port_key(&a6, 17, 54)),
+            "start and end keys"
+        );
+        assert!(contains(v6, &30_000u64.to_be_bytes()));
+        assert_eq!(split_messages(&named_batch("egret", &elems[..1], 1).unwrap().bytes).len(), 3);
+    }
+
     #[test]
     fn learned_batch_shape() {
         fn contains(hay: &[u8], needle: &[u8]) -> bool {
