@@ -693,6 +693,38 @@ fn default_allow_with_a_denylist_https_mode() {
             audited("audit: TCP to a denylisted address", Probe::Tcp { to: u.at(3, 8000) }, "nflog.event"),
         ],
     );
+    drop(d);
+
+    // Learning mode (audit that keeps a suggestion): what was reached,
+    // the denylisted name among it, is written down.
+    let out = util::scratch("policy-table-allow-deny-learn").join("learned.yaml");
+    let out_env = out.to_str().expect("utf-8 path").to_owned();
+    let env = [("LEARNING_MODE", "true"), ("LEARNING_OUTPUT", out_env.as_str())];
+    let d = u.start("allow-deny-learn", &allow_with_denylist(n), &env);
+    run_rows(
+        &d,
+        &ns,
+        &[
+            audited(
+                "learn: HTTP to a denylisted name",
+                Probe::Http { host: "blocked.test", to: u.at(2, 80) },
+                "http.audit",
+            ),
+            pass(
+                "learn: HTTP to a name no list names",
+                Probe::Http { host: "allowed.test", to: u.at(2, 80) },
+            ),
+        ],
+    );
+    let learned = wait_for(Duration::from_secs(10), || {
+        let t = std::fs::read_to_string(&out).unwrap_or_default();
+        (t.contains("\"blocked.test\"") && t.contains("\"allowed.test\"")).then_some(t)
+    });
+    assert!(
+        learned.is_some(),
+        "learning mode did not write what was reached: {:?}",
+        std::fs::read_to_string(&out)
+    );
 }
 
 /// `default_action: allow` + a denylist in DNS mode: the resolver
@@ -889,7 +921,7 @@ fn both_lists_with_each_default_and_refused_without_one() {
 
 /// TTL of db.test's answers in the names-with-ports tables: short, so
 /// the expiry is seen; long enough for a row's probes to run inside it.
-const DB_TTL: u32 = 4;
+const DB_TTL: u32 = 8;
 
 /// The world of the names-with-ports tables: db.test answers .2 to its
 /// first A query and .3 to every later one (TTL [`DB_TTL`]), and TCP
@@ -949,8 +981,8 @@ fn named_set(ns: &str) -> String {
 fn a_name_with_ports_https_mode() {
     let (u, _db) = db_world();
     let ns = u.w.p.work.clone();
-    let d =
-        u.start("named-https", "allowlist:\n  domains: [\"tcp/db.test:5432\"]\n", &[("DNS_TTL_MIN", "1s")]);
+    let pol = policy_file("policy-table-named-https", "allowlist:\n  domains: [\"tcp/db.test:5432\"]\n");
+    let d = u.start_with(&pol, &[("DNS_TTL_MIN", "1s")]);
     d.wait_logged("db.test: 1 address(es) open on its ports", Duration::from_secs(10));
     let set = named_set(&ns);
     assert!(set.contains(&format!("{} . tcp . 5432", u.w.p.v4(2))) && set.contains("expires"), "{set}");
@@ -965,6 +997,8 @@ fn a_name_with_ports_https_mode() {
             event: Some(("http.blocked", "BLOCKED", "not-allowlisted")),
         }],
     );
+    let asked = || u.w.dns.seen.lock().expect("seen").get(&("db.test".to_owned(), "rotated-a")).copied();
+    assert_eq!(asked(), Some(1), "the rows above ran past db.test's TTL ({DB_TTL}s): too slow to judge");
     // The TTL runs out: asked again, the next answer (.3) opens, and the
     // first one's element is gone.
     let relearned = wait_for(Duration::from_secs(u64::from(DB_TTL) + 6), || {
@@ -975,7 +1009,21 @@ fn a_name_with_ports_https_mode() {
     });
     assert!(relearned.is_some(), "db.test was not asked again when its TTL ran out:\n{}", named_set(&ns));
     run_rows(&d, &ns, &db_rows(&u, 3, 2));
-    assert!(u.w.dns.seen.lock().expect("seen")[&("db.test".to_owned(), "rotated-a")] >= 2);
+    assert!(asked() >= Some(2));
+    // A reload replaces the ruleset (its sets start empty): the answer
+    // still in its TTL is put back under the new policy's ports at once.
+    std::fs::write(&pol, "allowlist:\n  domains: [\"tcp/db.test:5432-5433\"]\n").expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    run_rows(
+        &d,
+        &ns,
+        &[Row {
+            what: "after a reload: the live answer on the new entry's ports",
+            probe: Probe::Tcp { to: u.at(3, 5433) },
+            want: Want::Pass,
+            event: None,
+        }],
+    );
 }
 
 /// Strict DNS mode, `tcp/db.test:5432`: egret's answer for db.test opens
