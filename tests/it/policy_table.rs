@@ -930,9 +930,16 @@ fn db_world() -> (Upstream, Guard) {
     let w = world_with(|two, three| {
         let mut z = Zone::standard(two, 300);
         z.rotate.push(("db.test".into(), DB_TTL, vec![two, three]));
+        // And one AAAA, the same in every answer: .2's v6 address.
+        let v6: std::net::Ipv6Addr = format!("fd00:200:{}::2", two.octets()[2]).parse().expect("v6");
+        z.records.push((
+            "db.test".into(),
+            DB_TTL,
+            hickory_proto::rr::RData::AAAA(hickory_proto::rr::rdata::AAAA(v6)),
+        ));
         z
     });
-    let addrs = [w.p.v4(2), w.p.v4(3)].join(",");
+    let addrs = [w.p.v4(2), w.p.v4(3), w.p.v6(2), w.p.v6(3)].join(",");
     let db = Pair::spawn_ready(
         &w.p.up,
         crate::nft::py(),
@@ -983,10 +990,31 @@ fn a_name_with_ports_https_mode() {
     let ns = u.w.p.work.clone();
     let pol = policy_file("policy-table-named-https", "allowlist:\n  domains: [\"tcp/db.test:5432\"]\n");
     let d = u.start_with(&pol, &[("DNS_TTL_MIN", "1s")]);
-    d.wait_logged("db.test: 1 address(es) open on its ports", Duration::from_secs(10));
+    d.wait_logged("db.test: 2 address(es) open on its ports", Duration::from_secs(10));
     let set = named_set(&ns);
     assert!(set.contains(&format!("{} . tcp . 5432", u.w.p.v4(2))) && set.contains("expires"), "{set}");
     run_rows(&d, &ns, &db_rows(&u, 2, 3));
+    let blocked6 = |what, probe| Row {
+        what,
+        probe,
+        want: Want::Block,
+        event: Some(("nflog.event", "BLOCKED", "not-allowlisted")),
+    };
+    run_rows(
+        &d,
+        &ns,
+        &[
+            Row {
+                what: "v6: the AAAA answer on the entry's port",
+                probe: Probe::Tcp { to: u.at6(2, 5432) },
+                want: Want::Pass,
+                event: None,
+            },
+            blocked6("v6: the next port", Probe::Tcp { to: u.at6(2, 5433) }),
+            blocked6("v6: over udp", Probe::Udp { to: u.at6(2, 5432) }),
+            blocked6("v6: another address", Probe::Tcp { to: u.at6(3, 5432) }),
+        ],
+    );
     run_rows(
         &d,
         &ns,
