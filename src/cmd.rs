@@ -131,7 +131,7 @@ pub fn stricter_than_g0efilter(cfg: &Config) -> String {
     v.push("IPv6 is filtered like IPv4");
     v.push("outbound flows are re-checked on every packet (conntrack is not trusted)");
     v.push("egret's own traffic uses a random mark, not the forgeable 0x1");
-    v.push("unknown policy keys such as denylist are refused, not ignored");
+    v.push("unknown policy keys are refused, not ignored");
     format!("stricter than g0efilter on purpose (README: \"Coming from g0efilter\"): {}", v.join("; "))
 }
 
@@ -308,8 +308,9 @@ fn relay() -> Outcome {
     }
     // A policy only when one is given: it widens what RELAY_CHECK lets
     // through.
-    let given =
-        ["POLICY_PATH", "ALLOWLIST_IPS", "ALLOWLIST_DOMAINS"].iter().any(|v| process_env(v).is_some());
+    let given = ["POLICY_PATH", "ALLOWLIST_IPS", "ALLOWLIST_DOMAINS", "DENYLIST_IPS", "DENYLIST_DOMAINS"]
+        .iter()
+        .any(|v| process_env(v).is_some());
     let policy = if given { Some(load_policy(&cfg, None).map_err(Failure::invalid)?) } else { None };
     // Before any thread starts (threads copy the set): NET_BIND_SERVICE
     // for low ports at most, never NET_ADMIN.

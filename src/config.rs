@@ -69,6 +69,13 @@ pub struct Config {
     pub policy_path: PathBuf,
     pub allowlist_ips: Option<Vec<String>>,
     pub allowlist_domains: Option<Vec<String>>,
+    /// `DENYLIST_IPS` / `DENYLIST_DOMAINS`: as the `ALLOWLIST_*` lists,
+    /// any list set makes the environment the whole policy.
+    pub denylist_ips: Option<Vec<String>>,
+    pub denylist_domains: Option<Vec<String>>,
+    /// `DEFAULT_ACTION` (`allow` or `deny`); `None` leaves it to the
+    /// policy file's `default_action:` (deny when that is absent too).
+    pub default_action: Option<crate::policy::DefaultAction>,
     /// `ENFORCE`: `audit` decides and logs everything as enforcement
     /// would, and blocks nothing; `None` leaves it to the policy file's
     /// `enforce:` (enforcement when that is absent too).
@@ -749,6 +756,10 @@ impl Config {
             policy_path: PathBuf::from(e.string("POLICY_PATH").unwrap_or_else(|| d::POLICY_PATH.into())),
             allowlist_ips: e.string("ALLOWLIST_IPS").map(|v| parse_list(&v)),
             allowlist_domains: e.string("ALLOWLIST_DOMAINS").map(|v| parse_list(&v)),
+            denylist_ips: e.string("DENYLIST_IPS").map(|v| parse_list(&v)),
+            denylist_domains: e.string("DENYLIST_DOMAINS").map(|v| parse_list(&v)),
+            // Which way the policy leans: an unknown value is an error.
+            default_action: e.opt("DEFAULT_ACTION", crate::policy::DefaultAction::parse),
             // Enforcement: an unknown value is an error, never a guess.
             enforce: e.opt("ENFORCE", crate::policy::Mode::parse),
             filter_mode,
@@ -888,6 +899,9 @@ impl Config {
         crate::policy::EnvLists {
             ips: self.allowlist_ips.clone(),
             domains: self.allowlist_domains.clone(),
+            deny_ips: self.denylist_ips.clone(),
+            deny_domains: self.denylist_domains.clone(),
+            default: self.default_action,
             // Learning is audit mode that also writes what it saw.
             mode: if self.learning_mode { Some(crate::policy::Mode::Audit) } else { self.enforce },
         }
@@ -1050,6 +1064,40 @@ mod tests {
         assert_eq!((c.bypass_mark, c.metrics_addr, c.log_file.clone()), (None, None, None));
         assert_eq!(c.dashboard_listen, None);
         assert_eq!((c.allowlist_ips.clone(), c.allowlist_domains.clone()), (None, None));
+    }
+
+    /// `DEFAULT_ACTION`, `DENYLIST_IPS`, `DENYLIST_DOMAINS` (g0efilter's
+    /// names): comma lists as the `ALLOWLIST_*` ones, handed to the policy
+    /// with them; an unknown default is a start-up error naming the
+    /// variable.
+    #[test]
+    fn default_action_and_denylist_variables() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(
+            (c.default_action, c.denylist_ips.clone(), c.denylist_domains.clone()),
+            (None, None, None)
+        );
+        let c = cfg(&[
+            ("DEFAULT_ACTION", "Allow"),
+            ("DENYLIST_IPS", "203.0.113.0/24, ,tcp/198.51.100.5:25"),
+            ("DENYLIST_DOMAINS", "*.example.com,evil.test"),
+        ])
+        .unwrap();
+        assert_eq!(c.default_action, Some(crate::policy::DefaultAction::Allow));
+        assert_eq!(c.denylist_ips, Some(vec!["203.0.113.0/24".into(), "tcp/198.51.100.5:25".into()]));
+        let env = c.env_lists();
+        assert_eq!(env.deny_domains, Some(vec!["*.example.com".into(), "evil.test".into()]));
+        assert_eq!(env.default, Some(crate::policy::DefaultAction::Allow));
+        let p = crate::policy::compile_env(&env).unwrap();
+        assert!(!p.allows_name("a.example.com") && p.allows_name("github.com"));
+        assert_eq!(
+            cfg(&[("DEFAULT_ACTION", "deny")]).unwrap().default_action,
+            Some(crate::policy::DefaultAction::Deny)
+        );
+        assert_eq!(cfg(&[("DENYLIST_DOMAINS", "")]).unwrap().denylist_domains, None, "empty counts as unset");
+        let e = err_strings(&[("DEFAULT_ACTION", "permit")]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("DEFAULT_ACTION") && e[0].contains("allow or deny"), "{e:?}");
     }
 
     #[test]

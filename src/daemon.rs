@@ -65,6 +65,36 @@ enum Ctl {
 }
 
 /// A running listener set (proxies or DNS server) the daemon can stop.
+/// What refills the run-time sets after the ruleset was replaced (a
+/// replace empties them): strict DNS mode's learner, HTTPS mode's names
+/// with ports.
+pub trait Replay: Send + Sync {
+    /// Puts back what `policy` still allows; how many elements.
+    fn replay(&self, policy: &crate::policy::Policy) -> Result<usize, String>;
+}
+
+impl Replay for NftLearner {
+    fn replay(&self, policy: &crate::policy::Policy) -> Result<usize, String> {
+        NftLearner::replay(self, policy).map_err(|e| e.to_string())
+    }
+}
+
+impl Replay for crate::resolve::named::Refresher {
+    fn replay(&self, policy: &crate::policy::Policy) -> Result<usize, String> {
+        crate::resolve::named::Refresher::replay(self, policy).map_err(|e| e.to_string())
+    }
+}
+
+impl Service for Arc<crate::resolve::named::Refresher> {
+    fn name(&self) -> &'static str {
+        "named-ports"
+    }
+
+    fn stop(self: Box<Self>, _deadline: Instant) {
+        crate::resolve::named::Refresher::stop(&self);
+    }
+}
+
 pub trait Service: Send {
     fn name(&self) -> &'static str;
     /// Stops accepting, lets open work finish until `deadline`, returns.
@@ -111,7 +141,8 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
         Ok(x) => x,
         Err(e) => return Err(Failure::failed(format!("run: {e}"))),
     };
-    let nflog = match spawn_nflog(&cfg, emitter.clone(), counters.clone()) {
+    let handle = PolicyHandle::new(policy);
+    let nflog = match spawn_nflog(&cfg, emitter.clone(), counters.clone(), handle.clone()) {
         Ok(r) => Some(r),
         Err(e) => {
             // Filtering does not depend on NFLOG; blocked packets are still
@@ -120,7 +151,6 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
             None
         }
     };
-    let handle = PolicyHandle::new(policy);
     let Running { services, learner, registry, active, dns_stats, listeners, resolver } =
         match start_services(&cfg, &handle, &emitter, &identity) {
             Ok(s) => s,
@@ -320,11 +350,13 @@ fn spawn_nflog(
     cfg: &Config,
     emitter: Emitter,
     counters: Arc<DaemonCounters>,
+    policy: PolicyHandle,
 ) -> Result<crate::nflog::Reader, crate::nflog::NflogError> {
     crate::nflog::spawn_with(cfg, move |r| {
         let Some(action) = crate::nflog::action_of(&r.prefix) else { return };
         counters.nflog_events.fetch_add(1, Ordering::Relaxed);
-        let ev = crate::nflog::to_event(&r, emitter.event(Component::Nflog, action));
+        let mut ev = crate::nflog::to_event(&r, emitter.event(Component::Nflog, action));
+        crate::nflog::explain(&mut ev, &r, &policy.current());
         emitter.emit(ev);
     })
 }
@@ -364,8 +396,9 @@ struct Reloader<'a> {
     identity: &'a Identity,
     handle: &'a PolicyHandle,
     emitter: &'a Emitter,
-    /// Strict DNS mode: learned addresses to put back after a replace.
-    learner: Option<&'a NftLearner>,
+    /// Learned addresses (strict DNS mode) and names' addresses (HTTPS
+    /// mode) to put back after a replace.
+    learner: Option<&'a dyn Replay>,
     generation: u32,
     /// The host facts the installed ruleset was built from.
     host: crate::nft::Host,
@@ -663,8 +696,9 @@ impl Service for crate::dns::DnsHandle {
 /// The mode's listeners and what the daemon needs from them.
 struct Running {
     services: Vec<Box<dyn Service>>,
-    /// Strict DNS mode: the learner whose sets a reload must refill.
-    learner: Option<Arc<NftLearner>>,
+    /// What a reload must refill: strict DNS mode's learner, or HTTPS
+    /// mode's names with ports.
+    learner: Option<Arc<dyn Replay>>,
     /// HTTPS mode: open connections (revocation) and counters (metrics).
     registry: Option<Arc<Registry>>,
     /// HTTPS mode: the live count of open connections.
@@ -734,9 +768,26 @@ fn start_services(
             let (registry, active) = (Some(p.registry()), Some(p.active_counter()));
             // Stopped in order: the proxies first, then the resolver.
             services.insert(0, Box::new(p));
+            // Names with ports: egret resolves them itself (the workloads
+            // ask the pod's resolver) and opens their addresses there.
+            let mut learner: Option<Arc<dyn Replay>> = None;
+            if !handle.current().name_ports().is_empty() || cfg.policy_path.exists() {
+                let settings = crate::resolve::named::Settings {
+                    upstreams: upstreams(),
+                    guard: cfg.guard_addresses,
+                    ttl_min: cfg.dns_ttl_min,
+                    ttl_max: cfg.dns_ttl_max,
+                };
+                let r = Arc::new(
+                    crate::resolve::named::Refresher::start(settings, handle.clone())
+                        .map_err(|e| format!("names with ports: {e}"))?,
+                );
+                services.push(Box::new(r.clone()));
+                learner = Some(r);
+            }
             Ok(Running {
                 services,
-                learner: None,
+                learner,
                 registry,
                 active,
                 dns_stats,
@@ -747,7 +798,8 @@ fn start_services(
         FilterMode::Dns => {
             let learner = if cfg.dns_strict {
                 Some(Arc::new(
-                    NftLearner::new(cfg.guard_addresses).map_err(|e| format!("strict DNS egress: {e}"))?,
+                    NftLearner::new(cfg.guard_addresses, handle.clone())
+                        .map_err(|e| format!("strict DNS egress: {e}"))?,
                 ))
             } else {
                 None
@@ -758,7 +810,7 @@ fn start_services(
             let dns_stats = Some(d.shared_stats());
             Ok(Running {
                 services: vec![Box::new(d)],
-                learner,
+                learner: learner.map(|l| l as Arc<dyn Replay>),
                 registry: None,
                 active: None,
                 dns_stats,

@@ -5,7 +5,8 @@
 use crate::policy::{self, normalize, EnvLists, Pattern, Query};
 
 /// Policy loader: arbitrary YAML never panics; a policy that compiles
-/// prints an allowlist that compiles back to the same policy; every
+/// prints lists (and the default action) that compile back to the same
+/// policy; every
 /// normalised name is a fixed point of `normalize`; port entries are
 /// found where they say and compile to disjoint elements.
 pub fn policy_yaml(data: &[u8]) {
@@ -20,6 +21,9 @@ pub fn policy_yaml(data: &[u8]) {
     assert_eq!(again.ports(), p.ports(), "port entries changed through printing");
     assert_eq!(again.mode(), p.mode(), "the mode changed through printing");
     assert_eq!(again.names(), p.names(), "names changed through printing");
+    assert_eq!(again.default_action(), p.default_action(), "the default action changed through printing");
+    assert_eq!(again.denylist(), p.denylist(), "the denylist changed through printing");
+    assert_eq!(again.name_ports(), p.name_ports(), "names with ports changed through printing");
     // Every compiled port entry answers the lookup at both ends of its
     // range, and the kernel's elements never overlap.
     for e in p.ports().entries() {

@@ -21,6 +21,7 @@ pub mod health;
 pub mod learn;
 pub mod listen;
 pub mod metrics;
+pub mod named;
 pub mod nflog;
 pub mod nft;
 pub mod outbound;

@@ -27,6 +27,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{Name, RecordType};
 
 mod marked;
+pub mod named;
 mod system;
 
 pub use marked::{MarkedResolver, ResolveError};

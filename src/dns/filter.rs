@@ -199,7 +199,11 @@ pub fn decide(query: &[u8], policy: &Policy) -> Action {
     for q in &info.questions {
         let name = q.name().to_ascii();
         let d = policy.decide(Query { name: Some(&name), ip: None, port: None });
-        if !d.allowed() {
+        // A name with ports (`tcp/db.example.com:5432`) resolves: its
+        // answer is what opens those ports on its addresses.
+        let with_ports = d.reason == crate::policy::Reason::DomainNotAllowed
+            && d.name.as_deref().is_some_and(|n| !policy.ports_of_name(n).is_empty());
+        if !d.allowed() && !with_ports {
             let shown = d.name.clone().unwrap_or_else(|| display_name(q));
             if policy.audit() {
                 // Decided as in enforcement; forwarded all the same.

@@ -143,6 +143,9 @@ pub struct NftLearner {
     /// `GUARD_ADDRESSES`, for [`NftLearner::replay`] (the server guards
     /// answers before they get here).
     guard: Guard,
+    /// The live policy: an answer for a name with ports opens its
+    /// addresses on those ports only; one for an allowed name, on all.
+    policy: crate::policy::PolicyHandle,
 }
 
 struct NftState {
@@ -150,16 +153,23 @@ struct NftState {
     /// fresh one after any error.
     sets: Option<crate::nft::LearnedSets>,
     learned: Learned,
+    /// The answers of names with ports, for the replay.
+    named: crate::named::Opened,
 }
 
 impl NftLearner {
     /// Opens the netfilter netlink socket (needs CAP_NET_ADMIN in the
     /// namespace whose ruleset it fills: the caller's).
-    pub fn new(guard: Guard) -> Result<NftLearner, LearnError> {
+    pub fn new(guard: Guard, policy: crate::policy::PolicyHandle) -> Result<NftLearner, LearnError> {
         let sets = open()?;
         Ok(NftLearner {
-            state: std::sync::Mutex::new(NftState { sets: Some(sets), learned: Learned::default() }),
+            state: std::sync::Mutex::new(NftState {
+                sets: Some(sets),
+                learned: Learned::default(),
+                named: crate::named::Opened::default(),
+            }),
             guard,
+            policy,
         })
     }
 }
@@ -181,7 +191,21 @@ impl Learn for NftLearner {
             Err(p) => p.into_inner(),
         };
         let now = std::time::Instant::now();
-        let ips = st.learned.add(name, ips, now);
+        let policy = self.policy.current();
+        let name = crate::policy::normalize(name).unwrap_or_else(|_| name.to_owned());
+        // A name with ports is forwarded for its ports: its addresses open
+        // there only, unless a domain entry allows the name on every port.
+        let named = crate::named::elements(&policy, &self.guard, &name, ips);
+        if !named.is_empty() {
+            st.named.add(&name, ips, now);
+            install_named(&mut st, &named)?;
+        }
+        // (Audit mode forwards refused names too; the ruleset passes
+        // everything then, and learning goes on as before.)
+        if !policy.audit() && !policy.decide(Query { name: Some(&name), ip: None, port: None }).allowed() {
+            return Ok(());
+        }
+        let ips = st.learned.add(&name, ips, now);
         install(&mut st, &ips)
     }
 }
@@ -195,10 +219,32 @@ impl NftLearner {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let ips = st.learned.still_allowed(policy, &self.guard, std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let ips = st.learned.still_allowed(policy, &self.guard, now);
         install(&mut st, &ips)?;
-        Ok(ips.len())
+        let named = st.named.replay(policy, &self.guard, now);
+        install_named(&mut st, &named)?;
+        Ok(ips.len() + named.len())
     }
+}
+
+fn install_named(st: &mut NftState, elems: &[crate::nft::netlink::NamedElem]) -> Result<(), LearnError> {
+    if elems.is_empty() {
+        return Ok(());
+    }
+    if st.sets.is_none() {
+        st.sets = Some(open()?);
+    }
+    let result = match &mut st.sets {
+        Some(sets) => {
+            sets.add_named(elems).map_err(|e| LearnError(format!("nft add element (named ports): {e}")))
+        }
+        None => Err(LearnError("no netlink socket".into())),
+    };
+    if result.is_err() {
+        st.sets = None;
+    }
+    result
 }
 
 fn install(st: &mut NftState, ips: &[(IpAddr, Duration)]) -> Result<(), LearnError> {

@@ -17,10 +17,11 @@ pub const ACTIONS: [&str; 4] = ["allowed", "blocked", "redirected", "audit"];
 pub const COMPONENTS: [&str; 6] = ["https", "http", "dns", "nflog", "egret", "relay"];
 /// Label values of `reason`: every reason egret's events carry, then
 /// `none` and `other`.
-pub const REASONS: [&str; 33] = [
+pub const REASONS: [&str; 34] = [
     "ip-allowed",
     "domain-allowed",
     "not-allowlisted",
+    "denylisted",
     "ip-not-allowed",
     "invalid-name",
     "ip-mismatch",
@@ -196,7 +197,9 @@ mod tests {
             Reason::DomainNotAllowed.as_str(),
             Reason::InvalidName.as_str(),
             Reason::IpNotAllowed.as_str(),
+            Reason::Denylisted.as_str(),
             p::NOT_ALLOWLISTED,
+            p::DENYLISTED,
             p::IP_MISMATCH,
             p::RESOLVER_UNAVAILABLE,
             p::PARSE_FAILED,

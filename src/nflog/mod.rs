@@ -218,6 +218,29 @@ pub fn to_event(r: &LogRecord, ev: Event) -> Event {
     ev
 }
 
+/// The reason of a logged packet the policy's denylist refused (a
+/// denylisted destination, refused on every port and protocol): the
+/// event says `denylisted` and names the entry, where `to_event` could
+/// only say `not-allowlisted`. Pure: the policy is the one the rules were
+/// built from (or its successor, which refuses the same or reloads them).
+pub fn explain(ev: &mut Event, r: &LogRecord, policy: &crate::policy::Policy) {
+    use crate::policy::{Proto, Query, Reason};
+    let port = match (r.protocol, r.dst_port) {
+        (Protocol::Tcp, Some(p)) => Some((Proto::Tcp, p)),
+        (Protocol::Udp, Some(p)) => Some((Proto::Udp, p)),
+        _ => None,
+    };
+    let d = policy.decide(Query { name: None, ip: Some(r.dst), port });
+    if let (Reason::Denylisted, Some(rule)) = (d.reason, &d.rule) {
+        ev.reason = Some(Reason::Denylisted.as_str().to_owned());
+        let entry = format!("denylist {rule}");
+        ev.note = Some(match ev.note.take() {
+            Some(n) => format!("{entry}; {n}"),
+            None => entry,
+        });
+    }
+}
+
 /// A running reader thread; `stop()` ends it within the poll interval.
 pub struct Reader {
     stop: Arc<AtomicBool>,

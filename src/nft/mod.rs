@@ -174,6 +174,19 @@ impl LearnedSets {
     }
 }
 
+impl LearnedSets {
+    /// Opens the addresses of names with ports on their ports, each for
+    /// its time; re-adding one refreshes its timeout.
+    pub fn add_named(&mut self, elems: &[netlink::NamedElem]) -> Result<(), NftError> {
+        if elems.is_empty() {
+            return Ok(());
+        }
+        let batch = netlink::named_batch(TABLE, elems, self.nl.next_seq())?;
+        self.nl.seq = self.nl.seq.wrapping_add(batch.messages as u32);
+        self.nl.run_batch(&batch)
+    }
+}
+
 /// [`LearnedSets::add`] once, on a socket of its own.
 pub fn add_learned(elems: &[(std::net::IpAddr, Duration)]) -> Result<(), NftError> {
     LearnedSets::open()?.add(elems)

@@ -951,6 +951,51 @@ pub fn learned_batch(table: &str, elems: &[(IpAddr, u64)], seq: u32) -> Result<B
     b.finish()
 }
 
+/// One element of the names-with-ports sets: an address on a protocol's
+/// port range, for `timeout_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NamedElem {
+    pub ip: IpAddr,
+    pub proto: u8,
+    pub ports: (u16, u16),
+    pub timeout_ms: u64,
+}
+
+/// The batch that adds addresses of names with ports to
+/// `named_ports4`/`named_ports6`, each element a start and an end key
+/// (`addr . proto . port`) with its own timeout.
+pub fn named_batch(table: &str, elems: &[NamedElem], seq: u32) -> Result<Batch, EncodeError> {
+    use super::ruleset::{SET_NAMED4, SET_NAMED6};
+    let mut b = Builder::new(seq)?;
+    for (set, v4) in [(SET_NAMED4, true), (SET_NAMED6, false)] {
+        let mine: Vec<&NamedElem> = elems.iter().filter(|e| e.ip.is_ipv4() == v4).collect();
+        for chunk in mine.chunks(PORT_ELEMS_PER_MSG) {
+            let mut list = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                let addr = match e.ip {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                list.push(nest(
+                    c::NFTA_LIST_ELEM,
+                    vec![
+                        data(c::NFTA_SET_ELEM_KEY, &port_key(&addr, e.proto, e.ports.0))?,
+                        data(c::NFTA_SET_ELEM_KEY_END, &port_key(&addr, e.proto, e.ports.1))?,
+                        attr(c::NFTA_SET_ELEM_TIMEOUT, e.timeout_ms.to_be_bytes())?,
+                    ],
+                )?);
+            }
+            let attrs = [
+                table_attr(c::NFTA_SET_ELEM_LIST_TABLE, table)?,
+                attr(c::NFTA_SET_ELEM_LIST_SET, set)?,
+                nest(c::NFTA_SET_ELEM_LIST_ELEMENTS, list)?,
+            ];
+            b.push(c::NFT_MSG_NEWSETELEM, NlmF::CREATE, &attrs, format!("set {set} named elements"))?;
+        }
+    }
+    b.finish()
+}
+
 /// The batch that removes egret's tables: the link-layer ones whether
 /// they exist or not (ensured first), then `table inet`, whose absence
 /// the kernel reports as ENOENT.
@@ -981,7 +1026,10 @@ fn rule_exprs(r: &Rule, set_id: &dyn Fn(&str) -> u32) -> Result<Attr, EncodeErro
 
 fn push_set(b: &mut Builder, table: &str, s: &Set, id: u32) -> Result<(), EncodeError> {
     if let SetKind::Ports(elems) = &s.kind {
-        return push_port_set(b, table, s, elems, id);
+        return push_port_set(b, table, s, Some(elems), id);
+    }
+    if s.kind == SetKind::PortsTimeout {
+        return push_port_set(b, table, s, None, id);
     }
     if s.kind == SetKind::OwnerMeter {
         let attrs = [
@@ -1003,7 +1051,7 @@ fn push_set(b: &mut Builder, table: &str, s: &Set, id: u32) -> Result<(), Encode
     let flags = match s.kind {
         SetKind::Interval(_) => c::NFT_SET_INTERVAL,
         SetKind::Timeout => c::NFT_SET_TIMEOUT,
-        SetKind::Ports(_) | SetKind::OwnerMeter => unreachable!("handled above"),
+        SetKind::Ports(_) | SetKind::PortsTimeout | SetKind::OwnerMeter => unreachable!("handled above"),
     };
     let attrs = [
         table_attr(c::NFTA_SET_TABLE, table)?,
@@ -1050,42 +1098,44 @@ const PORT_ELEMS_PER_MSG: usize = 500;
 
 /// A concatenated `addr . inet_proto . inet_service` interval set (the
 /// kernel's pipapo): each element is a start key and an end key, every
-/// part padded to 4 bytes.
+/// part padded to 4 bytes. `elems` `None`: an empty set whose elements
+/// come at run time, each with a timeout.
 fn push_port_set(
     b: &mut Builder,
     table: &str,
     s: &Set,
-    elems: &PortElements,
+    elems: Option<&PortElements>,
     id: u32,
 ) -> Result<(), EncodeError> {
-    let addr_ty = match s.family {
-        Family::V4 => c::TYPE_IPADDR,
-        Family::V6 => c::TYPE_IP6ADDR,
+    let (addr_ty, addr_len) = match s.family {
+        Family::V4 => (c::TYPE_IPADDR, 4),
+        Family::V6 => (c::TYPE_IP6ADDR, 16),
     };
     let ty = ((addr_ty << c::TYPE_BITS) | c::TYPE_INET_PROTO) << c::TYPE_BITS | c::TYPE_INET_SERVICE;
-    let (keys, addr_len): (Vec<KeyRange>, u32) = match elems {
-        PortElements::V4(v) => (
-            v.iter()
-                .map(|e| {
-                    (
-                        port_key(&e.addrs.0.to_be_bytes(), e.proto, e.ports.0),
-                        port_key(&e.addrs.1.to_be_bytes(), e.proto, e.ports.1),
-                    )
-                })
-                .collect(),
-            4,
-        ),
-        PortElements::V6(v) => (
-            v.iter()
-                .map(|e| {
-                    (
-                        port_key(&e.addrs.0.to_be_bytes(), e.proto, e.ports.0),
-                        port_key(&e.addrs.1.to_be_bytes(), e.proto, e.ports.1),
-                    )
-                })
-                .collect(),
-            16,
-        ),
+    let keys: Vec<KeyRange> = match elems {
+        None => Vec::new(),
+        Some(PortElements::V4(v)) => v
+            .iter()
+            .map(|e| {
+                (
+                    port_key(&e.addrs.0.to_be_bytes(), e.proto, e.ports.0),
+                    port_key(&e.addrs.1.to_be_bytes(), e.proto, e.ports.1),
+                )
+            })
+            .collect(),
+        Some(PortElements::V6(v)) => v
+            .iter()
+            .map(|e| {
+                (
+                    port_key(&e.addrs.0.to_be_bytes(), e.proto, e.ports.0),
+                    port_key(&e.addrs.1.to_be_bytes(), e.proto, e.ports.1),
+                )
+            })
+            .collect(),
+    };
+    let flags = match elems {
+        Some(_) => c::NFT_SET_INTERVAL | c::NFT_SET_CONCAT,
+        None => c::NFT_SET_INTERVAL | c::NFT_SET_CONCAT | c::NFT_SET_TIMEOUT,
     };
     let field = |n: u32| -> Result<Attr, EncodeError> {
         nest(c::NFTA_LIST_ELEM, vec![be32(c::NFTA_SET_FIELD_LEN, n)?])
@@ -1097,7 +1147,7 @@ fn push_port_set(
     let attrs = [
         table_attr(c::NFTA_SET_TABLE, table)?,
         attr(c::NFTA_SET_NAME, s.name)?,
-        be32(c::NFTA_SET_FLAGS, c::NFT_SET_INTERVAL | c::NFT_SET_CONCAT)?,
+        be32(c::NFTA_SET_FLAGS, flags)?,
         be32(c::NFTA_SET_KEY_TYPE, ty)?,
         be32(c::NFTA_SET_KEY_LEN, addr_len + 8)?,
         be32(c::NFTA_SET_ID, id)?,
@@ -1396,6 +1446,41 @@ mod tests {
         assert_eq!(port_key(&[10, 0, 0, 5], 6, 443), [10, 0, 0, 5, 6, 0, 0, 0, 1, 187, 0, 0]);
         let v6 = port_key(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets(), 17, 53);
         assert_eq!((v6.len(), &v6[16..]), (24, &[17, 0, 0, 0, 0, 53, 0, 0][..]));
+    }
+
+    /// Names with ports: one NEWSETELEM per family into the named sets,
+    /// each element a start and an end key (`addr . proto . port`, every
+    /// part padded to 4 bytes) with its own timeout; no EXCL, so a
+    /// re-learned answer refreshes its element.
+    #[test]
+    fn named_batch_shape() {
+        fn contains(hay: &[u8], needle: &[u8]) -> bool {
+            hay.windows(needle.len()).any(|w| w == needle)
+        }
+        let e = |ip: &str, proto, ports, timeout_ms| NamedElem {
+            ip: ip.parse().unwrap(),
+            proto,
+            ports,
+            timeout_ms,
+        };
+        let elems = [e("192.0.2.5", 6, (5432, 5432), 4000), e("2001:db8::5", 17, (53, 54), 30_000)];
+        let b = named_batch("egret", &elems, 10).unwrap();
+        let msgs = split_messages(&b.bytes);
+        assert_eq!(msgs.iter().map(|m| m.ty).collect::<Vec<_>>(), [0x10, 0x0a0c, 0x0a0c, 0x11]);
+        assert_eq!(msgs[1].flags, 0x1 | 0x4 | 0x400, "request, ack, create; no EXCL");
+        let v4 = msgs[1].payload;
+        assert!(contains(v4, b"named_ports4\0"));
+        assert!(contains(v4, &port_key(&[192, 0, 2, 5], 6, 5432)), "start key");
+        assert!(contains(v4, &4000u64.to_be_bytes()), "timeout");
+        let v6 = msgs[2].payload;
+        let a6 = "2001:db8::5".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        assert!(contains(v6, b"named_ports6\0"));
+        assert!(
+            contains(v6, &port_key(&a6, 17, 53)) && contains(v6, &port_key(&a6, 17, 54)),
+            "start and end keys"
+        );
+        assert!(contains(v6, &30_000u64.to_be_bytes()));
+        assert_eq!(split_messages(&named_batch("egret", &elems[..1], 1).unwrap().bytes).len(), 3);
     }
 
     #[test]

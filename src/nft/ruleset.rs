@@ -39,7 +39,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::{Config, FilterMode};
 use crate::policy::cidr::Ranges;
-use crate::policy::Policy;
+use crate::policy::{DefaultAction, Policy};
 
 /// The table every egret rule lives in.
 pub const TABLE: &str = "egret";
@@ -75,6 +75,19 @@ pub const SET_ALLOWED6: &str = "allowed6";
 /// entries with a protocol and ports (present only when it has some).
 pub const SET_PORTS4: &str = "allowed_ports4";
 pub const SET_PORTS6: &str = "allowed_ports6";
+/// The denylist's addresses (bare, and with protocol and ports): present
+/// only when it has some; refused on every port and protocol before
+/// anything else is asked.
+pub const SET_DENIED4: &str = "denied4";
+pub const SET_DENIED6: &str = "denied6";
+pub const SET_DENIED_PORTS4: &str = "denied_ports4";
+pub const SET_DENIED_PORTS6: &str = "denied_ports6";
+/// `addr . inet_proto . inet_service` intervals with a timeout: the
+/// addresses of the policy's names with ports (`tcp/db.example.com:5432`)
+/// on those ports, filled at run time from their answers (present only
+/// when the policy has such names and egress drops).
+pub const SET_NAMED4: &str = "named_ports4";
+pub const SET_NAMED6: &str = "named_ports6";
 pub const SET_LEARNED4: &str = "learned4";
 pub const SET_LEARNED6: &str = "learned6";
 /// Where IPv6 neighbour discovery may go: link-local, link-scope
@@ -170,6 +183,9 @@ pub enum SetKind {
     Ports(PortElements),
     /// Addresses added at run time with a timeout (strict DNS mode).
     Timeout,
+    /// Address, protocol and port intervals added at run time with a
+    /// timeout (the names with ports).
+    PortsTimeout,
     /// `type uid; flags dynamic,timeout`: the per-owner log meter, filled
     /// by the kernel (`update @set { meta skuid limit ... }`).
     OwnerMeter,
@@ -503,14 +519,17 @@ impl Ruleset {
             Set { name: SET_ALLOWED6, family: Family::V6, kind: SetKind::Interval(Elements::V6(allowed6)) },
         ];
         let strict = cfg.filter_mode == FilterMode::Dns && cfg.dns_strict;
-        // g0efilter's DNS mode filters names only and lets other traffic
-        // pass; every other mode drops what is not allowed.
-        let drops = cfg.filter_mode != FilterMode::Dns || strict;
+        // `default_action: allow` passes what no list names, in every
+        // mode; otherwise g0efilter's DNS mode filters names only and lets
+        // other traffic pass, and every other mode drops what is not
+        // allowed.
+        let default_allow = policy.default_action() == DefaultAction::Allow;
+        let drops = !default_allow && (cfg.filter_mode != FilterMode::Dns || strict);
         if strict {
             sets.push(Set { name: SET_LEARNED4, family: Family::V4, kind: SetKind::Timeout });
             sets.push(Set { name: SET_LEARNED6, family: Family::V6, kind: SetKind::Timeout });
         }
-        if drops {
+        if drops || default_allow {
             sets.push(Set { name: SET_ND6, family: Family::V6, kind: SetKind::Interval(nd_elements(host)) });
         }
         // Address entries with ports: one concatenated set per family,
@@ -531,6 +550,64 @@ impl Ruleset {
             });
         }
         let port_sets = [(Family::V4, SET_PORTS4), (Family::V6, SET_PORTS6)];
+        // The denylist's addresses, whole (no guard holes: refusing a
+        // guarded address is never a leak).
+        let deny = policy.denylist();
+        let denied = !deny.ips.is_empty();
+        if denied {
+            sets.push(Set {
+                name: SET_DENIED4,
+                family: Family::V4,
+                kind: SetKind::Interval(Elements::V4(deny.ips.v4.intervals().to_vec())),
+            });
+            sets.push(Set {
+                name: SET_DENIED6,
+                family: Family::V6,
+                kind: SetKind::Interval(Elements::V6(deny.ips.v6.intervals().to_vec())),
+            });
+        }
+        let denied_ports = !deny.ports.is_empty();
+        if denied_ports {
+            sets.push(Set {
+                name: SET_DENIED_PORTS4,
+                family: Family::V4,
+                kind: SetKind::Ports(PortElements::V4(deny.ports.elements_v4())),
+            });
+            sets.push(Set {
+                name: SET_DENIED_PORTS6,
+                family: Family::V6,
+                kind: SetKind::Ports(PortElements::V6(deny.ports.elements_v6())),
+            });
+        }
+        // The denylist's matches, one per family and kind of set.
+        let mut deny_matches = Vec::new();
+        if denied {
+            deny_matches.push(Match::DaddrInSet(Family::V4, SET_DENIED4));
+            deny_matches.push(Match::DaddrInSet(Family::V6, SET_DENIED6));
+        }
+        if denied_ports {
+            deny_matches.push(Match::DaddrProtoPortInSet(Family::V4, SET_DENIED_PORTS4));
+            deny_matches.push(Match::DaddrProtoPortInSet(Family::V6, SET_DENIED_PORTS6));
+        }
+        // Names with ports: their addresses, on their ports, as their
+        // answers come (only where egress drops: elsewhere all passes).
+        let named = drops && !policy.name_ports().is_empty();
+        if named {
+            sets.push(Set { name: SET_NAMED4, family: Family::V4, kind: SetKind::PortsTimeout });
+            sets.push(Set { name: SET_NAMED6, family: Family::V6, kind: SetKind::PortsTimeout });
+        }
+        let named_matches: Vec<Match> = if named {
+            [(Family::V4, SET_NAMED4), (Family::V6, SET_NAMED6)]
+                .map(|(f, set)| Match::DaddrProtoPortInSet(f, set))
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        let mut allow_matches =
+            vec![Match::DaddrInSet(Family::V4, SET_ALLOWED4), Match::DaddrInSet(Family::V6, SET_ALLOWED6)];
+        if ports {
+            allow_matches.extend(port_sets.map(|(f, set)| Match::DaddrProtoPortInSet(f, set)));
+        }
 
         // egret's own sockets: the mark, and the cgroup where available.
         let own = || {
@@ -554,12 +631,11 @@ impl Ruleset {
         match cfg.filter_mode {
             FilterMode::Https => {
                 nat.push(rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::Return]));
-                nat.push(rule(vec![Match::DaddrInSet(Family::V4, SET_ALLOWED4)], vec![Stmt::Return]));
-                nat.push(rule(vec![Match::DaddrInSet(Family::V6, SET_ALLOWED6)], vec![Stmt::Return]));
-                if ports {
-                    for (f, set) in port_sets {
-                        nat.push(rule(vec![Match::DaddrProtoPortInSet(f, set)], vec![Stmt::Return]));
-                    }
+                // Allowed addresses pass as they are; denylisted ones are
+                // not redirected either: filter_out refuses them on every
+                // port, 80 and 443 included.
+                for m in allow_matches.iter().chain(&named_matches).chain(&deny_matches) {
+                    nat.push(rule(vec![m.clone()], vec![Stmt::Return]));
                 }
                 // A link-local destination cannot be redirected to ::1 (the
                 // scope does not match) and would hang: left to filter_out,
@@ -589,7 +665,7 @@ impl Ruleset {
             rule(vec![Match::Ip4Option(131)], vec![Stmt::Drop]),
             rule(vec![Match::Ip4Option(137)], vec![Stmt::Drop]),
         ];
-        if drops {
+        if drops || default_allow {
             // Neighbour discovery and MLD are the kernel's job: from a
             // process's socket (a raw ICMPv6 socket, CAP_NET_RAW) they are
             // a covert channel to the link however well they are shaped.
@@ -640,27 +716,63 @@ impl Ruleset {
             // redirect, or one the policy revoked is cut.
             rule(vec![Match::CtReply, Match::CtMark(INBOUND)], vec![Stmt::Accept]),
         ]);
-        let out_policy = if !drops {
-            // DNS mode: every query must go through egret's resolver. A
-            // port-53 flow that is not going to it escaped the redirect
-            // (its conntrack entry predates the rules); DNS over TLS/QUIC
-            // (853) would skip the resolver.
-            for l4 in [L4::Udp, L4::Tcp] {
-                let escaped = vec![Match::Dport(l4, 53), Match::FibLocal(Addr::Daddr, Cmp::Ne)];
-                out.extend(refusal(escaped, Some(l4), audit));
+        if default_allow {
+            // Neighbour discovery and MLD not in their protocol's shape:
+            // refused here, as the final refusal does where egress drops.
+            for t in ND_TYPES.into_iter().chain(MLD_TYPES) {
+                let m = vec![Match::Icmpv6Type(t)];
+                if audit {
+                    out.extend(refusal(m, None, true));
+                } else {
+                    out.push(rule(m.clone(), vec![Stmt::Jump(CHAIN_LOG_BLOCKED)]));
+                    out.push(rule(m, vec![Stmt::Reject(Reject::AdminProhibited)]));
+                }
             }
-            for l4 in [L4::Tcp, L4::Udp] {
-                out.extend(refusal(vec![Match::Dport(l4, 853)], Some(l4), audit));
+        }
+        let out_policy = if !drops {
+            if cfg.filter_mode == FilterMode::Dns {
+                // DNS mode: every query must go through egret's resolver. A
+                // port-53 flow that is not going to it escaped the redirect
+                // (its conntrack entry predates the rules); DNS over TLS/QUIC
+                // (853) would skip the resolver.
+                for l4 in [L4::Udp, L4::Tcp] {
+                    let escaped = vec![Match::Dport(l4, 53), Match::FibLocal(Addr::Daddr, Cmp::Ne)];
+                    out.extend(refusal(escaped, Some(l4), audit));
+                }
+                for l4 in [L4::Tcp, L4::Udp] {
+                    out.extend(refusal(vec![Match::Dport(l4, 853)], Some(l4), audit));
+                }
+            }
+            if default_allow {
+                // The allowlist re-opens what the denylist closes.
+                out.push(rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::Accept]));
+                for m in &allow_matches {
+                    out.push(rule(vec![m.clone()], vec![Stmt::Accept]));
+                }
+            }
+            // A denylisted address: refused on every port and protocol.
+            for m in &deny_matches {
+                out.extend(refusal(vec![m.clone()], None, audit));
             }
             ChainPolicy::Accept
         } else {
             out.push(rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::Accept]));
-            out.push(rule(vec![Match::DaddrInSet(Family::V4, SET_ALLOWED4)], vec![Stmt::Accept]));
-            out.push(rule(vec![Match::DaddrInSet(Family::V6, SET_ALLOWED6)], vec![Stmt::Accept]));
-            if ports {
-                for (f, set) in port_sets {
-                    out.push(rule(vec![Match::DaddrProtoPortInSet(f, set)], vec![Stmt::Accept]));
-                }
+            // With the default deny the denylist closes parts of the
+            // allowlist: asked first.
+            for m in &deny_matches {
+                out.extend(refusal(vec![m.clone()], None, audit));
+            }
+            for m in &allow_matches {
+                out.push(rule(vec![m.clone()], vec![Stmt::Accept]));
+            }
+            // A flow to a name's address on its port is stamped with the
+            // policy generation, so it outlives the answer's TTL (as a
+            // learned flow does) but not a reload.
+            for m in &named_matches {
+                out.push(rule(vec![m.clone()], vec![Stmt::CtMarkSet(generation), Stmt::Accept]));
+            }
+            if named && !strict {
+                out.push(rule(vec![Match::CtMark(generation)], vec![Stmt::Accept]));
             }
             if strict {
                 for (f, set) in [(Family::V4, SET_LEARNED4), (Family::V6, SET_LEARNED6)] {
@@ -1067,7 +1179,9 @@ impl fmt::Display for Set {
             Family::V6 => "ipv6_addr",
         };
         match &self.kind {
-            SetKind::Ports(_) => writeln!(f, "\t\ttype {ty} . inet_proto . inet_service")?,
+            SetKind::Ports(_) | SetKind::PortsTimeout => {
+                writeln!(f, "\t\ttype {ty} . inet_proto . inet_service")?
+            }
             SetKind::OwnerMeter => {
                 writeln!(f, "\t\ttype uid\n\t\tsize {LOG_OWNERS}\n\t\tflags dynamic,timeout")?;
                 // nft's own rendering of the timeout (whole minutes).
@@ -1105,6 +1219,7 @@ impl fmt::Display for Set {
                 }
             }
             SetKind::Timeout => writeln!(f, "\t\tflags timeout")?,
+            SetKind::PortsTimeout => writeln!(f, "\t\tflags interval,timeout")?,
             SetKind::OwnerMeter => {}
             SetKind::Interval(e) => {
                 writeln!(f, "\t\tflags interval")?;
@@ -2016,4 +2131,249 @@ table netdev egret {
             "elements = { 1.2.3.4, 10.0.0.0/8, 192.168.1.1 }"
         );
     }
+
+    /// `default_action: allow` with a denylist: nothing is refused but
+    /// the denylist's addresses (on every port and protocol, before 80
+    /// and 443 are redirected) and what the escape invariants refuse
+    /// anyway (forged sources, source routing, neighbour discovery out
+    /// of shape); the allowlist's addresses, its exceptions, are accepted
+    /// before the denylist is asked; 80/443 still go to the proxies,
+    /// which refuse a denylisted name.
+    #[test]
+    fn default_allow_with_a_denylist_golden() {
+        check(
+            &[("DNS_UPSTREAMS", "10.9.9.9")],
+            "default_action: allow\nallowlist:\n  ips: [\"203.0.113.7\"]\n  domains: [api.example.com]\ndenylist:\n  ips: [\"203.0.113.0/24\", \"2001:db8:dead::/48\", \"tcp/198.51.100.5:25\"]\n  domains: [\"*.example.com\"]\n",
+            &ID,
+            DEFAULT_ALLOW_GOLDEN,
+        );
+    }
+
+    /// Names with ports: the run-time sets (interval and timeout), a
+    /// return before the redirect, an accept that stamps the flow with the
+    /// generation (so an open flow outlives the TTL, not a reload); only
+    /// where egress drops (HTTPS and strict DNS mode).
+    #[test]
+    fn names_with_ports_have_run_time_sets() {
+        let yaml = "allowlist:\n  domains: [\"tcp/db.test:5432\"]\n";
+        let text = Ruleset::build(&config(&[]), &policy(yaml), &ID, &Host::default()).to_string();
+        for want in [
+            "set named_ports4 {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags interval,timeout\n\t}",
+            "set named_ports6 {\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags interval,timeout\n\t}",
+            "ip daddr . meta l4proto . th dport @named_ports4 return\n\t\tip6 daddr . meta l4proto . th dport @named_ports6 return\n\t\tip6 daddr fe80::/10 return\n\t\ttcp dport 80 redirect",
+            "ip daddr . meta l4proto . th dport @named_ports4 ct mark set 0x00000042 accept\n\t\tip6 daddr . meta l4proto . th dport @named_ports6 ct mark set 0x00000042 accept\n\t\tct mark 0x00000042 accept",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        let strict =
+            Ruleset::build(&config(&[("FILTER_MODE", "dns-strict")]), &policy(yaml), &ID, &Host::default());
+        let strict = strict.to_string();
+        assert!(
+            strict.contains("@named_ports4 ct mark set")
+                && strict.matches("ct mark 0x00000042 accept").count() == 1,
+            "{strict}"
+        );
+        let open = Ruleset::build(&config(&[("FILTER_MODE", "dns")]), &policy(yaml), &ID, &Host::default());
+        assert!(!open.to_string().contains("named_ports"), "DNS mode passes every address anyway");
+    }
+
+    /// With the default deny a denylist closes parts of the allowlist:
+    /// its addresses are refused before the allowed sets are asked, in
+    /// both modes (DNS mode's open egress included).
+    #[test]
+    fn default_deny_denylist_is_asked_before_the_allowlist() {
+        let yaml = "default_action: deny\nallowlist:\n  ips: [\"10.0.0.0/8\"]\ndenylist:\n  ips: [\"10.1.0.0/16\"]\n";
+        for vars in [&[][..], &[("FILTER_MODE", "dns")][..]] {
+            let text = Ruleset::build(&config(vars), &policy(yaml), &ID, &Host::default()).to_string();
+            let deny = text.find("ip daddr @denied4 jump log_blocked").expect("denylist refused");
+            assert!(text.contains("ip daddr @denied4 reject with icmpx admin-prohibited"), "{text}");
+            if let Some(allow) = text.find("ip daddr @allowed4 accept") {
+                assert!(deny < allow, "the denylist comes first:\n{text}");
+            }
+        }
+        // No denylist, no denied sets.
+        let text = Ruleset::build(
+            &config(&[]),
+            &policy("allowlist:\n  ips: [\"10.0.0.0/8\"]\n"),
+            &ID,
+            &Host::default(),
+        )
+        .to_string();
+        assert!(!text.contains("denied"), "{text}");
+    }
+
+    const DEFAULT_ALLOW_GOLDEN: &str = r#"table inet egret {
+	set allowed4 {
+		type ipv4_addr
+		flags interval
+		elements = { 203.0.113.7 }
+	}
+
+	set allowed6 {
+		type ipv6_addr
+		flags interval
+	}
+
+	set nd6 {
+		type ipv6_addr
+		flags interval
+		elements = { fe80::/10, ff02::/16 }
+	}
+
+	set denied4 {
+		type ipv4_addr
+		flags interval
+		elements = { 203.0.113.0/24 }
+	}
+
+	set denied6 {
+		type ipv6_addr
+		flags interval
+		elements = { 2001:db8:dead::/48 }
+	}
+
+	set denied_ports4 {
+		type ipv4_addr . inet_proto . inet_service
+		flags interval
+		elements = { 198.51.100.5 . tcp . 25 }
+	}
+
+	set denied_ports6 {
+		type ipv6_addr . inet_proto . inet_service
+		flags interval
+	}
+
+	set log_owners {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
+	chain log_blocked {
+		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix "blocked" group 0 return
+		meta skuid @log_owners return
+		limit rate 20/second burst 50 packets log prefix "blocked" group 0
+	}
+
+	chain notrack_out {
+		type filter hook output priority raw; policy accept;
+		oifname != "lo" return
+		ip daddr 127.0.0.11 return
+		ip saddr 127.0.0.11 return
+		th dport 53 return
+		th sport 53 return
+		th dport 8080 return
+		th sport 8080 return
+		th dport 8443 return
+		th sport 8443 return
+		ip saddr 127.0.0.0/8 ip daddr 127.0.0.0/8 notrack
+		ip6 saddr ::1 ip6 daddr ::1 notrack
+	}
+
+	chain stamp_in {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname != "lo" ct state new ct mark set 0x80000000
+	}
+
+	chain nat_out {
+		type nat hook output priority -101; policy accept;
+		meta mark 0x1234abcd return
+		fib daddr type local return
+		ip daddr @allowed4 return
+		ip6 daddr @allowed6 return
+		ip daddr @denied4 return
+		ip6 daddr @denied6 return
+		ip daddr . meta l4proto . th dport @denied_ports4 return
+		ip6 daddr . meta l4proto . th dport @denied_ports6 return
+		ip6 daddr fe80::/10 return
+		tcp dport 80 redirect to :8080
+		tcp dport 443 redirect to :8443
+	}
+
+	chain filter_out {
+		type filter hook output priority filter; policy accept;
+		ct state invalid drop
+		exthdr rt exists drop
+		ip option lsrr exists drop
+		ip option ssrr exists drop
+		icmpv6 type nd-router-solicit meta skuid 0-4294967295 drop
+		icmpv6 type nd-neighbor-solicit meta skuid 0-4294967295 drop
+		icmpv6 type nd-neighbor-advert meta skuid 0-4294967295 drop
+		icmpv6 type mld-listener-report meta skuid 0-4294967295 drop
+		icmpv6 type mld-listener-done meta skuid 0-4294967295 drop
+		icmpv6 type mld2-listener-report meta skuid 0-4294967295 drop
+		icmpv6 type nd-router-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
+		icmpv6 type nd-neighbor-solicit ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
+		icmpv6 type nd-neighbor-advert ip6 nexthdr ipv6-icmp ip6 hoplimit 255 ip6 length <= 32 ip6 daddr @nd6 accept
+		icmpv6 type mld-listener-report ip6 hoplimit 1 ip6 daddr ff02::/16 accept
+		icmpv6 type mld-listener-done ip6 hoplimit 1 ip6 daddr ff02::/16 accept
+		icmpv6 type mld2-listener-report ip6 hoplimit 1 ip6 daddr ff02::/16 accept
+		fib saddr type != local ct state ! related drop
+		meta mark 0x1234abcd accept
+		ct direction reply ct mark 0x80000000 accept
+		icmpv6 type nd-router-solicit jump log_blocked
+		icmpv6 type nd-router-solicit reject with icmpx admin-prohibited
+		icmpv6 type nd-neighbor-solicit jump log_blocked
+		icmpv6 type nd-neighbor-solicit reject with icmpx admin-prohibited
+		icmpv6 type nd-neighbor-advert jump log_blocked
+		icmpv6 type nd-neighbor-advert reject with icmpx admin-prohibited
+		icmpv6 type mld-listener-report jump log_blocked
+		icmpv6 type mld-listener-report reject with icmpx admin-prohibited
+		icmpv6 type mld-listener-done jump log_blocked
+		icmpv6 type mld-listener-done reject with icmpx admin-prohibited
+		icmpv6 type mld2-listener-report jump log_blocked
+		icmpv6 type mld2-listener-report reject with icmpx admin-prohibited
+		fib daddr type local accept
+		ip daddr @allowed4 accept
+		ip6 daddr @allowed6 accept
+		ip daddr @denied4 jump log_blocked
+		ip daddr @denied4 meta l4proto tcp reject with tcp reset
+		ip daddr @denied4 meta l4proto udp reject
+		ip daddr @denied4 reject with icmpx admin-prohibited
+		ip6 daddr @denied6 jump log_blocked
+		ip6 daddr @denied6 meta l4proto tcp reject with tcp reset
+		ip6 daddr @denied6 meta l4proto udp reject
+		ip6 daddr @denied6 reject with icmpx admin-prohibited
+		ip daddr . meta l4proto . th dport @denied_ports4 jump log_blocked
+		ip daddr . meta l4proto . th dport @denied_ports4 meta l4proto tcp reject with tcp reset
+		ip daddr . meta l4proto . th dport @denied_ports4 meta l4proto udp reject
+		ip daddr . meta l4proto . th dport @denied_ports4 reject with icmpx admin-prohibited
+		ip6 daddr . meta l4proto . th dport @denied_ports6 jump log_blocked
+		ip6 daddr . meta l4proto . th dport @denied_ports6 meta l4proto tcp reject with tcp reset
+		ip6 daddr . meta l4proto . th dport @denied_ports6 meta l4proto udp reject
+		ip6 daddr . meta l4proto . th dport @denied_ports6 reject with icmpx admin-prohibited
+	}
+
+	chain tag_out {
+		type filter hook output priority filter + 10; policy accept;
+		fib daddr type local meta mark set 0x00000000 accept
+		ip6 daddr ff00::/8 meta mark set 0x00000000 accept
+		ip daddr 224.0.0.0/4 meta mark set 0x00000000 accept
+		fib daddr type broadcast meta mark set 0x00000000 accept
+		meta mark set 0x00007a67
+	}
+
+	chain leak_out {
+		type filter hook postrouting priority filter; policy accept;
+		oifname != "lo" fib daddr type local drop
+	}
+
+	chain filter_in {
+		type filter hook input priority filter; policy accept;
+		iifname != "lo" tcp dport 8080 drop
+		tcp dport 8080 socket mark != 0x00005151 reject with tcp reset
+		iifname != "lo" tcp dport 8443 drop
+		tcp dport 8443 socket mark != 0x00005151 reject with tcp reset
+	}
+}
+table arp egret {
+	chain tag_out {
+		type filter hook output priority filter; policy accept;
+		meta mark set 0x00007a67
+	}
+}
+table netdev egret {
+}
+"#;
 }

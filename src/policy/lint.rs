@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use super::cidr::Cidr;
 use super::name::{normalize, Pattern};
 use super::{Guard, Policy};
+use super::{List, Rule};
 
 /// Suffixes under which anyone can publish: a wildcard over one allows
 /// every site of every customer, an attacker's included.
@@ -90,43 +91,93 @@ pub fn explain(policy: &Policy, guard: &Guard, what: &str) -> (bool, String) {
     if name != what {
         text.push_str(&format!("{what:?} is compared as {name}\n"));
     }
-    let allowed = match policy.names().find(&name) {
-        Some(p) => {
-            text.push_str(&format!("{name}: allowed by allowlist.domains {p}, {}\n", p.describe()));
-            true
-        }
-        None => {
-            text.push_str(&format!(
-                "{name}: blocked: no allowlist.domains entry matches (HTTPS mode resets the connection, DNS mode answers NXDOMAIN)\n"
-            ));
-            false
-        }
+    let d = policy.decide(super::Query { name: Some(&name), ip: None, port: None });
+    let default = policy.default_action();
+    let with_ports: Vec<String> = policy.ports_of_name(&name).iter().map(|np| np.to_string()).collect();
+    let other = |list: List| {
+        let l = if list == List::Allow { policy.allowlist() } else { policy.denylist() };
+        l.names.find(&name)
     };
+    match (&d.rule, d.list) {
+        (Some(Rule::Domain(p)), Some(list)) => {
+            let verb = if d.allowed() { "allowed" } else { "blocked" };
+            text.push_str(&format!("{name}: {verb} by {}.domains {p}, {}\n", list.key(), p.describe()));
+            let loser = if list == List::Allow { List::Deny } else { List::Allow };
+            if let Some(q) = other(loser) {
+                text.push_str(&format!(
+                    "  {}.domains {q} matches too; with default_action {} the {} wins\n",
+                    loser.key(),
+                    default.as_str(),
+                    default.winner().key()
+                ));
+            }
+        }
+        _ if d.allowed() => text.push_str(&format!(
+            "{name}: allowed by default_action allow: no denylist.domains entry matches\n"
+        )),
+        _ if !with_ports.is_empty() => text.push_str(&format!(
+            "{name}: not allowed through the proxies (no allowlist.domains pattern matches); it resolves, and its answers' addresses are open for their TTL on: {}\n",
+            with_ports.join(", ")
+        )),
+        _ => text.push_str(&format!(
+            "{name}: blocked: no allowlist.domains entry matches (HTTPS mode resets the connection, DNS mode answers NXDOMAIN)\n"
+        )),
+    }
+    let allowed = d.allowed();
     if allowed && !guard.is_off() {
         text.push_str("  the addresses it resolves to must still pass the SSRF guard (GUARD_ADDRESSES)\n");
     }
     (allowed, text)
 }
 
-fn explain_ip(policy: &Policy, guard: &Guard, ip: IpAddr) -> (bool, String) {
-    if let Some(block) = policy.ips().find(ip) {
-        return (true, format!("{ip}: allowed on every port by allowlist.ips (within {block})\n"));
-    }
-    let ports: Vec<String> = policy
-        .ports()
+/// The port entries of `l` whose addresses cover `ip`, as written.
+fn port_entries_at(l: &super::Lists, ip: IpAddr) -> Vec<String> {
+    l.ports
         .entries()
         .into_iter()
         .filter(|e| super::IpSet::from_cidrs(&[e.cidr]).contains(ip))
         .map(|e| e.to_string())
-        .collect();
-    if !ports.is_empty() {
-        return (true, format!("{ip}: allowed only as allowlist.ips lists it: {}\n", ports.join(", ")));
+        .collect()
+}
+
+fn explain_ip(policy: &Policy, guard: &Guard, ip: IpAddr) -> (bool, String) {
+    let d = policy.decide(super::Query { name: None, ip: Some(ip), port: None });
+    let default = policy.default_action();
+    let (allow_ports, deny_ports) =
+        (port_entries_at(policy.allowlist(), ip), port_entries_at(policy.denylist(), ip));
+    let mut text = match (&d.rule, d.list) {
+        (Some(Rule::Ip(block)), Some(List::Allow)) => {
+            format!("{ip}: allowed on every port by allowlist.ips (within {block})\n")
+        }
+        (Some(Rule::Ip(block)), Some(List::Deny)) => {
+            format!("{ip}: blocked on every port and protocol by denylist.ips (within {block})\n")
+        }
+        _ if !d.allowed() && !allow_ports.is_empty() => {
+            format!("{ip}: allowed only as allowlist.ips lists it: {}\n", allow_ports.join(", "))
+        }
+        _ if !d.allowed() => {
+            format!("{ip}: blocked: no allowlist.ips entry covers it (logged and refused at once)\n")
+        }
+        _ => {
+            format!("{ip}: allowed by default_action allow: no denylist.ips entry covers it on every port\n")
+        }
+    };
+    if !deny_ports.is_empty() {
+        text.push_str(&format!("  refused where denylist.ips lists it: {}\n", deny_ports.join(", ")));
     }
-    let mut text = format!("{ip}: blocked: no allowlist.ips entry covers it (logged and refused at once)\n");
-    if guard.check(policy, ip).is_some() {
+    let both = policy.allowlist().ips.find(ip).is_some() && policy.denylist().ips.find(ip).is_some();
+    if both {
+        text.push_str(&format!(
+            "  both lists cover it; with default_action {} the {} wins\n",
+            default.as_str(),
+            default.winner().key()
+        ));
+    }
+    let allowed = d.allowed() || !allow_ports.is_empty();
+    if !allowed && guard.check(policy, ip).is_some() {
         text.push_str("  it is also a guarded address (GUARD_ADDRESSES): no allowed name leads there\n");
     }
-    (false, text)
+    (allowed, text)
 }
 
 #[cfg(test)]
@@ -182,6 +233,38 @@ mod tests {
         ];
         for (what, allowed, says) in cases {
             let (a, text) = explain(&p, &g, what);
+            assert_eq!(a, *allowed, "{what}: {text}");
+            assert!(text.contains(says), "{what}: {text}");
+        }
+    }
+
+    /// With a denylist, `--explain` names the entry of the list that
+    /// decided and says which list wins where both match.
+    #[test]
+    fn explain_names_the_denylist_entry_and_which_list_wins() {
+        let allow = policy(
+            "default_action: allow\nallowlist:\n  ips: [\"203.0.113.7\"]\n  domains: [api.example.com]\ndenylist:\n  ips: [\"203.0.113.0/24\", \"tcp/192.0.2.9:25\"]\n  domains: [\"*.example.com\"]\n",
+        );
+        let deny = policy(
+            "default_action: deny\nallowlist:\n  ips: [\"10.0.0.0/8\"]\n  domains: [\"*.example.com\"]\ndenylist:\n  ips: [\"10.1.0.0/16\"]\n  domains: [evil.example.com]\n",
+        );
+        let ports = policy("allowlist:\n  domains: [\"tcp/db.test:5432\"]\n");
+        let g = Guard::default();
+        let cases: &[(&Policy, &str, bool, &str)] = &[
+            (&allow, "x.example.com", false, "x.example.com: blocked by denylist.domains *.example.com, a subdomain wildcard"),
+            (&allow, "api.example.com", true, "allowed by allowlist.domains api.example.com, an exact name\n  denylist.domains *.example.com matches too; with default_action allow the allowlist wins"),
+            (&allow, "github.com", true, "github.com: allowed by default_action allow: no denylist.domains entry matches"),
+            (&allow, "203.0.113.9", false, "blocked on every port and protocol by denylist.ips (within 203.0.113.0/24)"),
+            (&allow, "203.0.113.7", true, "allowed on every port by allowlist.ips (within 203.0.113.7/32)\n  both lists cover it; with default_action allow the allowlist wins"),
+            (&allow, "192.0.2.9", true, "allowed by default_action allow: no denylist.ips entry covers it on every port\n  refused where denylist.ips lists it: tcp/192.0.2.9:25"),
+            (&deny, "evil.example.com", false, "blocked by denylist.domains evil.example.com, an exact name\n  allowlist.domains *.example.com matches too; with default_action deny the denylist wins"),
+            (&deny, "a.example.com", true, "allowed by allowlist.domains *.example.com"),
+            (&deny, "10.1.2.3", false, "blocked on every port and protocol by denylist.ips (within 10.1.0.0/16)\n  both lists cover it; with default_action deny the denylist wins"),
+            (&deny, "10.2.2.3", true, "allowed on every port by allowlist.ips (within 10.0.0.0/8)"),
+            (&ports, "db.test", false, "db.test: not allowed through the proxies (no allowlist.domains pattern matches); it resolves, and its answers' addresses are open for their TTL on: tcp/db.test:5432"),
+        ];
+        for (p, what, allowed, says) in cases {
+            let (a, text) = explain(p, &g, what);
             assert_eq!(a, *allowed, "{what}: {text}");
             assert!(text.contains(says), "{what}: {text}");
         }

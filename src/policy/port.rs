@@ -178,6 +178,89 @@ fn parse_ports(p: &str) -> Result<(u16, u16), PortError> {
     }
 }
 
+/// A name with a protocol and ports (`tcp/db.example.com:5432`,
+/// `db.example.com:5432` for TCP and UDP, `udp/ns.example.com:53-54`):
+/// the addresses the name resolves to become reachable there only, for
+/// the answer's TTL. An exact, normalised name: egret resolves it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NamePort {
+    /// `None`: TCP and UDP.
+    pub proto: Option<Proto>,
+    pub name: String,
+    /// Inclusive; every port is `(1, 65535)`.
+    pub ports: (u16, u16),
+}
+
+impl NamePort {
+    /// The protocols it opens.
+    pub fn protos(&self) -> Vec<Proto> {
+        match self.proto {
+            Some(p) => vec![p],
+            None => Proto::ALL.to_vec(),
+        }
+    }
+}
+
+impl fmt::Display for NamePort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = self.proto {
+            write!(f, "{}/", p.as_str())?;
+        }
+        f.write_str(&self.name)?;
+        match self.ports {
+            (1, u16::MAX) => Ok(()),
+            (a, b) if a == b => write!(f, ":{a}"),
+            (a, b) => write!(f, ":{a}-{b}"),
+        }
+    }
+}
+
+/// Whether a `domains` entry is a name with a protocol or ports rather
+/// than a name pattern: a `proto/` prefix or a `:port` (a name has
+/// neither; a `/regex/` starts with its slash).
+pub fn is_name_port_entry(s: &str) -> bool {
+    let s = s.trim();
+    if s.starts_with('/') {
+        return false;
+    }
+    let proto_prefix =
+        s.split_once('/').is_some_and(|(p, _)| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphabetic()));
+    proto_prefix || s.contains(':')
+}
+
+/// The forms of a name with ports, in its error messages.
+pub const NAME_FORMS: &str = "accepted: [PROTO/]NAME:PORT[-PORT] or PROTO/NAME (every port of tcp or udp), \
+                              NAME an exact name (e.g. tcp/db.example.com:5432, udp/ns.example.com:53)";
+
+/// Parses a name with a protocol and/or ports.
+pub fn parse_name(input: &str) -> Result<NamePort, String> {
+    let s = input.trim();
+    let (proto, rest) = match s.split_once('/') {
+        Some((p, rest)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_alphabetic()) => {
+            let proto = match p.to_ascii_lowercase().as_str() {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                _ => return Err(format!("unknown protocol {p:?} (tcp or udp); {NAME_FORMS}")),
+            };
+            (Some(proto), rest)
+        }
+        _ => (None, s),
+    };
+    let (name, ports) = match rest.rsplit_once(':') {
+        Some((n, p)) => (n, parse_ports(p).map_err(|e| format!("{}", e).replace(FORMS, NAME_FORMS))?),
+        None if proto.is_some() => (rest, (1, u16::MAX)),
+        None => return Err(format!("not a name with ports; {NAME_FORMS}")),
+    };
+    if name.contains('*') || name.starts_with('/') {
+        return Err(format!("a name with ports must be an exact name (egret resolves it); {NAME_FORMS}"));
+    }
+    if name.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok() {
+        return Err(format!("an address: put {input:?} under allowlist.ips"));
+    }
+    let name = super::name::normalize(name).map_err(|e| format!("{e}; {NAME_FORMS}"))?;
+    Ok(NamePort { proto, name, ports })
+}
+
 /// Port segment → addresses open on it, for one protocol.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Segments {

@@ -106,6 +106,8 @@ impl Block {
 pub mod reason {
     /// The name is not in the policy (g0efilter's value).
     pub const NOT_ALLOWLISTED: &str = "not-allowlisted";
+    /// A denylist entry refused the name or the destination.
+    pub const DENYLISTED: &str = "denylisted";
     pub const IP_MISMATCH: &str = "ip-mismatch";
     /// The anti-spoofing check got no answer from any resolver.
     pub const RESOLVER_UNAVAILABLE: &str = "resolver-unavailable";
@@ -155,10 +157,13 @@ pub fn decide(
     let (ip, port) = (dst.ip(), Some((policy::Proto::Tcp, dst.port())));
     let d = policy.decide(Query { name: Some(name), ip: Some(ip), port });
     if !d.allowed() {
-        return Err(Block::new(match d.reason {
-            policy::Reason::InvalidName => reason::INVALID_NAME,
-            _ => reason::NOT_ALLOWLISTED,
-        }));
+        return Err(match (d.reason, &d.rule) {
+            (policy::Reason::InvalidName, _) => Block::new(reason::INVALID_NAME),
+            (policy::Reason::Denylisted, Some(rule)) => {
+                Block::with_note(reason::DENYLISTED, format!("denylist {rule}"))
+            }
+            _ => Block::new(reason::NOT_ALLOWLISTED),
+        });
     }
     // The guard first: an entry of allowlist.ips that merely covers a
     // guarded address (`::/0`, a NAT64 prefix) does not list it, and the
@@ -208,11 +213,19 @@ pub fn decide_literal(
     verify: bool,
     guard: &Guard,
 ) -> Result<(), Block> {
-    if !policy.names().matches_everything() {
+    if !policy.allows_any_name() {
         return Err(Block::with_note(
             reason::NOT_ALLOWLISTED,
             format!("{literal} is an address, not a name; only domains: [\"*\"] allows one"),
         ));
+    }
+    // Under the default allow, the literal is judged as the address it is
+    // (the kernel refuses a denylisted destination before it gets here).
+    for ip in [literal, dst] {
+        let d = policy.decide(Query { name: None, ip: Some(ip), port: None });
+        if let (policy::Reason::Denylisted, Some(rule)) = (d.reason, &d.rule) {
+            return Err(Block::with_note(reason::DENYLISTED, format!("denylist {rule}")));
+        }
     }
     // `*` allows every name, not every destination.
     if let Some(g) = guard.check(policy, dst) {
@@ -383,6 +396,59 @@ mod tests {
             .map_err(|b| b.reason);
             assert_eq!(got, *expect, "{name} {addr} verify={verify}");
         }
+    }
+
+    /// `default_action: allow`: a name no denylist entry matches passes
+    /// (still to an address it resolves to, and past the guard); a
+    /// denylisted name or destination is refused `denylisted`, naming the
+    /// entry; an allowlist entry re-opens a denylisted name; an IP literal
+    /// is judged as the address it is.
+    #[test]
+    fn default_allow_decisions() {
+        let hosts = crate::resolve::Hosts::parse(
+            "10.0.0.1 any.test api.example.com x.example.com\n169.254.169.254 meta.test\n198.51.100.9 far.test\n",
+        );
+        let raw = crate::policy::parse_yaml(
+            "default_action: allow\nallowlist:\n  domains: [api.example.com]\ndenylist:\n  ips: [\"198.51.100.0/24\"]\n  domains: [\"*.example.com\"]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let p = crate::policy::compile_raw(raw, "t.yaml", &Default::default()).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        type Case<'a> = (&'a str, &'a str, Result<&'a str, (&'a str, &'a str)>);
+        let cases: &[Case] = &[
+            ("any.test", "10.0.0.1", Ok("domain-allowed")),
+            ("any.test", "10.0.0.2", Err((reason::IP_MISMATCH, "any.test does not resolve to 10.0.0.2"))),
+            ("x.example.com", "10.0.0.1", Err((reason::DENYLISTED, "denylist domain *.example.com"))),
+            ("api.example.com", "10.0.0.1", Ok("domain-allowed")),
+            ("far.test", "198.51.100.9", Err((reason::DENYLISTED, "denylist ip 198.51.100.0/24"))),
+            (
+                "meta.test",
+                "169.254.169.254",
+                Err((reason::DESTINATION_GUARDED, "metadata address 169.254.169.254")),
+            ),
+        ];
+        for (name, addr, expect) in cases {
+            let got = decide(
+                &p,
+                name,
+                SocketAddr::new(ip(addr), 443),
+                true,
+                &Guard::default(),
+                &hosts,
+                Client::Unknown,
+            )
+            .map(|d| d.reason.as_str())
+            .map_err(|b| (b.reason, b.note.unwrap_or_default()));
+            let expect = expect.map_err(|(r, n)| (r, n.to_owned()));
+            assert_eq!(got, expect, "{name} {addr}");
+        }
+        let lit = |l: &str, d: &str| {
+            decide_literal(&p, ip(l), ip(d), true, &Guard::default()).map_err(|b| b.reason)
+        };
+        assert_eq!(lit("10.0.0.7", "10.0.0.7"), Ok(()));
+        assert_eq!(lit("198.51.100.7", "198.51.100.7"), Err(reason::DENYLISTED));
+        assert_eq!(lit("10.0.0.7", "10.0.0.8"), Err(reason::IP_MISMATCH));
     }
 
     /// The SSRF guard: an allowed name whose destination (pinned or

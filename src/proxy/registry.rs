@@ -115,9 +115,12 @@ pub fn still_allowed(policy: &Policy, name: &str, dst: SocketAddr) -> bool {
     if policy.audit() {
         return true;
     }
-    // An IP-literal Host/SNI was allowed only under `domains: ["*"]`.
+    // An IP-literal Host/SNI was allowed only under `domains: ["*"]` or
+    // the default allow, and never to a denylisted address.
     if name.parse::<IpAddr>().is_ok() {
-        return policy.names().matches_everything() || policy.allows_ip(ip);
+        let d = policy.decide(Query { name: None, ip: Some(ip), port: Some((Proto::Tcp, dst.port())) });
+        let denied = d.reason == crate::policy::Reason::Denylisted;
+        return (policy.allows_any_name() && !denied) || policy.allows_ip(ip);
     }
     policy.decide(Query { name: Some(name), ip: Some(ip), port: Some((Proto::Tcp, dst.port())) }).allowed()
 }
@@ -184,6 +187,21 @@ mod tests {
 
     /// A reload keeps a connection an address entry with a port allows
     /// only on that port.
+    #[test]
+    fn an_ip_literal_stays_allowed_under_the_default_allow_unless_denylisted() {
+        let raw = crate::policy::parse_yaml(
+            "default_action: allow\ndenylist:\n  ips: [\"10.0.0.9\"]\n  domains: [b.example]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let p = crate::policy::compile_raw(raw, "t.yaml", &Default::default()).unwrap();
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(still_allowed(&p, "10.0.0.5", at("10.0.0.5:80")));
+        assert!(!still_allowed(&p, "10.0.0.9", at("10.0.0.9:80")));
+        assert!(still_allowed(&p, "a.example", at("10.0.0.5:443")));
+        assert!(!still_allowed(&p, "b.example", at("10.0.0.5:443")));
+    }
+
     #[test]
     fn still_allowed_asks_the_destination_port() {
         let i = vec!["tcp/10.0.0.5:443".to_owned()];

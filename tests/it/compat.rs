@@ -52,6 +52,8 @@ enum Probe {
     Reaches3,
     /// `http://<.3>/` does not reach the upstream (403 from egret).
     Blocked3,
+    /// `http://<.3>/` is refused by the kernel (no answer at all).
+    Refused3,
     /// A request to a name outside the policy: its event carries this
     /// hostname.
     EventHostname(&'static str),
@@ -364,9 +366,27 @@ fn filter_cases() -> Vec<Case> {
         Case {
             policy: Pol::Yaml("allowlist:\n  domains: [a.test]\ndenylist:\n  domains: [b.test]\n"),
             ..case(
-                "a denylist (refused: ignoring it would let its names through)",
+                "an allowlist and a denylist without default_action (refused: which wins?)",
                 &[],
-                Refused(&["unknown field `denylist`", "would let through what it was meant to block"]),
+                Refused(&[
+                    "need default_action (DEFAULT_ACTION) to say which wins",
+                    "(deny wins)",
+                    "(allow wins)",
+                ]),
+            )
+        },
+        Case {
+            policy: Pol::Yaml("default_action: allow\ndenylist:\n  domains: [b.test]\n"),
+            probe: Probe::Reaches3,
+            ..case("default_action allow with a denylist: the rest passes", &[], StartsClean(&[]))
+        },
+        Case {
+            policy: Pol::Yaml("allowlist: {}\n"),
+            probe: Probe::Refused3,
+            ..case(
+                "DEFAULT_ACTION=allow and DENYLIST_IPS replace the file, the listed address refused",
+                &[("DEFAULT_ACTION", "allow"), ("DENYLIST_IPS", "{up3}")],
+                Starts(&["DENYLIST_IPS set: the policy file"]),
             )
         },
         Case {
@@ -624,6 +644,10 @@ fn run_probe(c: &Case, r: &mut Run, p: &Pair, env: &[(String, String)]) -> Resul
         Probe::Reaches3 => match curl(&p.work, &[&three]) {
             (code, body) if code == "200" && body.contains("hello from") => Ok(()),
             other => Err(format!("{three} should be reachable: {other:?}")),
+        },
+        Probe::Refused3 => match curl(&p.work, &[&three]) {
+            (code, body) if code == "000" && !body.contains("hello from") => Ok(()),
+            other => Err(format!("{three} should be refused by the rules: {other:?}")),
         },
         Probe::Blocked3 => match curl(&p.work, &[&three]) {
             (code, body) if code == "403" && !body.contains("hello from") => Ok(()),

@@ -475,8 +475,10 @@ fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
     });
 
     let (srv, learner) = client.run(|| {
-        let learner =
-            std::sync::Arc::new(dns::learn::NftLearner::new(Default::default()).expect("netlink socket"));
+        let allowed = policy(&["allowed.test"]);
+        let learner = std::sync::Arc::new(
+            dns::learn::NftLearner::new(Default::default(), allowed.clone()).expect("netlink socket"),
+        );
         let mut up = Upstreams::new(vec!["10.200.51.2:53".parse().expect("addr")], Some(MARK));
         up.udp_timeout = Duration::from_millis(800);
         let settings = Settings {
@@ -493,7 +495,7 @@ fn strict_egress_only_learned_addresses_are_reachable_until_the_ttl() {
         };
         let (emitter, events) = Emitter::channel(64, "strict");
         let hook: std::sync::Arc<dyn dns::Learn> = learner.clone();
-        let handle = dns::start_with(settings, policy(&["allowed.test"]), emitter, Some(hook))
+        let handle = dns::start_with(settings, allowed, emitter, Some(hook))
             .expect("start egret dns in the namespace");
         (Server { handle, events }, learner)
     });
@@ -649,11 +651,14 @@ fn dns_mode_from_config_and_strict_without_the_table() {
                 generation_base: 1,
                 egress_tag: 0x79,
             };
+            let allowed = policy(&["allowed.test"]);
             let l = cfg.dns_strict.then(|| {
-                std::sync::Arc::new(dns::learn::NftLearner::new(cfg.guard_addresses).expect("netlink"))
+                std::sync::Arc::new(
+                    dns::learn::NftLearner::new(cfg.guard_addresses, allowed.clone()).expect("netlink"),
+                )
             });
             let hook = l.clone().map(|l| l as std::sync::Arc<dyn dns::Learn>);
-            let h = dns::start(&cfg, policy(&["allowed.test"]), emitter, &id, hook).expect("start");
+            let h = dns::start(&cfg, allowed, emitter, &id, hook).expect("start");
             (h, l, events)
         });
         assert_eq!(learner.is_some(), strict == "true");

@@ -137,6 +137,14 @@ fn golden_text_equals_kernel_ruleset() {
         ("empty", "allowlist:\n  ips: []\n".to_owned()),
         ("v6-only", "allowlist:\n  ips: [\"2001:db8::/32\", \"fd00:200::/48\", \"::1\"]\n".to_owned()),
         ("whole-space", "allowlist:\n  ips: [\"0.0.0.0/0\", \"::/0\"]\n".to_owned()),
+        (
+            "default-allow",
+            "default_action: allow\nallowlist:\n  ips: [\"203.0.113.7\"]\ndenylist:\n  ips: [\"203.0.113.0/24\", \"2001:db8:dead::/48\", \"tcp/198.51.100.5:25\", \"udp/[2001:db8::5]:53\"]\n  domains: [\"*.example.com\"]\n".to_owned(),
+        ),
+        (
+            "deny-both",
+            "default_action: deny\nallowlist:\n  ips: [\"10.0.0.0/8\"]\n  domains: [\"tcp/db.example.com:5432\", \"*.example.com\"]\ndenylist:\n  ips: [\"10.1.0.0/16\"]\n  domains: [\"evil.example.com\"]\n".to_owned(),
+        ),
     ];
     for (name, yaml) in cases {
         let pol = policy_file(&format!("nft-golden-{name}"), &yaml);

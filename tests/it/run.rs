@@ -310,9 +310,9 @@ fn reload_on_file_change_and_bad_edit_keeps_the_old_policy() {
     d.wait_log("policy reloaded", Duration::from_secs(5));
 
     // A bad edit: the old policy stays and the log says why.
-    std::fs::write(&pol, "allowlist:\n  domains: [\"allowed.test\", \"*.\"]\ndenylist: {}\n").unwrap();
+    std::fs::write(&pol, "allowlist:\n  domains: [\"allowed.test\", \"*.\"]\nblocklist: {}\n").unwrap();
     d.wait_log("policy reload rejected", Duration::from_secs(5));
-    d.wait_log("unknown field `denylist`", Duration::from_secs(1));
+    d.wait_log("unknown field `blocklist`", Duration::from_secs(1));
     assert_eq!(curl(&p.work, &url).0, "200", "old policy kept after a bad edit");
     d.wait_event("egret.reload_failed", "reason", "policy-invalid");
 }

@@ -16,6 +16,11 @@ const ALLOWED: &str = "allowlist:\n  domains: [\"allowed.test\"]\n";
 /// upstream (the canary needs a route), a daemon, and a sniffer on the
 /// upstream side that would see any frame to the canary.
 fn setup(tag: &str, env: &[(&str, &str)]) -> (World, Daemon, Guard) {
+    setup_with(tag, ALLOWED, env)
+}
+
+/// [`setup`] with the policy `yaml`.
+fn setup_with(tag: &str, yaml: &str, env: &[(&str, &str)]) -> (World, Daemon, Guard) {
     let w = world();
     let ip = |args: &[&str]| {
         let st = std::process::Command::new("ip").args(args).status().expect("ip");
@@ -28,7 +33,7 @@ fn setup(tag: &str, env: &[(&str, &str)]) -> (World, Daemon, Guard) {
         crate::nft::py(),
         &[&util::data("netns/sniff_marker.py").to_string_lossy(), "eth0", "canary"],
     );
-    let pol = policy_file(&format!("selftest-{tag}"), ALLOWED);
+    let pol = policy_file(&format!("selftest-{tag}"), yaml);
     let upstream = format!("{}:53", w.p.v4(2));
     let mut all = vec![("DNS_UPSTREAMS", upstream.as_str())];
     all.extend_from_slice(env);
@@ -161,6 +166,38 @@ fn selftest_holds_on_egrets_ruleset_and_sees_the_bypasses_of_a_weakened_one() {
     let (_, tables, _) = util::run(c);
     assert!(!tables.contains("egret_selftest"), "{tables}");
     assert_eq!(sniff.line(Duration::from_millis(500)), None, "a frame to the canary left the pod");
+}
+
+/// `default_action: allow` keeps every escape invariant: with the canary
+/// denylisted, every technique holds, in HTTPS and DNS mode (the forged
+/// replies, neighbour discovery, raw frames and the tag are refused by
+/// the same rules as under the default deny). Without the canary in the
+/// denylist the direct ways to it pass, by design: the denylist is what
+/// refuses them.
+#[test]
+fn selftest_holds_under_default_allow_with_the_canary_denylisted() {
+    let canary = "default_action: allow\ndenylist:\n  ips: [\"192.0.2.77\", \"2001:db8::77\"]\n";
+    for (tag, env) in [("allow-https", &[][..]), ("allow-dns", &[("FILTER_MODE", "dns")][..])] {
+        let (w, d, sniff) = setup_with(tag, canary, env);
+        let (code, out) = selftest(&w.p.work);
+        assert_eq!(code, 0, "{tag}: {out}");
+        let held: Vec<String> =
+            verdicts(&out).into_iter().filter(|(v, _)| v == "held").map(|(_, t)| t).collect();
+        assert_eq!(
+            held,
+            TECHNIQUES.map(String::from).to_vec(),
+            "{tag}: every technique tried and held:\n{out}"
+        );
+        assert_eq!(sniff.line(Duration::from_millis(500)), None, "{tag}: a frame to the canary left the pod");
+        drop(d);
+    }
+    let (w, _d, _sniff) =
+        setup_with("allow-open", "default_action: allow\ndenylist:\n  ips: [\"192.0.2.78\"]\n", &[]);
+    let (code, out) = selftest(&w.p.work);
+    assert_eq!(code, 1, "{out}");
+    let bypass: Vec<String> =
+        verdicts(&out).into_iter().filter(|(v, _)| v == "BYPASS").map(|(_, t)| t).collect();
+    assert!(bypass.iter().any(|b| b == "direct"), "the canary is not denylisted: direct passes\n{out}");
 }
 
 fn health(ns: &str) -> (i32, String) {

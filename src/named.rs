@@ -1,0 +1,216 @@
+//! Names with ports (`tcp/db.example.com:5432`): what their answers open,
+//! and when egret asks again. Pure: time is passed in; the shells are
+//! `dns::learn` (strict DNS mode: the answers egret's resolver hands out)
+//! and `resolve::named` (HTTPS mode: egret resolves the names itself).
+//!
+//! An answer's address becomes reachable on the entry's protocol and
+//! ports only, for the answer's TTL (already clamped to `DNS_TTL_MIN` /
+//! `DNS_TTL_MAX`), as `addr . proto . port-range` elements of
+//! `named_ports4`/`named_ports6`, each with its own timeout. The SSRF
+//! guard applies as to any allowed name: a guarded address is never
+//! installed unless `allowlist.ips` lists it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::nft::netlink::NamedElem;
+use crate::policy::{Guard, Policy};
+
+/// The elements `ips` (an answer for the normalised `name`, each address
+/// with its clamped TTL) open under `policy`: every address the guard
+/// lets through, on every protocol and port range of the name's entries.
+pub fn elements(policy: &Policy, guard: &Guard, name: &str, ips: &[(IpAddr, Duration)]) -> Vec<NamedElem> {
+    let entries = policy.ports_of_name(name);
+    let mut out = Vec::new();
+    for &(ip, ttl) in ips {
+        let ip = crate::policy::cidr::canonical(ip);
+        if guard.check(policy, ip).is_some() {
+            continue;
+        }
+        for np in &entries {
+            for proto in np.protos() {
+                out.push(NamedElem { ip, proto: proto.number(), ports: np.ports, timeout_ms: millis(ttl) });
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+}
+
+/// What has been opened, per name and address, until when: replayed after
+/// a ruleset replace (which empties the sets) for names the new policy
+/// still gives ports.
+#[derive(Debug, Default, Clone)]
+pub struct Opened {
+    until: HashMap<(String, IpAddr), Instant>,
+}
+
+impl Opened {
+    /// Records an answer; an address keeps its latest expiry.
+    pub fn add(&mut self, name: &str, ips: &[(IpAddr, Duration)], now: Instant) {
+        self.until.retain(|_, t| *t > now);
+        for &(ip, ttl) in ips {
+            let t = self.until.entry((name.to_owned(), crate::policy::cidr::canonical(ip))).or_insert(now);
+            *t = (*t).max(now + ttl);
+        }
+    }
+
+    /// Every live answer with its time left, by name: what to replay.
+    pub fn live(&self, now: Instant) -> Vec<(String, Vec<(IpAddr, Duration)>)> {
+        let mut by: HashMap<&str, Vec<(IpAddr, Duration)>> = HashMap::new();
+        for ((name, ip), t) in &self.until {
+            if *t > now {
+                by.entry(name).or_default().push((*ip, t.saturating_duration_since(now)));
+            }
+        }
+        let mut out: Vec<(String, Vec<(IpAddr, Duration)>)> = by
+            .into_iter()
+            .map(|(n, mut v)| {
+                (n.to_owned(), {
+                    v.sort();
+                    v
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The elements to put back under `policy` after a replace.
+    pub fn replay(&self, policy: &Policy, guard: &Guard, now: Instant) -> Vec<NamedElem> {
+        let mut out: Vec<NamedElem> =
+            self.live(now).iter().flat_map(|(n, ips)| elements(policy, guard, n, ips)).collect();
+        out.sort();
+        out
+    }
+}
+
+/// How soon a failed lookup is tried again.
+pub const RETRY: Duration = Duration::from_secs(5);
+
+/// HTTPS mode: when each name is resolved again. A name is due at start,
+/// then when its answer's shortest TTL runs out (a failed or empty
+/// lookup: after [`RETRY`], or `ttl_min` when that is shorter).
+#[derive(Debug, Default, Clone)]
+pub struct Schedule {
+    due: HashMap<String, Instant>,
+}
+
+impl Schedule {
+    /// The names of `policy` that are due at `now` (new names are due at
+    /// once; names the policy dropped are forgotten).
+    pub fn due(&mut self, policy: &Policy, now: Instant) -> Vec<String> {
+        let mut names: Vec<String> = policy.name_ports().iter().map(|np| np.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        self.due.retain(|n, _| names.binary_search(n).is_ok());
+        names.into_iter().filter(|n| *self.due.entry(n.clone()).or_insert(now) <= now).collect()
+    }
+
+    /// A lookup of `name` answered these addresses (TTLs clamped).
+    pub fn answered(&mut self, name: &str, ips: &[(IpAddr, Duration)], ttl_min: Duration, now: Instant) {
+        let next = match ips.iter().map(|(_, t)| *t).min() {
+            Some(t) => t,
+            None => RETRY.min(ttl_min).max(Duration::from_secs(1)),
+        };
+        self.due.insert(name.to_owned(), now + next);
+    }
+
+    /// A lookup of `name` got no answer.
+    pub fn failed(&mut self, name: &str, ttl_min: Duration, now: Instant) {
+        self.due.insert(name.to_owned(), now + RETRY.min(ttl_min).max(Duration::from_secs(1)));
+    }
+
+    /// How long until the next name is due (`None`: no names).
+    pub fn wait(&self, now: Instant) -> Option<Duration> {
+        self.due.values().map(|t| t.saturating_duration_since(now)).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{compile_raw, parse_yaml, EnvLists};
+
+    fn policy(yaml: &str) -> Policy {
+        compile_raw(parse_yaml(yaml, "t.yaml").unwrap(), "t.yaml", &EnvLists::default()).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// An answer opens each address on the entries' protocols and ports
+    /// only, for its TTL; a guarded address is left out unless listed.
+    #[test]
+    fn an_answer_opens_its_addresses_on_the_entrys_ports() {
+        let p = policy(
+            "allowlist:\n  domains: [\"tcp/db.test:5432\", \"db.test:6000-6001\", \"udp/ns.test:53\", \"other.test\"]\n",
+        );
+        let g = Guard::default();
+        let s = Duration::from_secs;
+        let got = elements(&p, &g, "db.test", &[(ip("192.0.2.5"), s(30)), (ip("169.254.169.254"), s(30))]);
+        let e = |proto: u8, ports| NamedElem { ip: ip("192.0.2.5"), proto, ports, timeout_ms: 30_000 };
+        assert_eq!(got, [e(6, (5432, 5432)), e(6, (6000, 6001)), e(17, (6000, 6001))]);
+        assert!(elements(&p, &g, "other.test", &[(ip("192.0.2.5"), s(30))]).is_empty(), "no ports");
+        assert!(elements(&p, &g, "x.test", &[(ip("192.0.2.5"), s(30))]).is_empty());
+        let listed = policy("allowlist:\n  ips: [\"169.254.169.254\"]\n  domains: [\"tcp/db.test:5432\"]\n");
+        assert_eq!(elements(&listed, &g, "db.test", &[(ip("169.254.169.254"), s(5))]).len(), 1);
+        // The default deny's denylist closes a name with ports too.
+        let closed = policy(
+            "default_action: deny\nallowlist:\n  domains: [\"tcp/db.test:5432\"]\ndenylist:\n  domains: [db.test]\n",
+        );
+        assert!(elements(&closed, &g, "db.test", &[(ip("192.0.2.5"), s(30))]).is_empty());
+    }
+
+    #[test]
+    fn opened_answers_replay_under_the_new_policy_until_they_expire() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut o = Opened::default();
+        o.add("db.test", &[(ip("192.0.2.5"), s(30))], t0);
+        o.add("db.test", &[(ip("192.0.2.5"), s(10)), (ip("192.0.2.6"), s(10))], t0 + s(5));
+        let p = policy("allowlist:\n  domains: [\"tcp/db.test:5432\"]\n");
+        let g = Guard::default();
+        let got = o.replay(&p, &g, t0 + s(10));
+        assert_eq!(
+            got.iter().map(|e| (e.ip, e.timeout_ms)).collect::<Vec<_>>(),
+            [(ip("192.0.2.5"), 20_000), (ip("192.0.2.6"), 5_000)],
+            "the latest expiry of each address"
+        );
+        let moved = policy("allowlist:\n  domains: [\"udp/db.test:9\"]\n");
+        assert!(o.replay(&moved, &g, t0 + s(10)).iter().all(|e| e.proto == 17 && e.ports == (9, 9)));
+        assert!(o.replay(&policy("allowlist: {}\n"), &g, t0 + s(10)).is_empty(), "a dropped name");
+        assert!(o.replay(&p, &g, t0 + s(31)).is_empty(), "expired");
+    }
+
+    #[test]
+    fn names_are_due_at_start_then_when_their_ttl_runs_out() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let p =
+            policy("allowlist:\n  domains: [\"tcp/db.test:5432\", \"udp/db.test:53\", \"tcp/b.test:1\"]\n");
+        let mut sch = Schedule::default();
+        assert_eq!(sch.due(&p, t0), ["b.test", "db.test"]);
+        sch.answered("db.test", &[(ip("192.0.2.5"), s(30)), (ip("192.0.2.6"), s(8))], s(1), t0);
+        sch.failed("b.test", s(30), t0);
+        assert_eq!(sch.wait(t0), Some(RETRY));
+        assert!(sch.due(&p, t0 + s(4)).is_empty());
+        assert_eq!(sch.due(&p, t0 + s(5)), ["b.test"]);
+        assert_eq!(sch.due(&p, t0 + s(8)), ["b.test", "db.test"], "the shortest TTL");
+        let only = policy("allowlist:\n  domains: [\"tcp/c.test:1\"]\n");
+        assert_eq!(
+            sch.due(&only, t0 + s(9)),
+            ["c.test"],
+            "a reload's new name at once, dropped ones forgotten"
+        );
+        assert_eq!(sch.wait(t0 + s(9)), Some(Duration::ZERO));
+        assert_eq!(Schedule::default().wait(t0), None);
+    }
+}
