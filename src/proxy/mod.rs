@@ -436,7 +436,7 @@ mod tests {
                 true,
                 &Guard::default(),
                 &hosts,
-                Client::Unknown,
+                Asking::of(Client::Unknown),
             )
             .map(|d| d.reason.as_str())
             .map_err(|b| (b.reason, b.note.unwrap_or_default()));
