@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::sink::Counts;
+use super::tally::Counts;
 
 /// Path of the dashboard's heartbeat endpoint.
 pub const HEARTBEAT_PATH: &str = "/api/v1/heartbeat";

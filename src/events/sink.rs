@@ -26,7 +26,7 @@ use super::net::ClientOptions;
 use super::notify::Target;
 use super::shipper::{self, ShipError, Shipper, ShipperOptions};
 use super::syslog::{self, SyslogError, SyslogOptions};
-use super::tally::{DecisionCounts, Tally};
+use super::tally::Tally;
 use super::{Emitter, Event, Throttle};
 
 /// Events the channel holds before `emit` starts dropping.
@@ -159,34 +159,7 @@ pub struct SinkStats {
     pub decisions: Tally,
 }
 
-/// A snapshot of every counter of the pipeline.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub events: u64,
-    /// Dropped at `emit` (channel full).
-    pub channel_dropped: u64,
-    pub file_errors: u64,
-    pub shipped: u64,
-    pub ship_rejected: u64,
-    /// Dropped at the dashboard queue (full).
-    pub ship_dropped: u64,
-    pub ship_retries: u64,
-    pub ship_pending: u64,
-    /// Dashboard connections refused: a loopback listener of a uid other
-    /// than `DASHBOARD_UID`'s.
-    pub ship_foreign_listener: u64,
-    pub alerts_sent: u64,
-    pub alerts_failed: u64,
-    pub alerts_dropped: u64,
-    /// Sent to the syslog collector (taken by the kernel, for TCP/TLS).
-    pub syslog_sent: u64,
-    /// Dropped at the syslog queue (full).
-    pub syslog_dropped: u64,
-    pub syslog_retries: u64,
-    /// Held in the syslog queue, in flight included.
-    pub syslog_pending: u64,
-    pub decisions: DecisionCounts,
-}
+pub use super::tally::Counts;
 
 /// The daemon's handle on the pipeline.
 pub struct SinkHandle {
