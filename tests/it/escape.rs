@@ -4065,3 +4065,38 @@ fn escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted() {
     }
     assert!(reached.is_empty(), "the denylisted {} was reached by its IPv6 forms: {reached:?}", p.v4(3));
 }
+
+#[test]
+fn escape_82_icmp_errors_quoting_a_named_port_flow_do_not_ride_its_stamp() {
+    // A name with ports stamps its flows with a conntrack mark that
+    // `ct mark` accepts on every later packet. An ICMP error is judged by
+    // the flow it quotes: one quoting the stamped flow but sent to another
+    // host must not carry the stamp's permission there.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-82", "allowlist:\n  domains: [\"udp/blocked.test:9\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    d.wait_logged("blocked.test: ", Duration::from_secs(10));
+    let sniff = marker_sniffer(p);
+    let (two, three, local) = (p.v4(2), p.v4(3), p.v4(1));
+    let (two_c, local_c) = (two.clone(), local.clone());
+    let sock = in_netns(&p.work, move || {
+        let u = UdpSocket::bind(SocketAddr::new(local_c.parse().unwrap(), 0)).expect("bind");
+        u.send_to(b"open", SocketAddr::new(two_c.parse().unwrap(), 9)).expect("send");
+        u
+    });
+    let port = sock.local_addr().expect("addr").port().to_string();
+    let error = |to: &str| attack_py(&p.work, Priv::NetRaw, &["icmp-error", to, &two, "9", &local, &port]);
+    while sniff.line(Duration::from_millis(200)).is_some() {}
+    let out = error(&two);
+    assert!(sniff.line(Duration::from_secs(2)).is_some(), "control: the error to {two} never arrived ({out})");
+    while sniff.line(Duration::from_millis(200)).is_some() {}
+    let out = error(&three);
+    assert_eq!(
+        sniff.line(Duration::from_millis(700)),
+        None,
+        "an ICMP error quoting the stamped flow to {two} reached {three} ({out})"
+    );
+    drop(sock);
+}
