@@ -458,3 +458,55 @@ fn attack_an_agent_key_cannot_push_another_agents_events_out_of_the_store() {
         r.body.chars().take(120).collect::<String>()
     );
 }
+
+#[test]
+fn attack_aggregates_parameters_carry_no_sql() {
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    let batch: Vec<Value> = (0..5).map(|i| recent("a.example", "BLOCKED", "10.0.0.1", i * 10)).collect();
+    assert_eq!(with_key(a, "POST", "/api/v1/logs", KEY, &Value::Array(batch)).status, 201);
+    let agg = |q: &str| with_key(a, "GET", &format!("/api/v1/aggregates?{q}"), KEY, &Value::Null);
+    // Values that would change the statement were they pasted into it.
+    for q in [
+        "by=agent&agent=x%27%20OR%20%271%27%3D%271",
+        "by=agent&agent=%22%20OR%201%3D1%20--",
+        "by=destination&action=blocked%27%20OR%201%3D1%20--",
+        "by=destination%20FROM%20events%3B--",
+        "by=https%2C%20json",
+        "by=minute&top=1%3B%20DELETE%20FROM%20events",
+        "by=destination&top=1%20UNION%20SELECT%201",
+        "window=1h%27%3B--&by=destination",
+        "window=-1h&by=destination",
+        "window=99999999999999999999d&by=destination",
+    ] {
+        let r = agg(q);
+        match r.status {
+            400 => {}
+            200 => {
+                let v = r.json();
+                assert_eq!(v["total"]["count"], 0, "{q}: the value reached the SQL as SQL: {v}");
+            }
+            s => panic!("{q}: {s} {}", r.body),
+        }
+    }
+    // The rows are all still there, counted as before.
+    let v = agg("window=1h&by=destination").json();
+    assert_eq!(v["total"]["count"], 5, "{v}");
+}
+
+#[test]
+#[ignore = "round-6 finding: an event dated in the future is counted in every aggregates window until then (no upper bound on ts)"]
+fn attack_an_agent_key_cannot_date_events_into_every_future_window() {
+    // The event's own time is what the windows count. One agent posting
+    // an event dated years ahead puts it into "the last 15 minutes" of
+    // every view until then, and past LOG_RETENTION's age.
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    let k = add_key(a, "edge-2");
+    let mut ev = event("future.example", "BLOCKED", "https");
+    ev["time"] = json!("2099-01-01T00:00:00Z");
+    let r = with_key(a, "POST", "/api/v1/logs", &k, &Value::Array(vec![ev]));
+    assert!(r.status == 201 || r.status == 400, "{} {}", r.status, r.body);
+    let v = with_key(a, "GET", "/api/v1/aggregates?window=15m&by=destination", KEY, &Value::Null).json();
+    assert_eq!(v["total"]["count"], 0, "an event dated 2099 is counted in the last 15 minutes: {v}");
+}
