@@ -4230,3 +4230,55 @@ fn escape_84_denylisted_host_and_sni_variants_under_the_default_allow() {
     assert_eq!(ev["action"], "ALLOWED", "control: {ev}");
     assert!(passed.is_empty(), "{passed:?}");
 }
+
+#[test]
+fn escape_85_a_named_port_flow_does_not_outlive_a_reload_that_removes_the_name() {
+    // `tcp/blocked.test:7000` opens .2:7000; a connection opened in time
+    // outlives the TTL, "not a reload". The workload keeps one open, the
+    // entry is removed, and it goes on writing.
+    let w = world();
+    let p = &w.p;
+    let addrs = p.v4(2);
+    let _srv = Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), "7000", "", &addrs, &addrs]);
+    let pol = policy_file("escape-85", "allowlist:\n  domains: [\"allowed.test\", \"tcp/blocked.test:7000\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    d.wait_logged("blocked.test: ", Duration::from_secs(10));
+    let to = s_addr(&p.v4(2), 7000);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (otx, orx) = std::sync::mpsc::channel::<String>();
+    let held = std::thread::spawn({
+        let ns = p.work.clone();
+        move || {
+            in_netns(&ns, move || {
+                let mut s = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT).expect("connect while open");
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut buf = [0u8; 256];
+                s.write_all(b"before\n").unwrap();
+                let n = s.read(&mut buf).unwrap_or(0);
+                otx.send(util::text(&buf[..n])).unwrap();
+                rx.recv_timeout(Duration::from_secs(30)).expect("go on");
+                let after = match s.write_all(b"after\n") {
+                    Err(e) => format!("write: {e}"),
+                    Ok(()) => match s.read(&mut buf) {
+                        Ok(n) => util::text(&buf[..n]),
+                        Err(e) => format!("read: {e}"),
+                    },
+                };
+                otx.send(after).unwrap();
+            })
+        }
+    });
+    let before = orx.recv_timeout(Duration::from_secs(10)).expect("before");
+    assert!(before.contains("echo:"), "control: the open entry's port is not served: {before}");
+    std::fs::write(&pol, "allowlist:\n  domains: [\"allowed.test\"]\n").expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    tx.send(()).unwrap();
+    let after = orx.recv_timeout(Duration::from_secs(10)).expect("after");
+    held.join().expect("holder");
+    assert!(!after.contains("echo:"), "the flow outlived the reload that removed its entry: {after}");
+    // And a new connection is refused.
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(!o.text().contains("echo:"), "a new connection after the reload: {o:?}");
+}
