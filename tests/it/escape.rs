@@ -4282,3 +4282,50 @@ fn escape_85_a_named_port_flow_does_not_outlive_a_reload_that_removes_the_name()
     let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
     assert!(!o.text().contains("echo:"), "a new connection after the reload: {o:?}");
 }
+
+#[test]
+fn escape_86_fragments_and_other_protocols_to_denylisted_addresses_and_ports_stay_in() {
+    // Default allow: only the denylist stops anything. .3 is denylisted
+    // on every port and protocol, .2 on UDP 7000 only (`th dport`, which
+    // a later fragment alone does not carry).
+    let w = world();
+    let p = &w.p;
+    let yaml = format!(
+        "default_action: allow\ndenylist:\n  ips: [\"{}\", \"{}\", \"udp/{}:7000\", \"udp/[{}]:7000\"]\n",
+        p.v4(3),
+        p.v6(3),
+        p.v4(2),
+        p.v6(2)
+    );
+    let pol = policy_file("escape-86", &yaml);
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    let sniff = marker_sniffer(p);
+    let mut left = Vec::new();
+    for (two, three, src) in [(p.v4(2), p.v4(3), p.v4(1)), (p.v6(2), p.v6(3), p.v6(1))] {
+        while sniff.line(Duration::from_millis(200)).is_some() {}
+        // Control: fragments to a port no entry names arrive.
+        let out = attack_py(&p.work, Priv::NetRaw, &["frag", &src, &two, "9", "all"]);
+        assert!(sniff.line(Duration::from_secs(2)).is_some(), "control: fragments to {two}:9 never arrived ({out})");
+        while sniff.line(Duration::from_millis(200)).is_some() {}
+        let mut cases: Vec<(Priv, Vec<String>)> = Vec::new();
+        for part in ["all", "first", "later"] {
+            for dst in [&two, &three] {
+                cases.push((Priv::NetRaw, vec!["frag".into(), src.clone(), dst.clone(), "7000".into(), part.into()]));
+            }
+        }
+        for proto in ["47", "132", "253"] {
+            cases.push((Priv::NetRaw, vec!["rawproto".into(), three.clone(), proto.into()]));
+        }
+        cases.push((Priv::Nobody, vec!["udplite".into(), three.clone(), "7000".into()]));
+        for (who, args) in cases {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = attack_py(&p.work, who, &refs);
+            if sniff.line(Duration::from_millis(700)).is_some() {
+                left.push(format!("{args:?} ({})", out.trim()));
+                while sniff.line(Duration::from_millis(200)).is_some() {}
+            }
+        }
+    }
+    assert!(left.is_empty(), "left the pod: {left:?}");
+}
