@@ -4329,3 +4329,53 @@ fn escape_86_fragments_and_other_protocols_to_denylisted_addresses_and_ports_sta
     }
     assert!(left.is_empty(), "left the pod: {left:?}");
 }
+
+/// A DNS query with the questions given (raw labels, type), RD set.
+fn raw_questions(qs: &[(&[&[u8]], u16)]) -> Vec<u8> {
+    let mut q = vec![0x52, 0x52, 0x01, 0x00, 0, qs.len() as u8, 0, 0, 0, 0, 0, 0];
+    for (labels, qtype) in qs {
+        for l in *labels {
+            q.push(l.len() as u8);
+            q.extend(*l);
+        }
+        q.push(0);
+        q.extend(qtype.to_be_bytes());
+        q.extend([0, 1]);
+    }
+    q
+}
+
+#[test]
+fn escape_87_denylisted_name_variants_and_query_shapes_in_dns_mode() {
+    // DNS mode, default allow, blocked.test denylisted: case, every type,
+    // and a second question behind an allowed first one. An answer with
+    // records (rcode NOERROR, ANCOUNT > 0) is the name served.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-87", "default_action: allow\ndenylist:\n  domains: [\"blocked.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let server = s_addr(&p.v4(2), 53);
+    let served = |q: Vec<u8>| -> Option<String> {
+        let (r, _) = udp(&p.work, server, &q);
+        let r = r.ok()?;
+        let (rcode, ancount) = (r.get(3)? & 0x0f, u16::from_be_bytes([*r.get(6)?, *r.get(7)?]));
+        (rcode == 0 && ancount > 0).then(|| format!("rcode {rcode}, {ancount} answers"))
+    };
+    let allowed: &[&[u8]] = &[b"allowed", b"test"];
+    assert!(served(raw_questions(&[(allowed, 1)])).is_some(), "control: allowed.test A not served");
+    let mut got = Vec::new();
+    let names: [&[&[u8]]; 3] = [&[b"blocked", b"test"], &[b"BLOCKED", b"TEST"], &[b"bLoCkEd", b"tEsT"]];
+    for labels in names {
+        for qtype in [1u16, 28, 16, 15, 5, 255, 65, 64] {
+            if let Some(r) = served(raw_questions(&[(labels, qtype)])) {
+                got.push(format!("{labels:?} type {qtype}: {r}"));
+            }
+        }
+    }
+    let blocked: &[&[u8]] = &[b"blocked", b"test"];
+    if let Some(r) = served(raw_questions(&[(allowed, 1), (blocked, 1)])) {
+        got.push(format!("allowed.test then blocked.test in one query: {r}"));
+    }
+    assert!(got.is_empty(), "{got:?}");
+}
