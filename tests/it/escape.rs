@@ -4379,3 +4379,30 @@ fn escape_87_denylisted_name_variants_and_query_shapes_in_dns_mode() {
     }
     assert!(got.is_empty(), "{got:?}");
 }
+
+#[test]
+#[ignore = "round-6 finding: a denylist entry ::ffff:a.b.c.d goes into denied6 only, so a.b.c.d (and the mapped form, IPv4 on the wire) is not refused"]
+fn escape_88_a_denylist_entry_written_as_an_ipv4_mapped_address_denies_its_ipv4_self() {
+    // `::ffff:a.b.c.d` is a.b.c.d on the wire (an AF_INET6 socket sends
+    // IPv4 to it). As a denylist entry it must refuse that address, not
+    // sit in denied6, which no packet to it ever matches.
+    let w = world();
+    let yaml = format!("default_action: allow\ndenylist:\n  ips: [\"::ffff:{}\"]\n", w.p.v4(3));
+    let pol = policy_file("escape-88", &yaml);
+    let upstream = format!("{}:53", w.p.v4(2));
+    let d = Daemon::start(&w.p.work, &pol, &[("DNS_UPSTREAMS", upstream.as_str())]);
+    let s = Setup { d, w };
+    let p = s.p();
+    let _echo = forbidden_echo(p, "7000", "7000");
+    let mut reached = Vec::new();
+    for to in [p.v4(3), format!("::ffff:{}", p.v4(3))] {
+        let o = tcp(&p.work, s.addr(&to, 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        if o.text().contains("echo:") {
+            reached.push(format!("tcp {to}:7000"));
+        }
+        if udp(&p.work, s.addr(&to, 7000), b"x").0.is_ok() {
+            reached.push(format!("udp {to}:7000"));
+        }
+    }
+    assert!(reached.is_empty(), "the denylisted ::ffff:{} was reached: {reached:?}", p.v4(3));
+}
