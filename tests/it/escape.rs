@@ -4406,3 +4406,27 @@ fn escape_88_a_denylist_entry_written_as_an_ipv4_mapped_address_denies_its_ipv4_
     }
     assert!(reached.is_empty(), "the denylisted ::ffff:{} was reached: {reached:?}", p.v4(3));
 }
+
+#[test]
+fn escape_89_a_denylisted_host_behind_an_allowed_one_on_a_kept_alive_connection() {
+    // Default allow: the first request names a name that passes, the
+    // next (pipelined, then after a pause) the denylisted blocked.test.
+    let s = setup("89", "default_action: allow\ndenylist:\n  domains: [\"blocked.test\"]\n", &[]);
+    let p = s.p();
+    let to = s.addr(&p.v4(2), 80);
+    let keep = |h: &str| format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n");
+    let both = format!("{}{}", keep("allowed.test"), get("blocked.test"));
+    let o = tcp(&p.work, to, vec![both.into_bytes()], Duration::ZERO, CLIENT_TIMEOUT);
+    let pipelined = o.text().matches("hello from").count();
+    let o = tcp(
+        &p.work,
+        to,
+        vec![keep("allowed.test").into_bytes(), get("blocked.test").into_bytes()],
+        Duration::from_millis(300),
+        CLIENT_TIMEOUT,
+    );
+    let paused = o.text().matches("hello from").count();
+    assert!(pipelined <= 1 && paused <= 1, "blocked.test served on a kept-alive connection: {pipelined} / {paused} answers");
+    let ev = s.event_where(|e| e["msg"] == "http.blocked");
+    assert_eq!(ev["reason"], "denylisted", "{ev}");
+}
