@@ -203,7 +203,8 @@ fn answer(
             }
             break;
         }
-        let Some((_, ttl, RData::CNAME(target))) = here.iter().find(|(_, _, d)| d.record_type() == RecordType::CNAME).copied()
+        let Some((_, ttl, RData::CNAME(target))) =
+            here.iter().find(|(_, _, d)| d.record_type() == RecordType::CNAME).copied()
         else {
             break;
         };

@@ -101,7 +101,25 @@
 //! | reading the pod's dashboard with empty, prefix or doubled keys, Basic / bare bearer, forged cookies, HEAD, `Last-Event-ID`, a query-string key, forward-auth headers, `/login` with an empty or short key | none | held | `escape_78_no_header_method_or_sign_in_trick_reads_the_pods_dashboard_without_the_key` |
 //! | a UDP flood of `huge.allowed.test` TXT (always truncated, so each allowed one is fetched again over TCP, at most 128 at once for all clients), a co-tenant's `medium.allowed.test` TXT (also fetched over TCP) meanwhile, hardening on | none | **worked intermittently, open** (one of the co-tenant's four lookups got no answer and left no event in 4 of 8 runs; escape_56's A flood: 4/4 in 3 of 3) | `escape_79_one_clients_truncated_answers_do_not_take_every_tcp_retry` (ignored) |
 //! | `DNS_HARDENING=false`: 7 s of allowed.test A from one socket as fast as it sends, a co-tenant's lookups meanwhile | none | **worked, open** (in 3 of 3 runs the co-tenant's first one or two of four lookups got no answer and no event, the next took 1-2 s; only the hardening's rate drops a flooder's datagrams unread) | `escape_80_without_the_hardening_a_sustained_dns_flood_does_not_starve_another_client` (ignored) |
-//! | relay mode: six IPv6 addresses of one /64 each holding a slot with a trickled request body, `MAX_CONNECTIONS=3` | remote client | held | `relay::attack_many_addresses_of_one_64_and_a_trickled_body_hold_no_other_clients_slot` |//!
+//! | relay mode: six IPv6 addresses of one /64 each holding a slot with a trickled request body, `MAX_CONNECTIONS=3` | remote client | held | `relay::attack_many_addresses_of_one_64_and_a_trickled_body_hold_no_other_clients_slot` |
+//!
+//! Round 6 (default allow with a denylist, names with ports, the fleet):
+//!
+//! | attempt | privilege | result | test |
+//! |---------|-----------|--------|------|
+//! | a denylisted IPv4 address by its NAT64 (`64:ff9b::a.b.c.d`) and IPv4-translated (`::ffff:0:a.b.c.d`) forms, TCP and UDP on a port other than 80/443 | none | **worked, open** (`denied6` holds no IPv6 form of a `denylist.ips` IPv4 entry; the SSRF guard knows these forms, the denylist does not) | `escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted` (ignored) |
+//! | an ICMP error quoting a named-port flow (its conntrack stamp) sent to another host | CAP_NET_RAW | held | `escape_82_icmp_errors_quoting_a_named_port_flow_do_not_ride_its_stamp` |
+//! | `alias.test` CNAME to the denylisted `evil.test`: DNS mode under default allow, strict DNS mode under `*.test` minus `evil.test` | none | **worked, open** (the resolver judges the question only: the chain and evil.test's address are served, and strict mode opens that address) | `escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served` (ignored) |
+//! | a denylisted Host in case, trailing-dot, port, double-dot, leading-dot, percent, userinfo, tab, fullwidth-dot forms; two Host headers, a Host list, absolute form, HTTP/1.0 without Host, CONNECT; SNI variants; a hello without SNI | none | held | `escape_84_denylisted_host_and_sni_variants_under_the_default_allow` |
+//! | keeping a named-port connection open across a reload that removes the name | none | held (cut; a new one refused) | `escape_85_a_named_port_flow_does_not_outlive_a_reload_that_removes_the_name` |
+//! | hand-made fragments (whole, first, later alone) to a denylisted address and to a denylisted UDP port, GRE, SCTP, proto 253, UDP-Lite to a denylisted address | CAP_NET_RAW (UDP-Lite: none) | held | `escape_86_fragments_and_other_protocols_to_denylisted_addresses_and_ports_stay_in` |
+//! | DNS mode, default allow: the denylisted name in upper and mixed case, types A, AAAA, TXT, MX, CNAME, ANY, HTTPS, SVCB; behind an allowed first question | none | held | `escape_87_denylisted_name_variants_and_query_shapes_in_dns_mode` |
+//! | a denylist entry written `::ffff:a.b.c.d`, then TCP/UDP to a.b.c.d and to its mapped form | none | **worked, open** (the entry lands in `denied6`; IPv4 on the wire matches nothing; `egret check` says nothing) | `escape_88_a_denylist_entry_written_as_an_ipv4_mapped_address_denies_its_ipv4_self` (ignored) |
+//! | default allow: the denylisted Host pipelined, and after a pause, behind an allowed one on one connection | none | held | `escape_89_a_denylisted_host_behind_an_allowed_one_on_a_kept_alive_connection` |
+//! | an agent key posting 250 entries with `LOG_RETENTION` at 200: another agent's entry | agent key | **worked, open** (evicted: no per-agent share of the store, agent posts never rate limited) | `fleet::attack_an_agent_key_cannot_push_another_agents_events_out_of_the_store` (ignored) |
+//! | SQL in `/api/v1/aggregates` `agent`, `action`, `by`, `top`, `window` | API key | held (400, or bound values matching nothing) | `fleet::attack_aggregates_parameters_carry_no_sql` |
+//! | an agent key posting an event dated 2099 | agent key | **worked, open** (counted in every window, `last` in 2099; never aged out before then) | `fleet::attack_an_agent_key_cannot_date_events_into_every_future_window` (ignored) |
+//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
@@ -4024,7 +4042,8 @@ fn escape_80_without_the_hardening_a_sustained_dns_flood_does_not_starve_another
 /// address `v4`: the well-known /96 and the IPv4-translated one.
 fn v4_in_v6_forms(v4: &str) -> Vec<String> {
     let o: Vec<u8> = v4.split('.').map(|b| b.parse().expect("octet")).collect();
-    let low = format!("{:x}:{:x}", u16::from(o[0]) << 8 | u16::from(o[1]), u16::from(o[2]) << 8 | u16::from(o[3]));
+    let low =
+        format!("{:x}:{:x}", u16::from(o[0]) << 8 | u16::from(o[1]), u16::from(o[2]) << 8 | u16::from(o[3]));
     vec![format!("64:ff9b::{low}"), format!("::ffff:0:{low}")]
 }
 
@@ -4048,7 +4067,8 @@ fn escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted() {
         crate::netns::ip(&["-n", &p.work, "-6", "route", "add", &format!("{f}/128"), "via", &p.v6(2)]);
     }
     let addrs = forms.join(",");
-    let _echo = Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), "7000", "7000", &addrs, &addrs]);
+    let _echo =
+        Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), "7000", "7000", &addrs, &addrs]);
     // Control: the address itself is refused at once.
     let o = tcp(&p.work, s.addr(&p.v4(3), 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
     assert_eq!(o.err, Some(ErrorKind::ConnectionRefused), "{}:7000 {o:?}", p.v4(3));
@@ -4090,7 +4110,10 @@ fn escape_82_icmp_errors_quoting_a_named_port_flow_do_not_ride_its_stamp() {
     let error = |to: &str| attack_py(&p.work, Priv::NetRaw, &["icmp-error", to, &two, "9", &local, &port]);
     while sniff.line(Duration::from_millis(200)).is_some() {}
     let out = error(&two);
-    assert!(sniff.line(Duration::from_secs(2)).is_some(), "control: the error to {two} never arrived ({out})");
+    assert!(
+        sniff.line(Duration::from_secs(2)).is_some(),
+        "control: the error to {two} never arrived ({out})"
+    );
     while sniff.line(Duration::from_millis(200)).is_some() {}
     let out = error(&three);
     assert_eq!(
@@ -4207,7 +4230,9 @@ fn escape_84_denylisted_host_and_sni_variants_under_the_default_allow() {
             }
         }
     }
-    for sni in [&b"BLOCKED.TEST"[..], b"blocked.test.", b"Blocked.Test.", b"blocked.test..", b"blocked.test\0"] {
+    for sni in
+        [&b"BLOCKED.TEST"[..], b"blocked.test.", b"Blocked.Test.", b"blocked.test..", b"blocked.test\0"]
+    {
         // No TLS server at .2: the proxy's verdict is in its event.
         while s.d.events.try_iter().next().is_some() {}
         let _ = tls(&p.work, to443, hello(Some(sni), 0));
@@ -4239,8 +4264,10 @@ fn escape_85_a_named_port_flow_does_not_outlive_a_reload_that_removes_the_name()
     let w = world();
     let p = &w.p;
     let addrs = p.v4(2);
-    let _srv = Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), "7000", "", &addrs, &addrs]);
-    let pol = policy_file("escape-85", "allowlist:\n  domains: [\"allowed.test\", \"tcp/blocked.test:7000\"]\n");
+    let _srv =
+        Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), "7000", "", &addrs, &addrs]);
+    let pol =
+        policy_file("escape-85", "allowlist:\n  domains: [\"allowed.test\", \"tcp/blocked.test:7000\"]\n");
     let upstream = format!("{}:53", p.v4(2));
     let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
     d.wait_logged("blocked.test: ", Duration::from_secs(10));
@@ -4306,12 +4333,18 @@ fn escape_86_fragments_and_other_protocols_to_denylisted_addresses_and_ports_sta
         while sniff.line(Duration::from_millis(200)).is_some() {}
         // Control: fragments to a port no entry names arrive.
         let out = attack_py(&p.work, Priv::NetRaw, &["frag", &src, &two, "9", "all"]);
-        assert!(sniff.line(Duration::from_secs(2)).is_some(), "control: fragments to {two}:9 never arrived ({out})");
+        assert!(
+            sniff.line(Duration::from_secs(2)).is_some(),
+            "control: fragments to {two}:9 never arrived ({out})"
+        );
         while sniff.line(Duration::from_millis(200)).is_some() {}
         let mut cases: Vec<(Priv, Vec<String>)> = Vec::new();
         for part in ["all", "first", "later"] {
             for dst in [&two, &three] {
-                cases.push((Priv::NetRaw, vec!["frag".into(), src.clone(), dst.clone(), "7000".into(), part.into()]));
+                cases.push((
+                    Priv::NetRaw,
+                    vec!["frag".into(), src.clone(), dst.clone(), "7000".into(), part.into()],
+                ));
             }
         }
         for proto in ["47", "132", "253"] {
@@ -4426,7 +4459,10 @@ fn escape_89_a_denylisted_host_behind_an_allowed_one_on_a_kept_alive_connection(
         CLIENT_TIMEOUT,
     );
     let paused = o.text().matches("hello from").count();
-    assert!(pipelined <= 1 && paused <= 1, "blocked.test served on a kept-alive connection: {pipelined} / {paused} answers");
+    assert!(
+        pipelined <= 1 && paused <= 1,
+        "blocked.test served on a kept-alive connection: {pipelined} / {paused} answers"
+    );
     let ev = s.event_where(|e| e["msg"] == "http.blocked");
     assert_eq!(ev["reason"], "denylisted", "{ev}");
 }
