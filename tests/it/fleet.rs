@@ -510,3 +510,28 @@ fn attack_an_agent_key_cannot_date_events_into_every_future_window() {
     let v = with_key(a, "GET", "/api/v1/aggregates?window=15m&by=destination", KEY, &Value::Null).json();
     assert_eq!(v["total"]["count"], 0, "an event dated 2099 is counted in the last 15 minutes: {v}");
 }
+
+#[test]
+fn attack_an_agent_key_cannot_beat_for_another_agent_or_inject_into_the_agents_view() {
+    // edge-2's key posts heartbeats naming edge-1 (healthy, to hide
+    // edge-1's degraded state) with markup in every text field.
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    let k1 = add_key(a, "edge-1");
+    let k2 = add_key(a, "edge-2");
+    let hb1 = json!({"hostname": "edge-1", "policy_digest": "d1", "health": "degraded", "problems": ["tampered"]});
+    assert_eq!(with_key(a, "POST", "/api/v1/heartbeat", &k1, &hb1).status, 200);
+    let x = "<img src=x onerror=alert(1)><svg onload=alert(2)>";
+    let forged = json!({"hostname": "edge-1", "agent": "edge-1", "name": "edge-1", "version": x, "mode": x,
+                        "policy_digest": x, "health": "ok", "problems": [x], "interval_ms": 1});
+    let r = with_key(a, "POST", "/api/v1/heartbeat", &k2, &forged);
+    assert!(r.status == 200 || r.status == 400, "{} {}", r.status, r.body);
+    let list = agents(a);
+    let e1 = agent(&list, "edge-1").expect("edge-1 listed");
+    assert_eq!(e1["healthy"], false, "edge-2's key made edge-1 look healthy: {e1}");
+    assert_eq!(e1["policy_digest"], "d1", "{e1}");
+    // The markup is data in a JSON string, served as JSON with the CSP.
+    let r = with_key(a, "GET", "/api/v1/agents", KEY, &Value::Null);
+    assert!(r.header("Content-Type").is_some_and(|t| t.starts_with("application/json")), "{:?}", r.headers);
+    assert!(r.header("Content-Security-Policy").is_some_and(|c| c.contains("script-src 'self'")), "{:?}", r.headers);
+}
