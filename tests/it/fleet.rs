@@ -519,7 +519,8 @@ fn attack_an_agent_key_cannot_beat_for_another_agent_or_inject_into_the_agents_v
     let a = h.addr();
     let k1 = add_key(a, "edge-1");
     let k2 = add_key(a, "edge-2");
-    let hb1 = json!({"hostname": "edge-1", "policy_digest": "d1", "health": "degraded", "problems": ["tampered"]});
+    let hb1 =
+        json!({"hostname": "edge-1", "policy_digest": "d1", "health": "degraded", "problems": ["tampered"]});
     assert_eq!(with_key(a, "POST", "/api/v1/heartbeat", &k1, &hb1).status, 200);
     let x = "<img src=x onerror=alert(1)><svg onload=alert(2)>";
     let forged = json!({"hostname": "edge-1", "agent": "edge-1", "name": "edge-1", "version": x, "mode": x,
@@ -533,5 +534,9 @@ fn attack_an_agent_key_cannot_beat_for_another_agent_or_inject_into_the_agents_v
     // The markup is data in a JSON string, served as JSON with the CSP.
     let r = with_key(a, "GET", "/api/v1/agents", KEY, &Value::Null);
     assert!(r.header("Content-Type").is_some_and(|t| t.starts_with("application/json")), "{:?}", r.headers);
-    assert!(r.header("Content-Security-Policy").is_some_and(|c| c.contains("script-src 'self'")), "{:?}", r.headers);
+    assert!(
+        r.header("Content-Security-Policy").is_some_and(|c| c.contains("script-src 'self'")),
+        "{:?}",
+        r.headers
+    );
 }
