@@ -118,6 +118,7 @@
 //! | default allow: the denylisted Host pipelined, and after a pause, behind an allowed one on one connection | none | held | `escape_89_a_denylisted_host_behind_an_allowed_one_on_a_kept_alive_connection` |
 //! | strict DNS mode: `alias.test` (allowed) CNAME to `evil.test`, a name with ports (`tcp/evil.test:7001`); then TCP 7000 to evil.test's address | none | **worked, open** (the allowed name's answer learns every address in it, the chain's target's too, on every port: the entry's port limit is gone) | `escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_port` (ignored) |
 //! | an agent key's heartbeat naming another agent (hostname, agent, name) to hide its degraded state, markup in every text field | agent key | held (stored under the key's name; JSON with the CSP) | `fleet::attack_an_agent_key_cannot_beat_for_another_agent_or_inject_into_the_agents_view` |
+//! | default allow, .3 denylisted: an ICMP error quoting an allowed flow to .2 sent to .3, and a ping to .3, v4 and v6 | CAP_NET_RAW | held | `escape_91_icmp_errors_and_pings_to_a_denylisted_host_under_the_default_allow` |
 //! | an agent key posting 250 entries with `LOG_RETENTION` at 200: another agent's entry | agent key | **worked, open** (evicted: no per-agent share of the store, agent posts never rate limited) | `fleet::attack_an_agent_key_cannot_push_another_agents_events_out_of_the_store` (ignored) |
 //! | SQL in `/api/v1/aggregates` `agent`, `action`, `by`, `top`, `window` | API key | held (400, or bound values matching nothing) | `fleet::attack_aggregates_parameters_carry_no_sql` |
 //! | an agent key posting an event dated 2099 | agent key | **worked, open** (counted in every window, `last` in 2099; never aged out before then) | `fleet::attack_an_agent_key_cannot_date_events_into_every_future_window` (ignored) |
@@ -4499,4 +4500,46 @@ fn escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_por
         chained.trim().replace('\n', " "),
         p.v4(3)
     );
+}
+
+#[test]
+fn escape_91_icmp_errors_and_pings_to_a_denylisted_host_under_the_default_allow() {
+    // Default allow, .3 denylisted: an ICMP error quoting a flow to .2
+    // (which passes) but sent to .3, and echo requests to .3, v4 and v6.
+    let w = world();
+    let p = &w.p;
+    let yaml = format!("default_action: allow\ndenylist:\n  ips: [\"{}\", \"{}\"]\n", p.v4(3), p.v6(3));
+    let pol = policy_file("escape-91", &yaml);
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    let sniff = marker_sniffer(p);
+    for (two, three, local) in [(p.v4(2), p.v4(3), p.v4(1)), (p.v6(2), p.v6(3), p.v6(1))] {
+        let (two_c, local_c) = (two.clone(), local.clone());
+        let sock = in_netns(&p.work, move || {
+            let u = UdpSocket::bind(SocketAddr::new(local_c.parse().unwrap(), 0)).expect("bind");
+            u.send_to(b"open", SocketAddr::new(two_c.parse().unwrap(), 9)).expect("send");
+            u
+        });
+        let port = sock.local_addr().expect("addr").port().to_string();
+        let error =
+            |to: &str| attack_py(&p.work, Priv::NetRaw, &["icmp-error", to, &two, "9", &local, &port]);
+        while sniff.line(Duration::from_millis(200)).is_some() {}
+        let out = error(&two);
+        assert!(
+            sniff.line(Duration::from_secs(2)).is_some(),
+            "control: the error to {two} never arrived ({out})"
+        );
+        while sniff.line(Duration::from_millis(200)).is_some() {}
+        let out = error(&three);
+        assert_eq!(
+            sniff.line(Duration::from_millis(700)),
+            None,
+            "an ICMP error quoting the flow to {two} reached the denylisted {three} ({out})"
+        );
+        drop(sock);
+        let mut c = as_workload(&p.work, Priv::NetRaw);
+        c.args(["ping", "-c", "1", "-W", "1", &three]);
+        let (code, out, _) = util::run(c);
+        assert_ne!(code, 0, "ping reached the denylisted {three}: {out}");
+    }
 }
