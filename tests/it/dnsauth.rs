@@ -186,6 +186,32 @@ fn answer(
             r.add_answer(Record::from_rdata(question.name().clone(), *ttl, data.clone()));
         }
     }
+    // A CNAME is followed as a recursive resolver does (at most 8 links):
+    // the chain and the target's records of the asked type.
+    let (mut owner, mut at) = (question.name().clone(), name.clone());
+    for _ in 0..8 {
+        let asked = question.query_type();
+        if asked == RecordType::CNAME || asked == RecordType::ANY {
+            break;
+        }
+        let here: Vec<&(String, u32, RData)> = zone.records.iter().filter(|(n, _, _)| *n == at).collect();
+        if here.iter().any(|(_, _, d)| d.record_type() == asked) {
+            if owner != *question.name() {
+                for (_, ttl, data) in here.iter().filter(|(_, _, d)| d.record_type() == asked) {
+                    r.add_answer(Record::from_rdata(owner.clone(), *ttl, data.clone()));
+                }
+            }
+            break;
+        }
+        let Some((_, ttl, RData::CNAME(target))) =
+            here.iter().find(|(_, _, d)| d.record_type() == RecordType::CNAME).copied()
+        else {
+            break;
+        };
+        r.add_answer(Record::from_rdata(owner.clone(), *ttl, RData::CNAME(target.clone())));
+        owner = target.0.clone();
+        at = owner.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    }
     if let Some(e) = m.edns.clone() {
         r.set_edns(e);
     }

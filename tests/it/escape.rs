@@ -101,7 +101,29 @@
 //! | reading the pod's dashboard with empty, prefix or doubled keys, Basic / bare bearer, forged cookies, HEAD, `Last-Event-ID`, a query-string key, forward-auth headers, `/login` with an empty or short key | none | held | `escape_78_no_header_method_or_sign_in_trick_reads_the_pods_dashboard_without_the_key` |
 //! | a UDP flood of `huge.allowed.test` TXT (always truncated, so each allowed one is fetched again over TCP, at most 128 at once for all clients), a co-tenant's `medium.allowed.test` TXT (also fetched over TCP) meanwhile, hardening on | none | **worked intermittently, open** (one of the co-tenant's four lookups got no answer and left no event in 4 of 8 runs; escape_56's A flood: 4/4 in 3 of 3) | `escape_79_one_clients_truncated_answers_do_not_take_every_tcp_retry` (ignored) |
 //! | `DNS_HARDENING=false`: 7 s of allowed.test A from one socket as fast as it sends, a co-tenant's lookups meanwhile | none | **worked, open** (in 3 of 3 runs the co-tenant's first one or two of four lookups got no answer and no event, the next took 1-2 s; only the hardening's rate drops a flooder's datagrams unread) | `escape_80_without_the_hardening_a_sustained_dns_flood_does_not_starve_another_client` (ignored) |
-//! | relay mode: six IPv6 addresses of one /64 each holding a slot with a trickled request body, `MAX_CONNECTIONS=3` | remote client | held | `relay::attack_many_addresses_of_one_64_and_a_trickled_body_hold_no_other_clients_slot` |//!
+//! | relay mode: six IPv6 addresses of one /64 each holding a slot with a trickled request body, `MAX_CONNECTIONS=3` | remote client | held | `relay::attack_many_addresses_of_one_64_and_a_trickled_body_hold_no_other_clients_slot` |
+//!
+//! Round 6 (default allow with a denylist, names with ports, the fleet):
+//!
+//! | attempt | privilege | result | test |
+//! |---------|-----------|--------|------|
+//! | a denylisted IPv4 address by its NAT64 (`64:ff9b::a.b.c.d`) and IPv4-translated (`::ffff:0:a.b.c.d`) forms, TCP and UDP on a port other than 80/443 | none | **worked, open** (`denied6` holds no IPv6 form of a `denylist.ips` IPv4 entry; the SSRF guard knows these forms, the denylist does not) | `escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted` (ignored) |
+//! | an ICMP error quoting a named-port flow (its conntrack stamp) sent to another host | CAP_NET_RAW | held | `escape_82_icmp_errors_quoting_a_named_port_flow_do_not_ride_its_stamp` |
+//! | `alias.test` CNAME to the denylisted `evil.test`: DNS mode under default allow, strict DNS mode under `*.test` minus `evil.test` | none | **worked, open** (the resolver judges the question only: the chain and evil.test's address are served, and strict mode opens that address) | `escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served` (ignored) |
+//! | a denylisted Host in case, trailing-dot, port, double-dot, leading-dot, percent, userinfo, tab, fullwidth-dot forms; two Host headers, a Host list, absolute form, HTTP/1.0 without Host, CONNECT; SNI variants; a hello without SNI | none | held | `escape_84_denylisted_host_and_sni_variants_under_the_default_allow` |
+//! | keeping a named-port connection open across a reload that removes the name | none | held (cut; a new one refused) | `escape_85_a_named_port_flow_does_not_outlive_a_reload_that_removes_the_name` |
+//! | hand-made fragments (whole, first, later alone) to a denylisted address and to a denylisted UDP port, GRE, SCTP, proto 253, UDP-Lite to a denylisted address | CAP_NET_RAW (UDP-Lite: none) | held | `escape_86_fragments_and_other_protocols_to_denylisted_addresses_and_ports_stay_in` |
+//! | DNS mode, default allow: the denylisted name in upper and mixed case, types A, AAAA, TXT, MX, CNAME, ANY, HTTPS, SVCB; behind an allowed first question | none | held | `escape_87_denylisted_name_variants_and_query_shapes_in_dns_mode` |
+//! | a denylist entry written `::ffff:a.b.c.d`, then TCP/UDP to a.b.c.d and to its mapped form | none | **worked, open** (the entry lands in `denied6`; IPv4 on the wire matches nothing; `egret check` says nothing) | `escape_88_a_denylist_entry_written_as_an_ipv4_mapped_address_denies_its_ipv4_self` (ignored) |
+//! | default allow: the denylisted Host pipelined, and after a pause, behind an allowed one on one connection | none | held | `escape_89_a_denylisted_host_behind_an_allowed_one_on_a_kept_alive_connection` |
+//! | strict DNS mode: `alias.test` (allowed) CNAME to `evil.test`, a name with ports (`tcp/evil.test:7001`); then TCP 7000 to evil.test's address | none | **worked, open** (the allowed name's answer learns every address in it, the chain's target's too, on every port: the entry's port limit is gone) | `escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_port` (ignored) |
+//! | an agent key's heartbeat naming another agent (hostname, agent, name) to hide its degraded state, markup in every text field | agent key | held (stored under the key's name; JSON with the CSP) | `fleet::attack_an_agent_key_cannot_beat_for_another_agent_or_inject_into_the_agents_view` |
+//! | default allow, .3 denylisted: an ICMP error quoting an allowed flow to .2 sent to .3, and a ping to .3, v4 and v6 | CAP_NET_RAW | held | `escape_91_icmp_errors_and_pings_to_a_denylisted_host_under_the_default_allow` |
+//! | default allow, `blocked.test` denylisted by name: a QUIC v1 Initial-shaped datagram naming it, UDP 443 to its address (control: TCP 443 with that SNI refused) | none | **worked, open** (UDP 443 is neither proxied nor refused: HTTP/3 reaches a denylisted name by its name; the README's one-line limit lists only other ports, literals, shared addresses) | `escape_92_quic_to_a_denylisted_name_under_the_default_allow` (ignored) |
+//! | an agent key posting 250 entries with `LOG_RETENTION` at 200: another agent's entry | agent key | **worked, open** (evicted: no per-agent share of the store, agent posts never rate limited) | `fleet::attack_an_agent_key_cannot_push_another_agents_events_out_of_the_store` (ignored) |
+//! | SQL in `/api/v1/aggregates` `agent`, `action`, `by`, `top`, `window` | API key | held (400, or bound values matching nothing) | `fleet::attack_aggregates_parameters_carry_no_sql` |
+//! | an agent key posting an event dated 2099 | agent key | **worked, open** (counted in every window, `last` in 2099; never aged out before then) | `fleet::attack_an_agent_key_cannot_date_events_into_every_future_window` (ignored) |
+//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
@@ -4016,4 +4038,539 @@ fn escape_80_without_the_hardening_a_sustained_dns_flood_does_not_starve_another
     // (not a burst: 7 s of it) and a co-tenant meanwhile.
     let (ok, answers) = tc_flood_round("false", "a");
     assert!(ok, "a co-tenant's lookups were lost or slow during the flood: {answers:?}");
+}
+
+/// Round 6: default allow with a denylist, names with ports, the fleet.
+///
+/// The IPv6 forms a NAT64 gateway or SIIT translator turns into the IPv4
+/// address `v4`: the well-known /96 and the IPv4-translated one.
+fn v4_in_v6_forms(v4: &str) -> Vec<String> {
+    let o: Vec<u8> = v4.split('.').map(|b| b.parse().expect("octet")).collect();
+    let low =
+        format!("{:x}:{:x}", u16::from(o[0]) << 8 | u16::from(o[1]), u16::from(o[2]) << 8 | u16::from(o[3]));
+    vec![format!("64:ff9b::{low}"), format!("::ffff:0:{low}")]
+}
+
+#[test]
+#[ignore = "round-6 finding: a denylisted IPv4 address is reachable as 64:ff9b::a.b.c.d or ::ffff:0:a.b.c.d (denied6 holds no v6 forms)"]
+fn escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted() {
+    // `denylist.ips` names an IPv4 address; an IPv6-only pod behind a
+    // NAT64 gateway (DNS64 clusters) reaches it as 64:ff9b::a.b.c.d. The
+    // upstream plays the gateway: it holds the /96 form as its own
+    // address, so a packet that leaves the pod is one that got out.
+    let w = world();
+    let yaml = format!("default_action: allow\ndenylist:\n  ips: [\"{}\"]\n", w.p.v4(3));
+    let pol = policy_file("escape-81", &yaml);
+    let upstream = format!("{}:53", w.p.v4(2));
+    let d = Daemon::start(&w.p.work, &pol, &[("DNS_UPSTREAMS", upstream.as_str())]);
+    let s = Setup { d, w };
+    let p = s.p();
+    let forms = v4_in_v6_forms(&p.v4(3));
+    for f in &forms {
+        crate::netns::ip(&["-n", &p.up, "-6", "addr", "add", &format!("{f}/128"), "dev", "eth0", "nodad"]);
+        crate::netns::ip(&["-n", &p.work, "-6", "route", "add", &format!("{f}/128"), "via", &p.v6(2)]);
+    }
+    let addrs = forms.join(",");
+    let _echo =
+        Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), "7000", "7000", &addrs, &addrs]);
+    // Control: the address itself is refused at once.
+    let o = tcp(&p.work, s.addr(&p.v4(3), 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert_eq!(o.err, Some(ErrorKind::ConnectionRefused), "{}:7000 {o:?}", p.v4(3));
+    let mut reached = Vec::new();
+    for f in &forms {
+        let o = tcp(&p.work, s.addr(f, 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        if o.text().contains("echo:") {
+            reached.push(format!("tcp [{f}]:7000"));
+        }
+        let r = udp(&p.work, s.addr(f, 7000), b"x");
+        if r.0.is_ok() {
+            reached.push(format!("udp [{f}]:7000"));
+        }
+    }
+    assert!(reached.is_empty(), "the denylisted {} was reached by its IPv6 forms: {reached:?}", p.v4(3));
+}
+
+#[test]
+fn escape_82_icmp_errors_quoting_a_named_port_flow_do_not_ride_its_stamp() {
+    // A name with ports stamps its flows with a conntrack mark that
+    // `ct mark` accepts on every later packet. An ICMP error is judged by
+    // the flow it quotes: one quoting the stamped flow but sent to another
+    // host must not carry the stamp's permission there.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-82", "allowlist:\n  domains: [\"udp/blocked.test:9\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    d.wait_logged("blocked.test: ", Duration::from_secs(10));
+    let sniff = marker_sniffer(p);
+    let (two, three, local) = (p.v4(2), p.v4(3), p.v4(1));
+    let (two_c, local_c) = (two.clone(), local.clone());
+    let sock = in_netns(&p.work, move || {
+        let u = UdpSocket::bind(SocketAddr::new(local_c.parse().unwrap(), 0)).expect("bind");
+        u.send_to(b"open", SocketAddr::new(two_c.parse().unwrap(), 9)).expect("send");
+        u
+    });
+    let port = sock.local_addr().expect("addr").port().to_string();
+    let error = |to: &str| attack_py(&p.work, Priv::NetRaw, &["icmp-error", to, &two, "9", &local, &port]);
+    while sniff.line(Duration::from_millis(200)).is_some() {}
+    let out = error(&two);
+    assert!(
+        sniff.line(Duration::from_secs(2)).is_some(),
+        "control: the error to {two} never arrived ({out})"
+    );
+    while sniff.line(Duration::from_millis(200)).is_some() {}
+    let out = error(&three);
+    assert_eq!(
+        sniff.line(Duration::from_millis(700)),
+        None,
+        "an ICMP error quoting the stamped flow to {two} reached {three} ({out})"
+    );
+    drop(sock);
+}
+
+/// The standard zone plus `evil.test` at the upstream's .3 and
+/// `alias.test`, a CNAME to it.
+fn cname_world() -> World {
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::{Name, RData};
+    crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("evil.test".into(), 300, RData::A(A(three))));
+        let target = Name::from_ascii("evil.test.").expect("name");
+        z.records.push(("alias.test".into(), 300, RData::CNAME(CNAME(target))));
+        z
+    })
+}
+
+/// `dig NAME A +short` from the workload through egret's resolver.
+fn dig_short(p: &Pair, name: &str) -> String {
+    let mut c = as_workload(&p.work, Priv::Nobody);
+    c.args(["dig", &format!("@{}", p.v4(2)), name, "A", "+short", "+time=2", "+tries=1"]);
+    util::run(c).1
+}
+
+#[test]
+#[ignore = "round-6 finding: a CNAME from an allowed name to a denylisted one is served with its address, and in strict DNS mode opens it"]
+fn escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served() {
+    // The denylist names evil.test; alias.test (not denylisted) is a
+    // CNAME to it. The resolver judges the question only: does it serve
+    // the chain, evil.test's address and all (and, in strict mode, open
+    // that address)?
+    let mut found = Vec::new();
+    for (mode, yaml) in [
+        ("dns", "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n"),
+        (
+            "dns-strict",
+            "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\"]\n",
+        ),
+    ] {
+        let w = cname_world();
+        let p = &w.p;
+        let pol = policy_file(&format!("escape-83-{mode}"), yaml);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", mode), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000", "7000");
+        // Control: the denylisted name itself is refused.
+        let direct = dig_short(p, "evil.test");
+        assert!(!direct.contains(&p.v4(3)), "{mode}: evil.test itself was served: {direct}");
+        let chained = dig_short(p, "alias.test");
+        if chained.contains(&p.v4(3)) {
+            found.push(format!("{mode}: alias.test served evil.test's {}: {}", p.v4(3), chained.trim()));
+        }
+        if mode == "dns-strict" {
+            let o = tcp(&p.work, s_addr(&p.v4(3), 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+            if o.text().contains("echo:") {
+                found.push(format!("{mode}: evil.test's {} opened by the chain", p.v4(3)));
+            }
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn escape_84_denylisted_host_and_sni_variants_under_the_default_allow() {
+    // `default_action: allow`, blocked.test denylisted. blocked.test and
+    // allowed.test both resolve to .2: every variant below is a request
+    // for blocked.test's server, and must be refused, not passed as
+    // "some other name".
+    let s = setup("84", "default_action: allow\ndenylist:\n  domains: [\"blocked.test\"]\n", &[]);
+    let p = s.p();
+    let to80 = s.addr(&p.v4(2), 80);
+    let to443 = s.addr(&p.v4(2), 443);
+    // Control: a name not denylisted is served.
+    let o = http(&p.work, to80, &get("allowed.test"));
+    assert!(o.text().contains("hello from"), "control: {o:?}");
+    let mut passed = Vec::new();
+    let heads: Vec<(&str, String)> = vec![
+        ("upper case", get("BLOCKED.TEST")),
+        ("trailing dot", get("blocked.test.")),
+        ("port", get("blocked.test:80")),
+        ("dot and port", get("blocked.test.:80")),
+        ("two trailing dots", get("blocked.test..")),
+        ("leading dot", get(".blocked.test")),
+        ("percent-encoded", get("%62locked.test")),
+        ("userinfo", get("x@blocked.test")),
+        ("tab after", "GET / HTTP/1.1\r\nHost: blocked.test\t\r\nConnection: close\r\n\r\n".into()),
+        ("two Host headers", "GET / HTTP/1.1\r\nHost: allowed.test\r\nHost: blocked.test\r\nConnection: close\r\n\r\n".into()),
+        ("Host list", "GET / HTTP/1.1\r\nHost: allowed.test, blocked.test\r\nConnection: close\r\n\r\n".into()),
+        ("absolute form", "GET http://blocked.test/ HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n".into()),
+        ("absolute form, no Host", "GET http://blocked.test/ HTTP/1.0\r\n\r\n".into()),
+        ("HTTP/1.0 without Host", "GET / HTTP/1.0\r\n\r\n".into()),
+        ("CONNECT", "CONNECT blocked.test:443 HTTP/1.1\r\nHost: blocked.test:443\r\n\r\n".into()),
+        ("CONNECT, allowed Host", "CONNECT blocked.test:443 HTTP/1.1\r\nHost: allowed.test\r\n\r\n".into()),
+        ("X-Forwarded-Host", "GET / HTTP/1.1\r\nHost: allowed.test\r\nX-Forwarded-Host: blocked.test\r\nConnection: close\r\n\r\n".into()),
+        ("space before colon", "GET / HTTP/1.1\r\nHost : allowed.test\r\nHost: blocked.test\r\nConnection: close\r\n\r\n".into()),
+        ("fullwidth dot", get("blocked\u{ff0e}test")),
+    ];
+    for (what, head) in &heads {
+        let o = http(&p.work, to80, head);
+        let t = o.text();
+        if t.contains("hello from") || t.contains("echo:") {
+            // X-Forwarded-Host is a header the upstream may read, not
+            // egret's name: only a pass of blocked.test's own name counts.
+            if *what != "X-Forwarded-Host" {
+                passed.push(format!("http {what}: {}", t.lines().next().unwrap_or("")));
+            }
+        }
+    }
+    for sni in
+        [&b"BLOCKED.TEST"[..], b"blocked.test.", b"Blocked.Test.", b"blocked.test..", b"blocked.test\0"]
+    {
+        // No TLS server at .2: the proxy's verdict is in its event.
+        while s.d.events.try_iter().next().is_some() {}
+        let _ = tls(&p.work, to443, hello(Some(sni), 0));
+        let ev = s.event_where(|e| e["msg"].as_str().is_some_and(|m| m.starts_with("https.")));
+        if ev["action"] != "BLOCKED" {
+            passed.push(format!("tls {:?}: {ev}", String::from_utf8_lossy(sni)));
+        }
+    }
+    // A hello without SNI: nothing says it is not blocked.test.
+    while s.d.events.try_iter().next().is_some() {}
+    let _ = tls(&p.work, to443, hello(None, 0));
+    let ev = s.event_where(|e| e["msg"].as_str().is_some_and(|m| m.starts_with("https.")));
+    if ev["action"] != "BLOCKED" {
+        passed.push(format!("tls without SNI: {ev}"));
+    }
+    // Control: an allowed SNI is passed on (its event says so).
+    while s.d.events.try_iter().next().is_some() {}
+    let _ = tls(&p.work, to443, hello(Some(b"allowed.test"), 0));
+    let ev = s.event_where(|e| e["msg"].as_str().is_some_and(|m| m.starts_with("https.")));
+    assert_eq!(ev["action"], "ALLOWED", "control: {ev}");
+    assert!(passed.is_empty(), "{passed:?}");
+}
+
+#[test]
+fn escape_85_a_named_port_flow_does_not_outlive_a_reload_that_removes_the_name() {
+    // `tcp/blocked.test:7000` opens .2:7000; a connection opened in time
+    // outlives the TTL, "not a reload". The workload keeps one open, the
+    // entry is removed, and it goes on writing.
+    let w = world();
+    let p = &w.p;
+    let addrs = p.v4(2);
+    let _srv =
+        Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), "7000", "", &addrs, &addrs]);
+    let pol =
+        policy_file("escape-85", "allowlist:\n  domains: [\"allowed.test\", \"tcp/blocked.test:7000\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    d.wait_logged("blocked.test: ", Duration::from_secs(10));
+    let to = s_addr(&p.v4(2), 7000);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (otx, orx) = std::sync::mpsc::channel::<String>();
+    let held = std::thread::spawn({
+        let ns = p.work.clone();
+        move || {
+            in_netns(&ns, move || {
+                let mut s = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT).expect("connect while open");
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut buf = [0u8; 256];
+                s.write_all(b"before\n").unwrap();
+                let n = s.read(&mut buf).unwrap_or(0);
+                otx.send(util::text(&buf[..n])).unwrap();
+                rx.recv_timeout(Duration::from_secs(30)).expect("go on");
+                let after = match s.write_all(b"after\n") {
+                    Err(e) => format!("write: {e}"),
+                    Ok(()) => match s.read(&mut buf) {
+                        Ok(n) => util::text(&buf[..n]),
+                        Err(e) => format!("read: {e}"),
+                    },
+                };
+                otx.send(after).unwrap();
+            })
+        }
+    });
+    let before = orx.recv_timeout(Duration::from_secs(10)).expect("before");
+    assert!(before.contains("echo:"), "control: the open entry's port is not served: {before}");
+    std::fs::write(&pol, "allowlist:\n  domains: [\"allowed.test\"]\n").expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    tx.send(()).unwrap();
+    let after = orx.recv_timeout(Duration::from_secs(10)).expect("after");
+    held.join().expect("holder");
+    assert!(!after.contains("echo:"), "the flow outlived the reload that removed its entry: {after}");
+    // And a new connection is refused.
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(!o.text().contains("echo:"), "a new connection after the reload: {o:?}");
+}
+
+#[test]
+fn escape_86_fragments_and_other_protocols_to_denylisted_addresses_and_ports_stay_in() {
+    // Default allow: only the denylist stops anything. .3 is denylisted
+    // on every port and protocol, .2 on UDP 7000 only (`th dport`, which
+    // a later fragment alone does not carry).
+    let w = world();
+    let p = &w.p;
+    let yaml = format!(
+        "default_action: allow\ndenylist:\n  ips: [\"{}\", \"{}\", \"udp/{}:7000\", \"udp/[{}]:7000\"]\n",
+        p.v4(3),
+        p.v6(3),
+        p.v4(2),
+        p.v6(2)
+    );
+    let pol = policy_file("escape-86", &yaml);
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    let sniff = marker_sniffer(p);
+    let mut left = Vec::new();
+    for (two, three, src) in [(p.v4(2), p.v4(3), p.v4(1)), (p.v6(2), p.v6(3), p.v6(1))] {
+        while sniff.line(Duration::from_millis(200)).is_some() {}
+        // Control: fragments to a port no entry names arrive.
+        let out = attack_py(&p.work, Priv::NetRaw, &["frag", &src, &two, "9", "all"]);
+        assert!(
+            sniff.line(Duration::from_secs(2)).is_some(),
+            "control: fragments to {two}:9 never arrived ({out})"
+        );
+        while sniff.line(Duration::from_millis(200)).is_some() {}
+        let mut cases: Vec<(Priv, Vec<String>)> = Vec::new();
+        for part in ["all", "first", "later"] {
+            for dst in [&two, &three] {
+                cases.push((
+                    Priv::NetRaw,
+                    vec!["frag".into(), src.clone(), dst.clone(), "7000".into(), part.into()],
+                ));
+            }
+        }
+        for proto in ["47", "132", "253"] {
+            cases.push((Priv::NetRaw, vec!["rawproto".into(), three.clone(), proto.into()]));
+        }
+        cases.push((Priv::Nobody, vec!["udplite".into(), three.clone(), "7000".into()]));
+        for (who, args) in cases {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = attack_py(&p.work, who, &refs);
+            if sniff.line(Duration::from_millis(700)).is_some() {
+                left.push(format!("{args:?} ({})", out.trim()));
+                while sniff.line(Duration::from_millis(200)).is_some() {}
+            }
+        }
+    }
+    assert!(left.is_empty(), "left the pod: {left:?}");
+}
+
+/// A DNS query with the questions given (raw labels, type), RD set.
+fn raw_questions(qs: &[(&[&[u8]], u16)]) -> Vec<u8> {
+    let mut q = vec![0x52, 0x52, 0x01, 0x00, 0, qs.len() as u8, 0, 0, 0, 0, 0, 0];
+    for (labels, qtype) in qs {
+        for l in *labels {
+            q.push(l.len() as u8);
+            q.extend(*l);
+        }
+        q.push(0);
+        q.extend(qtype.to_be_bytes());
+        q.extend([0, 1]);
+    }
+    q
+}
+
+#[test]
+fn escape_87_denylisted_name_variants_and_query_shapes_in_dns_mode() {
+    // DNS mode, default allow, blocked.test denylisted: case, every type,
+    // and a second question behind an allowed first one. An answer with
+    // records (rcode NOERROR, ANCOUNT > 0) is the name served.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-87", "default_action: allow\ndenylist:\n  domains: [\"blocked.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let server = s_addr(&p.v4(2), 53);
+    let served = |q: Vec<u8>| -> Option<String> {
+        let (r, _) = udp(&p.work, server, &q);
+        let r = r.ok()?;
+        let (rcode, ancount) = (r.get(3)? & 0x0f, u16::from_be_bytes([*r.get(6)?, *r.get(7)?]));
+        (rcode == 0 && ancount > 0).then(|| format!("rcode {rcode}, {ancount} answers"))
+    };
+    let allowed: &[&[u8]] = &[b"allowed", b"test"];
+    assert!(served(raw_questions(&[(allowed, 1)])).is_some(), "control: allowed.test A not served");
+    let mut got = Vec::new();
+    let names: [&[&[u8]]; 3] = [&[b"blocked", b"test"], &[b"BLOCKED", b"TEST"], &[b"bLoCkEd", b"tEsT"]];
+    for labels in names {
+        for qtype in [1u16, 28, 16, 15, 5, 255, 65, 64] {
+            if let Some(r) = served(raw_questions(&[(labels, qtype)])) {
+                got.push(format!("{labels:?} type {qtype}: {r}"));
+            }
+        }
+    }
+    let blocked: &[&[u8]] = &[b"blocked", b"test"];
+    if let Some(r) = served(raw_questions(&[(allowed, 1), (blocked, 1)])) {
+        got.push(format!("allowed.test then blocked.test in one query: {r}"));
+    }
+    assert!(got.is_empty(), "{got:?}");
+}
+
+#[test]
+#[ignore = "round-6 finding: a denylist entry ::ffff:a.b.c.d goes into denied6 only, so a.b.c.d (and the mapped form, IPv4 on the wire) is not refused"]
+fn escape_88_a_denylist_entry_written_as_an_ipv4_mapped_address_denies_its_ipv4_self() {
+    // `::ffff:a.b.c.d` is a.b.c.d on the wire (an AF_INET6 socket sends
+    // IPv4 to it). As a denylist entry it must refuse that address, not
+    // sit in denied6, which no packet to it ever matches.
+    let w = world();
+    let yaml = format!("default_action: allow\ndenylist:\n  ips: [\"::ffff:{}\"]\n", w.p.v4(3));
+    let pol = policy_file("escape-88", &yaml);
+    let upstream = format!("{}:53", w.p.v4(2));
+    let d = Daemon::start(&w.p.work, &pol, &[("DNS_UPSTREAMS", upstream.as_str())]);
+    let s = Setup { d, w };
+    let p = s.p();
+    let _echo = forbidden_echo(p, "7000", "7000");
+    let mut reached = Vec::new();
+    for to in [p.v4(3), format!("::ffff:{}", p.v4(3))] {
+        let o = tcp(&p.work, s.addr(&to, 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        if o.text().contains("echo:") {
+            reached.push(format!("tcp {to}:7000"));
+        }
+        if udp(&p.work, s.addr(&to, 7000), b"x").0.is_ok() {
+            reached.push(format!("udp {to}:7000"));
+        }
+    }
+    assert!(reached.is_empty(), "the denylisted ::ffff:{} was reached: {reached:?}", p.v4(3));
+}
+
+#[test]
+fn escape_89_a_denylisted_host_behind_an_allowed_one_on_a_kept_alive_connection() {
+    // Default allow: the first request names a name that passes, the
+    // next (pipelined, then after a pause) the denylisted blocked.test.
+    let s = setup("89", "default_action: allow\ndenylist:\n  domains: [\"blocked.test\"]\n", &[]);
+    let p = s.p();
+    let to = s.addr(&p.v4(2), 80);
+    let keep = |h: &str| format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n");
+    let both = format!("{}{}", keep("allowed.test"), get("blocked.test"));
+    let o = tcp(&p.work, to, vec![both.into_bytes()], Duration::ZERO, CLIENT_TIMEOUT);
+    let pipelined = o.text().matches("hello from").count();
+    let o = tcp(
+        &p.work,
+        to,
+        vec![keep("allowed.test").into_bytes(), get("blocked.test").into_bytes()],
+        Duration::from_millis(300),
+        CLIENT_TIMEOUT,
+    );
+    let paused = o.text().matches("hello from").count();
+    assert!(
+        pipelined <= 1 && paused <= 1,
+        "blocked.test served on a kept-alive connection: {pipelined} / {paused} answers"
+    );
+    let ev = s.event_where(|e| e["msg"] == "http.blocked");
+    assert_eq!(ev["reason"], "denylisted", "{ev}");
+}
+
+#[test]
+#[ignore = "round-6 finding: a CNAME from an allowed name to a name with ports opens the target's address on every port in strict DNS mode"]
+fn escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_port() {
+    // Strict DNS mode: evil.test may be reached on TCP 7001 only
+    // (`tcp/evil.test:7001`); alias.test is allowed outright and is a
+    // CNAME to evil.test. Asking for alias.test must not open evil.test's
+    // address on every port.
+    let w = cname_world();
+    let p = &w.p;
+    let pol = policy_file("escape-90", "allowlist:\n  domains: [\"alias.test\", \"tcp/evil.test:7001\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let _d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000", "7000");
+    let to = s_addr(&p.v4(3), 7000);
+    let direct = dig_short(p, "evil.test");
+    assert!(direct.contains(&p.v4(3)), "control: evil.test (a name with ports) resolves: {direct}");
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(
+        !o.text().contains("echo:"),
+        "control: evil.test's answer opened a port its entry does not name: {o:?}"
+    );
+    let chained = dig_short(p, "alias.test");
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(
+        !o.text().contains("echo:"),
+        "alias.test ({}) opened evil.test's {} on TCP 7000, a port its entry does not name",
+        chained.trim().replace('\n', " "),
+        p.v4(3)
+    );
+}
+
+#[test]
+fn escape_91_icmp_errors_and_pings_to_a_denylisted_host_under_the_default_allow() {
+    // Default allow, .3 denylisted: an ICMP error quoting a flow to .2
+    // (which passes) but sent to .3, and echo requests to .3, v4 and v6.
+    let w = world();
+    let p = &w.p;
+    let yaml = format!("default_action: allow\ndenylist:\n  ips: [\"{}\", \"{}\"]\n", p.v4(3), p.v6(3));
+    let pol = policy_file("escape-91", &yaml);
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    let sniff = marker_sniffer(p);
+    for (two, three, local) in [(p.v4(2), p.v4(3), p.v4(1)), (p.v6(2), p.v6(3), p.v6(1))] {
+        let (two_c, local_c) = (two.clone(), local.clone());
+        let sock = in_netns(&p.work, move || {
+            let u = UdpSocket::bind(SocketAddr::new(local_c.parse().unwrap(), 0)).expect("bind");
+            u.send_to(b"open", SocketAddr::new(two_c.parse().unwrap(), 9)).expect("send");
+            u
+        });
+        let port = sock.local_addr().expect("addr").port().to_string();
+        let error =
+            |to: &str| attack_py(&p.work, Priv::NetRaw, &["icmp-error", to, &two, "9", &local, &port]);
+        while sniff.line(Duration::from_millis(200)).is_some() {}
+        let out = error(&two);
+        assert!(
+            sniff.line(Duration::from_secs(2)).is_some(),
+            "control: the error to {two} never arrived ({out})"
+        );
+        while sniff.line(Duration::from_millis(200)).is_some() {}
+        let out = error(&three);
+        assert_eq!(
+            sniff.line(Duration::from_millis(700)),
+            None,
+            "an ICMP error quoting the flow to {two} reached the denylisted {three} ({out})"
+        );
+        drop(sock);
+        let mut c = as_workload(&p.work, Priv::NetRaw);
+        c.args(["ping", "-c", "1", "-W", "1", &three]);
+        let (code, out, _) = util::run(c);
+        assert_ne!(code, 0, "ping reached the denylisted {three}: {out}");
+    }
+}
+
+#[test]
+#[ignore = "round-6 finding: under the default allow, QUIC (UDP 443) reaches a denylisted name by its name: only TCP 80/443 meet the proxies, and the README's limit does not say so"]
+fn escape_92_quic_to_a_denylisted_name_under_the_default_allow() {
+    // Default allow, blocked.test denylisted by name. TCP 443 goes to the
+    // proxy, which reads the SNI; HTTP/3 (QUIC, UDP 443) carries the same
+    // SNI in its Initial packet, which no proxy reads. A client that
+    // speaks HTTP/3 to blocked.test's address gets there by its name.
+    let w = world();
+    let p = &w.p;
+    let addrs = p.v4(2);
+    let _srv = Pair::spawn_ready(&p.up, py3(), &[&crate::nft::data("servers.py"), "", "443", &addrs, &addrs]);
+    let pol = policy_file("escape-92", "default_action: allow\ndenylist:\n  domains: [\"blocked.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("DNS_UPSTREAMS", &upstream)]);
+    // Control: TCP 443 naming blocked.test is refused by the proxy.
+    let o = tls(&p.work, s_addr(&p.v4(2), 443), hello(Some(b"blocked.test"), 0));
+    assert!(o.reply.is_empty(), "control: TLS to blocked.test answered: {o:?}");
+    // A QUIC long-header Initial (version 1) with the hello as its
+    // payload: the bytes that name blocked.test, on UDP 443.
+    let mut initial = vec![0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0];
+    initial.extend(hello(Some(b"blocked.test"), 0));
+    initial.resize(1200, 0);
+    let r = udp(&p.work, s_addr(&p.v4(2), 443), &initial);
+    assert!(
+        r.0.is_err(),
+        "UDP 443 (QUIC) carrying the SNI blocked.test reached blocked.test's address: {} bytes back",
+        r.0.as_ref().map(Vec::len).unwrap_or(0)
+    );
 }

@@ -429,3 +429,114 @@ fn aggregates_equal_a_count_over_the_stored_rows_and_bad_parameters_get_400() {
     assert_eq!(with_key(a, "GET", "/api/v1/aggregates?by=agent", &k1, &Value::Null).status, 403);
     h.stop();
 }
+
+#[test]
+#[ignore = "round-6 finding: one agent key posting past LOG_RETENTION's count evicts every other agent's entries (no per-agent share, posts never rate limited)"]
+fn attack_an_agent_key_cannot_push_another_agents_events_out_of_the_store() {
+    // An agent key "may post events and nothing else": no clearing. But
+    // posts are never rate limited and the store keeps a count: one agent
+    // posting past LOG_RETENTION's count evicts every other agent's
+    // entries, a clear by another name.
+    let mut cfg = config();
+    cfg.retention = egret::dashboard::store::Retention { max_age: None, max_rows: Some(200) };
+    let h = server(cfg, Options::default());
+    let a = h.addr();
+    let victim = add_key(a, "edge-1");
+    let attacker = add_key(a, "edge-2");
+    let r = with_key(a, "POST", "/api/v1/logs", &victim, &event("victim.example", "BLOCKED", "https"));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let flood: Vec<Value> = (0..250).map(|i| event(&format!("n{i}.example"), "ALLOWED", "https")).collect();
+    let r = with_key(a, "POST", "/api/v1/logs", &attacker, &Value::Array(flood));
+    let refused = r.status != 201;
+    let list = with_key(a, "GET", "/api/v1/logs?limit=500", KEY, &Value::Null);
+    assert_eq!(list.status, 200);
+    let kept = list.body.contains("\"agent\":\"edge-1\"");
+    assert!(
+        refused || kept,
+        "edge-2's batch ({} {}) pushed edge-1's only entry out of the store",
+        r.status,
+        r.body.chars().take(120).collect::<String>()
+    );
+}
+
+#[test]
+fn attack_aggregates_parameters_carry_no_sql() {
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    let batch: Vec<Value> = (0..5).map(|i| recent("a.example", "BLOCKED", "10.0.0.1", i * 10)).collect();
+    assert_eq!(with_key(a, "POST", "/api/v1/logs", KEY, &Value::Array(batch)).status, 201);
+    let agg = |q: &str| with_key(a, "GET", &format!("/api/v1/aggregates?{q}"), KEY, &Value::Null);
+    // Values that would change the statement were they pasted into it.
+    for q in [
+        "by=agent&agent=x%27%20OR%20%271%27%3D%271",
+        "by=agent&agent=%22%20OR%201%3D1%20--",
+        "by=destination&action=blocked%27%20OR%201%3D1%20--",
+        "by=destination%20FROM%20events%3B--",
+        "by=https%2C%20json",
+        "by=minute&top=1%3B%20DELETE%20FROM%20events",
+        "by=destination&top=1%20UNION%20SELECT%201",
+        "window=1h%27%3B--&by=destination",
+        "window=-1h&by=destination",
+        "window=99999999999999999999d&by=destination",
+    ] {
+        let r = agg(q);
+        match r.status {
+            400 => {}
+            200 => {
+                let v = r.json();
+                assert_eq!(v["total"]["count"], 0, "{q}: the value reached the SQL as SQL: {v}");
+            }
+            s => panic!("{q}: {s} {}", r.body),
+        }
+    }
+    // The rows are all still there, counted as before.
+    let v = agg("window=1h&by=destination").json();
+    assert_eq!(v["total"]["count"], 5, "{v}");
+}
+
+#[test]
+#[ignore = "round-6 finding: an event dated in the future is counted in every aggregates window until then (no upper bound on ts)"]
+fn attack_an_agent_key_cannot_date_events_into_every_future_window() {
+    // The event's own time is what the windows count. One agent posting
+    // an event dated years ahead puts it into "the last 15 minutes" of
+    // every view until then, and past LOG_RETENTION's age.
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    let k = add_key(a, "edge-2");
+    let mut ev = event("future.example", "BLOCKED", "https");
+    ev["time"] = json!("2099-01-01T00:00:00Z");
+    let r = with_key(a, "POST", "/api/v1/logs", &k, &Value::Array(vec![ev]));
+    assert!(r.status == 201 || r.status == 400, "{} {}", r.status, r.body);
+    let v = with_key(a, "GET", "/api/v1/aggregates?window=15m&by=destination", KEY, &Value::Null).json();
+    assert_eq!(v["total"]["count"], 0, "an event dated 2099 is counted in the last 15 minutes: {v}");
+}
+
+#[test]
+fn attack_an_agent_key_cannot_beat_for_another_agent_or_inject_into_the_agents_view() {
+    // edge-2's key posts heartbeats naming edge-1 (healthy, to hide
+    // edge-1's degraded state) with markup in every text field.
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    let k1 = add_key(a, "edge-1");
+    let k2 = add_key(a, "edge-2");
+    let hb1 =
+        json!({"hostname": "edge-1", "policy_digest": "d1", "health": "degraded", "problems": ["tampered"]});
+    assert_eq!(with_key(a, "POST", "/api/v1/heartbeat", &k1, &hb1).status, 200);
+    let x = "<img src=x onerror=alert(1)><svg onload=alert(2)>";
+    let forged = json!({"hostname": "edge-1", "agent": "edge-1", "name": "edge-1", "version": x, "mode": x,
+                        "policy_digest": x, "health": "ok", "problems": [x], "interval_ms": 1});
+    let r = with_key(a, "POST", "/api/v1/heartbeat", &k2, &forged);
+    assert!(r.status == 200 || r.status == 400, "{} {}", r.status, r.body);
+    let list = agents(a);
+    let e1 = agent(&list, "edge-1").expect("edge-1 listed");
+    assert_eq!(e1["healthy"], false, "edge-2's key made edge-1 look healthy: {e1}");
+    assert_eq!(e1["policy_digest"], "d1", "{e1}");
+    // The markup is data in a JSON string, served as JSON with the CSP.
+    let r = with_key(a, "GET", "/api/v1/agents", KEY, &Value::Null);
+    assert!(r.header("Content-Type").is_some_and(|t| t.starts_with("application/json")), "{:?}", r.headers);
+    assert!(
+        r.header("Content-Security-Policy").is_some_and(|c| c.contains("script-src 'self'")),
+        "{:?}",
+        r.headers
+    );
+}

@@ -25,7 +25,7 @@ pub struct Pair {
     pub n: u32,
 }
 
-fn ip(args: &[&str]) {
+pub(crate) fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip (needs iproute2)");
     assert!(
         out.status.success(),
