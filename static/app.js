@@ -233,10 +233,15 @@
     } catch (_) { /* tried again on the next event or tick */ }
   }
 
+  // After new events: at most one refresh every 2 s (each is a few
+  // queries over the whole window; with a million stored events they take
+  // a while, see the README's numbers).
   let aggTimer = null;
+  let aggLast = 0;
   function refreshSoon() {
     if (aggTimer) return;
-    aggTimer = setTimeout(() => { aggTimer = null; refreshAggregates(); }, 500);
+    const wait = Math.max(300, aggLast + 2000 - Date.now());
+    aggTimer = setTimeout(() => { aggTimer = null; aggLast = Date.now(); refreshAggregates(); }, wait);
   }
 
   // Brushing: drag across the timeline to show only those minutes in the

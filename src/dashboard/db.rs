@@ -527,6 +527,7 @@ impl Db {
     /// entries are stored, not only those a page loaded.
     pub fn aggregate(&self, q: &super::routes::AggQuery, since: i64) -> Result<Aggregate, Error> {
         let (total_sql, grouped) = aggregate_sql(q);
+        let timeline = q.by == super::routes::GroupBy::Minute;
         let agent = q.agent.as_deref();
         let action = q.action;
         self.read(|c| {
@@ -551,20 +552,6 @@ impl Db {
                 }
                 Ok(())
             };
-            let mut st = c.prepare_cached(&total_sql)?;
-            bind(&mut st)?;
-            let total = match st.raw_query().next()? {
-                Some(r) => row(r)?,
-                None => Group {
-                    key: serde_json::Value::Null,
-                    count: 0,
-                    allowed: 0,
-                    blocked: 0,
-                    audit: 0,
-                    last: 0,
-                },
-            };
-            drop(st);
             let mut st = c.prepare_cached(&grouped)?;
             bind(&mut st)?;
             let mut rows = st.raw_query();
@@ -572,6 +559,43 @@ impl Db {
             while let Some(r) = rows.next()? {
                 groups.push(row(r)?);
             }
+            drop(rows);
+            drop(st);
+            // The timeline has every group (no LIMIT): its total is their
+            // sum, which saves a second pass over the window.
+            let total = if timeline {
+                let mut t = Group {
+                    key: serde_json::Value::Null,
+                    count: 0,
+                    allowed: 0,
+                    blocked: 0,
+                    audit: 0,
+                    last: 0,
+                };
+                for g in &groups {
+                    t.count += g.count;
+                    t.allowed += g.allowed;
+                    t.blocked += g.blocked;
+                    t.audit += g.audit;
+                    t.last = t.last.max(g.last);
+                }
+                t
+            } else {
+                let mut st = c.prepare_cached(&total_sql)?;
+                bind(&mut st)?;
+                let mut rows = st.raw_query();
+                match rows.next()? {
+                    Some(r) => row(r)?,
+                    None => Group {
+                        key: serde_json::Value::Null,
+                        count: 0,
+                        allowed: 0,
+                        blocked: 0,
+                        audit: 0,
+                        last: 0,
+                    },
+                }
+            };
             Ok(Aggregate { total, groups })
         })
     }
