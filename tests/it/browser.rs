@@ -419,10 +419,13 @@ fn signed_in_page(b: &mut Browser, a: std::net::SocketAddr, width: u32) -> Strin
         json!({"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": false}),
     );
     b.call(Some(s), "Page.navigate", json!({"url": format!("http://{a}/login")}));
+    // The page asks the server which sign-in it offers before its form
+    // takes the key: wait until it shows the key field.
     b.wait_for(
         s,
-        "!!document.getElementById('login-key') && document.readyState === 'complete'",
-        "the sign-in page",
+        "location.pathname === '/login' && !!document.getElementById('login-key-label') \
+         && !document.getElementById('login-key-label').hidden && document.getElementById('login-user-label').hidden",
+        "the key sign-in page",
     );
     b.eval(
         s,
