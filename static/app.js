@@ -148,7 +148,9 @@
   function renderTimeline(data) {
     const svg = $('timeline');
     const startMs = Math.floor(data.since / 6e10) * 60000;
-    const minutes = Math.max(1, Math.ceil(data.window_s / 60));
+    // The window starts inside a minute and ends inside the current one:
+    // one bar more than its length in minutes, so "now" has its bar.
+    const minutes = Math.max(1, Math.ceil(data.window_s / 60)) + 1;
     const bw = TL.w / minutes;
     const plotH = TL.h - TL.axis;
     const max = Math.max(1, ...data.groups.map((g) => g.count));
