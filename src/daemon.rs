@@ -449,7 +449,7 @@ fn heartbeat_source(
             policy_digest: digest.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             health: events::heartbeat::health(&problems),
             problems,
-            counters: events::heartbeat::totals(&c),
+            counters: c.totals(),
             interval_ms,
         }
     })

@@ -148,7 +148,9 @@
   function renderTimeline(data) {
     const svg = $('timeline');
     const startMs = Math.floor(data.since / 6e10) * 60000;
-    const minutes = Math.max(1, Math.ceil(data.window_s / 60));
+    // The window starts inside a minute and ends inside the current one:
+    // one bar more than its length in minutes, so "now" has its bar.
+    const minutes = Math.max(1, Math.ceil(data.window_s / 60)) + 1;
     const bw = TL.w / minutes;
     const plotH = TL.h - TL.axis;
     const max = Math.max(1, ...data.groups.map((g) => g.count));
@@ -233,10 +235,15 @@
     } catch (_) { /* tried again on the next event or tick */ }
   }
 
+  // After new events: at most one refresh every 2 s (each is a few
+  // queries over the whole window; with a million stored events they take
+  // a while, see the README's numbers).
   let aggTimer = null;
+  let aggLast = 0;
   function refreshSoon() {
     if (aggTimer) return;
-    aggTimer = setTimeout(() => { aggTimer = null; refreshAggregates(); }, 500);
+    const wait = Math.max(300, aggLast + 2000 - Date.now());
+    aggTimer = setTimeout(() => { aggTimer = null; aggLast = Date.now(); refreshAggregates(); }, wait);
   }
 
   // Brushing: drag across the timeline to show only those minutes in the

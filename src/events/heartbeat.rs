@@ -10,8 +10,6 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::tally::Counts;
-
 /// Path of the dashboard's heartbeat endpoint.
 pub const HEARTBEAT_PATH: &str = "/api/v1/heartbeat";
 
@@ -51,20 +49,6 @@ impl Heartbeat {
     }
 }
 
-/// The totals of a pipeline snapshot.
-pub fn totals(c: &Counts) -> Totals {
-    let mut t = Totals { dropped: c.channel_dropped + c.ship_dropped, ..Totals::default() };
-    for (action, _, _, n) in c.decisions.nonzero() {
-        match action {
-            "allowed" => t.allowed += n,
-            "blocked" => t.blocked += n,
-            "audit" => t.audit += n,
-            _ => {}
-        }
-    }
-    t
-}
-
 /// `ok`, or `degraded` with the problems (the daemon's `/health` view).
 pub fn health(problems: &[String]) -> &'static str {
     if problems.is_empty() {
@@ -84,18 +68,6 @@ pub fn policy_digest(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Action, Component, Event};
-
-    #[test]
-    fn totals_sum_decisions_by_action_and_the_drops() {
-        let t0 = std::time::UNIX_EPOCH;
-        let mut c = Counts { channel_dropped: 2, ship_dropped: 3, ..Counts::default() };
-        c.decisions.add(&Event::new(Component::Https, Action::Allowed, "h", t0));
-        c.decisions.add(&Event::new(Component::Dns, Action::Allowed, "h", t0));
-        c.decisions.add(&Event::new(Component::Https, Action::Blocked, "h", t0).with_reason("not-allowed"));
-        c.decisions.add(&Event::new(Component::Http, Action::Audit, "h", t0));
-        assert_eq!(totals(&c), Totals { allowed: 2, blocked: 1, audit: 1, dropped: 5 });
-    }
 
     #[test]
     fn body_digest_and_health() {

@@ -161,6 +161,25 @@ pub struct SinkStats {
 
 pub use super::tally::Counts;
 
+impl Counts {
+    /// What a heartbeat reports: decisions by action, and the drops.
+    pub fn totals(&self) -> super::heartbeat::Totals {
+        let mut t = super::heartbeat::Totals {
+            dropped: self.channel_dropped + self.ship_dropped,
+            ..Default::default()
+        };
+        for (action, _, _, n) in self.decisions.nonzero() {
+            match action {
+                "allowed" => t.allowed += n,
+                "blocked" => t.blocked += n,
+                "audit" => t.audit += n,
+                _ => {}
+            }
+        }
+        t
+    }
+}
+
 /// The daemon's handle on the pipeline.
 pub struct SinkHandle {
     reopen: Arc<AtomicBool>,
@@ -645,6 +664,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn heartbeat_totals_sum_decisions_by_action_and_the_drops() {
+        use crate::events::{Action, Component};
+        let t0 = std::time::UNIX_EPOCH;
+        let mut c = Counts { channel_dropped: 2, ship_dropped: 3, ..Counts::default() };
+        c.decisions.add(&Event::new(Component::Https, Action::Allowed, "h", t0));
+        c.decisions.add(&Event::new(Component::Dns, Action::Allowed, "h", t0));
+        c.decisions.add(&Event::new(Component::Https, Action::Blocked, "h", t0).with_reason("not-allowed"));
+        c.decisions.add(&Event::new(Component::Http, Action::Audit, "h", t0));
+        let want = super::super::heartbeat::Totals { allowed: 2, blocked: 1, audit: 1, dropped: 5 };
+        assert_eq!(c.totals(), want);
     }
 
     /// Issue 16, item 7: a missing directory is made; an open that fails

@@ -270,6 +270,11 @@ fn ui_shows_live_events_and_renders_hostile_names_as_text() {
         "the hostile name in the destinations panel",
     );
     assert_eq!(b.eval(s, "document.getElementById('count-blocked').textContent"), json!("3"));
+    // Events of this very minute have their bar (the last of the window).
+    assert!(
+        b.eval(s, "document.querySelectorAll('#timeline rect.tl').length").as_u64().unwrap() >= 1,
+        "the current minute is on the timeline"
+    );
     assert_eq!(b.eval(s, "document.getElementById('count-allowed').textContent"), json!("3"));
     // Filters work on the live table.
     b.eval(s, "(() => { const f = document.getElementById('f-component'); f.value = 'dns'; f.dispatchEvent(new Event('change')); })()");
@@ -278,9 +283,11 @@ fn ui_shows_live_events_and_renders_hostile_names_as_text() {
     assert_eq!(b.dialogs_opened(), 0, "no alert ran");
 
     if let Some(path) = std::env::var_os("EGRET_SCREENSHOT") {
+        let seq = b.eval(s, "Number(document.body.dataset.aggregates)").as_u64().unwrap();
         post(a, &screenshot_traffic());
         b.wait_for(s, "document.querySelectorAll('#rows tr').length >= 20", "the screenshot traffic");
-        std::thread::sleep(Duration::from_millis(400)); // the destinations panel redraws on a timer
+        // The counters and pictures refresh after new events, on a timer.
+        b.wait_for(s, &format!("Number(document.body.dataset.aggregates) > {seq}"), "the charts redrawn");
         let shot = b.call(Some(s), "Page.captureScreenshot", json!({"format": "png"}));
         let png = base64_decode(shot["data"].as_str().expect("png data"));
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
@@ -419,10 +426,13 @@ fn signed_in_page(b: &mut Browser, a: std::net::SocketAddr, width: u32) -> Strin
         json!({"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": false}),
     );
     b.call(Some(s), "Page.navigate", json!({"url": format!("http://{a}/login")}));
+    // The page asks the server which sign-in it offers before its form
+    // takes the key: wait until it shows the key field.
     b.wait_for(
         s,
-        "!!document.getElementById('login-key') && document.readyState === 'complete'",
-        "the sign-in page",
+        "location.pathname === '/login' && !!document.getElementById('login-key-label') \
+         && !document.getElementById('login-key-label').hidden && document.getElementById('login-user-label').hidden",
+        "the key sign-in page",
     );
     b.eval(
         s,

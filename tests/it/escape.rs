@@ -2580,11 +2580,20 @@ fn escape_52_a_squatter_on_the_dashboards_loopback_port_gets_no_key() {
         assert!(!h.contains(DASH_KEY), "the squatter received the dashboard key: {h}");
         assert!(!h.contains("allowed.test"), "the squatter received events: {h}");
     }
-    let metrics = curl(&p.work, &["http://127.0.0.1:9195/metrics"]).1;
-    let refused = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("egret_filter_dashboard_foreign_listener_total "))
-        .and_then(|n| n.trim().parse::<u64>().ok());
+    // /metrics shows the pipeline's counters as the control loop last
+    // copied them (every second): poll a few times.
+    let (mut metrics, mut refused) = (String::new(), None);
+    for _ in 0..20 {
+        metrics = curl(&p.work, &["http://127.0.0.1:9195/metrics"]).1;
+        refused = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("egret_filter_dashboard_foreign_listener_total "))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        if refused.is_some_and(|n| n >= 1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     assert!(refused.is_some_and(|n| n >= 1), "the refusal is not counted: {metrics}");
 }
 

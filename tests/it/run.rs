@@ -331,6 +331,7 @@ fn embedded_dashboard_receives_the_filters_events() {
             ("DASHBOARD_LISTEN", "127.0.0.1:18081"),
             ("DASHBOARD_API_KEY", "embedded-key"),
             ("DASHBOARD_START_DELAY", "0s"),
+            ("DASHBOARD_HEARTBEAT", "300ms"),
         ],
     );
     let (code, _) =
@@ -347,5 +348,22 @@ fn embedded_dashboard_receives_the_filters_events() {
     assert!(body.contains("not-allowlisted"), "{body}");
     let (code, body) = curl(&p.work, &["http://127.0.0.1:18081/health"]);
     assert_eq!(code, "200", "{body}");
+    // The filter's heartbeat: listed under its hostname, healthy, with
+    // the digest of the policy file it loaded and its decisions counted.
+    let digest = egret::events::heartbeat::policy_digest(&std::fs::read(&pol).unwrap());
+    let agents = wait_for(Duration::from_secs(10), || {
+        let (code, body) =
+            curl(&p.work, &["-H", "X-Api-Key: embedded-key", "http://127.0.0.1:18081/api/v1/agents"]);
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let a = v["agents"].as_array()?.first()?.clone();
+        (code == "200" && a["counters"]["blocked"].as_u64() >= Some(1)).then_some(a)
+    });
+    let a = agents.expect("the filter's heartbeat never reached the dashboard");
+    assert_eq!(
+        (a["healthy"].as_bool(), a["mode"].as_str(), a["policy_digest"].as_str(), a["version"].as_str()),
+        (Some(true), Some("https"), Some(digest.as_str()), Some(egret::VERSION)),
+        "{a}"
+    );
+    assert_eq!(a["flags"], serde_json::json!([]), "{a}");
     drop(d);
 }
