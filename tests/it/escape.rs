@@ -90,6 +90,18 @@
 //! | names next to `al*ed.test` and `/x[0-9]+\.allowed\.test/` (empty star, anchors, case, trailing dots, ports, `_`, `%`, punycode, non-ASCII digit) in Host, SNI and DNS | none | held | `escape_72_glob_and_regex_entries_cover_only_their_names_in_host_sni_and_dns` |
 //! | 253-character near-miss names against 2,000 many-star globs and 200 `(a\|aa\|a-)+` regexes | none | held (60 refusals in 0.43 s) | `escape_73_pathological_names_against_many_star_and_regex_entries_are_answered_fast` |
 //!
+//! Round 5:
+//!
+//! | attempt | privilege | result | test |
+//! |---------|-----------|--------|------|
+//! | 1,000 request heads from one uid, each naming a fresh `h<i>.allowed.test`, replaced as refused, upstream 0.9 s an answer, RLIMIT_NOFILE 1024: each check lookup opens a socket beside the connection's one ticket | none | **worked, open** (accept's EMFILE thousands of times, the co-tenant's requests 502 or slow) | `escape_74_check_lookups_in_flight_do_not_run_egret_out_of_descriptors` (ignored) |
+//! | a UDP query flood from a fresh socket per query, closed once sent (a `sock_diag` miss per datagram, owner unknown), then from 3,000 sockets round-robin | none | **worked, open** (the co-tenant answered 2 of 4; the 3,000-socket flood lost one of 4 in one run of three) | `escape_75_a_dns_flood_from_many_source_ports_does_not_starve_another_client` (ignored) |
+//! | `DNS_ZONE_BUDGET=5` spent, then the names and new ones in case, trailing-dot and port variants in SNI and Host | none | held (no new name reaches the upstream) | `escape_76_case_dot_and_port_variants_of_spent_names_are_not_looked_up_again` |
+//! | binding the dashboard port on the pod's eth0 address or `0.0.0.0` first, egret's `DASHBOARD_HOST` naming that address | none | **worked, open** (only loopback destinations are checked against `DASHBOARD_UID`) | `escape_77_a_squatter_on_a_local_non_loopback_dashboard_address_gets_no_key` (ignored) |
+//! | reading the pod's dashboard with empty, prefix or doubled keys, Basic / bare bearer, forged cookies, HEAD, `Last-Event-ID`, a query-string key, forward-auth headers, `/login` with an empty or short key | none | held | `escape_78_no_header_method_or_sign_in_trick_reads_the_pods_dashboard_without_the_key` |
+//! | a UDP flood of `huge.allowed.test` TXT (always truncated, so each allowed one is fetched again over TCP, at most 128 at once for all clients), a co-tenant's `medium.allowed.test` TXT (also fetched over TCP) meanwhile, hardening on | none | **worked intermittently, open** (one of the co-tenant's four lookups got no answer and left no event in 4 of 8 runs; escape_56's A flood: 4/4 in 3 of 3) | `escape_79_one_clients_truncated_answers_do_not_take_every_tcp_retry` (ignored) |
+//! | `DNS_HARDENING=false`: 7 s of allowed.test A from one socket as fast as it sends, a co-tenant's lookups meanwhile | none | **worked, open** (in 3 of 3 runs the co-tenant's first one or two of four lookups got no answer and no event, the next took 1-2 s; only the hardening's rate drops a flooder's datagrams unread) | `escape_80_without_the_hardening_a_sustained_dns_flood_does_not_starve_another_client` (ignored) |
+//! | relay mode: six IPv6 addresses of one /64 each holding a slot with a trickled request body, `MAX_CONNECTIONS=3` | remote client | held | `relay::attack_many_addresses_of_one_64_and_a_trickled_body_hold_no_other_clients_slot` |//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
@@ -3612,4 +3624,398 @@ fn escape_73_pathological_names_against_many_star_and_regex_entries_are_answered
     assert!(took < Duration::from_secs(10), "60 refusals took {took:?}");
     let o = http(&p.work, to80, &get("blocked.test"));
     assert_403(&o, "blocked.test after");
+}
+
+/// Round 5: descriptors, the resolver's fairness, the check lookups'
+/// budget, the pod's dashboard, relay mode.
+///
+/// One plain request from `nobody` to allowed.test at .2: curl's last
+/// line (the status code, `000` when it got nothing) and how long it took.
+fn co_tenant_get(p: &Pair) -> (String, Duration) {
+    let resolve = format!("allowed.test:80:{}", p.v4(2));
+    let mut c = as_workload(&p.work, Priv::Nobody);
+    c.args(["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "--resolve", &resolve]);
+    c.arg("http://allowed.test/");
+    let start = Instant::now();
+    let (_, out, _) = util::run(c);
+    (out.trim().to_owned(), start.elapsed())
+}
+
+#[test]
+#[ignore = "round-5 finding: check lookups open an unticketed socket each; one client's slow-lookup heads run egret out of descriptors (EMFILE, co-tenant 502)"]
+fn escape_74_check_lookups_in_flight_do_not_run_egret_out_of_descriptors() {
+    // A proxied connection holds one descriptor ticket while its head is
+    // checked, but the check's upstream lookup opens a socket of its own
+    // (no ticket). With a slow upstream (0.9 s an answer, A then AAAA),
+    // one client keeping its share of connections each naming a fresh
+    // `h<i>.allowed.test` holds two descriptors per ticket: past
+    // RLIMIT_NOFILE, accept fails for everyone.
+    let w = crate::run::world_with(|two, _| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.delay = Duration::from_millis(900);
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-74", "allowlist:\n  domains: [\"allowed.test\", \"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start_with_nofile(
+        &p.work,
+        &pol,
+        &[("DNS_UPSTREAMS", &upstream), ("HEADER_TIMEOUT", "30s")],
+        1024,
+    );
+    // The co-tenant's name is cached before the flood (TTL 300 s).
+    let (code, took) = co_tenant_get(p);
+    assert_eq!(code, "200", "control before the flood ({took:?})");
+    let hog = spawn_as(&p.work, Priv::User(1000), &["head-flood", &p.v4(2), "80", "1000", "12"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(co_tenant_get(p));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let flood = hog.line(Duration::from_secs(30)).unwrap_or_default();
+    drop(hog);
+    let emfile = d.history_text().matches("open files").count();
+    eprintln!("escape_74: the flood {flood}; the co-tenant got {got:?}; {emfile} log lines name EMFILE");
+    assert!(alive(d.child.id()), "egret died");
+    for (code, took) in &got {
+        assert_eq!(code, "200", "the co-tenant was locked out while check lookups held descriptors: {got:?}");
+        assert!(*took < Duration::from_secs(2), "the co-tenant waited {took:?}: {got:?}");
+    }
+    assert_eq!(emfile, 0, "egret ran out of descriptors (accept's EMFILE backoff) under one client's heads");
+}
+
+/// Four lookups of allowed.test by `nobody` at egret's resolver, half a
+/// second apart: how many were NOERROR, and the slowest.
+fn co_tenant_digs(p: &Pair) -> (usize, Duration) {
+    let mut worst = Duration::ZERO;
+    let mut answered = 0;
+    for _ in 0..4 {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["dig", "@127.0.0.1", "allowed.test", "A", "+time=3", "+tries=1"]);
+        let start = Instant::now();
+        let (_, out, _) = util::run(c);
+        worst = worst.max(start.elapsed());
+        answered += usize::from(out.contains("status: NOERROR"));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    (answered, worst)
+}
+
+#[test]
+#[ignore = "round-5 finding: a DNS flood from a fresh (closed) socket per query costs egret an owner lookup each and loses half of a co-tenant's lookups"]
+fn escape_75_a_dns_flood_from_many_source_ports_does_not_starve_another_client() {
+    // escape_56's flood from a fresh socket per query, closed at once
+    // (its owner gone before egret can look it up: a sock_diag round trip
+    // for every datagram, none cached), then spread over 3,000 sockets
+    // round-robin (each source port's owner looked up once a second). The
+    // per-datagram owner lookup is the expensive path.
+    let w = crate::run::world_with(|two, _| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.delay = Duration::from_millis(300);
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-75", "allowlist:\n  domains: [\"allowed.test\", \"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", &upstream)]);
+    for count in ["0", "3000"] {
+        let flood = spawn_as(
+            &p.work,
+            Priv::User(1000),
+            &["dns-flood", "127.0.0.1", "53", "allowed.test", "7", count],
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let (answered, worst) = co_tenant_digs(p);
+        let stats = flood.line(Duration::from_secs(15)).unwrap_or_default();
+        drop(flood);
+        eprintln!("escape_75: {count} sockets: flood {stats}; the other client answered {answered}/4, slowest {worst:?}");
+        assert_eq!(answered, 4, "{count} sockets: another client got no answer during the flood");
+        assert!(worst < Duration::from_secs(2), "{count} sockets: another client waited {worst:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(alive(d.child.id()), "egret died");
+}
+
+#[test]
+fn escape_76_case_dot_and_port_variants_of_spent_names_are_not_looked_up_again() {
+    // DNS_ZONE_BUDGET=5 spent by five hellos; then the same five names
+    // spelled otherwise (case, trailing dot, a port, SNI vs Host) at the
+    // foreign .3, and new names spelled so, must reach the upstream not
+    // once more: a variant asked again would carry bits (0x20 case, the
+    // order of asks) past the budget.
+    let w = world();
+    let p = &w.p;
+    let pol = policy_file("escape-76", "allowlist:\n  domains: [\"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("DNS_UPSTREAMS", upstream.as_str()), ("DNS_IN_HTTPS_MODE", "true"), ("DNS_ZONE_BUDGET", "5")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let (to443, to80) = (s_addr(&p.v4(3), 443), s_addr(&p.v4(3), 80));
+    let hello_to = |name: String| {
+        in_netns(&p.work, move || {
+            if let Ok(mut c) = TcpStream::connect_timeout(&to443, Duration::from_secs(2)) {
+                let _ = c.write_all(&hello(Some(name.as_bytes()), 0));
+                let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+                let _ = c.read(&mut [0u8; 16]);
+            }
+        })
+    };
+    for i in 0..5 {
+        hello_to(format!("v{i}.allowed.test"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = |w: &World| -> Vec<((String, &'static str), usize)> {
+        let mut v: Vec<_> = w
+            .dns
+            .seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|((n, _), _)| n.starts_with('v'))
+            .map(|(k, c)| (k.clone(), *c))
+            .collect();
+        v.sort();
+        v
+    };
+    let spent = asked(&w);
+    assert_eq!(spent.len(), 5, "the five names are looked up once each: {spent:?}");
+    for i in 0..8 {
+        for name in [
+            format!("V{i}.ALLOWED.TEST"),
+            format!("v{i}.Allowed.Test."),
+            format!("V{i}.allowed.test."),
+            format!("v{i}.ALLOWED.test"),
+        ] {
+            hello_to(name.clone());
+            for host in [name.clone(), format!("{name}:80"), format!("{name}:443")] {
+                let o = http(&p.work, to80, &get(&host));
+                assert!(o.text().starts_with("HTTP/1.1 403"), "{host}: {o:?}");
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = asked(&w);
+    let hardened = d.events.try_iter().filter(|e| e["reason"] == "hardening").count();
+    eprintln!("escape_76: upstream saw {after:?} (after the spend: {spent:?}); {hardened} refusals for the hardening");
+    drop(d);
+    // Names, not counts: a spent name asked again once its negative
+    // answer expires carries nothing new (and upstream sees it lowercased).
+    let names =
+        |v: &[((String, &'static str), usize)]| v.iter().map(|((n, _), _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&after), names(&spent), "variants of spent or new names were looked up past the budget");
+    assert!(hardened > 0, "the new names were refused for the budget");
+}
+
+#[test]
+#[ignore = "round-5 finding: DASHBOARD_UID is checked for loopback only; a squatter on the pod's own eth0 address or 0.0.0.0 gets the key"]
+fn escape_77_a_squatter_on_a_local_non_loopback_dashboard_address_gets_no_key() {
+    // DASHBOARD_UID is checked for loopback destinations only, but every
+    // address of the pod's shared namespace is as easy to squat: the
+    // pod's own eth0 address (what the pod's hostname resolves to in
+    // /etc/hosts), or `0.0.0.0` (a connect to it reaches a local
+    // listener). A workload (uid 65534) binds the port there first.
+    let w = world();
+    let p = &w.p;
+    let mut got = Vec::new();
+    for (bind, host) in
+        [(p.v4(1), format!("http://{}:8081", p.v4(1))), ("0.0.0.0".into(), "http://0.0.0.0:8081".into())]
+    {
+        let squatter = spawn_as(&p.work, Priv::Nobody, &["capture-http", &bind, "8081"]);
+        let pol = policy_file("escape-77", ALLOWED);
+        let upstream = format!("{}:53", p.v4(2));
+        let env = [
+            ("DNS_UPSTREAMS", upstream.as_str()),
+            ("DASHBOARD_HOST", host.as_str()),
+            ("DASHBOARD_API_KEY", DASH_KEY),
+            ("DASHBOARD_START_DELAY", "0s"),
+        ];
+        let d = Daemon::start(&p.work, &pol, &env);
+        co_tenant_request(p);
+        d.wait_event("http.allowed", "uid", 1000);
+        let head = squatter.line(Duration::from_secs(10)).unwrap_or_default();
+        eprintln!("escape_77: {host}: the squatter got {} bytes", head.len());
+        drop(d);
+        drop(squatter);
+        got.push((host, head));
+    }
+    for (host, head) in &got {
+        assert!(!head.contains(DASH_KEY), "{host}: the squatter received the dashboard key: {got:?}");
+    }
+}
+
+#[test]
+fn escape_78_no_header_method_or_sign_in_trick_reads_the_pods_dashboard_without_the_key() {
+    // escape_51's reader again, with what a lax check might take for a
+    // key or a session: empty and prefix keys, a key header twice, Basic
+    // and lower-case bearer schemes, a forged session cookie, HEAD, a
+    // stream resumed by Last-Event-ID, and an empty key at /login.
+    let w = world();
+    let p = &w.p;
+    let _dash = pod_dashboard(&p.work);
+    let d = shipping_daemon(p, "escape-78", &[]);
+    co_tenant_request(p);
+    d.wait_event("http.allowed", "uid", 1000);
+    let key = format!("X-Api-Key: {DASH_KEY}");
+    let stored = wait_for(Duration::from_secs(20), || {
+        let body = curl(&p.work, &["-H", &key, "http://127.0.0.1:8081/api/v1/logs"]).1;
+        (body.contains("co-tenant-secret-path") || body.contains("\"uid\":1000")).then_some(())
+    });
+    assert!(stored.is_some(), "control: the events reached the dashboard");
+    let logs = "http://127.0.0.1:8081/api/v1/logs";
+    let stream = "http://127.0.0.1:8081/api/v1/events?since_id=0";
+    let prefix = format!("X-Api-Key: {}", &DASH_KEY[..DASH_KEY.len() - 1]);
+    let tries: Vec<Vec<String>> = vec![
+        vec!["-H".into(), "X-Api-Key:".into(), logs.into()],
+        vec!["-H".into(), "X-Api-Key: ".into(), logs.into()],
+        vec!["-H".into(), prefix.clone(), logs.into()],
+        vec!["-H".into(), prefix, "-H".into(), "X-Api-Key: x".into(), logs.into()],
+        vec!["-H".into(), "Authorization: Bearer".into(), logs.into()],
+        vec!["-H".into(), "Authorization: bearer ".into(), logs.into()],
+        vec!["-H".into(), "Authorization: Basic YXBpLWtleTo=".into(), logs.into()],
+        vec!["-H".into(), "Cookie: egret_session=AAAA; egret_login=AAAA".into(), logs.into()],
+        vec!["-H".into(), "Cookie: egret_session=".into(), logs.into()],
+        vec!["-I".into(), logs.into()],
+        vec!["-H".into(), "Last-Event-ID: 0".into(), "-m".into(), "2".into(), stream.into()],
+        vec![
+            "-H".into(),
+            "X-Forwarded-For: 127.0.0.1".into(),
+            "-H".into(),
+            "Remote-User: admin".into(),
+            logs.into(),
+        ],
+        vec![format!("{logs}?api_key={DASH_KEY}x")],
+        vec!["http://127.0.0.1:8081/api/v1/logs?limit=1".into()],
+        vec!["http://127.0.0.1:8081/api/v1/session".into()],
+    ];
+    let mut leaked = Vec::new();
+    for args in &tries {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["curl", "-s", "-i", "-m", "3"]).args(args);
+        let out = util::run(c).1;
+        if out.contains("co-tenant-secret-path") || out.contains("\"uid\":1000") {
+            leaked.push(args.clone());
+        }
+    }
+    // A sign-in with an empty or near key gets no session.
+    for body in
+        [r#"{"key":""}"#.to_owned(), format!(r#"{{"key":"{}"}}"#, &DASH_KEY[..4]), r#"{"key":null}"#.into()]
+    {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        let script = format!(
+            "j=$(mktemp); curl -s -c $j -m 3 http://127.0.0.1:8081/login >/dev/null; t=$(awk '/egret_login/ {{print $7}}' $j); \
+             curl -s -b $j -c $j -m 3 -H \"X-CSRF-Token: $t\" -H 'Content-Type: application/json' -d '{body}' http://127.0.0.1:8081/login >/dev/null; \
+             curl -s -b $j -m 3 {logs}; rm -f $j"
+        );
+        c.args(["sh", "-c", &script]);
+        let out = util::run(c).1;
+        if out.contains("co-tenant-secret-path") || out.contains("\"uid\":1000") {
+            leaked.push(vec![format!("login {body}")]);
+        }
+    }
+    eprintln!("escape_78: {} tries, {} read events", tries.len() + 3, leaked.len());
+    assert!(leaked.is_empty(), "a workload read events without the key: {leaked:?}");
+}
+
+/// uid 1000 asking egret's resolver for `huge.allowed.test` TXT (an
+/// answer the upstream truncates over UDP, so egret fetches it again over
+/// TCP) as fast as one socket sends, for `secs` seconds.
+const TC_FLOOD: &str = r#"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+name = b"\x04huge\x07allowed\x04test\x00\x00\x10" if sys.argv[2] == "tc" else b"\x07allowed\x04test\x00\x00\x01"
+q = lambda i: struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 1) + name + b"\x00\x01" + b"\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00"
+end = time.time() + float(sys.argv[1])
+i = n = got = 0
+while time.time() < end:
+    try:
+        s.sendto(q(i & 0xFFFF), ("127.0.0.1", 53))
+        n += 1
+    except OSError:
+        time.sleep(0.001)
+    i += 1
+    try:
+        while True:
+            s.recv(65535)
+            got += 1
+    except OSError:
+        pass
+print(n, got)
+"#;
+
+/// Each lookup's status, whether the answer was whole, how long it took.
+type Answers = Vec<(String, bool, Duration)>;
+
+/// One round of [`TC_FLOOD`] (`kind`: "tc" or "a") against egret in DNS
+/// mode with `DNS_HARDENING=hardening` and a 0.3 s upstream: whether all
+/// four of `nobody`'s lookups of `medium.allowed.test` TXT (an answer
+/// egret fetches over TCP) came back whole within 2 s, and what they got.
+fn tc_flood_round(hardening: &str, kind: &str) -> (bool, Answers) {
+    let w = crate::run::world_with(|two, _| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.delay = Duration::from_millis(300);
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-79", "allowlist:\n  domains: [\"allowed.test\", \"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", hardening)];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let mut c = as_workload(&p.work, Priv::User(1000));
+    c.args([py3(), "-c", TC_FLOOD, "7", kind]);
+    let flood = std::thread::spawn(move || util::run(c).1);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["dig", "@127.0.0.1", "medium.allowed.test", "TXT", "+time=3", "+tries=1"]);
+        let start = Instant::now();
+        let out = util::run(c).1;
+        let status = out.split("status: ").nth(1).and_then(|r| r.split(',').next()).unwrap_or("none");
+        let full = out.matches("mmmmmmmmmm").count() >= 4;
+        answers.push((status.to_owned(), full, start.elapsed()));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let sent = flood.join().expect("flood");
+    // An answer that comes late still leaves its event: wait for it.
+    std::thread::sleep(Duration::from_secs(4));
+    let mine: Vec<String> = d
+        .events
+        .try_iter()
+        .filter(|e| e["qname"] == "medium.allowed.test")
+        .map(|e| format!("{} {} {} {}", e["msg"], e["rcode"], e["reason"], e["note"]))
+        .collect();
+    eprintln!("escape_79: the co-tenant's events: {mine:?}");
+    eprintln!(
+        "escape_79: DNS_HARDENING={hardening}, {kind} flood: the flood sent/got {}; the co-tenant got {answers:?}",
+        sent.trim()
+    );
+    drop(d);
+    let ok = answers
+        .iter()
+        .all(|(status, full, took)| status == "NOERROR" && *full && *took < Duration::from_secs(2));
+    (ok, answers)
+}
+
+#[test]
+#[ignore = "round-5 finding (intermittent): during a flood of always-truncated queries a co-tenant's large-answer lookup is lost (no answer, no event) in about half the runs"]
+fn escape_79_one_clients_truncated_answers_do_not_take_every_tcp_retry() {
+    // A truncated UDP answer is fetched again over TCP on a thread of its
+    // own, at most 128 at once across all clients, first come first
+    // served. uid 1000 keeps asking for a name whose answer is always
+    // truncated: does another client's large answer still come back?
+    let (ok, answers) = tc_flood_round("true", "tc");
+    assert!(ok, "a co-tenant's large answer was lost or slow: {answers:?}");
+}
+
+#[test]
+#[ignore = "round-5 finding: with DNS_HARDENING=false a sustained UDP flood of allowed queries loses a co-tenant's lookups for seconds"]
+fn escape_80_without_the_hardening_a_sustained_dns_flood_does_not_starve_another_client() {
+    // escape_56's per-client backlogs hold "whatever the hardening", but a
+    // flooder's datagrams are only dropped unread by the hardening's rate:
+    // without it, one socket sending allowed.test A as fast as it can
+    // (not a burst: 7 s of it) and a co-tenant meanwhile.
+    let (ok, answers) = tc_flood_round("false", "a");
+    assert!(ok, "a co-tenant's lookups were lost or slow during the flood: {answers:?}");
 }

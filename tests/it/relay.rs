@@ -1494,3 +1494,71 @@ fn attack_ip_target_takes_only_its_own_literal() {
         }
     }
 }
+
+/// Connects from the internal namespace out of any local address `from`.
+fn connect_from_any(t: &Trio, from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{
+        bind, connect as nconnect, socket, AddressFamily, SockFlag, SockType, SockaddrStorage,
+    };
+    let ns = t.inside.clone();
+    within(&ns, move || {
+        let fam = if to.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        let fd = socket(fam, SockType::Stream, SockFlag::empty(), None)?;
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(SocketAddr::new(from, 0)))?;
+        nconnect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(to))?;
+        Ok(TcpStream::from(fd))
+    })
+}
+
+/// Round 5: one client holds every slot from six IPv6 addresses of its
+/// /64 (a host picks them at will), each connection kept past
+/// HEADER_TIMEOUT by a first head whose body trickles in (a body is no
+/// head): another client is served all the same.
+#[test]
+fn attack_many_addresses_of_one_64_and_a_trickled_body_hold_no_other_clients_slot() {
+    let (t, mut e, _servers) = checked_door(
+        "r64",
+        &[("MAX_CONNECTIONS", "3"), ("RELAY_QUEUE_TIMEOUT", "3s"), ("HEADER_TIMEOUT", "1s")],
+    );
+    let victim = second_client(&t);
+    let addrs: Vec<IpAddr> =
+        (0x10..0x16).map(|h| format!("fd00:201:{}::{h:x}", t.n).parse().unwrap()).collect();
+    for a in &addrs {
+        sh(&["ip", "-n", &t.inside, "addr", "add", &format!("{a}/64"), "dev", "eth0", "nodad"]);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let head = b"POST / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 100000\r\n\r\n";
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut held = Vec::new();
+    for a in &addrs {
+        if let Ok(mut s) = connect_from_any(&t, *a, t.door6(80)) {
+            if s.write_all(head).is_ok() {
+                held.push(s);
+            }
+        }
+    }
+    let held_n = held.len();
+    let trickler = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            for _ in 0..40 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                for s in &mut held {
+                    let _ = s.write_all(b"x");
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(1500));
+    let ok = b"GET / HTTP/1.1\r\nHost: fonts.test\r\nContent-Length: 0\r\n\r\n";
+    let mut s = connect_from(&t, victim, t.door(80)).expect("the victim connects");
+    let got = exchange(&mut s, &[ok], Duration::ZERO);
+    let limit = e.event(&["\"relay.blocked\"", "\"reason\":\"limit\""], Duration::from_millis(100));
+    stop.store(true, Ordering::SeqCst);
+    trickler.join().expect("trickler");
+    eprintln!("relay r64: {held_n} connections from one /64; the victim got {} bytes ({limit:?})", got.len());
+    assert_eq!(&got[..], &ok[..], "a /64's many addresses held every slot ({limit:?})");
+}

@@ -37,6 +37,11 @@ Other helpers (different arguments):
         nothing; with "trickle", sends one byte on each every 6 s and opens
         a new one for every one the server closed. Prints "ready", then
         "open K" (K the number open) at once and every 2 s.
+  attack.py head-flood HOST PORT N SECONDS
+        keeps N TCP connections to HOST:PORT for SECONDS, each sending one
+        HTTP request head naming a fresh host (h<i>.allowed.test) and
+        waiting for the answer; one closed is replaced at once. Prints
+        "ready", then {"opened": K, "errors": E, "max_open": M} at the end.
   attack.py hold-tcp-uids HOST PORT N FIRST_UID COUNT
         hold-tcp with trickle in COUNT child processes, child i running as
         uid FIRST_UID+i (needs CAP_SETUID): one container, many users.
@@ -122,6 +127,10 @@ Other helpers (different arguments):
         A queries for random names under ZONE to SERVER:PORT (UDP), as
         fast as one socket sends them, for SECONDS (answers are drained
         and counted); prints "ready", then {"sent": N, "answers": M}.
+  attack.py dns-flood SERVER PORT ZONE SECONDS COUNT
+        as dns-flood, round-robin from COUNT sockets (COUNT source ports:
+        an owner lookup each, where one socket's is cached); COUNT 0: a
+        fresh socket for every query, closed once sent.
   attack.py odd-packet SRC DST KIND
         one strangely shaped packet to DST from a raw socket (CAP_NET_RAW),
         for the parsers behind the blocked-packet log: "v4-options" (IHL 15,
@@ -500,6 +509,53 @@ def hold_tcp(host, port, n, trickle, say=None):
                         pass
             top_up()
         say("open %d" % len(held))
+
+
+def head_flood(host, port, n, seconds):
+    """N connections, each one head with a fresh Host name, replaced as
+    they close, for `seconds`."""
+    import resource
+    import select
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    held = {}
+    count = {"opened": 0, "errors": 0, "max_open": 0}
+    seq = [0]
+
+    def one():
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(1)
+        try:
+            s.connect((host, port))
+            seq[0] += 1
+            s.sendall(b"GET / HTTP/1.1\r\nHost: h%d.allowed.test\r\n\r\n" % seq[0])
+            s.setblocking(False)
+            held[s.fileno()] = s
+            count["opened"] += 1
+        except OSError:
+            s.close()
+            count["errors"] += 1
+
+    print("ready", flush=True)
+    end = time.monotonic() + seconds
+    p = select.poll()
+    while time.monotonic() < end:
+        for _ in range(min(n - len(held), 200)):
+            one()
+            if time.monotonic() >= end:
+                break
+        count["max_open"] = max(count["max_open"], len(held))
+        p = select.poll()
+        for fd in held:
+            p.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        for fd, _ in p.poll(50):
+            s = held.pop(fd, None)
+            if s is not None:
+                s.close()
+    for s in held.values():
+        s.close()
+    print(json.dumps(count), flush=True)
 
 
 def hold_tcp_uids(host, port, n, first_uid, count):
@@ -899,20 +955,34 @@ def owners_flood(host, port, first, count, seconds):
     print(json.dumps({"sent": n}), flush=True)
 
 
-def dns_flood(server, port, zone, seconds):
+def dns_flood(server, port, zone, seconds, count=1):
     import random
-    s = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM)
-    s.setblocking(False)
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    fam = socket.AF_INET6 if ":" in server else socket.AF_INET
+
+    def fresh():
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        return s
+
+    socks = [fresh() for _ in range(max(count, 1))]
     print("ready", flush=True)
-    n, got, end = 0, 0, time.time() + seconds
+    n, got, i, end = 0, 0, 0, time.time() + seconds
     while time.time() < end:
         name = "%08x.%s" % (random.getrandbits(32), zone)
         q = struct.pack("!HHHHHH", random.getrandbits(16), 0x0100, 1, 0, 0, 0) + dns_name(name) + b"\x00\x01\x00\x01"
+        s = fresh() if count == 0 else socks[i % len(socks)]
+        i += 1
         try:
             s.sendto(q, (server, port))
             n += 1
         except OSError:
             time.sleep(0.001)
+        if count == 0:
+            s.close()
+            continue
         try:
             while True:
                 s.recv(2048)
@@ -1046,7 +1116,7 @@ def main():
     if a[1] == "owners-flood":
         return owners_flood(a[2], int(a[3]), int(a[4]), int(a[5]), float(a[6]))
     if a[1] == "dns-flood":
-        return dns_flood(a[2], int(a[3]), a[4], float(a[5]))
+        return dns_flood(a[2], int(a[3]), a[4], float(a[5]), int(a[6]) if len(a) > 6 else 1)
     if a[1] == "odd-packet":
         return odd_packet(a[2], a[3], a[4])
     if a[1] == "capture-http":
@@ -1074,6 +1144,9 @@ def main():
     if sys.argv[1] == "hold-tcp":
         trickle = len(sys.argv) > 5 and sys.argv[5] == "trickle"
         return hold_tcp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), trickle)
+    if sys.argv[1] == "head-flood":
+        a = sys.argv
+        return head_flood(a[2], int(a[3]), int(a[4]), float(a[5]))
     if sys.argv[1] == "hold-tcp-uids":
         a = sys.argv
         return hold_tcp_uids(a[2], int(a[3]), int(a[4]), int(a[5]), int(a[6]))
