@@ -68,6 +68,33 @@ pub const LOG_OWNERS: u32 = 4096;
 pub const CHAIN_LOG_BLOCKED: &str = "log_blocked";
 pub const CHAIN_LOG_AUDIT: &str = "log_audit";
 
+/// Where egret runs a resolver: every port-53 datagram (and TCP SYN) a
+/// workload sends, and every one to the listener's port, passes a limit
+/// per socket owner before NAT redirects it, so a flood is dropped in the
+/// sender's own system call, before it reaches egret's socket, however
+/// little CPU egret gets. The meter is like [`SET_LOG_OWNERS`] (same size
+/// and timeout); owners the full meter has no room for share one bucket.
+pub const SET_DNS_OWNERS: &str = "dns_owners";
+/// The hooked chain (before NAT) and the chain holding the limits.
+pub const CHAIN_DNS_FLOOD: &str = "dns_flood";
+pub const CHAIN_DNS_LIMIT: &str = "dns_limit";
+/// The kernel's DNS ceiling per owner, queries a second: this floor, or
+/// [`DNS_FLOOD_FACTOR`] times `DNS_RATE_QPS` where that is more (see
+/// [`dns_flood_limit`]). Above what the hardening answers at all (its
+/// rate, then REFUSED for ten times the rate, then dropped unread), so
+/// with the hardening on it only takes what egret would drop anyway;
+/// with it off, the floor is the ceiling.
+pub const DNS_FLOOD_FLOOR: u64 = 1000;
+pub const DNS_FLOOD_FACTOR: u64 = 20;
+
+/// The per-owner DNS ceiling (per second, burst) for the hardening's
+/// limits (`None`: off, the floor alone).
+pub fn dns_flood_limit(hardening: Option<&crate::dns::harden::Limits>) -> (u64, u32) {
+    let rate = hardening.map_or(0, |l| u64::from(l.rate_qps) * DNS_FLOOD_FACTOR).max(DNS_FLOOD_FLOOR);
+    let burst = hardening.map_or(0, |l| u64::from(l.rate_burst) * DNS_FLOOD_FACTOR).max(rate * 2);
+    (rate, u32::try_from(burst).unwrap_or(u32::MAX))
+}
+
 /// The set names, shared with the shells that fill learned sets.
 pub const SET_ALLOWED4: &str = "allowed4";
 pub const SET_ALLOWED6: &str = "allowed6";
@@ -429,6 +456,21 @@ pub enum Stmt {
         per_second: u64,
         burst: u32,
     },
+    /// `limit rate over R/second burst B packets`: the rule goes on only
+    /// past the limit.
+    LimitOver {
+        per_second: u64,
+        burst: u32,
+    },
+    /// `update @SET { meta skuid limit rate over R/second burst B packets }`:
+    /// the rule goes on only for an owner past its own limit (it stops
+    /// for one under it, for a packet with no full socket, and when the
+    /// full set has no room for a new owner).
+    OwnerLimitOver {
+        set: &'static str,
+        per_second: u64,
+        burst: u32,
+    },
     /// `jump CHAIN`
     Jump(&'static str),
     /// `log prefix "P" group G`
@@ -732,8 +774,13 @@ impl Ruleset {
         sets.push(Set { name: SET_LOG_OWNERS, family: Family::V4, kind: SetKind::OwnerMeter });
         let (log_name, log_prefix) =
             if audit { (CHAIN_LOG_AUDIT, AUDIT_PREFIX) } else { (CHAIN_LOG_BLOCKED, LOG_PREFIX) };
-        let chains = vec![
-            log_chain(log_name, log_prefix, cfg.nflog_group),
+        let mut chains = vec![log_chain(log_name, log_prefix, cfg.nflog_group)];
+        if cfg.runs_dns_server() {
+            sets.push(Set { name: SET_DNS_OWNERS, family: Family::V4, kind: SetKind::OwnerMeter });
+            let limit = dns_flood_limit(cfg.dns_hardening.as_ref());
+            chains.extend(dns_flood_chains(own(), id.listen_mark, cfg.dns_port, limit));
+        }
+        chains.extend([
             Chain {
                 name: "notrack_out".into(),
                 device: None,
@@ -812,7 +859,7 @@ impl Ruleset {
                 policy: ChainPolicy::Accept,
                 rules: input,
             },
-        ];
+        ]);
         Ruleset { table: TABLE, sets, chains, l2: link_layer(id, host) }
     }
 }
@@ -873,6 +920,58 @@ fn log_chain(name: &'static str, prefix: &'static str, group: u16) -> Chain {
             rule(vec![], vec![Stmt::Limit { per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST }, log]),
         ],
     }
+}
+
+/// `dns_flood` (output, after conntrack, before NAT's redirect) sends a
+/// workload's port-53 datagrams and TCP SYNs, and those straight to the
+/// listener's port, to `dns_limit`: past its owner's limit a packet is
+/// dropped (the sender's `sendto` fails with EPERM); owners the full
+/// meter cannot take, and packets with no full socket, share one bucket
+/// of the same size, so switching uids (CAP_SETUID) gains nothing past
+/// the meter's 4,096. egret's own sockets (its mark, its listeners'
+/// mark) are never limited.
+fn dns_flood_chains(own: Vec<Match>, listen_mark: u32, dns_port: u16, limit: (u64, u32)) -> Vec<Chain> {
+    let (per_second, burst) = limit;
+    let mut hooked = vec![rule(own, vec![Stmt::Return]), rule(vec![Match::Mark(listen_mark)], vec![Stmt::Return])];
+    let mut ports = vec![53];
+    if dns_port != 53 {
+        ports.push(dns_port);
+    }
+    for port in ports {
+        hooked.push(rule(vec![Match::Dport(L4::Udp, port)], vec![Stmt::Jump(CHAIN_DNS_LIMIT)]));
+        hooked.push(rule(
+            vec![Match::Dport(L4::Tcp, port), Match::CtState(CtState::New, Cmp::Eq)],
+            vec![Stmt::Jump(CHAIN_DNS_LIMIT)],
+        ));
+    }
+    let owner = Stmt::OwnerLimitOver { set: SET_DNS_OWNERS, per_second, burst };
+    vec![
+        Chain {
+            name: CHAIN_DNS_FLOOD.into(),
+            device: None,
+            kind: ChainType::Filter,
+            hook: Hook::Output,
+            priority: -150,
+            policy: ChainPolicy::Accept,
+            rules: hooked,
+        },
+        Chain {
+            name: CHAIN_DNS_LIMIT.into(),
+            device: None,
+            kind: ChainType::Filter,
+            hook: Hook::Regular,
+            priority: 0,
+            policy: ChainPolicy::Accept,
+            rules: vec![
+                rule(vec![Match::UserSocket], vec![owner, Stmt::Drop]),
+                // Under its own limit.
+                rule(vec![Match::SkuidInSet(SET_DNS_OWNERS)], vec![Stmt::Return]),
+                // Owners the meter could not take, and packets with no
+                // full socket: one bucket for them all.
+                rule(vec![], vec![Stmt::LimitOver { per_second, burst }, Stmt::Drop]),
+            ],
+        },
+    ]
 }
 
 impl Ruleset {
@@ -1273,6 +1372,15 @@ impl fmt::Display for Stmt {
                 write!(
                     f,
                     "update @{set} {{ meta skuid limit rate {per_second}/second burst {burst} packets }}"
+                )
+            }
+            Stmt::LimitOver { per_second, burst } => {
+                write!(f, "limit rate over {per_second}/second burst {burst} packets")
+            }
+            Stmt::OwnerLimitOver { set, per_second, burst } => {
+                write!(
+                    f,
+                    "update @{set} {{ meta skuid limit rate over {per_second}/second burst {burst} packets }}"
                 )
             }
             Stmt::Jump(chain) => write!(f, "jump {chain}"),
