@@ -81,6 +81,12 @@ pub mod defaults {
     /// a trickling client holds its connection for one deadline, not for
     /// an idle timeout per byte.
     pub const TCP_QUERY_DEADLINE: Duration = Duration::from_secs(3);
+    /// The UDP listener's receive buffer. The default (208 KiB) holds
+    /// about 270 small datagrams (each costs its buffer, not its bytes):
+    /// a few milliseconds of a flood while the loop waits for a core,
+    /// after which another client's query is dropped by the kernel,
+    /// unseen (no answer, no event).
+    pub const UDP_RCVBUF: usize = 4 << 20;
 }
 
 /// What the server needs from [`Config`], so tests can build one directly.
@@ -266,6 +272,7 @@ fn bind_pair(addr: SocketAddr, mark: Option<u32>) -> io::Result<(Udp, TcpListene
     let mut last = None;
     for _ in 0..tries {
         let std_udp = crate::listen::udp(addr, mark)?;
+        receive_buffer(&std_udp, defaults::UDP_RCVBUF);
         let port = std_udp.local_addr()?.port();
         match crate::listen::tcp(SocketAddr::new(addr.ip(), port), 1024, mark) {
             Ok(std_tcp) => {
@@ -279,6 +286,17 @@ fn bind_pair(addr: SocketAddr, mark: Option<u32>) -> io::Result<(Udp, TcpListene
         }
     }
     Err(last.unwrap_or_else(|| io::Error::other("no port")))
+}
+
+/// Raises a socket's receive buffer to `bytes`: past `net.core.rmem_max`
+/// with CAP_NET_ADMIN (SO_RCVBUFFORCE), else as far as that allows.
+fn receive_buffer(sock: &std::net::UdpSocket, bytes: usize) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &bytes).is_err() {
+        if let Err(e) = setsockopt(sock, sockopt::RcvBuf, &bytes) {
+            log::debug!("dns: udp receive buffer: {e}");
+        }
+    }
 }
 
 /// One listen address: its UDP socket and TCP listener once bound.

@@ -195,9 +195,10 @@ mod tests {
         assert!(looks[13..].iter().all(|l| *l == Look::Drop), "{looks:?}");
         // A remembered source is never held up by the budget.
         assert_eq!(o.look(999, t0), Look::Known(Some(7)));
-        // The budget refills with time: 10 a second, so 100 ms buys one.
+        // The budgets refill with time: 10 lookups a second, so 100 ms
+        // buys one; 3 shared a second, so it buys none of those yet.
         assert_eq!(o.look(20, t0 + ms(100)), Look::Ask);
-        assert_eq!(o.look(21, t0 + ms(100)), Look::Unlooked);
+        assert_eq!(o.look(21, t0 + ms(100)), Look::Drop);
     }
 
     #[test]

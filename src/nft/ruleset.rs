@@ -1618,10 +1618,33 @@ table inet egret {
 		timeout 1m
 	}
 
+	set dns_owners {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
 	chain log_blocked {
 		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 0 return
 		meta skuid @log_owners return
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
+	}
+
+	chain dns_flood {
+		type filter hook output priority mangle; policy accept;
+		meta mark 0x1234abcd return
+		meta mark 0x00005151 return
+		udp dport 53 jump dns_limit
+		tcp dport 53 ct state new jump dns_limit
+		udp dport 5353 jump dns_limit
+		tcp dport 5353 ct state new jump dns_limit
+	}
+
+	chain dns_limit {
+		meta skuid 0-4294967295 update @dns_owners { meta skuid limit rate over 1000/second burst 2000 packets } drop
+		meta skuid @dns_owners return
+		limit rate over 1000/second burst 2000 packets drop
 	}
 
 	chain notrack_out {
@@ -1753,10 +1776,33 @@ table inet egret {
 		timeout 1m
 	}
 
+	set dns_owners {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
 	chain log_blocked {
 		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 3 return
 		meta skuid @log_owners return
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
+	}
+
+	chain dns_flood {
+		type filter hook output priority mangle; policy accept;
+		meta mark 0x00000007 return
+		meta mark 0x00000008 return
+		udp dport 53 jump dns_limit
+		tcp dport 53 ct state new jump dns_limit
+		udp dport 5353 jump dns_limit
+		tcp dport 5353 ct state new jump dns_limit
+	}
+
+	chain dns_limit {
+		meta skuid 0-4294967295 update @dns_owners { meta skuid limit rate over 1000/second burst 2000 packets } drop
+		meta skuid @dns_owners return
+		limit rate over 1000/second burst 2000 packets drop
 	}
 
 	chain notrack_out {
