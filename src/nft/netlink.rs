@@ -698,9 +698,13 @@ fn stmt_exprs(s: &Stmt, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Encod
             )?,
         ],
         Stmt::Limit { per_second, burst } => vec![expr("limit", limit_attrs(*per_second, *burst, false)?)?],
-        Stmt::LimitOver { per_second, burst } => vec![expr("limit", limit_attrs(*per_second, *burst, true)?)?],
+        Stmt::LimitOver { per_second, burst } => {
+            vec![expr("limit", limit_attrs(*per_second, *burst, true)?)?]
+        }
         Stmt::OwnerLimit { set, per_second, burst } => owner_limit(set, set_id, *per_second, *burst, false)?,
-        Stmt::OwnerLimitOver { set, per_second, burst } => owner_limit(set, set_id, *per_second, *burst, true)?,
+        Stmt::OwnerLimitOver { set, per_second, burst } => {
+            owner_limit(set, set_id, *per_second, *burst, true)?
+        }
         Stmt::Jump(chain) => {
             let v = nest(
                 c::NFTA_DATA_VERDICT,

@@ -932,7 +932,8 @@ fn log_chain(name: &'static str, prefix: &'static str, group: u16) -> Chain {
 /// mark) are never limited.
 fn dns_flood_chains(own: Vec<Match>, listen_mark: u32, dns_port: u16, limit: (u64, u32)) -> Vec<Chain> {
     let (per_second, burst) = limit;
-    let mut hooked = vec![rule(own, vec![Stmt::Return]), rule(vec![Match::Mark(listen_mark)], vec![Stmt::Return])];
+    let mut hooked =
+        vec![rule(own, vec![Stmt::Return]), rule(vec![Match::Mark(listen_mark)], vec![Stmt::Return])];
     let mut ports = vec![53];
     if dns_port != 53 {
         ports.push(dns_port);

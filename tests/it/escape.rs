@@ -4016,7 +4016,9 @@ fn tc_flood_round(hardening: &str, kind: &str) -> (bool, Answers) {
     drop(d);
     // Every query leaves an answer or an event; these must leave both.
     let ok = mine.len() == answers.len()
-        && answers.iter().all(|(status, full, took)| status == "NOERROR" && *full && *took < Duration::from_secs(2));
+        && answers
+            .iter()
+            .all(|(status, full, took)| status == "NOERROR" && *full && *took < Duration::from_secs(2));
     (ok, answers)
 }
 
