@@ -158,7 +158,6 @@ pub mod c {
     pub const NFTA_LIMIT_BURST: u16 = 3;
     pub const NFTA_LIMIT_TYPE: u16 = 4;
     pub const NFTA_LIMIT_FLAGS: u16 = 5;
-    pub const NFT_LIMIT_F_INV: u32 = 1;
     pub const NFT_LIMIT_PKTS: u32 = 0;
     pub const NFTA_LOG_GROUP: u16 = 1;
     pub const NFTA_LOG_PREFIX: u16 = 2;
@@ -638,47 +637,13 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
 }
 
 /// The `limit` expression's attributes (packets per second).
-/// `over`: the expression matches past the limit (NFT_LIMIT_F_INV),
-/// not under it.
-fn limit_attrs(per_second: u64, burst: u32, over: bool) -> Result<Vec<Attr>, EncodeError> {
+fn limit_attrs(per_second: u64, burst: u32) -> Result<Vec<Attr>, EncodeError> {
     Ok(vec![
         attr(c::NFTA_LIMIT_RATE, per_second.to_be_bytes())?,
         attr(c::NFTA_LIMIT_UNIT, 1u64.to_be_bytes())?,
         be32(c::NFTA_LIMIT_BURST, burst)?,
         be32(c::NFTA_LIMIT_TYPE, c::NFT_LIMIT_PKTS)?,
-        be32(c::NFTA_LIMIT_FLAGS, if over { c::NFT_LIMIT_F_INV } else { 0 })?,
-    ])
-}
-
-/// `update @set { meta skuid limit ... }`: the element's own `limit`
-/// (NFTA_DYNSET_EXPR holds one expression, name and data, not a list
-/// element).
-fn owner_limit(
-    set: &str,
-    set_id: &dyn Fn(&str) -> u32,
-    per_second: u64,
-    burst: u32,
-    over: bool,
-) -> Result<Vec<Attr>, EncodeError> {
-    let limit = nest(
-        c::NFTA_DYNSET_EXPR,
-        vec![
-            attr(c::NFTA_EXPR_NAME, "limit")?,
-            nest(c::NFTA_EXPR_DATA, limit_attrs(per_second, burst, over)?)?,
-        ],
-    )?;
-    Ok(vec![
-        meta(c::NFT_META_SKUID)?,
-        expr(
-            "dynset",
-            vec![
-                attr(c::NFTA_DYNSET_SET_NAME, set)?,
-                be32(c::NFTA_DYNSET_SET_ID, set_id(set))?,
-                be32(c::NFTA_DYNSET_OP, c::NFT_DYNSET_OP_UPDATE)?,
-                be32(c::NFTA_DYNSET_SREG_KEY, c::NFT_REG_1)?,
-                limit,
-            ],
-        )?,
+        be32(c::NFTA_LIMIT_FLAGS, 0)?,
     ])
 }
 
@@ -697,13 +662,30 @@ fn stmt_exprs(s: &Stmt, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Encod
                 ],
             )?,
         ],
-        Stmt::Limit { per_second, burst } => vec![expr("limit", limit_attrs(*per_second, *burst, false)?)?],
-        Stmt::LimitOver { per_second, burst } => {
-            vec![expr("limit", limit_attrs(*per_second, *burst, true)?)?]
-        }
-        Stmt::OwnerLimit { set, per_second, burst } => owner_limit(set, set_id, *per_second, *burst, false)?,
-        Stmt::OwnerLimitOver { set, per_second, burst } => {
-            owner_limit(set, set_id, *per_second, *burst, true)?
+        Stmt::Limit { per_second, burst } => vec![expr("limit", limit_attrs(*per_second, *burst)?)?],
+        Stmt::OwnerLimit { set, per_second, burst } => {
+            // The element's own `limit`: NFTA_DYNSET_EXPR holds one
+            // expression (name and data), not a list element.
+            let limit = nest(
+                c::NFTA_DYNSET_EXPR,
+                vec![
+                    attr(c::NFTA_EXPR_NAME, "limit")?,
+                    nest(c::NFTA_EXPR_DATA, limit_attrs(*per_second, *burst)?)?,
+                ],
+            )?;
+            vec![
+                meta(c::NFT_META_SKUID)?,
+                expr(
+                    "dynset",
+                    vec![
+                        attr(c::NFTA_DYNSET_SET_NAME, *set)?,
+                        be32(c::NFTA_DYNSET_SET_ID, set_id(set))?,
+                        be32(c::NFTA_DYNSET_OP, c::NFT_DYNSET_OP_UPDATE)?,
+                        be32(c::NFTA_DYNSET_SREG_KEY, c::NFT_REG_1)?,
+                        limit,
+                    ],
+                )?,
+            ]
         }
         Stmt::Jump(chain) => {
             let v = nest(

@@ -456,21 +456,6 @@ pub enum Stmt {
         per_second: u64,
         burst: u32,
     },
-    /// `limit rate over R/second burst B packets`: the rule goes on only
-    /// past the limit.
-    LimitOver {
-        per_second: u64,
-        burst: u32,
-    },
-    /// `update @SET { meta skuid limit rate over R/second burst B packets }`:
-    /// the rule goes on only for an owner past its own limit (it stops
-    /// for one under it, for a packet with no full socket, and when the
-    /// full set has no room for a new owner).
-    OwnerLimitOver {
-        set: &'static str,
-        per_second: u64,
-        burst: u32,
-    },
     /// `jump CHAIN`
     Jump(&'static str),
     /// `log prefix "P" group G`
@@ -945,7 +930,7 @@ fn dns_flood_chains(own: Vec<Match>, listen_mark: u32, dns_port: u16, limit: (u6
             vec![Stmt::Jump(CHAIN_DNS_LIMIT)],
         ));
     }
-    let owner = Stmt::OwnerLimitOver { set: SET_DNS_OWNERS, per_second, burst };
+    let owner = Stmt::OwnerLimit { set: SET_DNS_OWNERS, per_second, burst };
     vec![
         Chain {
             name: CHAIN_DNS_FLOOD.into(),
@@ -963,13 +948,18 @@ fn dns_flood_chains(own: Vec<Match>, listen_mark: u32, dns_port: u16, limit: (u6
             hook: Hook::Regular,
             priority: 0,
             policy: ChainPolicy::Accept,
+            // Written as "under the limit: on" rather than "over it:
+            // drop": a set element's `limit rate over` let through half
+            // its rate and burst (measured on Linux 6.18), a plain
+            // `limit` the whole.
             rules: vec![
-                rule(vec![Match::UserSocket], vec![owner, Stmt::Drop]),
-                // Under its own limit.
-                rule(vec![Match::SkuidInSet(SET_DNS_OWNERS)], vec![Stmt::Return]),
+                rule(vec![Match::UserSocket], vec![owner, Stmt::Return]),
+                // Over its own limit.
+                rule(vec![Match::SkuidInSet(SET_DNS_OWNERS)], vec![Stmt::Drop]),
                 // Owners the meter could not take, and packets with no
                 // full socket: one bucket for them all.
-                rule(vec![], vec![Stmt::LimitOver { per_second, burst }, Stmt::Drop]),
+                rule(vec![], vec![Stmt::Limit { per_second, burst }, Stmt::Return]),
+                rule(vec![], vec![Stmt::Drop]),
             ],
         },
     ]
@@ -1375,15 +1365,6 @@ impl fmt::Display for Stmt {
                     "update @{set} {{ meta skuid limit rate {per_second}/second burst {burst} packets }}"
                 )
             }
-            Stmt::LimitOver { per_second, burst } => {
-                write!(f, "limit rate over {per_second}/second burst {burst} packets")
-            }
-            Stmt::OwnerLimitOver { set, per_second, burst } => {
-                write!(
-                    f,
-                    "update @{set} {{ meta skuid limit rate over {per_second}/second burst {burst} packets }}"
-                )
-            }
             Stmt::Jump(chain) => write!(f, "jump {chain}"),
             Stmt::Log { prefix, group } => write!(f, "log prefix \"{prefix}\" group {group}"),
             Stmt::Reject(Reject::TcpReset) => f.write_str("reject with tcp reset"),
@@ -1643,9 +1624,10 @@ table inet egret {
 	}
 
 	chain dns_limit {
-		meta skuid 0-4294967295 update @dns_owners { meta skuid limit rate over 1000/second burst 2000 packets } drop
-		meta skuid @dns_owners return
-		limit rate over 1000/second burst 2000 packets drop
+		meta skuid 0-4294967295 update @dns_owners { meta skuid limit rate 1000/second burst 2000 packets } return
+		meta skuid @dns_owners drop
+		limit rate 1000/second burst 2000 packets return
+		drop
 	}
 
 	chain notrack_out {
@@ -1801,9 +1783,10 @@ table inet egret {
 	}
 
 	chain dns_limit {
-		meta skuid 0-4294967295 update @dns_owners { meta skuid limit rate over 1000/second burst 2000 packets } drop
-		meta skuid @dns_owners return
-		limit rate over 1000/second burst 2000 packets drop
+		meta skuid 0-4294967295 update @dns_owners { meta skuid limit rate 1000/second burst 2000 packets } return
+		meta skuid @dns_owners drop
+		limit rate 1000/second burst 2000 packets return
+		drop
 	}
 
 	chain notrack_out {
