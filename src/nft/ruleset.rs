@@ -75,6 +75,10 @@ pub const CHAIN_LOG_AUDIT: &str = "log_audit";
 /// little CPU egret gets. The meter is like [`SET_LOG_OWNERS`] (same size
 /// and timeout); owners the full meter has no room for share one bucket.
 pub const SET_DNS_OWNERS: &str = "dns_owners";
+/// The owners `dns_owners` tracks, without a limit of their own: a
+/// lookup in a set whose elements carry a `limit` spends it (and fails
+/// past it), so "tracked, under its limit" is asked here instead.
+pub const SET_DNS_KNOWN: &str = "dns_known";
 /// The hooked chain (before NAT) and the chain holding the limits.
 pub const CHAIN_DNS_FLOOD: &str = "dns_flood";
 pub const CHAIN_DNS_LIMIT: &str = "dns_limit";
@@ -456,6 +460,17 @@ pub enum Stmt {
         per_second: u64,
         burst: u32,
     },
+    /// `update @SET { meta skuid }`: the socket owner into a set of
+    /// owners (no expression); the rule stops here when the set is full.
+    OwnerSeen(&'static str),
+    /// `update @SET { meta skuid limit rate over R/second burst B packets }`:
+    /// the rule goes on only for an owner past its own limit (it stops for
+    /// one under it, and when the full set has no room for a new owner).
+    OwnerLimitOver {
+        set: &'static str,
+        per_second: u64,
+        burst: u32,
+    },
     /// `jump CHAIN`
     Jump(&'static str),
     /// `log prefix "P" group G`
@@ -761,6 +776,7 @@ impl Ruleset {
             if audit { (CHAIN_LOG_AUDIT, AUDIT_PREFIX) } else { (CHAIN_LOG_BLOCKED, LOG_PREFIX) };
         let mut chains = vec![log_chain(log_name, log_prefix, cfg.nflog_group)];
         if cfg.runs_dns_server() {
+            sets.push(Set { name: SET_DNS_KNOWN, family: Family::V4, kind: SetKind::OwnerMeter });
             sets.push(Set { name: SET_DNS_OWNERS, family: Family::V4, kind: SetKind::OwnerMeter });
             let limit = dns_flood_limit(cfg.dns_hardening.as_ref());
             chains.extend(dns_flood_chains(own(), id.listen_mark, cfg.dns_port, limit));
@@ -930,7 +946,7 @@ fn dns_flood_chains(own: Vec<Match>, listen_mark: u32, dns_port: u16, limit: (u6
             vec![Stmt::Jump(CHAIN_DNS_LIMIT)],
         ));
     }
-    let owner = Stmt::OwnerLimit { set: SET_DNS_OWNERS, per_second, burst };
+    let owner = Stmt::OwnerLimitOver { set: SET_DNS_OWNERS, per_second, burst };
     vec![
         Chain {
             name: CHAIN_DNS_FLOOD.into(),
@@ -948,15 +964,15 @@ fn dns_flood_chains(own: Vec<Match>, listen_mark: u32, dns_port: u16, limit: (u6
             hook: Hook::Regular,
             priority: 0,
             policy: ChainPolicy::Accept,
-            // Written as "under the limit: on" rather than "over it:
-            // drop": a set element's `limit rate over` let through half
-            // its rate and burst (measured on Linux 6.18), a plain
-            // `limit` the whole.
             rules: vec![
-                rule(vec![Match::UserSocket], vec![owner, Stmt::Return]),
-                // Over its own limit.
-                rule(vec![Match::SkuidInSet(SET_DNS_OWNERS)], vec![Stmt::Drop]),
-                // Owners the meter could not take, and packets with no
+                // Past its own limit: dropped. `dns_known` is filled first
+                // and never holds fewer owners than `dns_owners`.
+                rule(vec![Match::UserSocket], vec![Stmt::OwnerSeen(SET_DNS_KNOWN), owner, Stmt::Drop]),
+                // A tracked owner under its limit. (Not a lookup in
+                // `dns_owners`: that would spend the element's limit again,
+                // measured as half the rate and burst on Linux 6.18.)
+                rule(vec![Match::SkuidInSet(SET_DNS_KNOWN)], vec![Stmt::Return]),
+                // Owners the meters could not take, and packets with no
                 // full socket: one bucket for them all.
                 rule(vec![], vec![Stmt::Limit { per_second, burst }, Stmt::Return]),
                 rule(vec![], vec![Stmt::Drop]),
@@ -1365,6 +1381,11 @@ impl fmt::Display for Stmt {
                     "update @{set} {{ meta skuid limit rate {per_second}/second burst {burst} packets }}"
                 )
             }
+            Stmt::OwnerSeen(set) => write!(f, "update @{set} {{ meta skuid }}"),
+            Stmt::OwnerLimitOver { set, per_second, burst } => write!(
+                f,
+                "update @{set} {{ meta skuid limit rate over {per_second}/second burst {burst} packets }}"
+            ),
             Stmt::Jump(chain) => write!(f, "jump {chain}"),
             Stmt::Log { prefix, group } => write!(f, "log prefix \"{prefix}\" group {group}"),
             Stmt::Reject(Reject::TcpReset) => f.write_str("reject with tcp reset"),
@@ -1600,6 +1621,13 @@ table inet egret {
 		timeout 1m
 	}
 
+	set dns_known {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
 	set dns_owners {
 		type uid
 		size 4096
@@ -1624,8 +1652,8 @@ table inet egret {
 	}
 
 	chain dns_limit {
-		meta skuid 0-4294967295 update @dns_owners { meta skuid limit rate 1000/second burst 2000 packets } return
-		meta skuid @dns_owners drop
+		meta skuid 0-4294967295 update @dns_known { meta skuid } update @dns_owners { meta skuid limit rate over 1000/second burst 2000 packets } drop
+		meta skuid @dns_known return
 		limit rate 1000/second burst 2000 packets return
 		drop
 	}
@@ -1759,6 +1787,13 @@ table inet egret {
 		timeout 1m
 	}
 
+	set dns_known {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
 	set dns_owners {
 		type uid
 		size 4096
@@ -1783,8 +1818,8 @@ table inet egret {
 	}
 
 	chain dns_limit {
-		meta skuid 0-4294967295 update @dns_owners { meta skuid limit rate 1000/second burst 2000 packets } return
-		meta skuid @dns_owners drop
+		meta skuid 0-4294967295 update @dns_known { meta skuid } update @dns_owners { meta skuid limit rate over 1000/second burst 2000 packets } drop
+		meta skuid @dns_known return
 		limit rate 1000/second burst 2000 packets return
 		drop
 	}
