@@ -653,7 +653,7 @@ impl Shared {
     fn udp_client(&self, asker: &Asker, now: Instant) -> Option<crate::peer::Client> {
         let mut o = self.udp_owners.lock().unwrap_or_else(|e| e.into_inner());
         let owner = match o.table.look(asker.addr, now) {
-            owners::Look::Known(owner) => owner,
+            owners::Look::Known(owner) => Some(owner),
             owners::Look::Unlooked => return Some(crate::peer::Client::Unknown),
             owners::Look::Drop => return None,
             owners::Look::Ask => {

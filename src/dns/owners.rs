@@ -32,8 +32,8 @@ pub mod defaults {
 /// What to do about one datagram's source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Look<O> {
-    /// Remembered: this owner (`None`: looked up and not found).
-    Known(Option<O>),
+    /// Remembered: this owner.
+    Known(O),
     /// Look it up now (a token of the budget is spent), then
     /// [`Owners::learned`].
     Ask,
@@ -74,7 +74,7 @@ impl Bucket {
 pub struct Owners<A, O> {
     ttl: Duration,
     max: usize,
-    entries: HashMap<A, (Option<O>, Instant)>,
+    entries: HashMap<A, (O, Instant)>,
     /// Insertion order, oldest first; an item whose time is not its
     /// entry's any more was refreshed since (skipped on eviction).
     order: VecDeque<(A, Instant)>,
@@ -121,8 +121,15 @@ impl<A: Copy + Eq + Hash, O: Copy> Owners<A, O> {
     }
 
     /// Remembers what a lookup of `addr` found; a full table first drops
-    /// expired entries, then its oldest.
+    /// expired entries, then its oldest. Not finding one is not
+    /// remembered: the socket is gone (closed once sent), and its port is
+    /// free for the next socket, another client's perhaps, which must not
+    /// inherit "unknown" (and the flood's bucket) for a second.
     pub fn learned(&mut self, addr: A, owner: Option<O>, now: Instant) {
+        let Some(owner) = owner else {
+            self.entries.remove(&addr);
+            return;
+        };
         self.prune(now);
         while !self.entries.contains_key(&addr) && self.entries.len() >= self.max {
             let Some((a, at)) = self.order.pop_front() else { break };
@@ -178,10 +185,14 @@ mod tests {
         let mut o: Owners<u16, u32> = Owners::with(ms(1000), 8, 10, 2, t0);
         assert_eq!(o.look(1, t0), Look::Ask);
         o.learned(1, Some(1000), t0);
-        assert_eq!(o.look(1, t0 + ms(999)), Look::Known(Some(1000)));
+        assert_eq!(o.look(1, t0 + ms(999)), Look::Known(1000));
         assert_eq!(o.look(1, t0 + ms(1000)), Look::Ask, "expired: asked again");
-        o.learned(2, None, t0);
-        assert_eq!(o.look(2, t0 + ms(10)), Look::Known(None), "not found is remembered too");
+        // Not found (a socket closed once sent): asked again next time, so
+        // the next socket on that port is not taken for unknown.
+        o.learned(1, None, t0 + ms(1000));
+        assert_eq!(o.look(1, t0 + ms(1001)), Look::Ask);
+        o.learned(1, Some(65534), t0 + ms(1001));
+        assert_eq!(o.look(1, t0 + ms(1002)), Look::Known(65534));
     }
 
     #[test]
@@ -194,7 +205,7 @@ mod tests {
         assert!(looks[10..13].iter().all(|l| *l == Look::Unlooked), "{looks:?}");
         assert!(looks[13..].iter().all(|l| *l == Look::Drop), "{looks:?}");
         // A remembered source is never held up by the budget.
-        assert_eq!(o.look(999, t0), Look::Known(Some(7)));
+        assert_eq!(o.look(999, t0), Look::Known(7));
         // The budgets refill with time: 10 lookups a second, so 100 ms
         // buys one; 3 shared a second, so it buys none of those yet.
         assert_eq!(o.look(20, t0 + ms(100)), Look::Ask);
@@ -214,7 +225,7 @@ mod tests {
         assert_eq!(o.len(), 4);
         assert_eq!(o.look(1, t0 + ms(12)), Look::Ask, "the oldest went");
         for p in [0, 2, 3, 9] {
-            assert_eq!(o.look(p, t0 + ms(12)), Look::Known(Some(u32::from(p))), "{p} stays");
+            assert_eq!(o.look(p, t0 + ms(12)), Look::Known(u32::from(p)), "{p} stays");
         }
         // Expired entries go first, and the order stays bounded however
         // often entries are refreshed.
