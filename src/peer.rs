@@ -197,6 +197,53 @@ pub fn lookup_udp(client: SocketAddr, to: SocketAddr) -> Option<Owner> {
     ask(&request_udp(1, client, to), client, to)
 }
 
+/// A `sock_diag` socket kept for many lookups, for one thread that asks
+/// often (the DNS server's receive loop, once per new UDP source port):
+/// a socket per lookup cost a `socket`, a `setsockopt` and a `close`
+/// beside the round trip. Requests are numbered, so a late answer to an
+/// earlier one is skipped; a socket that failed is replaced on the next
+/// lookup.
+#[derive(Debug, Default)]
+pub struct Diag {
+    fd: Option<OwnedFd>,
+    seq: u32,
+}
+
+impl Diag {
+    pub fn new() -> Diag {
+        Diag::default()
+    }
+
+    /// As [`lookup_udp`], on the kept socket.
+    pub fn udp(&mut self, client: SocketAddr, to: SocketAddr) -> Option<Owner> {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let req = request_udp(self.seq, client, to);
+        let fd = match self.fd.take() {
+            Some(fd) => fd,
+            None => match open() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    log::debug!("sock_diag socket: {e}");
+                    return None;
+                }
+            },
+        };
+        match exchange(&fd, self.seq, &req) {
+            Ok(r) => {
+                self.fd = Some(fd);
+                match r {
+                    Reply::Found(o) => Some(o),
+                    Reply::NotFound(_) => None,
+                }
+            }
+            Err(e) => {
+                log::debug!("sock_diag lookup {client} -> {to}: {e}");
+                None
+            }
+        }
+    }
+}
+
 /// The owner of the TCP listener that a connection to `addr` in this
 /// network namespace reaches (the kernel's own listener lookup: an
 /// address-specific listener, else a wildcard one); `None` as for
@@ -491,6 +538,22 @@ mod tests {
         let owner = lookup(peer, l.local_addr().unwrap()).expect("the kernel knows our own socket");
         assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
         drop(c);
+    }
+
+    #[test]
+    fn one_kept_socket_answers_many_udp_lookups() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = server.local_addr().unwrap();
+        let mut diag = Diag::new();
+        for _ in 0..50 {
+            let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let from = c.local_addr().unwrap();
+            let owner = diag.udp(from, to).expect("the kernel knows our own udp socket");
+            assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
+            drop(c);
+            assert_eq!(diag.udp(from, to), None, "a closed socket has no owner");
+        }
+        assert!(diag.fd.is_some(), "the socket is kept");
     }
 
     #[test]

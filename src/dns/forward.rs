@@ -25,7 +25,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread;
@@ -522,32 +522,47 @@ impl Forwarder {
     }
 }
 
-/// TCP retries running now, across forwarders.
-static TCP_RETRIES: AtomicUsize = AtomicUsize::new(0);
-
 /// A truncated UDP answer: the same upstream again over TCP (then the
 /// rest, as [`super::upstream::Upstreams::exchange`] does), on its own
-/// thread so the forwarder's other queries are not held up.
+/// thread so the forwarder's other queries are not held up. The threads
+/// are a fair share per client (`Shared::tcp_retries`), so one client's
+/// truncated answers cannot take every retry from another's.
 fn retry_over_tcp(shared: Arc<Shared>, job: Job, tries: Tries) {
-    if TCP_RETRIES.fetch_add(1, Ordering::SeqCst) >= defaults::TCP_CLIENTS {
-        TCP_RETRIES.fetch_sub(1, Ordering::SeqCst);
-        let mut tries = tries;
-        let addr = shared.settings.upstreams.addrs[tries.next];
-        tries.failed(addr, "truncated, and too many tcp retries running".into());
-        let out = shared.upstreams_failed(&job.info, &tries.into_error(), job.asker);
-        job.answer(&out);
-        return;
-    }
-    let spawned = thread::Builder::new().name("dns-tc".into()).spawn(move || {
-        let mut job = job;
-        // The upstream ID of the UDP try is still in it.
-        job.query[..2].copy_from_slice(&job.info.id.to_be_bytes());
-        let out = shared.exchange_and_deliver(&job.query, &job.info, tries, job.asker);
-        job.answer(&filter::fit_udp(out, &job.info));
-        TCP_RETRIES.fetch_sub(1, Ordering::SeqCst);
+    let who = job.asker.client.unwrap_or(crate::peer::Client::Unknown);
+    let ticket = match shared.tcp_retries.admit(who) {
+        Ok(t) => t,
+        Err(_) => {
+            let mut tries = tries;
+            let addr = shared.settings.upstreams.addrs[tries.next];
+            tries.failed(addr, "truncated, and this client's share of tcp retries is running".into());
+            let out = shared.upstreams_failed(&job.info, &tries.into_error(), job.asker);
+            job.answer(&out);
+            return;
+        }
+    };
+    // Handed over through a slot the thread empties: if no thread
+    // starts, the query is taken back and still gets its SERVFAIL and its
+    // event (it was dropped unanswered and unlogged before).
+    let slot = Arc::new(std::sync::Mutex::new(Some((job, tries))));
+    let spawned = thread::Builder::new().name("dns-tc".into()).spawn({
+        let (shared, slot) = (shared.clone(), slot.clone());
+        move || {
+            let _ticket = ticket;
+            let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some((mut job, tries)) = taken else { return };
+            // The upstream ID of the UDP try is still in it.
+            job.query[..2].copy_from_slice(&job.info.id.to_be_bytes());
+            let out = shared.exchange_and_deliver(&job.query, &job.info, tries, job.asker);
+            job.answer(&filter::fit_udp(out, &job.info));
+        }
     });
     if let Err(e) = spawned {
-        TCP_RETRIES.fetch_sub(1, Ordering::SeqCst);
         log::warn!("dns: cannot start a tcp retry thread: {e}");
+        if let Some((job, mut tries)) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let addr = shared.settings.upstreams.addrs[tries.next];
+            tries.failed(addr, format!("truncated, and no thread for a tcp retry: {e}"));
+            let out = shared.upstreams_failed(&job.info, &tries.into_error(), job.asker);
+            job.answer(&out);
+        }
     }
 }

@@ -21,6 +21,7 @@ pub mod filter;
 mod forward;
 pub mod harden;
 pub mod learn;
+pub mod owners;
 pub mod reply;
 mod tcp;
 pub mod upstream;
@@ -80,6 +81,12 @@ pub mod defaults {
     /// a trickling client holds its connection for one deadline, not for
     /// an idle timeout per byte.
     pub const TCP_QUERY_DEADLINE: Duration = Duration::from_secs(3);
+    /// The UDP listener's receive buffer. The default (208 KiB) holds
+    /// about 270 small datagrams (each costs its buffer, not its bytes):
+    /// a few milliseconds of a flood while the loop waits for a core,
+    /// after which another client's query is dropped by the kernel,
+    /// unseen (no answer, no event).
+    pub const UDP_RCVBUF: usize = 4 << 20;
 }
 
 /// What the server needs from [`Config`], so tests can build one directly.
@@ -222,7 +229,10 @@ pub fn start_with(
     let backlog = crate::fair::Turns::new(defaults::QUEUE, defaults::QUEUE * settings.workers.max(1));
     let shared = Arc::new(Shared {
         budget,
-        udp_owners: Default::default(),
+        udp_owners: std::sync::Mutex::new(UdpOwners {
+            table: owners::Owners::new(Instant::now()),
+            diag: crate::peer::Diag::new(),
+        }),
         backlog_waiting: AtomicBool::new(false),
         loop_waker: std::sync::OnceLock::new(),
         settings,
@@ -231,6 +241,7 @@ pub fn start_with(
         learner,
         tcp_clients: AtomicUsize::new(0),
         tcp_fair: crate::fair::Admission::new(crate::fair::Limits::for_max(defaults::TCP_CLIENTS)),
+        tcp_retries: crate::fair::Admission::new(crate::fair::Limits::for_max(defaults::TCP_CLIENTS)),
         stats: stats.clone(),
     });
     let mut lp = Loop { poll, slots, fwd: Vec::new(), next: 0, backlog, shared, stop: stop.clone() };
@@ -261,6 +272,7 @@ fn bind_pair(addr: SocketAddr, mark: Option<u32>) -> io::Result<(Udp, TcpListene
     let mut last = None;
     for _ in 0..tries {
         let std_udp = crate::listen::udp(addr, mark)?;
+        receive_buffer(&std_udp, defaults::UDP_RCVBUF);
         let port = std_udp.local_addr()?.port();
         match crate::listen::tcp(SocketAddr::new(addr.ip(), port), 1024, mark) {
             Ok(std_tcp) => {
@@ -274,6 +286,17 @@ fn bind_pair(addr: SocketAddr, mark: Option<u32>) -> io::Result<(Udp, TcpListene
         }
     }
     Err(last.unwrap_or_else(|| io::Error::other("no port")))
+}
+
+/// Raises a socket's receive buffer to `bytes`: past `net.core.rmem_max`
+/// with CAP_NET_ADMIN (SO_RCVBUFFORCE), else as far as that allows.
+fn receive_buffer(sock: &std::net::UdpSocket, bytes: usize) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &bytes).is_err() {
+        if let Err(e) = setsockopt(sock, sockopt::RcvBuf, &bytes) {
+            log::debug!("dns: udp receive buffer: {e}");
+        }
+    }
 }
 
 /// One listen address: its UDP socket and TCP listener once bound.
@@ -315,6 +338,9 @@ struct Shared {
     tcp_clients: AtomicUsize,
     /// TCP slots per client (the owner of the client's socket).
     tcp_fair: Arc<crate::fair::Admission<crate::peer::Client>>,
+    /// The threads that fetch a truncated UDP answer again over TCP
+    /// (`defaults::TCP_CLIENTS` at once), a fair share per client.
+    tcp_retries: Arc<crate::fair::Admission<crate::peer::Client>>,
     stats: Arc<Stats>,
     /// `DNS_HARDENING`'s rate buckets and zone budgets (UDP loop and TCP
     /// threads alike), `None` when off.
@@ -323,16 +349,16 @@ struct Shared {
     /// a forwarder that takes jobs wakes the loop through `loop_waker`.
     backlog_waiting: AtomicBool,
     loop_waker: std::sync::OnceLock<Arc<Waker>>,
-    /// Who sent UDP queries lately, by source address (see `udp_owner`).
-    udp_owners:
-        std::sync::Mutex<std::collections::HashMap<SocketAddr, (Option<crate::peer::Owner>, Instant)>>,
+    /// Who sent UDP queries lately, by source address, and the socket
+    /// that asks the kernel (see `udp_client`).
+    udp_owners: std::sync::Mutex<UdpOwners>,
 }
 
-/// How long a UDP source address's owner is believed: a busy client
-/// costs one `sock_diag` lookup per second, not one per query.
-const UDP_OWNER_TTL: Duration = Duration::from_secs(1);
-/// Source addresses remembered at most.
-const UDP_OWNERS: usize = 4096;
+/// The UDP owner table and its lookups' socket.
+struct UdpOwners {
+    table: owners::Owners<SocketAddr, crate::peer::Owner>,
+    diag: crate::peer::Diag,
+}
 
 /// Counters since start, for metrics (relaxed atomics: each is exact on
 /// its own, not a consistent snapshot of all).
@@ -511,7 +537,10 @@ impl Loop {
             // client must not take the loop from the others).
             let now = Instant::now();
             let mut asker = Asker::udp(client, local);
-            let who = crate::peer::Client::of(self.shared.udp_owner(&asker, now));
+            let Some(who) = self.shared.udp_client(&asker, now) else {
+                self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
             asker.client = Some(who);
             if let Some(budget) = &self.shared.budget {
                 let flood = budget.lock().unwrap_or_else(|e| e.into_inner()).flood(who, now);
@@ -617,26 +646,26 @@ impl Shared {
     /// co-tenants' lookups refused. The query was addressed to port 53
     /// and redirected here, or to this address itself; an unconnected
     /// client socket matches either.
-    fn udp_owner(&self, asker: &Asker, now: Instant) -> Option<crate::peer::Owner> {
-        let lock = || self.udp_owners.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&(owner, at)) = lock().get(&asker.addr) {
-            if now.saturating_duration_since(at) < UDP_OWNER_TTL {
-                return owner;
+    ///
+    /// `None`: past the lookup budget and its shared bucket, a datagram
+    /// from a source not remembered is to be dropped unread; one past the
+    /// budget alone is an unknown owner's (see [`owners`]).
+    fn udp_client(&self, asker: &Asker, now: Instant) -> Option<crate::peer::Client> {
+        let mut o = self.udp_owners.lock().unwrap_or_else(|e| e.into_inner());
+        let owner = match o.table.look(asker.addr, now) {
+            owners::Look::Known(owner) => Some(owner),
+            owners::Look::Unlooked => return Some(crate::peer::Client::Unknown),
+            owners::Look::Drop => return None,
+            owners::Look::Ask => {
+                let to53 = SocketAddr::new(asker.local.ip(), 53);
+                let owner = o.diag.udp(asker.addr, to53).or_else(|| {
+                    (asker.local.port() != 53).then(|| o.diag.udp(asker.addr, asker.local)).flatten()
+                });
+                o.table.learned(asker.addr, owner, now);
+                owner
             }
-        }
-        let to53 = SocketAddr::new(asker.local.ip(), 53);
-        let owner = crate::peer::lookup_udp(asker.addr, to53).or_else(|| {
-            (asker.local.port() != 53).then(|| crate::peer::lookup_udp(asker.addr, asker.local)).flatten()
-        });
-        let mut cache = lock();
-        if cache.len() >= UDP_OWNERS {
-            cache.retain(|_, (_, at)| now.saturating_duration_since(*at) < UDP_OWNER_TTL);
-            if cache.len() >= UDP_OWNERS {
-                cache.clear();
-            }
-        }
-        cache.insert(asker.addr, (owner, now));
-        owner
+        };
+        Some(crate::peer::Client::of(owner))
     }
 
     /// `DNS_HARDENING` on an allowed query before it is forwarded: the
@@ -648,7 +677,9 @@ impl Shared {
         let now = std::time::Instant::now();
         let client = match (asker.client, asker.who) {
             (Some(c), _) => c,
-            (None, None) if asker.proto == "UDP" => crate::peer::Client::of(self.udp_owner(asker, now)),
+            (None, None) if asker.proto == "UDP" => {
+                self.udp_client(asker, now).unwrap_or(crate::peer::Client::Unknown)
+            }
             (None, w) => crate::peer::Client::of(w),
         };
         for q in &info.questions {

@@ -158,6 +158,7 @@ pub mod c {
     pub const NFTA_LIMIT_BURST: u16 = 3;
     pub const NFTA_LIMIT_TYPE: u16 = 4;
     pub const NFTA_LIMIT_FLAGS: u16 = 5;
+    pub const NFT_LIMIT_F_INV: u32 = 1;
     pub const NFT_LIMIT_PKTS: u32 = 0;
     pub const NFTA_LOG_GROUP: u16 = 1;
     pub const NFTA_LOG_PREFIX: u16 = 2;
@@ -684,6 +685,45 @@ fn stmt_exprs(s: &Stmt, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Encod
                     attr(c::NFTA_EXPR_NAME, "limit")?,
                     nest(c::NFTA_EXPR_DATA, limit_attrs(*per_second, *burst)?)?,
                 ],
+            )?;
+            vec![
+                meta(c::NFT_META_SKUID)?,
+                expr(
+                    "dynset",
+                    vec![
+                        attr(c::NFTA_DYNSET_SET_NAME, *set)?,
+                        be32(c::NFTA_DYNSET_SET_ID, set_id(set))?,
+                        be32(c::NFTA_DYNSET_OP, c::NFT_DYNSET_OP_UPDATE)?,
+                        be32(c::NFTA_DYNSET_SREG_KEY, c::NFT_REG_1)?,
+                        limit,
+                    ],
+                )?,
+            ]
+        }
+        Stmt::OwnerSeen(set) => vec![
+            meta(c::NFT_META_SKUID)?,
+            expr(
+                "dynset",
+                vec![
+                    attr(c::NFTA_DYNSET_SET_NAME, *set)?,
+                    be32(c::NFTA_DYNSET_SET_ID, set_id(set))?,
+                    be32(c::NFTA_DYNSET_OP, c::NFT_DYNSET_OP_UPDATE)?,
+                    be32(c::NFTA_DYNSET_SREG_KEY, c::NFT_REG_1)?,
+                ],
+            )?,
+        ],
+        Stmt::OwnerLimitOver { set, per_second, burst } => {
+            // As `OwnerLimit`, the limit inverted (NFT_LIMIT_F_INV).
+            let data = vec![
+                attr(c::NFTA_LIMIT_RATE, per_second.to_be_bytes())?,
+                attr(c::NFTA_LIMIT_UNIT, 1u64.to_be_bytes())?,
+                be32(c::NFTA_LIMIT_BURST, *burst)?,
+                be32(c::NFTA_LIMIT_TYPE, c::NFT_LIMIT_PKTS)?,
+                be32(c::NFTA_LIMIT_FLAGS, c::NFT_LIMIT_F_INV)?,
+            ];
+            let limit = nest(
+                c::NFTA_DYNSET_EXPR,
+                vec![attr(c::NFTA_EXPR_NAME, "limit")?, nest(c::NFTA_EXPR_DATA, data)?],
             )?;
             vec![
                 meta(c::NFT_META_SKUID)?,

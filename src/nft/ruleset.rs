@@ -68,6 +68,37 @@ pub const LOG_OWNERS: u32 = 4096;
 pub const CHAIN_LOG_BLOCKED: &str = "log_blocked";
 pub const CHAIN_LOG_AUDIT: &str = "log_audit";
 
+/// Where egret runs a resolver: every port-53 datagram (and TCP SYN) a
+/// workload sends, and every one to the listener's port, passes a limit
+/// per socket owner before NAT redirects it, so a flood is dropped in the
+/// sender's own system call, before it reaches egret's socket, however
+/// little CPU egret gets. The meter is like [`SET_LOG_OWNERS`] (same size
+/// and timeout); owners the full meter has no room for share one bucket.
+pub const SET_DNS_OWNERS: &str = "dns_owners";
+/// The owners `dns_owners` tracks, without a limit of their own: a
+/// lookup in a set whose elements carry a `limit` spends it (and fails
+/// past it), so "tracked, under its limit" is asked here instead.
+pub const SET_DNS_KNOWN: &str = "dns_known";
+/// The hooked chain (before NAT) and the chain holding the limits.
+pub const CHAIN_DNS_FLOOD: &str = "dns_flood";
+pub const CHAIN_DNS_LIMIT: &str = "dns_limit";
+/// The kernel's DNS ceiling per owner, queries a second: this floor, or
+/// [`DNS_FLOOD_FACTOR`] times `DNS_RATE_QPS` where that is more (see
+/// [`dns_flood_limit`]). Above what the hardening answers at all (its
+/// rate, then REFUSED for ten times the rate, then dropped unread), so
+/// with the hardening on it only takes what egret would drop anyway;
+/// with it off, the floor is the ceiling.
+pub const DNS_FLOOD_FLOOR: u64 = 1000;
+pub const DNS_FLOOD_FACTOR: u64 = 20;
+
+/// The per-owner DNS ceiling (per second, burst) for the hardening's
+/// limits (`None`: off, the floor alone).
+pub fn dns_flood_limit(hardening: Option<&crate::dns::harden::Limits>) -> (u64, u32) {
+    let rate = hardening.map_or(0, |l| u64::from(l.rate_qps) * DNS_FLOOD_FACTOR).max(DNS_FLOOD_FLOOR);
+    let burst = hardening.map_or(0, |l| u64::from(l.rate_burst) * DNS_FLOOD_FACTOR).max(rate * 2);
+    (rate, u32::try_from(burst).unwrap_or(u32::MAX))
+}
+
 /// The set names, shared with the shells that fill learned sets.
 pub const SET_ALLOWED4: &str = "allowed4";
 pub const SET_ALLOWED6: &str = "allowed6";
@@ -441,6 +472,17 @@ pub enum Stmt {
     /// a limit of its own for each socket owner. The rule stops here for
     /// an owner over its limit, and for a packet with no full socket.
     OwnerLimit {
+        set: &'static str,
+        per_second: u64,
+        burst: u32,
+    },
+    /// `update @SET { meta skuid }`: the socket owner into a set of
+    /// owners (no expression); the rule stops here when the set is full.
+    OwnerSeen(&'static str),
+    /// `update @SET { meta skuid limit rate over R/second burst B packets }`:
+    /// the rule goes on only for an owner past its own limit (it stops for
+    /// one under it, and when the full set has no room for a new owner).
+    OwnerLimitOver {
         set: &'static str,
         per_second: u64,
         burst: u32,
@@ -844,8 +886,14 @@ impl Ruleset {
         sets.push(Set { name: SET_LOG_OWNERS, family: Family::V4, kind: SetKind::OwnerMeter });
         let (log_name, log_prefix) =
             if audit { (CHAIN_LOG_AUDIT, AUDIT_PREFIX) } else { (CHAIN_LOG_BLOCKED, LOG_PREFIX) };
-        let chains = vec![
-            log_chain(log_name, log_prefix, cfg.nflog_group),
+        let mut chains = vec![log_chain(log_name, log_prefix, cfg.nflog_group)];
+        if cfg.runs_dns_server() {
+            sets.push(Set { name: SET_DNS_KNOWN, family: Family::V4, kind: SetKind::OwnerMeter });
+            sets.push(Set { name: SET_DNS_OWNERS, family: Family::V4, kind: SetKind::OwnerMeter });
+            let limit = dns_flood_limit(cfg.dns_hardening.as_ref());
+            chains.extend(dns_flood_chains(own(), id.listen_mark, cfg.dns_port, limit));
+        }
+        chains.extend([
             Chain {
                 name: "notrack_out".into(),
                 device: None,
@@ -924,7 +972,7 @@ impl Ruleset {
                 policy: ChainPolicy::Accept,
                 rules: input,
             },
-        ];
+        ]);
         Ruleset { table: TABLE, sets, chains, l2: link_layer(id, host) }
     }
 }
@@ -985,6 +1033,64 @@ fn log_chain(name: &'static str, prefix: &'static str, group: u16) -> Chain {
             rule(vec![], vec![Stmt::Limit { per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST }, log]),
         ],
     }
+}
+
+/// `dns_flood` (output, after conntrack, before NAT's redirect) sends a
+/// workload's port-53 datagrams and TCP SYNs, and those straight to the
+/// listener's port, to `dns_limit`: past its owner's limit a packet is
+/// dropped (the sender's `sendto` fails with EPERM); owners the full
+/// meter cannot take, and packets with no full socket, share one bucket
+/// of the same size, so switching uids (CAP_SETUID) gains nothing past
+/// the meter's 4,096. egret's own sockets (its mark, its listeners'
+/// mark) are never limited.
+fn dns_flood_chains(own: Vec<Match>, listen_mark: u32, dns_port: u16, limit: (u64, u32)) -> Vec<Chain> {
+    let (per_second, burst) = limit;
+    let mut hooked =
+        vec![rule(own, vec![Stmt::Return]), rule(vec![Match::Mark(listen_mark)], vec![Stmt::Return])];
+    let mut ports = vec![53];
+    if dns_port != 53 {
+        ports.push(dns_port);
+    }
+    for port in ports {
+        hooked.push(rule(vec![Match::Dport(L4::Udp, port)], vec![Stmt::Jump(CHAIN_DNS_LIMIT)]));
+        hooked.push(rule(
+            vec![Match::Dport(L4::Tcp, port), Match::CtState(CtState::New, Cmp::Eq)],
+            vec![Stmt::Jump(CHAIN_DNS_LIMIT)],
+        ));
+    }
+    let owner = Stmt::OwnerLimitOver { set: SET_DNS_OWNERS, per_second, burst };
+    vec![
+        Chain {
+            name: CHAIN_DNS_FLOOD.into(),
+            device: None,
+            kind: ChainType::Filter,
+            hook: Hook::Output,
+            priority: -150,
+            policy: ChainPolicy::Accept,
+            rules: hooked,
+        },
+        Chain {
+            name: CHAIN_DNS_LIMIT.into(),
+            device: None,
+            kind: ChainType::Filter,
+            hook: Hook::Regular,
+            priority: 0,
+            policy: ChainPolicy::Accept,
+            rules: vec![
+                // Past its own limit: dropped. `dns_known` is filled first
+                // and never holds fewer owners than `dns_owners`.
+                rule(vec![Match::UserSocket], vec![Stmt::OwnerSeen(SET_DNS_KNOWN), owner, Stmt::Drop]),
+                // A tracked owner under its limit. (Not a lookup in
+                // `dns_owners`: that would spend the element's limit again,
+                // measured as half the rate and burst on Linux 6.18.)
+                rule(vec![Match::SkuidInSet(SET_DNS_KNOWN)], vec![Stmt::Return]),
+                // Owners the meters could not take, and packets with no
+                // full socket: one bucket for them all.
+                rule(vec![], vec![Stmt::Limit { per_second, burst }, Stmt::Return]),
+                rule(vec![], vec![Stmt::Drop]),
+            ],
+        },
+    ]
 }
 
 impl Ruleset {
@@ -1390,6 +1496,11 @@ impl fmt::Display for Stmt {
                     "update @{set} {{ meta skuid limit rate {per_second}/second burst {burst} packets }}"
                 )
             }
+            Stmt::OwnerSeen(set) => write!(f, "update @{set} {{ meta skuid }}"),
+            Stmt::OwnerLimitOver { set, per_second, burst } => write!(
+                f,
+                "update @{set} {{ meta skuid limit rate over {per_second}/second burst {burst} packets }}"
+            ),
             Stmt::Jump(chain) => write!(f, "jump {chain}"),
             Stmt::Log { prefix, group } => write!(f, "log prefix \"{prefix}\" group {group}"),
             Stmt::Reject(Reject::TcpReset) => f.write_str("reject with tcp reset"),
@@ -1625,10 +1736,41 @@ table inet egret {
 		timeout 1m
 	}
 
+	set dns_known {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
+	set dns_owners {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
 	chain log_blocked {
 		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 0 return
 		meta skuid @log_owners return
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
+	}
+
+	chain dns_flood {
+		type filter hook output priority mangle; policy accept;
+		meta mark 0x1234abcd return
+		meta mark 0x00005151 return
+		udp dport 53 jump dns_limit
+		tcp dport 53 ct state new jump dns_limit
+		udp dport 5353 jump dns_limit
+		tcp dport 5353 ct state new jump dns_limit
+	}
+
+	chain dns_limit {
+		meta skuid 0-4294967295 update @dns_known { meta skuid } update @dns_owners { meta skuid limit rate over 1000/second burst 2000 packets } drop
+		meta skuid @dns_known return
+		limit rate 1000/second burst 2000 packets return
+		drop
 	}
 
 	chain notrack_out {
@@ -1760,10 +1902,41 @@ table inet egret {
 		timeout 1m
 	}
 
+	set dns_known {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
+	set dns_owners {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
 	chain log_blocked {
 		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 3 return
 		meta skuid @log_owners return
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
+	}
+
+	chain dns_flood {
+		type filter hook output priority mangle; policy accept;
+		meta mark 0x00000007 return
+		meta mark 0x00000008 return
+		udp dport 53 jump dns_limit
+		tcp dport 53 ct state new jump dns_limit
+		udp dport 5353 jump dns_limit
+		tcp dport 5353 ct state new jump dns_limit
+	}
+
+	chain dns_limit {
+		meta skuid 0-4294967295 update @dns_known { meta skuid } update @dns_owners { meta skuid limit rate over 1000/second burst 2000 packets } drop
+		meta skuid @dns_known return
+		limit rate 1000/second burst 2000 packets return
+		drop
 	}
 
 	chain notrack_out {
