@@ -9,13 +9,14 @@
 //! (its WAL frames synced) before the answer leaves; a process killed
 //! mid-batch leaves either the whole batch or none of it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
-use super::store::{missed, Entry, Query, Retention, Row, Since};
+use super::store::{eviction_plan, missed, Entry, Query, Retention, Row, Since};
 
 /// The schema version this build writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
@@ -154,6 +155,9 @@ pub struct Counters {
 struct Writer {
     conn: Connection,
     counters: Counters,
+    /// Entries stored per agent, for the row limit's per-agent eviction
+    /// (`store::eviction_plan`).
+    per_agent: HashMap<String, u64>,
 }
 
 pub struct Db {
@@ -241,9 +245,10 @@ impl Db {
             _ => corrupt(e),
         })?;
         let counters = load_counters(&conn).map_err(&corrupt)?;
+        let per_agent = load_per_agent(&conn).map_err(&corrupt)?;
         Ok(Db {
             path: path.map(Path::to_owned),
-            writer: Mutex::new(Writer { conn, counters }),
+            writer: Mutex::new(Writer { conn, counters, per_agent }),
             readers: Mutex::new(Vec::new()),
             retention,
         })
@@ -297,6 +302,7 @@ impl Db {
         let first = w.counters.last_id + 1;
         let tx = w.conn.transaction().map_err(sql)?;
         let mut ids = Vec::with_capacity(n);
+        let mut added: HashMap<String, u64> = HashMap::new();
         {
             let mut st = tx
                 .prepare_cached(
@@ -320,8 +326,13 @@ impl Db {
                     r.haystack
                 ])
                 .map_err(sql)?;
+                *added.entry(r.agent).or_default() += 1;
                 ids.push(id);
             }
+        }
+        let mut per_agent = w.per_agent.clone();
+        for (a, k) in added {
+            *per_agent.entry(a).or_default() += k;
         }
         let last = first + n as u64 - 1;
         let mut rows = w.counters.rows + n as u64;
@@ -331,12 +342,24 @@ impl Db {
                 .and_then(|mut s| s.execute([last as i64]))
                 .map_err(sql)?;
             if let Some(max) = self.retention.max_rows.filter(|m| rows > *m) {
-                evicted = tx
+                // Each agent's oldest first, from the agents holding the
+                // most: one agent's posts cannot push another's entries out
+                // (an agent key may post, never clear).
+                let counts: Vec<(String, u64)> = per_agent.iter().map(|(a, c)| (a.clone(), *c)).collect();
+                let mut st = tx
                     .prepare_cached(
-                        "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                        "DELETE FROM events WHERE id IN \
+                         (SELECT id FROM events WHERE agent = ?1 ORDER BY ts, id LIMIT ?2)",
                     )
-                    .and_then(|mut s| s.execute([max as i64]))
-                    .map_err(sql)? as u64;
+                    .map_err(sql)?;
+                for (agent, k) in eviction_plan(&counts, rows - max) {
+                    let gone = st.execute(params![agent, k as i64]).map_err(sql)? as u64;
+                    evicted += gone;
+                    if let Some(c) = per_agent.get_mut(&agent) {
+                        *c = c.saturating_sub(gone);
+                    }
+                }
+                per_agent.retain(|_, c| *c > 0);
                 rows -= evicted;
             }
         }
@@ -345,6 +368,7 @@ impl Db {
             w.counters.last_id = last;
         }
         w.counters.rows = rows;
+        w.per_agent = per_agent;
         Ok((ids, evicted))
     }
 
@@ -358,10 +382,21 @@ impl Db {
             let n = w
                 .conn
                 .prepare_cached(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 LIMIT 5000)",
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 LIMIT 5000) \
+                     RETURNING agent",
                 )
-                .and_then(|mut s| s.execute([cutoff]))
-                .map_err(sql)? as u64;
+                .and_then(|mut s| {
+                    let agents = s.query_map([cutoff], |r| r.get::<_, String>(0))?;
+                    agents.collect::<rusqlite::Result<Vec<String>>>()
+                })
+                .map_err(sql)?;
+            for a in &n {
+                if let Some(c) = w.per_agent.get_mut(a) {
+                    *c = c.saturating_sub(1);
+                }
+            }
+            w.per_agent.retain(|_, c| *c > 0);
+            let n = n.len() as u64;
             w.counters.rows = w.counters.rows.saturating_sub(n);
             total += n;
             if n < 5000 {
@@ -387,6 +422,7 @@ impl Db {
         w.counters.clears += 1;
         w.counters.cleared_upto = c.last_id;
         w.counters.rows = 0;
+        w.per_agent.clear();
         Ok(n)
     }
 
@@ -651,6 +687,13 @@ fn load_counters(conn: &Connection) -> rusqlite::Result<Counters> {
         clears: meta("clears")?,
         cleared_upto: meta("cleared_upto")?,
     })
+}
+
+/// Entries per agent (one pass over the agent index, at open).
+fn load_per_agent(conn: &Connection) -> rusqlite::Result<HashMap<String, u64>> {
+    let mut st = conn.prepare("SELECT agent, count(*) FROM events GROUP BY agent")?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    rows.collect()
 }
 
 #[cfg(test)]

@@ -175,6 +175,54 @@ fn first_text(m: &Map<String, Value>, keys: &[&str]) -> Option<String> {
     keys.iter().find_map(|k| text(m.get(*k)))
 }
 
+/// How far ahead of the dashboard's clock an event's time may be (agents'
+/// clocks drift); later times are taken as the arrival time plus this.
+pub const MAX_FUTURE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Pure: how many of each agent's entries to evict so that `excess` go,
+/// taken from the agents that hold the most: the largest counts are cut
+/// down towards one level, so an agent posting past its share of the row
+/// limit loses its own oldest entries before any other agent loses one.
+/// `counts` are (agent, entries held); ties go by name, for a stable
+/// answer. Agents that lose nothing are left out.
+pub fn eviction_plan(counts: &[(String, u64)], excess: u64) -> Vec<(String, u64)> {
+    let total: u64 = counts.iter().map(|(_, c)| c).sum();
+    if excess == 0 {
+        return Vec::new();
+    }
+    if excess >= total {
+        return counts.iter().filter(|(_, c)| *c > 0).cloned().collect();
+    }
+    let above = |level: u64| -> u64 { counts.iter().map(|(_, c)| c.saturating_sub(level)).sum() };
+    // The highest level whose cut still frees `excess`: above(level) falls
+    // as level rises, above(0) = total > excess.
+    let (mut lo, mut hi) = (0u64, counts.iter().map(|(_, c)| *c).max().unwrap_or(0));
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if above(mid) >= excess {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    // Down to lo + 1 frees less than `excess`; the rest, one each, from
+    // the agents still above lo, heaviest (then first by name) first.
+    let mut plan: Vec<(String, u64)> =
+        counts.iter().map(|(a, c)| (a.clone(), c.saturating_sub(lo + 1))).collect();
+    let mut rest = excess - plan.iter().map(|(_, n)| n).sum::<u64>();
+    let mut order: Vec<usize> = (0..counts.len()).filter(|&i| counts[i].1 > lo).collect();
+    order.sort_by(|&a, &b| counts[b].1.cmp(&counts[a].1).then_with(|| counts[a].0.cmp(&counts[b].0)));
+    for i in order {
+        if rest == 0 {
+            break;
+        }
+        plan[i].1 += 1;
+        rest -= 1;
+    }
+    plan.retain(|(_, n)| *n > 0);
+    plan
+}
+
 /// Turns one posted object into a record (id 0: the database assigns it) or
 /// says why it is accepted but not stored.
 pub fn normalize(m: &Map<String, Value>, ctx: &IngestContext) -> Result<Record, Skip> {
@@ -186,8 +234,15 @@ pub fn normalize(m: &Map<String, Value>, ctx: &IngestContext) -> Result<Record, 
     if action != "ALLOWED" && action != "BLOCKED" && action != "AUDIT" {
         return Err(Skip::Action);
     }
-    let time_nanos =
-        m.get("time").and_then(Value::as_str).and_then(parse_rfc3339).unwrap_or(ctx.now_unix_nanos);
+    // An event dated ahead of its arrival (by more than clock skew) is
+    // stored at its arrival: dated 2099, it would sit in every "last 15
+    // minutes" until then and outlive the retention age.
+    let time_nanos = m
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339)
+        .unwrap_or(ctx.now_unix_nanos)
+        .min(ctx.now_unix_nanos + MAX_FUTURE.as_nanos() as i128);
     let component = m.get("component").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
     let protocol = text(m.get("protocol")).or_else(|| match component.as_str() {
         "http" | "https" => Some("TCP".to_owned()),
@@ -399,6 +454,30 @@ impl fmt::Display for Retention {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn eviction_takes_from_the_heaviest_agents_first() {
+        let c = |v: &[(&str, u64)]| v.iter().map(|(a, n)| (a.to_string(), *n)).collect::<Vec<_>>();
+        let plan = |v: &[(&str, u64)], excess| super::eviction_plan(&c(v), excess);
+        // The flooder alone pays for its own batch.
+        assert_eq!(plan(&[("edge-1", 1), ("edge-2", 250)], 51), c(&[("edge-2", 51)]));
+        // Cut to one level: 10 and 8 give 3 and 1 to reach 7 each.
+        assert_eq!(plan(&[("a", 10), ("b", 8), ("c", 2)], 4), c(&[("a", 3), ("b", 1)]));
+        // Below the level everyone is even: the remainder by weight, then name.
+        assert_eq!(plan(&[("a", 5), ("b", 5), ("c", 5)], 4), c(&[("a", 2), ("b", 1), ("c", 1)]));
+        assert_eq!(plan(&[("a", 3)], 0), c(&[]));
+        assert_eq!(plan(&[("a", 3), ("b", 1)], 9), c(&[("a", 3), ("b", 1)]), "more than there is: all");
+        for (v, excess) in
+            [(vec![("a", 7), ("b", 3), ("c", 3), ("d", 0)], 5u64), (vec![("x", 1), ("y", 1)], 1)]
+        {
+            let got = plan(&v, excess);
+            assert_eq!(got.iter().map(|(_, n)| n).sum::<u64>(), excess, "{v:?} {excess}: {got:?}");
+            for (a, n) in &got {
+                let held = v.iter().find(|(b, _)| b == a).unwrap().1;
+                assert!(*n <= held, "{a} loses {n} of {held}");
+            }
+        }
+    }
+
     use super::*;
     use serde_json::json;
 

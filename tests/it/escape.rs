@@ -120,9 +120,9 @@
 //! | an agent key's heartbeat naming another agent (hostname, agent, name) to hide its degraded state, markup in every text field | agent key | held (stored under the key's name; JSON with the CSP) | `fleet::attack_an_agent_key_cannot_beat_for_another_agent_or_inject_into_the_agents_view` |
 //! | default allow, .3 denylisted: an ICMP error quoting an allowed flow to .2 sent to .3, and a ping to .3, v4 and v6 | CAP_NET_RAW | held | `escape_91_icmp_errors_and_pings_to_a_denylisted_host_under_the_default_allow` |
 //! | default allow, `blocked.test` denylisted by name: a QUIC v1 Initial-shaped datagram naming it, UDP 443 to its address (control: TCP 443 with that SNI refused) | none | **worked, open** (UDP 443 is neither proxied nor refused: HTTP/3 reaches a denylisted name by its name; the README's one-line limit lists only other ports, literals, shared addresses) | `escape_92_quic_to_a_denylisted_name_under_the_default_allow` (ignored) |
-//! | an agent key posting 250 entries with `LOG_RETENTION` at 200: another agent's entry | agent key | **worked, open** (evicted: no per-agent share of the store, agent posts never rate limited) | `fleet::attack_an_agent_key_cannot_push_another_agents_events_out_of_the_store` (ignored) |
+//! | an agent key posting 250 entries with `LOG_RETENTION` at 200: another agent's entry | agent key | **worked, fixed** (the row limit evicts the oldest entries of the agents holding the most first: `store::eviction_plan`) | `fleet::attack_an_agent_key_cannot_push_another_agents_events_out_of_the_store` |
 //! | SQL in `/api/v1/aggregates` `agent`, `action`, `by`, `top`, `window` | API key | held (400, or bound values matching nothing) | `fleet::attack_aggregates_parameters_carry_no_sql` |
-//! | an agent key posting an event dated 2099 | agent key | **worked, open** (counted in every window, `last` in 2099; never aged out before then) | `fleet::attack_an_agent_key_cannot_date_events_into_every_future_window` (ignored) |
+//! | an agent key posting an event dated 2099 | agent key | **worked, fixed** (an event time more than 60 s ahead of its arrival is stored as the arrival plus 60 s) | `fleet::attack_an_agent_key_cannot_date_events_into_every_future_window` |
 //!
 //! Needs root (CI runs as root); fails loudly without it.
 
