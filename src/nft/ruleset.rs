@@ -61,6 +61,10 @@ pub const LOG_TOTAL_BURST: u32 = 500;
 /// after [`LOG_OWNER_TIMEOUT_MS`] without a blocked packet; at most
 /// [`LOG_OWNERS`] (a full meter logs new owners under the total cap only).
 pub const SET_LOG_OWNERS: &str = "log_owners";
+/// The owners `log_owners` tracks, without a limit: "tracked" is asked
+/// here, as a lookup in `log_owners` would spend the element's limit
+/// again (see [`SET_DNS_KNOWN`]).
+pub const SET_LOG_KNOWN: &str = "log_known";
 pub const LOG_OWNER_TIMEOUT_MS: u64 = 60_000;
 pub const LOG_OWNERS: u32 = 4096;
 /// The chains that log refused packets (entered by `jump`): blocked and,
@@ -883,6 +887,7 @@ impl Ruleset {
             }
         }
 
+        sets.push(Set { name: SET_LOG_KNOWN, family: Family::V4, kind: SetKind::OwnerMeter });
         sets.push(Set { name: SET_LOG_OWNERS, family: Family::V4, kind: SetKind::OwnerMeter });
         let (log_name, log_prefix) =
             if audit { (CHAIN_LOG_AUDIT, AUDIT_PREFIX) } else { (CHAIN_LOG_BLOCKED, LOG_PREFIX) };
@@ -1025,9 +1030,15 @@ fn log_chain(name: &'static str, prefix: &'static str, group: u16) -> Chain {
         priority: 0,
         policy: ChainPolicy::Accept,
         rules: vec![
-            rule(vec![Match::UserSocket], vec![owner, total, log.clone(), Stmt::Return]),
-            // Over its own limit: not logged.
-            rule(vec![Match::SkuidInSet(SET_LOG_OWNERS)], vec![Stmt::Return]),
+            rule(
+                vec![Match::UserSocket],
+                vec![Stmt::OwnerSeen(SET_LOG_KNOWN), owner, total, log.clone(), Stmt::Return],
+            ),
+            // Over its own limit (or the total): not logged. Asked of
+            // `log_known`: a lookup in `log_owners` would spend the
+            // element's limit a second time, and an owner past it would
+            // fall through to the shared bucket below.
+            rule(vec![Match::SkuidInSet(SET_LOG_KNOWN)], vec![Stmt::Return]),
             // The rest share one limit: owners the meter could not take,
             // and packets with no full socket.
             rule(vec![], vec![Stmt::Limit { per_second: LOG_RATE_PER_SECOND, burst: LOG_BURST }, log]),
@@ -1582,6 +1593,13 @@ table inet egret {
 		elements = { 2001:db8:1::1 . tcp . 443, 2001:db8:1::1 . udp . 443 }
 	}
 
+	set log_known {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
 	set log_owners {
 		type uid
 		size 4096
@@ -1590,8 +1608,8 @@ table inet egret {
 	}
 
 	chain log_blocked {
-		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 0 return
-		meta skuid @log_owners return
+		meta skuid 0-4294967295 update @log_known { meta skuid } update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 0 return
+		meta skuid @log_known return
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
 	}
 
@@ -1729,6 +1747,13 @@ table inet egret {
 		elements = { fe80::/10, ff02::/16 }
 	}
 
+	set log_known {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
 	set log_owners {
 		type uid
 		size 4096
@@ -1751,8 +1776,8 @@ table inet egret {
 	}
 
 	chain log_blocked {
-		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 0 return
-		meta skuid @log_owners return
+		meta skuid 0-4294967295 update @log_known { meta skuid } update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 0 return
+		meta skuid @log_known return
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 0
 	}
 
@@ -1895,6 +1920,13 @@ table inet egret {
 		flags interval
 	}
 
+	set log_known {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
 	set log_owners {
 		type uid
 		size 4096
@@ -1917,8 +1949,8 @@ table inet egret {
 	}
 
 	chain log_blocked {
-		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 3 return
-		meta skuid @log_owners return
+		meta skuid 0-4294967295 update @log_known { meta skuid } update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix \"blocked\" group 3 return
+		meta skuid @log_known return
 		limit rate 20/second burst 50 packets log prefix \"blocked\" group 3
 	}
 
@@ -2416,6 +2448,13 @@ table netdev egret {
 		flags interval
 	}
 
+	set log_known {
+		type uid
+		size 4096
+		flags dynamic,timeout
+		timeout 1m
+	}
+
 	set log_owners {
 		type uid
 		size 4096
@@ -2424,8 +2463,8 @@ table netdev egret {
 	}
 
 	chain log_blocked {
-		meta skuid 0-4294967295 update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix "blocked" group 0 return
-		meta skuid @log_owners return
+		meta skuid 0-4294967295 update @log_known { meta skuid } update @log_owners { meta skuid limit rate 20/second burst 50 packets } limit rate 200/second burst 500 packets log prefix "blocked" group 0 return
+		meta skuid @log_known return
 		limit rate 20/second burst 50 packets log prefix "blocked" group 0
 	}
 
