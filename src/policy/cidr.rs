@@ -40,7 +40,10 @@ pub struct Cidr {
 impl Cidr {
     /// Parses `a.b.c.d`, `a.b.c.d/n`, `x::y` or `x::y/n`. Host bits are
     /// cleared; the second value says whether any were set, so the caller
-    /// can tell the user.
+    /// can tell the user. An IPv4-mapped block (`::ffff:a.b.c.d`, or
+    /// `::ffff:0:0/96` and longer) is its IPv4 block (`a.b.c.d/32`): that
+    /// is the address on the wire, and no IPv6 packet ever carries the
+    /// mapped form, so kept as IPv6 it would match nothing.
     pub fn parse(input: &str) -> Result<(Cidr, bool), CidrError> {
         let s = input.trim();
         if s.is_empty() {
@@ -60,7 +63,20 @@ impl Cidr {
             },
         };
         let cidr = Cidr { addr: mask(addr, prefix), prefix };
-        Ok((cidr, cidr.addr != addr))
+        let host_bits = cidr.addr != addr;
+        Ok((cidr.v4_if_mapped(), host_bits))
+    }
+
+    /// The IPv4 block of an IPv4-mapped one (prefix 96 or longer inside
+    /// `::ffff:0:0/96`); any other block as it is.
+    fn v4_if_mapped(self) -> Cidr {
+        match self.addr {
+            IpAddr::V6(a) if self.prefix >= 96 => match a.to_ipv4_mapped() {
+                Some(v4) => Cidr { addr: IpAddr::V4(v4), prefix: self.prefix - 96 },
+                None => self,
+            },
+            _ => self,
+        }
     }
 
     /// The first and last address, as integers of the family's width.
@@ -305,6 +321,16 @@ mod tests {
             ("::/0", "::/0", false),
             ("::1", "::1/128", false),
             (" 192.168.0.0/16 ", "192.168.0.0/16", false),
+            // IPv4-mapped: the IPv4 block it is on the wire.
+            ("::ffff:10.0.0.3", "10.0.0.3/32", false),
+            ("::ffff:a00:3", "10.0.0.3/32", false),
+            ("::ffff:10.0.0.0/120", "10.0.0.0/24", false),
+            ("::ffff:10.0.0.3/120", "10.0.0.0/24", true),
+            ("::ffff:0:0/96", "0.0.0.0/0", false),
+            // Wider than the mapped /96, or another form: IPv6 as written.
+            ("::ffff:0:0/95", "::fffe:0:0/95", true),
+            ("::ffff:0:a00:3", "::ffff:0:a00:3/128", false),
+            ("64:ff9b::10.0.0.3", "64:ff9b::a00:3/128", false),
         ];
         for (input, expect, host_bits) in ok {
             let (c, hb) = Cidr::parse(input).unwrap();
