@@ -552,31 +552,34 @@ impl Ruleset {
         let port_sets = [(Family::V4, SET_PORTS4), (Family::V6, SET_PORTS6)];
         // The denylist's addresses, whole (no guard holes: refusing a
         // guarded address is never a leak).
+        // An IPv4 entry is denied in its IPv6 translated forms too (the
+        // NAT64 and SIIT /96s), which a translator turns into it.
         let deny = policy.denylist();
-        let denied = !deny.ips.is_empty();
+        let (deny_ips, deny_ports) = (deny.ips.with_v4_in_v6(), deny.ports.with_v4_in_v6());
+        let denied = !deny_ips.is_empty();
         if denied {
             sets.push(Set {
                 name: SET_DENIED4,
                 family: Family::V4,
-                kind: SetKind::Interval(Elements::V4(deny.ips.v4.intervals().to_vec())),
+                kind: SetKind::Interval(Elements::V4(deny_ips.v4.intervals().to_vec())),
             });
             sets.push(Set {
                 name: SET_DENIED6,
                 family: Family::V6,
-                kind: SetKind::Interval(Elements::V6(deny.ips.v6.intervals().to_vec())),
+                kind: SetKind::Interval(Elements::V6(deny_ips.v6.intervals().to_vec())),
             });
         }
-        let denied_ports = !deny.ports.is_empty();
+        let denied_ports = !deny_ports.is_empty();
         if denied_ports {
             sets.push(Set {
                 name: SET_DENIED_PORTS4,
                 family: Family::V4,
-                kind: SetKind::Ports(PortElements::V4(deny.ports.elements_v4())),
+                kind: SetKind::Ports(PortElements::V4(deny_ports.elements_v4())),
             });
             sets.push(Set {
                 name: SET_DENIED_PORTS6,
                 family: Family::V6,
-                kind: SetKind::Ports(PortElements::V6(deny.ports.elements_v6())),
+                kind: SetKind::Ports(PortElements::V6(deny_ports.elements_v6())),
             });
         }
         // The denylist's matches, one per family and kind of set.
@@ -2229,7 +2232,7 @@ table netdev egret {
 	set denied6 {
 		type ipv6_addr
 		flags interval
-		elements = { 2001:db8:dead::/48 }
+		elements = { ::ffff:0:cb00:7100/120, 64:ff9b::cb00:7100/120, 64:ff9b:1::cb00:7100/120, 2001:db8:dead::/48 }
 	}
 
 	set denied_ports4 {
@@ -2241,6 +2244,7 @@ table netdev egret {
 	set denied_ports6 {
 		type ipv6_addr . inet_proto . inet_service
 		flags interval
+		elements = { ::ffff:0:c633:6405 . tcp . 25, 64:ff9b::c633:6405 . tcp . 25, 64:ff9b:1::c633:6405 . tcp . 25 }
 	}
 
 	set log_owners {

@@ -79,6 +79,16 @@ impl Cidr {
         }
     }
 
+    /// An IPv4 block written under each [`V4_IN_V6`](super::guard::V4_IN_V6)
+    /// /96; `None` for an IPv6 block.
+    pub fn v4_in_v6(&self) -> Option<[Cidr; 3]> {
+        let IpAddr::V4(a) = self.addr else { return None };
+        Some(super::guard::V4_IN_V6.map(|p| Cidr {
+            addr: IpAddr::V6(Ipv6Addr::from(p | u128::from(u32::from(a)))),
+            prefix: self.prefix + 96,
+        }))
+    }
+
     /// The first and last address, as integers of the family's width.
     fn bounds(&self) -> Bounds {
         match self.addr {
@@ -246,6 +256,17 @@ impl IpSet {
         found
     }
 
+    /// This set with each IPv4 block also written under every
+    /// [`V4_IN_V6`](super::guard::V4_IN_V6) /96 (IPv4-translated, NAT64
+    /// well-known and local-use): the IPv6 addresses a translator turns
+    /// into it. For the denylist's kernel sets, so an IPv6-only client
+    /// behind NAT64 does not reach a denied IPv4 address.
+    pub fn with_v4_in_v6(&self) -> IpSet {
+        let mut cidrs = self.cidrs();
+        cidrs.extend(self.cidrs().iter().filter_map(|c| c.v4_in_v6()).flatten());
+        IpSet::from_cidrs(&cidrs)
+    }
+
     /// The merged ranges written back as the fewest CIDRs, for display.
     pub fn cidrs(&self) -> Vec<Cidr> {
         let mut out = Vec::new();
@@ -375,6 +396,37 @@ mod tests {
             cidrs(&["10.0.0.1", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6"]),
             ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
         );
+    }
+
+    /// Round 6, escape_81: a denied IPv4 block's IPv6 translated forms.
+    #[test]
+    fn v4_blocks_written_in_their_translated_forms() {
+        let parsed: Vec<Cidr> =
+            ["10.0.0.3", "10.1.0.0/16", "2001:db8::/32"].iter().map(|e| Cidr::parse(e).unwrap().0).collect();
+        let set = IpSet::from_cidrs(&parsed).with_v4_in_v6();
+        let shown: Vec<String> = set.cidrs().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "10.0.0.3/32",
+                "10.1.0.0/16",
+                "::ffff:0:a00:3/128",
+                "::ffff:0:a01:0/112",
+                "64:ff9b::a00:3/128",
+                "64:ff9b::a01:0/112",
+                "64:ff9b:1::a00:3/128",
+                "64:ff9b:1::a01:0/112",
+                "2001:db8::/32",
+            ]
+        );
+        for ip in ["64:ff9b::10.0.0.3", "::ffff:0:10.1.2.3", "64:ff9b:1::10.1.255.255"] {
+            assert!(set.contains(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["64:ff9b::10.0.0.4", "::10.0.0.3", "64:ff9b:1:1::10.0.0.3"] {
+            assert!(!set.contains(ip.parse().unwrap()), "{ip}");
+        }
+        // Idempotent: the IPv6 forms have no forms of their own.
+        assert_eq!(set.with_v4_in_v6(), set);
     }
 
     #[test]

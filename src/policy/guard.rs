@@ -159,6 +159,13 @@ pub fn nat64_local(a: Ipv6Addr) -> impl Iterator<Item = (Ipv4Addr, u8)> {
     readings.into_iter().filter(move |(ok, _, _)| inside && *ok).map(|(_, a, len)| (a, len))
 }
 
+/// The IPv4 address an IPv6 one under a [`V4_IN_V6`] /96 leads to
+/// (IPv4-translated, NAT64 well-known, local-use in its /96 format).
+pub fn translated_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let n = u128::from(a);
+    V4_IN_V6.iter().any(|p| n >> 32 == p >> 32).then(|| Ipv4Addr::from(n as u32))
+}
+
 /// The IPv4 address inside an IPv6 one, for the forms that lead to it.
 pub fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
     let n = u128::from(a);
@@ -449,7 +456,7 @@ impl Guard {
 /// to: IPv4-translated, NAT64 well-known and local-use. (IPv4-compatible
 /// addresses, deprecated, are routed as plain IPv6 addresses: nothing
 /// translates them, so the sets need no hole for them.)
-const V4_IN_V6: [u128; 3] = [0xffff_0000 << 32, 0x0064_ff9b << 96, NAT64_LOCAL];
+pub const V4_IN_V6: [u128; 3] = [0xffff_0000 << 32, 0x0064_ff9b << 96, NAT64_LOCAL];
 
 /// `[first, last]` of `net/len` in a `bits`-wide family.
 fn bounds(net: u128, len: u8, bits: u32) -> (u128, u128) {

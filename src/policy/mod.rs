@@ -457,7 +457,13 @@ impl Policy {
         let name_of = || q.name.and_then(|n| normalize(n).ok());
         if let Some(ip) = q.ip {
             let allowed = self.allow.find_addr(ip, q.port);
-            let denied = self.deny.find_addr(ip, q.port);
+            // A denied IPv4 address is denied in its IPv6 translated forms
+            // too (NAT64, SIIT): a translator connects to it. The rule
+            // named is the IPv4 entry.
+            let denied = self.deny.find_addr(ip, q.port).or_else(|| match ip {
+                IpAddr::V6(a) => self.deny.find_addr(IpAddr::V4(guard::translated_v4(a)?), q.port),
+                IpAddr::V4(_) => None,
+            });
             let (first, second) = match self.default {
                 DefaultAction::Deny => ((denied, Verdict::Deny), (allowed, Verdict::Allow)),
                 DefaultAction::Allow => ((allowed, Verdict::Allow), (denied, Verdict::Deny)),
@@ -1172,6 +1178,29 @@ mod tests {
             p.warnings()
         );
         assert!(p.warnings()[1].ends_with("\"::ffff:10.0.0.3\": an IPv4-mapped address is its IPv4 address on the wire, using 10.0.0.3/32"), "{:?}", p.warnings());
+    }
+
+    /// Round 6, escape_81: a denied IPv4 entry is denied in its IPv6
+    /// translated forms, bare and with ports, and the rule named is the
+    /// IPv4 entry; the deprecated IPv4-compatible form is plain IPv6.
+    #[test]
+    fn a_denied_ipv4_is_denied_in_its_translated_forms() {
+        let p =
+            yaml("default_action: allow\ndenylist:\n  ips: [\"10.0.0.3\", \"tcp/10.0.0.4:25\"]\n").unwrap();
+        let at = |ip: &str, port: Option<(Proto, u16)>| {
+            p.decide(Query { name: Some("x.test"), ip: Some(ip.parse().unwrap()), port })
+        };
+        for ip in ["64:ff9b::10.0.0.3", "::ffff:0:10.0.0.3", "64:ff9b:1::10.0.0.3"] {
+            let d = at(ip, Some((Proto::Tcp, 443)));
+            assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::Denylisted), "{ip}");
+            assert_eq!(d.rule.map(|r| r.to_string()).as_deref(), Some("ip 10.0.0.3/32"), "{ip}");
+            let d = at(&ip.replace(".3", ".4"), Some((Proto::Tcp, 25)));
+            assert_eq!(d.verdict, Verdict::Deny, "{ip} port 25");
+            assert_eq!(at(&ip.replace(".3", ".4"), Some((Proto::Tcp, 26))).verdict, Verdict::Allow);
+        }
+        for ip in ["::10.0.0.3", "64:ff9b::10.0.0.5", "64:ff9b:1:1::10.0.0.3"] {
+            assert_eq!(at(ip, None).verdict, Verdict::Allow, "{ip}");
+        }
     }
 
     /// g0efilter's precedence (issue 16, item 2): any ALLOWLIST_* variable

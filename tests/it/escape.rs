@@ -107,7 +107,7 @@
 //!
 //! | attempt | privilege | result | test |
 //! |---------|-----------|--------|------|
-//! | a denylisted IPv4 address by its NAT64 (`64:ff9b::a.b.c.d`) and IPv4-translated (`::ffff:0:a.b.c.d`) forms, TCP and UDP on a port other than 80/443 | none | **worked, open** (`denied6` holds no IPv6 form of a `denylist.ips` IPv4 entry; the SSRF guard knows these forms, the denylist does not) | `escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted` (ignored) |
+//! | a denylisted IPv4 address by its NAT64 (`64:ff9b::a.b.c.d`) and IPv4-translated (`::ffff:0:a.b.c.d`) forms, TCP and UDP on a port other than 80/443 | none | worked, fixed (a `denylist.ips` IPv4 entry, bare or with ports, is written under the IPv4-translated, NAT64 well-known and local-use /96s in `denied6`/`denied_ports6`, and `Policy::decide` denies those forms naming the IPv4 entry) | `escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted` |
 //! | an ICMP error quoting a named-port flow (its conntrack stamp) sent to another host | CAP_NET_RAW | held | `escape_82_icmp_errors_quoting_a_named_port_flow_do_not_ride_its_stamp` |
 //! | `alias.test` CNAME to the denylisted `evil.test`: DNS mode under default allow, strict DNS mode under `*.test` minus `evil.test` | none | **worked, open** (the resolver judges the question only: the chain and evil.test's address are served, and strict mode opens that address) | `escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served` (ignored) |
 //! | a denylisted Host in case, trailing-dot, port, double-dot, leading-dot, percent, userinfo, tab, fullwidth-dot forms; two Host headers, a Host list, absolute form, HTTP/1.0 without Host, CONNECT; SNI variants; a hello without SNI | none | held | `escape_84_denylisted_host_and_sni_variants_under_the_default_allow` |
@@ -4052,7 +4052,6 @@ fn v4_in_v6_forms(v4: &str) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "round-6 finding: a denylisted IPv4 address is reachable as 64:ff9b::a.b.c.d or ::ffff:0:a.b.c.d (denied6 holds no v6 forms)"]
 fn escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted() {
     // `denylist.ips` names an IPv4 address; an IPv6-only pod behind a
     // NAT64 gateway (DNS64 clusters) reaches it as 64:ff9b::a.b.c.d. The
