@@ -109,7 +109,7 @@
 //! |---------|-----------|--------|------|
 //! | a denylisted IPv4 address by its NAT64 (`64:ff9b::a.b.c.d`) and IPv4-translated (`::ffff:0:a.b.c.d`) forms, TCP and UDP on a port other than 80/443 | none | worked, fixed (a `denylist.ips` IPv4 entry, bare or with ports, is written under the IPv4-translated, NAT64 well-known and local-use /96s in `denied6`/`denied_ports6`, and `Policy::decide` denies those forms naming the IPv4 entry) | `escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted` |
 //! | an ICMP error quoting a named-port flow (its conntrack stamp) sent to another host | CAP_NET_RAW | held | `escape_82_icmp_errors_quoting_a_named_port_flow_do_not_ride_its_stamp` |
-//! | `alias.test` CNAME to the denylisted `evil.test`: DNS mode under default allow, strict DNS mode under `*.test` minus `evil.test` | none | **worked, open** (the resolver judges the question only: the chain and evil.test's address are served, and strict mode opens that address) | `escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served` (ignored) |
+//! | `alias.test` CNAME to the denylisted `evil.test`: DNS mode under default allow, strict DNS mode under `*.test` minus `evil.test` | none | worked, fixed (the resolver judges every CNAME/DNAME target of an answer: a denylisted link makes it NXDOMAIN, reason `denylisted`, the note naming the link, before anything is learned) | `escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served` |
 //! | a denylisted Host in case, trailing-dot, port, double-dot, leading-dot, percent, userinfo, tab, fullwidth-dot forms; two Host headers, a Host list, absolute form, HTTP/1.0 without Host, CONNECT; SNI variants; a hello without SNI | none | held | `escape_84_denylisted_host_and_sni_variants_under_the_default_allow` |
 //! | keeping a named-port connection open across a reload that removes the name | none | held (cut; a new one refused) | `escape_85_a_named_port_flow_does_not_outlive_a_reload_that_removes_the_name` |
 //! | hand-made fragments (whole, first, later alone) to a denylisted address and to a denylisted UDP port, GRE, SCTP, proto 253, UDP-Lite to a denylisted address | CAP_NET_RAW (UDP-Lite: none) | held | `escape_86_fragments_and_other_protocols_to_denylisted_addresses_and_ports_stay_in` |
@@ -4149,7 +4149,6 @@ fn dig_short(p: &Pair, name: &str) -> String {
 }
 
 #[test]
-#[ignore = "round-6 finding: a CNAME from an allowed name to a denylisted one is served with its address, and in strict DNS mode opens it"]
 fn escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served() {
     // The denylist names evil.test; alias.test (not denylisted) is a
     // CNAME to it. The resolver judges the question only: does it serve
@@ -4175,6 +4174,17 @@ fn escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served() {
         let chained = dig_short(p, "alias.test");
         if chained.contains(&p.v4(3)) {
             found.push(format!("{mode}: alias.test served evil.test's {}: {}", p.v4(3), chained.trim()));
+        } else {
+            // The refusal's event names the question and the link.
+            let ev = wait_for(Duration::from_secs(10), || {
+                d.events.try_iter().find(|e| e["qname"] == "alias.test" && e["action"] == "BLOCKED")
+            });
+            let says = ev.as_ref().is_some_and(|e| {
+                e["reason"] == "denylisted" && e["note"].as_str().is_some_and(|n| n.contains("evil.test"))
+            });
+            if !says {
+                found.push(format!("{mode}: alias.test's refusal does not name evil.test: {ev:?}"));
+            }
         }
         if mode == "dns-strict" {
             let o = tcp(&p.work, s_addr(&p.v4(3), 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
