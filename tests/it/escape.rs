@@ -116,7 +116,7 @@
 //! | DNS mode, default allow: the denylisted name in upper and mixed case, types A, AAAA, TXT, MX, CNAME, ANY, HTTPS, SVCB; behind an allowed first question | none | held | `escape_87_denylisted_name_variants_and_query_shapes_in_dns_mode` |
 //! | a denylist entry written `::ffff:a.b.c.d`, then TCP/UDP to a.b.c.d and to its mapped form | none | worked, fixed (an IPv4-mapped entry, /96 or longer, is parsed as its IPv4 block in both lists, bare or with ports; `egret check` prints the IPv4 form and warns) | `escape_88_a_denylist_entry_written_as_an_ipv4_mapped_address_denies_its_ipv4_self` |
 //! | default allow: the denylisted Host pipelined, and after a pause, behind an allowed one on one connection | none | held | `escape_89_a_denylisted_host_behind_an_allowed_one_on_a_kept_alive_connection` |
-//! | strict DNS mode: `alias.test` (allowed) CNAME to `evil.test`, a name with ports (`tcp/evil.test:7001`); then TCP 7000 to evil.test's address | none | **worked, open** (the allowed name's answer learns every address in it, the chain's target's too, on every port: the entry's port limit is gone) | `escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_port` (ignored) |
+//! | strict DNS mode: `alias.test` (allowed) CNAME to `evil.test`, a name with ports (`tcp/evil.test:7001`); then TCP 7000 to evil.test's address | none | worked, fixed (an answer whose chain leads through a name with ports not otherwise allowed opens its addresses on that name's ports only, not on every port) | `escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_port` |
 //! | an agent key's heartbeat naming another agent (hostname, agent, name) to hide its degraded state, markup in every text field | agent key | held (stored under the key's name; JSON with the CSP) | `fleet::attack_an_agent_key_cannot_beat_for_another_agent_or_inject_into_the_agents_view` |
 //! | default allow, .3 denylisted: an ICMP error quoting an allowed flow to .2 sent to .3, and a ping to .3, v4 and v6 | CAP_NET_RAW | held | `escape_91_icmp_errors_and_pings_to_a_denylisted_host_under_the_default_allow` |
 //! | default allow, `blocked.test` denylisted by name: a QUIC v1 Initial-shaped datagram naming it, UDP 443 to its address (control: TCP 443 with that SNI refused) | none | **worked, open** (UDP 443 is neither proxied nor refused: HTTP/3 reaches a denylisted name by its name; the README's one-line limit lists only other ports, literals, shared addresses) | `escape_92_quic_to_a_denylisted_name_under_the_default_allow` (ignored) |
@@ -4480,7 +4480,6 @@ fn escape_89_a_denylisted_host_behind_an_allowed_one_on_a_kept_alive_connection(
 }
 
 #[test]
-#[ignore = "round-6 finding: a CNAME from an allowed name to a name with ports opens the target's address on every port in strict DNS mode"]
 fn escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_port() {
     // Strict DNS mode: evil.test may be reached on TCP 7001 only
     // (`tcp/evil.test:7001`); alias.test is allowed outright and is a
@@ -4492,7 +4491,7 @@ fn escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_por
     let upstream = format!("{}:53", p.v4(2));
     let _d =
         Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
-    let _echo = forbidden_echo(p, "7000", "7000");
+    let _echo = forbidden_echo(p, "7000,7001", "7000");
     let to = s_addr(&p.v4(3), 7000);
     let direct = dig_short(p, "evil.test");
     assert!(direct.contains(&p.v4(3)), "control: evil.test (a name with ports) resolves: {direct}");
@@ -4509,6 +4508,10 @@ fn escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_por
         chained.trim().replace('\n', " "),
         p.v4(3)
     );
+    // The entry's own port stays open (the chain opened it, or
+    // evil.test's own answer did): the limit, not a refusal.
+    let o = tcp(&p.work, s_addr(&p.v4(3), 7001), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(o.text().contains("echo:"), "evil.test's own port 7001 was closed: {o:?}");
 }
 
 #[test]
