@@ -757,6 +757,12 @@ impl Ruleset {
             for m in &deny_matches {
                 out.extend(refusal(vec![m.clone()], None, audit));
             }
+            if default_allow && cfg.filter_mode == FilterMode::Https && !policy.denylist().names.is_empty() {
+                // QUIC (HTTP/3) carries the SNI where no proxy reads it:
+                // refused at once (port unreachable) so clients fall back
+                // to TCP 443, whose SNI the proxy checks.
+                out.extend(refusal(vec![Match::Dport(L4::Udp, 443)], Some(L4::Udp), audit));
+            }
             ChainPolicy::Accept
         } else {
             out.push(rule(vec![Match::FibLocal(Addr::Daddr, Cmp::Eq)], vec![Stmt::Accept]));
@@ -2180,6 +2186,27 @@ table netdev egret {
         assert!(!open.to_string().contains("named_ports"), "DNS mode passes every address anyway");
     }
 
+    /// Round 6, escape_92: under the default allow with a denylist of
+    /// names, HTTPS mode refuses UDP 443 (QUIC) after the allowlist's
+    /// accepts, so clients fall back to TCP, whose SNI the proxy reads;
+    /// not without names in the denylist, nor in DNS mode (the resolver
+    /// judges names there); in audit mode logged and passed.
+    #[test]
+    fn quic_is_refused_under_the_default_allow_with_denylisted_names() {
+        let names = "default_action: allow\nallowlist:\n  ips: [\"203.0.113.7\"]\ndenylist:\n  domains: [\"blocked.test\"]\n";
+        let text = Ruleset::build(&config(&[]), &policy(names), &ID, &Host::default()).to_string();
+        let refuse = text.find("udp dport 443 jump log_blocked\n\t\tudp dport 443 reject\n").expect(&text);
+        assert!(text.find("ip daddr @allowed4 accept").expect("allowed") < refuse, "{text}");
+        let audited = policy(names).with_mode(crate::policy::Mode::Audit);
+        let audit = Ruleset::build(&config(&[]), &audited, &ID, &Host::default());
+        assert!(audit.to_string().contains("udp dport 443 accept"), "{audit}");
+        let ips_only = "default_action: allow\ndenylist:\n  ips: [\"198.51.100.0/24\"]\n";
+        for (vars, yaml) in [(&[][..], ips_only), (&[("FILTER_MODE", "dns")][..], names)] {
+            let text = Ruleset::build(&config(vars), &policy(yaml), &ID, &Host::default()).to_string();
+            assert!(!text.contains("udp dport 443"), "{vars:?}: {text}");
+        }
+    }
+
     /// With the default deny a denylist closes parts of the allowlist:
     /// its addresses are refused before the allowed sets are asked, in
     /// both modes (DNS mode's open egress included).
@@ -2347,6 +2374,8 @@ table netdev egret {
 		ip6 daddr . meta l4proto . th dport @denied_ports6 meta l4proto tcp reject with tcp reset
 		ip6 daddr . meta l4proto . th dport @denied_ports6 meta l4proto udp reject
 		ip6 daddr . meta l4proto . th dport @denied_ports6 reject with icmpx admin-prohibited
+		udp dport 443 jump log_blocked
+		udp dport 443 reject
 	}
 
 	chain tag_out {

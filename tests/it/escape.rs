@@ -119,7 +119,7 @@
 //! | strict DNS mode: `alias.test` (allowed) CNAME to `evil.test`, a name with ports (`tcp/evil.test:7001`); then TCP 7000 to evil.test's address | none | worked, fixed (an answer whose chain leads through a name with ports not otherwise allowed opens its addresses on that name's ports only, not on every port) | `escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_port` |
 //! | an agent key's heartbeat naming another agent (hostname, agent, name) to hide its degraded state, markup in every text field | agent key | held (stored under the key's name; JSON with the CSP) | `fleet::attack_an_agent_key_cannot_beat_for_another_agent_or_inject_into_the_agents_view` |
 //! | default allow, .3 denylisted: an ICMP error quoting an allowed flow to .2 sent to .3, and a ping to .3, v4 and v6 | CAP_NET_RAW | held | `escape_91_icmp_errors_and_pings_to_a_denylisted_host_under_the_default_allow` |
-//! | default allow, `blocked.test` denylisted by name: a QUIC v1 Initial-shaped datagram naming it, UDP 443 to its address (control: TCP 443 with that SNI refused) | none | **worked, open** (UDP 443 is neither proxied nor refused: HTTP/3 reaches a denylisted name by its name; the README's one-line limit lists only other ports, literals, shared addresses) | `escape_92_quic_to_a_denylisted_name_under_the_default_allow` (ignored) |
+//! | default allow, `blocked.test` denylisted by name: a QUIC v1 Initial-shaped datagram naming it, UDP 443 to its address (control: TCP 443 with that SNI refused) | none | worked, fixed (HTTPS mode under the default allow with denylisted names refuses UDP 443 with port unreachable, after the allowlist's accepts, so clients fall back to TCP 443 and its SNI check; the README's limit says what remains) | `escape_92_quic_to_a_denylisted_name_under_the_default_allow` |
 //! | an agent key posting 250 entries with `LOG_RETENTION` at 200: another agent's entry | agent key | **worked, open** (evicted: no per-agent share of the store, agent posts never rate limited) | `fleet::attack_an_agent_key_cannot_push_another_agents_events_out_of_the_store` (ignored) |
 //! | SQL in `/api/v1/aggregates` `agent`, `action`, `by`, `top`, `window` | API key | held (400, or bound values matching nothing) | `fleet::attack_aggregates_parameters_carry_no_sql` |
 //! | an agent key posting an event dated 2099 | agent key | **worked, open** (counted in every window, `last` in 2099; never aged out before then) | `fleet::attack_an_agent_key_cannot_date_events_into_every_future_window` (ignored) |
@@ -4557,7 +4557,6 @@ fn escape_91_icmp_errors_and_pings_to_a_denylisted_host_under_the_default_allow(
 }
 
 #[test]
-#[ignore = "round-6 finding: under the default allow, QUIC (UDP 443) reaches a denylisted name by its name: only TCP 80/443 meet the proxies, and the README's limit does not say so"]
 fn escape_92_quic_to_a_denylisted_name_under_the_default_allow() {
     // Default allow, blocked.test denylisted by name. TCP 443 goes to the
     // proxy, which reads the SNI; HTTP/3 (QUIC, UDP 443) carries the same
@@ -4584,4 +4583,6 @@ fn escape_92_quic_to_a_denylisted_name_under_the_default_allow() {
         "UDP 443 (QUIC) carrying the SNI blocked.test reached blocked.test's address: {} bytes back",
         r.0.as_ref().map(Vec::len).unwrap_or(0)
     );
+    // Refused at once, so an HTTP/3 client falls back to TCP fast.
+    assert_udp_refused_fast(&r, "QUIC to blocked.test's address");
 }
