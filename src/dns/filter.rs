@@ -538,6 +538,29 @@ pub fn check_properties(data: &[u8]) {
             }
             // The same query as an "answer" to itself is refused.
             assert_eq!(check_response(data, &info), Err(FilterError::NotAResponse));
+            // With QR set it is one: its chain reads as policy names, and
+            // a denylisted link refuses it, naming that link.
+            static DENY: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+            let deny = DENY.get_or_init(|| {
+                let raw = "default_action: allow\ndenylist:\n  domains: [\"*.allowed.test\"]\n";
+                crate::policy::parse_yaml(raw, "fuzz")
+                    .and_then(|r| crate::policy::compile_raw(r, "fuzz", &crate::policy::EnvLists::default()))
+                    .unwrap_or_default()
+            });
+            let mut resp = data.to_vec();
+            resp[2] |= 0x80;
+            if let Ok(reply) = check_response(&resp, &info) {
+                for link in &reply.chain {
+                    assert_eq!(*link, link.to_ascii_lowercase(), "a chain link not lowercase");
+                    assert!(link == "." || !link.ends_with('.'), "a chain link with its dot: {link}");
+                }
+                let refused = guard_answer(&info, &reply, deny, &Guard::OFF);
+                let link = refused.as_ref().and_then(|a| match &a.refusal {
+                    Refusal::BlockedLink { link, .. } => Some(link.clone()),
+                    _ => None,
+                });
+                assert_eq!(link, denied_link(&reply, deny).map(|l| l.0), "the refusal names another link");
+            }
             let out = fit_udp(data.to_vec(), &info);
             assert!(out.len() <= usize::from(info.udp_max).max(data.len()));
             if data.len() > usize::from(info.udp_max) {
