@@ -79,11 +79,11 @@ impl Cidr {
         }
     }
 
-    /// An IPv4 block written under each [`V4_IN_V6`](super::guard::V4_IN_V6)
+    /// An IPv4 block written under each [`V4_IN_V6`]
     /// /96; `None` for an IPv6 block.
     pub fn v4_in_v6(&self) -> Option<[Cidr; 3]> {
         let IpAddr::V4(a) = self.addr else { return None };
-        Some(super::guard::V4_IN_V6.map(|p| Cidr {
+        Some(V4_IN_V6.map(|p| Cidr {
             addr: IpAddr::V6(Ipv6Addr::from(p | u128::from(u32::from(a)))),
             prefix: self.prefix + 96,
         }))
@@ -257,7 +257,7 @@ impl IpSet {
     }
 
     /// This set with each IPv4 block also written under every
-    /// [`V4_IN_V6`](super::guard::V4_IN_V6) /96 (IPv4-translated, NAT64
+    /// [`V4_IN_V6`] /96 (IPv4-translated, NAT64
     /// well-known and local-use): the IPv6 addresses a translator turns
     /// into it. For the denylist's kernel sets, so an IPv6-only client
     /// behind NAT64 does not reach a denied IPv4 address.
@@ -282,6 +282,22 @@ impl IpSet {
         }
         out
     }
+}
+
+/// The local-use NAT64 prefix `64:ff9b:1::/48` (RFC 8215).
+pub const NAT64_LOCAL: u128 = 0x0064_ff9b_0001 << 80;
+
+/// The /96 prefixes an IPv4 address is written under in IPv6 and leads
+/// to: IPv4-translated, NAT64 well-known and local-use. (IPv4-compatible
+/// addresses, deprecated, are routed as plain IPv6 addresses: nothing
+/// translates them, so the sets need no hole for them.)
+pub const V4_IN_V6: [u128; 3] = [0xffff_0000 << 32, 0x0064_ff9b << 96, NAT64_LOCAL];
+
+/// The IPv4 address an IPv6 one under a [`V4_IN_V6`] /96 leads to
+/// (IPv4-translated, NAT64 well-known, local-use in its /96 format).
+pub fn translated_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let n = u128::from(a);
+    V4_IN_V6.iter().any(|p| n >> 32 == p >> 32).then(|| Ipv4Addr::from(n as u32))
 }
 
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 address: a

@@ -461,7 +461,7 @@ impl Policy {
             // too (NAT64, SIIT): a translator connects to it. The rule
             // named is the IPv4 entry.
             let denied = self.deny.find_addr(ip, q.port).or_else(|| match ip {
-                IpAddr::V6(a) => self.deny.find_addr(IpAddr::V4(guard::translated_v4(a)?), q.port),
+                IpAddr::V6(a) => self.deny.find_addr(IpAddr::V4(cidr::translated_v4(a)?), q.port),
                 IpAddr::V4(_) => None,
             });
             let (first, second) = match self.default {
