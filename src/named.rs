@@ -39,6 +39,23 @@ pub fn elements(policy: &Policy, guard: &Guard, name: &str, ips: &[(IpAddr, Dura
     out
 }
 
+/// The links of an answer's chain (its CNAME/DNAME targets) that are
+/// names with ports and not allowed otherwise, normalised: an allowed
+/// question's answer that leads through one opens its addresses on
+/// those links' ports only, not on every port (strict DNS mode).
+pub fn port_links(policy: &Policy, chain: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = chain
+        .iter()
+        .filter_map(|link| crate::policy::normalize(link).ok())
+        .filter(|link| {
+            let d = policy.decide(crate::policy::Query { name: Some(link), ip: None, port: None });
+            !d.allowed() && !policy.ports_of_name(link).is_empty()
+        })
+        .collect();
+    out.dedup();
+    out
+}
+
 fn millis(d: Duration) -> u64 {
     d.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
@@ -144,6 +161,22 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// Round 6, escape_90: the links of a chain that are names with ports
+    /// and not allowed otherwise; an allowed link or one with no entry is
+    /// none.
+    #[test]
+    fn chain_links_that_are_names_with_ports() {
+        let p = policy(
+            "allowlist:\n  domains: [\"alias.test\", \"tcp/evil.test:7001\", \"tcp/both.test:7001\", \"both.test\"]\n",
+        );
+        let chain = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(port_links(&p, &chain(&["evil.test"])), ["evil.test"]);
+        assert_eq!(port_links(&p, &chain(&["cdn.test", "EVIL.test"])), ["evil.test"]);
+        assert!(port_links(&p, &chain(&["both.test"])).is_empty(), "allowed on every port anyway");
+        assert!(port_links(&p, &chain(&["cdn.test"])).is_empty(), "no entry: as before");
+        assert!(port_links(&p, &[]).is_empty());
     }
 
     /// An answer opens each address on the entries' protocols and ports

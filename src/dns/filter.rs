@@ -12,7 +12,8 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as Question, R
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::rdata::svcb::SvcParamValue;
 use hickory_proto::rr::rdata::HTTPS;
-use hickory_proto::rr::{DNSClass, RData};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use crate::policy::guard::{self, Guard, Guarded};
 use crate::policy::{Policy, Query, Reason};
@@ -59,6 +60,9 @@ pub struct Answer {
 pub enum Refusal {
     /// A question's name is not allowed (NXDOMAIN + EDE 15).
     Blocked { name: String, reason: Reason },
+    /// An allowed question's answer leads (CNAME, DNAME) through `link`,
+    /// a name the denylist refuses (NXDOMAIN + EDE 15).
+    BlockedLink { link: String, reason: Reason },
     /// The query could not be read, or has no question (FORMERR).
     Malformed(String),
     /// Not a standard query (NOTIMP).
@@ -76,7 +80,7 @@ impl Refusal {
     /// The event `reason`.
     pub fn reason(&self) -> &str {
         match self {
-            Refusal::Blocked { reason, .. } => reason.as_str(),
+            Refusal::Blocked { reason, .. } | Refusal::BlockedLink { reason, .. } => reason.as_str(),
             Refusal::Malformed(_) => "malformed-query",
             Refusal::NotImplemented(_) => "not-implemented",
             Refusal::Refused(_) => "class-not-allowed",
@@ -91,6 +95,7 @@ impl Refusal {
             // g0efilter's note for a blocked name answered NXDOMAIN (egret
             // answers NXDOMAIN for every type, so always this one).
             Refusal::Blocked { .. } => "nxdomain".to_owned(),
+            Refusal::BlockedLink { link, .. } => format!("nxdomain; the answer leads through {link}"),
             Refusal::Malformed(why) | Refusal::NotImplemented(why) | Refusal::Refused(why) => why.clone(),
             // `<class> address <ip>`, as the proxies write it.
             Refusal::Guarded { guarded, .. } => guarded.to_string(),
@@ -129,11 +134,7 @@ impl QueryInfo {
 }
 
 pub fn display_name(q: &Question) -> String {
-    let s = q.name().to_ascii().to_ascii_lowercase();
-    match s.strip_suffix('.') {
-        Some(t) if !t.is_empty() => t.to_owned(),
-        _ => s,
-    }
+    name_text(q.name())
 }
 
 /// Decides one query. Every question must be allowed: one blocked
@@ -229,7 +230,22 @@ pub fn decide(query: &[u8], policy: &Policy) -> Action {
 /// name works. Asked for every answer (DNS mode does not cache), so a
 /// name that rebinds from a public address to a guarded one is refused
 /// the moment it does.
+///
+/// Before the guard, the policy on the answer's chain: a CNAME or DNAME
+/// target the denylist refuses (`alias.example` CNAME to a denylisted
+/// `evil.example`) refuses the whole answer as a blocked name, the event
+/// naming that link, so nothing past it is served or learned. A target
+/// that is merely not allowlisted is served: in strict mode an allowed
+/// name's CNAME target is commonly an unlisted CDN name.
 pub fn guard_answer(info: &QueryInfo, upstream: &Reply, policy: &Policy, guard: &Guard) -> Option<Answer> {
+    if let Some((link, reason)) = denied_link(upstream, policy) {
+        let text = format!("egret: blocked by policy ({} via {link}: {})", info.qname(), reason.as_str());
+        let rcode = ResponseCode::NXDomain;
+        let bytes =
+            reply(info, rcode, Some((EDE_BLOCKED, &text))).unwrap_or_else(|| info_header(info, rcode));
+        let refusal = Refusal::BlockedLink { link, reason };
+        return Some(Answer { bytes, rcode, refusal, query: Some(info.clone()) });
+    }
     let guarded = guard.check_all(policy, upstream.addrs.iter().map(|(ip, _)| *ip))?;
     let name = info.qname();
 
@@ -237,6 +253,16 @@ pub fn guard_answer(info: &QueryInfo, upstream: &Reply, policy: &Policy, guard: 
     let rcode = ResponseCode::NXDomain;
     let bytes = reply(info, rcode, Some((EDE_BLOCKED, &text))).unwrap_or_else(|| info_header(info, rcode));
     Some(Answer { bytes, rcode, refusal: Refusal::Guarded { name, guarded }, query: Some(info.clone()) })
+}
+
+/// The first link of the answer's chain (a CNAME or DNAME target) that a
+/// denylist entry refuses, with the reason.
+pub fn denied_link(upstream: &Reply, policy: &Policy) -> Option<(String, Reason)> {
+    upstream.chain.iter().find_map(|link| {
+        let d = policy.decide(Query { name: Some(link), ip: None, port: None });
+        (!d.allowed() && d.reason == Reason::Denylisted)
+            .then(|| (d.name.unwrap_or_else(|| link.clone()), d.reason))
+    })
 }
 
 /// A query (or its answer) `DNS_HARDENING` refused: REFUSED with an RFC
@@ -349,6 +375,9 @@ pub struct Reply {
     pub addrs: Vec<(IpAddr, u32)>,
     /// Bytes of TXT data in the answer section (`DNS_MAX_TXT_BYTES`).
     pub txt_bytes: usize,
+    /// The answer section's CNAME and DNAME targets, in order, lowercase
+    /// without the trailing dot: the names the answer leads through.
+    pub chain: Vec<String>,
 }
 
 /// Checks that `resp` answers exactly the questions of `info` and reads
@@ -402,7 +431,41 @@ pub fn check_response(resp: &[u8], info: &QueryInfo) -> Result<Reply, FilterErro
             _ => 0,
         })
         .sum();
-    Ok(Reply { rcode: msg.metadata.response_code, truncated: msg.metadata.truncation, addrs, txt_bytes })
+    let mut chain: Vec<String> = Vec::new();
+    for r in &msg.answers {
+        let target = match &r.data {
+            RData::CNAME(c) => Some(c.0.clone()),
+            // hickory keeps DNAME as unknown data: its target is one
+            // uncompressed name (RFC 6672 §2.5). An unreadable one adds
+            // nothing; the CNAME synthesised beside it still counts.
+            RData::Unknown { code: RecordType::DNAME, rdata } => {
+                Name::read(&mut BinDecoder::new(&rdata.anything)).ok()
+            }
+            _ => None,
+        };
+        if let Some(t) = target {
+            let t = name_text(&t);
+            if !chain.contains(&t) {
+                chain.push(t);
+            }
+        }
+    }
+    Ok(Reply {
+        rcode: msg.metadata.response_code,
+        truncated: msg.metadata.truncation,
+        addrs,
+        txt_bytes,
+        chain,
+    })
+}
+
+/// A name as the policy reads it: lowercase, no trailing dot.
+fn name_text(n: &Name) -> String {
+    let s = n.to_ascii().to_ascii_lowercase();
+    match s.strip_suffix('.') {
+        Some(t) if !t.is_empty() => t.to_owned(),
+        _ => s,
+    }
 }
 
 /// A TTL in seconds clamped to `[min, max]` (`DNS_TTL_MIN`/`DNS_TTL_MAX`).
@@ -475,6 +538,29 @@ pub fn check_properties(data: &[u8]) {
             }
             // The same query as an "answer" to itself is refused.
             assert_eq!(check_response(data, &info), Err(FilterError::NotAResponse));
+            // With QR set it is one: its chain reads as policy names, and
+            // a denylisted link refuses it, naming that link.
+            static DENY: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+            let deny = DENY.get_or_init(|| {
+                let raw = "default_action: allow\ndenylist:\n  domains: [\"*.allowed.test\"]\n";
+                crate::policy::parse_yaml(raw, "fuzz")
+                    .and_then(|r| crate::policy::compile_raw(r, "fuzz", &crate::policy::EnvLists::default()))
+                    .unwrap_or_default()
+            });
+            let mut resp = data.to_vec();
+            resp[2] |= 0x80;
+            if let Ok(reply) = check_response(&resp, &info) {
+                for link in &reply.chain {
+                    assert_eq!(*link, link.to_ascii_lowercase(), "a chain link not lowercase");
+                    assert!(link == "." || !link.ends_with('.'), "a chain link with its dot: {link}");
+                }
+                let refused = guard_answer(&info, &reply, deny, &Guard::OFF);
+                let link = refused.as_ref().and_then(|a| match &a.refusal {
+                    Refusal::BlockedLink { link, .. } => Some(link.clone()),
+                    _ => None,
+                });
+                assert_eq!(link, denied_link(&reply, deny).map(|l| l.0), "the refusal names another link");
+            }
             let out = fit_udp(data.to_vec(), &info);
             assert!(out.len() <= usize::from(info.udp_max).max(data.len()));
             if data.len() > usize::from(info.udp_max) {
@@ -882,6 +968,83 @@ mod tests {
                     None => assert!(!edns, "{what}: the EDE is missing"),
                 }
             }
+        }
+    }
+
+    /// Round 6, escape_83: a CNAME or DNAME target the denylist refuses
+    /// refuses the answer, naming the link; an unlisted target does not.
+    #[test]
+    fn a_chain_through_a_denylisted_name_is_refused() {
+        use hickory_proto::rr::rdata::{CNAME, NULL};
+        let compile = |yaml: &str| {
+            crate::policy::compile_raw(
+                crate::policy::parse_yaml(yaml, "t.yaml").unwrap(),
+                "t.yaml",
+                &crate::policy::EnvLists::default(),
+            )
+            .unwrap()
+        };
+        let default_allow =
+            compile("default_action: allow\ndenylist:\n  domains: [\"*.evil.test\", \"evil.test\"]\n");
+        let strict = compile("default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\"]\n");
+        let n = |s: &str| Name::from_ascii(s).unwrap();
+        let cname = |from: &str, to: &str| Record::from_rdata(n(from), 60, RData::CNAME(CNAME(n(to))));
+        let dname = |from: &str, to: &str| {
+            let mut wire = Vec::new();
+            let mut e = hickory_proto::serialize::binary::BinEncoder::new(&mut wire);
+            hickory_proto::serialize::binary::BinEncodable::emit(&n(to), &mut e).unwrap();
+            Record::from_rdata(
+                n(from),
+                60,
+                RData::Unknown { code: RecordType::DNAME, rdata: NULL::with(wire) },
+            )
+        };
+        let a = |owner: &str| Record::from_rdata(n(owner), 60, RData::A(A::new(203, 0, 113, 9)));
+        type Case<'a> = (&'a str, Vec<Record>, &'a Policy, Option<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "direct",
+                vec![cname("alias.test.", "Evil.Test."), a("evil.test.")],
+                &default_allow,
+                Some("evil.test"),
+            ),
+            (
+                "second link",
+                vec![
+                    cname("alias.test.", "cdn.test."),
+                    cname("cdn.test.", "x.evil.test."),
+                    a("x.evil.test."),
+                ],
+                &default_allow,
+                Some("x.evil.test"),
+            ),
+            ("dname", vec![dname("alias.test.", "evil.test.")], &default_allow, Some("evil.test")),
+            ("strict", vec![cname("alias.test.", "evil.test."), a("evil.test.")], &strict, Some("evil.test")),
+            // Not allowlisted is not denylisted: an unlisted CDN name.
+            ("unlisted target", vec![cname("alias.test.", "cdn.example."), a("cdn.example.")], &strict, None),
+            ("clean chain", vec![cname("alias.test.", "cdn.test."), a("cdn.test.")], &default_allow, None),
+        ];
+        for (what, recs, pol, want) in cases {
+            let info = info_for(&query(7, &[("alias.test.", RecordType::A)], true));
+            let mut m = Message::response(7, OpCode::Query);
+            m.add_query(Q::query(n("alias.test."), RecordType::A));
+            for r in &recs {
+                m.add_answer(r.clone());
+            }
+            let reply = check_response(&m.to_vec().unwrap(), &info).unwrap();
+            let got = guard_answer(&info, &reply, pol, &Guard::default());
+            let link = got.as_ref().and_then(|a| match &a.refusal {
+                Refusal::BlockedLink { link, .. } => Some(link.as_str()),
+                _ => None,
+            });
+            assert_eq!(link, want, "{what}: {reply:?}");
+            let Some(a) = got else { continue };
+            assert_eq!((a.rcode, a.refusal.reason()), (ResponseCode::NXDomain, "denylisted"), "{what}");
+            assert_eq!(a.refusal.note(), format!("nxdomain; the answer leads through {}", want.unwrap()));
+            let m = Message::from_vec(&a.bytes).unwrap();
+            assert!(m.answers.is_empty(), "{what}: nothing past the link is served");
+            let (_, text) = ede_of(&a.bytes).expect("ede");
+            assert!(text.contains(&format!("alias.test via {}", want.unwrap())), "{what}: {text}");
         }
     }
 

@@ -23,6 +23,19 @@ pub trait Learn: Send + Sync {
     /// addresses, each with its TTL already clamped to
     /// `[DNS_TTL_MIN, DNS_TTL_MAX]`.
     fn learn(&self, name: &str, ips: &[(IpAddr, Duration)]) -> Result<(), LearnError>;
+
+    /// As [`Learn::learn`], with the answer's chain (its CNAME/DNAME
+    /// targets, [`crate::dns::filter::Reply::chain`]): a learner that
+    /// opens addresses by name hears where the answer led.
+    fn learn_answer(
+        &self,
+        name: &str,
+        chain: &[String],
+        ips: &[(IpAddr, Duration)],
+    ) -> Result<(), LearnError> {
+        let _ = chain;
+        self.learn(name, ips)
+    }
 }
 
 /// Why addresses could not be learned.
@@ -43,6 +56,15 @@ pub struct Chain(pub Vec<Arc<dyn Learn>>);
 impl Learn for Chain {
     fn learn(&self, name: &str, ips: &[(IpAddr, Duration)]) -> Result<(), LearnError> {
         self.0.iter().try_for_each(|l| l.learn(name, ips))
+    }
+
+    fn learn_answer(
+        &self,
+        name: &str,
+        chain: &[String],
+        ips: &[(IpAddr, Duration)],
+    ) -> Result<(), LearnError> {
+        self.0.iter().try_for_each(|l| l.learn_answer(name, chain, ips))
     }
 }
 
@@ -180,6 +202,15 @@ fn open() -> Result<crate::nft::LearnedSets, LearnError> {
 
 impl Learn for NftLearner {
     fn learn(&self, name: &str, ips: &[(IpAddr, Duration)]) -> Result<(), LearnError> {
+        self.learn_answer(name, &[], ips)
+    }
+
+    fn learn_answer(
+        &self,
+        name: &str,
+        chain: &[String],
+        ips: &[(IpAddr, Duration)],
+    ) -> Result<(), LearnError> {
         if ips.is_empty() {
             return Ok(());
         }
@@ -203,6 +234,18 @@ impl Learn for NftLearner {
         // (Audit mode forwards refused names too; the ruleset passes
         // everything then, and learning goes on as before.)
         if !policy.audit() && !policy.decide(Query { name: Some(&name), ip: None, port: None }).allowed() {
+            return Ok(());
+        }
+        // An answer that led through a name with ports (alias CNAME
+        // `tcp/db.example:5432`'s name) opens its addresses on that
+        // name's ports only: the allowed question does not widen them.
+        let links = if policy.audit() { Vec::new() } else { crate::named::port_links(&policy, chain) };
+        if !links.is_empty() {
+            for link in &links {
+                let named = crate::named::elements(&policy, &self.guard, link, ips);
+                st.named.add(link, ips, now);
+                install_named(&mut st, &named)?;
+            }
             return Ok(());
         }
         let ips = st.learned.add(&name, ips, now);

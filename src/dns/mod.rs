@@ -768,7 +768,7 @@ impl Shared {
         if let Some(l) = &self.learner {
             let addrs = filter::learned(&reply, self.settings.ttl_min, self.settings.ttl_max);
             if !addrs.is_empty() {
-                if let Err(e) = l.learn(&info.qname(), &addrs) {
+                if let Err(e) = l.learn_answer(&info.qname(), &reply.chain, &addrs) {
                     // Handing out an address the filter would reject only
                     // makes the client hang on a connect; say it failed.
                     log::error!("dns: {}: {e}", info.qname());

@@ -57,7 +57,9 @@ pub fn counter(o: &Outcome<'_>) -> Counter {
         Outcome::Forwarded { rcode: ResponseCode::ServFail, .. } => Counter::Servfail,
         Outcome::Forwarded { .. } => Counter::Forwarded,
         Outcome::Refused(a) => match a.refusal {
-            Refusal::Blocked { .. } | Refusal::Guarded { .. } => Counter::Blocked,
+            Refusal::Blocked { .. } | Refusal::BlockedLink { .. } | Refusal::Guarded { .. } => {
+                Counter::Blocked
+            }
             _ => Counter::Rejected,
         },
     }

@@ -598,31 +598,34 @@ impl Ruleset {
         let port_sets = [(Family::V4, SET_PORTS4), (Family::V6, SET_PORTS6)];
         // The denylist's addresses, whole (no guard holes: refusing a
         // guarded address is never a leak).
+        // An IPv4 entry is denied in its IPv6 translated forms too (the
+        // NAT64 and SIIT /96s), which a translator turns into it.
         let deny = policy.denylist();
-        let denied = !deny.ips.is_empty();
+        let (deny_ips, deny_ports) = (deny.ips.with_v4_in_v6(), deny.ports.with_v4_in_v6());
+        let denied = !deny_ips.is_empty();
         if denied {
             sets.push(Set {
                 name: SET_DENIED4,
                 family: Family::V4,
-                kind: SetKind::Interval(Elements::V4(deny.ips.v4.intervals().to_vec())),
+                kind: SetKind::Interval(Elements::V4(deny_ips.v4.intervals().to_vec())),
             });
             sets.push(Set {
                 name: SET_DENIED6,
                 family: Family::V6,
-                kind: SetKind::Interval(Elements::V6(deny.ips.v6.intervals().to_vec())),
+                kind: SetKind::Interval(Elements::V6(deny_ips.v6.intervals().to_vec())),
             });
         }
-        let denied_ports = !deny.ports.is_empty();
+        let denied_ports = !deny_ports.is_empty();
         if denied_ports {
             sets.push(Set {
                 name: SET_DENIED_PORTS4,
                 family: Family::V4,
-                kind: SetKind::Ports(PortElements::V4(deny.ports.elements_v4())),
+                kind: SetKind::Ports(PortElements::V4(deny_ports.elements_v4())),
             });
             sets.push(Set {
                 name: SET_DENIED_PORTS6,
                 family: Family::V6,
-                kind: SetKind::Ports(PortElements::V6(deny.ports.elements_v6())),
+                kind: SetKind::Ports(PortElements::V6(deny_ports.elements_v6())),
             });
         }
         // The denylist's matches, one per family and kind of set.
@@ -799,6 +802,12 @@ impl Ruleset {
             // A denylisted address: refused on every port and protocol.
             for m in &deny_matches {
                 out.extend(refusal(vec![m.clone()], None, audit));
+            }
+            if default_allow && cfg.filter_mode == FilterMode::Https && !policy.denylist().names.is_empty() {
+                // QUIC (HTTP/3) carries the SNI where no proxy reads it:
+                // refused at once (port unreachable) so clients fall back
+                // to TCP 443, whose SNI the proxy checks.
+                out.extend(refusal(vec![Match::Dport(L4::Udp, 443)], Some(L4::Udp), audit));
             }
             ChainPolicy::Accept
         } else {
@@ -2382,6 +2391,27 @@ table netdev egret {
         assert!(!open.to_string().contains("named_ports"), "DNS mode passes every address anyway");
     }
 
+    /// Round 6, escape_92: under the default allow with a denylist of
+    /// names, HTTPS mode refuses UDP 443 (QUIC) after the allowlist's
+    /// accepts, so clients fall back to TCP, whose SNI the proxy reads;
+    /// not without names in the denylist, nor in DNS mode (the resolver
+    /// judges names there); in audit mode logged and passed.
+    #[test]
+    fn quic_is_refused_under_the_default_allow_with_denylisted_names() {
+        let names = "default_action: allow\nallowlist:\n  ips: [\"203.0.113.7\"]\ndenylist:\n  domains: [\"blocked.test\"]\n";
+        let text = Ruleset::build(&config(&[]), &policy(names), &ID, &Host::default()).to_string();
+        let refuse = text.find("udp dport 443 jump log_blocked\n\t\tudp dport 443 reject\n").expect(&text);
+        assert!(text.find("ip daddr @allowed4 accept").expect("allowed") < refuse, "{text}");
+        let audited = policy(names).with_mode(crate::policy::Mode::Audit);
+        let audit = Ruleset::build(&config(&[]), &audited, &ID, &Host::default());
+        assert!(audit.to_string().contains("udp dport 443 accept"), "{audit}");
+        let ips_only = "default_action: allow\ndenylist:\n  ips: [\"198.51.100.0/24\"]\n";
+        for (vars, yaml) in [(&[][..], ips_only), (&[("FILTER_MODE", "dns")][..], names)] {
+            let text = Ruleset::build(&config(vars), &policy(yaml), &ID, &Host::default()).to_string();
+            assert!(!text.contains("udp dport 443"), "{vars:?}: {text}");
+        }
+    }
+
     /// With the default deny a denylist closes parts of the allowlist:
     /// its addresses are refused before the allowed sets are asked, in
     /// both modes (DNS mode's open egress included).
@@ -2434,7 +2464,7 @@ table netdev egret {
 	set denied6 {
 		type ipv6_addr
 		flags interval
-		elements = { 2001:db8:dead::/48 }
+		elements = { ::ffff:0:cb00:7100/120, 64:ff9b::cb00:7100/120, 64:ff9b:1::cb00:7100/120, 2001:db8:dead::/48 }
 	}
 
 	set denied_ports4 {
@@ -2446,6 +2476,7 @@ table netdev egret {
 	set denied_ports6 {
 		type ipv6_addr . inet_proto . inet_service
 		flags interval
+		elements = { ::ffff:0:c633:6405 . tcp . 25, 64:ff9b::c633:6405 . tcp . 25, 64:ff9b:1::c633:6405 . tcp . 25 }
 	}
 
 	set log_known {
@@ -2555,6 +2586,8 @@ table netdev egret {
 		ip6 daddr . meta l4proto . th dport @denied_ports6 meta l4proto tcp reject with tcp reset
 		ip6 daddr . meta l4proto . th dport @denied_ports6 meta l4proto udp reject
 		ip6 daddr . meta l4proto . th dport @denied_ports6 reject with icmpx admin-prohibited
+		udp dport 443 jump log_blocked
+		udp dport 443 reject
 	}
 
 	chain tag_out {

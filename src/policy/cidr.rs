@@ -40,7 +40,10 @@ pub struct Cidr {
 impl Cidr {
     /// Parses `a.b.c.d`, `a.b.c.d/n`, `x::y` or `x::y/n`. Host bits are
     /// cleared; the second value says whether any were set, so the caller
-    /// can tell the user.
+    /// can tell the user. An IPv4-mapped block (`::ffff:a.b.c.d`, or
+    /// `::ffff:0:0/96` and longer) is its IPv4 block (`a.b.c.d/32`): that
+    /// is the address on the wire, and no IPv6 packet ever carries the
+    /// mapped form, so kept as IPv6 it would match nothing.
     pub fn parse(input: &str) -> Result<(Cidr, bool), CidrError> {
         let s = input.trim();
         if s.is_empty() {
@@ -60,7 +63,30 @@ impl Cidr {
             },
         };
         let cidr = Cidr { addr: mask(addr, prefix), prefix };
-        Ok((cidr, cidr.addr != addr))
+        let host_bits = cidr.addr != addr;
+        Ok((cidr.v4_if_mapped(), host_bits))
+    }
+
+    /// The IPv4 block of an IPv4-mapped one (prefix 96 or longer inside
+    /// `::ffff:0:0/96`); any other block as it is.
+    fn v4_if_mapped(self) -> Cidr {
+        match self.addr {
+            IpAddr::V6(a) if self.prefix >= 96 => match a.to_ipv4_mapped() {
+                Some(v4) => Cidr { addr: IpAddr::V4(v4), prefix: self.prefix - 96 },
+                None => self,
+            },
+            _ => self,
+        }
+    }
+
+    /// An IPv4 block written under each [`V4_IN_V6`]
+    /// /96; `None` for an IPv6 block.
+    pub fn v4_in_v6(&self) -> Option<[Cidr; 3]> {
+        let IpAddr::V4(a) = self.addr else { return None };
+        Some(V4_IN_V6.map(|p| Cidr {
+            addr: IpAddr::V6(Ipv6Addr::from(p | u128::from(u32::from(a)))),
+            prefix: self.prefix + 96,
+        }))
     }
 
     /// The first and last address, as integers of the family's width.
@@ -230,6 +256,17 @@ impl IpSet {
         found
     }
 
+    /// This set with each IPv4 block also written under every
+    /// [`V4_IN_V6`] /96 (IPv4-translated, NAT64
+    /// well-known and local-use): the IPv6 addresses a translator turns
+    /// into it. For the denylist's kernel sets, so an IPv6-only client
+    /// behind NAT64 does not reach a denied IPv4 address.
+    pub fn with_v4_in_v6(&self) -> IpSet {
+        let mut cidrs = self.cidrs();
+        cidrs.extend(self.cidrs().iter().filter_map(|c| c.v4_in_v6()).flatten());
+        IpSet::from_cidrs(&cidrs)
+    }
+
     /// The merged ranges written back as the fewest CIDRs, for display.
     pub fn cidrs(&self) -> Vec<Cidr> {
         let mut out = Vec::new();
@@ -245,6 +282,22 @@ impl IpSet {
         }
         out
     }
+}
+
+/// The local-use NAT64 prefix `64:ff9b:1::/48` (RFC 8215).
+pub const NAT64_LOCAL: u128 = 0x0064_ff9b_0001 << 80;
+
+/// The /96 prefixes an IPv4 address is written under in IPv6 and leads
+/// to: IPv4-translated, NAT64 well-known and local-use. (IPv4-compatible
+/// addresses, deprecated, are routed as plain IPv6 addresses: nothing
+/// translates them, so the sets need no hole for them.)
+pub const V4_IN_V6: [u128; 3] = [0xffff_0000 << 32, 0x0064_ff9b << 96, NAT64_LOCAL];
+
+/// The IPv4 address an IPv6 one under a [`V4_IN_V6`] /96 leads to
+/// (IPv4-translated, NAT64 well-known, local-use in its /96 format).
+pub fn translated_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let n = u128::from(a);
+    V4_IN_V6.iter().any(|p| n >> 32 == p >> 32).then(|| Ipv4Addr::from(n as u32))
 }
 
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 address: a
@@ -305,6 +358,16 @@ mod tests {
             ("::/0", "::/0", false),
             ("::1", "::1/128", false),
             (" 192.168.0.0/16 ", "192.168.0.0/16", false),
+            // IPv4-mapped: the IPv4 block it is on the wire.
+            ("::ffff:10.0.0.3", "10.0.0.3/32", false),
+            ("::ffff:a00:3", "10.0.0.3/32", false),
+            ("::ffff:10.0.0.0/120", "10.0.0.0/24", false),
+            ("::ffff:10.0.0.3/120", "10.0.0.0/24", true),
+            ("::ffff:0:0/96", "0.0.0.0/0", false),
+            // Wider than the mapped /96, or another form: IPv6 as written.
+            ("::ffff:0:0/95", "::fffe:0:0/95", true),
+            ("::ffff:0:a00:3", "::ffff:0:a00:3/128", false),
+            ("64:ff9b::10.0.0.3", "64:ff9b::a00:3/128", false),
         ];
         for (input, expect, host_bits) in ok {
             let (c, hb) = Cidr::parse(input).unwrap();
@@ -349,6 +412,37 @@ mod tests {
             cidrs(&["10.0.0.1", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6"]),
             ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
         );
+    }
+
+    /// Round 6, escape_81: a denied IPv4 block's IPv6 translated forms.
+    #[test]
+    fn v4_blocks_written_in_their_translated_forms() {
+        let parsed: Vec<Cidr> =
+            ["10.0.0.3", "10.1.0.0/16", "2001:db8::/32"].iter().map(|e| Cidr::parse(e).unwrap().0).collect();
+        let set = IpSet::from_cidrs(&parsed).with_v4_in_v6();
+        let shown: Vec<String> = set.cidrs().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "10.0.0.3/32",
+                "10.1.0.0/16",
+                "::ffff:0:a00:3/128",
+                "::ffff:0:a01:0/112",
+                "64:ff9b::a00:3/128",
+                "64:ff9b::a01:0/112",
+                "64:ff9b:1::a00:3/128",
+                "64:ff9b:1::a01:0/112",
+                "2001:db8::/32",
+            ]
+        );
+        for ip in ["64:ff9b::10.0.0.3", "::ffff:0:10.1.2.3", "64:ff9b:1::10.1.255.255"] {
+            assert!(set.contains(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["64:ff9b::10.0.0.4", "::10.0.0.3", "64:ff9b:1:1::10.0.0.3"] {
+            assert!(!set.contains(ip.parse().unwrap()), "{ip}");
+        }
+        // Idempotent: the IPv6 forms have no forms of their own.
+        assert_eq!(set.with_v4_in_v6(), set);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::cidr::{Cidr, IpSet, Ranges};
+use super::cidr::{Cidr, IpSet, Ranges, NAT64_LOCAL, V4_IN_V6};
 use super::{Policy, Proto};
 
 /// The event `reason` of a refusal by the guard.
@@ -132,9 +132,6 @@ pub fn classify(ip: IpAddr) -> Classes {
         },
     }
 }
-
-/// The local-use NAT64 prefix `64:ff9b:1::/48` (RFC 8215).
-const NAT64_LOCAL: u128 = 0x0064_ff9b_0001 << 80;
 
 /// The IPv4 addresses an address in `64:ff9b:1::/48` may lead to, with
 /// the prefix length of the RFC 6052 §2.2 format read: the operator picks
@@ -444,12 +441,6 @@ impl Guard {
         ips.into_iter().find_map(|ip| self.check(policy, ip))
     }
 }
-
-/// The /96 prefixes an IPv4 address is written under in IPv6 and leads
-/// to: IPv4-translated, NAT64 well-known and local-use. (IPv4-compatible
-/// addresses, deprecated, are routed as plain IPv6 addresses: nothing
-/// translates them, so the sets need no hole for them.)
-const V4_IN_V6: [u128; 3] = [0xffff_0000 << 32, 0x0064_ff9b << 96, NAT64_LOCAL];
 
 /// `[first, last]` of `net/len` in a `bits`-wide family.
 fn bounds(net: u128, len: u8, bits: u32) -> (u128, u128) {

@@ -457,7 +457,13 @@ impl Policy {
         let name_of = || q.name.and_then(|n| normalize(n).ok());
         if let Some(ip) = q.ip {
             let allowed = self.allow.find_addr(ip, q.port);
-            let denied = self.deny.find_addr(ip, q.port);
+            // A denied IPv4 address is denied in its IPv6 translated forms
+            // too (NAT64, SIIT): a translator connects to it. The rule
+            // named is the IPv4 entry.
+            let denied = self.deny.find_addr(ip, q.port).or_else(|| match ip {
+                IpAddr::V6(a) => self.deny.find_addr(IpAddr::V4(cidr::translated_v4(a)?), q.port),
+                IpAddr::V4(_) => None,
+            });
             let (first, second) = match self.default {
                 DefaultAction::Deny => ((denied, Verdict::Deny), (allowed, Verdict::Allow)),
                 DefaultAction::Allow => ((allowed, Verdict::Allow), (denied, Verdict::Deny)),
@@ -716,6 +722,16 @@ fn compile_lists(
                     at(src, "ips", i),
                 ))
             };
+            // `::ffff:a.b.c.d` is a.b.c.d on the wire: parsed as it (so
+            // it matches), said so (so `egret check` is not a surprise).
+            let mapped_spelling = entry.contains('[') || entry.matches(':').count() > 1;
+            let mapped_note = |c: &dyn fmt::Display, warnings: &mut Vec<String>| {
+                warnings.push(format!(
+                    "{}: {} {entry:?}: an IPv4-mapped address is its IPv4 address on the wire, using {c}",
+                    source_name(&src.origin),
+                    at(src, "ips", i),
+                ))
+            };
             let risky = |c: &Cidr, warnings: &mut Vec<String>| {
                 if let Some(why) = lint::risky_cidr(c).filter(|_| lint) {
                     warnings.push(format!(
@@ -736,6 +752,9 @@ fn compile_lists(
                     if host_bits {
                         host_bits_warning(&c, warnings);
                     }
+                    if c.addr.is_ipv4() && mapped_spelling {
+                        mapped_note(&c, warnings);
+                    }
                     risky(&c, warnings);
                     cidrs.push(c);
                 }
@@ -743,6 +762,9 @@ fn compile_lists(
                     Ok((p, host_bits)) => {
                         if host_bits {
                             host_bits_warning(&p, warnings);
+                        }
+                        if p.cidr.addr.is_ipv4() && mapped_spelling {
+                            mapped_note(&p, warnings);
                         }
                         risky(&p.cidr, warnings);
                         port_entries.push(p);
@@ -1124,6 +1146,61 @@ mod tests {
             p.warnings(),
             ["policy.yaml: allowlist.ips[0] \"10.1.2.3/16\": host bits set, using 10.1.0.0/16"]
         );
+    }
+
+    /// Round 6, escape_88: an IPv4-mapped entry is its IPv4 address, in
+    /// both lists, bare or with ports; `egret check` prints the IPv4 form.
+    #[test]
+    fn ipv4_mapped_entries_are_their_ipv4_addresses() {
+        let p = yaml(
+            "default_action: allow\nallowlist:\n  ips: [\"::ffff:10.0.0.2\"]\ndenylist:\n  ips: [\"::ffff:10.0.0.3\", \"::ffff:10.0.1.0/120\", \"tcp/[::ffff:10.0.0.4]:7000\"]\n",
+        )
+        .unwrap();
+        let at = |ip: &str, port: Option<(Proto, u16)>| {
+            p.decide(Query { name: None, ip: Some(ip.parse().unwrap()), port }).verdict
+        };
+        for ip in ["10.0.0.3", "::ffff:10.0.0.3", "10.0.1.9"] {
+            assert_eq!(at(ip, None), Verdict::Deny, "{ip}");
+        }
+        assert_eq!(at("10.0.0.4", Some((Proto::Tcp, 7000))), Verdict::Deny);
+        assert_eq!(at("10.0.0.4", Some((Proto::Tcp, 7001))), Verdict::Allow);
+        assert!(p.allows_ip("10.0.0.2".parse().unwrap()));
+        assert!(p.denylist().ips.v6.is_empty() && p.denylist().ports.elements_v6().is_empty());
+        let shown = p.to_string();
+        for form in ["- 10.0.0.2/32", "- 10.0.0.3/32", "- 10.0.1.0/24", "- \"tcp/10.0.0.4:7000\""] {
+            assert!(shown.contains(form), "{form} not in {shown}");
+        }
+        assert!(!shown.contains("ffff"), "{shown}");
+        assert_eq!(
+            p.warnings().iter().filter(|w| w.contains("IPv4-mapped")).count(),
+            4,
+            "{:?}",
+            p.warnings()
+        );
+        assert!(p.warnings()[1].ends_with("\"::ffff:10.0.0.3\": an IPv4-mapped address is its IPv4 address on the wire, using 10.0.0.3/32"), "{:?}", p.warnings());
+    }
+
+    /// Round 6, escape_81: a denied IPv4 entry is denied in its IPv6
+    /// translated forms, bare and with ports, and the rule named is the
+    /// IPv4 entry; the deprecated IPv4-compatible form is plain IPv6.
+    #[test]
+    fn a_denied_ipv4_is_denied_in_its_translated_forms() {
+        let p =
+            yaml("default_action: allow\ndenylist:\n  ips: [\"10.0.0.3\", \"tcp/10.0.0.4:25\"]\n").unwrap();
+        let at = |ip: &str, port: Option<(Proto, u16)>| {
+            p.decide(Query { name: Some("x.test"), ip: Some(ip.parse().unwrap()), port })
+        };
+        for ip in ["64:ff9b::10.0.0.3", "::ffff:0:10.0.0.3", "64:ff9b:1::10.0.0.3"] {
+            let d = at(ip, Some((Proto::Tcp, 443)));
+            assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::Denylisted), "{ip}");
+            assert_eq!(d.rule.map(|r| r.to_string()).as_deref(), Some("ip 10.0.0.3/32"), "{ip}");
+            let d = at(&ip.replace(".3", ".4"), Some((Proto::Tcp, 25)));
+            assert_eq!(d.verdict, Verdict::Deny, "{ip} port 25");
+            assert_eq!(at(&ip.replace(".3", ".4"), Some((Proto::Tcp, 26))).verdict, Verdict::Allow);
+        }
+        for ip in ["::10.0.0.3", "64:ff9b::10.0.0.5", "64:ff9b:1:1::10.0.0.3"] {
+            assert_eq!(at(ip, None).verdict, Verdict::Allow, "{ip}");
+        }
     }
 
     /// g0efilter's precedence (issue 16, item 2): any ALLOWLIST_* variable

@@ -450,6 +450,19 @@ impl PortSet {
         out
     }
 
+    /// This set with each IPv4 entry also written under the IPv6
+    /// translated forms ([`IpSet::with_v4_in_v6`]), for the denylist.
+    pub fn with_v4_in_v6(&self) -> PortSet {
+        let mut entries = self.entries();
+        let forms: Vec<PortEntry> = entries
+            .iter()
+            .filter_map(|e| Some(e.cidr.v4_in_v6()?.map(|cidr| PortEntry { cidr, ..*e })))
+            .flatten()
+            .collect();
+        entries.extend(forms);
+        PortSet::from_entries(&entries)
+    }
+
     /// Addresses open on at least one port (for "does this block cover
     /// a lot" warnings and the guard's exceptions).
     pub fn addresses(&self) -> IpSet {

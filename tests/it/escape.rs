@@ -107,19 +107,19 @@
 //!
 //! | attempt | privilege | result | test |
 //! |---------|-----------|--------|------|
-//! | a denylisted IPv4 address by its NAT64 (`64:ff9b::a.b.c.d`) and IPv4-translated (`::ffff:0:a.b.c.d`) forms, TCP and UDP on a port other than 80/443 | none | **worked, open** (`denied6` holds no IPv6 form of a `denylist.ips` IPv4 entry; the SSRF guard knows these forms, the denylist does not) | `escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted` (ignored) |
+//! | a denylisted IPv4 address by its NAT64 (`64:ff9b::a.b.c.d`) and IPv4-translated (`::ffff:0:a.b.c.d`) forms, TCP and UDP on a port other than 80/443 | none | worked, fixed (a `denylist.ips` IPv4 entry, bare or with ports, is written under the IPv4-translated, NAT64 well-known and local-use /96s in `denied6`/`denied_ports6`, and `Policy::decide` denies those forms naming the IPv4 entry) | `escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted` |
 //! | an ICMP error quoting a named-port flow (its conntrack stamp) sent to another host | CAP_NET_RAW | held | `escape_82_icmp_errors_quoting_a_named_port_flow_do_not_ride_its_stamp` |
-//! | `alias.test` CNAME to the denylisted `evil.test`: DNS mode under default allow, strict DNS mode under `*.test` minus `evil.test` | none | **worked, open** (the resolver judges the question only: the chain and evil.test's address are served, and strict mode opens that address) | `escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served` (ignored) |
+//! | `alias.test` CNAME to the denylisted `evil.test`: DNS mode under default allow, strict DNS mode under `*.test` minus `evil.test` | none | worked, fixed (the resolver judges every CNAME/DNAME target of an answer: a denylisted link makes it NXDOMAIN, reason `denylisted`, the note naming the link, before anything is learned) | `escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served` |
 //! | a denylisted Host in case, trailing-dot, port, double-dot, leading-dot, percent, userinfo, tab, fullwidth-dot forms; two Host headers, a Host list, absolute form, HTTP/1.0 without Host, CONNECT; SNI variants; a hello without SNI | none | held | `escape_84_denylisted_host_and_sni_variants_under_the_default_allow` |
 //! | keeping a named-port connection open across a reload that removes the name | none | held (cut; a new one refused) | `escape_85_a_named_port_flow_does_not_outlive_a_reload_that_removes_the_name` |
 //! | hand-made fragments (whole, first, later alone) to a denylisted address and to a denylisted UDP port, GRE, SCTP, proto 253, UDP-Lite to a denylisted address | CAP_NET_RAW (UDP-Lite: none) | held | `escape_86_fragments_and_other_protocols_to_denylisted_addresses_and_ports_stay_in` |
 //! | DNS mode, default allow: the denylisted name in upper and mixed case, types A, AAAA, TXT, MX, CNAME, ANY, HTTPS, SVCB; behind an allowed first question | none | held | `escape_87_denylisted_name_variants_and_query_shapes_in_dns_mode` |
-//! | a denylist entry written `::ffff:a.b.c.d`, then TCP/UDP to a.b.c.d and to its mapped form | none | **worked, open** (the entry lands in `denied6`; IPv4 on the wire matches nothing; `egret check` says nothing) | `escape_88_a_denylist_entry_written_as_an_ipv4_mapped_address_denies_its_ipv4_self` (ignored) |
+//! | a denylist entry written `::ffff:a.b.c.d`, then TCP/UDP to a.b.c.d and to its mapped form | none | worked, fixed (an IPv4-mapped entry, /96 or longer, is parsed as its IPv4 block in both lists, bare or with ports; `egret check` prints the IPv4 form and warns) | `escape_88_a_denylist_entry_written_as_an_ipv4_mapped_address_denies_its_ipv4_self` |
 //! | default allow: the denylisted Host pipelined, and after a pause, behind an allowed one on one connection | none | held | `escape_89_a_denylisted_host_behind_an_allowed_one_on_a_kept_alive_connection` |
-//! | strict DNS mode: `alias.test` (allowed) CNAME to `evil.test`, a name with ports (`tcp/evil.test:7001`); then TCP 7000 to evil.test's address | none | **worked, open** (the allowed name's answer learns every address in it, the chain's target's too, on every port: the entry's port limit is gone) | `escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_port` (ignored) |
+//! | strict DNS mode: `alias.test` (allowed) CNAME to `evil.test`, a name with ports (`tcp/evil.test:7001`); then TCP 7000 to evil.test's address | none | worked, fixed (an answer whose chain leads through a name with ports not otherwise allowed opens its addresses on that name's ports only, not on every port) | `escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_port` |
 //! | an agent key's heartbeat naming another agent (hostname, agent, name) to hide its degraded state, markup in every text field | agent key | held (stored under the key's name; JSON with the CSP) | `fleet::attack_an_agent_key_cannot_beat_for_another_agent_or_inject_into_the_agents_view` |
 //! | default allow, .3 denylisted: an ICMP error quoting an allowed flow to .2 sent to .3, and a ping to .3, v4 and v6 | CAP_NET_RAW | held | `escape_91_icmp_errors_and_pings_to_a_denylisted_host_under_the_default_allow` |
-//! | default allow, `blocked.test` denylisted by name: a QUIC v1 Initial-shaped datagram naming it, UDP 443 to its address (control: TCP 443 with that SNI refused) | none | **worked, open** (UDP 443 is neither proxied nor refused: HTTP/3 reaches a denylisted name by its name; the README's one-line limit lists only other ports, literals, shared addresses) | `escape_92_quic_to_a_denylisted_name_under_the_default_allow` (ignored) |
+//! | default allow, `blocked.test` denylisted by name: a QUIC v1 Initial-shaped datagram naming it, UDP 443 to its address (control: TCP 443 with that SNI refused) | none | worked, fixed (HTTPS mode under the default allow with denylisted names refuses UDP 443 with port unreachable, after the allowlist's accepts, so clients fall back to TCP 443 and its SNI check; the README's limit says what remains) | `escape_92_quic_to_a_denylisted_name_under_the_default_allow` |
 //! | an agent key posting 250 entries with `LOG_RETENTION` at 200: another agent's entry | agent key | **worked, fixed** (the row limit evicts the oldest entries of the agents holding the most first: `store::eviction_plan`) | `fleet::attack_an_agent_key_cannot_push_another_agents_events_out_of_the_store` |
 //! | SQL in `/api/v1/aggregates` `agent`, `action`, `by`, `top`, `window` | API key | held (400, or bound values matching nothing) | `fleet::attack_aggregates_parameters_carry_no_sql` |
 //! | an agent key posting an event dated 2099 | agent key | **worked, fixed** (an event time more than 60 s ahead of its arrival is stored as the arrival plus 60 s) | `fleet::attack_an_agent_key_cannot_date_events_into_every_future_window` |
@@ -4084,7 +4084,6 @@ fn v4_in_v6_forms(v4: &str) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "round-6 finding: a denylisted IPv4 address is reachable as 64:ff9b::a.b.c.d or ::ffff:0:a.b.c.d (denied6 holds no v6 forms)"]
 fn escape_81_nat64_and_translated_forms_of_a_denylisted_ipv4_are_denylisted() {
     // `denylist.ips` names an IPv4 address; an IPv6-only pod behind a
     // NAT64 gateway (DNS64 clusters) reaches it as 64:ff9b::a.b.c.d. The
@@ -4182,7 +4181,6 @@ fn dig_short(p: &Pair, name: &str) -> String {
 }
 
 #[test]
-#[ignore = "round-6 finding: a CNAME from an allowed name to a denylisted one is served with its address, and in strict DNS mode opens it"]
 fn escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served() {
     // The denylist names evil.test; alias.test (not denylisted) is a
     // CNAME to it. The resolver judges the question only: does it serve
@@ -4208,6 +4206,17 @@ fn escape_83_a_cname_chain_ending_at_a_denylisted_name_is_not_served() {
         let chained = dig_short(p, "alias.test");
         if chained.contains(&p.v4(3)) {
             found.push(format!("{mode}: alias.test served evil.test's {}: {}", p.v4(3), chained.trim()));
+        } else {
+            // The refusal's event names the question and the link.
+            let ev = wait_for(Duration::from_secs(10), || {
+                d.events.try_iter().find(|e| e["qname"] == "alias.test" && e["action"] == "BLOCKED")
+            });
+            let says = ev.as_ref().is_some_and(|e| {
+                e["reason"] == "denylisted" && e["note"].as_str().is_some_and(|n| n.contains("evil.test"))
+            });
+            if !says {
+                found.push(format!("{mode}: alias.test's refusal does not name evil.test: {ev:?}"));
+            }
         }
         if mode == "dns-strict" {
             let o = tcp(&p.work, s_addr(&p.v4(3), 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
@@ -4450,7 +4459,6 @@ fn escape_87_denylisted_name_variants_and_query_shapes_in_dns_mode() {
 }
 
 #[test]
-#[ignore = "round-6 finding: a denylist entry ::ffff:a.b.c.d goes into denied6 only, so a.b.c.d (and the mapped form, IPv4 on the wire) is not refused"]
 fn escape_88_a_denylist_entry_written_as_an_ipv4_mapped_address_denies_its_ipv4_self() {
     // `::ffff:a.b.c.d` is a.b.c.d on the wire (an AF_INET6 socket sends
     // IPv4 to it). As a denylist entry it must refuse that address, not
@@ -4504,7 +4512,6 @@ fn escape_89_a_denylisted_host_behind_an_allowed_one_on_a_kept_alive_connection(
 }
 
 #[test]
-#[ignore = "round-6 finding: a CNAME from an allowed name to a name with ports opens the target's address on every port in strict DNS mode"]
 fn escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_port() {
     // Strict DNS mode: evil.test may be reached on TCP 7001 only
     // (`tcp/evil.test:7001`); alias.test is allowed outright and is a
@@ -4516,7 +4523,7 @@ fn escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_por
     let upstream = format!("{}:53", p.v4(2));
     let _d =
         Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
-    let _echo = forbidden_echo(p, "7000", "7000");
+    let _echo = forbidden_echo(p, "7000,7001", "7000");
     let to = s_addr(&p.v4(3), 7000);
     let direct = dig_short(p, "evil.test");
     assert!(direct.contains(&p.v4(3)), "control: evil.test (a name with ports) resolves: {direct}");
@@ -4533,6 +4540,10 @@ fn escape_90_a_cname_to_a_name_with_ports_does_not_open_its_address_on_every_por
         chained.trim().replace('\n', " "),
         p.v4(3)
     );
+    // The entry's own port stays open (the chain opened it, or
+    // evil.test's own answer did): the limit, not a refusal.
+    let o = tcp(&p.work, s_addr(&p.v4(3), 7001), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(o.text().contains("echo:"), "evil.test's own port 7001 was closed: {o:?}");
 }
 
 #[test]
@@ -4578,7 +4589,6 @@ fn escape_91_icmp_errors_and_pings_to_a_denylisted_host_under_the_default_allow(
 }
 
 #[test]
-#[ignore = "round-6 finding: under the default allow, QUIC (UDP 443) reaches a denylisted name by its name: only TCP 80/443 meet the proxies, and the README's limit does not say so"]
 fn escape_92_quic_to_a_denylisted_name_under_the_default_allow() {
     // Default allow, blocked.test denylisted by name. TCP 443 goes to the
     // proxy, which reads the SNI; HTTP/3 (QUIC, UDP 443) carries the same
@@ -4605,6 +4615,8 @@ fn escape_92_quic_to_a_denylisted_name_under_the_default_allow() {
         "UDP 443 (QUIC) carrying the SNI blocked.test reached blocked.test's address: {} bytes back",
         r.0.as_ref().map(Vec::len).unwrap_or(0)
     );
+    // Refused at once, so an HTTP/3 client falls back to TCP fast.
+    assert_udp_refused_fast(&r, "QUIC to blocked.test's address");
 }
 
 #[test]
