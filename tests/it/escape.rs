@@ -1635,10 +1635,15 @@ fn escape_33_raw_frames_from_an_af_packet_socket_do_not_leave() {
         .status();
     assert!(st.is_ok_and(|s| s.success()), "ip link add");
     d.wait_logged("network changed", Duration::from_secs(5));
-    let mut c = Pair::exec(&p.work, "nft");
-    c.args(["list", "table", "netdev", "egret"]);
-    let (_, out, _) = util::run(c);
-    assert!(out.contains("egress device \"late0\""), "{out}");
+    // The line is logged before the re-apply: the chain follows it.
+    let mut out = String::new();
+    let chained = wait_for(Duration::from_secs(5), || {
+        let mut c = Pair::exec(&p.work, "nft");
+        c.args(["list", "table", "netdev", "egret"]);
+        out = util::run(c).1;
+        out.contains("egress device \"late0\"").then_some(())
+    });
+    assert!(chained.is_some(), "no egress chain for late0 5 s after the change was seen: {out}");
 }
 
 #[test]
