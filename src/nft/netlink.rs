@@ -650,14 +650,42 @@ fn match_exprs(m: &Match, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Enc
 }
 
 /// The `limit` expression's attributes (packets per second).
-fn limit_attrs(per_second: u64, burst: u32) -> Result<Vec<Attr>, EncodeError> {
+/// A packet limit; `flags` `NFT_LIMIT_F_INV` for "over".
+fn limit_attrs(per_second: u64, burst: u32, flags: u32) -> Result<Vec<Attr>, EncodeError> {
     Ok(vec![
         attr(c::NFTA_LIMIT_RATE, per_second.to_be_bytes())?,
         attr(c::NFTA_LIMIT_UNIT, 1u64.to_be_bytes())?,
         be32(c::NFTA_LIMIT_BURST, burst)?,
         be32(c::NFTA_LIMIT_TYPE, c::NFT_LIMIT_PKTS)?,
-        be32(c::NFTA_LIMIT_FLAGS, 0)?,
+        be32(c::NFTA_LIMIT_FLAGS, flags)?,
     ])
+}
+
+/// `update @set { meta skuid [limit ...] }`: the owner's element, with
+/// its own packet limit when `limit` is (rate, burst, flags).
+fn owner_update(
+    set: &'static str,
+    id: u32,
+    limit: Option<(u64, u32, u32)>,
+) -> Result<Vec<Attr>, EncodeError> {
+    let mut dynset = vec![
+        attr(c::NFTA_DYNSET_SET_NAME, set)?,
+        be32(c::NFTA_DYNSET_SET_ID, id)?,
+        be32(c::NFTA_DYNSET_OP, c::NFT_DYNSET_OP_UPDATE)?,
+        be32(c::NFTA_DYNSET_SREG_KEY, c::NFT_REG_1)?,
+    ];
+    if let Some((per_second, burst, flags)) = limit {
+        // NFTA_DYNSET_EXPR holds one expression (name and data), not a
+        // list element.
+        dynset.push(nest(
+            c::NFTA_DYNSET_EXPR,
+            vec![
+                attr(c::NFTA_EXPR_NAME, "limit")?,
+                nest(c::NFTA_EXPR_DATA, limit_attrs(per_second, burst, flags)?)?,
+            ],
+        )?);
+    }
+    Ok(vec![meta(c::NFT_META_SKUID)?, expr("dynset", dynset)?])
 }
 
 fn stmt_exprs(s: &Stmt, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, EncodeError> {
@@ -675,69 +703,13 @@ fn stmt_exprs(s: &Stmt, set_id: &dyn Fn(&str) -> u32) -> Result<Vec<Attr>, Encod
                 ],
             )?,
         ],
-        Stmt::Limit { per_second, burst } => vec![expr("limit", limit_attrs(*per_second, *burst)?)?],
+        Stmt::Limit { per_second, burst } => vec![expr("limit", limit_attrs(*per_second, *burst, 0)?)?],
         Stmt::OwnerLimit { set, per_second, burst } => {
-            // The element's own `limit`: NFTA_DYNSET_EXPR holds one
-            // expression (name and data), not a list element.
-            let limit = nest(
-                c::NFTA_DYNSET_EXPR,
-                vec![
-                    attr(c::NFTA_EXPR_NAME, "limit")?,
-                    nest(c::NFTA_EXPR_DATA, limit_attrs(*per_second, *burst)?)?,
-                ],
-            )?;
-            vec![
-                meta(c::NFT_META_SKUID)?,
-                expr(
-                    "dynset",
-                    vec![
-                        attr(c::NFTA_DYNSET_SET_NAME, *set)?,
-                        be32(c::NFTA_DYNSET_SET_ID, set_id(set))?,
-                        be32(c::NFTA_DYNSET_OP, c::NFT_DYNSET_OP_UPDATE)?,
-                        be32(c::NFTA_DYNSET_SREG_KEY, c::NFT_REG_1)?,
-                        limit,
-                    ],
-                )?,
-            ]
+            owner_update(set, set_id(set), Some((*per_second, *burst, 0)))?
         }
-        Stmt::OwnerSeen(set) => vec![
-            meta(c::NFT_META_SKUID)?,
-            expr(
-                "dynset",
-                vec![
-                    attr(c::NFTA_DYNSET_SET_NAME, *set)?,
-                    be32(c::NFTA_DYNSET_SET_ID, set_id(set))?,
-                    be32(c::NFTA_DYNSET_OP, c::NFT_DYNSET_OP_UPDATE)?,
-                    be32(c::NFTA_DYNSET_SREG_KEY, c::NFT_REG_1)?,
-                ],
-            )?,
-        ],
+        Stmt::OwnerSeen(set) => owner_update(set, set_id(set), None)?,
         Stmt::OwnerLimitOver { set, per_second, burst } => {
-            // As `OwnerLimit`, the limit inverted (NFT_LIMIT_F_INV).
-            let data = vec![
-                attr(c::NFTA_LIMIT_RATE, per_second.to_be_bytes())?,
-                attr(c::NFTA_LIMIT_UNIT, 1u64.to_be_bytes())?,
-                be32(c::NFTA_LIMIT_BURST, *burst)?,
-                be32(c::NFTA_LIMIT_TYPE, c::NFT_LIMIT_PKTS)?,
-                be32(c::NFTA_LIMIT_FLAGS, c::NFT_LIMIT_F_INV)?,
-            ];
-            let limit = nest(
-                c::NFTA_DYNSET_EXPR,
-                vec![attr(c::NFTA_EXPR_NAME, "limit")?, nest(c::NFTA_EXPR_DATA, data)?],
-            )?;
-            vec![
-                meta(c::NFT_META_SKUID)?,
-                expr(
-                    "dynset",
-                    vec![
-                        attr(c::NFTA_DYNSET_SET_NAME, *set)?,
-                        be32(c::NFTA_DYNSET_SET_ID, set_id(set))?,
-                        be32(c::NFTA_DYNSET_OP, c::NFT_DYNSET_OP_UPDATE)?,
-                        be32(c::NFTA_DYNSET_SREG_KEY, c::NFT_REG_1)?,
-                        limit,
-                    ],
-                )?,
-            ]
+            owner_update(set, set_id(set), Some((*per_second, *burst, c::NFT_LIMIT_F_INV)))?
         }
         Stmt::Jump(chain) => vec![verdict_to(c::NFT_JUMP, Some(*chain))?],
         Stmt::Log { prefix, group } => vec![expr(
