@@ -278,8 +278,8 @@ fn enable_remote_unblock_false_polls_nothing_and_says_so() {
             d.wait_logged("remote unblock: on", Duration::from_secs(1));
             assert!(n >= 1, "the control run must poll (got {n})");
         } else {
-            d.wait_logged("remote unblock: off (ENABLE_REMOTE_UNBLOCK=false)", Duration::from_secs(1));
             assert_eq!(n, 0, "ENABLE_REMOTE_UNBLOCK unset polled the dashboard");
+            d.wait_logged("remote unblock: off (ENABLE_REMOTE_UNBLOCK=false)", Duration::from_secs(1));
         }
         drop(d);
     }
