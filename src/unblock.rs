@@ -373,6 +373,14 @@ mod tests {
         assert!(p.allows_ip("192.0.2.7".parse().unwrap()));
         assert!(!p.allows_name("other.example.com"), "never wider than its entry");
         assert_eq!(p.unblocks(), &[(7, "pay.example.com".to_owned()), (8, "192.0.2.7".to_owned())]);
+        // `egret check --explain` names the unblock that allows it.
+        let g = crate::policy::Guard::default();
+        let (ok, text) = policy::lint::explain(&p, &g, "pay.example.com");
+        assert!(ok && text.contains("unblock #7 (pay.example.com)"), "{text}");
+        let (ok, text) = policy::lint::explain(&p, &g, "192.0.2.7");
+        assert!(ok && text.contains("unblock #8 (192.0.2.7)"), "{text}");
+        let (ok, text) = policy::lint::explain(&p, &g, "a.example");
+        assert!(ok && !text.contains("unblock"), "{text}");
         // A bad entry names its source (the agent checks first, so this
         // only shows what an error would say).
         let raw = policy::parse_yaml("", "p.yaml").unwrap();
