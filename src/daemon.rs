@@ -243,6 +243,8 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
         policy_digest,
     };
     let sig = control_loop(&rx, &mut state, &sink, &event_counts);
+    // A poller waiting for a reload's answer gets "no" at once.
+    drop(rx);
     if let Some(p) = poller {
         p.stop();
     }
@@ -323,6 +325,7 @@ fn start_unblock_poller(
         api_key: cfg.dashboard_api_key.clone(),
         poll: cfg.unblock_poll,
         file: cfg.unblock_file.clone(),
+        guard: cfg.guard_addresses,
         client: events::net::ClientOptions {
             mark: Some(identity.mark),
             ca_file: cfg.dashboard_ca_file.clone(),
@@ -331,12 +334,14 @@ fn start_unblock_poller(
             ..Default::default()
         },
     };
-    let applied = startup::read_unblocks(&cfg.unblock_file);
+    let applied = startup::read_unblocks(&cfg.unblock_file, &cfg.guard_addresses);
+    let in_policy: Vec<u64> = handle.current().unblocks().iter().map(|(id, _)| *id).collect();
+    let resync = applied.iter().map(|u| u.id).collect::<Vec<_>>() != in_policy;
     let apply: events::unblock::Apply = Box::new(move || {
         let (rtx, rrx) = mpsc::channel();
         tx.send(Ctl::Unblocks(rtx)).is_ok() && rrx.recv_timeout(Duration::from_secs(60)).unwrap_or(false)
     });
-    match events::unblock::spawn(opts, applied, emitter.clone(), apply) {
+    match events::unblock::spawn(opts, applied, resync, emitter.clone(), apply) {
         Ok(p) => Some(p),
         Err(e) => {
             log::error!("remote unblock: {e}; unblocks are not polled");

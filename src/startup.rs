@@ -93,7 +93,7 @@ pub fn load_config() -> Result<Config, Failure> {
 pub fn load_policy(cfg: &Config, path: Option<&std::path::Path>) -> Result<Policy, PolicyErrors> {
     let mut env = cfg.env_lists();
     if cfg.remote_unblock {
-        env.overlay = crate::unblock::overlay(&read_unblocks(&cfg.unblock_file));
+        env.overlay = crate::unblock::overlay(&read_unblocks(&cfg.unblock_file, &cfg.guard_addresses));
     }
     let p = policy::load(path.unwrap_or(&cfg.policy_path), &env)?;
     for w in p.warnings() {
@@ -102,9 +102,9 @@ pub fn load_policy(cfg: &Config, path: Option<&std::path::Path>) -> Result<Polic
     Ok(p)
 }
 
-/// The unblocks of `UNBLOCK_FILE` in force now (expired and bad records
-/// dropped, and said); none when the file is missing or unreadable.
-pub fn read_unblocks(path: &std::path::Path) -> Vec<crate::unblock::Unblock> {
+/// The unblocks of `UNBLOCK_FILE` in force now (expired, bad and guarded
+/// records dropped, and said); none when the file is missing or unreadable.
+pub fn read_unblocks(path: &std::path::Path, guard: &policy::Guard) -> Vec<crate::unblock::Unblock> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -114,7 +114,9 @@ pub fn read_unblocks(path: &std::path::Path) -> Vec<crate::unblock::Unblock> {
         }
     };
     match crate::unblock::parse_file(&bytes, now_unix_nanos()) {
-        Ok((keep, dropped)) => {
+        Ok((keep, mut dropped)) => {
+            let (keep, guarded) = crate::unblock::split_guarded(keep, guard);
+            dropped.extend(guarded);
             for (id, why) in dropped {
                 log::info!("unblock: #{id} in {} not applied: {why}", path.display());
             }

@@ -120,6 +120,35 @@ pub fn check_entry(entry: &str, force: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Why an address unblock touches a class the SSRF guard keeps closed
+/// (`GUARD_ADDRESSES`), if it does: the guard lets an address the
+/// operator lists in `allowlist.ips` through, and an unblock must not
+/// become a way around it.
+pub fn guarded(entry: &str, guard: &policy::Guard) -> Option<String> {
+    let e = entry.trim();
+    let cidr =
+        policy::Cidr::parse(e).map(|c| c.0).ok().or_else(|| policy::port::parse(e).ok().map(|p| p.0.cidr))?;
+    let set = policy::IpSet::from_cidrs(&[cidr]);
+    // A block inside a guarded range (which `punch` leaves, as a listing
+    // on purpose), or a wider one with a guarded range cut out of it.
+    let inside = policy::guard::classify(cidr.addr).iter().any(|c| guard.classes().contains(c));
+    (!guard.is_off() && (inside || guard.punch(&set) != set)).then(|| {
+        format!("{cidr} is in an address class the SSRF guard keeps closed (GUARD_ADDRESSES): an unblock never opens one")
+    })
+}
+
+/// `list` without the records [`guarded`] refuses, and those with why.
+pub fn split_guarded(list: Vec<Unblock>, guard: &policy::Guard) -> (Vec<Unblock>, Vec<(u64, String)>) {
+    let (mut keep, mut refused) = (Vec::new(), Vec::new());
+    for u in list {
+        match guarded(&u.entry, guard) {
+            Some(why) => refused.push((u.id, why)),
+            None => keep.push(u),
+        }
+    }
+    (keep, refused)
+}
+
 /// Whether the policy's allowlist matches every name, or every address
 /// of a family (on some port).
 fn is_everything(p: &Policy) -> bool {
@@ -300,6 +329,20 @@ mod tests {
         assert!(check_entry(&"a".repeat(600), false).unwrap_err().contains("longer"));
         assert_eq!(check_entry("*", true), Ok(()), "forced");
         assert_eq!(check_entry("0.0.0.0/0", true), Ok(()));
+    }
+
+    #[test]
+    fn the_guard_still_applies_to_address_unblocks() {
+        let g = policy::Guard::default();
+        for refused in ["169.254.169.254", "tcp/127.0.0.1:8080", "0.0.0.0/0", "[fe80::1]:443", "10.0.0.0/8"] {
+            let guard = if refused == "10.0.0.0/8" { policy::Guard::parse("private").unwrap() } else { g };
+            assert!(guarded(refused, &guard).is_some_and(|w| w.contains("GUARD_ADDRESSES")), "{refused}");
+        }
+        for open in ["192.0.2.7", "tcp/198.51.100.0/24:443", "pay.example.com", "10.0.0.0/8"] {
+            assert_eq!(guarded(open, &g), None, "{open}");
+        }
+        let (keep, refused) = split_guarded(vec![u(1, "169.254.169.254", None), u(2, "a.example", None)], &g);
+        assert_eq!((keep.len(), refused[0].0), (1, 1));
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct Options {
     pub api_key: Option<String>,
     pub poll: Duration,
     pub file: PathBuf,
+    /// `GUARD_ADDRESSES`: an address unblock inside a guarded class is
+    /// refused.
+    pub guard: crate::policy::Guard,
     pub client: ClientOptions,
 }
 
@@ -45,23 +48,31 @@ pub struct Poller {
 }
 
 impl Poller {
+    /// Asks the thread to end at its next wake-up (within a request's
+    /// timeout); not joined, so a hung dashboard cannot hold the exit.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        drop(self.thread.take());
     }
 }
 
 /// Starts the poller. `applied` is what the policy holds now (the file's
-/// unexpired unblocks, compiled in at start).
-pub fn spawn(opts: Options, applied: Vec<Unblock>, emitter: Emitter, apply: Apply) -> Result<Poller, String> {
+/// unexpired unblocks, compiled in at start); `resync` makes the first
+/// round reload whatever it finds (the policy was compiled from another
+/// moment of the file).
+pub fn spawn(
+    opts: Options,
+    applied: Vec<Unblock>,
+    resync: bool,
+    emitter: Emitter,
+    apply: Apply,
+) -> Result<Poller, String> {
     let agent = net::agent(&opts.client).map_err(|e| format!("unblock poller: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let t = thread::Builder::new()
         .name("unblock-poll".into())
-        .spawn(move || run(&opts, &agent, applied, &emitter, &apply, &flag))
+        .spawn(move || run(&opts, &agent, applied, resync, &emitter, &apply, &flag))
         .map_err(|e| format!("unblock poller: cannot start thread: {e}"))?;
     Ok(Poller { stop, thread: Some(t) })
 }
@@ -73,6 +84,7 @@ fn run(
     opts: &Options,
     agent: &ureq::Agent,
     mut applied: Vec<Unblock>,
+    mut resync: bool,
     em: &Emitter,
     apply: &Apply,
     stop: &AtomicBool,
@@ -104,12 +116,13 @@ fn run(
                     if last_error.take().is_some() {
                         log::info!("unblock: the dashboard answers again");
                     }
-                    for (id, why) in parsed.refused {
+                    let (good, guarded) = unblock::split_guarded(parsed.good, &opts.guard);
+                    for (id, why) in parsed.refused.into_iter().chain(guarded) {
                         if refused_seen.insert((id, why.clone())) {
                             log::warn!("unblock: #{id} from the dashboard refused, not applied: {why}");
                         }
                     }
-                    wanted = parsed.good;
+                    wanted = good;
                     fetched = true;
                 }
                 Err(e) => {
@@ -121,7 +134,7 @@ fn run(
             }
         }
         let wanted = unblock::active(&wanted, now);
-        if wanted != applied {
+        if wanted != applied || std::mem::take(&mut resync) {
             let change = unblock::diff(&applied, &wanted);
             let written = write_atomic(&opts.file, unblock::render_file(&wanted).as_bytes());
             if let Err(e) = &written {

@@ -284,3 +284,59 @@ fn enable_remote_unblock_false_polls_nothing_and_says_so() {
         drop(d);
     }
 }
+
+#[test]
+fn the_unblock_api_answers_operators_and_agents_apart() {
+    use crate::dashboard::send;
+    let h = server(config(), Options::default());
+    let a = h.addr();
+    let op = |method: &str, path: &str, body: &Value| {
+        let b = if body.is_null() { String::new() } else { body.to_string() };
+        send(a, method, path, &[("X-Api-Key", KEY), ("Content-Type", "application/json")], b.as_bytes())
+    };
+    let key_of = |name: &str| {
+        op("POST", "/api/v1/keys", &json!({"name": name})).json()["key"].as_str().unwrap().to_owned()
+    };
+    let (k1, k2) = (key_of("edge-1"), key_of("edge-2"));
+    let as_agent = |k: &str, method: &str, path: &str, body: &str| {
+        send(a, method, path, &[("X-Api-Key", k), ("Content-Type", "application/json")], body.as_bytes())
+    };
+    let all = op("POST", "/api/v1/unblocks", &json!({"entry": "a.example"})).json()["id"].as_u64().unwrap();
+    let one =
+        op("POST", "/api/v1/unblocks", &json!({"entry": "b.example", "agent": "edge-1", "duration": "1h"}))
+            .json()["id"]
+            .as_u64()
+            .unwrap();
+    let ids = |r: Resp| -> Vec<u64> {
+        r.json()["unblocks"].as_array().unwrap().iter().map(|u| u["id"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(ids(as_agent(&k1, "GET", "/api/v1/agent/unblocks", "")), [all, one]);
+    assert_eq!(ids(as_agent(&k2, "GET", "/api/v1/agent/unblocks", "")), [all]);
+    assert_eq!(as_agent(&k1, "GET", "/api/v1/agent/unblocks", "").json()["agent"], "edge-1");
+    // The shared key names the agent; without a name it is a 400.
+    assert_eq!(ids(op("GET", "/api/v1/agent/unblocks?agent=edge-1", &Value::Null)), [all, one]);
+    assert_eq!(op("GET", "/api/v1/agent/unblocks", &Value::Null).status, 400);
+    // Agents neither make, list nor revoke unblocks; nobody reads them.
+    assert_eq!(as_agent(&k1, "POST", "/api/v1/unblocks", r#"{"entry":"c.example"}"#).status, 403);
+    assert_eq!(as_agent(&k1, "GET", "/api/v1/unblocks", "").status, 403);
+    assert_eq!(as_agent(&k1, "DELETE", &format!("/api/v1/unblocks/{all}"), "").status, 403);
+    assert_eq!(send(a, "GET", "/api/v1/unblocks", &[], b"").status, 401);
+    assert_eq!(send(a, "GET", "/api/v1/agent/unblocks", &[], b"").status, 401);
+    // Acks: an agent's own and the fleet's, never another's.
+    let r = as_agent(&k2, "POST", "/api/v1/agent/unblocks/ack", &format!(r#"{{"ids":[{all},{one}]}}"#));
+    assert_eq!((r.status, r.json()["acked"].as_u64()), (200, Some(1)), "{}", r.body);
+    assert_eq!(as_agent(&k2, "POST", "/api/v1/agent/unblocks/ack", "nope").status, 400);
+    let trail = op("GET", "/api/v1/unblocks", &Value::Null).json();
+    let acks = |id: u64| {
+        trail["unblocks"].as_array().unwrap().iter().find(|u| u["id"] == id).unwrap()["acks"].clone()
+    };
+    assert_eq!(acks(all)[0]["agent"], "edge-2");
+    assert_eq!(acks(one), json!([]));
+    // Revoked: gone from the agents' answer, kept in the trail; twice is 409.
+    assert_eq!(op("DELETE", &format!("/api/v1/unblocks/{one}"), &Value::Null).status, 200);
+    assert_eq!(op("DELETE", &format!("/api/v1/unblocks/{one}"), &Value::Null).status, 409);
+    assert_eq!(op("DELETE", "/api/v1/unblocks/999", &Value::Null).status, 404);
+    assert_eq!(ids(as_agent(&k1, "GET", "/api/v1/agent/unblocks", "")), [all]);
+    assert_eq!(op("GET", "/api/v1/unblocks", &Value::Null).json()["unblocks"][0]["state"], "revoked");
+    h.stop();
+}
