@@ -216,6 +216,16 @@ fn an_unblock_for_another_agent_does_not_apply() {
     assert!(mine.is_some(), "its own unblock never applied: {}", d.history_text());
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(reach(&p.work, &up2, "blocked.test"), "403", "edge-2's unblock applied on edge-1");
+    // The SSRF guard still applies: the agent refuses a guarded address.
+    let meta = unblock(&p.work, addr, json!({"entry": "169.254.169.254", "agent": "edge-1"}))["id"]
+        .as_u64()
+        .unwrap();
+    d.wait_logged(
+        &format!("unblock: #{meta} from the dashboard refused, not applied: 169.254.169.254/32 is in an address class the SSRF guard keeps closed"),
+        Duration::from_secs(5),
+    );
+    let kept = std::fs::read_to_string(&file).unwrap();
+    assert!(kept.contains("allowed.test") && !kept.contains("169.254"), "{kept}");
     drop(d);
     dash.stop();
 }
