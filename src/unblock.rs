@@ -47,6 +47,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A record not applied: its id and why.
+pub type Refusal = (u64, String);
+
 /// One unblock, as the dashboard sends it and the agent keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unblock {
@@ -138,7 +141,7 @@ pub fn guarded(entry: &str, guard: &policy::Guard) -> Option<String> {
 }
 
 /// `list` without the records [`guarded`] refuses, and those with why.
-pub fn split_guarded(list: Vec<Unblock>, guard: &policy::Guard) -> (Vec<Unblock>, Vec<(u64, String)>) {
+pub fn split_guarded(list: Vec<Unblock>, guard: &policy::Guard) -> (Vec<Unblock>, Vec<Refusal>) {
     let (mut keep, mut refused) = (Vec::new(), Vec::new());
     for u in list {
         match guarded(&u.entry, guard) {
@@ -173,7 +176,7 @@ pub struct Answer {
 pub struct Parsed {
     pub agent: String,
     pub good: Vec<Unblock>,
-    pub refused: Vec<(u64, String)>,
+    pub refused: Vec<Refusal>,
 }
 
 /// Parses the dashboard's answer (untrusted bytes).
@@ -219,7 +222,7 @@ pub fn render_file(list: &[Unblock]) -> String {
 
 /// Reads the file: its records active at `now` whose entries check, and
 /// the ones dropped with why (expired, bad entry).
-pub fn parse_file(bytes: &[u8], now: i64) -> Result<(Vec<Unblock>, Vec<(u64, String)>), Error> {
+pub fn parse_file(bytes: &[u8], now: i64) -> Result<(Vec<Unblock>, Vec<Refusal>), Error> {
     let f: File = serde_json::from_slice(bytes).map_err(|e| Error::Format(e.to_string()))?;
     if f.version != FILE_VERSION {
         return Err(Error::Format(format!("version {} (this egret writes {FILE_VERSION})", f.version)));
