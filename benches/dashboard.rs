@@ -2,6 +2,10 @@
 //! (baseline: one event per POST, as g0efilter ships), and SSE fan-out to
 //! 50 clients (baseline: one client), and `GET /api/v1/aggregates`
 //! latency with 1,000,000 stored events (baseline: 10,000 stored).
+//! Issue 19's figures too: ingest into a SQLite file at 100 events per
+//! POST (baseline: the same into memory), `GET /api/v1/logs` (newest and
+//! searched) beside the aggregates at 1,000,000 stored, and the database
+//! size per million events as the dashboard stores them.
 //! `cargo bench --bench dashboard`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -73,7 +77,17 @@ fn post(s: &mut BufReader<TcpStream>, body: &str) -> u16 {
 
 /// Events per second with `clients` connections posting `batch` events per request.
 fn ingest(batch: usize, clients: usize, per_client: usize) -> f64 {
-    let h = dashboard::start(cfg(), Options::default()).unwrap();
+    ingest_into(None, batch, clients, per_client)
+}
+
+/// [`ingest`] into `db` (a SQLite file; `None`: memory).
+fn ingest_into(db: Option<&std::path::Path>, batch: usize, clients: usize, per_client: usize) -> f64 {
+    let c = DashboardConfig {
+        db_path: db.map(std::path::Path::to_owned),
+        retention: egret::dashboard::store::Retention { max_age: None, max_rows: None },
+        ..cfg()
+    };
+    let h = dashboard::start(c, Options::default()).unwrap();
     let addr = h.addr();
     let body: String = if batch == 1 {
         event(0)
@@ -197,6 +211,36 @@ fn filled_db(n: usize) -> std::path::PathBuf {
     path
 }
 
+/// Bytes per million events as the dashboard stores them (file plus WAL,
+/// after a checkpoint): `n` real events normalised as ingest does.
+fn size_per_million(n: usize) -> f64 {
+    use egret::dashboard::{db::Db, store};
+    let dir = std::env::temp_dir().join(format!("egret-bench-size-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("events.db");
+    let unlimited = store::Retention { max_age: None, max_rows: None };
+    let db = Db::open(Some(&path), unlimited).unwrap();
+    let ctx = store::IngestContext { now_unix_nanos: 1, remote_ip: "10.200.0.2:40000".into() };
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(10_000);
+        db.insert(k, |i, id| {
+            let v: serde_json::Value = serde_json::from_str(&event(done + i)).unwrap();
+            let rec = store::normalize(v.as_object().unwrap(), &ctx).unwrap();
+            store::Row::new(rec, id, Some("edge-1"))
+        })
+        .unwrap();
+        done += k;
+    }
+    drop(db);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    drop(c);
+    let bytes: u64 = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
+    let _ = std::fs::remove_dir_all(&dir);
+    bytes as f64 * 1_000_000.0 / n as f64
+}
+
 /// Median latency of `GET path` (kept-alive connection, 7 runs).
 fn get_median(addr: std::net::SocketAddr, path: &str) -> Duration {
     let mut s = BufReader::new(TcpStream::connect(addr).unwrap());
@@ -244,6 +288,7 @@ fn aggregates(stored: usize) -> Vec<(&'static str, Duration)> {
         ("window=1h&by=source&agent=edge-7", "/api/v1/aggregates?window=1h&by=source&agent=edge-7"),
         ("window=24h&by=agent", "/api/v1/aggregates?window=24h&by=agent"),
         ("GET /api/v1/logs (500 newest)", "/api/v1/logs"),
+        ("GET /api/v1/logs?q=host7.example (search)", "/api/v1/logs?q=host7.example&limit=100"),
     ]
     .into_iter()
     .map(|(name, p)| (name, get_median(a, p)))
@@ -266,6 +311,24 @@ fn main() {
     println!(
         "ingest, 100 events per POST, 4 connections:  {batched:>10.0} events/s ({:.1}x baseline)",
         batched / single
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("egret-bench-ingest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mem = ingest_into(None, 100, 4, 50_000 / scale);
+    let file = ingest_into(Some(&dir.join("events.db")), 100, 4, 50_000 / scale);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("ingest into memory, 100 events per POST:     {mem:>10.0} events/s (baseline; load average before: {})", load.trim());
+    println!(
+        "ingest into SQLite (DB_PATH, synchronous=FULL), 100 per POST: {file:>10.0} events/s ({:.2}x baseline)",
+        file / mem
+    );
+    let n = 1_000_000 / scale;
+    let per_m = size_per_million(n);
+    println!(
+        "database size: {:.0} MiB per million events ({:.0} bytes an event; {n} stored)",
+        per_m / (1 << 20) as f64,
+        per_m / 1e6
     );
     let events = 20_000 / scale;
     let (one, t1) = fanout(1, events);

@@ -38,6 +38,8 @@ pub mod defaults {
     pub const METRICS_PORT: u16 = 9090;
     pub const WATCHDOG_INTERVAL: Duration = Duration::from_secs(2);
     pub const DASHBOARD_HEARTBEAT: Duration = Duration::from_secs(30);
+    pub const UNBLOCK_POLL: Duration = Duration::from_secs(30);
+    pub const UNBLOCK_FILE: &str = "/data/unblocks.json";
     /// `LOG_FILE_MAX_SIZE`: rotate `LOG_FILE` past this many bytes.
     pub const LOG_FILE_MAX_SIZE: u64 = 100 * 1024 * 1024;
     // Dashboard.
@@ -149,6 +151,15 @@ pub struct Config {
     /// `DASHBOARD_HEARTBEAT`: how often the agent tells the dashboard its
     /// health, policy and counters; zero turns heartbeats off.
     pub dashboard_heartbeat: Duration,
+    /// `ENABLE_REMOTE_UNBLOCK`: poll the dashboard for operators' unblocks
+    /// and apply them as extra allowlist entries. Off by default.
+    pub remote_unblock: bool,
+    /// `UNBLOCK_POLL`: how often the dashboard is asked (30 s).
+    pub unblock_poll: Duration,
+    /// `UNBLOCK_FILE`: where the applied unblocks are kept across a
+    /// restart: by default `unblocks.json` beside `LOG_FILE`, else
+    /// `/data/unblocks.json`.
+    pub unblock_file: PathBuf,
     /// `DASHBOARD_LISTEN`: also serve the dashboard inside the filter
     /// process on this address (a bare port means all addresses); off
     /// when `None`. See `dashboard::embedded_config`.
@@ -814,6 +825,19 @@ impl Config {
             log_file_max_size,
             watchdog_interval: e.get("WATCHDOG_INTERVAL", d::WATCHDOG_INTERVAL, parse_duration),
             dashboard_heartbeat: e.get("DASHBOARD_HEARTBEAT", d::DASHBOARD_HEARTBEAT, parse_duration),
+            remote_unblock: e.get("ENABLE_REMOTE_UNBLOCK", false, parse_bool),
+            unblock_poll: e.get("UNBLOCK_POLL", d::UNBLOCK_POLL, |s| match parse_duration(s) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                _ => Err("a duration above 0, such as 30s".to_owned()),
+            }),
+            unblock_file: e.string("UNBLOCK_FILE").map(PathBuf::from).unwrap_or_else(|| {
+                let beside =
+                    e.string("LOG_FILE").or_else(|| e.string("DECISION_LOG_FILE")).map(PathBuf::from);
+                beside
+                    .and_then(|l| l.parent().map(|d| d.join("unblocks.json")))
+                    .filter(|p| p.parent().is_some_and(|d| !d.as_os_str().is_empty()))
+                    .unwrap_or_else(|| PathBuf::from(d::UNBLOCK_FILE))
+            }),
             dashboard_listen: e.opt("DASHBOARD_LISTEN", parse_listen),
             dns_in_https_mode: e.get("DNS_IN_HTTPS_MODE", false, parse_bool),
             health_socket: e.string("HEALTH_SOCKET").map(PathBuf::from),
@@ -904,6 +928,7 @@ impl Config {
             default: self.default_action,
             // Learning is audit mode that also writes what it saw.
             mode: if self.learning_mode { Some(crate::policy::Mode::Audit) } else { self.enforce },
+            overlay: Vec::new(),
         }
     }
 }
@@ -1419,6 +1444,23 @@ mod tests {
             Duration::from_secs(5)
         );
         assert!(cfg(&[("DASHBOARD_HEARTBEAT", "often")]).is_err());
+        let c = cfg(&[]).unwrap();
+        assert_eq!(
+            (c.remote_unblock, c.unblock_poll, c.unblock_file.clone()),
+            (false, Duration::from_secs(30), PathBuf::from("/data/unblocks.json"))
+        );
+        let c = cfg(&[
+            ("ENABLE_REMOTE_UNBLOCK", "true"),
+            ("UNBLOCK_POLL", "1s"),
+            ("LOG_FILE", "/var/log/e.json"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.remote_unblock, c.unblock_poll, c.unblock_file.clone()),
+            (true, Duration::from_secs(1), PathBuf::from("/var/log/unblocks.json"))
+        );
+        assert_eq!(cfg(&[("UNBLOCK_FILE", "/u.json")]).unwrap().unblock_file, PathBuf::from("/u.json"));
+        assert!(cfg(&[("UNBLOCK_POLL", "0s")]).is_err());
         assert!(cfg(&[("WATCHDOG_INTERVAL", "often")]).is_err());
     }
 

@@ -51,7 +51,7 @@ const COUNTS_REFRESH: Duration = Duration::from_secs(1);
 pub const RULESET_TAMPERED: &str = "ruleset-tampered";
 
 /// What the control loop reacts to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Ctl {
     /// Re-read the policy (SIGHUP or a file change) and reopen LOG_FILE.
     Reload {
@@ -62,6 +62,9 @@ enum Ctl {
     Watch,
     /// `/etc/resolv.conf` names other nameservers (DNS_UPSTREAMS unset).
     Resolvers(Vec<std::net::SocketAddr>),
+    /// The unblock poller wrote `UNBLOCK_FILE`: reload, and answer
+    /// whether the new policy is in force.
+    Unblocks(Sender<bool>),
 }
 
 /// A running listener set (proxies or DNS server) the daemon can stop.
@@ -221,6 +224,7 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
             log::warn!("cannot watch {}: {e}; its changes need a restart", crate::resolve::RESOLV_CONF);
         }
     }
+    let poller = start_unblock_poller(&cfg, &identity, &emitter, &handle, tx.clone());
     crate::watchdog::spawn_ticker(cfg.watchdog_interval, move || tx.send(Ctl::Watch).is_ok());
 
     let mut state = Reloader {
@@ -239,6 +243,11 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
         policy_digest,
     };
     let sig = control_loop(&rx, &mut state, &sink, &event_counts);
+    // A poller waiting for a reload's answer gets "no" at once.
+    drop(rx);
+    if let Some(p) = poller {
+        p.stop();
+    }
     if let Some(m) = metrics {
         m.stop();
     }
@@ -279,6 +288,66 @@ fn start_embedded_dashboard(cfg: &mut Config) -> Result<Option<crate::dashboard:
         cfg.dashboard_api_key = Some(key);
     }
     Ok(Some(h))
+}
+
+/// Says in one line whether remote unblock is on, and when it is (and a
+/// dashboard is configured) starts the poller.
+fn start_unblock_poller(
+    cfg: &Config,
+    identity: &Identity,
+    emitter: &Emitter,
+    handle: &PolicyHandle,
+    tx: Sender<Ctl>,
+) -> Option<events::unblock::Poller> {
+    if !cfg.remote_unblock {
+        log::info!(
+            "remote unblock: off (ENABLE_REMOTE_UNBLOCK=false): the dashboard's unblocks are not applied"
+        );
+        return None;
+    }
+    let in_force = handle.current().unblocks().len();
+    let Some(host) = cfg.dashboard_host.clone() else {
+        log::warn!(
+            "remote unblock: on, but DASHBOARD_HOST is not set: nothing is polled; {in_force} unblock(s) from {} in force until they expire",
+            cfg.unblock_file.display()
+        );
+        return None;
+    };
+    log::info!(
+        "remote unblock: on (ENABLE_REMOTE_UNBLOCK=true): polling {host}{} every {:?}, kept in {}; {in_force} in force",
+        crate::unblock::AGENT_PATH,
+        cfg.unblock_poll,
+        cfg.unblock_file.display()
+    );
+    let uids = cfg.dashboard_uids.clone().unwrap_or_else(|| vec![nix::unistd::geteuid().as_raw()]);
+    let opts = events::unblock::Options {
+        host,
+        api_key: cfg.dashboard_api_key.clone(),
+        poll: cfg.unblock_poll,
+        file: cfg.unblock_file.clone(),
+        guard: cfg.guard_addresses,
+        client: events::net::ClientOptions {
+            mark: Some(identity.mark),
+            ca_file: cfg.dashboard_ca_file.clone(),
+            dns_fallback: cfg.dns_upstreams.clone(),
+            listener_uids: Some(uids),
+            ..Default::default()
+        },
+    };
+    let applied = startup::read_unblocks(&cfg.unblock_file, &cfg.guard_addresses);
+    let in_policy: Vec<u64> = handle.current().unblocks().iter().map(|(id, _)| *id).collect();
+    let resync = applied.iter().map(|u| u.id).collect::<Vec<_>>() != in_policy;
+    let apply: events::unblock::Apply = Box::new(move || {
+        let (rtx, rrx) = mpsc::channel();
+        tx.send(Ctl::Unblocks(rtx)).is_ok() && rrx.recv_timeout(Duration::from_secs(60)).unwrap_or(false)
+    });
+    match events::unblock::spawn(opts, applied, resync, emitter.clone(), apply) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            log::error!("remote unblock: {e}; unblocks are not polled");
+            None
+        }
+    }
 }
 
 /// The signals the control loop handles.
@@ -380,6 +449,9 @@ fn control_loop(
             }
             Ok(Ctl::Watch) => state.watch(),
             Ok(Ctl::Resolvers(list)) => state.resolvers(list),
+            Ok(Ctl::Unblocks(reply)) => {
+                let _ = reply.send(state.reload());
+            }
             Ok(Ctl::Shutdown(sig)) => return sig,
             Err(RecvTimeoutError::Timeout) => {}
             // Every sender gone: nothing can stop us any more but a kill.
@@ -456,7 +528,9 @@ fn heartbeat_source(
 }
 
 impl Reloader<'_> {
-    fn reload(&mut self) {
+    /// Whether the policy in force is the one the files say (reloaded or
+    /// unchanged); false when the new one was refused or not installed.
+    fn reload(&mut self) -> bool {
         let new = match startup::load_policy(&self.cfg, None) {
             Ok(p) => p,
             Err(e) => {
@@ -467,13 +541,13 @@ impl Reloader<'_> {
                 ev.msg = "egret.reload_failed".into();
                 ev.note = Some(e.to_string());
                 self.emitter.emit(ev);
-                return;
+                return false;
             }
         };
         if *self.handle.current() == new {
             log::debug!("policy unchanged");
             self.counters.reloads_unchanged.fetch_add(1, Ordering::Relaxed);
-            return;
+            return true;
         }
         self.generation = self.generation.wrapping_add(1);
         let rs = Ruleset::build_at(
@@ -495,12 +569,18 @@ impl Reloader<'_> {
                     file_digest(&self.cfg.policy_path);
                 let new = self.handle.current();
                 self.counters.reloads_applied.fetch_add(1, Ordering::Relaxed);
-                log::info!("policy reloaded; ruleset re-applied in {} ms", a.elapsed.as_millis());
+                log::info!(
+                    "policy reloaded ({} remote unblock(s) in force); ruleset re-applied in {} ms",
+                    new.unblocks().len(),
+                    a.elapsed.as_millis()
+                );
                 self.revoke(&new);
+                true
             }
             Err(e) => {
                 self.counters.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 log::error!("policy reload: applying the new ruleset failed, keeping the old: {e}");
+                false
             }
         }
     }

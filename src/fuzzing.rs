@@ -291,6 +291,33 @@ pub fn dashboard_heartbeat(data: &[u8]) {
     let _ = fleet::flags(&next, i64::MAX, Some("x"));
 }
 
+/// The dashboard's unblock answer (untrusted: whoever answers at
+/// `DASHBOARD_HOST`): never panics; every record kept is for the answer's
+/// agent, checks as a policy entry, is never `*` or a /0 unless forced,
+/// and compiles into a policy as an allowlist overlay; refused ones say
+/// why. The file format round-trips what was kept.
+pub fn unblock_answer(data: &[u8]) {
+    use crate::unblock;
+    let Ok(p) = unblock::parse_answer(data) else { return };
+    assert!(p.good.len() + p.refused.len() <= unblock::MAX_UNBLOCKS, "bounded");
+    for u in &p.good {
+        assert!(u.is_for(&p.agent), "another agent's record kept");
+        assert_eq!(unblock::check_entry(&u.entry, u.force), Ok(()), "unchecked entry kept");
+        if !u.force {
+            assert!(u.entry.trim() != "*", "a wildcard kept without force");
+        }
+    }
+    for (_, why) in &p.refused {
+        assert!(!why.is_empty(), "a refusal says why");
+    }
+    let env = crate::policy::EnvLists { overlay: unblock::overlay(&p.good), ..Default::default() };
+    let raw = crate::policy::RawPolicy::default();
+    crate::policy::compile_raw(raw, "fuzz.yaml", &env).expect("checked entries compile");
+    let (back, _) =
+        unblock::parse_file(unblock::render_file(&p.good).as_bytes(), i64::MIN).expect("round trip");
+    assert_eq!(back.len(), p.good.len(), "the file keeps every active record");
+}
+
 /// `NOTIFICATION_URLS` (operator text, but parsed before anything else
 /// and easy to get oddly wrong): no input panics; a parsed target builds
 /// a request to an http(s) URL; errors name positions in order, each

@@ -34,6 +34,7 @@ pub mod selftest;
 pub mod startup;
 pub mod sys;
 pub mod time;
+pub mod unblock;
 pub mod watchdog;
 pub mod xsk;
 

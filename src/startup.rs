@@ -87,12 +87,52 @@ pub fn load_config() -> Result<Config, Failure> {
 }
 
 /// Loads the policy named by the config (or `path`) and logs its warnings.
+/// With `ENABLE_REMOTE_UNBLOCK`, the unexpired unblocks of `UNBLOCK_FILE`
+/// are compiled in as extra allowlist entries; a file that cannot be
+/// read is logged and applies nothing (it never breaks the policy).
 pub fn load_policy(cfg: &Config, path: Option<&std::path::Path>) -> Result<Policy, PolicyErrors> {
-    let p = policy::load(path.unwrap_or(&cfg.policy_path), &cfg.env_lists())?;
+    let mut env = cfg.env_lists();
+    if cfg.remote_unblock {
+        env.overlay = crate::unblock::overlay(&read_unblocks(&cfg.unblock_file, &cfg.guard_addresses));
+    }
+    let p = policy::load(path.unwrap_or(&cfg.policy_path), &env)?;
     for w in p.warnings() {
         log::warn!("{w}");
     }
     Ok(p)
+}
+
+/// The unblocks of `UNBLOCK_FILE` in force now (expired, bad and guarded
+/// records dropped, and said); none when the file is missing or unreadable.
+pub fn read_unblocks(path: &std::path::Path, guard: &policy::Guard) -> Vec<crate::unblock::Unblock> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            log::warn!("unblock: cannot read {}: {e}; no unblock applied", path.display());
+            return Vec::new();
+        }
+    };
+    match crate::unblock::parse_file(&bytes, now_unix_nanos()) {
+        Ok((keep, mut dropped)) => {
+            let (keep, guarded) = crate::unblock::split_guarded(keep, guard);
+            dropped.extend(guarded);
+            for (id, why) in dropped {
+                log::info!("unblock: #{id} in {} not applied: {why}", path.display());
+            }
+            keep
+        }
+        Err(e) => {
+            log::warn!("unblock: {}: {e}; no unblock applied", path.display());
+            Vec::new()
+        }
+    }
+}
+
+/// The wall clock in Unix nanoseconds (saturating), for the unblocks.
+pub fn now_unix_nanos() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Everything the kernel path needs at start.

@@ -75,7 +75,24 @@
     cell(tr, destOf(e), 'mono');
     cell(tr, String(e.hostname || ''));
     cell(tr, field(e, 'reason') || field(e, 'note'));
+    const act = cell(tr, '');
+    if (e.action === 'BLOCKED' && unblockTarget(e)) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'unblock-action';
+      b.textContent = 'Unblock…';
+      b.addEventListener('click', () => openUnblock(e));
+      act.appendChild(b);
+    }
     return tr;
+  }
+
+  // What an "Unblock…" of a blocked entry allows: its name, else its
+  // address with the port (as a policy entry: 192.0.2.7:443, [2001:db8::1]:443).
+  function unblockTarget(e) {
+    const name = e.https || e.http_host || field(e, 'qname') || field(e, 'host');
+    if (name) return name.replace(/\.$/, '');
+    return joinAddr(e.destination_ip, e.destination_port);
   }
 
   function renderRows() {
@@ -389,6 +406,8 @@
     connect();
     loadAgents();
     setInterval(loadAgents, AGENTS_EVERY_MS);
+    loadUnblocks();
+    setInterval(loadUnblocks, UNBLOCKS_EVERY_MS);
   }
 
   function togglePause() {
@@ -500,6 +519,93 @@
     loadKeys();
   }
 
+  // Remote unblock (POST/GET /api/v1/unblocks, DELETE /api/v1/unblocks/ID).
+  const UNBLOCKS_EVERY_MS = 5000;
+  function unblockError(id, text) {
+    $(id).textContent = text;
+    $(id).hidden = !text;
+  }
+
+  function openUnblock(e) {
+    unblockError('unblock-error', '');
+    $('unblock-entry').value = unblockTarget(e);
+    const agent = String(e.agent || e.hostname || '');
+    $('unblock-form').dataset.agent = agent;
+    $('unblock-scope-agent').textContent = agent ? `this agent (${agent})` : 'this agent';
+    $('unblock-scope-agent').disabled = !agent;
+    $('unblock-scope').value = agent ? 'agent' : 'all';
+    $('unblock-duration').value = '1h';
+    $('unblock-dialog').showModal();
+  }
+
+  async function submitUnblock(ev) {
+    ev.preventDefault();
+    unblockError('unblock-error', '');
+    const scope = $('unblock-scope').value;
+    const body = {
+      entry: $('unblock-entry').value.trim(),
+      duration: $('unblock-duration').value || null,
+      agent: scope === 'agent' ? $('unblock-form').dataset.agent || null : null,
+    };
+    const headers = Object.assign({ 'Content-Type': 'application/json' }, csrfHeaders());
+    const r = await fetch('/api/v1/unblocks', { method: 'POST', headers, body: JSON.stringify(body) });
+    let answer = {};
+    try { answer = await r.json(); } catch (_) { /* shown as the status */ }
+    if (r.status === 201) {
+      $('unblock-dialog').close();
+      loadUnblocks();
+    } else {
+      unblockError('unblock-error', `unblock refused: ${answer.error || 'HTTP ' + r.status}`);
+    }
+  }
+
+  async function revokeUnblock(id) {
+    unblockError('unblocks-error', '');
+    const r = await fetch('/api/v1/unblocks/' + encodeURIComponent(id), { method: 'DELETE', headers: csrfHeaders() });
+    if (!r.ok) unblockError('unblocks-error', `revoking #${id} failed: HTTP ${r.status}`);
+    loadUnblocks();
+  }
+
+  function renderUnblocks(data) {
+    const list = Array.isArray(data.unblocks) ? data.unblocks : [];
+    const frag = document.createDocumentFragment();
+    let active = 0;
+    for (const u of list) {
+      const tr = document.createElement('tr');
+      tr.dataset.id = String(u.id);
+      tr.className = 'unblock ' + String(u.state);
+      if (u.state === 'active') active++;
+      cell(tr, String(u.id), 'num');
+      cell(tr, String(u.entry), 'mono host');
+      cell(tr, u.agent == null ? 'all agents' : String(u.agent));
+      cell(tr, String(u.created_by || ''));
+      cell(tr, isoTime(u.created_at), 'mono');
+      cell(tr, u.until == null ? 'for good' : isoTime(u.until), 'mono');
+      const st = cell(tr, String(u.state), 'state');
+      if (u.state === 'revoked') st.title = `by ${u.revoked_by || '?'} at ${isoTime(u.revoked_at)}`;
+      cell(tr, (Array.isArray(u.acks) ? u.acks : []).map((a) => String(a.agent)).join(', '));
+      const td = cell(tr, '');
+      if (u.state === 'active') {
+        const b = document.createElement('button');
+        b.type = 'button';
+        b.className = 'danger revoke';
+        b.textContent = 'Revoke';
+        b.addEventListener('click', () => revokeUnblock(u.id));
+        td.appendChild(b);
+      }
+      frag.appendChild(tr);
+    }
+    $('unblocks').replaceChildren(frag);
+    $('unblocks-summary').textContent = `(${active} active of ${list.length})`;
+  }
+
+  async function loadUnblocks() {
+    try {
+      const r = await fetch('/api/v1/unblocks', { headers: { Accept: 'application/json' } });
+      if (r.ok) renderUnblocks(await r.json());
+    } catch (_) { /* tried again on the next tick */ }
+  }
+
   // Agents (GET /api/v1/agents): last seen, rates and the flags the
   // dashboard computed (silent, degraded, old policy).
   const FLAG_TEXT = { silent: 'silent', degraded: 'degraded', old_policy: 'old policy' };
@@ -562,6 +668,8 @@
     $('clear-cancel').addEventListener('click', () => $('clear-dialog').close());
     $('clear-form').addEventListener('submit', submitClear);
     $('logout').addEventListener('click', logout);
+    $('unblock-form').addEventListener('submit', submitUnblock);
+    $('unblock-cancel').addEventListener('click', () => $('unblock-dialog').close());
     load();
   });
 })();

@@ -53,6 +53,24 @@ CREATE TABLE IF NOT EXISTS agents (
     last_seen INTEGER NOT NULL,
     state TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS unblocks (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL CHECK (scope IN ('all', 'agent')),
+    agent TEXT,
+    entry TEXT NOT NULL,
+    force INTEGER NOT NULL DEFAULT 0,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    until INTEGER,
+    revoked_at INTEGER,
+    revoked_by TEXT
+);
+CREATE TABLE IF NOT EXISTS unblock_acks (
+    unblock_id INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    acked_at INTEGER NOT NULL,
+    PRIMARY KEY (unblock_id, agent)
+) WITHOUT ROWID;
 ";
 
 #[derive(Debug)]
@@ -107,6 +125,82 @@ fn sql(e: rusqlite::Error) -> Error {
         Some(ErrorCode::DiskFull) => Error::Full,
         _ => Error::Sql(e.to_string()),
     }
+}
+
+/// One unblock as the operators list it: the audit record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnblockRecord {
+    pub id: u64,
+    /// `all` or `agent`.
+    pub scope: String,
+    pub agent: Option<String>,
+    pub entry: String,
+    pub force: bool,
+    pub created_by: String,
+    pub created_at: i64,
+    /// `None`: for good.
+    pub until: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub revoked_by: Option<String>,
+    /// The agents that applied it, and when they said so.
+    pub acks: Vec<Ack>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ack {
+    pub agent: String,
+    pub at: i64,
+}
+
+impl UnblockRecord {
+    /// `active`, `expired` or `revoked` at `now`.
+    pub fn state(&self, now: i64) -> &'static str {
+        match (self.revoked_at, self.until) {
+            (Some(_), _) => "revoked",
+            (None, Some(u)) if u <= now => "expired",
+            _ => "active",
+        }
+    }
+
+    /// The record as the agent takes it.
+    pub fn to_unblock(&self) -> crate::unblock::Unblock {
+        crate::unblock::Unblock {
+            id: self.id,
+            agent: self.agent.clone(),
+            entry: self.entry.clone(),
+            until: self.until,
+            created_by: self.created_by.clone(),
+            created_at: self.created_at,
+            force: self.force,
+        }
+    }
+}
+
+/// What `revoke_unblock` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    Done(UnblockRecord),
+    NotFound,
+    Already(UnblockRecord),
+}
+
+const UNBLOCK_COLUMNS: &str =
+    "id, scope, agent, entry, force, created_by, created_at, until, revoked_at, revoked_by";
+
+fn unblock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UnblockRecord> {
+    Ok(UnblockRecord {
+        id: r.get::<_, i64>(0)? as u64,
+        scope: r.get(1)?,
+        agent: r.get(2)?,
+        entry: r.get(3)?,
+        force: r.get::<_, i64>(4)? != 0,
+        created_by: r.get(5)?,
+        created_at: r.get(6)?,
+        until: r.get(7)?,
+        revoked_at: r.get(8)?,
+        revoked_by: r.get(9)?,
+        acks: Vec::new(),
+    })
 }
 
 /// One agent key as listed (never the key or its hash).
@@ -520,6 +614,116 @@ impl Db {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
+    }
+
+    /// Stores a new unblock (already checked); returns its record.
+    pub fn add_unblock(
+        &self,
+        agent: Option<&str>,
+        entry: &str,
+        force: bool,
+        created_by: &str,
+        now_unix_nanos: i64,
+        until: Option<i64>,
+    ) -> Result<UnblockRecord, Error> {
+        let w = self.writer();
+        w.conn
+            .execute(
+                "INSERT INTO unblocks (scope, agent, entry, force, created_by, created_at, until) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    if agent.is_some() { "agent" } else { "all" },
+                    agent,
+                    entry,
+                    i64::from(force),
+                    created_by,
+                    now_unix_nanos,
+                    until
+                ],
+            )
+            .map_err(sql)?;
+        let id = w.conn.last_insert_rowid();
+        w.conn
+            .query_row(&format!("SELECT {UNBLOCK_COLUMNS} FROM unblocks WHERE id = ?1"), [id], unblock_row)
+            .map_err(sql)
+    }
+
+    /// Revokes unblock `id` (an expired one may be revoked too, for the
+    /// record; a revoked one stays as it was).
+    pub fn revoke_unblock(&self, id: u64, by: &str, now_unix_nanos: i64) -> Result<Revoked, Error> {
+        let mut guard = self.writer();
+        let tx = guard.conn.transaction().map_err(sql)?;
+        let id = i64::try_from(id).unwrap_or(-1);
+        let found = tx
+            .query_row(&format!("SELECT {UNBLOCK_COLUMNS} FROM unblocks WHERE id = ?1"), [id], unblock_row)
+            .optional()
+            .map_err(sql)?;
+        let Some(mut rec) = found else { return Ok(Revoked::NotFound) };
+        if rec.revoked_at.is_some() {
+            return Ok(Revoked::Already(rec));
+        }
+        tx.execute(
+            "UPDATE unblocks SET revoked_at = ?2, revoked_by = ?3 WHERE id = ?1",
+            params![id, now_unix_nanos, by],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        rec.revoked_at = Some(now_unix_nanos);
+        rec.revoked_by = Some(by.to_owned());
+        Ok(Revoked::Done(rec))
+    }
+
+    /// Every unblock (the audit trail), newest first, with its acks.
+    pub fn unblocks(&self) -> Result<Vec<UnblockRecord>, Error> {
+        self.read(|c| {
+            let mut st =
+                c.prepare_cached(&format!("SELECT {UNBLOCK_COLUMNS} FROM unblocks ORDER BY id DESC"))?;
+            let mut list = st.query_map([], unblock_row)?.collect::<Result<Vec<_>, _>>()?;
+            let mut acks =
+                c.prepare_cached("SELECT unblock_id, agent, acked_at FROM unblock_acks ORDER BY agent")?;
+            let rows = acks.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?;
+            for row in rows {
+                let (id, agent, at): (u64, String, i64) = row?;
+                if let Some(rec) = list.iter_mut().find(|u| u.id == id) {
+                    rec.acks.push(Ack { agent, at });
+                }
+            }
+            Ok(list)
+        })
+    }
+
+    /// The unblocks in force at `now` for `agent`: its own and those for
+    /// every agent, neither revoked nor expired, by id.
+    pub fn active_unblocks(&self, agent: &str, now_unix_nanos: i64) -> Result<Vec<UnblockRecord>, Error> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {UNBLOCK_COLUMNS} FROM unblocks WHERE revoked_at IS NULL \
+                 AND (until IS NULL OR until > ?2) AND (scope = 'all' OR agent = ?1) ORDER BY id"
+            ))?;
+            let rows =
+                st.query_map(params![agent, now_unix_nanos], unblock_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Records that `agent` applied the unblocks `ids` (unknown ids and
+    /// another agent's are ignored); how many were recorded.
+    pub fn ack_unblocks(&self, agent: &str, ids: &[u64], now_unix_nanos: i64) -> Result<usize, Error> {
+        let mut guard = self.writer();
+        let tx = guard.conn.transaction().map_err(sql)?;
+        let mut n = 0;
+        for id in ids {
+            let Ok(id) = i64::try_from(*id) else { continue };
+            n += tx
+                .execute(
+                    "INSERT OR REPLACE INTO unblock_acks (unblock_id, agent, acked_at) \
+                     SELECT id, ?2, ?3 FROM unblocks WHERE id = ?1 AND (scope = 'all' OR agent = ?2)",
+                    params![id, agent, now_unix_nanos],
+                )
+                .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)?;
+        Ok(n)
     }
 
     /// Records a heartbeat of agent `name`: `next` turns its stored state
@@ -950,6 +1154,30 @@ mod tests {
         let e = Db::open(Some(p.parent().unwrap()), unlimited()).err().expect("directory refused");
         assert!(e.to_string().contains("is a directory"), "{e}");
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn unblocks_scope_expiry_revocation_and_acks() {
+        let db = Db::open(None, unlimited()).unwrap();
+        let all = db.add_unblock(None, "pay.example.com", false, "alice", 10, Some(100)).unwrap();
+        let mine = db.add_unblock(Some("edge-1"), "192.0.2.7", false, "bob", 11, None).unwrap();
+        let theirs = db.add_unblock(Some("edge-2"), "x.example", false, "bob", 12, None).unwrap();
+        assert_eq!((all.scope.as_str(), mine.scope.as_str()), ("all", "agent"));
+        let ids = |v: Vec<UnblockRecord>| v.iter().map(|u| u.id).collect::<Vec<_>>();
+        assert_eq!(ids(db.active_unblocks("edge-1", 50).unwrap()), [all.id, mine.id]);
+        assert_eq!(ids(db.active_unblocks("edge-1", 100).unwrap()), [mine.id], "expired at until");
+        assert_eq!(ids(db.active_unblocks("edge-2", 50).unwrap()), [all.id, theirs.id]);
+        assert!(matches!(db.revoke_unblock(mine.id, "carol", 60).unwrap(), Revoked::Done(_)));
+        assert!(matches!(db.revoke_unblock(mine.id, "carol", 61).unwrap(), Revoked::Already(_)));
+        assert_eq!(db.revoke_unblock(999, "carol", 61).unwrap(), Revoked::NotFound);
+        assert_eq!(ids(db.active_unblocks("edge-1", 70).unwrap()), [all.id]);
+        assert_eq!(db.ack_unblocks("edge-1", &[all.id, theirs.id, 999], 80).unwrap(), 1, "only its own");
+        let trail = db.unblocks().unwrap();
+        assert_eq!(ids(trail.clone()), [theirs.id, mine.id, all.id], "newest first, nothing dropped");
+        let states: Vec<&str> = trail.iter().map(|u| u.state(150)).collect();
+        assert_eq!(states, ["active", "revoked", "expired"]);
+        assert_eq!(trail[1].revoked_by.as_deref(), Some("carol"));
+        assert_eq!(trail[2].acks, vec![Ack { agent: "edge-1".into(), at: 80 }]);
     }
 
     #[test]

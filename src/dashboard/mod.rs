@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod rate;
 pub mod routes;
 pub mod store;
+pub mod unblocks;
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -681,6 +682,10 @@ fn handle(shared: &Arc<Shared>, rq: Request) {
         Route::Heartbeat => heartbeat(shared, rq, &who, client),
         Route::Agents => agents(shared, rq, &who),
         Route::ListKeys | Route::AddKey | Route::RevokeKey => keys(shared, rq, route, &path, &who, client),
+        Route::ListUnblocks | Route::AddUnblock | Route::RevokeUnblock => {
+            operator_unblocks(shared, rq, route, &path, &who, client)
+        }
+        Route::AgentUnblocks | Route::AckUnblocks => agent_unblocks(shared, rq, route, &query, &who),
         Route::MethodNotAllowed(allow) => reject(shared, rq, 405, "method not allowed", &[("Allow", allow)]),
         Route::NotFound => reject(shared, rq, 404, "not found", &[]),
     }
@@ -812,6 +817,123 @@ fn keys(shared: &Shared, mut rq: Request, route: Route, path: &str, who: &Who, c
                 Ok(false) => reject(shared, rq, 404, &format!("no active agent key named {name:?}"), &[]),
                 Err(e) => failed(shared, rq, e),
             }
+        }
+    }
+}
+
+/// `GET/POST /api/v1/unblocks`, `DELETE /api/v1/unblocks/ID`: the
+/// operator (`API_KEY`) or a signed-in person (changes with their CSRF
+/// token). Every record stays: revoked and expired ones are the audit
+/// trail. Each change is logged with who, what and until when.
+fn operator_unblocks(shared: &Shared, mut rq: Request, route: Route, path: &str, who: &Who, client: IpAddr) {
+    match who {
+        Who::Key | Who::User { .. } => {}
+        Who::Agent(_) => return reject(shared, rq, 403, AGENT_ONLY_POSTS, &[]),
+        Who::Public | Who::Nobody => return reject(shared, rq, 401, "unauthorized", &[]),
+    }
+    if route != Route::ListUnblocks && !who.may_change(header(&rq, "X-CSRF-Token")) {
+        return reject(shared, rq, 403, "csrf token missing or wrong", &[]);
+    }
+    let by = who.name().unwrap_or("the API key").to_owned();
+    let now = i64::try_from(now_unix_nanos()).unwrap_or(i64::MAX);
+    let failed = |shared: &Shared, rq: Request, e: db::Error| {
+        log::error!("dashboard: unblocks: {e}");
+        reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")])
+    };
+    let record = |u: &db::UnblockRecord| {
+        let mut v = serde_json::to_value(u).unwrap_or(Value::Null);
+        v["state"] = Value::from(u.state(now));
+        v
+    };
+    match route {
+        Route::ListUnblocks => match shared.db.unblocks() {
+            Ok(list) => {
+                let list: Vec<Value> = list.iter().map(record).collect();
+                reply_json(rq, 200, serde_json::json!({"now": now, "unblocks": list}).to_string())
+            }
+            Err(e) => failed(shared, rq, e),
+        },
+        Route::AddUnblock => {
+            if !routes::json_content_type(header(&rq, "Content-Type")) {
+                return reject(shared, rq, 415, "unsupported media type: send application/json", &[]);
+            }
+            let mut body = Vec::new();
+            if rq.as_reader().take(4097).read_to_end(&mut body).is_err() || body.len() > 4096 {
+                return reject(shared, rq, 400, "bad body: at most 4 KiB of JSON", &[]);
+            }
+            let new = match unblocks::parse_new(&body) {
+                Ok(n) => n,
+                Err(why) => return reject(shared, rq, 400, &why, &[]),
+            };
+            let until =
+                new.duration.map(|d| now.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)));
+            match shared.db.add_unblock(new.agent.as_deref(), &new.entry, new.force, &by, now, until) {
+                Ok(rec) => {
+                    log::warn!("dashboard: {by} ({client}) unblocked {}", rec.to_unblock().describe());
+                    reply_json(rq, 201, record(&rec).to_string());
+                }
+                Err(e) => failed(shared, rq, e),
+            }
+        }
+        _ => {
+            let Some(id) = unblocks::path_id(path) else { return reject(shared, rq, 404, "not found", &[]) };
+            match shared.db.revoke_unblock(id, &by, now) {
+                Ok(db::Revoked::Done(rec)) => {
+                    log::warn!("dashboard: {by} ({client}) revoked unblock {}", rec.to_unblock().describe());
+                    reply_json(rq, 200, record(&rec).to_string());
+                }
+                Ok(db::Revoked::Already(rec)) => {
+                    reject(shared, rq, 409, &format!("unblock #{} was revoked already", rec.id), &[])
+                }
+                Ok(db::Revoked::NotFound) => reject(shared, rq, 404, &format!("no unblock #{id}"), &[]),
+                Err(e) => failed(shared, rq, e),
+            }
+        }
+    }
+}
+
+/// `GET /api/v1/agent/unblocks`, `POST /api/v1/agent/unblocks/ack`: an
+/// agent key (the agent is the key's name), or `API_KEY` with
+/// `?agent=NAME` (agents that share the operator's key).
+fn agent_unblocks(shared: &Shared, mut rq: Request, route: Route, query: &str, who: &Who) {
+    let agent = match who {
+        Who::Agent(name) => name.clone(),
+        Who::Key => match routes::query_param(query, "agent").filter(|a| auth::valid_agent_name(a)) {
+            Some(a) => a,
+            None => return reject(shared, rq, 400, "agent=NAME is required with the API key", &[]),
+        },
+        _ => return reject(shared, rq, 401, "unauthorized", &[]),
+    };
+    let now = i64::try_from(now_unix_nanos()).unwrap_or(i64::MAX);
+    if route == Route::AgentUnblocks {
+        return match shared.db.active_unblocks(&agent, now) {
+            Ok(list) => {
+                let list: Vec<crate::unblock::Unblock> =
+                    list.iter().map(db::UnblockRecord::to_unblock).collect();
+                let body = crate::unblock::Answer { agent, unblocks: list };
+                reply_json(rq, 200, serde_json::to_string(&body).unwrap_or_default())
+            }
+            Err(e) => {
+                log::error!("dashboard: unblocks: {e}");
+                reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")])
+            }
+        };
+    }
+    let mut body = Vec::new();
+    if rq.as_reader().take(65_537).read_to_end(&mut body).is_err() || body.len() > 65_536 {
+        return reject(shared, rq, 400, "bad body: send {\"ids\": [...]}", &[]);
+    }
+    let Some(ids) = unblocks::parse_ack(&body) else {
+        return reject(shared, rq, 400, "bad body: send {\"ids\": [...]}", &[]);
+    };
+    match shared.db.ack_unblocks(&agent, &ids, now) {
+        Ok(n) => {
+            log::info!("dashboard: agent {agent} applied unblocks {ids:?}");
+            reply_json(rq, 200, serde_json::json!({"status": "ok", "acked": n}).to_string())
+        }
+        Err(e) => {
+            log::error!("dashboard: unblock acks: {e}");
+            reject(shared, rq, 503, "storage unavailable", &[("Retry-After", "5")])
         }
     }
 }

@@ -39,6 +39,16 @@ pub enum Route {
     AddKey,
     /// `DELETE /api/v1/keys/NAME`: revokes NAME's key.
     RevokeKey,
+    /// `GET /api/v1/unblocks`: every unblock (the audit trail).
+    ListUnblocks,
+    /// `POST /api/v1/unblocks`: an operator's new unblock.
+    AddUnblock,
+    /// `DELETE /api/v1/unblocks/ID`: revokes it.
+    RevokeUnblock,
+    /// `GET /api/v1/agent/unblocks`: an agent's active unblocks.
+    AgentUnblocks,
+    /// `POST /api/v1/agent/unblocks/ack`: the agent applied them.
+    AckUnblocks,
     Asset(&'static Asset),
     /// Known path, wrong method; the value is the `Allow` header.
     MethodNotAllowed(&'static str),
@@ -171,6 +181,32 @@ pub fn route(method: &str, path: &str) -> Route {
             "POST" => Route::AddKey,
             _ => Route::MethodNotAllowed("GET, HEAD, POST"),
         },
+        "/api/v1/unblocks" => match m {
+            "GET" | "HEAD" => Route::ListUnblocks,
+            "POST" => Route::AddUnblock,
+            _ => Route::MethodNotAllowed("GET, HEAD, POST"),
+        },
+        p if super::unblocks::path_id(p).is_some() => {
+            if m == "DELETE" {
+                Route::RevokeUnblock
+            } else {
+                Route::MethodNotAllowed("DELETE")
+            }
+        }
+        "/api/v1/agent/unblocks" => {
+            if get {
+                Route::AgentUnblocks
+            } else {
+                Route::MethodNotAllowed("GET, HEAD")
+            }
+        }
+        "/api/v1/agent/unblocks/ack" => {
+            if m == "POST" {
+                Route::AckUnblocks
+            } else {
+                Route::MethodNotAllowed("POST")
+            }
+        }
         p if key_path_name(p).is_some() => {
             if m == "DELETE" {
                 Route::RevokeKey
@@ -528,6 +564,16 @@ mod tests {
             ("DELETE", "/api/v1/keys/a%20b", Route::NotFound),
             ("DELETE", "/api/v1/keys/", Route::NotFound),
             ("DELETE", "/api/v1/keys/a/b", Route::NotFound),
+            ("GET", "/api/v1/unblocks", Route::ListUnblocks),
+            ("POST", "/api/v1/unblocks", Route::AddUnblock),
+            ("PUT", "/api/v1/unblocks", Route::MethodNotAllowed("GET, HEAD, POST")),
+            ("DELETE", "/api/v1/unblocks/7", Route::RevokeUnblock),
+            ("GET", "/api/v1/unblocks/7", Route::MethodNotAllowed("DELETE")),
+            ("DELETE", "/api/v1/unblocks/x", Route::NotFound),
+            ("GET", "/api/v1/agent/unblocks", Route::AgentUnblocks),
+            ("POST", "/api/v1/agent/unblocks", Route::MethodNotAllowed("GET, HEAD")),
+            ("POST", "/api/v1/agent/unblocks/ack", Route::AckUnblocks),
+            ("GET", "/api/v1/agent/unblocks/ack", Route::MethodNotAllowed("POST")),
         ];
         assert_eq!(presented_key(Some(" k "), Some("Bearer b")), Some("k"));
         assert_eq!(presented_key(None, Some("bearer  b ")), Some("b"));

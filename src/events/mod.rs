@@ -16,6 +16,7 @@ pub mod shipper;
 pub mod sink;
 pub mod syslog;
 pub mod tally;
+pub mod unblock;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -124,10 +124,35 @@ pub fn explain(policy: &Policy, guard: &Guard, what: &str) -> (bool, String) {
         )),
     }
     let allowed = d.allowed();
+    if allowed {
+        text.push_str(&from_unblocks(policy, |e| {
+            !super::is_address_entry(e)
+                && (Pattern::parse(e).is_ok_and(|p| {
+                    let mut set = super::NameSet::default();
+                    set.insert(p);
+                    set.contains(&name)
+                }) || super::port::parse_name(e).is_ok_and(|np| np.name == name))
+        }));
+    }
     if allowed && !guard.is_off() {
         text.push_str("  the addresses it resolves to must still pass the SSRF guard (GUARD_ADDRESSES)\n");
     }
     (allowed, text)
+}
+
+/// A line naming the remote unblocks (`unblock #ID`) among the allowlist
+/// entries that `covers` accepts; empty when none.
+fn from_unblocks(policy: &Policy, covers: impl Fn(&str) -> bool) -> String {
+    let ids: Vec<String> = policy
+        .unblocks()
+        .iter()
+        .filter(|(_, e)| covers(e))
+        .map(|(id, e)| format!("unblock #{id} ({e})"))
+        .collect();
+    if ids.is_empty() {
+        return String::new();
+    }
+    format!("  allowed by a remote unblock from the dashboard: {}\n", ids.join(", "))
 }
 
 /// The port entries of `l` whose addresses cover `ip`, as written.
@@ -174,6 +199,13 @@ fn explain_ip(policy: &Policy, guard: &Guard, ip: IpAddr) -> (bool, String) {
         ));
     }
     let allowed = d.allowed() || !allow_ports.is_empty();
+    if allowed {
+        text.push_str(&from_unblocks(policy, |e| {
+            let cidr =
+                Cidr::parse(e).map(|c| c.0).ok().or_else(|| super::port::parse(e).ok().map(|p| p.0.cidr));
+            cidr.is_some_and(|c| super::IpSet::from_cidrs(&[c]).contains(ip))
+        }));
+    }
     if !allowed && guard.check(policy, ip).is_some() {
         text.push_str("  it is also a guarded address (GUARD_ADDRESSES): no allowed name leads there\n");
     }

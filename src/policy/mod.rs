@@ -59,6 +59,9 @@ pub enum Origin {
     File(String),
     /// An environment variable.
     Env(&'static str),
+    /// A remote unblock (`ENABLE_REMOTE_UNBLOCK`): an extra allowlist
+    /// entry from the dashboard, named `unblock #ID`.
+    Unblock(u64),
 }
 
 /// One problem with one entry, or with the whole source.
@@ -232,6 +235,9 @@ pub struct Policy {
     /// Non-fatal remarks found while compiling (host bits cleared,
     /// duplicates, an empty policy), for the caller to log.
     warnings: Vec<String>,
+    /// The remote unblocks compiled into the allowlist (id, entry), so
+    /// `egret check --explain` can name them.
+    unblocks: Vec<(u64, String)>,
 }
 
 /// `ENFORCE`: whether a refusal is carried out.
@@ -426,7 +432,14 @@ impl Policy {
                 .push("default_action is allow and the denylist is empty: all egress will pass".to_owned()),
             _ => {}
         }
-        Ok(Policy { default, allow, deny, mode: Mode::Enforce, warnings })
+        Ok(Policy { default, allow, deny, mode: Mode::Enforce, warnings, unblocks: Vec::new() })
+    }
+
+    /// Records which allowlist entries came from remote unblocks.
+    fn with_unblocks(mut self, overlay: &[(u64, Vec<String>)]) -> Policy {
+        self.unblocks =
+            overlay.iter().flat_map(|(id, es)| es.iter().map(move |e| (*id, e.trim().to_owned()))).collect();
+        self
     }
 
     /// This policy in `mode`.
@@ -589,6 +602,11 @@ impl Policy {
     /// The denylist.
     pub fn denylist(&self) -> &Lists {
         &self.deny
+    }
+
+    /// The remote unblocks in the allowlist (id, entry as written).
+    pub fn unblocks(&self) -> &[(u64, String)] {
+        &self.unblocks
     }
 
     pub fn warnings(&self) -> &[String] {
@@ -851,6 +869,7 @@ fn source_name(o: &Origin) -> String {
     match o {
         Origin::File(p) => p.clone(),
         Origin::Env(v) => (*v).to_owned(),
+        Origin::Unblock(id) => format!("unblock #{id}"),
     }
 }
 
@@ -858,7 +877,29 @@ fn location(o: &Origin, list: List, key: &str, i: usize) -> String {
     match o {
         Origin::File(_) => format!("{}.{key}[{i}]", list.key()),
         Origin::Env(_) => format!("[{i}]"),
+        Origin::Unblock(_) => "entry".to_owned(),
     }
+}
+
+/// Whether an entry is an address entry (`ips`: an address, a CIDR, or
+/// either with a protocol and ports) rather than a name entry.
+pub fn is_address_entry(entry: &str) -> bool {
+    Cidr::parse(entry).is_ok() || (port::is_port_entry(entry) && port::parse(entry).is_ok())
+}
+
+/// The remote unblocks as allowlist sources: address entries and name
+/// entries, each named `unblock #ID`.
+fn overlay_sources(overlay: &[(u64, Vec<String>)]) -> (Vec<Source<'_>>, Vec<Source<'_>>) {
+    let (mut ips, mut domains) = (Vec::new(), Vec::new());
+    for (id, one) in overlay {
+        let src = Source { origin: Origin::Unblock(*id), entries: one.as_slice() };
+        if one.first().is_some_and(|e| is_address_entry(e)) {
+            ips.push(src);
+        } else {
+            domains.push(src);
+        }
+    }
+    (ips, domains)
 }
 
 /// A problem with how the lists go together, reported at `location`.
@@ -917,6 +958,9 @@ pub struct EnvLists {
     pub mode: Option<Mode>,
     /// `DEFAULT_ACTION`, when set: wins over the file's `default_action:`.
     pub default: Option<DefaultAction>,
+    /// Remote unblocks (`ENABLE_REMOTE_UNBLOCK`): extra allowlist entries,
+    /// one each, by unblock id, on top of the file or the environment.
+    pub overlay: Vec<(u64, Vec<String>)>,
 }
 
 impl EnvLists {
@@ -973,7 +1017,13 @@ pub fn load(path: &Path, env: &EnvLists) -> Result<Policy, PolicyErrors> {
         )),
         Err(e) => return Err(whole_error(&shown, format!("cannot read: {e}"))),
     };
-    compile_raw(raw, &shown, &EnvLists { mode: env.mode, default: env.default, ..EnvLists::default() })
+    let env = EnvLists {
+        mode: env.mode,
+        default: env.default,
+        overlay: env.overlay.clone(),
+        ..EnvLists::default()
+    };
+    compile_raw(raw, &shown, &env)
 }
 
 /// Compiles the environment lists alone (the file is not consulted).
@@ -983,6 +1033,9 @@ pub fn compile_env(env: &EnvLists) -> Result<Policy, PolicyErrors> {
     }
     let (ai, ad) = (src(List::Allow, false, &env.ips), src(List::Allow, true, &env.domains));
     let (di, dd) = (src(List::Deny, false, &env.deny_ips), src(List::Deny, true, &env.deny_domains));
+    let (oi, od) = overlay_sources(&env.overlay);
+    let (ai, ad): (Vec<Source<'_>>, Vec<Source<'_>>) =
+        (ai.into_iter().chain(oi).collect(), ad.into_iter().chain(od).collect());
     let spec = Spec {
         allow_ips: &ai,
         allow_domains: &ad,
@@ -991,7 +1044,7 @@ pub fn compile_env(env: &EnvLists) -> Result<Policy, PolicyErrors> {
         default: env.default_action(),
         default_source: "DEFAULT_ACTION",
     };
-    Ok(Policy::compile_spec(&spec)?.with_mode(env.mode.unwrap_or_default()))
+    Ok(Policy::compile_spec(&spec)?.with_mode(env.mode.unwrap_or_default()).with_unblocks(&env.overlay))
 }
 
 /// A scalar YAML value as text (`true`, `audit`), for the mode keys.
@@ -1045,6 +1098,9 @@ pub fn compile_raw(raw: RawPolicy, shown: &str, env: &EnvLists) -> Result<Policy
     ];
     let src = |i: usize| [Source { origin: file.clone(), entries: &lists[i] }];
     let (ai, ad, di, dd) = (src(0), src(1), src(2), src(3));
+    let (oi, od) = overlay_sources(&env.overlay);
+    let (ai, ad): (Vec<Source<'_>>, Vec<Source<'_>>) =
+        (ai.into_iter().chain(oi).collect(), ad.into_iter().chain(od).collect());
     let spec = Spec {
         allow_ips: &ai,
         allow_domains: &ad,
@@ -1055,7 +1111,7 @@ pub fn compile_raw(raw: RawPolicy, shown: &str, env: &EnvLists) -> Result<Policy
     };
     let compiled = Policy::compile_spec(&spec);
     match (compiled, file_mode) {
-        (Ok(p), Ok(m)) => Ok(p.with_mode(env.mode.unwrap_or(m))),
+        (Ok(p), Ok(m)) => Ok(p.with_mode(env.mode.unwrap_or(m)).with_unblocks(&env.overlay)),
         (Ok(_), Err(e)) => Err(PolicyErrors(vec![e])),
         (Err(es), Ok(_)) => Err(es),
         (Err(mut es), Err(e)) => {

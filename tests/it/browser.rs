@@ -668,3 +668,113 @@ fn ui_creates_and_revokes_agent_keys_and_lists_flagged_agents() {
     h.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn ui_unblocks_a_blocked_row_and_the_panel_shows_active_expired_and_revoked() {
+    let h = server(DashboardConfig { ..config() }, Options::default());
+    let a = h.addr();
+    let named = event("pay.example", "BLOCKED", "https");
+    let mut by_addr = event("", "BLOCKED", "nflog");
+    by_addr.as_object_mut().unwrap().remove("https");
+    by_addr["destination_ip"] = json!("192.0.2.7");
+    let allowed = event("ok.example", "ALLOWED", "https");
+    let r = post(a, &json!([named, by_addr, allowed]));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let ids: Vec<u64> =
+        r.json()["results"].as_array().unwrap().iter().map(|x| x["id"].as_u64().unwrap()).collect();
+    // One that expires at once, made through the API.
+    let api = |method: &str, path: &str, body: &Value| {
+        let b = if body.is_null() { String::new() } else { body.to_string() };
+        crate::dashboard::send(
+            a,
+            method,
+            path,
+            &[("X-Api-Key", crate::dashboard::KEY), ("Content-Type", "application/json")],
+            b.as_bytes(),
+        )
+    };
+    let short = api("POST", "/api/v1/unblocks", &json!({"entry": "old.example", "duration": "1s"}));
+    assert_eq!(short.status, 201, "{}", short.body);
+    let dir = scratch("browser-unblock");
+    let mut b = Browser::launch(&dir);
+    let session = signed_in_page(&mut b, a, 1400);
+    let s = session.as_str();
+    let row_button =
+        |id: u64| format!("document.querySelector('#rows tr[data-id=\"{id}\"] button.unblock-action')");
+    b.wait_for(s, &format!("!!{}", row_button(ids[0])), "the Unblock… action on the blocked row");
+    assert_eq!(b.eval(s, &format!("!!{}", row_button(ids[2]))), json!(false), "no action on an allowed row");
+
+    // The named row: prefilled with its name, for its agent; 24 hours.
+    b.eval(s, &format!("{}.click()", row_button(ids[0])));
+    b.wait_for(s, "document.getElementById('unblock-dialog').open", "the unblock dialog");
+    assert_eq!(b.eval(s, "document.getElementById('unblock-entry').value"), json!("pay.example"));
+    assert_eq!(b.eval(s, "document.getElementById('unblock-scope').value"), json!("agent"));
+    assert_eq!(
+        b.eval(s, "document.getElementById('unblock-scope-agent').textContent"),
+        json!("this agent (pod-a)")
+    );
+    // A bad entry is refused with the parser's reason, and nothing is stored.
+    b.eval(s, "(() => { document.getElementById('unblock-entry').value = 'bad name!'; document.getElementById('unblock-form').requestSubmit(); })()");
+    b.wait_for(
+        s,
+        "document.getElementById('unblock-error').textContent.includes('entry \"bad name!\"')",
+        "the refusal naming the entry",
+    );
+    b.eval(s, "(() => { document.getElementById('unblock-entry').value = 'pay.example'; document.getElementById('unblock-duration').value = '24h'; document.getElementById('unblock-form').requestSubmit(); })()");
+    b.wait_for(s, "!document.getElementById('unblock-dialog').open", "the dialog closes on success");
+
+    // The address row: address:port, for all agents, for good.
+    b.eval(s, &format!("{}.click()", row_button(ids[1])));
+    b.wait_for(s, "document.getElementById('unblock-dialog').open", "the dialog again");
+    assert_eq!(b.eval(s, "document.getElementById('unblock-entry').value"), json!("192.0.2.7:443"));
+    b.eval(s, "(() => { document.getElementById('unblock-scope').value = 'all'; document.getElementById('unblock-duration').value = ''; document.getElementById('unblock-form').requestSubmit(); })()");
+    b.wait_for(s, "!document.getElementById('unblock-dialog').open", "the dialog closes");
+
+    // What the API stored is what was chosen.
+    let list = api("GET", "/api/v1/unblocks", &Value::Null).json()["unblocks"].as_array().cloned().unwrap();
+    assert_eq!(list.len(), 3, "{list:?}");
+    let find = |entry: &str| list.iter().find(|u| u["entry"] == entry).cloned().unwrap();
+    let pay = find("pay.example");
+    assert_eq!((pay["agent"].as_str(), pay["created_by"].as_str()), (Some("pod-a"), Some("api-key")));
+    let span = pay["until"].as_i64().unwrap() - pay["created_at"].as_i64().unwrap();
+    assert_eq!(span, 86_400 * 1_000_000_000, "24 hours");
+    let addr = find("192.0.2.7:443");
+    assert_eq!((addr["agent"].clone(), addr["until"].clone()), (Value::Null, Value::Null), "all, for good");
+
+    // The panel: active ones, the expired one, then a revoke from it.
+    let state_of = |entry: &str| {
+        format!("[...document.querySelectorAll('#unblocks tr')].filter(tr => tr.children[1].textContent === {}).map(tr => [tr.children[2].textContent, tr.children[5].textContent, tr.querySelector('td.state').textContent]).join('|')", json!(entry))
+    };
+    b.wait_for(
+        s,
+        &format!(
+            "{}.startsWith('pod-a,') && {}.endsWith(',active')",
+            state_of("pay.example"),
+            state_of("pay.example")
+        ),
+        "pay.example active for pod-a",
+    );
+    b.wait_for(
+        s,
+        &format!("{} === 'all agents,for good,active'", state_of("192.0.2.7:443")),
+        "the address for all, for good",
+    );
+    b.wait_for(
+        s,
+        &format!("{}.endsWith(',expired')", state_of("old.example")),
+        "the expired one shown as expired",
+    );
+    let pay_id = pay["id"].as_u64().unwrap();
+    b.eval(s, &format!("document.querySelector('#unblocks tr[data-id=\"{pay_id}\"] button.revoke').click()"));
+    b.wait_for(s, &format!("{}.endsWith(',revoked')", state_of("pay.example")), "revoked in the panel");
+    let title =
+        b.eval(s, &format!("document.querySelector('#unblocks tr[data-id=\"{pay_id}\"] td.state').title"));
+    assert!(title.as_str().unwrap().starts_with("by api-key at "), "{title}");
+    assert_eq!(
+        b.eval(s, "document.getElementById('unblocks-summary').textContent"),
+        json!("(1 active of 3)")
+    );
+    drop(b);
+    h.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -43,6 +43,11 @@ fn http_head_corpus() {
 }
 
 #[test]
+fn unblock_answer_corpus() {
+    assert!(replay("unblock_answer", egret::fuzzing::unblock_answer) >= 4, "seed corpus missing");
+}
+
+#[test]
 fn dashboard_heartbeat_corpus() {
     assert!(replay("dashboard_heartbeat", egret::fuzzing::dashboard_heartbeat) >= 3, "seed corpus missing");
 }

@@ -30,4 +30,5 @@ mod selftest;
 mod storage;
 mod structure;
 mod syslog;
+mod unblock;
 mod util;
