@@ -44,8 +44,8 @@ def per_unit(t, w, scale, unit, rate_metric="rate"):
     return f"{statistics.median(vs):.0f} {unit}" if vs else None
 
 
-TARGETS = ["direct", "egret", "haproxy", "socat", "dnsmasq", "dnsmasq_cache"]
-HEAD = ["direct", "egret", "HAProxy", "socat", "dnsmasq", "dnsmasq cache-hot"]
+TARGETS = ["direct", "egret", "haproxy", "haproxy_splice", "socat", "dnsmasq", "dnsmasq_cache"]
+HEAD = ["direct", "egret", "HAProxy", "HAProxy splice-req/resp", "socat", "dnsmasq", "dnsmasq cache-hot"]
 
 
 def fmt(v, digits=0):

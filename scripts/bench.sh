@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite (not a test: it reports, it asserts nothing):
 # egret against the direct path (no filter, the physical limit), HAProxy
-# (transparent SNI/Host allowlist, original-destination server 0.0.0.0,
-# splice on), a socat fork relay and, for DNS, dnsmasq, in the same run.
+# (transparent SNI/Host allowlist, original-destination server 0.0.0.0;
+# once with splice-auto, once with splice-request and splice-response), a socat fork relay and, for DNS, dnsmasq, in the same run.
 #
 #   workload netns (wrk, curl, python clients)  --veth--  upstream netns (nginx)
 #     ok.example:8081/4443 → direct to nginx
@@ -24,9 +24,10 @@
 # Env (defaults sized for ~8 minutes on 2 cores):
 #   ROUNDS=3  SECS=3 (per wrk run)  BULK=256 MiB (bytes; the issue's 1 GiB: BULK=$((1<<30)))
 #   HELD="1000 5000" (concurrent TLS connections held, one run per count;
-#   0 skips)  DNS_SECS=3 (0 skips)  TARGETS="direct egret haproxy socat"
+#   0 skips)  DNS_SECS=3 (0 skips)  TARGETS="direct egret haproxy haproxy_splice socat"
 #   WORKLOADS="tls_c1 tls_c16 http_c16 keepalive_c16 bad bulk1 bulk8" (a subset, e.g.
-#   to profile one of them)  NO_BUILD=1 (use target/release/{egret,examples/dns_bench_server} as built)
+#   to profile one of them)  COOL=1.0 COOL_MAX=180 (each round waits up to COOL_MAX s for
+#   the 1-minute load to fall under COOL)  NO_BUILD=1 (use target/release/{egret,examples/dns_bench_server} as built)
 # Needs root and: nftables iproute2 openssl curl python3 nginx-light haproxy
 # socat wrk dnsperf dnsmasq-base (installed if missing).
 set -euo pipefail
@@ -39,7 +40,7 @@ SECS=${SECS:-3}
 BULK=${BULK:-$((256 << 20))}
 HELD=${HELD:-"1000 5000"}
 DNS_SECS=${DNS_SECS:-3}
-TARGETS=${TARGETS:-"direct egret haproxy socat"}
+TARGETS=${TARGETS:-"direct egret haproxy haproxy_splice socat"}
 WORKLOADS=${WORKLOADS:-"tls_c1 tls_c16 http_c16 keepalive_c16 bad bulk1 bulk8"}
 OUT=${OUT:-target/bench/results.tsv}
 FILTER_CPU=0
@@ -80,6 +81,8 @@ table inet egret_bench {
     tcp dport 1443 redirect to :9443
     tcp dport 2080 redirect to :9180
     tcp dport 2443 redirect to :9543
+    tcp dport 3080 redirect to :9280
+    tcp dport 3443 redirect to :9643
   }
 }
 EOF
@@ -90,8 +93,8 @@ printf 'ok\n' > "$TMP/www/index.html"
 truncate -s "$BULK" "$TMP/www/bulk"
 truncate -s $((BULK / 8)) "$TMP/www/bulk8"
 listen=""
-for p in 8081 80 1080 2080; do listen+="    listen $p reuseport backlog=4096;"$'\n'; done
-for p in 4443 443 1443 2443; do listen+="    listen $p ssl reuseport backlog=4096;"$'\n'; done
+for p in 8081 80 1080 2080 3080; do listen+="    listen $p reuseport backlog=4096;"$'\n'; done
+for p in 4443 443 1443 2443 3443; do listen+="    listen $p ssl reuseport backlog=4096;"$'\n'; done
 cat > "$TMP/nginx.conf" <<EOF
 user root;
 worker_processes 1;
@@ -123,8 +126,13 @@ for p in 8081 4443; do wait_port "$U" "$p"; done
 has egret && bench_egret MAX_CONNECTIONS=20000
 
 # HAProxy: TCP mode with an SNI allowlist for TLS; HTTP mode (the only way
-# to see every Host on a kept-alive connection) for plain HTTP.
-cat > "$TMP/haproxy.cfg" <<EOF
+# to see every Host on a kept-alive connection) for plain HTTP. Twice: with
+# splice-auto (HAProxy decides per buffer) and with splice-request and
+# splice-response (always splice), so the anchor is at its best.
+haproxy_cfg() { # http_port tls_port option...
+  local http=$1 tls=$2
+  shift 2
+  cat <<EOF
 global
   maxconn 7900
   nbthread 1
@@ -134,10 +142,10 @@ defaults
   timeout connect 5s
   timeout client 600s
   timeout server 600s
-  option splice-auto
+$(for o in "$@"; do echo "  option $o"; done)
 frontend tls
   mode tcp
-  bind 127.0.0.1:9443
+  bind 127.0.0.1:$tls
   tcp-request inspect-delay 5s
   tcp-request content accept if { req.ssl_sni -i ok.example }
   tcp-request content reject
@@ -147,14 +155,18 @@ backend orig_tls
   server orig 0.0.0.0
 frontend http
   mode http
-  bind 127.0.0.1:9080
+  bind 127.0.0.1:$http
   http-request deny unless { req.hdr(host),field(1,:) -i ok.example }
   default_backend orig_http
 backend orig_http
   mode http
   server orig 0.0.0.0
 EOF
+}
+haproxy_cfg 9080 9443 splice-auto > "$TMP/haproxy.cfg"
+haproxy_cfg 9280 9643 splice-request splice-response > "$TMP/haproxy_splice.cfg"
 has haproxy && bench_bg ip netns exec "$W" taskset -c "$FILTER_CPU" haproxy -db -f "$TMP/haproxy.cfg"
+has haproxy_splice && bench_bg ip netns exec "$W" taskset -c "$FILTER_CPU" haproxy -db -f "$TMP/haproxy_splice.cfg"
 
 # socat: one forked process per connection, no filtering (the engine of
 # the docker-whitelist seed).
@@ -162,6 +174,7 @@ has socat && bench_bg ip netns exec "$W" taskset -c "$FILTER_CPU" socat TCP-LIST
 has socat && bench_bg ip netns exec "$W" taskset -c "$FILTER_CPU" socat TCP-LISTEN:9543,bind=127.0.0.1,fork,reuseaddr,backlog=4096 TCP:$UP:4443
 has egret && for p in 8080 8443; do wait_port "$WE" "$p"; done
 has haproxy && for p in 9080 9443; do wait_port "$W" "$p"; done
+has haproxy_splice && for p in 9280 9643; do wait_port "$W" "$p"; done
 has socat && for p in 9180 9543; do wait_port "$W" "$p"; done
 
 # Filter pids (the real process inside `ip netns exec … taskset … env …`).
@@ -171,9 +184,10 @@ pid_of() { # netns, listening port → pid
 declare -A PID HTTP_PORT TLS_PORT
 has egret && PID[egret]=$(pid_of "$WE" 8443)
 has haproxy && PID[haproxy]=$(pid_of "$W" 9443)
+has haproxy_splice && PID[haproxy_splice]=$(pid_of "$W" 9643)
 has socat && { PID[socat_http]=$(pid_of "$W" 9180); PID[socat]=$(pid_of "$W" 9543); }
-HTTP_PORT=([direct]=8081 [egret]=80 [haproxy]=1080 [socat]=2080)
-TLS_PORT=([direct]=4443 [egret]=443 [haproxy]=1443 [socat]=2443)
+HTTP_PORT=([direct]=8081 [egret]=80 [haproxy]=1080 [haproxy_splice]=3080 [socat]=2080)
+TLS_PORT=([direct]=4443 [egret]=443 [haproxy]=1443 [haproxy_splice]=3443 [socat]=2443)
 
 # CPU ticks of a target's processes, reaped children included (socat).
 ticks() {
@@ -331,7 +345,19 @@ rotate() { # round: the targets, rotated by the round number
 }
 
 echo "bench: $(nproc) cores, rounds $ROUNDS x ${SECS}s, bulk $((BULK >> 20)) MiB, held $HELD, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+# The run itself loads both cores: before each round, wait (at most
+# COOL_MAX seconds) for the 1-minute load to fall under COOL, so every
+# round starts on a quiet machine and says so.
+cool_down() {
+  local i
+  for ((i = 0; i < ${COOL_MAX:-180}; i += 5)); do
+    awk -v c="${COOL:-1.0}" '{ exit !($1 < c) }' /proc/loadavg && return 0
+    sleep 5
+  done
+  echo "bench: load still $(cut -d' ' -f1 /proc/loadavg) after ${COOL_MAX:-180} s" >&2
+}
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+  cool_down
   echo "round $ROUND: load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   emit all load load1 "$(cut -d' ' -f1 /proc/loadavg)"
   wl tls_c1 && for t in $(rotate "$ROUND"); do bench_wrk "$t" tls_c1 1 https ok.example -H "Connection: close"; done
@@ -339,7 +365,7 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
   wl http_c16 && for t in $(rotate "$ROUND"); do bench_wrk "$t" http_c16 16 http ok.example -H "Connection: close"; done
   wl keepalive_c16 && for t in $(rotate "$ROUND"); do bench_wrk "$t" keepalive_c16 16 http ok.example; done
   wl bad && for t in $(rotate "$ROUND"); do
-    case $t in egret | haproxy)
+    case $t in egret | haproxy | haproxy_splice)
       b0=$(served_bad)
       bench_wrk "$t" bad_sni_c16 16 https bad.example -H "Connection: close"
       emit "$t" bad_sni_c16 served $(($(served_bad) - b0))
@@ -362,12 +388,15 @@ for t in $TARGETS; do [ "$t" = direct ] || emit "$t" after rss_kib "$(mem_kib "$
 if [ "$DNS_SECS" -gt 0 ]; then
 # DNS (loopback, no namespaces): the test authoritative server and egret's
 # DNS server in one process on the filter CPU (so direct queries also pay
-# for sharing it), dnsmasq there too, dnsperf on the load CPU.
+# for sharing it), dnsmasq there too, dnsperf on the load CPU. egret asks
+# the upstream over UDP, as dnsmasq does (EGRET_DNS_UPSTREAM_UDP=0: over
+# TCP, as egret asks a loopback resolver in a pod; the test server's
+# TCP side then sets the pace, not egret).
 # (It serves until its stdin closes; a read-write open of the fifo does
 # not block, and the kill at exit ends it anyway.)
 mkfifo "$TMP/dns.in"
 exec 3<> "$TMP/dns.in"
-taskset -c "$FILTER_CPU" target/release/examples/dns_bench_server < "$TMP/dns.in" > "$TMP/dns.addrs" 3>&- &
+EGRET_DNS_UPSTREAM_UDP=${EGRET_DNS_UPSTREAM_UDP:-1} taskset -c "$FILTER_CPU" target/release/examples/dns_bench_server < "$TMP/dns.in" > "$TMP/dns.addrs" 3>&- &
 PIDS+=($!)
 for _ in $(seq 50); do [ -s "$TMP/dns.addrs" ] && break; sleep 0.1; done
 echo "  dns servers: $(cat "$TMP/dns.addrs")" >&2

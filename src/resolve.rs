@@ -59,15 +59,22 @@ pub enum Check {
     /// The client holds its share of egret's file descriptors (or none is
     /// left): the lookup's socket was not opened.
     NoDescriptor(crate::fair::Refusal),
+    /// The name resolves to the address, but through a CNAME or DNAME
+    /// target the denylist refuses (the link and the entry's reason): as
+    /// in DNS mode, nothing past a denylisted link is served.
+    DeniedLink(String),
 }
 
 /// Who a check is for: the client whose connection named the name, the
-/// policy rule that allowed it (whose zone the name counts against), and
-/// the client's share of egret's file descriptors.
+/// policy rule that allowed it (whose zone the name counts against), the
+/// policy whose denylist the answer's chain must pass, and the client's
+/// share of egret's file descriptors.
 #[derive(Debug, Clone, Copy)]
 pub struct Asking<'a> {
     pub client: crate::peer::Client,
     pub rule: Option<&'a crate::policy::Pattern>,
+    /// `None`: the chain is not judged.
+    pub policy: Option<&'a crate::policy::Policy>,
     /// A lookup that goes upstream opens a socket: it holds one of the
     /// client's descriptor tickets while it does, or is not made
     /// (`escape_74`). `None`: not counted.
@@ -77,7 +84,7 @@ pub struct Asking<'a> {
 impl Asking<'_> {
     /// For `client`, no rule, descriptors not counted.
     pub fn of(client: crate::peer::Client) -> Asking<'static> {
-        Asking { client, rule: None, descriptors: None }
+        Asking { client, rule: None, policy: None, descriptors: None }
     }
 }
 
@@ -90,6 +97,9 @@ pub mod defaults {
     pub const REFRESH_MIN: Duration = Duration::from_secs(1);
     /// Names kept.
     pub const MAX_NAMES: usize = 10_000;
+    /// CNAME/DNAME targets remembered per name (a longer chain is refused
+    /// by the answer check already).
+    pub const MAX_LINKS: usize = 16;
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,6 +110,9 @@ struct Entry {
     looked_up: Option<Instant>,
     /// That lookup got no answer from any resolver.
     failed: bool,
+    /// Every CNAME/DNAME target its answers led through, judged against
+    /// the denylist at each check (a reload may denylist one).
+    chain: Vec<String>,
 }
 
 /// What the cache alone can say.
@@ -161,6 +174,23 @@ impl Cache {
             e.looked_up = Some(now);
             e.failed = false;
         }
+    }
+
+    /// Records the CNAME/DNAME targets an answer for `name` led through.
+    pub fn chained(&mut self, name: &str, chain: &[String]) {
+        let Some(e) = self.names.get_mut(name) else { return };
+        for link in chain {
+            if !e.chain.contains(link) && e.chain.len() < defaults::MAX_LINKS {
+                e.chain.push(link.clone());
+            }
+        }
+    }
+
+    /// The first link of `name`'s recorded chain that `policy`'s denylist
+    /// refuses.
+    pub fn denied_link(&self, name: &str, policy: &crate::policy::Policy) -> Option<String> {
+        let e = self.names.get(name)?;
+        filter::denied_in(&e.chain, policy).map(|(link, _)| link)
     }
 
     /// Records a lookup of `name` that no resolver answered.
@@ -277,6 +307,17 @@ impl Resolver {
     /// A and AAAA.
     pub fn check(&self, name: &str, ip: IpAddr, asking: Asking<'_>) -> Check {
         let Ok(name) = normalize(name) else { return Check::Unresolvable };
+        match self.check_normalized(&name, ip, asking) {
+            Check::Match => match asking.policy.and_then(|p| self.with_cache(|c| c.denied_link(&name, p))) {
+                Some(link) => Check::DeniedLink(link),
+                None => Check::Match,
+            },
+            other => other,
+        }
+    }
+
+    fn check_normalized(&self, name: &str, ip: IpAddr, asking: Asking<'_>) -> Check {
+        let name = name.to_owned();
         let now = Instant::now();
         if self.pinned(&name, ip) {
             return Check::Match;
@@ -300,7 +341,10 @@ impl Resolver {
         let now = Instant::now();
         self.with_cache(|c| {
             match &answer {
-                Ok(addrs) => c.looked_up(&name, addrs, now),
+                Ok(a) => {
+                    c.looked_up(&name, &a.ips, now);
+                    c.chained(&name, &a.chain);
+                }
                 Err(()) => c.lookup_failed(&name, now),
             }
             c.after_lookup(&name, ip, now)
@@ -322,8 +366,16 @@ impl Resolver {
 
     /// Addresses egret's own DNS server handed out for `name`.
     pub fn learn(&self, name: &str, ips: &[(IpAddr, Duration)], now: Instant) {
+        self.learn_chained(name, &[], ips, now)
+    }
+
+    /// As [`Resolver::learn`], with the answer's CNAME/DNAME targets.
+    pub fn learn_chained(&self, name: &str, chain: &[String], ips: &[(IpAddr, Duration)], now: Instant) {
         if let Ok(name) = normalize(name) {
-            self.with_cache(|c| c.insert(&name, ips, now));
+            self.with_cache(|c| {
+                c.insert(&name, ips, now);
+                c.chained(&name, chain);
+            });
         }
     }
 
@@ -342,8 +394,8 @@ impl Resolver {
         f(&mut g)
     }
 
-    fn lookup(&self, name: &str) -> Result<Vec<(IpAddr, Duration)>, ()> {
-        ask_addresses(&self.upstreams, name).map_err(|e| log::debug!("{e}"))
+    fn lookup(&self, name: &str) -> Result<Answer, ()> {
+        ask_answer(&self.upstreams, name).map_err(|e| log::debug!("{e}"))
     }
 }
 
@@ -352,6 +404,24 @@ impl Learn for Resolver {
         Resolver::learn(self, name, ips, Instant::now());
         Ok(())
     }
+
+    fn learn_answer(
+        &self,
+        name: &str,
+        chain: &[String],
+        ips: &[(IpAddr, Duration)],
+    ) -> Result<(), LearnError> {
+        self.learn_chained(name, chain, ips, Instant::now());
+        Ok(())
+    }
+}
+
+/// What the upstreams said of a name: its A and AAAA addresses with their
+/// TTLs, and the CNAME/DNAME targets the answers led through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub ips: Vec<(IpAddr, Duration)>,
+    pub chain: Vec<String>,
 }
 
 /// A and AAAA of `name` from `upstreams` (egret's one DNS exchange): the
@@ -359,7 +429,12 @@ impl Learn for Resolver {
 /// exist), or `Err` when no upstream answered either question. A SERVFAIL
 /// or REFUSED counts as no answer: the next upstream is asked.
 pub fn ask_addresses(upstreams: &Upstreams, name: &str) -> Result<Vec<(IpAddr, Duration)>, String> {
-    let mut out = Vec::new();
+    ask_answer(upstreams, name).map(|a| a.ips)
+}
+
+/// As [`ask_addresses`], with the answers' chain.
+pub fn ask_answer(upstreams: &Upstreams, name: &str) -> Result<Answer, String> {
+    let mut out = Answer::default();
     let mut answered = false;
     let mut why = Vec::new();
     for qtype in [RecordType::A, RecordType::AAAA] {
@@ -376,7 +451,12 @@ pub fn ask_addresses(upstreams: &Upstreams, name: &str) -> Result<Vec<(IpAddr, D
         match upstreams.exchange(&bytes, &check, &|r| r.truncated) {
             Ok((_, reply)) => {
                 answered = true;
-                out.extend(reply.addrs.iter().map(|&(ip, ttl)| (ip, Duration::from_secs(ttl.into()))))
+                out.ips.extend(reply.addrs.iter().map(|&(ip, ttl)| (ip, Duration::from_secs(ttl.into()))));
+                for link in reply.chain {
+                    if !out.chain.contains(&link) {
+                        out.chain.push(link);
+                    }
+                }
             }
             Err(e) => why.push(format!("{qtype}: {e}")),
         }
@@ -418,7 +498,7 @@ mod tests {
 
     /// A check for nobody in particular, under no rule.
     const ASK: Asking<'static> =
-        Asking { client: crate::peer::Client::Unknown, rule: None, descriptors: None };
+        Asking { client: crate::peer::Client::Unknown, rule: None, policy: None, descriptors: None };
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -464,6 +544,79 @@ mod tests {
         assert_eq!(c.check("gone.example", ip("192.0.2.7"), t0 + s(2)), Cached::Lookup);
         c.prune(t0 + s(100));
         assert!(c.is_empty());
+    }
+
+    fn yaml_policy(yaml: &str) -> crate::policy::Policy {
+        crate::policy::compile_raw(
+            crate::policy::parse_yaml(yaml, "t.yaml").unwrap(),
+            "t.yaml",
+            &crate::policy::EnvLists::default(),
+        )
+        .unwrap()
+    }
+
+    /// The chain a name's answers led through is kept, bounded, and
+    /// judged against the policy given at the check (a reload may
+    /// denylist a link of a chain cached before it).
+    #[test]
+    fn a_cached_chain_is_judged_against_the_current_denylist() {
+        let t0 = Instant::now();
+        let mut c = Cache::new(Duration::from_secs(1), Duration::from_secs(60));
+        c.looked_up("alias.example", &[(ip("192.0.2.7"), Duration::from_secs(60))], t0);
+        c.chained("alias.example", &["cdn.example".into(), "evil.example".into()]);
+        c.chained("alias.example", &["evil.example".into()]);
+        let open = yaml_policy("default_action: allow\ndenylist:\n  domains: [\"other.example\"]\n");
+        let deny = yaml_policy(
+            "default_action: allow\ndenylist:\n  domains: [\"*.evil.example\", \"evil.example\"]\n",
+        );
+        assert_eq!(c.denied_link("alias.example", &open), None);
+        assert_eq!(c.denied_link("alias.example", &deny).as_deref(), Some("evil.example"));
+        assert_eq!(c.denied_link("unknown.example", &deny), None);
+        for i in 0..100 {
+            c.chained("alias.example", &[format!("l{i}.example")]);
+        }
+        assert_eq!(c.names["alias.example"].chain.len(), defaults::MAX_LINKS, "the chain is bounded");
+        assert_eq!(c.names["alias.example"].chain[..2], ["cdn.example", "evil.example"], "once each");
+    }
+
+    /// Against a loopback upstream answering a CNAME chain: the check
+    /// matches the address, and refuses it under a denylist on the link.
+    #[test]
+    fn a_check_through_a_denylisted_link_is_refused() {
+        use hickory_proto::rr::rdata::{A, CNAME};
+        use hickory_proto::rr::{RData, Record};
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            for _ in 0..4 {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { return };
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                let qq = q.queries[0].clone();
+                let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+                r.add_query(qq.clone());
+                let target = Name::from_ascii("evil.example.").unwrap();
+                r.add_answer(Record::from_rdata(qq.name().clone(), 60, RData::CNAME(CNAME(target.clone()))));
+                if qq.query_type() == RecordType::A {
+                    r.add_answer(Record::from_rdata(target, 60, RData::A(A::new(192, 0, 2, 66))));
+                }
+                sock.send_to(&r.to_vec().unwrap(), from).unwrap();
+            }
+        });
+        let mut up = Upstreams::new(vec![addr], None);
+        up.udp_timeout = Duration::from_millis(500);
+        up.udp_on_loopback = true;
+        let r = Resolver::new(up, Duration::from_secs(1), Duration::from_secs(60));
+        let deny = yaml_policy("default_action: allow\ndenylist:\n  domains: [\"evil.example\"]\n");
+        let open = yaml_policy("default_action: allow\ndenylist:\n  domains: [\"other.example\"]\n");
+        let with = |p| Asking { policy: Some(p), ..ASK };
+        assert_eq!(r.check("alias.example", ip("192.0.2.66"), with(&open)), Check::Match);
+        assert_eq!(
+            r.check("alias.example", ip("192.0.2.66"), with(&deny)),
+            Check::DeniedLink("evil.example".into()),
+            "from the cache, under the new denylist"
+        );
+        assert_eq!(r.check("alias.example", ip("192.0.2.66"), ASK), Check::Match, "no policy: not judged");
     }
 
     #[test]
@@ -587,7 +740,12 @@ mod tests {
         // lookup would be Unavailable, not Hardened.
         let r = resolver(vec![server(ResponseCode::NoError, 4)], none).hardened(Some(budget.clone()));
         let zone = crate::policy::Pattern::Subdomains("z.example".into());
-        let me = Asking { client: crate::peer::Client::Uid(1000), rule: Some(&zone), descriptors: None };
+        let me = Asking {
+            client: crate::peer::Client::Uid(1000),
+            rule: Some(&zone),
+            policy: None,
+            descriptors: None,
+        };
         let hardened = |c: Check| match c {
             Check::Hardened(r) => Some(r.reason),
             _ => None,

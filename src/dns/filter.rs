@@ -258,7 +258,14 @@ pub fn guard_answer(info: &QueryInfo, upstream: &Reply, policy: &Policy, guard: 
 /// The first link of the answer's chain (a CNAME or DNAME target) that a
 /// denylist entry refuses, with the reason.
 pub fn denied_link(upstream: &Reply, policy: &Policy) -> Option<(String, Reason)> {
-    upstream.chain.iter().find_map(|link| {
+    denied_in(&upstream.chain, policy)
+}
+
+/// The first of `chain`'s names (CNAME/DNAME targets) a denylist entry
+/// refuses, with the reason: shared by DNS mode's answers, the proxies'
+/// check lookups and the replay of learned addresses after a reload.
+pub fn denied_in(chain: &[String], policy: &Policy) -> Option<(String, Reason)> {
+    chain.iter().find_map(|link| {
         let d = policy.decide(Query { name: Some(link), ip: None, port: None });
         (!d.allowed() && d.reason == Reason::Denylisted)
             .then(|| (d.name.unwrap_or_else(|| link.clone()), d.reason))

@@ -83,6 +83,9 @@ use crate::nft::ruleset::{SET_LEARNED4 as SET4, SET_LEARNED6 as SET6, TABLE};
 #[derive(Debug, Default, Clone)]
 pub struct Learned {
     by_ip: std::collections::HashMap<IpAddr, Vec<(String, std::time::Instant)>>,
+    /// The CNAME/DNAME targets each name's answers led through: a reload
+    /// that denylists one does not replay the name's addresses.
+    chains: std::collections::HashMap<String, Vec<String>>,
     adds: usize,
 }
 
@@ -95,6 +98,25 @@ impl Learned {
         ips: &[(IpAddr, Duration)],
         now: std::time::Instant,
     ) -> Vec<(IpAddr, Duration)> {
+        self.add_chained(name, &[], ips, now)
+    }
+
+    /// As [`Learned::add`], remembering the answer's chain.
+    pub fn add_chained(
+        &mut self,
+        name: &str,
+        chain: &[String],
+        ips: &[(IpAddr, Duration)],
+        now: std::time::Instant,
+    ) -> Vec<(IpAddr, Duration)> {
+        if !chain.is_empty() {
+            let links = self.chains.entry(name.to_owned()).or_default();
+            for link in chain {
+                if !links.contains(link) && links.len() < crate::resolve::defaults::MAX_LINKS {
+                    links.push(link.clone());
+                }
+            }
+        }
         // Expired entries are dropped every so often, not on every add.
         self.adds += 1;
         if self.adds % 256 == 0 {
@@ -124,18 +146,24 @@ impl Learned {
         now: std::time::Instant,
     ) -> Vec<(IpAddr, Duration)> {
         let mut out = Vec::new();
+        let chains = &self.chains;
+        let led_clean =
+            |n: &str| chains.get(n).map_or(true, |c| crate::dns::filter::denied_in(c, policy).is_none());
         self.by_ip.retain(|ip, names| {
             if guard.check(policy, *ip).is_some() {
                 return false;
             }
             names.retain(|(n, exp)| {
-                *exp > now && policy.decide(Query { name: Some(n), ip: None, port: None }).allowed()
+                *exp > now
+                    && policy.decide(Query { name: Some(n), ip: None, port: None }).allowed()
+                    && led_clean(n)
             });
             if let Some(latest) = names.iter().map(|(_, e)| *e).max() {
                 out.push((*ip, latest.saturating_duration_since(now)));
             }
             !names.is_empty()
         });
+        self.forget_chains();
         out.sort();
         out
     }
@@ -145,6 +173,17 @@ impl Learned {
             names.retain(|(_, exp)| *exp > now);
             !names.is_empty()
         });
+        self.forget_chains();
+    }
+
+    /// Drops the chains of names no address remembers any more.
+    fn forget_chains(&mut self) {
+        if self.chains.is_empty() {
+            return;
+        }
+        let live: std::collections::HashSet<&str> =
+            self.by_ip.values().flatten().map(|(n, _)| n.as_str()).collect();
+        self.chains.retain(|n, _| live.contains(n.as_str()));
     }
 
     /// Addresses remembered.
@@ -248,7 +287,7 @@ impl Learn for NftLearner {
             }
             return Ok(());
         }
-        let ips = st.learned.add(&name, ips, now);
+        let ips = st.learned.add_chained(&name, chain, ips, now);
         install(&mut st, &ips)
     }
 }
@@ -352,6 +391,40 @@ mod tests {
             "a revoked name's addresses do not come back"
         );
         assert!(l.is_empty());
+    }
+
+    /// An address learned through a chain does not come back after a
+    /// reload that denylists a link of it, though the question is still
+    /// allowed; the same address under another name does.
+    #[test]
+    fn a_reload_does_not_replay_a_chain_through_a_newly_denylisted_link() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let evil: IpAddr = "203.0.113.66".parse().unwrap();
+        let shared: IpAddr = "203.0.113.67".parse().unwrap();
+        let mut l = Learned::default();
+        l.add_chained("alias.test", &["evil.test".into()], &[(evil, s(300)), (shared, s(300))], t0);
+        l.add("plain.test", &[(shared, s(100))], t0);
+        let compile = |yaml: &str| {
+            crate::policy::compile_raw(
+                crate::policy::parse_yaml(yaml, "t.yaml").unwrap(),
+                "t.yaml",
+                &crate::policy::EnvLists::default(),
+            )
+            .unwrap()
+        };
+        let before = compile("default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n");
+        let after = compile(
+            "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\"]\n",
+        );
+        let g = Guard::default();
+        assert_eq!(l.clone().still_allowed(&before, &g, t0), [(evil, s(300)), (shared, s(300))]);
+        assert_eq!(
+            l.still_allowed(&after, &g, t0),
+            [(shared, s(100))],
+            "only plain.test's address, for its time"
+        );
+        assert!(!l.chains.contains_key("alias.test"), "a forgotten name's chain is dropped");
     }
 
     /// An address learned while `allowlist.ips` covered it does not come

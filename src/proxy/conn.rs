@@ -236,6 +236,7 @@ fn rules<'a>(shared: &'a Shared, policy: &'a crate::policy::Policy, flow: Flow) 
     let asking = crate::resolve::Asking {
         client: crate::peer::Client::of(flow.2),
         rule: None,
+        policy: None,
         descriptors: Some(&shared.descriptors),
     };
     Rules { policy, verify: s.verify_destination, guard: &s.guard, check: &*shared.check, asking }

@@ -183,7 +183,7 @@ pub fn decide(
         Some(policy::Rule::Domain(p)) => Some(p),
         _ => None,
     };
-    match check.check(name, ip, Asking { rule, ..asking }) {
+    match check.check(name, ip, Asking { rule, policy: Some(policy), ..asking }) {
         Check::Match => Ok(d),
         Check::Mismatch => {
             Err(Block::with_note(reason::IP_MISMATCH, format!("{name} does not resolve to {ip}")))
@@ -198,6 +198,9 @@ pub fn decide(
             format!("{}: {}; {name} was not looked up", r.reason.as_str(), r.note),
         )),
         Check::NoDescriptor(r) => Err(verdict::no_descriptor(r)),
+        Check::DeniedLink(link) => {
+            Err(Block::with_note(reason::DENYLISTED, format!("{name} resolves through denylisted {link}")))
+        }
     }
 }
 

@@ -73,10 +73,16 @@ fn run(s: &Settings, policy: &PolicyHandle, stop: &AtomicBool, opened: &Mutex<Op
         let now = Instant::now();
         for name in schedule.due(&p, now) {
             let Ok(name) = normalize(&name) else { continue };
-            match crate::resolve::ask_addresses(&s.upstreams, &name) {
+            match crate::resolve::ask_answer(&s.upstreams, &name) {
+                Ok(answer) if crate::dns::filter::denied_in(&answer.chain, &p).is_some() => {
+                    // As in DNS mode: nothing past a denylisted link opens.
+                    let link = crate::dns::filter::denied_in(&answer.chain, &p).map(|l| l.0);
+                    log::warn!("{name}: not opened, its answer leads through denylisted {link:?}");
+                    schedule.answered(&name, &[], s.ttl_min, Instant::now());
+                }
                 Ok(answer) => {
                     let ips: Vec<_> =
-                        answer.iter().map(|&(ip, t)| (ip, t.clamp(s.ttl_min, s.ttl_max))).collect();
+                        answer.ips.iter().map(|&(ip, t)| (ip, t.clamp(s.ttl_min, s.ttl_max))).collect();
                     let now = Instant::now();
                     schedule.answered(&name, &ips, s.ttl_min, now);
                     let elems = elements(&p, &s.guard, &name, &ips);

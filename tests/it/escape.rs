@@ -4659,3 +4659,62 @@ fn escape_93_an_owner_past_its_log_limit_does_not_spend_the_shared_bucket() {
         "{logged} logged: the flooder's excess spilled into the shared bucket (own limit about {own})"
     );
 }
+
+#[test]
+fn escape_150_an_https_check_lookup_through_a_denylisted_link_is_refused() {
+    // HTTPS mode, `default_action: allow`, alias.test a CNAME to
+    // evil.test. A request for alias.test sent to evil.test's address
+    // passes the name check (alias.test is not denylisted) and the
+    // destination check (the chain resolves to that address): the
+    // proxies' lookup must judge the chain as DNS mode does, also when the
+    // chain was cached before a reload denylisted evil.test.
+    let w = cname_world();
+    let p = &w.p;
+    let open = "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n";
+    let pol = policy_file("escape-150", open);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let to = s_addr(&p.v4(3), 80);
+    let o = http(&p.work, to, &get("alias.test"));
+    assert!(o.text().contains("hello from"), "control: alias.test is not served before the denylist: {o:?}");
+    std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n").expect("rewrite");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    let o = http(&p.work, to, &get("evil.test"));
+    o.assert_not_served("control: evil.test itself");
+    let o = http(&p.work, to, &get("alias.test"));
+    o.assert_not_served("alias.test through the chain to evil.test");
+    o.assert_fast("alias.test through the chain to evil.test");
+    let ev = wait_for(Duration::from_secs(10), || {
+        d.events.try_iter().find(|e| e["http_host"] == "alias.test" && e["action"] == "BLOCKED")
+    })
+    .expect("a BLOCKED event for alias.test");
+    assert_eq!(ev["reason"], "denylisted", "{ev}");
+    assert!(ev["note"].as_str().is_some_and(|n| n.contains("evil.test")), "the note names the link: {ev}");
+}
+
+#[test]
+fn escape_151_a_reload_that_denylists_a_link_does_not_replay_its_address() {
+    // Strict DNS mode: alias.test (CNAME to evil.test) is answered and
+    // evil.test's address learned under the question alias.test. A
+    // reload then denylists evil.test: the learned sets are refilled
+    // from the names the new policy allows, and alias.test still is,
+    // but not through its chain.
+    let w = cname_world();
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let pol = policy_file("escape-151", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    let answer = dig_short(p, "alias.test");
+    assert!(answer.contains(&p.v4(3)), "control: alias.test is not answered: {answer}");
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(o.text().contains("echo:"), "control: the learned address is not open: {o:?}");
+    std::fs::write(&pol, format!("{allow}denylist:\n  domains: [\"evil.test\"]\n")).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    d.wait_logged("learned addresses restored", Duration::from_secs(10));
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(!o.text().contains("echo:"), "evil.test's address came back under alias.test: {o:?}");
+}
