@@ -955,6 +955,25 @@ def owners_flood(host, port, first, count, seconds):
     print(json.dumps({"sent": n}), flush=True)
 
 
+def fresh_uids_flood(host, port, first, count, seconds):
+    """A fresh socket per datagram (closed once sent), each under the next
+    of `count` uids (seteuid around socket(), CAP_SETUID): every datagram
+    comes from a source port egret has not seen, and no uid sends more
+    than 1/count of them."""
+    n, i, end = 0, 0, time.time() + seconds
+    print("ready", flush=True)
+    while time.time() < end:
+        s = owned_udp(host, first + i % count)
+        i += 1
+        try:
+            s.sendto(b"flood", (host, port))
+            n += 1
+        except OSError:
+            pass
+        s.close()
+    print(json.dumps({"sent": n, "tried": i}), flush=True)
+
+
 def dns_flood(server, port, zone, seconds, count=1):
     import random
     import resource
@@ -1115,6 +1134,8 @@ def main():
         return owner_fill(a[2], int(a[3]), int(a[4]), int(a[5]))
     if a[1] == "owners-flood":
         return owners_flood(a[2], int(a[3]), int(a[4]), int(a[5]), float(a[6]))
+    if a[1] == "fresh-uids-flood":
+        return fresh_uids_flood(a[2], int(a[3]), int(a[4]), int(a[5]), float(a[6]))
     if a[1] == "dns-flood":
         return dns_flood(a[2], int(a[3]), a[4], float(a[5]), int(a[6]) if len(a) > 6 else 1)
     if a[1] == "odd-packet":
