@@ -4729,23 +4729,37 @@ fn escape_94_a_full_dns_owner_meter_does_not_put_a_new_co_tenant_in_a_flooded_bu
 }
 
 #[test]
+#[ignore = "round-7 finding: a fresh-socket flood over 16 uids (each under the kernel's 1,000/s) spends the 4,000/s owner lookups; a co-tenant's new-port queries are dropped unread (2-3 of 4 answered)"]
 fn escape_95_a_fresh_socket_flood_spread_over_uids_does_not_spend_another_clients_owner_lookups() {
     // escape_75's fresh socket per datagram, closed once sent, each under
-    // the next of 16 uids (seteuid around socket(), CAP_SETUID): each uid
-    // stays within the kernel's 1,000 a second, together up to 16,000 new
-    // source ports a second, past the 4,000 owner lookups egret spends a
-    // second. A new port past them shares the 200/s unknown bucket, then
-    // is dropped unread, and every dig asks from a new port.
+    // the next of N uids (seteuid around socket(), CAP_SETUID): each uid
+    // stays within the kernel's 1,000 a second, together up to N,000 new
+    // source ports a second. Past the 4,000 owner lookups egret spends a
+    // second, a new port shares the 200/s unknown bucket, then is dropped
+    // unread, and every dig asks from a new port. Control: 3 uids, under
+    // the lookup budget, the same machine load from one process.
     let s = setup("95", ALLOWED, &[("FILTER_MODE", "dns")]);
     let p = s.p();
-    let flood = spawn_as(&p.work, Priv::Container, &["fresh-uids-flood", "127.0.0.1", "53", "400000", "16", "14"]);
-    std::thread::sleep(Duration::from_millis(1500));
-    let (answered, worst) = digs_as(p, Priv::Nobody);
-    let stats = flood.line(Duration::from_secs(15)).unwrap_or_default();
-    drop(flood);
-    eprintln!("escape_95: flood {stats}; the other client answered {answered}/4, slowest {worst:?}");
+    let mut got = Vec::new();
+    for uids in ["3", "16"] {
+        let flood =
+            spawn_as(&p.work, Priv::Container, &["fresh-uids-flood", "127.0.0.1", "53", "400000", uids, "14"]);
+        std::thread::sleep(Duration::from_millis(1500));
+        let lost_before = dns_listener_drops(&p.work);
+        let (answered, worst) = digs_as(p, Priv::Nobody);
+        let lost = dns_listener_drops(&p.work) - lost_before;
+        let stats = flood.line(Duration::from_secs(15)).unwrap_or_default();
+        drop(flood);
+        eprintln!(
+            "escape_95: {uids} uids: flood {stats}; the other client answered {answered}/4, slowest {worst:?}; \
+             datagrams dropped at egret's full listener {lost}"
+        );
+        got.push((uids, answered, lost));
+        std::thread::sleep(Duration::from_secs(2));
+    }
     assert!(alive(s.d.child.id()), "egret died");
-    assert_eq!(answered, 4, "another client's lookups were dropped while the flood spent the owner lookups");
+    assert_eq!(got[0].1, 4, "control: 3 uids, under the lookup budget: {got:?}");
+    assert_eq!(got[1].1, 4, "another client's lookups were dropped while 16 uids spent the owner lookups: {got:?}");
 }
 
 #[test]
