@@ -134,6 +134,7 @@
 //! | `log_known`/`log_owners` filled by 4,096 uids, then 8 more uids flooding blocked datagrams; one blocked datagram from a new owner (control: logged with no flood) | CAP_SETUID | **worked, open** (not logged; a case of the README's "the total remains shared" limit) | `escape_96_a_full_log_owner_meter_and_a_flood_from_uids_past_it_do_not_hide_a_new_owner` (ignored) |
 //! | HTTPS mode, `DNS_IN_HTTPS_MODE=true`, RLIMIT_NOFILE 1024: one container (own cgroup) holding 1,100 idle proxy connections, 130 trickled DNS-over-TCP connections and a flood of always-truncated queries to a 2 s upstream (TCP re-fetches); another container's three requests | uid 0, no capabilities | held (egret at 766 descriptors; 200, 200, 200) | `escape_97_dns_tcp_clients_and_retries_do_not_run_https_mode_out_of_descriptors` |
 //! | escape_83's `alias.test` CNAME denylisted `evil.test` (DNS mode, default allow) over DNS-over-TCP, with the DO bit, ANY over UDP and TCP, CNAME over TCP | none | held | `escape_98_a_cname_chain_to_a_denylisted_name_over_tcp_and_in_other_query_types` |
+//! | 16 children, each under its own uid, each sending fresh allowed names from one socket as fast as it can (0.3 s upstream); a co-tenant's lookups meanwhile | CAP_SETUID | held with the attacker in a cgroup of its own (4/4, slowest 0.39 s); **worked** where the cgroup tells nothing (`EGRET_IT_99_CGROUP=0`: 1-2 of 4, SERVFAIL `overloaded` once 16 uids' backlogs fill the 2,048 shared, and 7,800-29,000 datagrams lost at the listener) | `escape_99_allowed_query_floods_from_many_uids_inside_the_meter_do_not_starve_a_co_tenant` |
 //!
 //! Needs root (CI runs as root); fails loudly without it.
 
@@ -4693,6 +4694,8 @@ fn digs_as(p: &Pair, who: Priv) -> (usize, Duration) {
         let (_, out, _) = util::run(c);
         worst = worst.max(start.elapsed());
         answered += usize::from(out.contains("status: NOERROR"));
+        let status = out.split("status: ").nth(1).and_then(|r| r.split(',').next()).unwrap_or("none");
+        eprintln!("dig as {who:?}: {status} in {:?}", start.elapsed());
         std::thread::sleep(Duration::from_millis(500));
     }
     (answered, worst)
@@ -4925,4 +4928,46 @@ fn escape_98_a_cname_chain_to_a_denylisted_name_over_tcp_and_in_other_query_type
         }
     }
     assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn escape_99_allowed_query_floods_from_many_uids_inside_the_meter_do_not_starve_a_co_tenant() {
+    // The round-7 question without filling the meter: 16 children, each
+    // under its own uid (CAP_SETUID) and so its own kernel limit and its
+    // own hardening client, each sending fresh allowed names as fast as
+    // one socket does; a co-tenant's lookups meanwhile.
+    let w = crate::run::world_with(|two, _| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.delay = Duration::from_millis(300);
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-99", "allowlist:\n  domains: [\"allowed.test\", \"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", &upstream)]);
+    // Where the attacker sits in a cgroup of its own (a container), its
+    // uids are one client to egret; EGRET_IT_99_CGROUP=0 runs it without.
+    let cg = Cgroups::mount("99", &["hog"]);
+    let mut cmd = setpriv_args(Priv::Container);
+    cmd.insert(0, "setpriv".into());
+    cmd.extend([py3().to_owned(), util::public("netns/attack.py")]);
+    cmd.extend(["dns-flood-uids", "127.0.0.1", "53", "allowed.test", "12", "500000", "16"].map(String::from));
+    let sh = if std::env::var("EGRET_IT_99_CGROUP").as_deref() == Ok("0") {
+        vec!["-c".to_owned(), cmd.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" ")]
+    } else {
+        cg.run_in("hog", &cmd)
+    };
+    let flood = Pair::spawn_ready(&p.work, "sh", &sh.iter().map(String::as_str).collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_secs(2));
+    let lost_before = dns_listener_drops(&p.work);
+    let (answered, worst) = digs_as(p, Priv::Nobody);
+    let lost = dns_listener_drops(&p.work) - lost_before;
+    drop(flood);
+    eprintln!(
+        "escape_99: 16 uids flooding; the other client answered {answered}/4, slowest {worst:?}; \
+         datagrams dropped at egret's full listener {lost}"
+    );
+    assert!(alive(d.child.id()), "egret died");
+    assert_eq!(answered, 4, "a co-tenant lost lookups to a flood spread over 16 uids");
+    assert!(worst < Duration::from_secs(2), "a co-tenant waited {worst:?}");
 }

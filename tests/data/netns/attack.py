@@ -1011,6 +1011,28 @@ def dns_flood(server, port, zone, seconds, count=1):
     print(json.dumps({"sent": n, "answers": got}), flush=True)
 
 
+def dns_flood_uids(server, port, zone, seconds, first, count):
+    """dns_flood (one socket, allowed names) in `count` children, child i
+    as uid first+i (CAP_SETUID): prints "ready", then each child's totals."""
+    import ctypes
+    pids = []
+    for i in range(count):
+        pid = os.fork()
+        if pid == 0:
+            ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+            os.setgroups([])
+            os.setgid(first + i)
+            os.setuid(first + i)
+            sys.stdout = open(os.devnull, "w")
+            dns_flood(server, port, zone, seconds, 1)
+            os._exit(0)
+        pids.append(pid)
+    print("ready", flush=True)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    print(json.dumps({"children": count}), flush=True)
+
+
 def odd_packet(src, dst, kind):
     def v4(proto, options, payload):
         ihl = 5 + len(options) // 4
@@ -1136,6 +1158,8 @@ def main():
         return owners_flood(a[2], int(a[3]), int(a[4]), int(a[5]), float(a[6]))
     if a[1] == "fresh-uids-flood":
         return fresh_uids_flood(a[2], int(a[3]), int(a[4]), int(a[5]), float(a[6]))
+    if a[1] == "dns-flood-uids":
+        return dns_flood_uids(a[2], int(a[3]), a[4], float(a[5]), int(a[6]), int(a[7]))
     if a[1] == "dns-flood":
         return dns_flood(a[2], int(a[3]), a[4], float(a[5]), int(a[6]) if len(a) > 6 else 1)
     if a[1] == "odd-packet":
