@@ -125,6 +125,17 @@
 //! | an agent key posting an event dated 2099 | agent key | **worked, fixed** (an event time more than 60 s ahead of its arrival is stored as the arrival plus 60 s) | `fleet::attack_an_agent_key_cannot_date_events_into_every_future_window` |
 //! | one uid flooding blocked datagrams for 1 s: how many are logged (found while fixing escape_56: a lookup in a set whose elements carry a `limit` spends it again) | none | **worked, fixed** (138 logged, the shared bucket taking the excess; 69 with `log_known` asked instead) | `escape_93_an_owner_past_its_log_limit_does_not_spend_the_shared_bucket` |
 //!
+//! Round 7 (spreading over uids; the kernel's per-uid meters):
+//!
+//! | attempt | privilege | result | test |
+//! |---------|-----------|--------|------|
+//! | one port-53 datagram under each of 4,096 uids fills `dns_known`/`dns_owners`; 8 more uids flood port 53 (the shared bucket); a co-tenant not yet in the meter asks meanwhile (controls: uid 1000, in the meter, 4/4; the new owner with the meter full and no flood, 4/4) | CAP_SETUID (runtime default) | **worked, open** (the new owner answered 0 of 4, then 2 of 4 in a later run, each lost lookup a 2 s timeout: dropped in the shared kernel bucket; failed in all three runs) | `escape_94_a_full_dns_owner_meter_does_not_put_a_new_co_tenant_in_a_flooded_bucket` (ignored) |
+//! | a fresh socket per datagram, each under the next of 16 uids (each within the kernel's 1,000/s, together about 18,000 new source ports a second past the 4,000 owner lookups); a co-tenant's digs, each from a new port (control: 3 uids, 4/4) | CAP_SETUID | **worked, open** (3 of 4, then 2 of 4 answered; 0 datagrams lost at egret's socket, so dropped unread past the lookup budget) | `escape_95_a_fresh_socket_flood_spread_over_uids_does_not_spend_another_clients_owner_lookups` (ignored) |
+//! | `log_known`/`log_owners` filled by 4,096 uids, then 8 more uids flooding blocked datagrams; one blocked datagram from a new owner (control: logged with no flood) | CAP_SETUID | **worked, open** (not logged; a case of the README's "the total remains shared" limit) | `escape_96_a_full_log_owner_meter_and_a_flood_from_uids_past_it_do_not_hide_a_new_owner` (ignored) |
+//! | HTTPS mode, `DNS_IN_HTTPS_MODE=true`, RLIMIT_NOFILE 1024: one container (own cgroup) holding 1,100 idle proxy connections, 130 trickled DNS-over-TCP connections and a flood of always-truncated queries to a 2 s upstream (TCP re-fetches); another container's three requests | uid 0, no capabilities | held (egret at 766 descriptors; 200, 200, 200) | `escape_97_dns_tcp_clients_and_retries_do_not_run_https_mode_out_of_descriptors` |
+//! | escape_83's `alias.test` CNAME denylisted `evil.test` (DNS mode, default allow) over DNS-over-TCP, with the DO bit, ANY over UDP and TCP, CNAME over TCP | none | held | `escape_98_a_cname_chain_to_a_denylisted_name_over_tcp_and_in_other_query_types` |
+//! | 16 children, each under its own uid, each sending fresh allowed names from one socket as fast as it can (0.3 s upstream); a co-tenant's lookups meanwhile | CAP_SETUID | held with the attacker in a cgroup of its own (4/4, slowest 0.39 s); **worked** where the cgroup tells nothing (`EGRET_IT_99_CGROUP=0`: 1-2 of 4, SERVFAIL `overloaded` once 16 uids' backlogs fill the 2,048 shared, and 7,800-29,000 datagrams lost at the listener) | `escape_99_allowed_query_floods_from_many_uids_inside_the_meter_do_not_starve_a_co_tenant` |
+//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
@@ -4717,4 +4728,305 @@ fn escape_151_a_reload_that_denylists_a_link_does_not_replay_its_address() {
     d.wait_logged("learned addresses restored", Duration::from_secs(10));
     let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
     assert!(!o.text().contains("echo:"), "evil.test's address came back under alias.test: {o:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Round 7: spreading a flood over uids, the kernel's per-uid meters.
+
+/// Elements of set `name` in egret's table.
+fn set_count(ns: &str, name: &str) -> usize {
+    let mut c = Pair::exec(ns, "nft");
+    c.args(["list", "set", "inet", "egret", name]);
+    let (_, out, _) = util::run(c);
+    out.matches(" expires ").count()
+}
+
+/// Four lookups of allowed.test at egret's resolver as `who`, each from
+/// a fresh socket, 0.5 s apart: how many were answered, the slowest.
+fn digs_as(p: &Pair, who: Priv) -> (usize, Duration) {
+    let mut worst = Duration::ZERO;
+    let mut answered = 0;
+    for _ in 0..4 {
+        let mut c = as_workload(&p.work, who);
+        c.args(["dig", "@127.0.0.1", "allowed.test", "A", "+time=2", "+tries=1"]);
+        let start = Instant::now();
+        let (_, out, _) = util::run(c);
+        worst = worst.max(start.elapsed());
+        answered += usize::from(out.contains("status: NOERROR"));
+        let status = out.split("status: ").nth(1).and_then(|r| r.split(',').next()).unwrap_or("none");
+        eprintln!("dig as {who:?}: {status} in {:?}", start.elapsed());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    (answered, worst)
+}
+
+#[test]
+#[ignore = "round-7 finding: with the per-uid DNS meter filled by 4,096 uids, a flood from uids past it spends the one bucket a new co-tenant shares (0 of 4 lookups answered)"]
+fn escape_94_a_full_dns_owner_meter_does_not_put_a_new_co_tenant_in_a_flooded_bucket() {
+    // A root workload (CAP_SETUID, a runtime default) sends one port-53
+    // datagram under each of 4,096 uids: the kernel's per-uid DNS meter
+    // (`dns_known`/`dns_owners`, 4,096 uids, 60 s) is full. Then sockets
+    // under 8 more uids flood port 53: owners the meter cannot take share
+    // one bucket, and so does a co-tenant not in the meter (new, or idle
+    // for a minute). uid 1000, asking before the fill, is the control
+    // with a bucket of its own.
+    let s = setup("94", ALLOWED, &[("FILTER_MODE", "dns")]);
+    let p = s.p();
+    let (early, _) = digs_as(p, Priv::User(1000));
+    assert_eq!(early, 4, "control: uid 1000 answered before anything");
+    let out = attack_py(&p.work, Priv::Container, &["owner-fill", "127.0.0.1", "53", "200000", "4096"]);
+    let known = set_count(&p.work, "dns_known");
+    eprintln!("escape_94: the filler sent {}; dns_known holds {known} uids", out.trim());
+    assert_eq!(known, 4096, "the meter is full");
+    // Full, no flood: a new owner shares the spare bucket and is answered.
+    let (quiet, _) = digs_as(p, Priv::Nobody);
+    assert_eq!(quiet, 4, "control: a new owner answered with the meter full and no flood");
+    let flood = {
+        let ns = p.work.clone();
+        std::thread::spawn(move || {
+            attack_py(&ns, Priv::Container, &["owners-flood", "127.0.0.1", "53", "300000", "8", "12"])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let (known_owner, known_worst) = digs_as(p, Priv::User(1000));
+    let (new_owner, new_worst) = digs_as(p, Priv::Nobody);
+    let sent = flood.join().expect("flood");
+    eprintln!(
+        "escape_94: flood {}; uid 1000 (in the meter) answered {known_owner}/4 (slowest {known_worst:?}), \
+         uid 65534 (not in it) {new_owner}/4 (slowest {new_worst:?})",
+        sent.trim()
+    );
+    assert_eq!(known_owner, 4, "an owner in the meter lost lookups to the flood");
+    assert_eq!(new_owner, 4, "an owner the full meter could not take lost its lookups to the flood");
+}
+
+#[test]
+#[ignore = "round-7 finding: a fresh-socket flood over 16 uids (each under the kernel's 1,000/s) spends the 4,000/s owner lookups; a co-tenant's new-port queries are dropped unread (2-3 of 4 answered)"]
+fn escape_95_a_fresh_socket_flood_spread_over_uids_does_not_spend_another_clients_owner_lookups() {
+    // escape_75's fresh socket per datagram, closed once sent, each under
+    // the next of N uids (seteuid around socket(), CAP_SETUID): each uid
+    // stays within the kernel's 1,000 a second, together up to N,000 new
+    // source ports a second. Past the 4,000 owner lookups egret spends a
+    // second, a new port shares the 200/s unknown bucket, then is dropped
+    // unread, and every dig asks from a new port. Control: 3 uids, under
+    // the lookup budget, the same machine load from one process.
+    let s = setup("95", ALLOWED, &[("FILTER_MODE", "dns")]);
+    let p = s.p();
+    let mut got = Vec::new();
+    for uids in ["3", "16"] {
+        let flood = spawn_as(
+            &p.work,
+            Priv::Container,
+            &["fresh-uids-flood", "127.0.0.1", "53", "400000", uids, "14"],
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        let lost_before = dns_listener_drops(&p.work);
+        let (answered, worst) = digs_as(p, Priv::Nobody);
+        let lost = dns_listener_drops(&p.work) - lost_before;
+        let stats = flood.line(Duration::from_secs(15)).unwrap_or_default();
+        drop(flood);
+        eprintln!(
+            "escape_95: {uids} uids: flood {stats}; the other client answered {answered}/4, slowest {worst:?}; \
+             datagrams dropped at egret's full listener {lost}"
+        );
+        got.push((uids, answered, lost));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(alive(s.d.child.id()), "egret died");
+    assert_eq!(got[0].1, 4, "control: 3 uids, under the lookup budget: {got:?}");
+    assert_eq!(
+        got[1].1, 4,
+        "another client's lookups were dropped while 16 uids spent the owner lookups: {got:?}"
+    );
+}
+
+#[test]
+#[ignore = "round-7 finding: with log_known filled by 4,096 uids, 8 uids past it spend the shared 20/s fallback and a new owner's blocked packet goes unlogged (a case of the README's shared-total limit)"]
+fn escape_96_a_full_log_owner_meter_and_a_flood_from_uids_past_it_do_not_hide_a_new_owner() {
+    // escape_70 filled `log_owners`/`log_known` (4,096 uids, 60 s) and
+    // showed a new owner is still logged under the 20/s fallback. Now
+    // 8 more uids, past the full meter, flood blocked datagrams: they
+    // spend that fallback, which is also every new owner's. Control: one
+    // datagram from a new owner with the meter full and no flood.
+    let s = setup("96", ALLOWED, &[]);
+    let p = s.p();
+    let out = attack_py(&p.work, Priv::Container, &["owner-fill", &p.v4(3), "7040", "200000", "4096"]);
+    eprintln!(
+        "escape_96: the filler sent {}; log_known holds {}",
+        out.trim(),
+        set_count(&p.work, "log_known")
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    while s.d.events.try_recv().is_ok() {}
+    // One datagram from a new owner, as an ordinary refused attempt is.
+    let one = |who: Priv, port: u16| {
+        let mut c = as_workload(&p.work, who);
+        let send = format!(
+            "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{}', {port}))",
+            p.v4(3)
+        );
+        c.args([py3(), "-c", &send]);
+        util::run(c);
+        wait_for(Duration::from_secs(5), || {
+            s.d.events.try_iter().find(|e| e["msg"] == "nflog.event" && e["destination_port"] == port)
+        })
+        .is_some()
+    };
+    assert!(one(Priv::User(1001), 7043), "control: a new owner logged with the meter full and no flood");
+    let flood = {
+        let (ns, to) = (p.work.clone(), p.v4(3));
+        std::thread::spawn(move || {
+            attack_py(&ns, Priv::Container, &["owners-flood", &to, "7041", "300000", "8", "6"])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let logged = one(Priv::Nobody, 7042);
+    let sent = flood.join().expect("flood");
+    eprintln!("escape_96: the flood sent {}; the new owner's datagram logged: {logged}", sent.trim());
+    assert!(logged, "8 uids past the full meter hid a new owner's blocked packets");
+}
+
+/// The open descriptors of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn escape_97_dns_tcp_clients_and_retries_do_not_run_https_mode_out_of_descriptors() {
+    // Round 6's lead: in HTTPS mode with DNS_IN_HTTPS_MODE=true, the DNS
+    // server's TCP clients (128) and its TCP re-fetches of truncated
+    // answers (128) sit outside the proxies' descriptor budget
+    // (RLIMIT_NOFILE - 256). One container (its own cgroup) holds its share
+    // of the proxies' descriptors with idle connections, its share of
+    // the DNS TCP slots with trickled queries, and keeps asking for an
+    // always-truncated answer from a 2 s upstream (each re-fetch holds a
+    // socket); another container's request meanwhile.
+    let cg = Cgroups::mount("97", &["hog", "other"]);
+    let w = crate::run::world_with(|two, _| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.delay = Duration::from_millis(2000);
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-97", "allowlist:\n  domains: [\"allowed.test\", \"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start_with_nofile(
+        &p.work,
+        &pol,
+        &[("DNS_UPSTREAMS", &upstream), ("HEADER_TIMEOUT", "30s"), ("DNS_IN_HTTPS_MODE", "true")],
+        1024,
+    );
+    let base = fd_count(d.child.id());
+    let in_hog = |args: &[&str]| {
+        let mut cmd = setpriv_args(Priv::Root);
+        cmd.insert(0, "setpriv".into());
+        cmd.extend(args.iter().map(|a| a.to_string()));
+        let sh = cg.run_in("hog", &cmd);
+        Pair::spawn_ready(&p.work, "sh", &sh.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let attack = util::public("netns/attack.py");
+    let web = in_hog(&[py3(), &attack, "hold-tcp", &p.v4(2), "80", "1100"]);
+    let dns = in_hog(&[py3(), &attack, "hold-tcp", "127.0.0.1", "53", "130", "trickle"]);
+    let web_open = web.line(Duration::from_secs(60)).unwrap_or_default();
+    let dns_open = dns.line(Duration::from_secs(30)).unwrap_or_default();
+    let mut tc = setpriv_args(Priv::Root);
+    tc.insert(0, "setpriv".into());
+    tc.extend([py3().to_owned(), "-c".into(), TC_FLOOD.into(), "25".into(), "tc".into()]);
+    let mut c = Pair::exec(&p.work, "sh");
+    c.args(cg.run_in("hog", &tc));
+    let flood = std::thread::spawn(move || util::run(c).1);
+    std::thread::sleep(Duration::from_secs(4));
+    let held = fd_count(d.child.id());
+    let resolve = format!("allowed.test:80:{}", p.v4(2));
+    let mut outs = Vec::new();
+    for _ in 0..3 {
+        let mut curl = setpriv_args(Priv::Root);
+        curl.insert(0, "setpriv".into());
+        curl.extend(
+            ["curl", "-s", "-m", "8", "-w", "\n%{http_code}", "--resolve", &resolve, "http://allowed.test/"]
+                .map(String::from),
+        );
+        let mut c = Pair::exec(&p.work, "sh");
+        c.args(cg.run_in("other", &curl));
+        let (_, out, _) = util::run(c);
+        outs.push(out.lines().last().unwrap_or("none").to_owned());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let peak = fd_count(d.child.id());
+    let sent = flood.join().expect("flood");
+    eprintln!(
+        "escape_97: the container holds web {web_open}, dns {dns_open}, tc flood {}; egret's descriptors: \
+         {base} at start, {held} held, {peak} after; the other container got {outs:?}",
+        sent.trim()
+    );
+    assert!(alive(d.child.id()), "egret died");
+    assert!(outs.iter().all(|o| o == "200"), "the other container's requests failed: {outs:?}");
+    drop((web, dns));
+}
+
+#[test]
+fn escape_98_a_cname_chain_to_a_denylisted_name_over_tcp_and_in_other_query_types() {
+    // escape_83's chain (alias.test CNAME the denylisted evil.test, DNS
+    // mode, default allow), asked over DNS-over-TCP, and for A with the
+    // DO bit and ANY over UDP: is evil.test's address served on any path?
+    let w = cname_world();
+    let p = &w.p;
+    let pol = policy_file("escape-98", "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let _d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let control = dig_short(p, "allowed.test");
+    assert!(control.contains(&p.v4(2)), "control: allowed.test answered: {control}");
+    let mut found = Vec::new();
+    for extra in [&["A", "+tcp"][..], &["A", "+dnssec"], &["ANY"], &["ANY", "+tcp"], &["CNAME", "+tcp"]] {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["dig", &format!("@{}", p.v4(2)), "alias.test", "+short", "+time=2", "+tries=1"]).args(extra);
+        let out = util::run(c).1;
+        eprintln!("escape_98: alias.test {extra:?}: {}", out.trim());
+        if out.contains(&p.v4(3)) {
+            found.push(format!("alias.test {extra:?} served evil.test's {}: {}", p.v4(3), out.trim()));
+        }
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn escape_99_allowed_query_floods_from_many_uids_inside_the_meter_do_not_starve_a_co_tenant() {
+    // The round-7 question without filling the meter: 16 children, each
+    // under its own uid (CAP_SETUID) and so its own kernel limit and its
+    // own hardening client, each sending fresh allowed names as fast as
+    // one socket does; a co-tenant's lookups meanwhile.
+    let w = crate::run::world_with(|two, _| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.delay = Duration::from_millis(300);
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-99", "allowlist:\n  domains: [\"allowed.test\", \"*.allowed.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", &upstream)]);
+    // Where the attacker sits in a cgroup of its own (a container), its
+    // uids are one client to egret; EGRET_IT_99_CGROUP=0 runs it without.
+    let cg = Cgroups::mount("99", &["hog"]);
+    let mut cmd = setpriv_args(Priv::Container);
+    cmd.insert(0, "setpriv".into());
+    cmd.extend([py3().to_owned(), util::public("netns/attack.py")]);
+    cmd.extend(["dns-flood-uids", "127.0.0.1", "53", "allowed.test", "12", "500000", "16"].map(String::from));
+    let sh = if std::env::var("EGRET_IT_99_CGROUP").as_deref() == Ok("0") {
+        vec!["-c".to_owned(), cmd.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" ")]
+    } else {
+        cg.run_in("hog", &cmd)
+    };
+    let flood = Pair::spawn_ready(&p.work, "sh", &sh.iter().map(String::as_str).collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_secs(2));
+    let lost_before = dns_listener_drops(&p.work);
+    let (answered, worst) = digs_as(p, Priv::Nobody);
+    let lost = dns_listener_drops(&p.work) - lost_before;
+    drop(flood);
+    eprintln!(
+        "escape_99: 16 uids flooding; the other client answered {answered}/4, slowest {worst:?}; \
+         datagrams dropped at egret's full listener {lost}"
+    );
+    assert!(alive(d.child.id()), "egret died");
+    assert_eq!(answered, 4, "a co-tenant lost lookups to a flood spread over 16 uids");
+    assert!(worst < Duration::from_secs(2), "a co-tenant waited {worst:?}");
 }

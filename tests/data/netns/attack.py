@@ -955,6 +955,25 @@ def owners_flood(host, port, first, count, seconds):
     print(json.dumps({"sent": n}), flush=True)
 
 
+def fresh_uids_flood(host, port, first, count, seconds):
+    """A fresh socket per datagram (closed once sent), each under the next
+    of `count` uids (seteuid around socket(), CAP_SETUID): every datagram
+    comes from a source port egret has not seen, and no uid sends more
+    than 1/count of them."""
+    n, i, end = 0, 0, time.time() + seconds
+    print("ready", flush=True)
+    while time.time() < end:
+        s = owned_udp(host, first + i % count)
+        i += 1
+        try:
+            s.sendto(b"flood", (host, port))
+            n += 1
+        except OSError:
+            pass
+        s.close()
+    print(json.dumps({"sent": n, "tried": i}), flush=True)
+
+
 def dns_flood(server, port, zone, seconds, count=1):
     import random
     import resource
@@ -990,6 +1009,28 @@ def dns_flood(server, port, zone, seconds, count=1):
         except OSError:
             pass
     print(json.dumps({"sent": n, "answers": got}), flush=True)
+
+
+def dns_flood_uids(server, port, zone, seconds, first, count):
+    """dns_flood (one socket, allowed names) in `count` children, child i
+    as uid first+i (CAP_SETUID): prints "ready", then each child's totals."""
+    import ctypes
+    pids = []
+    for i in range(count):
+        pid = os.fork()
+        if pid == 0:
+            ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+            os.setgroups([])
+            os.setgid(first + i)
+            os.setuid(first + i)
+            sys.stdout = open(os.devnull, "w")
+            dns_flood(server, port, zone, seconds, 1)
+            os._exit(0)
+        pids.append(pid)
+    print("ready", flush=True)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    print(json.dumps({"children": count}), flush=True)
 
 
 def odd_packet(src, dst, kind):
@@ -1115,6 +1156,10 @@ def main():
         return owner_fill(a[2], int(a[3]), int(a[4]), int(a[5]))
     if a[1] == "owners-flood":
         return owners_flood(a[2], int(a[3]), int(a[4]), int(a[5]), float(a[6]))
+    if a[1] == "fresh-uids-flood":
+        return fresh_uids_flood(a[2], int(a[3]), int(a[4]), int(a[5]), float(a[6]))
+    if a[1] == "dns-flood-uids":
+        return dns_flood_uids(a[2], int(a[3]), a[4], float(a[5]), int(a[6]), int(a[7]))
     if a[1] == "dns-flood":
         return dns_flood(a[2], int(a[3]), a[4], float(a[5]), int(a[6]) if len(a) > 6 else 1)
     if a[1] == "odd-packet":
