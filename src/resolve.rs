@@ -97,9 +97,6 @@ pub mod defaults {
     pub const REFRESH_MIN: Duration = Duration::from_secs(1);
     /// Names kept.
     pub const MAX_NAMES: usize = 10_000;
-    /// CNAME/DNAME targets remembered per name (a longer chain is refused
-    /// by the answer check already).
-    pub const MAX_LINKS: usize = 16;
 }
 
 #[derive(Debug, Clone, Default)]
@@ -180,7 +177,7 @@ impl Cache {
     pub fn chained(&mut self, name: &str, chain: &[String]) {
         let Some(e) = self.names.get_mut(name) else { return };
         for link in chain {
-            if !e.chain.contains(link) && e.chain.len() < defaults::MAX_LINKS {
+            if !e.chain.contains(link) && e.chain.len() < filter::MAX_LINKS {
                 e.chain.push(link.clone());
             }
         }
@@ -575,7 +572,7 @@ mod tests {
         for i in 0..100 {
             c.chained("alias.example", &[format!("l{i}.example")]);
         }
-        assert_eq!(c.names["alias.example"].chain.len(), defaults::MAX_LINKS, "the chain is bounded");
+        assert_eq!(c.names["alias.example"].chain.len(), filter::MAX_LINKS, "the chain is bounded");
         assert_eq!(c.names["alias.example"].chain[..2], ["cdn.example", "evil.example"], "once each");
     }
 

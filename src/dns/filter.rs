@@ -261,6 +261,10 @@ pub fn denied_link(upstream: &Reply, policy: &Policy) -> Option<(String, Reason)
     denied_in(&upstream.chain, policy)
 }
 
+/// CNAME/DNAME targets remembered per name, where a chain is kept to be
+/// judged again later (the proxies' check cache, the learned addresses).
+pub const MAX_LINKS: usize = 16;
+
 /// The first of `chain`'s names (CNAME/DNAME targets) a denylist entry
 /// refuses, with the reason: shared by DNS mode's answers, the proxies'
 /// check lookups and the replay of learned addresses after a reload.
