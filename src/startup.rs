@@ -105,7 +105,7 @@ pub fn load_policy(cfg: &Config, path: Option<&std::path::Path>) -> Result<Polic
 /// The unblocks of `UNBLOCK_FILE` in force now (expired, bad and guarded
 /// records dropped, and said); none when the file is missing or unreadable.
 pub fn read_unblocks(path: &std::path::Path, guard: &policy::Guard) -> Vec<crate::unblock::Unblock> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_own_file(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
         Err(e) => {
@@ -127,6 +127,34 @@ pub fn read_unblocks(path: &std::path::Path, guard: &policy::Guard) -> Vec<crate
             Vec::new()
         }
     }
+}
+
+/// The bytes of a file only egret could have written: not a symlink,
+/// owned by egret's effective uid, writable by no one else. The unblock
+/// file opens the allowlist; a workload that can write where it lives (a
+/// shared volume) must not be able to forge one (round 8).
+fn read_own_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)?;
+    let m = f.metadata()?;
+    let me = nix::unistd::geteuid().as_raw();
+    if m.uid() != me || m.mode() & 0o022 != 0 || !m.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "owned by uid {} with mode {:o}: egret applies only a regular file it owns (uid {me}) that no one else can write",
+                m.uid(),
+                m.mode() & 0o7777
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// The wall clock in Unix nanoseconds (saturating), for the unblocks.

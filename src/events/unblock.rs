@@ -234,7 +234,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        // Never through a link someone else left at the temporary name,
+        // and readable and writable by egret alone.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?
+        };
         f.write_all(bytes)?;
         f.sync_all()?;
     }
