@@ -5117,6 +5117,17 @@ fn escape_161_a_reload_that_denylists_a_link_does_not_replay_a_named_port() {
             found.push(format!("{mode}: .3:7000 came back under alias.test through denylisted evil.test"));
         }
         drop(d);
+        // Control: started with the new policy, the same answer opens nothing.
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", mode), ("DNS_UPSTREAMS", upstream.as_str())]);
+        if mode == "https" {
+            d.wait_logged("not opened, its answer leads through denylisted", Duration::from_secs(10));
+        } else {
+            let answer = dig_short(p, "alias.test");
+            assert!(!answer.contains(&p.v4(3)), "{mode}: control: served through evil.test: {answer}");
+        }
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        assert!(!o.text().contains("echo:"), "{mode}: control: a fresh start opened it: {o:?}");
+        drop(d);
     }
     assert!(found.is_empty(), "{found:?}");
 }
