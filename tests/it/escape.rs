@@ -136,6 +136,15 @@
 //! | escape_83's `alias.test` CNAME denylisted `evil.test` (DNS mode, default allow) over DNS-over-TCP, with the DO bit, ANY over UDP and TCP, CNAME over TCP | none | held | `escape_98_a_cname_chain_to_a_denylisted_name_over_tcp_and_in_other_query_types` |
 //! | 16 children, each under its own uid, each sending fresh allowed names from one socket as fast as it can (0.3 s upstream); a co-tenant's lookups meanwhile | CAP_SETUID | held with the attacker in a cgroup of its own (4/4, slowest 0.39 s); **worked** where the cgroup tells nothing (`EGRET_IT_99_CGROUP=0`: 1-2 of 4, SERVFAIL `overloaded` once 16 uids' backlogs fill the 2,048 shared, and 7,800-29,000 datagrams lost at the listener) | `escape_99_allowed_query_floods_from_many_uids_inside_the_meter_do_not_starve_a_co_tenant` |
 //!
+//! Round 8 (the chain judged wherever egret resolves; remote unblock):
+//!
+//! | attempt | privilege | result | test |
+//! |---------|-----------|--------|------|
+//! | HTTPS mode, default allow, `evil.test` denylisted: `long.test` leads through 16 CNAMEs, then `evil.test`; a request for it sent to evil.test's address (controls: evil.test and the one-link alias.test refused) | none | **worked, open** (200: the check lookup's cache keeps 16 links per name, the 17th is never judged) | `escape_160_a_chain_longer_than_the_kept_links_hides_its_denylisted_end` (ignored) |
+//! | `tcp/alias.test:7000` allowed, alias.test CNAME evil.test; a reload denylists evil.test; TCP 7000 to evil.test's address, HTTPS and strict DNS mode (control: a fresh start opens nothing) | none | **worked, open** (both modes: the named-ports replay puts the old answer back without its chain) | `escape_161_a_reload_that_denylists_a_link_does_not_replay_a_named_port` (ignored) |
+//! | remote unblock: `UNBLOCK_FILE` in a directory the workload can write; it writes `*` with `force`, the operator reloads for another reason | uid 65534 | **worked, open** (applied, no unblock event) | `unblock::attack_an_unblock_file_the_workload_wrote_is_not_applied_by_the_next_reload` (ignored) |
+//! | remote unblock: `/.*/`, `/.+/`, `*.*` without `force` (control: `*` refused) | API key | **worked, open** (201, and the agent's check accepts them) | `unblock::attack_an_entry_matching_every_name_needs_force_however_it_is_written` (ignored) |
+//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
@@ -5109,7 +5118,8 @@ fn escape_161_a_reload_that_denylists_a_link_does_not_replay_a_named_port() {
         }
         let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
         assert!(o.text().contains("echo:"), "{mode}: control: the named port is not open: {o:?}");
-        std::fs::write(&pol, format!("{allow}denylist:\n  domains: [\"evil.test\"]\n")).expect("rewrite policy");
+        std::fs::write(&pol, format!("{allow}denylist:\n  domains: [\"evil.test\"]\n"))
+            .expect("rewrite policy");
         d.wait_log("policy reloaded", Duration::from_secs(10));
         d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
         let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);

@@ -377,7 +377,8 @@ fn attack_an_unblock_file_the_workload_wrote_is_not_applied_by_the_next_reload()
     d.wait_logged("remote unblock: on (ENABLE_REMOTE_UNBLOCK=true)", Duration::from_secs(5));
     let up2 = p.v4(2);
     assert_eq!(reach(&p.work, &up2, "blocked.test"), "403", "control: blocked before");
-    let forged = r#"{"version":1,"unblocks":[{"id":9001,"entry":"*","force":true,"created_by":"the workload"}]}"#;
+    let forged =
+        r#"{"version":1,"unblocks":[{"id":9001,"entry":"*","force":true,"created_by":"the workload"}]}"#;
     let script = format!("printf '%s' '{forged}' > {f}.w && mv {f}.w {f}", f = file.display());
     let mut c = std::process::Command::new("setpriv");
     c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]);
