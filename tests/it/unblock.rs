@@ -417,3 +417,46 @@ fn attack_an_entry_matching_every_name_needs_force_however_it_is_written() {
     dash.stop();
     assert!(widened.is_empty(), "{widened:#?}");
 }
+
+/// Round 8: the same workload where egret made the file's directory
+/// and file as root with the default umask: it cannot write the file, put a
+/// temporary file beside it, or rename one over it.
+#[test]
+fn attack_a_workload_cannot_write_an_unblock_file_egret_made() {
+    let w = world();
+    let p = &w.p;
+    let base = std::env::temp_dir().join(format!("egret-it-unblock-own-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let file = base.join("state").join("unblocks.json");
+    let file_s = file.to_string_lossy().into_owned();
+    // As egret's own earlier run left it (root, the default umask).
+    std::fs::create_dir_all(file.parent().expect("dir")).expect("state dir");
+    std::fs::write(&file, "{\"version\":1,\"unblocks\":[]}\n").expect("write the file");
+    let pol = policy_file("unblock-attack-own", "allowlist:\n  domains: [\"other.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &agent_env("http://127.0.0.1:9", KEY, &file_s, &upstream));
+    d.wait_logged("remote unblock: on (ENABLE_REMOTE_UNBLOCK=true)", Duration::from_secs(5));
+    let forged = r#"{"version":1,"unblocks":[{"id":9001,"entry":"*","force":true}]}"#;
+    let f = file.display();
+    for script in [
+        format!("printf '%s' '{forged}' > {f}"),
+        format!("printf '%s' '{forged}' > {f}.tmp"),
+        format!("printf '%s' '{forged}' > /tmp/forged-$$ && mv -f /tmp/forged-$$ {f}"),
+    ] {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ]);
+        c.args(["sh", "-c", &script]);
+        let (code, _, err) = util::run(c);
+        assert_ne!(code, 0, "the workload could: {script} ({err})");
+    }
+    std::fs::write(&pol, "allowlist:\n  domains: [\"other.test\", \"more.test\"]\n").expect("rewrite policy");
+    d.wait_log("policy reloaded (0 remote unblock(s) in force)", Duration::from_secs(10));
+    assert_eq!(reach(&p.work, &p.v4(2), "blocked.test"), "403");
+    let _ = std::fs::remove_dir_all(&base);
+}
