@@ -144,6 +144,8 @@
 //! | `tcp/alias.test:7000` allowed, alias.test CNAME evil.test; a reload denylists evil.test; TCP 7000 to evil.test's address, HTTPS and strict DNS mode (control: a fresh start opens nothing) | none | **worked, open** (both modes: the named-ports replay puts the old answer back without its chain) | `escape_161_a_reload_that_denylists_a_link_does_not_replay_a_named_port` (ignored) |
 //! | remote unblock: `UNBLOCK_FILE` in a directory the workload can write; it writes `*` with `force`, the operator reloads for another reason | uid 65534 | **worked, open** (applied, no unblock event) | `unblock::attack_an_unblock_file_the_workload_wrote_is_not_applied_by_the_next_reload` (ignored) |
 //! | remote unblock: `/.*/`, `/.+/`, `*.*` without `force` (control: `*` refused) | API key | **worked, open** (201, and the agent's check accepts them) | `unblock::attack_an_entry_matching_every_name_needs_force_however_it_is_written` (ignored) |
+//! | remote unblock: write `UNBLOCK_FILE`, stage `UNBLOCK_FILE.tmp` beside it, rename a file over it, where the directory and file are root's (default umask) | uid 65534 | held (EACCES each) | `unblock::attack_a_workload_cannot_write_an_unblock_file_egret_made` |
+//! | remote unblock: a kept-alive connection opened under a 4 s name unblock, its second request 2 s after the expiry | none | held (the expiry's reload refuses it; 1 of 2 served) | `unblock::attack_a_connection_opened_under_an_unblock_does_not_outlive_its_until` |
 //!
 //! Needs root (CI runs as root); fails loudly without it.
 

@@ -460,3 +460,38 @@ fn attack_a_workload_cannot_write_an_unblock_file_egret_made() {
     assert_eq!(reach(&p.work, &p.v4(2), "blocked.test"), "403");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// Round 8: a connection opened while an unblock is in force, kept
+/// open past its `until`, then used again: the expiry's reload must
+/// cut it (or refuse its next request), not let it run on.
+#[test]
+fn attack_a_connection_opened_under_an_unblock_does_not_outlive_its_until() {
+    let w = world();
+    let p = &w.p;
+    let dash = dashboard_in(&p.work);
+    let addr = dash.addr();
+    let key = add_key(&p.work, addr, "edge-1");
+    let file = util::scratch("unblock-outlive").join("unblocks.json");
+    let pol = policy_file("unblock-outlive", "allowlist:\n  domains: [\"other.test\"]\n");
+    let (host, upstream) = (format!("http://{addr}"), format!("{}:53", p.v4(2)));
+    let file_s = file.to_string_lossy().into_owned();
+    let d = Daemon::start(&p.work, &pol, &agent_env(&host, &key, &file_s, &upstream));
+    d.wait_logged("remote unblock: on (ENABLE_REMOTE_UNBLOCK=true)", Duration::from_secs(5));
+    let up2 = p.v4(2);
+    unblock(&p.work, addr, json!({"entry": "blocked.test", "duration": "4s", "agent": "edge-1"}));
+    let until = Instant::now() + Duration::from_secs(4);
+    let passed =
+        wait_for(Duration::from_secs(3), || (reach(&p.work, &up2, "blocked.test") == "200").then_some(()));
+    assert!(passed.is_some(), "control: the unblock never applied: {}", d.history_text());
+    // One kept-alive connection: a request now, another after the expiry.
+    let req = b"GET / HTTP/1.1\r\nHost: blocked.test\r\n\r\n".to_vec();
+    let gap = until.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
+    let to: SocketAddr = format!("{up2}:80").parse().expect("addr");
+    let o = crate::escape::tcp(&p.work, to, vec![req.clone(), req], gap, gap + Duration::from_secs(5));
+    let served = o.text().matches("hello from").count();
+    d.wait_logged("unblock ended (expired)", Duration::from_secs(1));
+    drop(d);
+    dash.stop();
+    assert!(served >= 1, "control: the first request on the connection was not served: {}", o.text());
+    assert_eq!(served, 1, "the request after the unblock's expiry was served on the kept connection");
+}
