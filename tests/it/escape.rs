@@ -141,6 +141,7 @@
 //! | attempt | privilege | result | test |
 //! |---------|-----------|--------|------|
 //! | HTTPS mode, default allow, `evil.test` denylisted: `long.test` leads through 16 CNAMEs, then `evil.test`; a request for it sent to evil.test's address (controls: evil.test and the one-link alias.test refused) | none | **worked, open** (200: the check lookup's cache keeps 16 links per name, the 17th is never judged) | `escape_160_a_chain_longer_than_the_kept_links_hides_its_denylisted_end` (ignored) |
+//! | strict DNS mode, `*.test` allowed: long.test (16 links, then evil.test) answered and learned; a reload denylists evil.test (controls: escape_151's one link holds; long.test asked again is refused) | none | **worked, open** (the learned replay keeps 16 links per name: the address comes back) | `escape_162_a_reload_that_denylists_the_seventeenth_link_does_not_replay_its_address` (ignored) |
 //! | `tcp/alias.test:7000` allowed, alias.test CNAME evil.test; a reload denylists evil.test; TCP 7000 to evil.test's address, HTTPS and strict DNS mode (control: a fresh start opens nothing) | none | **worked, open** (both modes: the named-ports replay puts the old answer back without its chain) | `escape_161_a_reload_that_denylists_a_link_does_not_replay_a_named_port` (ignored) |
 //! | remote unblock: `UNBLOCK_FILE` in a directory the workload can write; it writes `*` with `force`, the operator reloads for another reason | uid 65534 | **worked, open** (applied, no unblock event) | `unblock::attack_an_unblock_file_the_workload_wrote_is_not_applied_by_the_next_reload` (ignored) |
 //! | remote unblock: `/.*/`, `/.+/`, `*.*` without `force` (control: `*` refused) | API key | **worked, open** (201, and the agent's check accepts them) | `unblock::attack_an_entry_matching_every_name_needs_force_however_it_is_written` (ignored) |
@@ -5142,4 +5143,37 @@ fn escape_161_a_reload_that_denylists_a_link_does_not_replay_a_named_port() {
         drop(d);
     }
     assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+#[ignore = "round-8 finding: strict DNS mode keeps 16 links per learned name, so a reload that denylists the 17th link of an answer's chain replays the address learned through it"]
+fn escape_162_a_reload_that_denylists_the_seventeenth_link_does_not_replay_its_address() {
+    // escape_151 with long.test: 16 CNAME links, then evil.test. Served
+    // and learned while nothing is denylisted; a reload then denylists
+    // evil.test. The learned replay judges the recorded chain: is the
+    // 17th link in it?
+    let w = long_chain_world();
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let pol = policy_file("escape-162", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    let answer = dig_short(p, "long.test");
+    assert!(answer.contains(&p.v4(3)), "control: long.test is not answered: {answer}");
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(o.text().contains("echo:"), "control: the learned address is not open: {o:?}");
+    std::fs::write(&pol, format!("{allow}denylist:\n  domains: [\"evil.test\"]\n")).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    // Control: asked now, the answer is refused (the DNS server judges the whole chain).
+    let again = dig_short(p, "long.test");
+    assert!(
+        !again.contains(&p.v4(3)),
+        "control: long.test served through evil.test after the reload: {again}"
+    );
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(!o.text().contains("echo:"), "evil.test's address came back under long.test: {o:?}");
 }
