@@ -143,6 +143,7 @@
 //! | HTTPS mode, default allow, `evil.test` denylisted: `long.test` leads through 16 CNAMEs, then `evil.test`; a request for it sent to evil.test's address (controls: evil.test and the one-link alias.test refused) | none | **worked, open** (200: the check lookup's cache keeps 16 links per name, the 17th is never judged) | `escape_160_a_chain_longer_than_the_kept_links_hides_its_denylisted_end` (ignored) |
 //! | strict DNS mode, `*.test` allowed: long.test (16 links, then evil.test) answered and learned; a reload denylists evil.test (controls: escape_151's one link holds; long.test asked again is refused) | none | **worked, open** (the learned replay keeps 16 links per name: the address comes back) | `escape_162_a_reload_that_denylists_the_seventeenth_link_does_not_replay_its_address` (ignored) |
 //! | `tcp/alias.test:7000` allowed, alias.test CNAME evil.test; a reload denylists evil.test; TCP 7000 to evil.test's address, HTTPS and strict DNS mode (control: a fresh start opens nothing) | none | **worked, open** (both modes: the named-ports replay puts the old answer back without its chain) | `escape_161_a_reload_that_denylists_a_link_does_not_replay_a_named_port` (ignored) |
+//! | HTTPS mode, default allow: upper.test CNAME `EVIL.TEST.` (upper case, trailing dot), requested as upper.test, `UPPER.TEST.`, `Upper.Test` to evil.test's address | none | held (refused `denylisted`, the note naming evil.test) | `escape_163_a_link_in_upper_case_with_its_dot_is_the_denylisted_name` |
 //! | remote unblock: `UNBLOCK_FILE` in a directory the workload can write; it writes `*` with `force`, the operator reloads for another reason | uid 65534 | **worked, open** (applied, no unblock event) | `unblock::attack_an_unblock_file_the_workload_wrote_is_not_applied_by_the_next_reload` (ignored) |
 //! | remote unblock: `/.*/`, `/.+/`, `*.*` without `force` (control: `*` refused) | API key | **worked, open** (201, and the agent's check accepts them) | `unblock::attack_an_entry_matching_every_name_needs_force_however_it_is_written` (ignored) |
 //! | remote unblock: write `UNBLOCK_FILE`, stage `UNBLOCK_FILE.tmp` beside it, rename a file over it, where the directory and file are root's (default umask) | uid 65534 | held (EACCES each) | `unblock::attack_a_workload_cannot_write_an_unblock_file_egret_made` |
@@ -5176,4 +5177,35 @@ fn escape_162_a_reload_that_denylists_the_seventeenth_link_does_not_replay_its_a
     );
     let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
     assert!(!o.text().contains("echo:"), "evil.test's address came back under long.test: {o:?}");
+}
+
+#[test]
+fn escape_163_a_link_in_upper_case_with_its_dot_is_the_denylisted_name() {
+    // HTTPS mode, default allow, evil.test denylisted: upper.test is a
+    // CNAME to `EVIL.TEST.` as the upstream spells it. A request for
+    // upper.test sent to evil.test's address: the link must read as the
+    // policy's name.
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::{Name, RData};
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("evil.test".into(), 300, RData::A(A(three))));
+        let target = Name::from_ascii("EVIL.TEST.").expect("name");
+        z.records.push(("upper.test".into(), 300, RData::CNAME(CNAME(target))));
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-163", "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let to = s_addr(&p.v4(3), 80);
+    for host in ["upper.test", "UPPER.TEST.", "Upper.Test"] {
+        let o = http(&p.work, to, &get(host));
+        o.assert_not_served(&format!("{host} through EVIL.TEST."));
+    }
+    let ev = wait_for(Duration::from_secs(10), || {
+        d.events.try_iter().find(|e| e["action"] == "BLOCKED" && e["reason"] == "denylisted")
+    })
+    .expect("a denylisted BLOCKED event");
+    assert!(ev["note"].as_str().is_some_and(|n| n.contains("evil.test")), "the note names the link: {ev}");
 }
