@@ -177,7 +177,7 @@ impl Cache {
     pub fn chained(&mut self, name: &str, chain: &[String]) {
         let Some(e) = self.names.get_mut(name) else { return };
         for link in chain {
-            if !e.chain.contains(link) && e.chain.len() < filter::MAX_LINKS {
+            if !e.chain.contains(link) && e.chain.len() <= filter::MAX_LINKS {
                 e.chain.push(link.clone());
             }
         }
@@ -572,7 +572,12 @@ mod tests {
         for i in 0..100 {
             c.chained("alias.example", &[format!("l{i}.example")]);
         }
-        assert_eq!(c.names["alias.example"].chain.len(), filter::MAX_LINKS, "the chain is bounded");
+        assert_eq!(c.names["alias.example"].chain.len(), filter::MAX_LINKS + 1, "the chain is bounded");
+        assert_eq!(
+            c.denied_link("alias.example", &open).as_deref(),
+            Some("a chain of more than 16 links"),
+            "past the bound, refused under a denylist of names"
+        );
         assert_eq!(c.names["alias.example"].chain[..2], ["cdn.example", "evil.example"], "once each");
     }
 

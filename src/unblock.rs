@@ -120,7 +120,21 @@ pub fn check_entry(entry: &str, force: bool) -> Result<(), String> {
     if !force && is_everything(&p) {
         return Err("allows every name or every address ('*' or a /0): send force: true to mean it".into());
     }
+    if !force && !policy::is_address_entry(e) && is_broad_name(e) {
+        return Err(
+            "a regular expression, or a wildcard with no fixed label, may match every name: send force: true to mean it"
+                .into(),
+        );
+    }
     Ok(())
+}
+
+/// A name entry whose reach egret cannot bound by its text: any `/regex/`
+/// (`/.*/` matches every name as `*` does), or a wildcard none of whose
+/// labels is fixed (`*.*`). Round 8: such entries passed without `force`.
+fn is_broad_name(entry: &str) -> bool {
+    let name = entry.rsplit_once('/').map_or(entry, |(_, n)| n);
+    entry.starts_with('/') || name.split('.').all(|l| !l.chars().any(|c| c.is_ascii_alphanumeric()))
 }
 
 /// Why an address unblock touches a class the SSRF guard keeps closed
@@ -303,7 +317,6 @@ mod tests {
             "pay.example.com",
             "*.example.com",
             "api-*.example.com",
-            "/^a[0-9]+\\.example\\.com$/",
             "tcp/db.example.com:5432",
             "192.0.2.7",
             "10.1.0.0/16",
@@ -312,6 +325,11 @@ mod tests {
             "192.0.2.7:8443",
         ] {
             assert_eq!(check_entry(ok, false), Ok(()), "{ok}");
+        }
+        // Round 8: what may match every name needs force, however written.
+        for broad in ["/^a[0-9]+\\.example\\.com$/", "/.*/", "*.*", "*.*.*"] {
+            assert!(check_entry(broad, false).is_err_and(|e| e.contains("force")), "{broad}");
+            assert_eq!(check_entry(broad, true), Ok(()), "{broad} with force");
         }
         for (bad, says) in [
             ("", "empty"),

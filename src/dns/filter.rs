@@ -261,14 +261,19 @@ pub fn denied_link(upstream: &Reply, policy: &Policy) -> Option<(String, Reason)
     denied_in(&upstream.chain, policy)
 }
 
-/// CNAME/DNAME targets remembered per name, where a chain is kept to be
-/// judged again later (the proxies' check cache, the learned addresses).
+/// CNAME/DNAME targets judged one by one; a kept chain holds one more,
+/// so a longer one is seen as such (the proxies' check cache, the learned
+/// addresses), and under a denylist of names it is refused whole: its
+/// links past the bound were never judged (round 8).
 pub const MAX_LINKS: usize = 16;
 
 /// The first of `chain`'s names (CNAME/DNAME targets) a denylist entry
 /// refuses, with the reason: shared by DNS mode's answers, the proxies'
 /// check lookups and the replay of learned addresses after a reload.
 pub fn denied_in(chain: &[String], policy: &Policy) -> Option<(String, Reason)> {
+    if chain.len() > MAX_LINKS && !policy.denylist().names.is_empty() {
+        return Some((format!("a chain of more than {MAX_LINKS} links"), Reason::Denylisted));
+    }
     chain.iter().find_map(|link| {
         let d = policy.decide(Query { name: Some(link), ip: None, port: None });
         (!d.allowed() && d.reason == Reason::Denylisted)

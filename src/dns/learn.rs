@@ -112,7 +112,7 @@ impl Learned {
         if !chain.is_empty() {
             let links = self.chains.entry(name.to_owned()).or_default();
             for link in chain {
-                if !links.contains(link) && links.len() < crate::dns::filter::MAX_LINKS {
+                if !links.contains(link) && links.len() <= crate::dns::filter::MAX_LINKS {
                     links.push(link.clone());
                 }
             }

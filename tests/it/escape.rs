@@ -5068,7 +5068,7 @@ fn long_chain_world() -> World {
 }
 
 #[test]
-#[ignore = "round-8 finding: a chain of 17 links keeps only the first 16 in the resolver's cache, so a denylisted 17th link is never judged and the proxies serve it"]
+
 fn escape_160_a_chain_longer_than_the_kept_links_hides_its_denylisted_end() {
     // HTTPS mode, `default_action: allow`, evil.test denylisted.
     // long.test leads through 16 other names to evil.test: one answer,
@@ -5147,7 +5147,7 @@ fn escape_161_a_reload_that_denylists_a_link_does_not_replay_a_named_port() {
 }
 
 #[test]
-#[ignore = "round-8 finding: strict DNS mode keeps 16 links per learned name, so a reload that denylists the 17th link of an answer's chain replays the address learned through it"]
+
 fn escape_162_a_reload_that_denylists_the_seventeenth_link_does_not_replay_its_address() {
     // escape_151 with long.test: 16 CNAME links, then evil.test. Served
     // and learned while nothing is denylisted; a reload then denylists

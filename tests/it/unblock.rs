@@ -359,7 +359,7 @@ fn the_unblock_api_answers_operators_and_agents_apart() {
 /// writes it (a temporary file, renamed). Does the operator's next
 /// ordinary policy reload compile it in?
 #[test]
-#[ignore = "round-8 finding: UNBLOCK_FILE is trusted whoever wrote it: a file a workload writes in a shared directory (an entry of '*' with force) is applied by the next ordinary reload or restart"]
+
 fn attack_an_unblock_file_the_workload_wrote_is_not_applied_by_the_next_reload() {
     use std::os::unix::fs::PermissionsExt;
     let w = world();
@@ -397,7 +397,7 @@ fn attack_an_unblock_file_the_workload_wrote_is_not_applied_by_the_next_reload()
 /// name" pass without it? Each is a 400 naming `force`, or it is a way
 /// to widen an unblock past the check.
 #[test]
-#[ignore = "round-8 finding: an entry matching every name written other than * (/.*/, /.+/, the glob *.*) is accepted without force by the dashboard and the agent alike"]
+
 fn attack_an_entry_matching_every_name_needs_force_however_it_is_written() {
     let w = world();
     let p = &w.p;
