@@ -543,14 +543,7 @@ mod tests {
         assert!(c.is_empty());
     }
 
-    fn yaml_policy(yaml: &str) -> crate::policy::Policy {
-        crate::policy::compile_raw(
-            crate::policy::parse_yaml(yaml, "t.yaml").unwrap(),
-            "t.yaml",
-            &crate::policy::EnvLists::default(),
-        )
-        .unwrap()
-    }
+    use crate::policy::from_yaml as yaml_policy;
 
     /// The chain a name's answers led through is kept, bounded, and
     /// judged against the policy given at the check (a reload may

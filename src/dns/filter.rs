@@ -992,14 +992,7 @@ mod tests {
     #[test]
     fn a_chain_through_a_denylisted_name_is_refused() {
         use hickory_proto::rr::rdata::{CNAME, NULL};
-        let compile = |yaml: &str| {
-            crate::policy::compile_raw(
-                crate::policy::parse_yaml(yaml, "t.yaml").unwrap(),
-                "t.yaml",
-                &crate::policy::EnvLists::default(),
-            )
-            .unwrap()
-        };
+        let compile = crate::policy::from_yaml;
         let default_allow =
             compile("default_action: allow\ndenylist:\n  domains: [\"*.evil.test\", \"evil.test\"]\n");
         let strict = compile("default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\"]\n");

@@ -405,14 +405,7 @@ mod tests {
         let mut l = Learned::default();
         l.add_chained("alias.test", &["evil.test".into()], &[(evil, s(300)), (shared, s(300))], t0);
         l.add("plain.test", &[(shared, s(100))], t0);
-        let compile = |yaml: &str| {
-            crate::policy::compile_raw(
-                crate::policy::parse_yaml(yaml, "t.yaml").unwrap(),
-                "t.yaml",
-                &crate::policy::EnvLists::default(),
-            )
-            .unwrap()
-        };
+        let compile = crate::policy::from_yaml;
         let before = compile("default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n");
         let after = compile(
             "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\"]\n",

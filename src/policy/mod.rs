@@ -1056,6 +1056,13 @@ fn scalar_text(v: &serde_yaml::Value) -> String {
     }
 }
 
+/// Tests' policy from YAML text, file keys only (no environment).
+#[cfg(test)]
+pub(crate) fn from_yaml(yaml: &str) -> Policy {
+    compile_raw(parse_yaml(yaml, "t.yaml").expect("test policy parses"), "t.yaml", &EnvLists::default())
+        .expect("test policy compiles")
+}
+
 /// Compiles parsed YAML; when `env` has a list set, the environment
 /// replaces the file entirely ([`load`]'s precedence). `ENFORCE` and
 /// `DEFAULT_ACTION` win over the file's keys.
