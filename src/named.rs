@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::dns::filter::Chains;
 use crate::nft::netlink::NamedElem;
 use crate::policy::{Guard, Policy};
 
@@ -60,18 +61,26 @@ fn millis(d: Duration) -> u64 {
     d.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
 
-/// What has been opened, per name and address, until when: replayed after
-/// a ruleset replace (which empties the sets) for names the new policy
-/// still gives ports.
+/// What has been opened, per name and address, until when, and the chain
+/// each name's answers led through: replayed after a ruleset replace
+/// (which empties the sets) for names the new policy still gives ports
+/// and whose chains it does not denylist.
 #[derive(Debug, Default, Clone)]
 pub struct Opened {
     until: HashMap<(String, IpAddr), Instant>,
+    chains: Chains,
 }
 
 impl Opened {
-    /// Records an answer; an address keeps its latest expiry.
-    pub fn add(&mut self, name: &str, ips: &[(IpAddr, Duration)], now: Instant) {
+    /// Records an answer for `name` that led through `chain`; an address
+    /// keeps its latest expiry.
+    pub fn add(&mut self, name: &str, chain: &[String], ips: &[(IpAddr, Duration)], now: Instant) {
         self.until.retain(|_, t| *t > now);
+        self.chains.record(name, chain);
+        if !self.chains.is_empty() {
+            let live: std::collections::HashSet<&str> = self.until.keys().map(|(n, _)| n.as_str()).collect();
+            self.chains.retain(|n| n == name || live.contains(n));
+        }
         for &(ip, ttl) in ips {
             let t = self.until.entry((name.to_owned(), crate::policy::cidr::canonical(ip))).or_insert(now);
             *t = (*t).max(now + ttl);
@@ -101,8 +110,12 @@ impl Opened {
 
     /// The elements to put back under `policy` after a replace.
     pub fn replay(&self, policy: &Policy, guard: &Guard, now: Instant) -> Vec<NamedElem> {
-        let mut out: Vec<NamedElem> =
-            self.live(now).iter().flat_map(|(n, ips)| elements(policy, guard, n, ips)).collect();
+        let mut out: Vec<NamedElem> = self
+            .live(now)
+            .iter()
+            .filter(|(n, _)| self.chains.led_clean(n, policy))
+            .flat_map(|(n, ips)| elements(policy, guard, n, ips))
+            .collect();
         out.sort();
         out
     }
@@ -207,8 +220,8 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut o = Opened::default();
-        o.add("db.test", &[(ip("192.0.2.5"), s(30))], t0);
-        o.add("db.test", &[(ip("192.0.2.5"), s(10)), (ip("192.0.2.6"), s(10))], t0 + s(5));
+        o.add("db.test", &[], &[(ip("192.0.2.5"), s(30))], t0);
+        o.add("db.test", &[], &[(ip("192.0.2.5"), s(10)), (ip("192.0.2.6"), s(10))], t0 + s(5));
         let p = policy("allowlist:\n  domains: [\"tcp/db.test:5432\"]\n");
         let g = Guard::default();
         let got = o.replay(&p, &g, t0 + s(10));
@@ -221,6 +234,33 @@ mod tests {
         assert!(o.replay(&moved, &g, t0 + s(10)).iter().all(|e| e.proto == 17 && e.ports == (9, 9)));
         assert!(o.replay(&policy("allowlist: {}\n"), &g, t0 + s(10)).is_empty(), "a dropped name");
         assert!(o.replay(&p, &g, t0 + s(31)).is_empty(), "expired");
+    }
+
+    /// Round 8, escape_161: an answer that led through a link a reload
+    /// then denylists is not replayed; another name's answer is.
+    #[test]
+    fn a_reload_does_not_replay_an_answer_through_a_newly_denylisted_link() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut o = Opened::default();
+        o.add("alias.test", &["cdn.test".into(), "evil.test".into()], &[(ip("192.0.2.3"), s(30))], t0);
+        o.add("db.test", &[], &[(ip("192.0.2.5"), s(30))], t0);
+        let allow =
+            "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\", \"tcp/db.test:5432\"]\n";
+        let g = Guard::default();
+        let ips =
+            |o: &Opened, p: &Policy| o.replay(p, &g, t0 + s(3)).iter().map(|e| e.ip).collect::<Vec<_>>();
+        assert_eq!(
+            ips(&o, &policy(allow)),
+            [ip("192.0.2.3"), ip("192.0.2.5")],
+            "control: nothing denylisted"
+        );
+        let denied = policy(&format!("{allow}denylist:\n  domains: [\"evil.test\"]\n"));
+        assert_eq!(ips(&o, &denied), [ip("192.0.2.5")]);
+        // A later answer of the same name with a clean chain does not
+        // wash out the one that led through the link.
+        o.add("alias.test", &[], &[(ip("192.0.2.4"), s(30))], t0 + s(2));
+        assert_eq!(ips(&o, &denied), [ip("192.0.2.5")]);
     }
 
     #[test]

@@ -281,6 +281,49 @@ pub fn denied_in(chain: &[String], policy: &Policy) -> Option<(String, Reason)> 
     })
 }
 
+/// The CNAME/DNAME targets each name's answers led through, merged over
+/// its answers (at most [`MAX_LINKS`] + 1 per name, so an over-long chain
+/// stays refused under a denylist of names). What is replayed after a
+/// reload (learned addresses, opened named ports) is judged by them with
+/// [`denied_in`]: a reload that denylists a link does not put the name's
+/// addresses back.
+#[derive(Debug, Default, Clone)]
+pub struct Chains(std::collections::HashMap<String, Vec<String>>);
+
+impl Chains {
+    /// Remembers that an answer for `name` led through `chain`.
+    pub fn record(&mut self, name: &str, chain: &[String]) {
+        if chain.is_empty() {
+            return;
+        }
+        let links = self.0.entry(name.to_owned()).or_default();
+        for link in chain {
+            if !links.contains(link) && links.len() <= MAX_LINKS {
+                links.push(link.clone());
+            }
+        }
+    }
+
+    /// Whether no answer of `name` led through a link `policy` denylists.
+    pub fn led_clean(&self, name: &str, policy: &Policy) -> bool {
+        self.0.get(name).map_or(true, |c| denied_in(c, policy).is_none())
+    }
+
+    /// Keeps the chains of the names `live` says are still remembered.
+    pub fn retain(&mut self, live: impl Fn(&str) -> bool) {
+        self.0.retain(|n, _| live(n));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    #[cfg(test)]
+    pub fn knows(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
 /// A query (or its answer) `DNS_HARDENING` refused: REFUSED with an RFC
 /// 8914 EDE 18 (Prohibited) naming why, when the client sent OPT.
 pub fn hardened(info: &QueryInfo, r: &crate::dns::harden::Refusal) -> Answer {

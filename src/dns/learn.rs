@@ -85,7 +85,7 @@ pub struct Learned {
     by_ip: std::collections::HashMap<IpAddr, Vec<(String, std::time::Instant)>>,
     /// The CNAME/DNAME targets each name's answers led through: a reload
     /// that denylists one does not replay the name's addresses.
-    chains: std::collections::HashMap<String, Vec<String>>,
+    chains: crate::dns::filter::Chains,
     adds: usize,
 }
 
@@ -109,14 +109,7 @@ impl Learned {
         ips: &[(IpAddr, Duration)],
         now: std::time::Instant,
     ) -> Vec<(IpAddr, Duration)> {
-        if !chain.is_empty() {
-            let links = self.chains.entry(name.to_owned()).or_default();
-            for link in chain {
-                if !links.contains(link) && links.len() <= crate::dns::filter::MAX_LINKS {
-                    links.push(link.clone());
-                }
-            }
-        }
+        self.chains.record(name, chain);
         // Expired entries are dropped every so often, not on every add.
         self.adds += 1;
         if self.adds % 256 == 0 {
@@ -147,8 +140,6 @@ impl Learned {
     ) -> Vec<(IpAddr, Duration)> {
         let mut out = Vec::new();
         let chains = &self.chains;
-        let led_clean =
-            |n: &str| chains.get(n).map_or(true, |c| crate::dns::filter::denied_in(c, policy).is_none());
         self.by_ip.retain(|ip, names| {
             if guard.check(policy, *ip).is_some() {
                 return false;
@@ -156,7 +147,7 @@ impl Learned {
             names.retain(|(n, exp)| {
                 *exp > now
                     && policy.decide(Query { name: Some(n), ip: None, port: None }).allowed()
-                    && led_clean(n)
+                    && chains.led_clean(n, policy)
             });
             if let Some(latest) = names.iter().map(|(_, e)| *e).max() {
                 out.push((*ip, latest.saturating_duration_since(now)));
@@ -183,7 +174,7 @@ impl Learned {
         }
         let live: std::collections::HashSet<&str> =
             self.by_ip.values().flatten().map(|(n, _)| n.as_str()).collect();
-        self.chains.retain(|n, _| live.contains(n.as_str()));
+        self.chains.retain(|n| live.contains(n));
     }
 
     /// Addresses remembered.
@@ -267,7 +258,7 @@ impl Learn for NftLearner {
         // there only, unless a domain entry allows the name on every port.
         let named = crate::named::elements(&policy, &self.guard, &name, ips);
         if !named.is_empty() {
-            st.named.add(&name, ips, now);
+            st.named.add(&name, chain, ips, now);
             install_named(&mut st, &named)?;
         }
         // (Audit mode forwards refused names too; the ruleset passes
@@ -280,9 +271,12 @@ impl Learn for NftLearner {
         // name's ports only: the allowed question does not widen them.
         let links = if policy.audit() { Vec::new() } else { crate::named::port_links(&policy, chain) };
         if !links.is_empty() {
+            // Replayed under the link's name, judged by the whole way
+            // there: the question and every link.
+            let via: Vec<String> = std::iter::once(name.clone()).chain(chain.iter().cloned()).collect();
             for link in &links {
                 let named = crate::named::elements(&policy, &self.guard, link, ips);
-                st.named.add(link, ips, now);
+                st.named.add(link, &via, ips, now);
                 install_named(&mut st, &named)?;
             }
             return Ok(());
@@ -417,7 +411,7 @@ mod tests {
             [(shared, s(100))],
             "only plain.test's address, for its time"
         );
-        assert!(!l.chains.contains_key("alias.test"), "a forgotten name's chain is dropped");
+        assert!(!l.chains.knows("alias.test"), "a forgotten name's chain is dropped");
     }
 
     /// An address learned while `allowlist.ips` covered it does not come

@@ -73,20 +73,21 @@ fn run(s: &Settings, policy: &PolicyHandle, stop: &AtomicBool, opened: &Mutex<Op
         let now = Instant::now();
         for name in schedule.due(&p, now) {
             let Ok(name) = normalize(&name) else { continue };
-            match crate::resolve::ask_answer(&s.upstreams, &name) {
-                Ok(answer) if crate::dns::filter::denied_in(&answer.chain, &p).is_some() => {
+            let asked = crate::resolve::ask_answer(&s.upstreams, &name)
+                .map(|a| (crate::dns::filter::denied_in(&a.chain, &p).map(|l| l.0), a));
+            match asked {
+                Ok((Some(link), _)) => {
                     // As in DNS mode: nothing past a denylisted link opens.
-                    let link = crate::dns::filter::denied_in(&answer.chain, &p).map(|l| l.0);
                     log::warn!("{name}: not opened, its answer leads through denylisted {link:?}");
                     schedule.answered(&name, &[], s.ttl_min, Instant::now());
                 }
-                Ok(answer) => {
+                Ok((None, answer)) => {
                     let ips: Vec<_> =
                         answer.ips.iter().map(|&(ip, t)| (ip, t.clamp(s.ttl_min, s.ttl_max))).collect();
                     let now = Instant::now();
                     schedule.answered(&name, &ips, s.ttl_min, now);
                     let elems = elements(&p, &s.guard, &name, &ips);
-                    lock(opened).add(&name, &ips, now);
+                    lock(opened).add(&name, &answer.chain, &ips, now);
                     let added = match sets.as_mut() {
                         Some(n) => n.add_named(&elems),
                         None => crate::nft::LearnedSets::open().and_then(|mut n| {
