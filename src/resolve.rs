@@ -304,27 +304,25 @@ impl Resolver {
     /// A and AAAA.
     pub fn check(&self, name: &str, ip: IpAddr, asking: Asking<'_>) -> Check {
         let Ok(name) = normalize(name) else { return Check::Unresolvable };
-        match self.check_normalized(&name, ip, asking) {
-            Check::Match => match asking.policy.and_then(|p| self.with_cache(|c| c.denied_link(&name, p))) {
-                Some(link) => Check::DeniedLink(link),
-                None => Check::Match,
-            },
-            other => other,
-        }
-    }
-
-    fn check_normalized(&self, name: &str, ip: IpAddr, asking: Asking<'_>) -> Check {
-        let name = name.to_owned();
+        // A match is judged by the name's recorded chain under the same
+        // lock that found it.
+        let judged = |c: &Cache| match asking.policy.and_then(|p| c.denied_link(&name, p)) {
+            Some(link) => Check::DeniedLink(link),
+            None => Check::Match,
+        };
         let now = Instant::now();
         if self.pinned(&name, ip) {
-            return Check::Match;
+            return self.with_cache(|c| judged(c));
         }
-        match self.with_cache(|c| c.check(&name, ip, now)) {
-            Cached::Match => return Check::Match,
-            Cached::Mismatch => return Check::Mismatch,
-            Cached::Unresolvable => return Check::Unresolvable,
-            Cached::Unavailable => return Check::Unavailable,
-            Cached::Lookup => {}
+        let cached = self.with_cache(|c| match c.check(&name, ip, now) {
+            Cached::Match => Some(judged(c)),
+            Cached::Mismatch => Some(Check::Mismatch),
+            Cached::Unresolvable => Some(Check::Unresolvable),
+            Cached::Unavailable => Some(Check::Unavailable),
+            Cached::Lookup => None,
+        });
+        if let Some(check) = cached {
+            return check;
         }
         if let Some(r) = self.hardening(&name, asking, now) {
             return Check::Hardened(r);
@@ -344,7 +342,10 @@ impl Resolver {
                 }
                 Err(()) => c.lookup_failed(&name, now),
             }
-            c.after_lookup(&name, ip, now)
+            match c.after_lookup(&name, ip, now) {
+                Check::Match => judged(c),
+                other => other,
+            }
         })
     }
 
@@ -580,28 +581,14 @@ mod tests {
     fn a_check_through_a_denylisted_link_is_refused() {
         use hickory_proto::rr::rdata::{A, CNAME};
         use hickory_proto::rr::{RData, Record};
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = sock.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            for _ in 0..4 {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else { return };
-                let q = Message::from_vec(&buf[..n]).unwrap();
-                let qq = q.queries[0].clone();
-                let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
-                r.add_query(qq.clone());
-                let target = Name::from_ascii("evil.example.").unwrap();
-                r.add_answer(Record::from_rdata(qq.name().clone(), 60, RData::CNAME(CNAME(target.clone()))));
-                if qq.query_type() == RecordType::A {
-                    r.add_answer(Record::from_rdata(target, 60, RData::A(A::new(192, 0, 2, 66))));
-                }
-                sock.send_to(&r.to_vec().unwrap(), from).unwrap();
+        let addr = upstream(4, |r, qq| {
+            let target = Name::from_ascii("evil.example.").unwrap();
+            r.add_answer(Record::from_rdata(qq.name().clone(), 60, RData::CNAME(CNAME(target.clone()))));
+            if qq.query_type() == RecordType::A {
+                r.add_answer(Record::from_rdata(target, 60, RData::A(A::new(192, 0, 2, 66))));
             }
         });
-        let mut up = Upstreams::new(vec![addr], None);
-        up.udp_timeout = Duration::from_millis(500);
-        up.udp_on_loopback = true;
-        let r = Resolver::new(up, Duration::from_secs(1), Duration::from_secs(60));
+        let r = resolver(vec![addr], PathBuf::from("/nonexistent/hosts"));
         let deny = yaml_policy("default_action: allow\ndenylist:\n  domains: [\"evil.example\"]\n");
         let open = yaml_policy("default_action: allow\ndenylist:\n  domains: [\"other.example\"]\n");
         let with = |p| Asking { policy: Some(p), ..ASK };
@@ -631,29 +618,14 @@ mod tests {
     fn resolver_over_a_real_socket() {
         use hickory_proto::rr::rdata::{A, AAAA};
         use hickory_proto::rr::{RData, Record};
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = sock.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            for _ in 0..8 {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else { return };
-                let q = Message::from_vec(&buf[..n]).unwrap();
-                let qq = q.queries[0].clone();
-                let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
-                r.add_query(qq.clone());
-                let data = match qq.query_type() {
-                    RecordType::A => RData::A(A::new(192, 0, 2, 10)),
-                    _ => RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10)),
-                };
-                r.add_answer(Record::from_rdata(qq.name().clone(), 60, data));
-                sock.send_to(&r.to_vec().unwrap(), from).unwrap();
-            }
+        let addr = upstream(8, |r, qq| {
+            let data = match qq.query_type() {
+                RecordType::A => RData::A(A::new(192, 0, 2, 10)),
+                _ => RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10)),
+            };
+            r.add_answer(Record::from_rdata(qq.name().clone(), 60, data));
         });
-        let mut up = Upstreams::new(vec![addr], None);
-        up.udp_timeout = Duration::from_millis(500);
-        // The stand-in is UDP on loopback (the TCP rule has its own tests).
-        up.udp_on_loopback = true;
-        let r = Resolver::new(up, Duration::from_secs(1), Duration::from_secs(60));
+        let r = resolver(vec![addr], PathBuf::from("/nonexistent/hosts"));
         assert_eq!(r.check("Www.Example.COM.", ip("192.0.2.10"), ASK), Check::Match);
         assert_eq!(r.check("www.example.com", ip("2001:db8::10"), ASK), Check::Match, "from the cache");
         assert_eq!(r.check("www.example.com", ip("192.0.2.99"), ASK), Check::Mismatch);
@@ -664,28 +636,19 @@ mod tests {
             "learned from egret's DNS"
         );
         assert_eq!(r.check("bad name!", ip("192.0.2.10"), ASK), Check::Unresolvable);
-        let dead = Resolver::new(
-            {
-                let mut u = Upstreams::new(
-                    vec![std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()],
-                    None,
-                );
-                u.udp_timeout = Duration::from_millis(200);
-                u.udp_on_loopback = true;
-                u
-            },
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-        );
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let dead = resolver(vec![silent], PathBuf::from("/nonexistent/hosts"));
         // Nobody answered: not a mismatch, the check could not be made.
         assert_eq!(dead.check("www.example.com", ip("192.0.2.10"), ASK), Check::Unavailable);
     }
 
-    /// A loopback DNS server answering every query with `rcode` (and an A
-    /// record 192.0.2.10 when NOERROR), `n` times.
-    fn server(rcode: ResponseCode, n: usize) -> std::net::SocketAddr {
-        use hickory_proto::rr::rdata::A;
-        use hickory_proto::rr::{RData, Record};
+    /// A loopback DNS server (UDP: the resolver's TCP rule has its own
+    /// tests) answering `n` queries, each reply (id and question set)
+    /// filled in by `answer`.
+    fn upstream(
+        n: usize,
+        answer: impl Fn(&mut Message, &hickory_proto::op::Query) + Send + 'static,
+    ) -> std::net::SocketAddr {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = sock.local_addr().unwrap();
         std::thread::spawn(move || {
@@ -695,15 +658,25 @@ mod tests {
                 let q = Message::from_vec(&buf[..len]).unwrap();
                 let qq = q.queries[0].clone();
                 let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
-                r.metadata.response_code = rcode;
                 r.add_query(qq.clone());
-                if rcode == ResponseCode::NoError && qq.query_type() == RecordType::A {
-                    r.add_answer(Record::from_rdata(qq.name().clone(), 60, RData::A(A::new(192, 0, 2, 10))));
-                }
+                answer(&mut r, &qq);
                 sock.send_to(&r.to_vec().unwrap(), from).unwrap();
             }
         });
         addr
+    }
+
+    /// A loopback DNS server answering every query with `rcode` (and an A
+    /// record 192.0.2.10 when NOERROR), `n` times.
+    fn server(rcode: ResponseCode, n: usize) -> std::net::SocketAddr {
+        use hickory_proto::rr::rdata::A;
+        use hickory_proto::rr::{RData, Record};
+        upstream(n, move |r, qq| {
+            r.metadata.response_code = rcode;
+            if rcode == ResponseCode::NoError && qq.query_type() == RecordType::A {
+                r.add_answer(Record::from_rdata(qq.name().clone(), 60, RData::A(A::new(192, 0, 2, 10))));
+            }
+        })
     }
 
     fn resolver(addrs: Vec<std::net::SocketAddr>, hosts: PathBuf) -> Resolver {
