@@ -130,6 +130,27 @@ print("|---" * (len(HEAD) + 1) + "|")
 for r in table:
     if any(c for c in r[1:]):
         print("| " + " | ".join(r) + " |")
+# COUNTS: perf event counts on the filter CPU per unit of work.
+UNITS = [("tls_c1", "rate", "conn"), ("tls_c16", "rate", "conn"), ("http_c16", "rate", "conn"),
+         ("keepalive_c16", "rate", "req"), ("bad_sni_c16", "errors_per_s", "conn"),
+         ("bad_host_c16", "rate", "conn")]
+events = sorted({m[2:] for (_, _, m) in rows if m.startswith("n:")})
+if events:
+    print("\nPerf event counts on the filter CPU per unit of work (medians over rounds):\n")
+    print("| workload | event | " + " | ".join(HEAD) + " |")
+    print("|---" * (len(HEAD) + 2) + "|")
+    for w, metric, unit in UNITS + [("bulk1", None, "MiB"), ("bulk8", None, "MiB")]:
+        for ev in events:
+            cells = []
+            for t in TARGETS:
+                c, n = get(t, w, "n:" + ev), get(t, w, metric) if metric else None
+                if metric:
+                    vs = [c[r] / (n[r] * secs) for r in c if r in n and n[r]]
+                else:
+                    vs = [c[r] / (bulk / 2**20) for r in c]
+                cells.append(f"{statistics.median(vs):.1f}" if vs else "")
+            if any(cells):
+                print(f"| {w} (per {unit}) | {ev} | " + " | ".join(cells) + " |")
 loads = sorted(get("all", "load", "load1").values())
 end = med("all", "load", "load1_end")
 print(f"\nload average (1 min) at round starts: {', '.join(f'{l:.2f}' for l in loads)}; at the end: {fmt(end, 2)}")

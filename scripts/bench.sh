@@ -28,6 +28,9 @@
 #   WORKLOADS="tls_c1 tls_c16 http_c16 keepalive_c16 bad bulk1 bulk8" (a subset, e.g.
 #   to profile one of them)  COOL=1.0 COOL_MAX=180 (each round waits up to COOL_MAX s for
 #   the 1-minute load to fall under COOL)  NO_BUILD=1 (use target/release/{egret,examples/dns_bench_server} as built)
+#   COUNTS="raw_syscalls:sys_enter,context-switches" (perf events counted on the filter CPU
+#   during each TCP run, reported per unit of work; add uprobes such as probe_libc:malloc
+#   made with `perf probe` to count allocations; empty: off)
 # Needs root and: nftables iproute2 openssl curl python3 nginx-light haproxy
 # socat wrk dnsperf dnsmasq-base (installed if missing).
 set -euo pipefail
@@ -218,6 +221,21 @@ threads() {
 }
 emit() { printf '%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$1" "$2" "$3" "$4" >> "$OUT"; } # target workload metric value
 hz=$(getconf CLK_TCK)
+COUNTS=${COUNTS:-}
+# Counts COUNTS' events on the filter CPU (only the filter runs there)
+# until stopped: counts_start; ...; counts_emit target workload.
+counts_start() {
+  [ -n "$COUNTS" ] || return 0
+  perf stat -C "$FILTER_CPU" -x, -e "$COUNTS" -o "$TMP/counts" -- sleep 600 &
+  COUNTS_PID=$!
+  sleep 0.1
+}
+counts_emit() { # target workload
+  [ -n "$COUNTS" ] || return 0
+  kill -INT "$COUNTS_PID"
+  wait "$COUNTS_PID" || true
+  awk -F, 'NF > 2 && $1 ~ /^[0-9]+$/ { print $3, $1 }' "$TMP/counts" | while read -r ev n; do emit "$1" "$2" "n:$ev" "$n"; done
+}
 
 ROUND=0
 emit all meta secs "$SECS"; emit all meta bulk "$BULK"
@@ -263,10 +281,12 @@ bench_wrk() { # target workload conns scheme host [wrk args]: one wrk run with C
   shift 5
   if [ "$scheme" = https ]; then port=${TLS_PORT[$t]}; else port=${HTTP_PORT[$t]}; fi
   echo "  $t $wl" >&2
+  counts_start
   t0=$(ticks "$t")
   read -r rate p50 p99 errs non2xx < <(wrk_run "$t" "$c" "$scheme://$host:$port/" "$@")
   sleep 0.2
   t1=$(ticks "$t")
+  counts_emit "$t" "$wl"
   emit "$t" "$wl" rate "$rate"; emit "$t" "$wl" p50_ms "$p50"; emit "$t" "$wl" p99_ms "$p99"
   emit "$t" "$wl" errors_per_s "$errs"; emit "$t" "$wl" non2xx "$non2xx"
   emit "$t" "$wl" cpu_s "$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { print (b - a) / hz }')"
@@ -276,6 +296,7 @@ bench_bulk() { # target conns
   local t=$1 n=$2 port=${HTTP_PORT[$1]} path t0 t1 s e
   if [ "$n" = 1 ]; then path=bulk; else path=bulk8; fi
   echo "  $t bulk$n" >&2
+  counts_start
   t0=$(ticks "$t"); s=$(date +%s.%N)
   local -a curls=()
   for _ in $(seq "$n"); do
@@ -284,6 +305,7 @@ bench_bulk() { # target conns
   done
   for c in "${curls[@]}"; do wait "$c" || true; done
   e=$(date +%s.%N); sleep 0.2; t1=$(ticks "$t")
+  counts_emit "$t" "bulk$n"
   emit "$t" "bulk$n" rate "$(awk -v s="$s" -v e="$e" -v b="$BULK" 'BEGIN { print b / (e - s) / 1e6 }')"
   emit "$t" "bulk$n" cpu_s "$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { print (b - a) / hz }')"
 }
