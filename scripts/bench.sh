@@ -232,8 +232,9 @@ counts_start() {
 }
 counts_emit() { # target workload
   [ -n "$COUNTS" ] || return 0
-  kill -INT "$COUNTS_PID"
-  wait "$COUNTS_PID" || true
+  # perf stat ends (and writes its counts) when its placeholder does.
+  pkill -INT -P "$COUNTS_PID" sleep 2> /dev/null || true
+  wait "$COUNTS_PID" 2> /dev/null || true
   awk -F, 'NF > 2 && $1 ~ /^[0-9]+$/ { print $3, $1 }' "$TMP/counts" | while read -r ev n; do emit "$1" "$2" "n:$ev" "$n"; done
 }
 

@@ -109,12 +109,14 @@ impl Learned {
         ips: &[(IpAddr, Duration)],
         now: std::time::Instant,
     ) -> Vec<(IpAddr, Duration)> {
-        self.chains.record(name, chain);
-        // Expired entries are dropped every so often, not on every add.
+        // Expired entries are dropped every so often, not on every add;
+        // before this answer's chain is recorded, which the prune would
+        // otherwise forget (its name has no address yet; round 9).
         self.adds += 1;
         if self.adds % 256 == 0 {
             self.prune(now);
         }
+        self.chains.record(name, chain);
         ips.iter()
             .map(|&(ip, ttl)| {
                 let exp = now + ttl;
@@ -439,5 +441,23 @@ mod tests {
         assert_eq!(got, [meta, public]);
         let got: Vec<IpAddr> = l.still_allowed(&compile(&[]), &g, t0).into_iter().map(|x| x.0).collect();
         assert_eq!(got, [public], "the guarded address is not put back");
+    }
+
+    /// Round 9: the answer that triggers the periodic prune keeps its
+    /// chain, so a reload that denylists its link does not replay it.
+    #[test]
+    fn the_answer_that_prunes_keeps_its_chain() {
+        let t0 = std::time::Instant::now();
+        let ttl = Duration::from_secs(60);
+        let mut l = Learned::default();
+        for i in 0..255 {
+            l.add(&format!("n{i}.test"), &[(format!("192.0.2.{}", i % 200 + 1).parse().unwrap(), ttl)], t0);
+        }
+        let a: IpAddr = "198.51.100.3".parse().unwrap();
+        l.add_chained("alias.test", &["evil.test".into()], &[(a, ttl)], t0);
+        let p = crate::policy::from_yaml("default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n");
+        let back = l.still_allowed(&p, &Guard::default(), t0);
+        assert!(!back.iter().any(|(ip, _)| *ip == a), "replayed through evil.test: {back:?}");
+        assert_eq!(back.len(), 200, "the others come back");
     }
 }
