@@ -175,11 +175,8 @@ impl Cache {
 
     /// Records the CNAME/DNAME targets an answer for `name` led through.
     pub fn chained(&mut self, name: &str, chain: &[String]) {
-        let Some(e) = self.names.get_mut(name) else { return };
-        for link in chain {
-            if !e.chain.contains(link) && e.chain.len() <= filter::MAX_LINKS {
-                e.chain.push(link.clone());
-            }
+        if let Some(e) = self.names.get_mut(name) {
+            filter::merge_links(&mut e.chain, chain);
         }
     }
 

@@ -281,6 +281,17 @@ pub fn denied_in(chain: &[String], policy: &Policy) -> Option<(String, Reason)> 
     })
 }
 
+/// Adds `chain`'s links not yet in `links`, up to [`MAX_LINKS`] + 1: one
+/// past the bound, so [`denied_in`] sees the kept chain as over-long.
+/// Shared by every keeper of chains (the check cache, [`Chains`]).
+pub fn merge_links(links: &mut Vec<String>, chain: &[String]) {
+    for link in chain {
+        if !links.contains(link) && links.len() <= MAX_LINKS {
+            links.push(link.clone());
+        }
+    }
+}
+
 /// The CNAME/DNAME targets each name's answers led through, merged over
 /// its answers (at most [`MAX_LINKS`] + 1 per name, so an over-long chain
 /// stays refused under a denylist of names). What is replayed after a
@@ -296,12 +307,7 @@ impl Chains {
         if chain.is_empty() {
             return;
         }
-        let links = self.0.entry(name.to_owned()).or_default();
-        for link in chain {
-            if !links.contains(link) && links.len() <= MAX_LINKS {
-                links.push(link.clone());
-            }
-        }
+        merge_links(self.0.entry(name.to_owned()).or_default(), chain);
     }
 
     /// Whether no answer of `name` led through a link `policy` denylists.

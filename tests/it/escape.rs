@@ -5240,7 +5240,8 @@ fn escape_170_the_answer_that_triggers_the_learned_prune_keeps_its_chain() {
     let pol = policy_file("escape-170", allow);
     let upstream = format!("{}:53", p.v4(2));
     // The hardening's per-zone budget would refuse 300 new names a minute.
-    let env = [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
+    let env =
+        [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
     let d = Daemon::start(&p.work, &pol, &env);
     let _echo = forbidden_echo(p, "7000", "");
     let to = s_addr(&p.v4(3), 7000);
