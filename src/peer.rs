@@ -183,12 +183,29 @@ fn cgroup_attr(mut attrs: &[u8]) -> Option<u64> {
 const TIMEOUT: Duration = Duration::from_millis(200);
 
 /// The owner of the local TCP socket `client` → `to`; `None` when the
-/// kernel does not know it (closed already) or cannot be asked. A socket
-/// per lookup: connection threads are kept for reuse, and a socket kept
-/// in each would hold a descriptor for as long.
+/// kernel does not know it (closed already) or cannot be asked. On a
+/// socket from [`POOL`]: a socket per lookup cost a `socket`, a
+/// `setsockopt` and a `close` per proxied connection (issue 22's
+/// counts), and one kept in each connection thread would hold a
+/// descriptor per idle thread.
 pub fn lookup(client: SocketAddr, to: SocketAddr) -> Option<Owner> {
-    ask(&request(1, client, to), client, to)
+    let mut d = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+    let found = d.ask(|seq| request(seq, client, to), client, to);
+    if d.fd.is_some() {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(d);
+        }
+    }
+    found
 }
+
+/// `sock_diag` sockets kept between the connection threads' lookups: a
+/// thread takes one (or opens one when none is free) and puts it back,
+/// up to [`POOL_MAX`]; the rest are closed. At most that many descriptors
+/// stay open for lookups whatever the number of connections.
+static POOL: Mutex<Vec<Diag>> = Mutex::new(Vec::new());
+const POOL_MAX: usize = 4;
 
 /// The owner of the local UDP socket `client` that sent to `to` (the
 /// destination it addressed, before any redirect); `None` as for
@@ -216,8 +233,14 @@ impl Diag {
 
     /// As [`lookup_udp`], on the kept socket.
     pub fn udp(&mut self, client: SocketAddr, to: SocketAddr) -> Option<Owner> {
+        self.ask(|seq| request_udp(seq, client, to), client, to)
+    }
+
+    /// Sends the request `make` builds for the next sequence number and
+    /// reads its answer; a socket that failed is dropped.
+    fn ask(&mut self, make: impl FnOnce(u32) -> Vec<u8>, client: SocketAddr, to: SocketAddr) -> Option<Owner> {
         self.seq = self.seq.wrapping_add(1).max(1);
-        let req = request_udp(self.seq, client, to);
+        let req = make(self.seq);
         let fd = match self.fd.take() {
             Some(fd) => fd,
             None => match open() {
@@ -538,6 +561,36 @@ mod tests {
         let owner = lookup(peer, l.local_addr().unwrap()).expect("the kernel knows our own socket");
         assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
         drop(c);
+    }
+
+    #[test]
+    fn pooled_sockets_answer_many_threads_and_stay_bounded() {
+        // Eight threads look up their own connections at once, and a
+        // closed one: every answer is the right one (a pooled socket
+        // carries no late answer into the next lookup), and no more than
+        // POOL_MAX sockets are kept.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = l.local_addr().unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        let c = std::net::TcpStream::connect(to).unwrap();
+                        let from = c.local_addr().unwrap();
+                        assert_eq!(lookup(from, to).map(|o| o.uid), Some(me), "{from}");
+                        drop(c);
+                        let unknown: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, 1).into();
+                        assert_eq!(lookup(unknown, to), None, "no socket {unknown} -> {to}");
+                    }
+                });
+            }
+            for _ in 0..160 {
+                drop(l.accept().unwrap());
+            }
+        });
+        let kept = POOL.lock().unwrap().len();
+        assert!((1..=POOL_MAX).contains(&kept), "{kept} sockets kept");
     }
 
     #[test]
