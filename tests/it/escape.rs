@@ -5262,3 +5262,112 @@ fn escape_170_the_answer_that_triggers_the_learned_prune_keeps_its_chain() {
     let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
     assert!(!o.text().contains("echo:"), "evil.test's address came back under an alias: {o:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Round 10: CNAME/DNAME chains, denylisted links, and what a reload replays.
+
+/// A name from raw label bytes (any byte the wire allows), fully qualified.
+fn raw_name(labels: &[&[u8]]) -> hickory_proto::rr::Name {
+    let mut n = hickory_proto::rr::Name::from_labels(labels.iter().map(|l| l.to_vec())).expect("raw name");
+    n.set_fqdn(true);
+    n
+}
+
+/// The key `dnsauth` files a name under (as it follows a chain).
+fn auth_key(n: &hickory_proto::rr::Name) -> String {
+    n.to_ascii().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// CNAME targets under `evil.test` whose first label the policy's name
+/// syntax refuses (a byte outside letters/digits/`-`/`_`, a hyphen at
+/// the edge, a literal `*`), with the alias in `*.test` leading to each;
+/// and the control `ok.test` → `x.evil.test`, a valid name there.
+const ODD_LINKS: [(&str, &[u8]); 5] = [
+    ("bang.test", b"x!"),
+    ("star.test", b"*"),
+    ("dash.test", b"-x"),
+    ("space.test", b"x y"),
+    ("nul.test", b"x\x00"),
+];
+
+fn odd_link_world() -> World {
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::RData;
+    crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        let mut add = |alias: &str, first: &[u8]| {
+            let target = raw_name(&[first, b"evil", b"test"]);
+            z.records.push((auth_key(&target), 300, RData::A(A(three))));
+            z.records.push((alias.to_owned(), 300, RData::CNAME(CNAME(target))));
+        };
+        add("ok.test", b"x");
+        for (alias, first) in ODD_LINKS {
+            add(alias, first);
+        }
+        z
+    })
+}
+
+#[test]
+fn escape_171_a_link_under_a_denylisted_zone_in_a_label_the_policy_cannot_read() {
+    // `evil.test` and `*.evil.test` denylisted. `ok.test` CNAME
+    // `x.evil.test` is refused (the control). The other aliases lead to
+    // names in the same subtree whose first label is not a host name
+    // label (`x!`, `*`, `-x`, `x y`, `x\0`): names the DNS carries and a
+    // resolver follows (a wildcard under evil.test answers them all).
+    // `denied_in` asks `policy.decide` of each link, and a name that does
+    // not normalise decides as `invalid-name`, not `denylisted`: is the
+    // link then judged clean, and evil.test's address served (dns,
+    // https), learned (dns-strict) or replayed after a reload?
+    let deny = "denylist:\n  domains: [\"evil.test\", \"*.evil.test\"]\n";
+    let mut found = Vec::new();
+    for mode in ["dns", "dns-strict", "https"] {
+        let w = odd_link_world();
+        let p = &w.p;
+        let yaml = match mode {
+            "dns-strict" => format!("default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n{deny}"),
+            _ => format!("default_action: allow\n{deny}"),
+        };
+        let pol = policy_file(&format!("escape-171-{mode}"), &yaml);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", mode), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000", "");
+        let evil = p.v4(3);
+        if mode == "https" {
+            let to = s_addr(&evil, 80);
+            http(&p.work, to, &get("evil.test")).assert_not_served("https: control: evil.test itself");
+            http(&p.work, to, &get("ok.test")).assert_not_served("https: control: ok.test via x.evil.test");
+            let o = http(&p.work, s_addr(&p.v4(2), 80), &get("allowed.test"));
+            assert!(o.text().contains("hello from"), "https: control: allowed.test is not served: {o:?}");
+            for (alias, first) in ODD_LINKS {
+                let o = http(&p.work, to, &get(alias));
+                if o.text().contains("hello from") {
+                    found.push(format!("https: {alias} (via {:?}.evil.test) served from {evil}", util::text(first)));
+                }
+            }
+        } else {
+            assert!(!dig_short(p, "evil.test").contains(&evil), "{mode}: control: evil.test itself was served");
+            let ok = dig_short(p, "ok.test");
+            assert!(!ok.contains(&evil), "{mode}: control: ok.test via x.evil.test was served: {ok}");
+            let to = s_addr(&evil, 7000);
+            if mode == "dns-strict" {
+                let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+                assert!(!o.text().contains("echo:"), "{mode}: control: {evil}:7000 open before any alias: {o:?}");
+            }
+            for (alias, first) in ODD_LINKS {
+                let a = dig_short(p, alias);
+                if a.contains(&evil) {
+                    found.push(format!("{mode}: {alias} served {evil} via {:?}.evil.test: {}", util::text(first), a.trim().replace('\n', " ")));
+                }
+            }
+            if mode == "dns-strict" {
+                let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+                if o.text().contains("echo:") {
+                    found.push(format!("{mode}: evil.test's {evil}:7000 opened (learned through the odd links)"));
+                }
+            }
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
