@@ -5371,3 +5371,44 @@ fn escape_171_a_link_under_a_denylisted_zone_in_a_label_the_policy_cannot_read()
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn escape_172_a_reload_replays_an_address_learned_through_an_unreadable_link() {
+    // Strict DNS mode, `*.test` allowed, nothing denylisted yet. An alias
+    // is answered (evil.test's address learned under it); a reload then
+    // denylists `evil.test` and `*.evil.test`. The control leads through
+    // `x.evil.test` (escape_151's case: not replayed); the attack through
+    // `x!.evil.test`, which `denied_in` cannot decide as denylisted.
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let deny = "denylist:\n  domains: [\"evil.test\", \"*.evil.test\"]\n";
+    let mut found = Vec::new();
+    for alias in ["ok.test", "bang.test"] {
+        let w = odd_link_world();
+        let p = &w.p;
+        let pol = policy_file(&format!("escape-172-{alias}"), allow);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(
+            &p.work,
+            &pol,
+            &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())],
+        );
+        let _echo = forbidden_echo(p, "7000", "");
+        let to = s_addr(&p.v4(3), 7000);
+        let answer = dig_short(p, alias);
+        assert!(answer.contains(&p.v4(3)), "control: {alias} is not answered: {answer}");
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        assert!(o.text().contains("echo:"), "control: {alias}: the learned address is not open: {o:?}");
+        std::fs::write(&pol, format!("{allow}{deny}")).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        let open = o.text().contains("echo:");
+        if alias == "ok.test" {
+            assert!(!open, "control: x.evil.test's address came back under ok.test: {o:?}");
+        } else if open {
+            found.push(format!("{alias}: {}:7000 replayed after the reload denylisted *.evil.test", p.v4(3)));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
