@@ -5412,3 +5412,61 @@ fn escape_172_a_reload_replays_an_address_learned_through_an_unreadable_link() {
     }
     assert!(found.is_empty(), "{found:?}");
 }
+
+#[test]
+fn escape_173_a_reload_during_a_slow_refresh_of_a_name_with_ports() {
+    // HTTPS mode, `tcp/alias.test:7000` allowed, alias.test a CNAME to
+    // evil.test at .3. The upstream is slow (1.5 s an answer, so a
+    // refresh, A then AAAA, takes 3 s) and the answer's TTL short (5 s,
+    // `DNS_TTL_MIN=5s`): the refresher asks again every ~5 s. A reload
+    // denylisting evil.test is timed to land inside one refresh. The
+    // refresher judged that refresh's chain by the policy it read when it
+    // started: does it open .3:7000 in the new ruleset, after the replay
+    // that (rightly) left it out?
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::{Name, RData};
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 5);
+        z.records.push(("evil.test".into(), 5, RData::A(A(three))));
+        let target = Name::from_ascii("evil.test.").expect("name");
+        z.records.push(("alias.test".into(), 5, RData::CNAME(CNAME(target))));
+        z.delay = Duration::from_millis(1500);
+        z
+    });
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\"]\n";
+    let pol = policy_file("escape-173", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_TTL_MIN", "5s")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    d.wait_log("alias.test: 1 address(es) open on its ports", Duration::from_secs(20));
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(o.text().contains("echo:"), "control: the named port is not open: {o:?}");
+    // The next refresh: due 5 s after that line, started within the
+    // refresher's 500 ms tick, 3 s long. The file watcher polls every
+    // 500 ms: written at +5.8 s, the reload lands in [+5.8, +6.3] s.
+    let seen = d.wait_log("alias.test: 1 address(es) open on its ports", Duration::from_secs(20));
+    let at = Instant::now();
+    eprintln!("refresh seen: {seen}");
+    std::thread::sleep(Duration::from_millis(5800).saturating_sub(at.elapsed()));
+    std::fs::write(&pol, format!("{allow}denylist:\n  domains: [\"evil.test\"]\n")).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    let reloaded = at.elapsed();
+    d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    // What the refresher says next: the refresh in flight.
+    let next = d.wait_log("alias.test: ", Duration::from_secs(15));
+    let after = at.elapsed();
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    let open = o.text().contains("echo:");
+    eprintln!("reloaded at +{reloaded:?}; next refresher line at +{after:?}: {next}; open: {open}");
+    // Control: the refresh after that one judges by the new policy.
+    let later = d.wait_log("alias.test: ", Duration::from_secs(15));
+    assert!(later.contains("not opened"), "control: a refresh under the new policy opened it: {later}");
+    assert!(
+        !open,
+        "{}:7000 opened after the reload that denylisted evil.test (refresher: {next:?})",
+        p.v4(3)
+    );
+}
