@@ -5470,3 +5470,82 @@ fn escape_173_a_reload_during_a_slow_refresh_of_a_name_with_ports() {
         p.v4(3)
     );
 }
+
+/// Workload processes (uid 65534) asking `name` A through egret's
+/// resolver `count` times each, as fast as answers come back; killed by
+/// pid when dropped.
+struct DigFlood(Vec<std::process::Child>, std::path::PathBuf);
+
+impl DigFlood {
+    fn start(p: &Pair, name: &str, procs: usize, count: usize, tag: &str) -> DigFlood {
+        let batch = std::env::temp_dir().join(format!("egret-{tag}-{}.txt", std::process::id()));
+        let lines: String = (0..count).map(|_| format!("{name} A\n")).collect();
+        std::fs::write(&batch, lines).expect("write the dig batch");
+        let server = format!("@{}", p.v4(2));
+        let kids = (0..procs)
+            .map(|_| {
+                let mut c = as_workload(&p.work, Priv::Nobody);
+                c.args(["dig", server.as_str(), "+short", "+time=1", "+tries=1", "-f"]).arg(&batch);
+                c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+                c.spawn().expect("spawn dig")
+            })
+            .collect();
+        DigFlood(kids, batch)
+    }
+}
+
+impl Drop for DigFlood {
+    fn drop(&mut self) {
+        for k in &mut self.0 {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+        let _ = std::fs::remove_file(&self.1);
+    }
+}
+
+#[test]
+fn escape_174_answers_in_flight_while_a_reload_swaps_the_policy_are_learned_into_the_new_ruleset() {
+    // Strict DNS mode, `*.test` allowed, alias.test a CNAME to evil.test
+    // at .3. The workload keeps asking alias.test while a reload
+    // denylists evil.test. The reloader applies the new ruleset (learned
+    // sets empty), replays what the new policy allows, and only then
+    // swaps the policy handle: an answer delivered in between is judged
+    // by the old policy (its chain clean) and learned into the new
+    // ruleset. Up to five reload pairs (off, then on again), each checked
+    // once the flood is answered NXDOMAIN.
+    let w = cname_world();
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let deny = format!("{allow}denylist:\n  domains: [\"evil.test\"]\n");
+    let pol = policy_file("escape-174", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    // The flood outruns the hardening's per-client rate (50 q/s).
+    let env = [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    let open = || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
+    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
+    assert!(open(), "control: the learned address is not open");
+    let mut leaked = None;
+    for round in 0..5 {
+        let flood = DigFlood::start(p, "alias.test", 3, 20_000, "escape-174");
+        std::thread::sleep(Duration::from_millis(700));
+        std::fs::write(&pol, &deny).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(300));
+        drop(flood);
+        let refused = dig_short(p, "alias.test");
+        assert!(!refused.contains(&p.v4(3)), "control: served after the reload: {refused}");
+        if open() {
+            leaked = Some(round);
+            break;
+        }
+        std::fs::write(&pol, allow).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+    }
+    let served = d.events.try_iter().filter(|e| e["qname"] == "alias.test").count();
+    eprintln!("alias.test events: {served}");
+    assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} denylisted evil.test", p.v4(3));
+}
