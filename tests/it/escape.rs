@@ -5549,3 +5549,51 @@ fn escape_174_answers_in_flight_while_a_reload_swaps_the_policy_are_learned_into
     eprintln!("alias.test events: {served}");
     assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} denylisted evil.test", p.v4(3));
 }
+
+#[test]
+fn escape_175_the_in_flight_reload_window_with_the_hardening_on_and_for_a_revoked_name() {
+    // escape_174 under the defaults an operator runs with: the hardening
+    // on (50 q/s a client), one unprivileged workload process. Two
+    // reloads: one that denylists alias.test's link (evil.test), one that
+    // revokes evil.test itself (asked directly: no chain at all; the
+    // allowlist shrinks from `*.test` to `allowed.test`). After each, is
+    // evil.test's .3:7000 open though nothing the new policy allows leads
+    // there? Up to eight reload pairs each.
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let mut found = Vec::new();
+    for (case, asked, narrowed) in [
+        ("link", "alias.test", format!("{allow}denylist:\n  domains: [\"evil.test\"]\n")),
+        ("revoked", "evil.test", "default_action: deny\nallowlist:\n  domains: [\"allowed.test\"]\n".to_owned()),
+    ] {
+        let w = cname_world();
+        let p = &w.p;
+        let pol = policy_file(&format!("escape-175-{case}"), allow);
+        let upstream = format!("{}:53", p.v4(2));
+        let env = [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())];
+        let d = Daemon::start(&p.work, &pol, &env);
+        let _echo = forbidden_echo(p, "7000", "");
+        let to = s_addr(&p.v4(3), 7000);
+        let open =
+            || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
+        assert!(dig_short(p, asked).contains(&p.v4(3)), "{case}: control: {asked} is not answered");
+        assert!(open(), "{case}: control: the learned address is not open");
+        for round in 0..8 {
+            let flood = DigFlood::start(p, asked, 1, 5_000, &format!("escape-175-{case}"));
+            std::thread::sleep(Duration::from_millis(700));
+            std::fs::write(&pol, &narrowed).expect("rewrite policy");
+            d.wait_log("policy reloaded", Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(300));
+            drop(flood);
+            let refused = dig_short(p, asked);
+            assert!(!refused.contains(&p.v4(3)), "{case}: control: served after the reload: {refused}");
+            if open() {
+                found.push(format!("{case}: {}:7000 open after reload {round} (asking {asked})", p.v4(3)));
+                break;
+            }
+            std::fs::write(&pol, allow).expect("rewrite policy");
+            d.wait_log("policy reloaded", Duration::from_secs(10));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
