@@ -5597,3 +5597,87 @@ fn escape_175_the_in_flight_reload_window_with_the_hardening_on_and_for_a_revoke
     }
     assert!(found.is_empty(), "{found:?}");
 }
+
+/// Records for [`crate::dnsauth::Zone::raw`].
+mod rr {
+    use hickory_proto::rr::rdata::{NULL, A, CNAME};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+    pub fn name(s: &str) -> Name {
+        Name::from_ascii(s).expect("name")
+    }
+
+    pub fn cname(from: &str, to: &str) -> Record {
+        Record::from_rdata(name(from), 300, RData::CNAME(CNAME(name(to))))
+    }
+
+    pub fn a(owner: &str, ip: std::net::Ipv4Addr) -> Record {
+        Record::from_rdata(name(owner), 300, RData::A(A(ip)))
+    }
+
+    /// A DNAME whose RDATA is `wire` as it is.
+    pub fn dname_wire(from: &str, wire: Vec<u8>) -> Record {
+        Record::from_rdata(name(from), 300, RData::Unknown { code: RecordType::DNAME, rdata: NULL::with(wire) })
+    }
+
+    pub fn dname(from: &str, to: &str) -> Record {
+        let mut wire = Vec::new();
+        name(to).emit(&mut BinEncoder::new(&mut wire)).expect("emit");
+        dname_wire(from, wire)
+    }
+}
+
+#[test]
+fn escape_176_dname_answers_into_a_denylisted_zone() {
+    // DNS mode, default allow. `dn.test` DNAME `evil.test` (RFC 6672: the
+    // whole subtree, `www.dn.test` → `www.evil.test`), answers built as
+    // records: (a) DNAME with the synthesised CNAME, (b) the DNAME alone,
+    // (c) a DNAME whose target egret cannot read (a compression pointer in
+    // its RDATA) beside the synthesised CNAME, all under a denylist of
+    // `evil.test` and `*.evil.test`; (e) the DNAME alone under a denylist
+    // of `*.evil.test` only (the subtree's hosts, not the apex): the name
+    // the DNAME leads to is `e.evil.test`, but the chain egret judges holds
+    // only the DNAME's target, the apex. Is evil.test's address served?
+    use hickory_proto::rr::RecordType;
+    let raw = |three| {
+        let evil_a = |q: &str| rr::a(&format!("{q}.evil.test."), three);
+        vec![
+            ("a.dn.test", vec![rr::dname("dn.test.", "evil.test."), rr::cname("a.dn.test.", "a.evil.test."), evil_a("a")]),
+            ("b.dn.test", vec![rr::dname("dn.test.", "evil.test."), evil_a("b")]),
+            (
+                "c.dn.test",
+                vec![rr::dname_wire("dn.test.", vec![0xc0, 0x0c]), rr::cname("c.dn.test.", "c.evil.test."), evil_a("c")],
+            ),
+            ("e.dn.test", vec![rr::dname("dn.test.", "evil.test."), evil_a("e")]),
+            ("ok.dn.test", vec![rr::dname("dn.test.", "cdn.test."), rr::cname("ok.dn.test.", "ok.cdn.test."), rr::a("ok.cdn.test.", three)]),
+        ]
+    };
+    let mut found = Vec::new();
+    for (deny, cases) in [
+        ("[\"evil.test\", \"*.evil.test\"]", &["a.dn.test", "b.dn.test", "c.dn.test"][..]),
+        ("[\"*.evil.test\"]", &["e.dn.test"][..]),
+    ] {
+        let w = crate::run::world_with(|two, three| {
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            for (q, recs) in raw(three) {
+                z.raw.push((q.to_owned(), RecordType::A, vec![recs]));
+            }
+            z
+        });
+        let p = &w.p;
+        let pol = policy_file("escape-176", &format!("default_action: allow\ndenylist:\n  domains: {deny}\n"));
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let ok = dig_short(p, "ok.dn.test");
+        assert!(ok.contains(&p.v4(3)), "control: ok.dn.test (DNAME to cdn.test) is not answered: {ok}");
+        for q in cases {
+            let got = dig_short(p, q);
+            if got.contains(&p.v4(3)) {
+                found.push(format!("denylist {deny}: {q} served {}: {}", p.v4(3), got.trim().replace('\n', " ")));
+            }
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
