@@ -5681,3 +5681,41 @@ fn escape_176_dname_answers_into_a_denylisted_zone() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn escape_177_a_chain_that_changes_between_lookups_then_a_reload() {
+    // Strict DNS mode, `*.test` allowed. rot1.test is answered first
+    // through cdn.test, then through evil.test, then through cdn.test
+    // again; rot2.test first through evil.test, then clean. Both end at
+    // .3. A reload then denylists evil.test: does the clean answer that
+    // came last wash out the one through evil.test?
+    use hickory_proto::rr::RecordType;
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        let via = |q: &str, link: &str| vec![rr::cname(&format!("{q}."), &format!("{link}.")), rr::a(&format!("{link}."), three)];
+        z.raw.push(("rot1.test".into(), RecordType::A, vec![via("rot1.test", "cdn.test"), via("rot1.test", "evil.test"), via("rot1.test", "cdn.test")]));
+        z.raw.push(("rot2.test".into(), RecordType::A, vec![via("rot2.test", "evil.test"), via("rot2.test", "cdn.test")]));
+        z
+    });
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let pol = policy_file("escape-177", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    for (q, n) in [("rot1.test", 3), ("rot2.test", 2)] {
+        for i in 0..n {
+            let got = dig_short(p, q);
+            assert!(got.contains(&p.v4(3)), "control: {q} answer {i}: {got}");
+        }
+    }
+    assert_eq!(w.dns.count("rot1.test", "udp") + w.dns.count("rot2.test", "udp"), 5, "control: every lookup went upstream");
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(o.text().contains("echo:"), "control: the learned address is not open: {o:?}");
+    std::fs::write(&pol, format!("{allow}denylist:\n  domains: [\"evil.test\"]\n")).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(!o.text().contains("echo:"), "{}:7000 came back after a reload denylisting a link of an earlier answer: {o:?}", p.v4(3));
+}
