@@ -5719,3 +5719,97 @@ fn escape_177_a_chain_that_changes_between_lookups_then_a_reload() {
     let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
     assert!(!o.text().contains("echo:"), "{}:7000 came back after a reload denylisting a link of an earlier answer: {o:?}", p.v4(3));
 }
+
+/// A TLS-looking connection held open from inside `ns`: a ClientHello
+/// naming `sni`, then "a\n"; on `go`, "b\n". Sends `true` on `ready`
+/// once "a" came back echoed; returns whether "b" did (within 3 s).
+fn held_tls(
+    ns: &str,
+    to: SocketAddr,
+    sni: &'static str,
+    ready: std::sync::mpsc::Sender<bool>,
+    go: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<(bool, String)> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let read_until = |s: &mut TcpStream, want: &[u8], got: &mut Vec<u8>| {
+                let start = Instant::now();
+                let mut buf = [0u8; 4096];
+                while start.elapsed() < Duration::from_secs(3) {
+                    if got.windows(want.len()).any(|w| w == want) {
+                        return true;
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => return false,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+                        Err(_) => return false,
+                    }
+                }
+                got.windows(want.len()).any(|w| w == want)
+            };
+            let Ok(mut s) = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT) else {
+                let _ = ready.send(false);
+                return (false, "connect failed".to_owned());
+            };
+            s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+            let mut first = hello(Some(sni.as_bytes()), 0);
+            first.extend_from_slice(b"\na\n");
+            let mut got = Vec::new();
+            let up = s.write_all(&first).is_ok() && read_until(&mut s, b"echo:a\n", &mut got);
+            let _ = ready.send(up);
+            if !up || go.recv_timeout(Duration::from_secs(30)).is_err() {
+                return (false, "not relayed before the reload".to_owned());
+            }
+            let mut after = Vec::new();
+            let b = s.write_all(b"b\n").is_ok() && read_until(&mut s, b"echo:b\n", &mut after);
+            (b, util::text(&after))
+        })
+    })
+}
+
+#[test]
+fn escape_178_an_open_connection_through_a_link_a_reload_denylists() {
+    // HTTPS mode, default allow. A TLS connection names alias.test (a
+    // CNAME to evil.test) and goes to evil.test's .3:443: allowed (not
+    // denylisted, resolves there through the chain) and relayed. A reload
+    // then denylists evil.test: new connections for alias.test are
+    // refused (the check judges the cached chain), and the reload cuts the
+    // open connections the new policy no longer allows. It judges a
+    // connection by its name and address: is the one that reached evil.test
+    // through the chain cut, as one that named evil.test is?
+    let w = cname_world();
+    let p = &w.p;
+    let pol = policy_file("escape-178", "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "443", "");
+    let to = s_addr(&p.v4(3), 443);
+    let mut held = Vec::new();
+    for sni in ["alias.test", "evil.test"] {
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        let (gtx, grx) = std::sync::mpsc::channel();
+        let h = held_tls(&p.work, to, sni, rtx, grx);
+        assert_eq!(rrx.recv_timeout(Duration::from_secs(10)), Ok(true), "control: {sni} to .3:443 is not relayed");
+        held.push((sni, gtx, h));
+    }
+    std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n").expect("rewrite");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    // Control: a new connection naming alias.test is refused now.
+    let mut fresh = hello(Some(b"alias.test"), 0);
+    fresh.extend_from_slice(b"\nc\n");
+    let o = tcp(&p.work, to, vec![fresh], Duration::ZERO, CLIENT_TIMEOUT);
+    o.assert_not_served("control: a new alias.test connection after the reload");
+    let mut kept = Vec::new();
+    for (sni, go, h) in held {
+        let _ = go.send(());
+        let (b, text) = h.join().expect("held connection");
+        kept.push((sni, b, text));
+    }
+    eprintln!("after the reload: {kept:?}");
+    let evil = kept.iter().find(|k| k.0 == "evil.test").expect("evil");
+    assert!(!evil.1, "control: the connection naming evil.test was not cut: {:?}", evil.2);
+    let alias = kept.iter().find(|k| k.0 == "alias.test").expect("alias");
+    assert!(!alias.1, "the connection to evil.test's .3:443 through alias.test kept flowing after the reload: {:?}", alias.2);
+}
