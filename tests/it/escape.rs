@@ -5813,3 +5813,64 @@ fn escape_178_an_open_connection_through_a_link_a_reload_denylists() {
     let alias = kept.iter().find(|k| k.0 == "alias.test").expect("alias");
     assert!(!alias.1, "the connection to evil.test's .3:443 through alias.test kept flowing after the reload: {:?}", alias.2);
 }
+
+#[test]
+fn escape_179_an_https_record_whose_target_name_is_in_a_denylisted_zone() {
+    // Strict DNS mode, `*.test` allowed, `evil.test` and `*.evil.test`
+    // denylisted. `svc.test HTTPS 1 x.evil.test. ipv4hint=<.3>`: the
+    // service's endpoint is x.evil.test (RFC 9460 §2.4.2: the TargetName),
+    // and the hint is its address; egret learns hints as addresses
+    // (`filter::https_record_hints_are_addresses`) but its chain holds
+    // CNAME/DNAME targets only.
+    // The control reaches the same record through a CNAME to x.evil.test.
+    use hickory_proto::rr::rdata::svcb::{IpHint, SvcParamKey, SvcParamValue, SVCB};
+    use hickory_proto::rr::rdata::{A, HTTPS};
+    use hickory_proto::rr::{RData, Record, RecordType};
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        let svcb = |owner: &str| {
+            let v = SVCB::new(
+                1,
+                rr::name("x.evil.test."),
+                vec![(SvcParamKey::Ipv4Hint, SvcParamValue::Ipv4Hint(IpHint(vec![A(three)])))],
+            );
+            Record::from_rdata(rr::name(owner), 300, RData::HTTPS(HTTPS(v)))
+        };
+        z.raw.push(("svc.test".into(), RecordType::HTTPS, vec![vec![svcb("svc.test.")]]));
+        z.raw.push((
+            "cn.test".into(),
+            RecordType::HTTPS,
+            vec![vec![rr::cname("cn.test.", "x.evil.test."), svcb("x.evil.test.")]],
+        ));
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file(
+        "escape-179",
+        "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\", \"*.evil.test\"]\n",
+    );
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    let https = |name: &str| {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["dig", &format!("@{}", p.v4(2)), name, "HTTPS", "+short", "+time=2", "+tries=1"]);
+        util::run(c).1
+    };
+    let cn = https("cn.test");
+    assert!(!cn.contains(&p.v4(3)), "control: cn.test through the CNAME to x.evil.test was served: {cn}");
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(!o.text().contains("echo:"), "control: .3:7000 open before svc.test: {o:?}");
+    let svc = https("svc.test");
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    let mut found = Vec::new();
+    if svc.contains(&p.v4(3)) {
+        found.push(format!("svc.test served its x.evil.test endpoint's hint: {}", svc.trim()));
+    }
+    if o.text().contains("echo:") {
+        found.push(format!("{}:7000 opened by the hint of an endpoint in the denylisted zone", p.v4(3)));
+    }
+    drop(d);
+    assert!(found.is_empty(), "{found:?}");
+}
