@@ -5874,3 +5874,39 @@ fn escape_179_an_https_record_whose_target_name_is_in_a_denylisted_zone() {
     drop(d);
     assert!(found.is_empty(), "{found:?}");
 }
+
+#[test]
+fn escape_180_a_reload_that_gives_a_link_ports_replays_the_alias_on_every_port() {
+    // Strict DNS mode, allowlist `alias.test` (a CNAME to evil.test at
+    // .3): the answer opens .3 on every port. A reload adds
+    // `tcp/evil.test:7001`: from then on an answer that leads through
+    // evil.test opens .3 on TCP 7001 only (escape_90). Does the replay of
+    // the learned addresses put .3 back on every port?
+    let w = cname_world();
+    let p = &w.p;
+    let before = "allowlist:\n  domains: [\"alias.test\"]\n";
+    let after = "allowlist:\n  domains: [\"alias.test\", \"tcp/evil.test:7001\"]\n";
+    let pol = policy_file("escape-180", before);
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000,7001", "");
+    let on = |port| {
+        tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+            .text()
+            .contains("echo:")
+    };
+    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
+    assert!(on(7000), "control: alias.test's answer did not open .3:7000 under the first policy");
+    std::fs::write(&pol, after).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    let replayed = on(7000);
+    drop(d);
+    // Control: started with the second policy, the same answer opens 7001 only.
+    let d = Daemon::start(&p.work, &pol, &env);
+    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
+    assert!(!on(7000) && on(7001), "control: a fresh answer under the second policy is not limited to 7001");
+    drop(d);
+    assert!(!replayed, "{}:7000 replayed after the reload limited evil.test to TCP 7001", p.v4(3));
+}
