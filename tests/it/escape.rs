@@ -5910,3 +5910,76 @@ fn escape_180_a_reload_that_gives_a_link_ports_replays_the_alias_on_every_port()
     drop(d);
     assert!(!replayed, "{}:7000 replayed after the reload limited evil.test to TCP 7001", p.v4(3));
 }
+
+/// `cname_world`'s zone plus `db.test` at the upstream's .3 (the
+/// address evil.test has).
+fn shared_world() -> World {
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::{Name, RData};
+    crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("evil.test".into(), 300, RData::A(A(three))));
+        z.records.push(("db.test".into(), 300, RData::A(A(three))));
+        z.records.push(("alias.test".into(), 300, RData::CNAME(CNAME(Name::from_ascii("evil.test.").expect("name")))));
+        z
+    })
+}
+
+#[test]
+fn escape_181_a_shared_address_and_a_reload_that_adds_ports_and_denylists_the_link() {
+    // Strict DNS mode. (a) One address, .3, answered for db.test (a name
+    // with ports, `tcp/db.test:7001`) and for alias.test (allowed, a CNAME
+    // to evil.test). A reload denylists evil.test: db.test deserves
+    // .3:7001 still; does anything more come back (.3:7000)? (b) alias.test
+    // allowed outright, answered through evil.test; a reload turns it into
+    // `tcp/alias.test:7000` and denylists evil.test in the same edit: is
+    // .3:7000 replayed as the new entry's port?
+    let upstream_of = |p: &Pair| format!("{}:53", p.v4(2));
+    let mut found = Vec::new();
+    let cases: [(&str, &str, &str, &[&str], &[u16], u16); 2] = [
+        (
+            "shared",
+            "allowlist:\n  domains: [\"alias.test\", \"tcp/db.test:7001\"]\n",
+            "default_action: deny\nallowlist:\n  domains: [\"alias.test\", \"tcp/db.test:7001\"]\ndenylist:\n  domains: [\"evil.test\"]\n",
+            &["db.test", "alias.test"],
+            &[7001],
+            7000,
+        ),
+        (
+            "ports-added",
+            "allowlist:\n  domains: [\"alias.test\"]\n",
+            "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\"]\ndenylist:\n  domains: [\"evil.test\"]\n",
+            &["alias.test"],
+            &[],
+            7000,
+        ),
+    ];
+    for (case, before, after, asked, kept, shut) in cases {
+        let w = shared_world();
+        let p = &w.p;
+        let pol = policy_file(&format!("escape-181-{case}"), before);
+        let upstream = upstream_of(p);
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000,7001", "");
+        let on = |port| {
+            tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+                .text()
+                .contains("echo:")
+        };
+        for q in asked {
+            assert!(dig_short(p, q).contains(&p.v4(3)), "{case}: control: {q} is not answered");
+        }
+        assert!(on(shut), "{case}: control: .3:{shut} is not open before the reload");
+        std::fs::write(&pol, after).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+        for port in kept {
+            assert!(on(*port), "{case}: control: .3:{port}, which the new policy still gives, is closed");
+        }
+        if on(shut) {
+            found.push(format!("{case}: .3:{shut} open after the reload"));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
