@@ -5983,3 +5983,47 @@ fn escape_181_a_shared_address_and_a_reload_that_adds_ports_and_denylists_the_li
     }
     assert!(found.is_empty(), "{found:?}");
 }
+
+#[test]
+fn escape_182_https_mode_with_its_dns_listener_names_with_ports_and_a_reload() {
+    // HTTPS mode with `DNS_IN_HTTPS_MODE=true`: the workload asks egret's
+    // listener for alias.test (a name with ports, `tcp/alias.test:7000`,
+    // a CNAME to evil.test) and the refresher resolves it too. A reload
+    // denylists evil.test and adds `tcp/db.test:7001` (db.test at the same
+    // .3). Is .3:7000 back (through the listener's answer, the refresher's
+    // replay, or db.test's new entry)? And is the listener's next answer
+    // for alias.test refused?
+    let w = shared_world();
+    let p = &w.p;
+    let before = "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\"]\n";
+    let after = "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\", \"tcp/db.test:7001\"]\ndenylist:\n  domains: [\"evil.test\"]\n";
+    let pol = policy_file("escape-182", before);
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_IN_HTTPS_MODE", "true")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000,7001", "");
+    let on = |port| {
+        tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+            .text()
+            .contains("echo:")
+    };
+    d.wait_logged("alias.test: 1 address(es) open on its ports", Duration::from_secs(10));
+    let a = dig_short(p, "alias.test");
+    assert!(a.contains(&p.v4(3)), "control: the listener does not answer alias.test: {a}");
+    assert!(on(7000), "control: .3:7000 is not open");
+    std::fs::write(&pol, after).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    d.wait_logged("db.test: 1 address(es) open on its ports", Duration::from_secs(10));
+    assert!(on(7001), "control: db.test's new port is not open");
+    let mut found = Vec::new();
+    let again = dig_short(p, "alias.test");
+    if again.contains(&p.v4(3)) {
+        found.push(format!("the listener served alias.test through evil.test after the reload: {again}"));
+    }
+    if on(7000) {
+        found.push(".3:7000 open after the reload".to_owned());
+    }
+    drop(d);
+    assert!(found.is_empty(), "{found:?}");
+}
