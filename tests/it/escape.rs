@@ -6027,3 +6027,50 @@ fn escape_182_https_mode_with_its_dns_listener_names_with_ports_and_a_reload() {
     drop(d);
     assert!(found.is_empty(), "{found:?}");
 }
+
+#[test]
+fn escape_183_a_reload_during_a_slow_check_lookup_through_the_link_it_denylists() {
+    // HTTPS mode, default allow, alias.test a CNAME to evil.test, the
+    // upstream slow (1.5 s an answer: a check's A and AAAA take 3 s). A
+    // request for alias.test to evil.test's .3:80 starts its check under
+    // the old policy; a reload denylisting evil.test lands during the
+    // lookup. The check judges the chain by the policy the connection
+    // started with, and the re-check after registering (there to close
+    // this window) asks the new policy about the name and address only:
+    // is the request served?
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::{Name, RData};
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("evil.test".into(), 300, RData::A(A(three))));
+        z.records.push(("alias.test".into(), 300, RData::CNAME(CNAME(Name::from_ascii("evil.test.").expect("name")))));
+        z.delay = Duration::from_millis(1500);
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-183", "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let to = s_addr(&p.v4(3), 80);
+    // Control: the same request for another alias-free name is served
+    // after its slow check (the delay alone refuses nothing).
+    let o = http(&p.work, s_addr(&p.v4(2), 80), &get("allowed.test"));
+    assert!(o.text().contains("hello from"), "control: allowed.test is not served with the slow upstream: {o:?}");
+    let writer = {
+        let pol = pol.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n").expect("rewrite");
+        })
+    };
+    let started = Instant::now();
+    let o = tcp(&p.work, to, vec![get("alias.test").into_bytes()], Duration::ZERO, Duration::from_secs(8));
+    let took = started.elapsed();
+    writer.join().expect("writer");
+    let reload = d.wait_logged("policy reloaded", Duration::from_secs(10));
+    eprintln!("answered after {took:?}; {reload}");
+    // Control: a request after the reload is refused (the cached chain is
+    // judged by the new policy).
+    http(&p.work, to, &get("alias.test")).assert_not_served("control: alias.test after the reload");
+    o.assert_not_served("alias.test to evil.test's .3:80, checked across the reload that denylisted evil.test");
+}
