@@ -6074,3 +6074,58 @@ fn escape_183_a_reload_during_a_slow_check_lookup_through_the_link_it_denylists(
     http(&p.work, to, &get("alias.test")).assert_not_served("control: alias.test after the reload");
     o.assert_not_served("alias.test to evil.test's .3:80, checked across the reload that denylisted evil.test");
 }
+
+#[test]
+fn escape_184_idn_and_escaped_forms_of_a_denylisted_link() {
+    // HTTPS mode and DNS mode, default allow, the denylist written in
+    // Unicode: `évil.test` (its A-label `xn--vil-9la.test`). Links: the
+    // A-label as is, in upper case with the root dot, and under it; the
+    // policy reads each as the denylisted name (asserted). Two more are
+    // only reported: the raw UTF-8 bytes `évil` as one label, and the one
+    // label `evil.test` (an escaped dot): neither is the denylisted name
+    // in the DNS (a resolver asks exactly those bytes), so serving them
+    // is no escape.
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::RData;
+    let asserted: [(&str, hickory_proto::rr::Name); 3] = [
+        ("idn1.test", rr::name("xn--vil-9la.test.")),
+        ("idn2.test", rr::name("XN--VIL-9LA.TEST.")),
+        ("idn3.test", rr::name("www.xn--vil-9la.test.")),
+    ];
+    let reported: [(&str, hickory_proto::rr::Name); 2] = [
+        ("utf8.test", raw_name(&["évil".as_bytes(), b"test"])),
+        ("dot.test", raw_name(&[b"evil.test"])),
+    ];
+    let mut found = Vec::new();
+    for mode in ["https", "dns"] {
+        let w = crate::run::world_with(|two, three| {
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            for (alias, target) in asserted.iter().chain(reported.iter()) {
+                z.records.push((auth_key(target), 300, RData::A(A(three))));
+                z.records.push((alias.to_string(), 300, RData::CNAME(CNAME(target.clone()))));
+            }
+            z
+        });
+        let p = &w.p;
+        let pol = policy_file(
+            &format!("escape-184-{mode}"),
+            "default_action: allow\ndenylist:\n  domains: [\"évil.test\", \"*.évil.test\"]\n",
+        );
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", mode), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let served = |alias: &str| match mode {
+            "https" => http(&p.work, s_addr(&p.v4(3), 80), &get(alias)).text().contains("hello from"),
+            _ => dig_short(p, alias).contains(&p.v4(3)),
+        };
+        for (alias, target) in &asserted {
+            if served(alias) {
+                found.push(format!("{mode}: {alias} via {target} served evil's address"));
+            }
+        }
+        for (alias, target) in &reported {
+            eprintln!("{mode}: {alias} via {:?} (not the denylisted name): served {}", target.to_ascii(), served(alias));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
