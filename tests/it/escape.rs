@@ -5240,7 +5240,8 @@ fn escape_170_the_answer_that_triggers_the_learned_prune_keeps_its_chain() {
     let pol = policy_file("escape-170", allow);
     let upstream = format!("{}:53", p.v4(2));
     // The hardening's per-zone budget would refuse 300 new names a minute.
-    let env = [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
+    let env =
+        [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
     let d = Daemon::start(&p.work, &pol, &env);
     let _echo = forbidden_echo(p, "7000", "");
     let to = s_addr(&p.v4(3), 7000);
@@ -5342,28 +5343,43 @@ fn escape_171_a_link_under_a_denylisted_zone_in_a_label_the_policy_cannot_read()
             for (alias, first) in ODD_LINKS {
                 let o = http(&p.work, to, &get(alias));
                 if o.text().contains("hello from") {
-                    found.push(format!("https: {alias} (via {:?}.evil.test) served from {evil}", util::text(first)));
+                    found.push(format!(
+                        "https: {alias} (via {:?}.evil.test) served from {evil}",
+                        util::text(first)
+                    ));
                 }
             }
         } else {
-            assert!(!dig_short(p, "evil.test").contains(&evil), "{mode}: control: evil.test itself was served");
+            assert!(
+                !dig_short(p, "evil.test").contains(&evil),
+                "{mode}: control: evil.test itself was served"
+            );
             let ok = dig_short(p, "ok.test");
             assert!(!ok.contains(&evil), "{mode}: control: ok.test via x.evil.test was served: {ok}");
             let to = s_addr(&evil, 7000);
             if mode == "dns-strict" {
                 let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
-                assert!(!o.text().contains("echo:"), "{mode}: control: {evil}:7000 open before any alias: {o:?}");
+                assert!(
+                    !o.text().contains("echo:"),
+                    "{mode}: control: {evil}:7000 open before any alias: {o:?}"
+                );
             }
             for (alias, first) in ODD_LINKS {
                 let a = dig_short(p, alias);
                 if a.contains(&evil) {
-                    found.push(format!("{mode}: {alias} served {evil} via {:?}.evil.test: {}", util::text(first), a.trim().replace('\n', " ")));
+                    found.push(format!(
+                        "{mode}: {alias} served {evil} via {:?}.evil.test: {}",
+                        util::text(first),
+                        a.trim().replace('\n', " ")
+                    ));
                 }
             }
             if mode == "dns-strict" {
                 let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
                 if o.text().contains("echo:") {
-                    found.push(format!("{mode}: evil.test's {evil}:7000 opened (learned through the odd links)"));
+                    found.push(format!(
+                        "{mode}: evil.test's {evil}:7000 opened (learned through the odd links)"
+                    ));
                 }
             }
         }
@@ -5521,11 +5537,13 @@ fn escape_174_answers_in_flight_while_a_reload_swaps_the_policy_are_learned_into
     let pol = policy_file("escape-174", allow);
     let upstream = format!("{}:53", p.v4(2));
     // The flood outruns the hardening's per-client rate (50 q/s).
-    let env = [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
+    let env =
+        [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
     let d = Daemon::start(&p.work, &pol, &env);
     let _echo = forbidden_echo(p, "7000", "");
     let to = s_addr(&p.v4(3), 7000);
-    let open = || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
+    let open =
+        || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
     assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
     assert!(open(), "control: the learned address is not open");
     let mut leaked = None;
@@ -5563,7 +5581,11 @@ fn escape_175_the_in_flight_reload_window_with_the_hardening_on_and_for_a_revoke
     let mut found = Vec::new();
     for (case, asked, narrowed) in [
         ("link", "alias.test", format!("{allow}denylist:\n  domains: [\"evil.test\"]\n")),
-        ("revoked", "evil.test", "default_action: deny\nallowlist:\n  domains: [\"allowed.test\"]\n".to_owned()),
+        (
+            "revoked",
+            "evil.test",
+            "default_action: deny\nallowlist:\n  domains: [\"allowed.test\"]\n".to_owned(),
+        ),
     ] {
         let w = cname_world();
         let p = &w.p;
@@ -5573,8 +5595,9 @@ fn escape_175_the_in_flight_reload_window_with_the_hardening_on_and_for_a_revoke
         let d = Daemon::start(&p.work, &pol, &env);
         let _echo = forbidden_echo(p, "7000", "");
         let to = s_addr(&p.v4(3), 7000);
-        let open =
-            || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
+        let open = || {
+            tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:")
+        };
         assert!(dig_short(p, asked).contains(&p.v4(3)), "{case}: control: {asked} is not answered");
         assert!(open(), "{case}: control: the learned address is not open");
         for round in 0..8 {
@@ -5600,7 +5623,7 @@ fn escape_175_the_in_flight_reload_window_with_the_hardening_on_and_for_a_revoke
 
 /// Records for [`crate::dnsauth::Zone::raw`].
 mod rr {
-    use hickory_proto::rr::rdata::{NULL, A, CNAME};
+    use hickory_proto::rr::rdata::{A, CNAME, NULL};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
     use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
@@ -5618,7 +5641,11 @@ mod rr {
 
     /// A DNAME whose RDATA is `wire` as it is.
     pub fn dname_wire(from: &str, wire: Vec<u8>) -> Record {
-        Record::from_rdata(name(from), 300, RData::Unknown { code: RecordType::DNAME, rdata: NULL::with(wire) })
+        Record::from_rdata(
+            name(from),
+            300,
+            RData::Unknown { code: RecordType::DNAME, rdata: NULL::with(wire) },
+        )
     }
 
     pub fn dname(from: &str, to: &str) -> Record {
@@ -5643,14 +5670,32 @@ fn escape_176_dname_answers_into_a_denylisted_zone() {
     let raw = |three| {
         let evil_a = |q: &str| rr::a(&format!("{q}.evil.test."), three);
         vec![
-            ("a.dn.test", vec![rr::dname("dn.test.", "evil.test."), rr::cname("a.dn.test.", "a.evil.test."), evil_a("a")]),
+            (
+                "a.dn.test",
+                vec![
+                    rr::dname("dn.test.", "evil.test."),
+                    rr::cname("a.dn.test.", "a.evil.test."),
+                    evil_a("a"),
+                ],
+            ),
             ("b.dn.test", vec![rr::dname("dn.test.", "evil.test."), evil_a("b")]),
             (
                 "c.dn.test",
-                vec![rr::dname_wire("dn.test.", vec![0xc0, 0x0c]), rr::cname("c.dn.test.", "c.evil.test."), evil_a("c")],
+                vec![
+                    rr::dname_wire("dn.test.", vec![0xc0, 0x0c]),
+                    rr::cname("c.dn.test.", "c.evil.test."),
+                    evil_a("c"),
+                ],
             ),
             ("e.dn.test", vec![rr::dname("dn.test.", "evil.test."), evil_a("e")]),
-            ("ok.dn.test", vec![rr::dname("dn.test.", "cdn.test."), rr::cname("ok.dn.test.", "ok.cdn.test."), rr::a("ok.cdn.test.", three)]),
+            (
+                "ok.dn.test",
+                vec![
+                    rr::dname("dn.test.", "cdn.test."),
+                    rr::cname("ok.dn.test.", "ok.cdn.test."),
+                    rr::a("ok.cdn.test.", three),
+                ],
+            ),
         ]
     };
     let mut found = Vec::new();
@@ -5666,7 +5711,8 @@ fn escape_176_dname_answers_into_a_denylisted_zone() {
             z
         });
         let p = &w.p;
-        let pol = policy_file("escape-176", &format!("default_action: allow\ndenylist:\n  domains: {deny}\n"));
+        let pol =
+            policy_file("escape-176", &format!("default_action: allow\ndenylist:\n  domains: {deny}\n"));
         let upstream = format!("{}:53", p.v4(2));
         let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", upstream.as_str())]);
         let ok = dig_short(p, "ok.dn.test");
@@ -5674,7 +5720,11 @@ fn escape_176_dname_answers_into_a_denylisted_zone() {
         for q in cases {
             let got = dig_short(p, q);
             if got.contains(&p.v4(3)) {
-                found.push(format!("denylist {deny}: {q} served {}: {}", p.v4(3), got.trim().replace('\n', " ")));
+                found.push(format!(
+                    "denylist {deny}: {q} served {}: {}",
+                    p.v4(3),
+                    got.trim().replace('\n', " ")
+                ));
             }
         }
         drop(d);
@@ -5692,16 +5742,27 @@ fn escape_177_a_chain_that_changes_between_lookups_then_a_reload() {
     use hickory_proto::rr::RecordType;
     let w = crate::run::world_with(|two, three| {
         let mut z = crate::dnsauth::Zone::standard(two, 300);
-        let via = |q: &str, link: &str| vec![rr::cname(&format!("{q}."), &format!("{link}.")), rr::a(&format!("{link}."), three)];
-        z.raw.push(("rot1.test".into(), RecordType::A, vec![via("rot1.test", "cdn.test"), via("rot1.test", "evil.test"), via("rot1.test", "cdn.test")]));
-        z.raw.push(("rot2.test".into(), RecordType::A, vec![via("rot2.test", "evil.test"), via("rot2.test", "cdn.test")]));
+        let via = |q: &str, link: &str| {
+            vec![rr::cname(&format!("{q}."), &format!("{link}.")), rr::a(&format!("{link}."), three)]
+        };
+        z.raw.push((
+            "rot1.test".into(),
+            RecordType::A,
+            vec![via("rot1.test", "cdn.test"), via("rot1.test", "evil.test"), via("rot1.test", "cdn.test")],
+        ));
+        z.raw.push((
+            "rot2.test".into(),
+            RecordType::A,
+            vec![via("rot2.test", "evil.test"), via("rot2.test", "cdn.test")],
+        ));
         z
     });
     let p = &w.p;
     let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
     let pol = policy_file("escape-177", allow);
     let upstream = format!("{}:53", p.v4(2));
-    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
     let _echo = forbidden_echo(p, "7000", "");
     let to = s_addr(&p.v4(3), 7000);
     for (q, n) in [("rot1.test", 3), ("rot2.test", 2)] {
@@ -5710,14 +5771,22 @@ fn escape_177_a_chain_that_changes_between_lookups_then_a_reload() {
             assert!(got.contains(&p.v4(3)), "control: {q} answer {i}: {got}");
         }
     }
-    assert_eq!(w.dns.count("rot1.test", "udp") + w.dns.count("rot2.test", "udp"), 5, "control: every lookup went upstream");
+    assert_eq!(
+        w.dns.count("rot1.test", "udp") + w.dns.count("rot2.test", "udp"),
+        5,
+        "control: every lookup went upstream"
+    );
     let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
     assert!(o.text().contains("echo:"), "control: the learned address is not open: {o:?}");
     std::fs::write(&pol, format!("{allow}denylist:\n  domains: [\"evil.test\"]\n")).expect("rewrite policy");
     d.wait_log("policy reloaded", Duration::from_secs(10));
     d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
     let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
-    assert!(!o.text().contains("echo:"), "{}:7000 came back after a reload denylisting a link of an earlier answer: {o:?}", p.v4(3));
+    assert!(
+        !o.text().contains("echo:"),
+        "{}:7000 came back after a reload denylisting a link of an earlier answer: {o:?}",
+        p.v4(3)
+    );
 }
 
 /// A TLS-looking connection held open from inside `ns`: a ClientHello
@@ -5791,7 +5860,11 @@ fn escape_178_an_open_connection_through_a_link_a_reload_denylists() {
         let (rtx, rrx) = std::sync::mpsc::channel();
         let (gtx, grx) = std::sync::mpsc::channel();
         let h = held_tls(&p.work, to, sni, rtx, grx);
-        assert_eq!(rrx.recv_timeout(Duration::from_secs(10)), Ok(true), "control: {sni} to .3:443 is not relayed");
+        assert_eq!(
+            rrx.recv_timeout(Duration::from_secs(10)),
+            Ok(true),
+            "control: {sni} to .3:443 is not relayed"
+        );
         held.push((sni, gtx, h));
     }
     std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n").expect("rewrite");
@@ -5811,7 +5884,11 @@ fn escape_178_an_open_connection_through_a_link_a_reload_denylists() {
     let evil = kept.iter().find(|k| k.0 == "evil.test").expect("evil");
     assert!(!evil.1, "control: the connection naming evil.test was not cut: {:?}", evil.2);
     let alias = kept.iter().find(|k| k.0 == "alias.test").expect("alias");
-    assert!(!alias.1, "the connection to evil.test's .3:443 through alias.test kept flowing after the reload: {:?}", alias.2);
+    assert!(
+        !alias.1,
+        "the connection to evil.test's .3:443 through alias.test kept flowing after the reload: {:?}",
+        alias.2
+    );
 }
 
 #[test]
@@ -5850,7 +5927,8 @@ fn escape_179_an_https_record_whose_target_name_is_in_a_denylisted_zone() {
         "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\", \"*.evil.test\"]\n",
     );
     let upstream = format!("{}:53", p.v4(2));
-    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
     let _echo = forbidden_echo(p, "7000", "");
     let to = s_addr(&p.v4(3), 7000);
     let https = |name: &str| {
@@ -5920,7 +5998,11 @@ fn shared_world() -> World {
         let mut z = crate::dnsauth::Zone::standard(two, 300);
         z.records.push(("evil.test".into(), 300, RData::A(A(three))));
         z.records.push(("db.test".into(), 300, RData::A(A(three))));
-        z.records.push(("alias.test".into(), 300, RData::CNAME(CNAME(Name::from_ascii("evil.test.").expect("name")))));
+        z.records.push((
+            "alias.test".into(),
+            300,
+            RData::CNAME(CNAME(Name::from_ascii("evil.test.").expect("name"))),
+        ));
         z
     })
 }
@@ -5959,7 +6041,11 @@ fn escape_181_a_shared_address_and_a_reload_that_adds_ports_and_denylists_the_li
         let p = &w.p;
         let pol = policy_file(&format!("escape-181-{case}"), before);
         let upstream = upstream_of(p);
-        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let d = Daemon::start(
+            &p.work,
+            &pol,
+            &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())],
+        );
         let _echo = forbidden_echo(p, "7000,7001", "");
         let on = |port| {
             tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
@@ -6043,7 +6129,11 @@ fn escape_183_a_reload_during_a_slow_check_lookup_through_the_link_it_denylists(
     let w = crate::run::world_with(|two, three| {
         let mut z = crate::dnsauth::Zone::standard(two, 300);
         z.records.push(("evil.test".into(), 300, RData::A(A(three))));
-        z.records.push(("alias.test".into(), 300, RData::CNAME(CNAME(Name::from_ascii("evil.test.").expect("name")))));
+        z.records.push((
+            "alias.test".into(),
+            300,
+            RData::CNAME(CNAME(Name::from_ascii("evil.test.").expect("name"))),
+        ));
         z.delay = Duration::from_millis(1500);
         z
     });
@@ -6055,12 +6145,16 @@ fn escape_183_a_reload_during_a_slow_check_lookup_through_the_link_it_denylists(
     // Control: the same request for another alias-free name is served
     // after its slow check (the delay alone refuses nothing).
     let o = http(&p.work, s_addr(&p.v4(2), 80), &get("allowed.test"));
-    assert!(o.text().contains("hello from"), "control: allowed.test is not served with the slow upstream: {o:?}");
+    assert!(
+        o.text().contains("hello from"),
+        "control: allowed.test is not served with the slow upstream: {o:?}"
+    );
     let writer = {
         let pol = pol.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
-            std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n").expect("rewrite");
+            std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n")
+                .expect("rewrite");
         })
     };
     let started = Instant::now();
@@ -6072,7 +6166,9 @@ fn escape_183_a_reload_during_a_slow_check_lookup_through_the_link_it_denylists(
     // Control: a request after the reload is refused (the cached chain is
     // judged by the new policy).
     http(&p.work, to, &get("alias.test")).assert_not_served("control: alias.test after the reload");
-    o.assert_not_served("alias.test to evil.test's .3:80, checked across the reload that denylisted evil.test");
+    o.assert_not_served(
+        "alias.test to evil.test's .3:80, checked across the reload that denylisted evil.test",
+    );
 }
 
 #[test]
@@ -6092,10 +6188,8 @@ fn escape_184_idn_and_escaped_forms_of_a_denylisted_link() {
         ("idn2.test", rr::name("XN--VIL-9LA.TEST.")),
         ("idn3.test", rr::name("www.xn--vil-9la.test.")),
     ];
-    let reported: [(&str, hickory_proto::rr::Name); 2] = [
-        ("utf8.test", raw_name(&["évil".as_bytes(), b"test"])),
-        ("dot.test", raw_name(&[b"evil.test"])),
-    ];
+    let reported: [(&str, hickory_proto::rr::Name); 2] =
+        [("utf8.test", raw_name(&["évil".as_bytes(), b"test"])), ("dot.test", raw_name(&[b"evil.test"]))];
     let mut found = Vec::new();
     for mode in ["https", "dns"] {
         let w = crate::run::world_with(|two, three| {
@@ -6123,7 +6217,11 @@ fn escape_184_idn_and_escaped_forms_of_a_denylisted_link() {
             }
         }
         for (alias, target) in &reported {
-            eprintln!("{mode}: {alias} via {:?} (not the denylisted name): served {}", target.to_ascii(), served(alias));
+            eprintln!(
+                "{mode}: {alias} via {:?} (not the denylisted name): served {}",
+                target.to_ascii(),
+                served(alias)
+            );
         }
         drop(d);
     }
