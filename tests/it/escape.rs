@@ -6227,3 +6227,44 @@ fn escape_184_idn_and_escaped_forms_of_a_denylisted_link() {
     }
     assert!(found.is_empty(), "{found:?}");
 }
+
+#[test]
+fn escape_185_the_in_flight_reload_window_for_a_name_with_ports() {
+    // escape_175's window on the named-port path: strict DNS mode,
+    // `tcp/alias.test:7000` (alias.test a CNAME to evil.test at .3), the
+    // default hardening, one unprivileged process asking alias.test while
+    // a reload denylists evil.test. The replay leaves alias.test's answer
+    // out (escape_161); does an answer delivered during the reload open
+    // .3:7000 in the new ruleset? Up to eight reload pairs.
+    let w = cname_world();
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\"]\n";
+    let deny = format!("{allow}denylist:\n  domains: [\"evil.test\"]\n");
+    let pol = policy_file("escape-185", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    let open =
+        || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
+    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
+    assert!(open(), "control: the named port is not open");
+    let mut leaked = None;
+    for round in 0..8 {
+        let flood = DigFlood::start(p, "alias.test", 1, 5_000, "escape-185");
+        std::thread::sleep(Duration::from_millis(700));
+        std::fs::write(&pol, &deny).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(300));
+        drop(flood);
+        let refused = dig_short(p, "alias.test");
+        assert!(!refused.contains(&p.v4(3)), "control: served after the reload: {refused}");
+        if open() {
+            leaked = Some(round);
+            break;
+        }
+        std::fs::write(&pol, allow).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+    }
+    assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} denylisted evil.test", p.v4(3));
+}
