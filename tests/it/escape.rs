@@ -6242,7 +6242,8 @@ fn escape_185_the_in_flight_reload_window_for_a_name_with_ports() {
     let deny = format!("{allow}denylist:\n  domains: [\"evil.test\"]\n");
     let pol = policy_file("escape-185", allow);
     let upstream = format!("{}:53", p.v4(2));
-    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
     let _echo = forbidden_echo(p, "7000", "");
     let to = s_addr(&p.v4(3), 7000);
     let open =
@@ -6267,4 +6268,60 @@ fn escape_185_the_in_flight_reload_window_for_a_name_with_ports() {
         d.wait_log("policy reloaded", Duration::from_secs(10));
     }
     assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} denylisted evil.test", p.v4(3));
+}
+
+#[test]
+fn escape_186_the_kept_links_cap_merged_over_several_answers() {
+    // Strict DNS mode, `*.test` allowed, `other.test` denylisted (so a
+    // single answer of more than 16 links is refused). merge.test answers
+    // three times: through 16 clean links, then through one more (the
+    // 17th kept), then through evil.test (an 18th: past the cap, never
+    // kept). Each answer alone is short enough to be served. A reload
+    // adds evil.test to the denylist: is the name's address replayed
+    // because the link that matters was never recorded?
+    use hickory_proto::rr::RecordType;
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        let chain = |links: &[String]| {
+            let mut recs = Vec::new();
+            let mut from = "merge.test".to_owned();
+            for l in links {
+                recs.push(rr::cname(&format!("{from}."), &format!("{l}.")));
+                from = l.clone();
+            }
+            recs.push(rr::a(&format!("{from}."), three));
+            recs
+        };
+        let sixteen: Vec<String> = (1..=16).map(|i| format!("m{i}.test")).collect();
+        z.raw.push((
+            "merge.test".into(),
+            RecordType::A,
+            vec![chain(&sixteen), chain(&["m17.test".to_owned()]), chain(&["evil.test".to_owned()])],
+        ));
+        z
+    });
+    let p = &w.p;
+    let allow =
+        "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"other.test\"";
+    let pol = policy_file("escape-186", &format!("{allow}]\n"));
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    for i in 0..3 {
+        let got = dig_short(p, "merge.test");
+        assert!(got.contains(&p.v4(3)), "control: merge.test answer {i} is not served: {got}");
+    }
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(o.text().contains("echo:"), "control: the learned address is not open: {o:?}");
+    std::fs::write(&pol, format!("{allow}, \"evil.test\"]\n")).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(
+        !o.text().contains("echo:"),
+        "{}:7000 replayed: the 18th merged link was never kept: {o:?}",
+        p.v4(3)
+    );
 }
