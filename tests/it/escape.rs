@@ -6325,3 +6325,43 @@ fn escape_186_the_kept_links_cap_merged_over_several_answers() {
         p.v4(3)
     );
 }
+
+#[test]
+fn escape_187_a_kept_alive_http_connection_through_a_link_a_reload_denylists() {
+    // escape_178 over plain HTTP: the first request for alias.test to
+    // evil.test's .3:80 is served; a reload denylists evil.test; the next
+    // request on the same kept-alive connection names alias.test again.
+    // Each request head is decided under the policy current then.
+    let w = cname_world();
+    let p = &w.p;
+    let pol = policy_file("escape-187", "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let to = s_addr(&p.v4(3), 80);
+    let keep = "GET / HTTP/1.1\r\nHost: alias.test\r\n\r\n".to_owned();
+    let writer = {
+        let pol = pol.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n")
+                .expect("rewrite");
+        })
+    };
+    let o = tcp(
+        &p.work,
+        to,
+        vec![keep.into_bytes(), get("alias.test").into_bytes()],
+        Duration::from_millis(2500),
+        Duration::from_secs(8),
+    );
+    writer.join().expect("writer");
+    d.wait_logged("policy reloaded", Duration::from_secs(10));
+    let answers = o.text().matches("hello from").count();
+    assert!(answers >= 1, "control: the first request was not served: {o:?}");
+    assert_eq!(
+        answers,
+        1,
+        "the request after the reload was served on the kept-alive connection: {}",
+        o.text()
+    );
+}
