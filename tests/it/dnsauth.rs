@@ -29,6 +29,11 @@ pub struct Zone {
     /// Every answer (UDP or TCP) waits this long: a slow upstream, the
     /// window a forger of answers races in.
     pub delay: Duration,
+    /// Answers given as they are: the n-th query of (name, type) gets
+    /// the n-th list of records (every query after the end, the last),
+    /// appended to the answer section untouched (owners, DNAME records,
+    /// chains that change between lookups).
+    pub raw: Vec<(String, RecordType, Vec<Vec<Record>>)>,
 }
 
 impl Zone {
@@ -57,7 +62,7 @@ impl Zone {
         }
         records.push(("medium.allowed.test".into(), ttl, RData::TXT(TXT::new(medium))));
         records.push(("huge.allowed.test".into(), ttl, RData::TXT(TXT::new(huge))));
-        Zone { records, udp_limit: 512, rotate: Vec::new(), delay: Duration::ZERO }
+        Zone { records, udp_limit: 512, rotate: Vec::new(), delay: Duration::ZERO, raw: Vec::new() }
     }
 }
 
@@ -171,7 +176,8 @@ fn answer(
     r.add_query(question.clone());
     let rotated = zone.rotate.iter().find(|(n, _, _)| *n == name);
     let matching: Vec<&(String, u32, RData)> = zone.records.iter().filter(|(n, _, _)| *n == name).collect();
-    if matching.is_empty() && rotated.is_none() {
+    let raw = zone.raw.iter().find(|(n, t, _)| *n == name && *t == question.query_type());
+    if matching.is_empty() && rotated.is_none() && raw.is_none() {
         r.metadata.response_code = ResponseCode::NXDomain;
     }
     if let Some((_, ttl, addrs)) = rotated.filter(|_| question.query_type() == RecordType::A) {
@@ -180,6 +186,14 @@ fn answer(
         let a = *addrs.get(*n).or(addrs.last())?;
         *n += 1;
         r.add_answer(Record::from_rdata(question.name().clone(), *ttl, RData::A(A(a))));
+    }
+    if let Some((_, t, lists)) = raw {
+        let mut seen = seen.lock().ok()?;
+        let n = seen.entry((format!("{name} {t}"), "raw")).or_default();
+        for rec in lists.get(*n).or(lists.last())? {
+            r.add_answer(rec.clone());
+        }
+        *n += 1;
     }
     for (_, ttl, data) in matching {
         if question.query_type() == RecordType::ANY || data.record_type() == question.query_type() {

@@ -5263,3 +5263,1105 @@ fn escape_170_the_answer_that_triggers_the_learned_prune_keeps_its_chain() {
     let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
     assert!(!o.text().contains("echo:"), "evil.test's address came back under an alias: {o:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Round 10: CNAME/DNAME chains, denylisted links, and what a reload replays.
+
+/// A name from raw label bytes (any byte the wire allows), fully qualified.
+fn raw_name(labels: &[&[u8]]) -> hickory_proto::rr::Name {
+    let mut n = hickory_proto::rr::Name::from_labels(labels.iter().map(|l| l.to_vec())).expect("raw name");
+    n.set_fqdn(true);
+    n
+}
+
+/// The key `dnsauth` files a name under (as it follows a chain).
+fn auth_key(n: &hickory_proto::rr::Name) -> String {
+    n.to_ascii().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// CNAME targets under `evil.test` whose first label the policy's name
+/// syntax refuses (a byte outside letters/digits/`-`/`_`, a hyphen at
+/// the edge, a literal `*`), with the alias in `*.test` leading to each;
+/// and the control `ok.test` → `x.evil.test`, a valid name there.
+const ODD_LINKS: [(&str, &[u8]); 5] = [
+    ("bang.test", b"x!"),
+    ("star.test", b"*"),
+    ("dash.test", b"-x"),
+    ("space.test", b"x y"),
+    ("nul.test", b"x\x00"),
+];
+
+fn odd_link_world() -> World {
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::RData;
+    crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        let mut add = |alias: &str, first: &[u8]| {
+            let target = raw_name(&[first, b"evil", b"test"]);
+            z.records.push((auth_key(&target), 300, RData::A(A(three))));
+            z.records.push((alias.to_owned(), 300, RData::CNAME(CNAME(target))));
+        };
+        add("ok.test", b"x");
+        for (alias, first) in ODD_LINKS {
+            add(alias, first);
+        }
+        z
+    })
+}
+
+#[test]
+fn escape_171_a_link_under_a_denylisted_zone_in_a_label_the_policy_cannot_read() {
+    // `evil.test` and `*.evil.test` denylisted. `ok.test` CNAME
+    // `x.evil.test` is refused (the control). The other aliases lead to
+    // names in the same subtree whose first label is not a host name
+    // label (`x!`, `*`, `-x`, `x y`, `x\0`): names the DNS carries and a
+    // resolver follows (a wildcard under evil.test answers them all).
+    // `denied_in` asks `policy.decide` of each link, and a name that does
+    // not normalise decides as `invalid-name`, not `denylisted`: is the
+    // link then judged clean, and evil.test's address served (dns,
+    // https), learned (dns-strict) or replayed after a reload?
+    let deny = "denylist:\n  domains: [\"evil.test\", \"*.evil.test\"]\n";
+    let mut found = Vec::new();
+    for mode in ["dns", "dns-strict", "https"] {
+        let w = odd_link_world();
+        let p = &w.p;
+        let yaml = match mode {
+            "dns-strict" => format!("default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n{deny}"),
+            _ => format!("default_action: allow\n{deny}"),
+        };
+        let pol = policy_file(&format!("escape-171-{mode}"), &yaml);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", mode), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000", "");
+        let evil = p.v4(3);
+        if mode == "https" {
+            let to = s_addr(&evil, 80);
+            http(&p.work, to, &get("evil.test")).assert_not_served("https: control: evil.test itself");
+            http(&p.work, to, &get("ok.test")).assert_not_served("https: control: ok.test via x.evil.test");
+            let o = http(&p.work, s_addr(&p.v4(2), 80), &get("allowed.test"));
+            assert!(o.text().contains("hello from"), "https: control: allowed.test is not served: {o:?}");
+            for (alias, first) in ODD_LINKS {
+                let o = http(&p.work, to, &get(alias));
+                if o.text().contains("hello from") {
+                    found.push(format!(
+                        "https: {alias} (via {:?}.evil.test) served from {evil}",
+                        util::text(first)
+                    ));
+                }
+            }
+        } else {
+            assert!(
+                !dig_short(p, "evil.test").contains(&evil),
+                "{mode}: control: evil.test itself was served"
+            );
+            let ok = dig_short(p, "ok.test");
+            assert!(!ok.contains(&evil), "{mode}: control: ok.test via x.evil.test was served: {ok}");
+            let to = s_addr(&evil, 7000);
+            if mode == "dns-strict" {
+                let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+                assert!(
+                    !o.text().contains("echo:"),
+                    "{mode}: control: {evil}:7000 open before any alias: {o:?}"
+                );
+            }
+            for (alias, first) in ODD_LINKS {
+                let a = dig_short(p, alias);
+                if a.contains(&evil) {
+                    found.push(format!(
+                        "{mode}: {alias} served {evil} via {:?}.evil.test: {}",
+                        util::text(first),
+                        a.trim().replace('\n', " ")
+                    ));
+                }
+            }
+            if mode == "dns-strict" {
+                let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+                if o.text().contains("echo:") {
+                    found.push(format!(
+                        "{mode}: evil.test's {evil}:7000 opened (learned through the odd links)"
+                    ));
+                }
+            }
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn escape_172_a_reload_replays_an_address_learned_through_an_unreadable_link() {
+    // Strict DNS mode, `*.test` allowed, nothing denylisted yet. An alias
+    // is answered (evil.test's address learned under it); a reload then
+    // denylists `evil.test` and `*.evil.test`. The control leads through
+    // `x.evil.test` (escape_151's case: not replayed); the attack through
+    // `x!.evil.test`, which `denied_in` cannot decide as denylisted.
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let deny = "denylist:\n  domains: [\"evil.test\", \"*.evil.test\"]\n";
+    let mut found = Vec::new();
+    for alias in ["ok.test", "bang.test"] {
+        let w = odd_link_world();
+        let p = &w.p;
+        let pol = policy_file(&format!("escape-172-{alias}"), allow);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(
+            &p.work,
+            &pol,
+            &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())],
+        );
+        let _echo = forbidden_echo(p, "7000", "");
+        let to = s_addr(&p.v4(3), 7000);
+        let answer = dig_short(p, alias);
+        assert!(answer.contains(&p.v4(3)), "control: {alias} is not answered: {answer}");
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        assert!(o.text().contains("echo:"), "control: {alias}: the learned address is not open: {o:?}");
+        std::fs::write(&pol, format!("{allow}{deny}")).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        let open = o.text().contains("echo:");
+        if alias == "ok.test" {
+            assert!(!open, "control: x.evil.test's address came back under ok.test: {o:?}");
+        } else if open {
+            found.push(format!("{alias}: {}:7000 replayed after the reload denylisted *.evil.test", p.v4(3)));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn escape_173_a_reload_during_a_slow_refresh_of_a_name_with_ports() {
+    // HTTPS mode, `tcp/alias.test:7000` allowed, alias.test a CNAME to
+    // evil.test at .3. The upstream is slow (1.5 s an answer, so a
+    // refresh, A then AAAA, takes 3 s) and the answer's TTL short (5 s,
+    // `DNS_TTL_MIN=5s`): the refresher asks again every ~5 s. A reload
+    // denylisting evil.test is timed to land inside one refresh. The
+    // refresher judged that refresh's chain by the policy it read when it
+    // started: does it open .3:7000 in the new ruleset, after the replay
+    // that (rightly) left it out?
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::{Name, RData};
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 5);
+        z.records.push(("evil.test".into(), 5, RData::A(A(three))));
+        let target = Name::from_ascii("evil.test.").expect("name");
+        z.records.push(("alias.test".into(), 5, RData::CNAME(CNAME(target))));
+        z.delay = Duration::from_millis(1500);
+        z
+    });
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\"]\n";
+    let pol = policy_file("escape-173", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_TTL_MIN", "5s")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    d.wait_log("alias.test: 1 address(es) open on its ports", Duration::from_secs(20));
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(o.text().contains("echo:"), "control: the named port is not open: {o:?}");
+    // The next refresh: due 5 s after that line, started within the
+    // refresher's 500 ms tick, 3 s long. The file watcher polls every
+    // 500 ms: written at +5.8 s, the reload lands in [+5.8, +6.3] s.
+    let seen = d.wait_log("alias.test: 1 address(es) open on its ports", Duration::from_secs(20));
+    let at = Instant::now();
+    eprintln!("refresh seen: {seen}");
+    std::thread::sleep(Duration::from_millis(5800).saturating_sub(at.elapsed()));
+    std::fs::write(&pol, format!("{allow}denylist:\n  domains: [\"evil.test\"]\n")).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    let reloaded = at.elapsed();
+    d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    // What the refresher says next: the refresh in flight.
+    let next = d.wait_log("alias.test: ", Duration::from_secs(15));
+    let after = at.elapsed();
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    let open = o.text().contains("echo:");
+    eprintln!("reloaded at +{reloaded:?}; next refresher line at +{after:?}: {next}; open: {open}");
+    // Control: the refresh after that one judges by the new policy.
+    let later = d.wait_log("alias.test: ", Duration::from_secs(15));
+    assert!(later.contains("not opened"), "control: a refresh under the new policy opened it: {later}");
+    assert!(
+        !open,
+        "{}:7000 opened after the reload that denylisted evil.test (refresher: {next:?})",
+        p.v4(3)
+    );
+}
+
+/// Workload processes (uid 65534) asking `name` A through egret's
+/// resolver `count` times each, as fast as answers come back; killed by
+/// pid when dropped.
+struct DigFlood(Vec<std::process::Child>, std::path::PathBuf);
+
+impl DigFlood {
+    fn start(p: &Pair, name: &str, procs: usize, count: usize, tag: &str) -> DigFlood {
+        let batch = std::env::temp_dir().join(format!("egret-{tag}-{}.txt", std::process::id()));
+        let lines: String = (0..count).map(|_| format!("{name} A\n")).collect();
+        std::fs::write(&batch, lines).expect("write the dig batch");
+        let server = format!("@{}", p.v4(2));
+        let kids = (0..procs)
+            .map(|_| {
+                let mut c = as_workload(&p.work, Priv::Nobody);
+                c.args(["dig", server.as_str(), "+short", "+time=1", "+tries=1", "-f"]).arg(&batch);
+                c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+                c.spawn().expect("spawn dig")
+            })
+            .collect();
+        DigFlood(kids, batch)
+    }
+}
+
+impl Drop for DigFlood {
+    fn drop(&mut self) {
+        for k in &mut self.0 {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+        let _ = std::fs::remove_file(&self.1);
+    }
+}
+
+#[test]
+fn escape_174_answers_in_flight_while_a_reload_swaps_the_policy_are_learned_into_the_new_ruleset() {
+    // Strict DNS mode, `*.test` allowed, alias.test a CNAME to evil.test
+    // at .3. The workload keeps asking alias.test while a reload
+    // denylists evil.test. The reloader applies the new ruleset (learned
+    // sets empty), replays what the new policy allows, and only then
+    // swaps the policy handle: an answer delivered in between is judged
+    // by the old policy (its chain clean) and learned into the new
+    // ruleset. Up to five reload pairs (off, then on again), each checked
+    // once the flood is answered NXDOMAIN.
+    let w = cname_world();
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let deny = format!("{allow}denylist:\n  domains: [\"evil.test\"]\n");
+    let pol = policy_file("escape-174", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    // The flood outruns the hardening's per-client rate (50 q/s).
+    let env =
+        [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    let open =
+        || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
+    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
+    assert!(open(), "control: the learned address is not open");
+    let mut leaked = None;
+    for round in 0..5 {
+        let flood = DigFlood::start(p, "alias.test", 3, 20_000, "escape-174");
+        std::thread::sleep(Duration::from_millis(700));
+        std::fs::write(&pol, &deny).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(300));
+        drop(flood);
+        let refused = dig_short(p, "alias.test");
+        assert!(!refused.contains(&p.v4(3)), "control: served after the reload: {refused}");
+        if open() {
+            leaked = Some(round);
+            break;
+        }
+        std::fs::write(&pol, allow).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+    }
+    let served = d.events.try_iter().filter(|e| e["qname"] == "alias.test").count();
+    eprintln!("alias.test events: {served}");
+    assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} denylisted evil.test", p.v4(3));
+}
+
+#[test]
+fn escape_175_the_in_flight_reload_window_with_the_hardening_on_and_for_a_revoked_name() {
+    // escape_174 under the defaults an operator runs with: the hardening
+    // on (50 q/s a client), one unprivileged workload process. Two
+    // reloads: one that denylists alias.test's link (evil.test), one that
+    // revokes evil.test itself (asked directly: no chain at all; the
+    // allowlist shrinks from `*.test` to `allowed.test`). After each, is
+    // evil.test's .3:7000 open though nothing the new policy allows leads
+    // there? Up to eight reload pairs each.
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let mut found = Vec::new();
+    for (case, asked, narrowed) in [
+        ("link", "alias.test", format!("{allow}denylist:\n  domains: [\"evil.test\"]\n")),
+        (
+            "revoked",
+            "evil.test",
+            "default_action: deny\nallowlist:\n  domains: [\"allowed.test\"]\n".to_owned(),
+        ),
+    ] {
+        let w = cname_world();
+        let p = &w.p;
+        let pol = policy_file(&format!("escape-175-{case}"), allow);
+        let upstream = format!("{}:53", p.v4(2));
+        let env = [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())];
+        let d = Daemon::start(&p.work, &pol, &env);
+        let _echo = forbidden_echo(p, "7000", "");
+        let to = s_addr(&p.v4(3), 7000);
+        let open = || {
+            tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:")
+        };
+        assert!(dig_short(p, asked).contains(&p.v4(3)), "{case}: control: {asked} is not answered");
+        assert!(open(), "{case}: control: the learned address is not open");
+        for round in 0..8 {
+            let flood = DigFlood::start(p, asked, 1, 5_000, &format!("escape-175-{case}"));
+            std::thread::sleep(Duration::from_millis(700));
+            std::fs::write(&pol, &narrowed).expect("rewrite policy");
+            d.wait_log("policy reloaded", Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(300));
+            drop(flood);
+            let refused = dig_short(p, asked);
+            assert!(!refused.contains(&p.v4(3)), "{case}: control: served after the reload: {refused}");
+            if open() {
+                found.push(format!("{case}: {}:7000 open after reload {round} (asking {asked})", p.v4(3)));
+                break;
+            }
+            std::fs::write(&pol, allow).expect("rewrite policy");
+            d.wait_log("policy reloaded", Duration::from_secs(10));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+/// Records for [`crate::dnsauth::Zone::raw`].
+mod rr {
+    use hickory_proto::rr::rdata::{A, CNAME, NULL};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+    pub fn name(s: &str) -> Name {
+        Name::from_ascii(s).expect("name")
+    }
+
+    pub fn cname(from: &str, to: &str) -> Record {
+        Record::from_rdata(name(from), 300, RData::CNAME(CNAME(name(to))))
+    }
+
+    pub fn a(owner: &str, ip: std::net::Ipv4Addr) -> Record {
+        Record::from_rdata(name(owner), 300, RData::A(A(ip)))
+    }
+
+    /// A DNAME whose RDATA is `wire` as it is.
+    pub fn dname_wire(from: &str, wire: Vec<u8>) -> Record {
+        Record::from_rdata(
+            name(from),
+            300,
+            RData::Unknown { code: RecordType::DNAME, rdata: NULL::with(wire) },
+        )
+    }
+
+    pub fn dname(from: &str, to: &str) -> Record {
+        let mut wire = Vec::new();
+        name(to).emit(&mut BinEncoder::new(&mut wire)).expect("emit");
+        dname_wire(from, wire)
+    }
+}
+
+#[test]
+fn escape_176_dname_answers_into_a_denylisted_zone() {
+    // DNS mode, default allow. `dn.test` DNAME `evil.test` (RFC 6672: the
+    // whole subtree, `www.dn.test` → `www.evil.test`), answers built as
+    // records: (a) DNAME with the synthesised CNAME, (b) the DNAME alone,
+    // (c) a DNAME whose target egret cannot read (a compression pointer in
+    // its RDATA) beside the synthesised CNAME, all under a denylist of
+    // `evil.test` and `*.evil.test`; (e) the DNAME alone under a denylist
+    // of `*.evil.test` only (the subtree's hosts, not the apex): the name
+    // the DNAME leads to is `e.evil.test`, but the chain egret judges holds
+    // only the DNAME's target, the apex. Is evil.test's address served?
+    use hickory_proto::rr::RecordType;
+    let raw = |three| {
+        let evil_a = |q: &str| rr::a(&format!("{q}.evil.test."), three);
+        vec![
+            (
+                "a.dn.test",
+                vec![
+                    rr::dname("dn.test.", "evil.test."),
+                    rr::cname("a.dn.test.", "a.evil.test."),
+                    evil_a("a"),
+                ],
+            ),
+            ("b.dn.test", vec![rr::dname("dn.test.", "evil.test."), evil_a("b")]),
+            (
+                "c.dn.test",
+                vec![
+                    rr::dname_wire("dn.test.", vec![0xc0, 0x0c]),
+                    rr::cname("c.dn.test.", "c.evil.test."),
+                    evil_a("c"),
+                ],
+            ),
+            ("e.dn.test", vec![rr::dname("dn.test.", "evil.test."), evil_a("e")]),
+            (
+                "ok.dn.test",
+                vec![
+                    rr::dname("dn.test.", "cdn.test."),
+                    rr::cname("ok.dn.test.", "ok.cdn.test."),
+                    rr::a("ok.cdn.test.", three),
+                ],
+            ),
+        ]
+    };
+    let mut found = Vec::new();
+    for (deny, cases) in [
+        ("[\"evil.test\", \"*.evil.test\"]", &["a.dn.test", "b.dn.test", "c.dn.test"][..]),
+        ("[\"*.evil.test\"]", &["e.dn.test"][..]),
+    ] {
+        let w = crate::run::world_with(|two, three| {
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            for (q, recs) in raw(three) {
+                z.raw.push((q.to_owned(), RecordType::A, vec![recs]));
+            }
+            z
+        });
+        let p = &w.p;
+        let pol =
+            policy_file("escape-176", &format!("default_action: allow\ndenylist:\n  domains: {deny}\n"));
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let ok = dig_short(p, "ok.dn.test");
+        assert!(ok.contains(&p.v4(3)), "control: ok.dn.test (DNAME to cdn.test) is not answered: {ok}");
+        for q in cases {
+            let got = dig_short(p, q);
+            if got.contains(&p.v4(3)) {
+                found.push(format!(
+                    "denylist {deny}: {q} served {}: {}",
+                    p.v4(3),
+                    got.trim().replace('\n', " ")
+                ));
+            }
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn escape_177_a_chain_that_changes_between_lookups_then_a_reload() {
+    // Strict DNS mode, `*.test` allowed. rot1.test is answered first
+    // through cdn.test, then through evil.test, then through cdn.test
+    // again; rot2.test first through evil.test, then clean. Both end at
+    // .3. A reload then denylists evil.test: does the clean answer that
+    // came last wash out the one through evil.test?
+    use hickory_proto::rr::RecordType;
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        let via = |q: &str, link: &str| {
+            vec![rr::cname(&format!("{q}."), &format!("{link}.")), rr::a(&format!("{link}."), three)]
+        };
+        z.raw.push((
+            "rot1.test".into(),
+            RecordType::A,
+            vec![via("rot1.test", "cdn.test"), via("rot1.test", "evil.test"), via("rot1.test", "cdn.test")],
+        ));
+        z.raw.push((
+            "rot2.test".into(),
+            RecordType::A,
+            vec![via("rot2.test", "evil.test"), via("rot2.test", "cdn.test")],
+        ));
+        z
+    });
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let pol = policy_file("escape-177", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    for (q, n) in [("rot1.test", 3), ("rot2.test", 2)] {
+        for i in 0..n {
+            let got = dig_short(p, q);
+            assert!(got.contains(&p.v4(3)), "control: {q} answer {i}: {got}");
+        }
+    }
+    assert_eq!(
+        w.dns.count("rot1.test", "udp") + w.dns.count("rot2.test", "udp"),
+        5,
+        "control: every lookup went upstream"
+    );
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(o.text().contains("echo:"), "control: the learned address is not open: {o:?}");
+    std::fs::write(&pol, format!("{allow}denylist:\n  domains: [\"evil.test\"]\n")).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(
+        !o.text().contains("echo:"),
+        "{}:7000 came back after a reload denylisting a link of an earlier answer: {o:?}",
+        p.v4(3)
+    );
+}
+
+/// A TLS-looking connection held open from inside `ns`: a ClientHello
+/// naming `sni`, then "a\n"; on `go`, "b\n". Sends `true` on `ready`
+/// once "a" came back echoed; returns whether "b" did (within 3 s).
+fn held_tls(
+    ns: &str,
+    to: SocketAddr,
+    sni: &'static str,
+    ready: std::sync::mpsc::Sender<bool>,
+    go: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<(bool, String)> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let read_until = |s: &mut TcpStream, want: &[u8], got: &mut Vec<u8>| {
+                let start = Instant::now();
+                let mut buf = [0u8; 4096];
+                while start.elapsed() < Duration::from_secs(3) {
+                    if got.windows(want.len()).any(|w| w == want) {
+                        return true;
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => return false,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+                        Err(_) => return false,
+                    }
+                }
+                got.windows(want.len()).any(|w| w == want)
+            };
+            let Ok(mut s) = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT) else {
+                let _ = ready.send(false);
+                return (false, "connect failed".to_owned());
+            };
+            s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+            let mut first = hello(Some(sni.as_bytes()), 0);
+            first.extend_from_slice(b"\na\n");
+            let mut got = Vec::new();
+            let up = s.write_all(&first).is_ok() && read_until(&mut s, b"echo:a\n", &mut got);
+            let _ = ready.send(up);
+            if !up || go.recv_timeout(Duration::from_secs(30)).is_err() {
+                return (false, "not relayed before the reload".to_owned());
+            }
+            let mut after = Vec::new();
+            let b = s.write_all(b"b\n").is_ok() && read_until(&mut s, b"echo:b\n", &mut after);
+            (b, util::text(&after))
+        })
+    })
+}
+
+#[test]
+fn escape_178_an_open_connection_through_a_link_a_reload_denylists() {
+    // HTTPS mode, default allow. A TLS connection names alias.test (a
+    // CNAME to evil.test) and goes to evil.test's .3:443: allowed (not
+    // denylisted, resolves there through the chain) and relayed. A reload
+    // then denylists evil.test: new connections for alias.test are
+    // refused (the check judges the cached chain), and the reload cuts the
+    // open connections the new policy no longer allows. It judges a
+    // connection by its name and address: is the one that reached evil.test
+    // through the chain cut, as one that named evil.test is?
+    let w = cname_world();
+    let p = &w.p;
+    let pol = policy_file("escape-178", "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "443", "");
+    let to = s_addr(&p.v4(3), 443);
+    let mut held = Vec::new();
+    for sni in ["alias.test", "evil.test"] {
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        let (gtx, grx) = std::sync::mpsc::channel();
+        let h = held_tls(&p.work, to, sni, rtx, grx);
+        assert_eq!(
+            rrx.recv_timeout(Duration::from_secs(10)),
+            Ok(true),
+            "control: {sni} to .3:443 is not relayed"
+        );
+        held.push((sni, gtx, h));
+    }
+    std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n").expect("rewrite");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    // Control: a new connection naming alias.test is refused now.
+    let mut fresh = hello(Some(b"alias.test"), 0);
+    fresh.extend_from_slice(b"\nc\n");
+    let o = tcp(&p.work, to, vec![fresh], Duration::ZERO, CLIENT_TIMEOUT);
+    o.assert_not_served("control: a new alias.test connection after the reload");
+    let mut kept = Vec::new();
+    for (sni, go, h) in held {
+        let _ = go.send(());
+        let (b, text) = h.join().expect("held connection");
+        kept.push((sni, b, text));
+    }
+    eprintln!("after the reload: {kept:?}");
+    let evil = kept.iter().find(|k| k.0 == "evil.test").expect("evil");
+    assert!(!evil.1, "control: the connection naming evil.test was not cut: {:?}", evil.2);
+    let alias = kept.iter().find(|k| k.0 == "alias.test").expect("alias");
+    assert!(
+        !alias.1,
+        "the connection to evil.test's .3:443 through alias.test kept flowing after the reload: {:?}",
+        alias.2
+    );
+}
+
+#[test]
+fn escape_179_an_https_record_whose_target_name_is_in_a_denylisted_zone() {
+    // Strict DNS mode, `*.test` allowed, `evil.test` and `*.evil.test`
+    // denylisted. `svc.test HTTPS 1 x.evil.test. ipv4hint=<.3>`: the
+    // service's endpoint is x.evil.test (RFC 9460 §2.4.2: the TargetName),
+    // and the hint is its address; egret learns hints as addresses
+    // (`filter::https_record_hints_are_addresses`) but its chain holds
+    // CNAME/DNAME targets only.
+    // The control reaches the same record through a CNAME to x.evil.test.
+    use hickory_proto::rr::rdata::svcb::{IpHint, SvcParamKey, SvcParamValue, SVCB};
+    use hickory_proto::rr::rdata::{A, HTTPS};
+    use hickory_proto::rr::{RData, Record, RecordType};
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        let svcb = |owner: &str| {
+            let v = SVCB::new(
+                1,
+                rr::name("x.evil.test."),
+                vec![(SvcParamKey::Ipv4Hint, SvcParamValue::Ipv4Hint(IpHint(vec![A(three)])))],
+            );
+            Record::from_rdata(rr::name(owner), 300, RData::HTTPS(HTTPS(v)))
+        };
+        z.raw.push(("svc.test".into(), RecordType::HTTPS, vec![vec![svcb("svc.test.")]]));
+        z.raw.push((
+            "cn.test".into(),
+            RecordType::HTTPS,
+            vec![vec![rr::cname("cn.test.", "x.evil.test."), svcb("x.evil.test.")]],
+        ));
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file(
+        "escape-179",
+        "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\", \"*.evil.test\"]\n",
+    );
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    let https = |name: &str| {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["dig", &format!("@{}", p.v4(2)), name, "HTTPS", "+short", "+time=2", "+tries=1"]);
+        util::run(c).1
+    };
+    let cn = https("cn.test");
+    assert!(!cn.contains(&p.v4(3)), "control: cn.test through the CNAME to x.evil.test was served: {cn}");
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(!o.text().contains("echo:"), "control: .3:7000 open before svc.test: {o:?}");
+    let svc = https("svc.test");
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    let mut found = Vec::new();
+    if svc.contains(&p.v4(3)) {
+        found.push(format!("svc.test served its x.evil.test endpoint's hint: {}", svc.trim()));
+    }
+    if o.text().contains("echo:") {
+        found.push(format!("{}:7000 opened by the hint of an endpoint in the denylisted zone", p.v4(3)));
+    }
+    drop(d);
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn escape_180_a_reload_that_gives_a_link_ports_replays_the_alias_on_every_port() {
+    // Strict DNS mode, allowlist `alias.test` (a CNAME to evil.test at
+    // .3): the answer opens .3 on every port. A reload adds
+    // `tcp/evil.test:7001`: from then on an answer that leads through
+    // evil.test opens .3 on TCP 7001 only (escape_90). Does the replay of
+    // the learned addresses put .3 back on every port?
+    let w = cname_world();
+    let p = &w.p;
+    let before = "allowlist:\n  domains: [\"alias.test\"]\n";
+    let after = "allowlist:\n  domains: [\"alias.test\", \"tcp/evil.test:7001\"]\n";
+    let pol = policy_file("escape-180", before);
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000,7001", "");
+    let on = |port| {
+        tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+            .text()
+            .contains("echo:")
+    };
+    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
+    assert!(on(7000), "control: alias.test's answer did not open .3:7000 under the first policy");
+    std::fs::write(&pol, after).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    let replayed = on(7000);
+    drop(d);
+    // Control: started with the second policy, the same answer opens 7001 only.
+    let d = Daemon::start(&p.work, &pol, &env);
+    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
+    assert!(!on(7000) && on(7001), "control: a fresh answer under the second policy is not limited to 7001");
+    drop(d);
+    assert!(!replayed, "{}:7000 replayed after the reload limited evil.test to TCP 7001", p.v4(3));
+}
+
+/// `cname_world`'s zone plus `db.test` at the upstream's .3 (the
+/// address evil.test has).
+fn shared_world() -> World {
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::{Name, RData};
+    crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("evil.test".into(), 300, RData::A(A(three))));
+        z.records.push(("db.test".into(), 300, RData::A(A(three))));
+        z.records.push((
+            "alias.test".into(),
+            300,
+            RData::CNAME(CNAME(Name::from_ascii("evil.test.").expect("name"))),
+        ));
+        z
+    })
+}
+
+#[test]
+fn escape_181_a_shared_address_and_a_reload_that_adds_ports_and_denylists_the_link() {
+    // Strict DNS mode. (a) One address, .3, answered for db.test (a name
+    // with ports, `tcp/db.test:7001`) and for alias.test (allowed, a CNAME
+    // to evil.test). A reload denylists evil.test: db.test deserves
+    // .3:7001 still; does anything more come back (.3:7000)? (b) alias.test
+    // allowed outright, answered through evil.test; a reload turns it into
+    // `tcp/alias.test:7000` and denylists evil.test in the same edit: is
+    // .3:7000 replayed as the new entry's port?
+    let upstream_of = |p: &Pair| format!("{}:53", p.v4(2));
+    let mut found = Vec::new();
+    let cases: [(&str, &str, &str, &[&str], &[u16], u16); 2] = [
+        (
+            "shared",
+            "allowlist:\n  domains: [\"alias.test\", \"tcp/db.test:7001\"]\n",
+            "default_action: deny\nallowlist:\n  domains: [\"alias.test\", \"tcp/db.test:7001\"]\ndenylist:\n  domains: [\"evil.test\"]\n",
+            &["db.test", "alias.test"],
+            &[7001],
+            7000,
+        ),
+        (
+            "ports-added",
+            "allowlist:\n  domains: [\"alias.test\"]\n",
+            "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\"]\ndenylist:\n  domains: [\"evil.test\"]\n",
+            &["alias.test"],
+            &[],
+            7000,
+        ),
+    ];
+    for (case, before, after, asked, kept, shut) in cases {
+        let w = shared_world();
+        let p = &w.p;
+        let pol = policy_file(&format!("escape-181-{case}"), before);
+        let upstream = upstream_of(p);
+        let d = Daemon::start(
+            &p.work,
+            &pol,
+            &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())],
+        );
+        let _echo = forbidden_echo(p, "7000,7001", "");
+        let on = |port| {
+            tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+                .text()
+                .contains("echo:")
+        };
+        for q in asked {
+            assert!(dig_short(p, q).contains(&p.v4(3)), "{case}: control: {q} is not answered");
+        }
+        assert!(on(shut), "{case}: control: .3:{shut} is not open before the reload");
+        std::fs::write(&pol, after).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+        for port in kept {
+            assert!(on(*port), "{case}: control: .3:{port}, which the new policy still gives, is closed");
+        }
+        if on(shut) {
+            found.push(format!("{case}: .3:{shut} open after the reload"));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn escape_182_https_mode_with_its_dns_listener_names_with_ports_and_a_reload() {
+    // HTTPS mode with `DNS_IN_HTTPS_MODE=true`: the workload asks egret's
+    // listener for alias.test (a name with ports, `tcp/alias.test:7000`,
+    // a CNAME to evil.test) and the refresher resolves it too. A reload
+    // denylists evil.test and adds `tcp/db.test:7001` (db.test at the same
+    // .3). Is .3:7000 back (through the listener's answer, the refresher's
+    // replay, or db.test's new entry)? And is the listener's next answer
+    // for alias.test refused?
+    let w = shared_world();
+    let p = &w.p;
+    let before = "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\"]\n";
+    let after = "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\", \"tcp/db.test:7001\"]\ndenylist:\n  domains: [\"evil.test\"]\n";
+    let pol = policy_file("escape-182", before);
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_IN_HTTPS_MODE", "true")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000,7001", "");
+    let on = |port| {
+        tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+            .text()
+            .contains("echo:")
+    };
+    d.wait_logged("alias.test: 1 address(es) open on its ports", Duration::from_secs(10));
+    let a = dig_short(p, "alias.test");
+    assert!(a.contains(&p.v4(3)), "control: the listener does not answer alias.test: {a}");
+    assert!(on(7000), "control: .3:7000 is not open");
+    std::fs::write(&pol, after).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    d.wait_logged("db.test: 1 address(es) open on its ports", Duration::from_secs(10));
+    assert!(on(7001), "control: db.test's new port is not open");
+    let mut found = Vec::new();
+    let again = dig_short(p, "alias.test");
+    if again.contains(&p.v4(3)) {
+        found.push(format!("the listener served alias.test through evil.test after the reload: {again}"));
+    }
+    if on(7000) {
+        found.push(".3:7000 open after the reload".to_owned());
+    }
+    drop(d);
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn escape_183_a_reload_during_a_slow_check_lookup_through_the_link_it_denylists() {
+    // HTTPS mode, default allow, alias.test a CNAME to evil.test, the
+    // upstream slow (1.5 s an answer: a check's A and AAAA take 3 s). A
+    // request for alias.test to evil.test's .3:80 starts its check under
+    // the old policy; a reload denylisting evil.test lands during the
+    // lookup. The check judges the chain by the policy the connection
+    // started with, and the re-check after registering (there to close
+    // this window) asks the new policy about the name and address only:
+    // is the request served?
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::{Name, RData};
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("evil.test".into(), 300, RData::A(A(three))));
+        z.records.push((
+            "alias.test".into(),
+            300,
+            RData::CNAME(CNAME(Name::from_ascii("evil.test.").expect("name"))),
+        ));
+        z.delay = Duration::from_millis(1500);
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-183", "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let to = s_addr(&p.v4(3), 80);
+    // Control: the same request for another alias-free name is served
+    // after its slow check (the delay alone refuses nothing).
+    let o = http(&p.work, s_addr(&p.v4(2), 80), &get("allowed.test"));
+    assert!(
+        o.text().contains("hello from"),
+        "control: allowed.test is not served with the slow upstream: {o:?}"
+    );
+    let writer = {
+        let pol = pol.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n")
+                .expect("rewrite");
+        })
+    };
+    let started = Instant::now();
+    let o = tcp(&p.work, to, vec![get("alias.test").into_bytes()], Duration::ZERO, Duration::from_secs(8));
+    let took = started.elapsed();
+    writer.join().expect("writer");
+    let reload = d.wait_logged("policy reloaded", Duration::from_secs(10));
+    eprintln!("answered after {took:?}; {reload}");
+    // Control: a request after the reload is refused (the cached chain is
+    // judged by the new policy).
+    http(&p.work, to, &get("alias.test")).assert_not_served("control: alias.test after the reload");
+    o.assert_not_served(
+        "alias.test to evil.test's .3:80, checked across the reload that denylisted evil.test",
+    );
+}
+
+#[test]
+fn escape_184_idn_and_escaped_forms_of_a_denylisted_link() {
+    // HTTPS mode and DNS mode, default allow, the denylist written in
+    // Unicode: `évil.test` (its A-label `xn--vil-9la.test`). Links: the
+    // A-label as is, in upper case with the root dot, and under it; the
+    // policy reads each as the denylisted name (asserted). Two more are
+    // only reported: the raw UTF-8 bytes `évil` as one label, and the one
+    // label `evil.test` (an escaped dot): neither is the denylisted name
+    // in the DNS (a resolver asks exactly those bytes), so serving them
+    // is no escape.
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::RData;
+    let asserted: [(&str, hickory_proto::rr::Name); 3] = [
+        ("idn1.test", rr::name("xn--vil-9la.test.")),
+        ("idn2.test", rr::name("XN--VIL-9LA.TEST.")),
+        ("idn3.test", rr::name("www.xn--vil-9la.test.")),
+    ];
+    let reported: [(&str, hickory_proto::rr::Name); 2] =
+        [("utf8.test", raw_name(&["évil".as_bytes(), b"test"])), ("dot.test", raw_name(&[b"evil.test"]))];
+    let mut found = Vec::new();
+    for mode in ["https", "dns"] {
+        let w = crate::run::world_with(|two, three| {
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            for (alias, target) in asserted.iter().chain(reported.iter()) {
+                z.records.push((auth_key(target), 300, RData::A(A(three))));
+                z.records.push((alias.to_string(), 300, RData::CNAME(CNAME(target.clone()))));
+            }
+            z
+        });
+        let p = &w.p;
+        let pol = policy_file(
+            &format!("escape-184-{mode}"),
+            "default_action: allow\ndenylist:\n  domains: [\"évil.test\", \"*.évil.test\"]\n",
+        );
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", mode), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let served = |alias: &str| match mode {
+            "https" => http(&p.work, s_addr(&p.v4(3), 80), &get(alias)).text().contains("hello from"),
+            _ => dig_short(p, alias).contains(&p.v4(3)),
+        };
+        for (alias, target) in &asserted {
+            if served(alias) {
+                found.push(format!("{mode}: {alias} via {target} served evil's address"));
+            }
+        }
+        for (alias, target) in &reported {
+            eprintln!(
+                "{mode}: {alias} via {:?} (not the denylisted name): served {}",
+                target.to_ascii(),
+                served(alias)
+            );
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn escape_185_the_in_flight_reload_window_for_a_name_with_ports() {
+    // escape_175's window on the named-port path: strict DNS mode,
+    // `tcp/alias.test:7000` (alias.test a CNAME to evil.test at .3), the
+    // default hardening, one unprivileged process asking alias.test while
+    // a reload denylists evil.test. The replay leaves alias.test's answer
+    // out (escape_161); does an answer delivered during the reload open
+    // .3:7000 in the new ruleset? Up to eight reload pairs.
+    let w = cname_world();
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\"]\n";
+    let deny = format!("{allow}denylist:\n  domains: [\"evil.test\"]\n");
+    let pol = policy_file("escape-185", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    let open =
+        || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
+    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
+    assert!(open(), "control: the named port is not open");
+    let mut leaked = None;
+    for round in 0..8 {
+        let flood = DigFlood::start(p, "alias.test", 1, 5_000, "escape-185");
+        std::thread::sleep(Duration::from_millis(700));
+        std::fs::write(&pol, &deny).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(300));
+        drop(flood);
+        let refused = dig_short(p, "alias.test");
+        assert!(!refused.contains(&p.v4(3)), "control: served after the reload: {refused}");
+        if open() {
+            leaked = Some(round);
+            break;
+        }
+        std::fs::write(&pol, allow).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+    }
+    assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} denylisted evil.test", p.v4(3));
+}
+
+#[test]
+fn escape_186_the_kept_links_cap_merged_over_several_answers() {
+    // Strict DNS mode, `*.test` allowed, `other.test` denylisted (so a
+    // single answer of more than 16 links is refused). merge.test answers
+    // three times: through 16 clean links, then through one more (the
+    // 17th kept), then through evil.test (an 18th: past the cap, never
+    // kept). Each answer alone is short enough to be served. A reload
+    // adds evil.test to the denylist: is the name's address replayed
+    // because the link that matters was never recorded?
+    use hickory_proto::rr::RecordType;
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        let chain = |links: &[String]| {
+            let mut recs = Vec::new();
+            let mut from = "merge.test".to_owned();
+            for l in links {
+                recs.push(rr::cname(&format!("{from}."), &format!("{l}.")));
+                from = l.clone();
+            }
+            recs.push(rr::a(&format!("{from}."), three));
+            recs
+        };
+        let sixteen: Vec<String> = (1..=16).map(|i| format!("m{i}.test")).collect();
+        z.raw.push((
+            "merge.test".into(),
+            RecordType::A,
+            vec![chain(&sixteen), chain(&["m17.test".to_owned()]), chain(&["evil.test".to_owned()])],
+        ));
+        z
+    });
+    let p = &w.p;
+    let allow =
+        "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"other.test\"";
+    let pol = policy_file("escape-186", &format!("{allow}]\n"));
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    for i in 0..3 {
+        let got = dig_short(p, "merge.test");
+        assert!(got.contains(&p.v4(3)), "control: merge.test answer {i} is not served: {got}");
+    }
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(o.text().contains("echo:"), "control: the learned address is not open: {o:?}");
+    std::fs::write(&pol, format!("{allow}, \"evil.test\"]\n")).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(
+        !o.text().contains("echo:"),
+        "{}:7000 replayed: the 18th merged link was never kept: {o:?}",
+        p.v4(3)
+    );
+}
+
+#[test]
+fn escape_187_a_kept_alive_http_connection_through_a_link_a_reload_denylists() {
+    // escape_178 over plain HTTP: the first request for alias.test to
+    // evil.test's .3:80 is served; a reload denylists evil.test; the next
+    // request on the same kept-alive connection names alias.test again.
+    // Each request head is decided under the policy current then.
+    let w = cname_world();
+    let p = &w.p;
+    let pol = policy_file("escape-187", "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let to = s_addr(&p.v4(3), 80);
+    let keep = "GET / HTTP/1.1\r\nHost: alias.test\r\n\r\n".to_owned();
+    let writer = {
+        let pol = pol.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n")
+                .expect("rewrite");
+        })
+    };
+    let o = tcp(
+        &p.work,
+        to,
+        vec![keep.into_bytes(), get("alias.test").into_bytes()],
+        Duration::from_millis(2500),
+        Duration::from_secs(8),
+    );
+    writer.join().expect("writer");
+    d.wait_logged("policy reloaded", Duration::from_secs(10));
+    let answers = o.text().matches("hello from").count();
+    assert!(answers >= 1, "control: the first request was not served: {o:?}");
+    assert_eq!(
+        answers,
+        1,
+        "the request after the reload was served on the kept-alive connection: {}",
+        o.text()
+    );
+}

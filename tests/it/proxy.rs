@@ -262,7 +262,13 @@ impl Fixture {
         let dns = crate::run::dns_in(
             &pair.up,
             dns_addr,
-            Zone { records, udp_limit: 1232, rotate: Vec::new(), delay: std::time::Duration::ZERO },
+            Zone {
+                records,
+                udp_limit: 1232,
+                rotate: Vec::new(),
+                delay: std::time::Duration::ZERO,
+                raw: Vec::new(),
+            },
         );
         let dir = util::scratch(&format!("proxy-{tag}-{}", pair.work));
         let policy = dir.join("policy.yaml");
