@@ -238,7 +238,12 @@ impl Diag {
 
     /// Sends the request `make` builds for the next sequence number and
     /// reads its answer; a socket that failed is dropped.
-    fn ask(&mut self, make: impl FnOnce(u32) -> Vec<u8>, client: SocketAddr, to: SocketAddr) -> Option<Owner> {
+    fn ask(
+        &mut self,
+        make: impl FnOnce(u32) -> Vec<u8>,
+        client: SocketAddr,
+        to: SocketAddr,
+    ) -> Option<Owner> {
         self.seq = self.seq.wrapping_add(1).max(1);
         let req = make(self.seq);
         let fd = match self.fd.take() {

@@ -270,14 +270,26 @@ pub const MAX_LINKS: usize = 16;
 /// The first of `chain`'s names (CNAME/DNAME targets) a denylist entry
 /// refuses, with the reason: shared by DNS mode's answers, the proxies'
 /// check lookups and the replay of learned addresses after a reload.
+///
+/// Under a denylist of names, a link that is not a host name egret can
+/// read (`x!.evil.test`, a label with a space or NUL, a literal `*`) is
+/// refused too: no entry can be matched against it, and the DNS carries
+/// and resolvers follow such names (round 10, escape_171).
 pub fn denied_in(chain: &[String], policy: &Policy) -> Option<(String, Reason)> {
-    if chain.len() > MAX_LINKS && !policy.denylist().names.is_empty() {
+    let names_denied = !policy.denylist().names.is_empty();
+    if chain.len() > MAX_LINKS && names_denied {
         return Some((format!("a chain of more than {MAX_LINKS} links"), Reason::Denylisted));
     }
     chain.iter().find_map(|link| {
         let d = policy.decide(Query { name: Some(link), ip: None, port: None });
-        (!d.allowed() && d.reason == Reason::Denylisted)
-            .then(|| (d.name.unwrap_or_else(|| link.clone()), d.reason))
+        match d.reason {
+            _ if d.allowed() => None,
+            Reason::Denylisted => Some((d.name.unwrap_or_else(|| link.clone()), d.reason)),
+            Reason::InvalidName if names_denied => {
+                Some((format!("a link egret cannot read ({link})"), Reason::Denylisted))
+            }
+            _ => None,
+        }
     })
 }
 
@@ -496,23 +508,40 @@ pub fn check_response(resp: &[u8], info: &QueryInfo) -> Result<Reply, FilterErro
             _ => 0,
         })
         .sum();
+    // Every name the answer leads to: CNAME targets, DNAME targets and the
+    // names a DNAME rewrites (the question, or a link, moved under the
+    // target: an upstream may leave out the synthesised CNAME), and the
+    // target names of HTTPS/SVCB records, whose address hints are served
+    // and learned like A records (round 10, escape_176 and escape_179).
     let mut chain: Vec<String> = Vec::new();
+    let push = |chain: &mut Vec<String>, t: String| {
+        if !chain.contains(&t) {
+            chain.push(t);
+        }
+    };
     for r in &msg.answers {
-        let target = match &r.data {
-            RData::CNAME(c) => Some(c.0.clone()),
+        match &r.data {
+            RData::CNAME(c) => push(&mut chain, name_text(&c.0)),
             // hickory keeps DNAME as unknown data: its target is one
             // uncompressed name (RFC 6672 §2.5). An unreadable one adds
             // nothing; the CNAME synthesised beside it still counts.
             RData::Unknown { code: RecordType::DNAME, rdata } => {
-                Name::read(&mut BinDecoder::new(&rdata.anything)).ok()
+                let Ok(target) = Name::read(&mut BinDecoder::new(&rdata.anything)) else { continue };
+                let (owner, target) = (name_text(&r.name), name_text(&target));
+                let asked = info.questions.iter().map(display_name);
+                let moved: Vec<String> = asked
+                    .chain(chain.iter().cloned())
+                    .filter_map(|n| dname_rewrite(&n, &owner, &target))
+                    .collect();
+                push(&mut chain, target);
+                for m in moved {
+                    push(&mut chain, m);
+                }
             }
-            _ => None,
-        };
-        if let Some(t) = target {
-            let t = name_text(&t);
-            if !chain.contains(&t) {
-                chain.push(t);
+            RData::HTTPS(HTTPS(svcb)) | RData::SVCB(svcb) if !svcb.target_name.is_root() => {
+                push(&mut chain, name_text(&svcb.target_name))
             }
+            _ => {}
         }
     }
     Ok(Reply {
@@ -525,6 +554,15 @@ pub fn check_response(resp: &[u8], info: &QueryInfo) -> Result<Reply, FilterErro
 }
 
 /// A name as the policy reads it: lowercase, no trailing dot.
+/// `name` moved from below DNAME `owner` to below `target` (RFC 6672
+/// §2.2), or `None` when it is not below `owner` (or the result is not a
+/// name).
+fn dname_rewrite(name: &str, owner: &str, target: &str) -> Option<String> {
+    let prefix = name.strip_suffix(owner)?.strip_suffix('.')?;
+    let moved = format!("{prefix}.{target}");
+    (!prefix.is_empty() && moved.len() <= 253).then_some(moved)
+}
+
 fn name_text(n: &Name) -> String {
     let s = n.to_ascii().to_ascii_lowercase();
     match s.strip_suffix('.') {
@@ -1045,7 +1083,16 @@ mod tests {
         let default_allow =
             compile("default_action: allow\ndenylist:\n  domains: [\"*.evil.test\", \"evil.test\"]\n");
         let strict = compile("default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\"]\n");
-        let n = |s: &str| Name::from_ascii(s).unwrap();
+        // Labels as given (`x!` is no host name label, and the DNS carries it).
+        let n = |s: &str| {
+            if s == "." {
+                return Name::root();
+            }
+            let labels = s.trim_end_matches('.').split('.').map(|l| l.as_bytes().to_vec());
+            let mut n = Name::from_labels(labels).unwrap();
+            n.set_fqdn(true);
+            n
+        };
         let cname = |from: &str, to: &str| Record::from_rdata(n(from), 60, RData::CNAME(CNAME(n(to))));
         let dname = |from: &str, to: &str| {
             let mut wire = Vec::new();
@@ -1058,6 +1105,12 @@ mod tests {
             )
         };
         let a = |owner: &str| Record::from_rdata(n(owner), 60, RData::A(A::new(203, 0, 113, 9)));
+        let https = |owner: &str, target: &str| {
+            let svcb = hickory_proto::rr::rdata::SVCB::new(1, n(target), Vec::new());
+            Record::from_rdata(n(owner), 60, RData::HTTPS(HTTPS(svcb)))
+        };
+        let subtree = compile("default_action: allow\ndenylist:\n  domains: [\"*.evil.test\"]\n");
+        let ips_only = compile("default_action: allow\ndenylist:\n  ips: [\"192.0.2.1\"]\n");
         type Case<'a> = (&'a str, Vec<Record>, &'a Policy, Option<&'a str>);
         let cases: Vec<Case> = vec![
             (
@@ -1081,6 +1134,25 @@ mod tests {
             // Not allowlisted is not denylisted: an unlisted CDN name.
             ("unlisted target", vec![cname("alias.test.", "cdn.example."), a("cdn.example.")], &strict, None),
             ("clean chain", vec![cname("alias.test.", "cdn.test."), a("cdn.test.")], &default_allow, None),
+            // Round 10: a link no entry can be matched against (escape_171).
+            (
+                "unreadable link",
+                vec![cname("alias.test.", "x!.evil.test."), a("x!.evil.test.")],
+                &default_allow,
+                Some("a link egret cannot read (x\\!.evil.test)"),
+            ),
+            (
+                "unreadable link, nothing denylisted by name",
+                vec![cname("alias.test.", "x!.evil.test."), a("x!.evil.test.")],
+                &ips_only,
+                None,
+            ),
+            // A DNAME without its synthesised CNAME: the question moved
+            // under the target is judged (escape_176).
+            ("dname rewrite", vec![dname("test.", "evil.test.")], &subtree, Some("alias.evil.test")),
+            // An HTTPS record's target name (escape_179).
+            ("https target", vec![https("alias.test.", "x.evil.test.")], &subtree, Some("x.evil.test")),
+            ("https target, root", vec![https("alias.test.", ".")], &subtree, None),
         ];
         for (what, recs, pol, want) in cases {
             let info = info_for(&query(7, &[("alias.test.", RecordType::A)], true));
