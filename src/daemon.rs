@@ -74,17 +74,33 @@ enum Ctl {
 pub trait Replay: Send + Sync {
     /// Puts back what `policy` still allows; how many elements.
     fn replay(&self, policy: &crate::policy::Policy) -> Result<usize, String>;
+
+    /// A reload: runs `swap` (apply the new ruleset and put its policy in
+    /// force; `None` when that failed) with new answers held until the
+    /// replay under the policy it returns is done.
+    fn replay_after(&self, swap: &mut Swap<'_>) -> Option<Result<usize, String>>;
 }
+
+/// A reload's apply-and-swap step: the policy now in force, or `None`.
+pub type Swap<'a> = dyn FnMut() -> Option<Arc<crate::policy::Policy>> + 'a;
 
 impl Replay for NftLearner {
     fn replay(&self, policy: &crate::policy::Policy) -> Result<usize, String> {
         NftLearner::replay(self, policy).map_err(|e| e.to_string())
+    }
+
+    fn replay_after(&self, swap: &mut Swap<'_>) -> Option<Result<usize, String>> {
+        NftLearner::replay_after(self, swap).map(|r| r.map_err(|e| e.to_string()))
     }
 }
 
 impl Replay for crate::resolve::named::Refresher {
     fn replay(&self, policy: &crate::policy::Policy) -> Result<usize, String> {
         crate::resolve::named::Refresher::replay(self, policy).map_err(|e| e.to_string())
+    }
+
+    fn replay_after(&self, swap: &mut Swap<'_>) -> Option<Result<usize, String>> {
+        crate::resolve::named::Refresher::replay_after(self, swap).map(|r| r.map_err(|e| e.to_string()))
     }
 }
 
@@ -239,6 +255,7 @@ pub fn run(p: Prepared) -> Result<(), Failure> {
         ruleset,
         enforcement,
         registry,
+        resolver: resolver.clone(),
         counters,
         policy_digest,
     };
@@ -479,6 +496,9 @@ struct Reloader<'a> {
     enforcement: Arc<Enforcement>,
     /// HTTPS mode: the open proxied connections a reload may revoke.
     registry: Option<Arc<Registry>>,
+    /// HTTPS mode: the check resolver, whose recorded chains a reload's
+    /// revocation judges too.
+    resolver: Option<Arc<crate::resolve::Resolver>>,
     counters: Arc<DaemonCounters>,
     /// The loaded policy file's digest, for the dashboard heartbeat.
     policy_digest: Arc<Mutex<String>>,
@@ -557,32 +577,51 @@ impl Reloader<'_> {
             &self.host,
             self.identity.generation(self.generation),
         );
-        match nft::apply(&rs) {
+        // Apply, then swap, then replay, with the learner's new answers
+        // held from before the apply to after the replay: an answer judged
+        // under the old policy cannot land in the new ruleset in between.
+        let mut new = Some(new);
+        let mut elapsed = None;
+        let (handle, enforcement) = (self.handle, &self.enforcement);
+        let mut swap = || match nft::apply(&rs) {
             Ok(a) => {
-                self.enforcement.set_expected(a.installed);
-                self.ruleset = rs;
-                self.replay_learned(&new, "reload");
-                // Swap first, then revoke: a connection registering after
-                // the scan re-checks against the new policy itself.
-                self.handle.replace(new);
-                *self.policy_digest.lock().unwrap_or_else(|p| p.into_inner()) =
-                    file_digest(&self.cfg.policy_path);
-                let new = self.handle.current();
-                self.counters.reloads_applied.fetch_add(1, Ordering::Relaxed);
-                log::info!(
-                    "policy reloaded ({} remote unblock(s) in force); ruleset re-applied in {} ms",
-                    new.unblocks().len(),
-                    a.elapsed.as_millis()
-                );
-                self.revoke(&new);
-                true
+                enforcement.set_expected(a.installed);
+                // Swap before revoking: a connection registering after the
+                // scan re-checks against the new policy itself.
+                handle.replace(new.take()?);
+                elapsed = Some(a.elapsed);
+                Some(handle.current())
             }
             Err(e) => {
-                self.counters.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 log::error!("policy reload: applying the new ruleset failed, keeping the old: {e}");
-                false
+                None
+            }
+        };
+        let replayed = match self.learner {
+            Some(l) => l.replay_after(&mut swap),
+            None => swap().map(|_| Ok(0)),
+        };
+        let Some(replayed) = replayed else {
+            self.counters.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        self.ruleset = rs;
+        if self.learner.is_some() {
+            match replayed {
+                Ok(n) => log::info!("{n} learned addresses restored after reload"),
+                Err(e) => log::error!("restoring learned addresses after reload: {e}"),
             }
         }
+        *self.policy_digest.lock().unwrap_or_else(|p| p.into_inner()) = file_digest(&self.cfg.policy_path);
+        let new = self.handle.current();
+        self.counters.reloads_applied.fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            "policy reloaded ({} remote unblock(s) in force); ruleset re-applied in {} ms",
+            new.unblocks().len(),
+            elapsed.unwrap_or_default().as_millis()
+        );
+        self.revoke(&new);
+        true
     }
 
     /// Strict DNS mode: a replace empties the learned sets; put back what
@@ -599,7 +638,8 @@ impl Reloader<'_> {
     /// Cuts the open proxied connections `policy` no longer allows.
     fn revoke(&self, policy: &crate::policy::Policy) {
         let Some(reg) = &self.registry else { return };
-        let cut = reg.revoke(policy);
+        let check = self.resolver.as_deref().map(|r| r as &dyn crate::proxy::DestinationCheck);
+        let cut = reg.revoke(policy, check);
         if !cut.is_empty() {
             log::info!("{} open connections no longer allowed by the new policy were closed", cut.len());
         }
@@ -615,7 +655,12 @@ impl Reloader<'_> {
                 _ => ev.https = Some(r.name.clone()),
             }
             ev.host = Some(r.name);
-            ev.note = Some("closed: the reloaded policy no longer allows it".into());
+            ev.note = Some(match r.link {
+                Some(link) => {
+                    format!("closed: its name leads through {link}, which the reloaded policy denylists")
+                }
+                None => "closed: the reloaded policy no longer allows it".into(),
+            });
             self.emitter.emit(ev);
         }
     }

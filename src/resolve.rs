@@ -374,6 +374,13 @@ impl Resolver {
         }
     }
 
+    /// The first link of `name`'s recorded chain that `policy`'s
+    /// denylist refuses (none under audit: it cuts nothing).
+    pub fn denied_link(&self, name: &str, policy: &crate::policy::Policy) -> Option<String> {
+        let name = normalize(name).ok()?;
+        (!policy.audit()).then(|| self.with_cache(|c| c.denied_link(&name, policy))).flatten()
+    }
+
     /// Whether `/etc/hosts` (as at start) pins `name` to `ip`.
     fn pinned(&self, name: &str, ip: IpAddr) -> bool {
         self.hosts.lookup(name).iter().any(|p| canonical(*p) == canonical(ip))

@@ -327,6 +327,11 @@ impl Chains {
         self.0.get(name).map_or(true, |c| denied_in(c, policy).is_none())
     }
 
+    /// The links recorded for `name` (empty when none).
+    pub fn of(&self, name: &str) -> &[String] {
+        self.0.get(name).map_or(&[], Vec::as_slice)
+    }
+
     /// Keeps the chains of the names `live` says are still remembered.
     pub fn retain(&mut self, live: impl Fn(&str) -> bool) {
         self.0.retain(|n, _| live(n));

@@ -146,10 +146,15 @@ impl Learned {
             if guard.check(policy, *ip).is_some() {
                 return false;
             }
+            // Nor a name whose chain now leads through a name with ports:
+            // a fresh answer would open its addresses on those ports
+            // only, not on every port (round 10, escape_180); it opens
+            // them when it is asked again.
             names.retain(|(n, exp)| {
                 *exp > now
                     && policy.decide(Query { name: Some(n), ip: None, port: None }).allowed()
                     && chains.led_clean(n, policy)
+                    && crate::named::port_links(policy, chains.of(n)).is_empty()
             });
             if let Some(latest) = names.iter().map(|(_, e)| *e).max() {
                 out.push((*ip, latest.saturating_duration_since(now)));
@@ -249,12 +254,21 @@ impl Learn for NftLearner {
         // A panic elsewhere cannot leave the state half-written in a way
         // that matters: the worst is a stale expiry, corrected by the
         // kernel's own timeout.
-        let mut st = match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut st = self.lock();
         let now = std::time::Instant::now();
+        // Read under the state lock, which a reload holds from the ruleset
+        // swap to the replay ([`NftLearner::replay_after`]): this is the
+        // policy of the ruleset the answer goes into. The DNS server
+        // judged the answer's chain under the policy it read, perhaps the
+        // one just replaced (round 10, escape_174): judged again here.
         let policy = self.policy.current();
+        if !policy.audit() {
+            if let Some((link, _)) = crate::dns::filter::denied_in(chain, &policy) {
+                return Err(LearnError(format!(
+                    "not learned: the answer leads through {link}, which a reload just denylisted"
+                )));
+            }
+        }
         let name = crate::policy::normalize(name).unwrap_or_else(|_| name.to_owned());
         // A name with ports is forwarded for its ports: its addresses open
         // there only, unless a domain entry allows the name on every port.
@@ -293,15 +307,34 @@ impl NftLearner {
     /// sets): puts back the addresses of names `policy` still allows, with
     /// the time they have left. Returns how many.
     pub fn replay(&self, policy: &Policy) -> Result<usize, LearnError> {
-        let mut st = match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut st = self.lock();
+        Self::replay_locked(&mut st, &self.guard, policy)
+    }
+
+    /// A reload: runs `swap` (apply the new ruleset, put the new policy
+    /// in force; `None` when that failed) and replays under the policy it
+    /// returns, with no answer learned in between. An answer learned
+    /// between the apply and the replay under the policy being replaced
+    /// went into the new ruleset unjudged by it (round 10, escape_174).
+    pub fn replay_after(
+        &self,
+        swap: &mut dyn FnMut() -> Option<std::sync::Arc<Policy>>,
+    ) -> Option<Result<usize, LearnError>> {
+        let mut st = self.lock();
+        let policy = swap()?;
+        Some(Self::replay_locked(&mut st, &self.guard, &policy))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NftState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn replay_locked(st: &mut NftState, guard: &Guard, policy: &Policy) -> Result<usize, LearnError> {
         let now = std::time::Instant::now();
-        let ips = st.learned.still_allowed(policy, &self.guard, now);
-        install(&mut st, &ips)?;
-        let named = st.named.replay(policy, &self.guard, now);
-        install_named(&mut st, &named)?;
+        let ips = st.learned.still_allowed(policy, guard, now);
+        install(st, &ips)?;
+        let named = st.named.replay(policy, guard, now);
+        install_named(st, &named)?;
         Ok(ips.len() + named.len())
     }
 }
@@ -441,6 +474,21 @@ mod tests {
         assert_eq!(got, [meta, public]);
         let got: Vec<IpAddr> = l.still_allowed(&compile(&[]), &g, t0).into_iter().map(|x| x.0).collect();
         assert_eq!(got, [public], "the guarded address is not put back");
+    }
+
+    /// Round 10: a reload that gives a link of the chain ports does not
+    /// replay the alias's address on every port (escape_180).
+    #[test]
+    fn a_reload_that_gives_a_link_ports_does_not_replay_the_alias() {
+        let t0 = std::time::Instant::now();
+        let a: IpAddr = "198.51.100.3".parse().unwrap();
+        let mut l = Learned::default();
+        l.add_chained("alias.test", &["evil.test".into()], &[(a, Duration::from_secs(60))], t0);
+        let same = crate::policy::from_yaml("allowlist:\n  domains: [\"alias.test\"]\n");
+        assert_eq!(l.clone().still_allowed(&same, &Guard::default(), t0).len(), 1, "control");
+        let ported =
+            crate::policy::from_yaml("allowlist:\n  domains: [\"alias.test\", \"tcp/evil.test:7001\"]\n");
+        assert!(l.still_allowed(&ported, &Guard::default(), t0).is_empty());
     }
 
     /// Round 9: the answer that triggers the periodic prune keeps its

@@ -129,9 +129,18 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     // slip through between the two.
     let (client, upstream) = (Arc::new(client), Arc::new(upstream));
     let entry = shared.registry.track(id, kind, (peer, orig), &name, &client, &upstream);
-    if !registry::still_allowed(&shared.policy.current(), &name, orig) {
+    let now_in_force = shared.policy.current();
+    if !registry::still_allowed(&now_in_force, &name, orig) {
         reset(&upstream);
         let block = Block::new(registry::POLICY_REVOKED);
+        return refuse(shared, id, kind, &client, flow, Some(ev), block);
+    }
+    // The chain too: a reload that came during a slow check lookup was
+    // not in the policy that judged it (round 10, escape_183).
+    if let Some(link) = shared.check.denied_link(&name, &now_in_force) {
+        reset(&upstream);
+        let block =
+            Block::with_note(reason::DENYLISTED, format!("{name} resolves through denylisted {link}"));
         return refuse(shared, id, kind, &client, flow, Some(ev), block);
     }
     let limits = Limits {

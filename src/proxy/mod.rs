@@ -56,6 +56,15 @@ impl Kind {
 pub trait DestinationCheck: Send + Sync {
     /// `name` is already normalised; `asking` is who named it.
     fn check(&self, name: &str, ip: IpAddr, asking: Asking<'_>) -> Check;
+
+    /// The first link of the chain `name`'s answers led through that
+    /// `policy` denylists: what a connection checked under an older policy
+    /// is judged by again (the re-check after registering, a reload's
+    /// revocation; round 10, escape_178 and escape_183).
+    fn denied_link(&self, name: &str, policy: &policy::Policy) -> Option<String> {
+        let _ = (name, policy);
+        None
+    }
 }
 
 /// The real oracle: the TTL-cached resolver over `DNS_UPSTREAMS`, which
@@ -63,6 +72,10 @@ pub trait DestinationCheck: Send + Sync {
 impl DestinationCheck for crate::resolve::Resolver {
     fn check(&self, name: &str, ip: IpAddr, asking: Asking<'_>) -> Check {
         crate::resolve::Resolver::check(self, name, ip, asking)
+    }
+
+    fn denied_link(&self, name: &str, policy: &policy::Policy) -> Option<String> {
+        crate::resolve::Resolver::denied_link(self, name, policy)
     }
 }
 

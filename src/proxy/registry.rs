@@ -73,6 +73,9 @@ pub struct Revoked {
     pub peer: SocketAddr,
     pub orig: SocketAddr,
     pub name: String,
+    /// The link of the name's chain the new policy denylists, when that
+    /// is why.
+    pub link: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -153,21 +156,25 @@ impl Registry {
         lock(&self.open).len()
     }
 
-    /// Cuts every open connection `policy` no longer allows and returns
-    /// them (the caller emits their events).
-    pub fn revoke(&self, policy: &Policy) -> Vec<Revoked> {
-        let victims: Vec<(u64, Arc<Tracked>)> = lock(&self.open)
+    /// Cuts every open connection `policy` no longer allows, by its name
+    /// and destination or by the chain `check` recorded for its name, and
+    /// returns them (the caller emits their events).
+    pub fn revoke(&self, policy: &Policy, check: Option<&dyn super::DestinationCheck>) -> Vec<Revoked> {
+        let victims: Vec<(u64, Arc<Tracked>, Option<String>)> = lock(&self.open)
             .iter()
-            .filter(|(_, t)| !still_allowed(policy, &t.name(), t.orig))
-            .map(|(id, t)| (*id, t.clone()))
+            .filter_map(|(id, t)| {
+                let name = t.name();
+                let link = check.and_then(|c| c.denied_link(&name, policy));
+                (link.is_some() || !still_allowed(policy, &name, t.orig)).then(|| (*id, t.clone(), link))
+            })
             .collect();
         victims
             .into_iter()
-            .map(|(id, t)| {
+            .map(|(id, t, link)| {
                 t.cut();
                 lock(&self.open).remove(&id);
                 self.counters.revoked[slot(t.kind)].fetch_add(1, Ordering::Relaxed);
-                Revoked { kind: t.kind, peer: t.peer, orig: t.orig, name: t.name() }
+                Revoked { kind: t.kind, peer: t.peer, orig: t.orig, name: t.name(), link }
             })
             .collect()
     }
@@ -239,7 +246,7 @@ mod tests {
         let cases: &[(&[&str], &[&str])] =
             &[(&["gone.example", "kept.example"], &[]), (&["kept.example"], &["gone.example"])];
         for (allowed, want) in cases {
-            let got: Vec<String> = reg.revoke(&policy(allowed)).into_iter().map(|r| r.name).collect();
+            let got: Vec<String> = reg.revoke(&policy(allowed), None).into_iter().map(|r| r.name).collect();
             assert_eq!(&got, want, "allowed {allowed:?}");
         }
         assert_eq!(reg.open(), 1);
@@ -253,7 +260,7 @@ mod tests {
 
         // A later host on an HTTP connection is what a reload checks.
         e2.set_name("other.example");
-        assert_eq!(reg.revoke(&policy(&["kept.example"])).len(), 1);
+        assert_eq!(reg.revoke(&policy(&["kept.example"]), None).len(), 1);
         drop((e1, e2));
         assert_eq!(reg.open(), 0);
     }

@@ -52,7 +52,23 @@ impl Refresher {
     /// After the ruleset was replaced (its sets start empty): puts back
     /// what the answers still open under `policy`. Returns how many.
     pub fn replay(&self, policy: &Policy) -> Result<usize, crate::nft::NftError> {
-        let elems = lock(&self.opened).replay(policy, &self.guard, Instant::now());
+        Self::replay_locked(&lock(&self.opened), &self.guard, policy)
+    }
+
+    /// A reload: as [`crate::dns::learn::NftLearner::replay_after`], with
+    /// the refresher's answers held from the swap to the replay, so one
+    /// that arrives meanwhile is judged by the new policy.
+    pub fn replay_after(
+        &self,
+        swap: &mut dyn FnMut() -> Option<Arc<Policy>>,
+    ) -> Option<Result<usize, crate::nft::NftError>> {
+        let opened = lock(&self.opened);
+        let policy = swap()?;
+        Some(Self::replay_locked(&opened, &self.guard, &policy))
+    }
+
+    fn replay_locked(opened: &Opened, guard: &Guard, policy: &Policy) -> Result<usize, crate::nft::NftError> {
+        let elems = opened.replay(policy, guard, Instant::now());
         crate::nft::LearnedSets::open()?.add_named(&elems)?;
         Ok(elems.len())
     }
@@ -73,8 +89,14 @@ fn run(s: &Settings, policy: &PolicyHandle, stop: &AtomicBool, opened: &Mutex<Op
         let now = Instant::now();
         for name in schedule.due(&p, now) {
             let Ok(name) = normalize(&name) else { continue };
-            let asked = crate::resolve::ask_answer(&s.upstreams, &name)
-                .map(|a| (crate::dns::filter::denied_in(&a.chain, &p).map(|l| l.0), a));
+            let answer = crate::resolve::ask_answer(&s.upstreams, &name);
+            // Judged and recorded under the policy in force once the
+            // answer is here, not the one read before a slow lookup (a
+            // reload may have come in between; round 10, escape_173): the
+            // lock is the one a reload holds from its swap to its replay.
+            let mut held = lock(opened);
+            let p = policy.current();
+            let asked = answer.map(|a| (crate::dns::filter::denied_in(&a.chain, &p).map(|l| l.0), a));
             match asked {
                 Ok((Some(link), _)) => {
                     // As in DNS mode: nothing past a denylisted link opens.
@@ -87,7 +109,7 @@ fn run(s: &Settings, policy: &PolicyHandle, stop: &AtomicBool, opened: &Mutex<Op
                     let now = Instant::now();
                     schedule.answered(&name, &ips, s.ttl_min, now);
                     let elems = elements(&p, &s.guard, &name, &ips);
-                    lock(opened).add(&name, &answer.chain, &ips, now);
+                    held.add(&name, &answer.chain, &ips, now);
                     let added = match sets.as_mut() {
                         Some(n) => n.add_named(&elems),
                         None => crate::nft::LearnedSets::open().and_then(|mut n| {
