@@ -735,10 +735,14 @@ fn thousand_concurrent_connections_and_no_leaks() {
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    // Every descriptor is given back; of the threads, at most the spare
+    // Every descriptor is given back but the few sock_diag sockets egret
+    // keeps for owner lookups (`peer::lookup`'s pool, at most 4, one of
+    // them already in the baseline); of the threads, at most the spare
     // connection threads egret keeps for the next connections remain.
     const SPARE_THREADS: usize = 8;
-    let settled = |now: (usize, usize)| now.1 == base.1 && now.0 <= base.0 + SPARE_THREADS;
+    const KEPT_LOOKUP_SOCKETS: usize = 4;
+    let settled =
+        |now: (usize, usize)| now.1 < base.1 + KEPT_LOOKUP_SOCKETS && now.0 <= base.0 + SPARE_THREADS;
     let mut now = f.counts();
     for _ in 0..100 {
         if settled(now) {
