@@ -4219,13 +4219,20 @@ fn escape_82_icmp_errors_quoting_a_named_port_flow_do_not_ride_its_stamp() {
 /// The standard zone plus `evil.test` at the upstream's .3 and
 /// `alias.test`, a CNAME to it.
 fn cname_world() -> World {
+    cname_world_with(300, Duration::ZERO)
+}
+
+/// [`cname_world`] with every record's TTL `ttl` and the upstream taking
+/// `delay` per answer (round 10's slow lookups).
+fn cname_world_with(ttl: u32, delay: Duration) -> World {
     use hickory_proto::rr::rdata::{A, CNAME};
     use hickory_proto::rr::{Name, RData};
     crate::run::world_with(|two, three| {
-        let mut z = crate::dnsauth::Zone::standard(two, 300);
-        z.records.push(("evil.test".into(), 300, RData::A(A(three))));
+        let mut z = crate::dnsauth::Zone::standard(two, ttl);
+        z.records.push(("evil.test".into(), ttl, RData::A(A(three))));
         let target = Name::from_ascii("evil.test.").expect("name");
-        z.records.push(("alias.test".into(), 300, RData::CNAME(CNAME(target))));
+        z.records.push(("alias.test".into(), ttl, RData::CNAME(CNAME(target))));
+        z.delay = delay;
         z
     })
 }
@@ -5461,16 +5468,7 @@ fn escape_173_a_reload_during_a_slow_refresh_of_a_name_with_ports() {
     // refresher judged that refresh's chain by the policy it read when it
     // started: does it open .3:7000 in the new ruleset, after the replay
     // that (rightly) left it out?
-    use hickory_proto::rr::rdata::{A, CNAME};
-    use hickory_proto::rr::{Name, RData};
-    let w = crate::run::world_with(|two, three| {
-        let mut z = crate::dnsauth::Zone::standard(two, 5);
-        z.records.push(("evil.test".into(), 5, RData::A(A(three))));
-        let target = Name::from_ascii("evil.test.").expect("name");
-        z.records.push(("alias.test".into(), 5, RData::CNAME(CNAME(target))));
-        z.delay = Duration::from_millis(1500);
-        z
-    });
+    let w = cname_world_with(5, Duration::from_millis(1500));
     let p = &w.p;
     let allow = "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\"]\n";
     let pol = policy_file("escape-173", allow);
@@ -5513,6 +5511,43 @@ fn escape_173_a_reload_during_a_slow_refresh_of_a_name_with_ports() {
 /// resolver `count` times each, as fast as answers come back; killed by
 /// pid when dropped.
 struct DigFlood(Vec<std::process::Child>, std::path::PathBuf);
+
+/// Round 10's reload race: up to `rounds` times, `procs` workload
+/// processes ask `asked` (up to `count` queries each) while the policy
+/// file goes from `allow` to `narrowed`, and back between rounds. The
+/// round after which evil.test's .3:7000 is open, if any.
+fn reload_race(
+    p: &Pair,
+    d: &Daemon,
+    pol: &std::path::Path,
+    (allow, narrowed): (&str, &str),
+    (asked, procs, count): (&str, usize, usize),
+    rounds: usize,
+) -> Option<usize> {
+    let to = s_addr(&p.v4(3), 7000);
+    let open =
+        || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
+    assert!(dig_short(p, asked).contains(&p.v4(3)), "control: {asked} is not answered");
+    assert!(open(), "control: {asked}'s address is not open");
+    let tag = pol.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned());
+    let tag = format!("race-{}", tag.unwrap_or_default());
+    for round in 0..rounds {
+        let flood = DigFlood::start(p, asked, procs, count, &tag);
+        std::thread::sleep(Duration::from_millis(700));
+        std::fs::write(pol, narrowed).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(300));
+        drop(flood);
+        let refused = dig_short(p, asked);
+        assert!(!refused.contains(&p.v4(3)), "control: {asked} served after the reload: {refused}");
+        if open() {
+            return Some(round);
+        }
+        std::fs::write(pol, allow).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+    }
+    None
+}
 
 impl DigFlood {
     fn start(p: &Pair, name: &str, procs: usize, count: usize, tag: &str) -> DigFlood {
@@ -5563,28 +5598,7 @@ fn escape_174_answers_in_flight_while_a_reload_swaps_the_policy_are_learned_into
         [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
     let d = Daemon::start(&p.work, &pol, &env);
     let _echo = forbidden_echo(p, "7000", "");
-    let to = s_addr(&p.v4(3), 7000);
-    let open =
-        || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
-    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
-    assert!(open(), "control: the learned address is not open");
-    let mut leaked = None;
-    for round in 0..5 {
-        let flood = DigFlood::start(p, "alias.test", 3, 20_000, "escape-174");
-        std::thread::sleep(Duration::from_millis(700));
-        std::fs::write(&pol, &deny).expect("rewrite policy");
-        d.wait_log("policy reloaded", Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(300));
-        drop(flood);
-        let refused = dig_short(p, "alias.test");
-        assert!(!refused.contains(&p.v4(3)), "control: served after the reload: {refused}");
-        if open() {
-            leaked = Some(round);
-            break;
-        }
-        std::fs::write(&pol, allow).expect("rewrite policy");
-        d.wait_log("policy reloaded", Duration::from_secs(10));
-    }
+    let leaked = reload_race(p, &d, &pol, (allow, &deny), ("alias.test", 3, 20_000), 5);
     let served = d.events.try_iter().filter(|e| e["qname"] == "alias.test").count();
     eprintln!("alias.test events: {served}");
     assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} denylisted evil.test", p.v4(3));
@@ -5616,27 +5630,8 @@ fn escape_175_the_in_flight_reload_window_with_the_hardening_on_and_for_a_revoke
         let env = [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())];
         let d = Daemon::start(&p.work, &pol, &env);
         let _echo = forbidden_echo(p, "7000", "");
-        let to = s_addr(&p.v4(3), 7000);
-        let open = || {
-            tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:")
-        };
-        assert!(dig_short(p, asked).contains(&p.v4(3)), "{case}: control: {asked} is not answered");
-        assert!(open(), "{case}: control: the learned address is not open");
-        for round in 0..8 {
-            let flood = DigFlood::start(p, asked, 1, 5_000, &format!("escape-175-{case}"));
-            std::thread::sleep(Duration::from_millis(700));
-            std::fs::write(&pol, &narrowed).expect("rewrite policy");
-            d.wait_log("policy reloaded", Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(300));
-            drop(flood);
-            let refused = dig_short(p, asked);
-            assert!(!refused.contains(&p.v4(3)), "{case}: control: served after the reload: {refused}");
-            if open() {
-                found.push(format!("{case}: {}:7000 open after reload {round} (asking {asked})", p.v4(3)));
-                break;
-            }
-            std::fs::write(&pol, allow).expect("rewrite policy");
-            d.wait_log("policy reloaded", Duration::from_secs(10));
+        if let Some(round) = reload_race(p, &d, &pol, (allow, &narrowed), (asked, 1, 5_000), 8) {
+            found.push(format!("{case}: {}:7000 open after reload {round} (asking {asked})", p.v4(3)));
         }
         drop(d);
     }
@@ -6148,19 +6143,7 @@ fn escape_183_a_reload_during_a_slow_check_lookup_through_the_link_it_denylists(
     // started with, and the re-check after registering (there to close
     // this window) asks the new policy about the name and address only:
     // is the request served?
-    use hickory_proto::rr::rdata::{A, CNAME};
-    use hickory_proto::rr::{Name, RData};
-    let w = crate::run::world_with(|two, three| {
-        let mut z = crate::dnsauth::Zone::standard(two, 300);
-        z.records.push(("evil.test".into(), 300, RData::A(A(three))));
-        z.records.push((
-            "alias.test".into(),
-            300,
-            RData::CNAME(CNAME(Name::from_ascii("evil.test.").expect("name"))),
-        ));
-        z.delay = Duration::from_millis(1500);
-        z
-    });
+    let w = cname_world_with(300, Duration::from_millis(1500));
     let p = &w.p;
     let pol = policy_file("escape-183", "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n");
     let upstream = format!("{}:53", p.v4(2));
@@ -6269,28 +6252,7 @@ fn escape_185_the_in_flight_reload_window_for_a_name_with_ports() {
     let d =
         Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
     let _echo = forbidden_echo(p, "7000", "");
-    let to = s_addr(&p.v4(3), 7000);
-    let open =
-        || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
-    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
-    assert!(open(), "control: the named port is not open");
-    let mut leaked = None;
-    for round in 0..8 {
-        let flood = DigFlood::start(p, "alias.test", 1, 5_000, "escape-185");
-        std::thread::sleep(Duration::from_millis(700));
-        std::fs::write(&pol, &deny).expect("rewrite policy");
-        d.wait_log("policy reloaded", Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(300));
-        drop(flood);
-        let refused = dig_short(p, "alias.test");
-        assert!(!refused.contains(&p.v4(3)), "control: served after the reload: {refused}");
-        if open() {
-            leaked = Some(round);
-            break;
-        }
-        std::fs::write(&pol, allow).expect("rewrite policy");
-        d.wait_log("policy reloaded", Duration::from_secs(10));
-    }
+    let leaked = reload_race(p, &d, &pol, (allow, &deny), ("alias.test", 1, 5_000), 8);
     assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} denylisted evil.test", p.v4(3));
 }
 
