@@ -37,6 +37,14 @@ fn set_mark<F: AsFd>(fd: &F, mark: u32) -> io::Result<()> {
 /// the kernel keeps trying), marked from its SYN, with Nagle off; the
 /// stream is blocking. A timeout is `ErrorKind::TimedOut`.
 pub fn tcp(dst: SocketAddr, mark: Option<u32>, timeout: Duration) -> io::Result<TcpStream> {
+    let s = tcp_nonblocking(dst, mark, timeout)?;
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
+/// As [`tcp`], the stream left non-blocking: for the proxies' relay,
+/// which wants it so (an `ioctl` each way fewer per connection).
+pub fn tcp_nonblocking(dst: SocketAddr, mark: Option<u32>, timeout: Duration) -> io::Result<TcpStream> {
     let fd = OwnedFd::from(tcp_started(dst, mark)?);
     let deadline = Instant::now().checked_add(timeout);
     loop {
@@ -57,9 +65,7 @@ pub fn tcp(dst: SocketAddr, mark: Option<u32>, timeout: Duration) -> io::Result<
         let e = io::Error::from_raw_os_error(err);
         return Err(io::Error::new(e.kind(), format!("connect {dst}: {e}")));
     }
-    let s = TcpStream::from(fd);
-    s.set_nonblocking(false)?;
-    Ok(s)
+    Ok(TcpStream::from(fd))
 }
 
 /// A non-blocking TCP connection to `dst` on its way (the connect may

@@ -110,7 +110,8 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
         Ok(t) => t,
         Err(r) => return refuse(shared, id, kind, &client, flow, Some(ev), verdict::no_descriptor(r)),
     };
-    let upstream = match outbound::tcp(orig, (s.mark != 0).then_some(s.mark), s.connect_timeout) {
+    // Non-blocking from the start: the relay wants it so.
+    let upstream = match outbound::tcp_nonblocking(orig, (s.mark != 0).then_some(s.mark), s.connect_timeout) {
         Ok(u) => u,
         Err(e) => {
             log::debug!("conn-{id} {peer}: upstream {orig}: {e}");
@@ -152,12 +153,12 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     let (end, stats) = match peeked {
         Some(Peeked::Hello(_)) | None => {
             // Replay the hello (and anything after it) before relaying.
-            if let Err(e) = write_all_timeout(&upstream, &buf, s.idle_timeout) {
+            if let Err(e) = write_all_nonblocking(&upstream, &buf, Instant::now() + s.idle_timeout) {
                 log::debug!("conn-{id} {peer}: replaying the hello to {orig}: {e}");
                 reset(&client);
                 return;
             }
-            relay::relay(&client, &upstream, None, &limits)
+            relay::relay_nonblocking(&client, &upstream, None, &limits)
         }
         Some(Peeked::Head(first)) => {
             // Every later request on this connection is decided the same
@@ -185,7 +186,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
                 Ok(())
             };
             let http = relay::Http { pending: std::mem::take(&mut buf), first: &first, gate: &mut gate };
-            relay::relay(&client, &upstream, Some(http), &limits)
+            relay::relay_nonblocking(&client, &upstream, Some(http), &limits)
         }
     };
     drop(entry);
@@ -445,10 +446,33 @@ fn http_block(e: http::HttpError) -> Block {
     Block::with_note(r, e.to_string())
 }
 
-fn write_all_timeout(s: &TcpStream, buf: &[u8], timeout: Duration) -> io::Result<()> {
-    s.set_write_timeout(Some(timeout))?;
+/// Writes all of `buf` to the non-blocking `s` by `deadline` (a hello
+/// fits the socket's buffer: one `write`, no timeout to set).
+fn write_all_nonblocking(s: &TcpStream, mut buf: &[u8], deadline: Instant) -> io::Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
     let mut w = s;
-    w.write_all(buf)
+    while !buf.is_empty() {
+        match w.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+                let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLOUT)];
+                match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -113,6 +113,17 @@ pub fn relay(
     relay_with(client, upstream, http, limits, true)
 }
 
+/// [`relay`] for an `upstream` that is non-blocking already
+/// ([`crate::outbound::tcp_nonblocking`]): only the client is switched.
+pub fn relay_nonblocking(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    http: Option<Http<'_, '_>>,
+    limits: &Limits,
+) -> (End, Stats) {
+    relay_switching(client, None, upstream, http, limits, true)
+}
+
 /// [`relay`], with splice optional (the tests drive the copy fallback).
 fn relay_with(
     client: &TcpStream,
@@ -121,8 +132,23 @@ fn relay_with(
     limits: &Limits,
     use_splice: bool,
 ) -> (End, Stats) {
+    relay_switching(client, Some(upstream), upstream, http, limits, use_splice)
+}
+
+/// The relay loop; `switch`: the sockets besides `client` to make
+/// non-blocking first.
+fn relay_switching(
+    client: &TcpStream,
+    switch: Option<&TcpStream>,
+    upstream: &TcpStream,
+    http: Option<Http<'_, '_>>,
+    limits: &Limits,
+    use_splice: bool,
+) -> (End, Stats) {
     let mut stats = Stats::default();
-    if let Err(e) = client.set_nonblocking(true).and_then(|_| upstream.set_nonblocking(true)) {
+    let switched =
+        client.set_nonblocking(true).and_then(|_| switch.map_or(Ok(()), |u| u.set_nonblocking(true)));
+    if let Err(e) = switched {
         return (End::Error(e), stats);
     }
     let (mut up, mut gate) = match http {
