@@ -6389,3 +6389,111 @@ fn escape_187_a_kept_alive_http_connection_through_a_link_a_reload_denylists() {
         o.text()
     );
 }
+
+// Round 11: around round 10's fixes (links, DNAME rewrites, reload replay).
+
+/// DNAME answers whose records come in an order egret's rewrite does not
+/// expect, each in the `*.evil.test` subtree at .3, and controls.
+fn dname_order_world() -> World {
+    use hickory_proto::rr::RecordType;
+    crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        let cases: Vec<(&str, Vec<hickory_proto::rr::Record>, &str)> = vec![
+            // Control: a chain of two DNAMEs in the order they apply.
+            (
+                "fwd.d1.test",
+                vec![rr::dname("d1.test.", "d2.test."), rr::dname("d2.test.", "evil.test.")],
+                "fwd.evil.test.",
+            ),
+            // The same two DNAMEs, the second one first.
+            (
+                "rev.d3.test",
+                vec![rr::dname("d4.test.", "evil.test."), rr::dname("d3.test.", "d4.test.")],
+                "rev.evil.test.",
+            ),
+            // A DNAME, then the CNAME whose target it rewrites.
+            (
+                "late.test",
+                vec![rr::dname("d5.test.", "evil.test."), rr::cname("late.test.", "late.d5.test.")],
+                "late.evil.test.",
+            ),
+            // Control: a clean chain to .3.
+            ("ok.test", vec![rr::cname("ok.test.", "ok.cdn.test.")], "ok.cdn.test."),
+        ];
+        for (q, recs, owner) in cases {
+            let mut with_a = recs.clone();
+            with_a.push(rr::a(owner, three));
+            z.raw.push((q.to_owned(), RecordType::A, vec![with_a]));
+            z.raw.push((q.to_owned(), RecordType::AAAA, vec![recs]));
+        }
+        z
+    })
+}
+
+#[test]
+fn escape_190_dname_records_in_an_order_the_rewrite_does_not_follow() {
+    // `*.evil.test` denylisted (the subtree, not the apex). `check_response`
+    // rewrites under a DNAME only the question and the links seen BEFORE
+    // it in the answer section. Answers: (rev) `d4.test DNAME evil.test`
+    // then `d3.test DNAME d4.test` for `rev.d3.test` (the name leads to
+    // rev.d4.test, then rev.evil.test); (late) `d5.test DNAME evil.test`
+    // then `late.test CNAME late.d5.test` (→ late.evil.test). The chain
+    // egret judges holds evil.test (the apex, not denylisted), d4.test,
+    // rev.d4.test / late.d5.test: is rev.evil.test's address served,
+    // learned, or passed by the proxies' check?
+    let deny = "denylist:\n  domains: [\"*.evil.test\"]\n";
+    let mut found = Vec::new();
+    for mode in ["dns", "dns-strict", "https"] {
+        let w = dname_order_world();
+        let p = &w.p;
+        let yaml = match mode {
+            "dns-strict" => format!("default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n{deny}"),
+            _ => format!("default_action: allow\n{deny}"),
+        };
+        let pol = policy_file(&format!("escape-190-{mode}"), &yaml);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", mode), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000", "");
+        let evil = p.v4(3);
+        if mode == "https" {
+            let to = s_addr(&evil, 80);
+            http(&p.work, to, &get("fwd.d1.test")).assert_not_served("https: control: fwd.d1.test");
+            for q in ["rev.d3.test", "late.test"] {
+                let o = http(&p.work, to, &get(q));
+                if o.text().contains("hello from") {
+                    found.push(format!("https: {q} served from {evil}"));
+                }
+            }
+            let o = http(&p.work, to, &get("ok.test"));
+            assert!(o.text().contains("hello from"), "https: control: ok.test is not served: {o:?}");
+        } else {
+            let to = s_addr(&evil, 7000);
+            let fwd = dig_short(p, "fwd.d1.test");
+            assert!(!fwd.contains(&evil), "{mode}: control: fwd.d1.test was served: {fwd}");
+            if mode == "dns-strict" {
+                let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+                assert!(!o.text().contains("echo:"), "{mode}: control: {evil}:7000 open too early: {o:?}");
+            }
+            for q in ["rev.d3.test", "late.test"] {
+                let a = dig_short(p, q);
+                if a.contains(&evil) {
+                    found.push(format!("{mode}: {q} served {evil}: {}", a.trim().replace('\n', " ")));
+                }
+            }
+            if mode == "dns-strict" {
+                let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+                if o.text().contains("echo:") {
+                    found.push(format!("{mode}: {evil}:7000 opened (learned through rev/late)"));
+                }
+            }
+            let ok = dig_short(p, "ok.test");
+            assert!(ok.contains(&evil), "{mode}: control: ok.test is not answered: {ok}");
+            if mode == "dns-strict" {
+                let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+                assert!(o.text().contains("echo:"), "{mode}: control: ok.test's address not open: {o:?}");
+            }
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
