@@ -6497,3 +6497,238 @@ fn escape_190_dname_records_in_an_order_the_rewrite_does_not_follow() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn escape_191_a_reload_replays_an_address_learned_through_dnames_out_of_order() {
+    // Strict DNS mode, `*.test` allowed, nothing denylisted yet. A name is
+    // answered (its .3 learned); a reload then denylists `*.evil.test`.
+    // The control fwd.d1.test's chain (DNAMEs in order) holds
+    // fwd.evil.test: not replayed (escape_151's case). rev.d3.test and
+    // late.test lead to rev.evil.test / late.evil.test through DNAMEs
+    // listed before the names they rewrite: are they replayed?
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let deny = "denylist:\n  domains: [\"*.evil.test\"]\n";
+    let mut found = Vec::new();
+    for q in ["fwd.d1.test", "rev.d3.test", "late.test"] {
+        let w = dname_order_world();
+        let p = &w.p;
+        let pol = policy_file(&format!("escape-191-{q}"), allow);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(
+            &p.work,
+            &pol,
+            &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())],
+        );
+        let _echo = forbidden_echo(p, "7000", "");
+        let to = s_addr(&p.v4(3), 7000);
+        let answer = dig_short(p, q);
+        assert!(answer.contains(&p.v4(3)), "control: {q} is not answered: {answer}");
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        assert!(o.text().contains("echo:"), "control: {q}: the learned address is not open: {o:?}");
+        std::fs::write(&pol, format!("{allow}{deny}")).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        let open = o.text().contains("echo:");
+        if q == "fwd.d1.test" {
+            assert!(!open, "control: fwd.evil.test's address came back under fwd.d1.test: {o:?}");
+        } else if open {
+            found.push(format!("{q}: {}:7000 replayed after the reload denylisted *.evil.test", p.v4(3)));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn escape_192_a_name_with_ports_whose_dnames_come_out_of_order_in_https_mode() {
+    // HTTPS mode, `tcp/<name>:7000` allowed (egret's refresher resolves it
+    // and opens its addresses on TCP 7000), `*.evil.test` denylisted.
+    // Controls: ok.test (clean chain) opens .3:7000; fwd.d1.test (DNAMEs
+    // in order, to fwd.evil.test) opens nothing. Attack: rev.d3.test and
+    // late.test, whose DNAMEs come before the names they rewrite.
+    let mut found = Vec::new();
+    for q in ["ok.test", "fwd.d1.test", "rev.d3.test", "late.test"] {
+        let w = dname_order_world();
+        let p = &w.p;
+        let yaml = format!(
+            "default_action: deny\nallowlist:\n  domains: [\"tcp/{q}:7000\"]\ndenylist:\n  domains: [\"*.evil.test\"]\n"
+        );
+        let pol = policy_file(&format!("escape-192-{q}"), &yaml);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000", "");
+        let to = s_addr(&p.v4(3), 7000);
+        match q {
+            "ok.test" => {
+                d.wait_logged("ok.test: 1 address(es) open on its ports", Duration::from_secs(10));
+            }
+            "fwd.d1.test" => {
+                d.wait_logged("not opened, its answer leads through denylisted", Duration::from_secs(10));
+            }
+            _ => std::thread::sleep(Duration::from_secs(3)),
+        }
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        let open = o.text().contains("echo:");
+        match q {
+            "ok.test" => assert!(open, "control: ok.test's named port is not open: {o:?}"),
+            "fwd.d1.test" => assert!(!open, "control: fwd.d1.test opened .3:7000: {o:?}"),
+            _ if open => found.push(format!("{q}: {}:7000 opened through *.evil.test", p.v4(3))),
+            _ => {}
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+/// As [`held_tls`], waiting up to `hold` for the go.
+fn held_tls_for(
+    ns: &str,
+    to: SocketAddr,
+    sni: &'static str,
+    hold: Duration,
+    ready: std::sync::mpsc::Sender<bool>,
+    go: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<(bool, String)> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let read_until = |s: &mut TcpStream, want: &[u8], got: &mut Vec<u8>| {
+                let start = Instant::now();
+                let mut buf = [0u8; 4096];
+                while start.elapsed() < Duration::from_secs(3) {
+                    if got.windows(want.len()).any(|w| w == want) {
+                        return true;
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => return false,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+                        Err(_) => return false,
+                    }
+                }
+                got.windows(want.len()).any(|w| w == want)
+            };
+            let Ok(mut s) = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT) else {
+                let _ = ready.send(false);
+                return (false, "connect failed".to_owned());
+            };
+            s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+            let mut first = hello(Some(sni.as_bytes()), 0);
+            first.extend_from_slice(b"\na\n");
+            let mut got = Vec::new();
+            let up = s.write_all(&first).is_ok() && read_until(&mut s, b"echo:a\n", &mut got);
+            let _ = ready.send(up);
+            if !up || go.recv_timeout(hold).is_err() {
+                return (false, "not relayed before the reload".to_owned());
+            }
+            let mut after = Vec::new();
+            let b = s.write_all(b"b\n").is_ok() && read_until(&mut s, b"echo:b\n", &mut after);
+            (b, util::text(&after))
+        })
+    })
+}
+
+/// `n` HTTP requests from the workload to `to`, each naming a distinct
+/// unresolvable host `f<i>.z<i % 50>.test` (each one a check lookup and
+/// a check cache entry), over `threads` threads. Returns how many got a
+/// reply.
+fn host_flood(ns: &str, to: SocketAddr, n: usize, threads: usize) -> usize {
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hs: Vec<_> = (0..threads)
+        .map(|t| {
+            let (ns, done) = (ns.to_owned(), done.clone());
+            std::thread::spawn(move || {
+                in_netns(&ns, move || {
+                    for i in (t..n).step_by(threads) {
+                        let Ok(mut s) = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT) else { continue };
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+                        let req = format!("GET / HTTP/1.1\r\nHost: f{i}.z{}.test\r\nConnection: close\r\n\r\n", i % 50);
+                        if s.write_all(req.as_bytes()).is_err() {
+                            continue;
+                        }
+                        let mut b = [0u8; 512];
+                        if matches!(s.read(&mut b), Ok(k) if k > 0) {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+    for h in hs {
+        let _ = h.join();
+    }
+    done.load(Ordering::Relaxed)
+}
+
+#[test]
+fn escape_193_an_open_connection_whose_chain_the_check_cache_forgot() {
+    // HTTPS mode, default allow, DNS_TTL_MIN at its default (30 s).
+    // alias.test (TTL 1) CNAME evil.test at .3. A TLS connection names
+    // alias.test and goes to .3:443: allowed and relayed (escape_178's
+    // setup). A reload that denylists evil.test cuts it by the chain the
+    // check cache recorded for alias.test. The cache keeps 10,000 names
+    // (`MAX_NAMES`), and when full prunes entries whose addresses expired,
+    // chain and all. The workload waits out alias.test's 30 s, then names
+    // 10,100 unresolvable hosts in HTTP requests (each one a lookup and an
+    // entry): the prune drops alias.test's chain. Is the connection still
+    // cut by the reload? Phase 1 (no flood) is the control.
+    let mut found = Vec::new();
+    for flood in [false, true] {
+        let w = crate::run::world_with(|two, three| {
+            use hickory_proto::rr::rdata::{A, CNAME};
+            use hickory_proto::rr::RData;
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            z.records.push(("evil.test".into(), 1, RData::A(A(three))));
+            z.records.push(("alias.test".into(), 1, RData::CNAME(CNAME(rr::name("evil.test.")))));
+            z
+        });
+        let p = &w.p;
+        let pol = policy_file(
+            &format!("escape-193-{flood}"),
+            "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n",
+        );
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "443", "");
+        let to = s_addr(&p.v4(3), 443);
+        let mut held = Vec::new();
+        for sni in ["alias.test", "evil.test"] {
+            let (rtx, rrx) = std::sync::mpsc::channel();
+            let (gtx, grx) = std::sync::mpsc::channel();
+            let h = held_tls_for(&p.work, to, sni, Duration::from_secs(240), rtx, grx);
+            assert_eq!(rrx.recv_timeout(Duration::from_secs(10)), Ok(true), "control: {sni} is not relayed");
+            held.push((sni, gtx, h));
+        }
+        std::thread::sleep(Duration::from_secs(32));
+        if flood {
+            let t = Instant::now();
+            let got = host_flood(&p.work, s_addr(&p.v4(2), 80), 10_100, 16);
+            eprintln!("flood: {got} of 10100 requests answered in {:?}", t.elapsed());
+        }
+        std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n").expect("rewrite");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut kept = Vec::new();
+        for (sni, go, h) in held {
+            let _ = go.send(());
+            kept.push((sni, h.join().expect("held")));
+        }
+        eprintln!("flood={flood}: after the reload: {kept:?}");
+        let mut fresh = hello(Some(b"alias.test"), 0);
+        fresh.extend_from_slice(b"\nc\n");
+        let o = tcp(&p.work, to, vec![fresh], Duration::ZERO, CLIENT_TIMEOUT);
+        o.assert_not_served("control: a new alias.test connection after the reload");
+        let evil = &kept.iter().find(|k| k.0 == "evil.test").expect("evil").1;
+        assert!(!evil.0, "control: the connection naming evil.test was not cut: {:?}", evil.1);
+        let alias = &kept.iter().find(|k| k.0 == "alias.test").expect("alias").1;
+        if !flood {
+            assert!(!alias.0, "control (no flood): the alias.test connection was not cut: {:?}", alias.1);
+        } else if alias.0 {
+            found.push(format!("after the flood, alias.test's connection to .3:443 kept flowing: {:?}", alias.1));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
