@@ -6732,3 +6732,64 @@ fn escape_193_an_open_connection_whose_chain_the_check_cache_forgot() {
     }
     assert!(found.is_empty(), "{found:?}");
 }
+
+#[test]
+fn escape_194_a_dname_owned_by_the_root() {
+    // `*.evil.test` denylisted. The answer for `q.test` carries a DNAME
+    // owned by the root, `. DNAME evil.test.` (every name moves under
+    // evil.test: q.test → q.test.evil.test), and the A record of
+    // q.test.evil.test. `dname_rewrite` strips the owner as a text suffix
+    // followed by a dot: the root's text is ".", which no name ends in,
+    // so the question is not moved and the chain holds the apex only. The
+    // control is the same rewrite by a DNAME owned by `test.`.
+    use hickory_proto::rr::RecordType;
+    let mut found = Vec::new();
+    for mode in ["dns", "dns-strict"] {
+        let w = crate::run::world_with(|two, three| {
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            let root = rr::dname_wire(".", {
+                let mut wire = Vec::new();
+                use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+                rr::name("evil.test.").emit(&mut BinEncoder::new(&mut wire)).expect("emit");
+                wire
+            });
+            z.raw.push((
+                "q.test".into(),
+                RecordType::A,
+                vec![vec![root, rr::a("q.test.evil.test.", three)]],
+            ));
+            z.raw.push((
+                "c.test".into(),
+                RecordType::A,
+                vec![vec![rr::dname("test.", "evil.test."), rr::a("c.evil.test.", three)]],
+            ));
+            z
+        });
+        let p = &w.p;
+        let yaml = match mode {
+            "dns-strict" => "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"*.evil.test\"]\n",
+            _ => "default_action: allow\ndenylist:\n  domains: [\"*.evil.test\"]\n",
+        };
+        let pol = policy_file(&format!("escape-194-{mode}"), yaml);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", mode), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000", "");
+        let evil = p.v4(3);
+        let c = dig_short(p, "c.test");
+        assert!(!c.contains(&evil), "{mode}: control: c.test (DNAME test. → evil.test.) was served: {c}");
+        let a = dig_short(p, "allowed.test");
+        assert!(a.contains(&p.v4(2)), "{mode}: control: allowed.test is not answered: {a}");
+        let q = dig_short(p, "q.test");
+        if q.contains(&evil) {
+            found.push(format!("{mode}: q.test served {evil}: {}", q.trim().replace('\n', " ")));
+        }
+        if mode == "dns-strict" {
+            let o = tcp(&p.work, s_addr(&evil, 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+            if o.text().contains("echo:") {
+                found.push(format!("{mode}: {evil}:7000 opened through the root DNAME"));
+            }
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
