@@ -6793,3 +6793,84 @@ fn escape_194_a_dname_owned_by_the_root() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn escape_195_many_learned_addresses_hold_the_learner_through_a_reload() {
+    // Strict DNS mode, `*.test` allowed. One unprivileged workload asks
+    // (over TCP, inside the hardening's 50 queries/s and 300 names per
+    // zone) for 250 names of its own zone, each answered with 2,400
+    // distinct A records: 600,000 learned addresses (nothing bounds the
+    // learned sets or `Learned`). A reload (the operator's, any change)
+    // holds the learner's lock from before `nft::apply` to after the
+    // replay of every learned address, and every DNS answer of every
+    // tenant waits on that lock to be learned. How long does the reload
+    // hold it, and how long does a co-tenant's `allowed.test` wait?
+    use hickory_proto::rr::RecordType;
+    const NAMES: usize = 250;
+    const PER: usize = 2_400;
+    let w = crate::run::world_with(|two, _three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        for i in 0..NAMES {
+            let owner = format!("big{i}.test.");
+            let recs = (0..PER)
+                .map(|j| {
+                    let n = u32::try_from(i * PER + j).expect("fits");
+                    rr::a(&owner, std::net::Ipv4Addr::from(0x0a40_0000u32 + n))
+                })
+                .collect();
+            z.raw.push((format!("big{i}.test"), RecordType::A, vec![recs]));
+        }
+        z
+    });
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let pol = policy_file("escape-195", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let dig = |name: &str, tcp: bool| {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["dig", &format!("@{}", p.v4(2)), name, "A", "+time=10", "+tries=1"]);
+        if tcp {
+            c.arg("+tcp");
+        }
+        let start = Instant::now();
+        let (_, out, _) = util::run(c);
+        (out.contains("status: NOERROR"), start.elapsed(), out)
+    };
+    let (ok, base, out) = dig("allowed.test", false);
+    assert!(ok, "control: allowed.test is not answered: {out}");
+    let t = Instant::now();
+    let mut learned = 0;
+    for i in 0..NAMES {
+        let (ok, _, out) = dig(&format!("big{i}.test"), true);
+        learned += usize::from(ok && out.contains("ANSWER: 2400,"));
+        if i == 0 {
+            eprintln!("first big answer: {}", out.lines().take(12).collect::<Vec<_>>().join(" | "));
+        }
+    }
+    eprintln!("{learned} of {NAMES} big answers served in {:?}; baseline dig {base:?}", t.elapsed());
+    assert!(learned > NAMES / 2, "control: the big answers were not served");
+    // The reload, and a co-tenant's digs meanwhile.
+    std::fs::write(&pol, format!("{allow}denylist:\n  domains: [\"other.test\"]\n")).expect("rewrite");
+    let written = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut answered = 0;
+    while written.elapsed() < Duration::from_secs(20) {
+        let (ok, took, _) = dig("allowed.test", false);
+        worst = worst.max(took);
+        answered += usize::from(ok);
+        let done = d.logged().iter().any(|l| l.contains("learned addresses restored after reload"));
+        if done && written.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let line = d.wait_logged("learned addresses restored after reload", Duration::from_secs(60));
+    let held = written.elapsed();
+    eprintln!("reload done ({line}) within {held:?}; co-tenant digs: {answered} answered, worst {worst:?}");
+    drop(d);
+    assert!(
+        worst < Duration::from_secs(2) && held < Duration::from_secs(5),
+        "a reload with {} learned addresses: the co-tenant's DNS waited {worst:?}, the reload took {held:?}",
+        learned * PER
+    );
+}
