@@ -6874,3 +6874,61 @@ fn escape_195_many_learned_addresses_hold_the_learner_through_a_reload() {
         learned * PER
     );
 }
+
+#[test]
+fn escape_196_https_records_in_an_a_answer_and_a_record_owned_off_the_chain() {
+    // Strict DNS mode, `*.test` allowed, `evil.test` and `*.evil.test`
+    // denylisted; each case in its own run (one learned .3 opens .3:7000).
+    // (h1) an A question answered with `h1.test HTTPS 1 x.evil.test.
+    // ipv4hint=.3`; (h2) the same in AliasMode (priority 0, with a hint
+    // all the same); (h3) an A question answered only by `x.evil.test A
+    // .3`, a record whose owner no link leads to (no CNAME, no DNAME): is
+    // its address learned under h3.test? Control: ok.test A .3 opens.
+    use hickory_proto::rr::rdata::svcb::{IpHint, SvcParamKey, SvcParamValue, SVCB};
+    use hickory_proto::rr::rdata::{A, HTTPS};
+    use hickory_proto::rr::{RData, Record, RecordType};
+    let mut found = Vec::new();
+    for q in ["ok.test", "h1.test", "h2.test", "h3.test"] {
+        let w = crate::run::world_with(|two, three| {
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            let https = |owner: &str, prio: u16| {
+                let v = SVCB::new(
+                    prio,
+                    rr::name("x.evil.test."),
+                    vec![(SvcParamKey::Ipv4Hint, SvcParamValue::Ipv4Hint(IpHint(vec![A(three)])))],
+                );
+                Record::from_rdata(rr::name(owner), 300, RData::HTTPS(HTTPS(v)))
+            };
+            z.raw.push(("ok.test".into(), RecordType::A, vec![vec![rr::a("ok.test.", three)]]));
+            z.raw.push(("h1.test".into(), RecordType::A, vec![vec![https("h1.test.", 1)]]));
+            z.raw.push(("h2.test".into(), RecordType::A, vec![vec![https("h2.test.", 0)]]));
+            z.raw.push(("h3.test".into(), RecordType::A, vec![vec![rr::a("x.evil.test.", three)]]));
+            z
+        });
+        let p = &w.p;
+        let pol = policy_file(
+            &format!("escape-196-{q}"),
+            "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\", \"*.evil.test\"]\n",
+        );
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(
+            &p.work,
+            &pol,
+            &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())],
+        );
+        let _echo = forbidden_echo(p, "7000", "");
+        let to = s_addr(&p.v4(3), 7000);
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        assert!(!o.text().contains("echo:"), "{q}: control: .3:7000 open before any answer: {o:?}");
+        let a = dig_short(p, q);
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        let open = o.text().contains("echo:");
+        if q == "ok.test" {
+            assert!(open, "control: ok.test's .3 is not open: {a} {o:?}");
+        } else if open {
+            found.push(format!("{q}: .3:7000 opened (answer {})", a.trim().replace('\n', " ")));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
