@@ -6556,7 +6556,8 @@ fn escape_192_a_name_with_ports_whose_dnames_come_out_of_order_in_https_mode() {
         );
         let pol = policy_file(&format!("escape-192-{q}"), &yaml);
         let upstream = format!("{}:53", p.v4(2));
-        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let d =
+            Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
         let _echo = forbidden_echo(p, "7000", "");
         let to = s_addr(&p.v4(3), 7000);
         match q {
@@ -6643,7 +6644,10 @@ fn host_flood(ns: &str, to: SocketAddr, n: usize, threads: usize) -> usize {
                     for i in (t..n).step_by(threads) {
                         let Ok(mut s) = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT) else { continue };
                         let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-                        let req = format!("GET / HTTP/1.1\r\nHost: f{i}.z{}.test\r\nConnection: close\r\n\r\n", i % 50);
+                        let req = format!(
+                            "GET / HTTP/1.1\r\nHost: f{i}.z{}.test\r\nConnection: close\r\n\r\n",
+                            i % 50
+                        );
                         if s.write_all(req.as_bytes()).is_err() {
                             continue;
                         }
@@ -6690,7 +6694,8 @@ fn escape_193_an_open_connection_whose_chain_the_check_cache_forgot() {
             "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n",
         );
         let upstream = format!("{}:53", p.v4(2));
-        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let d =
+            Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
         let _echo = forbidden_echo(p, "443", "");
         let to = s_addr(&p.v4(3), 443);
         let mut held = Vec::new();
@@ -6707,7 +6712,8 @@ fn escape_193_an_open_connection_whose_chain_the_check_cache_forgot() {
             let got = host_flood(&p.work, s_addr(&p.v4(2), 80), 10_100, 16);
             eprintln!("flood: {got} of 10100 requests answered in {:?}", t.elapsed());
         }
-        std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n").expect("rewrite");
+        std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n")
+            .expect("rewrite");
         d.wait_log("policy reloaded", Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(300));
         let mut kept = Vec::new();
@@ -6726,7 +6732,10 @@ fn escape_193_an_open_connection_whose_chain_the_check_cache_forgot() {
         if !flood {
             assert!(!alias.0, "control (no flood): the alias.test connection was not cut: {:?}", alias.1);
         } else if alias.0 {
-            found.push(format!("after the flood, alias.test's connection to .3:443 kept flowing: {:?}", alias.1));
+            found.push(format!(
+                "after the flood, alias.test's connection to .3:443 kept flowing: {:?}",
+                alias.1
+            ));
         }
         drop(d);
     }
@@ -6753,11 +6762,7 @@ fn escape_194_a_dname_owned_by_the_root() {
                 rr::name("evil.test.").emit(&mut BinEncoder::new(&mut wire)).expect("emit");
                 wire
             });
-            z.raw.push((
-                "q.test".into(),
-                RecordType::A,
-                vec![vec![root, rr::a("q.test.evil.test.", three)]],
-            ));
+            z.raw.push(("q.test".into(), RecordType::A, vec![vec![root, rr::a("q.test.evil.test.", three)]]));
             z.raw.push((
                 "c.test".into(),
                 RecordType::A,
@@ -6826,7 +6831,8 @@ fn escape_195_many_learned_addresses_hold_the_learner_through_a_reload() {
     let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
     let pol = policy_file("escape-195", allow);
     let upstream = format!("{}:53", p.v4(2));
-    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
     let dig = |name: &str, tcp: bool| {
         let mut c = as_workload(&p.work, Priv::Nobody);
         c.args(["dig", &format!("@{}", p.v4(2)), name, "A", "+time=10", "+tries=1"]);
