@@ -6938,3 +6938,80 @@ fn escape_196_https_records_in_an_a_answer_and_a_record_owned_off_the_chain() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn escape_197_big_answers_keep_the_learner_busy_for_a_co_tenant() {
+    // Strict DNS mode, `*.test` allowed. The attacker (uid 65534) runs 8
+    // parallel loops of `dig +tcp` for 40 names of its zone, each answered
+    // with 2,400 A records (each answer learned under the learner's one
+    // lock, 2,400 set elements per answer), inside the hardening's rate
+    // (its refusals are answers too). Meanwhile a co-tenant (another uid)
+    // asks for allowed.test every 200 ms: how long does it wait?
+    use hickory_proto::rr::RecordType;
+    const NAMES: usize = 40;
+    const PER: usize = 2_400;
+    let w = crate::run::world_with(|two, _three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        for i in 0..NAMES {
+            let owner = format!("big{i}.test.");
+            let recs = (0..PER)
+                .map(|j| {
+                    let n = u32::try_from(i * PER + j).expect("fits");
+                    rr::a(&owner, std::net::Ipv4Addr::from(0x0a40_0000u32 + n))
+                })
+                .collect();
+            z.raw.push((format!("big{i}.test"), RecordType::A, vec![recs]));
+        }
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-197", "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let dig = |who: Priv, name: &str, tcp: bool| {
+        let mut c = as_workload(&p.work, who);
+        c.args(["dig", &format!("@{}", p.v4(2)), name, "A", "+time=10", "+tries=1"]);
+        if tcp {
+            c.arg("+tcp");
+        }
+        let start = Instant::now();
+        let (_, out, _) = util::run(c);
+        (out.contains("status: NOERROR"), start.elapsed())
+    };
+    let (ok, base) = dig(Priv::NetRaw, "allowed.test", false);
+    assert!(ok, "control: the co-tenant's allowed.test is not answered");
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let worst = std::thread::scope(|s| {
+        for t in 0..8 {
+            let (stop, served) = (stop.clone(), served.clone());
+            let dig = &dig;
+            s.spawn(move || {
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    if dig(Priv::Nobody, &format!("big{}.test", i % NAMES), true).0 {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 8;
+                }
+            });
+        }
+        let mut worst = Duration::ZERO;
+        let mut answered = 0;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(12) {
+            std::thread::sleep(Duration::from_millis(200));
+            let (ok, took) = dig(Priv::NetRaw, "allowed.test", false);
+            worst = worst.max(took);
+            answered += usize::from(ok);
+        }
+        stop.store(true, Ordering::Relaxed);
+        eprintln!("co-tenant: {answered} answered, worst {worst:?} (baseline {base:?})");
+        worst
+    });
+    eprintln!("attacker: {} big answers served", served.load(Ordering::Relaxed));
+    assert!(served.load(Ordering::Relaxed) > 10, "control: the big answers were not served");
+    drop(d);
+    assert!(worst < Duration::from_secs(1), "the co-tenant's DNS waited {worst:?} behind the big answers");
+}
