@@ -7015,3 +7015,107 @@ fn escape_197_big_answers_keep_the_learner_busy_for_a_co_tenant() {
     drop(d);
     assert!(worst < Duration::from_secs(1), "the co-tenant's DNS waited {worst:?} behind the big answers");
 }
+
+/// A WebSocket held open from the workload: the handshake for `host` to
+/// `to`, the server's first frame, a frame "a" echoed; on the go, one masked text frame "b"
+/// and its echo. Returns (echoed after the go, what was read).
+fn held_ws(
+    ns: &str,
+    to: SocketAddr,
+    host: &'static str,
+    ready: std::sync::mpsc::Sender<bool>,
+    go: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<(bool, String)> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let read_until = |s: &mut TcpStream, want: &[u8], got: &mut Vec<u8>| {
+                let start = Instant::now();
+                let mut buf = [0u8; 4096];
+                while start.elapsed() < Duration::from_secs(3) {
+                    if got.windows(want.len()).any(|w| w == want) {
+                        return true;
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => return false,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+                        Err(_) => return false,
+                    }
+                }
+                got.windows(want.len()).any(|w| w == want)
+            };
+            let Ok(mut s) = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT) else {
+                let _ = ready.send(false);
+                return (false, "connect failed".to_owned());
+            };
+            s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+            let hs = format!(
+                "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            );
+            let mut got = Vec::new();
+            let up = s.write_all(hs.as_bytes()).is_ok()
+                && read_until(&mut s, b"hello from", &mut got)
+                && s.write_all(&[0x81u8, 0x81, 0, 0, 0, 0, b'a']).is_ok()
+                && read_until(&mut s, b"echo:a", &mut got);
+            let _ = ready.send(up);
+            if !up || go.recv_timeout(Duration::from_secs(30)).is_err() {
+                return (false, format!("not upgraded before the reload: {}", util::text(&got)));
+            }
+            // FIN + text, masked, length 1, a zero mask.
+            let frame = [0x81u8, 0x81, 0, 0, 0, 0, b'b'];
+            let mut after = Vec::new();
+            let b = s.write_all(&frame).is_ok() && read_until(&mut s, b"echo:b", &mut after);
+            (b, util::text(&after))
+        })
+    })
+}
+
+#[test]
+fn escape_198_an_upgraded_websocket_through_a_link_a_reload_denylists() {
+    // HTTPS mode, default allow. A WebSocket handshake names alias.test (a
+    // CNAME to evil.test) and goes to .3:80: allowed, upgraded (101), and
+    // relayed as a tunnel from then on. A reload then denylists evil.test:
+    // is the upgraded connection cut by alias.test's chain, as a TLS one
+    // is (escape_178)? Control: one naming evil.test itself.
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::RData;
+    let w = crate::run::bare_world(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("evil.test".into(), 300, RData::A(A(three))));
+        z.records.push(("alias.test".into(), 300, RData::CNAME(CNAME(rr::name("evil.test.")))));
+        z
+    });
+    let p = &w.p;
+    let _ws = Pair::spawn_ready(
+        &p.up,
+        "python3",
+        &[&util::data("netns/ws.py").to_string_lossy(), "server", "80", &p.v4(3)],
+    );
+    let pol = policy_file("escape-198", "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let to = s_addr(&p.v4(3), 80);
+    let mut held = Vec::new();
+    for host in ["alias.test", "evil.test"] {
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        let (gtx, grx) = std::sync::mpsc::channel();
+        let h = held_ws(&p.work, to, host, rtx, grx);
+        assert_eq!(rrx.recv_timeout(Duration::from_secs(10)), Ok(true), "control: {host} is not upgraded");
+        held.push((host, gtx, h));
+    }
+    std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n").expect("rewrite");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut kept = Vec::new();
+    for (host, go, h) in held {
+        let _ = go.send(());
+        kept.push((host, h.join().expect("held")));
+    }
+    eprintln!("after the reload: {kept:?}");
+    let evil = &kept.iter().find(|k| k.0 == "evil.test").expect("evil").1;
+    assert!(!evil.0, "control: the WebSocket naming evil.test was not cut: {:?}", evil.1);
+    let alias = &kept.iter().find(|k| k.0 == "alias.test").expect("alias").1;
+    assert!(!alias.0, "the upgraded WebSocket through alias.test kept flowing: {:?}", alias.1);
+}
