@@ -6351,3 +6351,733 @@ fn escape_187_a_kept_alive_http_connection_through_a_link_a_reload_denylists() {
         o.text()
     );
 }
+
+// Round 11: around round 10's fixes (links, DNAME rewrites, reload replay).
+
+/// DNAME answers whose records come in an order egret's rewrite does not
+/// expect, each in the `*.evil.test` subtree at .3, and controls.
+fn dname_order_world() -> World {
+    use hickory_proto::rr::RecordType;
+    crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        let cases: Vec<(&str, Vec<hickory_proto::rr::Record>, &str)> = vec![
+            // Control: a chain of two DNAMEs in the order they apply.
+            (
+                "fwd.d1.test",
+                vec![rr::dname("d1.test.", "d2.test."), rr::dname("d2.test.", "evil.test.")],
+                "fwd.evil.test.",
+            ),
+            // The same two DNAMEs, the second one first.
+            (
+                "rev.d3.test",
+                vec![rr::dname("d4.test.", "evil.test."), rr::dname("d3.test.", "d4.test.")],
+                "rev.evil.test.",
+            ),
+            // A DNAME, then the CNAME whose target it rewrites.
+            (
+                "late.test",
+                vec![rr::dname("d5.test.", "evil.test."), rr::cname("late.test.", "late.d5.test.")],
+                "late.evil.test.",
+            ),
+            // Control: a clean chain to .3.
+            ("ok.test", vec![rr::cname("ok.test.", "ok.cdn.test.")], "ok.cdn.test."),
+        ];
+        for (q, recs, owner) in cases {
+            let mut with_a = recs.clone();
+            with_a.push(rr::a(owner, three));
+            z.raw.push((q.to_owned(), RecordType::A, vec![with_a]));
+            z.raw.push((q.to_owned(), RecordType::AAAA, vec![recs]));
+        }
+        z
+    })
+}
+
+#[test]
+fn escape_190_dname_records_in_an_order_the_rewrite_does_not_follow() {
+    // `*.evil.test` denylisted (the subtree, not the apex). `check_response`
+    // rewrites under a DNAME only the question and the links seen BEFORE
+    // it in the answer section. Answers: (rev) `d4.test DNAME evil.test`
+    // then `d3.test DNAME d4.test` for `rev.d3.test` (the name leads to
+    // rev.d4.test, then rev.evil.test); (late) `d5.test DNAME evil.test`
+    // then `late.test CNAME late.d5.test` (→ late.evil.test). The chain
+    // egret judges holds evil.test (the apex, not denylisted), d4.test,
+    // rev.d4.test / late.d5.test: is rev.evil.test's address served,
+    // learned, or passed by the proxies' check?
+    let deny = "denylist:\n  domains: [\"*.evil.test\"]\n";
+    let mut found = Vec::new();
+    for mode in ["dns", "dns-strict", "https"] {
+        let w = dname_order_world();
+        let p = &w.p;
+        let yaml = match mode {
+            "dns-strict" => format!("default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n{deny}"),
+            _ => format!("default_action: allow\n{deny}"),
+        };
+        let pol = policy_file(&format!("escape-190-{mode}"), &yaml);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", mode), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000", "");
+        let evil = p.v4(3);
+        if mode == "https" {
+            let to = s_addr(&evil, 80);
+            http(&p.work, to, &get("fwd.d1.test")).assert_not_served("https: control: fwd.d1.test");
+            for q in ["rev.d3.test", "late.test"] {
+                let o = http(&p.work, to, &get(q));
+                if o.text().contains("hello from") {
+                    found.push(format!("https: {q} served from {evil}"));
+                }
+            }
+            let o = http(&p.work, to, &get("ok.test"));
+            assert!(o.text().contains("hello from"), "https: control: ok.test is not served: {o:?}");
+        } else {
+            let to = s_addr(&evil, 7000);
+            let fwd = dig_short(p, "fwd.d1.test");
+            assert!(!fwd.contains(&evil), "{mode}: control: fwd.d1.test was served: {fwd}");
+            if mode == "dns-strict" {
+                let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+                assert!(!o.text().contains("echo:"), "{mode}: control: {evil}:7000 open too early: {o:?}");
+            }
+            for q in ["rev.d3.test", "late.test"] {
+                let a = dig_short(p, q);
+                if a.contains(&evil) {
+                    found.push(format!("{mode}: {q} served {evil}: {}", a.trim().replace('\n', " ")));
+                }
+            }
+            if mode == "dns-strict" {
+                let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+                if o.text().contains("echo:") {
+                    found.push(format!("{mode}: {evil}:7000 opened (learned through rev/late)"));
+                }
+            }
+            let ok = dig_short(p, "ok.test");
+            assert!(ok.contains(&evil), "{mode}: control: ok.test is not answered: {ok}");
+            if mode == "dns-strict" {
+                let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+                assert!(o.text().contains("echo:"), "{mode}: control: ok.test's address not open: {o:?}");
+            }
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn escape_191_a_reload_replays_an_address_learned_through_dnames_out_of_order() {
+    // Strict DNS mode, `*.test` allowed, nothing denylisted yet. A name is
+    // answered (its .3 learned); a reload then denylists `*.evil.test`.
+    // The control fwd.d1.test's chain (DNAMEs in order) holds
+    // fwd.evil.test: not replayed (escape_151's case). rev.d3.test and
+    // late.test lead to rev.evil.test / late.evil.test through DNAMEs
+    // listed before the names they rewrite: are they replayed?
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let deny = "denylist:\n  domains: [\"*.evil.test\"]\n";
+    let mut found = Vec::new();
+    for q in ["fwd.d1.test", "rev.d3.test", "late.test"] {
+        let w = dname_order_world();
+        let p = &w.p;
+        let pol = policy_file(&format!("escape-191-{q}"), allow);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(
+            &p.work,
+            &pol,
+            &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())],
+        );
+        let _echo = forbidden_echo(p, "7000", "");
+        let to = s_addr(&p.v4(3), 7000);
+        let answer = dig_short(p, q);
+        assert!(answer.contains(&p.v4(3)), "control: {q} is not answered: {answer}");
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        assert!(o.text().contains("echo:"), "control: {q}: the learned address is not open: {o:?}");
+        std::fs::write(&pol, format!("{allow}{deny}")).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        let open = o.text().contains("echo:");
+        if q == "fwd.d1.test" {
+            assert!(!open, "control: fwd.evil.test's address came back under fwd.d1.test: {o:?}");
+        } else if open {
+            found.push(format!("{q}: {}:7000 replayed after the reload denylisted *.evil.test", p.v4(3)));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn escape_192_a_name_with_ports_whose_dnames_come_out_of_order_in_https_mode() {
+    // HTTPS mode, `tcp/<name>:7000` allowed (egret's refresher resolves it
+    // and opens its addresses on TCP 7000), `*.evil.test` denylisted.
+    // Controls: ok.test (clean chain) opens .3:7000; fwd.d1.test (DNAMEs
+    // in order, to fwd.evil.test) opens nothing. Attack: rev.d3.test and
+    // late.test, whose DNAMEs come before the names they rewrite.
+    let mut found = Vec::new();
+    for q in ["ok.test", "fwd.d1.test", "rev.d3.test", "late.test"] {
+        let w = dname_order_world();
+        let p = &w.p;
+        let yaml = format!(
+            "default_action: deny\nallowlist:\n  domains: [\"tcp/{q}:7000\"]\ndenylist:\n  domains: [\"*.evil.test\"]\n"
+        );
+        let pol = policy_file(&format!("escape-192-{q}"), &yaml);
+        let upstream = format!("{}:53", p.v4(2));
+        let d =
+            Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000", "");
+        let to = s_addr(&p.v4(3), 7000);
+        match q {
+            "ok.test" => {
+                d.wait_logged("ok.test: 1 address(es) open on its ports", Duration::from_secs(10));
+            }
+            "fwd.d1.test" => {
+                d.wait_logged("not opened, its answer leads through denylisted", Duration::from_secs(10));
+            }
+            _ => std::thread::sleep(Duration::from_secs(3)),
+        }
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        let open = o.text().contains("echo:");
+        match q {
+            "ok.test" => assert!(open, "control: ok.test's named port is not open: {o:?}"),
+            "fwd.d1.test" => assert!(!open, "control: fwd.d1.test opened .3:7000: {o:?}"),
+            _ if open => found.push(format!("{q}: {}:7000 opened through *.evil.test", p.v4(3))),
+            _ => {}
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+/// As [`held_tls`], waiting up to `hold` for the go.
+fn held_tls_for(
+    ns: &str,
+    to: SocketAddr,
+    sni: &'static str,
+    hold: Duration,
+    ready: std::sync::mpsc::Sender<bool>,
+    go: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<(bool, String)> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let read_until = |s: &mut TcpStream, want: &[u8], got: &mut Vec<u8>| {
+                let start = Instant::now();
+                let mut buf = [0u8; 4096];
+                while start.elapsed() < Duration::from_secs(3) {
+                    if got.windows(want.len()).any(|w| w == want) {
+                        return true;
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => return false,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+                        Err(_) => return false,
+                    }
+                }
+                got.windows(want.len()).any(|w| w == want)
+            };
+            let Ok(mut s) = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT) else {
+                let _ = ready.send(false);
+                return (false, "connect failed".to_owned());
+            };
+            s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+            let mut first = hello(Some(sni.as_bytes()), 0);
+            first.extend_from_slice(b"\na\n");
+            let mut got = Vec::new();
+            let up = s.write_all(&first).is_ok() && read_until(&mut s, b"echo:a\n", &mut got);
+            let _ = ready.send(up);
+            if !up || go.recv_timeout(hold).is_err() {
+                return (false, "not relayed before the reload".to_owned());
+            }
+            let mut after = Vec::new();
+            let b = s.write_all(b"b\n").is_ok() && read_until(&mut s, b"echo:b\n", &mut after);
+            (b, util::text(&after))
+        })
+    })
+}
+
+/// `n` HTTP requests from the workload to `to`, each naming a distinct
+/// unresolvable host `f<i>.z<i % 50>.test` (each one a check lookup and
+/// a check cache entry), over `threads` threads. Returns how many got a
+/// reply.
+fn host_flood(ns: &str, to: SocketAddr, n: usize, threads: usize) -> usize {
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hs: Vec<_> = (0..threads)
+        .map(|t| {
+            let (ns, done) = (ns.to_owned(), done.clone());
+            std::thread::spawn(move || {
+                in_netns(&ns, move || {
+                    for i in (t..n).step_by(threads) {
+                        let Ok(mut s) = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT) else { continue };
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+                        let req = format!(
+                            "GET / HTTP/1.1\r\nHost: f{i}.z{}.test\r\nConnection: close\r\n\r\n",
+                            i % 50
+                        );
+                        if s.write_all(req.as_bytes()).is_err() {
+                            continue;
+                        }
+                        let mut b = [0u8; 512];
+                        if matches!(s.read(&mut b), Ok(k) if k > 0) {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+    for h in hs {
+        let _ = h.join();
+    }
+    done.load(Ordering::Relaxed)
+}
+
+#[test]
+fn escape_193_an_open_connection_whose_chain_the_check_cache_forgot() {
+    // HTTPS mode, default allow, DNS_TTL_MIN at its default (30 s).
+    // alias.test (TTL 1) CNAME evil.test at .3. A TLS connection names
+    // alias.test and goes to .3:443: allowed and relayed (escape_178's
+    // setup). A reload that denylists evil.test cuts it by the chain the
+    // check cache recorded for alias.test. The cache keeps 10,000 names
+    // (`MAX_NAMES`), and when full prunes entries whose addresses expired,
+    // chain and all. The workload waits out alias.test's 30 s, then names
+    // 10,100 unresolvable hosts in HTTP requests (each one a lookup and an
+    // entry): the prune drops alias.test's chain. Is the connection still
+    // cut by the reload? Phase 1 (no flood) is the control.
+    let mut found = Vec::new();
+    for flood in [false, true] {
+        let w = crate::run::world_with(|two, three| {
+            use hickory_proto::rr::rdata::{A, CNAME};
+            use hickory_proto::rr::RData;
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            z.records.push(("evil.test".into(), 1, RData::A(A(three))));
+            z.records.push(("alias.test".into(), 1, RData::CNAME(CNAME(rr::name("evil.test.")))));
+            z
+        });
+        let p = &w.p;
+        let pol = policy_file(
+            &format!("escape-193-{flood}"),
+            "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n",
+        );
+        let upstream = format!("{}:53", p.v4(2));
+        let d =
+            Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "443", "");
+        let to = s_addr(&p.v4(3), 443);
+        let mut held = Vec::new();
+        for sni in ["alias.test", "evil.test"] {
+            let (rtx, rrx) = std::sync::mpsc::channel();
+            let (gtx, grx) = std::sync::mpsc::channel();
+            let h = held_tls_for(&p.work, to, sni, Duration::from_secs(240), rtx, grx);
+            assert_eq!(rrx.recv_timeout(Duration::from_secs(10)), Ok(true), "control: {sni} is not relayed");
+            held.push((sni, gtx, h));
+        }
+        std::thread::sleep(Duration::from_secs(32));
+        if flood {
+            let t = Instant::now();
+            let got = host_flood(&p.work, s_addr(&p.v4(2), 80), 10_100, 16);
+            eprintln!("flood: {got} of 10100 requests answered in {:?}", t.elapsed());
+        }
+        std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n")
+            .expect("rewrite");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut kept = Vec::new();
+        for (sni, go, h) in held {
+            let _ = go.send(());
+            kept.push((sni, h.join().expect("held")));
+        }
+        eprintln!("flood={flood}: after the reload: {kept:?}");
+        let mut fresh = hello(Some(b"alias.test"), 0);
+        fresh.extend_from_slice(b"\nc\n");
+        let o = tcp(&p.work, to, vec![fresh], Duration::ZERO, CLIENT_TIMEOUT);
+        o.assert_not_served("control: a new alias.test connection after the reload");
+        let evil = &kept.iter().find(|k| k.0 == "evil.test").expect("evil").1;
+        assert!(!evil.0, "control: the connection naming evil.test was not cut: {:?}", evil.1);
+        let alias = &kept.iter().find(|k| k.0 == "alias.test").expect("alias").1;
+        if !flood {
+            assert!(!alias.0, "control (no flood): the alias.test connection was not cut: {:?}", alias.1);
+        } else if alias.0 {
+            found.push(format!(
+                "after the flood, alias.test's connection to .3:443 kept flowing: {:?}",
+                alias.1
+            ));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn escape_194_a_dname_owned_by_the_root() {
+    // `*.evil.test` denylisted. The answer for `q.test` carries a DNAME
+    // owned by the root, `. DNAME evil.test.` (every name moves under
+    // evil.test: q.test → q.test.evil.test), and the A record of
+    // q.test.evil.test. `dname_rewrite` strips the owner as a text suffix
+    // followed by a dot: the root's text is ".", which no name ends in,
+    // so the question is not moved and the chain holds the apex only. The
+    // control is the same rewrite by a DNAME owned by `test.`.
+    use hickory_proto::rr::RecordType;
+    let mut found = Vec::new();
+    for mode in ["dns", "dns-strict"] {
+        let w = crate::run::world_with(|two, three| {
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            let root = rr::dname_wire(".", {
+                let mut wire = Vec::new();
+                use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+                rr::name("evil.test.").emit(&mut BinEncoder::new(&mut wire)).expect("emit");
+                wire
+            });
+            z.raw.push(("q.test".into(), RecordType::A, vec![vec![root, rr::a("q.test.evil.test.", three)]]));
+            z.raw.push((
+                "c.test".into(),
+                RecordType::A,
+                vec![vec![rr::dname("test.", "evil.test."), rr::a("c.evil.test.", three)]],
+            ));
+            z
+        });
+        let p = &w.p;
+        let yaml = match mode {
+            "dns-strict" => "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"*.evil.test\"]\n",
+            _ => "default_action: allow\ndenylist:\n  domains: [\"*.evil.test\"]\n",
+        };
+        let pol = policy_file(&format!("escape-194-{mode}"), yaml);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", mode), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000", "");
+        let evil = p.v4(3);
+        let c = dig_short(p, "c.test");
+        assert!(!c.contains(&evil), "{mode}: control: c.test (DNAME test. → evil.test.) was served: {c}");
+        let a = dig_short(p, "allowed.test");
+        assert!(a.contains(&p.v4(2)), "{mode}: control: allowed.test is not answered: {a}");
+        let q = dig_short(p, "q.test");
+        if q.contains(&evil) {
+            found.push(format!("{mode}: q.test served {evil}: {}", q.trim().replace('\n', " ")));
+        }
+        if mode == "dns-strict" {
+            let o = tcp(&p.work, s_addr(&evil, 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+            if o.text().contains("echo:") {
+                found.push(format!("{mode}: {evil}:7000 opened through the root DNAME"));
+            }
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn escape_195_many_learned_addresses_hold_the_learner_through_a_reload() {
+    // Strict DNS mode, `*.test` allowed. One unprivileged workload asks
+    // (over TCP, inside the hardening's 50 queries/s and 300 names per
+    // zone) for 250 names of its own zone, each answered with 2,400
+    // distinct A records: 600,000 learned addresses (nothing bounds the
+    // learned sets or `Learned`). A reload (the operator's, any change)
+    // holds the learner's lock from before `nft::apply` to after the
+    // replay of every learned address, and every DNS answer of every
+    // tenant waits on that lock to be learned. How long does the reload
+    // hold it, and how long does a co-tenant's `allowed.test` wait?
+    use hickory_proto::rr::RecordType;
+    const NAMES: usize = 250;
+    const PER: usize = 2_400;
+    let w = crate::run::world_with(|two, _three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        for i in 0..NAMES {
+            let owner = format!("big{i}.test.");
+            let recs = (0..PER)
+                .map(|j| {
+                    let n = u32::try_from(i * PER + j).expect("fits");
+                    rr::a(&owner, std::net::Ipv4Addr::from(0x0a40_0000u32 + n))
+                })
+                .collect();
+            z.raw.push((format!("big{i}.test"), RecordType::A, vec![recs]));
+        }
+        z
+    });
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let pol = policy_file("escape-195", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let dig = |name: &str, tcp: bool| {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["dig", &format!("@{}", p.v4(2)), name, "A", "+time=10", "+tries=1"]);
+        if tcp {
+            c.arg("+tcp");
+        }
+        let start = Instant::now();
+        let (_, out, _) = util::run(c);
+        (out.contains("status: NOERROR"), start.elapsed(), out)
+    };
+    let (ok, base, out) = dig("allowed.test", false);
+    assert!(ok, "control: allowed.test is not answered: {out}");
+    let t = Instant::now();
+    let mut learned = 0;
+    for i in 0..NAMES {
+        let (ok, _, out) = dig(&format!("big{i}.test"), true);
+        learned += usize::from(ok && out.contains("ANSWER: 2400,"));
+        if i == 0 {
+            eprintln!("first big answer: {}", out.lines().take(12).collect::<Vec<_>>().join(" | "));
+        }
+    }
+    eprintln!("{learned} of {NAMES} big answers served in {:?}; baseline dig {base:?}", t.elapsed());
+    assert!(learned > NAMES / 2, "control: the big answers were not served");
+    // The reload, and a co-tenant's digs meanwhile.
+    std::fs::write(&pol, format!("{allow}denylist:\n  domains: [\"other.test\"]\n")).expect("rewrite");
+    let written = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut answered = 0;
+    while written.elapsed() < Duration::from_secs(20) {
+        let (ok, took, _) = dig("allowed.test", false);
+        worst = worst.max(took);
+        answered += usize::from(ok);
+        let done = d.logged().iter().any(|l| l.contains("learned addresses restored after reload"));
+        if done && written.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let line = d.wait_logged("learned addresses restored after reload", Duration::from_secs(60));
+    let held = written.elapsed();
+    eprintln!("reload done ({line}) within {held:?}; co-tenant digs: {answered} answered, worst {worst:?}");
+    drop(d);
+    assert!(
+        worst < Duration::from_secs(2) && held < Duration::from_secs(5),
+        "a reload with {} learned addresses: the co-tenant's DNS waited {worst:?}, the reload took {held:?}",
+        learned * PER
+    );
+}
+
+#[test]
+fn escape_196_https_records_in_an_a_answer_and_a_record_owned_off_the_chain() {
+    // Strict DNS mode, `*.test` allowed, `evil.test` and `*.evil.test`
+    // denylisted; each case in its own run (one learned .3 opens .3:7000).
+    // (h1) an A question answered with `h1.test HTTPS 1 x.evil.test.
+    // ipv4hint=.3`; (h2) the same in AliasMode (priority 0, with a hint
+    // all the same); (h3) an A question answered only by `x.evil.test A
+    // .3`, a record whose owner no link leads to (no CNAME, no DNAME): is
+    // its address learned under h3.test? Control: ok.test A .3 opens.
+    use hickory_proto::rr::rdata::svcb::{IpHint, SvcParamKey, SvcParamValue, SVCB};
+    use hickory_proto::rr::rdata::{A, HTTPS};
+    use hickory_proto::rr::{RData, Record, RecordType};
+    let mut found = Vec::new();
+    for q in ["ok.test", "h1.test", "h2.test", "h3.test"] {
+        let w = crate::run::world_with(|two, three| {
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            let https = |owner: &str, prio: u16| {
+                let v = SVCB::new(
+                    prio,
+                    rr::name("x.evil.test."),
+                    vec![(SvcParamKey::Ipv4Hint, SvcParamValue::Ipv4Hint(IpHint(vec![A(three)])))],
+                );
+                Record::from_rdata(rr::name(owner), 300, RData::HTTPS(HTTPS(v)))
+            };
+            z.raw.push(("ok.test".into(), RecordType::A, vec![vec![rr::a("ok.test.", three)]]));
+            z.raw.push(("h1.test".into(), RecordType::A, vec![vec![https("h1.test.", 1)]]));
+            z.raw.push(("h2.test".into(), RecordType::A, vec![vec![https("h2.test.", 0)]]));
+            z.raw.push(("h3.test".into(), RecordType::A, vec![vec![rr::a("x.evil.test.", three)]]));
+            z
+        });
+        let p = &w.p;
+        let pol = policy_file(
+            &format!("escape-196-{q}"),
+            "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\", \"*.evil.test\"]\n",
+        );
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(
+            &p.work,
+            &pol,
+            &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())],
+        );
+        let _echo = forbidden_echo(p, "7000", "");
+        let to = s_addr(&p.v4(3), 7000);
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        assert!(!o.text().contains("echo:"), "{q}: control: .3:7000 open before any answer: {o:?}");
+        let a = dig_short(p, q);
+        let o = tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+        let open = o.text().contains("echo:");
+        if q == "ok.test" {
+            assert!(open, "control: ok.test's .3 is not open: {a} {o:?}");
+        } else if open {
+            found.push(format!("{q}: .3:7000 opened (answer {})", a.trim().replace('\n', " ")));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn escape_197_big_answers_keep_the_learner_busy_for_a_co_tenant() {
+    // Strict DNS mode, `*.test` allowed. The attacker (uid 65534) runs 8
+    // parallel loops of `dig +tcp` for 40 names of its zone, each answered
+    // with 2,400 A records (each answer learned under the learner's one
+    // lock, 2,400 set elements per answer), inside the hardening's rate
+    // (its refusals are answers too). Meanwhile a co-tenant (another uid)
+    // asks for allowed.test every 200 ms: how long does it wait?
+    use hickory_proto::rr::RecordType;
+    const NAMES: usize = 40;
+    const PER: usize = 2_400;
+    let w = crate::run::world_with(|two, _three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        for i in 0..NAMES {
+            let owner = format!("big{i}.test.");
+            let recs = (0..PER)
+                .map(|j| {
+                    let n = u32::try_from(i * PER + j).expect("fits");
+                    rr::a(&owner, std::net::Ipv4Addr::from(0x0a40_0000u32 + n))
+                })
+                .collect();
+            z.raw.push((format!("big{i}.test"), RecordType::A, vec![recs]));
+        }
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file("escape-197", "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let dig = |who: Priv, name: &str, tcp: bool| {
+        let mut c = as_workload(&p.work, who);
+        c.args(["dig", &format!("@{}", p.v4(2)), name, "A", "+time=10", "+tries=1"]);
+        if tcp {
+            c.arg("+tcp");
+        }
+        let start = Instant::now();
+        let (_, out, _) = util::run(c);
+        (out.contains("status: NOERROR"), start.elapsed())
+    };
+    let (ok, base) = dig(Priv::NetRaw, "allowed.test", false);
+    assert!(ok, "control: the co-tenant's allowed.test is not answered");
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let worst = std::thread::scope(|s| {
+        for t in 0..8 {
+            let (stop, served) = (stop.clone(), served.clone());
+            let dig = &dig;
+            s.spawn(move || {
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    if dig(Priv::Nobody, &format!("big{}.test", i % NAMES), true).0 {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 8;
+                }
+            });
+        }
+        let mut worst = Duration::ZERO;
+        let mut answered = 0;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(12) {
+            std::thread::sleep(Duration::from_millis(200));
+            let (ok, took) = dig(Priv::NetRaw, "allowed.test", false);
+            worst = worst.max(took);
+            answered += usize::from(ok);
+        }
+        stop.store(true, Ordering::Relaxed);
+        eprintln!("co-tenant: {answered} answered, worst {worst:?} (baseline {base:?})");
+        worst
+    });
+    eprintln!("attacker: {} big answers served", served.load(Ordering::Relaxed));
+    assert!(served.load(Ordering::Relaxed) > 10, "control: the big answers were not served");
+    drop(d);
+    assert!(worst < Duration::from_secs(1), "the co-tenant's DNS waited {worst:?} behind the big answers");
+}
+
+/// A WebSocket held open from the workload: the handshake for `host` to
+/// `to`, the server's first frame, a frame "a" echoed; on the go, one masked text frame "b"
+/// and its echo. Returns (echoed after the go, what was read).
+fn held_ws(
+    ns: &str,
+    to: SocketAddr,
+    host: &'static str,
+    ready: std::sync::mpsc::Sender<bool>,
+    go: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<(bool, String)> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let read_until = |s: &mut TcpStream, want: &[u8], got: &mut Vec<u8>| {
+                let start = Instant::now();
+                let mut buf = [0u8; 4096];
+                while start.elapsed() < Duration::from_secs(3) {
+                    if got.windows(want.len()).any(|w| w == want) {
+                        return true;
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => return false,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+                        Err(_) => return false,
+                    }
+                }
+                got.windows(want.len()).any(|w| w == want)
+            };
+            let Ok(mut s) = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT) else {
+                let _ = ready.send(false);
+                return (false, "connect failed".to_owned());
+            };
+            s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+            let hs = format!(
+                "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            );
+            let mut got = Vec::new();
+            let up = s.write_all(hs.as_bytes()).is_ok()
+                && read_until(&mut s, b"hello from", &mut got)
+                && s.write_all(&[0x81u8, 0x81, 0, 0, 0, 0, b'a']).is_ok()
+                && read_until(&mut s, b"echo:a", &mut got);
+            let _ = ready.send(up);
+            if !up || go.recv_timeout(Duration::from_secs(30)).is_err() {
+                return (false, format!("not upgraded before the reload: {}", util::text(&got)));
+            }
+            // FIN + text, masked, length 1, a zero mask.
+            let frame = [0x81u8, 0x81, 0, 0, 0, 0, b'b'];
+            let mut after = Vec::new();
+            let b = s.write_all(&frame).is_ok() && read_until(&mut s, b"echo:b", &mut after);
+            (b, util::text(&after))
+        })
+    })
+}
+
+#[test]
+fn escape_198_an_upgraded_websocket_through_a_link_a_reload_denylists() {
+    // HTTPS mode, default allow. A WebSocket handshake names alias.test (a
+    // CNAME to evil.test) and goes to .3:80: allowed, upgraded (101), and
+    // relayed as a tunnel from then on. A reload then denylists evil.test:
+    // is the upgraded connection cut by alias.test's chain, as a TLS one
+    // is (escape_178)? Control: one naming evil.test itself.
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::RData;
+    let w = crate::run::bare_world(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("evil.test".into(), 300, RData::A(A(three))));
+        z.records.push(("alias.test".into(), 300, RData::CNAME(CNAME(rr::name("evil.test.")))));
+        z
+    });
+    let p = &w.p;
+    let _ws = Pair::spawn_ready(
+        &p.up,
+        "python3",
+        &[&util::data("netns/ws.py").to_string_lossy(), "server", "80", &p.v4(3)],
+    );
+    let pol = policy_file("escape-198", "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n");
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let to = s_addr(&p.v4(3), 80);
+    let mut held = Vec::new();
+    for host in ["alias.test", "evil.test"] {
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        let (gtx, grx) = std::sync::mpsc::channel();
+        let h = held_ws(&p.work, to, host, rtx, grx);
+        assert_eq!(rrx.recv_timeout(Duration::from_secs(10)), Ok(true), "control: {host} is not upgraded");
+        held.push((host, gtx, h));
+    }
+    std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n").expect("rewrite");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut kept = Vec::new();
+    for (host, go, h) in held {
+        let _ = go.send(());
+        kept.push((host, h.join().expect("held")));
+    }
+    eprintln!("after the reload: {kept:?}");
+    let evil = &kept.iter().find(|k| k.0 == "evil.test").expect("evil").1;
+    assert!(!evil.0, "control: the WebSocket naming evil.test was not cut: {:?}", evil.1);
+    let alias = &kept.iter().find(|k| k.0 == "alias.test").expect("alias").1;
+    assert!(!alias.0, "the upgraded WebSocket through alias.test kept flowing: {:?}", alias.1);
+}
