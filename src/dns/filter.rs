@@ -513,42 +513,8 @@ pub fn check_response(resp: &[u8], info: &QueryInfo) -> Result<Reply, FilterErro
             _ => 0,
         })
         .sum();
-    // Every name the answer leads to: CNAME targets, DNAME targets and the
-    // names a DNAME rewrites (the question, or a link, moved under the
-    // target: an upstream may leave out the synthesised CNAME), and the
-    // target names of HTTPS/SVCB records, whose address hints are served
-    // and learned like A records (round 10, escape_176 and escape_179).
-    let mut chain: Vec<String> = Vec::new();
-    let push = |chain: &mut Vec<String>, t: String| {
-        if !chain.contains(&t) {
-            chain.push(t);
-        }
-    };
-    for r in &msg.answers {
-        match &r.data {
-            RData::CNAME(c) => push(&mut chain, name_text(&c.0)),
-            // hickory keeps DNAME as unknown data: its target is one
-            // uncompressed name (RFC 6672 §2.5). An unreadable one adds
-            // nothing; the CNAME synthesised beside it still counts.
-            RData::Unknown { code: RecordType::DNAME, rdata } => {
-                let Ok(target) = Name::read(&mut BinDecoder::new(&rdata.anything)) else { continue };
-                let (owner, target) = (name_text(&r.name), name_text(&target));
-                let asked = info.questions.iter().map(display_name);
-                let moved: Vec<String> = asked
-                    .chain(chain.iter().cloned())
-                    .filter_map(|n| dname_rewrite(&n, &owner, &target))
-                    .collect();
-                push(&mut chain, target);
-                for m in moved {
-                    push(&mut chain, m);
-                }
-            }
-            RData::HTTPS(HTTPS(svcb)) | RData::SVCB(svcb) if !svcb.target_name.is_root() => {
-                push(&mut chain, name_text(&svcb.target_name))
-            }
-            _ => {}
-        }
-    }
+    let asked: Vec<String> = info.questions.iter().map(display_name).collect();
+    let chain = answer_chain(&msg.answers, &asked);
     Ok(Reply {
         rcode: msg.metadata.response_code,
         truncated: msg.metadata.truncation,
@@ -559,11 +525,73 @@ pub fn check_response(resp: &[u8], info: &QueryInfo) -> Result<Reply, FilterErro
 }
 
 /// A name as the policy reads it: lowercase, no trailing dot.
+/// Every name an answer leads through, besides the questions `asked`:
+/// the owners of its records (an address is learned from any record in
+/// the answer, so its owner is judged too), CNAME and DNAME targets, the
+/// names a DNAME moves under its target (wherever in the answer the DNAME
+/// is listed, DNAMEs of DNAMEs included, a root-owned one too; an
+/// upstream may leave out the synthesised CNAME), and HTTPS/SVCB target
+/// names, whose address hints are served and learned like A records
+/// (rounds 10 and 11: escape_176, 179, 190–194, 196). Past
+/// [`MAX_LINKS`] it stops growing: a longer chain is refused whole under
+/// a denylist of names anyway.
+fn answer_chain(answers: &[hickory_proto::rr::Record], asked: &[String]) -> Vec<String> {
+    let mut chain: Vec<String> = Vec::new();
+    let push = |chain: &mut Vec<String>, t: String| {
+        let new = !chain.contains(&t) && !asked.contains(&t);
+        if new && chain.len() <= MAX_LINKS {
+            chain.push(t);
+        }
+        new
+    };
+    let mut dnames: Vec<(String, String)> = Vec::new();
+    for r in answers {
+        // A DNAME's owner is a suffix of the names it moves, no name the
+        // answer leads to.
+        if !matches!(r.data, RData::Unknown { code: RecordType::DNAME, .. }) {
+            push(&mut chain, name_text(&r.name));
+        }
+        match &r.data {
+            RData::CNAME(c) => {
+                push(&mut chain, name_text(&c.0));
+            }
+            // hickory keeps DNAME as unknown data: its target is one
+            // uncompressed name (RFC 6672 §2.5). An unreadable one adds
+            // nothing; the CNAME synthesised beside it still counts.
+            RData::Unknown { code: RecordType::DNAME, rdata } => {
+                if let Ok(target) = Name::read(&mut BinDecoder::new(&rdata.anything)) {
+                    let target = name_text(&target);
+                    push(&mut chain, target.clone());
+                    dnames.push((name_text(&r.name), target));
+                }
+            }
+            RData::HTTPS(HTTPS(svcb)) | RData::SVCB(svcb) if !svcb.target_name.is_root() => {
+                push(&mut chain, name_text(&svcb.target_name));
+            }
+            _ => {}
+        }
+    }
+    // Every DNAME moves every name, until no new one comes (each round
+    // adds one at least, and the chain is bounded).
+    while !dnames.is_empty() && chain.len() <= MAX_LINKS {
+        let names: Vec<String> = asked.iter().chain(chain.iter()).cloned().collect();
+        let moved = names.iter().flat_map(|n| dnames.iter().filter_map(move |(o, t)| dname_rewrite(n, o, t)));
+        let mut grew = false;
+        for m in moved.collect::<Vec<_>>() {
+            grew |= push(&mut chain, m);
+        }
+        if !grew {
+            break;
+        }
+    }
+    chain
+}
+
 /// `name` moved from below DNAME `owner` to below `target` (RFC 6672
 /// §2.2), or `None` when it is not below `owner` (or the result is not a
 /// name).
 fn dname_rewrite(name: &str, owner: &str, target: &str) -> Option<String> {
-    let prefix = name.strip_suffix(owner)?.strip_suffix('.')?;
+    let prefix = if owner == "." { name } else { name.strip_suffix(owner)?.strip_suffix('.')? };
     let moved = format!("{prefix}.{target}");
     (!prefix.is_empty() && moved.len() <= 253).then_some(moved)
 }
@@ -1114,7 +1142,8 @@ mod tests {
             let svcb = hickory_proto::rr::rdata::SVCB::new(1, n(target), Vec::new());
             Record::from_rdata(n(owner), 60, RData::HTTPS(HTTPS(svcb)))
         };
-        let subtree = compile("default_action: allow\ndenylist:\n  domains: [\"*.evil.test\"]\n");
+        let subtree =
+            compile("default_action: allow\ndenylist:\n  domains: [\"*.evil.test\", \"*.evil.example\"]\n");
         let ips_only = compile("default_action: allow\ndenylist:\n  ips: [\"192.0.2.1\"]\n");
         type Case<'a> = (&'a str, Vec<Record>, &'a Policy, Option<&'a str>);
         let cases: Vec<Case> = vec![
@@ -1154,7 +1183,7 @@ mod tests {
             ),
             // A DNAME without its synthesised CNAME: the question moved
             // under the target is judged (escape_176).
-            ("dname rewrite", vec![dname("test.", "evil.test.")], &subtree, Some("alias.evil.test")),
+            ("dname rewrite", vec![dname("test.", "evil.example.")], &subtree, Some("alias.evil.example")),
             // An HTTPS record's target name (escape_179).
             ("https target", vec![https("alias.test.", "x.evil.test.")], &subtree, Some("x.evil.test")),
             ("https target, root", vec![https("alias.test.", ".")], &subtree, None),
@@ -1181,6 +1210,56 @@ mod tests {
             let (_, text) = ede_of(&a.bytes).expect("ede");
             assert!(text.contains(&format!("alias.test via {}", want.unwrap())), "{what}: {text}");
         }
+    }
+
+    /// Round 11: DNAMEs apply wherever they are listed (escape_190), a
+    /// root-owned one too (escape_194), and every record's owner is a
+    /// link (escape_196).
+    #[test]
+    fn the_chain_holds_every_name_an_answer_leads_through() {
+        use hickory_proto::rr::rdata::{CNAME, NULL};
+        let n = |s: &str| Name::from_ascii(s).unwrap();
+        let cname = |from: &str, to: &str| Record::from_rdata(n(from), 60, RData::CNAME(CNAME(n(to))));
+        let dname = |from: &str, to: &str| {
+            let mut wire = Vec::new();
+            let mut e = hickory_proto::serialize::binary::BinEncoder::new(&mut wire);
+            hickory_proto::serialize::binary::BinEncodable::emit(&n(to), &mut e).unwrap();
+            Record::from_rdata(
+                n(from),
+                60,
+                RData::Unknown { code: RecordType::DNAME, rdata: NULL::with(wire) },
+            )
+        };
+        let a = |owner: &str| Record::from_rdata(n(owner), 60, RData::A(A::new(203, 0, 113, 9)));
+        let asked = |q: &str| vec![q.to_owned()];
+        let has = |chain: &[String], want: &str| chain.iter().any(|l| l == want);
+        // Listed backwards: d3's DNAME moves the question to d4, d4's to evil.
+        let c = answer_chain(
+            &[dname("d4.test.", "evil.test."), dname("d3.test.", "d4.test.")],
+            &asked("rev.d3.test"),
+        );
+        assert!(has(&c, "rev.evil.test"), "{c:?}");
+        // A DNAME before the CNAME target it moves.
+        let c = answer_chain(
+            &[dname("d5.test.", "evil.test."), cname("late.test.", "late.d5.test.")],
+            &asked("late.test"),
+        );
+        assert!(has(&c, "late.evil.test"), "{c:?}");
+        // Owned by the root: every name moves.
+        let c = answer_chain(&[dname(".", "evil.test.")], &asked("q.test"));
+        assert!(has(&c, "q.test.evil.test"), "{c:?}");
+        // An address whose owner nothing leads to.
+        let c = answer_chain(&[a("x.evil.test.")], &asked("h3.test"));
+        assert_eq!(c, ["x.evil.test"]);
+        // An ordinary chain: the question is no link, each name once.
+        let c = answer_chain(
+            &[cname("www.test.", "cdn.test."), a("cdn.test."), a("cdn.test.")],
+            &asked("www.test"),
+        );
+        assert_eq!(c, ["cdn.test"]);
+        // A DNAME that moves names below itself stops at the bound.
+        let c = answer_chain(&[dname("a.test.", "b.a.test.")], &asked("x.a.test"));
+        assert_eq!(c.len(), MAX_LINKS + 1, "{c:?}");
     }
 
     #[test]
