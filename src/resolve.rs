@@ -183,8 +183,12 @@ impl Cache {
     /// The first link of `name`'s recorded chain that `policy`'s denylist
     /// refuses.
     pub fn denied_link(&self, name: &str, policy: &crate::policy::Policy) -> Option<String> {
-        let e = self.names.get(name)?;
-        filter::denied_in(&e.chain, policy).map(|(link, _)| link)
+        filter::denied_in(self.chain_of(name), policy).map(|(link, _)| link)
+    }
+
+    /// The CNAME/DNAME targets recorded for `name` (none when unknown).
+    pub fn chain_of(&self, name: &str) -> &[String] {
+        self.names.get(name).map_or(&[], |e| e.chain.as_slice())
     }
 
     /// Records a lookup of `name` that no resolver answered.
@@ -374,11 +378,10 @@ impl Resolver {
         }
     }
 
-    /// The first link of `name`'s recorded chain that `policy`'s
-    /// denylist refuses (none under audit: it cuts nothing).
-    pub fn denied_link(&self, name: &str, policy: &crate::policy::Policy) -> Option<String> {
-        let name = normalize(name).ok()?;
-        (!policy.audit()).then(|| self.with_cache(|c| c.denied_link(&name, policy))).flatten()
+    /// `name`'s recorded chain (empty when the cache holds none).
+    pub fn chain(&self, name: &str) -> Vec<String> {
+        let Ok(name) = normalize(name) else { return Vec::new() };
+        self.with_cache(|c| c.chain_of(&name).to_vec())
     }
 
     /// Whether `/etc/hosts` (as at start) pins `name` to `ip`.

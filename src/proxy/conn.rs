@@ -129,7 +129,8 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     // the re-check reads: an allow decided under a revoked policy cannot
     // slip through between the two.
     let (client, upstream) = (Arc::new(client), Arc::new(upstream));
-    let entry = shared.registry.track(id, kind, (peer, orig), &name, &client, &upstream);
+    let chain = shared.check.chain(&name);
+    let entry = shared.registry.track(id, kind, (peer, orig), (&name, chain.clone()), &client, &upstream);
     let now_in_force = shared.policy.current();
     if !registry::still_allowed(&now_in_force, &name, orig) {
         reset(&upstream);
@@ -138,7 +139,8 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     }
     // The chain too: a reload that came during a slow check lookup was
     // not in the policy that judged it (round 10, escape_183).
-    if let Some(link) = shared.check.denied_link(&name, &now_in_force) {
+    let denied = (!now_in_force.audit()).then(|| crate::dns::filter::denied_in(&chain, &now_in_force));
+    if let Some((link, _)) = denied.flatten() {
         reset(&upstream);
         let block =
             Block::with_note(reason::DENYLISTED, format!("{name} resolves through denylisted {link}"));
@@ -179,7 +181,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
                 };
                 if head.host != last_host {
                     last_host = head.host.clone();
-                    entry.set_name(&name);
+                    entry.set_name(&name, shared.check.chain(&name));
                     ev = verdict::request_shown(head).on(ev.clone());
                     shared.emitter.emit(ev.clone());
                 }

@@ -57,13 +57,13 @@ pub trait DestinationCheck: Send + Sync {
     /// `name` is already normalised; `asking` is who named it.
     fn check(&self, name: &str, ip: IpAddr, asking: Asking<'_>) -> Check;
 
-    /// The first link of the chain `name`'s answers led through that
-    /// `policy` denylists: what a connection checked under an older policy
-    /// is judged by again (the re-check after registering, a reload's
-    /// revocation; round 10, escape_178 and escape_183).
-    fn denied_link(&self, name: &str, policy: &policy::Policy) -> Option<String> {
-        let _ = (name, policy);
-        None
+    /// The chain `name`'s answers led through, as far as known: what a
+    /// connection checked under an older policy is judged by again (the
+    /// re-check after registering, a reload's revocation; round 10,
+    /// escape_178 and escape_183).
+    fn chain(&self, name: &str) -> Vec<String> {
+        let _ = name;
+        Vec::new()
     }
 }
 
@@ -74,8 +74,8 @@ impl DestinationCheck for crate::resolve::Resolver {
         crate::resolve::Resolver::check(self, name, ip, asking)
     }
 
-    fn denied_link(&self, name: &str, policy: &policy::Policy) -> Option<String> {
-        crate::resolve::Resolver::denied_link(self, name, policy)
+    fn chain(&self, name: &str) -> Vec<String> {
+        crate::resolve::Resolver::chain(self, name)
     }
 }
 

@@ -47,15 +47,31 @@ pub struct Tracked {
     pub kind: Kind,
     pub peer: SocketAddr,
     pub orig: SocketAddr,
-    /// The allowed name (for HTTP: of the latest request).
-    name: Mutex<String>,
+    /// The allowed name (for HTTP: of the latest request) and the chain
+    /// its answers led through when it was allowed: a reload judges that
+    /// chain even once the check cache has forgotten the name (round 11,
+    /// escape_193).
+    name: Mutex<(String, Vec<String>)>,
     client: Arc<TcpStream>,
     upstream: Arc<TcpStream>,
 }
 
 impl Tracked {
     pub fn name(&self) -> String {
-        lock(&self.name).clone()
+        lock(&self.name).0.clone()
+    }
+
+    /// The first link of the connection's chain, as recorded or as `check`
+    /// knows it now, that `policy` denylists (none under audit).
+    fn denied_link(&self, policy: &Policy, check: Option<&dyn super::DestinationCheck>) -> Option<String> {
+        if policy.audit() {
+            return None;
+        }
+        let (name, mut chain) = lock(&self.name).clone();
+        if let Some(c) = check {
+            crate::dns::filter::merge_links(&mut chain, &c.chain(&name));
+        }
+        crate::dns::filter::denied_in(&chain, policy).map(|(link, _)| link)
     }
 
     /// Cuts both sides at once: the upstream gets no further byte, the
@@ -92,8 +108,9 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub fn set_name(&self, name: &str) {
-        *lock(&self.tracked.name) = name.to_owned();
+    /// A later request's name, and its chain.
+    pub fn set_name(&self, name: &str, chain: Vec<String>) {
+        *lock(&self.tracked.name) = (name.to_owned(), chain);
     }
 }
 
@@ -135,7 +152,7 @@ impl Registry {
         id: u64,
         kind: Kind,
         (peer, orig): (SocketAddr, SocketAddr),
-        name: &str,
+        (name, chain): (&str, Vec<String>),
         client: &Arc<TcpStream>,
         upstream: &Arc<TcpStream>,
     ) -> Entry {
@@ -143,7 +160,7 @@ impl Registry {
             kind,
             peer,
             orig,
-            name: Mutex::new(name.to_owned()),
+            name: Mutex::new((name.to_owned(), chain)),
             client: client.clone(),
             upstream: upstream.clone(),
         });
@@ -163,9 +180,8 @@ impl Registry {
         let victims: Vec<(u64, Arc<Tracked>, Option<String>)> = lock(&self.open)
             .iter()
             .filter_map(|(id, t)| {
-                let name = t.name();
-                let link = check.and_then(|c| c.denied_link(&name, policy));
-                (link.is_some() || !still_allowed(policy, &name, t.orig)).then(|| (*id, t.clone(), link))
+                let link = t.denied_link(policy, check);
+                (link.is_some() || !still_allowed(policy, &t.name(), t.orig)).then(|| (*id, t.clone(), link))
             })
             .collect();
         victims
@@ -228,6 +244,25 @@ mod tests {
         (a, b)
     }
 
+    /// Round 11 (escape_193): the chain recorded when a connection was
+    /// allowed is judged by a reload even when no check knows it any more.
+    #[test]
+    fn revoke_judges_the_chain_recorded_at_registration() {
+        let reg = Arc::new(Registry::default());
+        let (c, _cfar) = pair();
+        let (u, _ufar) = pair();
+        let [c, u] = [c, u].map(Arc::new);
+        let flow = ("10.0.0.1:1000".parse().unwrap(), "10.0.9.9:443".parse().unwrap());
+        let _e = reg.track(1, Kind::Https, flow, ("alias.example", vec!["evil.example".into()]), &c, &u);
+        let open =
+            crate::policy::from_yaml("default_action: allow\ndenylist:\n  domains: [\"other.example\"]\n");
+        assert!(reg.revoke(&open, None).is_empty(), "control: nothing denylisted on the way");
+        let deny =
+            crate::policy::from_yaml("default_action: allow\ndenylist:\n  domains: [\"evil.example\"]\n");
+        let cut = reg.revoke(&deny, None);
+        assert_eq!(cut.iter().map(|r| r.link.as_deref()).collect::<Vec<_>>(), [Some("evil.example")]);
+    }
+
     #[test]
     fn revoke_cuts_only_what_the_policy_no_longer_allows() {
         let reg = Arc::new(Registry::default());
@@ -239,8 +274,8 @@ mod tests {
         let flow = |n: u8| -> (SocketAddr, SocketAddr) {
             (format!("10.0.0.{n}:1000").parse().unwrap(), "10.0.9.9:443".parse().unwrap())
         };
-        let e1 = reg.track(1, Kind::Https, flow(1), "gone.example", &c1, &u1);
-        let e2 = reg.track(2, Kind::Http, flow(2), "kept.example", &c2, &u2);
+        let e1 = reg.track(1, Kind::Https, flow(1), ("gone.example", Vec::new()), &c1, &u1);
+        let e2 = reg.track(2, Kind::Http, flow(2), ("kept.example", Vec::new()), &c2, &u2);
         assert_eq!(reg.open(), 2);
 
         let cases: &[(&[&str], &[&str])] =
@@ -259,7 +294,7 @@ mod tests {
         assert_eq!((&far2).read(&mut b).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
 
         // A later host on an HTTP connection is what a reload checks.
-        e2.set_name("other.example");
+        e2.set_name("other.example", Vec::new());
         assert_eq!(reg.revoke(&policy(&["kept.example"]), None).len(), 1);
         drop((e1, e2));
         assert_eq!(reg.open(), 0);
