@@ -142,20 +142,28 @@ impl Learned {
     ) -> Vec<(IpAddr, Duration)> {
         let mut out = Vec::new();
         let chains = &self.chains;
-        self.by_ip.retain(|ip, names| {
-            if guard.check(policy, *ip).is_some() {
-                return false;
+        // Judged once per name, not once per address (a name may have
+        // given thousands; round 11, escape_195).
+        let mut judged: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+        let mut still = |n: &str| -> bool {
+            if let Some(&ok) = judged.get(n) {
+                return ok;
             }
             // Nor a name whose chain now leads through a name with ports:
             // a fresh answer would open its addresses on those ports
             // only, not on every port (round 10, escape_180); it opens
             // them when it is asked again.
-            names.retain(|(n, exp)| {
-                *exp > now
-                    && policy.decide(Query { name: Some(n), ip: None, port: None }).allowed()
-                    && chains.led_clean(n, policy)
-                    && crate::named::port_links(policy, chains.of(n)).is_empty()
-            });
+            let ok = policy.decide(Query { name: Some(n), ip: None, port: None }).allowed()
+                && chains.led_clean(n, policy)
+                && crate::named::port_links(policy, chains.of(n)).is_empty();
+            judged.insert(n.to_owned(), ok);
+            ok
+        };
+        self.by_ip.retain(|ip, names| {
+            if guard.check(policy, *ip).is_some() {
+                return false;
+            }
+            names.retain(|(n, exp)| *exp > now && still(n));
             if let Some(latest) = names.iter().map(|(_, e)| *e).max() {
                 out.push((*ip, latest.saturating_duration_since(now)));
             }
@@ -163,6 +171,44 @@ impl Learned {
         });
         self.forget_chains();
         out.sort();
+        out
+    }
+
+    /// `self`'s entries in chunks of at most `n` addresses, each with the
+    /// chains of its names: what [`Learned::absorb`] takes back.
+    pub fn into_chunks(self, n: usize) -> Vec<Learned> {
+        let mut out: Vec<Learned> = Vec::new();
+        for (ip, names) in self.by_ip {
+            if out.last().map_or(true, |c| c.by_ip.len() >= n.max(1)) {
+                out.push(Learned::default());
+            }
+            let part = out.last_mut().expect("pushed above");
+            for (name, _) in &names {
+                part.chains.record(name, self.chains.of(name));
+            }
+            part.by_ip.insert(ip, names);
+        }
+        out
+    }
+
+    /// Takes `part`'s entries in (each address keeps its latest expiry,
+    /// each name its chain links) and returns its addresses with the time
+    /// they have left now.
+    pub fn absorb(&mut self, part: Learned, now: std::time::Instant) -> Vec<(IpAddr, Duration)> {
+        let mut out = Vec::with_capacity(part.by_ip.len());
+        for (ip, names) in part.by_ip {
+            let mine = self.by_ip.entry(ip).or_default();
+            for (name, exp) in names {
+                self.chains.record(&name, part.chains.of(&name));
+                match mine.iter_mut().find(|(n, _)| *n == name) {
+                    Some(e) => e.1 = e.1.max(exp),
+                    None => mine.push((name, exp)),
+                }
+            }
+            if let Some(latest) = mine.iter().map(|(_, e)| *e).filter(|e| *e > now).max() {
+                out.push((ip, latest - now));
+            }
+        }
         out
     }
 
@@ -307,8 +353,8 @@ impl NftLearner {
     /// sets): puts back the addresses of names `policy` still allows, with
     /// the time they have left. Returns how many.
     pub fn replay(&self, policy: &Policy) -> Result<usize, LearnError> {
-        let mut st = self.lock();
-        Self::replay_locked(&mut st, &self.guard, policy)
+        let st = self.lock();
+        self.replay_from(st, policy)
     }
 
     /// A reload: runs `swap` (apply the new ruleset, put the new policy
@@ -320,24 +366,51 @@ impl NftLearner {
         &self,
         swap: &mut dyn FnMut() -> Option<std::sync::Arc<Policy>>,
     ) -> Option<Result<usize, LearnError>> {
-        let mut st = self.lock();
+        let st = self.lock();
         let policy = swap()?;
-        Some(Self::replay_locked(&mut st, &self.guard, &policy))
+        Some(self.replay_from(st, &policy))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, NftState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn replay_locked(st: &mut NftState, guard: &Guard, policy: &Policy) -> Result<usize, LearnError> {
+    /// Replays the named ports while `st` is held, then the learned
+    /// addresses [`REPLAY_CHUNK`] at a time, each chunk under the lock:
+    /// the lock is not held for the whole judging and install (a workload
+    /// that had 600,000 addresses learned held every tenant's answers for
+    /// seconds; round 11, escape_195), and an address learned again
+    /// meanwhile keeps its latest expiry.
+    fn replay_from(
+        &self,
+        mut st: std::sync::MutexGuard<'_, NftState>,
+        policy: &Policy,
+    ) -> Result<usize, LearnError> {
         let now = std::time::Instant::now();
-        let ips = st.learned.still_allowed(policy, guard, now);
-        install(st, &ips)?;
-        let named = st.named.replay(policy, guard, now);
-        install_named(st, &named)?;
-        Ok(ips.len() + named.len())
+        let named = st.named.replay(policy, &self.guard, now);
+        install_named(&mut st, &named)?;
+        // What was learned is taken out whole and judged without the
+        // lock; answers learned meanwhile start a fresh `Learned` under
+        // the new policy. The judged entries then go back, and into the
+        // kernel, a chunk per lock hold.
+        let mut old = std::mem::take(&mut st.learned);
+        drop(st);
+        let kept = old.still_allowed(policy, &self.guard, now).len();
+        for part in old.into_chunks(REPLAY_CHUNK) {
+            let mut st = self.lock();
+            let back = st.learned.absorb(part, std::time::Instant::now());
+            install(&mut st, &back)?;
+            drop(st);
+            // The lock is not fair: without a pause this loop takes it
+            // back before a waiting answer's thread has woken.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(kept + named.len())
     }
 }
+
+/// Learned addresses put back per lock hold after a reload.
+const REPLAY_CHUNK: usize = 4096;
 
 fn install_named(st: &mut NftState, elems: &[crate::nft::netlink::NamedElem]) -> Result<(), LearnError> {
     if elems.is_empty() {
@@ -474,6 +547,29 @@ mod tests {
         assert_eq!(got, [meta, public]);
         let got: Vec<IpAddr> = l.still_allowed(&compile(&[]), &g, t0).into_iter().map(|x| x.0).collect();
         assert_eq!(got, [public], "the guarded address is not put back");
+    }
+
+    /// Round 11 (escape_195): the replay's chunks go back whole, and an
+    /// address learned again meanwhile keeps its later expiry.
+    #[test]
+    fn chunks_absorbed_keep_every_address_chain_and_latest_expiry() {
+        let t0 = std::time::Instant::now();
+        let ip = |i: u8| -> IpAddr { format!("198.51.100.{i}").parse().unwrap() };
+        let mut old = Learned::default();
+        for i in 1..=10 {
+            old.add_chained("alias.test", &["cdn.test".into()], &[(ip(i), Duration::from_secs(60))], t0);
+        }
+        let parts = old.into_chunks(3);
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        let mut fresh = Learned::default();
+        fresh.add("other.test", &[(ip(1), Duration::from_secs(600))], t0);
+        let back: Vec<(IpAddr, Duration)> = parts.into_iter().flat_map(|p| fresh.absorb(p, t0)).collect();
+        assert_eq!(back.len(), 10);
+        assert!(back.contains(&(ip(1), Duration::from_secs(600))), "the later expiry stays: {back:?}");
+        assert!(back.contains(&(ip(2), Duration::from_secs(60))));
+        let deny = crate::policy::from_yaml("default_action: allow\ndenylist:\n  domains: [\"cdn.test\"]\n");
+        let kept = fresh.still_allowed(&deny, &Guard::default(), t0);
+        assert_eq!(kept, [(ip(1), Duration::from_secs(600))], "the chain came back with the chunks");
     }
 
     /// Round 10: a reload that gives a link of the chain ports does not

