@@ -177,6 +177,20 @@
 //! | the kept-links cap merged over three answers, evil.test as an 18th link | none | held | `escape_186_the_kept_links_cap_merged_over_several_answers` |
 //! | a kept-alive HTTP connection, a reload denylisting the link, a second request | none | held | `escape_187_a_kept_alive_http_connection_through_a_link_a_reload_denylists` |
 //!
+//! Round 11 (against round 10's fixes):
+//!
+//! | attempt | privilege | result | test |
+//! |---------|-----------|--------|------|
+//! | DNAMEs listed in an order the rewrite did not follow (a DNAME chain backwards; a DNAME before the CNAME target it moves), `*.evil.test` denylisted; dns, dns-strict, https | none | worked (served, learned, passed by the check); **fixed**: every DNAME moves every name to a fixpoint, and every record's owner is a link | `escape_190_dname_records_in_an_order_the_rewrite_does_not_follow` |
+//! | the same answers learned, then a reload denylisting `*.evil.test` | none | worked (replayed); **fixed** as escape_190 | `escape_191_a_reload_replays_an_address_learned_through_dnames_out_of_order` |
+//! | the same answers for a name with ports in HTTPS mode | none | worked (the refresher opened .3:7000); **fixed** as escape_190 | `escape_192_a_name_with_ports_whose_dnames_come_out_of_order_in_https_mode` |
+//! | an open TLS connection for alias.test (TTL 1) after 10,100 lookups of other names pushed its chain out of the check cache, then a reload denylisting evil.test | none | worked (kept flowing); **fixed**: a tracked connection keeps the chain it was allowed with | `escape_193_an_open_connection_whose_chain_the_check_cache_forgot` |
+//! | a root-owned DNAME `. DNAME evil.test.` | none | worked (served and learned); **fixed**: a root owner moves every name | `escape_194_a_dname_owned_by_the_root` |
+//! | 600,000 learned addresses (250 TCP answers of 2,400 A records), then the operator reloads | none | worked (every tenant's DNS waited 5.7 s, debug build); **fixed**: the replay judges without the learner's lock and installs a chunk per hold (worst co-tenant wait 0.17 s) | `escape_195_many_learned_addresses_hold_the_learner_through_a_reload` |
+//! | HTTPS records in an A answer (ServiceMode, AliasMode) with target `x.evil.test`; an A record owned by `x.evil.test` that nothing leads to | controls the alias zone | held for the first two; the third worked; **fixed**: every record's owner is a link | `escape_196_https_records_in_an_a_answer_and_a_record_owned_off_the_chain` |
+//! | 8 parallel loops of the big answers against a co-tenant's DNS, no reload | none | held (worst 388 ms) | `escape_197_big_answers_keep_the_learner_busy_for_a_co_tenant` |
+//! | an upgraded WebSocket through alias.test, then a reload denylisting evil.test | none | held (cut) | `escape_198_an_upgraded_websocket_through_a_link_a_reload_denylists` |
+//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
