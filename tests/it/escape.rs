@@ -7085,3 +7085,73 @@ fn escape_198_an_upgraded_websocket_through_a_link_a_reload_denylists() {
     let alias = &kept.iter().find(|k| k.0 == "alias.test").expect("alias").1;
     assert!(!alias.0, "the upgraded WebSocket through alias.test kept flowing: {:?}", alias.1);
 }
+
+#[test]
+fn escape_200_a_chain_past_the_kept_links_hides_a_link_with_ports_when_nothing_is_denylisted() {
+    // Strict DNS mode, NO denylist of names (so an over-long chain is not
+    // refused whole): allowlist `alias.test`, `long.test`, `pad.test` and
+    // `tcp/evil.test:7001`. An answer that leads through evil.test opens
+    // its addresses on TCP 7001 only (escape_90, escape_180). Control:
+    // alias.test (one CNAME to evil.test) opens .3:7001, not .3:7000.
+    // (long) long.test reaches evil.test through 17 CNAMEs, evil.test
+    // being the 18th link; (pad) pad.test's answer lists 17 records of
+    // other owners first, then `pad.test CNAME evil.test`. Does either
+    // open .3:7000 (port_links only judges the kept 17 links)?
+    use hickory_proto::rr::rdata::TXT;
+    use hickory_proto::rr::{RData, Record, RecordType};
+    let mut found = Vec::new();
+    for q in ["long.test", "pad.test"] {
+        let w = crate::run::world_with(|two, three| {
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            z.records.push(("evil.test".into(), 300, RData::A(hickory_proto::rr::rdata::A(three))));
+            z.records.push((
+                "alias.test".into(),
+                300,
+                RData::CNAME(hickory_proto::rr::rdata::CNAME(rr::name("evil.test."))),
+            ));
+            let mut long = vec![rr::cname("long.test.", "l1.test.")];
+            for i in 1..17 {
+                long.push(rr::cname(&format!("l{i}.test."), &format!("l{}.test.", i + 1)));
+            }
+            long.push(rr::cname("l17.test.", "evil.test."));
+            long.push(rr::a("evil.test.", three));
+            z.raw.push(("long.test".into(), RecordType::A, vec![long]));
+            let mut pad: Vec<Record> = (1..=17)
+                .map(|i| {
+                    Record::from_rdata(
+                        rr::name(&format!("j{i}.test.")),
+                        300,
+                        RData::TXT(TXT::new(vec!["x".into()])),
+                    )
+                })
+                .collect();
+            pad.push(rr::cname("pad.test.", "evil.test."));
+            pad.push(rr::a("evil.test.", three));
+            z.raw.push(("pad.test".into(), RecordType::A, vec![pad]));
+            z
+        });
+        let p = &w.p;
+        let pol = policy_file(
+            &format!("escape-200-{q}"),
+            "allowlist:\n  domains: [\"alias.test\", \"long.test\", \"pad.test\", \"tcp/evil.test:7001\"]\n",
+        );
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000,7001", "");
+        let on = |port| {
+            tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+                .text()
+                .contains("echo:")
+        };
+        assert!(!on(7000) && !on(7001), "{q}: control: .3 open before any answer");
+        assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
+        assert!(on(7001) && !on(7000), "{q}: control: alias.test's answer is not limited to .3:7001");
+        let a = dig_short(p, q);
+        eprintln!("{q}: {a}");
+        if on(7000) {
+            found.push(format!("{q}: .3:7000 opened (answer {})", a.trim().replace('\n', " ")));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
