@@ -7155,3 +7155,43 @@ fn escape_200_a_chain_past_the_kept_links_hides_a_link_with_ports_when_nothing_i
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn escape_201_answers_in_flight_while_a_reload_drops_the_ips_entry_the_guard_needed() {
+    // Strict DNS mode, GUARD_ADDRESSES=private (.3, 10.200.x.3, is
+    // guarded). First policy: evil.test allowed and `allowlist.ips`
+    // listing .3, so evil.test's answer passes the guard; the reload
+    // drops the ips entry: from then on the guard refuses evil.test's
+    // answer (NXDOMAIN) and .3 is open for nothing. The learner re-judges
+    // an answer delivered under the old policy (its name, its chain)
+    // under the new one once the reload lets go of it (escape_174), but
+    // is the guard judged again? The workload keeps asking evil.test
+    // while the reload happens; up to five reload pairs.
+    let w = cname_world();
+    let p = &w.p;
+    let allow = format!("allowlist:\n  ips: [\"{}/32\"]\n  domains: [\"evil.test\"]\n", p.v4(3));
+    let narrowed = "allowlist:\n  domains: [\"evil.test\"]\n".to_string();
+    let pol = policy_file("escape-201", &allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [
+        ("FILTER_MODE", "dns-strict"),
+        ("DNS_UPSTREAMS", upstream.as_str()),
+        ("DNS_HARDENING", "false"),
+        ("GUARD_ADDRESSES", "private"),
+    ];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000", "");
+    let leaked = reload_race(p, &d, &pol, (&allow, &narrowed), ("evil.test", 3, 20_000), 5);
+    let guarded = d.events.try_iter().filter(|e| e["qname"] == "evil.test" && e["action"] == "BLOCKED").count();
+    eprintln!("evil.test refused events: {guarded}");
+    drop(d);
+    // Control: started with the narrowed policy, .3:7000 stays shut
+    // after evil.test is asked (the guard refuses the answer).
+    std::fs::write(&pol, &narrowed).expect("rewrite policy");
+    let d = Daemon::start(&p.work, &pol, &env);
+    let a = dig_short(p, "evil.test");
+    let o = tcp(&p.work, s_addr(&p.v4(3), 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT);
+    assert!(!a.contains(&p.v4(3)) && !o.text().contains("echo:"), "control: the narrowed policy opens .3: {a} {o:?}");
+    drop(d);
+    assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} dropped the ips entry the guard needed", p.v4(3));
+}
