@@ -7195,3 +7195,133 @@ fn escape_201_answers_in_flight_while_a_reload_drops_the_ips_entry_the_guard_nee
     drop(d);
     assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} dropped the ips entry the guard needed", p.v4(3));
 }
+
+/// Elements of `set` in `table inet egret` of namespace `ns` whose text
+/// starts with `prefix`.
+fn set_count_prefixed(ns: &str, set: &str, prefix: &str) -> usize {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "set", "inet", "egret", set])
+        .output()
+        .expect("nft list set");
+    String::from_utf8_lossy(&out.stdout)
+        .split(|c: char| c == ',' || c == '{' || c == '}' || c.is_whitespace())
+        .filter(|t| t.starts_with(prefix))
+        .count()
+}
+
+#[test]
+fn escape_202_a_second_reload_while_the_first_still_puts_chunks_back() {
+    // Strict DNS mode, `*.test` allowed. The workload has 60 names x
+    // 2,400 addresses learned (144,000: 36 chunks of the replay) and
+    // alias.test (a CNAME to evil.test at .3). Reload 1 (an unrelated
+    // change) is written, and as soon as its ruleset is applied (its
+    // chunked replay running), reload 2 denylisting evil.test is written,
+    // while the workload keeps asking alias.test. Afterwards: is .3:7000
+    // open (an entry judged under reload 1's policy put back after reload
+    // 2's replay, or a fresh answer learned in between), and are big
+    // addresses lost from learned4 (still allowed, not put back)?
+    use hickory_proto::rr::RecordType;
+    const NAMES: usize = 60;
+    const PER: usize = 2_400;
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("evil.test".into(), 300, hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A(three))));
+        z.records.push((
+            "alias.test".into(),
+            300,
+            hickory_proto::rr::RData::CNAME(hickory_proto::rr::rdata::CNAME(rr::name("evil.test."))),
+        ));
+        for i in 0..NAMES {
+            let owner = format!("big{i}.test.");
+            let recs = (0..PER)
+                .map(|j| {
+                    let n = u32::try_from(i * PER + j).expect("fits");
+                    rr::a(&owner, std::net::Ipv4Addr::from(0x0a40_0000u32 + n))
+                })
+                .collect();
+            z.raw.push((format!("big{i}.test"), RecordType::A, vec![recs]));
+        }
+        z
+    });
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.test\"]\n";
+    let other = format!("{allow}denylist:\n  domains: [\"other.test\"]\n");
+    let deny = format!("{allow}denylist:\n  domains: [\"evil.test\"]\n");
+    let pol = policy_file("escape-202", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000", "");
+    let to = s_addr(&p.v4(3), 7000);
+    let open = || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
+    let mut served = 0;
+    for i in 0..NAMES {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["dig", &format!("@{}", p.v4(2)), &format!("big{i}.test"), "A", "+tcp", "+time=10", "+tries=1"]);
+        served += usize::from(util::run(c).1.contains("ANSWER: 2400,"));
+    }
+    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test is not answered");
+    assert!(open(), "control: .3:7000 is not open after alias.test's answer");
+    let before = set_count_prefixed(&p.work, "learned4", "10.6");
+    eprintln!("{served} big answers served; learned4 holds {before} big addresses");
+    assert!(before >= 100_000, "control: the big answers were not learned ({before})");
+    let mut leaks = Vec::new();
+    let mut lost = Vec::new();
+    let count = |d: &Daemon, what: &str| d.logged().iter().filter(|l| l.contains(what)).count();
+    // Waits for at least one more replay than `had`, then for quiet.
+    let settle = |d: &Daemon, had: usize| {
+        let t = Instant::now();
+        while count(d, "learned addresses restored after reload") <= had && t.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut last = count(d, "learned addresses restored after reload");
+        loop {
+            std::thread::sleep(Duration::from_millis(1500));
+            let now = count(d, "learned addresses restored after reload");
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    };
+    for round in 0..3 {
+        let flood = DigFlood::start(p, "alias.test", 3, 20_000, &format!("escape-202-{round}"));
+        let (applied, had) = (count(&d, "installed table inet egret"), count(&d, "learned addresses restored after reload"));
+        std::fs::write(&pol, &other).expect("rewrite");
+        let t = Instant::now();
+        while count(&d, "installed table inet egret") == applied && t.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let busy = count(&d, "learned addresses restored after reload") == had;
+        std::fs::write(&pol, &deny).expect("rewrite");
+        let t = Instant::now();
+        while count(&d, "learned addresses restored after reload") < had + 2 && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let reloads = settle(&d, had) - had;
+        let lines: Vec<String> = d.logged().into_iter().filter(|l| l.contains("restored after reload") || l.contains("policy reloaded")).collect();
+        eprintln!("{:#?}", &lines[lines.len().saturating_sub(4)..]);
+        drop(flood);
+        let refused = dig_short(p, "alias.test");
+        assert!(!refused.contains(&p.v4(3)), "control: alias.test served after the reloads: {refused}");
+        let after = set_count_prefixed(&p.work, "learned4", "10.6");
+        let o = open();
+        eprintln!(
+            "round {round}: {reloads} replays (second written during the first's replay: {busy}), .3:7000 open {o}, learned4 big {after} of {before}"
+        );
+        if o {
+            leaks.push(round);
+        }
+        if after + 10 < before {
+            lost.push((round, after));
+        }
+        // Back to the first policy (alias.test opens .3 again).
+        let had = count(&d, "learned addresses restored after reload");
+        std::fs::write(&pol, allow).expect("rewrite");
+        settle(&d, had);
+        assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test not answered again");
+        assert!(open(), "control: .3:7000 not open again");
+    }
+    drop(d);
+    assert!(leaks.is_empty() && lost.is_empty(), ".3:7000 open after rounds {leaks:?}; big addresses lost {lost:?}");
+}
