@@ -7325,3 +7325,61 @@ fn escape_202_a_second_reload_while_the_first_still_puts_chunks_back() {
     drop(d);
     assert!(leaks.is_empty() && lost.is_empty(), ".3:7000 open after rounds {leaks:?}; big addresses lost {lost:?}");
 }
+
+#[test]
+fn escape_203_a_reload_that_gives_the_eighteenth_link_ports_replays_the_alias_on_every_port() {
+    // Strict DNS mode, no denylist of names. long.test reaches evil.test
+    // (.3) through 17 CNAMEs (evil.test the 18th link, past the kept
+    // chain); alias.test through one. Both learned under `allowlist:
+    // [alias.test, long.test]` (.3 on every port). A reload adds
+    // `tcp/evil.test:7001`: the replay must not put .3 back on every port
+    // for either (escape_180). Control: alias.test (one link) is not
+    // replayed on 7000. Each name in its own run (one address).
+    let mut found = Vec::new();
+    for q in ["alias.test", "long.test"] {
+        let w = crate::run::world_with(|two, three| {
+            use hickory_proto::rr::RecordType;
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            z.records.push(("evil.test".into(), 300, hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A(three))));
+            z.records.push((
+                "alias.test".into(),
+                300,
+                hickory_proto::rr::RData::CNAME(hickory_proto::rr::rdata::CNAME(rr::name("evil.test."))),
+            ));
+            let mut long = vec![rr::cname("long.test.", "l1.test.")];
+            for i in 1..17 {
+                long.push(rr::cname(&format!("l{i}.test."), &format!("l{}.test.", i + 1)));
+            }
+            long.push(rr::cname("l17.test.", "evil.test."));
+            long.push(rr::a("evil.test.", three));
+            z.raw.push(("long.test".into(), RecordType::A, vec![long]));
+            z
+        });
+        let p = &w.p;
+        let before = "allowlist:\n  domains: [\"alias.test\", \"long.test\"]\n";
+        let after = "allowlist:\n  domains: [\"alias.test\", \"long.test\", \"tcp/evil.test:7001\"]\n";
+        let pol = policy_file(&format!("escape-203-{q}"), before);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000,7001", "");
+        let on = |port| {
+            tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+                .text()
+                .contains("echo:")
+        };
+        assert!(dig_short(p, q).contains(&p.v4(3)), "control: {q} is not answered");
+        assert!(on(7000), "control: {q}'s answer did not open .3:7000 under the first policy");
+        std::fs::write(&pol, after).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+        let replayed = on(7000);
+        eprintln!("{q}: .3:7000 after the reload: {replayed}");
+        if q == "alias.test" {
+            assert!(!replayed, "control: alias.test replayed on 7000 (escape_180 regressed)");
+        } else if replayed {
+            found.push(format!("{q}: .3:7000 replayed after the reload gave evil.test ports"));
+        }
+        drop(d);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
