@@ -7383,3 +7383,53 @@ fn escape_203_a_reload_that_gives_the_eighteenth_link_ports_replays_the_alias_on
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn escape_204_answers_in_flight_while_a_reload_denylists_the_address() {
+    // Strict DNS mode, evil.test allowed (.3). A reload adds `denylist:
+    // ips: [.3]` while the workload keeps asking evil.test: the learner
+    // does not judge addresses against the denylist (escape_201 is the
+    // guard); is an answer delivered under the old policy learned into
+    // the new ruleset, and does the learned set then win over the denied
+    // set? Up to five reload pairs.
+    let w = cname_world();
+    let p = &w.p;
+    // (`default_action: allow`: a denylisted address under a default
+    // deny is refused by the policy check as pointless.)
+    let allow = "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n".to_string();
+    let narrowed = format!("default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n  ips: [\"{}\"]\n", p.v4(3));
+    let pol = policy_file("escape-204", &allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_HARDENING", "false")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000", "");
+    // The answer is served either way (the address is refused at the
+    // connection): reload_race's NXDOMAIN control does not apply.
+    let to = s_addr(&p.v4(3), 7000);
+    let open =
+        || tcp(&p.work, to, vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT).text().contains("echo:");
+    assert!(dig_short(p, "evil.test").contains(&p.v4(3)), "control: evil.test is not answered");
+    assert!(open(), "control: .3:7000 is not open");
+    let mut leaked = None;
+    for round in 0..5 {
+        let flood = DigFlood::start(p, "evil.test", 3, 20_000, "race-escape-204");
+        std::thread::sleep(Duration::from_millis(700));
+        std::fs::write(&pol, &narrowed).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(300));
+        drop(flood);
+        if open() {
+            leaked = Some(round);
+            break;
+        }
+        std::fs::write(&pol, &allow).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        assert!(open(), "control: .3:7000 not open again");
+    }
+    std::fs::write(&pol, &narrowed).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    let learned = set_count_prefixed(&p.work, "learned4", &p.v4(3));
+    eprintln!("after the race: .3 in learned4: {learned}");
+    drop(d);
+    assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} denylisted the address", p.v4(3));
+}
