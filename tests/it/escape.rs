@@ -7433,3 +7433,61 @@ fn escape_204_answers_in_flight_while_a_reload_denylists_the_address() {
     drop(d);
     assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} denylisted the address", p.v4(3));
 }
+
+#[test]
+fn escape_205_a_kept_alive_connection_that_switches_host_before_the_reload() {
+    // HTTPS mode, default allow. On one kept-alive connection to .3:80:
+    // request 1 names alias.test (a CNAME to evil.test at .3), request 2
+    // a name with no chain at the same address (ok.test A .3; then, in a
+    // second case, the IP literal), so the tracked name and chain are
+    // request 2's. A reload denylists evil.test: the connection is not
+    // cut (its tracked name is clean). Request 3 names alias.test again:
+    // is it served? Control: requests 1 and 2 are.
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::RData;
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("evil.test".into(), 300, RData::A(A(three))));
+        z.records.push(("ok.test".into(), 300, RData::A(A(three))));
+        z.records.push(("alias.test".into(), 300, RData::CNAME(CNAME(rr::name("evil.test.")))));
+        z
+    });
+    let p = &w.p;
+    let open = "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n";
+    let pol = policy_file("escape-205", open);
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let to = s_addr(&p.v4(3), 80);
+    let mut found = Vec::new();
+    for second in ["ok.test".to_string(), p.v4(3)] {
+        std::fs::write(&pol, open).expect("rewrite");
+        std::thread::sleep(Duration::from_millis(1500));
+        let keep = |h: &str| format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n");
+        let writer = {
+            let pol = pol.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(800));
+                std::fs::write(&pol, "default_action: allow\ndenylist:\n  domains: [\"evil.test\"]\n")
+                    .expect("rewrite");
+            })
+        };
+        let o = tcp(
+            &p.work,
+            to,
+            vec![format!("{}{}", keep("alias.test"), keep(&second)).into_bytes(), get("alias.test").into_bytes()],
+            Duration::from_millis(3000),
+            Duration::from_secs(8),
+        );
+        writer.join().expect("writer");
+        let answers = o.text().matches("hello from").count();
+        eprintln!("second host {second}: {answers} answers");
+        assert!(answers >= 2, "control: requests 1 and 2 were not served ({second}): {o:?}");
+        if answers > 2 {
+            found.push(format!("{second}: request 3 (alias.test) served after the reload"));
+        }
+    }
+    let o = http(&p.work, to, &get("alias.test"));
+    o.assert_not_served("control: alias.test on a new connection after the reload");
+    drop(d);
+    assert!(found.is_empty(), "{found:#?}");
+}
