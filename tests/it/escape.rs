@@ -7491,3 +7491,148 @@ fn escape_205_a_kept_alive_connection_that_switches_host_before_the_reload() {
     drop(d);
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn escape_206_many_addresses_opened_on_a_named_port_hold_the_learner_through_a_reload() {
+    // escape_195 on the named-port path, which the chunked replay left
+    // out: strict DNS mode, `*.big.test` allowed and `tcp/db.test:7001`.
+    // The workload asks 250 names of its own zone, each a CNAME to db.test
+    // with 2,400 distinct addresses: each answer opens them on TCP 7001
+    // only, recorded under db.test in `named::Opened` (600,000 entries).
+    // A reload (an unrelated change) replays `Opened` and installs its
+    // elements in one lock hold. How long does a co-tenant's
+    // `allowed.test` wait then (and while the answers are learned)?
+    use hickory_proto::rr::RecordType;
+    const NAMES: usize = 250;
+    const PER: usize = 2_400;
+    let w = crate::run::world_with(|two, _three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        for i in 0..NAMES {
+            let owner = format!("b{i}.big.test.");
+            let mut recs = vec![rr::cname(&owner, "db.test.")];
+            recs.extend((0..PER).map(|j| {
+                let n = u32::try_from(i * PER + j).expect("fits");
+                rr::a("db.test.", std::net::Ipv4Addr::from(0x0a40_0000u32 + n))
+            }));
+            z.raw.push((format!("b{i}.big.test"), RecordType::A, vec![recs]));
+        }
+        z
+    });
+    let p = &w.p;
+    let allow = "default_action: deny\nallowlist:\n  domains: [\"*.big.test\", \"allowed.test\", \"tcp/db.test:7001\"]\n";
+    let pol = policy_file("escape-206", allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let dig = |name: &str, tcp: bool| {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args(["dig", &format!("@{}", p.v4(2)), name, "A", "+time=10", "+tries=1"]);
+        if tcp {
+            c.arg("+tcp");
+        }
+        let start = Instant::now();
+        let (_, out, _) = util::run(c);
+        (out.contains("status: NOERROR"), start.elapsed(), out)
+    };
+    let (ok, base, out) = dig("allowed.test", false);
+    assert!(ok, "control: allowed.test is not answered: {out}");
+    let t = Instant::now();
+    let mut learned = 0;
+    let mut worst_learning = Duration::ZERO;
+    for i in 0..NAMES {
+        let (ok, _, out) = dig(&format!("b{i}.big.test"), true);
+        learned += usize::from(ok && out.contains("ANSWER: 2401,"));
+        if i == 0 {
+            eprintln!("first big answer: {}", out.lines().take(12).collect::<Vec<_>>().join(" | "));
+        }
+        if i % 25 == 24 {
+            let (_, took, _) = dig("allowed.test", false);
+            worst_learning = worst_learning.max(took);
+        }
+    }
+    let opened = set_count_prefixed(&p.work, "named_ports4", "10.6");
+    eprintln!(
+        "{learned} of {NAMES} big answers served in {:?}; baseline dig {base:?}; co-tenant worst while learning {worst_learning:?}; named_ports4 holds {opened}",
+        t.elapsed()
+    );
+    assert!(learned > NAMES / 2, "control: the big answers were not served");
+    // An unrelated change that adds no denylist of names (under one, the
+    // 17 names merged into db.test's chain refuse its replay whole: see
+    // escape_207).
+    std::fs::write(&pol, allow.replace("\"allowed.test\"", "\"allowed.test\", \"other.test\"")).expect("rewrite");
+    let written = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut answered = 0;
+    while written.elapsed() < Duration::from_secs(30) {
+        let (ok, took, _) = dig("allowed.test", false);
+        worst = worst.max(took);
+        answered += usize::from(ok);
+        let done = d.logged().iter().any(|l| l.contains("learned addresses restored after reload"));
+        if done && written.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let line = d.wait_logged("learned addresses restored after reload", Duration::from_secs(120));
+    let held = written.elapsed();
+    eprintln!("reload done ({line}) within {held:?}; co-tenant digs: {answered} answered, worst {worst:?}");
+    drop(d);
+    assert!(
+        worst < Duration::from_secs(2) && worst_learning < Duration::from_secs(2),
+        "{} addresses opened on a named port: the co-tenant's DNS waited {worst:?} in the reload (took {held:?}), {worst_learning:?} while they were learned",
+        learned * PER
+    );
+}
+
+#[test]
+fn escape_207_seventeen_aliases_of_a_name_with_ports_lose_its_replay() {
+    // Strict DNS mode, `*.alias.test` allowed and `tcp/db.test:7001`;
+    // a{i}.alias.test are CNAMEs to db.test (.3). Each answer opens
+    // .3:7001 only, recorded in `named::Opened` under db.test with the
+    // way there (question + chain) merged into db.test's chain: after 17
+    // aliases that chain is over-long. A reload adds a denylist of an
+    // unrelated name: is .3:7001 put back (still allowed: a fresh answer
+    // opens it), or lost, refused whole as a chain past MAX_LINKS?
+    // Control: one alias only, the same reload, .3:7001 is replayed.
+    // (Availability, not a way through: what a co-tenant loses.)
+    let mut lost = Vec::new();
+    for n in [1usize, 17] {
+        let w = crate::run::world_with(|two, three| {
+            use hickory_proto::rr::rdata::{A, CNAME};
+            use hickory_proto::rr::RData;
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            z.records.push(("db.test".into(), 300, RData::A(A(three))));
+            for i in 0..17 {
+                z.records.push((format!("a{i}.alias.test"), 300, RData::CNAME(CNAME(rr::name("db.test.")))));
+            }
+            z
+        });
+        let p = &w.p;
+        let before = "allowlist:\n  domains: [\"*.alias.test\", \"tcp/db.test:7001\"]\n";
+        let after = format!("{before}denylist:\n  domains: [\"other.test\"]\n");
+        let pol = policy_file(&format!("escape-207-{n}"), before);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000,7001", "");
+        let on = |port| {
+            tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+                .text()
+                .contains("echo:")
+        };
+        for i in 0..n {
+            assert!(dig_short(p, &format!("a{i}.alias.test")).contains(&p.v4(3)), "control: a{i} not answered");
+        }
+        assert!(on(7001) && !on(7000), "control: the aliases did not open .3:7001 only ({n})");
+        std::fs::write(&pol, &after).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        let line = d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+        let kept = on(7001);
+        eprintln!("{n} aliases: {line}; .3:7001 after the reload: {kept}");
+        if n == 1 {
+            assert!(kept, "control: one alias's .3:7001 was not replayed");
+        } else if !kept {
+            lost.push(n);
+        }
+        drop(d);
+    }
+    assert!(lost.is_empty(), ".3:7001 lost after the reload with {lost:?} aliases merged into db.test's chain");
+}
