@@ -7607,7 +7607,7 @@ fn escape_207_seventeen_aliases_of_a_name_with_ports_lose_its_replay() {
             z
         });
         let p = &w.p;
-        let before = "allowlist:\n  domains: [\"*.alias.test\", \"tcp/db.test:7001\"]\n";
+        let before = "default_action: deny\nallowlist:\n  domains: [\"*.alias.test\", \"tcp/db.test:7001\"]\n";
         let after = format!("{before}denylist:\n  domains: [\"other.test\"]\n");
         let pol = policy_file(&format!("escape-207-{n}"), before);
         let upstream = format!("{}:53", p.v4(2));
