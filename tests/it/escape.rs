@@ -7636,3 +7636,29 @@ fn escape_207_seventeen_aliases_of_a_name_with_ports_lose_its_replay() {
     }
     assert!(lost.is_empty(), ".3:7001 lost after the reload with {lost:?} aliases merged into db.test's chain");
 }
+
+#[test]
+fn escape_208_the_guard_race_of_escape_201_on_the_named_port_path() {
+    // escape_201 for a name with ports: `tcp/evil.test:7000` and
+    // `allowlist.ips` listing .3 (GUARD_ADDRESSES=private); the reload
+    // drops the ips entry while the workload keeps asking evil.test.
+    // `named::elements` judges the guard under the policy in force: is
+    // .3:7000 open after the reload?
+    let w = cname_world();
+    let p = &w.p;
+    let allow = format!("allowlist:\n  ips: [\"{}/32\"]\n  domains: [\"tcp/evil.test:7000\"]\n", p.v4(3));
+    let narrowed = "allowlist:\n  domains: [\"tcp/evil.test:7000\"]\n".to_string();
+    let pol = policy_file("escape-208", &allow);
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [
+        ("FILTER_MODE", "dns-strict"),
+        ("DNS_UPSTREAMS", upstream.as_str()),
+        ("DNS_HARDENING", "false"),
+        ("GUARD_ADDRESSES", "private"),
+    ];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let _echo = forbidden_echo(p, "7000", "");
+    let leaked = reload_race(p, &d, &pol, (&allow, &narrowed), ("evil.test", 3, 20_000), 5);
+    drop(d);
+    assert!(leaked.is_none(), "{}:7000 open after reload {leaked:?} dropped the ips entry the guard needed", p.v4(3));
+}
