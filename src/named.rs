@@ -108,6 +108,43 @@ impl Opened {
         out
     }
 
+    /// `self`'s entries in chunks of at most `n`, each with the chains of
+    /// its names: what [`Opened::absorb`] takes back.
+    pub fn into_chunks(self, n: usize) -> Vec<Opened> {
+        let mut out: Vec<Opened> = Vec::new();
+        for ((name, ip), t) in self.until {
+            if out.last().map_or(true, |c| c.until.len() >= n.max(1)) {
+                out.push(Opened::default());
+            }
+            let part = out.last_mut().expect("pushed above");
+            part.chains.record(&name, self.chains.of(&name));
+            part.until.insert((name, ip), t);
+        }
+        out
+    }
+
+    /// Takes `part`'s entries in (each keeps its latest expiry, each name
+    /// its chain links) and returns the elements to put back for them
+    /// under `policy`, as [`Opened::replay`] would.
+    pub fn absorb(&mut self, part: Opened, policy: &Policy, guard: &Guard, now: Instant) -> Vec<NamedElem> {
+        let mut by: HashMap<String, Vec<(IpAddr, Duration)>> = HashMap::new();
+        for ((name, ip), t) in part.until {
+            self.chains.record(&name, part.chains.of(&name));
+            let mine = self.until.entry((name.clone(), ip)).or_insert(t);
+            *mine = (*mine).max(t);
+            if *mine > now {
+                by.entry(name).or_default().push((ip, mine.saturating_duration_since(now)));
+            }
+        }
+        let mut out: Vec<NamedElem> = by
+            .iter()
+            .filter(|(n, _)| self.chains.led_clean(n, policy))
+            .flat_map(|(n, ips)| elements(policy, guard, n, ips))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The elements to put back under `policy` after a replace.
     pub fn replay(&self, policy: &Policy, guard: &Guard, now: Instant) -> Vec<NamedElem> {
         let mut out: Vec<NamedElem> = self
@@ -190,6 +227,27 @@ mod tests {
         assert!(port_links(&p, &chain(&["both.test"])).is_empty(), "allowed on every port anyway");
         assert!(port_links(&p, &chain(&["cdn.test"])).is_empty(), "no entry: as before");
         assert!(port_links(&p, &[]).is_empty());
+    }
+
+    /// Round 12 (escape_206): a replay put back chunk by chunk opens what
+    /// the whole replay would, judged by the same chains.
+    #[test]
+    fn chunks_absorbed_open_what_the_replay_opens() {
+        let p = policy("default_action: deny\nallowlist:\n  domains: [\"tcp/db.test:5432\", \"tcp/web.test:443\"]\ndenylist:\n  domains: [\"evil.test\"]\n");
+        let (g, t0) = (Guard::default(), Instant::now());
+        let mut o = Opened::default();
+        for i in 1..=5 {
+            o.add("db.test", &[], &[(ip(&format!("198.51.100.{i}")), Duration::from_secs(60))], t0);
+        }
+        o.add("web.test", &["evil.test".into()], &[(ip("198.51.100.9"), Duration::from_secs(60))], t0);
+        let whole = o.replay(&p, &g, t0);
+        assert_eq!(whole.len(), 5, "web.test led through evil.test: {whole:?}");
+        let mut back = Opened::default();
+        let mut got: Vec<NamedElem> =
+            o.into_chunks(2).into_iter().flat_map(|c| back.absorb(c, &p, &g, t0)).collect();
+        got.sort();
+        assert_eq!(got, whole);
+        assert_eq!(back.replay(&p, &g, t0), whole, "the state came back whole");
     }
 
     /// An answer opens each address on the entries' protocols and ports

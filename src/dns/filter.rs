@@ -277,7 +277,9 @@ pub const MAX_LINKS: usize = 16;
 /// and resolvers follow such names (round 10, escape_171).
 pub fn denied_in(chain: &[String], policy: &Policy) -> Option<(String, Reason)> {
     let names_denied = !policy.denylist().names.is_empty();
-    if chain.len() > MAX_LINKS && names_denied {
+    // With names with ports, a link past the bound may be one of them,
+    // whose ports alone the answer may open (round 12, escape_200).
+    if chain.len() > MAX_LINKS && (names_denied || !policy.name_ports().is_empty()) {
         return Some((format!("a chain of more than {MAX_LINKS} links"), Reason::Denylisted));
     }
     chain.iter().find_map(|link| {

@@ -309,6 +309,14 @@ impl Learn for NftLearner {
         // one just replaced (round 10, escape_174): judged again here.
         let policy = self.policy.current();
         if !policy.audit() {
+            // The SSRF guard too, under the policy in force: a reload may
+            // have taken away the `allowlist.ips` entry that let the
+            // server pass the answer (round 12, escape_201).
+            if let Some((ip, _)) = ips.iter().find(|(ip, _)| self.guard.check(&policy, *ip).is_some()) {
+                return Err(LearnError(format!(
+                    "not learned: {ip} is guarded under the policy now in force"
+                )));
+            }
             if let Some((link, _)) = crate::dns::filter::denied_in(chain, &policy) {
                 return Err(LearnError(format!(
                     "not learned: the answer leads through {link}, which a reload just denylisted"
@@ -387,30 +395,44 @@ impl NftLearner {
         policy: &Policy,
     ) -> Result<usize, LearnError> {
         let now = std::time::Instant::now();
-        let named = st.named.replay(policy, &self.guard, now);
-        install_named(&mut st, &named)?;
-        // What was learned is taken out whole and judged without the
-        // lock; answers learned meanwhile start a fresh `Learned` under
-        // the new policy. The judged entries then go back, and into the
-        // kernel, a chunk per lock hold.
+        // What was learned and opened is taken out whole; answers learned
+        // meanwhile start afresh under the new policy. The learned
+        // addresses are judged without the lock; both go back, and into
+        // the kernel, a chunk per lock hold (the named ports too: round
+        // 12, escape_206).
         let mut old = std::mem::take(&mut st.learned);
+        let opened = std::mem::take(&mut st.named);
         drop(st);
         let kept = old.still_allowed(policy, &self.guard, now).len();
+        let mut named = 0;
+        for part in opened.into_chunks(REPLAY_CHUNK) {
+            let mut st = self.lock();
+            let elems = st.named.absorb(part, policy, &self.guard, std::time::Instant::now());
+            named += elems.len();
+            install_named(&mut st, &elems)?;
+            drop(st);
+            pause();
+        }
         for part in old.into_chunks(REPLAY_CHUNK) {
             let mut st = self.lock();
             let back = st.learned.absorb(part, std::time::Instant::now());
             install(&mut st, &back)?;
             drop(st);
-            // The lock is not fair: without a pause this loop takes it
-            // back before a waiting answer's thread has woken.
-            std::thread::sleep(Duration::from_micros(200));
+            pause();
         }
-        Ok(kept + named.len())
+        Ok(kept + named)
     }
 }
 
-/// Learned addresses put back per lock hold after a reload.
+/// Learned addresses (and opened named-port entries) put back per lock
+/// hold after a reload.
 const REPLAY_CHUNK: usize = 4096;
+
+/// Between two chunks of a replay: the lock is not fair, and without a
+/// pause the loop takes it back before a waiting answer's thread woke.
+fn pause() {
+    std::thread::sleep(Duration::from_micros(200));
+}
 
 fn install_named(st: &mut NftState, elems: &[crate::nft::netlink::NamedElem]) -> Result<(), LearnError> {
     if elems.is_empty() {
