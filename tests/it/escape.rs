@@ -191,6 +191,20 @@
 //! | 8 parallel loops of the big answers against a co-tenant's DNS, no reload | none | held (worst 388 ms) | `escape_197_big_answers_keep_the_learner_busy_for_a_co_tenant` |
 //! | an upgraded WebSocket through alias.test, then a reload denylisting evil.test | none | held (cut) | `escape_198_an_upgraded_websocket_through_a_link_a_reload_denylists` |
 //!
+//! Round 12 (against round 11's fixes):
+//!
+//! | attempt | privilege | result | test |
+//! |---------|-----------|--------|------|
+//! | strict DNS, no denylist of names, `tcp/evil.test:7001` allowed: evil.test as a chain's 18th link, or after 17 TXT records of other owners | controls the upstream | worked (.3 opened on every port: the link with ports was past the kept links); **fixed**: an over-long chain is refused when the policy has names with ports too | `escape_200_a_chain_past_the_kept_links_hides_a_link_with_ports_when_nothing_is_denylisted` |
+//! | a reload from `alias.test, long.test` adding `tcp/evil.test:7001` (long.test's 18th link) | controls the upstream | worked (replayed on every port); **fixed** as escape_200 | `escape_203_a_reload_that_gives_the_eighteenth_link_ports_replays_the_alias_on_every_port` |
+//! | `GUARD_ADDRESSES=private`, .3 in `allowlist.ips`; a reload drops the ips entry while answers for evil.test are in flight | uid 65534 | worked (4 of 4 runs); **fixed**: the learner judges the SSRF guard again under the policy in force | `escape_201_answers_in_flight_while_a_reload_drops_the_ips_entry_the_guard_needed` |
+//! | the same race on the named-port path | uid 65534 | held | `escape_208_the_guard_race_of_escape_201_on_the_named_port_path` |
+//! | a second reload while the first still puts 144,000 learned addresses back | uid 65534 | held (reloads are serial) | `escape_202_a_second_reload_while_the_first_still_puts_chunks_back` |
+//! | a reload adding `denylist.ips: [.3]` while answers for evil.test are in flight | uid 65534 | held (the denied set wins) | `escape_204_answers_in_flight_while_a_reload_denylists_the_address` |
+//! | a kept-alive connection switching Host before the reload, then back | uid 65534 | held | `escape_205_a_kept_alive_connection_that_switches_host_before_the_reload` |
+//! | 600,000 named-port entries (250 CNAMEs to `tcp/db.test:7001`, 2,400 addresses each), then an unrelated reload | controls the upstream | worked (a co-tenant's DNS waited 10 s); **fixed**: the named-port replay goes back a chunk per lock hold too | `escape_206_many_addresses_opened_on_a_named_port_hold_the_learner_through_a_reload` |
+//! | 17 aliases CNAME to a name with ports, then a reload with a denylist of names | uid 65534 | worked (availability only: the name's addresses are not put back until asked again); **open** (ignored test) | `escape_207_seventeen_aliases_of_a_name_with_ports_lose_its_replay` |
+//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
