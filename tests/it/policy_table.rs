@@ -496,8 +496,15 @@ fn a_policy_learned_from_an_audit_log_allows_what_was_done() {
         (t.contains("allowed.test") && t.contains("\"destination_port\":8000") && t.contains("7001"))
             .then_some(t)
     });
-    drop(d);
     assert!(written.is_some(), "the decision log never held the three decisions");
+    // Learning mode writes its file after the decision is logged: wait
+    // for it too before the daemon is killed (no stop, no last write).
+    let kept_all = wait_for(Duration::from_secs(10), || {
+        let t = std::fs::read_to_string(&live).unwrap_or_default();
+        (t.contains("allowed.test") && t.contains(":8000") && t.contains(":7001")).then_some(())
+    });
+    drop(d);
+    assert!(kept_all.is_some(), "LEARNING_OUTPUT never held the three decisions");
 
     let mut c = util::egret();
     c.arg("learn").arg("--from").arg(&log);
