@@ -136,20 +136,24 @@ impl Opened {
                 by.entry(name).or_default().push((ip, mine.saturating_duration_since(now)));
             }
         }
-        let mut out: Vec<NamedElem> = by
-            .iter()
-            .filter(|(n, _)| self.chains.led_clean(n, policy))
-            .flat_map(|(n, ips)| elements(policy, guard, n, ips))
-            .collect();
-        out.sort();
-        out
+        self.elements_of(by.iter().map(|(n, ips)| (n.as_str(), ips.as_slice())), policy, guard)
     }
 
     /// The elements to put back under `policy` after a replace.
     pub fn replay(&self, policy: &Policy, guard: &Guard, now: Instant) -> Vec<NamedElem> {
-        let mut out: Vec<NamedElem> = self
-            .live(now)
-            .iter()
+        let live = self.live(now);
+        self.elements_of(live.iter().map(|(n, ips)| (n.as_str(), ips.as_slice())), policy, guard)
+    }
+
+    /// The elements of these answers whose names' chains `policy` lets
+    /// through, sorted.
+    fn elements_of<'a>(
+        &self,
+        answers: impl Iterator<Item = (&'a str, &'a [(IpAddr, Duration)])>,
+        policy: &Policy,
+        guard: &Guard,
+    ) -> Vec<NamedElem> {
+        let mut out: Vec<NamedElem> = answers
             .filter(|(n, _)| self.chains.led_clean(n, policy))
             .flat_map(|(n, ips)| elements(policy, guard, n, ips))
             .collect();

@@ -1109,37 +1109,45 @@ mod tests {
         }
     }
 
+    /// A name with its labels as given (`x!` is no host name label, and
+    /// the DNS carries it); `.` is the root.
+    fn chain_name(s: &str) -> Name {
+        if s == "." {
+            return Name::root();
+        }
+        let labels = s.trim_end_matches('.').split('.').map(|l| l.as_bytes().to_vec());
+        let mut n = Name::from_labels(labels).unwrap();
+        n.set_fqdn(true);
+        n
+    }
+
+    fn cname_rr(from: &str, to: &str) -> Record {
+        use hickory_proto::rr::rdata::CNAME;
+        Record::from_rdata(chain_name(from), 60, RData::CNAME(CNAME(chain_name(to))))
+    }
+
+    /// A DNAME as hickory keeps it: unknown data holding the target.
+    fn dname_rr(from: &str, to: &str) -> Record {
+        let mut wire = Vec::new();
+        let mut e = hickory_proto::serialize::binary::BinEncoder::new(&mut wire);
+        hickory_proto::serialize::binary::BinEncodable::emit(&chain_name(to), &mut e).unwrap();
+        let rdata = hickory_proto::rr::rdata::NULL::with(wire);
+        Record::from_rdata(chain_name(from), 60, RData::Unknown { code: RecordType::DNAME, rdata })
+    }
+
+    fn a_rr(owner: &str) -> Record {
+        Record::from_rdata(chain_name(owner), 60, RData::A(A::new(203, 0, 113, 9)))
+    }
+
     /// Round 6, escape_83: a CNAME or DNAME target the denylist refuses
     /// refuses the answer, naming the link; an unlisted target does not.
     #[test]
     fn a_chain_through_a_denylisted_name_is_refused() {
-        use hickory_proto::rr::rdata::{CNAME, NULL};
         let compile = crate::policy::from_yaml;
         let default_allow =
             compile("default_action: allow\ndenylist:\n  domains: [\"*.evil.test\", \"evil.test\"]\n");
         let strict = compile("default_action: deny\nallowlist:\n  domains: [\"*.test\"]\ndenylist:\n  domains: [\"evil.test\"]\n");
-        // Labels as given (`x!` is no host name label, and the DNS carries it).
-        let n = |s: &str| {
-            if s == "." {
-                return Name::root();
-            }
-            let labels = s.trim_end_matches('.').split('.').map(|l| l.as_bytes().to_vec());
-            let mut n = Name::from_labels(labels).unwrap();
-            n.set_fqdn(true);
-            n
-        };
-        let cname = |from: &str, to: &str| Record::from_rdata(n(from), 60, RData::CNAME(CNAME(n(to))));
-        let dname = |from: &str, to: &str| {
-            let mut wire = Vec::new();
-            let mut e = hickory_proto::serialize::binary::BinEncoder::new(&mut wire);
-            hickory_proto::serialize::binary::BinEncodable::emit(&n(to), &mut e).unwrap();
-            Record::from_rdata(
-                n(from),
-                60,
-                RData::Unknown { code: RecordType::DNAME, rdata: NULL::with(wire) },
-            )
-        };
-        let a = |owner: &str| Record::from_rdata(n(owner), 60, RData::A(A::new(203, 0, 113, 9)));
+        let (n, cname, dname, a) = (chain_name, cname_rr, dname_rr, a_rr);
         let https = |owner: &str, target: &str| {
             let svcb = hickory_proto::rr::rdata::SVCB::new(1, n(target), Vec::new());
             Record::from_rdata(n(owner), 60, RData::HTTPS(HTTPS(svcb)))
@@ -1219,20 +1227,7 @@ mod tests {
     /// link (escape_196).
     #[test]
     fn the_chain_holds_every_name_an_answer_leads_through() {
-        use hickory_proto::rr::rdata::{CNAME, NULL};
-        let n = |s: &str| Name::from_ascii(s).unwrap();
-        let cname = |from: &str, to: &str| Record::from_rdata(n(from), 60, RData::CNAME(CNAME(n(to))));
-        let dname = |from: &str, to: &str| {
-            let mut wire = Vec::new();
-            let mut e = hickory_proto::serialize::binary::BinEncoder::new(&mut wire);
-            hickory_proto::serialize::binary::BinEncodable::emit(&n(to), &mut e).unwrap();
-            Record::from_rdata(
-                n(from),
-                60,
-                RData::Unknown { code: RecordType::DNAME, rdata: NULL::with(wire) },
-            )
-        };
-        let a = |owner: &str| Record::from_rdata(n(owner), 60, RData::A(A::new(203, 0, 113, 9)));
+        let (cname, dname, a) = (cname_rr, dname_rr, a_rr);
         let asked = |q: &str| vec![q.to_owned()];
         let has = |chain: &[String], want: &str| chain.iter().any(|l| l == want);
         // Listed backwards: d3's DNAME moves the question to d4, d4's to evil.

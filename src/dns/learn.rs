@@ -121,10 +121,7 @@ impl Learned {
             .map(|&(ip, ttl)| {
                 let exp = now + ttl;
                 let names = self.by_ip.entry(ip).or_default();
-                match names.iter_mut().find(|(n, _)| n == name) {
-                    Some(e) => e.1 = e.1.max(exp),
-                    None => names.push((name.to_owned(), exp)),
-                }
+                keep_latest(names, name, exp);
                 let latest = names.iter().filter(|(_, e)| *e > now).map(|(_, e)| *e).max().unwrap_or(exp);
                 (ip, latest.saturating_duration_since(now))
             })
@@ -200,10 +197,7 @@ impl Learned {
             let mine = self.by_ip.entry(ip).or_default();
             for (name, exp) in names {
                 self.chains.record(&name, part.chains.of(&name));
-                match mine.iter_mut().find(|(n, _)| *n == name) {
-                    Some(e) => e.1 = e.1.max(exp),
-                    None => mine.push((name, exp)),
-                }
+                keep_latest(mine, &name, exp);
             }
             if let Some(latest) = mine.iter().map(|(_, e)| *e).filter(|e| *e > now).max() {
                 out.push((ip, latest - now));
@@ -237,6 +231,15 @@ impl Learned {
 
     pub fn is_empty(&self) -> bool {
         self.by_ip.is_empty()
+    }
+}
+
+/// Records that `name` gave an address until `exp`, keeping the later of
+/// two expiries for the same name.
+fn keep_latest(names: &mut Vec<(String, std::time::Instant)>, name: &str, exp: std::time::Instant) {
+    match names.iter_mut().find(|(n, _)| n == name) {
+        Some(e) => e.1 = e.1.max(exp),
+        None => names.push((name.to_owned(), exp)),
     }
 }
 
