@@ -28,7 +28,7 @@ pub mod upstream;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -239,7 +239,6 @@ pub fn start_with(
         policy,
         emitter,
         learner,
-        tcp_clients: AtomicUsize::new(0),
         tcp_fair: crate::fair::Admission::new(crate::fair::Limits::for_max(defaults::TCP_CLIENTS)),
         tcp_retries: crate::fair::Admission::new(crate::fair::Limits::for_max(defaults::TCP_CLIENTS)),
         stats: stats.clone(),
@@ -335,8 +334,8 @@ struct Shared {
     policy: PolicyHandle,
     emitter: Emitter,
     learner: Option<Arc<dyn Learn>>,
-    tcp_clients: AtomicUsize,
-    /// TCP slots per client (the owner of the client's socket).
+    /// The TCP clients (`defaults::TCP_CLIENTS` at once, one thread
+    /// each), a fair share per client (the owner of the client's socket).
     tcp_fair: Arc<crate::fair::Admission<crate::peer::Client>>,
     /// The threads that fetch a truncated UDP answer again over TCP
     /// (`defaults::TCP_CLIENTS` at once), a fair share per client.
@@ -600,23 +599,17 @@ impl Loop {
                 }
             };
             let shared = self.shared.clone();
-            if shared.tcp_clients.fetch_add(1, Ordering::SeqCst) >= defaults::TCP_CLIENTS {
-                shared.tcp_clients.fetch_sub(1, Ordering::SeqCst);
-                log::warn!("dns: {} tcp clients already; closing {client}", defaults::TCP_CLIENTS);
-                continue;
-            }
             let stream = std::net::TcpStream::from(stream);
+            let Some((asker, slot)) = tcp::admit(&stream, client, &shared) else { continue };
             let spawned = thread::Builder::new().name(format!("dns-tcp-{client}")).spawn({
                 let shared = shared.clone();
                 move || {
-                    if let Err(e) = tcp::serve(stream, client, &shared) {
+                    if let Err(e) = tcp::serve(stream, asker, slot, &shared) {
                         log::debug!("dns: tcp {client}: {e}");
                     }
-                    shared.tcp_clients.fetch_sub(1, Ordering::SeqCst);
                 }
             });
             if let Err(e) = spawned {
-                shared.tcp_clients.fetch_sub(1, Ordering::SeqCst);
                 log::warn!("dns: cannot start a thread for {client}: {e}");
             }
         }

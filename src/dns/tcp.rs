@@ -10,20 +10,26 @@ use super::filter::{self, Action};
 use super::reply::{Asker, Outcome};
 use super::{defaults, Shared};
 use crate::events::{Action as EvAction, Component};
+use crate::fair::Ticket;
 
-/// One TCP client: length-prefixed queries (RFC 1035 §4.2.2), several per
-/// connection (RFC 7766), answered in order. The client holds one of its
-/// fair share of the TCP slots for as long as it is connected; each query
-/// must arrive within [`defaults::TCP_QUERY_DEADLINE`] of its first byte.
-pub(super) fn serve(mut s: std::net::TcpStream, client: SocketAddr, shared: &Shared) -> io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_write_timeout(Some(defaults::TCP_IDLE))?;
-    let local = s.local_addr()?;
-    let to = crate::listen::original_dst(&s, local).unwrap_or(local);
+/// The asker of a TCP connection just accepted and its slot, or `None`
+/// when the client already holds its share of the slots (the refusal is
+/// logged and the connection is to be closed). Decided in the accept loop,
+/// before any thread exists for the connection: a bound on threads
+/// counted before the owner is known would be filled by one client's
+/// connections waiting to be refused, and another client's connection
+/// closed with them.
+pub(super) fn admit(
+    s: &std::net::TcpStream,
+    client: SocketAddr,
+    shared: &Shared,
+) -> Option<(Asker, Ticket<crate::peer::Client>)> {
+    let local = s.local_addr().ok()?;
+    let to = crate::listen::original_dst(s, local).unwrap_or(local);
     let asker =
         Asker { addr: client, local, proto: "TCP", who: crate::peer::lookup(client, to), client: None };
-    let _slot = match shared.tcp_fair.admit(crate::peer::Client::of(asker.who)) {
-        Ok(t) => t,
+    match shared.tcp_fair.admit(crate::peer::Client::of(asker.who)) {
+        Ok(t) => Some((asker, t)),
         Err(r) => {
             log::debug!(
                 "dns: tcp {client} ({:?}) over its share of the tcp slots ({r:?}); closed",
@@ -33,9 +39,25 @@ pub(super) fn serve(mut s: std::net::TcpStream, client: SocketAddr, shared: &Sha
             let mut ev = base.with_flow(client, local, "TCP").with_owner(asker.who).with_reason("limit");
             ev.note = Some("this client holds its share of the DNS-over-TCP slots".into());
             shared.emitter.emit(ev);
-            return Ok(());
+            None
         }
-    };
+    }
+}
+
+/// One TCP client admitted by [`admit`]: length-prefixed queries (RFC
+/// 1035 §4.2.2), several per connection (RFC 7766), answered in order.
+/// The client holds its slot (`_slot`) for as long as it is connected;
+/// each query must arrive within [`defaults::TCP_QUERY_DEADLINE`] of its
+/// first byte.
+pub(super) fn serve(
+    mut s: std::net::TcpStream,
+    asker: Asker,
+    _slot: Ticket<crate::peer::Client>,
+    shared: &Shared,
+) -> io::Result<()> {
+    let client = asker.addr;
+    s.set_nonblocking(false)?;
+    s.set_write_timeout(Some(defaults::TCP_IDLE))?;
     loop {
         let mut len = [0u8; 2];
         s.set_read_timeout(Some(defaults::TCP_IDLE))?;

@@ -21,20 +21,40 @@ use crate::events::{Action, Event};
 use crate::listen::{original_dst, reset};
 use crate::outbound;
 
-/// Handles one accepted connection to the end. Never panics on traffic.
-pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, peer: SocketAddr) {
-    let started = Instant::now();
-    let s = &shared.settings;
+/// A connection admitted by [`admit`]: where it was going, whose it is,
+/// and the slot and descriptor it holds until it ends.
+pub(crate) struct Admitted {
+    orig: SocketAddr,
+    who: Option<crate::peer::Owner>,
+    _slot: crate::fair::Ticket<crate::peer::Client>,
+    _client_fd: crate::fair::Ticket<crate::peer::Client>,
+}
+
+/// Decides, in the accept loop and before any thread exists for it,
+/// whether a connection just accepted gets a slot: its original
+/// destination (refused when there is none, or it is egret itself), its
+/// owner, and the owner's share of the slots and descriptors. `None`: the
+/// connection was refused (reset, with its event). A bound counted before
+/// the owner is known would be filled by one client's connections
+/// waiting to be refused, reopened as fast as they are, and another
+/// client's connection refused with them (escape_210).
+pub(crate) fn admit(
+    shared: &Shared,
+    id: u64,
+    kind: Kind,
+    client: &TcpStream,
+    peer: SocketAddr,
+) -> Option<Admitted> {
     let local = match client.local_addr() {
         Ok(a) => a,
         Err(e) => {
             log::debug!("conn-{id} {peer}: no local address: {e}");
-            return;
+            return None;
         }
     };
     // RFC-less but essential: without a redirect there is no destination
     // to go to, and a destination that is egret itself would loop.
-    let orig = match original_dst(&client, local) {
+    let orig = match original_dst(client, local) {
         Some(d) if !is_self(shared, d, local) => d,
         other => {
             let dst = other.unwrap_or(local);
@@ -43,21 +63,21 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
             let ev =
                 event(shared, kind, Action::Blocked, (peer, dst, who)).with_reason(reason::SELF_DESTINATION);
             shared.emitter.emit(ev);
-            reset(&client);
-            return;
+            reset(client);
+            return None;
         }
     };
     // Who is asking: the owner of the client's socket (containers of a
     // pod share its address), for the per-client share of the slots and
     // for the events.
     let who = crate::peer::lookup(peer, orig);
-    let flow = (peer, orig, who);
     let over = |what: &str, block: super::Block| {
         log::debug!("conn-{id} {peer}: {who:?} over its share of the {what}; reset");
-        let ev = event(shared, kind, Action::Blocked, flow);
+        let ev = event(shared, kind, Action::Blocked, (peer, orig, who));
         shared.emitter.emit(verdict::blocked(ev, kind, &block));
         shared.registry.counters.blocked[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
-        reset(&client);
+        reset(client);
+        None
     };
     let _slot = match shared.admission.admit(crate::peer::Client::of(who)) {
         Ok(t) => t,
@@ -65,12 +85,22 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     };
     // The client's socket is one of egret's descriptors: the client's
     // share of them binds before they run out (under a low open-file
-    // limit, well before MAX_CONNECTIONS). The upstream's, taken below,
-    // is another.
+    // limit, well before MAX_CONNECTIONS). The upstream's, taken in
+    // [`handle`], is another.
     let _client_fd = match shared.descriptors.admit(crate::peer::Client::of(who)) {
         Ok(t) => t,
         Err(r) => return over("descriptors", verdict::no_descriptor(r)),
     };
+    Some(Admitted { orig, who, _slot, _client_fd })
+}
+
+/// Handles one connection [`admit`] let in to the end. Never panics on
+/// traffic.
+pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, peer: SocketAddr, a: Admitted) {
+    let started = Instant::now();
+    let s = &shared.settings;
+    let (orig, who) = (a.orig, a.who);
+    let flow = (peer, orig, who);
 
     let mut buf = Vec::with_capacity(4096);
     let counters = &shared.registry.counters;

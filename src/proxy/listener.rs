@@ -6,7 +6,7 @@
 //! logged as a `limit` event) instead of waiting in the backlog.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -17,10 +17,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn;
 use super::pool::{Pool, PoolConfig};
-use super::registry::{self, Registry};
+use super::registry::Registry;
 use super::Kind;
-use super::{reason, DestinationCheck, Settings, Shared};
-use crate::events::{Action, Emitter};
+use super::{DestinationCheck, Settings, Shared};
+use crate::events::Emitter;
 use crate::policy::PolicyHandle;
 
 const WAKER: Token = Token(usize::MAX);
@@ -315,15 +315,14 @@ impl Loop {
         }
     }
 
+    /// Admits the connection here, in the accept loop (see
+    /// [`conn::admit`]: MAX_CONNECTIONS is the admission's bound), then
+    /// hands it to a connection thread.
     fn dispatch(&self, stream: TcpStream, peer: SocketAddr, kind: Kind) {
-        let max = self.shared.settings.max_connections;
-        if self.active.fetch_add(1, Ordering::SeqCst) >= max {
-            self.active.fetch_sub(1, Ordering::SeqCst);
-            self.over_limit(&stream, peer, kind);
-            return;
-        }
-        let slot = Slot(self.active.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let Some(admitted) = conn::admit(&self.shared, id, kind, &stream, peer) else { return };
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot(self.active.clone());
         let shared = self.shared.clone();
         let job = Box::new(move || {
             let _slot = slot;
@@ -334,32 +333,12 @@ impl Loop {
                 log::debug!("conn-{id} {peer}: {e}");
                 return;
             }
-            conn::handle(&shared, id, kind, stream, peer);
+            conn::handle(&shared, id, kind, stream, peer, admitted);
         });
         if let Err(e) = self.pool.run(job) {
-            // The job (with the stream and slot) was dropped: the socket
-            // is closed and the count given back.
+            // The job (with the stream, its slot and tickets) was
+            // dropped: the socket is closed and the counts given back.
             log::warn!("conn-{id} {peer}: cannot start a thread: {e}");
         }
-    }
-
-    fn over_limit(&self, stream: &TcpStream, peer: SocketAddr, kind: Kind) {
-        let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
-        let dst = crate::listen::original_dst(stream, local).unwrap_or(local);
-        log::debug!("{peer}: over MAX_CONNECTIONS ({}); reset", self.shared.settings.max_connections);
-        let comp = match kind {
-            Kind::Http => crate::events::Component::Http,
-            Kind::Https => crate::events::Component::Https,
-        };
-        let ev = self
-            .shared
-            .emitter
-            .event(comp, Action::Blocked)
-            .with_flow(peer, dst, "TCP")
-            .with_owner(crate::peer::lookup(peer, dst))
-            .with_reason(reason::LIMIT);
-        self.shared.emitter.emit(ev);
-        self.shared.registry.counters.blocked[registry::slot(kind)].fetch_add(1, Ordering::Relaxed);
-        crate::listen::reset(stream);
     }
 }

@@ -1509,6 +1509,28 @@ fn escape_30_one_client_trickling_dns_over_tcp_does_not_starve_another() {
 }
 
 #[test]
+fn escape_209_one_client_reopening_refused_dns_tcp_connections_at_once_does_not_starve_another() {
+    // CI found escape_30's hog winning now and then: its connections past
+    // its share were counted against every client's 128 slots from the
+    // accept until the owner lookup refused them, and, reopened, filled
+    // them again. Here they are reopened within 20 ms, not every 2 s.
+    let s = setup("209", ALLOWED, &[("FILTER_MODE", "dns")]);
+    let p = s.p();
+    let hog = spawn_as(&p.work, Priv::User(1000), &["hold-tcp", &p.v4(3), "53", "600", "churn"]);
+    let open = hog.line(Duration::from_secs(30)).unwrap_or_default();
+    assert!(open.starts_with("open "), "{open}");
+    std::thread::sleep(Duration::from_secs(1));
+    for round in 0..30 {
+        let (out, took) = dig_tcp_as(&p.work, Priv::Nobody, &p.v4(3), "blocked.test");
+        assert!(out.contains("status: NXDOMAIN"), "round {round}: another client got no answer: {out}");
+        assert!(took < FAST, "round {round}: another client waited {took:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ev = s.event_where(|e| e["msg"] == "dns.blocked" && e["reason"] == "limit");
+    assert_eq!(ev["uid"], 1000, "the limit event names the client: {ev}");
+}
+
+#[test]
 fn escape_31_idle_connections_of_one_client_do_not_lock_out_another() {
     let s = setup("31", ALLOWED, &[("MAX_CONNECTIONS", "1000"), ("HEADER_TIMEOUT", "30s")]);
     let p = s.p();
@@ -1526,6 +1548,39 @@ fn escape_31_idle_connections_of_one_client_do_not_lock_out_another() {
     assert_eq!(ev["uid"], 1000, "the limit event names the client: {ev}");
     let allowed = s.event_where(|e| e["msg"] == "http.allowed" && e["uid"] == 65534);
     assert_eq!(allowed["http_host"], "allowed.test", "{allowed}");
+}
+
+#[test]
+fn escape_210_one_client_reopening_refused_proxy_connections_at_once_does_not_lock_out_another() {
+    // escape_209 on the HTTP proxy: MAX_CONNECTIONS was counted at the
+    // accept, before the owner lookup refused the greedy client's extra
+    // connections.
+    let s = setup("210", ALLOWED, &[("MAX_CONNECTIONS", "100"), ("HEADER_TIMEOUT", "30s")]);
+    let p = s.p();
+    let hog = spawn_as(&p.work, Priv::User(1000), &["hold-tcp", &p.v4(2), "80", "600", "churn"]);
+    let open = hog.line(Duration::from_secs(30)).unwrap_or_default();
+    assert!(open.starts_with("open "), "{open}");
+    std::thread::sleep(Duration::from_secs(1));
+    let resolve = format!("allowed.test:80:{}", p.v4(2));
+    for round in 0..30 {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args([
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            "--resolve",
+            &resolve,
+            "http://allowed.test/",
+        ]);
+        let (_, out, err) = util::run(c);
+        assert!(out.ends_with("200"), "round {round}: another client was locked out: {out} {err}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ev = s.event_where(|e| e["msg"] == "http.blocked" && e["reason"] == "limit");
+    assert_eq!(ev["uid"], 1000, "the limit event names the client: {ev}");
 }
 
 /// A private mount of the cgroup2 hierarchy for one test (this machine

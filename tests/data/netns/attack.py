@@ -36,7 +36,10 @@ Other helpers (different arguments):
         opens N TCP connections to HOST:PORT and keeps them open, sending
         nothing; with "trickle", sends one byte on each every 6 s and opens
         a new one for every one the server closed. Prints "ready", then
-        "open K" (K the number open) at once and every 2 s.
+        "open K" (K the number open) at once and every 2 s. "churn" is
+        trickle that opens the new ones within 20 ms of the close, not at
+        the next 2 s tick: a server that counts a connection before it
+        knows whose it is sees one client's refused ones pile up.
   attack.py head-flood HOST PORT N SECONDS
         keeps N TCP connections to HOST:PORT for SECONDS, each sending one
         HTTP request head naming a fresh host (h<i>.allowed.test) and
@@ -465,7 +468,7 @@ def mcloop(group, port, iface):
     print(json.dumps({"mark": mark}), flush=True)
 
 
-def hold_tcp(host, port, n, trickle, say=None):
+def hold_tcp(host, port, n, trickle, say=None, churn=False):
     say = say or (lambda line: print(line, flush=True))
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -495,9 +498,10 @@ def hold_tcp(host, port, n, trickle, say=None):
     top_up()
     say("ready")
     say("open %d" % len(held))
-    last_byte = time.monotonic()
-    for _ in range(3600):  # bounded: at most two hours
-        time.sleep(2)
+    last_byte = last_say = time.monotonic()
+    tick = 0.02 if churn else 2
+    for _ in range(int(7200 / tick)):  # bounded: at most two hours
+        time.sleep(tick)
         held[:] = [s for s in held if alive(s) or s.close()]
         if trickle:
             if time.monotonic() - last_byte >= 6:
@@ -508,7 +512,9 @@ def hold_tcp(host, port, n, trickle, say=None):
                     except OSError:
                         pass
             top_up()
-        say("open %d" % len(held))
+        if time.monotonic() - last_say >= 2:
+            last_say = time.monotonic()
+            say("open %d" % len(held))
 
 
 def head_flood(host, port, n, seconds):
@@ -1187,8 +1193,9 @@ def main():
     if sys.argv[1] == "mcloop":
         return mcloop(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     if sys.argv[1] == "hold-tcp":
-        trickle = len(sys.argv) > 5 and sys.argv[5] == "trickle"
-        return hold_tcp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), trickle)
+        mode = sys.argv[5] if len(sys.argv) > 5 else ""
+        churn = mode == "churn"
+        return hold_tcp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), churn or mode == "trickle", churn=churn)
     if sys.argv[1] == "head-flood":
         a = sys.argv
         return head_flood(a[2], int(a[3]), int(a[4]), float(a[5]))
