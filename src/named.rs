@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::dns::filter::Chains;
 use crate::nft::netlink::NamedElem;
 use crate::policy::{Guard, Policy};
 
@@ -61,103 +60,127 @@ fn millis(d: Duration) -> u64 {
     d.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
 
-/// What has been opened, per name and address, until when, and the chain
-/// each name's answers led through: replayed after a ruleset replace
-/// (which empties the sets) for names the new policy still gives ports
-/// and whose chains it does not denylist.
+/// One way to an opened address: the name with ports whose ports it
+/// opens, and the question whose answer led there (the name itself when
+/// it was asked). Each way keeps its own chain: seventeen aliases of one
+/// name with ports are seventeen short chains, not one merged past
+/// [`MAX_LINKS`](crate::dns::filter::MAX_LINKS) and refused whole at the
+/// next reload (round 12, escape_207).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Route {
+    name: String,
+    asked: String,
+}
+
+/// What has been opened, per way there and address, until when, and the
+/// chain each way's answers led through: replayed after a ruleset
+/// replace (which empties the sets) for names the new policy still gives
+/// ports, by the ways whose chains it does not denylist.
 #[derive(Debug, Default, Clone)]
 pub struct Opened {
-    until: HashMap<(String, IpAddr), Instant>,
-    chains: Chains,
+    until: HashMap<(Route, IpAddr), Instant>,
+    chains: HashMap<Route, Vec<String>>,
 }
 
 impl Opened {
-    /// Records an answer for `name` that led through `chain`; an address
-    /// keeps its latest expiry.
-    pub fn add(&mut self, name: &str, chain: &[String], ips: &[(IpAddr, Duration)], now: Instant) {
+    /// Records an answer to the question `asked` that opens `ips` on the
+    /// ports of `name` and led through `chain`; an address keeps its
+    /// latest expiry.
+    pub fn add(
+        &mut self,
+        name: &str,
+        asked: &str,
+        chain: &[String],
+        ips: &[(IpAddr, Duration)],
+        now: Instant,
+    ) {
+        let route = Route { name: name.to_owned(), asked: asked.to_owned() };
         self.until.retain(|_, t| *t > now);
-        self.chains.record(name, chain);
+        self.record(&route, chain);
         if !self.chains.is_empty() {
-            let live: std::collections::HashSet<&str> = self.until.keys().map(|(n, _)| n.as_str()).collect();
-            self.chains.retain(|n| n == name || live.contains(n));
+            let live: std::collections::HashSet<&Route> = self.until.keys().map(|(r, _)| r).collect();
+            self.chains.retain(|r, _| *r == route || live.contains(r));
         }
         for &(ip, ttl) in ips {
-            let t = self.until.entry((name.to_owned(), crate::policy::cidr::canonical(ip))).or_insert(now);
+            let t = self.until.entry((route.clone(), crate::policy::cidr::canonical(ip))).or_insert(now);
             *t = (*t).max(now + ttl);
         }
     }
 
-    /// Every live answer with its time left, by name: what to replay.
-    pub fn live(&self, now: Instant) -> Vec<(String, Vec<(IpAddr, Duration)>)> {
-        let mut by: HashMap<&str, Vec<(IpAddr, Duration)>> = HashMap::new();
-        for ((name, ip), t) in &self.until {
+    fn record(&mut self, route: &Route, chain: &[String]) {
+        if !chain.is_empty() {
+            crate::dns::filter::merge_links(self.chains.entry(route.clone()).or_default(), chain);
+        }
+    }
+
+    /// Every live answer with its time left, by way there.
+    fn live(&self, now: Instant) -> HashMap<&Route, Vec<(IpAddr, Duration)>> {
+        let mut by: HashMap<&Route, Vec<(IpAddr, Duration)>> = HashMap::new();
+        for ((route, ip), t) in &self.until {
             if *t > now {
-                by.entry(name).or_default().push((*ip, t.saturating_duration_since(now)));
+                by.entry(route).or_default().push((*ip, t.saturating_duration_since(now)));
             }
         }
-        let mut out: Vec<(String, Vec<(IpAddr, Duration)>)> = by
-            .into_iter()
-            .map(|(n, mut v)| {
-                (n.to_owned(), {
-                    v.sort();
-                    v
-                })
-            })
-            .collect();
-        out.sort();
-        out
+        by
     }
 
     /// `self`'s entries in chunks of at most `n`, each with the chains of
-    /// its names: what [`Opened::absorb`] takes back.
+    /// its ways: what [`Opened::absorb`] takes back.
     pub fn into_chunks(self, n: usize) -> Vec<Opened> {
         let mut out: Vec<Opened> = Vec::new();
-        for ((name, ip), t) in self.until {
+        for ((route, ip), t) in self.until {
             if out.last().map_or(true, |c| c.until.len() >= n.max(1)) {
                 out.push(Opened::default());
             }
             let part = out.last_mut().expect("pushed above");
-            part.chains.record(&name, self.chains.of(&name));
-            part.until.insert((name, ip), t);
+            part.record(&route, self.chains.get(&route).map_or(&[], Vec::as_slice));
+            part.until.insert((route, ip), t);
         }
         out
     }
 
-    /// Takes `part`'s entries in (each keeps its latest expiry, each name
+    /// Takes `part`'s entries in (each keeps its latest expiry, each way
     /// its chain links) and returns the elements to put back for them
     /// under `policy`, as [`Opened::replay`] would.
     pub fn absorb(&mut self, part: Opened, policy: &Policy, guard: &Guard, now: Instant) -> Vec<NamedElem> {
-        let mut by: HashMap<String, Vec<(IpAddr, Duration)>> = HashMap::new();
-        for ((name, ip), t) in part.until {
-            self.chains.record(&name, part.chains.of(&name));
-            let mine = self.until.entry((name.clone(), ip)).or_insert(t);
+        let mut by: HashMap<Route, Vec<(IpAddr, Duration)>> = HashMap::new();
+        for ((route, ip), t) in part.until {
+            self.record(&route, part.chains.get(&route).map_or(&[], Vec::as_slice));
+            let mine = self.until.entry((route.clone(), ip)).or_insert(t);
             *mine = (*mine).max(t);
             if *mine > now {
-                by.entry(name).or_default().push((ip, mine.saturating_duration_since(now)));
+                by.entry(route).or_default().push((ip, mine.saturating_duration_since(now)));
             }
         }
-        self.elements_of(by.iter().map(|(n, ips)| (n.as_str(), ips.as_slice())), policy, guard)
+        self.elements_of(by.iter().map(|(r, ips)| (r, ips.as_slice())), policy, guard)
     }
 
     /// The elements to put back under `policy` after a replace.
     pub fn replay(&self, policy: &Policy, guard: &Guard, now: Instant) -> Vec<NamedElem> {
         let live = self.live(now);
-        self.elements_of(live.iter().map(|(n, ips)| (n.as_str(), ips.as_slice())), policy, guard)
+        self.elements_of(live.iter().map(|(r, ips)| (*r, ips.as_slice())), policy, guard)
     }
 
-    /// The elements of these answers whose names' chains `policy` lets
-    /// through, sorted.
+    /// The elements of these answers whose ways' chains `policy` lets
+    /// through, sorted, each once (with the longest time left of the ways
+    /// that open it).
     fn elements_of<'a>(
         &self,
-        answers: impl Iterator<Item = (&'a str, &'a [(IpAddr, Duration)])>,
+        answers: impl Iterator<Item = (&'a Route, &'a [(IpAddr, Duration)])>,
         policy: &Policy,
         guard: &Guard,
     ) -> Vec<NamedElem> {
+        let clean = |r: &Route| {
+            self.chains.get(r).map_or(true, |c| crate::dns::filter::denied_in(c, policy).is_none())
+        };
         let mut out: Vec<NamedElem> = answers
-            .filter(|(n, _)| self.chains.led_clean(n, policy))
-            .flat_map(|(n, ips)| elements(policy, guard, n, ips))
+            .filter(|(r, _)| clean(r))
+            .flat_map(|(r, ips)| elements(policy, guard, &r.name, ips))
             .collect();
-        out.sort();
+        out.sort_by(|a, b| {
+            (a.ip, a.proto, a.ports).cmp(&(b.ip, b.proto, b.ports)).then(b.timeout_ms.cmp(&a.timeout_ms))
+        });
+        out.dedup_by_key(|e| (e.ip, e.proto, e.ports));
         out
     }
 }
@@ -241,9 +264,21 @@ mod tests {
         let (g, t0) = (Guard::default(), Instant::now());
         let mut o = Opened::default();
         for i in 1..=5 {
-            o.add("db.test", &[], &[(ip(&format!("198.51.100.{i}")), Duration::from_secs(60))], t0);
+            o.add(
+                "db.test",
+                "db.test",
+                &[],
+                &[(ip(&format!("198.51.100.{i}")), Duration::from_secs(60))],
+                t0,
+            );
         }
-        o.add("web.test", &["evil.test".into()], &[(ip("198.51.100.9"), Duration::from_secs(60))], t0);
+        o.add(
+            "web.test",
+            "web.test",
+            &["evil.test".into()],
+            &[(ip("198.51.100.9"), Duration::from_secs(60))],
+            t0,
+        );
         let whole = o.replay(&p, &g, t0);
         assert_eq!(whole.len(), 5, "web.test led through evil.test: {whole:?}");
         let mut back = Opened::default();
@@ -252,6 +287,48 @@ mod tests {
         got.sort();
         assert_eq!(got, whole);
         assert_eq!(back.replay(&p, &g, t0), whole, "the state came back whole");
+    }
+
+    /// Round 12, escape_207: seventeen aliases of one name with ports are
+    /// seventeen ways with a short chain each, replayed after a reload
+    /// under a denylist of names, not one merged chain past the bound;
+    /// the way through a link the reload denylists alone is left out.
+    #[test]
+    fn aliases_of_a_name_with_ports_keep_a_chain_each() {
+        let allow = "default_action: deny\nallowlist:\n  domains: [\"*.alias.test\", \"tcp/db.test:7001\"]\n";
+        let denied = policy(&format!("{allow}denylist:\n  domains: [\"other.test\", \"a3.alias.test\"]\n"));
+        let (g, t0) = (Guard::default(), Instant::now());
+        let mut o = Opened::default();
+        for i in 0..17 {
+            let q = format!("a{i}.alias.test");
+            let via = [q.clone(), "db.test".to_owned()];
+            o.add(
+                "db.test",
+                &q,
+                &via,
+                &[(ip("192.0.2.3"), Duration::from_secs(60))],
+                t0 + Duration::from_secs(i),
+            );
+        }
+        let got = o.replay(&denied, &g, t0 + Duration::from_secs(20));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].ip, got[0].ports), (ip("192.0.2.3"), (7001, 7001)));
+        assert_eq!(got[0].timeout_ms, 56_000, "the longest time left of the ways that open it");
+        // Only a3's way open: the one the denylist closes is not replayed.
+        let mut one = Opened::default();
+        let via = ["a3.alias.test".to_owned(), "db.test".to_owned()];
+        one.add("db.test", "a3.alias.test", &via, &[(ip("192.0.2.3"), Duration::from_secs(60))], t0);
+        assert!(one.replay(&denied, &g, t0).is_empty());
+        let mut back = Opened::default();
+        let chunked: Vec<NamedElem> = o
+            .into_chunks(3)
+            .into_iter()
+            .flat_map(|c| back.absorb(c, &denied, &g, t0 + Duration::from_secs(20)))
+            .collect();
+        assert!(
+            chunked.iter().all(|e| e.ip == ip("192.0.2.3") && e.ports == (7001, 7001)) && !chunked.is_empty()
+        );
+        assert_eq!(back.replay(&denied, &g, t0 + Duration::from_secs(20)), got, "the state came back whole");
     }
 
     /// An answer opens each address on the entries' protocols and ports
@@ -282,8 +359,8 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut o = Opened::default();
-        o.add("db.test", &[], &[(ip("192.0.2.5"), s(30))], t0);
-        o.add("db.test", &[], &[(ip("192.0.2.5"), s(10)), (ip("192.0.2.6"), s(10))], t0 + s(5));
+        o.add("db.test", "db.test", &[], &[(ip("192.0.2.5"), s(30))], t0);
+        o.add("db.test", "db.test", &[], &[(ip("192.0.2.5"), s(10)), (ip("192.0.2.6"), s(10))], t0 + s(5));
         let p = policy("allowlist:\n  domains: [\"tcp/db.test:5432\"]\n");
         let g = Guard::default();
         let got = o.replay(&p, &g, t0 + s(10));
@@ -305,8 +382,14 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut o = Opened::default();
-        o.add("alias.test", &["cdn.test".into(), "evil.test".into()], &[(ip("192.0.2.3"), s(30))], t0);
-        o.add("db.test", &[], &[(ip("192.0.2.5"), s(30))], t0);
+        o.add(
+            "alias.test",
+            "alias.test",
+            &["cdn.test".into(), "evil.test".into()],
+            &[(ip("192.0.2.3"), s(30))],
+            t0,
+        );
+        o.add("db.test", "db.test", &[], &[(ip("192.0.2.5"), s(30))], t0);
         let allow =
             "default_action: deny\nallowlist:\n  domains: [\"tcp/alias.test:7000\", \"tcp/db.test:5432\"]\n";
         let g = Guard::default();
@@ -321,7 +404,7 @@ mod tests {
         assert_eq!(ips(&o, &denied), [ip("192.0.2.5")]);
         // A later answer of the same name with a clean chain does not
         // wash out the one that led through the link.
-        o.add("alias.test", &[], &[(ip("192.0.2.4"), s(30))], t0 + s(2));
+        o.add("alias.test", "alias.test", &[], &[(ip("192.0.2.4"), s(30))], t0 + s(2));
         assert_eq!(ips(&o, &denied), [ip("192.0.2.5")]);
     }
 

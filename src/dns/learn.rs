@@ -331,7 +331,7 @@ impl Learn for NftLearner {
         // there only, unless a domain entry allows the name on every port.
         let named = crate::named::elements(&policy, &self.guard, &name, ips);
         if !named.is_empty() {
-            st.named.add(&name, chain, ips, now);
+            st.named.add(&name, &name, chain, ips, now);
             install_named(&mut st, &named)?;
         }
         // (Audit mode forwards refused names too; the ruleset passes
@@ -349,7 +349,7 @@ impl Learn for NftLearner {
             let via: Vec<String> = std::iter::once(name.clone()).chain(chain.iter().cloned()).collect();
             for link in &links {
                 let named = crate::named::elements(&policy, &self.guard, link, ips);
-                st.named.add(link, &via, ips, now);
+                st.named.add(link, &name, &via, ips, now);
                 install_named(&mut st, &named)?;
             }
             return Ok(());

@@ -109,7 +109,7 @@ fn run(s: &Settings, policy: &PolicyHandle, stop: &AtomicBool, opened: &Mutex<Op
                     let now = Instant::now();
                     schedule.answered(&name, &ips, s.ttl_min, now);
                     let elems = elements(&p, &s.guard, &name, &ips);
-                    held.add(&name, &answer.chain, &ips, now);
+                    held.add(&name, &name, &answer.chain, &ips, now);
                     let added = match sets.as_mut() {
                         Some(n) => n.add_named(&elems),
                         None => crate::nft::LearnedSets::open().and_then(|mut n| {
