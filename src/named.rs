@@ -62,7 +62,9 @@ fn millis(d: Duration) -> u64 {
 
 /// One way to an opened address: the name with ports whose ports it
 /// opens, and the question whose answer led there (the name itself when
-/// it was asked). Each way keeps its own chain: seventeen aliases of one
+/// it was asked), whose chain is the answer's links without the
+/// question: the question is judged by itself, as a question (still
+/// allowed?). Each way keeps its own chain: seventeen aliases of one
 /// name with ports are seventeen short chains, not one merged past
 /// [`MAX_LINKS`](crate::dns::filter::MAX_LINKS) and refused whole at the
 /// next reload (round 12, escape_207).
@@ -170,8 +172,15 @@ impl Opened {
         policy: &Policy,
         guard: &Guard,
     ) -> Vec<NamedElem> {
+        // A way through an alias needs the alias still allowed (round 13,
+        // escape_213); every way needs its chain clean.
         let clean = |r: &Route| {
-            self.chains.get(r).map_or(true, |c| crate::dns::filter::denied_in(c, policy).is_none())
+            let asked_ok = r.asked == r.name
+                || policy
+                    .decide(crate::policy::Query { name: Some(&r.asked), ip: None, port: None })
+                    .allowed();
+            asked_ok
+                && self.chains.get(r).map_or(true, |c| crate::dns::filter::denied_in(c, policy).is_none())
         };
         let mut out: Vec<NamedElem> = answers
             .filter(|(r, _)| clean(r))
@@ -301,7 +310,7 @@ mod tests {
         let mut o = Opened::default();
         for i in 0..17 {
             let q = format!("a{i}.alias.test");
-            let via = [q.clone(), "db.test".to_owned()];
+            let via = ["db.test".to_owned()];
             o.add(
                 "db.test",
                 &q,
@@ -316,9 +325,25 @@ mod tests {
         assert_eq!(got[0].timeout_ms, 56_000, "the longest time left of the ways that open it");
         // Only a3's way open: the one the denylist closes is not replayed.
         let mut one = Opened::default();
-        let via = ["a3.alias.test".to_owned(), "db.test".to_owned()];
-        one.add("db.test", "a3.alias.test", &via, &[(ip("192.0.2.3"), Duration::from_secs(60))], t0);
+        one.add(
+            "db.test",
+            "a3.alias.test",
+            &["db.test".to_owned()],
+            &[(ip("192.0.2.3"), Duration::from_secs(60))],
+            t0,
+        );
         assert!(one.replay(&denied, &g, t0).is_empty());
+        // Round 13, escape_213: a reload that no longer allows the aliases
+        // (the questions) puts back none of their ways, though db.test
+        // keeps its ports; escape_215: a way's chain is its links alone,
+        // so 16 links and the question are not 17.
+        let no_alias = policy("default_action: deny\nallowlist:\n  domains: [\"tcp/db.test:7001\"]\n");
+        assert!(o.replay(&no_alias, &g, t0 + Duration::from_secs(20)).is_empty());
+        let links: Vec<String> =
+            (0..15).map(|i| format!("l{i}.cdn.test")).chain(["db.test".to_owned()]).collect();
+        let mut long = Opened::default();
+        long.add("db.test", "a0.alias.test", &links, &[(ip("192.0.2.3"), Duration::from_secs(60))], t0);
+        assert_eq!(long.replay(&denied, &g, t0).len(), 1, "16 links are within the bound");
         let mut back = Opened::default();
         let chunked: Vec<NamedElem> = o
             .into_chunks(3)

@@ -345,11 +345,10 @@ impl Learn for NftLearner {
         let links = if policy.audit() { Vec::new() } else { crate::named::port_links(&policy, chain) };
         if !links.is_empty() {
             // Replayed under the link's name, judged by the whole way
-            // there: the question and every link.
-            let via: Vec<String> = std::iter::once(name.clone()).chain(chain.iter().cloned()).collect();
+            // there: the question (still allowed?) and every link.
             for link in &links {
                 let named = crate::named::elements(&policy, &self.guard, link, ips);
-                st.named.add(link, &name, &via, ips, now);
+                st.named.add(link, &name, chain, ips, now);
                 install_named(&mut st, &named)?;
             }
             return Ok(());

@@ -3878,7 +3878,10 @@ fn co_tenant_digs(p: &Pair) -> (usize, Duration) {
         let start = Instant::now();
         let (_, out, _) = util::run(c);
         worst = worst.max(start.elapsed());
-        answered += usize::from(out.contains("status: NOERROR"));
+        match out.contains("status: NOERROR") {
+            true => answered += 1,
+            false => eprintln!("co-tenant lookup not answered after {:?}: {out}", start.elapsed()),
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     (answered, worst)
@@ -7816,5 +7819,122 @@ fn escape_208_the_guard_race_of_escape_201_on_the_named_port_path() {
         leaked.is_none(),
         "{}:7000 open after reload {leaked:?} dropped the ips entry the guard needed",
         p.v4(3)
+    );
+}
+
+#[test]
+fn escape_213_a_reload_that_stops_allowing_the_question_closes_its_named_port_route() {
+    // Round 13's `named::Route { name, asked }`: alias.test (allowed) is
+    // a CNAME to db.test (`tcp/db.test:7001`) whose answer says db.test
+    // is .3; db.test asked itself is .2. alias.test's answer opens .3 on
+    // 7001 only, under the route (db.test, alias.test). A reload drops
+    // alias.test from the allowlist (no denylist): the learned addresses
+    // of a name no longer allowed are not replayed. Is the route's .3:7001
+    // put back although no question the new policy allows leads to .3?
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, RecordType};
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("db.test".into(), 300, RData::A(A(two))));
+        z.raw.push((
+            "alias.test".into(),
+            RecordType::A,
+            vec![vec![rr::cname("alias.test.", "db.test."), rr::a("db.test.", three)]],
+        ));
+        z
+    });
+    let p = &w.p;
+    let before = "default_action: deny\nallowlist:\n  domains: [\"alias.test\", \"tcp/db.test:7001\"]\n";
+    let after = "default_action: deny\nallowlist:\n  domains: [\"tcp/db.test:7001\"]\n";
+    let pol = policy_file("escape-213", before);
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000,7001", "");
+    let on = |port| {
+        tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+            .text()
+            .contains("echo:")
+    };
+    assert!(!on(7001), "control: .3:7001 open before any answer");
+    assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test not answered with .3");
+    assert!(on(7001) && !on(7000), "control: alias.test's answer did not open .3:7001 only");
+    std::fs::write(&pol, after).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    let line = d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    let kept = on(7001);
+    let direct = dig_short(p, "db.test");
+    let refused = dig_short(p, "alias.test");
+    eprintln!(
+        "escape_213: {line}; .3:7001 after the reload: {kept}; db.test: {direct:?}; alias.test: {refused:?}"
+    );
+    assert!(!direct.contains(&p.v4(3)), "control: db.test itself answers .3");
+    assert!(!refused.contains(&p.v4(3)), "control: alias.test still answered after the reload");
+    drop(d);
+    assert!(
+        !kept,
+        ".3:7001 put back after the reload although alias.test, the only question that led to .3, is no longer allowed"
+    );
+}
+
+#[test]
+fn escape_215_a_sixteen_link_chain_through_a_name_with_ports_keeps_its_replay() {
+    // alias.test (allowed) → l1.test → … → db.test (`tcp/db.test:7001`,
+    // .3): the answer's chain (the question left out) has `links` links,
+    // at most MAX_LINKS = 16, so the answer opens .3:7001. The route keeps
+    // the question and the chain (`via`): 1 + links. A reload with an
+    // unrelated change: is .3:7001 put back for 16 links, as for 15
+    // (control), or refused whole as "more than 16 links"?
+    // (Availability: what a co-tenant loses at any reload.)
+    use hickory_proto::rr::RecordType;
+    let mut lost = Vec::new();
+    for links in [15usize, 16] {
+        let w = crate::run::world_with(move |two, three| {
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            let mut recs = Vec::new();
+            let mut from = "alias.test.".to_string();
+            for i in 1..links {
+                let to = format!("l{i}.test.");
+                recs.push(rr::cname(&from, &to));
+                from = to;
+            }
+            recs.push(rr::cname(&from, "db.test."));
+            recs.push(rr::a("db.test.", three));
+            z.raw.push(("alias.test".into(), RecordType::A, vec![recs]));
+            z
+        });
+        let p = &w.p;
+        let before = "default_action: deny\nallowlist:\n  domains: [\"alias.test\", \"tcp/db.test:7001\"]\n";
+        let after = format!("{before}denylist:\n  domains: [\"other.test\"]\n");
+        let pol = policy_file(&format!("escape-215-{links}"), before);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(
+            &p.work,
+            &pol,
+            &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())],
+        );
+        let _echo = forbidden_echo(p, "7000,7001", "");
+        let on = |port| {
+            tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+                .text()
+                .contains("echo:")
+        };
+        assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: alias.test not answered ({links})");
+        assert!(on(7001) && !on(7000), "control: the answer did not open .3:7001 only ({links})");
+        std::fs::write(&pol, &after).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        let line = d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+        let kept = on(7001);
+        eprintln!("escape_215: {links} links: {line}; .3:7001 after the reload: {kept}");
+        if links == 15 {
+            assert!(kept, "control: a 15-link chain's .3:7001 was not replayed");
+        } else if !kept {
+            lost.push(links);
+        }
+        drop(d);
+    }
+    assert!(
+        lost.is_empty(),
+        ".3:7001 lost after the reload for a chain of {lost:?} links (the question counted as a link)"
     );
 }
