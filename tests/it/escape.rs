@@ -213,6 +213,18 @@
 //! | 600 DNS-over-TCP connections of one uid, each refused one reopened at once | uid 1000 | worked (another client's connection closed: the 128 were counted before the owner lookup refused the greedy client's); **fixed**: slots decided in the accept loop after the lookup | `escape_209_one_client_reopening_refused_dns_tcp_connections_at_once_does_not_starve_another` |
 //! | the same against the HTTP proxy (MAX_CONNECTIONS=100) | uid 1000 | worked (another client reset); **fixed** as escape_209 | `escape_210_one_client_reopening_refused_proxy_connections_at_once_does_not_lock_out_another` |
 //!
+//! Round 13 (against round 12's fixes and the accept-loop admission):
+//!
+//! | attempt | privilege | result | test |
+//! |---------|-----------|--------|------|
+//! | DNS over TCP on IPv6: a hog of 130 connections, is the owner still found? | uid 1000 / 65534 | held (10 of 10 answered; the event names uid 1000) | `escape_211_dns_over_tcp_on_ipv6_names_the_owner_and_keeps_the_share` |
+//! | a connect-and-reset flood at DNS TCP/53 (six processes, ~26k connects), owners gone before the lookup: does UDP DNS wait? | uid 1000 | held (30 of 30, slowest 124 ms) | `escape_212_a_flood_of_reset_dns_tcp_connections_does_not_delay_udp_answers` |
+//! | a reload that no longer allows alias.test, whose answer opened db.test's port on .3 | uid 65534 | worked (.3:7001 put back, 3 of 3); **fixed**: a way through an alias is replayed only while the alias is allowed | `escape_213_a_reload_that_stops_allowing_the_question_closes_its_named_port_route` |
+//! | a reload that denylists the name with ports itself | uid 65534 | held | `escape_214_a_reload_that_denylists_a_name_with_ports_itself_closes_its_ports` |
+//! | a chain of exactly 16 links to a name with ports, then any reload | uid 65534 | worked (availability: never put back, the question counted as a 17th link); **fixed**: a way's chain is the answer's links alone | `escape_215_a_sixteen_link_chain_through_a_name_with_ports_keeps_its_replay` |
+//! | the reset flood at the HTTP proxy | uid 1000 | worked (delay only: listen-queue overflows, another client's request 1.2-1.4 s in 3 of 5 runs, none failed); **open** (ignored test) | `escape_216_a_flood_of_reset_proxy_connections_does_not_delay_another_clients_requests` |
+//! | the reset flood at DNS TCP/53 against another client's TCP lookups | uid 1000 | held (20 of 20, slowest 100 ms) | `escape_217_a_flood_of_reset_dns_tcp_connections_does_not_delay_another_clients_tcp_answers` |
+//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
@@ -7936,5 +7948,224 @@ fn escape_215_a_sixteen_link_chain_through_a_name_with_ports_keeps_its_replay() 
     assert!(
         lost.is_empty(),
         ".3:7001 lost after the reload for a chain of {lost:?} links (the question counted as a link)"
+    );
+}
+
+#[test]
+fn escape_211_dns_over_tcp_on_ipv6_names_the_owner_and_keeps_the_share() {
+    // Round 13: the DNS-over-TCP slot is taken in the accept loop after
+    // the owner lookup. Over IPv6 (a redirected [v6]:53), is the owner
+    // found (the lookup with the original destination), or does every
+    // IPv6 client fall into one Unknown bucket, where a hog's 96
+    // connections lock the others out?
+    let s = setup("211", ALLOWED, &[("FILTER_MODE", "dns")]);
+    let p = s.p();
+    let v6 = p.v6(3);
+    // Control: an IPv6 DNS-over-TCP question is answered.
+    let (out, _) = dig_tcp_as(&p.work, Priv::Nobody, &v6, "blocked.test");
+    assert!(out.contains("status: NXDOMAIN"), "control: no IPv6 DNS-over-TCP answer: {out}");
+    let hog = spawn_as(&p.work, Priv::User(1000), &["hold-tcp", &v6, "53", "130", "churn"]);
+    let open = hog.line(Duration::from_secs(30)).unwrap_or_default();
+    assert!(open.starts_with("open "), "{open}");
+    std::thread::sleep(Duration::from_secs(1));
+    for round in 0..10 {
+        let (out, took) = dig_tcp_as(&p.work, Priv::Nobody, &v6, "blocked.test");
+        assert!(out.contains("status: NXDOMAIN"), "round {round}: another IPv6 client got no answer: {out}");
+        assert!(took < FAST, "round {round}: another IPv6 client waited {took:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ev = s.event_where(|e| e["msg"] == "dns.blocked" && e["reason"] == "limit");
+    assert_eq!(ev["uid"], 1000, "the IPv6 limit event names the client: {ev}");
+}
+
+fn dig_udp_as(ns: &str, who: Priv, server: &str, name: &str) -> (String, Duration) {
+    let mut c = as_workload(ns, who);
+    c.args(["dig", &format!("@{server}"), name, "A", "+notcp", "+time=2", "+tries=1"]);
+    let start = Instant::now();
+    let (_, out, _) = util::run(c);
+    (out, start.elapsed())
+}
+
+#[test]
+fn escape_212_a_flood_of_reset_dns_tcp_connections_does_not_delay_udp_answers() {
+    // Round 13: the DNS server's mio loop reads UDP queries and accepts
+    // TCP, and the accept now does a sock_diag lookup, the fair
+    // admission and (admitted) a thread spawn before the next event. A
+    // client connecting and resetting at once (SO_LINGER 0) is looked up
+    // after its socket is gone: Unknown, admitted, a thread each. Do a
+    // co-tenant's UDP answers wait?
+    let s = setup("212", ALLOWED, &[("FILTER_MODE", "dns")]);
+    let p = s.p();
+    let server = p.v4(3);
+    let mut base = Vec::new();
+    for _ in 0..5 {
+        let (out, took) = dig_udp_as(&p.work, Priv::Nobody, &server, "blocked.test");
+        assert!(out.contains("status: NXDOMAIN"), "control: {out}");
+        base.push(took);
+    }
+    eprintln!("escape_212: UDP answers before the flood: {base:?}");
+    let flood = spawn_as(&p.work, Priv::User(1000), &["rst-flood", &server, "53", "6", "25"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut slow = Vec::new();
+    let mut took_all = Vec::new();
+    for round in 0..30 {
+        let (out, took) = dig_udp_as(&p.work, Priv::Nobody, &server, "blocked.test");
+        took_all.push(took);
+        if !out.contains("status: NXDOMAIN") || took >= FAST {
+            slow.push((round, took, out.contains("status: NXDOMAIN")));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let done = flood.line(Duration::from_secs(40)).unwrap_or_default();
+    eprintln!("escape_212: flood {done}; UDP answers during it: {took_all:?}");
+    assert!(slow.is_empty(), "UDP answers waited or failed under the TCP reset flood: {slow:?}");
+}
+
+#[test]
+fn escape_214_a_reload_that_denylists_a_name_with_ports_itself_closes_its_ports() {
+    // `tcp/db.test:7001` (db.test is .3, no CNAME: an empty chain). A
+    // reload keeps the entry but denylists db.test: a fresh question is
+    // refused. The route (db.test, db.test) has no chain for `denied_in`
+    // to judge, and `named::elements` reads `ports_of_name`: is .3:7001
+    // put back under a policy that denylists the name?
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::RData;
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("db.test".into(), 300, RData::A(A(three))));
+        z
+    });
+    let p = &w.p;
+    let before = "default_action: deny\nallowlist:\n  domains: [\"tcp/db.test:7001\"]\n";
+    let after = format!("{before}denylist:\n  domains: [\"db.test\"]\n");
+    let pol = policy_file("escape-214", before);
+    let upstream = format!("{}:53", p.v4(2));
+    let d =
+        Daemon::start(&p.work, &pol, &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let _echo = forbidden_echo(p, "7000,7001", "");
+    let on = |port| {
+        tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+            .text()
+            .contains("echo:")
+    };
+    assert!(!on(7001), "control: .3:7001 open before any answer");
+    assert!(dig_short(p, "db.test").contains(&p.v4(3)), "control: db.test not answered with .3");
+    assert!(on(7001) && !on(7000), "control: db.test's answer did not open .3:7001 only");
+    std::fs::write(&pol, &after).expect("rewrite policy");
+    d.wait_log("policy reloaded", Duration::from_secs(10));
+    let line = d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+    let kept = on(7001);
+    let fresh = dig_short(p, "db.test");
+    eprintln!("escape_214: {line}; .3:7001 after the reload: {kept}; db.test now: {fresh:?}");
+    assert!(!fresh.contains(&p.v4(3)), "control: the denylisted db.test still answered");
+    drop(d);
+    assert!(!kept, ".3:7001 put back after a reload that denylists db.test");
+}
+
+#[test]
+#[ignore = "round-13 finding (delay, not a way through): one uid's connect-and-reset flood (~7,000/s) overflows the proxy's listen queue, shared by every client, so another client's SYN is dropped and retried after 1 s (3 of 5 runs on a loaded machine, 0 of 2 unloaded; the same with the accept loop of before round 13); needs a per-owner limit on new connections before the listen queue"]
+fn escape_216_a_flood_of_reset_proxy_connections_does_not_delay_another_clients_requests() {
+    // escape_212 on the HTTP proxy: its accept loop now does the owner
+    // lookup and the fair admission before it hands a connection on. A
+    // client connecting and resetting at once (looked up after its socket
+    // is gone: Unknown) from six processes: do a co-tenant's requests
+    // wait or fail?
+    let s = setup("216", ALLOWED, &[("MAX_CONNECTIONS", "100")]);
+    let p = s.p();
+    let resolve = format!("allowed.test:80:{}", p.v4(2));
+    let get = || {
+        let mut c = as_workload(&p.work, Priv::Nobody);
+        c.args([
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            "--resolve",
+            &resolve,
+            "http://allowed.test/",
+        ]);
+        let start = Instant::now();
+        let (_, out, _) = util::run(c);
+        (out.ends_with("200"), start.elapsed())
+    };
+    let base: Vec<_> = (0..3).map(|_| get()).collect();
+    assert!(base.iter().all(|(ok, _)| *ok), "control: {base:?}");
+    // The same flood at egret's DNS-over-TCP port (another loop, the same
+    // CPU burnt on this 2-core machine), then at the proxy.
+    let drops = || {
+        let mut c = Pair::exec(&p.work, "cat");
+        c.arg("/proc/net/netstat");
+        let (_, out, _) = util::run(c);
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+        let (Some(names), Some(vals)) = (lines.first(), lines.get(1)) else { return (0, 0) };
+        let get = |want: &str| {
+            names
+                .split_whitespace()
+                .zip(vals.split_whitespace())
+                .find(|(n, _)| *n == want)
+                .map_or(0u64, |(_, v)| v.parse().unwrap_or(0))
+        };
+        (get("ListenOverflows"), get("ListenDrops"))
+    };
+    let mut phases = Vec::new();
+    for (target, port) in [(p.v4(3), "53"), (p.v4(2), "80")] {
+        let before = drops();
+        let flood = spawn_as(&p.work, Priv::User(1000), &["rst-flood", &target, port, "6", "15"]);
+        std::thread::sleep(Duration::from_secs(2));
+        let mut bad = Vec::new();
+        let mut all = Vec::new();
+        for round in 0..20 {
+            let (ok, took) = get();
+            all.push(took);
+            if !ok || took >= FAST {
+                bad.push((round, ok, took));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let done = flood.line(Duration::from_secs(40)).unwrap_or_default();
+        all.sort();
+        let after = drops();
+        eprintln!("escape_216: flood at {port}: {done}; listen overflows/drops {before:?} -> {after:?}; requests during it (sorted): {all:?}");
+        phases.push((port, bad));
+    }
+    eprintln!("escape_216: base {base:?}");
+    let bad = phases.pop().map(|(_, b)| b).unwrap_or_default();
+    assert!(bad.is_empty(), "another client's requests waited or failed under the reset flood: {bad:?}");
+}
+
+#[test]
+fn escape_217_a_flood_of_reset_dns_tcp_connections_does_not_delay_another_clients_tcp_answers() {
+    // escape_212's flood (connect, RST at once, from six processes: each
+    // looked up after its socket is gone, Unknown, admitted, a thread
+    // spawned in the accept loop) against a co-tenant's DNS over TCP: the
+    // accept loop is the bottleneck, does the co-tenant's connection wait
+    // in (or drop from) the backlog?
+    let s = setup("217", ALLOWED, &[("FILTER_MODE", "dns")]);
+    let p = s.p();
+    let server = p.v4(3);
+    for _ in 0..3 {
+        let (out, took) = dig_tcp_as(&p.work, Priv::Nobody, &server, "blocked.test");
+        assert!(out.contains("status: NXDOMAIN") && took < FAST, "control: {took:?} {out}");
+    }
+    let flood = spawn_as(&p.work, Priv::User(1000), &["rst-flood", &server, "53", "6", "20"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut bad = Vec::new();
+    let mut all = Vec::new();
+    for round in 0..20 {
+        let (out, took) = dig_tcp_as(&p.work, Priv::Nobody, &server, "blocked.test");
+        all.push(took);
+        if !out.contains("status: NXDOMAIN") || took >= FAST {
+            bad.push((round, took, out.contains("status: NXDOMAIN")));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let done = flood.line(Duration::from_secs(40)).unwrap_or_default();
+    all.sort();
+    eprintln!("escape_217: flood {done}; TCP answers during it (sorted): {all:?}");
+    assert!(
+        bad.is_empty(),
+        "another client's DNS-over-TCP answers waited or failed under the reset flood: {bad:?}"
     );
 }

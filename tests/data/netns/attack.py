@@ -40,6 +40,10 @@ Other helpers (different arguments):
         trickle that opens the new ones within 20 ms of the close, not at
         the next 2 s tick: a server that counts a connection before it
         knows whose it is sees one client's refused ones pile up.
+  attack.py rst-flood HOST PORT PROCS SECONDS
+        PROCS processes connecting to HOST:PORT and closing each with an
+        RST at once (SO_LINGER 0), for SECONDS. Prints "ready", then
+        {"connects": N} at the end.
   attack.py head-flood HOST PORT N SECONDS
         keeps N TCP connections to HOST:PORT for SECONDS, each sending one
         HTTP request head naming a fresh host (h<i>.allowed.test) and
@@ -595,6 +599,47 @@ def hold_tcp_uids(host, port, n, first_uid, count):
                     print("ready", flush=True)
                     announced = True
                 print("open %d" % sum(opened.values()), flush=True)
+
+
+def rst_flood(host, port, procs, seconds):
+    """`procs` children, each for at most `seconds`: connect to HOST:PORT
+    and close at once with SO_LINGER 0 (an RST right after the
+    handshake), as fast as it goes: the server accepts a connection whose
+    client socket is gone, so an owner lookup made after the accept finds
+    nothing. Prints "ready", then {"connects": N} (the sum) at the end."""
+    import ctypes
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    linger = struct.pack("ii", 1, 0)
+    r, w = os.pipe()
+    kids = []
+    for _ in range(procs):
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+            n, end = 0, time.monotonic() + seconds
+            while time.monotonic() < end:
+                s = socket.socket(fam, socket.SOCK_STREAM)
+                s.settimeout(1)
+                try:
+                    s.connect((host, port))
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    n += 1
+                except OSError:
+                    pass
+                s.close()
+            os.write(w, b"%d\n" % n)
+            os._exit(0)
+        kids.append(pid)
+    os.close(w)
+    print("ready", flush=True)
+    total = 0
+    with os.fdopen(r) as lines:
+        for line in lines:
+            total += int(line)
+    for pid in kids:
+        os.waitpid(pid, 0)
+    print(json.dumps({"connects": total}), flush=True)
 
 
 def rawframe(iface, dstmac, src, dst, port, mark=0):
@@ -1202,6 +1247,9 @@ def main():
     if sys.argv[1] == "hold-tcp-uids":
         a = sys.argv
         return hold_tcp_uids(a[2], int(a[3]), int(a[4]), int(a[5]), int(a[6]))
+    if sys.argv[1] == "rst-flood":
+        a = sys.argv
+        return rst_flood(a[2], int(a[3]), int(a[4]), float(a[5]))
     if sys.argv[1] == "nd":
         hbh = len(sys.argv) > 6 and sys.argv[6] == "hbh"
         return nd(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), hbh)
