@@ -115,6 +115,13 @@ impl Opened {
         }
     }
 
+    /// Adds links another `Opened` kept for `route` (not an answer's).
+    fn keep(&mut self, route: &Route, kept: Option<&Vec<String>>) {
+        if let Some(kept) = kept.filter(|k| !k.is_empty()) {
+            crate::dns::filter::merge_kept(self.chains.entry(route.clone()).or_default(), kept);
+        }
+    }
+
     /// Every live answer with its time left, by way there.
     fn live(&self, now: Instant) -> HashMap<&Route, Vec<(IpAddr, Duration)>> {
         let mut by: HashMap<&Route, Vec<(IpAddr, Duration)>> = HashMap::new();
@@ -135,7 +142,7 @@ impl Opened {
                 out.push(Opened::default());
             }
             let part = out.last_mut().expect("pushed above");
-            part.record(&route, self.chains.get(&route).map_or(&[], Vec::as_slice));
+            part.keep(&route, self.chains.get(&route));
             part.until.insert((route, ip), t);
         }
         out
@@ -147,7 +154,7 @@ impl Opened {
     pub fn absorb(&mut self, part: Opened, policy: &Policy, guard: &Guard, now: Instant) -> Vec<NamedElem> {
         let mut by: HashMap<Route, Vec<(IpAddr, Duration)>> = HashMap::new();
         for ((route, ip), t) in part.until {
-            self.record(&route, part.chains.get(&route).map_or(&[], Vec::as_slice));
+            self.keep(&route, part.chains.get(&route));
             let mine = self.until.entry((route.clone(), ip)).or_insert(t);
             *mine = (*mine).max(t);
             if *mine > now {
@@ -180,7 +187,10 @@ impl Opened {
                     .decide(crate::policy::Query { name: Some(&r.asked), ip: None, port: None })
                     .allowed();
             asked_ok
-                && self.chains.get(r).map_or(true, |c| crate::dns::filter::denied_in(c, policy).is_none())
+                && self
+                    .chains
+                    .get(r)
+                    .map_or(true, |c| crate::dns::filter::denied_in_kept(c, policy).is_none())
         };
         let mut out: Vec<NamedElem> = answers
             .filter(|(r, _)| clean(r))

@@ -183,7 +183,7 @@ impl Cache {
     /// The first link of `name`'s recorded chain that `policy`'s denylist
     /// refuses.
     pub fn denied_link(&self, name: &str, policy: &crate::policy::Policy) -> Option<String> {
-        filter::denied_in(self.chain_of(name), policy).map(|(link, _)| link)
+        filter::denied_in_kept(self.chain_of(name), policy).map(|(link, _)| link)
     }
 
     /// The CNAME/DNAME targets recorded for `name` (none when unknown).
@@ -573,10 +573,10 @@ mod tests {
         for i in 0..100 {
             c.chained("alias.example", &[format!("l{i}.example")]);
         }
-        assert_eq!(c.names["alias.example"].chain.len(), filter::MAX_LINKS + 1, "the chain is bounded");
+        assert_eq!(c.names["alias.example"].chain.len(), filter::MAX_KEPT + 1, "the chain is bounded");
         assert_eq!(
             c.denied_link("alias.example", &open).as_deref(),
-            Some("a chain of more than 16 links"),
+            Some("a chain of more than 64 links"),
             "past the bound, refused under a denylist of names"
         );
         assert_eq!(c.names["alias.example"].chain[..2], ["cdn.example", "evil.example"], "once each");

@@ -181,6 +181,12 @@ pub fn decide(query: &[u8], policy: &Policy) -> Action {
     if info.questions.is_empty() {
         return formerr(query, "no question".to_owned(), Some(info));
     }
+    // RFC 9619: a query has one question. With two, the answer is learned
+    // under the first while records of the second (a name with ports,
+    // say) are neither links nor judged (round 14, escape_223).
+    if info.questions.len() > 1 {
+        return formerr(query, format!("{} questions (one is served)", info.questions.len()), Some(info));
+    }
     for q in &info.questions {
         if q.query_class() != DNSClass::IN {
             let why = format!("class {} is not served", q.query_class());
@@ -276,13 +282,30 @@ pub const MAX_LINKS: usize = 16;
 /// refused too: no entry can be matched against it, and the DNS carries
 /// and resolvers follow such names (round 10, escape_171).
 pub fn denied_in(chain: &[String], policy: &Policy) -> Option<(String, Reason)> {
+    denied_within(chain, policy, MAX_LINKS)
+}
+
+/// [`denied_in`] for links kept over several answers ([`merge_links`]):
+/// each answer's chain was within [`MAX_LINKS`] or is marked over-long,
+/// so only a merge past [`MAX_KEPT`] (links dropped) or a marked answer
+/// is refused for its length. An alias whose CDN rotates its links
+/// between answers keeps its addresses at a reload (round 14,
+/// escape_220/221).
+pub fn denied_in_kept(links: &[String], policy: &Policy) -> Option<(String, Reason)> {
+    match links.iter().any(|l| l == OVER_LONG) {
+        true => denied_within(links, policy, 0),
+        false => denied_within(links, policy, MAX_KEPT),
+    }
+}
+
+fn denied_within(chain: &[String], policy: &Policy, bound: usize) -> Option<(String, Reason)> {
     let names_denied = !policy.denylist().names.is_empty();
     // With names with ports, a link past the bound may be one of them,
     // whose ports alone the answer may open (round 12, escape_200).
-    if chain.len() > MAX_LINKS && (names_denied || !policy.name_ports().is_empty()) {
-        return Some((format!("a chain of more than {MAX_LINKS} links"), Reason::Denylisted));
+    if chain.len() > bound && (names_denied || !policy.name_ports().is_empty()) {
+        return Some((format!("a chain of more than {} links", bound.max(MAX_LINKS)), Reason::Denylisted));
     }
-    chain.iter().find_map(|link| {
+    chain.iter().filter(|l| *l != OVER_LONG).find_map(|link| {
         let d = policy.decide(Query { name: Some(link), ip: None, port: None });
         match d.reason {
             _ if d.allowed() => None,
@@ -295,12 +318,34 @@ pub fn denied_in(chain: &[String], policy: &Policy) -> Option<(String, Reason)> 
     })
 }
 
-/// Adds `chain`'s links not yet in `links`, up to [`MAX_LINKS`] + 1: one
-/// past the bound, so [`denied_in`] sees the kept chain as over-long.
-/// Shared by every keeper of chains (the check cache, [`Chains`]).
+/// Links kept of one name's (or way's) answers, merged: at most this
+/// many (and one more, to show the merge dropped some).
+pub const MAX_KEPT: usize = 64;
+
+/// Kept in place of a link when an answer's own chain was past
+/// [`MAX_LINKS`]: no DNS name has a NUL.
+const OVER_LONG: &str = "\0over-long chain";
+
+/// Adds `chain`'s links not yet in `links`, up to [`MAX_KEPT`] + 1 (one
+/// past the bound, so [`denied_in_kept`] sees the merge as over-long);
+/// a chain itself past [`MAX_LINKS`] is marked with [`OVER_LONG`], so
+/// the merge of it stays refused as it was. Shared by every keeper of
+/// chains (the check cache, [`Chains`], `named::Opened`, tracked
+/// connections).
 pub fn merge_links(links: &mut Vec<String>, chain: &[String]) {
-    for link in chain {
-        if !links.contains(link) && links.len() <= MAX_LINKS {
+    if chain.len() > MAX_LINKS && !links.iter().any(|l| l == OVER_LONG) {
+        links.push(OVER_LONG.to_owned());
+    }
+    merge_kept(links, chain);
+}
+
+/// Adds links kept elsewhere (merged already, with their mark) to
+/// `links`: a copy between keepers, not an answer, so its length is not
+/// an answer's (round 14: a replay's chunks re-merged a way's kept links
+/// as one chain and marked them over-long).
+pub fn merge_kept(links: &mut Vec<String>, kept: &[String]) {
+    for link in kept {
+        if !links.contains(link) && links.len() <= MAX_KEPT {
             links.push(link.clone());
         }
     }
@@ -324,9 +369,16 @@ impl Chains {
         merge_links(self.0.entry(name.to_owned()).or_default(), chain);
     }
 
+    /// Adds links kept by another `Chains` for `name` ([`merge_kept`]).
+    pub fn keep(&mut self, name: &str, kept: &[String]) {
+        if !kept.is_empty() {
+            merge_kept(self.0.entry(name.to_owned()).or_default(), kept);
+        }
+    }
+
     /// Whether no answer of `name` led through a link `policy` denylists.
     pub fn led_clean(&self, name: &str, policy: &Policy) -> bool {
-        self.0.get(name).map_or(true, |c| denied_in(c, policy).is_none())
+        self.0.get(name).map_or(true, |c| denied_in_kept(c, policy).is_none())
     }
 
     /// The links recorded for `name` (empty when none).
@@ -790,11 +842,12 @@ mod tests {
             ("blocked ANY", query(1, &[("evil.test.", RecordType::ANY)], false), "Non-Existent Domain"),
             ("root", query(1, &[(".", RecordType::NS)], false), "Non-Existent Domain"),
             (
+                // RFC 9619 (round 14, escape_223): one question a query.
                 "one of two blocked",
                 query(1, &[("example.com.", RecordType::A), ("evil.test.", RecordType::A)], false),
-                "Non-Existent Domain",
+                "Form Error",
             ),
-            ("many allowed", query(1, &many, false), "forward"),
+            ("many allowed", query(1, &many, false), "Form Error"),
             ("no question", query(1, &[], false), "Form Error"),
             ("no question, edns", query(1, &[], true), "Form Error"),
             ("chaos class", chaos.to_vec().unwrap(), "Query Refused"),
@@ -876,6 +929,45 @@ mod tests {
         for q in [self_loop, pair] {
             assert_eq!(outcome(&decide(&q, &policy(&["*"]))), "Form Error");
         }
+    }
+
+    /// Round 14 (escape_220/221): answers whose links rotate merge past
+    /// 16 without being over-long; one answer past 16 stays refused
+    /// merged; a merge past the kept bound is refused too.
+    #[test]
+    fn kept_chains_are_over_long_only_when_an_answer_was_or_links_were_dropped() {
+        let p = crate::policy::compile_raw(
+            crate::policy::parse_yaml(
+                "allowlist:\n  domains: [\"*.test\", \"tcp/db.test:7001\"]\n",
+                "t.yaml",
+            )
+            .unwrap(),
+            "t.yaml",
+            &crate::policy::EnvLists::default(),
+        )
+        .unwrap();
+        let links = |p: &str, n: usize| (0..n).map(|i| format!("{p}{i}.cdn.test")).collect::<Vec<_>>();
+        let mut kept = Vec::new();
+        merge_links(&mut kept, &links("a", 9));
+        merge_links(&mut kept, &links("b", 9));
+        assert_eq!(kept.len(), 18);
+        assert_eq!(
+            denied_in(&kept, &p).map(|d| d.0).as_deref(),
+            Some("a chain of more than 16 links"),
+            "as one answer"
+        );
+        assert_eq!(denied_in_kept(&kept, &p), None, "two answers of 9 links each");
+        let mut long = Vec::new();
+        merge_links(&mut long, &links("c", MAX_LINKS + 1));
+        assert!(denied_in_kept(&long, &p).is_some(), "one answer past the bound stays refused");
+        merge_links(&mut long, &links("d", 3));
+        assert!(denied_in_kept(&long, &p).is_some(), "and merged with others");
+        let mut many = Vec::new();
+        for i in 0..10 {
+            merge_links(&mut many, &links(&format!("e{i}x"), 8));
+        }
+        assert_eq!(many.len(), MAX_KEPT + 1, "bounded");
+        assert_eq!(denied_in_kept(&many, &p).map(|d| d.0).as_deref(), Some("a chain of more than 64 links"));
     }
 
     #[test]

@@ -181,7 +181,7 @@ impl Learned {
             }
             let part = out.last_mut().expect("pushed above");
             for (name, _) in &names {
-                part.chains.record(name, self.chains.of(name));
+                part.chains.keep(name, self.chains.of(name));
             }
             part.by_ip.insert(ip, names);
         }
@@ -196,7 +196,7 @@ impl Learned {
         for (ip, names) in part.by_ip {
             let mine = self.by_ip.entry(ip).or_default();
             for (name, exp) in names {
-                self.chains.record(&name, part.chains.of(&name));
+                self.chains.keep(&name, part.chains.of(&name));
                 keep_latest(mine, &name, exp);
             }
             if let Some(latest) = mine.iter().map(|(_, e)| *e).filter(|e| *e > now).max() {

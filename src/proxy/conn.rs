@@ -169,7 +169,7 @@ pub(crate) fn handle(shared: &Shared, id: u64, kind: Kind, client: TcpStream, pe
     }
     // The chain too: a reload that came during a slow check lookup was
     // not in the policy that judged it (round 10, escape_183).
-    let denied = (!now_in_force.audit()).then(|| crate::dns::filter::denied_in(&chain, &now_in_force));
+    let denied = (!now_in_force.audit()).then(|| crate::dns::filter::denied_in_kept(&chain, &now_in_force));
     if let Some((link, _)) = denied.flatten() {
         reset(&upstream);
         let block =

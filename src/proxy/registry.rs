@@ -69,9 +69,9 @@ impl Tracked {
         }
         let (name, mut chain) = lock(&self.name).clone();
         if let Some(c) = check {
-            crate::dns::filter::merge_links(&mut chain, &c.chain(&name));
+            crate::dns::filter::merge_kept(&mut chain, &c.chain(&name));
         }
-        crate::dns::filter::denied_in(&chain, policy).map(|(link, _)| link)
+        crate::dns::filter::denied_in_kept(&chain, policy).map(|(link, _)| link)
     }
 
     /// Cuts both sides at once: the upstream gets no further byte, the

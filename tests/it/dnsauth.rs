@@ -34,6 +34,9 @@ pub struct Zone {
     /// appended to the answer section untouched (owners, DNAME records,
     /// chains that change between lookups).
     pub raw: Vec<(String, RecordType, Vec<Vec<Record>>)>,
+    /// Echo every question of a query (QDCOUNT > 1) in the answer, not
+    /// only the first; the answer section is still the first's (round 14).
+    pub echo_questions: bool,
 }
 
 impl Zone {
@@ -62,7 +65,14 @@ impl Zone {
         }
         records.push(("medium.allowed.test".into(), ttl, RData::TXT(TXT::new(medium))));
         records.push(("huge.allowed.test".into(), ttl, RData::TXT(TXT::new(huge))));
-        Zone { records, udp_limit: 512, rotate: Vec::new(), delay: Duration::ZERO, raw: Vec::new() }
+        Zone {
+            records,
+            udp_limit: 512,
+            rotate: Vec::new(),
+            delay: Duration::ZERO,
+            raw: Vec::new(),
+            echo_questions: false,
+        }
     }
 }
 
@@ -173,7 +183,13 @@ fn answer(
     let mut r = Message::new(m.metadata.id, MessageType::Response, OpCode::Query);
     r.metadata.authoritative = true;
     r.metadata.recursion_desired = m.metadata.recursion_desired;
-    r.add_query(question.clone());
+    if zone.echo_questions {
+        for q in &m.queries {
+            r.add_query(q.clone());
+        }
+    } else {
+        r.add_query(question.clone());
+    }
     let rotated = zone.rotate.iter().find(|(n, _, _)| *n == name);
     let matching: Vec<&(String, u32, RData)> = zone.records.iter().filter(|(n, _, _)| *n == name).collect();
     let raw = zone.raw.iter().find(|(n, t, _)| *n == name && *t == question.query_type());

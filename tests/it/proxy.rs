@@ -268,6 +268,7 @@ impl Fixture {
                 rotate: Vec::new(),
                 delay: std::time::Duration::ZERO,
                 raw: Vec::new(),
+                echo_questions: false,
             },
         );
         let dir = util::scratch(&format!("proxy-{tag}-{}", pair.work));

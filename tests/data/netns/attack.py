@@ -352,6 +352,44 @@ def dns_name(name):
     return out + b"\0"
 
 
+def dns_multi(server, names):
+    """One UDP query with a question per name (QDCOUNT > 1, type A):
+    prints the rcode, the answer count and the answer's A addresses."""
+    import struct
+    q = struct.pack(">HHHHHH", 0x5151, 0x0100, len(names), 0, 0, 0)
+    for n in names:
+        q += dns_name(n) + struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(q, (server, 53))
+    try:
+        r = s.recv(4096)
+    except socket.timeout:
+        print(json.dumps({"rcode": None}))
+        return
+    _, flags, qd, an, _, _ = struct.unpack(">HHHHHH", r[:12])
+    addrs = []
+    i = 12
+    def skip_name(i):
+        while True:
+            l = r[i]
+            if l == 0:
+                return i + 1
+            if l & 0xC0 == 0xC0:
+                return i + 2
+            i += l + 1
+    for _ in range(qd):
+        i = skip_name(i) + 4
+    for _ in range(an):
+        i = skip_name(i)
+        t, _, _, rdlen = struct.unpack(">HHIH", r[i:i + 10])
+        i += 10
+        if t == 1 and rdlen == 4:
+            addrs.append(socket.inet_ntoa(r[i:i + 4]))
+        i += rdlen
+    print(json.dumps({"rcode": flags & 0xF, "qd": qd, "an": an, "addrs": addrs}))
+
+
 def upstream_sockets(upstream, port):
     """(local ip, local port) of every UDP socket in this namespace
     connected to upstream:port, read from /proc/net/udp (world-readable)."""
@@ -1258,6 +1296,8 @@ def main():
     if sys.argv[1] == "dns-forge":
         a = sys.argv
         return dns_forge(a[2], int(a[3]), a[4], a[5], float(a[6]))
+    if sys.argv[1] == "dns-multi":
+        return dns_multi(sys.argv[2], sys.argv[3:])
     if sys.argv[1] == "rcvmark":
         return rcvmark(sys.argv[2], int(sys.argv[3]))
     if sys.argv[1] == "acceptmark":
