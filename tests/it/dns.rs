@@ -391,7 +391,9 @@ fn malformed_queries_get_formerr_and_the_server_keeps_serving() {
     use std::sync::atomic::Ordering::Relaxed;
     assert!(st.rejected.load(Relaxed) >= 20, "FORMERR counted: {st:?}");
     assert!(st.dropped.load(Relaxed) >= 3, "the drop-* seeds: {st:?}");
-    assert_eq!(st.blocked.load(Relaxed), 6, "forward-* seeds ask names outside the policy: {st:?}");
+    // (formerr-many-questions, two questions, was a forward-* seed blocked
+    // here until round 14: one question a query now.)
+    assert_eq!(st.blocked.load(Relaxed), 4, "forward-* seeds ask names outside the policy: {st:?}");
     assert!(st.forwarded.load(Relaxed) >= 2, "{st:?}");
 }
 
