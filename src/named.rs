@@ -96,9 +96,28 @@ impl Opened {
         ips: &[(IpAddr, Duration)],
         now: Instant,
     ) {
-        let route = Route { name: name.to_owned(), asked: asked.to_owned() };
+        self.add_route(Route { name: name.to_owned(), asked: asked.to_owned() }, chain, false, ips, now);
+    }
+
+    /// As [`Opened::add`] for a lookup of `name` itself whose chain is kept
+    /// already ([`crate::resolve::Answer::chain`]: HTTPS mode).
+    pub fn add_kept(&mut self, name: &str, kept: &[String], ips: &[(IpAddr, Duration)], now: Instant) {
+        self.add_route(Route { name: name.to_owned(), asked: name.to_owned() }, kept, true, ips, now);
+    }
+
+    fn add_route(
+        &mut self,
+        route: Route,
+        chain: &[String],
+        kept: bool,
+        ips: &[(IpAddr, Duration)],
+        now: Instant,
+    ) {
         self.until.retain(|_, t| *t > now);
-        self.record(&route, chain);
+        match kept {
+            true => self.keep(&route, chain),
+            false => self.record(&route, chain),
+        }
         if !self.chains.is_empty() {
             let live: std::collections::HashSet<&Route> = self.until.keys().map(|(r, _)| r).collect();
             self.chains.retain(|r, _| *r == route || live.contains(r));
@@ -116,8 +135,8 @@ impl Opened {
     }
 
     /// Adds links another `Opened` kept for `route` (not an answer's).
-    fn keep(&mut self, route: &Route, kept: Option<&Vec<String>>) {
-        if let Some(kept) = kept.filter(|k| !k.is_empty()) {
+    fn keep(&mut self, route: &Route, kept: &[String]) {
+        if !kept.is_empty() {
             crate::dns::filter::merge_kept(self.chains.entry(route.clone()).or_default(), kept);
         }
     }
@@ -142,7 +161,7 @@ impl Opened {
                 out.push(Opened::default());
             }
             let part = out.last_mut().expect("pushed above");
-            part.keep(&route, self.chains.get(&route));
+            part.keep(&route, self.chains.get(&route).map_or(&[], Vec::as_slice));
             part.until.insert((route, ip), t);
         }
         out
@@ -154,7 +173,7 @@ impl Opened {
     pub fn absorb(&mut self, part: Opened, policy: &Policy, guard: &Guard, now: Instant) -> Vec<NamedElem> {
         let mut by: HashMap<Route, Vec<(IpAddr, Duration)>> = HashMap::new();
         for ((route, ip), t) in part.until {
-            self.keep(&route, part.chains.get(&route));
+            self.keep(&route, part.chains.get(&route).map_or(&[], Vec::as_slice));
             let mine = self.until.entry((route.clone(), ip)).or_insert(t);
             *mine = (*mine).max(t);
             if *mine > now {

@@ -180,6 +180,13 @@ impl Cache {
         }
     }
 
+    /// Adds links kept already (a lookup's [`Answer::chain`]).
+    pub fn keep_chain(&mut self, name: &str, kept: &[String]) {
+        if let Some(e) = self.names.get_mut(name) {
+            filter::merge_kept(&mut e.chain, kept);
+        }
+    }
+
     /// The first link of `name`'s recorded chain that `policy`'s denylist
     /// refuses.
     pub fn denied_link(&self, name: &str, policy: &crate::policy::Policy) -> Option<String> {
@@ -339,7 +346,7 @@ impl Resolver {
             match &answer {
                 Ok(a) => {
                     c.looked_up(&name, &a.ips, now);
-                    c.chained(&name, &a.chain);
+                    c.keep_chain(&name, &a.chain);
                 }
                 Err(()) => c.lookup_failed(&name, now),
             }
@@ -426,6 +433,8 @@ impl Learn for Resolver {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Answer {
     pub ips: Vec<(IpAddr, Duration)>,
+    /// The replies' links, kept as [`filter::merge_links`] keeps them
+    /// (judged with [`filter::denied_in_kept`]).
     pub chain: Vec<String>,
 }
 
@@ -457,11 +466,10 @@ pub fn ask_answer(upstreams: &Upstreams, name: &str) -> Result<Answer, String> {
             Ok((_, reply)) => {
                 answered = true;
                 out.ips.extend(reply.addrs.iter().map(|&(ip, ttl)| (ip, Duration::from_secs(ttl.into()))));
-                for link in reply.chain {
-                    if !out.chain.contains(&link) {
-                        out.chain.push(link);
-                    }
-                }
+                // Each reply's chain is one answer's: the A and the AAAA
+                // reply may lead through different links, 9 each, and
+                // are not one chain of 18 (round 15, escape_230/231).
+                filter::merge_links(&mut out.chain, &reply.chain);
             }
             Err(e) => why.push(format!("{qtype}: {e}")),
         }

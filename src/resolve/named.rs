@@ -96,7 +96,7 @@ fn run(s: &Settings, policy: &PolicyHandle, stop: &AtomicBool, opened: &Mutex<Op
             // lock is the one a reload holds from its swap to its replay.
             let mut held = lock(opened);
             let p = policy.current();
-            let asked = answer.map(|a| (crate::dns::filter::denied_in(&a.chain, &p).map(|l| l.0), a));
+            let asked = answer.map(|a| (crate::dns::filter::denied_in_kept(&a.chain, &p).map(|l| l.0), a));
             match asked {
                 Ok((Some(link), _)) => {
                     // As in DNS mode: nothing past a denylisted link opens.
@@ -109,7 +109,7 @@ fn run(s: &Settings, policy: &PolicyHandle, stop: &AtomicBool, opened: &Mutex<Op
                     let now = Instant::now();
                     schedule.answered(&name, &ips, s.ttl_min, now);
                     let elems = elements(&p, &s.guard, &name, &ips);
-                    held.add(&name, &name, &answer.chain, &ips, now);
+                    held.add_kept(&name, &answer.chain, &ips, now);
                     let added = match sets.as_mut() {
                         Some(n) => n.add_named(&elems),
                         None => crate::nft::LearnedSets::open().and_then(|mut n| {

@@ -237,6 +237,16 @@
 //! | the two-question answer with a CNAME, then a reload | uid 65534 | worked (.3:7000 open, and replayed); **fixed** as escape_223 | `escape_225_a_second_questions_widened_address_is_not_replayed_on_every_port` |
 //! | a DNAME moving the question onto a name with ports, then a reload that drops the question | uid 65534 | held | `escape_226_a_dname_that_moves_the_question_to_a_name_with_ports_opens_its_ports_only` |
 //!
+//! Round 15 (against round 14's fixes):
+//!
+//! | attempt | privilege | result | test |
+//! |---------|-----------|--------|------|
+//! | HTTPS mode: a name with ports whose A and AAAA replies lead through different 9-link chains | uid 65534 | worked (availability: never opened, the two replies judged as one chain of 18); **fixed**: each reply's chain is kept as one answer's (`resolve::ask_answer`, `Opened::add_kept`, `Cache::keep_chain`) | `escape_230_https_mode_a_name_with_ports_whose_a_and_aaaa_chains_differ_is_opened` |
+//! | the same for an allowed alias in the proxies' check cache | uid 65534 | worked (availability: 403 denylisted); **fixed** as escape_230 | `escape_231_https_mode_check_cache_an_alias_whose_a_and_aaaa_chains_differ_is_served` |
+//! | a CDN rotating 8 different 9-link chains within a TTL, then a reload with a denylist of names | none (the upstream's answers) | worked (availability: 72 kept links, refused whole at the reload); **open** (ignored test) | `escape_232_a_cdn_rotating_its_links_eight_times_keeps_its_address_at_a_reload` |
+//! | `DNS_IN_HTTPS_MODE`: a name with ports asked at the listener, then `Host:` it on port 80 | uid 65534 | held (403 not-allowlisted) | `escape_233_https_mode_a_name_with_ports_is_not_served_over_the_http_proxy_on_port_80` |
+//! | HTTPS mode: an allowed alias that CNAMEs to a name with ports, `Host:` the alias on port 80 | uid 65534 | worked (consistency: served, where strict DNS mode opens the name's ports only; not past a denylist, and the alias's zone could point at the address directly); **open** (ignored test) | `escape_234_https_mode_an_alias_through_a_name_with_ports_is_judged_as_in_dns_mode` |
+//!
 //! Needs root (CI runs as root); fails loudly without it.
 
 use std::io::{ErrorKind, Read, Write};
@@ -8606,4 +8616,257 @@ fn escape_226_a_dname_that_moves_the_question_to_a_name_with_ports_opens_its_por
     assert!(opened.1, "control: the answer did not open .3:7001");
     assert!(!opened.0, ".3:7000 opened: the DNAME-moved name with ports was not a link");
     assert_eq!(kept, (false, false), ".3 put back after the reload that no longer allows x.alias.test");
+}
+
+/// A world where `name` answers A through `alias -> a1..a8.cdn.test ->
+/// target.test` (A .3) and AAAA through `alias -> {tag}1..{tag}8.cdn.test
+/// -> target.test` (no AAAA): each answer 9 links, within MAX_LINKS.
+fn split_chain_world(name: &'static str, tag: &'static str) -> World {
+    use hickory_proto::rr::RecordType;
+    crate::run::world_with(move |two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        for (t, qt) in [("a", RecordType::A), (tag, RecordType::AAAA)] {
+            let mut recs = Vec::new();
+            let mut from = format!("{name}.");
+            for i in 1..=8 {
+                let to = format!("{t}{i}.cdn.test.");
+                recs.push(rr::cname(&from, &to));
+                from = to;
+            }
+            recs.push(rr::cname(&from, "target.test."));
+            if qt == RecordType::A {
+                recs.push(rr::a("target.test.", three));
+            }
+            z.raw.push((name.into(), qt, vec![recs]));
+        }
+        z
+    })
+}
+
+#[test]
+fn escape_230_https_mode_a_name_with_ports_whose_a_and_aaaa_chains_differ_is_opened() {
+    // HTTPS mode's refresher (`resolve/named.rs`) resolves db.test
+    // (`tcp/db.test:7001`) for A and AAAA and judges the union of both
+    // answers' links with `denied_in` (bound 16). A CNAME chain of 9 links
+    // for A and another 9 for AAAA (a CDN with separate v4/v6 paths): is
+    // .3:7001 opened as when both answers share their links (control)?
+    let mut lost = Vec::new();
+    for tag in ["a", "b"] {
+        let w = split_chain_world("db.test", tag);
+        let p = &w.p;
+        let pol = policy_file(
+            &format!("escape-230-{tag}"),
+            "default_action: deny\nallowlist:\n  domains: [\"tcp/db.test:7001\"]\n",
+        );
+        let upstream = format!("{}:53", p.v4(2));
+        let d =
+            Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let _echo = forbidden_echo(p, "7000,7001", "");
+        let on = |port| {
+            tcp(&p.work, s_addr(&p.v4(3), port), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+                .text()
+                .contains("echo:")
+        };
+        let mut open = false;
+        for _ in 0..20 {
+            if on(7001) {
+                open = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let said: Vec<String> = d.logged().into_iter().filter(|l| l.contains("db.test")).collect();
+        eprintln!("escape_230 {tag}: .3:7001 open: {open}; {said:?}");
+        assert!(!on(7000), "{tag}: .3:7000 open (not a port of db.test)");
+        if tag == "a" {
+            assert!(open, "control: db.test's shared-link answers did not open .3:7001");
+        } else if !open {
+            lost.push(said);
+        }
+        drop(d);
+    }
+    assert!(
+        lost.is_empty(),
+        "db.test not opened when its A and AAAA answers (9 links each) led through different links: {lost:?}"
+    );
+}
+
+#[test]
+fn escape_231_https_mode_check_cache_an_alias_whose_a_and_aaaa_chains_differ_is_served() {
+    // The proxies' check lookup (`resolve::ask_answer`) merges the A and
+    // AAAA answers' links into one chain, which `Cache::chained` records
+    // with `merge_links`: 18 links read as one answer past 16, marked
+    // over-long, so under any denylist of names the alias is refused.
+    // Control: both answers through the same links.
+    let mut lost = Vec::new();
+    for tag in ["a", "b"] {
+        let w = split_chain_world("alias.test", tag);
+        let p = &w.p;
+        let pol = policy_file(
+            &format!("escape-231-{tag}"),
+            "default_action: allow\ndenylist:\n  domains: [\"other.test\"]\n",
+        );
+        let upstream = format!("{}:53", p.v4(2));
+        let d =
+            Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+        let o = http(&p.work, s_addr(&p.v4(3), 80), &get("alias.test"));
+        let served = o.text().contains("hello from");
+        eprintln!("escape_231 {tag}: served {served}: {:?}", o.text());
+        if tag == "a" {
+            assert!(served, "control: alias.test through shared links not served: {o:?}");
+        } else if !served {
+            lost.push(o.text());
+        }
+        drop(d);
+    }
+    assert!(
+        lost.is_empty(),
+        "alias.test refused when its A and AAAA answers (9 links each) led through different links: {lost:?}"
+    );
+}
+
+#[test]
+#[ignore = "round-15 finding (availability, not a way through): the links kept for a name only grow while it stays live, so a CDN rotating 9-link chains 8 times within a TTL passes the 64 kept links and a reload under a denylist of names refuses the name whole; needs links kept per live answer"]
+fn escape_232_a_cdn_rotating_its_links_eight_times_keeps_its_address_at_a_reload() {
+    // escape_221 with more answers: round 14 raised the kept bound to 64
+    // links, but kept links are never forgotten while the name lives. A
+    // CDN that rotates 8 links per answer (9 links each, a..h) answers 8
+    // times within the TTL: 72 links kept, past 64, refused whole at a
+    // reload that adds an unrelated denylist (other.test). Control: 1
+    // answer. (Availability: a co-tenant's busy CDN name lost at reloads.)
+    use hickory_proto::rr::RecordType;
+    let tags = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let mut lost = Vec::new();
+    for asks in [1usize, tags.len()] {
+        let w = crate::run::world_with(move |two, three| {
+            let mut z = crate::dnsauth::Zone::standard(two, 300);
+            let mut answers = Vec::new();
+            for tag in tags {
+                let mut recs = Vec::new();
+                let mut from = "alias.test.".to_string();
+                for i in 1..=8 {
+                    let to = format!("{tag}{i}.cdn.test.");
+                    recs.push(rr::cname(&from, &to));
+                    from = to;
+                }
+                recs.push(rr::cname(&from, "target.test."));
+                recs.push(rr::a("target.test.", three));
+                answers.push(recs);
+            }
+            z.raw.push(("alias.test".into(), RecordType::A, answers));
+            z
+        });
+        let p = &w.p;
+        let before = "default_action: deny\nallowlist:\n  domains: [\"alias.test\"]\n";
+        let after = format!("{before}denylist:\n  domains: [\"other.test\"]\n");
+        let pol = policy_file(&format!("escape-232-{asks}"), before);
+        let upstream = format!("{}:53", p.v4(2));
+        let d = Daemon::start(
+            &p.work,
+            &pol,
+            &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())],
+        );
+        let _echo = forbidden_echo(p, "7000", "");
+        let on = || {
+            tcp(&p.work, s_addr(&p.v4(3), 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
+                .text()
+                .contains("echo:")
+        };
+        assert!(!on(), "control: .3 open before any answer ({asks})");
+        for n in 0..asks {
+            assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: answer {n} not .3 ({asks})");
+        }
+        assert!(on(), "control: the answers did not open .3 ({asks})");
+        std::fs::write(&pol, &after).expect("rewrite policy");
+        d.wait_log("policy reloaded", Duration::from_secs(10));
+        let line = d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
+        let kept = on();
+        eprintln!("escape_232: {asks} answer(s): {line}; .3 after the reload: {kept}");
+        if asks == 1 {
+            assert!(kept, "control: one 9-link answer's .3 was not replayed");
+        } else if !kept {
+            lost.push(asks);
+        }
+        drop(d);
+    }
+    assert!(
+        lost.is_empty(),
+        ".3 lost after the reload once alias.test was answered {lost:?} times through different 9-link chains (72 kept links, past MAX_KEPT = 64, though no answer was past 16)"
+    );
+}
+
+#[test]
+fn escape_233_https_mode_a_name_with_ports_is_not_served_over_the_http_proxy_on_port_80() {
+    // HTTPS mode with `DNS_IN_HTTPS_MODE=true`: db.test has ports only
+    // (`tcp/db.test:7001`) and answers .3; web.test (allowed) answers .3
+    // too. The workload asks egret's listener for db.test (forwarded for
+    // its ports; the answer goes into the check cache), then sends
+    // `Host: db.test` to .3:80. Control: `Host: web.test` is served.
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::RData;
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("db.test".into(), 300, RData::A(A(three))));
+        z.records.push(("web.test".into(), 300, RData::A(A(three))));
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file(
+        "escape-233",
+        "default_action: deny\nallowlist:\n  domains: [\"web.test\", \"tcp/db.test:7001\"]\n",
+    );
+    let upstream = format!("{}:53", p.v4(2));
+    let env = [("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str()), ("DNS_IN_HTTPS_MODE", "true")];
+    let d = Daemon::start(&p.work, &pol, &env);
+    let a = dig_short(p, "db.test");
+    assert!(a.contains(&p.v4(3)), "control: the listener does not answer db.test: {a}");
+    let web = http(&p.work, s_addr(&p.v4(3), 80), &get("web.test"));
+    assert!(web.text().contains("hello from"), "control: web.test not served: {web:?}");
+    let db = http(&p.work, s_addr(&p.v4(3), 80), &get("db.test"));
+    eprintln!("escape_233: Host db.test on .3:80: {:?}", db.text());
+    drop(d);
+    assert!(
+        !db.text().contains("hello from"),
+        "Host: db.test (ports 7001 only) served on .3:80: {}",
+        db.text()
+    );
+}
+
+#[test]
+#[ignore = "round-15 finding (consistency, not past a denylist): in HTTPS mode an allowed alias that CNAMEs to a name with ports is served on 80/443, where strict DNS mode opens the name-with-ports' ports only"]
+fn escape_234_https_mode_an_alias_through_a_name_with_ports_is_judged_as_in_dns_mode() {
+    // Strict DNS mode opens an answer that led through a name with ports
+    // (alias.test CNAME db.test, `tcp/db.test:7001`) on that name's ports
+    // only (round 10, escape_180). HTTPS mode's check: `Host: alias.test`
+    // to .3:80, where the check lookup of alias.test leads through
+    // db.test to .3. Control: `Host: web.test` (allowed, A .3) is served.
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::RData;
+    let w = crate::run::world_with(|two, three| {
+        let mut z = crate::dnsauth::Zone::standard(two, 300);
+        z.records.push(("web.test".into(), 300, RData::A(A(three))));
+        z.raw.push((
+            "alias.test".into(),
+            hickory_proto::rr::RecordType::A,
+            vec![vec![rr::cname("alias.test.", "db.test."), rr::a("db.test.", three)]],
+        ));
+        z
+    });
+    let p = &w.p;
+    let pol = policy_file(
+        "escape-234",
+        "default_action: deny\nallowlist:\n  domains: [\"web.test\", \"alias.test\", \"tcp/db.test:7001\"]\n",
+    );
+    let upstream = format!("{}:53", p.v4(2));
+    let d = Daemon::start(&p.work, &pol, &[("FILTER_MODE", "https"), ("DNS_UPSTREAMS", upstream.as_str())]);
+    let web = http(&p.work, s_addr(&p.v4(3), 80), &get("web.test"));
+    assert!(web.text().contains("hello from"), "control: web.test not served: {web:?}");
+    let via = http(&p.work, s_addr(&p.v4(3), 80), &get("alias.test"));
+    eprintln!("escape_234: Host alias.test on .3:80: {:?}", via.text());
+    drop(d);
+    assert!(
+        !via.text().contains("hello from"),
+        "Host: alias.test served on .3:80 though its answer led through db.test (ports 7001 only): {}",
+        via.text()
+    );
 }
