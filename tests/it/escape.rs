@@ -8271,22 +8271,19 @@ fn escape_220_rotating_chains_of_one_alias_do_not_lose_its_named_port_route_at_a
     );
 }
 
-#[test]
-fn escape_221_rotating_chains_of_one_allowed_alias_do_not_lose_its_addresses_at_a_reload() {
-    // escape_220 without names with ports: alias.test (allowed) is a
-    // CNAME chain to target.test (.3, no entry of its own) through eight
-    // CDN links that change between answers (a1..a8, then b1..b8): 9
-    // links each, within MAX_LINKS. strict DNS mode learns .3 for
-    // alias.test, whose `Chains` entry merges the links: 17. A reload
-    // that adds a denylist of names (other.test, unrelated): is .3 put
-    // back after two answers as after one (control)?
+/// The rounds of escape_221/232: alias.test (allowed, strict DNS mode)
+/// answered through one 9-link chain per tag (`{tag}1..8.cdn.test` then
+/// target.test, .3), asked once, then once per tag; a reload adding an
+/// unrelated denylist of names. Asserts the one-answer control and
+/// returns the answer counts after which .3 was not put back.
+fn rotating_chains_lost(test: &str, tags: &'static [&'static str]) -> Vec<usize> {
     use hickory_proto::rr::RecordType;
     let mut lost = Vec::new();
-    for asks in [1usize, 2] {
+    for asks in [1usize, tags.len()] {
         let w = crate::run::world_with(move |two, three| {
             let mut z = crate::dnsauth::Zone::standard(two, 300);
             let mut answers = Vec::new();
-            for tag in ["a", "b"] {
+            for tag in tags {
                 let mut recs = Vec::new();
                 let mut from = "alias.test.".to_string();
                 for i in 1..=8 {
@@ -8304,7 +8301,7 @@ fn escape_221_rotating_chains_of_one_allowed_alias_do_not_lose_its_addresses_at_
         let p = &w.p;
         let before = "default_action: deny\nallowlist:\n  domains: [\"alias.test\"]\n";
         let after = format!("{before}denylist:\n  domains: [\"other.test\"]\n");
-        let pol = policy_file(&format!("escape-221-{asks}"), before);
+        let pol = policy_file(&format!("{test}-{asks}"), before);
         let upstream = format!("{}:53", p.v4(2));
         let d = Daemon::start(
             &p.work,
@@ -8326,7 +8323,7 @@ fn escape_221_rotating_chains_of_one_allowed_alias_do_not_lose_its_addresses_at_
         d.wait_log("policy reloaded", Duration::from_secs(10));
         let line = d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
         let kept = on();
-        eprintln!("escape_221: {asks} answer(s): {line}; .3 after the reload: {kept}");
+        eprintln!("{test}: {asks} answer(s): {line}; .3 after the reload: {kept}");
         if asks == 1 {
             assert!(kept, "control: one 9-link answer's .3 was not replayed");
         } else if !kept {
@@ -8334,6 +8331,19 @@ fn escape_221_rotating_chains_of_one_allowed_alias_do_not_lose_its_addresses_at_
         }
         drop(d);
     }
+    lost
+}
+
+#[test]
+fn escape_221_rotating_chains_of_one_allowed_alias_do_not_lose_its_addresses_at_a_reload() {
+    // escape_220 without names with ports: alias.test (allowed) is a
+    // CNAME chain to target.test (.3, no entry of its own) through eight
+    // CDN links that change between answers (a1..a8, then b1..b8): 9
+    // links each, within MAX_LINKS. strict DNS mode learns .3 for
+    // alias.test, whose `Chains` entry merges the links: 17. A reload
+    // that adds a denylist of names (other.test, unrelated): is .3 put
+    // back after two answers as after one (control)?
+    let lost = rotating_chains_lost("escape-221", &["a", "b"]);
     assert!(
         lost.is_empty(),
         ".3 lost after the reload once alias.test was answered {lost:?} times through different 9-link chains (its merged links counted as one chain past MAX_LINKS)"
@@ -8734,61 +8744,7 @@ fn escape_232_a_cdn_rotating_its_links_eight_times_keeps_its_address_at_a_reload
     // times within the TTL: 72 links kept, past 64, refused whole at a
     // reload that adds an unrelated denylist (other.test). Control: 1
     // answer. (Availability: a co-tenant's busy CDN name lost at reloads.)
-    use hickory_proto::rr::RecordType;
-    let tags = ["a", "b", "c", "d", "e", "f", "g", "h"];
-    let mut lost = Vec::new();
-    for asks in [1usize, tags.len()] {
-        let w = crate::run::world_with(move |two, three| {
-            let mut z = crate::dnsauth::Zone::standard(two, 300);
-            let mut answers = Vec::new();
-            for tag in tags {
-                let mut recs = Vec::new();
-                let mut from = "alias.test.".to_string();
-                for i in 1..=8 {
-                    let to = format!("{tag}{i}.cdn.test.");
-                    recs.push(rr::cname(&from, &to));
-                    from = to;
-                }
-                recs.push(rr::cname(&from, "target.test."));
-                recs.push(rr::a("target.test.", three));
-                answers.push(recs);
-            }
-            z.raw.push(("alias.test".into(), RecordType::A, answers));
-            z
-        });
-        let p = &w.p;
-        let before = "default_action: deny\nallowlist:\n  domains: [\"alias.test\"]\n";
-        let after = format!("{before}denylist:\n  domains: [\"other.test\"]\n");
-        let pol = policy_file(&format!("escape-232-{asks}"), before);
-        let upstream = format!("{}:53", p.v4(2));
-        let d = Daemon::start(
-            &p.work,
-            &pol,
-            &[("FILTER_MODE", "dns-strict"), ("DNS_UPSTREAMS", upstream.as_str())],
-        );
-        let _echo = forbidden_echo(p, "7000", "");
-        let on = || {
-            tcp(&p.work, s_addr(&p.v4(3), 7000), vec![b"x\n".to_vec()], Duration::ZERO, CLIENT_TIMEOUT)
-                .text()
-                .contains("echo:")
-        };
-        assert!(!on(), "control: .3 open before any answer ({asks})");
-        for n in 0..asks {
-            assert!(dig_short(p, "alias.test").contains(&p.v4(3)), "control: answer {n} not .3 ({asks})");
-        }
-        assert!(on(), "control: the answers did not open .3 ({asks})");
-        std::fs::write(&pol, &after).expect("rewrite policy");
-        d.wait_log("policy reloaded", Duration::from_secs(10));
-        let line = d.wait_logged("learned addresses restored after reload", Duration::from_secs(10));
-        let kept = on();
-        eprintln!("escape_232: {asks} answer(s): {line}; .3 after the reload: {kept}");
-        if asks == 1 {
-            assert!(kept, "control: one 9-link answer's .3 was not replayed");
-        } else if !kept {
-            lost.push(asks);
-        }
-        drop(d);
-    }
+    let lost = rotating_chains_lost("escape-232", &["a", "b", "c", "d", "e", "f", "g", "h"]);
     assert!(
         lost.is_empty(),
         ".3 lost after the reload once alias.test was answered {lost:?} times through different 9-link chains (72 kept links, past MAX_KEPT = 64, though no answer was past 16)"
